@@ -1,0 +1,166 @@
+import { once } from 'node:events';
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ObjectStore } from './cache/object-store.ts';
+import type { AgentConfig } from './config/schema.ts';
+import { PeerFetcher } from './fetch/peer-fetcher.ts';
+import { createApp } from './http/app.ts';
+import { isKey } from './keys.ts';
+import { StaticPeers } from './overlay/static-peers.ts';
+import { Counters } from './telemetry/counters.ts';
+import { createLogger, type Logger } from './telemetry/logger.ts';
+import { AgentMetrics } from './telemetry/metrics.ts';
+import { type Clock, systemClock } from './time/clock.ts';
+import { GrpcPeer } from './transport/peer-client.ts';
+import { bindPeerServer, createPeerServer } from './transport/peer-server.ts';
+
+export interface AgentDeps {
+  logger?: Logger;
+  clock?: Clock;
+}
+
+type ScrubState =
+  | { state: 'off' }
+  | { state: 'running' }
+  | { state: 'done'; checked: number; corrupt: number }
+  | { state: 'failed'; error: string };
+
+/** A running agent: its bound ports and a way to stop it. */
+export interface Agent {
+  readonly httpPort: number;
+  readonly grpcPort: number;
+  readonly store: ObjectStore;
+  readonly counters: Counters;
+  status(): ReturnType<typeof buildStatus>;
+  /** Stops serving and waits for in-flight file operations. */
+  close(): Promise<void>;
+}
+
+function buildStatus(
+  config: AgentConfig,
+  store: ObjectStore,
+  peers: StaticPeers,
+  counters: Counters,
+  scrub: ScrubState,
+) {
+  const states = peers.states();
+  return {
+    id: config.nodeId,
+    zone: config.zone,
+    region: config.region,
+    role: 'peer' as const,
+    peers: { known: states.length, alive: states.filter((p) => p.alive).length, list: states },
+    cache: store.stats(),
+    counters: counters.snapshot(),
+    scrub,
+    process: { rssBytes: process.memoryUsage.rss(), uptimeSeconds: Math.round(process.uptime()) },
+  };
+}
+
+/** Opens the store, starts the gRPC data plane and the HTTP API, and returns when both are bound. */
+export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Promise<Agent> {
+  const logger = deps.logger ?? createLogger({ level: config.log.level, nodeId: config.nodeId });
+  const clock = deps.clock ?? systemClock;
+  const counters = new Counters();
+  const store = await ObjectStore.open({
+    dir: config.store.dir,
+    maxBytes: config.store.maxBytes,
+    memoryBytes: config.store.memoryBytes,
+    maxObjectBytes: config.store.maxObjectBytes,
+    ...(config.store.defaultTtlSeconds > 0 ? { defaultTtlMs: config.store.defaultTtlSeconds * 1000 } : {}),
+    fsync: config.store.fsync,
+    clock,
+    isKey,
+    onRemoved: (_key, reason) => Counters.bump(counters.removals, reason),
+    onCorruptChunk: (digest) => {
+      counters.corruptChunks++;
+      logger.error({ chunk: digest }, 'chunk damaged on disk: dropped with the objects that used it');
+    },
+    onBackgroundError: (error) => logger.error({ err: error }, 'background store operation failed'),
+  });
+  const peers = new StaticPeers(
+    config.peers.map(
+      (p) =>
+        new GrpcPeer({
+          id: p.id,
+          address: p.address,
+          flowControlWindow: config.grpc.flowControlWindow,
+          timeoutMs: config.transfer.peerTimeoutMs,
+        }),
+    ),
+    logger,
+  );
+  const fetcher = new PeerFetcher({
+    store,
+    peers: () => peers.list(),
+    counters,
+    logger,
+    clock,
+    timeoutMs: config.transfer.peerTimeoutMs,
+  });
+  const grpcServer = createPeerServer({
+    store,
+    node: { id: config.nodeId, zone: config.zone, region: config.region },
+    logger,
+    flowControlWindow: config.grpc.flowControlWindow,
+  });
+  const grpcPort = await bindPeerServer(grpcServer, config.grpc.host, config.grpc.port);
+
+  let scrub: ScrubState = { state: 'off' };
+  const metrics = new AgentMetrics({
+    counters,
+    store: () => store.stats(),
+    peersKnown: () => peers.list().length,
+  });
+  let ready = false;
+  const app = createApp({
+    store,
+    fetcher,
+    counters,
+    metrics,
+    logger,
+    status: () => buildStatus(config, store, peers, counters, scrub),
+    ready: () => ready,
+  });
+  const http: HttpServer = createServer({ requestTimeout: 0 }, app);
+  http.listen(config.http.port, config.http.host);
+  await once(http, 'listening');
+  const httpPort = (http.address() as AddressInfo).port;
+
+  peers.start();
+  const sweep = setInterval(() => store.sweepExpired(), config.store.sweepIntervalSeconds * 1000);
+  sweep.unref();
+  if (config.store.scrubOnStart) {
+    scrub = { state: 'running' };
+    store.scrub().then(
+      (result) => {
+        scrub = { state: 'done', ...result };
+        logger.info(result, 'scrub finished');
+      },
+      (error: Error) => {
+        scrub = { state: 'failed', error: error.message };
+        logger.error({ err: error }, 'scrub failed');
+      },
+    );
+  }
+  ready = true;
+  logger.info({ httpPort, grpcPort, peers: config.peers.length, store: store.stats() }, 'agent ready');
+
+  return {
+    httpPort,
+    grpcPort,
+    store,
+    counters,
+    status: () => buildStatus(config, store, peers, counters, scrub),
+    async close() {
+      ready = false;
+      clearInterval(sweep);
+      peers.close();
+      http.closeAllConnections();
+      await new Promise((resolve) => http.close(resolve));
+      grpcServer.forceShutdown();
+      await metrics.shutdown();
+      await store.flush();
+    },
+  };
+}

@@ -1,0 +1,92 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isDigest } from './chunking.ts';
+import { InsufficientStorageError } from './errors.ts';
+
+/**
+ * Chunks on disk, one file per chunk at `chunks/<first two hex>/<digest>`. File names come only from
+ * digests (never from keys), so no client input ever becomes a path. Writes go to `tmp/` and are
+ * renamed into place, so a crash never leaves a half-written file under a chunk's name.
+ */
+export class ChunkFiles {
+  readonly #chunkDir: string;
+  readonly #tmpDir: string;
+
+  readonly fsync: boolean;
+
+  constructor(dir: string, fsync: boolean) {
+    this.fsync = fsync;
+    this.#chunkDir = join(dir, 'chunks');
+    this.#tmpDir = join(dir, 'tmp');
+  }
+
+  /** Creates the folders and removes what a crashed write left in `tmp/`. */
+  async init(): Promise<void> {
+    await rm(this.#tmpDir, { recursive: true, force: true });
+    await mkdir(this.#tmpDir, { recursive: true });
+    await mkdir(this.#chunkDir, { recursive: true });
+  }
+
+  path(digest: string): string {
+    return join(this.#chunkDir, digest.slice(0, 2), digest);
+  }
+
+  /** Writes `data` atomically under `digest`; ENOSPC becomes InsufficientStorageError. */
+  async write(digest: string, data: Uint8Array): Promise<void> {
+    await atomicWrite(this.#tmpDir, this.path(digest), data, this.fsync);
+  }
+
+  read(digest: string): Promise<Buffer> {
+    return readFile(this.path(digest));
+  }
+
+  async remove(digest: string): Promise<void> {
+    await rm(this.path(digest), { force: true });
+  }
+
+  /** Every chunk file with its size; files whose names are not digests are removed. */
+  async *scan(): AsyncGenerator<{ digest: string; size: number }> {
+    for (const shard of await readdir(this.#chunkDir)) {
+      const shardDir = join(this.#chunkDir, shard);
+      for (const name of await readdir(shardDir)) {
+        const file = join(shardDir, name);
+        if (!isDigest(name) || name.slice(0, 2) !== shard) {
+          await rm(file, { recursive: true, force: true });
+          continue;
+        }
+        yield { digest: name, size: (await stat(file)).size };
+      }
+    }
+  }
+}
+
+/**
+ * Writes `data` to a fresh file in `tmpDir`, optionally fsyncs it, and renames it to `target`.
+ * Readers see either the old file, no file, or the complete new one.
+ */
+export async function atomicWrite(
+  tmpDir: string,
+  target: string,
+  data: Uint8Array,
+  fsync: boolean,
+): Promise<void> {
+  const tmp = join(tmpDir, randomBytes(12).toString('hex'));
+  try {
+    const file = await open(tmp, 'wx');
+    try {
+      await file.writeFile(data);
+      if (fsync) await file.sync();
+    } finally {
+      await file.close();
+    }
+    await mkdir(join(target, '..'), { recursive: true });
+    await rename(tmp, target);
+  } catch (error) {
+    await rm(tmp, { force: true });
+    if ((error as NodeJS.ErrnoException).code === 'ENOSPC') {
+      throw new InsufficientStorageError('the disk is full', { cause: error });
+    }
+    throw error;
+  }
+}

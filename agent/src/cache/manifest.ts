@@ -1,0 +1,60 @@
+import { chunkCount, chunkLength, isDigest, OBJECT_DIGEST_PREFIX, rootDigest } from './chunking.ts';
+import { StoreError } from './errors.ts';
+
+/** What the store knows about one object: its chunks, in order, and their root. */
+export interface Manifest {
+  readonly key: string;
+  readonly size: number;
+  readonly chunkSize: number;
+  /** SHA-256 hex of each chunk, in order. */
+  readonly chunks: readonly string[];
+  /** rootDigest(size, chunkSize, chunks), hex. */
+  readonly root: string;
+  readonly createdAtMs: number;
+  /** Absent: no expiry. */
+  readonly expiresAtMs?: number;
+}
+
+export class InvalidManifestError extends StoreError {
+  override name = 'InvalidManifestError';
+}
+
+/** The object's public digest (ETag value without quotes). */
+export function objectDigest(manifest: Pick<Manifest, 'root'>): string {
+  return OBJECT_DIGEST_PREFIX + manifest.root;
+}
+
+export function manifestChunkLength(manifest: Manifest, index: number): number {
+  return chunkLength(manifest.size, manifest.chunkSize, index);
+}
+
+/**
+ * Checks an untrusted manifest (from disk or a peer) for internal consistency: field types, chunk count
+ * matching size and chunk size, and the root matching the chunk list. Returns it typed, or throws.
+ */
+export function parseManifest(value: unknown, isKey: (key: string) => boolean): Manifest {
+  const fail = (why: string): never => {
+    throw new InvalidManifestError(`invalid manifest: ${why}`);
+  };
+  if (typeof value !== 'object' || value === null) return fail('not an object');
+  const m = value as Record<string, unknown>;
+  if (typeof m.key !== 'string' || !isKey(m.key)) return fail('bad key');
+  if (!Number.isSafeInteger(m.size) || (m.size as number) < 0) return fail('bad size');
+  if (!Number.isSafeInteger(m.chunkSize) || (m.chunkSize as number) <= 0) return fail('bad chunkSize');
+  if (!Array.isArray(m.chunks) || !m.chunks.every(isDigest)) return fail('bad chunk list');
+  const size = m.size as number;
+  const chunkSize = m.chunkSize as number;
+  if (m.chunks.length !== chunkCount(size, chunkSize)) return fail('chunk count does not match size');
+  if (!isDigest(m.root) || m.root !== rootDigest(size, chunkSize, m.chunks)) return fail('root mismatch');
+  if (!Number.isSafeInteger(m.createdAtMs)) return fail('bad createdAtMs');
+  if (m.expiresAtMs !== undefined && !Number.isSafeInteger(m.expiresAtMs)) return fail('bad expiresAtMs');
+  return {
+    key: m.key,
+    size,
+    chunkSize,
+    chunks: m.chunks,
+    root: m.root,
+    createdAtMs: m.createdAtMs as number,
+    ...(m.expiresAtMs === undefined ? {} : { expiresAtMs: m.expiresAtMs as number }),
+  };
+}

@@ -1,0 +1,538 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Clock } from '../time/clock.ts';
+import { atomicWrite, ChunkFiles } from './chunk-files.ts';
+import { chunkSizeFor, digestOf, rootDigest } from './chunking.ts';
+import {
+  IncompleteBodyError,
+  InsufficientStorageError,
+  IntegrityError,
+  ObjectNotFoundError,
+  ObjectTooLargeError,
+} from './errors.ts';
+import { HotTier } from './hot-tier.ts';
+import { type Manifest, manifestChunkLength, parseManifest } from './manifest.ts';
+import { Sieve } from './sieve.ts';
+
+export interface ObjectStoreOptions {
+  dir: string;
+  /** The most bytes of chunks on disk; the store never goes above it. */
+  maxBytes: number;
+  /** The most bytes the in-memory hot tier keeps. */
+  memoryBytes: number;
+  /** The largest object accepted. */
+  maxObjectBytes: number;
+  /** Applied to objects stored without a TTL of their own; undefined: keep until evicted. */
+  defaultTtlMs?: number;
+  fsync: boolean;
+  clock: Clock;
+  isKey: (key: string) => boolean;
+  /** Told of every object that leaves the store, and why. */
+  onRemoved?: (key: string, reason: RemovalReason) => void;
+  /** Told of every chunk found damaged on disk. */
+  onCorruptChunk?: (digest: string) => void;
+  /** Told of background file errors that have no caller to throw to. */
+  onBackgroundError?: (error: unknown) => void;
+}
+
+export type RemovalReason = 'evicted' | 'expired' | 'deleted' | 'replaced' | 'corrupt';
+
+export interface StoreStats {
+  bytes: number;
+  maxBytes: number;
+  entries: number;
+  chunks: number;
+  hotBytes: number;
+}
+
+export interface PutOptions {
+  /** The body's length when known in advance (Content-Length); enforced exactly. */
+  size?: number;
+  ttlMs?: number;
+}
+
+/** A pinned object: its chunks stay on disk until `release()`, even if it is deleted meanwhile. */
+export interface ObjectHandle {
+  readonly manifest: Manifest;
+  release(): void;
+}
+
+interface ObjectEntry {
+  manifest: Manifest;
+  pins: number;
+  /** Out of the index; chunk references are released by the last unpin. */
+  dropped: boolean;
+}
+
+interface ChunkEntry {
+  size: number;
+  /** Live objects and open leases that reference the chunk. */
+  refs: number;
+}
+
+/** Chunks held for a write in progress (an upload or a fetch from peers) until it commits or aborts. */
+export class ChunkLease {
+  readonly digests = new Set<string>();
+  readonly release: () => void;
+  #released = false;
+  constructor(release: () => void) {
+    this.release = release;
+  }
+  get released(): boolean {
+    return this.#released;
+  }
+  markReleased(): void {
+    this.#released = true;
+  }
+}
+
+/**
+ * The agent's verified content store: manifests by key and content-addressed chunks, on disk under one
+ * folder with a byte limit, plus a hot tier in memory. Every chunk is hashed before it is stored and
+ * every chunk read from disk is hashed again before it is returned; a damaged chunk is dropped with
+ * every object that used it. After a crash, `open` rebuilds the index from the files and drops
+ * anything incomplete; `scrub` re-hashes everything on disk.
+ */
+export class ObjectStore {
+  readonly #opts: ObjectStoreOptions;
+  readonly #files: ChunkFiles;
+  readonly #manifestDir: string;
+  readonly #tmpDir: string;
+  readonly #hot: HotTier;
+  readonly #objects = new Map<string, ObjectEntry>();
+  readonly #chunks = new Map<string, ChunkEntry>();
+  readonly #order = new Sieve<string>();
+  /** Chunk file removals in flight: a new write of the same digest waits for them. */
+  readonly #removals = new Map<string, Promise<void>>();
+  /** Per-key chain of manifest file operations, so they land in the order they were decided. */
+  readonly #manifestOps = new Map<string, Promise<void>>();
+  #bytes = 0;
+  #reserved = 0;
+
+  private constructor(opts: ObjectStoreOptions) {
+    this.#opts = opts;
+    this.#files = new ChunkFiles(opts.dir, opts.fsync);
+    this.#manifestDir = join(opts.dir, 'manifests');
+    this.#tmpDir = join(opts.dir, 'tmp');
+    this.#hot = new HotTier(opts.memoryBytes);
+  }
+
+  /** Opens the store at `opts.dir`, creating it or rebuilding the index from what is there. */
+  static async open(opts: ObjectStoreOptions): Promise<ObjectStore> {
+    const store = new ObjectStore(opts);
+    await store.#recover();
+    return store;
+  }
+
+  get maxObjectBytes(): number {
+    return this.#opts.maxObjectBytes;
+  }
+
+  stats(): StoreStats {
+    return {
+      bytes: this.#bytes,
+      maxBytes: this.#opts.maxBytes,
+      entries: this.#objects.size,
+      chunks: this.#chunks.size,
+      hotBytes: this.#hot.bytes,
+    };
+  }
+
+  /** The live manifest for `key`, or undefined when absent or expired. Counts as a use for eviction. */
+  lookup(key: string): Manifest | undefined {
+    const entry = this.#objects.get(key);
+    if (!entry) return undefined;
+    const expires = entry.manifest.expiresAtMs;
+    if (expires !== undefined && expires <= this.#opts.clock.now()) {
+      this.#drop(key, 'expired');
+      return undefined;
+    }
+    this.#order.touch(key);
+    return entry.manifest;
+  }
+
+  /** Pins `key` for reading; undefined when absent or expired. */
+  openRead(key: string): ObjectHandle | undefined {
+    if (!this.lookup(key)) return undefined;
+    const entry = this.#objects.get(key)!;
+    entry.pins++;
+    let released = false;
+    return {
+      manifest: entry.manifest,
+      release: () => {
+        if (released) return;
+        released = true;
+        if (--entry.pins === 0 && entry.dropped) this.#releaseChunks(entry.manifest.chunks);
+      },
+    };
+  }
+
+  has(digest: string): boolean {
+    return this.#chunks.has(digest);
+  }
+
+  /** The chunk's bytes, verified; a chunk damaged on disk is dropped and IntegrityError thrown. */
+  async readChunk(digest: string): Promise<Buffer> {
+    const hot = this.#hot.get(digest);
+    if (hot) return hot;
+    if (!this.#chunks.has(digest)) throw new ObjectNotFoundError(`chunk ${digest}`);
+    let data: Buffer;
+    try {
+      data = await this.#files.read(digest);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      data = Buffer.alloc(0);
+    }
+    if (digestOf(data) !== digest) {
+      this.#dropCorrupt(digest);
+      throw new IntegrityError(digest, 'local disk');
+    }
+    this.#hot.set(digest, data);
+    return data;
+  }
+
+  newLease(): ChunkLease {
+    const lease: ChunkLease = new ChunkLease(() => {
+      if (lease.released) return;
+      lease.markReleased();
+      this.#releaseChunks([...lease.digests]);
+    });
+    return lease;
+  }
+
+  /**
+   * Stores a chunk under `lease`. When `expected` is given the bytes must hash to it, else
+   * IntegrityError names `source`. Returns the digest. Evicts as needed to stay within the limit.
+   */
+  async putChunk(
+    lease: ChunkLease,
+    data: Buffer,
+    expected?: { digest: string; source: string },
+  ): Promise<string> {
+    const digest = digestOf(data);
+    if (expected && expected.digest !== digest) throw new IntegrityError(expected.digest, expected.source);
+    await this.#addChunk(lease, digest, data);
+    return digest;
+  }
+
+  /** Reads `body` into chunks and commits it under `key`. Aborts cleanly on any error. */
+  async put(key: string, body: AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<Manifest> {
+    const limit = this.#opts.maxObjectBytes;
+    if (options.size !== undefined && options.size > limit) throw new ObjectTooLargeError(limit);
+    if (options.size !== undefined && options.size > this.#opts.maxBytes) {
+      throw new ObjectTooLargeError(this.#opts.maxBytes, 'object is larger than the whole store');
+    }
+    const lease = this.newLease();
+    try {
+      const { chunks, size, chunkSize } = await this.#ingest(lease, body, options.size);
+      return await this.commit(lease, { key, size, chunkSize, chunks, ttlMs: options.ttlMs });
+    } finally {
+      lease.release();
+    }
+  }
+
+  async #ingest(lease: ChunkLease, body: AsyncIterable<Uint8Array>, expectedSize: number | undefined) {
+    const chunkSize = chunkSizeFor(expectedSize);
+    const max = this.#opts.maxObjectBytes;
+    const chunks: string[] = [];
+    // Sized to the object's remaining length, so a known-size object never over-allocates.
+    const nextBuffer = () => Buffer.allocUnsafe(Math.min(chunkSize, (expectedSize ?? Infinity) - flushed));
+    let flushed = 0;
+    let buffer = nextBuffer();
+    let filled = 0;
+    let total = 0;
+    // At most one chunk write runs while the next chunk fills; its failure is kept and rethrown here.
+    let writing: Promise<void> = Promise.resolve();
+    let writeError: unknown;
+    const flush = async () => {
+      // A short tail is copied out so the hot tier never pins a mostly empty chunk-sized buffer.
+      const data = filled === buffer.length ? buffer : Buffer.copyBytesFrom(buffer, 0, filled);
+      const digest = digestOf(data);
+      chunks.push(digest);
+      await writing;
+      if (writeError) throw writeError;
+      writing = this.#addChunk(lease, digest, data).catch((error: unknown) => {
+        writeError = error;
+      });
+      flushed += filled;
+      buffer = nextBuffer();
+      filled = 0;
+    };
+    try {
+      for await (const piece of body) {
+        total += piece.length;
+        if (total > max) throw new ObjectTooLargeError(max);
+        if (expectedSize !== undefined && total > expectedSize) {
+          throw new IncompleteBodyError(`body is longer than its announced ${expectedSize} bytes`);
+        }
+        for (let offset = 0; offset < piece.length; ) {
+          const n = Math.min(piece.length - offset, buffer.length - filled);
+          buffer.set(piece.subarray(offset, offset + n), filled);
+          filled += n;
+          offset += n;
+          if (filled === buffer.length) await flush();
+        }
+      }
+      if (filled > 0) await flush();
+    } finally {
+      await writing; // never rejects; on failure the caller's lease releases what was written
+    }
+    if (writeError) throw writeError;
+    if (expectedSize !== undefined && total !== expectedSize) {
+      throw new IncompleteBodyError(`body ended after ${total} of ${expectedSize} bytes`);
+    }
+    return { chunks, size: total, chunkSize };
+  }
+
+  /**
+   * Publishes an object whose chunks `lease` holds, replacing any earlier version of `key`. The
+   * manifest is written atomically before the object becomes visible. The caller still releases the
+   * lease. Returns the manifest.
+   */
+  async commit(
+    lease: ChunkLease,
+    fields: { key: string; size: number; chunkSize: number; chunks: readonly string[]; ttlMs?: number },
+  ): Promise<Manifest> {
+    for (const digest of fields.chunks) {
+      if (!lease.digests.has(digest)) throw new Error(`commit: chunk ${digest} is not held by the lease`);
+    }
+    const now = this.#opts.clock.now();
+    const ttlMs = fields.ttlMs ?? this.#opts.defaultTtlMs;
+    const manifest: Manifest = {
+      key: fields.key,
+      size: fields.size,
+      chunkSize: fields.chunkSize,
+      chunks: [...fields.chunks],
+      root: rootDigest(fields.size, fields.chunkSize, fields.chunks),
+      createdAtMs: now,
+      ...(ttlMs === undefined ? {} : { expiresAtMs: now + ttlMs }),
+    };
+    await this.#manifestOp(manifest.key, async () => {
+      await atomicWrite(
+        this.#tmpDir,
+        this.#manifestPath(manifest.key),
+        Buffer.from(JSON.stringify(manifest)),
+        this.#opts.fsync,
+      );
+      if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
+      this.#index(manifest);
+    });
+    return manifest;
+  }
+
+  /** Removes `key`; false when it was not there. */
+  async delete(key: string): Promise<boolean> {
+    if (!this.#objects.has(key)) return false;
+    this.#drop(key, 'deleted');
+    await this.#manifestOps.get(key);
+    return true;
+  }
+
+  /** Drops every expired object; returns how many. */
+  sweepExpired(): number {
+    const now = this.#opts.clock.now();
+    let n = 0;
+    for (const [key, { manifest }] of this.#objects) {
+      if (manifest.expiresAtMs !== undefined && manifest.expiresAtMs <= now) {
+        this.#drop(key, 'expired');
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Re-hashes every chunk on disk, dropping damaged ones with their objects. */
+  async scrub(): Promise<{ checked: number; corrupt: number }> {
+    let checked = 0;
+    let corrupt = 0;
+    for (const digest of [...this.#chunks.keys()]) {
+      if (!this.#chunks.has(digest)) continue;
+      this.#hot.delete(digest); // force a disk read
+      try {
+        await this.readChunk(digest);
+      } catch (error) {
+        if (!(error instanceof IntegrityError)) throw error;
+        corrupt++;
+      }
+      checked++;
+    }
+    return { checked, corrupt };
+  }
+
+  /** Waits for background file operations to finish. */
+  async flush(): Promise<void> {
+    await Promise.all([...this.#manifestOps.values(), ...this.#removals.values()]);
+  }
+
+  async #addChunk(lease: ChunkLease, digest: string, data: Buffer): Promise<void> {
+    if (lease.digests.has(digest)) return;
+    if (!this.#chunks.has(digest)) {
+      await this.#removals.get(digest);
+      this.#reserve(data.length);
+      try {
+        await this.#files.write(digest, data);
+      } finally {
+        this.#reserved -= data.length;
+      }
+      if (!this.#chunks.has(digest)) {
+        this.#chunks.set(digest, { size: data.length, refs: 0 });
+        this.#bytes += data.length;
+      }
+    }
+    this.#chunks.get(digest)!.refs++;
+    lease.digests.add(digest);
+    this.#hot.set(digest, data);
+  }
+
+  /** Makes room for `bytes` more by evicting unpinned objects; throws when it cannot. */
+  #reserve(bytes: number): void {
+    const max = this.#opts.maxBytes;
+    while (this.#bytes + this.#reserved + bytes > max) {
+      const victim = this.#order.evict((key) => this.#objects.get(key)?.pins === 0);
+      if (victim === undefined) {
+        throw new InsufficientStorageError(
+          `no room for ${bytes} bytes: ${this.#bytes} of ${max} in use and nothing evictable`,
+        );
+      }
+      this.#drop(victim, 'evicted');
+    }
+    this.#reserved += bytes;
+  }
+
+  #index(manifest: Manifest): void {
+    this.#objects.set(manifest.key, { manifest, pins: 0, dropped: false });
+    this.#order.insert(manifest.key);
+    for (const digest of new Set(manifest.chunks)) this.#chunks.get(digest)!.refs++;
+  }
+
+  /** Takes `key` out of the index now; files and chunk references follow. */
+  #drop(key: string, reason: RemovalReason, removeFile = true): void {
+    const entry = this.#objects.get(key);
+    if (!entry) return;
+    this.#objects.delete(key);
+    this.#order.delete(key);
+    entry.dropped = true;
+    if (entry.pins === 0) this.#releaseChunks(entry.manifest.chunks);
+    if (removeFile) {
+      // Skipped when a newer version of the key was indexed before this removal got its turn.
+      void this.#manifestOp(key, async () => {
+        if (!this.#objects.has(key)) await rm(this.#manifestPath(key), { force: true });
+      }).catch((error) => this.#opts.onBackgroundError?.(error));
+    }
+    this.#opts.onRemoved?.(key, reason);
+  }
+
+  #releaseChunks(digests: Iterable<string>): void {
+    for (const digest of new Set(digests)) {
+      const chunk = this.#chunks.get(digest);
+      if (!chunk || --chunk.refs > 0) continue;
+      this.#forgetChunk(digest, chunk);
+    }
+  }
+
+  #forgetChunk(digest: string, chunk: ChunkEntry): void {
+    this.#chunks.delete(digest);
+    this.#bytes -= chunk.size;
+    this.#hot.delete(digest);
+    const removal = this.#files
+      .remove(digest)
+      .catch((error) => this.#opts.onBackgroundError?.(error))
+      .finally(() => {
+        if (this.#removals.get(digest) === removal) this.#removals.delete(digest);
+      });
+    this.#removals.set(digest, removal);
+  }
+
+  #dropCorrupt(digest: string): void {
+    this.#opts.onCorruptChunk?.(digest);
+    for (const [key, { manifest }] of this.#objects) {
+      if (manifest.chunks.includes(digest)) this.#drop(key, 'corrupt');
+    }
+    // Leases or pinned readers may still reference it: the bytes are bad, so forget them anyway.
+    const chunk = this.#chunks.get(digest);
+    if (chunk) this.#forgetChunk(digest, chunk);
+  }
+
+  #manifestOp(key: string, op: () => Promise<void>): Promise<void> {
+    // Runs after the previous operation whether it succeeded or not; each failure goes to its own caller.
+    const previous = this.#manifestOps.get(key) ?? Promise.resolve();
+    const next = previous.then(op, op);
+    const tracked = next.finally(() => {
+      if (this.#manifestOps.get(key) === tracked) this.#manifestOps.delete(key);
+    });
+    this.#manifestOps.set(key, tracked);
+    return next;
+  }
+
+  #manifestPath(key: string): string {
+    const name = createHash('sha256').update(key).digest('hex');
+    return join(this.#manifestDir, name.slice(0, 2), `${name}.json`);
+  }
+
+  async #recover(): Promise<void> {
+    await this.#files.init(); // also empties tmp/, shared with manifest writes
+    await mkdir(this.#manifestDir, { recursive: true });
+    const onDisk = new Map<string, number>();
+    for await (const { digest, size } of this.#files.scan()) onDisk.set(digest, size);
+    const scanned = [...onDisk.keys()];
+    const manifests = await this.#readManifests(onDisk);
+    manifests.sort((a, b) => a.createdAtMs - b.createdAtMs); // newest ends nearest the head
+    for (const manifest of manifests) {
+      for (const digest of manifest.chunks) {
+        if (!this.#chunks.has(digest)) {
+          this.#chunks.set(digest, { size: onDisk.get(digest)!, refs: 0 });
+          this.#bytes += onDisk.get(digest)!;
+        }
+      }
+      this.#index(manifest);
+    }
+    for (const digest of scanned) {
+      if (!this.#chunks.has(digest)) await this.#files.remove(digest); // orphans of interrupted writes
+    }
+    if (this.#bytes > this.#opts.maxBytes) {
+      this.#reserve(0); // the limit was lowered: evict down to it
+      this.#reserved = 0;
+    }
+  }
+
+  /** Valid, unexpired manifests whose chunks are all on disk at the right size; removes the rest. */
+  async #readManifests(onDisk: Map<string, number>): Promise<Manifest[]> {
+    const now = this.#opts.clock.now();
+    const kept: Manifest[] = [];
+    for (const shard of await readdir(this.#manifestDir)) {
+      const shardDir = join(this.#manifestDir, shard);
+      for (const name of await readdir(shardDir)) {
+        const file = join(shardDir, name);
+        let manifest: Manifest | undefined;
+        try {
+          manifest = parseManifest(JSON.parse(await readFile(file, 'utf8')), this.#opts.isKey);
+        } catch {
+          manifest = undefined; // unreadable or invalid: removed below
+        }
+        const usable =
+          manifest !== undefined &&
+          this.#manifestPath(manifest.key) === file &&
+          (manifest.expiresAtMs === undefined || manifest.expiresAtMs > now) &&
+          this.#chunksIntact(manifest, onDisk);
+        if (usable) kept.push(manifest!);
+        else await rm(file, { force: true });
+      }
+    }
+    return kept;
+  }
+
+  #chunksIntact(manifest: Manifest, onDisk: Map<string, number>): boolean {
+    let intact = true;
+    manifest.chunks.forEach((digest, index) => {
+      const size = onDisk.get(digest);
+      if (size === manifestChunkLength(manifest, index)) return;
+      intact = false;
+      if (size !== undefined) {
+        onDisk.delete(digest); // wrong length: damaged, and removed as an orphan
+        this.#opts.onCorruptChunk?.(digest);
+      }
+    });
+    return intact;
+  }
+}

@@ -1,0 +1,83 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { parseBytes } from './bytes.ts';
+
+const bytes = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const parsed = parseBytes(value);
+  if (parsed === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `not a byte size: ${JSON.stringify(value)} (e.g. 1048576, 64Mi, 10Gi)`,
+    });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const port = z.coerce.number().int().min(0).max(65535);
+const host = z.string().min(1);
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port (IPv6 as [addr]:port)');
+
+const peer = z.union([
+  hostPort.transform((address) => ({ address, id: address })),
+  z
+    .strictObject({ address: hostPort, id: z.string().min(1).optional() })
+    .transform((p) => ({ address: p.address, id: p.id ?? p.address })),
+]);
+
+/**
+ * The agent's whole configuration. Every field has a default except `store.dir`. Parsed once in
+ * main from file < environment < flags (see load.ts); nothing else reads the environment.
+ */
+export const agentConfigSchema = z.strictObject({
+  /** This node's identity in the mesh. */
+  nodeId: z.string().min(1).max(253).default(hostname()),
+  /** Topology (from the node labels topology.kubernetes.io/zone and /region). */
+  zone: z.string().max(63).default(''),
+  region: z.string().max(63).default(''),
+  http: z
+    .strictObject({
+      host: host.default('127.0.0.1'),
+      port: port.default(7480),
+    })
+    .prefault({}),
+  grpc: z
+    .strictObject({
+      host: host.default('0.0.0.0'),
+      port: port.default(7481),
+      /** HTTP/2 flow-control window for peer streams; larger windows keep fast links full. */
+      flowControlWindow: bytes.default(16 * 2 ** 20),
+    })
+    .prefault({}),
+  store: z.strictObject({
+    dir: z.string().min(1),
+    maxBytes: bytes.default(10 * 2 ** 30),
+    memoryBytes: bytes.default(256 * 2 ** 20),
+    maxObjectBytes: bytes.default(8 * 2 ** 30),
+    /** Seconds; 0 keeps objects until evicted. A PUT may set its own with X-Edgemesh-Ttl. */
+    defaultTtlSeconds: z.coerce.number().int().min(0).default(0),
+    fsync: z.stringbool().or(z.boolean()).default(false),
+    /** Re-hash every chunk on disk in the background after start. */
+    scrubOnStart: z.stringbool().or(z.boolean()).default(true),
+    sweepIntervalSeconds: z.coerce.number().int().min(1).default(30),
+  }),
+  /** Static peers (until membership arrives): host:port strings or { address, id }. */
+  peers: z.array(peer).default([]),
+  transfer: z
+    .strictObject({
+      /** How long to wait for a peer's answer before trying the next one. */
+      peerTimeoutMs: z.coerce.number().int().min(1).default(5000),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({}),
+});
+
+export type AgentConfig = z.output<typeof agentConfigSchema>;
+export type AgentConfigInput = z.input<typeof agentConfigSchema>;
+export type PeerConfig = AgentConfig['peers'][number];

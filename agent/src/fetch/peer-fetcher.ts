@@ -1,0 +1,219 @@
+import { IntegrityError } from '../cache/errors.ts';
+import { type Manifest, manifestChunkLength, parseManifest } from '../cache/manifest.ts';
+import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
+import { isKey } from '../keys.ts';
+import { Counters } from '../telemetry/counters.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { Clock } from '../time/clock.ts';
+import { PeerError, type PeerTransport } from '../transport/peer-transport.ts';
+import type { ChunkSource } from './chunk-source.ts';
+
+/** No holder could deliver the object; `failures` says what each one did. */
+export class PeerFetchError extends Error {
+  override name = 'PeerFetchError';
+  readonly key: string;
+  readonly failures: readonly string[];
+  constructor(key: string, failures: readonly string[]) {
+    super(`could not fetch ${key} from any peer: ${failures.join('; ') || 'no holder'}`);
+    this.key = key;
+    this.failures = failures;
+  }
+}
+
+/** Chunks asked of one holder per FetchChunks call. */
+const CHUNKS_PER_CALL = 64;
+
+export interface Located {
+  manifest: Manifest;
+  /** Peers that announced this exact manifest root, in answer order. */
+  holders: PeerTransport[];
+}
+
+export interface PeerFetcherOptions {
+  store: ObjectStore;
+  peers: () => readonly PeerTransport[];
+  counters: Counters;
+  logger: Logger;
+  clock: Clock;
+  timeoutMs: number;
+}
+
+/**
+ * Gets objects this agent lacks from peers that hold them. One download per key at a time: later
+ * readers join the download in progress. Every chunk is hashed before it is stored or handed to a
+ * reader; a chunk that fails is blamed on the peer that sent it (counter and log), and the download
+ * carries on from the same chunk with the next holder.
+ */
+export class PeerFetcher {
+  readonly #opts: PeerFetcherOptions;
+  readonly #inflight = new Map<string, Download>();
+
+  constructor(opts: PeerFetcherOptions) {
+    this.#opts = opts;
+  }
+
+  /** Asks every peer for `key`'s manifest; the root most holders agree on wins. */
+  async locate(key: string): Promise<Located | undefined> {
+    const inflight = this.#inflight.get(key);
+    if (inflight) return { manifest: inflight.manifest, holders: inflight.holders };
+    const peers = this.#opts.peers();
+    if (peers.length === 0) return undefined;
+    const signal = AbortSignal.timeout(this.#opts.timeoutMs);
+    const answers = await Promise.all(
+      peers.map(async (peer) => {
+        try {
+          const raw = await peer.getManifest(key, signal);
+          if (raw === undefined) return undefined;
+          const manifest = parseManifest(raw, isKey);
+          if (manifest.key !== key) throw new Error(`answered for another key ${manifest.key}`);
+          return { peer, manifest };
+        } catch (error) {
+          this.#opts.logger.warn(
+            { peer: peer.id, key, err: (error as Error).message },
+            'peer gave no usable manifest',
+          );
+          return undefined;
+        }
+      }),
+    );
+    const byRoot = new Map<string, Located>();
+    for (const answer of answers) {
+      if (!answer) continue;
+      const group = byRoot.get(answer.manifest.root) ?? { manifest: answer.manifest, holders: [] };
+      group.holders.push(answer.peer);
+      byRoot.set(answer.manifest.root, group);
+    }
+    return [...byRoot.values()].sort((a, b) => b.holders.length - a.holders.length)[0];
+  }
+
+  /** A reader of `located`'s chunks, downloading them (or joining the download in progress). */
+  open(located: Located): ChunkSource {
+    const key = located.manifest.key;
+    let download = this.#inflight.get(key);
+    if (!download || download.manifest.root !== located.manifest.root) {
+      download = new Download(located, this.#opts);
+      this.#inflight.set(key, download);
+      const started = download;
+      void started.finished.finally(() => {
+        if (this.#inflight.get(key) === started) this.#inflight.delete(key);
+      });
+    }
+    return download.reader();
+  }
+}
+
+/** One object's download from its holders into the store. */
+class Download {
+  readonly manifest: Manifest;
+  readonly holders: PeerTransport[];
+  readonly finished: Promise<void>;
+  readonly #opts: PeerFetcherOptions;
+  readonly #lease: ChunkLease;
+  #stored = 0;
+  #error: Error | undefined;
+  #readers = 0;
+  #done = false;
+  #wake: (() => void)[] = [];
+
+  constructor(located: Located, opts: PeerFetcherOptions) {
+    this.manifest = located.manifest;
+    this.holders = [...located.holders];
+    this.#opts = opts;
+    this.#lease = opts.store.newLease();
+    this.finished = this.#run().then(
+      () => this.#finish(undefined),
+      (error: Error) => this.#finish(error),
+    );
+  }
+
+  reader(): ChunkSource {
+    this.#readers++;
+    let closed = false;
+    return {
+      manifest: this.manifest,
+      source: 'peer',
+      read: (index) => this.#read(index),
+      close: () => {
+        if (closed) return;
+        closed = true;
+        this.#readers--;
+        this.#maybeRelease();
+      },
+    };
+  }
+
+  async #read(index: number): Promise<Buffer> {
+    while (this.#stored <= index) {
+      if (this.#error) throw this.#error;
+      await new Promise<void>((resolve) => this.#wake.push(resolve));
+    }
+    return this.#opts.store.readChunk(this.manifest.chunks[index]!);
+  }
+
+  async #run(): Promise<void> {
+    const { manifest } = this;
+    const failures: string[] = [];
+    for (const peer of this.holders) {
+      if (this.#stored === manifest.chunks.length) break;
+      try {
+        await this.#pullFrom(peer);
+      } catch (error) {
+        failures.push((error as Error).message);
+        if (error instanceof IntegrityError) {
+          Counters.bump(this.#opts.counters.badChunksByPeer, peer.id);
+          this.#opts.logger.warn(
+            { peer: peer.id, key: manifest.key, chunk: error.digest },
+            'peer sent a chunk that failed verification; trying the next holder',
+          );
+        } else if (error instanceof PeerError) {
+          this.#opts.logger.warn(
+            { peer: peer.id, key: manifest.key, err: error.message },
+            'peer failed during fetch; trying the next holder',
+          );
+        } else {
+          throw error; // our own failure (e.g. the store is full): no other peer would help
+        }
+      }
+    }
+    if (this.#stored < manifest.chunks.length) throw new PeerFetchError(manifest.key, failures);
+    const ttlMs =
+      manifest.expiresAtMs === undefined
+        ? undefined
+        : Math.max(1, manifest.expiresAtMs - this.#opts.clock.now());
+    await this.#opts.store.commit(this.#lease, { ...manifest, ...(ttlMs === undefined ? {} : { ttlMs }) });
+  }
+
+  /** Pulls the chunks from #stored onwards from `peer`, verifying and storing each one. */
+  async #pullFrom(peer: PeerTransport): Promise<void> {
+    const { manifest } = this;
+    while (this.#stored < manifest.chunks.length) {
+      const first = this.#stored;
+      const digests = manifest.chunks.slice(first, first + CHUNKS_PER_CALL);
+      const lengths = digests.map((_, i) => manifestChunkLength(manifest, first + i));
+      for await (const data of peer.fetchChunks(digests, lengths)) {
+        const digest = manifest.chunks[this.#stored]!;
+        await this.#opts.store.putChunk(this.#lease, data, { digest, source: peer.id });
+        Counters.bump(this.#opts.counters.bytesFromPeer, peer.id, data.length);
+        this.#stored++;
+        this.#notify();
+      }
+    }
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = [];
+    for (const resolve of wake) resolve();
+  }
+
+  #finish(error: Error | undefined): void {
+    this.#error = error;
+    this.#done = true;
+    this.#notify();
+    this.#maybeRelease();
+  }
+
+  #maybeRelease(): void {
+    if (this.#done && this.#readers === 0) this.#lease.release();
+  }
+}

@@ -1,0 +1,48 @@
+import type { Response } from 'express';
+import {
+  IncompleteBodyError,
+  InsufficientStorageError,
+  IntegrityError,
+  ObjectNotFoundError,
+  ObjectTooLargeError,
+} from '../cache/errors.ts';
+import { PeerFetchError } from '../fetch/peer-fetcher.ts';
+
+/** An error meant for the HTTP client, with its status and a stable machine-readable code. */
+export class HttpError extends Error {
+  override name = 'HttpError';
+  readonly status: number;
+  readonly code: string;
+  readonly headers: Record<string, string>;
+  constructor(status: number, code: string, message: string, headers: Record<string, string> = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.headers = headers;
+  }
+}
+
+/** Maps any error to the status and code the API documents; unknown errors are 500s. */
+export function toHttpError(error: unknown): HttpError {
+  if (error instanceof HttpError) return error;
+  if (error instanceof ObjectNotFoundError) return new HttpError(404, 'NotFound', error.message);
+  if (error instanceof ObjectTooLargeError) return new HttpError(413, 'PayloadTooLarge', error.message);
+  if (error instanceof IncompleteBodyError) return new HttpError(400, 'IncompleteBody', error.message);
+  if (error instanceof InsufficientStorageError)
+    return new HttpError(507, 'InsufficientStorage', error.message);
+  if (error instanceof PeerFetchError) return new HttpError(502, 'PeerFetchFailed', error.message);
+  if (error instanceof IntegrityError) return new HttpError(502, 'IntegrityError', error.message);
+  return new HttpError(500, 'Internal', 'internal error');
+}
+
+/** Sends `{ error: { code, message } }`, unless the response has already started. */
+export function sendError(res: Response, error: HttpError): void {
+  if (res.headersSent) {
+    res.destroy(error);
+    return;
+  }
+  res
+    .status(error.status)
+    .set(error.headers)
+    .json({ error: { code: error.code, message: error.message } });
+}

@@ -1,0 +1,190 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Request, Response } from 'express';
+import { type Manifest, manifestChunkLength, objectDigest } from '../cache/manifest.ts';
+import type { ObjectStore } from '../cache/object-store.ts';
+import { type ChunkSource, localSource } from '../fetch/chunk-source.ts';
+import type { Located, PeerFetcher } from '../fetch/peer-fetcher.ts';
+import { keyProblem } from '../keys.ts';
+import type { Counters } from '../telemetry/counters.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { HttpError, sendError, toHttpError } from './errors.ts';
+import { type ByteRange, parseRange } from './range.ts';
+
+export const OBJECTS_PREFIX = '/v1/objects/';
+/** Header a PUT may carry: the object's time to live in seconds. */
+export const TTL_HEADER = 'x-edgemesh-ttl';
+const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
+
+export interface ObjectRoutesDeps {
+  store: ObjectStore;
+  fetcher: PeerFetcher | undefined;
+  counters: Counters;
+  logger: Logger;
+}
+
+/**
+ * The key exactly as the client sent it: the raw path after /v1/objects/, not percent-decoded.
+ * Key characters never need encoding, so any `%` (an encoded `..` or `/` among them) is rejected.
+ */
+export function requestKey(req: Request): string {
+  const path = req.originalUrl.split('?', 1)[0]!;
+  const key = path.slice(OBJECTS_PREFIX.length);
+  const problem = keyProblem(key);
+  if (problem) throw new HttpError(400, 'InvalidKey', problem);
+  return key;
+}
+
+/** Handles every method on /v1/objects/{key}. */
+export function objectsHandler(deps: ObjectRoutesDeps) {
+  return async (req: Request, res: Response): Promise<void> => {
+    try {
+      const key = requestKey(req);
+      switch (req.method) {
+        case 'PUT':
+          return await put(deps, key, req, res);
+        case 'GET':
+        case 'HEAD':
+          return await get(deps, key, req, res);
+        case 'DELETE':
+          return await remove(deps, key, res);
+        default:
+          throw new HttpError(405, 'MethodNotAllowed', `${req.method} is not allowed here`, {
+            Allow: 'GET, HEAD, PUT, DELETE',
+          });
+      }
+    } catch (error) {
+      const httpError = toHttpError(error);
+      if (httpError.status >= 500) deps.logger.error({ err: error, url: req.originalUrl }, 'request failed');
+      if (req.method === 'PUT' && !req.complete) res.set('Connection', 'close'); // the body is not read on
+      sendError(res, httpError);
+    }
+  };
+}
+
+function parseTtlMs(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const seconds = Number(value);
+  if (!/^\d+$/.test(value.trim()) || seconds < 1 || seconds > MAX_TTL_SECONDS) {
+    throw new HttpError(
+      400,
+      'InvalidTtl',
+      `${TTL_HEADER} must be whole seconds from 1 to ${MAX_TTL_SECONDS}`,
+    );
+  }
+  return seconds * 1000;
+}
+
+async function put(deps: ObjectRoutesDeps, key: string, req: Request, res: Response): Promise<void> {
+  const lengthHeader = req.get('content-length');
+  const size = lengthHeader === undefined ? undefined : Number(lengthHeader);
+  if (size !== undefined && !Number.isSafeInteger(size))
+    throw new HttpError(400, 'BadRequest', 'invalid Content-Length');
+  const ttlMs = parseTtlMs(req.get(TTL_HEADER));
+  const manifest = await deps.store.put(key, req, { ...(size === undefined ? {} : { size }), ttlMs });
+  deps.counters.bytesStored += manifest.size;
+  const digest = objectDigest(manifest);
+  res
+    .status(201)
+    .set({ ETag: `"${digest}"`, Location: OBJECTS_PREFIX + key })
+    .json({ key, digest, size: manifest.size, chunks: manifest.chunks.length });
+}
+
+async function remove(deps: ObjectRoutesDeps, key: string, res: Response): Promise<void> {
+  if (!(await deps.store.delete(key))) throw new HttpError(404, 'NotFound', `no object ${key}`);
+  res.status(204).end();
+}
+
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  return header.split(',').some((tag) => {
+    const t = tag.trim();
+    return t === '*' || t === etag || t === `W/${etag}`;
+  });
+}
+
+async function get(deps: ObjectRoutesDeps, key: string, req: Request, res: Response): Promise<void> {
+  const handle = deps.store.openRead(key);
+  let source: ChunkSource | undefined = handle && localSource(deps.store, handle);
+  let located: Located | undefined;
+  if (source) deps.counters.hits++;
+  else {
+    deps.counters.misses++;
+    located = await deps.fetcher?.locate(key);
+    if (!located) throw new HttpError(404, 'NotFound', `no object ${key}`);
+  }
+  try {
+    const manifest = source?.manifest ?? located!.manifest;
+    const etag = `"${objectDigest(manifest)}"`;
+    res.set({
+      ETag: etag,
+      'X-Edgemesh-Source': source?.source ?? 'peer',
+      'Accept-Ranges': 'bytes',
+      'Content-Type': 'application/octet-stream',
+      'Last-Modified': new Date(manifest.createdAtMs).toUTCString(),
+    });
+    if (etagMatches(req.get('if-none-match'), etag)) {
+      res.status(304).end();
+      return;
+    }
+    const range = parseRange(req.get('range'), manifest.size);
+    if (range.kind === 'unsatisfiable') {
+      throw new HttpError(
+        416,
+        'RangeNotSatisfiable',
+        `range ${req.get('range')} is not satisfiable for ${manifest.size} bytes`,
+        {
+          'Content-Range': `bytes */${manifest.size}`,
+        },
+      );
+    }
+    const bytes: ByteRange = range.kind === 'partial' ? range.range : { start: 0, end: manifest.size - 1 };
+    res
+      .status(range.kind === 'partial' ? 206 : 200)
+      .set('Content-Length', String(bytes.end - bytes.start + 1));
+    if (range.kind === 'partial')
+      res.set('Content-Range', `bytes ${bytes.start}-${bytes.end}/${manifest.size}`);
+    if (req.method === 'HEAD' || manifest.size === 0) {
+      res.end();
+      return;
+    }
+    source ??= deps.fetcher!.open(located!);
+    await send(deps, source, bytes, res);
+  } finally {
+    source?.close();
+  }
+}
+
+/** Streams the chunks covering `bytes`, with backpressure. A failure mid-way aborts the response. */
+async function send(
+  deps: ObjectRoutesDeps,
+  source: ChunkSource,
+  bytes: ByteRange,
+  res: Response,
+): Promise<void> {
+  const { manifest } = source;
+  const counters = deps.counters;
+  async function* body() {
+    const first = Math.floor(bytes.start / manifest.chunkSize);
+    const last = Math.floor(bytes.end / manifest.chunkSize);
+    for (let index = first; index <= last; index++) {
+      const offset = index * manifest.chunkSize;
+      const data = await source.read(index);
+      const from = Math.max(0, bytes.start - offset);
+      const to = Math.min(manifestChunkLength(manifest as Manifest, index), bytes.end - offset + 1);
+      const slice = from === 0 && to === data.length ? data : data.subarray(from, to);
+      counters.bytesServed[source.source] += slice.length;
+      yield slice;
+    }
+  }
+  try {
+    await pipeline(Readable.from(body(), { objectMode: false, highWaterMark: 1 }), res);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return; // client went away
+    deps.logger.error(
+      { err: error, key: manifest.key },
+      'response aborted: could not deliver verified bytes',
+    );
+    res.destroy();
+  }
+}

@@ -1,0 +1,37 @@
+/** Where the bytes of a response came from (the X-Edgemesh-Source header). */
+export const SOURCES = ['local', 'peer', 'origin'] as const;
+export type Source = (typeof SOURCES)[number];
+
+/**
+ * The agent's counters as plain numbers: cheap to bump on the hot path, read by /v1/status, and
+ * exported to OpenTelemetry by observable instruments (metrics.ts), so each figure exists once.
+ */
+export class Counters {
+  hits = 0;
+  misses = 0;
+  readonly bytesServed: Record<Source, number> = { local: 0, peer: 0, origin: 0 };
+  bytesStored = 0;
+  corruptChunks = 0;
+  readonly removals = new Map<string, number>();
+  /** Chunks received from each peer that failed verification. */
+  readonly badChunksByPeer = new Map<string, number>();
+  readonly bytesFromPeer = new Map<string, number>();
+  readonly requests = new Map<string, number>();
+
+  static bump(map: Map<string, number>, key: string, by = 1): void {
+    map.set(key, (map.get(key) ?? 0) + by);
+  }
+
+  snapshot() {
+    return {
+      hits: this.hits,
+      misses: this.misses,
+      bytesServed: { ...this.bytesServed },
+      bytesStored: this.bytesStored,
+      corruptChunks: this.corruptChunks,
+      removals: Object.fromEntries(this.removals),
+      badChunksByPeer: Object.fromEntries(this.badChunksByPeer),
+      bytesFromPeer: Object.fromEntries(this.bytesFromPeer),
+    };
+  }
+}

@@ -1,0 +1,121 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Attributes, ObservableResult } from '@opentelemetry/api';
+import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import type { StoreStats } from '../cache/object-store.ts';
+import { type Counters, SOURCES } from './counters.ts';
+
+export interface MetricSources {
+  counters: Counters;
+  store: () => StoreStats;
+  peersKnown: () => number;
+}
+
+/**
+ * OpenTelemetry metrics for the agent, exported in Prometheus text at /metrics. Every instrument is
+ * observable and reads the plain counters, so the hot path pays nothing for telemetry.
+ */
+export class AgentMetrics {
+  readonly #exporter = new PrometheusExporter({ preventServerStart: true });
+  readonly #provider = new MeterProvider({ readers: [this.#exporter] });
+  readonly #durations;
+
+  constructor(sources: MetricSources) {
+    const meter = this.#provider.getMeter('edgemesh-agent');
+    const { counters } = sources;
+    const observe = (
+      name: string,
+      description: string,
+      read: (r: ObservableResult<Attributes>) => void,
+      unit?: string,
+    ) => meter.createObservableCounter(name, { description, ...(unit ? { unit } : {}) }).addCallback(read);
+    const gauge = (
+      name: string,
+      description: string,
+      read: (r: ObservableResult<Attributes>) => void,
+      unit?: string,
+    ) => meter.createObservableGauge(name, { description, ...(unit ? { unit } : {}) }).addCallback(read);
+    const perKey = (map: Map<string, number>, label: string) => (r: ObservableResult<Attributes>) => {
+      for (const [key, value] of map) r.observe(value, { [label]: key });
+    };
+
+    observe('edgemesh.cache.lookups', 'Object lookups by result', (r) => {
+      r.observe(counters.hits, { result: 'hit' });
+      r.observe(counters.misses, { result: 'miss' });
+    });
+    observe(
+      'edgemesh.bytes.served',
+      'Object bytes sent to local clients, by source',
+      (r) => {
+        for (const source of SOURCES) r.observe(counters.bytesServed[source], { source });
+      },
+      'By',
+    );
+    observe(
+      'edgemesh.bytes.stored',
+      'Object bytes accepted by PUT',
+      (r) => r.observe(counters.bytesStored),
+      'By',
+    );
+    observe(
+      'edgemesh.peer.bytes.received',
+      'Verified chunk bytes received, by peer',
+      perKey(counters.bytesFromPeer, 'peer'),
+      'By',
+    );
+    observe(
+      'edgemesh.peer.chunks.rejected',
+      'Chunks from a peer that failed verification',
+      perKey(counters.badChunksByPeer, 'peer'),
+    );
+    observe('edgemesh.cache.corrupt.chunks', 'Chunks found damaged on local disk', (r) =>
+      r.observe(counters.corruptChunks),
+    );
+    observe(
+      'edgemesh.cache.removals',
+      'Objects removed from the cache, by reason',
+      perKey(counters.removals, 'reason'),
+    );
+    observe('edgemesh.http.requests', 'HTTP requests, by method and status', (r) => {
+      for (const [key, value] of counters.requests) {
+        const [method, status] = key.split(' ');
+        r.observe(value, { 'http.request.method': method!, 'http.response.status_code': Number(status) });
+      }
+    });
+    gauge('edgemesh.cache.bytes', 'Bytes of chunks on disk', (r) => r.observe(sources.store().bytes), 'By');
+    gauge('edgemesh.cache.limit', 'The cache byte limit', (r) => r.observe(sources.store().maxBytes), 'By');
+    gauge('edgemesh.cache.entries', 'Objects in the cache', (r) => r.observe(sources.store().entries));
+    gauge(
+      'edgemesh.cache.hot.bytes',
+      'Bytes in the in-memory hot tier',
+      (r) => r.observe(sources.store().hotBytes),
+      'By',
+    );
+    gauge('edgemesh.peers.known', 'Peers this agent knows of', (r) => r.observe(sources.peersKnown()));
+    this.#durations = meter.createHistogram('http.server.request.duration', {
+      description: 'Duration of HTTP server requests',
+      unit: 's',
+      advice: {
+        explicitBucketBoundaries: [
+          0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+        ],
+      },
+    });
+  }
+
+  recordRequest(method: string, route: string, status: number, seconds: number): void {
+    this.#durations.record(seconds, {
+      'http.request.method': method,
+      'http.route': route,
+      'http.response.status_code': status,
+    });
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    this.#exporter.getMetricsRequestHandler(req, res);
+  }
+
+  async shutdown(): Promise<void> {
+    await this.#provider.shutdown();
+  }
+}

@@ -1,0 +1,135 @@
+import {
+  type Client,
+  credentials,
+  Metadata,
+  makeGenericClientConstructor,
+  type ServiceError,
+  status,
+} from '@grpc/grpc-js';
+import { channelOptions } from './peer-server.ts';
+import { fromWire, peerService, type WireManifest } from './peer-service.ts';
+import { PeerError, type PeerTransport } from './peer-transport.ts';
+import type { ChunkPiece } from './piece-codec.ts';
+
+const PeerClientConstructor = makeGenericClientConstructor(peerService, 'Peer');
+
+export interface PeerClientOptions {
+  id: string;
+  address: string;
+  flowControlWindow: number;
+  /** Deadline for unary calls and for the first piece of a stream. */
+  timeoutMs: number;
+}
+
+type Unary = (
+  req: unknown,
+  md: Metadata,
+  opts: { deadline: number },
+  cb: (e: ServiceError | null, r: unknown) => void,
+) => unknown;
+
+/** A peer over gRPC (plaintext for now; mTLS arrives with node identities). */
+export class GrpcPeer implements PeerTransport {
+  readonly id: string;
+  readonly address: string;
+  readonly #client: Client & Record<string, unknown>;
+  readonly #timeoutMs: number;
+
+  constructor(opts: PeerClientOptions) {
+    this.id = opts.id;
+    this.address = opts.address;
+    this.#timeoutMs = opts.timeoutMs;
+    this.#client = new PeerClientConstructor(
+      opts.address,
+      credentials.createInsecure(),
+      channelOptions(opts.flowControlWindow),
+    ) as Client & Record<string, unknown>;
+  }
+
+  #unary<T>(method: string, request: unknown, signal?: AbortSignal): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const call = (this.#client[method] as Unary).call(
+        this.#client,
+        request,
+        new Metadata(),
+        { deadline: Date.now() + this.#timeoutMs },
+        (error, response) => (error ? reject(error) : resolve(response as T)),
+      ) as { cancel(): void };
+      signal?.addEventListener('abort', () => call.cancel(), { once: true });
+    });
+  }
+
+  async getManifest(key: string, signal?: AbortSignal): Promise<unknown | undefined> {
+    try {
+      return fromWire(await this.#unary<WireManifest>('GetManifest', { key }, signal));
+    } catch (error) {
+      if ((error as ServiceError).code === status.NOT_FOUND) return undefined;
+      throw new PeerError(this.id, `GetManifest failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  async ping(signal?: AbortSignal) {
+    const sentAtMs = Date.now();
+    const started = performance.now();
+    const r = await this.#unary<{ nodeId: string; zone: string; region: string }>(
+      'Ping',
+      { sentAtMs },
+      signal,
+    ).catch((error) => {
+      throw new PeerError(this.id, `Ping failed: ${(error as Error).message}`, { cause: error });
+    });
+    return { nodeId: r.nodeId, zone: r.zone, region: r.region, rttMs: performance.now() - started };
+  }
+
+  async *fetchChunks(
+    digests: readonly string[],
+    lengths: readonly number[],
+    signal?: AbortSignal,
+  ): AsyncGenerator<Buffer> {
+    const call = (
+      this.#client.FetchChunks as (req: unknown) => AsyncIterable<ChunkPiece> & { cancel(): void }
+    ).call(this.#client, { digests: digests.map((d) => Buffer.from(d, 'hex')) });
+    const onAbort = () => call.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let index = 0;
+    let chunk: Buffer | undefined;
+    let filled = 0;
+    try {
+      for await (const piece of call) {
+        const expected = lengths[index];
+        if (piece.index !== index || expected === undefined || filled + piece.data.length > expected) {
+          throw new PeerError(
+            this.id,
+            `FetchChunks: unexpected piece for chunk ${piece.index} (expected ${index})`,
+          );
+        }
+        if (filled === 0 && piece.data.length === expected) {
+          yield piece.data; // the whole chunk in one piece: no copy
+          index++;
+          continue;
+        }
+        chunk ??= Buffer.allocUnsafe(expected);
+        piece.data.copy(chunk, filled);
+        filled += piece.data.length;
+        if (filled === expected) {
+          yield chunk;
+          chunk = undefined;
+          filled = 0;
+          index++;
+        }
+      }
+      if (index !== digests.length)
+        throw new PeerError(this.id, `FetchChunks: stream ended after ${index} of ${digests.length} chunks`);
+    } catch (error) {
+      if (error instanceof PeerError) throw error;
+      throw new PeerError(this.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      call.cancel();
+    }
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+}

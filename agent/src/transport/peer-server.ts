@@ -1,0 +1,118 @@
+import {
+  Server,
+  ServerCredentials,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type sendUnaryData,
+  status,
+} from '@grpc/grpc-js';
+import { isDigest } from '../cache/chunking.ts';
+import { IntegrityError, ObjectNotFoundError } from '../cache/errors.ts';
+import type { ObjectStore } from '../cache/object-store.ts';
+import { keyProblem } from '../keys.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { MAX_DIGESTS_PER_FETCH, PIECE_SIZE, peerService, toWire } from './peer-service.ts';
+import type { ChunkPiece } from './piece-codec.ts';
+
+export interface PeerServerOptions {
+  store: ObjectStore;
+  node: { id: string; zone: string; region: string };
+  logger: Logger;
+  flowControlWindow: number;
+}
+
+/** gRPC channel options shared by both ends of the data plane. */
+export function channelOptions(flowControlWindow: number) {
+  return {
+    'grpc-node.flow_control_window': flowControlWindow,
+    'grpc.max_receive_message_length': PIECE_SIZE + 1024,
+    'grpc.max_send_message_length': PIECE_SIZE + 1024,
+    'grpc.keepalive_time_ms': 30_000,
+  };
+}
+
+const grpcError = (code: status, details: string) => Object.assign(new Error(details), { code, details });
+
+/** Serves this agent's store to peers: manifests, chunk streams with backpressure, pings. */
+export function createPeerServer(opts: PeerServerOptions): Server {
+  const { store, node, logger } = opts;
+  const server = new Server(channelOptions(opts.flowControlWindow));
+  server.addService(peerService, {
+    getManifest(call: ServerUnaryCall<{ key: string }, unknown>, callback: sendUnaryData<unknown>) {
+      const problem = keyProblem(call.request.key);
+      if (problem) return callback(grpcError(status.INVALID_ARGUMENT, problem));
+      const manifest = store.lookup(call.request.key);
+      if (!manifest) return callback(grpcError(status.NOT_FOUND, `no object ${call.request.key}`));
+      callback(null, toWire(manifest));
+    },
+    fetchChunks(call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>) {
+      streamChunks(store, call).catch((error) => {
+        logger.debug({ err: error }, 'FetchChunks ended with an error');
+        call.destroy(error);
+      });
+    },
+    ping(call: ServerUnaryCall<{ sentAtMs: number }, unknown>, callback: sendUnaryData<unknown>) {
+      callback(null, {
+        nodeId: node.id,
+        zone: node.zone,
+        region: node.region,
+        sentAtMs: call.request.sentAtMs,
+      });
+    },
+  });
+  return server;
+}
+
+async function streamChunks(
+  store: ObjectStore,
+  call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>,
+) {
+  const digests = call.request.digests.map((d) => Buffer.from(d).toString('hex'));
+  if (digests.length > MAX_DIGESTS_PER_FETCH) {
+    throw grpcError(status.INVALID_ARGUMENT, `at most ${MAX_DIGESTS_PER_FETCH} digests per call`);
+  }
+  if (!digests.every(isDigest)) throw grpcError(status.INVALID_ARGUMENT, 'digests must be 32 bytes');
+  let cancelled = false;
+  call.on('cancelled', () => {
+    cancelled = true;
+  });
+  for (const [index, digest] of digests.entries()) {
+    let data: Buffer;
+    try {
+      data = await store.readChunk(digest);
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError) throw grpcError(status.NOT_FOUND, `no chunk ${digest}`);
+      if (error instanceof IntegrityError)
+        throw grpcError(status.DATA_LOSS, `chunk ${digest} is damaged here`);
+      throw error;
+    }
+    for (let offset = 0; offset < data.length || offset === 0; offset += PIECE_SIZE) {
+      if (cancelled) return;
+      if (!call.write({ index, data: data.subarray(offset, offset + PIECE_SIZE) })) await drained(call);
+      if (data.length === 0) break;
+    }
+  }
+  call.end();
+}
+
+/** Resolves when `call` can take more writes, or will never need to (cancelled, closed). */
+function drained(call: ServerWritableStream<unknown, unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      for (const event of ['drain', 'cancelled', 'close', 'error']) call.off(event, done);
+      resolve();
+    };
+    for (const event of ['drain', 'cancelled', 'close', 'error']) call.once(event, done);
+  });
+}
+
+/** Binds `server` to host:port (0 picks a free port) and returns the port. Plaintext for now. */
+export function bindPeerServer(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(
+      `${host.includes(':') ? `[${host}]` : host}:${port}`,
+      ServerCredentials.createInsecure(),
+      (error, bound) => (error ? reject(error) : resolve(bound)),
+    );
+  });
+}

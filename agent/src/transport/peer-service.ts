@@ -1,0 +1,68 @@
+import { fileURLToPath } from 'node:url';
+import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import type { Manifest } from '../cache/manifest.ts';
+import { decodePiece, encodePiece } from './piece-codec.ts';
+
+/** The .proto is the contract; this is its path in the repo. */
+export const PEER_PROTO = fileURLToPath(new URL('../../proto/edgemesh/peer/v1/peer.proto', import.meta.url));
+
+/** Pieces are at most this large (1 MiB keeps gRPC messages under its default limits). */
+export const PIECE_SIZE = 1024 * 1024;
+/** The most chunks one FetchChunks call may ask for. */
+export const MAX_DIGESTS_PER_FETCH = 4096;
+
+export const packageDefinition = loadSync(PEER_PROTO, {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+});
+
+const generated = packageDefinition['edgemesh.peer.v1.Peer'] as ServiceDefinition;
+
+/** The Peer service, with FetchChunks' responses on the zero-copy piece codec. */
+export const peerService: ServiceDefinition = {
+  ...generated,
+  FetchChunks: {
+    ...(generated.FetchChunks as MethodDefinition<unknown, unknown>),
+    responseSerialize: encodePiece,
+    responseDeserialize: decodePiece,
+  } as MethodDefinition<unknown, unknown>,
+};
+
+/** Manifest as protobuf-js sees it (bytes as Buffers, 64-bit fields as Numbers). */
+export interface WireManifest {
+  key: string;
+  size: number;
+  chunkSize: number;
+  chunks: Buffer[];
+  root: Buffer;
+  createdAtMs: number;
+  expiresAtMs: number;
+}
+
+export function toWire(m: Manifest): WireManifest {
+  return {
+    key: m.key,
+    size: m.size,
+    chunkSize: m.chunkSize,
+    chunks: m.chunks.map((c) => Buffer.from(c, 'hex')),
+    root: Buffer.from(m.root, 'hex'),
+    createdAtMs: m.createdAtMs,
+    expiresAtMs: m.expiresAtMs ?? 0,
+  };
+}
+
+/** The inverse of toWire, still untrusted: pass the result through parseManifest. */
+export function fromWire(w: WireManifest): Record<string, unknown> {
+  return {
+    key: w.key,
+    size: Number(w.size),
+    chunkSize: Number(w.chunkSize),
+    chunks: (w.chunks ?? []).map((c) => Buffer.from(c).toString('hex')),
+    root: Buffer.from(w.root ?? []).toString('hex'),
+    createdAtMs: Number(w.createdAtMs),
+    ...(Number(w.expiresAtMs) > 0 ? { expiresAtMs: Number(w.expiresAtMs) } : {}),
+  };
+}

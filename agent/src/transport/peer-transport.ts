@@ -1,0 +1,32 @@
+/**
+ * How the agent talks to one peer. The real one is gRPC (peer-client.ts); the seam lets fetch logic
+ * be tested against misbehaving peers and lets membership (next) hand out peers as it learns them.
+ */
+export interface PeerTransport {
+  /** Stable peer identity, used in logs, metrics and blame. */
+  readonly id: string;
+  readonly address: string;
+  /** The peer's manifest for `key`, untrusted (check it with parseManifest); undefined: not held. */
+  getManifest(key: string, signal?: AbortSignal): Promise<unknown | undefined>;
+  /**
+   * The chunks `digests` as whole chunks in order, their lengths given by `lengths`. Bytes are NOT
+   * verified here: the caller hashes each one. Throws PeerError on a protocol or transport failure.
+   */
+  fetchChunks(
+    digests: readonly string[],
+    lengths: readonly number[],
+    signal?: AbortSignal,
+  ): AsyncIterable<Buffer>;
+  ping(signal?: AbortSignal): Promise<{ nodeId: string; zone: string; region: string; rttMs: number }>;
+  close(): void;
+}
+
+/** A peer failed: unreachable, timed out, broke the protocol or sent bad bytes. */
+export class PeerError extends Error {
+  override name = 'PeerError';
+  readonly peer: string;
+  constructor(peer: string, message: string, options?: ErrorOptions) {
+    super(`peer ${peer}: ${message}`, options);
+    this.peer = peer;
+  }
+}
