@@ -100,6 +100,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   });
   const grpcServer = createPeerServer({
     store,
+    counters,
     node: { id: config.nodeId, zone: config.zone, region: config.region },
     logger,
     flowControlWindow: config.grpc.flowControlWindow,

@@ -217,7 +217,11 @@ export class ObjectStore {
   }
 
   /** Reads `body` into chunks and commits it under `key`. Aborts cleanly on any error. */
-  async put(key: string, body: AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<Manifest> {
+  async put(
+    key: string,
+    body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    options: PutOptions = {},
+  ): Promise<Manifest> {
     const limit = this.#opts.maxObjectBytes;
     if (options.size !== undefined && options.size > limit) throw new ObjectTooLargeError(limit);
     if (options.size !== undefined && options.size > this.#opts.maxBytes) {
@@ -232,7 +236,11 @@ export class ObjectStore {
     }
   }
 
-  async #ingest(lease: ChunkLease, body: AsyncIterable<Uint8Array>, expectedSize: number | undefined) {
+  async #ingest(
+    lease: ChunkLease,
+    body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    expectedSize: number | undefined,
+  ) {
     const chunkSize = chunkSizeFor(expectedSize);
     const max = this.#opts.maxObjectBytes;
     const chunks: string[] = [];
@@ -263,6 +271,9 @@ export class ObjectStore {
       for await (const piece of body) {
         total += piece.length;
         if (total > max) throw new ObjectTooLargeError(max);
+        if (total > this.#opts.maxBytes) {
+          throw new ObjectTooLargeError(this.#opts.maxBytes, 'object is larger than the whole store');
+        }
         if (expectedSize !== undefined && total > expectedSize) {
           throw new IncompleteBodyError(`body is longer than its announced ${expectedSize} bytes`);
         }

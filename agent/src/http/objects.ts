@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
-import { type Manifest, manifestChunkLength, objectDigest } from '../cache/manifest.ts';
+import { manifestChunkLength, objectDigest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import { type ChunkSource, localSource } from '../fetch/chunk-source.ts';
 import type { Located, PeerFetcher } from '../fetch/peer-fetcher.ts';
@@ -155,7 +155,10 @@ async function get(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
   }
 }
 
-/** Streams the chunks covering `bytes`, with backpressure. A failure mid-way aborts the response. */
+/**
+ * Streams the chunks covering `bytes`, with backpressure. The first chunk is read before the status
+ * line goes out, so a failure there is a clean error response; a failure later aborts the response.
+ */
 async function send(
   deps: ObjectRoutesDeps,
   source: ChunkSource,
@@ -164,18 +167,20 @@ async function send(
 ): Promise<void> {
   const { manifest } = source;
   const counters = deps.counters;
+  const first = Math.floor(bytes.start / manifest.chunkSize);
+  const last = Math.floor(bytes.end / manifest.chunkSize);
+  const slice = (index: number, data: Buffer) => {
+    const offset = index * manifest.chunkSize;
+    const from = Math.max(0, bytes.start - offset);
+    const to = Math.min(manifestChunkLength(manifest, index), bytes.end - offset + 1);
+    const part = from === 0 && to === data.length ? data : data.subarray(from, to);
+    counters.bytesServed[source.source] += part.length;
+    return part;
+  };
+  const head = slice(first, await source.read(first));
   async function* body() {
-    const first = Math.floor(bytes.start / manifest.chunkSize);
-    const last = Math.floor(bytes.end / manifest.chunkSize);
-    for (let index = first; index <= last; index++) {
-      const offset = index * manifest.chunkSize;
-      const data = await source.read(index);
-      const from = Math.max(0, bytes.start - offset);
-      const to = Math.min(manifestChunkLength(manifest as Manifest, index), bytes.end - offset + 1);
-      const slice = from === 0 && to === data.length ? data : data.subarray(from, to);
-      counters.bytesServed[source.source] += slice.length;
-      yield slice;
-    }
+    yield head;
+    for (let index = first + 1; index <= last; index++) yield slice(index, await source.read(index));
   }
   try {
     await pipeline(Readable.from(body(), { objectMode: false, highWaterMark: 1 }), res);

@@ -16,6 +16,8 @@ export class Counters {
   /** Chunks received from each peer that failed verification. */
   readonly badChunksByPeer = new Map<string, number>();
   readonly bytesFromPeer = new Map<string, number>();
+  /** Chunk bytes this agent served to peers over gRPC. */
+  bytesToPeers = 0;
   readonly requests = new Map<string, number>();
 
   static bump(map: Map<string, number>, key: string, by = 1): void {
@@ -32,6 +34,7 @@ export class Counters {
       removals: Object.fromEntries(this.removals),
       badChunksByPeer: Object.fromEntries(this.badChunksByPeer),
       bytesFromPeer: Object.fromEntries(this.bytesFromPeer),
+      bytesToPeers: this.bytesToPeers,
     };
   }
 }

@@ -64,6 +64,12 @@ export class AgentMetrics {
       'By',
     );
     observe(
+      'edgemesh.peer.bytes.sent',
+      'Chunk bytes served to peers',
+      (r) => r.observe(counters.bytesToPeers),
+      'By',
+    );
+    observe(
       'edgemesh.peer.chunks.rejected',
       'Chunks from a peer that failed verification',
       perKey(counters.badChunksByPeer, 'peer'),

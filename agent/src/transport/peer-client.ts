@@ -91,11 +91,23 @@ export class GrpcPeer implements PeerTransport {
     ).call(this.#client, { digests: digests.map((d) => Buffer.from(d, 'hex')) });
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
+    // A peer that goes quiet mid-stream is abandoned, so the caller can move on to another holder.
+    let stalled = false;
+    let idle: NodeJS.Timeout | undefined;
+    const armIdle = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        stalled = true;
+        call.cancel();
+      }, this.#timeoutMs);
+    };
+    armIdle();
     let index = 0;
     let chunk: Buffer | undefined;
     let filled = 0;
     try {
       for await (const piece of call) {
+        armIdle();
         const expected = lengths[index];
         if (piece.index !== index || expected === undefined || filled + piece.data.length > expected) {
           throw new PeerError(
@@ -104,7 +116,9 @@ export class GrpcPeer implements PeerTransport {
           );
         }
         if (filled === 0 && piece.data.length === expected) {
+          clearTimeout(idle); // the consumer's time is not the peer's
           yield piece.data; // the whole chunk in one piece: no copy
+          armIdle();
           index++;
           continue;
         }
@@ -112,7 +126,9 @@ export class GrpcPeer implements PeerTransport {
         piece.data.copy(chunk, filled);
         filled += piece.data.length;
         if (filled === expected) {
+          clearTimeout(idle);
           yield chunk;
+          armIdle();
           chunk = undefined;
           filled = 0;
           index++;
@@ -122,8 +138,13 @@ export class GrpcPeer implements PeerTransport {
         throw new PeerError(this.id, `FetchChunks: stream ended after ${index} of ${digests.length} chunks`);
     } catch (error) {
       if (error instanceof PeerError) throw error;
+      if (stalled)
+        throw new PeerError(this.id, `FetchChunks stalled: nothing for ${this.#timeoutMs} ms`, {
+          cause: error,
+        });
       throw new PeerError(this.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
     } finally {
+      clearTimeout(idle);
       signal?.removeEventListener('abort', onAbort);
       call.cancel();
     }

@@ -10,12 +10,14 @@ import { isDigest } from '../cache/chunking.ts';
 import { IntegrityError, ObjectNotFoundError } from '../cache/errors.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import { keyProblem } from '../keys.ts';
+import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MAX_DIGESTS_PER_FETCH, PIECE_SIZE, peerService, toWire } from './peer-service.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 
 export interface PeerServerOptions {
   store: ObjectStore;
+  counters: Counters;
   node: { id: string; zone: string; region: string };
   logger: Logger;
   flowControlWindow: number;
@@ -46,9 +48,10 @@ export function createPeerServer(opts: PeerServerOptions): Server {
       callback(null, toWire(manifest));
     },
     fetchChunks(call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>) {
-      streamChunks(store, call).catch((error) => {
+      streamChunks(store, opts.counters, call).catch((error) => {
         logger.debug({ err: error }, 'FetchChunks ended with an error');
-        call.destroy(error);
+        // grpc-js sends a server stream's error status on an 'error' event (destroy() sends none).
+        call.emit('error', 'code' in error ? error : grpcError(status.INTERNAL, 'internal error'));
       });
     },
     ping(call: ServerUnaryCall<{ sentAtMs: number }, unknown>, callback: sendUnaryData<unknown>) {
@@ -65,6 +68,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
 
 async function streamChunks(
   store: ObjectStore,
+  counters: Counters,
   call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>,
 ) {
   const digests = call.request.digests.map((d) => Buffer.from(d).toString('hex'));
@@ -86,11 +90,11 @@ async function streamChunks(
         throw grpcError(status.DATA_LOSS, `chunk ${digest} is damaged here`);
       throw error;
     }
-    for (let offset = 0; offset < data.length || offset === 0; offset += PIECE_SIZE) {
+    for (let offset = 0; offset < data.length; offset += PIECE_SIZE) {
       if (cancelled) return;
       if (!call.write({ index, data: data.subarray(offset, offset + PIECE_SIZE) })) await drained(call);
-      if (data.length === 0) break;
     }
+    counters.bytesToPeers += data.length;
   }
   call.end();
 }

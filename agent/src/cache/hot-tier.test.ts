@@ -1,0 +1,26 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { HotTier } from './hot-tier.ts';
+
+describe('HotTier', () => {
+  it('stays within its byte bound, dropping the least recently used', () => {
+    const t = new HotTier(100);
+    t.set('a', Buffer.alloc(20));
+    t.set('b', Buffer.alloc(20));
+    t.set('c', Buffer.alloc(20));
+    t.get('a');
+    t.set('d', Buffer.alloc(20));
+    t.set('e', Buffer.alloc(20));
+    t.set('f', Buffer.alloc(20));
+    assert.ok(t.bytes <= 100);
+    assert.ok(t.get('a'), 'recently used entry kept');
+    assert.equal(t.get('b'), undefined);
+  });
+
+  it('refuses entries larger than a quarter of the tier', () => {
+    const t = new HotTier(100);
+    t.set('big', Buffer.alloc(26));
+    assert.equal(t.get('big'), undefined);
+    assert.equal(t.bytes, 0);
+  });
+});

@@ -1,0 +1,287 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { isKey } from '../keys.ts';
+import { FakeClock } from '../time/clock.ts';
+import { digestOf } from './chunking.ts';
+import {
+  IncompleteBodyError,
+  InsufficientStorageError,
+  IntegrityError,
+  ObjectTooLargeError,
+} from './errors.ts';
+import { ObjectStore, type ObjectStoreOptions } from './object-store.ts';
+
+const MiB = 2 ** 20;
+
+/** Yields `data` in pieces of uneven sizes, as a network body would arrive. */
+async function* pieces(data: Buffer): AsyncGenerator<Buffer> {
+  let offset = 0;
+  let n = 1;
+  while (offset < data.length) {
+    const size = Math.min(data.length - offset, 1 + ((n * 7919) % (300 * 1024)));
+    yield data.subarray(offset, offset + size);
+    offset += size;
+    n++;
+  }
+}
+
+async function readAll(store: ObjectStore, key: string): Promise<Buffer> {
+  const handle = store.openRead(key);
+  assert.ok(handle, `${key} is readable`);
+  try {
+    return Buffer.concat(await Promise.all(handle.manifest.chunks.map((d) => store.readChunk(d))));
+  } finally {
+    handle.release();
+  }
+}
+
+async function files(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+}
+
+describe('ObjectStore', () => {
+  let dir: string;
+  let clock: FakeClock;
+  let removed: string[];
+  let corrupt: string[];
+  const open = (overrides: Partial<ObjectStoreOptions> = {}) =>
+    ObjectStore.open({
+      dir,
+      maxBytes: 64 * MiB,
+      memoryBytes: 0, // every read goes to disk, so verification is exercised
+      maxObjectBytes: 32 * MiB,
+      fsync: false,
+      clock,
+      isKey,
+      onRemoved: (key, reason) => removed.push(`${key}:${reason}`),
+      onCorruptChunk: (digest) => corrupt.push(digest),
+      ...overrides,
+    });
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-store-'));
+    clock = new FakeClock();
+    removed = [];
+    corrupt = [];
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('stores a multi-chunk body arriving in uneven pieces and reads it back', async () => {
+    const store = await open();
+    const data = randomBytes(9 * MiB + 123);
+    const manifest = await store.put('a/b.bin', pieces(data), { size: data.length });
+    assert.equal(manifest.chunks.length, 3);
+    assert.equal(manifest.size, data.length);
+    assert.deepEqual(await readAll(store, 'a/b.bin'), data);
+    assert.equal(store.stats().bytes, data.length);
+  });
+
+  it('accepts a body of unknown length, including an empty one', async () => {
+    const store = await open();
+    const data = randomBytes(5 * MiB);
+    const m = await store.put('unknown', pieces(data));
+    assert.equal(m.size, data.length);
+    assert.deepEqual(await readAll(store, 'unknown'), data);
+    const empty = await store.put('empty', pieces(Buffer.alloc(0)), { size: 0 });
+    assert.deepEqual(empty.chunks, []);
+    assert.equal((await readAll(store, 'empty')).length, 0);
+  });
+
+  it('stores equal content once and frees a replaced version', async () => {
+    const store = await open();
+    const data = randomBytes(3 * MiB);
+    await store.put('one', pieces(data), { size: data.length });
+    await store.put('two', pieces(data), { size: data.length });
+    assert.equal(store.stats().bytes, data.length);
+    const other = randomBytes(2 * MiB);
+    await store.put('one', pieces(other), { size: other.length });
+    await store.put('two', pieces(other), { size: other.length });
+    await store.flush();
+    assert.equal(store.stats().bytes, other.length);
+    assert.equal((await files(join(dir, 'chunks'))).length, 1);
+    assert.deepEqual(removed, ['one:replaced', 'two:replaced']);
+  });
+
+  it('evicts to stay within its byte limit, sparing recently used objects (SIEVE)', async () => {
+    const store = await open({ maxBytes: 12 * MiB });
+    const objects = Array.from({ length: 6 }, () => randomBytes(3 * MiB));
+    for (const [i, data] of objects.entries()) {
+      await store.put(`obj${i}`, pieces(data), { size: data.length });
+      assert.ok(store.stats().bytes <= 12 * MiB, `within the limit after put ${i}`);
+      if (i === 1) store.lookup('obj0'); // a hit
+    }
+    assert.ok(store.lookup('obj0'), 'the object that was read survived');
+    assert.equal(store.lookup('obj1'), undefined);
+    assert.deepEqual(await readAll(store, 'obj5'), objects[5]);
+    assert.ok(removed.every((r) => r.endsWith(':evicted')));
+    await store.flush();
+    assert.equal((await files(join(dir, 'chunks'))).length, store.stats().chunks);
+  });
+
+  it('never evicts a pinned object, and says so when nothing can make room', async () => {
+    const store = await open({ maxBytes: 8 * MiB });
+    const data = randomBytes(4 * MiB);
+    await store.put('pinned', pieces(data), { size: data.length });
+    const handle = store.openRead('pinned')!;
+    await store.put('other', pieces(randomBytes(4 * MiB)), { size: 4 * MiB });
+    const otherHandle = store.openRead('other')!;
+    await assert.rejects(store.put('third', pieces(randomBytes(4 * MiB)), { size: 4 * MiB }), (error) => {
+      assert.ok(error instanceof InsufficientStorageError);
+      return true;
+    });
+    assert.ok(store.lookup('pinned'));
+    assert.ok(store.lookup('other'));
+    handle.release();
+    await store.put('third', pieces(randomBytes(4 * MiB)), { size: 4 * MiB });
+    assert.equal(store.lookup('pinned'), undefined, 'evicted once unpinned');
+    assert.ok(store.lookup('other'), 'still pinned');
+    otherHandle.release();
+  });
+
+  it('lets a reader finish an object deleted under it, then frees it', async () => {
+    const store = await open();
+    const data = randomBytes(5 * MiB);
+    await store.put('k', pieces(data), { size: data.length });
+    const handle = store.openRead('k')!;
+    assert.equal(await store.delete('k'), true);
+    assert.equal(store.lookup('k'), undefined);
+    const read = Buffer.concat(await Promise.all(handle.manifest.chunks.map((d) => store.readChunk(d))));
+    assert.deepEqual(read, data);
+    handle.release();
+    await store.flush();
+    assert.equal(store.stats().bytes, 0);
+    assert.deepEqual(await files(join(dir, 'chunks')), []);
+    assert.equal(await store.delete('k'), false);
+  });
+
+  it('rejects oversize and short bodies and keeps nothing of them', async () => {
+    const store = await open({ maxBytes: 16 * MiB });
+    await assert.rejects(store.put('big', pieces(randomBytes(10)), { size: 33 * MiB }), ObjectTooLargeError);
+    await assert.rejects(store.put('big', pieces(randomBytes(33 * MiB))), ObjectTooLargeError);
+    await assert.rejects(
+      store.put('fits-limit-not-store', pieces(randomBytes(1)), { size: 17 * MiB }),
+      ObjectTooLargeError,
+    );
+    await assert.rejects(
+      store.put('short', pieces(randomBytes(5 * MiB)), { size: 6 * MiB }),
+      IncompleteBodyError,
+    );
+    await assert.rejects(
+      store.put('long', pieces(randomBytes(5 * MiB)), { size: 4 * MiB }),
+      IncompleteBodyError,
+    );
+    async function* failing() {
+      yield randomBytes(5 * MiB);
+      throw new Error('client went away');
+    }
+    await assert.rejects(store.put('aborted', failing()), /client went away/);
+    await store.flush();
+    assert.equal(store.stats().bytes, 0);
+    assert.equal(store.stats().entries, 0);
+    assert.deepEqual(await files(join(dir, 'chunks')), []);
+  });
+
+  it('expires objects by TTL, their own or the default', async () => {
+    const store = await open({ defaultTtlMs: 60_000 });
+    await store.put('short', pieces(Buffer.from('x')), { size: 1, ttlMs: 1000 });
+    await store.put('default', pieces(Buffer.from('y')), { size: 1 });
+    clock.advance(999);
+    assert.ok(store.lookup('short'));
+    clock.advance(2);
+    assert.equal(store.lookup('short'), undefined);
+    assert.ok(store.lookup('default'));
+    clock.advance(60_000);
+    assert.equal(store.sweepExpired(), 1);
+    assert.equal(store.stats().entries, 0);
+    assert.deepEqual(removed, ['short:expired', 'default:expired']);
+  });
+
+  it('rebuilds its index after a restart', async () => {
+    const store = await open();
+    const a = randomBytes(6 * MiB);
+    const b = randomBytes(1000);
+    await store.put('a', pieces(a), { size: a.length });
+    await store.put('dir/b', pieces(b), { size: b.length, ttlMs: 5000 });
+    await store.flush();
+    const reopened = await open();
+    assert.deepEqual(await readAll(reopened, 'a'), a);
+    assert.deepEqual(await readAll(reopened, 'dir/b'), b);
+    assert.equal(reopened.stats().bytes, a.length + b.length);
+    clock.advance(5000);
+    const later = await open();
+    assert.equal(later.lookup('dir/b'), undefined, 'expired while down');
+    assert.ok(later.lookup('a'));
+  });
+
+  it('detects a chunk damaged on disk when reading it, and drops every object that used it', async () => {
+    const store = await open();
+    const data = randomBytes(5 * MiB);
+    const m = await store.put('x', pieces(data), { size: data.length });
+    await store.put('y', pieces(data), { size: data.length });
+    const victim = m.chunks[1]!;
+    const file = join(dir, 'chunks', victim.slice(0, 2), victim);
+    const bytes = await readFile(file);
+    bytes[0]! ^= 0xff;
+    await writeFile(file, bytes);
+    await assert.rejects(store.readChunk(victim), IntegrityError);
+    assert.deepEqual(corrupt, [victim]);
+    assert.equal(store.lookup('x'), undefined);
+    assert.equal(store.lookup('y'), undefined);
+    assert.deepEqual(removed.sort(), ['x:corrupt', 'y:corrupt']);
+  });
+
+  it('recovers from a crash: drops damaged, partial and orphaned files, and scrub finds silent rot', async () => {
+    const store = await open();
+    const good = randomBytes(5 * MiB);
+    const rotten = randomBytes(2 * MiB);
+    const truncated = randomBytes(3 * MiB);
+    await store.put('good', pieces(good), { size: good.length });
+    const r = await store.put('rotten', pieces(rotten), { size: rotten.length });
+    const t = await store.put('truncated', pieces(truncated), { size: truncated.length });
+    await store.flush();
+    const chunkFile = (d: string) => join(dir, 'chunks', d.slice(0, 2), d);
+    // What a crash and bad disk leave behind:
+    const rottenBytes = await readFile(chunkFile(r.chunks[0]!));
+    rottenBytes[100]! ^= 1; // same length, wrong content: only hashing finds it
+    await writeFile(chunkFile(r.chunks[0]!), rottenBytes);
+    await writeFile(chunkFile(t.chunks[0]!), truncated.subarray(0, 1000)); // torn write
+    const orphan = randomBytes(100);
+    await mkdir(join(dir, 'chunks', digestOf(orphan).slice(0, 2)), { recursive: true });
+    await writeFile(chunkFile(digestOf(orphan)), orphan); // an interrupted PUT's chunk, never committed
+    await writeFile(join(dir, 'tmp', 'half-written'), 'partial');
+    await mkdir(join(dir, 'manifests', 'ff'), { recursive: true });
+    await writeFile(join(dir, 'manifests', 'ff', 'garbage.json'), '{not json');
+
+    const reopened = await open();
+    assert.equal(reopened.lookup('truncated'), undefined, 'torn chunk found by its length at open');
+    assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+    const scrub = await reopened.scrub();
+    assert.equal(scrub.corrupt, 1);
+    assert.equal(reopened.lookup('rotten'), undefined);
+    assert.deepEqual(await readAll(reopened, 'good'), good);
+    await reopened.flush();
+    const left = (await files(join(dir, 'chunks'))).map((f) => f.split('/').at(-1));
+    assert.deepEqual(left.sort(), [...new Set((reopened.lookup('good')?.chunks ?? []) as string[])].sort());
+    assert.equal((await files(join(dir, 'manifests'))).length, 1);
+    assert.equal(reopened.stats().bytes, good.length);
+  });
+
+  it('keeps a consistent index under concurrent writes of one key', async () => {
+    const store = await open();
+    const versions = Array.from({ length: 5 }, () => randomBytes(4 * MiB + 17));
+    await Promise.all(versions.map((v) => store.put('same', pieces(v), { size: v.length })));
+    await store.flush();
+    const final = await readAll(store, 'same');
+    assert.ok(versions.some((v) => v.equals(final)));
+    assert.equal(store.stats().bytes, final.length);
+    const reopened = await open();
+    assert.deepEqual(await readAll(reopened, 'same'), final);
+  });
+});

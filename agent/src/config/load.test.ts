@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { parseBytes } from './bytes.ts';
+import { ConfigError, loadConfig, settings } from './load.ts';
+
+describe('configuration', () => {
+  let dir: string;
+  let file: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-config-'));
+    file = join(dir, 'agent.yaml');
+    await writeFile(
+      file,
+      [
+        'nodeId: from-file',
+        'zone: z1',
+        'store:',
+        '  dir: /var/lib/em',
+        '  maxBytes: 2Gi',
+        'peers:',
+        '  - 10.0.0.1:7481',
+        '  - { address: "[::1]:7481", id: b }',
+      ].join('\n'),
+    );
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('fills defaults around the one required field', () => {
+    const c = loadConfig(['--store.dir', '/data'], {});
+    assert.equal(c.store.dir, '/data');
+    assert.equal(c.http.port, 7480);
+    assert.equal(c.grpc.port, 7481);
+    assert.equal(c.store.maxBytes, 10 * 2 ** 30);
+    assert.deepEqual(c.peers, []);
+  });
+
+  it('layers file < environment < flags', () => {
+    const c = loadConfig(['--config', file, '--zone', 'z3', '--peers', 'p1:1,p2:2'], {
+      EDGEMESH_ZONE: 'z2',
+      EDGEMESH_REGION: 'r-env',
+      EDGEMESH_STORE_MAX_BYTES: '3Gi',
+      EDGEMESH_HTTP_PORT: '9000',
+    });
+    assert.equal(c.nodeId, 'from-file');
+    assert.equal(c.zone, 'z3');
+    assert.equal(c.region, 'r-env');
+    assert.equal(c.store.maxBytes, 3 * 2 ** 30);
+    assert.equal(c.http.port, 9000);
+    assert.deepEqual(c.peers, [
+      { address: 'p1:1', id: 'p1:1' },
+      { address: 'p2:2', id: 'p2:2' },
+    ]);
+    const fromFile = loadConfig([], { EDGEMESH_CONFIG: file });
+    assert.deepEqual(fromFile.peers, [
+      { address: '10.0.0.1:7481', id: '10.0.0.1:7481' },
+      { address: '[::1]:7481', id: 'b' },
+    ]);
+  });
+
+  it('names the field when a value is wrong', () => {
+    const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
+      [[], {}, /store: /],
+      [['--store.dir', '/d', '--http.port', '70000'], {}, /http\.port/],
+      [['--store.dir', '/d', '--store.max-bytes', 'lots'], {}, /store\.maxBytes: not a byte size/],
+      [['--store.dir', '/d', '--peers', 'no-port'], {}, /peers\.0/],
+      [['--store.dir', '/d'], { EDGEMESH_STORE_FSYNC: 'maybe' }, /store\.fsync/],
+      [['--config', '/nonexistent.yaml'], {}, /cannot read config file/],
+    ];
+    for (const [argv, env, pattern] of cases) {
+      assert.throws(
+        () => loadConfig(argv, env),
+        (e: Error) => e instanceof ConfigError && pattern.test(e.message),
+        argv.join(' '),
+      );
+    }
+  });
+
+  it('rejects unknown fields and flags', async () => {
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(bad, 'store: { dir: /d, maxbytes: 1 }\n');
+    assert.throws(() => loadConfig(['--config', bad], {}), /store: Unrecognized key: "maxbytes"/);
+    assert.throws(() => loadConfig(['--nope'], {}), /Unknown option '--nope'/);
+  });
+
+  it('derives a flag and a variable for every leaf of the schema', () => {
+    const byFlag = new Map(settings().map((s) => [s.flag, s.env]));
+    assert.equal(byFlag.get('store.max-bytes'), 'EDGEMESH_STORE_MAX_BYTES');
+    assert.equal(byFlag.get('grpc.flow-control-window'), 'EDGEMESH_GRPC_FLOW_CONTROL_WINDOW');
+    assert.equal(byFlag.get('node-id'), 'EDGEMESH_NODE_ID');
+  });
+
+  it('parses byte sizes', () => {
+    assert.equal(parseBytes('64Mi'), 64 * 2 ** 20);
+    assert.equal(parseBytes('1.5G'), 1.5e9);
+    assert.equal(parseBytes(' 10 GiB '), 10 * 2 ** 30);
+    assert.equal(parseBytes(512), 512);
+    assert.equal(parseBytes('-1'), undefined);
+    assert.equal(parseBytes('1Zi'), undefined);
+  });
+});

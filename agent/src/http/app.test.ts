@@ -1,0 +1,256 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type Agent, startAgent } from '../agent.ts';
+import { parseConfig } from '../config/load.ts';
+import { createLogger } from '../telemetry/logger.ts';
+import { FakeClock } from '../time/clock.ts';
+
+const MiB = 2 ** 20;
+
+/** A request with the path sent exactly as given (fetch would normalise `..` away). */
+function raw(
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: Buffer,
+) {
+  return new Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }>(
+    (resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (d) => parts.push(d));
+        res.on('end', () =>
+          resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(parts) }),
+        );
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(body);
+    },
+  );
+}
+
+describe('HTTP API', () => {
+  let dir: string;
+  let agent: Agent;
+  let base: string;
+  const clock = new FakeClock(Date.now());
+  const data = randomBytes(9 * MiB + 5);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-'));
+    const config = parseConfig({
+      nodeId: 'test-node',
+      zone: 'z1',
+      region: 'r1',
+      http: { port: 0 },
+      grpc: { host: '127.0.0.1', port: 0 },
+      store: { dir, maxBytes: '64Mi', maxObjectBytes: '16Mi', memoryBytes: '8Mi' },
+    });
+    agent = await startAgent(config, { logger: createLogger({ level: 'silent', nodeId: 'test' }), clock });
+    base = `http://127.0.0.1:${agent.httpPort}`;
+  });
+  after(async () => {
+    await agent.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const put = (key: string, body: Buffer, headers: Record<string, string> = {}) =>
+    fetch(`${base}/v1/objects/${key}`, { method: 'PUT', body, headers });
+  const errorCode = async (res: Response) =>
+    ((await res.json()) as { error: { code: string; message: string } }).error.code;
+
+  it('PUT stores an object and answers 201 with its digest', async () => {
+    const res = await put('dir/obj.bin', data);
+    assert.equal(res.status, 201);
+    const body = (await res.json()) as { key: string; digest: string; size: number; chunks: number };
+    assert.equal(body.key, 'dir/obj.bin');
+    assert.equal(body.size, data.length);
+    assert.equal(body.chunks, 3);
+    assert.match(body.digest, /^sha256-tree:[0-9a-f]{64}$/);
+    assert.equal(res.headers.get('etag'), `"${body.digest}"`);
+  });
+
+  it('GET returns the bytes with ETag, source and length; HEAD the same headers', async () => {
+    const res = await fetch(`${base}/v1/objects/dir/obj.bin`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), data);
+    assert.equal(res.headers.get('x-edgemesh-source'), 'local');
+    assert.equal(res.headers.get('content-length'), String(data.length));
+    assert.equal(res.headers.get('accept-ranges'), 'bytes');
+    const head = await fetch(`${base}/v1/objects/dir/obj.bin`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    for (const h of ['etag', 'content-length', 'x-edgemesh-source'])
+      assert.equal(head.headers.get(h), res.headers.get(h));
+    assert.equal((await head.arrayBuffer()).byteLength, 0);
+  });
+
+  it('honours Range, across chunk boundaries and as a suffix', async () => {
+    const boundary = 4 * MiB;
+    const res = await fetch(`${base}/v1/objects/dir/obj.bin`, {
+      headers: { Range: `bytes=${boundary - 10}-${boundary + 9}` },
+    });
+    assert.equal(res.status, 206);
+    assert.equal(res.headers.get('content-range'), `bytes ${boundary - 10}-${boundary + 9}/${data.length}`);
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), data.subarray(boundary - 10, boundary + 10));
+    const suffix = await fetch(`${base}/v1/objects/dir/obj.bin`, { headers: { Range: 'bytes=-7' } });
+    assert.deepEqual(Buffer.from(await suffix.arrayBuffer()), data.subarray(data.length - 7));
+  });
+
+  it('answers 416 for bad ranges, with the size in Content-Range', async () => {
+    for (const range of [`bytes=${data.length}-`, 'bytes=10-5', 'bytes=abc', 'bytes=-0']) {
+      const res = await fetch(`${base}/v1/objects/dir/obj.bin`, { headers: { Range: range } });
+      assert.equal(res.status, 416, range);
+      assert.equal(res.headers.get('content-range'), `bytes */${data.length}`);
+      assert.equal(await errorCode(res), 'RangeNotSatisfiable');
+    }
+  });
+
+  it('answers 304 to If-None-Match with the current ETag, 200 otherwise', async () => {
+    const etag = (await fetch(`${base}/v1/objects/dir/obj.bin`, { method: 'HEAD' })).headers.get('etag')!;
+    const same = await fetch(`${base}/v1/objects/dir/obj.bin`, {
+      headers: { 'If-None-Match': `"other", ${etag}` },
+    });
+    assert.equal(same.status, 304);
+    assert.equal(same.headers.get('etag'), etag);
+    const star = await fetch(`${base}/v1/objects/dir/obj.bin`, { headers: { 'If-None-Match': '*' } });
+    assert.equal(star.status, 304);
+    const other = await fetch(`${base}/v1/objects/dir/obj.bin`, {
+      method: 'HEAD',
+      headers: { 'If-None-Match': '"nope"' },
+    });
+    assert.equal(other.status, 200);
+  });
+
+  it('answers 404 with a JSON error for unknown keys', async () => {
+    for (const method of ['GET', 'HEAD', 'DELETE']) {
+      const res = await fetch(`${base}/v1/objects/no/such/key`, { method });
+      assert.equal(res.status, 404, method);
+      if (method !== 'HEAD') assert.equal(await errorCode(res), 'NotFound');
+    }
+  });
+
+  it('rejects invalid keys, encoded or not, with 400 and never touches the disk', async () => {
+    const paths = [
+      '/v1/objects/../../etc/passwd',
+      '/v1/objects/a/../../../etc/passwd',
+      '/v1/objects/%2e%2e/%2e%2e/etc/passwd',
+      '/v1/objects/%2E%2E%2Fetc%2Fpasswd',
+      '/v1/objects/..%2f..%2fetc%2fpasswd',
+      '/v1/objects/a%00b',
+      '/v1/objects/./x',
+      '/v1/objects/a//b',
+      '/v1/objects/trailing/',
+      '/v1/objects/',
+      '/v1/objects/sp%20ace',
+      `/v1/objects/${'k'.repeat(513)}`,
+    ];
+    for (const path of paths) {
+      for (const method of ['GET', 'PUT', 'DELETE']) {
+        const res = await raw(
+          agent.httpPort,
+          method,
+          path,
+          {},
+          method === 'PUT' ? Buffer.from('x') : undefined,
+        );
+        assert.equal(res.status, 400, `${method} ${path}`);
+        assert.equal(JSON.parse(res.body.toString()).error.code, 'InvalidKey', `${method} ${path}`);
+      }
+    }
+    assert.equal(agent.store.stats().entries, 1);
+  });
+
+  it('refuses oversize bodies with 413, announced or streamed, and keeps nothing', async () => {
+    const announced = await raw(agent.httpPort, 'PUT', '/v1/objects/too/big', {
+      'Content-Length': String(16 * MiB + 1),
+    });
+    assert.equal(announced.status, 413);
+    assert.equal(JSON.parse(announced.body.toString()).error.code, 'PayloadTooLarge');
+    const streamed = await fetch(`${base}/v1/objects/too/big`, {
+      method: 'PUT',
+      body: new ReadableStream({
+        start(controller) {
+          for (let i = 0; i < 17; i++) controller.enqueue(randomBytes(MiB));
+          controller.close();
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit).catch((error: Error) => error);
+    if (streamed instanceof Response) {
+      assert.equal(streamed.status, 413);
+      assert.equal(await errorCode(streamed), 'PayloadTooLarge');
+    } // else the server closed the connection before the client finished sending: also a refusal
+    assert.equal((await fetch(`${base}/v1/objects/too/big`)).status, 404);
+    await agent.store.flush();
+    assert.equal(agent.store.stats().bytes, data.length);
+  });
+
+  it('takes a TTL per object and refuses a malformed one', async () => {
+    assert.equal((await put('ttl/obj', Buffer.from('soon gone'), { 'X-Edgemesh-Ttl': '60' })).status, 201);
+    assert.equal((await fetch(`${base}/v1/objects/ttl/obj`)).status, 200);
+    clock.advance(60_001);
+    assert.equal((await fetch(`${base}/v1/objects/ttl/obj`)).status, 404);
+    for (const ttl of ['0', '-5', '1.5', 'soon', '999999999999']) {
+      const res = await put('ttl/bad', Buffer.from('x'), { 'X-Edgemesh-Ttl': ttl });
+      assert.equal(res.status, 400, ttl);
+      assert.equal(await errorCode(res), 'InvalidTtl');
+    }
+  });
+
+  it('DELETE removes an object', async () => {
+    await put('to/delete', Buffer.from('bye'));
+    const res = await fetch(`${base}/v1/objects/to/delete`, { method: 'DELETE' });
+    assert.equal(res.status, 204);
+    assert.equal((await fetch(`${base}/v1/objects/to/delete`)).status, 404);
+  });
+
+  it('stores and serves empty objects', async () => {
+    assert.equal((await put('empty', Buffer.alloc(0))).status, 201);
+    const res = await fetch(`${base}/v1/objects/empty`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-length'), '0');
+  });
+
+  it('answers 405 with Allow for other methods, and 404 JSON for unknown routes', async () => {
+    const post = await fetch(`${base}/v1/objects/x`, { method: 'POST', body: 'x' });
+    assert.equal(post.status, 405);
+    assert.equal(post.headers.get('allow'), 'GET, HEAD, PUT, DELETE');
+    const unknown = await fetch(`${base}/v2/whatever`);
+    assert.equal(unknown.status, 404);
+    assert.equal(await errorCode(unknown), 'NotFound');
+  });
+
+  it('serves /healthz, /readyz, /v1/status and /metrics', async () => {
+    assert.equal((await fetch(`${base}/healthz`)).status, 200);
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    const status = (await (await fetch(`${base}/v1/status`)).json()) as Record<string, unknown> & {
+      cache: { entries: number; bytes: number };
+      counters: { hits: number };
+      peers: { known: number; alive: number };
+    };
+    assert.equal(status.id, 'test-node');
+    assert.equal(status.zone, 'z1');
+    assert.equal(status.region, 'r1');
+    assert.equal(status.role, 'peer');
+    assert.ok(status.cache.entries >= 1);
+    assert.ok(status.counters.hits > 0);
+    assert.deepEqual([status.peers.known, status.peers.alive], [0, 0]);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    for (const name of [
+      'edgemesh_cache_lookups_total',
+      'edgemesh_bytes_served_total',
+      'edgemesh_cache_bytes',
+      'http_server_request_duration_bucket',
+    ]) {
+      assert.ok(metrics.includes(name), `${name} exported`);
+    }
+    assert.match(metrics, /edgemesh_cache_lookups_total\{result="hit"[^}]*\} [1-9]/);
+  });
+});

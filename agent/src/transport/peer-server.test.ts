@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Server } from '@grpc/grpc-js';
+import { digestOf } from '../cache/chunking.ts';
+import { ObjectStore } from '../cache/object-store.ts';
+import { isKey } from '../keys.ts';
+import { Counters } from '../telemetry/counters.ts';
+import { createLogger } from '../telemetry/logger.ts';
+import { systemClock } from '../time/clock.ts';
+import { GrpcPeer } from './peer-client.ts';
+import { bindPeerServer, createPeerServer } from './peer-server.ts';
+import { MAX_DIGESTS_PER_FETCH } from './peer-service.ts';
+import { PeerError } from './peer-transport.ts';
+
+const MiB = 2 ** 20;
+
+async function drain(chunks: AsyncIterable<Buffer>): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for await (const c of chunks) out.push(c);
+  return out;
+}
+
+describe('peer gRPC server and client', () => {
+  let dir: string;
+  let server: Server;
+  let peer: GrpcPeer;
+  const data = randomBytes(5 * MiB + 3);
+  let chunks: readonly string[];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-grpc-'));
+    const store = await ObjectStore.open({
+      dir,
+      maxBytes: 64 * MiB,
+      memoryBytes: 0,
+      maxObjectBytes: 64 * MiB,
+      fsync: false,
+      clock: systemClock,
+      isKey,
+    });
+    chunks = (await store.put('k', [data], { size: data.length })).chunks;
+    server = createPeerServer({
+      store,
+      counters: new Counters(),
+      node: { id: 'srv', zone: 'z', region: 'r' },
+      logger: createLogger({ level: 'silent', nodeId: 'srv' }),
+      flowControlWindow: 16 * MiB,
+    });
+    const port = await bindPeerServer(server, '127.0.0.1', 0);
+    peer = new GrpcPeer({
+      id: 'srv',
+      address: `127.0.0.1:${port}`,
+      flowControlWindow: 16 * MiB,
+      timeoutMs: 2000,
+    });
+  });
+  after(async () => {
+    peer.close();
+    server.forceShutdown();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serves manifests, chunks in order and pings', async () => {
+    const m = (await peer.getManifest('k')) as { size: number; chunks: string[] };
+    assert.equal(m.size, data.length);
+    assert.deepEqual(m.chunks, chunks);
+    const got = await drain(peer.fetchChunks(chunks, [4 * MiB, MiB + 3]));
+    assert.deepEqual(Buffer.concat(got), data);
+    const pong = await peer.ping();
+    assert.deepEqual([pong.nodeId, pong.zone, pong.region], ['srv', 'z', 'r']);
+  });
+
+  it('answers not-found and invalid requests with errors, not crashes', async () => {
+    assert.equal(await peer.getManifest('missing'), undefined);
+    await assert.rejects(
+      peer.getManifest('../etc/passwd'),
+      (e) => e instanceof PeerError && /INVALID_ARGUMENT/.test(e.message),
+    );
+    const cases: [string[], number[], RegExp][] = [
+      [[digestOf(Buffer.from('nope'))], [4], /NOT_FOUND/],
+      [['abcd'], [1], /INVALID_ARGUMENT/],
+      [Array(MAX_DIGESTS_PER_FETCH + 1).fill(chunks[0]), [], /INVALID_ARGUMENT/],
+      [[chunks[0]!], [10], /unexpected piece/], // the client refuses more bytes than the manifest allows
+    ];
+    for (const [digests, lengths, pattern] of cases) {
+      await assert.rejects(
+        drain(peer.fetchChunks(digests, lengths)),
+        (e) => e instanceof PeerError && pattern.test(e.message),
+      );
+    }
+    assert.ok((await peer.ping()).rttMs >= 0, 'still serving');
+  });
+});

@@ -1,0 +1,123 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { request } from 'node:http';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+
+/** A real agent process, started with flags, its ports read from its "agent ready" log line. */
+export interface AgentProcess {
+  readonly child: ChildProcess;
+  readonly httpPort: number;
+  readonly grpcPort: number;
+  readonly url: string;
+  readonly logs: string[];
+  status(): Promise<AgentStatus>;
+  /** Sends `signal` and waits for the exit; returns the exit code or signal name. */
+  stop(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+export interface AgentStatus {
+  id: string;
+  peers: { known: number; alive: number };
+  cache: { bytes: number; entries: number; chunks: number };
+  counters: {
+    hits: number;
+    misses: number;
+    bytesServed: Record<string, number>;
+    corruptChunks: number;
+    badChunksByPeer: Record<string, number>;
+    bytesFromPeer: Record<string, number>;
+    bytesToPeers: number;
+  };
+  scrub: { state: string; checked?: number; corrupt?: number };
+  process: { rssBytes: number };
+}
+
+export async function startAgentProcess(args: string[], timeoutMs = 20_000): Promise<AgentProcess> {
+  const child = spawn(
+    process.execPath,
+    [MAIN, '--http.port', '0', '--grpc.host', '127.0.0.1', '--grpc.port', '0', ...args],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const logs: string[] = [];
+  child.stderr!.on('data', (d) => logs.push(String(d)));
+  const lines = createInterface({ input: child.stdout! });
+  const ready = new Promise<{ httpPort: number; grpcPort: number }>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`agent not ready in ${timeoutMs} ms:\n${logs.join('\n')}`)),
+      timeoutMs,
+    );
+    lines.on('line', (line) => {
+      logs.push(line);
+      if (line.includes('"agent ready"')) {
+        clearTimeout(timer);
+        resolve(JSON.parse(line));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`agent exited with ${code} before ready:\n${logs.join('\n')}`));
+    });
+  });
+  const { httpPort, grpcPort } = await ready;
+  const url = `http://127.0.0.1:${httpPort}`;
+  return {
+    child,
+    httpPort,
+    grpcPort,
+    url,
+    logs,
+    status: async () => (await (await fetch(`${url}/v1/status`)).json()) as AgentStatus,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode ?? child.signalCode!;
+      child.kill(signal);
+      const [code, sig] = (await once(child, 'exit')) as [number | null, string | null];
+      return code ?? sig!;
+    },
+  };
+}
+
+/** A GET read to the end or to the point the server cut it off. */
+export function getStream(
+  url: string,
+): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer; complete: boolean }> {
+  return new Promise((resolve, reject) => {
+    request(url, (res) => {
+      const parts: Buffer[] = [];
+      let complete = false;
+      res.on('data', (d) => parts.push(d));
+      res.on('end', () => {
+        complete = res.complete;
+      });
+      res.on('close', () =>
+        resolve({
+          status: res.statusCode!,
+          headers: res.headers,
+          body: Buffer.concat(parts),
+          complete: complete && res.complete,
+        }),
+      );
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+/** Polls `check` until it returns a value, or fails after `timeoutMs`. */
+export async function eventually<T>(
+  check: () => Promise<T | undefined>,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

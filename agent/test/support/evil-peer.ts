@@ -1,0 +1,48 @@
+import {
+  Server,
+  ServerCredentials,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type sendUnaryData,
+} from '@grpc/grpc-js';
+import { PIECE_SIZE, peerService } from '../../src/transport/peer-service.ts';
+import type { ChunkPiece } from '../../src/transport/piece-codec.ts';
+
+/**
+ * A peer that speaks the protocol correctly but lies about content: it announces a genuine manifest
+ * (copied from an honest agent) and serves chunks from `chunks`, with the chunks at the indexes in
+ * `tamper` flipped by one bit.
+ */
+export async function startEvilPeer(opts: {
+  manifest: unknown;
+  chunks: Map<string, Buffer>;
+  tamper: (digest: string) => boolean;
+}): Promise<{ address: string; served: () => number; close: () => void }> {
+  let served = 0;
+  const server = new Server();
+  server.addService(peerService, {
+    getManifest(_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) {
+      cb(null, opts.manifest);
+    },
+    async fetchChunks(call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>) {
+      for (const [index, raw] of call.request.digests.entries()) {
+        const digest = Buffer.from(raw).toString('hex');
+        const data = Buffer.from(opts.chunks.get(digest)!);
+        if (opts.tamper(digest)) data[data.length >> 1]! ^= 1;
+        for (let o = 0; o < data.length; o += PIECE_SIZE)
+          call.write({ index, data: data.subarray(o, o + PIECE_SIZE) });
+        served++;
+      }
+      call.end();
+    },
+    ping(_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) {
+      cb(null, { nodeId: 'evil', zone: '', region: '', sentAtMs: 0 });
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  return { address: `127.0.0.1:${port}`, served: () => served, close: () => server.forceShutdown() };
+}
