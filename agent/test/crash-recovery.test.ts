@@ -5,8 +5,8 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { type AgentProcess, eventually, startAgentProcess } from '../harness/agent-process.ts';
 import { chunkSizeFor, digestOf } from '../src/cache/chunking.ts';
-import { type AgentProcess, eventually, startAgentProcess } from './support/agent-process.ts';
 
 const MiB = 2 ** 20;
 

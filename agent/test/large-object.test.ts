@@ -5,7 +5,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type AgentProcess, startAgentProcess } from './support/agent-process.ts';
+import { type AgentProcess, startAgentProcess } from '../harness/agent-process.ts';
 
 const MiB = 2 ** 20;
 const SIZE = 2 * 1024 * MiB; // 2 GiB

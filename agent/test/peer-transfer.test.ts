@@ -4,12 +4,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { type AgentProcess, eventually, getStream, startAgentProcess } from '../harness/agent-process.ts';
 import { chunkSizeFor, digestOf } from '../src/cache/chunking.ts';
 import { parseManifest } from '../src/cache/manifest.ts';
 import { isKey } from '../src/keys.ts';
 import { GrpcPeer } from '../src/transport/peer-client.ts';
 import { toWire } from '../src/transport/peer-service.ts';
-import { type AgentProcess, eventually, getStream, startAgentProcess } from './support/agent-process.ts';
 import { startEvilPeer } from './support/evil-peer.ts';
 
 const MiB = 2 ** 20;

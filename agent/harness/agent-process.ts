@@ -4,9 +4,9 @@ import { request } from 'node:http';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
-/** A real agent process, started with flags, its ports read from its "agent ready" log line. */
+/** A real agent process, started with flags, its ports read from its "agent ready" log line (so keep log.level at info or below). */
 export interface AgentProcess {
   readonly child: ChildProcess;
   readonly httpPort: number;
