@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Clock } from '../time/clock.ts';
-import { atomicWrite, ChunkFiles } from './chunk-files.ts';
+import { atomicWrite, ChunkFiles, makeShards } from './chunk-files.ts';
 import { chunkSizeFor, digestOf, rootDigest } from './chunking.ts';
 import {
   IncompleteBodyError,
@@ -214,6 +214,14 @@ export class ObjectStore {
     if (expected && expected.digest !== digest) throw new IntegrityError(expected.digest, expected.source);
     await this.#addChunk(lease, digest, data);
     return digest;
+  }
+
+  /**
+   * Stores a chunk the caller has already hashed to `digest` (saving a second hash on the fetch path).
+   * Only for bytes verified in this process; anything else goes through putChunk.
+   */
+  addVerifiedChunk(lease: ChunkLease, digest: string, data: Buffer): Promise<void> {
+    return this.#addChunk(lease, digest, data);
   }
 
   /** Reads `body` into chunks and commits it under `key`. Aborts cleanly on any error. */
@@ -483,7 +491,7 @@ export class ObjectStore {
 
   async #recover(): Promise<void> {
     await this.#files.init(); // also empties tmp/, shared with manifest writes
-    await mkdir(this.#manifestDir, { recursive: true });
+    await makeShards(this.#manifestDir);
     const onDisk = new Map<string, number>();
     for await (const { digest, size } of this.#files.scan()) onDisk.set(digest, size);
     const scanned = [...onDisk.keys()];

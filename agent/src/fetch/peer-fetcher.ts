@@ -1,3 +1,4 @@
+import { digestOf } from '../cache/chunking.ts';
 import { IntegrityError } from '../cache/errors.ts';
 import { type Manifest, manifestChunkLength, parseManifest } from '../cache/manifest.ts';
 import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
@@ -86,6 +87,18 @@ export class PeerFetcher {
     return [...byRoot.values()].sort((a, b) => b.holders.length - a.holders.length)[0];
   }
 
+  /**
+   * Stops any download of `key` from publishing the object (a DELETE arrived while it ran); its
+   * current readers still get their bytes. True when a download was under way.
+   */
+  discard(key: string): boolean {
+    const download = this.#inflight.get(key);
+    if (!download) return false;
+    download.discard();
+    this.#inflight.delete(key);
+    return true;
+  }
+
   /** A reader of `located`'s chunks, downloading them (or joining the download in progress). */
   open(located: Located): ChunkSource {
     const key = located.manifest.key;
@@ -102,15 +115,29 @@ export class PeerFetcher {
   }
 }
 
-/** One object's download from its holders into the store. */
+/** Verified chunk bytes held in memory while their disk writes are under way, per download. */
+const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
+
+/**
+ * One object's download from its holders into the store. A chunk is hashed as it arrives and is
+ * readable from memory at once; its disk write runs behind, within WRITE_BEHIND_BYTES, so readers
+ * go at network speed rather than disk speed. The object is committed once every write has landed.
+ */
 class Download {
   readonly manifest: Manifest;
   readonly holders: PeerTransport[];
   readonly finished: Promise<void>;
   readonly #opts: PeerFetcherOptions;
   readonly #lease: ChunkLease;
-  #stored = 0;
+  /** Chunks 0..#verified-1 have arrived and passed verification. */
+  #verified = 0;
+  /** Verified chunks whose disk writes have not finished, by index. */
+  readonly #unwritten = new Map<number, Buffer>();
+  #unwrittenBytes = 0;
+  readonly #writes = new Set<Promise<void>>();
+  #writeError: unknown;
   #error: Error | undefined;
+  #discarded = false;
   #readers = 0;
   #done = false;
   #wake: (() => void)[] = [];
@@ -124,6 +151,11 @@ class Download {
       () => this.#finish(undefined),
       (error: Error) => this.#finish(error),
     );
+  }
+
+  /** Finish serving current readers, but do not commit the object. */
+  discard(): void {
+    this.#discarded = true;
   }
 
   reader(): ChunkSource {
@@ -143,21 +175,22 @@ class Download {
   }
 
   async #read(index: number): Promise<Buffer> {
-    while (this.#stored <= index) {
+    while (this.#verified <= index) {
       if (this.#error) throw this.#error;
       await new Promise<void>((resolve) => this.#wake.push(resolve));
     }
-    return this.#opts.store.readChunk(this.manifest.chunks[index]!);
+    return this.#unwritten.get(index) ?? this.#opts.store.readChunk(this.manifest.chunks[index]!);
   }
 
   async #run(): Promise<void> {
     const { manifest } = this;
     const failures: string[] = [];
     for (const peer of this.holders) {
-      if (this.#stored === manifest.chunks.length) break;
+      if (this.#verified === manifest.chunks.length) break;
       try {
         await this.#pullFrom(peer);
       } catch (error) {
+        if (this.#writeError) break; // our disk failed: no other peer would help
         failures.push((error as Error).message);
         if (error instanceof IntegrityError) {
           Counters.bump(this.#opts.counters.badChunksByPeer, peer.id);
@@ -171,11 +204,14 @@ class Download {
             'peer failed during fetch; trying the next holder',
           );
         } else {
-          throw error; // our own failure (e.g. the store is full): no other peer would help
+          throw error;
         }
       }
     }
-    if (this.#stored < manifest.chunks.length) throw new PeerFetchError(manifest.key, failures);
+    await Promise.all(this.#writes);
+    if (this.#writeError) throw this.#writeError;
+    if (this.#verified < manifest.chunks.length) throw new PeerFetchError(manifest.key, failures);
+    if (this.#discarded) return;
     const ttlMs =
       manifest.expiresAtMs === undefined
         ? undefined
@@ -183,21 +219,41 @@ class Download {
     await this.#opts.store.commit(this.#lease, { ...manifest, ...(ttlMs === undefined ? {} : { ttlMs }) });
   }
 
-  /** Pulls the chunks from #stored onwards from `peer`, verifying and storing each one. */
+  /** Pulls the chunks from #verified onwards from `peer`, verifying each as it arrives. */
   async #pullFrom(peer: PeerTransport): Promise<void> {
     const { manifest } = this;
-    while (this.#stored < manifest.chunks.length) {
-      const first = this.#stored;
+    while (this.#verified < manifest.chunks.length) {
+      const first = this.#verified;
       const digests = manifest.chunks.slice(first, first + CHUNKS_PER_CALL);
       const lengths = digests.map((_, i) => manifestChunkLength(manifest, first + i));
       for await (const data of peer.fetchChunks(digests, lengths)) {
-        const digest = manifest.chunks[this.#stored]!;
-        await this.#opts.store.putChunk(this.#lease, data, { digest, source: peer.id });
+        const index = this.#verified;
+        const digest = manifest.chunks[index]!;
+        if (digestOf(data) !== digest) throw new IntegrityError(digest, peer.id);
         Counters.bump(this.#opts.counters.bytesFromPeer, peer.id, data.length);
-        this.#stored++;
+        this.#writeBehind(index, digest, data);
+        this.#verified = index + 1;
         this.#notify();
+        while (this.#unwrittenBytes > WRITE_BEHIND_BYTES) await Promise.race(this.#writes);
+        if (this.#writeError) throw this.#writeError;
       }
     }
+  }
+
+  #writeBehind(index: number, digest: string, data: Buffer): void {
+    this.#unwritten.set(index, data);
+    this.#unwrittenBytes += data.length;
+    const write: Promise<void> = this.#opts.store
+      .addVerifiedChunk(this.#lease, digest, data)
+      .catch((error: unknown) => {
+        this.#writeError ??= error;
+      })
+      .finally(() => {
+        this.#unwritten.delete(index);
+        this.#unwrittenBytes -= data.length;
+        this.#writes.delete(write);
+      });
+    this.#writes.add(write);
   }
 
   #notify(): void {

@@ -91,7 +91,9 @@ async function put(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
 }
 
 async function remove(deps: ObjectRoutesDeps, key: string, res: Response): Promise<void> {
-  if (!(await deps.store.delete(key))) throw new HttpError(404, 'NotFound', `no object ${key}`);
+  const wasFetching = deps.fetcher?.discard(key) ?? false;
+  if (!(await deps.store.delete(key)) && !wasFetching)
+    throw new HttpError(404, 'NotFound', `no object ${key}`);
   res.status(204).end();
 }
 

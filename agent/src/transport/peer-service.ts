@@ -1,14 +1,18 @@
 import { fileURLToPath } from 'node:url';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
+import { MAX_CHUNK_SIZE } from '../cache/chunking.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { decodePiece, encodePiece } from './piece-codec.ts';
 
 /** The .proto is the contract; this is its path in the repo. */
 export const PEER_PROTO = fileURLToPath(new URL('../../proto/edgemesh/peer/v1/peer.proto', import.meta.url));
 
-/** Pieces are at most this large (1 MiB keeps gRPC messages under its default limits). */
-export const PIECE_SIZE = 1024 * 1024;
+/**
+ * Pieces are at most this large. Chunks are sent whole (one message each): splitting would cost the
+ * receiver a copy to reassemble. Receivers still accept a chunk cut into several pieces.
+ */
+export const PIECE_SIZE = MAX_CHUNK_SIZE;
 /** The most chunks one FetchChunks call may ask for. */
 export const MAX_DIGESTS_PER_FETCH = 4096;
 
