@@ -1,0 +1,32 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const RUN = fileURLToPath(new URL('./run.ts', import.meta.url));
+
+/** Keeps every benchmark runnable and its last line's shape stable. Figures are not judged here. */
+describe('benchmarks (--quick, shape only)', () => {
+  const cases: [string, string[]][] = [
+    ['transfer', ['bench', 'mesh_MBps', 'raw_tcp_MBps', 'ratio']],
+    ['hit', ['bench', 'p50_ms', 'p99_ms', 'baseline_p99_ms', 'ratio']],
+  ];
+  for (const [name, keys] of cases) {
+    it(`${name} prints its machine and a JSON last line`, () => {
+      const r = spawnSync(process.execPath, [RUN, name, '--quick'], { encoding: 'utf8', timeout: 120_000 });
+      assert.equal(r.status, 0, r.stderr);
+      const lines = r.stdout.trim().split('\n');
+      assert.match(r.stdout, /# machine: \d+ x /);
+      const last = JSON.parse(lines.at(-1)!) as Record<string, unknown>;
+      assert.equal(last.bench, name);
+      for (const key of keys)
+        assert.ok(typeof last[key] === 'number' || key === 'bench', `${key} in ${lines.at(-1)}`);
+      assert.ok((last.ratio as number) > 0);
+    });
+  }
+  it('refuses an unknown benchmark', () => {
+    const r = spawnSync(process.execPath, [RUN, 'nope'], { encoding: 'utf8' });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /usage: npm run bench -- <transfer\|hit>/);
+  });
+});
