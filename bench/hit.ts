@@ -69,7 +69,7 @@ export async function run(quick: boolean): Promise<void> {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   try {
-    const first = await createInterface({ input: server.stdout! })[Symbol.asyncIterator]().next();
+    const first = await createInterface({ input: server.stdout })[Symbol.asyncIterator]().next();
     const { port } = JSON.parse(String(first.value)) as { port: number };
     const results: Record<string, Awaited<ReturnType<typeof measure>>> = {};
     for (const [name, size] of [
@@ -85,7 +85,7 @@ export async function run(quick: boolean): Promise<void> {
         size,
         count,
       );
-      const r = results[name]!;
+      const r = results[name];
       console.log(
         `# ${name}: edgemesh p50 ${r.p50.toFixed(3)} ms p99 ${r.p99.toFixed(3)} ms | static p50 ${r.baseP50.toFixed(3)} ms p99 ${r.baseP99.toFixed(3)} ms | p99 ratio ${(r.p99 / r.baseP99).toFixed(2)}`,
       );

@@ -21,7 +21,7 @@ const RAW_TCP = fileURLToPath(new URL('./support/raw-tcp.ts', import.meta.url));
 /** Runs a raw TCP transfer of `bytes` between two fresh processes; MB/s as the receiver saw it. */
 async function rawTcp(bytes: number): Promise<number> {
   const server = spawn(process.execPath, [RAW_TCP, 'serve'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: server.stdout! })[Symbol.asyncIterator]();
+  const lines = createInterface({ input: server.stdout })[Symbol.asyncIterator]();
   const { port } = JSON.parse((await lines.next()).value as string) as { port: number };
   const sender = spawn(process.execPath, [RAW_TCP, 'send', String(port), String(bytes)], {
     stdio: 'inherit',

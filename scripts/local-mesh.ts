@@ -19,7 +19,7 @@ const { values } = parseArgs({
 });
 const MiB = 2 ** 20;
 const size = Number(values['size-mib']) * MiB;
-const dir = resolve(values.dir!);
+const dir = resolve(values.dir);
 const line = (s = '') => process.stdout.write(`${s}\n`);
 
 async function timed<T>(run: () => Promise<T>): Promise<[T, number]> {

@@ -44,8 +44,8 @@ export async function startAgentProcess(args: string[], timeoutMs = 20_000): Pro
     },
   );
   const logs: string[] = [];
-  child.stderr!.on('data', (d) => logs.push(String(d)));
-  const lines = createInterface({ input: child.stdout! });
+  child.stderr.on('data', (d) => logs.push(String(d)));
+  const lines = createInterface({ input: child.stdout });
   const ready = new Promise<{ httpPort: number; grpcPort: number }>((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`agent not ready in ${timeoutMs} ms:\n${logs.join('\n')}`)),

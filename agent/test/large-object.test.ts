@@ -76,12 +76,11 @@ describe('a 2 GiB object', () => {
       '--store.memory-bytes',
       '32Mi',
     ]);
-    sampler = setInterval(async () => {
-      peak = Math.max(
-        peak,
-        (await agent.status().catch(() => ({ process: { rssBytes: 0 } }))).process.rssBytes,
-      );
-    }, 100);
+    const sample = async () => {
+      const status = await agent.status().catch(() => undefined);
+      peak = Math.max(peak, status?.process.rssBytes ?? 0);
+    };
+    sampler = setInterval(() => void sample(), 100);
   });
   after(async () => {
     clearInterval(sampler);

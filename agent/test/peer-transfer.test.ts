@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { request } from 'node:http';
+import { type IncomingMessage, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -97,18 +97,15 @@ describe('two agent processes on loopback', () => {
   it('does not bring an object back when DELETE arrives during its download', async () => {
     const blob = randomBytes(64 * MiB);
     await fetch(`${a.url}/v1/objects/deleted/midway`, { method: 'PUT', body: blob });
-    const body = await new Promise<Buffer>((resolve, reject) => {
-      request(`${b.url}/v1/objects/deleted/midway`, async (res) => {
-        assert.equal(res.headers['x-edgemesh-source'], 'peer');
-        const del = await fetch(`${b.url}/v1/objects/deleted/midway`, { method: 'DELETE' });
-        assert.equal(del.status, 204);
-        const parts: Buffer[] = [];
-        res.on('data', (d) => parts.push(d));
-        res.on('end', () => resolve(Buffer.concat(parts)));
-      })
-        .on('error', reject)
-        .end();
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      request(`${b.url}/v1/objects/deleted/midway`, resolve).on('error', reject).end();
     });
+    assert.equal(res.headers['x-edgemesh-source'], 'peer');
+    const del = await fetch(`${b.url}/v1/objects/deleted/midway`, { method: 'DELETE' });
+    assert.equal(del.status, 204);
+    const parts: Buffer[] = [];
+    for await (const part of res) parts.push(part as Buffer);
+    const body = Buffer.concat(parts);
     assert.deepEqual(body, blob, 'the reader in progress still gets its bytes');
     await new Promise((r) => setTimeout(r, 200));
     const after = await fetch(`${b.url}/v1/objects/deleted/midway`, { method: 'HEAD' });

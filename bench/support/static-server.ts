@@ -5,12 +5,12 @@
  */
 import { createReadStream } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { basename, join } from 'node:path';
 
 const dir = process.argv[2]!;
 await mkdir(dir, { recursive: true });
-const server = createServer(async (req, res) => {
+async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const file = join(dir, basename(req.url ?? '/'));
   try {
     const { size } = await stat(file);
@@ -19,7 +19,9 @@ const server = createServer(async (req, res) => {
   } catch {
     res.writeHead(404).end(); // any stat failure is a miss for this baseline
   }
-});
+}
+
+const server = createServer((req, res) => void serve(req, res));
 server.keepAliveTimeout = 60_000;
 server.listen(0, '127.0.0.1', () => {
   const address = server.address();

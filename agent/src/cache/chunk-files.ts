@@ -100,7 +100,7 @@ export async function atomicWrite(
     const file = await open(tmp, 'wx');
     try {
       // One positional write per call (writeFile would take 512 KiB per event-loop turn).
-      for (let offset = 0; offset < data.length; ) {
+      for (let offset = 0; offset < data.length;) {
         offset += (await file.write(data, offset, data.length - offset, offset)).bytesWritten;
       }
       if (fsync) await file.sync();

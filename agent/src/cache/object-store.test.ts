@@ -18,7 +18,7 @@ import { ObjectStore, type ObjectStoreOptions } from './object-store.ts';
 const MiB = 2 ** 20;
 
 /** Yields `data` in pieces of uneven sizes, as a network body would arrive. */
-async function* pieces(data: Buffer): AsyncGenerator<Buffer> {
+function* pieces(data: Buffer): Generator<Buffer> {
   let offset = 0;
   let n = 1;
   while (offset < data.length) {
@@ -177,7 +177,7 @@ describe('ObjectStore', () => {
       store.put('long', pieces(randomBytes(5 * MiB)), { size: 4 * MiB }),
       IncompleteBodyError,
     );
-    async function* failing() {
+    function* failing() {
       yield randomBytes(5 * MiB);
       throw new Error('client went away');
     }

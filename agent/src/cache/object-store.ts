@@ -260,7 +260,7 @@ export class ObjectStore {
     let total = 0;
     // At most one chunk write runs while the next chunk fills; its failure is kept and rethrown here.
     let writing: Promise<void> = Promise.resolve();
-    let writeError: unknown;
+    let writeError: Error | undefined;
     const flush = async () => {
       // A short tail is copied out so the hot tier never pins a mostly empty chunk-sized buffer.
       const data = filled === buffer.length ? buffer : Buffer.copyBytesFrom(buffer, 0, filled);
@@ -269,7 +269,7 @@ export class ObjectStore {
       await writing;
       if (writeError) throw writeError;
       writing = this.#addChunk(lease, digest, data).catch((error: unknown) => {
-        writeError = error;
+        writeError = error instanceof Error ? error : new Error(String(error));
       });
       flushed += filled;
       buffer = nextBuffer();
@@ -285,7 +285,7 @@ export class ObjectStore {
         if (expectedSize !== undefined && total > expectedSize) {
           throw new IncompleteBodyError(`body is longer than its announced ${expectedSize} bytes`);
         }
-        for (let offset = 0; offset < piece.length; ) {
+        for (let offset = 0; offset < piece.length;) {
           const n = Math.min(piece.length - offset, buffer.length - filled);
           buffer.set(piece.subarray(offset, offset + n), filled);
           filled += n;

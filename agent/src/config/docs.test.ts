@@ -4,14 +4,19 @@ import { describe, it } from 'node:test';
 import { settings } from './load.ts';
 
 const DOC = readFileSync(new URL('../../../docs/agent.md', import.meta.url), 'utf8');
+/** The cells of every Markdown table row, trimmed. */
+const ROWS = DOC.split('\n')
+  .filter((line) => line.startsWith('|'))
+  .map((line) => line.split('|').map((cell) => cell.trim()));
 
 describe('docs/agent.md', () => {
   it('documents every configuration field with its flag and variable', () => {
     for (const s of settings()) {
-      const row = DOC.split('\n').find((line) => line.startsWith(`| \`${s.path.join('.')}\` |`));
-      assert.ok(row, `a row for ${s.path.join('.')}`);
-      assert.ok(row.includes(`\`--${s.flag}\``), `${s.path.join('.')}: flag --${s.flag}`);
-      assert.ok(row.includes(`\`${s.env}\``), `${s.path.join('.')}: variable ${s.env}`);
+      const field = `\`${s.path.join('.')}\``;
+      const row = ROWS.find((cells) => cells[1] === field);
+      assert.ok(row, `a row for ${field}`);
+      assert.equal(row[2], `\`--${s.flag}\``, `${field}: flag`);
+      assert.equal(row[3], `\`${s.env}\``, `${field}: variable`);
     }
   });
 });

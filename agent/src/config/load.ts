@@ -100,7 +100,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
   for (const setting of all) {
     const fromEnv = env[setting.env];
     if (fromEnv !== undefined) setPath(raw, setting.path, setting.list ? splitList(fromEnv) : fromEnv);
-    const fromFlag = values[setting.flag] as string | string[] | undefined;
+    const fromFlag = values[setting.flag];
     if (fromFlag !== undefined)
       setPath(raw, setting.path, Array.isArray(fromFlag) ? fromFlag.flatMap(splitList) : fromFlag);
   }

@@ -135,7 +135,7 @@ class Download {
   readonly #unwritten = new Map<number, Buffer>();
   #unwrittenBytes = 0;
   readonly #writes = new Set<Promise<void>>();
-  #writeError: unknown;
+  #writeError: Error | undefined;
   #error: Error | undefined;
   #discarded = false;
   #readers = 0;
@@ -246,7 +246,7 @@ class Download {
     const write: Promise<void> = this.#opts.store
       .addVerifiedChunk(this.#lease, digest, data)
       .catch((error: unknown) => {
-        this.#writeError ??= error;
+        this.#writeError ??= error instanceof Error ? error : new Error(String(error));
       })
       .finally(() => {
         this.#unwritten.delete(index);

@@ -182,7 +182,7 @@ describe('HTTP API', () => {
         },
       }),
       duplex: 'half',
-    } as RequestInit).catch((error: Error) => error);
+    }).catch((error: Error) => error);
     if (streamed instanceof Response) {
       assert.equal(streamed.status, 413);
       assert.equal(await errorCode(streamed), 'PayloadTooLarge');

@@ -5,9 +5,7 @@ export interface ByteRange {
 }
 
 export type RangeResult =
-  | { kind: 'full' }
-  | { kind: 'partial'; range: ByteRange }
-  | { kind: 'unsatisfiable' };
+  { kind: 'full' } | { kind: 'partial'; range: ByteRange } | { kind: 'unsatisfiable' };
 
 /**
  * Interprets a Range header against an object of `size` bytes (RFC 9110 §14). One range is served;

@@ -43,7 +43,7 @@ export class GrpcPeer implements PeerTransport {
       opts.address,
       credentials.createInsecure(),
       channelOptions(opts.flowControlWindow),
-    ) as Client & Record<string, unknown>;
+    );
   }
 
   #unary<T>(method: string, request: unknown, signal?: AbortSignal): Promise<T> {
@@ -59,7 +59,7 @@ export class GrpcPeer implements PeerTransport {
     });
   }
 
-  async getManifest(key: string, signal?: AbortSignal): Promise<unknown | undefined> {
+  async getManifest(key: string, signal?: AbortSignal): Promise<unknown> {
     try {
       return fromWire(await this.#unary<WireManifest>('GetManifest', { key }, signal));
     } catch (error) {

@@ -7,7 +7,7 @@ export interface PeerTransport {
   readonly id: string;
   readonly address: string;
   /** The peer's manifest for `key`, untrusted (check it with parseManifest); undefined: not held. */
-  getManifest(key: string, signal?: AbortSignal): Promise<unknown | undefined>;
+  getManifest(key: string, signal?: AbortSignal): Promise<unknown>;
   /**
    * The chunks `digests` as whole chunks in order, their lengths given by `lengths`. Bytes are NOT
    * verified here: the caller hashes each one. Throws PeerError on a protocol or transport failure.

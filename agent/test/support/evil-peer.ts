@@ -24,7 +24,7 @@ export async function startEvilPeer(opts: {
     getManifest(_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) {
       cb(null, opts.manifest);
     },
-    async fetchChunks(call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>) {
+    fetchChunks(call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>) {
       for (const [index, raw] of call.request.digests.entries()) {
         const digest = Buffer.from(raw).toString('hex');
         const data = Buffer.from(opts.chunks.get(digest)!);
