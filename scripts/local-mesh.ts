@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 
 const { values } = parseArgs({
   options: {
@@ -66,11 +66,7 @@ async function main(): Promise<void> {
     );
     line(`PUT  demo/video.bin (${size / MiB} MiB) on edge-a: ${JSON.stringify(put)} in ${putS.toFixed(2)} s`);
 
-    for (const [name, agent] of [
-      ['edge-b', b],
-      ['edge-c', c],
-      ['edge-b', b],
-    ] as const) {
+    const getFrom = async (name: string, agent: AgentProcess) => {
       const [res, s] = await timed(async () => {
         const r = await fetch(`${agent.url}/v1/objects/demo/video.bin`);
         return { source: r.headers.get('x-edgemesh-source'), bytes: Buffer.from(await r.arrayBuffer()) };
@@ -81,7 +77,18 @@ async function main(): Promise<void> {
           `(${(res.bytes.length / 1e6 / s).toFixed(0)} MB/s)  identical=${same}`,
       );
       if (!same) throw new Error('demo: bytes differ');
-    }
+    };
+    // Fetched chunks are served as soon as they are verified; the copy is local once all are on disk.
+    const stored = (agent: AgentProcess) =>
+      eventually(
+        async () => ((await agent.status()).cache.entries > 0 ? true : undefined),
+        30_000,
+        'the copy',
+      );
+    await getFrom('edge-b', b);
+    await getFrom('edge-c', c);
+    await Promise.all([stored(b), stored(c)]);
+    await getFrom('edge-b', b);
     line();
     for (const [i, agent] of agents.entries()) {
       const s = await agent.status();

@@ -59,6 +59,13 @@ describe('two agent processes on loopback', () => {
     assert.equal(first.headers.get('etag'), etag);
     assert.deepEqual(Buffer.from(await first.arrayBuffer()), data);
 
+    // Chunks are served as they are verified and written to disk behind; the object is local once
+    // every write has landed.
+    await eventually(
+      async () => ((await b.status()).cache.entries >= 1 ? true : undefined),
+      10_000,
+      'commit on B',
+    );
     const second = await fetch(`${b.url}/v1/objects/shared/blob`);
     assert.equal(second.headers.get('x-edgemesh-source'), 'local');
     assert.deepEqual(Buffer.from(await second.arrayBuffer()), data);
