@@ -28,10 +28,19 @@ function writeVarint(out: Buffer, offset: number, value: number): number {
   return o;
 }
 
+let scratch = Buffer.alloc(0);
+
+/**
+ * Encodes into a buffer reused from call to call: the result is valid only until the next call.
+ * That is safe: grpc-js calls this inside serializeMessage, which copies the result into the frame
+ * in the same synchronous call (even when the stream had queued the message object);
+ * were that to change, receivers' verification would catch it and the tests would fail.
+ */
 export function encodePiece(piece: ChunkPiece): Buffer {
   const { index, data } = piece;
   const size = 1 + varintLength(index) + 1 + varintLength(data.length) + data.length;
-  const out = Buffer.allocUnsafe(size);
+  if (scratch.length < size) scratch = Buffer.allocUnsafe(Math.max(size, 2 * scratch.length));
+  const out = scratch.subarray(0, size);
   let o = out.writeUInt8(INDEX_TAG, 0);
   o = writeVarint(out, o, index);
   out[o++] = DATA_TAG;
