@@ -25,6 +25,16 @@ function chunksOf(data: Buffer): Map<string, Buffer> {
   return chunks;
 }
 
+/** The manifest an honest agent serves for `key`, in wire form, for a liar to repeat. */
+async function genuineManifest(address: string, key: string) {
+  const honest = new GrpcPeer({ id: 'honest', address, flowControlWindow: 16 * MiB, timeoutMs: 5000 });
+  try {
+    return toWire(parseManifest(await honest.getManifest(key), isKey));
+  } finally {
+    honest.close();
+  }
+}
+
 describe('two agent processes on loopback', () => {
   let dir: string;
   let a: AgentProcess;
@@ -129,14 +139,7 @@ describe('two agent processes on loopback', () => {
 
     before(async () => {
       await fetch(`${a.url}/v1/objects/target`, { method: 'PUT', body: object });
-      const honest = new GrpcPeer({
-        id: 'a',
-        address: `127.0.0.1:${a.grpcPort}`,
-        flowControlWindow: 16 * MiB,
-        timeoutMs: 5000,
-      });
-      const manifest = toWire(parseManifest(await honest.getManifest('target'), isKey));
-      honest.close();
+      const manifest = await genuineManifest(`127.0.0.1:${a.grpcPort}`, 'target');
       evil = await startEvilPeer({ manifest, chunks, tamper: (d) => d === second });
       // The liar is listed first, so it is asked first.
       victim = await startAgentProcess([
@@ -197,14 +200,7 @@ describe('two agent processes on loopback', () => {
     it('answers 502 when the very first chunk is bad', async () => {
       const lone = randomBytes(MiB);
       await fetch(`${a.url}/v1/objects/lone`, { method: 'PUT', body: lone });
-      const honest = new GrpcPeer({
-        id: 'a',
-        address: `127.0.0.1:${a.grpcPort}`,
-        flowControlWindow: 16 * MiB,
-        timeoutMs: 5000,
-      });
-      const manifest = toWire(parseManifest(await honest.getManifest('lone'), isKey));
-      honest.close();
+      const manifest = await genuineManifest(`127.0.0.1:${a.grpcPort}`, 'lone');
       const liar = await startEvilPeer({ manifest, chunks: chunksOf(lone), tamper: () => true });
       const client = await startAgentProcess([
         '--node-id',

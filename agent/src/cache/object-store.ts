@@ -1,18 +1,16 @@
-import { createHash } from 'node:crypto';
-import { readdir, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Clock } from '../time/clock.ts';
-import { atomicWrite, ChunkFiles, makeShards } from './chunk-files.ts';
+import { ChunkFiles } from './chunk-files.ts';
+import { cutChunks } from './chunker.ts';
 import { chunkSizeFor, digestOf, rootDigest } from './chunking.ts';
 import {
-  IncompleteBodyError,
   InsufficientStorageError,
   IntegrityError,
   ObjectNotFoundError,
   ObjectTooLargeError,
 } from './errors.ts';
 import { HotTier } from './hot-tier.ts';
-import { type Manifest, manifestChunkLength, parseManifest } from './manifest.ts';
+import { type Manifest, manifestChunkLength } from './manifest.ts';
+import { ManifestFiles } from './manifest-files.ts';
 import { Sieve } from './sieve.ts';
 
 export interface ObjectStoreOptions {
@@ -97,8 +95,7 @@ export class ChunkLease {
 export class ObjectStore {
   readonly #opts: ObjectStoreOptions;
   readonly #files: ChunkFiles;
-  readonly #manifestDir: string;
-  readonly #tmpDir: string;
+  readonly #manifests: ManifestFiles;
   readonly #hot: HotTier;
   readonly #objects = new Map<string, ObjectEntry>();
   readonly #chunks = new Map<string, ChunkEntry>();
@@ -113,8 +110,7 @@ export class ObjectStore {
   private constructor(opts: ObjectStoreOptions) {
     this.#opts = opts;
     this.#files = new ChunkFiles(opts.dir, opts.fsync);
-    this.#manifestDir = join(opts.dir, 'manifests');
-    this.#tmpDir = join(opts.dir, 'tmp');
+    this.#manifests = new ManifestFiles(opts.dir, opts.fsync);
     this.#hot = new HotTier(opts.memoryBytes);
   }
 
@@ -250,58 +246,33 @@ export class ObjectStore {
     expectedSize: number | undefined,
   ) {
     const chunkSize = chunkSizeFor(expectedSize);
-    const max = this.#opts.maxObjectBytes;
     const chunks: string[] = [];
-    // Sized to the object's remaining length, so a known-size object never over-allocates.
-    const nextBuffer = () => Buffer.allocUnsafe(Math.min(chunkSize, (expectedSize ?? Infinity) - flushed));
-    let flushed = 0;
-    let buffer = nextBuffer();
-    let filled = 0;
-    let total = 0;
-    // At most one chunk write runs while the next chunk fills; its failure is kept and rethrown here.
+    let size = 0;
+    // One chunk write runs while the next chunk fills; its failure is kept and rethrown here.
     let writing: Promise<void> = Promise.resolve();
     let writeError: Error | undefined;
-    const flush = async () => {
-      // A short tail is copied out so the hot tier never pins a mostly empty chunk-sized buffer.
-      const data = filled === buffer.length ? buffer : Buffer.copyBytesFrom(buffer, 0, filled);
-      const digest = digestOf(data);
-      chunks.push(digest);
-      await writing;
-      if (writeError) throw writeError;
-      writing = this.#addChunk(lease, digest, data).catch((error: unknown) => {
-        writeError = error instanceof Error ? error : new Error(String(error));
-      });
-      flushed += filled;
-      buffer = nextBuffer();
-      filled = 0;
-    };
     try {
-      for await (const piece of body) {
-        total += piece.length;
-        if (total > max) throw new ObjectTooLargeError(max);
-        if (total > this.#opts.maxBytes) {
-          throw new ObjectTooLargeError(this.#opts.maxBytes, 'object is larger than the whole store');
-        }
-        if (expectedSize !== undefined && total > expectedSize) {
-          throw new IncompleteBodyError(`body is longer than its announced ${expectedSize} bytes`);
-        }
-        for (let offset = 0; offset < piece.length;) {
-          const n = Math.min(piece.length - offset, buffer.length - filled);
-          buffer.set(piece.subarray(offset, offset + n), filled);
-          filled += n;
-          offset += n;
-          if (filled === buffer.length) await flush();
-        }
+      const limits = {
+        chunkSize,
+        expectedSize,
+        maxObjectBytes: this.#opts.maxObjectBytes,
+        storeBytes: this.#opts.maxBytes,
+      };
+      for await (const data of cutChunks(body, limits)) {
+        const digest = digestOf(data);
+        chunks.push(digest);
+        size += data.length;
+        await writing;
+        if (writeError) throw writeError;
+        writing = this.#addChunk(lease, digest, data).catch((error: unknown) => {
+          writeError = error instanceof Error ? error : new Error(String(error));
+        });
       }
-      if (filled > 0) await flush();
     } finally {
       await writing; // never rejects; on failure the caller's lease releases what was written
     }
     if (writeError) throw writeError;
-    if (expectedSize !== undefined && total !== expectedSize) {
-      throw new IncompleteBodyError(`body ended after ${total} of ${expectedSize} bytes`);
-    }
-    return { chunks, size: total, chunkSize };
+    return { chunks, size, chunkSize };
   }
 
   /**
@@ -328,12 +299,7 @@ export class ObjectStore {
       ...(ttlMs === undefined ? {} : { expiresAtMs: now + ttlMs }),
     };
     await this.#manifestOp(manifest.key, async () => {
-      await atomicWrite(
-        this.#tmpDir,
-        this.#manifestPath(manifest.key),
-        Buffer.from(JSON.stringify(manifest)),
-        this.#opts.fsync,
-      );
+      await this.#manifests.write(manifest);
       if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
       this.#index(manifest);
     });
@@ -436,7 +402,7 @@ export class ObjectStore {
     if (removeFile) {
       // Skipped when a newer version of the key was indexed before this removal got its turn.
       void this.#manifestOp(key, async () => {
-        if (!this.#objects.has(key)) await rm(this.#manifestPath(key), { force: true });
+        if (!this.#objects.has(key)) await this.#manifests.remove(key);
       }).catch((error) => this.#opts.onBackgroundError?.(error));
     }
     this.#opts.onRemoved?.(key, reason);
@@ -484,18 +450,19 @@ export class ObjectStore {
     return next;
   }
 
-  #manifestPath(key: string): string {
-    const name = createHash('sha256').update(key).digest('hex');
-    return join(this.#manifestDir, name.slice(0, 2), `${name}.json`);
-  }
-
   async #recover(): Promise<void> {
     await this.#files.init(); // also empties tmp/, shared with manifest writes
-    await makeShards(this.#manifestDir);
+    await this.#manifests.init();
     const onDisk = new Map<string, number>();
     for await (const { digest, size } of this.#files.scan()) onDisk.set(digest, size);
     const scanned = [...onDisk.keys()];
-    const manifests = await this.#readManifests(onDisk);
+    const now = this.#opts.clock.now();
+    const manifests: Manifest[] = [];
+    for await (const manifest of this.#manifests.scan(this.#opts.isKey)) {
+      const live = manifest.expiresAtMs === undefined || manifest.expiresAtMs > now;
+      if (live && this.#chunksIntact(manifest, onDisk)) manifests.push(manifest);
+      else await this.#manifests.remove(manifest.key);
+    }
     manifests.sort((a, b) => a.createdAtMs - b.createdAtMs); // newest ends nearest the head
     for (const manifest of manifests) {
       for (const digest of manifest.chunks) {
@@ -513,32 +480,6 @@ export class ObjectStore {
       this.#reserve(0); // the limit was lowered: evict down to it
       this.#reserved = 0;
     }
-  }
-
-  /** Valid, unexpired manifests whose chunks are all on disk at the right size; removes the rest. */
-  async #readManifests(onDisk: Map<string, number>): Promise<Manifest[]> {
-    const now = this.#opts.clock.now();
-    const kept: Manifest[] = [];
-    for (const shard of await readdir(this.#manifestDir)) {
-      const shardDir = join(this.#manifestDir, shard);
-      for (const name of await readdir(shardDir)) {
-        const file = join(shardDir, name);
-        let manifest: Manifest | undefined;
-        try {
-          manifest = parseManifest(JSON.parse(await readFile(file, 'utf8')), this.#opts.isKey);
-        } catch {
-          manifest = undefined; // unreadable or invalid: removed below
-        }
-        const usable =
-          manifest !== undefined &&
-          this.#manifestPath(manifest.key) === file &&
-          (manifest.expiresAtMs === undefined || manifest.expiresAtMs > now) &&
-          this.#chunksIntact(manifest, onDisk);
-        if (usable) kept.push(manifest!);
-        else await rm(file, { force: true });
-      }
-    }
-    return kept;
   }
 
   #chunksIntact(manifest: Manifest, onDisk: Map<string, number>): boolean {
