@@ -86,9 +86,14 @@ describe('two agent processes on loopback', () => {
 
   it('answers HEAD and ranges for an object only a peer holds', async () => {
     const small = randomBytes(9 * MiB);
-    await fetch(`${a.url}/v1/objects/only/on/a`, { method: 'PUT', body: small });
+    await fetch(`${a.url}/v1/objects/only/on/a`, {
+      method: 'PUT',
+      body: small,
+      headers: { 'Content-Type': 'video/mp4' },
+    });
     const head = await fetch(`${b.url}/v1/objects/only/on/a`, { method: 'HEAD' });
     assert.equal(head.status, 200);
+    assert.equal(head.headers.get('content-type'), 'video/mp4');
     assert.equal(head.headers.get('x-edgemesh-source'), 'peer');
     assert.equal(head.headers.get('content-length'), String(small.length));
     const range = await fetch(`${b.url}/v1/objects/only/on/a`, {

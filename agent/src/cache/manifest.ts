@@ -13,6 +13,16 @@ export interface Manifest {
   readonly createdAtMs: number;
   /** Absent: no expiry. */
   readonly expiresAtMs?: number;
+  /** The media type given when it was stored; absent: unknown. */
+  readonly contentType?: string;
+}
+
+const TOKEN = "[A-Za-z0-9!#$%&'*+.^_`|~-]+";
+const MEDIA_TYPE = new RegExp(`^${TOKEN}/${TOKEN}(\\s*;\\s*${TOKEN}=(${TOKEN}|"[^"\\\\]*"))*$`);
+
+/** A media type as RFC 9110 writes it (`type/subtype; param=value`), at most 255 characters. */
+export function isMediaType(value: unknown): value is string {
+  return typeof value === 'string' && value.length <= 255 && MEDIA_TYPE.test(value);
 }
 
 export class InvalidManifestError extends StoreError {
@@ -48,6 +58,7 @@ export function parseManifest(value: unknown, isKey: (key: string) => boolean): 
   if (!isDigest(m.root) || m.root !== rootDigest(size, chunkSize, m.chunks)) return fail('root mismatch');
   if (!Number.isSafeInteger(m.createdAtMs)) return fail('bad createdAtMs');
   if (m.expiresAtMs !== undefined && !Number.isSafeInteger(m.expiresAtMs)) return fail('bad expiresAtMs');
+  if (m.contentType !== undefined && !isMediaType(m.contentType)) return fail('bad contentType');
   return {
     key: m.key,
     size,
@@ -56,5 +67,6 @@ export function parseManifest(value: unknown, isKey: (key: string) => boolean): 
     root: m.root,
     createdAtMs: m.createdAtMs as number,
     ...(m.expiresAtMs === undefined ? {} : { expiresAtMs: m.expiresAtMs as number }),
+    ...(m.contentType === undefined ? {} : { contentType: m.contentType }),
   };
 }

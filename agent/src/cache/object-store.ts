@@ -48,6 +48,7 @@ export interface PutOptions {
   /** The body's length when known in advance (Content-Length); enforced exactly. */
   size?: number;
   ttlMs?: number;
+  contentType?: string;
 }
 
 /** A pinned object: its chunks stay on disk until `release()`, even if it is deleted meanwhile. */
@@ -234,7 +235,8 @@ export class ObjectStore {
     const lease = this.newLease();
     try {
       const { chunks, size, chunkSize } = await this.#ingest(lease, body, options.size);
-      return await this.commit(lease, { key, size, chunkSize, chunks, ttlMs: options.ttlMs });
+      const { ttlMs, contentType } = options;
+      return await this.commit(lease, { key, size, chunkSize, chunks, ttlMs, contentType });
     } finally {
       lease.release();
     }
@@ -282,7 +284,14 @@ export class ObjectStore {
    */
   async commit(
     lease: ChunkLease,
-    fields: { key: string; size: number; chunkSize: number; chunks: readonly string[]; ttlMs?: number },
+    fields: {
+      key: string;
+      size: number;
+      chunkSize: number;
+      chunks: readonly string[];
+      ttlMs?: number | undefined;
+      contentType?: string | undefined;
+    },
   ): Promise<Manifest> {
     for (const digest of fields.chunks) {
       if (!lease.digests.has(digest)) throw new Error(`commit: chunk ${digest} is not held by the lease`);
@@ -297,6 +306,7 @@ export class ObjectStore {
       root: rootDigest(fields.size, fields.chunkSize, fields.chunks),
       createdAtMs: now,
       ...(ttlMs === undefined ? {} : { expiresAtMs: now + ttlMs }),
+      ...(fields.contentType === undefined ? {} : { contentType: fields.contentType }),
     };
     await this.#manifestOp(manifest.key, async () => {
       await this.#manifests.write(manifest);

@@ -204,6 +204,19 @@ describe('HTTP API', () => {
     }
   });
 
+  it('keeps the Content-Type given at PUT, and refuses a malformed one', async () => {
+    await put('typed.json', Buffer.from('{}'), { 'Content-Type': 'application/json; charset=utf-8' });
+    const res = await fetch(`${base}/v1/objects/typed.json`);
+    assert.equal(res.headers.get('content-type'), 'application/json; charset=utf-8');
+    assert.equal(
+      (await fetch(`${base}/v1/objects/dir/obj.bin`)).headers.get('content-type'),
+      'application/octet-stream',
+    );
+    const bad = await put('typed.bad', Buffer.from('x'), { 'Content-Type': 'not a type' });
+    assert.equal(bad.status, 400);
+    assert.equal(await errorCode(bad), 'InvalidContentType');
+  });
+
   it('DELETE removes an object', async () => {
     await put('to/delete', Buffer.from('bye'));
     const res = await fetch(`${base}/v1/objects/to/delete`, { method: 'DELETE' });

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
-import { manifestChunkLength, objectDigest } from '../cache/manifest.ts';
+import { isMediaType, manifestChunkLength, objectDigest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import { type ChunkSource, localSource } from '../fetch/chunk-source.ts';
 import type { Located, PeerFetcher } from '../fetch/peer-fetcher.ts';
@@ -81,7 +81,15 @@ async function put(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
   if (size !== undefined && !Number.isSafeInteger(size))
     throw new HttpError(400, 'BadRequest', 'invalid Content-Length');
   const ttlMs = parseTtlMs(req.get(TTL_HEADER));
-  const manifest = await deps.store.put(key, req, { ...(size === undefined ? {} : { size }), ttlMs });
+  const contentType = req.get('content-type');
+  if (contentType !== undefined && !isMediaType(contentType)) {
+    throw new HttpError(400, 'InvalidContentType', 'Content-Type must be a media type such as text/plain');
+  }
+  const manifest = await deps.store.put(key, req, {
+    ...(size === undefined ? {} : { size }),
+    ttlMs,
+    contentType,
+  });
   deps.counters.bytesStored += manifest.size;
   const digest = objectDigest(manifest);
   res
@@ -122,7 +130,7 @@ async function get(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
       ETag: etag,
       'X-Edgemesh-Source': source?.source ?? 'peer',
       'Accept-Ranges': 'bytes',
-      'Content-Type': 'application/octet-stream',
+      'Content-Type': manifest.contentType ?? 'application/octet-stream',
       'Last-Modified': new Date(manifest.createdAtMs).toUTCString(),
     });
     if (etagMatches(req.get('if-none-match'), etag)) {

@@ -44,6 +44,7 @@ export interface WireManifest {
   root: Buffer;
   createdAtMs: number;
   expiresAtMs: number;
+  contentType: string;
 }
 
 export function toWire(m: Manifest): WireManifest {
@@ -55,6 +56,7 @@ export function toWire(m: Manifest): WireManifest {
     root: Buffer.from(m.root, 'hex'),
     createdAtMs: m.createdAtMs,
     expiresAtMs: m.expiresAtMs ?? 0,
+    contentType: m.contentType ?? '',
   };
 }
 
@@ -68,5 +70,6 @@ export function fromWire(w: WireManifest): Record<string, unknown> {
     root: Buffer.from(w.root ?? []).toString('hex'),
     createdAtMs: Number(w.createdAtMs),
     ...(Number(w.expiresAtMs) > 0 ? { expiresAtMs: Number(w.expiresAtMs) } : {}),
+    ...(w.contentType ? { contentType: w.contentType } : {}),
   };
 }
