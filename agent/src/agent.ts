@@ -6,12 +6,11 @@ import type { AgentConfig } from './config/schema.ts';
 import { PeerFetcher } from './fetch/peer-fetcher.ts';
 import { createApp } from './http/app.ts';
 import { isKey } from './keys.ts';
-import { StaticPeers } from './overlay/static-peers.ts';
+import { Overlay } from './overlay/overlay.ts';
 import { Counters } from './telemetry/counters.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
 import { type Clock, systemClock } from './time/clock.ts';
-import { GrpcPeer } from './transport/peer-client.ts';
 import { bindPeerServer, createPeerServer } from './transport/peer-server.ts';
 
 export interface AgentDeps {
@@ -39,17 +38,23 @@ export interface Agent {
 function buildStatus(
   config: AgentConfig,
   store: ObjectStore,
-  peers: StaticPeers,
+  overlay: Overlay,
   counters: Counters,
   scrub: ScrubState,
 ) {
-  const states = peers.states();
+  const { static: statics, members, ...mesh } = overlay.status();
+  const liveMembers = members.filter((m) => m.state !== 'dead');
   return {
     id: config.nodeId,
     zone: config.zone,
     region: config.region,
     role: 'peer' as const,
-    peers: { known: states.length, alive: states.filter((p) => p.alive).length, list: states },
+    peers: {
+      known: statics.length + liveMembers.length,
+      alive: statics.filter((p) => p.alive).length + members.filter((m) => m.state === 'alive').length,
+      list: statics,
+    },
+    mesh: { ...mesh, members },
     cache: store.stats(),
     counters: counters.snapshot(),
     scrub,
@@ -78,21 +83,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     },
     onBackgroundError: (error) => logger.error({ err: error }, 'background store operation failed'),
   });
-  const peers = new StaticPeers(
-    config.peers.map(
-      (p) =>
-        new GrpcPeer({
-          id: p.id,
-          address: p.address,
-          flowControlWindow: config.grpc.flowControlWindow,
-          timeoutMs: config.transfer.peerTimeoutMs,
-        }),
-    ),
-    logger,
-  );
+  const overlay = new Overlay({ config, logger, clock, counters });
   const fetcher = new PeerFetcher({
     store,
-    peers: () => peers.list(),
+    peers: () => overlay.peers(),
     counters,
     logger,
     clock,
@@ -104,6 +98,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     node: { id: config.nodeId, zone: config.zone, region: config.region },
     logger,
     flowControlWindow: config.grpc.flowControlWindow,
+    coordinate: () => overlay.vivaldi.coordinate,
+    probe: (target) => overlay.probeFor(target),
   });
   const grpcPort = await bindPeerServer(grpcServer, config.grpc.host, config.grpc.port);
 
@@ -111,7 +107,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const metrics = new AgentMetrics({
     counters,
     store: () => store.stats(),
-    peersKnown: () => peers.list().length,
+    peersKnown: () => overlay.peers().length,
   });
   let ready = false;
   const app = createApp({
@@ -120,7 +116,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     counters,
     metrics,
     logger,
-    status: () => buildStatus(config, store, peers, counters, scrub),
+    status: () => buildStatus(config, store, overlay, counters, scrub),
     ready: () => ready,
   });
   const http: HttpServer = createServer({ requestTimeout: 0 }, app);
@@ -128,7 +124,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   await once(http, 'listening');
   const httpPort = (http.address() as AddressInfo).port;
 
-  peers.start();
+  overlay.start(grpcPort);
   const sweep = setInterval(() => store.sweepExpired(), config.store.sweepIntervalSeconds * 1000);
   sweep.unref();
   if (config.store.scrubOnStart) {
@@ -145,18 +141,28 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     );
   }
   ready = true;
-  logger.info({ httpPort, grpcPort, peers: config.peers.length, store: store.stats() }, 'agent ready');
+  logger.info(
+    {
+      httpPort,
+      grpcPort,
+      mesh: config.mesh,
+      peers: config.peers.length,
+      controlPlane: config.controlPlane.servers,
+      store: store.stats(),
+    },
+    'agent ready',
+  );
 
   return {
     httpPort,
     grpcPort,
     store,
     counters,
-    status: () => buildStatus(config, store, peers, counters, scrub),
+    status: () => buildStatus(config, store, overlay, counters, scrub),
     async close() {
       ready = false;
       clearInterval(sweep);
-      peers.close();
+      await overlay.close();
       http.closeAllConnections();
       await new Promise((resolve) => http.close(resolve));
       grpcServer.forceShutdown();

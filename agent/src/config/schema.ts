@@ -47,6 +47,8 @@ export const agentConfigSchema = z.strictObject({
     .strictObject({
       host: host.default('0.0.0.0'),
       port: port.default(7481),
+      /** host:port peers should dial; default: the bound address, or the host name when bound to all. */
+      advertise: hostPort.optional(),
       /** HTTP/2 flow-control window for peer streams; larger windows keep fast links full. */
       flowControlWindow: bytes.default(16 * 2 ** 20),
     })
@@ -63,8 +65,30 @@ export const agentConfigSchema = z.strictObject({
     scrubOnStart: z.stringbool().or(z.boolean()).default(true),
     sweepIntervalSeconds: z.coerce.number().int().min(1).default(30),
   }),
-  /** Static peers (until membership arrives): host:port strings or { address, id }. */
+  /** Static peers, used alongside membership: host:port strings or { address, id }. */
   peers: z.array(peer).default([]),
+  /** The mesh this agent belongs to: namespaces its control-plane subjects. */
+  mesh: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,63}$/, 'mesh names are 1-63 of [A-Za-z0-9_-]')
+    .default('default'),
+  /** Relative capacity for owning keys (0: owns none, e.g. battery or metered nodes). */
+  weight: z.coerce.number().min(0).max(1000).default(1),
+  controlPlane: z
+    .strictObject({
+      /** NATS server URLs; empty: no control plane (static peers only). */
+      servers: z.array(z.string().regex(/^(nats|tls):\/\/[^\s]+$/, 'expected nats://host:port')).default([]),
+    })
+    .prefault({}),
+  membership: z
+    .strictObject({
+      probeIntervalMs: z.coerce.number().int().min(50).default(500),
+      probeTimeoutMs: z.coerce.number().int().min(10).default(500),
+      indirectProbes: z.coerce.number().int().min(0).max(10).default(2),
+      suspicionTimeoutMs: z.coerce.number().int().min(100).default(1000),
+      announceIntervalMs: z.coerce.number().int().min(100).default(2000),
+    })
+    .prefault({}),
   transfer: z
     .strictObject({
       /** How long to wait for a peer's answer before trying the next one. */

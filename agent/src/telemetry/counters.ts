@@ -18,6 +18,11 @@ export class Counters {
   readonly bytesFromPeer = new Map<string, number>();
   /** Chunk bytes this agent served to peers over gRPC. */
   bytesToPeers = 0;
+  /** Control-plane traffic (NATS): messages and bytes in, bytes out, and what was dropped and why. */
+  controlMessagesIn = 0;
+  controlBytesIn = 0;
+  controlBytesOut = 0;
+  readonly controlDropped = new Map<string, number>();
   readonly requests = new Map<string, number>();
 
   static bump(map: Map<string, number>, key: string, by = 1): void {
@@ -35,6 +40,12 @@ export class Counters {
       badChunksByPeer: Object.fromEntries(this.badChunksByPeer),
       bytesFromPeer: Object.fromEntries(this.bytesFromPeer),
       bytesToPeers: this.bytesToPeers,
+      control: {
+        messagesIn: this.controlMessagesIn,
+        bytesIn: this.controlBytesIn,
+        bytesOut: this.controlBytesOut,
+        dropped: Object.fromEntries(this.controlDropped),
+      },
     };
   }
 }

@@ -7,8 +7,8 @@ import {
   status,
 } from '@grpc/grpc-js';
 import { channelOptions } from './peer-server.ts';
-import { fromWire, peerService, type WireManifest } from './peer-service.ts';
-import { PeerError, type PeerTransport } from './peer-transport.ts';
+import { fromWire, peerService, pingCoordinate, type WireManifest, type WirePing } from './peer-service.ts';
+import { PeerError, type PeerTransport, type PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 
 const PeerClientConstructor = makeGenericClientConstructor(peerService, 'Peer');
@@ -68,17 +68,25 @@ export class GrpcPeer implements PeerTransport {
     }
   }
 
-  async ping(signal?: AbortSignal) {
-    const sentAtMs = Date.now();
+  async ping(signal?: AbortSignal): Promise<PingResult> {
     const started = performance.now();
-    const r = await this.#unary<{ nodeId: string; zone: string; region: string }>(
-      'Ping',
-      { sentAtMs },
-      signal,
-    ).catch((error) => {
-      throw new PeerError(this.id, `Ping failed: ${(error as Error).message}`, { cause: error });
+    const r = await this.#unary<WirePing>('Ping', { sentAtMs: Date.now() }, signal).catch((error: Error) => {
+      throw new PeerError(this.id, `Ping failed: ${error.message}`, { cause: error });
     });
-    return { nodeId: r.nodeId, zone: r.zone, region: r.region, rttMs: performance.now() - started };
+    return this.#pingResult(r, performance.now() - started);
+  }
+
+  async probe(target: string, signal?: AbortSignal): Promise<PingResult> {
+    const started = performance.now();
+    const r = await this.#unary<WirePing>('Probe', { target }, signal).catch((error: Error) => {
+      throw new PeerError(this.id, `Probe of ${target} failed: ${error.message}`, { cause: error });
+    });
+    return this.#pingResult(r, performance.now() - started);
+  }
+
+  #pingResult(r: WirePing, rttMs: number): PingResult {
+    const coordinate = pingCoordinate(r);
+    return { nodeId: r.nodeId, zone: r.zone, region: r.region, rttMs, ...(coordinate ? { coordinate } : {}) };
   }
 
   async *fetchChunks(

@@ -12,7 +12,9 @@ import type { ObjectStore } from '../cache/object-store.ts';
 import { keyProblem } from '../keys.ts';
 import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { MAX_DIGESTS_PER_FETCH, PIECE_SIZE, peerService, toWire } from './peer-service.ts';
+import type { Coordinate } from '../overlay/vivaldi.ts';
+import { MAX_DIGESTS_PER_FETCH, PIECE_SIZE, peerService, pingToWire, toWire } from './peer-service.ts';
+import type { PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 
 export interface PeerServerOptions {
@@ -21,6 +23,14 @@ export interface PeerServerOptions {
   node: { id: string; zone: string; region: string };
   logger: Logger;
   flowControlWindow: number;
+  /** This node's current network coordinate, sent with every ping answer. */
+  coordinate?: () => Coordinate | undefined;
+  /**
+   * Pings `target` for a caller (indirect probe). Resolves to undefined when `target` is not a known
+   * member (the call fails FAILED_PRECONDITION); rejects when it does not answer (UNAVAILABLE).
+   * Without it, Probe is UNIMPLEMENTED.
+   */
+  probe?: (target: string) => Promise<PingResult | undefined>;
 }
 
 /** gRPC channel options shared by both ends of the data plane. */
@@ -55,12 +65,28 @@ export function createPeerServer(opts: PeerServerOptions): Server {
       });
     },
     ping(call: ServerUnaryCall<{ sentAtMs: number }, unknown>, callback: sendUnaryData<unknown>) {
-      callback(null, {
-        nodeId: node.id,
-        zone: node.zone,
-        region: node.region,
-        sentAtMs: call.request.sentAtMs,
-      });
+      callback(null, pingToWire(node, call.request.sentAtMs, opts.coordinate?.()));
+    },
+    probe(call: ServerUnaryCall<{ target: string }, unknown>, callback: sendUnaryData<unknown>) {
+      if (!opts.probe)
+        return callback(grpcError(status.UNIMPLEMENTED, 'this node does not probe for others'));
+      opts.probe(call.request.target).then(
+        (result) => {
+          if (!result)
+            return callback(
+              grpcError(status.FAILED_PRECONDITION, `${call.request.target} is not a member here`),
+            );
+          callback(null, {
+            ...pingToWire(
+              { id: result.nodeId, zone: result.zone, region: result.region },
+              0,
+              result.coordinate,
+            ),
+          });
+        },
+        (error: Error) =>
+          callback(grpcError(status.UNAVAILABLE, `${call.request.target} did not answer: ${error.message}`)),
+      );
     },
   });
   return server;

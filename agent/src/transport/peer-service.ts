@@ -3,6 +3,7 @@ import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { MAX_CHUNK_SIZE } from '../cache/chunking.ts';
 import type { Manifest } from '../cache/manifest.ts';
+import type { Coordinate } from '../overlay/vivaldi.ts';
 import { decodePiece, encodePiece } from './piece-codec.ts';
 
 /** The .proto is the contract; this is its path in the repo. */
@@ -71,5 +72,42 @@ export function fromWire(w: WireManifest): Record<string, unknown> {
     createdAtMs: Number(w.createdAtMs),
     ...(Number(w.expiresAtMs) > 0 ? { expiresAtMs: Number(w.expiresAtMs) } : {}),
     ...(w.contentType ? { contentType: w.contentType } : {}),
+  };
+}
+
+/** PingResponse as protobuf-js sees it. */
+export interface WirePing {
+  nodeId: string;
+  zone: string;
+  region: string;
+  sentAtMs: number;
+  coordinateVec: number[];
+  coordinateHeight: number;
+  coordinateError: number;
+}
+
+export function pingToWire(
+  node: { id: string; zone: string; region: string },
+  sentAtMs: number,
+  c?: Coordinate,
+): WirePing {
+  return {
+    nodeId: node.id,
+    zone: node.zone,
+    region: node.region,
+    sentAtMs,
+    coordinateVec: c ? [...c.vec] : [],
+    coordinateHeight: c?.height ?? 0,
+    coordinateError: c?.error ?? 0,
+  };
+}
+
+/** The coordinate in a ping answer, if it sent one (shape only; Vivaldi checks the values). */
+export function pingCoordinate(w: WirePing): Coordinate | undefined {
+  if (!w.coordinateVec?.length) return undefined;
+  return {
+    vec: w.coordinateVec.map(Number),
+    height: Number(w.coordinateHeight),
+    error: Number(w.coordinateError),
   };
 }

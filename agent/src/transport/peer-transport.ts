@@ -1,3 +1,5 @@
+import type { Coordinate } from '../overlay/vivaldi.ts';
+
 /**
  * How the agent talks to one peer. The real one is gRPC (peer-client.ts); the seam lets fetch logic
  * be tested against misbehaving peers and lets membership (next) hand out peers as it learns them.
@@ -17,8 +19,19 @@ export interface PeerTransport {
     lengths: readonly number[],
     signal?: AbortSignal,
   ): AsyncIterable<Buffer>;
-  ping(signal?: AbortSignal): Promise<{ nodeId: string; zone: string; region: string; rttMs: number }>;
+  ping(signal?: AbortSignal): Promise<PingResult>;
+  /** Asks this peer to ping `target` (host:port) for us: SWIM's indirect probe. */
+  probe(target: string, signal?: AbortSignal): Promise<PingResult>;
   close(): void;
+}
+
+/** What a ping tells: who answered, where it is, and the round trip. */
+export interface PingResult {
+  nodeId: string;
+  zone: string;
+  region: string;
+  rttMs: number;
+  coordinate?: Coordinate;
 }
 
 /** A peer failed: unreachable, timed out, broke the protocol or sent bad bytes. */

@@ -1,0 +1,53 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+
+/** A private nats-server on loopback. */
+export interface NatsServer {
+  readonly port: number;
+  readonly url: string;
+  /** Stops it (SIGINT, a clean exit). */
+  stop(): Promise<void>;
+}
+
+/** Why a real nats-server cannot run here, or undefined when it can. */
+export function natsUnavailable(): string | undefined {
+  const r = spawnSync('nats-server', ['--version'], { encoding: 'utf8' });
+  return r.status === 0 ? undefined : 'nats-server is not installed (apt-get install nats-server)';
+}
+
+/** Starts nats-server on 127.0.0.1, on `port` or a free one, and waits until it takes clients. */
+export async function startNatsServer(port?: number): Promise<NatsServer> {
+  const child: ChildProcess = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port ?? -1)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const lines = createInterface({ input: child.stderr! });
+  const log: string[] = [];
+  const bound = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`nats-server did not start:\n${log.join('\n')}`)),
+      10_000,
+    );
+    lines.on('line', (line) => {
+      log.push(line);
+      const match = /Listening for client connections on [^\s]+:(\d+)/.exec(line);
+      if (match) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`nats-server exited with ${code}:\n${log.join('\n')}`));
+    });
+  });
+  return {
+    port: bound,
+    url: `nats://127.0.0.1:${bound}`,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGINT');
+      await once(child, 'exit');
+    },
+  };
+}

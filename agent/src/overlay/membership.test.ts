@@ -1,0 +1,239 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { ControlEvent, MemberInfo } from '@edgemesh/contracts';
+import type { ControlPlane, ControlState } from '../control/control-plane.ts';
+import { createLogger } from '../telemetry/logger.ts';
+import { FakeClock } from '../time/clock.ts';
+import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
+import { MAX_UNCONFIRMED, Membership } from './membership.ts';
+
+/** Addresses and whether the node behind each answers. */
+class Network {
+  readonly nodes = new Map<string, { nodeId: string; zone: string; region: string; up: boolean }>();
+  ping(address: string): Promise<PingResult> {
+    const node = this.nodes.get(address);
+    if (!node?.up) return Promise.reject(new Error(`${address} unreachable`));
+    return Promise.resolve({ nodeId: node.nodeId, zone: node.zone, region: node.region, rttMs: 1 });
+  }
+  transport(from: string, info: MemberInfo): PeerTransport {
+    return {
+      id: info.nodeId,
+      address: info.grpc,
+      ping: () => (this.nodes.get(from)?.up ? this.ping(info.grpc) : Promise.reject(new Error('self down'))),
+      probe: (target) =>
+        this.nodes.get(info.grpc)?.up ? this.ping(target) : Promise.reject(new Error('helper down')),
+      getManifest: () => Promise.reject(new Error('not in this test')),
+      fetchChunks: () => {
+        throw new Error('not in this test');
+      },
+      close: () => undefined,
+    };
+  }
+}
+
+/** An in-memory control plane: delivers to every other subscriber, unless switched off. */
+class Bus {
+  readonly planes: { plane: ControlPlane; handlers: ((e: ControlEvent) => void)[] }[] = [];
+  up = true;
+  sent: ControlEvent[] = [];
+  plane(): ControlPlane {
+    const entry = {
+      plane: undefined as unknown as ControlPlane,
+      handlers: [] as ((e: ControlEvent) => void)[],
+    };
+    entry.plane = {
+      state: (): ControlState => (this.up ? 'connected' : 'disconnected'),
+      publish: (event) => {
+        if (!this.up) return;
+        this.sent.push(event);
+        for (const other of this.planes) if (other !== entry) for (const h of other.handlers) h(event);
+      },
+      onEvent: (h) => entry.handlers.push(h),
+      close: () => Promise.resolve(),
+    };
+    this.planes.push(entry);
+    return entry.plane;
+  }
+}
+
+const settle = async () => {
+  for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+};
+
+function mesh(size: number) {
+  const network = new Network();
+  const bus = new Bus();
+  const clock = new FakeClock();
+  const logger = createLogger({ level: 'silent', nodeId: 'test' });
+  const nodes = Array.from({ length: size }, (_, i) => {
+    const self: MemberInfo = {
+      nodeId: `n${i}`,
+      zone: `z${i % 3}`,
+      region: 'r',
+      grpc: `10.0.0.${i}:7481`,
+      weight: 1,
+      incarnation: 0,
+    };
+    network.nodes.set(self.grpc, { nodeId: self.nodeId, zone: self.zone, region: self.region, up: true });
+    const membership = new Membership({
+      mesh: 'm',
+      self,
+      control: bus.plane(),
+      connect: (info) => network.transport(self.grpc, info),
+      clock,
+      logger,
+      timing: { suspicionTimeoutMs: 1000, indirectProbes: 2 },
+      random: () => 0.5,
+    });
+    return membership;
+  });
+  for (const m of nodes) m.start({ timers: false });
+  const alive = (m: Membership) =>
+    m
+      .alive()
+      .map((x) => x.info.nodeId)
+      .sort();
+  return { network, bus, clock, nodes, alive };
+}
+
+describe('Membership', () => {
+  it('learns members from announcements and uses them once they answer', async () => {
+    const { nodes, alive } = mesh(4);
+    await settle();
+    assert.deepEqual(alive(nodes[0]!), ['n1', 'n2', 'n3']);
+    assert.deepEqual(alive(nodes[3]!), ['n0', 'n1', 'n2']);
+  });
+
+  it('suspects, then declares dead, a member that stops answering; everyone stops choosing it', async () => {
+    const { network, nodes, clock, alive } = mesh(5);
+    await settle();
+    network.nodes.get('10.0.0.4:7481')!.up = false;
+    for (let t = 0; t < 5; t++) {
+      for (const m of nodes.slice(0, 4)) m.tick();
+      await settle();
+    }
+    // One detector publishes its suspicion; everyone checks for themselves.
+    for (const m of nodes.slice(0, 4)) assert.ok(!alive(m).includes('n4'), 'not chosen once suspect');
+    assert.ok(
+      nodes.slice(0, 4).every((m) => m.all().find((x) => x.info.nodeId === 'n4')?.state === 'suspect'),
+    );
+    clock.advance(1000);
+    for (const m of nodes.slice(0, 4)) m.tick();
+    await settle();
+    assert.ok(nodes.slice(0, 4).every((m) => m.all().find((x) => x.info.nodeId === 'n4')?.state === 'dead'));
+
+    // It comes back and announces: probed, answering, alive again.
+    network.nodes.get('10.0.0.4:7481')!.up = true;
+    nodes[4]!.announce();
+    await settle();
+    for (const m of nodes.slice(0, 4)) assert.ok(alive(m).includes('n4'));
+  });
+
+  it('keeps a member that answers through others though not directly (a one-way fault)', async () => {
+    const { nodes, alive } = mesh(3);
+    await settle();
+    // n0 can no longer reach n2, but n1 can.
+    const n0 = nodes[0]!;
+    const member = n0.all().find((m) => m.info.nodeId === 'n2')!;
+    Object.assign(member.transport, { ping: () => Promise.reject(new Error('path n0-n2 broken')) });
+    await n0.probe('n2');
+    assert.ok(alive(n0).includes('n2'), 'confirmed through n1');
+  });
+
+  it('never uses a forged or stale announcement', async () => {
+    const { bus, nodes, alive } = mesh(3);
+    await settle();
+    const forge = (member: MemberInfo) =>
+      bus.planes[2]!.plane.publish({
+        v: 1,
+        type: 'member.announce',
+        mesh: 'm',
+        from: 'liar',
+        sentAtMs: 0,
+        body: { member },
+      });
+    // Claims to be n1 at n2's address, and a node at an address nobody answers on.
+    forge({ nodeId: 'ghost', zone: 'z', region: 'r', grpc: '10.0.0.2:7481', weight: 1, incarnation: 0 });
+    forge({ nodeId: 'nobody', zone: 'z', region: 'r', grpc: '10.9.9.9:1', weight: 1, incarnation: 0 });
+    forge({ nodeId: 'n1', zone: 'z', region: 'r', grpc: '10.9.9.9:2', weight: 1, incarnation: 0 }); // stale for n1
+    await settle();
+    assert.deepEqual(
+      alive(nodes[0]!),
+      ['n1', 'n2'],
+      'a confirmed n1 keeps its address; ghosts are never used',
+    );
+    const n1 = nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
+    assert.equal(n1.info.grpc, '10.0.0.1:7481');
+    // A flood of forgeries is capped.
+    for (let i = 0; i < MAX_UNCONFIRMED + 50; i++) {
+      forge({
+        nodeId: `spam${i}`,
+        zone: 'z',
+        region: 'r',
+        grpc: `10.8.0.${i % 250}:${1000 + i}`,
+        weight: 1,
+        incarnation: 0,
+      });
+    }
+    await settle();
+    assert.ok(nodes[0]!.all().length <= MAX_UNCONFIRMED + 3);
+  });
+
+  it('follows a member that really moved, once its new address answers as it', async () => {
+    const { bus, network, nodes, alive } = mesh(3);
+    await settle();
+    network.nodes.get('10.0.0.2:7481')!.up = false;
+    network.nodes.set('10.0.0.99:7481', { nodeId: 'n2', zone: 'z2', region: 'r', up: true });
+    const moved: MemberInfo = {
+      nodeId: 'n2',
+      zone: 'z2',
+      region: 'r',
+      grpc: '10.0.0.99:7481',
+      weight: 1,
+      incarnation: 1,
+    };
+    bus.planes[2]!.plane.publish({
+      v: 1,
+      type: 'member.announce',
+      mesh: 'm',
+      from: 'n2',
+      sentAtMs: 0,
+      body: { member: moved },
+    });
+    await settle();
+    assert.deepEqual(alive(nodes[0]!), ['n1', 'n2']);
+    assert.equal(nodes[0]!.all().find((m) => m.info.nodeId === 'n2')!.info.grpc, '10.0.0.99:7481');
+  });
+
+  it('refutes suspicion of itself with a higher incarnation', async () => {
+    const { bus, nodes } = mesh(2);
+    await settle();
+    bus.planes[1]!.plane.publish({
+      v: 1,
+      type: 'member.suspect',
+      mesh: 'm',
+      from: 'n1',
+      sentAtMs: 0,
+      body: { nodeId: 'n0', incarnation: 0 },
+    });
+    await settle();
+    assert.equal(nodes[0]!.self.incarnation, 1);
+    const refutation = bus.sent.at(-1)!;
+    assert.equal(refutation.type, 'member.announce');
+  });
+
+  it('keeps its members and goes on probing while the control plane is down', async () => {
+    const { bus, network, nodes, clock, alive } = mesh(3);
+    await settle();
+    bus.up = false;
+    network.nodes.get('10.0.0.2:7481')!.up = false;
+    for (let t = 0; t < 4; t++) {
+      nodes[0]!.tick();
+      await settle();
+    }
+    clock.advance(1000);
+    nodes[0]!.tick();
+    await settle();
+    assert.deepEqual(alive(nodes[0]!), ['n1'], 'detected without the control plane');
+  });
+});

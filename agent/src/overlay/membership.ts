@@ -1,0 +1,367 @@
+import type { ControlEvent, MemberInfo } from '@edgemesh/contracts';
+import type { ControlPlane } from '../control/control-plane.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { Clock } from '../time/clock.ts';
+import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
+import type { Vivaldi } from './vivaldi.ts';
+
+/**
+ * unconfirmed: heard of, never answered a probe. alive: answered. suspect: stopped answering, directly
+ * and through others. dead: suspect for longer than the suspicion timeout, or left.
+ */
+export type MemberState = 'unconfirmed' | 'alive' | 'suspect' | 'dead';
+
+export interface MembershipTiming {
+  /** How often one member is probed (plus every suspect). */
+  probeIntervalMs: number;
+  /** How long a probe waits for an answer. */
+  probeTimeoutMs: number;
+  /** How many other members are asked to probe one that does not answer. */
+  indirectProbes: number;
+  /** How long a member stays suspect before it is dead. */
+  suspicionTimeoutMs: number;
+  /** How often this node announces itself. */
+  announceIntervalMs: number;
+  /** How long dead members are remembered (so stale announcements do not revive them). */
+  deadRetentionMs: number;
+}
+
+/**
+ * At most this many members not yet confirmed by a probe: announcements beyond it are ignored, so a
+ * flood of forged ones cannot make this node open connections without end.
+ */
+export const MAX_UNCONFIRMED = 256;
+
+export const DEFAULT_TIMING: MembershipTiming = {
+  probeIntervalMs: 500,
+  probeTimeoutMs: 500,
+  indirectProbes: 2,
+  suspicionTimeoutMs: 1000,
+  announceIntervalMs: 2000,
+  deadRetentionMs: 60_000,
+};
+
+export interface Member {
+  readonly info: MemberInfo;
+  readonly transport: PeerTransport;
+  state: MemberState;
+  /** When it entered its state. */
+  since: number;
+  rttMs?: number;
+}
+
+export interface MembershipOptions {
+  mesh: string;
+  /**
+   * This node as it announces itself; `incarnation` is raised here to refute suspicion. Start it at
+   * the start time in seconds, so a restarted node supersedes what was said about its last life.
+   */
+  self: MemberInfo;
+  control: ControlPlane;
+  /** Opens a data-plane connection to a member. */
+  connect: (info: MemberInfo) => PeerTransport;
+  clock: Clock;
+  logger: Logger;
+  vivaldi?: Vivaldi;
+  timing?: Partial<MembershipTiming>;
+  random?: () => number;
+  /** Told when an announcement is ignored, and why (for counters). */
+  onIgnored?: (reason: string) => void;
+}
+
+/**
+ * Who is in the mesh, SWIM-style. Members are learned from the control plane (announcements and the
+ * operator's snapshots), but only used once this node has probed them itself over gRPC and they
+ * answered as the node id they claimed: a forged or stale announcement never becomes a peer. A member
+ * that stops answering is probed through others, then suspected (and the suspicion published, so
+ * everyone checks), then declared dead. With the control plane down the list stays as it is and
+ * probing goes on; when it returns, announcements bring newcomers and returning members back.
+ */
+export class Membership {
+  readonly #opts: MembershipOptions;
+  readonly #timing: MembershipTiming;
+  readonly #members = new Map<string, Member>();
+  readonly #probing = new Set<string>();
+  readonly #timers: NodeJS.Timeout[] = [];
+  #self: MemberInfo;
+  #cursor = 0;
+  #announcing = false;
+  readonly #moving = new Set<string>();
+
+  constructor(opts: MembershipOptions) {
+    this.#opts = opts;
+    this.#timing = { ...DEFAULT_TIMING, ...opts.timing };
+    this.#self = opts.self;
+  }
+
+  get self(): MemberInfo {
+    return this.#self;
+  }
+
+  /** Listens to the control plane and announces; with `timers` (the default) also probes and re-announces on its own. */
+  start(options: { timers?: boolean } = {}): void {
+    this.#opts.control.onEvent((event) => this.#onEvent(event));
+    this.announce();
+    if (options.timers === false) return;
+    const every = (ms: number, run: () => void) => {
+      const timer = setInterval(run, ms);
+      timer.unref();
+      this.#timers.push(timer);
+    };
+    every(this.#timing.probeIntervalMs, () => this.tick());
+    every(this.#timing.announceIntervalMs, () => this.announce());
+  }
+
+  /** Members that answer: the ones to fetch from and place on. */
+  alive(): Member[] {
+    return [...this.#members.values()].filter((m) => m.state === 'alive');
+  }
+
+  all(): Member[] {
+    return [...this.#members.values()];
+  }
+
+  announce(): void {
+    const coordinate = this.#opts.vivaldi?.coordinate;
+    const member = {
+      ...this.#self,
+      ...(coordinate ? { coordinate: { ...coordinate, vec: [...coordinate.vec] } } : {}),
+    };
+    this.#publish({ type: 'member.announce', body: { member } });
+  }
+
+  /**
+   * Learns of a member (from an event, a snapshot or a seed) and probes it soon. Claims are not
+   * trusted: a member this node has confirmed keeps its address and topology unless the address it
+   * is said to have moved to answers as that member.
+   */
+  learn(info: MemberInfo): void {
+    if (info.nodeId === this.#self.nodeId) return;
+    const known = this.#members.get(info.nodeId);
+    const confirmed = known !== undefined && (known.state === 'alive' || known.state === 'suspect');
+    if (known && info.grpc === known.info.grpc) {
+      // Same address: probes decide its state; topology comes from its own answers once confirmed.
+      const topology = confirmed ? { zone: known.info.zone, region: known.info.region } : {};
+      const revived = known.state === 'dead'; // still announcing: probe again, only an answer revives it
+      this.#members.set(info.nodeId, {
+        ...known,
+        info: { ...info, ...topology },
+        ...(revived ? { state: 'unconfirmed' as const, since: this.#now() } : {}),
+      });
+      if (revived) void this.probe(info.nodeId);
+      return;
+    }
+    if (confirmed) {
+      void this.#verifyMove(known, info);
+      return;
+    }
+    const unconfirmed = [...this.#members.values()].filter((m) => m.state === 'unconfirmed').length;
+    if (!known && unconfirmed >= MAX_UNCONFIRMED) {
+      this.#opts.onIgnored?.('too-many-unconfirmed');
+      return;
+    }
+    known?.transport.close();
+    this.#members.set(info.nodeId, {
+      info,
+      transport: this.#opts.connect(info),
+      state: 'unconfirmed',
+      since: this.#now(),
+    });
+    void this.probe(info.nodeId);
+    if (!known) this.#announceSoon(); // so a newcomer learns of this node without waiting a period
+  }
+
+  /** Switches a confirmed member to a claimed new address only if that address answers as it. */
+  async #verifyMove(known: Member, claim: MemberInfo): Promise<void> {
+    if (this.#moving.has(claim.nodeId)) return;
+    this.#moving.add(claim.nodeId);
+    const transport = this.#opts.connect(claim);
+    try {
+      const answer = await this.#ping(transport, claim.nodeId);
+      known.transport.close();
+      const info = { ...claim, zone: answer.zone, region: answer.region };
+      this.#members.set(claim.nodeId, {
+        info,
+        transport,
+        state: 'alive',
+        since: this.#now(),
+        rttMs: answer.rttMs,
+      });
+      this.#opts.logger.info({ member: claim.nodeId, from: known.info.grpc, to: claim.grpc }, 'member moved');
+    } catch {
+      transport.close(); // the claimed address does not answer as that member: a stale or forged claim
+      this.#opts.onIgnored?.('unverified-move');
+    } finally {
+      this.#moving.delete(claim.nodeId);
+    }
+  }
+
+  /** One protocol period: probe the next member round-robin and every suspect; age suspects and the dead. */
+  tick(): void {
+    const now = this.#now();
+    for (const member of this.#members.values()) {
+      if (member.state === 'suspect' && now - member.since >= this.#timing.suspicionTimeoutMs) {
+        this.#setState(member, 'dead', 'no answer within the suspicion timeout');
+      } else if (member.state === 'suspect') void this.probe(member.info.nodeId);
+      else if (
+        (member.state === 'dead' || member.state === 'unconfirmed') &&
+        now - member.since >= this.#timing.deadRetentionMs
+      ) {
+        member.transport.close();
+        this.#members.delete(member.info.nodeId);
+      }
+    }
+    const candidates = [...this.#members.values()].filter(
+      (m) => m.state === 'alive' || m.state === 'unconfirmed',
+    );
+    if (candidates.length === 0) return;
+    this.#cursor = (this.#cursor + 1) % candidates.length;
+    void this.probe(candidates[this.#cursor]!.info.nodeId);
+  }
+
+  /** Probes `nodeId` directly, then through others; updates its state. Resolves when done. */
+  async probe(nodeId: string): Promise<void> {
+    const member = this.#members.get(nodeId);
+    if (!member || this.#probing.has(nodeId)) return;
+    this.#probing.add(nodeId);
+    try {
+      const direct = await this.#ping(member.transport, member.info.nodeId).catch(() => undefined);
+      if (direct) return this.#confirmed(member, direct, true);
+      const answered = await this.#indirect(member);
+      if (answered) return this.#confirmed(member, answered, false);
+      if (member.state === 'alive') {
+        this.#setState(member, 'suspect', 'no answer, directly or through others');
+        this.#publish({ type: 'member.suspect', body: { nodeId, incarnation: member.info.incarnation } });
+      }
+    } finally {
+      this.#probing.delete(nodeId);
+    }
+  }
+
+  /** Pings a member's address for a caller elsewhere; undefined when `target` is no member here. */
+  async probeFor(target: string): Promise<PingResult | undefined> {
+    const member = [...this.#members.values()].find((m) => m.info.grpc === target);
+    if (!member) return undefined;
+    return this.#ping(member.transport, member.info.nodeId);
+  }
+
+  close(): void {
+    for (const timer of this.#timers) clearInterval(timer);
+    this.#publish({
+      type: 'member.leave',
+      body: { nodeId: this.#self.nodeId, incarnation: this.#self.incarnation },
+    });
+    for (const member of this.#members.values()) member.transport.close();
+  }
+
+  async #ping(transport: PeerTransport, expected: string): Promise<PingResult> {
+    const result = await transport.ping(AbortSignal.timeout(this.#timing.probeTimeoutMs));
+    if (result.nodeId !== expected)
+      throw new Error(`${transport.address} answered as ${result.nodeId}, not ${expected}`);
+    return result;
+  }
+
+  async #indirect(member: Member): Promise<PingResult | undefined> {
+    const helpers = this.alive()
+      .filter((m) => m !== member)
+      .sort(() => (this.#opts.random ?? Math.random)() - 0.5)
+      .slice(0, this.#timing.indirectProbes);
+    const answers = await Promise.all(
+      helpers.map((h) =>
+        h.transport
+          .probe(member.info.grpc, AbortSignal.timeout(2 * this.#timing.probeTimeoutMs))
+          .then((r) => (r.nodeId === member.info.nodeId ? r : undefined))
+          .catch(() => undefined),
+      ),
+    );
+    return answers.find((a) => a !== undefined);
+  }
+
+  #confirmed(member: Member, result: PingResult, direct: boolean): void {
+    if (direct) {
+      member.rttMs = result.rttMs;
+      if (result.coordinate) this.#opts.vivaldi?.update(member.info.nodeId, result.rttMs, result.coordinate);
+    }
+    // Topology as the member itself answers over the data plane, not as an announcement claimed it.
+    if (result.zone !== member.info.zone || result.region !== member.info.region) {
+      this.#members.set(member.info.nodeId, {
+        ...member,
+        info: { ...member.info, zone: result.zone, region: result.region },
+      });
+    }
+    this.#setState(
+      this.#members.get(member.info.nodeId)!,
+      'alive',
+      direct ? 'answered' : 'answered through others',
+    );
+  }
+
+  #onEvent(event: ControlEvent): void {
+    switch (event.type) {
+      case 'member.announce':
+        return this.learn(event.body.member);
+      case 'members.snapshot':
+        for (const member of event.body.members) this.learn(member);
+        return;
+      case 'member.leave':
+      case 'member.suspect': {
+        const { nodeId, incarnation } = event.body;
+        if (nodeId === this.#self.nodeId) {
+          if (incarnation >= this.#self.incarnation) this.#refute();
+          return;
+        }
+        void this.probe(nodeId); // a hint: check for ourselves
+        return;
+      }
+    }
+  }
+
+  /** One announcement for any number of newcomers learned in the same turn of the event loop. */
+  #announceSoon(): void {
+    if (this.#announcing) return;
+    this.#announcing = true;
+    queueMicrotask(() => {
+      this.#announcing = false;
+      this.announce();
+    });
+  }
+
+  #refute(): void {
+    this.#self = { ...this.#self, incarnation: this.#self.incarnation + 1 };
+    this.#opts.logger.warn(
+      { incarnation: this.#self.incarnation },
+      'suspected by others: announcing a new incarnation',
+    );
+    this.announce();
+  }
+
+  #setState(member: Member, state: MemberState, why: string): void {
+    if (member.state === state) return;
+    const level = state === 'alive' ? 'info' : 'warn';
+    this.#opts.logger[level](
+      { member: member.info.nodeId, from: member.state, to: state, why },
+      'membership change',
+    );
+    member.state = state;
+    member.since = this.#now();
+  }
+
+  #publish(
+    event:
+      | { type: 'member.announce'; body: { member: MemberInfo } }
+      | { type: 'member.leave' | 'member.suspect'; body: { nodeId: string; incarnation: number } },
+  ): void {
+    const { control } = this.#opts;
+    control.publish({
+      v: 1,
+      mesh: this.#opts.mesh,
+      from: this.#self.nodeId,
+      sentAtMs: this.#now(),
+      ...event,
+    });
+  }
+
+  #now(): number {
+    return this.#opts.clock.now();
+  }
+}

@@ -1,0 +1,208 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import {
+  type AgentProcess,
+  type AgentStatus,
+  eventually,
+  startAgentProcess,
+} from '../harness/agent-process.ts';
+import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/nats-server.ts';
+
+const MiB = 2 ** 20;
+const MESH = 'itest';
+const unavailable = natsUnavailable();
+
+type MeshStatus = AgentStatus & {
+  mesh: { controlPlane: string; members: { nodeId: string; state: string; grpc: string }[] };
+  counters: AgentStatus['counters'] & {
+    control: { bytesIn: number; bytesOut: number; dropped: Record<string, number> };
+  };
+};
+const status = async (a: AgentProcess) => (await a.status()) as MeshStatus;
+const aliveAt = async (a: AgentProcess) =>
+  (await status(a)).mesh.members
+    .filter((m) => m.state === 'alive')
+    .map((m) => m.nodeId)
+    .sort();
+
+describe('agents on a real NATS control plane', { skip: unavailable ?? false }, () => {
+  let dir: string;
+  let nats: NatsServer;
+  const agents: (AgentProcess | undefined)[] = [];
+  const start = async (i: number) => {
+    const agent = await startAgentProcess([
+      ...['--node-id', `n${i}`, '--zone', `z${i % 3}`, '--region', 'r1', '--store.dir', join(dir, `n${i}`)],
+      ...['--mesh', MESH, '--control-plane.servers', nats.url],
+      ...[
+        '--membership.probe-interval-ms',
+        '200',
+        '--membership.suspicion-timeout-ms',
+        '600',
+        '--membership.announce-interval-ms',
+        '500',
+      ],
+    ]);
+    agents[i] = agent;
+    return agent;
+  };
+  const everyone = (except: number[] = []) =>
+    agents.filter((a, i): a is AgentProcess => a !== undefined && !except.includes(i));
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-control-'));
+    nats = await startNatsServer();
+    await Promise.all([0, 1, 2, 3, 4].map(start));
+  });
+  after(async () => {
+    await Promise.all(everyone().map((a) => a.stop('SIGKILL')));
+    await nats?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('forms one membership from announcements alone, and fetches through it', async () => {
+    for (const agent of everyone()) {
+      const i = agents.indexOf(agent);
+      const others = ['n0', 'n1', 'n2', 'n3', 'n4'].filter((n) => n !== `n${i}`);
+      await eventually(
+        async () => ((await aliveAt(agent)).join() === others.join() ? true : undefined),
+        10_000,
+        `n${i} sees all`,
+      );
+    }
+    const body = randomBytes(9 * MiB);
+    assert.equal(
+      (await fetch(`${agents[0]!.url}/v1/objects/via/members`, { method: 'PUT', body })).status,
+      201,
+    );
+    const res = await fetch(`${agents[3]!.url}/v1/objects/via/members`);
+    assert.equal(res.headers.get('x-edgemesh-source'), 'peer');
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), body);
+  });
+
+  it('carries no object bytes: a 64 MiB transfer moves almost nothing on NATS', async () => {
+    const before = await Promise.all(everyone().map(status));
+    const body = randomBytes(64 * MiB);
+    await fetch(`${agents[1]!.url}/v1/objects/big/one`, { method: 'PUT', body });
+    const got = Buffer.from(await (await fetch(`${agents[2]!.url}/v1/objects/big/one`)).arrayBuffer());
+    assert.deepEqual(got, body);
+    const after = await Promise.all(everyone().map(status));
+    const natsBytes = after.reduce(
+      (sum, s, i) =>
+        sum +
+        s.counters.control.bytesIn +
+        s.counters.control.bytesOut -
+        before[i]!.counters.control.bytesIn -
+        before[i]!.counters.control.bytesOut,
+      0,
+    );
+    console.log(
+      `# NATS bytes during a 64 MiB transfer, all agents, both ways: ${natsBytes} (${((natsBytes / body.length) * 100).toFixed(4)}%)`,
+    );
+    assert.ok(natsBytes < 0.001 * body.length, `${natsBytes} bytes on NATS`);
+  });
+
+  it('shrugs off garbage and forged events: nothing crashes, nobody is misled', async () => {
+    const nc: NatsConnection = await connect({ servers: nats.url });
+    const subject = `edgemesh.${MESH}.members`;
+    const victimGrpc = (await status(agents[1]!)).mesh.members.find((m) => m.nodeId === 'n0')!.grpc;
+    const forged = (type: string, body: unknown) =>
+      JSON.stringify({ v: 1, type, mesh: MESH, from: 'n2', sentAtMs: Date.now(), body });
+    const member = (nodeId: string, grpc: string) => ({
+      nodeId,
+      zone: 'z0',
+      region: 'r1',
+      grpc,
+      weight: 1,
+      incarnation: 9e9,
+    });
+    for (const payload of [
+      'garbage',
+      '{"v":1}',
+      '\u0000\u0001\u0002',
+      'x'.repeat(70_000),
+      forged('member.announce', { member: member('ghost', victimGrpc) }), // n0's address, another name
+      forged('member.announce', { member: member('n1', '127.0.0.1:1') }), // n1 "moved" nowhere
+      forged('member.suspect', { nodeId: 'n0', incarnation: 0 }),
+      forged('member.leave', { nodeId: 'n4', incarnation: 0 }),
+    ]) {
+      nc.publish(subject, payload);
+      nc.publish(`edgemesh.${MESH}.anything`, payload);
+    }
+    await nc.flush();
+    await nc.close();
+    await new Promise((r) => setTimeout(r, 1500));
+    for (const agent of everyone()) {
+      const i = agents.indexOf(agent);
+      const s = await status(agent);
+      assert.ok(
+        s.counters.control.dropped['not-json']! >= 1 && s.counters.control.dropped.invalid! >= 1,
+        `n${i} counted garbage`,
+      );
+      assert.ok(!s.mesh.members.some((m) => m.nodeId === 'ghost' && m.state === 'alive'), `n${i}: no ghost`);
+    }
+    // The forged "n1 moved" and "n4 left" are checked by probes, and n1 and n4 answer where they are.
+    for (const agent of everyone()) {
+      const i = agents.indexOf(agent);
+      const expected = ['n0', 'n1', 'n2', 'n3', 'n4'].filter((n) => n !== `n${i}`).join();
+      await eventually(
+        async () => ((await aliveAt(agent)).join() === expected ? true : undefined),
+        10_000,
+        `n${i} unmisled`,
+      );
+    }
+    assert.equal((await fetch(`${agents[0]!.url}/healthz`)).status, 200);
+  });
+
+  it('stops choosing a killed agent within seconds everywhere', async () => {
+    assert.equal(await agents[4]!.stop('SIGKILL'), 'SIGKILL');
+    const started = Date.now();
+    for (const agent of everyone([4])) {
+      await eventually(
+        async () => ((await aliveAt(agent)).includes('n4') ? undefined : true),
+        10_000,
+        'n4 dropped',
+      );
+    }
+    console.log(
+      `# a killed agent was dropped by every other agent in ${((Date.now() - started) / 1000).toFixed(2)} s`,
+    );
+    agents[4] = undefined;
+  });
+
+  it('keeps serving with NATS down, and reconverges when it returns', async () => {
+    const port = nats.port;
+    await nats.stop();
+    const body = randomBytes(5 * MiB);
+    assert.equal(
+      (await fetch(`${agents[2]!.url}/v1/objects/while/down`, { method: 'PUT', body })).status,
+      201,
+    );
+    const res = await fetch(`${agents[0]!.url}/v1/objects/while/down`);
+    assert.equal(res.headers.get('x-edgemesh-source'), 'peer');
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), body);
+    assert.deepEqual(await aliveAt(agents[0]!), ['n1', 'n2', 'n3'], 'membership kept');
+
+    nats = await startNatsServer(port);
+    for (const agent of everyone([4])) {
+      await eventually(
+        async () => ((await status(agent)).mesh.controlPlane === 'connected' ? true : undefined),
+        15_000,
+        'reconnect',
+      );
+    }
+    await start(5); // a newcomer after the outage is learned by everyone
+    for (const agent of everyone([4, 5])) {
+      await eventually(
+        async () => ((await aliveAt(agent)).includes('n5') ? true : undefined),
+        10_000,
+        'n5 learned',
+      );
+    }
+    assert.deepEqual(await aliveAt(agents[5]!), ['n0', 'n1', 'n2', 'n3']);
+  });
+});

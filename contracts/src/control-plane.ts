@@ -1,0 +1,112 @@
+import { z } from 'zod';
+
+/**
+ * The control plane's contract: NATS subjects per mesh and the events on them. Agents and the
+ * operator both import this; nothing else defines a subject or an event shape. Object bytes never
+ * travel here.
+ *
+ * Trust: events are hints. A receiver validates every message against these schemas (drops and counts
+ * what fails) and confirms anything that matters over the data plane before acting on it: a member
+ * announced here is used only after a direct gRPC probe of its address answers with the same node id.
+ */
+
+/** Version of the event envelope; receivers drop other versions. */
+export const EVENT_VERSION = 1;
+/** Largest control-plane message accepted, in bytes. */
+export const MAX_EVENT_BYTES = 64 * 1024;
+
+const meshName = z.string().regex(/^[A-Za-z0-9_-]{1,63}$/, 'mesh names are 1-63 of [A-Za-z0-9_-]');
+const nodeId = z.string().min(1).max(253);
+const label = z.string().max(63);
+const hostPort = z
+  .string()
+  .max(300)
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port');
+
+/** Vivaldi network coordinate (see agent/src/overlay/vivaldi.ts). */
+export const coordinateSchema = z.strictObject({
+  vec: z.array(z.number().finite()).length(8),
+  height: z.number().finite().min(0),
+  error: z.number().finite().min(0),
+});
+
+/** What a member says about itself. */
+export const memberSchema = z.strictObject({
+  nodeId,
+  zone: label,
+  region: label,
+  /** Where peers reach its gRPC data plane. */
+  grpc: hostPort,
+  /** Relative capacity for owning keys; 0 owns none. */
+  weight: z.number().finite().min(0).max(1000),
+  /** Raised by the member to refute suspicion; a higher one supersedes. */
+  incarnation: z.number().int().min(0),
+  coordinate: coordinateSchema.optional(),
+});
+export type MemberInfo = z.infer<typeof memberSchema>;
+
+const envelope = <T extends string, B extends z.ZodType>(type: T, body: B) =>
+  z.strictObject({
+    v: z.literal(EVENT_VERSION),
+    type: z.literal(type),
+    mesh: meshName,
+    /** The sending node (or `operator`). Claimed, not proven: see the trust note above. */
+    from: nodeId,
+    sentAtMs: z.number().int().min(0),
+    body,
+  });
+
+export const eventSchema = z.discriminatedUnion('type', [
+  /** A member is up, or still up (sent at start and periodically). */
+  envelope('member.announce', z.strictObject({ member: memberSchema })),
+  /** A member is leaving on purpose (graceful shutdown). */
+  envelope('member.leave', z.strictObject({ nodeId, incarnation: z.number().int().min(0) })),
+  /** A member could not reach `nodeId`, directly or through others. Receivers probe it themselves. */
+  envelope('member.suspect', z.strictObject({ nodeId, incarnation: z.number().int().min(0) })),
+  /** The full member list as the operator knows it (bootstrap and repair of membership). */
+  envelope('members.snapshot', z.strictObject({ members: z.array(memberSchema).max(10_000) })),
+]);
+export type ControlEvent = z.infer<typeof eventSchema>;
+export type ControlEventType = ControlEvent['type'];
+
+/** Subjects, all under `edgemesh.<mesh>.`. */
+export function subjects(mesh: string) {
+  meshName.parse(mesh);
+  const base = `edgemesh.${mesh}`;
+  return {
+    /** Subscribe here for everything of this mesh. */
+    all: `${base}.>`,
+    members: `${base}.members`,
+  } as const;
+}
+
+/** The subject an event of `type` is published on. */
+export function subjectFor(mesh: string, type: ControlEventType): string {
+  return type.startsWith('member') ? subjects(mesh).members : subjects(mesh).all;
+}
+
+export type DecodeResult =
+  | { ok: true; event: ControlEvent }
+  | { ok: false; reason: 'too-large' | 'not-json' | 'invalid' | 'wrong-mesh' };
+
+/** Validates a received message; never throws. */
+export function decodeEvent(mesh: string, data: Uint8Array): DecodeResult {
+  if (data.length > MAX_EVENT_BYTES) return { ok: false, reason: 'too-large' };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.length).toString('utf8'));
+  } catch {
+    return { ok: false, reason: 'not-json' }; // garbage: the caller counts it
+  }
+  const parsed = eventSchema.safeParse(raw);
+  if (!parsed.success) return { ok: false, reason: 'invalid' };
+  if (parsed.data.mesh !== mesh) return { ok: false, reason: 'wrong-mesh' };
+  return { ok: true, event: parsed.data };
+}
+
+export function encodeEvent(event: ControlEvent): Uint8Array {
+  const data = Buffer.from(JSON.stringify(eventSchema.parse(event)));
+  if (data.length > MAX_EVENT_BYTES)
+    throw new RangeError(`event of ${data.length} bytes exceeds ${MAX_EVENT_BYTES}`);
+  return data;
+}
