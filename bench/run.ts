@@ -6,6 +6,7 @@
 const BENCHES: Record<string, () => Promise<{ run(quick: boolean): Promise<void> }>> = {
   transfer: () => import('./transfer.ts'),
   hit: () => import('./hit.ts'),
+  membership: () => import('./membership.ts'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

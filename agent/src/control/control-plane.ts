@@ -15,6 +15,8 @@ export interface ControlPlane {
   publish(event: ControlEvent): void;
   /** Receives every valid event of this mesh sent by others. */
   onEvent(handler: (event: ControlEvent) => void): void;
+  /** Called on every (re)connection, e.g. to announce at once instead of at the next period. */
+  onConnect(handler: () => void): void;
   close(): Promise<void>;
 }
 
@@ -23,6 +25,7 @@ export const noControlPlane: ControlPlane = {
   state: () => 'off',
   publish: () => undefined,
   onEvent: () => undefined,
+  onConnect: () => undefined,
   close: () => Promise.resolve(),
 };
 
@@ -42,6 +45,7 @@ export interface NatsControlPlaneOptions {
 export class NatsControlPlane implements ControlPlane {
   readonly #opts: NatsControlPlaneOptions;
   readonly #handlers: ((event: ControlEvent) => void)[] = [];
+  readonly #connectHandlers: (() => void)[] = [];
   #nc: NatsConnection | undefined;
   #state: ControlState = 'connecting';
 
@@ -61,6 +65,15 @@ export class NatsControlPlane implements ControlPlane {
 
   onEvent(handler: (event: ControlEvent) => void): void {
     this.#handlers.push(handler);
+  }
+
+  onConnect(handler: () => void): void {
+    this.#connectHandlers.push(handler);
+  }
+
+  #connected(): void {
+    this.#state = 'connected';
+    for (const handler of this.#connectHandlers) handler();
   }
 
   publish(event: ControlEvent): void {
@@ -95,12 +108,12 @@ export class NatsControlPlane implements ControlPlane {
       });
       if (this.#state === 'closed') return void (await nc.close());
       this.#nc = nc;
-      this.#state = 'connected';
-      logger.info({ servers: this.#opts.servers }, 'control plane connected');
       nc.subscribe(subjects(mesh).all, {
         callback: (error, msg) => (error ? undefined : this.#receive(msg.data)),
       });
       void this.#watch(nc);
+      logger.info({ servers: this.#opts.servers }, 'control plane connected');
+      this.#connected();
     } catch (error) {
       this.#state = 'closed';
       logger.error({ err: (error as Error).message }, 'control plane gave up connecting');
@@ -114,8 +127,8 @@ export class NatsControlPlane implements ControlPlane {
         this.#state = 'disconnected';
         this.#opts.logger.warn('control plane disconnected; data plane carries on, reconnecting');
       } else if (s.type === 'reconnect') {
-        this.#state = 'connected';
         this.#opts.logger.info('control plane reconnected');
+        this.#connected();
       }
     }
   }

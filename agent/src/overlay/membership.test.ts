@@ -49,6 +49,7 @@ class Bus {
         for (const other of this.planes) if (other !== entry) for (const h of other.handlers) h(event);
       },
       onEvent: (h) => entry.handlers.push(h),
+      onConnect: () => undefined,
       close: () => Promise.resolve(),
     };
     this.planes.push(entry);

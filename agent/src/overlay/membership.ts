@@ -101,6 +101,7 @@ export class Membership {
   /** Listens to the control plane and announces; with `timers` (the default) also probes and re-announces on its own. */
   start(options: { timers?: boolean } = {}): void {
     this.#opts.control.onEvent((event) => this.#onEvent(event));
+    this.#opts.control.onConnect(() => this.announce());
     this.announce();
     if (options.timers === false) return;
     const every = (ms: number, run: () => void) => {
