@@ -67,6 +67,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const logger = deps.logger ?? createLogger({ level: config.log.level, nodeId: config.nodeId });
   const clock = deps.clock ?? systemClock;
   const counters = new Counters();
+  const overlay = new Overlay({ config, logger, clock, counters });
   const store = await ObjectStore.open({
     dir: config.store.dir,
     maxBytes: config.store.maxBytes,
@@ -77,16 +78,19 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     clock,
     isKey,
     onRemoved: (_key, reason) => Counters.bump(counters.removals, reason),
+    onStored: (manifest) => overlay.announceHolding(manifest),
     onCorruptChunk: (digest) => {
       counters.corruptChunks++;
       logger.error({ chunk: digest }, 'chunk damaged on disk: dropped with the objects that used it');
     },
     onBackgroundError: (error) => logger.error({ err: error }, 'background store operation failed'),
   });
-  const overlay = new Overlay({ config, logger, clock, counters });
   const fetcher = new PeerFetcher({
     store,
     peers: () => overlay.peers(),
+    owners: (key) => overlay.owners(key),
+    resolve: (holder) => overlay.resolve(holder),
+    rank: (holders) => overlay.rank(holders),
     counters,
     logger,
     clock,
@@ -100,6 +104,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     flowControlWindow: config.grpc.flowControlWindow,
     coordinate: () => overlay.vivaldi.coordinate,
     probe: (target) => overlay.probeFor(target),
+    index: { lookup: (key) => overlay.index.lookup(key), record: (m, h) => overlay.recordHolder(m, h) },
   });
   const grpcPort = await bindPeerServer(grpcServer, config.grpc.host, config.grpc.port);
 

@@ -84,6 +84,23 @@ describe('agents on a real NATS control plane', { skip: unavailable ?? false }, 
     assert.deepEqual(Buffer.from(await res.arrayBuffer()), body);
   });
 
+  it('reads from the cheapest holder: the same zone before another zone', async () => {
+    // n0 and n3 are in zone z0, n1 in z1, all in region r1.
+    const body = randomBytes(5 * MiB);
+    for (const i of [1, 3]) {
+      assert.equal(
+        (await fetch(`${agents[i]!.url}/v1/objects/geo/near`, { method: 'PUT', body })).status,
+        201,
+      );
+    }
+    const res = await fetch(`${agents[0]!.url}/v1/objects/geo/near`);
+    assert.equal(res.headers.get('x-edgemesh-source'), 'peer');
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), body);
+    const from = (await status(agents[0]!)).counters.bytesFromPeer;
+    assert.equal(from.n3, body.length, "served by n3, in the reader's zone");
+    assert.equal(from.n1, undefined, 'not by n1, in another zone');
+  });
+
   it('carries no object bytes: a 64 MiB transfer moves almost nothing on NATS', async () => {
     const before = await Promise.all(everyone().map(status));
     const body = randomBytes(64 * MiB);

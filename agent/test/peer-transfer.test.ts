@@ -29,7 +29,7 @@ function chunksOf(data: Buffer): Map<string, Buffer> {
 async function genuineManifest(address: string, key: string) {
   const honest = new GrpcPeer({ id: 'honest', address, flowControlWindow: 16 * MiB, timeoutMs: 5000 });
   try {
-    return toWire(parseManifest(await honest.getManifest(key), isKey));
+    return toWire(parseManifest((await honest.getManifest(key))?.manifest, isKey));
   } finally {
     honest.close();
   }
@@ -146,10 +146,14 @@ describe('two agent processes on loopback', () => {
       await fetch(`${a.url}/v1/objects/target`, { method: 'PUT', body: object });
       const manifest = await genuineManifest(`127.0.0.1:${a.grpcPort}`, 'target');
       evil = await startEvilPeer({ manifest, chunks, tamper: (d) => d === second });
-      // The liar is listed first, so it is asked first.
+      // The liar is in the victim's zone, so it is the cheapest holder and is asked first.
       victim = await startAgentProcess([
         '--node-id',
         'victim',
+        '--zone',
+        'z-near',
+        '--region',
+        'r-near',
         '--store.dir',
         join(dir, 'victim'),
         '--peers',
@@ -170,6 +174,8 @@ describe('two agent processes on loopback', () => {
     });
 
     it('detects the bad chunk, blames that peer, and fails over to an honest holder', async () => {
+      // Both peers have answered a ping, so the victim knows the liar is the nearer one.
+      await eventually(async () => ((await victim.status()).peers.alive === 2 ? true : undefined));
       const res = await fetch(`${victim.url}/v1/objects/target`);
       assert.equal(res.status, 200);
       assert.deepEqual(Buffer.from(await res.arrayBuffer()), object);

@@ -28,6 +28,8 @@ export interface ObjectStoreOptions {
   isKey: (key: string) => boolean;
   /** Told of every object that leaves the store, and why. */
   onRemoved?: (key: string, reason: RemovalReason) => void;
+  /** Told of every object committed (a PUT or a completed download). */
+  onStored?: (manifest: Manifest) => void;
   /** Told of every chunk found damaged on disk. */
   onCorruptChunk?: (digest: string) => void;
   /** Told of background file errors that have no caller to throw to. */
@@ -313,6 +315,7 @@ export class ObjectStore {
       if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
       this.#index(manifest);
     });
+    this.#opts.onStored?.(manifest);
     return manifest;
   }
 

@@ -74,6 +74,12 @@ export const agentConfigSchema = z.strictObject({
     .default('default'),
   /** Relative capacity for owning keys (0: owns none, e.g. battery or metered nodes). */
   weight: z.coerce.number().min(0).max(1000).default(1),
+  replication: z
+    .strictObject({
+      /** Owners per key (R): they keep its manifest and a copy. */
+      factor: z.coerce.number().int().min(1).max(16).default(3),
+    })
+    .prefault({}),
   controlPlane: z
     .strictObject({
       /** NATS server URLs; empty: no control plane (static peers only). */

@@ -1,6 +1,7 @@
 import { digestOf } from '../cache/chunking.ts';
 import { IntegrityError } from '../cache/errors.ts';
 import { type Manifest, manifestChunkLength, parseManifest } from '../cache/manifest.ts';
+import type { Holder } from '../overlay/holder-index.ts';
 import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
 import { Counters } from '../telemetry/counters.ts';
@@ -33,6 +34,12 @@ export interface Located {
 export interface PeerFetcherOptions {
   store: ObjectStore;
   peers: () => readonly PeerTransport[];
+  /** The peers that own `key` by placement: asked first, as they know of it if anyone does. */
+  owners?: (key: string) => readonly PeerTransport[];
+  /** A connection to a holder an owner named, if it is a member this node trusts; else undefined. */
+  resolve?: (holder: Holder) => PeerTransport | undefined;
+  /** Orders holders cheapest first (same zone, same region, then by RTT and load). */
+  rank?: (holders: readonly PeerTransport[]) => PeerTransport[];
   counters: Counters;
   logger: Logger;
   clock: Clock;
@@ -53,21 +60,33 @@ export class PeerFetcher {
     this.#opts = opts;
   }
 
-  /** Asks every peer for `key`'s manifest; the root most holders agree on wins. */
+  /**
+   * Finds who holds `key`: asks its owners (one hop: they hold it or know who does), and everyone
+   * else only when no owner knows it. The version most holders agree on wins; holders come cheapest
+   * first.
+   */
   async locate(key: string): Promise<Located | undefined> {
     const inflight = this.#inflight.get(key);
     if (inflight) return { manifest: inflight.manifest, holders: inflight.holders };
-    const peers = this.#opts.peers();
+    const owners = this.#opts.owners?.(key) ?? [];
+    const isOwner = new Set(owners.map((o) => o.address));
+    const others = this.#opts.peers().filter((p) => !isOwner.has(p.address));
+    const found = (await this.#ask(key, owners)) ?? (await this.#ask(key, others));
+    if (!found) return undefined;
+    return { manifest: found.manifest, holders: this.#opts.rank?.(found.holders) ?? found.holders };
+  }
+
+  async #ask(key: string, peers: readonly PeerTransport[]): Promise<Located | undefined> {
     if (peers.length === 0) return undefined;
     const signal = AbortSignal.timeout(this.#opts.timeoutMs);
     const answers = await Promise.all(
       peers.map(async (peer) => {
         try {
-          const raw = await peer.getManifest(key, signal);
-          if (raw === undefined) return undefined;
-          const manifest = parseManifest(raw, isKey);
+          const answer = await peer.getManifest(key, signal);
+          if (answer === undefined) return undefined;
+          const manifest = parseManifest(answer.manifest, isKey);
           if (manifest.key !== key) throw new Error(`answered for another key ${manifest.key}`);
-          return { peer, manifest };
+          return { peer, manifest, holds: answer.holds, holders: answer.holders };
         } catch (error) {
           this.#opts.logger.warn(
             { peer: peer.id, key, err: (error as Error).message },
@@ -77,14 +96,21 @@ export class PeerFetcher {
         }
       }),
     );
-    const byRoot = new Map<string, Located>();
+    const byRoot = new Map<string, { manifest: Manifest; holders: Map<string, PeerTransport> }>();
     for (const answer of answers) {
       if (!answer) continue;
-      const group = byRoot.get(answer.manifest.root) ?? { manifest: answer.manifest, holders: [] };
-      group.holders.push(answer.peer);
+      const group = byRoot.get(answer.manifest.root) ?? { manifest: answer.manifest, holders: new Map() };
       byRoot.set(answer.manifest.root, group);
+      if (answer.holds) group.holders.set(answer.peer.address, answer.peer);
+      for (const holder of answer.holders) {
+        const transport = this.#opts.resolve?.(holder);
+        if (transport) group.holders.set(transport.address, transport);
+      }
     }
-    return [...byRoot.values()].sort((a, b) => b.holders.length - a.holders.length)[0];
+    const best = [...byRoot.values()]
+      .filter((g) => g.holders.size > 0)
+      .sort((a, b) => b.holders.size - a.holders.size)[0];
+    return best && { manifest: best.manifest, holders: [...best.holders.values()] };
   }
 
   /**

@@ -23,6 +23,7 @@ class Network {
       probe: (target) =>
         this.nodes.get(info.grpc)?.up ? this.ping(target) : Promise.reject(new Error('helper down')),
       getManifest: () => Promise.reject(new Error('not in this test')),
+      hold: () => Promise.reject(new Error('not in this test')),
       fetchChunks: () => {
         throw new Error('not in this test');
       },

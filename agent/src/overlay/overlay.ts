@@ -6,7 +6,11 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { Clock } from '../time/clock.ts';
 import { GrpcPeer } from '../transport/peer-client.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
+import type { Manifest } from '../cache/manifest.ts';
+import { type Holder, HolderIndex } from './holder-index.ts';
 import { Membership } from './membership.ts';
+import { Placement } from './placement.ts';
+import { rankByCost } from './proximity.ts';
 import { StaticPeers } from './static-peers.ts';
 import { Vivaldi } from './vivaldi.ts';
 
@@ -23,14 +27,18 @@ export interface OverlayOptions {
  */
 export class Overlay {
   readonly vivaldi = new Vivaldi();
+  /** Holders of the keys this node owns. */
+  readonly index: HolderIndex;
   readonly control: ControlPlane;
   readonly staticPeers: StaticPeers;
   readonly #opts: OverlayOptions;
   #membership: Membership | undefined;
+  #placement: { version: string; placement: Placement } | undefined;
 
   constructor(opts: OverlayOptions) {
     this.#opts = opts;
     const { config, logger, counters } = opts;
+    this.index = new HolderIndex(opts.clock);
     this.staticPeers = new StaticPeers(
       config.peers.map((p) => this.#connect(p.id, p.address)),
       logger,
@@ -82,6 +90,78 @@ export class Overlay {
     for (const peer of this.staticPeers.list())
       if (!byAddress.has(peer.address)) byAddress.set(peer.address, peer);
     return [...byAddress.values()];
+  }
+
+  /** The peers among `key`'s owners by placement over the confirmed members and this node. */
+  owners(key: string): PeerTransport[] {
+    const members = this.#membership?.alive() ?? [];
+    const self = this.#membership?.self;
+    const version = members.map((m) => `${m.info.nodeId}:${m.info.weight}`).join();
+    if (this.#placement?.version !== version) {
+      const nodes = [...members.map((m) => m.info), ...(self ? [self] : [])];
+      const placed = nodes.map((n) => ({ id: n.nodeId, zone: n.zone, region: n.region, weight: n.weight }));
+      this.#placement = { version, placement: new Placement(placed) };
+    }
+    const byId = new Map(members.map((m) => [m.info.nodeId, m.transport]));
+    return this.#placement.placement
+      .owners(key, this.#opts.config.replication.factor)
+      .flatMap((owner) => byId.get(owner.id) ?? []);
+  }
+
+  /** `holders` cheapest first: same zone, same region, then elsewhere; then by RTT (measured, else estimated). */
+  rank(holders: readonly PeerTransport[]): PeerTransport[] {
+    const { config } = this.#opts;
+    const members = new Map((this.#membership?.all() ?? []).map((m) => [m.transport.address, m]));
+    const statics = new Map(this.staticPeers.states().map((s) => [s.address, s]));
+    const candidates = holders.map((transport) => {
+      const member = members.get(transport.address);
+      if (member) {
+        const estimate = member.info.coordinate ? this.vivaldi.estimate(member.info.coordinate) : undefined;
+        return {
+          transport,
+          id: member.info.nodeId,
+          zone: member.info.zone,
+          region: member.info.region,
+          rttMs: member.rttMs ?? estimate,
+        };
+      }
+      const s = statics.get(transport.address);
+      return { transport, id: transport.id, zone: s?.zone ?? '', region: s?.region ?? '', rttMs: s?.rttMs };
+    });
+    return rankByCost({ id: config.nodeId, zone: config.zone, region: config.region }, candidates).map(
+      (c) => c.transport,
+    );
+  }
+
+  /** A confirmed member's connection for a holder an owner named; undefined for anyone else. */
+  resolve(holder: Holder): PeerTransport | undefined {
+    const member = this.#membership?.alive().find((m) => m.info.nodeId === holder.nodeId);
+    return member && member.info.grpc === holder.grpc ? member.transport : undefined;
+  }
+
+  /**
+   * Records that `holder` holds `manifest`, if it is a member confirmed at that address (a Hold from
+   * anyone else is ignored: it could only send readers to the wrong place).
+   */
+  recordHolder(manifest: Manifest, holder: Holder): void {
+    if (this.resolve(holder)) this.index.record(manifest, holder);
+  }
+
+  /** Tells the key's owners that this node now holds `manifest` (best effort, in the background). */
+  announceHolding(manifest: Manifest): void {
+    const self = this.#membership?.self;
+    if (!self) return;
+    const holder = { nodeId: self.nodeId, grpc: self.grpc };
+    for (const owner of this.owners(manifest.key)) {
+      owner
+        .hold(manifest, holder, AbortSignal.timeout(this.#opts.config.transfer.peerTimeoutMs))
+        .catch((error: Error) => {
+          this.#opts.logger.debug(
+            { owner: owner.id, key: manifest.key, err: error.message },
+            'Hold not delivered',
+          );
+        });
+    }
   }
 
   probeFor(target: string): Promise<PingResult | undefined> {

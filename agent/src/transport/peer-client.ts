@@ -7,8 +7,17 @@ import {
   status,
 } from '@grpc/grpc-js';
 import { channelOptions } from './peer-server.ts';
-import { fromWire, peerService, pingCoordinate, type WireManifest, type WirePing } from './peer-service.ts';
-import { PeerError, type PeerTransport, type PingResult } from './peer-transport.ts';
+import type { Manifest } from '../cache/manifest.ts';
+import type { Holder } from '../overlay/holder-index.ts';
+import {
+  fromWire,
+  peerService,
+  pingCoordinate,
+  toWire,
+  type WireManifestAnswer,
+  type WirePing,
+} from './peer-service.ts';
+import { type ManifestAnswer, PeerError, type PeerTransport, type PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 
 const PeerClientConstructor = makeGenericClientConstructor(peerService, 'Peer');
@@ -59,13 +68,21 @@ export class GrpcPeer implements PeerTransport {
     });
   }
 
-  async getManifest(key: string, signal?: AbortSignal): Promise<unknown> {
+  async getManifest(key: string, signal?: AbortSignal): Promise<ManifestAnswer | undefined> {
     try {
-      return fromWire(await this.#unary<WireManifest>('GetManifest', { key }, signal));
+      const r = await this.#unary<WireManifestAnswer>('GetManifest', { key }, signal);
+      const holders = (r.holders ?? []).map((h) => ({ nodeId: h.nodeId, grpc: h.grpc }));
+      return { manifest: r.manifest ? fromWire(r.manifest) : undefined, holds: Boolean(r.holds), holders };
     } catch (error) {
       if ((error as ServiceError).code === status.NOT_FOUND) return undefined;
       throw new PeerError(this.id, `GetManifest failed: ${(error as Error).message}`, { cause: error });
     }
+  }
+
+  async hold(manifest: Manifest, holder: Holder, signal?: AbortSignal): Promise<void> {
+    await this.#unary('Hold', { manifest: toWire(manifest), holder }, signal).catch((error: Error) => {
+      throw new PeerError(this.id, `Hold failed: ${error.message}`, { cause: error });
+    });
   }
 
   async ping(signal?: AbortSignal): Promise<PingResult> {

@@ -65,7 +65,9 @@ describe('peer gRPC server and client', () => {
   });
 
   it('serves manifests, chunks in order and pings', async () => {
-    const m = (await peer.getManifest('k')) as { size: number; chunks: string[] };
+    const answer = (await peer.getManifest('k'))!;
+    assert.equal(answer.holds, true);
+    const m = answer.manifest as { size: number; chunks: string[] };
     assert.equal(m.size, data.length);
     assert.deepEqual(m.chunks, chunks);
     const got = await drain(peer.fetchChunks(chunks, [4 * MiB, MiB + 3]));

@@ -9,11 +9,21 @@ import {
 import { isDigest } from '../cache/chunking.ts';
 import { IntegrityError, ObjectNotFoundError } from '../cache/errors.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
-import { keyProblem } from '../keys.ts';
 import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Coordinate } from '../overlay/vivaldi.ts';
-import { MAX_DIGESTS_PER_FETCH, PIECE_SIZE, peerService, pingToWire, toWire } from './peer-service.ts';
+import { type Manifest, parseManifest } from '../cache/manifest.ts';
+import { isKey, keyProblem } from '../keys.ts';
+import type { Holder } from '../overlay/holder-index.ts';
+import {
+  fromWire,
+  MAX_DIGESTS_PER_FETCH,
+  PIECE_SIZE,
+  peerService,
+  pingToWire,
+  toWire,
+  type WireManifest,
+} from './peer-service.ts';
 import type { PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 
@@ -31,6 +41,14 @@ export interface PeerServerOptions {
    * Without it, Probe is UNIMPLEMENTED.
    */
   probe?: (target: string) => Promise<PingResult | undefined>;
+  /**
+   * The holder index of the keys this node owns: answers GetManifest for objects it does not hold
+   * itself, and takes Hold reports (`record` decides whom to believe).
+   */
+  index?: {
+    lookup(key: string): { manifest: Manifest; holders: Holder[] } | undefined;
+    record(manifest: Manifest, holder: Holder): void;
+  };
 }
 
 /** gRPC channel options shared by both ends of the data plane. */
@@ -53,9 +71,29 @@ export function createPeerServer(opts: PeerServerOptions): Server {
     getManifest(call: ServerUnaryCall<{ key: string }, unknown>, callback: sendUnaryData<unknown>) {
       const problem = keyProblem(call.request.key);
       if (problem) return callback(grpcError(status.INVALID_ARGUMENT, problem));
-      const manifest = store.lookup(call.request.key);
+      const local = store.lookup(call.request.key);
+      const known = opts.index?.lookup(call.request.key);
+      const manifest = local ?? known?.manifest;
       if (!manifest) return callback(grpcError(status.NOT_FOUND, `no object ${call.request.key}`));
-      callback(null, toWire(manifest));
+      const holders = known && known.manifest.root === manifest.root ? known.holders : [];
+      callback(null, { manifest: toWire(manifest), holds: local !== undefined, holders });
+    },
+    hold(
+      call: ServerUnaryCall<{ manifest?: WireManifest; holder?: Holder }, unknown>,
+      callback: sendUnaryData<unknown>,
+    ) {
+      const { manifest, holder } = call.request;
+      if (!manifest || !holder)
+        return callback(grpcError(status.INVALID_ARGUMENT, 'manifest and holder are required'));
+      try {
+        opts.index?.record(parseManifest(fromWire(manifest), isKey), {
+          nodeId: holder.nodeId,
+          grpc: holder.grpc,
+        });
+      } catch (error) {
+        return callback(grpcError(status.INVALID_ARGUMENT, (error as Error).message));
+      }
+      callback(null, {});
     },
     fetchChunks(call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>) {
       streamChunks(store, opts.counters, call).catch((error) => {

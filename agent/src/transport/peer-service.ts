@@ -61,6 +61,13 @@ export function toWire(m: Manifest): WireManifest {
   };
 }
 
+/** GetManifestResponse as protobuf-js sees it. */
+export interface WireManifestAnswer {
+  manifest?: WireManifest | null;
+  holders?: { nodeId: string; grpc: string }[];
+  holds?: boolean;
+}
+
 /** The inverse of toWire, still untrusted: pass the result through parseManifest. */
 export function fromWire(w: WireManifest): Record<string, unknown> {
   return {

@@ -1,3 +1,5 @@
+import type { Manifest } from '../cache/manifest.ts';
+import type { Holder } from '../overlay/holder-index.ts';
 import type { Coordinate } from '../overlay/vivaldi.ts';
 
 /**
@@ -8,8 +10,10 @@ export interface PeerTransport {
   /** Stable peer identity, used in logs, metrics and blame. */
   readonly id: string;
   readonly address: string;
-  /** The peer's manifest for `key`, untrusted (check it with parseManifest); undefined: not held. */
-  getManifest(key: string, signal?: AbortSignal): Promise<unknown>;
+  /** What the peer knows of `key` (the manifest is untrusted: check it with parseManifest); undefined: nothing. */
+  getManifest(key: string, signal?: AbortSignal): Promise<ManifestAnswer | undefined>;
+  /** Tells this peer, one of `manifest.key`'s owners, that `holder` holds it. */
+  hold(manifest: Manifest, holder: Holder, signal?: AbortSignal): Promise<void>;
   /**
    * The chunks `digests` as whole chunks in order, their lengths given by `lengths`. Bytes are NOT
    * verified here: the caller hashes each one. Throws PeerError on a protocol or transport failure.
@@ -23,6 +27,13 @@ export interface PeerTransport {
   /** Asks this peer to ping `target` (host:port) for us: SWIM's indirect probe. */
   probe(target: string, signal?: AbortSignal): Promise<PingResult>;
   close(): void;
+}
+
+/** A peer's answer about a key: the manifest, whether it holds the bytes, and others it knows hold them. */
+export interface ManifestAnswer {
+  manifest: unknown;
+  holds: boolean;
+  holders: Holder[];
 }
 
 /** What a ping tells: who answered, where it is, and the round trip. */

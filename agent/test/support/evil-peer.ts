@@ -9,7 +9,8 @@ import { PIECE_SIZE, peerService } from '../../src/transport/peer-service.ts';
 import type { ChunkPiece } from '../../src/transport/piece-codec.ts';
 
 /**
- * A peer that speaks the protocol correctly but lies about content: it announces a genuine manifest
+ * A peer that speaks the protocol correctly but lies about content, and says it is in zone z-near of
+ * region r-near (so an agent there ranks it cheapest): it announces a genuine manifest
  * (copied from an honest agent) and serves chunks from `chunks`, with the chunks at the indexes in
  * `tamper` flipped by one bit.
  */
@@ -22,7 +23,7 @@ export async function startEvilPeer(opts: {
   const server = new Server();
   server.addService(peerService, {
     getManifest(_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) {
-      cb(null, opts.manifest);
+      cb(null, { manifest: opts.manifest, holds: true, holders: [] });
     },
     fetchChunks(call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>) {
       for (const [index, raw] of call.request.digests.entries()) {
@@ -36,7 +37,7 @@ export async function startEvilPeer(opts: {
       call.end();
     },
     ping(_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) {
-      cb(null, { nodeId: 'evil', zone: '', region: '', sentAtMs: 0 });
+      cb(null, { nodeId: 'evil', zone: 'z-near', region: 'r-near', sentAtMs: 0 });
     },
   });
   const port = await new Promise<number>((resolve, reject) =>

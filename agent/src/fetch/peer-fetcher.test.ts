@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chunkSizeFor, digestOf, rootDigest } from '../cache/chunking.ts';
+import { ObjectStore } from '../cache/object-store.ts';
+import { isKey } from '../keys.ts';
+import type { Holder } from '../overlay/holder-index.ts';
+import { Counters } from '../telemetry/counters.ts';
+import { createLogger } from '../telemetry/logger.ts';
+import { systemClock } from '../time/clock.ts';
+import type { ManifestAnswer, PeerTransport } from '../transport/peer-transport.ts';
+import { PeerFetcher } from './peer-fetcher.ts';
+
+const data = Buffer.from('hello');
+const chunk = digestOf(data);
+const manifest = {
+  key: 'k',
+  size: data.length,
+  chunkSize: chunkSizeFor(data.length),
+  chunks: [chunk],
+  root: rootDigest(data.length, chunkSizeFor(data.length), [chunk]),
+  createdAtMs: 1,
+};
+
+/** A peer that answers GetManifest as told and records that it was asked. */
+function peer(id: string, answer: Omit<ManifestAnswer, 'manifest'> | undefined) {
+  const asked: string[] = [];
+  const transport: PeerTransport = {
+    id,
+    address: `${id}:1`,
+    getManifest: (key) => {
+      asked.push(key);
+      return Promise.resolve(answer && { manifest, ...answer });
+    },
+    hold: () => Promise.resolve(),
+    fetchChunks: () => {
+      throw new Error('not in this test');
+    },
+    ping: () => Promise.reject(new Error('not in this test')),
+    probe: () => Promise.reject(new Error('not in this test')),
+    close: () => undefined,
+  };
+  return { transport, asked };
+}
+
+describe('PeerFetcher.locate', () => {
+  let dir: string;
+  let store: ObjectStore;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-fetcher-'));
+    store = await ObjectStore.open({
+      dir,
+      maxBytes: 2 ** 20,
+      memoryBytes: 0,
+      maxObjectBytes: 2 ** 20,
+      fsync: false,
+      clock: systemClock,
+      isKey,
+    });
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  const fetcher = (opts: { peers: PeerTransport[]; owners?: PeerTransport[]; members?: PeerTransport[] }) =>
+    new PeerFetcher({
+      store,
+      peers: () => opts.peers,
+      owners: () => opts.owners ?? [],
+      resolve: (h: Holder) => opts.members?.find((m) => m.id === h.nodeId && m.address === h.grpc),
+      rank: (holders) => [...holders].sort((a, b) => (a.id < b.id ? -1 : 1)),
+      counters: new Counters(),
+      logger: createLogger({ level: 'silent', nodeId: 't' }),
+      clock: systemClock,
+      timeoutMs: 1000,
+    });
+
+  it('asks the owners first and no one else when they know holders', async () => {
+    const h2 = peer('h2', { holds: true, holders: [] });
+    const h1 = peer('h1', { holds: true, holders: [] });
+    const owner = peer('owner', {
+      holds: false,
+      holders: [
+        { nodeId: 'h2', grpc: 'h2:1' },
+        { nodeId: 'h1', grpc: 'h1:1' },
+        { nodeId: 'stranger', grpc: 'x:1' },
+      ],
+    });
+    const empty = peer('empty', undefined);
+    const bystander = peer('bystander', { holds: true, holders: [] });
+    const f = fetcher({
+      peers: [owner.transport, empty.transport, bystander.transport, h1.transport, h2.transport],
+      owners: [owner.transport, empty.transport],
+      members: [h1.transport, h2.transport],
+    });
+    const located = await f.locate('k');
+    assert.deepEqual(
+      located?.holders.map((h) => h.id),
+      ['h1', 'h2'],
+      'named members resolved and ranked; strangers dropped',
+    );
+    assert.deepEqual(bystander.asked, [], 'one hop: nobody but the owners was asked');
+    assert.deepEqual(h1.asked, []);
+  });
+
+  it('falls back to everyone when no owner knows the key', async () => {
+    const owner = peer('owner', undefined);
+    const holder = peer('holder', { holds: true, holders: [] });
+    const f = fetcher({ peers: [owner.transport, holder.transport], owners: [owner.transport] });
+    assert.deepEqual(
+      (await f.locate('k'))?.holders.map((h) => h.id),
+      ['holder'],
+    );
+    assert.deepEqual(owner.asked, ['k'], 'the owner was asked once, not again in the fallback');
+    assert.equal(await fetcher({ peers: [owner.transport] }).locate('k'), undefined);
+  });
+});

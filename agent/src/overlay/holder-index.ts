@@ -1,0 +1,71 @@
+import type { Manifest } from '../cache/manifest.ts';
+import type { Clock } from '../time/clock.ts';
+
+/** A member that holds an object: its node id and data-plane address. */
+export interface Holder {
+  readonly nodeId: string;
+  readonly grpc: string;
+}
+
+/** How long a holder record lasts unless renewed. */
+export const HOLDER_TTL_MS = 10 * 60_000;
+/** Keys remembered at most (oldest forgotten first), and holders per key. */
+export const MAX_KEYS = 100_000;
+export const MAX_HOLDERS_PER_KEY = 64;
+
+interface Entry {
+  manifest: Manifest;
+  holders: Map<string, { holder: Holder; until: number }>;
+}
+
+/**
+ * What an owner knows of the keys it owns: the current manifest and which members hold it. Bounded in
+ * keys and holders per key; records expire unless renewed. A newer version (a manifest created later,
+ * with another root) replaces the old one and its holders.
+ */
+export class HolderIndex {
+  readonly #entries = new Map<string, Entry>();
+  readonly #clock: Clock;
+
+  constructor(clock: Clock) {
+    this.#clock = clock;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  record(manifest: Manifest, holder: Holder): void {
+    let entry = this.#entries.get(manifest.key);
+    if (entry && entry.manifest.root !== manifest.root) {
+      if (manifest.createdAtMs < entry.manifest.createdAtMs) return; // an older version: ignore
+      entry = undefined;
+    }
+    entry ??= { manifest, holders: new Map() };
+    this.#entries.delete(manifest.key); // re-insert: most recently recorded last
+    this.#entries.set(manifest.key, entry);
+    if (entry.holders.size >= MAX_HOLDERS_PER_KEY && !entry.holders.has(holder.nodeId)) return;
+    entry.holders.set(holder.nodeId, { holder, until: this.#clock.now() + HOLDER_TTL_MS });
+    for (const key of this.#entries.keys()) {
+      if (this.#entries.size <= MAX_KEYS) break;
+      this.#entries.delete(key);
+    }
+  }
+
+  /** The manifest and live holders of `key`, or undefined. */
+  lookup(key: string): { manifest: Manifest; holders: Holder[] } | undefined {
+    const entry = this.#entries.get(key);
+    if (!entry) return undefined;
+    const now = this.#clock.now();
+    for (const [id, { until }] of entry.holders) if (until <= now) entry.holders.delete(id);
+    if (entry.holders.size === 0) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return { manifest: entry.manifest, holders: [...entry.holders.values()].map((h) => h.holder) };
+  }
+
+  forget(key: string): void {
+    this.#entries.delete(key);
+  }
+}
