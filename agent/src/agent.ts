@@ -7,6 +7,7 @@ import { PeerFetcher } from './fetch/peer-fetcher.ts';
 import { createApp } from './http/app.ts';
 import { isKey } from './keys.ts';
 import { Overlay } from './overlay/overlay.ts';
+import { Replicator } from './overlay/replicator.ts';
 import { Counters } from './telemetry/counters.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
@@ -96,6 +97,15 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     clock,
     timeoutMs: config.transfer.peerTimeoutMs,
   });
+  const replicator = new Replicator({
+    store,
+    placementOf: (key) => overlay.placementOf(key),
+    self: () => overlay.selfHolder(),
+    logger,
+    writeCopies: config.replication.writeCopies,
+    timeoutMs: config.replication.timeoutMs,
+  });
+  overlay.onMembershipChange(() => replicator.schedule());
   const grpcServer = createPeerServer({
     store,
     counters,
@@ -105,6 +115,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     coordinate: () => overlay.vivaldi.coordinate,
     probe: (target) => overlay.probeFor(target),
     index: { lookup: (key) => overlay.index.lookup(key), record: (m, h) => overlay.recordHolder(m, h) },
+    replicate: async (key, root, source) => {
+      const transport = overlay.resolve(source);
+      if (!transport) return 'unknown-source';
+      await fetcher.copy(key, root, [transport]);
+      return 'stored';
+    },
   });
   const grpcPort = await bindPeerServer(grpcServer, config.grpc.host, config.grpc.port);
 
@@ -118,6 +134,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const app = createApp({
     store,
     fetcher,
+    replicate: (manifest) => replicator.afterPut(manifest),
+    writeCopies: config.replication.writeCopies,
     counters,
     metrics,
     logger,
@@ -167,6 +185,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     async close() {
       ready = false;
       clearInterval(sweep);
+      replicator.close();
       await overlay.close();
       http.closeAllConnections();
       await new Promise((resolve) => http.close(resolve));

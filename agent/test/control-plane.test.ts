@@ -12,6 +12,7 @@ import {
   startAgentProcess,
 } from '../harness/agent-process.ts';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/nats-server.ts';
+import { Placement } from '../src/overlay/placement.ts';
 
 const MiB = 2 ** 20;
 const MESH = 'itest';
@@ -85,20 +86,28 @@ describe('agents on a real NATS control plane', { skip: unavailable ?? false }, 
   });
 
   it('reads from the cheapest holder: the same zone before another zone', async () => {
-    // n0 and n3 are in zone z0, n1 in z1, all in region r1.
-    const body = randomBytes(5 * MiB);
-    for (const i of [1, 3]) {
-      assert.equal(
-        (await fetch(`${agents[i]!.url}/v1/objects/geo/near`, { method: 'PUT', body })).status,
-        201,
-      );
+    // A key whose owners (R = 3, one per zone) include n3 but not the reader n0, both in zone z0.
+    const placement = new Placement(
+      [0, 1, 2, 3, 4].map((i) => ({ id: `n${i}`, zone: `z${i % 3}`, region: 'r1', weight: 1 })),
+    );
+    let key = '';
+    for (let i = 0; !key; i++) {
+      const owners = placement.owners(`geo/near/${i}`, 3).map((o) => o.id);
+      if (owners.includes('n3') && !owners.includes('n0') && !owners.includes('n1')) key = `geo/near/${i}`;
     }
-    const res = await fetch(`${agents[0]!.url}/v1/objects/geo/near`);
+    const body = randomBytes(5 * MiB);
+    assert.equal((await fetch(`${agents[1]!.url}/v1/objects/${key}`, { method: 'PUT', body })).status, 201);
+    await eventually(async () => {
+      const head = await fetch(`${agents[3]!.url}/v1/objects/${key}`, { method: 'HEAD' });
+      return head.headers.get('x-edgemesh-source') === 'local' ? true : undefined;
+    });
+    const res = await fetch(`${agents[0]!.url}/v1/objects/${key}`);
     assert.equal(res.headers.get('x-edgemesh-source'), 'peer');
     assert.deepEqual(Buffer.from(await res.arrayBuffer()), body);
     const from = (await status(agents[0]!)).counters.bytesFromPeer;
     assert.equal(from.n3, body.length, "served by n3, in the reader's zone");
-    assert.equal(from.n1, undefined, 'not by n1, in another zone');
+    for (const other of ['n1', 'n2', 'n4'])
+      assert.equal(from[other], undefined, `nothing from ${other}, in another zone`);
   });
 
   it('carries no object bytes: a 64 MiB transfer moves almost nothing on NATS', async () => {

@@ -167,6 +167,11 @@ export class ObjectStore {
     };
   }
 
+  /** The keys of every live object (a snapshot). */
+  keys(): string[] {
+    return [...this.#objects.keys()];
+  }
+
   has(digest: string): boolean {
     return this.#chunks.has(digest);
   }

@@ -78,6 +78,14 @@ export const agentConfigSchema = z.strictObject({
     .strictObject({
       /** Owners per key (R): they keep its manifest and a copy. */
       factor: z.coerce.number().int().min(1).max(16).default(3),
+      /** Copies (the writer's included) that exist before a PUT answers 201; the rest follow in the background. */
+      writeCopies: z.coerce.number().int().min(1).max(16).default(1),
+      /** How long one replica may take to make. */
+      timeoutMs: z.coerce.number().int().min(100).default(60_000),
+    })
+    .refine((r) => r.writeCopies <= r.factor, {
+      message: 'writeCopies cannot exceed factor',
+      path: ['writeCopies'],
     })
     .prefault({}),
   controlPlane: z

@@ -35,6 +35,7 @@ function peer(id: string, answer: Omit<ManifestAnswer, 'manifest'> | undefined) 
       return Promise.resolve(answer && { manifest, ...answer });
     },
     hold: () => Promise.resolve(),
+    replicate: () => Promise.reject(new Error('not in this test')),
     fetchChunks: () => {
       throw new Error('not in this test');
     },

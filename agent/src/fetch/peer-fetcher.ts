@@ -127,6 +127,24 @@ export class PeerFetcher {
 
   /** A reader of `located`'s chunks, downloading them (or joining the download in progress). */
   open(located: Located): ChunkSource {
+    return this.#download(located).reader();
+  }
+
+  /**
+   * Copies version `root` of `key` from `sources` into the store, resolving once it is committed
+   * (at once if the store has it already). Rejects when no source has that version or the copy fails.
+   */
+  async copy(key: string, root: string, sources: readonly PeerTransport[]): Promise<void> {
+    if (this.#opts.store.lookup(key)?.root === root) return;
+    const found = await this.#ask(key, sources);
+    if (!found || found.manifest.root !== root)
+      throw new PeerFetchError(key, ['the source does not hold that version']);
+    await this.#download(found).stored;
+    if (this.#opts.store.lookup(key)?.root !== root)
+      throw new PeerFetchError(key, ['deleted or replaced while copying']);
+  }
+
+  #download(located: Located): Download {
     const key = located.manifest.key;
     let download = this.#inflight.get(key);
     if (!download || download.manifest.root !== located.manifest.root) {
@@ -137,7 +155,7 @@ export class PeerFetcher {
         if (this.#inflight.get(key) === started) this.#inflight.delete(key);
       });
     }
-    return download.reader();
+    return download;
   }
 }
 
@@ -152,7 +170,10 @@ const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
 class Download {
   readonly manifest: Manifest;
   readonly holders: PeerTransport[];
+  /** Settles when the download ends, either way. */
   readonly finished: Promise<void>;
+  /** Resolves when the object is committed to the store; rejects when the download fails. */
+  readonly stored: Promise<void>;
   readonly #opts: PeerFetcherOptions;
   readonly #lease: ChunkLease;
   /** Chunks 0..#verified-1 have arrived and passed verification. */
@@ -173,7 +194,8 @@ class Download {
     this.holders = [...located.holders];
     this.#opts = opts;
     this.#lease = opts.store.newLease();
-    this.finished = this.#run().then(
+    this.stored = this.#run();
+    this.finished = this.stored.then(
       () => this.#finish(undefined),
       (error: Error) => this.#finish(error),
     );

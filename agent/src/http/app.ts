@@ -1,4 +1,5 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Manifest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import type { PeerFetcher } from '../fetch/peer-fetcher.ts';
 import { Counters } from '../telemetry/counters.ts';
@@ -9,6 +10,8 @@ import { objectsHandler } from './objects.ts';
 
 export interface AppDeps {
   store: ObjectStore;
+  replicate?: (manifest: Manifest) => Promise<number>;
+  writeCopies?: number;
   fetcher: PeerFetcher | undefined;
   counters: Counters;
   metrics: AgentMetrics;

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
-import { isMediaType, manifestChunkLength, objectDigest } from '../cache/manifest.ts';
+import { isMediaType, type Manifest, manifestChunkLength, objectDigest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import { type ChunkSource, localSource } from '../fetch/chunk-source.ts';
 import type { Located, PeerFetcher } from '../fetch/peer-fetcher.ts';
@@ -18,6 +18,10 @@ const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
 export interface ObjectRoutesDeps {
   store: ObjectStore;
+  /** Replicates a stored object to its owners; resolves with the copies that exist (this one included). */
+  replicate?: (manifest: Manifest) => Promise<number>;
+  /** Copies required before a PUT answers 201. */
+  writeCopies?: number;
   fetcher: PeerFetcher | undefined;
   counters: Counters;
   logger: Logger;
@@ -92,6 +96,16 @@ async function put(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
   });
   deps.counters.bytesStored += manifest.size;
   const digest = objectDigest(manifest);
+  const copies = deps.replicate ? await deps.replicate(manifest) : 1;
+  res.set('X-Edgemesh-Copies', String(copies));
+  const required = deps.writeCopies ?? 1;
+  if (copies < required) {
+    throw new HttpError(
+      503,
+      'ReplicationIncomplete',
+      `stored on ${copies} node(s) but ${required} copies were required; replication goes on in the background`,
+    );
+  }
   res
     .status(201)
     .set({ ETag: `"${digest}"`, Location: OBJECTS_PREFIX + key })

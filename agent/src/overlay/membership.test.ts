@@ -24,6 +24,7 @@ class Network {
         this.nodes.get(info.grpc)?.up ? this.ping(target) : Promise.reject(new Error('helper down')),
       getManifest: () => Promise.reject(new Error('not in this test')),
       hold: () => Promise.reject(new Error('not in this test')),
+      replicate: () => Promise.reject(new Error('not in this test')),
       fetchChunks: () => {
         throw new Error('not in this test');
       },

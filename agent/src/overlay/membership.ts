@@ -65,6 +65,8 @@ export interface MembershipOptions {
   vivaldi?: Vivaldi;
   timing?: Partial<MembershipTiming>;
   random?: () => number;
+  /** Told when a member becomes alive or stops being alive. */
+  onChange?: () => void;
   /** Told when an announcement is ignored, and why (for counters). */
   onIgnored?: (reason: string) => void;
 }
@@ -343,8 +345,10 @@ export class Membership {
       { member: member.info.nodeId, from: member.state, to: state, why },
       'membership change',
     );
+    const wasAlive = member.state === 'alive';
     member.state = state;
     member.since = this.#now();
+    if (wasAlive !== (state === 'alive')) this.#opts.onChange?.();
   }
 
   #publish(

@@ -34,6 +34,7 @@ export class Overlay {
   readonly #opts: OverlayOptions;
   #membership: Membership | undefined;
   #placement: { version: string; placement: Placement } | undefined;
+  readonly #listeners: (() => void)[] = [];
 
   constructor(opts: OverlayOptions) {
     this.#opts = opts;
@@ -77,6 +78,9 @@ export class Overlay {
       vivaldi: this.vivaldi,
       timing: config.membership,
       onIgnored: (reason) => Counters.bump(counters.controlDropped, reason),
+      onChange: () => {
+        for (const listener of this.#listeners) listener();
+      },
     });
     this.#membership.start();
     this.staticPeers.start();
@@ -94,6 +98,11 @@ export class Overlay {
 
   /** The peers among `key`'s owners by placement over the confirmed members and this node. */
   owners(key: string): PeerTransport[] {
+    return this.placementOf(key).peers;
+  }
+
+  /** `key`'s owners: whether this node is one, and the others' connections. */
+  placementOf(key: string): { self: boolean; peers: PeerTransport[] } {
     const members = this.#membership?.alive() ?? [];
     const self = this.#membership?.self;
     const version = members.map((m) => `${m.info.nodeId}:${m.info.weight}`).join();
@@ -103,9 +112,22 @@ export class Overlay {
       this.#placement = { version, placement: new Placement(placed) };
     }
     const byId = new Map(members.map((m) => [m.info.nodeId, m.transport]));
-    return this.#placement.placement
-      .owners(key, this.#opts.config.replication.factor)
-      .flatMap((owner) => byId.get(owner.id) ?? []);
+    const owners = this.#placement.placement.owners(key, this.#opts.config.replication.factor);
+    return {
+      self: owners.some((o) => o.id === self?.nodeId),
+      peers: owners.flatMap((owner) => byId.get(owner.id) ?? []),
+    };
+  }
+
+  /** This node as a holder others can reach, once started. */
+  selfHolder(): Holder | undefined {
+    const self = this.#membership?.self;
+    return self && { nodeId: self.nodeId, grpc: self.grpc };
+  }
+
+  /** Calls `listener` whenever a member comes or goes. */
+  onMembershipChange(listener: () => void): void {
+    this.#listeners.push(listener);
   }
 
   /** `holders` cheapest first: same zone, same region, then elsewhere; then by RTT (measured, else estimated). */

@@ -85,6 +85,13 @@ export class GrpcPeer implements PeerTransport {
     });
   }
 
+  async replicate(manifest: Manifest, source: Holder, signal?: AbortSignal): Promise<void> {
+    const request = { key: manifest.key, source, root: Buffer.from(manifest.root, 'hex') };
+    await this.#unary('Replicate', request, signal).catch((error: Error) => {
+      throw new PeerError(this.id, `Replicate of ${manifest.key} failed: ${error.message}`, { cause: error });
+    });
+  }
+
   async ping(signal?: AbortSignal): Promise<PingResult> {
     const started = performance.now();
     const r = await this.#unary<WirePing>('Ping', { sentAtMs: Date.now() }, signal).catch((error: Error) => {

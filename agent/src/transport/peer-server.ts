@@ -45,6 +45,11 @@ export interface PeerServerOptions {
    * The holder index of the keys this node owns: answers GetManifest for objects it does not hold
    * itself, and takes Hold reports (`record` decides whom to believe).
    */
+  /**
+   * Copies `key` (version `root`) from `source` into this node's store. Resolves 'stored' once it is
+   * there, 'unknown-source' when `source` is not a confirmed member; rejects when the copy fails.
+   */
+  replicate?: (key: string, root: string, source: Holder) => Promise<'stored' | 'unknown-source'>;
   index?: {
     lookup(key: string): { manifest: Manifest; holders: Holder[] } | undefined;
     record(manifest: Manifest, holder: Holder): void;
@@ -77,6 +82,29 @@ export function createPeerServer(opts: PeerServerOptions): Server {
       if (!manifest) return callback(grpcError(status.NOT_FOUND, `no object ${call.request.key}`));
       const holders = known && known.manifest.root === manifest.root ? known.holders : [];
       callback(null, { manifest: toWire(manifest), holds: local !== undefined, holders });
+    },
+    replicate(
+      call: ServerUnaryCall<{ key: string; source?: Holder; root: Buffer }, unknown>,
+      callback: sendUnaryData<unknown>,
+    ) {
+      const { key, source } = call.request;
+      const root = Buffer.from(call.request.root ?? []).toString('hex');
+      const problem = keyProblem(key);
+      if (problem || !source || !isDigest(root)) {
+        return callback(
+          grpcError(status.INVALID_ARGUMENT, problem ?? 'source and a 32-byte root are required'),
+        );
+      }
+      if (!opts.replicate) return callback(grpcError(status.UNIMPLEMENTED, 'this node keeps no replicas'));
+      opts.replicate(key, root, { nodeId: source.nodeId, grpc: source.grpc }).then(
+        (outcome) =>
+          outcome === 'unknown-source'
+            ? callback(
+                grpcError(status.FAILED_PRECONDITION, `${source.nodeId} is not a confirmed member here`),
+              )
+            : callback(null, {}),
+        (error: Error) => callback(grpcError(status.UNAVAILABLE, `could not copy ${key}: ${error.message}`)),
+      );
     },
     hold(
       call: ServerUnaryCall<{ manifest?: WireManifest; holder?: Holder }, unknown>,

@@ -14,6 +14,8 @@ export interface PeerTransport {
   getManifest(key: string, signal?: AbortSignal): Promise<ManifestAnswer | undefined>;
   /** Tells this peer, one of `manifest.key`'s owners, that `holder` holds it. */
   hold(manifest: Manifest, holder: Holder, signal?: AbortSignal): Promise<void>;
+  /** Asks this peer, one of `manifest.key`'s owners, to copy it from `source`; resolves once it is stored there. */
+  replicate(manifest: Manifest, source: Holder, signal?: AbortSignal): Promise<void>;
   /**
    * The chunks `digests` as whole chunks in order, their lengths given by `lengths`. Bytes are NOT
    * verified here: the caller hashes each one. Throws PeerError on a protocol or transport failure.

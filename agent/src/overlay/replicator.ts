@@ -1,0 +1,110 @@
+import type { Manifest } from '../cache/manifest.ts';
+import type { ObjectStore } from '../cache/object-store.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { PeerTransport } from '../transport/peer-transport.ts';
+import type { Holder } from './holder-index.ts';
+
+/** Replicate calls run at once during a repair pass. */
+const REPAIR_PARALLELISM = 4;
+/** Membership changes within this window cause one repair pass. */
+const REPAIR_DEBOUNCE_MS = 200;
+
+export interface ReplicatorOptions {
+  store: ObjectStore;
+  /** `key`'s owners: whether this node is one, and the others' connections. */
+  placementOf: (key: string) => { self: boolean; peers: PeerTransport[] };
+  self: () => Holder | undefined;
+  logger: Logger;
+  /** Copies (this one included) a PUT waits for. */
+  writeCopies: number;
+  timeoutMs: number;
+}
+
+/**
+ * Keeps R copies of every object on its owners. A PUT asks the owners to copy from the writer and
+ * waits for `writeCopies` of them; when membership changes, each owner of a key asks the owners it
+ * has not yet seen to copy it (repair). Owners pull over the ordinary verified download path, and one
+ * that already has the version answers at once, so asking twice costs one round trip.
+ */
+export class Replicator {
+  readonly #opts: ReplicatorOptions;
+  /** The owners each key was last replicated to, by address. */
+  readonly #replicatedTo = new Map<string, Set<string>>();
+  #repairTimer: NodeJS.Timeout | undefined;
+  #repairing: Promise<void> = Promise.resolve();
+
+  constructor(opts: ReplicatorOptions) {
+    this.#opts = opts;
+  }
+
+  /** Replicates a freshly stored object; resolves with the copies known to exist (this one included). */
+  async afterPut(manifest: Manifest): Promise<number> {
+    const { peers } = this.#opts.placementOf(manifest.key);
+    const needed = Math.min(this.#opts.writeCopies - 1, peers.length);
+    const results = peers.map((owner) => this.#copyTo(owner, manifest));
+    if (needed <= 0) return 1; // the rest goes on in the background
+    return new Promise<number>((resolve) => {
+      let confirmed = 0;
+      let settled = 0;
+      for (const result of results) {
+        void result.then((ok) => {
+          settled++;
+          if (ok) confirmed++;
+          if (confirmed >= needed || settled === results.length) resolve(1 + confirmed);
+        });
+      }
+    });
+  }
+
+  /** Runs one repair pass soon (coalescing bursts of membership changes). */
+  schedule(): void {
+    clearTimeout(this.#repairTimer);
+    this.#repairTimer = setTimeout(() => {
+      this.#repairing = this.#repairing.then(() => this.repair());
+    }, REPAIR_DEBOUNCE_MS);
+    this.#repairTimer.unref();
+  }
+
+  /** For every key this node owns and holds: asks owners it has not replicated to yet to copy it. */
+  async repair(): Promise<void> {
+    const work: (() => Promise<unknown>)[] = [];
+    const keys = this.#opts.store.keys();
+    const live = new Set(keys);
+    for (const key of this.#replicatedTo.keys()) if (!live.has(key)) this.#replicatedTo.delete(key);
+    for (const key of keys) {
+      const manifest = this.#opts.store.lookup(key);
+      const placement = this.#opts.placementOf(key);
+      if (!manifest || !placement.self) continue;
+      const done = this.#replicatedTo.get(key);
+      for (const owner of placement.peers) {
+        if (!done?.has(owner.address)) work.push(() => this.#copyTo(owner, manifest));
+      }
+    }
+    for (let i = 0; i < work.length; i += REPAIR_PARALLELISM) {
+      await Promise.all(work.slice(i, i + REPAIR_PARALLELISM).map((run) => run()));
+    }
+    if (work.length > 0) this.#opts.logger.info({ copies: work.length }, 'repair pass finished');
+  }
+
+  close(): void {
+    clearTimeout(this.#repairTimer);
+  }
+
+  async #copyTo(owner: PeerTransport, manifest: Manifest): Promise<boolean> {
+    const self = this.#opts.self();
+    if (!self) return false;
+    try {
+      await owner.replicate(manifest, self, AbortSignal.timeout(this.#opts.timeoutMs));
+      const done = this.#replicatedTo.get(manifest.key) ?? new Set<string>();
+      done.add(owner.address);
+      this.#replicatedTo.set(manifest.key, done);
+      return true;
+    } catch (error) {
+      this.#opts.logger.warn(
+        { owner: owner.id, key: manifest.key, err: (error as Error).message },
+        'replica not made',
+      );
+      return false;
+    }
+  }
+}
