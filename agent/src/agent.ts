@@ -8,6 +8,8 @@ import { createApp } from './http/app.ts';
 import { isKey } from './keys.ts';
 import { Overlay } from './overlay/overlay.ts';
 import { Replicator } from './overlay/replicator.ts';
+import { getViaOrigin, OriginFetcher } from './fetch/origin.ts';
+import { ObjectNotFoundError } from './cache/errors.ts';
 import { Counters } from './telemetry/counters.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
@@ -97,6 +99,13 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     clock,
     timeoutMs: config.transfer.peerTimeoutMs,
   });
+  const origin = new OriginFetcher({
+    rules: config.origins,
+    store,
+    counters,
+    logger,
+    timeoutMs: config.replication.timeoutMs,
+  });
   const replicator = new Replicator({
     store,
     placementOf: (key) => overlay.placementOf(key),
@@ -115,6 +124,13 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     coordinate: () => overlay.vivaldi.coordinate,
     probe: (target) => overlay.probeFor(target),
     index: { lookup: (key) => overlay.index.lookup(key), record: (m, h) => overlay.recordHolder(m, h) },
+    fetchOrigin: async (key) => {
+      if (!origin.urlFor(key)) return undefined;
+      return origin.fetch(key).catch((error: unknown) => {
+        if (error instanceof ObjectNotFoundError) return undefined;
+        throw error;
+      });
+    },
     replicate: async (key, root, source) => {
       const transport = overlay.resolve(source);
       if (!transport) return 'unknown-source';
@@ -135,6 +151,13 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     store,
     fetcher,
     replicate: (manifest) => replicator.afterPut(manifest),
+    origin: (key) =>
+      getViaOrigin(key, {
+        origin,
+        ownerOrder: (k) => overlay.ownerOrder(k),
+        logger,
+        timeoutMs: config.replication.timeoutMs,
+      }),
     writeCopies: config.replication.writeCopies,
     counters,
     metrics,

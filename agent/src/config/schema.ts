@@ -20,6 +20,17 @@ const hostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port (IPv6 as [addr]:port)');
 
+const originUrl = z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' });
+/** `{ prefix, url }`, or `prefix=url` (the form flags and variables use). */
+const origin = z.union([
+  z.strictObject({ prefix: z.string().max(512), url: originUrl }),
+  z
+    .string()
+    .regex(/^[^=]*=.+$/, 'expected prefix=url')
+    .transform((s) => ({ prefix: s.slice(0, s.indexOf('=')), url: s.slice(s.indexOf('=') + 1) }))
+    .pipe(z.strictObject({ prefix: z.string().max(512), url: originUrl })),
+]);
+
 const peer = z.union([
   hostPort.transform((address) => ({ address, id: address })),
   z
@@ -74,6 +85,8 @@ export const agentConfigSchema = z.strictObject({
     .default('default'),
   /** Relative capacity for owning keys (0: owns none, e.g. battery or metered nodes). */
   weight: z.coerce.number().min(0).max(1000).default(1),
+  /** Origin rules: a key starting with `prefix` that no node holds is fetched from `url` + the rest of the key. */
+  origins: z.array(origin).default([]),
   replication: z
     .strictObject({
       /** Owners per key (R): they keep its manifest and a copy. */

@@ -13,10 +13,11 @@ export interface ChunkSource {
   close(): void;
 }
 
-export function localSource(store: ObjectStore, handle: ObjectHandle): ChunkSource {
+/** Reads a pinned local object; `source` says how it got here (`origin` right after an origin fetch). */
+export function localSource(store: ObjectStore, handle: ObjectHandle, source: Source = 'local'): ChunkSource {
   return {
     manifest: handle.manifest,
-    source: 'local',
+    source,
     read: (index) => store.readChunk(handle.manifest.chunks[index]!),
     close: () => handle.release(),
   };

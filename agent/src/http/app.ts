@@ -1,6 +1,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Manifest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
+import type { OriginOutcome } from '../fetch/origin.ts';
 import type { PeerFetcher } from '../fetch/peer-fetcher.ts';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -11,6 +12,7 @@ import { objectsHandler } from './objects.ts';
 export interface AppDeps {
   store: ObjectStore;
   replicate?: (manifest: Manifest) => Promise<number>;
+  origin?: (key: string) => Promise<OriginOutcome | undefined>;
   writeCopies?: number;
   fetcher: PeerFetcher | undefined;
   counters: Counters;

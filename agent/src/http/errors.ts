@@ -6,6 +6,7 @@ import {
   ObjectNotFoundError,
   ObjectTooLargeError,
 } from '../cache/errors.ts';
+import { OriginError } from '../fetch/origin.ts';
 import { PeerFetchError } from '../fetch/peer-fetcher.ts';
 
 /** An error meant for the HTTP client, with its status and a stable machine-readable code. */
@@ -31,6 +32,7 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof InsufficientStorageError)
     return new HttpError(507, 'InsufficientStorage', error.message);
   if (error instanceof PeerFetchError) return new HttpError(502, 'PeerFetchFailed', error.message);
+  if (error instanceof OriginError) return new HttpError(502, 'OriginFailed', error.message);
   if (error instanceof IntegrityError) return new HttpError(502, 'IntegrityError', error.message);
   return new HttpError(500, 'Internal', 'internal error');
 }

@@ -4,6 +4,7 @@ import type { Request, Response } from 'express';
 import { isMediaType, type Manifest, manifestChunkLength, objectDigest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import { type ChunkSource, localSource } from '../fetch/chunk-source.ts';
+import type { OriginOutcome } from '../fetch/origin.ts';
 import type { Located, PeerFetcher } from '../fetch/peer-fetcher.ts';
 import { keyProblem } from '../keys.ts';
 import type { Counters } from '../telemetry/counters.ts';
@@ -22,6 +23,8 @@ export interface ObjectRoutesDeps {
   replicate?: (manifest: Manifest) => Promise<number>;
   /** Copies required before a PUT answers 201. */
   writeCopies?: number;
+  /** Gets an object no node holds by the origin rules (one origin fetch for the mesh). */
+  origin?: (key: string) => Promise<OriginOutcome | undefined>;
   fetcher: PeerFetcher | undefined;
   counters: Counters;
   logger: Logger;
@@ -135,7 +138,11 @@ async function get(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
   else {
     deps.counters.misses++;
     located = await deps.fetcher?.locate(key);
-    if (!located) throw new HttpError(404, 'NotFound', `no object ${key}`);
+    const viaOrigin = located ? undefined : await deps.origin?.(key);
+    if (viaOrigin?.source === 'peer') located = viaOrigin.located;
+    const fetched = viaOrigin?.source === 'origin' ? deps.store.openRead(key) : undefined;
+    if (fetched) source = localSource(deps.store, fetched, 'origin');
+    if (!source && !located) throw new HttpError(404, 'NotFound', `no object ${key}`);
   }
   try {
     const manifest = source?.manifest ?? located!.manifest;

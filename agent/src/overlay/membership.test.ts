@@ -25,6 +25,7 @@ class Network {
       getManifest: () => Promise.reject(new Error('not in this test')),
       hold: () => Promise.reject(new Error('not in this test')),
       replicate: () => Promise.reject(new Error('not in this test')),
+      fetchOrigin: () => Promise.reject(new Error('not in this test')),
       fetchChunks: () => {
         throw new Error('not in this test');
       },

@@ -119,6 +119,20 @@ export class Overlay {
     };
   }
 
+  /** `key`'s owners in placement order, this node marked 'self'. */
+  ownerOrder(key: string): ('self' | PeerTransport)[] {
+    this.placementOf(key); // refreshes the placement for the current membership
+    const self = this.#membership?.self.nodeId;
+    const byId = new Map((this.#membership?.alive() ?? []).map((m) => [m.info.nodeId, m.transport]));
+    const order: ('self' | PeerTransport)[] = [];
+    for (const owner of this.#placement!.placement.owners(key, this.#opts.config.replication.factor)) {
+      const transport = byId.get(owner.id);
+      if (owner.id === self) order.push('self');
+      else if (transport) order.push(transport);
+    }
+    return order;
+  }
+
   /** This node as a holder others can reach, once started. */
   selfHolder(): Holder | undefined {
     const self = this.#membership?.self;

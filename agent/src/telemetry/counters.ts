@@ -16,6 +16,9 @@ export class Counters {
   /** Chunks received from each peer that failed verification. */
   readonly badChunksByPeer = new Map<string, number>();
   readonly bytesFromPeer = new Map<string, number>();
+  /** Fetches this agent made from origins, and the object bytes they brought. */
+  originFetches = 0;
+  bytesFromOrigin = 0;
   /** Chunk bytes this agent served to peers over gRPC. */
   bytesToPeers = 0;
   /** Control-plane traffic (NATS): messages and bytes in, bytes out, and what was dropped and why. */
@@ -40,6 +43,8 @@ export class Counters {
       badChunksByPeer: Object.fromEntries(this.badChunksByPeer),
       bytesFromPeer: Object.fromEntries(this.bytesFromPeer),
       bytesToPeers: this.bytesToPeers,
+      originFetches: this.originFetches,
+      bytesFromOrigin: this.bytesFromOrigin,
       control: {
         messagesIn: this.controlMessagesIn,
         bytesIn: this.controlBytesIn,

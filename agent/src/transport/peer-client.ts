@@ -55,27 +55,42 @@ export class GrpcPeer implements PeerTransport {
     );
   }
 
-  #unary<T>(method: string, request: unknown, signal?: AbortSignal): Promise<T> {
+  /** A unary call with a deadline of the client's timeout, or `timeoutMs`; `signal` cancels it. */
+  #unary<T>(method: string, request: unknown, signal?: AbortSignal, timeoutMs = this.#timeoutMs): Promise<T> {
     return new Promise((resolve, reject) => {
       const call = (this.#client[method] as Unary).call(
         this.#client,
         request,
         new Metadata(),
-        { deadline: Date.now() + this.#timeoutMs },
+        { deadline: Date.now() + timeoutMs },
         (error, response) => (error ? reject(error) : resolve(response as T)),
       ) as { cancel(): void };
       signal?.addEventListener('abort', () => call.cancel(), { once: true });
     });
   }
 
-  async getManifest(key: string, signal?: AbortSignal): Promise<ManifestAnswer | undefined> {
+  getManifest(key: string, signal?: AbortSignal): Promise<ManifestAnswer | undefined> {
+    return this.#answer('GetManifest', key, signal);
+  }
+
+  /** Waits as long as `signal` allows (an origin download can take minutes), else an hour. */
+  fetchOrigin(key: string, signal?: AbortSignal): Promise<ManifestAnswer | undefined> {
+    return this.#answer('FetchOrigin', key, signal, 3_600_000);
+  }
+
+  async #answer(
+    method: string,
+    key: string,
+    signal?: AbortSignal,
+    timeoutMs?: number,
+  ): Promise<ManifestAnswer | undefined> {
     try {
-      const r = await this.#unary<WireManifestAnswer>('GetManifest', { key }, signal);
+      const r = await this.#unary<WireManifestAnswer>(method, { key }, signal, timeoutMs);
       const holders = (r.holders ?? []).map((h) => ({ nodeId: h.nodeId, grpc: h.grpc }));
       return { manifest: r.manifest ? fromWire(r.manifest) : undefined, holds: Boolean(r.holds), holders };
     } catch (error) {
       if ((error as ServiceError).code === status.NOT_FOUND) return undefined;
-      throw new PeerError(this.id, `GetManifest failed: ${(error as Error).message}`, { cause: error });
+      throw new PeerError(this.id, `${method} failed: ${(error as Error).message}`, { cause: error });
     }
   }
 

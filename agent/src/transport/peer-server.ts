@@ -50,6 +50,8 @@ export interface PeerServerOptions {
    * there, 'unknown-source' when `source` is not a confirmed member; rejects when the copy fails.
    */
   replicate?: (key: string, root: string, source: Holder) => Promise<'stored' | 'unknown-source'>;
+  /** Gets `key` from its origin into this node's store (once for all askers); undefined: no such object. */
+  fetchOrigin?: (key: string) => Promise<Manifest | undefined>;
   index?: {
     lookup(key: string): { manifest: Manifest; holders: Holder[] } | undefined;
     record(manifest: Manifest, holder: Holder): void;
@@ -82,6 +84,18 @@ export function createPeerServer(opts: PeerServerOptions): Server {
       if (!manifest) return callback(grpcError(status.NOT_FOUND, `no object ${call.request.key}`));
       const holders = known && known.manifest.root === manifest.root ? known.holders : [];
       callback(null, { manifest: toWire(manifest), holds: local !== undefined, holders });
+    },
+    fetchOrigin(call: ServerUnaryCall<{ key: string }, unknown>, callback: sendUnaryData<unknown>) {
+      const problem = keyProblem(call.request.key);
+      if (problem) return callback(grpcError(status.INVALID_ARGUMENT, problem));
+      if (!opts.fetchOrigin) return callback(grpcError(status.NOT_FOUND, 'no origin rules here'));
+      opts.fetchOrigin(call.request.key).then(
+        (manifest) =>
+          manifest
+            ? callback(null, { manifest: toWire(manifest), holds: true, holders: [] })
+            : callback(grpcError(status.NOT_FOUND, `no origin has ${call.request.key}`)),
+        (error: Error) => callback(grpcError(status.UNAVAILABLE, `origin fetch failed: ${error.message}`)),
+      );
     },
     replicate(
       call: ServerUnaryCall<{ key: string; source?: Holder; root: Buffer }, unknown>,

@@ -12,6 +12,11 @@ export interface PeerTransport {
   readonly address: string;
   /** What the peer knows of `key` (the manifest is untrusted: check it with parseManifest); undefined: nothing. */
   getManifest(key: string, signal?: AbortSignal): Promise<ManifestAnswer | undefined>;
+  /**
+   * Asks this peer, one of `key`'s owners, to get it from its origin (once for all askers); what it
+   * then knows of `key`, or undefined when the origin has no such object.
+   */
+  fetchOrigin(key: string, signal?: AbortSignal): Promise<ManifestAnswer | undefined>;
   /** Tells this peer, one of `manifest.key`'s owners, that `holder` holds it. */
   hold(manifest: Manifest, holder: Holder, signal?: AbortSignal): Promise<void>;
   /** Asks this peer, one of `manifest.key`'s owners, to copy it from `source`; resolves once it is stored there. */

@@ -1,0 +1,126 @@
+import { Readable } from 'node:stream';
+import { ObjectNotFoundError } from '../cache/errors.ts';
+import { isMediaType, type Manifest, parseManifest } from '../cache/manifest.ts';
+import type { ObjectStore } from '../cache/object-store.ts';
+import type { Counters } from '../telemetry/counters.ts';
+import { isKey } from '../keys.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { PeerTransport } from '../transport/peer-transport.ts';
+import type { Located } from './peer-fetcher.ts';
+
+export interface OriginRule {
+  prefix: string;
+  url: string;
+}
+
+/** The origin answered with an error, or could not be reached. Retryable. */
+export class OriginError extends Error {
+  override name = 'OriginError';
+}
+
+/**
+ * Gets objects from their origin (HTTP GET of the rule's URL + the rest of the key) into the store,
+ * once per key however many ask at the same time. The body streams into the verified store chunk by
+ * chunk; a 404 from the origin is ObjectNotFoundError.
+ */
+export class OriginFetcher {
+  readonly #rules: readonly OriginRule[];
+  readonly #store: ObjectStore;
+  readonly #counters: Counters;
+  readonly #logger: Logger;
+  readonly #timeoutMs: number;
+  readonly #inflight = new Map<string, Promise<Manifest>>();
+
+  constructor(opts: {
+    rules: readonly OriginRule[];
+    store: ObjectStore;
+    counters: Counters;
+    logger: Logger;
+    timeoutMs: number;
+  }) {
+    this.#rules = [...opts.rules].sort((a, b) => b.prefix.length - a.prefix.length); // longest prefix wins
+    this.#store = opts.store;
+    this.#counters = opts.counters;
+    this.#logger = opts.logger;
+    this.#timeoutMs = opts.timeoutMs;
+  }
+
+  /** The origin URL for `key`, or undefined when no rule matches. */
+  urlFor(key: string): string | undefined {
+    const rule = this.#rules.find((r) => key.startsWith(r.prefix));
+    return rule && rule.url + key.slice(rule.prefix.length);
+  }
+
+  /** Gets `key` from its origin into the store (joining a fetch already under way); its manifest. */
+  fetch(key: string): Promise<Manifest> {
+    const local = this.#store.lookup(key);
+    if (local) return Promise.resolve(local);
+    let pending = this.#inflight.get(key);
+    if (!pending) {
+      pending = this.#fetch(key).finally(() => this.#inflight.delete(key));
+      this.#inflight.set(key, pending);
+    }
+    return pending;
+  }
+
+  async #fetch(key: string): Promise<Manifest> {
+    const url = this.urlFor(key);
+    if (!url) throw new ObjectNotFoundError(key);
+    this.#counters.originFetches++;
+    let res: Response;
+    try {
+      res = await fetch(url, { signal: AbortSignal.timeout(this.#timeoutMs), redirect: 'follow' });
+    } catch (error) {
+      throw new OriginError(`origin ${url} unreachable: ${(error as Error).message}`, { cause: error });
+    }
+    if (res.status === 404) throw new ObjectNotFoundError(key);
+    if (!res.ok || !res.body) throw new OriginError(`origin ${url} answered ${res.status}`);
+    const length = res.headers.get('content-length');
+    const size = length === null ? undefined : Number(length);
+    const type = res.headers.get('content-type') ?? undefined;
+    const manifest = await this.#store.put(key, Readable.fromWeb(res.body), {
+      ...(size !== undefined && Number.isSafeInteger(size) ? { size } : {}),
+      ...(type && isMediaType(type) ? { contentType: type } : {}),
+    });
+    this.#counters.bytesFromOrigin += manifest.size;
+    this.#logger.info({ key, url, bytes: manifest.size }, 'fetched from origin');
+    return manifest;
+  }
+}
+
+export type OriginOutcome = { source: 'origin'; manifest: Manifest } | { source: 'peer'; located: Located };
+
+export interface OriginRouteDeps {
+  origin: OriginFetcher;
+  /** `key`'s owners in placement order, this node marked 'self'. */
+  ownerOrder: (key: string) => ('self' | PeerTransport)[];
+  logger: Logger;
+  timeoutMs: number;
+}
+
+/**
+ * Gets `key`, which no node holds, by its origin rule, with one origin fetch for the whole mesh: the
+ * first owner that answers fetches it (this node, when it comes first) and everyone else then gets it
+ * from that owner. Only when no owner can be reached does this node go to the origin itself.
+ * Undefined when no rule matches or the origin has no such object.
+ */
+export async function getViaOrigin(key: string, deps: OriginRouteDeps): Promise<OriginOutcome | undefined> {
+  if (!deps.origin.urlFor(key)) return undefined;
+  for (const owner of deps.ownerOrder(key)) {
+    if (owner === 'self') return { source: 'origin', manifest: await deps.origin.fetch(key) };
+    try {
+      const answer = await owner.fetchOrigin(key, AbortSignal.timeout(deps.timeoutMs));
+      if (!answer) return undefined;
+      return {
+        source: 'peer',
+        located: { manifest: parseManifest(answer.manifest, isKey), holders: [owner] },
+      };
+    } catch (error) {
+      deps.logger.warn(
+        { owner: owner.id, key, err: (error as Error).message },
+        'owner could not fetch from origin; trying the next',
+      );
+    }
+  }
+  return { source: 'origin', manifest: await deps.origin.fetch(key) };
+}
