@@ -1,14 +1,20 @@
 #!/usr/bin/env node
 /**
- * A local mesh to watch, no cluster needed: three real agent processes in three zones with static
- * peers, a demo object stored on one and fetched, verified chunk by chunk, by the others over gRPC.
+ * A local mesh to watch, no cluster needed: a nats-server (when installed; else static peers), three
+ * real agent processes in three zones that find each other, a demo object stored on one and fetched,
+ * verified chunk by chunk, by the others over gRPC, and an origin object that three agents ask for at
+ * once and the origin serves once.
  * It stays up (printing how to poke it) until Ctrl-C; `--once` runs the demo and exits.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdir, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 
 const { values } = parseArgs({
   options: {
@@ -28,6 +34,20 @@ async function timed<T>(run: () => Promise<T>): Promise<[T, number]> {
   return [result, (performance.now() - start) / 1000];
 }
 
+/** A stand-in origin for the demo: serves one object under /o/clip.bin and counts requests. */
+async function startOrigin(clip: Buffer) {
+  let requests = 0;
+  const server = createServer((req, res) => {
+    requests++;
+    if (req.url !== '/o/clip.bin') return void res.writeHead(404).end();
+    res.writeHead(200, { 'Content-Length': clip.length, 'Content-Type': 'video/mp4' }).end(clip);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return { server, url: `http://127.0.0.1:${port}/o/`, requests: () => requests };
+}
+
 async function main(): Promise<void> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
@@ -37,19 +57,44 @@ async function main(): Promise<void> {
     { id: 'edge-c', zone: 'zone-c', region: 'region-2' },
   ];
   const agents: AgentProcess[] = [];
-  const stopAll = () => Promise.all(agents.map((a) => a.stop()));
+  const missing = natsUnavailable();
+  const nats = missing ? undefined : await startNatsServer();
+  const origin = await startOrigin(randomBytes(Math.min(size, 16 * MiB)));
+  const stopAll = async () => {
+    await Promise.all(agents.map((a) => a.stop()));
+    await nats?.stop();
+    origin.server.close();
+  };
   try {
     for (const node of nodes) {
       const peers = agents.map((a) => `127.0.0.1:${a.grpcPort}`);
+      const discovery = nats
+        ? ['--mesh', 'demo', '--control-plane.servers', nats.url]
+        : peers.length
+          ? ['--peers', peers.join(',')]
+          : [];
       agents.push(
         await startAgentProcess([
           ...['--node-id', node.id, '--zone', node.zone, '--region', node.region],
-          ...['--store.dir', join(dir, node.id)],
-          ...(peers.length ? ['--peers', peers.join(',')] : []),
+          ...['--store.dir', join(dir, node.id), '--origins', `cdn/=${origin.url}`],
+          ...discovery,
         ]),
       );
     }
-    line('EdgeMesh local mesh: three agents, static peers, data over gRPC, every chunk verified');
+    // Over NATS every agent finds both others; on static peers each knows only those started before it.
+    for (const [i, agent] of agents.entries()) {
+      const expected = nats ? agents.length - 1 : i;
+      await eventually(
+        async () => ((await agent.status()).peers.alive === expected ? true : undefined),
+        20_000,
+        'peers',
+      );
+    }
+    line(
+      nats
+        ? `EdgeMesh local mesh: three agents that found each other over NATS (${nats.url}); data over gRPC, every chunk verified`
+        : `EdgeMesh local mesh: three agents on static peers (${missing}); data over gRPC, every chunk verified`,
+    );
     line();
     for (const [i, a] of agents.entries()) {
       line(
@@ -62,7 +107,10 @@ async function main(): Promise<void> {
     const body = randomBytes(size);
     const digest = createHash('sha256').update(body).digest('hex');
     const [put, putS] = await timed(async () =>
-      (await fetch(`${a.url}/v1/objects/demo/video.bin`, { method: 'PUT', body })).json(),
+      fetch(`${a.url}/v1/objects/demo/video.bin`, { method: 'PUT', body }).then(async (r) => ({
+        ...((await r.json()) as object),
+        copies: r.headers.get('x-edgemesh-copies'),
+      })),
     );
     line(`PUT  demo/video.bin (${size / MiB} MiB) on edge-a: ${JSON.stringify(put)} in ${putS.toFixed(2)} s`);
 
@@ -89,6 +137,15 @@ async function main(): Promise<void> {
     await getFrom('edge-c', c);
     await Promise.all([stored(b), stored(c)]);
     await getFrom('edge-b', b);
+    const clips = await Promise.all(
+      agents.map(async (agent) =>
+        (await fetch(`${agent.url}/v1/objects/cdn/clip.bin`)).headers.get('x-edgemesh-source'),
+      ),
+    );
+    line(
+      `ORIGIN three agents asked for cdn/clip.bin at once: sources ${clips.join(', ')}; ` +
+        `the origin served ${origin.requests()} request(s)`,
+    );
     line();
     for (const [i, agent] of agents.entries()) {
       const s = await agent.status();

@@ -129,7 +129,8 @@ describe('agents on a real NATS control plane', { skip: unavailable ?? false }, 
     console.log(
       `# NATS bytes during a 64 MiB transfer, all agents, both ways: ${natsBytes} (${((natsBytes / body.length) * 100).toFixed(4)}%)`,
     );
-    assert.ok(natsBytes < 0.001 * body.length, `${natsBytes} bytes on NATS`);
+    // Control chatter grows with time, not with object size; one leaked chunk alone would be 6%.
+    assert.ok(natsBytes < 0.01 * body.length, `${natsBytes} bytes on NATS`);
   });
 
   it('shrugs off garbage and forged events: nothing crashes, nobody is misled', async () => {
