@@ -13,7 +13,12 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
+import {
+  type AgentProcess,
+  eventually,
+  peersAlive,
+  startAgentProcess,
+} from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 
 const { values } = parseArgs({
@@ -83,12 +88,7 @@ async function main(): Promise<void> {
     }
     // Over NATS every agent finds both others; on static peers each knows only those started before it.
     for (const [i, agent] of agents.entries()) {
-      const expected = nats ? agents.length - 1 : i;
-      await eventually(
-        async () => ((await agent.status()).peers.alive === expected ? true : undefined),
-        20_000,
-        'peers',
-      );
+      await peersAlive(agent, nats ? agents.length - 1 : i);
     }
     line(
       nats

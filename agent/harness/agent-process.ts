@@ -121,3 +121,12 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Waits until `agent` has `count` live peers (members and static peers), or fails after `timeoutMs`. */
+export function peersAlive(agent: AgentProcess, count: number, timeoutMs = 20_000): Promise<true> {
+  return eventually(
+    async () => ((await agent.status()).peers.alive === count ? true : undefined),
+    timeoutMs,
+    `${count} live peers`,
+  );
+}

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import {
   type AgentProcess,
   type AgentStatus,
-  eventually,
+  peersAlive,
   startAgentProcess,
 } from '../harness/agent-process.ts';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/nats-server.ts';
@@ -70,11 +70,7 @@ describe(
         );
       }
       for (const agent of agents) {
-        await eventually(
-          async () => ((await agent.status()).peers.alive === 8 ? true : undefined),
-          20_000,
-          'membership',
-        );
+        await peersAlive(agent, 8);
       }
     });
     after(async () => {

@@ -5,7 +5,13 @@ import { type IncomingMessage, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type AgentProcess, eventually, getStream, startAgentProcess } from '../harness/agent-process.ts';
+import {
+  type AgentProcess,
+  eventually,
+  peersAlive,
+  getStream,
+  startAgentProcess,
+} from '../harness/agent-process.ts';
 import { chunkSizeFor, digestOf } from '../src/cache/chunking.ts';
 import { parseManifest } from '../src/cache/manifest.ts';
 import { isKey } from '../src/keys.ts';
@@ -175,7 +181,7 @@ describe('two agent processes on loopback', () => {
 
     it('detects the bad chunk, blames that peer, and fails over to an honest holder', async () => {
       // Both peers have answered a ping, so the victim knows the liar is the nearer one.
-      await eventually(async () => ((await victim.status()).peers.alive === 2 ? true : undefined));
+      await peersAlive(victim, 2);
       const res = await fetch(`${victim.url}/v1/objects/target`);
       assert.equal(res.status, 200);
       assert.deepEqual(Buffer.from(await res.arrayBuffer()), object);

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type AgentProcess, eventually, startAgentProcess } from '../harness/agent-process.ts';
+import { type AgentProcess, eventually, peersAlive, startAgentProcess } from '../harness/agent-process.ts';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/nats-server.ts';
 
 const KiB = 1024;
@@ -62,11 +62,7 @@ describe(
         );
       }
       for (const agent of agents.values()) {
-        await eventually(
-          async () => ((await agent.status()).peers.alive === 5 ? true : undefined),
-          10_000,
-          'membership',
-        );
+        await peersAlive(agent, 5);
       }
     });
     after(async () => {
