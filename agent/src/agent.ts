@@ -9,7 +9,9 @@ import { isKey } from './keys.ts';
 import { Overlay } from './overlay/overlay.ts';
 import { Replicator } from './overlay/replicator.ts';
 import { getViaOrigin, OriginFetcher } from './fetch/origin.ts';
-import { ObjectNotFoundError } from './cache/errors.ts';
+import { ObjectNotFoundError, ObjectPurgedError } from './cache/errors.ts';
+import { Tombstones } from './cache/tombstones.ts';
+import { Purger } from './overlay/purger.ts';
 import { Counters } from './telemetry/counters.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
@@ -71,6 +73,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const clock = deps.clock ?? systemClock;
   const counters = new Counters();
   const overlay = new Overlay({ config, logger, clock, counters });
+  const tombstones = await Tombstones.open(config.store.dir, clock);
   const store = await ObjectStore.open({
     dir: config.store.dir,
     maxBytes: config.store.maxBytes,
@@ -82,6 +85,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     isKey,
     onRemoved: (_key, reason) => Counters.bump(counters.removals, reason),
     onStored: (manifest) => overlay.announceHolding(manifest),
+    purgedAt: (key) => tombstones.purgedAt(key),
     onCorruptChunk: (digest) => {
       counters.corruptChunks++;
       logger.error({ chunk: digest }, 'chunk damaged on disk: dropped with the objects that used it');
@@ -106,7 +110,23 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     logger,
     timeoutMs: config.replication.timeoutMs,
   });
+  const purger = new Purger({
+    store,
+    tombstones,
+    control: overlay.control,
+    mesh: config.mesh,
+    nodeId: config.nodeId,
+    clock,
+    logger,
+    owners: (key) => overlay.owners(key),
+    forget: (key) => {
+      fetcher.discard(key);
+      overlay.index.forget(key);
+    },
+    timeoutMs: config.transfer.peerTimeoutMs,
+  });
   const replicator = new Replicator({
+    onPurged: (key, purgedAtMs) => purger.purgeHere(key, purgedAtMs),
     store,
     placementOf: (key) => overlay.placementOf(key),
     self: () => overlay.selfHolder(),
@@ -134,9 +154,16 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     replicate: async (key, root, source) => {
       const transport = overlay.resolve(source);
       if (!transport) return 'unknown-source';
-      await fetcher.copy(key, root, [transport]);
+      try {
+        await fetcher.copy(key, root, [transport]);
+      } catch (error) {
+        if (error instanceof ObjectPurgedError) return { purgedAtMs: error.purgedAtMs };
+        throw error;
+      }
       return 'stored';
     },
+    purgedAt: (key) => tombstones.purgedAt(key),
+    purge: (key, purgedAtMs) => purger.purgeHere(key, purgedAtMs),
   });
   const grpcPort = await bindPeerServer(grpcServer, config.grpc.host, config.grpc.port);
 
@@ -151,6 +178,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     store,
     fetcher,
     replicate: (manifest) => replicator.afterPut(manifest),
+    purge: (key) => purger.purgeEverywhere(key),
     origin: (key) =>
       getViaOrigin(key, {
         origin,

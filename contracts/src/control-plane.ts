@@ -63,6 +63,11 @@ export const eventSchema = z.discriminatedUnion('type', [
   envelope('member.leave', z.strictObject({ nodeId, incarnation: z.number().int().min(0) })),
   /** A member could not reach `nodeId`, directly or through others. Receivers probe it themselves. */
   envelope('member.suspect', z.strictObject({ nodeId, incarnation: z.number().int().min(0) })),
+  /** `key` was deleted mesh-wide at `purgedAtMs`: drop versions created at or before then. */
+  envelope(
+    'object.purge',
+    z.strictObject({ key: z.string().min(1).max(512), purgedAtMs: z.number().int().min(0) }),
+  ),
   /** The full member list as the operator knows it (bootstrap and repair of membership). */
   envelope('members.snapshot', z.strictObject({ members: z.array(memberSchema).max(10_000) })),
 ]);
@@ -77,12 +82,13 @@ export function subjects(mesh: string) {
     /** Subscribe here for everything of this mesh. */
     all: `${base}.>`,
     members: `${base}.members`,
+    objects: `${base}.objects`,
   } as const;
 }
 
 /** The subject an event of `type` is published on. */
 export function subjectFor(mesh: string, type: ControlEventType): string {
-  return type.startsWith('member') ? subjects(mesh).members : subjects(mesh).all;
+  return type.startsWith('member') ? subjects(mesh).members : subjects(mesh).objects;
 }
 
 export type DecodeResult =

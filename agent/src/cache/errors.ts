@@ -44,3 +44,15 @@ export class IntegrityError extends StoreError {
 export class IncompleteBodyError extends StoreError {
   override name = 'IncompleteBodyError';
 }
+
+/** The object was purged after this version was created: it may not come back. */
+export class ObjectPurgedError extends StoreError {
+  override name = 'ObjectPurgedError';
+  readonly key: string;
+  readonly purgedAtMs: number;
+  constructor(key: string, purgedAtMs: number) {
+    super(`${key} was purged at ${new Date(purgedAtMs).toISOString()}`);
+    this.key = key;
+    this.purgedAtMs = purgedAtMs;
+  }
+}

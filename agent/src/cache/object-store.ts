@@ -6,6 +6,7 @@ import {
   InsufficientStorageError,
   IntegrityError,
   ObjectNotFoundError,
+  ObjectPurgedError,
   ObjectTooLargeError,
 } from './errors.ts';
 import { HotTier } from './hot-tier.ts';
@@ -28,6 +29,8 @@ export interface ObjectStoreOptions {
   isKey: (key: string) => boolean;
   /** Told of every object that leaves the store, and why. */
   onRemoved?: (key: string, reason: RemovalReason) => void;
+  /** When `key` was purged, if it was: versions created at or before then are refused. */
+  purgedAt?: (key: string) => number | undefined;
   /** Told of every object committed (a PUT or a completed download). */
   onStored?: (manifest: Manifest) => void;
   /** Told of every chunk found damaged on disk. */
@@ -298,12 +301,17 @@ export class ObjectStore {
       chunks: readonly string[];
       ttlMs?: number | undefined;
       contentType?: string | undefined;
+      /** The version's creation time (a replica keeps its original's); default now. */
+      createdAtMs?: number | undefined;
     },
   ): Promise<Manifest> {
     for (const digest of fields.chunks) {
       if (!lease.digests.has(digest)) throw new Error(`commit: chunk ${digest} is not held by the lease`);
     }
     const now = this.#opts.clock.now();
+    const createdAtMs = fields.createdAtMs ?? now;
+    const purgedAt = this.#opts.purgedAt?.(fields.key);
+    if (purgedAt !== undefined && createdAtMs <= purgedAt) throw new ObjectPurgedError(fields.key, purgedAt);
     const ttlMs = fields.ttlMs ?? this.#opts.defaultTtlMs;
     const manifest: Manifest = {
       key: fields.key,
@@ -311,7 +319,7 @@ export class ObjectStore {
       chunkSize: fields.chunkSize,
       chunks: [...fields.chunks],
       root: rootDigest(fields.size, fields.chunkSize, fields.chunks),
-      createdAtMs: now,
+      createdAtMs,
       ...(ttlMs === undefined ? {} : { expiresAtMs: now + ttlMs }),
       ...(fields.contentType === undefined ? {} : { contentType: fields.contentType }),
     };

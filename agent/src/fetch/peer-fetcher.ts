@@ -71,12 +71,14 @@ export class PeerFetcher {
     const owners = this.#opts.owners?.(key) ?? [];
     const isOwner = new Set(owners.map((o) => o.address));
     const others = this.#opts.peers().filter((p) => !isOwner.has(p.address));
-    const found = (await this.#ask(key, owners)) ?? (await this.#ask(key, others));
-    if (!found) return undefined;
+    const fromOwners = await this.#ask(key, owners);
+    const found = fromOwners ?? (await this.#ask(key, others));
+    if (!found || found === 'purged') return undefined; // purged: a stale copy elsewhere must not answer
     return { manifest: found.manifest, holders: this.#opts.rank?.(found.holders) ?? found.holders };
   }
 
-  async #ask(key: string, peers: readonly PeerTransport[]): Promise<Located | undefined> {
+  /** What `peers` know of `key`: the best-supported version, 'purged', or undefined for nothing. */
+  async #ask(key: string, peers: readonly PeerTransport[]): Promise<Located | 'purged' | undefined> {
     if (peers.length === 0) return undefined;
     const signal = AbortSignal.timeout(this.#opts.timeoutMs);
     const answers = await Promise.all(
@@ -84,9 +86,11 @@ export class PeerFetcher {
         try {
           const answer = await peer.getManifest(key, signal);
           if (answer === undefined) return undefined;
+          if (answer.purgedAtMs !== undefined)
+            return { kind: 'purged' as const, peer, purgedAtMs: answer.purgedAtMs };
           const manifest = parseManifest(answer.manifest, isKey);
           if (manifest.key !== key) throw new Error(`answered for another key ${manifest.key}`);
-          return { peer, manifest, holds: answer.holds, holders: answer.holders };
+          return { kind: 'found' as const, peer, manifest, holds: answer.holds, holders: answer.holders };
         } catch (error) {
           this.#opts.logger.warn(
             { peer: peer.id, key, err: (error as Error).message },
@@ -97,8 +101,13 @@ export class PeerFetcher {
       }),
     );
     const byRoot = new Map<string, { manifest: Manifest; holders: Map<string, PeerTransport> }>();
+    let purgedAtMs = -1;
     for (const answer of answers) {
       if (!answer) continue;
+      if (answer.kind === 'purged') {
+        purgedAtMs = Math.max(purgedAtMs, answer.purgedAtMs);
+        continue;
+      }
       const group = byRoot.get(answer.manifest.root) ?? { manifest: answer.manifest, holders: new Map() };
       byRoot.set(answer.manifest.root, group);
       if (answer.holds) group.holders.set(answer.peer.address, answer.peer);
@@ -108,9 +117,10 @@ export class PeerFetcher {
       }
     }
     const best = [...byRoot.values()]
-      .filter((g) => g.holders.size > 0)
+      .filter((g) => g.holders.size > 0 && g.manifest.createdAtMs > purgedAtMs)
       .sort((a, b) => b.holders.size - a.holders.size)[0];
-    return best && { manifest: best.manifest, holders: [...best.holders.values()] };
+    if (!best) return purgedAtMs >= 0 ? 'purged' : undefined;
+    return { manifest: best.manifest, holders: [...best.holders.values()] };
   }
 
   /**
@@ -137,7 +147,7 @@ export class PeerFetcher {
   async copy(key: string, root: string, sources: readonly PeerTransport[]): Promise<void> {
     if (this.#opts.store.lookup(key)?.root === root) return;
     const found = await this.#ask(key, sources);
-    if (!found || found.manifest.root !== root)
+    if (!found || found === 'purged' || found.manifest.root !== root)
       throw new PeerFetchError(key, ['the source does not hold that version']);
     await this.#download(found).stored;
     if (this.#opts.store.lookup(key)?.root !== root)

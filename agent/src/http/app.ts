@@ -12,6 +12,7 @@ import { objectsHandler } from './objects.ts';
 export interface AppDeps {
   store: ObjectStore;
   replicate?: (manifest: Manifest) => Promise<number>;
+  purge?: (key: string) => Promise<boolean>;
   origin?: (key: string) => Promise<OriginOutcome | undefined>;
   writeCopies?: number;
   fetcher: PeerFetcher | undefined;

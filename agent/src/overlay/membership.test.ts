@@ -26,6 +26,7 @@ class Network {
       hold: () => Promise.reject(new Error('not in this test')),
       replicate: () => Promise.reject(new Error('not in this test')),
       fetchOrigin: () => Promise.reject(new Error('not in this test')),
+      purge: () => Promise.reject(new Error('not in this test')),
       fetchChunks: () => {
         throw new Error('not in this test');
       },

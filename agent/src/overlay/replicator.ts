@@ -15,6 +15,8 @@ export interface ReplicatorOptions {
   placementOf: (key: string) => { self: boolean; peers: PeerTransport[] };
   self: () => Holder | undefined;
   logger: Logger;
+  /** Applies a purge an owner reported when it refused a copy. */
+  onPurged: (key: string, purgedAtMs: number) => Promise<unknown>;
   /** Copies (this one included) a PUT waits for. */
   writeCopies: number;
   timeoutMs: number;
@@ -74,7 +76,13 @@ export class Replicator {
     for (const key of keys) {
       const manifest = this.#opts.store.lookup(key);
       const placement = this.#opts.placementOf(key);
-      if (!manifest || !placement.self) continue;
+      if (!manifest) continue;
+      if (!placement.self) {
+        // A cached copy: check it was not purged while this node was away.
+        const owner = placement.peers[0];
+        if (owner) work.push(() => this.#checkPurged(owner, manifest));
+        continue;
+      }
       const done = this.#replicatedTo.get(key);
       for (const owner of placement.peers) {
         if (!done?.has(owner.address)) work.push(() => this.#copyTo(owner, manifest));
@@ -86,6 +94,18 @@ export class Replicator {
     if (work.length > 0) this.#opts.logger.info({ copies: work.length }, 'repair pass finished');
   }
 
+  async #checkPurged(owner: PeerTransport, manifest: Manifest): Promise<void> {
+    try {
+      const answer = await owner.getManifest(manifest.key, AbortSignal.timeout(this.#opts.timeoutMs));
+      if (answer?.purgedAtMs !== undefined && manifest.createdAtMs <= answer.purgedAtMs) {
+        this.#opts.logger.info({ key: manifest.key, owner: owner.id }, 'cached copy was purged meanwhile');
+        await this.#opts.onPurged(manifest.key, answer.purgedAtMs);
+      }
+    } catch (error) {
+      this.#opts.logger.debug({ key: manifest.key, err: (error as Error).message }, 'purge check failed');
+    }
+  }
+
   close(): void {
     clearTimeout(this.#repairTimer);
   }
@@ -94,7 +114,16 @@ export class Replicator {
     const self = this.#opts.self();
     if (!self) return false;
     try {
-      await owner.replicate(manifest, self, AbortSignal.timeout(this.#opts.timeoutMs));
+      const { purgedAtMs } = await owner.replicate(manifest, self, AbortSignal.timeout(this.#opts.timeoutMs));
+      if (purgedAtMs !== undefined) {
+        // This copy outlived a purge (this node was away): drop it instead of spreading it.
+        this.#opts.logger.info(
+          { key: manifest.key, owner: owner.id, purgedAtMs },
+          'owner says this object was purged',
+        );
+        await this.#opts.onPurged(manifest.key, purgedAtMs);
+        return false;
+      }
       const done = this.#replicatedTo.get(manifest.key) ?? new Set<string>();
       done.add(owner.address);
       this.#replicatedTo.set(manifest.key, done);

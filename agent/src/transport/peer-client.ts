@@ -87,7 +87,13 @@ export class GrpcPeer implements PeerTransport {
     try {
       const r = await this.#unary<WireManifestAnswer>(method, { key }, signal, timeoutMs);
       const holders = (r.holders ?? []).map((h) => ({ nodeId: h.nodeId, grpc: h.grpc }));
-      return { manifest: r.manifest ? fromWire(r.manifest) : undefined, holds: Boolean(r.holds), holders };
+      const purged = Number(r.purgedAtMs) > 0 ? { purgedAtMs: Number(r.purgedAtMs) } : {};
+      return {
+        manifest: r.manifest ? fromWire(r.manifest) : undefined,
+        holds: Boolean(r.holds),
+        holders,
+        ...purged,
+      };
     } catch (error) {
       if ((error as ServiceError).code === status.NOT_FOUND) return undefined;
       throw new PeerError(this.id, `${method} failed: ${(error as Error).message}`, { cause: error });
@@ -100,11 +106,29 @@ export class GrpcPeer implements PeerTransport {
     });
   }
 
-  async replicate(manifest: Manifest, source: Holder, signal?: AbortSignal): Promise<void> {
+  async replicate(
+    manifest: Manifest,
+    source: Holder,
+    signal?: AbortSignal,
+  ): Promise<{ purgedAtMs?: number }> {
     const request = { key: manifest.key, source, root: Buffer.from(manifest.root, 'hex') };
-    await this.#unary('Replicate', request, signal).catch((error: Error) => {
-      throw new PeerError(this.id, `Replicate of ${manifest.key} failed: ${error.message}`, { cause: error });
-    });
+    const r = await this.#unary<{ purgedAtMs?: number }>('Replicate', request, signal).catch(
+      (error: Error) => {
+        throw new PeerError(this.id, `Replicate of ${manifest.key} failed: ${error.message}`, {
+          cause: error,
+        });
+      },
+    );
+    return Number(r.purgedAtMs) > 0 ? { purgedAtMs: Number(r.purgedAtMs) } : {};
+  }
+
+  async purge(key: string, purgedAtMs: number, signal?: AbortSignal): Promise<boolean> {
+    const r = await this.#unary<{ existed?: boolean }>('Purge', { key, purgedAtMs }, signal).catch(
+      (error: Error) => {
+        throw new PeerError(this.id, `Purge of ${key} failed: ${error.message}`, { cause: error });
+      },
+    );
+    return Boolean(r.existed);
   }
 
   async ping(signal?: AbortSignal): Promise<PingResult> {

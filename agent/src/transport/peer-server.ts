@@ -49,7 +49,15 @@ export interface PeerServerOptions {
    * Copies `key` (version `root`) from `source` into this node's store. Resolves 'stored' once it is
    * there, 'unknown-source' when `source` is not a confirmed member; rejects when the copy fails.
    */
-  replicate?: (key: string, root: string, source: Holder) => Promise<'stored' | 'unknown-source'>;
+  replicate?: (
+    key: string,
+    root: string,
+    source: Holder,
+  ) => Promise<'stored' | 'unknown-source' | { purgedAtMs: number }>;
+  /** When `key` was purged, if it was. */
+  purgedAt?: (key: string) => number | undefined;
+  /** Applies a purge announced by another node; whether this node had a copy. */
+  purge?: (key: string, purgedAtMs: number) => Promise<boolean>;
   /** Gets `key` from its origin into this node's store (once for all askers); undefined: no such object. */
   fetchOrigin?: (key: string) => Promise<Manifest | undefined>;
   index?: {
@@ -81,9 +89,29 @@ export function createPeerServer(opts: PeerServerOptions): Server {
       const local = store.lookup(call.request.key);
       const known = opts.index?.lookup(call.request.key);
       const manifest = local ?? known?.manifest;
+      const purgedAtMs = opts.purgedAt?.(call.request.key);
+      if (purgedAtMs !== undefined && (!manifest || manifest.createdAtMs <= purgedAtMs)) {
+        return callback(null, { holds: false, holders: [], purgedAtMs });
+      }
       if (!manifest) return callback(grpcError(status.NOT_FOUND, `no object ${call.request.key}`));
       const holders = known && known.manifest.root === manifest.root ? known.holders : [];
       callback(null, { manifest: toWire(manifest), holds: local !== undefined, holders });
+    },
+    purge(
+      call: ServerUnaryCall<{ key: string; purgedAtMs: number }, unknown>,
+      callback: sendUnaryData<unknown>,
+    ) {
+      const { key } = call.request;
+      const purgedAtMs = Number(call.request.purgedAtMs);
+      const problem = keyProblem(key);
+      if (problem || !(purgedAtMs > 0)) {
+        return callback(grpcError(status.INVALID_ARGUMENT, problem ?? 'purged_at_ms is required'));
+      }
+      if (!opts.purge) return callback(grpcError(status.UNIMPLEMENTED, 'this node does not take purges'));
+      opts.purge(key, purgedAtMs).then(
+        (existed) => callback(null, { existed }),
+        (error: Error) => callback(grpcError(status.INTERNAL, error.message)),
+      );
     },
     fetchOrigin(call: ServerUnaryCall<{ key: string }, unknown>, callback: sendUnaryData<unknown>) {
       const problem = keyProblem(call.request.key);
@@ -116,7 +144,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
             ? callback(
                 grpcError(status.FAILED_PRECONDITION, `${source.nodeId} is not a confirmed member here`),
               )
-            : callback(null, {}),
+            : callback(null, outcome === 'stored' ? {} : { purgedAtMs: outcome.purgedAtMs }),
         (error: Error) => callback(grpcError(status.UNAVAILABLE, `could not copy ${key}: ${error.message}`)),
       );
     },

@@ -66,6 +66,7 @@ export interface WireManifestAnswer {
   manifest?: WireManifest | null;
   holders?: { nodeId: string; grpc: string }[];
   holds?: boolean;
+  purgedAtMs?: number;
 }
 
 /** The inverse of toWire, still untrusted: pass the result through parseManifest. */

@@ -19,8 +19,13 @@ export interface PeerTransport {
   fetchOrigin(key: string, signal?: AbortSignal): Promise<ManifestAnswer | undefined>;
   /** Tells this peer, one of `manifest.key`'s owners, that `holder` holds it. */
   hold(manifest: Manifest, holder: Holder, signal?: AbortSignal): Promise<void>;
-  /** Asks this peer, one of `manifest.key`'s owners, to copy it from `source`; resolves once it is stored there. */
-  replicate(manifest: Manifest, source: Holder, signal?: AbortSignal): Promise<void>;
+  /**
+   * Asks this peer, one of `manifest.key`'s owners, to copy it from `source`; resolves once it is
+   * stored there, or with the purge time when the owner refuses it as purged.
+   */
+  replicate(manifest: Manifest, source: Holder, signal?: AbortSignal): Promise<{ purgedAtMs?: number }>;
+  /** Tells this peer, one of `key`'s owners, that it was purged at `purgedAtMs`; whether it had a copy. */
+  purge(key: string, purgedAtMs: number, signal?: AbortSignal): Promise<boolean>;
   /**
    * The chunks `digests` as whole chunks in order, their lengths given by `lengths`. Bytes are NOT
    * verified here: the caller hashes each one. Throws PeerError on a protocol or transport failure.
@@ -41,6 +46,8 @@ export interface ManifestAnswer {
   manifest: unknown;
   holds: boolean;
   holders: Holder[];
+  /** Set when the key was purged and the peer knows no later version. */
+  purgedAtMs?: number;
 }
 
 /** What a ping tells: who answered, where it is, and the round trip. */

@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { FakeClock } from '../time/clock.ts';
+import { Tombstones } from './tombstones.ts';
+
+describe('Tombstones', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('marks versions created at or before the purge as purged, survives restarts, and expires', async () => {
+    const clock = new FakeClock(1000);
+    const t = await Tombstones.open(dir, clock, 60_000);
+    await t.record('k', 5000);
+    await t.record('k', 4000); // an older purge changes nothing
+    assert.equal(t.isPurged('k', 5000), true);
+    assert.equal(t.isPurged('k', 5001), false, 'written after the purge: alive');
+    assert.equal(t.isPurged('other', 1), false);
+    const reopened = await Tombstones.open(dir, clock, 60_000);
+    assert.equal(reopened.purgedAt('k'), 5000);
+    clock.advance(65_000);
+    assert.equal(reopened.purgedAt('k'), undefined, 'expired');
+  });
+
+  it('starts empty from a damaged file', async () => {
+    const other = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    await writeFile(join(other, 'tombstones.json'), '{not json');
+    assert.equal((await Tombstones.open(other, new FakeClock())).purgedAt('k'), undefined);
+    await rm(other, { recursive: true, force: true });
+  });
+});
