@@ -12,6 +12,7 @@ import { getViaOrigin, OriginFetcher } from './fetch/origin.ts';
 import { ObjectNotFoundError, ObjectPurgedError } from './cache/errors.ts';
 import { Tombstones } from './cache/tombstones.ts';
 import { Purger } from './overlay/purger.ts';
+import { Inbox } from './exchange/inbox.ts';
 import { Counters } from './telemetry/counters.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
@@ -135,6 +136,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     timeoutMs: config.replication.timeoutMs,
   });
   overlay.onMembershipChange(() => replicator.schedule());
+  const inbox = new Inbox();
   const grpcServer = createPeerServer({
     store,
     counters,
@@ -164,6 +166,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     },
     purgedAt: (key) => tombstones.purgedAt(key),
     purge: (key, purgedAtMs) => purger.purgeHere(key, purgedAtMs),
+    deliver: (message) => inbox.deliver({ ...message, receivedAtMs: clock.now() }),
   });
   const grpcPort = await bindPeerServer(grpcServer, config.grpc.host, config.grpc.port);
 
@@ -179,6 +182,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     fetcher,
     replicate: (manifest) => replicator.afterPut(manifest),
     purge: (key) => purger.purgeEverywhere(key),
+    exchange: {
+      inbox,
+      nodeId: config.nodeId,
+      targets: (target) => overlay.targets(target),
+      timeoutMs: config.transfer.peerTimeoutMs,
+    },
     origin: (key) =>
       getViaOrigin(key, {
         origin,

@@ -38,6 +38,7 @@ function peer(id: string, answer: Omit<ManifestAnswer, 'manifest'> | undefined) 
     replicate: () => Promise.reject(new Error('not in this test')),
     fetchOrigin: () => Promise.reject(new Error('not in this test')),
     purge: () => Promise.reject(new Error('not in this test')),
+    deliver: () => Promise.reject(new Error('not in this test')),
     fetchChunks: () => {
       throw new Error('not in this test');
     },

@@ -6,6 +6,7 @@ import type { PeerFetcher } from '../fetch/peer-fetcher.ts';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
+import { type ExchangeDeps, receiveHandler, sendHandler } from '../exchange/routes.ts';
 import { HttpError, sendError, toHttpError } from './errors.ts';
 import { objectsHandler } from './objects.ts';
 
@@ -13,6 +14,7 @@ export interface AppDeps {
   store: ObjectStore;
   replicate?: (manifest: Manifest) => Promise<number>;
   purge?: (key: string) => Promise<boolean>;
+  exchange?: ExchangeDeps;
   origin?: (key: string) => Promise<OriginOutcome | undefined>;
   writeCopies?: number;
   fetcher: PeerFetcher | undefined;
@@ -53,6 +55,10 @@ export function createApp(deps: AppDeps): express.Express {
     res.json(deps.status());
   });
   app.all('/v1/objects/{*key}', objectsHandler(deps));
+  if (deps.exchange) {
+    app.post('/v1/exchange/:target/:topic', sendHandler(deps.exchange));
+    app.get('/v1/exchange/:topic', receiveHandler(deps.exchange));
+  }
   app.use((req, res) => {
     sendError(res, new HttpError(404, 'NotFound', `no route ${req.method} ${req.path}`));
   });

@@ -27,6 +27,7 @@ class Network {
       replicate: () => Promise.reject(new Error('not in this test')),
       fetchOrigin: () => Promise.reject(new Error('not in this test')),
       purge: () => Promise.reject(new Error('not in this test')),
+      deliver: () => Promise.reject(new Error('not in this test')),
       fetchChunks: () => {
         throw new Error('not in this test');
       },

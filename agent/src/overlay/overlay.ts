@@ -133,6 +133,26 @@ export class Overlay {
     return order;
   }
 
+  /**
+   * The confirmed members a direct-exchange target names: a node id, `zone:<zone>`, `region:<region>`
+   * or `all`; `self` says whether this node is named too.
+   */
+  targets(target: string): { self: boolean; peers: { id: string; transport: PeerTransport }[] } {
+    const { config } = this.#opts;
+    const matches = (node: { nodeId: string; zone: string; region: string }) => {
+      if (target === 'all') return true;
+      if (target.startsWith('zone:')) return node.zone !== '' && node.zone === target.slice(5);
+      if (target.startsWith('region:')) return node.region !== '' && node.region === target.slice(7);
+      return node.nodeId === target;
+    };
+    return {
+      self: matches({ nodeId: config.nodeId, zone: config.zone, region: config.region }),
+      peers: (this.#membership?.alive() ?? [])
+        .filter((m) => matches(m.info))
+        .map((m) => ({ id: m.info.nodeId, transport: m.transport })),
+    };
+  }
+
   /** This node as a holder others can reach, once started. */
   selfHolder(): Holder | undefined {
     const self = this.#membership?.self;

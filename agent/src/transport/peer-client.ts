@@ -122,6 +122,21 @@ export class GrpcPeer implements PeerTransport {
     return Number(r.purgedAtMs) > 0 ? { purgedAtMs: Number(r.purgedAtMs) } : {};
   }
 
+  async deliver(
+    message: { topic: string; from: string; body: Buffer; contentType: string },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const request = {
+      topic: message.topic,
+      fromNode: message.from,
+      body: message.body,
+      contentType: message.contentType,
+    };
+    await this.#unary('Deliver', request, signal).catch((error: Error) => {
+      throw new PeerError(this.id, `Deliver failed: ${error.message}`, { cause: error });
+    });
+  }
+
   async purge(key: string, purgedAtMs: number, signal?: AbortSignal): Promise<boolean> {
     const r = await this.#unary<{ existed?: boolean }>('Purge', { key, purgedAtMs }, signal).catch(
       (error: Error) => {

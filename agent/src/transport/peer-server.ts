@@ -14,6 +14,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { Coordinate } from '../overlay/vivaldi.ts';
 import { type Manifest, parseManifest } from '../cache/manifest.ts';
 import { isKey, keyProblem } from '../keys.ts';
+import { MAX_EXCHANGE_BYTES, TOPIC } from '../exchange/inbox.ts';
 import type { Holder } from '../overlay/holder-index.ts';
 import {
   fromWire,
@@ -56,6 +57,8 @@ export interface PeerServerOptions {
   ) => Promise<'stored' | 'unknown-source' | { purgedAtMs: number }>;
   /** When `key` was purged, if it was. */
   purgedAt?: (key: string) => number | undefined;
+  /** Takes a direct-exchange message for local consumers. */
+  deliver?: (message: { topic: string; from: string; body: Buffer; contentType: string }) => void;
   /** Applies a purge announced by another node; whether this node had a copy. */
   purge?: (key: string, purgedAtMs: number) => Promise<boolean>;
   /** Gets `key` from its origin into this node's store (once for all askers); undefined: no such object. */
@@ -96,6 +99,24 @@ export function createPeerServer(opts: PeerServerOptions): Server {
       if (!manifest) return callback(grpcError(status.NOT_FOUND, `no object ${call.request.key}`));
       const holders = known && known.manifest.root === manifest.root ? known.holders : [];
       callback(null, { manifest: toWire(manifest), holds: local !== undefined, holders });
+    },
+    deliver(
+      call: ServerUnaryCall<{ topic: string; fromNode: string; body: Buffer; contentType: string }, unknown>,
+      callback: sendUnaryData<unknown>,
+    ) {
+      const { topic, fromNode, body, contentType } = call.request;
+      if (!opts.deliver) return callback(grpcError(status.UNIMPLEMENTED, 'no exchange here'));
+      if (!TOPIC.test(topic))
+        return callback(grpcError(status.INVALID_ARGUMENT, 'topics are 1-128 of [A-Za-z0-9._-]'));
+      if (body.length > MAX_EXCHANGE_BYTES)
+        return callback(grpcError(status.RESOURCE_EXHAUSTED, 'message too large'));
+      opts.deliver({
+        topic,
+        from: fromNode,
+        body: Buffer.from(body),
+        contentType: contentType || 'application/octet-stream',
+      });
+      callback(null, {});
     },
     purge(
       call: ServerUnaryCall<{ key: string; purgedAtMs: number }, unknown>,

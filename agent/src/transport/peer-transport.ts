@@ -24,6 +24,11 @@ export interface PeerTransport {
    * stored there, or with the purge time when the owner refuses it as purged.
    */
   replicate(manifest: Manifest, source: Holder, signal?: AbortSignal): Promise<{ purgedAtMs?: number }>;
+  /** Hands a direct-exchange message to this peer's local consumers of `topic`. */
+  deliver(
+    message: { topic: string; from: string; body: Buffer; contentType: string },
+    signal?: AbortSignal,
+  ): Promise<void>;
   /** Tells this peer, one of `key`'s owners, that it was purged at `purgedAtMs`; whether it had a copy. */
   purge(key: string, purgedAtMs: number, signal?: AbortSignal): Promise<boolean>;
   /**

@@ -1,0 +1,60 @@
+/** One message for a topic, as a local consumer receives it. */
+export interface ExchangeMessage {
+  topic: string;
+  from: string;
+  receivedAtMs: number;
+  contentType: string;
+  body: Buffer;
+}
+
+/** The largest direct-exchange message. */
+export const MAX_EXCHANGE_BYTES = 1024 * 1024;
+/** Topics are 1-128 of [A-Za-z0-9._-]. */
+export const TOPIC = /^[A-Za-z0-9._-]{1,128}$/;
+/** Messages kept per topic while no consumer reads it; the oldest go first. */
+export const MAX_QUEUED = 1000;
+/** Bytes kept per topic while no consumer reads it. */
+export const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+
+type Consumer = (message: ExchangeMessage) => void;
+
+/**
+ * Messages sent to this node, by topic. With consumers connected, each message goes to all of them
+ * at once; with none, it waits in a bounded queue (the oldest dropped and counted past the bounds)
+ * and the next consumer gets the queue first. Delivery is at most once and in arrival order.
+ */
+export class Inbox {
+  readonly #queues = new Map<string, { messages: ExchangeMessage[]; bytes: number }>();
+  readonly #consumers = new Map<string, Set<Consumer>>();
+  dropped = 0;
+
+  deliver(message: ExchangeMessage): void {
+    const consumers = this.#consumers.get(message.topic);
+    if (consumers && consumers.size > 0) {
+      for (const consume of consumers) consume(message);
+      return;
+    }
+    const queue = this.#queues.get(message.topic) ?? { messages: [], bytes: 0 };
+    queue.messages.push(message);
+    queue.bytes += message.body.length;
+    while (queue.messages.length > MAX_QUEUED || queue.bytes > MAX_QUEUED_BYTES) {
+      queue.bytes -= queue.messages.shift()!.body.length;
+      this.dropped++;
+    }
+    this.#queues.set(message.topic, queue);
+  }
+
+  /** Receives `topic`'s queued messages, then each new one, until the returned function is called. */
+  subscribe(topic: string, consume: Consumer): () => void {
+    const queued = this.#queues.get(topic);
+    this.#queues.delete(topic);
+    for (const message of queued?.messages ?? []) consume(message);
+    const consumers = this.#consumers.get(topic) ?? new Set<Consumer>();
+    consumers.add(consume);
+    this.#consumers.set(topic, consumers);
+    return () => {
+      consumers.delete(consume);
+      if (consumers.size === 0) this.#consumers.delete(topic);
+    };
+  }
+}

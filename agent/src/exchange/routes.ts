@@ -1,0 +1,86 @@
+import type { Request, Response } from 'express';
+import { HttpError, sendError, toHttpError } from '../http/errors.ts';
+import type { PeerTransport } from '../transport/peer-transport.ts';
+import { type ExchangeMessage, type Inbox, MAX_EXCHANGE_BYTES, TOPIC } from './inbox.ts';
+
+const TARGET = /^(all|zone:[A-Za-z0-9._-]{1,63}|region:[A-Za-z0-9._-]{1,63}|[A-Za-z0-9._-]{1,253})$/;
+
+export interface ExchangeDeps {
+  inbox: Inbox;
+  nodeId: string;
+  targets: (target: string) => { self: boolean; peers: { id: string; transport: PeerTransport }[] };
+  timeoutMs: number;
+}
+
+async function readBody(req: Request): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const part of req) {
+    size += (part as Buffer).length;
+    if (size > MAX_EXCHANGE_BYTES)
+      throw new HttpError(413, 'PayloadTooLarge', `messages are at most ${MAX_EXCHANGE_BYTES} bytes`);
+    parts.push(part as Buffer);
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * `POST /v1/exchange/{target}/{topic}`: sends the body to the consumers of `topic` on every node the
+ * target names (a node id, `zone:<z>`, `region:<r>` or `all`), node to node over gRPC. Answers 202
+ * with the nodes it reached and those it could not; at most once, no retries.
+ */
+export function sendHandler(deps: ExchangeDeps) {
+  return async (req: Request, res: Response): Promise<void> => {
+    try {
+      const { target, topic } = req.params as { target: string; topic: string };
+      if (!TARGET.test(target))
+        throw new HttpError(400, 'InvalidTarget', 'target: a node id, zone:<zone>, region:<region> or all');
+      if (!TOPIC.test(topic)) throw new HttpError(400, 'InvalidTopic', 'topics are 1-128 of [A-Za-z0-9._-]');
+      const body = await readBody(req);
+      const contentType = req.get('content-type') ?? 'application/octet-stream';
+      const { self, peers } = deps.targets(target);
+      if (!self && peers.length === 0)
+        throw new HttpError(404, 'NoSuchTarget', `no live node matches ${target}`);
+      const message = { topic, from: deps.nodeId, body, contentType };
+      const results = await Promise.all(
+        peers.map(({ id, transport }) =>
+          transport.deliver(message, AbortSignal.timeout(deps.timeoutMs)).then(
+            () => ({ node: id }),
+            (error: Error) => ({ node: id, error: error.message }),
+          ),
+        ),
+      );
+      if (self) deps.inbox.deliver({ ...message, receivedAtMs: Date.now() });
+      res.status(202).json({
+        delivered: [
+          ...(self ? [deps.nodeId] : []),
+          ...results.filter((r) => !('error' in r)).map((r) => r.node),
+        ],
+        failed: results.filter((r) => 'error' in r),
+      });
+    } catch (error) {
+      sendError(res, toHttpError(error));
+    }
+  };
+}
+
+/**
+ * `GET /v1/exchange/{topic}`: a stream of this node's messages for `topic`, one JSON object per line
+ * (`topic`, `from`, `receivedAtMs`, `contentType`, `body` in base64): first those queued while no one
+ * listened, then each as it arrives, until the client disconnects.
+ */
+export function receiveHandler(deps: ExchangeDeps) {
+  return (req: Request, res: Response): void => {
+    const { topic } = req.params as { topic: string };
+    if (!TOPIC.test(topic))
+      return sendError(res, new HttpError(400, 'InvalidTopic', 'topics are 1-128 of [A-Za-z0-9._-]'));
+    res.status(200).set({ 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' });
+    res.flushHeaders();
+    const write = (m: ExchangeMessage) =>
+      res.write(
+        `${JSON.stringify({ topic: m.topic, from: m.from, receivedAtMs: m.receivedAtMs, contentType: m.contentType, body: m.body.toString('base64') })}\n`,
+      );
+    const stop = deps.inbox.subscribe(topic, write);
+    res.once('close', stop);
+  };
+}
