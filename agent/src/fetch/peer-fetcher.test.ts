@@ -11,6 +11,7 @@ import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { systemClock } from '../time/clock.ts';
 import type { ManifestAnswer, PeerTransport } from '../transport/peer-transport.ts';
+import { stubTransport } from '../transport/stub-transport.ts';
 import { PeerFetcher } from './peer-fetcher.ts';
 
 const data = Buffer.from('hello');
@@ -27,25 +28,13 @@ const manifest = {
 /** A peer that answers GetManifest as told and records that it was asked. */
 function peer(id: string, answer: Omit<ManifestAnswer, 'manifest'> | undefined) {
   const asked: string[] = [];
-  const transport: PeerTransport = {
-    id,
-    address: `${id}:1`,
+  const transport = stubTransport(id, `${id}:1`, {
     getManifest: (key) => {
       asked.push(key);
       return Promise.resolve(answer && { manifest, ...answer });
     },
     hold: () => Promise.resolve(),
-    replicate: () => Promise.reject(new Error('not in this test')),
-    fetchOrigin: () => Promise.reject(new Error('not in this test')),
-    purge: () => Promise.reject(new Error('not in this test')),
-    deliver: () => Promise.reject(new Error('not in this test')),
-    fetchChunks: () => {
-      throw new Error('not in this test');
-    },
-    ping: () => Promise.reject(new Error('not in this test')),
-    probe: () => Promise.reject(new Error('not in this test')),
-    close: () => undefined,
-  };
+  });
   return { transport, asked };
 }
 

@@ -5,6 +5,7 @@ import type { ControlPlane, ControlState } from '../control/control-plane.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { FakeClock } from '../time/clock.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
+import { stubTransport } from '../transport/stub-transport.ts';
 import { MAX_UNCONFIRMED, Membership } from './membership.ts';
 
 /** Addresses and whether the node behind each answers. */
@@ -16,23 +17,11 @@ class Network {
     return Promise.resolve({ nodeId: node.nodeId, zone: node.zone, region: node.region, rttMs: 1 });
   }
   transport(from: string, info: MemberInfo): PeerTransport {
-    return {
-      id: info.nodeId,
-      address: info.grpc,
+    return stubTransport(info.nodeId, info.grpc, {
       ping: () => (this.nodes.get(from)?.up ? this.ping(info.grpc) : Promise.reject(new Error('self down'))),
       probe: (target) =>
         this.nodes.get(info.grpc)?.up ? this.ping(target) : Promise.reject(new Error('helper down')),
-      getManifest: () => Promise.reject(new Error('not in this test')),
-      hold: () => Promise.reject(new Error('not in this test')),
-      replicate: () => Promise.reject(new Error('not in this test')),
-      fetchOrigin: () => Promise.reject(new Error('not in this test')),
-      purge: () => Promise.reject(new Error('not in this test')),
-      deliver: () => Promise.reject(new Error('not in this test')),
-      fetchChunks: () => {
-        throw new Error('not in this test');
-      },
-      close: () => undefined,
-    };
+    });
   }
 }
 
