@@ -15,13 +15,19 @@ export const EVENT_VERSION = 1;
 /** Largest control-plane message accepted, in bytes. */
 export const MAX_EVENT_BYTES = 64 * 1024;
 
-const meshName = z.string().regex(/^[A-Za-z0-9_-]{1,63}$/, 'mesh names are 1-63 of [A-Za-z0-9_-]');
+/** A mesh's name: it becomes a NATS subject token. */
+export const meshNameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{1,63}$/, 'mesh names are 1-63 of [A-Za-z0-9_-]');
+const meshName = meshNameSchema;
 const nodeId = z.string().min(1).max(253);
 const label = z.string().max(63);
-const hostPort = z
+/** A data-plane address, `host:port` (IPv6 as `[addr]:port`). */
+export const hostPortSchema = z
   .string()
   .max(300)
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port');
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port (IPv6 as [addr]:port)');
+const hostPort = hostPortSchema;
 
 /** Vivaldi network coordinate (see agent/src/overlay/vivaldi.ts). */
 export const coordinateSchema = z.strictObject({

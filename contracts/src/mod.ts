@@ -6,11 +6,13 @@ export {
   type DecodeResult,
   decodeEvent,
   EVENT_VERSION,
+  hostPortSchema,
   encodeEvent,
   eventSchema,
   MAX_EVENT_BYTES,
   type MemberInfo,
   memberSchema,
+  meshNameSchema,
   subjectFor,
   subjects,
 } from './control-plane.ts';

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { hostPortSchema, meshNameSchema } from '@edgemesh/contracts';
 import { z } from 'zod';
 import { parseBytes } from './bytes.ts';
 
@@ -16,9 +17,7 @@ const bytes = z.union([z.number(), z.string()]).transform((value, ctx) => {
 
 const port = z.coerce.number().int().min(0).max(65535);
 const host = z.string().min(1);
-const hostPort = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port (IPv6 as [addr]:port)');
+const hostPort = hostPortSchema;
 
 const originUrl = z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' });
 /** `{ prefix, url }`, or `prefix=url` (the form flags and variables use). */
@@ -79,10 +78,7 @@ export const agentConfigSchema = z.strictObject({
   /** Static peers, used alongside membership: host:port strings or { address, id }. */
   peers: z.array(peer).default([]),
   /** The mesh this agent belongs to: namespaces its control-plane subjects. */
-  mesh: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]{1,63}$/, 'mesh names are 1-63 of [A-Za-z0-9_-]')
-    .default('default'),
+  mesh: meshNameSchema.default('default'),
   /** Relative capacity for owning keys (0: owns none, e.g. battery or metered nodes). */
   weight: z.coerce.number().min(0).max(1000).default(1),
   /** Origin rules: a key starting with `prefix` that no node holds is fetched from `url` + the rest of the key. */

@@ -103,6 +103,12 @@ export class Overlay {
 
   /** `key`'s owners: whether this node is one, and the others' connections. */
   placementOf(key: string): { self: boolean; peers: PeerTransport[] } {
+    const order = this.ownerOrder(key);
+    return { self: order.includes('self'), peers: order.filter((o) => o !== 'self') };
+  }
+
+  /** `key`'s owners in placement order, this node marked 'self'. */
+  ownerOrder(key: string): ('self' | PeerTransport)[] {
     const members = this.#membership?.alive() ?? [];
     const self = this.#membership?.self;
     const version = members.map((m) => `${m.info.nodeId}:${m.info.weight}`).join();
@@ -112,25 +118,11 @@ export class Overlay {
       this.#placement = { version, placement: new Placement(placed) };
     }
     const byId = new Map(members.map((m) => [m.info.nodeId, m.transport]));
-    const owners = this.#placement.placement.owners(key, this.#opts.config.replication.factor);
-    return {
-      self: owners.some((o) => o.id === self?.nodeId),
-      peers: owners.flatMap((owner) => byId.get(owner.id) ?? []),
-    };
-  }
-
-  /** `key`'s owners in placement order, this node marked 'self'. */
-  ownerOrder(key: string): ('self' | PeerTransport)[] {
-    this.placementOf(key); // refreshes the placement for the current membership
-    const self = this.#membership?.self.nodeId;
-    const byId = new Map((this.#membership?.alive() ?? []).map((m) => [m.info.nodeId, m.transport]));
-    const order: ('self' | PeerTransport)[] = [];
-    for (const owner of this.#placement!.placement.owners(key, this.#opts.config.replication.factor)) {
-      const transport = byId.get(owner.id);
-      if (owner.id === self) order.push('self');
-      else if (transport) order.push(transport);
-    }
-    return order;
+    return this.#placement.placement
+      .owners(key, this.#opts.config.replication.factor)
+      .flatMap<'self' | PeerTransport>((owner) =>
+        owner.id === self?.nodeId ? ['self'] : (byId.get(owner.id) ?? []),
+      );
   }
 
   /**
