@@ -4,6 +4,9 @@ import type { AddressInfo } from 'node:net';
 import { ObjectStore } from './cache/object-store.ts';
 import type { AgentConfig } from './config/schema.ts';
 import { PeerFetcher } from './fetch/peer-fetcher.ts';
+import { Swarm } from './fetch/swarm.ts';
+import { UploadLimiter } from './transport/upload-limiter.ts';
+import { MAX_CHUNK_SIZE } from './cache/chunking.ts';
 import { createApp } from './http/app.ts';
 import { isKey } from './keys.ts';
 import { Overlay } from './overlay/overlay.ts';
@@ -93,8 +96,13 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     },
     onBackgroundError: (error) => logger.error({ err: error }, 'background store operation failed'),
   });
+  const swarm = new Swarm();
+  const uploadLimiter = new UploadLimiter(config.transfer.uploadBytesPerSecond, MAX_CHUNK_SIZE);
   const fetcher = new PeerFetcher({
     store,
+    swarm,
+    self: () => overlay.selfHolder(),
+    hopClassOf: (peer) => overlay.hopClassOf(peer),
     peers: () => overlay.peers(),
     owners: (key) => overlay.owners(key),
     resolve: (holder) => overlay.resolve(holder),
@@ -110,6 +118,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     counters,
     logger,
     timeoutMs: config.replication.timeoutMs,
+    swarm,
   });
   const purger = new Purger({
     store,
@@ -148,11 +157,17 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     index: { lookup: (key) => overlay.index.lookup(key), record: (m, h) => overlay.recordHolder(m, h) },
     fetchOrigin: async (key) => {
       if (!origin.urlFor(key)) return undefined;
-      return origin.fetch(key).catch((error: unknown) => {
+      try {
+        const begun = await origin.begin(key);
+        return 'manifest' in begun ? begun : { head: begun.progress.head };
+      } catch (error) {
         if (error instanceof ObjectNotFoundError) return undefined;
         throw error;
-      });
+      }
     },
+    swarm,
+    trusted: (holder) => overlay.resolve(holder) !== undefined,
+    upload: { limiter: uploadLimiter, groupOf: (nodeId) => overlay.groupOf(nodeId) },
     replicate: async (key, root, source) => {
       const transport = overlay.resolve(source);
       if (!transport) return 'unknown-source';
@@ -246,6 +261,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       ready = false;
       clearInterval(sweep);
       replicator.close();
+      uploadLimiter.close();
       await overlay.close();
       http.closeAllConnections();
       await new Promise((resolve) => http.close(resolve));

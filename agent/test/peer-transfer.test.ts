@@ -198,10 +198,14 @@ describe('two agent processes on loopback', () => {
 
     it('never serves or stores a tampered byte when no honest holder exists', async () => {
       const res = await getStream(`${alone.url}/v1/objects/target`);
-      // Chunk 0 is genuine and may have been sent; the response must break before chunk 1.
-      assert.equal(res.complete && res.body.length === object.length, false, 'the response did not complete');
-      assert.ok(res.body.length <= chunkSizeFor(object.length), 'nothing past the genuine first chunk');
-      assert.deepEqual(res.body, object.subarray(0, res.body.length), 'every byte received is genuine');
+      // Chunks are fetched in parallel: the download may fail before the first chunk is sent (a clean
+      // 502), or after (a broken 200). Either way chunk 0 is the most that may arrive, and it is genuine.
+      if (res.status !== 502) {
+        assert.equal(res.status, 200);
+        assert.equal(res.complete, false, 'the response did not complete');
+        assert.ok(res.body.length <= chunkSizeFor(object.length), 'nothing past the genuine first chunk');
+        assert.deepEqual(res.body, object.subarray(0, res.body.length), 'every byte received is genuine');
+      }
       const status = await eventually(async () => {
         const s = await alone.status();
         return s.counters.badChunksByPeer[evil.address] ? s : undefined;

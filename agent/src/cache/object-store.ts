@@ -54,6 +54,8 @@ export interface PutOptions {
   size?: number;
   ttlMs?: number;
   contentType?: string;
+  /** Called as each chunk, in order, lands on disk (readable with readChunk from then on). */
+  onChunk?: (index: number, digest: string) => void;
 }
 
 /** A pinned object: its chunks stay on disk until `release()`, even if it is deleted meanwhile. */
@@ -244,7 +246,7 @@ export class ObjectStore {
     }
     const lease = this.newLease();
     try {
-      const { chunks, size, chunkSize } = await this.#ingest(lease, body, options.size);
+      const { chunks, size, chunkSize } = await this.#ingest(lease, body, options.size, options.onChunk);
       const { ttlMs, contentType } = options;
       return await this.commit(lease, { key, size, chunkSize, chunks, ttlMs, contentType });
     } finally {
@@ -256,6 +258,7 @@ export class ObjectStore {
     lease: ChunkLease,
     body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     expectedSize: number | undefined,
+    onChunk: PutOptions['onChunk'],
   ) {
     const chunkSize = chunkSizeFor(expectedSize);
     const chunks: string[] = [];
@@ -276,9 +279,13 @@ export class ObjectStore {
         size += data.length;
         await writing;
         if (writeError) throw writeError;
-        writing = this.#addChunk(lease, digest, data).catch((error: unknown) => {
-          writeError = error instanceof Error ? error : new Error(String(error));
-        });
+        const index = chunks.length - 1;
+        writing = this.#addChunk(lease, digest, data).then(
+          () => onChunk?.(index, digest),
+          (error: unknown) => {
+            writeError = error instanceof Error ? error : new Error(String(error));
+          },
+        );
       }
     } finally {
       await writing; // never rejects; on failure the caller's lease releases what was written

@@ -116,6 +116,11 @@ export const agentConfigSchema = z.strictObject({
     .strictObject({
       /** How long to wait for a peer's answer before trying the next one. */
       peerTimeoutMs: z.coerce.number().int().min(1).default(5000),
+      /**
+       * The most bytes per second this node sends to peers, shared fairly among the zones asking
+       * (0: no limit). Keeps the mesh off a constrained uplink.
+       */
+      uploadBytesPerSecond: z.coerce.number().int().min(0).default(0),
     })
     .prefault({}),
   log: z

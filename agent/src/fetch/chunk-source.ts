@@ -1,13 +1,17 @@
 import type { Manifest } from '../cache/manifest.ts';
 import type { ObjectHandle, ObjectStore } from '../cache/object-store.ts';
 import type { Source } from '../telemetry/counters.ts';
+import { headOf, type ObjectHead } from './swarm.ts';
 
 /**
  * An object being read, wherever its bytes come from: verified chunks by index. `close()` must be
  * called once the reader is done (it unpins or leaves a download).
  */
 export interface ChunkSource {
-  readonly manifest: Manifest;
+  /** The object's shape: enough to serve it. */
+  readonly head: ObjectHead;
+  /** Its manifest, unless it is still being fetched from the origin by an owner. */
+  readonly manifest?: Manifest;
   readonly source: Source;
   read(index: number): Promise<Buffer>;
   close(): void;
@@ -16,6 +20,7 @@ export interface ChunkSource {
 /** Reads a pinned local object; `source` says how it got here (`origin` right after an origin fetch). */
 export function localSource(store: ObjectStore, handle: ObjectHandle, source: Source = 'local'): ChunkSource {
   return {
+    head: headOf(handle.manifest),
     manifest: handle.manifest,
     source,
     read: (index) => store.readChunk(handle.manifest.chunks[index]!),

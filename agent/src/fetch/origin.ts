@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import { chunkSizeFor, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../cache/chunking.ts';
 import { ObjectNotFoundError } from '../cache/errors.ts';
 import { isMediaType, type Manifest, parseManifest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
@@ -7,6 +8,7 @@ import { isKey } from '../keys.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { Located } from './peer-fetcher.ts';
+import { headOf, type ObjectHead, type Progress, type Swarm } from './swarm.ts';
 
 export interface OriginRule {
   prefix: string;
@@ -29,7 +31,8 @@ export class OriginFetcher {
   readonly #counters: Counters;
   readonly #logger: Logger;
   readonly #timeoutMs: number;
-  readonly #inflight = new Map<string, Promise<Manifest>>();
+  readonly #swarm: Swarm | undefined;
+  readonly #inflight = new Map<string, { done: Promise<Manifest>; started: Promise<Progress | undefined> }>();
 
   constructor(opts: {
     rules: readonly OriginRule[];
@@ -37,7 +40,10 @@ export class OriginFetcher {
     counters: Counters;
     logger: Logger;
     timeoutMs: number;
+    /** Where a fetch under way is published, so peers can follow it chunk by chunk. */
+    swarm?: Swarm;
   }) {
+    this.#swarm = opts.swarm;
     this.#rules = [...opts.rules].sort((a, b) => b.prefix.length - a.prefix.length); // longest prefix wins
     this.#store = opts.store;
     this.#counters = opts.counters;
@@ -55,15 +61,37 @@ export class OriginFetcher {
   fetch(key: string): Promise<Manifest> {
     const local = this.#store.lookup(key);
     if (local) return Promise.resolve(local);
-    let pending = this.#inflight.get(key);
-    if (!pending) {
-      pending = this.#fetch(key).finally(() => this.#inflight.delete(key));
-      this.#inflight.set(key, pending);
-    }
-    return pending;
+    return this.#join(key).done;
   }
 
-  async #fetch(key: string): Promise<Manifest> {
+  /**
+   * Starts (or joins) the fetch of `key`: its manifest once stored, or, sooner, its progress once the
+   * origin has answered with a length (peers can then follow it chunk by chunk). Rejects like fetch.
+   */
+  async begin(key: string): Promise<{ manifest: Manifest } | { progress: Progress }> {
+    const local = this.#store.lookup(key);
+    if (local) return { manifest: local };
+    const { done, started } = this.#join(key);
+    const progress = await Promise.race([started, done.then(() => undefined)]);
+    return progress ? { progress } : { manifest: await done };
+  }
+
+  #join(key: string) {
+    let entry = this.#inflight.get(key);
+    if (!entry) {
+      let onStart!: (progress: Progress | undefined) => void;
+      const started = new Promise<Progress | undefined>((resolve) => (onStart = resolve));
+      const done = this.#fetch(key, onStart).finally(() => {
+        onStart(undefined);
+        this.#inflight.delete(key);
+      });
+      entry = { done, started };
+      this.#inflight.set(key, entry);
+    }
+    return entry;
+  }
+
+  async #fetch(key: string, onStart: (progress: Progress | undefined) => void): Promise<Manifest> {
     const url = this.urlFor(key);
     if (!url) throw new ObjectNotFoundError(key);
     this.#counters.originFetches++;
@@ -78,14 +106,57 @@ export class OriginFetcher {
     const length = res.headers.get('content-length');
     const size = length === null ? undefined : Number(length);
     const type = res.headers.get('content-type') ?? undefined;
-    const manifest = await this.#store.put(key, Readable.fromWeb(res.body), {
-      ...(size !== undefined && Number.isSafeInteger(size) ? { size } : {}),
-      ...(type && isMediaType(type) ? { contentType: type } : {}),
-    });
+    const known = size !== undefined && Number.isSafeInteger(size) && size > 0 ? size : undefined;
+    const contentType = type && isMediaType(type) ? type : undefined;
+    const progress =
+      known === undefined
+        ? undefined
+        : this.#swarm?.begin({
+            key,
+            size: known,
+            chunkSize: chunkSizeFor(known),
+            ...(contentType ? { contentType } : {}),
+          });
+    onStart(progress);
+    let manifest: Manifest;
+    try {
+      manifest = await this.#store.put(key, Readable.fromWeb(res.body), {
+        ...(known === undefined ? {} : { size: known }),
+        ...(contentType ? { contentType } : {}),
+        ...(progress
+          ? {
+              onChunk: (index: number, digest: string) => {
+                progress.addDigests(index, [digest]);
+                progress.hold(index);
+              },
+            }
+          : {}),
+      });
+    } catch (error) {
+      progress?.fail(error as Error);
+      throw error;
+    }
+    progress?.complete(manifest);
     this.#counters.bytesFromOrigin += manifest.size;
     this.#logger.info({ key, url, bytes: manifest.size }, 'fetched from origin');
     return manifest;
   }
+}
+
+/** An object's shape from a peer (untrusted): checked like a manifest's fields. */
+export function parseHead(value: unknown, key: string): ObjectHead {
+  const v = (value ?? {}) as Record<string, unknown>;
+  const { size, chunkSize, contentType } = v;
+  if (v.key !== key) throw new Error('the shape is of another key');
+  if (!Number.isSafeInteger(size) || (size as number) <= 0) throw new Error('bad size in the shape');
+  if (chunkSize !== chunkSizeFor(size as number) || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE)
+    throw new Error('bad chunk size in the shape');
+  return {
+    key,
+    size: size as number,
+    chunkSize: chunkSize,
+    ...(typeof contentType === 'string' && isMediaType(contentType) ? { contentType } : {}),
+  };
 }
 
 export type OriginOutcome = { source: 'origin'; manifest: Manifest } | { source: 'peer'; located: Located };
@@ -111,10 +182,13 @@ export async function getViaOrigin(key: string, deps: OriginRouteDeps): Promise<
     try {
       const answer = await owner.fetchOrigin(key, AbortSignal.timeout(deps.timeoutMs));
       if (!answer) return undefined;
-      return {
-        source: 'peer',
-        located: { manifest: parseManifest(answer.manifest, isKey), holders: [owner] },
-      };
+      if (answer.inProgress) {
+        const head = parseHead(answer.manifest, key);
+        return { source: 'peer', located: { head, holders: [], authority: owner } };
+      }
+      const manifest = parseManifest(answer.manifest, isKey);
+      if (manifest.key !== key) throw new Error(`answered for another key ${manifest.key}`);
+      return { source: 'peer', located: { head: headOf(manifest), manifest, holders: [owner] } };
     } catch (error) {
       deps.logger.warn(
         { owner: owner.id, key, err: (error as Error).message },

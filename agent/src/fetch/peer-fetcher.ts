@@ -1,6 +1,8 @@
-import { digestOf } from '../cache/chunking.ts';
 import { IntegrityError } from '../cache/errors.ts';
-import { type Manifest, manifestChunkLength, parseManifest } from '../cache/manifest.ts';
+import { chunkLength, digestOf, isDigest, rootDigest } from '../cache/chunking.ts';
+import { type Manifest, parseManifest } from '../cache/manifest.ts';
+import { HOP_CLASSES, type HopClass } from '../overlay/proximity.ts';
+import { headOf, type ObjectHead, type Progress, Swarm } from './swarm.ts';
 import type { Holder } from '../overlay/holder-index.ts';
 import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
@@ -22,13 +24,18 @@ export class PeerFetchError extends Error {
   }
 }
 
-/** Chunks asked of one holder per FetchChunks call. */
-const CHUNKS_PER_CALL = 64;
-
 export interface Located {
-  manifest: Manifest;
-  /** Peers that announced this exact manifest root, in answer order. */
+  /** The object's shape. */
+  head: ObjectHead;
+  /** Its manifest, unless an owner is still getting it from the origin (then ask `authority`). */
+  manifest?: Manifest;
+  /** Peers that hold this version whole, cheapest first. */
   holders: PeerTransport[];
+  /**
+   * The owner getting the object from its origin, when `manifest` is not known yet: its Watch gives
+   * the chunk digests as they come and, at the end, the manifest.
+   */
+  authority?: PeerTransport;
 }
 
 export interface PeerFetcherOptions {
@@ -40,6 +47,12 @@ export interface PeerFetcherOptions {
   resolve?: (holder: Holder) => PeerTransport | undefined;
   /** Orders holders cheapest first (same zone, same region, then by RTT and load). */
   rank?: (holders: readonly PeerTransport[]) => PeerTransport[];
+  /** How far a peer is (for locality when choosing whom to ask for each chunk); default 'remote'. */
+  hopClassOf?: (peer: PeerTransport) => HopClass;
+  /** Where downloads under way are published, so peers can fetch their chunks early. */
+  swarm?: Swarm;
+  /** This node as a holder, named to the peers it watches so they can fetch from it in turn. */
+  self?: () => Holder | undefined;
   counters: Counters;
   logger: Logger;
   clock: Clock;
@@ -67,14 +80,14 @@ export class PeerFetcher {
    */
   async locate(key: string): Promise<Located | undefined> {
     const inflight = this.#inflight.get(key);
-    if (inflight) return { manifest: inflight.manifest, holders: inflight.holders };
+    if (inflight) return inflight.located;
     const owners = this.#opts.owners?.(key) ?? [];
     const isOwner = new Set(owners.map((o) => o.address));
     const others = this.#opts.peers().filter((p) => !isOwner.has(p.address));
     const fromOwners = await this.#ask(key, owners);
     const found = fromOwners ?? (await this.#ask(key, others));
     if (!found || found === 'purged') return undefined; // purged: a stale copy elsewhere must not answer
-    return { manifest: found.manifest, holders: this.#opts.rank?.(found.holders) ?? found.holders };
+    return { ...found, holders: this.#opts.rank?.(found.holders) ?? found.holders };
   }
 
   /** What `peers` know of `key`: the best-supported version, 'purged', or undefined for nothing. */
@@ -120,7 +133,7 @@ export class PeerFetcher {
       .filter((g) => g.holders.size > 0 && g.manifest.createdAtMs > purgedAtMs)
       .sort((a, b) => b.holders.size - a.holders.size)[0];
     if (!best) return purgedAtMs >= 0 ? 'purged' : undefined;
-    return { manifest: best.manifest, holders: [...best.holders.values()] };
+    return { head: headOf(best.manifest), manifest: best.manifest, holders: [...best.holders.values()] };
   }
 
   /**
@@ -147,7 +160,7 @@ export class PeerFetcher {
   async copy(key: string, root: string, sources: readonly PeerTransport[]): Promise<void> {
     if (this.#opts.store.lookup(key)?.root === root) return;
     const found = await this.#ask(key, sources);
-    if (!found || found === 'purged' || found.manifest.root !== root)
+    if (!found || found === 'purged' || found.manifest?.root !== root)
       throw new PeerFetchError(key, ['the source does not hold that version']);
     await this.#download(found).stored;
     if (this.#opts.store.lookup(key)?.root !== root)
@@ -155,9 +168,10 @@ export class PeerFetcher {
   }
 
   #download(located: Located): Download {
-    const key = located.manifest.key;
+    const key = located.head.key;
     let download = this.#inflight.get(key);
-    if (!download || download.manifest.root !== located.manifest.root) {
+    const root = located.manifest?.root;
+    if (!download || (root !== undefined && download.root !== undefined && download.root !== root)) {
       download = new Download(located, this.#opts);
       this.#inflight.set(key, download);
       const started = download;
@@ -171,44 +185,110 @@ export class PeerFetcher {
 
 /** Verified chunk bytes held in memory while their disk writes are under way, per download. */
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
+/** Chunk requests outstanding to one peer (one being sent, one queued behind it). */
+const PER_SOURCE = 2;
+/** Chunk requests outstanding in total, per download. */
+const MAX_IN_FLIGHT = 8;
+/** Swarm members (partial holders) watched at a time, per download. */
+const MAX_WATCHED = 6;
+
+/** A peer this download may get chunks from. */
+interface Source {
+  transport: PeerTransport;
+  /** What it has: everything, or chunk by chunk (as its Watch says). */
+  has: Uint8Array | 'all';
+  /** Hop class index (same zone 1, same region 2, elsewhere 3) and rank among holders. */
+  cls: number;
+  rank: number;
+  inFlight: number;
+  dead: boolean;
+  watched: boolean;
+}
 
 /**
- * One object's download from its holders into the store. A chunk is hashed as it arrives and is
- * readable from memory at once; its disk write runs behind, within WRITE_BEHIND_BYTES, so readers
- * go at network speed rather than disk speed. The object is committed once every write has landed.
+ * One object's download into the store, chunk by chunk from every peer that has chunks: holders of
+ * the whole object, and members of the swarm still getting it themselves (learned from Watch).
+ * Each chunk goes to the cheapest hop class that has it, rarest first within it, a few requests per
+ * peer at a time. Every chunk is hashed as it arrives against the manifest's digest (or, while an
+ * owner is still getting the object from its origin, against the digests that owner announces; the
+ * root over them must then match the manifest it ends with). A verified chunk is readable at once, by
+ * local readers and by peers, while its disk write runs behind. The object is committed once every
+ * chunk is written.
  */
 class Download {
-  readonly manifest: Manifest;
-  readonly holders: PeerTransport[];
+  readonly head: ObjectHead;
+  manifest: Manifest | undefined;
   /** Settles when the download ends, either way. */
   readonly finished: Promise<void>;
   /** Resolves when the object is committed to the store; rejects when the download fails. */
   readonly stored: Promise<void>;
   readonly #opts: PeerFetcherOptions;
   readonly #lease: ChunkLease;
-  /** Chunks 0..#verified-1 have arrived and passed verification. */
-  #verified = 0;
-  /** Verified chunks whose disk writes have not finished, by index. */
+  readonly #progress: Progress;
+  readonly #authority: PeerTransport | undefined;
+  readonly #sources = new Map<string, Source>();
+  readonly #verified: Uint8Array;
+  #verifiedCount = 0;
+  readonly #assigned: Uint8Array;
+  #inFlight = 0;
+  #watching = 0;
   readonly #unwritten = new Map<number, Buffer>();
   #unwrittenBytes = 0;
   readonly #writes = new Set<Promise<void>>();
-  #writeError: Error | undefined;
+  readonly #failures: string[] = [];
+  readonly #abort = new AbortController();
+  #settle!: { resolve: () => void; reject: (error: Error) => void };
+  #settled = false;
+  #committing = false;
   #error: Error | undefined;
   #discarded = false;
   #readers = 0;
   #done = false;
   #wake: (() => void)[] = [];
+  #stall: NodeJS.Timeout | undefined;
+  readonly #stopJoins: () => void;
 
   constructor(located: Located, opts: PeerFetcherOptions) {
+    this.head = located.head;
     this.manifest = located.manifest;
-    this.holders = [...located.holders];
     this.#opts = opts;
+    this.#authority = located.manifest ? undefined : located.authority;
     this.#lease = opts.store.newLease();
-    this.stored = this.#run();
+    this.#progress = opts.swarm?.begin(this.head) ?? new Swarm().begin(this.head);
+    if (this.manifest) this.#progress.addDigests(0, this.manifest.chunks);
+    this.#verified = new Uint8Array(this.#progress.count);
+    this.#assigned = new Uint8Array(this.#progress.count);
+    this.stored = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
     this.finished = this.stored.then(
       () => this.#finish(undefined),
       (error: Error) => this.#finish(error),
     );
+    located.holders.forEach((holder) => this.#addSource(holder, 'all'));
+    this.#stopJoins = opts.swarm?.onJoin(this.head.key, (holder) => this.#addPeer(holder)) ?? (() => {});
+    if (this.#authority) {
+      const authority = this.#addSource(this.#authority, new Uint8Array(this.#progress.count));
+      if (authority) this.#watch(authority, true);
+      else this.#fail(new PeerFetchError(this.head.key, ['the owner fetching it is this node']));
+    } else {
+      const first = [...this.#sources.values()][0];
+      if (first) this.#watch(first, false); // joins the swarm: learns its members, and is learned
+    }
+    this.#armStall();
+    this.#pump();
+  }
+
+  get root(): string | undefined {
+    return this.manifest?.root;
+  }
+
+  /** What locate() tells later readers of this key: they join this download. */
+  get located(): Located {
+    return {
+      head: this.head,
+      ...(this.manifest ? { manifest: this.manifest } : {}),
+      holders: [...this.#sources.values()].filter((s) => s.has === 'all').map((s) => s.transport),
+      ...(this.#authority ? { authority: this.#authority } : {}),
+    };
   }
 
   /** Finish serving current readers, but do not commit the object. */
@@ -220,7 +300,8 @@ class Download {
     this.#readers++;
     let closed = false;
     return {
-      manifest: this.manifest,
+      head: this.head,
+      ...(this.manifest ? { manifest: this.manifest } : {}),
       source: 'peer',
       read: (index) => this.#read(index),
       close: () => {
@@ -233,69 +314,209 @@ class Download {
   }
 
   async #read(index: number): Promise<Buffer> {
-    while (this.#verified <= index) {
+    while (!this.#verified[index]) {
       if (this.#error) throw this.#error;
+      if (index >= this.#verified.length) throw new RangeError(`no chunk ${index}`);
       await new Promise<void>((resolve) => this.#wake.push(resolve));
     }
-    return this.#unwritten.get(index) ?? this.#opts.store.readChunk(this.manifest.chunks[index]!);
+    return this.#unwritten.get(index) ?? this.#opts.store.readChunk(this.#progress.digests[index]!);
   }
 
-  async #run(): Promise<void> {
-    const { manifest } = this;
-    const failures: string[] = [];
-    for (const peer of this.holders) {
-      if (this.#verified === manifest.chunks.length) break;
+  #addSource(transport: PeerTransport, has: Uint8Array | 'all'): Source | undefined {
+    if (this.#opts.self?.()?.grpc === transport.address) return undefined;
+    const known = this.#sources.get(transport.address);
+    if (known) {
+      if (has === 'all') known.has = 'all';
+      return known;
+    }
+    const cls = HOP_CLASSES.indexOf(this.#opts.hopClassOf?.(transport) ?? 'remote');
+    const source: Source = {
+      transport,
+      has,
+      cls,
+      rank: this.#sources.size,
+      inFlight: 0,
+      dead: false,
+      watched: false,
+    };
+    this.#sources.set(transport.address, source);
+    return source;
+  }
+
+  /** A member of the swarm (named by a peer, or one that watched this node): a possible source. */
+  #addPeer(holder: Holder): void {
+    if (this.#settled) return;
+    const transport = this.#opts.resolve?.(holder);
+    if (!transport || this.#sources.has(transport.address)) return;
+    const source = this.#addSource(transport, new Uint8Array(this.#progress.count));
+    if (source && this.#watching < MAX_WATCHED) this.#watch(source, false);
+  }
+
+  /**
+   * Follows `source`'s Watch: the chunks it gets, the swarm members it names and, from the
+   * authority (the owner getting the object from its origin), the digests and the manifest.
+   */
+  #watch(source: Source, authoritative: boolean): void {
+    source.watched = true;
+    this.#watching++;
+    const { key } = this.head;
+    const id = source.transport.id;
+    void (async () => {
       try {
-        await this.#pullFrom(peer);
-      } catch (error) {
-        if (this.#writeError) break; // our disk failed: no other peer would help
-        failures.push((error as Error).message);
-        if (error instanceof IntegrityError) {
-          Counters.bump(this.#opts.counters.badChunksByPeer, peer.id);
-          this.#opts.logger.warn(
-            { peer: peer.id, key: manifest.key, chunk: error.digest },
-            'peer sent a chunk that failed verification; trying the next holder',
-          );
-        } else if (error instanceof PeerError) {
-          this.#opts.logger.warn(
-            { peer: peer.id, key: manifest.key, err: error.message },
-            'peer failed during fetch; trying the next holder',
-          );
-        } else {
-          throw error;
+        for await (const u of source.transport.watch(key, this.#opts.self?.(), this.#abort.signal)) {
+          if (this.#settled) return;
+          if (u.head && (u.head.size !== this.head.size || u.head.chunkSize !== this.head.chunkSize))
+            throw new PeerError(id, 'Watch: another shape of the object');
+          if (authoritative && u.digests.length > 0) {
+            if (!u.digests.every(isDigest)) throw new PeerError(id, 'Watch: malformed digests');
+            this.#progress.addDigests(u.firstDigest, u.digests);
+            this.#armStall();
+          }
+          if (source.has !== 'all') {
+            for (const i of u.have)
+              if (Number.isInteger(i) && i >= 0 && i < source.has.length) source.has[i] = 1;
+          }
+          for (const peer of u.peers) this.#addPeer(peer);
+          if (u.manifest) this.#learnManifest(source, authoritative, parseManifest(u.manifest, isKey));
+          this.#pump();
         }
+        if (authoritative && !this.manifest) throw new PeerError(id, 'Watch ended before the manifest');
+      } catch (error) {
+        if (this.#settled) return;
+        const message = (error as Error).message;
+        this.#failures.push(message);
+        if (authoritative && !this.manifest) {
+          this.#fail(new PeerFetchError(key, this.#failures));
+          return;
+        }
+        if (source.has !== 'all') source.dead = true;
+        this.#opts.logger.debug({ peer: id, key, err: message }, 'swarm peer watch ended');
+        this.#pump();
+      } finally {
+        this.#watching--;
       }
-    }
-    await Promise.all(this.#writes);
-    if (this.#writeError) throw this.#writeError;
-    if (this.#verified < manifest.chunks.length) throw new PeerFetchError(manifest.key, failures);
-    if (this.#discarded) return;
-    const ttlMs =
-      manifest.expiresAtMs === undefined
-        ? undefined
-        : Math.max(1, manifest.expiresAtMs - this.#opts.clock.now());
-    await this.#opts.store.commit(this.#lease, { ...manifest, ...(ttlMs === undefined ? {} : { ttlMs }) });
+    })();
   }
 
-  /** Pulls the chunks from #verified onwards from `peer`, verifying each as it arrives. */
-  async #pullFrom(peer: PeerTransport): Promise<void> {
-    const { manifest } = this;
-    while (this.#verified < manifest.chunks.length) {
-      const first = this.#verified;
-      const digests = manifest.chunks.slice(first, first + CHUNKS_PER_CALL);
-      const lengths = digests.map((_, i) => manifestChunkLength(manifest, first + i));
-      for await (const data of peer.fetchChunks(digests, lengths)) {
-        const index = this.#verified;
-        const digest = manifest.chunks[index]!;
-        if (digestOf(data) !== digest) throw new IntegrityError(digest, peer.id);
-        Counters.bump(this.#opts.counters.bytesFromPeer, peer.id, data.length);
-        this.#writeBehind(index, digest, data);
-        this.#verified = index + 1;
-        this.#notify();
-        while (this.#unwrittenBytes > WRITE_BEHIND_BYTES) await Promise.race(this.#writes);
-        if (this.#writeError) throw this.#writeError;
+  #learnManifest(source: Source, authoritative: boolean, manifest: Manifest): void {
+    const id = source.transport.id;
+    if (manifest.key !== this.head.key) throw new PeerError(id, 'Watch: manifest of another key');
+    if (!this.manifest && authoritative) {
+      const known = this.#progress.digests;
+      const same =
+        manifest.size === this.head.size &&
+        manifest.chunkSize === this.head.chunkSize &&
+        known.every((digest, i) => manifest.chunks[i] === digest);
+      if (!same) throw new PeerError(id, 'Watch: the manifest contradicts the digests announced');
+      this.manifest = manifest;
+      this.#progress.addDigests(0, manifest.chunks);
+    }
+    if (manifest.root === this.manifest?.root) source.has = 'all';
+    this.#checkDone();
+  }
+
+  /** Hands out chunk requests: the cheapest hop class that has a chunk gets it, rarest first. */
+  #pump(): void {
+    if (this.#settled || this.#committing) return;
+    if (this.#unwrittenBytes > WRITE_BEHIND_BYTES) return; // a finished write pumps again
+    const known = this.#progress.digests.length;
+    const live = [...this.#sources.values()].filter((s) => !s.dead);
+    const wanted: number[] = [];
+    for (let i = 0; i < known; i++) if (!this.#verified[i] && !this.#assigned[i]) wanted.push(i);
+    const count = new Map<number, number>();
+    const best = new Map<number, number>();
+    for (const i of wanted) {
+      for (const s of live) {
+        if (s.has !== 'all' && !s.has[i]) continue;
+        count.set(i, (count.get(i) ?? 0) + 1);
+        best.set(i, Math.min(best.get(i) ?? Infinity, s.cls));
       }
     }
+    live.sort((a, b) => a.cls - b.cls || a.inFlight - b.inFlight || a.rank - b.rank);
+    // With swarm members about, break ties at random so members start on different chunks; with
+    // whole holders only, go in order so a reader's first bytes come first.
+    const spread = this.#authority !== undefined || live.some((s) => s.has !== 'all');
+    for (const s of live) {
+      while (s.inFlight < PER_SOURCE && this.#inFlight < MAX_IN_FLIGHT) {
+        let pick: number | undefined;
+        let pickCount = Infinity;
+        let ties = 0;
+        for (const i of wanted) {
+          if (this.#assigned[i] || best.get(i) !== s.cls) continue;
+          if (s.has !== 'all' && !s.has[i]) continue;
+          const c = count.get(i)!;
+          if (c < pickCount) {
+            pick = i;
+            pickCount = c;
+            ties = 1;
+          } else if (c === pickCount && spread && Math.random() * ++ties < 1) {
+            pick = i; // a random one among the rarest: swarm members start on different chunks
+          }
+        }
+        if (pick === undefined) break;
+        this.#request(s, pick);
+      }
+    }
+    if (this.#inFlight === 0 && live.length === 0 && this.#verifiedCount < this.#verified.length) {
+      this.#fail(new PeerFetchError(this.head.key, this.#failures));
+    }
+  }
+
+  #request(source: Source, index: number): void {
+    this.#assigned[index] = 1;
+    source.inFlight++;
+    this.#inFlight++;
+    const digest = this.#progress.digests[index]!;
+    const length = chunkLength(this.head.size, this.head.chunkSize, index);
+    const id = source.transport.id;
+    void (async () => {
+      try {
+        for await (const data of source.transport.fetchChunks([digest], [length], this.#abort.signal)) {
+          if (digestOf(data) !== digest) throw new IntegrityError(digest, id);
+          this.#accept(index, digest, data, source);
+        }
+        if (!this.#verified[index]) throw new PeerError(id, `sent no chunk ${index}`);
+      } catch (error) {
+        if (!this.#settled) this.#sourceFailed(source, error as Error);
+      } finally {
+        this.#assigned[index] = 0;
+        source.inFlight--;
+        this.#inFlight--;
+        this.#pump();
+      }
+    })();
+  }
+
+  #sourceFailed(source: Source, error: Error): void {
+    const { key } = this.head;
+    const id = source.transport.id;
+    source.dead = true;
+    this.#failures.push(error.message);
+    if (error instanceof IntegrityError) {
+      Counters.bump(this.#opts.counters.badChunksByPeer, id);
+      this.#opts.logger.warn(
+        { peer: id, key, chunk: error.digest },
+        'peer sent a chunk that failed verification; getting it elsewhere',
+      );
+    } else {
+      this.#opts.logger.warn(
+        { peer: id, key, err: error.message },
+        'peer failed during fetch; getting it elsewhere',
+      );
+    }
+  }
+
+  #accept(index: number, digest: string, data: Buffer, source: Source): void {
+    if (this.#verified[index] || this.#settled) return;
+    this.#verified[index] = 1;
+    this.#verifiedCount++;
+    const counters = this.#opts.counters;
+    Counters.bump(counters.bytesFromPeer, source.transport.id, data.length);
+    counters.bytesByHop[HOP_CLASSES[source.cls] ?? 'remote'] += data.length;
+    this.#progress.hold(index, data);
+    this.#writeBehind(index, digest, data);
+    this.#armStall();
+    this.#notify();
   }
 
   #writeBehind(index: number, digest: string, data: Buffer): void {
@@ -303,15 +524,71 @@ class Download {
     this.#unwrittenBytes += data.length;
     const write: Promise<void> = this.#opts.store
       .addVerifiedChunk(this.#lease, digest, data)
-      .catch((error: unknown) => {
-        this.#writeError ??= error instanceof Error ? error : new Error(String(error));
-      })
+      .then(
+        () => this.#progress.written(index),
+        (error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))),
+      )
       .finally(() => {
         this.#unwritten.delete(index);
         this.#unwrittenBytes -= data.length;
         this.#writes.delete(write);
+        this.#pump();
+        this.#checkDone();
       });
     this.#writes.add(write);
+  }
+
+  /** Commits once every chunk is verified and written and the manifest is known. */
+  #checkDone(): void {
+    const manifest = this.manifest;
+    if (this.#settled || this.#committing || !manifest) return;
+    if (this.#verifiedCount < this.#verified.length || this.#writes.size > 0) return;
+    this.#committing = true;
+    if (rootDigest(manifest.size, manifest.chunkSize, this.#progress.digests) !== manifest.root) {
+      this.#fail(new PeerFetchError(manifest.key, ['the chunks do not add up to the manifest root']));
+      return;
+    }
+    if (this.#discarded) {
+      this.#succeed(manifest, false);
+      return;
+    }
+    const ttlMs =
+      manifest.expiresAtMs === undefined
+        ? undefined
+        : Math.max(1, manifest.expiresAtMs - this.#opts.clock.now());
+    this.#opts.store.commit(this.#lease, { ...manifest, ...(ttlMs === undefined ? {} : { ttlMs }) }).then(
+      () => this.#succeed(manifest, true),
+      (error: Error) => this.#fail(error),
+    );
+  }
+
+  #succeed(manifest: Manifest, committed: boolean): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    if (committed) this.#progress.complete(manifest);
+    else this.#progress.fail(new Error('discarded'));
+    this.#settle.resolve();
+  }
+
+  #fail(error: Error): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#progress.fail(error);
+    this.#settle.reject(error);
+  }
+
+  /** Fails the download when nothing arrives for a while and no owner is still getting it. */
+  #armStall(): void {
+    clearTimeout(this.#stall);
+    if (this.#settled) return;
+    this.#stall = setTimeout(() => {
+      const waitingOnOrigin = this.#authority !== undefined && !this.manifest && this.#watching > 0;
+      if (waitingOnOrigin || this.#inFlight > 0) return this.#armStall();
+      this.#fail(
+        new PeerFetchError(this.head.key, [...this.#failures, `no chunk for ${this.#opts.timeoutMs * 3} ms`]),
+      );
+    }, this.#opts.timeoutMs * 3);
+    this.#stall.unref();
   }
 
   #notify(): void {
@@ -321,6 +598,9 @@ class Download {
   }
 
   #finish(error: Error | undefined): void {
+    clearTimeout(this.#stall);
+    this.#stopJoins();
+    this.#abort.abort();
     this.#error = error;
     this.#done = true;
     this.#notify();

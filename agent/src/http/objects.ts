@@ -1,7 +1,8 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
-import { isMediaType, type Manifest, manifestChunkLength, objectDigest } from '../cache/manifest.ts';
+import { chunkLength } from '../cache/chunking.ts';
+import { isMediaType, type Manifest, objectDigest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import { type ChunkSource, localSource } from '../fetch/chunk-source.ts';
 import type { OriginOutcome } from '../fetch/origin.ts';
@@ -147,37 +148,38 @@ async function get(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
     if (!source && !located) throw new HttpError(404, 'NotFound', `no object ${key}`);
   }
   try {
-    const manifest = source?.manifest ?? located!.manifest;
-    const etag = `"${objectDigest(manifest)}"`;
+    const manifest = source ? source.manifest : located!.manifest;
+    const head = source?.head ?? located!.head;
+    // No ETag while an owner is still getting the object from its origin: the root is not known yet.
+    const etag = manifest && `"${objectDigest(manifest)}"`;
     res.set({
-      ETag: etag,
+      ...(etag ? { ETag: etag } : {}),
       'X-Edgemesh-Source': source?.source ?? 'peer',
       'Accept-Ranges': 'bytes',
-      'Content-Type': manifest.contentType ?? 'application/octet-stream',
-      'Last-Modified': new Date(manifest.createdAtMs).toUTCString(),
+      'Content-Type': head.contentType ?? 'application/octet-stream',
+      ...(manifest ? { 'Last-Modified': new Date(manifest.createdAtMs).toUTCString() } : {}),
     });
-    if (etagMatches(req.get('if-none-match'), etag)) {
+    if (etag && etagMatches(req.get('if-none-match'), etag)) {
       res.status(304).end();
       return;
     }
-    const range = parseRange(req.get('range'), manifest.size);
+    const range = parseRange(req.get('range'), head.size);
     if (range.kind === 'unsatisfiable') {
       throw new HttpError(
         416,
         'RangeNotSatisfiable',
-        `range ${req.get('range')} is not satisfiable for ${manifest.size} bytes`,
+        `range ${req.get('range')} is not satisfiable for ${head.size} bytes`,
         {
-          'Content-Range': `bytes */${manifest.size}`,
+          'Content-Range': `bytes */${head.size}`,
         },
       );
     }
-    const bytes: ByteRange = range.kind === 'partial' ? range.range : { start: 0, end: manifest.size - 1 };
+    const bytes: ByteRange = range.kind === 'partial' ? range.range : { start: 0, end: head.size - 1 };
     res
       .status(range.kind === 'partial' ? 206 : 200)
       .set('Content-Length', String(bytes.end - bytes.start + 1));
-    if (range.kind === 'partial')
-      res.set('Content-Range', `bytes ${bytes.start}-${bytes.end}/${manifest.size}`);
-    if (req.method === 'HEAD' || manifest.size === 0) {
+    if (range.kind === 'partial') res.set('Content-Range', `bytes ${bytes.start}-${bytes.end}/${head.size}`);
+    if (req.method === 'HEAD' || head.size === 0) {
       res.end();
       return;
     }
@@ -198,31 +200,28 @@ async function send(
   bytes: ByteRange,
   res: Response,
 ): Promise<void> {
-  const { manifest } = source;
+  const { head } = source;
   const counters = deps.counters;
-  const first = Math.floor(bytes.start / manifest.chunkSize);
-  const last = Math.floor(bytes.end / manifest.chunkSize);
+  const first = Math.floor(bytes.start / head.chunkSize);
+  const last = Math.floor(bytes.end / head.chunkSize);
   const slice = (index: number, data: Buffer) => {
-    const offset = index * manifest.chunkSize;
+    const offset = index * head.chunkSize;
     const from = Math.max(0, bytes.start - offset);
-    const to = Math.min(manifestChunkLength(manifest, index), bytes.end - offset + 1);
+    const to = Math.min(chunkLength(head.size, head.chunkSize, index), bytes.end - offset + 1);
     const part = from === 0 && to === data.length ? data : data.subarray(from, to);
     counters.bytesServed[source.source] += part.length;
     return part;
   };
-  const head = slice(first, await source.read(first));
+  const firstPart = slice(first, await source.read(first));
   async function* body() {
-    yield head;
+    yield firstPart;
     for (let index = first + 1; index <= last; index++) yield slice(index, await source.read(index));
   }
   try {
     await pipeline(Readable.from(body(), { objectMode: false, highWaterMark: 1 }), res);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return; // client went away
-    deps.logger.error(
-      { err: error, key: manifest.key },
-      'response aborted: could not deliver verified bytes',
-    );
+    deps.logger.error({ err: error, key: head.key }, 'response aborted: could not deliver verified bytes');
     res.destroy();
   }
 }

@@ -10,7 +10,7 @@ import type { Manifest } from '../cache/manifest.ts';
 import { type Holder, HolderIndex } from './holder-index.ts';
 import { Membership } from './membership.ts';
 import { Placement } from './placement.ts';
-import { rankByCost } from './proximity.ts';
+import { type HopClass, hopClass, rankByCost } from './proximity.ts';
 import { StaticPeers } from './static-peers.ts';
 import { Vivaldi } from './vivaldi.ts';
 
@@ -181,6 +181,22 @@ export class Overlay {
     );
   }
 
+  /** How far a peer is from this node by topology ('remote' when its place is unknown). */
+  hopClassOf(transport: PeerTransport): HopClass {
+    const { config } = this.#opts;
+    const self = { id: config.nodeId, zone: config.zone, region: config.region };
+    const member = this.#membership?.all().find((m) => m.transport.address === transport.address);
+    if (member) return hopClass(self, { id: member.info.nodeId, ...member.info });
+    const s = this.staticPeers.states().find((p) => p.address === transport.address);
+    return hopClass(self, { id: transport.id, zone: s?.zone ?? '', region: s?.region ?? '' });
+  }
+
+  /** The zone a member is in ("region/zone"), for sharing upload fairly; '?' for an unknown node. */
+  groupOf(nodeId: string): string {
+    const member = this.#membership?.all().find((m) => m.info.nodeId === nodeId);
+    return member ? `${member.info.region}/${member.info.zone}` : '?';
+  }
+
   /** A confirmed member's connection for a holder an owner named; undefined for anyone else. */
   resolve(holder: Holder): PeerTransport | undefined {
     const member = this.#membership?.alive().find((m) => m.info.nodeId === holder.nodeId);
@@ -247,6 +263,7 @@ export class Overlay {
       address,
       flowControlWindow: config.grpc.flowControlWindow,
       timeoutMs: config.transfer.peerTimeoutMs,
+      from: config.nodeId,
     });
   }
 }

@@ -1,3 +1,5 @@
+import type { HopClass } from '../overlay/proximity.ts';
+
 /** Where the bytes of a response came from (the X-Edgemesh-Source header). */
 export const SOURCES = ['local', 'peer', 'origin'] as const;
 export type Source = (typeof SOURCES)[number];
@@ -16,6 +18,8 @@ export class Counters {
   /** Chunks received from each peer that failed verification. */
   readonly badChunksByPeer = new Map<string, number>();
   readonly bytesFromPeer = new Map<string, number>();
+  /** Chunk bytes received from peers, by how far they came (same zone, same region, elsewhere). */
+  readonly bytesByHop: Record<HopClass, number> = { node: 0, zone: 0, region: 0, remote: 0 };
   /** Fetches this agent made from origins, and the object bytes they brought. */
   originFetches = 0;
   bytesFromOrigin = 0;
@@ -42,6 +46,7 @@ export class Counters {
       removals: Object.fromEntries(this.removals),
       badChunksByPeer: Object.fromEntries(this.badChunksByPeer),
       bytesFromPeer: Object.fromEntries(this.bytesFromPeer),
+      bytesByHop: { ...this.bytesByHop },
       bytesToPeers: this.bytesToPeers,
       originFetches: this.originFetches,
       bytesFromOrigin: this.bytesFromOrigin,

@@ -16,8 +16,15 @@ import {
   toWire,
   type WireManifestAnswer,
   type WirePing,
+  type WireWatchEvent,
 } from './peer-service.ts';
-import { type ManifestAnswer, PeerError, type PeerTransport, type PingResult } from './peer-transport.ts';
+import {
+  type ManifestAnswer,
+  PeerError,
+  type PeerTransport,
+  type PingResult,
+  type WatchUpdate,
+} from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 
 const PeerClientConstructor = makeGenericClientConstructor(peerService, 'Peer');
@@ -28,6 +35,8 @@ export interface PeerClientOptions {
   flowControlWindow: number;
   /** Deadline for unary calls and for the first piece of a stream. */
   timeoutMs: number;
+  /** This node's id, sent with chunk requests (peers share their upload fairly among zones). */
+  from?: string;
 }
 
 type Unary = (
@@ -43,9 +52,11 @@ export class GrpcPeer implements PeerTransport {
   readonly address: string;
   readonly #client: Client & Record<string, unknown>;
   readonly #timeoutMs: number;
+  readonly #from: string;
 
   constructor(opts: PeerClientOptions) {
     this.id = opts.id;
+    this.#from = opts.from ?? '';
     this.address = opts.address;
     this.#timeoutMs = opts.timeoutMs;
     this.#client = new PeerClientConstructor(
@@ -93,6 +104,7 @@ export class GrpcPeer implements PeerTransport {
         holds: Boolean(r.holds),
         holders,
         ...purged,
+        ...(r.inProgress ? { inProgress: true } : {}),
       };
     } catch (error) {
       if ((error as ServiceError).code === status.NOT_FOUND) return undefined;
@@ -174,7 +186,7 @@ export class GrpcPeer implements PeerTransport {
   ): AsyncGenerator<Buffer> {
     const call = (
       this.#client.FetchChunks as (req: unknown) => AsyncIterable<ChunkPiece> & { cancel(): void }
-    ).call(this.#client, { digests: digests.map((d) => Buffer.from(d, 'hex')) });
+    ).call(this.#client, { digests: digests.map((d) => Buffer.from(d, 'hex')), fromNode: this.#from });
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
     // A peer that goes quiet mid-stream is abandoned, so the caller can move on to another holder.
@@ -194,6 +206,7 @@ export class GrpcPeer implements PeerTransport {
     try {
       for await (const piece of call) {
         armIdle();
+        if (piece.data.length === 0) continue; // a heartbeat: the peer is queueing us for upload
         const expected = lengths[index];
         if (piece.index !== index || expected === undefined || filled + piece.data.length > expected) {
           throw new PeerError(
@@ -231,6 +244,33 @@ export class GrpcPeer implements PeerTransport {
       throw new PeerError(this.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
     } finally {
       clearTimeout(idle);
+      signal?.removeEventListener('abort', onAbort);
+      call.cancel();
+    }
+  }
+
+  async *watch(key: string, from: Holder | undefined, signal?: AbortSignal): AsyncGenerator<WatchUpdate> {
+    const call = (
+      this.#client.Watch as (req: unknown) => AsyncIterable<WireWatchEvent> & { cancel(): void }
+    ).call(this.#client, { key, ...(from ? { from } : {}) });
+    const onAbort = () => call.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for await (const e of call) {
+        yield {
+          ...(e.head ? { head: fromWire(e.head) } : {}),
+          firstDigest: Number(e.firstDigest ?? 0),
+          digests: (e.digests ?? []).map((d) => Buffer.from(d).toString('hex')),
+          have: (e.have ?? []).map(Number),
+          peers: (e.peers ?? []).map((p) => ({ nodeId: p.nodeId, grpc: p.grpc })),
+          ...(e.manifest ? { manifest: fromWire(e.manifest) } : {}),
+        };
+      }
+    } catch (error) {
+      if ((error as ServiceError).code === status.NOT_FOUND) return;
+      if (signal?.aborted) return;
+      throw new PeerError(this.id, `Watch failed: ${(error as Error).message}`, { cause: error });
+    } finally {
       signal?.removeEventListener('abort', onAbort);
       call.cancel();
     }

@@ -24,7 +24,10 @@ import {
   pingToWire,
   toWire,
   type WireManifest,
+  type WireWatchEvent,
 } from './peer-service.ts';
+import type { ObjectHead, Swarm } from '../fetch/swarm.ts';
+import type { UploadLimiter } from './upload-limiter.ts';
 import type { PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 
@@ -61,8 +64,18 @@ export interface PeerServerOptions {
   deliver?: (message: { topic: string; from: string; body: Buffer; contentType: string }) => void;
   /** Applies a purge announced by another node; whether this node had a copy. */
   purge?: (key: string, purgedAtMs: number) => Promise<boolean>;
-  /** Gets `key` from its origin into this node's store (once for all askers); undefined: no such object. */
-  fetchOrigin?: (key: string) => Promise<Manifest | undefined>;
+  /**
+   * Starts getting `key` from its origin into this node's store (once for all askers): its manifest
+   * when stored, or its shape once the fetch is under way (callers then Watch); undefined when no
+   * origin has it.
+   */
+  fetchOrigin?: (key: string) => Promise<{ manifest: Manifest } | { head: ObjectHead } | undefined>;
+  /** The objects this node is getting and the members getting them too (Watch, early chunks). */
+  swarm?: Swarm;
+  /** Whether `holder` is a member confirmed at that address (only those are named to others). */
+  trusted?: (holder: Holder) => boolean;
+  /** Caps and shares this node's upload; `groupOf` puts a requesting node id in its zone. */
+  upload?: { limiter: UploadLimiter; groupOf: (nodeId: string) => string };
   index?: {
     lookup(key: string): { manifest: Manifest; holders: Holder[] } | undefined;
     record(manifest: Manifest, holder: Holder): void;
@@ -78,6 +91,9 @@ export function channelOptions(flowControlWindow: number) {
     'grpc.keepalive_time_ms': 30_000,
   };
 }
+
+/** How often a chunk request waiting for upload budget hears from the server. */
+const HEARTBEAT_MS = 1000;
 
 const grpcError = (code: status, details: string) => Object.assign(new Error(details), { code, details });
 
@@ -139,10 +155,12 @@ export function createPeerServer(opts: PeerServerOptions): Server {
       if (problem) return callback(grpcError(status.INVALID_ARGUMENT, problem));
       if (!opts.fetchOrigin) return callback(grpcError(status.NOT_FOUND, 'no origin rules here'));
       opts.fetchOrigin(call.request.key).then(
-        (manifest) =>
-          manifest
-            ? callback(null, { manifest: toWire(manifest), holds: true, holders: [] })
-            : callback(grpcError(status.NOT_FOUND, `no origin has ${call.request.key}`)),
+        (answer) => {
+          if (!answer) return callback(grpcError(status.NOT_FOUND, `no origin has ${call.request.key}`));
+          if ('manifest' in answer)
+            return callback(null, { manifest: toWire(answer.manifest), holds: true, holders: [] });
+          callback(null, { manifest: headToWire(answer.head), holds: false, holders: [], inProgress: true });
+        },
         (error: Error) => callback(grpcError(status.UNAVAILABLE, `origin fetch failed: ${error.message}`)),
       );
     },
@@ -186,8 +204,15 @@ export function createPeerServer(opts: PeerServerOptions): Server {
       }
       callback(null, {});
     },
-    fetchChunks(call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>) {
-      streamChunks(store, opts.counters, call).catch((error) => {
+    watch(call: ServerWritableStream<{ key: string; from?: Holder | null }, WireWatchEvent>) {
+      try {
+        watchObject(opts, call);
+      } catch (error) {
+        call.emit('error', error);
+      }
+    },
+    fetchChunks(call: ServerWritableStream<{ digests: Buffer[]; fromNode: string }, ChunkPiece>) {
+      streamChunks(opts, call).catch((error) => {
         logger.debug({ err: error }, 'FetchChunks ended with an error');
         // grpc-js sends a server stream's error status on an 'error' event (destroy() sends none).
         call.emit('error', 'code' in error ? error : grpcError(status.INTERNAL, 'internal error'));
@@ -221,11 +246,90 @@ export function createPeerServer(opts: PeerServerOptions): Server {
   return server;
 }
 
+function headToWire(head: ObjectHead): WireManifest {
+  return {
+    key: head.key,
+    size: head.size,
+    chunkSize: head.chunkSize,
+    chunks: [],
+    root: Buffer.alloc(0),
+    createdAtMs: 0,
+    expiresAtMs: 0,
+    contentType: head.contentType ?? '',
+  };
+}
+
+/**
+ * Watch: what this node has of a key (all of it, or an object in progress and then each step of
+ * it), naming the other members of its swarm as they come. Throws a gRPC error for a bad request.
+ */
+function watchObject(
+  opts: PeerServerOptions,
+  call: ServerWritableStream<{ key: string; from?: Holder | null }, WireWatchEvent>,
+): void {
+  const { key } = call.request;
+  const from = call.request.from?.nodeId ? call.request.from : undefined;
+  const problem = keyProblem(key);
+  if (problem) throw grpcError(status.INVALID_ARGUMENT, problem);
+  const swarm = opts.swarm;
+  if (from && swarm && opts.trusted?.(from)) swarm.join(key, { nodeId: from.nodeId, grpc: from.grpc });
+  const peers = () => swarm?.peersOf(key, from?.nodeId) ?? [];
+  const local = opts.store.lookup(key);
+  if (local) {
+    call.write({ manifest: toWire(local), peers: peers() });
+    call.end();
+    return;
+  }
+  const progress = swarm?.get(key);
+  if (!swarm || !progress || progress.ended) throw grpcError(status.NOT_FOUND, `not getting ${key}`);
+  const have: number[] = [];
+  progress.have.forEach((h, i) => h && have.push(i));
+  call.write({
+    head: headToWire(progress.head),
+    firstDigest: 0,
+    digests: progress.digests.map((d) => Buffer.from(d, 'hex')),
+    have,
+    peers: peers(),
+  });
+  const stopJoins = swarm.onJoin(key, (holder) => {
+    if (holder.nodeId !== from?.nodeId) call.write({ peers: [holder] });
+  });
+  const stop = progress.subscribe((event) => {
+    switch (event.kind) {
+      case 'digests':
+        call.write({ firstDigest: event.first, digests: event.digests.map((d) => Buffer.from(d, 'hex')) });
+        break;
+      case 'have':
+        call.write({ have: [event.index] });
+        break;
+      case 'complete':
+        stopJoins();
+        call.write({ manifest: toWire(event.manifest), peers: peers() });
+        call.end();
+        break;
+      case 'failed':
+        stopJoins();
+        call.emit(
+          'error',
+          grpcError(status.UNAVAILABLE, `getting ${key} failed here: ${event.error.message}`),
+        );
+        break;
+    }
+  });
+  const cancel = () => {
+    stop();
+    stopJoins();
+  };
+  call.on('cancelled', cancel);
+  call.on('close', cancel);
+}
+
 async function streamChunks(
-  store: ObjectStore,
-  counters: Counters,
-  call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>,
+  opts: PeerServerOptions,
+  call: ServerWritableStream<{ digests: Buffer[]; fromNode: string }, ChunkPiece>,
 ) {
+  const { store, counters, swarm, upload } = opts;
+  const group = upload?.groupOf(call.request.fromNode ?? '') ?? '';
   const digests = call.request.digests.map((d) => Buffer.from(d).toString('hex'));
   if (digests.length > MAX_DIGESTS_PER_FETCH) {
     throw grpcError(status.INVALID_ARGUMENT, `at most ${MAX_DIGESTS_PER_FETCH} digests per call`);
@@ -238,12 +342,21 @@ async function streamChunks(
   for (const [index, digest] of digests.entries()) {
     let data: Buffer;
     try {
-      data = await store.readChunk(digest);
+      data = swarm?.chunk(digest) ?? (await store.readChunk(digest));
     } catch (error) {
       if (error instanceof ObjectNotFoundError) throw grpcError(status.NOT_FOUND, `no chunk ${digest}`);
       if (error instanceof IntegrityError)
         throw grpcError(status.DATA_LOSS, `chunk ${digest} is damaged here`);
       throw error;
+    }
+    if (upload?.limiter.limited) {
+      // Empty pieces while this request waits its turn tell the caller the peer is alive, not stalled.
+      const heartbeat = setInterval(() => call.write({ index, data: Buffer.alloc(0) }), HEARTBEAT_MS);
+      try {
+        await upload.limiter.acquire(data.length, group);
+      } finally {
+        clearInterval(heartbeat);
+      }
     }
     for (let offset = 0; offset < data.length; offset += PIECE_SIZE) {
       if (cancelled) return;

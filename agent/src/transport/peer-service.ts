@@ -67,6 +67,17 @@ export interface WireManifestAnswer {
   holders?: { nodeId: string; grpc: string }[];
   holds?: boolean;
   purgedAtMs?: number;
+  inProgress?: boolean;
+}
+
+/** WatchEvent as protobuf-js sees it. */
+export interface WireWatchEvent {
+  head?: WireManifest | null;
+  firstDigest?: number;
+  digests?: Buffer[];
+  have?: number[];
+  peers?: { nodeId: string; grpc: string }[];
+  manifest?: WireManifest | null;
 }
 
 /** The inverse of toWire, still untrusted: pass the result through parseManifest. */

@@ -40,6 +40,12 @@ export interface PeerTransport {
     lengths: readonly number[],
     signal?: AbortSignal,
   ): AsyncIterable<Buffer>;
+  /**
+   * What this peer has of `key` and, while it is still getting it, each chunk as it arrives (see
+   * Watch in peer.proto). Ends after the complete manifest; ends at once, empty, when the peer
+   * neither holds nor is getting the key. Everything in it is untrusted.
+   */
+  watch(key: string, from: Holder | undefined, signal?: AbortSignal): AsyncIterable<WatchUpdate>;
   ping(signal?: AbortSignal): Promise<PingResult>;
   /** Asks this peer to ping `target` (host:port) for us: SWIM's indirect probe. */
   probe(target: string, signal?: AbortSignal): Promise<PingResult>;
@@ -53,6 +59,18 @@ export interface ManifestAnswer {
   holders: Holder[];
   /** Set when the key was purged and the peer knows no later version. */
   purgedAtMs?: number;
+  /** FetchOrigin: the fetch is under way and `manifest` is only the object's shape (no chunks, no root). */
+  inProgress?: boolean;
+}
+
+/** One Watch event, unchecked: digests as hex, `head` and `manifest` for parseManifest/parseHead. */
+export interface WatchUpdate {
+  head?: Record<string, unknown>;
+  firstDigest: number;
+  digests: string[];
+  have: number[];
+  peers: Holder[];
+  manifest?: Record<string, unknown>;
 }
 
 /** What a ping tells: who answered, where it is, and the round trip. */

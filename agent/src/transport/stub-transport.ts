@@ -25,6 +25,9 @@ export function stubTransport(
     fetchChunks: () => {
       throw new Error('fetchChunks is not stubbed');
     },
+    watch: () => {
+      throw new Error('watch is not stubbed');
+    },
     close: () => undefined,
     ...overrides,
   };
