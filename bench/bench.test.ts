@@ -11,6 +11,7 @@ describe('benchmarks (--quick, shape only)', () => {
     ['transfer', ['bench', 'mesh_MBps', 'raw_tcp_MBps', 'ratio']],
     ['hit', ['bench', 'p50_ms', 'p99_ms', 'baseline_p99_ms', 'ratio']],
     ['membership', ['bench', 'agents', 'detect_s', 'join_s']],
+    ['swarm', ['bench', 'nodes', 'bytes', 'origin_bytes', 'time_s', 'naive_s', 'bound_s', 'ratio_to_bound']],
   ];
   for (const [name, keys] of cases) {
     it(`${name} prints its machine and a JSON last line`, () => {
@@ -28,6 +29,6 @@ describe('benchmarks (--quick, shape only)', () => {
   it('refuses an unknown benchmark', () => {
     const r = spawnSync(process.execPath, [RUN, 'nope'], { encoding: 'utf8' });
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /usage: npm run bench -- <transfer\|hit\|membership>/);
+    assert.match(r.stderr, /usage: npm run bench -- <transfer\|hit\|membership\|swarm>/);
   });
 });

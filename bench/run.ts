@@ -7,6 +7,7 @@ const BENCHES: Record<string, () => Promise<{ run(quick: boolean): Promise<void>
   transfer: () => import('./transfer.ts'),
   hit: () => import('./hit.ts'),
   membership: () => import('./membership.ts'),
+  swarm: () => import('./swarm.ts'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

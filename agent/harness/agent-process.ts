@@ -35,14 +35,35 @@ export interface AgentStatus {
   process: { rssBytes: number };
 }
 
-export async function startAgentProcess(args: string[], timeoutMs = 20_000): Promise<AgentProcess> {
-  const child = spawn(
-    process.execPath,
-    [MAIN, '--http.port', '0', '--grpc.host', '127.0.0.1', '--grpc.port', '0', ...args],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+/** Where to run an agent: inside network namespace `netns`, bound to `host` (default loopback). */
+export interface PlaceOptions {
+  netns?: string;
+  host?: string;
+}
+
+export async function startAgentProcess(
+  args: string[],
+  timeoutMs = 20_000,
+  place: PlaceOptions = {},
+): Promise<AgentProcess> {
+  const host = place.host ?? '127.0.0.1';
+  const argv = [
+    MAIN,
+    '--http.host',
+    host,
+    '--http.port',
+    '0',
+    '--grpc.host',
+    host,
+    '--grpc.port',
+    '0',
+    ...args,
+  ];
+  const child = place.netns
+    ? spawn('ip', ['netns', 'exec', place.netns, process.execPath, ...argv], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: string[] = [];
   child.stderr.on('data', (d) => logs.push(String(d)));
   const lines = createInterface({ input: child.stdout });
@@ -64,7 +85,7 @@ export async function startAgentProcess(args: string[], timeoutMs = 20_000): Pro
     });
   });
   const { httpPort, grpcPort } = await ready;
-  const url = `http://127.0.0.1:${httpPort}`;
+  const url = `http://${host}:${httpPort}`;
   return {
     child,
     httpPort,

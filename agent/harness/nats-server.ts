@@ -16,11 +16,19 @@ export function natsUnavailable(): string | undefined {
   return r.status === 0 ? undefined : 'nats-server is not installed (apt-get install nats-server)';
 }
 
-/** Starts nats-server on 127.0.0.1, on `port` or a free one, and waits until it takes clients. */
-export async function startNatsServer(port?: number): Promise<NatsServer> {
-  const child: ChildProcess = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port ?? -1)], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+/**
+ * Starts nats-server on `place.host` (default 127.0.0.1; inside network namespace `place.netns` if
+ * given), on `port` or a free one, and waits until it takes clients.
+ */
+export async function startNatsServer(
+  port?: number,
+  place: { netns?: string; host?: string } = {},
+): Promise<NatsServer> {
+  const host = place.host ?? '127.0.0.1';
+  const argv = ['nats-server', '-a', host, '-p', String(port ?? -1)];
+  const child: ChildProcess = place.netns
+    ? spawn('ip', ['netns', 'exec', place.netns, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
+    : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   const lines = createInterface({ input: child.stderr! });
   const log: string[] = [];
   const bound = await new Promise<number>((resolve, reject) => {
@@ -43,7 +51,7 @@ export async function startNatsServer(port?: number): Promise<NatsServer> {
   });
   return {
     port: bound,
-    url: `nats://127.0.0.1:${bound}`,
+    url: `nats://${host}:${bound}`,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGINT');

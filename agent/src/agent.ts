@@ -6,7 +6,7 @@ import type { AgentConfig } from './config/schema.ts';
 import { PeerFetcher } from './fetch/peer-fetcher.ts';
 import { Swarm } from './fetch/swarm.ts';
 import { UploadLimiter } from './transport/upload-limiter.ts';
-import { MAX_CHUNK_SIZE } from './cache/chunking.ts';
+import { MIN_CHUNK_SIZE } from './cache/chunking.ts';
 import { createApp } from './http/app.ts';
 import { isKey } from './keys.ts';
 import { Overlay } from './overlay/overlay.ts';
@@ -97,7 +97,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     onBackgroundError: (error) => logger.error({ err: error }, 'background store operation failed'),
   });
   const swarm = new Swarm();
-  const uploadLimiter = new UploadLimiter(config.transfer.uploadBytesPerSecond, MAX_CHUNK_SIZE);
+  const uploadLimiter = new UploadLimiter(config.transfer.uploadBytesPerSecond, MIN_CHUNK_SIZE);
   const fetcher = new PeerFetcher({
     store,
     swarm,

@@ -1,9 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,30 +11,10 @@ import {
   startAgentProcess,
 } from '../harness/agent-process.ts';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/nats-server.ts';
+import { startOrigin, type TestOrigin } from '../harness/origin-server.ts';
 
 const MiB = 2 ** 20;
 const unavailable = natsUnavailable();
-
-/** A test origin: serves fixed objects, counts requests and body bytes, can be told to fail. */
-async function startOrigin(objects: Map<string, Buffer>) {
-  const stats = { requests: 0, bytes: 0, failing: false };
-  const server: Server = createServer((req, res) => {
-    stats.requests++;
-    if (stats.failing) return void res.writeHead(500).end('origin on fire');
-    const body = objects.get(req.url ?? '');
-    if (!body) return void res.writeHead(404).end();
-    res.writeHead(200, { 'Content-Length': body.length, 'Content-Type': 'video/mp4' });
-    stats.bytes += body.length;
-    res.end(body);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/o/`,
-    stats,
-    close: () => server.close(),
-  };
-}
 
 describe(
   'one origin fetch for the whole mesh (9 agents, 3 regions x 3 zones)',
@@ -45,14 +22,18 @@ describe(
   () => {
     let dir: string;
     let nats: NatsServer;
-    let origin: Awaited<ReturnType<typeof startOrigin>>;
+    let origin: TestOrigin;
     const agents: AgentProcess[] = [];
     const video = randomBytes(64 * MiB);
 
     before(async () => {
       dir = await mkdtemp(join(tmpdir(), 'edgemesh-origin-'));
       nats = await startNatsServer();
-      origin = await startOrigin(new Map([['/o/video.bin', video]]));
+      // A slow origin (64 MiB in about 4 s), so the others follow its download chunk by chunk.
+      origin = await startOrigin(new Map([['/o/video.bin', video]]), {
+        bytesPerSecond: 16 * MiB,
+        contentType: 'video/mp4',
+      });
       for (let i = 0; i < 9; i++) {
         agents.push(
           await startAgentProcess([
@@ -110,12 +91,25 @@ describe(
         'one node fetched from the origin',
       );
       const statuses = (await Promise.all(agents.map((a) => a.status()))) as (AgentStatus & {
-        counters: { originFetches: number };
+        id: string;
+        counters: { originFetches: number; bytesFromPeer: Record<string, number> };
       })[];
       assert.equal(
         statuses.reduce((n, s) => n + s.counters.originFetches, 0),
         1,
       );
+      // Swarming: the readers got chunks from each other, not only from the node that fetched.
+      const fetcher = statuses.find((s) => s.counters.originFetches === 1)!.id;
+      const fromOthers = statuses.reduce(
+        (n, s) =>
+          n +
+          Object.entries(s.counters.bytesFromPeer)
+            .filter(([peer]) => peer !== fetcher)
+            .reduce((m, [, bytes]) => m + bytes, 0),
+        0,
+      );
+      console.log(`# swarm: ${fromOthers} bytes moved between readers, not from the fetching node`);
+      assert.ok(fromOthers > 0, 'readers fetched chunks from each other');
     });
 
     it('answers 404 for what the origin lacks, and 502 when the origin fails', async () => {

@@ -8,11 +8,11 @@ import { type AgentProcess, eventually, peersAlive, startAgentProcess } from '..
 import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/nats-server.ts';
 
 const KiB = 1024;
-const OBJECTS = 30;
+const OBJECTS = 200;
 const unavailable = natsUnavailable();
 
 describe(
-  'replication and repair (R = 3, W = 2) on a real NATS control plane',
+  'replication and repair (R = 3, W = 2): 9 agents in 3 regions x 3 zones on a real NATS control plane',
   { skip: unavailable ?? false },
   () => {
     let dir: string;
@@ -33,7 +33,7 @@ describe(
     before(async () => {
       dir = await mkdtemp(join(tmpdir(), 'edgemesh-replication-'));
       nats = await startNatsServer();
-      for (let i = 0; i < 6; i++) {
+      for (let i = 0; i < 9; i++) {
         agents.set(
           i,
           await startAgentProcess([
@@ -41,9 +41,9 @@ describe(
               '--node-id',
               `n${i}`,
               '--zone',
-              `z${i % 3}`,
+              `r${Math.floor(i / 3)}z${i % 3}`,
               '--region',
-              'r1',
+              `r${Math.floor(i / 3)}`,
               '--store.dir',
               join(dir, `n${i}`),
             ],
@@ -62,7 +62,7 @@ describe(
         );
       }
       for (const agent of agents.values()) {
-        await peersAlive(agent, 5);
+        await peersAlive(agent, 8);
       }
     });
     after(async () => {
@@ -74,7 +74,7 @@ describe(
     it('answers a PUT once two copies exist, and places three', async () => {
       for (let i = 0; i < OBJECTS; i++) {
         const key = `replicated/${i}`;
-        const body = randomBytes(64 * KiB + i);
+        const body = randomBytes(16 * KiB + i);
         bodies.set(key, body);
         const res = await fetch(`${agents.get(0)!.url}/v1/objects/${key}`, { method: 'PUT', body });
         assert.equal(res.status, 201);
@@ -93,7 +93,19 @@ describe(
     });
 
     it('loses nothing when two owners in different zones die, and repair restores three copies', async () => {
-      for (const i of [1, 2]) {
+      // n1 (zone r0z1) and n5 (zone r1z2): with 9 nodes and R = 3, each owns about a third of the keys.
+      const owned = async (i: number) => {
+        let n = 0;
+        for (const key of bodies.keys()) {
+          const res = await fetch(`${agents.get(i)!.url}/v1/objects/${key}`, { method: 'HEAD' });
+          if (res.headers.get('x-edgemesh-source') === 'local') n++;
+        }
+        return n;
+      };
+      const lost = (await owned(1)) + (await owned(5));
+      console.log(`# killing n1 and n5 with SIGKILL: they held ${lost} copies of ${OBJECTS} objects`);
+      assert.ok(lost > OBJECTS / 3, 'the two held many copies');
+      for (const i of [1, 5]) {
         await agents.get(i)!.stop('SIGKILL');
         agents.delete(i);
       }
@@ -111,7 +123,7 @@ describe(
       for (const key of bodies.keys()) {
         await eventually(
           async () => ((await holders(key)) >= 3 ? true : undefined),
-          15_000,
+          30_000,
           `${key} repaired`,
         );
       }

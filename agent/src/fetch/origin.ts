@@ -8,7 +8,7 @@ import { isKey } from '../keys.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { Located } from './peer-fetcher.ts';
-import { headOf, type ObjectHead, type Progress, type Swarm } from './swarm.ts';
+import { headOf, type ObjectHead, type Progress, Seeder, type Swarm } from './swarm.ts';
 
 export interface OriginRule {
   prefix: string;
@@ -117,6 +117,7 @@ export class OriginFetcher {
             chunkSize: chunkSizeFor(known),
             ...(contentType ? { contentType } : {}),
           });
+    if (progress) progress.seeder = new Seeder(progress);
     onStart(progress);
     let manifest: Manifest;
     try {

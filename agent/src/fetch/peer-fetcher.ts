@@ -9,7 +9,7 @@ import { isKey } from '../keys.ts';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Clock } from '../time/clock.ts';
-import { PeerError, type PeerTransport } from '../transport/peer-transport.ts';
+import { PeerBusyError, PeerError, type PeerTransport } from '../transport/peer-transport.ts';
 import type { ChunkSource } from './chunk-source.ts';
 
 /** No holder could deliver the object; `failures` says what each one did. */
@@ -190,7 +190,7 @@ const PER_SOURCE = 2;
 /** Chunk requests outstanding in total, per download. */
 const MAX_IN_FLIGHT = 8;
 /** Swarm members (partial holders) watched at a time, per download. */
-const MAX_WATCHED = 6;
+const MAX_WATCHED = 10;
 
 /** A peer this download may get chunks from. */
 interface Source {
@@ -203,7 +203,12 @@ interface Source {
   inFlight: number;
   dead: boolean;
   watched: boolean;
+  /** Refused as busy: not asked again before this time (performance.now()). */
+  busyUntil: number;
 }
+
+/** How long a peer that said it is busy is left alone. */
+const BUSY_BACKOFF_MS = 100;
 
 /**
  * One object's download into the store, chunk by chunk from every peer that has chunks: holders of
@@ -338,6 +343,7 @@ class Download {
       inFlight: 0,
       dead: false,
       watched: false,
+      busyUntil: 0,
     };
     this.#sources.set(transport.address, source);
     return source;
@@ -420,7 +426,9 @@ class Download {
     if (this.#settled || this.#committing) return;
     if (this.#unwrittenBytes > WRITE_BEHIND_BYTES) return; // a finished write pumps again
     const known = this.#progress.digests.length;
-    const live = [...this.#sources.values()].filter((s) => !s.dead);
+    const all = [...this.#sources.values()].filter((s) => !s.dead);
+    const now = performance.now();
+    const live = all.filter((s) => s.busyUntil <= now);
     const wanted: number[] = [];
     for (let i = 0; i < known; i++) if (!this.#verified[i] && !this.#assigned[i]) wanted.push(i);
     const count = new Map<number, number>();
@@ -457,7 +465,7 @@ class Download {
         this.#request(s, pick);
       }
     }
-    if (this.#inFlight === 0 && live.length === 0 && this.#verifiedCount < this.#verified.length) {
+    if (this.#inFlight === 0 && all.length === 0 && this.#verifiedCount < this.#verified.length) {
       this.#fail(new PeerFetchError(this.head.key, this.#failures));
     }
   }
@@ -490,6 +498,11 @@ class Download {
   #sourceFailed(source: Source, error: Error): void {
     const { key } = this.head;
     const id = source.transport.id;
+    if (error instanceof PeerBusyError) {
+      source.busyUntil = performance.now() + BUSY_BACKOFF_MS;
+      setTimeout(() => this.#pump(), BUSY_BACKOFF_MS + 1).unref();
+      return;
+    }
     source.dead = true;
     this.#failures.push(error.message);
     if (error instanceof IntegrityError) {

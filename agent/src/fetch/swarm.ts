@@ -35,6 +35,8 @@ export class Progress {
   readonly have: Uint8Array;
   manifest: Manifest | undefined;
   error: Error | undefined;
+  /** Set on the node getting the object from its origin: watchers see new chunks through it. */
+  seeder: Seeder | undefined;
   readonly #listeners = new Set<(event: ProgressEvent) => void>();
   /** Verified chunks not yet on disk, by digest. */
   readonly #memory = new Map<string, Buffer>();
@@ -101,6 +103,64 @@ export class Progress {
 
   #emit(event: ProgressEvent): void {
     for (const listener of this.#listeners) listener(event);
+  }
+}
+
+/** How long a chunk the origin fetcher shows to one watcher waits before every watcher sees it. */
+export const REVEAL_ALL_MS = 5000;
+
+/**
+ * Super-seeding, for a node getting an object from its origin: each new chunk is first shown to one
+ * watcher (the one shown the fewest so far), so the origin's bytes leave this node about once and
+ * the swarm passes them on; REVEAL_ALL_MS later (or at the end, with the manifest) every watcher
+ * sees it, so nobody waits on a slow or dead member.
+ */
+export class Seeder {
+  readonly #watchers = new Map<number, { shown: number; reveal: (index: number) => void }>();
+  /** Chunks every watcher has been shown. */
+  readonly #public: number[] = [];
+  readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #revealAllMs: number;
+  #nextId = 0;
+
+  constructor(progress: Progress, revealAllMs = REVEAL_ALL_MS) {
+    this.#revealAllMs = revealAllMs;
+    progress.subscribe((event) => {
+      if (event.kind === 'have') this.#offer(event.index);
+      else this.close();
+    });
+  }
+
+  /** Adds a watcher; returns the chunks it may see now and its removal. */
+  add(reveal: (index: number) => void): { initial: number[]; remove: () => void } {
+    const id = this.#nextId++;
+    const shown = Math.min(...[...this.#watchers.values()].map((w) => w.shown), Infinity);
+    this.#watchers.set(id, { shown: Number.isFinite(shown) ? shown : 0, reveal });
+    return { initial: [...this.#public], remove: () => this.#watchers.delete(id) };
+  }
+
+  #offer(index: number): void {
+    let chosen: { shown: number; reveal: (index: number) => void } | undefined;
+    for (const w of this.#watchers.values()) if (!chosen || w.shown < chosen.shown) chosen = w;
+    if (!chosen) return this.#revealAll(index, undefined);
+    chosen.shown++;
+    chosen.reveal(index);
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      this.#revealAll(index, chosen);
+    }, this.#revealAllMs);
+    timer.unref();
+    this.#timers.add(timer);
+  }
+
+  #revealAll(index: number, except: object | undefined): void {
+    this.#public.push(index);
+    for (const w of this.#watchers.values()) if (w !== except) w.reveal(index);
+  }
+
+  close(): void {
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
   }
 }
 

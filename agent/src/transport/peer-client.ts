@@ -20,6 +20,7 @@ import {
 } from './peer-service.ts';
 import {
   type ManifestAnswer,
+  PeerBusyError,
   PeerError,
   type PeerTransport,
   type PingResult,
@@ -237,6 +238,8 @@ export class GrpcPeer implements PeerTransport {
         throw new PeerError(this.id, `FetchChunks: stream ended after ${index} of ${digests.length} chunks`);
     } catch (error) {
       if (error instanceof PeerError) throw error;
+      if ((error as ServiceError).code === status.RESOURCE_EXHAUSTED)
+        throw new PeerBusyError(this.id, `FetchChunks: ${(error as ServiceError).details}`, { cause: error });
       if (stalled)
         throw new PeerError(this.id, `FetchChunks stalled: nothing for ${this.#timeoutMs} ms`, {
           cause: error,

@@ -92,6 +92,11 @@ export function channelOptions(flowControlWindow: number) {
   };
 }
 
+/**
+ * Chunk requests of one zone that may wait for this node's upload; more are refused as busy, so the
+ * swarm spreads them over other holders (and one zone's crowd never fills the line for others).
+ */
+const MAX_WAITING_PER_ZONE = 2;
 /** How often a chunk request waiting for upload budget hears from the server. */
 const HEARTBEAT_MS = 1000;
 
@@ -282,8 +287,10 @@ function watchObject(
   }
   const progress = swarm?.get(key);
   if (!swarm || !progress || progress.ended) throw grpcError(status.NOT_FOUND, `not getting ${key}`);
-  const have: number[] = [];
-  progress.have.forEach((h, i) => h && have.push(i));
+  // The origin fetcher shows each new chunk to one watcher first (super-seeding, see Seeder).
+  const seeded = progress.seeder?.add((index) => call.write({ have: [index] }));
+  const have: number[] = seeded?.initial ?? [];
+  if (!seeded) progress.have.forEach((h, i) => h && have.push(i));
   call.write({
     head: headToWire(progress.head),
     firstDigest: 0,
@@ -300,7 +307,7 @@ function watchObject(
         call.write({ firstDigest: event.first, digests: event.digests.map((d) => Buffer.from(d, 'hex')) });
         break;
       case 'have':
-        call.write({ have: [event.index] });
+        if (!seeded) call.write({ have: [event.index] });
         break;
       case 'complete':
         stopJoins();
@@ -319,6 +326,7 @@ function watchObject(
   const cancel = () => {
     stop();
     stopJoins();
+    seeded?.remove();
   };
   call.on('cancelled', cancel);
   call.on('close', cancel);
@@ -353,7 +361,9 @@ async function streamChunks(
       // Empty pieces while this request waits its turn tell the caller the peer is alive, not stalled.
       const heartbeat = setInterval(() => call.write({ index, data: Buffer.alloc(0) }), HEARTBEAT_MS);
       try {
-        await upload.limiter.acquire(data.length, group);
+        const turn = upload.limiter.acquire(data.length, group, MAX_WAITING_PER_ZONE);
+        if (!turn) throw grpcError(status.RESOURCE_EXHAUSTED, 'upload busy: ask another holder or retry');
+        await turn;
       } finally {
         clearInterval(heartbeat);
       }

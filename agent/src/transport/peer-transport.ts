@@ -91,3 +91,8 @@ export class PeerError extends Error {
     this.peer = peer;
   }
 }
+
+/** The peer is up but its upload is busy: ask another holder, or this one again shortly. */
+export class PeerBusyError extends PeerError {
+  override name = 'PeerBusyError';
+}

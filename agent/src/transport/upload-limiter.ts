@@ -31,9 +31,13 @@ export class UploadLimiter {
     return Object.fromEntries([...this.#queues].map(([group, queue]) => [group, queue.length]));
   }
 
-  /** Resolves when `bytes` may be sent for a requester of `group`. */
-  acquire(bytes: number, group: string): Promise<void> {
+  /**
+   * Resolves when `bytes` may be sent for a requester of `group`; undefined (refused at once) when
+   * `maxWaiting` requests of that group are already waiting, so the requester can go elsewhere.
+   */
+  acquire(bytes: number, group: string, maxWaiting = Infinity): Promise<void> | undefined {
     if (!this.limited) return Promise.resolve();
+    if ((this.#queues.get(group)?.length ?? 0) >= maxWaiting) return undefined;
     return new Promise((grant) => {
       const queue = this.#queues.get(group);
       if (queue) queue.push({ bytes, grant });
@@ -52,6 +56,7 @@ export class UploadLimiter {
       const wait = this.#busyUntil - this.#burstMs - now;
       if (wait > 0) {
         this.#timer = setTimeout(() => this.#drain(), Math.ceil(wait));
+        this.#timer.unref();
         return;
       }
       const [group, queue] = next.value;

@@ -1,0 +1,179 @@
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const DELAY_LINE = fileURLToPath(new URL('./geo-lab/delay-line.py', import.meta.url));
+/** Large frames: a tenth of the packets a user-space delay line must move at a 1500-byte MTU. */
+const MTU = 65000;
+
+/** One emulated host: a network namespace with one address on the lab network. */
+export interface LabHost {
+  name: string;
+  netns: string;
+  ip: string;
+  region: string;
+  zone: string;
+}
+
+/**
+ * A few regions on network namespaces. Hosts of a region share a bridge; each region's bridge meets
+ * the core bridge through a delay line (a user-space frame forwarder, delay-line.py: this kernel has
+ * no netem), so traffic between regions crosses two of them (round trip 4 x delayMs) and traffic
+ * within a region none. The core holds a control-plane host (`services`, for nats-server) and a
+ * veth to this process's namespace at `hostIp`, so tests reach every host.
+ */
+export interface GeoLab {
+  hosts: LabHost[];
+  services: LabHost;
+  hostIp: string;
+  delayMs: number;
+  close(): void;
+}
+
+export interface GeoLabOptions {
+  regions: number;
+  /** Zone of each host within its region, by position: e.g. ['a', 'a', 'b', 'c']. */
+  zones: string[];
+  /** One way, per delay line. */
+  delayMs: number;
+}
+
+const has = (cmd: string, args: string[]) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
+
+/** Why the geo lab cannot run here, or undefined when it can (root, ip, ethtool, python3, netns). */
+export function geoLabUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'the geo lab needs root (network namespaces)';
+  if (!has('ip', ['-V'])) return 'iproute2 (ip) is not installed';
+  if (!has('ethtool', ['--version'])) return 'ethtool is not installed (apt-get install ethtool)';
+  if (!has('python3', ['--version'])) return 'python3 is not installed (the delay line)';
+  const probe = `emprobe${randomBytes(3).toString('hex')}`;
+  if (!has('ip', ['netns', 'add', probe])) return 'cannot create network namespaces here';
+  has('ip', ['netns', 'del', probe]);
+  return undefined;
+}
+
+export async function startGeoLab(opts: GeoLabOptions): Promise<GeoLab> {
+  const p = `em${randomBytes(2).toString('hex')}`; // short: interface names are at most 15 bytes
+  const namespaces: string[] = [];
+  const lines: ChildProcess[] = [];
+  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const inNs = (ns: string, cmd: string, ...args: string[]) =>
+    execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const netns = (name: string) => {
+    ip('netns', 'add', name);
+    namespaces.push(name);
+    ip('-n', name, 'link', 'set', 'lo', 'up');
+    inNs(name, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1');
+    return name;
+  };
+  const bridge = (ns: string) => {
+    ip('-n', ns, 'link', 'add', 'br0', 'mtu', String(MTU), 'type', 'bridge');
+    ip('-n', ns, 'link', 'set', 'br0', 'up');
+  };
+  const veth = (aNs: string | undefined, a: string, bNs: string, b: string) =>
+    ip(
+      'link',
+      'add',
+      a,
+      ...(aNs ? ['netns', aNs] : []),
+      'mtu',
+      String(MTU),
+      'type',
+      'veth',
+      'peer',
+      'name',
+      b,
+      'netns',
+      bNs,
+      'mtu',
+      String(MTU),
+    );
+  const plugHost = (ns: string, bridgeNs: string, outer: string, addr: string) => {
+    veth(ns, 'eth0', bridgeNs, outer);
+    ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', 'eth0');
+    ip('-n', ns, 'link', 'set', 'eth0', 'up');
+    inNs(ns, 'ethtool', '-K', 'eth0', 'tx', 'off'); // else TCP through the delay line times out
+    ip('-n', bridgeNs, 'link', 'set', outer, 'master', 'br0', 'up');
+  };
+  const close = () => {
+    for (const line of lines) line.kill('SIGTERM');
+    for (const ns of namespaces.reverse()) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  };
+  process.once('exit', close);
+  try {
+    const core = netns(`${p}core`);
+    bridge(core);
+    // This process's way in.
+    veth(undefined, `${p}H`, core, `${p}G`);
+    ip('addr', 'add', '198.18.0.1/24', 'dev', `${p}H`);
+    ip('link', 'set', `${p}H`, 'up');
+    execFileSync('ethtool', ['-K', `${p}H`, 'tx', 'off'], { stdio: 'ignore' });
+    ip('-n', core, 'link', 'set', `${p}G`, 'master', 'br0', 'up');
+    const services: LabHost = {
+      name: 'services',
+      netns: netns(`${p}svc`),
+      ip: '198.18.0.2',
+      region: '',
+      zone: '',
+    };
+    plugHost(services.netns, core, `${p}S`, services.ip);
+
+    const hosts: LabHost[] = [];
+    for (let r = 0; r < opts.regions; r++) {
+      const region = netns(`${p}r${r}`);
+      bridge(region);
+      const delay = netns(`${p}d${r}`);
+      veth(delay, 'toregion', region, `${p}R${r}`);
+      veth(delay, 'tocore', core, `${p}C${r}`);
+      ip('-n', region, 'link', 'set', `${p}R${r}`, 'master', 'br0', 'up');
+      ip('-n', core, 'link', 'set', `${p}C${r}`, 'master', 'br0', 'up');
+      for (const dev of ['toregion', 'tocore']) ip('-n', delay, 'link', 'set', dev, 'up', 'promisc', 'on');
+      lines.push(await startDelayLine(delay, opts.delayMs));
+      opts.zones.forEach((zone) => {
+        const i = hosts.length;
+        const host: LabHost = {
+          name: `n${i}`,
+          netns: netns(`${p}n${i}`),
+          ip: `198.18.0.${10 + i}`,
+          region: `region-${r}`,
+          zone: `region-${r}-${zone}`,
+        };
+        plugHost(host.netns, region, `${p}h${i}`, host.ip);
+        hosts.push(host);
+      });
+    }
+    return {
+      hosts,
+      services,
+      hostIp: '198.18.0.1',
+      delayMs: opts.delayMs,
+      close: () => {
+        process.off('exit', close);
+        close();
+      },
+    };
+  } catch (error) {
+    close();
+    throw new Error(`geo lab set-up failed: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+async function startDelayLine(ns: string, delayMs: number): Promise<ChildProcess> {
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', ns, 'python3', DELAY_LINE, 'toregion', 'tocore', String(delayMs)],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const errors: string[] = [];
+  child.stderr.on('data', (d) => errors.push(String(d)));
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (line.includes('delay line ready')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`delay line exited with ${code}: ${errors.join('')}`)));
+  });
+  return child;
+}

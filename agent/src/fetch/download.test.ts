@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chunkLength, chunkSizeFor, digestOf, rootDigest } from '../cache/chunking.ts';
+import type { Manifest } from '../cache/manifest.ts';
+import { ObjectStore } from '../cache/object-store.ts';
+import { isKey } from '../keys.ts';
+import type { HopClass } from '../overlay/proximity.ts';
+import { Counters } from '../telemetry/counters.ts';
+import { createLogger } from '../telemetry/logger.ts';
+import { systemClock } from '../time/clock.ts';
+import { PeerBusyError, type PeerTransport } from '../transport/peer-transport.ts';
+import { stubTransport } from '../transport/stub-transport.ts';
+import { PeerFetcher } from './peer-fetcher.ts';
+import { headOf } from './swarm.ts';
+
+const MiB = 2 ** 20;
+const data = randomBytes(16 * MiB); // 4 chunks of 4 MiB
+const chunkSize = chunkSizeFor(data.length);
+const chunks = Array.from({ length: 4 }, (_, i) =>
+  data.subarray(i * chunkSize, i * chunkSize + chunkLength(data.length, chunkSize, i)),
+);
+const manifest: Manifest = {
+  key: 'movie',
+  size: data.length,
+  chunkSize,
+  chunks: chunks.map((c) => digestOf(c)),
+  root: rootDigest(
+    data.length,
+    chunkSize,
+    chunks.map((c) => digestOf(c)),
+  ),
+  createdAtMs: 1,
+};
+
+/** A holder of the whole object that serves chunks (optionally refusing the first `busy` calls). */
+function holder(id: string, opts: { busy?: number } = {}) {
+  const served: number[] = [];
+  let busy = opts.busy ?? 0;
+  const transport = stubTransport(id, `${id}:1`, {
+    async *fetchChunks(digests) {
+      await new Promise((r) => setTimeout(r, 5));
+      if (busy-- > 0) throw new PeerBusyError(id, 'busy');
+      for (const d of digests) {
+        const index = manifest.chunks.indexOf(d);
+        served.push(index);
+        yield Buffer.from(chunks[index]!);
+      }
+    },
+    watch: async function* () {
+      yield { firstDigest: 0, digests: [], have: [], peers: [], manifest: { ...manifest } };
+    },
+  });
+  return { transport, served };
+}
+
+describe('Download (chunks from several holders)', () => {
+  let dir: string;
+  let n = 0;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-download-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  async function download(holders: PeerTransport[], classes: Record<string, HopClass> = {}) {
+    const store = await ObjectStore.open({
+      dir: join(dir, String(n++)),
+      maxBytes: 64 * MiB,
+      memoryBytes: 0,
+      maxObjectBytes: 64 * MiB,
+      fsync: false,
+      clock: systemClock,
+      isKey,
+    });
+    const fetcher = new PeerFetcher({
+      store,
+      peers: () => holders,
+      hopClassOf: (p) => classes[p.id] ?? 'zone',
+      counters: new Counters(),
+      logger: createLogger({ level: 'silent', nodeId: 't' }),
+      clock: systemClock,
+      timeoutMs: 1000,
+    });
+    const source = fetcher.open({ head: headOf(manifest), manifest, holders });
+    const parts = [];
+    for (let i = 0; i < 4; i++) parts.push(await source.read(i));
+    source.close();
+    assert.deepEqual(Buffer.concat(parts), data, 'the bytes read are the object');
+    for (let i = 0; i < 200 && !store.lookup('movie'); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(store.lookup('movie')?.root, manifest.root, 'committed');
+  }
+
+  it('pulls from two holders in parallel', async () => {
+    const a = holder('a');
+    const b = holder('b');
+    await download([a.transport, b.transport]);
+    assert.ok(a.served.length > 0 && b.served.length > 0, `both served: ${a.served} / ${b.served}`);
+    assert.equal(a.served.length + b.served.length, 4, 'each chunk once');
+  });
+
+  it('takes every chunk from the nearer holder when it has them all', async () => {
+    const near = holder('near');
+    const far = holder('far');
+    await download([far.transport, near.transport], { near: 'zone', far: 'remote' });
+    assert.deepEqual(far.served, []);
+    assert.equal(near.served.length, 4);
+  });
+
+  it('leaves a busy holder for a moment and gets the chunks anyway', async () => {
+    const busy = holder('busy', { busy: 3 });
+    await download([busy.transport]);
+    assert.equal(busy.served.length, 4);
+  });
+});

@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { UploadLimiter } from './upload-limiter.ts';
+
+describe('UploadLimiter', () => {
+  it('does not limit at rate 0', async () => {
+    const limiter = new UploadLimiter(0, 100);
+    assert.equal(limiter.limited, false);
+    await limiter.acquire(10 ** 9, 'a');
+  });
+
+  it('grants a burst at once, then paces at the rate', async () => {
+    let now = 0;
+    const limiter = new UploadLimiter(1000, 100, () => now); // 1000 B/s: 1 byte per ms
+    const granted: number[] = [];
+    for (let i = 0; i < 3; i++) void limiter.acquire(100, 'a')!.then(() => granted.push(i));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(granted, [0, 1], 'the burst (100 B) lets a second request through at once');
+    now = 100;
+    await new Promise((r) => setTimeout(r, 120));
+    assert.deepEqual(granted, [0, 1, 2]);
+    limiter.close();
+  });
+
+  it('serves waiting groups round-robin: a late group is not locked out by a crowd (starvation guard)', async () => {
+    let now = 0;
+    const limiter = new UploadLimiter(1000, 10, () => now);
+    const order: string[] = [];
+    for (let i = 0; i < 5; i++) void limiter.acquire(10, 'near')!.then(() => order.push(`near${i}`));
+    void limiter.acquire(10, 'far')!.then(() => order.push('far'));
+    for (let t = 1; t <= 10; t++) {
+      now = t * 10;
+      await new Promise((r) => setTimeout(r, 12));
+    }
+    assert.equal(order.length, 6);
+    assert.ok(order.indexOf('far') < order.indexOf('near3'), `far took its turn: ${order.join(' ')}`);
+    limiter.close();
+  });
+
+  it('refuses at once when a group already has maxWaiting requests waiting', () => {
+    const limiter = new UploadLimiter(1, 1, () => 0);
+    assert.ok(limiter.acquire(10, 'a', 2)); // granted
+    assert.ok(limiter.acquire(10, 'a', 2)); // waits
+    assert.ok(limiter.acquire(10, 'a', 2)); // waits
+    assert.equal(limiter.acquire(10, 'a', 2), undefined, 'busy');
+    assert.ok(limiter.acquire(10, 'b', 2), 'another group still gets in line');
+    assert.deepEqual(limiter.waiting(), { a: 2, b: 1 });
+    limiter.close();
+  });
+});
