@@ -51,6 +51,7 @@ function holder(id: string, opts: { busy?: number } = {}) {
       }
     },
     watch: async function* () {
+      await Promise.resolve();
       yield { firstDigest: 0, digests: [], have: [], peers: [], manifest: { ...manifest } };
     },
   });
@@ -97,7 +98,7 @@ describe('Download (chunks from several holders)', () => {
     const a = holder('a');
     const b = holder('b');
     await download([a.transport, b.transport]);
-    assert.ok(a.served.length > 0 && b.served.length > 0, `both served: ${a.served} / ${b.served}`);
+    assert.ok(a.served.length > 0 && b.served.length > 0, `both served: ${a.served.join()} / ${b.served.join()}`);
     assert.equal(a.served.length + b.served.length, 4, 'each chunk once');
   });
 
