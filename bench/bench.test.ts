@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { geoLabUnavailable } from '../agent/harness/geo-lab.ts';
 
 const RUN = fileURLToPath(new URL('./run.ts', import.meta.url));
 
@@ -12,9 +13,13 @@ describe('benchmarks (--quick, shape only)', () => {
     ['hit', ['bench', 'p50_ms', 'p99_ms', 'baseline_p99_ms', 'ratio']],
     ['membership', ['bench', 'agents', 'detect_s', 'join_s']],
     ['swarm', ['bench', 'nodes', 'bytes', 'origin_bytes', 'time_s', 'naive_s', 'bound_s', 'ratio_to_bound']],
+    ['locality', ['bench', 'near_fraction', 'far_group_ratio']],
   ];
+  const labMissing = geoLabUnavailable();
+  if (labMissing) console.log(`# locality bench skipped: ${labMissing}`);
   for (const [name, keys] of cases) {
-    it(`${name} prints its machine and a JSON last line`, () => {
+    const skip = name === 'locality' && labMissing ? labMissing : false;
+    it(`${name} prints its machine and a JSON last line`, { skip }, () => {
       const r = spawnSync(process.execPath, [RUN, name, '--quick'], { encoding: 'utf8', timeout: 120_000 });
       assert.equal(r.status, 0, r.stderr);
       const lines = r.stdout.trim().split('\n');
@@ -29,6 +34,6 @@ describe('benchmarks (--quick, shape only)', () => {
   it('refuses an unknown benchmark', () => {
     const r = spawnSync(process.execPath, [RUN, 'nope'], { encoding: 'utf8' });
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /usage: npm run bench -- <transfer\|hit\|membership\|swarm>/);
+    assert.match(r.stderr, /usage: npm run bench -- <transfer\|hit\|membership\|swarm\|locality>/);
   });
 });

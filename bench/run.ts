@@ -8,6 +8,7 @@ const BENCHES: Record<string, () => Promise<{ run(quick: boolean): Promise<void>
   hit: () => import('./hit.ts'),
   membership: () => import('./membership.ts'),
   swarm: () => import('./swarm.ts'),
+  locality: () => import('./locality.ts'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -98,7 +98,10 @@ describe('Download (chunks from several holders)', () => {
     const a = holder('a');
     const b = holder('b');
     await download([a.transport, b.transport]);
-    assert.ok(a.served.length > 0 && b.served.length > 0, `both served: ${a.served.join()} / ${b.served.join()}`);
+    assert.ok(
+      a.served.length > 0 && b.served.length > 0,
+      `both served: ${a.served.join()} / ${b.served.join()}`,
+    );
     assert.equal(a.served.length + b.served.length, 4, 'each chunk once');
   });
 

@@ -207,6 +207,24 @@ interface Source {
   busyUntil: number;
 }
 
+/**
+ * How long a chunk that only farther holders have waits for the member of this node's zone or region
+ * chosen to bring it in, before this node fetches it from afar itself.
+ */
+const IMPORT_WAIT_MS = 3000;
+
+/** FNV-1a: a cheap, stable 32-bit hash for choosing importers. */
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** The longest a download from outside this zone waits to hear of its swarm before it starts. */
+const PRIME_MS = 300;
+/** After the first Watch answer: time for the members arriving with it to be named too. */
+const PRIME_GRACE_MS = 50;
+
 /** How long a peer that said it is busy is left alone. */
 const BUSY_BACKOFF_MS = 100;
 
@@ -252,6 +270,16 @@ class Download {
   #wake: (() => void)[] = [];
   #stall: NodeJS.Timeout | undefined;
   readonly #stopJoins: () => void;
+  /** Chunks left to a nearer member to bring in, since when (performance.now()). */
+  readonly #deferred = new Map<number, number>();
+  /**
+   * False until the first Watch answer names the swarm (or PRIME_MS passed), when no holder is in
+   * this node's zone: so members of one zone arriving together divide the imports between them.
+   */
+  #primed = true;
+  /** When the last chunk arrived (performance.now()). */
+  #lastChunkAt = 0;
+  #deferTimer: NodeJS.Timeout | undefined;
 
   constructor(located: Located, opts: PeerFetcherOptions) {
     this.head = located.head;
@@ -278,7 +306,18 @@ class Download {
       const first = [...this.#sources.values()][0];
       if (first) this.#watch(first, false); // joins the swarm: learns its members, and is learned
     }
+    const nearest = Math.min(...[...this.#sources.values()].map((s) => s.cls));
+    if (nearest > HOP_CLASSES.indexOf('zone')) {
+      this.#primed = false;
+      setTimeout(() => this.#prime(), PRIME_MS).unref();
+    }
     this.#armStall();
+    this.#pump();
+  }
+
+  #prime(): void {
+    if (this.#primed) return;
+    this.#primed = true;
     this.#pump();
   }
 
@@ -384,6 +423,7 @@ class Download {
           }
           for (const peer of u.peers) this.#addPeer(peer);
           if (u.manifest) this.#learnManifest(source, authoritative, parseManifest(u.manifest, isKey));
+          if (!this.#primed) setTimeout(() => this.#prime(), PRIME_GRACE_MS).unref();
           this.#pump();
         }
         if (authoritative && !this.manifest) throw new PeerError(id, 'Watch ended before the manifest');
@@ -423,7 +463,7 @@ class Download {
 
   /** Hands out chunk requests: the cheapest hop class that has a chunk gets it, rarest first. */
   #pump(): void {
-    if (this.#settled || this.#committing) return;
+    if (this.#settled || this.#committing || !this.#primed) return;
     if (this.#unwrittenBytes > WRITE_BEHIND_BYTES) return; // a finished write pumps again
     const known = this.#progress.digests.length;
     const all = [...this.#sources.values()].filter((s) => !s.dead);
@@ -440,6 +480,7 @@ class Download {
         best.set(i, Math.min(best.get(i) ?? Infinity, s.cls));
       }
     }
+    this.#deferImports(wanted, best, all, now);
     live.sort((a, b) => a.cls - b.cls || a.inFlight - b.inFlight || a.rank - b.rank);
     // With swarm members about, break ties at random so members start on different chunks; with
     // whole holders only, go in order so a reader's first bytes come first.
@@ -468,6 +509,45 @@ class Download {
     if (this.#inFlight === 0 && all.length === 0 && this.#verifiedCount < this.#verified.length) {
       this.#fail(new PeerFetchError(this.head.key, this.#failures));
     }
+  }
+
+  /**
+   * A chunk only farther holders have is brought into this zone (or region) once, by one member of
+   * the swarm there, and the others get it from that member: each chunk's importer is the member
+   * (this node included) that scores highest for it by rendezvous hashing. Others leave it to the
+   * importer for IMPORT_WAIT_MS, then fetch it from afar themselves. Removes the deferred chunks
+   * from `best`, so they are not handed out now.
+   */
+  #deferImports(wanted: number[], best: Map<number, number>, all: Source[], now: number): void {
+    const self = this.#opts.self?.()?.nodeId;
+    if (!self) return;
+    for (const i of wanted) {
+      const cls = best.get(i);
+      if (cls === undefined) continue;
+      const nearer = all.filter((s) => s.cls < cls && s.has !== 'all');
+      if (nearer.length === 0) continue;
+      const score = (id: string) => fnv1a(`${this.head.key}\0${i}\0${id}`);
+      const mine = score(self);
+      if (nearer.every((s) => score(s.transport.id) < mine)) continue; // this node is the importer
+      const since = this.#deferred.get(i);
+      if (since === undefined) {
+        this.#deferred.set(i, now);
+        this.#recheckDeferred();
+      }
+      // Left to the importer while this download keeps getting chunks; taken back once it stalls.
+      if (since === undefined || now - Math.max(since, this.#lastChunkAt) < IMPORT_WAIT_MS) best.delete(i);
+    }
+  }
+
+  /** Pumps again once deferred chunks may be due (and again, while any stay deferred). */
+  #recheckDeferred(): void {
+    if (this.#deferTimer || this.#settled) return;
+    this.#deferTimer = setTimeout(() => {
+      this.#deferTimer = undefined;
+      this.#pump();
+      if ([...this.#deferred.keys()].some((i) => !this.#verified[i])) this.#recheckDeferred();
+    }, IMPORT_WAIT_MS / 4);
+    this.#deferTimer.unref();
   }
 
   #request(source: Source, index: number): void {
@@ -523,6 +603,7 @@ class Download {
     if (this.#verified[index] || this.#settled) return;
     this.#verified[index] = 1;
     this.#verifiedCount++;
+    this.#lastChunkAt = performance.now();
     const counters = this.#opts.counters;
     Counters.bump(counters.bytesFromPeer, source.transport.id, data.length);
     counters.bytesByHop[HOP_CLASSES[source.cls] ?? 'remote'] += data.length;
