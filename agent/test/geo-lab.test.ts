@@ -69,20 +69,30 @@ describe(
       const put = await fetch(`${agents[0]!.url}/v1/objects/geo/one`, { method: 'PUT', body });
       assert.equal(put.status, 201);
       const status = async (i: number) => (await agents[i]!.status()) as unknown as Status;
-      // The writer and the key's three owners (one per region, by the placement's spread) hold it.
-      const holders = new Set<number>();
+      const holding = async () => {
+        const found = new Set<number>();
+        for (let i = 0; i < agents.length; i++) if ((await status(i)).cache.entries > 0) found.add(i);
+        return found;
+      };
+      // The writer and the key's three owners (one per region, by the placement's spread) hold it:
+      // wait until replication is over (the same holders three polls in a row).
+      let holders = new Set<number>();
+      let steady = 0;
       await eventually(
         async () => {
-          for (let i = 0; i < agents.length; i++) if ((await status(i)).cache.entries > 0) holders.add(i);
-          return holders.size >= 3 ? true : undefined;
+          const now = await holding();
+          steady = now.size >= 3 && now.size === holders.size ? steady + 1 : 0;
+          holders = now;
+          await new Promise((r) => setTimeout(r, 300));
+          return steady >= 3 ? true : undefined;
         },
-        20_000,
-        'three copies',
+        30_000,
+        'three copies, replication over',
       );
-      await new Promise((r) => setTimeout(r, 500)); // the owners' holder indexes hear of every copy
       const tally: Record<string, number> = {};
       // Every other node reads in turn; each copy made is a holder for the next reader.
       for (let i = 1; i < agents.length; i++) {
+        holders = await holding();
         if (holders.has(i)) continue;
         const reader = lab.hosts[i]!;
         const cheapest =
@@ -104,7 +114,6 @@ describe(
         );
         tally[cheapest] = (tally[cheapest] ?? 0) + 1;
         await eventually(async () => ((await status(i)).cache.entries > 0 ? true : undefined));
-        holders.add(i);
         await new Promise((r) => setTimeout(r, 300)); // its Hold reaches the owners
       }
       console.log(`# geo lab reads by the cheapest class available: ${JSON.stringify(tally)}`);
