@@ -1,0 +1,74 @@
+import { run } from '@bufbuild/cel';
+import { Ajv } from 'ajv';
+
+/** Problems with an object (empty: valid). May fill in defaults, as the API server does. */
+export type Validate = (object: { spec?: unknown; status?: unknown; [k: string]: unknown }) => string[];
+
+type Schema = {
+  properties?: Record<string, Schema>;
+  items?: Schema;
+  additionalProperties?: Schema | boolean;
+  'x-kubernetes-validations'?: { rule: string; message?: string }[];
+  [k: string]: unknown;
+};
+
+/** CEL sees objects as maps. */
+function toCel(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(toCel);
+  if (typeof value === 'object' && value !== null)
+    return new Map(Object.entries(value).map(([k, v]) => [k, toCel(v)]));
+  return value;
+}
+
+/** Evaluates every CEL rule of `schema` against `value`, as the API server does at admission. */
+function celProblems(schema: Schema, value: unknown, path: string): string[] {
+  if (value === undefined || value === null) return [];
+  const problems: string[] = [];
+  for (const { rule, message } of schema['x-kubernetes-validations'] ?? []) {
+    let ok: unknown;
+    try {
+      ok = run(rule, { self: toCel(value) as never });
+    } catch (error) {
+      ok = `error: ${(error as Error).message}`;
+    }
+    if (ok !== true)
+      problems.push(`${path || '<root>'}: Invalid value: ${message ?? `failed rule: ${rule}`}`);
+  }
+  if (schema.properties && typeof value === 'object') {
+    for (const [k, s] of Object.entries(schema.properties))
+      problems.push(...celProblems(s, (value as Record<string, unknown>)[k], `${path}.${k}`));
+  }
+  if (schema.items && Array.isArray(value))
+    value.forEach((v, i) => problems.push(...celProblems(schema.items!, v, `${path}[${i}]`)));
+  return problems;
+}
+
+/** Drops what ajv cannot read from a Kubernetes structural schema. */
+function forAjv(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(forAjv);
+  if (typeof schema !== 'object' || schema === null) return schema;
+  return Object.fromEntries(
+    Object.entries(schema)
+      .filter(([k]) => !k.startsWith('x-kubernetes-'))
+      .map(([k, v]) => [
+        k,
+        k === 'properties'
+          ? Object.fromEntries(Object.entries(v as object).map(([p, s]) => [p, forAjv(s)]))
+          : forAjv(v),
+      ]),
+  );
+}
+
+/**
+ * A validator for a custom resource from its CRD's openAPIV3Schema: applies the schema's defaults,
+ * checks types, bounds, patterns and enums (ajv) and then the CEL rules (x-kubernetes-validations).
+ */
+export function crdValidator(openAPIV3Schema: Record<string, unknown>): Validate {
+  const ajv = new Ajv({ useDefaults: true, allErrors: true, strict: false });
+  const check = ajv.compile(forAjv(openAPIV3Schema) as object);
+  return (object) => {
+    if (!check(object))
+      return (check.errors ?? []).map((e) => `${e.instancePath || '<root>'} ${e.message ?? 'is invalid'}`);
+    return celProblems(openAPIV3Schema, object, '');
+  };
+}

@@ -1,0 +1,90 @@
+import { z } from 'zod';
+import { stringify } from 'yaml';
+import { edgeMeshSpecSchema, edgeMeshStatusSchema, GROUP, KIND, PLURAL, VERSION } from './edgemesh.ts';
+
+type Schema = Record<string, unknown>;
+
+/**
+ * A zod JSON Schema made structural, as Kubernetes requires of a CRD: no `$schema`, no
+ * `additionalProperties: false` (unknown fields are pruned instead), no `propertyNames`.
+ */
+function structural(schema: Schema): Schema {
+  const out: Schema = {};
+  for (const [key, value] of Object.entries(schema)) {
+    if (key === '$schema' || key === 'propertyNames') continue;
+    if (key === 'additionalProperties' && value === false) continue;
+    if (key === 'properties') {
+      out[key] = Object.fromEntries(
+        Object.entries(value as Record<string, Schema>).map(([k, v]) => [k, structural(v)]),
+      );
+    } else if ((key === 'items' || key === 'additionalProperties') && typeof value === 'object') {
+      out[key] = structural(value as Schema);
+    } else {
+      out[key] = value;
+    }
+  }
+  // zod bounds every integer to the safe range; Kubernetes needs no such bound.
+  if (out.minimum === Number.MIN_SAFE_INTEGER) delete out.minimum;
+  if (out.maximum === Number.MAX_SAFE_INTEGER) delete out.maximum;
+  // A free-form object (affinity) keeps its fields rather than having them pruned.
+  if (out['x-kubernetes-preserve-unknown-fields'] === true) delete out.additionalProperties;
+  return out;
+}
+
+const toSchema = (schema: z.ZodType) => structural(z.toJSONSchema(schema, { io: 'input' }));
+
+/** The EdgeMesh CustomResourceDefinition, from the schemas in edgemesh.ts. */
+export function edgeMeshCrd(): Schema {
+  return {
+    apiVersion: 'apiextensions.k8s.io/v1',
+    kind: 'CustomResourceDefinition',
+    metadata: { name: `${PLURAL}.${GROUP}` },
+    spec: {
+      group: GROUP,
+      names: {
+        kind: KIND,
+        listKind: `${KIND}List`,
+        plural: PLURAL,
+        singular: 'edgemesh',
+        shortNames: ['em'],
+      },
+      scope: 'Namespaced',
+      versions: [
+        {
+          name: VERSION,
+          served: true,
+          storage: true,
+          subresources: { status: {} },
+          additionalPrinterColumns: [
+            { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+            { name: 'Nodes', type: 'integer', jsonPath: '.status.desiredAgents' },
+            { name: 'Ready agents', type: 'integer', jsonPath: '.status.readyAgents' },
+            { name: 'Hit ratio', type: 'string', jsonPath: '.status.hitRatio' },
+            { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+          ],
+          schema: {
+            openAPIV3Schema: {
+              type: 'object',
+              description: 'A mesh of EdgeMesh agents on the nodes it selects.',
+              required: ['spec'],
+              properties: {
+                apiVersion: { type: 'string' },
+                kind: { type: 'string' },
+                metadata: { type: 'object' },
+                spec: toSchema(edgeMeshSpecSchema),
+                status: toSchema(edgeMeshStatusSchema),
+              },
+            },
+          },
+        },
+      ],
+    },
+  };
+}
+
+/** The CRD file's text, as `npm run crds` writes it to crds/. */
+export function edgeMeshCrdYaml(): string {
+  return `# Generated from operator/src/api/edgemesh.ts by \`npm run crds\`. Do not edit.\n${stringify(edgeMeshCrd(), { lineWidth: 0 })}`;
+}
+
+export const CRD_FILE = new URL('../../../crds/edgemeshes.edgemesh.p2p.dev.yaml', import.meta.url);

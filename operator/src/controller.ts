@@ -1,0 +1,249 @@
+import { createServer, type Server } from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import {
+  AppsV1Api,
+  CoordinationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  EventsV1Api,
+  type KubeConfig,
+  KubernetesObjectApi,
+  PatchStrategy,
+  setHeaderOptions,
+  V1MicroTime,
+  type V1DaemonSet,
+  type V1Node,
+} from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { type EdgeMesh, GROUP, PLURAL, VERSION } from './api/edgemesh.ts';
+import { Informer } from './kit/informer.ts';
+import { LeaderElector } from './kit/leader.ts';
+import { OperatorMetrics } from './kit/metrics.ts';
+import { WorkQueue } from './kit/queue.ts';
+import { FIELD_MANAGER, MESH_LABEL } from './reconcile/desired.ts';
+import { reconcile, type ReconcileDeps } from './reconcile/reconciler.ts';
+
+export interface OperatorConfig {
+  /** This replica's identity for leader election (the pod name). */
+  identity: string;
+  /** Namespace of the leader-election Lease. */
+  leaseNamespace: string;
+  leaseName: string;
+  leaseDurationMs: number;
+  renewDeadlineMs: number;
+  retryPeriodMs: number;
+  /** Concurrent reconciles. */
+  workers: number;
+  /** Every cached mesh is reconciled again this often. */
+  resyncMs: number;
+  /** /healthz, /readyz and /metrics; port 0 picks one. */
+  probeHost: string;
+  probePort: number;
+  /** Called when the lease is lost; by default the process exits, as controller-runtime's managers do. */
+  onLostLease?: () => void;
+}
+
+export interface Operator {
+  readonly probePort: number;
+  readonly leading: boolean;
+  readonly metrics: OperatorMetrics;
+  /** Stops watches, drains the queue, releases the lease. */
+  stop(): Promise<void>;
+}
+
+const isNotFound = (error: unknown) => (error as { code?: number }).code === 404;
+const keyOf = (o: { metadata?: { namespace?: string; name?: string } }) =>
+  `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+
+/**
+ * The EdgeMesh controller: informers on EdgeMeshes, their DaemonSets and Nodes feed one work queue
+ * (a DaemonSet maps to its mesh by label, a Node change to every mesh); workers reconcile keys while
+ * this replica holds the lease. Probes and metrics are served on every replica.
+ */
+export async function startOperator(
+  kc: KubeConfig,
+  config: OperatorConfig,
+  logger: Logger,
+): Promise<Operator> {
+  const queue = new WorkQueue();
+  const metrics = new OperatorMetrics({
+    controller: 'edgemesh',
+    queue,
+    leading: () => leader.leading,
+  });
+  const core = kc.makeApiClient(CoreV1Api);
+  const apps = kc.makeApiClient(AppsV1Api);
+  const custom = kc.makeApiClient(CustomObjectsApi);
+  const events = kc.makeApiClient(EventsV1Api);
+  const objects = KubernetesObjectApi.makeApiClient(kc);
+  const onRestart = () => metrics.informerRestarts++;
+
+  const meshes = new Informer<EdgeMesh>({
+    kc,
+    path: `/apis/${GROUP}/${VERSION}/${PLURAL}`,
+    list: () => custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }) as never,
+    onChange: (mesh) => queue.add(keyOf(mesh)),
+    resyncMs: config.resyncMs,
+    logger,
+    onRestart,
+  });
+  const daemonSets = new Informer<V1DaemonSet>({
+    kc,
+    path: '/apis/apps/v1/daemonsets',
+    list: () =>
+      apps.listDaemonSetForAllNamespaces({ labelSelector: `app.kubernetes.io/managed-by=${FIELD_MANAGER}` }),
+    labelSelector: `app.kubernetes.io/managed-by=${FIELD_MANAGER}`,
+    onChange: (ds) => {
+      const mesh = ds.metadata?.labels?.[MESH_LABEL];
+      if (mesh) queue.add(`${ds.metadata?.namespace}/${mesh}`);
+    },
+    resyncMs: 0,
+    logger,
+    onRestart,
+  });
+  const nodes = new Informer<V1Node>({
+    kc,
+    path: '/api/v1/nodes',
+    list: () => core.listNode(),
+    onChange: () => {
+      for (const mesh of meshes.list()) queue.add(keyOf(mesh));
+    },
+    resyncMs: 0,
+    logger,
+    onRestart,
+  });
+
+  const deps: ReconcileDeps = {
+    mesh: (namespace, name) => meshes.get(name, namespace),
+    daemonSet: (namespace, name) => daemonSets.get(name, namespace),
+    nodes: () => nodes.list(),
+    secretExists: async (namespace, name) => {
+      try {
+        await core.readNamespacedSecret({ namespace, name });
+        return true;
+      } catch (error) {
+        if (isNotFound(error)) return false;
+        throw error;
+      }
+    },
+    apply: async (object) =>
+      await objects.patch(
+        object as never,
+        undefined,
+        undefined,
+        FIELD_MANAGER,
+        true,
+        PatchStrategy.ServerSideApply,
+      ),
+    writeStatus: async (mesh, status) => {
+      await custom.patchNamespacedCustomObjectStatus(
+        {
+          group: GROUP,
+          version: VERSION,
+          plural: PLURAL,
+          namespace: mesh.metadata.namespace,
+          name: mesh.metadata.name,
+          body: { status },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+    },
+    event: async (mesh, type, reason, note) => {
+      const now = new Date();
+      await events
+        .createNamespacedEvent({
+          namespace: mesh.metadata.namespace,
+          body: {
+            metadata: {
+              generateName: `${mesh.metadata.name}.`,
+              namespace: mesh.metadata.namespace,
+              name: `${mesh.metadata.name}.${now.getTime().toString(36)}`,
+            },
+            eventTime: new V1MicroTime(now.getTime()),
+            reportingController: `${GROUP}/operator`,
+            reportingInstance: config.identity,
+            action: 'Reconcile',
+            type,
+            reason,
+            note: note.slice(0, 1024),
+            regarding: {
+              apiVersion: `${GROUP}/${VERSION}`,
+              kind: 'EdgeMesh',
+              name: mesh.metadata.name,
+              namespace: mesh.metadata.namespace,
+              uid: mesh.metadata.uid ?? '',
+            },
+          },
+        })
+        .catch((error: unknown) =>
+          logger.warn({ err: (error as Error).message }, 'could not record an event'),
+        );
+    },
+    logger,
+  };
+
+  let running: Promise<void> | undefined;
+  let synced = false;
+  const startControllers = async () => {
+    await Promise.all([meshes.start(), daemonSets.start(), nodes.start()]);
+    synced = true;
+    logger.info(
+      { meshes: meshes.list().length, nodes: nodes.list().length },
+      'informers synced; reconciling',
+    );
+    running = queue.run(config.workers, (key) => reconcile(key, deps));
+  };
+
+  const leader = new LeaderElector({
+    api: kc.makeApiClient(CoordinationV1Api),
+    namespace: config.leaseNamespace,
+    name: config.leaseName,
+    identity: config.identity,
+    leaseDurationMs: config.leaseDurationMs,
+    renewDeadlineMs: config.renewDeadlineMs,
+    retryPeriodMs: config.retryPeriodMs,
+    logger,
+    onStartedLeading: () => {
+      startControllers().catch((error: unknown) =>
+        logger.error({ err: error }, 'controllers failed to start'),
+      );
+    },
+    onStoppedLeading: () => {
+      logger.error('lost the lease: stopping so that only the leader reconciles');
+      (config.onLostLease ?? (() => process.exit(1)))();
+    },
+  });
+
+  const probes: Server = createServer((req, res) => {
+    const path = req.url ?? '/';
+    if (path === '/healthz') return void res.writeHead(200).end('ok');
+    if (path === '/readyz') {
+      // A standby is ready (it serves probes and waits for the lease); a leader once it has synced.
+      const ready = !leader.leading || synced;
+      return void res.writeHead(ready ? 200 : 503).end(ready ? 'ok' : 'informers not synced');
+    }
+    if (path === '/metrics') return metrics.handle(req, res);
+    res.writeHead(404).end();
+  });
+  probes.listen(config.probePort, config.probeHost);
+  await once(probes, 'listening');
+  leader.start();
+
+  return {
+    probePort: (probes.address() as AddressInfo).port,
+    get leading() {
+      return leader.leading;
+    },
+    metrics,
+    async stop() {
+      queue.shutDown();
+      await Promise.all([meshes.stop(), daemonSets.stop(), nodes.stop()]);
+      await running;
+      await leader.release();
+      probes.closeAllConnections();
+      probes.close();
+      await metrics.shutdown();
+    },
+  };
+}

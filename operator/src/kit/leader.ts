@@ -1,0 +1,165 @@
+import { type CoordinationV1Api, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+
+export interface LeaderOptions {
+  api: CoordinationV1Api;
+  namespace: string;
+  name: string;
+  /** This replica's identity (pod name). */
+  identity: string;
+  /** How long a lease holds without renewal (client-go's default 15 s). */
+  leaseDurationMs?: number;
+  /** A leader that cannot renew for this long steps down (10 s). */
+  renewDeadlineMs?: number;
+  /** How often to try to acquire or renew (2 s). */
+  retryPeriodMs?: number;
+  logger: Logger;
+  onStartedLeading: () => void;
+  /** The lease was lost (a process should then exit, as controller-runtime's managers do). */
+  onStoppedLeading: () => void;
+  now?: () => number;
+}
+
+const isConflict = (error: unknown) => (error as { code?: number }).code === 409;
+const isNotFound = (error: unknown) => (error as { code?: number }).code === 404;
+
+/**
+ * Leader election on a coordination.k8s.io/v1 Lease, as client-go does it: the holder renews every
+ * retry period; others take over once they have seen the same renewal for a whole lease duration
+ * (measured on their own clock, so clocks need not agree); every write is a compare-and-swap on
+ * resourceVersion (409: someone else won). `release()` hands the lease back on shutdown, so a
+ * successor need not wait for it to expire.
+ */
+export class LeaderElector {
+  readonly #o: Required<Omit<LeaderOptions, 'now'>> & { now: () => number };
+  #leading = false;
+  #stopped = false;
+  #timer: NodeJS.Timeout | undefined;
+  /** The last lease seen, and when (our clock) it last changed. */
+  #observed: { holder: string; renewTime: string; at: number } | undefined;
+  #lastRenewed = 0;
+
+  constructor(opts: LeaderOptions) {
+    this.#o = {
+      leaseDurationMs: 15_000,
+      renewDeadlineMs: 10_000,
+      retryPeriodMs: 2_000,
+      now: () => Date.now(),
+      ...opts,
+    };
+  }
+
+  get leading(): boolean {
+    return this.#leading;
+  }
+
+  start(): void {
+    this.#stopped = false;
+    void this.#tick();
+  }
+
+  async #tick(): Promise<void> {
+    if (this.#stopped) return;
+    try {
+      await this.#tryAcquireOrRenew();
+    } catch (error) {
+      if (!isConflict(error))
+        this.#o.logger.warn({ err: (error as Error).message, lease: this.#o.name }, 'lease update failed');
+    }
+    if (this.#leading && this.#o.now() - this.#lastRenewed > this.#o.renewDeadlineMs) {
+      this.#leading = false;
+      this.#o.logger.error({ lease: this.#o.name }, 'could not renew the lease in time; stepping down');
+      this.#o.onStoppedLeading();
+    }
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => void this.#tick(), this.#o.retryPeriodMs);
+    this.#timer.unref();
+  }
+
+  async #tryAcquireOrRenew(): Promise<void> {
+    const { api, namespace, name, identity } = this.#o;
+    const now = this.#o.now();
+    const stamp = new V1MicroTime(now);
+    const durationSeconds = Math.ceil(this.#o.leaseDurationMs / 1000);
+    let lease: V1Lease;
+    try {
+      lease = await api.readNamespacedLease({ name, namespace });
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      await api.createNamespacedLease({
+        namespace,
+        body: {
+          metadata: { name, namespace },
+          spec: {
+            holderIdentity: identity,
+            leaseDurationSeconds: durationSeconds,
+            acquireTime: stamp,
+            renewTime: stamp,
+            leaseTransitions: 0,
+          },
+        },
+      });
+      this.#became(now);
+      return;
+    }
+    const spec = lease.spec ?? {};
+    const holder = spec.holderIdentity ?? '';
+    const renewTime = spec.renewTime ? new Date(spec.renewTime).toISOString() : '';
+    if (!this.#observed || this.#observed.holder !== holder || this.#observed.renewTime !== renewTime) {
+      this.#observed = { holder, renewTime, at: now };
+    }
+    const expired =
+      holder === '' || now - this.#observed.at > (spec.leaseDurationSeconds ?? durationSeconds) * 1000;
+    if (holder !== identity && !expired) {
+      if (this.#leading) {
+        this.#leading = false;
+        this.#o.onStoppedLeading();
+      }
+      return;
+    }
+    const taking = holder !== identity;
+    await api.replaceNamespacedLease({
+      name,
+      namespace,
+      body: {
+        ...lease,
+        spec: {
+          ...spec,
+          holderIdentity: identity,
+          leaseDurationSeconds: durationSeconds,
+          renewTime: stamp,
+          ...(taking ? { acquireTime: stamp, leaseTransitions: (spec.leaseTransitions ?? 0) + 1 } : {}),
+        },
+      },
+    });
+    this.#became(now);
+  }
+
+  #became(now: number): void {
+    this.#lastRenewed = now;
+    if (this.#leading) return;
+    this.#leading = true;
+    this.#o.logger.info({ lease: this.#o.name, identity: this.#o.identity }, 'became the leader');
+    this.#o.onStartedLeading();
+  }
+
+  /** Stops renewing; if leading, gives the lease up so another replica can take it at once. */
+  async release(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    if (!this.#leading) return;
+    this.#leading = false;
+    const { api, namespace, name } = this.#o;
+    try {
+      const lease = await api.readNamespacedLease({ name, namespace });
+      if (lease.spec?.holderIdentity !== this.#o.identity) return;
+      await api.replaceNamespacedLease({
+        name,
+        namespace,
+        body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 } },
+      });
+    } catch (error) {
+      this.#o.logger.warn({ err: (error as Error).message }, 'could not release the lease');
+    }
+  }
+}

@@ -1,0 +1,79 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import type { WorkQueue } from './queue.ts';
+
+/**
+ * The operator's metrics, named as controller-runtime's (so its dashboards and alerts carry over),
+ * exported in Prometheus text: controller_runtime_reconcile_total{controller,result},
+ * controller_runtime_reconcile_errors_total, controller_runtime_reconcile_time_seconds,
+ * workqueue_depth, workqueue_adds_total, workqueue_retries_total, workqueue_queue_duration_seconds,
+ * controller_runtime_active_workers, leader_election_master_status, and informer restarts.
+ */
+export class OperatorMetrics {
+  readonly #exporter = new PrometheusExporter({ preventServerStart: true });
+  readonly #provider = new MeterProvider({ readers: [this.#exporter] });
+  readonly reconciles = { total: 0, errors: 0 };
+  informerRestarts = 0;
+
+  constructor(opts: { controller: string; queue: WorkQueue; leading: () => boolean }) {
+    const meter = this.#provider.getMeter('edgemesh-operator');
+    const controller = { controller: opts.controller, name: opts.controller };
+    const total = meter.createCounter('controller_runtime_reconcile', {
+      description: 'Reconciles by result',
+    });
+    const errors = meter.createCounter('controller_runtime_reconcile_errors', {
+      description: 'Reconcile errors',
+    });
+    const time = meter.createHistogram('controller_runtime_reconcile_time_seconds', {
+      description: 'Time per reconcile',
+      unit: 's',
+      advice: { explicitBucketBoundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] },
+    });
+    const adds = meter.createCounter('workqueue_adds', { description: 'Keys added to the work queue' });
+    const retries = meter.createCounter('workqueue_retries', { description: 'Retries of failed keys' });
+    const waited = meter.createHistogram('workqueue_queue_duration_seconds', {
+      description: 'Time a key waits in the queue',
+      unit: 's',
+      advice: { explicitBucketBoundaries: [0.001, 0.01, 0.1, 0.5, 1, 5, 10, 60] },
+    });
+    meter
+      .createObservableGauge('workqueue_depth', { description: 'Keys ready in the queue' })
+      .addCallback((r) => {
+        r.observe(opts.queue.depth, controller);
+      });
+    meter
+      .createObservableGauge('controller_runtime_active_workers', { description: 'Workers busy' })
+      .addCallback((r) => r.observe(opts.queue.busy, controller));
+    meter
+      .createObservableGauge('leader_election_master_status', { description: '1 when this replica leads' })
+      .addCallback((r) => r.observe(opts.leading() ? 1 : 0, { name: opts.controller }));
+    meter
+      .createObservableCounter('edgemesh_operator_informer_restarts', {
+        description: 'Informer restarts after errors',
+      })
+      .addCallback((r) => r.observe(this.informerRestarts));
+    opts.queue.metrics = {
+      adds: () => adds.add(1, controller),
+      retries: () => retries.add(1, controller),
+      queued: (seconds) => waited.record(seconds, controller),
+      processed: (seconds, result) => {
+        this.reconciles.total++;
+        total.add(1, { controller: opts.controller, result });
+        time.record(seconds, { controller: opts.controller });
+        if (result === 'error') {
+          this.reconciles.errors++;
+          errors.add(1, { controller: opts.controller });
+        }
+      },
+    };
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    this.#exporter.getMetricsRequestHandler(req, res);
+  }
+
+  async shutdown(): Promise<void> {
+    await this.#provider.shutdown();
+  }
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+/**
+ * The EdgeMesh operator. Configuration comes from EDGEMESH_OPERATOR_* variables (see
+ * docs/operator.md), the cluster from KUBECONFIG or the in-cluster service account.
+ */
+import { hostname } from 'node:os';
+import { KubeConfig } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { z } from 'zod';
+import { startOperator } from './controller.ts';
+
+const ms = z.coerce.number().int().min(1);
+const configSchema = z.object({
+  EDGEMESH_OPERATOR_IDENTITY: z
+    .string()
+    .min(1)
+    .default(process.env.POD_NAME ?? hostname()),
+  EDGEMESH_OPERATOR_NAMESPACE: z
+    .string()
+    .min(1)
+    .default(process.env.POD_NAMESPACE ?? 'edgemesh-system'),
+  EDGEMESH_OPERATOR_LEASE_NAME: z.string().min(1).default('edgemesh-operator'),
+  EDGEMESH_OPERATOR_LEASE_DURATION_MS: ms.default(15_000),
+  EDGEMESH_OPERATOR_RENEW_DEADLINE_MS: ms.default(10_000),
+  EDGEMESH_OPERATOR_RETRY_PERIOD_MS: ms.default(2_000),
+  EDGEMESH_OPERATOR_WORKERS: z.coerce.number().int().min(1).max(64).default(4),
+  EDGEMESH_OPERATOR_RESYNC_MS: ms.default(600_000),
+  EDGEMESH_OPERATOR_PROBE_HOST: z.string().default('0.0.0.0'),
+  EDGEMESH_OPERATOR_PROBE_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  EDGEMESH_OPERATOR_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+});
+
+const parsed = configSchema.safeParse(process.env);
+if (!parsed.success) {
+  for (const issue of parsed.error.issues)
+    process.stderr.write(`config: ${issue.path.join('.')}: ${issue.message}\n`);
+  process.exit(2);
+}
+const env = parsed.data;
+const logger = pino({
+  level: env.EDGEMESH_OPERATOR_LOG_LEVEL,
+  base: { identity: env.EDGEMESH_OPERATOR_IDENTITY },
+});
+const kc = new KubeConfig();
+if (process.env.KUBECONFIG) kc.loadFromFile(process.env.KUBECONFIG);
+else kc.loadFromCluster();
+
+const operator = await startOperator(
+  kc,
+  {
+    identity: env.EDGEMESH_OPERATOR_IDENTITY,
+    leaseNamespace: env.EDGEMESH_OPERATOR_NAMESPACE,
+    leaseName: env.EDGEMESH_OPERATOR_LEASE_NAME,
+    leaseDurationMs: env.EDGEMESH_OPERATOR_LEASE_DURATION_MS,
+    renewDeadlineMs: env.EDGEMESH_OPERATOR_RENEW_DEADLINE_MS,
+    retryPeriodMs: env.EDGEMESH_OPERATOR_RETRY_PERIOD_MS,
+    workers: env.EDGEMESH_OPERATOR_WORKERS,
+    resyncMs: env.EDGEMESH_OPERATOR_RESYNC_MS,
+    probeHost: env.EDGEMESH_OPERATOR_PROBE_HOST,
+    probePort: env.EDGEMESH_OPERATOR_PROBE_PORT,
+  },
+  logger,
+);
+logger.info({ probePort: operator.probePort }, 'operator started');
+
+let stopping = false;
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: stopping watches, draining, releasing the lease');
+    operator.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  });
+}

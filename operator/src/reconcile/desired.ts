@@ -1,0 +1,288 @@
+import { createHash } from 'node:crypto';
+import type { V1Node } from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+import { API_VERSION, type EdgeMesh, type EdgeMeshSpec, KIND } from '../api/edgemesh.ts';
+
+/** The field manager of every object the operator applies. */
+export const FIELD_MANAGER = 'edgemesh-operator';
+export const MESH_LABEL = 'edgemesh.p2p.dev/mesh';
+export const CONFIG_HASH = 'edgemesh.p2p.dev/config-hash';
+const CONFIG_DIR = '/etc/edgemesh';
+const CACHE_DIR = '/var/lib/edgemesh';
+
+export type KubeObject = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; [k: string]: unknown };
+  [k: string]: unknown;
+};
+
+/** A node selected by a mesh, as the agents' configuration describes it. */
+export interface NodePlace {
+  zone: string;
+  region: string;
+  weight: number;
+}
+
+/** Kubernetes quantity to bytes (binary and decimal suffixes). */
+export function quantityBytes(q: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/.exec(q);
+  if (!m) throw new RangeError(`not a quantity: ${q}`);
+  const scale: Record<string, number> = {
+    m: 1e-3,
+    k: 1e3,
+    M: 1e6,
+    G: 1e9,
+    T: 1e12,
+    P: 1e15,
+    E: 1e18,
+    Ki: 2 ** 10,
+    Mi: 2 ** 20,
+    Gi: 2 ** 30,
+    Ti: 2 ** 40,
+    Pi: 2 ** 50,
+    Ei: 2 ** 60,
+  };
+  return Math.floor(Number(m[1]) * (m[2] ? scale[m[2]]! : 1));
+}
+
+/** The agents' mesh name on the control plane: unique per EdgeMesh, 1-63 of [A-Za-z0-9_-]. */
+export function meshId(mesh: EdgeMesh): string {
+  const id = `${mesh.metadata.namespace}-${mesh.metadata.name}`.replace(/[^A-Za-z0-9_-]/g, '_');
+  if (id.length <= 63) return id;
+  const hash = createHash('sha256').update(id).digest('hex').slice(0, 8);
+  return `${id.slice(0, 54)}-${hash}`;
+}
+
+export const childName = (mesh: EdgeMesh) => `edgemesh-${mesh.metadata.name}`;
+
+export function matchesSelector(
+  labels: Record<string, string> | undefined,
+  selector?: Record<string, string>,
+) {
+  return Object.entries(selector ?? {}).every(([k, v]) => labels?.[k] === v);
+}
+
+/** The nodes `spec` selects, with their zone, region and capacity weight. */
+export function selectNodes(spec: EdgeMeshSpec, nodes: readonly V1Node[]): Map<string, NodePlace> {
+  const selected = new Map<string, NodePlace>();
+  for (const node of nodes) {
+    const labels = node.metadata?.labels;
+    if (!node.metadata?.name || !matchesSelector(labels, spec.nodeSelector)) continue;
+    const rule = spec.capacity?.find((r) => matchesSelector(labels, r.nodeSelector));
+    selected.set(node.metadata.name, {
+      zone: labels?.[spec.topology.zoneLabel] ?? '',
+      region: labels?.[spec.topology.regionLabel] ?? '',
+      weight: rule?.weight ?? 1,
+    });
+  }
+  return selected;
+}
+
+/** The agent configuration every node shares (agent.yaml), from the spec alone. */
+export function agentConfig(mesh: EdgeMesh): Record<string, unknown> {
+  const { spec } = mesh;
+  return {
+    mesh: meshId(mesh),
+    http: { host: '0.0.0.0', port: spec.ports.http },
+    grpc: { host: '0.0.0.0', port: spec.ports.grpc },
+    store: {
+      dir: CACHE_DIR,
+      maxBytes: quantityBytes(spec.cache.diskSize),
+      memoryBytes: quantityBytes(spec.cache.memory),
+      defaultTtlSeconds: spec.cache.defaultTtlSeconds,
+    },
+    replication: { factor: spec.replication.factor, writeCopies: spec.replication.writeCopies },
+    origins: (spec.origins ?? []).map((o) => ({ prefix: o.prefix, url: o.url })),
+    controlPlane: { servers: spec.controlPlane.natsUrl.split(',') },
+    transfer: { uploadBytesPerSecond: spec.transfer.uploadBytesPerSecond },
+    log: { level: spec.agent.logLevel },
+  };
+}
+
+const labelsOf = (mesh: EdgeMesh) => ({
+  'app.kubernetes.io/name': 'edgemesh-agent',
+  'app.kubernetes.io/instance': mesh.metadata.name,
+  'app.kubernetes.io/component': 'agent',
+  'app.kubernetes.io/part-of': 'edgemesh',
+  'app.kubernetes.io/managed-by': FIELD_MANAGER,
+  [MESH_LABEL]: mesh.metadata.name,
+});
+
+const selectorOf = (mesh: EdgeMesh) => ({
+  'app.kubernetes.io/name': 'edgemesh-agent',
+  [MESH_LABEL]: mesh.metadata.name,
+});
+
+/**
+ * Everything a mesh runs on, as full desired objects for server-side apply: a ServiceAccount, a Role
+ * and RoleBinding (read its own ConfigMap, nothing else), the agents' ConfigMap (shared agent.yaml and
+ * per-node topology.yaml), a node-local Service, and the DaemonSet. Each is owned by the EdgeMesh, so
+ * deleting the mesh deletes them. The pod template carries a hash of agent.yaml, so a spec change
+ * rolls the agents; topology changes do not (agents read topology.yaml when they start).
+ */
+export function desiredChildren(mesh: EdgeMesh, nodes: Map<string, NodePlace>): KubeObject[] {
+  const { spec } = mesh;
+  const name = childName(mesh);
+  const namespace = mesh.metadata.namespace;
+  const labels = labelsOf(mesh);
+  const ownerReferences = [
+    {
+      apiVersion: API_VERSION,
+      kind: KIND,
+      name: mesh.metadata.name,
+      uid: mesh.metadata.uid ?? '',
+      controller: true,
+      blockOwnerDeletion: true,
+    },
+  ];
+  const meta = (n: string) => ({ name: n, namespace, labels, ownerReferences });
+  const agentYaml = stringify(agentConfig(mesh));
+  const topology = Object.fromEntries([...nodes].sort(([a], [b]) => (a < b ? -1 : 1)));
+  const configHash = createHash('sha256').update(agentYaml).digest('hex').slice(0, 16);
+  const hostPort = spec.ports.exposure === 'HostPort';
+  const hostNetwork = spec.ports.exposure === 'HostNetwork';
+  const podLabels = { ...selectorOf(mesh), 'app.kubernetes.io/instance': mesh.metadata.name };
+
+  const container = {
+    name: 'agent',
+    image: spec.agent.image,
+    imagePullPolicy: spec.agent.imagePullPolicy,
+    args: ['agent', '--config', `${CONFIG_DIR}/agent.yaml`, '--topology-file', `${CONFIG_DIR}/topology.yaml`],
+    env: [
+      { name: 'EDGEMESH_NODE_ID', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+      { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+      { name: 'EDGEMESH_GRPC_ADVERTISE', value: `$(POD_IP):${spec.ports.grpc}` },
+      ...(spec.telemetry.otlpEndpoint
+        ? [{ name: 'OTEL_EXPORTER_OTLP_ENDPOINT', value: spec.telemetry.otlpEndpoint }]
+        : []),
+    ],
+    ports: [
+      { name: 'http', containerPort: spec.ports.http, ...(hostPort ? { hostPort: spec.ports.http } : {}) },
+      { name: 'grpc', containerPort: spec.ports.grpc, ...(hostPort ? { hostPort: spec.ports.grpc } : {}) },
+    ],
+    readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 5 },
+    livenessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 10, failureThreshold: 6 },
+    ...(spec.agent.resources ? { resources: spec.agent.resources } : {}),
+    securityContext: {
+      runAsNonRoot: true,
+      runAsUser: spec.security.runAsUser,
+      runAsGroup: spec.security.runAsUser,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    volumeMounts: [
+      { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+      { name: 'cache', mountPath: CACHE_DIR },
+      ...(spec.controlPlane.credentialsSecret
+        ? [{ name: 'nats-credentials', mountPath: '/etc/edgemesh/nats', readOnly: true }]
+        : []),
+    ],
+  };
+  const cacheVolume =
+    spec.cache.storage === 'HostPath'
+      ? {
+          name: 'cache',
+          hostPath: { path: `${spec.cache.hostPath}/${meshId(mesh)}`, type: 'DirectoryOrCreate' },
+        }
+      : { name: 'cache', emptyDir: { sizeLimit: spec.cache.diskSize } };
+
+  return [
+    {
+      apiVersion: 'v1',
+      kind: 'ServiceAccount',
+      metadata: meta(name),
+      automountServiceAccountToken: false,
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'Role',
+      metadata: meta(name),
+      rules: [{ apiGroups: [''], resources: ['configmaps'], resourceNames: [name], verbs: ['get', 'watch'] }],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'RoleBinding',
+      metadata: meta(name),
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
+      subjects: [{ kind: 'ServiceAccount', name, namespace }],
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: meta(name),
+      data: { 'agent.yaml': agentYaml, 'topology.yaml': stringify({ nodes: topology }) },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta(name),
+      spec: {
+        selector: selectorOf(mesh),
+        // Workloads reach the agent on their own node.
+        internalTrafficPolicy: 'Local',
+        ports: [
+          { name: 'http', port: spec.ports.http, targetPort: 'http', protocol: 'TCP' },
+          { name: 'grpc', port: spec.ports.grpc, targetPort: 'grpc', protocol: 'TCP' },
+        ],
+      },
+    },
+    {
+      apiVersion: 'apps/v1',
+      kind: 'DaemonSet',
+      metadata: meta(name),
+      spec: {
+        selector: { matchLabels: selectorOf(mesh) },
+        updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '10%' } },
+        template: {
+          metadata: { labels: podLabels, annotations: { [CONFIG_HASH]: configHash } },
+          spec: {
+            serviceAccountName: name,
+            automountServiceAccountToken: false,
+            ...(hostNetwork ? { hostNetwork: true, dnsPolicy: 'ClusterFirstWithHostNet' } : {}),
+            ...(spec.nodeSelector ? { nodeSelector: spec.nodeSelector } : {}),
+            ...(spec.tolerations ? { tolerations: spec.tolerations } : {}),
+            ...(spec.affinity ? { affinity: spec.affinity } : {}),
+            securityContext: {
+              runAsNonRoot: true,
+              fsGroup: spec.security.runAsUser,
+              seccompProfile: { type: 'RuntimeDefault' },
+            },
+            terminationGracePeriodSeconds: 30,
+            // A hostPath is created root-owned: hand it to the agent's user, with CHOWN alone.
+            ...(spec.cache.storage === 'HostPath'
+              ? {
+                  initContainers: [
+                    {
+                      name: 'cache-owner',
+                      image: spec.agent.image,
+                      imagePullPolicy: spec.agent.imagePullPolicy,
+                      command: ['chown', `${spec.security.runAsUser}:${spec.security.runAsUser}`, CACHE_DIR],
+                      securityContext: {
+                        runAsUser: 0,
+                        runAsNonRoot: false,
+                        readOnlyRootFilesystem: true,
+                        allowPrivilegeEscalation: false,
+                        capabilities: { drop: ['ALL'], add: ['CHOWN'] },
+                      },
+                      volumeMounts: [{ name: 'cache', mountPath: CACHE_DIR }],
+                    },
+                  ],
+                }
+              : {}),
+            containers: [container],
+            volumes: [
+              { name: 'config', configMap: { name } },
+              cacheVolume,
+              ...(spec.controlPlane.credentialsSecret
+                ? [{ name: 'nats-credentials', secret: { secretName: spec.controlPlane.credentialsSecret } }]
+                : []),
+            ],
+          },
+        },
+      },
+    },
+  ];
+}

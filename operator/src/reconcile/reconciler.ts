@@ -1,0 +1,99 @@
+import type { V1DaemonSet, V1Node } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { type EdgeMesh, edgeMeshSpecSchema } from '../api/edgemesh.ts';
+import { TerminalError, type Outcome } from '../kit/queue.ts';
+import { childName, desiredChildren, type KubeObject, selectNodes } from './desired.ts';
+import { type Blocker, computeStatus } from './status.ts';
+
+/** What the reconciler reads and writes; the real one is client-node (controller.ts), tests may fake it. */
+export interface ReconcileDeps {
+  mesh(namespace: string, name: string): EdgeMesh | undefined;
+  daemonSet(namespace: string, name: string): V1DaemonSet | undefined;
+  nodes(): readonly V1Node[];
+  /** Whether a Secret exists. */
+  secretExists(namespace: string, name: string): Promise<boolean>;
+  /** Server-side apply with the operator's field manager; returns the object as stored. */
+  apply(object: KubeObject): Promise<KubeObject>;
+  writeStatus(mesh: EdgeMesh, status: EdgeMesh['status']): Promise<void>;
+  event(mesh: EdgeMesh, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void>;
+  logger: Logger;
+  now?: () => Date;
+}
+
+/** How often a mesh that cannot work yet is looked at again (a missing Secret may appear). */
+const BLOCKED_RECHECK_MS = 10_000;
+
+/**
+ * Level-triggered reconcile of one EdgeMesh (key namespace/name): reads the mesh, the nodes and the
+ * live DaemonSet, applies every child in full (server-side apply, so unchanged children cost nothing
+ * and drift is corrected), and writes status when it changed. A spec that passes the schema but
+ * cannot work (a Secret it names is missing, no node matches) is reported as Degraded, and the
+ * running mesh is left as it was.
+ */
+export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outcome> {
+  const [namespace, name] = key.split('/') as [string, string];
+  const found = deps.mesh(namespace, name);
+  if (!found || found.metadata.deletionTimestamp) return; // children go with it (owner references)
+  const parsed = edgeMeshSpecSchema.safeParse(found.spec);
+  if (!parsed.success) {
+    // The API server's schema should have refused it; say so rather than retry forever.
+    const message = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    await report(deps, found, { reason: 'InvalidSpec', message }, new Map());
+    throw new TerminalError(`invalid spec: ${message}`);
+  }
+  const mesh: EdgeMesh = { ...found, spec: parsed.data };
+  const nodes = selectNodes(mesh.spec, deps.nodes());
+  const blocker = await findBlocker(mesh, nodes.size, deps);
+  if (!blocker) {
+    await Promise.all(desiredChildren(mesh, nodes).map((child) => deps.apply(child)));
+  }
+  await report(deps, mesh, blocker, nodes);
+  return blocker ? { requeueAfterMs: BLOCKED_RECHECK_MS } : undefined;
+}
+
+async function findBlocker(
+  mesh: EdgeMesh,
+  selected: number,
+  deps: ReconcileDeps,
+): Promise<Blocker | undefined> {
+  const { spec } = mesh;
+  const namespace = mesh.metadata.namespace;
+  const secrets = [
+    ...(spec.controlPlane.credentialsSecret ? [spec.controlPlane.credentialsSecret] : []),
+    ...(spec.origins ?? []).flatMap((o) => (o.headersSecret ? [o.headersSecret] : [])),
+  ];
+  for (const secret of secrets) {
+    if (!(await deps.secretExists(namespace, secret)))
+      return {
+        reason: 'SecretMissing',
+        message: `Secret ${namespace}/${secret} named in the spec does not exist`,
+      };
+  }
+  if (selected === 0) {
+    return {
+      reason: 'NoMatchingNodes',
+      message: `no node matches nodeSelector ${JSON.stringify(spec.nodeSelector ?? {})}`,
+    };
+  }
+  return undefined;
+}
+
+async function report(
+  deps: ReconcileDeps,
+  mesh: EdgeMesh,
+  blocker: Blocker | undefined,
+  nodes: Map<string, { zone: string; region: string; weight: number }>,
+): Promise<void> {
+  const now = deps.now?.() ?? new Date();
+  const ds = deps.daemonSet(mesh.metadata.namespace, childName(mesh));
+  const status = computeStatus(mesh, nodes, ds, blocker, now);
+  if (JSON.stringify(status) === JSON.stringify(mesh.status)) return;
+  await deps.writeStatus(mesh, status);
+  const was = (type: string) => mesh.status?.conditions?.find((c) => c.type === type)?.status;
+  const is = (type: string) => status.conditions?.find((c) => c.type === type);
+  if (is('Ready')?.status === 'True' && was('Ready') !== 'True')
+    await deps.event(mesh, 'Normal', 'MeshReady', is('Ready')!.message);
+  if (is('Degraded')?.status === 'True' && was('Degraded') !== 'True')
+    await deps.event(mesh, 'Warning', is('Degraded')!.reason, is('Degraded')!.message);
+  deps.logger.debug({ mesh: `${mesh.metadata.namespace}/${mesh.metadata.name}` }, 'status written');
+}

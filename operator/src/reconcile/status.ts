@@ -1,0 +1,96 @@
+import type { V1DaemonSet } from '@kubernetes/client-node';
+import type { Condition, EdgeMesh, EdgeMeshStatus } from '../api/edgemesh.ts';
+import type { NodePlace } from './desired.ts';
+
+export type ConditionType = 'Ready' | 'Progressing' | 'Degraded';
+
+/** A problem that makes a valid spec unworkable: reported as Degraded; the running mesh is left alone. */
+export interface Blocker {
+  reason: string;
+  message: string;
+}
+
+/**
+ * Sets a condition, keeping lastTransitionTime unless the status changes (metav1.Condition rules).
+ * Returns the new list.
+ */
+export function setCondition(
+  conditions: readonly Condition[],
+  next: Omit<Condition, 'lastTransitionTime'>,
+  now: Date,
+): Condition[] {
+  const current = conditions.find((c) => c.type === next.type);
+  const lastTransitionTime =
+    current && current.status === next.status
+      ? current.lastTransitionTime
+      : now.toISOString().replace(/\.\d+Z$/, 'Z');
+  return [...conditions.filter((c) => c.type !== next.type), { ...next, lastTransitionTime }].sort((a, b) =>
+    a.type < b.type ? -1 : 1,
+  );
+}
+
+/** The mesh's status from its DaemonSet, its nodes and any blocker. */
+export function computeStatus(
+  mesh: EdgeMesh,
+  nodes: Map<string, NodePlace>,
+  daemonSet: V1DaemonSet | undefined,
+  blocker: Blocker | undefined,
+  now: Date,
+): EdgeMeshStatus {
+  const generation = mesh.metadata.generation ?? 0;
+  const previous = mesh.status?.conditions ?? [];
+  const ds = daemonSet?.status;
+  const dsCurrent =
+    daemonSet !== undefined && (ds?.observedGeneration ?? 0) >= (daemonSet.metadata?.generation ?? 1);
+  const desired = ds?.desiredNumberScheduled ?? 0;
+  const ready = ds?.numberReady ?? 0;
+  const updated = ds?.updatedNumberScheduled ?? 0;
+  const zones: Record<string, number> = {};
+  const regions: Record<string, number> = {};
+  for (const place of nodes.values()) {
+    zones[place.zone || 'unknown'] = (zones[place.zone || 'unknown'] ?? 0) + 1;
+    regions[place.region || 'unknown'] = (regions[place.region || 'unknown'] ?? 0) + 1;
+  }
+  const rolledOut = dsCurrent && desired > 0 && ready === desired && updated === desired;
+  let conditions = previous.map((c) => ({ ...c }));
+  const set = (type: ConditionType, status: Condition['status'], reason: string, message: string) => {
+    conditions = setCondition(
+      conditions,
+      { type, status, reason, message, observedGeneration: generation },
+      now,
+    );
+  };
+  if (blocker) {
+    set('Degraded', 'True', blocker.reason, blocker.message);
+  } else {
+    set('Degraded', 'False', 'AsExpected', 'the spec can be carried out');
+  }
+  if (rolledOut) {
+    set('Progressing', 'False', 'RolledOut', `${ready} of ${desired} agents ready and up to date`);
+    set(
+      'Ready',
+      blocker ? 'False' : 'True',
+      blocker ? blocker.reason : 'AgentsReady',
+      `${ready} of ${desired} agents ready`,
+    );
+  } else {
+    const progress = daemonSet
+      ? `${updated} of ${desired} agents updated, ${ready} ready`
+      : 'creating the agents';
+    set('Progressing', blocker ? 'False' : 'True', blocker ? blocker.reason : 'RollingOut', progress);
+    const why = blocker ? blocker.reason : desired === 0 && dsCurrent ? 'NoNodes' : 'AgentsNotReady';
+    set('Ready', 'False', why, blocker ? blocker.message : progress);
+  }
+  return {
+    observedGeneration: generation,
+    conditions,
+    desiredAgents: desired,
+    readyAgents: ready,
+    updatedAgents: updated,
+    zones,
+    regions,
+    ...(mesh.status?.hitRatio === undefined ? {} : { hitRatio: mesh.status.hitRatio }),
+    ...(mesh.status?.bytesFromPeers === undefined ? {} : { bytesFromPeers: mesh.status.bytesFromPeers }),
+    ...(mesh.status?.bytesFromOrigin === undefined ? {} : { bytesFromOrigin: mesh.status.bytesFromOrigin }),
+  };
+}
