@@ -11,6 +11,8 @@ describe('the API server fake', () => {
       headers: { 'content-type': type },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
+    // Answers are untyped JSON: the assertions say what they expect of them.
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     return { status: res.status, body: (await res.json()) as Record<string, any> };
   };
   const cm = (name: string, data: Record<string, string>) => ({
