@@ -14,6 +14,7 @@ describe('benchmarks (--quick, shape only)', () => {
     ['membership', ['bench', 'agents', 'detect_s', 'join_s']],
     ['swarm', ['bench', 'nodes', 'bytes', 'origin_bytes', 'time_s', 'naive_s', 'bound_s', 'ratio_to_bound']],
     ['locality', ['bench', 'near_fraction', 'far_group_ratio']],
+    ['operator', ['bench', 'meshes', 'nodes', 'p50_ms', 'p99_ms', 'reconciles_per_s', 'rss_mb']],
   ];
   const labMissing = geoLabUnavailable();
   if (labMissing) console.log(`# locality bench skipped: ${labMissing}`);
@@ -34,6 +35,6 @@ describe('benchmarks (--quick, shape only)', () => {
   it('refuses an unknown benchmark', () => {
     const r = spawnSync(process.execPath, [RUN, 'nope'], { encoding: 'utf8' });
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /usage: npm run bench -- <transfer\|hit\|membership\|swarm\|locality>/);
+    assert.match(r.stderr, /usage: npm run bench -- <transfer\|hit\|membership\|swarm\|locality\|operator>/);
   });
 });

@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<{ run(quick: boolean): Promise<void>
   membership: () => import('./membership.ts'),
   swarm: () => import('./swarm.ts'),
   locality: () => import('./locality.ts'),
+  operator: () => import('./operator.ts'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

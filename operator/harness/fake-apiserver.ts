@@ -389,7 +389,12 @@ export async function startFakeApiServer(
     const text = Buffer.concat(chunks).toString('utf8');
     if (!text) return undefined;
     try {
-      return (req.headers['content-type'] ?? '').includes('yaml') ? parseYaml(text) : JSON.parse(text);
+      if (!(req.headers['content-type'] ?? '').includes('yaml')) return JSON.parse(text);
+      try {
+        return JSON.parse(text); // JSON is YAML, and most clients send it
+      } catch {
+        return parseYaml(text);
+      }
     } catch (error) {
       throw new HttpError(400, 'BadRequest', `could not parse the body: ${(error as Error).message}`);
     }

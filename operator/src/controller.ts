@@ -8,9 +8,6 @@ import {
   CustomObjectsApi,
   EventsV1Api,
   type KubeConfig,
-  KubernetesObjectApi,
-  PatchStrategy,
-  setHeaderOptions,
   V1MicroTime,
   type V1DaemonSet,
   type V1Node,
@@ -18,6 +15,7 @@ import {
 import type { Logger } from 'pino';
 import { type EdgeMesh, GROUP, PLURAL, VERSION } from './api/edgemesh.ts';
 import { Informer } from './kit/informer.ts';
+import { KubeHttp, objectPath } from './kit/kube-http.ts';
 import { LeaderElector } from './kit/leader.ts';
 import { OperatorMetrics } from './kit/metrics.ts';
 import { WorkQueue } from './kit/queue.ts';
@@ -76,7 +74,7 @@ export async function startOperator(
   const apps = kc.makeApiClient(AppsV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
   const events = kc.makeApiClient(EventsV1Api);
-  const objects = KubernetesObjectApi.makeApiClient(kc);
+  const http = new KubeHttp(kc);
   const onRestart = () => metrics.informerRestarts++;
 
   const meshes = new Informer<EdgeMesh>({
@@ -127,27 +125,20 @@ export async function startOperator(
         throw error;
       }
     },
-    apply: async (object) =>
-      await objects.patch(
-        object as never,
-        undefined,
-        undefined,
-        FIELD_MANAGER,
-        true,
-        PatchStrategy.ServerSideApply,
+    apply: (object) =>
+      http.request(
+        'PATCH',
+        `${objectPath(object)}?fieldManager=${FIELD_MANAGER}&force=true`,
+        object,
+        'application/apply-patch+yaml',
       ),
     writeStatus: async (mesh, status) => {
-      await custom.patchNamespacedCustomObjectStatus(
-        {
-          group: GROUP,
-          version: VERSION,
-          plural: PLURAL,
-          namespace: mesh.metadata.namespace,
-          name: mesh.metadata.name,
-          body: { status },
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
+      const path = objectPath({
+        apiVersion: `${GROUP}/${VERSION}`,
+        kind: 'EdgeMesh',
+        metadata: mesh.metadata,
+      });
+      await http.request('PATCH', `${path}/status`, { status }, 'application/merge-patch+json');
     },
     event: async (mesh, type, reason, note) => {
       const now = new Date();
@@ -244,6 +235,7 @@ export async function startOperator(
       probes.closeAllConnections();
       probes.close();
       await metrics.shutdown();
+      await http.close();
     },
   };
 }

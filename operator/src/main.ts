@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * The EdgeMesh operator. Configuration comes from EDGEMESH_OPERATOR_* variables (see
- * docs/operator.md), the cluster from KUBECONFIG or the in-cluster service account.
+ * docs/operator.md), the cluster from KUBECONFIG or the in-cluster service account. Run it with
+ * OPERATOR_NODE_FLAGS (node-flags.ts), as `npm run operator` and the image do.
  */
 import { hostname } from 'node:os';
 import { KubeConfig } from '@kubernetes/client-node';

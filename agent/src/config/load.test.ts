@@ -60,6 +60,24 @@ describe('configuration', () => {
     ]);
   });
 
+  it('takes zone, region and weight from the operator’s topology file, unless set otherwise', async () => {
+    const topology = join(dir, 'topology.yaml');
+    await writeFile(
+      topology,
+      JSON.stringify({ nodes: { 'edge-7': { zone: 'eu-1a', region: 'eu-1', weight: 4 } } }),
+    );
+    const c = loadConfig(['--store.dir', '/d', '--topology-file', topology], { EDGEMESH_NODE_ID: 'edge-7' });
+    assert.deepEqual([c.zone, c.region, c.weight], ['eu-1a', 'eu-1', 4]);
+    const own = loadConfig(['--store.dir', '/d', '--topology-file', topology, '--zone', 'z'], {
+      EDGEMESH_NODE_ID: 'edge-7',
+    });
+    assert.equal(own.zone, 'z');
+    const absent = loadConfig(['--store.dir', '/d', '--topology-file', topology], {
+      EDGEMESH_NODE_ID: 'edge-8',
+    });
+    assert.equal(absent.zone, '');
+  });
+
   it('names the field when a value is wrong', () => {
     const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
       [[], {}, /store: /],

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
@@ -104,7 +105,20 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     if (fromFlag !== undefined)
       setPath(raw, setting.path, Array.isArray(fromFlag) ? fromFlag.flatMap(splitList) : fromFlag);
   }
+  applyTopology(raw);
   return parseConfig(raw);
+}
+
+/** Fills in zone, region and weight from the topology file's entry for this node, where not set. */
+function applyTopology(raw: Record<string, unknown>): void {
+  if (typeof raw.topologyFile !== 'string') return;
+  const topology = readFileConfig(raw.topologyFile) as { nodes?: Record<string, Record<string, unknown>> };
+  const nodeId = typeof raw.nodeId === 'string' ? raw.nodeId : hostname();
+  const place = topology.nodes?.[nodeId];
+  if (!place) return;
+  for (const key of ['zone', 'region', 'weight'] as const) {
+    if (raw[key] === undefined && place[key] !== undefined) raw[key] = place[key];
+  }
 }
 
 /** Validates and defaults a configuration object. Throws ConfigError naming the field. */

@@ -44,6 +44,11 @@ const peer = z.union([
 export const agentConfigSchema = z.strictObject({
   /** This node's identity in the mesh. */
   nodeId: z.string().min(1).max(253).default(hostname()),
+  /**
+   * A JSON or YAML file `{ nodes: { <nodeId>: { zone, region, weight } } }` (the operator's
+   * topology.yaml): this node's zone, region and weight are taken from it unless set otherwise.
+   */
+  topologyFile: z.string().min(1).optional(),
   /** Topology (from the node labels topology.kubernetes.io/zone and /region). */
   zone: z.string().max(63).default(''),
   region: z.string().max(63).default(''),

@@ -1,0 +1,109 @@
+import type { KubeConfig } from '@kubernetes/client-node';
+import { Agent, fetch } from 'undici';
+
+/** A Kubernetes API answer other than 2xx, shaped like client-node's ApiException (code, body). */
+export class KubeApiError extends Error {
+  override name = 'KubeApiError';
+  readonly code: number;
+  readonly body: unknown;
+  constructor(code: number, body: unknown, what: string) {
+    const message = (body as { message?: string } | undefined)?.message;
+    super(`${what}: ${code}${message ? ` ${message}` : ''}`);
+    this.code = code;
+    this.body = body;
+  }
+}
+
+/**
+ * Raw JSON requests to the API server over one pooled, keep-alive connection set, with the
+ * kubeconfig's credentials. For the reconcile hot path (server-side apply, status): client-node
+ * 2.0 builds a new HTTP agent, hence a new connection (and TLS handshake), for every request, and
+ * runs every body through its model serializer, which together cost more than the reconcile itself.
+ * Informers stay on client-node (their connections are long-lived).
+ */
+export class KubeHttp {
+  readonly #kc: KubeConfig;
+  readonly #server: string;
+  #agent: Agent | undefined;
+
+  constructor(kc: KubeConfig) {
+    this.#kc = kc;
+    const server = kc.getCurrentCluster()?.server;
+    if (!server) throw new Error('the kubeconfig names no cluster server');
+    this.#server = server.replace(/\/$/, '');
+  }
+
+  async request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    contentType = 'application/json',
+  ): Promise<T> {
+    // Credentials are read each time (tokens expire and are refreshed); the agent is made once.
+    const opts: {
+      headers?: Record<string, string>;
+      ca?: Buffer;
+      cert?: Buffer;
+      key?: Buffer;
+      rejectUnauthorized?: boolean;
+      auth?: string;
+    } = {};
+    await this.#kc.applyToHTTPSOptions(opts);
+    this.#agent ??= new Agent({
+      connect: {
+        ...(opts.ca ? { ca: opts.ca } : {}),
+        ...(opts.cert ? { cert: opts.cert } : {}),
+        ...(opts.key ? { key: opts.key } : {}),
+        ...(opts.rejectUnauthorized === undefined ? {} : { rejectUnauthorized: opts.rejectUnauthorized }),
+        keepAlive: true,
+        keepAliveInitialDelay: 30_000,
+      },
+    });
+    const headers: Record<string, string> = { accept: 'application/json', ...(opts.headers ?? {}) };
+    if (opts.auth) headers.authorization = `Basic ${Buffer.from(opts.auth).toString('base64')}`;
+    if (body !== undefined) headers['content-type'] = contentType;
+    const res = await fetch(`${this.#server}${path}`, {
+      method,
+      headers,
+      dispatcher: this.#agent,
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = text;
+    }
+    if (!res.ok) throw new KubeApiError(res.status, parsed, `${method} ${path}`);
+    return parsed as T;
+  }
+
+  async close(): Promise<void> {
+    await this.#agent?.close();
+  }
+}
+
+/** The REST path of a namespaced or cluster object of the kinds the operator writes. */
+export function objectPath(object: {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string };
+}): string {
+  const plural = PLURALS[object.kind];
+  if (!plural) throw new Error(`no REST path known for kind ${object.kind}`);
+  const base = object.apiVersion.includes('/') ? `/apis/${object.apiVersion}` : `/api/${object.apiVersion}`;
+  const ns = object.metadata.namespace ? `/namespaces/${object.metadata.namespace}` : '';
+  return `${base}${ns}/${plural}/${object.metadata.name}`;
+}
+
+const PLURALS: Record<string, string> = {
+  ServiceAccount: 'serviceaccounts',
+  ConfigMap: 'configmaps',
+  Service: 'services',
+  Secret: 'secrets',
+  Role: 'roles',
+  RoleBinding: 'rolebindings',
+  DaemonSet: 'daemonsets',
+  EdgeMesh: 'edgemeshes',
+};

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserver.ts';
+import { OPERATOR_NODE_FLAGS } from '../src/node-flags.ts';
+import { eventually, node } from './support.ts';
+
+const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+const LEASE_MS = 3000;
+const RETRY_MS = 250;
+
+describe('leader election between two operator processes', () => {
+  let api: FakeApiServer;
+  let dir: string;
+  const procs = new Map<string, ChildProcess>();
+  const holder = () =>
+    (
+      api.get('leases', 'edgemesh-system', 'edgemesh-operator', 'coordination.k8s.io') as
+        { spec?: { holderIdentity?: string } } | undefined
+    )?.spec?.holderIdentity;
+  const start = (identity: string, kubeconfig: string) => {
+    const child = spawn(process.execPath, [...OPERATOR_NODE_FLAGS, MAIN], {
+      env: {
+        ...process.env,
+        KUBECONFIG: kubeconfig,
+        EDGEMESH_OPERATOR_IDENTITY: identity,
+        EDGEMESH_OPERATOR_NAMESPACE: 'edgemesh-system',
+        EDGEMESH_OPERATOR_LEASE_DURATION_MS: String(LEASE_MS),
+        EDGEMESH_OPERATOR_RENEW_DEADLINE_MS: '2000',
+        EDGEMESH_OPERATOR_RETRY_PERIOD_MS: String(RETRY_MS),
+        EDGEMESH_OPERATOR_PROBE_HOST: '127.0.0.1',
+        EDGEMESH_OPERATOR_PROBE_PORT: '0',
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    procs.set(identity, child);
+    child.stdout.resume();
+    return child;
+  };
+  const createMesh = (name: string) =>
+    api.put({
+      apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+      kind: 'EdgeMesh',
+      metadata: { name, namespace: 'shop' },
+      spec: { controlPlane: { natsUrl: 'nats://nats:4222' } },
+    });
+
+  before(async () => {
+    api = await startFakeApiServer();
+    api.put(node('edge-0', 'z1', 'r1'));
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-leader-'));
+    const kubeconfig = join(dir, 'kubeconfig');
+    await writeFile(kubeconfig, api.kubeconfig);
+    start('op-a', kubeconfig);
+    start('op-b', kubeconfig);
+  });
+  after(async () => {
+    for (const child of procs.values()) if (child.exitCode === null) child.kill('SIGKILL');
+    await api?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('one leads and reconciles; when it is killed, the other leads within the lease duration', async () => {
+    const first = await eventually(() => holder() || undefined, 20_000);
+    createMesh('one');
+    await eventually(() => api.get('daemonsets', 'shop', 'edgemesh-one'), 20_000);
+    const other = first === 'op-a' ? 'op-b' : 'op-a';
+    const killedAt = performance.now();
+    procs.get(first)!.kill('SIGKILL');
+    await eventually(() => holder() === other || undefined, 20_000);
+    const takeover = performance.now() - killedAt;
+    console.log(
+      `# ${other} took the lease ${Math.round(takeover)} ms after ${first} was killed (lease ${LEASE_MS} ms)`,
+    );
+    assert.ok(
+      takeover <= LEASE_MS + 2 * RETRY_MS,
+      `takeover within the lease duration (+ a retry period): ${Math.round(takeover)} ms`,
+    );
+    createMesh('two');
+    await eventually(() => api.get('daemonsets', 'shop', 'edgemesh-two'), 20_000);
+  });
+
+  it('gives the lease back on SIGTERM', async () => {
+    const leader = procs.get(holder()!)!;
+    leader.kill('SIGTERM');
+    const [code] = (await once(leader, 'exit')) as [number];
+    assert.equal(code, 0);
+    assert.equal(holder(), '', 'released, so a successor need not wait for it to expire');
+  });
+});
