@@ -9,7 +9,9 @@ import {
   EventsV1Api,
   type KubeConfig,
   V1MicroTime,
+  type V1ConfigMap,
   type V1DaemonSet,
+  type V1Service,
   type V1Node,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -55,8 +57,9 @@ const keyOf = (o: { metadata?: { namespace?: string; name?: string } }) =>
   `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
 
 /**
- * The EdgeMesh controller: informers on EdgeMeshes, their DaemonSets and Nodes feed one work queue
- * (a DaemonSet maps to its mesh by label, a Node change to every mesh); workers reconcile keys while
+ * The EdgeMesh controller: informers on EdgeMeshes, their DaemonSets, ConfigMaps and Services, and
+ * Nodes feed one work queue (a child maps to its mesh by label, a Node change to every mesh; a child
+ * someone else edits is re-applied); workers reconcile keys while
  * this replica holds the lease. Probes and metrics are served on every replica.
  */
 export async function startOperator(
@@ -86,20 +89,43 @@ export async function startOperator(
     logger,
     onRestart,
   });
+  const managed = `app.kubernetes.io/managed-by=${FIELD_MANAGER}`;
+  /** A child changed (or was changed by someone else): its mesh is reconciled, which undoes drift. */
+  const toOwner = (child: { metadata?: { namespace?: string; labels?: Record<string, string> } }) => {
+    const mesh = child.metadata?.labels?.[MESH_LABEL];
+    if (mesh) queue.add(`${child.metadata?.namespace}/${mesh}`);
+  };
   const daemonSets = new Informer<V1DaemonSet>({
     kc,
     path: '/apis/apps/v1/daemonsets',
-    list: () =>
-      apps.listDaemonSetForAllNamespaces({ labelSelector: `app.kubernetes.io/managed-by=${FIELD_MANAGER}` }),
-    labelSelector: `app.kubernetes.io/managed-by=${FIELD_MANAGER}`,
-    onChange: (ds) => {
-      const mesh = ds.metadata?.labels?.[MESH_LABEL];
-      if (mesh) queue.add(`${ds.metadata?.namespace}/${mesh}`);
-    },
+    list: () => apps.listDaemonSetForAllNamespaces({ labelSelector: managed }),
+    labelSelector: managed,
+    onChange: toOwner,
     resyncMs: 0,
     logger,
     onRestart,
   });
+  const configMaps = new Informer<V1ConfigMap>({
+    kc,
+    path: '/api/v1/configmaps',
+    list: () => core.listConfigMapForAllNamespaces({ labelSelector: managed }),
+    labelSelector: managed,
+    onChange: toOwner,
+    resyncMs: 0,
+    logger,
+    onRestart,
+  });
+  const services = new Informer<V1Service>({
+    kc,
+    path: '/api/v1/services',
+    list: () => core.listServiceForAllNamespaces({ labelSelector: managed }),
+    labelSelector: managed,
+    onChange: toOwner,
+    resyncMs: 0,
+    logger,
+    onRestart,
+  });
+  const informers = () => [meshes, daemonSets, configMaps, services, nodes];
   const nodes = new Informer<V1Node>({
     kc,
     path: '/api/v1/nodes',
@@ -177,7 +203,7 @@ export async function startOperator(
   let running: Promise<void> | undefined;
   let synced = false;
   const startControllers = async () => {
-    await Promise.all([meshes.start(), daemonSets.start(), nodes.start()]);
+    await Promise.all(informers().map((i) => i.start()));
     synced = true;
     logger.info(
       { meshes: meshes.list().length, nodes: nodes.list().length },
@@ -229,7 +255,7 @@ export async function startOperator(
     metrics,
     async stop() {
       queue.shutDown();
-      await Promise.all([meshes.stop(), daemonSets.stop(), nodes.stop()]);
+      await Promise.all(informers().map((i) => i.stop()));
       await running;
       await leader.release();
       probes.closeAllConnections();

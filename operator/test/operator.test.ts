@@ -205,6 +205,15 @@ describe('the operator against an API server fake (real client-node over HTTP)',
     });
   });
 
+  it('undoes changes someone else makes to a child', async () => {
+    const cm = api.get('configmaps', NS, 'edgemesh-cdn')!;
+    api.put({ ...cm, data: { 'agent.yaml': 'tampered: true\n' } });
+    await eventually(() => {
+      const now = api.get('configmaps', NS, 'edgemesh-cdn') as unknown as { data: Record<string, string> };
+      return now.data['agent.yaml']!.includes('mesh: shop-cdn') || undefined;
+    });
+  });
+
   it('converges through dropped watches, expired versions, 409, 429 and 500 answers', async () => {
     api.fault({ method: 'PATCH', status: 500, times: 3 });
     api.fault({ method: 'PATCH', path: '/status', status: 409, times: 2 });
