@@ -225,6 +225,27 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   overlay.start(grpcPort);
   const sweep = setInterval(() => store.sweepExpired(), config.store.sweepIntervalSeconds * 1000);
   sweep.unref();
+  // Running totals for the operator's mesh figures (hit ratio, bytes from peers and origins).
+  const startedAtMs = clock.now();
+  const stats = setInterval(() => {
+    let bytesFromPeers = 0;
+    for (const bytes of counters.bytesFromPeer.values()) bytesFromPeers += bytes;
+    overlay.control.publish({
+      v: 1,
+      type: 'node.stats',
+      mesh: config.mesh,
+      from: config.nodeId,
+      sentAtMs: clock.now(),
+      body: {
+        hits: counters.hits,
+        misses: counters.misses,
+        bytesFromPeers,
+        bytesFromOrigin: counters.bytesFromOrigin,
+        startedAtMs,
+      },
+    });
+  }, config.controlPlane.statsIntervalMs);
+  stats.unref();
   if (config.store.scrubOnStart) {
     scrub = { state: 'running' };
     store.scrub().then(
@@ -260,6 +281,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     async close() {
       ready = false;
       clearInterval(sweep);
+      clearInterval(stats);
       replicator.close();
       uploadLimiter.close();
       await overlay.close();

@@ -74,6 +74,20 @@ export const eventSchema = z.discriminatedUnion('type', [
     'object.purge',
     z.strictObject({ key: z.string().min(1).max(512), purgedAtMs: z.number().int().min(0) }),
   ),
+  /**
+   * A node's running totals since it started (sent periodically), for the operator's mesh figures.
+   * A restarted node starts again from zero.
+   */
+  envelope(
+    'node.stats',
+    z.strictObject({
+      hits: z.number().int().min(0),
+      misses: z.number().int().min(0),
+      bytesFromPeers: z.number().int().min(0),
+      bytesFromOrigin: z.number().int().min(0),
+      startedAtMs: z.number().int().min(0),
+    }),
+  ),
   /** The full member list as the operator knows it (bootstrap and repair of membership). */
   envelope('members.snapshot', z.strictObject({ members: z.array(memberSchema).max(10_000) })),
 ]);
@@ -89,11 +103,13 @@ export function subjects(mesh: string) {
     all: `${base}.>`,
     members: `${base}.members`,
     objects: `${base}.objects`,
+    stats: `${base}.stats`,
   } as const;
 }
 
 /** The subject an event of `type` is published on. */
 export function subjectFor(mesh: string, type: ControlEventType): string {
+  if (type === 'node.stats') return subjects(mesh).stats;
   return type.startsWith('member') ? subjects(mesh).members : subjects(mesh).objects;
 }
 

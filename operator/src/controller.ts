@@ -16,6 +16,7 @@ import {
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { type EdgeMesh, GROUP, PLURAL, VERSION } from './api/edgemesh.ts';
+import { FiguresCollector } from './figures.ts';
 import { Informer } from './kit/informer.ts';
 import { KubeHttp, objectPath } from './kit/kube-http.ts';
 import { LeaderElector } from './kit/leader.ts';
@@ -138,7 +139,9 @@ export async function startOperator(
     onRestart,
   });
 
+  const figures = new FiguresCollector({ logger, onChange: (key) => queue.add(key) });
   const deps: ReconcileDeps = {
+    figures,
     mesh: (namespace, name) => meshes.get(name, namespace),
     daemonSet: (namespace, name) => daemonSets.get(name, namespace),
     nodes: () => nodes.list(),
@@ -262,6 +265,7 @@ export async function startOperator(
       probes.close();
       await metrics.shutdown();
       await http.close();
+      await figures.close();
     },
   };
 }

@@ -106,6 +106,8 @@ export const agentConfigSchema = z.strictObject({
     .strictObject({
       /** NATS server URLs; empty: no control plane (static peers only). */
       servers: z.array(z.string().regex(/^(nats|tls):\/\/[^\s]+$/, 'expected nats://host:port')).default([]),
+      /** How often this node publishes its running totals (node.stats) for the operator. */
+      statsIntervalMs: z.coerce.number().int().min(1000).default(10_000),
     })
     .prefault({}),
   membership: z

@@ -2,7 +2,8 @@ import type { V1DaemonSet, V1Node } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { type EdgeMesh, edgeMeshSpecSchema } from '../api/edgemesh.ts';
 import { TerminalError, type Outcome } from '../kit/queue.ts';
-import { childName, desiredChildren, type KubeObject, selectNodes } from './desired.ts';
+import { childName, desiredChildren, type KubeObject, meshId, selectNodes } from './desired.ts';
+import type { FiguresCollector } from '../figures.ts';
 import { type Blocker, computeStatus } from './status.ts';
 
 /** What the reconciler reads and writes; the real one is client-node (controller.ts), tests may fake it. */
@@ -16,6 +17,8 @@ export interface ReconcileDeps {
   apply(object: KubeObject): Promise<KubeObject>;
   writeStatus(mesh: EdgeMesh, status: EdgeMesh['status']): Promise<void>;
   event(mesh: EdgeMesh, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void>;
+  /** The agents' reported figures (hit ratio, bytes from peers and origins), once any arrived. */
+  figures?: FiguresCollector;
   logger: Logger;
   now?: () => Date;
 }
@@ -42,6 +45,7 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
     throw new TerminalError(`invalid spec: ${message}`);
   }
   const mesh: EdgeMesh = { ...found, spec: parsed.data };
+  deps.figures?.watch(meshId(mesh), key, mesh.spec.controlPlane.natsUrl.split(','));
   const nodes = selectNodes(mesh.spec, deps.nodes());
   const blocker = await findBlocker(mesh, nodes.size, deps);
   if (!blocker) {
@@ -86,7 +90,7 @@ async function report(
 ): Promise<void> {
   const now = deps.now?.() ?? new Date();
   const ds = deps.daemonSet(mesh.metadata.namespace, childName(mesh));
-  const status = computeStatus(mesh, nodes, ds, blocker, now);
+  const status = computeStatus(mesh, nodes, ds, blocker, now, deps.figures?.figures(meshId(mesh)));
   if (JSON.stringify(status) === JSON.stringify(mesh.status)) return;
   await deps.writeStatus(mesh, status);
   const was = (type: string) => mesh.status?.conditions?.find((c) => c.type === type)?.status;

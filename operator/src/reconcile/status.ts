@@ -36,6 +36,7 @@ export function computeStatus(
   daemonSet: V1DaemonSet | undefined,
   blocker: Blocker | undefined,
   now: Date,
+  figures?: { hitRatio?: string; bytesFromPeers: number; bytesFromOrigin: number },
 ): EdgeMeshStatus {
   const generation = mesh.metadata.generation ?? 0;
   const previous = mesh.status?.conditions ?? [];
@@ -89,8 +90,21 @@ export function computeStatus(
     updatedAgents: updated,
     zones,
     regions,
-    ...(mesh.status?.hitRatio === undefined ? {} : { hitRatio: mesh.status.hitRatio }),
-    ...(mesh.status?.bytesFromPeers === undefined ? {} : { bytesFromPeers: mesh.status.bytesFromPeers }),
-    ...(mesh.status?.bytesFromOrigin === undefined ? {} : { bytesFromOrigin: mesh.status.bytesFromOrigin }),
+    // The agents' own figures, from the control plane; the last known ones while none arrive.
+    ...(figures
+      ? {
+          ...(figures.hitRatio === undefined ? {} : { hitRatio: figures.hitRatio }),
+          bytesFromPeers: figures.bytesFromPeers,
+          bytesFromOrigin: figures.bytesFromOrigin,
+        }
+      : {
+          ...(mesh.status?.hitRatio === undefined ? {} : { hitRatio: mesh.status.hitRatio }),
+          ...(mesh.status?.bytesFromPeers === undefined
+            ? {}
+            : { bytesFromPeers: mesh.status.bytesFromPeers }),
+          ...(mesh.status?.bytesFromOrigin === undefined
+            ? {}
+            : { bytesFromOrigin: mesh.status.bytesFromOrigin }),
+        }),
   };
 }

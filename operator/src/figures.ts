@@ -1,0 +1,143 @@
+import { decodeEvent, subjects } from '@edgemesh/contracts';
+import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+
+/** A node's report counts for this long after it was sent; then the node is assumed gone. */
+const NODE_TTL_MS = 5 * 60_000;
+/** A mesh whose figures changed is reconciled (its status rewritten) at most this often. */
+const REFRESH_MS = 15_000;
+
+type NodeStats = { hits: number; misses: number; bytesFromPeers: number; bytesFromOrigin: number };
+
+interface MeshEntry {
+  /** The EdgeMesh (namespace/name) to reconcile when figures change. */
+  key: string;
+  servers: string;
+  sub?: Subscription;
+  /** Each node's latest report, with when it was sent. */
+  nodes: Map<string, NodeStats & { at: number }>;
+  lastRefresh: number;
+  timer?: NodeJS.Timeout;
+  /** The connection failed: the next watch() tries again. */
+  failed?: boolean;
+}
+
+export interface MeshFigures {
+  /** Lookups that were local hits, as a decimal string ("0.87"); absent before any lookup. */
+  hitRatio?: string;
+  bytesFromPeers: number;
+  bytesFromOrigin: number;
+}
+
+/**
+ * The mesh figures the agents report on the control plane (`node.stats` events on
+ * `edgemesh.<mesh>.stats`), summed over the nodes of each mesh. One NATS connection per server list,
+ * one subscription per mesh; every message is validated (contracts' decodeEvent) and garbage is
+ * dropped and counted. When a mesh's figures change, `onChange` is called (at most every 15 s), so
+ * the reconciler writes them into the EdgeMesh status. Nothing here blocks a reconcile: a NATS that
+ * is down only means no figures.
+ */
+export class FiguresCollector {
+  readonly #logger: Logger;
+  readonly #onChange: (key: string) => void;
+  readonly #now: () => number;
+  readonly #connections = new Map<string, Promise<NatsConnection>>();
+  readonly #meshes = new Map<string, MeshEntry>();
+  dropped = 0;
+
+  constructor(opts: { logger: Logger; onChange: (key: string) => void; now?: () => number }) {
+    this.#logger = opts.logger;
+    this.#onChange = opts.onChange;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** Follows the reports of mesh `meshId` (EdgeMesh `key`) on `servers`. Idempotent. */
+  watch(meshId: string, key: string, servers: string[]): void {
+    const list = servers.join(',');
+    const known = this.#meshes.get(meshId);
+    if (known?.servers === list && !known.failed) return;
+    if (known) this.forget(meshId);
+    const entry: MeshEntry = { key, servers: list, nodes: new Map(), lastRefresh: 0 };
+    this.#meshes.set(meshId, entry);
+    void this.#connection(servers)
+      .then((nc) => {
+        if (this.#meshes.get(meshId) !== entry) return;
+        entry.sub = nc.subscribe(subjects(meshId).stats, {
+          callback: (error, msg) => {
+            if (error) return;
+            const decoded = decodeEvent(meshId, msg.data);
+            if (!decoded.ok || decoded.event.type !== 'node.stats') {
+              this.dropped++;
+              return;
+            }
+            entry.nodes.set(decoded.event.from, { ...decoded.event.body, at: decoded.event.sentAtMs });
+            this.#changed(entry);
+          },
+        });
+      })
+      .catch((error: unknown) => {
+        entry.failed = true;
+        this.#logger.warn(
+          { mesh: meshId, err: (error as Error).message },
+          'no mesh figures: NATS unreachable',
+        );
+      });
+  }
+
+  forget(meshId: string): void {
+    const entry = this.#meshes.get(meshId);
+    if (!entry) return;
+    entry.sub?.unsubscribe();
+    clearTimeout(entry.timer);
+    this.#meshes.delete(meshId);
+  }
+
+  figures(meshId: string): MeshFigures | undefined {
+    const entry = this.#meshes.get(meshId);
+    if (!entry || entry.nodes.size === 0) return undefined;
+    const horizon = this.#now() - NODE_TTL_MS;
+    const sum = { hits: 0, misses: 0, bytesFromPeers: 0, bytesFromOrigin: 0 };
+    for (const node of entry.nodes.values()) {
+      if (node.at < horizon) continue;
+      sum.hits += node.hits;
+      sum.misses += node.misses;
+      sum.bytesFromPeers += node.bytesFromPeers;
+      sum.bytesFromOrigin += node.bytesFromOrigin;
+    }
+    const lookups = sum.hits + sum.misses;
+    return {
+      ...(lookups > 0 ? { hitRatio: (sum.hits / lookups).toFixed(2) } : {}),
+      bytesFromPeers: sum.bytesFromPeers,
+      bytesFromOrigin: sum.bytesFromOrigin,
+    };
+  }
+
+  #changed(entry: MeshEntry): void {
+    if (entry.timer) return;
+    const wait = Math.max(0, entry.lastRefresh + REFRESH_MS - this.#now());
+    entry.timer = setTimeout(() => {
+      entry.timer = undefined;
+      entry.lastRefresh = this.#now();
+      this.#onChange(entry.key);
+    }, wait);
+    entry.timer.unref();
+  }
+
+  #connection(servers: string[]): Promise<NatsConnection> {
+    const list = servers.join(',');
+    let nc = this.#connections.get(list);
+    if (!nc) {
+      // Once connected, reconnect forever; a first connection that fails is retried on the next watch().
+      nc = connect({ servers, name: 'edgemesh-operator', reconnect: true, maxReconnectAttempts: -1 });
+      nc.catch(() => this.#connections.delete(list));
+      this.#connections.set(list, nc);
+    }
+    return nc;
+  }
+
+  async close(): Promise<void> {
+    for (const meshId of [...this.#meshes.keys()]) this.forget(meshId);
+    for (const nc of this.#connections.values()) await nc.then((c) => c.close()).catch(() => undefined);
+    this.#connections.clear();
+  }
+}

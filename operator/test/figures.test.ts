@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { encodeEvent, subjects } from '@edgemesh/contracts';
+import { KubeConfig } from '@kubernetes/client-node';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { pino } from 'pino';
+import { type NatsServer, natsUnavailable, startNatsServer } from '../../agent/harness/nats-server.ts';
+import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserver.ts';
+import { type Operator, startOperator } from '../src/controller.ts';
+import { eventually, node } from './support.ts';
+
+const unavailable = natsUnavailable();
+
+describe('mesh figures from the agents’ reports on a real NATS', { skip: unavailable ?? false }, () => {
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  let api: FakeApiServer;
+  let operator: Operator;
+
+  before(async () => {
+    nats = await startNatsServer();
+    nc = await connect({ servers: nats.url });
+    api = await startFakeApiServer();
+    api.put(node('edge-0', 'z1', 'r1'));
+    const kc = new KubeConfig();
+    kc.loadFromString(api.kubeconfig);
+    operator = await startOperator(
+      kc,
+      {
+        identity: 'figures',
+        leaseNamespace: 'edgemesh-system',
+        leaseName: 'edgemesh-operator',
+        leaseDurationMs: 3000,
+        renewDeadlineMs: 2000,
+        retryPeriodMs: 200,
+        workers: 1,
+        resyncMs: 0,
+        probeHost: '127.0.0.1',
+        probePort: 0,
+      },
+      pino({ level: 'silent' }),
+    );
+    api.put({
+      apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+      kind: 'EdgeMesh',
+      metadata: { name: 'cdn', namespace: 'shop' },
+      spec: { controlPlane: { natsUrl: nats.url } },
+    });
+    await eventually(() => api.get('daemonsets', 'shop', 'edgemesh-cdn'));
+  });
+  after(async () => {
+    await operator?.stop();
+    await nc?.close();
+    await nats?.stop();
+    await api?.close();
+  });
+
+  it('sums the nodes’ reports into the status, and ignores garbage and other meshes', async () => {
+    const report = (from: string, mesh: string, hits: number, misses: number) =>
+      encodeEvent({
+        v: 1,
+        type: 'node.stats',
+        mesh,
+        from,
+        sentAtMs: Date.now(),
+        body: { hits, misses, bytesFromPeers: 1000, bytesFromOrigin: 10, startedAtMs: 1 },
+      });
+    const subject = subjects('shop-cdn').stats;
+    nc.publish(subject, new TextEncoder().encode('garbage'));
+    nc.publish(subject, report('edge-x', 'other-mesh', 0, 1000));
+    // Let the subscription be in place before the reports that count.
+    await eventually(async () => {
+      nc.publish(subject, report('edge-0', 'shop-cdn', 80, 20));
+      nc.publish(subject, report('edge-1', 'shop-cdn', 10, 90));
+      await nc.flush();
+      const status = (
+        api.get('edgemeshes', 'shop', 'cdn') as { status?: { hitRatio?: string; bytesFromPeers?: number } }
+      ).status;
+      return status?.hitRatio ? status : undefined;
+    }, 30_000);
+    const status = (
+      api.get('edgemeshes', 'shop', 'cdn') as unknown as {
+        status: { hitRatio: string; bytesFromPeers: number; bytesFromOrigin: number };
+      }
+    ).status;
+    assert.equal(status.hitRatio, '0.45');
+    assert.equal(status.bytesFromPeers, 2000);
+    assert.equal(status.bytesFromOrigin, 20);
+  });
+});
