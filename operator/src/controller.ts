@@ -9,7 +9,6 @@ import {
   EventsV1Api,
   type KubeConfig,
   V1MicroTime,
-  type V1ConfigMap,
   type V1DaemonSet,
   type V1Service,
   type V1Node,
@@ -58,8 +57,8 @@ const keyOf = (o: { metadata?: { namespace?: string; name?: string } }) =>
   `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
 
 /**
- * The EdgeMesh controller: informers on EdgeMeshes, their DaemonSets, ConfigMaps and Services, and
- * Nodes feed one work queue (a child maps to its mesh by label, a Node change to every mesh; a child
+ * The EdgeMesh controller: informers on EdgeMeshes, their DaemonSets and Services, and Nodes feed
+ * one work queue (a child maps to its mesh by label, a Node change to every mesh; a watched child
  * someone else edits is re-applied); workers reconcile keys while
  * this replica holds the lease. Probes and metrics are served on every replica.
  */
@@ -106,16 +105,6 @@ export async function startOperator(
     logger,
     onRestart,
   });
-  const configMaps = new Informer<V1ConfigMap>({
-    kc,
-    path: '/api/v1/configmaps',
-    list: () => core.listConfigMapForAllNamespaces({ labelSelector: managed }),
-    labelSelector: managed,
-    onChange: toOwner,
-    resyncMs: 0,
-    logger,
-    onRestart,
-  });
   const services = new Informer<V1Service>({
     kc,
     path: '/api/v1/services',
@@ -126,7 +115,9 @@ export async function startOperator(
     logger,
     onRestart,
   });
-  const informers = () => [meshes, daemonSets, configMaps, services, nodes];
+  // ConfigMaps are not watched: their data (every node's topology) would cost more memory than the
+  // rest of the operator; drift in them is undone at the next resync or change of the mesh.
+  const informers = () => [meshes, daemonSets, services, nodes];
   const nodes = new Informer<V1Node>({
     kc,
     path: '/api/v1/nodes',

@@ -4,6 +4,8 @@ import type { Logger } from 'pino';
 
 /** A node's report counts for this long after it was sent; then the node is assumed gone. */
 const NODE_TTL_MS = 5 * 60_000;
+/** A NATS that could not be reached is tried again after this long (at a later reconcile). */
+const RETRY_MS = 30_000;
 /** A mesh whose figures changed is reconciled (its status rewritten) at most this often. */
 const REFRESH_MS = 15_000;
 
@@ -18,8 +20,8 @@ interface MeshEntry {
   nodes: Map<string, NodeStats & { at: number }>;
   lastRefresh: number;
   timer?: NodeJS.Timeout;
-  /** The connection failed: the next watch() tries again. */
-  failed?: boolean;
+  /** When the connection failed: a watch() after RETRY_MS tries again. */
+  failedAt?: number;
 }
 
 export interface MeshFigures {
@@ -55,7 +57,8 @@ export class FiguresCollector {
   watch(meshId: string, key: string, servers: string[]): void {
     const list = servers.join(',');
     const known = this.#meshes.get(meshId);
-    if (known?.servers === list && !known.failed) return;
+    if (known?.servers === list && (known.failedAt === undefined || this.#now() - known.failedAt < RETRY_MS))
+      return;
     if (known) this.forget(meshId);
     const entry: MeshEntry = { key, servers: list, nodes: new Map(), lastRefresh: 0 };
     this.#meshes.set(meshId, entry);
@@ -76,7 +79,7 @@ export class FiguresCollector {
         });
       })
       .catch((error: unknown) => {
-        entry.failed = true;
+        entry.failedAt = this.#now();
         this.#logger.warn(
           { mesh: meshId, err: (error as Error).message },
           'no mesh figures: NATS unreachable',
@@ -127,9 +130,10 @@ export class FiguresCollector {
     const list = servers.join(',');
     let nc = this.#connections.get(list);
     if (!nc) {
-      // Once connected, reconnect forever; a first connection that fails is retried on the next watch().
+      // Once connected, reconnect forever. A first connection that fails is remembered for RETRY_MS
+      // (meshes sharing the servers do not each try), then tried again on a later watch().
       nc = connect({ servers, name: 'edgemesh-operator', reconnect: true, maxReconnectAttempts: -1 });
-      nc.catch(() => this.#connections.delete(list));
+      nc.catch(() => setTimeout(() => this.#connections.delete(list), RETRY_MS).unref());
       this.#connections.set(list, nc);
     }
     return nc;

@@ -205,12 +205,14 @@ describe('the operator against an API server fake (real client-node over HTTP)',
     });
   });
 
-  it('undoes changes someone else makes to a child', async () => {
-    const cm = api.get('configmaps', NS, 'edgemesh-cdn')!;
-    api.put({ ...cm, data: { 'agent.yaml': 'tampered: true\n' } });
+  it('undoes changes someone else makes to a watched child', async () => {
+    const service = api.get('services', NS, 'edgemesh-cdn')!;
+    api.put({ ...service, spec: { ...(service.spec as object), internalTrafficPolicy: 'Cluster' } });
     await eventually(() => {
-      const now = api.get('configmaps', NS, 'edgemesh-cdn') as unknown as { data: Record<string, string> };
-      return now.data['agent.yaml']!.includes('mesh: shop-cdn') || undefined;
+      const now = api.get('services', NS, 'edgemesh-cdn') as unknown as {
+        spec: { internalTrafficPolicy: string };
+      };
+      return now.spec.internalTrafficPolicy === 'Local' || undefined;
     });
   });
 
