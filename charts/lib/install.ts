@@ -1,0 +1,19 @@
+import { template } from './helm.ts';
+
+export const INSTALL_FILE = new URL('../../manifests/install.yaml', import.meta.url);
+
+/** The chart with its defaults in namespace edgemesh-system, CRDs included, namespace first. */
+export function installYaml(): string {
+  const header = [
+    '# Generated from charts/edgemesh by `npm run manifests`. Do not edit.',
+    '# kubectl apply --server-side -f manifests/install.yaml',
+    'apiVersion: v1',
+    'kind: Namespace',
+    'metadata:',
+    '  name: edgemesh-system',
+    '  labels:',
+    '    app.kubernetes.io/name: edgemesh',
+    '    pod-security.kubernetes.io/enforce: restricted',
+  ].join('\n');
+  return `${header}\n${template(['--include-crds'])}`;
+}

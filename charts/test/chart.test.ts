@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { parse } from 'yaml';
+import { builtinValidator } from '../../operator/harness/builtin-validation.ts';
+import { crdValidator } from '../../operator/harness/crd-validation.ts';
+import { CHART, helm, type K8sObject, objects, template } from '../lib/helm.ts';
+import { INSTALL_FILE, installYaml } from '../lib/install.ts';
+
+const CRD_FILE = new URL('../../crds/edgemeshes.edgemesh.p2p.dev.yaml', import.meta.url);
+const SAMPLES = new URL('../../manifests/samples/', import.meta.url);
+
+/** Every values variant the tests render. */
+const VARIANTS: Record<string, string[]> = {
+  defaults: [],
+  'bundled NATS and a ServiceMonitor': ['--set', 'nats.enabled=true', '--set', 'serviceMonitor.enabled=true'],
+  'external NATS, 3 replicas, pinned image': [
+    ...['--set', 'nats.externalUrl=nats://nats.messaging:4222', '--set', 'operator.replicas=3'],
+    ...['--set', 'operator.image.tag=1.2.3', '--set', 'operator.nodeSelector.pool=system'],
+  ],
+};
+
+describe('the Helm chart', () => {
+  it('passes helm lint --strict, with and without the bundled NATS', () => {
+    for (const set of [[], ['--set', 'nats.enabled=true']]) {
+      const r = spawnSync(helm(), ['lint', '--strict', CHART, ...set], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+    }
+  });
+
+  it('refuses values its schema does not know (additionalProperties: false)', () => {
+    const r = spawnSync(helm(), ['template', 'x', CHART, '--set', 'operator.replica=2'], {
+      encoding: 'utf8',
+    });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /replica/);
+  });
+
+  for (const [name, args] of Object.entries(VARIANTS)) {
+    it(`renders valid Kubernetes objects: ${name}`, async () => {
+      const rendered = objects(template(args));
+      const validate = await builtinValidator(
+        rendered.map((o) => {
+          const [group, version] = o.apiVersion.includes('/') ? o.apiVersion.split('/') : ['', o.apiVersion];
+          return { group: group!, version: version!, kind: o.kind };
+        }),
+      );
+      for (const o of rendered) {
+        const [group, version] = o.apiVersion.includes('/') ? o.apiVersion.split('/') : ['', o.apiVersion];
+        assert.deepEqual(validate(group!, version!, o.kind, o), [], `${o.kind} ${o.metadata.name}`);
+        for (const label of [
+          'app.kubernetes.io/name',
+          'app.kubernetes.io/instance',
+          'app.kubernetes.io/version',
+          'app.kubernetes.io/managed-by',
+        ])
+          assert.ok(o.metadata.labels?.[label], `${o.kind} ${o.metadata.name} has ${label}`);
+      }
+    });
+  }
+
+  it('runs the operator as two non-root replicas with leader election and probes', () => {
+    const rendered = objects(template());
+    const deployment = rendered.find((o) => o.kind === 'Deployment') as K8sObject & {
+      spec: {
+        replicas: number;
+        template: {
+          spec: {
+            securityContext: { runAsNonRoot: boolean };
+            containers: {
+              env: { name: string }[];
+              readinessProbe: unknown;
+              securityContext: { readOnlyRootFilesystem: boolean };
+            }[];
+          };
+        };
+      };
+    };
+    assert.equal(deployment.spec.replicas, 2);
+    const pod = deployment.spec.template.spec;
+    assert.equal(pod.securityContext.runAsNonRoot, true);
+    assert.equal(pod.containers[0]!.securityContext.readOnlyRootFilesystem, true);
+    assert.ok(pod.containers[0]!.readinessProbe);
+    assert.ok(
+      pod.containers[0]!.env.some((e) => e.name === 'POD_NAME'),
+      'the pod name is its lease identity',
+    );
+    assert.equal(rendered.filter((o) => o.kind === 'Deployment').length, 1, 'no NATS unless asked');
+    const withNats = objects(template(['--set', 'nats.enabled=true']));
+    assert.ok(withNats.some((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-nats')));
+  });
+
+  it('grants least privilege: no wildcards, Secrets only readable one by one, Leases only in its namespace', () => {
+    const rendered = objects(template());
+    type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
+    const rules = (kind: string) =>
+      rendered.filter((o) => o.kind === kind).flatMap((o) => (o as unknown as { rules: Rule[] }).rules);
+    for (const rule of [...rules('ClusterRole'), ...rules('Role')]) {
+      for (const field of [rule.apiGroups, rule.resources, rule.verbs])
+        assert.ok(!field.includes('*'), JSON.stringify(rule));
+      assert.ok(!rule.verbs.includes('delete'), 'the operator never deletes: owner references do');
+    }
+    const secrets = rules('ClusterRole').filter((r) => r.resources.includes('secrets'));
+    assert.deepEqual(
+      secrets.flatMap((r) => r.verbs),
+      ['get'],
+    );
+    assert.ok(!rules('ClusterRole').some((r) => r.resources.includes('leases')));
+    assert.ok(rules('Role').some((r) => r.resources.includes('leases')));
+  });
+
+  it('ships the CRD from crds/ (a link, not a copy)', () => {
+    const crd = objects(template(['--include-crds'])).find((o) => o.kind === 'CustomResourceDefinition');
+    assert.deepEqual(crd, parse(readFileSync(CRD_FILE, 'utf8')));
+  });
+
+  it('keeps manifests/install.yaml rendered from the chart (npm run manifests)', () => {
+    assert.equal(readFileSync(INSTALL_FILE, 'utf8'), installYaml());
+  });
+
+  it('has samples that the CRD accepts', () => {
+    const crd = parse(readFileSync(CRD_FILE, 'utf8')) as {
+      spec: { versions: { schema: { openAPIV3Schema: Record<string, unknown> } }[] };
+    };
+    const validate = crdValidator(crd.spec.versions[0]!.schema.openAPIV3Schema);
+    const files = readdirSync(SAMPLES).filter((f) => f.endsWith('.yaml'));
+    assert.ok(files.length >= 3);
+    for (const file of files) {
+      const mesh = parse(readFileSync(new URL(file, SAMPLES), 'utf8')) as Record<string, unknown>;
+      assert.deepEqual(validate(mesh), [], file);
+    }
+  });
+});
