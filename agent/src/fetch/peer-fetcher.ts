@@ -185,6 +185,8 @@ export class PeerFetcher {
 
 /** Verified chunk bytes held in memory while their disk writes are under way, per download. */
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
+/** Chunks asked of a whole holder per call when no swarm is about. */
+const BATCH_CHUNKS = 8;
 /** Chunk requests outstanding to one peer (one being sent, one queued behind it). */
 const PER_SOURCE = 2;
 /** Chunk requests outstanding in total, per download. */
@@ -503,7 +505,19 @@ class Download {
           }
         }
         if (pick === undefined) break;
-        this.#request(s, pick);
+        // From a whole holder with no swarm about, a run of chunks per call (fewer round trips);
+        // in a swarm, one chunk at a time, so members spread over the chunks.
+        const batch = [pick];
+        if (!spread && s.has === 'all') {
+          // ... but no more than a fair share, so that every holder gets some.
+          const share = Math.ceil(wanted.length / (live.length * PER_SOURCE));
+          const most = Math.min(BATCH_CHUNKS, share);
+          for (let i = pick + 1; batch.length < most && i < known; i++) {
+            if (this.#verified[i] || this.#assigned[i] || best.get(i) !== s.cls) break;
+            batch.push(i);
+          }
+        }
+        this.#request(s, batch);
       }
     }
     if (this.#inFlight === 0 && all.length === 0 && this.#verifiedCount < this.#verified.length) {
@@ -550,24 +564,30 @@ class Download {
     this.#deferTimer.unref();
   }
 
-  #request(source: Source, index: number): void {
-    this.#assigned[index] = 1;
+  /** Asks `source` for the chunks `indexes` (consecutive, in order) in one FetchChunks call. */
+  #request(source: Source, indexes: number[]): void {
+    for (const i of indexes) this.#assigned[i] = 1;
     source.inFlight++;
     this.#inFlight++;
-    const digest = this.#progress.digests[index]!;
-    const length = chunkLength(this.head.size, this.head.chunkSize, index);
+    const digests = indexes.map((i) => this.#progress.digests[i]!);
+    const lengths = indexes.map((i) => chunkLength(this.head.size, this.head.chunkSize, i));
     const id = source.transport.id;
     void (async () => {
       try {
-        for await (const data of source.transport.fetchChunks([digest], [length], this.#abort.signal)) {
+        let n = 0;
+        for await (const data of source.transport.fetchChunks(digests, lengths, this.#abort.signal)) {
+          const index = indexes[n]!;
+          const digest = digests[n]!;
           if (digestOf(data) !== digest) throw new IntegrityError(digest, id);
           this.#accept(index, digest, data, source);
+          this.#assigned[index] = 0;
+          n++;
         }
-        if (!this.#verified[index]) throw new PeerError(id, `sent no chunk ${index}`);
+        if (n < indexes.length) throw new PeerError(id, `sent ${n} of ${indexes.length} chunks`);
       } catch (error) {
         if (!this.#settled) this.#sourceFailed(source, error as Error);
       } finally {
-        this.#assigned[index] = 0;
+        for (const i of indexes) this.#assigned[i] = 0;
         source.inFlight--;
         this.#inFlight--;
         this.#pump();
