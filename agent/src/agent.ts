@@ -190,6 +190,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     counters,
     store: () => store.stats(),
     peersKnown: () => overlay.peers().length,
+    members: () => {
+      const byState: Record<string, number> = { alive: 0, suspect: 0, dead: 0 };
+      for (const m of overlay.status().members) byState[m.state] = (byState[m.state] ?? 0) + 1;
+      return byState;
+    },
+    controlState: () => overlay.control.state(),
   });
   let ready = false;
   const app = createApp({

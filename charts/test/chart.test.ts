@@ -14,7 +14,16 @@ const SAMPLES = new URL('../../manifests/samples/', import.meta.url);
 /** Every values variant the tests render. */
 const VARIANTS: Record<string, string[]> = {
   defaults: [],
-  'bundled NATS and a ServiceMonitor': ['--set', 'nats.enabled=true', '--set', 'serviceMonitor.enabled=true'],
+  'bundled NATS, a ServiceMonitor and dashboards': [
+    ...[
+      '--set',
+      'nats.enabled=true',
+      '--set',
+      'serviceMonitor.enabled=true',
+      '--set',
+      'dashboards.enabled=true',
+    ],
+  ],
   'external NATS, 3 replicas, pinned image': [
     ...['--set', 'nats.externalUrl=nats://nats.messaging:4222', '--set', 'operator.replicas=3'],
     ...['--set', 'operator.image.tag=1.2.3', '--set', 'operator.nodeSelector.pool=system'],

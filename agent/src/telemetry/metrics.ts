@@ -9,6 +9,10 @@ export interface MetricSources {
   counters: Counters;
   store: () => StoreStats;
   peersKnown: () => number;
+  /** Members by state (alive, suspect, dead); absent without a control plane. */
+  members?: () => Record<string, number>;
+  /** The control plane's connection state (connected, disconnected, off...). */
+  controlState?: () => string;
 }
 
 /**
@@ -19,22 +23,32 @@ export class AgentMetrics {
   readonly #exporter = new PrometheusExporter({ preventServerStart: true });
   readonly #provider = new MeterProvider({ readers: [this.#exporter] });
   readonly #durations;
+  /** The metric names this agent exports, as Prometheus shows them (histograms: the base name). */
+  readonly names: string[] = [];
 
   constructor(sources: MetricSources) {
     const meter = this.#provider.getMeter('edgemesh-agent');
+    const named = (name: string, kind: 'counter' | 'gauge' | 'histogram') =>
+      this.names.push(prometheusName(name, kind));
     const { counters } = sources;
     const observe = (
       name: string,
       description: string,
       read: (r: ObservableResult<Attributes>) => void,
       unit?: string,
-    ) => meter.createObservableCounter(name, { description, ...(unit ? { unit } : {}) }).addCallback(read);
+    ) => {
+      named(name, 'counter');
+      meter.createObservableCounter(name, { description, ...(unit ? { unit } : {}) }).addCallback(read);
+    };
     const gauge = (
       name: string,
       description: string,
       read: (r: ObservableResult<Attributes>) => void,
       unit?: string,
-    ) => meter.createObservableGauge(name, { description, ...(unit ? { unit } : {}) }).addCallback(read);
+    ) => {
+      named(name, 'gauge');
+      meter.createObservableGauge(name, { description, ...(unit ? { unit } : {}) }).addCallback(read);
+    };
     const perKey = (map: Map<string, number>, label: string) => (r: ObservableResult<Attributes>) => {
       for (const [key, value] of map) r.observe(value, { [label]: key });
     };
@@ -98,6 +112,30 @@ export class AgentMetrics {
       'By',
     );
     gauge('edgemesh.peers.known', 'Peers this agent knows of', (r) => r.observe(sources.peersKnown()));
+    gauge('edgemesh.members', 'Mesh members this agent knows, by state (alive, suspect, dead)', (r) => {
+      for (const [state, n] of Object.entries(sources.members?.() ?? {})) r.observe(n, { state });
+    });
+    gauge('edgemesh.control.connected', '1 while the control plane (NATS) is connected', (r) =>
+      r.observe(sources.controlState?.() === 'connected' ? 1 : 0),
+    );
+    observe(
+      'edgemesh.peer.bytes.by_hop',
+      'Chunk bytes received from peers, by hop class (node, zone, region, remote)',
+      (r) => {
+        for (const [hop, bytes] of Object.entries(counters.bytesByHop)) r.observe(bytes, { hop });
+      },
+      'By',
+    );
+    observe('edgemesh.origin.fetches', 'Fetches this agent made from origins', (r) =>
+      r.observe(counters.originFetches),
+    );
+    observe(
+      'edgemesh.origin.bytes',
+      'Object bytes fetched from origins',
+      (r) => r.observe(counters.bytesFromOrigin),
+      'By',
+    );
+    named('http.server.request.duration', 'histogram');
     this.#durations = meter.createHistogram('http.server.request.duration', {
       description: 'Duration of HTTP server requests',
       unit: 's',
@@ -124,4 +162,10 @@ export class AgentMetrics {
   async shutdown(): Promise<void> {
     await this.#provider.shutdown();
   }
+}
+
+/** A name as the Prometheus exporter shows it: dots become underscores, counters end in _total. */
+export function prometheusName(name: string, kind: 'counter' | 'gauge' | 'histogram'): string {
+  const base = name.replace(/[^A-Za-z0-9_:]/g, '_');
+  return kind === 'counter' && !base.endsWith('_total') ? `${base}_total` : base;
 }

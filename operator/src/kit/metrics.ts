@@ -15,6 +15,19 @@ export class OperatorMetrics {
   readonly #provider = new MeterProvider({ readers: [this.#exporter] });
   readonly reconciles = { total: 0, errors: 0 };
   informerRestarts = 0;
+  /** The metric names the operator exports, as Prometheus shows them (histograms: the base name). */
+  readonly names = [
+    'controller_runtime_reconcile_total',
+    'controller_runtime_reconcile_errors_total',
+    'controller_runtime_reconcile_time_seconds',
+    'workqueue_adds_total',
+    'workqueue_retries_total',
+    'workqueue_queue_duration_seconds',
+    'workqueue_depth',
+    'controller_runtime_active_workers',
+    'leader_election_master_status',
+    'edgemesh_operator_informer_restarts_total',
+  ];
 
   constructor(opts: { controller: string; queue: WorkQueue; leading: () => boolean }) {
     const meter = this.#provider.getMeter('edgemesh-operator');
