@@ -19,6 +19,7 @@ import { Inbox } from './exchange/inbox.ts';
 import { Counters } from './telemetry/counters.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
+import { startTracing } from './telemetry/tracing.ts';
 import { type Clock, systemClock } from './time/clock.ts';
 import { bindPeerServer, createPeerServer } from './transport/peer-server.ts';
 
@@ -76,6 +77,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const logger = deps.logger ?? createLogger({ level: config.log.level, nodeId: config.nodeId });
   const clock = deps.clock ?? systemClock;
   const counters = new Counters();
+  const tracing = startTracing({
+    endpoint: config.telemetry.otlpEndpoint,
+    nodeId: config.nodeId,
+    zone: config.zone,
+    region: config.region,
+  });
   const overlay = new Overlay({ config, logger, clock, counters });
   const tombstones = await Tombstones.open(config.store.dir, clock);
   const store = await ObjectStore.open({
@@ -295,6 +302,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       await new Promise((resolve) => http.close(resolve));
       grpcServer.forceShutdown();
       await metrics.shutdown();
+      await tracing.shutdown();
       await store.flush();
     },
   };

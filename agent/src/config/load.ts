@@ -106,6 +106,10 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
       setPath(raw, setting.path, Array.isArray(fromFlag) ? fromFlag.flatMap(splitList) : fromFlag);
   }
   applyTopology(raw);
+  // The standard OpenTelemetry variable, when EdgeMesh's own setting is absent.
+  const telemetry = raw.telemetry as { otlpEndpoint?: unknown } | undefined;
+  if (telemetry?.otlpEndpoint === undefined && env.OTEL_EXPORTER_OTLP_ENDPOINT)
+    setPath(raw, ['telemetry', 'otlpEndpoint'], env.OTEL_EXPORTER_OTLP_ENDPOINT);
   return parseConfig(raw);
 }
 

@@ -130,6 +130,15 @@ export const agentConfigSchema = z.strictObject({
       uploadBytesPerSecond: z.coerce.number().int().min(0).default(0),
     })
     .prefault({}),
+  telemetry: z
+    .strictObject({
+      /**
+       * An OTLP/HTTP endpoint for traces (e.g. http://otel-collector:4318); OTEL_EXPORTER_OTLP_ENDPOINT
+       * is used when this is not set. No endpoint: no tracing.
+       */
+      otlpEndpoint: z.url({ protocol: /^https?$/ }).optional(),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -11,6 +11,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { Clock } from '../time/clock.ts';
 import { PeerBusyError, PeerError, type PeerTransport } from '../transport/peer-transport.ts';
 import type { ChunkSource } from './chunk-source.ts';
+import { context, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
 
 /** No holder could deliver the object; `failures` says what each one did. */
 export class PeerFetchError extends Error {
@@ -81,6 +82,22 @@ export class PeerFetcher {
   async locate(key: string): Promise<Located | undefined> {
     const inflight = this.#inflight.get(key);
     if (inflight) return inflight.located;
+    return tracer().startActiveSpan(
+      'edgemesh.locate',
+      { attributes: { 'edgemesh.key': key } },
+      async (span) => {
+        try {
+          const found = await this.#locate(key);
+          span.setAttribute('edgemesh.holders', found?.holders.length ?? 0);
+          return found;
+        } finally {
+          span.end();
+        }
+      },
+    );
+  }
+
+  async #locate(key: string): Promise<Located | undefined> {
     const owners = this.#opts.owners?.(key) ?? [];
     const isOwner = new Set(owners.map((o) => o.address));
     const others = this.#opts.peers().filter((p) => !isOwner.has(p.address));
@@ -572,7 +589,17 @@ class Download {
     const digests = indexes.map((i) => this.#progress.digests[i]!);
     const lengths = indexes.map((i) => chunkLength(this.head.size, this.head.chunkSize, i));
     const id = source.transport.id;
-    void (async () => {
+    // A span per chunk batch, naming the peer and how far it is; the peer's server span joins it.
+    const span = tracer().startSpan('edgemesh.fetch_chunks', {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        'edgemesh.peer': id,
+        'edgemesh.hop': HOP_CLASSES[source.cls] ?? 'remote',
+        'edgemesh.chunks': indexes.length,
+        'edgemesh.first_chunk': indexes[0]!,
+      },
+    });
+    void context.with(trace.setSpan(context.active(), span), async () => {
       try {
         let n = 0;
         for await (const data of source.transport.fetchChunks(digests, lengths, this.#abort.signal)) {
@@ -585,14 +612,16 @@ class Download {
         }
         if (n < indexes.length) throw new PeerError(id, `sent ${n} of ${indexes.length} chunks`);
       } catch (error) {
+        span.setStatus({ code: 2, message: (error as Error).message });
         if (!this.#settled) this.#sourceFailed(source, error as Error);
       } finally {
+        span.end();
         for (const i of indexes) this.#assigned[i] = 0;
         source.inFlight--;
         this.#inFlight--;
         this.#pump();
       }
-    })();
+    });
   }
 
   #sourceFailed(source: Source, error: Error): void {

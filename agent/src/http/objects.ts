@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
 import { chunkLength } from '../cache/chunking.ts';
+import { context, extractFromHeaders, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
 import { isMediaType, type Manifest, objectDigest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import { type ChunkSource, localSource } from '../fetch/chunk-source.ts';
@@ -133,7 +134,40 @@ function etagMatches(header: string | undefined, etag: string): boolean {
   });
 }
 
-async function get(deps: ObjectRoutesDeps, key: string, req: Request, res: Response): Promise<void> {
+/**
+ * GET and HEAD, in a server span continuing the client's trace (traceparent), with the source that
+ * served it (local, peer or origin): the root of the trace of a fetch across the mesh.
+ */
+function get(deps: ObjectRoutesDeps, key: string, req: Request, res: Response): Promise<void> {
+  const parent = extractFromHeaders(req.headers);
+  const span = tracer().startSpan(
+    `${req.method} /v1/objects/{key}`,
+    {
+      kind: SpanKind.SERVER,
+      attributes: {
+        'http.request.method': req.method,
+        'http.route': '/v1/objects/{key}',
+        'edgemesh.key': key,
+      },
+    },
+    parent,
+  );
+  return context.with(trace.setSpan(parent, span), async () => {
+    try {
+      await getObject(deps, key, req, res);
+    } catch (error) {
+      span.setStatus({ code: 2, message: (error as Error).message });
+      throw error;
+    } finally {
+      const source = res.getHeader('x-edgemesh-source');
+      if (typeof source === 'string') span.setAttribute('edgemesh.source', source);
+      span.setAttribute('http.response.status_code', res.statusCode);
+      span.end();
+    }
+  });
+}
+
+async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res: Response): Promise<void> {
   const handle = deps.store.openRead(key);
   let source: ChunkSource | undefined = handle && localSource(deps.store, handle);
   let located: Located | undefined;

@@ -7,6 +7,7 @@ import {
   status,
 } from '@grpc/grpc-js';
 import { channelOptions } from './peer-server.ts';
+import { injectInto } from '../telemetry/tracing.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import type { Holder } from '../overlay/holder-index.ts';
 import {
@@ -73,7 +74,7 @@ export class GrpcPeer implements PeerTransport {
       const call = (this.#client[method] as Unary).call(
         this.#client,
         request,
-        new Metadata(),
+        injectInto(new Metadata()),
         { deadline: Date.now() + timeoutMs },
         (error, response) => (error ? reject(error) : resolve(response as T)),
       ) as { cancel(): void };
@@ -186,8 +187,15 @@ export class GrpcPeer implements PeerTransport {
     signal?: AbortSignal,
   ): AsyncGenerator<Buffer> {
     const call = (
-      this.#client.FetchChunks as (req: unknown) => AsyncIterable<ChunkPiece> & { cancel(): void }
-    ).call(this.#client, { digests: digests.map((d) => Buffer.from(d, 'hex')), fromNode: this.#from });
+      this.#client.FetchChunks as (
+        req: unknown,
+        md: Metadata,
+      ) => AsyncIterable<ChunkPiece> & { cancel(): void }
+    ).call(
+      this.#client,
+      { digests: digests.map((d) => Buffer.from(d, 'hex')), fromNode: this.#from },
+      injectInto(new Metadata()),
+    );
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
     // A peer that goes quiet mid-stream is abandoned, so the caller can move on to another holder.
@@ -254,8 +262,8 @@ export class GrpcPeer implements PeerTransport {
 
   async *watch(key: string, from: Holder | undefined, signal?: AbortSignal): AsyncGenerator<WatchUpdate> {
     const call = (
-      this.#client.Watch as (req: unknown) => AsyncIterable<WireWatchEvent> & { cancel(): void }
-    ).call(this.#client, { key, ...(from ? { from } : {}) });
+      this.#client.Watch as (req: unknown, md: Metadata) => AsyncIterable<WireWatchEvent> & { cancel(): void }
+    ).call(this.#client, { key, ...(from ? { from } : {}) }, injectInto(new Metadata()));
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {

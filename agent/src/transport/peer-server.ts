@@ -30,6 +30,7 @@ import type { ObjectHead, Swarm } from '../fetch/swarm.ts';
 import type { UploadLimiter } from './upload-limiter.ts';
 import type { PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
+import { context, extractFrom, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
 
 export interface PeerServerOptions {
   store: ObjectStore;
@@ -106,149 +107,227 @@ const grpcError = (code: status, details: string) => Object.assign(new Error(det
 export function createPeerServer(opts: PeerServerOptions): Server {
   const { store, node, logger } = opts;
   const server = new Server(channelOptions(opts.flowControlWindow));
-  server.addService(peerService, {
-    getManifest(call: ServerUnaryCall<{ key: string }, unknown>, callback: sendUnaryData<unknown>) {
-      const problem = keyProblem(call.request.key);
-      if (problem) return callback(grpcError(status.INVALID_ARGUMENT, problem));
-      const local = store.lookup(call.request.key);
-      const known = opts.index?.lookup(call.request.key);
-      const manifest = local ?? known?.manifest;
-      const purgedAtMs = opts.purgedAt?.(call.request.key);
-      if (purgedAtMs !== undefined && (!manifest || manifest.createdAtMs <= purgedAtMs)) {
-        return callback(null, { holds: false, holders: [], purgedAtMs });
-      }
-      if (!manifest) return callback(grpcError(status.NOT_FOUND, `no object ${call.request.key}`));
-      const holders = known && known.manifest.root === manifest.root ? known.holders : [];
-      callback(null, { manifest: toWire(manifest), holds: local !== undefined, holders });
-    },
-    deliver(
-      call: ServerUnaryCall<{ topic: string; fromNode: string; body: Buffer; contentType: string }, unknown>,
-      callback: sendUnaryData<unknown>,
-    ) {
-      const { topic, fromNode, body, contentType } = call.request;
-      if (!opts.deliver) return callback(grpcError(status.UNIMPLEMENTED, 'no exchange here'));
-      if (!TOPIC.test(topic))
-        return callback(grpcError(status.INVALID_ARGUMENT, 'topics are 1-128 of [A-Za-z0-9._-]'));
-      if (body.length > MAX_EXCHANGE_BYTES)
-        return callback(grpcError(status.RESOURCE_EXHAUSTED, 'message too large'));
-      opts.deliver({
-        topic,
-        from: fromNode,
-        body: Buffer.from(body),
-        contentType: contentType || 'application/octet-stream',
-      });
-      callback(null, {});
-    },
-    purge(
-      call: ServerUnaryCall<{ key: string; purgedAtMs: number }, unknown>,
-      callback: sendUnaryData<unknown>,
-    ) {
-      const { key } = call.request;
-      const purgedAtMs = Number(call.request.purgedAtMs);
-      const problem = keyProblem(key);
-      if (problem || !(purgedAtMs > 0)) {
-        return callback(grpcError(status.INVALID_ARGUMENT, problem ?? 'purged_at_ms is required'));
-      }
-      if (!opts.purge) return callback(grpcError(status.UNIMPLEMENTED, 'this node does not take purges'));
-      opts.purge(key, purgedAtMs).then(
-        (existed) => callback(null, { existed }),
-        (error: Error) => callback(grpcError(status.INTERNAL, error.message)),
-      );
-    },
-    fetchOrigin(call: ServerUnaryCall<{ key: string }, unknown>, callback: sendUnaryData<unknown>) {
-      const problem = keyProblem(call.request.key);
-      if (problem) return callback(grpcError(status.INVALID_ARGUMENT, problem));
-      if (!opts.fetchOrigin) return callback(grpcError(status.NOT_FOUND, 'no origin rules here'));
-      opts.fetchOrigin(call.request.key).then(
-        (answer) => {
-          if (!answer) return callback(grpcError(status.NOT_FOUND, `no origin has ${call.request.key}`));
-          if ('manifest' in answer)
-            return callback(null, { manifest: toWire(answer.manifest), holds: true, holders: [] });
-          callback(null, { manifest: headToWire(answer.head), holds: false, holders: [], inProgress: true });
-        },
-        (error: Error) => callback(grpcError(status.UNAVAILABLE, `origin fetch failed: ${error.message}`)),
-      );
-    },
-    replicate(
-      call: ServerUnaryCall<{ key: string; source?: Holder; root: Buffer }, unknown>,
-      callback: sendUnaryData<unknown>,
-    ) {
-      const { key, source } = call.request;
-      const root = Buffer.from(call.request.root ?? []).toString('hex');
-      const problem = keyProblem(key);
-      if (problem || !source || !isDigest(root)) {
-        return callback(
-          grpcError(status.INVALID_ARGUMENT, problem ?? 'source and a 32-byte root are required'),
-        );
-      }
-      if (!opts.replicate) return callback(grpcError(status.UNIMPLEMENTED, 'this node keeps no replicas'));
-      opts.replicate(key, root, { nodeId: source.nodeId, grpc: source.grpc }).then(
-        (outcome) =>
-          outcome === 'unknown-source'
-            ? callback(
-                grpcError(status.FAILED_PRECONDITION, `${source.nodeId} is not a confirmed member here`),
-              )
-            : callback(null, outcome === 'stored' ? {} : { purgedAtMs: outcome.purgedAtMs }),
-        (error: Error) => callback(grpcError(status.UNAVAILABLE, `could not copy ${key}: ${error.message}`)),
-      );
-    },
-    hold(
-      call: ServerUnaryCall<{ manifest?: WireManifest; holder?: Holder }, unknown>,
-      callback: sendUnaryData<unknown>,
-    ) {
-      const { manifest, holder } = call.request;
-      if (!manifest || !holder)
-        return callback(grpcError(status.INVALID_ARGUMENT, 'manifest and holder are required'));
-      try {
-        opts.index?.record(parseManifest(fromWire(manifest), isKey), {
-          nodeId: holder.nodeId,
-          grpc: holder.grpc,
+  server.addService(
+    peerService,
+    traced({
+      getManifest(call: ServerUnaryCall<{ key: string }, unknown>, callback: sendUnaryData<unknown>) {
+        const problem = keyProblem(call.request.key);
+        if (problem) return callback(grpcError(status.INVALID_ARGUMENT, problem));
+        const local = store.lookup(call.request.key);
+        const known = opts.index?.lookup(call.request.key);
+        const manifest = local ?? known?.manifest;
+        const purgedAtMs = opts.purgedAt?.(call.request.key);
+        if (purgedAtMs !== undefined && (!manifest || manifest.createdAtMs <= purgedAtMs)) {
+          return callback(null, { holds: false, holders: [], purgedAtMs });
+        }
+        if (!manifest) return callback(grpcError(status.NOT_FOUND, `no object ${call.request.key}`));
+        const holders = known && known.manifest.root === manifest.root ? known.holders : [];
+        callback(null, { manifest: toWire(manifest), holds: local !== undefined, holders });
+      },
+      deliver(
+        call: ServerUnaryCall<
+          { topic: string; fromNode: string; body: Buffer; contentType: string },
+          unknown
+        >,
+        callback: sendUnaryData<unknown>,
+      ) {
+        const { topic, fromNode, body, contentType } = call.request;
+        if (!opts.deliver) return callback(grpcError(status.UNIMPLEMENTED, 'no exchange here'));
+        if (!TOPIC.test(topic))
+          return callback(grpcError(status.INVALID_ARGUMENT, 'topics are 1-128 of [A-Za-z0-9._-]'));
+        if (body.length > MAX_EXCHANGE_BYTES)
+          return callback(grpcError(status.RESOURCE_EXHAUSTED, 'message too large'));
+        opts.deliver({
+          topic,
+          from: fromNode,
+          body: Buffer.from(body),
+          contentType: contentType || 'application/octet-stream',
         });
-      } catch (error) {
-        return callback(grpcError(status.INVALID_ARGUMENT, (error as Error).message));
-      }
-      callback(null, {});
-    },
-    watch(call: ServerWritableStream<{ key: string; from?: Holder | null }, WireWatchEvent>) {
-      try {
-        watchObject(opts, call);
-      } catch (error) {
-        call.emit('error', error);
-      }
-    },
-    fetchChunks(call: ServerWritableStream<{ digests: Buffer[]; fromNode: string }, ChunkPiece>) {
-      streamChunks(opts, call).catch((error) => {
-        logger.debug({ err: error }, 'FetchChunks ended with an error');
-        // grpc-js sends a server stream's error status on an 'error' event (destroy() sends none).
-        call.emit('error', 'code' in error ? error : grpcError(status.INTERNAL, 'internal error'));
-      });
-    },
-    ping(call: ServerUnaryCall<{ sentAtMs: number }, unknown>, callback: sendUnaryData<unknown>) {
-      callback(null, pingToWire(node, call.request.sentAtMs, opts.coordinate?.()));
-    },
-    probe(call: ServerUnaryCall<{ target: string }, unknown>, callback: sendUnaryData<unknown>) {
-      if (!opts.probe)
-        return callback(grpcError(status.UNIMPLEMENTED, 'this node does not probe for others'));
-      opts.probe(call.request.target).then(
-        (result) => {
-          if (!result)
-            return callback(
-              grpcError(status.FAILED_PRECONDITION, `${call.request.target} is not a member here`),
-            );
-          callback(null, {
-            ...pingToWire(
-              { id: result.nodeId, zone: result.zone, region: result.region },
-              0,
-              result.coordinate,
-            ),
+        callback(null, {});
+      },
+      purge(
+        call: ServerUnaryCall<{ key: string; purgedAtMs: number }, unknown>,
+        callback: sendUnaryData<unknown>,
+      ) {
+        const { key } = call.request;
+        const purgedAtMs = Number(call.request.purgedAtMs);
+        const problem = keyProblem(key);
+        if (problem || !(purgedAtMs > 0)) {
+          return callback(grpcError(status.INVALID_ARGUMENT, problem ?? 'purged_at_ms is required'));
+        }
+        if (!opts.purge) return callback(grpcError(status.UNIMPLEMENTED, 'this node does not take purges'));
+        opts.purge(key, purgedAtMs).then(
+          (existed) => callback(null, { existed }),
+          (error: Error) => callback(grpcError(status.INTERNAL, error.message)),
+        );
+      },
+      fetchOrigin(call: ServerUnaryCall<{ key: string }, unknown>, callback: sendUnaryData<unknown>) {
+        const problem = keyProblem(call.request.key);
+        if (problem) return callback(grpcError(status.INVALID_ARGUMENT, problem));
+        if (!opts.fetchOrigin) return callback(grpcError(status.NOT_FOUND, 'no origin rules here'));
+        opts.fetchOrigin(call.request.key).then(
+          (answer) => {
+            if (!answer) return callback(grpcError(status.NOT_FOUND, `no origin has ${call.request.key}`));
+            if ('manifest' in answer)
+              return callback(null, { manifest: toWire(answer.manifest), holds: true, holders: [] });
+            callback(null, {
+              manifest: headToWire(answer.head),
+              holds: false,
+              holders: [],
+              inProgress: true,
+            });
+          },
+          (error: Error) => callback(grpcError(status.UNAVAILABLE, `origin fetch failed: ${error.message}`)),
+        );
+      },
+      replicate(
+        call: ServerUnaryCall<{ key: string; source?: Holder; root: Buffer }, unknown>,
+        callback: sendUnaryData<unknown>,
+      ) {
+        const { key, source } = call.request;
+        const root = Buffer.from(call.request.root ?? []).toString('hex');
+        const problem = keyProblem(key);
+        if (problem || !source || !isDigest(root)) {
+          return callback(
+            grpcError(status.INVALID_ARGUMENT, problem ?? 'source and a 32-byte root are required'),
+          );
+        }
+        if (!opts.replicate) return callback(grpcError(status.UNIMPLEMENTED, 'this node keeps no replicas'));
+        opts.replicate(key, root, { nodeId: source.nodeId, grpc: source.grpc }).then(
+          (outcome) =>
+            outcome === 'unknown-source'
+              ? callback(
+                  grpcError(status.FAILED_PRECONDITION, `${source.nodeId} is not a confirmed member here`),
+                )
+              : callback(null, outcome === 'stored' ? {} : { purgedAtMs: outcome.purgedAtMs }),
+          (error: Error) =>
+            callback(grpcError(status.UNAVAILABLE, `could not copy ${key}: ${error.message}`)),
+        );
+      },
+      hold(
+        call: ServerUnaryCall<{ manifest?: WireManifest; holder?: Holder }, unknown>,
+        callback: sendUnaryData<unknown>,
+      ) {
+        const { manifest, holder } = call.request;
+        if (!manifest || !holder)
+          return callback(grpcError(status.INVALID_ARGUMENT, 'manifest and holder are required'));
+        try {
+          opts.index?.record(parseManifest(fromWire(manifest), isKey), {
+            nodeId: holder.nodeId,
+            grpc: holder.grpc,
           });
-        },
-        (error: Error) =>
-          callback(grpcError(status.UNAVAILABLE, `${call.request.target} did not answer: ${error.message}`)),
-      );
-    },
-  });
+        } catch (error) {
+          return callback(grpcError(status.INVALID_ARGUMENT, (error as Error).message));
+        }
+        callback(null, {});
+      },
+      watch(call: ServerWritableStream<{ key: string; from?: Holder | null }, WireWatchEvent>) {
+        try {
+          watchObject(opts, call);
+        } catch (error) {
+          call.emit('error', error);
+        }
+      },
+      fetchChunks(call: ServerWritableStream<{ digests: Buffer[]; fromNode: string }, ChunkPiece>) {
+        streamChunks(opts, call).catch((error) => {
+          logger.debug({ err: error }, 'FetchChunks ended with an error');
+          // grpc-js sends a server stream's error status on an 'error' event (destroy() sends none).
+          call.emit('error', 'code' in error ? error : grpcError(status.INTERNAL, 'internal error'));
+        });
+      },
+      ping(call: ServerUnaryCall<{ sentAtMs: number }, unknown>, callback: sendUnaryData<unknown>) {
+        callback(null, pingToWire(node, call.request.sentAtMs, opts.coordinate?.()));
+      },
+      probe(call: ServerUnaryCall<{ target: string }, unknown>, callback: sendUnaryData<unknown>) {
+        if (!opts.probe)
+          return callback(grpcError(status.UNIMPLEMENTED, 'this node does not probe for others'));
+        opts.probe(call.request.target).then(
+          (result) => {
+            if (!result)
+              return callback(
+                grpcError(status.FAILED_PRECONDITION, `${call.request.target} is not a member here`),
+              );
+            callback(null, {
+              ...pingToWire(
+                { id: result.nodeId, zone: result.zone, region: result.region },
+                0,
+                result.coordinate,
+              ),
+            });
+          },
+          (error: Error) =>
+            callback(
+              grpcError(status.UNAVAILABLE, `${call.request.target} did not answer: ${error.message}`),
+            ),
+        );
+      },
+    }),
+  );
   return server;
+}
+
+/** RPCs that get a server span (pings and probes would only be noise). */
+const TRACED = new Set([
+  'getManifest',
+  'fetchChunks',
+  'watch',
+  'fetchOrigin',
+  'replicate',
+  'hold',
+  'purge',
+  'deliver',
+]);
+
+/**
+ * Wraps handlers so each call runs in a server span whose parent is the caller's trace context
+ * (from the gRPC metadata): a fetch is one trace across every node it touches.
+ */
+function traced<T extends Record<string, (...args: never[]) => void>>(handlers: T): T {
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, handler] of Object.entries(handlers)) {
+    if (!TRACED.has(name)) {
+      wrapped[name] = handler;
+      continue;
+    }
+    const method = name[0]!.toUpperCase() + name.slice(1);
+    wrapped[name] = (
+      call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+      callback?: sendUnaryData<unknown>,
+    ) => {
+      const parent = extractFrom(call.metadata);
+      const span = tracer().startSpan(
+        `edgemesh.peer.v1.Peer/${method}`,
+        {
+          kind: SpanKind.SERVER,
+          attributes: { 'rpc.system': 'grpc', 'rpc.service': 'edgemesh.peer.v1.Peer', 'rpc.method': method },
+        },
+        parent,
+      );
+      const run = handler as (call: unknown, callback?: sendUnaryData<unknown>) => void;
+      context.with(trace.setSpan(parent, span), () => {
+        if (callback) {
+          run(call, (error, value) => {
+            if (error) span.setStatus({ code: 2, message: error.details ?? 'error' });
+            span.end();
+            callback(error, value);
+          });
+        } else {
+          let ended = false;
+          const end = (error?: Error) => {
+            if (ended) return;
+            ended = true;
+            if (error) span.setStatus({ code: 2, message: error.message });
+            span.end();
+          };
+          call.on('finish', () => end());
+          call.on('close', () => end());
+          call.on('error', (error: Error) => end(error));
+          run(call);
+        }
+      });
+    };
+  }
+  return wrapped as T;
 }
 
 function headToWire(head: ObjectHead): WireManifest {

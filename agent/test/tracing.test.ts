@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type AgentProcess, eventually, startAgentProcess } from '../harness/agent-process.ts';
+import { startOtlpReceiver } from '../harness/otlp-receiver.ts';
+
+/**
+ * One fetch, three agents, one trace: C reads an object only A holds; C asks both peers for it (B
+ * has none), then streams its chunks from A. Every agent exports its spans over OTLP to one receiver.
+ */
+describe('traces across agents (OTLP)', () => {
+  let dir: string;
+  let receiver: Awaited<ReturnType<typeof startOtlpReceiver>>;
+  const agents: AgentProcess[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-tracing-'));
+    receiver = await startOtlpReceiver();
+    const start = (id: string, zone: string, peers: string[]) =>
+      startAgentProcess([
+        ...['--node-id', id, '--zone', zone, '--region', 'eu', '--store.dir', join(dir, id)],
+        ...['--telemetry.otlp-endpoint', receiver.url, ...(peers.length ? ['--peers', peers.join(',')] : [])],
+      ]);
+    const a = await start('a', 'eu-1', []);
+    const b = await start('b', 'eu-2', [`127.0.0.1:${a.grpcPort}`]);
+    const c = await start('c', 'eu-3', [`127.0.0.1:${b.grpcPort}`, `127.0.0.1:${a.grpcPort}`]);
+    agents.push(a, b, c);
+  });
+  after(async () => {
+    await Promise.all(agents.map((a) => a.stop('SIGKILL')));
+    receiver.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('gives a fetch that crossed three agents one trace id, with a span per source and per chunk batch', async () => {
+    const [a, , c] = agents as [AgentProcess, AgentProcess, AgentProcess];
+    const body = randomBytes(9 * 2 ** 20); // three chunks
+    assert.equal((await fetch(`${a.url}/v1/objects/traced/one`, { method: 'PUT', body })).status, 201);
+    const traceId = randomBytes(16).toString('hex');
+    const res = await fetch(`${c.url}/v1/objects/traced/one`, {
+      headers: { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` },
+    });
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), body);
+    assert.equal(res.headers.get('x-edgemesh-source'), 'peer');
+    const spans = await eventually(
+      () => {
+        const mine = receiver.spans.filter((s) => s.traceId === traceId);
+        const nodes = new Set(mine.map((s) => s.resource['service.instance.id']));
+        return Promise.resolve(
+          nodes.size === 3 && mine.some((s) => s.name.endsWith('/FetchChunks')) ? mine : undefined,
+        );
+      },
+      15_000,
+      'spans from three agents',
+    );
+    const on = (node: string) =>
+      spans.filter((s) => s.resource['service.instance.id'] === node).map((s) => s.name);
+    console.log(
+      `# trace ${traceId}: ${spans.length} spans: c ${on('c').join(', ')} | a ${on('a').join(', ')} | b ${on('b').join(', ')}`,
+    );
+    const root = spans.find((s) => s.name === 'GET /v1/objects/{key}')!;
+    assert.equal(root.resource['service.instance.id'], 'c');
+    assert.equal(root.attributes['edgemesh.source'], 'peer');
+    const batches = spans.filter((s) => s.name === 'edgemesh.fetch_chunks');
+    assert.ok(batches.length >= 1, 'a span per chunk batch');
+    assert.equal(batches[0]!.attributes['edgemesh.peer'], `127.0.0.1:${a.grpcPort}`, 'from the holder, a');
+    assert.ok(
+      on('a').includes('edgemesh.peer.v1.Peer/FetchChunks'),
+      'the holder served the chunks in the same trace',
+    );
+    assert.ok(
+      on('b').includes('edgemesh.peer.v1.Peer/GetManifest'),
+      'the peer that was asked is in the trace',
+    );
+    assert.equal(
+      spans.find((s) => s.resource['service.instance.id'] === 'a')!.resource['edgemesh.zone'],
+      'eu-1',
+    );
+  });
+});
