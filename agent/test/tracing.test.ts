@@ -19,14 +19,20 @@ describe('traces across agents (OTLP)', () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-tracing-'));
     receiver = await startOtlpReceiver();
-    const start = (id: string, zone: string, peers: string[]) =>
+    const start = (id: string, zone: string, peers: string[], extra: string[] = []) =>
       startAgentProcess([
         ...['--node-id', id, '--zone', zone, '--region', 'eu', '--store.dir', join(dir, id)],
         ...['--telemetry.otlp-endpoint', receiver.url, ...(peers.length ? ['--peers', peers.join(',')] : [])],
+        ...extra,
       ]);
     const a = await start('a', 'eu-1', []);
     const b = await start('b', 'eu-2', [`127.0.0.1:${a.grpcPort}`]);
-    const c = await start('c', 'eu-3', [`127.0.0.1:${b.grpcPort}`, `127.0.0.1:${a.grpcPort}`]);
+    const c = await start(
+      'c',
+      'eu-3',
+      [`127.0.0.1:${b.grpcPort}`, `127.0.0.1:${a.grpcPort}`],
+      ['--log.level', 'debug'],
+    );
     agents.push(a, b, c);
   });
   after(async () => {
@@ -78,6 +84,20 @@ describe('traces across agents (OTLP)', () => {
     assert.equal(
       spans.find((s) => s.resource['service.instance.id'] === 'a')!.resource['edgemesh.zone'],
       'eu-1',
+    );
+  });
+
+  it('puts the trace id in log lines written inside a traced operation', async () => {
+    const c = agents[2]!;
+    const traceId = randomBytes(16).toString('hex');
+    // C logs each read at debug level, inside the read's trace.
+    await fetch(`${c.url}/v1/objects/traced/missing`, {
+      headers: { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` },
+    });
+    await eventually(
+      () => Promise.resolve(c.logs.some((l) => l.includes(`"trace_id":"${traceId}"`)) || undefined),
+      5000,
+      'a log line with the trace id',
     );
   });
 });

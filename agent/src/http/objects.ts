@@ -162,6 +162,7 @@ function get(deps: ObjectRoutesDeps, key: string, req: Request, res: Response): 
       const source = res.getHeader('x-edgemesh-source');
       if (typeof source === 'string') span.setAttribute('edgemesh.source', source);
       span.setAttribute('http.response.status_code', res.statusCode);
+      deps.logger.debug({ key, source, status: res.statusCode }, 'read'); // carries the trace id
       span.end();
     }
   });
