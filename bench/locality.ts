@@ -13,8 +13,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type AgentProcess, peersAlive, startAgentProcess } from '../agent/harness/agent-process.ts';
-import { geoLabUnavailable, startGeoLab } from '../agent/harness/geo-lab.ts';
+import { type AgentProcess, peersAlive } from '../agent/harness/agent-process.ts';
+import { geoLabUnavailable, startGeoLab, startLabAgents } from '../agent/harness/geo-lab.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { Placement } from '../agent/src/overlay/placement.ts';
 import type { HopClass } from '../agent/src/overlay/proximity.ts';
@@ -46,28 +46,14 @@ export async function run(quick: boolean): Promise<void> {
   const agents: AgentProcess[] = [];
   const nats = await startNatsServer(4222, { netns: lab.services.netns, host: lab.services.ip });
   try {
-    for (const h of lab.hosts) {
-      agents.push(
-        await startAgentProcess(
-          [
-            ...[
-              '--node-id',
-              h.name,
-              '--region',
-              h.region,
-              '--zone',
-              h.zone,
-              '--store.dir',
-              join(dir, h.name),
-            ],
-            ...['--mesh', 'locality', '--control-plane.servers', nats.url, '--store.scrub-on-start', 'false'],
-            ...['--replication.factor', '1', '--transfer.upload-bytes-per-second', String(upload)],
-          ],
-          30_000,
-          { netns: h.netns, host: h.ip },
-        ),
-      );
-    }
+    agents.push(
+      ...(await startLabAgents(lab, {
+        dir,
+        mesh: 'locality',
+        natsUrl: nats.url,
+        args: ['--replication.factor', '1', '--transfer.upload-bytes-per-second', String(upload)],
+      })),
+    );
     for (const agent of agents) await peersAlive(agent, agents.length - 1, 30_000);
     // A key whose one owner is in region 0, written there: the only copy.
     const placement = new Placement(

@@ -1,7 +1,9 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type AgentProcess, startAgentProcess } from './agent-process.ts';
 
 const DELAY_LINE = fileURLToPath(new URL('./geo-lab/delay-line.py', import.meta.url));
 /** Large frames: a tenth of the packets a user-space delay line must move at a 1500-byte MTU. */
@@ -176,4 +178,50 @@ async function startDelayLine(ns: string, delayMs: number): Promise<ChildProcess
     child.once('exit', (code) => reject(new Error(`delay line exited with ${code}: ${errors.join('')}`)));
   });
   return child;
+}
+
+/**
+ * An agent on every host of `lab`, labelled with the host's region and zone, on the nats-server at
+ * `natsUrl`, with `args` added; resolves once all are up (one at a time: they share two cores).
+ */
+export async function startLabAgents(
+  lab: GeoLab,
+  opts: { dir: string; mesh: string; natsUrl: string; args?: string[] },
+): Promise<AgentProcess[]> {
+  const agents: AgentProcess[] = [];
+  try {
+    for (const h of lab.hosts) {
+      agents.push(
+        await startAgentProcess(
+          [
+            ...[
+              '--node-id',
+              h.name,
+              '--region',
+              h.region,
+              '--zone',
+              h.zone,
+              '--store.dir',
+              join(opts.dir, h.name),
+            ],
+            ...[
+              '--mesh',
+              opts.mesh,
+              '--control-plane.servers',
+              opts.natsUrl,
+              '--store.scrub-on-start',
+              'false',
+            ],
+            ...(opts.args ?? []),
+          ],
+          30_000,
+          { netns: h.netns, host: h.ip },
+        ),
+      );
+    }
+  } catch (error) {
+    await Promise.all(agents.map((a) => a.stop('SIGKILL')));
+    throw error;
+  }
+  return agents;
 }

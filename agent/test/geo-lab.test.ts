@@ -5,8 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { hopClass, HOP_CLASSES, type HopClass } from '../src/overlay/proximity.ts';
-import { type AgentProcess, eventually, peersAlive, startAgentProcess } from '../harness/agent-process.ts';
-import { type GeoLab, geoLabUnavailable, type LabHost, startGeoLab } from '../harness/geo-lab.ts';
+import { type AgentProcess, eventually, peersAlive } from '../harness/agent-process.ts';
+import {
+  type GeoLab,
+  geoLabUnavailable,
+  type LabHost,
+  startGeoLab,
+  startLabAgents,
+} from '../harness/geo-lab.ts';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/nats-server.ts';
 
 const MiB = 2 ** 20;
@@ -34,27 +40,7 @@ describe(
       dir = await mkdtemp(join(tmpdir(), 'edgemesh-geo-'));
       lab = await startGeoLab({ regions: 3, zones: ['a', 'a', 'b', 'c'], delayMs: 10 });
       nats = await startNatsServer(4222, { netns: lab.services.netns, host: lab.services.ip });
-      for (const h of lab.hosts) {
-        agents.push(
-          await startAgentProcess(
-            [
-              ...[
-                '--node-id',
-                h.name,
-                '--region',
-                h.region,
-                '--zone',
-                h.zone,
-                '--store.dir',
-                join(dir, h.name),
-              ],
-              ...['--mesh', 'geo', '--control-plane.servers', nats.url, '--store.scrub-on-start', 'false'],
-            ],
-            30_000,
-            { netns: h.netns, host: h.ip },
-          ),
-        );
-      }
+      agents.push(...(await startLabAgents(lab, { dir, mesh: 'geo', natsUrl: nats.url })));
       for (const agent of agents) await peersAlive(agent, lab.hosts.length - 1, 30_000);
     });
     after(async () => {

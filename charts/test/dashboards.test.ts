@@ -4,13 +4,12 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { KubeConfig } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import { type AgentProcess, startAgentProcess } from '../../agent/harness/agent-process.ts';
 import { Counters } from '../../agent/src/telemetry/counters.ts';
 import { AgentMetrics } from '../../agent/src/telemetry/metrics.ts';
 import { type FakeApiServer, startFakeApiServer } from '../../operator/harness/fake-apiserver.ts';
-import { startOperator, type Operator } from '../../operator/src/controller.ts';
+import type { Operator } from '../../operator/src/controller.ts';
+import { startTestOperator } from '../../operator/harness/test-operator.ts';
 import { objects, template } from '../lib/helm.ts';
 
 const DASHBOARDS = new URL('../edgemesh/dashboards/', import.meta.url);
@@ -91,24 +90,7 @@ describe('the Grafana dashboards', () => {
       for (const n of scraped(await (await fetch(`${agent.url}/metrics`)).text())) agentScrape.add(n);
 
     api = await startFakeApiServer();
-    const kc = new KubeConfig();
-    kc.loadFromString(api.kubeconfig);
-    operator = await startOperator(
-      kc,
-      {
-        identity: 'd',
-        leaseNamespace: 'x',
-        leaseName: 'l',
-        leaseDurationMs: 3000,
-        renewDeadlineMs: 2000,
-        retryPeriodMs: 200,
-        workers: 1,
-        resyncMs: 0,
-        probeHost: '127.0.0.1',
-        probePort: 0,
-      },
-      pino({ level: 'silent' }),
-    );
+    operator = await startTestOperator(api, { workers: 1 });
     api.fault({ method: 'PATCH', status: 500, times: 1 }); // one failed reconcile, then a retry
     api.put({
       apiVersion: 'edgemesh.p2p.dev/v1alpha1',

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { encodeEvent, subjects } from '@edgemesh/contracts';
-import { KubeConfig } from '@kubernetes/client-node';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { pino } from 'pino';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../../agent/harness/nats-server.ts';
 import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserver.ts';
-import { type Operator, startOperator } from '../src/controller.ts';
+import type { Operator } from '../src/controller.ts';
+import { startTestOperator } from '../harness/test-operator.ts';
 import { eventually, node } from './support.ts';
 
 const unavailable = natsUnavailable();
@@ -22,24 +21,7 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     nc = await connect({ servers: nats.url });
     api = await startFakeApiServer();
     api.put(node('edge-0', 'z1', 'r1'));
-    const kc = new KubeConfig();
-    kc.loadFromString(api.kubeconfig);
-    operator = await startOperator(
-      kc,
-      {
-        identity: 'figures',
-        leaseNamespace: 'edgemesh-system',
-        leaseName: 'edgemesh-operator',
-        leaseDurationMs: 3000,
-        renewDeadlineMs: 2000,
-        retryPeriodMs: 200,
-        workers: 1,
-        resyncMs: 0,
-        probeHost: '127.0.0.1',
-        probePort: 0,
-      },
-      pino({ level: 'silent' }),
-    );
+    operator = await startTestOperator(api, { workers: 1 });
     api.put({
       apiVersion: 'edgemesh.p2p.dev/v1alpha1',
       kind: 'EdgeMesh',

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import { parse } from 'yaml';
 import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserver.ts';
-import { type Operator, startOperator } from '../src/controller.ts';
+import type { Operator } from '../src/controller.ts';
+import { startTestOperator } from '../harness/test-operator.ts';
 import { eventually, node } from './support.ts';
 
 const NS = 'shop';
@@ -57,23 +57,7 @@ describe('the operator against an API server fake (real client-node over HTTP)',
     const kc = new KubeConfig();
     kc.loadFromString(api.kubeconfig);
     custom = kc.makeApiClient(CustomObjectsApi);
-    operator = await startOperator(
-      kc,
-      {
-        identity: 'test',
-        leaseNamespace: 'edgemesh-system',
-        leaseName: 'edgemesh-operator',
-        leaseDurationMs: 3000,
-        renewDeadlineMs: 2000,
-        retryPeriodMs: 200,
-        workers: 2,
-        resyncMs: 0,
-        probeHost: '127.0.0.1',
-        probePort: 0,
-        onLostLease: () => assert.fail('lost the lease'),
-      },
-      pino({ level: process.env.TEST_LOG ?? 'silent' }),
-    );
+    operator = await startTestOperator(api, { onLostLease: () => assert.fail('lost the lease') });
   });
   after(async () => {
     await operator?.stop();
