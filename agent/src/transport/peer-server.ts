@@ -438,7 +438,10 @@ async function streamChunks(
     }
     if (upload?.limiter.limited) {
       // Empty pieces while this request waits its turn tell the caller the peer is alive, not stalled.
-      const heartbeat = setInterval(() => call.write({ index, data: Buffer.alloc(0) }), HEARTBEAT_MS);
+      const heartbeat = setInterval(
+        () => cancelled || call.write({ index, data: Buffer.alloc(0) }),
+        HEARTBEAT_MS,
+      );
       try {
         const turn = upload.limiter.acquire(data.length, group, MAX_WAITING_PER_ZONE);
         if (!turn) throw grpcError(status.RESOURCE_EXHAUSTED, 'upload busy: ask another holder or retry');
