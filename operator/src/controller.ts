@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import { type EdgeMesh, GROUP, PLURAL, VERSION } from './api/edgemesh.ts';
 import { FiguresCollector } from './figures.ts';
 import { Informer } from './kit/informer.ts';
+import { tracer } from './kit/tracing.ts';
 import { KubeHttp, objectPath } from './kit/kube-http.ts';
 import { LeaderElector } from './kit/leader.ts';
 import { OperatorMetrics } from './kit/metrics.ts';
@@ -203,7 +204,23 @@ export async function startOperator(
       { meshes: meshes.list().length, nodes: nodes.list().length },
       'informers synced; reconciling',
     );
-    running = queue.run(config.workers, (key) => reconcile(key, deps));
+    running = queue.run(config.workers, (key) =>
+      // A span per reconcile; the work queue's metrics say how long keys waited for it.
+      tracer().startActiveSpan(
+        'edgemesh.reconcile',
+        { attributes: { 'edgemesh.mesh': key } },
+        async (span) => {
+          try {
+            return await reconcile(key, deps);
+          } catch (error) {
+            span.setStatus({ code: 2, message: (error as Error).message });
+            throw error;
+          } finally {
+            span.end();
+          }
+        },
+      ),
+    );
   };
 
   const leader = new LeaderElector({

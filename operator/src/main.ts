@@ -9,6 +9,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { z } from 'zod';
 import { startOperator } from './controller.ts';
+import { startTracing } from './kit/tracing.ts';
 
 const ms = z.coerce.number().int().min(1);
 const configSchema = z.object({
@@ -28,6 +29,15 @@ const configSchema = z.object({
   EDGEMESH_OPERATOR_RESYNC_MS: ms.default(600_000),
   EDGEMESH_OPERATOR_PROBE_HOST: z.string().default('0.0.0.0'),
   EDGEMESH_OPERATOR_PROBE_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  /** OTLP/HTTP endpoint for traces (a span per reconcile); none: no tracing. */
+  EDGEMESH_OPERATOR_OTLP_ENDPOINT: z
+    .url({ protocol: /^https?$/ })
+    .optional()
+    .or(z.literal('').transform(() => undefined)),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z
+    .url({ protocol: /^https?$/ })
+    .optional()
+    .or(z.literal('').transform(() => undefined)),
   EDGEMESH_OPERATOR_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -42,6 +52,10 @@ const logger = pino({
   level: env.EDGEMESH_OPERATOR_LOG_LEVEL,
   base: { identity: env.EDGEMESH_OPERATOR_IDENTITY },
 });
+const tracing = await startTracing(
+  env.EDGEMESH_OPERATOR_OTLP_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT,
+  env.EDGEMESH_OPERATOR_IDENTITY,
+);
 const kc = new KubeConfig();
 if (process.env.KUBECONFIG) kc.loadFromFile(process.env.KUBECONFIG);
 else kc.loadFromCluster();
@@ -70,12 +84,15 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down: stopping watches, draining, releasing the lease');
-    operator.stop().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error({ err: error }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    operator
+      .stop()
+      .then(() => tracing.shutdown())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
   });
 }
