@@ -8,6 +8,7 @@ import { startTestOperator } from '../harness/test-operator.ts';
 import { eventually, node } from './support.ts';
 
 const NS = 'shop';
+const EDGEMESHES = { group: 'edgemesh.p2p.dev', version: 'v1alpha1', namespace: NS, plural: 'edgemeshes' };
 const mesh = (name: string, spec: Record<string, unknown> = {}) => ({
   apiVersion: 'edgemesh.p2p.dev/v1alpha1',
   kind: 'EdgeMesh',
@@ -50,6 +51,13 @@ describe('the operator against an API server fake (real client-node over HTTP)',
     });
   };
 
+  /** A merge patch to a mesh, as `kubectl patch --type merge` sends it. */
+  const patchSpec = (name: string, body: object) =>
+    custom.patchNamespacedCustomObject(
+      { ...EDGEMESHES, name, body },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+
   before(async () => {
     api = await startFakeApiServer({ bookmarkMs: 200 });
     for (const [i, zone] of ['eu-1a', 'eu-1b', 'us-1a'].entries())
@@ -66,10 +74,7 @@ describe('the operator against an API server fake (real client-node over HTTP)',
 
   it('applies every child, owned by the mesh, and turns Ready once the agents are', async () => {
     await custom.createNamespacedCustomObject({
-      group: 'edgemesh.p2p.dev',
-      version: 'v1alpha1',
-      namespace: NS,
-      plural: 'edgemeshes',
+      ...EDGEMESHES,
       body: mesh('cdn'),
     });
     await eventually(() => api.get('daemonsets', NS, 'edgemesh-cdn'));
@@ -109,17 +114,7 @@ describe('the operator against an API server fake (real client-node over HTTP)',
       spec: { template: { metadata: { annotations: Record<string, string> } } };
     };
     const hash = before.spec.template.metadata.annotations['edgemesh.p2p.dev/config-hash'];
-    await custom.patchNamespacedCustomObject(
-      {
-        group: 'edgemesh.p2p.dev',
-        version: 'v1alpha1',
-        namespace: NS,
-        plural: 'edgemeshes',
-        name: 'cdn',
-        body: { spec: { replication: { factor: 2 } } },
-      },
-      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-    );
+    await patchSpec('cdn', { spec: { replication: { factor: 2 } } });
     const generation = api.get('edgemeshes', NS, 'cdn')!.metadata.generation;
     assert.equal(generation, 2);
     await eventually(() => {
@@ -131,17 +126,9 @@ describe('the operator against an API server fake (real client-node over HTTP)',
 
   it('reports a spec that cannot work as Degraded and leaves the running mesh alone', async () => {
     const dsBefore = api.get('daemonsets', NS, 'edgemesh-cdn')!.metadata.resourceVersion;
-    await custom.patchNamespacedCustomObject(
-      {
-        group: 'edgemesh.p2p.dev',
-        version: 'v1alpha1',
-        namespace: NS,
-        plural: 'edgemeshes',
-        name: 'cdn',
-        body: { spec: { controlPlane: { credentialsSecret: 'nats-creds' }, cache: { diskSize: '20Gi' } } },
-      },
-      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-    );
+    await patchSpec('cdn', {
+      spec: { controlPlane: { credentialsSecret: 'nats-creds' }, cache: { diskSize: '20Gi' } },
+    });
     await eventually(() => condition('cdn', 'Degraded')?.status === 'True' || undefined);
     assert.equal(condition('cdn', 'Degraded')?.reason, 'SecretMissing');
     assert.equal(
@@ -160,18 +147,10 @@ describe('the operator against an API server fake (real client-node over HTTP)',
 
   it('refuses what the CRD schema refuses (bounds, patterns, CEL rules)', async () => {
     const create = (body: object) =>
-      custom
-        .createNamespacedCustomObject({
-          group: 'edgemesh.p2p.dev',
-          version: 'v1alpha1',
-          namespace: NS,
-          plural: 'edgemeshes',
-          body,
-        })
-        .then(
-          () => 201,
-          (e: { code: number }) => e.code,
-        );
+      custom.createNamespacedCustomObject({ ...EDGEMESHES, body }).then(
+        () => 201,
+        (e: { code: number }) => e.code,
+      );
     assert.equal(await create(mesh('bad1', { replication: { factor: 2, writeCopies: 3 } })), 422);
     assert.equal(await create(mesh('bad2', { ports: { http: 7000, grpc: 7000 } })), 422);
     assert.equal(await create(mesh('bad3', { cache: { diskSize: 'lots' } })), 422);
@@ -207,10 +186,7 @@ describe('the operator against an API server fake (real client-node over HTTP)',
     api.dropWatches();
     api.compact();
     await custom.createNamespacedCustomObject({
-      group: 'edgemesh.p2p.dev',
-      version: 'v1alpha1',
-      namespace: NS,
-      plural: 'edgemeshes',
+      ...EDGEMESHES,
       body: mesh('stream', { cache: { storage: 'EmptyDir' } }),
     });
     await eventually(() => api.get('daemonsets', NS, 'edgemesh-stream'), 40_000);

@@ -2,7 +2,7 @@ import { IntegrityError } from '../cache/errors.ts';
 import { chunkLength, digestOf, isDigest, rootDigest } from '../cache/chunking.ts';
 import { type Manifest, parseManifest } from '../cache/manifest.ts';
 import { HOP_CLASSES, type HopClass } from '../overlay/proximity.ts';
-import { headOf, type ObjectHead, type Progress, Swarm } from './swarm.ts';
+import { headOf, type ObjectHead, Progress, type Swarm } from './swarm.ts';
 import type { Holder } from '../overlay/holder-index.ts';
 import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
@@ -221,7 +221,6 @@ interface Source {
   rank: number;
   inFlight: number;
   dead: boolean;
-  watched: boolean;
   /** Refused as busy: not asked again before this time (performance.now()). */
   busyUntil: number;
 }
@@ -306,7 +305,7 @@ class Download {
     this.#opts = opts;
     this.#authority = located.manifest ? undefined : located.authority;
     this.#lease = opts.store.newLease();
-    this.#progress = opts.swarm?.begin(this.head) ?? new Swarm().begin(this.head);
+    this.#progress = opts.swarm?.begin(this.head) ?? new Progress(this.head);
     if (this.manifest) this.#progress.addDigests(0, this.manifest.chunks);
     this.#verified = new Uint8Array(this.#progress.count);
     this.#assigned = new Uint8Array(this.#progress.count);
@@ -400,7 +399,6 @@ class Download {
       rank: this.#sources.size,
       inFlight: 0,
       dead: false,
-      watched: false,
       busyUntil: 0,
     };
     this.#sources.set(transport.address, source);
@@ -421,7 +419,6 @@ class Download {
    * authority (the owner getting the object from its origin), the digests and the manifest.
    */
   #watch(source: Source, authoritative: boolean): void {
-    source.watched = true;
     this.#watching++;
     const { key } = this.head;
     const id = source.transport.id;
