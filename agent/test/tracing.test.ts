@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type AgentProcess, eventually, startAgentProcess } from '../harness/agent-process.ts';
+import { startOrigin, type TestOrigin } from '../harness/origin-server.ts';
 import { startOtlpReceiver } from '../harness/otlp-receiver.ts';
 
 /**
@@ -14,15 +15,19 @@ import { startOtlpReceiver } from '../harness/otlp-receiver.ts';
 describe('traces across agents (OTLP)', () => {
   let dir: string;
   let receiver: Awaited<ReturnType<typeof startOtlpReceiver>>;
+  let origin: TestOrigin;
+  const fromOrigin = randomBytes(5 * 2 ** 20);
   const agents: AgentProcess[] = [];
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-tracing-'));
     receiver = await startOtlpReceiver();
+    origin = await startOrigin(new Map([['/o/movie.bin', fromOrigin]]));
     const start = (id: string, zone: string, peers: string[], extra: string[] = []) =>
       startAgentProcess([
         ...['--node-id', id, '--zone', zone, '--region', 'eu', '--store.dir', join(dir, id)],
         ...['--telemetry.otlp-endpoint', receiver.url, ...(peers.length ? ['--peers', peers.join(',')] : [])],
+        ...['--origins', `cdn/=${origin.url}`],
         ...extra,
       ]);
     const a = await start('a', 'eu-1', []);
@@ -38,6 +43,7 @@ describe('traces across agents (OTLP)', () => {
   after(async () => {
     await Promise.all(agents.map((a) => a.stop('SIGKILL')));
     receiver.close();
+    origin.close();
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -99,5 +105,29 @@ describe('traces across agents (OTLP)', () => {
       5000,
       'a log line with the trace id',
     );
+  });
+
+  it('traces an origin fetch: a span with the origin, its answer and the bytes', async () => {
+    const c = agents[2]!;
+    const traceId = randomBytes(16).toString('hex');
+    const res = await fetch(`${c.url}/v1/objects/cdn/movie.bin`, {
+      headers: { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` },
+    });
+    assert.equal(res.status, 200);
+    assert.ok(Buffer.from(await res.arrayBuffer()).equals(fromOrigin), 'the origin’s bytes');
+    assert.equal(res.headers.get('x-edgemesh-source'), 'origin');
+    const span = await eventually(
+      () =>
+        Promise.resolve(
+          receiver.spans.find((s) => s.traceId === traceId && s.name === 'edgemesh.fetch_origin'),
+        ),
+      15_000,
+      'the origin fetch span',
+    );
+    assert.equal(span.attributes['url.full'], `${origin.url}movie.bin`);
+    assert.equal(span.attributes['http.response.status_code'], 200);
+    assert.equal(span.attributes['edgemesh.bytes'], fromOrigin.length);
+    const root = receiver.spans.find((s) => s.traceId === traceId && s.name === 'GET /v1/objects/{key}');
+    assert.equal(root?.attributes['edgemesh.source'], 'origin');
   });
 });

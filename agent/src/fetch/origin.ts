@@ -6,6 +6,7 @@ import type { ObjectStore } from '../cache/object-store.ts';
 import type { Counters } from '../telemetry/counters.ts';
 import { isKey } from '../keys.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { SpanKind, SpanStatusCode, tracer } from '../telemetry/tracing.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { Located } from './peer-fetcher.ts';
 import { headOf, type ObjectHead, type Progress, Seeder, type Swarm } from './swarm.ts';
@@ -91,18 +92,61 @@ export class OriginFetcher {
     return entry;
   }
 
-  async #fetch(key: string, onStart: (progress: Progress | undefined) => void): Promise<Manifest> {
+  /**
+   * One origin fetch, as a span `edgemesh.fetch_origin` in the trace of the read that started it
+   * (on an owner: in the reader's trace, through FetchOrigin's metadata). Its URL is recorded without
+   * credentials or query string, which may carry tokens.
+   */
+  #fetch(key: string, onStart: (progress: Progress | undefined) => void): Promise<Manifest> {
     const url = this.urlFor(key);
+    const safe = url ? redactUrl(url) : undefined;
+    return tracer().startActiveSpan(
+      'edgemesh.fetch_origin',
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          'edgemesh.key': key,
+          ...(safe ? { 'url.full': safe.href, 'server.address': safe.hostname } : {}),
+        },
+      },
+      async (span) => {
+        try {
+          const manifest = await this.#fetchFrom(url, key, onStart, (status) =>
+            span.setAttribute('http.response.status_code', status),
+          );
+          span.setAttribute('edgemesh.bytes', manifest.size);
+          return manifest;
+        } catch (error) {
+          if (!(error instanceof ObjectNotFoundError)) {
+            span.recordException(error as Error);
+            span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error).message });
+          }
+          throw error;
+        } finally {
+          span.end();
+        }
+      },
+    );
+  }
+
+  async #fetchFrom(
+    url: string | undefined,
+    key: string,
+    onStart: (progress: Progress | undefined) => void,
+    onStatus: (status: number) => void,
+  ): Promise<Manifest> {
     if (!url) throw new ObjectNotFoundError(key);
+    const shown = redactUrl(url).href; // for errors and logs: no credentials, no tokens
     this.#counters.originFetches++;
     let res: Response;
     try {
       res = await fetch(url, { signal: AbortSignal.timeout(this.#timeoutMs), redirect: 'follow' });
     } catch (error) {
-      throw new OriginError(`origin ${url} unreachable: ${(error as Error).message}`, { cause: error });
+      throw new OriginError(`origin ${shown} unreachable: ${(error as Error).message}`, { cause: error });
     }
+    onStatus(res.status);
     if (res.status === 404) throw new ObjectNotFoundError(key);
-    if (!res.ok || !res.body) throw new OriginError(`origin ${url} answered ${res.status}`);
+    if (!res.ok || !res.body) throw new OriginError(`origin ${shown} answered ${res.status}`);
     const length = res.headers.get('content-length');
     const size = length === null ? undefined : Number(length);
     const type = res.headers.get('content-type') ?? undefined;
@@ -139,9 +183,19 @@ export class OriginFetcher {
     }
     progress?.complete(manifest);
     this.#counters.bytesFromOrigin += manifest.size;
-    this.#logger.info({ key, url, bytes: manifest.size }, 'fetched from origin');
+    this.#logger.info({ key, url: shown, bytes: manifest.size }, 'fetched from origin');
     return manifest;
   }
+}
+
+/** `url` without user info, query or fragment: what may go into a span, a log line or an error. */
+function redactUrl(url: string): URL {
+  const safe = new URL(url);
+  safe.username = '';
+  safe.password = '';
+  safe.search = '';
+  safe.hash = '';
+  return safe;
 }
 
 /** An object's shape from a peer (untrusted): checked like a manifest's fields. */
