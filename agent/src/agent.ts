@@ -77,7 +77,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const logger = deps.logger ?? createLogger({ level: config.log.level, nodeId: config.nodeId });
   const clock = deps.clock ?? systemClock;
   const counters = new Counters();
-  const tracing = startTracing({
+  const tracing = await startTracing({
     endpoint: config.telemetry.otlpEndpoint,
     nodeId: config.nodeId,
     zone: config.zone,
@@ -203,6 +203,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       return byState;
     },
     controlState: () => overlay.control.state(),
+    repairBacklog: () => replicator.backlog,
+    node: { id: config.nodeId, zone: config.zone, region: config.region },
   });
   let ready = false;
   const app = createApp({

@@ -34,6 +34,7 @@ export class Replicator {
   readonly #replicatedTo = new Map<string, Set<string>>();
   #repairTimer: NodeJS.Timeout | undefined;
   #repairing: Promise<void> = Promise.resolve();
+  #backlog = 0;
 
   constructor(opts: ReplicatorOptions) {
     this.#opts = opts;
@@ -56,6 +57,11 @@ export class Replicator {
         });
       }
     });
+  }
+
+  /** Copies (and purge checks) the running repair pass has still to make: 0 when none runs. */
+  get backlog(): number {
+    return this.#backlog;
   }
 
   /** Runs one repair pass soon (coalescing bursts of membership changes). */
@@ -88,8 +94,15 @@ export class Replicator {
         if (!done?.has(owner.address)) work.push(() => this.#copyTo(owner, manifest));
       }
     }
-    for (let i = 0; i < work.length; i += REPAIR_PARALLELISM) {
-      await Promise.all(work.slice(i, i + REPAIR_PARALLELISM).map((run) => run()));
+    this.#backlog = work.length;
+    try {
+      for (let i = 0; i < work.length; i += REPAIR_PARALLELISM) {
+        await Promise.all(
+          work.slice(i, i + REPAIR_PARALLELISM).map((run) => run().finally(() => this.#backlog--)),
+        );
+      }
+    } finally {
+      this.#backlog = 0;
     }
     if (work.length > 0) this.#opts.logger.info({ copies: work.length }, 'repair pass finished');
   }

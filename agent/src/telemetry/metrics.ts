@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Attributes, ObservableResult } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { resourceFromAttributes } from '@opentelemetry/resources';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import type { StoreStats } from '../cache/object-store.ts';
 import { type Counters, SOURCES } from './counters.ts';
@@ -13,6 +14,10 @@ export interface MetricSources {
   members?: () => Record<string, number>;
   /** The control plane's connection state (connected, disconnected, off...). */
   controlState?: () => string;
+  /** Copies the running repair pass has still to make. */
+  repairBacklog?: () => number;
+  /** This node, as resource attributes (Prometheus shows them on `target_info`). */
+  node?: { id: string; zone: string; region: string };
 }
 
 /**
@@ -21,12 +26,25 @@ export interface MetricSources {
  */
 export class AgentMetrics {
   readonly #exporter = new PrometheusExporter({ preventServerStart: true });
-  readonly #provider = new MeterProvider({ readers: [this.#exporter] });
+  readonly #provider: MeterProvider;
   readonly #durations;
   /** The metric names this agent exports, as Prometheus shows them (histograms: the base name). */
   readonly names: string[] = [];
 
   constructor(sources: MetricSources) {
+    this.#provider = new MeterProvider({
+      readers: [this.#exporter],
+      resource: resourceFromAttributes({
+        'service.name': 'edgemesh-agent',
+        ...(sources.node
+          ? {
+              'service.instance.id': sources.node.id,
+              'edgemesh.zone': sources.node.zone,
+              'edgemesh.region': sources.node.region,
+            }
+          : {}),
+      }),
+    });
     const meter = this.#provider.getMeter('edgemesh-agent');
     const named = (name: string, kind: 'counter' | 'gauge' | 'histogram') =>
       this.names.push(prometheusName(name, kind));
@@ -115,6 +133,9 @@ export class AgentMetrics {
     gauge('edgemesh.members', 'Mesh members this agent knows, by state (alive, suspect, dead)', (r) => {
       for (const [state, n] of Object.entries(sources.members?.() ?? {})) r.observe(n, { state });
     });
+    gauge('edgemesh.repair.backlog', 'Copies the running repair pass has still to make (0: none runs)', (r) =>
+      r.observe(sources.repairBacklog?.() ?? 0),
+    );
     gauge('edgemesh.control.connected', '1 while the control plane (NATS) is connected', (r) =>
       r.observe(sources.controlState?.() === 'connected' ? 1 : 0),
     );

@@ -1,36 +1,48 @@
-import { type Context, context, propagation, ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
+import {
+  type Context,
+  context,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from '@opentelemetry/api';
 import type { Metadata } from '@grpc/grpc-js';
 
 /**
  * Traces: one per object fetch, across every node it touches. The context travels in W3C
  * `traceparent` headers (HTTP) and gRPC metadata (node to node), so the reader's request, the owners'
- * answers and each holder's chunk stream are one trace. Spans go to an OTLP/HTTP endpoint; without
- * one, tracing is off and costs nothing (the API's no-op tracer).
+ * answers and each holder's chunk stream are one trace. Spans go to an OTLP/HTTP endpoint. Without
+ * one, tracing is off and costs nothing: the API's no-op tracer, and the SDK is never loaded (it is
+ * about 4 MB of an idle agent's memory).
  */
-export function startTracing(opts: {
+export async function startTracing(opts: {
   endpoint: string | undefined;
   nodeId: string;
   zone: string;
   region: string;
-}): { shutdown(): Promise<void> } {
+}): Promise<{ shutdown(): Promise<void> }> {
   if (!opts.endpoint) return { shutdown: () => Promise.resolve() };
+  const [{ AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, otlp, resources, sdk] =
+    await Promise.all([
+      import('@opentelemetry/context-async-hooks'),
+      import('@opentelemetry/core'),
+      import('@opentelemetry/exporter-trace-otlp-http'),
+      import('@opentelemetry/resources'),
+      import('@opentelemetry/sdk-trace'),
+    ]);
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  const provider = new TracerProvider({
-    resource: resourceFromAttributes({
+  const provider = new sdk.TracerProvider({
+    resource: resources.resourceFromAttributes({
       'service.name': 'edgemesh-agent',
       'service.instance.id': opts.nodeId,
       'edgemesh.zone': opts.zone,
       'edgemesh.region': opts.region,
     }),
     spanProcessors: [
-      new BatchSpanProcessor({
-        exporter: new OTLPTraceExporter({ url: `${opts.endpoint.replace(/\/$/, '')}/v1/traces` }),
+      new sdk.BatchSpanProcessor({
+        exporter: new otlp.OTLPTraceExporter({ url: `${opts.endpoint.replace(/\/$/, '')}/v1/traces` }),
         scheduledDelayMillis: 500,
       }),
     ],
@@ -40,7 +52,7 @@ export function startTracing(opts: {
 }
 
 export const tracer = () => trace.getTracer('edgemesh-agent');
-export { context, SpanKind, trace };
+export { context, SpanKind, SpanStatusCode, trace };
 
 /** Puts the active trace context into outgoing gRPC metadata. */
 export function injectInto(metadata: Metadata): Metadata {
