@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
@@ -6,8 +7,13 @@ import type { Manifest } from '../cache/manifest.ts';
 import type { Coordinate } from '../overlay/vivaldi.ts';
 import { decodePiece, encodePiece } from './piece-codec.ts';
 
-/** The .proto is the contract; this is its path in the repo. */
-export const PEER_PROTO = fileURLToPath(new URL('../../proto/edgemesh/peer/v1/peer.proto', import.meta.url));
+/**
+ * The .proto is the contract. It is read at run time: from `agent/proto/` in the repo, or from beside
+ * the bundle that scripts/build.ts makes (`dist/proto/`, as in the container image).
+ */
+export const PEER_PROTO = [`../../proto/edgemesh/peer/v1/peer.proto`, `./proto/edgemesh/peer/v1/peer.proto`]
+  .map((path) => fileURLToPath(new URL(path, import.meta.url)))
+  .find((path) => existsSync(path)) as string;
 
 /**
  * Pieces are at most this large. Chunks are sent whole (one message each): splitting would cost the
