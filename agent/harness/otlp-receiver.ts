@@ -27,8 +27,13 @@ const valueOf = (v: AnyValue) =>
 const attributes = (list: { key: string; value: AnyValue }[] = []) =>
   Object.fromEntries(list.map((a) => [a.key, valueOf(a.value)]));
 
-/** A test OTLP/HTTP trace receiver (JSON encoding): collects every span exported to /v1/traces. */
-export async function startOtlpReceiver(): Promise<{ url: string; spans: ReceivedSpan[]; close(): void }> {
+/**
+ * A test OTLP/HTTP trace receiver (JSON encoding): collects every span exported to /v1/traces.
+ * Listens on `host` (loopback by default; a Docker network's gateway for agents in containers).
+ */
+export async function startOtlpReceiver(
+  host = '127.0.0.1',
+): Promise<{ url: string; spans: ReceivedSpan[]; close(): void }> {
   const spans: ReceivedSpan[] = [];
   const server = createServer((req, res) => {
     const parts: Buffer[] = [];
@@ -70,10 +75,10 @@ export async function startOtlpReceiver(): Promise<{ url: string; spans: Receive
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
   });
-  server.listen(0, '127.0.0.1');
+  server.listen(0, host);
   await once(server, 'listening');
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: `http://${host}:${(server.address() as AddressInfo).port}`,
     spans,
     close: () => server.close(),
   };

@@ -201,7 +201,7 @@ function matchesSelector(labels: Record<string, string> | undefined, selector: s
 }
 
 export async function startFakeApiServer(
-  opts: { crdFile?: URL; bookmarkMs?: number; historyLimit?: number } = {},
+  opts: { crdFile?: URL; bookmarkMs?: number; historyLimit?: number; host?: string } = {},
 ): Promise<FakeApiServer> {
   const crdFile = opts.crdFile ?? new URL('../../crds/edgemeshes.edgemesh.p2p.dev.yaml', import.meta.url);
   const crd = parseYaml(readFileSync(crdFile, 'utf8')) as {
@@ -617,9 +617,10 @@ export async function startFakeApiServer(
       else res.end();
     });
   });
-  server.listen(0, '127.0.0.1');
+  const host = opts.host ?? '127.0.0.1';
+  server.listen(0, host);
   await once(server, 'listening');
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const url = `http://${host}:${(server.address() as AddressInfo).port}`;
   const typeOf = (plural: string, group?: string) => {
     const t = TYPES.find((x) => x.plural === plural && (group === undefined || x.group === group));
     if (!t) throw new Error(`unknown resource ${plural}`);

@@ -1,0 +1,96 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile, copyFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+/** The repository root: the build context of the real Dockerfile. */
+export const ROOT = resolve(import.meta.dirname, '..', '..');
+/** The base image the Dockerfile names; made locally where it cannot be pulled. */
+export const NODE_BASE = 'node:24-bookworm-slim';
+const MAKE_BASE = join(import.meta.dirname, 'make-base-images.sh');
+
+const run = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: 'utf8' });
+const found = (cmd: string) => !run('sh', ['-c', `command -v ${cmd}`]).status;
+
+export const hasImage = (name: string) => run('docker', ['image', 'inspect', name]).status === 0;
+
+/** Why the container suites cannot run on this machine, or undefined when they can. */
+export function containersUnavailable(): string | undefined {
+  const info = run('docker', ['info']);
+  if (info.error || info.status !== 0)
+    return 'no container engine (docker info failed; .ci/run installs docker.io and starts dockerd)';
+  if (!hasImage(NODE_BASE)) {
+    if (process.getuid?.() !== 0)
+      return `${NODE_BASE} is not in the engine, and making it locally needs root (debootstrap)`;
+    if (!found('debootstrap'))
+      return `${NODE_BASE} is not in the engine, and debootstrap (to make it) is not installed`;
+  }
+  if (!found('nats-server')) return 'nats-server is not installed (the NATS container is made from it)';
+  return undefined;
+}
+
+/**
+ * Makes the official base images the Dockerfile names (node:24-bookworm-slim, debian:bookworm-slim)
+ * from Debian's packages and this machine's Node, when the engine does not have them: nothing can be
+ * pulled here. Where they can be pulled, pull them instead and this does nothing.
+ */
+export function ensureBaseImages(): void {
+  if (hasImage(NODE_BASE)) return;
+  const npm = resolve(run('npm', ['root', '-g']).stdout.trim(), 'npm');
+  const made = run('bash', [MAKE_BASE, process.execPath, npm]);
+  if (made.status !== 0) throw new Error(`making ${NODE_BASE} failed: ${made.stderr}`);
+}
+
+/**
+ * CA certificates npm needs inside `docker build` (an outbound TLS proxy that only this host trusts):
+ * EDGEMESH_BUILD_CA_FILE, else Debian's local CA directory. Empty when there are none.
+ */
+export function buildCa(): string {
+  const file = process.env.EDGEMESH_BUILD_CA_FILE;
+  if (file) return readFileSync(file, 'utf8');
+  const dir = '/usr/local/share/ca-certificates';
+  if (!existsSync(dir)) return '';
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.crt'))
+    .map((f) => readFileSync(join(dir, f), 'utf8'))
+    .join('\n');
+}
+
+/** The image's size in bytes, as the engine reports it. */
+export function imageBytes(name: string): number {
+  return Number(run('docker', ['image', 'inspect', '--format', '{{.Size}}', name]).stdout.trim());
+}
+
+/**
+ * A NATS image made from this machine's nats-server binary on the local Debian base: the official
+ * `nats` image cannot be pulled here. It runs the server as the official image does (`/nats-server`).
+ */
+export async function buildNatsImage(tag: string): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'edgemesh-nats-image-'));
+  try {
+    await copyFile(run('sh', ['-c', 'command -v nats-server']).stdout.trim(), join(dir, 'nats-server'));
+    await writeFile(
+      join(dir, 'Dockerfile'),
+      'FROM debian:bookworm-slim\nCOPY nats-server /nats-server\nUSER 65532:65532\nEXPOSE 4222\nENTRYPOINT ["/nats-server"]\n',
+    );
+    const built = run('docker', ['build', '--pull=false', '-q', '-t', tag, dir]);
+    if (built.status !== 0) throw new Error(`building ${tag} failed: ${built.stderr}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The gateway address of a Docker network: where its containers reach this host. */
+export function networkGateway(network: string): string {
+  const out = run('docker', [
+    'network',
+    'inspect',
+    '--format',
+    '{{(index .IPAM.Config 0).Gateway}}',
+    network,
+  ]);
+  if (out.status !== 0 || !out.stdout.trim())
+    throw new Error(`no gateway for network ${network}: ${out.stderr}`);
+  return out.stdout.trim();
+}
