@@ -218,6 +218,10 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
     const batch = spans.find((s) => s.name === 'edgemesh.fetch_chunks');
     assert.ok(batch, 'a span per chunk batch');
     assert.ok(['zone', 'region'].includes(batch.attributes['edgemesh.hop'] as string), 'with its hop class');
+    const holder = nodes.find((n) => n.id === batch.attributes['edgemesh.peer']);
+    assert.ok(holder, `the batch names a holder: ${String(batch.attributes['edgemesh.peer'])}`);
+    assert.equal(batch.attributes['edgemesh.peer.zone'], holder.zone, 'and its zone');
+    assert.equal(batch.attributes['edgemesh.peer.region'], 'r1', 'and its region');
     assert.ok(
       spans.some((s) => s.name === 'edgemesh.peer.v1.Peer/GetManifest' && node(s) !== reader.id),
       'the owners asked are in the trace',

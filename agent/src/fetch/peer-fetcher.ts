@@ -50,6 +50,8 @@ export interface PeerFetcherOptions {
   rank?: (holders: readonly PeerTransport[]) => PeerTransport[];
   /** How far a peer is (for locality when choosing whom to ask for each chunk); default 'remote'. */
   hopClassOf?: (peer: PeerTransport) => HopClass;
+  /** Where a peer is (zone, region), for traces. */
+  placeOf?: (peer: PeerTransport) => { zone: string; region: string };
   /** Where downloads under way are published, so peers can fetch their chunks early. */
   swarm?: Swarm;
   /** This node as a holder, named to the peers it watches so they can fetch from it in turn. */
@@ -586,11 +588,14 @@ class Download {
     const digests = indexes.map((i) => this.#progress.digests[i]!);
     const lengths = indexes.map((i) => chunkLength(this.head.size, this.head.chunkSize, i));
     const id = source.transport.id;
-    // A span per chunk batch, naming the peer and how far it is; the peer's server span joins it.
+    // A span per chunk batch, naming the peer, where it is and how far; the peer's server span joins it.
+    const place = this.#opts.placeOf?.(source.transport);
     const span = tracer().startSpan('edgemesh.fetch_chunks', {
       kind: SpanKind.CLIENT,
       attributes: {
         'edgemesh.peer': id,
+        ...(place?.zone ? { 'edgemesh.peer.zone': place.zone } : {}),
+        ...(place?.region ? { 'edgemesh.peer.region': place.region } : {}),
         'edgemesh.hop': HOP_CLASSES[source.cls] ?? 'remote',
         'edgemesh.chunks': indexes.length,
         'edgemesh.first_chunk': indexes[0]!,

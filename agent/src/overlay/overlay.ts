@@ -185,10 +185,15 @@ export class Overlay {
   hopClassOf(transport: PeerTransport): HopClass {
     const { config } = this.#opts;
     const self = { id: config.nodeId, zone: config.zone, region: config.region };
+    return hopClass(self, { id: transport.id, ...this.placeOf(transport) });
+  }
+
+  /** Where a peer is, as its membership (or static peer entry) says; empty strings when unknown. */
+  placeOf(transport: PeerTransport): { zone: string; region: string } {
     const member = this.#membership?.all().find((m) => m.transport.address === transport.address);
-    if (member) return hopClass(self, { id: member.info.nodeId, ...member.info });
+    if (member) return { zone: member.info.zone, region: member.info.region };
     const s = this.staticPeers.states().find((p) => p.address === transport.address);
-    return hopClass(self, { id: transport.id, zone: s?.zone ?? '', region: s?.region ?? '' });
+    return { zone: s?.zone ?? '', region: s?.region ?? '' };
   }
 
   /** The zone a member is in ("region/zone"), for sharing upload fairly; '?' for an unknown node. */
