@@ -18,7 +18,7 @@ import { Purger } from './overlay/purger.ts';
 import { Inbox } from './exchange/inbox.ts';
 import { Counters } from './telemetry/counters.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
-import { AgentMetrics } from './telemetry/metrics.ts';
+import { AgentMetrics, otlpMetricReader } from './telemetry/metrics.ts';
 import { startTracing } from './telemetry/tracing.ts';
 import { type Clock, systemClock } from './time/clock.ts';
 import { bindPeerServer, createPeerServer } from './transport/peer-server.ts';
@@ -110,6 +110,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     swarm,
     self: () => overlay.selfHolder(),
     hopClassOf: (peer) => overlay.hopClassOf(peer),
+    placeOf: (peer) => overlay.placeOf(peer),
     peers: () => overlay.peers(),
     owners: (key) => overlay.owners(key),
     resolve: (holder) => overlay.resolve(holder),
@@ -205,6 +206,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     controlState: () => overlay.control.state(),
     repairBacklog: () => replicator.backlog,
     node: { id: config.nodeId, zone: config.zone, region: config.region },
+    readers: config.telemetry.otlpEndpoint ? [await otlpMetricReader(config.telemetry.otlpEndpoint)] : [],
   });
   let ready = false;
   const app = createApp({

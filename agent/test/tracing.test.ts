@@ -22,6 +22,7 @@ describe('traces across agents (OTLP)', () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-tracing-'));
     receiver = await startOtlpReceiver();
+    process.env.OTEL_METRIC_EXPORT_INTERVAL = '300'; // the agents push their metrics over OTLP that often
     origin = await startOrigin(new Map([['/o/movie.bin', fromOrigin]]));
     const start = (id: string, zone: string, peers: string[], extra: string[] = []) =>
       startAgentProcess([
@@ -79,6 +80,8 @@ describe('traces across agents (OTLP)', () => {
     const batches = spans.filter((s) => s.name === 'edgemesh.fetch_chunks');
     assert.ok(batches.length >= 1, 'a span per chunk batch');
     assert.equal(batches[0]!.attributes['edgemesh.peer'], `127.0.0.1:${a.grpcPort}`, 'from the holder, a');
+    assert.equal(batches[0]!.attributes['edgemesh.peer.zone'], 'eu-1', 'with its zone');
+    assert.equal(batches[0]!.attributes['edgemesh.peer.region'], 'eu', 'and region');
     assert.ok(
       on('a').includes('edgemesh.peer.v1.Peer/FetchChunks'),
       'the holder served the chunks in the same trace',
@@ -129,5 +132,21 @@ describe('traces across agents (OTLP)', () => {
     assert.equal(span.attributes['edgemesh.bytes'], fromOrigin.length);
     const root = receiver.spans.find((s) => s.traceId === traceId && s.name === 'GET /v1/objects/{key}');
     assert.equal(root?.attributes['edgemesh.source'], 'origin');
+  });
+
+  it('pushes its metrics over OTLP too, named as on /metrics, with the node as resource', async () => {
+    const got = await eventually(
+      () =>
+        Promise.resolve(
+          receiver.metrics.find(
+            (m) => m.name === 'edgemesh.peer.bytes.by_hop' && m.resource['service.instance.id'] === 'c',
+          ),
+        ),
+      10_000,
+      'edgemesh.peer.bytes.by_hop from c over OTLP',
+    );
+    assert.equal(got.resource['service.name'], 'edgemesh-agent');
+    assert.equal(got.resource['edgemesh.zone'], 'eu-3');
+    assert.ok(receiver.metrics.some((m) => m.name === 'http.server.request.duration'));
   });
 });

@@ -133,8 +133,9 @@ export const agentConfigSchema = z.strictObject({
   telemetry: z
     .strictObject({
       /**
-       * An OTLP/HTTP endpoint for traces (e.g. http://otel-collector:4318); OTEL_EXPORTER_OTLP_ENDPOINT
-       * is used when this is not set. No endpoint: no tracing.
+       * An OTLP/HTTP endpoint for traces and metrics (e.g. http://otel-collector:4318);
+       * OTEL_EXPORTER_OTLP_ENDPOINT is used when this is not set. No endpoint: no tracing, and metrics
+       * only at /metrics.
        */
       otlpEndpoint: z.url({ protocol: /^https?$/ }).optional(),
     })
