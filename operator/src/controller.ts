@@ -20,6 +20,7 @@ import { Informer } from './kit/informer.ts';
 import { tracer } from './kit/tracing.ts';
 import { KubeHttp, objectPath } from './kit/kube-http.ts';
 import { LeaderElector } from './kit/leader.ts';
+import type { MetricReader } from '@opentelemetry/sdk-metrics';
 import { OperatorMetrics } from './kit/metrics.ts';
 import { WorkQueue } from './kit/queue.ts';
 import { FIELD_MANAGER, MESH_LABEL } from './reconcile/desired.ts';
@@ -43,6 +44,8 @@ export interface OperatorConfig {
   probePort: number;
   /** Called when the lease is lost; by default the process exits, as controller-runtime's managers do. */
   onLostLease?: () => void;
+  /** Metric readers besides /metrics, e.g. an OTLP push (kit/tracing.ts otlpMetricReader). */
+  metricReaders?: MetricReader[];
 }
 
 export interface Operator {
@@ -73,6 +76,8 @@ export async function startOperator(
     controller: 'edgemesh',
     queue,
     leading: () => leader.leading,
+    identity: config.identity,
+    readers: config.metricReaders ?? [],
   });
   const core = kc.makeApiClient(CoreV1Api);
   const apps = kc.makeApiClient(AppsV1Api);

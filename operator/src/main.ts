@@ -9,7 +9,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { z } from 'zod';
 import { startOperator } from './controller.ts';
-import { startTracing } from './kit/tracing.ts';
+import { otlpMetricReader, startTracing } from './kit/tracing.ts';
 
 const ms = z.coerce.number().int().min(1);
 const configSchema = z.object({
@@ -52,10 +52,9 @@ const logger = pino({
   level: env.EDGEMESH_OPERATOR_LOG_LEVEL,
   base: { identity: env.EDGEMESH_OPERATOR_IDENTITY },
 });
-const tracing = await startTracing(
-  env.EDGEMESH_OPERATOR_OTLP_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT,
-  env.EDGEMESH_OPERATOR_IDENTITY,
-);
+const otlpEndpoint = env.EDGEMESH_OPERATOR_OTLP_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT;
+const tracing = await startTracing(otlpEndpoint, env.EDGEMESH_OPERATOR_IDENTITY);
+const metricReaders = otlpEndpoint ? [await otlpMetricReader(otlpEndpoint)] : [];
 const kc = new KubeConfig();
 if (process.env.KUBECONFIG) kc.loadFromFile(process.env.KUBECONFIG);
 else kc.loadFromCluster();
@@ -73,6 +72,7 @@ const operator = await startOperator(
     resyncMs: env.EDGEMESH_OPERATOR_RESYNC_MS,
     probeHost: env.EDGEMESH_OPERATOR_PROBE_HOST,
     probePort: env.EDGEMESH_OPERATOR_PROBE_PORT,
+    metricReaders,
   },
   logger,
 );

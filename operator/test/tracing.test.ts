@@ -4,10 +4,10 @@ import { startOtlpReceiver } from '../../agent/harness/otlp-receiver.ts';
 import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserver.ts';
 import { startTestOperator } from '../harness/test-operator.ts';
 import type { Operator } from '../src/controller.ts';
-import { startTracing } from '../src/kit/tracing.ts';
+import { otlpMetricReader, startTracing } from '../src/kit/tracing.ts';
 import { eventually, node } from './support.ts';
 
-describe('operator traces (OTLP)', () => {
+describe('operator traces and metrics (OTLP)', () => {
   let receiver: Awaited<ReturnType<typeof startOtlpReceiver>>;
   let tracing: { shutdown(): Promise<void> };
   let api: FakeApiServer;
@@ -18,7 +18,10 @@ describe('operator traces (OTLP)', () => {
     tracing = await startTracing(receiver.url, 'op-1');
     api = await startFakeApiServer();
     api.put(node('edge-0', 'z1', 'r1'));
-    operator = await startTestOperator(api);
+    operator = await startTestOperator(api, {
+      identity: 'op-1',
+      metricReaders: [await otlpMetricReader(receiver.url, { OTEL_METRIC_EXPORT_INTERVAL: '300' })],
+    });
   });
   after(async () => {
     await operator?.stop();
@@ -43,5 +46,19 @@ describe('operator traces (OTLP)', () => {
     );
     assert.equal(span.resource['service.name'], 'edgemesh-operator');
     assert.equal(span.resource['service.instance.id'], 'op-1');
+  });
+
+  it('pushes its reconcile and queue metrics over OTLP, with the replica as resource', async () => {
+    const got = await eventually(
+      () => receiver.metrics.find((m) => m.name === 'controller_runtime_reconcile'),
+      10_000,
+    );
+    assert.equal(got.resource['service.name'], 'edgemesh-operator');
+    assert.equal(got.resource['service.instance.id'], 'op-1');
+    for (const name of ['workqueue_depth', 'workqueue_adds', 'controller_runtime_reconcile_time_seconds'])
+      assert.ok(
+        receiver.metrics.some((m) => m.name === name),
+        name,
+      );
   });
 });

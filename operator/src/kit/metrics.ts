@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { type MetricReader, MeterProvider } from '@opentelemetry/sdk-metrics';
 import type { WorkQueue } from './queue.ts';
 
 /**
@@ -12,7 +13,7 @@ import type { WorkQueue } from './queue.ts';
  */
 export class OperatorMetrics {
   readonly #exporter = new PrometheusExporter({ preventServerStart: true });
-  readonly #provider = new MeterProvider({ readers: [this.#exporter] });
+  readonly #provider: MeterProvider;
   readonly reconciles = { total: 0, errors: 0 };
   informerRestarts = 0;
   /** The metric names the operator exports, as Prometheus shows them (histograms: the base name). */
@@ -29,7 +30,22 @@ export class OperatorMetrics {
     'edgemesh_operator_informer_restarts_total',
   ];
 
-  constructor(opts: { controller: string; queue: WorkQueue; leading: () => boolean }) {
+  constructor(opts: {
+    controller: string;
+    queue: WorkQueue;
+    leading: () => boolean;
+    /** This replica (service.instance.id on target_info and in OTLP). */
+    identity?: string;
+    /** More readers besides the Prometheus endpoint: an OTLP push (otlpMetricReader in tracing.ts). */
+    readers?: MetricReader[];
+  }) {
+    this.#provider = new MeterProvider({
+      readers: [this.#exporter, ...(opts.readers ?? [])],
+      resource: resourceFromAttributes({
+        'service.name': 'edgemesh-operator',
+        ...(opts.identity ? { 'service.instance.id': opts.identity } : {}),
+      }),
+    });
     const meter = this.#provider.getMeter('edgemesh-operator');
     const controller = { controller: opts.controller, name: opts.controller };
     const total = meter.createCounter('controller_runtime_reconcile', {

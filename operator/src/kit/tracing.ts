@@ -1,4 +1,5 @@
 import { trace } from '@opentelemetry/api';
+import type { MetricReader } from '@opentelemetry/sdk-metrics';
 
 /**
  * Traces for the operator (a span per reconcile), exported over OTLP/HTTP. The SDK is loaded only
@@ -44,3 +45,19 @@ export async function startTracing(
 }
 
 export const tracer = () => trace.getTracer('edgemesh-operator');
+
+/**
+ * The operator's metrics pushed over OTLP/HTTP to `endpoint` (`/v1/metrics`), every
+ * OTEL_METRIC_EXPORT_INTERVAL ms (default 60 s); loaded only when an endpoint is set, like tracing.
+ */
+export async function otlpMetricReader(endpoint: string, env = process.env): Promise<MetricReader> {
+  const [{ OTLPMetricExporter }, { PeriodicExportingMetricReader }] = await Promise.all([
+    import('@opentelemetry/exporter-metrics-otlp-http'),
+    import('@opentelemetry/sdk-metrics'),
+  ]);
+  const interval = Number(env.OTEL_METRIC_EXPORT_INTERVAL);
+  return new PeriodicExportingMetricReader({
+    exporter: new OTLPMetricExporter({ url: `${endpoint.replace(/\/$/, '')}/v1/metrics` }),
+    exportIntervalMillis: Number.isInteger(interval) && interval > 0 ? interval : 60_000,
+  });
+}
