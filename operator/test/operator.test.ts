@@ -183,6 +183,10 @@ describe('the operator against an API server fake (real client-node over HTTP)',
     api.fault({ method: 'PATCH', status: 500, times: 3 });
     api.fault({ method: 'PATCH', path: '/status', status: 409, times: 2 });
     api.fault({ method: 'GET', path: '/secrets/', status: 429, times: 1 });
+    // The next read of EdgeMeshes (the watch's reconnect or the relist after 410) fails: the
+    // informer must restart itself.
+    const restartsBefore = operator.metrics.informerRestarts;
+    api.fault({ method: 'GET', path: /\/edgemeshes(\?|$)/, status: 500, times: 1 });
     api.dropWatches();
     api.compact();
     await custom.createNamespacedCustomObject({
@@ -192,7 +196,7 @@ describe('the operator against an API server fake (real client-node over HTTP)',
     await eventually(() => api.get('daemonsets', NS, 'edgemesh-stream'), 40_000);
     rollOut('stream');
     await eventually(() => condition('stream', 'Ready')?.status === 'True' || undefined, 40_000);
-    assert.ok(operator.metrics.informerRestarts >= 0);
+    assert.ok(operator.metrics.informerRestarts > restartsBefore, 'the failed informer restarted');
   });
 
   it('deletes every child with the mesh (garbage collection through owner references)', async () => {
