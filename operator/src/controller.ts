@@ -44,7 +44,7 @@ export interface OperatorConfig {
   probePort: number;
   /** Called when the lease is lost; by default the process exits, as controller-runtime's managers do. */
   onLostLease?: () => void;
-  /** Metric readers besides /metrics, e.g. an OTLP push (kit/tracing.ts otlpMetricReader). */
+  /** Metric readers besides /metrics, e.g. an OTLP push (@edgemesh/telemetry). */
   metricReaders?: MetricReader[];
 }
 

@@ -9,7 +9,8 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { z } from 'zod';
 import { startOperator } from './controller.ts';
-import { otlpMetricReader, startTracing } from './kit/tracing.ts';
+import { otlpMetricReader } from '@edgemesh/telemetry';
+import { startTracing } from './kit/tracing.ts';
 
 const ms = z.coerce.number().int().min(1);
 const configSchema = z.object({

@@ -4,7 +4,8 @@ import { startOtlpReceiver } from '../../agent/harness/otlp-receiver.ts';
 import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserver.ts';
 import { startTestOperator } from '../harness/test-operator.ts';
 import type { Operator } from '../src/controller.ts';
-import { otlpMetricReader, startTracing } from '../src/kit/tracing.ts';
+import { otlpMetricReader } from '@edgemesh/telemetry';
+import { startTracing } from '../src/kit/tracing.ts';
 import { eventually, node } from './support.ts';
 
 describe('operator traces and metrics (OTLP)', () => {

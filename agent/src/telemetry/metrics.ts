@@ -18,25 +18,8 @@ export interface MetricSources {
   repairBacklog?: () => number;
   /** This node, as resource attributes (Prometheus shows them on `target_info`). */
   node?: { id: string; zone: string; region: string };
-  /** More readers besides the Prometheus endpoint: an OTLP push (otlpMetricReader). */
+  /** More readers besides the Prometheus endpoint: an OTLP push (@edgemesh/telemetry). */
   readers?: MetricReader[];
-}
-
-/**
- * Pushes the same metrics over OTLP/HTTP to `endpoint` (`/v1/metrics`), every
- * OTEL_METRIC_EXPORT_INTERVAL ms (OpenTelemetry's variable; default 60 s). The exporter is loaded
- * only when an endpoint is set.
- */
-export async function otlpMetricReader(endpoint: string, env = process.env): Promise<MetricReader> {
-  const [{ OTLPMetricExporter }, { PeriodicExportingMetricReader }] = await Promise.all([
-    import('@opentelemetry/exporter-metrics-otlp-http'),
-    import('@opentelemetry/sdk-metrics'),
-  ]);
-  const interval = Number(env.OTEL_METRIC_EXPORT_INTERVAL);
-  return new PeriodicExportingMetricReader({
-    exporter: new OTLPMetricExporter({ url: `${endpoint.replace(/\/$/, '')}/v1/metrics` }),
-    exportIntervalMillis: Number.isInteger(interval) && interval > 0 ? interval : 60_000,
-  });
 }
 
 /**

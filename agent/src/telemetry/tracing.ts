@@ -8,6 +8,7 @@ import {
   trace,
 } from '@opentelemetry/api';
 import type { Metadata } from '@grpc/grpc-js';
+import { startOtlpTracing } from '@edgemesh/telemetry';
 
 /**
  * Traces: one per object fetch, across every node it touches. The context travels in W3C
@@ -23,32 +24,12 @@ export async function startTracing(opts: {
   region: string;
 }): Promise<{ shutdown(): Promise<void> }> {
   if (!opts.endpoint) return { shutdown: () => Promise.resolve() };
-  const [{ AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, otlp, resources, sdk] =
-    await Promise.all([
-      import('@opentelemetry/context-async-hooks'),
-      import('@opentelemetry/core'),
-      import('@opentelemetry/exporter-trace-otlp-http'),
-      import('@opentelemetry/resources'),
-      import('@opentelemetry/sdk-trace'),
-    ]);
-  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  const provider = new sdk.TracerProvider({
-    resource: resources.resourceFromAttributes({
-      'service.name': 'edgemesh-agent',
-      'service.instance.id': opts.nodeId,
-      'edgemesh.zone': opts.zone,
-      'edgemesh.region': opts.region,
-    }),
-    spanProcessors: [
-      new sdk.BatchSpanProcessor({
-        exporter: new otlp.OTLPTraceExporter({ url: `${opts.endpoint.replace(/\/$/, '')}/v1/traces` }),
-        scheduledDelayMillis: 500,
-      }),
-    ],
+  return startOtlpTracing(opts.endpoint, {
+    'service.name': 'edgemesh-agent',
+    'service.instance.id': opts.nodeId,
+    'edgemesh.zone': opts.zone,
+    'edgemesh.region': opts.region,
   });
-  trace.setGlobalTracerProvider(provider);
-  return { shutdown: () => provider.shutdown() };
 }
 
 export const tracer = () => trace.getTracer('edgemesh-agent');

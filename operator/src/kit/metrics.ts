@@ -36,7 +36,7 @@ export class OperatorMetrics {
     leading: () => boolean;
     /** This replica (service.instance.id on target_info and in OTLP). */
     identity?: string;
-    /** More readers besides the Prometheus endpoint: an OTLP push (otlpMetricReader in tracing.ts). */
+    /** More readers besides the Prometheus endpoint: an OTLP push (@edgemesh/telemetry). */
     readers?: MetricReader[];
   }) {
     this.#provider = new MeterProvider({
