@@ -11,22 +11,19 @@ import { objects, template } from '../charts/lib/helm.ts';
 import { type FakeApiServer, startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
 import { node as kubeNode } from '../operator/test/support.ts';
 import {
-  buildCa,
+  EDGEMESH_IMAGE,
+  NATS_IMAGE,
+  useLocalEngine,
+  buildEdgeMeshImage,
   buildNatsImage,
   containersUnavailable,
   ensureBaseImages,
   imageBytes,
   networkGateway,
-  ROOT,
 } from './harness/images.ts';
 
-// testcontainers here: its reaper image cannot be pulled (every container is stopped in after()),
-// and this VM has /.dockerenv, which would make it look for a gateway with yet another image.
-process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
-process.env.TESTCONTAINERS_HOST_OVERRIDE ??= 'localhost';
-
-const IMAGE = 'edgemesh:e2e';
-const NATS_IMAGE = 'edgemesh-e2e/nats-server:host';
+useLocalEngine();
+const IMAGE = EDGEMESH_IMAGE;
 const IMAGE_GOAL_BYTES = 250e6;
 
 const why = containersUnavailable();
@@ -80,11 +77,8 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
   before(async () => {
     tc = await import('testcontainers');
     ensureBaseImages();
-    const started = Date.now();
-    await tc.GenericContainer.fromDockerfile(ROOT)
-      .withBuildArgs({ NPM_EXTRA_CA: buildCa() })
-      .build(IMAGE, { deleteOnExit: false });
-    console.log(`# built ${IMAGE} from the Dockerfile in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    const seconds = await buildEdgeMeshImage(IMAGE);
+    console.log(`# built ${IMAGE} from the Dockerfile in ${seconds.toFixed(1)} s`);
     await buildNatsImage(NATS_IMAGE);
 
     network = await new tc.Network().start();

@@ -6,6 +6,20 @@ import { join, resolve } from 'node:path';
 
 /** The repository root: the build context of the real Dockerfile. */
 export const ROOT = resolve(import.meta.dirname, '..', '..');
+/** The tags the e2e suites build: the repository's image, and NATS from this host's nats-server. */
+export const EDGEMESH_IMAGE = 'edgemesh:e2e';
+export const NATS_IMAGE = 'edgemesh-e2e/nats-server:host';
+
+/**
+ * testcontainers on this kind of machine: its reaper image cannot be pulled (so every suite stops
+ * its own containers), and the VM has /.dockerenv, which would make it look for a gateway with yet
+ * another image. Call before importing testcontainers.
+ */
+export function useLocalEngine(): void {
+  process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
+  process.env.TESTCONTAINERS_HOST_OVERRIDE ??= 'localhost';
+}
+
 /** The base image the Dockerfile names; made locally where it cannot be pulled. */
 export const NODE_BASE = 'node:24-bookworm-slim';
 const MAKE_BASE = join(import.meta.dirname, 'make-base-images.sh');
@@ -55,6 +69,16 @@ export function buildCa(): string {
     .filter((f) => f.endsWith('.crt'))
     .map((f) => readFileSync(join(dir, f), 'utf8'))
     .join('\n');
+}
+
+/** Builds the repository's Dockerfile as `tag` with testcontainers; the time it took, in seconds. */
+export async function buildEdgeMeshImage(tag: string): Promise<number> {
+  const { GenericContainer } = await import('testcontainers');
+  const started = Date.now();
+  await GenericContainer.fromDockerfile(ROOT)
+    .withBuildArgs({ NPM_EXTRA_CA: buildCa() })
+    .build(tag, { deleteOnExit: false });
+  return (Date.now() - started) / 1000;
 }
 
 /** The image's size in bytes, as the engine reports it. */
