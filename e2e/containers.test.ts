@@ -274,6 +274,45 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
     assert.match(target, /service_instance_id="n\d"/, target);
   });
 
+  it('purges mesh-wide, and the purge over NATS stays in the DELETE’s trace', async () => {
+    const [deleter, ...others] = nodes as [Node, ...Node[]];
+    const traceId = randomBytes(16).toString('hex');
+    const res = await fetch(`${deleter.url}/v1/objects/e2e/blob`, {
+      method: 'DELETE',
+      headers: { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` },
+    });
+    assert.equal(res.status, 204);
+    for (const n of nodes)
+      await eventually(
+        async () =>
+          (await fetch(`${n.url}/v1/objects/e2e/blob`, { method: 'HEAD' })).status === 404 ? true : undefined,
+        10_000,
+        `${n.id} to forget the object`,
+      );
+    const spans = await eventually(
+      () => {
+        const mine = receiver.spans.filter((s) => s.traceId === traceId);
+        const processed = new Set(
+          mine.filter((s) => s.name === 'process object.purge').map((s) => s.resource['service.instance.id']),
+        );
+        return Promise.resolve(processed.size === others.length ? mine : undefined);
+      },
+      20_000,
+      'every other node to handle the purge event in the DELETE’s trace',
+    ).catch((error: Error) => {
+      const mine = receiver.spans.filter((s) => s.traceId === traceId);
+      throw new Error(
+        `${error.message}; spans: ${mine.map((s) => `${String(s.resource['service.instance.id'])} ${s.name}`).join(', ')}`,
+      );
+    });
+    assert.ok(
+      spans.some(
+        (s) => s.name === 'publish object.purge' && s.resource['service.instance.id'] === deleter.id,
+      ),
+      'the publish span on the node that deleted',
+    );
+  });
+
   it('runs the operator with the chart’s command: it reconciles a mesh and traces the reconcile', async () => {
     const deployment = objects(template()).find(
       (o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-operator'),

@@ -1,7 +1,8 @@
 import { type ControlEvent, decodeEvent, encodeEvent, subjectFor, subjects } from '@edgemesh/contracts';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, headers as natsHeaders, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { context, propagation, ROOT_CONTEXT, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
 
 export type ControlState = 'off' | 'connecting' | 'connected' | 'disconnected' | 'closed';
 
@@ -83,7 +84,23 @@ export class NatsControlPlane implements ControlPlane {
       return;
     }
     const data = encodeEvent(event);
-    nc.publish(subjectFor(this.#opts.mesh, event.type), data);
+    const subject = subjectFor(this.#opts.mesh, event.type);
+    // Inside a trace (a DELETE's purge), the event carries it on in a `traceparent` header, so the
+    // nodes that act on it join the same trace; periodic events are sent without one.
+    const active = trace.getActiveSpan();
+    if (!active) nc.publish(subject, data);
+    else {
+      const span = tracer().startSpan(`publish ${event.type}`, {
+        kind: SpanKind.PRODUCER,
+        attributes: { 'messaging.system': 'nats', 'messaging.destination.name': subject },
+      });
+      const carrier: Record<string, string> = {};
+      propagation.inject(trace.setSpan(context.active(), span), carrier);
+      const h = natsHeaders();
+      for (const [k, v] of Object.entries(carrier)) h.set(k, v);
+      nc.publish(subject, data, { headers: h });
+      span.end();
+    }
     this.#opts.counters.controlBytesOut += data.length;
   }
 
@@ -109,7 +126,7 @@ export class NatsControlPlane implements ControlPlane {
       if (this.#state === 'closed') return void (await nc.close());
       this.#nc = nc;
       nc.subscribe(subjects(mesh).all, {
-        callback: (error, msg) => (error ? undefined : this.#receive(msg.data)),
+        callback: (error, msg) => (error ? undefined : this.#receive(msg.data, msg.headers)),
       });
       void this.#watch(nc);
       logger.info({ servers: this.#opts.servers }, 'control plane connected');
@@ -133,7 +150,7 @@ export class NatsControlPlane implements ControlPlane {
     }
   }
 
-  #receive(data: Uint8Array): void {
+  #receive(data: Uint8Array, headers: MsgHdrs | undefined): void {
     const { counters } = this.#opts;
     counters.controlMessagesIn++;
     counters.controlBytesIn += data.length;
@@ -142,12 +159,33 @@ export class NatsControlPlane implements ControlPlane {
       Counters.bump(counters.controlDropped, result.reason);
       return;
     }
+    const traceparent = headers?.get('traceparent');
+    if (!traceparent) return this.#handle(result.event);
+    // Sent inside a trace: handle it in a span of that trace (a malformed header starts none).
+    const parent = propagation.extract(ROOT_CONTEXT, {
+      traceparent,
+      tracestate: headers?.get('tracestate') ?? '',
+    });
+    const span = tracer().startSpan(
+      `process ${result.event.type}`,
+      {
+        kind: SpanKind.CONSUMER,
+        attributes: { 'messaging.system': 'nats', 'edgemesh.from': result.event.from },
+      },
+      parent,
+    );
+    context.with(trace.setSpan(parent, span), () => this.#handle(result.event));
+    span.end();
+  }
+
+  #handle(event: ControlEvent): void {
+    const { counters } = this.#opts;
     for (const handler of this.#handlers) {
       try {
-        handler(result.event);
+        handler(event);
       } catch (error) {
         Counters.bump(counters.controlDropped, 'handler-failed');
-        this.#opts.logger.error({ err: error, type: result.event.type }, 'control event handler failed');
+        this.#opts.logger.error({ err: error, type: event.type }, 'control event handler failed');
       }
     }
   }

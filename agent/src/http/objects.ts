@@ -53,12 +53,12 @@ export function objectsHandler(deps: ObjectRoutesDeps) {
       const key = requestKey(req);
       switch (req.method) {
         case 'PUT':
-          return await put(deps, key, req, res);
+          return await traced(deps, key, req, res, () => put(deps, key, req, res));
         case 'GET':
         case 'HEAD':
-          return await get(deps, key, req, res);
+          return await traced(deps, key, req, res, () => getObject(deps, key, req, res));
         case 'DELETE':
-          return await remove(deps, key, res);
+          return await traced(deps, key, req, res, () => remove(deps, key, res));
         default:
           throw new HttpError(405, 'MethodNotAllowed', `${req.method} is not allowed here`, {
             Allow: 'GET, HEAD, PUT, DELETE',
@@ -135,10 +135,17 @@ function etagMatches(header: string | undefined, etag: string): boolean {
 }
 
 /**
- * GET and HEAD, in a server span continuing the client's trace (traceparent), with the source that
- * served it (local, peer or origin): the root of the trace of a fetch across the mesh.
+ * A request on an object, in a server span continuing the client's trace (traceparent). For GET and
+ * HEAD it names the source that served it (local, peer or origin): the root of the trace of a fetch
+ * across the mesh. A PUT's replication and a DELETE's purge (over gRPC and over NATS) join it too.
  */
-function get(deps: ObjectRoutesDeps, key: string, req: Request, res: Response): Promise<void> {
+function traced(
+  deps: ObjectRoutesDeps,
+  key: string,
+  req: Request,
+  res: Response,
+  handle: () => Promise<void>,
+): Promise<void> {
   const parent = extractFromHeaders(req.headers);
   const span = tracer().startSpan(
     `${req.method} /v1/objects/{key}`,
@@ -153,16 +160,19 @@ function get(deps: ObjectRoutesDeps, key: string, req: Request, res: Response): 
     parent,
   );
   return context.with(trace.setSpan(parent, span), async () => {
+    let status: number | undefined;
     try {
-      await getObject(deps, key, req, res);
+      await handle();
     } catch (error) {
-      span.setStatus({ code: 2, message: (error as Error).message });
+      status = toHttpError(error).status;
+      // As OpenTelemetry's HTTP conventions say: a server span is an error for 5xx only.
+      if (status >= 500) span.setStatus({ code: 2, message: (error as Error).message });
       throw error;
     } finally {
       const source = res.getHeader('x-edgemesh-source');
       if (typeof source === 'string') span.setAttribute('edgemesh.source', source);
-      span.setAttribute('http.response.status_code', res.statusCode);
-      deps.logger.debug({ key, source, status: res.statusCode }, 'read'); // carries the trace id
+      span.setAttribute('http.response.status_code', status ?? res.statusCode);
+      deps.logger.debug({ key, method: req.method, source, status: status ?? res.statusCode }, 'request'); // carries the trace id
       span.end();
     }
   });

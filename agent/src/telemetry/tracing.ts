@@ -33,7 +33,7 @@ export async function startTracing(opts: {
 }
 
 export const tracer = () => trace.getTracer('edgemesh-agent');
-export { context, SpanKind, SpanStatusCode, trace };
+export { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace };
 
 /** Puts the active trace context into outgoing gRPC metadata. */
 export function injectInto(metadata: Metadata): Metadata {
