@@ -151,7 +151,7 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
     const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(proc)?.[1]);
     const workingSet = await workingSetBytes(n.container);
     console.log(
-      `# idle agent ${n.id}: RSS ${(kb('VmRSS') / 1024).toFixed(1)} MiB (goal <= 80 MB): anonymous ` +
+      `# idle agent ${n.id}: RSS ${(kb('VmRSS') / 1024).toFixed(1)} MiB = ${((kb('VmRSS') * 1024) / 1e6).toFixed(1)} MB (goal <= 80 MB): anonymous ` +
         `${(kb('RssAnon') / 1024).toFixed(1)} MiB, file-backed ${(kb('RssFile') / 1024).toFixed(1)} MiB ` +
         `(the node binary's pages, shared); container working set ${(workingSet / 2 ** 20).toFixed(1)} MiB ` +
         `(as the kubelet counts it)`,

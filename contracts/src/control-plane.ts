@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod/mini';
 
 /**
  * The control plane's contract: NATS subjects per mesh and the events on them. Agents and the
@@ -15,25 +15,35 @@ export const EVENT_VERSION = 1;
 /** Largest control-plane message accepted, in bytes. */
 export const MAX_EVENT_BYTES = 64 * 1024;
 
+/*
+ * Schemas use zod's tree-shakable "mini" API: the agent imports only these and its configuration's,
+ * and the classic API costs an idle agent about 9 MB of memory (docs/deploy.md). Numbers are finite
+ * in zod 4 without saying so.
+ */
+
 /** A mesh's name: it becomes a NATS subject token. */
 export const meshNameSchema = z
   .string()
-  .regex(/^[A-Za-z0-9_-]{1,63}$/, 'mesh names are 1-63 of [A-Za-z0-9_-]');
+  .check(z.regex(/^[A-Za-z0-9_-]{1,63}$/, 'mesh names are 1-63 of [A-Za-z0-9_-]'));
 const meshName = meshNameSchema;
-const nodeId = z.string().min(1).max(253);
-const label = z.string().max(63);
+const nodeId = z.string().check(z.minLength(1), z.maxLength(253));
+const label = z.string().check(z.maxLength(63));
 /** A data-plane address, `host:port` (IPv6 as `[addr]:port`). */
 export const hostPortSchema = z
   .string()
-  .max(300)
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port (IPv6 as [addr]:port)');
+  .check(
+    z.maxLength(300),
+    z.regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port (IPv6 as [addr]:port)'),
+  );
 const hostPort = hostPortSchema;
+/** A whole number, at least 0. */
+const count = z.int().check(z.minimum(0));
 
 /** Vivaldi network coordinate (see agent/src/overlay/vivaldi.ts). */
 export const coordinateSchema = z.strictObject({
-  vec: z.array(z.number().finite()).length(8),
-  height: z.number().finite().min(0),
-  error: z.number().finite().min(0),
+  vec: z.array(z.number()).check(z.length(8)),
+  height: z.number().check(z.minimum(0)),
+  error: z.number().check(z.minimum(0)),
 });
 
 /** What a member says about itself. */
@@ -44,21 +54,21 @@ export const memberSchema = z.strictObject({
   /** Where peers reach its gRPC data plane. */
   grpc: hostPort,
   /** Relative capacity for owning keys; 0 owns none. */
-  weight: z.number().finite().min(0).max(1000),
+  weight: z.number().check(z.minimum(0), z.maximum(1000)),
   /** Raised by the member to refute suspicion; a higher one supersedes. */
-  incarnation: z.number().int().min(0),
-  coordinate: coordinateSchema.optional(),
+  incarnation: count,
+  coordinate: z.optional(coordinateSchema),
 });
 export type MemberInfo = z.infer<typeof memberSchema>;
 
-const envelope = <T extends string, B extends z.ZodType>(type: T, body: B) =>
+const envelope = <T extends string, B extends z.ZodMiniType>(type: T, body: B) =>
   z.strictObject({
     v: z.literal(EVENT_VERSION),
     type: z.literal(type),
     mesh: meshName,
     /** The sending node (or `operator`). Claimed, not proven: see the trust note above. */
     from: nodeId,
-    sentAtMs: z.number().int().min(0),
+    sentAtMs: count,
     body,
   });
 
@@ -66,13 +76,13 @@ export const eventSchema = z.discriminatedUnion('type', [
   /** A member is up, or still up (sent at start and periodically). */
   envelope('member.announce', z.strictObject({ member: memberSchema })),
   /** A member is leaving on purpose (graceful shutdown). */
-  envelope('member.leave', z.strictObject({ nodeId, incarnation: z.number().int().min(0) })),
+  envelope('member.leave', z.strictObject({ nodeId, incarnation: count })),
   /** A member could not reach `nodeId`, directly or through others. Receivers probe it themselves. */
-  envelope('member.suspect', z.strictObject({ nodeId, incarnation: z.number().int().min(0) })),
+  envelope('member.suspect', z.strictObject({ nodeId, incarnation: count })),
   /** `key` was deleted mesh-wide at `purgedAtMs`: drop versions created at or before then. */
   envelope(
     'object.purge',
-    z.strictObject({ key: z.string().min(1).max(512), purgedAtMs: z.number().int().min(0) }),
+    z.strictObject({ key: z.string().check(z.minLength(1), z.maxLength(512)), purgedAtMs: count }),
   ),
   /**
    * A node's running totals since it started (sent periodically), for the operator's mesh figures.
@@ -81,15 +91,15 @@ export const eventSchema = z.discriminatedUnion('type', [
   envelope(
     'node.stats',
     z.strictObject({
-      hits: z.number().int().min(0),
-      misses: z.number().int().min(0),
-      bytesFromPeers: z.number().int().min(0),
-      bytesFromOrigin: z.number().int().min(0),
-      startedAtMs: z.number().int().min(0),
+      hits: count,
+      misses: count,
+      bytesFromPeers: count,
+      bytesFromOrigin: count,
+      startedAtMs: count,
     }),
   ),
   /** The full member list as the operator knows it (bootstrap and repair of membership). */
-  envelope('members.snapshot', z.strictObject({ members: z.array(memberSchema).max(10_000) })),
+  envelope('members.snapshot', z.strictObject({ members: z.array(memberSchema).check(z.maxLength(10_000)) })),
 ]);
 export type ControlEvent = z.infer<typeof eventSchema>;
 export type ControlEventType = ControlEvent['type'];
