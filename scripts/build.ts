@@ -4,7 +4,7 @@
  *
  * Why bundle, when Node 24 runs the TypeScript sources as they are: the image then needs no
  * node_modules at all, and an idle agent is smaller. Type stripping and loading a few hundred
- * separate modules cost about 30 MB of RSS in an idle agent; see docs/deploy.md for the figures.
+ * separate modules cost about 33 MiB of RSS in an idle agent; see docs/deploy.md for the figures.
  * Identifiers are not minified, so stack traces keep their function names.
  *
  * Usage: node scripts/build.ts [OUT_DIR]   (default: dist)
