@@ -87,8 +87,9 @@ export function imageBytes(name: string): number {
 }
 
 /**
- * A NATS image made from this machine's nats-server binary on the local Debian base: the official
- * `nats` image cannot be pulled here. It runs the server as the official image does (`/nats-server`).
+ * A NATS image made from this machine's nats-server binary, on the Node base (there for the
+ * Dockerfile anyway): the official `nats` image cannot be pulled here. It runs the server as the
+ * official image does (`/nats-server`).
  */
 export async function buildNatsImage(tag: string): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-nats-image-'));
@@ -96,7 +97,7 @@ export async function buildNatsImage(tag: string): Promise<void> {
     await copyFile(run('sh', ['-c', 'command -v nats-server']).stdout.trim(), join(dir, 'nats-server'));
     await writeFile(
       join(dir, 'Dockerfile'),
-      'FROM debian:bookworm-slim\nCOPY nats-server /nats-server\nUSER 65532:65532\nEXPOSE 4222\nENTRYPOINT ["/nats-server"]\n',
+      `FROM ${NODE_BASE}\nCOPY nats-server /nats-server\nUSER 65532:65532\nEXPOSE 4222\nENTRYPOINT ["/nats-server"]\n`,
     );
     const built = run('docker', ['build', '--pull=false', '-q', '-t', tag, dir]);
     if (built.status !== 0) throw new Error(`building ${tag} failed: ${built.stderr}`);

@@ -161,7 +161,7 @@ export class NatsControlPlane implements ControlPlane {
     }
     const traceparent = headers?.get('traceparent');
     if (!traceparent) return this.#handle(result.event);
-    // Sent inside a trace: handle it in a span of that trace (a malformed header starts none).
+    // Sent inside a trace: handle it in a span of that trace (a malformed header: of a new trace).
     const parent = propagation.extract(ROOT_CONTEXT, {
       traceparent,
       tracestate: headers?.get('tracestate') ?? '',
