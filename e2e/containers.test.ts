@@ -269,6 +269,12 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
       lines('edgemesh_peer_bytes_by_hop'),
     );
     assert.match(text, /^http_server_request_duration_bucket\{.*http_route="\/v1\/objects/m);
+    assert.ok(
+      (value('edgemesh_peer_fetch_duration_count', 'hop="zone"') || 0) +
+        (value('edgemesh_peer_fetch_duration_count', 'hop="region"') || 0) >=
+        1,
+      lines('edgemesh_peer_fetch_duration_count'),
+    );
     const target = lines('target_info');
     assert.match(target, /service_name="edgemesh-agent"/, target);
     assert.match(target, /service_instance_id="n\d"/, target);

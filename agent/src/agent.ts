@@ -112,6 +112,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     self: () => overlay.selfHolder(),
     hopClassOf: (peer) => overlay.hopClassOf(peer),
     placeOf: (peer) => overlay.placeOf(peer),
+    // metrics is made further down; fetches start only once the agent is up.
+    onBatch: (hop, seconds) => metrics.recordPeerFetch(hop, seconds),
     peers: () => overlay.peers(),
     owners: (key) => overlay.owners(key),
     resolve: (holder) => overlay.resolve(holder),
@@ -128,6 +130,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     logger,
     timeoutMs: config.replication.timeoutMs,
     swarm,
+    onFetch: (outcome, seconds) => metrics.recordOriginFetch(outcome, seconds),
   });
   const purger = new Purger({
     store,

@@ -132,6 +132,9 @@ describe('traces across agents (OTLP)', () => {
     assert.equal(span.attributes['edgemesh.bytes'], fromOrigin.length);
     const root = receiver.spans.find((s) => s.traceId === traceId && s.name === 'GET /v1/objects/{key}');
     assert.equal(root?.attributes['edgemesh.source'], 'origin');
+    // and its duration, in the origin fetch histogram
+    const text = await (await fetch(`${c.url}/metrics`)).text();
+    assert.match(text, /^edgemesh_origin_fetch_duration_count\{outcome="ok"[^}]*\} 1$/m);
   });
 
   it('pushes its metrics over OTLP too, named as on /metrics, with the node as resource', async () => {

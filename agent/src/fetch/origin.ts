@@ -33,6 +33,7 @@ export class OriginFetcher {
   readonly #logger: Logger;
   readonly #timeoutMs: number;
   readonly #swarm: Swarm | undefined;
+  readonly #onFetch: ((outcome: 'ok' | 'not_found' | 'error', seconds: number) => void) | undefined;
   readonly #inflight = new Map<string, { done: Promise<Manifest>; started: Promise<Progress | undefined> }>();
 
   constructor(opts: {
@@ -43,8 +44,11 @@ export class OriginFetcher {
     timeoutMs: number;
     /** Where a fetch under way is published, so peers can follow it chunk by chunk. */
     swarm?: Swarm;
+    /** Called after each origin fetch: how it ended and how long it took, to the last byte stored. */
+    onFetch?: (outcome: 'ok' | 'not_found' | 'error', seconds: number) => void;
   }) {
     this.#swarm = opts.swarm;
+    this.#onFetch = opts.onFetch;
     this.#rules = [...opts.rules].sort((a, b) => b.prefix.length - a.prefix.length); // longest prefix wins
     this.#store = opts.store;
     this.#counters = opts.counters;
@@ -110,20 +114,25 @@ export class OriginFetcher {
         },
       },
       async (span) => {
+        const started = performance.now();
+        let outcome: 'ok' | 'not_found' | 'error' = 'error';
         try {
           const manifest = await this.#fetchFrom(url, key, onStart, (status) =>
             span.setAttribute('http.response.status_code', status),
           );
           span.setAttribute('edgemesh.bytes', manifest.size);
+          outcome = 'ok';
           return manifest;
         } catch (error) {
-          if (!(error instanceof ObjectNotFoundError)) {
+          if (error instanceof ObjectNotFoundError) outcome = 'not_found';
+          else {
             span.recordException(error as Error);
             span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error).message });
           }
           throw error;
         } finally {
           span.end();
+          if (url) this.#onFetch?.(outcome, (performance.now() - started) / 1000);
         }
       },
     );

@@ -52,6 +52,8 @@ export interface PeerFetcherOptions {
   hopClassOf?: (peer: PeerTransport) => HopClass;
   /** Where a peer is (zone, region), for traces. */
   placeOf?: (peer: PeerTransport) => { zone: string; region: string };
+  /** Called after each chunk batch a peer delivered whole: its hop class and how long it took. */
+  onBatch?: (hop: HopClass, seconds: number) => void;
   /** Where downloads under way are published, so peers can fetch their chunks early. */
   swarm?: Swarm;
   /** This node as a holder, named to the peers it watches so they can fetch from it in turn. */
@@ -601,6 +603,7 @@ class Download {
         'edgemesh.first_chunk': indexes[0]!,
       },
     });
+    const started = performance.now();
     void context.with(trace.setSpan(context.active(), span), async () => {
       try {
         let n = 0;
@@ -613,6 +616,7 @@ class Download {
           n++;
         }
         if (n < indexes.length) throw new PeerError(id, `sent ${n} of ${indexes.length} chunks`);
+        this.#opts.onBatch?.(HOP_CLASSES[source.cls] ?? 'remote', (performance.now() - started) / 1000);
       } catch (error) {
         span.setStatus({ code: 2, message: (error as Error).message });
         if (!this.#settled) this.#sourceFailed(source, error as Error);

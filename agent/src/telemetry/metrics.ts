@@ -30,6 +30,8 @@ export class AgentMetrics {
   readonly #exporter = new PrometheusExporter({ preventServerStart: true });
   readonly #provider: MeterProvider;
   readonly #durations;
+  readonly #batchDurations;
+  readonly #originDurations;
   /** The metric names this agent exports, as Prometheus shows them (histograms: the base name). */
   readonly names: string[] = [];
 
@@ -158,6 +160,18 @@ export class AgentMetrics {
       (r) => r.observe(counters.bytesFromOrigin),
       'By',
     );
+    named('edgemesh.peer.fetch.duration', 'histogram');
+    this.#batchDurations = meter.createHistogram('edgemesh.peer.fetch.duration', {
+      description: 'Time to get one batch of chunks from a peer, by hop class',
+      unit: 's',
+      advice: { explicitBucketBoundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] },
+    });
+    named('edgemesh.origin.fetch.duration', 'histogram');
+    this.#originDurations = meter.createHistogram('edgemesh.origin.fetch.duration', {
+      description: 'Time to get an object from its origin, to the last byte stored, by outcome',
+      unit: 's',
+      advice: { explicitBucketBoundaries: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300] },
+    });
     named('http.server.request.duration', 'histogram');
     this.#durations = meter.createHistogram('http.server.request.duration', {
       description: 'Duration of HTTP server requests',
@@ -176,6 +190,14 @@ export class AgentMetrics {
       'http.route': route,
       'http.response.status_code': status,
     });
+  }
+
+  recordPeerFetch(hop: string, seconds: number): void {
+    this.#batchDurations.record(seconds, { hop });
+  }
+
+  recordOriginFetch(outcome: string, seconds: number): void {
+    this.#originDurations.record(seconds, { outcome });
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
