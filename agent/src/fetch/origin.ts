@@ -117,7 +117,7 @@ export class OriginFetcher {
         const started = performance.now();
         let outcome: 'ok' | 'not_found' | 'error' = 'error';
         try {
-          const manifest = await this.#fetchFrom(url, key, onStart, (status) =>
+          const manifest = await this.#fetchFrom(url, safe?.href, key, onStart, (status) =>
             span.setAttribute('http.response.status_code', status),
           );
           span.setAttribute('edgemesh.bytes', manifest.size);
@@ -138,14 +138,15 @@ export class OriginFetcher {
     );
   }
 
+  /** `shown`: the URL as errors and logs may give it (redactUrl: no credentials, no tokens). */
   async #fetchFrom(
     url: string | undefined,
+    shown: string | undefined,
     key: string,
     onStart: (progress: Progress | undefined) => void,
     onStatus: (status: number) => void,
   ): Promise<Manifest> {
-    if (!url) throw new ObjectNotFoundError(key);
-    const shown = redactUrl(url).href; // for errors and logs: no credentials, no tokens
+    if (!url || !shown) throw new ObjectNotFoundError(key);
     this.#counters.originFetches++;
     let res: Response;
     try {
