@@ -160,28 +160,30 @@ export class AgentMetrics {
       (r) => r.observe(counters.bytesFromOrigin),
       'By',
     );
-    named('edgemesh.peer.fetch.duration', 'histogram');
-    this.#batchDurations = meter.createHistogram('edgemesh.peer.fetch.duration', {
-      description: 'Time to get one batch of chunks from a peer, by hop class',
-      unit: 's',
-      advice: { explicitBucketBoundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] },
-    });
-    named('edgemesh.origin.fetch.duration', 'histogram');
-    this.#originDurations = meter.createHistogram('edgemesh.origin.fetch.duration', {
-      description: 'Time to get an object from its origin, to the last byte stored, by outcome',
-      unit: 's',
-      advice: { explicitBucketBoundaries: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300] },
-    });
-    named('http.server.request.duration', 'histogram');
-    this.#durations = meter.createHistogram('http.server.request.duration', {
-      description: 'Duration of HTTP server requests',
-      unit: 's',
-      advice: {
-        explicitBucketBoundaries: [
-          0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-        ],
-      },
-    });
+    /** A histogram of durations in seconds, with its bucket bounds. */
+    const seconds = (name: string, description: string, bounds: number[]) => {
+      named(name, 'histogram');
+      return meter.createHistogram(name, {
+        description,
+        unit: 's',
+        advice: { explicitBucketBoundaries: bounds },
+      });
+    };
+    this.#batchDurations = seconds(
+      'edgemesh.peer.fetch.duration',
+      'Time to get one batch of chunks from a peer, by hop class',
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    );
+    this.#originDurations = seconds(
+      'edgemesh.origin.fetch.duration',
+      'Time to get an object from its origin, to the last byte stored, by outcome',
+      [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    );
+    this.#durations = seconds(
+      'http.server.request.duration',
+      'Duration of HTTP server requests',
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    );
   }
 
   recordRequest(method: string, route: string, status: number, seconds: number): void {
