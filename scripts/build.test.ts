@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { startAgentProcess } from '../agent/harness/agent-process.ts';
 import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 
 const SCRIPT = fileURLToPath(new URL('./build.ts', import.meta.url));
@@ -28,34 +28,19 @@ describe('the image build (scripts/build.ts)', () => {
   });
 
   it('gives an agent that starts from the bundle alone (no node_modules, no TypeScript)', async () => {
-    // Run from a directory with no node_modules above it, as in the image.
-    const child = spawn(
-      process.execPath,
-      [
-        ...AGENT_NODE_FLAGS,
-        join(dir, 'dist', 'agent.mjs'),
-        ...['--node-id', 'b1', '--zone', 'z', '--region', 'r', '--store.dir', join(dir, 'store')],
-        ...['--http.port', '0', '--grpc.port', '0'],
-      ],
-      { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
+    // The bundle sits in a temporary directory with no node_modules above it, as in the image.
+    const agent = await startAgentProcess(
+      ['--node-id', 'b1', '--zone', 'z', '--region', 'r', '--store.dir', join(dir, 'store')],
+      20_000,
+      { main: join(dir, 'dist', 'agent.mjs'), nodeFlags: AGENT_NODE_FLAGS },
     );
     try {
-      const ready = await new Promise<{ httpPort: number }>((resolve, reject) => {
-        const errors: string[] = [];
-        child.stderr.on('data', (d: Buffer) => errors.push(d.toString()));
-        child.on('exit', (code) => reject(new Error(`agent exited ${code}: ${errors.join('')}`)));
-        createInterface({ input: child.stdout }).on('line', (line) => {
-          const entry = JSON.parse(line) as { msg?: string; httpPort?: number };
-          if (entry.msg === 'agent ready') resolve({ httpPort: entry.httpPort! });
-        });
-      });
-      const base = `http://127.0.0.1:${ready.httpPort}`;
-      const put = await fetch(`${base}/v1/objects/bundle/check`, { method: 'PUT', body: 'bundled' });
+      const put = await fetch(`${agent.url}/v1/objects/bundle/check`, { method: 'PUT', body: 'bundled' });
       assert.equal(put.status, 201);
-      assert.equal(await (await fetch(`${base}/v1/objects/bundle/check`)).text(), 'bundled');
-      assert.match(await (await fetch(`${base}/metrics`)).text(), /^edgemesh_cache_entries\{/m);
+      assert.equal(await (await fetch(`${agent.url}/v1/objects/bundle/check`)).text(), 'bundled');
+      assert.match(await (await fetch(`${agent.url}/metrics`)).text(), /^edgemesh_cache_entries\{/m);
     } finally {
-      child.kill('SIGKILL');
+      await agent.stop('SIGKILL');
     }
   });
 

@@ -35,10 +35,16 @@ export interface AgentStatus {
   process: { rssBytes: number };
 }
 
-/** Where to run an agent: inside network namespace `netns`, bound to `host` (default loopback). */
+/**
+ * Where and what to run: inside network namespace `netns`, bound to `host` (default loopback); the
+ * entry point `main` (default the TypeScript sources; e.g. the bundle scripts/build.ts makes) with
+ * Node flags `nodeFlags`.
+ */
 export interface PlaceOptions {
   netns?: string;
   host?: string;
+  main?: string;
+  nodeFlags?: string[];
 }
 
 export async function startAgentProcess(
@@ -48,7 +54,8 @@ export async function startAgentProcess(
 ): Promise<AgentProcess> {
   const host = place.host ?? '127.0.0.1';
   const argv = [
-    MAIN,
+    ...(place.nodeFlags ?? []),
+    place.main ?? MAIN,
     '--http.host',
     host,
     '--http.port',
