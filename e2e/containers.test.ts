@@ -168,18 +168,21 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
     const put = await fetch(`${writer.url}/v1/objects/e2e/blob`, { method: 'PUT', body });
     assert.equal(put.status, 201, await put.text());
     // R = 2, W = 2: the writer and the key's owners end up holding it; the reader is a node that does not.
-    holders = await eventually(
+    const holding = async () => {
+      const held: Node[] = [];
+      for (const n of nodes) if ((await status(n)).cache.entries > 0) held.push(n);
+      return held;
+    };
+    await eventually(
       async () => {
-        const held = [];
-        for (const n of nodes) if ((await status(n)).cache.entries > 0) held.push(n);
-        return held.length >= 2 && (await status(writer)).cache.entries > 0 ? held : undefined;
+        const held = await holding();
+        return held.length >= 2 && held.includes(writer) ? true : undefined;
       },
       15_000,
       'the copies',
     );
     await new Promise((r) => setTimeout(r, 1000)); // a third copy, when the writer is not an owner
-    holders = [];
-    for (const n of nodes) if ((await status(n)).cache.entries > 0) holders.push(n);
+    holders = await holding();
     const reader = nodes.find((n) => !holders.includes(n))!;
     assert.ok(reader, `some node holds no copy (holders: ${holders.map((h) => h.id).join(', ')})`);
 
