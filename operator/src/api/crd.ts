@@ -4,6 +4,9 @@ import { edgeMeshSpecSchema, edgeMeshStatusSchema, GROUP, KIND, PLURAL, VERSION 
 
 type Schema = Record<string, unknown>;
 
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
 /**
  * A zod JSON Schema made structural, as Kubernetes requires of a CRD: no `$schema`, no
  * `additionalProperties: false` (unknown fields are pruned instead), no `propertyNames`.
@@ -28,6 +31,15 @@ function structural(schema: Schema): Schema {
   if (out.maximum === Number.MAX_SAFE_INTEGER) delete out.maximum;
   // A free-form object (affinity) keeps its fields rather than having them pruned.
   if (out['x-kubernetes-preserve-unknown-fields'] === true) delete out.additionalProperties;
+  // An object's default (zod's prefault `{}`) carries its properties' defaults: a real API server
+  // checks a default against the object's CEL rules as it is written, so `{}` fails a rule that
+  // reads a defaulted field ("no such key").
+  if (isRecord(out.default) && isRecord(out.properties)) {
+    const filled = { ...out.default };
+    for (const [name, property] of Object.entries(out.properties as Record<string, Schema>))
+      if (!(name in filled) && property.default !== undefined) filled[name] = property.default;
+    out.default = filled;
+  }
   return out;
 }
 
