@@ -173,7 +173,6 @@ export async function startOperator(
           namespace: mesh.metadata.namespace,
           body: {
             metadata: {
-              generateName: `${mesh.metadata.name}.`,
               namespace: mesh.metadata.namespace,
               name: `${mesh.metadata.name}.${now.getTime().toString(36)}`,
             },
