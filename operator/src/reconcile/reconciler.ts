@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import type { V1DaemonSet, V1Node } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { type EdgeMesh, edgeMeshSpecSchema } from '../api/edgemesh.ts';
@@ -82,6 +83,16 @@ async function findBlocker(
   return undefined;
 }
 
+/**
+ * Whether two statuses say the same, whatever the order of their keys: a real API server returns
+ * an object's keys sorted (Go's encoding/json), not in the order they were written, so comparing
+ * serialized text would rewrite an unchanged status on every reconcile.
+ */
+export function sameStatus(a: EdgeMesh['status'], b: EdgeMesh['status']): boolean {
+  const plain = (v: unknown) => (v === undefined ? undefined : (JSON.parse(JSON.stringify(v)) as unknown));
+  return isDeepStrictEqual(plain(a), plain(b));
+}
+
 async function report(
   deps: ReconcileDeps,
   mesh: EdgeMesh,
@@ -91,7 +102,7 @@ async function report(
   const now = deps.now?.() ?? new Date();
   const ds = deps.daemonSet(mesh.metadata.namespace, childName(mesh));
   const status = computeStatus(mesh, nodes, ds, blocker, now, deps.figures?.figures(meshId(mesh)));
-  if (JSON.stringify(status) === JSON.stringify(mesh.status)) return;
+  if (sameStatus(status, mesh.status)) return;
   await deps.writeStatus(mesh, status);
   const was = (type: string) => mesh.status?.conditions?.find((c) => c.type === type)?.status;
   const is = (type: string) => status.conditions?.find((c) => c.type === type);
