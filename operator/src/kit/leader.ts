@@ -38,6 +38,7 @@ export class LeaderElector {
   /** The last lease seen, and when (our clock) it last changed. */
   #observed: { holder: string; renewTime: string; at: number } | undefined;
   #lastRenewed = 0;
+  #inflight: Promise<void> | undefined;
 
   constructor(opts: LeaderOptions) {
     this.#o = {
@@ -61,7 +62,8 @@ export class LeaderElector {
   async #tick(): Promise<void> {
     if (this.#stopped) return;
     try {
-      await this.#tryAcquireOrRenew();
+      this.#inflight = this.#tryAcquireOrRenew();
+      await this.#inflight;
     } catch (error) {
       if (!isConflict(error))
         this.#o.logger.warn({ err: (error as Error).message, lease: this.#o.name }, 'lease update failed');
@@ -139,6 +141,8 @@ export class LeaderElector {
     this.#lastRenewed = now;
     if (this.#leading) return;
     this.#leading = true;
+    // Won by a write that was in flight when release() began: release() gives it back; nothing starts.
+    if (this.#stopped) return;
     this.#o.logger.info({ lease: this.#o.name, identity: this.#o.identity }, 'became the leader');
     this.#o.onStartedLeading();
   }
@@ -147,6 +151,9 @@ export class LeaderElector {
   async release(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    // A renewal still in flight would change the Lease under this release (a 409) or win it back
+    // after it: let it land first.
+    await this.#inflight?.catch(() => undefined);
     if (!this.#leading) return;
     this.#leading = false;
     const { api, namespace, name } = this.#o;
