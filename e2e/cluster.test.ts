@@ -1,0 +1,397 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CHART, helm, objects, template } from '../charts/lib/helm.ts';
+import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
+import { edgeMeshSpecSchema } from '../operator/src/api/edgemesh.ts';
+import { desiredChildren } from '../operator/src/reconcile/desired.ts';
+import { eventually } from '../operator/test/support.ts';
+import {
+  type ControlPlane,
+  controlPlaneUnavailable,
+  type SimulatedNode,
+  startControlPlane,
+} from './harness/control-plane.ts';
+import { grants, needed, type PolicyRule, requestsOf } from './harness/rbac.ts';
+import { ROOT } from './harness/images.ts';
+
+const why = controlPlaneUnavailable();
+if (why) console.log(`# real control plane suite skipped: ${why}`);
+
+const NAMESPACE = 'edgemesh-system';
+const OPERATOR_SA = 'edgemesh-operator';
+const OPERATOR_USER = `system:serviceaccount:${NAMESPACE}:${OPERATOR_SA}`;
+const MAIN = join(ROOT, 'operator/src/main.ts');
+const SAMPLES = ['cdn', 'low-power', 'replicated'] as const;
+/** Each sample's mesh (namespace/name) and how many nodes it selects of the six below. */
+const MESHES = {
+  cdn: ['default', 'cdn', 6],
+  'low-power': ['edge', 'field', 6],
+  replicated: ['factory', 'store', 3],
+} as const;
+
+/** Six nodes in three zones of two regions; one node per zone is a storage node. */
+const NODES: SimulatedNode[] = ['eu-west-1a', 'eu-west-1b', 'us-east-1a'].flatMap((zone, z) =>
+  [0, 1].map((i) => ({
+    name: `edge-${z * 2 + i}`,
+    labels: {
+      'topology.kubernetes.io/zone': zone,
+      'topology.kubernetes.io/region': zone.slice(0, -1),
+      ...(i === 0 ? { 'edgemesh.p2p.dev/storage': 'true' } : { 'edge.example.com/power': 'battery' }),
+    },
+  })),
+);
+
+type Mesh = {
+  metadata: { generation: number; resourceVersion: string };
+  status?: {
+    observedGeneration?: number;
+    conditions?: { type: string; status: string }[];
+    zones?: Record<string, number>;
+  };
+};
+type DaemonSet = {
+  metadata: { generation: number };
+  spec: { selector: { matchLabels: Record<string, string> } };
+  status: {
+    observedGeneration?: number;
+    desiredNumberScheduled: number;
+    numberReady: number;
+    updatedNumberScheduled?: number;
+  };
+};
+
+/**
+ * The chart, the operator and the samples on a real control plane (etcd, kube-apiserver,
+ * kube-controller-manager, kube-scheduler and kwok's simulated nodes, built from Kubernetes' Go
+ * modules by e2e/control-plane/build.sh): nothing here is played by the test.
+ */
+describe('on a real control plane: helm install, the operator, every sample', { skip: why ?? false }, () => {
+  let cp: ControlPlane;
+  const operators = new Map<string, { child: ChildProcess; log: string[]; probePort?: number }>();
+  const get = <T>(args: string[]) => JSON.parse(cp.kubectl(['get', ...args, '-o', 'json'])) as T;
+  const tryGet = <T>(args: string[]): T | undefined => {
+    try {
+      return get<T>(args);
+    } catch (error) {
+      if (/NotFound|not found/.test((error as Error).message)) return undefined;
+      throw error;
+    }
+  };
+  const mesh = (sample: keyof typeof MESHES) => get<Mesh>(['em', MESHES[sample][1], '-n', MESHES[sample][0]]);
+  const condition = (m: Mesh, type: string) => m.status?.conditions?.find((c) => c.type === type)?.status;
+  /** Waits for a mesh's Ready condition; on timeout, says what the mesh and its DaemonSet looked like. */
+  const waitReady = async (namespace: string, name: string) => {
+    try {
+      await eventually(
+        () => condition(get<Mesh>(['em', name, '-n', namespace]), 'Ready') === 'True' || undefined,
+        90_000,
+      );
+    } catch (error) {
+      const state = JSON.stringify({
+        mesh: get<Mesh>(['em', name, '-n', namespace]).status,
+        daemonSet: tryGet<DaemonSet>(['daemonset', `edgemesh-${name}`, '-n', namespace])?.status,
+      });
+      throw new Error(`${namespace}/${name} not Ready: ${state}`, { cause: error });
+    }
+  };
+  const leaseHolder = () =>
+    get<{ spec: { holderIdentity?: string } }>(['lease', 'edgemesh-operator', '-n', NAMESPACE]).spec
+      .holderIdentity;
+
+  /** An operator replica as its own process, configured from the chart's Deployment, with the chart's ServiceAccount. */
+  const startOperator = async (identity: string, kubeconfig: string) => {
+    const deployment = get<{
+      spec: { template: { spec: { containers: { env: { name: string; value?: string }[] }[] } } };
+    }>(['deployment', 'edgemesh-operator', '-n', NAMESPACE]);
+    const chartEnv = Object.fromEntries(
+      deployment.spec.template.spec.containers[0]!.env.flatMap((e) =>
+        e.value === undefined ? [] : [[e.name, e.value]],
+      ),
+    );
+    const child = spawn(process.execPath, [...OPERATOR_NODE_FLAGS, MAIN], {
+      env: {
+        ...process.env,
+        ...chartEnv,
+        KUBECONFIG: kubeconfig,
+        POD_NAME: identity,
+        POD_NAMESPACE: NAMESPACE,
+        // Faster than the chart's production timing, so that a test waits seconds, not minutes.
+        EDGEMESH_OPERATOR_LEASE_DURATION_MS: '3000',
+        EDGEMESH_OPERATOR_RENEW_DEADLINE_MS: '2000',
+        EDGEMESH_OPERATOR_RETRY_PERIOD_MS: '250',
+        EDGEMESH_OPERATOR_RESYNC_MS: '1000',
+        EDGEMESH_OPERATOR_PROBE_HOST: '127.0.0.1',
+        EDGEMESH_OPERATOR_PROBE_PORT: '0',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const entry: { child: ChildProcess; log: string[]; probePort?: number } = { child, log: [] };
+    for (const stream of [child.stdout, child.stderr])
+      stream.on('data', (d: Buffer) => {
+        for (const line of d.toString().split('\n').filter(Boolean)) {
+          entry.log.push(line);
+          const port = /"probePort":(\d+)/.exec(line);
+          if (port) entry.probePort = Number(port[1]);
+        }
+      });
+    operators.set(identity, entry);
+    await eventually(() => entry.probePort, 30_000);
+  };
+  const reconciles = async (identity: string) => {
+    const text = await (await fetch(`http://127.0.0.1:${operators.get(identity)!.probePort}/metrics`)).text();
+    return [...text.matchAll(/^controller_runtime_reconcile_total\{[^}]*\} (\d+)/gm)].reduce(
+      (sum, m) => sum + Number(m[1]),
+      0,
+    );
+  };
+
+  before(async () => {
+    cp = await startControlPlane({ nodes: NODES, auditGroups: [`system:serviceaccounts:${NAMESPACE}`] });
+    console.log(
+      `# real control plane: Kubernetes ${cp.versions.kubernetes}, etcd ${cp.versions.etcd}, kwok ${cp.versions.kwok} (built with ${cp.versions.go}); ${NODES.length} simulated nodes`,
+    );
+    const install = spawnSync(
+      helm(),
+      [
+        ...[
+          'install',
+          'edgemesh',
+          CHART,
+          '--kubeconfig',
+          cp.kubeconfig,
+          '-n',
+          NAMESPACE,
+          '--create-namespace',
+        ],
+        ...['--set', 'nats.enabled=true', '--wait', '--timeout', '2m'],
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(install.status, 0, `helm install: ${install.stderr}`);
+    const kubeconfig = cp.serviceAccountKubeconfig(NAMESPACE, OPERATOR_SA);
+    await Promise.all(['op-a', 'op-b'].map((id) => startOperator(id, kubeconfig)));
+  });
+  after(async () => {
+    for (const [id, { child, log }] of operators) {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (process.env.TEST_LOG) console.log(`# ${id}:\n${log.join('\n')}`);
+    }
+    await cp?.stop();
+  });
+
+  it('installs the chart with helm: CRD established, the operator Deployment ready on simulated nodes', () => {
+    const crd = get<{ status: { conditions: { type: string; status: string }[] } }>([
+      'crd',
+      'edgemeshes.edgemesh.p2p.dev',
+    ]);
+    assert.equal(crd.status.conditions.find((c) => c.type === 'Established')?.status, 'True');
+    const deployment = get<{ status: { readyReplicas?: number } }>([
+      'deployment',
+      'edgemesh-operator',
+      '-n',
+      NAMESPACE,
+    ]);
+    assert.equal(deployment.status.readyReplicas, 2);
+    const leader = leaseHolder();
+    assert.ok(leader === 'op-a' || leader === 'op-b', `one operator process leads (holder ${leader})`);
+  });
+
+  it('applies every sample with kubectl; each mesh turns Ready with its agents scheduled on simulated nodes', async () => {
+    cp.kubectl(['create', 'namespace', 'edge']);
+    cp.kubectl(['create', 'namespace', 'factory']);
+    for (const sample of SAMPLES)
+      cp.kubectl(['apply', '-f', join(ROOT, 'manifests/samples', `${sample}.yaml`)]);
+    // A mesh whose NATS needs credentials, as a user with a secured NATS writes it.
+    cp.kubectl(['create', 'secret', 'generic', 'nats-creds', '-n', 'default', '--from-literal=creds=x']);
+    cp.kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+        kind: 'EdgeMesh',
+        metadata: { name: 'secured', namespace: 'default' },
+        spec: {
+          controlPlane: {
+            natsUrl: 'nats://edgemesh-nats.edgemesh-system:4222',
+            credentialsSecret: 'nats-creds',
+          },
+          nodeSelector: { 'edgemesh.p2p.dev/storage': 'true' },
+          ports: { http: 7580, grpc: 7581 },
+        },
+      }),
+    );
+    for (const sample of SAMPLES) {
+      const [namespace, name, nodes] = MESHES[sample];
+      await waitReady(namespace, name);
+      const ds = get<DaemonSet>(['daemonset', `edgemesh-${name}`, '-n', namespace]);
+      assert.equal(ds.status.desiredNumberScheduled, nodes, `${sample}: one agent per selected node`);
+      assert.equal(ds.status.numberReady, nodes);
+      const selector = Object.entries(ds.spec.selector.matchLabels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',');
+      const pods = get<{ items: { spec: { nodeName?: string }; status: { phase: string } }[] }>([
+        'pods',
+        '-n',
+        namespace,
+        '-l',
+        selector,
+      ]).items;
+      assert.equal(
+        new Set(pods.map((p) => p.spec.nodeName)).size,
+        nodes,
+        `${sample}: agents on ${nodes} distinct nodes`,
+      );
+      assert.ok(
+        pods.every((p) => p.status.phase === 'Running'),
+        `${sample}: every agent running`,
+      );
+    }
+    assert.deepEqual(mesh('cdn').status?.zones, { 'eu-west-1a': 2, 'eu-west-1b': 2, 'us-east-1a': 2 });
+    await waitReady('default', 'secured');
+  });
+
+  it('kubectl get em prints the printer columns', () => {
+    const out = cp.kubectl(['get', 'em', '-A']);
+    const [header, ...rows] = out.trim().split('\n');
+    assert.match(header!, /^NAMESPACE\s+NAME\s+READY\s+NODES\s+READY AGENTS\s+HIT RATIO\s+AGE$/);
+    assert.ok(
+      rows.some((r) => /^default\s+cdn\s+True\s+6\s+6\s+/.test(r)),
+      `a row for cdn with Ready True and 6 of 6 agents:\n${out}`,
+    );
+    assert.ok(
+      rows.some((r) => /^factory\s+store\s+True\s+3\s+3\s+/.test(r)),
+      out,
+    );
+  });
+
+  it('leaves an unchanged status alone: resyncs write nothing (no status churn)', async () => {
+    const leader = leaseHolder()!;
+    const statusWrites = () =>
+      requestsOf(cp.auditEvents(), OPERATOR_USER).filter(
+        (e) => e.objectRef?.resource === 'edgemeshes' && e.objectRef.subresource === 'status',
+      ).length;
+    const writesBefore = statusWrites();
+    const start = await reconciles(leader);
+    // Four meshes resynced every second: wait for three full rounds.
+    await eventually(async () => (await reconciles(leader)) >= start + 12 || undefined, 60_000);
+    assert.equal(statusWrites() - writesBefore, 0, 'status writes during resyncs of unchanged meshes');
+  });
+
+  it('rolls the DaemonSet when the spec changes, and records the generation it saw', async () => {
+    const before = get<DaemonSet>(['daemonset', 'edgemesh-cdn', '-n', 'default']);
+    cp.kubectl([
+      'patch',
+      'em',
+      'cdn',
+      '-n',
+      'default',
+      '--type',
+      'merge',
+      '-p',
+      '{"spec":{"cache":{"memory":"128Mi"}}}',
+    ]);
+    const generation = mesh('cdn').metadata.generation;
+    await eventually(() => {
+      const ds = get<DaemonSet>(['daemonset', 'edgemesh-cdn', '-n', 'default']);
+      const s = ds.status;
+      return (
+        (ds.metadata.generation > before.metadata.generation &&
+          (s.observedGeneration ?? 0) >= ds.metadata.generation &&
+          s.updatedNumberScheduled === s.desiredNumberScheduled &&
+          s.numberReady === s.desiredNumberScheduled) ||
+        undefined
+      );
+    }, 90_000);
+    await eventually(() => {
+      const m = mesh('cdn');
+      return (m.status?.observedGeneration === generation && condition(m, 'Ready') === 'True') || undefined;
+    }, 60_000);
+  });
+
+  it('elects one leader on a real Lease; when it is killed the other takes over and reconciles', async () => {
+    const first = leaseHolder()!;
+    const other = first === 'op-a' ? 'op-b' : 'op-a';
+    operators.get(first)!.child.kill('SIGKILL');
+    await eventually(() => leaseHolder() === other || undefined, 30_000);
+    const before = get<DaemonSet>(['daemonset', 'edgemesh-field', '-n', 'edge']).metadata.generation;
+    cp.kubectl([
+      'patch',
+      'em',
+      'field',
+      '-n',
+      'edge',
+      '--type',
+      'merge',
+      '-p',
+      '{"spec":{"agent":{"logLevel":"info"}}}',
+    ]);
+    await eventually(
+      () =>
+        get<DaemonSet>(['daemonset', 'edgemesh-field', '-n', 'edge']).metadata.generation > before ||
+        undefined,
+      30_000,
+    );
+    const survivor = operators.get(other)!.child;
+    survivor.kill('SIGTERM');
+    const [code] = (await once(survivor, 'exit')) as [number];
+    assert.equal(code, 0);
+    assert.equal(leaseHolder() ?? '', '', 'the lease is released on SIGTERM');
+  });
+
+  it('deleting a mesh lets the real garbage collector remove everything it owned', async () => {
+    cp.kubectl(['delete', 'em', 'store', '-n', 'factory', '--wait=true']);
+    for (const kind of ['daemonset', 'service', 'configmap', 'serviceaccount', 'role', 'rolebinding'])
+      await eventually(
+        () => tryGet([kind, 'edgemesh-store', '-n', 'factory']) === undefined || undefined,
+        60_000,
+      );
+    await eventually(
+      () => get<{ items: unknown[] }>(['pods', '-n', 'factory']).items.length === 0 || undefined,
+      60_000,
+    );
+  });
+
+  it("the chart's RBAC is enough and no more: every request allowed, every granted rule used", () => {
+    const requests = requestsOf(cp.auditEvents(), OPERATOR_USER);
+    assert.ok(requests.length > 50, `the operator's requests were audited (${requests.length})`);
+    const denied = requests
+      .filter((e) => e.responseStatus?.code === 403)
+      .map((e) => `${e.verb} ${e.requestURI}`);
+    assert.deepEqual([...new Set(denied)], [], 'requests the API server refused (403)');
+
+    const chart = objects(template());
+    const rulesOf = (kind: string, name: string) =>
+      (chart.find((o) => o.kind === kind && o.metadata.name === name) as unknown as { rules: PolicyRule[] })
+        .rules;
+    const granted = new Set(
+      grants([
+        ...rulesOf('ClusterRole', 'edgemesh-operator'),
+        ...rulesOf('Role', 'edgemesh-leader-election'),
+      ]),
+    );
+    const used = new Set(requests.flatMap(needed));
+    // The agents' Role grants these; Kubernetes lets only a holder grant (no escalate verb).
+    const agentRole = desiredChildren(
+      {
+        apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+        kind: 'EdgeMesh',
+        metadata: { name: 'm', namespace: 'n', uid: 'u' },
+        spec: edgeMeshSpecSchema.parse({ controlPlane: { natsUrl: 'nats://n:4222' } }),
+      },
+      new Map(),
+    ).find((c) => c.kind === 'Role') as unknown as { rules: PolicyRule[] };
+    const heldToGrant = new Set(grants(agentRole.rules));
+    assert.deepEqual(
+      [...used].filter((g) => !granted.has(g)),
+      [],
+      'requests no rule grants',
+    );
+    assert.deepEqual(
+      [...granted].filter((g) => !used.has(g) && !heldToGrant.has(g)).sort(),
+      [],
+      'granted, never used, and not needed to grant the agents their Role',
+    );
+  });
+});
