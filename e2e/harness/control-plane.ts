@@ -26,6 +26,11 @@ export interface ControlPlaneOptions {
   controllers?: string[] | false;
   /** Audit (level Metadata) every request of users in these groups, e.g. a namespace's service accounts. */
   auditGroups?: string[];
+  /**
+   * Files to apply before the controllers start (CRDs): the garbage collector then knows their
+   * kinds at once, where a CRD added later is found at its next discovery, up to 30 s on.
+   */
+  apply?: string[];
 }
 
 /** One audit.k8s.io/v1 Event, the fields the tests read. */
@@ -125,8 +130,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   );
   const dir = mkdtempSync(join(tmpdir(), 'edgemesh-control-plane-'));
   const children: ChildProcess[] = [];
+  // If this process ends without stop() (a crash, a filtered test run), take everything with it.
   const killAll = () => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', killAll);
   const start = (name: string, args: string[]) => {
@@ -197,6 +204,21 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     writeFileSync(kubeconfig, kubeconfigText, { mode: 0o600 });
     await waitFor('kube-apiserver', async () => (await apiGet(pki, server, '/readyz')).status === 200);
 
+    for (const file of options.apply ?? []) {
+      const r = spawnSync(
+        join(bin, 'kubectl'),
+        ['--kubeconfig', kubeconfig, 'apply', '--server-side', '-f', file],
+        {
+          encoding: 'utf8',
+        },
+      );
+      if (r.status !== 0) throw new Error(`kubectl apply -f ${file}: ${r.stderr}`);
+    }
+    if (options.apply?.length) {
+      const crds = ['wait', '--for', 'condition=Established', 'crd', '--all', '--timeout', '60s'];
+      const r = spawnSync(join(bin, 'kubectl'), ['--kubeconfig', kubeconfig, ...crds], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`kubectl wait for CRDs: ${r.stderr}`);
+    }
     const clientKubeconfig = (name: string) => {
       const path = join(dir, `${name}.kubeconfig`);
       writeFileSync(

@@ -72,3 +72,24 @@ export function crdValidator(openAPIV3Schema: Record<string, unknown>): Validate
     return celProblems(openAPIV3Schema, object, '');
   };
 }
+
+/**
+ * Problems a real API server finds in a CRD's schema itself: every `default` must pass the CEL
+ * rules of the field it defaults, evaluated on the default as written (the server does not fill
+ * in nested defaults first). A CRD with such a default is refused at creation.
+ */
+export function crdDefaultProblems(schema: Schema, path = ''): string[] {
+  const problems: string[] = [];
+  if (schema.default !== undefined)
+    problems.push(
+      ...celProblems(
+        { 'x-kubernetes-validations': schema['x-kubernetes-validations'] },
+        schema.default,
+        path,
+      ).map((p) => `${p} (the default)`),
+    );
+  for (const [k, s] of Object.entries(schema.properties ?? {}))
+    problems.push(...crdDefaultProblems(s, `${path}.${k}`));
+  if (schema.items) problems.push(...crdDefaultProblems(schema.items, `${path}[]`));
+  return problems;
+}

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parse as parseYaml } from 'yaml';
-import { crdValidator, type Validate } from './crd-validation.ts';
+import { crdDefaultProblems, crdValidator, type Validate } from './crd-validation.ts';
 import { builtinValidator } from './builtin-validation.ts';
 
 /**
@@ -184,9 +184,40 @@ function removeDropped(target: Record<string, unknown>, previous: unknown, next:
   }
 }
 
+/** A copy with every object's keys in sorted order, as Go's encoding/json writes a map. */
+function sortKeys<T>(value: T): T {
+  if (Array.isArray(value)) return value.map(sortKeys) as T;
+  if (!isPlain(value)) return value;
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .map((k) => [k, sortKeys(value[k])]),
+  ) as T;
+}
+
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/**
+ * metadata.name and generateName as ObjectMeta validation checks them for most kinds: a DNS
+ * subdomain of at most 253 characters; a generateName prefix may end in '-' only.
+ */
+function nameProblems(meta: { name?: string; generateName?: string }): string[] {
+  const problems: string[] = [];
+  const check = (field: string, value: string) => {
+    if (value.length > 253 || !DNS_SUBDOMAIN.test(value))
+      problems.push(
+        `metadata.${field}: Invalid value: "${value}": a lowercase RFC 1123 subdomain is required`,
+      );
+  };
+  if (meta.name !== undefined) check('name', meta.name);
+  if (meta.generateName !== undefined) check('generateName', meta.generateName.replace(/-$/, 'a'));
+  return problems;
+}
+
 /** Everything but metadata and status: what metadata.generation tracks. */
 const specOf = (o: Obj) =>
-  JSON.stringify({ ...o, metadata: undefined, status: undefined, apiVersion: undefined, kind: undefined });
+  JSON.stringify(
+    sortKeys({ ...o, metadata: undefined, status: undefined, apiVersion: undefined, kind: undefined }),
+  );
 
 function matchesSelector(labels: Record<string, string> | undefined, selector: string | null): boolean {
   if (!selector) return true;
@@ -207,6 +238,8 @@ export async function startFakeApiServer(
   const crd = parseYaml(readFileSync(crdFile, 'utf8')) as {
     spec: { versions: { schema: { openAPIV3Schema: Record<string, unknown> } }[] };
   };
+  const refused = crdDefaultProblems(crd.spec.versions[0]!.schema.openAPIV3Schema);
+  if (refused.length > 0) throw new Error(`the CRD is invalid: ${refused.join('; ')}`);
   const validators = new Map<string, Validate>([
     ['edgemesh.p2p.dev/edgemeshes', crdValidator(crd.spec.versions[0]!.schema.openAPIV3Schema)],
   ]);
@@ -244,7 +277,10 @@ export async function startFakeApiServer(
 
   const validate = (t: ResourceType, object: Obj) => {
     const custom = validators.get(typeKey(t));
-    const problems = custom ? custom(object) : builtin(t.group, t.version, t.kind, object);
+    const problems = [
+      ...nameProblems(object.metadata),
+      ...(custom ? custom(object) : builtin(t.group, t.version, t.kind, object)),
+    ];
     if (problems.length > 0)
       throw new HttpError(
         422,
@@ -269,8 +305,8 @@ export async function startFakeApiServer(
       next.metadata.generation = (prev.metadata.generation ?? 1) + (specOf(prev) === specOf(next) ? 0 : 1);
       if (prev.metadata.deletionTimestamp) next.metadata.deletionTimestamp = prev.metadata.deletionTimestamp;
       const same =
-        JSON.stringify({ ...next, metadata: { ...next.metadata, resourceVersion: undefined } }) ===
-        JSON.stringify({ ...prev, metadata: { ...prev.metadata, resourceVersion: undefined } });
+        JSON.stringify(sortKeys({ ...next, metadata: { ...next.metadata, resourceVersion: undefined } })) ===
+        JSON.stringify(sortKeys({ ...prev, metadata: { ...prev.metadata, resourceVersion: undefined } }));
       if (same) return prev; // a no-op write changes nothing, not even resourceVersion
     }
     next.metadata.resourceVersion = String(++rv);
@@ -280,6 +316,9 @@ export async function startFakeApiServer(
       collectGarbage(next.metadata.uid!);
       return next;
     }
+    // A custom resource is stored and served as unstructured JSON, which Go encodes with its keys
+    // sorted: clients see that order, not the order they wrote.
+    if (validators.has(typeKey(t))) next = sortKeys(next);
     objects.set(key, next);
     record(t, prev ? 'MODIFIED' : 'ADDED', next);
     return next;

@@ -1,14 +1,13 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { type Operator, type OperatorConfig, startOperator } from '../src/controller.ts';
-import type { FakeApiServer } from './fake-apiserver.ts';
 
 /**
- * The operator, in this process, against the API server fake: fast leader election (3 s lease,
+ * The operator, in this process, against the API server a kubeconfig names (the fake's or a real one): fast leader election (3 s lease,
  * 200 ms retries), probes on a free loopback port, logs off unless TEST_LOG names a level.
  */
 export function startTestOperator(
-  api: FakeApiServer,
+  api: { kubeconfig: string },
   overrides: Partial<OperatorConfig> = {},
 ): Promise<Operator> {
   const kc = new KubeConfig();

@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserver.ts';
 
 /** The fake answers like kube-apiserver where the operator relies on it; checked over plain HTTP. */
@@ -170,5 +175,49 @@ describe('the API server fake', () => {
     const started = performance.now();
     assert.equal((await call('GET', '/api/v1/namespaces/n/configmaps/a')).status, 200);
     assert.ok(performance.now() - started >= 45);
+  });
+
+  // Where the real API server (e2e/cluster.test.ts) showed the fake to differ; see docs/operator.md.
+  it('serves a custom resource with its keys sorted, as the real server encodes unstructured JSON', async () => {
+    const path = '/apis/edgemesh.p2p.dev/v1alpha1/namespaces/n/edgemeshes';
+    await call('POST', path, {
+      kind: 'EdgeMesh',
+      apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+      metadata: { name: 'sorted' },
+      spec: { ports: { http: 7000, grpc: 7001 }, controlPlane: { natsUrl: 'nats://x:4222' } },
+    });
+    const { body } = await call('GET', `${path}/sorted`);
+    assert.deepEqual(Object.keys(body), ['apiVersion', 'kind', 'metadata', 'spec']);
+    assert.deepEqual(Object.keys(body.spec.ports as object), ['exposure', 'grpc', 'http']);
+  });
+
+  it('refuses a name or generateName prefix that is not a DNS subdomain (422)', async () => {
+    const bad = (metadata: object) =>
+      call('POST', '/api/v1/namespaces/n/configmaps', { ...cm('x', {}), metadata });
+    assert.equal((await bad({ name: 'Not_A_Name' })).status, 422);
+    assert.equal((await bad({ name: 'cdn.abc', generateName: 'cdn.' })).status, 422);
+    assert.equal((await bad({ name: 'cdn-abc', generateName: 'cdn-' })).status, 201);
+  });
+
+  it('refuses a CRD whose defaults fail its own CEL rules, as the real server refuses to create it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-crd-'));
+    try {
+      const crd = readFileSync(
+        new URL('../../crds/edgemeshes.edgemesh.p2p.dev.yaml', import.meta.url),
+        'utf8',
+      );
+      const broken = crd.replace(
+        /( +)default:\n +http: 7480\n +grpc: 7481\n +exposure: HostPort\n/,
+        '$1default: {}\n',
+      );
+      assert.notEqual(broken, crd, 'the CRD has the ports default this test breaks');
+      await writeFile(join(dir, 'crd.yaml'), broken);
+      await assert.rejects(
+        startFakeApiServer({ crdFile: pathToFileURL(join(dir, 'crd.yaml')) }),
+        /no such key|http/,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
