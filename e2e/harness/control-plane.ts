@@ -194,6 +194,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       // Addresses only allocated, never used: nothing here sends to a Service or pod IP.
       ...['--service-cluster-ip-range', '198.19.0.0/16', '--allow-privileged=true'],
       ...['--cert-dir', join(dir, 'apiserver-certs'), '--v', '1'],
+      // Simulated nodes register Ready (kwok), so skip the not-ready taint a registering kubelet's
+      // node gets until the node lifecycle controller lifts it (minutes for 1,000 nodes on 2 cores).
+      '--disable-admission-plugins=TaintNodesByCondition',
       ...auditArgs,
     ]);
     const kubeconfigText = kubeconfigFor(server, pki.caCert, {
@@ -258,7 +261,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       ...['--kubeconfig', clientKubeconfig('kwok'), '--config', join(bin, 'kwok-stages.yaml')],
       ...['--manage-all-nodes=false', '--manage-nodes-with-annotation-selector', 'kwok.x-k8s.io/node=fake'],
       ...['--cidr', '198.18.0.0/16', '--node-ip', '198.18.255.254', '--node-lease-duration-seconds', '40'],
-      ...['--server-address', `127.0.0.1:${await freePort()}`],
+      ...['--server-address', `127.0.0.1:${await freePort()}`, '--v', 'WARN'],
     ]);
 
     const kubectlPath = join(bin, 'kubectl');
@@ -361,24 +364,15 @@ async function createNodes(kubectl: (args: string[], input?: string) => string, 
       ['create', '-f', '-'],
       JSON.stringify({ apiVersion: 'v1', kind: 'List', items: items.slice(i, i + 200) }),
     );
+  const readyPath = '{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}';
   await waitFor(
     `${nodes.length} Ready nodes`,
-    () => {
-      const list = JSON.parse(kubectl(['get', 'nodes', '-o', 'json'])) as {
-        items: {
-          spec?: { taints?: { key: string }[] };
-          status?: { conditions?: { type: string; status: string }[] };
-        }[];
-      };
-      // Ready, and the node lifecycle controller has lifted the not-ready taint new nodes get.
-      const ready = list.items.filter(
-        (n) =>
-          n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') &&
-          !n.spec?.taints?.some((t) => t.key === 'node.kubernetes.io/not-ready'),
-      ).length;
-      return ready >= nodes.length;
-    },
+    () =>
+      kubectl(['get', 'nodes', '-o', `jsonpath=${readyPath}`])
+        .split('\n')
+        .filter((s) => s === 'True').length >= nodes.length,
     120_000,
+    500,
   );
 }
 
@@ -404,7 +398,12 @@ function apiGet(pki: Pki, server: string, path: string): Promise<{ status: numbe
 }
 
 /** Polls `ready` (errors count as not yet) until true, or throws after timeoutMs. */
-async function waitFor(what: string, ready: () => boolean | Promise<boolean>, timeoutMs = 60_000) {
+async function waitFor(
+  what: string,
+  ready: () => boolean | Promise<boolean>,
+  timeoutMs = 60_000,
+  intervalMs = 100,
+) {
   const deadline = performance.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -417,6 +416,6 @@ async function waitFor(what: string, ready: () => boolean | Promise<boolean>, ti
       throw new Error(
         `${what} not ready within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ''}`,
       );
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
