@@ -25,6 +25,12 @@ const MAIN = fileURLToPath(new URL('../operator/src/main.ts', import.meta.url));
 const BUILD = fileURLToPath(new URL('../scripts/build.ts', import.meta.url));
 const CHILDREN = ['serviceaccounts', 'roles', 'rolebindings', 'configmaps', 'services', 'daemonsets'];
 
+/** CPU seconds (user + system) a process has used so far. */
+const cpuSeconds = (pid: number) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
+};
+
 const peakRssMb = (pid: number) => {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
@@ -49,6 +55,8 @@ interface Target {
   hasChildren(namespace: string, name: string): Promise<boolean>;
   /** API requests served, where known. */
   requests(): number | undefined;
+  /** The server's own processes (name: pid), when it runs in processes of its own. */
+  processes(): Record<string, number>;
   close(): Promise<void>;
 }
 type Mesh = { apiVersion: string; kind: string; metadata: { name: string; namespace: string }; spec: object };
@@ -77,6 +85,7 @@ async function fakeTarget(nodes: number, dir: string): Promise<Target> {
     hasChildren: (ns, name) =>
       Promise.resolve(CHILDREN.every((plural) => api.get(plural, ns, `edgemesh-${name}`))),
     requests: () => api.stats.requests,
+    processes: () => ({}),
     close: () => api.close(),
   };
 }
@@ -99,7 +108,6 @@ async function realTarget(nodes: number): Promise<Target> {
     ],
     apply: [crd],
   });
-  for (const ns of NAMESPACES) cp.kubectl(['create', 'namespace', ns]);
   const kc = new KubeConfig();
   kc.loadFromString(cp.kubeconfigText);
   const http = new KubeHttp(kc);
@@ -110,17 +118,25 @@ async function realTarget(nodes: number): Promise<Target> {
   };
   // A watch per kind, as the operator's informers see the API: each child counts from its ADDED event.
   const seen = new Set<string>();
-  const watches = await Promise.all(
-    CHILDREN.map((plural) =>
-      new Watch(kc).watch(
-        paths[plural] ?? `/api/v1/${plural}`,
-        { labelSelector: 'app.kubernetes.io/managed-by=edgemesh-operator' },
-        (_type, o: { metadata: { namespace: string; name: string } }) =>
-          seen.add(`${plural}/${o.metadata.namespace}/${o.metadata.name}`),
-        () => undefined,
+  let watches: AbortController[];
+  try {
+    for (const ns of NAMESPACES) cp.kubectl(['create', 'namespace', ns]);
+    watches = await Promise.all(
+      CHILDREN.map((plural) =>
+        new Watch(kc).watch(
+          paths[plural] ?? `/api/v1/${plural}`,
+          { labelSelector: 'app.kubernetes.io/managed-by=edgemesh-operator' },
+          (_type, o: { metadata: { namespace: string; name: string } }) =>
+            seen.add(`${plural}/${o.metadata.namespace}/${o.metadata.name}`),
+          () => undefined,
+        ),
       ),
-    ),
-  );
+    );
+  } catch (error) {
+    await http.close();
+    await cp.stop();
+    throw error;
+  }
   return {
     kubeconfig: cp.kubeconfig,
     async listNodes() {
@@ -137,6 +153,7 @@ async function realTarget(nodes: number): Promise<Target> {
     hasChildren: (ns, name) =>
       Promise.resolve(CHILDREN.every((plural) => seen.has(`${plural}/${ns}/edgemesh-${name}`))),
     requests: () => undefined,
+    processes: () => cp.pids,
     async close() {
       for (const w of watches) w.abort();
       await http.close();
@@ -255,6 +272,8 @@ async function measure(main: string, target: Target, meshes: number): Promise<Fi
     await target.create(warm);
     while (!(await target.hasChildren('bench', 'warm'))) await new Promise((r) => setTimeout(r, 20));
     const before = await reconcileTotal(probePort);
+    const processes = { operator: child.pid!, ...target.processes(), bench: process.pid };
+    const cpuBefore = Object.fromEntries(Object.entries(processes).map(([n, pid]) => [n, cpuSeconds(pid)]));
     const idleRss =
       Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 
@@ -289,6 +308,11 @@ async function measure(main: string, target: Target, meshes: number): Promise<Fi
       await new Promise((r) => setTimeout(r, 5));
     }
     const elapsed = (performance.now() - started) / 1000;
+    // Where the time went: CPU seconds each process used over the burst (2 cores = 2 s per second).
+    const cpu = Object.entries(processes)
+      .map(([n, pid]) => `${n} ${(cpuSeconds(pid) - cpuBefore[n]!).toFixed(2)}`)
+      .join(', ');
+    console.log(`# CPU seconds during the ${elapsed.toFixed(2)} s burst: ${cpu}`);
     const reconciles = (await reconcileTotal(probePort)) - before;
     const rss = peakRssMb(child.pid!);
     const latencies = [...done.values()].sort((a, b) => a - b);

@@ -7,7 +7,7 @@ import { CHART, helm, objects, template } from '../charts/lib/helm.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
 import { edgeMeshSpecSchema } from '../operator/src/api/edgemesh.ts';
 import { desiredChildren } from '../operator/src/reconcile/desired.ts';
-import { eventually } from '../operator/test/support.ts';
+import { eventually as poll } from '../operator/test/support.ts';
 import {
   type ControlPlane,
   controlPlaneUnavailable,
@@ -16,6 +16,10 @@ import {
 } from './harness/control-plane.ts';
 import { grants, needed, type PolicyRule, requestsOf } from './harness/rbac.ts';
 import { ROOT } from './harness/images.ts';
+
+/** Each poll here runs kubectl, a process of its own: poll at a pace that leaves the CPU to the cluster. */
+const eventually = <T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000) =>
+  poll(check, timeoutMs, 250);
 
 const why = controlPlaneUnavailable();
 if (why) console.log(`# real control plane suite skipped: ${why}`);
@@ -138,6 +142,8 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         }
       });
     operators.set(identity, entry);
+    // Should this test process die without its after hook, the operators go with it.
+    process.once('exit', () => child.kill('SIGKILL'));
     await eventually(() => entry.probePort, 30_000);
   };
   const reconciles = async (identity: string) => {
@@ -168,7 +174,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         ],
         ...['--set', 'nats.enabled=true', '--wait', '--timeout', '2m'],
       ],
-      { encoding: 'utf8' },
+      { encoding: 'utf8', env: cp.toolEnv, timeout: 180_000 },
     );
     assert.equal(install.status, 0, `helm install: ${install.stderr}`);
     const kubeconfig = cp.serviceAccountKubeconfig(NAMESPACE, OPERATOR_SA);
@@ -182,7 +188,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     await cp?.stop();
   });
 
-  it('installs the chart with helm: CRD established, the operator Deployment ready on simulated nodes', () => {
+  it('installs the chart with helm: CRD established, the operator Deployment ready on simulated nodes', async () => {
     const crd = get<{ status: { conditions: { type: string; status: string }[] } }>([
       'crd',
       'edgemeshes.edgemesh.p2p.dev',
@@ -195,7 +201,12 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       NAMESPACE,
     ]);
     assert.equal(deployment.status.readyReplicas, 2);
-    const leader = leaseHolder();
+    const leader = await eventually(
+      () =>
+        tryGet<{ spec: { holderIdentity?: string } }>(['lease', 'edgemesh-operator', '-n', NAMESPACE])?.spec
+          .holderIdentity || undefined,
+      30_000,
+    );
     assert.ok(leader === 'op-a' || leader === 'op-b', `one operator process leads (holder ${leader})`);
   });
 
@@ -313,6 +324,8 @@ describe('on a real control plane: helm install, the operator, every sample', { 
   it('elects one leader on a real Lease; when it is killed the other takes over and reconciles', async () => {
     const first = leaseHolder()!;
     const other = first === 'op-a' ? 'op-b' : 'op-a';
+    assert.ok((await reconciles(first)) > 0, 'the leader reconciles');
+    assert.equal(await reconciles(other), 0, 'the standby has reconciled nothing');
     operators.get(first)!.child.kill('SIGKILL');
     await eventually(() => leaseHolder() === other || undefined, 30_000);
     const before = get<DaemonSet>(['daemonset', 'edgemesh-field', '-n', 'edge']).metadata.generation;

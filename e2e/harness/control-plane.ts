@@ -2,7 +2,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { request } from 'node:https';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makePki, type Pki } from './pki.ts';
@@ -21,7 +21,7 @@ export interface ControlPlaneOptions {
   /**
    * kube-controller-manager's controllers (its --controllers list); false runs none. The default
    * is what a mesh needs: DaemonSets, Deployments, ReplicaSets, garbage collection, namespaces,
-   * service accounts and the root CA ConfigMap.
+   * service accounts, the root CA ConfigMap and node lifecycle.
    */
   controllers?: string[] | false;
   /** Audit (level Metadata) every request of users in these groups, e.g. a namespace's service accounts. */
@@ -57,9 +57,13 @@ export interface ControlPlane {
   readonly kubeconfig: string;
   readonly kubeconfigText: string;
   readonly caCert: string;
+  /** Each running component's process id, by binary name. */
+  readonly pids: Record<string, number>;
   /** The built kubectl, and a call of it as admin (throws with its stderr on failure). */
   readonly kubectlPath: string;
   kubectl(args: string[], input?: string): string;
+  /** The environment for kubectl and helm: their caches inside the control plane's directory. */
+  readonly toolEnv: NodeJS.ProcessEnv;
   /** A kubeconfig for a ServiceAccount, with a token from the TokenRequest API (`kubectl create token`). */
   serviceAccountKubeconfig(namespace: string, name: string, expirationSeconds?: number): string;
   /** The audit log so far (see auditGroups). */
@@ -69,7 +73,7 @@ export interface ControlPlane {
 
 /**
  * Why the real control plane cannot run here, or undefined. Builds the binaries when they are not
- * in the per-machine cache yet (tens of minutes the first time; progress on stderr).
+ * in the per-machine cache yet (about 5 minutes on 2 cores the first time; progress on stderr).
  */
 export function controlPlaneUnavailable(): string | undefined {
   if (process.platform !== 'linux') return 'the test control plane is built for Linux only';
@@ -91,15 +95,23 @@ function binDir(): { dir?: string; error?: string } {
   return built;
 }
 
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
+/** `n` distinct free loopback ports: all are held open until every one is picked. */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<Server>((resolve, reject) => {
+          const server = createServer();
+          server.once('error', reject);
+          server.listen(0, '127.0.0.1', () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
 
 function kubeconfigFor(server: string, ca: string, user: Record<string, string>): string {
   return JSON.stringify({
@@ -117,7 +129,8 @@ function kubeconfigFor(server: string, ca: string, user: Record<string, string>)
  * server (secure port only, client-certificate admin, RBAC, a service-account issuer and keys),
  * plus kube-controller-manager, kube-scheduler and kwok with the given simulated nodes, all on
  * loopback in one temporary directory. stop() ends every process and removes the directory; so
- * does this process exiting.
+ * does this process exiting or being signalled. A test cluster: etcd serves plain HTTP without
+ * authentication on loopback, and kwok is an admin.
  */
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   const { dir: bin, error } = binDir();
@@ -130,17 +143,29 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   );
   const dir = mkdtempSync(join(tmpdir(), 'edgemesh-control-plane-'));
   const children: ChildProcess[] = [];
-  // If this process ends without stop() (a crash, a filtered test run), take everything with it.
+  const pids: Record<string, number> = {};
+  // If this process ends without stop() (a crash, a filtered test run, a signal), take everything
+  // with it: the processes and the directory, which holds the CA key.
   const killAll = () => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   };
+  const onSignal = (signal: NodeJS.Signals) => {
+    killAll();
+    process.kill(process.pid, signal); // the handler is gone (once): the default action follows
+  };
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
   process.once('exit', killAll);
+  for (const signal of signals) process.once(signal, onSignal);
   const start = (name: string, args: string[]) => {
     const log = openSync(join(dir, `${name}.log`), 'a');
     const child = spawn(join(bin, name), args, { stdio: ['ignore', log, log] });
     closeSync(log);
+    child.once('error', (error) =>
+      console.error(`# control plane: ${name} could not start: ${error.message}`),
+    );
     children.push(child);
+    if (child.pid !== undefined) pids[name] = child.pid;
     child.once('exit', (code, signal) => {
       if (!stopping) console.error(`# control plane: ${name} exited (${code ?? signal}); see its log`);
     });
@@ -157,6 +182,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       clearTimeout(timer);
     }
     process.removeListener('exit', killAll);
+    for (const signal of signals) process.removeListener(signal, onSignal);
     rmSync(dir, { recursive: true, force: true });
   };
 
@@ -167,7 +193,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       scheduler: { user: 'system:kube-scheduler' },
       kwok: { user: 'kwok', groups: ['system:masters'] },
     });
-    const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
+    const [etcdPort, peerPort, apiPort, kwokPort] = (await freePorts(4)) as [number, number, number, number];
     const etcdUrl = `http://127.0.0.1:${etcdPort}`;
     start('etcd', [
       ...['--data-dir', join(dir, 'etcd'), '--name', 'test'],
@@ -179,7 +205,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       '--unsafe-no-fsync',
       ...['--quota-backend-bytes', String(4 * 1024 ** 3), '--log-level', 'warn'],
     ]);
-    await waitFor('etcd', async () => (await fetch(`${etcdUrl}/health`)).ok);
+    await waitFor(
+      'etcd',
+      async () => (await fetch(`${etcdUrl}/health`, { signal: AbortSignal.timeout(5000) })).ok,
+    );
 
     const server = `https://127.0.0.1:${apiPort}`;
     const auditArgs = writeAuditPolicy(dir, options.auditGroups);
@@ -205,6 +234,15 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     });
     const kubeconfig = join(dir, 'admin.kubeconfig');
     writeFileSync(kubeconfig, kubeconfigText, { mode: 0o600 });
+    // kubectl and helm keep discovery and other caches in the home directory by default: keep
+    // them in this directory, so that nothing stays behind.
+    const toolEnv = {
+      ...process.env,
+      KUBECACHEDIR: join(dir, 'kube-cache'),
+      HELM_CACHE_HOME: join(dir, 'helm', 'cache'),
+      HELM_CONFIG_HOME: join(dir, 'helm', 'config'),
+      HELM_DATA_HOME: join(dir, 'helm', 'data'),
+    };
     await waitFor('kube-apiserver', async () => (await apiGet(pki, server, '/readyz')).status === 200);
 
     for (const file of options.apply ?? []) {
@@ -219,7 +257,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     }
     if (options.apply?.length) {
       const crds = ['wait', '--for', 'condition=Established', 'crd', '--all', '--timeout', '60s'];
-      const r = spawnSync(join(bin, 'kubectl'), ['--kubeconfig', kubeconfig, ...crds], { encoding: 'utf8' });
+      const r = spawnSync(join(bin, 'kubectl'), ['--kubeconfig', kubeconfig, ...crds], {
+        encoding: 'utf8',
+        timeout: 120_000,
+        env: toolEnv,
+      });
       if (r.status !== 0) throw new Error(`kubectl wait for CRDs: ${r.stderr}`);
     }
     const clientKubeconfig = (name: string) => {
@@ -261,15 +303,18 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       ...['--kubeconfig', clientKubeconfig('kwok'), '--config', join(bin, 'kwok-stages.yaml')],
       ...['--manage-all-nodes=false', '--manage-nodes-with-annotation-selector', 'kwok.x-k8s.io/node=fake'],
       ...['--cidr', '198.18.0.0/16', '--node-ip', '198.18.255.254', '--node-lease-duration-seconds', '40'],
-      ...['--server-address', `127.0.0.1:${await freePort()}`, '--v', 'WARN'],
+      ...['--server-address', `127.0.0.1:${kwokPort}`, '--v', 'WARN'],
     ]);
 
     const kubectlPath = join(bin, 'kubectl');
     const kubectl = (args: string[], input?: string) => {
-      const r = spawnSync(kubectlPath, ['--kubeconfig', kubeconfig, ...args], {
+      // Bounded: a hung server must fail the call, not freeze the test process (spawnSync blocks).
+      const r = spawnSync(kubectlPath, ['--kubeconfig', kubeconfig, '--request-timeout', '60s', ...args], {
         encoding: 'utf8',
         input,
         maxBuffer: 64 * 1024 * 1024,
+        timeout: 120_000,
+        env: toolEnv,
       });
       if (r.status !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr || String(r.error)}`);
       return r.stdout;
@@ -281,8 +326,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       kubeconfig,
       kubeconfigText,
       caCert: pki.caCert,
+      pids,
       kubectlPath,
       kubectl,
+      toolEnv,
       serviceAccountKubeconfig(namespace, name, expirationSeconds = 3600) {
         const out = kubectl([
           ...['create', 'token', name, '-n', namespace, '--duration', `${expirationSeconds}s`],
@@ -293,10 +340,14 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       },
       auditEvents() {
         const text = existsSync(join(dir, 'audit.log')) ? readFileSync(join(dir, 'audit.log'), 'utf8') : '';
-        return text
-          .split('\n')
-          .filter(Boolean)
-          .map((line) => JSON.parse(line) as AuditEvent);
+        // The server may be writing the last line as it is read: a line that does not parse is skipped.
+        return text.split('\n').flatMap((line) => {
+          try {
+            return line ? [JSON.parse(line) as AuditEvent] : [];
+          } catch {
+            return [];
+          }
+        });
       },
       stop,
     };
@@ -392,6 +443,7 @@ function apiGet(pki: Pki, server: string, path: string): Promise<{ status: numbe
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
       },
     );
+    req.setTimeout(5000, () => req.destroy(new Error(`GET ${path}: no answer in 5 s`)));
     req.on('error', reject);
     req.end();
   });

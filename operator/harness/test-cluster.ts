@@ -24,6 +24,7 @@ export interface TestCluster {
   list(plural: string, namespace: string, group?: string): Promise<Obj[]>;
   /** Creates an object, or replaces it when it carries a resourceVersion. */
   put(object: Obj): Promise<void>;
+  remove(plural: string, namespace: string | undefined, name: string): Promise<void>;
   /**
    * Brings a DaemonSet's status to "every agent ready and up to date": the fake has no DaemonSet
    * controller or kubelets, so this writes what they would; on a real control plane they do it.
@@ -57,6 +58,7 @@ export async function fakeCluster(nodes: Obj[]): Promise<TestCluster> {
     get: (plural, namespace, name, group) => Promise.resolve(api.get(plural, namespace, name, group) as Obj),
     list: (plural, namespace, group) => Promise.resolve(api.list(plural, namespace, group) as Obj[]),
     put: (object) => Promise.resolve(void api.put(object as never)),
+    remove: (plural, namespace, name) => Promise.resolve(api.remove(plural, namespace, name)),
     rollOut(namespace, name, agents) {
       const ds = api.get('daemonsets', namespace, name)!;
       api.put({
@@ -89,8 +91,13 @@ export async function realCluster(nodes: Obj[], namespaces: string[]): Promise<T
     nodes: nodes.map((n) => ({ name: n.metadata.name, labels: n.metadata.labels as Record<string, string> })),
     apply: [crd],
   });
-  // A real server keeps objects only in namespaces that exist (the fake does not check).
-  for (const namespace of namespaces) cp.kubectl(['create', 'namespace', namespace]);
+  try {
+    // A real server keeps objects only in namespaces that exist (the fake does not check).
+    for (const namespace of namespaces) cp.kubectl(['create', 'namespace', namespace]);
+  } catch (error) {
+    await cp.stop();
+    throw error;
+  }
   const kc = new KubeConfig();
   kc.loadFromString(cp.kubeconfigText);
   const http = new KubeHttp(kc);
@@ -118,6 +125,9 @@ export async function realCluster(nodes: Obj[], namespaces: string[]): Promise<T
       if (object.metadata.resourceVersion)
         await http.request('PUT', `${base}/${object.metadata.name}`, object);
       else await http.request('POST', base, object);
+    },
+    async remove(plural, namespace, name) {
+      await http.request('DELETE', `${collectionPath(plural, namespace)}/${name}`);
     },
     rollOut: () => Promise.resolve(),
     async close() {

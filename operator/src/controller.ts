@@ -25,6 +25,7 @@ import { OperatorMetrics } from './kit/metrics.ts';
 import { WorkQueue } from './kit/queue.ts';
 import { FIELD_MANAGER, MESH_LABEL } from './reconcile/desired.ts';
 import { reconcile, type ReconcileDeps } from './reconcile/reconciler.ts';
+import { mergePatchFrom } from './reconcile/status.ts';
 
 export interface OperatorConfig {
   /** This replica's identity for leader election (the pod name). */
@@ -164,7 +165,9 @@ export async function startOperator(
         kind: 'EdgeMesh',
         metadata: mesh.metadata,
       });
-      await http.request('PATCH', `${path}/status`, { status }, 'application/merge-patch+json');
+      // Keys the new status drops are sent as null: a merge patch would keep them otherwise.
+      const patch = { status: mergePatchFrom(mesh.status ?? {}, status) };
+      await http.request('PATCH', `${path}/status`, patch, 'application/merge-patch+json');
     },
     event: async (mesh, type, reason, note) => {
       const now = new Date();
@@ -269,6 +272,7 @@ export async function startOperator(
     },
     metrics,
     async stop() {
+      leader.close();
       queue.shutDown();
       await Promise.all(informers().map((i) => i.stop()));
       await running;

@@ -14,10 +14,11 @@ export function node(name: string, zone: string, region: string) {
   };
 }
 
-/** Polls `check` until it returns a value, or fails after `timeoutMs`. */
+/** Polls `check` every `intervalMs` until it returns a value, or fails after `timeoutMs`. */
 export async function eventually<T>(
   check: () => T | undefined | Promise<T | undefined>,
   timeoutMs = 10_000,
+  intervalMs = 25,
 ): Promise<T> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
@@ -25,6 +26,6 @@ export async function eventually<T>(
     if (value !== undefined && value !== false) return value;
     if (performance.now() > deadline)
       throw new Error(`not true within ${timeoutMs} ms: ${check.toString().slice(0, 200)}`);
-    await new Promise((r) => setTimeout(r, 25));
+    await new Promise((r) => setTimeout(r, intervalMs));
   }
 }

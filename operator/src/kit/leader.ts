@@ -39,6 +39,7 @@ export class LeaderElector {
   #observed: { holder: string; renewTime: string; at: number } | undefined;
   #lastRenewed = 0;
   #inflight: Promise<void> | undefined;
+  #closing = false;
 
   constructor(opts: LeaderOptions) {
     this.#o = {
@@ -68,6 +69,7 @@ export class LeaderElector {
       if (!isConflict(error))
         this.#o.logger.warn({ err: (error as Error).message, lease: this.#o.name }, 'lease update failed');
     }
+    if (this.#stopped) return; // release() owns the lease from here
     if (this.#leading && this.#o.now() - this.#lastRenewed > this.#o.renewDeadlineMs) {
       this.#leading = false;
       this.#o.logger.error({ lease: this.#o.name }, 'could not renew the lease in time; stepping down');
@@ -141,10 +143,19 @@ export class LeaderElector {
     this.#lastRenewed = now;
     if (this.#leading) return;
     this.#leading = true;
-    // Won by a write that was in flight when release() began: release() gives it back; nothing starts.
-    if (this.#stopped) return;
+    // Won while shutting down (by a write in flight when release() began, or during the drain):
+    // release() gives it back; nothing starts.
+    if (this.#stopped || this.#closing) return;
     this.#o.logger.info({ lease: this.#o.name, identity: this.#o.identity }, 'became the leader');
     this.#o.onStartedLeading();
+  }
+
+  /**
+   * The replica is shutting down: it keeps renewing a lease it holds (its work is draining) but no
+   * longer starts leading if it wins one. release() follows.
+   */
+  close(): void {
+    this.#closing = true;
   }
 
   /** Stops renewing; if leading, gives the lease up so another replica can take it at once. */
@@ -152,8 +163,13 @@ export class LeaderElector {
     this.#stopped = true;
     clearTimeout(this.#timer);
     // A renewal still in flight would change the Lease under this release (a 409) or win it back
-    // after it: let it land first.
-    await this.#inflight?.catch(() => undefined);
+    // after it: let it land first, but wait no longer than a renewal may take.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#inflight?.catch(() => undefined),
+      new Promise((resolve) => (timer = setTimeout(resolve, this.#o.renewDeadlineMs))),
+    ]);
+    clearTimeout(timer);
     if (!this.#leading) return;
     this.#leading = false;
     const { api, namespace, name } = this.#o;

@@ -108,3 +108,19 @@ export function computeStatus(
         }),
   };
 }
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * A JSON merge patch (RFC 7386) that turns `previous` into `next`: a merge patch only adds and
+ * changes keys, so every key `previous` has and `next` lacks (a zone whose last node left, a hit
+ * ratio gone) is sent as null. Arrays are replaced whole.
+ */
+export function mergePatchFrom(previous: unknown, next: unknown): unknown {
+  if (!isPlainObject(next) || !isPlainObject(previous)) return next;
+  const patch: Record<string, unknown> = {};
+  for (const key of Object.keys(previous)) if (!(key in next)) patch[key] = null;
+  for (const [key, value] of Object.entries(next)) patch[key] = mergePatchFrom(previous[key], value);
+  return patch;
+}

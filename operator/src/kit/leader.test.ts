@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { CoordinationV1Api, V1Lease } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { LeaderElector } from './leader.ts';
+
+/** One Lease in memory with compare-and-swap writes; `slow` holds the next replace until released. */
+function leaseStore() {
+  let lease: V1Lease | undefined;
+  let rv = 0;
+  let hold: Promise<void> | undefined;
+  let letGo = () => {};
+  const conflict = () => Object.assign(new Error('conflict'), { code: 409 });
+  const api = {
+    readNamespacedLease: () =>
+      lease
+        ? Promise.resolve(structuredClone(lease))
+        : Promise.reject(Object.assign(new Error('nf'), { code: 404 })),
+    createNamespacedLease: ({ body }: { body: V1Lease }) => {
+      if (lease) return Promise.reject(conflict());
+      lease = { ...body, metadata: { ...body.metadata, resourceVersion: String(++rv) } };
+      return Promise.resolve(lease);
+    },
+    replaceNamespacedLease: async ({ body }: { body: V1Lease }) => {
+      const gate = hold;
+      hold = undefined;
+      await gate;
+      if (body.metadata?.resourceVersion !== lease?.metadata?.resourceVersion) throw conflict();
+      lease = { ...body, metadata: { ...body.metadata, resourceVersion: String(++rv) } };
+      return lease;
+    },
+  };
+  return {
+    api: api as unknown as CoordinationV1Api,
+    holder: () => lease?.spec?.holderIdentity,
+    /** The next replace waits until `release` is called. */
+    slowNextWrite() {
+      hold = new Promise((r) => (letGo = r));
+      return () => letGo();
+    },
+  };
+}
+
+describe('leader election', () => {
+  it('a renewal in flight when the lease is released neither keeps the lease nor starts leading again', async () => {
+    const store = leaseStore();
+    let started = 0;
+    const elector = new LeaderElector({
+      api: store.api,
+      namespace: 'ns',
+      name: 'lease',
+      identity: 'me',
+      leaseDurationMs: 3000,
+      renewDeadlineMs: 2000,
+      retryPeriodMs: 20,
+      logger: pino({ level: 'silent' }),
+      onStartedLeading: () => started++,
+      onStoppedLeading: () => assert.fail('stepped down'),
+    });
+    elector.start();
+    while (!elector.leading) await new Promise((r) => setTimeout(r, 5));
+    const letGo = store.slowNextWrite();
+    // Wait until the next renewal is in flight (held at its write), then shut down.
+    await new Promise((r) => setTimeout(r, 60));
+    elector.close();
+    const released = elector.release();
+    letGo();
+    await released;
+    assert.equal(store.holder(), '', 'the lease was handed back');
+    assert.equal(started, 1, 'leading started once');
+    assert.equal(elector.leading, false);
+  });
+});
