@@ -37,7 +37,8 @@ function structural(schema: Schema): Schema {
   if (isRecord(out.default) && isRecord(out.properties)) {
     const filled = { ...out.default };
     for (const [name, property] of Object.entries(out.properties as Record<string, Schema>))
-      if (!(name in filled) && property.default !== undefined) filled[name] = structuredClone(property.default);
+      if (!(name in filled) && property.default !== undefined)
+        filled[name] = structuredClone(property.default);
     out.default = filled;
   }
   return out;
