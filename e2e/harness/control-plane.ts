@@ -77,6 +77,8 @@ export interface ControlPlane {
  */
 export function controlPlaneUnavailable(): string | undefined {
   if (process.platform !== 'linux') return 'the test control plane is built for Linux only';
+  if (spawnSync('openssl', ['version']).status !== 0)
+    return 'openssl is not installed (apt-get install openssl): it makes the control plane certificates';
   const check = spawnSync('bash', [BUILD, '--check'], { encoding: 'utf8' });
   if (check.error || check.status !== 0)
     return (check.stderr || String(check.error)).trim() || 'e2e/control-plane/build.sh --check failed';
@@ -238,6 +240,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     // them in this directory, so that nothing stays behind.
     const toolEnv = {
       ...process.env,
+      // helm 4 keeps its Kubernetes discovery cache under $HOME whatever KUBECACHEDIR says.
+      HOME: join(dir, 'home'),
       KUBECACHEDIR: join(dir, 'kube-cache'),
       HELM_CACHE_HOME: join(dir, 'helm', 'cache'),
       HELM_CONFIG_HOME: join(dir, 'helm', 'config'),
