@@ -1,0 +1,72 @@
+import 'reflect-metadata'; // before @peculiar/x509, which needs it at import
+import assert from 'node:assert/strict';
+import { X509Certificate, webcrypto } from 'node:crypto';
+import { describe, it } from 'node:test';
+import * as x509 from '@peculiar/x509';
+import { createCa, CsrError, MeshCa, nodeSpiffeId } from './ca.ts';
+
+const P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+async function csrFor(keys: webcrypto.CryptoKeyPair, name = 'CN=whoever') {
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name,
+    keys: keys as never,
+    signingAlgorithm: P256,
+  });
+  return csr.toString('pem');
+}
+const newKeys = () => webcrypto.subtle.generateKey(P256, true, ['sign', 'verify']);
+
+describe('the mesh CA', () => {
+  it('signs a node certificate naming the node it is told, whatever the request says', async () => {
+    const ca = await MeshCa.load(await createCa('shop-cdn'));
+    const now = new Date('2026-11-30T06:00:00Z');
+    const pem = await ca.issue({
+      csrPem: await csrFor(await newKeys(), 'CN=edge-9'),
+      meshId: 'shop-cdn',
+      node: 'edge-1',
+      now,
+    });
+    const cert = new X509Certificate(pem);
+    assert.ok(cert.checkIssued(new X509Certificate(ca.certPem)), 'issued by the mesh CA');
+    assert.ok(cert.verify(new X509Certificate(ca.certPem).publicKey), 'signed by the mesh CA');
+    assert.equal(cert.subjectAltName, `URI:${nodeSpiffeId('shop-cdn', 'edge-1')}`);
+    assert.match(cert.subject, /CN=edge-1/);
+    assert.equal(cert.ca, false);
+    assert.deepEqual(cert.keyUsage?.sort(), ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']);
+    const life = new Date(cert.validTo).getTime() - now.getTime();
+    assert.equal(life, 24 * 3600_000, 'a day by default');
+  });
+
+  it('never outlives the CA', async () => {
+    const now = new Date();
+    const ca = await MeshCa.load(await createCa('m', now, 3600_000));
+    const pem = await ca.issue({ csrPem: await csrFor(await newKeys()), meshId: 'm', node: 'n', now });
+    assert.ok(new Date(new X509Certificate(pem).validTo).getTime() <= now.getTime() + 3600_000);
+  });
+
+  it('refuses a request that is not signed by its own key, not P-256, or not a request', async () => {
+    const ca = await MeshCa.load(await createCa('m'));
+    const good = await csrFor(await newKeys());
+    const der = Buffer.from(good.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+    der[der.length - 10]! ^= 0xff; // inside the signature
+    const forged = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----`;
+    await assert.rejects(ca.issue({ csrPem: forged, meshId: 'm', node: 'n' }), CsrError);
+    await assert.rejects(ca.issue({ csrPem: 'garbage', meshId: 'm', node: 'n' }), CsrError);
+    const rsa = await webcrypto.subtle.generateKey(
+      {
+        name: 'RSASSA-PKCS1-v1_5',
+        modulusLength: 2048,
+        publicExponent: new Uint8Array([1, 0, 1]),
+        hash: 'SHA-256',
+      },
+      true,
+      ['sign', 'verify'],
+    );
+    const rsaCsr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: 'CN=x',
+      keys: rsa as never,
+      signingAlgorithm: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
+    });
+    await assert.rejects(ca.issue({ csrPem: rsaCsr.toString('pem'), meshId: 'm', node: 'n' }), /ECDSA P-256/);
+  });
+});
