@@ -84,7 +84,6 @@ describe(
       try {
         const issued = await issueNodeCertificate(kubeIssuanceApi(http), ca, {
           mesh: { namespace: NS, name: 'cdn' },
-          meshId: 'shop-cdn',
           token: tokenValue,
           csrPem: csrPem ?? (await csr()),
           ...(node ? { node } : {}),
@@ -92,7 +91,7 @@ describe(
         outcomes.push(`${what}: issued for ${issued.node}`);
         const cert = new X509Certificate(issued.certificatePem);
         assert.ok(cert.verify(new X509Certificate(issued.caPem).publicKey));
-        assert.equal(cert.subjectAltName, `URI:${nodeSpiffeId('shop-cdn', issued.node)}`);
+        assert.equal(cert.subjectAltName, `URI:${nodeSpiffeId({ namespace: NS, name: 'cdn' }, issued.node)}`);
         return `issued:${issued.node}`;
       } catch (error) {
         if (!(error instanceof IssuanceRefused) && !(error instanceof CsrError)) throw error;
@@ -126,7 +125,7 @@ describe(
       );
       for (const m of [mesh('cdn', 7480), mesh('other', 7490)])
         cp.kubectl(['apply', '-f', '-'], JSON.stringify(m));
-      ca = await MeshCa.load(await createCa('shop-cdn'));
+      ca = await MeshCa.load(await createCa({ namespace: NS, name: 'cdn' }));
     });
     after(async () => {
       console.log(`# issuance outcomes:\n${outcomes.map((o) => `#   ${o}`).join('\n')}`);
@@ -169,6 +168,49 @@ describe(
         ),
         'NotTheAgent',
       );
+      // One that claims the DaemonSet as its controller, in a look-alike group and with a made-up uid
+      // (the garbage collector keeps it: it cannot resolve the group; an apps/v1 owner with a made-up
+      // uid is deleted by it at once, and refused by the unit tests).
+      for (const [name, apiVersion] of [['lookalike', 'fake.example/v1']] as const) {
+        cp.kubectl(
+          ['apply', '-f', '-'],
+          JSON.stringify({
+            apiVersion: 'v1',
+            kind: 'Pod',
+            metadata: {
+              name,
+              namespace: NS,
+              labels: { 'edgemesh.p2p.dev/mesh': 'cdn' },
+              ownerReferences: [
+                {
+                  apiVersion,
+                  kind: 'DaemonSet',
+                  name: 'edgemesh-cdn',
+                  uid: '00000000-0000-0000-0000-000000000000',
+                  controller: true,
+                },
+              ],
+            },
+            spec: {
+              serviceAccountName: 'edgemesh-cdn',
+              nodeName: 'node-y',
+              containers: [{ name: 'c', image: 'impostor' }],
+            },
+          }),
+        );
+        await eventually(
+          () =>
+            JSON.parse(cp.kubectl(['get', 'pod', name, '-n', NS, '-o', 'json'])).status?.phase ===
+              'Running' || undefined,
+        );
+        assert.equal(
+          await ask(
+            `a pod naming the DaemonSet as owner (${apiVersion}, another uid)`,
+            token('edgemesh-cdn', { pod: name }),
+          ),
+          'NotTheAgent',
+        );
+      }
       const otherMeshAgent = await agentOn('other', 'node-x');
       assert.equal(
         await ask("another mesh's agent", token('edgemesh-other', { pod: otherMeshAgent })),
@@ -204,6 +246,7 @@ describe(
       const issued = outcomes.filter((o) => o.includes('issued')).length;
       console.log(`# issuance: ${issued} issued, ${outcomes.length - issued} refused`);
       assert.equal(issued, 2, 'only the two agents asking for their own nodes got certificates');
+      assert.equal(outcomes.length - issued, 9);
     });
   },
 );

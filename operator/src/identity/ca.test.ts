@@ -14,22 +14,23 @@ async function csrFor(keys: webcrypto.CryptoKeyPair, name = 'CN=whoever') {
   });
   return csr.toString('pem');
 }
+const MESH = { namespace: 'shop', name: 'cdn' };
 const newKeys = () => webcrypto.subtle.generateKey(P256, true, ['sign', 'verify']);
 
 describe('the mesh CA', () => {
   it('signs a node certificate naming the node it is told, whatever the request says', async () => {
-    const ca = await MeshCa.load(await createCa('shop-cdn'));
     const now = new Date('2026-11-30T06:00:00Z');
+    const ca = await MeshCa.load(await createCa(MESH, now));
     const pem = await ca.issue({
       csrPem: await csrFor(await newKeys(), 'CN=edge-9'),
-      meshId: 'shop-cdn',
+      mesh: MESH,
       node: 'edge-1',
       now,
     });
     const cert = new X509Certificate(pem);
     assert.ok(cert.checkIssued(new X509Certificate(ca.certPem)), 'issued by the mesh CA');
     assert.ok(cert.verify(new X509Certificate(ca.certPem).publicKey), 'signed by the mesh CA');
-    assert.equal(cert.subjectAltName, `URI:${nodeSpiffeId('shop-cdn', 'edge-1')}`);
+    assert.equal(cert.subjectAltName, `URI:${nodeSpiffeId(MESH, 'edge-1')}`);
     assert.match(cert.subject, /CN=edge-1/);
     assert.equal(cert.ca, false);
     assert.deepEqual(cert.keyUsage?.sort(), ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']);
@@ -39,19 +40,19 @@ describe('the mesh CA', () => {
 
   it('never outlives the CA', async () => {
     const now = new Date();
-    const ca = await MeshCa.load(await createCa('m', now, 3600_000));
-    const pem = await ca.issue({ csrPem: await csrFor(await newKeys()), meshId: 'm', node: 'n', now });
+    const ca = await MeshCa.load(await createCa(MESH, now, 3600_000));
+    const pem = await ca.issue({ csrPem: await csrFor(await newKeys()), mesh: MESH, node: 'n', now });
     assert.ok(new Date(new X509Certificate(pem).validTo).getTime() <= now.getTime() + 3600_000);
   });
 
   it('refuses a request that is not signed by its own key, not P-256, or not a request', async () => {
-    const ca = await MeshCa.load(await createCa('m'));
+    const ca = await MeshCa.load(await createCa(MESH));
     const good = await csrFor(await newKeys());
     const der = Buffer.from(good.replace(/-----[^-]+-----|\s/g, ''), 'base64');
     der[der.length - 10]! ^= 0xff; // inside the signature
     const forged = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----`;
-    await assert.rejects(ca.issue({ csrPem: forged, meshId: 'm', node: 'n' }), CsrError);
-    await assert.rejects(ca.issue({ csrPem: 'garbage', meshId: 'm', node: 'n' }), CsrError);
+    await assert.rejects(ca.issue({ csrPem: forged, mesh: MESH, node: 'n' }), CsrError);
+    await assert.rejects(ca.issue({ csrPem: 'garbage', mesh: MESH, node: 'n' }), CsrError);
     const rsa = await webcrypto.subtle.generateKey(
       {
         name: 'RSASSA-PKCS1-v1_5',
@@ -67,6 +68,35 @@ describe('the mesh CA', () => {
       keys: rsa as never,
       signingAlgorithm: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
     });
-    await assert.rejects(ca.issue({ csrPem: rsaCsr.toString('pem'), meshId: 'm', node: 'n' }), /ECDSA P-256/);
+    await assert.rejects(ca.issue({ csrPem: rsaCsr.toString('pem'), mesh: MESH, node: 'n' }), /ECDSA P-256/);
+  });
+
+  it('refuses lives it should not give, and a CA that is not valid now', async () => {
+    const ca = await MeshCa.load(await createCa(MESH));
+    const csrPem = await csrFor(await newKeys());
+    for (const ttlMs of [-1, 0, Number.NaN, 10 * 24 * 3600_000])
+      await assert.rejects(ca.issue({ csrPem, mesh: MESH, node: 'n', ttlMs }), RangeError, String(ttlMs));
+    const expired = await MeshCa.load(await createCa(MESH, new Date('2020-01-01'), 3600_000));
+    await assert.rejects(expired.issue({ csrPem, mesh: MESH, node: 'n' }), /not valid now/);
+  });
+
+  it('loads only a CA certificate with its own key', async () => {
+    const a = await createCa(MESH);
+    const b = await createCa(MESH);
+    await assert.rejects(MeshCa.load({ certPem: a.certPem, keyPem: b.keyPem }), /not the CA certificate's/);
+  });
+
+  it('keeps meshes apart whose names would join alike, and long node names out of the CN', async () => {
+    assert.notEqual(
+      nodeSpiffeId({ namespace: 'shop', name: 'cdn-x' }, 'n'),
+      nodeSpiffeId({ namespace: 'shop-cdn', name: 'x' }, 'n'),
+    );
+    const ca = await MeshCa.load(await createCa(MESH));
+    const long = `n${'x'.repeat(100)}`;
+    const cert = new X509Certificate(
+      await ca.issue({ csrPem: await csrFor(await newKeys()), mesh: MESH, node: long }),
+    );
+    assert.ok(!cert.subject, 'no subject');
+    assert.equal(cert.subjectAltName, `URI:${nodeSpiffeId(MESH, long)}`);
   });
 });

@@ -15,9 +15,16 @@ export const CA_TTL_MS = 365 * 24 * 3600_000;
 /** Certificates start this long before they are made, for clocks a little behind. */
 const BACKDATE_MS = 5 * 60_000;
 
+/** A mesh by namespace and name: kept apart, since joined they can be ambiguous (`a-b` + `c`, `a` + `b-c`). */
+export interface MeshRef {
+  namespace: string;
+  name: string;
+}
+
 /** The SPIFFE-style identity a node certificate carries as its only URI SAN. */
-export function nodeSpiffeId(meshId: string, node: string): string {
-  return `spiffe://edgemesh.p2p.dev/mesh/${encodeURIComponent(meshId)}/node/${encodeURIComponent(node)}`;
+export function nodeSpiffeId(mesh: MeshRef, node: string): string {
+  const segment = encodeURIComponent;
+  return `spiffe://edgemesh.p2p.dev/ns/${segment(mesh.namespace)}/mesh/${segment(mesh.name)}/node/${segment(node)}`;
 }
 
 /** A certificate request that cannot be signed: unreadable, not self-signed by its key, or not ECDSA P-256. */
@@ -38,11 +45,11 @@ const serial = () => {
 };
 
 /** Makes a new CA for one mesh. */
-export async function createCa(meshId: string, now = new Date(), ttlMs = CA_TTL_MS): Promise<CaMaterial> {
+export async function createCa(mesh: MeshRef, now = new Date(), ttlMs = CA_TTL_MS): Promise<CaMaterial> {
   const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
-    name: `CN=EdgeMesh ${meshId} CA`,
+    name: [{ O: ['EdgeMesh'] }, { OU: [`namespace ${mesh.namespace}`] }, { CN: [`mesh ${mesh.name} CA`] }],
     notBefore: new Date(now.getTime() - BACKDATE_MS),
     notAfter: new Date(now.getTime() + ttlMs),
     keys,
@@ -69,29 +76,33 @@ export class MeshCa {
     this.certPem = cert.toString('pem');
   }
 
+  /** Loads a CA, refusing a certificate that is not a CA's or a key that is not its own. */
   static async load(material: CaMaterial): Promise<MeshCa> {
     const cert = new x509.X509Certificate(material.certPem);
     const der = x509.PemConverter.decodeFirst(material.keyPem);
     const key = await webcrypto.subtle.importKey('pkcs8', der, ALGORITHM, false, ['sign']);
+    const constraints = cert.getExtension(x509.BasicConstraintsExtension);
+    const usages = cert.getExtension(x509.KeyUsagesExtension);
+    if (!constraints?.ca || !usages || !(usages.usages & x509.KeyUsageFlags.keyCertSign))
+      throw new Error('the CA certificate is not a CA (basicConstraints, keyCertSign)');
+    const probe = new TextEncoder().encode('edgemesh CA key check');
+    const signature = await webcrypto.subtle.sign(ALGORITHM, key, probe);
+    const publicKey = await cert.publicKey.export(ALGORITHM, ['verify']);
+    if (!(await webcrypto.subtle.verify(ALGORITHM, publicKey as CryptoKey, signature, probe)))
+      throw new Error("the CA key is not the CA certificate's");
     return new MeshCa(cert, key);
   }
 
   /**
-   * Signs a node certificate for the public key of `csrPem` (which must be signed by that key, as
-   * proof of possession). The identity comes from the caller, never from the request: subject
-   * CN = node, one URI SAN (nodeSpiffeId), client and server authentication, `ttlMs` of life, and
-   * never beyond the CA's own.
+   * Reads a certificate request and checks it before anything else is spent on it: PEM, an ECDSA
+   * P-256 key, signed with SHA-256 or better by that key (proof of possession).
    */
-  async issue(opts: {
-    csrPem: string;
-    meshId: string;
-    node: string;
-    ttlMs?: number;
-    now?: Date;
-  }): Promise<string> {
+  static async readRequest(csrPem: unknown): Promise<x509.Pkcs10CertificateRequest> {
+    if (typeof csrPem !== 'string' || !csrPem.includes('-----BEGIN CERTIFICATE REQUEST-----'))
+      throw new CsrError('not a PEM certificate request');
     let csr: x509.Pkcs10CertificateRequest;
     try {
-      csr = new x509.Pkcs10CertificateRequest(opts.csrPem);
+      csr = new x509.Pkcs10CertificateRequest(csrPem);
     } catch (error) {
       throw new CsrError(`not a PEM certificate request: ${(error as Error).message}`, { cause: error });
     }
@@ -100,18 +111,44 @@ export class MeshCa {
       throw new CsrError(
         `the key must be ECDSA P-256, not ${algorithm.name} ${algorithm.namedCurve ?? ''}`.trim(),
       );
+    const hash = (csr.signatureAlgorithm as { hash?: { name?: string } }).hash?.name;
+    if (!hash || !['SHA-256', 'SHA-384', 'SHA-512'].includes(hash))
+      throw new CsrError(`the request must be signed with SHA-256 or better, not ${hash ?? 'unknown'}`);
     if (!(await csr.verify())) throw new CsrError('the request is not signed by its own key');
+    return csr;
+  }
+
+  /**
+   * Signs a node certificate for the public key of `csrPem` (checked by readRequest). The identity
+   * comes from the caller, never from the request: one URI SAN (nodeSpiffeId), the node as CN where
+   * it fits (64 characters), client and server authentication, `ttlMs` of life (at most
+   * NODE_CERTIFICATE_TTL_MS), never outside the CA's own validity. A CA not valid now signs nothing.
+   */
+  async issue(opts: {
+    csrPem: unknown;
+    mesh: MeshRef;
+    node: string;
+    ttlMs?: number;
+    now?: Date;
+  }): Promise<string> {
+    const csr = await MeshCa.readRequest(opts.csrPem);
     const now = opts.now ?? new Date();
-    const notAfter = Math.min(
-      now.getTime() + (opts.ttlMs ?? NODE_CERTIFICATE_TTL_MS),
-      this.#cert.notAfter.getTime(),
-    );
+    if (now < this.#cert.notBefore || now >= this.#cert.notAfter)
+      throw new Error(
+        `the mesh CA is not valid now (${this.#cert.notBefore.toISOString()} to ${this.#cert.notAfter.toISOString()})`,
+      );
+    const ttl = opts.ttlMs ?? NODE_CERTIFICATE_TTL_MS;
+    if (!Number.isFinite(ttl) || ttl <= 0 || ttl > NODE_CERTIFICATE_TTL_MS)
+      throw new RangeError(
+        `a node certificate lives more than 0 and at most ${NODE_CERTIFICATE_TTL_MS} ms, not ${ttl}`,
+      );
+    const fitsCn = opts.node.length <= 64;
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serial(),
-      subject: `CN=${opts.node.replace(/[,+="\\<>;#]/g, '_')}`,
+      subject: fitsCn ? [{ CN: [opts.node] }] : [],
       issuer: this.#cert.subject,
-      notBefore: new Date(now.getTime() - BACKDATE_MS),
-      notAfter: new Date(notAfter),
+      notBefore: new Date(Math.max(now.getTime() - BACKDATE_MS, this.#cert.notBefore.getTime())),
+      notAfter: new Date(Math.min(now.getTime() + ttl, this.#cert.notAfter.getTime())),
       signingKey: this.#key,
       publicKey: csr.publicKey,
       signingAlgorithm: ALGORITHM,
@@ -122,10 +159,12 @@ export class MeshCa {
           x509.ExtendedKeyUsage.serverAuth,
           x509.ExtendedKeyUsage.clientAuth,
         ]),
+        // Critical only when the subject is empty (RFC 5280, 4.2.1.6).
         new x509.SubjectAlternativeNameExtension(
-          [{ type: 'url', value: nodeSpiffeId(opts.meshId, opts.node) }],
-          true,
+          [{ type: 'url', value: nodeSpiffeId(opts.mesh, opts.node) }],
+          !fitsCn,
         ),
+        await x509.SubjectKeyIdentifierExtension.create(csr.publicKey),
         await x509.AuthorityKeyIdentifierExtension.create(this.#cert),
       ],
     });
