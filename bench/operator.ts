@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { KubeConfig, Watch } from '@kubernetes/client-node';
 import { controlPlaneUnavailable, startControlPlane } from '../e2e/harness/control-plane.ts';
 import { startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
+import { collectionPath } from '../operator/harness/test-cluster.ts';
 import { KubeHttp } from '../operator/src/kit/kube-http.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
@@ -111,11 +112,7 @@ async function realTarget(nodes: number): Promise<Target> {
   const kc = new KubeConfig();
   kc.loadFromString(cp.kubeconfigText);
   const http = new KubeHttp(kc);
-  const paths: Record<string, string> = {
-    daemonsets: '/apis/apps/v1/daemonsets',
-    roles: '/apis/rbac.authorization.k8s.io/v1/roles',
-    rolebindings: '/apis/rbac.authorization.k8s.io/v1/rolebindings',
-  };
+
   // A watch per kind, as the operator's informers see the API: each child counts from its ADDED event.
   const seen = new Set<string>();
   let watches: AbortController[];
@@ -124,7 +121,7 @@ async function realTarget(nodes: number): Promise<Target> {
     watches = await Promise.all(
       CHILDREN.map((plural) =>
         new Watch(kc).watch(
-          paths[plural] ?? `/api/v1/${plural}`,
+          collectionPath(plural, undefined),
           { labelSelector: 'app.kubernetes.io/managed-by=edgemesh-operator' },
           (_type, o: { metadata: { namespace: string; name: string } }) =>
             seen.add(`${plural}/${o.metadata.namespace}/${o.metadata.name}`),

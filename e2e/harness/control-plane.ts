@@ -247,27 +247,24 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       HELM_CONFIG_HOME: join(dir, 'helm', 'config'),
       HELM_DATA_HOME: join(dir, 'helm', 'data'),
     };
-    await waitFor('kube-apiserver', async () => (await apiGet(pki, server, '/readyz')).status === 200);
-
-    for (const file of options.apply ?? []) {
-      const r = spawnSync(
-        join(bin, 'kubectl'),
-        ['--kubeconfig', kubeconfig, 'apply', '--server-side', '-f', file],
-        {
-          encoding: 'utf8',
-        },
-      );
-      if (r.status !== 0) throw new Error(`kubectl apply -f ${file}: ${r.stderr}`);
-    }
-    if (options.apply?.length) {
-      const crds = ['wait', '--for', 'condition=Established', 'crd', '--all', '--timeout', '60s'];
-      const r = spawnSync(join(bin, 'kubectl'), ['--kubeconfig', kubeconfig, ...crds], {
+    const kubectlPath = join(bin, 'kubectl');
+    const kubectl = (args: string[], input?: string) => {
+      // Bounded: a hung server must fail the call, not freeze the test process (spawnSync blocks).
+      const r = spawnSync(kubectlPath, ['--kubeconfig', kubeconfig, '--request-timeout', '60s', ...args], {
         encoding: 'utf8',
+        input,
+        maxBuffer: 64 * 1024 * 1024,
         timeout: 120_000,
         env: toolEnv,
       });
-      if (r.status !== 0) throw new Error(`kubectl wait for CRDs: ${r.stderr}`);
-    }
+      if (r.status !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr || String(r.error)}`);
+      return r.stdout;
+    };
+    await waitFor('kube-apiserver', async () => (await apiGet(pki, server, '/readyz')).status === 200);
+
+    for (const file of options.apply ?? []) kubectl(['apply', '--server-side', '-f', file]);
+    if (options.apply?.length)
+      kubectl(['wait', '--for', 'condition=Established', 'crd', '--all', '--timeout', '60s']);
     const clientKubeconfig = (name: string) => {
       const path = join(dir, `${name}.kubeconfig`);
       writeFileSync(
@@ -310,19 +307,6 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       ...['--server-address', `127.0.0.1:${kwokPort}`, '--v', 'WARN'],
     ]);
 
-    const kubectlPath = join(bin, 'kubectl');
-    const kubectl = (args: string[], input?: string) => {
-      // Bounded: a hung server must fail the call, not freeze the test process (spawnSync blocks).
-      const r = spawnSync(kubectlPath, ['--kubeconfig', kubeconfig, '--request-timeout', '60s', ...args], {
-        encoding: 'utf8',
-        input,
-        maxBuffer: 64 * 1024 * 1024,
-        timeout: 120_000,
-        env: toolEnv,
-      });
-      if (r.status !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr || String(r.error)}`);
-      return r.stdout;
-    };
     await createNodes(kubectl, options.nodes);
     const plane: ControlPlane = {
       versions,

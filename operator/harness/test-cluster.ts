@@ -43,7 +43,8 @@ const GROUPS: Record<string, string> = {
 };
 const VERSIONS: Record<string, string> = { 'edgemesh.p2p.dev': 'v1alpha1' };
 
-function collectionPath(plural: string, namespace: string | undefined, group = GROUPS[plural] ?? '') {
+/** The API path of a collection, e.g. /apis/apps/v1/namespaces/shop/daemonsets; no namespace: all of them. */
+export function collectionPath(plural: string, namespace: string | undefined, group = GROUPS[plural] ?? '') {
   const base = group ? `/apis/${group}/${VERSIONS[group] ?? 'v1'}` : '/api/v1';
   return `${base}${namespace ? `/namespaces/${namespace}` : ''}/${plural}`;
 }
