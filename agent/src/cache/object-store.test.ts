@@ -273,6 +273,29 @@ describe('ObjectStore', () => {
     assert.equal(reopened.stats().bytes, good.length);
   });
 
+  it('answers a failed manifest write to its caller and nothing else (no unhandled rejection)', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const store = await open();
+      // Every manifest shard becomes a file: the manifest write fails (ENOTDIR), as on a broken disk.
+      for (const shard of await readdir(join(dir, 'manifests'))) {
+        await rm(join(dir, 'manifests', shard), { recursive: true });
+        await writeFile(join(dir, 'manifests', shard), '');
+      }
+      const data = randomBytes(1000);
+      await assert.rejects(store.put('k', pieces(data), { size: data.length }), /ENOTDIR|not a directory/);
+      // Unhandled rejections are reported after the microtask queue drains: give them a macrotask.
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(unhandled, [], 'no promise was left to reject unhandled');
+      await store.flush(); // and waiting for background work does not fail for it either
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('keeps a consistent index under concurrent writes of one key', async () => {
     const store = await open();
     const versions = Array.from({ length: 5 }, () => randomBytes(4 * MiB + 17));

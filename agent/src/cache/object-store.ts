@@ -476,9 +476,13 @@ export class ObjectStore {
     // Runs after the previous operation whether it succeeded or not; each failure goes to its own caller.
     const previous = this.#manifestOps.get(key) ?? Promise.resolve();
     const next = previous.then(op, op);
-    const tracked = next.finally(() => {
-      if (this.#manifestOps.get(key) === tracked) this.#manifestOps.delete(key);
-    });
+    // The chain's own link never rejects: the failure is `next`'s, which its caller handles. (A
+    // link that rejected with nobody awaiting it was an unhandled rejection: a dead agent.)
+    const tracked: Promise<void> = next
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.#manifestOps.get(key) === tracked) this.#manifestOps.delete(key);
+      });
     this.#manifestOps.set(key, tracked);
     return next;
   }
