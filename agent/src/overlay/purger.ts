@@ -33,7 +33,13 @@ export class Purger {
   constructor(opts: PurgerOptions) {
     this.#opts = opts;
     opts.control.onEvent((event) => {
-      if (event.type === 'object.purge') void this.purgeHere(event.body.key, event.body.purgedAtMs);
+      if (event.type !== 'object.purge') return;
+      const { key, purgedAtMs } = event.body;
+      // A purge that cannot be applied here (its tombstone not saved: a full or failing disk) is
+      // logged; repair and the next purge get another chance. It must not take the agent down.
+      this.purgeHere(key, purgedAtMs).catch((error: unknown) =>
+        opts.logger.warn({ key, err: (error as Error).message }, 'purge from the control plane not applied'),
+      );
     });
   }
 
