@@ -38,7 +38,7 @@ export async function startOrigin(
       stats.bytes += body.length;
       return void res.end(body);
     }
-    void (async () => {
+    (async () => {
       for (let offset = 0; offset < body.length && !res.destroyed; offset += SLICE) {
         const slice = body.subarray(offset, offset + SLICE);
         await pacer.acquire(slice.length, '');
@@ -46,7 +46,7 @@ export async function startOrigin(
         if (!res.write(slice)) await once(res, 'drain').catch(() => undefined);
       }
       res.end();
-    })();
+    })().catch(() => res.destroy()); // a test origin: a failed body is a cut connection
   });
   server.keepAliveTimeout = 60_000;
   server.listen(0, '127.0.0.1');

@@ -21,7 +21,9 @@ async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
   }
 }
 
-const server = createServer((req, res) => void serve(req, res));
+const server = createServer((req, res) => {
+  serve(req, res).catch(() => res.destroy());
+});
 server.keepAliveTimeout = 60_000;
 server.listen(0, '127.0.0.1', () => {
   const address = server.address();

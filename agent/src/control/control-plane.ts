@@ -56,7 +56,11 @@ export class NatsControlPlane implements ControlPlane {
 
   static start(opts: NatsControlPlaneOptions): NatsControlPlane {
     const plane = new NatsControlPlane(opts);
-    void plane.#connect();
+    plane
+      .#connect()
+      .catch((error: unknown) =>
+        opts.logger.error({ err: (error as Error).message }, 'control plane: connecting failed'),
+      );
     return plane;
   }
 
@@ -128,7 +132,9 @@ export class NatsControlPlane implements ControlPlane {
       nc.subscribe(subjects(mesh).all, {
         callback: (error, msg) => (error ? undefined : this.#receive(msg.data, msg.headers)),
       });
-      void this.#watch(nc);
+      this.#watch(nc).catch((error: unknown) =>
+        logger.warn({ err: (error as Error).message }, 'control plane: status watch ended'),
+      );
       logger.info({ servers: this.#opts.servers }, 'control plane connected');
       this.#connected();
     } catch (error) {

@@ -196,9 +196,12 @@ export class PeerFetcher {
       download = new Download(located, this.#opts);
       this.#inflight.set(key, download);
       const started = download;
-      void started.finished.finally(() => {
-        if (this.#inflight.get(key) === started) this.#inflight.delete(key);
-      });
+      // Its failure is its waiters' to handle; here it only leaves the in-flight table.
+      started.finished
+        .finally(() => {
+          if (this.#inflight.get(key) === started) this.#inflight.delete(key);
+        })
+        .catch(() => undefined);
     }
     return download;
   }
@@ -426,7 +429,7 @@ class Download {
     this.#watching++;
     const { key } = this.head;
     const id = source.transport.id;
-    void (async () => {
+    (async () => {
       try {
         for await (const u of source.transport.watch(key, this.#opts.self?.(), this.#abort.signal)) {
           if (this.#settled) return;
@@ -461,7 +464,9 @@ class Download {
       } finally {
         this.#watching--;
       }
-    })();
+    })().catch((error: unknown) =>
+      this.#opts.logger.warn({ peer: id, key, err: (error as Error).message }, 'swarm peer watch failed'),
+    );
   }
 
   #learnManifest(source: Source, authoritative: boolean, manifest: Manifest): void {
@@ -604,30 +609,35 @@ class Download {
       },
     });
     const started = performance.now();
-    void context.with(trace.setSpan(context.active(), span), async () => {
-      try {
-        let n = 0;
-        for await (const data of source.transport.fetchChunks(digests, lengths, this.#abort.signal)) {
-          const index = indexes[n]!;
-          const digest = digests[n]!;
-          if (digestOf(data) !== digest) throw new IntegrityError(digest, id);
-          this.#accept(index, digest, data, source);
-          this.#assigned[index] = 0;
-          n++;
+    context
+      .with(trace.setSpan(context.active(), span), async () => {
+        try {
+          let n = 0;
+          for await (const data of source.transport.fetchChunks(digests, lengths, this.#abort.signal)) {
+            const index = indexes[n]!;
+            const digest = digests[n]!;
+            if (digestOf(data) !== digest) throw new IntegrityError(digest, id);
+            this.#accept(index, digest, data, source);
+            this.#assigned[index] = 0;
+            n++;
+          }
+          if (n < indexes.length) throw new PeerError(id, `sent ${n} of ${indexes.length} chunks`);
+          this.#opts.onBatch?.(HOP_CLASSES[source.cls] ?? 'remote', (performance.now() - started) / 1000);
+        } catch (error) {
+          span.setStatus({ code: 2, message: (error as Error).message });
+          if (!this.#settled) this.#sourceFailed(source, error as Error);
+        } finally {
+          span.end();
+          for (const i of indexes) this.#assigned[i] = 0;
+          source.inFlight--;
+          this.#inFlight--;
+          this.#pump();
         }
-        if (n < indexes.length) throw new PeerError(id, `sent ${n} of ${indexes.length} chunks`);
-        this.#opts.onBatch?.(HOP_CLASSES[source.cls] ?? 'remote', (performance.now() - started) / 1000);
-      } catch (error) {
-        span.setStatus({ code: 2, message: (error as Error).message });
-        if (!this.#settled) this.#sourceFailed(source, error as Error);
-      } finally {
-        span.end();
-        for (const i of indexes) this.#assigned[i] = 0;
-        source.inFlight--;
-        this.#inFlight--;
-        this.#pump();
-      }
-    });
+      })
+      // Its own errors are handled inside; anything else (a throwing #pump) is logged, not lost.
+      .catch((error: unknown) =>
+        this.#opts.logger.warn({ err: (error as Error).message }, 'chunk batch failed'),
+      );
   }
 
   #sourceFailed(source: Source, error: Error): void {

@@ -151,11 +151,16 @@ export class Membership {
         info: { ...info, ...topology },
         ...(revived ? { state: 'unconfirmed' as const, since: this.#now() } : {}),
       });
-      if (revived) void this.probe(info.nodeId);
+      if (revived) this.#probeLater(info.nodeId);
       return;
     }
     if (confirmed) {
-      void this.#verifyMove(known, info);
+      this.#verifyMove(known, info).catch((error: unknown) =>
+        this.#opts.logger.warn(
+          { member: info.nodeId, err: (error as Error).message },
+          'checking a moved member failed',
+        ),
+      );
       return;
     }
     const unconfirmed = [...this.#members.values()].filter((m) => m.state === 'unconfirmed').length;
@@ -170,7 +175,7 @@ export class Membership {
       state: 'unconfirmed',
       since: this.#now(),
     });
-    void this.probe(info.nodeId);
+    this.#probeLater(info.nodeId);
     if (!known) this.#announceSoon(); // so a newcomer learns of this node without waiting a period
   }
 
@@ -205,7 +210,7 @@ export class Membership {
     for (const member of this.#members.values()) {
       if (member.state === 'suspect' && now - member.since >= this.#timing.suspicionTimeoutMs) {
         this.#setState(member, 'dead', 'no answer within the suspicion timeout');
-      } else if (member.state === 'suspect') void this.probe(member.info.nodeId);
+      } else if (member.state === 'suspect') this.#probeLater(member.info.nodeId);
       else if (
         (member.state === 'dead' || member.state === 'unconfirmed') &&
         now - member.since >= this.#timing.deadRetentionMs
@@ -219,10 +224,17 @@ export class Membership {
     );
     if (candidates.length === 0) return;
     this.#cursor = (this.#cursor + 1) % candidates.length;
-    void this.probe(candidates[this.#cursor]!.info.nodeId);
+    this.#probeLater(candidates[this.#cursor]!.info.nodeId);
   }
 
   /** Probes `nodeId` directly, then through others; updates its state. Resolves when done. */
+  /** A probe nobody awaits: its failure is logged, never an unhandled rejection. */
+  #probeLater(nodeId: string): void {
+    this.probe(nodeId).catch((error: unknown) =>
+      this.#opts.logger.warn({ member: nodeId, err: (error as Error).message }, 'probe failed'),
+    );
+  }
+
   async probe(nodeId: string): Promise<void> {
     const member = this.#members.get(nodeId);
     if (!member || this.#probing.has(nodeId)) return;
@@ -313,7 +325,7 @@ export class Membership {
           if (incarnation >= this.#self.incarnation) this.#refute();
           return;
         }
-        void this.probe(nodeId); // a hint: check for ourselves
+        this.#probeLater(nodeId); // a hint: check for ourselves
         return;
       }
     }

@@ -50,11 +50,15 @@ export class Replicator {
       let confirmed = 0;
       let settled = 0;
       for (const result of results) {
-        void result.then((ok) => {
-          settled++;
-          if (ok) confirmed++;
-          if (confirmed >= needed || settled === results.length) resolve(1 + confirmed);
-        });
+        // A copy that failed outright counts as not made (it must still settle, or a PUT would wait forever).
+        result
+          .catch(() => false)
+          .then((ok) => {
+            settled++;
+            if (ok) confirmed++;
+            if (confirmed >= needed || settled === results.length) resolve(1 + confirmed);
+          })
+          .catch(() => undefined);
       }
     });
   }

@@ -40,7 +40,11 @@ export class StaticPeers {
 
   /** Pings every peer now and then every `intervalMs`. */
   start(intervalMs = PING_INTERVAL_MS): void {
-    const round = () => void this.pingAll();
+    const round = () => {
+      this.pingAll().catch((error: unknown) =>
+        this.#logger.warn({ err: (error as Error).message }, 'static peers: ping round failed'),
+      );
+    };
     round();
     this.#timer = setInterval(round, intervalMs);
     this.#timer.unref();

@@ -68,7 +68,12 @@ export class Informer<T extends KubernetesObject> {
   async start(): Promise<void> {
     this.#stopped = false;
     const synced = new Promise<void>((resolve) => this.#onSynced.push(resolve));
-    void this.#begin();
+    this.#begin().catch((error: unknown) =>
+      this.#opts.logger.error(
+        { err: (error as Error).message, path: this.#opts.path },
+        'informer failed to start',
+      ),
+    );
     if (this.#opts.resyncMs > 0) {
       this.#resync = setInterval(() => {
         for (const object of this.#informer.list()) this.#opts.onChange(object, 'resync');
@@ -113,7 +118,15 @@ export class Informer<T extends KubernetesObject> {
       this.#restart = undefined;
       if (this.#stopped) return;
       this.#opts.onRestart?.();
-      void this.#informer.stop().then(() => this.#begin());
+      this.#informer
+        .stop()
+        .then(() => this.#begin())
+        .catch((error: unknown) =>
+          this.#opts.logger.error(
+            { err: (error as Error).message, path: this.#opts.path },
+            'informer failed to restart',
+          ),
+        );
     }, delay);
     this.#restart.unref();
   }

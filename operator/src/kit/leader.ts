@@ -57,7 +57,17 @@ export class LeaderElector {
 
   start(): void {
     this.#stopped = false;
-    void this.#tick();
+    this.#tickLogged();
+  }
+
+  /** A tick nobody awaits: a failure (a throwing callback) is logged, never an unhandled rejection. */
+  #tickLogged(): void {
+    this.#tick().catch((error: unknown) =>
+      this.#o.logger.error(
+        { err: (error as Error).message, lease: this.#o.name },
+        'leader election tick failed',
+      ),
+    );
   }
 
   async #tick(): Promise<void> {
@@ -76,7 +86,7 @@ export class LeaderElector {
       this.#o.onStoppedLeading();
     }
     if (this.#stopped) return;
-    this.#timer = setTimeout(() => void this.#tick(), this.#o.retryPeriodMs);
+    this.#timer = setTimeout(() => this.#tickLogged(), this.#o.retryPeriodMs);
     this.#timer.unref();
   }
 
