@@ -106,8 +106,15 @@ export class Membership {
     this.#opts.control.onConnect(() => this.announce());
     this.announce();
     if (options.timers === false) return;
+    // A periodic task survives its own errors: one bad round is logged, the next one runs.
     const every = (ms: number, run: () => void) => {
-      const timer = setInterval(run, ms);
+      const timer = setInterval(() => {
+        try {
+          run();
+        } catch (error) {
+          this.#opts.logger.error({ err: (error as Error).message }, 'membership round failed');
+        }
+      }, ms);
       timer.unref();
       this.#timers.push(timer);
     };

@@ -84,6 +84,10 @@ describe('Vivaldi', () => {
     assert.equal(v.update('p', Infinity, good), false);
     assert.equal(v.update('p', 10, { ...good, vec: [1, 2] }), false);
     assert.equal(v.update('p', 10, { ...good, height: Number.NaN }), false);
+    // Finite but huge: squared it is infinity, and this node's coordinate would become NaN.
+    assert.equal(v.update('p', 10, { ...good, vec: new Array<number>(DIMENSIONS).fill(1e200) }), false);
+    assert.equal(v.update('p', 10, { ...good, height: 1e200 }), false);
+    assert.equal(v.update('p', 1e300, good), false);
     assert.deepEqual(v.coordinate, origin());
     assert.equal(v.update('p', 10, good), true);
     assert.ok(v.coordinate.vec.every(Number.isFinite));

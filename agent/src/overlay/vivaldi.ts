@@ -18,6 +18,11 @@ export const CC = 0.25;
 export const HEIGHT_MIN = 0.01;
 /** RTT samples per peer kept for the median filter (damps one-off spikes). */
 export const LATENCY_FILTER_SIZE = 3;
+/**
+ * No coordinate component or height, and no RTT sample, exceeds this many ms (a day): finite
+ * values beyond it (a peer's 1e200) square to infinity and would turn this node's coordinate NaN.
+ */
+export const COORDINATE_MAX = 86_400_000;
 
 export interface Coordinate {
   readonly vec: readonly number[];
@@ -37,11 +42,13 @@ export function estimateRtt(a: Coordinate, b: Coordinate): number {
   return Math.sqrt(sum) + a.height + b.height;
 }
 
+const bounded = (x: number) => Number.isFinite(x) && Math.abs(x) <= COORDINATE_MAX;
+
 function isValid(c: Coordinate): boolean {
   return (
     c.vec.length === DIMENSIONS &&
-    c.vec.every(Number.isFinite) &&
-    Number.isFinite(c.height) &&
+    c.vec.every(bounded) &&
+    bounded(c.height) &&
     c.height >= 0 &&
     Number.isFinite(c.error) &&
     c.error >= 0
@@ -68,7 +75,7 @@ export class Vivaldi {
    * peer cannot push this node to NaN or infinity.
    */
   update(peer: string, rttMs: number, remote: Coordinate): boolean {
-    if (!(rttMs > 0 && Number.isFinite(rttMs)) || !isValid(remote)) return false;
+    if (!(rttMs > 0 && bounded(rttMs)) || !isValid(remote)) return false;
     const samples = this.#samples.get(peer) ?? [];
     samples.push(rttMs);
     if (samples.length > LATENCY_FILTER_SIZE) samples.shift();
@@ -96,7 +103,10 @@ export class Vivaldi {
     let height = self.height;
     if (magnitude > 1e-6)
       height = Math.max(HEIGHT_MIN, ((self.height + remote.height) * force) / magnitude + self.height);
-    this.#coord = { vec, height, error };
+    const next = { vec, height, error };
+    // Whatever the inputs did, this node's coordinate stays one that can be announced.
+    if (!isValid(next)) return false;
+    this.#coord = next;
     return true;
   }
 
