@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -32,5 +32,25 @@ describe('Tombstones', () => {
     await writeFile(join(other, 'tombstones.json'), '{not json');
     assert.equal((await Tombstones.open(other, new FakeClock())).purgedAt('k'), undefined);
     await rm(other, { recursive: true, force: true });
+  });
+
+  it('saves again once the disk works again after a failed save (the chain heals)', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      const clock = new FakeClock(1000);
+      const t = await Tombstones.open(own, clock, 60_000);
+      // The write's staging directory is gone and a file stands in its place: saves fail.
+      await rm(join(own, 'tmp'), { recursive: true });
+      await writeFile(join(own, 'tmp'), '');
+      await assert.rejects(t.record('a', 2000));
+      await rm(join(own, 'tmp'));
+      await mkdir(join(own, 'tmp'));
+      await t.record('b', 3000); // the disk is back: this save succeeds, and carries 'a' too
+      const reopened = await Tombstones.open(own, clock, 60_000);
+      assert.equal(reopened.purgedAt('a'), 2000);
+      assert.equal(reopened.purgedAt('b'), 3000);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
   });
 });

@@ -68,7 +68,12 @@ export class Tombstones {
     const now = this.#clock.now();
     for (const [key, at] of this.#entries) if (at + this.#ttlMs <= now) this.#entries.delete(key);
     const data = Buffer.from(JSON.stringify(Object.fromEntries(this.#entries)));
-    this.#writing = this.#writing.then(() => atomicWrite(this.#tmpDir, this.#file, data, true));
-    return this.#writing;
+    // Writes go one after another; a failed one fails its own caller only, and the next write is
+    // tried all the same (it carries every entry, so the file heals once the disk does).
+    const write = this.#writing
+      .catch(() => undefined)
+      .then(() => atomicWrite(this.#tmpDir, this.#file, data, true));
+    this.#writing = write;
+    return write;
   }
 }
