@@ -72,7 +72,16 @@ export class Replicator {
   schedule(): void {
     clearTimeout(this.#repairTimer);
     this.#repairTimer = setTimeout(() => {
-      this.#repairing = this.#repairing.then(() => this.repair());
+      // The chain itself never rejects: a failed pass is logged, and the next one runs all the same
+      // (a rejected link would skip every later pass, and reject with nobody awaiting it).
+      this.#repairing = this.#repairing
+        .then(() => this.repair())
+        .catch((error: unknown) =>
+          this.#opts.logger.warn(
+            { err: (error as Error).message },
+            'repair pass failed; the next one will retry',
+          ),
+        );
     }, REPAIR_DEBOUNCE_MS);
     this.#repairTimer.unref();
   }
