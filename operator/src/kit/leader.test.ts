@@ -33,6 +33,17 @@ function leaseStore() {
   return {
     api: api as unknown as CoordinationV1Api,
     holder: () => lease?.spec?.holderIdentity,
+    /** Every replace from now on hangs until the returned function is called. */
+    hangWrites() {
+      let resume = () => {};
+      const gate = new Promise<void>((r) => (resume = r));
+      const replace = api.replaceNamespacedLease;
+      api.replaceNamespacedLease = async (args: { body: V1Lease }) => {
+        await gate;
+        return replace(args);
+      };
+      return () => resume();
+    },
     /** The next replace waits until `release` is called. */
     slowNextWrite() {
       hold = new Promise((r) => (letGo = r));
@@ -69,5 +80,37 @@ describe('leader election', () => {
     assert.equal(store.holder(), '', 'the lease was handed back');
     assert.equal(started, 1, 'leading started once');
     assert.equal(elector.leading, false);
+  });
+
+  it('steps down when a lease call hangs past the renew deadline, and ignores its late answer', async () => {
+    const store = leaseStore();
+    let started = 0;
+    let stopped = 0;
+    const elector = new LeaderElector({
+      api: store.api,
+      namespace: 'ns',
+      name: 'lease',
+      identity: 'me',
+      leaseDurationMs: 3000,
+      renewDeadlineMs: 300,
+      retryPeriodMs: 20,
+      logger: pino({ level: 'silent' }),
+      onStartedLeading: () => started++,
+      onStoppedLeading: () => stopped++,
+    });
+    elector.start();
+    while (!elector.leading) await new Promise((r) => setTimeout(r, 5));
+    const resume = store.hangWrites();
+    const deadline = performance.now() + 5000;
+    while (stopped === 0) {
+      assert.ok(performance.now() < deadline, 'it never stepped down: the hung call held it');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(elector.leading, false, 'it stepped down instead of waiting on the hung call');
+    await elector.release(); // no more attempts of its own
+    resume(); // the hung renewals answer now, long after they were given up
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(elector.leading, false, 'a late answer did not make it the leader again');
+    assert.equal(started, 1);
   });
 });

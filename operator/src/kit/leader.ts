@@ -39,6 +39,8 @@ export class LeaderElector {
   #observed: { holder: string; renewTime: string; at: number } | undefined;
   #lastRenewed = 0;
   #inflight: Promise<void> | undefined;
+  /** Counts lease attempts; an answer to an attempt that is not the latest is ignored. */
+  #attempt = 0;
   #closing = false;
 
   constructor(opts: LeaderOptions) {
@@ -72,12 +74,27 @@ export class LeaderElector {
 
   async #tick(): Promise<void> {
     if (this.#stopped) return;
+    const attempt = ++this.#attempt;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      this.#inflight = this.#tryAcquireOrRenew();
-      await this.#inflight;
+      this.#inflight = this.#tryAcquireOrRenew(attempt);
+      // Lease calls have no timeout of their own: one that hangs must not keep this replica
+      // believing it leads while its lease runs out (two leaders). It is given up after the
+      // renew deadline, and whatever it answers later is ignored (a stale attempt).
+      await Promise.race([
+        this.#inflight,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            if (this.#attempt === attempt) this.#attempt++;
+            reject(new Error(`no answer to a lease call in ${this.#o.renewDeadlineMs} ms`));
+          }, this.#o.renewDeadlineMs);
+        }),
+      ]);
     } catch (error) {
       if (!isConflict(error))
         this.#o.logger.warn({ err: (error as Error).message, lease: this.#o.name }, 'lease update failed');
+    } finally {
+      clearTimeout(timer);
     }
     if (this.#stopped) return; // release() owns the lease from here
     if (this.#leading && this.#o.now() - this.#lastRenewed > this.#o.renewDeadlineMs) {
@@ -90,7 +107,7 @@ export class LeaderElector {
     this.#timer.unref();
   }
 
-  async #tryAcquireOrRenew(): Promise<void> {
+  async #tryAcquireOrRenew(attempt: number): Promise<void> {
     const { api, namespace, name, identity } = this.#o;
     const now = this.#o.now();
     const stamp = new V1MicroTime(now);
@@ -113,7 +130,7 @@ export class LeaderElector {
           },
         },
       });
-      this.#became(now);
+      this.#became(now, attempt);
       return;
     }
     const spec = lease.spec ?? {};
@@ -125,7 +142,7 @@ export class LeaderElector {
     const expired =
       holder === '' || now - this.#observed.at > (spec.leaseDurationSeconds ?? durationSeconds) * 1000;
     if (holder !== identity && !expired) {
-      if (this.#leading) {
+      if (this.#leading && attempt === this.#attempt) {
         this.#leading = false;
         this.#o.onStoppedLeading();
       }
@@ -146,10 +163,11 @@ export class LeaderElector {
         },
       },
     });
-    this.#became(now);
+    this.#became(now, attempt);
   }
 
-  #became(now: number): void {
+  #became(now: number, attempt: number): void {
+    if (attempt !== this.#attempt) return; // an answer that came after its attempt was given up
     this.#lastRenewed = now;
     if (this.#leading) return;
     this.#leading = true;
