@@ -53,6 +53,8 @@ export interface Operator {
   readonly probePort: number;
   readonly leading: boolean;
   readonly metrics: OperatorMetrics;
+  /** Meshes whose agents' figures are followed, and the NATS connections that carry them. */
+  readonly figures: { meshes: number; connections: number };
   /** Stops watches, drains the queue, releases the lease. */
   stop(): Promise<void>;
 }
@@ -271,6 +273,9 @@ export async function startOperator(
       return leader.leading;
     },
     metrics,
+    get figures() {
+      return figures.following;
+    },
     async stop() {
       leader.close();
       queue.shutDown();

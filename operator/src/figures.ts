@@ -87,12 +87,22 @@ export class FiguresCollector {
       });
   }
 
+  /** Stops following a mesh (deleted, or moved to other servers); a connection no mesh uses is closed. */
   forget(meshId: string): void {
     const entry = this.#meshes.get(meshId);
     if (!entry) return;
     entry.sub?.unsubscribe();
     clearTimeout(entry.timer);
     this.#meshes.delete(meshId);
+    if ([...this.#meshes.values()].some((m) => m.servers === entry.servers)) return;
+    const nc = this.#connections.get(entry.servers);
+    this.#connections.delete(entry.servers);
+    nc?.then((c) => c.close()).catch(() => undefined);
+  }
+
+  /** How many meshes are followed, over how many NATS connections. */
+  get following(): { meshes: number; connections: number } {
+    return { meshes: this.#meshes.size, connections: this.#connections.size };
   }
 
   figures(meshId: string): MeshFigures | undefined {
@@ -132,9 +142,14 @@ export class FiguresCollector {
     if (!nc) {
       // Once connected, reconnect forever. A first connection that fails is remembered for RETRY_MS
       // (meshes sharing the servers do not each try), then tried again on a later watch().
-      nc = connect({ servers, name: 'edgemesh-operator', reconnect: true, maxReconnectAttempts: -1 });
-      nc.catch(() => setTimeout(() => this.#connections.delete(list), RETRY_MS).unref());
-      this.#connections.set(list, nc);
+      const made = connect({ servers, name: 'edgemesh-operator', reconnect: true, maxReconnectAttempts: -1 });
+      made.catch(() =>
+        setTimeout(() => {
+          if (this.#connections.get(list) === made) this.#connections.delete(list);
+        }, RETRY_MS).unref(),
+      );
+      this.#connections.set(list, made);
+      nc = made;
     }
     return nc;
   }

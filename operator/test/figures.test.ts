@@ -69,4 +69,12 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     assert.equal(status.bytesFromPeers, 2000);
     assert.equal(status.bytesFromOrigin, 20);
   });
+
+  it('forgets a deleted mesh and closes the connection no mesh uses any more', async () => {
+    assert.deepEqual(operator.figures, { meshes: 1, connections: 1 });
+    api.remove('edgemeshes', 'shop', 'cdn');
+    await eventually(
+      () => (operator.figures.meshes === 0 && operator.figures.connections === 0) || undefined,
+    );
+  });
 });

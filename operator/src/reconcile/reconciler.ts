@@ -37,7 +37,11 @@ const BLOCKED_RECHECK_MS = 10_000;
 export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outcome> {
   const [namespace, name] = key.split('/') as [string, string];
   const found = deps.mesh(namespace, name);
-  if (!found || found.metadata.deletionTimestamp) return; // children go with it (owner references)
+  if (!found || found.metadata.deletionTimestamp) {
+    // Children go with it (owner references); its figures are no longer followed.
+    deps.figures?.forget(meshId({ metadata: { namespace, name } } as EdgeMesh));
+    return;
+  }
   const parsed = edgeMeshSpecSchema.safeParse(found.spec);
   if (!parsed.success) {
     // The API server's schema should have refused it; say so rather than retry forever.
