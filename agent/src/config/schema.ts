@@ -123,7 +123,7 @@ export const agentConfigSchema = z.strictObject({
         factor: z._default(int(1, 16), 3),
         /** Copies (the writer's included) that exist before a PUT answers 201; the rest follow in the background. */
         writeCopies: z._default(int(1, 16), 1),
-        /** How long one replica may take to make. */
+        /** How long one replica may take to make; an origin fetch waits this long for its answer and for each next piece of the body. */
         timeoutMs: z._default(int(100), 60_000),
       })
       .check(

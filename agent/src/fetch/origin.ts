@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import { pipeline, Readable, Transform } from 'node:stream';
 import { chunkSizeFor, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../cache/chunking.ts';
 import { ObjectNotFoundError } from '../cache/errors.ts';
 import { isMediaType, type Manifest, parseManifest } from '../cache/manifest.ts';
@@ -148,15 +148,47 @@ export class OriginFetcher {
   ): Promise<Manifest> {
     if (!url || !shown) throw new ObjectNotFoundError(key);
     this.#counters.originFetches++;
+    // timeoutMs bounds the wait for an answer, then each wait for the body's next bytes: a large
+    // object that keeps coming is never cut off, a stalled one is.
+    const abort = new AbortController();
+    const stalled = setTimeout(
+      () => abort.abort(new Error(`no bytes from the origin in ${this.#timeoutMs} ms`)),
+      this.#timeoutMs,
+    );
+    try {
+      return await this.#download(url, shown, key, abort.signal, () => stalled.refresh(), onStart, onStatus);
+    } catch (error) {
+      if (!abort.signal.aborted) throw error;
+      const reason = (abort.signal.reason as Error).message;
+      throw new OriginError(`origin ${shown}: ${reason}`, { cause: error });
+    } finally {
+      clearTimeout(stalled);
+    }
+  }
+
+  async #download(
+    url: string,
+    shown: string,
+    key: string,
+    signal: AbortSignal,
+    alive: () => void,
+    onStart: (progress: Progress | undefined) => void,
+    onStatus: (status: number) => void,
+  ): Promise<Manifest> {
     let res: Response;
     try {
-      res = await fetch(url, { signal: AbortSignal.timeout(this.#timeoutMs), redirect: 'follow' });
+      res = await fetch(url, { signal, redirect: 'follow' });
     } catch (error) {
       throw new OriginError(`origin ${shown} unreachable: ${(error as Error).message}`, { cause: error });
     }
     onStatus(res.status);
-    if (res.status === 404) throw new ObjectNotFoundError(key);
-    if (!res.ok || !res.body) throw new OriginError(`origin ${shown} answered ${res.status}`);
+    if (res.status === 404 || !res.ok || !res.body) {
+      // An unread body holds its connection: let it go, so the pool can reuse or close it.
+      await res.body?.cancel().catch(() => undefined);
+      if (res.status === 404) throw new ObjectNotFoundError(key);
+      throw new OriginError(`origin ${shown} answered ${res.status}`);
+    }
+    alive();
     const length = res.headers.get('content-length');
     const size = length === null ? undefined : Number(length);
     const type = res.headers.get('content-type') ?? undefined;
@@ -175,7 +207,15 @@ export class OriginFetcher {
     onStart(progress);
     let manifest: Manifest;
     try {
-      manifest = await this.#store.put(key, Readable.fromWeb(res.body), {
+      const watchdog = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          alive();
+          done(null, chunk);
+        },
+      });
+      // pipeline, not pipe: an error of the source (the abort above) must reach the store's reader.
+      pipeline(Readable.fromWeb(res.body), watchdog, () => undefined);
+      manifest = await this.#store.put(key, watchdog, {
         ...(known === undefined ? {} : { size: known }),
         ...(contentType ? { contentType } : {}),
         ...(progress

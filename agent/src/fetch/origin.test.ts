@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { ObjectStore } from '../cache/object-store.ts';
+import { isKey } from '../keys.ts';
+import { Counters } from '../telemetry/counters.ts';
+import { FakeClock } from '../time/clock.ts';
+import { OriginError, OriginFetcher } from './origin.ts';
+
+const TIMEOUT_MS = 500;
+const PIECE = Buffer.alloc(64 * 1024, 7);
+
+/** An origin: `/slow` trickles 8 pieces, one every 150 ms; `/stall` sends one and stops. */
+function origin(): Server {
+  return createServer((req, res) => {
+    if (req.url === '/slow' || req.url === '/stall') {
+      const pieces = req.url === '/slow' ? 8 : 2;
+      res.writeHead(200, { 'content-length': String(pieces * PIECE.length) });
+      let sent = 0;
+      const next = () => {
+        if (res.destroyed) return;
+        res.write(PIECE);
+        if (++sent === pieces) return void res.end();
+        if (req.url === '/slow') setTimeout(next, 150);
+        // /stall: the second piece never comes
+      };
+      next();
+      return;
+    }
+    res.writeHead(404).end();
+  });
+}
+
+describe('OriginFetcher', () => {
+  let dir: string;
+  let server: Server;
+  let fetcher: OriginFetcher;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-origin-unit-'));
+    server = origin();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const store = await ObjectStore.open({
+      dir,
+      maxBytes: 64 * 2 ** 20,
+      memoryBytes: 0,
+      maxObjectBytes: 32 * 2 ** 20,
+      fsync: false,
+      clock: new FakeClock(),
+      isKey,
+    });
+    fetcher = new OriginFetcher({
+      rules: [{ prefix: 'o/', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/` }],
+      store,
+      counters: new Counters(),
+      logger: pino({ level: 'silent' }),
+      timeoutMs: TIMEOUT_MS,
+    });
+  });
+  after(async () => {
+    server.closeAllConnections();
+    server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('fetches a body that takes longer than the timeout as long as bytes keep coming', async () => {
+    const started = performance.now();
+    const manifest = await fetcher.fetch('o/slow');
+    assert.equal(manifest.size, 8 * PIECE.length);
+    assert.ok(performance.now() - started > 2 * TIMEOUT_MS, 'the whole body took longer than the timeout');
+  });
+
+  it('gives up on a body that stops coming', async () => {
+    await assert.rejects(fetcher.fetch('o/stall'), OriginError);
+  });
+});
