@@ -1,4 +1,11 @@
-import { chunkCount, chunkLength, isDigest, OBJECT_DIGEST_PREFIX, rootDigest } from './chunking.ts';
+import {
+  chunkCount,
+  chunkLength,
+  isDigest,
+  MAX_CHUNK_SIZE,
+  OBJECT_DIGEST_PREFIX,
+  rootDigest,
+} from './chunking.ts';
 import { StoreError } from './errors.ts';
 
 /** What the store knows about one object: its chunks, in order, and their root. */
@@ -51,6 +58,9 @@ export function parseManifest(value: unknown, isKey: (key: string) => boolean): 
   if (typeof m.key !== 'string' || !isKey(m.key)) return fail('bad key');
   if (!Number.isSafeInteger(m.size) || (m.size as number) < 0) return fail('bad size');
   if (!Number.isSafeInteger(m.chunkSize) || (m.chunkSize as number) <= 0) return fail('bad chunkSize');
+  // A receiver sizes its buffers by chunkSize: a peer's manifest may not ask for more than any
+  // manifest this code makes.
+  if ((m.chunkSize as number) > MAX_CHUNK_SIZE) return fail(`chunkSize above ${MAX_CHUNK_SIZE}`);
   if (!Array.isArray(m.chunks) || !m.chunks.every(isDigest)) return fail('bad chunk list');
   const size = m.size as number;
   const chunkSize = m.chunkSize as number;
