@@ -52,22 +52,28 @@ function leaseStore() {
   };
 }
 
+/** An elector on `store` that counts its starts and step-downs. */
+function electorOn(store: ReturnType<typeof leaseStore>, renewDeadlineMs: number) {
+  const counts = { started: 0, stopped: 0 };
+  const elector = new LeaderElector({
+    api: store.api,
+    namespace: 'ns',
+    name: 'lease',
+    identity: 'me',
+    leaseDurationMs: 3000,
+    renewDeadlineMs,
+    retryPeriodMs: 20,
+    logger: pino({ level: 'silent' }),
+    onStartedLeading: () => counts.started++,
+    onStoppedLeading: () => counts.stopped++,
+  });
+  return { elector, counts };
+}
+
 describe('leader election', () => {
   it('a renewal in flight when the lease is released neither keeps the lease nor starts leading again', async () => {
     const store = leaseStore();
-    let started = 0;
-    const elector = new LeaderElector({
-      api: store.api,
-      namespace: 'ns',
-      name: 'lease',
-      identity: 'me',
-      leaseDurationMs: 3000,
-      renewDeadlineMs: 2000,
-      retryPeriodMs: 20,
-      logger: pino({ level: 'silent' }),
-      onStartedLeading: () => started++,
-      onStoppedLeading: () => assert.fail('stepped down'),
-    });
+    const { elector, counts } = electorOn(store, 2000);
     elector.start();
     while (!elector.leading) await new Promise((r) => setTimeout(r, 5));
     const letGo = store.slowNextWrite();
@@ -78,31 +84,19 @@ describe('leader election', () => {
     letGo();
     await released;
     assert.equal(store.holder(), '', 'the lease was handed back');
-    assert.equal(started, 1, 'leading started once');
+    assert.equal(counts.started, 1, 'leading started once');
+    assert.equal(counts.stopped, 0, 'it never stepped down');
     assert.equal(elector.leading, false);
   });
 
   it('steps down when a lease call hangs past the renew deadline, and ignores its late answer', async () => {
     const store = leaseStore();
-    let started = 0;
-    let stopped = 0;
-    const elector = new LeaderElector({
-      api: store.api,
-      namespace: 'ns',
-      name: 'lease',
-      identity: 'me',
-      leaseDurationMs: 3000,
-      renewDeadlineMs: 300,
-      retryPeriodMs: 20,
-      logger: pino({ level: 'silent' }),
-      onStartedLeading: () => started++,
-      onStoppedLeading: () => stopped++,
-    });
+    const { elector, counts } = electorOn(store, 300);
     elector.start();
     while (!elector.leading) await new Promise((r) => setTimeout(r, 5));
     const resume = store.hangWrites();
     const deadline = performance.now() + 5000;
-    while (stopped === 0) {
+    while (counts.stopped === 0) {
       assert.ok(performance.now() < deadline, 'it never stepped down: the hung call held it');
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -111,6 +105,6 @@ describe('leader election', () => {
     resume(); // the hung renewals answer now, long after they were given up
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(elector.leading, false, 'a late answer did not make it the leader again');
-    assert.equal(started, 1);
+    assert.equal(counts.started, 1);
   });
 });
