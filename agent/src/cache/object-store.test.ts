@@ -296,6 +296,29 @@ describe('ObjectStore', () => {
     }
   });
 
+  it('counts a chunk added twice at once by one write once, and frees it with the write', async () => {
+    const store = await open();
+    const zeros = Buffer.alloc(64 * 1024); // repeated content: both chunks of an object of zeros
+    const lease = store.newLease();
+    await Promise.all([store.putChunk(lease, zeros), store.putChunk(lease, zeros)]);
+    assert.equal(store.stats().bytes, zeros.length, 'stored once');
+    lease.release();
+    await store.flush();
+    assert.equal(store.stats().bytes, 0, 'and freed with the lease (nothing left that can never be evicted)');
+    assert.deepEqual(await files(join(dir, 'chunks')), []);
+  });
+
+  it('takes no reference for a lease released while its chunk was being written', async () => {
+    const store = await open();
+    const lease = store.newLease();
+    const adding = store.putChunk(lease, randomBytes(64 * 1024));
+    lease.release(); // a download aborted, or its object deleted, while the chunk is on its way to disk
+    await adding;
+    await store.flush();
+    assert.equal(store.stats().bytes, 0);
+    assert.deepEqual(await files(join(dir, 'chunks')), []);
+  });
+
   it('keeps a consistent index under concurrent writes of one key', async () => {
     const store = await open();
     const versions = Array.from({ length: 5 }, () => randomBytes(4 * MiB + 17));

@@ -80,6 +80,8 @@ interface ChunkEntry {
 /** Chunks held for a write in progress (an upload or a fetch from peers) until it commits or aborts. */
 export class ChunkLease {
   readonly digests = new Set<string>();
+  /** Chunks on their way in: a second add of the same chunk waits for the first (one reference). */
+  readonly adding = new Map<string, Promise<void>>();
   readonly release: () => void;
   #released = false;
   constructor(release: () => void) {
@@ -383,8 +385,18 @@ export class ObjectStore {
     await Promise.all([...this.#manifestOps.values(), ...this.#removals.values()]);
   }
 
-  async #addChunk(lease: ChunkLease, digest: string, data: Buffer): Promise<void> {
-    if (lease.digests.has(digest)) return;
+  #addChunk(lease: ChunkLease, digest: string, data: Buffer): Promise<void> {
+    if (lease.digests.has(digest)) return Promise.resolve();
+    // Repeated content (an object of zeros) adds one chunk several times at once: the lease takes
+    // one reference for it, which its release gives back.
+    const pending = lease.adding.get(digest);
+    if (pending) return pending;
+    const adding = this.#storeChunk(lease, digest, data).finally(() => lease.adding.delete(digest));
+    lease.adding.set(digest, adding);
+    return adding;
+  }
+
+  async #storeChunk(lease: ChunkLease, digest: string, data: Buffer): Promise<void> {
     if (!this.#chunks.has(digest)) {
       await this.#removals.get(digest);
       this.#reserve(data.length);
@@ -398,7 +410,14 @@ export class ObjectStore {
         this.#bytes += data.length;
       }
     }
-    this.#chunks.get(digest)!.refs++;
+    const chunk = this.#chunks.get(digest)!;
+    if (lease.released) {
+      // Released while the chunk was written (an aborted download, a delete): no reference is
+      // taken, and a chunk nobody else holds goes again.
+      if (chunk.refs === 0) this.#forgetChunk(digest, chunk);
+      return;
+    }
+    chunk.refs++;
     lease.digests.add(digest);
     this.#hot.set(digest, data);
   }
