@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { isKey } from '../keys.ts';
 import { FakeClock } from '../time/clock.ts';
-import { digestOf } from './chunking.ts';
+import { chunkSizeFor, digestOf } from './chunking.ts';
 import {
   IncompleteBodyError,
   InsufficientStorageError,
@@ -306,6 +306,25 @@ describe('ObjectStore', () => {
     await store.flush();
     assert.equal(store.stats().bytes, 0, 'and freed with the lease (nothing left that can never be evicted)');
     assert.deepEqual(await files(join(dir, 'chunks')), []);
+  });
+
+  it('keeps a chunk that another write is adding when the first write lets go of it', async () => {
+    const store = await open();
+    const data = randomBytes(64 * 1024);
+    const a = store.newLease();
+    const b = store.newLease();
+    const adds = [store.putChunk(a, data), store.putChunk(b, data)];
+    a.release(); // one download aborted while both were writing the same chunk
+    const digest = (await Promise.all(adds))[1]!;
+    await store.commit(b, {
+      key: 'k',
+      size: data.length,
+      chunkSize: chunkSizeFor(data.length),
+      chunks: [digest],
+    });
+    b.release();
+    await store.flush();
+    assert.deepEqual(await readAll(store, 'k'), data, 'the object the other write committed is whole');
   });
 
   it('takes no reference for a lease released while its chunk was being written', async () => {

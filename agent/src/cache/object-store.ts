@@ -114,6 +114,8 @@ export class ObjectStore {
   readonly #removals = new Map<string, Promise<void>>();
   /** Per-key chain of manifest file operations, so they land in the order they were decided. */
   readonly #manifestOps = new Map<string, Promise<void>>();
+  /** Chunk writes in flight, by digest: a chunk being written is not forgotten under its writer. */
+  readonly #writers = new Map<string, number>();
   #bytes = 0;
   #reserved = 0;
 
@@ -344,8 +346,11 @@ export class ObjectStore {
   /** Removes `key`; false when it was not there. */
   async delete(key: string): Promise<boolean> {
     if (!this.#objects.has(key)) return false;
-    this.#drop(key, 'deleted');
-    await this.#manifestOps.get(key);
+    this.#drop(key, 'deleted', false);
+    // The manifest's removal is this call's: a failure to remove it is the caller's to hear.
+    await this.#manifestOp(key, async () => {
+      if (!this.#objects.has(key)) await this.#manifests.remove(key);
+    });
     return true;
   }
 
@@ -400,10 +405,14 @@ export class ObjectStore {
     if (!this.#chunks.has(digest)) {
       await this.#removals.get(digest);
       this.#reserve(data.length);
+      this.#writers.set(digest, (this.#writers.get(digest) ?? 0) + 1);
       try {
         await this.#files.write(digest, data);
       } finally {
         this.#reserved -= data.length;
+        const left = this.#writers.get(digest)! - 1;
+        if (left > 0) this.#writers.set(digest, left);
+        else this.#writers.delete(digest);
       }
       if (!this.#chunks.has(digest)) {
         this.#chunks.set(digest, { size: data.length, refs: 0 });
@@ -414,7 +423,7 @@ export class ObjectStore {
     if (lease.released) {
       // Released while the chunk was written (an aborted download, a delete): no reference is
       // taken, and a chunk nobody else holds goes again.
-      if (chunk.refs === 0) this.#forgetChunk(digest, chunk);
+      if (chunk.refs === 0 && !this.#writers.has(digest)) this.#forgetChunk(digest, chunk);
       return;
     }
     chunk.refs++;
@@ -464,6 +473,8 @@ export class ObjectStore {
     for (const digest of new Set(digests)) {
       const chunk = this.#chunks.get(digest);
       if (!chunk || --chunk.refs > 0) continue;
+      // Another write of the same chunk is under way: its writer takes a reference, or forgets it.
+      if (this.#writers.has(digest)) continue;
       this.#forgetChunk(digest, chunk);
     }
   }

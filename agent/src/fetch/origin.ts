@@ -163,6 +163,9 @@ export class OriginFetcher {
       throw new OriginError(`origin ${shown}: ${reason}`, { cause: error });
     } finally {
       clearTimeout(stalled);
+      // Whatever happened (the store refused the object before reading it, say), the request and
+      // its connection end here; after a complete body this changes nothing.
+      abort.abort();
     }
   }
 

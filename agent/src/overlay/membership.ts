@@ -234,7 +234,6 @@ export class Membership {
     this.#probeLater(candidates[this.#cursor]!.info.nodeId);
   }
 
-  /** Probes `nodeId` directly, then through others; updates its state. Resolves when done. */
   /** A probe nobody awaits: its failure is logged, never an unhandled rejection. */
   #probeLater(nodeId: string): void {
     this.probe(nodeId).catch((error: unknown) =>
@@ -242,6 +241,7 @@ export class Membership {
     );
   }
 
+  /** Probes `nodeId` directly, then through others; updates its state. Resolves when done. */
   async probe(nodeId: string): Promise<void> {
     const member = this.#members.get(nodeId);
     if (!member || this.#probing.has(nodeId)) return;

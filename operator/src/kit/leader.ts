@@ -84,10 +84,14 @@ export class LeaderElector {
       await Promise.race([
         this.#inflight,
         new Promise<never>((_, reject) => {
+          // A leader waits only as long as its renew deadline has left; anyone else the whole deadline.
+          const wait = this.#leading
+            ? Math.max(0, this.#lastRenewed + this.#o.renewDeadlineMs - this.#o.now())
+            : this.#o.renewDeadlineMs;
           timer = setTimeout(() => {
             if (this.#attempt === attempt) this.#attempt++;
-            reject(new Error(`no answer to a lease call in ${this.#o.renewDeadlineMs} ms`));
-          }, this.#o.renewDeadlineMs);
+            reject(new Error(`no answer to a lease call in ${wait} ms`));
+          }, wait);
         }),
       ]);
     } catch (error) {
