@@ -52,15 +52,12 @@ export interface AuditEvent {
 export interface ControlPlane {
   /** Versions of what runs, from the build's stamp (kubernetes, etcd, kwok, go). */
   readonly versions: Record<string, string>;
-  readonly server: string;
   /** An admin (system:masters) kubeconfig file and its text. */
   readonly kubeconfig: string;
   readonly kubeconfigText: string;
-  readonly caCert: string;
   /** Each running component's process id, by binary name. */
   readonly pids: Record<string, number>;
-  /** The built kubectl, and a call of it as admin (throws with its stderr on failure). */
-  readonly kubectlPath: string;
+  /** A call of the built kubectl as admin (throws with its stderr on failure). */
   kubectl(args: string[], input?: string): string;
   /** The environment for kubectl and helm: their caches inside the control plane's directory. */
   readonly toolEnv: NodeJS.ProcessEnv;
@@ -310,12 +307,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     await createNodes(kubectl, options.nodes);
     const plane: ControlPlane = {
       versions,
-      server,
       kubeconfig,
       kubeconfigText,
-      caCert: pki.caCert,
       pids,
-      kubectlPath,
       kubectl,
       toolEnv,
       serviceAccountKubeconfig(namespace, name, expirationSeconds = 3600) {
