@@ -12,6 +12,7 @@ WORKDIR /src
 # Every workspace's manifest first, so this layer is reused until the lock file changes.
 COPY package.json package-lock.json ./
 COPY contracts/package.json contracts/
+COPY identity/package.json identity/
 COPY telemetry/package.json telemetry/
 COPY agent/package.json agent/
 COPY operator/package.json operator/
@@ -20,9 +21,10 @@ COPY e2e/package.json e2e/
 COPY bench/package.json bench/
 ARG NPM_EXTRA_CA=""
 RUN if [ -n "$NPM_EXTRA_CA" ]; then printf '%s\n' "$NPM_EXTRA_CA" >/tmp/extra-ca.pem; export NODE_EXTRA_CA_CERTS=/tmp/extra-ca.pem; fi \
- && npm ci --include-workspace-root -w contracts -w telemetry -w agent -w operator --ignore-scripts --no-audit --no-fund
+ && npm ci --include-workspace-root -w contracts -w identity -w telemetry -w agent -w operator --ignore-scripts --no-audit --no-fund
 COPY scripts/build.ts scripts/
 COPY contracts/src contracts/src
+COPY identity/src identity/src
 COPY telemetry/src telemetry/src
 COPY agent/proto agent/proto
 COPY agent/src agent/src

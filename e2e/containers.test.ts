@@ -7,6 +7,7 @@ import type { StartedNetwork, StartedTestContainer } from 'testcontainers';
 import { eventually } from '../agent/harness/agent-process.ts';
 import { type ReceivedSpan, startOtlpReceiver } from '../agent/harness/otlp-receiver.ts';
 import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { createTestCa } from '../agent/harness/test-ca.ts';
 import { objects, template } from '../charts/lib/helm.ts';
 import { type FakeApiServer, startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
 import { node as kubeNode } from '../operator/test/support.ts';
@@ -90,12 +91,21 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
       .withCommand(['--port', '4222'])
       .withWaitStrategy(tc.Wait.forLogMessage(/Server is ready/))
       .start();
+    // The mesh's file-based CA, copied into each container: the agents talk mTLS, as everywhere.
+    const ca = await createTestCa('e2e');
+    const caFiles = [
+      { content: ca.material.certPem, target: '/etc/edgemesh/ca/ca.crt', mode: 0o444 },
+      { content: ca.material.keyPem, target: '/etc/edgemesh/ca/ca.key', mode: 0o444 },
+    ];
     const agent = async (id: string, zone: string): Promise<Node> => {
       const container = await new tc.GenericContainer(IMAGE)
         .withNetwork(network)
         .withNetworkAliases(id)
         .withExposedPorts(7480)
+        .withCopyContentToContainer(caFiles)
         .withCommand([
+          ...['--security.ca.cert-file', '/etc/edgemesh/ca/ca.crt'],
+          ...['--security.ca.key-file', '/etc/edgemesh/ca/ca.key'],
           ...['--node-id', id, '--zone', zone, '--region', 'r1', '--mesh', 'e2e'],
           ...['--store.dir', '/tmp/edgemesh', '--http.host', '0.0.0.0', '--grpc.host', '0.0.0.0'],
           ...['--grpc.advertise', `${id}:7481`, '--control-plane.servers', 'nats://nats:4222'],

@@ -1,10 +1,8 @@
-import 'reflect-metadata'; // before @peculiar/x509 (through the CA), which needs it at import
 import assert from 'node:assert/strict';
-import { X509Certificate, webcrypto } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
-import * as x509 from '@peculiar/x509';
-import { createCa, CsrError, MeshCa, nodeSpiffeId } from '../operator/src/identity/ca.ts';
+import { createCa, createNodeKey, CsrError, MeshCa, nodeSpiffeId } from '@edgemesh/identity';
 import {
   IssuanceRefused,
   issueNodeCertificate,
@@ -23,7 +21,6 @@ const why = controlPlaneUnavailable();
 if (why) console.log(`# node identity issuance suite skipped: ${why}`);
 
 const NS = 'shop';
-const P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
 /**
  * Node identity issuance against a real API server: tokens from the TokenRequest API bound to real
@@ -69,16 +66,7 @@ describe(
               : []),
         ])
         .trim();
-    const csr = async () => {
-      const keys = await webcrypto.subtle.generateKey(P256, true, ['sign', 'verify']);
-      return (
-        await x509.Pkcs10CertificateRequestGenerator.create({
-          name: 'CN=agent',
-          keys: keys as never,
-          signingAlgorithm: P256,
-        })
-      ).toString('pem');
-    };
+    const csr = async () => (await createNodeKey('agent')).csrPem;
     /** Asks for a certificate; returns the node it names, or the refusal's reason. */
     const ask = async (what: string, tokenValue: string, node?: string, csrPem?: string) => {
       try {

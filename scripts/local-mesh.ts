@@ -20,6 +20,7 @@ import {
   startAgentProcess,
 } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
+import { createTestCa } from '../agent/harness/test-ca.ts';
 
 const { values } = parseArgs({
   options: {
@@ -65,6 +66,8 @@ async function main(): Promise<void> {
   const missing = natsUnavailable();
   const nats = missing ? undefined : await startNatsServer();
   const origin = await startOrigin(randomBytes(Math.min(size, 16 * MiB)));
+  // The mesh's CA, in files: each agent makes its key and gets its node certificate from it.
+  const ca = await createTestCa('demo', join(dir, 'ca'));
   const stopAll = async () => {
     await Promise.all(agents.map((a) => a.stop()));
     await nats?.stop();
@@ -82,6 +85,7 @@ async function main(): Promise<void> {
         await startAgentProcess([
           ...['--node-id', node.id, '--zone', node.zone, '--region', node.region],
           ...['--store.dir', join(dir, node.id), '--origins', `cdn/=${origin.url}`],
+          ...ca.flags,
           ...discovery,
         ]),
       );
@@ -95,6 +99,7 @@ async function main(): Promise<void> {
         ? `EdgeMesh local mesh: three agents that found each other over NATS (${nats.url}); data over gRPC, every chunk verified`
         : `EdgeMesh local mesh: three agents on static peers (${missing}); data over gRPC, every chunk verified`,
     );
+    line(`Between agents: mutual TLS, each with a node certificate from the mesh CA in ${ca.dir}`);
     line();
     for (const [i, a] of agents.entries()) {
       line(

@@ -4,6 +4,8 @@ import { request } from 'node:http';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
+import { sharedTestCa } from './test-ca.ts';
+
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
 /** A real agent process, started with flags, its ports read from its "agent ready" log line (so keep log.level at info or below). */
@@ -53,6 +55,8 @@ export async function startAgentProcess(
   place: PlaceOptions = {},
 ): Promise<AgentProcess> {
   const host = place.host ?? '127.0.0.1';
+  // Every agent runs with mTLS: the test process's CA unless the caller set security itself.
+  const security = args.some((a) => a.startsWith('--security.')) ? [] : (await sharedTestCa()).flags;
   const argv = [
     ...(place.nodeFlags ?? []),
     place.main ?? MAIN,
@@ -64,6 +68,7 @@ export async function startAgentProcess(
     host,
     '--grpc.port',
     '0',
+    ...security,
     ...args,
   ];
   const child = place.netns

@@ -23,6 +23,10 @@ import { AgentMetrics } from './telemetry/metrics.ts';
 import { startTracing } from './telemetry/tracing.ts';
 import { type Clock, systemClock } from './time/clock.ts';
 import { bindPeerServer, createPeerServer } from './transport/peer-server.ts';
+import { FileCaIssuer, fileTrust } from './security/file-ca.ts';
+import { NodeCredentials } from './security/node-credentials.ts';
+import { peerServerCredentials, unauthenticated } from './security/grpc-credentials.ts';
+import { Revocations } from './security/revocations.ts';
 
 export interface AgentDeps {
   logger?: Logger;
@@ -84,7 +88,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     zone: config.zone,
     region: config.region,
   });
-  const overlay = new Overlay({ config, logger, clock, counters });
+  const revocations = new Revocations();
+  const credentials = await startNodeCredentials(config, { logger, clock, revocations });
+  const overlay = new Overlay({ config, logger, clock, counters, credentials });
   const tombstones = await Tombstones.open(config.store.dir, clock);
   const store = await ObjectStore.open({
     dir: config.store.dir,
@@ -164,6 +170,15 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     node: { id: config.nodeId, zone: config.zone, region: config.region },
     logger,
     flowControlWindow: config.grpc.flowControlWindow,
+    ...(credentials
+      ? {
+          authenticate: (call) => credentials.authenticate(call.getAuthContext().sslPeerCertificate),
+          refuse: (error) => {
+            Counters.bump(counters.peersRefused, 'unauthenticated');
+            return unauthenticated(error);
+          },
+        }
+      : {}),
     coordinate: () => overlay.vivaldi.coordinate,
     probe: (target) => overlay.probeFor(target),
     index: { lookup: (key) => overlay.index.lookup(key), record: (m, h) => overlay.recordHolder(m, h) },
@@ -195,7 +210,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     purge: (key, purgedAtMs) => purger.purgeHere(key, purgedAtMs),
     deliver: (message) => inbox.deliver({ ...message, receivedAtMs: clock.now() }),
   });
-  const grpcPort = await bindPeerServer(grpcServer, config.grpc.host, config.grpc.port);
+  const grpcPort = await bindPeerServer(
+    grpcServer,
+    config.grpc.host,
+    config.grpc.port,
+    peerServerCredentials(credentials),
+  );
 
   let scrub: ScrubState = { state: 'off' };
   const metrics = new AgentMetrics({
@@ -286,6 +306,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       httpPort,
       grpcPort,
       mesh: config.mesh,
+      mtls: credentials !== undefined,
       peers: config.peers.length,
       controlPlane: config.controlPlane.servers,
       store: store.stats(),
@@ -309,9 +330,35 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       http.closeAllConnections();
       await new Promise((resolve) => http.close(resolve));
       grpcServer.forceShutdown();
+      credentials?.close();
       await metrics.shutdown();
       await tracing.shutdown();
       await store.flush();
     },
   };
+}
+
+/** This node's key and certificate when mTLS is on (the default); undefined when it is off. */
+async function startNodeCredentials(
+  config: AgentConfig,
+  deps: { logger: Logger; clock: Clock; revocations: Revocations },
+): Promise<NodeCredentials | undefined> {
+  const { security } = config;
+  if (!security.mtls) {
+    deps.logger.warn('mTLS is off: peers are not authenticated and data crosses the network in the clear');
+    return undefined;
+  }
+  const ca = security.ca!; // the schema requires it with mTLS
+  return NodeCredentials.start({
+    node: config.nodeId,
+    issuer: new FileCaIssuer({
+      certFile: ca.certFile,
+      keyFile: ca.keyFile,
+      mesh: { namespace: ca.namespace, name: config.mesh },
+      node: config.nodeId,
+      ttlMs: security.certificateTtlSeconds * 1000,
+    }),
+    trust: fileTrust(security.trustBundleFile ?? ca.certFile),
+    ...deps,
+  });
 }

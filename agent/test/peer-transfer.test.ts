@@ -15,7 +15,7 @@ import {
 import { chunkSizeFor, digestOf } from '../src/cache/chunking.ts';
 import { parseManifest } from '../src/cache/manifest.ts';
 import { isKey } from '../src/keys.ts';
-import { GrpcPeer } from '../src/transport/peer-client.ts';
+import { testPeer } from '../harness/test-ca.ts';
 import { toWire } from '../src/transport/peer-service.ts';
 import { startEvilPeer } from './support/evil-peer.ts';
 
@@ -33,7 +33,7 @@ function chunksOf(data: Buffer): Map<string, Buffer> {
 
 /** The manifest an honest agent serves for `key`, in wire form, for a liar to repeat. */
 async function genuineManifest(address: string, key: string) {
-  const honest = new GrpcPeer({ id: 'honest', address, flowControlWindow: 16 * MiB, timeoutMs: 5000 });
+  const honest = await testPeer(address);
   try {
     return toWire(parseManifest((await honest.getManifest(key))?.manifest, isKey));
   } finally {

@@ -28,9 +28,15 @@ describe('configuration', () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  it('fills defaults around the one required field', () => {
-    const c = loadConfig(['--store.dir', '/data'], {});
+  it('fills defaults around the required fields (the store, and a CA for mTLS)', () => {
+    const c = loadConfig(
+      ['--store.dir', '/data', '--security.ca.cert-file', '/ca.crt', '--security.ca.key-file', '/ca.key'],
+      {},
+    );
     assert.equal(c.store.dir, '/data');
+    assert.equal(c.security.mtls, true, 'mTLS on by default');
+    assert.deepEqual(c.security.ca, { certFile: '/ca.crt', keyFile: '/ca.key', namespace: 'local' });
+    assert.equal(c.security.certificateTtlSeconds, 86_400);
     assert.equal(c.http.port, 7480);
     assert.equal(c.grpc.port, 7481);
     assert.equal(c.store.maxBytes, 10 * 2 ** 30);
@@ -43,6 +49,7 @@ describe('configuration', () => {
       EDGEMESH_REGION: 'r-env',
       EDGEMESH_STORE_MAX_BYTES: '3Gi',
       EDGEMESH_HTTP_PORT: '9000',
+      EDGEMESH_SECURITY_MTLS: 'false',
     });
     assert.equal(c.nodeId, 'from-file');
     assert.equal(c.zone, 'z3');
@@ -53,7 +60,7 @@ describe('configuration', () => {
       { address: 'p1:1', id: 'p1:1' },
       { address: 'p2:2', id: 'p2:2' },
     ]);
-    const fromFile = loadConfig([], { EDGEMESH_CONFIG: file });
+    const fromFile = loadConfig([], { EDGEMESH_CONFIG: file, EDGEMESH_SECURITY_MTLS: 'false' });
     assert.deepEqual(fromFile.peers, [
       { address: '10.0.0.1:7481', id: '10.0.0.1:7481' },
       { address: '[::1]:7481', id: 'b' },
@@ -61,18 +68,24 @@ describe('configuration', () => {
   });
 
   it('takes zone, region and weight from the operator’s topology file, unless set otherwise', async () => {
+    const lab = { EDGEMESH_SECURITY_MTLS: 'false' };
     const topology = join(dir, 'topology.yaml');
     await writeFile(
       topology,
       JSON.stringify({ nodes: { 'edge-7': { zone: 'eu-1a', region: 'eu-1', weight: 4 } } }),
     );
-    const c = loadConfig(['--store.dir', '/d', '--topology-file', topology], { EDGEMESH_NODE_ID: 'edge-7' });
+    const c = loadConfig(['--store.dir', '/d', '--topology-file', topology], {
+      ...lab,
+      EDGEMESH_NODE_ID: 'edge-7',
+    });
     assert.deepEqual([c.zone, c.region, c.weight], ['eu-1a', 'eu-1', 4]);
     const own = loadConfig(['--store.dir', '/d', '--topology-file', topology, '--zone', 'z'], {
+      ...lab,
       EDGEMESH_NODE_ID: 'edge-7',
     });
     assert.equal(own.zone, 'z');
     const absent = loadConfig(['--store.dir', '/d', '--topology-file', topology], {
+      ...lab,
       EDGEMESH_NODE_ID: 'edge-8',
     });
     assert.equal(absent.zone, '');
@@ -86,6 +99,7 @@ describe('configuration', () => {
       [['--store.dir', '/d', '--peers', 'no-port'], {}, /peers\.0/],
       [['--store.dir', '/d'], { EDGEMESH_STORE_FSYNC: 'maybe' }, /store\.fsync/],
       [['--config', '/nonexistent.yaml'], {}, /cannot read config file/],
+      [['--store.dir', '/d'], {}, /security\.ca: mTLS needs a node certificate/],
     ];
     for (const [argv, env, pattern] of cases) {
       assert.throws(

@@ -168,6 +168,43 @@ export const agentConfigSchema = z.strictObject({
     }),
     {},
   ),
+  security: z.prefault(
+    z
+      .strictObject({
+        /**
+         * Mutual TLS on every connection between agents, with a node certificate from this mesh's CA
+         * (default on). Off: plaintext and anonymous peers, for a trusted lab only.
+         */
+        mtls: z._default(bool, true),
+        /**
+         * A file-based CA (outside Kubernetes: the local mesh, tests): this agent makes its key and
+         * signs its own certificate with it. Its files are read again at every renewal.
+         */
+        ca: z.optional(
+          z.strictObject({
+            certFile: z.string().check(z.minLength(1)),
+            keyFile: z.string().check(z.minLength(1)),
+            /** The namespace the certificates name (the mesh's name is `mesh`). */
+            namespace: z._default(z.string().check(z.regex(/^[A-Za-z0-9_.-]{1,63}$/)), 'local'),
+          }),
+        ),
+        /**
+         * The mesh's trust bundle: its CA certificates (PEM, more than one during a CA rotation),
+         * read again every few seconds. Default: the file CA's certificate.
+         */
+        trustBundleFile: z.optional(z.string().check(z.minLength(1))),
+        /** Life of this node's certificates (renewed at two thirds of it). */
+        certificateTtlSeconds: z._default(int(60, 86_400), 86_400),
+      })
+      .check(
+        z.refine((s) => !s.mtls || s.ca !== undefined, {
+          message:
+            'mTLS needs a node certificate: set security.ca (a file-based CA; `npm start` makes one), or security.mtls=false for a trusted lab',
+          path: ['ca'],
+        }),
+      ),
+    {},
+  ),
   telemetry: z.prefault(
     z.strictObject({
       /**

@@ -9,6 +9,7 @@ import { type Agent, startAgent } from '../agent.ts';
 import { parseConfig } from '../config/load.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { FakeClock } from '../time/clock.ts';
+import { sharedTestCa } from '../../harness/test-ca.ts';
 
 const MiB = 2 ** 20;
 
@@ -45,6 +46,7 @@ describe('HTTP API', () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-'));
+    const ca = await sharedTestCa();
     const config = parseConfig({
       nodeId: 'test-node',
       zone: 'z1',
@@ -52,6 +54,7 @@ describe('HTTP API', () => {
       http: { port: 0 },
       grpc: { host: '127.0.0.1', port: 0 },
       store: { dir, maxBytes: '64Mi', maxObjectBytes: '16Mi', memoryBytes: '8Mi' },
+      security: { ca: { certFile: ca.certFile, keyFile: ca.keyFile } },
     });
     agent = await startAgent(config, { logger: createLogger({ level: 'silent', nodeId: 'test' }), clock });
     base = `http://127.0.0.1:${agent.httpPort}`;

@@ -251,6 +251,8 @@ export class Membership {
       if (direct) return this.#confirmed(member, direct, true);
       const answered = await this.#indirect(member);
       if (answered) return this.#confirmed(member, answered, false);
+      // An announced member that never proved itself: a stale or forged announcement (counted).
+      if (member.state === 'unconfirmed') this.#opts.onIgnored?.('unproven-member');
       if (member.state === 'alive') {
         this.#setState(member, 'suspect', 'no answer, directly or through others');
         this.#publish({ type: 'member.suspect', body: { nodeId, incarnation: member.info.incarnation } });

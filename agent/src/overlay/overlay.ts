@@ -5,6 +5,8 @@ import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Clock } from '../time/clock.ts';
 import { GrpcPeer } from '../transport/peer-client.ts';
+import type { NodeCredentials } from '../security/node-credentials.ts';
+import { peerChannelCredentials } from '../security/grpc-credentials.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { type Holder, HolderIndex } from './holder-index.ts';
@@ -19,6 +21,8 @@ export interface OverlayOptions {
   logger: Logger;
   clock: Clock;
   counters: Counters;
+  /** This node's identity for mutual TLS with every peer; undefined: plaintext (mTLS off). */
+  credentials?: NodeCredentials | undefined;
 }
 
 /**
@@ -41,7 +45,8 @@ export class Overlay {
     const { config, logger, counters } = opts;
     this.index = new HolderIndex(opts.clock);
     this.staticPeers = new StaticPeers(
-      config.peers.map((p) => this.#connect(p.id, p.address)),
+      // A static peer given by address only may be any node of this mesh; given with an id, that node.
+      config.peers.map((p) => this.#connect(p.id, p.address, p.id === p.address ? undefined : p.id)),
       logger,
     );
     this.control =
@@ -72,7 +77,7 @@ export class Overlay {
         incarnation: Math.floor(clock.now() / 1000),
       },
       control: this.control,
-      connect: (info) => this.#connect(info.nodeId, info.grpc),
+      connect: (info) => this.#connect(info.nodeId, info.grpc, info.nodeId),
       clock,
       logger,
       vivaldi: this.vivaldi,
@@ -261,11 +266,13 @@ export class Overlay {
     await this.control.close();
   }
 
-  #connect(id: string, address: string): GrpcPeer {
-    const { config } = this.#opts;
+  /** A connection to `address`; over mTLS, the peer's certificate must name `expected` (any node of the mesh when undefined). */
+  #connect(id: string, address: string, expected: string | undefined): GrpcPeer {
+    const { config, credentials } = this.#opts;
     return new GrpcPeer({
       id,
       address,
+      ...(credentials ? { credentials: (seen) => peerChannelCredentials(credentials, expected, seen) } : {}),
       flowControlWindow: config.grpc.flowControlWindow,
       timeoutMs: config.transfer.peerTimeoutMs,
       from: config.nodeId,

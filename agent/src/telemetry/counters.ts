@@ -31,6 +31,8 @@ export class Counters {
   controlBytesOut = 0;
   readonly controlDropped = new Map<string, number>();
   readonly requests = new Map<string, number>();
+  /** Peer calls and claims refused, by why (unauthenticated: no valid certificate; claim: a node id not the caller's). */
+  readonly peersRefused = new Map<string, number>();
 
   static bump(map: Map<string, number>, key: string, by = 1): void {
     map.set(key, (map.get(key) ?? 0) + by);
@@ -50,6 +52,7 @@ export class Counters {
       bytesToPeers: this.bytesToPeers,
       originFetches: this.originFetches,
       bytesFromOrigin: this.bytesFromOrigin,
+      peersRefused: Object.fromEntries(this.peersRefused),
       control: {
         messagesIn: this.controlMessagesIn,
         bytesIn: this.controlBytesIn,

@@ -1,4 +1,5 @@
 import {
+  type ChannelCredentials,
   type Client,
   credentials,
   Metadata,
@@ -39,6 +40,11 @@ export interface PeerClientOptions {
   timeoutMs: number;
   /** This node's id, sent with chunk requests (peers share their upload fairly among zones). */
   from?: string;
+  /**
+   * The connection's credentials (security/grpc-credentials.ts: mutual TLS, checking the node the
+   * peer's certificate names); `seen` hears that node at each handshake. Default: plaintext.
+   */
+  credentials?: (seen: (nodeId: string) => void) => ChannelCredentials;
 }
 
 type Unary = (
@@ -48,10 +54,12 @@ type Unary = (
   cb: (e: ServiceError | null, r: unknown) => void,
 ) => unknown;
 
-/** A peer over gRPC (plaintext for now; mTLS arrives with node identities). */
+/** A peer over gRPC, over mutual TLS when given credentials. */
 export class GrpcPeer implements PeerTransport {
   readonly id: string;
   readonly address: string;
+  /** The node the peer's certificate named at the last handshake (mTLS only). */
+  #authenticatedAs: string | undefined;
   readonly #client: Client & Record<string, unknown>;
   readonly #timeoutMs: number;
   readonly #from: string;
@@ -63,8 +71,15 @@ export class GrpcPeer implements PeerTransport {
     this.#timeoutMs = opts.timeoutMs;
     this.#client = new PeerClientConstructor(
       opts.address,
-      credentials.createInsecure(),
-      channelOptions(opts.flowControlWindow),
+      opts.credentials?.((nodeId) => {
+        this.#authenticatedAs = nodeId;
+      }) ?? credentials.createInsecure(),
+      {
+        ...channelOptions(opts.flowControlWindow),
+        // TLS names the server by SNI only with a host name (never an address); who the peer is
+        // comes from its certificate's node identity, not from this name.
+        ...(opts.credentials ? { 'grpc.ssl_target_name_override': 'node.edgemesh.p2p.dev' } : {}),
+      },
     );
   }
 
@@ -165,6 +180,11 @@ export class GrpcPeer implements PeerTransport {
     const r = await this.#unary<WirePing>('Ping', { sentAtMs: Date.now() }, signal).catch((error: Error) => {
       throw new PeerError(this.id, `Ping failed: ${error.message}`, { cause: error });
     });
+    if (this.#authenticatedAs !== undefined && r.nodeId !== this.#authenticatedAs)
+      throw new PeerError(
+        this.id,
+        `answered as ${r.nodeId}, but its certificate names ${this.#authenticatedAs}`,
+      );
     return this.#pingResult(r, performance.now() - started);
   }
 

@@ -13,6 +13,13 @@ import { createLogger } from '../telemetry/logger.ts';
 import { systemClock } from '../time/clock.ts';
 import { GrpcPeer } from './peer-client.ts';
 import { bindPeerServer, createPeerServer } from './peer-server.ts';
+import { testCredentials } from '../../harness/test-ca.ts';
+import {
+  peerChannelCredentials,
+  peerServerCredentials,
+  unauthenticated,
+} from '../security/grpc-credentials.ts';
+import type { NodeCredentials } from '../security/node-credentials.ts';
 import { MAX_DIGESTS_PER_FETCH } from './peer-service.ts';
 import { PeerError } from './peer-transport.ts';
 
@@ -30,8 +37,11 @@ describe('peer gRPC server and client', () => {
   let peer: GrpcPeer;
   const data = randomBytes(5 * MiB + 3);
   let chunks: readonly string[];
+  let serverId: NodeCredentials;
+  let clientId: NodeCredentials;
 
   before(async () => {
+    [serverId, clientId] = await Promise.all([testCredentials('srv'), testCredentials('cli')]);
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-grpc-'));
     const store = await ObjectStore.open({
       dir,
@@ -49,17 +59,22 @@ describe('peer gRPC server and client', () => {
       node: { id: 'srv', zone: 'z', region: 'r' },
       logger: createLogger({ level: 'silent', nodeId: 'srv' }),
       flowControlWindow: 16 * MiB,
+      authenticate: (call) => serverId.authenticate(call.getAuthContext().sslPeerCertificate),
+      refuse: unauthenticated,
     });
-    const port = await bindPeerServer(server, '127.0.0.1', 0);
+    const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
     peer = new GrpcPeer({
       id: 'srv',
       address: `127.0.0.1:${port}`,
       flowControlWindow: 16 * MiB,
       timeoutMs: 2000,
+      credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
     });
   });
   after(async () => {
     peer.close();
+    serverId.close();
+    clientId.close();
     server.forceShutdown();
     await rm(dir, { recursive: true, force: true });
   });

@@ -1,6 +1,6 @@
 import {
   Server,
-  ServerCredentials,
+  type ServerCredentials,
   type ServerUnaryCall,
   type ServerWritableStream,
   type sendUnaryData,
@@ -9,7 +9,7 @@ import {
 import { isDigest } from '../cache/chunking.ts';
 import { IntegrityError, ObjectNotFoundError } from '../cache/errors.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
-import type { Counters } from '../telemetry/counters.ts';
+import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Coordinate } from '../overlay/vivaldi.ts';
 import { type Manifest, parseManifest } from '../cache/manifest.ts';
@@ -31,6 +31,29 @@ import type { UploadLimiter } from './upload-limiter.ts';
 import type { PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 import { context, extractFrom, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
+import type { PeerCertificate } from 'node:tls';
+
+/** The authenticated node of each call in progress (set before any handler runs). */
+const callers = new WeakMap<object, string>();
+
+/**
+ * Refuses a request whose claimed node id is not its caller's; undefined when the claim holds (or
+ * when there is no authenticated caller: mTLS off).
+ */
+function claimProblem(
+  opts: PeerServerOptions,
+  call: object,
+  claimed: string | undefined,
+  what: string,
+): Error | undefined {
+  const caller = callers.get(call);
+  if (caller === undefined || claimed === caller) return undefined;
+  Counters.bump(opts.counters.peersRefused, 'claim');
+  return grpcError(
+    status.PERMISSION_DENIED,
+    `${what} ${JSON.stringify(claimed ?? '')} is not the caller (${caller})`,
+  );
+}
 
 export interface PeerServerOptions {
   store: ObjectStore;
@@ -38,6 +61,15 @@ export interface PeerServerOptions {
   node: { id: string; zone: string; region: string };
   logger: Logger;
   flowControlWindow: number;
+  /**
+   * The node id a call comes from, from its TLS client certificate; throws when the certificate
+   * does not make the caller a node of this mesh (the call fails UNAUTHENTICATED). Every node id a
+   * request claims (sender, holder, requester) must be this one. Without it (mTLS off) callers are
+   * anonymous and their claims are taken as made.
+   */
+  authenticate?: (call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate } }) => string;
+  /** The reply to a caller that fails `authenticate`. */
+  refuse?: (error: unknown) => Error;
   /** This node's current network coordinate, sent with every ping answer. */
   coordinate?: () => Coordinate | undefined;
   /**
@@ -109,7 +141,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
   const server = new Server(channelOptions(opts.flowControlWindow));
   server.addService(
     peerService,
-    traced({
+    guarded(opts, {
       getManifest(call: ServerUnaryCall<{ key: string }, unknown>, callback: sendUnaryData<unknown>) {
         const problem = keyProblem(call.request.key);
         if (problem) return callback(grpcError(status.INVALID_ARGUMENT, problem));
@@ -137,6 +169,8 @@ export function createPeerServer(opts: PeerServerOptions): Server {
           return callback(grpcError(status.INVALID_ARGUMENT, 'topics are 1-128 of [A-Za-z0-9._-]'));
         if (body.length > MAX_EXCHANGE_BYTES)
           return callback(grpcError(status.RESOURCE_EXHAUSTED, 'message too large'));
+        const forged = claimProblem(opts, call, fromNode, 'sender');
+        if (forged) return callback(forged);
         opts.deliver({
           topic,
           from: fromNode,
@@ -211,6 +245,8 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         const { manifest, holder } = call.request;
         if (!manifest || !holder)
           return callback(grpcError(status.INVALID_ARGUMENT, 'manifest and holder are required'));
+        const forged = claimProblem(opts, call, holder.nodeId, 'holder');
+        if (forged) return callback(forged);
         try {
           opts.index?.record(parseManifest(fromWire(manifest), isKey), {
             nodeId: holder.nodeId,
@@ -279,9 +315,44 @@ const TRACED = new Set([
 ]);
 
 /**
- * Wraps handlers so each call runs in a server span whose parent is the caller's trace context
- * (from the gRPC metadata): a fetch is one trace across every node it touches.
+ * Wraps handlers so that every call is authenticated first (`opts.authenticate`: its caller's node
+ * id is then `callers.get(call)`), and the traced ones run in a server span whose parent is the
+ * caller's trace context (from the gRPC metadata): a fetch is one trace across every node it touches.
  */
+function guarded<T extends Record<string, (...args: never[]) => void>>(
+  opts: PeerServerOptions,
+  handlers: T,
+): T {
+  const authenticated: Record<string, unknown> = {};
+  for (const [name, handler] of Object.entries(traced(handlers))) {
+    const run = handler as (call: never, callback?: sendUnaryData<unknown>) => void;
+    authenticated[name] = !opts.authenticate
+      ? handler
+      : (
+          call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+          callback?: sendUnaryData<unknown>,
+        ) => {
+          let caller: string;
+          try {
+            caller = opts.authenticate!(call);
+          } catch (error) {
+            const refusal = opts.refuse?.(error) ?? grpcError(status.UNAUTHENTICATED, 'not authenticated');
+            opts.logger.debug(
+              { method: name, peer: call.getPeer(), err: refusal.message },
+              'peer call refused',
+            );
+            if (callback) return callback(refusal);
+            call.emit('error', refusal);
+            return;
+          }
+          callers.set(call, caller);
+          run(call as never, callback);
+        };
+  }
+  return authenticated as T;
+}
+
+/** Wraps the handlers of TRACED in server spans. */
 function traced<T extends Record<string, (...args: never[]) => void>>(handlers: T): T {
   const wrapped: Record<string, unknown> = {};
   for (const [name, handler] of Object.entries(handlers)) {
@@ -355,6 +426,8 @@ function watchObject(
   const from = call.request.from?.nodeId ? call.request.from : undefined;
   const problem = keyProblem(key);
   if (problem) throw grpcError(status.INVALID_ARGUMENT, problem);
+  const forged = from && claimProblem(opts, call, from.nodeId, 'watcher');
+  if (forged) throw forged;
   const swarm = opts.swarm;
   if (from && swarm && opts.trusted?.(from)) swarm.join(key, { nodeId: from.nodeId, grpc: from.grpc });
   const peers = () => swarm?.peersOf(key, from?.nodeId) ?? [];
@@ -416,7 +489,11 @@ async function streamChunks(
   call: ServerWritableStream<{ digests: Buffer[]; fromNode: string }, ChunkPiece>,
 ) {
   const { store, counters, swarm, upload } = opts;
-  const group = upload?.groupOf(call.request.fromNode ?? '') ?? '';
+  const forged = call.request.fromNode
+    ? claimProblem(opts, call, call.request.fromNode, 'requester')
+    : undefined;
+  if (forged) throw forged;
+  const group = upload?.groupOf(callers.get(call) ?? call.request.fromNode ?? '') ?? '';
   const digests = call.request.digests.map((d) => Buffer.from(d).toString('hex'));
   if (digests.length > MAX_DIGESTS_PER_FETCH) {
     throw grpcError(status.INVALID_ARGUMENT, `at most ${MAX_DIGESTS_PER_FETCH} digests per call`);
@@ -470,13 +547,16 @@ function drained(call: ServerWritableStream<unknown, unknown>): Promise<void> {
   });
 }
 
-/** Binds `server` to host:port (0 picks a free port) and returns the port. Plaintext for now. */
-export function bindPeerServer(server: Server, host: string, port: number): Promise<number> {
+/** Binds `server` to host:port (0 picks a free port) with `credentials` and returns the port. */
+export function bindPeerServer(
+  server: Server,
+  host: string,
+  port: number,
+  credentials: ServerCredentials,
+): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(
-      `${host.includes(':') ? `[${host}]` : host}:${port}`,
-      ServerCredentials.createInsecure(),
-      (error, bound) => (error ? reject(error) : resolve(bound)),
+    server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, credentials, (error, bound) =>
+      error ? reject(error) : resolve(bound),
     );
   });
 }

@@ -1,15 +1,12 @@
-import {
-  Server,
-  ServerCredentials,
-  type ServerUnaryCall,
-  type ServerWritableStream,
-  type sendUnaryData,
-} from '@grpc/grpc-js';
+import { Server, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { PIECE_SIZE, peerService } from '../../src/transport/peer-service.ts';
 import type { ChunkPiece } from '../../src/transport/piece-codec.ts';
+import { testCredentials } from '../../harness/test-ca.ts';
+import { peerServerCredentials } from '../../src/security/grpc-credentials.ts';
 
 /**
- * A peer that speaks the protocol correctly but lies about content, and says it is in zone z-near of
+ * A node of the mesh (a valid certificate from its CA, naming node `evil`: a compromised node, or
+ * one whose key was stolen) that speaks the protocol correctly but lies about content, and says it is in zone z-near of
  * region r-near (so an agent there ranks it cheapest): it announces a genuine manifest
  * (copied from an honest agent) and serves chunks from `chunks`, with the chunks at the indexes in
  * `tamper` flipped by one bit.
@@ -20,6 +17,7 @@ export async function startEvilPeer(opts: {
   tamper: (digest: string) => boolean;
 }): Promise<{ address: string; served: () => number; close: () => void }> {
   let served = 0;
+  const identity = await testCredentials('evil');
   const server = new Server();
   server.addService(peerService, {
     getManifest(_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) {
@@ -41,9 +39,14 @@ export async function startEvilPeer(opts: {
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
+    server.bindAsync('127.0.0.1:0', peerServerCredentials(identity), (e, p) => (e ? reject(e) : resolve(p))),
   );
-  return { address: `127.0.0.1:${port}`, served: () => served, close: () => server.forceShutdown() };
+  return {
+    address: `127.0.0.1:${port}`,
+    served: () => served,
+    close: () => {
+      server.forceShutdown();
+      identity.close();
+    },
+  };
 }

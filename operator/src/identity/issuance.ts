@@ -1,6 +1,6 @@
 import type { V1Pod, V1TokenReviewStatus } from '@kubernetes/client-node';
 import { MESH_LABEL } from '../reconcile/desired.ts';
-import { MeshCa, type MeshRef } from './ca.ts';
+import { MeshCa, type MeshRef } from '@edgemesh/identity';
 
 /** The audience an agent's projected ServiceAccount token must be issued for. */
 export const TOKEN_AUDIENCE = 'edgemesh.p2p.dev';

@@ -97,6 +97,9 @@ export function agentConfig(mesh: EdgeMesh): Record<string, unknown> {
     controlPlane: { servers: spec.controlPlane.natsUrl.split(',') },
     transfer: { uploadBytesPerSecond: spec.transfer.uploadBytesPerSecond },
     log: { level: spec.agent.logLevel },
+    // Node certificates in Kubernetes come from the operator's issuance endpoint, not served yet:
+    // until then agents in a cluster run without mTLS (docs/security.md says so).
+    security: { mtls: false },
   };
 }
 

@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { type MeshRef, nodeSpiffeId } from './spiffe.ts';
 
 // The library takes a WebCrypto provider; Node's is the one (its types are node:crypto's own).
 x509.cryptoProvider.set(webcrypto as never);
@@ -14,18 +15,6 @@ export const NODE_CERTIFICATE_TTL_MS = 24 * 3600_000;
 export const CA_TTL_MS = 365 * 24 * 3600_000;
 /** Certificates start this long before they are made, for clocks a little behind. */
 const BACKDATE_MS = 5 * 60_000;
-
-/** A mesh by namespace and name: kept apart, since joined they can be ambiguous (`a-b` + `c`, `a` + `b-c`). */
-export interface MeshRef {
-  namespace: string;
-  name: string;
-}
-
-/** The SPIFFE-style identity a node certificate carries as its only URI SAN. */
-export function nodeSpiffeId(mesh: MeshRef, node: string): string {
-  const segment = encodeURIComponent;
-  return `spiffe://edgemesh.p2p.dev/ns/${segment(mesh.namespace)}/mesh/${segment(mesh.name)}/node/${segment(node)}`;
-}
 
 /** A certificate request that cannot be signed: unreadable, not self-signed by its key, or not ECDSA P-256. */
 export class CsrError extends Error {

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { X509Certificate, webcrypto } from 'node:crypto';
 import { describe, it } from 'node:test';
 import * as x509 from '@peculiar/x509';
-import { createCa, CsrError, MeshCa, nodeSpiffeId } from './ca.ts';
+import { createCa, CsrError, MeshCa } from './ca.ts';
+import { nodeSpiffeId } from './spiffe.ts';
 
 const P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 async function csrFor(keys: webcrypto.CryptoKeyPair, name = 'CN=whoever') {

@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { appendFile } from 'node:fs/promises';
+import { describe, it } from 'node:test';
+import { createNodeKey, MeshCa } from '@edgemesh/identity';
+import { createTestCa } from '../../harness/test-ca.ts';
+import { createLogger } from '../telemetry/logger.ts';
+import { systemClock } from '../time/clock.ts';
+import { FileCaIssuer, fileTrust } from './file-ca.ts';
+import { NodeCredentials, PeerIdentityError } from './node-credentials.ts';
+import { Revocations } from './revocations.ts';
+
+const logger = createLogger({ level: 'silent', nodeId: 'test' });
+const mesh = { namespace: 'local', name: 'm' };
+
+async function start(node: string, ttlMs: number, issuerNode = node) {
+  const ca = await createTestCa('m');
+  const revocations = new Revocations();
+  const credentials = await NodeCredentials.start({
+    node,
+    issuer: new FileCaIssuer({ certFile: ca.certFile, keyFile: ca.keyFile, mesh, node: issuerNode, ttlMs }),
+    trust: fileTrust(ca.certFile),
+    logger,
+    clock: systemClock,
+    revocations,
+  });
+  return { ca, credentials, revocations };
+}
+
+const peerCert = (pem: string) => {
+  const x = new X509Certificate(pem);
+  return { raw: x.raw, fingerprint256: x.fingerprint256, valid_from: x.validFrom } as never;
+};
+
+describe('node credentials', () => {
+  it('renews at two thirds of the life, with a fresh key, and tells the TLS stacks', async () => {
+    const { credentials } = await start('edge-1', 1500);
+    try {
+      const first = { cert: credentials.certPem, key: credentials.keyPem };
+      assert.ok(credentials.validToMs - Date.now() <= 1500 + 1000, 'short-lived');
+      const heard = new Promise<{ certificate: Buffer; privateKey: Buffer } | null>((resolve) => {
+        let calls = 0;
+        credentials.addIdentityCertificateListener((update) => {
+          if (++calls === 2) resolve(update); // the first call is the current material
+        });
+      });
+      const update = (await heard)!;
+      assert.equal(credentials.renewals, 1);
+      assert.notEqual(update.certificate.toString(), first.cert);
+      assert.notEqual(update.privateKey.toString(), first.key, 'a fresh key');
+      assert.equal(credentials.authenticate(peerCert(credentials.certPem), 'edge-1'), 'edge-1');
+    } finally {
+      credentials.close();
+    }
+  });
+
+  it('refuses a certificate for another node from its issuer', async () => {
+    await assert.rejects(start('edge-1', 60_000, 'edge-2'), PeerIdentityError);
+  });
+
+  it('takes a new CA into the trust bundle (rotation) and refuses revoked nodes', async () => {
+    const { ca, credentials, revocations } = await start('edge-1', 60_000);
+    try {
+      const next = await createTestCa('m');
+      const fromNext = await (
+        await MeshCa.load(next.material)
+      ).issue({ csrPem: (await createNodeKey('x')).csrPem, mesh, node: 'edge-2' });
+      assert.throws(() => credentials.authenticate(peerCert(fromNext)), /not issued by this mesh/);
+      const heard = new Promise<void>((resolve) => {
+        let calls = 0;
+        credentials.addCaCertificateListener(() => ++calls === 2 && resolve());
+      });
+      await appendFile(ca.certFile, `\n${next.material.certPem}`);
+      assert.equal(await credentials.refreshTrust(), true);
+      await heard;
+      assert.equal(credentials.authenticate(peerCert(fromNext)), 'edge-2');
+      assert.throws(() => credentials.authenticate(peerCert(fromNext), 'edge-3'), /names edge-2, not edge-3/);
+      revocations.replace(['edge-2']);
+      assert.throws(() => credentials.authenticate(peerCert(fromNext)), /edge-2 is revoked/);
+    } finally {
+      credentials.close();
+    }
+  });
+});

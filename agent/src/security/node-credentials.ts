@@ -1,0 +1,297 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import type { PeerCertificate } from 'node:tls';
+import type { experimental } from '@grpc/grpc-js';
+import {
+  createNodeKey,
+  type MeshRef,
+  type NodeIdentity,
+  readPemBundle,
+  sameMesh,
+  verifyNodeCertificate,
+} from '@edgemesh/identity';
+import type { Logger } from '../telemetry/logger.ts';
+import type { Clock } from '../time/clock.ts';
+import type { Revocations } from './revocations.ts';
+
+type CaListener = experimental.CaCertificateUpdateListener;
+type IdentityListener = experimental.IdentityCertificateUpdateListener;
+
+/** Signs a certificate for the key of a request: the operator's endpoint, or a file-based CA. */
+export interface CertificateIssuer {
+  /** What it is, for logs. */
+  readonly name: string;
+  /** The certificate (PEM) for the key of `csrPem`; the issuer decides whom it names. */
+  issue(csrPem: string): Promise<string>;
+}
+
+/** Where the mesh's trust bundle (its CA certificates, more than one during a CA rotation) comes from. */
+export interface TrustSource {
+  /** The bundle now, PEM. */
+  read(): Promise<string>;
+}
+
+/** A peer's certificate was not this mesh's node identity, or not the node it had to be. */
+export class PeerIdentityError extends Error {
+  override name = 'PeerIdentityError';
+}
+
+export interface NodeCredentialsOptions {
+  /** This node's id: the certificate must name it. */
+  node: string;
+  issuer: CertificateIssuer;
+  trust: TrustSource;
+  logger: Logger;
+  clock: Clock;
+  revocations?: Revocations;
+  /** Renew at this fraction of the certificate's life (default two thirds). */
+  renewAt?: number;
+  /** How often the trust bundle is read again for changes (default 5 s). */
+  trustRefreshMs?: number;
+}
+
+const RETRY_MIN_MS = 1000;
+const RETRY_MAX_MS = 60_000;
+
+/**
+ * This node's identity: a key made here (never written anywhere), a short-lived certificate for it
+ * naming this node, renewed at two thirds of its life with a fresh key, and the mesh's trust bundle,
+ * read again as it changes (a CA rotation). It is the certificate provider of both ends of every gRPC
+ * connection (grpc-js takes new material for new handshakes; connections already open carry on, so
+ * no transfer is interrupted), and it says who a peer's certificate names.
+ */
+export class NodeCredentials implements experimental.CertificateProvider {
+  readonly node: string;
+  /** The mesh this node's certificate names: peers must name the same one. */
+  readonly mesh: MeshRef;
+  readonly #opts: NodeCredentialsOptions;
+  #identity: Material;
+  #bundlePem: string;
+  #bundle: X509Certificate[];
+  readonly #caListeners = new Set<CaListener>();
+  readonly #identityListeners = new Set<IdentityListener>();
+  readonly #verified = new Map<string, NodeIdentity & { validToMs: number }>();
+  #renewTimer: NodeJS.Timeout | undefined;
+  #trustTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #renewals = 0;
+
+  private constructor(opts: NodeCredentialsOptions, identity: Material, bundlePem: string, mesh: MeshRef) {
+    this.#opts = opts;
+    this.node = opts.node;
+    this.mesh = mesh;
+    this.#identity = identity;
+    this.#bundlePem = bundlePem;
+    this.#bundle = readPemBundle(bundlePem);
+  }
+
+  /** Gets this node's first certificate (waits for it: without one the node can talk to nobody). */
+  static async start(opts: NodeCredentialsOptions, signal?: AbortSignal): Promise<NodeCredentials> {
+    const bundlePem = await opts.trust.read();
+    if (readPemBundle(bundlePem).length === 0) throw new Error('the trust bundle holds no certificate');
+    for (let delay = RETRY_MIN_MS; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+      signal?.throwIfAborted();
+      try {
+        const identity = await obtain(opts, bundlePem);
+        const credentials = new NodeCredentials(opts, identity.material, bundlePem, identity.mesh);
+        credentials.#scheduleRenewal();
+        credentials.#watchTrust();
+        opts.logger.info(
+          { issuer: opts.issuer.name, validTo: identity.material.cert.validTo, mesh: identity.mesh },
+          'node certificate issued',
+        );
+        return credentials;
+      } catch (error) {
+        if (error instanceof PeerIdentityError) throw error; // a wrong certificate will not get better
+        opts.logger.warn(
+          { issuer: opts.issuer.name, err: (error as Error).message, retryInMs: delay },
+          'no node certificate yet',
+        );
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  get certPem(): string {
+    return this.#identity.certPem;
+  }
+  get keyPem(): string {
+    return this.#identity.keyPem;
+  }
+  get bundlePem(): string {
+    return this.#bundlePem;
+  }
+  /** When the current certificate ends (ms since the epoch). */
+  get validToMs(): number {
+    return Date.parse(this.#identity.cert.validTo);
+  }
+  /** How many times the certificate was renewed since start. */
+  get renewals(): number {
+    return this.#renewals;
+  }
+
+  /**
+   * The node a peer's certificate (as the TLS handshake gave it) names, checked: issued by a CA of
+   * the trust bundle and valid now, this mesh's, not revoked, and `expected` when given. Throws
+   * PeerIdentityError otherwise. Remembered per certificate until it ends.
+   */
+  authenticate(cert: PeerCertificate | undefined, expected?: string): string {
+    if (!cert?.raw) throw new PeerIdentityError('no certificate');
+    const now = this.#opts.clock.now();
+    const key = cert.fingerprint256;
+    let identity = this.#verified.get(key);
+    if (!identity || identity.validToMs < now) {
+      try {
+        const x509 = new X509Certificate(cert.raw);
+        identity = { ...verifyNodeCertificate(x509, this.#bundle, now), validToMs: Date.parse(x509.validTo) };
+      } catch (error) {
+        throw new PeerIdentityError((error as Error).message, { cause: error });
+      }
+      if (this.#verified.size > 10_000) this.#verified.clear();
+      this.#verified.set(key, identity);
+    }
+    if (!sameMesh(identity.mesh, this.mesh))
+      throw new PeerIdentityError(
+        `a node of mesh ${identity.mesh.namespace}/${identity.mesh.name}, not this one`,
+      );
+    if (expected !== undefined && identity.node !== expected)
+      throw new PeerIdentityError(`certificate names ${identity.node}, not ${expected}`);
+    if (this.#opts.revocations?.revoked(identity.node))
+      throw new PeerIdentityError(`${identity.node} is revoked`);
+    return identity.node;
+  }
+
+  // New listeners hear the current material on the next tick, never during the call: grpc-js's
+  // server credentials add a listener before the watcher that must hear it (as its own file provider).
+  addCaCertificateListener(listener: CaListener): void {
+    this.#caListeners.add(listener);
+    process.nextTick(
+      () => this.#caListeners.has(listener) && listener({ caCertificate: Buffer.from(this.#bundlePem) }),
+    );
+  }
+  removeCaCertificateListener(listener: CaListener): void {
+    this.#caListeners.delete(listener);
+  }
+  addIdentityCertificateListener(listener: IdentityListener): void {
+    this.#identityListeners.add(listener);
+    process.nextTick(() => this.#identityListeners.has(listener) && listener(this.#identityUpdate()));
+  }
+  removeIdentityCertificateListener(listener: IdentityListener): void {
+    this.#identityListeners.delete(listener);
+  }
+
+  /** Renews now (a new key and certificate); what the timer does at two thirds of the life. */
+  async renew(): Promise<void> {
+    const { material } = await obtain(this.#opts, this.#bundlePem, this.mesh);
+    if (this.#closed) return;
+    this.#identity = material;
+    this.#renewals++;
+    for (const listener of this.#identityListeners) listener(this.#identityUpdate());
+    this.#opts.logger.info({ validTo: material.cert.validTo }, 'node certificate renewed');
+  }
+
+  /** Reads the trust bundle again; applies it if it changed and still holds a CA. */
+  async refreshTrust(): Promise<boolean> {
+    const pem = await this.#opts.trust.read();
+    if (pem === this.#bundlePem) return false;
+    const bundle = readPemBundle(pem);
+    if (bundle.length === 0) throw new Error('the new trust bundle holds no certificate');
+    this.#bundlePem = pem;
+    this.#bundle = bundle;
+    this.#verified.clear();
+    for (const listener of this.#caListeners) listener({ caCertificate: Buffer.from(pem) });
+    this.#opts.logger.info({ cas: bundle.length }, 'trust bundle changed');
+    return true;
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#renewTimer);
+    clearInterval(this.#trustTimer);
+  }
+
+  #identityUpdate() {
+    return {
+      certificate: Buffer.from(this.#identity.certPem),
+      privateKey: Buffer.from(this.#identity.keyPem),
+    };
+  }
+
+  #scheduleRenewal(retryMs?: number): void {
+    if (this.#closed) return;
+    const { cert, obtainedAtMs } = this.#identity;
+    // Two thirds of the life it had when it came (its start is backdated for skewed clocks).
+    const to = Date.parse(cert.validTo);
+    const at = obtainedAtMs + (to - obtainedAtMs) * (this.#opts.renewAt ?? 2 / 3);
+    const delay = retryMs ?? Math.max(0, at - this.#opts.clock.now());
+    // setTimeout takes at most 2^31-1 ms; a later renewal is rescheduled on the way.
+    this.#renewTimer = setTimeout(
+      () => {
+        if (retryMs === undefined && this.#opts.clock.now() < at) return this.#scheduleRenewal();
+        this.renew().then(
+          () => this.#scheduleRenewal(),
+          (error: unknown) => {
+            const next = Math.min((retryMs ?? RETRY_MIN_MS / 2) * 2, RETRY_MAX_MS);
+            this.#opts.logger.warn(
+              { err: (error as Error).message, retryInMs: next, validTo: cert.validTo },
+              'node certificate renewal failed',
+            );
+            this.#scheduleRenewal(next);
+          },
+        );
+      },
+      Math.min(delay, 2 ** 31 - 1),
+    );
+    this.#renewTimer.unref();
+  }
+
+  #watchTrust(): void {
+    this.#trustTimer = setInterval(() => {
+      this.refreshTrust().catch((error: unknown) =>
+        this.#opts.logger.warn(
+          { err: (error as Error).message },
+          'trust bundle not read; the last one stays',
+        ),
+      );
+    }, this.#opts.trustRefreshMs ?? 5000);
+    this.#trustTimer.unref();
+  }
+}
+
+interface Material {
+  certPem: string;
+  keyPem: string;
+  cert: X509Certificate;
+  /** When it was asked for. */
+  obtainedAtMs: number;
+}
+
+/** A fresh key, its certificate from the issuer, checked: this mesh's CA, this node, valid now. */
+async function obtain(
+  opts: NodeCredentialsOptions,
+  bundlePem: string,
+  mesh?: MeshRef,
+): Promise<{ material: Material; mesh: MeshRef }> {
+  const obtainedAtMs = opts.clock.now();
+  const key = await createNodeKey(opts.node);
+  const certPem = await opts.issuer.issue(key.csrPem);
+  const chain = readPemBundle(certPem);
+  const cert = chain[0];
+  if (!cert) throw new Error(`${opts.issuer.name} answered with no certificate`);
+  let identity: NodeIdentity;
+  try {
+    identity = verifyNodeCertificate(cert, readPemBundle(bundlePem), opts.clock.now());
+  } catch (error) {
+    throw new PeerIdentityError(
+      `${opts.issuer.name} issued a certificate this node cannot use: ${(error as Error).message}`,
+    );
+  }
+  if (identity.node !== opts.node)
+    throw new PeerIdentityError(
+      `${opts.issuer.name} issued a certificate for ${identity.node}, not ${opts.node}`,
+    );
+  if (mesh && !sameMesh(mesh, identity.mesh))
+    throw new PeerIdentityError(`${opts.issuer.name} issued a certificate for another mesh`);
+  if (!cert.checkPrivateKey(createPrivateKey(key.keyPem)))
+    throw new PeerIdentityError(`${opts.issuer.name} issued a certificate for another key`);
+  return { material: { certPem, keyPem: key.keyPem, cert, obtainedAtMs }, mesh: identity.mesh };
+}
