@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CHART, helm, objects, template } from '../charts/lib/helm.ts';
@@ -16,6 +20,7 @@ import {
 } from './harness/control-plane.ts';
 import { grants, needed, type PolicyRule, requestsOf } from './harness/rbac.ts';
 import { ROOT } from './harness/images.ts';
+import { startAgentProcess } from '../agent/harness/agent-process.ts';
 
 /** Each poll here runs kubectl, a process of its own: poll at a pace that leaves the CPU to the cluster. */
 const eventually = <T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000) =>
@@ -25,6 +30,15 @@ const why = controlPlaneUnavailable();
 if (why) console.log(`# real control plane suite skipped: ${why}`);
 
 const NAMESPACE = 'edgemesh-system';
+/** Where op-a serves node-certificate issuance (chosen free at start). */
+let ISSUER_PORT = 0;
+const freePort = async () => {
+  const server = createNetServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+};
 const OPERATOR_SA = 'edgemesh-operator';
 const OPERATOR_USER = `system:serviceaccount:${NAMESPACE}:${OPERATOR_SA}`;
 const MAIN = join(ROOT, 'operator/src/main.ts');
@@ -106,7 +120,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       .holderIdentity;
 
   /** An operator replica as its own process, configured from the chart's Deployment, with the chart's ServiceAccount. */
-  const startOperator = async (identity: string, kubeconfig: string) => {
+  const startOperator = async (identity: string, kubeconfig: string, issuerPort = 0) => {
     const deployment = get<{
       spec: { template: { spec: { containers: { env: { name: string; value?: string }[] }[] } } };
     }>(['deployment', 'edgemesh-operator', '-n', NAMESPACE]);
@@ -129,6 +143,11 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         EDGEMESH_OPERATOR_RESYNC_MS: '1000',
         EDGEMESH_OPERATOR_PROBE_HOST: '127.0.0.1',
         EDGEMESH_OPERATOR_PROBE_PORT: '0',
+        // The issuance endpoint where a test agent on this machine reaches it: both replicas write
+        // the same URL into the agents' configuration; the first listens there.
+        EDGEMESH_OPERATOR_ISSUER_URL: `https://localhost:${ISSUER_PORT}`,
+        EDGEMESH_OPERATOR_ISSUER_HOST: '127.0.0.1',
+        EDGEMESH_OPERATOR_ISSUER_PORT: String(issuerPort),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -178,7 +197,8 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     );
     assert.equal(install.status, 0, `helm install: ${install.stderr}`);
     const kubeconfig = cp.serviceAccountKubeconfig(NAMESPACE, OPERATOR_SA);
-    await Promise.all(['op-a', 'op-b'].map((id) => startOperator(id, kubeconfig)));
+    ISSUER_PORT = await freePort();
+    await Promise.all([startOperator('op-a', kubeconfig, ISSUER_PORT), startOperator('op-b', kubeconfig)]);
   });
   after(async () => {
     for (const [id, { child, log }] of operators) {
@@ -256,6 +276,99 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     }
     assert.deepEqual(mesh('cdn').status?.zones, { 'eu-west-1a': 2, 'eu-west-1b': 2, 'us-east-1a': 2 });
     await waitReady('default', 'secured');
+  });
+
+  it('issues node certificates through its endpoint: an agent pod gets one for its own node, no other', async () => {
+    const [namespace, name] = MESHES.cdn;
+    const ds = get<{
+      spec: { template: { spec: { volumes: { name: string; projected?: unknown }[] } } };
+    }>(['daemonset', `edgemesh-${name}`, '-n', namespace]);
+    const tokenVolume = ds.spec.template.spec.volumes.find((v) => v.name === 'identity-token');
+    assert.deepEqual(tokenVolume?.projected, {
+      defaultMode: 420,
+      sources: [
+        { serviceAccountToken: { audience: 'edgemesh.p2p.dev', expirationSeconds: 3600, path: 'token' } },
+      ],
+    });
+    const secret = get<{ metadata: { ownerReferences: { kind: string; name: string }[] } }>([
+      'secret',
+      `edgemesh-${name}-ca`,
+      '-n',
+      namespace,
+    ]);
+    assert.deepEqual(
+      secret.metadata.ownerReferences.map((o) => `${o.kind}/${o.name}`),
+      [`EdgeMesh/${name}`],
+      'the mesh CA goes with the mesh',
+    );
+    // What the kubelet would mount in the agent's pod: the trust ConfigMap and a pod-bound token.
+    const trust = get<{ data: Record<string, string> }>([
+      'configmap',
+      `edgemesh-${name}-trust`,
+      '-n',
+      namespace,
+    ]);
+    const dir = mkdtempSync(join(tmpdir(), 'edgemesh-agent-identity-'));
+    try {
+      writeFileSync(join(dir, 'ca.crt'), trust.data['ca.crt']!);
+      writeFileSync(join(dir, 'issuer.crt'), trust.data['issuer.crt']!);
+      const pod = get<{ items: { metadata: { name: string }; spec: { nodeName: string } }[] }>([
+        'pods',
+        '-n',
+        namespace,
+        '-l',
+        `edgemesh.p2p.dev/mesh=${name}`,
+      ]).items.find((p) => p.spec.nodeName === 'edge-0')!;
+      writeFileSync(
+        join(dir, 'token'),
+        cp.kubectl([
+          ...['create', 'token', `edgemesh-${name}`, '-n', namespace, '--audience', 'edgemesh.p2p.dev'],
+          ...['--bound-object-kind', 'Pod', '--bound-object-name', pod.metadata.name],
+        ]),
+      );
+      const args = (node: string) => [
+        ...['--node-id', node, '--mesh', `${namespace}-${name}`, '--store.dir', join(dir, node)],
+        ...['--security.issuer.url', `https://localhost:${ISSUER_PORT}`],
+        ...[
+          '--security.issuer.token-file',
+          join(dir, 'token'),
+          '--security.issuer.ca-file',
+          join(dir, 'issuer.crt'),
+        ],
+        ...['--security.issuer.namespace', namespace, '--security.issuer.name', name],
+        ...['--security.trust-bundle-file', join(dir, 'ca.crt')],
+      ];
+      // The agent of edge-0, as a real process: its certificate comes from the operator.
+      const agent = await startAgentProcess(args('edge-0'), 30_000);
+      try {
+        assert.ok(
+          agent.logs.some((l) => l.includes('"node certificate issued"') && l.includes(`"name":"${name}"`)),
+          'issued for the mesh',
+        );
+      } finally {
+        await agent.stop();
+      }
+      // The same token, for another node: refused, and the agent keeps asking (never ready).
+      const impostor = spawn(process.execPath, [join(ROOT, 'agent/src/main.ts'), ...args('edge-1')], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      try {
+        const lines = createInterface({ input: impostor.stdout });
+        const refusal = await new Promise<string>((resolve, reject) => {
+          lines.on('line', (line) => {
+            if (line.includes('no node certificate yet')) resolve(line);
+            if (line.includes('"agent ready"'))
+              reject(new Error('an agent got a certificate for another node'));
+          });
+          impostor.once('exit', (code) => reject(new Error(`the agent exited (${code})`)));
+        });
+        assert.match(refusal, /403: NodeMismatch/);
+      } finally {
+        impostor.kill('SIGKILL');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('kubectl get em prints the printer columns', () => {

@@ -24,6 +24,7 @@ import { startTracing } from './telemetry/tracing.ts';
 import { type Clock, systemClock } from './time/clock.ts';
 import { bindPeerServer, createPeerServer } from './transport/peer-server.ts';
 import { FileCaIssuer, fileTrust } from './security/file-ca.ts';
+import { OperatorIssuer } from './security/operator-issuer.ts';
 import { NodeCredentials } from './security/node-credentials.ts';
 import { peerServerCredentials, unauthenticated } from './security/grpc-credentials.ts';
 import { Revocations } from './security/revocations.ts';
@@ -348,17 +349,20 @@ async function startNodeCredentials(
     deps.logger.warn('mTLS is off: peers are not authenticated and data crosses the network in the clear');
     return undefined;
   }
-  const ca = security.ca!; // the schema requires it with mTLS
+  // The schema requires one of the two with mTLS (and a trust bundle with the issuer).
+  const { ca, issuer } = security;
   return NodeCredentials.start({
     node: config.nodeId,
-    issuer: new FileCaIssuer({
-      certFile: ca.certFile,
-      keyFile: ca.keyFile,
-      mesh: { namespace: ca.namespace, name: config.mesh },
-      node: config.nodeId,
-      ttlMs: security.certificateTtlSeconds * 1000,
-    }),
-    trust: fileTrust(security.trustBundleFile ?? ca.certFile),
+    issuer: issuer
+      ? new OperatorIssuer({ ...issuer, mesh: issuer.name, node: config.nodeId })
+      : new FileCaIssuer({
+          certFile: ca!.certFile,
+          keyFile: ca!.keyFile,
+          mesh: { namespace: ca!.namespace, name: config.mesh },
+          node: config.nodeId,
+          ttlMs: security.certificateTtlSeconds * 1000,
+        }),
+    trust: fileTrust(security.trustBundleFile ?? ca!.certFile),
     ...deps,
   });
 }

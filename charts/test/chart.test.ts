@@ -100,7 +100,7 @@ describe('the Helm chart', () => {
     assert.ok(withNats.some((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-nats')));
   });
 
-  it('grants least privilege: no wildcards, Secrets only readable one by one, Leases only in its namespace', () => {
+  it('grants least privilege: no wildcards, Secrets only read one by one or created (never listed, changed or deleted), Leases only in its namespace', () => {
     const rendered = objects(template());
     type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
     const rules = (kind: string) =>
@@ -113,7 +113,7 @@ describe('the Helm chart', () => {
     const secrets = rules('ClusterRole').filter((r) => r.resources.includes('secrets'));
     assert.deepEqual(
       secrets.flatMap((r) => r.verbs),
-      ['get'],
+      ['get', 'create'],
     );
     assert.ok(!rules('ClusterRole').some((r) => r.resources.includes('leases')));
     assert.ok(rules('Role').some((r) => r.resources.includes('leases')));

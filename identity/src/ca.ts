@@ -160,3 +160,33 @@ export class MeshCa {
     return cert.toString('pem');
   }
 }
+
+/**
+ * A self-signed serving certificate for `dnsNames` (the operator's issuance endpoint): clients trust
+ * exactly this certificate (it is its own trust anchor), handed to them with the mesh's trust bundle.
+ */
+export async function createServingCertificate(
+  dnsNames: readonly string[],
+  now = new Date(),
+  ttlMs = CA_TTL_MS,
+): Promise<CaMaterial> {
+  if (dnsNames.length === 0) throw new RangeError('a serving certificate names at least one host');
+  const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serial(),
+    name: [{ O: ['EdgeMesh'] }, { CN: [dnsNames[0]!.slice(0, 64)] }],
+    notBefore: new Date(now.getTime() - BACKDATE_MS),
+    notAfter: new Date(now.getTime() + ttlMs),
+    keys,
+    signingAlgorithm: ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension(dnsNames.map((value) => ({ type: 'dns' as const, value }))),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
+  return { certPem: cert.toString('pem'), keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+}

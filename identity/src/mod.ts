@@ -1,5 +1,13 @@
 /** Node identity shared by the operator (which issues it) and the agent (which holds and checks it). */
-export { CA_TTL_MS, type CaMaterial, createCa, CsrError, MeshCa, NODE_CERTIFICATE_TTL_MS } from './ca.ts';
+export {
+  CA_TTL_MS,
+  type CaMaterial,
+  createCa,
+  createServingCertificate,
+  CsrError,
+  MeshCa,
+  NODE_CERTIFICATE_TTL_MS,
+} from './ca.ts';
 export { createNodeKey, type NodeKey } from './node-key.ts';
 export {
   identityOfSan,

@@ -4,7 +4,7 @@ import { type Operator, type OperatorConfig, startOperator } from '../src/contro
 
 /**
  * The operator, in this process, against the API server a kubeconfig names (the fake's or a real one): fast leader election (3 s lease,
- * 200 ms retries), probes on a free loopback port, logs off unless TEST_LOG names a level.
+ * 200 ms retries), probes and the issuance endpoint on free loopback ports, logs off unless TEST_LOG names a level.
  */
 export function startTestOperator(
   api: { kubeconfig: string },
@@ -25,6 +25,12 @@ export function startTestOperator(
       resyncMs: 0,
       probeHost: '127.0.0.1',
       probePort: 0,
+      issuer: {
+        url: 'https://edgemesh-operator.edgemesh-system.svc:7443',
+        host: '127.0.0.1',
+        port: 0,
+        secretName: 'edgemesh-operator-issuer-tls',
+      },
       ...overrides,
     },
     pino({ level: process.env.TEST_LOG ?? 'silent' }),

@@ -26,6 +26,9 @@ import { WorkQueue } from './kit/queue.ts';
 import { FIELD_MANAGER, MESH_LABEL } from './reconcile/desired.ts';
 import { reconcile, type ReconcileDeps } from './reconcile/reconciler.ts';
 import { mergePatchFrom } from './reconcile/status.ts';
+import { ensureMeshCa, ensureServingCertificate, kubeSecretApi, loadMeshCa } from './identity/ca-store.ts';
+import { kubeIssuanceApi } from './identity/issuance.ts';
+import { startIssuerServer } from './identity/issuer-server.ts';
 
 export interface OperatorConfig {
   /** This replica's identity for leader election (the pod name). */
@@ -47,10 +50,19 @@ export interface OperatorConfig {
   onLostLease?: () => void;
   /** Metric readers besides /metrics, e.g. an OTLP push (@edgemesh/telemetry). */
   metricReaders?: MetricReader[];
+  /**
+   * The node-certificate issuance endpoint, served by every replica (docs/security.md): agents reach
+   * it at `url` (its host names the serving certificate, kept in Secret `secretName` of
+   * `leaseNamespace`); it listens on host:port (0 picks one). Without it, meshes with
+   * `security.mtls` are Degraded (NoIssuer).
+   */
+  issuer?: { url: string; host: string; port: number; secretName: string };
 }
 
 export interface Operator {
   readonly probePort: number;
+  /** The issuance endpoint's port, when it is served. */
+  readonly issuerPort: number | undefined;
   readonly leading: boolean;
   readonly metrics: OperatorMetrics;
   /** Meshes whose agents' figures are followed, and the NATS connections that carry them. */
@@ -88,6 +100,27 @@ export async function startOperator(
   const events = kc.makeApiClient(EventsV1Api);
   const http = new KubeHttp(kc);
   const onRestart = () => metrics.informerRestarts++;
+  const secrets = kubeSecretApi(http);
+  // Every replica serves issuance (agents must get certificates while a standby waits); only the
+  // leader reconciles, and so makes the meshes' CAs.
+  let issuer: { url: string; certPem: string; server: { port: number; close(): Promise<void> } } | undefined;
+  if (config.issuer) {
+    const { url, host, port, secretName } = config.issuer;
+    const tls = await ensureServingCertificate(secrets, config.leaseNamespace, secretName, [
+      new URL(url).hostname,
+    ]);
+    const server = await startIssuerServer({
+      host,
+      port,
+      tls,
+      api: kubeIssuanceApi(http),
+      meshCa: (mesh) => loadMeshCa(secrets, mesh),
+      logger,
+      onOutcome: (outcome) => metrics.recordIssuance(outcome),
+    });
+    issuer = { url, certPem: tls.certPem, server };
+    logger.info({ url, port: server.port }, 'issuance endpoint serving');
+  }
 
   const meshes = new Informer<EdgeMesh>({
     kc,
@@ -142,6 +175,23 @@ export async function startOperator(
   const figures = new FiguresCollector({ logger, onChange: (key) => queue.add(key) });
   const deps: ReconcileDeps = {
     figures,
+    ...(issuer
+      ? {
+          meshTrust: async (mesh: EdgeMesh) => {
+            const ca = await ensureMeshCa(
+              secrets,
+              {
+                namespace: mesh.metadata.namespace,
+                name: mesh.metadata.name,
+                uid: mesh.metadata.uid ?? '',
+                apiVersion: `${GROUP}/${VERSION}`,
+              },
+              { 'app.kubernetes.io/managed-by': FIELD_MANAGER, [MESH_LABEL]: mesh.metadata.name },
+            );
+            return { issuer: { url: issuer.url, certPem: issuer.certPem }, bundlePem: ca.trustPem };
+          },
+        }
+      : {}),
     mesh: (namespace, name) => meshes.get(name, namespace),
     daemonSet: (namespace, name) => daemonSets.get(name, namespace),
     nodes: () => nodes.list(),
@@ -269,6 +319,7 @@ export async function startOperator(
 
   return {
     probePort: (probes.address() as AddressInfo).port,
+    issuerPort: issuer?.server.port,
     get leading() {
       return leader.leading;
     },
@@ -284,6 +335,7 @@ export async function startOperator(
       await leader.release();
       probes.closeAllConnections();
       probes.close();
+      await issuer?.server.close();
       await metrics.shutdown();
       await http.close();
       await figures.close();

@@ -30,6 +30,14 @@ const configSchema = z.object({
   EDGEMESH_OPERATOR_RESYNC_MS: ms.default(600_000),
   EDGEMESH_OPERATOR_PROBE_HOST: z.string().default('0.0.0.0'),
   EDGEMESH_OPERATOR_PROBE_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  /** Where agents reach the issuance endpoint (the chart's Service); unset: no issuance, no mTLS. */
+  EDGEMESH_OPERATOR_ISSUER_URL: z
+    .url({ protocol: /^https$/ })
+    .optional()
+    .or(z.literal('').transform(() => undefined)),
+  EDGEMESH_OPERATOR_ISSUER_HOST: z.string().default('0.0.0.0'),
+  EDGEMESH_OPERATOR_ISSUER_PORT: z.coerce.number().int().min(0).max(65535).default(7443),
+  EDGEMESH_OPERATOR_ISSUER_SECRET: z.string().min(1).default('edgemesh-operator-issuer-tls'),
   /** OTLP/HTTP endpoint for traces (a span per reconcile); none: no tracing. */
   EDGEMESH_OPERATOR_OTLP_ENDPOINT: z
     .url({ protocol: /^https?$/ })
@@ -74,10 +82,20 @@ const operator = await startOperator(
     probeHost: env.EDGEMESH_OPERATOR_PROBE_HOST,
     probePort: env.EDGEMESH_OPERATOR_PROBE_PORT,
     metricReaders,
+    ...(env.EDGEMESH_OPERATOR_ISSUER_URL
+      ? {
+          issuer: {
+            url: env.EDGEMESH_OPERATOR_ISSUER_URL,
+            host: env.EDGEMESH_OPERATOR_ISSUER_HOST,
+            port: env.EDGEMESH_OPERATOR_ISSUER_PORT,
+            secretName: env.EDGEMESH_OPERATOR_ISSUER_SECRET,
+          },
+        }
+      : {}),
   },
   logger,
 );
-logger.info({ probePort: operator.probePort }, 'operator started');
+logger.info({ probePort: operator.probePort, issuerPort: operator.issuerPort }, 'operator started');
 
 let stopping = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {

@@ -35,6 +35,9 @@ describe('leader election between two operator processes', () => {
         EDGEMESH_OPERATOR_RETRY_PERIOD_MS: String(RETRY_MS),
         EDGEMESH_OPERATOR_PROBE_HOST: '127.0.0.1',
         EDGEMESH_OPERATOR_PROBE_PORT: '0',
+        EDGEMESH_OPERATOR_ISSUER_URL: 'https://edgemesh-operator.edgemesh-system.svc:7443',
+        EDGEMESH_OPERATOR_ISSUER_HOST: '127.0.0.1',
+        EDGEMESH_OPERATOR_ISSUER_PORT: '0',
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });

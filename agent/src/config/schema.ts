@@ -189,6 +189,22 @@ export const agentConfigSchema = z.strictObject({
           }),
         ),
         /**
+         * The operator's issuance endpoint (Kubernetes; the operator writes this): the agent sends
+         * its certificate request with its projected ServiceAccount token.
+         */
+        issuer: z.optional(
+          z.strictObject({
+            url: z.url({ protocol: /^https$/, error: 'expected an https URL' }),
+            /** The projected ServiceAccount token (audience edgemesh.p2p.dev), read at every request. */
+            tokenFile: z.string().check(z.minLength(1)),
+            /** The endpoint's serving certificate, the only one trusted for it. */
+            caFile: z.string().check(z.minLength(1)),
+            /** The EdgeMesh this agent belongs to: its namespace and name. */
+            namespace: z.string().check(z.minLength(1), z.maxLength(253)),
+            name: z.string().check(z.minLength(1), z.maxLength(253)),
+          }),
+        ),
+        /**
          * The mesh's trust bundle: its CA certificates (PEM, more than one during a CA rotation),
          * read again every few seconds. Default: the file CA's certificate.
          */
@@ -197,10 +213,18 @@ export const agentConfigSchema = z.strictObject({
         certificateTtlSeconds: z._default(int(60, 86_400), 86_400),
       })
       .check(
-        z.refine((s) => !s.mtls || s.ca !== undefined, {
+        z.refine((s) => !s.mtls || s.ca !== undefined || s.issuer !== undefined, {
           message:
-            'mTLS needs a node certificate: set security.ca (a file-based CA; `npm start` makes one), or security.mtls=false for a trusted lab',
+            'mTLS needs a node certificate: set security.ca (a file-based CA; `npm start` makes one) or security.issuer (the operator sets it), or security.mtls=false for a trusted lab',
           path: ['ca'],
+        }),
+        z.refine((s) => !(s.ca && s.issuer), {
+          message: 'set security.ca or security.issuer, not both',
+          path: ['issuer'],
+        }),
+        z.refine((s) => !s.issuer || s.trustBundleFile !== undefined, {
+          message: 'with security.issuer, security.trustBundleFile names the mesh’s CA certificates',
+          path: ['trustBundleFile'],
         }),
       ),
     {},

@@ -135,6 +135,37 @@ describe('Membership', () => {
     assert.ok(alive(n0).includes('n2'), 'confirmed through n1');
   });
 
+  it('admits a newcomer only on its own answer: a member that vouches for it through a probe is not believed', async () => {
+    const { bus, nodes, alive } = mesh(3);
+    await settle();
+    // n1 lies: it says any address answers as whoever is asked about (an id nobody holds a certificate for).
+    const n0 = nodes[0]!;
+    const liar = n0.all().find((m) => m.info.nodeId === 'n1')!;
+    Object.assign(liar.transport, {
+      probe: () => Promise.resolve({ nodeId: 'phantom', zone: 'z', region: 'r', rttMs: 1 }),
+    });
+    bus.planes[1]!.plane.publish({
+      v: 1,
+      type: 'member.announce',
+      mesh: 'm',
+      from: 'n1',
+      sentAtMs: 0,
+      body: {
+        member: {
+          nodeId: 'phantom',
+          zone: 'z',
+          region: 'r',
+          grpc: '10.7.7.7:1',
+          weight: 1000,
+          incarnation: 0,
+        },
+      },
+    });
+    await settle();
+    await n0.probe('phantom');
+    assert.deepEqual(alive(n0), ['n1', 'n2'], 'the phantom is never used');
+  });
+
   it('never uses a forged or stale announcement', async () => {
     const { bus, nodes, alive } = mesh(3);
     await settle();

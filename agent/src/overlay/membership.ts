@@ -249,10 +249,14 @@ export class Membership {
     try {
       const direct = await this.#ping(member.transport, member.info.nodeId).catch(() => undefined);
       if (direct) return this.#confirmed(member, direct, true);
+      // Only a direct answer, over mTLS, proves a newcomer's id; others' word keeps a known member
+      // alive across a bad link, but would let one lying member vouch for an id nobody holds.
+      if (member.state === 'unconfirmed') {
+        this.#opts.onIgnored?.('unproven-member');
+        return;
+      }
       const answered = await this.#indirect(member);
       if (answered) return this.#confirmed(member, answered, false);
-      // An announced member that never proved itself: a stale or forged announcement (counted).
-      if (member.state === 'unconfirmed') this.#opts.onIgnored?.('unproven-member');
       if (member.state === 'alive') {
         this.#setState(member, 'suspect', 'no answer, directly or through others');
         this.#publish({ type: 'member.suspect', body: { nodeId, incarnation: member.info.incarnation } });

@@ -27,6 +27,14 @@ export interface PurgerOptions {
  * replication is told to drop it. The purge goes out on the control plane (fast, to everyone) and to
  * the key's owners over gRPC (durable, also without NATS).
  */
+/** How far ahead of this node's clock another node's may be (a purge's time, checked on receipt). */
+export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
+
+/** A purge dated in the future: refused (counted by the caller). */
+export class FuturePurgeError extends Error {
+  override name = 'FuturePurgeError';
+}
+
 export class Purger {
   readonly #opts: PurgerOptions;
 
@@ -43,8 +51,15 @@ export class Purger {
     });
   }
 
-  /** Applies a purge on this node; whether it had a copy. */
+  /**
+   * Applies a purge on this node; whether it had a copy. A purge dated further in the future than
+   * clocks can disagree (MAX_CLOCK_SKEW_MS) is refused: it would leave the key unwritable until then.
+   */
   async purgeHere(key: string, purgedAtMs: number): Promise<boolean> {
+    if (!Number.isSafeInteger(purgedAtMs) || purgedAtMs > this.#opts.clock.now() + MAX_CLOCK_SKEW_MS)
+      throw new FuturePurgeError(
+        `a purge dated ${purgedAtMs} is in the future (now ${this.#opts.clock.now()})`,
+      );
     await this.#opts.tombstones.record(key, purgedAtMs);
     this.#opts.forget(key);
     const local = this.#opts.store.lookup(key);

@@ -192,7 +192,13 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         if (!opts.purge) return callback(grpcError(status.UNIMPLEMENTED, 'this node does not take purges'));
         opts.purge(key, purgedAtMs).then(
           (existed) => callback(null, { existed }),
-          (error: Error) => callback(grpcError(status.INTERNAL, error.message)),
+          (error: Error) =>
+            callback(
+              grpcError(
+                error.name === 'FuturePurgeError' ? status.INVALID_ARGUMENT : status.INTERNAL,
+                error.message,
+              ),
+            ),
         );
       },
       fetchOrigin(call: ServerUnaryCall<{ key: string }, unknown>, callback: sendUnaryData<unknown>) {

@@ -28,7 +28,10 @@ export class OperatorMetrics {
     'controller_runtime_active_workers',
     'leader_election_master_status',
     'edgemesh_operator_informer_restarts_total',
+    'edgemesh_operator_certificate_requests_total',
   ];
+  /** Records one certificate request's outcome ('issued', a refusal's reason, ...). */
+  recordIssuance: (outcome: string) => void;
 
   constructor(opts: {
     controller: string;
@@ -82,6 +85,10 @@ export class OperatorMetrics {
         description: 'Informer restarts after errors',
       })
       .addCallback((r) => r.observe(this.informerRestarts));
+    const issuance = meter.createCounter('edgemesh_operator_certificate_requests', {
+      description: 'Node certificate requests by outcome (issued, or why not)',
+    });
+    this.recordIssuance = (outcome) => issuance.add(1, { outcome });
     opts.queue.metrics = {
       adds: () => adds.add(1, controller),
       retries: () => retries.add(1, controller),

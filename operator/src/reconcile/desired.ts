@@ -79,8 +79,27 @@ export function selectNodes(spec: EdgeMeshSpec, nodes: readonly V1Node[]): Map<s
   return selected;
 }
 
-/** The agent configuration every node shares (agent.yaml), from the spec alone. */
-export function agentConfig(mesh: EdgeMesh): Record<string, unknown> {
+/** Where node identity comes from in a cluster: the operator's issuance endpoint and the mesh's trust. */
+export interface MeshTrust {
+  /** The issuance endpoint agents call (https URL), and its serving certificate (their trust anchor for it). */
+  issuer: { url: string; certPem: string };
+  /** The mesh's CA certificates agents trust (two during a CA rotation). */
+  bundlePem: string;
+}
+
+/** Where agents find their trust (a ConfigMap) and their projected ServiceAccount token. */
+const TRUST_DIR = '/etc/edgemesh/trust';
+const TOKEN_DIR = '/var/run/secrets/edgemesh.p2p.dev';
+/** The audience of the agents' projected token (the issuer checks it with TokenReview). */
+export const AGENT_TOKEN_AUDIENCE = 'edgemesh.p2p.dev';
+/** The projected token's life; the kubelet renews it at 80% of it, and the agent reads it at each renewal. */
+const TOKEN_SECONDS = 3600;
+
+/**
+ * The agent configuration every node shares (agent.yaml), from the spec (and, with mTLS, where
+ * node identity comes from).
+ */
+export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust): Record<string, unknown> {
   const { spec } = mesh;
   return {
     mesh: meshId(mesh),
@@ -97,11 +116,24 @@ export function agentConfig(mesh: EdgeMesh): Record<string, unknown> {
     controlPlane: { servers: spec.controlPlane.natsUrl.split(',') },
     transfer: { uploadBytesPerSecond: spec.transfer.uploadBytesPerSecond },
     log: { level: spec.agent.logLevel },
-    // Node certificates in Kubernetes come from the operator's issuance endpoint, not served yet:
-    // until then agents in a cluster run without mTLS (docs/security.md says so).
-    security: { mtls: false },
+    security:
+      spec.security.mtls && trust
+        ? {
+            mtls: true,
+            issuer: {
+              url: trust.issuer.url,
+              caFile: `${TRUST_DIR}/issuer.crt`,
+              tokenFile: `${TOKEN_DIR}/token`,
+              namespace: mesh.metadata.namespace,
+              name: mesh.metadata.name,
+            },
+            trustBundleFile: `${TRUST_DIR}/ca.crt`,
+          }
+        : { mtls: false },
   };
 }
+
+export const trustConfigMapName = (mesh: EdgeMesh) => `edgemesh-${mesh.metadata.name}-trust`;
 
 const labelsOf = (mesh: EdgeMesh) => ({
   'app.kubernetes.io/name': 'edgemesh-agent',
@@ -124,7 +156,11 @@ const selectorOf = (mesh: EdgeMesh) => ({
  * deleting the mesh deletes them. The pod template carries a hash of agent.yaml, so a spec change
  * rolls the agents; topology changes do not (agents read topology.yaml when they start).
  */
-export function desiredChildren(mesh: EdgeMesh, nodes: Map<string, NodePlace>): KubeObject[] {
+export function desiredChildren(
+  mesh: EdgeMesh,
+  nodes: Map<string, NodePlace>,
+  trust?: MeshTrust,
+): KubeObject[] {
   const { spec } = mesh;
   const name = childName(mesh);
   const namespace = mesh.metadata.namespace;
@@ -140,7 +176,8 @@ export function desiredChildren(mesh: EdgeMesh, nodes: Map<string, NodePlace>): 
     },
   ];
   const meta = (n: string) => ({ name: n, namespace, labels, ownerReferences });
-  const agentYaml = stringify(agentConfig(mesh));
+  const mtls = spec.security.mtls && trust !== undefined;
+  const agentYaml = stringify(agentConfig(mesh, trust));
   const topology = Object.fromEntries([...nodes].sort(([a], [b]) => (a < b ? -1 : 1)));
   const configHash = createHash('sha256').update(agentYaml).digest('hex').slice(0, 16);
   const hostPort = spec.ports.exposure === 'HostPort';
@@ -164,6 +201,9 @@ export function desiredChildren(mesh: EdgeMesh, nodes: Map<string, NodePlace>): 
       { name: 'http', containerPort: spec.ports.http, ...(hostPort ? { hostPort: spec.ports.http } : {}) },
       { name: 'grpc', containerPort: spec.ports.grpc, ...(hostPort ? { hostPort: spec.ports.grpc } : {}) },
     ],
+    // An agent serves HTTP once it holds its node certificate: give it ten minutes to get one (the
+    // operator may be restarting) before liveness counts.
+    startupProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 5, failureThreshold: 120 },
     readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 5 },
     livenessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 10, failureThreshold: 6 },
     ...(spec.agent.resources ? { resources: spec.agent.resources } : {}),
@@ -181,6 +221,12 @@ export function desiredChildren(mesh: EdgeMesh, nodes: Map<string, NodePlace>): 
       { name: 'cache', mountPath: CACHE_DIR },
       ...(spec.controlPlane.credentialsSecret
         ? [{ name: 'nats-credentials', mountPath: '/etc/edgemesh/nats', readOnly: true }]
+        : []),
+      ...(mtls
+        ? [
+            { name: 'trust', mountPath: TRUST_DIR, readOnly: true },
+            { name: 'identity-token', mountPath: TOKEN_DIR, readOnly: true },
+          ]
         : []),
     ],
   };
@@ -219,6 +265,18 @@ export function desiredChildren(mesh: EdgeMesh, nodes: Map<string, NodePlace>): 
       // topology.yaml is JSON (a subset of YAML): cheap to write for thousands of nodes.
       data: { 'agent.yaml': agentYaml, 'topology.yaml': `${JSON.stringify({ nodes: topology }, null, 1)}\n` },
     },
+    // The mesh's CA certificates and the issuer's: public, read again by agents as they change (a
+    // rotation), so not hashed into the pod template.
+    ...(mtls
+      ? [
+          {
+            apiVersion: 'v1',
+            kind: 'ConfigMap',
+            metadata: meta(trustConfigMapName(mesh)),
+            data: { 'ca.crt': trust.bundlePem, 'issuer.crt': trust.issuer.certPem },
+          },
+        ]
+      : []),
     {
       apiVersion: 'v1',
       kind: 'Service',
@@ -282,6 +340,26 @@ export function desiredChildren(mesh: EdgeMesh, nodes: Map<string, NodePlace>): 
               cacheVolume,
               ...(spec.controlPlane.credentialsSecret
                 ? [{ name: 'nats-credentials', secret: { secretName: spec.controlPlane.credentialsSecret } }]
+                : []),
+              ...(mtls
+                ? [
+                    { name: 'trust', configMap: { name: trustConfigMapName(mesh) } },
+                    {
+                      // The token that proves to the issuer which pod (and node) this agent is.
+                      name: 'identity-token',
+                      projected: {
+                        sources: [
+                          {
+                            serviceAccountToken: {
+                              audience: AGENT_TOKEN_AUDIENCE,
+                              expirationSeconds: TOKEN_SECONDS,
+                              path: 'token',
+                            },
+                          },
+                        ],
+                      },
+                    },
+                  ]
                 : []),
             ],
           },

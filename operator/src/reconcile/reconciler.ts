@@ -3,7 +3,14 @@ import type { V1DaemonSet, V1Node } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { type EdgeMesh, edgeMeshSpecSchema } from '../api/edgemesh.ts';
 import { TerminalError, type Outcome } from '../kit/queue.ts';
-import { childName, desiredChildren, type KubeObject, meshId, selectNodes } from './desired.ts';
+import {
+  childName,
+  desiredChildren,
+  type KubeObject,
+  meshId,
+  type MeshTrust,
+  selectNodes,
+} from './desired.ts';
 import type { FiguresCollector } from '../figures.ts';
 import { type Blocker, computeStatus } from './status.ts';
 
@@ -18,6 +25,11 @@ export interface ReconcileDeps {
   apply(object: KubeObject): Promise<KubeObject>;
   writeStatus(mesh: EdgeMesh, status: EdgeMesh['status']): Promise<void>;
   event(mesh: EdgeMesh, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void>;
+  /**
+   * The mesh's trust for mTLS (made on first use: its CA in a Secret), and the issuance endpoint;
+   * absent when this operator serves no issuance.
+   */
+  meshTrust?(mesh: EdgeMesh): Promise<MeshTrust>;
   /** The agents' reported figures (hit ratio, bytes from peers and origins), once any arrived. */
   figures?: FiguresCollector;
   logger: Logger;
@@ -52,9 +64,19 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   const mesh: EdgeMesh = { ...found, spec: parsed.data };
   deps.figures?.watch(meshId(mesh), key, mesh.spec.controlPlane.natsUrl.split(','));
   const nodes = selectNodes(mesh.spec, deps.nodes());
-  const blocker = await findBlocker(mesh, nodes.size, deps);
+  let blocker = await findBlocker(mesh, nodes.size, deps);
+  let trust: MeshTrust | undefined;
+  if (!blocker && mesh.spec.security.mtls) {
+    if (deps.meshTrust) trust = await deps.meshTrust(mesh);
+    else
+      blocker = {
+        reason: 'NoIssuer',
+        message:
+          'spec.security.mtls needs node certificates, and this operator serves no issuance endpoint (EDGEMESH_OPERATOR_ISSUER_URL)',
+      };
+  }
   if (!blocker) {
-    await Promise.all(desiredChildren(mesh, nodes).map((child) => deps.apply(child)));
+    await Promise.all(desiredChildren(mesh, nodes, trust).map((child) => deps.apply(child)));
   }
   await report(deps, mesh, blocker, nodes);
   return blocker ? { requeueAfterMs: BLOCKED_RECHECK_MS } : undefined;
