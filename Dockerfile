@@ -33,7 +33,10 @@ RUN node scripts/build.ts /out
 
 # ---- runtime: the official base plus the bundles; no node_modules, no npm install, no root ----
 FROM node:24-bookworm-slim
-LABEL org.opencontainers.image.title="edgemesh" \
+# The source revision built (CI passes the commit; the e2e harness a unique one, to know the image is its own).
+ARG REVISION=unknown
+LABEL org.opencontainers.image.revision="$REVISION" \
+      org.opencontainers.image.title="edgemesh" \
       org.opencontainers.image.description="EdgeMesh agent and operator: a Kubernetes-native, geo-aware peer-to-peer edge mesh"
 WORKDIR /app
 COPY --from=build /out ./dist

@@ -247,6 +247,10 @@ async function measure(main: string, target: Target, meshes: number): Promise<Fi
         EDGEMESH_OPERATOR_PROBE_HOST: '127.0.0.1',
         EDGEMESH_OPERATOR_PROBE_PORT: '0',
         EDGEMESH_OPERATOR_RETRY_PERIOD_MS: '200',
+        // Meshes run mTLS: each gets its CA, and the operator serves issuance (as in a cluster).
+        EDGEMESH_OPERATOR_ISSUER_URL: 'https://edgemesh-operator-issuer.bench.svc:7443',
+        EDGEMESH_OPERATOR_ISSUER_HOST: '127.0.0.1',
+        EDGEMESH_OPERATOR_ISSUER_PORT: '0',
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -267,7 +271,11 @@ async function measure(main: string, target: Target, meshes: number): Promise<Fi
       spec: { controlPlane: { natsUrl: 'nats://nats:4222' } },
     };
     await target.create(warm);
-    while (!(await target.hasChildren('bench', 'warm'))) await new Promise((r) => setTimeout(r, 20));
+    const warmBy = Date.now() + 60_000;
+    while (!(await target.hasChildren('bench', 'warm'))) {
+      if (Date.now() > warmBy) throw new Error('the operator reconciled no mesh in 60 s');
+      await new Promise((r) => setTimeout(r, 20));
+    }
     const before = await reconcileTotal(probePort);
     const processes = { operator: child.pid!, ...target.processes(), bench: process.pid };
     const cpuBefore = Object.fromEntries(Object.entries(processes).map(([n, pid]) => [n, cpuSeconds(pid)]));

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, copyFile } from 'node:fs/promises';
@@ -75,9 +76,21 @@ export function buildCa(): string {
 export async function buildEdgeMeshImage(tag: string): Promise<number> {
   const { GenericContainer } = await import('testcontainers');
   const started = Date.now();
+  const revision = `e2e-${randomUUID()}`;
   await GenericContainer.fromDockerfile(ROOT)
-    .withBuildArgs({ NPM_EXTRA_CA: buildCa() })
+    .withBuildArgs({ NPM_EXTRA_CA: buildCa(), REVISION: revision })
     .build(tag, { deleteOnExit: false });
+  // A failed build can leave an older image under the tag (and the legacy builder's failure does not
+  // always reach testcontainers): only an image labelled with this build's revision is ours.
+  const label = run('docker', [
+    'image',
+    'inspect',
+    '--format',
+    '{{ index .Config.Labels "org.opencontainers.image.revision" }}',
+    tag,
+  ]).stdout.trim();
+  if (label !== revision)
+    throw new Error(`building ${tag} from the Dockerfile failed (the image under the tag is not this build)`);
   return (Date.now() - started) / 1000;
 }
 
