@@ -335,8 +335,18 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
   it('runs the operator with the chart’s command: it reconciles a mesh and traces the reconcile', async () => {
     const deployment = objects(template()).find(
       (o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-operator'),
-    ) as unknown as { spec: { template: { spec: { containers: { command: string[] }[] } } } };
+    ) as unknown as {
+      spec: {
+        template: { spec: { containers: { command: string[]; env: { name: string; value?: string }[] }[] } };
+      };
+    };
     const command = deployment.spec.template.spec.containers[0]!.command;
+    // The chart's environment (the issuance endpoint among it), as the Deployment gives it.
+    const chartEnv = Object.fromEntries(
+      deployment.spec.template.spec.containers[0]!.env.flatMap((e) =>
+        e.value === undefined ? [] : [[e.name, e.value]],
+      ),
+    );
     api = await startFakeApiServer({ host: gateway });
     api.put(kubeNode('edge-0', 'z1', 'r1'));
     operator = await new tc.GenericContainer(IMAGE)
@@ -345,6 +355,7 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
       .withCommand([])
       .withCopyContentToContainer([{ content: api.kubeconfig, target: '/tmp/kubeconfig', mode: 0o444 }])
       .withEnvironment({
+        ...chartEnv,
         KUBECONFIG: '/tmp/kubeconfig',
         EDGEMESH_OPERATOR_IDENTITY: 'e2e-operator',
         EDGEMESH_OPERATOR_NAMESPACE: 'edgemesh-system',
