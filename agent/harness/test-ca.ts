@@ -76,11 +76,16 @@ export async function testCredentials(
 }
 
 /**
- * A gRPC connection to the agent at `address` as node `as` of the shared CA's mesh (default
- * `tester`), over mTLS, accepting whichever node of the mesh answers.
+ * A gRPC connection to the agent at `address` as node `as` (default `tester`) of the shared CA's
+ * mesh `mesh` (default `default`), over mTLS, accepting whichever node of the mesh answers.
  */
-export async function testPeer(address: string, as = 'tester', timeoutMs = 5000): Promise<GrpcPeer> {
-  const identity = await testCredentials(as);
+export async function testPeer(
+  address: string,
+  opts: { as?: string; mesh?: string; timeoutMs?: number } = {},
+): Promise<GrpcPeer> {
+  const as = opts.as ?? 'tester';
+  const timeoutMs = opts.timeoutMs ?? 5000;
+  const identity = await testCredentials(as, opts.mesh ? { mesh: opts.mesh } : {});
   return new GrpcPeer({
     id: address,
     address,

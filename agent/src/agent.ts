@@ -28,6 +28,8 @@ import { OperatorIssuer } from './security/operator-issuer.ts';
 import { NodeCredentials } from './security/node-credentials.ts';
 import { peerServerCredentials, unauthenticated } from './security/grpc-credentials.ts';
 import { Revocations } from './security/revocations.ts';
+import { NodeSigner } from './security/node-signer.ts';
+import type { Manifest, NodeSignature } from './cache/manifest.ts';
 
 export interface AgentDeps {
   logger?: Logger;
@@ -91,7 +93,19 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   });
   const revocations = new Revocations();
   const credentials = await startNodeCredentials(config, { logger, clock, revocations });
-  const overlay = new Overlay({ config, logger, clock, counters, credentials });
+  const overlay = new Overlay({ config, logger, clock, counters, credentials, revocations });
+  // With mTLS, every version this node makes is signed, and every manifest a peer sends must be.
+  const signer = credentials && new NodeSigner(credentials, { revocations, now: () => clock.now() });
+  const verify =
+    signer &&
+    ((manifest: Manifest) => {
+      try {
+        signer.verify(manifest);
+      } catch (error) {
+        Counters.bump(counters.peersRefused, 'manifest');
+        throw error;
+      }
+    });
   const tombstones = await Tombstones.open(config.store.dir, clock);
   const store = await ObjectStore.open({
     dir: config.store.dir,
@@ -104,6 +118,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     isKey,
     onRemoved: (_key, reason) => Counters.bump(counters.removals, reason),
     onStored: (manifest) => overlay.announceHolding(manifest),
+    ...(signer ? { sign: (manifest: Omit<Manifest, 'signature'>) => signer.sign(manifest) } : {}),
     purgedAt: (key) => tombstones.purgedAt(key),
     onCorruptChunk: (digest) => {
       counters.corruptChunks++;
@@ -129,6 +144,19 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     logger,
     clock,
     timeoutMs: config.transfer.peerTimeoutMs,
+    ...(verify ? { verify } : {}),
+    ...(signer
+      ? {
+          verifyPurge: (key: string, purgedAtMs: number, signature: NodeSignature | undefined) => {
+            try {
+              signer.verifyPurge(key, purgedAtMs, signature);
+            } catch (error) {
+              Counters.bump(counters.peersRefused, 'purge');
+              throw error;
+            }
+          },
+        }
+      : {}),
   });
   const origin = new OriginFetcher({
     rules: config.origins,
@@ -153,9 +181,15 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       overlay.index.forget(key);
     },
     timeoutMs: config.transfer.peerTimeoutMs,
+    onRefused: (reason) => Counters.bump(counters.controlDropped, reason),
+    ...(signer ? { signer } : {}),
   });
   const replicator = new Replicator({
-    onPurged: (key, purgedAtMs) => purger.purgeHere(key, purgedAtMs),
+    onPurged: (key, purgedAtMs, signature) =>
+      purger.purgeHere(key, purgedAtMs, signature).catch((error: unknown) => {
+        if ((error as Error).name === 'UnsignedPurgeError') Counters.bump(counters.peersRefused, 'purge');
+        throw error;
+      }),
     store,
     placementOf: (key) => overlay.placementOf(key),
     self: () => overlay.selfHolder(),
@@ -180,6 +214,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
           },
         }
       : {}),
+    ...(verify ? { verifyManifest: verify } : {}),
     coordinate: () => overlay.vivaldi.coordinate,
     probe: (target) => overlay.probeFor(target),
     index: { lookup: (key) => overlay.index.lookup(key), record: (m, h) => overlay.recordHolder(m, h) },
@@ -202,13 +237,15 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       try {
         await fetcher.copy(key, root, [transport]);
       } catch (error) {
-        if (error instanceof ObjectPurgedError) return { purgedAtMs: error.purgedAtMs };
+        if (error instanceof ObjectPurgedError)
+          return { purgedAtMs: error.purgedAtMs, signature: tombstones.signatureOf(key) };
         throw error;
       }
       return 'stored';
     },
     purgedAt: (key) => tombstones.purgedAt(key),
-    purge: (key, purgedAtMs) => purger.purgeHere(key, purgedAtMs),
+    purgeSignature: (key) => tombstones.signatureOf(key),
+    purge: (key, purgedAtMs, signature) => purger.purgeHere(key, purgedAtMs, signature),
     deliver: (message) => inbox.deliver({ ...message, receivedAtMs: clock.now() }),
   });
   const grpcPort = await bindPeerServer(
@@ -251,6 +288,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         ownerOrder: (k) => overlay.ownerOrder(k),
         logger,
         timeoutMs: config.replication.timeoutMs,
+        ...(verify ? { verify } : {}),
       }),
     writeCopies: config.replication.writeCopies,
     counters,

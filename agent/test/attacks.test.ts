@@ -14,16 +14,21 @@ import {
   type ServerUnaryCall,
   type sendUnaryData,
 } from '@grpc/grpc-js';
-import { peerService } from '../src/transport/peer-service.ts';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
+import { EventSigner } from '../src/security/event-signer.ts';
+import type { NodeCredentials } from '../src/security/node-credentials.ts';
 import { encodeEvent, subjectFor } from '@edgemesh/contracts';
 import { createNodeKey, MeshCa } from '@edgemesh/identity';
 import { type AgentProcess, eventually, peersAlive, startAgentProcess } from '../harness/agent-process.ts';
 import { natsUnavailable, type NatsServer, startNatsServer } from '../harness/nats-server.ts';
-import { createTestCa, sharedTestCa, type TestCa, testCredentials } from '../harness/test-ca.ts';
+import { createTestCa, sharedTestCa, type TestCa, testCredentials, testPeer } from '../harness/test-ca.ts';
 import { GrpcPeer } from '../src/transport/peer-client.ts';
 import { peerChannelCredentials } from '../src/security/grpc-credentials.ts';
-import { parseManifest } from '../src/cache/manifest.ts';
+import { type Manifest, parseManifest } from '../src/cache/manifest.ts';
+import { rootDigest } from '../src/cache/chunking.ts';
+import { NodeSigner } from '../src/security/node-signer.ts';
+import { peerService, toWire } from '../src/transport/peer-service.ts';
+import { startEvilPeer } from './support/evil-peer.ts';
 import { isKey } from '../src/keys.ts';
 
 const MiB = 2 ** 20;
@@ -158,7 +163,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       try {
         for (let i = 0; i < REPS; i++) {
           record(`${kind}: read`, await succeeded(peer.getManifest('asset/0')));
-          record(`${kind}: purge`, await succeeded(peer.purge('asset/1', Date.now())));
+          record(`${kind}: purge`, await succeeded(peer.purge('asset/1', Date.now(), undefined)));
           record(
             `${kind}: exchange`,
             await succeeded(
@@ -249,17 +254,26 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
     assert.ok((status.counters.peersRefused.claim ?? 0) >= 4 * REPS, 'every forged claim counted');
   });
 
-  it('admits no member on a forged announce: the address must prove the node id over mTLS', async () => {
+  it('admits no member on a forged announce: signed by the node it announces, which proves its id over mTLS', async () => {
     // A fake agent that answers Ping as whichever node was last announced at its address (behind a
-    // TCP proxy, so that its address is new to the agents each time); its certificate is a valid one of the mesh for
-    // another node (mallory), then one of another CA for the very id it claims.
+    // TCP proxy), with a valid certificate of the mesh for mallory or one of another CA.
     const mallory = await testCredentials('mallory', { mesh: MESH });
     const foreignCa = await createTestCa(MESH);
-    const foreign = await testCredentials('node-b', { ca: foreignCa, mesh: MESH });
-    for (const [kind, identity] of [
-      ['forged announce, a mesh node’s certificate for another id', mallory],
-      ['forged announce, another CA’s certificate for the id', foreign],
-    ] as const) {
+    const foreign = await testCredentials('mallory', { ca: foreignCa, mesh: MESH });
+    const malloryEvents = new EventSigner(mallory);
+    const foreignEvents = new EventSigner(foreign);
+    const kinds: [string, NodeCredentials, (which: number) => string, EventSigner | undefined][] = [
+      ['forged announce, unsigned', mallory, (i) => (i === 0 ? 'node-b' : 'ghost'), undefined],
+      [
+        'forged announce, signed by a mesh node for another id',
+        mallory,
+        (i) => (i === 0 ? 'node-b' : 'ghost'),
+        malloryEvents,
+      ],
+      ['forged announce, signed by another CA’s node', foreign, () => 'mallory', foreignEvents],
+      ['announce of a mesh node at an address that cannot prove it', foreign, () => 'mallory', malloryEvents],
+    ];
+    for (const [kind, identity, claim, signer] of kinds) {
       let claimed = 'node-b';
       const fake = new Server();
       fake.addService(peerService, {
@@ -289,54 +303,54 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       const address = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
       try {
         for (let i = 0; i < REPS; i++) {
-          for (const nodeId of ['node-b', `ghost-${i}`]) {
+          for (const which of claim(0) === claim(1) ? [0] : [0, 1]) {
+            const nodeId = claim(which) === 'ghost' ? `ghost-${i}` : claim(which);
             claimed = nodeId;
-            const dropped = async (agent: AgentProcess) => {
+            const state = async (agent: AgentProcess) => {
               const s = (await (await fetch(`${agent.url}/v1/status`)).json()) as {
                 counters: { control: { dropped: Record<string, number> } };
                 mesh: { members: { nodeId: string; grpc: string; state: string }[] };
               };
-              const d = s.counters.control.dropped;
               return {
-                refused: (d['unverified-move'] ?? 0) + (d['unproven-member'] ?? 0),
+                refused: Object.values(s.counters.control.dropped).reduce((a, b) => a + b, 0),
                 admitted: s.mesh.members.some((m) => m.grpc === address && m.state === 'alive'),
               };
             };
-            const before = await Promise.all(agents.map(dropped));
-            nc.publish(
-              subjectFor(MESH, 'member.announce'),
-              encodeEvent({
-                v: 1,
-                type: 'member.announce',
-                mesh: MESH,
-                from: nodeId,
-                sentAtMs: Date.now(),
-                body: {
-                  member: {
-                    nodeId,
-                    zone: 'z',
-                    region: 'r',
-                    grpc: address,
-                    weight: 1000,
-                    incarnation: Math.floor(Date.now() / 1000) + 10 + i,
-                  },
+            const before = await Promise.all(agents.map(state));
+            const data = encodeEvent({
+              v: 1,
+              type: 'member.announce',
+              mesh: MESH,
+              from: nodeId,
+              sentAtMs: Date.now(),
+              body: {
+                member: {
+                  nodeId,
+                  zone: 'z',
+                  region: 'r',
+                  grpc: address,
+                  weight: 1000,
+                  incarnation: Math.floor(Date.now() / 1000) + 10 + i,
                 },
-              }),
-            );
-            // Each agent decides (node-b ignores claims to be itself): it admits the claimed member,
-            // or counts the claim as unproven.
+              },
+            });
+            const h = natsHeaders();
+            for (const [k, v] of Object.entries(signer?.sign(data) ?? {})) h.set(k, v);
+            nc.publish(subjectFor(MESH, 'member.announce'), data, signer ? { headers: h } : {});
+            // Each agent decides (an agent ignores claims to be itself): it admits the claimed
+            // member, or drops the announce (counted, whatever the reason).
             const admitted = await Promise.all(
               agents.map((agent, n) =>
                 NODES[n] === nodeId
                   ? Promise.resolve(undefined)
                   : eventually(
                       async () => {
-                        const now = await dropped(agent);
+                        const now = await state(agent);
                         if (now.admitted) return true;
                         return now.refused > before[n]!.refused ? false : undefined;
                       },
                       10_000,
-                      `${nodeId}'s claim decided`,
+                      `${nodeId}'s announce decided`,
                     ),
               ),
             );
@@ -350,10 +364,267 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
     }
     mallory.close();
     foreign.close();
-    for (const kind of tally.keys())
-      if (kind.startsWith('forged announce')) assert.equal(tally.get(kind)!.accepted, 0, kind);
+    for (const [kind] of kinds) assert.equal(tally.get(kind)!.accepted, 0, kind);
     // The real node-b is still a member everywhere, at its own address.
     for (const agent of [agents[0]!, agents[2]!]) await peersAlive(agent, 2);
+  });
+
+  it('applies no forged purge from NATS: unsigned, a stranger’s, in another’s name, or from the future', async () => {
+    const mallory = await testCredentials('mallory', { mesh: MESH });
+    const foreignCa = await createTestCa(MESH);
+    const foreign = await testCredentials('node-a', { ca: foreignCa, mesh: MESH });
+    const otherMesh = await testCredentials('node-a', { mesh: 'other' });
+    const as = (id: NodeCredentials) => new EventSigner(id);
+    const YEAR_2100 = Date.UTC(2100, 0, 1);
+    const kinds: [string, { signer?: EventSigner; from: string; sentAtMs?: number; purgedAtMs?: number }][] =
+      [
+        ['forged purge on NATS, unsigned', { from: 'node-a' }],
+        ['forged purge on NATS, signed by another CA’s node', { signer: as(foreign), from: 'node-a' }],
+        ['forged purge on NATS, signed by another mesh’s node', { signer: as(otherMesh), from: 'node-a' }],
+        ['forged purge on NATS, a mesh node in another’s name', { signer: as(mallory), from: 'node-a' }],
+        [
+          'future-dated purge on NATS (purged in 2100)',
+          { signer: as(mallory), from: 'mallory', purgedAtMs: YEAR_2100 },
+        ],
+        [
+          'future-dated purge on NATS (sent in 2100)',
+          { signer: as(mallory), from: 'mallory', sentAtMs: YEAR_2100 },
+        ],
+      ];
+    const state = async (agent: AgentProcess) => {
+      const s = (await (await fetch(`${agent.url}/v1/status`)).json()) as {
+        counters: { control: { dropped: Record<string, number> }; removals: Record<string, number> };
+      };
+      return {
+        dropped: Object.values(s.counters.control.dropped).reduce((a, b) => a + b, 0),
+        deleted: s.counters.removals.deleted ?? 0,
+      };
+    };
+    try {
+      for (const [kind, forged] of kinds)
+        for (let i = 0; i < REPS; i++) {
+          const before = await Promise.all(agents.map(state));
+          const now = Date.now();
+          const data = encodeEvent({
+            v: 1,
+            type: 'object.purge',
+            mesh: MESH,
+            from: forged.from,
+            sentAtMs: forged.sentAtMs ?? now,
+            body: { key: `asset/${i % objects.size}`, purgedAtMs: forged.purgedAtMs ?? now },
+          });
+          const h = natsHeaders();
+          for (const [k, v] of Object.entries(forged.signer?.sign(data) ?? {})) h.set(k, v);
+          nc.publish(subjectFor(MESH, 'object.purge'), data, forged.signer ? { headers: h } : {});
+          const applied = await Promise.all(
+            agents.map((agent, n) =>
+              eventually(
+                async () => {
+                  const after = await state(agent);
+                  if (after.deleted > before[n]!.deleted) return true;
+                  return after.dropped > before[n]!.dropped ? false : undefined;
+                },
+                10_000,
+                `${kind} decided`,
+              ),
+            ),
+          );
+          for (const a of applied) record(kind, a);
+        }
+    } finally {
+      for (const id of [mallory, foreign, otherMesh]) id.close();
+    }
+    for (const [kind] of kinds) assert.equal(tally.get(kind)!.accepted, 0, kind);
+  });
+
+  it('serves and stores nothing from a manifest no node of the mesh vouches for', async () => {
+    // A node of the mesh (mallory) that a reader has as a static peer serves, for keys no one else
+    // has, forged but self-consistent objects whose manifests are unsigned, signed by another CA's
+    // node, by another mesh's node, or carry a genuine signature taken from a real object.
+    const genuine = (await (
+      await testPeer(`127.0.0.1:${agents[0]!.grpcPort}`, { mesh: MESH })
+    ).getManifest('asset/0'))!;
+    const realSignature = parseManifest(genuine.manifest, isKey).signature!;
+    const foreignCa = await createTestCa(MESH);
+    const strangers = {
+      'another CA’s node': await testCredentials('node-a', { ca: foreignCa, mesh: MESH }),
+      'another mesh’s node': await testCredentials('node-a', { mesh: 'other' }),
+    };
+    const evil = await startEvilPeer({
+      manifest: undefined,
+      chunks: new Map(),
+      nodeId: 'mallory',
+      mesh: MESH,
+    });
+    const reader = await startAgentProcess([
+      ...['--node-id', 'reader', '--mesh', MESH, '--store.dir', join(dir, 'reader')],
+      ...['--peers', evil.address],
+    ]);
+    try {
+      const forged = (key: string) => {
+        const body = randomBytes(64 * 1024 + 1);
+        const digest = createHash('sha256').update(body).digest('hex');
+        const chunkSize = 4 * MiB;
+        const manifest = {
+          key,
+          size: body.length,
+          chunkSize,
+          chunks: [digest],
+          root: rootDigest(body.length, chunkSize, [digest]),
+          createdAtMs: Date.now(),
+        };
+        return { manifest, chunks: new Map([[digest, body]]) };
+      };
+      const kinds: [string, (m: ReturnType<typeof forged>['manifest']) => Manifest][] = [
+        ['forged manifest, unsigned', (m) => m],
+        [
+          'forged manifest, a genuine signature of another object',
+          (m) => ({ ...m, signature: realSignature }),
+        ],
+        ...Object.entries(strangers).map(
+          ([who, id]) =>
+            [
+              `forged manifest, signed by ${who}`,
+              (m: Manifest) => ({ ...m, signature: new NodeSigner(id).sign(m) }),
+            ] as [string, (m: Manifest) => Manifest],
+        ),
+      ];
+      for (const [kind, sign] of kinds)
+        for (let i = 0; i < REPS; i++) {
+          const key = `forged/${tally.size}/${i}`;
+          const { manifest, chunks } = forged(key);
+          evil.serve(toWire(sign(manifest)), chunks);
+          const res = await fetch(`${reader.url}/v1/objects/${key}`);
+          await res.arrayBuffer();
+          record(kind, res.status === 200);
+        }
+      const status = await reader.status();
+      assert.equal(status.cache.entries, 0, 'nothing stored');
+      assert.equal(evil.served(), 0, 'not one chunk even asked for');
+    } finally {
+      await reader.stop();
+      evil.close();
+      for (const id of Object.values(strangers)) id.close();
+    }
+    for (const kind of tally.keys())
+      if (kind.startsWith('forged manifest')) assert.equal(tally.get(kind)!.accepted, 0, kind);
+  });
+
+  it('copies nothing from a source that is not a confirmed member, and indexes no unsigned Hold', async () => {
+    const target = `127.0.0.1:${agents[1]!.grpcPort}`;
+    const mallory = await testCredentials('mallory', { mesh: MESH });
+    const peer = new GrpcPeer({
+      id: 'node-b',
+      address: target,
+      flowControlWindow: MiB,
+      timeoutMs: 5000,
+      from: 'mallory',
+      credentials: (seen) => peerChannelCredentials(mallory, 'node-b', seen),
+    });
+    const evil = await startEvilPeer({
+      manifest: undefined,
+      chunks: new Map(),
+      nodeId: 'mallory',
+      mesh: MESH,
+    });
+    try {
+      const real = parseManifest((await peer.getManifest('asset/2'))!.manifest, isKey);
+      for (let i = 0; i < REPS; i++) {
+        for (const nodeId of ['mallory', 'node-a']) {
+          record(
+            'Replicate naming a forged source',
+            await succeeded(peer.replicate(real, { nodeId, grpc: evil.address })),
+          );
+        }
+        const unsigned: Manifest = { ...real, createdAtMs: real.createdAtMs + 1 };
+        delete (unsigned as { signature?: unknown }).signature;
+        record(
+          'Hold with an unsigned manifest',
+          await succeeded(peer.hold(unsigned, { nodeId: 'mallory', grpc: evil.address })),
+        );
+      }
+    } finally {
+      peer.close();
+      evil.close();
+      mallory.close();
+    }
+    for (const kind of ['Replicate naming a forged source', 'Hold with an unsigned manifest'])
+      assert.equal(tally.get(kind)?.accepted, 0, kind);
+  });
+
+  it('drops no copy on a member’s word that it was purged: a "purged" answer needs a signed purge', async () => {
+    // mallory joins as a real member (its own announce, signed; its own certificate at its address),
+    // with a large weight so that it owns most keys, and answers every GetManifest and Replicate with
+    // "purged just now", unsigned.
+    const evil = await startEvilPeer({
+      manifest: undefined,
+      chunks: new Map(),
+      nodeId: 'mallory',
+      mesh: MESH,
+      claimPurged: true,
+    });
+    const mallory = await testCredentials('mallory', { mesh: MESH });
+    const state = async (agent: AgentProcess) => {
+      const s = (await (await fetch(`${agent.url}/v1/status`)).json()) as {
+        counters: { peersRefused: Record<string, number>; removals: Record<string, number> };
+        mesh: { members: { nodeId: string; state: string }[] };
+      };
+      return {
+        refused: s.counters.peersRefused.purge ?? 0,
+        deleted: s.counters.removals.deleted ?? 0,
+        malloryAlive: s.mesh.members.some((m) => m.nodeId === 'mallory' && m.state === 'alive'),
+      };
+    };
+    const before = await Promise.all(agents.map(state));
+    const announce = () => {
+      const data = encodeEvent({
+        v: 1,
+        type: 'member.announce',
+        mesh: MESH,
+        from: 'mallory',
+        sentAtMs: Date.now(),
+        body: {
+          member: {
+            nodeId: 'mallory',
+            zone: 'z',
+            region: 'r',
+            grpc: evil.address,
+            weight: 1000,
+            incarnation: Math.floor(Date.now() / 1000),
+          },
+        },
+      });
+      const h = natsHeaders();
+      for (const [k, v] of Object.entries(new EventSigner(mallory).sign(data))) h.set(k, v);
+      nc.publish(subjectFor(MESH, 'member.announce'), data, { headers: h });
+    };
+    try {
+      announce();
+      // Every agent admits mallory and, in the repair that follows, hears "purged" from it.
+      await Promise.all(
+        agents.map((agent, n) =>
+          eventually(
+            async () => {
+              const now = await state(agent);
+              return now.malloryAlive && now.refused >= before[n]!.refused + 3 ? true : undefined;
+            },
+            20_000,
+            'mallory admitted and its "purged" answers refused',
+          ),
+        ),
+      );
+      const after = await Promise.all(agents.map(state));
+      for (const [n, a] of after.entries()) {
+        for (let i = 0; i < a.refused - before[n]!.refused; i++)
+          record('a member answering "purged" (unsigned)', false);
+        for (let i = 0; i < a.deleted - before[n]!.deleted; i++)
+          record('a member answering "purged" (unsigned)', true);
+      }
+    } finally {
+      evil.close();
+      mallory.close();
+    }
+    assert.equal(tally.get('a member answering "purged" (unsigned)')!.accepted, 0);
   });
 
   it('lost and altered nothing', async () => {

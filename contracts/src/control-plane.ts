@@ -82,7 +82,20 @@ export const eventSchema = z.discriminatedUnion('type', [
   /** `key` was deleted mesh-wide at `purgedAtMs`: drop versions created at or before then. */
   envelope(
     'object.purge',
-    z.strictObject({ key: z.string().check(z.minLength(1), z.maxLength(512)), purgedAtMs: count }),
+    z.strictObject({
+      key: z.string().check(z.minLength(1), z.maxLength(512)),
+      purgedAtMs: count,
+      /**
+       * The purging node's signature over the key and the time (agent/src/security/node-signer.ts),
+       * kept with the tombstone so that a later "purged" answer can show it.
+       */
+      signature: z.optional(
+        z.strictObject({
+          certificate: z.string().check(z.maxLength(8192)),
+          value: z.string().check(z.maxLength(256)),
+        }),
+      ),
+    }),
   ),
   /**
    * A node's running totals since it started (sent periodically), for the operator's mesh figures.

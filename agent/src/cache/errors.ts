@@ -56,3 +56,8 @@ export class ObjectPurgedError extends StoreError {
     this.purgedAtMs = purgedAtMs;
   }
 }
+
+/** A version older than the one this node holds: a newer version is never replaced by an older one. */
+export class StaleVersionError extends StoreError {
+  override name = 'StaleVersionError';
+}

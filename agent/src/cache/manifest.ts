@@ -22,6 +22,62 @@ export interface Manifest {
   readonly expiresAtMs?: number;
   /** The media type given when it was stored; absent: unknown. */
   readonly contentType?: string;
+  /**
+   * Who vouches for this version: the node that accepted the write (or fetched it from the origin)
+   * signed manifestSignedBytes with its node key. Absent only with mTLS off.
+   */
+  readonly signature?: NodeSignature;
+}
+
+/**
+ * A node's signature (over a manifest, or a purge), with the certificate that proves its key is that
+ * node's.
+ */
+export interface NodeSignature {
+  /** The signing node's certificate, DER, base64. */
+  readonly certificate: string;
+  /** ECDSA P-256 / SHA-256 over the signed bytes (manifestSignedBytes, purgeSignedBytes), DER, base64. */
+  readonly value: string;
+}
+
+/** A signature as it comes from a peer or a file: checked for shape and size, not yet verified. */
+export function parseSignature(value: unknown): NodeSignature | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const sig = value as Record<string, unknown>;
+  if (
+    typeof sig.certificate !== 'string' ||
+    typeof sig.value !== 'string' ||
+    sig.certificate.length > MAX_CERTIFICATE_B64 ||
+    sig.value.length > MAX_SIGNATURE_B64 ||
+    !BASE64.test(sig.certificate) ||
+    !BASE64.test(sig.value)
+  )
+    return undefined;
+  return { certificate: sig.certificate, value: sig.value };
+}
+
+/** Sizes a signature's parts can have (a node certificate is about 600 bytes; an ECDSA signature at most 72). */
+const MAX_CERTIFICATE_B64 = 8192;
+const MAX_SIGNATURE_B64 = 256;
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/**
+ * The bytes a manifest's signature covers: every field that says what the object is (the root
+ * covers size, chunk size and every chunk digest), when it was made, until when, and as what.
+ */
+export function manifestSignedBytes(m: Omit<Manifest, 'signature' | 'chunks'>): Buffer {
+  return Buffer.from(
+    JSON.stringify([
+      'edgemesh.manifest.v1',
+      m.key,
+      m.size,
+      m.chunkSize,
+      m.root,
+      m.createdAtMs,
+      m.expiresAtMs ?? 0,
+      m.contentType ?? '',
+    ]),
+  );
 }
 
 const TOKEN = "[A-Za-z0-9!#$%&'*+.^_`|~-]+";
@@ -69,6 +125,8 @@ export function parseManifest(value: unknown, isKey: (key: string) => boolean): 
   if (!Number.isSafeInteger(m.createdAtMs)) return fail('bad createdAtMs');
   if (m.expiresAtMs !== undefined && !Number.isSafeInteger(m.expiresAtMs)) return fail('bad expiresAtMs');
   if (m.contentType !== undefined && !isMediaType(m.contentType)) return fail('bad contentType');
+  const signature = m.signature === undefined ? undefined : parseSignature(m.signature);
+  if (m.signature !== undefined && !signature) return fail('bad signature');
   return {
     key: m.key,
     size,
@@ -78,5 +136,6 @@ export function parseManifest(value: unknown, isKey: (key: string) => boolean): 
     createdAtMs: m.createdAtMs as number,
     ...(m.expiresAtMs === undefined ? {} : { expiresAtMs: m.expiresAtMs as number }),
     ...(m.contentType === undefined ? {} : { contentType: m.contentType }),
+    ...(signature ? { signature } : {}),
   };
 }

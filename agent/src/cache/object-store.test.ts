@@ -12,6 +12,7 @@ import {
   InsufficientStorageError,
   IntegrityError,
   ObjectTooLargeError,
+  StaleVersionError,
 } from './errors.ts';
 import { ObjectStore, type ObjectStoreOptions } from './object-store.ts';
 
@@ -92,6 +93,41 @@ describe('ObjectStore', () => {
     const empty = await store.put('empty', pieces(Buffer.alloc(0)), { size: 0 });
     assert.deepEqual(empty.chunks, []);
     assert.equal((await readAll(store, 'empty')).length, 0);
+  });
+
+  it('never replaces a newer version with an older one, and keeps a copy’s signature and expiry as they came', async () => {
+    const store = await open({
+      sign: (m) => ({ certificate: 'AAAA', value: Buffer.from(m.root).toString('base64').slice(0, 8) }),
+    });
+    const newer = await store.put('v', [Buffer.from('newer')]);
+    assert.ok(newer.signature, 'a version this node makes is signed');
+    const lease = store.newLease();
+    try {
+      const data = Buffer.from('older');
+      const digest = digestOf(data);
+      await store.addVerifiedChunk(lease, digest, data);
+      const copy = {
+        key: 'v',
+        size: 5,
+        chunkSize: 4 * MiB,
+        chunks: [digest],
+        createdAtMs: newer.createdAtMs - 1,
+      };
+      await assert.rejects(store.commit(lease, copy), StaleVersionError);
+      const signature = { certificate: 'QkJCQg==', value: 'Q0NDQw==' };
+      const later = await store.commit(lease, {
+        ...copy,
+        key: 'w',
+        createdAtMs: clock.now() - 5,
+        expiresAtMs: clock.now() + 1234,
+        signature,
+      });
+      assert.deepEqual(later.signature, signature, 'a copy keeps the signature it came with');
+      assert.equal(later.expiresAtMs, clock.now() + 1234);
+    } finally {
+      lease.release();
+    }
+    assert.equal(store.lookup('v')?.root, newer.root);
   });
 
   it('stores equal content once and frees a replaced version', async () => {

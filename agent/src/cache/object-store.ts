@@ -8,9 +8,10 @@ import {
   ObjectNotFoundError,
   ObjectPurgedError,
   ObjectTooLargeError,
+  StaleVersionError,
 } from './errors.ts';
 import { HotTier } from './hot-tier.ts';
-import { type Manifest, manifestChunkLength } from './manifest.ts';
+import { type Manifest, type NodeSignature, manifestChunkLength } from './manifest.ts';
 import { ManifestFiles } from './manifest-files.ts';
 import { Sieve } from './sieve.ts';
 
@@ -33,6 +34,11 @@ export interface ObjectStoreOptions {
   purgedAt?: (key: string) => number | undefined;
   /** Told of every object committed (a PUT or a completed download). */
   onStored?: (manifest: Manifest) => void;
+  /**
+   * Signs a version this node makes (a PUT, an origin fetch): this node vouches for it to peers. A
+   * copy from a peer keeps the signature it came with.
+   */
+  sign?: (manifest: Omit<Manifest, 'signature'>) => NodeSignature;
   /** Told of every chunk found damaged on disk. */
   onCorruptChunk?: (digest: string) => void;
   /** Told of background file errors that have no caller to throw to. */
@@ -314,6 +320,10 @@ export class ObjectStore {
       contentType?: string | undefined;
       /** The version's creation time (a replica keeps its original's); default now. */
       createdAtMs?: number | undefined;
+      /** A copy's expiry as its signer set it (instead of ttlMs). */
+      expiresAtMs?: number | undefined;
+      /** A copy's signature, as it came (verified by the caller); default: this node signs. */
+      signature?: NodeSignature | undefined;
     },
   ): Promise<Manifest> {
     for (const digest of fields.chunks) {
@@ -323,17 +333,25 @@ export class ObjectStore {
     const createdAtMs = fields.createdAtMs ?? now;
     const purgedAt = this.#opts.purgedAt?.(fields.key);
     if (purgedAt !== undefined && createdAtMs <= purgedAt) throw new ObjectPurgedError(fields.key, purgedAt);
+    const held = this.#objects.get(fields.key)?.manifest;
+    if (held && held.createdAtMs > createdAtMs)
+      throw new StaleVersionError(
+        `${fields.key}: a version made at ${createdAtMs} is older than the one held (${held.createdAtMs})`,
+      );
     const ttlMs = fields.ttlMs ?? this.#opts.defaultTtlMs;
-    const manifest: Manifest = {
+    const expiresAtMs = fields.expiresAtMs ?? (ttlMs === undefined ? undefined : now + ttlMs);
+    const unsigned: Omit<Manifest, 'signature'> = {
       key: fields.key,
       size: fields.size,
       chunkSize: fields.chunkSize,
       chunks: [...fields.chunks],
       root: rootDigest(fields.size, fields.chunkSize, fields.chunks),
       createdAtMs,
-      ...(ttlMs === undefined ? {} : { expiresAtMs: now + ttlMs }),
+      ...(expiresAtMs === undefined ? {} : { expiresAtMs }),
       ...(fields.contentType === undefined ? {} : { contentType: fields.contentType }),
     };
+    const signature = fields.signature ?? this.#opts.sign?.(unsigned);
+    const manifest: Manifest = signature ? { ...unsigned, signature } : unsigned;
     await this.#manifestOp(manifest.key, async () => {
       await this.#manifests.write(manifest);
       if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);

@@ -27,6 +27,24 @@ describe('Tombstones', () => {
     assert.equal(reopened.purgedAt('k'), undefined, 'expired');
   });
 
+  it('keeps a purge’s signature with it, across restarts, next to entries of the older form', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      await writeFile(join(own, 'tombstones.json'), JSON.stringify({ old: 3000 }));
+      const clock = new FakeClock(1000);
+      const t = await Tombstones.open(own, clock, 60_000);
+      const signature = { certificate: 'Q0VSVA==', value: 'U0lH' };
+      await t.record('signed', 5000, signature);
+      const reopened = await Tombstones.open(own, clock, 60_000);
+      assert.deepEqual(reopened.signatureOf('signed'), signature);
+      assert.equal(reopened.purgedAt('signed'), 5000);
+      assert.equal(reopened.purgedAt('old'), 3000);
+      assert.equal(reopened.signatureOf('old'), undefined);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
   it('starts empty from a damaged file', async () => {
     const other = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
     await writeFile(join(other, 'tombstones.json'), '{not json');

@@ -1,3 +1,4 @@
+import { type NodeSignature, parseSignature } from './manifest.ts';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Clock } from '../time/clock.ts';
@@ -16,7 +17,7 @@ export class Tombstones {
   readonly #tmpDir: string;
   readonly #clock: Clock;
   readonly #ttlMs: number;
-  #entries = new Map<string, number>();
+  #entries = new Map<string, { at: number; signature?: NodeSignature }>();
   #writing: Promise<void> = Promise.resolve();
 
   private constructor(dir: string, clock: Clock, ttlMs: number) {
@@ -32,8 +33,16 @@ export class Tombstones {
     try {
       const raw: unknown = JSON.parse(await readFile(t.#file, 'utf8'));
       if (typeof raw === 'object' && raw !== null) {
-        for (const [key, at] of Object.entries(raw))
-          if (Number.isSafeInteger(at)) t.#entries.set(key, at as number);
+        for (const [key, entry] of Object.entries(raw)) {
+          // A time, or { at, signature } for a purge with its signer's proof.
+          if (Number.isSafeInteger(entry)) t.#entries.set(key, { at: entry as number });
+          else if (typeof entry === 'object' && entry !== null) {
+            const { at, signature } = entry as { at?: unknown; signature?: unknown };
+            const proof = parseSignature(signature);
+            if (Number.isSafeInteger(at))
+              t.#entries.set(key, { at: at as number, ...(proof ? { signature: proof } : {}) });
+          }
+        }
       }
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') t.#entries.clear(); // unreadable: start empty
@@ -43,12 +52,17 @@ export class Tombstones {
 
   /** When `key` was purged, if it was (and the record has not expired). */
   purgedAt(key: string): number | undefined {
-    const at = this.#entries.get(key);
-    if (at !== undefined && at + this.#ttlMs <= this.#clock.now()) {
+    const entry = this.#entries.get(key);
+    if (entry !== undefined && entry.at + this.#ttlMs <= this.#clock.now()) {
       this.#entries.delete(key);
       return undefined;
     }
-    return at;
+    return entry?.at;
+  }
+
+  /** The signature of `key`'s purge, when it came with one (a "purged" answer shows it). */
+  signatureOf(key: string): NodeSignature | undefined {
+    return this.purgedAt(key) === undefined ? undefined : this.#entries.get(key)?.signature;
   }
 
   /** Whether a version of `key` created at `createdAtMs` is purged. */
@@ -57,17 +71,19 @@ export class Tombstones {
     return at !== undefined && createdAtMs <= at;
   }
 
-  /** Records a purge (keeping the later of two) and saves. */
-  async record(key: string, at: number): Promise<void> {
-    if ((this.#entries.get(key) ?? -1) >= at) return;
-    this.#entries.set(key, at);
+  /** Records a purge, with its signature when it has one (keeping the later of two), and saves. */
+  async record(key: string, at: number, signature?: NodeSignature): Promise<void> {
+    if ((this.#entries.get(key)?.at ?? -1) >= at) return;
+    this.#entries.set(key, { at, ...(signature ? { signature } : {}) });
     await this.#save();
   }
 
   #save(): Promise<void> {
     const now = this.#clock.now();
-    for (const [key, at] of this.#entries) if (at + this.#ttlMs <= now) this.#entries.delete(key);
-    const data = Buffer.from(JSON.stringify(Object.fromEntries(this.#entries)));
+    for (const [key, { at }] of this.#entries) if (at + this.#ttlMs <= now) this.#entries.delete(key);
+    const data = Buffer.from(
+      JSON.stringify(Object.fromEntries([...this.#entries].map(([key, e]) => [key, e.signature ? e : e.at]))),
+    );
     // Writes go one after another; a failed one fails its own caller only, and the next write is
     // tried all the same (it carries every entry, so the file heals once the disk does).
     const write = this.#writing

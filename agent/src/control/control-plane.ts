@@ -3,6 +3,7 @@ import { connect, headers as natsHeaders, type MsgHdrs, type NatsConnection } fr
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { context, propagation, ROOT_CONTEXT, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
+import type { EventSigner } from '../security/event-signer.ts';
 
 export type ControlState = 'off' | 'connecting' | 'connected' | 'disconnected' | 'closed';
 
@@ -36,6 +37,11 @@ export interface NatsControlPlaneOptions {
   nodeId: string;
   counters: Counters;
   logger: Logger;
+  /**
+   * Signs what this node publishes and checks what it receives (security/event-signer.ts); without
+   * it (mTLS off) events are unsigned and taken as hints, as before.
+   */
+  signer?: EventSigner;
 }
 
 /**
@@ -89,10 +95,16 @@ export class NatsControlPlane implements ControlPlane {
     }
     const data = encodeEvent(event);
     const subject = subjectFor(this.#opts.mesh, event.type);
+    const signed = this.#opts.signer?.sign(data);
     // Inside a trace (a DELETE's purge), the event carries it on in a `traceparent` header, so the
     // nodes that act on it join the same trace; periodic events are sent without one.
     const active = trace.getActiveSpan();
-    if (!active) nc.publish(subject, data);
+    const withHeaders = (carrier: Record<string, string>) => {
+      const h = natsHeaders();
+      for (const [k, v] of Object.entries({ ...carrier, ...signed })) h.set(k, v);
+      return h;
+    };
+    if (!active) nc.publish(subject, data, signed ? { headers: withHeaders({}) } : {});
     else {
       const span = tracer().startSpan(`publish ${event.type}`, {
         kind: SpanKind.PRODUCER,
@@ -100,9 +112,7 @@ export class NatsControlPlane implements ControlPlane {
       });
       const carrier: Record<string, string> = {};
       propagation.inject(trace.setSpan(context.active(), span), carrier);
-      const h = natsHeaders();
-      for (const [k, v] of Object.entries(carrier)) h.set(k, v);
-      nc.publish(subject, data, { headers: h });
+      nc.publish(subject, data, { headers: withHeaders(carrier) });
       span.end();
     }
     this.#opts.counters.controlBytesOut += data.length;
@@ -163,6 +173,11 @@ export class NatsControlPlane implements ControlPlane {
     const result = decodeEvent(this.#opts.mesh, data);
     if (!result.ok) {
       Counters.bump(counters.controlDropped, result.reason);
+      return;
+    }
+    const refused = this.#opts.signer?.check(data, (name) => headers?.get(name) || undefined, result.event);
+    if (refused) {
+      Counters.bump(counters.controlDropped, refused);
       return;
     }
     const traceparent = headers?.get('traceparent');

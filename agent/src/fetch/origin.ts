@@ -275,6 +275,8 @@ export interface OriginRouteDeps {
   ownerOrder: (key: string) => ('self' | PeerTransport)[];
   logger: Logger;
   timeoutMs: number;
+  /** Checks that a node of the mesh vouches for an owner's manifest (PeerFetcherOptions.verify). */
+  verify?: (manifest: Manifest) => void;
 }
 
 /**
@@ -296,6 +298,7 @@ export async function getViaOrigin(key: string, deps: OriginRouteDeps): Promise<
       }
       const manifest = parseManifest(answer.manifest, isKey);
       if (manifest.key !== key) throw new Error(`answered for another key ${manifest.key}`);
+      deps.verify?.(manifest);
       return { source: 'peer', located: { head: headOf(manifest), manifest, holders: [owner] } };
     } catch (error) {
       deps.logger.warn(

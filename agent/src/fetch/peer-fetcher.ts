@@ -1,6 +1,6 @@
 import { IntegrityError } from '../cache/errors.ts';
 import { chunkLength, digestOf, isDigest, rootDigest } from '../cache/chunking.ts';
-import { type Manifest, parseManifest } from '../cache/manifest.ts';
+import { type Manifest, type NodeSignature, parseManifest } from '../cache/manifest.ts';
 import { HOP_CLASSES, type HopClass } from '../overlay/proximity.ts';
 import { headOf, type ObjectHead, Progress, type Swarm } from './swarm.ts';
 import type { Holder } from '../overlay/holder-index.ts';
@@ -62,6 +62,13 @@ export interface PeerFetcherOptions {
   logger: Logger;
   clock: Clock;
   timeoutMs: number;
+  /**
+   * Checks that a node of the mesh vouches for a peer's manifest (its signature); throws when none
+   * does. A manifest that fails is never used: nothing is fetched, stored or served by it.
+   */
+  verify?: (manifest: Manifest) => void;
+  /** Checks the signature behind a peer's "purged" answer; throws when it is not believed (the answer is then ignored). */
+  verifyPurge?: (key: string, purgedAtMs: number, signature: NodeSignature | undefined) => void;
 }
 
 /**
@@ -120,10 +127,13 @@ export class PeerFetcher {
         try {
           const answer = await peer.getManifest(key, signal);
           if (answer === undefined) return undefined;
-          if (answer.purgedAtMs !== undefined)
+          if (answer.purgedAtMs !== undefined) {
+            this.#opts.verifyPurge?.(key, answer.purgedAtMs, answer.purgeSignature);
             return { kind: 'purged' as const, peer, purgedAtMs: answer.purgedAtMs };
+          }
           const manifest = parseManifest(answer.manifest, isKey);
           if (manifest.key !== key) throw new Error(`answered for another key ${manifest.key}`);
+          this.#opts.verify?.(manifest);
           return { kind: 'found' as const, peer, manifest, holds: answer.holds, holders: answer.holders };
         } catch (error) {
           this.#opts.logger.warn(
@@ -445,7 +455,11 @@ class Download {
               if (Number.isInteger(i) && i >= 0 && i < source.has.length) source.has[i] = 1;
           }
           for (const peer of u.peers) this.#addPeer(peer);
-          if (u.manifest) this.#learnManifest(source, authoritative, parseManifest(u.manifest, isKey));
+          if (u.manifest) {
+            const manifest = parseManifest(u.manifest, isKey);
+            this.#opts.verify?.(manifest);
+            this.#learnManifest(source, authoritative, manifest);
+          }
           if (!this.#primed) setTimeout(() => this.#prime(), PRIME_GRACE_MS).unref();
           this.#pump();
         }
@@ -711,11 +725,8 @@ class Download {
       this.#succeed(manifest, false);
       return;
     }
-    const ttlMs =
-      manifest.expiresAtMs === undefined
-        ? undefined
-        : Math.max(1, manifest.expiresAtMs - this.#opts.clock.now());
-    this.#opts.store.commit(this.#lease, { ...manifest, ...(ttlMs === undefined ? {} : { ttlMs }) }).then(
+    // A copy keeps what its signer said: its creation time, expiry and signature.
+    this.#opts.store.commit(this.#lease, manifest).then(
       () => this.#succeed(manifest, true),
       (error: Error) => this.#fail(error),
     );

@@ -6,6 +6,8 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { Clock } from '../time/clock.ts';
 import { GrpcPeer } from '../transport/peer-client.ts';
 import type { NodeCredentials } from '../security/node-credentials.ts';
+import { EventSigner } from '../security/event-signer.ts';
+import type { Revocations } from '../security/revocations.ts';
 import { peerChannelCredentials } from '../security/grpc-credentials.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import type { Manifest } from '../cache/manifest.ts';
@@ -21,8 +23,10 @@ export interface OverlayOptions {
   logger: Logger;
   clock: Clock;
   counters: Counters;
-  /** This node's identity for mutual TLS with every peer; undefined: plaintext (mTLS off). */
+  /** This node's identity for mutual TLS with every peer, and to sign its events; undefined: plaintext (mTLS off). */
   credentials?: NodeCredentials | undefined;
+  /** Nodes whose events are dropped. */
+  revocations?: Revocations;
 }
 
 /**
@@ -57,6 +61,14 @@ export class Overlay {
             nodeId: config.nodeId,
             counters,
             logger,
+            ...(opts.credentials
+              ? {
+                  signer: new EventSigner(opts.credentials, {
+                    ...(opts.revocations ? { revocations: opts.revocations } : {}),
+                    now: () => opts.clock.now(),
+                  }),
+                }
+              : {}),
           })
         : noControlPlane;
   }

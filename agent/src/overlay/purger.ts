@@ -2,7 +2,8 @@ import type { ControlPlane } from '../control/control-plane.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import type { Tombstones } from '../cache/tombstones.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { Clock } from '../time/clock.ts';
+import { type Clock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
+import type { NodeSignature } from '../cache/manifest.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 
 export interface PurgerOptions {
@@ -18,6 +19,21 @@ export interface PurgerOptions {
   /** Forgets any download or holder record of `key` (a download in flight must not publish it). */
   forget: (key: string) => void;
   timeoutMs: number;
+  /** Hears a purge from the control plane that was not applied, and why (a counter). */
+  onRefused?: (reason: 'future-purge' | 'unsigned-purge' | 'purge-failed') => void;
+  /**
+   * Signs this node's purges and checks others' (with mTLS): a purge is applied only with the
+   * signature of the node of the mesh that accepted it.
+   */
+  signer?: {
+    signPurge(key: string, purgedAtMs: number): NodeSignature;
+    verifyPurge(key: string, purgedAtMs: number, signature: NodeSignature | undefined): string;
+  };
+}
+
+/** A purge no node of the mesh vouches for (unsigned, or badly signed): refused. */
+export class UnsignedPurgeError extends Error {
+  override name = 'UnsignedPurgeError';
 }
 
 /**
@@ -27,9 +43,6 @@ export interface PurgerOptions {
  * replication is told to drop it. The purge goes out on the control plane (fast, to everyone) and to
  * the key's owners over gRPC (durable, also without NATS).
  */
-/** How far ahead of this node's clock another node's may be (a purge's time, checked on receipt). */
-export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
-
 /** A purge dated in the future: refused (counted by the caller). */
 export class FuturePurgeError extends Error {
   override name = 'FuturePurgeError';
@@ -42,25 +55,41 @@ export class Purger {
     this.#opts = opts;
     opts.control.onEvent((event) => {
       if (event.type !== 'object.purge') return;
-      const { key, purgedAtMs } = event.body;
+      const { key, purgedAtMs, signature } = event.body;
       // A purge that cannot be applied here (its tombstone not saved: a full or failing disk) is
       // logged; repair and the next purge get another chance. It must not take the agent down.
-      this.purgeHere(key, purgedAtMs).catch((error: unknown) =>
-        opts.logger.warn({ key, err: (error as Error).message }, 'purge from the control plane not applied'),
-      );
+      this.purgeHere(key, purgedAtMs, signature).catch((error: unknown) => {
+        opts.onRefused?.(
+          error instanceof FuturePurgeError
+            ? 'future-purge'
+            : error instanceof UnsignedPurgeError
+              ? 'unsigned-purge'
+              : 'purge-failed',
+        );
+        opts.logger.warn({ key, err: (error as Error).message }, 'purge from the control plane not applied');
+      });
     });
   }
 
   /**
    * Applies a purge on this node; whether it had a copy. A purge dated further in the future than
    * clocks can disagree (MAX_CLOCK_SKEW_MS) is refused: it would leave the key unwritable until then.
+   * With a signer, so is a purge without a good signature of a node of the mesh; the signature is
+   * kept with the tombstone, to be shown with every "purged" answer.
    */
-  async purgeHere(key: string, purgedAtMs: number): Promise<boolean> {
+  async purgeHere(key: string, purgedAtMs: number, signature?: NodeSignature): Promise<boolean> {
     if (!Number.isSafeInteger(purgedAtMs) || purgedAtMs > this.#opts.clock.now() + MAX_CLOCK_SKEW_MS)
       throw new FuturePurgeError(
         `a purge dated ${purgedAtMs} is in the future (now ${this.#opts.clock.now()})`,
       );
-    await this.#opts.tombstones.record(key, purgedAtMs);
+    if (this.#opts.signer) {
+      try {
+        this.#opts.signer.verifyPurge(key, purgedAtMs, signature);
+      } catch (error) {
+        throw new UnsignedPurgeError((error as Error).message, { cause: error });
+      }
+    }
+    await this.#opts.tombstones.record(key, purgedAtMs, signature);
     this.#opts.forget(key);
     const local = this.#opts.store.lookup(key);
     if (!local || local.createdAtMs > purgedAtMs) return false;
@@ -71,24 +100,27 @@ export class Purger {
   async purgeEverywhere(key: string): Promise<boolean> {
     const { clock, control, mesh, nodeId, logger } = this.#opts;
     const purgedAtMs = clock.now();
-    const here = await this.purgeHere(key, purgedAtMs);
+    const signature = this.#opts.signer?.signPurge(key, purgedAtMs);
+    const here = await this.purgeHere(key, purgedAtMs, signature);
     control.publish({
       v: 1,
       type: 'object.purge',
       mesh,
       from: nodeId,
       sentAtMs: purgedAtMs,
-      body: { key, purgedAtMs },
+      body: { key, purgedAtMs, ...(signature ? { signature } : {}) },
     });
     const owners = await Promise.all(
       this.#opts.owners(key).map((owner) =>
-        owner.purge(key, purgedAtMs, AbortSignal.timeout(this.#opts.timeoutMs)).catch((error: Error) => {
-          logger.warn(
-            { owner: owner.id, key, err: error.message },
-            'purge not delivered to owner; it will learn on repair',
-          );
-          return false;
-        }),
+        owner
+          .purge(key, purgedAtMs, signature, AbortSignal.timeout(this.#opts.timeoutMs))
+          .catch((error: Error) => {
+            logger.warn(
+              { owner: owner.id, key, err: error.message },
+              'purge not delivered to owner; it will learn on repair',
+            );
+            return false;
+          }),
       ),
     );
     return here || owners.some(Boolean);

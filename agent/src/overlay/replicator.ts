@@ -1,4 +1,4 @@
-import type { Manifest } from '../cache/manifest.ts';
+import type { Manifest, NodeSignature } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
@@ -15,8 +15,11 @@ export interface ReplicatorOptions {
   placementOf: (key: string) => { self: boolean; peers: PeerTransport[] };
   self: () => Holder | undefined;
   logger: Logger;
-  /** Applies a purge an owner reported when it refused a copy. */
-  onPurged: (key: string, purgedAtMs: number) => Promise<unknown>;
+  /**
+   * Applies a purge an owner reported (when it refused a copy, or answered "purged"), with the
+   * signature it showed; rejects when the purge is not believed (it is then only logged).
+   */
+  onPurged: (key: string, purgedAtMs: number, signature: NodeSignature | undefined) => Promise<unknown>;
   /** Copies (this one included) a PUT waits for. */
   writeCopies: number;
   timeoutMs: number;
@@ -125,7 +128,7 @@ export class Replicator {
       const answer = await owner.getManifest(manifest.key, AbortSignal.timeout(this.#opts.timeoutMs));
       if (answer?.purgedAtMs !== undefined && manifest.createdAtMs <= answer.purgedAtMs) {
         this.#opts.logger.info({ key: manifest.key, owner: owner.id }, 'cached copy was purged meanwhile');
-        await this.#opts.onPurged(manifest.key, answer.purgedAtMs);
+        await this.#opts.onPurged(manifest.key, answer.purgedAtMs, answer.purgeSignature);
       }
     } catch (error) {
       this.#opts.logger.debug({ key: manifest.key, err: (error as Error).message }, 'purge check failed');
@@ -140,14 +143,18 @@ export class Replicator {
     const self = this.#opts.self();
     if (!self) return false;
     try {
-      const { purgedAtMs } = await owner.replicate(manifest, self, AbortSignal.timeout(this.#opts.timeoutMs));
+      const { purgedAtMs, purgeSignature } = await owner.replicate(
+        manifest,
+        self,
+        AbortSignal.timeout(this.#opts.timeoutMs),
+      );
       if (purgedAtMs !== undefined) {
         // This copy outlived a purge (this node was away): drop it instead of spreading it.
         this.#opts.logger.info(
           { key: manifest.key, owner: owner.id, purgedAtMs },
           'owner says this object was purged',
         );
-        await this.#opts.onPurged(manifest.key, purgedAtMs);
+        await this.#opts.onPurged(manifest.key, purgedAtMs, purgeSignature);
         return false;
       }
       const done = this.#replicatedTo.get(manifest.key) ?? new Set<string>();

@@ -120,6 +120,10 @@ export class NodeCredentials implements experimental.CertificateProvider {
   get bundlePem(): string {
     return this.#bundlePem;
   }
+  /** The trust bundle's certificates (a new array whenever it changes). */
+  get trust(): readonly X509Certificate[] {
+    return this.#bundle;
+  }
   /** When the current certificate ends (ms since the epoch). */
   get validToMs(): number {
     return Date.parse(this.#identity.cert.validTo);

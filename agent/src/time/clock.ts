@@ -3,6 +3,12 @@ export interface Clock {
   now(): number;
 }
 
+/**
+ * How far ahead of this node's clock another node's may run: a time another node signed (a purge, a
+ * version) further ahead than this is refused.
+ */
+export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
+
 export const systemClock: Clock = { now: () => Date.now() };
 
 /** A clock that only moves when told to. */

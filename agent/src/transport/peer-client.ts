@@ -9,7 +9,7 @@ import {
 } from '@grpc/grpc-js';
 import { channelOptions } from './peer-server.ts';
 import { injectInto } from '../telemetry/tracing.ts';
-import type { Manifest } from '../cache/manifest.ts';
+import type { Manifest, NodeSignature } from '../cache/manifest.ts';
 import type { Holder } from '../overlay/holder-index.ts';
 import {
   fromWire,
@@ -18,6 +18,9 @@ import {
   toWire,
   type WireManifestAnswer,
   type WirePing,
+  signatureFromWire,
+  signatureToWire,
+  type WireSignature,
   type WireWatchEvent,
 } from './peer-service.ts';
 import {
@@ -115,7 +118,11 @@ export class GrpcPeer implements PeerTransport {
     try {
       const r = await this.#unary<WireManifestAnswer>(method, { key }, signal, timeoutMs);
       const holders = (r.holders ?? []).map((h) => ({ nodeId: h.nodeId, grpc: h.grpc }));
-      const purged = Number(r.purgedAtMs) > 0 ? { purgedAtMs: Number(r.purgedAtMs) } : {};
+      const purgeSignature = signatureFromWire(r.purgeSignature);
+      const purged =
+        Number(r.purgedAtMs) > 0
+          ? { purgedAtMs: Number(r.purgedAtMs), ...(purgeSignature ? { purgeSignature } : {}) }
+          : {};
       return {
         manifest: r.manifest ? fromWire(r.manifest) : undefined,
         holds: Boolean(r.holds),
@@ -139,16 +146,21 @@ export class GrpcPeer implements PeerTransport {
     manifest: Manifest,
     source: Holder,
     signal?: AbortSignal,
-  ): Promise<{ purgedAtMs?: number }> {
+  ): Promise<{ purgedAtMs?: number; purgeSignature?: NodeSignature }> {
     const request = { key: manifest.key, source, root: Buffer.from(manifest.root, 'hex') };
-    const r = await this.#unary<{ purgedAtMs?: number }>('Replicate', request, signal).catch(
-      (error: Error) => {
-        throw new PeerError(this.id, `Replicate of ${manifest.key} failed: ${error.message}`, {
-          cause: error,
-        });
-      },
-    );
-    return Number(r.purgedAtMs) > 0 ? { purgedAtMs: Number(r.purgedAtMs) } : {};
+    const r = await this.#unary<{ purgedAtMs?: number; purgeSignature?: WireSignature }>(
+      'Replicate',
+      request,
+      signal,
+    ).catch((error: Error) => {
+      throw new PeerError(this.id, `Replicate of ${manifest.key} failed: ${error.message}`, {
+        cause: error,
+      });
+    });
+    const purgeSignature = signatureFromWire(r.purgeSignature);
+    return Number(r.purgedAtMs) > 0
+      ? { purgedAtMs: Number(r.purgedAtMs), ...(purgeSignature ? { purgeSignature } : {}) }
+      : {};
   }
 
   async deliver(
@@ -166,12 +178,16 @@ export class GrpcPeer implements PeerTransport {
     });
   }
 
-  async purge(key: string, purgedAtMs: number, signal?: AbortSignal): Promise<boolean> {
-    const r = await this.#unary<{ existed?: boolean }>('Purge', { key, purgedAtMs }, signal).catch(
-      (error: Error) => {
-        throw new PeerError(this.id, `Purge of ${key} failed: ${error.message}`, { cause: error });
-      },
-    );
+  async purge(
+    key: string,
+    purgedAtMs: number,
+    signature: NodeSignature | undefined,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    const request = { key, purgedAtMs, ...(signature ? { signature: signatureToWire(signature) } : {}) };
+    const r = await this.#unary<{ existed?: boolean }>('Purge', request, signal).catch((error: Error) => {
+      throw new PeerError(this.id, `Purge of ${key} failed: ${error.message}`, { cause: error });
+    });
     return Boolean(r.existed);
   }
 

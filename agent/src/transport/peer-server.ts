@@ -12,7 +12,7 @@ import type { ObjectStore } from '../cache/object-store.ts';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Coordinate } from '../overlay/vivaldi.ts';
-import { type Manifest, parseManifest } from '../cache/manifest.ts';
+import { type Manifest, type NodeSignature, parseManifest } from '../cache/manifest.ts';
 import { isKey, keyProblem } from '../keys.ts';
 import { MAX_EXCHANGE_BYTES, TOPIC } from '../exchange/inbox.ts';
 import type { Holder } from '../overlay/holder-index.ts';
@@ -23,7 +23,10 @@ import {
   peerService,
   pingToWire,
   toWire,
+  signatureFromWire,
+  signatureToWire,
   type WireManifest,
+  type WireSignature,
   type WireWatchEvent,
 } from './peer-service.ts';
 import type { ObjectHead, Swarm } from '../fetch/swarm.ts';
@@ -90,13 +93,15 @@ export interface PeerServerOptions {
     key: string,
     root: string,
     source: Holder,
-  ) => Promise<'stored' | 'unknown-source' | { purgedAtMs: number }>;
+  ) => Promise<'stored' | 'unknown-source' | { purgedAtMs: number; signature?: NodeSignature | undefined }>;
   /** When `key` was purged, if it was. */
   purgedAt?: (key: string) => number | undefined;
+  /** The signature of `key`'s purge, shown with "purged" answers. */
+  purgeSignature?: (key: string) => NodeSignature | undefined;
   /** Takes a direct-exchange message for local consumers. */
   deliver?: (message: { topic: string; from: string; body: Buffer; contentType: string }) => void;
   /** Applies a purge announced by another node; whether this node had a copy. */
-  purge?: (key: string, purgedAtMs: number) => Promise<boolean>;
+  purge?: (key: string, purgedAtMs: number, signature: NodeSignature | undefined) => Promise<boolean>;
   /**
    * Starts getting `key` from its origin into this node's store (once for all askers): its manifest
    * when stored, or its shape once the fetch is under way (callers then Watch); undefined when no
@@ -107,6 +112,8 @@ export interface PeerServerOptions {
   swarm?: Swarm;
   /** Whether `holder` is a member confirmed at that address (only those are named to others). */
   trusted?: (holder: Holder) => boolean;
+  /** Checks that a node of the mesh vouches for a manifest a peer sends (Hold); throws when none does. */
+  verifyManifest?: (manifest: Manifest) => void;
   /** Caps and shares this node's upload; `groupOf` puts a requesting node id in its zone. */
   upload?: { limiter: UploadLimiter; groupOf: (nodeId: string) => string };
   index?: {
@@ -150,7 +157,13 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         const manifest = local ?? known?.manifest;
         const purgedAtMs = opts.purgedAt?.(call.request.key);
         if (purgedAtMs !== undefined && (!manifest || manifest.createdAtMs <= purgedAtMs)) {
-          return callback(null, { holds: false, holders: [], purgedAtMs });
+          const signature = opts.purgeSignature?.(call.request.key);
+          return callback(null, {
+            holds: false,
+            holders: [],
+            purgedAtMs,
+            ...(signature ? { purgeSignature: signatureToWire(signature) } : {}),
+          });
         }
         if (!manifest) return callback(grpcError(status.NOT_FOUND, `no object ${call.request.key}`));
         const holders = known && known.manifest.root === manifest.root ? known.holders : [];
@@ -180,7 +193,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         callback(null, {});
       },
       purge(
-        call: ServerUnaryCall<{ key: string; purgedAtMs: number }, unknown>,
+        call: ServerUnaryCall<{ key: string; purgedAtMs: number; signature?: WireSignature | null }, unknown>,
         callback: sendUnaryData<unknown>,
       ) {
         const { key } = call.request;
@@ -190,12 +203,16 @@ export function createPeerServer(opts: PeerServerOptions): Server {
           return callback(grpcError(status.INVALID_ARGUMENT, problem ?? 'purged_at_ms is required'));
         }
         if (!opts.purge) return callback(grpcError(status.UNIMPLEMENTED, 'this node does not take purges'));
-        opts.purge(key, purgedAtMs).then(
+        opts.purge(key, purgedAtMs, signatureFromWire(call.request.signature)).then(
           (existed) => callback(null, { existed }),
           (error: Error) =>
             callback(
               grpcError(
-                error.name === 'FuturePurgeError' ? status.INVALID_ARGUMENT : status.INTERNAL,
+                error.name === 'FuturePurgeError'
+                  ? status.INVALID_ARGUMENT
+                  : error.name === 'UnsignedPurgeError'
+                    ? status.PERMISSION_DENIED
+                    : status.INTERNAL,
                 error.message,
               ),
             ),
@@ -239,7 +256,15 @@ export function createPeerServer(opts: PeerServerOptions): Server {
               ? callback(
                   grpcError(status.FAILED_PRECONDITION, `${source.nodeId} is not a confirmed member here`),
                 )
-              : callback(null, outcome === 'stored' ? {} : { purgedAtMs: outcome.purgedAtMs }),
+              : callback(
+                  null,
+                  outcome === 'stored'
+                    ? {}
+                    : {
+                        purgedAtMs: outcome.purgedAtMs,
+                        ...(outcome.signature ? { purgeSignature: signatureToWire(outcome.signature) } : {}),
+                      },
+                ),
           (error: Error) =>
             callback(grpcError(status.UNAVAILABLE, `could not copy ${key}: ${error.message}`)),
         );
@@ -254,7 +279,9 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         const forged = claimProblem(opts, call, holder.nodeId, 'holder');
         if (forged) return callback(forged);
         try {
-          opts.index?.record(parseManifest(fromWire(manifest), isKey), {
+          const parsed = parseManifest(fromWire(manifest), isKey);
+          opts.verifyManifest?.(parsed);
+          opts.index?.record(parsed, {
             nodeId: holder.nodeId,
             grpc: holder.grpc,
           });

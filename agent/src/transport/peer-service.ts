@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { MAX_CHUNK_SIZE } from '../cache/chunking.ts';
-import type { Manifest } from '../cache/manifest.ts';
+import { type Manifest, type NodeSignature, parseSignature } from '../cache/manifest.ts';
 import type { Coordinate } from '../overlay/vivaldi.ts';
 import { decodePiece, encodePiece } from './piece-codec.ts';
 
@@ -52,6 +52,9 @@ export interface WireManifest {
   createdAtMs: number;
   expiresAtMs: number;
   contentType: string;
+  /** The signer's certificate (DER) and signature; empty when unsigned. */
+  signerCertificate?: Buffer;
+  signature?: Buffer;
 }
 
 export function toWire(m: Manifest): WireManifest {
@@ -64,8 +67,34 @@ export function toWire(m: Manifest): WireManifest {
     createdAtMs: m.createdAtMs,
     expiresAtMs: m.expiresAtMs ?? 0,
     contentType: m.contentType ?? '',
+    ...(m.signature
+      ? {
+          signerCertificate: Buffer.from(m.signature.certificate, 'base64'),
+          signature: Buffer.from(m.signature.value, 'base64'),
+        }
+      : {}),
   };
 }
+
+/** A Signature message as protobuf-js sees it. */
+export interface WireSignature {
+  certificate?: Buffer;
+  value?: Buffer;
+}
+
+export const signatureToWire = (s: NodeSignature): WireSignature => ({
+  certificate: Buffer.from(s.certificate, 'base64'),
+  value: Buffer.from(s.value, 'base64'),
+});
+
+/** The inverse of signatureToWire, still unverified; undefined when absent or malformed. */
+export const signatureFromWire = (w: WireSignature | null | undefined): NodeSignature | undefined =>
+  w?.certificate?.length && w.value?.length
+    ? parseSignature({
+        certificate: Buffer.from(w.certificate).toString('base64'),
+        value: Buffer.from(w.value).toString('base64'),
+      })
+    : undefined;
 
 /** GetManifestResponse as protobuf-js sees it. */
 export interface WireManifestAnswer {
@@ -74,6 +103,7 @@ export interface WireManifestAnswer {
   holds?: boolean;
   purgedAtMs?: number;
   inProgress?: boolean;
+  purgeSignature?: WireSignature | null;
 }
 
 /** WatchEvent as protobuf-js sees it. */
@@ -97,6 +127,14 @@ export function fromWire(w: WireManifest): Record<string, unknown> {
     createdAtMs: Number(w.createdAtMs),
     ...(Number(w.expiresAtMs) > 0 ? { expiresAtMs: Number(w.expiresAtMs) } : {}),
     ...(w.contentType ? { contentType: w.contentType } : {}),
+    ...(w.signature?.length || w.signerCertificate?.length
+      ? {
+          signature: {
+            certificate: Buffer.from(w.signerCertificate ?? []).toString('base64'),
+            value: Buffer.from(w.signature ?? []).toString('base64'),
+          },
+        }
+      : {}),
   };
 }
 

@@ -1,4 +1,4 @@
-import type { Manifest } from '../cache/manifest.ts';
+import type { Manifest, NodeSignature } from '../cache/manifest.ts';
 import type { Holder } from '../overlay/holder-index.ts';
 import type { Coordinate } from '../overlay/vivaldi.ts';
 
@@ -23,14 +23,26 @@ export interface PeerTransport {
    * Asks this peer, one of `manifest.key`'s owners, to copy it from `source`; resolves once it is
    * stored there, or with the purge time when the owner refuses it as purged.
    */
-  replicate(manifest: Manifest, source: Holder, signal?: AbortSignal): Promise<{ purgedAtMs?: number }>;
+  replicate(
+    manifest: Manifest,
+    source: Holder,
+    signal?: AbortSignal,
+  ): Promise<{ purgedAtMs?: number; purgeSignature?: NodeSignature }>;
   /** Hands a direct-exchange message to this peer's local consumers of `topic`. */
   deliver(
     message: { topic: string; from: string; body: Buffer; contentType: string },
     signal?: AbortSignal,
   ): Promise<void>;
-  /** Tells this peer, one of `key`'s owners, that it was purged at `purgedAtMs`; whether it had a copy. */
-  purge(key: string, purgedAtMs: number, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Tells this peer, one of `key`'s owners, that it was purged at `purgedAtMs` (with the signature of
+   * the node that accepted the purge); whether it had a copy.
+   */
+  purge(
+    key: string,
+    purgedAtMs: number,
+    signature: NodeSignature | undefined,
+    signal?: AbortSignal,
+  ): Promise<boolean>;
   /**
    * The chunks `digests` as whole chunks in order, their lengths given by `lengths`. Bytes are NOT
    * verified here: the caller hashes each one. Throws PeerError on a protocol or transport failure.
@@ -59,6 +71,8 @@ export interface ManifestAnswer {
   holders: Holder[];
   /** Set when the key was purged and the peer knows no later version. */
   purgedAtMs?: number;
+  /** The purge's signature, when the peer has one (unverified: a "purged" without one is not believed). */
+  purgeSignature?: NodeSignature;
   /** FetchOrigin: the fetch is under way and `manifest` is only the object's shape (no chunks, no root). */
   inProgress?: boolean;
 }

@@ -1,0 +1,92 @@
+import { createPrivateKey, type KeyObject, sign, verify, X509Certificate } from 'node:crypto';
+import type { ControlEvent } from '@edgemesh/contracts';
+import { type NodeIdentity, sameMesh, verifyNodeCertificate } from '@edgemesh/identity';
+import { MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
+import type { NodeCredentials } from './node-credentials.ts';
+import type { Revocations } from './revocations.ts';
+
+/** NATS headers that carry a control-plane event's signer and signature. */
+export const SIGNER_HEADER = 'Edgemesh-Signer';
+export const SIGNATURE_HEADER = 'Edgemesh-Signature';
+/** An event older than this is dropped: a replay window, not a delivery deadline (events repeat). */
+export const MAX_EVENT_AGE_MS = 5 * 60_000;
+
+/** Why a control-plane event was dropped (a counter label). */
+export type EventRefusal =
+  'unsigned' | 'unknown-sender' | 'bad-signature' | 'sender-mismatch' | 'revoked' | 'stale' | 'future';
+
+/**
+ * Signs the control-plane events this node publishes (the exact bytes, with its node key; its
+ * certificate and the signature travel in NATS headers, so the event format is unchanged) and checks
+ * every event received: signed by a node of this mesh (its certificate chains to the trust bundle and
+ * is valid now), not revoked, that node is the event's sender (and the member an announce is about),
+ * and sent within MAX_EVENT_AGE_MS and not ahead of this node's clock by more than the skew allowed.
+ */
+export class EventSigner {
+  readonly #credentials: NodeCredentials;
+  readonly #revocations: Revocations | undefined;
+  readonly #now: () => number;
+  readonly #senders = new Map<string, { identity: NodeIdentity; cert: X509Certificate; validToMs: number }>();
+  #trustSeen: readonly X509Certificate[] | undefined;
+  #key: { pem: string; object: KeyObject; certificate: string } | undefined;
+
+  constructor(credentials: NodeCredentials, opts: { revocations?: Revocations; now?: () => number } = {}) {
+    this.#credentials = credentials;
+    this.#revocations = opts.revocations;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** The headers that sign `data` as this node. */
+  sign(data: Uint8Array): Record<string, string> {
+    const pem = this.#credentials.keyPem;
+    if (this.#key?.pem !== pem)
+      this.#key = {
+        pem,
+        object: createPrivateKey(pem),
+        certificate: new X509Certificate(this.#credentials.certPem).raw.toString('base64'),
+      };
+    return {
+      [SIGNER_HEADER]: this.#key.certificate,
+      [SIGNATURE_HEADER]: sign('sha256', data, this.#key.object).toString('base64'),
+    };
+  }
+
+  /** Undefined when `event` (decoded from `data`) may be acted on; else why not. */
+  check(
+    data: Uint8Array,
+    header: (name: string) => string | undefined,
+    event: ControlEvent,
+  ): EventRefusal | undefined {
+    const signer = header(SIGNER_HEADER);
+    const signature = header(SIGNATURE_HEADER);
+    if (!signer || !signature || signer.length > 8192 || signature.length > 256) return 'unsigned';
+    const now = this.#now();
+    if (this.#trustSeen !== this.#credentials.trust) {
+      this.#trustSeen = this.#credentials.trust;
+      this.#senders.clear();
+    }
+    let sender = this.#senders.get(signer);
+    if (!sender || sender.validToMs < now) {
+      try {
+        const cert = new X509Certificate(Buffer.from(signer, 'base64'));
+        const identity = verifyNodeCertificate(cert, this.#credentials.trust, now);
+        sender = { identity, cert, validToMs: Date.parse(cert.validTo) };
+      } catch {
+        return 'unknown-sender';
+      }
+      if (this.#senders.size >= 10_000) this.#senders.clear();
+      this.#senders.set(signer, sender);
+    }
+    if (!sameMesh(sender.identity.mesh, this.#credentials.mesh)) return 'unknown-sender';
+    if (!verify('sha256', data, sender.cert.publicKey, Buffer.from(signature, 'base64')))
+      return 'bad-signature';
+    const node = sender.identity.node;
+    if (event.from !== node) return 'sender-mismatch';
+    if (event.type === 'member.announce' && event.body.member.nodeId !== node) return 'sender-mismatch';
+    if (event.type === 'member.leave' && event.body.nodeId !== node) return 'sender-mismatch';
+    if (this.#revocations?.revoked(node)) return 'revoked';
+    if (event.sentAtMs > now + MAX_CLOCK_SKEW_MS) return 'future';
+    if (event.sentAtMs < now - MAX_EVENT_AGE_MS) return 'stale';
+    return undefined;
+  }
+}

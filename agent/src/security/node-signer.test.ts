@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createTestCa, testCredentials } from '../../harness/test-ca.ts';
+import { rootDigest } from '../cache/chunking.ts';
+import type { Manifest } from '../cache/manifest.ts';
+import { NodeSigner, ManifestTrustError } from './node-signer.ts';
+import { Revocations } from './revocations.ts';
+
+const digest = 'ab'.repeat(32);
+const unsigned = (over: Partial<Manifest> = {}): Omit<Manifest, 'signature'> => ({
+  key: 'a/b',
+  size: 10,
+  chunkSize: 16,
+  chunks: [digest],
+  root: rootDigest(10, 16, [digest]),
+  createdAtMs: Date.now(),
+  ...over,
+});
+
+describe('manifest signatures', () => {
+  it('a node signs; another node of the mesh verifies, and names the signer', async () => {
+    const revocations = new Revocations();
+    const [a, b] = await Promise.all([testCredentials('node-a'), testCredentials('node-b')]);
+    const signer = new NodeSigner(a);
+    const checker = new NodeSigner(b, { revocations });
+    const m = unsigned();
+    const signed: Manifest = { ...m, signature: signer.sign(m) };
+    assert.equal(checker.verify(signed), 'node-a');
+    revocations.replace(['node-a']);
+    assert.throws(() => checker.verify(signed), /revoked/);
+    a.close();
+    b.close();
+  });
+
+  it('refuses unsigned, altered, foreign, other-mesh and future-dated manifests', async () => {
+    const foreignCa = await createTestCa('default');
+    const [a, b, foreign, otherMesh] = await Promise.all([
+      testCredentials('node-a'),
+      testCredentials('node-b'),
+      testCredentials('node-a', { ca: foreignCa }),
+      testCredentials('node-a', { mesh: 'other' }),
+    ]);
+    const checker = new NodeSigner(b);
+    const m = unsigned();
+    const signedBy = (who: typeof a, manifest = m): Manifest => ({
+      ...manifest,
+      signature: new NodeSigner(who).sign(manifest),
+    });
+    const good = signedBy(a);
+    const cases: [string, Manifest][] = [
+      ['unsigned', m],
+      ['another key under the signature', { ...good, key: 'a/c' }],
+      ['a longer life', { ...good, expiresAtMs: Date.now() + 1e9 }],
+      [
+        'another root',
+        {
+          ...good,
+          ...unsigned({ size: 11, root: rootDigest(11, 16, [digest]) }),
+          signature: good.signature!,
+        },
+      ],
+      ['another CA', signedBy(foreign)],
+      ['another mesh', signedBy(otherMesh)],
+      ['dated after the certificate', signedBy(a, unsigned({ createdAtMs: Date.now() + 4 * 3600_000 }))],
+      ['a signature of garbage', { ...m, signature: { certificate: 'AAAA', value: 'AAAA' } }],
+    ];
+    for (const [what, manifest] of cases)
+      assert.throws(() => checker.verify(manifest), ManifestTrustError, what);
+    for (const c of [a, b, foreign, otherMesh]) c.close();
+  });
+});
