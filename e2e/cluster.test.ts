@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { verify, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
@@ -21,6 +22,7 @@ import {
 import { grants, needed, type PolicyRule, requestsOf } from './harness/rbac.ts';
 import { ROOT } from './harness/images.ts';
 import { startAgentProcess } from '../agent/harness/agent-process.ts';
+import { revocationSignedBytes } from '@edgemesh/contracts';
 
 /** Each poll here runs kubectl, a process of its own: poll at a pace that leaves the CPU to the cluster. */
 const eventually = <T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000) =>
@@ -366,6 +368,69 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       } finally {
         impostor.kill('SIGKILL');
       }
+      // Revoke edge-1: the trust ConfigMap carries the list, signed by the mesh CA, and edge-1's own
+      // agent (its own pod's token) gets no certificate any more.
+      cp.kubectl([
+        ...['patch', 'em', name, '-n', namespace, '--type', 'merge'],
+        ...['-p', JSON.stringify({ spec: { security: { revokedNodes: ['edge-1'] } } })],
+      ]);
+      const list = await eventually(() => {
+        const data = get<{ data: Record<string, string> }>([
+          'configmap',
+          `edgemesh-${name}-trust`,
+          '-n',
+          namespace,
+        ]).data;
+        const parsed = JSON.parse(data['revoked.json'] ?? '{}') as {
+          nodes?: string[];
+          issuedAtMs: number;
+          signature: string;
+        };
+        return parsed.nodes?.includes('edge-1') ? parsed : undefined;
+      }, 30_000);
+      assert.ok(
+        verify(
+          'sha256',
+          revocationSignedBytes(`${namespace}-${name}`, list.nodes!, list.issuedAtMs),
+          new X509Certificate(trust.data['ca.crt']!).publicKey,
+          Buffer.from(list.signature, 'base64'),
+        ),
+        'signed by the mesh CA',
+      );
+      const edge1Pod = get<{ items: { metadata: { name: string }; spec: { nodeName: string } }[] }>([
+        'pods',
+        '-n',
+        namespace,
+        '-l',
+        `edgemesh.p2p.dev/mesh=${name}`,
+      ]).items.find((p) => p.spec.nodeName === 'edge-1')!;
+      writeFileSync(
+        join(dir, 'token'),
+        cp.kubectl([
+          ...['create', 'token', `edgemesh-${name}`, '-n', namespace, '--audience', 'edgemesh.p2p.dev'],
+          ...['--bound-object-kind', 'Pod', '--bound-object-name', edge1Pod.metadata.name],
+        ]),
+      );
+      const revoked = spawn(process.execPath, [join(ROOT, 'agent/src/main.ts'), ...args('edge-1')], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      try {
+        const lines = createInterface({ input: revoked.stdout });
+        const refusal = await new Promise<string>((resolve, reject) => {
+          lines.on('line', (line) => {
+            if (line.includes('no node certificate yet')) resolve(line);
+            if (line.includes('"agent ready"')) reject(new Error('a revoked node got a certificate'));
+          });
+          revoked.once('exit', (code) => reject(new Error(`the agent exited (${code})`)));
+        });
+        assert.match(refusal, /403: Revoked/);
+      } finally {
+        revoked.kill('SIGKILL');
+      }
+      cp.kubectl([
+        ...['patch', 'em', name, '-n', namespace, '--type', 'merge'],
+        ...['-p', JSON.stringify({ spec: { security: { revokedNodes: null } } })],
+      ]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

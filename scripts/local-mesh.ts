@@ -8,7 +8,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -68,6 +68,12 @@ async function main(): Promise<void> {
   const origin = await startOrigin(randomBytes(Math.min(size, 16 * MiB)));
   // The mesh's CA, in files: each agent makes its key and gets its node certificate from it.
   const ca = await createTestCa('demo', join(dir, 'ca'));
+  // One client token for the demo; every call to the HTTP API carries it (no token: 401).
+  const token = randomBytes(24).toString('base64url');
+  await writeFile(join(dir, 'tokens.yaml'), `tokens:\n  - { name: demo, token: ${token} }\n`, {
+    mode: 0o600,
+  });
+  const auth = { Authorization: `Bearer ${token}` };
   const stopAll = async () => {
     await Promise.all(agents.map((a) => a.stop()));
     await nats?.stop();
@@ -82,12 +88,17 @@ async function main(): Promise<void> {
           ? ['--peers', peers.join(',')]
           : [];
       agents.push(
-        await startAgentProcess([
-          ...['--node-id', node.id, '--zone', node.zone, '--region', node.region],
-          ...['--store.dir', join(dir, node.id), '--origins', `cdn/=${origin.url}`],
-          ...ca.flags,
-          ...discovery,
-        ]),
+        await startAgentProcess(
+          [
+            ...['--node-id', node.id, '--zone', node.zone, '--region', node.region],
+            ...['--store.dir', join(dir, node.id), '--origins', `cdn/=${origin.url}`],
+            ...ca.flags,
+            ...['--access.tokens-file', join(dir, 'tokens.yaml')],
+            ...discovery,
+          ],
+          undefined,
+          { token },
+        ),
       );
     }
     // Over NATS every agent finds both others; on static peers each knows only those started before it.
@@ -112,7 +123,7 @@ async function main(): Promise<void> {
     const body = randomBytes(size);
     const digest = createHash('sha256').update(body).digest('hex');
     const [put, putS] = await timed(async () =>
-      fetch(`${a.url}/v1/objects/demo/video.bin`, { method: 'PUT', body }).then(async (r) => ({
+      fetch(`${a.url}/v1/objects/demo/video.bin`, { method: 'PUT', body, headers: auth }).then(async (r) => ({
         ...((await r.json()) as object),
         copies: r.headers.get('x-edgemesh-copies'),
       })),
@@ -121,7 +132,7 @@ async function main(): Promise<void> {
 
     const getFrom = async (name: string, agent: AgentProcess) => {
       const [res, s] = await timed(async () => {
-        const r = await fetch(`${agent.url}/v1/objects/demo/video.bin`);
+        const r = await fetch(`${agent.url}/v1/objects/demo/video.bin`, { headers: auth });
         return { source: r.headers.get('x-edgemesh-source'), bytes: Buffer.from(await r.arrayBuffer()) };
       });
       const same = createHash('sha256').update(res.bytes).digest('hex') === digest;
@@ -144,7 +155,9 @@ async function main(): Promise<void> {
     await getFrom('edge-b', b);
     const clips = await Promise.all(
       agents.map(async (agent) =>
-        (await fetch(`${agent.url}/v1/objects/cdn/clip.bin`)).headers.get('x-edgemesh-source'),
+        (await fetch(`${agent.url}/v1/objects/cdn/clip.bin`, { headers: auth })).headers.get(
+          'x-edgemesh-source',
+        ),
       ),
     );
     line(
@@ -162,10 +175,14 @@ async function main(): Promise<void> {
     }
     if (values.once) return;
     line();
-    line('The mesh stays up. Try:');
-    line(`  curl -sS ${c.url}/v1/status | head -c 400; echo`);
-    line(`  echo hello | curl -sS -X PUT --data-binary @- ${c.url}/v1/objects/hello.txt`);
-    line(`  curl -sS -D- ${b.url}/v1/objects/hello.txt`);
+    line('The mesh stays up. Every call to the API carries a client token (docs/security.md). Try:');
+    line(`  TOKEN=${token}`);
+    line(`  curl -sS -H "Authorization: Bearer $TOKEN" ${c.url}/v1/status | head -c 400; echo`);
+    line(
+      `  echo hello | curl -sS -H "Authorization: Bearer $TOKEN" -X PUT --data-binary @- ${c.url}/v1/objects/hello.txt`,
+    );
+    line(`  curl -sS -D- -H "Authorization: Bearer $TOKEN" ${b.url}/v1/objects/hello.txt`);
+    line(`  curl -sS -o /dev/null -w '%{http_code} without a token\\n' ${b.url}/v1/objects/hello.txt`);
     line(`  curl -sS ${b.url}/metrics | grep ^edgemesh_`);
     line('Ctrl-C stops it.');
     await new Promise<void>((done) => {

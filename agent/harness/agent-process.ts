@@ -40,13 +40,16 @@ export interface AgentStatus {
 /**
  * Where and what to run: inside network namespace `netns`, bound to `host` (default loopback); the
  * entry point `main` (default the TypeScript sources; e.g. the bundle scripts/build.ts makes) with
- * Node flags `nodeFlags`.
+ * Node flags `nodeFlags`. Unless `args` set `--access.*`, the agent lets anonymous clients do
+ * everything (tests of other things call the API without tokens).
  */
 export interface PlaceOptions {
   netns?: string;
   host?: string;
   main?: string;
   nodeFlags?: string[];
+  /** A client token the harness sends (status()) when the agent requires one. */
+  token?: string;
 }
 
 export async function startAgentProcess(
@@ -57,6 +60,8 @@ export async function startAgentProcess(
   const host = place.host ?? '127.0.0.1';
   // Every agent runs with mTLS: the test process's CA unless the caller set security itself.
   const security = args.some((a) => a.startsWith('--security.')) ? [] : (await sharedTestCa()).flags;
+  // Tests of other things use the HTTP API without tokens (a lab's setting); access tests set their own.
+  const access = args.some((a) => a.startsWith('--access.')) ? [] : ['--access.anonymous', 'all'];
   const argv = [
     ...(place.nodeFlags ?? []),
     place.main ?? MAIN,
@@ -69,6 +74,7 @@ export async function startAgentProcess(
     '--grpc.port',
     '0',
     ...security,
+    ...access,
     ...args,
   ];
   const child = place.netns
@@ -104,7 +110,13 @@ export async function startAgentProcess(
     grpcPort,
     url,
     logs,
-    status: async () => (await (await fetch(`${url}/v1/status`)).json()) as AgentStatus,
+    status: async () =>
+      (await (
+        await fetch(
+          `${url}/v1/status`,
+          place.token ? { headers: { Authorization: `Bearer ${place.token}` } } : {},
+        )
+      ).json()) as AgentStatus,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode ?? child.signalCode!;
       child.kill(signal);

@@ -8,6 +8,7 @@ import { Swarm } from './fetch/swarm.ts';
 import { UploadLimiter } from './transport/upload-limiter.ts';
 import { MIN_CHUNK_SIZE } from './cache/chunking.ts';
 import { createApp } from './http/app.ts';
+import { AccessControl } from './http/access.ts';
 import { isKey } from './keys.ts';
 import { Overlay } from './overlay/overlay.ts';
 import { Replicator } from './overlay/replicator.ts';
@@ -28,6 +29,7 @@ import { OperatorIssuer } from './security/operator-issuer.ts';
 import { NodeCredentials } from './security/node-credentials.ts';
 import { peerServerCredentials, unauthenticated } from './security/grpc-credentials.ts';
 import { Revocations } from './security/revocations.ts';
+import { RevocationList } from './security/revocation-list.ts';
 import { NodeSigner } from './security/node-signer.ts';
 import type { Manifest, NodeSignature } from './cache/manifest.ts';
 
@@ -94,6 +96,25 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const revocations = new Revocations();
   const credentials = await startNodeCredentials(config, { logger, clock, revocations });
   const overlay = new Overlay({ config, logger, clock, counters, credentials, revocations });
+  // Revocations from the operator (signed by the mesh CA): from its file, and within seconds over NATS.
+  const revocationList =
+    credentials &&
+    new RevocationList({
+      credentials,
+      revocations,
+      mesh: config.mesh,
+      logger,
+      now: () => clock.now(),
+      file: config.security.revocationsFile,
+    });
+  await revocationList?.start();
+  revocations.onRevoked((nodes) => overlay.evict(nodes));
+  overlay.control.onEvent((event) => {
+    if (event.type !== 'mesh.revocations' || !revocationList) return;
+    const outcome = revocationList.apply(event.body, 'control plane');
+    if (outcome === 'bad-signature' || outcome === 'future')
+      Counters.bump(counters.controlDropped, `revocations-${outcome}`);
+  });
   // With mTLS, every version this node makes is signed, and every manifest a peer sends must be.
   const signer = credentials && new NodeSigner(credentials, { revocations, now: () => clock.now() });
   const verify =
@@ -270,8 +291,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     node: { id: config.nodeId, zone: config.zone, region: config.region },
     readers: config.telemetry.otlpEndpoint ? [await otlpMetricReader(config.telemetry.otlpEndpoint)] : [],
   });
+  const access = new AccessControl(config.access, logger);
+  await access.start();
   let ready = false;
   const app = createApp({
+    access,
+    publicMetrics: config.access.publicMetrics,
     store,
     fetcher,
     replicate: (manifest) => replicator.afterPut(manifest),
@@ -370,6 +395,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       await new Promise((resolve) => http.close(resolve));
       grpcServer.forceShutdown();
       credentials?.close();
+      revocationList?.close();
+      access.close();
       await metrics.shutdown();
       await tracing.shutdown();
       await store.flush();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createPrivateKey, randomBytes, sign } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, connect as netConnect, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +17,7 @@ import {
 import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { EventSigner } from '../src/security/event-signer.ts';
 import type { NodeCredentials } from '../src/security/node-credentials.ts';
-import { encodeEvent, subjectFor } from '@edgemesh/contracts';
+import { encodeEvent, revocationSignedBytes, subjectFor } from '@edgemesh/contracts';
 import { createNodeKey, MeshCa } from '@edgemesh/identity';
 import { type AgentProcess, eventually, peersAlive, startAgentProcess } from '../harness/agent-process.ts';
 import { natsUnavailable, type NatsServer, startNatsServer } from '../harness/nats-server.ts';
@@ -625,6 +625,209 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       mallory.close();
     }
     assert.equal(tally.get('a member answering "purged" (unsigned)')!.accepted, 0);
+  });
+
+  it('refuses a revoked node everywhere within seconds of the CA-signed revocation, and no forged one', async () => {
+    const trudy = await testCredentials('trudy', { mesh: MESH });
+    const peers = agents.map(
+      (a) =>
+        new GrpcPeer({
+          id: 'agent',
+          address: `127.0.0.1:${a.grpcPort}`,
+          flowControlWindow: MiB,
+          timeoutMs: 2000,
+          from: 'trudy',
+          credentials: (seen) => peerChannelCredentials(trudy, undefined, seen),
+        }),
+    );
+    const publish = (nodes: string[], key: string) => {
+      const issuedAtMs = Date.now();
+      const signature = sign('sha256', revocationSignedBytes(MESH, nodes, issuedAtMs), createPrivateKey(key));
+      nc.publish(
+        subjectFor(MESH, 'mesh.revocations'),
+        encodeEvent({
+          v: 1,
+          type: 'mesh.revocations',
+          mesh: MESH,
+          from: 'operator',
+          sentAtMs: issuedAtMs,
+          body: { nodes, issuedAtMs, signature: signature.toString('base64') },
+        }),
+      );
+    };
+    try {
+      // Before: trudy, a node of the mesh, is served by every agent.
+      for (const peer of peers) assert.equal((await peer.getManifest('asset/0'))?.holds, true);
+      // A list signed by another CA changes nothing.
+      const foreignCa = await createTestCa(MESH);
+      publish(['trudy'], foreignCa.material.keyPem);
+      await Promise.all(
+        agents.map((agent) =>
+          eventually(
+            async () =>
+              (
+                (await agent.status()) as unknown as {
+                  counters: { control: { dropped: Record<string, number> } };
+                }
+              ).counters.control.dropped['revocations-bad-signature']
+                ? true
+                : undefined,
+            10_000,
+            'the forged list dropped',
+          ),
+        ),
+      );
+      for (const peer of peers)
+        record('a revocation list signed by another CA', !(await succeeded(peer.getManifest('asset/0'))));
+      // The mesh CA revokes trudy: every agent refuses it, on the connections it already has.
+      const started = performance.now();
+      publish(['trudy'], ca.material.keyPem);
+      await Promise.all(
+        peers.map((peer) =>
+          eventually(
+            async () => ((await succeeded(peer.getManifest('asset/0'))) ? undefined : true),
+            10_000,
+            'refused',
+          ),
+        ),
+      );
+      const seconds = (performance.now() - started) / 1000;
+      console.log(
+        `# a revoked node was refused by all ${agents.length} agents ${seconds.toFixed(2)} s after the revocation`,
+      );
+      for (let i = 0; i < REPS; i++)
+        for (const peer of peers) {
+          record('a revoked node: read', await succeeded(peer.getManifest('asset/0')));
+          record('a revoked node: purge', await succeeded(peer.purge('asset/0', Date.now(), undefined)));
+          record(
+            'a revoked node: exchange',
+            await succeeded(
+              peer.deliver({ topic: 't', from: 'trudy', body: Buffer.from('x'), contentType: 'text/plain' }),
+            ),
+          );
+        }
+    } finally {
+      for (const peer of peers) peer.close();
+      trudy.close();
+    }
+    for (const kind of [
+      'a revocation list signed by another CA',
+      'a revoked node: read',
+      'a revoked node: purge',
+      'a revoked node: exchange',
+    ])
+      assert.equal(tally.get(kind)?.accepted, 0, kind);
+  });
+
+  it('serves local clients only with a valid token, only what their rules give; queued messages go to their receiver', async () => {
+    const tokens = {
+      writer: 'writer-token-0123456789',
+      reader: 'reader-token-0123456789',
+      receiver: 'receiver-token-0123456789',
+      other: 'other-workload-token-0123',
+    };
+    await writeFile(
+      join(dir, 'tokens.yaml'),
+      `tokens:\n${Object.entries(tokens)
+        .map(([name, token]) => `  - { name: ${name}, token: ${token} }`)
+        .join('\n')}\n`,
+    );
+    await writeFile(
+      join(dir, 'access.yaml'),
+      JSON.stringify({
+        access: {
+          tokensFile: join(dir, 'tokens.yaml'),
+          rules: [
+            {
+              subjects: ['token:writer'],
+              verbs: ['read', 'write', 'purge', 'send'],
+              prefixes: ['team-a/', 'orders'],
+            },
+            { subjects: ['token:reader'], verbs: ['read'], prefixes: ['team-a/'] },
+            { subjects: ['token:receiver'], verbs: ['receive'], prefixes: ['orders'] },
+            { subjects: ['token:other'], verbs: ['receive'], prefixes: ['other'] },
+          ],
+        },
+      }),
+    );
+    const guarded = await startAgentProcess([
+      ...['--node-id', 'guarded', '--store.dir', join(dir, 'guarded'), '--config', join(dir, 'access.yaml')],
+      ...['--access.anonymous', 'none'],
+    ]);
+    const as = (who?: keyof typeof tokens, token = who && tokens[who]) =>
+      token ? { Authorization: `Bearer ${token}` } : ({} as Record<string, string>);
+    const call = async (method: string, path: string, headers: Record<string, string>, body?: string) => {
+      const res = await fetch(`${guarded.url}${path}`, { method, headers, ...(body ? { body } : {}) });
+      await res.body?.cancel(); // the status is the answer (a granted receive would stream on)
+      return res.status;
+    };
+    try {
+      // Controls: the writer writes and reads; the reader reads.
+      assert.equal(await call('PUT', '/v1/objects/team-a/doc', as('writer'), 'secret'), 201);
+      assert.equal(await call('GET', '/v1/objects/team-a/doc', as('reader')), 200);
+      // A message for `orders` waits in the node's queue (no one listening yet).
+      assert.equal(await call('POST', '/v1/exchange/guarded/orders', as('writer'), 'order-1'), 202);
+      const attempts: [string, string, string, Record<string, string>, string?][] = [
+        ['an unauthenticated client', 'GET', '/v1/objects/team-a/doc', as()],
+        ['an unauthenticated client', 'PUT', '/v1/objects/team-a/doc', as(), 'forged'],
+        ['an unauthenticated client', 'DELETE', '/v1/objects/team-a/doc', as()],
+        ['an unauthenticated client', 'GET', '/v1/status', as()],
+        [
+          'a client with a wrong token',
+          'GET',
+          '/v1/objects/team-a/doc',
+          as(undefined, 'wrong-token-0123456789'),
+        ],
+        [
+          'a client with a wrong token',
+          'DELETE',
+          '/v1/objects/team-a/doc',
+          as(undefined, 'wrong-token-0123456789'),
+        ],
+        ['an unauthorised client', 'PUT', '/v1/objects/team-a/doc', as('reader'), 'forged'],
+        ['an unauthorised client', 'DELETE', '/v1/objects/team-a/doc', as('reader')],
+        ['an unauthorised client', 'PUT', '/v1/objects/team-b/doc', as('writer'), 'x'],
+        ['an unauthorised client', 'GET', '/v1/objects/team-a/doc', as('other')],
+        ['an unauthorised client', 'POST', '/v1/exchange/guarded/orders', as('reader'), 'forged order'],
+      ];
+      for (let i = 0; i < REPS; i++)
+        for (const [kind, method, path, headers, body] of attempts) {
+          const status = await call(method, path, headers, body);
+          record(kind, status < 400);
+        }
+      // Another workload asks for the queued order: refused; its receiver gets it, and only that one.
+      for (let i = 0; i < REPS; i++)
+        record(
+          'another workload taking a queued exchange message',
+          (await call('GET', '/v1/exchange/orders', as('other'))) < 400,
+        );
+      const stream = await fetch(`${guarded.url}/v1/exchange/orders`, { headers: as('receiver') });
+      assert.equal(stream.status, 200);
+      const reader = stream.body!.getReader();
+      const chunk = await Promise.race([
+        reader.read(),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error('the receiver never got its queued message')), 5000).unref(),
+        ),
+      ]);
+      const first = JSON.parse(Buffer.from(chunk.value).toString().split('\n')[0]!) as { body: string };
+      assert.equal(Buffer.from(first.body, 'base64').toString(), 'order-1');
+      await reader.cancel();
+      assert.equal(await call('GET', '/v1/objects/team-a/doc', as('reader')), 200, 'still there, unchanged');
+      const status = await (await fetch(`${guarded.url}/v1/status`, { headers: as('writer') })).json();
+      console.log(
+        `# local clients refused: ${JSON.stringify((status as { counters: { clientsRefused: unknown } }).counters.clientsRefused)}`,
+      );
+    } finally {
+      await guarded.stop();
+    }
+    for (const kind of [
+      'an unauthenticated client',
+      'a client with a wrong token',
+      'an unauthorised client',
+      'another workload taking a queued exchange message',
+    ])
+      assert.equal(tally.get(kind)?.accepted, 0, kind);
   });
 
   it('lost and altered nothing', async () => {

@@ -111,11 +111,33 @@ export const eventSchema = z.discriminatedUnion('type', [
       startedAtMs: count,
     }),
   ),
+  /**
+   * The nodes whose certificates every agent of the mesh refuses from now on, signed by the mesh's
+   * CA (the operator keeps it); a later list replaces an earlier one.
+   */
+  envelope(
+    'mesh.revocations',
+    z.strictObject({
+      nodes: z.array(nodeId).check(z.maxLength(1000)),
+      issuedAtMs: count,
+      /** The mesh CA's ECDSA signature over revocationSignedBytes, base64. */
+      signature: z.string().check(z.maxLength(256)),
+    }),
+  ),
   /** The full member list as the operator knows it (bootstrap and repair of membership). */
   envelope('members.snapshot', z.strictObject({ members: z.array(memberSchema).check(z.maxLength(10_000)) })),
 ]);
 export type ControlEvent = z.infer<typeof eventSchema>;
 export type ControlEventType = ControlEvent['type'];
+
+/** The bytes a revocation list's signature covers (the mesh is the control-plane mesh name). */
+export function revocationSignedBytes(
+  mesh: string,
+  nodes: readonly string[],
+  issuedAtMs: number,
+): Uint8Array {
+  return Buffer.from(JSON.stringify(['edgemesh.revocations.v1', mesh, [...nodes].sort(), issuedAtMs]));
+}
 
 /** Subjects, all under `edgemesh.<mesh>.`. */
 export function subjects(mesh: string) {
@@ -133,7 +155,9 @@ export function subjects(mesh: string) {
 /** The subject an event of `type` is published on. */
 export function subjectFor(mesh: string, type: ControlEventType): string {
   if (type === 'node.stats') return subjects(mesh).stats;
-  return type.startsWith('member') ? subjects(mesh).members : subjects(mesh).objects;
+  return type.startsWith('member') || type === 'mesh.revocations'
+    ? subjects(mesh).members
+    : subjects(mesh).objects;
 }
 
 export type DecodeResult =

@@ -13,6 +13,7 @@ export {
   type MemberInfo,
   memberSchema,
   meshNameSchema,
+  revocationSignedBytes,
   subjectFor,
   subjects,
 } from './control-plane.ts';

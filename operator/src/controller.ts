@@ -23,10 +23,18 @@ import { LeaderElector } from './kit/leader.ts';
 import type { MetricReader } from '@opentelemetry/sdk-metrics';
 import { OperatorMetrics } from './kit/metrics.ts';
 import { WorkQueue } from './kit/queue.ts';
-import { FIELD_MANAGER, MESH_LABEL } from './reconcile/desired.ts';
+import { FIELD_MANAGER, MESH_LABEL, meshId, type MeshTrust } from './reconcile/desired.ts';
 import { reconcile, type ReconcileDeps } from './reconcile/reconciler.ts';
 import { mergePatchFrom } from './reconcile/status.ts';
-import { ensureMeshCa, ensureServingCertificate, kubeSecretApi, loadMeshCa } from './identity/ca-store.ts';
+import {
+  ensureMeshCa,
+  ensureServingCertificate,
+  kubeSecretApi,
+  loadMeshCa,
+  type StoredCa,
+} from './identity/ca-store.ts';
+import { createPrivateKey, sign as cryptoSign } from 'node:crypto';
+import { encodeEvent, revocationSignedBytes, subjectFor } from '@edgemesh/contracts';
 import { kubeIssuanceApi } from './identity/issuance.ts';
 import { startIssuerServer } from './identity/issuer-server.ts';
 
@@ -115,6 +123,17 @@ export async function startOperator(
       tls,
       api: kubeIssuanceApi(http),
       meshCa: (mesh) => loadMeshCa(secrets, mesh),
+      revoked: async (mesh) => {
+        const found = await http.request<EdgeMesh>(
+          'GET',
+          objectPath({
+            apiVersion: `${GROUP}/${VERSION}`,
+            kind: 'EdgeMesh',
+            metadata: { namespace: mesh.namespace, name: mesh.name },
+          }),
+        );
+        return found.spec?.security?.revokedNodes ?? [];
+      },
       logger,
       onOutcome: (outcome) => metrics.recordIssuance(outcome),
     });
@@ -173,6 +192,27 @@ export async function startOperator(
   });
 
   const figures = new FiguresCollector({ logger, onChange: (key) => queue.add(key) });
+  /**
+   * Each mesh's revocation list, signed by its CA: signed again only when the nodes or the CA change
+   * (a signature differs every time, and the trust ConfigMap would be rewritten at every reconcile).
+   */
+  const revocationLists = new Map<string, { of: string; list: MeshTrust['revocations'] }>();
+  const revocationsOf = (mesh: EdgeMesh, ca: StoredCa): MeshTrust['revocations'] => {
+    const nodes = [...new Set(mesh.spec.security.revokedNodes ?? [])].sort();
+    const of = JSON.stringify([ca.certPem, nodes]);
+    const key = keyOf(mesh);
+    const known = revocationLists.get(key);
+    if (known?.of === of) return known.list;
+    const issuedAtMs = Date.now();
+    const signature = cryptoSign(
+      'sha256',
+      revocationSignedBytes(meshId(mesh), nodes, issuedAtMs),
+      createPrivateKey(ca.keyPem),
+    ).toString('base64');
+    const list = { nodes, issuedAtMs, signature };
+    revocationLists.set(key, { of, list });
+    return list;
+  };
   const deps: ReconcileDeps = {
     figures,
     ...(issuer
@@ -188,7 +228,23 @@ export async function startOperator(
               },
               { 'app.kubernetes.io/managed-by': FIELD_MANAGER, [MESH_LABEL]: mesh.metadata.name },
             );
-            return { issuer: { url: issuer.url, certPem: issuer.certPem }, bundlePem: ca.trustPem };
+            return {
+              issuer: { url: issuer.url, certPem: issuer.certPem },
+              bundlePem: ca.trustPem,
+              revocations: revocationsOf(mesh, ca),
+            };
+          },
+          publishRevocations: async (mesh: EdgeMesh, list: MeshTrust['revocations']) => {
+            const id = meshId(mesh);
+            const data = encodeEvent({
+              v: 1,
+              type: 'mesh.revocations',
+              mesh: id,
+              from: 'operator',
+              sentAtMs: Date.now(),
+              body: list,
+            });
+            await figures.publish(id, subjectFor(id, 'mesh.revocations'), data);
           },
         }
       : {}),

@@ -53,6 +53,22 @@ export class FiguresCollector {
     this.#now = opts.now ?? Date.now;
   }
 
+  /**
+   * Publishes `data` on `subject` over the connection mesh `meshId` is followed on (watch() first);
+   * best effort: false when that connection is not up.
+   */
+  async publish(meshId: string, subject: string, data: Uint8Array): Promise<boolean> {
+    const entry = this.#meshes.get(meshId);
+    const connection = entry && this.#connections.get(entry.servers);
+    if (!connection) return false;
+    try {
+      (await connection).publish(subject, data);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Follows the reports of mesh `meshId` (EdgeMesh `key`) on `servers`. Idempotent. */
   watch(meshId: string, key: string, servers: string[]): void {
     const list = servers.join(',');

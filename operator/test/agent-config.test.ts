@@ -11,7 +11,11 @@ const mesh = (security: Record<string, unknown> = {}): EdgeMesh => ({
   spec: edgeMeshSpecSchema.parse({ controlPlane: { natsUrl: 'nats://nats:4222' }, security }),
 });
 
-const trust = { issuer: { url: 'https://issuer.edgemesh-system.svc:7443', certPem: 'x' }, bundlePem: 'y' };
+const trust = {
+  issuer: { url: 'https://issuer.edgemesh-system.svc:7443', certPem: 'x' },
+  bundlePem: 'y',
+  revocations: { nodes: [], issuedAtMs: 1, signature: 'z' },
+};
 
 describe('the agent configuration the operator writes (a contract between the two)', () => {
   it('is one the agent accepts, with mTLS through the issuer', () => {
@@ -25,6 +29,7 @@ describe('the agent configuration the operator writes (a contract between the tw
       name: 'cdn',
     });
     assert.equal(config.security.trustBundleFile, '/etc/edgemesh/trust/ca.crt');
+    assert.equal(config.security.revocationsFile, '/etc/edgemesh/trust/revoked.json');
   });
 
   it('turns mTLS off only when the mesh says so', () => {

@@ -209,6 +209,11 @@ export const agentConfigSchema = z.strictObject({
          * read again every few seconds. Default: the file CA's certificate.
          */
         trustBundleFile: z.optional(z.string().check(z.minLength(1))),
+        /**
+         * The mesh's revocation list (the trust ConfigMap's revoked.json; the operator writes this),
+         * signed by the mesh CA, read again every few seconds; lists also come over NATS.
+         */
+        revocationsFile: z.optional(z.string().check(z.minLength(1))),
         /** Life of this node's certificates (renewed at two thirds of it). */
         certificateTtlSeconds: z._default(int(60, 86_400), 86_400),
       })
@@ -227,6 +232,42 @@ export const agentConfigSchema = z.strictObject({
           path: ['trustBundleFile'],
         }),
       ),
+    {},
+  ),
+  access: z.prefault(
+    z.strictObject({
+      /** Static client tokens: a YAML or JSON file `{ tokens: [{ name, token }] }`, read again as it changes. */
+      tokensFile: z.optional(z.string().check(z.minLength(1))),
+      /** Kubernetes ServiceAccount tokens (projected, for `audience`), checked against the cluster's keys. */
+      serviceAccounts: z.optional(
+        z.strictObject({
+          issuer: z.string().check(z.minLength(1), z.maxLength(2048)),
+          jwksFile: z.string().check(z.minLength(1)),
+          audience: z._default(z.string().check(z.minLength(1)), 'edgemesh.p2p.dev'),
+        }),
+      ),
+      /** What clients without a token may do, on every key and topic (default: nothing). */
+      anonymous: z._default(z.enum(['none', 'read', 'all']), 'none'),
+      /** Who may do what (a client gets what every rule naming it or its groups gives). */
+      rules: z._default(
+        z.array(
+          z.strictObject({
+            subjects: z.array(z.string().check(z.minLength(1), z.maxLength(320))).check(z.minLength(1)),
+            verbs: z.array(z.enum(['read', 'write', 'purge', 'send', 'receive'])).check(z.minLength(1)),
+            prefixes: z._default(z.array(z.string().check(z.maxLength(512))).check(z.minLength(1)), ['']),
+          }),
+        ),
+        [
+          {
+            subjects: ['authenticated'],
+            verbs: ['read', 'write', 'purge', 'send', 'receive'],
+            prefixes: [''],
+          },
+        ],
+      ),
+      /** Serve /metrics without a token (for Prometheus). */
+      publicMetrics: z._default(bool, true),
+    }),
     {},
   ),
   telemetry: z.prefault(

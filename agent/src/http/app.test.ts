@@ -55,6 +55,7 @@ describe('HTTP API', () => {
       grpc: { host: '127.0.0.1', port: 0 },
       store: { dir, maxBytes: '64Mi', maxObjectBytes: '16Mi', memoryBytes: '8Mi' },
       security: { ca: { certFile: ca.certFile, keyFile: ca.keyFile } },
+      access: { anonymous: 'all' },
     });
     agent = await startAgent(config, { logger: createLogger({ level: 'silent', nodeId: 'test' }), clock });
     base = `http://127.0.0.1:${agent.httpPort}`;

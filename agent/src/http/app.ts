@@ -8,7 +8,8 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
 import { type ExchangeDeps, receiveHandler, sendHandler } from '../exchange/routes.ts';
 import { HttpError, sendError, toHttpError } from './errors.ts';
-import { objectsHandler } from './objects.ts';
+import { objectsHandler, requestKey } from './objects.ts';
+import type { AccessControl, Principal, Verb } from './access.ts';
 
 export interface AppDeps {
   store: ObjectStore;
@@ -23,7 +24,21 @@ export interface AppDeps {
   logger: Logger;
   status: () => unknown;
   ready: () => boolean;
+  /** Who clients are and what they may do; absent: everyone may do everything (tests of the API alone). */
+  access?: AccessControl;
+  /** Serve /metrics without a token. */
+  publicMetrics?: boolean;
 }
+
+/** The verb a request on an object is. */
+const objectVerb = (method: string): Verb | undefined =>
+  method === 'GET' || method === 'HEAD'
+    ? 'read'
+    : method === 'PUT'
+      ? 'write'
+      : method === 'DELETE'
+        ? 'purge'
+        : undefined;
 
 /** The agent's HTTP API for local workloads (design.md), plus health and metrics. */
 export function createApp(deps: AppDeps): express.Express {
@@ -50,14 +65,64 @@ export function createApp(deps: AppDeps): express.Express {
   app.get('/readyz', (_req, res) => {
     res.status(deps.ready() ? 200 : 503).json({ status: deps.ready() ? 'ready' : 'starting' });
   });
-  app.get('/metrics', (req, res) => deps.metrics.handle(req, res));
+  const access = deps.access;
+  if (deps.publicMetrics !== false) app.get('/metrics', (req, res) => deps.metrics.handle(req, res));
+  // Every other call says who it is (docs/security.md); a bad token is a 401, not anonymous.
+  if (access) {
+    app.use((req, res, next) => {
+      access.authenticate(req.get('authorization')).then(
+        (principal) => {
+          if (!principal) {
+            Counters.bump(deps.counters.clientsRefused, 'unauthenticated');
+            res.set('WWW-Authenticate', 'Bearer realm="edgemesh"');
+            return sendError(res, new HttpError(401, 'Unauthenticated', 'a valid Bearer token is required'));
+          }
+          res.locals.principal = principal;
+          next();
+        },
+        (error: unknown) => next(error),
+      );
+    });
+  }
+  /** Refuses (403) unless the request's client may `verb` on `name`. */
+  const may = (res: Response, verb: Verb, name: string): boolean => {
+    const principal = res.locals.principal as Principal | undefined;
+    if (!access || !principal || access.allows(principal, verb, name)) return true;
+    Counters.bump(deps.counters.clientsRefused, 'unauthorized');
+    sendError(
+      res,
+      new HttpError(403, 'Forbidden', `${principal.name} may not ${verb} ${JSON.stringify(name)}`),
+    );
+    return false;
+  };
+  if (deps.publicMetrics === false) app.get('/metrics', (req, res) => deps.metrics.handle(req, res));
   app.get('/v1/status', (_req, res) => {
+    const principal = res.locals.principal as Principal | undefined;
+    if (access && principal && !access.allowsStatus(principal))
+      return sendError(res, new HttpError(403, 'Forbidden', 'anonymous clients may not see the status here'));
     res.json(deps.status());
   });
-  app.all('/v1/objects/{*key}', objectsHandler(deps));
+  const objects = objectsHandler(deps);
+  app.all('/v1/objects/{*key}', (req, res) => {
+    const verb = objectVerb(req.method);
+    let key: string | undefined;
+    try {
+      key = requestKey(req); // the very key the handler acts on
+    } catch {
+      // a malformed key: the handler answers 400 and acts on nothing
+    }
+    if (verb && key !== undefined && !may(res, verb, key)) return;
+    return objects(req, res);
+  });
   if (deps.exchange) {
-    app.post('/v1/exchange/:target/:topic', sendHandler(deps.exchange));
-    app.get('/v1/exchange/:topic', receiveHandler(deps.exchange));
+    const send = sendHandler(deps.exchange);
+    const receive = receiveHandler(deps.exchange);
+    app.post('/v1/exchange/:target/:topic', (req, res) => {
+      if (may(res, 'send', String(req.params.topic))) return send(req, res);
+    });
+    app.get('/v1/exchange/:topic', (req, res) => {
+      if (may(res, 'receive', String(req.params.topic))) receive(req, res);
+    });
   }
   app.use((req, res) => {
     sendError(res, new HttpError(404, 'NotFound', `no route ${req.method} ${req.path}`));

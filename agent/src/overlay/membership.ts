@@ -241,6 +241,16 @@ export class Membership {
     );
   }
 
+  /** Forgets a member at once (its certificate was revoked): no probe, no connection, no placement. */
+  evict(nodeId: string): void {
+    const member = this.#members.get(nodeId);
+    if (!member) return;
+    this.#members.delete(nodeId);
+    member.transport.close();
+    this.#opts.logger.warn({ member: nodeId }, 'member revoked: evicted');
+    this.#opts.onChange?.();
+  }
+
   /** Probes `nodeId` directly, then through others; updates its state. Resolves when done. */
   async probe(nodeId: string): Promise<void> {
     const member = this.#members.get(nodeId);

@@ -168,6 +168,11 @@ export class Overlay {
     return self && { nodeId: self.nodeId, grpc: self.grpc };
   }
 
+  /** Forgets revoked members at once. */
+  evict(nodeIds: Iterable<string>): void {
+    for (const nodeId of nodeIds) this.#membership?.evict(nodeId);
+  }
+
   /** Calls `listener` whenever a member comes or goes. */
   onMembershipChange(listener: () => void): void {
     this.#listeners.push(listener);

@@ -33,6 +33,8 @@ export class Counters {
   readonly requests = new Map<string, number>();
   /** Peer calls and claims refused, by why (unauthenticated: no valid certificate; claim: a node id not the caller's). */
   readonly peersRefused = new Map<string, number>();
+  /** Local clients refused, by why (unauthenticated: no valid token; unauthorized: not allowed that). */
+  readonly clientsRefused = new Map<string, number>();
 
   static bump(map: Map<string, number>, key: string, by = 1): void {
     map.set(key, (map.get(key) ?? 0) + by);
@@ -53,6 +55,7 @@ export class Counters {
       originFetches: this.originFetches,
       bytesFromOrigin: this.bytesFromOrigin,
       peersRefused: Object.fromEntries(this.peersRefused),
+      clientsRefused: Object.fromEntries(this.clientsRefused),
       control: {
         messagesIn: this.controlMessagesIn,
         bytesIn: this.controlBytesIn,

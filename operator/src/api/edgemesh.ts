@@ -153,6 +153,12 @@ export const edgeMeshSpecSchema = z
       .strictObject({
         /** mTLS between agents with operator-issued, node-bound identities. */
         mtls: z.boolean().default(true),
+        /**
+         * Nodes whose certificates every agent of the mesh refuses within seconds (a revocation list
+         * signed by the mesh CA, over the control plane and in the trust ConfigMap), and that are
+         * issued no new certificate. Remove a node to let it back in.
+         */
+        revokedNodes: z.array(z.string().min(1).max(253)).max(1000).optional(),
         runAsUser: z.int().min(1).max(2_147_483_647).default(65532),
       })
       .prefault({}),

@@ -14,6 +14,12 @@ const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 /** How long one request may wait on the API server before it is answered 503. */
 const API_DEADLINE_MS = 15_000;
 
+/** A rejection handler that turns a failure to read into IssuanceUnavailable. */
+const unavailableWith = (what: string) => (error: unknown) => {
+  if (error instanceof IssuanceUnavailable) throw error;
+  throw new IssuanceUnavailable(`${what}: ${(error as Error).message}`, { cause: error });
+};
+
 /** `work`, or IssuanceUnavailable once API_DEADLINE_MS has passed. */
 function withinDeadline<T>(work: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -34,6 +40,8 @@ export interface IssuerServerOptions {
   api: IssuanceApi;
   /** The mesh's CA, or undefined when the mesh has none (yet). */
   meshCa(mesh: MeshRef): Promise<MeshCa | undefined>;
+  /** The nodes the mesh has revoked (its spec.security.revokedNodes): they get no certificate. */
+  revoked?(mesh: MeshRef): Promise<readonly string[]>;
   logger: Logger;
   /** Hears each outcome ('issued', a refusal's reason, 'unavailable', 'bad-request'), for metrics. */
   onOutcome?: (outcome: string) => void;
@@ -138,6 +146,10 @@ async function handle(opts: IssuerServerOptions, req: IncomingMessage, res: Serv
     const { node: decided } = await withinDeadline(
       authorizeNode(opts.api, ref, token, typeof node === 'string' ? node : undefined),
     );
+    const revoked =
+      opts.revoked && (await withinDeadline(opts.revoked(ref)).catch(unavailableWith('reading the mesh')));
+    if (revoked?.includes(decided))
+      throw new IssuanceRefused('Revoked', `${decided} is revoked in this mesh`);
     const ca = await withinDeadline(opts.meshCa(ref)).catch((error: unknown) => {
       if (error instanceof IssuanceUnavailable) throw error;
       throw new IssuanceUnavailable(`reading the mesh CA: ${(error as Error).message}`, { cause: error });

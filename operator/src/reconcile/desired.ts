@@ -85,6 +85,8 @@ export interface MeshTrust {
   issuer: { url: string; certPem: string };
   /** The mesh's CA certificates agents trust (two during a CA rotation). */
   bundlePem: string;
+  /** The revocation list, signed by the mesh CA (revoked.json; also sent on the control plane). */
+  revocations: { nodes: string[]; issuedAtMs: number; signature: string };
 }
 
 /** Where agents find their trust (a ConfigMap) and their projected ServiceAccount token. */
@@ -128,6 +130,7 @@ export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust): Record<string, u
               name: mesh.metadata.name,
             },
             trustBundleFile: `${TRUST_DIR}/ca.crt`,
+            revocationsFile: `${TRUST_DIR}/revoked.json`,
           }
         : { mtls: false },
   };
@@ -273,7 +276,11 @@ export function desiredChildren(
             apiVersion: 'v1',
             kind: 'ConfigMap',
             metadata: meta(trustConfigMapName(mesh)),
-            data: { 'ca.crt': trust.bundlePem, 'issuer.crt': trust.issuer.certPem },
+            data: {
+              'ca.crt': trust.bundlePem,
+              'issuer.crt': trust.issuer.certPem,
+              'revoked.json': `${JSON.stringify(trust.revocations)}\n`,
+            },
           },
         ]
       : []),

@@ -30,6 +30,8 @@ export interface ReconcileDeps {
    * absent when this operator serves no issuance.
    */
   meshTrust?(mesh: EdgeMesh): Promise<MeshTrust>;
+  /** Sends the mesh's revocation list to its agents on the control plane (best effort). */
+  publishRevocations?(mesh: EdgeMesh, list: MeshTrust['revocations']): Promise<void>;
   /** The agents' reported figures (hit ratio, bytes from peers and origins), once any arrived. */
   figures?: FiguresCollector;
   logger: Logger;
@@ -77,6 +79,8 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   }
   if (!blocker) {
     await Promise.all(desiredChildren(mesh, nodes, trust).map((child) => deps.apply(child)));
+    // Revocations reach running agents within seconds this way; the ConfigMap serves those that start.
+    if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
   }
   await report(deps, mesh, blocker, nodes);
   return blocker ? { requeueAfterMs: BLOCKED_RECHECK_MS } : undefined;

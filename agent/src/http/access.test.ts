@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type CryptoKey, exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { createLogger } from '../telemetry/logger.ts';
+import { AccessControl, parseTokens } from './access.ts';
+
+const ISSUER = 'https://kubernetes.default.svc.cluster.local';
+
+describe('local client access', () => {
+  let dir: string;
+  let access: AccessControl;
+  let key: CryptoKey;
+  const jwt = (sub: string, opts: { aud?: string; iss?: string; expiresIn?: string; by?: CryptoKey } = {}) =>
+    new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setSubject(sub)
+      .setIssuer(opts.iss ?? ISSUER)
+      .setAudience(opts.aud ?? 'edgemesh.p2p.dev')
+      .setIssuedAt()
+      .setExpirationTime(opts.expiresIn ?? '10m')
+      .sign(opts.by ?? key);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-access-'));
+    const pair = await generateKeyPair('ES256');
+    key = pair.privateKey;
+    await writeFile(
+      join(dir, 'jwks.json'),
+      JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256' }] }),
+    );
+    await writeFile(
+      join(dir, 'tokens.yaml'),
+      'tokens:\n  - { name: ci, token: ci-token-0123456789 }\n  - { name: reader, token: reader-token-0123456789 }\n',
+    );
+    access = new AccessControl(
+      {
+        tokensFile: join(dir, 'tokens.yaml'),
+        serviceAccounts: { issuer: ISSUER, jwksFile: join(dir, 'jwks.json'), audience: 'edgemesh.p2p.dev' },
+        anonymous: 'none',
+        rules: [
+          { subjects: ['token:ci'], verbs: ['read', 'write', 'purge', 'send', 'receive'], prefixes: [''] },
+          { subjects: ['token:reader'], verbs: ['read'], prefixes: ['public/'] },
+          { subjects: ['system:serviceaccounts:shop'], verbs: ['read', 'write'], prefixes: ['shop/'] },
+          { subjects: ['system:serviceaccount:shop:orders'], verbs: ['receive'], prefixes: ['orders'] },
+        ],
+      },
+      createLogger({ level: 'silent', nodeId: 't' }),
+    );
+    await access.start();
+  });
+  after(async () => {
+    access.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('knows static tokens and ServiceAccount tokens, and nothing else', async () => {
+    assert.equal((await access.authenticate('Bearer ci-token-0123456789'))?.name, 'token:ci');
+    const sa = await access.authenticate(`Bearer ${await jwt('system:serviceaccount:shop:orders')}`);
+    assert.deepEqual(sa, {
+      name: 'system:serviceaccount:shop:orders',
+      groups: ['authenticated', 'system:serviceaccounts', 'system:serviceaccounts:shop'],
+    });
+    assert.equal((await access.authenticate(undefined))?.name, 'anonymous');
+    const other = (await generateKeyPair('ES256')).privateKey;
+    for (const bad of [
+      'Bearer nope-nope-nope-nope',
+      'Basic Y2k6Y2k=',
+      'Bearer ',
+      `Bearer ${await jwt('system:serviceaccount:shop:orders', { aud: 'https://kubernetes.default.svc' })}`,
+      `Bearer ${await jwt('system:serviceaccount:shop:orders', { iss: 'https://elsewhere' })}`,
+      `Bearer ${await jwt('system:serviceaccount:shop:orders', { by: other })}`,
+      `Bearer ${await jwt('system:serviceaccount:shop:orders', { expiresIn: '-1m' })}`,
+      `Bearer ${await jwt('alice')}`,
+    ])
+      assert.equal(await access.authenticate(bad), undefined, bad.slice(0, 40));
+  });
+
+  it('allows what the rules give, on their prefixes, and anonymous clients nothing by default', async () => {
+    const ci = (await access.authenticate('Bearer ci-token-0123456789'))!;
+    const reader = (await access.authenticate('Bearer reader-token-0123456789'))!;
+    const orders = (await access.authenticate(`Bearer ${await jwt('system:serviceaccount:shop:orders')}`))!;
+    const web = (await access.authenticate(`Bearer ${await jwt('system:serviceaccount:shop:web')}`))!;
+    const anonymous = (await access.authenticate(undefined))!;
+    assert.equal(access.allows(ci, 'purge', 'anything'), true);
+    assert.equal(access.allows(reader, 'read', 'public/a'), true);
+    assert.equal(access.allows(reader, 'read', 'private/a'), false);
+    assert.equal(access.allows(reader, 'write', 'public/a'), false);
+    assert.equal(access.allows(web, 'write', 'shop/cart'), true, 'through its namespace group');
+    assert.equal(access.allows(web, 'receive', 'orders'), false);
+    assert.equal(access.allows(orders, 'receive', 'orders'), true);
+    assert.equal(access.allows(anonymous, 'read', 'public/a'), false);
+    assert.equal(access.allowsStatus(anonymous), false);
+  });
+
+  it('refuses a tokens file that would hold a weak or nameless token', () => {
+    assert.throws(() => parseTokens('tokens: [{ name: a, token: short }]'), /at least 16/);
+    assert.throws(() => parseTokens('tokens: [{ token: aaaaaaaaaaaaaaaaaaaa }]'), /name/);
+    assert.throws(() => parseTokens('nope: 1'), /tokens file/);
+  });
+});

@@ -1,0 +1,190 @@
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
+import { parse as parseYaml } from 'yaml';
+import type { Logger } from '../telemetry/logger.ts';
+
+/** What a client may do: on object keys (read, write, purge), on exchange topics (send, receive). */
+export const VERBS = ['read', 'write', 'purge', 'send', 'receive'] as const;
+export type Verb = (typeof VERBS)[number];
+
+/** An authenticated client (or `anonymous`), and the groups rules may name. */
+export interface Principal {
+  /** `token:<name>`, `system:serviceaccount:<namespace>:<name>`, or `anonymous`. */
+  name: string;
+  /** `authenticated`, `system:serviceaccounts`, `system:serviceaccounts:<namespace>`; or `anonymous`. */
+  groups: string[];
+}
+
+export interface AccessRule {
+  /** Principal names or groups the rule is for. */
+  subjects: string[];
+  verbs: Verb[];
+  /** Key (read, write, purge) or topic (send, receive) prefixes; `''` is everything. */
+  prefixes: string[];
+}
+
+export interface AccessConfig {
+  /** A YAML or JSON file `{ tokens: [{ name, token }] }`: static client tokens, read again as it changes. */
+  tokensFile?: string | undefined;
+  /** Kubernetes ServiceAccount tokens, verified against the cluster's signing keys (no API call). */
+  serviceAccounts?:
+    | {
+        /** The cluster's service-account issuer (the tokens' `iss`). */
+        issuer: string;
+        /** The cluster's JWKS (`/openid/v1/jwks`), as the operator writes it; read again as it changes. */
+        jwksFile: string;
+        /** The audience the tokens must be for. */
+        audience: string;
+      }
+    | undefined;
+  /** What anonymous clients (no token) may do, on every key and topic: nothing, read, or all. */
+  anonymous: 'none' | 'read' | 'all';
+  rules: AccessRule[];
+}
+
+const ANONYMOUS: Principal = { name: 'anonymous', groups: ['anonymous'] };
+/** How long a verified ServiceAccount token is taken without verifying it again (it may expire sooner). */
+const TOKEN_CACHE_MS = 60_000;
+const MAX_CACHED = 10_000;
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/**
+ * Who a local client is, and what it may do. A request carries `Authorization: Bearer <token>`: a
+ * static token from the tokens file (`token:<name>`), or a projected ServiceAccount token for the
+ * mesh's audience, checked against the cluster's keys (signature, issuer, audience, expiry), as
+ * `system:serviceaccount:<namespace>:<name>`. No header: anonymous, allowed only what
+ * `anonymous` says. A token that is present but not valid is refused (never anonymous).
+ */
+export class AccessControl {
+  readonly #config: AccessConfig;
+  readonly #logger: Logger;
+  #tokens = new Map<string, string>(); // sha256(token) -> name
+  #jwks: ReturnType<typeof createLocalJWKSet> | undefined;
+  readonly #verified = new Map<string, { principal: Principal; untilMs: number }>();
+  #timer: NodeJS.Timeout | undefined;
+  #seen = { tokens: '', jwks: '' };
+
+  constructor(config: AccessConfig, logger: Logger) {
+    this.#config = config;
+    this.#logger = logger;
+  }
+
+  /** Reads the token and key files now, and again every `intervalMs`. */
+  async start(intervalMs = 5000): Promise<void> {
+    await this.#reload();
+    this.#timer = setInterval(() => {
+      this.#reload().catch((error: unknown) =>
+        this.#logger.warn({ err: (error as Error).message }, 'access files not read'),
+      );
+    }, intervalMs);
+    this.#timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** The client an Authorization header names; undefined when it names none validly (a 401). */
+  async authenticate(authorization: string | undefined): Promise<Principal | undefined> {
+    if (!authorization) return ANONYMOUS;
+    const token = /^Bearer ([A-Za-z0-9._~+/=-]{1,8192})$/.exec(authorization)?.[1];
+    if (!token) return undefined;
+    const name = this.#tokens.get(sha256(token));
+    if (name !== undefined) return { name: `token:${name}`, groups: ['authenticated'] };
+    const sa = this.#config.serviceAccounts;
+    if (!sa || !this.#jwks || token.split('.').length !== 3) return undefined;
+    const cached = this.#verified.get(token);
+    const now = Date.now();
+    if (cached && cached.untilMs > now) return cached.principal;
+    try {
+      const { payload } = await jwtVerify(token, this.#jwks, {
+        issuer: sa.issuer,
+        audience: sa.audience,
+        algorithms: ['RS256', 'ES256'],
+      });
+      const m = /^system:serviceaccount:([a-z0-9-.]{1,253}):([a-z0-9-.]{1,253})$/.exec(payload.sub ?? '');
+      if (!m) return undefined;
+      const principal = {
+        name: payload.sub!,
+        groups: ['authenticated', 'system:serviceaccounts', `system:serviceaccounts:${m[1]}`],
+      };
+      if (this.#verified.size >= MAX_CACHED) this.#verified.clear();
+      this.#verified.set(token, {
+        principal,
+        untilMs: Math.min(now + TOKEN_CACHE_MS, (payload.exp ?? 0) * 1000),
+      });
+      return principal;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Whether `principal` may `verb` on `name` (a key or a topic). */
+  allows(principal: Principal, verb: Verb, name: string): boolean {
+    if (principal.name === 'anonymous') {
+      const anonymous = this.#config.anonymous;
+      if (anonymous === 'all' || (anonymous === 'read' && verb === 'read')) return true;
+    }
+    const who = new Set([principal.name, ...principal.groups]);
+    return this.#config.rules.some(
+      (rule) =>
+        rule.verbs.includes(verb) &&
+        rule.subjects.some((s) => who.has(s)) &&
+        rule.prefixes.some((prefix) => name.startsWith(prefix)),
+    );
+  }
+
+  /** Whether `principal` may see the node's status: any authenticated client, anonymous ones when allowed anything. */
+  allowsStatus(principal: Principal): boolean {
+    return principal.name !== 'anonymous' || this.#config.anonymous !== 'none';
+  }
+
+  async #reload(): Promise<void> {
+    const { tokensFile, serviceAccounts } = this.#config;
+    if (tokensFile) {
+      try {
+        const text = await readFile(tokensFile, 'utf8');
+        if (text !== this.#seen.tokens) {
+          this.#seen.tokens = text;
+          this.#tokens = parseTokens(text);
+          this.#logger.info({ tokens: this.#tokens.size }, 'client tokens loaded');
+        }
+      } catch (error) {
+        this.#logger.warn({ err: (error as Error).message }, 'client tokens not read; the last ones stay');
+      }
+    }
+    if (serviceAccounts) {
+      try {
+        const text = await readFile(serviceAccounts.jwksFile, 'utf8');
+        if (text !== this.#seen.jwks) {
+          this.#seen.jwks = text;
+          this.#jwks = createLocalJWKSet(JSON.parse(text) as JSONWebKeySet);
+          this.#verified.clear();
+          this.#logger.info('cluster token keys loaded');
+        }
+      } catch (error) {
+        this.#logger.warn(
+          { err: (error as Error).message },
+          'cluster token keys not read; the last ones stay',
+        );
+      }
+    }
+  }
+}
+
+/** The tokens of a tokens file, by the SHA-256 of each token; throws on a file that is not one. */
+export function parseTokens(text: string): Map<string, string> {
+  const raw = parseYaml(text) as { tokens?: unknown };
+  if (!raw || !Array.isArray(raw.tokens)) throw new Error('a tokens file is { tokens: [{ name, token }] }');
+  const tokens = new Map<string, string>();
+  for (const entry of raw.tokens as unknown[]) {
+    const { name, token } = (entry ?? {}) as { name?: unknown; token?: unknown };
+    if (typeof name !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(name))
+      throw new Error('each token has a name of 1-64 of [A-Za-z0-9._-]');
+    if (typeof token !== 'string' || token.length < 16 || !/^[A-Za-z0-9._~+/=-]+$/.test(token))
+      throw new Error(`token ${name}: at least 16 characters of [A-Za-z0-9._~+/=-]`);
+    tokens.set(sha256(token), name);
+  }
+  return tokens;
+}
