@@ -1,7 +1,9 @@
 /**
  * transfer: an object PUT on agent A, fetched by a client of agent B (B pulls it from A over gRPC,
- * verifying every chunk and writing it to its store while streaming it out). Side by side: a raw TCP
- * stream between two Node processes, the practical limit for moving bytes between two processes here.
+ * verifying every chunk and writing it to its store while streaming it out), with mutual TLS between
+ * the agents (the default). Side by side: the same between agents in plaintext (what mTLS costs), and a
+ * raw TCP stream between two Node processes, the practical limit for moving bytes between two
+ * processes here.
  * Each rep uses two fresh agents, warmed up with a 32 MiB transfer first.
  */
 import { spawn } from 'node:child_process';
@@ -76,11 +78,13 @@ function get(url: string, bytes: number): Promise<{ MBps: number; source: string
   });
 }
 
-/** One mesh transfer between two fresh agents. */
-async function meshTransfer(dir: string, bytes: number, rep: number) {
+/** One mesh transfer between two fresh agents (mutual TLS between them, unless `plaintext`). */
+async function meshTransfer(dir: string, bytes: number, rep: number, plaintext = false) {
   const agents: AgentProcess[] = [];
+  const security = plaintext ? ['--security.mtls', 'false'] : [];
   try {
     const a = await startAgentProcess([
+      ...security,
       '--node-id',
       'a',
       '--store.dir',
@@ -92,6 +96,7 @@ async function meshTransfer(dir: string, bytes: number, rep: number) {
     ]);
     agents.push(a);
     const b = await startAgentProcess([
+      ...security,
       ...[
         '--node-id',
         'b',
@@ -125,28 +130,34 @@ async function meshTransfer(dir: string, bytes: number, rep: number) {
 export async function run(quick: boolean): Promise<void> {
   const bytes = (quick ? 256 : 1024) * MiB;
   const reps = quick ? 1 : 3;
-  console.log(`# transfer: ${bytes / MiB} MiB A -> B over gRPC vs raw TCP, ${reps} rep(s) each, alternating`);
+  console.log(
+    `# transfer: ${bytes / MiB} MiB A -> B over gRPC with mTLS, over gRPC in plaintext, and raw TCP, ${reps} rep(s) each, alternating`,
+  );
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-transfer-'));
   const raw: number[] = [];
   const mesh: { meshMBps: number; putMBps: number; localMBps: number }[] = [];
+  const plain: number[] = [];
   try {
     for (let rep = 0; rep < reps; rep++) {
       raw.push(await rawTcp(bytes));
       mesh.push(await meshTransfer(dir, bytes, rep));
+      plain.push((await meshTransfer(dir, bytes, rep, true)).meshMBps);
       const m = mesh.at(-1)!;
       console.log(
-        `# rep ${rep + 1}: raw TCP ${raw.at(-1)!.toFixed(0)} MB/s | mesh A->B ${m.meshMBps.toFixed(0)} MB/s ` +
-          `| PUT into A ${m.putMBps.toFixed(0)} MB/s | local hit on B ${m.localMBps.toFixed(0)} MB/s`,
+        `# rep ${rep + 1}: raw TCP ${raw.at(-1)!.toFixed(0)} MB/s | mesh A->B ${m.meshMBps.toFixed(0)} MB/s (mTLS), ` +
+          `${plain.at(-1)!.toFixed(0)} MB/s (plaintext) | PUT into A ${m.putMBps.toFixed(0)} MB/s | local hit on B ${m.localMBps.toFixed(0)} MB/s`,
       );
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
   const meshMBps = median(mesh.map((m) => m.meshMBps));
+  const plainMBps = median(plain);
   const rawMBps = median(raw);
   console.log(
-    `# medians: mesh ${meshMBps.toFixed(0)} MB/s, raw TCP ${rawMBps.toFixed(0)} MB/s; goal ratio >= 0.5`,
+    `# medians: mesh ${meshMBps.toFixed(0)} MB/s with mTLS, ${plainMBps.toFixed(0)} MB/s in plaintext ` +
+      `(mTLS costs ${((1 - meshMBps / plainMBps) * 100).toFixed(0)}%), raw TCP ${rawMBps.toFixed(0)} MB/s; goal ratio >= 0.5`,
   );
   console.log(
     JSON.stringify({
@@ -154,6 +165,8 @@ export async function run(quick: boolean): Promise<void> {
       bytes,
       reps,
       mesh_MBps: round(meshMBps, 1),
+      mesh_plaintext_MBps: round(plainMBps, 1),
+      mtls_cost: round(1 - meshMBps / plainMBps, 3),
       raw_tcp_MBps: round(rawMBps, 1),
       ratio: round(meshMBps / rawMBps, 3),
       put_MBps: round(median(mesh.map((m) => m.putMBps)), 1),

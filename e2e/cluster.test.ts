@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { parse as parseYaml } from 'yaml';
 import { CHART, helm, objects, template } from '../charts/lib/helm.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
 import { edgeMeshSpecSchema } from '../operator/src/api/edgemesh.ts';
@@ -280,7 +281,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     await waitReady('default', 'secured');
   });
 
-  it('issues node certificates through its endpoint: an agent pod gets one for its own node, no other', async () => {
+  it('issues node certificates through its endpoint (an agent pod gets one for its own node, no other; none once revoked); its agents take their clients’ ServiceAccount tokens', async () => {
     const [namespace, name] = MESHES.cdn;
     const ds = get<{
       spec: { template: { spec: { volumes: { name: string; projected?: unknown }[] } } };
@@ -341,12 +342,44 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         ...['--security.trust-bundle-file', join(dir, 'ca.crt')],
       ];
       // The agent of edge-0, as a real process: its certificate comes from the operator.
-      const agent = await startAgentProcess(args('edge-0'), 30_000);
+      // Its clients, as the operator configures them: the cluster's token keys (jwks.json) and the
+      // mesh's rules (by default: the ServiceAccounts of its namespace).
+      writeFileSync(join(dir, 'jwks.json'), trust.data['jwks.json']!);
+      const agentYaml = parseYaml(
+        get<{ data: Record<string, string> }>(['configmap', `edgemesh-${name}`, '-n', namespace]).data[
+          'agent.yaml'
+        ]!,
+      ) as { access: { serviceAccounts: { issuer: string; jwksFile: string }; rules: unknown[] } };
+      const access = agentYaml.access;
+      access.serviceAccounts.jwksFile = join(dir, 'jwks.json');
+      writeFileSync(join(dir, 'access.yaml'), JSON.stringify({ access }));
+      const agent = await startAgentProcess(
+        [...args('edge-0'), '--config', join(dir, 'access.yaml'), '--access.anonymous', 'none'],
+        30_000,
+      );
       try {
         assert.ok(
           agent.logs.some((l) => l.includes('"node certificate issued"') && l.includes(`"name":"${name}"`)),
           'issued for the mesh',
         );
+        const clientToken = (ns: string, audience = 'edgemesh.p2p.dev') =>
+          cp.kubectl(['create', 'token', 'default', '-n', ns, '--audience', audience]).trim();
+        const put = async (token: string) =>
+          (
+            await fetch(`${agent.url}/v1/objects/e2e/doc`, {
+              method: 'PUT',
+              body: 'x',
+              headers: { Authorization: `Bearer ${token}` },
+            })
+          ).status;
+        assert.equal(await put(clientToken(namespace)), 201, 'a workload of the mesh’s namespace writes');
+        assert.equal(await put(clientToken('edge')), 403, 'a workload of another namespace may not');
+        assert.equal(
+          await put(clientToken(namespace, 'https://kubernetes.default.svc')),
+          401,
+          'a token for the API server is no client token',
+        );
+        assert.equal((await fetch(`${agent.url}/v1/objects/e2e/doc`)).status, 403, 'anonymous: nothing');
       } finally {
         await agent.stop();
       }

@@ -228,7 +228,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     flowControlWindow: config.grpc.flowControlWindow,
     ...(credentials
       ? {
-          authenticate: (call) => credentials.authenticate(call.getAuthContext().sslPeerCertificate),
+          authenticate: (call) => credentials.identify(call.getAuthContext().sslPeerCertificate),
           refuse: (error) => {
             Counters.bump(counters.peersRefused, 'unauthenticated');
             return unauthenticated(error);
@@ -322,7 +322,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     status: () => buildStatus(config, store, overlay, counters, scrub),
     ready: () => ready,
   });
-  const http: HttpServer = createServer({ requestTimeout: 0 }, app);
+  // Headers must come within 10 s (a client that trickles them holds nothing for long); a body or a
+  // response may take as long as it keeps moving (a large PUT, an exchange stream).
+  const http: HttpServer = createServer({ requestTimeout: 0, headersTimeout: 10_000 }, app);
   http.listen(config.http.port, config.http.host);
   await once(http, 'listening');
   const httpPort = (http.address() as AddressInfo).port;

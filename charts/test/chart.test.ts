@@ -102,21 +102,21 @@ describe('the Helm chart', () => {
 
   it('grants least privilege: no wildcards, Secrets only read one by one or created (never listed, changed or deleted), Leases only in its namespace', () => {
     const rendered = objects(template());
-    type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
+    type Rule = { apiGroups?: string[]; resources?: string[]; nonResourceURLs?: string[]; verbs: string[] };
     const rules = (kind: string) =>
       rendered.filter((o) => o.kind === kind).flatMap((o) => (o as unknown as { rules: Rule[] }).rules);
     for (const rule of [...rules('ClusterRole'), ...rules('Role')]) {
-      for (const field of [rule.apiGroups, rule.resources, rule.verbs])
-        assert.ok(!field.includes('*'), JSON.stringify(rule));
+      for (const field of [rule.apiGroups, rule.resources, rule.nonResourceURLs, rule.verbs])
+        assert.ok(!field?.some((v) => v.includes('*')), JSON.stringify(rule));
       assert.ok(!rule.verbs.includes('delete'), 'the operator never deletes: owner references do');
     }
-    const secrets = rules('ClusterRole').filter((r) => r.resources.includes('secrets'));
+    const secrets = rules('ClusterRole').filter((r) => r.resources?.includes('secrets'));
     assert.deepEqual(
       secrets.flatMap((r) => r.verbs),
       ['get', 'create'],
     );
-    assert.ok(!rules('ClusterRole').some((r) => r.resources.includes('leases')));
-    assert.ok(rules('Role').some((r) => r.resources.includes('leases')));
+    assert.ok(!rules('ClusterRole').some((r) => r.resources?.includes('leases')));
+    assert.ok(rules('Role').some((r) => r.resources?.includes('leases')));
   });
 
   it('ships the CRD from crds/ (a link, not a copy)', () => {

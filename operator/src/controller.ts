@@ -213,6 +213,35 @@ export async function startOperator(
     revocationLists.set(key, { of, list });
     return list;
   };
+  /**
+   * The cluster's ServiceAccount token issuer and keys (OIDC discovery), which agents check their
+   * clients' tokens with; read again every 10 minutes (the API server rotates its keys), the last
+   * good answer kept when a read fails.
+   */
+  let tokens: { at: number; value: MeshTrust['clusterTokens'] } | undefined;
+  const clusterTokens = async (): Promise<MeshTrust['clusterTokens']> => {
+    if (tokens && Date.now() - tokens.at < 600_000) return tokens.value;
+    try {
+      const discovery = await http.request<{ issuer?: string }>('GET', '/.well-known/openid-configuration');
+      // The API server serves its keys only to a client that accepts a JWK set.
+      const jwks = await http.request<{ keys?: unknown[] }>(
+        'GET',
+        '/openid/v1/jwks',
+        undefined,
+        undefined,
+        'application/jwk-set+json, application/json',
+      );
+      if (!discovery.issuer || !Array.isArray(jwks.keys)) throw new Error('no issuer or keys in the answers');
+      tokens = { at: Date.now(), value: { issuer: discovery.issuer, jwks: `${JSON.stringify(jwks)}\n` } };
+    } catch (error) {
+      logger.warn(
+        { err: (error as Error).message },
+        'the cluster token keys could not be read; agents keep the last ones',
+      );
+      tokens = { at: Date.now() - 540_000, value: tokens?.value }; // try again in a minute
+    }
+    return tokens.value;
+  };
   const deps: ReconcileDeps = {
     figures,
     ...(issuer
@@ -232,6 +261,7 @@ export async function startOperator(
               issuer: { url: issuer.url, certPem: issuer.certPem },
               bundlePem: ca.trustPem,
               revocations: revocationsOf(mesh, ca),
+              clusterTokens: await clusterTokens(),
             };
           },
           publishRevocations: async (mesh: EdgeMesh, list: MeshTrust['revocations']) => {

@@ -215,7 +215,7 @@ export const agentConfigSchema = z.strictObject({
          */
         revocationsFile: z.optional(z.string().check(z.minLength(1))),
         /** Life of this node's certificates (renewed at two thirds of it). */
-        certificateTtlSeconds: z._default(int(60, 86_400), 86_400),
+        certificateTtlSeconds: z._default(int(10, 86_400), 86_400),
       })
       .check(
         z.refine((s) => !s.mtls || s.ca !== undefined || s.issuer !== undefined, {
@@ -267,6 +267,10 @@ export const agentConfigSchema = z.strictObject({
       ),
       /** Serve /metrics without a token (for Prometheus). */
       publicMetrics: z._default(bool, true),
+      /** Requests one client may have in progress at once; more are answered 429. */
+      maxConcurrentPerClient: z._default(int(1, 100_000), 256),
+      /** Requests per second one client may start, in bursts of as many (0: no limit); more: 429. */
+      requestsPerSecondPerClient: z._default(int(0, 1_000_000), 0),
     }),
     {},
   ),

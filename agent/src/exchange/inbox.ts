@@ -15,6 +15,9 @@ export const TOPIC = /^[A-Za-z0-9._-]{1,128}$/;
 export const MAX_QUEUED = 1000;
 /** Bytes kept per topic while no consumer reads it. */
 export const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+/** Bytes kept over all topics, and topics with a queue: past them the oldest queues lose messages first. */
+export const MAX_TOTAL_QUEUED_BYTES = 64 * 1024 * 1024;
+export const MAX_QUEUED_TOPICS = 1024;
 
 type Consumer = (message: ExchangeMessage) => void;
 
@@ -26,6 +29,7 @@ type Consumer = (message: ExchangeMessage) => void;
 export class Inbox {
   readonly #queues = new Map<string, { messages: ExchangeMessage[]; bytes: number }>();
   readonly #consumers = new Map<string, Set<Consumer>>();
+  #totalBytes = 0;
   dropped = 0;
 
   deliver(message: ExchangeMessage): void {
@@ -35,19 +39,44 @@ export class Inbox {
       return;
     }
     const queue = this.#queues.get(message.topic) ?? { messages: [], bytes: 0 };
+    this.#queues.set(message.topic, queue);
     queue.messages.push(message);
     queue.bytes += message.body.length;
-    while (queue.messages.length > MAX_QUEUED || queue.bytes > MAX_QUEUED_BYTES) {
-      queue.bytes -= queue.messages.shift()!.body.length;
-      this.dropped++;
+    this.#totalBytes += message.body.length;
+    while (queue.messages.length > MAX_QUEUED || queue.bytes > MAX_QUEUED_BYTES)
+      this.#dropOldest(message.topic);
+    // Over all topics: the queues made first lose their oldest messages first (a flood of topics or
+    // bytes for no receiver cannot grow the agent).
+    for (const topic of this.#queues.keys()) {
+      if (this.#totalBytes <= MAX_TOTAL_QUEUED_BYTES && this.#queues.size <= MAX_QUEUED_TOPICS) break;
+      while (
+        this.#queues.has(topic) &&
+        (this.#totalBytes > MAX_TOTAL_QUEUED_BYTES || this.#queues.size > MAX_QUEUED_TOPICS)
+      )
+        this.#dropOldest(topic);
     }
-    this.#queues.set(message.topic, queue);
+  }
+
+  /** Bytes waiting for a receiver, over all topics. */
+  get queuedBytes(): number {
+    return this.#totalBytes;
+  }
+
+  #dropOldest(topic: string): void {
+    const queue = this.#queues.get(topic);
+    const message = queue?.messages.shift();
+    if (!queue || !message) return;
+    queue.bytes -= message.body.length;
+    this.#totalBytes -= message.body.length;
+    this.dropped++;
+    if (queue.messages.length === 0) this.#queues.delete(topic);
   }
 
   /** Receives `topic`'s queued messages, then each new one, until the returned function is called. */
   subscribe(topic: string, consume: Consumer): () => void {
     const queued = this.#queues.get(topic);
     this.#queues.delete(topic);
+    this.#totalBytes -= queued?.bytes ?? 0;
     for (const message of queued?.messages ?? []) consume(message);
     const consumers = this.#consumers.get(topic) ?? new Set<Consumer>();
     consumers.add(consume);

@@ -40,6 +40,8 @@ describe('local client access', () => {
         tokensFile: join(dir, 'tokens.yaml'),
         serviceAccounts: { issuer: ISSUER, jwksFile: join(dir, 'jwks.json'), audience: 'edgemesh.p2p.dev' },
         anonymous: 'none',
+        maxConcurrentPerClient: 2,
+        requestsPerSecondPerClient: 10,
         rules: [
           { subjects: ['token:ci'], verbs: ['read', 'write', 'purge', 'send', 'receive'], prefixes: [''] },
           { subjects: ['token:reader'], verbs: ['read'], prefixes: ['public/'] },
@@ -93,6 +95,21 @@ describe('local client access', () => {
     assert.equal(access.allows(orders, 'receive', 'orders'), true);
     assert.equal(access.allows(anonymous, 'read', 'public/a'), false);
     assert.equal(access.allowsStatus(anonymous), false);
+  });
+
+  it('admits a client within its concurrency and rate, and again once it slows down', async () => {
+    const ci = (await access.authenticate('Bearer ci-token-0123456789'))!;
+    const reader = (await access.authenticate('Bearer reader-token-0123456789'))!;
+    const t = 1_000_000;
+    const first = access.admit(ci, t)!;
+    const second = access.admit(ci, t)!;
+    assert.equal(access.admit(ci, t), undefined, 'a third at once: over the concurrency');
+    assert.ok(access.admit(reader, t), 'another client is not held back');
+    first();
+    second();
+    for (let i = 2; i < 10; i++) access.admit(ci, t)?.();
+    assert.equal(access.admit(ci, t), undefined, 'the eleventh in the same instant: over the rate');
+    assert.ok(access.admit(ci, t + 200), 'a fifth of a second later: two more tokens');
   });
 
   it('refuses a tokens file that would hold a weak or nameless token', () => {

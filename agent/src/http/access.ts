@@ -41,6 +41,10 @@ export interface AccessConfig {
   /** What anonymous clients (no token) may do, on every key and topic: nothing, read, or all. */
   anonymous: 'none' | 'read' | 'all';
   rules: AccessRule[];
+  /** Requests one client may have in progress at once (more: 429). */
+  maxConcurrentPerClient: number;
+  /** Requests per second one client may start, with bursts of as many (0: no limit; more: 429). */
+  requestsPerSecondPerClient: number;
 }
 
 const ANONYMOUS: Principal = { name: 'anonymous', groups: ['anonymous'] };
@@ -62,6 +66,7 @@ export class AccessControl {
   #tokens = new Map<string, string>(); // sha256(token) -> name
   #jwks: ReturnType<typeof createLocalJWKSet> | undefined;
   readonly #verified = new Map<string, { principal: Principal; untilMs: number }>();
+  readonly #load = new Map<string, { inFlight: number; tokens: number; atMs: number }>();
   #timer: NodeJS.Timeout | undefined;
   #seen = { tokens: '', jwks: '' };
 
@@ -118,6 +123,35 @@ export class AccessControl {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * Admits one request of `principal` within its limits (concurrency, rate); the function to call when
+   * it ends, or undefined when it must wait (a 429).
+   */
+  admit(principal: Principal, now = Date.now()): (() => void) | undefined {
+    const { maxConcurrentPerClient: max, requestsPerSecondPerClient: rate } = this.#config;
+    let load = this.#load.get(principal.name);
+    if (!load) {
+      if (this.#load.size >= MAX_CACHED)
+        for (const [k, v] of this.#load) if (v.inFlight === 0) this.#load.delete(k);
+      load = { inFlight: 0, tokens: rate, atMs: now };
+      this.#load.set(principal.name, load);
+    }
+    if (load.inFlight >= max) return undefined;
+    if (rate > 0) {
+      load.tokens = Math.min(rate, load.tokens + ((now - load.atMs) / 1000) * rate);
+      load.atMs = now;
+      if (load.tokens < 1) return undefined;
+      load.tokens -= 1;
+    }
+    load.inFlight++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      load.inFlight--;
+    };
   }
 
   /** Whether `principal` may `verb` on `name` (a key or a topic). */

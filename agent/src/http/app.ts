@@ -77,6 +77,16 @@ export function createApp(deps: AppDeps): express.Express {
             res.set('WWW-Authenticate', 'Bearer realm="edgemesh"');
             return sendError(res, new HttpError(401, 'Unauthenticated', 'a valid Bearer token is required'));
           }
+          const release = access.admit(principal);
+          if (!release) {
+            Counters.bump(deps.counters.clientsRefused, 'over-limit');
+            res.set('Retry-After', '1');
+            return sendError(
+              res,
+              new HttpError(429, 'TooManyRequests', `${principal.name}: too many requests`),
+            );
+          }
+          res.once('close', release);
           res.locals.principal = principal;
           next();
         },

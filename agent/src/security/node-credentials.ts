@@ -3,6 +3,7 @@ import type { PeerCertificate } from 'node:tls';
 import type { experimental } from '@grpc/grpc-js';
 import {
   createNodeKey,
+  identityOfSan,
   type MeshRef,
   type NodeIdentity,
   readPemBundle,
@@ -70,6 +71,7 @@ export class NodeCredentials implements experimental.CertificateProvider {
   readonly #caListeners = new Set<CaListener>();
   readonly #identityListeners = new Set<IdentityListener>();
   readonly #verified = new Map<string, NodeIdentity & { validToMs: number }>();
+  readonly #identified = new Map<string, NodeIdentity>();
   #renewTimer: NodeJS.Timeout | undefined;
   #trustTimer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -134,8 +136,33 @@ export class NodeCredentials implements experimental.CertificateProvider {
   }
 
   /**
-   * The node a peer's certificate (as the TLS handshake gave it) names, checked: issued by a CA of
-   * the trust bundle and valid now, this mesh's, not revoked, and `expected` when given. Throws
+   * The node the certificate a caller presented at its connection's handshake names (the handshake
+   * checked it against the trust bundle and its validity): this mesh's, and not revoked now. For
+   * every call on a connection: a connection keeps the identity it was opened with (a renewal or a
+   * CA rotation interrupts nothing), and servers close connections after MAX_CONNECTION_AGE_MS, so
+   * none outlives its certificate by more than that. Throws PeerIdentityError.
+   */
+  identify(cert: PeerCertificate | undefined): string {
+    if (!cert?.raw) throw new PeerIdentityError('no certificate');
+    let identity = this.#identified.get(cert.fingerprint256);
+    if (!identity) {
+      identity = identityOfSan(cert.subjectaltname);
+      if (!identity) throw new PeerIdentityError('names no node identity');
+      if (this.#identified.size >= 10_000) this.#identified.clear();
+      this.#identified.set(cert.fingerprint256, identity);
+    }
+    if (!sameMesh(identity.mesh, this.mesh))
+      throw new PeerIdentityError(
+        `a node of mesh ${identity.mesh.namespace}/${identity.mesh.name}, not this one`,
+      );
+    if (this.#opts.revocations?.revoked(identity.node))
+      throw new PeerIdentityError(`${identity.node} is revoked`);
+    return identity.node;
+  }
+
+  /**
+   * The node a peer's certificate names, checked in full (for a handshake): issued by a CA of the
+   * trust bundle and valid now, this mesh's, not revoked, and `expected` when given. Throws
    * PeerIdentityError otherwise. Remembered per certificate until it ends.
    */
   authenticate(cert: PeerCertificate | undefined, expected?: string): string {
@@ -222,10 +249,12 @@ export class NodeCredentials implements experimental.CertificateProvider {
 
   #scheduleRenewal(retryMs?: number): void {
     if (this.#closed) return;
-    const { cert, obtainedAtMs } = this.#identity;
-    // Two thirds of the life it had when it came (its start is backdated for skewed clocks).
+    const { cert, obtainedAtMs, renewJitter } = this.#identity;
+    // Two thirds of the life it had when it came (its start is backdated for skewed clocks), less up
+    // to a twentieth, drawn once per certificate: agents started together do not all renew at once.
     const to = Date.parse(cert.validTo);
-    const at = obtainedAtMs + (to - obtainedAtMs) * (this.#opts.renewAt ?? 2 / 3);
+    const life = to - obtainedAtMs;
+    const at = obtainedAtMs + life * ((this.#opts.renewAt ?? 2 / 3) - renewJitter / 20);
     const delay = retryMs ?? Math.max(0, at - this.#opts.clock.now());
     // setTimeout takes at most 2^31-1 ms; a later renewal is rescheduled on the way.
     this.#renewTimer = setTimeout(
@@ -267,6 +296,8 @@ interface Material {
   cert: X509Certificate;
   /** When it was asked for. */
   obtainedAtMs: number;
+  /** In [0, 1): how much earlier than two thirds this one is renewed. */
+  renewJitter: number;
 }
 
 /** A fresh key, its certificate from the issuer, checked: this mesh's CA, this node, valid now. */
@@ -297,5 +328,8 @@ async function obtain(
     throw new PeerIdentityError(`${opts.issuer.name} issued a certificate for another mesh`);
   if (!cert.checkPrivateKey(createPrivateKey(key.keyPem)))
     throw new PeerIdentityError(`${opts.issuer.name} issued a certificate for another key`);
-  return { material: { certPem, keyPem: key.keyPem, cert, obtainedAtMs }, mesh: identity.mesh };
+  return {
+    material: { certPem, keyPem: key.keyPem, cert, obtainedAtMs, renewJitter: Math.random() },
+    mesh: identity.mesh,
+  };
 }

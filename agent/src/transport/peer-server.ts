@@ -133,6 +133,14 @@ export function channelOptions(flowControlWindow: number) {
 }
 
 /**
+ * A connection's life on the serving side: then the server asks the client to go (GOAWAY), the next
+ * calls open a new connection, with a new handshake (the certificates of now, checked against the
+ * trust bundle of now), and the calls in flight finish within the grace (a large transfer is not cut).
+ */
+export const MAX_CONNECTION_AGE_MS = 30 * 60_000;
+const MAX_CONNECTION_AGE_GRACE_MS = 6 * 3600_000;
+
+/**
  * Chunk requests of one zone that may wait for this node's upload; more are refused as busy, so the
  * swarm spreads them over other holders (and one zone's crowd never fills the line for others).
  */
@@ -145,7 +153,11 @@ const grpcError = (code: status, details: string) => Object.assign(new Error(det
 /** Serves this agent's store to peers: manifests, chunk streams with backpressure, pings. */
 export function createPeerServer(opts: PeerServerOptions): Server {
   const { store, node, logger } = opts;
-  const server = new Server(channelOptions(opts.flowControlWindow));
+  const server = new Server({
+    ...channelOptions(opts.flowControlWindow),
+    'grpc.max_connection_age_ms': MAX_CONNECTION_AGE_MS,
+    'grpc.max_connection_age_grace_ms': MAX_CONNECTION_AGE_GRACE_MS,
+  });
   server.addService(
     peerService,
     guarded(opts, {

@@ -162,6 +162,32 @@ export const edgeMeshSpecSchema = z
         runAsUser: z.int().min(1).max(2_147_483_647).default(65532),
       })
       .prefault({}),
+    /**
+     * Who may use the agents' HTTP API. Clients present a projected ServiceAccount token for the
+     * audience edgemesh.p2p.dev; without rules, the ServiceAccounts of the mesh's namespace may do
+     * everything.
+     */
+    access: z
+      .strictObject({
+        /** What clients without a token may do, on every key and topic. */
+        anonymous: z.enum(['none', 'read', 'all']).default('none'),
+        rules: z
+          .array(
+            z.strictObject({
+              /** system:serviceaccount:<ns>:<name>, system:serviceaccounts:<ns>, authenticated, anonymous. */
+              subjects: z.array(z.string().min(1).max(320)).min(1).max(100),
+              verbs: z
+                .array(z.enum(['read', 'write', 'purge', 'send', 'receive']))
+                .min(1)
+                .max(5),
+              /** Key (read, write, purge) or topic (send, receive) prefixes; '' is everything. */
+              prefixes: z.array(z.string().max(512)).min(1).max(100).default(['']),
+            }),
+          )
+          .max(100)
+          .optional(),
+      })
+      .prefault({}),
     telemetry: z
       .strictObject({
         otlpEndpoint: z

@@ -38,6 +38,7 @@ export class KubeHttp {
     path: string,
     body?: unknown,
     contentType = 'application/json',
+    accept = 'application/json',
   ): Promise<T> {
     // Credentials are read each time (tokens expire and are refreshed); the agent is made once.
     const opts: {
@@ -59,7 +60,7 @@ export class KubeHttp {
         keepAliveInitialDelay: 30_000,
       },
     });
-    const headers: Record<string, string> = { accept: 'application/json', ...(opts.headers ?? {}) };
+    const headers: Record<string, string> = { accept, ...(opts.headers ?? {}) };
     if (opts.auth) headers.authorization = `Basic ${Buffer.from(opts.auth).toString('base64')}`;
     if (body !== undefined) headers['content-type'] = contentType;
     const res = await fetch(`${this.#server}${path}`, {

@@ -87,6 +87,11 @@ export interface MeshTrust {
   bundlePem: string;
   /** The revocation list, signed by the mesh CA (revoked.json; also sent on the control plane). */
   revocations: { nodes: string[]; issuedAtMs: number; signature: string };
+  /**
+   * The cluster's ServiceAccount token issuer and signing keys (JWKS), with which agents check their
+   * clients' tokens; absent while the operator could not read them.
+   */
+  clusterTokens?: { issuer: string; jwks: string } | undefined;
 }
 
 /** Where agents find their trust (a ConfigMap) and their projected ServiceAccount token. */
@@ -118,6 +123,26 @@ export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust): Record<string, u
     controlPlane: { servers: spec.controlPlane.natsUrl.split(',') },
     transfer: { uploadBytesPerSecond: spec.transfer.uploadBytesPerSecond },
     log: { level: spec.agent.logLevel },
+    access: {
+      ...(trust?.clusterTokens
+        ? {
+            serviceAccounts: {
+              issuer: trust.clusterTokens.issuer,
+              jwksFile: `${TRUST_DIR}/jwks.json`,
+              audience: AGENT_TOKEN_AUDIENCE,
+            },
+          }
+        : {}),
+      anonymous: spec.access.anonymous,
+      // By default the ServiceAccounts of the mesh's own namespace may do everything.
+      rules: spec.access.rules ?? [
+        {
+          subjects: [`system:serviceaccounts:${mesh.metadata.namespace}`],
+          verbs: ['read', 'write', 'purge', 'send', 'receive'],
+          prefixes: [''],
+        },
+      ],
+    },
     security:
       spec.security.mtls && trust
         ? {
@@ -280,6 +305,7 @@ export function desiredChildren(
               'ca.crt': trust.bundlePem,
               'issuer.crt': trust.issuer.certPem,
               'revoked.json': `${JSON.stringify(trust.revocations)}\n`,
+              ...(trust.clusterTokens ? { 'jwks.json': trust.clusterTokens.jwks } : {}),
             },
           },
         ]
