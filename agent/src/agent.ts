@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { ObjectStore } from './cache/object-store.ts';
 import type { AgentConfig } from './config/schema.ts';
 import { PeerFetcher } from './fetch/peer-fetcher.ts';
@@ -106,6 +107,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       logger,
       now: () => clock.now(),
       file: config.security.revocationsFile,
+      stateFile: join(config.store.dir, 'revocations.json'),
     });
   await revocationList?.start();
   revocations.onRevoked((nodes) => overlay.evict(nodes));
@@ -165,6 +167,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     logger,
     clock,
     timeoutMs: config.transfer.peerTimeoutMs,
+    onOutcome: (peer, outcome) => overlay.reputation.record(peer.id, outcome),
     ...(verify ? { verify } : {}),
     ...(signer
       ? {
@@ -288,6 +291,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     },
     controlState: () => overlay.control.state(),
     repairBacklog: () => replicator.backlog,
+    distrustedPeers: () => overlay.reputation.distrusted(),
     node: { id: config.nodeId, zone: config.zone, region: config.region },
     readers: config.telemetry.otlpEndpoint ? [await otlpMetricReader(config.telemetry.otlpEndpoint)] : [],
   });
@@ -306,6 +310,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       nodeId: config.nodeId,
       targets: (target) => overlay.targets(target),
       timeoutMs: config.transfer.peerTimeoutMs,
+      onCutOff: () => Counters.bump(counters.clientsRefused, 'slow-receiver'),
     },
     origin: (key) =>
       getViaOrigin(key, {

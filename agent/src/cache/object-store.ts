@@ -330,7 +330,9 @@ export class ObjectStore {
       if (!lease.digests.has(digest)) throw new Error(`commit: chunk ${digest} is not held by the lease`);
     }
     const now = this.#opts.clock.now();
-    const createdAtMs = fields.createdAtMs ?? now;
+    // A version made here is newer than the one held, even when that one's clock ran ahead.
+    const createdAtMs =
+      fields.createdAtMs ?? Math.max(now, (this.#objects.get(fields.key)?.manifest.createdAtMs ?? -1) + 1);
     const purgedAt = this.#opts.purgedAt?.(fields.key);
     if (purgedAt !== undefined && createdAtMs <= purgedAt) throw new ObjectPurgedError(fields.key, purgedAt);
     const held = this.#objects.get(fields.key)?.manifest;

@@ -12,6 +12,9 @@ export const DEFAULT_TOMBSTONE_TTL_MS = 7 * 24 * 3600 * 1000;
  * purge outlives restarts. A version of a key created at or before its purge is dead: it is not
  * stored, served or replicated again. Tombstones expire after `ttlMs`.
  */
+/** Tombstones kept at most (each up to about 1 KB with its signature). */
+export const MAX_TOMBSTONES = 50_000;
+
 export class Tombstones {
   readonly #file: string;
   readonly #tmpDir: string;
@@ -71,10 +74,18 @@ export class Tombstones {
     return at !== undefined && createdAtMs <= at;
   }
 
-  /** Records a purge, with its signature when it has one (keeping the later of two), and saves. */
+  /**
+   * Records a purge, with its signature when it has one (keeping the later of two), and saves. At
+   * most MAX_TOMBSTONES are kept: past them the oldest recorded go first.
+   */
   async record(key: string, at: number, signature?: NodeSignature): Promise<void> {
     if ((this.#entries.get(key)?.at ?? -1) >= at) return;
+    this.#entries.delete(key); // to the end: the newest
     this.#entries.set(key, { at, ...(signature ? { signature } : {}) });
+    for (const oldest of this.#entries.keys()) {
+      if (this.#entries.size <= MAX_TOMBSTONES) break;
+      this.#entries.delete(oldest);
+    }
     await this.#save();
   }
 

@@ -3,6 +3,9 @@ import { HttpError, sendError, toHttpError } from '../http/errors.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import { type ExchangeMessage, type Inbox, MAX_EXCHANGE_BYTES, TOPIC } from './inbox.ts';
 
+/** Bytes a receiving client may leave unread before it is disconnected. */
+export const MAX_UNREAD_BYTES = 16 * 1024 * 1024;
+
 const TARGET = /^(all|zone:[A-Za-z0-9._-]{1,63}|region:[A-Za-z0-9._-]{1,63}|[A-Za-z0-9._-]{1,253})$/;
 
 export interface ExchangeDeps {
@@ -10,6 +13,8 @@ export interface ExchangeDeps {
   nodeId: string;
   targets: (target: string) => { self: boolean; peers: { id: string; transport: PeerTransport }[] };
   timeoutMs: number;
+  /** Hears each receiver cut off for leaving too much unread. */
+  onCutOff?: () => void;
 }
 
 async function readBody(req: Request): Promise<Buffer> {
@@ -74,12 +79,25 @@ export function receiveHandler(deps: ExchangeDeps) {
     const { topic } = req.params as { topic: string };
     if (!TOPIC.test(topic))
       return sendError(res, new HttpError(400, 'InvalidTopic', 'topics are 1-128 of [A-Za-z0-9._-]'));
+    // HEAD would take the queue into a response without a body.
+    if (req.method !== 'GET')
+      return sendError(res, new HttpError(405, 'MethodNotAllowed', 'GET only', { Allow: 'GET' }));
     res.status(200).set({ 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' });
     res.flushHeaders();
-    const write = (m: ExchangeMessage) =>
+    // A receiver that does not read is cut off once MAX_UNREAD_BYTES wait for it (its messages are not
+    // kept in this process's memory without bound).
+    const write = (m: ExchangeMessage) => {
+      if (res.writableLength > MAX_UNREAD_BYTES) {
+        deps.inbox.dropped++;
+        deps.onCutOff?.();
+        stop();
+        res.destroy();
+        return;
+      }
       res.write(
         `${JSON.stringify({ topic: m.topic, from: m.from, receivedAtMs: m.receivedAtMs, contentType: m.contentType, body: m.body.toString('base64') })}\n`,
       );
+    };
     const stop = deps.inbox.subscribe(topic, write);
     res.once('close', stop);
   };

@@ -10,6 +10,8 @@ import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Clock } from '../time/clock.ts';
 import { PeerBusyError, PeerError, type PeerTransport } from '../transport/peer-transport.ts';
+import type { PeerOutcome } from '../overlay/reputation.ts';
+import { ManifestTrustError } from '../security/node-signer.ts';
 import type { ChunkSource } from './chunk-source.ts';
 import { context, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
 
@@ -67,6 +69,8 @@ export interface PeerFetcherOptions {
    * does. A manifest that fails is never used: nothing is fetched, stored or served by it.
    */
   verify?: (manifest: Manifest) => void;
+  /** Hears what each peer did, as this node verified it (reputation). */
+  onOutcome?: (peer: PeerTransport, outcome: PeerOutcome) => void;
   /** Checks the signature behind a peer's "purged" answer; throws when it is not believed (the answer is then ignored). */
   verifyPurge?: (key: string, purgedAtMs: number, signature: NodeSignature | undefined) => void;
 }
@@ -136,6 +140,7 @@ export class PeerFetcher {
           this.#opts.verify?.(manifest);
           return { kind: 'found' as const, peer, manifest, holds: answer.holds, holders: answer.holders };
         } catch (error) {
+          this.#opts.onOutcome?.(peer, error instanceof ManifestTrustError ? 'bad-manifest' : 'failed');
           this.#opts.logger.warn(
             { peer: peer.id, key, err: (error as Error).message },
             'peer gave no usable manifest',
@@ -637,6 +642,7 @@ class Download {
           }
           if (n < indexes.length) throw new PeerError(id, `sent ${n} of ${indexes.length} chunks`);
           this.#opts.onBatch?.(HOP_CLASSES[source.cls] ?? 'remote', (performance.now() - started) / 1000);
+          this.#opts.onOutcome?.(source.transport, 'good');
         } catch (error) {
           span.setStatus({ code: 2, message: (error as Error).message });
           if (!this.#settled) this.#sourceFailed(source, error as Error);
@@ -664,6 +670,8 @@ class Download {
     }
     source.dead = true;
     this.#failures.push(error.message);
+    if (!this.#abort.signal.aborted)
+      this.#opts.onOutcome?.(source.transport, error instanceof IntegrityError ? 'bad-chunk' : 'failed');
     if (error instanceof IntegrityError) {
       Counters.bump(this.#opts.counters.badChunksByPeer, id);
       this.#opts.logger.warn(

@@ -107,6 +107,9 @@ export class AccessControl {
         issuer: sa.issuer,
         audience: sa.audience,
         algorithms: ['RS256', 'ES256'],
+        // Projected tokens always expire and say when they were issued; none lives beyond a day here.
+        requiredClaims: ['exp', 'iat'],
+        maxTokenAge: '24h',
       });
       const m = /^system:serviceaccount:([a-z0-9-.]{1,253}):([a-z0-9-.]{1,253})$/.exec(payload.sub ?? '');
       if (!m) return undefined;

@@ -270,4 +270,36 @@ describe('HTTP API', () => {
     }
     assert.match(metrics, /edgemesh_cache_lookups_total\{result="hit"[^}]*\} [1-9]/);
   });
+
+  it('cuts off a receiver that does not read, instead of keeping its messages in memory', async () => {
+    const cutOff = () =>
+      (agent.status().counters as { clientsRefused: Record<string, number> }).clientsRefused[
+        'slow-receiver'
+      ] ?? 0;
+    const subscribed = new Promise<void>((resolve) => {
+      const req = request(`${base}/v1/exchange/slow`, (res) => {
+        assert.equal(res.statusCode, 200);
+        res.pause(); // never reads
+        resolve();
+      });
+      req.on('error', () => undefined); // the server hangs up on it
+      req.end();
+    });
+    await subscribed;
+    const mib = randomBytes(1024 * 1024);
+    let sent = 0;
+    while (cutOff() === 0 && sent < 200) {
+      const res = await fetch(`${base}/v1/exchange/test-node/slow`, { method: 'POST', body: mib });
+      assert.equal(res.status, 202);
+      await res.arrayBuffer();
+      sent++;
+    }
+    assert.equal(cutOff(), 1, `cut off after ${sent} MiB`);
+    assert.ok(sent < 100, `cut off after ${sent} MiB, not held in memory`);
+  });
+
+  it('refuses HEAD on an exchange stream (it would empty the queue into nothing)', async () => {
+    const res = await fetch(`${base}/v1/exchange/anything`, { method: 'HEAD' });
+    assert.equal(res.status, 405);
+  });
 });

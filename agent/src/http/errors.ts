@@ -4,7 +4,9 @@ import {
   InsufficientStorageError,
   IntegrityError,
   ObjectNotFoundError,
+  ObjectPurgedError,
   ObjectTooLargeError,
+  StaleVersionError,
 } from '../cache/errors.ts';
 import { OriginError } from '../fetch/origin.ts';
 import { PeerFetchError } from '../fetch/peer-fetcher.ts';
@@ -34,6 +36,8 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof PeerFetchError) return new HttpError(502, 'PeerFetchFailed', error.message);
   if (error instanceof OriginError) return new HttpError(502, 'OriginFailed', error.message);
   if (error instanceof IntegrityError) return new HttpError(502, 'IntegrityError', error.message);
+  if (error instanceof StaleVersionError) return new HttpError(409, 'NewerVersionHeld', error.message);
+  if (error instanceof ObjectPurgedError) return new HttpError(409, 'Purged', error.message);
   return new HttpError(500, 'Internal', 'internal error');
 }
 

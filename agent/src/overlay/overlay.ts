@@ -16,6 +16,7 @@ import { Membership } from './membership.ts';
 import { Placement } from './placement.ts';
 import { type HopClass, hopClass, rankByCost } from './proximity.ts';
 import { StaticPeers } from './static-peers.ts';
+import { Reputation } from './reputation.ts';
 import { Vivaldi } from './vivaldi.ts';
 
 export interface OverlayOptions {
@@ -35,6 +36,8 @@ export interface OverlayOptions {
  */
 export class Overlay {
   readonly vivaldi = new Vivaldi();
+  /** What each peer did as this node verified it; distrusted peers are not chosen (rank). */
+  readonly reputation: Reputation;
   /** Holders of the keys this node owns. */
   readonly index: HolderIndex;
   readonly control: ControlPlane;
@@ -48,6 +51,7 @@ export class Overlay {
     this.#opts = opts;
     const { config, logger, counters } = opts;
     this.index = new HolderIndex(opts.clock);
+    this.reputation = new Reputation(opts.clock);
     this.staticPeers = new StaticPeers(
       // A static peer given by address only may be any node of this mesh; given with an id, that node.
       config.peers.map((p) => this.#connect(p.id, p.address, p.id === p.address ? undefined : p.id)),
@@ -178,9 +182,13 @@ export class Overlay {
     this.#listeners.push(listener);
   }
 
-  /** `holders` cheapest first: same zone, same region, then elsewhere; then by RTT (measured, else estimated). */
-  rank(holders: readonly PeerTransport[]): PeerTransport[] {
+  /**
+   * `holders` cheapest first: same zone, same region, then elsewhere; then by RTT (measured, else
+   * estimated). Peers whose reputation fell below the threshold are left out.
+   */
+  rank(all: readonly PeerTransport[]): PeerTransport[] {
     const { config } = this.#opts;
+    const holders = all.filter((peer) => this.reputation.trusted(peer.id));
     const members = new Map((this.#membership?.all() ?? []).map((m) => [m.transport.address, m]));
     const statics = new Map(this.staticPeers.states().map((s) => [s.address, s]));
     const candidates = holders.map((transport) => {
@@ -274,6 +282,7 @@ export class Overlay {
       incarnation: this.#membership?.self.incarnation,
       members,
       static: this.staticPeers.states(),
+      reputation: this.reputation.snapshot(),
     };
   }
 

@@ -1,4 +1,4 @@
-import { createPrivateKey, type KeyObject, sign, verify, X509Certificate } from 'node:crypto';
+import { createHash, createPrivateKey, type KeyObject, sign, verify, X509Certificate } from 'node:crypto';
 import { sameMesh, verifyNodeCertificate } from '@edgemesh/identity';
 import { type Manifest, type NodeSignature, manifestSignedBytes } from '../cache/manifest.ts';
 import type { NodeCredentials } from './node-credentials.ts';
@@ -82,7 +82,14 @@ export class NodeSigner {
       this.#trustSeen = this.#credentials.trust; // a CA rotation: verdicts are made again
       this.#verified.clear();
     }
-    const cacheKey = `${signature.value}|${bytes.toString('base64')}`;
+    // The verdict is for this certificate, this signature and these bytes together.
+    const cacheKey = createHash('sha256')
+      .update(signature.certificate)
+      .update('|')
+      .update(signature.value)
+      .update('|')
+      .update(bytes)
+      .digest('base64');
     let node = this.#verified.get(cacheKey);
     if (node === undefined) {
       let cert: X509Certificate;

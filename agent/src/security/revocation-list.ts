@@ -1,5 +1,5 @@
 import { verify } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { revocationSignedBytes } from '@edgemesh/contracts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
@@ -23,6 +23,11 @@ export interface RevocationListOptions {
   now: () => number;
   /** The trust ConfigMap's revoked.json (Kubernetes), read again every few seconds. */
   file?: string | undefined;
+  /**
+   * Where the last list applied is kept (the store's directory), so that a restarted agent refuses
+   * at once what it refused before, and an older list replayed to it is stale.
+   */
+  stateFile?: string | undefined;
 }
 
 /**
@@ -36,6 +41,7 @@ export class RevocationList {
   #issuedAtMs = -1;
   #timer: NodeJS.Timeout | undefined;
   #lastFile = '';
+  #saving: Promise<void> = Promise.resolve();
 
   constructor(opts: RevocationListOptions) {
     this.#opts = opts;
@@ -60,6 +66,7 @@ export class RevocationList {
     }
     this.#issuedAtMs = list.issuedAtMs;
     this.#opts.revocations.replace(list.nodes);
+    if (this.#opts.stateFile && source !== 'saved') this.#save(list);
     this.#opts.logger.info(
       { source, revoked: list.nodes, issuedAtMs: list.issuedAtMs },
       'revocation list applied',
@@ -67,8 +74,13 @@ export class RevocationList {
     return 'applied';
   }
 
-  /** Reads the file now and then every `intervalMs`. */
+  /** Applies the list saved before a restart, reads the file now and then every `intervalMs`. */
   async start(intervalMs = 5000): Promise<void> {
+    if (this.#opts.stateFile) {
+      const saved = await readFile(this.#opts.stateFile, 'utf8').catch(() => undefined);
+      const list = saved === undefined ? undefined : parseRevocations(saved);
+      if (list) this.apply(list, 'saved');
+    }
     if (!this.#opts.file) return;
     await this.#readFile();
     this.#timer = setInterval(() => {
@@ -81,6 +93,23 @@ export class RevocationList {
 
   close(): void {
     clearInterval(this.#timer);
+  }
+
+  /** Resolves once the lists applied so far are saved. */
+  saved(): Promise<void> {
+    return this.#saving;
+  }
+
+  #save(list: SignedRevocations): void {
+    const file = this.#opts.stateFile!;
+    this.#saving = this.#saving
+      .then(async () => {
+        await writeFile(`${file}.tmp`, JSON.stringify(list));
+        await rename(`${file}.tmp`, file);
+      })
+      .catch((error: unknown) =>
+        this.#opts.logger.warn({ err: (error as Error).message }, 'revocation list not saved'),
+      );
   }
 
   async #readFile(): Promise<void> {

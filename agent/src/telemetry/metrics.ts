@@ -16,6 +16,8 @@ export interface MetricSources {
   controlState?: () => string;
   /** Copies the running repair pass has still to make. */
   repairBacklog?: () => number;
+  /** Peers whose reputation is below the threshold (not chosen to fetch from). */
+  distrustedPeers?: () => number;
   /** This node, as resource attributes (Prometheus shows them on `target_info`). */
   node?: { id: string; zone: string; region: string };
   /** More readers besides the Prometheus endpoint: an OTLP push (@edgemesh/telemetry). */
@@ -139,6 +141,11 @@ export class AgentMetrics {
     });
     gauge('edgemesh.repair.backlog', 'Copies the running repair pass has still to make (0: none runs)', (r) =>
       r.observe(sources.repairBacklog?.() ?? 0),
+    );
+    gauge(
+      'edgemesh.peers.distrusted',
+      'Peers not chosen to fetch from: their reputation fell below the threshold',
+      (r) => r.observe(sources.distrustedPeers?.() ?? 0),
     );
     gauge('edgemesh.control.connected', '1 while the control plane (NATS) is connected', (r) =>
       r.observe(sources.controlState?.() === 'connected' ? 1 : 0),

@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { createPrivateKey, sign } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { revocationSignedBytes } from '@edgemesh/contracts';
+import { createTestCa, testCredentials } from '../../harness/test-ca.ts';
+import { createLogger } from '../telemetry/logger.ts';
+import { RevocationList } from './revocation-list.ts';
+import { Revocations } from './revocations.ts';
+
+describe('revocation lists', () => {
+  it('applies only a newer list the mesh CA signed, and keeps it across a restart', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-revocations-'));
+    const ca = await createTestCa('default');
+    const credentials = await testCredentials('node-a', { ca });
+    const signed = (nodes: string[], issuedAtMs: number, key = ca.material.keyPem) => ({
+      nodes,
+      issuedAtMs,
+      signature: sign(
+        'sha256',
+        revocationSignedBytes('m', nodes, issuedAtMs),
+        createPrivateKey(key),
+      ).toString('base64'),
+    });
+    const list = (revocations: Revocations) =>
+      new RevocationList({
+        credentials,
+        revocations,
+        mesh: 'm',
+        logger: createLogger({ level: 'silent', nodeId: 'a' }),
+        now: Date.now,
+        stateFile: join(dir, 'revocations.json'),
+      });
+    try {
+      const first = new Revocations();
+      const a = list(first);
+      await a.start();
+      const now = Date.now();
+      assert.equal(a.apply(signed(['x'], now - 1000), 'test'), 'applied');
+      assert.equal(a.apply(signed([], now - 2000), 'test'), 'stale', 'an older list replayed');
+      const stranger = await createTestCa('default');
+      assert.equal(a.apply(signed([], now, stranger.material.keyPem), 'test'), 'bad-signature');
+      assert.equal(a.apply({ ...signed(['x'], now), nodes: [] }, 'test'), 'bad-signature', 'nodes changed');
+      assert.equal(a.apply(signed(['x'], now + 3600_000), 'test'), 'future');
+      assert.equal(first.revoked('x'), true);
+      await a.saved();
+      // A restart: the saved list is applied before anything else, and the old one is stale.
+      const second = new Revocations();
+      const b = list(second);
+      await b.start();
+      assert.equal(second.revoked('x'), true, 'still revoked after a restart');
+      assert.equal(b.apply(signed([], now - 2000), 'test'), 'stale');
+    } finally {
+      credentials.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
