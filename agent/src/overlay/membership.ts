@@ -31,6 +31,8 @@ export interface MembershipTiming {
  * flood of forged ones cannot make this node open connections without end.
  */
 export const MAX_UNCONFIRMED = 256;
+/** Announced members not yet confirmed that are probed each protocol period. */
+const UNCONFIRMED_PROBES_PER_TICK = 4;
 
 export const DEFAULT_TIMING: MembershipTiming = {
   probeIntervalMs: 500,
@@ -86,6 +88,7 @@ export class Membership {
   readonly #probing = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
   #self: MemberInfo;
+  #unconfirmedCursor = -1;
   #cursor = 0;
   #announcing = false;
   readonly #moving = new Set<string>();
@@ -226,9 +229,15 @@ export class Membership {
         this.#members.delete(member.info.nodeId);
       }
     }
-    const candidates = [...this.#members.values()].filter(
-      (m) => m.state === 'alive' || m.state === 'unconfirmed',
-    );
+    // A newcomer is admitted only on its own answer: the announced but unconfirmed are probed again
+    // every period (a few at a time, so a flood of forged announces costs little), not only when the
+    // round-robin comes to them.
+    const unconfirmed = [...this.#members.values()].filter((m) => m.state === 'unconfirmed');
+    for (let i = 0; i < Math.min(UNCONFIRMED_PROBES_PER_TICK, unconfirmed.length); i++) {
+      this.#unconfirmedCursor = (this.#unconfirmedCursor + 1) % unconfirmed.length;
+      this.#probeLater(unconfirmed[this.#unconfirmedCursor]!.info.nodeId);
+    }
+    const candidates = [...this.#members.values()].filter((m) => m.state === 'alive');
     if (candidates.length === 0) return;
     this.#cursor = (this.#cursor + 1) % candidates.length;
     this.#probeLater(candidates[this.#cursor]!.info.nodeId);
