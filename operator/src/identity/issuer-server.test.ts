@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { createNodeKey, createServingCertificate } from '@edgemesh/identity';
 import { pino } from 'pino';
 import type { IssuanceApi } from './issuance.ts';
-import { startIssuerServer } from './issuer-server.ts';
+import { CallerLimiter, startIssuerServer } from './issuer-server.ts';
 
 /** Posts `body` (a string, sent as is) with `headers`; the status and the JSON answer. */
 function post(
@@ -56,9 +56,20 @@ describe('the issuance endpoint', () => {
         return Promise.resolve(undefined);
       },
       logger: pino({ level: 'silent' }),
+      perCallerPerSecond: 100,
     });
   });
   after(() => server.close());
+
+  it('limits each caller to a few requests a second', () => {
+    const limiter = new CallerLimiter(5);
+    const t = 1_000_000;
+    let allowed = 0;
+    for (let i = 0; i < 50; i++) if (limiter.take('10.0.0.1', t)) allowed++;
+    assert.equal(allowed, 10, 'a burst of twice the rate');
+    assert.equal(limiter.take('10.0.0.2', t), true, 'another caller is not held back');
+    assert.equal(limiter.take('10.0.0.1', t + 200), true, 'a token back after a fifth of a second');
+  });
 
   it('answers bad requests with a clear status, and reads nothing about a mesh for a caller it does not know', async () => {
     const csr = (await createNodeKey('n')).csrPem;

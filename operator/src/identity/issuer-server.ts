@@ -45,6 +45,31 @@ export interface IssuerServerOptions {
   logger: Logger;
   /** Hears each outcome ('issued', a refusal's reason, 'unavailable', 'bad-request'), for metrics. */
   onOutcome?: (outcome: string) => void;
+  /** Requests per second one caller (an address) may make, in bursts of twice as many (default 5). */
+  perCallerPerSecond?: number;
+}
+
+/** A token bucket per caller: `rate` a second, bursts of twice that; forgets callers that went quiet. */
+export class CallerLimiter {
+  readonly #rate: number;
+  readonly #buckets = new Map<string, { tokens: number; atMs: number }>();
+  constructor(rate: number) {
+    this.#rate = rate;
+  }
+  take(caller: string, now = Date.now()): boolean {
+    const burst = 2 * this.#rate;
+    let bucket = this.#buckets.get(caller);
+    if (!bucket) {
+      if (this.#buckets.size >= 10_000) this.#buckets.clear();
+      bucket = { tokens: burst, atMs: now };
+      this.#buckets.set(caller, bucket);
+    }
+    bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.atMs) / 1000) * this.#rate);
+    bucket.atMs = now;
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
 }
 
 /**
@@ -59,6 +84,7 @@ export interface IssuerServerOptions {
 export async function startIssuerServer(
   opts: IssuerServerOptions,
 ): Promise<{ port: number; close(): Promise<void> }> {
+  const limiter = new CallerLimiter(opts.perCallerPerSecond ?? 5);
   const server: Server = createServer(
     {
       cert: opts.tls.certPem,
@@ -69,7 +95,7 @@ export async function startIssuerServer(
       minVersion: 'TLSv1.2',
     },
     (req, res) => {
-      handle(opts, req, res).catch((error: unknown) => {
+      handle({ ...opts, limiter }, req, res).catch((error: unknown) => {
         opts.logger.error({ err: error }, 'issuance failed');
         if (!res.headersSent) reply(res, 500, { error: 'internal error' });
       });
@@ -102,12 +128,22 @@ async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
   return Buffer.concat(parts);
 }
 
-async function handle(opts: IssuerServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(
+  opts: IssuerServerOptions & { limiter: CallerLimiter },
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const outcome = (word: string) => opts.onOutcome?.(word);
   if (req.url !== ISSUE_PATH) return reply(res, 404, { error: 'not found' });
   if (req.method !== 'POST') {
     res.setHeader('Allow', 'POST');
     return reply(res, 405, { error: 'POST only' });
+  }
+  // Each caller (by address) may ask a few times a second: every request costs a TokenReview.
+  if (!opts.limiter.take(req.socket.remoteAddress ?? '?')) {
+    outcome('rate-limited');
+    res.setHeader('Retry-After', '1');
+    return reply(res, 429, { error: 'too many requests: try again in a second' });
   }
   const auth = req.headers.authorization ?? '';
   const token = /^Bearer ([A-Za-z0-9._~+/=-]{1,8192})$/.exec(auth)?.[1];
