@@ -304,7 +304,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     store,
     fetcher,
     replicate: (manifest) => replicator.afterPut(manifest),
-    purge: (key) => purger.purgeEverywhere(key),
+    purge: (key, by) => purger.purgeEverywhere(key, by),
     exchange: {
       inbox,
       nodeId: config.nodeId,

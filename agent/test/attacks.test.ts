@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, createPrivateKey, randomBytes, sign } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, connect as netConnect, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -814,6 +814,12 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       assert.equal(Buffer.from(first.body, 'base64').toString(), 'order-1');
       await reader.cancel();
       assert.equal(await call('GET', '/v1/objects/team-a/doc', as('reader')), 200, 'still there, unchanged');
+      // The writer purges it: the signed purge names the client that asked for it.
+      assert.equal(await call('DELETE', '/v1/objects/team-a/doc', as('writer')), 204);
+      const tombstones = JSON.parse(
+        await readFile(join(dir, 'guarded', 'tombstones.json'), 'utf8'),
+      ) as Record<string, { signature?: { by?: string } }>;
+      assert.equal(tombstones['team-a/doc']?.signature?.by, 'token:writer');
       const status = await (await fetch(`${guarded.url}/v1/status`, { headers: as('writer') })).json();
       console.log(
         `# local clients refused: ${JSON.stringify((status as { counters: { clientsRefused: unknown } }).counters.clientsRefused)}`,

@@ -93,6 +93,8 @@ export const eventSchema = z.discriminatedUnion('type', [
         z.strictObject({
           certificate: z.string().check(z.maxLength(8192)),
           value: z.string().check(z.maxLength(256)),
+          /** The client that asked for the purge (signed too). */
+          by: z.optional(z.string().check(z.maxLength(320))),
         }),
       ),
     }),

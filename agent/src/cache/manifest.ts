@@ -38,6 +38,8 @@ export interface NodeSignature {
   readonly certificate: string;
   /** ECDSA P-256 / SHA-256 over the signed bytes (manifestSignedBytes, purgeSignedBytes), DER, base64. */
   readonly value: string;
+  /** A purge's: the client that asked for it (`token:<name>`, a ServiceAccount, `anonymous`), signed too. */
+  readonly by?: string;
 }
 
 /** A signature as it comes from a peer or a file: checked for shape and size, not yet verified. */
@@ -50,10 +52,15 @@ export function parseSignature(value: unknown): NodeSignature | undefined {
     sig.certificate.length > MAX_CERTIFICATE_B64 ||
     sig.value.length > MAX_SIGNATURE_B64 ||
     !BASE64.test(sig.certificate) ||
-    !BASE64.test(sig.value)
+    !BASE64.test(sig.value) ||
+    (sig.by !== undefined && (typeof sig.by !== 'string' || sig.by.length > 320))
   )
     return undefined;
-  return { certificate: sig.certificate, value: sig.value };
+  return {
+    certificate: sig.certificate,
+    value: sig.value,
+    ...(typeof sig.by === 'string' && sig.by ? { by: sig.by } : {}),
+  };
 }
 
 /** Sizes a signature's parts can have (a node certificate is about 600 bytes; an ECDSA signature at most 72). */

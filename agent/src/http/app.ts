@@ -14,7 +14,7 @@ import type { AccessControl, Principal, Verb } from './access.ts';
 export interface AppDeps {
   store: ObjectStore;
   replicate?: (manifest: Manifest) => Promise<number>;
-  purge?: (key: string) => Promise<boolean>;
+  purge?: (key: string, by?: string) => Promise<boolean>;
   exchange?: ExchangeDeps;
   origin?: (key: string) => Promise<OriginOutcome | undefined>;
   writeCopies?: number;

@@ -26,7 +26,8 @@ export interface ObjectRoutesDeps {
   /** Copies required before a PUT answers 201. */
   writeCopies?: number;
   /** Deletes `key` mesh-wide; whether any node had it. Without it, DELETE is local. */
-  purge?: (key: string) => Promise<boolean>;
+  /** Purges `key` mesh-wide, as asked for by client `by`. */
+  purge?: (key: string, by?: string) => Promise<boolean>;
   /** Gets an object no node holds by the origin rules (one origin fetch for the mesh). */
   origin?: (key: string) => Promise<OriginOutcome | undefined>;
   fetcher: PeerFetcher | undefined;
@@ -121,7 +122,8 @@ async function put(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
 
 async function remove(deps: ObjectRoutesDeps, key: string, res: Response): Promise<void> {
   const wasFetching = deps.fetcher?.discard(key) ?? false;
-  const existed = deps.purge ? await deps.purge(key) : await deps.store.delete(key);
+  const by = (res.locals.principal as { name?: string } | undefined)?.name;
+  const existed = deps.purge ? await deps.purge(key, by) : await deps.store.delete(key);
   if (!existed && !wasFetching) throw new HttpError(404, 'NotFound', `no object ${key}`);
   res.status(204).end();
 }

@@ -26,7 +26,7 @@ export interface PurgerOptions {
    * signature of the node of the mesh that accepted it.
    */
   signer?: {
-    signPurge(key: string, purgedAtMs: number): NodeSignature;
+    signPurge(key: string, purgedAtMs: number, by?: string): NodeSignature;
     verifyPurge(key: string, purgedAtMs: number, signature: NodeSignature | undefined): string;
   };
 }
@@ -96,11 +96,14 @@ export class Purger {
     return this.#opts.store.delete(key);
   }
 
-  /** DELETE: purges `key` here, on its owners and (via the control plane) everywhere; whether any node had it. */
-  async purgeEverywhere(key: string): Promise<boolean> {
+  /**
+   * DELETE: purges `key` here, on its owners and (via the control plane) everywhere, signed as asked
+   * for by client `by`; whether any node had it.
+   */
+  async purgeEverywhere(key: string, by?: string): Promise<boolean> {
     const { clock, control, mesh, nodeId, logger } = this.#opts;
     const purgedAtMs = clock.now();
-    const signature = this.#opts.signer?.signPurge(key, purgedAtMs);
+    const signature = this.#opts.signer?.signPurge(key, purgedAtMs, by);
     const here = await this.purgeHere(key, purgedAtMs, signature);
     control.publish({
       v: 1,

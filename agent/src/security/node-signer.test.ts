@@ -68,4 +68,21 @@ describe('manifest signatures', () => {
       assert.throws(() => checker.verify(manifest), ManifestTrustError, what);
     for (const c of [a, b, foreign, otherMesh]) c.close();
   });
+
+  it('signs a purge with the client that asked for it, and refuses it with another client named', async () => {
+    const [a, b] = await Promise.all([testCredentials('node-a'), testCredentials('node-b')]);
+    const checker = new NodeSigner(b);
+    const at = Date.now();
+    const signature = new NodeSigner(a).signPurge('k', at, 'token:ci');
+    assert.equal(signature.by, 'token:ci');
+    assert.equal(checker.verifyPurge('k', at, signature), 'node-a');
+    assert.throws(
+      () => checker.verifyPurge('k', at, { ...signature, by: 'token:other' }),
+      ManifestTrustError,
+    );
+    assert.throws(() => checker.verifyPurge('k', at + 1, signature), ManifestTrustError);
+    assert.throws(() => checker.verifyPurge('k2', at, signature), ManifestTrustError);
+    a.close();
+    b.close();
+  });
 });

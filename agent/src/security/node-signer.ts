@@ -10,9 +10,9 @@ export class ManifestTrustError extends Error {
   override name = 'ManifestTrustError';
 }
 
-/** The bytes a purge's signature covers. */
-export function purgeSignedBytes(key: string, purgedAtMs: number): Buffer {
-  return Buffer.from(JSON.stringify(['edgemesh.purge.v1', key, purgedAtMs]));
+/** The bytes a purge's signature covers: the key, the time, and the client that asked for it. */
+export function purgeSignedBytes(key: string, purgedAtMs: number, by = ''): Buffer {
+  return Buffer.from(JSON.stringify(['edgemesh.purge.v1', key, purgedAtMs, by]));
 }
 
 /**
@@ -50,16 +50,16 @@ export class NodeSigner {
     return this.#verify(manifestSignedBytes(manifest), manifest.signature, manifest.createdAtMs, what);
   }
 
-  /** This node's signature over a purge of `key` at `purgedAtMs`. */
-  signPurge(key: string, purgedAtMs: number): NodeSignature {
-    return this.#sign(purgeSignedBytes(key, purgedAtMs));
+  /** This node's signature over a purge of `key` at `purgedAtMs`, asked for by client `by`. */
+  signPurge(key: string, purgedAtMs: number, by?: string): NodeSignature {
+    return { ...this.#sign(purgeSignedBytes(key, purgedAtMs, by)), ...(by ? { by } : {}) };
   }
 
   /** The node that vouches for a purge; throws ManifestTrustError when none of this mesh does. */
   verifyPurge(key: string, purgedAtMs: number, signature: NodeSignature | undefined): string {
     const what = `the purge of ${key}`;
     if (!signature) throw new ManifestTrustError(`${what} is not signed`);
-    return this.#verify(purgeSignedBytes(key, purgedAtMs), signature, purgedAtMs, what);
+    return this.#verify(purgeSignedBytes(key, purgedAtMs, signature.by), signature, purgedAtMs, what);
   }
 
   #sign(bytes: Buffer): NodeSignature {

@@ -80,11 +80,13 @@ export function toWire(m: Manifest): WireManifest {
 export interface WireSignature {
   certificate?: Buffer;
   value?: Buffer;
+  by?: string;
 }
 
 export const signatureToWire = (s: NodeSignature): WireSignature => ({
   certificate: Buffer.from(s.certificate, 'base64'),
   value: Buffer.from(s.value, 'base64'),
+  ...(s.by ? { by: s.by } : {}),
 });
 
 /** The inverse of signatureToWire, still unverified; undefined when absent or malformed. */
@@ -93,6 +95,7 @@ export const signatureFromWire = (w: WireSignature | null | undefined): NodeSign
     ? parseSignature({
         certificate: Buffer.from(w.certificate).toString('base64'),
         value: Buffer.from(w.value).toString('base64'),
+        ...(w.by ? { by: w.by } : {}),
       })
     : undefined;
 
