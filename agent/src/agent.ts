@@ -354,6 +354,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         bytesFromPeers,
         bytesFromOrigin: counters.bytesFromOrigin,
         startedAtMs,
+        distrustedPeers: overlay.reputation.distrusted(),
       },
     });
   }, config.controlPlane.statsIntervalMs);

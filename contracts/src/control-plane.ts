@@ -111,6 +111,8 @@ export const eventSchema = z.discriminatedUnion('type', [
       bytesFromPeers: count,
       bytesFromOrigin: count,
       startedAtMs: count,
+      /** Peers this node's reputation now distrusts (it does not fetch from them). */
+      distrustedPeers: z.optional(count),
     }),
   ),
   /**

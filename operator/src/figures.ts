@@ -9,7 +9,13 @@ const RETRY_MS = 30_000;
 /** A mesh whose figures changed is reconciled (its status rewritten) at most this often. */
 const REFRESH_MS = 15_000;
 
-type NodeStats = { hits: number; misses: number; bytesFromPeers: number; bytesFromOrigin: number };
+type NodeStats = {
+  hits: number;
+  misses: number;
+  bytesFromPeers: number;
+  bytesFromOrigin: number;
+  distrustedPeers?: number | undefined;
+};
 
 interface MeshEntry {
   /** The EdgeMesh (namespace/name) to reconcile when figures change. */
@@ -29,6 +35,8 @@ export interface MeshFigures {
   hitRatio?: string;
   bytesFromPeers: number;
   bytesFromOrigin: number;
+  /** The most peers any one node distrusts (its reputation of them fell too low); 0: none. */
+  distrustedPeers: number;
 }
 
 /**
@@ -125,19 +133,21 @@ export class FiguresCollector {
     const entry = this.#meshes.get(meshId);
     if (!entry || entry.nodes.size === 0) return undefined;
     const horizon = this.#now() - NODE_TTL_MS;
-    const sum = { hits: 0, misses: 0, bytesFromPeers: 0, bytesFromOrigin: 0 };
+    const sum = { hits: 0, misses: 0, bytesFromPeers: 0, bytesFromOrigin: 0, distrustedPeers: 0 };
     for (const node of entry.nodes.values()) {
       if (node.at < horizon) continue;
       sum.hits += node.hits;
       sum.misses += node.misses;
       sum.bytesFromPeers += node.bytesFromPeers;
       sum.bytesFromOrigin += node.bytesFromOrigin;
+      sum.distrustedPeers = Math.max(sum.distrustedPeers, node.distrustedPeers ?? 0);
     }
     const lookups = sum.hits + sum.misses;
     return {
       ...(lookups > 0 ? { hitRatio: (sum.hits / lookups).toFixed(2) } : {}),
       bytesFromPeers: sum.bytesFromPeers,
       bytesFromOrigin: sum.bytesFromOrigin,
+      distrustedPeers: sum.distrustedPeers,
     };
   }
 

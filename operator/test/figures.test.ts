@@ -38,14 +38,14 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
   });
 
   it('sums the nodes’ reports into the status, and ignores garbage and other meshes', async () => {
-    const report = (from: string, mesh: string, hits: number, misses: number) =>
+    const report = (from: string, mesh: string, hits: number, misses: number, distrustedPeers = 0) =>
       encodeEvent({
         v: 1,
         type: 'node.stats',
         mesh,
         from,
         sentAtMs: Date.now(),
-        body: { hits, misses, bytesFromPeers: 1000, bytesFromOrigin: 10, startedAtMs: 1 },
+        body: { hits, misses, bytesFromPeers: 1000, bytesFromOrigin: 10, startedAtMs: 1, distrustedPeers },
       });
     const subject = subjects('shop-cdn').stats;
     nc.publish(subject, new TextEncoder().encode('garbage'));
@@ -53,7 +53,7 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     // Let the subscription be in place before the reports that count.
     await eventually(async () => {
       nc.publish(subject, report('edge-0', 'shop-cdn', 80, 20));
-      nc.publish(subject, report('edge-1', 'shop-cdn', 10, 90));
+      nc.publish(subject, report('edge-1', 'shop-cdn', 10, 90, 2));
       await nc.flush();
       const status = (
         api.get('edgemeshes', 'shop', 'cdn') as { status?: { hitRatio?: string; bytesFromPeers?: number } }
@@ -62,12 +62,18 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     }, 30_000);
     const status = (
       api.get('edgemeshes', 'shop', 'cdn') as unknown as {
-        status: { hitRatio: string; bytesFromPeers: number; bytesFromOrigin: number };
+        status: {
+          hitRatio: string;
+          bytesFromPeers: number;
+          bytesFromOrigin: number;
+          distrustedPeers: number;
+        };
       }
     ).status;
     assert.equal(status.hitRatio, '0.45');
     assert.equal(status.bytesFromPeers, 2000);
     assert.equal(status.bytesFromOrigin, 20);
+    assert.equal(status.distrustedPeers, 2, 'the most any node distrusts');
   });
 
   it('forgets a deleted mesh and closes the connection no mesh uses any more', async () => {

@@ -254,6 +254,8 @@ export const edgeMeshStatusSchema = z.strictObject({
   hitRatio: z.string().optional(),
   bytesFromPeers: z.int().min(0).optional(),
   bytesFromOrigin: z.int().min(0).optional(),
+  /** The most peers any one agent distrusts (its reputation of them fell too low; docs/security.md). */
+  distrustedPeers: z.int().min(0).optional(),
 });
 
 export type EdgeMeshSpec = z.output<typeof edgeMeshSpecSchema>;

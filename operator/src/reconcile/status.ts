@@ -36,7 +36,7 @@ export function computeStatus(
   daemonSet: V1DaemonSet | undefined,
   blocker: Blocker | undefined,
   now: Date,
-  figures?: { hitRatio?: string; bytesFromPeers: number; bytesFromOrigin: number },
+  figures?: { hitRatio?: string; bytesFromPeers: number; bytesFromOrigin: number; distrustedPeers: number },
 ): EdgeMeshStatus {
   const generation = mesh.metadata.generation ?? 0;
   const previous = mesh.status?.conditions ?? [];
@@ -96,6 +96,7 @@ export function computeStatus(
           ...(figures.hitRatio === undefined ? {} : { hitRatio: figures.hitRatio }),
           bytesFromPeers: figures.bytesFromPeers,
           bytesFromOrigin: figures.bytesFromOrigin,
+          distrustedPeers: figures.distrustedPeers,
         }
       : {
           ...(mesh.status?.hitRatio === undefined ? {} : { hitRatio: mesh.status.hitRatio }),
@@ -105,6 +106,9 @@ export function computeStatus(
           ...(mesh.status?.bytesFromOrigin === undefined
             ? {}
             : { bytesFromOrigin: mesh.status.bytesFromOrigin }),
+          ...(mesh.status?.distrustedPeers === undefined
+            ? {}
+            : { distrustedPeers: mesh.status.distrustedPeers }),
         }),
   };
 }
