@@ -35,7 +35,8 @@ import {
 } from './identity/ca-store.ts';
 import { createPrivateKey, sign as cryptoSign } from 'node:crypto';
 import { encodeEvent, revocationSignedBytes, subjectFor } from '@edgemesh/contracts';
-import { kubeIssuanceApi } from './identity/issuance.ts';
+import { kubeIssuanceApi, TOKEN_AUDIENCE } from './identity/issuance.ts';
+import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
 import { startIssuerServer } from './identity/issuer-server.ts';
 
 export interface OperatorConfig {
@@ -136,6 +137,21 @@ export async function startOperator(
       },
       logger,
       onOutcome: (outcome) => metrics.recordIssuance(outcome),
+      // Tokens are checked against the cluster's keys first: garbage costs no TokenReview.
+      precheck: async (token) => {
+        const keys = await clusterTokens();
+        if (!keys) return undefined;
+        try {
+          await jwtVerify(token, createLocalJWKSet(JSON.parse(keys.jwks) as JSONWebKeySet), {
+            issuer: keys.issuer,
+            audience: TOKEN_AUDIENCE,
+            requiredClaims: ['exp'],
+          });
+          return true;
+        } catch {
+          return false;
+        }
+      },
     });
     issuer = { url, certPem: tls.certPem, server };
     logger.info({ url, port: server.port }, 'issuance endpoint serving');

@@ -100,4 +100,29 @@ describe('the issuance endpoint', () => {
     assert.equal(down.status, 503, 'the API server unreachable: try again, not refused');
     apiDown = false;
   });
+
+  it('refuses a token the cluster did not sign without asking the API server', async () => {
+    let reviews = 0;
+    const tls = await createServingCertificate(['localhost']);
+    const checked = await startIssuerServer({
+      host: '127.0.0.1',
+      port: 0,
+      tls,
+      api: { ...api, reviewToken: () => (reviews++, Promise.resolve({ authenticated: false })) },
+      meshCa: () => Promise.resolve(undefined),
+      logger: pino({ level: 'silent' }),
+      precheck: (token) => Promise.resolve(token === 'signed.by.cluster'),
+    });
+    try {
+      const body = JSON.stringify({ namespace: 'shop', mesh: 'cdn', csr: (await createNodeKey('n')).csrPem });
+      const forged = await post(checked.port, tls.certPem, body, { Authorization: 'Bearer forged.token.x' });
+      assert.deepEqual([forged.status, forged.answer.reason, reviews], [403, 'TokenInvalid', 0]);
+      const genuine = await post(checked.port, tls.certPem, body, {
+        Authorization: 'Bearer signed.by.cluster',
+      });
+      assert.deepEqual([genuine.status, reviews], [403, 1], 'a token that passes goes on to TokenReview');
+    } finally {
+      await checked.close();
+    }
+  });
 });
