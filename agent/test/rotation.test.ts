@@ -25,6 +25,8 @@ describe('certificate and CA rotation in the middle of a 1 GiB transfer', () => 
   let dir: string;
   let a: AgentProcess;
   let b: AgentProcess;
+  /** The first CA's certificate (the one rotated out). */
+  let oldCa: string;
   const files = () => ({
     cert: join(dir, 'ca.crt'),
     key: join(dir, 'ca.key'),
@@ -48,7 +50,7 @@ describe('certificate and CA rotation in the middle of a 1 GiB transfer', () => 
       ...['--node-id', 'b', '--store.dir', join(dir, 'b'), ...security],
       ...['--peers', `127.0.0.1:${a.grpcPort}`],
     ]);
-    (globalThis as { oldCa?: string }).oldCa = old.certPem;
+    oldCa = old.certPem;
   });
   after(async () => {
     await Promise.all([a?.stop(), b?.stop()]);
@@ -82,7 +84,6 @@ describe('certificate and CA rotation in the middle of a 1 GiB transfer', () => 
     let rotated = false;
     let retired = false;
     const next = await createCa({ namespace: 'local', name: 'default' }, new Date(Date.now() - 3600_000));
-    const oldCa = (globalThis as { oldCa?: string }).oldCa!;
     for await (const piece of got.body as unknown as AsyncIterable<Uint8Array>) {
       received.update(piece);
       bytes += piece.length;
