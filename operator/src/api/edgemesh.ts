@@ -153,41 +153,55 @@ export const edgeMeshSpecSchema = z
       .strictObject({
         /** mTLS between agents with operator-issued, node-bound identities. */
         mtls: z.boolean().default(true),
-        /**
-         * Nodes whose certificates every agent of the mesh refuses within seconds (a revocation list
-         * signed by the mesh CA, over the control plane and in the trust ConfigMap), and that are
-         * issued no new certificate. Remove a node to let it back in.
-         */
-        revokedNodes: z.array(z.string().min(1).max(253)).max(1000).optional(),
+        revokedNodes: z
+          .array(z.string().min(1).max(253))
+          .max(1000)
+          .optional()
+          .describe(
+            'Nodes whose certificates every agent refuses within seconds (a list signed by the mesh CA); they get no new certificate. Remove a node to let it back in.',
+          ),
         runAsUser: z.int().min(1).max(2_147_483_647).default(65532),
       })
       .prefault({}),
-    /**
-     * Who may use the agents' HTTP API. Clients present a projected ServiceAccount token for the
-     * audience edgemesh.p2p.dev; without rules, the ServiceAccounts of the mesh's namespace may do
-     * everything.
-     */
     access: z
       .strictObject({
-        /** What clients without a token may do, on every key and topic. */
-        anonymous: z.enum(['none', 'read', 'all']).default('none'),
+        anonymous: z
+          .enum(['none', 'read', 'all'])
+          .default('none')
+          .describe('What clients without a token may do, on every key and topic.'),
         rules: z
           .array(
             z.strictObject({
-              /** system:serviceaccount:<ns>:<name>, system:serviceaccounts:<ns>, authenticated, anonymous. */
-              subjects: z.array(z.string().min(1).max(320)).min(1).max(100),
+              subjects: z
+                .array(z.string().min(1).max(320))
+                .min(1)
+                .max(100)
+                .describe(
+                  'system:serviceaccount:<ns>:<name>, system:serviceaccounts:<ns>, authenticated or anonymous.',
+                ),
               verbs: z
                 .array(z.enum(['read', 'write', 'purge', 'send', 'receive']))
                 .min(1)
-                .max(5),
-              /** Key (read, write, purge) or topic (send, receive) prefixes; '' is everything. */
-              prefixes: z.array(z.string().max(512)).min(1).max(100).default(['']),
+                .max(5)
+                .describe('read, write, purge (on keys); send, receive (on exchange topics).'),
+              prefixes: z
+                .array(z.string().max(512))
+                .min(1)
+                .max(100)
+                .default([''])
+                .describe("Key or topic prefixes (plain string prefixes); '' is everything."),
             }),
           )
           .max(100)
-          .optional(),
+          .optional()
+          .describe(
+            "Who may do what; a client gets what every rule naming it or its groups gives. Default: the ServiceAccounts of the mesh's namespace may do everything.",
+          ),
       })
-      .prefault({}),
+      .prefault({})
+      .describe(
+        "Who may use the agents' HTTP API: clients send a projected ServiceAccount token for the audience edgemesh.p2p.dev.",
+      ),
     telemetry: z
       .strictObject({
         otlpEndpoint: z
@@ -254,8 +268,11 @@ export const edgeMeshStatusSchema = z.strictObject({
   hitRatio: z.string().optional(),
   bytesFromPeers: z.int().min(0).optional(),
   bytesFromOrigin: z.int().min(0).optional(),
-  /** The most peers any one agent distrusts (its reputation of them fell too low; docs/security.md). */
-  distrustedPeers: z.int().min(0).optional(),
+  distrustedPeers: z
+    .int()
+    .min(0)
+    .optional()
+    .describe('The most peers any one agent distrusts (its reputation of them fell too low).'),
 });
 
 export type EdgeMeshSpec = z.output<typeof edgeMeshSpecSchema>;
