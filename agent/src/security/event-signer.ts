@@ -1,4 +1,4 @@
-import { createPrivateKey, type KeyObject, sign, verify, X509Certificate } from 'node:crypto';
+import { verify, X509Certificate } from 'node:crypto';
 import type { ControlEvent } from '@edgemesh/contracts';
 import { type NodeIdentity, sameMesh, verifyNodeCertificate } from '@edgemesh/identity';
 import { MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
@@ -28,7 +28,6 @@ export class EventSigner {
   readonly #now: () => number;
   readonly #senders = new Map<string, { identity: NodeIdentity; cert: X509Certificate; validToMs: number }>();
   #trustSeen: readonly X509Certificate[] | undefined;
-  #key: { pem: string; object: KeyObject; certificate: string } | undefined;
 
   constructor(credentials: NodeCredentials, opts: { revocations?: Revocations; now?: () => number } = {}) {
     this.#credentials = credentials;
@@ -38,17 +37,8 @@ export class EventSigner {
 
   /** The headers that sign `data` as this node. */
   sign(data: Uint8Array): Record<string, string> {
-    const pem = this.#credentials.keyPem;
-    if (this.#key?.pem !== pem)
-      this.#key = {
-        pem,
-        object: createPrivateKey(pem),
-        certificate: new X509Certificate(this.#credentials.certPem).raw.toString('base64'),
-      };
-    return {
-      [SIGNER_HEADER]: this.#key.certificate,
-      [SIGNATURE_HEADER]: sign('sha256', data, this.#key.object).toString('base64'),
-    };
+    const { certificate, value } = this.#credentials.sign(data);
+    return { [SIGNER_HEADER]: certificate, [SIGNATURE_HEADER]: value };
   }
 
   /** Undefined when `event` (decoded from `data`) may be acted on; else why not. */

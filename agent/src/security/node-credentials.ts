@@ -1,4 +1,4 @@
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, type KeyObject, sign as cryptoSign, X509Certificate } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import type { experimental } from '@grpc/grpc-js';
 import {
@@ -122,6 +122,15 @@ export class NodeCredentials implements experimental.CertificateProvider {
   get bundlePem(): string {
     return this.#bundlePem;
   }
+  /**
+   * This node's signature over `bytes` with its current key (ECDSA P-256 / SHA-256, DER, base64), and
+   * its current certificate (DER, base64) that proves the key is this node's.
+   */
+  sign(bytes: Uint8Array): { certificate: string; value: string } {
+    const { key, certificateB64 } = this.#identity;
+    return { certificate: certificateB64, value: cryptoSign('sha256', bytes, key).toString('base64') };
+  }
+
   /** The trust bundle's certificates (a new array whenever it changes). */
   get trust(): readonly X509Certificate[] {
     return this.#bundle;
@@ -294,6 +303,9 @@ interface Material {
   certPem: string;
   keyPem: string;
   cert: X509Certificate;
+  /** The key, parsed once, and the certificate as DER in base64: what every signature carries. */
+  key: KeyObject;
+  certificateB64: string;
   /** When it was asked for. */
   obtainedAtMs: number;
   /** In [0, 1): how much earlier than two thirds this one is renewed. */
@@ -326,10 +338,19 @@ async function obtain(
     );
   if (mesh && !sameMesh(mesh, identity.mesh))
     throw new PeerIdentityError(`${opts.issuer.name} issued a certificate for another mesh`);
-  if (!cert.checkPrivateKey(createPrivateKey(key.keyPem)))
+  const privateKey = createPrivateKey(key.keyPem);
+  if (!cert.checkPrivateKey(privateKey))
     throw new PeerIdentityError(`${opts.issuer.name} issued a certificate for another key`);
   return {
-    material: { certPem, keyPem: key.keyPem, cert, obtainedAtMs, renewJitter: Math.random() },
+    material: {
+      certPem,
+      keyPem: key.keyPem,
+      cert,
+      key: privateKey,
+      certificateB64: cert.raw.toString('base64'),
+      obtainedAtMs,
+      renewJitter: Math.random(),
+    },
     mesh: identity.mesh,
   };
 }

@@ -1,4 +1,4 @@
-import { createHash, createPrivateKey, type KeyObject, sign, verify, X509Certificate } from 'node:crypto';
+import { createHash, verify, X509Certificate } from 'node:crypto';
 import { sameMesh, verifyNodeCertificate } from '@edgemesh/identity';
 import { type Manifest, type NodeSignature, manifestSignedBytes } from '../cache/manifest.ts';
 import type { NodeCredentials } from './node-credentials.ts';
@@ -29,7 +29,6 @@ export class NodeSigner {
   readonly #revocations: Revocations | undefined;
   readonly #now: () => number;
   readonly #verified = new Map<string, string>();
-  #key: { pem: string; object: KeyObject; certificate: string } | undefined;
   #trustSeen: readonly X509Certificate[] | undefined;
 
   constructor(credentials: NodeCredentials, opts: { revocations?: Revocations; now?: () => number } = {}) {
@@ -40,7 +39,7 @@ export class NodeSigner {
 
   /** This node's signature over `manifest` (with its current certificate). */
   sign(manifest: Omit<Manifest, 'signature'>): NodeSignature {
-    return this.#sign(manifestSignedBytes(manifest));
+    return this.#credentials.sign(manifestSignedBytes(manifest));
   }
 
   /** The node that vouches for `manifest`; throws ManifestTrustError when none of this mesh does. */
@@ -52,7 +51,7 @@ export class NodeSigner {
 
   /** This node's signature over a purge of `key` at `purgedAtMs`, asked for by client `by`. */
   signPurge(key: string, purgedAtMs: number, by?: string): NodeSignature {
-    return { ...this.#sign(purgeSignedBytes(key, purgedAtMs, by)), ...(by ? { by } : {}) };
+    return { ...this.#credentials.sign(purgeSignedBytes(key, purgedAtMs, by)), ...(by ? { by } : {}) };
   }
 
   /** The node that vouches for a purge; throws ManifestTrustError when none of this mesh does. */
@@ -60,21 +59,6 @@ export class NodeSigner {
     const what = `the purge of ${key}`;
     if (!signature) throw new ManifestTrustError(`${what} is not signed`);
     return this.#verify(purgeSignedBytes(key, purgedAtMs, signature.by), signature, purgedAtMs, what);
-  }
-
-  #sign(bytes: Buffer): NodeSignature {
-    const pem = this.#credentials.keyPem;
-    if (this.#key?.pem !== pem) {
-      this.#key = {
-        pem,
-        object: createPrivateKey(pem),
-        certificate: new X509Certificate(this.#credentials.certPem).raw.toString('base64'),
-      };
-    }
-    return {
-      certificate: this.#key.certificate,
-      value: sign('sha256', bytes, this.#key.object).toString('base64'),
-    };
   }
 
   #verify(bytes: Buffer, signature: NodeSignature, atMs: number, what: string): string {
