@@ -5,6 +5,20 @@ import type { CertificateIssuer } from './node-credentials.ts';
 /** The largest answer taken from the issuer (a certificate is about 1 KiB). */
 const MAX_ANSWER_BYTES = 64 * 1024;
 
+export interface OperatorIssuerOptions {
+  /** The endpoint (https). */
+  url: string;
+  /** The projected ServiceAccount token, read at every request. */
+  tokenFile: string;
+  /** The endpoint's serving certificate, the only one trusted for it. */
+  caFile: string;
+  /** The EdgeMesh: its namespace and name. */
+  namespace: string;
+  mesh: string;
+  /** This node, the one the certificate must name. */
+  node: string;
+}
+
 /**
  * The operator's issuance endpoint (Kubernetes): the agent POSTs its certificate request with its
  * projected ServiceAccount token, read fresh from its file each time (the kubelet renews it), and
@@ -13,23 +27,9 @@ const MAX_ANSWER_BYTES = 64 * 1024;
  */
 export class OperatorIssuer implements CertificateIssuer {
   readonly name: string;
-  readonly #opts: {
-    url: string;
-    tokenFile: string;
-    caFile: string;
-    namespace: string;
-    mesh: string;
-    node: string;
-  };
+  readonly #opts: OperatorIssuerOptions;
 
-  constructor(opts: {
-    url: string;
-    tokenFile: string;
-    caFile: string;
-    namespace: string;
-    mesh: string;
-    node: string;
-  }) {
+  constructor(opts: OperatorIssuerOptions) {
     this.#opts = opts;
     this.name = `issuer ${opts.url}`;
   }
