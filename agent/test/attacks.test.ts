@@ -17,7 +17,7 @@ import {
 import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { EventSigner } from '../src/security/event-signer.ts';
 import type { NodeCredentials } from '../src/security/node-credentials.ts';
-import { encodeEvent, revocationSignedBytes, subjectFor } from '@edgemesh/contracts';
+import { type ControlEvent, encodeEvent, revocationSignedBytes, subjectFor } from '@edgemesh/contracts';
 import { createNodeKey, MeshCa } from '@edgemesh/identity';
 import { type AgentProcess, eventually, peersAlive, startAgentProcess } from '../harness/agent-process.ts';
 import { natsUnavailable, type NatsServer, startNatsServer } from '../harness/nats-server.ts';
@@ -52,6 +52,41 @@ const succeeded = (p: Promise<unknown>) =>
     () => true,
     () => false,
   );
+
+/** Fails unless no attempt of any of `kinds` was accepted. */
+function noneAccepted(kinds: Iterable<string>): void {
+  for (const kind of kinds) assert.equal(tally.get(kind)?.accepted, 0, kind);
+}
+
+/** Tries, through `peer`, a read, a purge of `key` and an exchange message from `from`: recorded under `kind`. */
+async function tryEverything(kind: string, peer: GrpcPeer, key: string, from: string): Promise<void> {
+  record(`${kind}: read`, await succeeded(peer.getManifest('asset/0')));
+  record(`${kind}: purge`, await succeeded(peer.purge(key, Date.now(), undefined)));
+  record(
+    `${kind}: exchange`,
+    await succeeded(
+      peer.deliver({ topic: 'orders', from, body: Buffer.from('x'), contentType: 'text/plain' }),
+    ),
+  );
+}
+
+/** Publishes `event` on the control plane as it is, signed by `signer` (in its headers) when given. */
+function publish(nc: NatsConnection, event: ControlEvent, signer?: EventSigner): void {
+  const data = encodeEvent(event);
+  const h = natsHeaders();
+  for (const [k, v] of Object.entries(signer?.sign(data) ?? {})) h.set(k, v);
+  nc.publish(subjectFor(MESH, event.type), data, signer ? { headers: h } : {});
+}
+
+/** The announce an agent sends of itself: `nodeId` at `grpc`. */
+const announceOf = (nodeId: string, grpc: string, incarnation: number): ControlEvent => ({
+  v: 1,
+  type: 'member.announce',
+  mesh: MESH,
+  from: nodeId,
+  sentAtMs: Date.now(),
+  body: { member: { nodeId, zone: 'z', region: 'r', grpc, weight: 1000, incarnation } },
+});
 
 /** Reads a stream to its end. */
 async function drain(stream: AsyncIterable<unknown>): Promise<void> {
@@ -161,26 +196,12 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
     for (const [kind, creds] of kinds) {
       const peer = attacker(target, creds);
       try {
-        for (let i = 0; i < REPS; i++) {
-          record(`${kind}: read`, await succeeded(peer.getManifest('asset/0')));
-          record(`${kind}: purge`, await succeeded(peer.purge('asset/1', Date.now(), undefined)));
-          record(
-            `${kind}: exchange`,
-            await succeeded(
-              peer.deliver({
-                topic: 'orders',
-                from: 'node-a',
-                body: Buffer.from('x'),
-                contentType: 'text/plain',
-              }),
-            ),
-          );
-        }
+        for (let i = 0; i < REPS; i++) await tryEverything(kind, peer, 'asset/1', 'node-a');
       } finally {
         peer.close();
       }
     }
-    for (const [kind, t] of tally) if (kind.includes(':')) assert.equal(t.accepted, 0, kind);
+    noneAccepted([...tally.keys()].filter((kind) => kind.includes(':')));
     // The same client with a valid certificate of the mesh gets through: the refusals were the server's.
     const valid = await testCredentials('mallory', { mesh: MESH });
     const control = attacker(target, tlsAs(ca, valid.keyPem, valid.certPem));
@@ -241,13 +262,12 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       peer.close();
       mallory.close();
     }
-    for (const kind of [
+    noneAccepted([
       'claimed sender of an exchange message',
       'claimed holder',
       'claimed requester of chunks',
       'claimed watcher',
-    ])
-      assert.equal(tally.get(kind)?.accepted, 0, kind);
+    ]);
     const status = (await (await fetch(`${agents[1]!.url}/v1/status`)).json()) as {
       counters: { peersRefused: Record<string, number> };
     };
@@ -317,26 +337,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
               };
             };
             const before = await Promise.all(agents.map(state));
-            const data = encodeEvent({
-              v: 1,
-              type: 'member.announce',
-              mesh: MESH,
-              from: nodeId,
-              sentAtMs: Date.now(),
-              body: {
-                member: {
-                  nodeId,
-                  zone: 'z',
-                  region: 'r',
-                  grpc: address,
-                  weight: 1000,
-                  incarnation: Math.floor(Date.now() / 1000) + 10 + i,
-                },
-              },
-            });
-            const h = natsHeaders();
-            for (const [k, v] of Object.entries(signer?.sign(data) ?? {})) h.set(k, v);
-            nc.publish(subjectFor(MESH, 'member.announce'), data, signer ? { headers: h } : {});
+            publish(nc, announceOf(nodeId, address, Math.floor(Date.now() / 1000) + 10 + i), signer);
             // Each agent decides (an agent ignores claims to be itself): it admits the claimed
             // member, or drops the announce (counted, whatever the reason).
             const admitted = await Promise.all(
@@ -364,7 +365,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
     }
     mallory.close();
     foreign.close();
-    for (const [kind] of kinds) assert.equal(tally.get(kind)!.accepted, 0, kind);
+    noneAccepted(kinds.map(([kind]) => kind));
     // The real node-b is still a member everywhere, at its own address.
     for (const agent of [agents[0]!, agents[2]!]) await peersAlive(agent, 2);
   });
@@ -405,17 +406,18 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
         for (let i = 0; i < REPS; i++) {
           const before = await Promise.all(agents.map(state));
           const now = Date.now();
-          const data = encodeEvent({
-            v: 1,
-            type: 'object.purge',
-            mesh: MESH,
-            from: forged.from,
-            sentAtMs: forged.sentAtMs ?? now,
-            body: { key: `asset/${i % objects.size}`, purgedAtMs: forged.purgedAtMs ?? now },
-          });
-          const h = natsHeaders();
-          for (const [k, v] of Object.entries(forged.signer?.sign(data) ?? {})) h.set(k, v);
-          nc.publish(subjectFor(MESH, 'object.purge'), data, forged.signer ? { headers: h } : {});
+          publish(
+            nc,
+            {
+              v: 1,
+              type: 'object.purge',
+              mesh: MESH,
+              from: forged.from,
+              sentAtMs: forged.sentAtMs ?? now,
+              body: { key: `asset/${i % objects.size}`, purgedAtMs: forged.purgedAtMs ?? now },
+            },
+            forged.signer,
+          );
           const applied = await Promise.all(
             agents.map((agent, n) =>
               eventually(
@@ -434,7 +436,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
     } finally {
       for (const id of [mallory, foreign, otherMesh]) id.close();
     }
-    for (const [kind] of kinds) assert.equal(tally.get(kind)!.accepted, 0, kind);
+    noneAccepted(kinds.map(([kind]) => kind));
   });
 
   it('serves and stores nothing from a manifest no node of the mesh vouches for', async () => {
@@ -506,8 +508,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       evil.close();
       for (const id of Object.values(strangers)) id.close();
     }
-    for (const kind of tally.keys())
-      if (kind.startsWith('forged manifest')) assert.equal(tally.get(kind)!.accepted, 0, kind);
+    noneAccepted([...tally.keys()].filter((kind) => kind.startsWith('forged manifest')));
   });
 
   it('copies nothing from a source that is not a confirmed member, and indexes no unsigned Hold', async () => {
@@ -548,8 +549,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       evil.close();
       mallory.close();
     }
-    for (const kind of ['Replicate naming a forged source', 'Hold with an unsigned manifest'])
-      assert.equal(tally.get(kind)?.accepted, 0, kind);
+    noneAccepted(['Replicate naming a forged source', 'Hold with an unsigned manifest']);
   });
 
   it('drops no copy on a member’s word that it was purged: a "purged" answer needs a signed purge', async () => {
@@ -576,28 +576,12 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       };
     };
     const before = await Promise.all(agents.map(state));
-    const announce = () => {
-      const data = encodeEvent({
-        v: 1,
-        type: 'member.announce',
-        mesh: MESH,
-        from: 'mallory',
-        sentAtMs: Date.now(),
-        body: {
-          member: {
-            nodeId: 'mallory',
-            zone: 'z',
-            region: 'r',
-            grpc: evil.address,
-            weight: 1000,
-            incarnation: Math.floor(Date.now() / 1000),
-          },
-        },
-      });
-      const h = natsHeaders();
-      for (const [k, v] of Object.entries(new EventSigner(mallory).sign(data))) h.set(k, v);
-      nc.publish(subjectFor(MESH, 'member.announce'), data, { headers: h });
-    };
+    const announce = () =>
+      publish(
+        nc,
+        announceOf('mallory', evil.address, Math.floor(Date.now() / 1000)),
+        new EventSigner(mallory),
+      );
     try {
       announce();
       // Every agent admits mallory and, in the repair that follows, hears "purged" from it.
@@ -624,7 +608,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       evil.close();
       mallory.close();
     }
-    assert.equal(tally.get('a member answering "purged" (unsigned)')!.accepted, 0);
+    noneAccepted(['a member answering "purged" (unsigned)']);
   });
 
   it('refuses a revoked node everywhere within seconds of the CA-signed revocation, and no forged one', async () => {
@@ -640,27 +624,24 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
           credentials: (seen) => peerChannelCredentials(trudy, undefined, seen),
         }),
     );
-    const publish = (nodes: string[], key: string) => {
+    const revoke = (nodes: string[], key: string) => {
       const issuedAtMs = Date.now();
       const signature = sign('sha256', revocationSignedBytes(MESH, nodes, issuedAtMs), createPrivateKey(key));
-      nc.publish(
-        subjectFor(MESH, 'mesh.revocations'),
-        encodeEvent({
-          v: 1,
-          type: 'mesh.revocations',
-          mesh: MESH,
-          from: 'operator',
-          sentAtMs: issuedAtMs,
-          body: { nodes, issuedAtMs, signature: signature.toString('base64') },
-        }),
-      );
+      publish(nc, {
+        v: 1,
+        type: 'mesh.revocations',
+        mesh: MESH,
+        from: 'operator',
+        sentAtMs: issuedAtMs,
+        body: { nodes, issuedAtMs, signature: signature.toString('base64') },
+      });
     };
     try {
       // Before: trudy, a node of the mesh, is served by every agent.
       for (const peer of peers) assert.equal((await peer.getManifest('asset/0'))?.holds, true);
       // A list signed by another CA changes nothing.
       const foreignCa = await createTestCa(MESH);
-      publish(['trudy'], foreignCa.material.keyPem);
+      revoke(['trudy'], foreignCa.material.keyPem);
       await Promise.all(
         agents.map((agent) =>
           eventually(
@@ -681,7 +662,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
         record('a revocation list signed by another CA', !(await succeeded(peer.getManifest('asset/0'))));
       // The mesh CA revokes trudy: every agent refuses it, on the connections it already has.
       const started = performance.now();
-      publish(['trudy'], ca.material.keyPem);
+      revoke(['trudy'], ca.material.keyPem);
       await Promise.all(
         peers.map((peer) =>
           eventually(
@@ -696,27 +677,17 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
         `# a revoked node was refused by all ${agents.length} agents ${seconds.toFixed(2)} s after the revocation`,
       );
       for (let i = 0; i < REPS; i++)
-        for (const peer of peers) {
-          record('a revoked node: read', await succeeded(peer.getManifest('asset/0')));
-          record('a revoked node: purge', await succeeded(peer.purge('asset/0', Date.now(), undefined)));
-          record(
-            'a revoked node: exchange',
-            await succeeded(
-              peer.deliver({ topic: 't', from: 'trudy', body: Buffer.from('x'), contentType: 'text/plain' }),
-            ),
-          );
-        }
+        for (const peer of peers) await tryEverything('a revoked node', peer, 'asset/0', 'trudy');
     } finally {
       for (const peer of peers) peer.close();
       trudy.close();
     }
-    for (const kind of [
+    noneAccepted([
       'a revocation list signed by another CA',
       'a revoked node: read',
       'a revoked node: purge',
       'a revoked node: exchange',
-    ])
-      assert.equal(tally.get(kind)?.accepted, 0, kind);
+    ]);
   });
 
   it('serves local clients only with a valid token, only what their rules give; queued messages go to their receiver', async () => {
@@ -827,13 +798,12 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
     } finally {
       await guarded.stop();
     }
-    for (const kind of [
+    noneAccepted([
       'an unauthenticated client',
       'a client with a wrong token',
       'an unauthorised client',
       'another workload taking a queued exchange message',
-    ])
-      assert.equal(tally.get(kind)?.accepted, 0, kind);
+    ]);
   });
 
   it('lost and altered nothing', async () => {
