@@ -305,30 +305,31 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       'the mesh CA goes with the mesh',
     );
     // What the kubelet would mount in the agent's pod: the trust ConfigMap and a pod-bound token.
-    const trust = get<{ data: Record<string, string> }>([
-      'configmap',
-      `edgemesh-${name}-trust`,
-      '-n',
-      namespace,
-    ]);
+    const trustData = () =>
+      get<{ data: Record<string, string> }>(['configmap', `edgemesh-${name}-trust`, '-n', namespace]).data;
+    const trust = trustData();
     const dir = mkdtempSync(join(tmpdir(), 'edgemesh-agent-identity-'));
     try {
-      writeFileSync(join(dir, 'ca.crt'), trust.data['ca.crt']!);
-      writeFileSync(join(dir, 'issuer.crt'), trust.data['issuer.crt']!);
-      const pod = get<{ items: { metadata: { name: string }; spec: { nodeName: string } }[] }>([
-        'pods',
-        '-n',
-        namespace,
-        '-l',
-        `edgemesh.p2p.dev/mesh=${name}`,
-      ]).items.find((p) => p.spec.nodeName === 'edge-0')!;
-      writeFileSync(
-        join(dir, 'token'),
-        cp.kubectl([
-          ...['create', 'token', `edgemesh-${name}`, '-n', namespace, '--audience', 'edgemesh.p2p.dev'],
-          ...['--bound-object-kind', 'Pod', '--bound-object-name', pod.metadata.name],
-        ]),
-      );
+      writeFileSync(join(dir, 'ca.crt'), trust['ca.crt']!);
+      writeFileSync(join(dir, 'issuer.crt'), trust['issuer.crt']!);
+      /** Writes the token file the kubelet would project into the mesh's agent pod on `node`. */
+      const agentTokenOn = (node: string) => {
+        const pod = get<{ items: { metadata: { name: string }; spec: { nodeName: string } }[] }>([
+          'pods',
+          '-n',
+          namespace,
+          '-l',
+          `edgemesh.p2p.dev/mesh=${name}`,
+        ]).items.find((p) => p.spec.nodeName === node)!;
+        writeFileSync(
+          join(dir, 'token'),
+          cp.kubectl([
+            ...['create', 'token', `edgemesh-${name}`, '-n', namespace, '--audience', 'edgemesh.p2p.dev'],
+            ...['--bound-object-kind', 'Pod', '--bound-object-name', pod.metadata.name],
+          ]),
+        );
+      };
+      agentTokenOn('edge-0');
       const args = (node: string) => [
         ...['--node-id', node, '--mesh', `${namespace}-${name}`, '--store.dir', join(dir, node)],
         ...['--security.issuer.url', `https://localhost:${ISSUER_PORT}`],
@@ -344,7 +345,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       // The agent of edge-0, as a real process: its certificate comes from the operator.
       // Its clients, as the operator configures them: the cluster's token keys (jwks.json) and the
       // mesh's rules (by default: the ServiceAccounts of its namespace).
-      writeFileSync(join(dir, 'jwks.json'), trust.data['jwks.json']!);
+      writeFileSync(join(dir, 'jwks.json'), trust['jwks.json']!);
       const agentYaml = parseYaml(
         get<{ data: Record<string, string> }>(['configmap', `edgemesh-${name}`, '-n', namespace]).data[
           'agent.yaml'
@@ -383,24 +384,26 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       } finally {
         await agent.stop();
       }
-      // The same token, for another node: refused, and the agent keeps asking (never ready).
-      const impostor = spawn(process.execPath, [join(ROOT, 'agent/src/main.ts'), ...args('edge-1')], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      try {
-        const lines = createInterface({ input: impostor.stdout });
-        const refusal = await new Promise<string>((resolve, reject) => {
-          lines.on('line', (line) => {
-            if (line.includes('no node certificate yet')) resolve(line);
-            if (line.includes('"agent ready"'))
-              reject(new Error('an agent got a certificate for another node'));
-          });
-          impostor.once('exit', (code) => reject(new Error(`the agent exited (${code})`)));
+      /** Starts an agent process for `node` and waits for the issuer's first refusal (it keeps asking, never ready). */
+      const refusalFor = async (node: string): Promise<string> => {
+        const agent = spawn(process.execPath, [join(ROOT, 'agent/src/main.ts'), ...args(node)], {
+          stdio: ['ignore', 'pipe', 'pipe'],
         });
-        assert.match(refusal, /403: NodeMismatch/);
-      } finally {
-        impostor.kill('SIGKILL');
-      }
+        try {
+          const lines = createInterface({ input: agent.stdout });
+          return await new Promise<string>((resolve, reject) => {
+            lines.on('line', (line) => {
+              if (line.includes('no node certificate yet')) resolve(line);
+              if (line.includes('"agent ready"')) reject(new Error(`${node}'s agent got a certificate`));
+            });
+            agent.once('exit', (code) => reject(new Error(`the agent exited (${code})`)));
+          });
+        } finally {
+          agent.kill('SIGKILL');
+        }
+      };
+      // The same token, for another node: refused.
+      assert.match(await refusalFor('edge-1'), /403: NodeMismatch/);
       // Revoke edge-1: the trust ConfigMap carries the list, signed by the mesh CA, and edge-1's own
       // agent (its own pod's token) gets no certificate any more.
       cp.kubectl([
@@ -408,12 +411,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         ...['-p', JSON.stringify({ spec: { security: { revokedNodes: ['edge-1'] } } })],
       ]);
       const list = await eventually(() => {
-        const data = get<{ data: Record<string, string> }>([
-          'configmap',
-          `edgemesh-${name}-trust`,
-          '-n',
-          namespace,
-        ]).data;
+        const data = trustData();
         const parsed = JSON.parse(data['revoked.json'] ?? '{}') as {
           nodes?: string[];
           issuedAtMs: number;
@@ -425,41 +423,13 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         verify(
           'sha256',
           revocationSignedBytes(`${namespace}-${name}`, list.nodes!, list.issuedAtMs),
-          new X509Certificate(trust.data['ca.crt']!).publicKey,
+          new X509Certificate(trust['ca.crt']!).publicKey,
           Buffer.from(list.signature, 'base64'),
         ),
         'signed by the mesh CA',
       );
-      const edge1Pod = get<{ items: { metadata: { name: string }; spec: { nodeName: string } }[] }>([
-        'pods',
-        '-n',
-        namespace,
-        '-l',
-        `edgemesh.p2p.dev/mesh=${name}`,
-      ]).items.find((p) => p.spec.nodeName === 'edge-1')!;
-      writeFileSync(
-        join(dir, 'token'),
-        cp.kubectl([
-          ...['create', 'token', `edgemesh-${name}`, '-n', namespace, '--audience', 'edgemesh.p2p.dev'],
-          ...['--bound-object-kind', 'Pod', '--bound-object-name', edge1Pod.metadata.name],
-        ]),
-      );
-      const revoked = spawn(process.execPath, [join(ROOT, 'agent/src/main.ts'), ...args('edge-1')], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      try {
-        const lines = createInterface({ input: revoked.stdout });
-        const refusal = await new Promise<string>((resolve, reject) => {
-          lines.on('line', (line) => {
-            if (line.includes('no node certificate yet')) resolve(line);
-            if (line.includes('"agent ready"')) reject(new Error('a revoked node got a certificate'));
-          });
-          revoked.once('exit', (code) => reject(new Error(`the agent exited (${code})`)));
-        });
-        assert.match(refusal, /403: Revoked/);
-      } finally {
-        revoked.kill('SIGKILL');
-      }
+      agentTokenOn('edge-1');
+      assert.match(await refusalFor('edge-1'), /403: Revoked/);
       cp.kubectl([
         ...['patch', 'em', name, '-n', namespace, '--type', 'merge'],
         ...['-p', JSON.stringify({ spec: { security: { revokedNodes: null } } })],
