@@ -76,6 +76,8 @@ describe('local client access', () => {
       `Bearer ${await jwt('system:serviceaccount:shop:orders', { by: other })}`,
       `Bearer ${await jwt('system:serviceaccount:shop:orders', { expiresIn: '-1m' })}`,
       `Bearer ${await jwt('alice')}`,
+      // A token that never expires.
+      `Bearer ${await new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setSubject('system:serviceaccount:shop:orders').setIssuer(ISSUER).setAudience('edgemesh.p2p.dev').setIssuedAt().sign(key)}`,
     ])
       assert.equal(await access.authenticate(bad), undefined, bad.slice(0, 40));
   });

@@ -26,6 +26,16 @@ describe('manifest signatures', () => {
     const m = unsigned();
     const signed: Manifest = { ...m, signature: signer.sign(m) };
     assert.equal(checker.verify(signed), 'node-a');
+    // A verdict once given does not carry over to the same signature under another certificate.
+    const otherCert = {
+      ...signed,
+      signature: { ...signed.signature!, certificate: new NodeSigner(b).sign(m).certificate },
+    };
+    assert.throws(() => checker.verify(otherCert), ManifestTrustError);
+    assert.throws(
+      () => checker.verify({ ...signed, signature: { ...signed.signature!, certificate: 'AAAA' } }),
+      ManifestTrustError,
+    );
     revocations.replace(['node-a']);
     assert.throws(() => checker.verify(signed), /revoked/);
     a.close();
