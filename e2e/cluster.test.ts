@@ -23,7 +23,9 @@ import {
 import { grants, needed, type PolicyRule, requestsOf } from './harness/rbac.ts';
 import { ROOT } from './harness/images.ts';
 import { startAgentProcess } from '../agent/harness/agent-process.ts';
-import { revocationSignedBytes } from '@edgemesh/contracts';
+import { revocationSignedBytes, subjects } from '@edgemesh/contracts';
+import { connect as natsConnect, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
+import { natsUnavailable, startNatsServer, subscriptionRefusal } from '../agent/harness/nats-server.ts';
 
 /** Each poll here runs kubectl, a process of its own: poll at a pace that leaves the CPU to the cluster. */
 const eventually = <T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000) =>
@@ -281,7 +283,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     await waitReady('default', 'secured');
   });
 
-  it('issues node certificates through its endpoint (an agent pod gets one for its own node, no other; none once revoked); its agents take their clients’ ServiceAccount tokens', async () => {
+  it('issues node certificates through its endpoint (an agent pod gets one for its own node, no other; a pod that is not the agent none; none once revoked); its agents take their clients’ ServiceAccount tokens', async () => {
     const [namespace, name] = MESHES.cdn;
     const ds = get<{
       spec: { template: { spec: { volumes: { name: string; projected?: unknown }[] } } };
@@ -331,7 +333,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       };
       agentTokenOn('edge-0');
       const args = (node: string) => [
-        ...['--node-id', node, '--mesh', `${namespace}-${name}`, '--store.dir', join(dir, node)],
+        ...['--node-id', node, '--mesh', `${namespace}_${name}`, '--store.dir', join(dir, node)],
         ...['--security.issuer.url', `https://localhost:${ISSUER_PORT}`],
         ...[
           '--security.issuer.token-file',
@@ -404,6 +406,35 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       };
       // The same token, for another node: refused.
       assert.match(await refusalFor('edge-1'), /403: NodeMismatch/);
+      // Pods that are not the mesh's agent, on edge-1: one with another ServiceAccount, and one with
+      // the agents' own ServiceAccount that the DaemonSet did not make. Neither gets a certificate.
+      for (const [pod, serviceAccount] of [
+        ['intruder', 'default'],
+        ['impostor', `edgemesh-${name}`],
+      ] as const) {
+        cp.kubectl([
+          ...['run', pod, '-n', namespace, '--image', 'example.invalid/none', '--restart', 'Never'],
+          ...[
+            '--overrides',
+            JSON.stringify({ spec: { nodeName: 'edge-1', serviceAccountName: serviceAccount } }),
+          ],
+        ]);
+        await eventually(
+          () =>
+            get<{ status: { phase?: string } }>(['pod', pod, '-n', namespace]).status.phase === 'Running' ||
+            undefined,
+          30_000,
+        );
+        writeFileSync(
+          join(dir, 'token'),
+          cp.kubectl([
+            ...['create', 'token', serviceAccount, '-n', namespace, '--audience', 'edgemesh.p2p.dev'],
+            ...['--bound-object-kind', 'Pod', '--bound-object-name', pod],
+          ]),
+        );
+        assert.match(await refusalFor('edge-1'), /403: NotTheAgent/, pod);
+        cp.kubectl(['delete', 'pod', pod, '-n', namespace, '--wait=false']);
+      }
       // Revoke edge-1: the trust ConfigMap carries the list, signed by the mesh CA, and edge-1's own
       // agent (its own pod's token) gets no certificate any more.
       cp.kubectl([
@@ -422,7 +453,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       assert.ok(
         verify(
           'sha256',
-          revocationSignedBytes(`${namespace}-${name}`, list.nodes!, list.issuedAtMs),
+          revocationSignedBytes(`${namespace}_${name}`, list.nodes!, list.issuedAtMs),
           new X509Certificate(trust['ca.crt']!).publicKey,
           Buffer.from(list.signature, 'base64'),
         ),
@@ -435,6 +466,61 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         ...['-p', JSON.stringify({ spec: { security: { revokedNodes: null } } })],
       ]);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('gives each mesh a NATS user of its own, which the bundled NATS, as the operator configures it, lets reach its own subjects only', async (t) => {
+    const noNats = natsUnavailable();
+    if (noNats) return t.skip(noNats);
+    // The configuration the chart's NATS mounts, and each mesh's user, as the operator wrote them.
+    const conf = get<{ data: Record<string, string> }>(['configmap', 'edgemesh-nats-config', '-n', NAMESPACE])
+      .data['nats.conf']!;
+    const user = (sample: keyof typeof MESHES) => {
+      const [namespace, name] = MESHES[sample];
+      const secret = get<{
+        data: { creds: string };
+        metadata: { ownerReferences: { kind: string; name: string }[] };
+      }>(['secret', `edgemesh-${name}-nats`, '-n', namespace]);
+      assert.deepEqual(
+        secret.metadata.ownerReferences.map((o) => `${o.kind}/${o.name}`),
+        [`EdgeMesh/${name}`],
+      );
+      const ds = get<{ spec: { template: { spec: { volumes: { name: string; secret?: unknown }[] } } } }>([
+        'daemonset',
+        `edgemesh-${name}`,
+        '-n',
+        namespace,
+      ]);
+      assert.deepEqual(ds.spec.template.spec.volumes.find((v) => v.name === 'nats-credentials')?.secret, {
+        secretName: `edgemesh-${name}-nats`,
+        defaultMode: 420,
+      });
+      return { id: `${namespace}_${name}`, creds: Buffer.from(secret.data.creds, 'base64') };
+    };
+    const cdn = user('cdn');
+    const field = user('low-power');
+    const dir = mkdtempSync(join(tmpdir(), 'edgemesh-cluster-nats-'));
+    writeFileSync(join(dir, 'nats.conf'), conf);
+    const nats = await startNatsServer(undefined, { config: join(dir, 'nats.conf') });
+    const open = await Promise.all(
+      [cdn, field].map((u) => natsConnect({ servers: nats.url, authenticator: credsAuthenticator(u.creds) })),
+    );
+    try {
+      const [asCdn, asField] = open as [NatsConnection, NatsConnection];
+      assert.equal(await subscriptionRefusal(asCdn, subjects(cdn.id).all), undefined, 'its own subjects');
+      assert.match(
+        String(await subscriptionRefusal(asCdn, subjects(field.id).all)),
+        /permissions violation/i,
+      );
+      assert.match(
+        String(await subscriptionRefusal(asField, subjects(cdn.id).all)),
+        /permissions violation/i,
+      );
+      await assert.rejects(natsConnect({ servers: nats.url, reconnect: false }), /Authorization Violation/);
+    } finally {
+      await Promise.all(open.map((nc) => nc.close()));
+      await nats.stop();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
+import type { NatsConnection } from '@nats-io/transport-node';
 
 /** A private nats-server on loopback. */
 export interface NatsServer {
@@ -18,14 +19,19 @@ export function natsUnavailable(): string | undefined {
 
 /**
  * Starts nats-server on `place.host` (default 127.0.0.1; inside network namespace `place.netns` if
- * given), on `port` or a free one, and waits until it takes clients.
+ * given), on `port` or a free one, with configuration file `place.config` if given (the command
+ * line's address and port win over it), and waits until it takes clients.
  */
 export async function startNatsServer(
   port?: number,
-  place: { netns?: string; host?: string } = {},
+  place: { netns?: string; host?: string; config?: string } = {},
 ): Promise<NatsServer> {
   const host = place.host ?? '127.0.0.1';
-  const argv = ['nats-server', '-a', host, '-p', String(port ?? -1)];
+  const argv = [
+    'nats-server',
+    ...(place.config ? ['-c', place.config] : []),
+    ...['-a', host, '-p', String(port ?? -1)],
+  ];
   const child: ChildProcess = place.netns
     ? spawn('ip', ['netns', 'exec', place.netns, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
     : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -58,4 +64,21 @@ export async function startNatsServer(
       await once(child, 'exit');
     },
   };
+}
+
+/**
+ * Subscribes to `subject` on `nc` and resolves the server's refusal (a permissions violation), or
+ * undefined when it took the subscription: a refusal arrives before the answer to the ping that
+ * follows the subscription.
+ */
+export async function subscriptionRefusal(nc: NatsConnection, subject: string): Promise<Error | undefined> {
+  let error: Error | undefined;
+  nc.subscribe(subject, {
+    callback: (e) => {
+      error ??= e ?? undefined;
+    },
+  });
+  await nc.flush();
+  await new Promise(setImmediate);
+  return error;
 }

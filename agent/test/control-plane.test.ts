@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +13,12 @@ import {
 } from '../harness/agent-process.ts';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/nats-server.ts';
 import { Placement } from '../src/overlay/placement.ts';
+import {
+  createNatsAuthKeys,
+  meshNatsSubjects,
+  natsServerConfig,
+  natsUserCredentials,
+} from '../../operator/src/nats/nats-auth.ts';
 
 const MiB = 2 ** 20;
 const MESH = 'itest';
@@ -231,5 +237,82 @@ describe('agents on a real NATS control plane', { skip: unavailable ?? false }, 
       );
     }
     assert.deepEqual(await aliveAt(agents[5]!), ['n0', 'n1', 'n2', 'n3']);
+  });
+});
+
+/**
+ * The bundled NATS as the operator configures it (operator/src/nats): each agent connects with its
+ * mesh's credentials file. Credentials of another mesh reach nothing of this one; none reach nothing.
+ */
+describe('agents on a NATS that wants credentials', { skip: unavailable ?? false }, () => {
+  let dir: string;
+  let nats: NatsServer;
+  const agents: AgentProcess[] = [];
+  let named: AgentProcess[] = [];
+  const start = async (id: string, creds: string | undefined) => {
+    const args = [
+      ...['--node-id', id, '--store.dir', join(dir, id), '--mesh', MESH],
+      ...['--control-plane.servers', nats.url, '--membership.announce-interval-ms', '300'],
+    ];
+    if (creds) {
+      await writeFile(join(dir, `${id}.creds`), creds, { mode: 0o600 });
+      args.push('--control-plane.credentials-file', join(dir, `${id}.creds`));
+    }
+    const agent = await startAgentProcess(args);
+    agents.push(agent);
+    return agent;
+  };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-control-creds-'));
+    const keys = createNatsAuthKeys();
+    await writeFile(join(dir, 'nats.conf'), await natsServerConfig(keys));
+    nats = await startNatsServer(undefined, { config: join(dir, 'nats.conf') });
+    const user = async (mesh: string) =>
+      (await natsUserCredentials(keys, mesh, meshNatsSubjects(mesh), 3600)).creds;
+    named = await Promise.all([
+      start('n0', await user(MESH)),
+      start('n1', await user(MESH)),
+      start('other', await user('other')),
+      start('nobody', undefined),
+    ]);
+  });
+  after(async () => {
+    await Promise.all(agents.map((a) => a.stop('SIGKILL')));
+    await nats?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('agents of the mesh meet; one with another mesh’s credentials or none is neither heard nor hears', async () => {
+    const [n0, n1, other, nobody] = named as [AgentProcess, AgentProcess, AgentProcess, AgentProcess];
+    await eventually(
+      async () => ((await aliveAt(n0)).join() === 'n1' ? true : undefined),
+      10_000,
+      'n0 sees n1',
+    );
+    await eventually(
+      async () => ((await aliveAt(n1)).join() === 'n0' ? true : undefined),
+      10_000,
+      'n1 sees n0',
+    );
+    // The intruder with another mesh's user is connected, refused this mesh's subjects, and has
+    // announced itself several times since (every announce refused by the server).
+    await eventually(
+      () =>
+        Promise.resolve(other.logs.some((l) => l.includes('NATS refused this mesh’s subjects')) || undefined),
+      10_000,
+      'the refusal',
+    );
+    const sent = (await status(other)).counters.control.bytesOut;
+    await eventually(
+      async () => ((await status(other)).counters.control.bytesOut > sent * 2 + 1 ? true : undefined),
+      10_000,
+      'more announces',
+    );
+    assert.equal((await status(nobody)).mesh.controlPlane, 'connecting', 'no credentials: never connected');
+    assert.deepEqual(await aliveAt(n0), ['n1']);
+    assert.deepEqual(await aliveAt(n1), ['n0']);
+    assert.deepEqual(await aliveAt(other), [], 'it heard nobody');
+    assert.deepEqual(await aliveAt(nobody), []);
   });
 });

@@ -100,7 +100,34 @@ describe('the Helm chart', () => {
     assert.ok(withNats.some((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-nats')));
   });
 
-  it('grants least privilege: no wildcards, Secrets only read one by one or created (never listed, changed or deleted), Leases only in its namespace', () => {
+  it('gives the bundled NATS the configuration the operator writes: the names agree', () => {
+    type Pod = {
+      containers: { args?: string[]; env?: { name: string; value?: string }[]; volumeMounts?: unknown[] }[];
+      volumes?: { name: string; configMap?: { name: string } }[];
+    };
+    const rendered = objects(template(['--set', 'nats.enabled=true']));
+    const pod = (suffix: string) =>
+      (
+        rendered.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith(suffix)) as unknown as {
+          spec: { template: { spec: Pod } };
+        }
+      ).spec.template.spec;
+    const authName = pod('-operator').containers[0]!.env!.find(
+      (e) => e.name === 'EDGEMESH_OPERATOR_NATS_AUTH',
+    )?.value;
+    assert.equal(authName, 'edgemesh-nats');
+    const nats = pod('-nats');
+    // The operator writes ConfigMap `<EDGEMESH_OPERATOR_NATS_AUTH>-config` (operator/src/nats/nats-auth-store.ts).
+    assert.deepEqual(nats.volumes, [{ name: 'auth', configMap: { name: `${authName}-config` } }]);
+    assert.deepEqual(nats.containers[0]!.args!.slice(0, 2), ['--config', '/etc/nats-auth/nats.conf']);
+    const without = objects(template());
+    const operatorEnv = (
+      without.find((o) => o.kind === 'Deployment') as unknown as { spec: { template: { spec: Pod } } }
+    ).spec.template.spec.containers[0]!.env!;
+    assert.ok(!operatorEnv.some((e) => e.name === 'EDGEMESH_OPERATOR_NATS_AUTH'), 'no NATS to manage');
+  });
+
+  it('grants least privilege: no wildcards, Secrets only read one by one, created or applied (never listed, watched or deleted), Leases only in its namespace', () => {
     const rendered = objects(template());
     type Rule = { apiGroups?: string[]; resources?: string[]; nonResourceURLs?: string[]; verbs: string[] };
     const rules = (kind: string) =>
@@ -111,9 +138,10 @@ describe('the Helm chart', () => {
       assert.ok(!rule.verbs.includes('delete'), 'the operator never deletes: owner references do');
     }
     const secrets = rules('ClusterRole').filter((r) => r.resources?.includes('secrets'));
+    // patch: each mesh's NATS user is applied (server-side) and renewed in its Secret.
     assert.deepEqual(
       secrets.flatMap((r) => r.verbs),
-      ['get', 'create'],
+      ['get', 'create', 'patch'],
     );
     assert.ok(!rules('ClusterRole').some((r) => r.resources?.includes('leases')));
     assert.ok(rules('Role').some((r) => r.resources?.includes('leases')));

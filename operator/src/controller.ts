@@ -38,6 +38,14 @@ import { encodeEvent, revocationSignedBytes, subjectFor } from '@edgemesh/contra
 import { kubeIssuanceApi, TOKEN_AUDIENCE } from './identity/issuance.ts';
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
 import { startIssuerServer } from './identity/issuer-server.ts';
+import { ensureMeshNatsCredentials, ensureNatsAuth, NATS_CREDS_KEY } from './nats/nats-auth-store.ts';
+import {
+  credentialsFingerprint,
+  type NatsCredentials,
+  natsUserCredentials,
+  OPERATOR_NATS_SUBJECTS,
+} from './nats/nats-auth.ts';
+import type { NatsAuth } from './figures.ts';
 
 export interface OperatorConfig {
   /** This replica's identity for leader election (the pod name). */
@@ -66,6 +74,12 @@ export interface OperatorConfig {
    * `security.mtls` are Degraded (NoIssuer).
    */
   issuer?: { url: string; host: string; port: number; secretName: string };
+  /**
+   * The bundled NATS's authentication (docs/security.md, "Control plane"): its keys and server
+   * configuration kept under `authName` in `leaseNamespace`; each mesh without a credentials Secret
+   * of its own gets a NATS user valid `credentialsTtlSeconds`, allowed its own subjects only.
+   */
+  nats?: { authName: string; credentialsTtlSeconds: number };
 }
 
 export interface Operator {
@@ -155,6 +169,31 @@ export async function startOperator(
     });
     issuer = { url, certPem: tls.certPem, server };
     logger.info({ url, port: server.port }, 'issuance endpoint serving');
+  }
+
+  // The bundled NATS's keys and configuration, made by the first replica to start; this replica's
+  // own NATS user (every mesh's subjects), renewed at a third of its life.
+  let natsAuth:
+    { keys: Awaited<ReturnType<typeof ensureNatsAuth>>; auth: NatsAuth; timer: NodeJS.Timeout } | undefined;
+  if (config.nats) {
+    const { authName, credentialsTtlSeconds: ttl } = config.nats;
+    const keys = await ensureNatsAuth(http, secrets, config.leaseNamespace, authName, {
+      'app.kubernetes.io/managed-by': FIELD_MANAGER,
+    });
+    const mint = () => natsUserCredentials(keys, `operator ${config.identity}`, OPERATOR_NATS_SUBJECTS, ttl);
+    let own: NatsCredentials = await mint();
+    const timer = setInterval(
+      () => {
+        mint().then(
+          (made) => (own = made),
+          (error: unknown) => logger.error({ err: error }, 'could not renew the operator’s NATS user'),
+        );
+      },
+      (ttl * 1000) / 3,
+    );
+    timer.unref();
+    natsAuth = { keys, auth: { id: 'operator', creds: () => new TextEncoder().encode(own.creds) }, timer };
+    logger.info({ configMap: `${authName}-config` }, 'NATS authentication managed');
   }
 
   const meshes = new Informer<EdgeMesh>({
@@ -294,6 +333,35 @@ export async function startOperator(
           },
         }
       : {}),
+    ...(natsAuth && config.nats
+      ? {
+          meshNatsCredentials: async (mesh: EdgeMesh) => ({
+            secretName: await ensureMeshNatsCredentials(
+              http,
+              natsAuth.keys,
+              {
+                namespace: mesh.metadata.namespace,
+                name: mesh.metadata.name,
+                uid: mesh.metadata.uid ?? '',
+                apiVersion: `${GROUP}/${VERSION}`,
+                id: meshId(mesh),
+              },
+              config.nats!.credentialsTtlSeconds,
+              { 'app.kubernetes.io/managed-by': FIELD_MANAGER, [MESH_LABEL]: mesh.metadata.name },
+            ),
+            auth: natsAuth.auth,
+          }),
+        }
+      : {}),
+    specNatsAuth: async (mesh, secretName) => {
+      const creds = (await secrets.read(mesh.metadata.namespace, secretName))?.[NATS_CREDS_KEY];
+      if (!creds) return undefined;
+      const bytes = Buffer.from(creds, 'base64');
+      return {
+        id: `${mesh.metadata.namespace}/${secretName}/${credentialsFingerprint(bytes)}`,
+        creds: () => bytes,
+      };
+    },
     mesh: (namespace, name) => meshes.get(name, namespace),
     daemonSet: (namespace, name) => daemonSets.get(name, namespace),
     nodes: () => nodes.list(),
@@ -441,6 +509,7 @@ export async function startOperator(
       await metrics.shutdown();
       await http.close();
       await figures.close();
+      clearInterval(natsAuth?.timer);
     },
   };
 }

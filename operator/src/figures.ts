@@ -1,5 +1,5 @@
 import { decodeEvent, subjects } from '@edgemesh/contracts';
-import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 
 /** A node's report counts for this long after it was sent; then the node is assumed gone. */
@@ -17,10 +17,18 @@ type NodeStats = {
   distrustedPeers?: number | undefined;
 };
 
+/** How the operator authenticates on a mesh's NATS: a credentials file (read at each connect), named by `id`. */
+export interface NatsAuth {
+  /** Tells connections apart (never the secret itself). */
+  id: string;
+  creds: () => Uint8Array;
+}
+
 interface MeshEntry {
   /** The EdgeMesh (namespace/name) to reconcile when figures change. */
   key: string;
-  servers: string;
+  /** The connection it is followed on: its servers and credentials. */
+  connection: string;
   sub?: Subscription;
   /** Each node's latest report, with when it was sent. */
   nodes: Map<string, NodeStats & { at: number }>;
@@ -67,7 +75,7 @@ export class FiguresCollector {
    */
   async publish(meshId: string, subject: string, data: Uint8Array): Promise<boolean> {
     const entry = this.#meshes.get(meshId);
-    const connection = entry && this.#connections.get(entry.servers);
+    const connection = entry && this.#connections.get(entry.connection);
     if (!connection) return false;
     try {
       (await connection).publish(subject, data);
@@ -77,16 +85,22 @@ export class FiguresCollector {
     }
   }
 
-  /** Follows the reports of mesh `meshId` (EdgeMesh `key`) on `servers`. Idempotent. */
-  watch(meshId: string, key: string, servers: string[]): void {
-    const list = servers.join(',');
+  /**
+   * Follows the reports of mesh `meshId` (EdgeMesh `key`) on `servers`, authenticated with `auth`
+   * when the NATS wants credentials. Idempotent.
+   */
+  watch(meshId: string, key: string, servers: string[], auth?: NatsAuth): void {
+    const connection = `${servers.join(',')}#${auth?.id ?? ''}`;
     const known = this.#meshes.get(meshId);
-    if (known?.servers === list && (known.failedAt === undefined || this.#now() - known.failedAt < RETRY_MS))
+    if (
+      known?.connection === connection &&
+      (known.failedAt === undefined || this.#now() - known.failedAt < RETRY_MS)
+    )
       return;
     if (known) this.forget(meshId);
-    const entry: MeshEntry = { key, servers: list, nodes: new Map(), lastRefresh: 0 };
+    const entry: MeshEntry = { key, connection, nodes: new Map(), lastRefresh: 0 };
     this.#meshes.set(meshId, entry);
-    void this.#connection(servers)
+    void this.#connection(connection, servers, auth)
       .then((nc) => {
         if (this.#meshes.get(meshId) !== entry) return;
         entry.sub = nc.subscribe(subjects(meshId).stats, {
@@ -118,9 +132,9 @@ export class FiguresCollector {
     entry.sub?.unsubscribe();
     clearTimeout(entry.timer);
     this.#meshes.delete(meshId);
-    if ([...this.#meshes.values()].some((m) => m.servers === entry.servers)) return;
-    const nc = this.#connections.get(entry.servers);
-    this.#connections.delete(entry.servers);
+    if ([...this.#meshes.values()].some((m) => m.connection === entry.connection)) return;
+    const nc = this.#connections.get(entry.connection);
+    this.#connections.delete(entry.connection);
     nc?.then((c) => c.close()).catch(() => undefined);
   }
 
@@ -162,13 +176,19 @@ export class FiguresCollector {
     entry.timer.unref();
   }
 
-  #connection(servers: string[]): Promise<NatsConnection> {
-    const list = servers.join(',');
+  #connection(list: string, servers: string[], auth: NatsAuth | undefined): Promise<NatsConnection> {
     let nc = this.#connections.get(list);
     if (!nc) {
       // Once connected, reconnect forever. A first connection that fails is remembered for RETRY_MS
       // (meshes sharing the servers do not each try), then tried again on a later watch().
-      const made = connect({ servers, name: 'edgemesh-operator', reconnect: true, maxReconnectAttempts: -1 });
+      const made = connect({
+        servers,
+        name: 'edgemesh-operator',
+        reconnect: true,
+        maxReconnectAttempts: -1,
+        ignoreAuthErrorAbort: true,
+        ...(auth ? { authenticator: credsAuthenticator(auth.creds) } : {}),
+      });
       made.catch(() =>
         setTimeout(() => {
           if (this.#connections.get(list) === made) this.#connections.delete(list);

@@ -38,6 +38,23 @@ const configSchema = z.object({
   EDGEMESH_OPERATOR_ISSUER_HOST: z.string().default('0.0.0.0'),
   EDGEMESH_OPERATOR_ISSUER_PORT: z.coerce.number().int().min(0).max(65535).default(7443),
   EDGEMESH_OPERATOR_ISSUER_SECRET: z.string().min(1).default('edgemesh-operator-issuer-tls'),
+  /**
+   * The bundled NATS whose authentication this operator manages (the chart sets `<release>-nats`):
+   * its keys in Secret `<name>-keys`, its configuration in ConfigMap `<name>-config`, and every mesh
+   * that names no credentials Secret gets its own NATS user. Unset: NATS without authentication.
+   */
+  EDGEMESH_OPERATOR_NATS_AUTH: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9]{0,46}[a-z0-9])?$/)
+    .optional()
+    .or(z.literal('').transform(() => undefined)),
+  /** The life of a mesh's NATS credentials; renewed at two thirds of it. */
+  EDGEMESH_OPERATOR_NATS_CREDENTIALS_TTL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .max(31_536_000)
+    .default(86_400),
   /** OTLP/HTTP endpoint for traces (a span per reconcile); none: no tracing. */
   EDGEMESH_OPERATOR_OTLP_ENDPOINT: z
     .url({ protocol: /^https?$/ })
@@ -89,6 +106,14 @@ const operator = await startOperator(
             host: env.EDGEMESH_OPERATOR_ISSUER_HOST,
             port: env.EDGEMESH_OPERATOR_ISSUER_PORT,
             secretName: env.EDGEMESH_OPERATOR_ISSUER_SECRET,
+          },
+        }
+      : {}),
+    ...(env.EDGEMESH_OPERATOR_NATS_AUTH
+      ? {
+          nats: {
+            authName: env.EDGEMESH_OPERATOR_NATS_AUTH,
+            credentialsTtlSeconds: env.EDGEMESH_OPERATOR_NATS_CREDENTIALS_TTL_SECONDS,
           },
         }
       : {}),

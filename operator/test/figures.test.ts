@@ -47,13 +47,13 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
         sentAtMs: Date.now(),
         body: { hits, misses, bytesFromPeers: 1000, bytesFromOrigin: 10, startedAtMs: 1, distrustedPeers },
       });
-    const subject = subjects('shop-cdn').stats;
+    const subject = subjects('shop_cdn').stats;
     nc.publish(subject, new TextEncoder().encode('garbage'));
     nc.publish(subject, report('edge-x', 'other-mesh', 0, 1000));
     // Let the subscription be in place before the reports that count.
     await eventually(async () => {
-      nc.publish(subject, report('edge-0', 'shop-cdn', 80, 20));
-      nc.publish(subject, report('edge-1', 'shop-cdn', 10, 90, 2));
+      nc.publish(subject, report('edge-0', 'shop_cdn', 80, 20));
+      nc.publish(subject, report('edge-1', 'shop_cdn', 10, 90, 2));
       await nc.flush();
       const status = (
         api.get('edgemeshes', 'shop', 'cdn') as { status?: { hitRatio?: string; bytesFromPeers?: number } }

@@ -91,7 +91,7 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
       const cm = (await api.get('configmaps', NS, 'edgemesh-cdn')) as unknown as {
         data: Record<string, string>;
       };
-      assert.equal((parse(cm.data['agent.yaml']!) as { mesh: string }).mesh, 'shop-cdn');
+      assert.equal((parse(cm.data['agent.yaml']!) as { mesh: string }).mesh, 'shop_cdn');
       assert.deepEqual(Object.keys((parse(cm.data['topology.yaml']!) as { nodes: object }).nodes), [
         'edge-0',
         'edge-1',

@@ -141,6 +141,11 @@ export const agentConfigSchema = z.strictObject({
         z.array(z.string().check(z.regex(/^(nats|tls):\/\/[^\s]+$/, 'expected nats://host:port'))),
         [],
       ),
+      /**
+       * A NATS credentials file (a user JWT and its seed, as `nats` tools write them), read at every
+       * connect; in Kubernetes the operator makes one per mesh, allowed the mesh's own subjects only.
+       */
+      credentialsFile: z.optional(z.string().check(z.minLength(1))),
       /** How often this node publishes its running totals (node.stats) for the operator. */
       statsIntervalMs: z._default(int(1000), 10_000),
     }),

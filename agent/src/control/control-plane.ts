@@ -1,5 +1,12 @@
 import { type ControlEvent, decodeEvent, encodeEvent, subjectFor, subjects } from '@edgemesh/contracts';
-import { connect, headers as natsHeaders, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
+import { readFileSync } from 'node:fs';
+import {
+  connect,
+  credsAuthenticator,
+  headers as natsHeaders,
+  type MsgHdrs,
+  type NatsConnection,
+} from '@nats-io/transport-node';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { context, propagation, ROOT_CONTEXT, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
@@ -33,6 +40,11 @@ export const noControlPlane: ControlPlane = {
 
 export interface NatsControlPlaneOptions {
   servers: string[];
+  /**
+   * A NATS credentials file (user JWT and seed), read at every connect: the server cuts a user whose
+   * JWT expired, and the reconnect takes the renewed file.
+   */
+  credentialsFile?: string | undefined;
   mesh: string;
   nodeId: string;
   counters: Counters;
@@ -136,11 +148,23 @@ export class NatsControlPlane implements ControlPlane {
         maxReconnectAttempts: -1,
         reconnectTimeWait: 500,
         pingInterval: 5000,
+        // Credentials refused (expired, say) may be renewed on disk: keep trying, as for any fault.
+        ignoreAuthErrorAbort: true,
+        ...(this.#opts.credentialsFile
+          ? { authenticator: credsAuthenticator(() => readFileSync(this.#opts.credentialsFile!)) }
+          : {}),
       });
       if (this.#state === 'closed') return void (await nc.close());
       this.#nc = nc;
       nc.subscribe(subjects(mesh).all, {
-        callback: (error, msg) => (error ? undefined : this.#receive(msg.data, msg.headers)),
+        callback: (error, msg) => {
+          if (!error) return this.#receive(msg.data, msg.headers);
+          // The server refused this mesh's subjects: credentials of another mesh, or none it allows.
+          logger.error(
+            { err: error.message, subject: subjects(mesh).all },
+            'control plane: NATS refused this mesh’s subjects; check the credentials',
+          );
+        },
       });
       this.#watch(nc).catch((error: unknown) =>
         logger.warn({ err: (error as Error).message }, 'control plane: status watch ended'),

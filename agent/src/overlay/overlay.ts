@@ -61,6 +61,7 @@ export class Overlay {
       config.controlPlane.servers.length > 0
         ? NatsControlPlane.start({
             servers: config.controlPlane.servers,
+            credentialsFile: config.controlPlane.credentialsFile,
             mesh: config.mesh,
             nodeId: config.nodeId,
             counters,

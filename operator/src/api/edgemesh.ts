@@ -129,9 +129,14 @@ export const edgeMeshSpecSchema = z
       natsUrl: z
         .string()
         .max(1024)
-        .regex(/^(nats|tls):\/\/[^\s,]+(,(nats|tls):\/\/[^\s,]+)*$/),
+        .regex(/^(nats|tls):\/\/[^\s,]+(,(nats|tls):\/\/[^\s,]+)*$/)
+        .describe('NATS servers for control-plane events, comma-separated (nats:// or tls://).'),
       /** A Secret with a `creds` key (a NATS credentials file). */
-      credentialsSecret: objectName.optional(),
+      credentialsSecret: objectName
+        .optional()
+        .describe(
+          "A Secret in the mesh's namespace whose `creds` key is a NATS credentials file, for a NATS of your own; its agents and the operator connect with it. Unset with the chart's NATS: the operator gives the mesh a NATS user of its own, allowed only the mesh's subjects.",
+        ),
     }),
     ports: z
       .strictObject({

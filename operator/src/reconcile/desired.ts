@@ -46,12 +46,17 @@ export function quantityBytes(q: string): number {
   return Math.floor(Number(m[1]) * (m[2] ? scale[m[2]]! : 1));
 }
 
-/** The agents' mesh name on the control plane: unique per EdgeMesh, 1-63 of [A-Za-z0-9_-]. */
+/**
+ * The agents' mesh name on the control plane (its NATS subjects, which its credentials allow):
+ * 1-63 of [A-Za-z0-9_-], and one per EdgeMesh. `<namespace>_<name>` with the name's dots as `_`:
+ * neither a namespace nor a name holds `_`, so no two meshes share an id (with `-` between them,
+ * a-b/c and a/b-c would). A longer one keeps a prefix and 64 bits of a hash of the whole.
+ */
 export function meshId(mesh: EdgeMesh): string {
-  const id = `${mesh.metadata.namespace}-${mesh.metadata.name}`.replace(/[^A-Za-z0-9_-]/g, '_');
+  const id = `${mesh.metadata.namespace}_${mesh.metadata.name.replaceAll('.', '_')}`;
   if (id.length <= 63) return id;
-  const hash = createHash('sha256').update(id).digest('hex').slice(0, 8);
-  return `${id.slice(0, 54)}-${hash}`;
+  const hash = createHash('sha256').update(`${mesh.metadata.namespace}/${mesh.metadata.name}`).digest('hex');
+  return `${id.slice(0, 46)}-${hash.slice(0, 16)}`;
 }
 
 export const childName = (mesh: EdgeMesh) => `edgemesh-${mesh.metadata.name}`;
@@ -94,8 +99,9 @@ export interface MeshTrust {
   clusterTokens?: { issuer: string; jwks: string } | undefined;
 }
 
-/** Where agents find their trust (a ConfigMap) and their projected ServiceAccount token. */
+/** Where agents find their trust (a ConfigMap), their NATS credentials and their projected ServiceAccount token. */
 const TRUST_DIR = '/etc/edgemesh/trust';
+const NATS_DIR = '/etc/edgemesh/nats';
 const TOKEN_DIR = '/var/run/secrets/edgemesh.p2p.dev';
 /** The audience of the agents' projected token (the issuer checks it with TokenReview). */
 export const AGENT_TOKEN_AUDIENCE = 'edgemesh.p2p.dev';
@@ -106,7 +112,7 @@ const TOKEN_SECONDS = 3600;
  * The agent configuration every node shares (agent.yaml), from the spec (and, with mTLS, where
  * node identity comes from).
  */
-export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust): Record<string, unknown> {
+export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust, natsSecret?: string): Record<string, unknown> {
   const { spec } = mesh;
   return {
     mesh: meshId(mesh),
@@ -120,7 +126,10 @@ export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust): Record<string, u
     },
     replication: { factor: spec.replication.factor, writeCopies: spec.replication.writeCopies },
     origins: (spec.origins ?? []).map((o) => ({ prefix: o.prefix, url: o.url })),
-    controlPlane: { servers: spec.controlPlane.natsUrl.split(',') },
+    controlPlane: {
+      servers: spec.controlPlane.natsUrl.split(','),
+      ...(natsSecret ? { credentialsFile: `${NATS_DIR}/creds` } : {}),
+    },
     transfer: { uploadBytesPerSecond: spec.transfer.uploadBytesPerSecond },
     log: { level: spec.agent.logLevel },
     access: {
@@ -188,6 +197,7 @@ export function desiredChildren(
   mesh: EdgeMesh,
   nodes: Map<string, NodePlace>,
   trust?: MeshTrust,
+  natsSecret?: string,
 ): KubeObject[] {
   const { spec } = mesh;
   const name = childName(mesh);
@@ -205,7 +215,7 @@ export function desiredChildren(
   ];
   const meta = (n: string) => ({ name: n, namespace, labels, ownerReferences });
   const mtls = spec.security.mtls && trust !== undefined;
-  const agentYaml = stringify(agentConfig(mesh, trust));
+  const agentYaml = stringify(agentConfig(mesh, trust, natsSecret));
   const topology = Object.fromEntries([...nodes].sort(([a], [b]) => (a < b ? -1 : 1)));
   const configHash = createHash('sha256').update(agentYaml).digest('hex').slice(0, 16);
   const hostPort = spec.ports.exposure === 'HostPort';
@@ -247,9 +257,7 @@ export function desiredChildren(
     volumeMounts: [
       { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
       { name: 'cache', mountPath: CACHE_DIR },
-      ...(spec.controlPlane.credentialsSecret
-        ? [{ name: 'nats-credentials', mountPath: '/etc/edgemesh/nats', readOnly: true }]
-        : []),
+      ...(natsSecret ? [{ name: 'nats-credentials', mountPath: NATS_DIR, readOnly: true }] : []),
       ...(mtls
         ? [
             { name: 'trust', mountPath: TRUST_DIR, readOnly: true },
@@ -371,9 +379,7 @@ export function desiredChildren(
             volumes: [
               { name: 'config', configMap: { name } },
               cacheVolume,
-              ...(spec.controlPlane.credentialsSecret
-                ? [{ name: 'nats-credentials', secret: { secretName: spec.controlPlane.credentialsSecret } }]
-                : []),
+              ...(natsSecret ? [{ name: 'nats-credentials', secret: { secretName: natsSecret } }] : []),
               ...(mtls
                 ? [
                     { name: 'trust', configMap: { name: trustConfigMapName(mesh) } },

@@ -11,7 +11,7 @@ import {
   type MeshTrust,
   selectNodes,
 } from './desired.ts';
-import type { FiguresCollector } from '../figures.ts';
+import type { FiguresCollector, NatsAuth } from '../figures.ts';
 import { type Blocker, computeStatus } from './status.ts';
 
 /** What the reconciler reads and writes; the real one is client-node (controller.ts), tests may fake it. */
@@ -30,6 +30,14 @@ export interface ReconcileDeps {
    * absent when this operator serves no issuance.
    */
   meshTrust?(mesh: EdgeMesh): Promise<MeshTrust>;
+  /**
+   * The mesh's NATS credentials when this operator manages the bundled NATS's authentication and the
+   * spec names none: the Secret its agents mount (made, and renewed, here), and how the operator
+   * itself connects. Absent: agents get the spec's Secret, if any.
+   */
+  meshNatsCredentials?(mesh: EdgeMesh): Promise<{ secretName: string; auth: NatsAuth }>;
+  /** How the operator connects to a NATS with the credentials in the spec's Secret (read from it). */
+  specNatsAuth?(mesh: EdgeMesh, secretName: string): Promise<NatsAuth | undefined>;
   /** Sends the mesh's revocation list to its agents on the control plane (best effort). */
   publishRevocations?(mesh: EdgeMesh, list: MeshTrust['revocations']): Promise<void>;
   /** The agents' reported figures (hit ratio, bytes from peers and origins), once any arrived. */
@@ -64,9 +72,13 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
     throw new TerminalError(`invalid spec: ${message}`);
   }
   const mesh: EdgeMesh = { ...found, spec: parsed.data };
-  deps.figures?.watch(meshId(mesh), key, mesh.spec.controlPlane.natsUrl.split(','));
   const nodes = selectNodes(mesh.spec, deps.nodes());
   let blocker = await findBlocker(mesh, nodes.size, deps);
+  const named = mesh.spec.controlPlane.credentialsSecret;
+  const nats = named
+    ? { secretName: named, auth: blocker ? undefined : await deps.specNatsAuth?.(mesh, named) }
+    : await deps.meshNatsCredentials?.(mesh);
+  deps.figures?.watch(meshId(mesh), key, mesh.spec.controlPlane.natsUrl.split(','), nats?.auth);
   let trust: MeshTrust | undefined;
   if (!blocker && mesh.spec.security.mtls) {
     if (deps.meshTrust) trust = await deps.meshTrust(mesh);
@@ -78,7 +90,9 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
       };
   }
   if (!blocker) {
-    await Promise.all(desiredChildren(mesh, nodes, trust).map((child) => deps.apply(child)));
+    await Promise.all(
+      desiredChildren(mesh, nodes, trust, nats?.secretName).map((child) => deps.apply(child)),
+    );
     // Revocations reach running agents within seconds this way; the ConfigMap serves those that start.
     if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
   }

@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { encodeEvent, subjects } from '@edgemesh/contracts';
+import { connect, credsAuthenticator } from '@nats-io/transport-node';
+import { parse } from 'yaml';
+import { type NatsServer, natsUnavailable, startNatsServer } from '../../agent/harness/nats-server.ts';
+import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserver.ts';
+import type { Operator } from '../src/controller.ts';
+import { startTestOperator } from '../harness/test-operator.ts';
+import { natsUserCredentials, meshNatsSubjects } from '../src/nats/nats-auth.ts';
+import { eventually, node } from './support.ts';
+
+const unavailable = natsUnavailable();
+const NATS = { authName: 'edgemesh-nats', credentialsTtlSeconds: 3600 };
+
+type Obj = {
+  metadata: { ownerReferences?: { kind: string; name: string }[]; annotations?: Record<string, string> };
+  data: Record<string, string>;
+};
+type Ds = {
+  spec: {
+    template: {
+      spec: {
+        volumes: { name: string; secret?: { secretName: string } }[];
+        containers: { volumeMounts: { name: string; mountPath: string }[] }[];
+      };
+    };
+  };
+};
+
+/**
+ * An operator that manages the bundled NATS's authentication, against a real nats-server started
+ * with the configuration it writes: it makes each mesh a NATS user in a Secret the mesh owns and its
+ * agents mount, and reads the mesh's figures over its own user. A mesh that names its own Secret
+ * gets that one instead.
+ */
+describe('per-mesh NATS credentials made by the operator', { skip: unavailable ?? false }, () => {
+  let api: FakeApiServer;
+  let operator: Operator;
+  let nats: NatsServer;
+  let dir: string;
+  const conf = () =>
+    (api.get('configmaps', 'edgemesh-system', 'edgemesh-nats-config') as unknown as Obj).data['nats.conf']!;
+  const creds = (namespace: string, name: string) =>
+    Buffer.from((api.get('secrets', namespace, name) as unknown as Obj).data.creds!, 'base64');
+  const mesh = (namespace: string, name: string, controlPlane: Record<string, string>) =>
+    api.put({
+      apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+      kind: 'EdgeMesh',
+      metadata: { name, namespace },
+      spec: { controlPlane, security: { mtls: false } },
+    });
+  /** Publishes a node's figures with `agentCreds` until the mesh's status shows them. */
+  const figuresArrive = async (namespace: string, name: string, agentCreds: Uint8Array) => {
+    const nc = await connect({ servers: nats.url, authenticator: credsAuthenticator(agentCreds) });
+    try {
+      const id = `${namespace}_${name}`;
+      await eventually(async () => {
+        nc.publish(
+          subjects(id).stats,
+          encodeEvent({
+            v: 1,
+            type: 'node.stats',
+            mesh: id,
+            from: 'edge-0',
+            sentAtMs: Date.now(),
+            body: { hits: 3, misses: 1, bytesFromPeers: 0, bytesFromOrigin: 0, startedAtMs: 1 },
+          }),
+        );
+        await nc.flush();
+        return (api.get('edgemeshes', namespace, name) as { status?: { hitRatio?: string } }).status
+          ?.hitRatio;
+      }, 30_000);
+    } finally {
+      await nc.close();
+    }
+  };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'edgemesh-nats-credentials-'));
+    api = await startFakeApiServer();
+    api.put(node('edge-0', 'z1', 'r1'));
+    operator = await startTestOperator(api, { workers: 1, nats: NATS });
+    writeFileSync(join(dir, 'nats.conf'), conf());
+    nats = await startNatsServer(undefined, { config: join(dir, 'nats.conf') });
+  });
+  after(async () => {
+    await operator?.stop();
+    await nats?.stop();
+    await api?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps its keys: a restarted operator leaves the NATS configuration as it was', async () => {
+    const before = conf();
+    assert.match(before, /^operator: /m);
+    assert.doesNotMatch(before, /SO[A-Z2-7]{20}|SA[A-Z2-7]{20}/, 'no seed in the server’s configuration');
+    await operator.stop();
+    operator = await startTestOperator(api, { workers: 1, nats: NATS });
+    assert.equal(conf(), before);
+  });
+
+  it('gives a mesh its own NATS user, mounted by its agents, and reads its figures over its own', async () => {
+    mesh('shop', 'cdn', { natsUrl: nats.url });
+    const ds = await eventually(
+      () => api.get('daemonsets', 'shop', 'edgemesh-cdn') as unknown as Ds | undefined,
+    );
+    const secret = api.get('secrets', 'shop', 'edgemesh-cdn-nats') as unknown as Obj;
+    assert.deepEqual(
+      secret.metadata.ownerReferences?.map((o) => `${o.kind}/${o.name}`),
+      ['EdgeMesh/cdn'],
+      'the credentials go with the mesh',
+    );
+    const expires = Date.parse(secret.metadata.annotations?.['edgemesh.p2p.dev/expires-at'] ?? '');
+    assert.ok(Math.abs(expires - Date.now() - 3600_000) < 60_000, 'valid for the configured life');
+    const pod = ds.spec.template.spec;
+    assert.deepEqual(pod.volumes.find((v) => v.name === 'nats-credentials')?.secret, {
+      secretName: 'edgemesh-cdn-nats',
+    });
+    assert.equal(
+      pod.containers[0]!.volumeMounts.find((m) => m.name === 'nats-credentials')?.mountPath,
+      '/etc/edgemesh/nats',
+    );
+    const config = (api.get('configmaps', 'shop', 'edgemesh-cdn') as unknown as Obj).data['agent.yaml']!;
+    assert.equal(
+      (parse(config) as { controlPlane: { credentialsFile?: string } }).controlPlane.credentialsFile,
+      '/etc/edgemesh/nats/creds',
+    );
+    // The agents' user reaches the mesh's subjects on the real server; the operator hears them
+    // over its own user.
+    await figuresArrive('shop', 'cdn', creds('shop', 'edgemesh-cdn-nats'));
+  });
+
+  it('uses the Secret a mesh names instead, for its agents and for itself', async () => {
+    const keys = api.get('secrets', 'edgemesh-system', 'edgemesh-nats-keys') as unknown as Obj;
+    const own = await natsUserCredentials(
+      {
+        operator: Buffer.from(keys.data.operator!, 'base64').toString(),
+        system: Buffer.from(keys.data.system!, 'base64').toString(),
+        account: Buffer.from(keys.data.account!, 'base64').toString(),
+      },
+      'made by hand',
+      meshNatsSubjects('team_cdn'),
+      3600,
+    );
+    api.put({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'team-nats', namespace: 'team' },
+      data: { creds: Buffer.from(own.creds).toString('base64') },
+    });
+    mesh('team', 'cdn', { natsUrl: nats.url, credentialsSecret: 'team-nats' });
+    const ds = await eventually(
+      () => api.get('daemonsets', 'team', 'edgemesh-cdn') as unknown as Ds | undefined,
+    );
+    assert.deepEqual(ds.spec.template.spec.volumes.find((v) => v.name === 'nats-credentials')?.secret, {
+      secretName: 'team-nats',
+    });
+    assert.equal(api.get('secrets', 'team', 'edgemesh-cdn-nats'), undefined, 'no user of its own made');
+    await figuresArrive('team', 'cdn', Buffer.from(own.creds));
+  });
+});
