@@ -111,6 +111,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     });
   await revocationList?.start();
   revocations.onRevoked((nodes) => overlay.evict(nodes));
+  // Whom other nodes distrust, from their signed reports (only when events are signed: unsigned
+  // hearsay would let anyone on NATS exile a node).
+  if (credentials)
+    overlay.control.onEvent((event) => {
+      if (event.type === 'node.stats') overlay.reputation.heard(event.from, event.body.distrusted ?? []);
+    });
   overlay.control.onEvent((event) => {
     if (event.type !== 'mesh.revocations' || !revocationList) return;
     const outcome = revocationList.apply(event.body, 'control plane');
@@ -355,6 +361,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         bytesFromOrigin: counters.bytesFromOrigin,
         startedAtMs,
         distrustedPeers: overlay.reputation.distrusted(),
+        distrusted: overlay.reputation.ownDistrusted(),
       },
     });
   }, config.controlPlane.statsIntervalMs);

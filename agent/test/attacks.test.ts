@@ -439,6 +439,83 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
     noneAccepted(kinds.map(([kind]) => kind));
   });
 
+  it('exiles no node on one node’s word, or on unsigned or stranger’s reports; heeds two nodes’ signed reports, and forgets them', async () => {
+    const mallory = await testCredentials('mallory', { mesh: MESH });
+    const trent = await testCredentials('trent', { mesh: MESH });
+    const foreign = await testCredentials('eve', { ca: await createTestCa(MESH), mesh: MESH });
+    const report = (from: string, distrusted: string[], signer?: EventSigner) =>
+      publish(
+        nc,
+        {
+          v: 1,
+          type: 'node.stats',
+          mesh: MESH,
+          from,
+          sentAtMs: Date.now(),
+          body: { hits: 0, misses: 0, bytesFromPeers: 0, bytesFromOrigin: 0, startedAtMs: 1, distrusted },
+        },
+        signer,
+      );
+    type Seen = {
+      mesh: { reportedDistrusted: Record<string, number> };
+      counters: { control: { dropped: Record<string, number> } };
+    };
+    const seen = async (agent: AgentProcess) =>
+      (await (await fetch(`${agent.url}/v1/status`)).json()) as Seen;
+    const dropped = async (agent: AgentProcess) =>
+      Object.values((await seen(agent)).counters.control.dropped).reduce((a, b) => a + b, 0);
+    const [a] = agents as [AgentProcess];
+    /** How many peers agent a does not fetch from (distrusted on its own word or its peers'). */
+    const distrusted = async () =>
+      Number(
+        /^edgemesh_peers_distrusted(?:\{[^}]*\})? (\d+)/m.exec(
+          await (await fetch(`${a.url}/metrics`)).text(),
+        )?.[1],
+      );
+    try {
+      for (let i = 0; i < REPS; i++) {
+        // Unsigned, and signed by another CA's node: dropped before anyone reads them.
+        for (const [kind, send] of [
+          ['hearsay: unsigned report', () => report('mallory', ['node-b'])],
+          ['hearsay: a stranger’s report', () => report('eve', ['node-b'], new EventSigner(foreign))],
+        ] as const) {
+          const count = async () => (await seen(a)).mesh.reportedDistrusted['node-b'] ?? 0;
+          const [before, reports] = [await dropped(a), await count()];
+          send();
+          await eventually(async () => ((await dropped(a)) > before ? true : undefined), 10_000, kind);
+          record(kind, (await count()) > reports);
+        }
+        // One mesh node's signed word: heard, and not enough.
+        report('mallory', ['node-b', 'node-c'], new EventSigner(mallory));
+        await eventually(
+          async () => ((await seen(a)).mesh.reportedDistrusted['node-b'] === 1 ? true : undefined),
+          10_000,
+          'the report heard',
+        );
+        record('hearsay: one node’s word', (await distrusted()) > 0);
+      }
+      // A second node's signed report: node-b is avoided; withdrawn, it is trusted again.
+      report('trent', ['node-b'], new EventSigner(trent));
+      await eventually(
+        async () => ((await seen(a)).mesh.reportedDistrusted['node-b'] === 2 ? true : undefined),
+        10_000,
+        'two reports',
+      );
+      assert.equal(await distrusted(), 1, 'node-b distrusted');
+      report('trent', [], new EventSigner(trent));
+      await eventually(
+        async () => ((await seen(a)).mesh.reportedDistrusted['node-b'] === 1 ? true : undefined),
+        10_000,
+        'withdrawn',
+      );
+      assert.equal(await distrusted(), 0);
+      report('mallory', [], new EventSigner(mallory));
+    } finally {
+      for (const id of [mallory, trent, foreign]) id.close();
+    }
+    noneAccepted(['hearsay: unsigned report', 'hearsay: a stranger’s report', 'hearsay: one node’s word']);
+  });
+
   it('serves and stores nothing from a manifest no node of the mesh vouches for', async () => {
     // A node of the mesh (mallory) that a reader has as a static peer serves, for keys no one else
     // has, forged but self-consistent objects whose manifests are unsigned, signed by another CA's

@@ -113,6 +113,11 @@ export const eventSchema = z.discriminatedUnion('type', [
       startedAtMs: count,
       /** Peers this node's reputation now distrusts (it does not fetch from them). */
       distrustedPeers: z.optional(count),
+      /**
+       * The nodes this node distrusts from what it verified itself (the most distrusted first):
+       * other agents avoid a node that two of them report; the operator sums them in the status.
+       */
+      distrusted: z.optional(z.array(nodeId).check(z.maxLength(64))),
     }),
   ),
   /**

@@ -15,6 +15,7 @@ type NodeStats = {
   bytesFromPeers: number;
   bytesFromOrigin: number;
   distrustedPeers?: number | undefined;
+  distrusted?: string[] | undefined;
 };
 
 /** How the operator authenticates on a mesh's NATS: a credentials file (read at each connect), named by `id`. */
@@ -45,6 +46,11 @@ export interface MeshFigures {
   bytesFromOrigin: number;
   /** The most peers any one node distrusts (its reputation of them fell too low); 0: none. */
   distrustedPeers: number;
+  /**
+   * The nodes agents report they distrust (from what each verified itself), with how many agents
+   * do: the most distrusted first, at most 16.
+   */
+  distrustedNodes: { node: string; by: number }[];
 }
 
 /**
@@ -148,8 +154,10 @@ export class FiguresCollector {
     if (!entry || entry.nodes.size === 0) return undefined;
     const horizon = this.#now() - NODE_TTL_MS;
     const sum = { hits: 0, misses: 0, bytesFromPeers: 0, bytesFromOrigin: 0, distrustedPeers: 0 };
+    const by = new Map<string, number>();
     for (const node of entry.nodes.values()) {
       if (node.at < horizon) continue;
+      for (const peer of node.distrusted ?? []) by.set(peer, (by.get(peer) ?? 0) + 1);
       sum.hits += node.hits;
       sum.misses += node.misses;
       sum.bytesFromPeers += node.bytesFromPeers;
@@ -162,6 +170,10 @@ export class FiguresCollector {
       bytesFromPeers: sum.bytesFromPeers,
       bytesFromOrigin: sum.bytesFromOrigin,
       distrustedPeers: sum.distrustedPeers,
+      distrustedNodes: [...by]
+        .sort(([a, x], [b, y]) => y - x || (a < b ? -1 : 1))
+        .slice(0, 16)
+        .map(([node, n]) => ({ node, by: n })),
     };
   }
 

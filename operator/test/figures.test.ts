@@ -38,22 +38,37 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
   });
 
   it('sums the nodes’ reports into the status, and ignores garbage and other meshes', async () => {
-    const report = (from: string, mesh: string, hits: number, misses: number, distrustedPeers = 0) =>
+    const report = (
+      from: string,
+      mesh: string,
+      hits: number,
+      misses: number,
+      distrustedPeers = 0,
+      distrusted: string[] = [],
+    ) =>
       encodeEvent({
         v: 1,
         type: 'node.stats',
         mesh,
         from,
         sentAtMs: Date.now(),
-        body: { hits, misses, bytesFromPeers: 1000, bytesFromOrigin: 10, startedAtMs: 1, distrustedPeers },
+        body: {
+          hits,
+          misses,
+          bytesFromPeers: 1000,
+          bytesFromOrigin: 10,
+          startedAtMs: 1,
+          distrustedPeers,
+          distrusted,
+        },
       });
     const subject = subjects('shop_cdn').stats;
     nc.publish(subject, new TextEncoder().encode('garbage'));
     nc.publish(subject, report('edge-x', 'other-mesh', 0, 1000));
     // Let the subscription be in place before the reports that count.
     await eventually(async () => {
-      nc.publish(subject, report('edge-0', 'shop_cdn', 80, 20));
-      nc.publish(subject, report('edge-1', 'shop_cdn', 10, 90, 2));
+      nc.publish(subject, report('edge-0', 'shop_cdn', 80, 20, 1, ['edge-9']));
+      nc.publish(subject, report('edge-1', 'shop_cdn', 10, 90, 2, ['edge-8', 'edge-9']));
       await nc.flush();
       const status = (
         api.get('edgemeshes', 'shop', 'cdn') as { status?: { hitRatio?: string; bytesFromPeers?: number } }
@@ -67,6 +82,7 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
           bytesFromPeers: number;
           bytesFromOrigin: number;
           distrustedPeers: number;
+          distrustedNodes: { node: string; by: number }[];
         };
       }
     ).status;
@@ -74,6 +90,14 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     assert.equal(status.bytesFromPeers, 2000);
     assert.equal(status.bytesFromOrigin, 20);
     assert.equal(status.distrustedPeers, 2, 'the most any node distrusts');
+    assert.deepEqual(
+      status.distrustedNodes,
+      [
+        { node: 'edge-9', by: 2 },
+        { node: 'edge-8', by: 1 },
+      ],
+      'whom the agents distrust, the most distrusted first',
+    );
   });
 
   it('forgets a deleted mesh and closes the connection no mesh uses any more', async () => {

@@ -51,7 +51,11 @@ export class Overlay {
     this.#opts = opts;
     const { config, logger, counters } = opts;
     this.index = new HolderIndex(opts.clock);
-    this.reputation = new Reputation(opts.clock);
+    this.reputation = new Reputation(opts.clock, {
+      self: config.nodeId,
+      // A report counts until two more should have come: a node that stops reporting is not heard.
+      hearsayTtlMs: 3 * config.controlPlane.statsIntervalMs,
+    });
     this.staticPeers = new StaticPeers(
       // A static peer given by address only may be any node of this mesh; given with an id, that node.
       config.peers.map((p) => this.#connect(p.id, p.address, p.id === p.address ? undefined : p.id)),
@@ -284,6 +288,7 @@ export class Overlay {
       members,
       static: this.staticPeers.states(),
       reputation: this.reputation.snapshot(),
+      reportedDistrusted: this.reputation.reported(),
     };
   }
 

@@ -25,4 +25,38 @@ describe('peer reputation', () => {
     assert.equal(r.trusted('p'), false);
     assert.deepEqual(r.snapshot(), { p: -19 });
   });
+
+  it('avoids a node that two trusted peers report, never on one peer’s word, and forgets stale or withdrawn reports', () => {
+    const clock = new FakeClock();
+    const r = new Reputation(clock, { self: 'me', hearsayTtlMs: 30_000 });
+    r.heard('a', ['victim', 'me', 'a']);
+    assert.equal(r.trusted('victim'), true, 'one report is not enough');
+    assert.deepEqual(r.reported(), { victim: 1 }, 'what it says of itself or of this node is ignored');
+    r.heard('b', ['victim']);
+    assert.equal(r.trusted('victim'), false, 'two are');
+    assert.equal(r.distrusted(), 1);
+    assert.deepEqual(r.ownDistrusted(), [], 'hearsay is never passed on');
+    // A reporter this node itself distrusts does not count.
+    for (let i = 0; i < 3; i++) r.record('b', 'bad-chunk');
+    assert.equal(r.trusted('victim'), true);
+    assert.deepEqual(r.ownDistrusted(), ['b']);
+    r.heard('c', ['victim']);
+    assert.equal(r.trusted('victim'), false);
+    // Reports fade: none is fresh after the TTL.
+    clock.advance(30_001);
+    assert.equal(r.trusted('victim'), true, 'stale reports');
+    r.heard('a', ['victim']);
+    r.heard('c', ['victim']);
+    assert.equal(r.trusted('victim'), false);
+    r.heard('c', []);
+    assert.equal(r.trusted('victim'), true, 'a withdrawn report');
+  });
+
+  it('cannot be flooded: a report keeps at most 64 nodes', () => {
+    const r = new Reputation(new FakeClock(), { self: 'me' });
+    const many = Array.from({ length: 1000 }, (_, i) => `n${i}`);
+    r.heard('a', many);
+    r.heard('b', many);
+    assert.equal(r.distrusted(), 64);
+  });
 });

@@ -12,18 +12,71 @@ const MIN_SCORE = -50;
 export const DISTRUST_BELOW = -10;
 /** Scores fade toward 0 with this half-life: a peer recovers once it behaves (or stops being asked). */
 const HALF_LIFE_MS = 5 * 60_000;
+/**
+ * How many distinct peers (each trusted by this node) must say they distrust a node before this
+ * node avoids it on their word: one lying node cannot exile an honest one.
+ */
+export const HEARSAY_QUORUM = 2;
+/** At most this many distrusted nodes in one report (the most distrusted first). */
+export const MAX_SHARED = 64;
 
 /**
  * A decaying score per peer from outcomes this node verified itself: a chunk that failed its digest,
  * a manifest no node vouches for, a failed or timed-out call, a good batch. Peers below
  * DISTRUST_BELOW are not chosen to fetch from until their score has faded above it.
+ *
+ * Nodes also share whom they distrust (in their signed `node.stats`, only from what they verified
+ * themselves, never from hearsay, so that no rumour feeds itself): a node that HEARSAY_QUORUM peers
+ * this node trusts report, in reports fresher than `hearsayTtlMs`, is avoided too, until they stop
+ * reporting it.
  */
 export class Reputation {
   readonly #clock: Clock;
+  readonly #self: string | undefined;
+  readonly #hearsayTtlMs: number;
   readonly #scores = new Map<string, { score: number; atMs: number }>();
+  /** Each reporter's latest report: whom it distrusts, and when it said so. */
+  readonly #heard = new Map<string, { nodes: Set<string>; atMs: number }>();
 
-  constructor(clock: Clock) {
+  constructor(clock: Clock, opts: { self?: string; hearsayTtlMs?: number } = {}) {
     this.#clock = clock;
+    this.#self = opts.self;
+    this.#hearsayTtlMs = opts.hearsayTtlMs ?? 30_000;
+  }
+
+  /**
+   * `reporter` (a node of the mesh whose signature was checked) distrusts `nodes` now; replaces its
+   * previous report. What it says of itself or of this node is ignored.
+   */
+  heard(reporter: string, nodes: readonly string[]): void {
+    if (reporter === this.#self) return;
+    const kept = new Set(nodes.slice(0, MAX_SHARED).filter((n) => n !== reporter && n !== this.#self));
+    if (kept.size === 0) return void this.#heard.delete(reporter);
+    if (this.#heard.size >= 10_000 && !this.#heard.has(reporter)) {
+      this.#pruneHeard();
+      if (this.#heard.size >= 10_000) return;
+    }
+    this.#heard.set(reporter, { nodes: kept, atMs: this.#clock.now() });
+  }
+
+  /** How many peers this node trusts say, in a fresh report, that they distrust `peer`. */
+  reportedBy(peer: string): number {
+    if (this.#heard.size === 0) return 0;
+    const horizon = this.#clock.now() - this.#hearsayTtlMs;
+    let n = 0;
+    for (const [reporter, report] of this.#heard)
+      if (report.atMs >= horizon && report.nodes.has(peer) && this.score(reporter) >= DISTRUST_BELOW) n++;
+    return n;
+  }
+
+  /** The peers this node distrusts from what it verified itself (what it shares), the most distrusted first. */
+  ownDistrusted(): string[] {
+    return [...this.#scores.keys()]
+      .map((peer) => ({ peer, score: this.score(peer) }))
+      .filter((p) => p.score < DISTRUST_BELOW)
+      .sort((a, b) => a.score - b.score)
+      .slice(0, MAX_SHARED)
+      .map((p) => p.peer);
   }
 
   record(peer: string, outcome: PeerOutcome): void {
@@ -41,7 +94,7 @@ export class Reputation {
   }
 
   trusted(peer: string): boolean {
-    return this.score(peer) >= DISTRUST_BELOW;
+    return this.score(peer) >= DISTRUST_BELOW && this.reportedBy(peer) < HEARSAY_QUORUM;
   }
 
   /** Peers with a score that still counts (|score| >= 0.5), rounded, for the status. */
@@ -54,11 +107,27 @@ export class Reputation {
     return out;
   }
 
-  /** How many peers are distrusted now. */
+  /** How many peers are distrusted now (on this node's own word or its peers'). */
   distrusted(): number {
+    const peers = new Set(this.#scores.keys());
+    for (const report of this.#heard.values()) for (const peer of report.nodes) peers.add(peer);
     let n = 0;
-    for (const peer of this.#scores.keys()) if (!this.trusted(peer)) n++;
+    for (const peer of peers) if (!this.trusted(peer)) n++;
     return n;
+  }
+
+  /** For the status: each node peers report distrusted, with how many (trusted, fresh) reporters. */
+  reported(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const report of this.#heard.values())
+      for (const peer of report.nodes) out[peer] ??= this.reportedBy(peer);
+    for (const peer of Object.keys(out)) if (out[peer] === 0) delete out[peer];
+    return out;
+  }
+
+  #pruneHeard(): void {
+    const horizon = this.#clock.now() - this.#hearsayTtlMs;
+    for (const [reporter, report] of this.#heard) if (report.atMs < horizon) this.#heard.delete(reporter);
   }
 
   #prune(): void {

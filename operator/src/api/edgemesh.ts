@@ -278,6 +278,13 @@ export const edgeMeshStatusSchema = z.strictObject({
     .min(0)
     .optional()
     .describe('The most peers any one agent distrusts (its reputation of them fell too low).'),
+  distrustedNodes: z
+    .array(z.strictObject({ node: z.string().max(253), by: z.int().min(1) }))
+    .max(16)
+    .optional()
+    .describe(
+      'Nodes the agents distrust from what each verified itself (bad chunks, unsigned manifests, failures), with how many agents do; the most distrusted first. Agents avoid a node two of them report.',
+    ),
 });
 
 export type EdgeMeshSpec = z.output<typeof edgeMeshSpecSchema>;

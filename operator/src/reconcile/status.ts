@@ -1,3 +1,4 @@
+import type { MeshFigures } from '../figures.ts';
 import type { V1DaemonSet } from '@kubernetes/client-node';
 import type { Condition, EdgeMesh, EdgeMeshStatus } from '../api/edgemesh.ts';
 import type { NodePlace } from './desired.ts';
@@ -36,7 +37,7 @@ export function computeStatus(
   daemonSet: V1DaemonSet | undefined,
   blocker: Blocker | undefined,
   now: Date,
-  figures?: { hitRatio?: string; bytesFromPeers: number; bytesFromOrigin: number; distrustedPeers: number },
+  figures?: MeshFigures,
 ): EdgeMeshStatus {
   const generation = mesh.metadata.generation ?? 0;
   const previous = mesh.status?.conditions ?? [];
@@ -97,6 +98,7 @@ export function computeStatus(
           bytesFromPeers: figures.bytesFromPeers,
           bytesFromOrigin: figures.bytesFromOrigin,
           distrustedPeers: figures.distrustedPeers,
+          distrustedNodes: figures.distrustedNodes,
         }
       : {
           ...(mesh.status?.hitRatio === undefined ? {} : { hitRatio: mesh.status.hitRatio }),
@@ -109,6 +111,9 @@ export function computeStatus(
           ...(mesh.status?.distrustedPeers === undefined
             ? {}
             : { distrustedPeers: mesh.status.distrustedPeers }),
+          ...(mesh.status?.distrustedNodes === undefined
+            ? {}
+            : { distrustedNodes: mesh.status.distrustedNodes }),
         }),
   };
 }
