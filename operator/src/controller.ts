@@ -27,6 +27,9 @@ import { FIELD_MANAGER, MESH_LABEL, meshId, type MeshTrust } from './reconcile/d
 import { reconcile, type ReconcileDeps } from './reconcile/reconciler.ts';
 import { mergePatchFrom } from './reconcile/status.ts';
 import {
+  advanceCaRotation,
+  type CaRotationTiming,
+  ROTATE_CA_ANNOTATION,
   ensureMeshCa,
   ensureServingCertificate,
   kubeSecretApi,
@@ -80,6 +83,8 @@ export interface OperatorConfig {
    * of its own gets a NATS user valid `credentialsTtlSeconds`, allowed its own subjects only.
    */
   nats?: { authName: string; credentialsTtlSeconds: number };
+  /** How long the steps of a mesh CA rotation last (ca-store.ts); the defaults outside tests. */
+  caRotation?: CaRotationTiming;
 }
 
 export interface Operator {
@@ -302,7 +307,7 @@ export async function startOperator(
     ...(issuer
       ? {
           meshTrust: async (mesh: EdgeMesh) => {
-            const ca = await ensureMeshCa(
+            const stored = await ensureMeshCa(
               secrets,
               {
                 namespace: mesh.metadata.namespace,
@@ -312,11 +317,21 @@ export async function startOperator(
               },
               { 'app.kubernetes.io/managed-by': FIELD_MANAGER, [MESH_LABEL]: mesh.metadata.name },
             );
+            const rotation = await advanceCaRotation(
+              secrets,
+              { namespace: mesh.metadata.namespace, name: mesh.metadata.name },
+              stored,
+              mesh.metadata.annotations?.[ROTATE_CA_ANNOTATION],
+              Date.now(),
+              config.caRotation,
+            );
+            const { ca } = rotation;
             return {
               issuer: { url: issuer.url, certPem: issuer.certPem },
               bundlePem: ca.trustPem,
               revocations: revocationsOf(mesh, ca),
               clusterTokens: await clusterTokens(),
+              caRotation: { did: rotation.did, why: rotation.why, nextStepInMs: rotation.nextStepInMs },
             };
           },
           publishRevocations: async (mesh: EdgeMesh, list: MeshTrust['revocations']) => {

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import {
   type CaMaterial,
   createCa,
@@ -14,10 +15,12 @@ export const TRUST_BUNDLE_KEY = 'trust.crt';
 /** A mesh's CA Secret: `edgemesh-<mesh>-ca` in the mesh's namespace. */
 export const caSecretName = (mesh: string) => `edgemesh-${mesh}-ca`;
 
-/** What the CA store needs from the API server: read a Secret, and create one (409 when it exists). */
+/** What the CA store needs from the API server: read a Secret, create one (409 when it exists), change its data. */
 export interface SecretApi {
   /** The Secret's data (base64 values), or undefined when there is none. */
   read(namespace: string, name: string): Promise<Record<string, string> | undefined>;
+  /** Sets (base64 values) and removes (null) keys of an existing Secret's data: a merge patch. */
+  patchData?(namespace: string, name: string, data: Record<string, string | null>): Promise<void>;
   /** Creates it; resolves false when it already exists. */
   create(secret: {
     metadata: {
@@ -120,9 +123,119 @@ export async function ensureServingCertificate(
   return winner;
 }
 
+/** On an EdgeMesh: any new value starts a rotation of its CA (the value is remembered, not read). */
+export const ROTATE_CA_ANNOTATION = 'edgemesh.p2p.dev/rotate-ca';
+/** The Secret's keys of a rotation in progress: the next CA, the one before it, the state. */
+const NEXT_CERT_KEY = 'next.crt';
+const NEXT_KEY_KEY = 'next.key';
+const PREVIOUS_CERT_KEY = 'previous.crt';
+const ROTATION_KEY = 'rotation.json';
+
+/**
+ * How long each step of a CA rotation lasts: the new CA is trusted by every agent before anything
+ * is signed with it (`propagateMs`: the kubelet's ConfigMap refresh, then the agents' 5 s re-read),
+ * and the old one is trusted until every certificate it signed has ended (`retireMs`: the longest
+ * node certificate, 24 h, and the propagation).
+ */
+export interface CaRotationTiming {
+  propagateMs: number;
+  retireMs: number;
+}
+export const CA_ROTATION_TIMING: CaRotationTiming = {
+  propagateMs: 10 * 60_000,
+  retireMs: 24 * 3600_000 + 10 * 60_000,
+};
+
+/** Where a rotation stands: what this call did (for an Event), and when to look again. */
+export interface CaRotationStep {
+  ca: StoredCa;
+  /** What changed now: 'started' (a new CA is trusted), 'signing' (it signs), 'finished' (the old one is no longer trusted). */
+  did?: 'started' | 'signing' | 'finished';
+  /** Why it started: 'requested' (the annotation) or 'expiring' (a third of the CA's life left). */
+  why?: 'requested' | 'expiring';
+  /** When the next step is due, from now. */
+  nextStepInMs?: number;
+}
+
+type RotationState = { phase: 'trusting' | 'signing'; sinceMs: number };
+
+/**
+ * Moves the mesh CA's rotation on, one step at a time, with an overlapping trust bundle: (1) a new
+ * CA is made and added to the bundle, the old one still signs; (2) after `propagateMs` the new one
+ * signs (certificates, revocation lists) and both stay trusted; (3) after `retireMs` only the new one
+ * is trusted. A rotation starts when `requested` (the mesh's annotation) differs from the last one
+ * acted on, or when a third of the CA's life is left. Agents renew onto the new CA at their usual
+ * two thirds; nothing is interrupted (agent/test/rotation.test.ts).
+ */
+export async function advanceCaRotation(
+  api: SecretApi,
+  mesh: MeshRef,
+  stored: StoredCa,
+  requested: string | undefined,
+  nowMs = Date.now(),
+  timing: CaRotationTiming = CA_ROTATION_TIMING,
+): Promise<CaRotationStep> {
+  if (!api.patchData) return { ca: stored };
+  const name = caSecretName(mesh.name);
+  const data = (await api.read(mesh.namespace, name)) ?? {};
+  const state = JSON.parse(unb64(data[ROTATION_KEY]) ?? 'null') as RotationState | null;
+  const patch = (changes: Record<string, string | null>) => api.patchData!(mesh.namespace, name, changes);
+  if (!state) {
+    const cert = new X509Certificate(stored.certPem);
+    const lifeMs = Date.parse(cert.validTo) - Date.parse(cert.validFrom);
+    const expiring = Date.parse(cert.validTo) - nowMs < lifeMs / 3;
+    const asked = requested !== undefined && requested !== unb64(data['rotation-requested']);
+    if (!asked && !expiring) return { ca: stored };
+    const next = await createCa(mesh, new Date(nowMs));
+    const trustPem = `${stored.certPem.trim()}
+${next.certPem.trim()}
+`;
+    await patch({
+      [NEXT_CERT_KEY]: b64(next.certPem),
+      [NEXT_KEY_KEY]: b64(next.keyPem),
+      [TRUST_BUNDLE_KEY]: b64(trustPem),
+      [ROTATION_KEY]: b64(JSON.stringify({ phase: 'trusting', sinceMs: nowMs })),
+      ...(requested === undefined ? {} : { 'rotation-requested': b64(requested) }),
+    });
+    return {
+      ca: { ...stored, trustPem },
+      did: 'started',
+      why: asked ? 'requested' : 'expiring',
+      nextStepInMs: timing.propagateMs,
+    };
+  }
+  const due = state.sinceMs + (state.phase === 'trusting' ? timing.propagateMs : timing.retireMs) - nowMs;
+  if (due > 0) return { ca: stored, nextStepInMs: due };
+  if (state.phase === 'trusting') {
+    const certPem = unb64(data[NEXT_CERT_KEY]);
+    const keyPem = unb64(data[NEXT_KEY_KEY]);
+    if (!certPem || !keyPem)
+      throw new Error(`Secret ${mesh.namespace}/${name}: a rotation without its next CA`);
+    await patch({
+      [CA_CERT_KEY]: b64(certPem),
+      [CA_KEY_KEY]: b64(keyPem),
+      [PREVIOUS_CERT_KEY]: b64(stored.certPem),
+      [NEXT_CERT_KEY]: null,
+      [NEXT_KEY_KEY]: null,
+      [ROTATION_KEY]: b64(JSON.stringify({ phase: 'signing', sinceMs: nowMs })),
+    });
+    return {
+      ca: { certPem, keyPem, trustPem: stored.trustPem },
+      did: 'signing',
+      nextStepInMs: timing.retireMs,
+    };
+  }
+  await patch({
+    [TRUST_BUNDLE_KEY]: b64(stored.certPem),
+    [PREVIOUS_CERT_KEY]: null,
+    [ROTATION_KEY]: null,
+  });
+  return { ca: { ...stored, trustPem: stored.certPem }, did: 'finished' };
+}
+
 /** SecretApi over the API server. */
 export function kubeSecretApi(http: {
-  request<T>(method: string, path: string, body?: unknown): Promise<T>;
+  request<T>(method: string, path: string, body?: unknown, contentType?: string): Promise<T>;
 }): SecretApi {
   const path = (namespace: string) => `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets`;
   return {
@@ -137,6 +250,14 @@ export function kubeSecretApi(http: {
         if ((error as { code?: number }).code === 404) return undefined;
         throw error;
       }
+    },
+    async patchData(namespace, name, data) {
+      await http.request(
+        'PATCH',
+        `${path(namespace)}/${encodeURIComponent(name)}`,
+        { data },
+        'application/merge-patch+json',
+      );
     },
     async create(secret) {
       try {

@@ -97,6 +97,8 @@ export interface MeshTrust {
    * clients' tokens; absent while the operator could not read them.
    */
   clusterTokens?: { issuer: string; jwks: string } | undefined;
+  /** A rotation of the mesh CA in progress: what this reconcile did, and when its next step is due. */
+  caRotation?: { did?: string | undefined; why?: string | undefined; nextStepInMs?: number | undefined };
 }
 
 /** Where agents find their trust (a ConfigMap), their NATS credentials and their projected ServiceAccount token. */

@@ -97,7 +97,20 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
     if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
   }
   await report(deps, mesh, blocker, nodes);
-  return blocker ? { requeueAfterMs: BLOCKED_RECHECK_MS } : undefined;
+  const rotation = trust?.caRotation;
+  if (rotation?.did)
+    await deps.event(
+      mesh,
+      'Normal',
+      'CARotation',
+      {
+        started: `a new CA is trusted by the agents (${rotation.why ?? 'requested'}); it signs in ${Math.round((rotation.nextStepInMs ?? 0) / 1000)} s`,
+        signing: `the new CA signs; the old one is trusted until its certificates end (${Math.round((rotation.nextStepInMs ?? 0) / 1000)} s)`,
+        finished: 'the old CA is no longer trusted: the rotation is done',
+      }[rotation.did] ?? rotation.did,
+    );
+  if (blocker) return { requeueAfterMs: BLOCKED_RECHECK_MS };
+  return rotation?.nextStepInMs === undefined ? undefined : { requeueAfterMs: rotation.nextStepInMs };
 }
 
 async function findBlocker(

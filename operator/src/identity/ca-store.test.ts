@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { createCa, readPemBundle } from '@edgemesh/identity';
+import { advanceCaRotation, ensureMeshCa, type SecretApi } from './ca-store.ts';
+
+const MESH = { namespace: 'shop', name: 'cdn' };
+const TIMING = { propagateMs: 1000, retireMs: 5000 };
+
+/** Secrets in memory, with create and merge-patch as the API server does them. */
+function memorySecrets(): SecretApi & { data: () => Record<string, string> } {
+  const store = new Map<string, Record<string, string>>();
+  return {
+    data: () => store.get('shop/edgemesh-cdn-ca')!,
+    read: (namespace, name) => Promise.resolve(store.get(`${namespace}/${name}`)),
+    create: (secret) => {
+      const key = `${secret.metadata.namespace}/${secret.metadata.name}`;
+      if (store.has(key)) return Promise.resolve(false);
+      store.set(key, { ...secret.data });
+      return Promise.resolve(true);
+    },
+    patchData: (namespace, name, changes) => {
+      const data = { ...store.get(`${namespace}/${name}`)! };
+      for (const [k, v] of Object.entries(changes))
+        if (v === null) delete data[k];
+        else data[k] = v;
+      store.set(`${namespace}/${name}`, data);
+      return Promise.resolve();
+    },
+  };
+}
+
+const text = (b64: string | undefined) => Buffer.from(b64 ?? '', 'base64').toString();
+const fingerprints = (pem: string) => readPemBundle(pem).map((c) => c.fingerprint256);
+const fp = (pem: string) => new X509Certificate(pem).fingerprint256;
+
+describe('mesh CA rotation steps', () => {
+  it('trusts the next CA before it signs, and stops trusting the old one only after its certificates end', async () => {
+    const api = memorySecrets();
+    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
+    const first = await ensureMeshCa(api, owner, {});
+    const t0 = Date.now();
+    const step = async (atMs: number, requested?: string) =>
+      advanceCaRotation(api, MESH, await ensureMeshCa(api, owner, {}), requested, atMs, TIMING);
+
+    assert.equal((await step(t0)).did, undefined, 'nothing asked, a young CA: nothing');
+    const started = await step(t0, 'r1');
+    assert.equal(started.did, 'started');
+    assert.equal(started.nextStepInMs, 1000);
+    const next = text(api.data()['next.crt']);
+    // Step 1: both trusted, the old one signs.
+    assert.equal(started.ca.certPem, first.certPem);
+    assert.deepEqual(fingerprints(started.ca.trustPem), [fp(first.certPem), fp(next)]);
+    assert.equal((await step(t0 + 999, 'r1')).nextStepInMs, 1);
+    // Step 2: the new one signs, both still trusted.
+    const signing = await step(t0 + 1000, 'r1');
+    assert.equal(signing.did, 'signing');
+    assert.equal(fp(signing.ca.certPem), fp(next));
+    assert.deepEqual(fingerprints(signing.ca.trustPem), [fp(first.certPem), fp(next)]);
+    assert.equal(text(api.data()['ca.crt']), next);
+    assert.equal((await step(t0 + 5999, 'r1')).did, undefined);
+    // Step 3: only the new one.
+    const finished = await step(t0 + 6000, 'r1');
+    assert.equal(finished.did, 'finished');
+    assert.deepEqual(fingerprints(finished.ca.trustPem), [fp(next)]);
+    assert.deepEqual(Object.keys(api.data()).sort(), ['ca.crt', 'ca.key', 'rotation-requested', 'trust.crt']);
+    assert.equal((await step(t0 + 7000, 'r1')).did, undefined, 'the same request twice: one rotation');
+    assert.equal((await step(t0 + 7000, 'r2')).did, 'started', 'a new request: another');
+  });
+
+  it('starts by itself when a third of the CA’s life is left', async () => {
+    const api = memorySecrets();
+    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
+    const old = await createCa(MESH, new Date(Date.now() - 250 * 24 * 3600_000));
+    await api.create({
+      metadata: { namespace: 'shop', name: 'edgemesh-cdn-ca' },
+      type: 'Opaque',
+      data: {
+        'ca.crt': Buffer.from(old.certPem).toString('base64'),
+        'ca.key': Buffer.from(old.keyPem).toString('base64'),
+      },
+    });
+    const step = await advanceCaRotation(
+      api,
+      MESH,
+      await ensureMeshCa(api, owner, {}),
+      undefined,
+      Date.now(),
+      TIMING,
+    );
+    assert.equal(step.did, 'started');
+    assert.equal(step.why, 'expiring');
+  });
+});
