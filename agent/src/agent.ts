@@ -115,7 +115,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // hearsay would let anyone on NATS exile a node).
   if (credentials)
     overlay.control.onEvent((event) => {
-      if (event.type === 'node.stats') overlay.reputation.heard(event.from, event.body.distrusted ?? []);
+      if (event.type === 'node.stats')
+        overlay.reputation.heard(event.from, event.body.distrusted ?? [], event.sentAtMs);
     });
   overlay.control.onEvent((event) => {
     if (event.type !== 'mesh.revocations' || !revocationList) return;

@@ -15,7 +15,7 @@ import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/na
 import { Placement } from '../src/overlay/placement.ts';
 import {
   createNatsAuthKeys,
-  meshNatsSubjects,
+  meshNatsPermissions,
   natsServerConfig,
   natsUserCredentials,
 } from '../../operator/src/nats/nats-auth.ts';
@@ -269,7 +269,7 @@ describe('agents on a NATS that wants credentials', { skip: unavailable ?? false
     await writeFile(join(dir, 'nats.conf'), await natsServerConfig(keys));
     nats = await startNatsServer(undefined, { config: join(dir, 'nats.conf') });
     const user = async (mesh: string) =>
-      (await natsUserCredentials(keys, mesh, meshNatsSubjects(mesh), 3600)).creds;
+      (await natsUserCredentials(keys, mesh, meshNatsPermissions(mesh), 3600)).creds;
     named = await Promise.all([
       start('n0', await user(MESH)),
       start('n1', await user(MESH)),

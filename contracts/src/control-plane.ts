@@ -21,6 +21,13 @@ export const MAX_EVENT_BYTES = 64 * 1024;
  * in zod 4 without saying so.
  */
 
+/**
+ * NATS headers that carry a control-plane event's signature (the exact bytes of the event, with its
+ * sender's node key) and the sender's certificate (base64 DER); the event format itself is unchanged.
+ */
+export const SIGNER_HEADER = 'Edgemesh-Signer';
+export const SIGNATURE_HEADER = 'Edgemesh-Signature';
+
 /** A mesh's name: it becomes a NATS subject token. */
 export const meshNameSchema = z
   .string()

@@ -15,5 +15,7 @@ export {
   meshNameSchema,
   revocationSignedBytes,
   subjectFor,
+  SIGNATURE_HEADER,
+  SIGNER_HEADER,
   subjects,
 } from './control-plane.ts';

@@ -20,3 +20,4 @@ export {
   TRUST_DOMAIN,
 } from './spiffe.ts';
 export { readPemBundle, UntrustedCertificateError, verifyNodeCertificate } from './verify.ts';
+export { NodeSigners, type SignerRefusal } from './signers.ts';

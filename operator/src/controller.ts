@@ -44,9 +44,10 @@ import { startIssuerServer } from './identity/issuer-server.ts';
 import { ensureMeshNatsCredentials, ensureNatsAuth, NATS_CREDS_KEY } from './nats/nats-auth-store.ts';
 import {
   credentialsFingerprint,
+  type NatsAuthKeys,
   type NatsCredentials,
   natsUserCredentials,
-  OPERATOR_NATS_SUBJECTS,
+  operatorNatsPermissions,
 } from './nats/nats-auth.ts';
 import type { NatsAuth } from './figures.ts';
 
@@ -176,30 +177,33 @@ export async function startOperator(
     logger.info({ url, port: server.port }, 'issuance endpoint serving');
   }
 
-  // The bundled NATS's keys and configuration, made by the first replica to start; this replica's
-  // own NATS user (every mesh's subjects), renewed at a third of its life.
-  let natsAuth:
-    { keys: Awaited<ReturnType<typeof ensureNatsAuth>>; auth: NatsAuth; timer: NodeJS.Timeout } | undefined;
+  // The bundled NATS's keys and configuration, made by the first replica to start. The operator
+  // connects to each mesh's NATS as a user of that mesh alone (nats-auth.ts operatorNatsPermissions),
+  // minted here and renewed when a reconcile finds a third of its life left.
+  let natsKeys: NatsAuthKeys | undefined;
+  const operatorUsers = new Map<string, NatsCredentials>();
   if (config.nats) {
-    const { authName, credentialsTtlSeconds: ttl } = config.nats;
-    const keys = await ensureNatsAuth(http, secrets, config.leaseNamespace, authName, {
+    const made = await ensureNatsAuth(http, secrets, config.leaseNamespace, config.nats.authName, {
       'app.kubernetes.io/managed-by': FIELD_MANAGER,
     });
-    const mint = () => natsUserCredentials(keys, `operator ${config.identity}`, OPERATOR_NATS_SUBJECTS, ttl);
-    let own: NatsCredentials = await mint();
-    const timer = setInterval(
-      () => {
-        mint().then(
-          (made) => (own = made),
-          (error: unknown) => logger.error({ err: error }, 'could not renew the operator’s NATS user'),
-        );
-      },
-      (ttl * 1000) / 3,
-    );
-    timer.unref();
-    natsAuth = { keys, auth: { id: 'operator', creds: () => new TextEncoder().encode(own.creds) }, timer };
-    logger.info({ configMap: `${authName}-config` }, 'NATS authentication managed');
+    natsKeys = made.keys;
+    if (made.rewritten)
+      logger.warn(
+        { configMap: `${config.nats.authName}-config` },
+        'the NATS configuration was made again from new keys: restart the NATS pod so that it reads it (meshes get new credentials)',
+      );
+    logger.info({ configMap: `${config.nats.authName}-config` }, 'NATS authentication managed');
   }
+  /** The operator's user for mesh `id`, minted again when a third of its life is left. */
+  const operatorAuth = async (keys: NatsAuthKeys, id: string, ttl: number): Promise<NatsAuth> => {
+    const known = operatorUsers.get(id);
+    if (!known || known.expiresAtMs - Date.now() < (ttl * 1000) / 3)
+      operatorUsers.set(
+        id,
+        await natsUserCredentials(keys, `operator for ${id}`, operatorNatsPermissions(id), ttl),
+      );
+    return { id: `operator/${id}`, creds: () => new TextEncoder().encode(operatorUsers.get(id)!.creds) };
+  };
 
   const meshes = new Informer<EdgeMesh>({
     kc,
@@ -348,24 +352,27 @@ export async function startOperator(
           },
         }
       : {}),
-    ...(natsAuth && config.nats
+    ...(natsKeys && config.nats
       ? {
-          meshNatsCredentials: async (mesh: EdgeMesh) => ({
-            secretName: await ensureMeshNatsCredentials(
+          meshNatsCredentials: async (mesh: EdgeMesh) => {
+            const keys = natsKeys;
+            const ttl = config.nats!.credentialsTtlSeconds;
+            const id = meshId(mesh);
+            const made = await ensureMeshNatsCredentials(
               http,
-              natsAuth.keys,
+              keys,
               {
                 namespace: mesh.metadata.namespace,
                 name: mesh.metadata.name,
                 uid: mesh.metadata.uid ?? '',
                 apiVersion: `${GROUP}/${VERSION}`,
-                id: meshId(mesh),
+                id,
               },
-              config.nats!.credentialsTtlSeconds,
+              ttl,
               { 'app.kubernetes.io/managed-by': FIELD_MANAGER, [MESH_LABEL]: mesh.metadata.name },
-            ),
-            auth: natsAuth.auth,
-          }),
+            );
+            return { ...made, auth: await operatorAuth(keys, id, ttl) };
+          },
         }
       : {}),
     specNatsAuth: async (mesh, secretName) => {
@@ -524,7 +531,6 @@ export async function startOperator(
       await metrics.shutdown();
       await http.close();
       await figures.close();
-      clearInterval(natsAuth?.timer);
     },
   };
 }

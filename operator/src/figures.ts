@@ -1,4 +1,5 @@
-import { decodeEvent, subjects } from '@edgemesh/contracts';
+import { decodeEvent, SIGNATURE_HEADER, SIGNER_HEADER, subjects } from '@edgemesh/contracts';
+import { type MeshRef, NodeSigners, readPemBundle } from '@edgemesh/identity';
 import { connect, credsAuthenticator, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 
@@ -17,6 +18,16 @@ type NodeStats = {
   distrustedPeers?: number | undefined;
   distrusted?: string[] | undefined;
 };
+
+/**
+ * Whose reports count, for a mesh with node identities: only events signed by a node of the mesh
+ * (under its trust bundle, PEM) about itself, and none of its revoked nodes.
+ */
+export interface MeshSigners {
+  mesh: MeshRef;
+  bundlePem: string;
+  revoked: readonly string[];
+}
 
 /** How the operator authenticates on a mesh's NATS: a credentials file (read at each connect), named by `id`. */
 export interface NatsAuth {
@@ -37,6 +48,12 @@ interface MeshEntry {
   timer?: NodeJS.Timeout;
   /** When the connection failed: a watch() after RETRY_MS tries again. */
   failedAt?: number;
+  /** With node identities: the checks every report must pass, on the trust bundle of the moment. */
+  signers?: {
+    check: NodeSigners;
+    bundlePem: string;
+    revoked: Set<string>;
+  };
 }
 
 export interface MeshFigures {
@@ -95,9 +112,10 @@ export class FiguresCollector {
    * Follows the reports of mesh `meshId` (EdgeMesh `key`) on `servers`, authenticated with `auth`
    * when the NATS wants credentials. Idempotent.
    */
-  watch(meshId: string, key: string, servers: string[], auth?: NatsAuth): void {
+  watch(meshId: string, key: string, servers: string[], auth?: NatsAuth, signers?: MeshSigners): void {
     const connection = `${servers.join(',')}#${auth?.id ?? ''}`;
     const known = this.#meshes.get(meshId);
+    if (known) this.#setSigners(known, signers);
     if (
       known?.connection === connection &&
       (known.failedAt === undefined || this.#now() - known.failedAt < RETRY_MS)
@@ -105,6 +123,7 @@ export class FiguresCollector {
       return;
     if (known) this.forget(meshId);
     const entry: MeshEntry = { key, connection, nodes: new Map(), lastRefresh: 0 };
+    this.#setSigners(entry, signers);
     this.#meshes.set(meshId, entry);
     void this.#connection(connection, servers, auth)
       .then((nc) => {
@@ -116,6 +135,22 @@ export class FiguresCollector {
             if (!decoded.ok || decoded.event.type !== 'node.stats') {
               this.dropped++;
               return;
+            }
+            const { signers } = entry;
+            if (signers) {
+              const signed = signers.check.check(
+                msg.data,
+                msg.headers?.get(SIGNER_HEADER),
+                msg.headers?.get(SIGNATURE_HEADER),
+              );
+              if (
+                'refusal' in signed ||
+                signed.identity.node !== decoded.event.from ||
+                signers.revoked.has(signed.identity.node)
+              ) {
+                this.dropped++;
+                return;
+              }
             }
             entry.nodes.set(decoded.event.from, { ...decoded.event.body, at: decoded.event.sentAtMs });
             this.#changed(entry);
@@ -129,6 +164,18 @@ export class FiguresCollector {
           'no mesh figures: NATS unreachable',
         );
       });
+  }
+
+  #setSigners(entry: MeshEntry, signers: MeshSigners | undefined): void {
+    if (!signers) return void delete entry.signers;
+    const revoked = new Set(signers.revoked);
+    if (entry.signers?.bundlePem === signers.bundlePem) return void (entry.signers.revoked = revoked);
+    const bundle = readPemBundle(signers.bundlePem);
+    entry.signers = {
+      check: new NodeSigners({ trust: () => bundle, mesh: signers.mesh, now: this.#now }),
+      bundlePem: signers.bundlePem,
+      revoked,
+    };
   }
 
   /** Stops following a mesh (deleted, or moved to other servers); a connection no mesh uses is closed. */
@@ -155,9 +202,11 @@ export class FiguresCollector {
     const horizon = this.#now() - NODE_TTL_MS;
     const sum = { hits: 0, misses: 0, bytesFromPeers: 0, bytesFromOrigin: 0, distrustedPeers: 0 };
     const by = new Map<string, number>();
-    for (const node of entry.nodes.values()) {
+    for (const [from, node] of entry.nodes) {
       if (node.at < horizon) continue;
-      for (const peer of node.distrusted ?? []) by.set(peer, (by.get(peer) ?? 0) + 1);
+      // Each reporter counts once per node it names, and not for itself.
+      for (const peer of new Set(node.distrusted ?? []))
+        if (peer !== from) by.set(peer, (by.get(peer) ?? 0) + 1);
       sum.hits += node.hits;
       sum.misses += node.misses;
       sum.bytesFromPeers += node.bytesFromPeers;

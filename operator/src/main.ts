@@ -45,7 +45,7 @@ const configSchema = z.object({
    */
   EDGEMESH_OPERATOR_NATS_AUTH: z
     .string()
-    .regex(/^[a-z0-9]([-a-z0-9]{0,46}[a-z0-9])?$/)
+    .regex(/^[a-z0-9]([-a-z0-9.]{0,240}[a-z0-9])?$/)
     .optional()
     .or(z.literal('').transform(() => undefined)),
   /** The life of a mesh's NATS credentials; renewed at two thirds of it. */

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { encodeEvent, subjects } from '@edgemesh/contracts';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { createPrivateKey, sign, X509Certificate } from 'node:crypto';
+import { encodeEvent, SIGNATURE_HEADER, SIGNER_HEADER, subjects } from '@edgemesh/contracts';
+import { createNodeKey, MeshCa } from '@edgemesh/identity';
+import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../../agent/harness/nats-server.ts';
 import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserver.ts';
 import type { Operator } from '../src/controller.ts';
@@ -37,7 +39,27 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     await api?.close();
   });
 
-  it('sums the nodes’ reports into the status, and ignores garbage and other meshes', async () => {
+  it('sums the nodes’ reports into the status, and ignores garbage, other meshes and reports its nodes did not sign', async () => {
+    // The mesh's nodes, with certificates from its CA (which the operator made), sign their reports.
+    const secret = (
+      api.get('secrets', 'shop', 'edgemesh-cdn-ca') as unknown as { data: Record<string, string> }
+    ).data;
+    const ca = await MeshCa.load({
+      certPem: Buffer.from(secret['ca.crt']!, 'base64').toString(),
+      keyPem: Buffer.from(secret['ca.key']!, 'base64').toString(),
+    });
+    const nodeKey = async (node: string) => {
+      const key = await createNodeKey(node);
+      const cert = await ca.issue({ csrPem: key.csrPem, mesh: { namespace: 'shop', name: 'cdn' }, node });
+      return { key: createPrivateKey(key.keyPem), der: new X509Certificate(cert).raw.toString('base64') };
+    };
+    const signers = { 'edge-0': await nodeKey('edge-0'), 'edge-1': await nodeKey('edge-1') };
+    const signed = (data: Uint8Array, by: keyof typeof signers) => {
+      const h = natsHeaders();
+      h.set(SIGNER_HEADER, signers[by].der);
+      h.set(SIGNATURE_HEADER, sign('sha256', data, signers[by].key).toString('base64'));
+      return { headers: h };
+    };
     const report = (
       from: string,
       mesh: string,
@@ -67,8 +89,14 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     nc.publish(subject, report('edge-x', 'other-mesh', 0, 1000));
     // Let the subscription be in place before the reports that count.
     await eventually(async () => {
-      nc.publish(subject, report('edge-0', 'shop_cdn', 80, 20, 1, ['edge-9']));
-      nc.publish(subject, report('edge-1', 'shop_cdn', 10, 90, 2, ['edge-8', 'edge-9']));
+      // Unsigned, and signed by one node in another's name: dropped.
+      const forged = report('edge-2', 'shop_cdn', 0, 1000, 9, ['edge-0']);
+      nc.publish(subject, forged);
+      nc.publish(subject, forged, signed(forged, 'edge-0'));
+      const zero = report('edge-0', 'shop_cdn', 80, 20, 1, ['edge-9']);
+      nc.publish(subject, zero, signed(zero, 'edge-0'));
+      const one = report('edge-1', 'shop_cdn', 10, 90, 2, ['edge-8', 'edge-9']);
+      nc.publish(subject, one, signed(one, 'edge-1'));
       await nc.flush();
       const status = (
         api.get('edgemeshes', 'shop', 'cdn') as { status?: { hitRatio?: string; bytesFromPeers?: number } }

@@ -13,11 +13,11 @@ import {
 } from '../../agent/harness/nats-server.ts';
 import {
   createNatsAuthKeys,
-  meshNatsSubjects,
+  meshNatsPermissions,
   type NatsAuthKeys,
   natsServerConfig,
   natsUserCredentials,
-  OPERATOR_NATS_SUBJECTS,
+  operatorNatsPermissions,
 } from '../src/nats/nats-auth.ts';
 
 const unavailable = natsUnavailable();
@@ -46,7 +46,7 @@ describe('per-mesh NATS credentials on a real nats-server', { skip: unavailable 
     return nc;
   };
   const meshUser = async (mesh: string, ttlSeconds = 3600, nowMs?: number) =>
-    (await natsUserCredentials(keys, `mesh ${mesh}`, meshNatsSubjects(mesh), ttlSeconds, nowMs)).creds;
+    (await natsUserCredentials(keys, `mesh ${mesh}`, meshNatsPermissions(mesh), ttlSeconds, nowMs)).creds;
   /** Subscribes on `nc`; resolves the first message's data, or the subscription's error. */
   const firstOf = (nc: NatsConnection, subject: string) =>
     new Promise<string | Error>((resolve) => {
@@ -117,12 +117,31 @@ describe('per-mesh NATS credentials on a real nats-server', { skip: unavailable 
     assert.equal(await own, 'b');
   });
 
-  it('the operator’s user hears every mesh', async () => {
-    const op = await as((await natsUserCredentials(keys, 'operator', OPERATOR_NATS_SUBJECTS, 3600)).creds);
+  it('the operator’s user for a mesh hears its figures and sends its revocations, and nothing else', async () => {
+    const op = await as(
+      (await natsUserCredentials(keys, 'operator', operatorNatsPermissions(B), 3600)).creds,
+    );
     const heard = firstOf(op, subjects(B).stats);
     await op.flush();
-    (await as(await meshUser(B))).publish(subjects(B).stats, 'stats');
+    const agent = await as(await meshUser(B));
+    agent.publish(subjects(B).stats, 'stats');
     assert.equal(await heard, 'stats');
+    const revocations = firstOf(agent, subjectFor(B, 'mesh.revocations'));
+    await agent.flush();
+    op.publish(subjectFor(B, 'mesh.revocations'), 'list');
+    assert.equal(await revocations, 'list');
+    // Anything else, on its own mesh or another: refused. A relay that borrows its session (a mesh
+    // whose natsUrl leads through someone's proxy) gains nothing the mesh's agents do not have.
+    for (const subject of [subjects(B).all, subjectFor(B, 'member.announce'), subjects(A).stats, '>']) {
+      tally.attempts++;
+      const got = await subscriptionRefusal(op, subject);
+      if (!got) tally.accepted++;
+      assert.match(
+        String(got?.message),
+        /permissions violation/i,
+        `the operator's user for B subscribed to ${subject}`,
+      );
+    }
   });
 
   it('no credentials, forged, expired or bearer-only credentials: no connection', async () => {
@@ -133,11 +152,11 @@ describe('per-mesh NATS credentials on a real nats-server', { skip: unavailable 
     await refused('forged account', {
       authenticator: credsAuthenticator(
         new TextEncoder().encode(
-          (await natsUserCredentials(forged, 'x', OPERATOR_NATS_SUBJECTS, 3600)).creds,
+          (await natsUserCredentials(forged, 'x', meshNatsPermissions(A), 3600)).creds,
         ),
       ),
     });
-    const expired = await natsUserCredentials(keys, 'old', meshNatsSubjects(A), 60, Date.now() - 3600_000);
+    const expired = await natsUserCredentials(keys, 'old', meshNatsPermissions(A), 60, Date.now() - 3600_000);
     await refused('expired', { authenticator: credsAuthenticator(new TextEncoder().encode(expired.creds)) });
     // The JWT alone (as if read from a log), signed nonce missing: bearer tokens are off.
     const jwt = /-----BEGIN NATS USER JWT-----\n(.+)\n/.exec(await meshUser(A))![1]!;

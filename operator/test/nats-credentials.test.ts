@@ -10,7 +10,7 @@ import { type NatsServer, natsUnavailable, startNatsServer } from '../../agent/h
 import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserver.ts';
 import type { Operator } from '../src/controller.ts';
 import { startTestOperator } from '../harness/test-operator.ts';
-import { natsUserCredentials, meshNatsSubjects } from '../src/nats/nats-auth.ts';
+import { natsUserCredentials, meshNatsPermissions } from '../src/nats/nats-auth.ts';
 import { eventually, node } from './support.ts';
 
 const unavailable = natsUnavailable();
@@ -143,7 +143,7 @@ describe('per-mesh NATS credentials made by the operator', { skip: unavailable ?
         account: Buffer.from(keys.data.account!, 'base64').toString(),
       },
       'made by hand',
-      meshNatsSubjects('team_cdn'),
+      meshNatsPermissions('team_cdn'),
       3600,
     );
     api.put({

@@ -29,10 +29,15 @@ describe('peer reputation', () => {
   it('avoids a node that two trusted peers report, never on one peer’s word, and forgets stale or withdrawn reports', () => {
     const clock = new FakeClock();
     const r = new Reputation(clock, { self: 'me', hearsayTtlMs: 30_000 });
-    r.heard('a', ['victim', 'me', 'a']);
+    /** A report said now (each a millisecond after the one before). */
+    const say = (reporter: string, nodes: string[]) => {
+      clock.advance(1);
+      r.heard(reporter, nodes, clock.now());
+    };
+    say('a', ['victim', 'me', 'a']);
     assert.equal(r.trusted('victim'), true, 'one report is not enough');
     assert.deepEqual(r.reported(), { victim: 1 }, 'what it says of itself or of this node is ignored');
-    r.heard('b', ['victim']);
+    say('b', ['victim']);
     assert.equal(r.trusted('victim'), false, 'two are');
     assert.equal(r.distrusted(), 1);
     assert.deepEqual(r.ownDistrusted(), [], 'hearsay is never passed on');
@@ -40,23 +45,44 @@ describe('peer reputation', () => {
     for (let i = 0; i < 3; i++) r.record('b', 'bad-chunk');
     assert.equal(r.trusted('victim'), true);
     assert.deepEqual(r.ownDistrusted(), ['b']);
-    r.heard('c', ['victim']);
+    say('c', ['victim']);
     assert.equal(r.trusted('victim'), false);
     // Reports fade: none is fresh after the TTL.
     clock.advance(30_001);
     assert.equal(r.trusted('victim'), true, 'stale reports');
-    r.heard('a', ['victim']);
-    r.heard('c', ['victim']);
+    say('a', ['victim']);
+    say('c', ['victim']);
     assert.equal(r.trusted('victim'), false);
-    r.heard('c', []);
+    say('c', []);
     assert.equal(r.trusted('victim'), true, 'a withdrawn report');
   });
 
   it('cannot be flooded: a report keeps at most 64 nodes', () => {
-    const r = new Reputation(new FakeClock(), { self: 'me' });
+    const clock = new FakeClock();
+    const r = new Reputation(clock, { self: 'me' });
     const many = Array.from({ length: 1000 }, (_, i) => `n${i}`);
-    r.heard('a', many);
-    r.heard('b', many);
+    r.heard('a', many, clock.now());
+    r.heard('b', many, clock.now());
     assert.equal(r.distrusted(), 64);
+  });
+
+  it('is not fooled by replays: an old report neither replaces a newer one nor counts as fresh', () => {
+    const clock = new FakeClock();
+    const r = new Reputation(clock, { self: 'me', hearsayTtlMs: 30_000 });
+    const [then, later] = [clock.now(), clock.now() + 1000];
+    r.heard('a', ['victim'], then);
+    r.heard('b', ['victim'], then);
+    clock.advance(2000);
+    r.heard('a', [], later);
+    r.heard('b', [], later);
+    assert.equal(r.trusted('victim'), true, 'withdrawn');
+    // Their old signed reports, published again by someone (still within the events' 5 minutes).
+    r.heard('a', ['victim'], then);
+    r.heard('b', ['victim'], then);
+    assert.equal(r.trusted('victim'), true, 'a replay changes nothing');
+    // A first report from a reporter, but said long ago: not fresh.
+    r.heard('c', ['victim'], clock.now() - 60_000);
+    r.heard('d', ['victim'], clock.now() - 60_000);
+    assert.equal(r.trusted('victim'), true, 'old words are old');
   });
 });

@@ -45,18 +45,22 @@ export class Reputation {
   }
 
   /**
-   * `reporter` (a node of the mesh whose signature was checked) distrusts `nodes` now; replaces its
-   * previous report. What it says of itself or of this node is ignored.
+   * `reporter` (a node of the mesh whose signature was checked) said at `sentAtMs` that it distrusts
+   * `nodes`; replaces its previous report, unless this one is not newer (a replay of an old report
+   * changes nothing). What it says of itself or of this node is ignored.
    */
-  heard(reporter: string, nodes: readonly string[]): void {
+  heard(reporter: string, nodes: readonly string[], sentAtMs: number): void {
     if (reporter === this.#self) return;
+    const known = this.#heard.get(reporter);
+    if (known && sentAtMs <= known.atMs) return;
     const kept = new Set(nodes.slice(0, MAX_SHARED).filter((n) => n !== reporter && n !== this.#self));
-    if (kept.size === 0) return void this.#heard.delete(reporter);
-    if (this.#heard.size >= 10_000 && !this.#heard.has(reporter)) {
+    if (this.#heard.size >= 10_000 && !known) {
       this.#pruneHeard();
       if (this.#heard.size >= 10_000) return;
     }
-    this.#heard.set(reporter, { nodes: kept, atMs: this.#clock.now() });
+    // Dated by when it was said (never later than now), not when it arrived: a delayed or replayed
+    // report is as old as it is.
+    this.#heard.set(reporter, { nodes: kept, atMs: Math.min(sentAtMs, this.#clock.now()) });
   }
 
   /** How many peers this node trusts say, in a fresh report, that they distrust `peer`. */

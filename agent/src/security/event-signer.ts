@@ -1,13 +1,9 @@
-import { verify, X509Certificate } from 'node:crypto';
-import type { ControlEvent } from '@edgemesh/contracts';
-import { type NodeIdentity, sameMesh, verifyNodeCertificate } from '@edgemesh/identity';
+import { type ControlEvent, SIGNATURE_HEADER, SIGNER_HEADER } from '@edgemesh/contracts';
+import { NodeSigners } from '@edgemesh/identity';
 import { MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
 import type { NodeCredentials } from './node-credentials.ts';
 import type { Revocations } from './revocations.ts';
 
-/** NATS headers that carry a control-plane event's signer and signature. */
-export const SIGNER_HEADER = 'Edgemesh-Signer';
-export const SIGNATURE_HEADER = 'Edgemesh-Signature';
 /** An event older than this is dropped: a replay window, not a delivery deadline (events repeat). */
 export const MAX_EVENT_AGE_MS = 5 * 60_000;
 
@@ -26,13 +22,17 @@ export class EventSigner {
   readonly #credentials: NodeCredentials;
   readonly #revocations: Revocations | undefined;
   readonly #now: () => number;
-  readonly #senders = new Map<string, { identity: NodeIdentity; cert: X509Certificate; validToMs: number }>();
-  #trustSeen: readonly X509Certificate[] | undefined;
+  readonly #signers: NodeSigners;
 
   constructor(credentials: NodeCredentials, opts: { revocations?: Revocations; now?: () => number } = {}) {
     this.#credentials = credentials;
     this.#revocations = opts.revocations;
     this.#now = opts.now ?? Date.now;
+    this.#signers = new NodeSigners({
+      trust: () => credentials.trust,
+      mesh: credentials.mesh,
+      now: this.#now,
+    });
   }
 
   /** The headers that sign `data` as this node. */
@@ -49,30 +49,10 @@ export class EventSigner {
   ): EventRefusal | undefined {
     // A revocation list carries the mesh CA's own signature, checked by its handler (RevocationList).
     if (event.type === 'mesh.revocations') return undefined;
-    const signer = header(SIGNER_HEADER);
-    const signature = header(SIGNATURE_HEADER);
-    if (!signer || !signature || signer.length > 8192 || signature.length > 256) return 'unsigned';
+    const signed = this.#signers.check(data, header(SIGNER_HEADER), header(SIGNATURE_HEADER));
+    if ('refusal' in signed) return signed.refusal;
+    const node = signed.identity.node;
     const now = this.#now();
-    if (this.#trustSeen !== this.#credentials.trust) {
-      this.#trustSeen = this.#credentials.trust;
-      this.#senders.clear();
-    }
-    let sender = this.#senders.get(signer);
-    if (!sender || sender.validToMs < now) {
-      try {
-        const cert = new X509Certificate(Buffer.from(signer, 'base64'));
-        const identity = verifyNodeCertificate(cert, this.#credentials.trust, now);
-        sender = { identity, cert, validToMs: Date.parse(cert.validTo) };
-      } catch {
-        return 'unknown-sender';
-      }
-      if (this.#senders.size >= 10_000) this.#senders.clear();
-      this.#senders.set(signer, sender);
-    }
-    if (!sameMesh(sender.identity.mesh, this.#credentials.mesh)) return 'unknown-sender';
-    if (!verify('sha256', data, sender.cert.publicKey, Buffer.from(signature, 'base64')))
-      return 'bad-signature';
-    const node = sender.identity.node;
     if (event.from !== node) return 'sender-mismatch';
     if (event.type === 'member.announce' && event.body.member.nodeId !== node) return 'sender-mismatch';
     if (event.type === 'member.leave' && event.body.nodeId !== node) return 'sender-mismatch';

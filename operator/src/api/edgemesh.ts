@@ -283,7 +283,7 @@ export const edgeMeshStatusSchema = z.strictObject({
     .max(16)
     .optional()
     .describe(
-      'Nodes the agents distrust from what each verified itself (bad chunks, unsigned manifests, failures), with how many agents do; the most distrusted first. Agents avoid a node two of them report.',
+      'Nodes the agents distrust from what each verified itself (bad chunks, unsigned manifests, failures), with how many agents named each in a signed report of the last 5 minutes; the most distrusted first.',
     ),
 });
 

@@ -6,6 +6,7 @@ import {
   ensureMeshNatsCredentials,
   ensureNatsAuth,
   type KubeRequests,
+  SecretConflictError,
 } from './nats-auth-store.ts';
 import { createNatsAuthKeys } from './nats-auth.ts';
 
@@ -58,10 +59,10 @@ describe('the NATS authentication store', () => {
     const keys = createNatsAuthKeys();
     const t0 = Date.parse('2026-11-30T00:00:00Z');
     const ensure = (atMs: number) => ensureMeshNatsCredentials(api.http, keys, MESH, 3600, {}, atMs);
-    assert.equal(await ensure(t0), 'edgemesh-cdn-nats');
+    assert.deepEqual(await ensure(t0), { secretName: 'edgemesh-cdn-nats', renewInMs: 2400_000 });
     const first = api.objects.get(SECRET)!;
     assert.equal(first.metadata.annotations?.[EXPIRES_ANNOTATION], '2026-11-30T01:00:00.000Z');
-    await ensure(t0 + 2390_000); // a third of the life still ahead, and 10 s more
+    assert.equal((await ensure(t0 + 2390_000)).renewInMs, 10_000, 'a third of its life and 10 s left');
     assert.equal(api.writes.length, 1, 'still fresh: nothing written');
     await ensure(t0 + 2410_000);
     assert.equal(api.writes.length, 2, 'renewed');
@@ -72,18 +73,33 @@ describe('the NATS authentication store', () => {
     api.objects.set(SECRET, { metadata: renewed.metadata, data: {} });
     await ensure(t0 + 2420_000);
     assert.ok(api.objects.get(SECRET)!.data?.creds);
+    // Credentials of another account (the keys were made again) are made again at once.
+    const before: number = api.writes.length;
+    await ensureMeshNatsCredentials(api.http, createNatsAuthKeys(), MESH, 3600, {}, t0 + 2421_000);
+    assert.equal(api.writes.length, before + 1);
+  });
+
+  it('never overwrites a Secret of that name that the mesh does not own', async () => {
+    const api = fakeApi();
+    api.objects.set(SECRET, { metadata: {}, data: { creds: 'dXNlcg==' } });
+    await assert.rejects(
+      ensureMeshNatsCredentials(api.http, createNatsAuthKeys(), MESH, 3600, {}),
+      (error: Error) => error instanceof SecretConflictError,
+    );
+    assert.equal(api.writes.length, 0);
   });
 
   it('makes the keys once; a replica that loses the race, and a restart, use the winner’s', async () => {
     const api = fakeApi();
     const a = await ensureNatsAuth(api.http, api.secretApi, 'ops', 'nats', {});
+    assert.equal(a.rewritten, false, 'made, not rewritten');
     const conf = api.objects.get(CONFIG)!.data!['nats.conf'];
     const b = await ensureNatsAuth(api.http, api.secretApi, 'ops', 'nats', {});
     assert.deepEqual(b, a);
     assert.equal(api.writes.length, 1, 'the configuration is not written again');
     // The configuration made from other keys (say, restored from a backup) is replaced.
     api.objects.set(CONFIG, { metadata: {}, data: { 'nats.conf': '# keys: operator X\n' } });
-    await ensureNatsAuth(api.http, api.secretApi, 'ops', 'nats', {});
+    assert.equal((await ensureNatsAuth(api.http, api.secretApi, 'ops', 'nats', {})).rewritten, true);
     assert.equal(api.objects.get(CONFIG)!.data!['nats.conf']!.split('\n')[0], conf!.split('\n')[0]);
     // Keys that are not nkey seeds are an error, never replaced silently.
     api.secrets.set('ops/bad-keys', { operator: Buffer.from('nonsense').toString('base64') });

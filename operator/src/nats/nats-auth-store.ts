@@ -2,7 +2,7 @@ import type { SecretApi } from '../identity/ca-store.ts';
 import {
   checkNatsAuthKeys,
   createNatsAuthKeys,
-  meshNatsSubjects,
+  meshNatsPermissions,
   type NatsAuthKeys,
   natsAuthPublicKeys,
   natsServerConfig,
@@ -58,7 +58,7 @@ const keysLine = (keys: NatsAuthKeys) => {
  * (`EDGEMESH_OPERATOR_NATS_AUTH=<name>`): the keys in Secret `<name>-keys` (made by the first replica
  * to start, never overwritten: a replica that loses the race reads the winner's), the server's
  * configuration in ConfigMap `<name>-config`, which the chart's NATS mounts, written again when it
- * is missing or was made from other keys.
+ * is missing or was made from other keys (`rewritten`: NATS must then be restarted to read it).
  */
 export async function ensureNatsAuth(
   http: KubeRequests,
@@ -66,7 +66,7 @@ export async function ensureNatsAuth(
   namespace: string,
   name: string,
   labels: Record<string, string>,
-): Promise<NatsAuthKeys> {
+): Promise<{ keys: NatsAuthKeys; rewritten: boolean }> {
   const secretName = `${name}-keys`;
   const read = async () => {
     const data = await secrets.read(namespace, secretName);
@@ -96,21 +96,32 @@ export async function ensureNatsAuth(
     path(namespace, 'configmaps', configName),
   );
   const line = keysLine(keys);
-  if (!current?.data?.[NATS_CONF_KEY]?.includes(line))
-    await apply(http, {
-      kind: 'ConfigMap',
-      metadata: { namespace, name: configName, labels },
-      data: { [NATS_CONF_KEY]: `${line}\n${await natsServerConfig(keys)}` },
-    });
-  return keys;
+  if (current?.data?.[NATS_CONF_KEY]?.includes(line)) return { keys, rewritten: false };
+  await apply(http, {
+    kind: 'ConfigMap',
+    metadata: { namespace, name: configName, labels },
+    data: { [NATS_CONF_KEY]: `${line}\n${await natsServerConfig(keys)}` },
+  });
+  // nats-server reads its configuration when it starts: one made from other keys needs a restart.
+  return { keys, rewritten: current !== undefined };
 }
 
 /** A mesh's NATS credentials Secret: `edgemesh-<mesh>-nats` in the mesh's namespace. */
 export const meshNatsSecretName = (mesh: string) => `edgemesh-${mesh}-nats`;
 
+/** The Secret `edgemesh-<mesh>-nats` exists and is not this mesh's: the operator leaves it alone. */
+export class SecretConflictError extends Error {
+  override name = 'SecretConflictError';
+}
+
+/** The account that signed a mesh's credentials: credentials of another one (keys made again) are made again. */
+export const ACCOUNT_ANNOTATION = 'edgemesh.p2p.dev/nats-account';
+
 /**
  * The mesh's agents' NATS credentials (a user allowed the mesh's own subjects only), in a Secret the
- * mesh owns; made again when missing or past two thirds of their life. Returns the Secret's name.
+ * mesh owns; made again when missing, past two thirds of their life, or signed by another account.
+ * Returns the Secret's name and when the credentials are due for renewal. A Secret of that name that
+ * the mesh does not own is never overwritten (SecretConflictError).
  */
 export async function ensureMeshNatsCredentials(
   http: KubeRequests,
@@ -119,19 +130,30 @@ export async function ensureMeshNatsCredentials(
   ttlSeconds: number,
   labels: Record<string, string>,
   nowMs = Date.now(),
-): Promise<string> {
+): Promise<{ secretName: string; renewInMs: number }> {
   const name = meshNatsSecretName(mesh.name);
   const current = await get<{
     data?: Record<string, string>;
-    metadata?: { annotations?: Record<string, string> };
+    metadata?: { annotations?: Record<string, string>; ownerReferences?: { uid?: string }[] };
   }>(http, path(mesh.namespace, 'secrets', name));
-  const expires = Date.parse(current?.metadata?.annotations?.[EXPIRES_ANNOTATION] ?? '');
-  const fresh = current?.data?.[NATS_CREDS_KEY] !== undefined && expires - nowMs > (ttlSeconds * 1000) / 3;
-  if (fresh) return name;
+  if (current && !current.metadata?.ownerReferences?.some((o) => o.uid === mesh.uid))
+    throw new SecretConflictError(
+      `Secret ${mesh.namespace}/${name} exists and is not this mesh's: its NATS credentials cannot be kept there`,
+    );
+  const account = natsAuthPublicKeys(keys).account;
+  const annotations = current?.metadata?.annotations ?? {};
+  const renewAt = (expiresMs: number) => expiresMs - (ttlSeconds * 1000) / 3;
+  const expires = Date.parse(annotations[EXPIRES_ANNOTATION] ?? '');
+  if (
+    current?.data?.[NATS_CREDS_KEY] !== undefined &&
+    annotations[ACCOUNT_ANNOTATION] === account &&
+    renewAt(expires) > nowMs
+  )
+    return { secretName: name, renewInMs: renewAt(expires) - nowMs };
   const made = await natsUserCredentials(
     keys,
     `${mesh.namespace}/${mesh.name}`,
-    meshNatsSubjects(mesh.id),
+    meshNatsPermissions(mesh.id),
     ttlSeconds,
     nowMs,
   );
@@ -141,7 +163,10 @@ export async function ensureMeshNatsCredentials(
       namespace: mesh.namespace,
       name,
       labels,
-      annotations: { [EXPIRES_ANNOTATION]: new Date(made.expiresAtMs).toISOString() },
+      annotations: {
+        [EXPIRES_ANNOTATION]: new Date(made.expiresAtMs).toISOString(),
+        [ACCOUNT_ANNOTATION]: account,
+      },
       ownerReferences: [
         { apiVersion: mesh.apiVersion, kind: 'EdgeMesh', name: mesh.name, uid: mesh.uid, controller: true },
       ],
@@ -149,5 +174,5 @@ export async function ensureMeshNatsCredentials(
     type: 'Opaque',
     data: { [NATS_CREDS_KEY]: b64(made.creds) },
   });
-  return name;
+  return { secretName: name, renewInMs: renewAt(made.expiresAtMs) - nowMs };
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Algorithms, encodeAccount, encodeOperator, encodeUser, fmtCreds } from '@nats-io/jwt';
 import { createAccount, createOperator, createUser, fromSeed, type KeyPair } from '@nats-io/nkeys';
-import { subjects } from '@edgemesh/contracts';
+import { subjectFor, subjects } from '@edgemesh/contracts';
 
 /**
  * The bundled NATS's authentication, in NATS's own decentralised model (JWTs signed with nkeys): the
@@ -93,11 +93,27 @@ export async function natsServerConfig(keys: NatsAuthKeys): Promise<string> {
   ].join('\n');
 }
 
-/** The subjects mesh `meshId`'s agents may publish and subscribe to: their own mesh's, and no other. */
-export const meshNatsSubjects = (meshId: string): string[] => [subjects(meshId).all];
+/** What a NATS user may publish and subscribe to. */
+export interface NatsPermissions {
+  pub: readonly string[];
+  sub: readonly string[];
+}
 
-/** The operator's own user: every mesh's subjects (it reads their figures and sends revocations). */
-export const OPERATOR_NATS_SUBJECTS = ['edgemesh.>'];
+/** Mesh `meshId`'s agents: their own mesh's subjects, and no other. */
+export const meshNatsPermissions = (meshId: string): NatsPermissions => ({
+  pub: [subjects(meshId).all],
+  sub: [subjects(meshId).all],
+});
+
+/**
+ * The operator, for one mesh: it hears the mesh's figures and sends its revocation lists, nothing
+ * more. One user per mesh, so that a mesh whose `natsUrl` leads somewhere else (a relay, say) gets
+ * nothing from the operator's connection that its own agents' user does not already give.
+ */
+export const operatorNatsPermissions = (meshId: string): NatsPermissions => ({
+  pub: [subjectFor(meshId, 'mesh.revocations')],
+  sub: [subjects(meshId).stats],
+});
 
 /** A user's credentials file (JWT and seed), as nats.js and the nats CLI read it, and when it expires. */
 export interface NatsCredentials {
@@ -106,13 +122,13 @@ export interface NatsCredentials {
 }
 
 /**
- * A fresh user of the agents' account, allowed `allow` for publish and subscribe (nothing else: no
- * request-reply inboxes, no system subjects), valid `ttlSeconds` from `nowMs`.
+ * A fresh user of the agents' account, allowed `permissions` (nothing else: no request-reply
+ * inboxes, no system subjects), valid `ttlSeconds` from `nowMs`.
  */
 export async function natsUserCredentials(
   keys: NatsAuthKeys,
   name: string,
-  allow: readonly string[],
+  permissions: NatsPermissions,
   ttlSeconds: number,
   nowMs = Date.now(),
 ): Promise<NatsCredentials> {
@@ -123,8 +139,8 @@ export async function natsUserCredentials(
     user,
     pair(keys.account),
     {
-      pub: { allow: [...allow] },
-      sub: { allow: [...allow] },
+      pub: { allow: [...permissions.pub] },
+      sub: { allow: [...permissions.sub] },
       // Events are small (the agent refuses any above 64 KiB); no bearer tokens: the seed must sign.
       payload: 256 * 1024,
       subs: 64,

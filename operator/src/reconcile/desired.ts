@@ -50,13 +50,14 @@ export function quantityBytes(q: string): number {
  * The agents' mesh name on the control plane (its NATS subjects, which its credentials allow):
  * 1-63 of [A-Za-z0-9_-], and one per EdgeMesh. `<namespace>_<name>` with the name's dots as `_`:
  * neither a namespace nor a name holds `_`, so no two meshes share an id (with `-` between them,
- * a-b/c and a/b-c would). A longer one keeps a prefix and 64 bits of a hash of the whole.
+ * a-b/c and a/b-c would), and no such id holds `__`. A longer one is a prefix, `__` and 64 bits of a
+ * hash of the whole, so it can be no other mesh's short id either.
  */
 export function meshId(mesh: EdgeMesh): string {
   const id = `${mesh.metadata.namespace}_${mesh.metadata.name.replaceAll('.', '_')}`;
   if (id.length <= 63) return id;
   const hash = createHash('sha256').update(`${mesh.metadata.namespace}/${mesh.metadata.name}`).digest('hex');
-  return `${id.slice(0, 46)}-${hash.slice(0, 16)}`;
+  return `${id.slice(0, 45)}__${hash.slice(0, 16)}`;
 }
 
 export const childName = (mesh: EdgeMesh) => `edgemesh-${mesh.metadata.name}`;

@@ -13,6 +13,7 @@ import {
 } from './desired.ts';
 import type { FiguresCollector, NatsAuth } from '../figures.ts';
 import { type Blocker, computeStatus } from './status.ts';
+import { SecretConflictError } from '../nats/nats-auth-store.ts';
 
 /** What the reconciler reads and writes; the real one is client-node (controller.ts), tests may fake it. */
 export interface ReconcileDeps {
@@ -35,7 +36,7 @@ export interface ReconcileDeps {
    * spec names none: the Secret its agents mount (made, and renewed, here), and how the operator
    * itself connects. Absent: agents get the spec's Secret, if any.
    */
-  meshNatsCredentials?(mesh: EdgeMesh): Promise<{ secretName: string; auth: NatsAuth }>;
+  meshNatsCredentials?(mesh: EdgeMesh): Promise<{ secretName: string; auth: NatsAuth; renewInMs: number }>;
   /** How the operator connects to a NATS with the credentials in the spec's Secret (read from it). */
   specNatsAuth?(mesh: EdgeMesh, secretName: string): Promise<NatsAuth | undefined>;
   /** Sends the mesh's revocation list to its agents on the control plane (best effort). */
@@ -75,10 +76,15 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   const nodes = selectNodes(mesh.spec, deps.nodes());
   let blocker = await findBlocker(mesh, nodes.size, deps);
   const named = mesh.spec.controlPlane.credentialsSecret;
-  const nats = named
-    ? { secretName: named, auth: blocker ? undefined : await deps.specNatsAuth?.(mesh, named) }
-    : await deps.meshNatsCredentials?.(mesh);
-  deps.figures?.watch(meshId(mesh), key, mesh.spec.controlPlane.natsUrl.split(','), nats?.auth);
+  let nats: { secretName: string; auth?: NatsAuth | undefined; renewInMs?: number } | undefined;
+  try {
+    nats = named
+      ? { secretName: named, auth: blocker ? undefined : await deps.specNatsAuth?.(mesh, named) }
+      : await deps.meshNatsCredentials?.(mesh);
+  } catch (error) {
+    if (!(error instanceof SecretConflictError)) throw error;
+    blocker ??= { reason: 'SecretConflict', message: error.message };
+  }
   let trust: MeshTrust | undefined;
   if (!blocker && mesh.spec.security.mtls) {
     if (deps.meshTrust) trust = await deps.meshTrust(mesh);
@@ -89,6 +95,18 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
           'spec.security.mtls needs node certificates, and this operator serves no issuance endpoint (EDGEMESH_OPERATOR_ISSUER_URL)',
       };
   }
+  deps.figures?.watch(
+    meshId(mesh),
+    key,
+    mesh.spec.controlPlane.natsUrl.split(','),
+    nats?.auth,
+    // With node identities, only reports its nodes signed count (as the agents check events).
+    trust && {
+      mesh: { namespace: mesh.metadata.namespace, name: mesh.metadata.name },
+      bundlePem: trust.bundlePem,
+      revoked: mesh.spec.security.revokedNodes ?? [],
+    },
+  );
   if (!blocker) {
     await Promise.all(
       desiredChildren(mesh, nodes, trust, nats?.secretName).map((child) => deps.apply(child)),
@@ -110,7 +128,9 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
       }[rotation.did] ?? rotation.did,
     );
   if (blocker) return { requeueAfterMs: BLOCKED_RECHECK_MS };
-  return rotation?.nextStepInMs === undefined ? undefined : { requeueAfterMs: rotation.nextStepInMs };
+  // Due next: a step of a CA rotation, or the renewal of the mesh's NATS credentials.
+  const due = [rotation?.nextStepInMs, nats?.renewInMs].filter((ms): ms is number => ms !== undefined);
+  return due.length === 0 ? undefined : { requeueAfterMs: Math.max(1000, Math.min(...due)) };
 }
 
 async function findBlocker(
