@@ -476,10 +476,16 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     // The configuration the chart's NATS mounts, and each mesh's user, as the operator wrote them.
     const conf = get<{ data: Record<string, string> }>(['configmap', 'edgemesh-nats-config', '-n', NAMESPACE])
       .data['nats.conf']!;
+    const natsTls = get<{ data: Record<string, string> }>([
+      'secret',
+      'edgemesh-nats-tls',
+      '-n',
+      NAMESPACE,
+    ]).data;
     const user = (sample: keyof typeof MESHES) => {
       const [namespace, name] = MESHES[sample];
       const secret = get<{
-        data: { creds: string };
+        data: { creds: string; 'ca.crt'?: string };
         metadata: { ownerReferences: { kind: string; name: string }[] };
       }>(['secret', `edgemesh-${name}-nats`, '-n', namespace]);
       assert.deepEqual(
@@ -496,6 +502,8 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         secretName: `edgemesh-${name}-nats`,
         defaultMode: 420,
       });
+      // The bundled NATS serves TLS; the agents check it by its certificate, given with their user.
+      assert.equal(secret.data['ca.crt'], natsTls['tls.crt'], 'the bundled NATS’s certificate');
       return { id: `${namespace}_${name}`, creds: Buffer.from(secret.data.creds, 'base64') };
     };
     const cdn = user('cdn');

@@ -20,17 +20,18 @@ export function natsUnavailable(): string | undefined {
 /**
  * Starts nats-server on `place.host` (default 127.0.0.1; inside network namespace `place.netns` if
  * given), on `port` or a free one, with configuration file `place.config` if given (the command
- * line's address and port win over it), and waits until it takes clients.
+ * line's address and port win over it) and `place.args`, and waits until it takes clients.
  */
 export async function startNatsServer(
   port?: number,
-  place: { netns?: string; host?: string; config?: string } = {},
+  place: { netns?: string; host?: string; config?: string; args?: readonly string[] } = {},
 ): Promise<NatsServer> {
   const host = place.host ?? '127.0.0.1';
   const argv = [
     'nats-server',
     ...(place.config ? ['-c', place.config] : []),
     ...['-a', host, '-p', String(port ?? -1)],
+    ...(place.args ?? []),
   ];
   const child: ChildProcess = place.netns
     ? spawn('ip', ['netns', 'exec', place.netns, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })

@@ -13,6 +13,7 @@ import {
 } from '../harness/agent-process.ts';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/nats-server.ts';
 import { Placement } from '../src/overlay/placement.ts';
+import { createServingCertificate } from '@edgemesh/identity';
 import {
   createNatsAuthKeys,
   meshNatsPermissions,
@@ -241,8 +242,10 @@ describe('agents on a real NATS control plane', { skip: unavailable ?? false }, 
 });
 
 /**
- * The bundled NATS as the operator configures it (operator/src/nats): each agent connects with its
- * mesh's credentials file. Credentials of another mesh reach nothing of this one; none reach nothing.
+ * The bundled NATS as the operator configures it (operator/src/nats) and the chart runs it (TLS with
+ * a certificate of the operator's): each agent connects with its mesh's credentials file, checking
+ * the server by the certificate it is given. Credentials of another mesh reach nothing of this one;
+ * none reach nothing.
  */
 describe('agents on a NATS that wants credentials', { skip: unavailable ?? false }, () => {
   let dir: string;
@@ -252,7 +255,8 @@ describe('agents on a NATS that wants credentials', { skip: unavailable ?? false
   const start = async (id: string, creds: string | undefined) => {
     const args = [
       ...['--node-id', id, '--store.dir', join(dir, id), '--mesh', MESH],
-      ...['--control-plane.servers', nats.url, '--membership.announce-interval-ms', '300'],
+      ...['--control-plane.servers', `nats://localhost:${nats.port}`],
+      ...['--control-plane.ca-file', join(dir, 'tls.crt'), '--membership.announce-interval-ms', '300'],
     ];
     if (creds) {
       await writeFile(join(dir, `${id}.creds`), creds, { mode: 0o600 });
@@ -267,7 +271,13 @@ describe('agents on a NATS that wants credentials', { skip: unavailable ?? false
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-control-creds-'));
     const keys = createNatsAuthKeys();
     await writeFile(join(dir, 'nats.conf'), await natsServerConfig(keys));
-    nats = await startNatsServer(undefined, { config: join(dir, 'nats.conf') });
+    const tls = await createServingCertificate(['localhost']);
+    await writeFile(join(dir, 'tls.crt'), tls.certPem);
+    await writeFile(join(dir, 'tls.key'), tls.keyPem);
+    nats = await startNatsServer(undefined, {
+      config: join(dir, 'nats.conf'),
+      args: ['--tls', '--tlscert', join(dir, 'tls.crt'), '--tlskey', join(dir, 'tls.key')],
+    });
     const user = async (mesh: string) =>
       (await natsUserCredentials(keys, mesh, meshNatsPermissions(mesh), 3600)).creds;
     named = await Promise.all([

@@ -103,7 +103,7 @@ describe('the Helm chart', () => {
   it('gives the bundled NATS the configuration the operator writes: the names agree', () => {
     type Pod = {
       containers: { args?: string[]; env?: { name: string; value?: string }[]; volumeMounts?: unknown[] }[];
-      volumes?: { name: string; configMap?: { name: string } }[];
+      volumes?: { name: string; configMap?: { name: string }; secret?: { secretName: string } }[];
     };
     const rendered = objects(template(['--set', 'nats.enabled=true']));
     const pod = (suffix: string) =>
@@ -118,8 +118,15 @@ describe('the Helm chart', () => {
     assert.equal(authName, 'edgemesh-nats');
     const nats = pod('-nats');
     // The operator writes ConfigMap `<EDGEMESH_OPERATOR_NATS_AUTH>-config` (operator/src/nats/nats-auth-store.ts).
-    assert.deepEqual(nats.volumes, [{ name: 'auth', configMap: { name: `${authName}-config` } }]);
-    assert.deepEqual(nats.containers[0]!.args!.slice(0, 2), ['--config', '/etc/nats-auth/nats.conf']);
+    // ... and its serving certificate in Secret `<EDGEMESH_OPERATOR_NATS_AUTH>-tls` (controller.ts).
+    assert.deepEqual(nats.volumes, [
+      { name: 'auth', configMap: { name: `${authName}-config` } },
+      { name: 'tls', secret: { secretName: `${authName}-tls` } },
+    ]);
+    assert.deepEqual(nats.containers[0]!.args, [
+      ...['--config', '/etc/nats-auth/nats.conf', '--port', '4222'],
+      ...['--tls', '--tlscert', '/etc/nats-tls/tls.crt', '--tlskey', '/etc/nats-tls/tls.key'],
+    ]);
     const without = objects(template());
     const operatorEnv = (
       without.find((o) => o.kind === 'Deployment') as unknown as { spec: { template: { spec: Pod } } }

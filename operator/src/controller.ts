@@ -83,7 +83,15 @@ export interface OperatorConfig {
    * configuration kept under `authName` in `leaseNamespace`; each mesh without a credentials Secret
    * of its own gets a NATS user valid `credentialsTtlSeconds`, allowed its own subjects only.
    */
-  nats?: { authName: string; credentialsTtlSeconds: number };
+  nats?: {
+    authName: string;
+    credentialsTtlSeconds: number;
+    /**
+     * The host names the bundled NATS is reached by (its serving certificate names them; meshes whose
+     * servers are all among them get its certificate to check it by). Default: its Service's names.
+     */
+    hosts?: readonly string[];
+  };
   /** How long the steps of a mesh CA rotation last (ca-store.ts); the defaults outside tests. */
   caRotation?: CaRotationTiming;
 }
@@ -181,12 +189,35 @@ export async function startOperator(
   // connects to each mesh's NATS as a user of that mesh alone (nats-auth.ts operatorNatsPermissions),
   // minted here and renewed when a reconcile finds a third of its life left.
   let natsKeys: NatsAuthKeys | undefined;
+  let natsHosts = new Set<string>();
+  let natsCaPem: string | undefined;
+  /** Whether a mesh's NATS is the bundled one: then it is checked by the bundled NATS's certificate. */
+  const bundledNats = (mesh: EdgeMesh) =>
+    mesh.spec.controlPlane.natsUrl.split(',').every((url) => {
+      try {
+        return natsHosts.has(new URL(url).hostname);
+      } catch {
+        return false;
+      }
+    });
   const operatorUsers = new Map<string, NatsCredentials>();
   if (config.nats) {
     const made = await ensureNatsAuth(http, secrets, config.leaseNamespace, config.nats.authName, {
       'app.kubernetes.io/managed-by': FIELD_MANAGER,
     });
     natsKeys = made.keys;
+    // The bundled NATS serves TLS with this certificate (the chart mounts Secret `<name>-tls`).
+    const { authName } = config.nats;
+    const ns = config.leaseNamespace;
+    natsHosts = new Set(
+      config.nats.hosts ?? [
+        authName,
+        `${authName}.${ns}`,
+        `${authName}.${ns}.svc`,
+        `${authName}.${ns}.svc.cluster.local`,
+      ],
+    );
+    natsCaPem = (await ensureServingCertificate(secrets, ns, `${authName}-tls`, [...natsHosts])).certPem;
     if (made.rewritten)
       logger.warn(
         { configMap: `${config.nats.authName}-config` },
@@ -195,14 +226,26 @@ export async function startOperator(
     logger.info({ configMap: `${config.nats.authName}-config` }, 'NATS authentication managed');
   }
   /** The operator's user for mesh `id`, minted again when a third of its life is left. */
-  const operatorAuth = async (keys: NatsAuthKeys, id: string, ttl: number): Promise<NatsAuth> => {
+  const operatorAuth = async (
+    keys: NatsAuthKeys,
+    id: string,
+    ttl: number,
+    caPem?: string,
+  ): Promise<NatsAuth> => {
     const known = operatorUsers.get(id);
-    if (!known || known.expiresAtMs - Date.now() < (ttl * 1000) / 3)
+    if (!known || known.expiresAtMs - Date.now() < (ttl * 1000) / 3) {
+      // Users of meshes no longer reconciled (deleted) have expired by now: forget them.
+      for (const [mesh, user] of operatorUsers) if (user.expiresAtMs < Date.now()) operatorUsers.delete(mesh);
       operatorUsers.set(
         id,
         await natsUserCredentials(keys, `operator for ${id}`, operatorNatsPermissions(id), ttl),
       );
-    return { id: `operator/${id}`, creds: () => new TextEncoder().encode(operatorUsers.get(id)!.creds) };
+    }
+    return {
+      id: `operator/${id}${caPem ? '/tls' : ''}`,
+      creds: () => new TextEncoder().encode(operatorUsers.get(id)!.creds),
+      ...(caPem ? { caPem } : {}),
+    };
   };
 
   const meshes = new Informer<EdgeMesh>({
@@ -358,6 +401,7 @@ export async function startOperator(
             const keys = natsKeys;
             const ttl = config.nats!.credentialsTtlSeconds;
             const id = meshId(mesh);
+            const caPem = bundledNats(mesh) ? natsCaPem : undefined;
             const made = await ensureMeshNatsCredentials(
               http,
               keys,
@@ -370,8 +414,10 @@ export async function startOperator(
               },
               ttl,
               { 'app.kubernetes.io/managed-by': FIELD_MANAGER, [MESH_LABEL]: mesh.metadata.name },
+              Date.now(),
+              caPem,
             );
-            return { ...made, auth: await operatorAuth(keys, id, ttl) };
+            return { ...made, auth: await operatorAuth(keys, id, ttl, caPem), tls: caPem !== undefined };
           },
         }
       : {}),

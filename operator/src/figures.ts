@@ -34,6 +34,8 @@ export interface NatsAuth {
   /** Tells connections apart (never the secret itself). */
   id: string;
   creds: () => Uint8Array;
+  /** The NATS server's certificate (PEM), when it serves TLS: the connection checks it by this. */
+  caPem?: string;
 }
 
 interface MeshEntry {
@@ -249,6 +251,7 @@ export class FiguresCollector {
         maxReconnectAttempts: -1,
         ignoreAuthErrorAbort: true,
         ...(auth ? { authenticator: credsAuthenticator(auth.creds) } : {}),
+        ...(auth?.caPem ? { tls: { ca: auth.caPem } } : {}),
       });
       made.catch(() =>
         setTimeout(() => {

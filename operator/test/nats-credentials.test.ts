@@ -14,7 +14,8 @@ import { natsUserCredentials, meshNatsPermissions } from '../src/nats/nats-auth.
 import { eventually, node } from './support.ts';
 
 const unavailable = natsUnavailable();
-const NATS = { authName: 'edgemesh-nats', credentialsTtlSeconds: 3600 };
+/** The bundled NATS, as the tests reach it: `localhost` (its certificate names it). */
+const NATS = { authName: 'edgemesh-nats', credentialsTtlSeconds: 3600, hosts: ['localhost'] };
 
 type Obj = {
   metadata: { ownerReferences?: { kind: string; name: string }[]; annotations?: Record<string, string> };
@@ -41,6 +42,8 @@ describe('per-mesh NATS credentials made by the operator', { skip: unavailable ?
   let api: FakeApiServer;
   let operator: Operator;
   let nats: NatsServer;
+  /** The same, as the chart runs it: TLS with the certificate the operator made. */
+  let tlsNats: NatsServer;
   let dir: string;
   const conf = () =>
     (api.get('configmaps', 'edgemesh-system', 'edgemesh-nats-config') as unknown as Obj).data['nats.conf']!;
@@ -54,8 +57,13 @@ describe('per-mesh NATS credentials made by the operator', { skip: unavailable ?
       spec: { controlPlane, security: { mtls: false } },
     });
   /** Publishes a node's figures with `agentCreds` until the mesh's status shows them. */
-  const figuresArrive = async (namespace: string, name: string, agentCreds: Uint8Array) => {
-    const nc = await connect({ servers: nats.url, authenticator: credsAuthenticator(agentCreds) });
+  const figuresArrive = async (
+    namespace: string,
+    name: string,
+    agentCreds: Uint8Array,
+    on: { servers: string; tls?: { ca: string } } = { servers: nats.url },
+  ) => {
+    const nc = await connect({ ...on, authenticator: credsAuthenticator(agentCreds) });
     try {
       const id = `${namespace}_${name}`;
       await eventually(async () => {
@@ -86,10 +94,18 @@ describe('per-mesh NATS credentials made by the operator', { skip: unavailable ?
     operator = await startTestOperator(api, { workers: 1, nats: NATS });
     writeFileSync(join(dir, 'nats.conf'), conf());
     nats = await startNatsServer(undefined, { config: join(dir, 'nats.conf') });
+    const tls = (api.get('secrets', 'edgemesh-system', 'edgemesh-nats-tls') as unknown as Obj).data;
+    writeFileSync(join(dir, 'tls.crt'), Buffer.from(tls['tls.crt']!, 'base64'));
+    writeFileSync(join(dir, 'tls.key'), Buffer.from(tls['tls.key']!, 'base64'));
+    tlsNats = await startNatsServer(undefined, {
+      config: join(dir, 'nats.conf'),
+      args: ['--tls', '--tlscert', join(dir, 'tls.crt'), '--tlskey', join(dir, 'tls.key')],
+    });
   });
   after(async () => {
     await operator?.stop();
     await nats?.stop();
+    await tlsNats?.stop();
     await api?.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -161,5 +177,30 @@ describe('per-mesh NATS credentials made by the operator', { skip: unavailable ?
     });
     assert.equal(api.get('secrets', 'team', 'edgemesh-cdn-nats'), undefined, 'no user of its own made');
     await figuresArrive('team', 'cdn', Buffer.from(own.creds));
+  });
+
+  it('serves a mesh on the bundled NATS over TLS: its agents and the operator check the certificate the operator made', async () => {
+    const url = `nats://localhost:${tlsNats.port}`;
+    mesh('edge', 'cdn', { natsUrl: url });
+    await eventually(() => api.get('daemonsets', 'edge', 'edgemesh-cdn'));
+    const secret = (api.get('secrets', 'edge', 'edgemesh-cdn-nats') as unknown as Obj).data;
+    const ca = Buffer.from(secret['ca.crt']!, 'base64').toString();
+    const tls = (api.get('secrets', 'edgemesh-system', 'edgemesh-nats-tls') as unknown as Obj).data;
+    assert.equal(ca, Buffer.from(tls['tls.crt']!, 'base64').toString(), 'the server’s own certificate');
+    const config = (api.get('configmaps', 'edge', 'edgemesh-cdn') as unknown as Obj).data['agent.yaml']!;
+    assert.deepEqual((parse(config) as { controlPlane: Record<string, unknown> }).controlPlane, {
+      servers: [url],
+      credentialsFile: '/etc/edgemesh/nats/creds',
+      caFile: '/etc/edgemesh/nats/ca.crt',
+    });
+    const creds = Buffer.from(secret.creds!, 'base64');
+    // Without the certificate, the server is not taken on trust (TLS is required; its certificate
+    // is the operator's own).
+    await assert.rejects(
+      connect({ servers: url, authenticator: credsAuthenticator(creds), reconnect: false }),
+      /certificate/i,
+    );
+    // With it: the agents' user reaches its subjects, and the operator (over TLS too) hears it.
+    await figuresArrive('edge', 'cdn', creds, { servers: url, tls: { ca } });
   });
 });

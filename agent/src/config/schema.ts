@@ -146,6 +146,11 @@ export const agentConfigSchema = z.strictObject({
        * connect; in Kubernetes the operator makes one per mesh, allowed the mesh's own subjects only.
        */
       credentialsFile: z.optional(z.string().check(z.minLength(1))),
+      /**
+       * The certificate (PEM) the NATS server is checked by, for a server that serves TLS with one no
+       * public CA signed (the chart's NATS); the connection is then TLS or nothing.
+       */
+      caFile: z.optional(z.string().check(z.minLength(1))),
       /** How often this node publishes its running totals (node.stats) for the operator. */
       statsIntervalMs: z._default(int(1000), 10_000),
     }),

@@ -45,6 +45,8 @@ export interface NatsControlPlaneOptions {
    * JWT expired, and the reconnect takes the renewed file.
    */
   credentialsFile?: string | undefined;
+  /** The certificate the server is checked by: TLS or no connection. */
+  caFile?: string | undefined;
   mesh: string;
   nodeId: string;
   counters: Counters;
@@ -153,6 +155,7 @@ export class NatsControlPlane implements ControlPlane {
         ...(this.#opts.credentialsFile
           ? { authenticator: credsAuthenticator(() => readFileSync(this.#opts.credentialsFile!)) }
           : {}),
+        ...(this.#opts.caFile ? { tls: { caFile: this.#opts.caFile } } : {}),
       });
       if (this.#state === 'closed') return void (await nc.close());
       this.#nc = nc;

@@ -66,6 +66,7 @@ export class Overlay {
         ? NatsControlPlane.start({
             servers: config.controlPlane.servers,
             credentialsFile: config.controlPlane.credentialsFile,
+            caFile: config.controlPlane.caFile,
             mesh: config.mesh,
             nodeId: config.nodeId,
             counters,

@@ -18,6 +18,8 @@ export interface KubeRequests {
 export const NATS_CONF_KEY = 'nats.conf';
 /** The key of the credentials file in a mesh's NATS Secret (the agent reads `<mount>/creds`). */
 export const NATS_CREDS_KEY = 'creds';
+/** With the bundled NATS: its serving certificate, which the agents check it by (`<mount>/ca.crt`). */
+export const NATS_CA_KEY = 'ca.crt';
 /** When a mesh's credentials expire (RFC 3339), on its Secret: they are renewed at two thirds of their life. */
 export const EXPIRES_ANNOTATION = 'edgemesh.p2p.dev/expires-at';
 const FIELD_MANAGER = 'edgemesh-operator';
@@ -119,7 +121,8 @@ export const ACCOUNT_ANNOTATION = 'edgemesh.p2p.dev/nats-account';
 
 /**
  * The mesh's agents' NATS credentials (a user allowed the mesh's own subjects only), in a Secret the
- * mesh owns; made again when missing, past two thirds of their life, or signed by another account.
+ * mesh owns, with the NATS server's certificate (`caPem`) when it is the bundled one; made again when
+ * missing, past two thirds of their life, signed by another account, or with another certificate.
  * Returns the Secret's name and when the credentials are due for renewal. A Secret of that name that
  * the mesh does not own is never overwritten (SecretConflictError).
  */
@@ -130,6 +133,7 @@ export async function ensureMeshNatsCredentials(
   ttlSeconds: number,
   labels: Record<string, string>,
   nowMs = Date.now(),
+  caPem?: string,
 ): Promise<{ secretName: string; renewInMs: number }> {
   const name = meshNatsSecretName(mesh.name);
   const current = await get<{
@@ -147,6 +151,7 @@ export async function ensureMeshNatsCredentials(
   if (
     current?.data?.[NATS_CREDS_KEY] !== undefined &&
     annotations[ACCOUNT_ANNOTATION] === account &&
+    unb64(current.data[NATS_CA_KEY]) === caPem &&
     renewAt(expires) > nowMs
   )
     return { secretName: name, renewInMs: renewAt(expires) - nowMs };
@@ -172,7 +177,7 @@ export async function ensureMeshNatsCredentials(
       ],
     },
     type: 'Opaque',
-    data: { [NATS_CREDS_KEY]: b64(made.creds) },
+    data: { [NATS_CREDS_KEY]: b64(made.creds), ...(caPem ? { [NATS_CA_KEY]: b64(caPem) } : {}) },
   });
   return { secretName: name, renewInMs: renewAt(made.expiresAtMs) - nowMs };
 }

@@ -111,11 +111,17 @@ export const AGENT_TOKEN_AUDIENCE = 'edgemesh.p2p.dev';
 /** The projected token's life; the kubelet renews it at 80% of it, and the agent reads it at each renewal. */
 const TOKEN_SECONDS = 3600;
 
+/** The mesh's NATS credentials Secret (mounted at /etc/edgemesh/nats), and whether it holds the server's certificate. */
+export interface NatsMount {
+  secretName: string;
+  tls: boolean;
+}
+
 /**
  * The agent configuration every node shares (agent.yaml), from the spec (and, with mTLS, where
- * node identity comes from).
+ * node identity comes from; with NATS credentials, where they are).
  */
-export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust, natsSecret?: string): Record<string, unknown> {
+export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust, nats?: NatsMount): Record<string, unknown> {
   const { spec } = mesh;
   return {
     mesh: meshId(mesh),
@@ -131,7 +137,8 @@ export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust, natsSecret?: stri
     origins: (spec.origins ?? []).map((o) => ({ prefix: o.prefix, url: o.url })),
     controlPlane: {
       servers: spec.controlPlane.natsUrl.split(','),
-      ...(natsSecret ? { credentialsFile: `${NATS_DIR}/creds` } : {}),
+      ...(nats ? { credentialsFile: `${NATS_DIR}/creds` } : {}),
+      ...(nats?.tls ? { caFile: `${NATS_DIR}/ca.crt` } : {}),
     },
     transfer: { uploadBytesPerSecond: spec.transfer.uploadBytesPerSecond },
     log: { level: spec.agent.logLevel },
@@ -200,7 +207,7 @@ export function desiredChildren(
   mesh: EdgeMesh,
   nodes: Map<string, NodePlace>,
   trust?: MeshTrust,
-  natsSecret?: string,
+  nats?: NatsMount,
 ): KubeObject[] {
   const { spec } = mesh;
   const name = childName(mesh);
@@ -218,7 +225,7 @@ export function desiredChildren(
   ];
   const meta = (n: string) => ({ name: n, namespace, labels, ownerReferences });
   const mtls = spec.security.mtls && trust !== undefined;
-  const agentYaml = stringify(agentConfig(mesh, trust, natsSecret));
+  const agentYaml = stringify(agentConfig(mesh, trust, nats));
   const topology = Object.fromEntries([...nodes].sort(([a], [b]) => (a < b ? -1 : 1)));
   const configHash = createHash('sha256').update(agentYaml).digest('hex').slice(0, 16);
   const hostPort = spec.ports.exposure === 'HostPort';
@@ -260,7 +267,7 @@ export function desiredChildren(
     volumeMounts: [
       { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
       { name: 'cache', mountPath: CACHE_DIR },
-      ...(natsSecret ? [{ name: 'nats-credentials', mountPath: NATS_DIR, readOnly: true }] : []),
+      ...(nats ? [{ name: 'nats-credentials', mountPath: NATS_DIR, readOnly: true }] : []),
       ...(mtls
         ? [
             { name: 'trust', mountPath: TRUST_DIR, readOnly: true },
@@ -382,7 +389,7 @@ export function desiredChildren(
             volumes: [
               { name: 'config', configMap: { name } },
               cacheVolume,
-              ...(natsSecret ? [{ name: 'nats-credentials', secret: { secretName: natsSecret } }] : []),
+              ...(nats ? [{ name: 'nats-credentials', secret: { secretName: nats.secretName } }] : []),
               ...(mtls
                 ? [
                     { name: 'trust', configMap: { name: trustConfigMapName(mesh) } },

@@ -36,7 +36,9 @@ export interface ReconcileDeps {
    * spec names none: the Secret its agents mount (made, and renewed, here), and how the operator
    * itself connects. Absent: agents get the spec's Secret, if any.
    */
-  meshNatsCredentials?(mesh: EdgeMesh): Promise<{ secretName: string; auth: NatsAuth; renewInMs: number }>;
+  meshNatsCredentials?(
+    mesh: EdgeMesh,
+  ): Promise<{ secretName: string; auth: NatsAuth; renewInMs: number; tls: boolean }>;
   /** How the operator connects to a NATS with the credentials in the spec's Secret (read from it). */
   specNatsAuth?(mesh: EdgeMesh, secretName: string): Promise<NatsAuth | undefined>;
   /** Sends the mesh's revocation list to its agents on the control plane (best effort). */
@@ -76,7 +78,8 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   const nodes = selectNodes(mesh.spec, deps.nodes());
   let blocker = await findBlocker(mesh, nodes.size, deps);
   const named = mesh.spec.controlPlane.credentialsSecret;
-  let nats: { secretName: string; auth?: NatsAuth | undefined; renewInMs?: number } | undefined;
+  let nats:
+    { secretName: string; auth?: NatsAuth | undefined; renewInMs?: number; tls?: boolean } | undefined;
   try {
     nats = named
       ? { secretName: named, auth: blocker ? undefined : await deps.specNatsAuth?.(mesh, named) }
@@ -109,7 +112,12 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   );
   if (!blocker) {
     await Promise.all(
-      desiredChildren(mesh, nodes, trust, nats?.secretName).map((child) => deps.apply(child)),
+      desiredChildren(
+        mesh,
+        nodes,
+        trust,
+        nats && { secretName: nats.secretName, tls: nats.tls ?? false },
+      ).map((child) => deps.apply(child)),
     );
     // Revocations reach running agents within seconds this way; the ConfigMap serves those that start.
     if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
