@@ -335,8 +335,21 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     ready: () => ready,
   });
   // Headers must come within 10 s (a client that trickles them holds nothing for long); a body or a
-  // response may take as long as it keeps moving (a large PUT, an exchange stream).
-  const http: HttpServer = createServer({ requestTimeout: 0, headersTimeout: 10_000 }, app);
+  // response may take as long as it keeps moving (a large PUT or GET), and a connection on which
+  // nothing moves for http.idleTimeoutMs is closed (an exchange stream, which waits for messages, is
+  // exempt: exchange/routes.ts).
+  const http: HttpServer = createServer(
+    {
+      requestTimeout: 0,
+      headersTimeout: 10_000,
+      keepAliveTimeout: Math.min(5_000, config.http.idleTimeoutMs),
+    },
+    app,
+  );
+  http.setTimeout(config.http.idleTimeoutMs, (socket) => {
+    Counters.bump(counters.clientsRefused, 'idle');
+    socket.destroy();
+  });
   http.listen(config.http.port, config.http.host);
   await once(http, 'listening');
   const httpPort = (http.address() as AddressInfo).port;

@@ -84,6 +84,9 @@ export function receiveHandler(deps: ExchangeDeps) {
       return sendError(res, new HttpError(405, 'MethodNotAllowed', 'GET only', { Allow: 'GET' }));
     res.status(200).set({ 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' });
     res.flushHeaders();
+    // It waits for messages as long as its client stays: the server's idle timeout is not for it (a
+    // receiver that stops reading is cut off below instead).
+    req.socket.setTimeout(0);
     // A receiver that does not read is cut off once MAX_UNREAD_BYTES wait for it (its messages are not
     // kept in this process's memory without bound).
     const write = (m: ExchangeMessage) => {
