@@ -6,9 +6,7 @@ import {
   CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
-  EventsV1Api,
   type KubeConfig,
-  V1MicroTime,
   type V1DaemonSet,
   type V1Service,
   type V1Node,
@@ -108,7 +106,6 @@ export interface Operator {
   stop(): Promise<void>;
 }
 
-const isNotFound = (error: unknown) => (error as { code?: number }).code === 404;
 const keyOf = (o: { metadata?: { namespace?: string; name?: string } }) =>
   `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
 
@@ -134,7 +131,6 @@ export async function startOperator(
   const core = kc.makeApiClient(CoreV1Api);
   const apps = kc.makeApiClient(AppsV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
-  const events = kc.makeApiClient(EventsV1Api);
   const http = new KubeHttp(kc);
   const onRestart = () => metrics.informerRestarts++;
   const secrets = kubeSecretApi(http);
@@ -433,15 +429,7 @@ export async function startOperator(
     mesh: (namespace, name) => meshes.get(name, namespace),
     daemonSet: (namespace, name) => daemonSets.get(name, namespace),
     nodes: () => nodes.list(),
-    secretExists: async (namespace, name) => {
-      try {
-        await core.readNamespacedSecret({ namespace, name });
-        return true;
-      } catch (error) {
-        if (isNotFound(error)) return false;
-        throw error;
-      }
-    },
+    secretExists: async (namespace, name) => (await secrets.read(namespace, name)) !== undefined,
     apply: (object) =>
       http.request(
         'PATCH',
@@ -461,28 +449,27 @@ export async function startOperator(
     },
     event: async (mesh, type, reason, note) => {
       const now = new Date();
-      await events
-        .createNamespacedEvent({
-          namespace: mesh.metadata.namespace,
-          body: {
-            metadata: {
-              namespace: mesh.metadata.namespace,
-              name: `${mesh.metadata.name}.${now.getTime().toString(36)}`,
-            },
-            eventTime: new V1MicroTime(now.getTime()),
-            reportingController: `${GROUP}/operator`,
-            reportingInstance: config.identity,
-            action: 'Reconcile',
-            type,
-            reason,
-            note: note.slice(0, 1024),
-            regarding: {
-              apiVersion: `${GROUP}/${VERSION}`,
-              kind: 'EdgeMesh',
-              name: mesh.metadata.name,
-              namespace: mesh.metadata.namespace,
-              uid: mesh.metadata.uid ?? '',
-            },
+      await http
+        .request('POST', `/apis/events.k8s.io/v1/namespaces/${mesh.metadata.namespace}/events`, {
+          apiVersion: 'events.k8s.io/v1',
+          kind: 'Event',
+          metadata: {
+            namespace: mesh.metadata.namespace,
+            name: `${mesh.metadata.name}.${now.getTime().toString(36)}`,
+          },
+          eventTime: now.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z'),
+          reportingController: `${GROUP}/operator`,
+          reportingInstance: config.identity,
+          action: 'Reconcile',
+          type,
+          reason,
+          note: note.slice(0, 1024),
+          regarding: {
+            apiVersion: `${GROUP}/${VERSION}`,
+            kind: 'EdgeMesh',
+            name: mesh.metadata.name,
+            namespace: mesh.metadata.namespace,
+            uid: mesh.metadata.uid ?? '',
           },
         })
         .catch((error: unknown) =>

@@ -25,9 +25,12 @@ export class KubeHttp {
   readonly #kc: KubeConfig;
   readonly #server: string;
   #agent: Agent | undefined;
+  readonly #timeoutMs: number;
 
-  constructor(kc: KubeConfig) {
+  /** `timeoutMs`: the most a request (and its answer's body) may take; then it fails, and is retried as any failure. */
+  constructor(kc: KubeConfig, opts: { timeoutMs?: number } = {}) {
     this.#kc = kc;
+    this.#timeoutMs = opts.timeoutMs ?? 30_000;
     const server = kc.getCurrentCluster()?.server;
     if (!server) throw new Error('the kubeconfig names no cluster server');
     this.#server = server.replace(/\/$/, '');
@@ -63,13 +66,24 @@ export class KubeHttp {
     const headers: Record<string, string> = { accept, ...(opts.headers ?? {}) };
     if (opts.auth) headers.authorization = `Basic ${Buffer.from(opts.auth).toString('base64')}`;
     if (body !== undefined) headers['content-type'] = contentType;
-    const res = await fetch(`${this.#server}${path}`, {
-      method,
-      headers,
-      dispatcher: this.#agent,
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await res.text();
+    // One deadline for the answer and its body: a hung call fails, and the work queue retries it.
+    const signal = AbortSignal.timeout(this.#timeoutMs);
+    let text: string;
+    let res: Awaited<ReturnType<typeof fetch>>;
+    try {
+      res = await fetch(`${this.#server}${path}`, {
+        method,
+        headers,
+        dispatcher: this.#agent,
+        signal,
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      text = await res.text();
+    } catch (error) {
+      if (signal.aborted)
+        throw new Error(`${method} ${path}: no answer within ${this.#timeoutMs} ms`, { cause: error });
+      throw error;
+    }
     let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;
