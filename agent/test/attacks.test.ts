@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, createPrivateKey, randomBytes, sign } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, connect as netConnect, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +30,8 @@ import { NodeSigner } from '../src/security/node-signer.ts';
 import { peerService, toWire } from '../src/transport/peer-service.ts';
 import { startEvilPeer } from './support/evil-peer.ts';
 import { isKey } from '../src/keys.ts';
+import { Tombstones } from '../src/cache/tombstones.ts';
+import { systemClock } from '../src/time/clock.ts';
 
 const MiB = 2 ** 20;
 const MESH = 'trust';
@@ -864,10 +866,8 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       assert.equal(await call('GET', '/v1/objects/team-a/doc', as('reader')), 200, 'still there, unchanged');
       // The writer purges it: the signed purge names the client that asked for it.
       assert.equal(await call('DELETE', '/v1/objects/team-a/doc', as('writer')), 204);
-      const tombstones = JSON.parse(
-        await readFile(join(dir, 'guarded', 'tombstones.json'), 'utf8'),
-      ) as Record<string, { signature?: { by?: string } }>;
-      assert.equal(tombstones['team-a/doc']?.signature?.by, 'token:writer');
+      const tombstones = await Tombstones.open(join(dir, 'guarded'), systemClock);
+      assert.equal(tombstones.signatureOf('team-a/doc')?.by, 'token:writer');
       const status = await (await fetch(`${guarded.url}/v1/status`, { headers: as('writer') })).json();
       console.log(
         `# local clients refused: ${JSON.stringify((status as { counters: { clientsRefused: unknown } }).counters.clientsRefused)}`,

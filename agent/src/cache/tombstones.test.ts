@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -57,16 +57,64 @@ describe('Tombstones', () => {
     try {
       const clock = new FakeClock(1000);
       const t = await Tombstones.open(own, clock, 60_000);
-      // The write's staging directory is gone and a file stands in its place: saves fail.
+      // The journal and the write's staging directory are not what they must be: saves fail.
       await rm(join(own, 'tmp'), { recursive: true });
       await writeFile(join(own, 'tmp'), '');
+      await mkdir(join(own, 'tombstones.log'));
       await assert.rejects(t.record('a', 2000));
       await rm(join(own, 'tmp'));
       await mkdir(join(own, 'tmp'));
+      await rm(join(own, 'tombstones.log'), { recursive: true });
       await t.record('b', 3000); // the disk is back: this save succeeds, and carries 'a' too
       const reopened = await Tombstones.open(own, clock, 60_000);
       assert.equal(reopened.purgedAt('a'), 2000);
       assert.equal(reopened.purgedAt('b'), 3000);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
+  it('appends a line per purge, batches purges that come together, and folds the journal into the snapshot', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      const clock = new FakeClock(1000);
+      const t = await Tombstones.open(own, clock, 60_000);
+      await t.record('k0', 2000);
+      const size = async (name: string) => (await stat(join(own, name)).catch(() => ({ size: 0 }))).size;
+      assert.equal(await size('tombstones.json'), 0, 'no snapshot for one purge');
+      assert.equal((await readFile(join(own, 'tombstones.log'), 'utf8')).trim(), '["k0",2000]');
+      // 3000 purges, 100 at a time: the files never hold much more than the tombstones themselves.
+      let largest = 0;
+      for (let batch = 0; batch < 30; batch++) {
+        await Promise.all(Array.from({ length: 100 }, (_, i) => t.record(`key/${batch * 100 + i}`, 3000)));
+        largest = Math.max(largest, (await size('tombstones.json')) + (await size('tombstones.log')));
+      }
+      const reopened = await Tombstones.open(own, clock, 60_000);
+      for (const key of ['k0', 'key/0', 'key/1999', 'key/2999']) assert.ok(reopened.purgedAt(key), key);
+      const snapshot = await size('tombstones.json');
+      assert.ok(snapshot > 0, 'the journal was folded into the snapshot');
+      assert.ok(largest < 3 * snapshot, `files reached ${largest} B for a snapshot of ${snapshot} B`);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps every whole line of a journal torn by a crash, and writes whole files next time', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      await writeFile(join(own, 'tombstones.log'), '["a",2000]\n["b",3000]\n["c",40');
+      const clock = new FakeClock(1000);
+      const t = await Tombstones.open(own, clock, 60_000);
+      assert.equal(t.purgedAt('a'), 2000);
+      assert.equal(t.purgedAt('b'), 3000);
+      assert.equal(t.purgedAt('c'), undefined);
+      await t.record('d', 5000);
+      assert.equal(await readFile(join(own, 'tombstones.log'), 'utf8'), '', 'folded into a fresh snapshot');
+      const reopened = await Tombstones.open(own, clock, 60_000);
+      assert.deepEqual(
+        ['a', 'b', 'd'].map((k) => reopened.purgedAt(k)),
+        [2000, 3000, 5000],
+      );
     } finally {
       await rm(own, { recursive: true, force: true });
     }

@@ -1,30 +1,48 @@
 import { type NodeSignature, parseSignature } from './manifest.ts';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, open as openFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Clock } from '../time/clock.ts';
 import { atomicWrite } from './chunk-files.ts';
+import { InsufficientStorageError } from './errors.ts';
 
 /** How long a purge is remembered by default. */
 export const DEFAULT_TOMBSTONE_TTL_MS = 7 * 24 * 3600 * 1000;
 
-/**
- * Purged keys and when they were purged, kept on disk (`tombstones.json`, written atomically) so a
- * purge outlives restarts. A version of a key created at or before its purge is dead: it is not
- * stored, served or replicated again. Tombstones expire after `ttlMs`.
- */
 /** Tombstones kept at most (each up to about 1 KB with its signature). */
 export const MAX_TOMBSTONES = 50_000;
+/** The journal is folded into the snapshot once it holds this many records and more than the snapshot. */
+export const COMPACT_AFTER = 1000;
 
+type Entry = { at: number; signature?: NodeSignature };
+
+/**
+ * Purged keys and when they were purged, kept on disk so a purge outlives restarts: a snapshot
+ * (`tombstones.json`, written atomically) and a journal (`tombstones.log`, one JSON line per purge,
+ * appended and synced). A purge costs one appended line, not a rewrite of every tombstone; records
+ * that arrive while a write is in flight go together in the next one. The journal is folded into
+ * the snapshot once it holds COMPACT_AFTER records and more than the snapshot does: the files stay
+ * within about twice what they hold, and each tombstone is rewritten a bounded number of times on
+ * average. A version of a key created at or before its purge is dead: it
+ * is not stored, served or replicated again. Tombstones expire after `ttlMs`.
+ */
 export class Tombstones {
   readonly #file: string;
+  readonly #journal: string;
   readonly #tmpDir: string;
   readonly #clock: Clock;
   readonly #ttlMs: number;
-  #entries = new Map<string, { at: number; signature?: NodeSignature }>();
-  #writing: Promise<void> = Promise.resolve();
+  #entries = new Map<string, Entry>();
+  /** Records in the journal since the last snapshot, and tombstones in that snapshot. */
+  #journalRecords = 0;
+  #snapshotEntries = 0;
+  /** A write failed, or the journal ends in a torn line: the next write is a whole snapshot. */
+  #rewrite = false;
+  #pending: { line: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  #flushing: Promise<void> | undefined;
 
   private constructor(dir: string, clock: Clock, ttlMs: number) {
     this.#file = join(dir, 'tombstones.json');
+    this.#journal = join(dir, 'tombstones.log');
     this.#tmpDir = join(dir, 'tmp');
     this.#clock = clock;
     this.#ttlMs = ttlMs;
@@ -33,26 +51,54 @@ export class Tombstones {
   static async open(dir: string, clock: Clock, ttlMs = DEFAULT_TOMBSTONE_TTL_MS): Promise<Tombstones> {
     const t = new Tombstones(dir, clock, ttlMs);
     await mkdir(t.#tmpDir, { recursive: true });
+    const add = (key: unknown, at: unknown, signature: unknown) => {
+      if (typeof key !== 'string' || !Number.isSafeInteger(at)) return false;
+      if ((t.#entries.get(key)?.at ?? -1) >= (at as number)) return true;
+      const proof = parseSignature(signature);
+      t.#entries.delete(key);
+      t.#entries.set(key, { at: at as number, ...(proof ? { signature: proof } : {}) });
+      return true;
+    };
     try {
       const raw: unknown = JSON.parse(await readFile(t.#file, 'utf8'));
       if (typeof raw === 'object' && raw !== null) {
         for (const [key, entry] of Object.entries(raw)) {
           // A time, or { at, signature } for a purge with its signer's proof.
-          if (Number.isSafeInteger(entry)) t.#entries.set(key, { at: entry as number });
+          if (Number.isSafeInteger(entry)) add(key, entry, undefined);
           else if (typeof entry === 'object' && entry !== null) {
             const { at, signature } = entry as { at?: unknown; signature?: unknown };
-            const proof = parseSignature(signature);
-            if (Number.isSafeInteger(at))
-              t.#entries.set(key, { at: at as number, ...(proof ? { signature: proof } : {}) });
+            add(key, at, signature);
           }
         }
       }
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') t.#entries.clear(); // unreadable: start empty
     }
+    t.#snapshotEntries = t.#entries.size;
+    try {
+      const journal = await readFile(t.#journal, 'utf8');
+      for (const line of journal.split('\n')) {
+        if (line === '') continue;
+        let ok = false;
+        try {
+          const [key, at, signature] = JSON.parse(line) as unknown[];
+          ok = add(key, at, signature);
+        } catch {
+          // a line torn by a crash: skipped, and the files rewritten at the next write
+        }
+        if (ok) t.#journalRecords++;
+        else t.#rewrite = true;
+      }
+      if (journal !== '' && !journal.endsWith('\n')) t.#rewrite = true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') t.#rewrite = true;
+    }
+    for (const oldest of t.#entries.keys()) {
+      if (t.#entries.size <= MAX_TOMBSTONES) break;
+      t.#entries.delete(oldest);
+    }
     return t;
   }
-
   /** When `key` was purged, if it was (and the record has not expired). */
   purgedAt(key: string): number | undefined {
     const entry = this.#entries.get(key);
@@ -75,32 +121,76 @@ export class Tombstones {
   }
 
   /**
-   * Records a purge, with its signature when it has one (keeping the later of two), and saves. At
-   * most MAX_TOMBSTONES are kept: past them the oldest recorded go first.
+   * Records a purge, with its signature when it has one (keeping the later of two), and saves it
+   * (resolves once it is on disk). At most MAX_TOMBSTONES are kept: past them the oldest recorded go
+   * first.
    */
-  async record(key: string, at: number, signature?: NodeSignature): Promise<void> {
-    if ((this.#entries.get(key)?.at ?? -1) >= at) return;
+  record(key: string, at: number, signature?: NodeSignature): Promise<void> {
+    if ((this.#entries.get(key)?.at ?? -1) >= at) return Promise.resolve();
     this.#entries.delete(key); // to the end: the newest
     this.#entries.set(key, { at, ...(signature ? { signature } : {}) });
     for (const oldest of this.#entries.keys()) {
       if (this.#entries.size <= MAX_TOMBSTONES) break;
       this.#entries.delete(oldest);
     }
-    await this.#save();
+    const line = `${JSON.stringify(signature ? [key, at, signature] : [key, at])}\n`;
+    return new Promise<void>((resolve, reject) => {
+      this.#pending.push({ line, resolve, reject });
+      if (!this.#flushing) this.#flushing = this.#flush();
+    });
   }
 
-  #save(): Promise<void> {
+  /**
+   * Writes what is pending, in batches, one after another. A failed write fails its own callers
+   * only; the next one is a whole snapshot, so the files heal once the disk does.
+   */
+  async #flush(): Promise<void> {
+    while (this.#pending.length > 0) {
+      const batch = this.#pending.splice(0);
+      try {
+        const records = this.#journalRecords + batch.length;
+        if (this.#rewrite || records > Math.max(COMPACT_AFTER, this.#snapshotEntries)) await this.#snapshot();
+        else {
+          await appendDurably(this.#journal, batch.map((p) => p.line).join(''));
+          this.#journalRecords = records;
+        }
+        for (const p of batch) p.resolve();
+      } catch (error) {
+        this.#rewrite = true;
+        for (const p of batch) p.reject(error);
+      }
+    }
+    this.#flushing = undefined;
+  }
+
+  /** Every live tombstone into the snapshot, then an empty journal (a crash between them replays it: no harm). */
+  async #snapshot(): Promise<void> {
     const now = this.#clock.now();
     for (const [key, { at }] of this.#entries) if (at + this.#ttlMs <= now) this.#entries.delete(key);
     const data = Buffer.from(
       JSON.stringify(Object.fromEntries([...this.#entries].map(([key, e]) => [key, e.signature ? e : e.at]))),
     );
-    // Writes go one after another; a failed one fails its own caller only, and the next write is
-    // tried all the same (it carries every entry, so the file heals once the disk does).
-    const write = this.#writing
-      .catch(() => undefined)
-      .then(() => atomicWrite(this.#tmpDir, this.#file, data, true));
-    this.#writing = write;
-    return write;
+    await atomicWrite(this.#tmpDir, this.#file, data, true);
+    await atomicWrite(this.#tmpDir, this.#journal, new Uint8Array(0), true);
+    this.#journalRecords = 0;
+    this.#snapshotEntries = this.#entries.size;
+    this.#rewrite = false;
+  }
+}
+
+/** Appends `text` to `file` and syncs it; ENOSPC becomes InsufficientStorageError. */
+async function appendDurably(file: string, text: string): Promise<void> {
+  try {
+    const handle = await openFile(file, 'a');
+    try {
+      await handle.write(text);
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOSPC')
+      throw new InsufficientStorageError('the disk is full', { cause: error });
+    throw error;
   }
 }
