@@ -1,5 +1,10 @@
 import { once } from 'node:events';
-import { createServer, type Server as HttpServer } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { ObjectStore } from './cache/object-store.ts';
@@ -349,6 +354,22 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   http.setTimeout(config.http.idleTimeoutMs, (socket) => {
     Counters.bump(counters.clientsRefused, 'idle');
     socket.destroy();
+  });
+  // The idle clock runs only while it is the client's turn: while its body comes in, and once the
+  // answer starts. In between the server works (an origin fetch, waiting for replicas) and the
+  // client, waiting for it, is not idle.
+  http.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    const serverTurn = () => socket.setTimeout(0);
+    const hasBody =
+      (req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding'] !== undefined;
+    if (hasBody) req.once('end', serverTurn);
+    else serverTurn();
+    const writeHead = res.writeHead.bind(res) as (...args: unknown[]) => ServerResponse;
+    res.writeHead = (...args: unknown[]) => {
+      socket.setTimeout(config.http.idleTimeoutMs);
+      return writeHead(...args);
+    };
   });
   http.listen(config.http.port, config.http.host);
   await once(http, 'listening');

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type AgentProcess, eventually, startAgentProcess } from '../harness/agent-process.ts';
+import { startOrigin, type TestOrigin } from '../harness/origin-server.ts';
 
 const MiB = 2 ** 20;
 
@@ -32,12 +33,22 @@ describe('HTTP API timeouts', () => {
       socket.on('error', () => undefined);
     });
 
+  let origin: TestOrigin;
+
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-timeouts-'));
-    agent = await startAgentProcess(['--node-id', 'a', '--store.dir', dir, '--http.idle-timeout-ms', '1000']);
+    // An origin slower than the idle timeout: 8 MiB at 2 MiB/s.
+    origin = await startOrigin(new Map([['/o/slow.bin', Buffer.alloc(8 * MiB, 3)]]), {
+      bytesPerSecond: 2 * MiB,
+    });
+    agent = await startAgentProcess([
+      ...['--node-id', 'a', '--store.dir', dir, '--http.idle-timeout-ms', '1000'],
+      ...['--origins', `o/=${origin.url}`],
+    ]);
   });
   after(async () => {
     await agent?.stop();
+    origin?.close();
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -88,6 +99,18 @@ describe('HTTP API timeouts', () => {
       idle.write('GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n');
       idle.resume();
       await idleClosed; // by the keep-alive timeout, or the idle one
+    },
+  );
+
+  it(
+    'does not cut a client while the server works for it: a miss fetched from a slow origin',
+    { timeout: 60_000 },
+    async () => {
+      const before = await idleCuts();
+      const res = await fetch(`${agent.url}/v1/objects/o/slow.bin`);
+      assert.equal(res.status, 200);
+      assert.equal((await res.arrayBuffer()).byteLength, 8 * MiB);
+      assert.equal(await idleCuts(), before, 'nobody cut');
     },
   );
 });

@@ -21,7 +21,13 @@ import { LeaderElector } from './kit/leader.ts';
 import type { MetricReader } from '@opentelemetry/sdk-metrics';
 import { OperatorMetrics } from './kit/metrics.ts';
 import { WorkQueue } from './kit/queue.ts';
-import { FIELD_MANAGER, MESH_LABEL, meshId, type MeshTrust } from './reconcile/desired.ts';
+import {
+  FIELD_MANAGER,
+  MESH_LABEL,
+  meshId,
+  type MeshTrust,
+  trustConfigMapName,
+} from './reconcile/desired.ts';
 import { reconcile, type ReconcileDeps } from './reconcile/reconciler.ts';
 import { mergePatchFrom } from './reconcile/status.ts';
 import {
@@ -100,8 +106,8 @@ export interface Operator {
   readonly issuerPort: number | undefined;
   readonly leading: boolean;
   readonly metrics: OperatorMetrics;
-  /** Meshes whose agents' figures are followed, and the NATS connections that carry them. */
-  readonly figures: { meshes: number; connections: number };
+  /** Meshes whose agents' figures are followed, the NATS connections that carry them, reports dropped. */
+  readonly figures: { meshes: number; connections: number; dropped: number };
   /** Stops watches, drains the queue, releases the lease. */
   stop(): Promise<void>;
 }
@@ -365,8 +371,23 @@ export async function startOperator(
               { namespace: mesh.metadata.namespace, name: mesh.metadata.name },
               stored,
               mesh.metadata.annotations?.[ROTATE_CA_ANNOTATION],
-              Date.now(),
-              config.caRotation,
+              {
+                ...(config.caRotation ? { timing: config.caRotation } : {}),
+                // The agents read the trust ConfigMap: the new CA must be in it before it signs.
+                delivered: async (certPem) => {
+                  const trust = await http
+                    .request<{ data?: Record<string, string> }>(
+                      'GET',
+                      objectPath({
+                        apiVersion: 'v1',
+                        kind: 'ConfigMap',
+                        metadata: { namespace: mesh.metadata.namespace, name: trustConfigMapName(mesh) },
+                      }),
+                    )
+                    .catch(() => undefined);
+                  return trust?.data?.['ca.crt']?.includes(certPem.trim()) ?? false;
+                },
+              },
             );
             const { ca } = rotation;
             return {

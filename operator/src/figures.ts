@@ -7,6 +7,8 @@ import type { Logger } from 'pino';
 const NODE_TTL_MS = 5 * 60_000;
 /** A NATS that could not be reached is tried again after this long (at a later reconcile). */
 const RETRY_MS = 30_000;
+/** A report dated further ahead of this clock is not taken (as agents take no event from the future). */
+const MAX_AHEAD_MS = 5 * 60_000;
 /** A mesh whose figures changed is reconciled (its status rewritten) at most this often. */
 const REFRESH_MS = 15_000;
 
@@ -114,7 +116,13 @@ export class FiguresCollector {
    * Follows the reports of mesh `meshId` (EdgeMesh `key`) on `servers`, authenticated with `auth`
    * when the NATS wants credentials. Idempotent.
    */
-  watch(meshId: string, key: string, servers: string[], auth?: NatsAuth, signers?: MeshSigners): void {
+  watch(
+    meshId: string,
+    key: string,
+    servers: string[],
+    auth?: NatsAuth,
+    signers?: MeshSigners | 'keep',
+  ): void {
     const connection = `${servers.join(',')}#${auth?.id ?? ''}`;
     const known = this.#meshes.get(meshId);
     if (known) this.#setSigners(known, signers);
@@ -154,7 +162,14 @@ export class FiguresCollector {
                 return;
               }
             }
-            entry.nodes.set(decoded.event.from, { ...decoded.event.body, at: decoded.event.sentAtMs });
+            // Only a newer report of a node replaces its last (a replayed one changes nothing), and
+            // none dated ahead of this clock by more than events may be.
+            const { from, sentAtMs } = decoded.event;
+            if (sentAtMs <= (entry.nodes.get(from)?.at ?? -1) || sentAtMs > this.#now() + MAX_AHEAD_MS) {
+              this.dropped++;
+              return;
+            }
+            entry.nodes.set(from, { ...decoded.event.body, at: sentAtMs });
             this.#changed(entry);
           },
         });
@@ -168,7 +183,19 @@ export class FiguresCollector {
       });
   }
 
-  #setSigners(entry: MeshEntry, signers: MeshSigners | undefined): void {
+  /**
+   * `keep`: a mesh with node identities whose trust could not be read this time (it is blocked): the
+   * checks it had stay, and with none yet no report counts. Never a fallback to unsigned reports.
+   */
+  #setSigners(entry: MeshEntry, signers: MeshSigners | 'keep' | undefined): void {
+    if (signers === 'keep') {
+      entry.signers ??= {
+        check: new NodeSigners({ trust: () => [], mesh: { namespace: '', name: '' } }),
+        bundlePem: '',
+        revoked: new Set(),
+      };
+      return;
+    }
     if (!signers) return void delete entry.signers;
     const revoked = new Set(signers.revoked);
     if (entry.signers?.bundlePem === signers.bundlePem) return void (entry.signers.revoked = revoked);
@@ -194,8 +221,8 @@ export class FiguresCollector {
   }
 
   /** How many meshes are followed, over how many NATS connections. */
-  get following(): { meshes: number; connections: number } {
-    return { meshes: this.#meshes.size, connections: this.#connections.size };
+  get following(): { meshes: number; connections: number; dropped: number } {
+    return { meshes: this.#meshes.size, connections: this.#connections.size, dropped: this.dropped };
   }
 
   figures(meshId: string): MeshFigures | undefined {

@@ -87,6 +87,7 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     const subject = subjects('shop_cdn').stats;
     nc.publish(subject, new TextEncoder().encode('garbage'));
     nc.publish(subject, report('edge-x', 'other-mesh', 0, 1000));
+    let taken: Uint8Array | undefined;
     // Let the subscription be in place before the reports that count.
     await eventually(async () => {
       // Unsigned, and signed by one node in another's name: dropped.
@@ -95,6 +96,7 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
       nc.publish(subject, forged, signed(forged, 'edge-0'));
       const zero = report('edge-0', 'shop_cdn', 80, 20, 1, ['edge-9']);
       nc.publish(subject, zero, signed(zero, 'edge-0'));
+      taken = zero;
       const one = report('edge-1', 'shop_cdn', 10, 90, 2, ['edge-8', 'edge-9']);
       nc.publish(subject, one, signed(one, 'edge-1'));
       await nc.flush();
@@ -126,10 +128,27 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
       ],
       'whom the agents distrust, the most distrusted first',
     );
+    // A report taken already, published again (any node of the mesh could): not taken twice.
+    const dropped = operator.figures.dropped;
+    nc.publish(subject, taken, signed(taken!, 'edge-0'));
+    await eventually(() => (operator.figures.dropped > dropped ? true : undefined));
+    // Blocked (no node matches), its trust unread: unsigned reports still do not count.
+    const mesh = api.get('edgemeshes', 'shop', 'cdn')!;
+    api.put({ ...mesh, spec: { ...(mesh.spec as object), nodeSelector: { none: 'x' } } });
+    await eventually(() =>
+      (
+        api.get('edgemeshes', 'shop', 'cdn') as { status?: { conditions?: { reason?: string }[] } }
+      ).status?.conditions?.some((c) => c.reason === 'NoMatchingNodes')
+        ? true
+        : undefined,
+    );
+    const before = operator.figures.dropped;
+    nc.publish(subject, report('edge-0', 'shop_cdn', 0, 5000, 7, ['edge-1']));
+    await eventually(() => (operator.figures.dropped > before ? true : undefined));
   });
 
   it('forgets a deleted mesh and closes the connection no mesh uses any more', async () => {
-    assert.deepEqual(operator.figures, { meshes: 1, connections: 1 });
+    assert.deepEqual({ ...operator.figures, dropped: 0 }, { meshes: 1, connections: 1, dropped: 0 });
     api.remove('edgemeshes', 'shop', 'cdn');
     await eventually(
       () => (operator.figures.meshes === 0 && operator.figures.connections === 0) || undefined,

@@ -83,8 +83,9 @@ export const agentConfigSchema = z.strictObject({
       host: z._default(host, '127.0.0.1'),
       port: z._default(port, 7480),
       /**
-       * A connection that moves no byte either way for this long is closed: a stalled body, a client
-       * that stops reading a response, an idle keep-alive connection. Exchange streams are exempt.
+       * While it is the client's turn (its body, the answer), a connection that moves no byte for this
+       * long is closed: a stalled body, a client that stops reading. No clock runs while the server
+       * works for the client; exchange streams are exempt.
        */
       idleTimeoutMs: z._default(int(1000, 3_600_000), 60_000),
     }),

@@ -35,37 +35,66 @@ const fingerprints = (pem: string) => readPemBundle(pem).map((c) => c.fingerprin
 const fp = (pem: string) => new X509Certificate(pem).fingerprint256;
 
 describe('mesh CA rotation steps', () => {
-  it('trusts the next CA before it signs, and stops trusting the old one only after its certificates end', async () => {
+  it('trusts the next CA before it signs, waits for the agents’ ConfigMap to carry it, and keeps the old one to check what it signed', async () => {
     const api = memorySecrets();
     const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
     const first = await ensureMeshCa(api, owner, {});
     const t0 = Date.now();
+    let deliveredNow = false;
     const step = async (atMs: number, requested?: string) =>
-      advanceCaRotation(api, MESH, await ensureMeshCa(api, owner, {}), requested, atMs, TIMING);
+      advanceCaRotation(api, MESH, await ensureMeshCa(api, owner, {}), requested, {
+        nowMs: atMs,
+        timing: TIMING,
+        delivered: () => Promise.resolve(deliveredNow),
+      });
 
     assert.equal((await step(t0)).did, undefined, 'nothing asked, a young CA: nothing');
     const started = await step(t0, 'r1');
     assert.equal(started.did, 'started');
-    assert.equal(started.nextStepInMs, 1000);
     const next = text(api.data()['next.crt']);
     // Step 1: both trusted, the old one signs.
     assert.equal(started.ca.certPem, first.certPem);
     assert.deepEqual(fingerprints(started.ca.trustPem), [fp(first.certPem), fp(next)]);
-    assert.equal((await step(t0 + 999, 'r1')).nextStepInMs, 1);
-    // Step 2: the new one signs, both still trusted.
-    const signing = await step(t0 + 1000, 'r1');
+    // The agents' ConfigMap does not carry it yet: however long that takes, the old one signs on.
+    const waiting = await step(t0 + 60_000, 'r1');
+    assert.equal(waiting.did, undefined);
+    assert.equal(waiting.ca.certPem, first.certPem);
+    assert.equal(waiting.nextStepInMs, 1000, 'looked at again soon');
+    deliveredNow = true;
+    assert.equal((await step(t0 + 61_000, 'r1')).nextStepInMs, 1000, 'carried now: the propagation starts');
+    assert.equal((await step(t0 + 61_999, 'r1')).did, undefined);
+    // Step 2: the new one signs, both still trusted, the old key gone.
+    const signing = await step(t0 + 62_000, 'r1');
     assert.equal(signing.did, 'signing');
     assert.equal(fp(signing.ca.certPem), fp(next));
     assert.deepEqual(fingerprints(signing.ca.trustPem), [fp(first.certPem), fp(next)]);
     assert.equal(text(api.data()['ca.crt']), next);
-    assert.equal((await step(t0 + 5999, 'r1')).did, undefined);
-    // Step 3: only the new one.
-    const finished = await step(t0 + 6000, 'r1');
+    assert.notEqual(text(api.data()['ca.key']), first.keyPem);
+    assert.equal((await step(t0 + 66_999, 'r1')).did, undefined);
+    // Step 3: done. The old CA (valid for months yet) stays, to check what it signed; its key is gone.
+    const finished = await step(t0 + 67_000, 'r1');
     assert.equal(finished.did, 'finished');
-    assert.deepEqual(fingerprints(finished.ca.trustPem), [fp(next)]);
+    assert.deepEqual(fingerprints(finished.ca.trustPem), [fp(first.certPem), fp(next)]);
     assert.deepEqual(Object.keys(api.data()).sort(), ['ca.crt', 'ca.key', 'rotation-requested', 'trust.crt']);
-    assert.equal((await step(t0 + 7000, 'r1')).did, undefined, 'the same request twice: one rotation');
-    assert.equal((await step(t0 + 7000, 'r2')).did, 'started', 'a new request: another');
+    assert.equal((await step(t0 + 68_000, 'r1')).did, undefined, 'the same request twice: one rotation');
+    assert.equal((await step(t0 + 68_000, 'r2')).did, 'started', 'a new request: another');
+  });
+
+  it('drops a retired CA from the bundle once it has expired', async () => {
+    const api = memorySecrets();
+    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
+    const current = await ensureMeshCa(api, owner, {});
+    const retired = await createCa(MESH, new Date(Date.now() - 400 * 24 * 3600_000)); // ended a month ago
+    await api.patchData!('shop', 'edgemesh-cdn-ca', {
+      'trust.crt': Buffer.from(`${retired.certPem}${current.certPem}`).toString('base64'),
+    });
+    const started = await advanceCaRotation(api, MESH, await ensureMeshCa(api, owner, {}), 'r1', {
+      timing: TIMING,
+    });
+    assert.deepEqual(fingerprints(started.ca.trustPem), [
+      fp(current.certPem),
+      fp(text(api.data()['next.crt'])),
+    ]);
   });
 
   it('starts by itself when a third of the CA’s life is left', async () => {
@@ -80,14 +109,9 @@ describe('mesh CA rotation steps', () => {
         'ca.key': Buffer.from(old.keyPem).toString('base64'),
       },
     });
-    const step = await advanceCaRotation(
-      api,
-      MESH,
-      await ensureMeshCa(api, owner, {}),
-      undefined,
-      Date.now(),
-      TIMING,
-    );
+    const step = await advanceCaRotation(api, MESH, await ensureMeshCa(api, owner, {}), undefined, {
+      timing: TIMING,
+    });
     assert.equal(step.did, 'started');
     assert.equal(step.why, 'expiring');
   });

@@ -5,6 +5,7 @@ import {
   createServingCertificate,
   MeshCa,
   type MeshRef,
+  readPemBundle,
 } from '@edgemesh/identity';
 
 /** The Secret keys of a CA: its certificate and key, and the trust bundle agents are given. */
@@ -133,9 +134,9 @@ const ROTATION_KEY = 'rotation.json';
 
 /**
  * How long each step of a CA rotation lasts: the new CA is trusted by every agent before anything
- * is signed with it (`propagateMs`: the kubelet's ConfigMap refresh, then the agents' 5 s re-read),
- * and the old one is trusted until every certificate it signed has ended (`retireMs`: the longest
- * node certificate, 24 h, and the propagation).
+ * is signed with it (`propagateMs`, counted from when the trust ConfigMap carries it: the kubelet's
+ * refresh, then the agents' 5 s re-read), and the rotation ends once every certificate the old CA
+ * signed has ended (`retireMs`: the longest node certificate, 24 h, and an hour for clocks).
  */
 export interface CaRotationTiming {
   propagateMs: number;
@@ -143,13 +144,18 @@ export interface CaRotationTiming {
 }
 export const CA_ROTATION_TIMING: CaRotationTiming = {
   propagateMs: 10 * 60_000,
-  retireMs: 24 * 3600_000 + 10 * 60_000,
+  retireMs: 25 * 3600_000,
 };
+/** How often a rotation looks again whether the trust ConfigMap carries the new CA yet. */
+const DELIVERY_CHECK_MS = 30_000;
 
 /** Where a rotation stands: what this call did (for an Event), and when to look again. */
 export interface CaRotationStep {
   ca: StoredCa;
-  /** What changed now: 'started' (a new CA is trusted), 'signing' (it signs), 'finished' (the old one is no longer trusted). */
+  /**
+   * What changed now: 'started' (a new CA is trusted), 'signing' (it signs), 'finished' (no
+   * certificate of the old CA is alive any more).
+   */
   did?: 'started' | 'signing' | 'finished';
   /** Why it started: 'requested' (the annotation) or 'expiring' (a third of the CA's life left). */
   why?: 'requested' | 'expiring';
@@ -157,24 +163,43 @@ export interface CaRotationStep {
   nextStepInMs?: number;
 }
 
-type RotationState = { phase: 'trusting' | 'signing'; sinceMs: number };
+type RotationState = { phase: 'trusting' | 'signing'; sinceMs: number; deliveredAtMs?: number };
+
+/** The CA certificates of a bundle that are still valid at `nowMs`, as PEM. */
+function unexpired(bundlePem: string, nowMs: number): string {
+  return readPemBundle(bundlePem)
+    .filter((ca) => Date.parse(ca.validTo) > nowMs)
+    .map((ca) => ca.toString().trim())
+    .join('\n');
+}
 
 /**
- * Moves the mesh CA's rotation on, one step at a time, with an overlapping trust bundle: (1) a new
- * CA is made and added to the bundle, the old one still signs; (2) after `propagateMs` the new one
- * signs (certificates, revocation lists) and both stay trusted; (3) after `retireMs` only the new one
- * is trusted. A rotation starts when `requested` (the mesh's annotation) differs from the last one
- * acted on, or when a third of the CA's life is left. Agents renew onto the new CA at their usual
- * two thirds; nothing is interrupted (agent/test/rotation.test.ts).
+ * Moves the mesh CA's rotation on, one step at a time, with an overlapping trust bundle:
+ * (1) a new CA is made and added to the bundle; the old one still signs;
+ * (2) once the trust ConfigMap has carried the new CA for `propagateMs` (`delivered` says whether it
+ *     does), the new one signs certificates and revocation lists, and the old key is deleted;
+ * (3) after `retireMs`, when no certificate of the old CA is alive, the rotation ends.
+ * The old CA stays in the bundle until it expires itself, so that versions and purges it vouched
+ * for stay verifiable (a signature is checked against the certificates of its own date); with its
+ * key gone it signs nothing more. A rotation starts when `requested` (the mesh's annotation)
+ * differs from the last one acted on, or when a third of the CA's life is left; one asked for while
+ * another runs starts after it. Agents renew onto the new CA at their usual two thirds; nothing is
+ * interrupted (agent/test/rotation.test.ts).
  */
 export async function advanceCaRotation(
   api: SecretApi,
   mesh: MeshRef,
   stored: StoredCa,
   requested: string | undefined,
-  nowMs = Date.now(),
-  timing: CaRotationTiming = CA_ROTATION_TIMING,
+  opts: {
+    nowMs?: number;
+    timing?: CaRotationTiming;
+    /** Whether the trust agents read carries `certPem` now. */
+    delivered?: (certPem: string) => Promise<boolean>;
+  } = {},
 ): Promise<CaRotationStep> {
+  const nowMs = opts.nowMs ?? Date.now();
+  const timing = opts.timing ?? CA_ROTATION_TIMING;
   if (!api.patchData) return { ca: stored };
   const name = caSecretName(mesh.name);
   const data = (await api.read(mesh.namespace, name)) ?? {};
@@ -187,9 +212,7 @@ export async function advanceCaRotation(
     const asked = requested !== undefined && requested !== unb64(data['rotation-requested']);
     if (!asked && !expiring) return { ca: stored };
     const next = await createCa(mesh, new Date(nowMs));
-    const trustPem = `${stored.certPem.trim()}
-${next.certPem.trim()}
-`;
+    const trustPem = `${unexpired(stored.trustPem, nowMs)}\n${next.certPem.trim()}\n`;
     await patch({
       [NEXT_CERT_KEY]: b64(next.certPem),
       [NEXT_KEY_KEY]: b64(next.keyPem),
@@ -201,16 +224,23 @@ ${next.certPem.trim()}
       ca: { ...stored, trustPem },
       did: 'started',
       why: asked ? 'requested' : 'expiring',
-      nextStepInMs: timing.propagateMs,
+      nextStepInMs: Math.min(DELIVERY_CHECK_MS, timing.propagateMs),
     };
   }
-  const due = state.sinceMs + (state.phase === 'trusting' ? timing.propagateMs : timing.retireMs) - nowMs;
-  if (due > 0) return { ca: stored, nextStepInMs: due };
   if (state.phase === 'trusting') {
     const certPem = unb64(data[NEXT_CERT_KEY]);
     const keyPem = unb64(data[NEXT_KEY_KEY]);
     if (!certPem || !keyPem)
       throw new Error(`Secret ${mesh.namespace}/${name}: a rotation without its next CA`);
+    if (state.deliveredAtMs === undefined) {
+      // The clock of the propagation starts when the agents' ConfigMap carries the new CA.
+      if (!(await (opts.delivered?.(certPem) ?? Promise.resolve(true))))
+        return { ca: stored, nextStepInMs: Math.min(DELIVERY_CHECK_MS, timing.propagateMs) };
+      await patch({ [ROTATION_KEY]: b64(JSON.stringify({ ...state, deliveredAtMs: nowMs })) });
+      return { ca: stored, nextStepInMs: timing.propagateMs };
+    }
+    const due = state.deliveredAtMs + timing.propagateMs - nowMs;
+    if (due > 0) return { ca: stored, nextStepInMs: due };
     await patch({
       [CA_CERT_KEY]: b64(certPem),
       [CA_KEY_KEY]: b64(keyPem),
@@ -225,12 +255,11 @@ ${next.certPem.trim()}
       nextStepInMs: timing.retireMs,
     };
   }
-  await patch({
-    [TRUST_BUNDLE_KEY]: b64(stored.certPem),
-    [PREVIOUS_CERT_KEY]: null,
-    [ROTATION_KEY]: null,
-  });
-  return { ca: { ...stored, trustPem: stored.certPem }, did: 'finished' };
+  const due = state.sinceMs + timing.retireMs - nowMs;
+  if (due > 0) return { ca: stored, nextStepInMs: due };
+  const trustPem = `${unexpired(stored.trustPem, nowMs)}\n`;
+  await patch({ [TRUST_BUNDLE_KEY]: b64(trustPem), [PREVIOUS_CERT_KEY]: null, [ROTATION_KEY]: null });
+  return { ca: { ...stored, trustPem }, did: 'finished' };
 }
 
 /** SecretApi over the API server. */

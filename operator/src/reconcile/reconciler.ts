@@ -104,11 +104,16 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
     mesh.spec.controlPlane.natsUrl.split(','),
     nats?.auth,
     // With node identities, only reports its nodes signed count (as the agents check events).
-    trust && {
-      mesh: { namespace: mesh.metadata.namespace, name: mesh.metadata.name },
-      bundlePem: trust.bundlePem,
-      revoked: mesh.spec.security.revokedNodes ?? [],
-    },
+    // Blocked, its trust unread: the checks it had stay (never a fallback to unsigned reports).
+    trust
+      ? {
+          mesh: { namespace: mesh.metadata.namespace, name: mesh.metadata.name },
+          bundlePem: trust.bundlePem,
+          revoked: mesh.spec.security.revokedNodes ?? [],
+        }
+      : mesh.spec.security.mtls
+        ? 'keep'
+        : undefined,
   );
   if (!blocker) {
     await Promise.all(
@@ -132,7 +137,8 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
       {
         started: `a new CA is trusted by the agents (${rotation.why ?? 'requested'}); it signs in ${Math.round((rotation.nextStepInMs ?? 0) / 1000)} s`,
         signing: `the new CA signs; the old one is trusted until its certificates end (${Math.round((rotation.nextStepInMs ?? 0) / 1000)} s)`,
-        finished: 'the old CA is no longer trusted: the rotation is done',
+        finished:
+          'every certificate of the old CA has ended: the rotation is done (the old CA, its key deleted, stays trusted only to check what it signed, until it expires)',
       }[rotation.did] ?? rotation.did,
     );
   if (blocker) return { requeueAfterMs: BLOCKED_RECHECK_MS };
