@@ -234,6 +234,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     timeoutMs: config.replication.timeoutMs,
   });
   overlay.onMembershipChange(() => replicator.schedule());
+  // A member that restarted may have lost what it held: its copies are made again (asking one that
+  // still has them costs a round trip).
+  overlay.onMemberRestart((_nodeId, address) => {
+    replicator.forget(address);
+    replicator.schedule();
+  });
   const inbox = new Inbox();
   const grpcServer = createPeerServer({
     store,

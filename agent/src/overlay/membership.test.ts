@@ -124,6 +124,34 @@ describe('Membership', () => {
     for (const m of nodes.slice(0, 4)) assert.ok(alive(m).includes('n4'));
   });
 
+  it('gives a member that restarts at the same address a fresh connection, and counts it alive at once', async () => {
+    const { bus, nodes, alive } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    // n1 dies; n0's connection to it is stuck in a reconnect backoff (as grpc-js's is after refusals),
+    // even once n1 answers again.
+    const old = n0.all().find((m) => m.info.nodeId === 'n1')!;
+    Object.assign(old.transport, { ping: () => Promise.reject(new Error('connection in backoff')) });
+    bus.up = false; // n1 is down: nobody refutes the suspicion
+    n0.tick();
+    await settle();
+    assert.ok(!alive(n0).includes('n1'), 'suspected');
+    bus.up = true;
+    // n1 is back, with a new life: its announce carries a higher incarnation.
+    bus.planes[1]!.plane.publish({
+      v: 1,
+      type: 'member.announce',
+      mesh: 'm',
+      from: 'n1',
+      sentAtMs: 0,
+      body: { member: { ...old.info, incarnation: old.info.incarnation + 1 } },
+    });
+    await settle();
+    const now = n0.all().find((m) => m.info.nodeId === 'n1')!;
+    assert.notEqual(now.transport, old.transport, 'a fresh connection');
+    assert.deepEqual(alive(n0), ['n1'], 'alive on its first answer, with no protocol period waited');
+  });
+
   it('keeps a member that answers through others though not directly (a one-way fault)', async () => {
     const { nodes, alive } = mesh(3);
     await settle();

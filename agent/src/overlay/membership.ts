@@ -67,6 +67,8 @@ export interface MembershipOptions {
   vivaldi?: Vivaldi;
   timing?: Partial<MembershipTiming>;
   random?: () => number;
+  /** Told when a member announces a new life at the same address (it restarted). */
+  onRestarted?: (nodeId: string, address: string) => void;
   /** Told when a member becomes alive or stops being alive. */
   onChange?: () => void;
   /** Told when an announcement is ignored, and why (for counters). */
@@ -86,6 +88,8 @@ export class Membership {
   readonly #timing: MembershipTiming;
   readonly #members = new Map<string, Member>();
   readonly #probing = new Set<string>();
+  /** Members given a fresh connection while a probe was in flight: probed again after it. */
+  readonly #reprobe = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
   #self: MemberInfo;
   #unconfirmedCursor = -1;
@@ -156,12 +160,21 @@ export class Membership {
       // Same address: probes decide its state; topology comes from its own answers once confirmed.
       const topology = confirmed ? { zone: known.info.zone, region: known.info.region } : {};
       const revived = known.state === 'dead'; // still announcing: probe again, only an answer revives it
+      // A new life (it restarted at the same address) or back from the dead: the old connection may
+      // sit in a reconnect backoff after its refusals, so it gets a fresh one, probed at once.
+      const restarted = info.incarnation > known.info.incarnation;
+      const fresh = revived || restarted;
+      if (fresh) known.transport.close();
       this.#members.set(info.nodeId, {
         ...known,
         info: { ...info, ...topology },
+        ...(fresh ? { transport: this.#opts.connect(info) } : {}),
         ...(revived ? { state: 'unconfirmed' as const, since: this.#now() } : {}),
       });
-      if (revived) this.#probeLater(info.nodeId);
+      if (restarted) this.#opts.onRestarted?.(info.nodeId, info.grpc);
+      // A probe in flight uses the old connection: the fresh one is probed once it is done.
+      if (fresh && this.#probing.has(info.nodeId)) this.#reprobe.add(info.nodeId);
+      else if (fresh) this.#probeLater(info.nodeId);
       return;
     }
     if (confirmed) {
@@ -282,6 +295,7 @@ export class Membership {
       }
     } finally {
       this.#probing.delete(nodeId);
+      if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
     }
   }
 

@@ -46,6 +46,7 @@ export class Overlay {
   #membership: Membership | undefined;
   #placement: { version: string; placement: Placement } | undefined;
   readonly #listeners: (() => void)[] = [];
+  readonly #restartListeners: ((nodeId: string, address: string) => void)[] = [];
 
   constructor(opts: OverlayOptions) {
     this.#opts = opts;
@@ -107,6 +108,9 @@ export class Overlay {
       onIgnored: (reason) => Counters.bump(counters.controlDropped, reason),
       onChange: () => {
         for (const listener of this.#listeners) listener();
+      },
+      onRestarted: (nodeId, address) => {
+        for (const listener of this.#restartListeners) listener(nodeId, address);
       },
     });
     this.#membership.start();
@@ -186,6 +190,11 @@ export class Overlay {
   /** Calls `listener` whenever a member comes or goes. */
   onMembershipChange(listener: () => void): void {
     this.#listeners.push(listener);
+  }
+
+  /** Hears a member that restarted at the same address (what it held may be gone). */
+  onMemberRestart(listener: (nodeId: string, address: string) => void): void {
+    this.#restartListeners.push(listener);
   }
 
   /**

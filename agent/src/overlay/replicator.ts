@@ -8,6 +8,9 @@ import type { Holder } from './holder-index.ts';
 const REPAIR_PARALLELISM = 4;
 /** Membership changes within this window cause one repair pass. */
 const REPAIR_DEBOUNCE_MS = 200;
+/** A pass that left copies unmade is run again after this, doubling up to the most (then steady). */
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 30_000;
 
 export interface ReplicatorOptions {
   store: ObjectStore;
@@ -38,6 +41,9 @@ export class Replicator {
   #repairTimer: NodeJS.Timeout | undefined;
   #repairing: Promise<void> = Promise.resolve();
   #backlog = 0;
+  /** Passes in a row that left copies unmade: the next retry waits 2^n times RETRY_FIRST_MS. */
+  #failedPasses = 0;
+  #closed = false;
 
   constructor(opts: ReplicatorOptions) {
     this.#opts = opts;
@@ -71,8 +77,18 @@ export class Replicator {
     return this.#backlog;
   }
 
-  /** Runs one repair pass soon (coalescing bursts of membership changes). */
-  schedule(): void {
+  /** Forgets that anything was copied to `address` (a member there restarted): repair asks again. */
+  forget(address: string): void {
+    for (const done of this.#replicatedTo.values()) done.delete(address);
+  }
+
+  /**
+   * Runs one repair pass soon (coalescing bursts of membership changes); a pass that leaves copies
+   * unmade runs again after a backoff (0.5 s doubling to 30 s), whatever membership does, until
+   * every key has its copies.
+   */
+  schedule(delayMs = REPAIR_DEBOUNCE_MS): void {
+    if (this.#closed) return;
     clearTimeout(this.#repairTimer);
     this.#repairTimer = setTimeout(() => {
       // The chain itself never rejects: a failed pass is logged, and the next one runs all the same
@@ -85,13 +101,15 @@ export class Replicator {
             'repair pass failed; the next one will retry',
           ),
         );
-    }, REPAIR_DEBOUNCE_MS);
+    }, delayMs);
     this.#repairTimer.unref();
   }
 
   /** For every key this node owns and holds: asks owners it has not replicated to yet to copy it. */
   async repair(): Promise<void> {
     const work: (() => Promise<unknown>)[] = [];
+    /** Copies that failed (an owner that did not answer, or refused): the pass runs again. */
+    let unmade = 0;
     const keys = this.#opts.store.keys();
     const live = new Set(keys);
     for (const key of this.#replicatedTo.keys()) if (!live.has(key)) this.#replicatedTo.delete(key);
@@ -107,7 +125,7 @@ export class Replicator {
       }
       const done = this.#replicatedTo.get(key);
       for (const owner of placement.peers) {
-        if (!done?.has(owner.address)) work.push(() => this.#copyTo(owner, manifest));
+        if (!done?.has(owner.address)) work.push(() => this.#copyTo(owner, manifest, () => unmade++));
       }
     }
     this.#backlog = work.length;
@@ -120,7 +138,14 @@ export class Replicator {
     } finally {
       this.#backlog = 0;
     }
-    if (work.length > 0) this.#opts.logger.info({ copies: work.length }, 'repair pass finished');
+    if (work.length > 0) this.#opts.logger.info({ copies: work.length, unmade }, 'repair pass finished');
+    if (unmade === 0) this.#failedPasses = 0;
+    else {
+      const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.#failedPasses);
+      this.#failedPasses = Math.min(this.#failedPasses + 1, 16);
+      this.#opts.logger.info({ unmade, retryInMs: delay }, 'copies left unmade: repair runs again');
+      this.schedule(delay);
+    }
   }
 
   async #checkPurged(owner: PeerTransport, manifest: Manifest): Promise<void> {
@@ -136,12 +161,16 @@ export class Replicator {
   }
 
   close(): void {
+    this.#closed = true;
     clearTimeout(this.#repairTimer);
   }
 
-  async #copyTo(owner: PeerTransport, manifest: Manifest): Promise<boolean> {
+  async #copyTo(owner: PeerTransport, manifest: Manifest, onFailure?: () => void): Promise<boolean> {
     const self = this.#opts.self();
-    if (!self) return false;
+    if (!self) {
+      onFailure?.();
+      return false;
+    }
     try {
       const { purgedAtMs, purgeSignature } = await owner.replicate(
         manifest,
@@ -166,6 +195,7 @@ export class Replicator {
         { owner: owner.id, key: manifest.key, err: (error as Error).message },
         'replica not made',
       );
+      onFailure?.();
       return false;
     }
   }
