@@ -156,10 +156,23 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
   });
 
   it('prints an idle agent’s memory inside the image', async () => {
-    // Idle: joined, nothing stored, nothing read. Settle a few seconds first (start-up garbage).
-    await new Promise((r) => setTimeout(r, 3000));
+    // Idle: joined, nothing stored, nothing read. Read once the start-up has settled: two readings
+    // half a second apart within 1 MiB of each other.
     const n = nodes[3]!;
-    const proc = (await n.container.exec(['cat', '/proc/1/status'])).output;
+    const read = async () => (await n.container.exec(['cat', '/proc/1/status'])).output;
+    let last = 0;
+    const proc = await eventually(
+      async () => {
+        const now = await read();
+        const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(now)?.[1]);
+        const steady = Math.abs(rss - last) < 1024;
+        last = rss;
+        return steady ? now : undefined;
+      },
+      30_000,
+      'a steady idle RSS',
+      500,
+    );
     const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(proc)?.[1]);
     const workingSet = await workingSetBytes(n.container);
     console.log(
@@ -168,7 +181,8 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
         `(the node binary's pages, shared); container working set ${(workingSet / 2 ** 20).toFixed(1)} MiB ` +
         `(as the kubelet counts it)`,
     );
-    assert.ok(kb('VmRSS') > 0);
+    // A guard, not the goal (80 MB, issue 13): an idle agent that grows past 128 MiB has a leak.
+    assert.ok(kb('VmRSS') > 0 && kb('VmRSS') < 128 * 1024, `idle RSS ${kb('VmRSS')} kB`);
   });
 
   let body: Buffer;

@@ -38,6 +38,19 @@ describe('the Helm chart', () => {
     }
   });
 
+  it('checks every kind it renders against a schema: a kind without one is an error, not a pass', async () => {
+    const validate = await builtinValidator([{ group: 'example.com', version: 'v1', kind: 'Widget' }]);
+    assert.match(validate('example.com', 'v1', 'Widget', {}).join(), /no schema known/);
+    const monitor = await builtinValidator([
+      { group: 'monitoring.coreos.com', version: 'v1', kind: 'ServiceMonitor' },
+    ]);
+    assert.notDeepEqual(
+      monitor('monitoring.coreos.com', 'v1', 'ServiceMonitor', { spec: { endpoints: 'not a list' } }),
+      [],
+      'a ServiceMonitor is checked too',
+    );
+  });
+
   it('refuses values its schema does not know (additionalProperties: false)', () => {
     const r = spawnSync(helm(), ['template', 'x', CHART, '--set', 'operator.replica=2'], {
       encoding: 'utf8',

@@ -85,11 +85,13 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
         },
       });
     const subject = subjects('shop_cdn').stats;
-    nc.publish(subject, new TextEncoder().encode('garbage'));
-    nc.publish(subject, report('edge-x', 'other-mesh', 0, 1000));
     let taken: Uint8Array | undefined;
-    // Let the subscription be in place before the reports that count.
+    // Until the status shows the figures (the subscription is in place then): each round sends
+    // garbage, another mesh's report, an unsigned one and one signed in another's name, then the two
+    // that count.
     await eventually(async () => {
+      nc.publish(subject, new TextEncoder().encode('garbage'));
+      nc.publish(subject, report('edge-x', 'other-mesh', 0, 1000));
       // Unsigned, and signed by one node in another's name: dropped.
       const forged = report('edge-2', 'shop_cdn', 0, 1000, 9, ['edge-0']);
       nc.publish(subject, forged);
@@ -116,6 +118,7 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
         };
       }
     ).status;
+    assert.ok(operator.figures.dropped >= 4, `${operator.figures.dropped} dropped: the four kinds refused`);
     assert.equal(status.hitRatio, '0.45');
     assert.equal(status.bytesFromPeers, 2000);
     assert.equal(status.bytesFromOrigin, 20);

@@ -226,13 +226,32 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
       assert.ok(operator.metrics.informerRestarts > restartsBefore, 'the failed informer restarted');
     });
 
-    it('deletes every child with the mesh (garbage collection through owner references)', async () => {
-      await custom.createNamespacedCustomObject({
+    it('owns every child it makes, so the garbage collector deletes them with the mesh', async () => {
+      // The deletion itself is the garbage collector's (the fake's here; the real one in
+      // e2e/cluster.test.ts); the operator's part is the owner reference on every child.
+      const made = (await custom.createNamespacedCustomObject({
         ...EDGEMESHES,
         body: mesh('gone', { ports: { http: 7600, grpc: 7601 } }),
-      });
+      })) as { metadata: { uid: string } };
       const children = ['serviceaccounts', 'roles', 'rolebindings', 'configmaps', 'services', 'daemonsets'];
-      for (const plural of children) await eventually(() => api.get(plural, NS, 'edgemesh-gone'));
+      type Owned = {
+        metadata: {
+          ownerReferences?: {
+            kind: string;
+            uid: string;
+            controller?: boolean;
+            blockOwnerDeletion?: boolean;
+          }[];
+        };
+      };
+      for (const plural of children) {
+        const child = (await eventually(() => api.get(plural, NS, 'edgemesh-gone'))) as unknown as Owned;
+        assert.deepEqual(
+          child.metadata.ownerReferences?.map((o) => [o.kind, o.uid, o.controller, o.blockOwnerDeletion]),
+          [['EdgeMesh', made.metadata.uid, true, true]],
+          `${plural} owned by the mesh`,
+        );
+      }
       await custom.deleteNamespacedCustomObject({ ...EDGEMESHES, name: 'gone' });
       for (const plural of children)
         await eventually(
