@@ -168,6 +168,12 @@ describe('HTTP API', () => {
         assert.equal(JSON.parse(res.body.toString()).error.code, 'InvalidKey', `${method} ${path}`);
       }
     }
+    // Not even percent-encoding (found by the fuzzer, agent/test/fuzz.test.ts): 400, not 500.
+    for (const path of ['/v1/objects/%', '/v1/objects/a%zz', '/v1/exchange/%/t', '/v1/exchange/%E0%A4%A'])
+      for (const method of ['GET', 'PUT', 'DELETE', 'POST']) {
+        const res = await raw(agent.httpPort, method, path, {}, Buffer.from('x'));
+        assert.equal(res.status, 400, `${method} ${path}`);
+      }
     assert.equal(agent.store.stats().entries, 1);
   });
 

@@ -38,6 +38,10 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof IntegrityError) return new HttpError(502, 'IntegrityError', error.message);
   if (error instanceof StaleVersionError) return new HttpError(409, 'NewerVersionHeld', error.message);
   if (error instanceof ObjectPurgedError) return new HttpError(409, 'Purged', error.message);
+  // Express's own refusals carry their status: a path that is not valid percent-encoding (400).
+  const status = (error as { status?: unknown }).status;
+  if (error instanceof URIError || (typeof status === 'number' && status >= 400 && status < 500))
+    return new HttpError(400, 'BadRequest', 'the request path is not valid percent-encoding');
   return new HttpError(500, 'Internal', 'internal error');
 }
 

@@ -1,0 +1,363 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Client, type MethodDefinition, status as grpcStatus } from '@grpc/grpc-js';
+import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
+import { encodeEvent, subjectFor, type ControlEvent } from '@edgemesh/contracts';
+import fc from 'fast-check';
+import { type AgentProcess, startAgentProcess } from '../harness/agent-process.ts';
+import { natsUnavailable, type NatsServer, startNatsServer } from '../harness/nats-server.ts';
+import { testCredentials } from '../harness/test-ca.ts';
+import { EventSigner } from '../src/security/event-signer.ts';
+import { peerChannelCredentials } from '../src/security/grpc-credentials.ts';
+import { peerService } from '../src/transport/peer-service.ts';
+import type { NodeCredentials } from '../src/security/node-credentials.ts';
+
+/** Cases per surface; the seed is fixed, so CI runs the same cases every time. */
+const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
+const SEED = 20_261_130;
+const MESH = 'fuzz';
+const missing = natsUnavailable();
+
+/** What the HTTP API may answer (docs/agent.md); anything else, a 500 above all, is a failure. */
+const HTTP_DOCUMENTED = new Set([
+  200, 201, 202, 204, 206, 304, 400, 401, 403, 404, 405, 409, 411, 413, 416, 429, 502, 503,
+]);
+
+/** One request over a fresh connection: its status, the body read up to 64 KiB then dropped. */
+function send(
+  port: number,
+  r: { method: string; path: string; headers: Record<string, string>; body: Uint8Array },
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: '127.0.0.1', port, method: r.method, path: r.path, headers: r.headers, agent: false },
+      (res) => {
+        let seen = 0;
+        res.on('data', (part: Buffer) => {
+          seen += part.length;
+          if (seen > 65_536) res.destroy(); // a large object or a stream: the status is what counts
+        });
+        res.on('close', () => resolve(res.statusCode ?? 0));
+        // A stream (an exchange receiver) has its status at once: no need to wait for its end.
+        if (res.headers['content-type']?.startsWith('application/x-ndjson')) res.destroy();
+      },
+    );
+    req.setTimeout(10_000, () => req.destroy(new Error(`${r.method} ${r.path}: no answer in 10 s`)));
+    req.on('error', reject);
+    req.end(r.body.length > 0 ? r.body : undefined);
+  });
+}
+
+const token = fc.stringMatching(/^[A-Za-z0-9._~%-]{0,24}$/);
+const oddSegment = fc.oneof(
+  token,
+  fc.constantFrom('..', '.', '%2e%2e', '%2F', '%00', '%ff', '%', '~', 'a%2Fb', '', '%F0%9F%98%80'),
+  fc.string({ maxLength: 40 }).map((s) => encodeURIComponent(s)),
+);
+const httpRequest = fc.record({
+  method: fc.constantFrom('GET', 'HEAD', 'PUT', 'POST', 'DELETE', 'PATCH', 'OPTIONS', 'PROPFIND'),
+  path: fc.oneof(
+    fc.tuple(fc.array(oddSegment, { minLength: 1, maxLength: 4 })).map(([s]) => `/v1/objects/${s.join('/')}`),
+    fc.tuple(oddSegment, oddSegment).map(([t, topic]) => `/v1/exchange/${t}/${topic}`),
+    oddSegment.map((topic) => `/v1/exchange/${topic}`),
+    fc.constantFrom(
+      '/v1/status',
+      '/healthz',
+      '/readyz',
+      '/metrics',
+      '/',
+      '/v1',
+      '/v1/objects',
+      '/v1/objects/',
+    ),
+    fc.array(oddSegment, { maxLength: 5 }).map((s) => `/${s.join('/')}`),
+  ),
+  headers: fc.record(
+    {
+      range: fc.oneof(
+        fc.string({ maxLength: 30 }).map((s) => s.replace(/[^\x20-\x7e]/g, '')),
+        fc.tuple(fc.nat(), fc.nat()).map(([a, b]) => `bytes=${a}-${b}`),
+        fc.constantFrom('bytes=-5', 'bytes=0-', 'bytes=5-1', 'bytes=0-0,2-3', 'items=1-2'),
+      ),
+      'content-type': fc.constantFrom('text/plain', 'application/json', '', 'x/y; charset=utf-8', '\u0020'),
+      'if-none-match': fc.string({ maxLength: 20 }).map((s) => s.replace(/[^\x21-\x7e]/g, '')),
+
+      'x-edgemesh-ttl-seconds': fc.oneof(fc.integer().map(String), fc.constantFrom('NaN', '1e309', '-0', '')),
+    },
+    { requiredKeys: [] },
+  ),
+  body: fc.uint8Array({ maxLength: 2048 }),
+  // Mostly none (the agent lets anonymous clients in here), so that requests reach the handlers.
+  authorization: fc.oneof(
+    { arbitrary: fc.constant(undefined), weight: 9 },
+    { arbitrary: fc.constantFrom('Bearer x', 'Bearer ', 'Basic Zm9vOmJhcg==', 'garbage'), weight: 1 },
+  ),
+});
+
+describe(
+  `fuzzing with fast-check (seed ${SEED}, ${RUNS} cases per surface)`,
+  { skip: missing ?? false },
+  () => {
+    let dir: string;
+    let nats: NatsServer;
+    let nc: NatsConnection;
+    let agent: AgentProcess;
+    let fuzzer: NodeCredentials;
+    const counts: Record<string, Record<string, number>> = {};
+    const count = (surface: string, outcome: string | number) => {
+      const c = (counts[surface] ??= {});
+      c[outcome] = (c[outcome] ?? 0) + 1;
+    };
+    /** The agent still answers, and its memory stays within bounds, after a surface was fuzzed. */
+    const stillWell = async (surface: string) => {
+      assert.equal((await fetch(`${agent.url}/healthz`)).status, 200, `alive after ${surface}`);
+      const s = (await agent.status()) as unknown as { process: { rssBytes: number } };
+      console.log(
+        `# fuzz ${surface}: ${RUNS} cases, outcomes ${JSON.stringify(counts[surface])}; agent RSS ${(s.process.rssBytes / 2 ** 20).toFixed(0)} MiB`,
+      );
+      assert.ok(s.process.rssBytes < 512 * 2 ** 20, `RSS ${s.process.rssBytes} after ${surface}`);
+    };
+
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'edgemesh-fuzz-'));
+      nats = await startNatsServer();
+      nc = await connect({ servers: nats.url });
+      fuzzer = await testCredentials('fuzzer', { mesh: MESH });
+      agent = await startAgentProcess([
+        ...['--node-id', 'a', '--mesh', MESH, '--store.dir', dir, '--control-plane.servers', nats.url],
+        ...['--log.level', 'info'],
+      ]);
+      // Something to find: objects under a few of the keys the fuzzer may hit.
+      for (const key of ['a', 'a/b', 'x'])
+        await fetch(`${agent.url}/v1/objects/${key}`, { method: 'PUT', body: key });
+    });
+    after(async () => {
+      fuzzer?.close();
+      await agent?.stop();
+      await nc?.close();
+      await nats?.stop();
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it('the HTTP API answers every request with a documented status, never a 500, and stays up', async () => {
+      await fc.assert(
+        fc.asyncProperty(httpRequest, async (r) => {
+          const headers = r.authorization ? { ...r.headers, authorization: r.authorization } : r.headers;
+          const status = await send(agent.httpPort, { ...r, headers });
+          count('http', status);
+          return HTTP_DOCUMENTED.has(status);
+        }),
+        { seed: SEED, numRuns: RUNS },
+      );
+      await stillWell('http');
+    });
+
+    it('every gRPC method answers random bytes and random messages with a status, and stays up', async () => {
+      const client = new Client(`127.0.0.1:${agent.grpcPort}`, peerChannelCredentials(fuzzer, undefined));
+      const methods = Object.values(peerService) as MethodDefinition<unknown, unknown>[];
+      const raw = (b: Buffer) => b;
+      /** The codes a refusal may carry; UNKNOWN (a handler that threw) and a hang are failures. */
+      const documented = new Set([
+        grpcStatus.OK,
+        grpcStatus.INVALID_ARGUMENT,
+        grpcStatus.NOT_FOUND,
+        grpcStatus.PERMISSION_DENIED,
+        grpcStatus.FAILED_PRECONDITION,
+        grpcStatus.RESOURCE_EXHAUSTED,
+        grpcStatus.UNAVAILABLE,
+        grpcStatus.ABORTED,
+        grpcStatus.OUT_OF_RANGE,
+        grpcStatus.UNAUTHENTICATED,
+        grpcStatus.CANCELLED,
+        // grpc-js's own answer to bytes that are no message of the method's type.
+        grpcStatus.INTERNAL,
+      ]);
+      const call = (method: MethodDefinition<unknown, unknown>, body: Buffer) =>
+        new Promise<{ code: number; details: string }>((resolve) => {
+          const deadline = Date.now() + 5000;
+          if (method.responseStream) {
+            const stream = client.makeServerStreamRequest(method.path, raw, raw, body, { deadline });
+            // A stream that opens is answered: cancel it (a watch never ends by itself).
+            stream.on('data', () => stream.cancel());
+            stream.on('status', (s: { code: number; details: string }) => resolve(s));
+            stream.on('error', () => undefined);
+            setTimeout(() => stream.cancel(), 300).unref();
+          } else {
+            client.makeUnaryRequest(method.path, raw, raw, body, { deadline }, (error) =>
+              resolve(
+                error ? { code: error.code, details: error.details } : { code: grpcStatus.OK, details: '' },
+              ),
+            );
+          }
+        });
+      const message = fc.oneof(
+        fc.uint8Array({ maxLength: 512 }).map((b) => ({ bytes: Buffer.from(b) })),
+        fc.anything({ maxDepth: 2 }).map((value) => ({ value })),
+        fc
+          .record({
+            key: fc.string({ maxLength: 40 }),
+            digests: fc.array(
+              fc.uint8Array({ minLength: 0, maxLength: 40 }).map((b) => Buffer.from(b)),
+              { maxLength: 8 },
+            ),
+            from: fc.constantFrom('fuzzer', 'a', 'someone-else', ''),
+            topic: fc.string({ maxLength: 20 }),
+            body: fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
+            purgedAtMs: fc.oneof(fc.nat(), fc.constant(4_102_444_800_000)),
+            nodeId: fc.constantFrom('fuzzer', 'a', 'x'),
+            target: fc.constantFrom('127.0.0.1:1', 'a:1', ''),
+          })
+          .map((value) => ({ value })),
+      );
+      await fc.assert(
+        fc.asyncProperty(fc.constantFrom(...methods), message, async (method, m) => {
+          let body: Buffer;
+          if ('bytes' in m) body = m.bytes;
+          else
+            try {
+              body = method.requestSerialize(m.value);
+            } catch {
+              body = Buffer.from(JSON.stringify(m.value) ?? '');
+            }
+          const { code, details } = await call(method, body);
+          // INTERNAL only as grpc-js's own answer to bytes that are no message of the method's type.
+          const undecodable = code === Number(grpcStatus.INTERNAL) && /deserializ/i.test(details);
+          count('grpc', `${method.path.split('/').pop()}:${undecodable ? 'undecodable' : grpcStatus[code]}`);
+          // A server stream cut by this test's cancel ends CANCELLED; a unary call may not hang.
+          return (
+            undecodable ||
+            (documented.has(code) && !(code === Number(grpcStatus.CANCELLED) && !method.responseStream))
+          );
+        }),
+        { seed: SEED, numRuns: RUNS },
+      );
+      client.close();
+      await stillWell('grpc');
+    });
+
+    it('every control-plane event, random and signed by a node of the mesh, is acted on or dropped, never a crash', async () => {
+      const signer = new EventSigner(fuzzer);
+      const nodeId = fc.oneof(fc.constantFrom('fuzzer', 'a', 'b', ''), fc.string({ maxLength: 300 }));
+      const member = fc.record({
+        nodeId,
+        zone: fc.string({ maxLength: 70 }),
+        region: fc.string({ maxLength: 70 }),
+        grpc: fc.oneof(fc.constantFrom('127.0.0.1:1', '[::1]:7481', 'a:b', ''), fc.string({ maxLength: 40 })),
+        weight: fc.oneof(fc.integer(), fc.double()),
+        incarnation: fc.oneof(fc.nat(), fc.double()),
+        coordinate: fc.option(
+          fc.record({
+            vec: fc.array(fc.double(), { maxLength: 9 }),
+            height: fc.double(),
+            error: fc.double(),
+          }),
+          { nil: undefined },
+        ),
+      });
+      const count_ = fc.oneof(fc.nat(), fc.double());
+      // Each type with a body of its own shape (its values random, often out of bounds), or anything.
+      const typed = fc.oneof(
+        fc.record({ type: fc.constant('member.announce'), body: fc.record({ member }) }),
+        fc.record({
+          type: fc.constantFrom('member.leave', 'member.suspect'),
+          body: fc.record({ nodeId, incarnation: count_ }),
+        }),
+        fc.record({
+          type: fc.constant('object.purge'),
+          body: fc.record({
+            key: fc.oneof(fc.constantFrom('a', 'a/b', 'x', '../x'), fc.string({ maxLength: 600 })),
+            purgedAtMs: fc.oneof(
+              fc.nat(),
+              fc.double(),
+              fc.constant(4_102_444_800_000),
+              fc.constant(Date.now()),
+            ),
+          }),
+        }),
+        fc.record({
+          type: fc.constant('node.stats'),
+          body: fc.record({
+            hits: fc.nat(),
+            misses: fc.nat(),
+            bytesFromPeers: fc.nat(),
+            bytesFromOrigin: fc.nat(),
+            startedAtMs: fc.nat(),
+            distrusted: fc.array(nodeId, { maxLength: 80 }),
+          }),
+        }),
+        fc.record({
+          type: fc.constant('mesh.revocations'),
+          body: fc.record({
+            nodes: fc.array(nodeId, { maxLength: 20 }),
+            issuedAtMs: fc.nat(),
+            signature: fc.base64String(),
+          }),
+        }),
+        fc.record({
+          type: fc.constant('members.snapshot'),
+          body: fc.record({ members: fc.array(member, { maxLength: 5 }) }),
+        }),
+        fc.record({ type: fc.string({ maxLength: 20 }), body: fc.anything({ maxDepth: 2 }) }),
+      );
+      const event = fc.record({
+        typed,
+        from: fc.constantFrom('fuzzer', 'fuzzer', 'a', 'someone'),
+        sentAtMs: fc.oneof(
+          { arbitrary: fc.constant(null), weight: 4 },
+          { arbitrary: fc.constantFrom(0, -1, 4_102_444_800_000), weight: 1 },
+        ),
+        signed: fc.boolean(),
+        garbage: fc.oneof(
+          { arbitrary: fc.constant(undefined), weight: 9 },
+          { arbitrary: fc.uint8Array({ maxLength: 256 }), weight: 1 },
+        ),
+      });
+      await fc.assert(
+        fc.asyncProperty(event, async (e) => {
+          await Promise.resolve();
+          const now = Date.now();
+          let data: Uint8Array;
+          if (e.garbage) data = e.garbage;
+          else {
+            const shaped = {
+              v: 1,
+              type: e.typed.type,
+              mesh: MESH,
+              from: e.from,
+              sentAtMs: e.sentAtMs ?? now,
+              body: e.typed.body,
+            };
+            try {
+              data = encodeEvent(shaped as ControlEvent); // a valid event, its values random
+              count('nats', `valid:${e.typed.type}`);
+            } catch {
+              data = Buffer.from(JSON.stringify(shaped));
+              count('nats', 'invalid');
+            }
+          }
+          const h = natsHeaders();
+          if (e.signed) for (const [k, v] of Object.entries(signer.sign(data))) h.set(k, v);
+          const subject = ['member.announce', 'node.stats', 'object.purge'].includes(e.typed.type)
+            ? subjectFor(MESH, e.typed.type as 'node.stats')
+            : `edgemesh.${MESH}.members`;
+          nc.publish(subject, data, { headers: h });
+          return true;
+        }),
+        { seed: SEED, numRuns: RUNS },
+      );
+      await nc.flush();
+      // Every event reached the agent and was dealt with: its control counters account for them all.
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const s = (await agent.status()) as unknown as { counters: { control: { messagesIn?: number } } };
+        if ((s.counters.control.messagesIn ?? RUNS) >= RUNS || Date.now() > deadline) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await stillWell('nats');
+    });
+  },
+);
