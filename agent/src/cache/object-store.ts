@@ -10,6 +10,7 @@ import {
   ObjectTooLargeError,
   StaleVersionError,
 } from './errors.ts';
+import { ChunkLedger } from './chunk-ledger.ts';
 import { HotTier } from './hot-tier.ts';
 import { type Manifest, type NodeSignature, manifestChunkLength } from './manifest.ts';
 import { ManifestFiles } from './manifest-files.ts';
@@ -77,12 +78,6 @@ interface ObjectEntry {
   dropped: boolean;
 }
 
-interface ChunkEntry {
-  size: number;
-  /** Live objects and open leases that reference the chunk. */
-  refs: number;
-}
-
 /** Chunks held for a write in progress (an upload or a fetch from peers) until it commits or aborts. */
 export class ChunkLease {
   readonly digests = new Set<string>();
@@ -114,15 +109,13 @@ export class ObjectStore {
   readonly #manifests: ManifestFiles;
   readonly #hot: HotTier;
   readonly #objects = new Map<string, ObjectEntry>();
-  readonly #chunks = new Map<string, ChunkEntry>();
+  /** Who holds each chunk (objects, leases) and which are being written: chunk-ledger.ts. */
+  readonly #ledger = new ChunkLedger();
   readonly #order = new Sieve<string>();
   /** Chunk file removals in flight: a new write of the same digest waits for them. */
   readonly #removals = new Map<string, Promise<void>>();
   /** Per-key chain of manifest file operations, so they land in the order they were decided. */
   readonly #manifestOps = new Map<string, Promise<void>>();
-  /** Chunk writes in flight, by digest: a chunk being written is not forgotten under its writer. */
-  readonly #writers = new Map<string, number>();
-  #bytes = 0;
   #reserved = 0;
 
   private constructor(opts: ObjectStoreOptions) {
@@ -145,10 +138,10 @@ export class ObjectStore {
 
   stats(): StoreStats {
     return {
-      bytes: this.#bytes,
+      bytes: this.#ledger.bytes,
       maxBytes: this.#opts.maxBytes,
       entries: this.#objects.size,
-      chunks: this.#chunks.size,
+      chunks: this.#ledger.size,
       hotBytes: this.#hot.bytes,
     };
   }
@@ -188,14 +181,14 @@ export class ObjectStore {
   }
 
   has(digest: string): boolean {
-    return this.#chunks.has(digest);
+    return this.#ledger.has(digest);
   }
 
   /** The chunk's bytes, verified; a chunk damaged on disk is dropped and IntegrityError thrown. */
   async readChunk(digest: string): Promise<Buffer> {
     const hot = this.#hot.get(digest);
     if (hot) return hot;
-    if (!this.#chunks.has(digest)) throw new ObjectNotFoundError(`chunk ${digest}`);
+    if (!this.#ledger.has(digest)) throw new ObjectNotFoundError(`chunk ${digest}`);
     let data: Buffer;
     try {
       data = await this.#files.read(digest);
@@ -391,8 +384,8 @@ export class ObjectStore {
   async scrub(): Promise<{ checked: number; corrupt: number }> {
     let checked = 0;
     let corrupt = 0;
-    for (const digest of [...this.#chunks.keys()]) {
-      if (!this.#chunks.has(digest)) continue;
+    for (const digest of this.#ledger.digests()) {
+      if (!this.#ledger.has(digest)) continue;
       this.#hot.delete(digest); // force a disk read
       try {
         await this.readChunk(digest);
@@ -422,31 +415,25 @@ export class ObjectStore {
   }
 
   async #storeChunk(lease: ChunkLease, digest: string, data: Buffer): Promise<void> {
-    if (!this.#chunks.has(digest)) {
+    if (!this.#ledger.has(digest)) {
       await this.#removals.get(digest);
       this.#reserve(data.length);
-      this.#writers.set(digest, (this.#writers.get(digest) ?? 0) + 1);
+      this.#ledger.startWrite(digest);
       try {
         await this.#files.write(digest, data);
+        this.#ledger.stored(digest, data.length);
       } finally {
         this.#reserved -= data.length;
-        const left = this.#writers.get(digest)! - 1;
-        if (left > 0) this.#writers.set(digest, left);
-        else this.#writers.delete(digest);
-      }
-      if (!this.#chunks.has(digest)) {
-        this.#chunks.set(digest, { size: data.length, refs: 0 });
-        this.#bytes += data.length;
+        this.#ledger.endWrite(digest);
       }
     }
-    const chunk = this.#chunks.get(digest)!;
     if (lease.released) {
       // Released while the chunk was written (an aborted download, a delete): no reference is
       // taken, and a chunk nobody else holds goes again.
-      if (chunk.refs === 0 && !this.#writers.has(digest)) this.#forgetChunk(digest, chunk);
+      if (this.#ledger.abandon(digest)) this.#removeChunk(digest);
       return;
     }
-    chunk.refs++;
+    this.#ledger.take([digest]);
     lease.digests.add(digest);
     this.#hot.set(digest, data);
   }
@@ -454,11 +441,11 @@ export class ObjectStore {
   /** Makes room for `bytes` more by evicting unpinned objects; throws when it cannot. */
   #reserve(bytes: number): void {
     const max = this.#opts.maxBytes;
-    while (this.#bytes + this.#reserved + bytes > max) {
+    while (this.#ledger.bytes + this.#reserved + bytes > max) {
       const victim = this.#order.evict((key) => this.#objects.get(key)?.pins === 0);
       if (victim === undefined) {
         throw new InsufficientStorageError(
-          `no room for ${bytes} bytes: ${this.#bytes} of ${max} in use and nothing evictable`,
+          `no room for ${bytes} bytes: ${this.#ledger.bytes} of ${max} in use and nothing evictable`,
         );
       }
       this.#drop(victim, 'evicted');
@@ -469,7 +456,7 @@ export class ObjectStore {
   #index(manifest: Manifest): void {
     this.#objects.set(manifest.key, { manifest, pins: 0, dropped: false });
     this.#order.insert(manifest.key);
-    for (const digest of new Set(manifest.chunks)) this.#chunks.get(digest)!.refs++;
+    this.#ledger.take(manifest.chunks);
   }
 
   /** Takes `key` out of the index now; files and chunk references follow. */
@@ -490,18 +477,11 @@ export class ObjectStore {
   }
 
   #releaseChunks(digests: Iterable<string>): void {
-    for (const digest of new Set(digests)) {
-      const chunk = this.#chunks.get(digest);
-      if (!chunk || --chunk.refs > 0) continue;
-      // Another write of the same chunk is under way: its writer takes a reference, or forgets it.
-      if (this.#writers.has(digest)) continue;
-      this.#forgetChunk(digest, chunk);
-    }
+    for (const digest of this.#ledger.release(digests)) this.#removeChunk(digest);
   }
 
-  #forgetChunk(digest: string, chunk: ChunkEntry): void {
-    this.#chunks.delete(digest);
-    this.#bytes -= chunk.size;
+  /** A chunk the ledger forgot: out of the hot tier, and its file removed in the background. */
+  #removeChunk(digest: string): void {
     this.#hot.delete(digest);
     const removal = this.#files
       .remove(digest)
@@ -518,8 +498,7 @@ export class ObjectStore {
       if (manifest.chunks.includes(digest)) this.#drop(key, 'corrupt');
     }
     // Leases or pinned readers may still reference it: the bytes are bad, so forget them anyway.
-    const chunk = this.#chunks.get(digest);
-    if (chunk) this.#forgetChunk(digest, chunk);
+    if (this.#ledger.drop(digest)) this.#removeChunk(digest);
   }
 
   #manifestOp(key: string, op: () => Promise<void>): Promise<void> {
@@ -552,18 +531,13 @@ export class ObjectStore {
     }
     manifests.sort((a, b) => a.createdAtMs - b.createdAtMs); // newest ends nearest the head
     for (const manifest of manifests) {
-      for (const digest of manifest.chunks) {
-        if (!this.#chunks.has(digest)) {
-          this.#chunks.set(digest, { size: onDisk.get(digest)!, refs: 0 });
-          this.#bytes += onDisk.get(digest)!;
-        }
-      }
+      for (const digest of manifest.chunks) this.#ledger.stored(digest, onDisk.get(digest)!);
       this.#index(manifest);
     }
     for (const digest of scanned) {
-      if (!this.#chunks.has(digest)) await this.#files.remove(digest); // orphans of interrupted writes
+      if (!this.#ledger.has(digest)) await this.#files.remove(digest); // orphans of interrupted writes
     }
-    if (this.#bytes > this.#opts.maxBytes) {
+    if (this.#ledger.bytes > this.#opts.maxBytes) {
       this.#reserve(0); // the limit was lowered: evict down to it
       this.#reserved = 0;
     }

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ChunkLedger } from './chunk-ledger.ts';
+
+describe('ChunkLedger', () => {
+  it('counts a chunk repeated in one object once, and forgets it with the last holder', () => {
+    const ledger = new ChunkLedger();
+    ledger.stored('z', 4);
+    // An object of zeros: the same chunk eight times, one reference.
+    ledger.take(['z', 'z', 'z', 'z', 'z', 'z', 'z', 'z']);
+    assert.equal(ledger.refs('z'), 1);
+    // A second object with the same content.
+    ledger.take(['z', 'z']);
+    assert.equal(ledger.refs('z'), 2);
+    assert.deepEqual(ledger.release(['z', 'z']), [], 'one object gone: the other still holds it');
+    assert.deepEqual(ledger.release(['z', 'z', 'z']), ['z'], 'the last: forgotten');
+    assert.equal(ledger.bytes, 0);
+    assert.equal(ledger.has('z'), false);
+  });
+
+  it('keeps a chunk two downloads write at once, whichever finishes or gives up first', () => {
+    const ledger = new ChunkLedger();
+    // Two leases write the same chunk at once; the first lands, the second is still writing.
+    ledger.startWrite('c');
+    ledger.startWrite('c');
+    ledger.stored('c', 10);
+    ledger.endWrite('c');
+    ledger.take(['c']); // the first lease holds it
+    assert.equal(ledger.bytes, 10, 'counted once');
+    assert.deepEqual(ledger.release(['c']), [], 'the first lease gives up: the second still writes it');
+    assert.ok(ledger.has('c'));
+    ledger.stored('c', 10);
+    ledger.endWrite('c');
+    ledger.take(['c']); // the second commits
+    assert.equal(ledger.bytes, 10);
+    assert.deepEqual(ledger.release(['c']), ['c']);
+  });
+
+  it('forgets a chunk whose download was deleted while it was written, unless someone else holds it', () => {
+    const ledger = new ChunkLedger();
+    ledger.startWrite('d');
+    ledger.stored('d', 7);
+    ledger.endWrite('d');
+    assert.equal(ledger.abandon('d'), true, 'the lease was released during the write: nobody holds it');
+    assert.equal(ledger.bytes, 0);
+    // The same, but another object holds the chunk meanwhile: kept.
+    ledger.stored('e', 3);
+    ledger.take(['e']);
+    ledger.startWrite('e');
+    ledger.endWrite('e');
+    assert.equal(ledger.abandon('e'), false);
+    assert.equal(ledger.refs('e'), 1);
+    // And a delete while another write of it is under way: the writer decides.
+    ledger.startWrite('e');
+    assert.deepEqual(ledger.release(['e']), []);
+    ledger.endWrite('e');
+    assert.equal(ledger.abandon('e'), true);
+  });
+
+  it('drops a damaged chunk whoever holds it, and refuses to count an unknown one', () => {
+    const ledger = new ChunkLedger();
+    ledger.stored('bad', 5);
+    ledger.take(['bad']);
+    assert.equal(ledger.drop('bad'), true);
+    assert.equal(ledger.bytes, 0);
+    assert.deepEqual(ledger.release(['bad']), [], 'a release after the drop changes nothing');
+    assert.throws(() => ledger.take(['never-stored']), /not stored/);
+  });
+});
