@@ -67,6 +67,7 @@ function buildStatus(
   overlay: Overlay,
   counters: Counters,
   scrub: ScrubState,
+  tombstones: Tombstones,
 ) {
   const { static: statics, members, ...mesh } = overlay.status();
   const liveMembers = members.filter((m) => m.state !== 'dead');
@@ -84,7 +85,12 @@ function buildStatus(
     cache: store.stats(),
     counters: counters.snapshot(),
     scrub,
-    process: { rssBytes: process.memoryUsage.rss(), uptimeSeconds: Math.round(process.uptime()) },
+    tombstones: tombstones.size,
+    process: {
+      rssBytes: process.memoryUsage.rss(),
+      heapUsedBytes: process.memoryUsage().heapUsed,
+      uptimeSeconds: Math.round(process.uptime()),
+    },
   };
 }
 
@@ -342,7 +348,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     counters,
     metrics,
     logger,
-    status: () => buildStatus(config, store, overlay, counters, scrub),
+    status: () => buildStatus(config, store, overlay, counters, scrub, tombstones),
     ready: () => ready,
   });
   // Headers must come within 10 s (a client that trickles them holds nothing for long); a body or a
@@ -439,7 +445,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     grpcPort,
     store,
     counters,
-    status: () => buildStatus(config, store, overlay, counters, scrub),
+    status: () => buildStatus(config, store, overlay, counters, scrub, tombstones),
     async close() {
       ready = false;
       clearInterval(sweep);

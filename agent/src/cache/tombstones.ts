@@ -99,6 +99,11 @@ export class Tombstones {
     }
     return t;
   }
+  /** Tombstones held (expired ones included until the next snapshot drops them). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
   /** When `key` was purged, if it was (and the record has not expired). */
   purgedAt(key: string): number | undefined {
     const entry = this.#entries.get(key);

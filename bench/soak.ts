@@ -1,0 +1,237 @@
+#!/usr/bin/env node
+/**
+ * `npm run soak -- --minutes 60 [--agents 3] [--plot FILE]`: a local mesh (agents on a real NATS) under
+ * a steady mixed load: PUTs of small and medium objects (R = 3, W = 2), GETs of any of them from any
+ * agent, DELETEs (mesh-wide purges, so tombstones pile up) and exchange messages. Every 10 s it
+ * samples each agent's RSS, heap in use, open file descriptors, tombstones and store bytes. The
+ * trend is the slope of a least-squares line over the second half of the run (after warm-up), per
+ * agent; what matters is that memory and descriptors do not keep growing. Draws an SVG plot (RSS and
+ * heap over time, per agent), prints a table and the machine, and ends with one JSON line.
+ */
+import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type AgentProcess, peersAlive, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
+import { describeMachine, round } from './support/machine.ts';
+
+const { values } = parseArgs({
+  options: {
+    minutes: { type: 'string', default: '60' },
+    agents: { type: 'string', default: '3' },
+    plot: { type: 'string', default: 'bench/soak.svg' },
+    'sample-seconds': { type: 'string', default: '10' },
+  },
+});
+const minutes = Number(values.minutes);
+const count = Number(values.agents);
+const sampleMs = Number(values['sample-seconds']) * 1000;
+if (!(minutes > 0) || !(count >= 2) || !(sampleMs >= 1000)) {
+  process.stderr.write(
+    'usage: npm run soak -- --minutes N [--agents N>=2] [--plot FILE] [--sample-seconds S]\n',
+  );
+  process.exit(2);
+}
+const missing = natsUnavailable();
+if (missing) {
+  process.stderr.write(`soak: ${missing}\n`);
+  process.exit(2);
+}
+
+type Sample = { t: number; rss: number; heap: number; fds: number; tombstones: number; storeBytes: number };
+type Status = {
+  tombstones: number;
+  cache: { bytes: number };
+  process: { rssBytes: number; heapUsedBytes: number };
+};
+
+const dir = await mkdtemp(join(tmpdir(), 'edgemesh-soak-'));
+const nats = await startNatsServer();
+const agents: AgentProcess[] = [];
+for (let i = 0; i < count; i++)
+  agents.push(
+    await startAgentProcess([
+      ...['--node-id', `s${i}`, '--zone', `z${i % 3}`, '--mesh', 'soak', '--store.dir', join(dir, `s${i}`)],
+      ...['--control-plane.servers', nats.url, '--replication.factor', String(Math.min(3, count))],
+      ...['--replication.write-copies', '2', '--store.max-bytes', String(512 * 2 ** 20)],
+    ]),
+  );
+await Promise.all(agents.map((a) => peersAlive(a, count - 1)));
+
+const samples: Sample[][] = agents.map(() => []);
+const started = performance.now();
+const until = started + minutes * 60_000;
+const load = { puts: 0, gets: 0, deletes: 0, messages: 0, errors: 0 };
+const errorKinds: Record<string, number> = {};
+let nextKey = 0;
+const keys: string[] = [];
+const pick = <T>(list: readonly T[]) => list[Math.floor(Math.random() * list.length)]!;
+
+async function sample(): Promise<void> {
+  const t = (performance.now() - started) / 1000;
+  await Promise.all(
+    agents.map(async (agent, i) => {
+      const s = (await agent.status()) as unknown as Status;
+      samples[i]!.push({
+        t,
+        rss: s.process.rssBytes,
+        heap: s.process.heapUsedBytes,
+        fds: readdirSync(`/proc/${agent.child.pid}/fd`).length,
+        tombstones: s.tombstones,
+        storeBytes: s.cache.bytes,
+      });
+    }),
+  );
+}
+
+/** One step of the mixed load: mostly reads, some writes, a few purges and messages. */
+async function step(): Promise<void> {
+  const agent = pick(agents);
+  const roll = Math.random();
+  try {
+    if (roll < 0.3 || keys.length < 20) {
+      const key = `soak/${nextKey++}`; // each PUT its own key (four clients write at once)
+      const size = Math.random() < 0.9 ? 1024 + Math.floor(Math.random() * 64 * 1024) : 4 * 2 ** 20;
+      const res = await fetch(`${agent.url}/v1/objects/${key}`, { method: 'PUT', body: randomBytes(size) });
+      await res.arrayBuffer();
+      if (res.status !== 201) throw new Error(`PUT ${res.status}`);
+      keys.push(key);
+      if (keys.length > 2000) keys.shift(); // older ones age out by eviction and purges
+      load.puts++;
+    } else if (roll < 0.9) {
+      const res = await fetch(`${agent.url}/v1/objects/${pick(keys)}`);
+      await res.arrayBuffer();
+      if (res.status !== 200 && res.status !== 404) throw new Error(`GET ${res.status}`);
+      load.gets++;
+    } else if (roll < 0.95) {
+      const key = keys.splice(Math.floor(Math.random() * keys.length), 1)[0]!;
+      const res = await fetch(`${agent.url}/v1/objects/${key}`, { method: 'DELETE' });
+      if (res.status !== 204 && res.status !== 404) throw new Error(`DELETE ${res.status}`);
+      load.deletes++;
+    } else {
+      const res = await fetch(`${agent.url}/v1/exchange/all/soak`, {
+        method: 'POST',
+        body: randomBytes(512),
+      });
+      await res.arrayBuffer();
+      if (res.status !== 202) throw new Error(`POST ${res.status}`);
+      load.messages++;
+    }
+  } catch (error) {
+    load.errors++;
+    const kind = (error as Error).message.slice(0, 60);
+    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+  }
+}
+
+/** Least-squares slope of y over t (per minute), over the second half of the samples. */
+function slopePerMinute(points: readonly Sample[], of: (s: Sample) => number): number {
+  const tail = points.slice(Math.floor(points.length / 2));
+  if (tail.length < 3) return 0;
+  const n = tail.length;
+  const mt = tail.reduce((a, s) => a + s.t, 0) / n;
+  const my = tail.reduce((a, s) => a + of(s), 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const s of tail) {
+    num += (s.t - mt) * (of(s) - my);
+    den += (s.t - mt) ** 2;
+  }
+  return den === 0 ? 0 : (num / den) * 60;
+}
+
+/** The plot: RSS (solid) and heap (dashed) of each agent, in MiB over minutes. */
+function svg(): string {
+  const W = 720;
+  const H = 320;
+  const pad = 40;
+  const all = samples.flat();
+  const maxT = Math.max(1, ...all.map((s) => s.t));
+  const maxY = Math.max(1, ...all.map((s) => s.rss)) / 2 ** 20;
+  const x = (t: number) => pad + ((W - 2 * pad) * t) / maxT;
+  const y = (bytes: number) => H - pad - ((H - 2 * pad) * (bytes / 2 ** 20)) / (maxY * 1.1);
+  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e'];
+  const lines = samples.flatMap((points, i) => [
+    `<polyline fill="none" stroke="${colors[i % colors.length]}" stroke-width="1.5" points="${points.map((s) => `${x(s.t).toFixed(1)},${y(s.rss).toFixed(1)}`).join(' ')}"/>`,
+    `<polyline fill="none" stroke="${colors[i % colors.length]}" stroke-dasharray="4 3" points="${points.map((s) => `${x(s.t).toFixed(1)},${y(s.heap).toFixed(1)}`).join(' ')}"/>`,
+  ]);
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
+    const mib = maxY * 1.1 * f;
+    return `<text x="4" y="${y(mib * 2 ** 20) + 4}" font-size="10">${mib.toFixed(0)}</text>`;
+  });
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${pad}" y="16" font-size="12">soak: ${count} agents, ${round(maxT / 60, 1)} min; RSS (solid) and heap in use (dashed), MiB</text>`,
+    `<line x1="${pad}" y1="${H - pad}" x2="${W - pad}" y2="${H - pad}" stroke="#888"/>`,
+    `<text x="${W - pad - 40}" y="${H - pad + 16}" font-size="10">${round(maxT / 60, 1)} min</text>`,
+    ...ticks,
+    ...lines,
+    '</svg>',
+  ].join('\n');
+}
+
+try {
+  console.log(
+    `# soak: ${count} agents, ${minutes} min, sampled every ${sampleMs / 1000} s; ${describeMachine()}`,
+  );
+  await sample();
+  let nextSample = performance.now() + sampleMs;
+  // Four clients at once, steadily, until the end.
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (performance.now() < until) {
+        await step();
+        if (performance.now() >= nextSample) {
+          nextSample += sampleMs;
+          await sample();
+        }
+      }
+    }),
+  );
+  await sample();
+  const rows = agents.map((_, i) => {
+    const points = samples[i]!;
+    const first = points[0]!;
+    const last = points.at(-1)!;
+    return {
+      agent: `s${i}`,
+      rss_mb: [round(first.rss / 1e6, 1), round(last.rss / 1e6, 1)],
+      rss_slope_mb_per_min: round(slopePerMinute(points, (s) => s.rss) / 1e6, 3),
+      heap_slope_mb_per_min: round(slopePerMinute(points, (s) => s.heap) / 1e6, 3),
+      fds: [first.fds, last.fds],
+      fds_slope_per_min: round(
+        slopePerMinute(points, (s) => s.fds),
+        3,
+      ),
+      tombstones: last.tombstones,
+      store_mb: round(last.storeBytes / 1e6, 1),
+    };
+  });
+  for (const r of rows) console.log(`# ${JSON.stringify(r)}`);
+  console.log(`# load: ${JSON.stringify(load)}; errors by kind: ${JSON.stringify(errorKinds)}`);
+  await writeFile(values.plot, svg());
+  console.log(`# plot: ${values.plot}`);
+  const worst = (key: 'rss_slope_mb_per_min' | 'heap_slope_mb_per_min' | 'fds_slope_per_min') =>
+    Math.max(...rows.map((r) => r[key]));
+  console.log(
+    JSON.stringify({
+      bench: 'soak',
+      minutes,
+      agents: count,
+      requests: load.puts + load.gets + load.deletes + load.messages,
+      errors: load.errors,
+      rss_slope_mb_per_min: worst('rss_slope_mb_per_min'),
+      heap_slope_mb_per_min: worst('heap_slope_mb_per_min'),
+      fds_slope_per_min: worst('fds_slope_per_min'),
+      rss_end_mb: Math.max(...rows.map((r) => r.rss_mb[1]!)),
+    }),
+  );
+} finally {
+  await Promise.all(agents.map((a) => a.stop()));
+  await nats.stop();
+  await rm(dir, { recursive: true, force: true });
+}
