@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { nearlyValid } from '../../agent/harness/fuzz.ts';
 import { parse } from 'yaml';
 import { edgeMeshSpecSchema, type EdgeMesh } from '../src/api/edgemesh.ts';
 import { desiredChildren } from '../src/reconcile/desired.ts';
@@ -66,18 +67,7 @@ const value = fc.oneof(
   fc.array(fc.string({ maxLength: 10 }), { maxLength: 3 }),
   fc.dictionary(fc.string({ maxLength: 10 }), fc.string({ maxLength: 10 }), { maxKeys: 3 }),
 );
-const spec = fc.array(fc.tuple(fc.constantFrom(...PATHS), value), { maxLength: 3 }).map((changes) => {
-  const raw = structuredClone(BASE) as Record<string, unknown>;
-  for (const [path, v] of changes) {
-    let at = raw;
-    for (const key of path.slice(0, -1)) {
-      if (typeof at[key] !== 'object' || at[key] === null) at[key] = {};
-      at = at[key] as Record<string, unknown>;
-    }
-    at[path.at(-1)!] = v;
-  }
-  return raw;
-});
+const spec = nearlyValid(BASE, PATHS, value);
 
 describe(`EdgeMesh specs, fuzzed (fast-check, seed ${SEED}, ${RUNS} cases)`, () => {
   it('every spec is refused with issues or accepted, and every accepted one makes its children without an exception', () => {

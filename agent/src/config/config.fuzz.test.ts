@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { nearlyValid } from '../../harness/fuzz.ts';
 import { ConfigError, loadConfig, parseConfig } from './load.ts';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
@@ -49,18 +50,7 @@ const PATHS = [
   ['unknown'],
   ['http', 'unknown'],
 ];
-const config = fc.array(fc.tuple(fc.constantFrom(...PATHS), value), { maxLength: 3 }).map((changes) => {
-  const raw = structuredClone(BASE) as Record<string, unknown>;
-  for (const [path, v] of changes) {
-    let at = raw;
-    for (const key of path.slice(0, -1)) {
-      if (typeof at[key] !== 'object' || at[key] === null) at[key] = {};
-      at = at[key] as Record<string, unknown>;
-    }
-    at[path.at(-1)!] = v;
-  }
-  return raw;
-});
+const config = nearlyValid(BASE, PATHS, value);
 const flag = fc.tuple(
   fc.constantFrom(
     '--http.port',

@@ -51,6 +51,17 @@ class Bus {
   }
 }
 
+/** Publishes, as node n`from` on `bus`, an announce of `member`. */
+const announceOn = (bus: Bus, from: number, member: MemberInfo) =>
+  bus.planes[from]!.plane.publish({
+    v: 1,
+    type: 'member.announce',
+    mesh: 'm',
+    from: `n${from}`,
+    sentAtMs: 0,
+    body: { member },
+  });
+
 const settle = async () => {
   for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
 };
@@ -138,14 +149,7 @@ describe('Membership', () => {
     assert.ok(!alive(n0).includes('n1'), 'suspected');
     bus.up = true;
     // n1 is back, with a new life: its announce carries a higher incarnation.
-    bus.planes[1]!.plane.publish({
-      v: 1,
-      type: 'member.announce',
-      mesh: 'm',
-      from: 'n1',
-      sentAtMs: 0,
-      body: { member: { ...old.info, incarnation: old.info.incarnation + 1 } },
-    });
+    announceOn(bus, 1, { ...old.info, incarnation: old.info.incarnation + 1 });
     await settle();
     const now = n0.all().find((m) => m.info.nodeId === 'n1')!;
     assert.notEqual(now.transport, old.transport, 'a fresh connection');
@@ -172,22 +176,13 @@ describe('Membership', () => {
     Object.assign(liar.transport, {
       probe: () => Promise.resolve({ nodeId: 'phantom', zone: 'z', region: 'r', rttMs: 1 }),
     });
-    bus.planes[1]!.plane.publish({
-      v: 1,
-      type: 'member.announce',
-      mesh: 'm',
-      from: 'n1',
-      sentAtMs: 0,
-      body: {
-        member: {
-          nodeId: 'phantom',
-          zone: 'z',
-          region: 'r',
-          grpc: '10.7.7.7:1',
-          weight: 1000,
-          incarnation: 0,
-        },
-      },
+    announceOn(bus, 1, {
+      nodeId: 'phantom',
+      zone: 'z',
+      region: 'r',
+      grpc: '10.7.7.7:1',
+      weight: 1000,
+      incarnation: 0,
     });
     await settle();
     await n0.probe('phantom');
