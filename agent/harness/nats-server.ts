@@ -26,6 +26,23 @@ export async function startNatsServer(
   port?: number,
   place: { netns?: string; host?: string; config?: string; args?: readonly string[] } = {},
 ): Promise<NatsServer> {
+  // A restart at the same port (clients reconnect to the address they know) may find it still
+  // held for a moment, or taken by another process: tried again for up to 5 s before giving up.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await startOnce(port, place);
+    } catch (error) {
+      if (port === undefined || attempt >= 50 || !/address already in use/i.test((error as Error).message))
+        throw error;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+async function startOnce(
+  port: number | undefined,
+  place: { netns?: string; host?: string; config?: string; args?: readonly string[] },
+): Promise<NatsServer> {
   const host = place.host ?? '127.0.0.1';
   const argv = [
     'nats-server',
