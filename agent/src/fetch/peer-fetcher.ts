@@ -25,6 +25,14 @@ export class PeerFetchError extends Error {
     this.key = key;
     this.failures = failures;
   }
+
+  /**
+   * Whether no peer failed, only let go of it: none was left to ask, or each answered that it holds
+   * it no more (NOT_FOUND). The object was evicted everywhere: a miss, not a fault.
+   */
+  get gone(): boolean {
+    return this.failures.every((f) => /\b5 NOT_FOUND\b/.test(f));
+  }
 }
 
 export interface Located {

@@ -33,6 +33,10 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof IncompleteBodyError) return new HttpError(400, 'IncompleteBody', error.message);
   if (error instanceof InsufficientStorageError)
     return new HttpError(507, 'InsufficientStorage', error.message);
+  // No peer failed: none holds it any more (evicted everywhere, and the holders it was known by let
+  // it go). That is a miss, not a fault.
+  if (error instanceof PeerFetchError && error.gone)
+    return new HttpError(404, 'NotFound', `${error.key} is held by no node any more`);
   if (error instanceof PeerFetchError) return new HttpError(502, 'PeerFetchFailed', error.message);
   if (error instanceof OriginError) return new HttpError(502, 'OriginFailed', error.message);
   if (error instanceof IntegrityError) return new HttpError(502, 'IntegrityError', error.message);
