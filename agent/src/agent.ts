@@ -148,6 +148,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       }
     });
   const tombstones = await Tombstones.open(config.store.dir, clock);
+  /** What the replicator remembers of an object goes with it (set once the replicator exists). */
+  let forgetReplicas: (key: string) => void = () => undefined;
   const store = await ObjectStore.open({
     dir: config.store.dir,
     maxBytes: config.store.maxBytes,
@@ -157,7 +159,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     fsync: config.store.fsync,
     clock,
     isKey,
-    onRemoved: (_key, reason) => Counters.bump(counters.removals, reason),
+    onRemoved: (key, reason) => {
+      Counters.bump(counters.removals, reason);
+      forgetReplicas(key);
+    },
     onStored: (manifest) => overlay.announceHolding(manifest),
     ...(signer ? { sign: (manifest: Omit<Manifest, 'signature'>) => signer.sign(manifest) } : {}),
     purgedAt: (key) => tombstones.purgedAt(key),
@@ -239,6 +244,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     writeCopies: config.replication.writeCopies,
     timeoutMs: config.replication.timeoutMs,
   });
+  forgetReplicas = (key) => replicator.forgetKey(key);
   overlay.onMembershipChange(() => replicator.schedule());
   // A member that restarted may have lost what it held: its copies are made again (asking one that
   // still has them costs a round trip).

@@ -64,6 +64,10 @@ describe('Replicator', () => {
       replicator.forget('b:1');
       await replicator.repair();
       assert.equal(calls, 4);
+      // A key removed here (replaced, evicted) is forgotten with it: a new version is copied again.
+      replicator.forgetKey('k');
+      await replicator.repair();
+      assert.equal(calls, 5);
     } finally {
       replicator.close();
     }

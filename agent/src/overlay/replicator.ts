@@ -77,6 +77,11 @@ export class Replicator {
     return this.#backlog;
   }
 
+  /** Forgets `key` (removed from this node): its record would otherwise stay until a repair pass. */
+  forgetKey(key: string): void {
+    this.#replicatedTo.delete(key);
+  }
+
   /** Forgets that anything was copied to `address` (a member there restarted): repair asks again. */
   forget(address: string): void {
     for (const done of this.#replicatedTo.values()) done.delete(address);
