@@ -369,8 +369,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     },
     app,
   );
+  /** Connections with a request in progress: only those are counted when cut (not an idle keep-alive). */
+  const busy = new WeakSet<object>();
   http.setTimeout(config.http.idleTimeoutMs, (socket) => {
-    Counters.bump(counters.clientsRefused, 'idle');
+    if (busy.has(socket)) Counters.bump(counters.clientsRefused, 'idle');
     socket.destroy();
   });
   // The idle clock runs only while it is the client's turn: while its body comes in, and once the
@@ -378,6 +380,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // client, waiting for it, is not idle.
   http.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
+    busy.add(socket);
+    res.once('close', () => busy.delete(socket));
     const serverTurn = () => socket.setTimeout(0);
     const hasBody =
       (req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding'] !== undefined;

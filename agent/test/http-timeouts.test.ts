@@ -94,11 +94,13 @@ describe('HTTP API timeouts', () => {
       await eventually(async () => ((await idleCuts()) > before ? true : undefined), 10_000, 'the cut');
       reader.resume();
       await closed;
+      const cutsBefore = await idleCuts();
       const idle = await open();
       const idleClosed = closedByServer(idle);
       idle.write('GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n');
       idle.resume();
       await idleClosed; // by the keep-alive timeout, or the idle one
+      assert.equal(await idleCuts(), cutsBefore, 'an idle keep-alive closed is no client refused');
     },
   );
 
