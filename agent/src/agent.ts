@@ -70,6 +70,7 @@ function buildStatus(
   tombstones: Tombstones,
 ) {
   const { static: statics, members, ...mesh } = overlay.status();
+  const memory = process.memoryUsage();
   const liveMembers = members.filter((m) => m.state !== 'dead');
   return {
     id: config.nodeId,
@@ -87,8 +88,8 @@ function buildStatus(
     scrub,
     tombstones: tombstones.size,
     process: {
-      rssBytes: process.memoryUsage.rss(),
-      heapUsedBytes: process.memoryUsage().heapUsed,
+      rssBytes: memory.rss,
+      heapUsedBytes: memory.heapUsed,
       uptimeSeconds: Math.round(process.uptime()),
     },
   };

@@ -30,6 +30,15 @@ export function setCondition(
   );
 }
 
+/** The status fields that come from the agents' reports: kept as they were while none arrive. */
+const FIGURE_FIELDS = [
+  'hitRatio',
+  'bytesFromPeers',
+  'bytesFromOrigin',
+  'distrustedPeers',
+  'distrustedNodes',
+] as const satisfies readonly (keyof EdgeMeshStatus & keyof MeshFigures)[];
+
 /** The mesh's status from its DaemonSet, its nodes and any blocker. */
 export function computeStatus(
   mesh: EdgeMesh,
@@ -100,21 +109,9 @@ export function computeStatus(
           distrustedPeers: figures.distrustedPeers,
           distrustedNodes: figures.distrustedNodes,
         }
-      : {
-          ...(mesh.status?.hitRatio === undefined ? {} : { hitRatio: mesh.status.hitRatio }),
-          ...(mesh.status?.bytesFromPeers === undefined
-            ? {}
-            : { bytesFromPeers: mesh.status.bytesFromPeers }),
-          ...(mesh.status?.bytesFromOrigin === undefined
-            ? {}
-            : { bytesFromOrigin: mesh.status.bytesFromOrigin }),
-          ...(mesh.status?.distrustedPeers === undefined
-            ? {}
-            : { distrustedPeers: mesh.status.distrustedPeers }),
-          ...(mesh.status?.distrustedNodes === undefined
-            ? {}
-            : { distrustedNodes: mesh.status.distrustedNodes }),
-        }),
+      : Object.fromEntries(
+          FIGURE_FIELDS.filter((f) => mesh.status?.[f] !== undefined).map((f) => [f, mesh.status![f]]),
+        )),
   };
 }
 
