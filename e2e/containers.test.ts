@@ -7,6 +7,7 @@ import type { StartedNetwork, StartedTestContainer } from 'testcontainers';
 import { eventually } from '../agent/harness/agent-process.ts';
 import { type ReceivedSpan, startOtlpReceiver } from '../agent/harness/otlp-receiver.ts';
 import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { Placement } from '../agent/src/overlay/placement.ts';
 import { createTestCa } from '../agent/harness/test-ca.ts';
 import { objects, template } from '../charts/lib/helm.ts';
 import { type FakeApiServer, startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
@@ -193,22 +194,30 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
     body = randomBytes(9 * 2 ** 20); // three chunks
     const put = await fetch(`${writer.url}/v1/objects/e2e/blob`, { method: 'PUT', body });
     assert.equal(put.status, 201, await put.text());
-    // R = 2, W = 2: the writer and the key's owners end up holding it; the reader is a node that does not.
+    // R = 2, W = 2: the writer and the key's two owners (by placement) end up holding it, and no one
+    // else (three copies when the writer is not an owner); the reader is a node that does not.
     const holding = async () => {
       const held: Node[] = [];
       for (const n of nodes) if ((await status(n)).cache.entries > 0) held.push(n);
       return held;
     };
-    await eventually(
+    const owners = new Placement(nodes.map((n) => ({ id: n.id, zone: n.zone, region: 'r1', weight: 1 })))
+      .owners('e2e/blob', 2)
+      .map((o) => nodes.find((n) => n.id === o.id)!);
+    const expected = nodes.filter((n) => n === writer || owners.includes(n));
+    holders = await eventually(
       async () => {
         const held = await holding();
-        return held.length >= 2 && held.includes(writer) ? true : undefined;
+        return expected.every((n) => held.includes(n)) ? held : undefined;
       },
       15_000,
-      'the copies',
+      `the copies on ${expected.map((n) => n.id).join(', ')}`,
     );
-    await new Promise((r) => setTimeout(r, 1000)); // a third copy, when the writer is not an owner
-    holders = await holding();
+    assert.deepEqual(
+      holders.map((n) => n.id),
+      expected.map((n) => n.id),
+      'the writer and the owners hold it, and no one else',
+    );
     const reader = nodes.find((n) => !holders.includes(n))!;
     assert.ok(reader, `some node holds no copy (holders: ${holders.map((h) => h.id).join(', ')})`);
 

@@ -738,6 +738,7 @@ class Download {
       return;
     }
     if (this.#discarded) {
+      this.#opts.logger.info({ key: manifest.key }, 'download not kept: the object was deleted while it ran');
       this.#succeed(manifest, false);
       return;
     }
