@@ -42,7 +42,7 @@ function holder(id: string, opts: { busy?: number } = {}) {
   let busy = opts.busy ?? 0;
   const transport = stubTransport(id, `${id}:1`, {
     async *fetchChunks(digests) {
-      await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 5)); // a holder takes a moment to answer, as a real one does
       if (busy-- > 0) throw new PeerBusyError(id, 'busy');
       for (const d of digests) {
         const index = manifest.chunks.indexOf(d);

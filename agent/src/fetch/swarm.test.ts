@@ -60,7 +60,7 @@ describe('Seeder (super-seeding by the origin fetcher)', () => {
     p.hold(1);
     assert.equal(seen.a!.length + seen.b!.length, 2, 'each chunk shown once');
     assert.equal(seen.a!.length, 1, 'spread over the watchers');
-    await new Promise((r) => setTimeout(r, 60));
+    await new Promise((r) => setTimeout(r, 60)); // past the seeder's 30 ms delay: the delay is what is tested
     assert.deepEqual([...seen.a!].sort(), [0, 1]);
     assert.deepEqual([...seen.b!].sort(), [0, 1]);
     const late = seeder.add(() => undefined);

@@ -13,11 +13,11 @@ describe('UploadLimiter', () => {
     let now = 0;
     const limiter = new UploadLimiter(1000, 100, () => now); // 1000 B/s: 1 byte per ms
     const granted: number[] = [];
-    for (let i = 0; i < 3; i++) void limiter.acquire(100, 'a')!.then(() => granted.push(i));
+    const grants = [0, 1, 2].map((i) => limiter.acquire(100, 'a')!.then(() => granted.push(i)));
     await new Promise((r) => setImmediate(r));
     assert.deepEqual(granted, [0, 1], 'the burst (100 B) lets a second request through at once');
     now = 100;
-    await new Promise((r) => setTimeout(r, 120));
+    await grants[2]; // granted when the limiter's own timer fires, now that the clock has moved on
     assert.deepEqual(granted, [0, 1, 2]);
     limiter.close();
   });
@@ -30,6 +30,7 @@ describe('UploadLimiter', () => {
     void limiter.acquire(10, 'far')!.then(() => order.push('far'));
     for (let t = 1; t <= 10; t++) {
       now = t * 10;
+      // One step of the fake clock: long enough for the limiter's own timer (10 ms at this rate) to fire.
       await new Promise((r) => setTimeout(r, 12));
     }
     assert.equal(order.length, 6);

@@ -4,12 +4,13 @@ import type { CoordinationV1Api, V1Lease } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { LeaderElector } from './leader.ts';
 
-/** One Lease in memory with compare-and-swap writes; `slow` holds the next replace until released. */
+/** One Lease in memory with compare-and-swap writes; `slowNextWrite` holds the next replace until released. */
 function leaseStore() {
   let lease: V1Lease | undefined;
   let rv = 0;
   let hold: Promise<void> | undefined;
   let letGo = () => {};
+  let held = () => {};
   const conflict = () => Object.assign(new Error('conflict'), { code: 409 });
   const api = {
     readNamespacedLease: () =>
@@ -24,6 +25,7 @@ function leaseStore() {
     replaceNamespacedLease: async ({ body }: { body: V1Lease }) => {
       const gate = hold;
       hold = undefined;
+      if (gate) held();
       await gate;
       if (body.metadata?.resourceVersion !== lease?.metadata?.resourceVersion) throw conflict();
       lease = { ...body, metadata: { ...body.metadata, resourceVersion: String(++rv) } };
@@ -44,10 +46,13 @@ function leaseStore() {
       };
       return () => resume();
     },
-    /** The next replace waits until `release` is called. */
+    /** The next replace waits until `letGo` is called; `held` resolves once it is waiting. */
     slowNextWrite() {
       hold = new Promise((r) => (letGo = r));
-      return () => letGo();
+      return {
+        held: new Promise<void>((r) => (held = r)),
+        letGo: () => letGo(),
+      };
     },
   };
 }
@@ -76,9 +81,8 @@ describe('leader election', () => {
     const { elector, counts } = electorOn(store, 2000);
     elector.start();
     while (!elector.leading) await new Promise((r) => setTimeout(r, 5));
-    const letGo = store.slowNextWrite();
-    // Wait until the next renewal is in flight (held at its write), then shut down.
-    await new Promise((r) => setTimeout(r, 60));
+    const { held, letGo } = store.slowNextWrite();
+    await held; // the next renewal is in flight, held at its write: now shut down
     elector.close();
     const released = elector.release();
     letGo();
@@ -103,6 +107,8 @@ describe('leader election', () => {
     assert.equal(elector.leading, false, 'it stepped down instead of waiting on the hung call');
     await elector.release(); // no more attempts of its own
     resume(); // the hung renewals answer now, long after they were given up
+    // A window, not an event: nothing should happen in it (the fake answers in microtasks, so 50 ms
+    // is ample for a late answer to be acted on, were it acted on).
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(elector.leading, false, 'a late answer did not make it the leader again');
     assert.equal(counts.started, 1);

@@ -67,12 +67,13 @@ describe('WorkQueue', () => {
     const run = q.run(4, async (key) => {
       if (active.has(key)) overlap = true;
       active.add(key);
-      await new Promise((r) => setTimeout(r, 2));
+      await new Promise((r) => setTimeout(r, 2)); // each item takes a while, so workers overlap
       active.delete(key);
       processed++;
     });
     for (let i = 0; i < 50; i++) q.add(`k${i % 5}`);
-    await new Promise((r) => setTimeout(r, 50));
+    // Until the work is done: every key processed, nothing queued or in progress.
+    while (processed < 5 || q.depth > 0 || q.busy > 0) await new Promise((r) => setTimeout(r, 5));
     q.shutDown();
     await run;
     assert.equal(overlap, false);
