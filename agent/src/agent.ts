@@ -90,6 +90,10 @@ function buildStatus(
     process: {
       rssBytes: memory.rss,
       heapUsedBytes: memory.heapUsed,
+      heapTotalBytes: memory.heapTotal,
+      /** Memory V8 tracks outside its heap; most of it is Buffers (arrayBuffersBytes): chunks, frames. */
+      externalBytes: memory.external,
+      arrayBuffersBytes: memory.arrayBuffers,
       uptimeSeconds: Math.round(process.uptime()),
     },
   };
@@ -172,6 +176,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       logger.error({ chunk: digest }, 'chunk damaged on disk: dropped with the objects that used it');
     },
     onBackgroundError: (error) => logger.error({ err: error }, 'background store operation failed'),
+    isOwned: (key) => overlay.placementOf(key).self,
+    onDiskFull: (evicted) =>
+      logger.warn({ evicted }, 'the disk is full below the store limit: evicted to make room'),
   });
   const swarm = new Swarm();
   const uploadLimiter = new UploadLimiter(config.transfer.uploadBytesPerSecond, MIN_CHUNK_SIZE);
@@ -184,6 +191,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     // metrics is made further down; fetches start only once the agent is up.
     onBatch: (hop, seconds) => metrics.recordPeerFetch(hop, seconds),
     peers: () => overlay.peers(),
+    untilJoined: () => overlay.untilJoined(),
     owners: (key) => overlay.owners(key),
     resolve: (holder) => overlay.resolve(holder),
     rank: (holders) => overlay.rank(holders),
@@ -240,6 +248,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       }),
     store,
     placementOf: (key) => overlay.placementOf(key),
+    standInsOf: (key) => overlay.standInsOf(key),
+    isAlive: (peer) => overlay.isAlive(peer),
+    untilJoined: () => overlay.untilJoined(),
     self: () => overlay.selfHolder(),
     logger,
     writeCopies: config.replication.writeCopies,
@@ -340,6 +351,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       inbox,
       nodeId: config.nodeId,
       targets: (target) => overlay.targets(target),
+      untilJoined: () => overlay.untilJoined(),
       timeoutMs: config.transfer.peerTimeoutMs,
       onCutOff: () => Counters.bump(counters.clientsRefused, 'slow-receiver'),
     },

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open as openFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -384,5 +385,39 @@ describe('ObjectStore', () => {
     assert.equal(store.stats().bytes, final.length);
     const reopened = await open();
     assert.deepEqual(await readAll(reopened, 'same'), final);
+  });
+
+  it('on a disk another tenant filled, evicts cached copies to take a write, never owned ones', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root to mount a small tmpfs');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', dir]);
+    try {
+      // Its limit (64 MiB) is far above what the disk holds, as on a shared volume.
+      const store = await open({ dir: join(dir, 'store'), isOwned: (key) => key.startsWith('own/') });
+      const body = () => randomBytes(MiB);
+      for (const key of ['own/1', 'cached/1', 'cached/2', 'own/2'])
+        await store.put(key, pieces(body()), { size: MiB });
+      // Someone else fills the rest of the disk.
+      const filler = await openFile(join(dir, 'filler'), 'w');
+      await assert.rejects(async () => {
+        for (;;) await filler.write(Buffer.alloc(MiB));
+      }, /ENOSPC/);
+      await filler.close();
+      const data = body();
+      await store.put('new', pieces(data), { size: MiB });
+      assert.deepEqual(await readAll(store, 'new'), data, 'the write was taken');
+      assert.ok(store.lookup('own/1') && store.lookup('own/2'), 'owned copies kept');
+      assert.ok(removed.includes('cached/1:evicted'), 'a cached copy made the room');
+      // Nothing cached is left to give: the disk-full error stands.
+      await store.put('cached/3', pieces(body()), { size: MiB }).catch(() => undefined);
+      for (const key of store.keys()) if (!key.startsWith('own/')) await store.delete(key);
+      await assert.rejects(
+        store.put('more', pieces(randomBytes(4 * MiB)), { size: 4 * MiB }),
+        InsufficientStorageError,
+      );
+      assert.ok(store.lookup('own/1') && store.lookup('own/2'), 'owned copies still kept');
+      await store.flush();
+    } finally {
+      execFileSync('umount', ['-l', dir]);
+    }
   });
 });

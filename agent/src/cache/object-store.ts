@@ -16,6 +16,11 @@ import { type Manifest, type NodeSignature, manifestChunkLength } from './manife
 import { ManifestFiles } from './manifest-files.ts';
 import { Sieve } from './sieve.ts';
 
+/** How far eviction looks for a cached copy before it takes an owned one (each look places a key). */
+const CACHED_VICTIM_SCAN = 256;
+/** What a write that found the disk full frees at least, before it tries once more. */
+const DISK_FULL_FREE = 8 * 2 ** 20;
+
 export interface ObjectStoreOptions {
   dir: string;
   /** The most bytes of chunks on disk; the store never goes above it. */
@@ -44,6 +49,10 @@ export interface ObjectStoreOptions {
   onCorruptChunk?: (digest: string) => void;
   /** Told of background file errors that have no caller to throw to. */
   onBackgroundError?: (error: unknown) => void;
+  /** Whether this node keeps `key` as one of its owners: such copies are evicted last. */
+  isOwned?: (key: string) => boolean;
+  /** Told when a full disk made the store evict (`evicted` objects) to take a write. */
+  onDiskFull?: (evicted: number) => void;
 }
 
 export type RemovalReason = 'evicted' | 'expired' | 'deleted' | 'replaced' | 'corrupt';
@@ -348,7 +357,7 @@ export class ObjectStore {
     const signature = fields.signature ?? this.#opts.sign?.(unsigned);
     const manifest: Manifest = signature ? { ...unsigned, signature } : unsigned;
     await this.#manifestOp(manifest.key, async () => {
-      await this.#manifests.write(manifest);
+      await this.#makingRoom(0, () => this.#manifests.write(manifest));
       if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
       this.#index(manifest);
     });
@@ -420,7 +429,7 @@ export class ObjectStore {
       this.#reserve(data.length);
       this.#ledger.startWrite(digest);
       try {
-        await this.#files.write(digest, data);
+        await this.#makingRoom(data.length, () => this.#files.write(digest, data));
         this.#ledger.stored(digest, data.length);
       } finally {
         this.#reserved -= data.length;
@@ -438,11 +447,54 @@ export class ObjectStore {
     this.#hot.set(digest, data);
   }
 
+  /**
+   * Runs `write`; when the disk is full below the store's own limit (another tenant filled it), the
+   * store shrinks instead of refusing: it evicts cached copies (unpinned, not owned) holding at
+   * least DISK_FULL_FREE (or 4 x `bytes`, if more), waits for their files to go, and runs `write`
+   * once more. Nothing evictable: the disk-full error stands (507).
+   */
+  async #makingRoom(bytes: number, write: () => Promise<void>): Promise<void> {
+    try {
+      return await write();
+    } catch (error) {
+      if (!(error instanceof InsufficientStorageError)) throw error;
+      const target = this.#ledger.bytes - Math.max(DISK_FULL_FREE, 4 * bytes);
+      let evicted = 0;
+      const isOwned = this.#opts.isOwned;
+      // Only cached copies: an owned one is one of the mesh's R copies, and once the disk has room
+      // again nothing would bring it back.
+      const cached = (key: string) => this.#objects.get(key)?.pins === 0 && !isOwned?.(key);
+      while (this.#ledger.bytes > target) {
+        const victim = this.#order.evict(cached);
+        if (victim === undefined) break;
+        this.#drop(victim, 'evicted');
+        evicted++;
+      }
+      if (evicted === 0) throw error;
+      this.#opts.onDiskFull?.(evicted);
+      await Promise.all(this.#removals.values());
+      return await write();
+    }
+  }
+
+  /**
+   * The next object to evict (SIEVE order, never a pinned one): a copy this node keeps as a cache
+   * before one it keeps as an owner (isOwned), which is one of the mesh's R copies of the key.
+   */
+  #victim(): string | undefined {
+    const unpinned = (key: string) => this.#objects.get(key)?.pins === 0;
+    const isOwned = this.#opts.isOwned;
+    return (
+      (isOwned && this.#order.evict((key) => unpinned(key) && !isOwned(key), CACHED_VICTIM_SCAN)) ??
+      this.#order.evict(unpinned)
+    );
+  }
+
   /** Makes room for `bytes` more by evicting unpinned objects; throws when it cannot. */
   #reserve(bytes: number): void {
     const max = this.#opts.maxBytes;
     while (this.#ledger.bytes + this.#reserved + bytes > max) {
-      const victim = this.#order.evict((key) => this.#objects.get(key)?.pins === 0);
+      const victim = this.#victim();
       if (victim === undefined) {
         throw new InsufficientStorageError(
           `no room for ${bytes} bytes: ${this.#ledger.bytes} of ${max} in use and nothing evictable`,

@@ -57,11 +57,12 @@ export class Sieve<K> {
 
   /**
    * Chooses a victim among keys `evictable` accepts, removes it and returns it; undefined when every
-   * key is refused (after clearing visited bits, so a second call may still find one).
+   * key is refused (after clearing visited bits, so a second call may still find one). `maxSteps`
+   * bounds the scan (a choice of preference that may give up early).
    */
-  evict(evictable: (key: K) => boolean): K | undefined {
+  evict(evictable: (key: K) => boolean, maxSteps = Number.POSITIVE_INFINITY): K | undefined {
     let steps = 0;
-    const limit = 2 * this.#nodes.size + 1;
+    const limit = Math.min(2 * this.#nodes.size + 1, maxSteps);
     let node = this.#hand ?? this.#tail;
     while (node && steps++ < limit) {
       if (node.visited) {

@@ -12,6 +12,8 @@ export interface ExchangeDeps {
   inbox: Inbox;
   nodeId: string;
   targets: (target: string) => { self: boolean; peers: { id: string; transport: PeerTransport }[] };
+  /** Resolves once this node's view of the mesh is formed; true when it had to wait (Overlay.untilJoined). */
+  untilJoined?: () => Promise<boolean>;
   timeoutMs: number;
   /** Hears each receiver cut off for leaving too much unread. */
   onCutOff?: () => void;
@@ -43,7 +45,10 @@ export function sendHandler(deps: ExchangeDeps) {
       if (!TOPIC.test(topic)) throw new HttpError(400, 'InvalidTopic', 'topics are 1-128 of [A-Za-z0-9._-]');
       const body = await readBody(req);
       const contentType = req.get('content-type') ?? 'application/octet-stream';
-      const { self, peers } = deps.targets(target);
+      let { self, peers } = deps.targets(target);
+      // No match while this node is still meeting the mesh (it just started): looked up again once it has.
+      if (!self && peers.length === 0 && (await deps.untilJoined?.()))
+        ({ self, peers } = deps.targets(target));
       if (!self && peers.length === 0)
         throw new HttpError(404, 'NoSuchTarget', `no live node matches ${target}`);
       const message = { topic, from: deps.nodeId, body, contentType };

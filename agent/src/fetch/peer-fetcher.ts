@@ -52,6 +52,8 @@ export interface Located {
 export interface PeerFetcherOptions {
   store: ObjectStore;
   peers: () => readonly PeerTransport[];
+  /** Resolves once this node's view of the mesh is formed; true when it had to wait (Overlay.untilJoined). */
+  untilJoined?: () => Promise<boolean>;
   /** The peers that own `key` by placement: asked first, as they know of it if anyone does. */
   owners?: (key: string) => readonly PeerTransport[];
   /** A connection to a holder an owner named, if it is a member this node trusts; else undefined. */
@@ -110,7 +112,10 @@ export class PeerFetcher {
       { attributes: { 'edgemesh.key': key } },
       async (span) => {
         try {
-          const found = await this.#locate(key);
+          let found = await this.#locate(key);
+          // Found nowhere while this node is still meeting the mesh (it just started): asked again
+          // once it has, rather than answering "no such object" for what its peers hold.
+          if (!found && (await this.#opts.untilJoined?.())) found = await this.#locate(key);
           span.setAttribute('edgemesh.holders', found?.holders.length ?? 0);
           return found;
         } finally {

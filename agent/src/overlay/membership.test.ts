@@ -156,6 +156,77 @@ describe('Membership', () => {
     assert.deepEqual(alive(n0), ['n1'], 'alive on its first answer, with no protocol period waited');
   });
 
+  it('answers a restarted member with its own announcement at once, so the newcomer meets it now', async () => {
+    const { bus, nodes } = mesh(2);
+    await settle();
+    const old = nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
+    bus.sent.length = 0;
+    announceOn(bus, 1, { ...old.info, incarnation: old.info.incarnation + 1 });
+    await settle();
+    assert.ok(
+      bus.sent.some((e) => e.type === 'member.announce' && e.from === 'n0'),
+      'n0 announced itself to the restarted n1',
+    );
+  });
+
+  it('revives a dead member that answers again, on a fresh connection, with no announcement (a healed partition)', async () => {
+    const { network, bus, nodes, clock, alive } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    const old = n0.all().find((m) => m.info.nodeId === 'n1')!;
+    // Cut off: no answer, and the old connection stays unusable (a half-open TCP connection).
+    network.nodes.get('10.0.0.1:7481')!.up = false;
+    Object.assign(old.transport, { ping: () => Promise.reject(new Error('connection stalled')) });
+    bus.up = false; // the partition cuts the control plane too: no announcement will come
+    n0.tick();
+    await settle();
+    clock.advance(1000);
+    n0.tick();
+    await settle();
+    assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')?.state, 'dead');
+    network.nodes.get('10.0.0.1:7481')!.up = true; // healed
+    n0.tick();
+    await settle();
+    const now = n0.all().find((m) => m.info.nodeId === 'n1')!;
+    assert.deepEqual(alive(n0), ['n1'], 'alive again within a protocol period');
+    assert.notEqual(now.transport, old.transport, 'on a fresh connection');
+  });
+
+  it('counts itself joined once the members it heard of answer, and makes a lookup wait for it', async () => {
+    const { nodes } = mesh(3);
+    const n0 = nodes[0]!;
+    // Started, heard of n1 and n2, not yet probed them (the probes answer on the next turns).
+    assert.equal(n0.joined(), false);
+    let waited: boolean | undefined;
+    void n0.untilJoined().then((w) => (waited = w));
+    await settle();
+    assert.equal(n0.joined(), true);
+    assert.equal(waited, true);
+    assert.equal(await n0.untilJoined(), false, 'once joined, nothing waits');
+  });
+
+  it('counts a lone node joined after the join grace (a mesh of one answers nobody)', async () => {
+    const lone = new Membership({
+      mesh: 'm',
+      self: { nodeId: 'solo', zone: 'z', region: 'r', grpc: '10.0.0.9:7481', weight: 1, incarnation: 0 },
+      control: new Bus().plane(),
+      connect: () => {
+        throw new Error('nobody to connect to');
+      },
+      clock: new FakeClock(),
+      logger: createLogger({ level: 'silent', nodeId: 'test' }),
+      timing: { announceIntervalMs: 20, probeTimeoutMs: 10 },
+    });
+    lone.start({ timers: false });
+    try {
+      assert.equal(lone.joined(), false);
+      assert.equal(await lone.untilJoined(), true, 'waited out the grace');
+      assert.equal(lone.joined(), true);
+    } finally {
+      lone.close();
+    }
+  });
+
   it('keeps a member that answers through others though not directly (a one-way fault)', async () => {
     const { nodes, alive } = mesh(3);
     await settle();

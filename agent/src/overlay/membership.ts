@@ -33,6 +33,13 @@ export interface MembershipTiming {
 export const MAX_UNCONFIRMED = 256;
 /** Announced members not yet confirmed that are probed each protocol period. */
 const UNCONFIRMED_PROBES_PER_TICK = 4;
+/**
+ * Dead members tried again each protocol period, each on a fresh connection (the old one may sit in
+ * a reconnect backoff, or on a TCP connection a partition left half open): a member back from a
+ * partition is alive again within a period or two, not at its next announcement. Only its own
+ * direct answer over mTLS revives it; a member that stays silent is forgotten after deadRetentionMs.
+ */
+const DEAD_RETRIES_PER_TICK = 4;
 
 export const DEFAULT_TIMING: MembershipTiming = {
   probeIntervalMs: 500,
@@ -93,7 +100,12 @@ export class Membership {
   readonly #timers: NodeJS.Timeout[] = [];
   #self: MemberInfo;
   #unconfirmedCursor = -1;
+  #deadCursor = -1;
   #cursor = 0;
+  /** When start() ran: until the join grace is over, a miss may only mean the view is not yet formed. */
+  #startedAt: number | undefined;
+  #graceOver = false;
+  readonly #joinWaiters: (() => void)[] = [];
   #announcing = false;
   readonly #moving = new Set<string>();
 
@@ -109,9 +121,16 @@ export class Membership {
 
   /** Listens to the control plane and announces; with `timers` (the default) also probes and re-announces on its own. */
   start(options: { timers?: boolean } = {}): void {
+    this.#startedAt = this.#now();
     this.#opts.control.onEvent((event) => this.#onEvent(event));
     this.#opts.control.onConnect(() => this.announce());
     this.announce();
+    const grace = setTimeout(() => {
+      this.#graceOver = true;
+      this.#checkJoined();
+    }, this.joinGraceMs);
+    grace.unref();
+    this.#timers.push(grace);
     if (options.timers === false) return;
     // A periodic task survives its own errors: one bad round is logged, the next one runs.
     const every = (ms: number, run: () => void) => {
@@ -127,6 +146,37 @@ export class Membership {
     };
     every(this.#timing.probeIntervalMs, () => this.tick());
     every(this.#timing.announceIntervalMs, () => this.announce());
+  }
+
+  /**
+   * How long after start a node may still be forming its view of the mesh: an announcement period
+   * (every member announces within it, and answers a newcomer's announcement at once) and a probe.
+   */
+  get joinGraceMs(): number {
+    return this.#timing.announceIntervalMs + this.#timing.probeTimeoutMs;
+  }
+
+  /**
+   * Whether this node's view of the mesh is formed: it has not started (no control plane), or the
+   * join grace is over, or some member answered and none announced is still unconfirmed. Before
+   * that, "nobody holds it" or "no such node" may only mean "not met yet".
+   */
+  joined(): boolean {
+    if (this.#startedAt === undefined || this.#graceOver) return true;
+    if (this.#now() - this.#startedAt >= this.joinGraceMs) return true;
+    const members = [...this.#members.values()];
+    return members.some((m) => m.state === 'alive') && !members.some((m) => m.state === 'unconfirmed');
+  }
+
+  /** Resolves once joined(): at once when it is, else within the join grace. True when it had to wait. */
+  untilJoined(): Promise<boolean> {
+    if (this.joined()) return Promise.resolve(false);
+    return new Promise((resolve) => this.#joinWaiters.push(() => resolve(true)));
+  }
+
+  #checkJoined(): void {
+    if (this.#joinWaiters.length === 0 || !this.joined()) return;
+    for (const wake of this.#joinWaiters.splice(0)) wake();
   }
 
   /** Members that answer: the ones to fetch from and place on. */
@@ -172,6 +222,8 @@ export class Membership {
         ...(revived ? { state: 'unconfirmed' as const, since: this.#now() } : {}),
       });
       if (restarted) this.#opts.onRestarted?.(info.nodeId, info.grpc);
+      // A member that restarted has forgotten this node: it hears of it now, not a period later.
+      if (fresh) this.#announceSoon();
       // A probe in flight uses the old connection: the fresh one is probed once it is done.
       if (fresh && this.#probing.has(info.nodeId)) this.#reprobe.add(info.nodeId);
       else if (fresh) this.#probeLater(info.nodeId);
@@ -250,10 +302,41 @@ export class Membership {
       this.#unconfirmedCursor = (this.#unconfirmedCursor + 1) % unconfirmed.length;
       this.#probeLater(unconfirmed[this.#unconfirmedCursor]!.info.nodeId);
     }
+    const dead = [...this.#members.values()].filter((m) => m.state === 'dead');
+    for (let i = 0; i < Math.min(DEAD_RETRIES_PER_TICK, dead.length); i++) {
+      this.#deadCursor = (this.#deadCursor + 1) % dead.length;
+      const member = dead[this.#deadCursor]!;
+      this.#retryDead(member).catch((error: unknown) =>
+        this.#opts.logger.warn({ member: member.info.nodeId, err: (error as Error).message }, 'retry failed'),
+      );
+    }
     const candidates = [...this.#members.values()].filter((m) => m.state === 'alive');
     if (candidates.length === 0) return;
     this.#cursor = (this.#cursor + 1) % candidates.length;
     this.#probeLater(candidates[this.#cursor]!.info.nodeId);
+  }
+
+  /** Pings a dead member on a fresh connection; its direct answer makes it alive again on that one. */
+  async #retryDead(member: Member): Promise<void> {
+    const nodeId = member.info.nodeId;
+    if (this.#probing.has(nodeId)) return;
+    this.#probing.add(nodeId);
+    const transport = this.#opts.connect(member.info);
+    try {
+      const answer = await this.#ping(transport, nodeId).catch(() => undefined);
+      // Unless it is still the same dead member (an announcement may have replaced it meanwhile).
+      if (!answer || this.#members.get(nodeId) !== member || member.state !== 'dead') {
+        transport.close();
+        return;
+      }
+      member.transport.close();
+      const revived = { ...member, transport };
+      this.#members.set(nodeId, revived);
+      this.#confirmed(revived, answer, true);
+    } finally {
+      this.#probing.delete(nodeId);
+      if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
+    }
   }
 
   /** A probe nobody awaits: its failure is logged, never an unhandled rejection. */
@@ -308,6 +391,8 @@ export class Membership {
 
   close(): void {
     for (const timer of this.#timers) clearInterval(timer);
+    this.#graceOver = true;
+    this.#checkJoined();
     this.#publish({
       type: 'member.leave',
       body: { nodeId: this.#self.nodeId, incarnation: this.#self.incarnation },
@@ -407,6 +492,7 @@ export class Membership {
     member.state = state;
     member.since = this.#now();
     if (wasAlive !== (state === 'alive')) this.#opts.onChange?.();
+    this.#checkJoined();
   }
 
   #publish(

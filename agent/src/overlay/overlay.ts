@@ -117,6 +117,14 @@ export class Overlay {
     this.staticPeers.start();
   }
 
+  /**
+   * Waits, for at most the join grace after start, until this node's view of the mesh is formed
+   * (Membership.joined): a lookup that found nobody is then worth one more try. True when it waited.
+   */
+  untilJoined(): Promise<boolean> {
+    return this.#membership?.untilJoined() ?? Promise.resolve(false);
+  }
+
   /** Everyone to fetch from: confirmed members and static peers, each address once. */
   peers(): PeerTransport[] {
     const byAddress = new Map<string, PeerTransport>();
@@ -138,8 +146,21 @@ export class Overlay {
     return { self: order.includes('self'), peers: order.filter((o) => o !== 'self') };
   }
 
-  /** `key`'s owners in placement order, this node marked 'self'. */
-  ownerOrder(key: string): ('self' | PeerTransport)[] {
+  /** Live members after `key`'s owners in placement order (as many again as the factor): stand-ins for owners that cannot copy. */
+  standInsOf(key: string): PeerTransport[] {
+    const factor = this.#opts.config.replication.factor;
+    return this.ownerOrder(key, 2 * factor)
+      .slice(factor)
+      .filter((o) => o !== 'self');
+  }
+
+  /** Whether `peer` is the connection of a member counted alive. */
+  isAlive(peer: PeerTransport): boolean {
+    return (this.#membership?.alive() ?? []).some((m) => m.transport === peer);
+  }
+
+  /** `key`'s first `count` owners (by default the replication factor) in placement order, this node marked 'self'. */
+  ownerOrder(key: string, count = this.#opts.config.replication.factor): ('self' | PeerTransport)[] {
     const members = this.#membership?.alive() ?? [];
     const self = this.#membership?.self;
     const version = members.map((m) => `${m.info.nodeId}:${m.info.weight}`).join();
@@ -150,7 +171,7 @@ export class Overlay {
     }
     const byId = new Map(members.map((m) => [m.info.nodeId, m.transport]));
     return this.#placement.placement
-      .owners(key, this.#opts.config.replication.factor)
+      .owners(key, count)
       .flatMap<'self' | PeerTransport>((owner) =>
         owner.id === self?.nodeId ? ['self'] : (byId.get(owner.id) ?? []),
       );

@@ -72,4 +72,89 @@ describe('Replicator', () => {
       replicator.close();
     }
   });
+
+  it('asks only as many owners as the PUT waits for, the rest after its answer, and a stand-in when owners fail', async () => {
+    const asked: string[] = [];
+    let answerB: (() => void) | undefined;
+    const peer = (id: string, outcome: 'ok' | 'fail' | 'later') => ({
+      id,
+      address: `${id}:1`,
+      replicate: () => {
+        asked.push(id);
+        if (outcome === 'later') return new Promise<object>((resolve) => (answerB = () => resolve({})));
+        return outcome === 'ok' ? Promise.resolve({}) : Promise.reject(new Error('UNAVAILABLE'));
+      },
+    });
+    const options = (owners: unknown[], standIns: unknown[]) =>
+      ({
+        store: { keys: () => [], lookup: () => undefined },
+        placementOf: () => ({ self: true, peers: owners }),
+        standInsOf: () => standIns,
+        self: () => ({ nodeId: 'a', grpc: 'a:1' }),
+        logger: pino({ level: 'silent' }),
+        onPurged: () => Promise.resolve(),
+        writeCopies: 2,
+        timeoutMs: 1000,
+      }) as unknown as ReplicatorOptions;
+    const settle = async () => {
+      for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+    };
+    // W = 2: one copy besides the writer's. Owner b is asked alone (c would share the writer's
+    // uplink with it); c gets its copy once b's answered the PUT.
+    const replicator = new Replicator(options([peer('b', 'later'), peer('c', 'ok')], []));
+    const answer = replicator.afterPut({ key: 'k', createdAtMs: 1 } as never);
+    await settle();
+    assert.deepEqual(asked, ['b'], 'only the owner the PUT waits for');
+    answerB!();
+    assert.equal(await answer, 2);
+    await eventually(() => Promise.resolve(asked.length === 2 || undefined));
+    assert.deepEqual(asked, ['b', 'c']);
+    replicator.close();
+    // Both owners down: the write still gets its second copy, on the next node in placement order.
+    asked.length = 0;
+    const down = new Replicator(options([peer('b', 'fail'), peer('c', 'fail')], [peer('d', 'ok')]));
+    assert.equal(await down.afterPut({ key: 'k', createdAtMs: 1 } as never), 2);
+    assert.deepEqual(asked, ['b', 'c', 'd']);
+    down.close();
+  });
+
+  it('gives up waiting on an owner that membership stops counting alive, and asks the next', async () => {
+    const asked: string[] = [];
+    const hung = {
+      id: 'b',
+      address: 'b:1',
+      replicate: () => {
+        asked.push('b');
+        return new Promise(() => undefined); // a partition: no answer, no error
+      },
+    };
+    const c = {
+      id: 'c',
+      address: 'c:1',
+      replicate: () => {
+        asked.push('c');
+        return Promise.resolve({});
+      },
+    };
+    let bAlive = true;
+    const replicator = new Replicator({
+      store: { keys: () => [], lookup: () => undefined },
+      placementOf: () => ({ self: true, peers: [hung, c] }),
+      isAlive: (p: { id: string }) => p.id !== 'b' || bAlive,
+      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
+      logger: pino({ level: 'silent' }),
+      onPurged: () => Promise.resolve(),
+      writeCopies: 2,
+      timeoutMs: 60_000,
+    } as unknown as ReplicatorOptions);
+    try {
+      const answer = replicator.afterPut({ key: 'k', createdAtMs: 1 } as never);
+      await eventually(() => Promise.resolve(asked.length === 1 || undefined));
+      bAlive = false; // suspected: its copy is not waited for any more
+      assert.equal(await answer, 2);
+      assert.deepEqual(asked, ['b', 'c']);
+    } finally {
+      replicator.close();
+    }
+  });
 });

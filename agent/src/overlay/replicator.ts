@@ -11,6 +11,8 @@ const REPAIR_DEBOUNCE_MS = 200;
 /** A pass that left copies unmade is run again after this, doubling up to the most (then steady). */
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30_000;
+/** How often a PUT waiting for copies checks that the nodes copying are still alive. */
+const ALIVE_CHECK_MS = 200;
 
 export interface ReplicatorOptions {
   store: ObjectStore;
@@ -23,6 +25,12 @@ export interface ReplicatorOptions {
    * signature it showed; rejects when the purge is not believed (it is then only logged).
    */
   onPurged: (key: string, purgedAtMs: number, signature: NodeSignature | undefined) => Promise<unknown>;
+  /** Live nodes after `key`'s owners in placement order: stand-ins for owners that cannot copy. */
+  standInsOf?: (key: string) => PeerTransport[];
+  /** Whether membership still counts `peer` alive. */
+  isAlive?: (peer: PeerTransport) => boolean;
+  /** Resolves once this node's view of the mesh is formed (Overlay.untilJoined). */
+  untilJoined?: () => Promise<unknown>;
   /** Copies (this one included) a PUT waits for. */
   writeCopies: number;
   timeoutMs: number;
@@ -38,6 +46,8 @@ export class Replicator {
   readonly #opts: ReplicatorOptions;
   /** The owners each key was last replicated to, by address. */
   readonly #replicatedTo = new Map<string, Set<string>>();
+  /** Keys written here that this node does not own: it copies them to their owners until each has one. */
+  readonly #written = new Set<string>();
   #repairTimer: NodeJS.Timeout | undefined;
   #repairing: Promise<void> = Promise.resolve();
   #backlog = 0;
@@ -49,26 +59,69 @@ export class Replicator {
     this.#opts = opts;
   }
 
-  /** Replicates a freshly stored object; resolves with the copies known to exist (this one included). */
+  /**
+   * Replicates a freshly stored object; resolves with the copies known to exist (this one included)
+   * once `writeCopies` exist, or once nothing is left to try. Copies the PUT waits for are asked of
+   * that many owners at a time, nearest placement first (so they do not share the writer's uplink
+   * with copies nobody waits for); an owner that fails, or that membership stops counting alive
+   * while it copies, is replaced by the next owner, then by the next live node in placement order
+   * (a stand-in: repair later brings the copy to its owners). The owners not needed for the answer
+   * get theirs after it. A writer that is not an owner sees to the owners' copies (repair) until
+   * each has one.
+   */
   async afterPut(manifest: Manifest): Promise<number> {
-    const { peers } = this.#opts.placementOf(manifest.key);
-    const needed = Math.min(this.#opts.writeCopies - 1, peers.length);
-    const results = peers.map((owner) => this.#copyTo(owner, manifest));
-    if (needed <= 0) return 1; // the rest goes on in the background
+    // A node that just started places on the owners it has met: a write that waits for copies
+    // waits (within the join grace) until it has met the mesh, or it would find too few owners.
+    // (Copies made in the background go to the owners it meets later, by repair.)
+    if (this.#opts.writeCopies > 1) await this.#opts.untilJoined?.();
+    const key = manifest.key;
+    const { self: owner, peers: owners } = this.#opts.placementOf(key);
+    if (!owner) this.#written.add(key);
+    const background = (peers: readonly PeerTransport[]) => {
+      for (const peer of peers)
+        this.#copyTo(peer, manifest, () => this.schedule(RETRY_FIRST_MS)).catch(() => undefined);
+    };
+    const needed = Math.min(this.#opts.writeCopies - 1, owners.length);
+    if (needed <= 0) {
+      background(owners); // the rest goes on in the background
+      return 1;
+    }
+    const candidates = [...owners, ...(this.#opts.standInsOf?.(key) ?? [])];
     return new Promise<number>((resolve) => {
       let confirmed = 0;
-      let settled = 0;
-      for (const result of results) {
-        // A copy that failed outright counts as not made (it must still settle, or a PUT would wait forever).
-        result
-          .catch(() => false)
-          .then((ok) => {
-            settled++;
-            if (ok) confirmed++;
-            if (confirmed >= needed || settled === results.length) resolve(1 + confirmed);
-          })
-          .catch(() => undefined);
-      }
+      let answered = false;
+      /** Copies under way that still count toward the answer (not given up on as dead). */
+      const counting = new Set<PeerTransport>();
+      const watch = setInterval(() => {
+        for (const peer of counting)
+          if (this.#opts.isAlive && !this.#opts.isAlive(peer)) counting.delete(peer);
+        next();
+      }, ALIVE_CHECK_MS);
+      watch.unref();
+      const finish = () => {
+        answered = true;
+        clearInterval(watch);
+        resolve(1 + confirmed);
+        background(candidates.filter((c) => owners.includes(c))); // owners not yet asked
+      };
+      const next = () => {
+        if (answered) return;
+        if (confirmed >= needed) return finish();
+        while (confirmed + counting.size < needed && candidates.length > 0) {
+          const peer = candidates.shift()!;
+          counting.add(peer);
+          this.#copyTo(peer, manifest, () => owners.includes(peer) && this.schedule(RETRY_FIRST_MS))
+            .catch(() => false)
+            .then((ok) => {
+              if (ok && !answered) confirmed++;
+              counting.delete(peer);
+              next();
+            })
+            .catch(() => undefined);
+        }
+        if (counting.size === 0) finish(); // nothing under way, nobody left to ask
+      };
+      next();
     });
   }
 
@@ -80,6 +133,7 @@ export class Replicator {
   /** Forgets `key` (removed from this node): its record would otherwise stay until a repair pass. */
   forgetKey(key: string): void {
     this.#replicatedTo.delete(key);
+    this.#written.delete(key);
   }
 
   /** Forgets that anything was copied to `address` (a member there restarted): repair asks again. */
@@ -118,17 +172,20 @@ export class Replicator {
     const keys = this.#opts.store.keys();
     const live = new Set(keys);
     for (const key of this.#replicatedTo.keys()) if (!live.has(key)) this.#replicatedTo.delete(key);
+    for (const key of this.#written) if (!live.has(key)) this.#written.delete(key);
     for (const key of keys) {
       const manifest = this.#opts.store.lookup(key);
       const placement = this.#opts.placementOf(key);
       if (!manifest) continue;
-      if (!placement.self) {
+      const done = this.#replicatedTo.get(key);
+      if (!placement.self && this.#written.has(key) && placement.peers.every((o) => done?.has(o.address)))
+        this.#written.delete(key); // every owner has the copy this node wrote
+      if (!placement.self && !this.#written.has(key)) {
         // A cached copy: check it was not purged while this node was away.
         const owner = placement.peers[0];
         if (owner) work.push(() => this.#checkPurged(owner, manifest));
         continue;
       }
-      const done = this.#replicatedTo.get(key);
       for (const owner of placement.peers) {
         if (!done?.has(owner.address)) work.push(() => this.#copyTo(owner, manifest, () => unmade++));
       }
