@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<{ run(quick: boolean): Promise<void>
   swarm: () => import('./swarm.ts'),
   locality: () => import('./locality.ts'),
   operator: () => import('./operator.ts'),
+  chaos: () => import('./chaos.ts'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -50,6 +50,8 @@ export interface PlaceOptions {
   nodeFlags?: string[];
   /** A client token the harness sends (status()) when the agent requires one. */
   token?: string;
+  /** Environment added to this process's (e.g. LD_PRELOAD of a fake clock). */
+  env?: Record<string, string>;
 }
 
 export async function startAgentProcess(
@@ -77,11 +79,13 @@ export async function startAgentProcess(
     ...access,
     ...args,
   ];
+  const env = place.env ? { ...process.env, ...place.env } : process.env;
   const child = place.netns
     ? spawn('ip', ['netns', 'exec', place.netns, process.execPath, ...argv], {
         stdio: ['ignore', 'pipe', 'pipe'],
+        env,
       })
-    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
   const logs: string[] = [];
   child.stderr.on('data', (d) => logs.push(String(d)));
   const lines = createInterface({ input: child.stdout });

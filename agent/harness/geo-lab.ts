@@ -180,9 +180,17 @@ async function startDelayLine(ns: string, delayMs: number): Promise<ChildProcess
   return child;
 }
 
+/** The flags of the agent on lab host `h`: labelled with its region and zone, on the nats-server at `natsUrl`. */
+export function labAgentArgs(h: LabHost, opts: { dir: string; mesh: string; natsUrl: string }): string[] {
+  return [
+    ...['--node-id', h.name, '--region', h.region, '--zone', h.zone, '--store.dir', join(opts.dir, h.name)],
+    ...['--mesh', opts.mesh, '--control-plane.servers', opts.natsUrl, '--store.scrub-on-start', 'false'],
+  ];
+}
+
 /**
- * An agent on every host of `lab`, labelled with the host's region and zone, on the nats-server at
- * `natsUrl`, with `args` added; resolves once all are up (one at a time: they share two cores).
+ * An agent on every host of `lab` (labAgentArgs), with `args` added; resolves once all are up (one
+ * at a time: they share two cores).
  */
 export async function startLabAgents(
   lab: GeoLab,
@@ -192,31 +200,10 @@ export async function startLabAgents(
   try {
     for (const h of lab.hosts) {
       agents.push(
-        await startAgentProcess(
-          [
-            ...[
-              '--node-id',
-              h.name,
-              '--region',
-              h.region,
-              '--zone',
-              h.zone,
-              '--store.dir',
-              join(opts.dir, h.name),
-            ],
-            ...[
-              '--mesh',
-              opts.mesh,
-              '--control-plane.servers',
-              opts.natsUrl,
-              '--store.scrub-on-start',
-              'false',
-            ],
-            ...(opts.args ?? []),
-          ],
-          30_000,
-          { netns: h.netns, host: h.ip },
-        ),
+        await startAgentProcess([...labAgentArgs(h, opts), ...(opts.args ?? [])], 30_000, {
+          netns: h.netns,
+          host: h.ip,
+        }),
       );
     }
   } catch (error) {
@@ -224,4 +211,58 @@ export async function startLabAgents(
     throw error;
   }
   return agents;
+}
+
+/** Why the lab's faults (partition, limitRate) cannot run here, or undefined when they can. */
+export function labFaultsUnavailable(): string | undefined {
+  if (!has('iptables', ['--version'])) return 'iptables is not installed (a partition drops packets)';
+  if (!has('tc', ['-V'])) return 'tc (iproute2) is not installed (a slow peer is a tbf qdisc)';
+  return undefined;
+}
+
+const run = (ns: string, cmd: string, ...args: string[]) =>
+  execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+
+/**
+ * Partitions `cut` from the rest of the lab (the other hosts and the services host): each side
+ * silently drops what comes from the other (iptables INPUT rules, so senders see a network that
+ * went quiet, not an error). The test process (lab.hostIp) still reaches every host, as a workload
+ * on the node would. Returns the heal.
+ */
+export function partition(lab: GeoLab, cut: readonly LabHost[]): () => void {
+  const inside = new Set(cut.map((h) => h.name));
+  const rest = [...lab.hosts.filter((h) => !inside.has(h.name)), lab.services];
+  const drop = (at: LabHost, from: readonly LabHost[]) => {
+    for (const h of from) run(at.netns, 'iptables', '-A', 'INPUT', '-s', h.ip, '-j', 'DROP');
+  };
+  for (const h of cut) drop(h, rest);
+  for (const h of rest) drop(h, cut);
+  return () => {
+    for (const h of [...cut, ...rest]) run(h.netns, 'iptables', '-F', 'INPUT');
+  };
+}
+
+/**
+ * Makes `host` a slow peer: what it sends leaves at most `bytesPerSecond` (a tbf qdisc on its
+ * interface; the lab's large frames need a burst of several of them). Returns the heal.
+ */
+export function limitRate(host: LabHost, bytesPerSecond: number): () => void {
+  const burst = String(4 * MTU);
+  run(
+    host.netns,
+    'tc',
+    'qdisc',
+    'add',
+    'dev',
+    'eth0',
+    'root',
+    'tbf',
+    'rate',
+    `${bytesPerSecond * 8}bit`,
+    'burst',
+    burst,
+    'latency',
+    '200ms',
+  );
+  return () => run(host.netns, 'tc', 'qdisc', 'del', 'dev', 'eth0', 'root');
 }
