@@ -45,6 +45,9 @@ describe('benchmarks (--quick, shape only)', () => {
   it('refuses an unknown benchmark', () => {
     const r = spawnSync(process.execPath, [RUN, 'nope'], { encoding: 'utf8' });
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /usage: npm run bench -- <transfer\|hit\|membership\|swarm\|locality\|operator\|chaos>/);
+    assert.match(
+      r.stderr,
+      /usage: npm run bench -- <transfer\|hit\|membership\|swarm\|locality\|operator\|chaos>/,
+    );
   });
 });
