@@ -20,7 +20,7 @@
  * - keys_on_owners_s: after the last fault, until every acknowledged key is on its R owners.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, open, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -47,6 +47,9 @@ const REQUEST_TIMEOUT_MS = 10_000;
 /** How far the clock jumps: well within the skew the mesh allows (MAX_CLOCK_SKEW_MS, 5 minutes). */
 const CLOCK_JUMP_S = 120;
 const SLOW_PEER_BYTES_PER_S = 256 * KiB;
+/** Every store's limit, above what a run writes (so nothing owned is evicted), and n0's disk. */
+const STORE_MIB = 384;
+const DISK_MIB = 512;
 const FAKETIME = ['x86_64', 'aarch64']
   .map((arch) => `/usr/lib/${arch}-linux-gnu/faketime/libfaketimeMT.so.1`)
   .find((lib) => existsSync(lib));
@@ -140,12 +143,22 @@ export async function run(quick: boolean): Promise<void> {
     node.httpPort = node.agent.httpPort;
   };
 
+  // Interrupted (Ctrl-C): the agents and the tmpfs go too; the lab's own exit handler removes the
+  // namespaces and delay lines.
+  const interrupted = () => {
+    for (const n of nodes) n.agent?.child.kill('SIGKILL');
+    for (const m of mounts) spawnSync('umount', ['-l', m]);
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   try {
     nats = await startNatsServer(4222, { netns: lab.services.netns, host: lab.services.ip });
     const natsUrl = nats.url;
     await writeFile(clockFile, '+0');
     await mkdir(diskMount);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', diskMount]);
+    // The disk holds more than the store's limit (as it should be configured); the fault fills the rest.
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${DISK_MIB}m`, 'tmpfs', diskMount]);
     mounts.push(diskMount);
     for (const host of lab.hosts) {
       const node: Node = {
@@ -153,6 +166,7 @@ export async function run(quick: boolean): Promise<void> {
         args: [
           ...labAgentArgs(host, { dir, mesh: 'chaos', natsUrl }),
           ...['--replication.factor', String(R), '--replication.write-copies', '2'],
+          ...['--store.max-bytes', `${STORE_MIB}Mi`],
           ...(host.name === diskNode ? ['--store.dir', join(diskMount, 'store')] : []),
         ],
         ...(host.name === clockNode
@@ -564,6 +578,8 @@ export async function run(quick: boolean): Promise<void> {
       }),
     );
   } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
     await Promise.all(nodes.flatMap((n) => (n.agent ? [n.agent.stop('SIGKILL')] : [])));
     await nats?.stop();
     lab.close();
