@@ -155,6 +155,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const tombstones = await Tombstones.open(config.store.dir, clock);
   /** What the replicator remembers of an object goes with it (set once the replicator exists). */
   let forgetReplicas: (key: string) => void = () => undefined;
+  /** Keys written here whose owners do not all have them yet (set once the replicator exists). */
+  let owedToOwners: (key: string) => boolean = () => false;
   const store = await ObjectStore.open({
     dir: config.store.dir,
     maxBytes: config.store.maxBytes,
@@ -176,7 +178,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       logger.error({ chunk: digest }, 'chunk damaged on disk: dropped with the objects that used it');
     },
     onBackgroundError: (error) => logger.error({ err: error }, 'background store operation failed'),
-    isOwned: (key) => overlay.placementOf(key).self,
+    // Owned copies, and copies written here that some owner still lacks (they are the source the
+    // owners pull from), are evicted last.
+    isOwned: (key) => overlay.placementOf(key).self || owedToOwners(key),
     onDiskFull: (evicted) =>
       logger.warn({ evicted }, 'the disk is full below the store limit: evicted to make room'),
   });
@@ -257,6 +261,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     timeoutMs: config.replication.timeoutMs,
   });
   forgetReplicas = (key) => replicator.forgetKey(key);
+  owedToOwners = (key) => replicator.owesCopies(key);
   overlay.onMembershipChange(() => replicator.schedule());
   // A member that restarted may have lost what it held: its copies are made again (asking one that
   // still has them costs a round trip).

@@ -157,4 +157,32 @@ describe('Replicator', () => {
       replicator.close();
     }
   });
+
+  it('a writer that is not an owner owes the owners their copies until each has one (its own is kept till then)', async () => {
+    let cUp = false;
+    const owner = (id: string, up: () => boolean) => ({
+      id,
+      address: `${id}:1`,
+      replicate: () => (up() ? Promise.resolve({}) : Promise.reject(new Error('UNAVAILABLE'))),
+    });
+    const manifest = { key: 'k', createdAtMs: 1 };
+    const replicator = new Replicator({
+      store: { keys: () => ['k'], lookup: () => manifest },
+      placementOf: () => ({ self: false, peers: [owner('b', () => true), owner('c', () => cUp)] }),
+      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
+      logger: pino({ level: 'silent' }),
+      onPurged: () => Promise.resolve(),
+      writeCopies: 2,
+      timeoutMs: 1000,
+    } as unknown as ReplicatorOptions);
+    try {
+      assert.equal(await replicator.afterPut(manifest as never), 2);
+      await eventually(() => Promise.resolve(replicator.backlog === 0 || undefined));
+      assert.equal(replicator.owesCopies('k'), true, 'c has no copy yet');
+      cUp = true; // the retry (repair, with backoff) makes c's copy
+      await eventually(() => Promise.resolve(!replicator.owesCopies('k') || undefined), 10_000);
+    } finally {
+      replicator.close();
+    }
+  });
 });

@@ -130,6 +130,11 @@ export class Replicator {
     return this.#backlog;
   }
 
+  /** Whether `key` was written here, is not owned here, and some owner does not have it yet. */
+  owesCopies(key: string): boolean {
+    return this.#written.has(key);
+  }
+
   /** Forgets `key` (removed from this node): its record would otherwise stay until a repair pass. */
   forgetKey(key: string): void {
     this.#replicatedTo.delete(key);
@@ -251,6 +256,10 @@ export class Replicator {
       const done = this.#replicatedTo.get(manifest.key) ?? new Set<string>();
       done.add(owner.address);
       this.#replicatedTo.set(manifest.key, done);
+      if (this.#written.has(manifest.key)) {
+        const { self, peers } = this.#opts.placementOf(manifest.key);
+        if (!self && peers.every((o) => done.has(o.address))) this.#written.delete(manifest.key); // paid
+      }
       return true;
     } catch (error) {
       this.#opts.logger.warn(
