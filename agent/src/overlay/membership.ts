@@ -40,6 +40,8 @@ const UNCONFIRMED_PROBES_PER_TICK = 4;
  * direct answer over mTLS revives it; a member that stays silent is forgotten after deadRetentionMs.
  */
 const DEAD_RETRIES_PER_TICK = 4;
+/** How long a member's replaced connection stays open for the calls already on it. */
+const RETIRE_MS = 5000;
 
 export const DEFAULT_TIMING: MembershipTiming = {
   probeIntervalMs: 500,
@@ -106,6 +108,8 @@ export class Membership {
   #startedAt: number | undefined;
   #graceOver = false;
   readonly #joinWaiters: (() => void)[] = [];
+  /** Replaced connections, closed a little later (#retire). */
+  readonly #retiring = new Set<PeerTransport>();
   #announcing = false;
   readonly #moving = new Set<string>();
 
@@ -214,7 +218,7 @@ export class Membership {
       // sit in a reconnect backoff after its refusals, so it gets a fresh one, probed at once.
       const restarted = info.incarnation > known.info.incarnation;
       const fresh = revived || restarted;
-      if (fresh) known.transport.close();
+      if (fresh) this.#retire(known.transport);
       this.#members.set(info.nodeId, {
         ...known,
         info: { ...info, ...topology },
@@ -261,7 +265,7 @@ export class Membership {
     const transport = this.#opts.connect(claim);
     try {
       const answer = await this.#ping(transport, claim.nodeId);
-      known.transport.close();
+      this.#retire(known.transport);
       const info = { ...claim, zone: answer.zone, region: answer.region };
       this.#members.set(claim.nodeId, {
         info,
@@ -329,7 +333,7 @@ export class Membership {
         transport.close();
         return;
       }
-      member.transport.close();
+      this.#retire(member.transport);
       const revived = { ...member, transport };
       this.#members.set(nodeId, revived);
       this.#confirmed(revived, answer, true);
@@ -337,6 +341,18 @@ export class Membership {
       this.#probing.delete(nodeId);
       if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
     }
+  }
+
+  /**
+   * Closes a member's replaced connection once the calls already on it had their chance (each has
+   * its own deadline): closed at once, a call just starting on it would fail although the member
+   * answers on the new one. New calls take the new one.
+   */
+  #retire(transport: PeerTransport): void {
+    this.#retiring.add(transport);
+    setTimeout(() => {
+      if (this.#retiring.delete(transport)) transport.close();
+    }, RETIRE_MS).unref();
   }
 
   /** A probe nobody awaits: its failure is logged, never an unhandled rejection. */
@@ -398,6 +414,8 @@ export class Membership {
       body: { nodeId: this.#self.nodeId, incarnation: this.#self.incarnation },
     });
     for (const member of this.#members.values()) member.transport.close();
+    for (const transport of this.#retiring) transport.close();
+    this.#retiring.clear();
   }
 
   async #ping(transport: PeerTransport, expected: string): Promise<PingResult> {
