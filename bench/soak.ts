@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type AgentProcess, peersAlive, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { describeMachine, round } from './support/machine.ts';
 
@@ -24,6 +25,8 @@ const { values } = parseArgs({
     agents: { type: 'string', default: '3' },
     plot: { type: 'string', default: 'bench/soak.svg' },
     'sample-seconds': { type: 'string', default: '10' },
+    /** More agent flags, space-separated (e.g. "--store.memory-bytes 0" to try without the hot tier). */
+    'agent-args': { type: 'string', default: '' },
   },
 });
 const minutes = Number(values.minutes);
@@ -41,23 +44,54 @@ if (missing) {
   process.exit(2);
 }
 
-type Sample = { t: number; rss: number; heap: number; fds: number; tombstones: number; storeBytes: number };
+type Sample = {
+  t: number;
+  rss: number;
+  heap: number;
+  heapTotal: number;
+  external: number;
+  arrayBuffers: number;
+  hot: number;
+  hotMax: number;
+  fds: number;
+  tombstones: number;
+  storeBytes: number;
+};
 type Status = {
   tombstones: number;
-  cache: { bytes: number };
-  process: { rssBytes: number; heapUsedBytes: number };
+  cache: { bytes: number; hotBytes: number; hotMaxBytes: number };
+  process: {
+    rssBytes: number;
+    heapUsedBytes: number;
+    heapTotalBytes: number;
+    externalBytes: number;
+    arrayBuffersBytes: number;
+  };
 };
+
+// The agents run as the image runs them (Dockerfile): its V8 flags (node-flags.ts) and its malloc
+// setting, unless the environment sets its own (to try others: MALLOC_MMAP_THRESHOLD_=65536 npm run soak).
+process.env.MALLOC_ARENA_MAX ??= '2';
+const mallocEnv = Object.entries(process.env)
+  .filter(([k]) => k.startsWith('MALLOC_'))
+  .map(([k, v]) => `${k}=${v}`)
+  .join(' ');
 
 const dir = await mkdtemp(join(tmpdir(), 'edgemesh-soak-'));
 const nats = await startNatsServer();
 const agents: AgentProcess[] = [];
 for (let i = 0; i < count; i++)
   agents.push(
-    await startAgentProcess([
-      ...['--node-id', `s${i}`, '--zone', `z${i % 3}`, '--mesh', 'soak', '--store.dir', join(dir, `s${i}`)],
-      ...['--control-plane.servers', nats.url, '--replication.factor', String(Math.min(3, count))],
-      ...['--replication.write-copies', '2', '--store.max-bytes', String(512 * 2 ** 20)],
-    ]),
+    await startAgentProcess(
+      [
+        ...['--node-id', `s${i}`, '--zone', `z${i % 3}`, '--mesh', 'soak', '--store.dir', join(dir, `s${i}`)],
+        ...['--control-plane.servers', nats.url, '--replication.factor', String(Math.min(3, count))],
+        ...['--replication.write-copies', '2', '--store.max-bytes', String(512 * 2 ** 20)],
+        ...values['agent-args'].split(' ').filter(Boolean),
+      ],
+      20_000,
+      { nodeFlags: AGENT_NODE_FLAGS },
+    ),
   );
 await Promise.all(agents.map((a) => peersAlive(a, count - 1)));
 
@@ -79,11 +113,25 @@ async function sample(): Promise<void> {
         t,
         rss: s.process.rssBytes,
         heap: s.process.heapUsedBytes,
+        heapTotal: s.process.heapTotalBytes,
+        external: s.process.externalBytes,
+        arrayBuffers: s.process.arrayBuffersBytes,
+        hot: s.cache.hotBytes,
+        hotMax: s.cache.hotMaxBytes,
         fds: readdirSync(`/proc/${agent.child.pid}/fd`).length,
         tombstones: s.tombstones,
         storeBytes: s.cache.bytes,
       });
     }),
+  );
+  const mb = (n: number) => (n / 1e6).toFixed(0);
+  process.stderr.write(
+    `soak ${t.toFixed(0)} s: ${samples
+      .map((points, i) => {
+        const s = points.at(-1)!;
+        return `s${i} rss ${mb(s.rss)} heap ${mb(s.heap)}/${mb(s.heapTotal)} ab ${mb(s.arrayBuffers)} hot ${mb(s.hot)}`;
+      })
+      .join(' | ')} (MB)\n`,
   );
 }
 
@@ -126,6 +174,9 @@ async function step(): Promise<void> {
     errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
   }
 }
+
+/** RSS beyond the V8 heap (all of it, used or not) and the Buffers. */
+const rest = (s: Sample) => s.rss - s.heapTotal - s.arrayBuffers;
 
 /** Least-squares slope of y over t (per minute), over the second half of the samples. */
 function slopePerMinute(points: readonly Sample[], of: (s: Sample) => number): number {
@@ -176,7 +227,7 @@ function svg(): string {
 
 try {
   console.log(
-    `# soak: ${count} agents, ${minutes} min, sampled every ${sampleMs / 1000} s; ${describeMachine()}`,
+    `# soak: ${count} agents, ${minutes} min, sampled every ${sampleMs / 1000} s; agents: node ${AGENT_NODE_FLAGS.join(' ')}, ${mallocEnv}, ${values['agent-args'] || 'no extra flags'}; ${describeMachine()}`,
   );
   await sample();
   let nextSample = performance.now() + sampleMs;
@@ -201,7 +252,18 @@ try {
       agent: `s${i}`,
       rss_mb: [round(first.rss / 1e6, 1), round(last.rss / 1e6, 1)],
       rss_slope_mb_per_min: round(slopePerMinute(points, (s) => s.rss) / 1e6, 3),
+      heap_mb: [round(first.heap / 1e6, 1), round(last.heap / 1e6, 1)],
+      heap_total_mb: [round(first.heapTotal / 1e6, 1), round(last.heapTotal / 1e6, 1)],
       heap_slope_mb_per_min: round(slopePerMinute(points, (s) => s.heap) / 1e6, 3),
+      array_buffers_mb: [round(first.arrayBuffers / 1e6, 1), round(last.arrayBuffers / 1e6, 1)],
+      array_buffers_slope_mb_per_min: round(slopePerMinute(points, (s) => s.arrayBuffers) / 1e6, 3),
+      external_mb: [round(first.external / 1e6, 1), round(last.external / 1e6, 1)],
+      hot_mb: [round(first.hot / 1e6, 1), round(last.hot / 1e6, 1)],
+      hot_max_mb: round(last.hotMax / 1e6, 1),
+      // What RSS holds beyond the V8 heap and the Buffers: the Node binary's pages, malloc's own
+      // (freed memory it keeps, TLS and HTTP/2 state), thread stacks. Allocator growth shows here.
+      rest_mb: [round(rest(first) / 1e6, 1), round(rest(last) / 1e6, 1)],
+      rest_slope_mb_per_min: round(slopePerMinute(points, rest) / 1e6, 3),
       fds: [first.fds, last.fds],
       fds_slope_per_min: round(
         slopePerMinute(points, (s) => s.fds),
@@ -215,8 +277,16 @@ try {
   console.log(`# load: ${JSON.stringify(load)}; errors by kind: ${JSON.stringify(errorKinds)}`);
   await writeFile(values.plot, svg());
   console.log(`# plot: ${values.plot}`);
-  const worst = (key: 'rss_slope_mb_per_min' | 'heap_slope_mb_per_min' | 'fds_slope_per_min') =>
-    Math.max(...rows.map((r) => r[key]));
+  const worst = (
+    key:
+      | 'rss_slope_mb_per_min'
+      | 'heap_slope_mb_per_min'
+      | 'array_buffers_slope_mb_per_min'
+      | 'rest_slope_mb_per_min'
+      | 'fds_slope_per_min',
+  ) => Math.max(...rows.map((r) => r[key]));
+  const end = (key: 'rss_mb' | 'heap_total_mb' | 'array_buffers_mb' | 'rest_mb' | 'hot_mb') =>
+    Math.max(...rows.map((r) => r[key][1]!));
   console.log(
     JSON.stringify({
       bench: 'soak',
@@ -226,8 +296,15 @@ try {
       errors: load.errors,
       rss_slope_mb_per_min: worst('rss_slope_mb_per_min'),
       heap_slope_mb_per_min: worst('heap_slope_mb_per_min'),
+      array_buffers_slope_mb_per_min: worst('array_buffers_slope_mb_per_min'),
+      rest_slope_mb_per_min: worst('rest_slope_mb_per_min'),
       fds_slope_per_min: worst('fds_slope_per_min'),
-      rss_end_mb: Math.max(...rows.map((r) => r.rss_mb[1]!)),
+      rss_end_mb: end('rss_mb'),
+      heap_total_end_mb: end('heap_total_mb'),
+      array_buffers_end_mb: end('array_buffers_mb'),
+      hot_end_mb: end('hot_mb'),
+      hot_max_mb: Math.max(...rows.map((r) => r.hot_max_mb)),
+      rest_end_mb: end('rest_mb'),
     }),
   );
 } finally {

@@ -63,6 +63,8 @@ export interface StoreStats {
   entries: number;
   chunks: number;
   hotBytes: number;
+  /** The hot tier's bound (store.memoryBytes). */
+  hotMaxBytes: number;
 }
 
 export interface PutOptions {
@@ -152,6 +154,7 @@ export class ObjectStore {
       entries: this.#objects.size,
       chunks: this.#ledger.size,
       hotBytes: this.#hot.bytes,
+      hotMaxBytes: this.#hot.maxBytes,
     };
   }
 
@@ -166,6 +169,11 @@ export class ObjectStore {
     }
     this.#order.touch(key);
     return entry.manifest;
+  }
+
+  /** The manifest stored for `key` (expired or not), without counting a use: for bookkeeping passes. */
+  peek(key: string): Manifest | undefined {
+    return this.#objects.get(key)?.manifest;
   }
 
   /** Pins `key` for reading; undefined when absent or expired. */
