@@ -171,9 +171,11 @@ export class ObjectStore {
     return entry.manifest;
   }
 
-  /** The manifest stored for `key` (expired or not), without counting a use: for bookkeeping passes. */
+  /** The live manifest for `key`, without counting a use (for bookkeeping passes, not reads). */
   peek(key: string): Manifest | undefined {
-    return this.#objects.get(key)?.manifest;
+    const manifest = this.#objects.get(key)?.manifest;
+    const expires = manifest?.expiresAtMs;
+    return expires !== undefined && expires <= this.#opts.clock.now() ? undefined : manifest;
   }
 
   /** Pins `key` for reading; undefined when absent or expired. */

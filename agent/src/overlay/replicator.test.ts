@@ -44,7 +44,7 @@ describe('Replicator', () => {
     };
     const manifest = { key: 'k', createdAtMs: 1 };
     const replicator = new Replicator({
-      store: { keys: () => ['k'], lookup: () => manifest },
+      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
       placementOf: () => ({ self: true, peers: [owner] }),
       self: () => ({ nodeId: 'a', grpc: 'a:1' }),
       logger: pino({ level: 'silent' }),
@@ -87,7 +87,7 @@ describe('Replicator', () => {
     });
     const options = (owners: unknown[], standIns: unknown[]) =>
       ({
-        store: { keys: () => [], lookup: () => undefined },
+        store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
         placementOf: () => ({ self: true, peers: owners }),
         standInsOf: () => standIns,
         self: () => ({ nodeId: 'a', grpc: 'a:1' }),
@@ -138,7 +138,7 @@ describe('Replicator', () => {
     };
     let bAlive = true;
     const replicator = new Replicator({
-      store: { keys: () => [], lookup: () => undefined },
+      store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
       placementOf: () => ({ self: true, peers: [hung, c] }),
       isAlive: (p: { id: string }) => p.id !== 'b' || bAlive,
       self: () => ({ nodeId: 'a', grpc: 'a:1' }),
@@ -167,7 +167,7 @@ describe('Replicator', () => {
     });
     const manifest = { key: 'k', createdAtMs: 1 };
     const replicator = new Replicator({
-      store: { keys: () => ['k'], lookup: () => manifest },
+      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
       placementOf: () => ({ self: false, peers: [owner('b', () => true), owner('c', () => cUp)] }),
       self: () => ({ nodeId: 'a', grpc: 'a:1' }),
       logger: pino({ level: 'silent' }),
@@ -181,6 +181,44 @@ describe('Replicator', () => {
       assert.equal(replicator.owesCopies('k'), true, 'c has no copy yet');
       cUp = true; // the retry (repair, with backoff) makes c's copy
       await eventually(() => Promise.resolve(!replicator.owesCopies('k') || undefined), 10_000);
+    } finally {
+      replicator.close();
+    }
+  });
+
+  it('checks a cached copy for a missed purge once, not on every pass, and again once the control plane is back', async () => {
+    let checks = 0;
+    let copies = 0;
+    const owner = {
+      id: 'b',
+      address: 'b:1',
+      getManifest: () => {
+        checks++;
+        return Promise.resolve(undefined);
+      },
+      replicate: () => {
+        copies++;
+        return Promise.resolve({});
+      },
+    };
+    const manifest = { key: 'cached', createdAtMs: 1 };
+    const replicator = new Replicator({
+      store: { keys: () => ['cached'], lookup: () => manifest, peek: () => manifest },
+      placementOf: () => ({ self: false, peers: [owner] }),
+      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
+      logger: pino({ level: 'silent' }),
+      onPurged: () => Promise.resolve(),
+      writeCopies: 1,
+      timeoutMs: 1000,
+    } as unknown as ReplicatorOptions);
+    try {
+      await replicator.repair();
+      await replicator.repair();
+      assert.equal(checks, 1, 'checked once over two passes');
+      replicator.recheckPurges();
+      await replicator.repair();
+      assert.equal(checks, 2, 'checked again after the control plane came back');
+      assert.equal(copies, 0, 'a cached copy is not pushed to owners');
     } finally {
       replicator.close();
     }

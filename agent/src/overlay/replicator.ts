@@ -48,6 +48,11 @@ export class Replicator {
   readonly #replicatedTo = new Map<string, Set<string>>();
   /** Keys written here that this node does not own: it copies them to their owners until each has one. */
   readonly #written = new Set<string>();
+  /**
+   * Cached copies already checked against an owner for a purge this node may have missed: each is
+   * checked once after start, and again after the control plane comes back (purges travel on it).
+   */
+  readonly #purgeChecked = new Set<string>();
   #repairTimer: NodeJS.Timeout | undefined;
   #repairing: Promise<void> = Promise.resolve();
   #backlog = 0;
@@ -130,6 +135,12 @@ export class Replicator {
     return this.#backlog;
   }
 
+  /** Checks every cached copy for missed purges again (the control plane was away: purges travel on it). */
+  recheckPurges(): void {
+    this.#purgeChecked.clear();
+    this.schedule();
+  }
+
   /** Whether `key` was written here, is not owned here, and some owner does not have it yet. */
   owesCopies(key: string): boolean {
     return this.#written.has(key);
@@ -139,6 +150,7 @@ export class Replicator {
   forgetKey(key: string): void {
     this.#replicatedTo.delete(key);
     this.#written.delete(key);
+    this.#purgeChecked.delete(key);
   }
 
   /** Forgets that anything was copied to `address` (a member there restarted): repair asks again. */
@@ -169,32 +181,42 @@ export class Replicator {
     this.#repairTimer.unref();
   }
 
-  /** For every key this node owns and holds: asks owners it has not replicated to yet to copy it. */
+  /**
+   * For every key this node owns and holds (or wrote and still owes): asks owners it has not
+   * replicated to yet to copy it. Then, for cached copies not checked yet, asks an owner whether it
+   * was purged meanwhile. Copies come first: they are what keeps R copies.
+   */
   async repair(): Promise<void> {
     const work: (() => Promise<unknown>)[] = [];
+    const checks: (() => Promise<unknown>)[] = [];
     /** Copies that failed (an owner that did not answer, or refused): the pass runs again. */
     let unmade = 0;
     const keys = this.#opts.store.keys();
     const live = new Set(keys);
     for (const key of this.#replicatedTo.keys()) if (!live.has(key)) this.#replicatedTo.delete(key);
     for (const key of this.#written) if (!live.has(key)) this.#written.delete(key);
+    for (const key of this.#purgeChecked) if (!live.has(key)) this.#purgeChecked.delete(key);
     for (const key of keys) {
-      const manifest = this.#opts.store.lookup(key);
+      const manifest = this.#opts.store.peek(key);
       const placement = this.#opts.placementOf(key);
       if (!manifest) continue;
       const done = this.#replicatedTo.get(key);
       if (!placement.self && this.#written.has(key) && placement.peers.every((o) => done?.has(o.address)))
         this.#written.delete(key); // every owner has the copy this node wrote
       if (!placement.self && !this.#written.has(key)) {
-        // A cached copy: check it was not purged while this node was away.
+        // A cached copy: check (once) that it was not purged while this node was away.
         const owner = placement.peers[0];
-        if (owner) work.push(() => this.#checkPurged(owner, manifest));
+        if (owner && !this.#purgeChecked.has(key))
+          checks.push(async () => {
+            if (await this.#checkPurged(owner, manifest)) this.#purgeChecked.add(key);
+          });
         continue;
       }
       for (const owner of placement.peers) {
         if (!done?.has(owner.address)) work.push(() => this.#copyTo(owner, manifest, () => unmade++));
       }
     }
+    work.push(...checks);
     this.#backlog = work.length;
     try {
       for (let i = 0; i < work.length; i += REPAIR_PARALLELISM) {
@@ -215,15 +237,18 @@ export class Replicator {
     }
   }
 
-  async #checkPurged(owner: PeerTransport, manifest: Manifest): Promise<void> {
+  /** Asks `owner` whether the cached copy was purged (and applies it); true once the owner answered. */
+  async #checkPurged(owner: PeerTransport, manifest: Manifest): Promise<boolean> {
     try {
       const answer = await owner.getManifest(manifest.key, AbortSignal.timeout(this.#opts.timeoutMs));
       if (answer?.purgedAtMs !== undefined && manifest.createdAtMs <= answer.purgedAtMs) {
         this.#opts.logger.info({ key: manifest.key, owner: owner.id }, 'cached copy was purged meanwhile');
         await this.#opts.onPurged(manifest.key, answer.purgedAtMs, answer.purgeSignature);
       }
+      return true;
     } catch (error) {
       this.#opts.logger.debug({ key: manifest.key, err: (error as Error).message }, 'purge check failed');
+      return false;
     }
   }
 
