@@ -4,8 +4,12 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { Holder } from './holder-index.ts';
 
-/** Replicate calls run at once during a repair pass. */
-const REPAIR_PARALLELISM = 4;
+/**
+ * Replicate calls under way at once during a repair pass (a pool: the next starts as soon as one
+ * ends). A call mostly waits (a round trip, then the owner's pull), so a returning owner's backlog
+ * of hundreds of keys takes seconds, not the minute 4 calls in lockstep took in the chaos suite.
+ */
+const REPAIR_PARALLELISM = 16;
 /** Membership changes within this window cause one repair pass. */
 const REPAIR_DEBOUNCE_MS = 200;
 /** A pass that left copies unmade is run again after this, doubling up to the most (then steady). */
@@ -219,11 +223,14 @@ export class Replicator {
     work.push(...checks);
     this.#backlog = work.length;
     try {
-      for (let i = 0; i < work.length; i += REPAIR_PARALLELISM) {
-        await Promise.all(
-          work.slice(i, i + REPAIR_PARALLELISM).map((run) => run().finally(() => this.#backlog--)),
-        );
-      }
+      let next = 0;
+      const worker = async () => {
+        while (next < work.length) {
+          const run = work[next++]!;
+          await run().finally(() => this.#backlog--);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(REPAIR_PARALLELISM, work.length) }, worker));
     } finally {
       this.#backlog = 0;
     }
