@@ -309,6 +309,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       if (!transport) return 'unknown-source';
       try {
         await fetcher.copy(key, root, [transport]);
+        // Asked to keep a copy of a key this node does not own: a stand-in for an owner that could
+        // not take it. The copy is owed to the owners (evicted last, handed on by repair).
+        if (!overlay.placementOf(key).self) replicator.keepAsStandIn(key);
       } catch (error) {
         if (error instanceof ObjectPurgedError)
           return { purgedAtMs: error.purgedAtMs, signature: tombstones.signatureOf(key) };

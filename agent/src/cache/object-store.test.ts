@@ -387,6 +387,15 @@ describe('ObjectStore', () => {
     assert.deepEqual(await readAll(reopened, 'same'), final);
   });
 
+  it('at its limit, evicts a cached copy before an older owned one', async () => {
+    const store = await open({ maxBytes: 3 * MiB, isOwned: (key) => key.startsWith('own/') });
+    for (const key of ['own/1', 'cached/1', 'own/2'])
+      await store.put(key, pieces(randomBytes(MiB)), { size: MiB });
+    await store.put('new', pieces(randomBytes(MiB)), { size: MiB });
+    assert.deepEqual(removed, ['cached/1:evicted'], 'the oldest, own/1, is owned: kept');
+    await store.flush();
+  });
+
   it('on a disk another tenant filled, evicts cached copies to take a write, never owned ones', async (t) => {
     if (process.getuid?.() !== 0) return t.skip('needs root to mount a small tmpfs');
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', dir]);

@@ -18,6 +18,8 @@ import { Sieve } from './sieve.ts';
 
 /** How far eviction looks for a cached copy before it takes an owned one (each look places a key). */
 const CACHED_VICTIM_SCAN = 256;
+/** How far a write that found the disk full looks for cached copies to evict. */
+const DISK_FULL_SCAN = 4096;
 /** What a write that found the disk full frees at least, before it tries once more. */
 const DISK_FULL_FREE = 8 * 2 ** 20;
 
@@ -475,7 +477,8 @@ export class ObjectStore {
       // again nothing would bring it back.
       const cached = (key: string) => this.#objects.get(key)?.pins === 0 && !isOwned?.(key);
       while (this.#ledger.bytes > target) {
-        const victim = this.#order.evict(cached);
+        // Bounded: each look places a key; past DISK_FULL_SCAN entries the write gives up (507).
+        const victim = this.#order.evict(cached, DISK_FULL_SCAN);
         if (victim === undefined) break;
         this.#drop(victim, 'evicted');
         evicted++;
@@ -489,15 +492,18 @@ export class ObjectStore {
 
   /**
    * The next object to evict (SIEVE order, never a pinned one): a copy this node keeps as a cache
-   * before one it keeps as an owner (isOwned), which is one of the mesh's R copies of the key.
+   * before one it keeps as an owner (isOwned), which is one of the mesh's R copies of the key, if a
+   * cached one is among the next CACHED_VICTIM_SCAN entries the hand would look at.
    */
   #victim(): string | undefined {
     const unpinned = (key: string) => this.#objects.get(key)?.pins === 0;
     const isOwned = this.#opts.isOwned;
-    return (
-      (isOwned && this.#order.evict((key) => unpinned(key) && !isOwned(key), CACHED_VICTIM_SCAN)) ??
-      this.#order.evict(unpinned)
-    );
+    const cached = isOwned
+      ? this.#order.find((key) => unpinned(key) && !isOwned(key), CACHED_VICTIM_SCAN)
+      : undefined;
+    if (cached === undefined) return this.#order.evict(unpinned);
+    this.#order.delete(cached);
+    return cached;
   }
 
   /** Makes room for `bytes` more by evicting unpinned objects; throws when it cannot. */

@@ -61,4 +61,26 @@ describe('Sieve', () => {
     assert.equal(s.evict(all), 'a');
     assert.equal(s.size, 0);
   });
+
+  it('find looks from the hand without clearing second chances or moving the hand', () => {
+    const sieve = new Sieve<string>();
+    for (const k of ['a', 'b', 'c', 'd']) sieve.insert(k);
+    sieve.touch('a');
+    sieve.touch('b');
+    assert.equal(
+      sieve.find((k) => k !== 'c', 10),
+      'd',
+      'the first unvisited one it wants',
+    );
+    assert.equal(
+      sieve.find(() => true, 2),
+      undefined,
+      'a and b are visited: nothing within 2 steps',
+    );
+    // Nothing changed: eviction still gives a and b their second chance and takes c first.
+    assert.equal(
+      sieve.evict(() => true),
+      'c',
+    );
+  });
 });

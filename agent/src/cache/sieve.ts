@@ -56,6 +56,21 @@ export class Sieve<K> {
   }
 
   /**
+   * The first unvisited key `wanted` accepts, looking from the hand as eviction would, at most
+   * `maxSteps` entries; nothing changes (no bit cleared, the hand stays). For a preference among
+   * victims that must not cost other entries their second chance.
+   */
+  find(wanted: (key: K) => boolean, maxSteps: number): K | undefined {
+    let steps = 0;
+    let node = this.#hand ?? this.#tail;
+    while (node && steps++ < Math.min(this.#nodes.size, maxSteps)) {
+      if (!node.visited && wanted(node.key)) return node.key;
+      node = node.prev ?? this.#tail;
+    }
+    return undefined;
+  }
+
+  /**
    * Chooses a victim among keys `evictable` accepts, removes it and returns it; undefined when every
    * key is refused (after clearing visited bits, so a second call may still find one). `maxSteps`
    * bounds the scan (a choice of preference that may give up early).

@@ -107,6 +107,7 @@ export class Membership {
   /** When start() ran: until the join grace is over, a miss may only mean the view is not yet formed. */
   #startedAt: number | undefined;
   #graceOver = false;
+  #closed = false;
   readonly #joinWaiters: (() => void)[] = [];
   /** Replaced connections, closed a little later (#retire). */
   readonly #retiring = new Set<PeerTransport>();
@@ -323,13 +324,14 @@ export class Membership {
   /** Pings a dead member on a fresh connection; its direct answer makes it alive again on that one. */
   async #retryDead(member: Member): Promise<void> {
     const nodeId = member.info.nodeId;
-    if (this.#probing.has(nodeId)) return;
+    if (this.#probing.has(nodeId) || this.#closed) return;
     this.#probing.add(nodeId);
-    const transport = this.#opts.connect(member.info);
+    let transport: PeerTransport | undefined;
     try {
+      transport = this.#opts.connect(member.info);
       const answer = await this.#ping(transport, nodeId).catch(() => undefined);
       // Unless it is still the same dead member (an announcement may have replaced it meanwhile).
-      if (!answer || this.#members.get(nodeId) !== member || member.state !== 'dead') {
+      if (!answer || this.#closed || this.#members.get(nodeId) !== member || member.state !== 'dead') {
         transport.close();
         return;
       }
@@ -337,6 +339,9 @@ export class Membership {
       const revived = { ...member, transport };
       this.#members.set(nodeId, revived);
       this.#confirmed(revived, answer, true);
+      // Its answer does not say whether it restarted meanwhile (its disk may be new): what was
+      // copied to it is asked again, as for a member that announces a new life.
+      this.#opts.onRestarted?.(nodeId, member.info.grpc);
     } finally {
       this.#probing.delete(nodeId);
       if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
@@ -344,9 +349,9 @@ export class Membership {
   }
 
   /**
-   * Closes a member's replaced connection once the calls already on it had their chance (each has
-   * its own deadline): closed at once, a call just starting on it would fail although the member
-   * answers on the new one. New calls take the new one.
+   * Closes a member's replaced connection 5 s later, so that unary calls already on it (each with
+   * its own deadline) may finish: closed at once, a call just starting on it would fail although the
+   * member answers on the new one. New calls take the new one; a longer stream on the old one is cut.
    */
   #retire(transport: PeerTransport): void {
     this.#retiring.add(transport);
@@ -406,6 +411,7 @@ export class Membership {
   }
 
   close(): void {
+    this.#closed = true;
     for (const timer of this.#timers) clearInterval(timer);
     this.#graceOver = true;
     this.#checkJoined();

@@ -154,9 +154,9 @@ export class Overlay {
       .filter((o) => o !== 'self');
   }
 
-  /** Whether `peer` is the connection of a member counted alive. */
+  /** Whether the member at `peer`'s address is counted alive (on this connection or a newer one). */
   isAlive(peer: PeerTransport): boolean {
-    return (this.#membership?.alive() ?? []).some((m) => m.transport === peer);
+    return (this.#membership?.alive() ?? []).some((m) => m.transport.address === peer.address);
   }
 
   /** `key`'s first `count` owners (by default the replication factor) in placement order, this node marked 'self'. */

@@ -223,4 +223,65 @@ describe('Replicator', () => {
       replicator.close();
     }
   });
+
+  it('answers within one replication timeout however many owners it tries one after another', async () => {
+    const hung = (id: string) => ({
+      id,
+      address: `${id}:1`,
+      replicate: () => new Promise(() => undefined), // alive, never answering
+    });
+    const replicator = new Replicator({
+      store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
+      placementOf: () => ({ self: true, peers: [hung('b'), hung('c')] }),
+      standInsOf: () => [hung('d'), hung('e')],
+      isAlive: () => true,
+      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
+      logger: pino({ level: 'silent' }),
+      onPurged: () => Promise.resolve(),
+      writeCopies: 2,
+      timeoutMs: 200,
+    } as unknown as ReplicatorOptions);
+    try {
+      const started = Date.now();
+      assert.equal(await replicator.afterPut({ key: 'k', createdAtMs: 1 } as never), 1, 'only its own copy');
+      assert.ok(Date.now() - started < 2000, 'one timeout, not one per owner tried');
+    } finally {
+      replicator.close();
+    }
+  });
+
+  it('a writer that owns the key owes the other owners their copies too, until each confirmed one', async () => {
+    const manifest = { key: 'k', createdAtMs: 1 };
+    let cUp = false;
+    const replicator = new Replicator({
+      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
+      placementOf: () => ({
+        self: true,
+        peers: [
+          { id: 'b', address: 'b:1', replicate: () => Promise.resolve({}) },
+          {
+            id: 'c',
+            address: 'c:1',
+            replicate: () => (cUp ? Promise.resolve({}) : Promise.reject(new Error('UNAVAILABLE'))),
+          },
+        ],
+      }),
+      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
+      logger: pino({ level: 'silent' }),
+      onPurged: () => Promise.resolve(),
+      writeCopies: 1,
+      timeoutMs: 1000,
+    } as unknown as ReplicatorOptions);
+    try {
+      assert.equal(await replicator.afterPut(manifest as never), 1);
+      await eventually(() => Promise.resolve(replicator.backlog === 0 || undefined));
+      assert.equal(replicator.owesCopies('k'), true, 'kept as owed (evicted last) while c has none');
+      cUp = true;
+      await eventually(() => Promise.resolve(!replicator.owesCopies('k') || undefined), 10_000);
+      replicator.keepAsStandIn('x');
+      assert.equal(replicator.owesCopies('x'), true, 'a stand-in copy is owed to the owners');
+    } finally {
+      replicator.close();
+    }
+  });
 });

@@ -50,7 +50,7 @@ export class Replicator {
   readonly #opts: ReplicatorOptions;
   /** The owners each key was last replicated to, by address. */
   readonly #replicatedTo = new Map<string, Set<string>>();
-  /** Keys written here that this node does not own: it copies them to their owners until each has one. */
+  /** Keys written here, or kept here as a stand-in: copied to their owners until each confirmed one. */
   readonly #written = new Set<string>();
   /**
    * Cached copies already checked against an owner for a purge this node may have missed: each is
@@ -74,9 +74,9 @@ export class Replicator {
    * that many owners at a time, nearest placement first (so they do not share the writer's uplink
    * with copies nobody waits for); an owner that fails, or that membership stops counting alive
    * while it copies, is replaced by the next owner, then by the next live node in placement order
-   * (a stand-in: repair later brings the copy to its owners). The owners not needed for the answer
-   * get theirs after it. A writer that is not an owner sees to the owners' copies (repair) until
-   * each has one.
+   * (a stand-in: it keeps the copy as owed, evicted last, and hands it on to the owners by repair).
+   * The owners not needed for the answer get theirs after it. The writer sees to every owner's copy
+   * (repair) until each has confirmed one. The whole wait is bounded by the replication timeout.
    */
   async afterPut(manifest: Manifest): Promise<number> {
     // A node that just started places on the owners it has met: a write that waits for copies
@@ -84,8 +84,9 @@ export class Replicator {
     // (Copies made in the background go to the owners it meets later, by repair.)
     if (this.#opts.writeCopies > 1) await this.#opts.untilJoined?.();
     const key = manifest.key;
-    const { self: owner, peers: owners } = this.#opts.placementOf(key);
-    if (!owner) this.#written.add(key);
+    const { peers: owners } = this.#opts.placementOf(key);
+    // Owed until every owner confirmed a copy, whatever the placement becomes meanwhile.
+    this.#written.add(key);
     const background = (peers: readonly PeerTransport[]) => {
       for (const peer of peers)
         this.#copyTo(peer, manifest, () => this.schedule(RETRY_FIRST_MS)).catch(() => undefined);
@@ -107,9 +108,14 @@ export class Replicator {
         next();
       }, ALIVE_CHECK_MS);
       watch.unref();
+      // However many owners are tried one after another, the PUT waits one timeout at most.
+      const deadline = setTimeout(() => finish(), this.#opts.timeoutMs);
+      deadline.unref();
       const finish = () => {
+        if (answered) return;
         answered = true;
         clearInterval(watch);
+        clearTimeout(deadline);
         resolve(1 + confirmed);
         background(candidates.filter((c) => owners.includes(c))); // owners not yet asked
       };
@@ -145,9 +151,14 @@ export class Replicator {
     this.schedule();
   }
 
-  /** Whether `key` was written here, is not owned here, and some owner does not have it yet. */
+  /** Whether this node owes `key`'s owners copies: it wrote it, or keeps it as a stand-in, and some owner has none yet. */
   owesCopies(key: string): boolean {
     return this.#written.has(key);
+  }
+
+  /** Takes a copy this node was asked to keep though it is no owner (a stand-in): owed to the owners. */
+  keepAsStandIn(key: string): void {
+    this.#written.add(key);
   }
 
   /** Forgets `key` (removed from this node): its record would otherwise stay until a repair pass. */
@@ -205,8 +216,8 @@ export class Replicator {
       const placement = this.#opts.placementOf(key);
       if (!manifest) continue;
       const done = this.#replicatedTo.get(key);
-      if (!placement.self && this.#written.has(key) && placement.peers.every((o) => done?.has(o.address)))
-        this.#written.delete(key); // every owner has the copy this node wrote
+      if (this.#written.has(key) && placement.peers.every((o) => done?.has(o.address)))
+        this.#written.delete(key); // every owner has the copy this node owed
       if (!placement.self && !this.#written.has(key)) {
         // A cached copy: check (once) that it was not purged while this node was away.
         const owner = placement.peers[0];
@@ -289,8 +300,8 @@ export class Replicator {
       done.add(owner.address);
       this.#replicatedTo.set(manifest.key, done);
       if (this.#written.has(manifest.key)) {
-        const { self, peers } = this.#opts.placementOf(manifest.key);
-        if (!self && peers.every((o) => done.has(o.address))) this.#written.delete(manifest.key); // paid
+        const { peers } = this.#opts.placementOf(manifest.key);
+        if (peers.every((o) => done.has(o.address))) this.#written.delete(manifest.key); // paid
       }
       return true;
     } catch (error) {
