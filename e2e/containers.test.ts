@@ -339,10 +339,14 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
         const processed = new Set(
           mine.filter((s) => s.name === 'process object.purge').map((s) => s.resource['service.instance.id']),
         );
-        return Promise.resolve(processed.size === others.length ? mine : undefined);
+        // Each agent exports its spans in batches of its own: the deleter's may come last.
+        const published = mine.some(
+          (s) => s.name === 'publish object.purge' && s.resource['service.instance.id'] === deleter.id,
+        );
+        return Promise.resolve(processed.size === others.length && published ? mine : undefined);
       },
       20_000,
-      'every other node to handle the purge event in the DELETE’s trace',
+      'every other node to handle the purge event in the DELETE’s trace, and the deleter’s publish span',
     ).catch((error: Error) => {
       const mine = receiver.spans.filter((s) => s.traceId === traceId);
       throw new Error(
