@@ -525,7 +525,9 @@ export async function run(quick: boolean): Promise<void> {
         );
       }
     // Every key acknowledged, the last ones included: readable, with the right bytes, from any node.
+    // Then every key, the last ones included, given 90 s more: what is still off its owners is counted.
     await allOnOwners(ackedKeys.length, 90);
+    const offOwners = ackedKeys.filter((k) => !onOwners.has(k)).length;
     let lost = 0;
     for (let i = 0; i < ackedKeys.length; i += 32) {
       await Promise.all(
@@ -557,7 +559,7 @@ export async function run(quick: boolean): Promise<void> {
     for (const r of results) row(r.fault, r.held_s.toFixed(1), r.recovery_s.toFixed(1), r.tally);
     console.log(`# failures by kind: ${JSON.stringify(total.reasons)}`);
     console.log(
-      `# ${ackedKeys.length} writes acknowledged; after the last fault every one on its ${R} owners in ${round2(keysOnOwners)} s${stillOff.length ? ` (${stillOff.length} not then)` : ''}; lost ${lost}, corrupt bodies served ${corrupt}`,
+      `# ${ackedKeys.length} writes acknowledged; after the last fault every one on its ${R} owners in ${round2(keysOnOwners)} s${stillOff.length ? ` (${stillOff.length} not then)` : ''}; at the end ${offOwners} off their owners; lost ${lost}, corrupt bodies served ${corrupt}`,
     );
     console.log(
       '# goals: acked_lost = 0, corrupt_served = 0, availability >= 0.999, max_recovery_s <= 10, keys_on_owners_s <= 10',
@@ -571,6 +573,7 @@ export async function run(quick: boolean): Promise<void> {
         availability: round(availability, 5),
         max_recovery_s: round2(Math.max(...results.map((r) => r.recovery_s))),
         keys_on_owners_s: round2(keysOnOwners),
+        off_owners_at_end: offOwners,
         requests: total.requests,
         failed: total.failed,
         left_out: total.excluded,
