@@ -4,6 +4,17 @@ import { pino } from 'pino';
 import { eventually } from '../../harness/agent-process.ts';
 import { Replicator, type ReplicatorOptions } from './replicator.ts';
 
+/** A replicator on node a (logger silent, purges believed), with the options a test names. */
+function replicatorOptions(options: Record<string, unknown>): ReplicatorOptions {
+  return {
+    self: () => ({ nodeId: 'a', grpc: 'a:1' }),
+    logger: pino({ level: 'silent' }),
+    onPurged: () => Promise.resolve(),
+    ...options,
+  } as unknown as ReplicatorOptions;
+}
+const replicatorWith = (options: Record<string, unknown>) => new Replicator(replicatorOptions(options));
+
 describe('Replicator', () => {
   it('runs the next repair pass after one failed (the pass chain heals), and the failure escapes nowhere', async () => {
     let passes = 0;
@@ -43,15 +54,12 @@ describe('Replicator', () => {
       },
     };
     const manifest = { key: 'k', createdAtMs: 1 };
-    const replicator = new Replicator({
+    const replicator = replicatorWith({
       store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
       placementOf: () => ({ self: true, peers: [owner] }),
-      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
-      logger: pino({ level: 'silent' }),
-      onPurged: () => Promise.resolve(),
       writeCopies: 1,
       timeoutMs: 1000,
-    } as unknown as ReplicatorOptions);
+    });
     try {
       replicator.schedule();
       await eventually(() => Promise.resolve(calls === 3 || undefined), 10_000);
@@ -86,16 +94,13 @@ describe('Replicator', () => {
       },
     });
     const options = (owners: unknown[], standIns: unknown[]) =>
-      ({
+      replicatorOptions({
         store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
         placementOf: () => ({ self: true, peers: owners }),
         standInsOf: () => standIns,
-        self: () => ({ nodeId: 'a', grpc: 'a:1' }),
-        logger: pino({ level: 'silent' }),
-        onPurged: () => Promise.resolve(),
         writeCopies: 2,
         timeoutMs: 1000,
-      }) as unknown as ReplicatorOptions;
+      });
     const settle = async () => {
       for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
     };
@@ -137,16 +142,13 @@ describe('Replicator', () => {
       },
     };
     let bAlive = true;
-    const replicator = new Replicator({
+    const replicator = replicatorWith({
       store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
       placementOf: () => ({ self: true, peers: [hung, c] }),
       isAlive: (p: { id: string }) => p.id !== 'b' || bAlive,
-      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
-      logger: pino({ level: 'silent' }),
-      onPurged: () => Promise.resolve(),
       writeCopies: 2,
       timeoutMs: 60_000,
-    } as unknown as ReplicatorOptions);
+    });
     try {
       const answer = replicator.afterPut({ key: 'k', createdAtMs: 1 } as never);
       await eventually(() => Promise.resolve(asked.length === 1 || undefined));
@@ -166,15 +168,12 @@ describe('Replicator', () => {
       replicate: () => (up() ? Promise.resolve({}) : Promise.reject(new Error('UNAVAILABLE'))),
     });
     const manifest = { key: 'k', createdAtMs: 1 };
-    const replicator = new Replicator({
+    const replicator = replicatorWith({
       store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
       placementOf: () => ({ self: false, peers: [owner('b', () => true), owner('c', () => cUp)] }),
-      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
-      logger: pino({ level: 'silent' }),
-      onPurged: () => Promise.resolve(),
       writeCopies: 2,
       timeoutMs: 1000,
-    } as unknown as ReplicatorOptions);
+    });
     try {
       assert.equal(await replicator.afterPut(manifest as never), 2);
       await eventually(() => Promise.resolve(replicator.backlog === 0 || undefined));
@@ -202,15 +201,12 @@ describe('Replicator', () => {
       },
     };
     const manifest = { key: 'cached', createdAtMs: 1 };
-    const replicator = new Replicator({
+    const replicator = replicatorWith({
       store: { keys: () => ['cached'], lookup: () => manifest, peek: () => manifest },
       placementOf: () => ({ self: false, peers: [owner] }),
-      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
-      logger: pino({ level: 'silent' }),
-      onPurged: () => Promise.resolve(),
       writeCopies: 1,
       timeoutMs: 1000,
-    } as unknown as ReplicatorOptions);
+    });
     try {
       await replicator.repair();
       await replicator.repair();
@@ -230,17 +226,14 @@ describe('Replicator', () => {
       address: `${id}:1`,
       replicate: () => new Promise(() => undefined), // alive, never answering
     });
-    const replicator = new Replicator({
+    const replicator = replicatorWith({
       store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
       placementOf: () => ({ self: true, peers: [hung('b'), hung('c')] }),
       standInsOf: () => [hung('d'), hung('e')],
       isAlive: () => true,
-      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
-      logger: pino({ level: 'silent' }),
-      onPurged: () => Promise.resolve(),
       writeCopies: 2,
       timeoutMs: 200,
-    } as unknown as ReplicatorOptions);
+    });
     try {
       const started = Date.now();
       assert.equal(await replicator.afterPut({ key: 'k', createdAtMs: 1 } as never), 1, 'only its own copy');
@@ -253,7 +246,7 @@ describe('Replicator', () => {
   it('a writer that owns the key owes the other owners their copies too, until each confirmed one', async () => {
     const manifest = { key: 'k', createdAtMs: 1 };
     let cUp = false;
-    const replicator = new Replicator({
+    const replicator = replicatorWith({
       store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
       placementOf: () => ({
         self: true,
@@ -266,12 +259,9 @@ describe('Replicator', () => {
           },
         ],
       }),
-      self: () => ({ nodeId: 'a', grpc: 'a:1' }),
-      logger: pino({ level: 'silent' }),
-      onPurged: () => Promise.resolve(),
       writeCopies: 1,
       timeoutMs: 1000,
-    } as unknown as ReplicatorOptions);
+    });
     try {
       assert.equal(await replicator.afterPut(manifest as never), 1);
       await eventually(() => Promise.resolve(replicator.backlog === 0 || undefined));
