@@ -328,10 +328,30 @@ export async function run(quick: boolean): Promise<void> {
         }
       }
       record(ok, why, exclude);
-      if (!ok && verbose)
+      if (!ok && verbose) {
+        // A read that failed: where the key is now (its owners, and who holds it).
+        const where = kind === 'get' && !exclude ? ` ${await whereIs(key)}` : '';
         console.log(
-          `# ${((t0 - started) / 1000).toFixed(2)}-${((t1 - started) / 1000).toFixed(2)} s ${kind} at ${name}${key ? ` ${key}` : ''}${target ? ` to ${target}` : ''}: ${why}${exclude ? ` (left out: ${exclude})` : ''}${detail ? ` ${detail}` : ''}`,
+          `# ${((t0 - started) / 1000).toFixed(2)}-${((t1 - started) / 1000).toFixed(2)} s ${kind} at ${name}${key ? ` ${key}` : ''}${target ? ` to ${target}` : ''}: ${why}${exclude ? ` (left out: ${exclude})` : ''}${detail ? ` ${detail}` : ''}${where}`,
         );
+      }
+    };
+    /** For CHAOS_VERBOSE: `key`'s writer and time, its owners, and the live nodes holding it now. */
+    const whereIs = async (key: string) => {
+      const held = await Promise.all(
+        liveNodes().map(async (n) => {
+          const res = await fetch(`${n.agent!.url}/v1/objects/${key}`, {
+            method: 'HEAD',
+            signal: AbortSignal.timeout(5000),
+          }).catch(() => undefined);
+          return res?.headers.get('x-edgemesh-source') === 'local' ? n.host.name : '';
+        }),
+      );
+      const a = acked.get(key);
+      return `(written at ${a?.entry} at ${a ? ((a.at - started) / 1000).toFixed(2) : '?'} s; owners ${placement
+        .owners(key, R)
+        .map((o) => o.id)
+        .join(' ')}; held by ${held.filter(Boolean).join(' ') || 'none'})`;
     };
 
     const workers = Array.from({ length: clients }, async () => {
@@ -489,8 +509,17 @@ export async function run(quick: boolean): Promise<void> {
     /** Until the first `count` keys acknowledged are each on their R owners; seconds since the last heal. */
     const allOnOwners = async (count: number, limitS: number): Promise<number> => {
       const keys = ackedKeys.slice(0, count);
+      let shownAt = 0;
       for (;;) {
         const pending = keys.filter((k) => !onOwners.has(k));
+        // Every 2 s while keys are missing: how many, and where a few of them are.
+        if (verbose && pending.length > 0 && now() - shownAt >= 2000) {
+          shownAt = now();
+          console.log(
+            `# ${((now() - lastHeal) / 1000).toFixed(2)} s after the heal: ${pending.length} keys off their owners`,
+          );
+          for (const key of pending.slice(0, 3)) console.log(`#   ${key} ${await whereIs(key)}`);
+        }
         for (let i = 0; i < pending.length; i += 32) {
           const batch = pending.slice(i, i + 32);
           const ok = await Promise.all(batch.map(held));
@@ -510,20 +539,8 @@ export async function run(quick: boolean): Promise<void> {
     await Promise.all(workers);
     const stillOff = ackedKeys.slice(0, beforeHeal).filter((k) => !onOwners.has(k));
     if (verbose)
-      for (const key of stillOff.slice(0, 20)) {
-        const where = await Promise.all(
-          nodes.map(async (n) => {
-            const res = await fetch(`${n.agent!.url}/v1/objects/${key}`, { method: 'HEAD' });
-            return res.headers.get('x-edgemesh-source') === 'local' ? n.host.name : '';
-          }),
-        );
-        console.log(
-          `# not on its owners: ${key} (written at ${acked.get(key)!.entry}, ${((acked.get(key)!.at - started) / 1000).toFixed(2)} s): owners ${placement
-            .owners(key, R)
-            .map((o) => o.id)
-            .join(' ')}, held by ${where.filter(Boolean).join(' ')}`,
-        );
-      }
+      for (const key of stillOff.slice(0, 20))
+        console.log(`# not on its owners: ${key} ${await whereIs(key)}`);
     // Every key acknowledged, the last ones included: readable, with the right bytes, from any node.
     // Then every key, the last ones included, given 90 s more: what is still off its owners is counted.
     await allOnOwners(ackedKeys.length, 90);

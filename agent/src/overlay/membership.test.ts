@@ -6,7 +6,7 @@ import { createLogger } from '../telemetry/logger.ts';
 import { FakeClock } from '../time/clock.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
-import { MAX_UNCONFIRMED, Membership } from './membership.ts';
+import { MAX_LOCAL_HEALTH, MAX_UNCONFIRMED, Membership, type MembershipTiming } from './membership.ts';
 
 /** Addresses and whether the node behind each answers. */
 class Network {
@@ -66,7 +66,7 @@ const settle = async () => {
   for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
 };
 
-function mesh(size: number) {
+function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
   const network = new Network();
   const bus = new Bus();
   const clock = new FakeClock();
@@ -88,7 +88,7 @@ function mesh(size: number) {
       connect: (info) => network.transport(self.grpc, info),
       clock,
       logger,
-      timing: { suspicionTimeoutMs: 1000, indirectProbes: 2 },
+      timing: { suspicionTimeoutMs: 1000, indirectProbes: 2, ...timing },
       random: () => 0.5,
     });
     return membership;
@@ -123,6 +123,8 @@ describe('Membership', () => {
     assert.ok(
       nodes.slice(0, 4).every((m) => m.all().find((x) => x.info.nodeId === 'n4')?.state === 'suspect'),
     );
+    // The others answered "it does not answer": the fault is n4's, not theirs.
+    for (const m of nodes.slice(0, 4)) assert.equal(m.localHealth, 0);
     clock.advance(1000);
     for (const m of nodes.slice(0, 4)) m.tick();
     await settle();
@@ -190,6 +192,28 @@ describe('Membership', () => {
     const now = n0.all().find((m) => m.info.nodeId === 'n1')!;
     assert.deepEqual(alive(n0), ['n1'], 'alive again within a protocol period');
     assert.notEqual(now.transport, old.transport, 'on a fresh connection');
+  });
+
+  it('revives a dead member only on its own answer: another node answering at its address does not', async () => {
+    const { network, bus, nodes, clock, alive } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    network.nodes.get('10.0.0.1:7481')!.up = false;
+    bus.up = false;
+    n0.tick();
+    await settle();
+    clock.advance(1000);
+    n0.tick();
+    await settle();
+    assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')?.state, 'dead');
+    // Someone else now listens at n1's address (an impostor, or another node given the address).
+    network.nodes.set('10.0.0.1:7481', { nodeId: 'mallory', zone: 'z0', region: 'r', up: true });
+    for (let i = 0; i < 3; i++) {
+      n0.tick();
+      await settle();
+    }
+    assert.deepEqual(alive(n0), [], 'not revived on an answer as another node');
+    assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')?.state, 'dead');
   });
 
   it('counts itself joined once the members it heard of answer, and makes a lookup wait for it', async () => {
@@ -323,6 +347,67 @@ describe('Membership', () => {
     await settle();
     assert.deepEqual(alive(nodes[0]!), ['n1', 'n2']);
     assert.equal(nodes[0]!.all().find((m) => m.info.nodeId === 'n2')!.info.grpc, '10.0.0.99:7481');
+  });
+
+  it('blames its own link when its probes go unanswered by the helpers too: waits longer, keeps its peers', async () => {
+    const { bus, nodes, clock } = mesh(4, { probeTimeoutMs: 20 });
+    await settle();
+    bus.up = false; // no refutation gives n0 fresh connections meanwhile
+    const n0 = nodes[0]!;
+    // n0's uplink is saturated: nothing it sends is answered in time (the others are fine).
+    let linkUp = false;
+    const late: (() => void)[] = [];
+    const answerAs = (address: string, signal?: AbortSignal): Promise<PingResult> => {
+      const m = n0.all().find((x) => x.info.grpc === address)!;
+      if (linkUp)
+        return Promise.resolve({ nodeId: m.info.nodeId, zone: m.info.zone, region: m.info.region, rttMs: 1 });
+      return new Promise((_r, reject) => {
+        const fail = () => reject(new Error('no answer in time'));
+        late.push(fail);
+        signal?.addEventListener('abort', fail, { once: true });
+      });
+    };
+    for (const m of n0.all())
+      Object.assign(m.transport, {
+        ping: (signal?: AbortSignal) => answerAs(m.info.grpc, signal),
+        probe: (target: string, signal?: AbortSignal) => answerAs(target, signal),
+      });
+    const stateOf = (id: string) => n0.all().find((m) => m.info.nodeId === id)!.state;
+    await n0.probe('n1');
+    assert.equal(stateOf('n1'), 'suspect');
+    assert.equal(n0.localHealth, 2, 'both helpers missed: +2');
+    await n0.probe('n2');
+    assert.equal(n0.localHealth, 3, 'the one alive helper (n3) missed too');
+    // A suspicion now lasts (1 + 3) times as long: a node late itself does not declare its peers dead.
+    clock.advance(1000);
+    n0.tick();
+    assert.deepEqual([stateOf('n1'), stateOf('n2')], ['suspect', 'suspect']);
+    // Its link recovers (the probes the tick started get their answers through the helpers).
+    linkUp = true;
+    for (const fail of late.splice(0)) fail();
+    await settle();
+    assert.deepEqual([stateOf('n1'), stateOf('n2')], ['alive', 'alive']);
+    // Each direct answer lowers the score.
+    await n0.probe('n1');
+    await n0.probe('n2');
+    assert.equal(n0.localHealth, 1);
+  });
+
+  it('raises its local health when others suspect it, up to a bound', async () => {
+    const { bus, nodes } = mesh(2);
+    await settle();
+    for (let i = 0; i < MAX_LOCAL_HEALTH + 3; i++) {
+      bus.planes[1]!.plane.publish({
+        v: 1,
+        type: 'member.suspect',
+        mesh: 'm',
+        from: 'n1',
+        sentAtMs: 0,
+        body: { nodeId: 'n0', incarnation: nodes[0]!.self.incarnation },
+      });
+      await settle();
+    }
+    assert.equal(nodes[0]!.localHealth, MAX_LOCAL_HEALTH);
   });
 
   it('refutes suspicion of itself with a higher incarnation', async () => {

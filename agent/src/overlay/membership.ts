@@ -42,6 +42,11 @@ const UNCONFIRMED_PROBES_PER_TICK = 4;
 const DEAD_RETRIES_PER_TICK = 4;
 /** How long a member's replaced connection stays open for the calls already on it. */
 const RETIRE_MS = 5000;
+/**
+ * The most this node's local health score rises (Lifeguard's local health multiplier): its probes
+ * and suspicions wait up to (1 + this) times their configured timeouts.
+ */
+export const MAX_LOCAL_HEALTH = 8;
 
 export const DEFAULT_TIMING: MembershipTiming = {
   probeIntervalMs: 500,
@@ -113,6 +118,15 @@ export class Membership {
   readonly #retiring = new Set<PeerTransport>();
   #announcing = false;
   readonly #moving = new Set<string>();
+  /**
+   * Local health (Lifeguard, as in HashiCorp's memberlist): 0 when this node's own probes are
+   * answered; raised when its probes go unanswered by the helpers too (what fails is then likely
+   * this node's own link: a saturated uplink, a starved CPU), and when others suspect it; lowered by
+   * each direct answer. Its probes and suspicions wait (1 + score) times longer, so a node that is
+   * itself slow does not declare its healthy peers dead (and stop placing on them, and refuse
+   * writes for want of owners) because its own packets are late.
+   */
+  #health = 0;
 
   constructor(opts: MembershipOptions) {
     this.#opts = opts;
@@ -182,6 +196,20 @@ export class Membership {
   #checkJoined(): void {
     if (this.#joinWaiters.length === 0 || !this.joined()) return;
     for (const wake of this.#joinWaiters.splice(0)) wake();
+  }
+
+  /** The local health score (0 = healthy, at most MAX_LOCAL_HEALTH): see #health. */
+  get localHealth(): number {
+    return this.#health;
+  }
+
+  #adjustHealth(delta: number): void {
+    this.#health = Math.min(MAX_LOCAL_HEALTH, Math.max(0, this.#health + delta));
+  }
+
+  /** How long a probe waits for an answer now: the configured timeout, scaled by local health. */
+  #probeTimeout(): number {
+    return this.#timing.probeTimeoutMs * (1 + this.#health);
   }
 
   /** Members that answer: the ones to fetch from and place on. */
@@ -288,7 +316,8 @@ export class Membership {
   tick(): void {
     const now = this.#now();
     for (const member of this.#members.values()) {
-      if (member.state === 'suspect' && now - member.since >= this.#timing.suspicionTimeoutMs) {
+      const suspicionMs = this.#timing.suspicionTimeoutMs * (1 + this.#health);
+      if (member.state === 'suspect' && now - member.since >= suspicionMs) {
         this.#setState(member, 'dead', 'no answer within the suspicion timeout');
       } else if (member.state === 'suspect') this.#probeLater(member.info.nodeId);
       else if (
@@ -384,15 +413,21 @@ export class Membership {
     this.#probing.add(nodeId);
     try {
       const direct = await this.#ping(member.transport, member.info.nodeId).catch(() => undefined);
-      if (direct) return this.#confirmed(member, direct, true);
+      if (direct) {
+        if (member.state !== 'unconfirmed') this.#adjustHealth(-1);
+        return this.#confirmed(member, direct, true);
+      }
       // Only a direct answer, over mTLS, proves a newcomer's id; others' word keeps a known member
       // alive across a bad link, but would let one lying member vouch for an id nobody holds.
       if (member.state === 'unconfirmed') {
         this.#opts.onIgnored?.('unproven-member');
         return;
       }
-      const answered = await this.#indirect(member);
+      const { answer: answered, missed } = await this.#indirect(member);
       if (answered) return this.#confirmed(member, answered, false);
+      // Helpers that did not even say "it does not answer" (a nack) point at this node's own link.
+      // (With no helpers there is nothing to tell the two apart: a mesh of two keeps its pace.)
+      this.#adjustHealth(missed);
       if (member.state === 'alive') {
         this.#setState(member, 'suspect', 'no answer, directly or through others');
         this.#publish({ type: 'member.suspect', body: { nodeId, incarnation: member.info.incarnation } });
@@ -425,26 +460,35 @@ export class Membership {
   }
 
   async #ping(transport: PeerTransport, expected: string): Promise<PingResult> {
-    const result = await transport.ping(AbortSignal.timeout(this.#timing.probeTimeoutMs));
+    const result = await transport.ping(AbortSignal.timeout(this.#probeTimeout()));
     if (result.nodeId !== expected)
       throw new Error(`${transport.address} answered as ${result.nodeId}, not ${expected}`);
     return result;
   }
 
-  async #indirect(member: Member): Promise<PingResult | undefined> {
+  /**
+   * Asks a few other members to probe `member`: its answer through one of them, and how many
+   * helpers did not answer at all within the wait (no answer and no "it did not answer").
+   */
+  async #indirect(member: Member): Promise<{ answer: PingResult | undefined; missed: number }> {
     const helpers = this.alive()
       .filter((m) => m !== member)
       .sort(() => (this.#opts.random ?? Math.random)() - 0.5)
       .slice(0, this.#timing.indirectProbes);
+    let missed = 0;
     const answers = await Promise.all(
-      helpers.map((h) =>
-        h.transport
-          .probe(member.info.grpc, AbortSignal.timeout(2 * this.#timing.probeTimeoutMs))
+      helpers.map((h) => {
+        const signal = AbortSignal.timeout(2 * this.#probeTimeout());
+        return h.transport
+          .probe(member.info.grpc, signal)
           .then((r) => (r.nodeId === member.info.nodeId ? r : undefined))
-          .catch(() => undefined),
-      ),
+          .catch(() => {
+            if (signal.aborted) missed++; // the helper's own answer never came back
+            return undefined;
+          });
+      }),
     );
-    return answers.find((a) => a !== undefined);
+    return { answer: answers.find((a) => a !== undefined), missed };
   }
 
   #confirmed(member: Member, result: PingResult, direct: boolean): void {
@@ -497,6 +541,7 @@ export class Membership {
   }
 
   #refute(): void {
+    this.#adjustHealth(1); // others cannot hear this node: its own link may be what fails
     this.#self = { ...this.#self, incarnation: this.#self.incarnation + 1 };
     this.#opts.logger.warn(
       { incarnation: this.#self.incarnation },

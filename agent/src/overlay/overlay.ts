@@ -316,6 +316,7 @@ export class Overlay {
       mesh: this.#opts.config.mesh,
       controlPlane: this.control.state(),
       incarnation: this.#membership?.self.incarnation,
+      localHealth: this.#membership?.localHealth,
       members,
       static: this.staticPeers.states(),
       reputation: this.reputation.snapshot(),

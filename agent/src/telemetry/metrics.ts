@@ -16,6 +16,8 @@ export interface MetricSources {
   controlState?: () => string;
   /** Copies the running repair pass has still to make. */
   repairBacklog?: () => number;
+  /** Membership's local health score (0 healthy, up to 8: its probes wait that much longer). */
+  localHealth?: () => number;
   /** Peers whose reputation is below the threshold (not chosen to fetch from). */
   distrustedPeers?: () => number;
   /** This node, as resource attributes (Prometheus shows them on `target_info`). */
@@ -141,6 +143,11 @@ export class AgentMetrics {
     });
     gauge('edgemesh.repair.backlog', 'Copies the running repair pass has still to make (0: none runs)', (r) =>
       r.observe(sources.repairBacklog?.() ?? 0),
+    );
+    gauge(
+      'edgemesh.membership.local_health',
+      "This node's local health score: 0 when its probes are answered; up to 8 when its own link seems to fail (its probes and suspicions then wait 1 + score times longer)",
+      (r) => r.observe(sources.localHealth?.() ?? 0),
     );
     gauge(
       'edgemesh.peers.distrusted',

@@ -64,6 +64,9 @@ export class GrpcPeer implements PeerTransport {
   /** The node the peer's certificate named at the last handshake (mTLS only). */
   #authenticatedAs: string | undefined;
   readonly #client: Client & Record<string, unknown>;
+  /** Chunk bodies' own connection, opened at the first fetch (see #bulkClient). */
+  #bulk: (Client & Record<string, unknown>) | undefined;
+  readonly #connect: (extra: Record<string, unknown>) => Client & Record<string, unknown>;
   readonly #timeoutMs: number;
   readonly #from: string;
 
@@ -72,18 +75,33 @@ export class GrpcPeer implements PeerTransport {
     this.#from = opts.from ?? '';
     this.address = opts.address;
     this.#timeoutMs = opts.timeoutMs;
-    this.#client = new PeerClientConstructor(
-      opts.address,
-      opts.credentials?.((nodeId) => {
-        this.#authenticatedAs = nodeId;
-      }) ?? credentials.createInsecure(),
-      {
-        ...channelOptions(opts.flowControlWindow),
-        // TLS names the server by SNI only with a host name (never an address); who the peer is
-        // comes from its certificate's node identity, not from this name.
-        ...(opts.credentials ? { 'grpc.ssl_target_name_override': 'node.edgemesh.p2p.dev' } : {}),
-      },
-    );
+    this.#connect = (extra) =>
+      new PeerClientConstructor(
+        opts.address,
+        opts.credentials?.((nodeId) => {
+          this.#authenticatedAs = nodeId;
+        }) ?? credentials.createInsecure(),
+        {
+          ...channelOptions(opts.flowControlWindow),
+          // TLS names the server by SNI only with a host name (never an address); who the peer is
+          // comes from its certificate's node identity, not from this name.
+          ...(opts.credentials ? { 'grpc.ssl_target_name_override': 'node.edgemesh.p2p.dev' } : {}),
+          ...extra,
+        },
+      );
+    this.#client = this.#connect({});
+  }
+
+  /**
+   * The connection chunk bodies travel on: a TCP connection of their own (a subchannel pool of its
+   * own), not the one control calls use. On a link the bulk saturates, a ping, a Replicate or a
+   * message otherwise waits behind every chunk byte already in that socket's send buffer (seconds at
+   * a slow peer's rate, so the peer looked dead); on its own connection it waits only in the link's
+   * queue. HTTP/2's per-stream flow control cannot help there: the queue is TCP's, below it.
+   */
+  #bulkClient(): Client & Record<string, unknown> {
+    this.#bulk ??= this.#connect({ 'grpc.use_local_subchannel_pool': 1 });
+    return this.#bulk;
   }
 
   /** A unary call with a deadline of the client's timeout, or `timeoutMs`; `signal` cancels it. */
@@ -222,13 +240,11 @@ export class GrpcPeer implements PeerTransport {
     lengths: readonly number[],
     signal?: AbortSignal,
   ): AsyncGenerator<Buffer> {
+    const bulk = this.#bulkClient();
     const call = (
-      this.#client.FetchChunks as (
-        req: unknown,
-        md: Metadata,
-      ) => AsyncIterable<ChunkPiece> & { cancel(): void }
+      bulk.FetchChunks as (req: unknown, md: Metadata) => AsyncIterable<ChunkPiece> & { cancel(): void }
     ).call(
-      this.#client,
+      bulk,
       { digests: digests.map((d) => Buffer.from(d, 'hex')), fromNode: this.#from },
       injectInto(new Metadata()),
     );
@@ -325,5 +341,6 @@ export class GrpcPeer implements PeerTransport {
 
   close(): void {
     this.#client.close();
+    this.#bulk?.close();
   }
 }

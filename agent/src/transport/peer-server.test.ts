@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -39,6 +40,7 @@ describe('peer gRPC server and client', () => {
   let chunks: readonly string[];
   let serverId: NodeCredentials;
   let clientId: NodeCredentials;
+  let port: number;
 
   before(async () => {
     [serverId, clientId] = await Promise.all([testCredentials('srv'), testCredentials('cli')]);
@@ -62,7 +64,7 @@ describe('peer gRPC server and client', () => {
       authenticate: (call) => serverId.authenticate(call.getAuthContext().sslPeerCertificate),
       refuse: unauthenticated,
     });
-    const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
+    port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
     peer = new GrpcPeer({
       id: 'srv',
       address: `127.0.0.1:${port}`,
@@ -110,5 +112,48 @@ describe('peer gRPC server and client', () => {
       );
     }
     assert.ok((await peer.ping()).rttMs >= 0, 'still serving');
+  });
+
+  it('carries chunk bodies on a connection of their own, not the one control calls use', async () => {
+    // A TCP relay in front of the server counts the bytes each connection brings back.
+    const connections: { down: number }[] = [];
+    const sockets = new Set<Socket>();
+    const relay = createServer((client) => {
+      const counted = { down: 0 };
+      connections.push(counted);
+      const upstream = connect(port, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => sockets.delete(s));
+      }
+      upstream.on('data', (b: Buffer) => (counted.down += b.length));
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    const relayed = new GrpcPeer({
+      id: 'srv',
+      address: `127.0.0.1:${(relay.address() as AddressInfo).port}`,
+      flowControlWindow: 16 * MiB,
+      timeoutMs: 2000,
+      credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
+    });
+    try {
+      await relayed.ping();
+      assert.equal(connections.length, 1, 'control calls open one connection');
+      const got = await drain(relayed.fetchChunks(chunks, [4 * MiB, MiB + 3]));
+      assert.deepEqual(Buffer.concat(got), data);
+      await relayed.ping();
+      assert.equal(connections.length, 2, 'chunks open a second one');
+      assert.ok(
+        connections[0]!.down < 256 * 1024,
+        `control connection carried ${connections[0]!.down} bytes`,
+      );
+      assert.ok(connections[1]!.down >= data.length, `bulk connection carried ${connections[1]!.down} bytes`);
+    } finally {
+      relayed.close();
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => relay.close(r));
+    }
   });
 });
