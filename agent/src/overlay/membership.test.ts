@@ -6,15 +6,31 @@ import { createLogger } from '../telemetry/logger.ts';
 import { FakeClock } from '../time/clock.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
-import { MAX_LOCAL_HEALTH, MAX_UNCONFIRMED, Membership, type MembershipTiming } from './membership.ts';
+import {
+  MAX_LOCAL_HEALTH,
+  MAX_UNCONFIRMED,
+  Membership,
+  type MembershipTiming,
+  REFUTATIONS_PER_LIFE,
+} from './membership.ts';
 
 /** Addresses and whether the node behind each answers. */
 class Network {
-  readonly nodes = new Map<string, { nodeId: string; zone: string; region: string; up: boolean }>();
+  readonly nodes = new Map<
+    string,
+    { nodeId: string; zone: string; region: string; up: boolean; incarnation?: number }
+  >();
   ping(address: string): Promise<PingResult> {
     const node = this.nodes.get(address);
     if (!node?.up) return Promise.reject(new Error(`${address} unreachable`));
-    return Promise.resolve({ nodeId: node.nodeId, zone: node.zone, region: node.region, rttMs: 1 });
+    const { nodeId, zone, region, incarnation } = node;
+    return Promise.resolve({
+      nodeId,
+      zone,
+      region,
+      rttMs: 1,
+      ...(incarnation === undefined ? {} : { incarnation }),
+    });
   }
   transport(from: string, info: MemberInfo): PeerTransport {
     return stubTransport(info.nodeId, info.grpc, {
@@ -71,6 +87,8 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
   const bus = new Bus();
   const clock = new FakeClock();
   const logger = createLogger({ level: 'silent', nodeId: 'test' });
+  /** The restarts each node was told of, by node id. */
+  const restarts: string[][] = Array.from({ length: size }, () => []);
   const nodes = Array.from({ length: size }, (_, i) => {
     const self: MemberInfo = {
       nodeId: `n${i}`,
@@ -90,6 +108,7 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
       logger,
       timing: { suspicionTimeoutMs: 1000, indirectProbes: 2, ...timing },
       random: () => 0.5,
+      onRestarted: (nodeId) => restarts[i]!.push(nodeId),
     });
     return membership;
   });
@@ -99,7 +118,7 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
       .alive()
       .map((x) => x.info.nodeId)
       .sort();
-  return { network, bus, clock, nodes, alive };
+  return { network, bus, clock, nodes, alive, restarts };
 }
 
 describe('Membership', () => {
@@ -150,12 +169,51 @@ describe('Membership', () => {
     await settle();
     assert.ok(!alive(n0).includes('n1'), 'suspected');
     bus.up = true;
-    // n1 is back, with a new life: its announce carries a higher incarnation.
-    announceOn(bus, 1, { ...old.info, incarnation: old.info.incarnation + 1 });
+    // n1 is back, with a new life: its announce carries the incarnation of a later start.
+    announceOn(bus, 1, { ...old.info, incarnation: old.info.incarnation + REFUTATIONS_PER_LIFE });
     await settle();
     const now = n0.all().find((m) => m.info.nodeId === 'n1')!;
     assert.notEqual(now.transport, old.transport, 'a fresh connection');
     assert.deepEqual(alive(n0), ['n1'], 'alive on its first answer, with no protocol period waited');
+  });
+
+  it('asks again for the copies of a member with a new life, not of one that only refuted a suspicion', async () => {
+    const { bus, nodes, restarts } = mesh(2);
+    await settle();
+    const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
+    const before = known();
+    // A refutation: the same life, one more.
+    announceOn(bus, 1, { ...before.info, incarnation: before.info.incarnation + 1 });
+    await settle();
+    assert.deepEqual(restarts[0], [], 'a refutation is no restart');
+    assert.equal(known().transport, before.transport, 'an alive member keeps its connection');
+    // A stale announcement from before the refutation lowers nothing...
+    announceOn(bus, 1, { ...before.info });
+    await settle();
+    assert.equal(known().info.incarnation, before.info.incarnation + 1);
+    // ...and a new life is a restart.
+    announceOn(bus, 1, { ...before.info, incarnation: before.info.incarnation + REFUTATIONS_PER_LIFE });
+    await settle();
+    assert.deepEqual(restarts[0], ['n1']);
+  });
+
+  it('sees a restart in a member’s own answer when no announcement says so (the control plane is down)', async () => {
+    const { network, bus, nodes, restarts } = mesh(3);
+    await settle();
+    bus.up = false;
+    network.nodes.get('10.0.0.1:7481')!.incarnation = 1; // the same life as announced (0)
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(restarts[0], []);
+    network.nodes.get('10.0.0.1:7481')!.incarnation = REFUTATIONS_PER_LIFE; // it restarted
+    await nodes[0]!.probe('n1');
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(restarts[0], ['n1'], 'told once');
+    // Through a helper, an answer says nothing of restarts (only the member's own counts).
+    network.nodes.get('10.0.0.2:7481')!.incarnation = 5 * REFUTATIONS_PER_LIFE;
+    const member = nodes[0]!.all().find((m) => m.info.nodeId === 'n2')!;
+    Object.assign(member.transport, { ping: () => Promise.reject(new Error('path n0-n2 broken')) });
+    await nodes[0]!.probe('n2');
+    assert.deepEqual(restarts[0], ['n1']);
   });
 
   it('answers a restarted member with its own announcement at once, so the newcomer meets it now', async () => {
@@ -163,7 +221,7 @@ describe('Membership', () => {
     await settle();
     const old = nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
     bus.sent.length = 0;
-    announceOn(bus, 1, { ...old.info, incarnation: old.info.incarnation + 1 });
+    announceOn(bus, 1, { ...old.info, incarnation: old.info.incarnation + REFUTATIONS_PER_LIFE });
     await settle();
     assert.ok(
       bus.sent.some((e) => e.type === 'member.announce' && e.from === 'n0'),
@@ -172,7 +230,7 @@ describe('Membership', () => {
   });
 
   it('revives a dead member that answers again, on a fresh connection, with no announcement (a healed partition)', async () => {
-    const { network, bus, nodes, clock, alive } = mesh(2);
+    const { network, bus, nodes, clock, alive, restarts } = mesh(2);
     await settle();
     const n0 = nodes[0]!;
     const old = n0.all().find((m) => m.info.nodeId === 'n1')!;
@@ -192,6 +250,25 @@ describe('Membership', () => {
     const now = n0.all().find((m) => m.info.nodeId === 'n1')!;
     assert.deepEqual(alive(n0), ['n1'], 'alive again within a protocol period');
     assert.notEqual(now.transport, old.transport, 'on a fresh connection');
+    assert.deepEqual(restarts[0], ['n1'], 'its answer did not say which life: possibly restarted');
+  });
+
+  it('revives a dead member whose answer shows the same life without asking its copies again', async () => {
+    const { network, bus, nodes, clock, alive, restarts } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    network.nodes.get('10.0.0.1:7481')!.up = false;
+    bus.up = false;
+    n0.tick();
+    await settle();
+    clock.advance(1000);
+    n0.tick();
+    await settle();
+    Object.assign(network.nodes.get('10.0.0.1:7481')!, { up: true, incarnation: 0 }); // a partition healed
+    n0.tick();
+    await settle();
+    assert.deepEqual(alive(n0), ['n1']);
+    assert.deepEqual(restarts[0], [], 'the same life: its copies are where they were');
   });
 
   it('revives a dead member only on its own answer: another node answering at its address does not', async () => {

@@ -40,6 +40,16 @@ const UNCONFIRMED_PROBES_PER_TICK = 4;
  * direct answer over mTLS revives it; a member that stays silent is forgotten after deadRetentionMs.
  */
 const DEAD_RETRIES_PER_TICK = 4;
+/**
+ * An incarnation is a life and a count of refutations: a member starts at its start second times
+ * this, and adds one each time it refutes a suspicion. A higher thousand is a new life (it restarted:
+ * its disk may be new, so what was copied to it is asked again); a higher number within the same
+ * thousand is only "I am alive" (nothing to copy again). A member that refuted this many suspicions
+ * in one life would look restarted once: a repair pass more, nothing worse.
+ */
+export const REFUTATIONS_PER_LIFE = 1000;
+const lifeOf = (incarnation: number) => Math.floor(incarnation / REFUTATIONS_PER_LIFE);
+
 /** How long a member's replaced connection stays open for the calls already on it. */
 const RETIRE_MS = 5000;
 /**
@@ -81,7 +91,7 @@ export interface MembershipOptions {
   vivaldi?: Vivaldi;
   timing?: Partial<MembershipTiming>;
   random?: () => number;
-  /** Told when a member announces a new life at the same address (it restarted). */
+  /** Told when a member shows a new life at the same address (it restarted), announced or answered. */
   onRestarted?: (nodeId: string, address: string) => void;
   /** Told when a member becomes alive or stops being alive. */
   onChange?: () => void;
@@ -244,19 +254,23 @@ export class Membership {
       const topology = confirmed ? { zone: known.info.zone, region: known.info.region } : {};
       const revived = known.state === 'dead'; // still announcing: probe again, only an answer revives it
       // A new life (it restarted at the same address) or back from the dead: the old connection may
-      // sit in a reconnect backoff after its refusals, so it gets a fresh one, probed at once.
-      const restarted = info.incarnation > known.info.incarnation;
-      const fresh = revived || restarted;
+      // sit in a reconnect backoff after its refusals, so it gets a fresh one, probed at once. A
+      // refutation (the same life) of a suspicion this node holds gets one too (the old one may sit
+      // on a half-open TCP connection), but nothing is copied to it again: it did not restart.
+      const restarted = lifeOf(info.incarnation) > lifeOf(known.info.incarnation);
+      const refuted = !restarted && info.incarnation > known.info.incarnation;
+      const fresh = revived || restarted || (refuted && known.state === 'suspect');
       if (fresh) this.#retire(known.transport);
       this.#members.set(info.nodeId, {
         ...known,
-        info: { ...info, ...topology },
+        // A stale announcement (sent before a refutation) does not lower what is known.
+        info: { ...info, ...topology, incarnation: Math.max(info.incarnation, known.info.incarnation) },
         ...(fresh ? { transport: this.#opts.connect(info) } : {}),
         ...(revived ? { state: 'unconfirmed' as const, since: this.#now() } : {}),
       });
       if (restarted) this.#opts.onRestarted?.(info.nodeId, info.grpc);
       // A member that restarted has forgotten this node: it hears of it now, not a period later.
-      if (fresh) this.#announceSoon();
+      if (revived || restarted) this.#announceSoon();
       // A probe in flight uses the old connection: the fresh one is probed once it is done.
       if (fresh && this.#probing.has(info.nodeId)) this.#reprobe.add(info.nodeId);
       else if (fresh) this.#probeLater(info.nodeId);
@@ -367,10 +381,11 @@ export class Membership {
       this.#retire(member.transport);
       const revived = { ...member, transport };
       this.#members.set(nodeId, revived);
+      // An answer that carries its incarnation says whether it restarted meanwhile (#confirmed tells
+      // onRestarted then); one that does not may come from a new life: what was copied to it is asked
+      // again, as for a member that announces one.
       this.#confirmed(revived, answer, true);
-      // Its answer does not say whether it restarted meanwhile (its disk may be new): what was
-      // copied to it is asked again, as for a member that announces a new life.
-      this.#opts.onRestarted?.(nodeId, member.info.grpc);
+      if (answer.incarnation === undefined) this.#opts.onRestarted?.(nodeId, member.info.grpc);
     } finally {
       this.#probing.delete(nodeId);
       if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
@@ -496,13 +511,25 @@ export class Membership {
       member.rttMs = result.rttMs;
       if (result.coordinate) this.#opts.vivaldi?.update(member.info.nodeId, result.rttMs, result.coordinate);
     }
+    // A new life in its own answer (it restarted, and no announcement said so yet: the control
+    // plane may be down): what was copied to it is asked again.
+    const restarted =
+      direct &&
+      result.incarnation !== undefined &&
+      lifeOf(result.incarnation) > lifeOf(member.info.incarnation);
     // Topology as the member itself answers over the data plane, not as an announcement claimed it.
-    if (result.zone !== member.info.zone || result.region !== member.info.region) {
+    if (restarted || result.zone !== member.info.zone || result.region !== member.info.region) {
       this.#members.set(member.info.nodeId, {
         ...member,
-        info: { ...member.info, zone: result.zone, region: result.region },
+        info: {
+          ...member.info,
+          zone: result.zone,
+          region: result.region,
+          ...(restarted ? { incarnation: result.incarnation! } : {}),
+        },
       });
     }
+    if (restarted) this.#opts.onRestarted?.(member.info.nodeId, member.info.grpc);
     this.#setState(
       this.#members.get(member.info.nodeId)!,
       'alive',

@@ -12,7 +12,7 @@ import { peerChannelCredentials } from '../security/grpc-credentials.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { type Holder, HolderIndex } from './holder-index.ts';
-import { Membership } from './membership.ts';
+import { Membership, REFUTATIONS_PER_LIFE } from './membership.ts';
 import { Placement } from './placement.ts';
 import { type HopClass, hopClass, rankByCost } from './proximity.ts';
 import { StaticPeers } from './static-peers.ts';
@@ -97,7 +97,7 @@ export class Overlay {
         region: config.region,
         grpc,
         weight: config.weight,
-        incarnation: Math.floor(clock.now() / 1000),
+        incarnation: Math.floor(clock.now() / 1000) * REFUTATIONS_PER_LIFE,
       },
       control: this.control,
       connect: (info) => this.#connect(info.nodeId, info.grpc, info.nodeId),
@@ -301,6 +301,11 @@ export class Overlay {
 
   probeFor(target: string): Promise<PingResult | undefined> {
     return this.#membership?.probeFor(target) ?? Promise.resolve(undefined);
+  }
+
+  /** This node's incarnation (Membership: its life and refutations), once started. */
+  get incarnation(): number | undefined {
+    return this.#membership?.self.incarnation;
   }
 
   status() {

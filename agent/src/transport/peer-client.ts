@@ -232,7 +232,15 @@ export class GrpcPeer implements PeerTransport {
 
   #pingResult(r: WirePing, rttMs: number): PingResult {
     const coordinate = pingCoordinate(r);
-    return { nodeId: r.nodeId, zone: r.zone, region: r.region, rttMs, ...(coordinate ? { coordinate } : {}) };
+    const incarnation = Number(r.incarnation ?? 0);
+    return {
+      nodeId: r.nodeId,
+      zone: r.zone,
+      region: r.region,
+      rttMs,
+      ...(coordinate ? { coordinate } : {}),
+      ...(incarnation > 0 ? { incarnation } : {}),
+    };
   }
 
   async *fetchChunks(

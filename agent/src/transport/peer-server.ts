@@ -75,6 +75,8 @@ export interface PeerServerOptions {
   refuse?: (error: unknown) => Error;
   /** This node's current network coordinate, sent with every ping answer. */
   coordinate?: () => Coordinate | undefined;
+  /** This node's incarnation, sent with every ping answer (so a restart shows without an announcement). */
+  incarnation?: () => number | undefined;
   /**
    * Pings `target` for a caller (indirect probe). Resolves to undefined when `target` is not a known
    * member (the call fails FAILED_PRECONDITION); rejects when it does not answer (UNAVAILABLE).
@@ -317,7 +319,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         });
       },
       ping(call: ServerUnaryCall<{ sentAtMs: number }, unknown>, callback: sendUnaryData<unknown>) {
-        callback(null, pingToWire(node, call.request.sentAtMs, opts.coordinate?.()));
+        callback(null, pingToWire(node, call.request.sentAtMs, opts.coordinate?.(), opts.incarnation?.()));
       },
       probe(call: ServerUnaryCall<{ target: string }, unknown>, callback: sendUnaryData<unknown>) {
         if (!opts.probe)
@@ -333,6 +335,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
                 { id: result.nodeId, zone: result.zone, region: result.region },
                 0,
                 result.coordinate,
+                result.incarnation,
               ),
             });
           },

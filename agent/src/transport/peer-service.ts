@@ -150,14 +150,17 @@ export interface WirePing {
   coordinateVec: number[];
   coordinateHeight: number;
   coordinateError: number;
+  incarnation?: number;
 }
 
 export function pingToWire(
   node: { id: string; zone: string; region: string },
   sentAtMs: number,
   c?: Coordinate,
+  incarnation?: number,
 ): WirePing {
   return {
+    incarnation: incarnation ?? 0,
     nodeId: node.id,
     zone: node.zone,
     region: node.region,

@@ -94,6 +94,8 @@ export interface PingResult {
   region: string;
   rttMs: number;
   coordinate?: Coordinate;
+  /** The member's incarnation as it answers for itself (Membership: its life and refutations). */
+  incarnation?: number;
 }
 
 /** A peer failed: unreachable, timed out, broke the protocol or sent bad bytes. */
