@@ -66,6 +66,21 @@ describe('peer reputation', () => {
     assert.equal(r.distrusted(), 64);
   });
 
+  it('keeps at most 10,000 reporters: stale ones make room, and what they said no longer counts', () => {
+    const clock = new FakeClock();
+    const r = new Reputation(clock, { self: 'me', hearsayTtlMs: 30_000 });
+    for (let i = 0; i < 10_000; i++) r.heard(`r${i}`, ['victim'], clock.now());
+    assert.equal(r.trusted('victim'), false);
+    r.heard('late', ['other'], clock.now());
+    assert.equal(r.reportedBy('other'), 0, 'no room while every report is fresh');
+    clock.advance(60_000);
+    r.heard('late', ['other'], clock.now());
+    r.heard('later', ['other'], clock.now());
+    assert.equal(r.trusted('victim'), true, 'the stale reports were pruned');
+    assert.equal(r.reportedBy('other'), 2);
+    assert.deepEqual(r.reported(), { other: 2 });
+  });
+
   it('is not fooled by replays: an old report neither replaces a newer one nor counts as fresh', () => {
     const clock = new FakeClock();
     const r = new Reputation(clock, { self: 'me', hearsayTtlMs: 30_000 });

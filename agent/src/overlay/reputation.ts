@@ -37,6 +37,8 @@ export class Reputation {
   readonly #scores = new Map<string, { score: number; atMs: number }>();
   /** Each reporter's latest report: whom it distrusts, and when it said so. */
   readonly #heard = new Map<string, { nodes: Set<string>; atMs: number }>();
+  /** The reverse of #heard: for each accused node, who reports it (so a lookup costs its accusers, not every report). */
+  readonly #accusers = new Map<string, Set<string>>();
 
   constructor(clock: Clock, opts: { self?: string; hearsayTtlMs?: number } = {}) {
     this.#clock = clock;
@@ -60,16 +62,31 @@ export class Reputation {
     }
     // Dated by when it was said (never later than now), not when it arrived: a delayed or replayed
     // report is as old as it is.
+    if (known) this.#unindex(reporter, known.nodes);
     this.#heard.set(reporter, { nodes: kept, atMs: Math.min(sentAtMs, this.#clock.now()) });
+    for (const node of kept) {
+      const accusers = this.#accusers.get(node) ?? new Set<string>();
+      accusers.add(reporter);
+      this.#accusers.set(node, accusers);
+    }
+  }
+
+  #unindex(reporter: string, nodes: Set<string>): void {
+    for (const node of nodes) {
+      const accusers = this.#accusers.get(node);
+      accusers?.delete(reporter);
+      if (accusers?.size === 0) this.#accusers.delete(node);
+    }
   }
 
   /** How many peers this node trusts say, in a fresh report, that they distrust `peer`. */
   reportedBy(peer: string): number {
-    if (this.#heard.size === 0) return 0;
+    const accusers = this.#accusers.get(peer);
+    if (!accusers) return 0;
     const horizon = this.#clock.now() - this.#hearsayTtlMs;
     let n = 0;
-    for (const [reporter, report] of this.#heard)
-      if (report.atMs >= horizon && report.nodes.has(peer) && this.score(reporter) >= DISTRUST_BELOW) n++;
+    for (const reporter of accusers)
+      if (this.#heard.get(reporter)!.atMs >= horizon && this.score(reporter) >= DISTRUST_BELOW) n++;
     return n;
   }
 
@@ -113,8 +130,7 @@ export class Reputation {
 
   /** How many peers are distrusted now (on this node's own word or its peers'). */
   distrusted(): number {
-    const peers = new Set(this.#scores.keys());
-    for (const report of this.#heard.values()) for (const peer of report.nodes) peers.add(peer);
+    const peers = new Set([...this.#scores.keys(), ...this.#accusers.keys()]);
     let n = 0;
     for (const peer of peers) if (!this.trusted(peer)) n++;
     return n;
@@ -123,15 +139,18 @@ export class Reputation {
   /** For the status: each node peers report distrusted, with how many (trusted, fresh) reporters. */
   reported(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const report of this.#heard.values())
-      for (const peer of report.nodes) out[peer] ??= this.reportedBy(peer);
+    for (const peer of this.#accusers.keys()) out[peer] = this.reportedBy(peer);
     for (const peer of Object.keys(out)) if (out[peer] === 0) delete out[peer];
     return out;
   }
 
   #pruneHeard(): void {
     const horizon = this.#clock.now() - this.#hearsayTtlMs;
-    for (const [reporter, report] of this.#heard) if (report.atMs < horizon) this.#heard.delete(reporter);
+    for (const [reporter, report] of this.#heard)
+      if (report.atMs < horizon) {
+        this.#heard.delete(reporter);
+        this.#unindex(reporter, report.nodes);
+      }
   }
 
   #prune(): void {
