@@ -38,6 +38,7 @@ import {
   ensureServingCertificate,
   kubeSecretApi,
   loadMeshCa,
+  readingOnce,
   type StoredCa,
 } from './identity/ca-store.ts';
 import { createPrivateKey, sign as cryptoSign } from 'node:crypto';
@@ -356,8 +357,9 @@ export async function startOperator(
     ...(issuer
       ? {
           meshTrust: async (mesh: EdgeMesh) => {
+            const once = readingOnce(secrets); // the CA Secret, read once for both steps
             const stored = await ensureMeshCa(
-              secrets,
+              once,
               {
                 namespace: mesh.metadata.namespace,
                 name: mesh.metadata.name,
@@ -367,7 +369,7 @@ export async function startOperator(
               { 'app.kubernetes.io/managed-by': FIELD_MANAGER, [MESH_LABEL]: mesh.metadata.name },
             );
             const rotation = await advanceCaRotation(
-              secrets,
+              once,
               { namespace: mesh.metadata.namespace, name: mesh.metadata.name },
               stored,
               mesh.metadata.annotations?.[ROTATE_CA_ANNOTATION],

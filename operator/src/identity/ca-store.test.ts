@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { createCa, readPemBundle } from '@edgemesh/identity';
-import { advanceCaRotation, ensureMeshCa, type SecretApi } from './ca-store.ts';
+import { advanceCaRotation, ensureMeshCa, readingOnce, type SecretApi } from './ca-store.ts';
 
 const MESH = { namespace: 'shop', name: 'cdn' };
 const TIMING = { propagateMs: 1000, retireMs: 5000 };
@@ -35,6 +35,28 @@ const fingerprints = (pem: string) => readPemBundle(pem).map((c) => c.fingerprin
 const fp = (pem: string) => new X509Certificate(pem).fingerprint256;
 
 describe('mesh CA rotation steps', () => {
+  it('reads the CA Secret once for both steps of a reconcile, and again after its own write', async () => {
+    const api = memorySecrets();
+    let reads = 0;
+    const counted: SecretApi = { ...api, read: (ns, name) => (reads++, api.read(ns, name)) };
+    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
+    const first = readingOnce(counted);
+    const stored = await ensureMeshCa(first, owner, {});
+    await advanceCaRotation(first, MESH, stored, undefined, { timing: TIMING });
+    assert.equal(reads, 2, 'the first reconcile reads it, creates it, then reads what it made');
+    reads = 0;
+    const next = readingOnce(counted);
+    const again = await ensureMeshCa(next, owner, {});
+    await advanceCaRotation(next, MESH, again, undefined, { timing: TIMING });
+    assert.equal(reads, 1, 'a steady reconcile reads it once');
+    // A rotation asked for: its write is followed by a fresh read.
+    reads = 0;
+    await advanceCaRotation(next, MESH, again, 'now', { timing: TIMING });
+    await advanceCaRotation(next, MESH, again, 'now', { timing: TIMING });
+    assert.equal(reads, 1, 'read again after its own patch');
+    assert.ok(api.data()['rotation.json'], 'the rotation started');
+  });
+
   it('trusts the next CA before it signs, waits for the agents’ ConfigMap to carry it, and keeps the old one to check what it signed', async () => {
     const api = memorySecrets();
     const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };

@@ -35,6 +35,39 @@ export interface SecretApi {
   }): Promise<boolean>;
 }
 
+/**
+ * `api`, reading each Secret at most once (one reconcile's view): ensureMeshCa and advanceCaRotation
+ * both read the CA Secret, which cost two GETs per reconcile. A write through it forgets the Secret,
+ * so what it reads after its own write is the API server's.
+ */
+export function readingOnce(api: SecretApi): SecretApi {
+  const reads = new Map<string, Promise<Record<string, string> | undefined>>();
+  const id = (namespace: string, name: string) => `${namespace}/${name}`;
+  return {
+    read: (namespace, name) => {
+      let read = reads.get(id(namespace, name));
+      if (!read) {
+        read = api.read(namespace, name);
+        reads.set(id(namespace, name), read);
+        read.catch(() => reads.delete(id(namespace, name))); // a failed read is not remembered
+      }
+      return read;
+    },
+    create: async (secret) => {
+      reads.delete(id(secret.metadata.namespace, secret.metadata.name));
+      return api.create(secret);
+    },
+    ...(api.patchData
+      ? {
+          patchData: async (namespace: string, name: string, data: Record<string, string | null>) => {
+            reads.delete(id(namespace, name));
+            await api.patchData!(namespace, name, data);
+          },
+        }
+      : {}),
+  };
+}
+
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const unb64 = (s: string | undefined) =>
   s === undefined ? undefined : Buffer.from(s, 'base64').toString('utf8');
