@@ -67,16 +67,19 @@ class Bus {
   }
 }
 
-/** Publishes, as node n`from` on `bus`, an announce of `member`. */
+/** Publishes, as node n`from` on `bus`, an announce of `member`, or a suspicion of `nodeId` at `incarnation`. */
 const announceOn = (bus: Bus, from: number, member: MemberInfo) =>
+  publishOn(bus, from, { type: 'member.announce', body: { member } });
+const suspectOn = (bus: Bus, from: number, nodeId: string, incarnation: number) =>
+  publishOn(bus, from, { type: 'member.suspect', body: { nodeId, incarnation } });
+const publishOn = (bus: Bus, from: number, event: Pick<ControlEvent, 'type' | 'body'>) =>
   bus.planes[from]!.plane.publish({
     v: 1,
-    type: 'member.announce',
     mesh: 'm',
     from: `n${from}`,
     sentAtMs: 0,
-    body: { member },
-  });
+    ...event,
+  } as ControlEvent);
 
 const settle = async () => {
   for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
@@ -118,7 +121,20 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
       .alive()
       .map((x) => x.info.nodeId)
       .sort();
-  return { network, bus, clock, nodes, alive, restarts };
+  /**
+   * Cuts `address` off (no answer, and the control plane down with it, so no announcement comes)
+   * until `from` counts it dead: a probe period, the suspicion timeout, another period.
+   */
+  const cutOffUntilDead = async (from: Membership, address: string) => {
+    network.nodes.get(address)!.up = false;
+    bus.up = false;
+    from.tick();
+    await settle();
+    clock.advance(1000);
+    from.tick();
+    await settle();
+  };
+  return { network, bus, clock, nodes, alive, restarts, cutOffUntilDead };
 }
 
 describe('Membership', () => {
@@ -230,19 +246,14 @@ describe('Membership', () => {
   });
 
   it('revives a dead member that answers again, on a fresh connection, with no announcement (a healed partition)', async () => {
-    const { network, bus, nodes, clock, alive, restarts } = mesh(2);
+    const { network, nodes, alive, restarts, cutOffUntilDead } = mesh(2);
     await settle();
     const n0 = nodes[0]!;
     const old = n0.all().find((m) => m.info.nodeId === 'n1')!;
-    // Cut off: no answer, and the old connection stays unusable (a half-open TCP connection).
-    network.nodes.get('10.0.0.1:7481')!.up = false;
+    // Cut off (the partition cuts the control plane too), and the old connection stays unusable (a
+    // half-open TCP connection).
     Object.assign(old.transport, { ping: () => Promise.reject(new Error('connection stalled')) });
-    bus.up = false; // the partition cuts the control plane too: no announcement will come
-    n0.tick();
-    await settle();
-    clock.advance(1000);
-    n0.tick();
-    await settle();
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
     assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')?.state, 'dead');
     network.nodes.get('10.0.0.1:7481')!.up = true; // healed
     n0.tick();
@@ -254,16 +265,10 @@ describe('Membership', () => {
   });
 
   it('revives a dead member whose answer shows the same life without asking its copies again', async () => {
-    const { network, bus, nodes, clock, alive, restarts } = mesh(2);
+    const { network, nodes, alive, restarts, cutOffUntilDead } = mesh(2);
     await settle();
     const n0 = nodes[0]!;
-    network.nodes.get('10.0.0.1:7481')!.up = false;
-    bus.up = false;
-    n0.tick();
-    await settle();
-    clock.advance(1000);
-    n0.tick();
-    await settle();
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
     Object.assign(network.nodes.get('10.0.0.1:7481')!, { up: true, incarnation: 0 }); // a partition healed
     n0.tick();
     await settle();
@@ -272,16 +277,10 @@ describe('Membership', () => {
   });
 
   it('revives a dead member only on its own answer: another node answering at its address does not', async () => {
-    const { network, bus, nodes, clock, alive } = mesh(2);
+    const { network, nodes, alive, cutOffUntilDead } = mesh(2);
     await settle();
     const n0 = nodes[0]!;
-    network.nodes.get('10.0.0.1:7481')!.up = false;
-    bus.up = false;
-    n0.tick();
-    await settle();
-    clock.advance(1000);
-    n0.tick();
-    await settle();
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
     assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')?.state, 'dead');
     // Someone else now listens at n1's address (an impostor, or another node given the address).
     network.nodes.set('10.0.0.1:7481', { nodeId: 'mallory', zone: 'z0', region: 'r', up: true });
@@ -474,14 +473,7 @@ describe('Membership', () => {
     const { bus, nodes } = mesh(2);
     await settle();
     for (let i = 0; i < MAX_LOCAL_HEALTH + 3; i++) {
-      bus.planes[1]!.plane.publish({
-        v: 1,
-        type: 'member.suspect',
-        mesh: 'm',
-        from: 'n1',
-        sentAtMs: 0,
-        body: { nodeId: 'n0', incarnation: nodes[0]!.self.incarnation },
-      });
+      suspectOn(bus, 1, 'n0', nodes[0]!.self.incarnation);
       await settle();
     }
     assert.equal(nodes[0]!.localHealth, MAX_LOCAL_HEALTH);
@@ -490,14 +482,7 @@ describe('Membership', () => {
   it('refutes suspicion of itself with a higher incarnation', async () => {
     const { bus, nodes } = mesh(2);
     await settle();
-    bus.planes[1]!.plane.publish({
-      v: 1,
-      type: 'member.suspect',
-      mesh: 'm',
-      from: 'n1',
-      sentAtMs: 0,
-      body: { nodeId: 'n0', incarnation: 0 },
-    });
+    suspectOn(bus, 1, 'n0', 0);
     await settle();
     assert.equal(nodes[0]!.self.incarnation, 1);
     const refutation = bus.sent.at(-1)!;
