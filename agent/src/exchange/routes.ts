@@ -14,6 +14,8 @@ export interface ExchangeDeps {
   targets: (target: string) => { self: boolean; peers: { id: string; transport: PeerTransport }[] };
   /** Resolves once this node's view of the mesh is formed; true when it had to wait (Overlay.untilJoined). */
   untilJoined?: () => Promise<boolean>;
+  /** Tries now the members `target` names that do not count alive; true when one is alive then (Overlay.reviveNow). */
+  reviveNow?: (target: string) => Promise<boolean>;
   timeoutMs: number;
   /** Hears each receiver cut off for leaving too much unread. */
   onCutOff?: () => void;
@@ -48,6 +50,10 @@ export function sendHandler(deps: ExchangeDeps) {
       let { self, peers } = deps.targets(target);
       // No match while this node is still meeting the mesh (it just started): looked up again once it has.
       if (!self && peers.length === 0 && (await deps.untilJoined?.()))
+        ({ self, peers } = deps.targets(target));
+      // Named nodes that are not alive may be back since a moment (a partition just healed, and the
+      // periodic retry comes up to a period later): tried now, before "no such target".
+      if (!self && peers.length === 0 && (await deps.reviveNow?.(target)))
         ({ self, peers } = deps.targets(target));
       if (!self && peers.length === 0)
         throw new HttpError(404, 'NoSuchTarget', `no live node matches ${target}`);

@@ -55,10 +55,16 @@ describe('PeerFetcher.locate', () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  const fetcher = (opts: { peers: PeerTransport[]; owners?: PeerTransport[]; members?: PeerTransport[] }) =>
+  const fetcher = (opts: {
+    peers: PeerTransport[];
+    owners?: PeerTransport[];
+    members?: PeerTransport[];
+    reviveNow?: () => Promise<boolean>;
+  }) =>
     new PeerFetcher({
       store,
       peers: () => opts.peers,
+      ...(opts.reviveNow ? { reviveNow: opts.reviveNow } : {}),
       owners: () => opts.owners ?? [],
       resolve: (h: Holder) => opts.members?.find((m) => m.id === h.nodeId && m.address === h.grpc),
       rank: (holders) => [...holders].sort((a, b) => (a.id < b.id ? -1 : 1)),
@@ -106,5 +112,35 @@ describe('PeerFetcher.locate', () => {
     );
     assert.deepEqual(owner.asked, ['k'], 'the owner was asked once, not again in the fallback');
     assert.equal(await fetcher({ peers: [owner.transport] }).locate('k'), undefined);
+  });
+
+  it('asks again when nobody alive knows the key but a member counted dead answers now', async () => {
+    const owner = peer('owner', undefined);
+    const back = peer('back', { holds: true, holders: [] }); // dead in this node's view, until revived
+    const peers = [owner.transport];
+    let tries = 0;
+    const f = fetcher({
+      peers,
+      owners: [owner.transport],
+      reviveNow: () => {
+        tries++;
+        peers.push(back.transport); // it answered: alive again
+        return Promise.resolve(true);
+      },
+    });
+    assert.deepEqual(
+      (await f.locate('k'))?.holders.map((h) => h.id),
+      ['back'],
+    );
+    assert.equal(tries, 1);
+    // When no member comes back, the miss stands (and is not asked again).
+    const none = peer('none', undefined);
+    let asked = 0;
+    const g = fetcher({
+      peers: [none.transport],
+      reviveNow: () => (asked++, Promise.resolve(false)),
+    });
+    assert.equal(await g.locate('k'), undefined);
+    assert.deepEqual([asked, none.asked.length], [1, 1]);
   });
 });

@@ -54,6 +54,8 @@ export interface PeerFetcherOptions {
   peers: () => readonly PeerTransport[];
   /** Resolves once this node's view of the mesh is formed; true when it had to wait (Overlay.untilJoined). */
   untilJoined?: () => Promise<boolean>;
+  /** Tries now the members that do not count alive; true when one is alive then (Overlay.reviveNow). */
+  reviveNow?: () => Promise<boolean>;
   /** The peers that own `key` by placement: asked first, as they know of it if anyone does. */
   owners?: (key: string) => readonly PeerTransport[];
   /** A connection to a holder an owner named, if it is a member this node trusts; else undefined. */
@@ -116,6 +118,10 @@ export class PeerFetcher {
           // Found nowhere while this node is still meeting the mesh (it just started): asked again
           // once it has, rather than answering "no such object" for what its peers hold.
           if (!found && (await this.#opts.untilJoined?.())) found = await this.#locate(key);
+          // Nobody alive has it, but a member counted dead may, and may be back since a moment (a
+          // partition just healed: the periodic retry comes up to a period later). Asked again if
+          // one of them answers now.
+          if (!found && (await this.#opts.reviveNow?.())) found = await this.#locate(key);
           span.setAttribute('edgemesh.holders', found?.holders.length ?? 0);
           return found;
         } finally {

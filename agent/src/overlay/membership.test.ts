@@ -276,6 +276,25 @@ describe('Membership', () => {
     assert.deepEqual(restarts[0], [], 'the same life: its copies are where they were');
   });
 
+  it('tries dead members at once when asked (a miss, a message to a node not alive), at most once a period each', async () => {
+    const { network, nodes, clock, alive, cutOffUntilDead } = mesh(3);
+    await settle();
+    const n0 = nodes[0]!;
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
+    await cutOffUntilDead(n0, '10.0.0.2:7481');
+    assert.deepEqual(alive(n0), []);
+    const n1 = (info: MemberInfo) => info.nodeId === 'n1';
+    assert.equal(await n0.reviveNow(n1), false, 'still cut off');
+    network.nodes.get('10.0.0.1:7481')!.up = true; // healed, a moment after the last try
+    assert.equal(await n0.reviveNow(n1), false, 'tried once per probe period: not again yet');
+    clock.advance(500);
+    assert.equal(await n0.reviveNow(n1), true, 'the next period: tried, and back');
+    assert.deepEqual(alive(n0), ['n1'], 'n2 was not tried: it is not named');
+    network.nodes.get('10.0.0.2:7481')!.up = true;
+    assert.equal(await n0.reviveNow(() => true), true);
+    assert.deepEqual(alive(n0), ['n1', 'n2']);
+  });
+
   it('revives a dead member only on its own answer: another node answering at its address does not', async () => {
     const { network, nodes, alive, cutOffUntilDead } = mesh(2);
     await settle();

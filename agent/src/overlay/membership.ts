@@ -50,6 +50,8 @@ const DEAD_RETRIES_PER_TICK = 4;
 export const REFUTATIONS_PER_LIFE = 1000;
 const lifeOf = (incarnation: number) => Math.floor(incarnation / REFUTATIONS_PER_LIFE);
 
+/** Members one reviveNow call tries at most (each waits one probe timeout at most, all at once). */
+const REVIVE_AT_ONCE = 8;
 /** How long a member's replaced connection stays open for the calls already on it. */
 const RETIRE_MS = 5000;
 /**
@@ -128,6 +130,10 @@ export class Membership {
   readonly #retiring = new Set<PeerTransport>();
   #announcing = false;
   readonly #moving = new Set<string>();
+  /** Tries of members not alive under way (#attempt), shared by whoever waits for them. */
+  readonly #attempts = new Map<string, Promise<void>>();
+  /** When reviveNow last tried each member (at most once per probe period each). */
+  readonly #triedAt = new Map<string, number>();
   /**
    * Local health (Lifeguard, as in HashiCorp's memberlist): 0 when this node's own probes are
    * answered; raised when its probes go unanswered by the helpers too (what fails is then likely
@@ -340,6 +346,7 @@ export class Membership {
       ) {
         member.transport.close();
         this.#members.delete(member.info.nodeId);
+        this.#triedAt.delete(member.info.nodeId);
       }
     }
     // A newcomer is admitted only on its own answer: the announced but unconfirmed are probed again
@@ -353,15 +360,54 @@ export class Membership {
     const dead = [...this.#members.values()].filter((m) => m.state === 'dead');
     for (let i = 0; i < Math.min(DEAD_RETRIES_PER_TICK, dead.length); i++) {
       this.#deadCursor = (this.#deadCursor + 1) % dead.length;
-      const member = dead[this.#deadCursor]!;
-      this.#retryDead(member).catch((error: unknown) =>
-        this.#opts.logger.warn({ member: member.info.nodeId, err: (error as Error).message }, 'retry failed'),
-      );
+      this.#attempt(dead[this.#deadCursor]!).catch(() => undefined); // (it logs its own failures)
     }
     const candidates = [...this.#members.values()].filter((m) => m.state === 'alive');
     if (candidates.length === 0) return;
     this.#cursor = (this.#cursor + 1) % candidates.length;
     this.#probeLater(candidates[this.#cursor]!.info.nodeId);
+  }
+
+  /**
+   * Tries the members `matches` picks that do not count alive (dead, or heard of and not yet
+   * answering) now rather than at their turn, and resolves true when one of them is alive then. A
+   * lookup that found nothing, or a message whose target is not alive, asks this before answering
+   * "not found": a partition may have healed a moment ago, and the periodic retry comes up to a
+   * period later. At most REVIVE_AT_ONCE members per call, each tried at most once per probe period
+   * (a caller in between shares the try under way, or gets the last one's outcome), each try
+   * waiting one probe timeout at most: a flood of misses costs a few pings, not one each.
+   */
+  async reviveNow(matches: (info: MemberInfo) => boolean): Promise<boolean> {
+    const now = this.#now();
+    const tries = [...this.#members.values()]
+      .filter((m) => (m.state === 'dead' || m.state === 'unconfirmed') && matches(m.info))
+      .slice(0, REVIVE_AT_ONCE)
+      .map((m) => {
+        const running = this.#attempts.get(m.info.nodeId);
+        if (running) return running;
+        if (now - (this.#triedAt.get(m.info.nodeId) ?? -Infinity) < this.#timing.probeIntervalMs)
+          return undefined;
+        this.#triedAt.set(m.info.nodeId, now);
+        return this.#attempt(m);
+      })
+      .filter((t) => t !== undefined);
+    if (tries.length === 0) return false;
+    await Promise.all(tries);
+    return this.alive().some((m) => matches(m.info));
+  }
+
+  /** Tries a member that is not alive (a dead one on a fresh connection, others by a probe); never rejects. */
+  #attempt(member: Member): Promise<void> {
+    const nodeId = member.info.nodeId;
+    const running = this.#attempts.get(nodeId);
+    if (running) return running;
+    const attempt = (member.state === 'dead' ? this.#retryDead(member) : this.probe(nodeId))
+      .catch((error: unknown) =>
+        this.#opts.logger.warn({ member: nodeId, err: (error as Error).message }, 'retry failed'),
+      )
+      .finally(() => this.#attempts.delete(nodeId));
+    this.#attempts.set(nodeId, attempt);
+    return attempt;
   }
 
   /** Pings a dead member on a fresh connection; its direct answer makes it alive again on that one. */

@@ -183,18 +183,22 @@ export class Overlay {
    */
   targets(target: string): { self: boolean; peers: { id: string; transport: PeerTransport }[] } {
     const { config } = this.#opts;
-    const matches = (node: { nodeId: string; zone: string; region: string }) => {
-      if (target === 'all') return true;
-      if (target.startsWith('zone:')) return node.zone !== '' && node.zone === target.slice(5);
-      if (target.startsWith('region:')) return node.region !== '' && node.region === target.slice(7);
-      return node.nodeId === target;
-    };
+    const matches = targetMatcher(target);
     return {
       self: matches({ nodeId: config.nodeId, zone: config.zone, region: config.region }),
       peers: (this.#membership?.alive() ?? [])
         .filter((m) => matches(m.info))
         .map((m) => ({ id: m.info.nodeId, transport: m.transport })),
     };
+  }
+
+  /**
+   * Tries now the members `target` names (as targets() reads it; any member when undefined) that do
+   * not count alive (Membership.reviveNow); true when one of them is alive then.
+   */
+  reviveNow(target?: string): Promise<boolean> {
+    const matches = target === undefined ? () => true : targetMatcher(target);
+    return this.#membership?.reviveNow(matches) ?? Promise.resolve(false);
   }
 
   /** This node as a holder others can reach, once started. */
@@ -347,4 +351,14 @@ export class Overlay {
       from: config.nodeId,
     });
   }
+}
+
+/** Whether a node is named by a direct-exchange target: a node id, `zone:<zone>`, `region:<region>` or `all`. */
+function targetMatcher(target: string): (node: { nodeId: string; zone: string; region: string }) => boolean {
+  return (node) => {
+    if (target === 'all') return true;
+    if (target.startsWith('zone:')) return node.zone !== '' && node.zone === target.slice(5);
+    if (target.startsWith('region:')) return node.region !== '' && node.region === target.slice(7);
+    return node.nodeId === target;
+  };
 }
