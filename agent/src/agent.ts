@@ -265,7 +265,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   owedToOwners = (key) => replicator.owesCopies(key);
   // Purges travel on the control plane: once it is back, cached copies are checked for missed ones.
   overlay.control.onConnect(() => replicator.recheckPurges());
-  overlay.onMembershipChange(() => replicator.schedule());
+  overlay.onMembershipChange(() => replicator.membershipChanged());
   // A member that restarted may have lost what it held: its copies are made again (asking one that
   // still has them costs a round trip).
   overlay.onMemberRestart((_nodeId, address) => {

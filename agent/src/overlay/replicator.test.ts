@@ -274,4 +274,95 @@ describe('Replicator', () => {
       replicator.close();
     }
   });
+
+  // Without the cancel the pass would wait the replication timeout (ten minutes here): the test's own
+  // timeout makes that a failure.
+  it(
+    'cancels a copy to a member no longer counted alive: the pass ends then, not after the replication timeout',
+    { timeout: 60_000 },
+    async () => {
+      let alive = true;
+      let reason: unknown;
+      const manifest = { key: 'k', createdAtMs: 1 };
+      const cutOff = {
+        id: 'b',
+        address: 'b:1',
+        // A partition: no answer, ever; only its cancel ends the call.
+        replicate: (_m: unknown, _s: unknown, signal: AbortSignal) =>
+          new Promise((_r, reject) =>
+            signal.addEventListener('abort', () => reject((reason = signal.reason as Error)), { once: true }),
+          ),
+      };
+      const replicator = replicatorWith({
+        store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
+        placementOf: () => ({ self: true, peers: [cutOff] }),
+        isAlive: () => alive,
+        writeCopies: 1,
+        timeoutMs: 600_000,
+      });
+      try {
+        let done = false;
+        const pass = replicator.repair().then(() => (done = true));
+        await new Promise((r) => setImmediate(r));
+        assert.equal(done, false, 'waiting for b');
+        alive = false; // membership declared it suspect
+        await pass;
+        assert.match((reason as Error).message, /no longer counted alive/);
+      } finally {
+        replicator.close();
+      }
+    },
+  );
+
+  it('runs a pass that is due though more keep being asked for (a steady stream of failed copies)', async () => {
+    let passes = 0;
+    const replicator = replicatorWith({
+      store: { keys: () => (passes++, []) },
+      placementOf: () => ({ self: true, peers: [] }),
+      writeCopies: 1,
+      timeoutMs: 1000,
+    });
+    try {
+      // Each failed background copy asks for a pass in 0.5 s; they come faster than that.
+      for (let i = 0; i < 200 && passes === 0; i++) {
+        replicator.schedule(100);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.ok(passes > 0, 'the first pass asked for ran');
+    } finally {
+      replicator.close();
+    }
+  });
+
+  it('forgets its backoff when membership changes: the copies a pass leaves after a heal are retried at once', async () => {
+    let failing = true;
+    let made = 0;
+    let refused = 0;
+    const manifest = { key: 'k', createdAtMs: 1 };
+    const owner = {
+      id: 'b',
+      address: 'b:1',
+      replicate: () =>
+        failing ? (refused++, Promise.reject(new Error('UNAVAILABLE'))) : (made++, Promise.resolve({})),
+    };
+    const replicator = replicatorWith({
+      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
+      placementOf: () => ({ self: true, peers: [owner] }),
+      writeCopies: 1,
+      timeoutMs: 1000,
+    });
+    try {
+      // A long fault: passes failed, and the next retry is 16 s away.
+      for (let i = 0; i < 6; i++) await replicator.repair();
+      // The member comes back; the first pass after it still fails once (its copy was refused).
+      assert.equal(refused, 6);
+      replicator.membershipChanged();
+      await eventually(() => Promise.resolve(refused === 7 || undefined), 5000, 'a pass');
+      failing = false;
+      // The retry after it is 0.5 s away, not 30 s.
+      await eventually(() => Promise.resolve(made > 0 || undefined), 5000, 'the copy made');
+    } finally {
+      replicator.close();
+    }
+  });
 });

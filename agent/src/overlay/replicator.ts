@@ -15,7 +15,7 @@ const REPAIR_DEBOUNCE_MS = 200;
 /** A pass that left copies unmade is run again after this, doubling up to the most (then steady). */
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30_000;
-/** How often a PUT waiting for copies checks that the nodes copying are still alive. */
+/** How often a PUT waiting for copies, and the copies under way, check that the nodes copying are still alive. */
 const ALIVE_CHECK_MS = 200;
 
 export interface ReplicatorOptions {
@@ -58,6 +58,15 @@ export class Replicator {
    */
   readonly #purgeChecked = new Set<string>();
   #repairTimer: NodeJS.Timeout | undefined;
+  /**
+   * Copies under way, by the node asked: cancelled once membership stops counting it alive. A call
+   * to a member cut off by a partition would otherwise hold a repair worker for the whole replication
+   * timeout (a minute), and the pass after the heal would wait behind it.
+   */
+  readonly #underWay = new Map<PeerTransport, Set<AbortController>>();
+  #aliveWatch: NodeJS.Timeout | undefined;
+  /** When the pending pass is due (performance.now()); undefined when none is pending. */
+  #dueAt: number | undefined;
   #repairing: Promise<void> = Promise.resolve();
   #backlog = 0;
   /** Passes in a row that left copies unmade: the next retry waits 2^n times RETRY_FIRST_MS. */
@@ -174,14 +183,28 @@ export class Replicator {
   }
 
   /**
-   * Runs one repair pass soon (coalescing bursts of membership changes); a pass that leaves copies
-   * unmade runs again after a backoff (0.5 s doubling to 30 s), whatever membership does, until
-   * every key has its copies.
+   * Membership changed (a member came, went or came back): the copies a failed pass left are worth
+   * trying at once, not after the backoff earlier failures built up (up to 30 s).
+   */
+  membershipChanged(): void {
+    this.#failedPasses = 0;
+    this.schedule();
+  }
+
+  /**
+   * Runs one repair pass within `delayMs` (coalescing bursts of membership changes and failures); a
+   * pass that leaves copies unmade runs again after a backoff (0.5 s doubling to 30 s), whatever
+   * membership does, until every key has its copies. A pass already due sooner stays as it is: a
+   * steady stream of failures (each asking for a pass in 0.5 s) cannot put it off for ever.
    */
   schedule(delayMs = REPAIR_DEBOUNCE_MS): void {
     if (this.#closed) return;
+    const dueAt = performance.now() + delayMs;
+    if (this.#dueAt !== undefined && this.#dueAt <= dueAt) return;
     clearTimeout(this.#repairTimer);
+    this.#dueAt = dueAt;
     this.#repairTimer = setTimeout(() => {
+      this.#dueAt = undefined;
       // The chain itself never rejects: a failed pass is logged, and the next one runs all the same
       // (a rejected link would skip every later pass, and reject with nobody awaiting it).
       this.#repairing = this.#repairing
@@ -273,6 +296,35 @@ export class Replicator {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#repairTimer);
+    clearInterval(this.#aliveWatch);
+  }
+
+  /** A cancel for a copy `owner` makes, pulled when membership stops counting it alive. */
+  #track(owner: PeerTransport): AbortController {
+    const controller = new AbortController();
+    const calls = this.#underWay.get(owner) ?? new Set<AbortController>();
+    calls.add(controller);
+    this.#underWay.set(owner, calls);
+    if (this.#opts.isAlive && this.#aliveWatch === undefined) {
+      const isAlive = this.#opts.isAlive;
+      this.#aliveWatch = setInterval(() => {
+        for (const [peer, under] of this.#underWay)
+          if (!isAlive(peer))
+            for (const c of under) c.abort(new Error(`${peer.id} is no longer counted alive`));
+      }, ALIVE_CHECK_MS);
+      this.#aliveWatch.unref();
+    }
+    return controller;
+  }
+
+  #untrack(owner: PeerTransport, controller: AbortController): void {
+    const calls = this.#underWay.get(owner);
+    calls?.delete(controller);
+    if (calls?.size === 0) this.#underWay.delete(owner);
+    if (this.#underWay.size === 0) {
+      clearInterval(this.#aliveWatch);
+      this.#aliveWatch = undefined;
+    }
   }
 
   async #copyTo(owner: PeerTransport, manifest: Manifest, onFailure?: () => void): Promise<boolean> {
@@ -281,11 +333,12 @@ export class Replicator {
       onFailure?.();
       return false;
     }
+    const controller = this.#track(owner);
     try {
       const { purgedAtMs, purgeSignature } = await owner.replicate(
         manifest,
         self,
-        AbortSignal.timeout(this.#opts.timeoutMs),
+        AbortSignal.any([AbortSignal.timeout(this.#opts.timeoutMs), controller.signal]),
       );
       if (purgedAtMs !== undefined) {
         // This copy outlived a purge (this node was away): drop it instead of spreading it.
@@ -311,6 +364,8 @@ export class Replicator {
       );
       onFailure?.();
       return false;
+    } finally {
+      this.#untrack(owner, controller);
     }
   }
 }
