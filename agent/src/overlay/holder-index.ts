@@ -45,9 +45,14 @@ export class HolderIndex {
     this.#entries.delete(manifest.key); // re-insert: most recently recorded last
     this.#entries.set(manifest.key, entry);
     if (entry.holders.size >= MAX_HOLDERS_PER_KEY && !entry.holders.has(holder.nodeId)) return;
-    entry.holders.set(holder.nodeId, { holder, until: this.#clock.now() + HOLDER_TTL_MS });
-    for (const key of this.#entries.keys()) {
-      if (this.#entries.size <= MAX_KEYS) break;
+    const now = this.#clock.now();
+    entry.holders.set(holder.nodeId, { holder, until: now + HOLDER_TTL_MS });
+    // Oldest recorded first: past the bound, and while the oldest has no holder left (records all
+    // last the same TTL, so the expired are at the front). Without this, keys never looked up again
+    // stayed until the bound, each with its manifest (a signed manifest carries a certificate): the
+    // soak's heap grew by a megabyte a minute.
+    for (const [key, oldest] of this.#entries) {
+      if (this.#entries.size <= MAX_KEYS && [...oldest.holders.values()].some((h) => h.until > now)) break;
       this.#entries.delete(key);
     }
   }
