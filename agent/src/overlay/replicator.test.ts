@@ -365,4 +365,30 @@ describe('Replicator', () => {
       replicator.close();
     }
   });
+
+  it('makes the copies nobody waits for from the first owner that confirmed one, not from the writer again', async () => {
+    const manifest = { key: 'k', createdAtMs: 1 };
+    const sources: Record<string, string> = {};
+    const owner = (id: string) => ({
+      id,
+      address: `${id}:1`,
+      replicate: (_m: unknown, source: { nodeId: string }) => {
+        sources[id] = source.nodeId;
+        return Promise.resolve({});
+      },
+    });
+    const replicator = replicatorWith({
+      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
+      placementOf: () => ({ self: false, peers: [owner('b'), owner('c'), owner('d')] }),
+      writeCopies: 2,
+      timeoutMs: 1000,
+    });
+    try {
+      assert.equal(await replicator.afterPut(manifest as never), 2);
+      await eventually(() => Promise.resolve(Object.keys(sources).length === 3 || undefined));
+      assert.deepEqual(sources, { b: 'a', c: 'b', d: 'b' }, 'the writer (a) sent it once');
+    } finally {
+      replicator.close();
+    }
+  });
 });

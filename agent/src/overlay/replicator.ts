@@ -96,9 +96,16 @@ export class Replicator {
     const { peers: owners } = this.#opts.placementOf(key);
     // Owed until every owner confirmed a copy, whatever the placement becomes meanwhile.
     this.#written.add(key);
+    /**
+     * The first node that confirmed a copy: the copies nobody waits for are made from it, not from
+     * this node again (chain replication). A writer with a slow uplink sends the object once, not
+     * once per owner, and its copies do not compete with the one its PUT waits for.
+     */
+    let relay: PeerTransport | undefined;
     const background = (peers: readonly PeerTransport[]) => {
+      const source = relay && { nodeId: relay.id, grpc: relay.address };
       for (const peer of peers)
-        this.#copyTo(peer, manifest, () => this.schedule(RETRY_FIRST_MS)).catch(() => undefined);
+        this.#copyTo(peer, manifest, () => this.schedule(RETRY_FIRST_MS), source).catch(() => undefined);
     };
     const needed = Math.min(this.#opts.writeCopies - 1, owners.length);
     if (needed <= 0) {
@@ -138,6 +145,7 @@ export class Replicator {
             .catch(() => false)
             .then((ok) => {
               if (ok && !answered) confirmed++;
+              if (ok) relay ??= peer;
               counting.delete(peer);
               next();
             })
@@ -327,9 +335,14 @@ export class Replicator {
     }
   }
 
-  async #copyTo(owner: PeerTransport, manifest: Manifest, onFailure?: () => void): Promise<boolean> {
-    const self = this.#opts.self();
-    if (!self) {
+  /** Asks `owner` to copy `manifest`'s object from `source` (by default this node). */
+  async #copyTo(
+    owner: PeerTransport,
+    manifest: Manifest,
+    onFailure?: () => void,
+    source: Holder | undefined = this.#opts.self(),
+  ): Promise<boolean> {
+    if (!source) {
       onFailure?.();
       return false;
     }
@@ -337,7 +350,7 @@ export class Replicator {
     try {
       const { purgedAtMs, purgeSignature } = await owner.replicate(
         manifest,
-        self,
+        source,
         AbortSignal.any([AbortSignal.timeout(this.#opts.timeoutMs), controller.signal]),
       );
       if (purgedAtMs !== undefined) {
