@@ -42,9 +42,10 @@ export class HolderIndex {
       entry = undefined;
     }
     entry ??= { manifest, holders: new Map() };
+    // A key with its holders full is not renewed, so it keeps its place (the expired stay in front).
+    if (entry.holders.size >= MAX_HOLDERS_PER_KEY && !entry.holders.has(holder.nodeId)) return;
     this.#entries.delete(manifest.key); // re-insert: most recently recorded last
     this.#entries.set(manifest.key, entry);
-    if (entry.holders.size >= MAX_HOLDERS_PER_KEY && !entry.holders.has(holder.nodeId)) return;
     const now = this.#clock.now();
     entry.holders.set(holder.nodeId, { holder, until: now + HOLDER_TTL_MS });
     // Oldest recorded first: past the bound, and while the oldest has no holder left (records all

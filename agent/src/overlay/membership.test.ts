@@ -290,7 +290,10 @@ describe('Membership', () => {
     clock.advance(500);
     assert.equal(await n0.reviveNow(n1), true, 'the next period: tried, and back');
     assert.deepEqual(alive(n0), ['n1'], 'n2 was not tried: it is not named');
+    clock.advance(500);
+    assert.equal(await n0.reviveNow(() => true), false, 'n2, tried, is still down (n1 alive says nothing)');
     network.nodes.get('10.0.0.2:7481')!.up = true;
+    clock.advance(500);
     assert.equal(await n0.reviveNow(() => true), true);
     assert.deepEqual(alive(n0), ['n1', 'n2']);
   });
@@ -488,14 +491,24 @@ describe('Membership', () => {
     assert.equal(n0.localHealth, 1);
   });
 
-  it('raises its local health when others suspect it, up to a bound', async () => {
-    const { bus, nodes } = mesh(2);
+  it('raises its local health when others suspect it, up to a bound; a flood of suspicions is one', async () => {
+    const { bus, nodes, clock } = mesh(2);
     await settle();
+    const n0 = nodes[0]!;
+    for (let i = 0; i < 50; i++) suspectOn(bus, 1, 'n0', n0.self.incarnation);
+    await settle();
+    assert.deepEqual([n0.self.incarnation, n0.localHealth], [1, 1], 'one refutation a probe period');
+    // A suspicion of an incarnation nobody could know of (a lying peer) is not answered.
+    clock.advance(500);
+    suspectOn(bus, 1, 'n0', 2 ** 50);
+    await settle();
+    assert.equal(n0.self.incarnation, 1);
     for (let i = 0; i < MAX_LOCAL_HEALTH + 3; i++) {
-      suspectOn(bus, 1, 'n0', nodes[0]!.self.incarnation);
+      clock.advance(500);
+      suspectOn(bus, 1, 'n0', n0.self.incarnation);
       await settle();
     }
-    assert.equal(nodes[0]!.localHealth, MAX_LOCAL_HEALTH);
+    assert.equal(n0.localHealth, MAX_LOCAL_HEALTH);
   });
 
   it('refutes suspicion of itself with a higher incarnation', async () => {

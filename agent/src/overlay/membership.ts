@@ -42,16 +42,21 @@ const UNCONFIRMED_PROBES_PER_TICK = 4;
 const DEAD_RETRIES_PER_TICK = 4;
 /**
  * An incarnation is a life and a count of refutations: a member starts at its start second times
- * this, and adds one each time it refutes a suspicion. A higher thousand is a new life (it restarted:
- * its disk may be new, so what was copied to it is asked again); a higher number within the same
- * thousand is only "I am alive" (nothing to copy again). A member that refuted this many suspicions
- * in one life would look restarted once: a repair pass more, nothing worse.
+ * this, and adds one each time it refutes a suspicion (at most one a probe period). A higher million
+ * is a new life (it restarted: its disk may be new, so what was copied to it is asked again); a higher
+ * number within the same million is only "I am alive" (nothing to copy again). Start seconds times a
+ * million stay exact integers (below 2^53) until the year 2255.
  */
-export const REFUTATIONS_PER_LIFE = 1000;
+export const REFUTATIONS_PER_LIFE = 1_000_000;
 const lifeOf = (incarnation: number) => Math.floor(incarnation / REFUTATIONS_PER_LIFE);
 
-/** Members one reviveNow call tries at most (each waits one probe timeout at most, all at once). */
+/** Members one reviveNow call tries at most (in turn: the next call takes the next ones). */
 const REVIVE_AT_ONCE = 8;
+/**
+ * How long a caller of reviveNow waits for its tries at most: a member back from a partition answers
+ * a fresh connection's ping in a few round trips; one that does not is left to the periodic retry.
+ */
+const REVIVE_WAIT_MS = 250;
 /** How long a member's replaced connection stays open for the calls already on it. */
 const RETIRE_MS = 5000;
 /**
@@ -134,6 +139,9 @@ export class Membership {
   readonly #attempts = new Map<string, Promise<void>>();
   /** When reviveNow last tried each member (at most once per probe period each). */
   readonly #triedAt = new Map<string, number>();
+  #reviveCursor = 0;
+  /** When this node last refuted a suspicion of itself (at most once a probe period). */
+  #refutedAt = Number.NEGATIVE_INFINITY;
   /**
    * Local health (Lifeguard, as in HashiCorp's memberlist): 0 when this node's own probes are
    * answered; raised when its probes go unanswered by the helpers too (what fails is then likely
@@ -369,31 +377,38 @@ export class Membership {
   }
 
   /**
-   * Tries the members `matches` picks that do not count alive (dead, or heard of and not yet
-   * answering) now rather than at their turn, and resolves true when one of them is alive then. A
-   * lookup that found nothing, or a message whose target is not alive, asks this before answering
-   * "not found": a partition may have healed a moment ago, and the periodic retry comes up to a
-   * period later. At most REVIVE_AT_ONCE members per call, each tried at most once per probe period
-   * (a caller in between shares the try under way, or gets the last one's outcome), each try
-   * waiting one probe timeout at most: a flood of misses costs a few pings, not one each.
+   * Tries the dead members `matches` picks now rather than at their turn, and resolves true when one
+   * of those it tried is alive then. A lookup that found nothing, or a message whose target is not
+   * alive, asks this before answering "not found": a partition may have healed a moment ago, and the
+   * periodic retry comes up to a period later. Bounded so that misses stay cheap whatever the mesh
+   * does: at most REVIVE_AT_ONCE members a call, in turn (the next call takes the next ones); each
+   * member at most once a probe period (a caller in between, or one that finds a try already under
+   * way, does not wait); and the caller waits REVIVE_WAIT_MS at most. Members only heard of (never
+   * confirmed) are not tried: anyone may announce them.
    */
   async reviveNow(matches: (info: MemberInfo) => boolean): Promise<boolean> {
     const now = this.#now();
-    const tries = [...this.#members.values()]
-      .filter((m) => (m.state === 'dead' || m.state === 'unconfirmed') && matches(m.info))
-      .slice(0, REVIVE_AT_ONCE)
-      .map((m) => {
-        const running = this.#attempts.get(m.info.nodeId);
-        if (running) return running;
-        if (now - (this.#triedAt.get(m.info.nodeId) ?? -Infinity) < this.#timing.probeIntervalMs)
-          return undefined;
-        this.#triedAt.set(m.info.nodeId, now);
-        return this.#attempt(m);
-      })
-      .filter((t) => t !== undefined);
-    if (tries.length === 0) return false;
-    await Promise.all(tries);
-    return this.alive().some((m) => matches(m.info));
+    const due = [...this.#members.values()].filter(
+      (m) =>
+        m.state === 'dead' &&
+        matches(m.info) &&
+        !this.#attempts.has(m.info.nodeId) &&
+        now - (this.#triedAt.get(m.info.nodeId) ?? Number.NEGATIVE_INFINITY) >= this.#timing.probeIntervalMs,
+    );
+    if (due.length === 0) return false;
+    const picked = Array.from(
+      { length: Math.min(REVIVE_AT_ONCE, due.length) },
+      (_, i) => due[(this.#reviveCursor + i) % due.length]!,
+    );
+    this.#reviveCursor = (this.#reviveCursor + picked.length) % due.length;
+    for (const m of picked) this.#triedAt.set(m.info.nodeId, now);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(picked.map((m) => this.#attempt(m))),
+      new Promise((r) => (timer = setTimeout(r, REVIVE_WAIT_MS))),
+    ]);
+    clearTimeout(timer);
+    return picked.some((m) => this.#members.get(m.info.nodeId)?.state === 'alive');
   }
 
   /** Tries a member that is not alive (a dead one on a fresh connection, others by a probe); never rejects. */
@@ -462,6 +477,7 @@ export class Membership {
     const member = this.#members.get(nodeId);
     if (!member) return;
     this.#members.delete(nodeId);
+    this.#triedAt.delete(nodeId);
     member.transport.close();
     this.#opts.logger.warn({ member: nodeId }, 'member revoked: evicted');
     this.#opts.onChange?.();
@@ -503,7 +519,9 @@ export class Membership {
   async probeFor(target: string): Promise<PingResult | undefined> {
     const member = [...this.#members.values()].find((m) => m.info.grpc === target);
     if (!member) return undefined;
-    return this.#ping(member.transport, member.info.nodeId);
+    // The configured timeout, not this node's health-scaled one: the asker waits twice its own, and
+    // an answer ("it does not answer") that comes after that counts against the asker's health.
+    return this.#ping(member.transport, member.info.nodeId, this.#timing.probeTimeoutMs);
   }
 
   close(): void {
@@ -520,8 +538,12 @@ export class Membership {
     this.#retiring.clear();
   }
 
-  async #ping(transport: PeerTransport, expected: string): Promise<PingResult> {
-    const result = await transport.ping(AbortSignal.timeout(this.#probeTimeout()));
+  async #ping(
+    transport: PeerTransport,
+    expected: string,
+    timeoutMs = this.#probeTimeout(),
+  ): Promise<PingResult> {
+    const result = await transport.ping(AbortSignal.timeout(timeoutMs));
     if (result.nodeId !== expected)
       throw new Error(`${transport.address} answered as ${result.nodeId}, not ${expected}`);
     return result;
@@ -594,7 +616,10 @@ export class Membership {
       case 'member.suspect': {
         const { nodeId, incarnation } = event.body;
         if (nodeId === this.#self.nodeId) {
-          if (incarnation >= this.#self.incarnation) this.#refute();
+          // Only a suspicion of this very incarnation needs an answer: an older one was answered, and
+          // nobody can know of a newer one (a peer that says so is lying, and would otherwise make
+          // this node count up to what looks like a new life).
+          if (incarnation === this.#self.incarnation) this.#refute();
           return;
         }
         this.#probeLater(nodeId); // a hint: check for ourselves
@@ -614,6 +639,10 @@ export class Membership {
   }
 
   #refute(): void {
+    // At most once a probe period: a flood of suspicions (one peer repeating them) is one refutation.
+    const now = this.#now();
+    if (now - this.#refutedAt < this.#timing.probeIntervalMs) return;
+    this.#refutedAt = now;
     this.#adjustHealth(1); // others cannot hear this node: its own link may be what fails
     this.#self = { ...this.#self, incarnation: this.#self.incarnation + 1 };
     this.#opts.logger.warn(

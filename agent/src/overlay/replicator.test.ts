@@ -391,4 +391,36 @@ describe('Replicator', () => {
       replicator.close();
     }
   });
+
+  it('queues one pass behind a long one, however many are asked for while it runs', async () => {
+    let passes = 0;
+    let release: () => void = () => undefined;
+    const manifest = { key: 'k', createdAtMs: 1 };
+    const slow = {
+      id: 'b',
+      address: 'b:1',
+      replicate: () => new Promise((r) => (release = () => r({}))),
+    };
+    const replicator = replicatorWith({
+      store: { keys: () => (passes++, ['k']), lookup: () => manifest, peek: () => manifest },
+      placementOf: () => ({ self: true, peers: [slow] }),
+      writeCopies: 1,
+      timeoutMs: 60_000,
+    });
+    try {
+      replicator.schedule(1);
+      await eventually(() => Promise.resolve(passes === 1 || undefined));
+      for (let i = 0; i < 5; i++) {
+        replicator.schedule(1);
+        await new Promise((r) => setTimeout(r, 20)); // each timer fires while the pass runs
+      }
+      release();
+      await eventually(() => Promise.resolve(passes === 2 || undefined));
+      await eventually(() => Promise.resolve(replicator.backlog === 0 || undefined));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(passes, 2, 'the long pass, then one more');
+    } finally {
+      replicator.close();
+    }
+  });
 });

@@ -67,6 +67,8 @@ export class Replicator {
   #aliveWatch: NodeJS.Timeout | undefined;
   /** When the pending pass is due (performance.now()); undefined when none is pending. */
   #dueAt: number | undefined;
+  /** A pass is queued behind the one running and has not started: another would repeat it. */
+  #passQueued = false;
   #repairing: Promise<void> = Promise.resolve();
   #backlog = 0;
   /** Passes in a row that left copies unmade: the next retry waits 2^n times RETRY_FIRST_MS. */
@@ -213,10 +215,16 @@ export class Replicator {
     this.#dueAt = dueAt;
     this.#repairTimer = setTimeout(() => {
       this.#dueAt = undefined;
+      // One pass waiting behind a long one is enough: it will see everything asked for meanwhile.
+      if (this.#passQueued) return;
+      this.#passQueued = true;
       // The chain itself never rejects: a failed pass is logged, and the next one runs all the same
       // (a rejected link would skip every later pass, and reject with nobody awaiting it).
       this.#repairing = this.#repairing
-        .then(() => this.repair())
+        .then(() => {
+          this.#passQueued = false;
+          return this.repair();
+        })
         .catch((error: unknown) =>
           this.#opts.logger.warn(
             { err: (error as Error).message },

@@ -66,6 +66,7 @@ export class GrpcPeer implements PeerTransport {
   readonly #client: Client & Record<string, unknown>;
   /** Chunk bodies' own connection, opened at the first fetch (see #bulkClient). */
   #bulk: (Client & Record<string, unknown>) | undefined;
+  #closed = false;
   readonly #connect: (extra: Record<string, unknown>) => Client & Record<string, unknown>;
   readonly #timeoutMs: number;
   readonly #from: string;
@@ -100,6 +101,8 @@ export class GrpcPeer implements PeerTransport {
    * queue. HTTP/2's per-stream flow control cannot help there: the queue is TCP's, below it.
    */
   #bulkClient(): Client & Record<string, unknown> {
+    // A transport closed (a member's replaced connection) opens nothing more: the caller moves on.
+    if (this.#closed) throw new PeerError(this.id, 'FetchChunks: the connection was closed');
     this.#bulk ??= this.#connect({ 'grpc.use_local_subchannel_pool': 1 });
     return this.#bulk;
   }
@@ -348,6 +351,7 @@ export class GrpcPeer implements PeerTransport {
   }
 
   close(): void {
+    this.#closed = true;
     this.#client.close();
     this.#bulk?.close();
   }

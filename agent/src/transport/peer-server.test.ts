@@ -150,6 +150,17 @@ describe('peer gRPC server and client', () => {
         `control connection carried ${connections[0]!.down} bytes`,
       );
       assert.ok(connections[1]!.down >= data.length, `bulk connection carried ${connections[1]!.down} bytes`);
+      // A closed transport (a member's replaced connection) opens no bulk connection afterwards.
+      const closed = new GrpcPeer({
+        id: 'srv',
+        address: `127.0.0.1:${(relay.address() as AddressInfo).port}`,
+        flowControlWindow: 16 * MiB,
+        timeoutMs: 2000,
+        credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
+      });
+      closed.close();
+      await assert.rejects(drain(closed.fetchChunks(chunks, [4 * MiB, MiB + 3])), /closed/);
+      assert.equal(connections.length, 2);
     } finally {
       relayed.close();
       for (const s of sockets) s.destroy();
