@@ -57,10 +57,26 @@ export function parseSignature(value: unknown): NodeSignature | undefined {
   )
     return undefined;
   return {
-    certificate: sig.certificate,
+    certificate: internCertificate(sig.certificate),
     value: sig.value,
     ...(typeof sig.by === 'string' && sig.by ? { by: sig.by } : {}),
   };
+}
+
+/**
+ * Certificates kept once each: every manifest, tombstone and index entry a node signed carries the
+ * same certificate (about 800 bytes), and each parse made a copy of its own (50,000 tombstones held
+ * 40 MB of copies). At most MAX_INTERNED at a time, so certificates sent by anyone (this runs before
+ * any check) cost at most 256 x 8 KiB; a full table starts over (what it shared stays shared).
+ */
+const interned = new Map<string, string>();
+const MAX_INTERNED = 256;
+function internCertificate(certificate: string): string {
+  const known = interned.get(certificate);
+  if (known !== undefined) return known;
+  if (interned.size >= MAX_INTERNED) interned.clear();
+  interned.set(certificate, certificate);
+  return certificate;
 }
 
 /** Sizes a signature's parts can have (a node certificate is about 600 bytes; an ECDSA signature at most 72). */
