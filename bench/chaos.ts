@@ -304,6 +304,9 @@ export async function run(quick: boolean): Promise<void> {
       } catch (error) {
         kind ??= 'get';
         why = (error as Error).name === 'TimeoutError' ? 'timed out' : `network: ${(error as Error).message}`;
+        // (fetch says only "fetch failed"; what failed is in its cause, for CHAOS_VERBOSE.)
+        const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+        if (cause) detail = `${cause.code ?? ''} ${cause.message ?? ''}`.trim();
       }
       const t1 = now();
       let exclude: string | undefined;

@@ -18,10 +18,11 @@ import {
 class Network {
   readonly nodes = new Map<
     string,
-    { nodeId: string; zone: string; region: string; up: boolean; incarnation?: number }
+    { nodeId: string; zone: string; region: string; up: boolean; incarnation?: number; silent?: boolean }
   >();
   ping(address: string): Promise<PingResult> {
     const node = this.nodes.get(address);
+    if (node?.silent) return new Promise(() => undefined); // packets dropped: no answer, ever
     if (!node?.up) return Promise.reject(new Error(`${address} unreachable`));
     const { nodeId, zone, region, incarnation } = node;
     return Promise.resolve({
@@ -286,7 +287,7 @@ describe('Membership', () => {
     const n1 = (info: MemberInfo) => info.nodeId === 'n1';
     assert.equal(await n0.reviveNow(n1), false, 'still cut off');
     network.nodes.get('10.0.0.1:7481')!.up = true; // healed, a moment after the last try
-    assert.equal(await n0.reviveNow(n1), false, 'tried once per probe period: not again yet');
+    assert.equal(await n0.reviveNow(n1), false, 'tried at most every 100 ms: not again yet');
     clock.advance(500);
     assert.equal(await n0.reviveNow(n1), true, 'the next period: tried, and back');
     assert.deepEqual(alive(n0), ['n1'], 'n2 was not tried: it is not named');
@@ -296,6 +297,19 @@ describe('Membership', () => {
     clock.advance(500);
     assert.equal(await n0.reviveNow(() => true), true);
     assert.deepEqual(alive(n0), ['n1', 'n2']);
+  });
+
+  it('tries alongside a periodic retry that started before the heal (and will never answer)', async () => {
+    const { network, nodes, alive, cutOffUntilDead } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
+    network.nodes.get('10.0.0.1:7481')!.silent = true;
+    n0.tick(); // the periodic retry: its packets are dropped
+    await settle();
+    Object.assign(network.nodes.get('10.0.0.1:7481')!, { up: true, silent: false }); // healed
+    assert.equal(await n0.reviveNow(() => true), true);
+    assert.deepEqual(alive(n0), ['n1']);
   });
 
   it('revives a dead member only on its own answer: another node answering at its address does not', async () => {

@@ -57,6 +57,11 @@ const REVIVE_AT_ONCE = 8;
  * a fresh connection's ping in a few round trips; one that does not is left to the periodic retry.
  */
 const REVIVE_WAIT_MS = 250;
+/**
+ * reviveNow tries each member at most this often: a try started before a partition healed never
+ * answers (its packets were dropped), so the next one must not wait a whole probe period.
+ */
+const REVIVE_EVERY_MS = 100;
 /** How long a member's replaced connection stays open for the calls already on it. */
 const RETIRE_MS = 5000;
 /**
@@ -137,8 +142,8 @@ export class Membership {
   readonly #moving = new Set<string>();
   /** Tries of members not alive under way (#attempt), shared by whoever waits for them. */
   readonly #attempts = new Map<string, Promise<void>>();
-  /** When reviveNow last tried each member (at most once per probe period each). */
-  readonly #triedAt = new Map<string, number>();
+  /** reviveNow's tries, by member: when each started (at most one per REVIVE_EVERY_MS), and its end. */
+  readonly #revives = new Map<string, { at: number; done: Promise<void> }>();
   #reviveCursor = 0;
   /** When this node last refuted a suspicion of itself (at most once a probe period). */
   #refutedAt = Number.NEGATIVE_INFINITY;
@@ -354,7 +359,7 @@ export class Membership {
       ) {
         member.transport.close();
         this.#members.delete(member.info.nodeId);
-        this.#triedAt.delete(member.info.nodeId);
+        this.#revives.delete(member.info.nodeId);
       }
     }
     // A newcomer is admitted only on its own answer: the announced but unconfirmed are probed again
@@ -380,35 +385,41 @@ export class Membership {
    * Tries the dead members `matches` picks now rather than at their turn, and resolves true when one
    * of those it tried is alive then. A lookup that found nothing, or a message whose target is not
    * alive, asks this before answering "not found": a partition may have healed a moment ago, and the
-   * periodic retry comes up to a period later. Bounded so that misses stay cheap whatever the mesh
-   * does: at most REVIVE_AT_ONCE members a call, in turn (the next call takes the next ones); each
-   * member at most once a probe period (a caller in between, or one that finds a try already under
-   * way, does not wait); and the caller waits REVIVE_WAIT_MS at most. Members only heard of (never
-   * confirmed) are not tried: anyone may announce them.
+   * periodic retry comes up to a period later (and a retry started before the heal never answers).
+   * Bounded so that misses stay cheap whatever the mesh does: each member is tried at most once per
+   * REVIVE_EVERY_MS, on a fresh connection (callers in between join a try younger than the wait, or
+   * go without); at most REVIVE_AT_ONCE new tries a call, in turn (the next call takes the next
+   * ones); and the caller waits REVIVE_WAIT_MS at most. Members only heard of (never confirmed) are
+   * not tried: anyone may announce them.
    */
   async reviveNow(matches: (info: MemberInfo) => boolean): Promise<boolean> {
     const now = this.#now();
-    const due = [...this.#members.values()].filter(
-      (m) =>
-        m.state === 'dead' &&
-        matches(m.info) &&
-        !this.#attempts.has(m.info.nodeId) &&
-        now - (this.#triedAt.get(m.info.nodeId) ?? Number.NEGATIVE_INFINITY) >= this.#timing.probeIntervalMs,
-    );
-    if (due.length === 0) return false;
+    const dead = [...this.#members.values()].filter((m) => m.state === 'dead' && matches(m.info));
+    const joined: Promise<void>[] = [];
+    const due: Member[] = [];
+    for (const m of dead) {
+      const last = this.#revives.get(m.info.nodeId);
+      if (!last || now - last.at >= REVIVE_EVERY_MS) due.push(m);
+      else if (now - last.at < REVIVE_WAIT_MS) joined.push(last.done);
+    }
     const picked = Array.from(
       { length: Math.min(REVIVE_AT_ONCE, due.length) },
       (_, i) => due[(this.#reviveCursor + i) % due.length]!,
     );
-    this.#reviveCursor = (this.#reviveCursor + picked.length) % due.length;
-    for (const m of picked) this.#triedAt.set(m.info.nodeId, now);
+    if (due.length > 0) this.#reviveCursor = (this.#reviveCursor + picked.length) % due.length;
+    for (const m of picked) {
+      // A try of its own (not the periodic one, which may have started before the heal).
+      const done = this.#retryDead(m, true).catch((error: unknown) =>
+        this.#opts.logger.warn({ member: m.info.nodeId, err: (error as Error).message }, 'retry failed'),
+      );
+      this.#revives.set(m.info.nodeId, { at: now, done });
+      joined.push(done);
+    }
+    if (joined.length === 0) return false;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.all(picked.map((m) => this.#attempt(m))),
-      new Promise((r) => (timer = setTimeout(r, REVIVE_WAIT_MS))),
-    ]);
+    await Promise.race([Promise.all(joined), new Promise((r) => (timer = setTimeout(r, REVIVE_WAIT_MS)))]);
     clearTimeout(timer);
-    return picked.some((m) => this.#members.get(m.info.nodeId)?.state === 'alive');
+    return dead.some((m) => this.#members.get(m.info.nodeId)?.state === 'alive');
   }
 
   /** Tries a member that is not alive (a dead one on a fresh connection, others by a probe); never rejects. */
@@ -425,11 +436,14 @@ export class Membership {
     return attempt;
   }
 
-  /** Pings a dead member on a fresh connection; its direct answer makes it alive again on that one. */
-  async #retryDead(member: Member): Promise<void> {
+  /**
+   * Pings a dead member on a fresh connection; its direct answer makes it alive again on that one.
+   * `alongside`: even while another probe of it is under way (reviveNow), which it leaves alone.
+   */
+  async #retryDead(member: Member, alongside = false): Promise<void> {
     const nodeId = member.info.nodeId;
-    if (this.#probing.has(nodeId) || this.#closed) return;
-    this.#probing.add(nodeId);
+    if (this.#closed || (!alongside && this.#probing.has(nodeId))) return;
+    if (!alongside) this.#probing.add(nodeId);
     let transport: PeerTransport | undefined;
     try {
       transport = this.#opts.connect(member.info);
@@ -448,8 +462,10 @@ export class Membership {
       this.#confirmed(revived, answer, true);
       if (answer.incarnation === undefined) this.#opts.onRestarted?.(nodeId, member.info.grpc);
     } finally {
-      this.#probing.delete(nodeId);
-      if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
+      if (!alongside) {
+        this.#probing.delete(nodeId);
+        if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
+      }
     }
   }
 
@@ -477,7 +493,7 @@ export class Membership {
     const member = this.#members.get(nodeId);
     if (!member) return;
     this.#members.delete(nodeId);
-    this.#triedAt.delete(nodeId);
+    this.#revives.delete(nodeId);
     member.transport.close();
     this.#opts.logger.warn({ member: nodeId }, 'member revoked: evicted');
     this.#opts.onChange?.();
