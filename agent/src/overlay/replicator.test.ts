@@ -14,6 +14,14 @@ function replicatorOptions(options: Record<string, unknown>): ReplicatorOptions 
   } as unknown as ReplicatorOptions;
 }
 const replicatorWith = (options: Record<string, unknown>) => new Replicator(replicatorOptions(options));
+/** A replicator on an owner of the one key 'k' (its `manifest`), whose other owners are `peers`. */
+const ownerOfK = (manifest: unknown, peers: unknown[]) =>
+  replicatorWith({
+    store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
+    placementOf: () => ({ self: true, peers }),
+    writeCopies: 1,
+    timeoutMs: 1000,
+  });
 
 describe('Replicator', () => {
   it('runs the next repair pass after one failed (the pass chain heals), and the failure escapes nowhere', async () => {
@@ -54,12 +62,7 @@ describe('Replicator', () => {
       },
     };
     const manifest = { key: 'k', createdAtMs: 1 };
-    const replicator = replicatorWith({
-      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
-      placementOf: () => ({ self: true, peers: [owner] }),
-      writeCopies: 1,
-      timeoutMs: 1000,
-    });
+    const replicator = ownerOfK(manifest, [owner]);
     try {
       replicator.schedule();
       await eventually(() => Promise.resolve(calls === 3 || undefined), 10_000);
@@ -345,12 +348,7 @@ describe('Replicator', () => {
       replicate: () =>
         failing ? (refused++, Promise.reject(new Error('UNAVAILABLE'))) : (made++, Promise.resolve({})),
     };
-    const replicator = replicatorWith({
-      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
-      placementOf: () => ({ self: true, peers: [owner] }),
-      writeCopies: 1,
-      timeoutMs: 1000,
-    });
+    const replicator = ownerOfK(manifest, [owner]);
     try {
       // A long fault: passes failed, and the next retry is 16 s away.
       for (let i = 0; i < 6; i++) await replicator.repair();

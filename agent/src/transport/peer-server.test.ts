@@ -131,13 +131,15 @@ describe('peer gRPC server and client', () => {
       client.pipe(upstream).pipe(client);
     });
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
-    const relayed = new GrpcPeer({
-      id: 'srv',
-      address: `127.0.0.1:${(relay.address() as AddressInfo).port}`,
-      flowControlWindow: 16 * MiB,
-      timeoutMs: 2000,
-      credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
-    });
+    const throughRelay = () =>
+      new GrpcPeer({
+        id: 'srv',
+        address: `127.0.0.1:${(relay.address() as AddressInfo).port}`,
+        flowControlWindow: 16 * MiB,
+        timeoutMs: 2000,
+        credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
+      });
+    const relayed = throughRelay();
     try {
       await relayed.ping();
       assert.equal(connections.length, 1, 'control calls open one connection');
@@ -151,13 +153,7 @@ describe('peer gRPC server and client', () => {
       );
       assert.ok(connections[1]!.down >= data.length, `bulk connection carried ${connections[1]!.down} bytes`);
       // A closed transport (a member's replaced connection) opens no bulk connection afterwards.
-      const closed = new GrpcPeer({
-        id: 'srv',
-        address: `127.0.0.1:${(relay.address() as AddressInfo).port}`,
-        flowControlWindow: 16 * MiB,
-        timeoutMs: 2000,
-        credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
-      });
+      const closed = throughRelay();
       closed.close();
       await assert.rejects(drain(closed.fetchChunks(chunks, [4 * MiB, MiB + 3])), /closed/);
       assert.equal(connections.length, 2);
