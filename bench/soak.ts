@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type AgentProcess, peersAlive, startAgentProcess } from '../agent/harness/agent-process.ts';
-import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { describeMachine, round } from './support/machine.ts';
 
@@ -71,7 +71,7 @@ type Status = {
 
 // The agents run as the image runs them (Dockerfile): its V8 flags (node-flags.ts) and its malloc
 // setting, unless the environment sets its own (to try others: MALLOC_MMAP_THRESHOLD_=65536 npm run soak).
-process.env.MALLOC_ARENA_MAX ??= '2';
+for (const [k, v] of Object.entries(AGENT_MALLOC_ENV)) process.env[k] ??= v;
 const mallocEnv = Object.entries(process.env)
   .filter(([k]) => k.startsWith('MALLOC_'))
   .map(([k, v]) => `${k}=${v}`)

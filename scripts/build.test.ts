@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { startAgentProcess } from '../agent/harness/agent-process.ts';
-import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 
 const SCRIPT = fileURLToPath(new URL('./build.ts', import.meta.url));
 const DOCKERFILE = fileURLToPath(new URL('../Dockerfile', import.meta.url));
@@ -47,5 +47,11 @@ describe('the image build (scripts/build.ts)', () => {
   it('is what the Dockerfile runs: its ENTRYPOINT carries the flags of agent/src/node-flags.ts', () => {
     const entry = /^ENTRYPOINT (\[.*\])$/m.exec(readFileSync(DOCKERFILE, 'utf8'))?.[1];
     assert.deepEqual(JSON.parse(entry ?? '[]'), ['node', ...AGENT_NODE_FLAGS, 'dist/agent.mjs']);
+  });
+
+  it('sets the environment of AGENT_MALLOC_ENV (node-flags.ts) in the image', () => {
+    const env = /^ENV (.*)$/m.exec(readFileSync(DOCKERFILE, 'utf8'))?.[1] ?? '';
+    const set = Object.fromEntries(env.split(/\s+/).map((kv) => kv.split('=', 2) as [string, string]));
+    for (const [k, v] of Object.entries(AGENT_MALLOC_ENV)) assert.equal(set[k], v, k);
   });
 });

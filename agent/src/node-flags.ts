@@ -7,3 +7,9 @@
  * docs/deploy.md has the measured effect. V8 reads them at start only, so they are flags.
  */
 export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1'];
+
+/**
+ * Environment the image sets for the agent (the Dockerfile's ENV; a test keeps the two equal):
+ * glibc's per-thread malloc arenas hold memory an idle agent never gives back; two are plenty.
+ */
+export const AGENT_MALLOC_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
