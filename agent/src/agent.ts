@@ -345,7 +345,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     },
     controlState: () => overlay.control.state(),
     repairBacklog: () => replicator.backlog,
-    localHealth: () => overlay.status().localHealth ?? 0,
+    localHealth: () => overlay.localHealth,
     distrustedPeers: () => overlay.reputation.distrusted(),
     node: { id: config.nodeId, zone: config.zone, region: config.region },
     readers: config.telemetry.otlpEndpoint ? [await otlpMetricReader(config.telemetry.otlpEndpoint)] : [],

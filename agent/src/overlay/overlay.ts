@@ -312,6 +312,11 @@ export class Overlay {
     return this.#membership?.self.incarnation;
   }
 
+  /** Lifeguard's local health score (0 when there is no membership); a gauge reads it per scrape. */
+  get localHealth(): number {
+    return this.#membership?.localHealth ?? 0;
+  }
+
   status() {
     const members = (this.#membership?.all() ?? []).map((m) => ({
       nodeId: m.info.nodeId,

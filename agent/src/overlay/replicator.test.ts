@@ -131,9 +131,12 @@ describe('Replicator', () => {
     const hung = {
       id: 'b',
       address: 'b:1',
-      replicate: () => {
+      // A partition: no answer, no error, until the call is cancelled (as the gRPC client's is).
+      replicate: (_m: unknown, _s: unknown, signal: AbortSignal) => {
         asked.push('b');
-        return new Promise(() => undefined); // a partition: no answer, no error
+        return new Promise((_, reject) =>
+          signal.addEventListener('abort', () => reject(signal.reason as Error)),
+        );
       },
     };
     const c = {

@@ -118,21 +118,17 @@ export class Replicator {
     return new Promise<number>((resolve) => {
       let confirmed = 0;
       let answered = false;
-      /** Copies under way that still count toward the answer (not given up on as dead). */
+      /**
+       * Copies under way. One to an owner that membership stops counting alive is cancelled within
+       * ALIVE_CHECK_MS (#track), fails, and its place goes to the next candidate.
+       */
       const counting = new Set<PeerTransport>();
-      const watch = setInterval(() => {
-        for (const peer of counting)
-          if (this.#opts.isAlive && !this.#opts.isAlive(peer)) counting.delete(peer);
-        next();
-      }, ALIVE_CHECK_MS);
-      watch.unref();
       // However many owners are tried one after another, the PUT waits one timeout at most.
       const deadline = setTimeout(() => finish(), this.#opts.timeoutMs);
       deadline.unref();
       const finish = () => {
         if (answered) return;
         answered = true;
-        clearInterval(watch);
         clearTimeout(deadline);
         resolve(1 + confirmed);
         background(candidates.filter((c) => owners.includes(c))); // owners not yet asked
