@@ -11,6 +11,7 @@ import {
   MAX_UNCONFIRMED,
   Membership,
   type MembershipTiming,
+  NEW_LIFE_MIN_INTERVAL_MS,
   REFUTATIONS_PER_LIFE,
 } from './membership.ts';
 
@@ -231,6 +232,28 @@ describe('Membership', () => {
     Object.assign(member.transport, { ping: () => Promise.reject(new Error('path n0-n2 broken')) });
     await nodes[0]!.probe('n2');
     assert.deepEqual(restarts[0], ['n1']);
+  });
+
+  it('takes a member’s new life at most once in NEW_LIFE_MIN_INTERVAL_MS (a liar claiming one per answer costs peers one re-copy per window), and a real one later', async () => {
+    const { network, bus, clock, nodes, restarts } = mesh(2);
+    await settle();
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
+    // A new life in every ping answer and every announcement.
+    for (let life = 1; life <= 5; life++) {
+      n1.incarnation = life * REFUTATIONS_PER_LIFE;
+      await nodes[0]!.probe('n1');
+      announceOn(bus, 1, { ...known().info, incarnation: (100 + life) * REFUTATIONS_PER_LIFE });
+      await settle();
+      clock.advance(1000);
+    }
+    assert.deepEqual(restarts[0], ['n1'], 'one new life taken in the window');
+    assert.equal(known().info.incarnation, REFUTATIONS_PER_LIFE, 'the later ones not taken yet');
+    // After the window, the next claim is taken (a real restart inside it is not lost).
+    clock.advance(NEW_LIFE_MIN_INTERVAL_MS);
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(restarts[0], ['n1', 'n1']);
+    assert.equal(known().info.incarnation, 5 * REFUTATIONS_PER_LIFE);
   });
 
   it('answers a restarted member with its own announcement at once, so the newcomer meets it now', async () => {

@@ -49,6 +49,14 @@ const DEAD_RETRIES_PER_TICK = 4;
  */
 export const REFUTATIONS_PER_LIFE = 1_000_000;
 const lifeOf = (incarnation: number) => Math.floor(incarnation / REFUTATIONS_PER_LIFE);
+/**
+ * A member's new life is taken at most this often. Each makes every peer ask it again for what was
+ * copied to it, and a lie costs a member nothing: one that claimed a new life in every ping answer
+ * would have every peer re-send it what it owns each probe period. A real restart inside the window
+ * is taken at the member's first announcement or answer after it (its incarnation is not raised
+ * meanwhile, so nothing is lost).
+ */
+export const NEW_LIFE_MIN_INTERVAL_MS = 10_000;
 
 /** Members one reviveNow call tries at most (in turn: the next call takes the next ones). */
 const REVIVE_AT_ONCE = 8;
@@ -86,6 +94,8 @@ export interface Member {
   /** When it entered its state. */
   since: number;
   rttMs?: number;
+  /** When this node last took a new life of it (NEW_LIFE_MIN_INTERVAL_MS). */
+  newLifeAt?: number;
 }
 
 export interface MembershipOptions {
@@ -276,14 +286,22 @@ export class Membership {
       // sit in a reconnect backoff after its refusals, so it gets a fresh one, probed at once. A
       // refutation (the same life) of a suspicion this node holds gets one too (the old one may sit
       // on a half-open TCP connection), but nothing is copied to it again: it did not restart.
-      const restarted = lifeOf(info.incarnation) > lifeOf(known.info.incarnation);
-      const refuted = !restarted && info.incarnation > known.info.incarnation;
+      const later = lifeOf(info.incarnation) > lifeOf(known.info.incarnation);
+      const restarted = later && this.#newLifeDue(known);
+      const refuted = !later && info.incarnation > known.info.incarnation;
       const fresh = revived || restarted || (refuted && known.state === 'suspect');
       if (fresh) this.#retire(known.transport);
       this.#members.set(info.nodeId, {
         ...known,
-        // A stale announcement (sent before a refutation) does not lower what is known.
-        info: { ...info, ...topology, incarnation: Math.max(info.incarnation, known.info.incarnation) },
+        // A stale announcement (sent before a refutation) does not lower what is known; a new life
+        // too soon after the last one is not taken yet.
+        info: {
+          ...info,
+          ...topology,
+          incarnation:
+            later && !restarted ? known.info.incarnation : Math.max(info.incarnation, known.info.incarnation),
+        },
+        ...(restarted ? { newLifeAt: this.#now() } : {}),
         ...(fresh ? { transport: this.#opts.connect(info) } : {}),
         ...(revived ? { state: 'unconfirmed' as const, since: this.#now() } : {}),
       });
@@ -590,6 +608,11 @@ export class Membership {
     return { answer: answers.find((a) => a !== undefined), missed };
   }
 
+  /** Whether a new life of `member` may be taken now (NEW_LIFE_MIN_INTERVAL_MS since the last). */
+  #newLifeDue(member: Member): boolean {
+    return member.newLifeAt === undefined || this.#now() - member.newLifeAt >= NEW_LIFE_MIN_INTERVAL_MS;
+  }
+
   #confirmed(member: Member, result: PingResult, direct: boolean): void {
     if (direct) {
       member.rttMs = result.rttMs;
@@ -600,7 +623,8 @@ export class Membership {
     const restarted =
       direct &&
       result.incarnation !== undefined &&
-      lifeOf(result.incarnation) > lifeOf(member.info.incarnation);
+      lifeOf(result.incarnation) > lifeOf(member.info.incarnation) &&
+      this.#newLifeDue(member);
     // Topology as the member itself answers over the data plane, not as an announcement claimed it.
     if (restarted || result.zone !== member.info.zone || result.region !== member.info.region) {
       this.#members.set(member.info.nodeId, {
@@ -611,6 +635,7 @@ export class Membership {
           region: result.region,
           ...(restarted ? { incarnation: result.incarnation! } : {}),
         },
+        ...(restarted ? { newLifeAt: this.#now() } : {}),
       });
     }
     if (restarted) this.#opts.onRestarted?.(member.info.nodeId, member.info.grpc);
