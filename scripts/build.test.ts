@@ -50,8 +50,10 @@ describe('the image build (scripts/build.ts)', () => {
   });
 
   it('sets the environment of AGENT_MALLOC_ENV (node-flags.ts) in the image', () => {
-    const env = /^ENV (.*)$/m.exec(readFileSync(DOCKERFILE, 'utf8'))?.[1] ?? '';
-    const set = Object.fromEntries(env.split(/\s+/).map((kv) => kv.split('=', 2) as [string, string]));
+    const lines = [...readFileSync(DOCKERFILE, 'utf8').matchAll(/^ENV (.*)$/gm)].map((m) => m[1]!);
+    const set = Object.fromEntries(
+      lines.flatMap((l) => l.split(/\s+/)).map((kv) => kv.split('=', 2) as [string, string]),
+    );
     for (const [k, v] of Object.entries(AGENT_MALLOC_ENV)) assert.equal(set[k], v, k);
   });
 });

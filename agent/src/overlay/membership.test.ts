@@ -234,7 +234,7 @@ describe('Membership', () => {
     assert.deepEqual(restarts[0], ['n1']);
   });
 
-  it('takes a member’s new life at most once in NEW_LIFE_MIN_INTERVAL_MS (a liar claiming one per answer costs peers one re-copy per window), and a real one later', async () => {
+  it('asks a member again for its copies at most once in NEW_LIFE_MIN_INTERVAL_MS (a liar claiming a new life per answer), the rest when the window ends', async () => {
     const { network, bus, clock, nodes, restarts } = mesh(2);
     await settle();
     const n1 = network.nodes.get('10.0.0.1:7481')!;
@@ -247,13 +247,71 @@ describe('Membership', () => {
       await settle();
       clock.advance(1000);
     }
-    assert.deepEqual(restarts[0], ['n1'], 'one new life taken in the window');
-    assert.equal(known().info.incarnation, REFUTATIONS_PER_LIFE, 'the later ones not taken yet');
-    // After the window, the next claim is taken (a real restart inside it is not lost).
+    assert.deepEqual(restarts[0], ['n1'], 'one re-copy in the window');
+    assert.equal(known().info.incarnation, 105 * REFUTATIONS_PER_LIFE, 'every life is known at once');
+    nodes[0]!.tick();
+    assert.deepEqual(restarts[0], ['n1'], 'the owed one waits for the window');
     clock.advance(NEW_LIFE_MIN_INTERVAL_MS);
-    await nodes[0]!.probe('n1');
+    nodes[0]!.tick();
+    nodes[0]!.tick();
+    assert.deepEqual(restarts[0], ['n1', 'n1'], 'the owed re-copy, once, when the window ends');
+  });
+
+  it('counts a revived member that does not say its life in the same window', async () => {
+    const { network, clock, nodes, restarts, cutOffUntilDead } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    for (let i = 0; i < 3; i++) {
+      await cutOffUntilDead(n0, '10.0.0.1:7481');
+      network.nodes.get('10.0.0.1:7481')!.up = true; // answers again, with no incarnation
+      n0.tick();
+      await settle();
+    }
+    assert.deepEqual(restarts[0], ['n1'], 'three revivals, one re-copy');
+    clock.advance(NEW_LIFE_MIN_INTERVAL_MS);
+    n0.tick();
     assert.deepEqual(restarts[0], ['n1', 'n1']);
-    assert.equal(known().info.incarnation, 5 * REFUTATIONS_PER_LIFE);
+  });
+
+  it('refuses an implausible incarnation (beyond 2^53, or a life further ahead than clocks differ), and a clock set back ends the window', async () => {
+    const { network, bus, clock, nodes, restarts } = mesh(2);
+    await settle();
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
+    const inAnHour = Math.floor((clock.now() + 3_600_000) / 1000) * REFUTATIONS_PER_LIFE;
+    for (const incarnation of [2 ** 63, inAnHour]) {
+      n1.incarnation = incarnation;
+      await nodes[0]!.probe('n1');
+      announceOn(bus, 1, { ...known().info, incarnation });
+      await settle();
+    }
+    assert.deepEqual(restarts[0], []);
+    assert.equal(known().info.incarnation, 0);
+    n1.incarnation = REFUTATIONS_PER_LIFE;
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(restarts[0], ['n1']);
+    clock.advance(-120_000); // the clock is set back two minutes
+    n1.incarnation = 2 * REFUTATIONS_PER_LIFE;
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(restarts[0], ['n1', 'n1'], 'not held off for the two minutes');
+  });
+
+  it('lets a member move to another address at most once in NEW_LIFE_MIN_INTERVAL_MS (copies are kept by address)', async () => {
+    const { network, bus, clock, nodes } = mesh(2);
+    await settle();
+    const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
+    const home = known().info;
+    network.nodes.set('10.0.0.9:7481', { ...network.nodes.get(home.grpc)! }); // n1 answers there too
+    announceOn(bus, 1, { ...home, grpc: '10.0.0.9:7481' });
+    await settle();
+    assert.equal(known().info.grpc, '10.0.0.9:7481', 'moved');
+    announceOn(bus, 1, home); // and back at once
+    await settle();
+    assert.equal(known().info.grpc, '10.0.0.9:7481', 'not back within the window');
+    clock.advance(NEW_LIFE_MIN_INTERVAL_MS);
+    announceOn(bus, 1, home);
+    await settle();
+    assert.equal(known().info.grpc, home.grpc, 'back after it');
   });
 
   it('answers a restarted member with its own announcement at once, so the newcomer meets it now', async () => {

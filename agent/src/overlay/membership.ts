@@ -1,7 +1,7 @@
 import type { ControlEvent, MemberInfo } from '@edgemesh/contracts';
 import type { ControlPlane } from '../control/control-plane.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { Clock } from '../time/clock.ts';
+import { type Clock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import type { Vivaldi } from './vivaldi.ts';
 
@@ -50,11 +50,13 @@ const DEAD_RETRIES_PER_TICK = 4;
 export const REFUTATIONS_PER_LIFE = 1_000_000;
 const lifeOf = (incarnation: number) => Math.floor(incarnation / REFUTATIONS_PER_LIFE);
 /**
- * A member's new life is taken at most this often. Each makes every peer ask it again for what was
- * copied to it, and a lie costs a member nothing: one that claimed a new life in every ping answer
- * would have every peer re-send it what it owns each probe period. A real restart inside the window
- * is taken at the member's first announcement or answer after it (its incarnation is not raised
- * meanwhile, so nothing is lost).
+ * How often, at most, this node asks a member again for everything it copied there (onRestarted),
+ * and lets a confirmed member move to another address (copies are recorded by address, so a move
+ * costs the same). A claim costs a member nothing: one that claimed a new life in every ping answer,
+ * or flipped between two addresses, would have every peer re-send it what it owns each probe period.
+ * A new life inside the window is taken at once for all else (fresh connection, announcement); the
+ * re-copy is owed and made when the window ends (tick). A move inside it waits for the member's next
+ * announcement after it.
  */
 export const NEW_LIFE_MIN_INTERVAL_MS = 10_000;
 
@@ -94,8 +96,12 @@ export interface Member {
   /** When it entered its state. */
   since: number;
   rttMs?: number;
-  /** When this node last took a new life of it (NEW_LIFE_MIN_INTERVAL_MS). */
+  /** When this node last asked it again for its copies (NEW_LIFE_MIN_INTERVAL_MS). */
   newLifeAt?: number;
+  /** A new life came inside that window: its copies are asked again when the window ends. */
+  recopyOwed?: boolean;
+  /** When it last moved to another address. */
+  movedAt?: number;
 }
 
 export interface MembershipOptions {
@@ -286,31 +292,28 @@ export class Membership {
       // sit in a reconnect backoff after its refusals, so it gets a fresh one, probed at once. A
       // refutation (the same life) of a suspicion this node holds gets one too (the old one may sit
       // on a half-open TCP connection), but nothing is copied to it again: it did not restart.
-      const later = lifeOf(info.incarnation) > lifeOf(known.info.incarnation);
-      const restarted = later && this.#newLifeDue(known);
-      const refuted = !later && info.incarnation > known.info.incarnation;
+      const claimed = this.#plausible(info.incarnation) ? info.incarnation : known.info.incarnation;
+      const restarted = lifeOf(claimed) > lifeOf(known.info.incarnation);
+      const refuted = !restarted && claimed > known.info.incarnation;
       const fresh = revived || restarted || (refuted && known.state === 'suspect');
       if (fresh) this.#retire(known.transport);
       this.#members.set(info.nodeId, {
         ...known,
-        // A stale announcement (sent before a refutation) does not lower what is known; a new life
-        // too soon after the last one is not taken yet.
-        info: {
-          ...info,
-          ...topology,
-          incarnation:
-            later && !restarted ? known.info.incarnation : Math.max(info.incarnation, known.info.incarnation),
-        },
-        ...(restarted ? { newLifeAt: this.#now() } : {}),
+        // A stale announcement (sent before a refutation) does not lower what is known.
+        info: { ...info, ...topology, incarnation: Math.max(claimed, known.info.incarnation) },
         ...(fresh ? { transport: this.#opts.connect(info) } : {}),
         ...(revived ? { state: 'unconfirmed' as const, since: this.#now() } : {}),
       });
-      if (restarted) this.#opts.onRestarted?.(info.nodeId, info.grpc);
+      if (restarted) this.#newLife(info.nodeId);
       // A member that restarted has forgotten this node: it hears of it now, not a period later.
       if (revived || restarted) this.#announceSoon();
       // A probe in flight uses the old connection: the fresh one is probed once it is done.
       if (fresh && this.#probing.has(info.nodeId)) this.#reprobe.add(info.nodeId);
       else if (fresh) this.#probeLater(info.nodeId);
+      return;
+    }
+    if (known && this.#tooSoon(known.movedAt)) {
+      this.#opts.onIgnored?.('move-too-soon'); // its next announcement may move it
       return;
     }
     if (confirmed) {
@@ -333,6 +336,8 @@ export class Membership {
       transport: this.#opts.connect(info),
       state: 'unconfirmed',
       since: this.#now(),
+      // A dead member at another address: it moved (the windows go on).
+      ...(known ? { newLifeAt: known.newLifeAt, recopyOwed: known.recopyOwed, movedAt: this.#now() } : {}),
     });
     this.#probeLater(info.nodeId);
     if (!known) this.#announceSoon(); // so a newcomer learns of this node without waiting a period
@@ -346,13 +351,19 @@ export class Membership {
     try {
       const answer = await this.#ping(transport, claim.nodeId);
       this.#retire(known.transport);
-      const info = { ...claim, zone: answer.zone, region: answer.region };
+      const incarnation = this.#plausible(claim.incarnation)
+        ? Math.max(claim.incarnation, known.info.incarnation)
+        : known.info.incarnation;
+      const info = { ...claim, incarnation, zone: answer.zone, region: answer.region };
       this.#members.set(claim.nodeId, {
         info,
         transport,
         state: 'alive',
         since: this.#now(),
         rttMs: answer.rttMs,
+        newLifeAt: known.newLifeAt,
+        recopyOwed: known.recopyOwed,
+        movedAt: this.#now(),
       });
       this.#opts.logger.info({ member: claim.nodeId, from: known.info.grpc, to: claim.grpc }, 'member moved');
     } catch {
@@ -378,7 +389,7 @@ export class Membership {
         member.transport.close();
         this.#members.delete(member.info.nodeId);
         this.#revives.delete(member.info.nodeId);
-      }
+      } else if (member.recopyOwed) this.#newLife(member.info.nodeId); // once its window is over
     }
     // A newcomer is admitted only on its own answer: the announced but unconfirmed are probed again
     // every period (a few at a time, so a flood of forged announces costs little), not only when the
@@ -478,7 +489,7 @@ export class Membership {
       // onRestarted then); one that does not may come from a new life: what was copied to it is asked
       // again, as for a member that announces one.
       this.#confirmed(revived, answer, true);
-      if (answer.incarnation === undefined) this.#opts.onRestarted?.(nodeId, member.info.grpc);
+      if (answer.incarnation === undefined) this.#newLife(nodeId);
     } finally {
       if (!alongside) {
         this.#probing.delete(nodeId);
@@ -608,9 +619,41 @@ export class Membership {
     return { answer: answers.find((a) => a !== undefined), missed };
   }
 
-  /** Whether a new life of `member` may be taken now (NEW_LIFE_MIN_INTERVAL_MS since the last). */
-  #newLifeDue(member: Member): boolean {
-    return member.newLifeAt === undefined || this.#now() - member.newLifeAt >= NEW_LIFE_MIN_INTERVAL_MS;
+  /** Whether `at` lies within NEW_LIFE_MIN_INTERVAL_MS before now (a clock set back ends the window). */
+  #tooSoon(at: number | undefined): boolean {
+    if (at === undefined) return false;
+    const elapsed = this.#now() - at;
+    return elapsed >= 0 && elapsed < NEW_LIFE_MIN_INTERVAL_MS;
+  }
+
+  /**
+   * An incarnation a member may claim: an integer whose life (a start second) is not further ahead
+   * of this node's clock than clocks may differ. Another one is a lie (or a broken clock), and would
+   * spend every later life at once.
+   */
+  #plausible(incarnation: number): boolean {
+    return (
+      Number.isSafeInteger(incarnation) &&
+      incarnation >= 0 &&
+      lifeOf(incarnation) * 1000 <= this.#now() + MAX_CLOCK_SKEW_MS
+    );
+  }
+
+  /**
+   * `nodeId` has a new life (or may have: a revived member that did not say): everything copied to it
+   * is asked again (onRestarted), at most once in NEW_LIFE_MIN_INTERVAL_MS; inside the window it is
+   * owed, and tick makes it when the window ends.
+   */
+  #newLife(nodeId: string): void {
+    const member = this.#members.get(nodeId);
+    if (!member) return;
+    if (this.#tooSoon(member.newLifeAt)) {
+      member.recopyOwed = true;
+      return;
+    }
+    member.newLifeAt = this.#now();
+    member.recopyOwed = false;
+    this.#opts.onRestarted?.(nodeId, member.info.grpc);
   }
 
   #confirmed(member: Member, result: PingResult, direct: boolean): void {
@@ -623,8 +666,8 @@ export class Membership {
     const restarted =
       direct &&
       result.incarnation !== undefined &&
-      lifeOf(result.incarnation) > lifeOf(member.info.incarnation) &&
-      this.#newLifeDue(member);
+      this.#plausible(result.incarnation) &&
+      lifeOf(result.incarnation) > lifeOf(member.info.incarnation);
     // Topology as the member itself answers over the data plane, not as an announcement claimed it.
     if (restarted || result.zone !== member.info.zone || result.region !== member.info.region) {
       this.#members.set(member.info.nodeId, {
@@ -635,10 +678,9 @@ export class Membership {
           region: result.region,
           ...(restarted ? { incarnation: result.incarnation! } : {}),
         },
-        ...(restarted ? { newLifeAt: this.#now() } : {}),
       });
     }
-    if (restarted) this.#opts.onRestarted?.(member.info.nodeId, member.info.grpc);
+    if (restarted) this.#newLife(member.info.nodeId);
     this.#setState(
       this.#members.get(member.info.nodeId)!,
       'alive',

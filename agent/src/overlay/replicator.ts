@@ -15,7 +15,7 @@ const REPAIR_DEBOUNCE_MS = 200;
 /** A pass that left copies unmade is run again after this, doubling up to the most (then steady). */
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30_000;
-/** How often a PUT waiting for copies, and the copies under way, check that the nodes copying are still alive. */
+/** How often the copies under way check that the nodes copying are still counted alive (else cancelled). */
 const ALIVE_CHECK_MS = 200;
 
 export interface ReplicatorOptions {
