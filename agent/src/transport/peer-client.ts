@@ -169,10 +169,13 @@ export class GrpcPeer implements PeerTransport {
     signal?: AbortSignal,
   ): Promise<{ purgedAtMs?: number; purgeSignature?: NodeSignature }> {
     const request = { key: manifest.key, source, root: Buffer.from(manifest.root, 'hex') };
+    // The owner answers once it has the whole object: a large one over a slow link takes as long as
+    // it takes. A caller's signal (the replication timeout) bounds it, not the control-call timeout.
     const r = await this.#unary<{ purgedAtMs?: number; purgeSignature?: WireSignature }>(
       'Replicate',
       request,
       signal,
+      signal ? 3_600_000 : this.#timeoutMs,
     ).catch((error: Error) => {
       throw new PeerError(this.id, `Replicate of ${manifest.key} failed: ${error.message}`, {
         cause: error,

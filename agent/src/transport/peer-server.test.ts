@@ -93,6 +93,44 @@ describe('peer gRPC server and client', () => {
     assert.deepEqual([pong.nodeId, pong.zone, pong.region], ['srv', 'z', 'r']);
   });
 
+  it('waits for a Replicate as long as the caller’s signal allows, not the control-call timeout (a large copy over a slow link)', async () => {
+    let copied = () => undefined as void;
+    const slow = createPeerServer({
+      store: undefined as never,
+      counters: new Counters(),
+      node: { id: 'srv', zone: 'z', region: 'r' },
+      logger: createLogger({ level: 'silent', nodeId: 'srv' }),
+      flowControlWindow: 16 * MiB,
+      authenticate: (call) => serverId.authenticate(call.getAuthContext().sslPeerCertificate),
+      refuse: unauthenticated,
+      // The copy ends when the test says so: after the client's 200 ms call timeout has passed.
+      replicate: () => new Promise((resolve) => (copied = () => resolve('stored'))),
+    });
+    const slowPort = await bindPeerServer(slow, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const client = new GrpcPeer({
+      id: 'srv',
+      address: `127.0.0.1:${slowPort}`,
+      flowControlWindow: 16 * MiB,
+      timeoutMs: 200,
+      credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
+    });
+    try {
+      const manifest = { key: 'big', root: 'ab'.repeat(32) } as never;
+      const answer = client.replicate(manifest, { nodeId: 'cli', grpc: 'x:1' }, AbortSignal.timeout(60_000));
+      await new Promise((r) => setTimeout(r, 600)); // three times the call timeout
+      copied();
+      assert.deepEqual(await answer, {});
+      // ...and the signal still ends it.
+      const cancelled = new AbortController();
+      const waiting = client.replicate(manifest, { nodeId: 'cli', grpc: 'x:1' }, cancelled.signal);
+      cancelled.abort();
+      await assert.rejects(waiting, /CANCELLED|Cancelled/);
+    } finally {
+      client.close();
+      slow.forceShutdown();
+    }
+  });
+
   it('answers not-found and invalid requests with errors, not crashes', async () => {
     assert.equal(await peer.getManifest('missing'), undefined);
     await assert.rejects(
