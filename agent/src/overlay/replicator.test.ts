@@ -51,6 +51,48 @@ describe('Replicator', () => {
     }
   });
 
+  it('repairs at most 4 copies at a time to one owner: a slow one does not hold up copies to the others', async () => {
+    const keys = Array.from({ length: 40 }, (_, i) => `k${i}`);
+    let inFlight = 0;
+    let most = 0;
+    const held: (() => void)[] = [];
+    const slow = {
+      id: 'slow',
+      address: 'slow:1',
+      // Alive, but each copy takes as long as the test says (a large object over a slow link).
+      replicate: () => {
+        most = Math.max(most, ++inFlight);
+        return new Promise((resolve) => held.push(() => (inFlight--, resolve({}))));
+      },
+    };
+    const fast = { id: 'fast', address: 'fast:1', replicate: () => Promise.resolve({}) };
+    let fastCopies = 0;
+    const counted = { ...fast, replicate: () => (fastCopies++, fast.replicate()) };
+    const replicator = replicatorWith({
+      store: {
+        keys: () => keys,
+        lookup: (k: string) => ({ key: k }),
+        peek: (k: string) => ({ key: k }),
+      },
+      placementOf: () => ({ self: true, peers: [slow, counted] }),
+      writeCopies: 1,
+      timeoutMs: 60_000,
+    });
+    try {
+      const pass = replicator.repair();
+      await eventually(() => Promise.resolve(fastCopies === keys.length || undefined));
+      assert.equal(most, 4, 'four copies to the slow owner at a time');
+      while (held.length > 0 || inFlight > 0) {
+        held.splice(0).forEach((done) => done());
+        await new Promise((r) => setImmediate(r));
+      }
+      await pass;
+      assert.equal(most, 4);
+    } finally {
+      replicator.close();
+    }
+  });
+
   it('tries a copy that failed again, with backoff, with no membership change, until it is made', async () => {
     let calls = 0;
     const owner = {

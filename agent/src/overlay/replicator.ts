@@ -10,6 +10,11 @@ import type { Holder } from './holder-index.ts';
  * of hundreds of keys takes seconds, not the minute 4 calls in lockstep took in the chaos suite.
  */
 const REPAIR_PARALLELISM = 16;
+/**
+ * Of which at most this many to one owner: an owner that is slow but alive (a copy may take the whole
+ * replication timeout) holds only these, and copies to every other owner go on beside them.
+ */
+const REPAIR_PER_OWNER = 4;
 /** Membership changes within this window cause one repair pass. */
 const REPAIR_DEBOUNCE_MS = 200;
 /** A pass that left copies unmade is run again after this, doubling up to the most (then steady). */
@@ -237,8 +242,14 @@ export class Replicator {
    * was purged meanwhile. Copies come first: they are what keeps R copies.
    */
   async repair(): Promise<void> {
-    const work: (() => Promise<unknown>)[] = [];
-    const checks: (() => Promise<unknown>)[] = [];
+    /** The pass's copies and purge checks, by the owner each goes to (a lane each). */
+    const lanes = new Map<string, (() => Promise<unknown>)[]>();
+    const add = (owner: PeerTransport, run: () => Promise<unknown>) => {
+      const lane = lanes.get(owner.address) ?? [];
+      lane.push(run);
+      lanes.set(owner.address, lane);
+    };
+    const checks: [PeerTransport, () => Promise<unknown>][] = [];
     /** Copies that failed (an owner that did not answer, or refused): the pass runs again. */
     let unmade = 0;
     const keys = this.#opts.store.keys();
@@ -257,30 +268,53 @@ export class Replicator {
         // A cached copy: check (once) that it was not purged while this node was away.
         const owner = placement.peers[0];
         if (owner && !this.#purgeChecked.has(key))
-          checks.push(async () => {
-            if (await this.#checkPurged(owner, manifest)) this.#purgeChecked.add(key);
-          });
+          checks.push([
+            owner,
+            async () => {
+              if (await this.#checkPurged(owner, manifest)) this.#purgeChecked.add(key);
+            },
+          ]);
         continue;
       }
       for (const owner of placement.peers) {
-        if (!done?.has(owner.address)) work.push(() => this.#copyTo(owner, manifest, () => unmade++));
+        if (!done?.has(owner.address)) add(owner, () => this.#copyTo(owner, manifest, () => unmade++));
       }
     }
-    work.push(...checks);
-    this.#backlog = work.length;
+    for (const [owner, run] of checks) add(owner, run);
+    const total = [...lanes.values()].reduce((n, lane) => n + lane.length, 0);
+    this.#backlog = total;
+    // REPAIR_PARALLELISM slots in all, taken in turn (first come, first served) by up to
+    // REPAIR_PER_OWNER workers per owner.
+    let free = REPAIR_PARALLELISM;
+    const waiting: (() => void)[] = [];
+    const acquire = () =>
+      free > 0 ? (free--, Promise.resolve()) : new Promise<void>((resolve) => waiting.push(resolve));
+    const release = () => {
+      const next = waiting.shift();
+      if (next) next();
+      else free++;
+    };
     try {
-      let next = 0;
-      const worker = async () => {
-        while (next < work.length) {
-          const run = work[next++]!;
-          await run().finally(() => this.#backlog--);
+      const worker = async (lane: (() => Promise<unknown>)[], cursor: { next: number }) => {
+        while (cursor.next < lane.length) {
+          const run = lane[cursor.next++]!;
+          await acquire();
+          await run().finally(() => {
+            release();
+            this.#backlog--;
+          });
         }
       };
-      await Promise.all(Array.from({ length: Math.min(REPAIR_PARALLELISM, work.length) }, worker));
+      await Promise.all(
+        [...lanes.values()].flatMap((lane) => {
+          const cursor = { next: 0 };
+          return Array.from({ length: Math.min(REPAIR_PER_OWNER, lane.length) }, () => worker(lane, cursor));
+        }),
+      );
     } finally {
       this.#backlog = 0;
     }
-    if (work.length > 0) this.#opts.logger.info({ copies: work.length, unmade }, 'repair pass finished');
+    if (total > 0) this.#opts.logger.info({ copies: total, unmade }, 'repair pass finished');
     if (unmade === 0) this.#failedPasses = 0;
     else {
       const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.#failedPasses);

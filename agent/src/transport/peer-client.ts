@@ -117,7 +117,8 @@ export class GrpcPeer implements PeerTransport {
         { deadline: Date.now() + timeoutMs },
         (error, response) => (error ? reject(error) : resolve(response as T)),
       ) as { cancel(): void };
-      signal?.addEventListener('abort', () => call.cancel(), { once: true });
+      if (signal?.aborted) call.cancel();
+      else signal?.addEventListener('abort', () => call.cancel(), { once: true });
     });
   }
 

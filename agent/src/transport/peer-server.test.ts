@@ -125,6 +125,11 @@ describe('peer gRPC server and client', () => {
       const waiting = client.replicate(manifest, { nodeId: 'cli', grpc: 'x:1' }, cancelled.signal);
       cancelled.abort();
       await assert.rejects(waiting, /CANCELLED|Cancelled/);
+      // One cancelled before it starts ends at once too.
+      await assert.rejects(
+        client.replicate(manifest, { nodeId: 'cli', grpc: 'x:1' }, cancelled.signal),
+        /CANCELLED|Cancelled/,
+      );
     } finally {
       client.close();
       slow.forceShutdown();
