@@ -314,6 +314,35 @@ describe('Membership', () => {
     assert.equal(known().info.grpc, home.grpc, 'back after it');
   });
 
+  it('raises an incarnation only on the member’s own claim, and an unproven move starts no move window (a snapshot from another member)', async () => {
+    const { bus, network, clock, nodes, restarts } = mesh(3);
+    await settle();
+    const n0 = nodes[0]!;
+    const known = () => n0.all().find((m) => m.info.nodeId === 'n1')!;
+    const home = known().info;
+    publishOn(bus, 2, {
+      type: 'members.snapshot',
+      body: { members: [{ ...home, incarnation: 7 * REFUTATIONS_PER_LIFE }] },
+    });
+    await settle();
+    assert.equal(known().info.incarnation, home.incarnation, 'n2 cannot set n1’s life');
+    assert.deepEqual(restarts[0], []);
+    // n1 dead here; n2 says it is elsewhere; n1's own announcement at home is taken at once.
+    network.nodes.get(home.grpc)!.up = false;
+    for (let i = 0; i < 10 && known().state !== 'dead'; i++) {
+      n0.tick();
+      await settle();
+      clock.advance(1000);
+    }
+    assert.equal(known().state, 'dead');
+    publishOn(bus, 2, { type: 'members.snapshot', body: { members: [{ ...home, grpc: '10.0.0.8:7481' }] } });
+    await settle();
+    assert.equal(known().info.grpc, '10.0.0.8:7481');
+    announceOn(bus, 1, home);
+    await settle();
+    assert.equal(known().info.grpc, home.grpc, 'not locked out by the claim');
+  });
+
   it('answers a restarted member with its own announcement at once, so the newcomer meets it now', async () => {
     const { bus, nodes } = mesh(2);
     await settle();

@@ -280,8 +280,11 @@ export class Membership {
    * trusted: a member this node has confirmed keeps its address and topology unless the address it
    * is said to have moved to answers as that member.
    */
-  learn(info: MemberInfo): void {
+  learn(info: MemberInfo, from?: string): void {
     if (info.nodeId === this.#self.nodeId) return;
+    // Only a member's own claim (its signed announcement) may raise its incarnation: another's
+    // (a snapshot) could otherwise set a life ahead of the member's, hiding its real restarts.
+    const own = from === undefined || from === info.nodeId;
     const known = this.#members.get(info.nodeId);
     const confirmed = known !== undefined && (known.state === 'alive' || known.state === 'suspect');
     if (known && info.grpc === known.info.grpc) {
@@ -292,7 +295,7 @@ export class Membership {
       // sit in a reconnect backoff after its refusals, so it gets a fresh one, probed at once. A
       // refutation (the same life) of a suspicion this node holds gets one too (the old one may sit
       // on a half-open TCP connection), but nothing is copied to it again: it did not restart.
-      const claimed = this.#plausible(info.incarnation) ? info.incarnation : known.info.incarnation;
+      const claimed = own && this.#plausible(info.incarnation) ? info.incarnation : known.info.incarnation;
       const restarted = lifeOf(claimed) > lifeOf(known.info.incarnation);
       const refuted = !restarted && claimed > known.info.incarnation;
       const fresh = revived || restarted || (refuted && known.state === 'suspect');
@@ -312,7 +315,7 @@ export class Membership {
       else if (fresh) this.#probeLater(info.nodeId);
       return;
     }
-    if (known && this.#tooSoon(known.movedAt)) {
+    if (confirmed && this.#tooSoon(known.movedAt)) {
       this.#opts.onIgnored?.('move-too-soon'); // its next announcement may move it
       return;
     }
@@ -331,13 +334,15 @@ export class Membership {
       return;
     }
     known?.transport.close();
+    const incarnation =
+      own && this.#plausible(info.incarnation) ? info.incarnation : (known?.info.incarnation ?? 0);
     this.#members.set(info.nodeId, {
-      info,
+      info: { ...info, incarnation },
       transport: this.#opts.connect(info),
       state: 'unconfirmed',
       since: this.#now(),
-      // A dead member at another address: it moved (the windows go on).
-      ...(known ? { newLifeAt: known.newLifeAt, recopyOwed: known.recopyOwed, movedAt: this.#now() } : {}),
+      // A dead member said to be at another address (unproven: no move window starts; its windows go on).
+      ...(known ? { newLifeAt: known.newLifeAt, recopyOwed: known.recopyOwed, movedAt: known.movedAt } : {}),
     });
     this.#probeLater(info.nodeId);
     if (!known) this.#announceSoon(); // so a newcomer learns of this node without waiting a period
@@ -691,9 +696,9 @@ export class Membership {
   #onEvent(event: ControlEvent): void {
     switch (event.type) {
       case 'member.announce':
-        return this.learn(event.body.member);
+        return this.learn(event.body.member, event.from);
       case 'members.snapshot':
-        for (const member of event.body.members) this.learn(member);
+        for (const member of event.body.members) this.learn(member, event.from);
         return;
       case 'member.leave':
       case 'member.suspect': {
