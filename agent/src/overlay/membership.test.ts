@@ -343,6 +343,22 @@ describe('Membership', () => {
     assert.equal(known().info.grpc, home.grpc, 'not locked out by the claim');
   });
 
+  it('takes a move another member reports (once the address answers as the member), but not the life it claims', async () => {
+    const { bus, network, nodes, restarts } = mesh(3);
+    await settle();
+    const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
+    const home = known().info;
+    network.nodes.set('10.0.0.9:7481', { ...network.nodes.get(home.grpc)! }); // n1 answers there
+    publishOn(bus, 2, {
+      type: 'members.snapshot',
+      body: { members: [{ ...home, grpc: '10.0.0.9:7481', incarnation: 7 * REFUTATIONS_PER_LIFE }] },
+    });
+    await settle();
+    assert.equal(known().info.grpc, '10.0.0.9:7481', 'moved: the address answered as n1');
+    assert.equal(known().info.incarnation, home.incarnation, 'n2 cannot set n1’s life');
+    assert.deepEqual(restarts[0], []);
+  });
+
   it('answers a restarted member with its own announcement at once, so the newcomer meets it now', async () => {
     const { bus, nodes } = mesh(2);
     await settle();

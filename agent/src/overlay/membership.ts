@@ -285,6 +285,8 @@ export class Membership {
     // Only a member's own claim (its signed announcement) may raise its incarnation: another's
     // (a snapshot) could otherwise set a life ahead of the member's, hiding its real restarts.
     const own = from === undefined || from === info.nodeId;
+    /** The incarnation claimed, if it may be taken (the member's own, and plausible). */
+    const claim = own && this.#plausible(info.incarnation) ? info.incarnation : undefined;
     const known = this.#members.get(info.nodeId);
     const confirmed = known !== undefined && (known.state === 'alive' || known.state === 'suspect');
     if (known && info.grpc === known.info.grpc) {
@@ -295,7 +297,7 @@ export class Membership {
       // sit in a reconnect backoff after its refusals, so it gets a fresh one, probed at once. A
       // refutation (the same life) of a suspicion this node holds gets one too (the old one may sit
       // on a half-open TCP connection), but nothing is copied to it again: it did not restart.
-      const claimed = own && this.#plausible(info.incarnation) ? info.incarnation : known.info.incarnation;
+      const claimed = claim ?? known.info.incarnation;
       const restarted = lifeOf(claimed) > lifeOf(known.info.incarnation);
       const refuted = !restarted && claimed > known.info.incarnation;
       const fresh = revived || restarted || (refuted && known.state === 'suspect');
@@ -320,11 +322,12 @@ export class Membership {
       return;
     }
     if (confirmed) {
-      this.#verifyMove(known, info).catch((error: unknown) =>
-        this.#opts.logger.warn(
-          { member: info.nodeId, err: (error as Error).message },
-          'checking a moved member failed',
-        ),
+      this.#verifyMove(known, { ...info, incarnation: claim ?? known.info.incarnation }).catch(
+        (error: unknown) =>
+          this.#opts.logger.warn(
+            { member: info.nodeId, err: (error as Error).message },
+            'checking a moved member failed',
+          ),
       );
       return;
     }
@@ -334,10 +337,8 @@ export class Membership {
       return;
     }
     known?.transport.close();
-    const incarnation =
-      own && this.#plausible(info.incarnation) ? info.incarnation : (known?.info.incarnation ?? 0);
     this.#members.set(info.nodeId, {
-      info: { ...info, incarnation },
+      info: { ...info, incarnation: claim ?? known?.info.incarnation ?? 0 },
       transport: this.#opts.connect(info),
       state: 'unconfirmed',
       since: this.#now(),
@@ -348,7 +349,10 @@ export class Membership {
     if (!known) this.#announceSoon(); // so a newcomer learns of this node without waiting a period
   }
 
-  /** Switches a confirmed member to a claimed new address only if that address answers as it. */
+  /**
+   * Switches a confirmed member to a claimed new address only if that address answers as it. The
+   * claim's incarnation is one learn may take (its own, plausible, or the known one).
+   */
   async #verifyMove(known: Member, claim: MemberInfo): Promise<void> {
     if (this.#moving.has(claim.nodeId)) return;
     this.#moving.add(claim.nodeId);
@@ -356,9 +360,7 @@ export class Membership {
     try {
       const answer = await this.#ping(transport, claim.nodeId);
       this.#retire(known.transport);
-      const incarnation = this.#plausible(claim.incarnation)
-        ? Math.max(claim.incarnation, known.info.incarnation)
-        : known.info.incarnation;
+      const incarnation = Math.max(claim.incarnation, known.info.incarnation);
       const info = { ...claim, incarnation, zone: answer.zone, region: answer.region };
       this.#members.set(claim.nodeId, {
         info,
