@@ -65,16 +65,15 @@ describe('Replicator', () => {
         return new Promise((resolve) => held.push(() => (inFlight--, resolve({}))));
       },
     };
-    const fast = { id: 'fast', address: 'fast:1', replicate: () => Promise.resolve({}) };
     let fastCopies = 0;
-    const counted = { ...fast, replicate: () => (fastCopies++, fast.replicate()) };
+    const fast = { id: 'fast', address: 'fast:1', replicate: () => (fastCopies++, Promise.resolve({})) };
     const replicator = replicatorWith({
       store: {
         keys: () => keys,
         lookup: (k: string) => ({ key: k }),
         peek: (k: string) => ({ key: k }),
       },
-      placementOf: () => ({ self: true, peers: [slow, counted] }),
+      placementOf: () => ({ self: true, peers: [slow, fast] }),
       writeCopies: 1,
       timeoutMs: 60_000,
     });

@@ -41,6 +41,27 @@ describe('peer gRPC server and client', () => {
   let serverId: NodeCredentials;
   let clientId: NodeCredentials;
   let port: number;
+  /** A peer server as node srv, with `options` added (its store, a replicate handler). */
+  const serverOf = (options: Partial<Parameters<typeof createPeerServer>[0]>) =>
+    createPeerServer({
+      store: undefined as never,
+      counters: new Counters(),
+      node: { id: 'srv', zone: 'z', region: 'r' },
+      logger: createLogger({ level: 'silent', nodeId: 'srv' }),
+      flowControlWindow: 16 * MiB,
+      authenticate: (call) => serverId.authenticate(call.getAuthContext().sslPeerCertificate),
+      refuse: unauthenticated,
+      ...options,
+    });
+  /** The client of node cli to srv at `port`, with control calls timing out after `timeoutMs`. */
+  const clientTo = (at: number, timeoutMs = 2000) =>
+    new GrpcPeer({
+      id: 'srv',
+      address: `127.0.0.1:${at}`,
+      flowControlWindow: 16 * MiB,
+      timeoutMs,
+      credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
+    });
 
   before(async () => {
     [serverId, clientId] = await Promise.all([testCredentials('srv'), testCredentials('cli')]);
@@ -55,23 +76,9 @@ describe('peer gRPC server and client', () => {
       isKey,
     });
     chunks = (await store.put('k', [data], { size: data.length })).chunks;
-    server = createPeerServer({
-      store,
-      counters: new Counters(),
-      node: { id: 'srv', zone: 'z', region: 'r' },
-      logger: createLogger({ level: 'silent', nodeId: 'srv' }),
-      flowControlWindow: 16 * MiB,
-      authenticate: (call) => serverId.authenticate(call.getAuthContext().sslPeerCertificate),
-      refuse: unauthenticated,
-    });
+    server = serverOf({ store });
     port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
-    peer = new GrpcPeer({
-      id: 'srv',
-      address: `127.0.0.1:${port}`,
-      flowControlWindow: 16 * MiB,
-      timeoutMs: 2000,
-      credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
-    });
+    peer = clientTo(port);
   });
   after(async () => {
     peer.close();
@@ -95,25 +102,12 @@ describe('peer gRPC server and client', () => {
 
   it('waits for a Replicate as long as the caller’s signal allows, not the control-call timeout (a large copy over a slow link)', async () => {
     let copied = () => undefined as void;
-    const slow = createPeerServer({
-      store: undefined as never,
-      counters: new Counters(),
-      node: { id: 'srv', zone: 'z', region: 'r' },
-      logger: createLogger({ level: 'silent', nodeId: 'srv' }),
-      flowControlWindow: 16 * MiB,
-      authenticate: (call) => serverId.authenticate(call.getAuthContext().sslPeerCertificate),
-      refuse: unauthenticated,
+    const slow = serverOf({
       // The copy ends when the test says so: after the client's 200 ms call timeout has passed.
       replicate: () => new Promise((resolve) => (copied = () => resolve('stored'))),
     });
     const slowPort = await bindPeerServer(slow, '127.0.0.1', 0, peerServerCredentials(serverId));
-    const client = new GrpcPeer({
-      id: 'srv',
-      address: `127.0.0.1:${slowPort}`,
-      flowControlWindow: 16 * MiB,
-      timeoutMs: 200,
-      credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
-    });
+    const client = clientTo(slowPort, 200);
     try {
       const manifest = { key: 'big', root: 'ab'.repeat(32) } as never;
       const answer = client.replicate(manifest, { nodeId: 'cli', grpc: 'x:1' }, AbortSignal.timeout(60_000));
@@ -174,14 +168,7 @@ describe('peer gRPC server and client', () => {
       client.pipe(upstream).pipe(client);
     });
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
-    const throughRelay = () =>
-      new GrpcPeer({
-        id: 'srv',
-        address: `127.0.0.1:${(relay.address() as AddressInfo).port}`,
-        flowControlWindow: 16 * MiB,
-        timeoutMs: 2000,
-        credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
-      });
+    const throughRelay = () => clientTo((relay.address() as AddressInfo).port);
     const relayed = throughRelay();
     try {
       await relayed.ping();
