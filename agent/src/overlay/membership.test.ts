@@ -343,7 +343,7 @@ describe('Membership', () => {
     assert.equal(known().info.grpc, home.grpc, 'not locked out by the claim');
   });
 
-  it('takes a move another member reports (once the address answers as the member), but not the life it claims', async () => {
+  it('moves a confirmed member only on its own word, not on another’s (even to an address that answers as it), nor takes the life another claims', async () => {
     const { bus, network, nodes, restarts } = mesh(3);
     await settle();
     const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
@@ -354,9 +354,12 @@ describe('Membership', () => {
       body: { members: [{ ...home, grpc: '10.0.0.9:7481', incarnation: 7 * REFUTATIONS_PER_LIFE }] },
     });
     await settle();
-    assert.equal(known().info.grpc, '10.0.0.9:7481', 'moved: the address answered as n1');
+    assert.equal(known().info.grpc, home.grpc, 'n2 cannot move n1');
     assert.equal(known().info.incarnation, home.incarnation, 'n2 cannot set n1’s life');
     assert.deepEqual(restarts[0], []);
+    announceOn(bus, 1, { ...home, grpc: '10.0.0.9:7481' }); // n1's own word
+    await settle();
+    assert.equal(known().info.grpc, '10.0.0.9:7481', 'moved: the address answered as n1');
   });
 
   it('answers a restarted member with its own announcement at once, so the newcomer meets it now', async () => {
@@ -674,5 +677,88 @@ describe('Membership', () => {
     nodes[0]!.tick();
     await settle();
     assert.deepEqual(alive(nodes[0]!), ['n1'], 'detected without the control plane');
+  });
+
+  it('takes no malformed incarnation (a string, a float, NaN, Infinity, negative) from an answer, an announcement or a seed', async () => {
+    // The control-plane schema refuses these on the wire; Membership checks again (seeds, ping
+    // answers decoded from int64, any later path that skips the schema).
+    const { network, bus, nodes, restarts } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    const known = () => n0.all().find((m) => m.info.nodeId === 'n1')!;
+    const odd = [
+      '3000000',
+      4.5 * REFUTATIONS_PER_LIFE + 0.5,
+      Number.NaN,
+      Number.POSITIVE_INFINITY,
+      -5 * REFUTATIONS_PER_LIFE,
+    ] as unknown as number[];
+    for (const incarnation of odd) {
+      n1.incarnation = incarnation;
+      await n0.probe('n1');
+      announceOn(bus, 1, { ...known().info, incarnation });
+      n0.learn({ ...known().info, incarnation });
+      await settle();
+    }
+    assert.deepEqual(restarts[0], [], 'no re-copy on a malformed life');
+    assert.equal(known().info.incarnation, 0, 'what is known is unchanged');
+    assert.equal(known().state, 'alive');
+  });
+
+  it('takes no incarnation a snapshot from another member claims for a member it does not know yet', async () => {
+    const { bus, network, nodes, restarts } = mesh(3);
+    await settle();
+    const n0 = nodes[0]!;
+    network.nodes.set('10.0.0.5:7481', { nodeId: 'n5', zone: 'z2', region: 'r', up: true });
+    const n5: MemberInfo = {
+      nodeId: 'n5',
+      zone: 'z2',
+      region: 'r',
+      grpc: '10.0.0.5:7481',
+      weight: 1,
+      incarnation: 9 * REFUTATIONS_PER_LIFE,
+    };
+    publishOn(bus, 2, { type: 'members.snapshot', body: { members: [n5] } });
+    await settle();
+    const known = () => n0.all().find((m) => m.info.nodeId === 'n5')!;
+    assert.equal(known().state, 'alive', 'admitted on its own answer');
+    assert.equal(known().info.incarnation, 0, 'not at the life n2 claimed for it');
+    // Its own (lower) life, announced (as its signed announcement arrives: from n5), is a new one.
+    n0.learn({ ...n5, incarnation: 2 * REFUTATIONS_PER_LIFE }, 'n5');
+    await settle();
+    assert.equal(known().info.incarnation, 2 * REFUTATIONS_PER_LIFE);
+    assert.deepEqual(restarts[0], ['n5']);
+  });
+
+  // A snapshot any member may sign (EventSigner checks only that its sender signed it): placement
+  // (overlay.ts ownerOrder) and the nearest-replica estimate would follow another member's word.
+  it('keeps a confirmed member’s weight and coordinate against a snapshot from another member', async () => {
+    const { bus, nodes } = mesh(3);
+    await settle();
+    const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
+    const home = known().info;
+    const coordinate = { vec: [9, 9, 9, 9, 9, 9, 9, 9], height: 0, error: 0 };
+    publishOn(bus, 2, {
+      type: 'members.snapshot',
+      body: { members: [{ ...home, weight: 0, coordinate }] },
+    });
+    await settle();
+    assert.equal(known().info.weight, home.weight, 'n2 cannot take n1 out of placement');
+    assert.equal(known().info.coordinate, home.coordinate, 'n2 cannot move n1 in the coordinate space');
+  });
+
+  // Any address that reaches a member answers as it: another spelling of its own, or a TCP relay a
+  // liar runs (mTLS goes through it). A move another member reports would put the liar on the path
+  // and, by the move window, keep the member's own announcements out for NEW_LIFE_MIN_INTERVAL_MS.
+  it('does not move a confirmed member to a relay another member reports', async () => {
+    const { bus, network, nodes } = mesh(3);
+    await settle();
+    const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
+    const home = known().info;
+    network.nodes.set('10.0.0.2:9999', { ...network.nodes.get(home.grpc)! }); // n2's relay to n1
+    publishOn(bus, 2, { type: 'members.snapshot', body: { members: [{ ...home, grpc: '10.0.0.2:9999' }] } });
+    await settle();
+    assert.equal(known().info.grpc, home.grpc, 'not moved onto the relay');
   });
 });

@@ -305,7 +305,12 @@ export class Membership {
       this.#members.set(info.nodeId, {
         ...known,
         // A stale announcement (sent before a refutation) does not lower what is known.
-        info: { ...info, ...topology, incarnation: Math.max(claimed, known.info.incarnation) },
+        // Another member's word (a snapshot) changes nothing it says of this one (weight, coordinate).
+        info: {
+          ...(own ? info : known.info),
+          ...topology,
+          incarnation: Math.max(claimed, known.info.incarnation),
+        },
         ...(fresh ? { transport: this.#opts.connect(info) } : {}),
         ...(revived ? { state: 'unconfirmed' as const, since: this.#now() } : {}),
       });
@@ -315,6 +320,12 @@ export class Membership {
       // A probe in flight uses the old connection: the fresh one is probed once it is done.
       if (fresh && this.#probing.has(info.nodeId)) this.#reprobe.add(info.nodeId);
       else if (fresh) this.#probeLater(info.nodeId);
+      return;
+    }
+    if (confirmed && !own) {
+      // Only a member's own announcement moves it once confirmed: any address that reaches it (a
+      // relay another runs) answers as it, and the member's own claims would then wait out the window.
+      this.#opts.onIgnored?.('move-by-another');
       return;
     }
     if (confirmed && this.#tooSoon(known.movedAt)) {
