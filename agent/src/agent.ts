@@ -272,6 +272,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     replicator.forget(address);
     replicator.schedule();
   });
+  // One forgotten (dead past the retention) may come back at that address with an empty disk, or
+  // another node may take the address; either is learned as a newcomer, not as a restart.
+  overlay.onMemberForgotten((_nodeId, address) => replicator.forget(address));
   const inbox = new Inbox();
   const grpcServer = createPeerServer({
     store,

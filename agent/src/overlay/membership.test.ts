@@ -19,20 +19,24 @@ import {
 class Network {
   readonly nodes = new Map<
     string,
-    { nodeId: string; zone: string; region: string; up: boolean; incarnation?: number; silent?: boolean }
+    {
+      nodeId: string;
+      zone: string;
+      region: string;
+      up: boolean;
+      incarnation?: number;
+      silent?: boolean;
+      /** The answer waits for this (a slow link): what happens meanwhile is tested. */
+      gate?: Promise<void>;
+    }
   >();
-  ping(address: string): Promise<PingResult> {
+  async ping(address: string): Promise<PingResult> {
     const node = this.nodes.get(address);
     if (node?.silent) return new Promise(() => undefined); // packets dropped: no answer, ever
+    if (node?.gate) await node.gate;
     if (!node?.up) return Promise.reject(new Error(`${address} unreachable`));
     const { nodeId, zone, region, incarnation } = node;
-    return Promise.resolve({
-      nodeId,
-      zone,
-      region,
-      rttMs: 1,
-      ...(incarnation === undefined ? {} : { incarnation }),
-    });
+    return { nodeId, zone, region, rttMs: 1, ...(incarnation === undefined ? {} : { incarnation }) };
   }
   transport(from: string, info: MemberInfo): PeerTransport {
     return stubTransport(info.nodeId, info.grpc, {
@@ -94,6 +98,8 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
   const logger = createLogger({ level: 'silent', nodeId: 'test' });
   /** The restarts each node was told of, by node id. */
   const restarts: string[][] = Array.from({ length: size }, () => []);
+  /** The members each node forgot, as "id@address". */
+  const forgotten: string[][] = Array.from({ length: size }, () => []);
   const nodes = Array.from({ length: size }, (_, i) => {
     const self: MemberInfo = {
       nodeId: `n${i}`,
@@ -114,6 +120,7 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
       timing: { suspicionTimeoutMs: 1000, indirectProbes: 2, ...timing },
       random: () => 0.5,
       onRestarted: (nodeId) => restarts[i]!.push(nodeId),
+      onForgotten: (nodeId, address) => forgotten[i]!.push(`${nodeId}@${address}`),
     });
     return membership;
   });
@@ -136,7 +143,7 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
     from.tick();
     await settle();
   };
-  return { network, bus, clock, nodes, alive, restarts, cutOffUntilDead };
+  return { network, bus, clock, nodes, alive, restarts, forgotten, cutOffUntilDead };
 }
 
 describe('Membership', () => {
@@ -751,6 +758,71 @@ describe('Membership', () => {
   // Any address that reaches a member answers as it: another spelling of its own, or a TCP relay a
   // liar runs (mTLS goes through it). A move another member reports would put the liar on the path
   // and, by the move window, keep the member's own announcements out for NEW_LIFE_MIN_INTERVAL_MS.
+  it('tells when it forgets a member (dead past the retention, or revoked), unless another member holds its address', async () => {
+    const { bus, clock, nodes, forgotten, cutOffUntilDead } = mesh(3, { deadRetentionMs: 60_000 });
+    await settle();
+    const n0 = nodes[0]!;
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
+    bus.up = true;
+    // An announcement that borrows n2's address, never confirmed: forgetting it says nothing of n2.
+    announceOn(bus, 2, {
+      nodeId: 'ghost',
+      zone: 'z',
+      region: 'r',
+      grpc: '10.0.0.2:7481',
+      weight: 1,
+      incarnation: 0,
+    });
+    await settle();
+    assert.ok(n0.all().some((m) => m.info.nodeId === 'ghost'));
+    for (let i = 0; i < 2; i++) {
+      clock.advance(60_000); // dead (once its suspicion ran out), then past the retention
+      n0.tick();
+      await settle();
+    }
+    assert.ok(!n0.all().some((m) => m.info.nodeId === 'n1' || m.info.nodeId === 'ghost'), 'both forgotten');
+    assert.deepEqual(forgotten[0], ['n1@10.0.0.1:7481'], 'n1, not the ghost at n2’s address');
+    n0.evict('n2');
+    assert.deepEqual(forgotten[0], ['n1@10.0.0.1:7481', 'n2@10.0.0.2:7481']);
+  });
+
+  it('keeps what happened to a member while a probe of it was out (an eviction, a refutation)', async () => {
+    const { network, nodes, restarts, alive } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    // A slow answer, and n1 is revoked while the probe waits for it: the answer does not bring it back.
+    let open = () => undefined as void;
+    n1.gate = new Promise<void>((resolve) => (open = resolve));
+    n1.zone = 'elsewhere'; // an answer that changes something is written back
+    n0.tick();
+    await settle();
+    n0.evict('n1');
+    open();
+    await settle();
+    assert.ok(!n0.all().some((m) => m.info.nodeId === 'n1'), 'a revoked member stays out');
+    assert.deepEqual(alive(n0), []);
+
+    // Back (an announcement), alive. A probe's slow answer (a changed zone) is written back; what the
+    // member said meanwhile (a refutation: a higher incarnation of the same life) stands.
+    delete n1.gate;
+    nodes[1]!.announce();
+    await settle();
+    assert.deepEqual(alive(n0), ['n1']);
+    n1.gate = new Promise<void>((resolve) => (open = resolve));
+    n1.zone = 'moved';
+    n0.tick();
+    await settle();
+    const said = { ...n0.all()[0]!.info, incarnation: n0.all()[0]!.info.incarnation + 1 };
+    n0.learn(said, 'n1');
+    open();
+    await settle();
+    const now = n0.all()[0]!.info;
+    assert.equal(now.zone, 'moved', 'the answer is taken');
+    assert.equal(now.incarnation, said.incarnation, 'and the refutation kept');
+    assert.deepEqual(restarts[0], [], 'no restart was seen');
+  });
+
   it('does not move a confirmed member to a relay another member reports', async () => {
     const { bus, network, nodes } = mesh(3);
     await settle();

@@ -121,6 +121,11 @@ export interface MembershipOptions {
   random?: () => number;
   /** Told when a member shows a new life at the same address (it restarted), announced or answered. */
   onRestarted?: (nodeId: string, address: string) => void;
+  /**
+   * Told when a member's entry is dropped (dead or unproven past the retention, or revoked) and no
+   * other member holds its address: whatever was copied there is no longer known to be there.
+   */
+  onForgotten?: (nodeId: string, address: string) => void;
   /** Told when a member becomes alive or stops being alive. */
   onChange?: () => void;
   /** Told when an announcement is ignored, and why (for counters). */
@@ -370,8 +375,15 @@ export class Membership {
     const transport = this.#opts.connect(claim);
     try {
       const answer = await this.#ping(transport, claim.nodeId);
-      this.#retire(known.transport);
-      const incarnation = Math.max(claim.incarnation, known.info.incarnation);
+      // What happened to the member meanwhile stands (evicted, forgotten, moved, a re-copy owed).
+      const current = this.#current(known);
+      if (!current || current.state === 'dead' || current.state === 'unconfirmed') {
+        transport.close();
+        this.#opts.onIgnored?.('unverified-move');
+        return;
+      }
+      this.#retire(current.transport);
+      const incarnation = Math.max(claim.incarnation, current.info.incarnation);
       const info = { ...claim, incarnation, zone: answer.zone, region: answer.region };
       this.#members.set(claim.nodeId, {
         info,
@@ -379,8 +391,8 @@ export class Membership {
         state: 'alive',
         since: this.#now(),
         rttMs: answer.rttMs,
-        newLifeAt: known.newLifeAt,
-        recopyOwed: known.recopyOwed,
+        newLifeAt: current.newLifeAt,
+        recopyOwed: current.recopyOwed,
         movedAt: this.#now(),
       });
       this.#opts.logger.info({ member: claim.nodeId, from: known.info.grpc, to: claim.grpc }, 'member moved');
@@ -404,9 +416,7 @@ export class Membership {
         (member.state === 'dead' || member.state === 'unconfirmed') &&
         now - member.since >= this.#timing.deadRetentionMs
       ) {
-        member.transport.close();
-        this.#members.delete(member.info.nodeId);
-        this.#revives.delete(member.info.nodeId);
+        this.#forget(member);
       } else if (member.recopyOwed) this.#newLife(member.info.nodeId); // once its window is over
     }
     // A newcomer is admitted only on its own answer: the announced but unconfirmed are probed again
@@ -528,6 +538,21 @@ export class Membership {
     }, RETIRE_MS).unref();
   }
 
+  /**
+   * Drops a member's entry. A member forgotten here that comes back (at the same address, perhaps
+   * with an empty disk, perhaps another node there) is learned as a newcomer, so no restart is seen:
+   * its address is forgotten too (onForgotten), and what it should hold is asked of it again. Unless
+   * another member holds the address (an announcement that borrowed a real member's address).
+   */
+  #forget(member: Member): void {
+    const { nodeId, grpc } = member.info;
+    member.transport.close();
+    this.#members.delete(nodeId);
+    this.#revives.delete(nodeId);
+    if (![...this.#members.values()].some((m) => m.info.grpc === grpc))
+      this.#opts.onForgotten?.(nodeId, grpc);
+  }
+
   /** A probe nobody awaits: its failure is logged, never an unhandled rejection. */
   #probeLater(nodeId: string): void {
     this.probe(nodeId).catch((error: unknown) =>
@@ -539,9 +564,7 @@ export class Membership {
   evict(nodeId: string): void {
     const member = this.#members.get(nodeId);
     if (!member) return;
-    this.#members.delete(nodeId);
-    this.#revives.delete(nodeId);
-    member.transport.close();
+    this.#forget(member);
     this.#opts.logger.warn({ member: nodeId }, 'member revoked: evicted');
     this.#opts.onChange?.();
   }
@@ -553,29 +576,45 @@ export class Membership {
     this.#probing.add(nodeId);
     try {
       const direct = await this.#ping(member.transport, member.info.nodeId).catch(() => undefined);
+      // The entry may have changed while the ping was out: an answer counts for the entry now held.
+      let current = this.#current(member);
+      if (!current) return; // evicted, forgotten, or on a fresh connection (probed on its own)
       if (direct) {
-        if (member.state !== 'unconfirmed') this.#adjustHealth(-1);
-        return this.#confirmed(member, direct, true);
+        if (current.state !== 'unconfirmed') this.#adjustHealth(-1);
+        return this.#confirmed(current, direct, true);
       }
       // Only a direct answer, over mTLS, proves a newcomer's id; others' word keeps a known member
       // alive across a bad link, but would let one lying member vouch for an id nobody holds.
-      if (member.state === 'unconfirmed') {
+      if (current.state === 'unconfirmed') {
         this.#opts.onIgnored?.('unproven-member');
         return;
       }
-      const { answer: answered, missed } = await this.#indirect(member);
-      if (answered) return this.#confirmed(member, answered, false);
+      const { answer: answered, missed } = await this.#indirect(current);
+      current = this.#current(current);
+      if (!current) return;
+      if (answered) return this.#confirmed(current, answered, false);
       // Helpers that did not even say "it does not answer" (a nack) point at this node's own link.
       // (With no helpers there is nothing to tell the two apart: a mesh of two keeps its pace.)
       this.#adjustHealth(missed);
-      if (member.state === 'alive') {
-        this.#setState(member, 'suspect', 'no answer, directly or through others');
-        this.#publish({ type: 'member.suspect', body: { nodeId, incarnation: member.info.incarnation } });
+      if (current.state === 'alive') {
+        this.#setState(current, 'suspect', 'no answer, directly or through others');
+        this.#publish({ type: 'member.suspect', body: { nodeId, incarnation: current.info.incarnation } });
       }
     } finally {
       this.#probing.delete(nodeId);
       if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
     }
+  }
+
+  /**
+   * The entry held for `member`'s id now, if it still uses the same connection: what an await found
+   * out about `member` holds for it. Undefined when the member was evicted or forgotten meanwhile, or
+   * replaced on a fresh connection (which is probed on its own). Writing back the object read before
+   * the await would undo what happened meanwhile (a revoked member back, an owed re-copy dropped).
+   */
+  #current(member: Member): Member | undefined {
+    const current = this.#members.get(member.info.nodeId);
+    return current?.transport === member.transport ? current : undefined;
   }
 
   /** Pings a member's address for a caller elsewhere; undefined when `target` is no member here. */

@@ -47,6 +47,7 @@ export class Overlay {
   #placement: { version: string; placement: Placement } | undefined;
   readonly #listeners: (() => void)[] = [];
   readonly #restartListeners: ((nodeId: string, address: string) => void)[] = [];
+  readonly #forgottenListeners: ((nodeId: string, address: string) => void)[] = [];
 
   constructor(opts: OverlayOptions) {
     this.#opts = opts;
@@ -111,6 +112,9 @@ export class Overlay {
       },
       onRestarted: (nodeId, address) => {
         for (const listener of this.#restartListeners) listener(nodeId, address);
+      },
+      onForgotten: (nodeId, address) => {
+        for (const listener of this.#forgottenListeners) listener(nodeId, address);
       },
     });
     this.#membership.start();
@@ -220,6 +224,11 @@ export class Overlay {
   /** Hears a member that restarted at the same address (what it held may be gone). */
   onMemberRestart(listener: (nodeId: string, address: string) => void): void {
     this.#restartListeners.push(listener);
+  }
+
+  /** Hears a member forgotten (dead past the retention, or revoked): its address means nothing now. */
+  onMemberForgotten(listener: (nodeId: string, address: string) => void): void {
+    this.#forgottenListeners.push(listener);
   }
 
   /**
