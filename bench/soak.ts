@@ -7,16 +7,21 @@
  * trend is the slope of a least-squares line over the second half of the run (after warm-up), per
  * agent; what matters is that memory and descriptors do not keep growing. Draws an SVG plot (RSS and
  * heap over time, per agent), prints a table and the machine, and ends with one JSON line.
+ *
+ * `--heap-snapshots 20,60` has the first agent write a V8 heap snapshot at those minutes and prints
+ * what grew between the first and the last, by constructor (bench/support/heap-diff.ts): where a
+ * growing heap goes.
  */
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type AgentProcess, peersAlive, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
+import { report, summarize } from './support/heap-diff.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 const { values } = parseArgs({
@@ -27,14 +32,28 @@ const { values } = parseArgs({
     'sample-seconds': { type: 'string', default: '10' },
     /** More agent flags, space-separated (e.g. "--store.memory-bytes 0" to try without the hot tier). */
     'agent-args': { type: 'string', default: '' },
+    /** Minutes at which the first agent writes a heap snapshot, comma-separated (e.g. "20,60"). */
+    'heap-snapshots': { type: 'string', default: '' },
+    /** Where the snapshots go (kept); default a folder in the soak's temporary directory (removed). */
+    'snapshot-dir': { type: 'string' },
   },
 });
 const minutes = Number(values.minutes);
 const count = Number(values.agents);
 const sampleMs = Number(values['sample-seconds']) * 1000;
-if (!(minutes > 0) || !(count >= 2) || !(sampleMs >= 1000)) {
+const snapshotAt = values['heap-snapshots']
+  .split(',')
+  .filter(Boolean)
+  .map(Number)
+  .sort((a, b) => a - b);
+if (
+  !(minutes > 0) ||
+  !(count >= 2) ||
+  !(sampleMs >= 1000) ||
+  snapshotAt.some((m) => !(m >= 0 && m <= minutes))
+) {
   process.stderr.write(
-    'usage: npm run soak -- --minutes N [--agents N>=2] [--plot FILE] [--sample-seconds S]\n',
+    'usage: npm run soak -- --minutes N [--agents N>=2] [--plot FILE] [--sample-seconds S] [--heap-snapshots M1,M2 [--snapshot-dir DIR]]\n',
   );
   process.exit(2);
 }
@@ -78,6 +97,8 @@ const mallocEnv = Object.entries(process.env)
   .join(' ');
 
 const dir = await mkdtemp(join(tmpdir(), 'edgemesh-soak-'));
+const snapshotDir = values['snapshot-dir'] ?? join(dir, 'snapshots');
+if (snapshotAt.length > 0) await mkdir(snapshotDir, { recursive: true });
 const nats = await startNatsServer();
 const agents: AgentProcess[] = [];
 for (let i = 0; i < count; i++)
@@ -90,7 +111,12 @@ for (let i = 0; i < count; i++)
         ...values['agent-args'].split(' ').filter(Boolean),
       ],
       20_000,
-      { nodeFlags: AGENT_NODE_FLAGS },
+      {
+        nodeFlags:
+          i === 0 && snapshotAt.length > 0
+            ? [...AGENT_NODE_FLAGS, '--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]
+            : AGENT_NODE_FLAGS,
+      },
     ),
   );
 await Promise.all(agents.map((a) => peersAlive(a, count - 1)));
@@ -133,6 +159,24 @@ async function sample(): Promise<void> {
       })
       .join(' | ')} (MB)\n`,
   );
+}
+
+const snapshots: string[] = [];
+/** Has the first agent write a heap snapshot; resolves with its path once it is whole. */
+async function heapSnapshot(): Promise<void> {
+  const before = new Set(await readdir(snapshotDir));
+  agents[0]!.child.kill('SIGUSR2');
+  // V8 writes it on the agent's main thread: once the agent answers again, the file is complete.
+  for (;;) {
+    const fresh = (await readdir(snapshotDir)).filter((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+    if (fresh.length > 0) {
+      await agents[0]!.status();
+      snapshots.push(join(snapshotDir, fresh[0]!));
+      process.stderr.write(`soak: heap snapshot ${snapshots.at(-1)}\n`);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }
 
 /** One step of the mixed load: mostly reads, some writes, a few purges and messages. */
@@ -231,6 +275,14 @@ try {
   );
   await sample();
   let nextSample = performance.now() + sampleMs;
+  // Snapshots at their minutes, while the load runs (the one at the end once it has stopped).
+  const snapshotting = (async () => {
+    for (const m of snapshotAt) {
+      const wait = started + m * 60_000 - performance.now();
+      if (wait > 0 && m < minutes) await new Promise((resolve) => setTimeout(resolve, wait));
+      if (m < minutes) await heapSnapshot();
+    }
+  })();
   // Four clients at once, steadily, until the end.
   await Promise.all(
     Array.from({ length: 4 }, async () => {
@@ -244,6 +296,8 @@ try {
     }),
   );
   await sample();
+  await snapshotting;
+  if (snapshotAt.at(-1) === minutes) await heapSnapshot();
   const rows = agents.map((_, i) => {
     const points = samples[i]!;
     const first = points[0]!;
@@ -277,6 +331,10 @@ try {
   console.log(`# load: ${JSON.stringify(load)}; errors by kind: ${JSON.stringify(errorKinds)}`);
   await writeFile(values.plot, svg());
   console.log(`# plot: ${values.plot}`);
+  if (snapshots.length >= 2) {
+    console.log(`# s0's heap, what grew from minute ${snapshotAt[0]} to minute ${snapshotAt.at(-1)}:`);
+    console.log(report(await summarize(snapshots[0]!), await summarize(snapshots.at(-1)!)));
+  }
   const worst = (
     key:
       | 'rss_slope_mb_per_min'
