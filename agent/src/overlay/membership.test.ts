@@ -758,13 +758,13 @@ describe('Membership', () => {
   // Any address that reaches a member answers as it: another spelling of its own, or a TCP relay a
   // liar runs (mTLS goes through it). A move another member reports would put the liar on the path
   // and, by the move window, keep the member's own announcements out for NEW_LIFE_MIN_INTERVAL_MS.
-  it('tells when it forgets a member (dead past the retention, or revoked), unless another member holds its address', async () => {
+  it('tells when it forgets a member (dead past the retention, or revoked) the address it answered at, not for one that never answered', async () => {
     const { bus, clock, nodes, forgotten, cutOffUntilDead } = mesh(3, { deadRetentionMs: 60_000 });
     await settle();
     const n0 = nodes[0]!;
     await cutOffUntilDead(n0, '10.0.0.1:7481');
     bus.up = true;
-    // An announcement that borrows n2's address, never confirmed: forgetting it says nothing of n2.
+    // An announcement that borrows n2's address, never confirmed: nothing went to it.
     announceOn(bus, 2, {
       nodeId: 'ghost',
       zone: 'z',
@@ -784,6 +784,27 @@ describe('Membership', () => {
     assert.deepEqual(forgotten[0], ['n1@10.0.0.1:7481'], 'n1, not the ghost at n2’s address');
     n0.evict('n2');
     assert.deepEqual(forgotten[0], ['n1@10.0.0.1:7481', 'n2@10.0.0.2:7481']);
+  });
+
+  it('tells of a forgotten member’s address even when another node answers there now (a new identity at the same IP)', async () => {
+    const { bus, clock, network, nodes, forgotten, cutOffUntilDead } = mesh(2, { deadRetentionMs: 60_000 });
+    await settle();
+    const n0 = nodes[0]!;
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
+    bus.up = true;
+    network.nodes.set('10.0.0.1:7481', { nodeId: 'n9', zone: 'z', region: 'r', up: true });
+    n0.learn({ nodeId: 'n9', zone: 'z', region: 'r', grpc: '10.0.0.1:7481', weight: 1, incarnation: 0 });
+    await settle();
+    for (let i = 0; i < 2; i++) {
+      clock.advance(60_000);
+      n0.tick();
+      await settle();
+    }
+    assert.deepEqual(
+      n0.alive().map((m) => m.info.nodeId),
+      ['n9'],
+    );
+    assert.deepEqual(forgotten[0], ['n1@10.0.0.1:7481'], 'n9 gets n1’s copies asked of it again');
   });
 
   it('keeps what happened to a member while a probe of it was out (an eviction, a refutation)', async () => {

@@ -102,6 +102,8 @@ export interface Member {
   recopyOwed?: boolean;
   /** When it last moved to another address. */
   movedAt?: number;
+  /** The address it last answered at directly: where copies to it went (onForgotten tells it). */
+  confirmedAt?: string;
 }
 
 export interface MembershipOptions {
@@ -122,8 +124,9 @@ export interface MembershipOptions {
   /** Told when a member shows a new life at the same address (it restarted), announced or answered. */
   onRestarted?: (nodeId: string, address: string) => void;
   /**
-   * Told when a member's entry is dropped (dead or unproven past the retention, or revoked) and no
-   * other member holds its address: whatever was copied there is no longer known to be there.
+   * Told of the address a member last answered at once it is no longer there: its entry dropped
+   * (dead past the retention, or revoked) or it answers at another address. Whatever was copied
+   * there is no longer known to be there. Never for a member that never answered (nothing went there).
    */
   onForgotten?: (nodeId: string, address: string) => void;
   /** Told when a member becomes alive or stops being alive. */
@@ -359,9 +362,18 @@ export class Membership {
       state: 'unconfirmed',
       since: this.#now(),
       // A dead member said to be at another address (unproven: no move window starts; its windows go on).
-      ...(known ? { newLifeAt: known.newLifeAt, recopyOwed: known.recopyOwed, movedAt: known.movedAt } : {}),
+      ...(known
+        ? {
+            newLifeAt: known.newLifeAt,
+            recopyOwed: known.recopyOwed,
+            movedAt: known.movedAt,
+            confirmedAt: known.confirmedAt,
+          }
+        : {}),
     });
-    this.#probeLater(info.nodeId);
+    // A probe in flight uses the old connection (its answer is dropped): the new one is probed after it.
+    if (this.#probing.has(info.nodeId)) this.#reprobe.add(info.nodeId);
+    else this.#probeLater(info.nodeId);
     if (!known) this.#announceSoon(); // so a newcomer learns of this node without waiting a period
   }
 
@@ -376,8 +388,10 @@ export class Membership {
     try {
       const answer = await this.#ping(transport, claim.nodeId);
       // What happened to the member meanwhile stands (evicted, forgotten, moved, a re-copy owed).
+      // (Its old address may have stopped answering meanwhile, as it does when a member really moves:
+      // a direct answer at the new one is the proof a revival takes too.)
       const current = this.#current(known);
-      if (!current || current.state === 'dead' || current.state === 'unconfirmed') {
+      if (!current) {
         transport.close();
         this.#opts.onIgnored?.('unverified-move');
         return;
@@ -394,7 +408,10 @@ export class Membership {
         newLifeAt: current.newLifeAt,
         recopyOwed: current.recopyOwed,
         movedAt: this.#now(),
+        confirmedAt: claim.grpc,
       });
+      if (current.confirmedAt !== undefined && current.confirmedAt !== claim.grpc)
+        this.#opts.onForgotten?.(claim.nodeId, current.confirmedAt);
       this.#opts.logger.info({ member: claim.nodeId, from: known.info.grpc, to: claim.grpc }, 'member moved');
     } catch {
       transport.close(); // the claimed address does not answer as that member: a stale or forged claim
@@ -541,16 +558,15 @@ export class Membership {
   /**
    * Drops a member's entry. A member forgotten here that comes back (at the same address, perhaps
    * with an empty disk, perhaps another node there) is learned as a newcomer, so no restart is seen:
-   * its address is forgotten too (onForgotten), and what it should hold is asked of it again. Unless
-   * another member holds the address (an announcement that borrowed a real member's address).
+   * the address it answered at is forgotten too (onForgotten), and what it should hold is asked of
+   * whoever answers there again. One that never answered (a forged announcement) had nothing copied.
    */
   #forget(member: Member): void {
-    const { nodeId, grpc } = member.info;
+    const { nodeId } = member.info;
     member.transport.close();
     this.#members.delete(nodeId);
     this.#revives.delete(nodeId);
-    if (![...this.#members.values()].some((m) => m.info.grpc === grpc))
-      this.#opts.onForgotten?.(nodeId, grpc);
+    if (member.confirmedAt !== undefined) this.#opts.onForgotten?.(nodeId, member.confirmedAt);
   }
 
   /** A probe nobody awaits: its failure is logged, never an unhandled rejection. */
@@ -715,6 +731,12 @@ export class Membership {
 
   #confirmed(member: Member, result: PingResult, direct: boolean): void {
     if (direct) {
+      // Answering at another address than before (re-addressed while dead): the old one's copies are
+      // no longer its.
+      const before = member.confirmedAt;
+      member.confirmedAt = member.info.grpc;
+      if (before !== undefined && before !== member.info.grpc)
+        this.#opts.onForgotten?.(member.info.nodeId, before);
       member.rttMs = result.rttMs;
       if (result.coordinate) this.#opts.vivaldi?.update(member.info.nodeId, result.rttMs, result.coordinate);
     }
