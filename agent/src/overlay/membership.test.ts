@@ -597,6 +597,43 @@ describe('Membership', () => {
     assert.equal(nodes[0]!.all().find((m) => m.info.nodeId === 'n2')!.info.grpc, '10.0.0.99:7481');
   });
 
+  it('takes a verified move though the old address died while the new one was checked (the usual order of a real move)', async () => {
+    const { bus, clock, network, nodes, forgotten } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    let open = () => undefined as void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    network.nodes.set('10.0.0.99:7481', { nodeId: 'n1', zone: 'z1', region: 'r', up: true, gate });
+    announceOn(bus, 1, {
+      nodeId: 'n1',
+      zone: 'z1',
+      region: 'r',
+      grpc: '10.0.0.99:7481',
+      weight: 1,
+      incarnation: 1,
+    });
+    await settle();
+    // The old address stops answering while the new one's answer is on its way: n1 goes dead. (n1's
+    // own node in this test still has the old address: it must not announce it.)
+    network.nodes.get('10.0.0.1:7481')!.up = false;
+    bus.up = false;
+    const state = () => n0.all().find((m) => m.info.nodeId === 'n1')!.state;
+    for (let i = 0; i < 5 && state() !== 'dead'; i++) {
+      n0.tick();
+      await settle();
+      clock.advance(1000);
+    }
+    assert.equal(state(), 'dead');
+    open();
+    await settle();
+    assert.deepEqual(
+      n0.alive().map((m) => m.info.grpc),
+      ['10.0.0.99:7481'],
+      'alive at its new address',
+    );
+    assert.deepEqual(forgotten[0], ['n1@10.0.0.1:7481'], 'the old address’s copies are no longer its');
+  });
+
   it('blames its own link when its probes go unanswered by the helpers too: waits longer, keeps its peers', async () => {
     const { bus, nodes, clock } = mesh(4, { probeTimeoutMs: 20 });
     await settle();
