@@ -8,6 +8,7 @@ import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
 import {
   MAX_LOCAL_HEALTH,
+  FRESH_MIN_INTERVAL_MS,
   MAX_UNCONFIRMED,
   Membership,
   type MembershipTiming,
@@ -842,6 +843,37 @@ describe('Membership', () => {
       ['n9'],
     );
     assert.deepEqual(forgotten[0], ['n1@10.0.0.1:7481'], 'n9 gets n1’s copies asked of it again');
+  });
+
+  it('gives a member claiming lives in a burst one fresh connection and one announcement a second, not one per claim', async () => {
+    const { bus, clock, nodes } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    const connection = () => n0.all()[0]!.transport;
+    const first = connection();
+    const info = n0.all()[0]!.info;
+    const announcesBy0 = () => bus.sent.filter((e) => e.from === 'n0' && e.type === 'member.announce').length;
+    const before = announcesBy0();
+    // Every life up to the clock skew allowed ahead, in a burst.
+    announceOn(bus, 1, { ...info, incarnation: info.incarnation + REFUTATIONS_PER_LIFE });
+    await settle();
+    const second = connection();
+    assert.notEqual(second, first, 'the first claim gets a fresh connection at once');
+    for (let life = 2; life <= 300; life++) {
+      announceOn(bus, 1, { ...info, incarnation: info.incarnation + life * REFUTATIONS_PER_LIFE });
+      await settle();
+    }
+    assert.equal(connection(), second, 'the others in the same second do not');
+    assert.equal(announcesBy0() - before, 1, 'one announcement');
+    assert.equal(
+      n0.all()[0]!.info.incarnation,
+      info.incarnation + 300 * REFUTATIONS_PER_LIFE,
+      'all claims count',
+    );
+    clock.advance(FRESH_MIN_INTERVAL_MS);
+    announceOn(bus, 1, { ...info, incarnation: info.incarnation + 301 * REFUTATIONS_PER_LIFE });
+    await settle();
+    assert.notEqual(connection(), second, 'a claim after the interval gets one again');
   });
 
   it('keeps what happened to a member while a probe of it was out (an eviction, a refutation)', async () => {

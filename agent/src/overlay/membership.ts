@@ -75,6 +75,13 @@ const REVIVE_EVERY_MS = 100;
 /** How long a member's replaced connection stays open for the calls already on it. */
 const RETIRE_MS = 5000;
 /**
+ * A member's claims (a new life, a revival, a refutation) give it a fresh connection and this node's
+ * announcement at most this often. A claim costs its sender nothing: lives claimed ahead of time (up
+ * to the clock skew allowed, 300 of them) in a burst would otherwise open 300 connections, each kept
+ * for RETIRE_MS, and have this node announce itself 300 times to the whole mesh.
+ */
+export const FRESH_MIN_INTERVAL_MS = 1000;
+/**
  * The most this node's local health score rises (Lifeguard's local health multiplier): its probes
  * and suspicions wait up to (1 + this) times their configured timeouts.
  */
@@ -104,6 +111,8 @@ export interface Member {
   movedAt?: number;
   /** The address it last answered at directly: where copies to it went (onForgotten tells it). */
   confirmedAt?: string;
+  /** When a claim last gave it a fresh connection (FRESH_MIN_INTERVAL_MS). */
+  freshAt?: number;
 }
 
 export interface MembershipOptions {
@@ -308,7 +317,9 @@ export class Membership {
       const claimed = claim ?? known.info.incarnation;
       const restarted = lifeOf(claimed) > lifeOf(known.info.incarnation);
       const refuted = !restarted && claimed > known.info.incarnation;
-      const fresh = revived || restarted || (refuted && known.state === 'suspect');
+      const fresh =
+        (revived || restarted || (refuted && known.state === 'suspect')) &&
+        !this.#tooSoon(known.freshAt, FRESH_MIN_INTERVAL_MS);
       if (fresh) this.#retire(known.transport);
       this.#members.set(info.nodeId, {
         ...known,
@@ -319,12 +330,12 @@ export class Membership {
           ...topology,
           incarnation: Math.max(claimed, known.info.incarnation),
         },
-        ...(fresh ? { transport: this.#opts.connect(info) } : {}),
+        ...(fresh ? { transport: this.#opts.connect(info), freshAt: this.#now() } : {}),
         ...(revived ? { state: 'unconfirmed' as const, since: this.#now() } : {}),
       });
       if (restarted) this.#newLife(info.nodeId);
       // A member that restarted has forgotten this node: it hears of it now, not a period later.
-      if (revived || restarted) this.#announceSoon();
+      if (fresh && (revived || restarted)) this.#announceSoon();
       // A probe in flight uses the old connection: the fresh one is probed once it is done.
       if (fresh && this.#probing.has(info.nodeId)) this.#reprobe.add(info.nodeId);
       else if (fresh) this.#probeLater(info.nodeId);
@@ -692,11 +703,11 @@ export class Membership {
     return { answer: answers.find((a) => a !== undefined), missed };
   }
 
-  /** Whether `at` lies within NEW_LIFE_MIN_INTERVAL_MS before now (a clock set back ends the window). */
-  #tooSoon(at: number | undefined): boolean {
+  /** Whether `at` lies within `windowMs` before now (a clock set back ends the window). */
+  #tooSoon(at: number | undefined, windowMs = NEW_LIFE_MIN_INTERVAL_MS): boolean {
     if (at === undefined) return false;
     const elapsed = this.#now() - at;
-    return elapsed >= 0 && elapsed < NEW_LIFE_MIN_INTERVAL_MS;
+    return elapsed >= 0 && elapsed < windowMs;
   }
 
   /**
