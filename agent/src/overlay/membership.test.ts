@@ -101,6 +101,8 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
   const restarts: string[][] = Array.from({ length: size }, () => []);
   /** The members each node forgot, as "id@address". */
   const forgotten: string[][] = Array.from({ length: size }, () => []);
+  /** How often each node told its listeners that who is alive changed. */
+  const changes = Array.from({ length: size }, () => 0);
   const nodes = Array.from({ length: size }, (_, i) => {
     const self: MemberInfo = {
       nodeId: `n${i}`,
@@ -122,6 +124,7 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
       random: () => 0.5,
       onRestarted: (nodeId) => restarts[i]!.push(nodeId),
       onForgotten: (nodeId, address) => forgotten[i]!.push(`${nodeId}@${address}`),
+      onChange: () => changes[i]!++,
     });
     return membership;
   });
@@ -144,7 +147,7 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
     from.tick();
     await settle();
   };
-  return { network, bus, clock, nodes, alive, restarts, forgotten, cutOffUntilDead };
+  return { network, bus, clock, nodes, alive, restarts, forgotten, changes, cutOffUntilDead };
 }
 
 describe('Membership', () => {
@@ -599,7 +602,7 @@ describe('Membership', () => {
   });
 
   it('takes a verified move though the old address died while the new one was checked (the usual order of a real move)', async () => {
-    const { bus, clock, network, nodes, forgotten } = mesh(2);
+    const { bus, clock, network, nodes, forgotten, changes } = mesh(2);
     await settle();
     const n0 = nodes[0]!;
     let open = () => undefined as void;
@@ -625,6 +628,7 @@ describe('Membership', () => {
       clock.advance(1000);
     }
     assert.equal(state(), 'dead');
+    const heard = changes[0]!;
     open();
     await settle();
     assert.deepEqual(
@@ -633,6 +637,7 @@ describe('Membership', () => {
       'alive at its new address',
     );
     assert.deepEqual(forgotten[0], ['n1@10.0.0.1:7481'], 'the old address’s copies are no longer its');
+    assert.equal(changes[0], heard + 1, 'its listeners (repair, placement) hear it is alive');
   });
 
   it('blames its own link when its probes go unanswered by the helpers too: waits longer, keeps its peers', async () => {

@@ -410,17 +410,20 @@ export class Membership {
       this.#retire(current.transport);
       const incarnation = Math.max(claim.incarnation, current.info.incarnation);
       const info = { ...claim, incarnation, zone: answer.zone, region: answer.region };
-      this.#members.set(claim.nodeId, {
+      const moved: Member = {
         info,
         transport,
-        state: 'alive',
-        since: this.#now(),
+        // Its state as it was: a dead one comes alive below, through #setState (listeners hear it).
+        state: current.state,
+        since: current.since,
         rttMs: answer.rttMs,
         newLifeAt: current.newLifeAt,
         recopyOwed: current.recopyOwed,
         movedAt: this.#now(),
         confirmedAt: claim.grpc,
-      });
+      };
+      this.#members.set(claim.nodeId, moved);
+      this.#setState(moved, 'alive', 'answered at its new address');
       if (current.confirmedAt !== undefined && current.confirmedAt !== claim.grpc)
         this.#opts.onForgotten?.(claim.nodeId, current.confirmedAt);
       this.#opts.logger.info({ member: claim.nodeId, from: known.info.grpc, to: claim.grpc }, 'member moved');
