@@ -875,10 +875,39 @@ describe('Membership', () => {
       info.incarnation + 300 * REFUTATIONS_PER_LIFE,
       'all claims count',
     );
+    // The lives inside the window are owed one (the last may be real): given when the window ends.
     clock.advance(FRESH_MIN_INTERVAL_MS);
-    announceOn(bus, 1, { ...info, incarnation: info.incarnation + 301 * REFUTATIONS_PER_LIFE });
+    nodes[0]!.tick();
     await settle();
-    assert.notEqual(connection(), second, 'a claim after the interval gets one again');
+    const third = connection();
+    assert.notEqual(third, second, 'the owed fresh connection, when the window ends');
+    assert.equal(announcesBy0() - before, 2, 'and the owed announcement');
+    nodes[0]!.tick();
+    await settle();
+    assert.equal(connection(), third, 'once');
+  });
+
+  it('never holds back the fresh connection of a revival, even inside the window (a dead member cannot revive in bursts)', async () => {
+    const { bus, clock, network, nodes, alive } = mesh(2, { suspicionTimeoutMs: 100 });
+    await settle();
+    const n0 = nodes[0]!;
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    const info = n0.all()[0]!.info;
+    n1.up = false;
+    n0.tick();
+    await settle();
+    announceOn(bus, 1, { ...info, incarnation: info.incarnation + 1 }); // refutes: a fresh connection
+    await settle();
+    clock.advance(100);
+    n0.tick();
+    await settle();
+    assert.equal(n0.all()[0]!.state, 'dead', 'dead within the window');
+    const before = n0.all()[0]!.transport;
+    n1.up = true;
+    announceOn(bus, 1, { ...info, incarnation: info.incarnation + 1 });
+    await settle();
+    assert.notEqual(n0.all()[0]!.transport, before, 'a fresh connection');
+    assert.deepEqual(alive(n0), ['n1'], 'alive on its answer, at once');
   });
 
   it('keeps what happened to a member while a probe of it was out (an eviction, a refutation)', async () => {

@@ -113,6 +113,8 @@ export interface Member {
   confirmedAt?: string;
   /** When a claim last gave it a fresh connection (FRESH_MIN_INTERVAL_MS). */
   freshAt?: number;
+  /** A new life came inside that window: tick gives it its fresh connection when the window ends. */
+  freshOwed?: boolean;
 }
 
 export interface MembershipOptions {
@@ -317,9 +319,9 @@ export class Membership {
       const claimed = claim ?? known.info.incarnation;
       const restarted = lifeOf(claimed) > lifeOf(known.info.incarnation);
       const refuted = !restarted && claimed > known.info.incarnation;
-      const fresh =
-        (revived || restarted || (refuted && known.state === 'suspect')) &&
-        !this.#tooSoon(known.freshAt, FRESH_MIN_INTERVAL_MS);
+      // (A revival takes the member out of the dead, so revivals cannot come in bursts: never held back.)
+      const wanted = revived || restarted || (refuted && known.state === 'suspect');
+      const fresh = revived || (wanted && !this.#tooSoon(known.freshAt, FRESH_MIN_INTERVAL_MS));
       if (fresh) this.#retire(known.transport);
       this.#members.set(info.nodeId, {
         ...known,
@@ -330,7 +332,11 @@ export class Membership {
           ...topology,
           incarnation: Math.max(claimed, known.info.incarnation),
         },
-        ...(fresh ? { transport: this.#opts.connect(info), freshAt: this.#now() } : {}),
+        ...(fresh
+          ? { transport: this.#opts.connect(info), freshAt: this.#now(), freshOwed: false }
+          : restarted
+            ? { freshOwed: true } // a second life inside the window: tick gives it one when it ends
+            : {}),
         ...(revived ? { state: 'unconfirmed' as const, since: this.#now() } : {}),
       });
       if (restarted) this.#newLife(info.nodeId);
@@ -448,7 +454,10 @@ export class Membership {
         now - member.since >= this.#timing.deadRetentionMs
       ) {
         this.#forget(member);
-      } else if (member.recopyOwed) this.#newLife(member.info.nodeId); // once its window is over
+      } else {
+        if (member.recopyOwed) this.#newLife(member.info.nodeId); // once its window is over
+        if (member.freshOwed && !this.#tooSoon(member.freshAt, FRESH_MIN_INTERVAL_MS)) this.#refresh(member);
+      }
     }
     // A newcomer is admitted only on its own answer: the announced but unconfirmed are probed again
     // every period (a few at a time, so a flood of forged announces costs little), not only when the
@@ -567,6 +576,21 @@ export class Membership {
     setTimeout(() => {
       if (this.#retiring.delete(transport)) transport.close();
     }, RETIRE_MS).unref();
+  }
+
+  /** The fresh connection (and announcement) a new life inside FRESH_MIN_INTERVAL_MS was owed. */
+  #refresh(member: Member): void {
+    const nodeId = member.info.nodeId;
+    this.#retire(member.transport);
+    this.#members.set(nodeId, {
+      ...member,
+      transport: this.#opts.connect(member.info),
+      freshAt: this.#now(),
+      freshOwed: false,
+    });
+    this.#announceSoon();
+    if (this.#probing.has(nodeId)) this.#reprobe.add(nodeId);
+    else this.#probeLater(nodeId);
   }
 
   /**
