@@ -343,8 +343,7 @@ export class Membership {
       // A member that restarted has forgotten this node: it hears of it now, not a period later.
       if (fresh && (revived || restarted)) this.#announceSoon();
       // A probe in flight uses the old connection: the fresh one is probed once it is done.
-      if (fresh && this.#probing.has(info.nodeId)) this.#reprobe.add(info.nodeId);
-      else if (fresh) this.#probeLater(info.nodeId);
+      if (fresh) this.#probeFresh(info.nodeId);
       return;
     }
     if (confirmed && !own) {
@@ -389,8 +388,7 @@ export class Membership {
         : {}),
     });
     // A probe in flight uses the old connection (its answer is dropped): the new one is probed after it.
-    if (this.#probing.has(info.nodeId)) this.#reprobe.add(info.nodeId);
-    else this.#probeLater(info.nodeId);
+    this.#probeFresh(info.nodeId);
     if (!known) this.#announceSoon(); // so a newcomer learns of this node without waiting a period
   }
 
@@ -589,8 +587,7 @@ export class Membership {
       freshOwed: false,
     });
     this.#announceSoon();
-    if (this.#probing.has(nodeId)) this.#reprobe.add(nodeId);
-    else this.#probeLater(nodeId);
+    this.#probeFresh(nodeId);
   }
 
   /**
@@ -605,6 +602,12 @@ export class Membership {
     this.#members.delete(nodeId);
     this.#revives.delete(nodeId);
     if (member.confirmedAt !== undefined) this.#opts.onForgotten?.(nodeId, member.confirmedAt);
+  }
+
+  /** Probes a member's new connection: now, or once a probe in flight on the old one is done. */
+  #probeFresh(nodeId: string): void {
+    if (this.#probing.has(nodeId)) this.#reprobe.add(nodeId);
+    else this.#probeLater(nodeId);
   }
 
   /** A probe nobody awaits: its failure is logged, never an unhandled rejection. */
