@@ -325,7 +325,7 @@ describe('Membership', () => {
     assert.equal(known().info.grpc, home.grpc, 'back after it');
   });
 
-  it('raises an incarnation only on the member’s own claim, and an unproven move starts no move window (a snapshot from another member)', async () => {
+  it('raises an incarnation only on the member’s own claim, re-addresses a dead member only on its own word, and an unproven move starts no move window', async () => {
     const { bus, network, clock, nodes, restarts } = mesh(3);
     await settle();
     const n0 = nodes[0]!;
@@ -348,10 +348,47 @@ describe('Membership', () => {
     assert.equal(known().state, 'dead');
     publishOn(bus, 2, { type: 'members.snapshot', body: { members: [{ ...home, grpc: '10.0.0.8:7481' }] } });
     await settle();
+    assert.equal(known().info.grpc, home.grpc, 'n2 cannot re-address n1, dead or not');
+    announceOn(bus, 1, { ...home, grpc: '10.0.0.8:7481' }); // n1's own word (nothing answers there)
+    await settle();
     assert.equal(known().info.grpc, '10.0.0.8:7481');
     announceOn(bus, 1, home);
     await settle();
     assert.equal(known().info.grpc, home.grpc, 'not locked out by the claim');
+  });
+
+  it('counts a dead member’s answer at another address as a move: the next waits out the window, dead or alive (no flipping by dying in between)', async () => {
+    const { bus, clock, network, nodes, forgotten, cutOffUntilDead } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    const known = () => n0.all().find((m) => m.info.nodeId === 'n1')!;
+    const home = known().info;
+    const away = '10.0.0.9:7481';
+    await cutOffUntilDead(n0, home.grpc);
+    assert.equal(known().state, 'dead');
+    bus.up = true;
+    network.nodes.set(away, { ...network.nodes.get(home.grpc)!, up: true });
+    announceOn(bus, 1, { ...home, grpc: away });
+    await settle();
+    assert.equal(known().state, 'alive');
+    assert.equal(known().info.grpc, away);
+    assert.deepEqual(forgotten[0], [`n1@${home.grpc}`]);
+    network.nodes.get(home.grpc)!.up = true;
+    announceOn(bus, 1, home); // alive: and back at once
+    await settle();
+    assert.equal(known().info.grpc, away, 'not back within the window');
+    await cutOffUntilDead(n0, away);
+    assert.equal(known().state, 'dead');
+    bus.up = true;
+    announceOn(bus, 1, home); // dead: and back at once
+    await settle();
+    assert.equal(known().info.grpc, away, 'not by dying in between either');
+    clock.advance(NEW_LIFE_MIN_INTERVAL_MS);
+    announceOn(bus, 1, home);
+    await settle();
+    assert.equal(known().info.grpc, home.grpc, 'back after the window');
+    assert.equal(known().state, 'alive');
+    assert.deepEqual(forgotten[0], [`n1@${home.grpc}`, `n1@${away}`]);
   });
 
   it('moves a confirmed member only on its own word, not on another’s (even to an address that answers as it), nor takes the life another claims', async () => {

@@ -346,13 +346,14 @@ export class Membership {
       if (fresh) this.#probeFresh(info.nodeId);
       return;
     }
-    if (confirmed && !own) {
-      // Only a member's own announcement moves it once confirmed: any address that reaches it (a
-      // relay another runs) answers as it, and the member's own claims would then wait out the window.
+    if (known && !own) {
+      // Only a member's own announcement moves a member this node knows: any address that reaches it
+      // (a relay another runs) answers as it, and the member's own claims would then wait out the
+      // window. A dead one announces itself where it is now, every period, when it comes back.
       this.#opts.onIgnored?.('move-by-another');
       return;
     }
-    if (confirmed && this.#tooSoon(known.movedAt)) {
+    if (known && this.#tooSoon(known.movedAt)) {
       this.#opts.onIgnored?.('move-too-soon'); // its next announcement may move it
       return;
     }
@@ -377,7 +378,8 @@ export class Membership {
       transport: this.#opts.connect(info),
       state: 'unconfirmed',
       since: this.#now(),
-      // A dead member said to be at another address (unproven: no move window starts; its windows go on).
+      // A dead (or never answered) member announcing itself elsewhere: unproven, so no move window
+      // starts (its answer there starts one); its windows go on.
       ...(known
         ? {
             newLifeAt: known.newLifeAt,
@@ -776,8 +778,10 @@ export class Membership {
       // no longer its.
       const before = member.confirmedAt;
       member.confirmedAt = member.info.grpc;
-      if (before !== undefined && before !== member.info.grpc)
+      if (before !== undefined && before !== member.info.grpc) {
+        member.movedAt = this.#now(); // a move like any other: the next one waits out the window
         this.#opts.onForgotten?.(member.info.nodeId, before);
+      }
       member.rttMs = result.rttMs;
       if (result.coordinate) this.#opts.vivaldi?.update(member.info.nodeId, result.rttMs, result.coordinate);
     }
