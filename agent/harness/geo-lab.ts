@@ -1,5 +1,6 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,7 +56,70 @@ export function geoLabUnavailable(): string | undefined {
   return undefined;
 }
 
+/**
+ * Labs share their addresses (198.18.0.0/24 and the host's route to it), so one runs on a machine at
+ * a time. The lock is an abstract Unix socket (Linux): the kernel frees it when its holder exits,
+ * however it exits, so a lab killed with -9 leaves no stale lock; waiters connect to it and learn of
+ * its release when the connection closes.
+ */
+const LAB_LOCK = '\0edgemesh-geo-lab';
+/** What a lab names (namespaces `em<4 hex><role>`, and the host's veth `em<4 hex>H`). */
+const LAB_NAME = /^em[0-9a-f]{4}(core|svc|r\d+|d\d+|n\d+|H)$/;
+
+async function holdLabLock(): Promise<() => void> {
+  for (;;) {
+    const waiters = new Set<Socket>();
+    const server: Server = createServer((socket) => {
+      socket.unref();
+      socket.on('error', () => undefined);
+      waiters.add(socket);
+    });
+    const taken = await new Promise<boolean>((resolve, reject) => {
+      server.once('error', (error: NodeJS.ErrnoException) =>
+        error.code === 'EADDRINUSE' ? resolve(false) : reject(error),
+      );
+      server.listen(LAB_LOCK, () => resolve(true));
+    });
+    if (taken) {
+      server.unref();
+      return () => {
+        if (!server.listening) return;
+        server.close();
+        for (const socket of waiters) socket.destroy(); // wakes the labs waiting
+      };
+    }
+    // Held: wait until its holder lets go (or dies), then try again.
+    await new Promise<void>((resolve) => {
+      const socket = connect(LAB_LOCK);
+      socket.on('error', () => resolve());
+      socket.on('close', () => resolve());
+      socket.resume();
+    });
+  }
+}
+
+/**
+ * Removes what labs before this one left (a lab killed with -9 cannot clean up): with the lock held,
+ * every lab-named namespace and host link is a leftover, and its address would shadow this lab's.
+ */
+export function removeLabLeftovers(): string[] {
+  const names = (out: string, pattern: RegExp) =>
+    out
+      .split('\n')
+      .map((line) => pattern.exec(line)?.[1])
+      .filter((n): n is string => n !== undefined && LAB_NAME.test(n));
+  const run = (...args: string[]) => spawnSync('ip', args, { encoding: 'utf8' }).stdout ?? '';
+  const links = names(run('-o', 'link', 'show'), /^\d+:\s+([^:@\s]+)/);
+  const namespaces = names(run('netns', 'list'), /^(\S+)/);
+  for (const link of links) spawnSync('ip', ['link', 'del', link], { stdio: 'ignore' });
+  for (const ns of namespaces) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  return [...links, ...namespaces];
+}
+
 export async function startGeoLab(opts: GeoLabOptions): Promise<GeoLab> {
+  const release = await holdLabLock();
+  const stale = removeLabLeftovers();
+  if (stale.length > 0) console.log(`# geo lab: removed ${stale.length} leftovers of an earlier lab`);
   const p = `em${randomBytes(2).toString('hex')}`; // short: interface names are at most 15 bytes
   const namespaces: string[] = [];
   const lines: ChildProcess[] = [];
@@ -100,7 +164,11 @@ export async function startGeoLab(opts: GeoLabOptions): Promise<GeoLab> {
   };
   const close = () => {
     for (const line of lines) line.kill('SIGTERM');
+    // Its own, not left to the core namespace's teardown (the kernel does that later, asynchronously).
+    spawnSync('ip', ['link', 'del', `${p}H`], { stdio: 'ignore' });
     for (const ns of namespaces.reverse()) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    namespaces.length = 0;
+    release();
   };
   process.once('exit', close);
   try {
