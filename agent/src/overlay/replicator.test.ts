@@ -207,6 +207,43 @@ describe('Replicator', () => {
     }
   });
 
+  it('hedges a copy the PUT waits for that takes too long: an owner alive but stuck does not hold the PUT for the whole timeout', async () => {
+    const asked: string[] = [];
+    const stuck = {
+      id: 'b',
+      address: 'b:1',
+      replicate: (_m: unknown, _s: unknown, signal: AbortSignal) => {
+        asked.push('b');
+        return new Promise((_, reject) =>
+          signal.addEventListener('abort', () => reject(signal.reason as Error)),
+        );
+      },
+    };
+    const c = {
+      id: 'c',
+      address: 'c:1',
+      replicate: () => {
+        asked.push('c');
+        return Promise.resolve({});
+      },
+    };
+    const replicator = replicatorWith({
+      store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
+      placementOf: () => ({ self: true, peers: [stuck, c] }),
+      isAlive: () => true, // membership sees nothing wrong with it
+      writeCopies: 2,
+      timeoutMs: 10_000,
+      hedgeMs: 50,
+    });
+    try {
+      // Unhedged, the answer would come at the timeout with the writer's copy alone (1).
+      assert.equal(await replicator.afterPut({ key: 'k', size: 1000, createdAtMs: 1 } as never), 2);
+      assert.deepEqual(asked, ['b', 'c']);
+    } finally {
+      replicator.close();
+    }
+  });
+
   it('a writer that is not an owner owes the owners their copies until each has one (its own is kept till then)', async () => {
     let cUp = false;
     const owner = (id: string, up: () => boolean) => ({

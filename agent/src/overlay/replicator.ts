@@ -22,6 +22,13 @@ const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30_000;
 /** How often the copies under way check that the nodes copying are still counted alive (else cancelled). */
 const ALIVE_CHECK_MS = 200;
+/**
+ * A copy a PUT waits for that takes longer than hedgeMs plus its size at this rate (10 MB/s, a
+ * sixteenth of what one copy moves on the development machine) is hedged: the next candidate is
+ * asked beside it. An owner that is alive but stuck (a hung disk, a saturated node) would otherwise
+ * hold the PUT for the whole replication timeout.
+ */
+const HEDGE_BYTES_PER_MS = 10_000;
 
 export interface ReplicatorOptions {
   store: ObjectStore;
@@ -43,6 +50,8 @@ export interface ReplicatorOptions {
   /** Copies (this one included) a PUT waits for. */
   writeCopies: number;
   timeoutMs: number;
+  /** A copy a PUT waits for is hedged after this plus its size at 10 MB/s (default 5000). */
+  hedgeMs?: number;
 }
 
 /**
@@ -91,8 +100,11 @@ export class Replicator {
    * with copies nobody waits for); an owner that fails, or that membership stops counting alive
    * while it copies, is replaced by the next owner, then by the next live node in placement order
    * (a stand-in: it keeps the copy as owed, evicted last, and hands it on to the owners by repair).
-   * The owners not needed for the answer get theirs after it. The writer sees to every owner's copy
-   * (repair) until each has confirmed one. The whole wait is bounded by the replication timeout.
+   * The owners not needed for the answer get theirs after it. A copy that takes longer than it
+   * should (hedgeMs plus its size at 10 MB/s) is hedged: the next candidate is asked beside it, and
+   * again after each such interval, so a stuck owner holds the PUT for that long, not the whole
+   * replication timeout. The writer sees to every owner's copy (repair) until each has confirmed
+   * one. The whole wait is bounded by the replication timeout.
    */
   async afterPut(manifest: Manifest): Promise<number> {
     // A node that just started places on the owners it has met: a write that waits for copies
@@ -128,20 +140,31 @@ export class Replicator {
        * ALIVE_CHECK_MS (#track), fails, and its place goes to the next candidate.
        */
       const counting = new Set<PeerTransport>();
+      /** Copies asked beyond those needed, because those asked took too long (hedges). */
+      let hedged = 0;
       // However many owners are tried one after another, the PUT waits one timeout at most.
       const deadline = setTimeout(() => finish(), this.#opts.timeoutMs);
       deadline.unref();
+      const hedgeEveryMs = (this.#opts.hedgeMs ?? 5000) + (manifest.size || 0) / HEDGE_BYTES_PER_MS;
+      const hedge = setInterval(() => {
+        if (candidates.length === 0) return clearInterval(hedge);
+        hedged++;
+        this.#opts.logger.info({ key, waitingOn: [...counting].map((p) => p.id) }, 'copy slow: hedged');
+        next();
+      }, hedgeEveryMs);
+      hedge.unref();
       const finish = () => {
         if (answered) return;
         answered = true;
         clearTimeout(deadline);
+        clearInterval(hedge);
         resolve(1 + confirmed);
         background(candidates.filter((c) => owners.includes(c))); // owners not yet asked
       };
       const next = () => {
         if (answered) return;
         if (confirmed >= needed) return finish();
-        while (confirmed + counting.size < needed && candidates.length > 0) {
+        while (confirmed + counting.size < needed + hedged && candidates.length > 0) {
           const peer = candidates.shift()!;
           counting.add(peer);
           this.#copyTo(peer, manifest, () => owners.includes(peer) && this.schedule(RETRY_FIRST_MS))

@@ -90,6 +90,8 @@ export interface PeerServerOptions {
   /**
    * Copies `key` (version `root`) from `source` into this node's store. Resolves 'stored' once it is
    * there, 'unknown-source' when `source` is not a confirmed member; rejects when the copy fails.
+   * A call its caller cancels does not stop the copy: this node owns (or stands in for) the key and
+   * should hold it, and the caller's next ask joins the download under way.
    */
   replicate?: (
     key: string,
