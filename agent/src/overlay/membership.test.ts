@@ -185,6 +185,44 @@ describe('Membership', () => {
     for (const m of nodes.slice(0, 4)) assert.ok(alive(m).includes('n4'));
   });
 
+  it('goes on aging suspects and the dead when the clock is set back (not stuck until it catches up)', async () => {
+    const { network, nodes, clock } = mesh(2, { deadRetentionMs: 60_000 });
+    await settle();
+    const n0 = nodes[0]!;
+    const state = () => n0.all().find((m) => m.info.nodeId === 'n1')?.state;
+    network.nodes.get('10.0.0.1:7481')!.up = false;
+    n0.tick();
+    await settle();
+    assert.equal(state(), 'suspect');
+    clock.advance(-3_600_000); // an hour back
+    n0.tick();
+    await settle();
+    clock.advance(1000);
+    n0.tick();
+    await settle();
+    assert.equal(state(), 'dead', 'a suspicion timeout after the jump');
+    clock.advance(-3_600_000);
+    n0.tick();
+    clock.advance(60_000);
+    n0.tick();
+    await settle();
+    assert.equal(state(), undefined, 'forgotten a retention after the jump');
+  });
+
+  it('refutes a suspicion of itself again after the clock is set back', async () => {
+    const { bus, clock, nodes } = mesh(2, { probeIntervalMs: 500 });
+    await settle();
+    const self = () => bus.sent.filter((e) => e.from === 'n0' && e.type === 'member.announce').length;
+    const incarnation = () => nodes[1]!.all().find((m) => m.info.nodeId === 'n0')!.info.incarnation;
+    suspectOn(bus, 1, 'n0', 0);
+    await settle();
+    assert.equal(incarnation(), 1);
+    clock.advance(-3_600_000);
+    suspectOn(bus, 1, 'n0', 1);
+    await settle();
+    assert.equal(incarnation(), 2, `refuted again (${self()} announcements)`);
+  });
+
   it('gives a member that restarts at the same address a fresh connection, and counts it alive at once', async () => {
     const { bus, nodes, alive } = mesh(2);
     await settle();

@@ -246,7 +246,7 @@ export class Membership {
    */
   joined(): boolean {
     if (this.#startedAt === undefined || this.#graceOver) return true;
-    if (this.#now() - this.#startedAt >= this.joinGraceMs) return true;
+    if (!this.#tooSoon(this.#startedAt, this.joinGraceMs)) return true;
     const members = [...this.#members.values()];
     return members.some((m) => m.state === 'alive') && !members.some((m) => m.state === 'unconfirmed');
   }
@@ -445,6 +445,9 @@ export class Membership {
   tick(): void {
     const now = this.#now();
     for (const member of this.#members.values()) {
+      // A clock set back: its time in its state starts again now, rather than not at all until the
+      // clock is back where it was (a suspect never dead, a dead member never forgotten).
+      if (member.since > now) member.since = now;
       const suspicionMs = this.#timing.suspicionTimeoutMs * (1 + this.#health);
       if (member.state === 'suspect' && now - member.since >= suspicionMs) {
         this.#setState(member, 'dead', 'no answer within the suspicion timeout');
@@ -496,8 +499,8 @@ export class Membership {
     const due: Member[] = [];
     for (const m of dead) {
       const last = this.#revives.get(m.info.nodeId);
-      if (!last || now - last.at >= REVIVE_EVERY_MS) due.push(m);
-      else if (now - last.at < REVIVE_WAIT_MS) joined.push(last.done);
+      if (!last || !this.#tooSoon(last.at, REVIVE_EVERY_MS)) due.push(m);
+      else joined.push(last.done); // (a try younger than REVIVE_EVERY_MS, so than the wait)
     }
     const picked = Array.from(
       { length: Math.min(REVIVE_AT_ONCE, due.length) },
@@ -848,7 +851,7 @@ export class Membership {
   #refute(): void {
     // At most once a probe period: a flood of suspicions (one peer repeating them) is one refutation.
     const now = this.#now();
-    if (now - this.#refutedAt < this.#timing.probeIntervalMs) return;
+    if (this.#tooSoon(this.#refutedAt, this.#timing.probeIntervalMs)) return;
     this.#refutedAt = now;
     this.#adjustHealth(1); // others cannot hear this node: its own link may be what fails
     this.#self = { ...this.#self, incarnation: this.#self.incarnation + 1 };

@@ -17,6 +17,14 @@ describe('peer reputation', () => {
     assert.equal(r.trusted('liar'), true, `score ${r.score('liar')}`);
   });
 
+  it('decays nothing, and grows nothing, when the clock is set back', () => {
+    const clock = new FakeClock();
+    const r = new Reputation(clock);
+    for (let i = 0; i < 100; i++) r.record('p', 'good');
+    clock.advance(-60 * 60_000); // an hour back: twelve half-lives
+    assert.equal(r.score('p'), 5, 'not 5 x 2^12 of credit');
+  });
+
   it('lets good service build a little credit, never enough to hide a lie', () => {
     const r = new Reputation(new FakeClock());
     for (let i = 0; i < 100; i++) r.record('p', 'good');

@@ -111,7 +111,8 @@ export class Reputation {
   score(peer: string): number {
     const entry = this.#scores.get(peer);
     if (!entry) return 0;
-    return entry.score * 0.5 ** ((this.#clock.now() - entry.atMs) / HALF_LIFE_MS);
+    // (A clock set back decays nothing, rather than growing the score.)
+    return entry.score * 0.5 ** (Math.max(0, this.#clock.now() - entry.atMs) / HALF_LIFE_MS);
   }
 
   trusted(peer: string): boolean {
