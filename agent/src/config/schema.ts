@@ -169,6 +169,8 @@ export const agentConfigSchema = z.strictObject({
       indirectProbes: z._default(int(0, 10), 2),
       suspicionTimeoutMs: z._default(int(100), 1000),
       announceIntervalMs: z._default(int(100), 2000),
+      /** How long a dead member is remembered (a stale announcement cannot bring it back meanwhile). */
+      deadRetentionMs: z._default(int(1000), 60_000),
     }),
     {},
   ),

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type AgentProcess, eventually, peersAlive, startAgentProcess } from '../harness/agent-process.ts';
+import { type NatsServer, natsUnavailable, startNatsServer } from '../harness/nats-server.ts';
+
+const KEYS = 20;
+const unavailable = natsUnavailable();
+if (unavailable) console.log(`# rejoin skipped: ${unavailable}`);
+
+type Entries = { cache: { entries: number } };
+type Members = { mesh: { members: { nodeId: string; state: string }[] } };
+
+/**
+ * A node that is gone long enough to be forgotten, then comes back at the same address with an empty
+ * disk (a pod rescheduled onto the same host with an emptyDir): nothing tells its peers it restarted
+ * (it is learned as a newcomer), and they recorded its address as holding their keys. Membership
+ * tells the replicator to forget that address when it forgets the member (onMemberForgotten), so the
+ * returning node is asked for its keys again.
+ */
+describe(
+  'a member forgotten and back at the same address with an empty disk (2 agents, R = 2, W = 2)',
+  { skip: unavailable ?? false },
+  () => {
+    let dir: string;
+    let nats: NatsServer;
+    const agents: AgentProcess[] = [];
+    const args = (i: number, store: string) => [
+      ...['--node-id', `n${i}`, '--store.dir', join(dir, store), '--mesh', 'rejoin'],
+      ...[
+        '--control-plane.servers',
+        nats.url,
+        '--replication.factor',
+        '2',
+        '--replication.write-copies',
+        '2',
+      ],
+      ...['--membership.probe-interval-ms', '200', '--membership.suspicion-timeout-ms', '600'],
+      ...['--membership.dead-retention-ms', '2000'],
+    ];
+
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'edgemesh-rejoin-'));
+      nats = await startNatsServer();
+      for (let i = 0; i < 2; i++) agents.push(await startAgentProcess(args(i, `n${i}`)));
+      for (const agent of agents) await peersAlive(agent, 1);
+    });
+    after(async () => {
+      await Promise.all(agents.map((a) => a.stop('SIGKILL')));
+      await nats?.stop();
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it('is asked again for every key it owns', async () => {
+      const keys = Array.from({ length: KEYS }, (_, i) => `rejoin/${i}`);
+      for (const key of keys) {
+        const res = await fetch(`${agents[0]!.url}/v1/objects/${key}`, {
+          method: 'PUT',
+          body: randomBytes(4096),
+        });
+        assert.equal(res.status, 201);
+      }
+      // Two nodes, R = 2, W = 2: the PUT answered once n1 held a copy, and n0 recorded it there.
+      const held = async () => ((await agents[1]!.status()) as unknown as Entries).cache.entries;
+      assert.equal(await held(), KEYS);
+      const grpcPort = agents[1]!.grpcPort;
+      await agents[1]!.stop('SIGKILL');
+      await eventually(
+        async () =>
+          ((await agents[0]!.status()) as unknown as Members).mesh.members.length === 0 ? true : undefined,
+        20_000,
+        'n1 forgotten',
+      );
+      // Back at the same address, with an empty disk: learned as a newcomer.
+      agents[1] = await startAgentProcess([...args(1, 'n1-new'), '--grpc.port', String(grpcPort)]);
+      // Counted in its status, not by reads: a read of a key it lacks would fetch it.
+      await eventually(
+        async () => ((await held()) === KEYS ? true : undefined),
+        30_000,
+        'every key copied to the returning n1',
+      ).catch(async (error: unknown) => {
+        throw new Error(`${(error as Error).message}: it holds ${await held()} of ${KEYS}`);
+      });
+    });
+  },
+);
