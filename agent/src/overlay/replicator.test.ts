@@ -244,6 +244,60 @@ describe('Replicator', () => {
     }
   });
 
+  it('hedges by how long each copy has taken, not on a clock of its own: a copy just started is not hedged, and a PUT hedges once', async () => {
+    const asked: string[] = [];
+    const peer = (id: string, behave: (signal: AbortSignal) => Promise<unknown>) => ({
+      id,
+      address: `${id}:1`,
+      replicate: (_m: unknown, _s: unknown, signal: AbortSignal) => {
+        asked.push(id);
+        return behave(signal);
+      },
+    });
+    const after = (ms: number, fail = false) =>
+      new Promise((resolve, reject) =>
+        setTimeout(() => (fail ? reject(new Error('refused')) : resolve({})), ms),
+      );
+    const stuck = (signal: AbortSignal) =>
+      new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error)));
+    // b refuses at 180 ms; c, asked then, copies in 100 ms: due at c's 200 ms, no hedge comes.
+    let replicator = replicatorWith({
+      store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
+      placementOf: () => ({
+        self: true,
+        peers: [peer('b', () => after(180, true)), peer('c', () => after(100))],
+      }),
+      standInsOf: () => [peer('d', () => after(0))],
+      isAlive: () => true,
+      writeCopies: 2,
+      timeoutMs: 10_000,
+      hedgeMs: 200,
+    });
+    try {
+      assert.equal(await replicator.afterPut({ key: 'k', size: 0, createdAtMs: 1 } as never), 2);
+      assert.deepEqual(asked, ['b', 'c']);
+    } finally {
+      replicator.close();
+    }
+    // Every copy stuck (the writer's own uplink, say): one hedge, not one per interval.
+    asked.length = 0;
+    replicator = replicatorWith({
+      store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
+      placementOf: () => ({ self: true, peers: [peer('b', stuck), peer('c', stuck)] }),
+      standInsOf: () => [peer('d', stuck), peer('e', stuck)],
+      isAlive: () => true,
+      writeCopies: 2,
+      timeoutMs: 500,
+      hedgeMs: 20,
+    });
+    try {
+      assert.equal(await replicator.afterPut({ key: 'k', size: 0, createdAtMs: 1 } as never), 1);
+      assert.deepEqual(asked, ['b', 'c']);
+    } finally {
+      replicator.close();
+    }
+  });
+
   it('a writer that is not an owner owes the owners their copies until each has one (its own is kept till then)', async () => {
     let cUp = false;
     const owner = (id: string, up: () => boolean) => ({
