@@ -387,10 +387,12 @@ describe('Membership', () => {
     publishOn(bus, 2, { type: 'members.snapshot', body: { members: [{ ...home, grpc: '10.0.0.8:7481' }] } });
     await settle();
     assert.equal(known().info.grpc, home.grpc, 'n2 cannot re-address n1, dead or not');
-    announceOn(bus, 1, { ...home, grpc: '10.0.0.8:7481' }); // n1's own word (nothing answers there)
+    // n1's own word (nothing answers there), at its life now (it refuted the suspicions meanwhile).
+    const now = nodes[1]!.self;
+    announceOn(bus, 1, { ...now, grpc: '10.0.0.8:7481' });
     await settle();
     assert.equal(known().info.grpc, '10.0.0.8:7481');
-    announceOn(bus, 1, home);
+    announceOn(bus, 1, now);
     await settle();
     assert.equal(known().info.grpc, home.grpc, 'not locked out by the claim');
   });
@@ -427,6 +429,32 @@ describe('Membership', () => {
     assert.equal(known().info.grpc, home.grpc, 'back after the window');
     assert.equal(known().state, 'alive');
     assert.deepEqual(forgotten[0], [`n1@${home.grpc}`, `n1@${away}`]);
+  });
+
+  it('takes no move from a replay of a member’s own older announcement (its old address), dead or alive', async () => {
+    const { bus, network, nodes, clock, cutOffUntilDead } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    const known = () => n0.all().find((m) => m.info.nodeId === 'n1')!;
+    const home = known().info;
+    const old = { ...home, grpc: '10.0.0.8:7481', incarnation: 0 };
+    network.nodes.set(old.grpc, { ...network.nodes.get(home.grpc)! }); // a relay to n1 there
+    announceOn(bus, 1, { ...home, incarnation: 3 }); // a refutation: incarnation 3
+    await settle();
+    assert.equal(known().info.incarnation, 3);
+    announceOn(bus, 1, old); // a replay (within the skew allowed) of one n1 signed before
+    await settle();
+    assert.equal(known().info.grpc, home.grpc, 'alive: not moved');
+    clock.advance(NEW_LIFE_MIN_INTERVAL_MS);
+    await cutOffUntilDead(n0, home.grpc);
+    assert.equal(known().state, 'dead');
+    bus.up = true;
+    announceOn(bus, 1, old);
+    await settle();
+    assert.equal(known().info.grpc, home.grpc, 'dead: not moved either');
+    assert.equal(known().info.incarnation, 3, 'nor its incarnation lowered');
+    network.nodes.get(home.grpc)!.up = true; // the partition heals
+    assert.equal(await n0.reviveNow(() => true), true, 'tried, and back, at its real address');
   });
 
   it('moves a confirmed member only on its own word, not on another’s (even to an address that answers as it), nor takes the life another claims', async () => {

@@ -246,7 +246,7 @@ export class Membership {
    */
   joined(): boolean {
     if (this.#startedAt === undefined || this.#graceOver) return true;
-    if (!this.#tooSoon(this.#startedAt, this.joinGraceMs)) return true;
+    if (this.#now() - this.#startedAt >= this.joinGraceMs) return true; // (else the grace timer ends it)
     const members = [...this.#members.values()];
     return members.some((m) => m.state === 'alive') && !members.some((m) => m.state === 'unconfirmed');
   }
@@ -351,6 +351,12 @@ export class Membership {
       // (a relay another runs) answers as it, and the member's own claims would then wait out the
       // window. A dead one announces itself where it is now, every period, when it comes back.
       this.#opts.onIgnored?.('move-by-another');
+      return;
+    }
+    if (known && (claim === undefined || claim < known.info.incarnation)) {
+      // An announcement older than what is known of the member (a replay, within the skew allowed,
+      // of one it signed before it moved): where it was, not where it is.
+      this.#opts.onIgnored?.('stale-move');
       return;
     }
     if (known && this.#tooSoon(known.movedAt)) {

@@ -17,12 +17,28 @@ describe('peer reputation', () => {
     assert.equal(r.trusted('liar'), true, `score ${r.score('liar')}`);
   });
 
-  it('decays nothing, and grows nothing, when the clock is set back', () => {
+  it('neither grows nor freezes a score when the clock is set back', () => {
     const clock = new FakeClock();
     const r = new Reputation(clock);
     for (let i = 0; i < 100; i++) r.record('p', 'good');
+    r.record('liar', 'bad-chunk');
+    const liar = r.score('liar');
     clock.advance(-60 * 60_000); // an hour back: twelve half-lives
     assert.equal(r.score('p'), 5, 'not 5 x 2^12 of credit');
+    clock.advance(5 * 60_000); // one half-life after the jump
+    assert.equal(r.score('liar'), liar / 2, 'it decays from the jump on, not frozen till the clock is back');
+  });
+
+  it('counts a report as old from a clock set back on, not fresh until the clock is back', () => {
+    const clock = new FakeClock();
+    const r = new Reputation(clock, { self: 'me', hearsayTtlMs: 30_000 });
+    r.heard('a', ['victim'], clock.now());
+    r.heard('b', ['victim'], clock.now());
+    assert.equal(r.trusted('victim'), false);
+    clock.advance(-60 * 60_000);
+    assert.equal(r.trusted('victim'), false, 'still fresh just after the jump');
+    clock.advance(30_001);
+    assert.equal(r.trusted('victim'), true, 'stale 30 s after it');
   });
 
   it('lets good service build a little credit, never enough to hide a lie', () => {

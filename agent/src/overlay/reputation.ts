@@ -39,6 +39,8 @@ export class Reputation {
   readonly #heard = new Map<string, { nodes: Set<string>; atMs: number }>();
   /** The reverse of #heard: for each accused node, who reports it (so a lookup costs its accusers, not every report). */
   readonly #accusers = new Map<string, Set<string>>();
+  /** The clock's time at the last call (#now). */
+  #lastNow = Number.NEGATIVE_INFINITY;
 
   constructor(clock: Clock, opts: { self?: string; hearsayTtlMs?: number } = {}) {
     this.#clock = clock;
@@ -63,7 +65,7 @@ export class Reputation {
     // Dated by when it was said (never later than now), not when it arrived: a delayed or replayed
     // report is as old as it is.
     if (known) this.#unindex(reporter, known.nodes);
-    this.#heard.set(reporter, { nodes: kept, atMs: Math.min(sentAtMs, this.#clock.now()) });
+    this.#heard.set(reporter, { nodes: kept, atMs: Math.min(sentAtMs, this.#now()) });
     for (const node of kept) {
       const accusers = this.#accusers.get(node) ?? new Set<string>();
       accusers.add(reporter);
@@ -83,7 +85,7 @@ export class Reputation {
   reportedBy(peer: string): number {
     const accusers = this.#accusers.get(peer);
     if (!accusers) return 0;
-    const horizon = this.#clock.now() - this.#hearsayTtlMs;
+    const horizon = this.#now() - this.#hearsayTtlMs;
     let n = 0;
     for (const reporter of accusers)
       if (this.#heard.get(reporter)!.atMs >= horizon && this.score(reporter) >= DISTRUST_BELOW) n++;
@@ -101,7 +103,7 @@ export class Reputation {
   }
 
   record(peer: string, outcome: PeerOutcome): void {
-    const now = this.#clock.now();
+    const now = this.#now();
     const score = Math.min(MAX_SCORE, Math.max(MIN_SCORE, this.score(peer) + WEIGHTS[outcome]));
     if (this.#scores.size >= 10_000 && !this.#scores.has(peer)) this.#prune();
     this.#scores.set(peer, { score, atMs: now });
@@ -111,8 +113,7 @@ export class Reputation {
   score(peer: string): number {
     const entry = this.#scores.get(peer);
     if (!entry) return 0;
-    // (A clock set back decays nothing, rather than growing the score.)
-    return entry.score * 0.5 ** (Math.max(0, this.#clock.now() - entry.atMs) / HALF_LIFE_MS);
+    return entry.score * 0.5 ** ((this.#now() - entry.atMs) / HALF_LIFE_MS);
   }
 
   trusted(peer: string): boolean {
@@ -146,12 +147,27 @@ export class Reputation {
   }
 
   #pruneHeard(): void {
-    const horizon = this.#clock.now() - this.#hearsayTtlMs;
+    const horizon = this.#now() - this.#hearsayTtlMs;
     for (const [reporter, report] of this.#heard)
       if (report.atMs < horizon) {
         this.#heard.delete(reporter);
         this.#unindex(reporter, report.nodes);
       }
+  }
+
+  /**
+   * The clock's time. When it went back since the last call (the clock was set back), whatever is
+   * dated after it is moved to it: ages then count from the jump, so a score neither grows nor stays
+   * frozen, and a report does not stay fresh, until the clock is back where it was.
+   */
+  #now(): number {
+    const now = this.#clock.now();
+    if (now < this.#lastNow) {
+      for (const entry of [...this.#scores.values(), ...this.#heard.values()])
+        if (entry.atMs > now) entry.atMs = now;
+    }
+    this.#lastNow = now;
+    return now;
   }
 
   #prune(): void {
