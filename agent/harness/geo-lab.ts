@@ -40,6 +40,8 @@ export interface GeoLabOptions {
   zones: string[];
   /** One way, per delay line. */
   delayMs: number;
+  /** Told when another lab holds the machine's lab lock and this one waits for it. */
+  onWaiting?: () => void;
 }
 
 const has = (cmd: string, args: string[]) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
@@ -58,7 +60,8 @@ export function geoLabUnavailable(): string | undefined {
 
 /**
  * Labs share their addresses (198.18.0.0/24 and the host's route to it), so one runs on a machine at
- * a time. The lock is an abstract Unix socket (Linux): the kernel frees it when its holder exits,
+ * a time. The lock is an abstract Unix socket (Linux), so it is per network namespace: labs are
+ * started from the host's, as tests and benchmarks do. The kernel frees it when its holder exits,
  * however it exits, so a lab killed with -9 leaves no stale lock; waiters connect to it and learn of
  * its release when the connection closes.
  */
@@ -66,7 +69,12 @@ const LAB_LOCK = '\0edgemesh-geo-lab';
 /** What a lab names (namespaces `em<4 hex><role>`, and the host's veth `em<4 hex>H`). */
 const LAB_NAME = /^em[0-9a-f]{4}(core|svc|r\d+|d\d+|n\d+|H)$/;
 
-async function holdLabLock(): Promise<() => void> {
+/** How long a lab waits for the one before it (the full chaos suite holds it about 7 minutes). */
+const LAB_LOCK_WAIT_MS = 20 * 60_000;
+
+async function holdLabLock(onWaiting?: () => void): Promise<() => void> {
+  const giveUpAt = performance.now() + LAB_LOCK_WAIT_MS;
+  let told = false;
   for (;;) {
     const waiters = new Set<Socket>();
     const server: Server = createServer((socket) => {
@@ -89,8 +97,16 @@ async function holdLabLock(): Promise<() => void> {
       };
     }
     // Held: wait until its holder lets go (or dies), then try again.
+    if (!told) {
+      told = true;
+      console.log('# geo lab: another lab runs on this machine; waiting for it to finish');
+      onWaiting?.();
+    }
+    const left = giveUpAt - performance.now();
+    if (left <= 0) throw new Error(`another geo lab held the lock for ${LAB_LOCK_WAIT_MS / 60_000} minutes`);
     await new Promise<void>((resolve) => {
       const socket = connect(LAB_LOCK);
+      socket.setTimeout(left, () => socket.destroy());
       socket.on('error', () => resolve());
       socket.on('close', () => resolve());
       socket.resume();
@@ -112,12 +128,25 @@ export function removeLabLeftovers(): string[] {
   const links = names(run('-o', 'link', 'show'), /^\d+:\s+([^:@\s]+)/);
   const namespaces = names(run('netns', 'list'), /^(\S+)/);
   for (const link of links) spawnSync('ip', ['link', 'del', link], { stdio: 'ignore' });
-  for (const ns of namespaces) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  for (const ns of namespaces) {
+    // Its processes first (agents, nats-server, a delay line orphaned by the kill): they would keep
+    // the namespace, and its links, alive after its name is gone.
+    for (const pid of run('netns', 'pids', ns)
+      .split('\n')
+      .map(Number)
+      .filter((n) => n > 0))
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  }
   return [...links, ...namespaces];
 }
 
 export async function startGeoLab(opts: GeoLabOptions): Promise<GeoLab> {
-  const release = await holdLabLock();
+  const release = await holdLabLock(opts.onWaiting);
   const stale = removeLabLeftovers();
   if (stale.length > 0) console.log(`# geo lab: removed ${stale.length} leftovers of an earlier lab`);
   const p = `em${randomBytes(2).toString('hex')}`; // short: interface names are at most 15 bytes

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { eventually } from '../harness/agent-process.ts';
 import { type GeoLab, geoLabUnavailable, startGeoLab } from '../harness/geo-lab.ts';
 
 const unavailable = geoLabUnavailable();
@@ -13,7 +15,7 @@ const small = () => startGeoLab({ regions: 1, zones: ['a'], delayMs: 1 });
 const prefixOf = (lab: GeoLab) => lab.services.netns.slice(0, -'svc'.length);
 
 describe('geo lab set-up', { skip: unavailable ?? false }, () => {
-  it('removes what a lab killed before it left behind (its namespaces, and its host link with the lab’s address)', async () => {
+  it('removes what a lab killed before it left behind (its namespaces and their processes, and its host link with the lab’s address)', async () => {
     // What a lab killed with -9 leaves: a namespace, and the host's veth holding 198.18.0.1/24,
     // whose route would take this lab's traffic to nowhere (EHOSTUNREACH).
     const old = `em${randomBytes(2).toString('hex')}`;
@@ -24,8 +26,23 @@ describe('geo lab set-up', { skip: unavailable ?? false }, () => {
     );
     ip('addr', 'add', '198.18.0.1/24', 'dev', `${old}H`);
     ip('link', 'set', `${old}H`, 'up');
+    // And a process of it still running in there (an orphaned agent, say), holding the namespace.
+    const orphan = spawn('ip', ['netns', 'exec', `${old}core`, 'sleep', '600'], { stdio: 'ignore' });
+    const orphanGone = once(orphan, 'exit');
+    await eventually(
+      () => Promise.resolve(ip('netns', 'pids', `${old}core`).stdout.trim() ? true : undefined),
+      10_000,
+      'the orphan running',
+    );
     const lab = await small();
     try {
+      const killed = await Promise.race([
+        orphanGone.then(() => true),
+        new Promise<false>((r) => setTimeout(r, 10_000, false).unref()),
+      ]);
+      if (!killed) orphan.kill('SIGKILL'); // (ip netns exec's child stays: the test says so below)
+      assert.ok(killed, 'the orphan in the old namespace was killed');
+
       assert.doesNotMatch(ip('netns', 'list').stdout, new RegExp(old), 'the old namespace is gone');
       assert.notEqual(ip('link', 'show', `${old}H`).status, 0, 'the old host link is gone');
       const route = ip('-o', 'route', 'get', lab.hosts[0]!.ip).stdout;
@@ -40,22 +57,21 @@ describe('geo lab set-up', { skip: unavailable ?? false }, () => {
     );
   });
 
-  it('runs one lab at a time on a machine (they share their addresses): the next starts once the first closes', async () => {
+  it('runs one lab at a time on a machine (they share their addresses): the next waits until the first closes', async () => {
     const first = await small();
-    let closed = false;
-    const second = small().then((lab) => ({ lab, closedBefore: closed }));
-    // A lab starts within a second or two here; the second must still be waiting after that.
-    const early = await Promise.race([second, new Promise((r) => setTimeout(r, 3000, 'waiting'))]);
+    let waiting!: () => void;
+    const waited = new Promise<'waiting'>((resolve) => (waiting = () => resolve('waiting')));
+    const second = startGeoLab({ regions: 1, zones: ['a'], delayMs: 1, onWaiting: waiting });
+    // It finds the lock held and waits (an event), rather than starting beside the first.
+    const early = await Promise.race([waited, second.then(() => 'started' as const)]);
     if (early !== 'waiting') {
       first.close();
-      (await second).lab.close();
+      (await second).close();
       assert.fail('a second lab started while the first was up');
     }
-    closed = true;
     first.close();
-    const { lab, closedBefore } = await second;
+    const lab = await second;
     lab.close();
-    assert.ok(closedBefore);
     assert.notEqual(prefixOf(lab), prefixOf(first));
   });
 });

@@ -39,7 +39,7 @@ describe(
         '2',
       ],
       ...['--membership.probe-interval-ms', '200', '--membership.suspicion-timeout-ms', '600'],
-      ...['--membership.dead-retention-ms', '2000'],
+      ...['--membership.dead-retention-ms', '5000'],
     ];
 
     before(async () => {

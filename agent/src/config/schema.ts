@@ -169,8 +169,12 @@ export const agentConfigSchema = z.strictObject({
       indirectProbes: z._default(int(0, 10), 2),
       suspicionTimeoutMs: z._default(int(100), 1000),
       announceIntervalMs: z._default(int(100), 2000),
-      /** How long a dead member is remembered (a stale announcement cannot bring it back meanwhile). */
-      deadRetentionMs: z._default(int(1000), 60_000),
+      /**
+       * How long a dead member is remembered (a stale announcement cannot bring it back meanwhile),
+       * and an announced one that never answered is kept. At least 5 s: a newcomer's first answer may
+       * take a few probe timeouts.
+       */
+      deadRetentionMs: z._default(int(5000), 60_000),
     }),
     {},
   ),
