@@ -17,7 +17,7 @@ import { type AgentProcess, peersAlive } from '../agent/harness/agent-process.ts
 import { geoLabUnavailable, startGeoLab, startLabAgents } from '../agent/harness/geo-lab.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { Placement } from '../agent/src/overlay/placement.ts';
-import type { HopClass } from '../agent/src/overlay/proximity.ts';
+import type { HopClass } from '../agent/src/domain.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 const MiB = 2 ** 20;

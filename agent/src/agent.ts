@@ -11,6 +11,7 @@ import { ObjectStore } from './cache/object-store.ts';
 import type { AgentConfig } from './config/schema.ts';
 import { PeerFetcher } from './fetch/peer-fetcher.ts';
 import { Swarm } from './fetch/swarm.ts';
+import { watchPolicy } from './fetch/watch.ts';
 import { UploadLimiter } from './transport/upload-limiter.ts';
 import { MIN_CHUNK_SIZE } from './cache/chunking.ts';
 import { createApp } from './http/app.ts';
@@ -307,8 +308,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         throw error;
       }
     },
-    swarm,
-    trusted: (holder) => overlay.resolve(holder) !== undefined,
+    watch: watchPolicy({
+      lookup: (key) => store.lookup(key),
+      swarm,
+      trusted: (holder) => overlay.resolve(holder) !== undefined,
+    }),
+    earlyChunk: (digest) => swarm.chunk(digest),
     upload: { limiter: uploadLimiter, groupOf: (nodeId) => overlay.groupOf(nodeId) },
     replicate: async (key, root, source) => {
       const transport = overlay.resolve(source);
@@ -391,7 +396,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // Headers must come within 10 s (a client that trickles them holds nothing for long); a body or a
   // response may take as long as it keeps moving (a large PUT or GET), and a connection on which
   // nothing moves for http.idleTimeoutMs is closed (an exchange stream, which waits for messages, is
-  // exempt: exchange/routes.ts).
+  // exempt: http/exchange.ts).
   const http: HttpServer = createServer(
     {
       requestTimeout: 0,

@@ -7,10 +7,6 @@ export interface ExchangeMessage {
   body: Buffer;
 }
 
-/** The largest direct-exchange message. */
-export const MAX_EXCHANGE_BYTES = 1024 * 1024;
-/** Topics are 1-128 of [A-Za-z0-9._-]. */
-export const TOPIC = /^[A-Za-z0-9._-]{1,128}$/;
 /** Messages kept per topic while no consumer reads it; the oldest go first. */
 export const MAX_QUEUED = 1000;
 /** Bytes kept per topic while no consumer reads it. */

@@ -1,7 +1,8 @@
 import type { Manifest } from '../cache/manifest.ts';
 import type { ObjectHandle, ObjectStore } from '../cache/object-store.ts';
 import type { Source } from '../telemetry/counters.ts';
-import { headOf, type ObjectHead } from './swarm.ts';
+import type { ObjectHead } from '../domain.ts';
+import { headOf } from './swarm.ts';
 
 /**
  * An object being read, wherever its bytes come from: verified chunks by index. `close()` must be

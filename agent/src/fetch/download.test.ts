@@ -8,7 +8,7 @@ import { chunkLength, chunkSizeFor, digestOf, rootDigest } from '../cache/chunki
 import type { Manifest } from '../cache/manifest.ts';
 import { ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
-import type { HopClass } from '../overlay/proximity.ts';
+import type { HopClass } from '../domain.ts';
 import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { systemClock } from '../time/clock.ts';

@@ -9,7 +9,8 @@ import type { Logger } from '../telemetry/logger.ts';
 import { SpanKind, SpanStatusCode, tracer } from '../telemetry/tracing.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { Located } from './peer-fetcher.ts';
-import { headOf, type ObjectHead, type Progress, Seeder, type Swarm } from './swarm.ts';
+import type { ObjectHead } from '../domain.ts';
+import { headOf, type Progress, Seeder, type Swarm } from './swarm.ts';
 
 export interface OriginRule {
   prefix: string;

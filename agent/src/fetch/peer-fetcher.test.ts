@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { chunkSizeFor, digestOf, rootDigest } from '../cache/chunking.ts';
 import { ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
-import type { Holder } from '../overlay/holder-index.ts';
+import type { Holder } from '../domain.ts';
 import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { systemClock } from '../time/clock.ts';

@@ -1,9 +1,8 @@
 import { IntegrityError } from '../cache/errors.ts';
 import { chunkLength, digestOf, isDigest, rootDigest } from '../cache/chunking.ts';
 import { type Manifest, type NodeSignature, parseManifest } from '../cache/manifest.ts';
-import { HOP_CLASSES, type HopClass } from '../overlay/proximity.ts';
-import { headOf, type ObjectHead, Progress, type Swarm } from './swarm.ts';
-import type { Holder } from '../overlay/holder-index.ts';
+import { HOP_CLASSES, type Holder, type HopClass, type ObjectHead } from '../domain.ts';
+import { headOf, Progress, type Swarm } from './swarm.ts';
 import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
 import { Counters } from '../telemetry/counters.ts';

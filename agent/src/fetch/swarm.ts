@@ -1,14 +1,6 @@
 import { chunkCount } from '../cache/chunking.ts';
 import type { Manifest } from '../cache/manifest.ts';
-import type { Holder } from '../overlay/holder-index.ts';
-
-/** What is known of an object before its manifest: enough to lay out its chunks. */
-export interface ObjectHead {
-  key: string;
-  size: number;
-  chunkSize: number;
-  contentType?: string;
-}
+import type { Holder, ObjectHead } from '../domain.ts';
 
 export function headOf(manifest: Manifest): ObjectHead {
   const { key, size, chunkSize, contentType } = manifest;

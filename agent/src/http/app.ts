@@ -6,8 +6,8 @@ import type { PeerFetcher } from '../fetch/peer-fetcher.ts';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
-import { type ExchangeDeps, receiveHandler, sendHandler } from '../exchange/routes.ts';
 import { HttpError, sendError, toHttpError } from './errors.ts';
+import { type ExchangeDeps, receiveHandler, sendHandler } from './exchange.ts';
 import { objectsHandler, requestKey } from './objects.ts';
 import type { AccessControl, Principal, Verb } from './access.ts';
 

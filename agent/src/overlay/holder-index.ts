@@ -1,11 +1,6 @@
 import type { Manifest } from '../cache/manifest.ts';
+import type { Holder } from '../domain.ts';
 import type { Clock } from '../time/clock.ts';
-
-/** A member that holds an object: its node id and data-plane address. */
-export interface Holder {
-  readonly nodeId: string;
-  readonly grpc: string;
-}
 
 /** How long a holder record lasts unless renewed. */
 export const HOLDER_TTL_MS = 10 * 60_000;

@@ -4,8 +4,7 @@
  * round trip (measured, else estimated from network coordinates), inflated by how busy the holder is.
  */
 
-export const HOP_CLASSES = ['node', 'zone', 'region', 'remote'] as const;
-export type HopClass = (typeof HOP_CLASSES)[number];
+import { HOP_CLASSES, type HopClass } from '../domain.ts';
 
 export interface Place {
   readonly id: string;

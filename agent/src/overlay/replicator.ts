@@ -2,7 +2,7 @@ import type { Manifest, NodeSignature } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
-import type { Holder } from './holder-index.ts';
+import type { Holder } from '../domain.ts';
 
 /**
  * Replicate calls under way at once during a repair pass (a pool: the next starts as soon as one

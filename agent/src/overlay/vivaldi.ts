@@ -6,6 +6,8 @@
  * of itself than the peer is. The estimate to any node whose coordinate is known needs no measurement.
  */
 
+import type { Coordinate } from '../domain.ts';
+
 /** Space dimensions (Serf uses 8; the height carries the rest). */
 export const DIMENSIONS = 8;
 /** Largest error estimate; new nodes start here. */
@@ -23,13 +25,6 @@ export const LATENCY_FILTER_SIZE = 3;
  * values beyond it (a peer's 1e200) square to infinity and would turn this node's coordinate NaN.
  */
 export const COORDINATE_MAX = 86_400_000;
-
-export interface Coordinate {
-  readonly vec: readonly number[];
-  /** ms */
-  readonly height: number;
-  readonly error: number;
-}
 
 export function origin(): Coordinate {
   return { vec: new Array<number>(DIMENSIONS).fill(0), height: HEIGHT_MIN, error: ERROR_MAX };

@@ -1,4 +1,4 @@
-import type { HopClass } from '../overlay/proximity.ts';
+import type { HopClass } from '../domain.ts';
 
 /** Where the bytes of a response came from (the X-Edgemesh-Source header). */
 export const SOURCES = ['local', 'peer', 'origin'] as const;

@@ -10,7 +10,7 @@ import {
 import { channelOptions } from './peer-server.ts';
 import { injectInto } from '../telemetry/tracing.ts';
 import type { Manifest, NodeSignature } from '../cache/manifest.ts';
-import type { Holder } from '../overlay/holder-index.ts';
+import type { Holder } from '../domain.ts';
 import {
   fromWire,
   peerService,

@@ -11,11 +11,9 @@ import { IntegrityError, ObjectNotFoundError } from '../cache/errors.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { Coordinate } from '../overlay/vivaldi.ts';
 import { type Manifest, type NodeSignature, parseManifest } from '../cache/manifest.ts';
 import { isKey, keyProblem } from '../keys.ts';
-import { MAX_EXCHANGE_BYTES, TOPIC } from '../exchange/inbox.ts';
-import type { Holder } from '../overlay/holder-index.ts';
+import { type Coordinate, type Holder, MAX_EXCHANGE_BYTES, type ObjectHead, TOPIC } from '../domain.ts';
 import {
   fromWire,
   MAX_DIGESTS_PER_FETCH,
@@ -29,7 +27,6 @@ import {
   type WireSignature,
   type WireWatchEvent,
 } from './peer-service.ts';
-import type { ObjectHead, Swarm } from '../fetch/swarm.ts';
 import type { UploadLimiter } from './upload-limiter.ts';
 import type { PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
@@ -112,10 +109,15 @@ export interface PeerServerOptions {
    * origin has it.
    */
   fetchOrigin?: (key: string) => Promise<{ manifest: Manifest } | { head: ObjectHead } | undefined>;
-  /** The objects this node is getting and the members getting them too (Watch, early chunks). */
-  swarm?: Swarm;
-  /** Whether `holder` is a member confirmed at that address (only those are named to others). */
-  trusted?: (holder: Holder) => boolean;
+  /**
+   * Answers a Watch of `key` by `from` (the caller, when it names itself; its claim is checked here)
+   * on `stream`; false when this node neither holds nor is getting the key (the call fails
+   * NOT_FOUND). What to tell whom is the swarm's business (fetch/watch.ts); without it, every Watch
+   * is NOT_FOUND.
+   */
+  watch?: (key: string, from: Holder | undefined, stream: WatchStream) => boolean;
+  /** A verified chunk of an object this node is still getting, not yet in the store (served early). */
+  earlyChunk?: (digest: string) => Buffer | undefined;
   /** Checks that a node of the mesh vouches for a manifest a peer sends (Hold); throws when none does. */
   verifyManifest?: (manifest: Manifest) => void;
   /** Caps and shares this node's upload; `groupOf` puts a requesting node id in its zone. */
@@ -124,6 +126,32 @@ export interface PeerServerOptions {
     lookup(key: string): { manifest: Manifest; holders: Holder[] } | undefined;
     record(manifest: Manifest, holder: Holder): void;
   };
+}
+
+/** One Watch event, before it goes on the wire (see WatchEvent in peer.proto). */
+export interface WatchEvent {
+  /** First event only: the object's shape. */
+  head?: ObjectHead;
+  /** Digests (hex) of chunks firstDigest, firstDigest + 1, ... that became known. */
+  firstDigest?: number;
+  digests?: readonly string[];
+  /** Chunks (by index) this node now holds, verified. */
+  have?: readonly number[];
+  /** Other members getting or holding the object. */
+  peers?: readonly Holder[];
+  /** The complete manifest: the last event. */
+  manifest?: Manifest;
+}
+
+/** A Watch call as its handler (PeerServerOptions.watch) sees it. */
+export interface WatchStream {
+  write(event: WatchEvent): void;
+  /** Ends the stream (after the complete manifest). */
+  end(): void;
+  /** Ends the call UNAVAILABLE: getting the key failed here. */
+  fail(error: Error): void;
+  /** Calls `listener` when the caller goes (cancelled or closed); it may be called more than once. */
+  onClose(listener: () => void): void;
 }
 
 /** gRPC channel options shared by both ends of the data plane. */
@@ -465,8 +493,8 @@ function headToWire(head: ObjectHead): WireManifest {
 }
 
 /**
- * Watch: what this node has of a key (all of it, or an object in progress and then each step of
- * it), naming the other members of its swarm as they come. Throws a gRPC error for a bad request.
+ * Watch: checks the request and the caller's claim, then hands the call to `opts.watch` as a
+ * WatchStream. Throws a gRPC error for a bad request or a key this node neither holds nor is getting.
  */
 function watchObject(
   opts: PeerServerOptions,
@@ -478,67 +506,36 @@ function watchObject(
   if (problem) throw grpcError(status.INVALID_ARGUMENT, problem);
   const forged = from && claimProblem(opts, call, from.nodeId, 'watcher');
   if (forged) throw forged;
-  const swarm = opts.swarm;
-  if (from && swarm && opts.trusted?.(from)) swarm.join(key, { nodeId: from.nodeId, grpc: from.grpc });
-  const peers = () => swarm?.peersOf(key, from?.nodeId) ?? [];
-  const local = opts.store.lookup(key);
-  if (local) {
-    call.write({ manifest: toWire(local), peers: peers() });
-    call.end();
-    return;
-  }
-  const progress = swarm?.get(key);
-  if (!swarm || !progress || progress.ended) throw grpcError(status.NOT_FOUND, `not getting ${key}`);
-  // The origin fetcher shows each new chunk to one watcher first (super-seeding, see Seeder).
-  const seeded = progress.seeder?.add((index) => call.write({ have: [index] }));
-  const have: number[] = seeded?.initial ?? [];
-  if (!seeded) progress.have.forEach((h, i) => h && have.push(i));
-  call.write({
-    head: headToWire(progress.head),
-    firstDigest: 0,
-    digests: progress.digests.map((d) => Buffer.from(d, 'hex')),
-    have,
-    peers: peers(),
-  });
-  const stopJoins = swarm.onJoin(key, (holder) => {
-    if (holder.nodeId !== from?.nodeId) call.write({ peers: [holder] });
-  });
-  const stop = progress.subscribe((event) => {
-    switch (event.kind) {
-      case 'digests':
-        call.write({ firstDigest: event.first, digests: event.digests.map((d) => Buffer.from(d, 'hex')) });
-        break;
-      case 'have':
-        if (!seeded) call.write({ have: [event.index] });
-        break;
-      case 'complete':
-        stopJoins();
-        call.write({ manifest: toWire(event.manifest), peers: peers() });
-        call.end();
-        break;
-      case 'failed':
-        stopJoins();
-        call.emit(
-          'error',
-          grpcError(status.UNAVAILABLE, `getting ${key} failed here: ${event.error.message}`),
-        );
-        break;
-    }
-  });
-  const cancel = () => {
-    stop();
-    stopJoins();
-    seeded?.remove();
+  const stream: WatchStream = {
+    write: (event) => call.write(watchEventToWire(event)),
+    end: () => call.end(),
+    fail: (error) =>
+      call.emit('error', grpcError(status.UNAVAILABLE, `getting ${key} failed here: ${error.message}`)),
+    onClose: (listener) => {
+      call.on('cancelled', listener);
+      call.on('close', listener);
+    },
   };
-  call.on('cancelled', cancel);
-  call.on('close', cancel);
+  const watching = opts.watch?.(key, from && { nodeId: from.nodeId, grpc: from.grpc }, stream) ?? false;
+  if (!watching) throw grpcError(status.NOT_FOUND, `not getting ${key}`);
+}
+
+function watchEventToWire(event: WatchEvent): WireWatchEvent {
+  return {
+    ...(event.head ? { head: headToWire(event.head) } : {}),
+    ...(event.firstDigest !== undefined ? { firstDigest: event.firstDigest } : {}),
+    ...(event.digests ? { digests: event.digests.map((d) => Buffer.from(d, 'hex')) } : {}),
+    ...(event.have ? { have: [...event.have] } : {}),
+    ...(event.peers ? { peers: [...event.peers] } : {}),
+    ...(event.manifest ? { manifest: toWire(event.manifest) } : {}),
+  };
 }
 
 async function streamChunks(
   opts: PeerServerOptions,
   call: ServerWritableStream<{ digests: Buffer[]; fromNode: string }, ChunkPiece>,
 ) {
-  const { store, counters, swarm, upload } = opts;
+  const { store, counters, upload } = opts;
   const forged = call.request.fromNode
     ? claimProblem(opts, call, call.request.fromNode, 'requester')
     : undefined;
@@ -556,7 +553,7 @@ async function streamChunks(
   for (const [index, digest] of digests.entries()) {
     let data: Buffer;
     try {
-      data = swarm?.chunk(digest) ?? (await store.readChunk(digest));
+      data = opts.earlyChunk?.(digest) ?? (await store.readChunk(digest));
     } catch (error) {
       if (error instanceof ObjectNotFoundError) throw grpcError(status.NOT_FOUND, `no chunk ${digest}`);
       if (error instanceof IntegrityError)

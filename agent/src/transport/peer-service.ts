@@ -4,7 +4,7 @@ import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { MAX_CHUNK_SIZE } from '../cache/chunking.ts';
 import { type Manifest, type NodeSignature, parseSignature } from '../cache/manifest.ts';
-import type { Coordinate } from '../overlay/vivaldi.ts';
+import type { Coordinate } from '../domain.ts';
 import { decodePiece, encodePiece } from './piece-codec.ts';
 
 /**

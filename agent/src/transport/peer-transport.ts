@@ -1,6 +1,5 @@
 import type { Manifest, NodeSignature } from '../cache/manifest.ts';
-import type { Holder } from '../overlay/holder-index.ts';
-import type { Coordinate } from '../overlay/vivaldi.ts';
+import type { Coordinate, Holder } from '../domain.ts';
 
 /**
  * How the agent talks to one peer. The real one is gRPC (peer-client.ts); the seam lets fetch logic

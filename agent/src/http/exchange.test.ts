@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import express from 'express';
+import { Inbox } from '../exchange/inbox.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
-import { Inbox } from './inbox.ts';
-import { type ExchangeDeps, sendHandler } from './routes.ts';
+import { type ExchangeDeps, sendHandler } from './exchange.ts';
 
 /** POSTs one message through sendHandler(deps) on a real HTTP server; its status and answer. */
 async function send(deps: ExchangeDeps, target: string): Promise<{ status: number; body: unknown }> {

@@ -1,7 +1,8 @@
 import type { Request, Response } from 'express';
-import { HttpError, sendError, toHttpError } from '../http/errors.ts';
+import { MAX_EXCHANGE_BYTES, TOPIC } from '../domain.ts';
+import type { ExchangeMessage, Inbox } from '../exchange/inbox.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
-import { type ExchangeMessage, type Inbox, MAX_EXCHANGE_BYTES, TOPIC } from './inbox.ts';
+import { HttpError, sendError, toHttpError } from './errors.ts';
 
 /** Bytes a receiving client may leave unread before it is disconnected. */
 export const MAX_UNREAD_BYTES = 16 * 1024 * 1024;
