@@ -92,7 +92,7 @@ type Status = {
 // setting, unless the environment sets its own (to try others: MALLOC_MMAP_THRESHOLD_=65536 npm run soak).
 for (const [k, v] of Object.entries(AGENT_MALLOC_ENV)) process.env[k] ??= v;
 const mallocEnv = Object.entries(process.env)
-  .filter(([k]) => k.startsWith('MALLOC_'))
+  .filter(([k]) => k.startsWith('MALLOC_') || k === 'LD_PRELOAD') // (LD_PRELOAD: another malloc)
   .map(([k, v]) => `${k}=${v}`)
   .join(' ');
 
