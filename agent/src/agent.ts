@@ -261,7 +261,6 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     logger,
     writeCopies: config.replication.writeCopies,
     timeoutMs: config.replication.timeoutMs,
-    hedgeMs: config.transfer.peerTimeoutMs,
   });
   forgetReplicas = (key) => replicator.forgetKey(key);
   owedToOwners = (key) => replicator.owesCopies(key);

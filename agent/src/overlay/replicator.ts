@@ -22,18 +22,6 @@ const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30_000;
 /** How often the copies under way check that the nodes copying are still counted alive (else cancelled). */
 const ALIVE_CHECK_MS = 200;
-/**
- * A copy a PUT waits for that takes longer than hedgeMs plus its size at this rate (10 MB/s, a
- * sixteenth of what one copy moves on the development machine) is hedged: the next candidate is
- * asked beside it. An owner that is alive but stuck (a hung disk, a saturated node) would otherwise
- * hold the PUT for the whole replication timeout.
- */
-const HEDGE_BYTES_PER_MS = 10_000;
-/**
- * Hedges per PUT. When the writer itself is what is slow (its uplink, its disk), every copy is slow,
- * and each hedge would add another pull on the same source.
- */
-const MAX_HEDGES = 1;
 
 export interface ReplicatorOptions {
   store: ObjectStore;
@@ -55,8 +43,6 @@ export interface ReplicatorOptions {
   /** Copies (this one included) a PUT waits for. */
   writeCopies: number;
   timeoutMs: number;
-  /** A copy a PUT waits for is hedged after this plus its size at 10 MB/s (default 5000). */
-  hedgeMs?: number;
 }
 
 /**
@@ -105,10 +91,8 @@ export class Replicator {
    * with copies nobody waits for); an owner that fails, or that membership stops counting alive
    * while it copies, is replaced by the next owner, then by the next live node in placement order
    * (a stand-in: it keeps the copy as owed, evicted last, and hands it on to the owners by repair).
-   * The owners not needed for the answer get theirs after it. A copy that takes longer than it
-   * should (hedgeMs plus its size at 10 MB/s) is hedged, once per PUT: the next candidate is asked
-   * beside it, so a stuck owner holds the PUT for that long, not the whole replication timeout. The writer sees to every owner's copy (repair) until each has confirmed
-   * one. The whole wait is bounded by the replication timeout.
+   * The owners not needed for the answer get theirs after it. The writer sees to every owner's copy
+   * (repair) until each has confirmed one. The whole wait is bounded by the replication timeout.
    */
   async afterPut(manifest: Manifest): Promise<number> {
     // A node that just started places on the owners it has met: a write that waits for copies
@@ -144,57 +128,32 @@ export class Replicator {
        * ALIVE_CHECK_MS (#track), fails, and its place goes to the next candidate.
        */
       const counting = new Set<PeerTransport>();
-      /** When each copy under way started (performance.now()). */
-      const startedAt = new Map<PeerTransport, number>();
-      /** Copies asked beyond those needed because one took too long (a hedge): at most one. */
-      let hedged = 0;
-      let hedgeTimer: NodeJS.Timeout | undefined;
       // However many owners are tried one after another, the PUT waits one timeout at most.
       const deadline = setTimeout(() => finish(), this.#opts.timeoutMs);
       deadline.unref();
-      const hedgeAfterMs = (this.#opts.hedgeMs ?? 5000) + (manifest.size || 0) / HEDGE_BYTES_PER_MS;
-      /** Hedges once the oldest copy under way has taken hedgeAfterMs (re-armed as copies come and go). */
-      const armHedge = () => {
-        clearTimeout(hedgeTimer);
-        if (answered || hedged >= MAX_HEDGES || candidates.length === 0 || startedAt.size === 0) return;
-        const oldest = Math.min(...startedAt.values());
-        hedgeTimer = setTimeout(
-          () => {
-            hedged++;
-            this.#opts.logger.info({ key, waitingOn: [...counting].map((p) => p.id) }, 'copy slow: hedged');
-            next();
-          },
-          Math.max(0, oldest + hedgeAfterMs - performance.now()),
-        );
-        hedgeTimer.unref();
-      };
       const finish = () => {
         if (answered) return;
         answered = true;
         clearTimeout(deadline);
-        clearTimeout(hedgeTimer);
         resolve(1 + confirmed);
         background(candidates.filter((c) => owners.includes(c))); // owners not yet asked
       };
       const next = () => {
         if (answered) return;
         if (confirmed >= needed) return finish();
-        while (confirmed + counting.size < needed + hedged && candidates.length > 0) {
+        while (confirmed + counting.size < needed && candidates.length > 0) {
           const peer = candidates.shift()!;
           counting.add(peer);
-          startedAt.set(peer, performance.now());
           this.#copyTo(peer, manifest, () => owners.includes(peer) && this.schedule(RETRY_FIRST_MS))
             .catch(() => false)
             .then((ok) => {
               if (ok && !answered) confirmed++;
               if (ok) relay ??= peer;
               counting.delete(peer);
-              startedAt.delete(peer);
               next();
             })
             .catch(() => undefined);
         }
-        armHedge();
         if (counting.size === 0) finish(); // nothing under way, nobody left to ask
       };
       next();
