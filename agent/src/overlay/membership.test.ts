@@ -392,6 +392,7 @@ describe('Membership', () => {
     announceOn(bus, 1, { ...now, grpc: '10.0.0.8:7481' });
     await settle();
     assert.equal(known().info.grpc, '10.0.0.8:7481');
+    clock.advance(FRESH_MIN_INTERVAL_MS); // (a new address at most once a second)
     announceOn(bus, 1, now);
     await settle();
     assert.equal(known().info.grpc, home.grpc, 'not locked out by the claim');
@@ -429,6 +430,41 @@ describe('Membership', () => {
     assert.equal(known().info.grpc, home.grpc, 'back after the window');
     assert.equal(known().state, 'alive');
     assert.deepEqual(forgotten[0], [`n1@${home.grpc}`, `n1@${away}`]);
+  });
+
+  it('connects to a new address a member claims at most once a second, answered or not (no reflection off every node)', async () => {
+    const { bus, clock, network, nodes } = mesh(2);
+    await settle();
+    const connects: string[] = [];
+    const transport = network.transport.bind(network);
+    network.transport = (from, info) => {
+      if (from === '10.0.0.0:7481') connects.push(info.grpc);
+      return transport(from, info);
+    };
+    const victim = (i: number) => `192.0.2.1:${i % 2}`; // nothing answers there
+    const liar = { ...nodes[1]!.self, nodeId: 'liar', grpc: victim(0) };
+    // Its own announcements (signed by it), each naming another address.
+    const own = (grpc: string) =>
+      bus.planes[1]!.plane.publish({
+        v: 1,
+        mesh: 'm',
+        from: 'liar',
+        sentAtMs: 0,
+        type: 'member.announce',
+        body: { member: { ...liar, grpc } },
+      } as ControlEvent);
+    for (let i = 0; i < 100; i++) own(victim(i));
+    await settle();
+    // Its first address, and one new one in the second.
+    assert.deepEqual(
+      connects,
+      [victim(0), victim(1)],
+      `${connects.length} connections for 100 announcements`,
+    );
+    clock.advance(FRESH_MIN_INTERVAL_MS);
+    own(victim(2));
+    await settle();
+    assert.deepEqual(connects.slice(2), [victim(2)], 'its next one after the second is taken');
   });
 
   it('takes no move from a replay of a member’s own older announcement (its old address), dead or alive', async () => {

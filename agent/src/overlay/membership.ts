@@ -363,6 +363,14 @@ export class Membership {
       this.#opts.onIgnored?.('move-too-soon'); // its next announcement may move it
       return;
     }
+    if (known && this.#tooSoon(known.freshAt, FRESH_MIN_INTERVAL_MS)) {
+      // Every address claimed costs a connection to it, answered or not: at most one a second per
+      // member, or a member naming a new address in each announcement would have every node connect
+      // wherever it says.
+      this.#opts.onIgnored?.('move-too-soon');
+      return;
+    }
+    if (known) known.freshAt = this.#now();
     if (confirmed) {
       this.#verifyMove(known, { ...info, incarnation: claim ?? known.info.incarnation }).catch(
         (error: unknown) =>
@@ -392,6 +400,7 @@ export class Membership {
             recopyOwed: known.recopyOwed,
             movedAt: known.movedAt,
             confirmedAt: known.confirmedAt,
+            freshAt: known.freshAt,
           }
         : {}),
     });
