@@ -452,7 +452,7 @@ describe('Membership', () => {
         sentAtMs: 0,
         type: 'member.announce',
         body: { member: { ...liar, grpc } },
-      } as ControlEvent);
+      });
     for (let i = 0; i < 100; i++) own(victim(i));
     await settle();
     // Its first address, and one new one in the second.
