@@ -124,14 +124,14 @@ export function removeLabLeftovers(): string[] {
       .split('\n')
       .map((line) => pattern.exec(line)?.[1])
       .filter((n): n is string => n !== undefined && LAB_NAME.test(n));
-  const run = (...args: string[]) => spawnSync('ip', args, { encoding: 'utf8' }).stdout ?? '';
-  const links = names(run('-o', 'link', 'show'), /^\d+:\s+([^:@\s]+)/);
-  const namespaces = names(run('netns', 'list'), /^(\S+)/);
+  const ipOut = (...args: string[]) => spawnSync('ip', args, { encoding: 'utf8' }).stdout ?? '';
+  const links = names(ipOut('-o', 'link', 'show'), /^\d+:\s+([^:@\s]+)/);
+  const namespaces = names(ipOut('netns', 'list'), /^(\S+)/);
   for (const link of links) spawnSync('ip', ['link', 'del', link], { stdio: 'ignore' });
   for (const ns of namespaces) {
     // Its processes first (agents, nats-server, a delay line orphaned by the kill): they would keep
     // the namespace, and its links, alive after its name is gone.
-    for (const pid of run('netns', 'pids', ns)
+    for (const pid of ipOut('netns', 'pids', ns)
       .split('\n')
       .map(Number)
       .filter((n) => n > 0))
