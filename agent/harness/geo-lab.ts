@@ -313,7 +313,8 @@ export async function startLabAgents(
 /** Why the lab's faults (partition, limitRate) cannot run here, or undefined when they can. */
 export function labFaultsUnavailable(): string | undefined {
   if (!has('iptables', ['--version'])) return 'iptables is not installed (a partition drops packets)';
-  if (!has('tc', ['-V'])) return 'tc (iproute2) is not installed (a slow peer is a tbf qdisc)';
+  if (!has('tc', ['-V']))
+    return 'tc (iproute2) is not installed (a slow peer is an htb class with a tbf qdisc)';
   return undefined;
 }
 
@@ -340,26 +341,21 @@ export function partition(lab: GeoLab, cut: readonly LabHost[]): () => void {
 }
 
 /**
- * Makes `host` a slow peer: what it sends leaves at most `bytesPerSecond` (a tbf qdisc on its
- * interface; the lab's large frames need a burst of several of them). Returns the heal.
+ * Makes `host` a slow peer: what it sends to other lab hosts leaves at most `bytesPerSecond` (a tbf
+ * qdisc under an htb class on its interface; the lab's large frames need a burst of several of
+ * them). What it sends to `exempt` (the test process, standing for programs on the host itself,
+ * which reach their agent without crossing its uplink) is not limited. Returns the heal.
  */
-export function limitRate(host: LabHost, bytesPerSecond: number): () => void {
-  const burst = String(4 * MTU);
-  run(
-    host.netns,
-    'tc',
-    'qdisc',
-    'add',
-    'dev',
-    'eth0',
-    'root',
-    'tbf',
-    'rate',
-    `${bytesPerSecond * 8}bit`,
-    'burst',
-    burst,
-    'latency',
-    '200ms',
-  );
-  return () => run(host.netns, 'tc', 'qdisc', 'del', 'dev', 'eth0', 'root');
+export function limitRate(host: LabHost, bytesPerSecond: number, exempt?: string): () => void {
+  const tc = (line: string) => run(host.netns, 'tc', ...line.split(' '));
+  const rate = `${bytesPerSecond * 8}bit`;
+  const burst = 4 * MTU;
+  tc('qdisc add dev eth0 root handle 1: htb default 20');
+  // The unlimited class, for `exempt`: far above anything this machine moves (htb needs a rate).
+  tc('class add dev eth0 parent 1: classid 1:10 htb rate 100gbit quantum 200000');
+  tc(`class add dev eth0 parent 1: classid 1:20 htb rate ${rate} burst ${burst} quantum ${MTU}`);
+  tc(`qdisc add dev eth0 parent 1:20 handle 20: tbf rate ${rate} burst ${burst} latency 200ms`);
+  if (exempt)
+    tc(`filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst ${exempt}/32 flowid 1:10`);
+  return () => tc('qdisc del dev eth0 root');
 }
