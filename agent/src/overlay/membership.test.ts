@@ -31,22 +31,35 @@ class Network {
       gate?: Promise<void>;
     }
   >();
-  async ping(address: string): Promise<PingResult> {
+  async ping(address: string, signal?: AbortSignal): Promise<PingResult> {
     const node = this.nodes.get(address);
     if (node?.silent) return new Promise(() => undefined); // packets dropped: no answer, ever
-    if (node?.gate) await node.gate;
+    if (node?.gate) {
+      // The caller stops waiting at its timeout; the answer itself is still on its way.
+      const waited = signal ? waitOrAbort(node.gate, signal) : node.gate;
+      await waited;
+    }
     if (!node?.up) return Promise.reject(new Error(`${address} unreachable`));
     const { nodeId, zone, region, incarnation } = node;
     return { nodeId, zone, region, rttMs: 1, ...(incarnation === undefined ? {} : { incarnation }) };
   }
   transport(from: string, info: MemberInfo): PeerTransport {
     return stubTransport(info.nodeId, info.grpc, {
-      ping: () => (this.nodes.get(from)?.up ? this.ping(info.grpc) : Promise.reject(new Error('self down'))),
-      probe: (target) =>
-        this.nodes.get(info.grpc)?.up ? this.ping(target) : Promise.reject(new Error('helper down')),
+      ping: (signal) =>
+        this.nodes.get(from)?.up ? this.ping(info.grpc, signal) : Promise.reject(new Error('self down')),
+      probe: (target, signal) =>
+        this.nodes.get(info.grpc)?.up ? this.ping(target, signal) : Promise.reject(new Error('helper down')),
     });
   }
 }
+
+/** `gate`, or a rejection once `signal` aborts (what a caller with a timeout sees of a slow answer). */
+const waitOrAbort = (gate: Promise<void>, signal: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    if (signal.aborted) return reject(new Error('timed out'));
+    signal.addEventListener('abort', () => reject(new Error('timed out')), { once: true });
+    gate.then(resolve, reject);
+  });
 
 /** An in-memory control plane: delivers to every other subscriber, unless switched off. */
 class Bus {
@@ -1084,6 +1097,27 @@ describe('Membership', () => {
     assert.equal(now.zone, 'moved', 'the answer is taken');
     assert.equal(now.incarnation, said.incarnation, 'and the refutation kept');
     assert.deepEqual(restarts[0], [], 'no restart was seen');
+  });
+
+  it('takes a direct answer that comes back after the probe timeout: a late member is suspect, not dead', async () => {
+    const { network, bus, nodes, alive, clock } = mesh(3, { probeTimeoutMs: 20, suspicionTimeoutMs: 1000 });
+    await settle();
+    bus.up = false; // no refutation gets through either: only the answer itself can clear n1
+    const n0 = nodes[0]!;
+    const state = () => n0.all().find((m) => m.info.nodeId === 'n1')?.state;
+    // n1's answers queue behind what it uploads (a slow uplink): to n0, and to the others asked.
+    let open = () => undefined as void;
+    network.nodes.get('10.0.0.1:7481')!.gate = new Promise<void>((resolve) => (open = resolve));
+    await n0.probe('n1'); // the direct ping's timeout, then the helpers' (real time, 20 ms and 40 ms)
+    assert.equal(state(), 'suspect', 'nothing came back in time');
+    open(); // its answer arrives, late but within the suspicion timeout
+    await settle();
+    assert.equal(state(), 'alive', 'the late answer clears the suspicion');
+    assert.deepEqual(alive(n0), ['n1', 'n2']);
+    clock.advance(1000);
+    n0.tick();
+    await settle();
+    assert.equal(state(), 'alive', 'and it does not die at the end of the suspicion');
   });
 
   it('does not move a confirmed member to a relay another member reports', async () => {

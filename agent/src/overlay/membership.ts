@@ -276,6 +276,11 @@ export class Membership {
     return this.#timing.probeTimeoutMs * (1 + this.#health);
   }
 
+  /** How long a suspect has to answer or refute before it counts dead: scaled by local health too. */
+  #suspicionTimeout(): number {
+    return this.#timing.suspicionTimeoutMs * (1 + this.#health);
+  }
+
   /** Members that answer: the ones to fetch from and place on. */
   alive(): Member[] {
     return [...this.#members.values()].filter((m) => m.state === 'alive');
@@ -463,8 +468,7 @@ export class Membership {
       // A clock set back: its time in its state starts again now, rather than not at all until the
       // clock is back where it was (a suspect never dead, a dead member never forgotten).
       if (member.since > now) member.since = now;
-      const suspicionMs = this.#timing.suspicionTimeoutMs * (1 + this.#health);
-      if (member.state === 'suspect' && now - member.since >= suspicionMs) {
+      if (member.state === 'suspect' && now - member.since >= this.#suspicionTimeout()) {
         this.#setState(member, 'dead', 'no answer within the suspicion timeout');
       } else if (member.state === 'suspect') this.#probeLater(member.info.nodeId);
       else if (
@@ -652,7 +656,15 @@ export class Membership {
     if (!member || this.#probing.has(nodeId)) return;
     this.#probing.add(nodeId);
     try {
-      const direct = await this.#ping(member.transport, member.info.nodeId).catch(() => undefined);
+      // The direct ping waits its probe timeout before others are asked, but its answer still counts
+      // until the suspicion would end: a node whose uplink is queueing (a slow or bloated link)
+      // answers late, and late is not dead.
+      const late = this.#ping(
+        member.transport,
+        member.info.nodeId,
+        this.#probeTimeout() + this.#suspicionTimeout(),
+      ).catch(() => undefined);
+      const direct = await within(late, this.#probeTimeout());
       // The entry may have changed while the ping was out: an answer counts for the entry now held.
       let current = this.#current(member);
       if (!current) return; // evicted, forgotten, or on a fresh connection (probed on its own)
@@ -677,6 +689,19 @@ export class Membership {
         this.#setState(current, 'suspect', 'no answer, directly or through others');
         this.#publish({ type: 'member.suspect', body: { nodeId, incarnation: current.info.incarnation } });
       }
+      // Its direct answer, coming back late, clears the suspicion (if it still stands then).
+      const suspected = current;
+      late
+        .then((answer) => {
+          const now = answer && this.#current(suspected);
+          if (now?.state === 'suspect') this.#confirmed(now, answer!, true);
+        })
+        .catch((error: unknown) =>
+          this.#opts.logger.warn(
+            { member: nodeId, err: (error as Error).message },
+            'late answer not applied',
+          ),
+        );
     } finally {
       this.#probing.delete(nodeId);
       if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
@@ -908,5 +933,19 @@ export class Membership {
 
   #now(): number {
     return this.#opts.clock.now();
+  }
+}
+
+/** `promise`'s value if it settles within `ms`, else undefined (it goes on; its value can be awaited later). */
+async function within<T>(promise: Promise<T | undefined>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
   }
 }
