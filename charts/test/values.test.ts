@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { dryRun, type K8sObject, objects } from '../lib/helm.ts';
+import { CHART, dryRun, helm, type K8sObject, objects } from '../lib/helm.ts';
 import { VALUES_FILE, valueEntries } from '../lib/values-doc.ts';
 import { schemaProblems } from './schemas.ts';
 
@@ -137,6 +138,11 @@ describe('the chart’s values', () => {
     const rendered = objects(dryRun(EVERY).manifest);
     assert.ok(rendered.some((o) => o.kind === 'ServiceMonitor'));
     assert.deepEqual(await schemaProblems(rendered), []);
+    const lint = spawnSync(helm(), ['lint', '--strict', CHART, '-f', '-'], {
+      input: JSON.stringify(EVERY),
+      encoding: 'utf8',
+    });
+    assert.equal(lint.status, 0, lint.stdout + lint.stderr);
   });
 
   it('has no key that does nothing: each one changes what is rendered (objects or NOTES)', () => {
