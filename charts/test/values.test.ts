@@ -127,9 +127,14 @@ const deployment = (rendered: K8sObject[], suffix: string) =>
 const envOf = (pod: Pod) => new Map(pod.spec.containers[0]!.env!.map((e) => [e.name, e.value]));
 
 describe('the chart’s values', () => {
-  it('has an alternative for every documented key (so each is tested below)', () => {
+  it('has an alternative for every documented key (so each is tested below), and for no other', () => {
+    const keys = entries.map((e) => e.path.join('.'));
     assert.deepEqual(
-      entries.map((e) => e.path.join('.')).filter((key) => !(key in ALTERNATIVE)),
+      keys.filter((key) => !(key in ALTERNATIVE)),
+      [],
+    );
+    assert.deepEqual(
+      Object.keys(ALTERNATIVE).filter((key) => !keys.includes(key)),
       [],
     );
   });
