@@ -2,6 +2,7 @@
 #   agent (the default):  docker run IMAGE --node-id n1 --zone z1 --region r1 ...
 #   operator:             command [node, --max-semi-space-size=2, dist/operator.mjs] (the chart does this)
 # Build:  docker build -t edgemesh:dev .
+#         (labels: --build-arg VERSION=1.2.3 --build-arg REVISION=$(git rev-parse HEAD) --build-arg SOURCE=https://...)
 # Behind a TLS-intercepting proxy, give npm that proxy's CA (used in the build stage only):
 #         docker build --build-arg NPM_EXTRA_CA="$(cat proxy-ca.pem)" -t edgemesh:dev .
 # docs/deploy.md has the image's size, its idle memory and why it is built this way.
@@ -33,9 +34,17 @@ RUN node scripts/build.ts /out
 
 # ---- runtime: the official base plus the bundles; no node_modules, no npm install, no root ----
 FROM node:24-bookworm-slim
-# The source revision built (CI passes the commit; the e2e harness a unique one, to know the image is its own).
+# OCI annotations (.github/workflows/release.yaml passes each): the version released, the source
+# revision built (the e2e harness passes a unique one, to know the image is its own), where the
+# source lives, and its licence.
+ARG VERSION=dev
 ARG REVISION=unknown
-LABEL org.opencontainers.image.revision="$REVISION" \
+ARG SOURCE=""
+ARG LICENSES=Apache-2.0
+LABEL org.opencontainers.image.version="$VERSION" \
+      org.opencontainers.image.revision="$REVISION" \
+      org.opencontainers.image.source="$SOURCE" \
+      org.opencontainers.image.licenses="$LICENSES" \
       org.opencontainers.image.title="edgemesh" \
       org.opencontainers.image.description="EdgeMesh agent and operator: a Kubernetes-native, geo-aware peer-to-peer edge mesh"
 WORKDIR /app

@@ -78,8 +78,8 @@ describe('the chart on k3s (helm install, a sample mesh)', { skip: why ?? false 
     const [natsRepository, natsTag] = NATS_IMAGE.split(':') as [string, string];
     run(helm(), [
       ...['install', 'edgemesh', CHART, '--kubeconfig', kubeconfig, '-n', NAMESPACE, '--create-namespace'],
-      ...['--set', `operator.image.repository=${repository}`, '--set', `operator.image.tag=${tag}`],
-      ...['--set', 'operator.image.pullPolicy=Never', '--set', 'nats.enabled=true'],
+      ...['--set', `image.repository=${repository}`, '--set', `image.tag=${tag}`],
+      ...['--set', 'image.pullPolicy=Never', '--set', 'nats.enabled=true'],
       ...['--set', `nats.image.repository=${natsRepository}`, '--set', `nats.image.tag=${natsTag}`],
       ...['--set', 'nats.image.pullPolicy=Never', '--wait', '--timeout', '3m'],
     ]);

@@ -63,3 +63,28 @@ export function objects(text: string): K8sObject[] {
     .map((d) => d.toJS() as K8sObject | null)
     .filter((o): o is K8sObject => o !== null);
 }
+
+/**
+ * `helm install --dry-run=client` of `chart` with `values` (given on stdin, merged over the chart's
+ * defaults): the rendered manifest and the NOTES, as a user would see them. No cluster is contacted.
+ */
+export function dryRun(
+  values: object = {},
+  opts: { chart?: string; release?: string; namespace?: string; env?: NodeJS.ProcessEnv } = {},
+): { manifest: string; notes: string } {
+  const out = execFileSync(
+    helm(),
+    [
+      ...['install', opts.release ?? 'edgemesh', opts.chart ?? CHART],
+      ...['--namespace', opts.namespace ?? 'edgemesh-system', '--dry-run=client', '-o', 'json', '-f', '-'],
+    ],
+    {
+      encoding: 'utf8',
+      input: JSON.stringify(values),
+      stdio: ['pipe', 'pipe', 'pipe'],
+      ...(opts.env ? { env: opts.env } : {}),
+    },
+  );
+  const release = JSON.parse(out) as { manifest: string; info: { notes?: string } };
+  return { manifest: release.manifest, notes: release.info.notes ?? '' };
+}

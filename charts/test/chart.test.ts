@@ -5,8 +5,9 @@ import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { builtinValidator } from '../../operator/harness/builtin-validation.ts';
 import { crdValidator } from '../../operator/harness/crd-validation.ts';
-import { CHART, helm, type K8sObject, objects, template } from '../lib/helm.ts';
+import { CHART, dryRun, helm, type K8sObject, objects, template } from '../lib/helm.ts';
 import { INSTALL_FILE, installYaml } from '../lib/install.ts';
+import { schemaProblems } from './schemas.ts';
 
 const CRD_FILE = new URL('../../crds/edgemeshes.edgemesh.p2p.dev.yaml', import.meta.url);
 const SAMPLES = new URL('../../manifests/samples/', import.meta.url);
@@ -26,7 +27,7 @@ const VARIANTS: Record<string, string[]> = {
   ],
   'external NATS, 3 replicas, pinned image': [
     ...['--set', 'nats.externalUrl=nats://nats.messaging:4222', '--set', 'operator.replicas=3'],
-    ...['--set', 'operator.image.tag=1.2.3', '--set', 'operator.nodeSelector.pool=system'],
+    ...['--set', 'image.tag=1.2.3', '--set', 'operator.nodeSelector.pool=system'],
   ],
 };
 
@@ -49,6 +50,9 @@ describe('the Helm chart', () => {
       [],
       'a ServiceMonitor is checked too',
     );
+    // ... and the routine every rendering test here goes through reports it.
+    const widget = { apiVersion: 'example.com/v1', kind: 'Widget', metadata: { name: 'w' } };
+    assert.match((await schemaProblems([widget])).join(), /Widget w: no schema known/);
   });
 
   it('refuses values its schema does not know (additionalProperties: false)', () => {
@@ -62,15 +66,8 @@ describe('the Helm chart', () => {
   for (const [name, args] of Object.entries(VARIANTS)) {
     it(`renders valid Kubernetes objects: ${name}`, async () => {
       const rendered = objects(template(args));
-      const validate = await builtinValidator(
-        rendered.map((o) => {
-          const [group, version] = o.apiVersion.includes('/') ? o.apiVersion.split('/') : ['', o.apiVersion];
-          return { group: group!, version: version!, kind: o.kind };
-        }),
-      );
+      assert.deepEqual(await schemaProblems(rendered), []);
       for (const o of rendered) {
-        const [group, version] = o.apiVersion.includes('/') ? o.apiVersion.split('/') : ['', o.apiVersion];
-        assert.deepEqual(validate(group!, version!, o.kind, o), [], `${o.kind} ${o.metadata.name}`);
         for (const label of [
           'app.kubernetes.io/name',
           'app.kubernetes.io/instance',
@@ -167,9 +164,33 @@ describe('the Helm chart', () => {
     assert.ok(rules('Role').some((r) => r.resources?.includes('leases')));
   });
 
-  it('ships the CRD from crds/ (a link, not a copy)', () => {
+  it('ships the CRD from crds/ (a link, not a copy), and `helm show crds` (the upgrade path) prints it', () => {
     const crd = objects(template(['--include-crds'])).find((o) => o.kind === 'CustomResourceDefinition');
     assert.deepEqual(crd, parse(readFileSync(CRD_FILE, 'utf8')));
+    const shown = spawnSync(helm(), ['show', 'crds', CHART], { encoding: 'utf8' });
+    assert.equal(shown.status, 0, shown.stderr);
+    assert.deepEqual(objects(shown.stdout), [crd]);
+  });
+
+  it('prints NOTES whose mesh command runs as pasted: the heredoc closes and makes a mesh the CRD accepts', () => {
+    const crd = parse(readFileSync(CRD_FILE, 'utf8')) as {
+      spec: { versions: { schema: { openAPIV3Schema: Record<string, unknown> } }[] };
+    };
+    const validate = crdValidator(crd.spec.versions[0]!.schema.openAPIV3Schema);
+    for (const nats of [{ enabled: true }, { externalUrl: 'nats://nats.messaging:4222' }, {}]) {
+      const { notes } = dryRun({ nats });
+      const command = /^kubectl apply -f - <<'YAML'\n[\s\S]*?\nYAML$/m.exec(notes)?.[0];
+      assert.ok(command, `a heredoc whose terminator starts its line:\n${notes}`);
+      // As pasted into a shell, with kubectl reading what it would apply.
+      const shell = spawnSync('bash', ['-euc', `kubectl() { cat; }\n${command}`], { encoding: 'utf8' });
+      assert.equal(shell.status, 0, shell.stderr);
+      const mesh = parse(shell.stdout) as { kind: string; spec: { controlPlane: { natsUrl: string } } };
+      assert.equal(mesh.kind, 'EdgeMesh');
+      assert.deepEqual(validate(mesh), []);
+      if (nats.enabled)
+        assert.equal(mesh.spec.controlPlane.natsUrl, 'nats://edgemesh-nats.edgemesh-system:4222');
+      assert.match(notes, /helm show crds .* \| kubectl apply --server-side -f -/, 'the CRD upgrade step');
+    }
   });
 
   it('keeps manifests/install.yaml rendered from the chart (npm run manifests)', () => {
