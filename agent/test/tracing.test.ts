@@ -91,7 +91,7 @@ describe('traces across agents (OTLP)', () => {
       'the peer that was asked is in the trace',
     );
     assert.equal(
-      spans.find((s) => s.resource['service.instance.id'] === 'a')!.resource['edgemesh.zone'],
+      spans.find((s) => s.resource['service.instance.id'] === 'a')!.resource['cloud.availability_zone'],
       'eu-1',
     );
   });
@@ -134,7 +134,7 @@ describe('traces across agents (OTLP)', () => {
     assert.equal(root?.attributes['edgemesh.source'], 'origin');
     // and its duration, in the origin fetch histogram
     const text = await (await fetch(`${c.url}/metrics`)).text();
-    assert.match(text, /^edgemesh_origin_fetch_duration_count\{outcome="ok"[^}]*\} 1$/m);
+    assert.match(text, /^edgemesh_origin_fetch_duration_seconds_count\{outcome="ok"[^}]*\} 1$/m);
     // this node's own health score (Lifeguard's), read from the overlay at each scrape (0 when its
     // probes are answered; a loaded machine may miss one)
     assert.match(text, /^edgemesh_membership_local_health(\{[^}]*\})? [0-8]$/m);
@@ -145,14 +145,14 @@ describe('traces across agents (OTLP)', () => {
       () =>
         Promise.resolve(
           receiver.metrics.find(
-            (m) => m.name === 'edgemesh.peer.bytes.by_hop' && m.resource['service.instance.id'] === 'c',
+            (m) => m.name === 'edgemesh.peer.received' && m.resource['service.instance.id'] === 'c',
           ),
         ),
       10_000,
-      'edgemesh.peer.bytes.by_hop from c over OTLP',
+      'edgemesh.peer.received from c over OTLP',
     );
     assert.equal(got.resource['service.name'], 'edgemesh-agent');
-    assert.equal(got.resource['edgemesh.zone'], 'eu-3');
+    assert.equal(got.resource['cloud.availability_zone'], 'eu-3');
     assert.ok(receiver.metrics.some((m) => m.name === 'http.server.request.duration'));
   });
 });

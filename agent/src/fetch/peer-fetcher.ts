@@ -692,6 +692,7 @@ class Download {
       this.#opts.onOutcome?.(source.transport, error instanceof IntegrityError ? 'bad-chunk' : 'failed');
     if (error instanceof IntegrityError) {
       Counters.bump(this.#opts.counters.badChunksByPeer, id);
+      this.#opts.counters.rejectedByHop[HOP_CLASSES[source.cls] ?? 'remote']++;
       this.#opts.logger.warn(
         { peer: id, key, chunk: error.digest },
         'peer sent a chunk that failed verification; getting it elsewhere',
