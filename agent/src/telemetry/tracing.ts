@@ -29,12 +29,6 @@ export async function startTracing(
 export const tracer = () => trace.getTracer('edgemesh-agent');
 export { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace };
 
-/** Puts the active trace context into outgoing gRPC metadata. */
-export function injectInto(metadata: Metadata): Metadata {
-  propagation.inject(context.active(), metadata, { set: (md, key, value) => md.set(key, value) });
-  return metadata;
-}
-
 /** The trace context a gRPC call carries in its metadata. */
 export function extractFrom(metadata: Metadata): Context {
   return propagation.extract(ROOT_CONTEXT, metadata, {
