@@ -12,7 +12,10 @@ import { promtoolCheck } from '../../telemetry/src/promtool.ts';
 import { type FakeApiServer, startFakeApiServer } from '../../operator/harness/fake-apiserver.ts';
 import type { Operator } from '../../operator/src/controller.ts';
 import { startTestOperator } from '../../operator/harness/test-operator.ts';
-import { objects, template } from '../lib/helm.ts';
+import { type K8sObject, objects, template } from '../lib/helm.ts';
+import { builtinValidator } from '../../operator/harness/builtin-validation.ts';
+import { type EdgeMesh, edgeMeshSpecSchema } from '../../operator/src/api/edgemesh.ts';
+import { desiredChildren } from '../../operator/src/reconcile/desired.ts';
 
 const DASHBOARDS = new URL('../edgemesh/dashboards/', import.meta.url);
 const PROMQL_WORDS = new Set([
@@ -239,5 +242,89 @@ describe('the Grafana dashboards', () => {
     );
     assert.equal(maps.length, dashboards.length);
     for (const map of maps) assert.equal(map.metadata.labels?.grafana_dashboard, '1');
+  });
+});
+
+describe('the PodMonitor for agents', () => {
+  type PodMonitor = K8sObject & {
+    spec: {
+      namespaceSelector: { any?: boolean; matchNames?: string[] };
+      selector: {
+        matchLabels: Record<string, string>;
+        matchExpressions: { key: string; operator: string }[];
+      };
+      podMetricsEndpoints: { port: string; path: string; relabelings: { targetLabel: string }[] }[];
+    };
+  };
+  const podMonitors = (args: string[] = []) =>
+    objects(template(args)).filter((o) => o.kind === 'PodMonitor') as PodMonitor[];
+
+  it('is off by default, like the ServiceMonitor', () => {
+    assert.equal(podMonitors().length, 0);
+  });
+
+  it('selects the agent pods of every mesh the operator makes, on the port that serves /metrics', async () => {
+    const [monitor, ...more] = podMonitors([
+      '--set',
+      'podMonitor.enabled=true',
+      '--set',
+      'podMonitor.labels.release=prom',
+    ]);
+    assert.ok(monitor && more.length === 0, 'one PodMonitor');
+    assert.equal(monitor.metadata.labels?.release, 'prom', 'with the labels Prometheus selects on');
+    const validate = await builtinValidator([
+      { group: 'monitoring.coreos.com', version: 'v1', kind: 'PodMonitor' },
+    ]);
+    assert.deepEqual(validate('monitoring.coreos.com', 'v1', 'PodMonitor', monitor), []);
+    assert.deepEqual(monitor.spec.namespaceSelector, { any: true }, 'meshes live in any namespace');
+    // Two meshes in two namespaces: the pods the operator would run for both are selected.
+    for (const [namespace, name] of [
+      ['shop', 'cdn'],
+      ['factory', 'edge'],
+    ] as const) {
+      const mesh = {
+        apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+        kind: 'EdgeMesh',
+        metadata: { name, namespace, uid: 'u', generation: 1 },
+        spec: edgeMeshSpecSchema.parse({ controlPlane: { natsUrl: 'nats://nats:4222' } }),
+      } as EdgeMesh;
+      const daemonSet = desiredChildren(mesh, new Map()).find((o) => o.kind === 'DaemonSet') as unknown as {
+        spec: {
+          template: {
+            metadata: { labels: Record<string, string> };
+            spec: { containers: { ports: { name: string; containerPort: number }[] }[] };
+          };
+        };
+      };
+      const pod = daemonSet.spec.template;
+      for (const [key, value] of Object.entries(monitor.spec.selector.matchLabels))
+        assert.equal(pod.metadata.labels[key], value, `${namespace}/${name}: pod label ${key}`);
+      for (const { key, operator } of monitor.spec.selector.matchExpressions) {
+        assert.equal(operator, 'Exists');
+        assert.ok(key in pod.metadata.labels, `${namespace}/${name}: pod label ${key}`);
+      }
+      const endpoint: PodMonitor['spec']['podMetricsEndpoints'][number] =
+        monitor.spec.podMetricsEndpoints[0]!;
+      const port: { containerPort: number } | undefined = pod.spec.containers[0]!.ports.find(
+        (p) => p.name === endpoint.port,
+      );
+      assert.ok(port, `the agent container has a port named ${endpoint.port}`);
+      assert.equal(port.containerPort, mesh.spec.ports.http, 'the HTTP API port, which serves /metrics');
+      assert.equal(endpoint.path, '/metrics');
+      assert.ok(
+        endpoint.relabelings.some((r) => r.targetLabel === 'node'),
+        'the node label the dashboards filter by',
+      );
+    }
+  });
+
+  it('can be limited to some namespaces', () => {
+    const [monitor] = podMonitors([
+      '--set',
+      'podMonitor.enabled=true',
+      '--set',
+      'podMonitor.namespaces={shop}',
+    ]);
+    assert.deepEqual(monitor?.spec.namespaceSelector, { matchNames: ['shop'] });
   });
 });
