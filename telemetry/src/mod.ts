@@ -7,5 +7,10 @@ export { type BuildInfo, buildInfo, observeBuildInfo } from './build-info.ts';
 export { otlpMetricReader, startOtlpTracing } from './otlp.ts';
 export { PrometheusEndpoint, type PrometheusEndpointOptions, prometheusName } from './prometheus.ts';
 export { serviceResource } from './resource.ts';
-export { ATTR_CLOUD_AVAILABILITY_ZONE, ATTR_CLOUD_REGION } from './semconv.ts';
+export {
+  ATTR_CLOUD_AVAILABILITY_ZONE,
+  ATTR_CLOUD_REGION,
+  ATTR_MESSAGING_DESTINATION_NAME,
+  ATTR_MESSAGING_SYSTEM,
+} from './semconv.ts';
 export { observeRuntime, RUNTIME_PREFIXES } from './runtime.ts';

@@ -8,6 +8,10 @@
 export const ATTR_CLOUD_AVAILABILITY_ZONE = 'cloud.availability_zone' as const;
 /** The region a resource runs in; for us the node's `topology.kubernetes.io/region`. */
 export const ATTR_CLOUD_REGION = 'cloud.region' as const;
+/** The messaging system of a producer or consumer span (for us `nats`). */
+export const ATTR_MESSAGING_SYSTEM = 'messaging.system' as const;
+/** Where a message was sent (for us the NATS subject). */
+export const ATTR_MESSAGING_DESTINATION_NAME = 'messaging.destination.name' as const;
 /** The process's resident memory, in By. */
 export const METRIC_PROCESS_MEMORY_USAGE = 'process.memory.usage' as const;
 /** The process's CPU time over wall time, a ratio (1). */
