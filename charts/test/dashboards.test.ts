@@ -85,7 +85,12 @@ describe('the Grafana dashboards', () => {
     const a = await startAgentProcess(
       ['--node-id', 'a', '--store.dir', join(dir, 'a'), '--zone', 'z1', '--region', 'r1'],
       undefined,
-      { env: { OTEL_RESOURCE_ATTRIBUTES: 'k8s.namespace.name=shop,k8s.pod.name=edgemesh-agent-x1' } },
+      {
+        env: {
+          OTEL_RESOURCE_ATTRIBUTES: 'k8s.namespace.name=shop,k8s.pod.name=edgemesh-agent-x1',
+          EDGEMESH_REVISION: '0123abc',
+        },
+      },
     );
     agents.push(a);
     const b = await startAgentProcess([
@@ -226,7 +231,7 @@ describe('the Grafana dashboards', () => {
       for (const probe of ['/healthz', '/readyz', '/metrics'])
         assert.ok(!routes.has(probe), `${probe}: ${[...routes].join(', ')}`);
     }
-    assert.match(a, /^edgemesh_build_info\{version="\d+\.\d+\.\d+[^"]*",revision="[^"]+"/m, 'build info');
+    assert.match(a, /^edgemesh_build_info\{version="\d+\.\d+\.\d+[^"]*",revision="0123abc"/m, 'build info');
     // OTEL_RESOURCE_ATTRIBUTES reaches the resource, which Prometheus shows as target_info
     const target = /^target_info\{(.*)\} 1$/m.exec(a)?.[1] ?? '';
     assert.match(target, /k8s_namespace_name="shop"/, target);
