@@ -50,7 +50,7 @@ LABEL org.opencontainers.image.version="$VERSION" \
 WORKDIR /app
 COPY --from=build /out ./dist
 # glibc's per-thread malloc arenas hold memory an idle agent never gives back; two are plenty.
-ENV NODE_ENV=production MALLOC_ARENA_MAX=2
+ENV NODE_ENV=production MALLOC_ARENA_MAX=2 EDGEMESH_REVISION=$REVISION
 # The nonroot uid/gid of distroless images; the chart and the operator run as it too.
 USER 65532:65532
 # The agent's HTTP API (/v1, /metrics, /healthz) and its gRPC data plane.

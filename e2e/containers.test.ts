@@ -258,7 +258,7 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
       spans.some((s) => s.name === 'edgemesh.peer.v1.Peer/GetManifest' && node(s) !== reader.id),
       'the owners asked are in the trace',
     );
-    assert.equal(spans.find((s) => node(s) === reader.id)!.resource['edgemesh.zone'], reader.zone);
+    assert.equal(spans.find((s) => node(s) === reader.id)!.resource['cloud.availability_zone'], reader.zone);
   });
 
   it('keeps serving the object when a holder container is killed', async () => {
@@ -301,17 +301,17 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
     );
     assert.equal(value('edgemesh_control_connected'), 1, lines('edgemesh_control'));
     assert.ok(
-      value('edgemesh_peer_bytes_by_hop_total', 'hop="zone"') +
-        value('edgemesh_peer_bytes_by_hop_total', 'hop="region"') >=
+      value('edgemesh_peer_received_bytes_total', 'hop="zone"') +
+        value('edgemesh_peer_received_bytes_total', 'hop="region"') >=
         body.length,
-      lines('edgemesh_peer_bytes_by_hop'),
+      lines('edgemesh_peer_received_bytes'),
     );
-    assert.match(text, /^http_server_request_duration_bucket\{.*http_route="\/v1\/objects/m);
+    assert.match(text, /^http_server_request_duration_seconds_bucket\{.*http_route="\/v1\/objects/m);
     assert.ok(
-      (value('edgemesh_peer_fetch_duration_count', 'hop="zone"') || 0) +
-        (value('edgemesh_peer_fetch_duration_count', 'hop="region"') || 0) >=
+      (value('edgemesh_peer_fetch_duration_seconds_count', 'hop="zone"') || 0) +
+        (value('edgemesh_peer_fetch_duration_seconds_count', 'hop="region"') || 0) >=
         1,
-      lines('edgemesh_peer_fetch_duration_count'),
+      lines('edgemesh_peer_fetch_duration_seconds_count'),
     );
     const target = lines('target_info');
     assert.match(target, /service_name="edgemesh-agent"/, target);

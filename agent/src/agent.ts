@@ -26,8 +26,9 @@ import { Purger } from './overlay/purger.ts';
 import { Inbox } from './exchange/inbox.ts';
 import { Counters } from './telemetry/counters.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
-import { otlpMetricReader } from '@edgemesh/telemetry';
+import { type BuildInfo, otlpMetricReader } from '@edgemesh/telemetry';
 import { AgentMetrics } from './telemetry/metrics.ts';
+import { AGENT_VERSION, agentResource } from './telemetry/resource.ts';
 import { startTracing } from './telemetry/tracing.ts';
 import { type Clock, systemClock } from './time/clock.ts';
 import { bindPeerServer, createPeerServer } from './transport/peer-server.ts';
@@ -43,6 +44,8 @@ import type { Manifest, NodeSignature } from './cache/manifest.ts';
 export interface AgentDeps {
   logger?: Logger;
   clock?: Clock;
+  /** Which build this is (edgemesh_build_info); default: this package's version, revision unknown. */
+  build?: BuildInfo;
 }
 
 type ScrubState =
@@ -105,12 +108,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const logger = deps.logger ?? createLogger({ level: config.log.level, nodeId: config.nodeId });
   const clock = deps.clock ?? systemClock;
   const counters = new Counters();
-  const tracing = await startTracing({
-    endpoint: config.telemetry.otlpEndpoint,
-    nodeId: config.nodeId,
-    zone: config.zone,
-    region: config.region,
-  });
+  const build = deps.build ?? { version: AGENT_VERSION, revision: 'unknown' };
+  const resource = await agentResource(config, build);
+  const tracing = await startTracing(config.telemetry.otlpEndpoint, resource);
   const revocations = new Revocations();
   const credentials = await startNodeCredentials(config, { logger, clock, revocations });
   const overlay = new Overlay({ config, logger, clock, counters, credentials, revocations });
@@ -355,7 +355,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     repairBacklog: () => replicator.backlog,
     localHealth: () => overlay.localHealth,
     distrustedPeers: () => overlay.reputation.distrusted(),
-    node: { id: config.nodeId, zone: config.zone, region: config.region },
+    resource,
+    build,
     readers: config.telemetry.otlpEndpoint ? [await otlpMetricReader(config.telemetry.otlpEndpoint)] : [],
   });
   const access = new AccessControl(config.access, logger);

@@ -2,6 +2,8 @@
 import { startAgent } from './agent.ts';
 import { ConfigError, loadConfig } from './config/load.ts';
 import { createLogger } from './telemetry/logger.ts';
+import { AGENT_VERSION } from './telemetry/resource.ts';
+import { buildInfo } from '@edgemesh/telemetry';
 
 /** Entry point: configuration is parsed here, once; everything else receives it typed. */
 async function main(): Promise<void> {
@@ -16,7 +18,7 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = createLogger({ level: config.log.level, nodeId: config.nodeId });
-  const agent = await startAgent(config, { logger });
+  const agent = await startAgent(config, { logger, build: buildInfo(AGENT_VERSION, process.env) });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

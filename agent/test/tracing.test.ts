@@ -8,6 +8,10 @@ import { type AgentProcess, eventually, startAgentProcess } from '../harness/age
 import { startOrigin, type TestOrigin } from '../harness/origin-server.ts';
 import { startOtlpReceiver } from '../harness/otlp-receiver.ts';
 
+/** OTLP's span kinds. */
+const SERVER = 2;
+const CLIENT = 3;
+
 /**
  * One fetch, three agents, one trace: C reads an object only A holds; C asks both peers for it (B
  * has none), then streams its chunks from A. Every agent exports its spans over OTLP to one receiver.
@@ -24,13 +28,21 @@ describe('traces across agents (OTLP)', () => {
     receiver = await startOtlpReceiver();
     process.env.OTEL_METRIC_EXPORT_INTERVAL = '300'; // the agents push their metrics over OTLP that often
     origin = await startOrigin(new Map([['/o/movie.bin', fromOrigin]]));
-    const start = (id: string, zone: string, peers: string[], extra: string[] = []) =>
-      startAgentProcess([
-        ...['--node-id', id, '--zone', zone, '--region', 'eu', '--store.dir', join(dir, id)],
-        ...['--telemetry.otlp-endpoint', receiver.url, ...(peers.length ? ['--peers', peers.join(',')] : [])],
-        ...['--origins', `cdn/=${origin.url}`],
-        ...extra,
-      ]);
+    const start = (id: string, zone: string, peers: string[], extra: string[] = [], env = {}) =>
+      startAgentProcess(
+        [
+          ...['--node-id', id, '--zone', zone, '--region', 'eu', '--store.dir', join(dir, id)],
+          ...[
+            '--telemetry.otlp-endpoint',
+            receiver.url,
+            ...(peers.length ? ['--peers', peers.join(',')] : []),
+          ],
+          ...['--origins', `cdn/=${origin.url}`],
+          ...extra,
+        ],
+        undefined,
+        { env },
+      );
     const a = await start('a', 'eu-1', []);
     const b = await start('b', 'eu-2', [`127.0.0.1:${a.grpcPort}`]);
     const c = await start(
@@ -38,6 +50,8 @@ describe('traces across agents (OTLP)', () => {
       'eu-3',
       [`127.0.0.1:${b.grpcPort}`, `127.0.0.1:${a.grpcPort}`],
       ['--log.level', 'debug'],
+      // what a pod may say of itself, through OpenTelemetry's own variable
+      { OTEL_RESOURCE_ATTRIBUTES: 'k8s.namespace.name=shop,k8s.pod.name=edgemesh-c' },
     );
     agents.push(a, b, c);
   });
@@ -90,8 +104,34 @@ describe('traces across agents (OTLP)', () => {
       on('b').includes('edgemesh.peer.v1.Peer/GetManifest'),
       'the peer that was asked is in the trace',
     );
+    // Each peer call has a client span on the caller, parent of the callee's server span.
+    for (const server of spans.filter(
+      (s) => s.kind === SERVER && s.name.startsWith('edgemesh.peer.v1.Peer/'),
+    )) {
+      const client = spans.find((s) => s.spanId === server.parentSpanId);
+      assert.ok(
+        client,
+        `${server.name} on ${String(server.resource['service.instance.id'])} has its caller's span`,
+      );
+      assert.equal(client.kind, CLIENT, `${server.name}: its parent is a client span`);
+      assert.equal(client.name, server.name);
+      assert.equal(client.resource['service.instance.id'], 'c', 'on the caller');
+      assert.equal(client.attributes['rpc.system.name'], 'grpc');
+      assert.equal(client.attributes['rpc.method'], server.name);
+      assert.equal(client.attributes['server.address'], '127.0.0.1');
+    }
+    const fetchChunks = spans.find((s) => s.kind === CLIENT && s.name.endsWith('/FetchChunks'));
+    assert.equal(fetchChunks?.attributes['server.port'], a.grpcPort, 'FetchChunks called on the holder');
+    assert.ok(
+      batches.some((b) => b.spanId === fetchChunks.parentSpanId),
+      'inside its chunk batch span',
+    );
+    // OTEL_RESOURCE_ATTRIBUTES reaches the exported resource
+    const c0 = spans.find((s) => s.resource['service.instance.id'] === 'c')!;
+    assert.equal(c0.resource['k8s.namespace.name'], 'shop');
+    assert.equal(c0.resource['k8s.pod.name'], 'edgemesh-c');
     assert.equal(
-      spans.find((s) => s.resource['service.instance.id'] === 'a')!.resource['edgemesh.zone'],
+      spans.find((s) => s.resource['service.instance.id'] === 'a')!.resource['cloud.availability_zone'],
       'eu-1',
     );
   });
@@ -134,7 +174,7 @@ describe('traces across agents (OTLP)', () => {
     assert.equal(root?.attributes['edgemesh.source'], 'origin');
     // and its duration, in the origin fetch histogram
     const text = await (await fetch(`${c.url}/metrics`)).text();
-    assert.match(text, /^edgemesh_origin_fetch_duration_count\{outcome="ok"[^}]*\} 1$/m);
+    assert.match(text, /^edgemesh_origin_fetch_duration_seconds_count\{outcome="ok"[^}]*\} 1$/m);
     // this node's own health score (Lifeguard's), read from the overlay at each scrape (0 when its
     // probes are answered; a loaded machine may miss one)
     assert.match(text, /^edgemesh_membership_local_health(\{[^}]*\})? [0-8]$/m);
@@ -145,14 +185,14 @@ describe('traces across agents (OTLP)', () => {
       () =>
         Promise.resolve(
           receiver.metrics.find(
-            (m) => m.name === 'edgemesh.peer.bytes.by_hop' && m.resource['service.instance.id'] === 'c',
+            (m) => m.name === 'edgemesh.peer.received' && m.resource['service.instance.id'] === 'c',
           ),
         ),
       10_000,
-      'edgemesh.peer.bytes.by_hop from c over OTLP',
+      'edgemesh.peer.received from c over OTLP',
     );
     assert.equal(got.resource['service.name'], 'edgemesh-agent');
-    assert.equal(got.resource['edgemesh.zone'], 'eu-3');
+    assert.equal(got.resource['cloud.availability_zone'], 'eu-3');
     assert.ok(receiver.metrics.some((m) => m.name === 'http.server.request.duration'));
   });
 });

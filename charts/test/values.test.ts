@@ -70,6 +70,10 @@ const ALTERNATIVE: Record<string, unknown> = {
   'dashboards.enabled': true,
   'dashboards.label': 'grafana_dashboard_edge',
   'dashboards.labelValue': 'yes',
+  'podMonitor.enabled': true,
+  'podMonitor.interval': '15s',
+  'podMonitor.namespaces': ['edge-a', 'edge-b'],
+  'podMonitor.labels': { release: 'kube-prometheus-stack' },
 };
 
 /** Keys that act only with others: what to set alongside to see them act. */
@@ -79,7 +83,12 @@ const CONTEXT: Record<string, object> = {
 };
 
 /** Every optional object on: the base each key's effect is looked for against. */
-const BASE = { nats: { enabled: true }, serviceMonitor: { enabled: true }, dashboards: { enabled: true } };
+const BASE = {
+  nats: { enabled: true },
+  serviceMonitor: { enabled: true },
+  podMonitor: { enabled: true },
+  dashboards: { enabled: true },
+};
 
 function setIn(target: Record<string, unknown>, path: string[], value: unknown): Record<string, unknown> {
   let at = target;

@@ -18,7 +18,9 @@ import { Informer } from './kit/informer.ts';
 import { tracer } from './kit/tracing.ts';
 import { KubeHttp, objectPath } from './kit/kube-http.ts';
 import { LeaderElector } from './kit/leader.ts';
+import type { Resource } from '@opentelemetry/resources';
 import type { MetricReader } from '@opentelemetry/sdk-metrics';
+import type { BuildInfo } from '@edgemesh/telemetry';
 import { OperatorMetrics } from './kit/metrics.ts';
 import { WorkQueue } from './kit/queue.ts';
 import {
@@ -76,6 +78,8 @@ export interface OperatorConfig {
   onLostLease?: () => void;
   /** Metric readers besides /metrics, e.g. an OTLP push (@edgemesh/telemetry). */
   metricReaders?: MetricReader[];
+  /** The process's resource and build, for its metrics (kit/tracing.ts's operatorResource). */
+  telemetry?: { resource: Resource; build: BuildInfo };
   /**
    * The node-certificate issuance endpoint, served by every replica (docs/security.md): agents reach
    * it at `url` (its host names the serving certificate, kept in Secret `secretName` of
@@ -133,6 +137,7 @@ export async function startOperator(
     queue,
     leading: () => leader.leading,
     identity: config.identity,
+    ...config.telemetry,
     readers: config.metricReaders ?? [],
   });
   const core = kc.makeApiClient(CoreV1Api);

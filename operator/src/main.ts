@@ -9,8 +9,8 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { z } from 'zod';
 import { startOperator } from './controller.ts';
-import { otlpMetricReader } from '@edgemesh/telemetry';
-import { startTracing } from './kit/tracing.ts';
+import { buildInfo, otlpMetricReader } from '@edgemesh/telemetry';
+import { OPERATOR_VERSION, operatorResource, startTracing } from './kit/tracing.ts';
 
 const ms = z.coerce.number().int().min(1);
 const configSchema = z.object({
@@ -79,7 +79,9 @@ const logger = pino({
   base: { identity: env.EDGEMESH_OPERATOR_IDENTITY },
 });
 const otlpEndpoint = env.EDGEMESH_OPERATOR_OTLP_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT;
-const tracing = await startTracing(otlpEndpoint, env.EDGEMESH_OPERATOR_IDENTITY);
+const build = buildInfo(OPERATOR_VERSION, process.env);
+const resource = await operatorResource(env.EDGEMESH_OPERATOR_IDENTITY, build);
+const tracing = await startTracing(otlpEndpoint, resource);
 const metricReaders = otlpEndpoint ? [await otlpMetricReader(otlpEndpoint)] : [];
 const kc = new KubeConfig();
 if (process.env.KUBECONFIG) kc.loadFromFile(process.env.KUBECONFIG);
@@ -99,6 +101,7 @@ const operator = await startOperator(
     probeHost: env.EDGEMESH_OPERATOR_PROBE_HOST,
     probePort: env.EDGEMESH_OPERATOR_PROBE_PORT,
     metricReaders,
+    telemetry: { resource, build },
     ...(env.EDGEMESH_OPERATOR_ISSUER_URL
       ? {
           issuer: {

@@ -5,7 +5,7 @@ import { type FakeApiServer, startFakeApiServer } from '../harness/fake-apiserve
 import { startTestOperator } from '../harness/test-operator.ts';
 import type { Operator } from '../src/controller.ts';
 import { otlpMetricReader } from '@edgemesh/telemetry';
-import { startTracing } from '../src/kit/tracing.ts';
+import { operatorResource, startTracing } from '../src/kit/tracing.ts';
 import { eventually, node } from './support.ts';
 
 describe('operator traces and metrics (OTLP)', () => {
@@ -16,7 +16,10 @@ describe('operator traces and metrics (OTLP)', () => {
 
   before(async () => {
     receiver = await startOtlpReceiver();
-    tracing = await startTracing(receiver.url, 'op-1');
+    tracing = await startTracing(
+      receiver.url,
+      await operatorResource('op-1', { version: 'test', revision: 'r' }),
+    );
     api = await startFakeApiServer();
     api.put(node('edge-0', 'z1', 'r1'));
     operator = await startTestOperator(api, {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { trace } from '@opentelemetry/api';
+import { resourceFromAttributes } from '@opentelemetry/resources';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { eventually } from '../../agent/harness/agent-process.ts';
 import { startOtlpReceiver } from '../../agent/harness/otlp-receiver.ts';
@@ -15,10 +16,10 @@ describe('OTLP/HTTP export', () => {
 
   it('sends spans to /v1/traces with the resource it was given', async () => {
     // A trailing slash on the endpoint is fine.
-    const tracing = await startOtlpTracing(`${receiver.url}/`, {
-      'service.name': 'edgemesh-test',
-      'service.instance.id': 'n1',
-    });
+    const tracing = await startOtlpTracing(
+      `${receiver.url}/`,
+      resourceFromAttributes({ 'service.name': 'edgemesh-test', 'service.instance.id': 'n1' }),
+    );
     trace.getTracer('t').startSpan('edgemesh.test_span').end();
     await tracing.shutdown(); // flushes
     const sent = receiver.spans.find((s) => s.name === 'edgemesh.test_span');

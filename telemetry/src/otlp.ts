@@ -1,3 +1,4 @@
+import type { Resource } from '@opentelemetry/resources';
 import type { MetricReader } from '@opentelemetry/sdk-metrics';
 
 /**
@@ -13,25 +14,24 @@ const signalUrl = (endpoint: string, signal: 'traces' | 'metrics') =>
 
 /**
  * Makes the global tracer provider export to `endpoint`, with W3C trace context propagation and
- * async-context tracking. `resource`: service.name, service.instance.id and the like.
+ * async-context tracking. `resource`: the process's (serviceResource), as its metrics have it.
  */
 export async function startOtlpTracing(
   endpoint: string,
-  resource: Record<string, string>,
+  resource: Resource,
 ): Promise<{ shutdown(): Promise<void> }> {
-  const [api, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, otlp, resources, sdk] =
+  const [api, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, otlp, sdk] =
     await Promise.all([
       import('@opentelemetry/api'),
       import('@opentelemetry/context-async-hooks'),
       import('@opentelemetry/core'),
       import('@opentelemetry/exporter-trace-otlp-http'),
-      import('@opentelemetry/resources'),
       import('@opentelemetry/sdk-trace'),
     ]);
   api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   api.propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   const provider = new sdk.TracerProvider({
-    resource: resources.resourceFromAttributes(resource),
+    resource,
     spanProcessors: [
       new sdk.BatchSpanProcessor({
         exporter: new otlp.OTLPTraceExporter({ url: signalUrl(endpoint, 'traces') }),

@@ -7,6 +7,7 @@ import {
   type MsgHdrs,
   type NatsConnection,
 } from '@nats-io/transport-node';
+import { ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_SYSTEM } from '@edgemesh/telemetry';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { context, propagation, ROOT_CONTEXT, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
@@ -122,7 +123,7 @@ export class NatsControlPlane implements ControlPlane {
     else {
       const span = tracer().startSpan(`publish ${event.type}`, {
         kind: SpanKind.PRODUCER,
-        attributes: { 'messaging.system': 'nats', 'messaging.destination.name': subject },
+        attributes: { [ATTR_MESSAGING_SYSTEM]: 'nats', [ATTR_MESSAGING_DESTINATION_NAME]: subject },
       });
       const carrier: Record<string, string> = {};
       propagation.inject(trace.setSpan(context.active(), span), carrier);
@@ -218,7 +219,7 @@ export class NatsControlPlane implements ControlPlane {
       `process ${result.event.type}`,
       {
         kind: SpanKind.CONSUMER,
-        attributes: { 'messaging.system': 'nats', 'edgemesh.from': result.event.from },
+        attributes: { [ATTR_MESSAGING_SYSTEM]: 'nats', 'edgemesh.from': result.event.from },
       },
       parent,
     );

@@ -6,6 +6,11 @@ import type { ObjectStore } from '../cache/object-store.ts';
 import type { Counters } from '../telemetry/counters.ts';
 import { isKey } from '../keys.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import {
+  ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_SERVER_ADDRESS,
+  ATTR_URL_FULL,
+} from '@opentelemetry/semantic-conventions';
 import { SpanKind, SpanStatusCode, tracer } from '../telemetry/tracing.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { Located } from './peer-fetcher.ts';
@@ -111,7 +116,7 @@ export class OriginFetcher {
         kind: SpanKind.CLIENT,
         attributes: {
           'edgemesh.key': key,
-          ...(safe ? { 'url.full': safe.href, 'server.address': safe.hostname } : {}),
+          ...(safe ? { [ATTR_URL_FULL]: safe.href, [ATTR_SERVER_ADDRESS]: safe.hostname } : {}),
         },
       },
       async (span) => {
@@ -119,7 +124,7 @@ export class OriginFetcher {
         let outcome: 'ok' | 'not_found' | 'error' = 'error';
         try {
           const manifest = await this.#fetchFrom(url, safe?.href, key, onStart, (status) =>
-            span.setAttribute('http.response.status_code', status),
+            span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status),
           );
           span.setAttribute('edgemesh.bytes', manifest.size);
           outcome = 'ok';

@@ -632,10 +632,11 @@ class Download {
     const digests = indexes.map((i) => this.#progress.digests[i]!);
     const lengths = indexes.map((i) => chunkLength(this.head.size, this.head.chunkSize, i));
     const id = source.transport.id;
-    // A span per chunk batch, naming the peer, where it is and how far; the peer's server span joins it.
+    // A span per chunk batch, naming the peer, where it is and how far; the FetchChunks call's client
+    // span (transport/rpc-spans.ts) is its child, and the peer's server span that one's.
     const place = this.#opts.placeOf?.(source.transport);
     const span = tracer().startSpan('edgemesh.fetch_chunks', {
-      kind: SpanKind.CLIENT,
+      kind: SpanKind.INTERNAL,
       attributes: {
         'edgemesh.peer': id,
         ...(place?.zone ? { 'edgemesh.peer.zone': place.zone } : {}),
@@ -692,6 +693,7 @@ class Download {
       this.#opts.onOutcome?.(source.transport, error instanceof IntegrityError ? 'bad-chunk' : 'failed');
     if (error instanceof IntegrityError) {
       Counters.bump(this.#opts.counters.badChunksByPeer, id);
+      this.#opts.counters.rejectedByHop[HOP_CLASSES[source.cls] ?? 'remote']++;
       this.#opts.logger.warn(
         { peer: id, key, chunk: error.digest },
         'peer sent a chunk that failed verification; getting it elsewhere',

@@ -268,9 +268,9 @@ describe('HTTP API', () => {
     const metrics = await (await fetch(`${base}/metrics`)).text();
     for (const name of [
       'edgemesh_cache_lookups_total',
-      'edgemesh_bytes_served_total',
-      'edgemesh_cache_bytes',
-      'http_server_request_duration_bucket',
+      'edgemesh_served_bytes_total',
+      'edgemesh_cache_size_bytes',
+      'http_server_request_duration_seconds_bucket',
     ]) {
       assert.ok(metrics.includes(name), `${name} exported`);
     }

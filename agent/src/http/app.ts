@@ -47,15 +47,15 @@ export function createApp(deps: AppDeps): express.Express {
   app.set('etag', false);
   app.use((req, res, next) => {
     const started = performance.now();
+    const path = req.path; // before a router strips a prefix
     res.once('close', () => {
-      const route = req.route?.path ?? 'unmatched';
-      Counters.bump(deps.counters.requests, `${req.method} ${res.statusCode}`);
-      deps.metrics.recordRequest(
-        req.method,
-        String(route),
-        res.statusCode,
-        (performance.now() - started) / 1000,
-      );
+      deps.metrics.recordRequest({
+        method: req.method,
+        path,
+        route: String(req.route?.path ?? 'unmatched'),
+        status: res.statusCode,
+        seconds: (performance.now() - started) / 1000,
+      });
     });
     next();
   });

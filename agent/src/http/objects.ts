@@ -2,6 +2,11 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
 import { chunkLength } from '../cache/chunking.ts';
+import {
+  ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_HTTP_ROUTE,
+} from '@opentelemetry/semantic-conventions';
 import { context, extractFromHeaders, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
 import { isMediaType, type Manifest, objectDigest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
@@ -154,8 +159,8 @@ function traced(
     {
       kind: SpanKind.SERVER,
       attributes: {
-        'http.request.method': req.method,
-        'http.route': '/v1/objects/{key}',
+        [ATTR_HTTP_REQUEST_METHOD]: req.method,
+        [ATTR_HTTP_ROUTE]: '/v1/objects/{key}',
         'edgemesh.key': key,
       },
     },
@@ -173,7 +178,7 @@ function traced(
     } finally {
       const source = res.getHeader('x-edgemesh-source');
       if (typeof source === 'string') span.setAttribute('edgemesh.source', source);
-      span.setAttribute('http.response.status_code', status ?? res.statusCode);
+      span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status ?? res.statusCode);
       deps.logger.debug({ key, method: req.method, source, status: status ?? res.statusCode }, 'request'); // carries the trace id
       span.end();
     }

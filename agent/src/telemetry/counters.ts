@@ -17,6 +17,8 @@ export class Counters {
   readonly removals = new Map<string, number>();
   /** Chunks received from each peer that failed verification. */
   readonly badChunksByPeer = new Map<string, number>();
+  /** The same, by how far the peer was (metrics: a label per peer would grow with the mesh squared). */
+  readonly rejectedByHop: Record<HopClass, number> = { node: 0, zone: 0, region: 0, remote: 0 };
   readonly bytesFromPeer = new Map<string, number>();
   /** Chunk bytes received from peers, by how far they came (same zone, same region, elsewhere). */
   readonly bytesByHop: Record<HopClass, number> = { node: 0, zone: 0, region: 0, remote: 0 };
@@ -30,7 +32,6 @@ export class Counters {
   controlBytesIn = 0;
   controlBytesOut = 0;
   readonly controlDropped = new Map<string, number>();
-  readonly requests = new Map<string, number>();
   /** Peer calls and claims refused, by why (unauthenticated: no valid certificate; claim: a node id not the caller's). */
   readonly peersRefused = new Map<string, number>();
   /** Local clients refused, by why (unauthenticated: no valid token; unauthorized: not allowed that). */

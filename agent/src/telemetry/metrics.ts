@@ -1,10 +1,25 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Attributes, ObservableResult } from '@opentelemetry/api';
-import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
-import { resourceFromAttributes } from '@opentelemetry/resources';
+import { type Resource, resourceFromAttributes } from '@opentelemetry/resources';
 import { type MetricReader, MeterProvider } from '@opentelemetry/sdk-metrics';
+import {
+  ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_HTTP_ROUTE,
+  ATTR_SERVICE_NAME,
+  HTTP_REQUEST_METHOD_VALUE_OTHER,
+  METRIC_HTTP_SERVER_REQUEST_DURATION,
+} from '@opentelemetry/semantic-conventions';
+import {
+  type BuildInfo,
+  observeBuildInfo,
+  observeRuntime,
+  PrometheusEndpoint,
+  prometheusName,
+} from '@edgemesh/telemetry';
 import type { StoreStats } from '../cache/object-store.ts';
 import { type Counters, SOURCES } from './counters.ts';
+import { AGENT_LABELS, AGENT_SERVICE, AGENT_VERSION } from './resource.ts';
 
 export interface MetricSources {
   counters: Counters;
@@ -20,42 +35,59 @@ export interface MetricSources {
   localHealth?: () => number;
   /** Peers whose reputation is below the threshold (not chosen to fetch from). */
   distrustedPeers?: () => number;
-  /** This node, as resource attributes (Prometheus shows them on `target_info`). */
-  node?: { id: string; zone: string; region: string };
+  /**
+   * This process (telemetry/resource: its node, mesh, zone and region, and the OTEL_* environment):
+   * on target_info, and its mesh, zone and region as labels on every series.
+   */
+  resource?: Resource;
+  /** Which build this is (edgemesh_build_info); default: this package's version, revision unknown. */
+  build?: BuildInfo;
+  /** Process and runtime metrics (event loop, GC, heap, CPU, memory); default on. */
+  runtime?: boolean;
   /** More readers besides the Prometheus endpoint: an OTLP push (@edgemesh/telemetry). */
   readers?: MetricReader[];
 }
 
+/** Requests that are not the API's work: probes and scrapes (kept out of request latency). */
+const NOT_REQUESTS = new Set(['/healthz', '/readyz', '/metrics']);
+
+/** The methods HTTP's semantic conventions name; any other is `_OTHER` (a bounded label). */
+const KNOWN_METHODS = new Set([
+  'CONNECT',
+  'DELETE',
+  'GET',
+  'HEAD',
+  'OPTIONS',
+  'PATCH',
+  'POST',
+  'PUT',
+  'TRACE',
+]);
+
 /**
- * OpenTelemetry metrics for the agent, exported in Prometheus text at /metrics. Every instrument is
- * observable and reads the plain counters, so the hot path pays nothing for telemetry.
+ * OpenTelemetry metrics for the agent, exported in Prometheus text at /metrics (named as Prometheus
+ * names things: telemetry/prometheus.ts) and over OTLP when configured. Its own instruments are
+ * observable and read the plain counters, so the hot path pays nothing for telemetry. Every label
+ * set is bounded: by hop class, source, reason or state, never by peer.
  */
 export class AgentMetrics {
-  readonly #exporter = new PrometheusExporter({ preventServerStart: true });
+  readonly #endpoint = new PrometheusEndpoint({ labels: AGENT_LABELS });
   readonly #provider: MeterProvider;
+  readonly #runtime: { stop(): void } | undefined;
   readonly #durations;
   readonly #batchDurations;
   readonly #originDurations;
-  /** The metric names this agent exports, as Prometheus shows them (histograms: the base name). */
+  /** The names of the agent's own metrics, as Prometheus shows them (histograms: the base name). */
   readonly names: string[] = [];
 
   constructor(sources: MetricSources) {
     this.#provider = new MeterProvider({
-      readers: [this.#exporter, ...(sources.readers ?? [])],
-      resource: resourceFromAttributes({
-        'service.name': 'edgemesh-agent',
-        ...(sources.node
-          ? {
-              'service.instance.id': sources.node.id,
-              'edgemesh.zone': sources.node.zone,
-              'edgemesh.region': sources.node.region,
-            }
-          : {}),
-      }),
+      readers: [this.#endpoint.reader, ...(sources.readers ?? [])],
+      resource: sources.resource ?? resourceFromAttributes({ [ATTR_SERVICE_NAME]: AGENT_SERVICE }),
     });
-    const meter = this.#provider.getMeter('edgemesh-agent');
-    const named = (name: string, kind: 'counter' | 'gauge' | 'histogram') =>
-      this.names.push(prometheusName(name, kind));
+    const meter = this.#provider.getMeter(AGENT_SERVICE);
+    const named = (name: string, kind: 'counter' | 'gauge' | 'histogram', unit?: string) =>
+      this.names.push(prometheusName(name, kind, unit));
     const { counters } = sources;
     const observe = (
       name: string,
@@ -63,7 +95,7 @@ export class AgentMetrics {
       read: (r: ObservableResult<Attributes>) => void,
       unit?: string,
     ) => {
-      named(name, 'counter');
+      named(name, 'counter', unit);
       meter.createObservableCounter(name, { description, ...(unit ? { unit } : {}) }).addCallback(read);
     };
     const gauge = (
@@ -72,49 +104,48 @@ export class AgentMetrics {
       read: (r: ObservableResult<Attributes>) => void,
       unit?: string,
     ) => {
-      named(name, 'gauge');
+      named(name, 'gauge', unit);
       meter.createObservableGauge(name, { description, ...(unit ? { unit } : {}) }).addCallback(read);
     };
     const perKey = (map: Map<string, number>, label: string) => (r: ObservableResult<Attributes>) => {
       for (const [key, value] of map) r.observe(value, { [label]: key });
     };
+    const perRecord =
+      (record: Record<string, number>, label: string) => (r: ObservableResult<Attributes>) => {
+        for (const [key, value] of Object.entries(record)) r.observe(value, { [label]: key });
+      };
 
     observe('edgemesh.cache.lookups', 'Object lookups by result', (r) => {
       r.observe(counters.hits, { result: 'hit' });
       r.observe(counters.misses, { result: 'miss' });
     });
     observe(
-      'edgemesh.bytes.served',
-      'Object bytes sent to local clients, by source',
+      'edgemesh.served',
+      'Object bytes sent to local clients, by source (local, peer, origin)',
       (r) => {
         for (const source of SOURCES) r.observe(counters.bytesServed[source], { source });
       },
       'By',
     );
+    observe('edgemesh.stored', 'Object bytes accepted by PUT', (r) => r.observe(counters.bytesStored), 'By');
     observe(
-      'edgemesh.bytes.stored',
-      'Object bytes accepted by PUT',
-      (r) => r.observe(counters.bytesStored),
+      'edgemesh.peer.received',
+      'Verified chunk bytes received from peers, by hop class (node, zone, region, remote)',
+      perRecord(counters.bytesByHop, 'hop'),
       'By',
     );
     observe(
-      'edgemesh.peer.bytes.received',
-      'Verified chunk bytes received, by peer',
-      perKey(counters.bytesFromPeer, 'peer'),
-      'By',
-    );
-    observe(
-      'edgemesh.peer.bytes.sent',
+      'edgemesh.peer.sent',
       'Chunk bytes served to peers',
       (r) => r.observe(counters.bytesToPeers),
       'By',
     );
     observe(
       'edgemesh.peer.chunks.rejected',
-      'Chunks from a peer that failed verification',
-      perKey(counters.badChunksByPeer, 'peer'),
+      'Chunks from peers that failed verification, by hop class (which peer: /v1/status and the logs)',
+      perRecord(counters.rejectedByHop, 'hop'),
     );
-    observe('edgemesh.cache.corrupt.chunks', 'Chunks found damaged on local disk', (r) =>
+    observe('edgemesh.cache.corrupt_chunks', 'Chunks found damaged on local disk', (r) =>
       r.observe(counters.corruptChunks),
     );
     observe(
@@ -122,17 +153,16 @@ export class AgentMetrics {
       'Objects removed from the cache, by reason',
       perKey(counters.removals, 'reason'),
     );
-    observe('edgemesh.http.requests', 'HTTP requests, by method and status', (r) => {
-      for (const [key, value] of counters.requests) {
-        const [method, status] = key.split(' ');
-        r.observe(value, { 'http.request.method': method!, 'http.response.status_code': Number(status) });
-      }
-    });
-    gauge('edgemesh.cache.bytes', 'Bytes of chunks on disk', (r) => r.observe(sources.store().bytes), 'By');
+    gauge('edgemesh.cache.size', 'Bytes of chunks on disk', (r) => r.observe(sources.store().bytes), 'By');
     gauge('edgemesh.cache.limit', 'The cache byte limit', (r) => r.observe(sources.store().maxBytes), 'By');
-    gauge('edgemesh.cache.entries', 'Objects in the cache', (r) => r.observe(sources.store().entries));
     gauge(
-      'edgemesh.cache.hot.bytes',
+      'edgemesh.cache.entries',
+      'Objects in the cache',
+      (r) => r.observe(sources.store().entries),
+      '{object}',
+    );
+    gauge(
+      'edgemesh.cache.hot.size',
       'Bytes in the in-memory hot tier',
       (r) => r.observe(sources.store().hotBytes),
       'By',
@@ -157,26 +187,20 @@ export class AgentMetrics {
     gauge('edgemesh.control.connected', '1 while the control plane (NATS) is connected', (r) =>
       r.observe(sources.controlState?.() === 'connected' ? 1 : 0),
     );
-    observe(
-      'edgemesh.peer.bytes.by_hop',
-      'Chunk bytes received from peers, by hop class (node, zone, region, remote)',
-      (r) => {
-        for (const [hop, bytes] of Object.entries(counters.bytesByHop)) r.observe(bytes, { hop });
-      },
-      'By',
-    );
     observe('edgemesh.origin.fetches', 'Fetches this agent made from origins', (r) =>
       r.observe(counters.originFetches),
     );
     observe(
-      'edgemesh.origin.bytes',
+      'edgemesh.origin.received',
       'Object bytes fetched from origins',
       (r) => r.observe(counters.bytesFromOrigin),
       'By',
     );
+    named('edgemesh.build.info', 'gauge');
+    observeBuildInfo(meter, sources.build ?? { version: AGENT_VERSION, revision: 'unknown' });
     /** A histogram of durations in seconds, with its bucket bounds. */
     const seconds = (name: string, description: string, bounds: number[]) => {
-      named(name, 'histogram');
+      named(name, 'histogram', 's');
       return meter.createHistogram(name, {
         description,
         unit: 's',
@@ -194,17 +218,28 @@ export class AgentMetrics {
       [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     );
     this.#durations = seconds(
-      'http.server.request.duration',
-      'Duration of HTTP server requests',
+      METRIC_HTTP_SERVER_REQUEST_DURATION,
+      'Duration of HTTP server requests (the API; not probes or scrapes)',
       [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     );
+    this.#runtime = sources.runtime === false ? undefined : observeRuntime(this.#provider);
   }
 
-  recordRequest(method: string, route: string, status: number, seconds: number): void {
-    this.#durations.record(seconds, {
-      'http.request.method': method,
-      'http.route': route,
-      'http.response.status_code': status,
+  /** Records one request's duration, unless it is a probe or a scrape (`path`). */
+  recordRequest(request: {
+    method: string;
+    path: string;
+    route: string;
+    status: number;
+    seconds: number;
+  }): void {
+    if (NOT_REQUESTS.has(request.path)) return;
+    this.#durations.record(request.seconds, {
+      [ATTR_HTTP_REQUEST_METHOD]: KNOWN_METHODS.has(request.method)
+        ? request.method
+        : HTTP_REQUEST_METHOD_VALUE_OTHER,
+      [ATTR_HTTP_ROUTE]: request.route,
+      [ATTR_HTTP_RESPONSE_STATUS_CODE]: request.status,
     });
   }
 
@@ -217,16 +252,16 @@ export class AgentMetrics {
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
-    this.#exporter.getMetricsRequestHandler(req, res);
+    this.#endpoint.handle(req, res);
+  }
+
+  /** The scrape /metrics answers, as text. */
+  scrape(): Promise<string> {
+    return this.#endpoint.text();
   }
 
   async shutdown(): Promise<void> {
+    this.#runtime?.stop();
     await this.#provider.shutdown();
   }
-}
-
-/** A name as the Prometheus exporter shows it: dots become underscores, counters end in _total. */
-export function prometheusName(name: string, kind: 'counter' | 'gauge' | 'histogram'): string {
-  const base = name.replace(/[^A-Za-z0-9_:]/g, '_');
-  return kind === 'counter' && !base.endsWith('_total') ? `${base}_total` : base;
 }

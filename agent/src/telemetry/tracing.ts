@@ -8,6 +8,7 @@ import {
   trace,
 } from '@opentelemetry/api';
 import type { Metadata } from '@grpc/grpc-js';
+import type { Resource } from '@opentelemetry/resources';
 import { startOtlpTracing } from '@edgemesh/telemetry';
 
 /**
@@ -15,31 +16,18 @@ import { startOtlpTracing } from '@edgemesh/telemetry';
  * `traceparent` headers (HTTP) and gRPC metadata (node to node), so the reader's request, the owners'
  * answers and each holder's chunk stream are one trace. Spans go to an OTLP/HTTP endpoint. Without
  * one, tracing is off and costs nothing: the API's no-op tracer, and the SDK is never loaded (it is
- * about 4 MB of an idle agent's memory).
+ * about 4 MB of an idle agent's memory). `resource`: the agent's (resource.ts), as on its metrics.
  */
-export async function startTracing(opts: {
-  endpoint: string | undefined;
-  nodeId: string;
-  zone: string;
-  region: string;
-}): Promise<{ shutdown(): Promise<void> }> {
-  if (!opts.endpoint) return { shutdown: () => Promise.resolve() };
-  return startOtlpTracing(opts.endpoint, {
-    'service.name': 'edgemesh-agent',
-    'service.instance.id': opts.nodeId,
-    'edgemesh.zone': opts.zone,
-    'edgemesh.region': opts.region,
-  });
+export async function startTracing(
+  endpoint: string | undefined,
+  resource: Resource,
+): Promise<{ shutdown(): Promise<void> }> {
+  if (!endpoint) return { shutdown: () => Promise.resolve() };
+  return startOtlpTracing(endpoint, resource);
 }
 
 export const tracer = () => trace.getTracer('edgemesh-agent');
 export { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace };
-
-/** Puts the active trace context into outgoing gRPC metadata. */
-export function injectInto(metadata: Metadata): Metadata {
-  propagation.inject(context.active(), metadata, { set: (md, key, value) => md.set(key, value) });
-  return metadata;
-}
 
 /** The trace context a gRPC call carries in its metadata. */
 export function extractFrom(metadata: Metadata): Context {

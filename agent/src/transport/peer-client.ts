@@ -2,13 +2,13 @@ import {
   type ChannelCredentials,
   type Client,
   credentials,
-  Metadata,
+  type Metadata,
   makeGenericClientConstructor,
   type ServiceError,
   status,
 } from '@grpc/grpc-js';
 import { channelOptions } from './peer-server.ts';
-import { injectInto } from '../telemetry/tracing.ts';
+import { clientCall } from './rpc-spans.ts';
 import type { Manifest, NodeSignature } from '../cache/manifest.ts';
 import type { Holder } from '../domain.ts';
 import {
@@ -107,15 +107,23 @@ export class GrpcPeer implements PeerTransport {
     return this.#bulk;
   }
 
-  /** A unary call with a deadline of the client's timeout, or `timeoutMs`; `signal` cancels it. */
+  /**
+   * A unary call with a deadline of the client's timeout, or `timeoutMs`; `signal` cancels it. In a
+   * client span (rpc-spans.ts) that the peer's server span joins.
+   */
   #unary<T>(method: string, request: unknown, signal?: AbortSignal, timeoutMs = this.#timeoutMs): Promise<T> {
+    const traced = clientCall(method, this.address);
     return new Promise((resolve, reject) => {
       const call = (this.#client[method] as Unary).call(
         this.#client,
         request,
-        injectInto(new Metadata()),
+        traced.metadata,
         { deadline: Date.now() + timeoutMs },
-        (error, response) => (error ? reject(error) : resolve(response as T)),
+        (error, response) => {
+          traced.end(error);
+          if (error) reject(error);
+          else resolve(response as T);
+        },
       ) as { cancel(): void };
       if (signal?.aborted) call.cancel();
       else signal?.addEventListener('abort', () => call.cancel(), { once: true });
@@ -256,12 +264,13 @@ export class GrpcPeer implements PeerTransport {
     signal?: AbortSignal,
   ): AsyncGenerator<Buffer> {
     const bulk = this.#bulkClient();
+    const traced = clientCall('FetchChunks', this.address);
     const call = (
       bulk.FetchChunks as (req: unknown, md: Metadata) => AsyncIterable<ChunkPiece> & { cancel(): void }
     ).call(
       bulk,
       { digests: digests.map((d) => Buffer.from(d, 'hex')), fromNode: this.#from },
-      injectInto(new Metadata()),
+      traced.metadata,
     );
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -312,6 +321,7 @@ export class GrpcPeer implements PeerTransport {
       if (index !== digests.length)
         throw new PeerError(this.id, `FetchChunks: stream ended after ${index} of ${digests.length} chunks`);
     } catch (error) {
+      traced.end(error as Error);
       if (error instanceof PeerError) throw error;
       if ((error as ServiceError).code === status.RESOURCE_EXHAUSTED)
         throw new PeerBusyError(this.id, `FetchChunks: ${(error as ServiceError).details}`, { cause: error });
@@ -321,6 +331,7 @@ export class GrpcPeer implements PeerTransport {
         });
       throw new PeerError(this.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
     } finally {
+      traced.end();
       clearTimeout(idle);
       signal?.removeEventListener('abort', onAbort);
       call.cancel();
@@ -328,9 +339,10 @@ export class GrpcPeer implements PeerTransport {
   }
 
   async *watch(key: string, from: Holder | undefined, signal?: AbortSignal): AsyncGenerator<WatchUpdate> {
+    const traced = clientCall('Watch', this.address);
     const call = (
       this.#client.Watch as (req: unknown, md: Metadata) => AsyncIterable<WireWatchEvent> & { cancel(): void }
-    ).call(this.#client, { key, ...(from ? { from } : {}) }, injectInto(new Metadata()));
+    ).call(this.#client, { key, ...(from ? { from } : {}) }, traced.metadata);
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -347,8 +359,10 @@ export class GrpcPeer implements PeerTransport {
     } catch (error) {
       if ((error as ServiceError).code === status.NOT_FOUND) return;
       if (signal?.aborted) return;
+      traced.end(error as Error);
       throw new PeerError(this.id, `Watch failed: ${(error as Error).message}`, { cause: error });
     } finally {
+      traced.end();
       signal?.removeEventListener('abort', onAbort);
       call.cancel();
     }

@@ -31,6 +31,7 @@ import type { UploadLimiter } from './upload-limiter.ts';
 import type { PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 import { context, extractFrom, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
+import { rpcSpan, TRACED_RPCS } from './rpc-spans.ts';
 import type { PeerCertificate } from 'node:tls';
 
 /** The authenticated node of each call in progress (set before any handler runs). */
@@ -380,18 +381,6 @@ export function createPeerServer(opts: PeerServerOptions): Server {
   return server;
 }
 
-/** RPCs that get a server span (pings and probes would only be noise). */
-const TRACED = new Set([
-  'getManifest',
-  'fetchChunks',
-  'watch',
-  'fetchOrigin',
-  'replicate',
-  'hold',
-  'purge',
-  'deliver',
-]);
-
 /**
  * Wraps handlers so that every call is authenticated first (`opts.authenticate`: its caller's node
  * id is then `callers.get(call)`), and the traced ones run in a server span whose parent is the
@@ -430,28 +419,22 @@ function guarded<T extends Record<string, (...args: never[]) => void>>(
   return authenticated as T;
 }
 
-/** Wraps the handlers of TRACED in server spans. */
+/** Wraps the handlers of TRACED_RPCS in server spans (children of the callers' client spans). */
 function traced<T extends Record<string, (...args: never[]) => void>>(handlers: T): T {
   const wrapped: Record<string, unknown> = {};
   for (const [name, handler] of Object.entries(handlers)) {
-    if (!TRACED.has(name)) {
+    const method = name[0]!.toUpperCase() + name.slice(1);
+    if (!TRACED_RPCS.has(method)) {
       wrapped[name] = handler;
       continue;
     }
-    const method = name[0]!.toUpperCase() + name.slice(1);
+    const { name: spanName, attributes } = rpcSpan(method);
     wrapped[name] = (
       call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
       callback?: sendUnaryData<unknown>,
     ) => {
       const parent = extractFrom(call.metadata);
-      const span = tracer().startSpan(
-        `edgemesh.peer.v1.Peer/${method}`,
-        {
-          kind: SpanKind.SERVER,
-          attributes: { 'rpc.system': 'grpc', 'rpc.service': 'edgemesh.peer.v1.Peer', 'rpc.method': method },
-        },
-        parent,
-      );
+      const span = tracer().startSpan(spanName, { kind: SpanKind.SERVER, attributes }, parent);
       const run = handler as (call: unknown, callback?: sendUnaryData<unknown>) => void;
       context.with(trace.setSpan(parent, span), () => {
         if (callback) {

@@ -1,19 +1,24 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
-import { resourceFromAttributes } from '@opentelemetry/resources';
+import { type Resource, resourceFromAttributes } from '@opentelemetry/resources';
 import { type MetricReader, MeterProvider } from '@opentelemetry/sdk-metrics';
+import { ATTR_SERVICE_INSTANCE_ID, ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { type BuildInfo, observeBuildInfo, observeRuntime, PrometheusEndpoint } from '@edgemesh/telemetry';
 import type { WorkQueue } from './queue.ts';
+
+export const OPERATOR_SERVICE = 'edgemesh-operator';
 
 /**
  * The operator's metrics, named as controller-runtime's (so its dashboards and alerts carry over),
  * exported in Prometheus text: controller_runtime_reconcile_total{controller,result},
  * controller_runtime_reconcile_errors_total, controller_runtime_reconcile_time_seconds,
  * workqueue_depth, workqueue_adds_total, workqueue_retries_total, workqueue_queue_duration_seconds,
- * controller_runtime_active_workers, leader_election_master_status, and informer restarts.
+ * controller_runtime_active_workers, leader_election_master_status, and informer restarts; plus
+ * edgemesh_build_info and the process's and runtime's metrics (telemetry/runtime.ts).
  */
 export class OperatorMetrics {
-  readonly #exporter = new PrometheusExporter({ preventServerStart: true });
+  readonly #endpoint = new PrometheusEndpoint();
   readonly #provider: MeterProvider;
+  readonly #runtime: { stop(): void } | undefined;
   readonly reconciles = { total: 0, errors: 0 };
   informerRestarts = 0;
   /** The metric names the operator exports, as Prometheus shows them (histograms: the base name). */
@@ -29,6 +34,7 @@ export class OperatorMetrics {
     'leader_election_master_status',
     'edgemesh_operator_informer_restarts_total',
     'edgemesh_operator_certificate_requests_total',
+    'edgemesh_build_info',
   ];
   /** Records one certificate request's outcome ('issued', a refusal's reason, ...). */
   recordIssuance: (outcome: string) => void;
@@ -37,19 +43,29 @@ export class OperatorMetrics {
     controller: string;
     queue: WorkQueue;
     leading: () => boolean;
-    /** This replica (service.instance.id on target_info and in OTLP). */
+    /** This replica (service.instance.id on target_info and in OTLP), when no `resource` is given. */
     identity?: string;
+    /** The process's resource (telemetry's serviceResource: with the OTEL_* environment). */
+    resource?: Resource;
+    /** Which build this is (edgemesh_build_info). */
+    build?: BuildInfo;
+    /** Process and runtime metrics; default on. */
+    runtime?: boolean;
     /** More readers besides the Prometheus endpoint: an OTLP push (@edgemesh/telemetry). */
     readers?: MetricReader[];
   }) {
     this.#provider = new MeterProvider({
-      readers: [this.#exporter, ...(opts.readers ?? [])],
-      resource: resourceFromAttributes({
-        'service.name': 'edgemesh-operator',
-        ...(opts.identity ? { 'service.instance.id': opts.identity } : {}),
-      }),
+      readers: [this.#endpoint.reader, ...(opts.readers ?? [])],
+      resource:
+        opts.resource ??
+        resourceFromAttributes({
+          [ATTR_SERVICE_NAME]: OPERATOR_SERVICE,
+          ...(opts.identity ? { [ATTR_SERVICE_INSTANCE_ID]: opts.identity } : {}),
+        }),
     });
-    const meter = this.#provider.getMeter('edgemesh-operator');
+    const meter = this.#provider.getMeter(OPERATOR_SERVICE);
+    observeBuildInfo(meter, opts.build ?? { version: 'unknown', revision: 'unknown' });
+    this.#runtime = opts.runtime === false ? undefined : observeRuntime(this.#provider);
     const controller = { controller: opts.controller, name: opts.controller };
     const total = meter.createCounter('controller_runtime_reconcile', {
       description: 'Reconciles by result',
@@ -106,10 +122,11 @@ export class OperatorMetrics {
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
-    this.#exporter.getMetricsRequestHandler(req, res);
+    this.#endpoint.handle(req, res);
   }
 
   async shutdown(): Promise<void> {
+    this.#runtime?.stop();
     await this.#provider.shutdown();
   }
 }
