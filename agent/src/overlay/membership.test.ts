@@ -29,8 +29,12 @@ class Network {
       silent?: boolean;
       /** The answer waits for this (a slow link): what happens meanwhile is tested. */
       gate?: Promise<void>;
+      /** The round trip its answers report (as the transport measures it); 1 ms when unset. */
+      rttMs?: number;
     }
   >();
+  /** Probes asked of helpers (indirect probes), all nodes together. */
+  indirectProbes = 0;
   async ping(address: string, signal?: AbortSignal): Promise<PingResult> {
     const node = this.nodes.get(address);
     if (node?.silent) return new Promise(() => undefined); // packets dropped: no answer, ever
@@ -41,14 +45,19 @@ class Network {
     }
     if (!node?.up) return Promise.reject(new Error(`${address} unreachable`));
     const { nodeId, zone, region, incarnation } = node;
-    return { nodeId, zone, region, rttMs: 1, ...(incarnation === undefined ? {} : { incarnation }) };
+    const rttMs = node.rttMs ?? 1;
+    return { nodeId, zone, region, rttMs, ...(incarnation === undefined ? {} : { incarnation }) };
   }
   transport(from: string, info: MemberInfo): PeerTransport {
     return stubTransport(info.nodeId, info.grpc, {
       ping: (signal) =>
         this.nodes.get(from)?.up ? this.ping(info.grpc, signal) : Promise.reject(new Error('self down')),
-      probe: (target, signal) =>
-        this.nodes.get(info.grpc)?.up ? this.ping(target, signal) : Promise.reject(new Error('helper down')),
+      probe: (target, signal) => {
+        this.indirectProbes++;
+        return this.nodes.get(info.grpc)?.up
+          ? this.ping(target, signal)
+          : Promise.reject(new Error('helper down'));
+      },
     });
   }
 }
@@ -1118,6 +1127,28 @@ describe('Membership', () => {
     n0.tick();
     await settle();
     assert.equal(state(), 'alive', 'and it does not die at the end of the suspicion');
+  });
+
+  it('gives a member whose answers take long a probe timeout that fits its round trips (not one every answer misses)', async () => {
+    const { network, bus, nodes } = mesh(3, { probeTimeoutMs: 20 });
+    await settle();
+    bus.up = false; // no refutation: only the probes decide
+    const n0 = nodes[0]!;
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    const state = () => n0.all().find((m) => m.info.nodeId === 'n1')!.state;
+    // n1 sits behind a queueing uplink: its answers have taken about 150 ms.
+    n1.rttMs = 150;
+    for (let i = 0; i < 3; i++) await n0.probe('n1');
+    assert.equal(state(), 'alive');
+    // The next answer takes 60 ms of real time: past the configured 20 ms, well within what n1's
+    // round trips earned it. Timers fire in order, so this holds on a loaded machine too.
+    let open = () => undefined as void;
+    n1.gate = new Promise<void>((resolve) => (open = resolve));
+    setTimeout(() => open(), 60);
+    const asked = network.indirectProbes;
+    await n0.probe('n1');
+    assert.equal(network.indirectProbes, asked, 'its own answer came in time: nobody else was asked');
+    assert.equal(state(), 'alive');
   });
 
   it('does not move a confirmed member to a relay another member reports', async () => {

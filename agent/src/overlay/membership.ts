@@ -86,6 +86,11 @@ export const FRESH_MIN_INTERVAL_MS = 1000;
  * and suspicions wait up to (1 + this) times their configured timeouts.
  */
 export const MAX_LOCAL_HEALTH = 8;
+/**
+ * The longest probe timeout a member's measured round trips can earn it: a member this slow to
+ * answer is as good as gone for the work the mesh gives it.
+ */
+export const MAX_PROBE_TIMEOUT_MS = 5000;
 
 export const DEFAULT_TIMING: MembershipTiming = {
   probeIntervalMs: 500,
@@ -103,6 +108,13 @@ export interface Member {
   /** When it entered its state. */
   since: number;
   rttMs?: number;
+  /**
+   * Its smoothed round trip and the trip's mean deviation (as TCP keeps them, RFC 6298), from its
+   * direct answers, late ones included: a member behind a queueing link gets a probe timeout that
+   * fits it (#probeTimeoutFor), not one every answer misses.
+   */
+  srttMs?: number;
+  rttVarMs?: number;
   /** When this node last asked it again for its copies (NEW_LIFE_MIN_INTERVAL_MS). */
   newLifeAt?: number;
   /** A new life came inside that window: its copies are asked again when the window ends. */
@@ -274,6 +286,20 @@ export class Membership {
   /** How long a probe waits for an answer now: the configured timeout, scaled by local health. */
   #probeTimeout(): number {
     return this.#timing.probeTimeoutMs * (1 + this.#health);
+  }
+
+  /**
+   * How long a probe of `member` waits: this node's probe timeout, or more for a member whose
+   * measured round trips need it (smoothed trip plus four deviations, as TCP's retransmission timer),
+   * up to MAX_PROBE_TIMEOUT_MS.
+   */
+  #probeTimeoutFor(member: Member): number {
+    return Math.max(this.#probeTimeout(), this.#rttTimeout(member));
+  }
+
+  #rttTimeout(member: Member): number {
+    if (member.srttMs === undefined) return 0;
+    return Math.min(MAX_PROBE_TIMEOUT_MS, Math.ceil(member.srttMs + 4 * (member.rttVarMs ?? 0)));
   }
 
   /** How long a suspect has to answer or refute before it counts dead: scaled by local health too. */
@@ -659,12 +685,13 @@ export class Membership {
       // The direct ping waits its probe timeout before others are asked, but its answer still counts
       // until the suspicion would end: a node whose uplink is queueing (a slow or bloated link)
       // answers late, and late is not dead.
+      const timeoutMs = this.#probeTimeoutFor(member);
       const late = this.#ping(
         member.transport,
         member.info.nodeId,
-        this.#probeTimeout() + this.#suspicionTimeout(),
+        timeoutMs + this.#suspicionTimeout(),
       ).catch(() => undefined);
-      const direct = await within(late, this.#probeTimeout());
+      const direct = await within(late, timeoutMs);
       // The entry may have changed while the ping was out: an answer counts for the entry now held.
       let current = this.#current(member);
       if (!current) return; // evicted, forgotten, or on a fresh connection (probed on its own)
@@ -678,7 +705,7 @@ export class Membership {
         this.#opts.onIgnored?.('unproven-member');
         return;
       }
-      const { answer: answered, missed } = await this.#indirect(current);
+      const { answer: answered, missed } = await this.#indirect(current, timeoutMs);
       current = this.#current(current);
       if (!current) return;
       if (answered) return this.#confirmed(current, answered, false);
@@ -723,9 +750,11 @@ export class Membership {
   async probeFor(target: string): Promise<PingResult | undefined> {
     const member = [...this.#members.values()].find((m) => m.info.grpc === target);
     if (!member) return undefined;
-    // The configured timeout, not this node's health-scaled one: the asker waits twice its own, and
-    // an answer ("it does not answer") that comes after that counts against the asker's health.
-    return this.#ping(member.transport, member.info.nodeId, this.#timing.probeTimeoutMs);
+    // The configured timeout (or what the member's round trips need), not this node's health-scaled
+    // one: the asker waits twice its own, and an answer ("it does not answer") that comes after that
+    // counts against the asker's health.
+    const timeoutMs = Math.max(this.#timing.probeTimeoutMs, this.#rttTimeout(member));
+    return this.#ping(member.transport, member.info.nodeId, timeoutMs);
   }
 
   close(): void {
@@ -757,7 +786,10 @@ export class Membership {
    * Asks a few other members to probe `member`: its answer through one of them, and how many
    * helpers did not answer at all within the wait (no answer and no "it did not answer").
    */
-  async #indirect(member: Member): Promise<{ answer: PingResult | undefined; missed: number }> {
+  async #indirect(
+    member: Member,
+    timeoutMs: number,
+  ): Promise<{ answer: PingResult | undefined; missed: number }> {
     const helpers = this.alive()
       .filter((m) => m !== member)
       .sort(() => (this.#opts.random ?? Math.random)() - 0.5)
@@ -765,7 +797,7 @@ export class Membership {
     let missed = 0;
     const answers = await Promise.all(
       helpers.map((h) => {
-        const signal = AbortSignal.timeout(2 * this.#probeTimeout());
+        const signal = AbortSignal.timeout(2 * timeoutMs);
         return h.transport
           .probe(member.info.grpc, signal)
           .then((r) => (r.nodeId === member.info.nodeId ? r : undefined))
@@ -826,6 +858,13 @@ export class Membership {
         this.#opts.onForgotten?.(member.info.nodeId, before);
       }
       member.rttMs = result.rttMs;
+      if (member.srttMs === undefined) {
+        member.srttMs = result.rttMs;
+        member.rttVarMs = result.rttMs / 2;
+      } else {
+        member.rttVarMs = 0.75 * (member.rttVarMs ?? 0) + 0.25 * Math.abs(member.srttMs - result.rttMs);
+        member.srttMs = 0.875 * member.srttMs + 0.125 * result.rttMs;
+      }
       if (result.coordinate) this.#opts.vivaldi?.update(member.info.nodeId, result.rttMs, result.coordinate);
     }
     // A new life in its own answer (it restarted, and no announcement said so yet: the control
