@@ -664,6 +664,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         spec: edgeMeshSpecSchema.parse({ controlPlane: { natsUrl: 'nats://n:4222' } }),
       },
       new Map(),
+      { image: { image: 'edgemesh:e2e', pullSecrets: [] } },
     ).find((c) => c.kind === 'Role') as unknown as { rules: PolicyRule[] };
     const heldToGrant = new Set(grants(agentRole.rules));
     assert.deepEqual(

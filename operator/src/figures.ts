@@ -11,6 +11,11 @@ const RETRY_MS = 30_000;
 const MAX_AHEAD_MS = 5 * 60_000;
 /** A mesh whose figures changed is reconciled (its status rewritten) at most this often. */
 const REFRESH_MS = 15_000;
+/**
+ * A node whose last report is at most this old reports on the control plane (agents report every
+ * 10 s): six reports may be lost before it counts as gone.
+ */
+export const REPORTING_WINDOW_MS = 60_000;
 
 type NodeStats = {
   hits: number;
@@ -58,6 +63,16 @@ interface MeshEntry {
     bundlePem: string;
     revoked: Set<string>;
   };
+}
+
+/** Whether a mesh's agents report on the control plane, as the operator sees it. */
+export interface ControlPlanePresence {
+  /** The operator's own connection to the mesh's NATS: up, still being made, or refused/unreachable. */
+  connection: 'up' | 'connecting' | 'failed';
+  /** The nodes asked about whose agent reported in the last REPORTING_WINDOW_MS. */
+  reporting: number;
+  /** When the first of those reports leaves the window (the count may fall then); none: no report. */
+  changesInMs?: number;
 }
 
 export interface MeshFigures {
@@ -223,6 +238,26 @@ export class FiguresCollector {
   /** How many meshes are followed, over how many NATS connections. */
   get following(): { meshes: number; connections: number; dropped: number } {
     return { meshes: this.#meshes.size, connections: this.#connections.size, dropped: this.dropped };
+  }
+
+  /** Which of `nodes` (the mesh's selected nodes) report, and whether the operator is connected at all. */
+  presence(meshId: string, nodes: Iterable<string>): ControlPlanePresence {
+    const entry = this.#meshes.get(meshId);
+    const connection = entry?.sub ? 'up' : entry?.failedAt === undefined ? 'connecting' : 'failed';
+    const horizon = this.#now() - REPORTING_WINDOW_MS;
+    let reporting = 0;
+    let oldest = Infinity;
+    for (const node of nodes) {
+      const at = entry?.nodes.get(node)?.at;
+      if (at === undefined || at < horizon) continue;
+      reporting++;
+      oldest = Math.min(oldest, at);
+    }
+    return {
+      connection,
+      reporting,
+      ...(reporting > 0 ? { changesInMs: Math.max(0, oldest - horizon) } : {}),
+    };
   }
 
   figures(meshId: string): MeshFigures | undefined {

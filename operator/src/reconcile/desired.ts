@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { V1Node } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { API_VERSION, type EdgeMesh, type EdgeMeshSpec, KIND } from '../api/edgemesh.ts';
+import type { AgentImage } from './agent-image.ts';
 
 /** The field manager of every object the operator applies. */
 export const FIELD_MANAGER = 'edgemesh-operator';
@@ -206,10 +207,10 @@ const selectorOf = (mesh: EdgeMesh) => ({
 export function desiredChildren(
   mesh: EdgeMesh,
   nodes: Map<string, NodePlace>,
-  trust?: MeshTrust,
-  nats?: NatsMount,
+  { image, trust, nats }: { image: AgentImage; trust?: MeshTrust | undefined; nats?: NatsMount | undefined },
 ): KubeObject[] {
   const { spec } = mesh;
+  const pulled = { image: image.image, ...(image.pullPolicy ? { imagePullPolicy: image.pullPolicy } : {}) };
   const name = childName(mesh);
   const namespace = mesh.metadata.namespace;
   const labels = labelsOf(mesh);
@@ -234,8 +235,7 @@ export function desiredChildren(
 
   const container = {
     name: 'agent',
-    image: spec.agent.image,
-    imagePullPolicy: spec.agent.imagePullPolicy,
+    ...pulled,
     args: ['--config', `${CONFIG_DIR}/agent.yaml`, '--topology-file', `${CONFIG_DIR}/topology.yaml`],
     env: [
       { name: 'EDGEMESH_NODE_ID', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
@@ -354,6 +354,9 @@ export function desiredChildren(
           spec: {
             serviceAccountName: name,
             automountServiceAccountToken: false,
+            ...(image.pullSecrets.length > 0
+              ? { imagePullSecrets: image.pullSecrets.map((secret) => ({ name: secret })) }
+              : {}),
             ...(hostNetwork ? { hostNetwork: true, dnsPolicy: 'ClusterFirstWithHostNet' } : {}),
             ...(spec.nodeSelector ? { nodeSelector: spec.nodeSelector } : {}),
             ...(spec.tolerations ? { tolerations: spec.tolerations } : {}),
@@ -370,8 +373,7 @@ export function desiredChildren(
                   initContainers: [
                     {
                       name: 'cache-owner',
-                      image: spec.agent.image,
-                      imagePullPolicy: spec.agent.imagePullPolicy,
+                      ...pulled,
                       command: ['chown', `${spec.security.runAsUser}:${spec.security.runAsUser}`, CACHE_DIR],
                       securityContext: {
                         runAsUser: 0,
