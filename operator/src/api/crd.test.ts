@@ -3,33 +3,14 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { CRD_FILE, edgeMeshCrd, edgeMeshCrdYaml } from './crd.ts';
 import { edgeMeshSpecSchema } from './edgemesh.ts';
+import { type FieldSchema, schemaFields } from '../../harness/schema-fields.ts';
 
-type Schema = {
-  description?: string;
-  properties?: Record<string, Schema>;
-  items?: Schema;
-  additionalProperties?: Schema | boolean;
-  [k: string]: unknown;
-};
 type Version = {
-  schema: { openAPIV3Schema: Schema };
+  schema: { openAPIV3Schema: FieldSchema };
   additionalPrinterColumns: { name: string; jsonPath: string; priority?: number }[];
 };
 const crd = edgeMeshCrd() as { spec: { names: { categories?: string[] }; versions: Version[] } };
 const version = crd.spec.versions[0]!;
-
-/** Every field of a schema, as dotted paths (`[]` for an array's items), with its schema. */
-export function fieldsOf(schema: Schema, path = ''): [string, Schema][] {
-  const out: [string, Schema][] = [];
-  for (const [name, field] of Object.entries(schema.properties ?? {})) {
-    const at = path ? `${path}.${name}` : name;
-    out.push([at, field], ...fieldsOf(field, at));
-  }
-  if (schema.items) out.push(...fieldsOf(schema.items, `${path}[]`));
-  if (typeof schema.additionalProperties === 'object')
-    out.push(...fieldsOf(schema.additionalProperties, `${path}{}`));
-  return out;
-}
 
 describe('the EdgeMesh CRD', () => {
   it('in crds/ is exactly what the API definition generates (run `npm run crds` after changing it)', () => {
@@ -50,7 +31,7 @@ describe('the EdgeMesh CRD', () => {
   });
 
   it('describes every field, so that `kubectl explain` explains each', () => {
-    const fields = fieldsOf(version.schema.openAPIV3Schema);
+    const fields = schemaFields(version.schema.openAPIV3Schema);
     assert.ok(fields.length > 80, `${fields.length} fields`);
     const bare = fields
       // metadata is ObjectMeta: an API server refuses any more said of it.
