@@ -57,6 +57,8 @@ interface MeshEntry {
   timer?: NodeJS.Timeout;
   /** When the connection failed: a watch() after RETRY_MS tries again. */
   failedAt?: number;
+  /** A retry of a connection that failed: reported as failed until it is up (no flapping status). */
+  retrying?: boolean;
   /** With node identities: the checks every report must pass, on the trust bundle of the moment. */
   signers?: {
     check: NodeSigners;
@@ -146,13 +148,16 @@ export class FiguresCollector {
       (known.failedAt === undefined || this.#now() - known.failedAt < RETRY_MS)
     )
       return;
+    const retrying = known?.connection === connection;
     if (known) this.forget(meshId);
-    const entry: MeshEntry = { key, connection, nodes: new Map(), lastRefresh: 0 };
+    const entry: MeshEntry = { key, connection, nodes: new Map(), lastRefresh: 0, retrying };
     this.#setSigners(entry, signers);
     this.#meshes.set(meshId, entry);
     void this.#connection(connection, servers, auth)
       .then((nc) => {
         if (this.#meshes.get(meshId) !== entry) return;
+        // The status says so (ControlPlaneConnected): connected, waiting for reports.
+        this.#changed(entry);
         entry.sub = nc.subscribe(subjects(meshId).stats, {
           callback: (error, msg) => {
             if (error) return;
@@ -191,6 +196,7 @@ export class FiguresCollector {
       })
       .catch((error: unknown) => {
         entry.failedAt = this.#now();
+        if (this.#meshes.get(meshId) === entry && !entry.retrying) this.#changed(entry);
         this.#logger.warn(
           { mesh: meshId, err: (error as Error).message },
           'no mesh figures: NATS unreachable',
@@ -243,7 +249,11 @@ export class FiguresCollector {
   /** Which of `nodes` (the mesh's selected nodes) report, and whether the operator is connected at all. */
   presence(meshId: string, nodes: Iterable<string>): ControlPlanePresence {
     const entry = this.#meshes.get(meshId);
-    const connection = entry?.sub ? 'up' : entry?.failedAt === undefined ? 'connecting' : 'failed';
+    const connection = entry?.sub
+      ? 'up'
+      : entry?.failedAt !== undefined || entry?.retrying
+        ? 'failed'
+        : 'connecting';
     const horizon = this.#now() - REPORTING_WINDOW_MS;
     let reporting = 0;
     let oldest = Infinity;

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { once } from 'node:events';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { createPrivateKey, sign, X509Certificate } from 'node:crypto';
 import { encodeEvent, SIGNATURE_HEADER, SIGNER_HEADER, subjects } from '@edgemesh/contracts';
 import { createNodeKey, MeshCa } from '@edgemesh/identity';
@@ -148,6 +150,42 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     const before = operator.figures.dropped;
     nc.publish(subject, report('edge-0', 'shop_cdn', 0, 5000, 7, ['edge-1']));
     await eventually(() => (operator.figures.dropped > before ? true : undefined));
+  });
+
+  it('says when the operator cannot reach a mesh’s NATS, without waiting for a resync', async () => {
+    // A server that is no NATS: it hangs up on each connection after a while, when the reconciles
+    // the new mesh caused (its children appearing) are over.
+    const sockets = new Set<Socket>();
+    const notNats = createServer((socket) => {
+      sockets.add(socket);
+      setTimeout(() => socket.destroy(), 1000).unref();
+    }).listen(0, '127.0.0.1');
+    await once(notNats, 'listening');
+    const { port } = notNats.address() as AddressInfo;
+    try {
+      api.put({
+        apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+        kind: 'EdgeMesh',
+        metadata: { name: 'unreachable', namespace: 'shop' },
+        // Without mTLS no revocation list is sent on NATS, which would make the reconcile wait for it.
+        spec: {
+          controlPlane: { natsUrl: `nats://127.0.0.1:${port}` },
+          ports: { http: 7600, grpc: 7601 },
+          security: { mtls: false },
+        },
+      });
+      type Conditions = { status?: { conditions?: { type: string; reason: string }[] } };
+      const reason = () =>
+        (api.get('edgemeshes', 'shop', 'unreachable') as Conditions | undefined)?.status?.conditions?.find(
+          (c) => c.type === 'ControlPlaneConnected',
+        )?.reason;
+      await eventually(() => reason() === 'OperatorCannotConnect' || undefined);
+    } finally {
+      api.remove('edgemeshes', 'shop', 'unreachable');
+      notNats.close();
+      for (const socket of sockets) socket.destroy();
+    }
+    await eventually(() => operator.figures.meshes === 1 || undefined);
   });
 
   it('forgets a deleted mesh and closes the connection no mesh uses any more', async () => {
