@@ -77,6 +77,7 @@ const CHANGES: Record<string, Change> = {
   'topology.regionLabel': { to: { topology: { regionLabel: 'example.com/region' } } },
   'origins[].prefix': { from: origin({}), to: origin({ prefix: 'b/' }) },
   'origins[].url': { from: origin({}), to: origin({ url: 'https://other-origin.example/' }) },
+  'origins[].headersSecret': { from: origin({}), to: origin({ headersSecret: 'origin-auth' }) },
   'controlPlane.natsUrl': { to: { controlPlane: { natsUrl: 'nats://other.invalid:4222' } } },
   'controlPlane.credentialsSecret': {
     to: { controlPlane: { natsUrl: 'nats://nats.invalid:4222', credentialsSecret: 'nats-creds' } },
@@ -155,12 +156,11 @@ describe('every spec field takes effect', () => {
   before(async () => {
     api = await startFakeApiServer();
     for (const node of NODES) api.put(node);
-    api.put({
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'nats-creds', namespace: NS },
-      data: { creds: 'Y3JlZHM=' },
-    });
+    for (const [name, data] of [
+      ['nats-creds', { creds: 'Y3JlZHM=' }],
+      ['origin-auth', { Authorization: 'QmVhcmVyIHg=' }],
+    ] as const)
+      api.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: NS }, data });
     operator = await startTestOperator(api, { workers: 1 });
   });
   after(async () => {

@@ -197,6 +197,11 @@ export const edgeMeshSpecSchema = z
               .max(2048)
               .regex(/^https?:\/\/[^\s]+$/)
               .describe('The origin’s base URL (http or https).'),
+            headersSecret: objectNameSchema
+              .optional()
+              .describe(
+                "A Secret in the mesh's namespace whose keys and values are sent as request headers to this origin (e.g. Authorization), mounted in the agents and read at each fetch, so a changed Secret is used without a restart. Must exist.",
+              ),
           })
           .describe('An origin rule.'),
       )

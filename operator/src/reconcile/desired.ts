@@ -107,6 +107,13 @@ export interface MeshTrust {
 const TRUST_DIR = '/etc/edgemesh/trust';
 const NATS_DIR = '/etc/edgemesh/nats';
 const TOKEN_DIR = '/var/run/secrets/edgemesh.p2p.dev';
+/** Where each origin headers Secret is mounted: `<ORIGINS_DIR>/<secret>`, one file per header. */
+const ORIGINS_DIR = '/etc/edgemesh-origins';
+
+/** The Secrets the mesh's origin rules send as headers, each once, in the order the rules name them. */
+export const originHeaderSecrets = (spec: EdgeMeshSpec): string[] => [
+  ...new Set((spec.origins ?? []).flatMap((o) => (o.headersSecret ? [o.headersSecret] : []))),
+];
 /** The audience of the agents' projected token (the issuer checks it with TokenReview). */
 export const AGENT_TOKEN_AUDIENCE = 'edgemesh.p2p.dev';
 /** The projected token's life; the kubelet renews it at 80% of it, and the agent reads it at each renewal. */
@@ -135,7 +142,11 @@ export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust, nats?: NatsMount)
       defaultTtlSeconds: spec.cache.defaultTtlSeconds,
     },
     replication: { factor: spec.replication.factor, writeCopies: spec.replication.writeCopies },
-    origins: (spec.origins ?? []).map((o) => ({ prefix: o.prefix, url: o.url })),
+    origins: (spec.origins ?? []).map((o) => ({
+      prefix: o.prefix,
+      url: o.url,
+      ...(o.headersSecret ? { headersDir: `${ORIGINS_DIR}/${o.headersSecret}` } : {}),
+    })),
     controlPlane: {
       servers: spec.controlPlane.natsUrl.split(','),
       ...(nats ? { credentialsFile: `${NATS_DIR}/creds` } : {}),
@@ -268,6 +279,11 @@ export function desiredChildren(
       { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
       { name: 'cache', mountPath: CACHE_DIR },
       ...(nats ? [{ name: 'nats-credentials', mountPath: NATS_DIR, readOnly: true }] : []),
+      ...originHeaderSecrets(spec).map((secret, i) => ({
+        name: `origin-headers-${i}`,
+        mountPath: `${ORIGINS_DIR}/${secret}`,
+        readOnly: true,
+      })),
       ...(mtls
         ? [
             { name: 'trust', mountPath: TRUST_DIR, readOnly: true },
@@ -392,6 +408,11 @@ export function desiredChildren(
               { name: 'config', configMap: { name } },
               cacheVolume,
               ...(nats ? [{ name: 'nats-credentials', secret: { secretName: nats.secretName } }] : []),
+              // Readable by the agent's group (fsGroup) only.
+              ...originHeaderSecrets(spec).map((secret, i) => ({
+                name: `origin-headers-${i}`,
+                secret: { secretName: secret, defaultMode: 0o440 },
+              })),
               ...(mtls
                 ? [
                     { name: 'trust', configMap: { name: trustConfigMapName(mesh) } },

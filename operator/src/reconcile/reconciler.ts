@@ -10,6 +10,7 @@ import {
   meshId,
   type MeshTrust,
   type NodePlace,
+  originHeaderSecrets,
   selectNodes,
 } from './desired.ts';
 import type { ControlPlanePresence, FiguresCollector, NatsAuth } from '../figures.ts';
@@ -161,7 +162,10 @@ async function findBlocker(
 ): Promise<Blocker | undefined> {
   const { spec } = mesh;
   const namespace = mesh.metadata.namespace;
-  const secrets = spec.controlPlane.credentialsSecret ? [spec.controlPlane.credentialsSecret] : [];
+  const secrets = [
+    ...(spec.controlPlane.credentialsSecret ? [spec.controlPlane.credentialsSecret] : []),
+    ...originHeaderSecrets(spec),
+  ];
   for (const secret of secrets) {
     if (!(await deps.secretExists(namespace, secret)))
       return {
