@@ -647,6 +647,12 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     assert.match(wide, /OperatorCannotConnect\s+the operator cannot connect to NATS/, wide);
   });
 
+  it('kubectl explain explains the fields, from the descriptions in the CRD', () => {
+    const explained = cp.kubectl(['explain', 'em.spec.agent.image']);
+    assert.match(explained, /The agent image for this mesh only/, explained);
+    assert.match(cp.kubectl(['explain', 'em.status.reportingAgents']), /reported on the control plane/);
+  });
+
   it('leaves an unchanged status alone: resyncs write nothing (no status churn)', async () => {
     const leader = leaseHolder()!;
     const statusWrites = () =>
