@@ -213,7 +213,8 @@ const selectorOf = (mesh: EdgeMesh) => ({
  * and RoleBinding (read its own ConfigMap, nothing else), the agents' ConfigMap (shared agent.yaml and
  * per-node topology.yaml), a node-local Service, and the DaemonSet. Each is owned by the EdgeMesh, so
  * deleting the mesh deletes them. The pod template carries a hash of agent.yaml, so a spec change
- * rolls the agents; topology changes do not (agents read topology.yaml when they start).
+ * rolls the agents; topology changes do not (agents read topology.yaml when they start). The agents
+ * run `image` (agent-image.ts: the spec's, else the operator's), so a new operator image rolls them.
  */
 export function desiredChildren(
   mesh: EdgeMesh,
