@@ -115,11 +115,14 @@ export class FiguresCollector {
 
   /**
    * Publishes `data` on `subject` over the connection mesh `meshId` is followed on (watch() first);
-   * best effort: false when that connection is not up.
+   * best effort: false, at once, when that connection is not up.
    */
   async publish(meshId: string, subject: string, data: Uint8Array): Promise<boolean> {
     const entry = this.#meshes.get(meshId);
-    const connection = entry && this.#connections.get(entry.connection);
+    // Only on a connection that is up: a reconcile (revocations) never waits for one being made,
+    // which an unresponsive NATS holds for the client's whole connect timeout. The reconcile that
+    // follows the connection coming up publishes again.
+    const connection = entry?.sub && this.#connections.get(entry.connection);
     if (!connection) return false;
     try {
       (await connection).publish(subject, data);
@@ -156,8 +159,9 @@ export class FiguresCollector {
     void this.#connection(connection, servers, auth)
       .then((nc) => {
         if (this.#meshes.get(meshId) !== entry) return;
-        // The status says so (ControlPlaneConnected): connected, waiting for reports.
-        this.#changed(entry);
+        // The status says so (ControlPlaneConnected): connected, waiting for reports. Not through
+        // the reports' throttle, which would hold the first reports back.
+        this.#onChange(entry.key);
         entry.sub = nc.subscribe(subjects(meshId).stats, {
           callback: (error, msg) => {
             if (error) return;
@@ -196,7 +200,7 @@ export class FiguresCollector {
       })
       .catch((error: unknown) => {
         entry.failedAt = this.#now();
-        if (this.#meshes.get(meshId) === entry && !entry.retrying) this.#changed(entry);
+        if (this.#meshes.get(meshId) === entry && !entry.retrying) this.#onChange(entry.key);
         this.#logger.warn(
           { mesh: meshId, err: (error as Error).message },
           'no mesh figures: NATS unreachable',
