@@ -251,6 +251,8 @@ async function measure(main: string, target: Target, meshes: number): Promise<Fi
         EDGEMESH_OPERATOR_ISSUER_URL: 'https://edgemesh-operator-issuer.bench.svc:7443',
         EDGEMESH_OPERATOR_ISSUER_HOST: '127.0.0.1',
         EDGEMESH_OPERATOR_ISSUER_PORT: '0',
+        // As the chart sets it: without an agent image, meshes get no children (NoAgentImage).
+        EDGEMESH_OPERATOR_AGENT_IMAGE: 'registry.example/edgemesh:bench',
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });

@@ -26,6 +26,7 @@ import { startAgentProcess } from '../agent/harness/agent-process.ts';
 import { revocationSignedBytes, subjects } from '@edgemesh/contracts';
 import { connect as natsConnect, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import { natsUnavailable, startNatsServer, subscriptionRefusal } from '../agent/harness/nats-server.ts';
+import { agentReports } from '../operator/harness/agent-reports.ts';
 
 /** Each poll here runs kubectl, a process of its own: poll at a pace that leaves the CPU to the cluster. */
 const eventually = <T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000) =>
@@ -71,13 +72,19 @@ type Mesh = {
   metadata: { generation: number; resourceVersion: string };
   status?: {
     observedGeneration?: number;
-    conditions?: { type: string; status: string }[];
+    conditions?: { type: string; status: string; reason: string }[];
     zones?: Record<string, number>;
+    reportingAgents?: number;
   };
 };
+/** The agent image the operators run meshes with, unless the chart's Deployment sets one. */
+const AGENT_IMAGE = 'registry.example/edgemesh:e2e';
 type DaemonSet = {
   metadata: { generation: number };
-  spec: { selector: { matchLabels: Record<string, string> } };
+  spec: {
+    selector: { matchLabels: Record<string, string> };
+    template: { spec: { containers: { image: string }[] } };
+  };
   status: {
     observedGeneration?: number;
     desiredNumberScheduled: number;
@@ -94,6 +101,8 @@ type DaemonSet = {
 describe('on a real control plane: helm install, the operator, every sample', { skip: why ?? false }, () => {
   let cp: ControlPlane;
   const operators = new Map<string, { child: ChildProcess; log: string[]; probePort?: number }>();
+  /** The agent image the operators were given (the chart's, else AGENT_IMAGE). */
+  let agentImage = '';
   const get = <T>(args: string[]) => JSON.parse(cp.kubectl(['get', ...args, '-o', 'json'])) as T;
   const tryGet = <T>(args: string[]): T | undefined => {
     try {
@@ -105,19 +114,37 @@ describe('on a real control plane: helm install, the operator, every sample', { 
   };
   const mesh = (sample: keyof typeof MESHES) => get<Mesh>(['em', MESHES[sample][1], '-n', MESHES[sample][0]]);
   const condition = (m: Mesh, type: string) => m.status?.conditions?.find((c) => c.type === type)?.status;
-  /** Waits for a mesh's Ready condition; on timeout, says what the mesh and its DaemonSet looked like. */
-  const waitReady = async (namespace: string, name: string) => {
+  const reason = (m: Mesh, type: string) => m.status?.conditions?.find((c) => c.type === type)?.reason;
+  /**
+   * Waits for a mesh's agents to be rolled out and for its Ready condition to say `ready` (with
+   * `reason`); on timeout, says what the mesh and its DaemonSet looked like. kwok runs no agent
+   * process: the samples' agents never report on the control plane, so they are rolled out and not
+   * Ready, for want of reports.
+   */
+  const waitRolledOut = async (
+    namespace: string,
+    name: string,
+    ready = 'False',
+    why = 'OperatorCannotConnect',
+  ) => {
     try {
-      await eventually(
-        () => condition(get<Mesh>(['em', name, '-n', namespace]), 'Ready') === 'True' || undefined,
-        90_000,
-      );
+      await eventually(() => {
+        const m = get<Mesh>(['em', name, '-n', namespace]);
+        return (
+          (reason(m, 'Progressing') === 'RolledOut' &&
+            condition(m, 'Ready') === ready &&
+            reason(m, 'Ready') === why) ||
+          undefined
+        );
+      }, 90_000);
     } catch (error) {
       const state = JSON.stringify({
         mesh: get<Mesh>(['em', name, '-n', namespace]).status,
         daemonSet: tryGet<DaemonSet>(['daemonset', `edgemesh-${name}`, '-n', namespace])?.status,
       });
-      throw new Error(`${namespace}/${name} not Ready: ${state}`, { cause: error });
+      throw new Error(`${namespace}/${name} not rolled out with Ready ${ready} (${why}): ${state}`, {
+        cause: error,
+      });
     }
   };
   const leaseHolder = () =>
@@ -134,9 +161,11 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         e.value === undefined ? [] : [[e.name, e.value]],
       ),
     );
+    agentImage = chartEnv.EDGEMESH_OPERATOR_AGENT_IMAGE ?? AGENT_IMAGE;
     const child = spawn(process.execPath, [...OPERATOR_NODE_FLAGS, MAIN], {
       env: {
         ...process.env,
+        EDGEMESH_OPERATOR_AGENT_IMAGE: AGENT_IMAGE,
         ...chartEnv,
         KUBECONFIG: kubeconfig,
         POD_NAME: identity,
@@ -230,7 +259,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     assert.ok(leader === 'op-a' || leader === 'op-b', `one operator process leads (holder ${leader})`);
   });
 
-  it('applies every sample with kubectl; each mesh turns Ready with its agents scheduled on simulated nodes', async () => {
+  it('applies every sample with kubectl; each mesh rolls out its agents on simulated nodes, and is not Ready while they do not report on the control plane', async () => {
     cp.kubectl(['create', 'namespace', 'edge']);
     cp.kubectl(['create', 'namespace', 'factory']);
     for (const sample of SAMPLES)
@@ -255,8 +284,18 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     );
     for (const sample of SAMPLES) {
       const [namespace, name, nodes] = MESHES[sample];
-      await waitReady(namespace, name);
+      // The operators cannot reach the chart's NATS from this machine (its Service name), and no
+      // agent runs to report anyway: the status says so.
+      await waitRolledOut(namespace, name);
+      const m = get<Mesh>(['em', name, '-n', namespace]);
+      assert.equal(condition(m, 'ControlPlaneConnected'), 'False');
+      assert.equal(m.status?.reportingAgents, 0);
       const ds = get<DaemonSet>(['daemonset', `edgemesh-${name}`, '-n', namespace]);
+      assert.equal(
+        ds.spec.template.spec.containers[0]!.image,
+        agentImage,
+        `${sample}: the operator's agent image`,
+      );
       assert.equal(ds.status.desiredNumberScheduled, nodes, `${sample}: one agent per selected node`);
       assert.equal(ds.status.numberReady, nodes);
       const selector = Object.entries(ds.spec.selector.matchLabels)
@@ -280,7 +319,65 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       );
     }
     assert.deepEqual(mesh('cdn').status?.zones, { 'eu-west-1a': 2, 'eu-west-1b': 2, 'us-east-1a': 2 });
-    await waitReady('default', 'secured');
+    await waitRolledOut('default', 'secured');
+  });
+
+  it('turns a mesh Ready once its agents report on the control plane (signed, as its NATS user)', async (t) => {
+    const noNats = natsUnavailable();
+    if (noNats) return t.skip(noNats);
+    // The chart's NATS as the operator configures it, on this machine, where the operators reach it.
+    const conf = get<{ data: Record<string, string> }>(['configmap', 'edgemesh-nats-config', '-n', NAMESPACE])
+      .data['nats.conf']!;
+    const dir = mkdtempSync(join(tmpdir(), 'edgemesh-cluster-reports-'));
+    writeFileSync(join(dir, 'nats.conf'), conf);
+    const nats = await startNatsServer(undefined, { config: join(dir, 'nats.conf') });
+    let nc: NatsConnection | undefined;
+    try {
+      cp.kubectl(
+        ['apply', '-f', '-'],
+        JSON.stringify({
+          apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+          kind: 'EdgeMesh',
+          metadata: { name: 'reporting', namespace: 'default' },
+          spec: {
+            controlPlane: { natsUrl: nats.url },
+            nodeSelector: { 'edgemesh.p2p.dev/storage': 'true' },
+            ports: { http: 7590, grpc: 7591 },
+          },
+        }),
+      );
+      await waitRolledOut('default', 'reporting', 'False', 'AgentsNotReporting');
+      const creds = await eventually(
+        () =>
+          tryGet<{ data: { creds: string } }>(['secret', 'edgemesh-reporting-nats', '-n', 'default'])?.data
+            .creds,
+      );
+      nc = await natsConnect({
+        servers: nats.url,
+        authenticator: credsAuthenticator(Buffer.from(creds, 'base64')),
+      });
+      const report = await agentReports({
+        secret: (namespace, name) => Promise.resolve(tryGet<object>(['secret', name, '-n', namespace])),
+        nats: nc,
+        namespace: 'default',
+        name: 'reporting',
+        nodes: NODES.filter((n) => n.labels?.['edgemesh.p2p.dev/storage']).map((n) => n.name),
+      });
+      await eventually(async () => {
+        await report();
+        return condition(get<Mesh>(['em', 'reporting', '-n', 'default']), 'Ready') === 'True' || undefined;
+      }, 60_000);
+      const m = get<Mesh>(['em', 'reporting', '-n', 'default']);
+      assert.equal(m.status?.reportingAgents, 3);
+      assert.equal(reason(m, 'ControlPlaneConnected'), 'AgentsReporting');
+      const out = cp.kubectl(['get', 'em', 'reporting', '-n', 'default']);
+      assert.match(out, /\nreporting\s+True\s+3\s+3\s+3\s+/, out);
+    } finally {
+      await nc?.close();
+      cp.kubectl(['delete', 'em', 'reporting', '-n', 'default', '--wait=false']);
+      await nats.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('issues node certificates through its endpoint (an agent pod gets one for its own node, no other; a pod that is not the agent none; none once revoked); its agents take their clients’ ServiceAccount tokens', async () => {
@@ -533,18 +630,27 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     }
   });
 
-  it('kubectl get em prints the printer columns', () => {
+  it('kubectl get em prints the printer columns, and -o wide why a mesh is not Ready', () => {
     const out = cp.kubectl(['get', 'em', '-A']);
     const [header, ...rows] = out.trim().split('\n');
-    assert.match(header!, /^NAMESPACE\s+NAME\s+READY\s+NODES\s+READY AGENTS\s+HIT RATIO\s+AGE$/);
+    assert.match(header!, /^NAMESPACE\s+NAME\s+READY\s+NODES\s+READY AGENTS\s+REPORTING\s+HIT RATIO\s+AGE$/);
     assert.ok(
-      rows.some((r) => /^default\s+cdn\s+True\s+6\s+6\s+/.test(r)),
-      `a row for cdn with Ready True and 6 of 6 agents:\n${out}`,
+      rows.some((r) => /^default\s+cdn\s+False\s+6\s+6\s+0\s+/.test(r)),
+      `a row for cdn with Ready False, 6 of 6 agents ready, none reporting:\n${out}`,
     );
     assert.ok(
-      rows.some((r) => /^factory\s+store\s+True\s+3\s+3\s+/.test(r)),
+      rows.some((r) => /^factory\s+store\s+False\s+3\s+3\s+0\s+/.test(r)),
       out,
     );
+    const wide = cp.kubectl(['get', 'em', 'cdn', '-n', 'default', '-o', 'wide']);
+    assert.match(wide.split('\n')[0]!, /\s+REASON\s+MESSAGE$/, wide);
+    assert.match(wide, /OperatorCannotConnect\s+the operator cannot connect to NATS/, wide);
+  });
+
+  it('kubectl explain explains the fields, from the descriptions in the CRD', () => {
+    const explained = cp.kubectl(['explain', 'em.spec.agent.image']);
+    assert.match(explained, /The agent image for this mesh only/, explained);
+    assert.match(cp.kubectl(['explain', 'em.status.reportingAgents']), /reported on the control plane/);
   });
 
   it('leaves an unchanged status alone: resyncs write nothing (no status churn)', async () => {
@@ -587,7 +693,9 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     }, 90_000);
     await eventually(() => {
       const m = mesh('cdn');
-      return (m.status?.observedGeneration === generation && condition(m, 'Ready') === 'True') || undefined;
+      return (
+        (m.status?.observedGeneration === generation && reason(m, 'Progressing') === 'RolledOut') || undefined
+      );
     }, 60_000);
   });
 
@@ -664,6 +772,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
         spec: edgeMeshSpecSchema.parse({ controlPlane: { natsUrl: 'nats://n:4222' } }),
       },
       new Map(),
+      { image: { image: 'edgemesh:e2e', pullSecrets: [] } },
     ).find((c) => c.kind === 'Role') as unknown as { rules: PolicyRule[] };
     const heldToGrant = new Set(grants(agentRole.rules));
     assert.deepEqual(

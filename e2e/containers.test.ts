@@ -384,6 +384,8 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
       .withCommand([])
       .withCopyContentToContainer([{ content: api.kubeconfig, target: '/tmp/kubeconfig', mode: 0o444 }])
       .withEnvironment({
+        // The agent image, unless the chart's Deployment sets it: without one, no DaemonSet.
+        EDGEMESH_OPERATOR_AGENT_IMAGE: IMAGE,
         ...chartEnv,
         KUBECONFIG: '/tmp/kubeconfig',
         EDGEMESH_OPERATOR_IDENTITY: 'e2e-operator',

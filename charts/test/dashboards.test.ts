@@ -293,7 +293,10 @@ describe('the PodMonitor for agents', () => {
         metadata: { name, namespace, uid: 'u', generation: 1 },
         spec: edgeMeshSpecSchema.parse({ controlPlane: { natsUrl: 'nats://nats:4222' } }),
       } as EdgeMesh;
-      const daemonSet = desiredChildren(mesh, new Map()).find((o) => o.kind === 'DaemonSet') as unknown as {
+      const children = desiredChildren(mesh, new Map(), {
+        image: { image: 'edgemesh:test', pullSecrets: [] },
+      });
+      const daemonSet = children.find((o) => o.kind === 'DaemonSet') as unknown as {
         spec: {
           template: {
             metadata: { labels: Record<string, string> };

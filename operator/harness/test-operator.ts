@@ -2,9 +2,13 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { type Operator, type OperatorConfig, startOperator } from '../src/controller.ts';
 
+/** The agent image the test operator gives meshes that name none (no image is pulled in tests). */
+export const TEST_AGENT_IMAGE = 'registry.example/edgemesh:test';
+
 /**
  * The operator, in this process, against the API server a kubeconfig names (the fake's or a real one): fast leader election (3 s lease,
- * 200 ms retries), probes and the issuance endpoint on free loopback ports, logs off unless TEST_LOG names a level.
+ * 200 ms retries), probes and the issuance endpoint on free loopback ports, agent image
+ * TEST_AGENT_IMAGE, logs off unless TEST_LOG names a level.
  */
 export function startTestOperator(
   api: { kubeconfig: string },
@@ -31,6 +35,7 @@ export function startTestOperator(
         port: 0,
         secretName: 'edgemesh-operator-issuer-tls',
       },
+      agentImage: { image: TEST_AGENT_IMAGE },
       ...overrides,
     },
     pino({ level: process.env.TEST_LOG ?? 'silent' }),

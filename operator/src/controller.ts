@@ -31,6 +31,7 @@ import {
   trustConfigMapName,
 } from './reconcile/desired.ts';
 import { reconcile, type ReconcileDeps } from './reconcile/reconciler.ts';
+import type { AgentImageDefaults } from './reconcile/agent-image.ts';
 import { mergePatchFrom } from './reconcile/status.ts';
 import {
   advanceCaRotation,
@@ -101,6 +102,11 @@ export interface OperatorConfig {
      */
     hosts?: readonly string[];
   };
+  /**
+   * The agent image, pull policy and pull Secrets of every mesh whose spec names none (agent-image.ts);
+   * without an image, such meshes are Degraded (NoAgentImage).
+   */
+  agentImage?: AgentImageDefaults;
   /** How long the steps of a mesh CA rotation last (ca-store.ts); the defaults outside tests. */
   caRotation?: CaRotationTiming;
 }
@@ -359,6 +365,7 @@ export async function startOperator(
   };
   const deps: ReconcileDeps = {
     figures,
+    agentImage: config.agentImage ?? {},
     ...(issuer
       ? {
           meshTrust: async (mesh: EdgeMesh) => {

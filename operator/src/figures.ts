@@ -11,6 +11,11 @@ const RETRY_MS = 30_000;
 const MAX_AHEAD_MS = 5 * 60_000;
 /** A mesh whose figures changed is reconciled (its status rewritten) at most this often. */
 const REFRESH_MS = 15_000;
+/**
+ * A node whose last report is at most this old reports on the control plane (agents report every
+ * 10 s): six reports may be lost before it counts as gone.
+ */
+export const REPORTING_WINDOW_MS = 60_000;
 
 type NodeStats = {
   hits: number;
@@ -52,12 +57,24 @@ interface MeshEntry {
   timer?: NodeJS.Timeout;
   /** When the connection failed: a watch() after RETRY_MS tries again. */
   failedAt?: number;
+  /** A retry of a connection that failed: reported as failed until it is up (no flapping status). */
+  retrying?: boolean;
   /** With node identities: the checks every report must pass, on the trust bundle of the moment. */
   signers?: {
     check: NodeSigners;
     bundlePem: string;
     revoked: Set<string>;
   };
+}
+
+/** Whether a mesh's agents report on the control plane, as the operator sees it. */
+export interface ControlPlanePresence {
+  /** The operator's own connection to the mesh's NATS: up, still being made, or refused/unreachable. */
+  connection: 'up' | 'connecting' | 'failed';
+  /** The nodes asked about whose agent reported in the last REPORTING_WINDOW_MS. */
+  reporting: number;
+  /** When the first of those reports leaves the window (the count may fall then); none: no report. */
+  changesInMs?: number;
 }
 
 export interface MeshFigures {
@@ -98,11 +115,14 @@ export class FiguresCollector {
 
   /**
    * Publishes `data` on `subject` over the connection mesh `meshId` is followed on (watch() first);
-   * best effort: false when that connection is not up.
+   * best effort: false, at once, when that connection is not up.
    */
   async publish(meshId: string, subject: string, data: Uint8Array): Promise<boolean> {
     const entry = this.#meshes.get(meshId);
-    const connection = entry && this.#connections.get(entry.connection);
+    // Only on a connection that is up: a reconcile (revocations) never waits for one being made,
+    // which an unresponsive NATS holds for the client's whole connect timeout. The reconcile that
+    // follows the connection coming up publishes again.
+    const connection = entry?.sub && this.#connections.get(entry.connection);
     if (!connection) return false;
     try {
       (await connection).publish(subject, data);
@@ -131,13 +151,17 @@ export class FiguresCollector {
       (known.failedAt === undefined || this.#now() - known.failedAt < RETRY_MS)
     )
       return;
+    const retrying = known?.connection === connection;
     if (known) this.forget(meshId);
-    const entry: MeshEntry = { key, connection, nodes: new Map(), lastRefresh: 0 };
+    const entry: MeshEntry = { key, connection, nodes: new Map(), lastRefresh: 0, retrying };
     this.#setSigners(entry, signers);
     this.#meshes.set(meshId, entry);
     void this.#connection(connection, servers, auth)
       .then((nc) => {
         if (this.#meshes.get(meshId) !== entry) return;
+        // The status says so (ControlPlaneConnected): connected, waiting for reports. Not through
+        // the reports' throttle, which would hold the first reports back.
+        this.#onChange(entry.key);
         entry.sub = nc.subscribe(subjects(meshId).stats, {
           callback: (error, msg) => {
             if (error) return;
@@ -176,6 +200,7 @@ export class FiguresCollector {
       })
       .catch((error: unknown) => {
         entry.failedAt = this.#now();
+        if (this.#meshes.get(meshId) === entry && !entry.retrying) this.#onChange(entry.key);
         this.#logger.warn(
           { mesh: meshId, err: (error as Error).message },
           'no mesh figures: NATS unreachable',
@@ -223,6 +248,30 @@ export class FiguresCollector {
   /** How many meshes are followed, over how many NATS connections. */
   get following(): { meshes: number; connections: number; dropped: number } {
     return { meshes: this.#meshes.size, connections: this.#connections.size, dropped: this.dropped };
+  }
+
+  /** Which of `nodes` (the mesh's selected nodes) report, and whether the operator is connected at all. */
+  presence(meshId: string, nodes: Iterable<string>): ControlPlanePresence {
+    const entry = this.#meshes.get(meshId);
+    const connection = entry?.sub
+      ? 'up'
+      : entry?.failedAt !== undefined || entry?.retrying
+        ? 'failed'
+        : 'connecting';
+    const horizon = this.#now() - REPORTING_WINDOW_MS;
+    let reporting = 0;
+    let oldest = Infinity;
+    for (const node of nodes) {
+      const at = entry?.nodes.get(node)?.at;
+      if (at === undefined || at < horizon) continue;
+      reporting++;
+      oldest = Math.min(oldest, at);
+    }
+    return {
+      connection,
+      reporting,
+      ...(reporting > 0 ? { changesInMs: Math.max(0, oldest - horizon) } : {}),
+    };
   }
 
   figures(meshId: string): MeshFigures | undefined {

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { startOperator } from './controller.ts';
 import { buildInfo, otlpMetricReader } from '@edgemesh/telemetry';
 import { OPERATOR_VERSION, operatorResource, startTracing } from './kit/tracing.ts';
+import { imageSchema, objectNameSchema, pullPolicySchema } from './api/edgemesh.ts';
 
 const ms = z.coerce.number().int().min(1);
 const configSchema = z.object({
@@ -64,6 +65,26 @@ const configSchema = z.object({
     .url({ protocol: /^https?$/ })
     .optional()
     .or(z.literal('').transform(() => undefined)),
+  /**
+   * The agent image of every mesh whose spec.agent.image is unset (the chart sets it): changing it
+   * rolls those meshes' agents. Unset: such meshes are Degraded (NoAgentImage).
+   */
+  EDGEMESH_OPERATOR_AGENT_IMAGE: imageSchema.optional().or(z.literal('').transform(() => undefined)),
+  /** Their pull policy, unless spec.agent.imagePullPolicy says otherwise; unset: Kubernetes' default. */
+  EDGEMESH_OPERATOR_AGENT_IMAGE_PULL_POLICY: pullPolicySchema
+    .optional()
+    .or(z.literal('').transform(() => undefined)),
+  /** Secret names, comma-separated, added to every agent DaemonSet's imagePullSecrets. */
+  EDGEMESH_OPERATOR_IMAGE_PULL_SECRETS: z
+    .string()
+    .default('')
+    .transform((list) =>
+      list
+        .split(',')
+        .map((name) => name.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(objectNameSchema)),
   EDGEMESH_OPERATOR_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -102,6 +123,11 @@ const operator = await startOperator(
     probePort: env.EDGEMESH_OPERATOR_PROBE_PORT,
     metricReaders,
     telemetry: { resource, build },
+    agentImage: {
+      image: env.EDGEMESH_OPERATOR_AGENT_IMAGE,
+      pullPolicy: env.EDGEMESH_OPERATOR_AGENT_IMAGE_PULL_POLICY,
+      pullSecrets: env.EDGEMESH_OPERATOR_IMAGE_PULL_SECRETS,
+    },
     ...(env.EDGEMESH_OPERATOR_ISSUER_URL
       ? {
           issuer: {

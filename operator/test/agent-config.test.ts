@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { agentConfigSchema } from '../../agent/src/config/schema.ts';
 import { edgeMeshSpecSchema, type EdgeMesh } from '../src/api/edgemesh.ts';
-import { agentConfig } from '../src/reconcile/desired.ts';
+import { agentConfig, desiredChildren } from '../src/reconcile/desired.ts';
 
 const mesh = (security: Record<string, unknown> = {}): EdgeMesh => ({
   apiVersion: 'edgemesh.p2p.dev/v1alpha1',
@@ -30,6 +30,33 @@ describe('the agent configuration the operator writes (a contract between the tw
     });
     assert.equal(config.security.trustBundleFile, '/etc/edgemesh/trust/ca.crt');
     assert.equal(config.security.revocationsFile, '/etc/edgemesh/trust/revoked.json');
+  });
+
+  it('sends an origin’s headers from its Secret, mounted where the configuration says', () => {
+    const spec = edgeMeshSpecSchema.parse({
+      controlPlane: { natsUrl: 'nats://nats:4222' },
+      origins: [{ prefix: 'p/', url: 'https://origin.example/', headersSecret: 'origin-auth' }],
+    });
+    const withOrigin = { ...mesh(), spec };
+    const config = agentConfigSchema.parse({ ...agentConfig(withOrigin, trust), nodeId: 'edge-1' });
+    const dir = config.origins[0]!.headersDir;
+    assert.ok(dir);
+    const ds = desiredChildren(withOrigin, new Map(), {
+      image: { image: 'registry.example/edgemesh:1', pullSecrets: [] },
+    }).find((c) => c.kind === 'DaemonSet') as unknown as {
+      spec: {
+        template: {
+          spec: {
+            containers: { volumeMounts: { name: string; mountPath: string }[] }[];
+            volumes: { name: string; secret?: { secretName: string } }[];
+          };
+        };
+      };
+    };
+    const pod = ds.spec.template.spec;
+    const mount = pod.containers[0]!.volumeMounts.find((m) => m.mountPath === dir);
+    assert.ok(mount, `a volume mounted at ${dir}`);
+    assert.equal(pod.volumes.find((v) => v.name === mount.name)?.secret?.secretName, 'origin-auth');
   });
 
   it('turns mTLS off only when the mesh says so', () => {

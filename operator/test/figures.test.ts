@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { once } from 'node:events';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { createPrivateKey, sign, X509Certificate } from 'node:crypto';
-import { encodeEvent, SIGNATURE_HEADER, SIGNER_HEADER, subjects } from '@edgemesh/contracts';
+import {
+  decodeEvent,
+  encodeEvent,
+  SIGNATURE_HEADER,
+  SIGNER_HEADER,
+  subjectFor,
+  subjects,
+} from '@edgemesh/contracts';
 import { createNodeKey, MeshCa } from '@edgemesh/identity';
 import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../../agent/harness/nats-server.ts';
@@ -37,6 +46,31 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     await nc?.close();
     await nats?.stop();
     await api?.close();
+  });
+
+  it('sends a mesh’s revocation list on its NATS at each reconcile once connected', async () => {
+    const sub = nc.subscribe(subjectFor('shop_cdn', 'mesh.revocations'));
+    const giveUp = setTimeout(() => sub.unsubscribe(), 10_000);
+    await nc.flush();
+    const mesh = api.get('edgemeshes', 'shop', 'cdn')!;
+    const spec = mesh.spec as { security?: object };
+    api.put({ ...mesh, spec: { ...spec, security: { ...spec.security, revokedNodes: ['edge-9'] } } });
+    let lists = 0;
+    let revoked: string[] | undefined;
+    for await (const msg of sub) {
+      const decoded = decodeEvent('shop_cdn', msg.data);
+      assert.ok(decoded.ok && decoded.event.type === 'mesh.revocations');
+      lists++;
+      const { nodes } = decoded.event.body as { nodes: string[] };
+      if (nodes.length > 0) {
+        revoked = nodes;
+        break;
+      }
+    }
+    clearTimeout(giveUp);
+    assert.deepEqual(revoked, ['edge-9'], `the new list among ${lists} sent`);
+    const now = api.get('edgemeshes', 'shop', 'cdn')!;
+    api.put({ ...now, spec: { ...(now.spec as object), security: {} } });
   });
 
   it('sums the nodes’ reports into the status, and ignores garbage, other meshes and reports its nodes did not sign', async () => {
@@ -148,6 +182,70 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     const before = operator.figures.dropped;
     nc.publish(subject, report('edge-0', 'shop_cdn', 0, 5000, 7, ['edge-1']));
     await eventually(() => (operator.figures.dropped > before ? true : undefined));
+  });
+
+  it('says when the operator cannot reach a mesh’s NATS, without waiting for a resync', async () => {
+    // A server that is no NATS: it hangs up on each connection after a while, when the reconciles
+    // the new mesh caused (its children appearing) are over.
+    const sockets = new Set<Socket>();
+    const notNats = createServer((socket) => {
+      sockets.add(socket);
+      setTimeout(() => socket.destroy(), 1000).unref();
+    }).listen(0, '127.0.0.1');
+    await once(notNats, 'listening');
+    const { port } = notNats.address() as AddressInfo;
+    try {
+      api.put({
+        apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+        kind: 'EdgeMesh',
+        metadata: { name: 'unreachable', namespace: 'shop' },
+        // Without mTLS no revocation list is sent on NATS, which would make the reconcile wait for it.
+        spec: {
+          controlPlane: { natsUrl: `nats://127.0.0.1:${port}` },
+          ports: { http: 7600, grpc: 7601 },
+          security: { mtls: false },
+        },
+      });
+      type Conditions = { status?: { conditions?: { type: string; reason: string }[] } };
+      const reason = () =>
+        (api.get('edgemeshes', 'shop', 'unreachable') as Conditions | undefined)?.status?.conditions?.find(
+          (c) => c.type === 'ControlPlaneConnected',
+        )?.reason;
+      await eventually(() => reason() === 'OperatorCannotConnect' || undefined);
+    } finally {
+      api.remove('edgemeshes', 'shop', 'unreachable');
+      notNats.close();
+      for (const socket of sockets) socket.destroy();
+    }
+    await eventually(() => operator.figures.meshes === 1 || undefined);
+  });
+
+  it('writes the status of a mesh whose NATS does not answer without waiting for it (revocations are sent once it is up)', async () => {
+    // Accepts connections and never says a word.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => void sockets.add(socket)).listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const { port } = silent.address() as AddressInfo;
+    try {
+      api.put({
+        apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+        kind: 'EdgeMesh',
+        metadata: { name: 'silent', namespace: 'shop' },
+        spec: { controlPlane: { natsUrl: `nats://127.0.0.1:${port}` }, ports: { http: 7610, grpc: 7611 } },
+      });
+      type Conditions = { status?: { conditions?: { type: string; reason: string }[] } };
+      await eventually(
+        () =>
+          (api.get('edgemeshes', 'shop', 'silent') as Conditions | undefined)?.status?.conditions?.find(
+            (c) => c.type === 'ControlPlaneConnected',
+          )?.reason === 'Connecting' || undefined,
+      );
+    } finally {
+      api.remove('edgemeshes', 'shop', 'silent');
+      silent.close();
+      for (const socket of sockets) socket.destroy();
+    }
+    await eventually(() => operator.figures.meshes === 1 || undefined);
   });
 
   it('forgets a deleted mesh and closes the connection no mesh uses any more', async () => {

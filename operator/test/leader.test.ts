@@ -14,6 +14,11 @@ const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const LEASE_MS = 3000;
 const RETRY_MS = 250;
 
+type PodSpec = {
+  containers: { image: string; imagePullPolicy?: string }[];
+  imagePullSecrets?: { name: string }[];
+};
+
 describe('leader election between two operator processes', () => {
   let api: FakeApiServer;
   let dir: string;
@@ -46,6 +51,9 @@ describe('leader election between two operator processes', () => {
         EDGEMESH_OPERATOR_ISSUER_URL: 'https://edgemesh-operator.edgemesh-system.svc:7443',
         EDGEMESH_OPERATOR_ISSUER_HOST: '127.0.0.1',
         EDGEMESH_OPERATOR_ISSUER_PORT: '0',
+        EDGEMESH_OPERATOR_AGENT_IMAGE: 'registry.example/edgemesh:1.2.3',
+        EDGEMESH_OPERATOR_AGENT_IMAGE_PULL_POLICY: 'Always',
+        EDGEMESH_OPERATOR_IMAGE_PULL_SECRETS: 'regcred, mirror-creds',
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -79,7 +87,14 @@ describe('leader election between two operator processes', () => {
   it('one leads and reconciles; when it is killed, the other leads once its lease has run out, never before', async () => {
     const first = await eventually(() => holder() || undefined, 20_000);
     createMesh('one');
-    await eventually(() => api.get('daemonsets', 'shop', 'edgemesh-one'), 20_000);
+    const ds = (await eventually(() => api.get('daemonsets', 'shop', 'edgemesh-one'), 20_000)) as unknown as {
+      spec: { template: { spec: PodSpec } };
+    };
+    // The agent image settings, from the environment (main.ts) to the DaemonSet.
+    const pod = ds.spec.template.spec;
+    assert.equal(pod.containers[0]!.image, 'registry.example/edgemesh:1.2.3');
+    assert.equal(pod.containers[0]!.imagePullPolicy, 'Always');
+    assert.deepEqual(pod.imagePullSecrets, [{ name: 'regcred' }, { name: 'mirror-creds' }]);
     const other = first === 'op-a' ? 'op-b' : 'op-a';
     const held = lease()!;
     const killedAt = performance.now();

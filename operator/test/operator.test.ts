@@ -2,27 +2,34 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { parse } from 'yaml';
-import type { Operator } from '../src/controller.ts';
+import type { Operator, OperatorConfig } from '../src/controller.ts';
 import { fakeCluster, realCluster, type TestCluster } from '../harness/test-cluster.ts';
-import { startTestOperator } from '../harness/test-operator.ts';
+import { startTestOperator, TEST_AGENT_IMAGE } from '../harness/test-operator.ts';
+import { agentReports } from '../harness/agent-reports.ts';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { startNatsServer } from '../../agent/harness/nats-server.ts';
 import { eventually, node } from './support.ts';
 
 const NS = 'shop';
 const EDGEMESHES = { group: 'edgemesh.p2p.dev', version: 'v1alpha1', namespace: NS, plural: 'edgemeshes' };
+/** The control plane the meshes' agents report on (played by the tests: agent-reports.ts). */
+const nats = await startNatsServer();
+after(() => nats.stop());
 const mesh = (name: string, spec: Record<string, unknown> = {}) => ({
   apiVersion: 'edgemesh.p2p.dev/v1alpha1',
   kind: 'EdgeMesh',
   metadata: { name, namespace: NS },
-  spec: { controlPlane: { natsUrl: 'nats://nats.edgemesh-system:4222' }, ...spec },
+  spec: { controlPlane: { natsUrl: nats.url }, ...spec },
 });
 type Obj = {
   metadata: { resourceVersion?: string; generation?: number; ownerReferences?: { kind: string }[] };
   [k: string]: unknown;
 };
 type Status = {
-  conditions?: { type: string; status: string; reason: string }[];
+  conditions?: { type: string; status: string; reason: string; message: string }[];
   desiredAgents?: number;
   readyAgents?: number;
+  reportingAgents?: number;
   zones?: Record<string, number>;
   observedGeneration?: number;
 };
@@ -50,6 +57,35 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
     const condition = async (name: string, type: string) =>
       (await status(name))?.conditions?.find((c) => c.type === type);
     const rollOut = (name: string) => api.rollOut(NS, `edgemesh-${name}`, 3);
+    let nc: NatsConnection;
+    const operatorOptions = (): Partial<OperatorConfig> => ({
+      onLostLease: () => assert.fail('lost the lease'),
+      // A real control plane shares two cores with everything else here: client-go's own timing.
+      ...(api.fake ? {} : { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 1000 }),
+    });
+    /** The mesh's agents report on the control plane until it is Ready. */
+    const reportUntilReady = async (name: string) => {
+      const report = await eventually(
+        () =>
+          agentReports({
+            secret: (ns, n) => api.get('secrets', ns, n),
+            nats: nc,
+            namespace: NS,
+            name,
+            nodes: NODES.map((n) => n.metadata.name),
+          }).catch(() => undefined),
+        30_000,
+        250,
+      );
+      await eventually(
+        async () => {
+          await report();
+          return (await condition(name, 'Ready'))?.status === 'True' || undefined;
+        },
+        40_000,
+        250,
+      );
+    };
 
     /** A merge patch to a mesh, as `kubectl patch --type merge` sends it. */
     const patchSpec = (name: string, body: object) =>
@@ -63,18 +99,16 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
       const kc = new KubeConfig();
       kc.loadFromString(api.kubeconfig);
       custom = kc.makeApiClient(CustomObjectsApi);
-      operator = await startTestOperator(api, {
-        onLostLease: () => assert.fail('lost the lease'),
-        // A real control plane shares two cores with everything else here: client-go's own timing.
-        ...(api.fake ? {} : { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 1000 }),
-      });
+      nc = await connect({ servers: nats.url });
+      operator = await startTestOperator(api, operatorOptions());
     });
     after(async () => {
       await operator?.stop();
+      await nc?.close();
       await api?.close();
     });
 
-    it('applies every child, owned by the mesh, and turns Ready once the agents are', async () => {
+    it('applies every child, owned by the mesh, and turns Ready once the agents are ready and report on the control plane', async () => {
       await custom.createNamespacedCustomObject({ ...EDGEMESHES, body: mesh('cdn') });
       await eventually(() => api.get('daemonsets', NS, 'edgemesh-cdn'));
       for (const plural of [
@@ -105,8 +139,18 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
       }
       assert.deepEqual((await status('cdn'))?.zones, { 'eu-1a': 1, 'eu-1b': 1, 'us-1a': 1 });
       await rollOut('cdn');
-      await eventually(async () => (await condition('cdn', 'Ready'))?.status === 'True' || undefined, 30_000);
+      // Rolled out, but no agent reports on the control plane yet: not Ready, and it says why.
+      await eventually(
+        async () => (await condition('cdn', 'Progressing'))?.reason === 'RolledOut' || undefined,
+        30_000,
+      );
+      assert.equal((await condition('cdn', 'Ready'))?.status, 'False');
+      assert.match((await condition('cdn', 'Ready'))!.reason, /^(AgentsNotReporting|Connecting)$/);
+      assert.equal((await condition('cdn', 'ControlPlaneConnected'))?.status, 'False');
+      await reportUntilReady('cdn');
       assert.equal((await status('cdn'))?.readyAgents, 3);
+      assert.equal((await status('cdn'))?.reportingAgents, 3);
+      assert.equal((await condition('cdn', 'ControlPlaneConnected'))?.status, 'True');
       await eventually(async () => {
         const events = (await api.list('events', NS, 'events.k8s.io')) as { reason?: string }[];
         return events.some((e) => e.reason === 'MeshReady') || undefined;
@@ -219,10 +263,7 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
       });
       await eventually(() => api.get('daemonsets', NS, 'edgemesh-stream'), 40_000);
       await rollOut('stream');
-      await eventually(
-        async () => (await condition('stream', 'Ready'))?.status === 'True' || undefined,
-        40_000,
-      );
+      await reportUntilReady('stream');
       assert.ok(operator.metrics.informerRestarts > restartsBefore, 'the failed informer restarted');
     });
 
@@ -258,6 +299,71 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
           async () => (await api.get(plural, NS, 'edgemesh-gone')) === undefined || undefined,
           60_000,
         );
+    });
+
+    it('runs the operator’s agent image: a new setting (an upgrade) rolls every mesh but one that names its own; pull Secrets of both reach the DaemonSet; with no image, meshes are Degraded and left alone', async () => {
+      type PodSpec = {
+        containers: { image: string; imagePullPolicy?: string }[];
+        initContainers?: { image: string; imagePullPolicy?: string }[];
+        imagePullSecrets?: { name: string }[];
+      };
+      const podSpec = async (name: string) =>
+        (
+          (await api.get('daemonsets', NS, `edgemesh-${name}`)) as unknown as {
+            spec: { template: { spec: PodSpec } };
+          }
+        ).spec.template.spec;
+      await custom.createNamespacedCustomObject({
+        ...EDGEMESHES,
+        body: mesh('pinned', {
+          ports: { http: 7700, grpc: 7701 },
+          agent: {
+            image: 'registry.example/edgemesh:pinned',
+            imagePullPolicy: 'Always',
+            imagePullSecrets: ['mine'],
+          },
+        }),
+      });
+      await eventually(() => api.get('daemonsets', NS, 'edgemesh-pinned'));
+      assert.equal((await podSpec('cdn')).containers[0]!.image, TEST_AGENT_IMAGE);
+      assert.equal((await podSpec('pinned')).containers[0]!.image, 'registry.example/edgemesh:pinned');
+
+      // A helm upgrade: the operator restarts with a new image, pull policy and pull Secret.
+      const next = 'registry.example/edgemesh:next';
+      await operator.stop();
+      operator = await startTestOperator(api, {
+        ...operatorOptions(),
+        agentImage: { image: next, pullPolicy: 'IfNotPresent', pullSecrets: ['regcred'] },
+      });
+      const cdn = await eventually(async () => {
+        const spec = await podSpec('cdn');
+        return spec.containers[0]!.image === next ? spec : undefined;
+      }, 30_000);
+      assert.equal(cdn.containers[0]!.imagePullPolicy, 'IfNotPresent');
+      assert.deepEqual(
+        cdn.initContainers?.map((c) => c.image),
+        [next],
+        'the cache-owner init container too',
+      );
+      assert.deepEqual(cdn.imagePullSecrets, [{ name: 'regcred' }]);
+      const pinned = await eventually(async () => {
+        const spec = await podSpec('pinned');
+        return spec.imagePullSecrets?.length === 2 ? spec : undefined;
+      }, 30_000);
+      assert.deepEqual(pinned.imagePullSecrets, [{ name: 'regcred' }, { name: 'mine' }]);
+      assert.equal(pinned.containers[0]!.image, 'registry.example/edgemesh:pinned', 'the spec wins');
+      assert.equal(pinned.containers[0]!.imagePullPolicy, 'Always', 'the spec wins');
+
+      // No image anywhere: the mesh says so, and its agents keep running what they run.
+      await operator.stop();
+      operator = await startTestOperator(api, { ...operatorOptions(), agentImage: {} });
+      await eventually(
+        async () => (await condition('cdn', 'Degraded'))?.reason === 'NoAgentImage' || undefined,
+        30_000,
+      );
+      assert.match((await condition('cdn', 'Degraded'))!.message, /EDGEMESH_OPERATOR_AGENT_IMAGE/);
+      assert.equal((await podSpec('cdn')).containers[0]!.image, next, 'the DaemonSet was left alone');
+      assert.equal((await condition('pinned', 'Degraded'))?.status, 'False', 'a mesh naming its own works');
     });
 
     it('serves /healthz, /readyz and controller-runtime metrics', async () => {

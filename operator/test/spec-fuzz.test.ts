@@ -6,6 +6,7 @@ import { nearlyValid } from '../../agent/harness/fuzz.ts';
 import { parse } from 'yaml';
 import { edgeMeshSpecSchema, type EdgeMesh } from '../src/api/edgemesh.ts';
 import { desiredChildren } from '../src/reconcile/desired.ts';
+import { agentImage, isBlocker } from '../src/reconcile/agent-image.ts';
 import { crdValidator } from '../harness/crd-validation.ts';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
@@ -87,7 +88,11 @@ describe(`EdgeMesh specs, fuzzed (fast-check, seed ${SEED}, ${RUNS} cases)`, () 
           metadata: { name: 'fuzz', namespace: 'ns', uid: 'u', generation: 1 },
           spec: parsed.data,
         } as EdgeMesh;
-        const children = desiredChildren(mesh, new Map([['n', { zone: 'z', region: 'r', weight: 1 }]]));
+        const image = agentImage(parsed.data, { image: 'registry.example/edgemesh:1' });
+        if (isBlocker(image)) return false;
+        const children = desiredChildren(mesh, new Map([['n', { zone: 'z', region: 'r', weight: 1 }]]), {
+          image,
+        });
         return children.length > 0;
       }),
       { seed: SEED, numRuns: RUNS },

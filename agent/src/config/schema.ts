@@ -36,7 +36,15 @@ const host = z.string().check(z.minLength(1));
 const hostPort = hostPortSchema;
 
 const originUrl = z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' });
-const originRule = z.strictObject({ prefix: z.string().check(z.maxLength(512)), url: originUrl });
+const originRule = z.strictObject({
+  prefix: z.string().check(z.maxLength(512)),
+  url: originUrl,
+  /**
+   * A directory of request headers sent to this origin, one file each (name = header, content =
+   * value; e.g. a mounted Secret), read at every fetch.
+   */
+  headersDir: z.optional(z.string().check(z.minLength(1))),
+});
 /** `{ prefix, url }`, or `prefix=url` (the form flags and variables use). */
 const origin = z.union([
   originRule,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -33,6 +33,11 @@ function origin(): Server {
       next();
       return;
     }
+    if (req.url === '/private') {
+      // Only with the key the rule's headers carry.
+      if (req.headers['x-api-key'] !== 'k1') return void res.writeHead(403).end();
+      return void res.writeHead(200, { 'content-length': '7' }).end('private');
+    }
     res.writeHead(404).end();
   });
 }
@@ -41,6 +46,7 @@ describe('OriginFetcher', () => {
   let dir: string;
   let server: Server;
   let fetcher: OriginFetcher;
+  let headers: string;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-origin-unit-'));
@@ -56,8 +62,14 @@ describe('OriginFetcher', () => {
       clock: new FakeClock(),
       isKey,
     });
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    headers = join(dir, 'headers');
+    await mkdir(join(headers, '..data'), { recursive: true });
     fetcher = new OriginFetcher({
-      rules: [{ prefix: 'o/', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/` }],
+      rules: [
+        { prefix: 'o/', url: base },
+        { prefix: 'p/', url: base, headersDir: headers },
+      ],
       store,
       counters: new Counters(),
       logger: pino({ level: 'silent' }),
@@ -79,5 +91,20 @@ describe('OriginFetcher', () => {
 
   it('gives up on a body that stops coming', async () => {
     await assert.rejects(fetcher.fetch('o/stall'), OriginError);
+  });
+
+  it('sends a rule’s headers, read from its directory (a mounted Secret) at each fetch', async () => {
+    await writeFile(join(headers, 'X-Api-Key'), 'wrong\n');
+    await assert.rejects(fetcher.fetch('p/private'), /answered 403/);
+    // Rotated: the next fetch sends the new value.
+    await writeFile(join(headers, 'X-Api-Key'), 'k1\n');
+    const manifest = await fetcher.fetch('p/private');
+    assert.equal(manifest.size, 7);
+    // A value that is no header value fails the fetch, naming the file and not the value.
+    await writeFile(join(headers, 'X-Other'), 'a\nb');
+    const refused = await fetcher.fetch('p/private2').catch((error: unknown) => error as Error);
+    assert.ok(refused instanceof OriginError);
+    assert.match(refused.message, /X-Other: a value of one line is needed/);
+    assert.doesNotMatch(refused.message, /k1/);
   });
 });

@@ -16,10 +16,13 @@ import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { Located } from './peer-fetcher.ts';
 import type { ObjectHead } from '../domain.ts';
 import { headOf, type Progress, Seeder, type Swarm } from './swarm.ts';
+import { readOriginHeaders } from './origin-headers.ts';
 
 export interface OriginRule {
   prefix: string;
   url: string;
+  /** A directory of request headers for this origin, one file each (origin-headers.ts). */
+  headersDir?: string | undefined;
 }
 
 /** The origin answered with an error, or could not be reached. Retryable. */
@@ -64,8 +67,12 @@ export class OriginFetcher {
 
   /** The origin URL for `key`, or undefined when no rule matches. */
   urlFor(key: string): string | undefined {
-    const rule = this.#rules.find((r) => key.startsWith(r.prefix));
+    const rule = this.#ruleFor(key);
     return rule && rule.url + key.slice(rule.prefix.length);
+  }
+
+  #ruleFor(key: string): OriginRule | undefined {
+    return this.#rules.find((r) => key.startsWith(r.prefix));
   }
 
   /** Gets `key` from its origin into the store (joining a fetch already under way); its manifest. */
@@ -162,7 +169,20 @@ export class OriginFetcher {
       this.#timeoutMs,
     );
     try {
-      return await this.#download(url, shown, key, abort.signal, () => stalled.refresh(), onStart, onStatus);
+      const headersDir = this.#ruleFor(key)?.headersDir;
+      const headers = headersDir
+        ? await readOriginHeaders(headersDir).catch((error: unknown) => {
+            throw new OriginError(`origin ${shown}: ${(error as Error).message}`, { cause: error });
+          })
+        : undefined;
+      return await this.#download(
+        { url, shown, headers },
+        key,
+        abort.signal,
+        () => stalled.refresh(),
+        onStart,
+        onStatus,
+      );
     } catch (error) {
       if (!abort.signal.aborted) throw error;
       const reason = (abort.signal.reason as Error).message;
@@ -175,9 +195,9 @@ export class OriginFetcher {
     }
   }
 
+  /** `headers`: the rule's own (secrets: never logged, never in a span). */
   async #download(
-    url: string,
-    shown: string,
+    { url, shown, headers }: { url: string; shown: string; headers: Record<string, string> | undefined },
     key: string,
     signal: AbortSignal,
     alive: () => void,
@@ -186,7 +206,7 @@ export class OriginFetcher {
   ): Promise<Manifest> {
     let res: Response;
     try {
-      res = await fetch(url, { signal, redirect: 'follow' });
+      res = await fetch(url, { signal, redirect: 'follow', ...(headers ? { headers } : {}) });
     } catch (error) {
       throw new OriginError(`origin ${shown} unreachable: ${(error as Error).message}`, { cause: error });
     }

@@ -46,6 +46,9 @@ function structural(schema: Schema): Schema {
 
 const toSchema = (schema: z.ZodType) => structural(z.toJSONSchema(schema, { io: 'input' }));
 
+/** A printer column's path to a field of the Ready condition. */
+const READY = (field: string) => `.status.conditions[?(@.type=="Ready")].${field}`;
+
 /** The EdgeMesh CustomResourceDefinition, from the schemas in edgemesh.ts. */
 export function edgeMeshCrd(): Schema {
   return {
@@ -60,6 +63,7 @@ export function edgeMeshCrd(): Schema {
         plural: PLURAL,
         singular: 'edgemesh',
         shortNames: ['em'],
+        categories: ['edgemesh'],
       },
       scope: 'Namespaced',
       versions: [
@@ -69,11 +73,15 @@ export function edgeMeshCrd(): Schema {
           storage: true,
           subresources: { status: {} },
           additionalPrinterColumns: [
-            { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+            { name: 'Ready', type: 'string', jsonPath: READY('status') },
             { name: 'Nodes', type: 'integer', jsonPath: '.status.desiredAgents' },
             { name: 'Ready agents', type: 'integer', jsonPath: '.status.readyAgents' },
+            { name: 'Reporting', type: 'integer', jsonPath: '.status.reportingAgents' },
             { name: 'Hit ratio', type: 'string', jsonPath: '.status.hitRatio' },
             { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+            // `kubectl get em -o wide`: why a mesh is (not) Ready.
+            { name: 'Reason', type: 'string', priority: 1, jsonPath: READY('reason') },
+            { name: 'Message', type: 'string', priority: 1, jsonPath: READY('message') },
           ],
           schema: {
             openAPIV3Schema: {
@@ -81,8 +89,9 @@ export function edgeMeshCrd(): Schema {
               description: 'A mesh of EdgeMesh agents on the nodes it selects.',
               required: ['spec'],
               properties: {
-                apiVersion: { type: 'string' },
-                kind: { type: 'string' },
+                apiVersion: { type: 'string', description: `The API version: ${GROUP}/${VERSION}.` },
+                kind: { type: 'string', description: `The kind: ${KIND}.` },
+                // The API server allows nothing here (`kubectl explain` shows ObjectMeta's own text).
                 metadata: { type: 'object' },
                 spec: toSchema(edgeMeshSpecSchema),
                 status: toSchema(edgeMeshStatusSchema),

@@ -16,10 +16,16 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 /** A Kubernetes resource quantity (e.g. 500m, 10Gi). */
 const quantity = z.string().regex(/^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/);
 /** A DNS-1123 name, as for Secrets and ConfigMaps. */
-const objectName = z
+export const objectNameSchema = z
   .string()
   .max(253)
   .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/);
+/** A container image reference: registry/repository[:tag][@digest]. */
+export const imageSchema = z
+  .string()
+  .max(1024)
+  .regex(/^[a-z0-9][A-Za-z0-9._\-/:@]*$/);
+export const pullPolicySchema = z.enum(['Always', 'IfNotPresent', 'Never']);
 const labelKey = z
   .string()
   .max(316)
@@ -29,90 +35,175 @@ const labelKey = z
 const port = z.int().min(1).max(65535);
 const labels = z.record(z.string(), z.string());
 
-const toleration = z.strictObject({
-  key: z.string().optional(),
-  operator: z.enum(['Exists', 'Equal']).optional(),
-  value: z.string().optional(),
-  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional(),
-  tolerationSeconds: z.int().optional(),
-});
+const toleration = z
+  .strictObject({
+    key: z
+      .string()
+      .optional()
+      .describe('The taint key this toleration matches; empty with Exists: every taint.'),
+    operator: z
+      .enum(['Exists', 'Equal'])
+      .optional()
+      .describe('Equal (the default) matches the taint value; Exists matches any value.'),
+    value: z.string().optional().describe('The taint value to match, with operator Equal.'),
+    effect: z
+      .enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute'])
+      .optional()
+      .describe('The taint effect to match; empty: every effect.'),
+    tolerationSeconds: z
+      .int()
+      .optional()
+      .describe('With effect NoExecute: how long an agent stays on a node after the taint appears.'),
+  })
+  .describe('A core/v1 Toleration, as on any pod.');
 
-const resources = z.strictObject({
-  requests: z.strictObject({ cpu: quantity.optional(), memory: quantity.optional() }).optional(),
-  limits: z.strictObject({ cpu: quantity.optional(), memory: quantity.optional() }).optional(),
-});
+const cpuMemory = (what: string) =>
+  z
+    .strictObject({
+      cpu: quantity.optional().describe(`CPU the agent container ${what} (e.g. 100m).`),
+      memory: quantity.optional().describe(`Memory the agent container ${what} (e.g. 256Mi).`),
+    })
+    .optional();
+
+const resources = z
+  .strictObject({
+    requests: cpuMemory('is scheduled with').describe('What the scheduler reserves for each agent.'),
+    limits: cpuMemory('may use at most').describe('The most each agent may use.'),
+  })
+  .describe("The agent container's resources (core/v1 ResourceRequirements, cpu and memory only).");
 
 export const edgeMeshSpecSchema = z
   .strictObject({
-    /** Which nodes run an agent: all of them by default. */
-    nodeSelector: labels.optional(),
-    tolerations: z.array(toleration).max(32).optional(),
-    /** A core/v1 Affinity, passed to the DaemonSet as it is. */
+    nodeSelector: labels
+      .optional()
+      .describe(
+        'Which nodes run an agent: those with all these labels (all nodes when unset). Also the DaemonSet’s nodeSelector.',
+      ),
+    tolerations: z
+      .array(toleration)
+      .max(32)
+      .optional()
+      .describe('Tolerations of the agent pods, e.g. to run on tainted edge nodes.'),
     affinity: z
       .record(z.string(), z.unknown())
       .optional()
-      .meta({ 'x-kubernetes-preserve-unknown-fields': true }),
+      .meta({ 'x-kubernetes-preserve-unknown-fields': true })
+      .describe('A core/v1 Affinity for the agent pods, passed to the DaemonSet as it is.'),
     agent: z
       .strictObject({
-        image: z
-          .string()
-          .regex(/^[a-z0-9][a-z0-9._\-/:@]*$/)
-          .default('ghcr.io/edgemesh/edgemesh:0.1.0'),
-        imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).default('IfNotPresent'),
+        image: imageSchema
+          .optional()
+          .describe(
+            "The agent image for this mesh only. Unset (the rule): the operator's agent image (EDGEMESH_OPERATOR_AGENT_IMAGE, the chart's agent image value), so an operator upgrade rolls every mesh's agents.",
+          ),
+        imagePullPolicy: pullPolicySchema
+          .optional()
+          .describe(
+            "How the agent image is pulled. Unset: the operator's (EDGEMESH_OPERATOR_AGENT_IMAGE_PULL_POLICY), else Kubernetes' default.",
+          ),
+        imagePullSecrets: z
+          .array(objectNameSchema)
+          .max(32)
+          .optional()
+          .describe(
+            "Secrets in the mesh's namespace to pull the agent image with, added to the operator's (EDGEMESH_OPERATOR_IMAGE_PULL_SECRETS).",
+          ),
         resources: resources.optional(),
-        logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+        logLevel: z
+          .enum(['error', 'warn', 'info', 'debug'])
+          .default('info')
+          .describe("The agents' log level."),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('The agent pods: image, resources, logging.'),
     cache: z
       .strictObject({
-        /** The most disk the cache may use on each node. */
-        diskSize: quantity.default('10Gi'),
-        /** Hot chunks kept in memory on each node. */
-        memory: quantity.default('256Mi'),
-        /** Where the cache lives: a hostPath survives agent restarts, an emptyDir does not. */
-        storage: z.enum(['HostPath', 'EmptyDir']).default('HostPath'),
+        diskSize: quantity
+          .default('10Gi')
+          .describe('The most disk the cache may use on each node (and an emptyDir’s size limit).'),
+        memory: quantity.default('256Mi').describe('Hot chunks kept in memory on each node.'),
+        storage: z
+          .enum(['HostPath', 'EmptyDir'])
+          .default('HostPath')
+          .describe(
+            'Where the cache lives: a HostPath survives agent restarts and upgrades, an EmptyDir does not.',
+          ),
         hostPath: z
           .string()
           .regex(/^\/[^\0]*$/)
-          .default('/var/lib/edgemesh'),
-        /** Default time to live of objects; 0 keeps them until evicted. */
-        defaultTtlSeconds: z.int().min(0).max(31_536_000).default(0),
+          .default('/var/lib/edgemesh')
+          .describe(
+            'With storage HostPath: the node directory under which each mesh keeps its cache (in <hostPath>/<namespace>_<name>). It stays on the node when the mesh is deleted.',
+          ),
+        defaultTtlSeconds: z
+          .int()
+          .min(0)
+          .max(31_536_000)
+          .default(0)
+          .describe('Default time to live of stored objects, in seconds; 0 keeps them until evicted.'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('The cache on each node.'),
     replication: z
       .strictObject({
-        factor: z.int().min(1).max(7).default(3),
-        /** Copies that must exist before a PUT answers (the writer's included). */
-        writeCopies: z.int().min(1).max(7).default(1),
-        /** Spread a key's owners over regions and zones when enough exist. */
-        zoneSpread: z.boolean().default(true),
+        factor: z
+          .int()
+          .min(1)
+          .max(7)
+          .default(3)
+          .describe(
+            'Owner nodes per key (they keep its manifest and a copy), chosen by capacity-weighted rendezvous hashing and always spread over regions, then zones, when there are enough.',
+          ),
+        writeCopies: z
+          .int()
+          .min(1)
+          .max(7)
+          .default(1)
+          .describe('Copies that must exist before a PUT answers (the writer’s included); at most factor.'),
       })
       .prefault({})
       .meta({
         'x-kubernetes-validations': [
           { rule: 'self.writeCopies <= self.factor', message: 'writeCopies cannot exceed factor' },
         ],
-      }),
+      })
+      .describe('How many copies of each object the mesh keeps.'),
     topology: z
       .strictObject({
-        zoneLabel: labelKey.default('topology.kubernetes.io/zone'),
-        regionLabel: labelKey.default('topology.kubernetes.io/region'),
-        /** A node annotation holding "lat,lon" coordinates, when nodes have them. */
-        coordinatesAnnotation: labelKey.optional(),
+        zoneLabel: labelKey
+          .default('topology.kubernetes.io/zone')
+          .describe('The node label that names a node’s zone.'),
+        regionLabel: labelKey
+          .default('topology.kubernetes.io/region')
+          .describe('The node label that names a node’s region.'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe(
+        'Where each node is: agents prefer peers in their zone, then region, and spread copies over them.',
+      ),
     origins: z
       .array(
-        z.strictObject({
-          /** Keys starting with this go to `url` + the rest of the key. */
-          prefix: z.string().min(1).max(256),
-          url: z
-            .string()
-            .max(2048)
-            .regex(/^https?:\/\/[^\s]+$/),
-          /** A Secret whose keys and values are sent as request headers to this origin. */
-          headersSecret: objectName.optional(),
-        }),
+        z
+          .strictObject({
+            prefix: z
+              .string()
+              .min(1)
+              .max(256)
+              .describe(
+                'Keys starting with this are fetched from url + the rest of the key (longest prefix wins).',
+              ),
+            url: z
+              .string()
+              .max(2048)
+              .regex(/^https?:\/\/[^\s]+$/)
+              .describe('The origin’s base URL (http or https).'),
+            headersSecret: objectNameSchema
+              .optional()
+              .describe(
+                "A Secret in the mesh's namespace whose keys and values are sent as request headers to this origin (e.g. Authorization), mounted in the agents and read at each fetch, so a changed Secret is used without a restart. Must exist.",
+              ),
+          })
+          .describe('An origin rule.'),
       )
       .max(64)
       .optional()
@@ -123,41 +214,52 @@ export const edgeMeshSpecSchema = z
             message: 'origin prefixes must be unique',
           },
         ],
-      }),
-    controlPlane: z.strictObject({
-      /** NATS servers, comma-separated. */
-      natsUrl: z
-        .string()
-        .max(1024)
-        .regex(/^(nats|tls):\/\/[^\s,]+(,(nats|tls):\/\/[^\s,]+)*$/)
-        .describe('NATS servers for control-plane events, comma-separated (nats:// or tls://).'),
-      /** A Secret with a `creds` key (a NATS credentials file). */
-      credentialsSecret: objectName
-        .optional()
-        .describe(
-          "A Secret in the mesh's namespace whose `creds` key is a NATS credentials file, for a NATS of your own; its agents and the operator connect with it. Unset with the chart's NATS: the operator gives the mesh a NATS user of its own, allowed only the mesh's subjects.",
-        ),
-    }),
+      })
+      .describe(
+        'Where objects no node holds come from: a miss is fetched from its origin once for the whole mesh, then shared node to node.',
+      ),
+    controlPlane: z
+      .strictObject({
+        natsUrl: z
+          .string()
+          .max(1024)
+          .regex(/^(nats|tls):\/\/[^\s,]+(,(nats|tls):\/\/[^\s,]+)*$/)
+          .describe('NATS servers for control-plane events, comma-separated (nats:// or tls://).'),
+        credentialsSecret: objectNameSchema
+          .optional()
+          .describe(
+            "A Secret in the mesh's namespace whose `creds` key is a NATS credentials file, for a NATS of your own; its agents and the operator connect with it. Unset with the chart's NATS: the operator gives the mesh a NATS user of its own, allowed only the mesh's subjects.",
+          ),
+      })
+      .describe(
+        'The NATS the agents and the operator exchange control-plane events on (membership, purges, revocations, reports); never object bytes.',
+      ),
     ports: z
       .strictObject({
-        http: port.default(7480),
-        grpc: port.default(7481),
-        /**
-         * How workloads reach their node's agent: a hostPort on the node's address, the node's own
-         * network, or a Service with internalTrafficPolicy Local.
-         */
-        exposure: z.enum(['HostPort', 'HostNetwork', 'Service']).default('HostPort'),
+        http: port.default(7480).describe('The agents’ HTTP API port, for workloads.'),
+        grpc: port.default(7481).describe('The port agents serve each other on (mutual TLS).'),
+        exposure: z
+          .enum(['HostPort', 'HostNetwork', 'Service'])
+          .default('HostPort')
+          .describe(
+            "How workloads reach their node's agent: a hostPort on the node's address, the node's own network, or only the mesh's Service (internalTrafficPolicy Local), which exists in every mode.",
+          ),
       })
       .prefault({})
       .meta({
         'x-kubernetes-validations': [
           { rule: 'self.http != self.grpc', message: 'http and grpc ports must differ' },
         ],
-      }),
+      })
+      .describe('The agents’ ports and how workloads reach them.'),
     security: z
       .strictObject({
-        /** mTLS between agents with operator-issued, node-bound identities. */
-        mtls: z.boolean().default(true),
+        mtls: z
+          .boolean()
+          .default(true)
+          .describe(
+            'Mutual TLS between agents with node certificates the operator issues (after checking each agent pod’s token), and signed control-plane events. false: plaintext and anonymous peers, for a trusted lab only.',
+          ),
         revokedNodes: z
           .array(z.string().min(1).max(253))
           .max(1000)
@@ -165,9 +267,15 @@ export const edgeMeshSpecSchema = z
           .describe(
             'Nodes whose certificates every agent refuses within seconds (a list signed by the mesh CA); they get no new certificate. Remove a node to let it back in.',
           ),
-        runAsUser: z.int().min(1).max(2_147_483_647).default(65532),
+        runAsUser: z
+          .int()
+          .min(1)
+          .max(2_147_483_647)
+          .default(65532)
+          .describe('The user and group id the agents run as (and own their cache directory as).'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('Node identities, revocations and the agents’ user.'),
     access: z
       .strictObject({
         anonymous: z
@@ -176,26 +284,28 @@ export const edgeMeshSpecSchema = z
           .describe('What clients without a token may do, on every key and topic.'),
         rules: z
           .array(
-            z.strictObject({
-              subjects: z
-                .array(z.string().min(1).max(320))
-                .min(1)
-                .max(100)
-                .describe(
-                  'system:serviceaccount:<ns>:<name>, system:serviceaccounts:<ns>, authenticated or anonymous.',
-                ),
-              verbs: z
-                .array(z.enum(['read', 'write', 'purge', 'send', 'receive']))
-                .min(1)
-                .max(5)
-                .describe('read, write, purge (on keys); send, receive (on exchange topics).'),
-              prefixes: z
-                .array(z.string().max(512))
-                .min(1)
-                .max(100)
-                .default([''])
-                .describe("Key or topic prefixes (plain string prefixes); '' is everything."),
-            }),
+            z
+              .strictObject({
+                subjects: z
+                  .array(z.string().min(1).max(320))
+                  .min(1)
+                  .max(100)
+                  .describe(
+                    'system:serviceaccount:<ns>:<name>, system:serviceaccounts:<ns>, authenticated or anonymous.',
+                  ),
+                verbs: z
+                  .array(z.enum(['read', 'write', 'purge', 'send', 'receive']))
+                  .min(1)
+                  .max(5)
+                  .describe('read, write, purge (on keys); send, receive (on exchange topics).'),
+                prefixes: z
+                  .array(z.string().max(512))
+                  .min(1)
+                  .max(100)
+                  .default([''])
+                  .describe("Key or topic prefixes (plain string prefixes); '' is everything."),
+              })
+              .describe('Who (subjects) may do what (verbs) where (prefixes).'),
           )
           .max(100)
           .optional()
@@ -213,79 +323,121 @@ export const edgeMeshSpecSchema = z
           .string()
           .max(2048)
           .regex(/^https?:\/\/[^\s]+$/)
-          .optional(),
-        prometheus: z
-          .strictObject({ enabled: z.boolean().default(true), port: port.default(9464) })
-          .prefault({}),
+          .optional()
+          .describe(
+            'An OTLP/HTTP endpoint (e.g. http://otel-collector:4318) the agents send traces and metrics to. Metrics are always served at /metrics on the HTTP port.',
+          ),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('Where the agents send telemetry.'),
     transfer: z
       .strictObject({
-        /** Cap on bytes per second each agent sends to peers; 0 is none. */
-        uploadBytesPerSecond: z.int().min(0).default(0),
+        uploadBytesPerSecond: z
+          .int()
+          .min(0)
+          .default(0)
+          .describe(
+            'The most bytes per second each agent sends to peers, shared fairly among the zones asking; 0: no limit.',
+          ),
       })
-      .prefault({}),
-    /** Per-node capacity and roles, first match wins; nodes no rule matches get weight 1. */
+      .prefault({})
+      .describe('Limits on transfers between agents.'),
     capacity: z
       .array(
-        z.strictObject({
-          nodeSelector: labels,
-          /** Share of keys owned relative to others; 0 owns none (battery, metered, draining nodes). */
-          weight: z.int().min(0).max(100),
-        }),
+        z
+          .strictObject({
+            nodeSelector: labels.describe('The nodes this rule is for: those with all these labels.'),
+            weight: z
+              .int()
+              .min(0)
+              .max(100)
+              .describe(
+                'Share of keys owned relative to other nodes; 0 owns none (battery, metered or draining nodes).',
+              ),
+          })
+          .describe('A capacity rule.'),
       )
       .max(32)
-      .optional(),
+      .optional()
+      .describe('Per-node capacity, first matching rule wins; nodes no rule matches get weight 1.'),
   })
-  .meta({
-    'x-kubernetes-validations': [
-      {
-        rule: '!has(self.telemetry) || !self.telemetry.prometheus.enabled || (self.telemetry.prometheus.port != self.ports.http && self.telemetry.prometheus.port != self.ports.grpc)',
-        message: 'the Prometheus port must differ from the agent ports',
-      },
-    ],
-  });
+  .describe('What the mesh runs on and how it behaves.');
 
 /** A metav1.Condition. */
-export const conditionSchema = z.strictObject({
-  type: z.string().max(316),
-  status: z.enum(['True', 'False', 'Unknown']),
-  observedGeneration: z.int().min(0).optional(),
-  lastTransitionTime: z.string(),
-  reason: z
-    .string()
-    .max(1024)
-    .regex(/^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/),
-  message: z.string().max(32768),
-});
+export const conditionSchema = z
+  .strictObject({
+    type: z.string().max(316).describe('Ready, Progressing, Degraded or ControlPlaneConnected.'),
+    status: z.enum(['True', 'False', 'Unknown']).describe('True, False or Unknown.'),
+    observedGeneration: z
+      .int()
+      .min(0)
+      .optional()
+      .describe('The generation of the spec the condition was set for.'),
+    lastTransitionTime: z.string().describe('When the status last changed.'),
+    reason: z
+      .string()
+      .max(1024)
+      .regex(/^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/)
+      .describe('Why, in one CamelCase word.'),
+    message: z.string().max(32768).describe('Why, for people.'),
+  })
+  .describe('A condition (metav1.Condition).');
 
-export const edgeMeshStatusSchema = z.strictObject({
-  observedGeneration: z.int().min(0).optional(),
-  conditions: z.array(conditionSchema).optional(),
-  /** Nodes selected, and agents scheduled, up to date and ready there. */
-  desiredAgents: z.int().min(0).optional(),
-  readyAgents: z.int().min(0).optional(),
-  updatedAgents: z.int().min(0).optional(),
-  /** Selected nodes per zone and per region. */
-  zones: z.record(z.string(), z.int().min(0)).optional(),
-  regions: z.record(z.string(), z.int().min(0)).optional(),
-  /** From the agents' reports on the control plane. */
-  hitRatio: z.string().optional(),
-  bytesFromPeers: z.int().min(0).optional(),
-  bytesFromOrigin: z.int().min(0).optional(),
-  distrustedPeers: z
-    .int()
-    .min(0)
-    .optional()
-    .describe('The most peers any one agent distrusts (its reputation of them fell too low).'),
-  distrustedNodes: z
-    .array(z.strictObject({ node: z.string().max(253), by: z.int().min(1) }))
-    .max(16)
-    .optional()
-    .describe(
-      'Nodes the agents distrust from what each verified itself (bad chunks, unsigned manifests, failures), with how many agents named each in a signed report of the last 5 minutes; the most distrusted first.',
-    ),
-});
+export const edgeMeshStatusSchema = z
+  .strictObject({
+    observedGeneration: z
+      .int()
+      .min(0)
+      .optional()
+      .describe('The generation of the spec this status was computed for.'),
+    conditions: z
+      .array(conditionSchema)
+      .optional()
+      .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] })
+      .describe(
+        'Ready: agents rolled out and reporting on the control plane. Progressing: a rollout under way. Degraded: the spec cannot be carried out (the running mesh is left alone). ControlPlaneConnected: every agent reports on NATS.',
+      ),
+    desiredAgents: z.int().min(0).optional().describe('Nodes an agent should run on.'),
+    readyAgents: z.int().min(0).optional().describe('Agents running and ready.'),
+    updatedAgents: z.int().min(0).optional().describe('Agents running the current configuration.'),
+    reportingAgents: z
+      .int()
+      .min(0)
+      .optional()
+      .describe('Selected nodes whose agent reported on the control plane in the last minute.'),
+    zones: z.record(z.string(), z.int().min(0)).optional().describe('Selected nodes per zone.'),
+    regions: z.record(z.string(), z.int().min(0)).optional().describe('Selected nodes per region.'),
+    hitRatio: z
+      .string()
+      .optional()
+      .describe('Lookups answered from the local cache, over all agents (from their reports).'),
+    bytesFromPeers: z.int().min(0).optional().describe('Bytes agents got from peers (from their reports).'),
+    bytesFromOrigin: z
+      .int()
+      .min(0)
+      .optional()
+      .describe('Bytes agents fetched from origins (from their reports).'),
+    distrustedPeers: z
+      .int()
+      .min(0)
+      .optional()
+      .describe('The most peers any one agent distrusts (its reputation of them fell too low).'),
+    distrustedNodes: z
+      .array(
+        z
+          .strictObject({
+            node: z.string().max(253).describe('The node.'),
+            by: z.int().min(1).describe('How many agents distrust it.'),
+          })
+          .describe('A distrusted node.'),
+      )
+      .max(16)
+      .optional()
+      .describe(
+        'Nodes the agents distrust from what each verified itself (bad chunks, unsigned manifests, failures), with how many agents named each in a signed report of the last 5 minutes; the most distrusted first.',
+      ),
+  })
+  .describe('What the operator and the agents report.');
 
 export type EdgeMeshSpec = z.output<typeof edgeMeshSpecSchema>;
 export type EdgeMeshSpecInput = z.input<typeof edgeMeshSpecSchema>;

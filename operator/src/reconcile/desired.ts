@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { V1Node } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { API_VERSION, type EdgeMesh, type EdgeMeshSpec, KIND } from '../api/edgemesh.ts';
+import type { AgentImage } from './agent-image.ts';
 
 /** The field manager of every object the operator applies. */
 export const FIELD_MANAGER = 'edgemesh-operator';
@@ -106,6 +107,13 @@ export interface MeshTrust {
 const TRUST_DIR = '/etc/edgemesh/trust';
 const NATS_DIR = '/etc/edgemesh/nats';
 const TOKEN_DIR = '/var/run/secrets/edgemesh.p2p.dev';
+/** Where each origin headers Secret is mounted: `<ORIGINS_DIR>/<secret>`, one file per header. */
+const ORIGINS_DIR = '/etc/edgemesh-origins';
+
+/** The Secrets the mesh's origin rules send as headers, each once, in the order the rules name them. */
+export const originHeaderSecrets = (spec: EdgeMeshSpec): string[] => [
+  ...new Set((spec.origins ?? []).flatMap((o) => (o.headersSecret ? [o.headersSecret] : []))),
+];
 /** The audience of the agents' projected token (the issuer checks it with TokenReview). */
 export const AGENT_TOKEN_AUDIENCE = 'edgemesh.p2p.dev';
 /** The projected token's life; the kubelet renews it at 80% of it, and the agent reads it at each renewal. */
@@ -134,7 +142,11 @@ export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust, nats?: NatsMount)
       defaultTtlSeconds: spec.cache.defaultTtlSeconds,
     },
     replication: { factor: spec.replication.factor, writeCopies: spec.replication.writeCopies },
-    origins: (spec.origins ?? []).map((o) => ({ prefix: o.prefix, url: o.url })),
+    origins: (spec.origins ?? []).map((o) => ({
+      prefix: o.prefix,
+      url: o.url,
+      ...(o.headersSecret ? { headersDir: `${ORIGINS_DIR}/${o.headersSecret}` } : {}),
+    })),
     controlPlane: {
       servers: spec.controlPlane.natsUrl.split(','),
       ...(nats ? { credentialsFile: `${NATS_DIR}/creds` } : {}),
@@ -201,15 +213,16 @@ const selectorOf = (mesh: EdgeMesh) => ({
  * and RoleBinding (read its own ConfigMap, nothing else), the agents' ConfigMap (shared agent.yaml and
  * per-node topology.yaml), a node-local Service, and the DaemonSet. Each is owned by the EdgeMesh, so
  * deleting the mesh deletes them. The pod template carries a hash of agent.yaml, so a spec change
- * rolls the agents; topology changes do not (agents read topology.yaml when they start).
+ * rolls the agents; topology changes do not (agents read topology.yaml when they start). The agents
+ * run `image` (agent-image.ts: the spec's, else the operator's), so a new operator image rolls them.
  */
 export function desiredChildren(
   mesh: EdgeMesh,
   nodes: Map<string, NodePlace>,
-  trust?: MeshTrust,
-  nats?: NatsMount,
+  { image, trust, nats }: { image: AgentImage; trust?: MeshTrust | undefined; nats?: NatsMount | undefined },
 ): KubeObject[] {
   const { spec } = mesh;
+  const pulled = { image: image.image, ...(image.pullPolicy ? { imagePullPolicy: image.pullPolicy } : {}) };
   const name = childName(mesh);
   const namespace = mesh.metadata.namespace;
   const labels = labelsOf(mesh);
@@ -234,8 +247,7 @@ export function desiredChildren(
 
   const container = {
     name: 'agent',
-    image: spec.agent.image,
-    imagePullPolicy: spec.agent.imagePullPolicy,
+    ...pulled,
     args: ['--config', `${CONFIG_DIR}/agent.yaml`, '--topology-file', `${CONFIG_DIR}/topology.yaml`],
     env: [
       { name: 'EDGEMESH_NODE_ID', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
@@ -268,6 +280,11 @@ export function desiredChildren(
       { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
       { name: 'cache', mountPath: CACHE_DIR },
       ...(nats ? [{ name: 'nats-credentials', mountPath: NATS_DIR, readOnly: true }] : []),
+      ...originHeaderSecrets(spec).map((secret, i) => ({
+        name: `origin-headers-${i}`,
+        mountPath: `${ORIGINS_DIR}/${secret}`,
+        readOnly: true,
+      })),
       ...(mtls
         ? [
             { name: 'trust', mountPath: TRUST_DIR, readOnly: true },
@@ -354,6 +371,9 @@ export function desiredChildren(
           spec: {
             serviceAccountName: name,
             automountServiceAccountToken: false,
+            ...(image.pullSecrets.length > 0
+              ? { imagePullSecrets: image.pullSecrets.map((secret) => ({ name: secret })) }
+              : {}),
             ...(hostNetwork ? { hostNetwork: true, dnsPolicy: 'ClusterFirstWithHostNet' } : {}),
             ...(spec.nodeSelector ? { nodeSelector: spec.nodeSelector } : {}),
             ...(spec.tolerations ? { tolerations: spec.tolerations } : {}),
@@ -370,8 +390,7 @@ export function desiredChildren(
                   initContainers: [
                     {
                       name: 'cache-owner',
-                      image: spec.agent.image,
-                      imagePullPolicy: spec.agent.imagePullPolicy,
+                      ...pulled,
                       command: ['chown', `${spec.security.runAsUser}:${spec.security.runAsUser}`, CACHE_DIR],
                       securityContext: {
                         runAsUser: 0,
@@ -390,6 +409,11 @@ export function desiredChildren(
               { name: 'config', configMap: { name } },
               cacheVolume,
               ...(nats ? [{ name: 'nats-credentials', secret: { secretName: nats.secretName } }] : []),
+              // Readable by the agent's group (fsGroup) only.
+              ...originHeaderSecrets(spec).map((secret, i) => ({
+                name: `origin-headers-${i}`,
+                secret: { secretName: secret, defaultMode: 0o440 },
+              })),
               ...(mtls
                 ? [
                     { name: 'trust', configMap: { name: trustConfigMapName(mesh) } },

@@ -9,11 +9,14 @@ import {
   type KubeObject,
   meshId,
   type MeshTrust,
+  type NodePlace,
+  originHeaderSecrets,
   selectNodes,
 } from './desired.ts';
-import type { FiguresCollector, NatsAuth } from '../figures.ts';
+import type { ControlPlanePresence, FiguresCollector, NatsAuth } from '../figures.ts';
 import { type Blocker, computeStatus } from './status.ts';
 import { SecretConflictError } from '../nats/nats-auth-store.ts';
+import { type AgentImageDefaults, agentImage, isBlocker } from './agent-image.ts';
 
 /** What the reconciler reads and writes; the real one is client-node (controller.ts), tests may fake it. */
 export interface ReconcileDeps {
@@ -45,6 +48,8 @@ export interface ReconcileDeps {
   publishRevocations?(mesh: EdgeMesh, list: MeshTrust['revocations']): Promise<void>;
   /** The agents' reported figures (hit ratio, bytes from peers and origins), once any arrived. */
   figures?: FiguresCollector;
+  /** The operator's agent image settings, for meshes whose spec names none. */
+  agentImage?: AgentImageDefaults;
   logger: Logger;
   now?: () => Date;
 }
@@ -76,7 +81,8 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   }
   const mesh: EdgeMesh = { ...found, spec: parsed.data };
   const nodes = selectNodes(mesh.spec, deps.nodes());
-  let blocker = await findBlocker(mesh, nodes.size, deps);
+  const image = agentImage(mesh.spec, deps.agentImage ?? {});
+  let blocker = isBlocker(image) ? image : await findBlocker(mesh, nodes.size, deps);
   const named = mesh.spec.controlPlane.credentialsSecret;
   let nats:
     { secretName: string; auth?: NatsAuth | undefined; renewInMs?: number; tls?: boolean } | undefined;
@@ -115,19 +121,18 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
         ? 'keep'
         : undefined,
   );
-  if (!blocker) {
+  if (!blocker && !isBlocker(image)) {
     await Promise.all(
-      desiredChildren(
-        mesh,
-        nodes,
+      desiredChildren(mesh, nodes, {
+        image,
         trust,
-        nats && { secretName: nats.secretName, tls: nats.tls ?? false },
-      ).map((child) => deps.apply(child)),
+        nats: nats && { secretName: nats.secretName, tls: nats.tls ?? false },
+      }).map((child) => deps.apply(child)),
     );
     // Revocations reach running agents within seconds this way; the ConfigMap serves those that start.
     if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
   }
-  await report(deps, mesh, blocker, nodes);
+  const presence = await report(deps, mesh, blocker, nodes);
   const rotation = trust?.caRotation;
   if (rotation?.did)
     await deps.event(
@@ -142,8 +147,11 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
       }[rotation.did] ?? rotation.did,
     );
   if (blocker) return { requeueAfterMs: BLOCKED_RECHECK_MS };
-  // Due next: a step of a CA rotation, or the renewal of the mesh's NATS credentials.
-  const due = [rotation?.nextStepInMs, nats?.renewInMs].filter((ms): ms is number => ms !== undefined);
+  // Due next: a step of a CA rotation, the renewal of the mesh's NATS credentials, or a report
+  // leaving the window (an agent that stopped reporting must be seen without a new event).
+  const due = [rotation?.nextStepInMs, nats?.renewInMs, presence?.changesInMs].filter(
+    (ms): ms is number => ms !== undefined,
+  );
   return due.length === 0 ? undefined : { requeueAfterMs: Math.max(1000, Math.min(...due)) };
 }
 
@@ -156,7 +164,7 @@ async function findBlocker(
   const namespace = mesh.metadata.namespace;
   const secrets = [
     ...(spec.controlPlane.credentialsSecret ? [spec.controlPlane.credentialsSecret] : []),
-    ...(spec.origins ?? []).flatMap((o) => (o.headersSecret ? [o.headersSecret] : [])),
+    ...originHeaderSecrets(spec),
   ];
   for (const secret of secrets) {
     if (!(await deps.secretExists(namespace, secret)))
@@ -184,16 +192,25 @@ export function sameStatus(a: EdgeMesh['status'], b: EdgeMesh['status']): boolea
   return isDeepStrictEqual(plain(a), plain(b));
 }
 
+/** Writes the mesh's status when it changed; returns what it knew of the agents' reports. */
 async function report(
   deps: ReconcileDeps,
   mesh: EdgeMesh,
   blocker: Blocker | undefined,
-  nodes: Map<string, { zone: string; region: string; weight: number }>,
-): Promise<void> {
+  nodes: Map<string, NodePlace>,
+): Promise<ControlPlanePresence | undefined> {
   const now = deps.now?.() ?? new Date();
-  const ds = deps.daemonSet(mesh.metadata.namespace, childName(mesh));
-  const status = computeStatus(mesh, nodes, ds, blocker, now, deps.figures?.figures(meshId(mesh)));
-  if (sameStatus(status, mesh.status)) return;
+  const presence = deps.figures?.presence(meshId(mesh), nodes.keys());
+  const status = computeStatus({
+    mesh,
+    nodes,
+    daemonSet: deps.daemonSet(mesh.metadata.namespace, childName(mesh)),
+    blocker,
+    now,
+    figures: deps.figures?.figures(meshId(mesh)),
+    presence,
+  });
+  if (sameStatus(status, mesh.status)) return presence;
   await deps.writeStatus(mesh, status);
   const was = (type: string) => mesh.status?.conditions?.find((c) => c.type === type)?.status;
   const is = (type: string) => status.conditions?.find((c) => c.type === type);
@@ -202,4 +219,5 @@ async function report(
   if (is('Degraded')?.status === 'True' && was('Degraded') !== 'True')
     await deps.event(mesh, 'Warning', is('Degraded')!.reason, is('Degraded')!.message);
   deps.logger.debug({ mesh: `${mesh.metadata.namespace}/${mesh.metadata.name}` }, 'status written');
+  return presence;
 }

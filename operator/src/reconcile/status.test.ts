@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { sameStatus } from './reconciler.ts';
-import { mergePatchFrom } from './status.ts';
+import { computeStatus, mergePatchFrom } from './status.ts';
+import { edgeMeshSpecSchema, type EdgeMesh, type EdgeMeshStatus } from '../api/edgemesh.ts';
+import type { ControlPlanePresence } from '../figures.ts';
 
 describe('status writes', () => {
   it('compares statuses by value, whatever the order of their keys (a real server sorts them)', () => {
@@ -34,5 +36,51 @@ describe('status writes', () => {
       { list: [1] },
       'arrays are replaced whole',
     );
+  });
+});
+
+describe('Ready', () => {
+  const mesh = {
+    apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+    kind: 'EdgeMesh',
+    metadata: { namespace: 'shop', name: 'cdn', generation: 1 },
+    spec: edgeMeshSpecSchema.parse({ controlPlane: { natsUrl: 'nats://nats:4222' } }),
+  } as EdgeMesh;
+  const nodes = new Map(['a', 'b'].map((n) => [n, { zone: 'z', region: 'r', weight: 1 }]));
+  const rolledOut = {
+    metadata: { generation: 1 },
+    status: {
+      observedGeneration: 1,
+      desiredNumberScheduled: 2,
+      numberReady: 2,
+      updatedNumberScheduled: 2,
+      currentNumberScheduled: 2,
+      numberMisscheduled: 0,
+    },
+  };
+  const status = (presence?: ControlPlanePresence) =>
+    computeStatus({ mesh, nodes, daemonSet: rolledOut, blocker: undefined, now: new Date(0), presence });
+  const condition = (s: EdgeMeshStatus, type: string) => s.conditions?.find((c) => c.type === type);
+
+  it('is True only when the agents are rolled out and every one reports on the control plane', () => {
+    const all = status({ connection: 'up', reporting: 2, changesInMs: 1000 });
+    assert.equal(condition(all, 'Ready')?.status, 'True');
+    assert.equal(condition(all, 'ControlPlaneConnected')?.reason, 'AgentsReporting');
+    assert.equal(all.reportingAgents, 2);
+
+    const one = status({ connection: 'up', reporting: 1, changesInMs: 1000 });
+    assert.equal(condition(one, 'Ready')?.status, 'False');
+    assert.equal(condition(one, 'Ready')?.reason, 'AgentsNotReporting');
+    assert.match(condition(one, 'ControlPlaneConnected')!.message, /1 of 2 agents/);
+    assert.equal(one.reportingAgents, 1);
+  });
+
+  it('says when the operator itself cannot reach NATS, and Unknown when reports are not followed', () => {
+    const failed = status({ connection: 'failed', reporting: 0 });
+    assert.equal(condition(failed, 'ControlPlaneConnected')?.status, 'False');
+    assert.equal(condition(failed, 'Ready')?.reason, 'OperatorCannotConnect');
+    assert.match(condition(failed, 'Ready')!.message, /nats:\/\/nats:4222/);
+    assert.equal(condition(status(), 'ControlPlaneConnected')?.status, 'Unknown');
+    assert.equal(condition(status(), 'Ready')?.status, 'False');
   });
 });

@@ -1,9 +1,9 @@
-import type { MeshFigures } from '../figures.ts';
 import type { V1DaemonSet } from '@kubernetes/client-node';
 import type { Condition, EdgeMesh, EdgeMeshStatus } from '../api/edgemesh.ts';
+import { type ControlPlanePresence, type MeshFigures, REPORTING_WINDOW_MS } from '../figures.ts';
 import type { NodePlace } from './desired.ts';
 
-export type ConditionType = 'Ready' | 'Progressing' | 'Degraded';
+export type ConditionType = 'Ready' | 'Progressing' | 'Degraded' | 'ControlPlaneConnected';
 
 /** A problem that makes a valid spec unworkable: reported as Degraded; the running mesh is left alone. */
 export interface Blocker {
@@ -39,15 +39,59 @@ const FIGURE_FIELDS = [
   'distrustedNodes',
 ] as const satisfies readonly (keyof EdgeMeshStatus & keyof MeshFigures)[];
 
-/** The mesh's status from its DaemonSet, its nodes and any blocker. */
-export function computeStatus(
+/** What a mesh's status is computed from. */
+export interface StatusInputs {
+  mesh: EdgeMesh;
+  /** The nodes it selects. */
+  nodes: Map<string, NodePlace>;
+  daemonSet: V1DaemonSet | undefined;
+  blocker: Blocker | undefined;
+  now: Date;
+  /** The agents' summed reports, once any arrived. */
+  figures?: MeshFigures | undefined;
+  /** Whether its agents report on the control plane; unknown without it. */
+  presence?: ControlPlanePresence | undefined;
+}
+
+/** The ControlPlaneConnected condition: every agent the DaemonSet wants reports on NATS. */
+function controlPlaneCondition(
   mesh: EdgeMesh,
-  nodes: Map<string, NodePlace>,
-  daemonSet: V1DaemonSet | undefined,
-  blocker: Blocker | undefined,
-  now: Date,
-  figures?: MeshFigures,
-): EdgeMeshStatus {
+  desired: number,
+  presence: ControlPlanePresence | undefined,
+): { status: Condition['status']; reason: string; message: string } {
+  const nats = mesh.spec.controlPlane.natsUrl;
+  if (!presence)
+    return { status: 'Unknown', reason: 'NotFollowed', message: 'agent reports are not followed' };
+  const { reporting } = presence;
+  if (desired > 0 && reporting >= desired)
+    return {
+      status: 'True',
+      reason: 'AgentsReporting',
+      message: `${reporting} of ${desired} agents report on the control plane`,
+    };
+  if (presence.connection !== 'up')
+    return {
+      status: 'False',
+      reason: presence.connection === 'failed' ? 'OperatorCannotConnect' : 'Connecting',
+      message:
+        presence.connection === 'failed'
+          ? `the operator cannot connect to NATS at ${nats} (unreachable, or its credentials refused)`
+          : `the operator is connecting to NATS at ${nats}`,
+    };
+  return {
+    status: 'False',
+    reason: 'AgentsNotReporting',
+    message: `${reporting} of ${desired} agents reported on the control plane (NATS at ${nats}) in the last ${REPORTING_WINDOW_MS / 1000} s`,
+  };
+}
+
+/**
+ * The mesh's status from its DaemonSet, its nodes, its agents' reports and any blocker. Ready is
+ * True only when no blocker stands, the DaemonSet has rolled out, and every agent reports on the
+ * control plane (an agent that cannot reach NATS still serves, but misses purges and revocations).
+ */
+export function computeStatus(inputs: StatusInputs): EdgeMeshStatus {
+  const { mesh, nodes, daemonSet, blocker, now, figures } = inputs;
   const generation = mesh.metadata.generation ?? 0;
   const previous = mesh.status?.conditions ?? [];
   const ds = daemonSet?.status;
@@ -76,14 +120,13 @@ export function computeStatus(
   } else {
     set('Degraded', 'False', 'AsExpected', 'the spec can be carried out');
   }
+  const connected = controlPlaneCondition(mesh, desired, inputs.presence);
+  set('ControlPlaneConnected', connected.status, connected.reason, connected.message);
   if (rolledOut) {
     set('Progressing', 'False', 'RolledOut', `${ready} of ${desired} agents ready and up to date`);
-    set(
-      'Ready',
-      blocker ? 'False' : 'True',
-      blocker ? blocker.reason : 'AgentsReady',
-      `${ready} of ${desired} agents ready`,
-    );
+    if (blocker) set('Ready', 'False', blocker.reason, blocker.message);
+    else if (connected.status !== 'True') set('Ready', 'False', connected.reason, connected.message);
+    else set('Ready', 'True', 'AgentsReady', `${ready} of ${desired} agents ready and reporting`);
   } else {
     const progress = daemonSet
       ? `${updated} of ${desired} agents updated, ${ready} ready`
@@ -98,6 +141,7 @@ export function computeStatus(
     desiredAgents: desired,
     readyAgents: ready,
     updatedAgents: updated,
+    reportingAgents: inputs.presence?.reporting ?? 0,
     zones,
     regions,
     // The agents' own figures, from the control plane; the last known ones while none arrive.
