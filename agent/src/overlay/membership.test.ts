@@ -1151,6 +1151,42 @@ describe('Membership', () => {
     assert.equal(state(), 'alive');
   });
 
+  it('probes for others with the configured timeout, not the longer one a member earned here (the asker would count it missed)', async () => {
+    const { network, nodes } = mesh(3, { probeTimeoutMs: 20 });
+    await settle();
+    const n0 = nodes[0]!;
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    n1.rttMs = 150; // n0 has learned that n1 answers slowly
+    for (let i = 0; i < 3; i++) await n0.probe('n1');
+    let open = () => undefined as void;
+    n1.gate = new Promise<void>((resolve) => (open = resolve));
+    setTimeout(() => open(), 60); // after the configured 20 ms, before what n1 earned at n0
+    await assert.rejects(n0.probeFor('10.0.0.1:7481'), 'answered "no answer" within the configured timeout');
+  });
+
+  it('does not suspect a member whose own answer came while others were asked', async () => {
+    const { network, bus, nodes } = mesh(3, { probeTimeoutMs: 20 });
+    await settle();
+    const n0 = nodes[0]!;
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    // The helper takes 60 ms to say anything; n1's own answer comes at 30 ms, after n0's 20 ms.
+    const helper = n0.all().find((m) => m.info.nodeId === 'n2')!;
+    Object.assign(helper.transport, {
+      probe: () => new Promise((_, reject) => setTimeout(() => reject(new Error('no answer')), 60)),
+    });
+    let open = () => undefined as void;
+    n1.gate = new Promise<void>((resolve) => (open = resolve));
+    setTimeout(() => open(), 30);
+    const sent = bus.sent.length;
+    await n0.probe('n1');
+    assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')!.state, 'alive');
+    assert.deepEqual(
+      bus.sent.slice(sent).filter((e) => e.type === 'member.suspect'),
+      [],
+      'no suspicion published',
+    );
+  });
+
   it('does not move a confirmed member to a relay another member reports', async () => {
     const { bus, network, nodes } = mesh(3);
     await settle();

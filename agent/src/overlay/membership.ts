@@ -87,10 +87,11 @@ export const FRESH_MIN_INTERVAL_MS = 1000;
  */
 export const MAX_LOCAL_HEALTH = 8;
 /**
- * The longest probe timeout a member's measured round trips can earn it: a member this slow to
- * answer is as good as gone for the work the mesh gives it.
+ * The longest probe timeout a member's measured round trips can earn it (a member this slow to
+ * answer is as good as gone for the work the mesh gives it). It bounds what a member that answers
+ * slowly on purpose gains: its silent death is noticed at most this much later.
  */
-export const MAX_PROBE_TIMEOUT_MS = 5000;
+export const MAX_PROBE_TIMEOUT_MS = 2000;
 
 export const DEFAULT_TIMING: MembershipTiming = {
   probeIntervalMs: 500,
@@ -599,7 +600,8 @@ export class Membership {
         return;
       }
       this.#retire(member.transport);
-      const revived = { ...member, transport };
+      // A revival starts its round trips afresh: what it earned before it died does not carry over.
+      const revived = { ...member, transport, srttMs: undefined, rttVarMs: undefined };
       this.#members.set(nodeId, revived);
       // An answer that carries its incarnation says whether it restarted meanwhile (#confirmed tells
       // onRestarted then); one that does not may come from a new life: what was copied to it is asked
@@ -705,10 +707,13 @@ export class Membership {
         this.#opts.onIgnored?.('unproven-member');
         return;
       }
-      const { answer: answered, missed } = await this.#indirect(current, timeoutMs);
+      const { answer: answered, missed } = await this.#indirect(current);
       current = this.#current(current);
       if (!current) return;
       if (answered) return this.#confirmed(current, answered, false);
+      // Its own answer came while the others were asked: no suspicion (and no refutation owed).
+      const meanwhile = await within(late, 0);
+      if (meanwhile) return this.#confirmed(current, meanwhile, true);
       // Helpers that did not even say "it does not answer" (a nack) point at this node's own link.
       // (With no helpers there is nothing to tell the two apart: a mesh of two keeps its pace.)
       this.#adjustHealth(missed);
@@ -750,11 +755,11 @@ export class Membership {
   async probeFor(target: string): Promise<PingResult | undefined> {
     const member = [...this.#members.values()].find((m) => m.info.grpc === target);
     if (!member) return undefined;
-    // The configured timeout (or what the member's round trips need), not this node's health-scaled
-    // one: the asker waits twice its own, and an answer ("it does not answer") that comes after that
-    // counts against the asker's health.
-    const timeoutMs = Math.max(this.#timing.probeTimeoutMs, this.#rttTimeout(member));
-    return this.#ping(member.transport, member.info.nodeId, timeoutMs);
+    // The configured timeout, not this node's health-scaled one nor what the member's round trips
+    // earned it here: the asker waits twice its own configured timeout, and an answer ("it does not
+    // answer") that comes after that counts against the asker's health. (A member that answered this
+    // node slowly would otherwise make this node's answers late for every asker.)
+    return this.#ping(member.transport, member.info.nodeId, this.#timing.probeTimeoutMs);
   }
 
   close(): void {
@@ -786,10 +791,7 @@ export class Membership {
    * Asks a few other members to probe `member`: its answer through one of them, and how many
    * helpers did not answer at all within the wait (no answer and no "it did not answer").
    */
-  async #indirect(
-    member: Member,
-    timeoutMs: number,
-  ): Promise<{ answer: PingResult | undefined; missed: number }> {
+  async #indirect(member: Member): Promise<{ answer: PingResult | undefined; missed: number }> {
     const helpers = this.alive()
       .filter((m) => m !== member)
       .sort(() => (this.#opts.random ?? Math.random)() - 0.5)
@@ -797,7 +799,7 @@ export class Membership {
     let missed = 0;
     const answers = await Promise.all(
       helpers.map((h) => {
-        const signal = AbortSignal.timeout(2 * timeoutMs);
+        const signal = AbortSignal.timeout(2 * this.#probeTimeout());
         return h.transport
           .probe(member.info.grpc, signal)
           .then((r) => (r.nodeId === member.info.nodeId ? r : undefined))
@@ -884,6 +886,8 @@ export class Membership {
           region: result.region,
           ...(restarted ? { incarnation: result.incarnation! } : {}),
         },
+        // A new life's round trips start from this answer, not from what its last life earned.
+        ...(restarted ? { srttMs: result.rttMs, rttVarMs: result.rttMs / 2 } : {}),
       });
     }
     if (restarted) this.#newLife(member.info.nodeId);
