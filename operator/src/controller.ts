@@ -465,6 +465,18 @@ export async function startOperator(
     daemonSet: (namespace, name) => daemonSets.get(name, namespace),
     nodes: () => nodes.list(),
     secretExists: async (namespace, name) => (await secrets.read(namespace, name)) !== undefined,
+    secretLabels: async (namespace, name) => {
+      try {
+        const secret = await http.request<{ metadata?: { labels?: Record<string, string> } }>(
+          'GET',
+          `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`,
+        );
+        return secret.metadata?.labels ?? {};
+      } catch (error) {
+        if ((error as { code?: number }).code === 404) return undefined;
+        throw error;
+      }
+    },
     apply: (object) =>
       http.request(
         'PATCH',

@@ -201,6 +201,39 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
       );
     });
 
+    it('sends no Secret as origin headers unless the Secret agrees (its label), and no Secret over http', async () => {
+      await api.put({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name: 'app-credentials', namespace: NS },
+        data: { Authorization: 'QmVhcmVyIHg=' },
+      });
+      await patchSpec('cdn', {
+        spec: {
+          origins: [{ prefix: 'a/', url: 'https://collector.example/', headersSecret: 'app-credentials' }],
+        },
+      });
+      await eventually(
+        async () => (await condition('cdn', 'Degraded'))?.reason === 'SecretNotAllowed' || undefined,
+      );
+      await api.remove('secrets', NS, 'app-credentials');
+      await api.put({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: {
+          name: 'app-credentials',
+          namespace: NS,
+          labels: { 'edgemesh.p2p.dev/origin-headers': 'true' },
+        },
+        data: { Authorization: 'QmVhcmVyIHg=' },
+      });
+      await eventually(
+        async () => (await condition('cdn', 'Degraded'))?.status === 'False' || undefined,
+        20_000,
+      );
+      await patchSpec('cdn', { spec: { origins: [] } });
+    });
+
     it('refuses what the CRD schema refuses (bounds, patterns, CEL rules)', async () => {
       const create = (body: object) =>
         custom.createNamespacedCustomObject({ ...EDGEMESHES, body }).then(
@@ -212,6 +245,8 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
       assert.equal(await create(mesh('bad3', { cache: { diskSize: 'lots' } })), 422);
       assert.equal(await create({ ...mesh('bad4'), spec: {} }), 422, 'controlPlane is required');
       assert.equal(await create(mesh('Bad_Name')), 422, 'a name that is not a DNS subdomain');
+      const overHttp = { origins: [{ prefix: 'a/', url: 'http://origin.example/', headersSecret: 's' }] };
+      assert.equal(await create(mesh('bad5', overHttp)), 422, 'origin headers over http');
     });
 
     it('carries node topology changes into the agents’ configuration and the status', async () => {

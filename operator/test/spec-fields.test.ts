@@ -160,7 +160,13 @@ describe('every spec field takes effect', () => {
       ['nats-creds', { creds: 'Y3JlZHM=' }],
       ['origin-auth', { Authorization: 'QmVhcmVyIHg=' }],
     ] as const)
-      api.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: NS }, data });
+      api.put({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        // The origin headers' Secret agrees to leave the cluster (the label); the other needs none.
+        metadata: { name, namespace: NS, labels: { 'edgemesh.p2p.dev/origin-headers': 'true' } },
+        data,
+      });
     operator = await startTestOperator(api, { workers: 1 });
   });
   after(async () => {

@@ -36,15 +36,23 @@ const host = z.string().check(z.minLength(1));
 const hostPort = hostPortSchema;
 
 const originUrl = z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' });
-const originRule = z.strictObject({
-  prefix: z.string().check(z.maxLength(512)),
-  url: originUrl,
-  /**
-   * A directory of request headers sent to this origin, one file each (name = header, content =
-   * value; e.g. a mounted Secret), read at every fetch.
-   */
-  headersDir: z.optional(z.string().check(z.minLength(1))),
-});
+const originRule = z
+  .strictObject({
+    prefix: z.string().check(z.maxLength(512)),
+    url: originUrl,
+    /**
+     * A directory of request headers sent to this origin, one file each (name = header, content =
+     * value; e.g. a mounted Secret), read at every fetch. Only with an https url; never sent on to a
+     * redirect to another origin.
+     */
+    headersDir: z.optional(z.string().check(z.minLength(1))),
+  })
+  .check(
+    z.refine((o) => o.headersDir === undefined || o.url.startsWith('https://'), {
+      message: 'an origin with headersDir must be https (its headers are secrets)',
+      path: ['url'],
+    }),
+  );
 /** `{ prefix, url }`, or `prefix=url` (the form flags and variables use). */
 const origin = z.union([
   originRule,

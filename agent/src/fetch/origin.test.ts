@@ -33,6 +33,12 @@ function origin(): Server {
       next();
       return;
     }
+    if (req.url === '/hop-home') return void res.writeHead(302, { location: '/private' }).end();
+    if (req.url?.startsWith('/hop-away?to=')) {
+      return void res
+        .writeHead(302, { location: decodeURIComponent(req.url.slice('/hop-away?to='.length)) })
+        .end();
+    }
     if (req.url === '/private') {
       // Only with the key the rule's headers carry.
       if (req.headers['x-api-key'] !== 'k1') return void res.writeHead(403).end();
@@ -91,6 +97,28 @@ describe('OriginFetcher', () => {
 
   it('gives up on a body that stops coming', async () => {
     await assert.rejects(fetcher.fetch('o/stall'), OriginError);
+  });
+
+  it('sends a rule’s headers on a redirect within its origin, and never to another origin', async () => {
+    await writeFile(join(headers, 'X-Api-Key'), 'k1\n');
+    await rm(join(headers, 'X-Other'), { force: true });
+    assert.equal((await fetcher.fetch('p/hop-home')).size, 7, 'same origin: the headers go along');
+    // Another origin (another port): it gets the request, not the secret.
+    const seen: (string | undefined)[] = [];
+    const elsewhere = createServer((req, res) => {
+      seen.push(req.headers['x-api-key'] as string | undefined);
+      res.writeHead(200, { 'content-length': '2' }).end('ok');
+    });
+    elsewhere.listen(0, '127.0.0.1');
+    await once(elsewhere, 'listening');
+    try {
+      const to = `http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}/file`;
+      assert.equal((await fetcher.fetch(`p/hop-away?to=${encodeURIComponent(to)}`)).size, 2);
+      assert.deepEqual(seen, [undefined], 'the other origin saw no X-Api-Key');
+    } finally {
+      elsewhere.closeAllConnections();
+      elsewhere.close();
+    }
   });
 
   it('sends a rule’s headers, read from its directory (a mounted Secret) at each fetch', async () => {

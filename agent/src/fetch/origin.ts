@@ -206,7 +206,9 @@ export class OriginFetcher {
   ): Promise<Manifest> {
     let res: Response;
     try {
-      res = await fetch(url, { signal, redirect: 'follow', ...(headers ? { headers } : {}) });
+      res = headers
+        ? await fetchKeepingHeadersHome(url, headers, signal)
+        : await fetch(url, { signal, redirect: 'follow' });
     } catch (error) {
       throw new OriginError(`origin ${shown} unreachable: ${(error as Error).message}`, { cause: error });
     }
@@ -334,4 +336,34 @@ export async function getViaOrigin(key: string, deps: OriginRouteDeps): Promise<
     }
   }
   return { source: 'origin', manifest: await deps.origin.fetch(key) };
+}
+
+/** Redirects an origin fetch follows, as fetch's own 'follow' does. */
+const MAX_REDIRECTS = 20;
+
+/**
+ * A fetch with an origin rule's headers (secrets): redirects are followed by hand, and the headers go
+ * only to the origin they were given for (same scheme, host and port). A redirect elsewhere (a
+ * storage CDN, an open redirect, a downgrade to http) is followed without them, as browsers drop
+ * Authorization; fetch's own 'follow' drops Authorization alone and sends every other header on.
+ */
+async function fetchKeepingHeadersHome(
+  url: string,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+): Promise<Response> {
+  const home = new URL(url).origin;
+  let at = url;
+  for (let hop = 0; ; hop++) {
+    const res = await fetch(at, {
+      signal,
+      redirect: 'manual',
+      ...(new URL(at).origin === home ? { headers } : {}),
+    });
+    const location = res.headers.get('location');
+    if (![301, 302, 303, 307, 308].includes(res.status) || location === null) return res;
+    await res.body?.cancel().catch(() => undefined);
+    if (hop >= MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
+    at = new URL(location, at).href;
+  }
 }

@@ -200,10 +200,22 @@ export const edgeMeshSpecSchema = z
             headersSecret: objectNameSchema
               .optional()
               .describe(
-                "A Secret in the mesh's namespace whose keys and values are sent as request headers to this origin (e.g. Authorization), mounted in the agents and read at each fetch, so a changed Secret is used without a restart. Must exist.",
+                "A Secret in the mesh's namespace whose keys and values are sent as request headers to this origin (e.g. Authorization), mounted in the agents and read at each fetch, so a changed Secret is used without a restart. It must carry the label edgemesh.p2p.dev/origin-headers=true (its owner agrees that its values leave the cluster), and the url must be https; the headers are not sent on to a redirect to another origin.",
               ),
           })
-          .describe('An origin rule.'),
+          .refine((o) => !o.headersSecret || o.url.startsWith('https://'), {
+            message: 'an origin with headersSecret must be https',
+            path: ['url'],
+          })
+          .meta({
+            description: 'An origin rule.',
+            'x-kubernetes-validations': [
+              {
+                rule: "!has(self.headersSecret) || self.url.startsWith('https://')",
+                message: 'an origin with headersSecret must be https',
+              },
+            ],
+          }),
       )
       .max(64)
       .optional()

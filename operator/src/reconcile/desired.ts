@@ -110,6 +110,14 @@ const TOKEN_DIR = '/var/run/secrets/edgemesh.p2p.dev';
 /** Where each origin headers Secret is mounted: `<ORIGINS_DIR>/<secret>`, one file per header. */
 const ORIGINS_DIR = '/etc/edgemesh-origins';
 
+/**
+ * The label a Secret must carry, with the value "true", for a mesh to send it as origin headers: the
+ * Secret's owner agrees that its values leave the cluster. Without it, anyone who may edit a mesh
+ * could point an origin at a server of theirs and have the agents send it any Secret of the
+ * namespace (a ServiceAccount token, another application's credentials).
+ */
+export const ORIGIN_HEADERS_LABEL = 'edgemesh.p2p.dev/origin-headers';
+
 /** The Secrets the mesh's origin rules send as headers, each once, in the order the rules name them. */
 export const originHeaderSecrets = (spec: EdgeMeshSpec): string[] => [
   ...new Set((spec.origins ?? []).flatMap((o) => (o.headersSecret ? [o.headersSecret] : []))),

@@ -10,6 +10,7 @@ import {
   meshId,
   type MeshTrust,
   type NodePlace,
+  ORIGIN_HEADERS_LABEL,
   originHeaderSecrets,
   selectNodes,
 } from './desired.ts';
@@ -25,6 +26,8 @@ export interface ReconcileDeps {
   nodes(): readonly V1Node[];
   /** Whether a Secret exists. */
   secretExists(namespace: string, name: string): Promise<boolean>;
+  /** A Secret's labels ({} when it has none); undefined when it does not exist. */
+  secretLabels(namespace: string, name: string): Promise<Record<string, string> | undefined>;
   /** Server-side apply with the operator's field manager; returns the object as stored. */
   apply(object: KubeObject): Promise<KubeObject>;
   writeStatus(mesh: EdgeMesh, status: EdgeMesh['status']): Promise<void>;
@@ -162,15 +165,19 @@ async function findBlocker(
 ): Promise<Blocker | undefined> {
   const { spec } = mesh;
   const namespace = mesh.metadata.namespace;
-  const secrets = [
-    ...(spec.controlPlane.credentialsSecret ? [spec.controlPlane.credentialsSecret] : []),
-    ...originHeaderSecrets(spec),
-  ];
-  for (const secret of secrets) {
-    if (!(await deps.secretExists(namespace, secret)))
+  const missing = (secret: string): Blocker => ({
+    reason: 'SecretMissing',
+    message: `Secret ${namespace}/${secret} named in the spec does not exist`,
+  });
+  const credentials = spec.controlPlane.credentialsSecret;
+  if (credentials && !(await deps.secretExists(namespace, credentials))) return missing(credentials);
+  for (const secret of originHeaderSecrets(spec)) {
+    const labels = await deps.secretLabels(namespace, secret);
+    if (!labels) return missing(secret);
+    if (labels[ORIGIN_HEADERS_LABEL] !== 'true')
       return {
-        reason: 'SecretMissing',
-        message: `Secret ${namespace}/${secret} named in the spec does not exist`,
+        reason: 'SecretNotAllowed',
+        message: `Secret ${namespace}/${secret} is named as origin headers but lacks the label ${ORIGIN_HEADERS_LABEL}=true (its values would leave the cluster: label it to agree)`,
       };
   }
   if (selected === 0) {
