@@ -77,6 +77,13 @@ describe('the release: OCI labels, a workflow that names image and chart from on
     }
   });
 
+  it('installs its npm dependencies before any registry login (no install script finds credentials)', () => {
+    const install = steps.findIndex((s) => s.run?.trim().startsWith('npm ci'));
+    const login = steps.findIndex((s) => s.uses?.startsWith('docker/login-action'));
+    assert.ok(install >= 0 && login >= 0, 'both steps are there');
+    assert.ok(install < login, 'npm ci runs first');
+  });
+
   it('runs on a version tag or by hand with a version', () => {
     assert.deepEqual(workflow.on.push.tags, ['v*.*.*']);
     assert.equal(workflow.on.workflow_dispatch.inputs.version.required, true);
