@@ -350,12 +350,21 @@ export function limitRate(host: LabHost, bytesPerSecond: number, exempt?: string
   const tc = (line: string) => run(host.netns, 'tc', ...line.split(' '));
   const rate = `${bytesPerSecond * 8}bit`;
   const burst = 4 * MTU;
+  const heal = () => tc('qdisc del dev eth0 root');
   tc('qdisc add dev eth0 root handle 1: htb default 20');
-  // The unlimited class, for `exempt`: far above anything this machine moves (htb needs a rate).
-  tc('class add dev eth0 parent 1: classid 1:10 htb rate 100gbit quantum 200000');
-  tc(`class add dev eth0 parent 1: classid 1:20 htb rate ${rate} burst ${burst} quantum ${MTU}`);
-  tc(`qdisc add dev eth0 parent 1:20 handle 20: tbf rate ${rate} burst ${burst} latency 200ms`);
-  if (exempt)
-    tc(`filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst ${exempt}/32 flowid 1:10`);
-  return () => tc('qdisc del dev eth0 root');
+  try {
+    // The unlimited class, for `exempt`: far above anything this machine moves (htb needs a rate).
+    tc('class add dev eth0 parent 1: classid 1:10 htb rate 100gbit quantum 200000');
+    // htb's own burst and cburst as the tbf's (its default cburst is under one of the lab's frames).
+    tc(
+      `class add dev eth0 parent 1: classid 1:20 htb rate ${rate} burst ${burst} cburst ${burst} quantum ${MTU}`,
+    );
+    tc(`qdisc add dev eth0 parent 1:20 handle 20: tbf rate ${rate} burst ${burst} latency 200ms`);
+    if (exempt)
+      tc(`filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst ${exempt}/32 flowid 1:10`);
+  } catch (error) {
+    heal(); // a half-made limit is not left behind
+    throw error;
+  }
+  return heal;
 }
