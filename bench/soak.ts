@@ -101,6 +101,17 @@ const snapshotDir = values['snapshot-dir'] ?? join(dir, 'snapshots');
 if (snapshotAt.length > 0) await mkdir(snapshotDir, { recursive: true });
 const nats = await startNatsServer();
 const agents: AgentProcess[] = [];
+// Interrupted (Ctrl-C, a kill): the agents, nats-server and the stores go too, not left behind.
+const interrupted = () => {
+  for (const a of agents) a.child.kill('SIGKILL');
+  nats
+    .stop()
+    .then(() => rm(dir, { recursive: true, force: true }))
+    .catch(() => undefined)
+    .finally(() => process.exit(130));
+};
+process.once('SIGINT', interrupted);
+process.once('SIGTERM', interrupted);
 for (let i = 0; i < count; i++)
   agents.push(
     await startAgentProcess(
