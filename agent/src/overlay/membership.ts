@@ -295,12 +295,9 @@ export class Membership {
    * up to MAX_PROBE_TIMEOUT_MS.
    */
   #probeTimeoutFor(member: Member): number {
-    return Math.max(this.#probeTimeout(), this.#rttTimeout(member));
-  }
-
-  #rttTimeout(member: Member): number {
-    if (member.srttMs === undefined) return 0;
-    return Math.min(MAX_PROBE_TIMEOUT_MS, Math.ceil(member.srttMs + 4 * (member.rttVarMs ?? 0)));
+    if (member.srttMs === undefined) return this.#probeTimeout();
+    const earned = Math.ceil(member.srttMs + 4 * (member.rttVarMs ?? 0));
+    return Math.max(this.#probeTimeout(), Math.min(MAX_PROBE_TIMEOUT_MS, earned));
   }
 
   /** How long a suspect has to answer or refute before it counts dead: scaled by local health too. */
@@ -562,9 +559,7 @@ export class Membership {
       joined.push(done);
     }
     if (joined.length === 0) return false;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.all(joined), new Promise((r) => (timer = setTimeout(r, REVIVE_WAIT_MS)))]);
-    clearTimeout(timer);
+    await within(Promise.all(joined), REVIVE_WAIT_MS);
     return dead.some((m) => this.#members.get(m.info.nodeId)?.state === 'alive');
   }
 
@@ -860,13 +855,7 @@ export class Membership {
         this.#opts.onForgotten?.(member.info.nodeId, before);
       }
       member.rttMs = result.rttMs;
-      if (member.srttMs === undefined) {
-        member.srttMs = result.rttMs;
-        member.rttVarMs = result.rttMs / 2;
-      } else {
-        member.rttVarMs = 0.75 * (member.rttVarMs ?? 0) + 0.25 * Math.abs(member.srttMs - result.rttMs);
-        member.srttMs = 0.875 * member.srttMs + 0.125 * result.rttMs;
-      }
+      Object.assign(member, roundTrips(member, result.rttMs));
       if (result.coordinate) this.#opts.vivaldi?.update(member.info.nodeId, result.rttMs, result.coordinate);
     }
     // A new life in its own answer (it restarted, and no announcement said so yet: the control
@@ -887,7 +876,7 @@ export class Membership {
           ...(restarted ? { incarnation: result.incarnation! } : {}),
         },
         // A new life's round trips start from this answer, not from what its last life earned.
-        ...(restarted ? { srttMs: result.rttMs, rttVarMs: result.rttMs / 2 } : {}),
+        ...(restarted ? roundTrips({}, result.rttMs) : {}),
       });
     }
     if (restarted) this.#newLife(member.info.nodeId);
@@ -991,4 +980,19 @@ async function within<T>(promise: Promise<T | undefined>, ms: number): Promise<T
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * A member's smoothed round trip and its mean deviation after one more sample, as TCP keeps them
+ * (RFC 6298: the first sample sets the trip and half of it as deviation; then gains 1/8 and 1/4).
+ */
+function roundTrips(
+  known: Pick<Member, 'srttMs' | 'rttVarMs'>,
+  sampleMs: number,
+): Required<Pick<Member, 'srttMs' | 'rttVarMs'>> {
+  if (known.srttMs === undefined) return { srttMs: sampleMs, rttVarMs: sampleMs / 2 };
+  return {
+    srttMs: 0.875 * known.srttMs + 0.125 * sampleMs,
+    rttVarMs: 0.75 * (known.rttVarMs ?? 0) + 0.25 * Math.abs(known.srttMs - sampleMs),
+  };
 }
