@@ -464,7 +464,6 @@ export async function startOperator(
     mesh: (namespace, name) => meshes.get(name, namespace),
     daemonSet: (namespace, name) => daemonSets.get(name, namespace),
     nodes: () => nodes.list(),
-    secretExists: async (namespace, name) => (await secrets.read(namespace, name)) !== undefined,
     secretLabels: async (namespace, name) => {
       try {
         const secret = await http.request<{ metadata?: { labels?: Record<string, string> } }>(

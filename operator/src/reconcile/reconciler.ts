@@ -25,7 +25,6 @@ export interface ReconcileDeps {
   daemonSet(namespace: string, name: string): V1DaemonSet | undefined;
   nodes(): readonly V1Node[];
   /** Whether a Secret exists. */
-  secretExists(namespace: string, name: string): Promise<boolean>;
   /** A Secret's labels ({} when it has none); undefined when it does not exist. */
   secretLabels(namespace: string, name: string): Promise<Record<string, string> | undefined>;
   /** Server-side apply with the operator's field manager; returns the object as stored. */
@@ -170,7 +169,7 @@ async function findBlocker(
     message: `Secret ${namespace}/${secret} named in the spec does not exist`,
   });
   const credentials = spec.controlPlane.credentialsSecret;
-  if (credentials && !(await deps.secretExists(namespace, credentials))) return missing(credentials);
+  if (credentials && !(await deps.secretLabels(namespace, credentials))) return missing(credentials);
   for (const secret of originHeaderSecrets(spec)) {
     const labels = await deps.secretLabels(namespace, secret);
     if (!labels) return missing(secret);
