@@ -8,12 +8,15 @@ import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
 import {
   MAX_LOCAL_HEALTH,
+  MAX_REVIVE_TRIES,
   FRESH_MIN_INTERVAL_MS,
   MAX_UNCONFIRMED,
   Membership,
   type MembershipTiming,
   NEW_LIFE_MIN_INTERVAL_MS,
   REFUTATIONS_PER_LIFE,
+  REVIVE_EVERY_MS,
+  REVIVE_TIMEOUT_MS,
 } from './membership.ts';
 
 /** Addresses and whether the node behind each answers. */
@@ -31,6 +34,8 @@ class Network {
       gate?: Promise<void>;
       /** The round trip its answers report (as the transport measures it); 1 ms when unset. */
       rttMs?: number;
+      /** Its answers say their connection was set up for them (the round trip took the handshakes). */
+      connecting?: boolean;
     }
   >();
   /** Probes asked of helpers (indirect probes), all nodes together. */
@@ -44,9 +49,16 @@ class Network {
       await waited;
     }
     if (!node?.up) return Promise.reject(new Error(`${address} unreachable`));
-    const { nodeId, zone, region, incarnation } = node;
+    const { nodeId, zone, region, incarnation, connecting } = node;
     const rttMs = node.rttMs ?? 1;
-    return { nodeId, zone, region, rttMs, ...(incarnation === undefined ? {} : { incarnation }) };
+    return {
+      nodeId,
+      zone,
+      region,
+      rttMs,
+      ...(incarnation === undefined ? {} : { incarnation }),
+      ...(connecting ? { connecting } : {}),
+    };
   }
   transport(from: string, info: MemberInfo): PeerTransport {
     return stubTransport(info.nodeId, info.grpc, {
@@ -601,16 +613,114 @@ describe('Membership', () => {
   });
 
   it('tries alongside a periodic retry that started before the heal (and will never answer)', async () => {
-    const { network, nodes, alive, cutOffUntilDead } = mesh(2);
+    const { network, nodes, alive, clock, cutOffUntilDead } = mesh(2);
     await settle();
     const n0 = nodes[0]!;
     await cutOffUntilDead(n0, '10.0.0.1:7481');
     network.nodes.get('10.0.0.1:7481')!.silent = true;
+    clock.advance(REVIVE_EVERY_MS);
     n0.tick(); // the periodic retry: its packets are dropped
     await settle();
     Object.assign(network.nodes.get('10.0.0.1:7481')!, { up: true, silent: false }); // healed
-    assert.equal(await n0.reviveNow(() => true), true);
+    assert.equal(await n0.reviveNow(() => true), false, 'joins a try that began a moment ago');
+    clock.advance(REVIVE_EVERY_MS);
+    assert.equal(await n0.reviveNow(() => true), true, 'a spacing later: a try of its own');
     assert.deepEqual(alive(n0), ['n1']);
+  });
+
+  it(
+    'starts a periodic try each period, on a fresh connection, though earlier ones are still out (their SYNs were dropped), and waits for handshakes past the probe timeout',
+    { timeout: 20_000 },
+    async () => {
+      const { network, nodes, alive, clock, cutOffUntilDead } = mesh(2, { probeTimeoutMs: 20 });
+      await settle();
+      const n0 = nodes[0]!;
+      await cutOffUntilDead(n0, '10.0.0.1:7481');
+      const n1 = network.nodes.get('10.0.0.1:7481')!;
+      n1.silent = true;
+      for (let i = 0; i < 3; i++) {
+        clock.advance(500);
+        n0.tick(); // each period's try: dropped, still waiting
+        await settle();
+      }
+      // Healed. A fresh connection's answer takes longer than the probe timeout (TCP and TLS
+      // handshakes first); real time, so that the try's own timeout is what decides.
+      Object.assign(n1, { up: true, silent: false });
+      let open = () => undefined as void;
+      n1.gate = new Promise<void>((resolve) => (open = resolve));
+      setTimeout(() => open(), 60);
+      clock.advance(500);
+      n0.tick();
+      // Until it is alive, or the try's own timeout is past (timers fire in order: the answer's first).
+      const until = Date.now() + REVIVE_TIMEOUT_MS + 500;
+      while (!alive(n0).includes('n1') && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+      assert.deepEqual(alive(n0), ['n1'], 'revived by the try that began after the heal');
+    },
+  );
+
+  it('keeps at most MAX_REVIVE_TRIES tries under way, whatever a burst of misses asks while many members are cut off', async () => {
+    const size = MAX_REVIVE_TRIES + 16;
+    const { bus, clock, network, nodes } = mesh(size);
+    await settle();
+    const n0 = nodes[0]!;
+    const cut = [...network.nodes.values()].slice(1);
+    for (const node of cut) node.up = false; // cut off
+    bus.up = false;
+    for (let t = 0; t < 3 * size && n0.all().some((m) => m.state !== 'dead'); t++) {
+      clock.advance(500);
+      n0.tick();
+      await settle();
+    }
+    assert.equal(n0.alive().length, 0, 'all counted dead');
+    let connects = 0;
+    const transport = network.transport.bind(network);
+    network.transport = (from, info) => {
+      if (from === '10.0.0.0:7481') connects++;
+      return transport(from, info);
+    };
+    for (const node of cut) node.silent = true; // and now their packets are dropped: tries stay out
+    const out = () => connects;
+    // Enough calls to ask for half as many tries again as the bound (each call tries 8 members).
+    for (let i = 0; i < (1.5 * MAX_REVIVE_TRIES) / 8; i++) {
+      clock.advance(REVIVE_EVERY_MS);
+      await n0.reviveNow(() => true);
+    }
+    assert.equal(out(), MAX_REVIVE_TRIES, 'connections opened by the burst: up to the bound, no more');
+  });
+
+  it('confirms an announced member by its first answer though the handshakes made it later than the probe timeout', async () => {
+    const { bus, network, nodes, alive, cutOffUntilDead } = mesh(2, { probeTimeoutMs: 20 });
+    await settle();
+    const n0 = nodes[0]!;
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
+    // Back, and announcing itself: n0 learns it again on a new connection, whose first answer comes
+    // after 60 ms of real time (past the 20 ms probe timeout: TCP and TLS handshakes first).
+    n1.up = true;
+    bus.up = true;
+    let open = () => undefined as void;
+    n1.gate = new Promise<void>((resolve) => (open = resolve));
+    setTimeout(() => open(), 60);
+    announceOn(bus, 1, { ...nodes[1]!.self });
+    await settle();
+    assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')?.state, 'unconfirmed');
+    const until = Date.now() + REVIVE_TIMEOUT_MS + 500;
+    while (!alive(n0).includes('n1') && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(alive(n0), ['n1'], 'confirmed by that answer, not left for the next probe');
+  });
+
+  it('takes no round-trip sample from an answer whose connection was set up for it', async () => {
+    const { network, nodes } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    const rtt = () => n0.all().find((m) => m.info.nodeId === 'n1')!.rttMs;
+    n1.rttMs = 5;
+    await n0.probe('n1');
+    assert.equal(rtt(), 5);
+    Object.assign(n1, { rttMs: 900, connecting: true }); // a reconnect: the handshakes' 900 ms
+    await n0.probe('n1');
+    assert.equal(rtt(), 5, 'the handshakes are no round trip of the member’s');
   });
 
   it('revives a dead member only on its own answer: another node answering at its address does not', async () => {

@@ -41,6 +41,23 @@ const UNCONFIRMED_PROBES_PER_TICK = 4;
  */
 const DEAD_RETRIES_PER_TICK = 4;
 /**
+ * How long a try to revive a dead member waits for the answer on its fresh connection. Before the
+ * ping come a TCP handshake, a TLS handshake (certificates checked on both sides) and HTTP/2's
+ * preface: four round trips or more, each behind whatever queues on the path just after a heal
+ * (the repairs it sets off). In the chaos lab (40 ms round trips) that took 0.4-1.5 s, against the
+ * 0.5 s probe timeout tries used to wait: every try failed, and members came back only through
+ * announcements, 3-11 s after the heal. And a SYN the partition dropped is sent again 1 s later
+ * (Linux's first retransmission timeout), so a try begun in the second before a heal answers soon
+ * after it. Tries overlap (one each REVIVE_EVERY_MS at most), so a long wait holds nothing back.
+ */
+export const REVIVE_TIMEOUT_MS = 2500;
+/**
+ * Tries to revive members under way at most, all members together (each holds a connection for up
+ * to REVIVE_TIMEOUT_MS): beyond it, a caller joins the tries under way instead of starting more.
+ * Misses in a burst while a large region is cut off would otherwise open thousands of connections.
+ */
+export const MAX_REVIVE_TRIES = 64;
+/**
  * An incarnation is a life and a count of refutations: a member starts at its start second times
  * this, and adds one each time it refutes a suspicion (at most one a probe period). A higher million
  * is a new life (it restarted: its disk may be new, so what was copied to it is asked again); a higher
@@ -68,10 +85,12 @@ const REVIVE_AT_ONCE = 8;
  */
 const REVIVE_WAIT_MS = 250;
 /**
- * reviveNow tries each member at most this often: a try started before a partition healed never
- * answers (its packets were dropped), so the next one must not wait a whole probe period.
+ * A dead member is tried at most this often (periodic tries and reviveNow's together), each try on
+ * a fresh connection of its own: one started before a partition healed may answer only at its
+ * SYN's next retransmission (1 s, then 3 s after it began), so the next one must not wait for it.
+ * At most REVIVE_TIMEOUT_MS / this tries of one member are under way.
  */
-const REVIVE_EVERY_MS = 100;
+export const REVIVE_EVERY_MS = 250;
 /** How long a member's replaced connection stays open for the calls already on it. */
 const RETIRE_MS = 5000;
 /**
@@ -188,10 +207,13 @@ export class Membership {
   readonly #retiring = new Set<PeerTransport>();
   #announcing = false;
   readonly #moving = new Set<string>();
-  /** Tries of members not alive under way (#attempt), shared by whoever waits for them. */
-  readonly #attempts = new Map<string, Promise<void>>();
-  /** reviveNow's tries, by member: when each started (at most one per REVIVE_EVERY_MS), and its end. */
-  readonly #revives = new Map<string, { at: number; done: Promise<void> }>();
+  /** The latest try to revive each dead member (#revive): when it began, its end, who began it. */
+  readonly #revives = new Map<
+    string,
+    { at: number; done: Promise<void>; ended: boolean; periodic: boolean }
+  >();
+  /** Tries to revive members under way, all members together (at most MAX_REVIVE_TRIES). */
+  #reviveTries = 0;
   #reviveCursor = 0;
   /** When this node last refuted a suspicion of itself (at most once a probe period). */
   #refutedAt = Number.NEGATIVE_INFINITY;
@@ -516,7 +538,7 @@ export class Membership {
     const dead = [...this.#members.values()].filter((m) => m.state === 'dead');
     for (let i = 0; i < Math.min(DEAD_RETRIES_PER_TICK, dead.length); i++) {
       this.#deadCursor = (this.#deadCursor + 1) % dead.length;
-      this.#attempt(dead[this.#deadCursor]!).catch(() => undefined); // (it logs its own failures)
+      this.#revive(dead[this.#deadCursor]!, true)?.catch(() => undefined); // (it logs its own failures)
     }
     const candidates = [...this.#members.values()].filter((m) => m.state === 'alive');
     if (candidates.length === 0) return;
@@ -528,87 +550,79 @@ export class Membership {
    * Tries the dead members `matches` picks now rather than at their turn, and resolves true when one
    * of those it tried is alive then. A lookup that found nothing, or a message whose target is not
    * alive, asks this before answering "not found": a partition may have healed a moment ago, and the
-   * periodic retry comes up to a period later (and a retry started before the heal never answers).
-   * Bounded so that misses stay cheap whatever the mesh does: each member is tried at most once per
-   * REVIVE_EVERY_MS, on a fresh connection (callers in between join a try younger than the wait, or
-   * go without); at most REVIVE_AT_ONCE new tries a call, in turn (the next call takes the next
-   * ones); and the caller waits REVIVE_WAIT_MS at most. Members only heard of (never confirmed) are
-   * not tried: anyone may announce them.
+   * periodic try comes up to a period later. Bounded so that misses stay cheap whatever the mesh
+   * does: the tries are #revive's (each member at most once per REVIVE_EVERY_MS, callers in between
+   * join the latest; at most MAX_REVIVE_TRIES under way); at most REVIVE_AT_ONCE members a call, in
+   * turn (the next call takes the next ones); and the caller waits REVIVE_WAIT_MS at most. Members
+   * only heard of (never confirmed) are not tried: anyone may announce them.
    */
   async reviveNow(matches: (info: MemberInfo) => boolean): Promise<boolean> {
-    const now = this.#now();
     const dead = [...this.#members.values()].filter((m) => m.state === 'dead' && matches(m.info));
-    const joined: Promise<void>[] = [];
-    const due: Member[] = [];
-    for (const m of dead) {
-      const last = this.#revives.get(m.info.nodeId);
-      if (!last || !this.#tooSoon(last.at, REVIVE_EVERY_MS)) due.push(m);
-      else joined.push(last.done); // (a try younger than REVIVE_EVERY_MS, so than the wait)
-    }
+    if (dead.length === 0) return false;
     const picked = Array.from(
-      { length: Math.min(REVIVE_AT_ONCE, due.length) },
-      (_, i) => due[(this.#reviveCursor + i) % due.length]!,
+      { length: Math.min(REVIVE_AT_ONCE, dead.length) },
+      (_, i) => dead[(this.#reviveCursor + i) % dead.length]!,
     );
-    if (due.length > 0) this.#reviveCursor = (this.#reviveCursor + picked.length) % due.length;
-    for (const m of picked) {
-      // A try of its own (not the periodic one, which may have started before the heal).
-      const done = this.#retryDead(m, true).catch((error: unknown) =>
-        this.#opts.logger.warn({ member: m.info.nodeId, err: (error as Error).message }, 'retry failed'),
-      );
-      this.#revives.set(m.info.nodeId, { at: now, done });
-      joined.push(done);
-    }
-    if (joined.length === 0) return false;
-    await within(Promise.all(joined), REVIVE_WAIT_MS);
+    this.#reviveCursor = (this.#reviveCursor + picked.length) % dead.length;
+    const tries = picked.map((m) => this.#revive(m)).filter((t) => t !== undefined);
+    if (tries.length === 0) return false;
+    await within(Promise.all(tries), REVIVE_WAIT_MS);
     return dead.some((m) => this.#members.get(m.info.nodeId)?.state === 'alive');
   }
 
-  /** Tries a member that is not alive (a dead one on a fresh connection, others by a probe); never rejects. */
-  #attempt(member: Member): Promise<void> {
+  /**
+   * A try to revive a dead member on a fresh connection (#retryDead), unless one began within
+   * REVIVE_EVERY_MS (then that one, joined) or MAX_REVIVE_TRIES are under way (then the latest, if
+   * any). A try that already ended spaces only reviveNow's (a burst of misses) after reviveNow's: the
+   * protocol period spaces the `periodic` ones. Tries of one member overlap: one that began while the
+   * partition lasted waits for its SYN's next retransmission, and holds no later one back. Never
+   * rejects: a failure is logged.
+   */
+  #revive(member: Member, periodic = false): Promise<void> | undefined {
     const nodeId = member.info.nodeId;
-    const running = this.#attempts.get(nodeId);
-    if (running) return running;
-    const attempt = (member.state === 'dead' ? this.#retryDead(member) : this.probe(nodeId))
+    const last = this.#revives.get(nodeId);
+    const spaced = last && this.#tooSoon(last.at, REVIVE_EVERY_MS);
+    if (spaced && (!last.ended || (!periodic && !last.periodic))) return last.done;
+    if (this.#reviveTries >= MAX_REVIVE_TRIES || this.#closed) return last?.done;
+    this.#reviveTries++;
+    const entry = { at: this.#now(), done: Promise.resolve(), ended: false, periodic };
+    entry.done = this.#retryDead(member)
       .catch((error: unknown) =>
         this.#opts.logger.warn({ member: nodeId, err: (error as Error).message }, 'retry failed'),
       )
-      .finally(() => this.#attempts.delete(nodeId));
-    this.#attempts.set(nodeId, attempt);
-    return attempt;
+      .finally(() => {
+        this.#reviveTries--;
+        entry.ended = true;
+      });
+    this.#revives.set(nodeId, entry);
+    return entry.done;
   }
 
   /**
-   * Pings a dead member on a fresh connection; its direct answer makes it alive again on that one.
-   * `alongside`: even while another probe of it is under way (reviveNow), which it leaves alone.
+   * Pings a dead member on a fresh connection, waiting REVIVE_TIMEOUT_MS for the handshakes and the
+   * answer; its direct answer makes it alive again on that connection. Other tries of it, and a
+   * probe, may be under way meanwhile: the first answer revives it, and later ones find it alive.
    */
-  async #retryDead(member: Member, alongside = false): Promise<void> {
+  async #retryDead(member: Member): Promise<void> {
     const nodeId = member.info.nodeId;
-    if (this.#closed || (!alongside && this.#probing.has(nodeId))) return;
-    if (!alongside) this.#probing.add(nodeId);
-    let transport: PeerTransport | undefined;
-    try {
-      transport = this.#opts.connect(member.info);
-      const answer = await this.#ping(transport, nodeId).catch(() => undefined);
-      // Unless it is still the same dead member (an announcement may have replaced it meanwhile).
-      if (!answer || this.#closed || this.#members.get(nodeId) !== member || member.state !== 'dead') {
-        transport.close();
-        return;
-      }
-      this.#retire(member.transport);
-      // A revival starts its round trips afresh: what it earned before it died does not carry over.
-      const revived = { ...member, transport, srttMs: undefined, rttVarMs: undefined };
-      this.#members.set(nodeId, revived);
-      // An answer that carries its incarnation says whether it restarted meanwhile (#confirmed tells
-      // onRestarted then); one that does not may come from a new life: what was copied to it is asked
-      // again, as for a member that announces one.
-      this.#confirmed(revived, answer, true);
-      if (answer.incarnation === undefined) this.#newLife(nodeId);
-    } finally {
-      if (!alongside) {
-        this.#probing.delete(nodeId);
-        if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
-      }
+    const transport = this.#opts.connect(member.info);
+    const timeoutMs = Math.max(REVIVE_TIMEOUT_MS, this.#probeTimeoutFor(member));
+    const answer = await this.#ping(transport, nodeId, timeoutMs).catch(() => undefined);
+    // Unless it is still the same dead member (an announcement may have replaced it meanwhile).
+    if (!answer || this.#closed || this.#members.get(nodeId) !== member || member.state !== 'dead') {
+      transport.close();
+      return;
     }
+    this.#retire(member.transport);
+    // A revival starts its round trips afresh: what it earned before it died does not carry over.
+    const revived = { ...member, transport, srttMs: undefined, rttVarMs: undefined };
+    this.#members.set(nodeId, revived);
+    // An answer that carries its incarnation says whether it restarted meanwhile (#confirmed tells
+    // onRestarted then); one that does not may come from a new life: what was copied to it is asked
+    // again, as for a member that announces one. Its round trip took the handshakes too: no sample
+    // of the member's round trips (nor of its network coordinate).
+    this.#confirmed(revived, answer, true, false);
+    if (answer.incarnation === undefined) this.#newLife(nodeId);
   }
 
   /**
@@ -682,11 +696,16 @@ export class Membership {
       // The direct ping waits its probe timeout before others are asked, but its answer still counts
       // until the suspicion would end: a node whose uplink is queueing (a slow or bloated link)
       // answers late, and late is not dead.
-      const timeoutMs = this.#probeTimeoutFor(member);
+      // A member not yet confirmed is on a new connection: its first answer takes the handshakes too
+      // (see REVIVE_TIMEOUT_MS), and only that answer can confirm it, so it is waited for.
+      const unconfirmed = member.state === 'unconfirmed';
+      const timeoutMs = unconfirmed
+        ? Math.max(REVIVE_TIMEOUT_MS, this.#probeTimeoutFor(member))
+        : this.#probeTimeoutFor(member);
       const late = this.#ping(
         member.transport,
         member.info.nodeId,
-        timeoutMs + this.#suspicionTimeout(),
+        unconfirmed ? timeoutMs : timeoutMs + this.#suspicionTimeout(),
       ).catch(() => undefined);
       const direct = await within(late, timeoutMs);
       // The entry may have changed while the ping was out: an answer counts for the entry now held.
@@ -844,7 +863,17 @@ export class Membership {
     this.#opts.onRestarted?.(nodeId, member.info.grpc);
   }
 
-  #confirmed(member: Member, result: PingResult, direct: boolean): void {
+  /**
+   * `member` answered: `direct`ly (over mTLS, to this node), or through another member. `timed`:
+   * the answer's round trip is one of the member's (not one that took a fresh connection's
+   * handshakes too), a sample for its probe timeout and network coordinate.
+   */
+  #confirmed(
+    member: Member,
+    result: PingResult,
+    direct: boolean,
+    timed = direct && result.connecting !== true,
+  ): void {
     if (direct) {
       // Answering at another address than before (re-addressed while dead): the old one's copies are
       // no longer its.
@@ -854,6 +883,8 @@ export class Membership {
         member.movedAt = this.#now(); // a move like any other: the next one waits out the window
         this.#opts.onForgotten?.(member.info.nodeId, before);
       }
+    }
+    if (timed) {
       member.rttMs = result.rttMs;
       Object.assign(member, roundTrips(member, result.rttMs));
       if (result.coordinate) this.#opts.vivaldi?.update(member.info.nodeId, result.rttMs, result.coordinate);
@@ -875,8 +906,13 @@ export class Membership {
           region: result.region,
           ...(restarted ? { incarnation: result.incarnation! } : {}),
         },
-        // A new life's round trips start from this answer, not from what its last life earned.
-        ...(restarted ? roundTrips({}, result.rttMs) : {}),
+        // A new life's round trips start from this answer (or, untimed, the next), not from what its
+        // last life earned.
+        ...(restarted
+          ? timed
+            ? roundTrips({}, result.rttMs)
+            : { srttMs: undefined, rttVarMs: undefined }
+          : {}),
       });
     }
     if (restarted) this.#newLife(member.info.nodeId);

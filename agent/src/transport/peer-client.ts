@@ -1,6 +1,7 @@
 import {
   type ChannelCredentials,
   type Client,
+  connectivityState,
   credentials,
   type Metadata,
   makeGenericClientConstructor,
@@ -225,6 +226,8 @@ export class GrpcPeer implements PeerTransport {
   }
 
   async ping(signal?: AbortSignal): Promise<PingResult> {
+    // Not yet connected: this round trip takes the TCP and TLS handshakes too.
+    const connecting = this.#client.getChannel().getConnectivityState(false) !== connectivityState.READY;
     const started = performance.now();
     const r = await this.#unary<WirePing>('Ping', { sentAtMs: Date.now() }, signal).catch((error: Error) => {
       throw new PeerError(this.id, `Ping failed: ${error.message}`, { cause: error });
@@ -234,7 +237,7 @@ export class GrpcPeer implements PeerTransport {
         this.id,
         `answered as ${r.nodeId}, but its certificate names ${this.#authenticatedAs}`,
       );
-    return this.#pingResult(r, performance.now() - started);
+    return { ...this.#pingResult(r, performance.now() - started), ...(connecting ? { connecting } : {}) };
   }
 
   async probe(target: string, signal?: AbortSignal): Promise<PingResult> {

@@ -100,6 +100,16 @@ describe('peer gRPC server and client', () => {
     assert.deepEqual([pong.nodeId, pong.zone, pong.region], ['srv', 'z', 'r']);
   });
 
+  it('says when a ping set up its connection (its round trip took the handshakes: no sample of the peer’s)', async () => {
+    const client = clientTo(port);
+    try {
+      assert.equal((await client.ping()).connecting, true, 'the first ping of a new client');
+      assert.equal((await client.ping()).connecting, undefined, 'the next, on the connection now up');
+    } finally {
+      client.close();
+    }
+  });
+
   it('waits for a Replicate as long as the caller’s signal allows, not the control-call timeout (a large copy over a slow link)', async () => {
     let copied = () => undefined as void;
     const slow = serverOf({

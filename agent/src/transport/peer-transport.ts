@@ -95,6 +95,11 @@ export interface PingResult {
   coordinate?: Coordinate;
   /** The member's incarnation as it answers for itself (Membership: its life and refutations). */
   incarnation?: number;
+  /**
+   * The connection was not up when the ping left: its round trip includes the handshakes, so it is
+   * no sample of the member's round trips (nor of its distance).
+   */
+  connecting?: boolean;
 }
 
 /** A peer failed: unreachable, timed out, broke the protocol or sent bad bytes. */
