@@ -107,6 +107,8 @@ export interface OperatorConfig {
    * without an image, such meshes are Degraded (NoAgentImage).
    */
   agentImage?: AgentImageDefaults;
+  /** The PriorityClass of every mesh's agents whose spec names none (the chart makes one); unset: none. */
+  agentPriorityClass?: string | undefined;
   /** How long the steps of a mesh CA rotation last (ca-store.ts); the defaults outside tests. */
   caRotation?: CaRotationTiming;
 }
@@ -366,6 +368,7 @@ export async function startOperator(
   const deps: ReconcileDeps = {
     figures,
     agentImage: config.agentImage ?? {},
+    agentPriorityClass: config.agentPriorityClass,
     ...(issuer
       ? {
           meshTrust: async (mesh: EdgeMesh) => {
@@ -483,6 +486,11 @@ export async function startOperator(
         object,
         'application/apply-patch+yaml',
       ),
+    remove: async (object) => {
+      await http.request('DELETE', objectPath(object)).catch((error: unknown) => {
+        if ((error as { code?: number }).code !== 404) throw error;
+      });
+    },
     writeStatus: async (mesh, status) => {
       const path = objectPath({
         apiVersion: `${GROUP}/${VERSION}`,

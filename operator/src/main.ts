@@ -85,6 +85,10 @@ const configSchema = z.object({
         .filter(Boolean),
     )
     .pipe(z.array(objectNameSchema)),
+  /** The PriorityClass of every mesh's agents whose spec.agent.priorityClassName is unset (the chart makes one). */
+  EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS: objectNameSchema
+    .optional()
+    .or(z.literal('').transform(() => undefined)),
   EDGEMESH_OPERATOR_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -128,6 +132,7 @@ const operator = await startOperator(
       pullPolicy: env.EDGEMESH_OPERATOR_AGENT_IMAGE_PULL_POLICY,
       pullSecrets: env.EDGEMESH_OPERATOR_IMAGE_PULL_SECRETS,
     },
+    agentPriorityClass: env.EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS,
     ...(env.EDGEMESH_OPERATOR_ISSUER_URL
       ? {
           issuer: {
