@@ -365,6 +365,8 @@ export async function startOperator(
     }
     return tokens.value;
   };
+  /** Objects deleted (or found gone) since this process last applied them: not asked to delete again. */
+  const absent = new Set<string>();
   const deps: ReconcileDeps = {
     figures,
     agentImage: config.agentImage ?? {},
@@ -479,17 +481,22 @@ export async function startOperator(
         throw error;
       }
     },
-    apply: (object) =>
-      http.request(
+    apply: (object) => {
+      absent.delete(objectPath(object));
+      return http.request(
         'PATCH',
         `${objectPath(object)}?fieldManager=${FIELD_MANAGER}&force=true`,
         object,
         'application/apply-patch+yaml',
-      ),
+      );
+    },
     remove: async (object) => {
-      await http.request('DELETE', objectPath(object)).catch((error: unknown) => {
+      const path = objectPath(object);
+      if (absent.has(path)) return;
+      await http.request('DELETE', path).catch((error: unknown) => {
         if ((error as { code?: number }).code !== 404) throw error;
       });
+      absent.add(path);
     },
     writeStatus: async (mesh, status) => {
       const path = objectPath({
