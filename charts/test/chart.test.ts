@@ -261,6 +261,27 @@ describe('the Helm chart', () => {
     assert.equal(env(none), undefined, 'no class named that does not exist');
   });
 
+  it('hands Prometheus’s namespaces to the operator, for every mesh’s NetworkPolicy (and says when the PodMonitor lacks them)', () => {
+    const env = (args: string[]) =>
+      new Map(
+        (
+          objects(template(args)).find((o) => o.kind === 'Deployment') as unknown as {
+            spec: { template: { spec: { containers: { env: { name: string; value?: string }[] }[] } } };
+          }
+        ).spec.template.spec.containers[0]!.env.map((e) => [e.name, e.value]),
+      ).get('EDGEMESH_OPERATOR_SCRAPE_NAMESPACES');
+    assert.equal(
+      env(['--set', 'agents.scrapeNamespaces={monitoring,observability}']),
+      'monitoring,observability',
+    );
+    assert.equal(env([]), undefined);
+    assert.match(dryRun({ podMonitor: { enabled: true } }).notes, /agents\.scrapeNamespaces is empty/);
+    assert.doesNotMatch(
+      dryRun({ podMonitor: { enabled: true }, agents: { scrapeNamespaces: ['monitoring'] } }).notes,
+      /scrapeNamespaces is empty/,
+    );
+  });
+
   it('fences the bundled NATS: its client port only from the operator and the agents of the mesh namespaces', () => {
     const rendered = objects(template(['--set', 'nats.enabled=true', '--set', 'meshNamespaces={shop}']));
     type Policy = {

@@ -20,6 +20,7 @@ const ALTERNATIVE: Record<string, unknown> = {
   'agents.priorityClass.create': false,
   'agents.priorityClass.name': 'edge-critical',
   'agents.priorityClass.value': 500000,
+  'agents.scrapeNamespaces': ['monitoring'],
   'image.repository': 'registry.example.com:5000/platform/edgemesh',
   'image.tag': '1.2.3',
   'image.digest': DIGEST,

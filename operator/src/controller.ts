@@ -109,6 +109,8 @@ export interface OperatorConfig {
   agentImage?: AgentImageDefaults;
   /** The PriorityClass of every mesh's agents whose spec names none (the chart makes one); unset: none. */
   agentPriorityClass?: string | undefined;
+  /** Namespaces whose pods every mesh's NetworkPolicy lets reach the agents' HTTP port (/metrics): Prometheus's. */
+  scrapeNamespaces?: readonly string[] | undefined;
   /** How long the steps of a mesh CA rotation last (ca-store.ts); the defaults outside tests. */
   caRotation?: CaRotationTiming;
 }
@@ -371,6 +373,7 @@ export async function startOperator(
     figures,
     agentImage: config.agentImage ?? {},
     agentPriorityClass: config.agentPriorityClass,
+    scrapeNamespaces: config.scrapeNamespaces,
     ...(issuer
       ? {
           meshTrust: async (mesh: EdgeMesh) => {

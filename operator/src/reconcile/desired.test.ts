@@ -33,7 +33,10 @@ type Pod = {
   priorityClassName?: string;
   containers: Container[];
 };
-const render = (spec: Record<string, unknown> = {}, options: { priorityClassName?: string } = {}) => {
+const render = (
+  spec: Record<string, unknown> = {},
+  options: { priorityClassName?: string; scrapeNamespaces?: string[] } = {},
+) => {
   const mesh = {
     apiVersion: 'edgemesh.p2p.dev/v1alpha1',
     kind: 'EdgeMesh',
@@ -169,6 +172,20 @@ describe('the NetworkPolicy', () => {
       },
       { from: [{ podSelector: { matchLabels: selector } }], ports: [{ protocol: 'TCP', port: 7481 }] },
     ]);
+  });
+
+  it("lets the operator's scrape namespaces (Prometheus's) reach the HTTP port of every mesh, and only that port", () => {
+    const { of } = render({}, { scrapeNamespaces: ['monitoring', 'observability'] });
+    const [http, grpc] = of<Policy>('NetworkPolicy').spec.ingress;
+    assert.deepEqual(http?.from.at(-1), {
+      namespaceSelector: {
+        matchExpressions: [
+          { key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring', 'observability'] },
+        ],
+      },
+    });
+    assert.equal(grpc?.from.length, 1, 'the peer port stays the agents’ alone');
+    assert.deepEqual(render().of<Policy>('NetworkPolicy').spec.ingress[0]?.from, [{ podSelector: {} }]);
   });
 
   it('is rendered by default and not when disabled', () => {

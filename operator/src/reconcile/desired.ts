@@ -241,11 +241,16 @@ export const networkPolicyRef = (mesh: EdgeMesh) => ({
 
 /**
  * The agents' fence (unless spec.networkPolicy.enabled is false): ingress to their HTTP port (the
- * API and /metrics) from the pods of the mesh's namespace and from spec.networkPolicy.httpFrom, to
+ * API and /metrics) from the pods of the mesh's namespace, from spec.networkPolicy.httpFrom and from
+ * the operator's scrape namespaces (EDGEMESH_OPERATOR_SCRAPE_NAMESPACES: where Prometheus runs), to
  * their peer port from the mesh's own agents only, and nothing else. Egress is left open (origins,
  * NATS, the issuer and peers are wherever the spec says).
  */
-function networkPolicy(mesh: EdgeMesh, meta: KubeObject['metadata']): KubeObject {
+function networkPolicy(
+  mesh: EdgeMesh,
+  meta: KubeObject['metadata'],
+  scrapeNamespaces: readonly string[],
+): KubeObject {
   const { ports, networkPolicy: policy } = mesh.spec;
   const peer = (p: { namespaceSelector?: Record<string, string>; podSelector?: Record<string, string> }) => ({
     ...(p.namespaceSelector ? { namespaceSelector: { matchLabels: p.namespaceSelector } } : {}),
@@ -260,7 +265,21 @@ function networkPolicy(mesh: EdgeMesh, meta: KubeObject['metadata']): KubeObject
       policyTypes: ['Ingress'],
       ingress: [
         {
-          from: [{ podSelector: {} }, ...(policy.httpFrom ?? []).map(peer)],
+          from: [
+            { podSelector: {} },
+            ...(policy.httpFrom ?? []).map(peer),
+            ...(scrapeNamespaces.length > 0
+              ? [
+                  {
+                    namespaceSelector: {
+                      matchExpressions: [
+                        { key: 'kubernetes.io/metadata.name', operator: 'In', values: [...scrapeNamespaces] },
+                      ],
+                    },
+                  },
+                ]
+              : []),
+          ],
           ports: [{ protocol: 'TCP', port: ports.http }],
         },
         {
@@ -279,6 +298,8 @@ export interface ChildrenOptions {
   nats?: NatsMount | undefined;
   /** The agents' PriorityClass when spec.agent.priorityClassName is unset (EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS). */
   priorityClassName?: string | undefined;
+  /** Namespaces whose pods may reach every mesh's HTTP port, for /metrics (EDGEMESH_OPERATOR_SCRAPE_NAMESPACES). */
+  scrapeNamespaces?: readonly string[] | undefined;
 }
 
 /**
@@ -293,7 +314,7 @@ export interface ChildrenOptions {
 export function desiredChildren(
   mesh: EdgeMesh,
   nodes: Map<string, NodePlace>,
-  { image, trust, nats, priorityClassName }: ChildrenOptions,
+  { image, trust, nats, priorityClassName, scrapeNamespaces = [] }: ChildrenOptions,
 ): KubeObject[] {
   const { spec } = mesh;
   const pulled = { image: image.image, ...(image.pullPolicy ? { imagePullPolicy: image.pullPolicy } : {}) };
@@ -428,7 +449,7 @@ export function desiredChildren(
         ports: [{ name: 'http', port: spec.ports.http, targetPort: 'http', protocol: 'TCP' }],
       },
     },
-    ...(spec.networkPolicy.enabled ? [networkPolicy(mesh, meta(name))] : []),
+    ...(spec.networkPolicy.enabled ? [networkPolicy(mesh, meta(name), scrapeNamespaces)] : []),
     {
       apiVersion: 'apps/v1',
       kind: 'DaemonSet',

@@ -56,6 +56,8 @@ export interface ReconcileDeps {
   agentImage?: AgentImageDefaults;
   /** The agents' PriorityClass for meshes whose spec names none (EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS). */
   agentPriorityClass?: string | undefined;
+  /** Namespaces (Prometheus's) whose pods every mesh's NetworkPolicy lets reach the agents' HTTP port. */
+  scrapeNamespaces?: readonly string[] | undefined;
   logger: Logger;
   now?: () => Date;
 }
@@ -140,6 +142,7 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
         trust,
         nats: nats && { secretName: nats.secretName, tls: nats.tls ?? false },
         priorityClassName: deps.agentPriorityClass,
+        scrapeNamespaces: deps.scrapeNamespaces,
       }).map((child) => deps.apply(child)),
     );
     // One rendered while it was enabled: deleted (an agent fence nobody wants must not stay behind).
