@@ -24,7 +24,7 @@ import { describeMachine, percentile, round } from './support/machine.ts';
 
 const MAIN = fileURLToPath(new URL('../operator/src/main.ts', import.meta.url));
 const BUILD = fileURLToPath(new URL('../scripts/build.ts', import.meta.url));
-const CHILDREN = ['serviceaccounts', 'roles', 'rolebindings', 'configmaps', 'services', 'daemonsets'];
+const CHILDREN = ['serviceaccounts', 'networkpolicies', 'configmaps', 'services', 'daemonsets'];
 
 /** CPU seconds (user + system) a process has used so far. */
 const cpuSeconds = (pid: number) => {

@@ -11,8 +11,6 @@ import { after, before, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { CHART, helm, objects, template } from '../charts/lib/helm.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
-import { edgeMeshSpecSchema } from '../operator/src/api/edgemesh.ts';
-import { desiredChildren } from '../operator/src/reconcile/desired.ts';
 import { eventually as poll } from '../operator/test/support.ts';
 import {
   type ControlPlane,
@@ -56,7 +54,11 @@ const MESHES = {
   replicated: ['factory', 'store', 3],
 } as const;
 
-/** Six nodes in three zones of two regions; one node per zone is a storage node. */
+/**
+ * Six nodes in three zones of two regions; one node per zone is a storage node. The last is tainted
+ * to keep ordinary workloads off, as edge nodes often are: agents tolerate it by default (the cdn
+ * sample), or as their spec says (low-power.yaml tolerates this taint by name).
+ */
 const NODES: SimulatedNode[] = ['eu-west-1a', 'eu-west-1b', 'us-east-1a'].flatMap((zone, z) =>
   [0, 1].map((i) => ({
     name: `edge-${z * 2 + i}`,
@@ -65,8 +67,13 @@ const NODES: SimulatedNode[] = ['eu-west-1a', 'eu-west-1b', 'us-east-1a'].flatMa
       'topology.kubernetes.io/region': zone.slice(0, -1),
       ...(i === 0 ? { 'edgemesh.p2p.dev/storage': 'true' } : { 'edge.example.com/power': 'battery' }),
     },
+    ...(z * 2 + i === 5
+      ? { taints: [{ key: 'edge.example.com/low-power', value: 'true', effect: 'NoSchedule' as const }] }
+      : {}),
   })),
 );
+/** Namespaces the chart grants the operator Secrets in (meshNamespaces); `restricted` enforces Pod Security's restricted level. */
+const MESH_NAMESPACES = ['default', 'edge', 'factory', 'restricted'];
 
 type Mesh = {
   metadata: { generation: number; resourceVersion: string };
@@ -212,6 +219,9 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     console.log(
       `# real control plane: Kubernetes ${cp.versions.kubernetes}, etcd ${cp.versions.etcd}, kwok ${cp.versions.kwok} (built with ${cp.versions.go}); ${NODES.length} simulated nodes`,
     );
+    // meshNamespaces must exist before the chart makes the operator's Role in each.
+    for (const ns of ['edge', 'factory', 'restricted']) cp.kubectl(['create', 'namespace', ns]);
+    cp.kubectl(['label', 'namespace', 'restricted', 'pod-security.kubernetes.io/enforce=restricted']);
     const install = spawnSync(
       helm(),
       [
@@ -225,7 +235,8 @@ describe('on a real control plane: helm install, the operator, every sample', { 
           NAMESPACE,
           '--create-namespace',
         ],
-        ...['--set', 'nats.enabled=true', '--wait', '--timeout', '2m'],
+        ...['--set', 'nats.enabled=true', '--set', `meshNamespaces={${MESH_NAMESPACES.join(',')}}`],
+        ...['--wait', '--timeout', '2m'],
       ],
       { encoding: 'utf8', env: cp.toolEnv, timeout: 180_000 },
     );
@@ -260,8 +271,6 @@ describe('on a real control plane: helm install, the operator, every sample', { 
   });
 
   it('applies every sample with kubectl; each mesh rolls out its agents on simulated nodes, and is not Ready while they do not report on the control plane', async () => {
-    cp.kubectl(['create', 'namespace', 'edge']);
-    cp.kubectl(['create', 'namespace', 'factory']);
     for (const sample of SAMPLES)
       cp.kubectl(['apply', '-f', join(ROOT, 'manifests/samples', `${sample}.yaml`)]);
     // A mesh whose NATS needs credentials, as a user with a secured NATS writes it.
@@ -301,13 +310,12 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       const selector = Object.entries(ds.spec.selector.matchLabels)
         .map(([k, v]) => `${k}=${v}`)
         .join(',');
-      const pods = get<{ items: { spec: { nodeName?: string }; status: { phase: string } }[] }>([
-        'pods',
-        '-n',
-        namespace,
-        '-l',
-        selector,
-      ]).items;
+      const pods = get<{
+        items: {
+          spec: { nodeName?: string; priorityClassName?: string; priority?: number };
+          status: { phase: string };
+        }[];
+      }>(['pods', '-n', namespace, '-l', selector]).items;
       assert.equal(
         new Set(pods.map((p) => p.spec.nodeName)).size,
         nodes,
@@ -316,6 +324,11 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       assert.ok(
         pods.every((p) => p.status.phase === 'Running'),
         `${sample}: every agent running`,
+      );
+      // The chart's PriorityClass, through the operator, resolved by the API server's admission.
+      assert.deepEqual(
+        [...new Set(pods.map((p) => `${p.spec.priorityClassName}=${p.spec.priority}`))],
+        ['edgemesh-agent=100000'],
       );
     }
     assert.deepEqual(mesh('cdn').status?.zones, { 'eu-west-1a': 2, 'eu-west-1b': 2, 'us-east-1a': 2 });
@@ -653,6 +666,111 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     assert.match(cp.kubectl(['explain', 'em.status.reportingAgents']), /reported on the control plane/);
   });
 
+  it('admits the agents of an EmptyDir mesh where Pod Security enforces restricted, and refuses those of a HostPath mesh', async () => {
+    const apply = (name: string, spec: object) =>
+      cp.kubectl(
+        ['apply', '-f', '-'],
+        JSON.stringify({
+          apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+          kind: 'EdgeMesh',
+          metadata: { name, namespace: 'restricted' },
+          spec: {
+            controlPlane: { natsUrl: 'nats://edgemesh-nats.edgemesh-system:4222' },
+            nodeSelector: { 'edgemesh.p2p.dev/storage': 'true' },
+            ...spec,
+          },
+        }),
+      );
+    type Pods = { items: { status: { phase: string } }[] };
+    const podsOf = (mesh: string) =>
+      get<Pods>(['pods', '-n', 'restricted', '-l', `edgemesh.p2p.dev/mesh=${mesh}`]).items;
+    try {
+      apply('lean', { cache: { storage: 'EmptyDir' } });
+      await waitRolledOut('restricted', 'lean');
+      assert.deepEqual(
+        podsOf('lean').map((p) => p.status.phase),
+        ['Running', 'Running', 'Running'],
+      );
+      apply('hostpath', { cache: { storage: 'HostPath' } });
+      const refusal = await eventually(
+        () =>
+          get<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>([
+            'events',
+            '-n',
+            'restricted',
+          ]).items.find((e) => e.involvedObject.name === 'edgemesh-hostpath' && e.reason === 'FailedCreate'),
+        60_000,
+      );
+      assert.match(refusal.message, /violates PodSecurity "restricted:latest".*hostPath/);
+      assert.deepEqual(podsOf('hostpath'), [], 'no HostPath agent admitted');
+    } finally {
+      cp.kubectl([
+        'delete',
+        'em',
+        'lean',
+        'hostpath',
+        '-n',
+        'restricted',
+        '--ignore-not-found',
+        '--wait=false',
+      ]);
+    }
+  });
+
+  it('reports a mesh outside meshNamespaces as Degraded (NamespaceNotGranted): the operator may not touch its Secrets', async () => {
+    cp.kubectl(['create', 'namespace', 'elsewhere']);
+    try {
+      cp.kubectl(
+        ['apply', '-f', '-'],
+        JSON.stringify({
+          apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+          kind: 'EdgeMesh',
+          metadata: { name: 'stray', namespace: 'elsewhere' },
+          spec: { controlPlane: { natsUrl: 'nats://edgemesh-nats.edgemesh-system:4222' } },
+        }),
+      );
+      await eventually(() => {
+        const m = get<Mesh>(['em', 'stray', '-n', 'elsewhere']);
+        return (
+          (condition(m, 'Degraded') === 'True' && reason(m, 'Degraded') === 'NamespaceNotGranted') ||
+          undefined
+        );
+      }, 60_000);
+      assert.equal(
+        tryGet(['daemonset', 'edgemesh-stray', '-n', 'elsewhere']),
+        undefined,
+        'nothing runs there',
+      );
+    } finally {
+      cp.kubectl(['delete', 'em', 'stray', '-n', 'elsewhere', '--ignore-not-found', '--wait=false']);
+    }
+  });
+
+  it("fences each mesh's agents with a NetworkPolicy, deleted when the mesh turns it off", async () => {
+    type Policy = { spec: { ingress: { ports: { port: number }[] }[] } };
+    const policy = await eventually(() => tryGet<Policy>(['networkpolicy', 'edgemesh-field', '-n', 'edge']));
+    assert.deepEqual(
+      policy.spec.ingress.map((r) => r.ports.map((p) => p.port)),
+      [[7482], [7483]],
+      'the HTTP port (from workloads), the peer port (from agents): the sample low-power.yaml’s',
+    );
+    cp.kubectl([
+      'patch',
+      'em',
+      'field',
+      '-n',
+      'edge',
+      '--type',
+      'merge',
+      '-p',
+      '{"spec":{"networkPolicy":{"enabled":false}}}',
+    ]);
+    await eventually(
+      () => tryGet(['networkpolicy', 'edgemesh-field', '-n', 'edge']) === undefined || undefined,
+      30_000,
+    );
+  });
+
   it('leaves an unchanged status alone: resyncs write nothing (no status churn)', async () => {
     const leader = leaseHolder()!;
     const statusWrites = () =>
@@ -733,7 +851,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
 
   it('deleting a mesh lets the real garbage collector remove everything it owned', async () => {
     cp.kubectl(['delete', 'em', 'store', '-n', 'factory', '--wait=true']);
-    for (const kind of ['daemonset', 'service', 'configmap', 'serviceaccount', 'role', 'rolebinding'])
+    for (const kind of ['daemonset', 'service', 'configmap', 'serviceaccount', 'networkpolicy'])
       await eventually(
         () => tryGet([kind, 'edgemesh-store', '-n', 'factory']) === undefined || undefined,
         60_000,
@@ -747,9 +865,12 @@ describe('on a real control plane: helm install, the operator, every sample', { 
   it("the chart's RBAC is enough and no more: every request allowed, every granted rule used", () => {
     const requests = requestsOf(cp.auditEvents(), OPERATOR_USER);
     assert.ok(requests.length > 50, `the operator's requests were audited (${requests.length})`);
-    const denied = requests
-      .filter((e) => e.responseStatus?.code === 403)
-      .map((e) => `${e.verb} ${e.requestURI}`);
+    const refused = requests.filter((e) => e.responseStatus?.code === 403);
+    // Secrets outside meshNamespaces are refused: that is the point (a mesh there is Degraded).
+    const elsewhere = (e: (typeof refused)[number]) =>
+      e.objectRef?.resource === 'secrets' && e.objectRef.namespace === 'elsewhere';
+    assert.ok(refused.some(elsewhere), 'Secrets outside meshNamespaces were asked for, and refused');
+    const denied = refused.filter((e) => !elsewhere(e)).map((e) => `${e.verb} ${e.requestURI}`);
     assert.deepEqual([...new Set(denied)], [], 'requests the API server refused (403)');
 
     const chart = objects(template());
@@ -760,30 +881,25 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       grants([
         ...rulesOf('ClusterRole', 'edgemesh-operator'),
         ...rulesOf('Role', 'edgemesh-leader-election'),
+        ...rulesOf('Role', 'edgemesh-operator-secrets'),
       ]),
     );
-    const used = new Set(requests.flatMap(needed));
-    // The agents' Role grants these; Kubernetes lets only a holder grant (no escalate verb).
-    const agentRole = desiredChildren(
-      {
-        apiVersion: 'edgemesh.p2p.dev/v1alpha1',
-        kind: 'EdgeMesh',
-        metadata: { name: 'm', namespace: 'n', uid: 'u' },
-        spec: edgeMeshSpecSchema.parse({ controlPlane: { natsUrl: 'nats://n:4222' } }),
-      },
-      new Map(),
-      { image: { image: 'edgemesh:e2e', pullSecrets: [] } },
-    ).find((c) => c.kind === 'Role') as unknown as { rules: PolicyRule[] };
-    const heldToGrant = new Set(grants(agentRole.rules));
+    const used = new Set(requests.filter((e) => e.responseStatus?.code !== 403).flatMap(needed));
     assert.deepEqual(
       [...used].filter((g) => !granted.has(g)),
       [],
       'requests no rule grants',
     );
+    assert.deepEqual([...granted].filter((g) => !used.has(g)).sort(), [], 'granted and never used');
+    // No Secret request left a granted namespace: the Roles are where the operator works.
+    const secretNamespaces = new Set(
+      requests.filter((e) => e.objectRef?.resource === 'secrets').map((e) => e.objectRef?.namespace),
+    );
     assert.deepEqual(
-      [...granted].filter((g) => !used.has(g) && !heldToGrant.has(g)).sort(),
+      [...secretNamespaces].filter(
+        (ns) => ns !== NAMESPACE && !MESH_NAMESPACES.includes(ns ?? '') && ns !== 'elsewhere',
+      ),
       [],
-      'granted, never used, and not needed to grant the agents their Role',
     );
   });
 });

@@ -79,7 +79,14 @@ describe('the chart on k3s (helm install, a sample mesh)', { skip: why ?? false 
     run(helm(), [
       ...['install', 'edgemesh', CHART, '--kubeconfig', kubeconfig, '-n', NAMESPACE, '--create-namespace'],
       ...['--set', `image.repository=${repository}`, '--set', `image.tag=${tag}`],
-      ...['--set', 'image.pullPolicy=Never', '--set', 'nats.enabled=true'],
+      ...[
+        '--set',
+        'image.pullPolicy=Never',
+        '--set',
+        'nats.enabled=true',
+        '--set',
+        'meshNamespaces={default}',
+      ],
       ...['--set', `nats.image.repository=${natsRepository}`, '--set', `nats.image.tag=${natsTag}`],
       ...['--set', 'nats.image.pullPolicy=Never', '--wait', '--timeout', '3m'],
     ]);

@@ -2,11 +2,16 @@ import { template } from './helm.ts';
 
 export const INSTALL_FILE = new URL('../../manifests/install.yaml', import.meta.url);
 
-/** The chart with its defaults in namespace edgemesh-system, CRDs included, namespace first. */
+/**
+ * The chart with its defaults in namespace edgemesh-system, CRDs included, namespace first; meshes
+ * may live in `default` (meshNamespaces), as the cdn sample does.
+ */
 export function installYaml(): string {
   const header = [
     '# Generated from charts/edgemesh by `npm run manifests`. Do not edit.',
     '# kubectl apply --server-side -f manifests/install.yaml',
+    '# Meshes may live in namespace default (the operator manages Secrets there and in edgemesh-system',
+    '# only); for others, install the chart with meshNamespaces.',
     'apiVersion: v1',
     'kind: Namespace',
     'metadata:',
@@ -15,5 +20,5 @@ export function installYaml(): string {
     '    app.kubernetes.io/name: edgemesh',
     '    pod-security.kubernetes.io/enforce: restricted',
   ].join('\n');
-  return `${header}\n${template(['--include-crds'])}`;
+  return `${header}\n${template(['--include-crds', '--set', 'meshNamespaces={default}'])}`;
 }

@@ -144,24 +144,189 @@ describe('the Helm chart', () => {
     assert.ok(!operatorEnv.some((e) => e.name === 'EDGEMESH_OPERATOR_NATS_AUTH'), 'no NATS to manage');
   });
 
-  it('grants least privilege: no wildcards, Secrets only read one by one, created or applied (never listed, watched or deleted), Leases only in its namespace', () => {
-    const rendered = objects(template());
+  it('grants least privilege: no wildcards, no Secrets cluster-wide (only by name, in its own and the mesh namespaces), no Roles to grant, Leases only in its namespace', () => {
+    const rendered = objects(template(['--set', 'meshNamespaces={shop,factory}']));
     type Rule = { apiGroups?: string[]; resources?: string[]; nonResourceURLs?: string[]; verbs: string[] };
     const rules = (kind: string) =>
       rendered.filter((o) => o.kind === kind).flatMap((o) => (o as unknown as { rules: Rule[] }).rules);
     for (const rule of [...rules('ClusterRole'), ...rules('Role')]) {
       for (const field of [rule.apiGroups, rule.resources, rule.nonResourceURLs, rule.verbs])
         assert.ok(!field?.some((v) => v.includes('*')), JSON.stringify(rule));
-      assert.ok(!rule.verbs.includes('delete'), 'the operator never deletes: owner references do');
+      // The one deletion: a mesh's NetworkPolicy once the mesh turns it off.
+      if (rule.verbs.includes('delete')) assert.deepEqual(rule.resources, ['networkpolicies']);
     }
-    const secrets = rules('ClusterRole').filter((r) => r.resources?.includes('secrets'));
-    // patch: each mesh's NATS user is applied (server-side) and renewed in its Secret.
-    assert.deepEqual(
-      secrets.flatMap((r) => r.verbs),
-      ['get', 'create', 'patch'],
+    const cluster = rules('ClusterRole');
+    assert.ok(!cluster.some((r) => r.resources?.includes('secrets')), 'no Secret is readable cluster-wide');
+    assert.ok(
+      !cluster.some((r) => r.apiGroups?.includes('rbac.authorization.k8s.io')),
+      'it makes no Role or RoleBinding (agents hold no API token)',
     );
-    assert.ok(!rules('ClusterRole').some((r) => r.resources?.includes('leases')));
+    assert.deepEqual(cluster.find((r) => r.resources?.includes('configmaps'))?.verbs, [
+      'get',
+      'create',
+      'patch',
+    ]);
+    const secretRoles = rendered.filter(
+      (o) =>
+        o.kind === 'Role' &&
+        (o as unknown as { rules: Rule[] }).rules.some((r) => r.resources?.includes('secrets')),
+    );
+    assert.deepEqual(
+      secretRoles.map((o) => o.metadata.namespace),
+      ['shop', 'factory', 'edgemesh-system'],
+      'meshNamespaces and its own, once each',
+    );
+    for (const role of secretRoles) {
+      // patch: each mesh's NATS user is applied (server-side) and renewed in its Secret.
+      assert.deepEqual((role as unknown as { rules: Rule[] }).rules, [
+        { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'create', 'patch'] },
+      ]);
+      const binding = rendered.find(
+        (o) =>
+          o.kind === 'RoleBinding' &&
+          o.metadata.namespace === role.metadata.namespace &&
+          o.metadata.name === role.metadata.name,
+      ) as unknown as { subjects: { name: string; namespace: string }[] };
+      assert.deepEqual(
+        binding.subjects.map((s) => `${s.namespace}/${s.name}`),
+        ['edgemesh-system/edgemesh-operator'],
+      );
+    }
+    assert.ok(!cluster.some((r) => r.resources?.includes('leases')));
     assert.ok(rules('Role').some((r) => r.resources?.includes('leases')));
+  });
+
+  it('keeps the names a release always had (cut at 63), and cuts only where a Service’s suffix needs room', () => {
+    // Helm's release names have at most 53 characters; fullnameOverride up to 63.
+    for (const [length, override] of [8, 40, 41, 50, 53, 63].map((n) => [n, n > 53] as const)) {
+      const release = `r${'x'.repeat(length - 1)}`;
+      const rendered = objects(
+        template(
+          [
+            ...['--set', 'nats.enabled=true', '--set', 'podMonitor.enabled=true'],
+            ...(override ? ['--set', `fullnameOverride=${release}`] : []),
+          ],
+          { release: override ? 'edgemesh' : release },
+        ),
+      );
+      // What the chart always named them: the release name plus -edgemesh, cut at 63, plus the suffix.
+      const fullname = (override ? release : `${release}-edgemesh`).slice(0, 63).replace(/-+$/, '');
+      for (const o of rendered) {
+        if (o.kind === 'Service') {
+          assert.ok(o.metadata.name.length <= 63, `Service ${o.metadata.name} is a DNS label`);
+          assert.ok(o.metadata.name.startsWith(fullname.slice(0, 40)), o.metadata.name);
+        } else if (o.metadata.name.endsWith('-nats')) {
+          // The bundled NATS's objects share its Service's name (the operator derives them from it).
+          assert.ok(rendered.some((svc) => svc.kind === 'Service' && svc.metadata.name === o.metadata.name));
+        } else
+          assert.ok(o.metadata.name.startsWith(fullname), `${o.kind} ${o.metadata.name} keeps ${fullname}`);
+      }
+      const deployment = rendered.find(
+        (o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-operator'),
+      )!;
+      assert.equal(deployment.metadata.name, `${fullname}-operator`);
+      // The issuer URL and the NATS the operator manages name the Services that exist.
+      const env = new Map(
+        (
+          deployment as unknown as {
+            spec: { template: { spec: { containers: { env: { name: string; value?: string }[] }[] } } };
+          }
+        ).spec.template.spec.containers[0]!.env.map((e) => [e.name, e.value]),
+      );
+      const services = rendered.filter((o) => o.kind === 'Service').map((o) => o.metadata.name);
+      assert.ok(services.includes(env.get('EDGEMESH_OPERATOR_NATS_AUTH')!), 'the NATS Service');
+      assert.ok(services.includes(new URL(env.get('EDGEMESH_OPERATOR_ISSUER_URL')!).hostname.split('.')[0]!));
+    }
+  });
+
+  it('gives the agents a PriorityClass the chart makes, through the operator', () => {
+    const rendered = objects(template());
+    const priorityClass = rendered.find((o) => o.kind === 'PriorityClass') as unknown as {
+      metadata: { name: string };
+      value: number;
+      globalDefault: boolean;
+    };
+    assert.equal(priorityClass.metadata.name, 'edgemesh-agent');
+    assert.ok(priorityClass.value > 0 && priorityClass.value < 1_000_000_000 && !priorityClass.globalDefault);
+    const env = (list: K8sObject[]) =>
+      (
+        list.find((o) => o.kind === 'Deployment') as unknown as {
+          spec: { template: { spec: { containers: { env: { name: string; value?: string }[] }[] } } };
+        }
+      ).spec.template.spec.containers[0]!.env.find((e) => e.name === 'EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS')
+        ?.value;
+    assert.equal(env(rendered), 'edgemesh-agent');
+    const none = objects(template(['--set', 'agents.priorityClass.create=false']));
+    assert.ok(!none.some((o) => o.kind === 'PriorityClass'));
+    assert.equal(env(none), undefined, 'no class named that does not exist');
+  });
+
+  it('hands Prometheus’s namespaces to the operator, for every mesh’s NetworkPolicy (and says when the PodMonitor lacks them)', () => {
+    const env = (args: string[]) =>
+      new Map(
+        (
+          objects(template(args)).find((o) => o.kind === 'Deployment') as unknown as {
+            spec: { template: { spec: { containers: { env: { name: string; value?: string }[] }[] } } };
+          }
+        ).spec.template.spec.containers[0]!.env.map((e) => [e.name, e.value]),
+      ).get('EDGEMESH_OPERATOR_SCRAPE_NAMESPACES');
+    assert.equal(
+      env(['--set', 'agents.scrapeNamespaces={monitoring,observability}']),
+      'monitoring,observability',
+    );
+    assert.equal(env([]), undefined);
+    assert.match(dryRun({ podMonitor: { enabled: true } }).notes, /agents\.scrapeNamespaces is empty/);
+    assert.doesNotMatch(
+      dryRun({ podMonitor: { enabled: true }, agents: { scrapeNamespaces: ['monitoring'] } }).notes,
+      /scrapeNamespaces is empty/,
+    );
+  });
+
+  it('fences the bundled NATS: its client port only from the operator and the agents of the mesh namespaces', () => {
+    const rendered = objects(template(['--set', 'nats.enabled=true', '--set', 'meshNamespaces={shop}']));
+    type Policy = {
+      spec: {
+        podSelector: { matchLabels: Record<string, string> };
+        policyTypes: string[];
+        ingress: {
+          from: {
+            podSelector?: { matchLabels: Record<string, string> };
+            namespaceSelector?: { matchExpressions: { key: string; operator: string; values: string[] }[] };
+          }[];
+          ports: { port: number }[];
+        }[];
+      };
+    };
+    const policy = rendered.find((o) => o.kind === 'NetworkPolicy') as unknown as Policy;
+    const podLabels = (suffix: string) =>
+      (
+        rendered.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith(suffix)) as unknown as {
+          spec: { template: { metadata: { labels: Record<string, string> } } };
+        }
+      ).spec.template.metadata.labels;
+    const selects = (selector: Record<string, string> | undefined, labels: Record<string, string>) =>
+      Object.entries(selector ?? {}).every(([k, v]) => labels[k] === v);
+    assert.ok(selects(policy.spec.podSelector.matchLabels, podLabels('-nats')), 'it selects the NATS pod');
+    assert.deepEqual(policy.spec.policyTypes, ['Ingress']);
+    const [rule, ...others] = policy.spec.ingress;
+    assert.ok(rule && others.length === 0);
+    assert.deepEqual(rule.ports, [{ protocol: 'TCP', port: 4222 }]);
+    const [operator, agents] = rule.from;
+    assert.ok(
+      selects(operator?.podSelector?.matchLabels, podLabels('-operator')) && !operator?.namespaceSelector,
+    );
+    assert.ok(
+      !selects(operator?.podSelector?.matchLabels, podLabels('-nats')),
+      'not every pod of the release',
+    );
+    assert.deepEqual(agents?.podSelector?.matchLabels, { 'app.kubernetes.io/name': 'edgemesh-agent' });
+    assert.deepEqual(agents?.namespaceSelector?.matchExpressions, [
+      { key: 'kubernetes.io/metadata.name', operator: 'In', values: ['shop', 'edgemesh-system'] },
+    ]);
+    const off = objects(
+      template(['--set', 'nats.enabled=true', '--set', 'nats.networkPolicy.enabled=false']),
+    );
+    assert.ok(!off.some((o) => o.kind === 'NetworkPolicy'));
   });
 
   it('ships the CRD from crds/ (a link, not a copy), and `helm show crds` (the upgrade path) prints it', () => {

@@ -270,10 +270,8 @@ describe('the PodMonitor for agents', () => {
 
   it('selects the agent pods of every mesh the operator makes, on the port that serves /metrics', async () => {
     const [monitor, ...more] = podMonitors([
-      '--set',
-      'podMonitor.enabled=true',
-      '--set',
-      'podMonitor.labels.release=prom',
+      ...['--set', 'podMonitor.enabled=true', '--set', 'podMonitor.labels.release=prom'],
+      ...['--set', 'meshNamespaces={shop,factory}'],
     ]);
     assert.ok(monitor && more.length === 0, 'one PodMonitor');
     assert.equal(monitor.metadata.labels?.release, 'prom', 'with the labels Prometheus selects on');
@@ -281,7 +279,11 @@ describe('the PodMonitor for agents', () => {
       { group: 'monitoring.coreos.com', version: 'v1', kind: 'PodMonitor' },
     ]);
     assert.deepEqual(validate('monitoring.coreos.com', 'v1', 'PodMonitor', monitor), []);
-    assert.deepEqual(monitor.spec.namespaceSelector, { any: true }, 'meshes live in any namespace');
+    assert.deepEqual(
+      monitor.spec.namespaceSelector,
+      { matchNames: ['shop', 'factory', 'edgemesh-system'] },
+      "the release's mesh namespaces (and its own), never any",
+    );
     // Two meshes in two namespaces: the pods the operator would run for both are selected.
     for (const [namespace, name] of [
       ['shop', 'cdn'],
@@ -334,5 +336,24 @@ describe('the PodMonitor for agents', () => {
       'podMonitor.namespaces={shop}',
     ]);
     assert.deepEqual(monitor?.spec.namespaceSelector, { matchNames: ['shop'] });
+  });
+
+  it('scrapes each agent once when two releases enable it: each selects its own meshes’ namespaces', () => {
+    const selected = (release: string, namespaces: string) =>
+      objects(
+        template(['--set', 'podMonitor.enabled=true', '--set', `meshNamespaces={${namespaces}}`], {
+          release,
+          namespace: `${release}-system`,
+        }),
+      )
+        .filter((o) => o.kind === 'PodMonitor')
+        .flatMap((o) => (o as unknown as PodMonitor).spec.namespaceSelector.matchNames ?? []);
+    const [a, b] = [selected('edge-a', 'shop-a,factory-a'), selected('edge-b', 'shop-b')];
+    assert.ok(a.length > 0 && b.length > 0);
+    assert.deepEqual(
+      a.filter((ns) => b.includes(ns)),
+      [],
+      'no namespace is scraped by both',
+    );
   });
 });

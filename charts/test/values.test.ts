@@ -16,6 +16,11 @@ const ALTERNATIVE: Record<string, unknown> = {
   global: { imageRegistry: 'mirror.example.com', anything: { nested: [1, 2] } },
   nameOverride: 'mesh',
   fullnameOverride: 'edge-prod',
+  meshNamespaces: ['shop', 'factory'],
+  'agents.priorityClass.create': false,
+  'agents.priorityClass.name': 'edge-critical',
+  'agents.priorityClass.value': 500000,
+  'agents.scrapeNamespaces': ['monitoring'],
   'image.repository': 'registry.example.com:5000/platform/edgemesh',
   'image.tag': '1.2.3',
   'image.digest': DIGEST,
@@ -64,6 +69,7 @@ const ALTERNATIVE: Record<string, unknown> = {
   'nats.image': { repository: 'mirror.example.com/nats', tag: '2.10.29-alpine', pullPolicy: 'Always' },
   'nats.externalUrl': 'nats://nats.messaging:4222',
   'nats.resources': { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+  'nats.networkPolicy.enabled': false,
   'serviceMonitor.enabled': true,
   'serviceMonitor.interval': '15s',
   'serviceMonitor.labels': { release: 'kube-prometheus-stack' },
@@ -264,7 +270,8 @@ describe('the chart’s values', () => {
     refused({ image: { digest: 'latest' } }, '/image/digest');
     refused({ imagePullSecrets: ['regcred'] }, '/imagePullSecrets/0');
     refused({ operator: { extraArgs: ['dist/other.mjs'] } }, '/operator/extraArgs/0');
-    refused({ fullnameOverride: 'x'.repeat(41) }, '/fullnameOverride');
+    refused({ fullnameOverride: 'x'.repeat(64) }, '/fullnameOverride');
+    refused({ meshNamespaces: ['Shop'] }, '/meshNamespaces/0');
     dryRun({ global: { imageRegistry: 'r', imagePullSecrets: [{ name: 's' }], whatever: { a: [1] } } });
   });
 });

@@ -69,6 +69,14 @@ const TYPES: ResourceType[] = [
     status: false,
   },
   {
+    group: 'networking.k8s.io',
+    version: 'v1',
+    plural: 'networkpolicies',
+    kind: 'NetworkPolicy',
+    namespaced: true,
+    status: false,
+  },
+  {
     group: 'coordination.k8s.io',
     version: 'v1',
     plural: 'leases',

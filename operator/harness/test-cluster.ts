@@ -38,6 +38,7 @@ const GROUPS: Record<string, string> = {
   daemonsets: 'apps',
   roles: 'rbac.authorization.k8s.io',
   rolebindings: 'rbac.authorization.k8s.io',
+  networkpolicies: 'networking.k8s.io',
   edgemeshes: 'edgemesh.p2p.dev',
   leases: 'coordination.k8s.io',
 };

@@ -107,6 +107,10 @@ export interface OperatorConfig {
    * without an image, such meshes are Degraded (NoAgentImage).
    */
   agentImage?: AgentImageDefaults;
+  /** The PriorityClass of every mesh's agents whose spec names none (the chart makes one); unset: none. */
+  agentPriorityClass?: string | undefined;
+  /** Namespaces whose pods every mesh's NetworkPolicy lets reach the agents' HTTP port (/metrics): Prometheus's. */
+  scrapeNamespaces?: readonly string[] | undefined;
   /** How long the steps of a mesh CA rotation last (ca-store.ts); the defaults outside tests. */
   caRotation?: CaRotationTiming;
 }
@@ -363,9 +367,13 @@ export async function startOperator(
     }
     return tokens.value;
   };
+  /** Objects deleted (or found gone) since this process last applied them: not asked to delete again. */
+  const absent = new Set<string>();
   const deps: ReconcileDeps = {
     figures,
     agentImage: config.agentImage ?? {},
+    agentPriorityClass: config.agentPriorityClass,
+    scrapeNamespaces: config.scrapeNamespaces,
     ...(issuer
       ? {
           meshTrust: async (mesh: EdgeMesh) => {
@@ -476,13 +484,23 @@ export async function startOperator(
         throw error;
       }
     },
-    apply: (object) =>
-      http.request(
+    apply: (object) => {
+      absent.delete(objectPath(object));
+      return http.request(
         'PATCH',
         `${objectPath(object)}?fieldManager=${FIELD_MANAGER}&force=true`,
         object,
         'application/apply-patch+yaml',
-      ),
+      );
+    },
+    remove: async (object) => {
+      const path = objectPath(object);
+      if (absent.has(path)) return;
+      await http.request('DELETE', path).catch((error: unknown) => {
+        if ((error as { code?: number }).code !== 404) throw error;
+      });
+      absent.add(path);
+    },
     writeStatus: async (mesh, status) => {
       const path = objectPath({
         apiVersion: `${GROUP}/${VERSION}`,

@@ -85,6 +85,21 @@ const configSchema = z.object({
         .filter(Boolean),
     )
     .pipe(z.array(objectNameSchema)),
+  /** The PriorityClass of every mesh's agents whose spec.agent.priorityClassName is unset (the chart makes one). */
+  EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS: objectNameSchema
+    .optional()
+    .or(z.literal('').transform(() => undefined)),
+  /** Namespaces, comma-separated, whose pods may reach every mesh's agents' HTTP port (Prometheus, for /metrics). */
+  EDGEMESH_OPERATOR_SCRAPE_NAMESPACES: z
+    .string()
+    .default('')
+    .transform((list) =>
+      list
+        .split(',')
+        .map((name) => name.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/))),
   EDGEMESH_OPERATOR_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -128,6 +143,8 @@ const operator = await startOperator(
       pullPolicy: env.EDGEMESH_OPERATOR_AGENT_IMAGE_PULL_POLICY,
       pullSecrets: env.EDGEMESH_OPERATOR_IMAGE_PULL_SECRETS,
     },
+    agentPriorityClass: env.EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS,
+    scrapeNamespaces: env.EDGEMESH_OPERATOR_SCRAPE_NAMESPACES,
     ...(env.EDGEMESH_OPERATOR_ISSUER_URL
       ? {
           issuer: {

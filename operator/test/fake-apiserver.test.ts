@@ -207,7 +207,7 @@ describe('the API server fake', () => {
         'utf8',
       );
       const broken = crd.replace(
-        /( +)default:\n +http: 7480\n +grpc: 7481\n +exposure: HostPort\n/,
+        /( +)default:\n +http: 7480\n +grpc: 7481\n +exposure: Service\n/,
         '$1default: {}\n',
       );
       assert.notEqual(broken, crd, 'the CRD has the ports default this test breaks');

@@ -111,14 +111,7 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
     it('applies every child, owned by the mesh, and turns Ready once the agents are ready and report on the control plane', async () => {
       await custom.createNamespacedCustomObject({ ...EDGEMESHES, body: mesh('cdn') });
       await eventually(() => api.get('daemonsets', NS, 'edgemesh-cdn'));
-      for (const plural of [
-        'serviceaccounts',
-        'roles',
-        'rolebindings',
-        'configmaps',
-        'services',
-        'daemonsets',
-      ]) {
+      for (const plural of ['serviceaccounts', 'networkpolicies', 'configmaps', 'services', 'daemonsets']) {
         const child = (await eventually(() => api.get(plural, NS, 'edgemesh-cdn'))) as Obj;
         assert.equal(child.metadata.ownerReferences?.[0]?.kind, 'EdgeMesh', `${plural} is owned by the mesh`);
       }
@@ -309,7 +302,7 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
         ...EDGEMESHES,
         body: mesh('gone', { ports: { http: 7600, grpc: 7601 } }),
       })) as { metadata: { uid: string } };
-      const children = ['serviceaccounts', 'roles', 'rolebindings', 'configmaps', 'services', 'daemonsets'];
+      const children = ['serviceaccounts', 'networkpolicies', 'configmaps', 'services', 'daemonsets'];
       type Owned = {
         metadata: {
           ownerReferences?: {

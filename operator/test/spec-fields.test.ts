@@ -25,6 +25,7 @@ const rules = (rule: Spec) => ({
 });
 const origin = (o: Spec) => ({ origins: [{ prefix: 'a/', url: 'https://origin.example/', ...o }] });
 const weight = (rule: Spec) => ({ capacity: [{ nodeSelector: { pool: 'a' }, weight: 0, ...rule }] });
+const httpFrom = (peer: Spec) => ({ networkPolicy: { httpFrom: [peer] } });
 const resources = (requests: Spec, limits: Spec) => ({ agent: { resources: { requests, limits } } });
 
 /** One change per spec field that has no fields of its own. A field missing here fails the test. */
@@ -62,6 +63,7 @@ const CHANGES: Record<string, Change> = {
   'agent.resources.requests.memory': { from: resources({}, {}), to: resources({ memory: '64Mi' }, {}) },
   'agent.resources.limits.cpu': { from: resources({}, {}), to: resources({}, { cpu: '1' }) },
   'agent.resources.limits.memory': { from: resources({}, {}), to: resources({}, { memory: '1Gi' }) },
+  'agent.priorityClassName': { to: { agent: { priorityClassName: 'edge-critical' } } },
   'agent.logLevel': { to: { agent: { logLevel: 'debug' } } },
   'cache.diskSize': { to: { cache: { diskSize: '20Gi' } } },
   'cache.memory': { to: { cache: { memory: '512Mi' } } },
@@ -85,6 +87,15 @@ const CHANGES: Record<string, Change> = {
   'ports.http': { to: { ports: { http: 7580 } } },
   'ports.grpc': { to: { ports: { grpc: 7581 } } },
   'ports.exposure': { to: { ports: { exposure: 'HostNetwork' } } },
+  'networkPolicy.enabled': { to: { networkPolicy: { enabled: false } } },
+  'networkPolicy.httpFrom[].namespaceSelector': {
+    from: httpFrom({ podSelector: { app: 'web' } }),
+    to: httpFrom({ podSelector: { app: 'web' }, namespaceSelector: { team: 'shop' } }),
+  },
+  'networkPolicy.httpFrom[].podSelector': {
+    from: httpFrom({ namespaceSelector: { team: 'shop' } }),
+    to: httpFrom({ namespaceSelector: { team: 'shop' }, podSelector: { app: 'web' } }),
+  },
   'security.mtls': { to: { security: { mtls: false } } },
   'security.revokedNodes': { to: { security: { revokedNodes: ['edge-1'] } } },
   'security.runAsUser': { to: { security: { runAsUser: 1000 } } },
@@ -145,7 +156,8 @@ type Obj = {
 
 /**
  * Every spec field of the CRD takes effect: changing it changes what the operator renders for the
- * agents (their configuration, topology or trust ConfigMap, the DaemonSet or the Service). A field
+ * agents (their configuration, topology or trust ConfigMap, the DaemonSet, the Service or the
+ * NetworkPolicy). A field
  * that reaches nothing, or that this test has no change for, fails it. Against the whole operator on
  * the API server fake, so what the controller adds (trust, credentials, the agent image) counts.
  */
@@ -204,6 +216,7 @@ describe('every spec field takes effect', () => {
       },
       DaemonSet: get('daemonsets', 'edgemesh-m')?.spec,
       Service: get('services', 'edgemesh-m')?.spec,
+      NetworkPolicy: api.get('networkpolicies', NS, 'edgemesh-m', 'networking.k8s.io')?.spec,
     };
   };
 

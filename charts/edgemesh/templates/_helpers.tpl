@@ -1,24 +1,54 @@
-{{/* The chart's name, or nameOverride: the app.kubernetes.io/name label. */}}
+{{/* The chart's name, or nameOverride: the app.kubernetes.io/name label (at most 63 characters). */}}
 {{- define "edgemesh.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/*
 The prefix of every object's name: fullnameOverride, or the release name plus the chart's name unless
-the release name already contains it. At most 40 characters, so that the longest suffix
-(-operator-metrics) still makes a Service name of at most 63.
+the release name already contains it, cut at 63 characters as it always was (so an upgrade renames
+nothing). Objects whose name must be a DNS label (Services) take "edgemesh.dnsLabelName" instead.
 */}}
 {{- define "edgemesh.fullname" -}}
 {{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- $name := include "edgemesh.name" . -}}
 {{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The fullname plus a suffix, for a name that must be a DNS label of at most 63 characters (a Service,
+and what must match one): the fullname is cut only as far as the suffix needs. Called with
+(list $ "-suffix").
+*/}}
+{{- define "edgemesh.dnsLabelName" -}}
+{{- $suffix := index . 1 -}}
+{{- $prefix := include "edgemesh.fullname" (index . 0) | trunc (int (sub 63 (len $suffix))) | trimSuffix "-" -}}
+{{- printf "%s%s" $prefix $suffix -}}
+{{- end -}}
+
+{{/* The bundled NATS: its Service, Deployment, and the name its configuration and Secrets derive from. */}}
+{{- define "edgemesh.natsName" -}}
+{{- include "edgemesh.dnsLabelName" (list . "-nats") -}}
+{{- end -}}
+
+{{/* The agents' PriorityClass, when the chart makes one or names one; empty: none. */}}
+{{- define "edgemesh.agentPriorityClass" -}}
+{{- if .Values.agents.priorityClass.name -}}
+{{- .Values.agents.priorityClass.name -}}
+{{- else if .Values.agents.priorityClass.create -}}
+{{- include "edgemesh.fullname" . }}-agent
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces EdgeMeshes live in (meshNamespaces) and the chart's own, each once. */}}
+{{- define "edgemesh.meshNamespaces" -}}
+{{- append .Values.meshNamespaces .Release.Namespace | uniq | toJson -}}
 {{- end -}}
 
 {{- define "edgemesh.labels" -}}

@@ -26,7 +26,8 @@ describe('the EdgeMesh CRD', () => {
   it('defaults a minimal spec the way the API server will', () => {
     const spec = edgeMeshSpecSchema.parse({ controlPlane: { natsUrl: 'nats://nats:4222' } });
     assert.equal(spec.replication.factor, 3);
-    assert.equal(spec.ports.exposure, 'HostPort');
+    assert.equal(spec.ports.exposure, 'Service');
+    assert.equal(spec.networkPolicy.enabled, true);
     assert.equal(spec.topology.zoneLabel, 'topology.kubernetes.io/zone');
   });
 

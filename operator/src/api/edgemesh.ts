@@ -83,7 +83,9 @@ export const edgeMeshSpecSchema = z
       .array(toleration)
       .max(32)
       .optional()
-      .describe('Tolerations of the agent pods, e.g. to run on tainted edge nodes.'),
+      .describe(
+        'Tolerations of the agent pods. Unset: every NoSchedule taint is tolerated (an agent runs on every node nodeSelector selects, tainted edge nodes included; NoExecute taints still evict it). Set: exactly these (plus those Kubernetes gives every DaemonSet pod).',
+      ),
     affinity: z
       .record(z.string(), z.unknown())
       .optional()
@@ -108,7 +110,16 @@ export const edgeMeshSpecSchema = z
           .describe(
             "Secrets in the mesh's namespace to pull the agent image with, added to the operator's (EDGEMESH_OPERATOR_IMAGE_PULL_SECRETS).",
           ),
-        resources: resources.optional(),
+        resources: resources
+          .optional()
+          .describe(
+            "The agent container's resources (cpu and memory). Unset: requests of 50m CPU and 128Mi memory, no limits (the operator's default; a CPU limit would throttle transfers). Set: exactly these.",
+          ),
+        priorityClassName: objectNameSchema
+          .optional()
+          .describe(
+            "The agent pods' PriorityClass. Unset: the operator's (EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS; the chart makes one, above ordinary workloads, so that an agent is not the first pod preempted on a full node).",
+          ),
         logLevel: z
           .enum(['error', 'warn', 'info', 'debug'])
           .default('info')
@@ -252,9 +263,9 @@ export const edgeMeshSpecSchema = z
         grpc: port.default(7481).describe('The port agents serve each other on (mutual TLS).'),
         exposure: z
           .enum(['HostPort', 'HostNetwork', 'Service'])
-          .default('HostPort')
+          .default('Service')
           .describe(
-            "How workloads reach their node's agent: a hostPort on the node's address, the node's own network, or only the mesh's Service (internalTrafficPolicy Local), which exists in every mode.",
+            "How workloads reach their node's agent. Service (the default): only through the mesh's Service edgemesh-<mesh> (internalTrafficPolicy Local: to the agent on the caller's own node), which exists in every mode. HostPort: also at the node's address on the HTTP port. HostNetwork: the agent runs in the node's network namespace. The peer (gRPC) port never gets a hostPort. HostPort and HostNetwork need the privileged Pod Security level.",
           ),
       })
       .prefault({})
@@ -264,6 +275,47 @@ export const edgeMeshSpecSchema = z
         ],
       })
       .describe('The agents’ ports and how workloads reach them.'),
+    networkPolicy: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe(
+            "Render a NetworkPolicy edgemesh-<mesh> for the agent pods: their HTTP port only from pods of the mesh's namespace and from httpFrom, their peer port only from the mesh's own agents, nothing else. No effect with exposure HostNetwork (NetworkPolicies do not apply to pods on the node's network) or without a network plugin that enforces NetworkPolicies.",
+          ),
+        httpFrom: z
+          .array(
+            z
+              .strictObject({
+                namespaceSelector: labels
+                  .optional()
+                  .describe('Namespaces with all these labels ({}: every namespace). Unset: the mesh’s own.'),
+                podSelector: labels
+                  .optional()
+                  .describe('Pods with all these labels, in those namespaces. Unset: every pod.'),
+              })
+              .refine((p) => p.namespaceSelector !== undefined || p.podSelector !== undefined, {
+                message: 'name namespaceSelector, podSelector or both',
+              })
+              .meta({
+                description:
+                  'A NetworkPolicyPeer: namespaces and pods by labels (at least one of the two selectors).',
+                'x-kubernetes-validations': [
+                  {
+                    rule: 'has(self.namespaceSelector) || has(self.podSelector)',
+                    message: 'name namespaceSelector, podSelector or both',
+                  },
+                ],
+              }),
+          )
+          .max(32)
+          .optional()
+          .describe(
+            "Who else may reach the agents' HTTP port (API and /metrics), beside the pods of the mesh's namespace: workloads of other namespaces, and your Prometheus (e.g. namespaceSelector kubernetes.io/metadata.name: monitoring).",
+          ),
+      })
+      .prefault({})
+      .describe('The NetworkPolicy that fences the agents.'),
     security: z
       .strictObject({
         mtls: z

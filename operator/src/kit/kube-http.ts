@@ -117,8 +117,7 @@ const PLURALS: Record<string, string> = {
   ConfigMap: 'configmaps',
   Service: 'services',
   Secret: 'secrets',
-  Role: 'roles',
-  RoleBinding: 'rolebindings',
+  NetworkPolicy: 'networkpolicies',
   DaemonSet: 'daemonsets',
   EdgeMesh: 'edgemeshes',
 };

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { EdgeMesh } from '../api/edgemesh.ts';
-import { meshId } from './desired.ts';
+import { edgeMeshSpecSchema, type EdgeMesh } from '../api/edgemesh.ts';
+import { desiredChildren, meshId } from './desired.ts';
 
 const id = (namespace: string, name: string) => meshId({ metadata: { namespace, name } } as EdgeMesh);
 
@@ -18,5 +18,178 @@ describe('mesh ids on the control plane', () => {
     const copied = long.slice('shop_'.length);
     for (const name of [copied.replaceAll('_', '.').replace('..', '.'), copied.replaceAll('_', '-')])
       assert.doesNotMatch(id('shop', name), /__/, name);
+  });
+});
+
+type Container = {
+  name: string;
+  env: { name: string; value?: string; valueFrom?: { fieldRef: { fieldPath: string } } }[];
+  ports: { name: string; hostPort?: number }[];
+  resources?: unknown;
+};
+type Pod = {
+  hostNetwork?: boolean;
+  tolerations?: unknown[];
+  priorityClassName?: string;
+  containers: Container[];
+};
+const render = (
+  spec: Record<string, unknown> = {},
+  options: { priorityClassName?: string; scrapeNamespaces?: string[] } = {},
+) => {
+  const mesh = {
+    apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+    kind: 'EdgeMesh',
+    metadata: { namespace: 'shop', name: 'cdn', uid: 'u' },
+    spec: edgeMeshSpecSchema.parse({ controlPlane: { natsUrl: 'nats://nats:4222' }, ...spec }),
+  } as EdgeMesh;
+  const objects = desiredChildren(mesh, new Map(), {
+    image: { image: 'edgemesh:1', pullSecrets: [] },
+    ...options,
+  });
+  const of = <T>(kind: string) => objects.find((o) => o.kind === kind) as unknown as T;
+  const pod = of<{ spec: { template: { spec: Pod } } }>('DaemonSet').spec.template.spec;
+  return { objects, of, pod, agent: pod.containers[0]! };
+};
+
+describe('how workloads reach the agents', () => {
+  it('is the node-local Service by default: no hostPort, no host network', () => {
+    const { pod, agent, of } = render();
+    assert.deepEqual(
+      agent.ports.filter((p) => p.hostPort !== undefined),
+      [],
+    );
+    assert.equal(pod.hostNetwork, undefined);
+    const service = of<{ spec: { internalTrafficPolicy: string; ports: { name: string }[] } }>('Service');
+    assert.equal(service.spec.internalTrafficPolicy, 'Local');
+    assert.deepEqual(
+      service.spec.ports.map((p) => p.name),
+      ['http'],
+      'the Service carries the HTTP API only: peers dial pod addresses',
+    );
+  });
+
+  it('gives only the HTTP port a hostPort with HostPort, and the peer port none in any mode', () => {
+    assert.deepEqual(render({ ports: { exposure: 'HostPort' } }).agent.ports, [
+      { name: 'http', containerPort: 7480, hostPort: 7480 },
+      { name: 'grpc', containerPort: 7481 },
+    ]);
+    for (const exposure of ['Service', 'HostPort', 'HostNetwork'])
+      assert.equal(
+        render({ ports: { exposure } }).agent.ports.find((p) => p.name === 'grpc')?.hostPort,
+        undefined,
+        exposure,
+      );
+    assert.equal(render({ ports: { exposure: 'HostNetwork' } }).pod.hostNetwork, true);
+  });
+});
+
+describe('the agent pods', () => {
+  it('make no Role or RoleBinding: agents hold no API token', () => {
+    const kinds = render().objects.map((o) => o.kind);
+    assert.ok(!kinds.includes('Role') && !kinds.includes('RoleBinding'), kinds.join());
+  });
+
+  it('request 50m CPU and 128Mi by default, with no CPU limit; spec.agent.resources replaces that', () => {
+    assert.deepEqual(render().agent.resources, { requests: { cpu: '50m', memory: '128Mi' } });
+    const own = { requests: { memory: '1Gi' }, limits: { memory: '2Gi' } };
+    assert.deepEqual(render({ agent: { resources: own } }).agent.resources, own);
+  });
+
+  it('tolerate every NoSchedule taint by default; spec.tolerations replaces that', () => {
+    assert.deepEqual(render().pod.tolerations, [{ operator: 'Exists', effect: 'NoSchedule' }]);
+    const own = [{ key: 'edge', operator: 'Exists', effect: 'NoExecute' }];
+    assert.deepEqual(render({ tolerations: own }).pod.tolerations, own);
+    assert.deepEqual(render({ tolerations: [] }).pod.tolerations, [], 'an empty list tolerates nothing');
+  });
+
+  it("run at the operator's priority class unless the spec names one", () => {
+    assert.equal(render().pod.priorityClassName, undefined);
+    assert.equal(render({}, { priorityClassName: 'edgemesh-agent' }).pod.priorityClassName, 'edgemesh-agent');
+    assert.equal(
+      render({ agent: { priorityClassName: 'edge-critical' } }, { priorityClassName: 'edgemesh-agent' }).pod
+        .priorityClassName,
+      'edge-critical',
+    );
+  });
+
+  it('export the pod, node and namespace as OpenTelemetry resource attributes, from variables defined before', () => {
+    const { env } = render().agent;
+    const at = (name: string) => env.findIndex((e) => e.name === name);
+    const otel = env.find((e) => e.name === 'OTEL_RESOURCE_ATTRIBUTES')?.value ?? '';
+    const attributes = Object.fromEntries(otel.split(',').map((kv) => kv.split('=')));
+    assert.deepEqual(attributes, {
+      'k8s.pod.name': '$(POD_NAME)',
+      'k8s.namespace.name': '$(POD_NAMESPACE)',
+      'k8s.node.name': '$(EDGEMESH_NODE_ID)',
+      'k8s.daemonset.name': 'edgemesh-cdn',
+    });
+    const fields = {
+      POD_NAME: 'metadata.name',
+      POD_NAMESPACE: 'metadata.namespace',
+      EDGEMESH_NODE_ID: 'spec.nodeName',
+    };
+    for (const [name, fieldPath] of Object.entries(fields)) {
+      assert.equal(env[at(name)]?.valueFrom?.fieldRef.fieldPath, fieldPath, name);
+      // The kubelet expands $(VAR) only from variables earlier in the list.
+      assert.ok(at(name) < at('OTEL_RESOURCE_ATTRIBUTES'), `${name} comes first`);
+    }
+  });
+});
+
+describe('the NetworkPolicy', () => {
+  type Policy = {
+    spec: {
+      podSelector: { matchLabels: Record<string, string> };
+      policyTypes: string[];
+      ingress: { from: Record<string, unknown>[]; ports: { port: number; protocol: string }[] }[];
+    };
+  };
+  it('lets the HTTP port be reached from the namespace (and httpFrom), the peer port from the mesh’s agents alone', () => {
+    const { of, pod } = render({
+      networkPolicy: {
+        httpFrom: [
+          { namespaceSelector: { 'kubernetes.io/metadata.name': 'monitoring' } },
+          { namespaceSelector: { team: 'shop' }, podSelector: { app: 'web' } },
+        ],
+      },
+    });
+    const policy = of<Policy>('NetworkPolicy');
+    const selector = { 'app.kubernetes.io/name': 'edgemesh-agent', 'edgemesh.p2p.dev/mesh': 'cdn' };
+    assert.deepEqual(policy.spec.podSelector.matchLabels, selector);
+    assert.ok(pod && policy.spec.policyTypes.includes('Ingress'));
+    assert.deepEqual(policy.spec.ingress, [
+      {
+        from: [
+          { podSelector: {} },
+          { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
+          {
+            namespaceSelector: { matchLabels: { team: 'shop' } },
+            podSelector: { matchLabels: { app: 'web' } },
+          },
+        ],
+        ports: [{ protocol: 'TCP', port: 7480 }],
+      },
+      { from: [{ podSelector: { matchLabels: selector } }], ports: [{ protocol: 'TCP', port: 7481 }] },
+    ]);
+  });
+
+  it("lets the operator's scrape namespaces (Prometheus's) reach the HTTP port of every mesh, and only that port", () => {
+    const { of } = render({}, { scrapeNamespaces: ['monitoring', 'observability'] });
+    const [http, grpc] = of<Policy>('NetworkPolicy').spec.ingress;
+    assert.deepEqual(http?.from.at(-1), {
+      namespaceSelector: {
+        matchExpressions: [
+          { key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring', 'observability'] },
+        ],
+      },
+    });
+    assert.equal(grpc?.from.length, 1, 'the peer port stays the agents’ alone');
+    assert.deepEqual(render().of<Policy>('NetworkPolicy').spec.ingress[0]?.from, [{ podSelector: {} }]);
+  });
+
+  it('is rendered by default and not when disabled', () => {
+    assert.ok(render().objects.some((o) => o.kind === 'NetworkPolicy'));
+    assert.ok(!render({ networkPolicy: { enabled: false } }).objects.some((o) => o.kind === 'NetworkPolicy'));
   });
 });

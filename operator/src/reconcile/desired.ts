@@ -211,15 +211,102 @@ const labelsOf = (mesh: EdgeMesh) => ({
   [MESH_LABEL]: mesh.metadata.name,
 });
 
+/**
+ * What an agent container asks for when the spec names no resources: enough for the cache's hot
+ * chunks and the Node runtime to be scheduled, no CPU limit (it would throttle transfers and TLS),
+ * and no memory limit, which only the platform team can size (spec.agent.resources).
+ */
+export const DEFAULT_AGENT_RESOURCES = { requests: { cpu: '50m', memory: '128Mi' } };
+
+/**
+ * The agents' tolerations when the spec names none: every NoSchedule taint, so that an agent runs on
+ * every node the mesh's nodeSelector selects (edge nodes are often tainted to keep ordinary
+ * workloads off; the workloads that tolerate the taint need their node's agent). NoExecute taints
+ * (a node being drained, out of service) are not tolerated beyond what Kubernetes gives every
+ * DaemonSet pod.
+ */
+export const DEFAULT_AGENT_TOLERATIONS = [{ operator: 'Exists', effect: 'NoSchedule' }];
+
 const selectorOf = (mesh: EdgeMesh) => ({
   'app.kubernetes.io/name': 'edgemesh-agent',
   [MESH_LABEL]: mesh.metadata.name,
 });
 
+/** The mesh's NetworkPolicy, as the reconciler deletes it when spec.networkPolicy.enabled is false. */
+export const networkPolicyRef = (mesh: EdgeMesh) => ({
+  apiVersion: 'networking.k8s.io/v1',
+  kind: 'NetworkPolicy',
+  metadata: { name: childName(mesh), namespace: mesh.metadata.namespace },
+});
+
 /**
- * Everything a mesh runs on, as full desired objects for server-side apply: a ServiceAccount, a Role
- * and RoleBinding (read its own ConfigMap, nothing else), the agents' ConfigMap (shared agent.yaml and
- * per-node topology.yaml), a node-local Service, and the DaemonSet. Each is owned by the EdgeMesh, so
+ * The agents' fence (unless spec.networkPolicy.enabled is false): ingress to their HTTP port (the
+ * API and /metrics) from the pods of the mesh's namespace, from spec.networkPolicy.httpFrom and from
+ * the operator's scrape namespaces (EDGEMESH_OPERATOR_SCRAPE_NAMESPACES: where Prometheus runs), to
+ * their peer port from the mesh's own agents only, and nothing else. Egress is left open (origins,
+ * NATS, the issuer and peers are wherever the spec says).
+ */
+function networkPolicy(
+  mesh: EdgeMesh,
+  meta: KubeObject['metadata'],
+  scrapeNamespaces: readonly string[],
+): KubeObject {
+  const { ports, networkPolicy: policy } = mesh.spec;
+  const peer = (p: { namespaceSelector?: Record<string, string>; podSelector?: Record<string, string> }) => ({
+    ...(p.namespaceSelector ? { namespaceSelector: { matchLabels: p.namespaceSelector } } : {}),
+    ...(p.podSelector ? { podSelector: { matchLabels: p.podSelector } } : {}),
+  });
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: meta,
+    spec: {
+      podSelector: { matchLabels: selectorOf(mesh) },
+      policyTypes: ['Ingress'],
+      ingress: [
+        {
+          from: [
+            { podSelector: {} },
+            ...(policy.httpFrom ?? []).map(peer),
+            ...(scrapeNamespaces.length > 0
+              ? [
+                  {
+                    namespaceSelector: {
+                      matchExpressions: [
+                        { key: 'kubernetes.io/metadata.name', operator: 'In', values: [...scrapeNamespaces] },
+                      ],
+                    },
+                  },
+                ]
+              : []),
+          ],
+          ports: [{ protocol: 'TCP', port: ports.http }],
+        },
+        {
+          from: [{ podSelector: { matchLabels: selectorOf(mesh) } }],
+          ports: [{ protocol: 'TCP', port: ports.grpc }],
+        },
+      ],
+    },
+  };
+}
+
+/** Settings of the operator that reach every mesh's agent pods unless the spec says otherwise. */
+export interface ChildrenOptions {
+  image: AgentImage;
+  trust?: MeshTrust | undefined;
+  nats?: NatsMount | undefined;
+  /** The agents' PriorityClass when spec.agent.priorityClassName is unset (EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS). */
+  priorityClassName?: string | undefined;
+  /** Namespaces whose pods may reach every mesh's HTTP port, for /metrics (EDGEMESH_OPERATOR_SCRAPE_NAMESPACES). */
+  scrapeNamespaces?: readonly string[] | undefined;
+}
+
+/**
+ * Everything a mesh runs on, as full desired objects for server-side apply: a ServiceAccount (its
+ * token is never mounted; it names the agents' pods to the issuer, through their projected token),
+ * the agents' ConfigMap (shared agent.yaml and per-node topology.yaml), a node-local Service, a
+ * NetworkPolicy (unless disabled), and the DaemonSet. Each is owned by the EdgeMesh, so
  * deleting the mesh deletes them. The pod template carries a hash of agent.yaml, so a spec change
  * rolls the agents; topology changes do not (agents read topology.yaml when they start). The agents
  * run `image` (agent-image.ts: the spec's, else the operator's), so a new operator image rolls them.
@@ -227,7 +314,7 @@ const selectorOf = (mesh: EdgeMesh) => ({
 export function desiredChildren(
   mesh: EdgeMesh,
   nodes: Map<string, NodePlace>,
-  { image, trust, nats }: { image: AgentImage; trust?: MeshTrust | undefined; nats?: NatsMount | undefined },
+  { image, trust, nats, priorityClassName, scrapeNamespaces = [] }: ChildrenOptions,
 ): KubeObject[] {
   const { spec } = mesh;
   const pulled = { image: image.image, ...(image.pullPolicy ? { imagePullPolicy: image.pullPolicy } : {}) };
@@ -261,20 +348,29 @@ export function desiredChildren(
       { name: 'EDGEMESH_NODE_ID', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
       { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
       { name: 'EDGEMESH_GRPC_ADVERTISE', value: `$(POD_IP):${spec.ports.grpc}` },
+      { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+      { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+      // The Kubernetes resource attributes of every span and metric the agent exports (the kubelet
+      // expands $(VAR) from the variables above).
+      {
+        name: 'OTEL_RESOURCE_ATTRIBUTES',
+        value: `k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),k8s.node.name=$(EDGEMESH_NODE_ID),k8s.daemonset.name=${name}`,
+      },
       ...(spec.telemetry.otlpEndpoint
         ? [{ name: 'OTEL_EXPORTER_OTLP_ENDPOINT', value: spec.telemetry.otlpEndpoint }]
         : []),
     ],
+    // Peers dial each other's pod address (EDGEMESH_GRPC_ADVERTISE): the peer port never needs a hostPort.
     ports: [
       { name: 'http', containerPort: spec.ports.http, ...(hostPort ? { hostPort: spec.ports.http } : {}) },
-      { name: 'grpc', containerPort: spec.ports.grpc, ...(hostPort ? { hostPort: spec.ports.grpc } : {}) },
+      { name: 'grpc', containerPort: spec.ports.grpc },
     ],
     // An agent serves HTTP once it holds its node certificate: give it ten minutes to get one (the
     // operator may be restarting) before liveness counts.
     startupProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 5, failureThreshold: 120 },
     readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 5 },
     livenessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 10, failureThreshold: 6 },
-    ...(spec.agent.resources ? { resources: spec.agent.resources } : {}),
+    resources: spec.agent.resources ?? DEFAULT_AGENT_RESOURCES,
     securityContext: {
       runAsNonRoot: true,
       runAsUser: spec.security.runAsUser,
@@ -317,19 +413,6 @@ export function desiredChildren(
       automountServiceAccountToken: false,
     },
     {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'Role',
-      metadata: meta(name),
-      rules: [{ apiGroups: [''], resources: ['configmaps'], resourceNames: [name], verbs: ['get', 'watch'] }],
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'RoleBinding',
-      metadata: meta(name),
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
-      subjects: [{ kind: 'ServiceAccount', name, namespace }],
-    },
-    {
       apiVersion: 'v1',
       kind: 'ConfigMap',
       metadata: meta(name),
@@ -359,14 +442,14 @@ export function desiredChildren(
       metadata: meta(name),
       spec: {
         selector: selectorOf(mesh),
-        // Workloads reach the agent on their own node.
+        // Workloads reach the agent on their own node, and no other: with no agent on their node,
+        // the Service has no endpoint for them (the connection is refused) and they go to the origin.
+        // Only the HTTP API: peers dial each other's pod address.
         internalTrafficPolicy: 'Local',
-        ports: [
-          { name: 'http', port: spec.ports.http, targetPort: 'http', protocol: 'TCP' },
-          { name: 'grpc', port: spec.ports.grpc, targetPort: 'grpc', protocol: 'TCP' },
-        ],
+        ports: [{ name: 'http', port: spec.ports.http, targetPort: 'http', protocol: 'TCP' }],
       },
     },
+    ...(spec.networkPolicy.enabled ? [networkPolicy(mesh, meta(name), scrapeNamespaces)] : []),
     {
       apiVersion: 'apps/v1',
       kind: 'DaemonSet',
@@ -384,7 +467,10 @@ export function desiredChildren(
               : {}),
             ...(hostNetwork ? { hostNetwork: true, dnsPolicy: 'ClusterFirstWithHostNet' } : {}),
             ...(spec.nodeSelector ? { nodeSelector: spec.nodeSelector } : {}),
-            ...(spec.tolerations ? { tolerations: spec.tolerations } : {}),
+            tolerations: spec.tolerations ?? DEFAULT_AGENT_TOLERATIONS,
+            ...((spec.agent.priorityClassName ?? priorityClassName)
+              ? { priorityClassName: spec.agent.priorityClassName ?? priorityClassName }
+              : {}),
             ...(spec.affinity ? { affinity: spec.affinity } : {}),
             securityContext: {
               runAsNonRoot: true,

@@ -10,6 +10,7 @@ import {
   meshId,
   type MeshTrust,
   type NodePlace,
+  networkPolicyRef,
   ORIGIN_HEADERS_LABEL,
   originHeaderSecrets,
   selectNodes,
@@ -24,11 +25,12 @@ export interface ReconcileDeps {
   mesh(namespace: string, name: string): EdgeMesh | undefined;
   daemonSet(namespace: string, name: string): V1DaemonSet | undefined;
   nodes(): readonly V1Node[];
-  /** Whether a Secret exists. */
   /** A Secret's labels ({} when it has none); undefined when it does not exist. */
   secretLabels(namespace: string, name: string): Promise<Record<string, string> | undefined>;
   /** Server-side apply with the operator's field manager; returns the object as stored. */
   apply(object: KubeObject): Promise<KubeObject>;
+  /** Deletes an object the operator made earlier and the spec no longer wants; one already gone is no error. */
+  remove(object: Pick<KubeObject, 'apiVersion' | 'kind' | 'metadata'>): Promise<void>;
   writeStatus(mesh: EdgeMesh, status: EdgeMesh['status']): Promise<void>;
   event(mesh: EdgeMesh, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void>;
   /**
@@ -52,6 +54,10 @@ export interface ReconcileDeps {
   figures?: FiguresCollector;
   /** The operator's agent image settings, for meshes whose spec names none. */
   agentImage?: AgentImageDefaults;
+  /** The agents' PriorityClass for meshes whose spec names none (EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS). */
+  agentPriorityClass?: string | undefined;
+  /** Namespaces (Prometheus's) whose pods every mesh's NetworkPolicy lets reach the agents' HTTP port. */
+  scrapeNamespaces?: readonly string[] | undefined;
   logger: Logger;
   now?: () => Date;
 }
@@ -84,7 +90,7 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   const mesh: EdgeMesh = { ...found, spec: parsed.data };
   const nodes = selectNodes(mesh.spec, deps.nodes());
   const image = agentImage(mesh.spec, deps.agentImage ?? {});
-  let blocker = isBlocker(image) ? image : await findBlocker(mesh, nodes.size, deps);
+  let blocker = isBlocker(image) ? image : await findBlocker(mesh, nodes.size, deps).catch(forbidden(mesh));
   const named = mesh.spec.controlPlane.credentialsSecret;
   let nats:
     { secretName: string; auth?: NatsAuth | undefined; renewInMs?: number; tls?: boolean } | undefined;
@@ -93,13 +99,19 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
       ? { secretName: named, auth: blocker ? undefined : await deps.specNatsAuth?.(mesh, named) }
       : await deps.meshNatsCredentials?.(mesh);
   } catch (error) {
-    if (!(error instanceof SecretConflictError)) throw error;
-    blocker ??= { reason: 'SecretConflict', message: error.message };
+    if (error instanceof SecretConflictError)
+      blocker ??= { reason: 'SecretConflict', message: error.message };
+    else blocker ??= forbidden(mesh)(error);
   }
   let trust: MeshTrust | undefined;
   if (!blocker && mesh.spec.security.mtls) {
-    if (deps.meshTrust) trust = await deps.meshTrust(mesh);
-    else
+    if (deps.meshTrust) {
+      try {
+        trust = await deps.meshTrust(mesh);
+      } catch (error) {
+        blocker = forbidden(mesh)(error);
+      }
+    } else
       blocker = {
         reason: 'NoIssuer',
         message:
@@ -129,8 +141,12 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
         image,
         trust,
         nats: nats && { secretName: nats.secretName, tls: nats.tls ?? false },
+        priorityClassName: deps.agentPriorityClass,
+        scrapeNamespaces: deps.scrapeNamespaces,
       }).map((child) => deps.apply(child)),
     );
+    // One rendered while it was enabled: deleted (an agent fence nobody wants must not stay behind).
+    if (!mesh.spec.networkPolicy.enabled) await deps.remove(networkPolicyRef(mesh));
     // Revocations reach running agents within seconds this way; the ConfigMap serves those that start.
     if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
   }
@@ -156,6 +172,21 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   );
   return due.length === 0 ? undefined : { requeueAfterMs: Math.max(1000, Math.min(...due)) };
 }
+
+/**
+ * A refusal (403) of the mesh's Secrets as a blocker, any other error as it was: the operator may
+ * touch Secrets only in namespaces granted to it (the chart's meshNamespaces), and a mesh elsewhere
+ * is reported, not retried in a loop.
+ */
+const forbidden =
+  (mesh: EdgeMesh) =>
+  (error: unknown): Blocker => {
+    if ((error as { code?: number }).code !== 403) throw error;
+    return {
+      reason: 'NamespaceNotGranted',
+      message: `the operator may not manage Secrets in namespace ${mesh.metadata.namespace} (${(error as Error).message}): add it to the chart's meshNamespaces`,
+    };
+  };
 
 async function findBlocker(
   mesh: EdgeMesh,

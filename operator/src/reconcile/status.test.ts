@@ -83,4 +83,25 @@ describe('Ready', () => {
     assert.equal(condition(status(), 'ControlPlaneConnected')?.status, 'Unknown');
     assert.equal(condition(status(), 'Ready')?.status, 'False');
   });
+
+  it('is False with reason NoMatchingNodes when the DaemonSet schedules no agent, and nothing is left in progress', () => {
+    const none = {
+      metadata: { generation: 1 },
+      status: { ...rolledOut.status, desiredNumberScheduled: 0, numberReady: 0, updatedNumberScheduled: 0 },
+    };
+    const s = computeStatus({
+      mesh,
+      nodes,
+      daemonSet: none,
+      blocker: undefined,
+      now: new Date(0),
+      presence: { connection: 'up', reporting: 0 },
+    });
+    assert.equal(condition(s, 'Ready')?.status, 'False');
+    assert.equal(condition(s, 'Ready')?.reason, 'NoMatchingNodes');
+    assert.match(condition(s, 'Ready')!.message, /2 node\(s\) match .*nothing serves/);
+    assert.equal(condition(s, 'Progressing')?.status, 'False', 'not a rollout that never ends');
+    assert.equal(condition(s, 'Degraded')?.status, 'False', 'the spec can be carried out');
+    assert.equal(s.desiredAgents, 0);
+  });
 });

@@ -122,7 +122,14 @@ export function computeStatus(inputs: StatusInputs): EdgeMeshStatus {
   }
   const connected = controlPlaneCondition(mesh, desired, inputs.presence);
   set('ControlPlaneConnected', connected.status, connected.reason, connected.message);
-  if (rolledOut) {
+  // Rolled out to no node: nothing serves, and nothing more will happen until nodes change, so
+  // Ready is False (kubectl wait --for=condition=Ready keeps waiting) and Progressing is done.
+  const noAgents = !blocker && dsCurrent && desired === 0;
+  if (noAgents) {
+    const message = `the DaemonSet schedules no agent: ${nodes.size} node(s) match nodeSelector ${JSON.stringify(mesh.spec.nodeSelector ?? {})}, and none can take one (taints the agents do not tolerate, or nodes that take no pods); nothing serves`;
+    set('Progressing', 'False', 'NoMatchingNodes', message);
+    set('Ready', 'False', 'NoMatchingNodes', message);
+  } else if (rolledOut) {
     set('Progressing', 'False', 'RolledOut', `${ready} of ${desired} agents ready and up to date`);
     if (blocker) set('Ready', 'False', blocker.reason, blocker.message);
     else if (connected.status !== 'True') set('Ready', 'False', connected.reason, connected.message);
@@ -132,7 +139,7 @@ export function computeStatus(inputs: StatusInputs): EdgeMeshStatus {
       ? `${updated} of ${desired} agents updated, ${ready} ready`
       : 'creating the agents';
     set('Progressing', blocker ? 'False' : 'True', blocker ? blocker.reason : 'RollingOut', progress);
-    const why = blocker ? blocker.reason : desired === 0 && dsCurrent ? 'NoNodes' : 'AgentsNotReady';
+    const why = blocker ? blocker.reason : 'AgentsNotReady';
     set('Ready', 'False', why, blocker ? blocker.message : progress);
   }
   return {
