@@ -19,3 +19,17 @@ export {
   SIGNER_HEADER,
   subjects,
 } from './control-plane.ts';
+export {
+  acceptsEvent,
+  compareVersions,
+  formatRange,
+  formatVersion,
+  negotiate,
+  parseRange,
+  parseVersion,
+  PROTOCOL,
+  PROTOCOL_METADATA,
+  type ProtocolRange,
+  type ProtocolVersion,
+  UNVERSIONED,
+} from './protocol.ts';
