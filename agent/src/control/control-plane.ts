@@ -1,4 +1,12 @@
-import { type ControlEvent, decodeEvent, encodeEvent, subjectFor, subjects } from '@edgemesh/contracts';
+import {
+  type ControlEvent,
+  decodeEvent,
+  encodeEvent,
+  PROTOCOL,
+  type ProtocolRange,
+  subjectFor,
+  subjects,
+} from '@edgemesh/contracts';
 import { readFileSync } from 'node:fs';
 import {
   connect,
@@ -57,6 +65,11 @@ export interface NatsControlPlaneOptions {
    * it (mTLS off) events are unsigned and taken as hints, as before.
    */
   signer?: EventSigner;
+  /**
+   * The protocol versions this node speaks (default: this build's): events go out at its max, and
+   * received ones outside it are dropped (`unsupported-version`).
+   */
+  protocol?: ProtocolRange;
 }
 
 /**
@@ -108,7 +121,7 @@ export class NatsControlPlane implements ControlPlane {
       Counters.bump(this.#opts.counters.controlDropped, 'not-connected');
       return;
     }
-    const data = encodeEvent(event);
+    const data = encodeEvent(this.#versioned(event));
     const subject = subjectFor(this.#opts.mesh, event.type);
     const signed = this.#opts.signer?.sign(data);
     // Inside a trace (a DELETE's purge), the event carries it on in a `traceparent` header, so the
@@ -131,6 +144,15 @@ export class NatsControlPlane implements ControlPlane {
       span.end();
     }
     this.#opts.counters.controlBytesOut += data.length;
+  }
+
+  /** `event` stamped with the version this node sends at (a minor of 0 is left out, as 1.0 sends it). */
+  #versioned(event: ControlEvent): ControlEvent {
+    const { major, minor } = (this.#opts.protocol ?? PROTOCOL).max;
+    const stamped: ControlEvent = { ...event, v: major };
+    if (minor > 0) stamped.minor = minor;
+    else delete stamped.minor;
+    return stamped;
   }
 
   async close(): Promise<void> {
@@ -198,7 +220,7 @@ export class NatsControlPlane implements ControlPlane {
     const { counters } = this.#opts;
     counters.controlMessagesIn++;
     counters.controlBytesIn += data.length;
-    const result = decodeEvent(this.#opts.mesh, data);
+    const result = decodeEvent(this.#opts.mesh, data, this.#opts.protocol);
     if (!result.ok) {
       Counters.bump(counters.controlDropped, result.reason);
       return;

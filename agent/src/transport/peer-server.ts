@@ -1,4 +1,14 @@
 import {
+  formatRange,
+  negotiate,
+  parseRange,
+  PROTOCOL,
+  PROTOCOL_METADATA,
+  type ProtocolRange,
+  UNVERSIONED,
+} from '@edgemesh/contracts';
+import {
+  Metadata,
   Server,
   type ServerCredentials,
   type ServerUnaryCall,
@@ -62,6 +72,12 @@ export interface PeerServerOptions {
   node: { id: string; zone: string; region: string };
   logger: Logger;
   flowControlWindow: number;
+  /**
+   * The protocol versions this node speaks (default: this build's, PROTOCOL): a call whose range
+   * (metadata `edgemesh-protocol`; none: 1.0) has none of them in common fails FAILED_PRECONDITION,
+   * counted as a refused peer (`protocol`). Ping answers carry it.
+   */
+  protocol?: ProtocolRange;
   /**
    * The node id a call comes from, from its TLS client certificate; throws when the certificate
    * does not make the caller a node of this mesh (the call fails UNAUTHENTICATED). Every node id a
@@ -350,7 +366,10 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         });
       },
       ping(call: ServerUnaryCall<{ sentAtMs: number }, unknown>, callback: sendUnaryData<unknown>) {
-        callback(null, pingToWire(node, call.request.sentAtMs, opts.coordinate?.(), opts.incarnation?.()));
+        callback(null, {
+          ...pingToWire(node, call.request.sentAtMs, opts.coordinate?.(), opts.incarnation?.()),
+          protocol: formatRange(opts.protocol ?? PROTOCOL),
+        });
       },
       probe(call: ServerUnaryCall<{ target: string }, unknown>, callback: sendUnaryData<unknown>) {
         if (!opts.probe)
@@ -368,6 +387,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
                 result.coordinate,
                 result.incarnation,
               ),
+              protocol: result.protocol ? formatRange(result.protocol) : '',
             });
           },
           (error: Error) =>
@@ -391,7 +411,7 @@ function guarded<T extends Record<string, (...args: never[]) => void>>(
   handlers: T,
 ): T {
   const authenticated: Record<string, unknown> = {};
-  for (const [name, handler] of Object.entries(traced(handlers))) {
+  for (const [name, handler] of Object.entries(versioned(opts, traced(handlers)))) {
     const run = handler as (call: never, callback?: sendUnaryData<unknown>) => void;
     authenticated[name] = !opts.authenticate
       ? handler
@@ -417,6 +437,57 @@ function guarded<T extends Record<string, (...args: never[]) => void>>(
         };
   }
   return authenticated as T;
+}
+
+/** How many refused (caller, range) pairs are remembered so that each is logged once. */
+const MAX_REFUSALS_LOGGED = 1024;
+
+/**
+ * Wraps handlers so that a call from a caller speaking no protocol version in common with this node
+ * is refused (FAILED_PRECONDITION, this node's range in the trailers), counted, and logged once per
+ * caller and range; the handler never sees it.
+ */
+function versioned<T extends Record<string, (...args: never[]) => void>>(
+  opts: PeerServerOptions,
+  handlers: T,
+): T {
+  const ours = opts.protocol ?? PROTOCOL;
+  const logged = new Set<string>();
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, handler] of Object.entries(handlers)) {
+    const run = handler as (call: unknown, callback?: sendUnaryData<unknown>) => void;
+    wrapped[name] = (
+      call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+      callback?: sendUnaryData<unknown>,
+    ) => {
+      const advertised = call.metadata.get(PROTOCOL_METADATA)[0];
+      const theirs = advertised === undefined ? UNVERSIONED : parseRange(String(advertised));
+      if (theirs && negotiate(ours, theirs)) return run(call, callback);
+      const said = advertised === undefined ? 'nothing (taken as 1.0)' : String(advertised);
+      Counters.bump(opts.counters.peersRefused, 'protocol');
+      const caller = callers.get(call) ?? call.getPeer();
+      if (!logged.has(`${caller} ${said}`)) {
+        if (logged.size >= MAX_REFUSALS_LOGGED) logged.clear();
+        logged.add(`${caller} ${said}`);
+        opts.logger.warn(
+          { caller, method: name, theirs: said, ours: formatRange(ours) },
+          'peer refused: no protocol version in common (upgrade one of the two; docs/upgrades.md)',
+        );
+      }
+      const metadata = new Metadata();
+      metadata.set(PROTOCOL_METADATA, formatRange(ours));
+      const refusal = Object.assign(
+        grpcError(
+          status.FAILED_PRECONDITION,
+          `protocol: the caller speaks ${said}, this node ${formatRange(ours)}: no version in common`,
+        ),
+        { metadata },
+      );
+      if (callback) return callback(refusal);
+      call.emit('error', refusal);
+    };
+  }
+  return wrapped as T;
 }
 
 /** Wraps the handlers of TRACED_RPCS in server spans (children of the callers' client spans). */
