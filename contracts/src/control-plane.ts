@@ -17,6 +17,15 @@ import { acceptsEvent, PROTOCOL, type ProtocolRange } from './protocol.ts';
  * and drop the rest, counted as `unsupported-version`.
  */
 export const EVENT_VERSION = PROTOCOL.max.major;
+
+/**
+ * The envelope's version fields for a sender speaking `range`: its max (a minor of 0 is left out, so
+ * a 1.0 event is byte for byte what builds before versions sent).
+ */
+export function eventVersion(range: ProtocolRange = PROTOCOL): { v: number; minor?: number } {
+  const { major, minor } = range.max;
+  return minor > 0 ? { v: major, minor } : { v: major };
+}
 /** Largest control-plane message accepted, in bytes. */
 export const MAX_EVENT_BYTES = 64 * 1024;
 

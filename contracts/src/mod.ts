@@ -6,6 +6,7 @@ export {
   type DecodeResult,
   decodeEvent,
   EVENT_VERSION,
+  eventVersion,
   hostPortSchema,
   encodeEvent,
   eventSchema,

@@ -2,7 +2,7 @@ import {
   type ControlEvent,
   decodeEvent,
   encodeEvent,
-  PROTOCOL,
+  eventVersion,
   type ProtocolRange,
   subjectFor,
   subjects,
@@ -146,12 +146,11 @@ export class NatsControlPlane implements ControlPlane {
     this.#opts.counters.controlBytesOut += data.length;
   }
 
-  /** `event` stamped with the version this node sends at (a minor of 0 is left out, as 1.0 sends it). */
+  /** `event` stamped with the version this node sends at (contracts' eventVersion). */
   #versioned(event: ControlEvent): ControlEvent {
-    const { major, minor } = (this.#opts.protocol ?? PROTOCOL).max;
-    const stamped: ControlEvent = { ...event, v: major };
-    if (minor > 0) stamped.minor = minor;
-    else delete stamped.minor;
+    const version = eventVersion(this.#opts.protocol);
+    const stamped: ControlEvent = { ...event, ...version };
+    if (version.minor === undefined) delete stamped.minor; // sent at x.0: no minor field
     return stamped;
   }
 
