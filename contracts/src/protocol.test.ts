@@ -36,6 +36,19 @@ describe('protocol versions', () => {
       assert.equal(parseRange(bad), undefined, bad);
   });
 
+  it('reads any string a peer may send without throwing; what it takes, it writes back the same', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ maxLength: 40 }), fc.stringMatching(/^\d{1,5}\.\d{1,5}(-\d{1,5}\.\d{1,5})?$/)),
+        (text) => {
+          const r = parseRange(text);
+          if (r) assert.deepEqual(parseRange(formatRange(r)), r);
+        },
+      ),
+      { seed: 20261130, numRuns: 5000 },
+    );
+  });
+
   it('negotiates the highest version both speak, or none when the ranges do not overlap', () => {
     assert.deepEqual(negotiate(range('1.0-1.3'), range('1.2-1.5')), { major: 1, minor: 3 });
     assert.deepEqual(negotiate(range('1.0-1.0'), range('1.0-1.1')), { major: 1, minor: 0 });
