@@ -1,14 +1,5 @@
+import { formatRange, PROTOCOL, type ProtocolRange } from '@edgemesh/contracts';
 import {
-  formatRange,
-  negotiate,
-  parseRange,
-  PROTOCOL,
-  PROTOCOL_METADATA,
-  type ProtocolRange,
-  UNVERSIONED,
-} from '@edgemesh/contracts';
-import {
-  Metadata,
   Server,
   type ServerCredentials,
   type ServerUnaryCall,
@@ -42,6 +33,7 @@ import type { PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 import { context, extractFrom, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
 import { rpcSpan, TRACED_RPCS } from './rpc-spans.ts';
+import { versionGuarded } from './version-guard.ts';
 import type { PeerCertificate } from 'node:tls';
 
 /** The authenticated node of each call in progress (set before any handler runs). */
@@ -411,7 +403,16 @@ function guarded<T extends Record<string, (...args: never[]) => void>>(
   handlers: T,
 ): T {
   const authenticated: Record<string, unknown> = {};
-  for (const [name, handler] of Object.entries(versioned(opts, traced(handlers)))) {
+  const checked = versionGuarded(
+    {
+      ours: opts.protocol ?? PROTOCOL,
+      logger: opts.logger,
+      refused: () => Counters.bump(opts.counters.peersRefused, 'protocol'),
+      callerOf: (call) => callers.get(call),
+    },
+    traced(handlers),
+  );
+  for (const [name, handler] of Object.entries(checked)) {
     const run = handler as (call: never, callback?: sendUnaryData<unknown>) => void;
     authenticated[name] = !opts.authenticate
       ? handler
@@ -437,57 +438,6 @@ function guarded<T extends Record<string, (...args: never[]) => void>>(
         };
   }
   return authenticated as T;
-}
-
-/** How many refused (caller, range) pairs are remembered so that each is logged once. */
-const MAX_REFUSALS_LOGGED = 1024;
-
-/**
- * Wraps handlers so that a call from a caller speaking no protocol version in common with this node
- * is refused (FAILED_PRECONDITION, this node's range in the trailers), counted, and logged once per
- * caller and range; the handler never sees it.
- */
-function versioned<T extends Record<string, (...args: never[]) => void>>(
-  opts: PeerServerOptions,
-  handlers: T,
-): T {
-  const ours = opts.protocol ?? PROTOCOL;
-  const logged = new Set<string>();
-  const wrapped: Record<string, unknown> = {};
-  for (const [name, handler] of Object.entries(handlers)) {
-    const run = handler as (call: unknown, callback?: sendUnaryData<unknown>) => void;
-    wrapped[name] = (
-      call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
-      callback?: sendUnaryData<unknown>,
-    ) => {
-      const advertised = call.metadata.get(PROTOCOL_METADATA)[0];
-      const theirs = advertised === undefined ? UNVERSIONED : parseRange(String(advertised));
-      if (theirs && negotiate(ours, theirs)) return run(call, callback);
-      const said = advertised === undefined ? 'nothing (taken as 1.0)' : String(advertised);
-      Counters.bump(opts.counters.peersRefused, 'protocol');
-      const caller = callers.get(call) ?? call.getPeer();
-      if (!logged.has(`${caller} ${said}`)) {
-        if (logged.size >= MAX_REFUSALS_LOGGED) logged.clear();
-        logged.add(`${caller} ${said}`);
-        opts.logger.warn(
-          { caller, method: name, theirs: said, ours: formatRange(ours) },
-          'peer refused: no protocol version in common (upgrade one of the two; docs/upgrades.md)',
-        );
-      }
-      const metadata = new Metadata();
-      metadata.set(PROTOCOL_METADATA, formatRange(ours));
-      const refusal = Object.assign(
-        grpcError(
-          status.FAILED_PRECONDITION,
-          `protocol: the caller speaks ${said}, this node ${formatRange(ours)}: no version in common`,
-        ),
-        { metadata },
-      );
-      if (callback) return callback(refusal);
-      call.emit('error', refusal);
-    };
-  }
-  return wrapped as T;
 }
 
 /** Wraps the handlers of TRACED_RPCS in server spans (children of the callers' client spans). */
