@@ -9,7 +9,8 @@ import {
   type ServiceError,
   status,
 } from '@grpc/grpc-js';
-import { parseRange, PROTOCOL_METADATA, type ProtocolRange } from '@edgemesh/contracts';
+import fc from 'fast-check';
+import { compareVersions, parseRange, PROTOCOL_METADATA, type ProtocolRange } from '@edgemesh/contracts';
 import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { GrpcPeer } from './peer-client.ts';
@@ -113,5 +114,33 @@ describe('protocol version negotiation between peers', () => {
     const error = await rawPing(port);
     assert.equal(error?.code, status.FAILED_PRECONDITION);
     assert.match(error.details, /the caller speaks nothing \(taken as 1\.0\), this node 1\.1-1\.3/);
+  });
+
+  it('answers any advertised range a caller may send with OK or FAILED_PRECONDITION, never anything else', async () => {
+    const said = fc.oneof(
+      fc.string({ maxLength: 100 }),
+      fc.stringMatching(/^\d{1,5}\.\d{1,5}-\d{1,5}\.\d{1,5}$/),
+      fc.constantFrom('1.1', '1.3-9.9', '0.0-1.1', '1.2-1.1', '-', '1.1-'),
+    );
+    const cases = fc.sample(said, { seed: 20261130, numRuns: 300 });
+    for (const text of cases) {
+      const metadata = new Metadata();
+      try {
+        metadata.set(PROTOCOL_METADATA, text);
+      } catch {
+        continue; // not a legal header value: grpc-js would not send it
+      }
+      const error = await rawPing(port, metadata);
+      const r = parseRange(text);
+      const fits =
+        r !== undefined &&
+        compareVersions(r.max, { major: 1, minor: 1 }) >= 0 &&
+        compareVersions(r.min, { major: 1, minor: 3 }) <= 0;
+      assert.equal(
+        error?.code ?? status.OK,
+        fits ? status.OK : status.FAILED_PRECONDITION,
+        JSON.stringify(text),
+      );
+    }
   });
 });
