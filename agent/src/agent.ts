@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import type { ProtocolRange } from '@edgemesh/contracts';
 import {
   createServer,
   type IncomingMessage,
@@ -46,6 +47,11 @@ export interface AgentDeps {
   clock?: Clock;
   /** Which build this is (edgemesh_build_info); default: this package's version, revision unknown. */
   build?: BuildInfo;
+  /**
+   * The protocol versions to speak instead of this build's (PROTOCOL). For tests of version skew
+   * only (main.ts takes it from a test-only environment variable); never set in production.
+   */
+  protocol?: ProtocolRange | undefined;
 }
 
 type ScrubState =
@@ -113,7 +119,15 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const tracing = await startTracing(config.telemetry.otlpEndpoint, resource);
   const revocations = new Revocations();
   const credentials = await startNodeCredentials(config, { logger, clock, revocations });
-  const overlay = new Overlay({ config, logger, clock, counters, credentials, revocations });
+  const overlay = new Overlay({
+    config,
+    logger,
+    clock,
+    counters,
+    credentials,
+    revocations,
+    protocol: deps.protocol,
+  });
   // Revocations from the operator (signed by the mesh CA): from its file, and within seconds over NATS.
   const revocationList =
     credentials &&
@@ -283,6 +297,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     node: { id: config.nodeId, zone: config.zone, region: config.region },
     logger,
     flowControlWindow: config.grpc.flowControlWindow,
+    ...(deps.protocol ? { protocol: deps.protocol } : {}),
     ...(credentials
       ? {
           authenticate: (call) => credentials.identify(call.getAuthContext().sslPeerCertificate),

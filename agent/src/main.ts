@@ -4,6 +4,14 @@ import { ConfigError, loadConfig } from './config/load.ts';
 import { createLogger } from './telemetry/logger.ts';
 import { AGENT_VERSION } from './telemetry/resource.ts';
 import { buildInfo } from '@edgemesh/telemetry';
+import { parseRange } from '@edgemesh/contracts';
+
+/**
+ * For tests of version skew only, not a setting for users: the protocol range to advertise instead
+ * of this build's (`min-max`, e.g. `1.0-1.1`), so that one build can stand in for a newer or an
+ * incompatible one (agent/test/version-skew.test.ts).
+ */
+const TEST_PROTOCOL_ENV = 'EDGEMESH_TEST_ONLY_PROTOCOL';
 
 /** Entry point: configuration is parsed here, once; everything else receives it typed. */
 async function main(): Promise<void> {
@@ -18,7 +26,18 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = createLogger({ level: config.log.level, nodeId: config.nodeId });
-  const agent = await startAgent(config, { logger, build: buildInfo(AGENT_VERSION, process.env) });
+  const testProtocol = process.env[TEST_PROTOCOL_ENV];
+  const protocol = testProtocol === undefined ? undefined : parseRange(testProtocol);
+  if (testProtocol !== undefined && !protocol) {
+    process.stderr.write(`edgemesh-agent: ${TEST_PROTOCOL_ENV} must be a range like 1.0-1.1\n`);
+    process.exit(2);
+  }
+  if (protocol) logger.warn({ protocol: testProtocol }, `${TEST_PROTOCOL_ENV} set: advertising a test range`);
+  const agent = await startAgent(config, {
+    logger,
+    build: buildInfo(AGENT_VERSION, process.env),
+    protocol,
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -63,9 +63,15 @@ describe('control-plane contract', () => {
     const bytes = (s: string) => Buffer.from(s);
     const cases: [Uint8Array, string][] = [
       [bytes('not json at all'), 'not-json'],
-      [bytes('{"v":2}'), 'invalid'],
-      [bytes(JSON.stringify({ ...announce, type: 'member.explode' })), 'invalid'],
-      [bytes(JSON.stringify({ ...announce, extra: true })), 'invalid'],
+      [bytes('{"v":2}'), 'unsupported-version'],
+      [bytes('{"v":"1"}'), 'invalid'],
+      [bytes(JSON.stringify({ ...announce, v: 1.5 })), 'invalid'],
+      [bytes(JSON.stringify({ ...announce, minor: -1 })), 'invalid'],
+      [bytes(JSON.stringify({ ...announce, type: 'member.explode' })), 'unknown-type'],
+      [
+        bytes(JSON.stringify({ ...announce, body: { member: { ...member, nodeId: 'x'.repeat(254) } } })),
+        'invalid',
+      ],
       [bytes(JSON.stringify({ ...announce, body: { member: { ...member, grpc: 'no-port' } } })), 'invalid'],
       [
         bytes(JSON.stringify({ ...announce, body: { member: { ...member, weight: Number.MAX_VALUE } } })),
@@ -83,6 +89,40 @@ describe('control-plane contract', () => {
     ];
     for (const [data, reason] of cases)
       assert.deepEqual(decodeEvent('prod', data), { ok: false, reason }, String(data).slice(0, 60));
+  });
+
+  it('takes an event of a newer minor with fields it does not know, and strips them', () => {
+    const newer = {
+      ...announce,
+      minor: 7,
+      hint: 'a field of 1.7',
+      body: { member: { ...member, battery: 0.4 }, also: [1, 2] },
+    };
+    assert.deepEqual(decodeEvent('prod', Buffer.from(JSON.stringify(newer))), {
+      ok: true,
+      event: { ...announce, minor: 7 },
+    });
+    // A type the newer minor added is dropped as unknown, not as invalid.
+    const added = { ...newer, type: 'member.battery', body: {} };
+    assert.deepEqual(decodeEvent('prod', Buffer.from(JSON.stringify(added))), {
+      ok: false,
+      reason: 'unknown-type',
+    });
+  });
+
+  it('drops events of a major it does not speak, or older than its min, as unsupported-version', () => {
+    const at = (v: number, minor?: number) =>
+      Buffer.from(JSON.stringify({ ...announce, v, ...(minor === undefined ? {} : { minor }) }));
+    const speaks11to20 = { min: { major: 1, minor: 1 }, max: { major: 2, minor: 0 } };
+    assert.deepEqual(decodeEvent('prod', at(2)), { ok: false, reason: 'unsupported-version' });
+    assert.deepEqual(decodeEvent('prod', at(1), speaks11to20), { ok: false, reason: 'unsupported-version' });
+    assert.equal(decodeEvent('prod', at(1, 1), speaks11to20).ok, true);
+    assert.equal(decodeEvent('prod', at(2, 5), speaks11to20).ok, true);
+    assert.deepEqual(decodeEvent('prod', at(3), speaks11to20), { ok: false, reason: 'unsupported-version' });
+  });
+
+  it('sends a 1.0 event exactly as builds before protocol versions did (no minor field)', () => {
+    assert.equal(Buffer.from(encodeEvent(announce)).toString(), JSON.stringify(announce));
   });
 
   it('namespaces subjects per mesh and refuses unsafe mesh names', () => {

@@ -1,4 +1,5 @@
 import * as z from 'zod/mini';
+import { acceptsEvent, PROTOCOL, type ProtocolRange } from './protocol.ts';
 
 /**
  * The control plane's contract: NATS subjects per mesh and the events on them. Agents and the
@@ -10,8 +11,21 @@ import * as z from 'zod/mini';
  * announced here is used only after a direct gRPC probe of its address answers with the same node id.
  */
 
-/** Version of the event envelope; receivers drop other versions. */
-export const EVENT_VERSION = 1;
+/**
+ * The protocol major of the event envelope this build sends (`v`). The sender's minor goes in
+ * `minor` (absent: 0). Receivers take any minor of a major they speak (protocol.ts, acceptsEvent)
+ * and drop the rest, counted as `unsupported-version`.
+ */
+export const EVENT_VERSION = PROTOCOL.max.major;
+
+/**
+ * The envelope's version fields for a sender speaking `range`: its max (a minor of 0 is left out, so
+ * a 1.0 event is byte for byte what builds before versions sent).
+ */
+export function eventVersion(range: ProtocolRange = PROTOCOL): { v: number; minor?: number } {
+  const { major, minor } = range.max;
+  return minor > 0 ? { v: major, minor } : { v: major };
+}
 /** Largest control-plane message accepted, in bytes. */
 export const MAX_EVENT_BYTES = 64 * 1024;
 
@@ -19,6 +33,11 @@ export const MAX_EVENT_BYTES = 64 * 1024;
  * Schemas use zod's tree-shakable "mini" API: the agent imports only these and its configuration's,
  * and the classic API costs an idle agent about 9 MB of memory (docs/deploy.md). Numbers are finite
  * in zod 4 without saying so.
+ *
+ * Objects strip keys they do not know rather than refuse them: a sender one minor version newer may
+ * add optional fields, and its events must still count here (docs/upgrades.md). What is known is
+ * still checked in full, and the whole message is bounded (MAX_EVENT_BYTES). Signatures cover the
+ * bytes as received, so stripping changes nothing they prove.
  */
 
 /**
@@ -47,14 +66,14 @@ const hostPort = hostPortSchema;
 const count = z.int().check(z.minimum(0));
 
 /** Vivaldi network coordinate (see agent/src/overlay/vivaldi.ts). */
-export const coordinateSchema = z.strictObject({
+export const coordinateSchema = z.object({
   vec: z.array(z.number()).check(z.length(8)),
   height: z.number().check(z.minimum(0)),
   error: z.number().check(z.minimum(0)),
 });
 
 /** What a member says about itself. */
-export const memberSchema = z.strictObject({
+export const memberSchema = z.object({
   nodeId,
   zone: label,
   region: label,
@@ -69,8 +88,11 @@ export const memberSchema = z.strictObject({
 export type MemberInfo = z.infer<typeof memberSchema>;
 
 const envelope = <T extends string, B extends z.ZodMiniType>(type: T, body: B) =>
-  z.strictObject({
-    v: z.literal(EVENT_VERSION),
+  z.object({
+    /** The sender's protocol major. */
+    v: z.int().check(z.minimum(1), z.maximum(9999)),
+    /** The sender's protocol minor; absent: 0 (as 1.0 senders and builds before versions send). */
+    minor: z.optional(z.int().check(z.minimum(0), z.maximum(9999))),
     type: z.literal(type),
     mesh: meshName,
     /** The sending node (or `operator`). Claimed, not proven: see the trust note above. */
@@ -81,15 +103,15 @@ const envelope = <T extends string, B extends z.ZodMiniType>(type: T, body: B) =
 
 export const eventSchema = z.discriminatedUnion('type', [
   /** A member is up, or still up (sent at start and periodically). */
-  envelope('member.announce', z.strictObject({ member: memberSchema })),
+  envelope('member.announce', z.object({ member: memberSchema })),
   /** A member is leaving on purpose (graceful shutdown). */
-  envelope('member.leave', z.strictObject({ nodeId, incarnation: count })),
+  envelope('member.leave', z.object({ nodeId, incarnation: count })),
   /** A member could not reach `nodeId`, directly or through others. Receivers probe it themselves. */
-  envelope('member.suspect', z.strictObject({ nodeId, incarnation: count })),
+  envelope('member.suspect', z.object({ nodeId, incarnation: count })),
   /** `key` was deleted mesh-wide at `purgedAtMs`: drop versions created at or before then. */
   envelope(
     'object.purge',
-    z.strictObject({
+    z.object({
       key: z.string().check(z.minLength(1), z.maxLength(512)),
       purgedAtMs: count,
       /**
@@ -97,7 +119,7 @@ export const eventSchema = z.discriminatedUnion('type', [
        * kept with the tombstone so that a later "purged" answer can show it.
        */
       signature: z.optional(
-        z.strictObject({
+        z.object({
           certificate: z.string().check(z.maxLength(8192)),
           value: z.string().check(z.maxLength(256)),
           /** The client that asked for the purge (signed too). */
@@ -112,7 +134,7 @@ export const eventSchema = z.discriminatedUnion('type', [
    */
   envelope(
     'node.stats',
-    z.strictObject({
+    z.object({
       hits: count,
       misses: count,
       bytesFromPeers: count,
@@ -133,7 +155,7 @@ export const eventSchema = z.discriminatedUnion('type', [
    */
   envelope(
     'mesh.revocations',
-    z.strictObject({
+    z.object({
       nodes: z.array(nodeId).check(z.maxLength(1000)),
       issuedAtMs: count,
       /** The mesh CA's ECDSA signature over revocationSignedBytes, base64. */
@@ -141,7 +163,7 @@ export const eventSchema = z.discriminatedUnion('type', [
     }),
   ),
   /** The full member list as the operator knows it (bootstrap and repair of membership). */
-  envelope('members.snapshot', z.strictObject({ members: z.array(memberSchema).check(z.maxLength(10_000)) })),
+  envelope('members.snapshot', z.object({ members: z.array(memberSchema).check(z.maxLength(10_000)) })),
 ]);
 export type ControlEvent = z.infer<typeof eventSchema>;
 export type ControlEventType = ControlEvent['type'];
@@ -176,18 +198,45 @@ export function subjectFor(mesh: string, type: ControlEventType): string {
     : subjects(mesh).objects;
 }
 
+const EVENT_TYPES = new Set<unknown>(eventSchema._zod.propValues.type);
+
 export type DecodeResult =
   | { ok: true; event: ControlEvent }
-  | { ok: false; reason: 'too-large' | 'not-json' | 'invalid' | 'wrong-mesh' };
+  | {
+      ok: false;
+      /**
+       * unsupported-version: of a protocol major the receiver does not speak, or older than its min;
+       * unknown-type: a type this build does not know (a newer minor's, say).
+       */
+      reason: 'too-large' | 'not-json' | 'invalid' | 'wrong-mesh' | 'unsupported-version' | 'unknown-type';
+    };
 
-/** Validates a received message; never throws. */
-export function decodeEvent(mesh: string, data: Uint8Array): DecodeResult {
+/**
+ * Validates a received message for a receiver speaking `protocol` (default: this build's);
+ * never throws. Unknown fields are stripped from the event returned.
+ */
+export function decodeEvent(
+  mesh: string,
+  data: Uint8Array,
+  protocol: ProtocolRange = PROTOCOL,
+): DecodeResult {
   if (data.length > MAX_EVENT_BYTES) return { ok: false, reason: 'too-large' };
   let raw: unknown;
   try {
     raw = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.length).toString('utf8'));
   } catch {
     return { ok: false, reason: 'not-json' }; // garbage: the caller counts it
+  }
+  const {
+    v,
+    minor = 0,
+    type,
+  } = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
+  const part = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+  if (part(v) && part(minor)) {
+    if (!acceptsEvent(protocol, { major: v as number, minor: minor as number }))
+      return { ok: false, reason: 'unsupported-version' };
+    if (typeof type === 'string' && !EVENT_TYPES.has(type)) return { ok: false, reason: 'unknown-type' };
   }
   const parsed = eventSchema.safeParse(raw);
   if (!parsed.success) return { ok: false, reason: 'invalid' };

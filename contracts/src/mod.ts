@@ -6,6 +6,7 @@ export {
   type DecodeResult,
   decodeEvent,
   EVENT_VERSION,
+  eventVersion,
   hostPortSchema,
   encodeEvent,
   eventSchema,
@@ -19,3 +20,17 @@ export {
   SIGNER_HEADER,
   subjects,
 } from './control-plane.ts';
+export {
+  acceptsEvent,
+  compareVersions,
+  formatRange,
+  formatVersion,
+  negotiate,
+  parseRange,
+  parseVersion,
+  PROTOCOL,
+  PROTOCOL_METADATA,
+  type ProtocolRange,
+  type ProtocolVersion,
+  UNVERSIONED,
+} from './protocol.ts';

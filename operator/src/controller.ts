@@ -45,7 +45,7 @@ import {
   type StoredCa,
 } from './identity/ca-store.ts';
 import { createPrivateKey, sign as cryptoSign } from 'node:crypto';
-import { encodeEvent, revocationSignedBytes, subjectFor } from '@edgemesh/contracts';
+import { encodeEvent, eventVersion, revocationSignedBytes, subjectFor } from '@edgemesh/contracts';
 import { kubeIssuanceApi, TOKEN_AUDIENCE } from './identity/issuance.ts';
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
 import { startIssuerServer } from './identity/issuer-server.ts';
@@ -423,7 +423,7 @@ export async function startOperator(
           publishRevocations: async (mesh: EdgeMesh, list: MeshTrust['revocations']) => {
             const id = meshId(mesh);
             const data = encodeEvent({
-              v: 1,
+              ...eventVersion(),
               type: 'mesh.revocations',
               mesh: id,
               from: 'operator',

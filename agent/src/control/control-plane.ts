@@ -1,4 +1,12 @@
-import { type ControlEvent, decodeEvent, encodeEvent, subjectFor, subjects } from '@edgemesh/contracts';
+import {
+  type ControlEvent,
+  decodeEvent,
+  encodeEvent,
+  eventVersion,
+  type ProtocolRange,
+  subjectFor,
+  subjects,
+} from '@edgemesh/contracts';
 import { readFileSync } from 'node:fs';
 import {
   connect,
@@ -57,6 +65,11 @@ export interface NatsControlPlaneOptions {
    * it (mTLS off) events are unsigned and taken as hints, as before.
    */
   signer?: EventSigner;
+  /**
+   * The protocol versions this node speaks (default: this build's): events go out at its max, and
+   * received ones outside it are dropped (`unsupported-version`).
+   */
+  protocol?: ProtocolRange;
 }
 
 /**
@@ -108,7 +121,7 @@ export class NatsControlPlane implements ControlPlane {
       Counters.bump(this.#opts.counters.controlDropped, 'not-connected');
       return;
     }
-    const data = encodeEvent(event);
+    const data = encodeEvent(this.#versioned(event));
     const subject = subjectFor(this.#opts.mesh, event.type);
     const signed = this.#opts.signer?.sign(data);
     // Inside a trace (a DELETE's purge), the event carries it on in a `traceparent` header, so the
@@ -131,6 +144,14 @@ export class NatsControlPlane implements ControlPlane {
       span.end();
     }
     this.#opts.counters.controlBytesOut += data.length;
+  }
+
+  /** `event` stamped with the version this node sends at (contracts' eventVersion). */
+  #versioned(event: ControlEvent): ControlEvent {
+    const version = eventVersion(this.#opts.protocol);
+    const stamped: ControlEvent = { ...event, ...version };
+    if (version.minor === undefined) delete stamped.minor; // sent at x.0: no minor field
+    return stamped;
   }
 
   async close(): Promise<void> {
@@ -198,7 +219,7 @@ export class NatsControlPlane implements ControlPlane {
     const { counters } = this.#opts;
     counters.controlMessagesIn++;
     counters.controlBytesIn += data.length;
-    const result = decodeEvent(this.#opts.mesh, data);
+    const result = decodeEvent(this.#opts.mesh, data, this.#opts.protocol);
     if (!result.ok) {
       Counters.bump(counters.controlDropped, result.reason);
       return;

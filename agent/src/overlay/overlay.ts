@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { formatRange, PROTOCOL, type ProtocolRange } from '@edgemesh/contracts';
 import type { AgentConfig } from '../config/schema.ts';
 import { type ControlPlane, NatsControlPlane, noControlPlane } from '../control/control-plane.ts';
 import { Counters } from '../telemetry/counters.ts';
@@ -29,6 +30,8 @@ export interface OverlayOptions {
   credentials?: NodeCredentials | undefined;
   /** Nodes whose events are dropped. */
   revocations?: Revocations;
+  /** The protocol versions this node speaks (default: this build's; docs/upgrades.md). */
+  protocol?: ProtocolRange | undefined;
 }
 
 /**
@@ -49,6 +52,8 @@ export class Overlay {
   readonly #listeners: (() => void)[] = [];
   readonly #restartListeners: ((nodeId: string, address: string) => void)[] = [];
   readonly #forgottenListeners: ((nodeId: string, address: string) => void)[] = [];
+  /** Peers (and the range each said) already logged as speaking no version in common. */
+  readonly #incompatibleLogged = new Set<string>();
 
   constructor(opts: OverlayOptions) {
     this.#opts = opts;
@@ -74,6 +79,7 @@ export class Overlay {
             nodeId: config.nodeId,
             counters,
             logger,
+            ...(opts.protocol ? { protocol: opts.protocol } : {}),
             ...(opts.credentials
               ? {
                   signer: new EventSigner(opts.credentials, {
@@ -335,9 +341,12 @@ export class Overlay {
       grpc: m.info.grpc,
       state: m.state,
       ...(m.rttMs === undefined ? {} : { rttMs: m.rttMs }),
+      ...protocolStatus(m.transport),
     }));
     return {
       mesh: this.#opts.config.mesh,
+      /** The protocol versions this node speaks (docs/upgrades.md). */
+      protocol: formatRange(this.#opts.protocol ?? PROTOCOL),
       controlPlane: this.control.state(),
       incarnation: this.#membership?.self.incarnation,
       localHealth: this.#membership?.localHealth,
@@ -364,8 +373,27 @@ export class Overlay {
       flowControlWindow: config.grpc.flowControlWindow,
       timeoutMs: config.transfer.peerTimeoutMs,
       from: config.nodeId,
+      ...(this.#opts.protocol ? { protocol: this.#opts.protocol } : {}),
+      onIncompatible: (error) => {
+        Counters.bump(this.#opts.counters.peersRefused, 'protocol');
+        const seen = `${id} ${error.theirs}`;
+        if (this.#incompatibleLogged.has(seen)) return;
+        if (this.#incompatibleLogged.size >= 1024) this.#incompatibleLogged.clear();
+        this.#incompatibleLogged.add(seen);
+        this.#opts.logger.warn(
+          { peer: id, address, err: error.message },
+          'peer refused: no protocol version in common (upgrade one of the two; docs/upgrades.md)',
+        );
+      },
     });
   }
+}
+
+/** What /v1/status shows of a peer's protocol: the version agreed, or why it was refused. */
+function protocolStatus(transport: PeerTransport): { protocol?: string; refused?: string } {
+  const { version, refused } = transport.protocol?.() ?? {};
+  if (refused) return { refused };
+  return version ? { protocol: `${version.major}.${version.minor}` } : {};
 }
 
 /** Whether a node is named by a direct-exchange target: a node id, `zone:<zone>`, `region:<region>` or `all`. */

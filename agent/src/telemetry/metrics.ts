@@ -184,6 +184,16 @@ export class AgentMetrics {
       'Peers not chosen to fetch from: their reputation fell below the threshold',
       (r) => r.observe(sources.distrustedPeers?.() ?? 0),
     );
+    observe(
+      'edgemesh.peers.refused',
+      'Peer calls and peers refused, by reason (protocol: no protocol version in common; unauthenticated, claim, manifest, purge: see docs/security.md)',
+      perKey(counters.peersRefused, 'reason'),
+    );
+    observe(
+      'edgemesh.control.dropped',
+      'Control-plane events dropped, by reason (unsupported-version, unknown-type, invalid, unsigned, ...)',
+      perKey(counters.controlDropped, 'reason'),
+    );
     gauge('edgemesh.control.connected', '1 while the control plane (NATS) is connected', (r) =>
       r.observe(sources.controlState?.() === 'connected' ? 1 : 0),
     );

@@ -1,4 +1,14 @@
 import {
+  formatRange,
+  negotiate,
+  parseRange,
+  PROTOCOL,
+  PROTOCOL_METADATA,
+  type ProtocolRange,
+  type ProtocolVersion,
+  UNVERSIONED,
+} from '@edgemesh/contracts';
+import {
   type ChannelCredentials,
   type Client,
   connectivityState,
@@ -25,6 +35,7 @@ import {
   type WireWatchEvent,
 } from './peer-service.ts';
 import {
+  IncompatiblePeerError,
   type ManifestAnswer,
   PeerBusyError,
   PeerError,
@@ -49,6 +60,14 @@ export interface PeerClientOptions {
    * peer's certificate names); `seen` hears that node at each handshake. Default: plaintext.
    */
   credentials?: (seen: (nodeId: string) => void) => ChannelCredentials;
+  /**
+   * The protocol versions this node speaks (default: this build's, PROTOCOL), sent with every call.
+   * A peer whose range has none in common fails its pings with IncompatiblePeerError, so it never
+   * becomes a member or a static peer that is up.
+   */
+  protocol?: ProtocolRange;
+  /** Told each time the peer turns out to speak no version in common (its range as it sent it). */
+  onIncompatible?: (error: IncompatiblePeerError) => void;
 }
 
 type Unary = (
@@ -71,9 +90,15 @@ export class GrpcPeer implements PeerTransport {
   readonly #connect: (extra: Record<string, unknown>) => Client & Record<string, unknown>;
   readonly #timeoutMs: number;
   readonly #from: string;
+  readonly #protocol: ProtocolRange;
+  readonly #onIncompatible: ((error: IncompatiblePeerError) => void) | undefined;
+  /** What the last answered ping agreed, or why the peer was refused. */
+  #agreed: { version?: ProtocolVersion; refused?: string } = {};
 
   constructor(opts: PeerClientOptions) {
     this.id = opts.id;
+    this.#protocol = opts.protocol ?? PROTOCOL;
+    this.#onIncompatible = opts.onIncompatible;
     this.#from = opts.from ?? '';
     this.address = opts.address;
     this.#timeoutMs = opts.timeoutMs;
@@ -113,7 +138,7 @@ export class GrpcPeer implements PeerTransport {
    * client span (rpc-spans.ts) that the peer's server span joins.
    */
   #unary<T>(method: string, request: unknown, signal?: AbortSignal, timeoutMs = this.#timeoutMs): Promise<T> {
-    const traced = clientCall(method, this.address);
+    const traced = this.#call(method);
     return new Promise((resolve, reject) => {
       const call = (this.#client[method] as Unary).call(
         this.#client,
@@ -122,13 +147,42 @@ export class GrpcPeer implements PeerTransport {
         { deadline: Date.now() + timeoutMs },
         (error, response) => {
           traced.end(error);
-          if (error) reject(error);
+          if (error) reject(this.#refusedBy(error) ?? error);
           else resolve(response as T);
         },
       ) as { cancel(): void };
       if (signal?.aborted) call.cancel();
       else signal?.addEventListener('abort', () => call.cancel(), { once: true });
     });
+  }
+
+  /** A call's metadata (trace context, this node's protocol range) and client span (rpc-spans.ts). */
+  #call(method: string): ReturnType<typeof clientCall> {
+    const traced = clientCall(method, this.address);
+    traced.metadata.set(PROTOCOL_METADATA, formatRange(this.#protocol));
+    return traced;
+  }
+
+  /**
+   * An IncompatiblePeerError when `error` is the peer refusing this node's protocol range (its own
+   * range in the trailers); else undefined.
+   */
+  #refusedBy(error: ServiceError): IncompatiblePeerError | undefined {
+    if (error.code !== status.FAILED_PRECONDITION) return undefined;
+    const theirs = error.metadata?.get(PROTOCOL_METADATA)[0];
+    return theirs === undefined ? undefined : this.#incompatible(String(theirs), error);
+  }
+
+  /** Records and reports that the peer speaks `theirs`, with no version in common. */
+  #incompatible(theirs: string, cause?: Error): IncompatiblePeerError {
+    const error = new IncompatiblePeerError(this.id, theirs, formatRange(this.#protocol), { cause });
+    this.#agreed = { refused: error.message };
+    this.#onIncompatible?.(error);
+    return error;
+  }
+
+  protocol(): { version?: ProtocolVersion; refused?: string } {
+    return this.#agreed;
   }
 
   getManifest(key: string, signal?: AbortSignal): Promise<ManifestAnswer | undefined> {
@@ -163,6 +217,7 @@ export class GrpcPeer implements PeerTransport {
       };
     } catch (error) {
       if ((error as ServiceError).code === status.NOT_FOUND) return undefined;
+      if (error instanceof IncompatiblePeerError) throw error;
       throw new PeerError(this.id, `${method} failed: ${(error as Error).message}`, { cause: error });
     }
   }
@@ -230,6 +285,7 @@ export class GrpcPeer implements PeerTransport {
     const connecting = this.#client.getChannel().getConnectivityState(false) !== connectivityState.READY;
     const started = performance.now();
     const r = await this.#unary<WirePing>('Ping', { sentAtMs: Date.now() }, signal).catch((error: Error) => {
+      if (error instanceof IncompatiblePeerError) throw error;
       throw new PeerError(this.id, `Ping failed: ${error.message}`, { cause: error });
     });
     if (this.#authenticatedAs !== undefined && r.nodeId !== this.#authenticatedAs)
@@ -237,6 +293,11 @@ export class GrpcPeer implements PeerTransport {
         this.id,
         `answered as ${r.nodeId}, but its certificate names ${this.#authenticatedAs}`,
       );
+    // The answer says what the peer speaks (nothing: a build from before versions, 1.0).
+    const theirs = r.protocol ? parseRange(r.protocol) : UNVERSIONED;
+    const version = theirs && negotiate(this.#protocol, theirs);
+    if (!version) throw this.#incompatible(r.protocol ?? '');
+    this.#agreed = { version };
     return { ...this.#pingResult(r, performance.now() - started), ...(connecting ? { connecting } : {}) };
   }
 
@@ -251,7 +312,9 @@ export class GrpcPeer implements PeerTransport {
   #pingResult(r: WirePing, rttMs: number): PingResult {
     const coordinate = pingCoordinate(r);
     const incarnation = Number(r.incarnation ?? 0);
+    const protocol = r.protocol ? parseRange(r.protocol) : undefined;
     return {
+      ...(protocol ? { protocol } : {}),
       nodeId: r.nodeId,
       zone: r.zone,
       region: r.region,
@@ -267,7 +330,7 @@ export class GrpcPeer implements PeerTransport {
     signal?: AbortSignal,
   ): AsyncGenerator<Buffer> {
     const bulk = this.#bulkClient();
-    const traced = clientCall('FetchChunks', this.address);
+    const traced = this.#call('FetchChunks');
     const call = (
       bulk.FetchChunks as (req: unknown, md: Metadata) => AsyncIterable<ChunkPiece> & { cancel(): void }
     ).call(
@@ -342,7 +405,7 @@ export class GrpcPeer implements PeerTransport {
   }
 
   async *watch(key: string, from: Holder | undefined, signal?: AbortSignal): AsyncGenerator<WatchUpdate> {
-    const traced = clientCall('Watch', this.address);
+    const traced = this.#call('Watch');
     const call = (
       this.#client.Watch as (req: unknown, md: Metadata) => AsyncIterable<WireWatchEvent> & { cancel(): void }
     ).call(this.#client, { key, ...(from ? { from } : {}) }, traced.metadata);

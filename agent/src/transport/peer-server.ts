@@ -1,3 +1,4 @@
+import { formatRange, PROTOCOL, type ProtocolRange } from '@edgemesh/contracts';
 import {
   Server,
   type ServerCredentials,
@@ -32,6 +33,7 @@ import type { PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 import { context, extractFrom, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
 import { rpcSpan, TRACED_RPCS } from './rpc-spans.ts';
+import { versionGuarded } from './version-guard.ts';
 import type { PeerCertificate } from 'node:tls';
 
 /** The authenticated node of each call in progress (set before any handler runs). */
@@ -62,6 +64,12 @@ export interface PeerServerOptions {
   node: { id: string; zone: string; region: string };
   logger: Logger;
   flowControlWindow: number;
+  /**
+   * The protocol versions this node speaks (default: this build's, PROTOCOL): a call whose range
+   * (metadata `edgemesh-protocol`; none: 1.0) has none of them in common fails FAILED_PRECONDITION,
+   * counted as a refused peer (`protocol`). Ping answers carry it.
+   */
+  protocol?: ProtocolRange;
   /**
    * The node id a call comes from, from its TLS client certificate; throws when the certificate
    * does not make the caller a node of this mesh (the call fails UNAUTHENTICATED). Every node id a
@@ -350,7 +358,10 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         });
       },
       ping(call: ServerUnaryCall<{ sentAtMs: number }, unknown>, callback: sendUnaryData<unknown>) {
-        callback(null, pingToWire(node, call.request.sentAtMs, opts.coordinate?.(), opts.incarnation?.()));
+        callback(null, {
+          ...pingToWire(node, call.request.sentAtMs, opts.coordinate?.(), opts.incarnation?.()),
+          protocol: formatRange(opts.protocol ?? PROTOCOL),
+        });
       },
       probe(call: ServerUnaryCall<{ target: string }, unknown>, callback: sendUnaryData<unknown>) {
         if (!opts.probe)
@@ -368,6 +379,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
                 result.coordinate,
                 result.incarnation,
               ),
+              protocol: result.protocol ? formatRange(result.protocol) : '',
             });
           },
           (error: Error) =>
@@ -391,7 +403,16 @@ function guarded<T extends Record<string, (...args: never[]) => void>>(
   handlers: T,
 ): T {
   const authenticated: Record<string, unknown> = {};
-  for (const [name, handler] of Object.entries(traced(handlers))) {
+  const checked = versionGuarded(
+    {
+      ours: opts.protocol ?? PROTOCOL,
+      logger: opts.logger,
+      refused: () => Counters.bump(opts.counters.peersRefused, 'protocol'),
+      callerOf: (call) => callers.get(call),
+    },
+    traced(handlers),
+  );
+  for (const [name, handler] of Object.entries(checked)) {
     const run = handler as (call: never, callback?: sendUnaryData<unknown>) => void;
     authenticated[name] = !opts.authenticate
       ? handler

@@ -151,6 +151,8 @@ export interface WirePing {
   coordinateHeight: number;
   coordinateError: number;
   incarnation?: number;
+  /** The responder's protocol range (`min-max`); empty or absent: 1.0. */
+  protocol?: string;
 }
 
 export function pingToWire(

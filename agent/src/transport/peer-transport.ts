@@ -1,3 +1,4 @@
+import type { ProtocolRange, ProtocolVersion } from '@edgemesh/contracts';
 import type { Manifest, NodeSignature } from '../cache/manifest.ts';
 import type { Coordinate, Holder } from '../domain.ts';
 
@@ -60,6 +61,11 @@ export interface PeerTransport {
   ping(signal?: AbortSignal): Promise<PingResult>;
   /** Asks this peer to ping `target` (host:port) for us: SWIM's indirect probe. */
   probe(target: string, signal?: AbortSignal): Promise<PingResult>;
+  /**
+   * The protocol version agreed with this peer at its last answered ping, or why it was refused
+   * (no version in common); neither before a ping was answered. Transports without versions omit it.
+   */
+  protocol?(): { version?: ProtocolVersion; refused?: string };
   close(): void;
 }
 
@@ -100,6 +106,8 @@ export interface PingResult {
    * no sample of the member's round trips (nor of its distance).
    */
   connecting?: boolean;
+  /** The protocol range it advertised (absent when it advertised none: a 1.0 build). */
+  protocol?: ProtocolRange;
 }
 
 /** A peer failed: unreachable, timed out, broke the protocol or sent bad bytes. */
@@ -109,6 +117,24 @@ export class PeerError extends Error {
   constructor(peer: string, message: string, options?: ErrorOptions) {
     super(`peer ${peer}: ${message}`, options);
     this.peer = peer;
+  }
+}
+
+/**
+ * The peer speaks no protocol version this node speaks (docs/upgrades.md): it is refused, never a
+ * member, until one of the two is upgraded.
+ */
+export class IncompatiblePeerError extends PeerError {
+  override name = 'IncompatiblePeerError';
+  /** The range the peer advertised, as it sent it. */
+  readonly theirs: string;
+  constructor(peer: string, theirs: string, ours: string, options?: ErrorOptions) {
+    super(
+      peer,
+      `protocol: it speaks ${theirs || '(nothing readable)'}, this node ${ours}: no version in common`,
+      options,
+    );
+    this.theirs = theirs;
   }
 }
 
