@@ -709,6 +709,26 @@ describe('Membership', () => {
     assert.deepEqual(alive(n0), ['n1'], 'confirmed by that answer, not left for the next probe');
   });
 
+  it('makes a miss wait for the probe of a member back by its own announcement (a restart), not answer at once', async () => {
+    const { bus, network, nodes, cutOffUntilDead } = mesh(2, { probeTimeoutMs: 20 });
+    await settle();
+    const n0 = nodes[0]!;
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
+    // Restarted: it announces its new life; n0's probe of it, on a new connection, is answered after
+    // the handshakes (60 ms of real time).
+    Object.assign(n1, { up: true, incarnation: REFUTATIONS_PER_LIFE });
+    bus.up = true;
+    let open = () => undefined as void;
+    n1.gate = new Promise<void>((resolve) => (open = resolve));
+    setTimeout(() => open(), 60);
+    announceOn(bus, 1, { ...nodes[1]!.self, incarnation: REFUTATIONS_PER_LIFE });
+    await settle();
+    assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')?.state, 'unconfirmed');
+    // A message to n1 now (the exchange asks this before answering "no such node").
+    assert.equal(await n0.reviveNow((info) => info.nodeId === 'n1'), true, 'waited for it, and it is back');
+  });
+
   it('takes no round-trip sample from an answer whose connection was set up for it', async () => {
     const { network, nodes } = mesh(2);
     await settle();
@@ -721,6 +741,26 @@ describe('Membership', () => {
     Object.assign(n1, { rttMs: 900, connecting: true }); // a reconnect: the handshakes' 900 ms
     await n0.probe('n1');
     assert.equal(rtt(), 5, 'the handshakes are no round trip of the member’s');
+  });
+
+  it('vouches for a source or holder another node names while it is alive or suspect (its own call proves it up), not dead nor at another address', async () => {
+    const { network, bus, nodes, clock } = mesh(3, { probeTimeoutMs: 20 });
+    await settle();
+    const n0 = nodes[0]!;
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    const state = () => n0.all().find((m) => m.info.nodeId === 'n1')!.state;
+    assert.equal(n0.memberAt('n1', '10.0.0.1:7481')?.info.nodeId, 'n1');
+    assert.equal(n0.memberAt('n1', '10.0.0.9:7481'), undefined, 'not at an address it never answered at');
+    bus.up = false;
+    n1.up = false; // its answers are late or lost (a loaded node): suspect
+    await n0.probe('n1');
+    assert.equal(state(), 'suspect');
+    assert.equal(n0.memberAt('n1', '10.0.0.1:7481')?.info.nodeId, 'n1', 'suspect: still vouched for');
+    clock.advance(1000);
+    n0.tick();
+    await settle();
+    assert.equal(state(), 'dead');
+    assert.equal(n0.memberAt('n1', '10.0.0.1:7481'), undefined, 'dead: no more');
   });
 
   it('revives a dead member only on its own answer: another node answering at its address does not', async () => {

@@ -190,7 +190,8 @@ export class Membership {
   readonly #opts: MembershipOptions;
   readonly #timing: MembershipTiming;
   readonly #members = new Map<string, Member>();
-  readonly #probing = new Set<string>();
+  /** Probes under way, by member (probe joins one). */
+  readonly #probing = new Map<string, Promise<void>>();
   /** Members given a fresh connection while a probe was in flight: probed again after it. */
   readonly #reprobe = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
@@ -334,6 +335,20 @@ export class Membership {
 
   all(): Member[] {
     return [...this.#members.values()];
+  }
+
+  /**
+   * The member `nodeId`, if this node confirmed it at `grpc` and does not count it dead: alive, or
+   * suspect (it answered there until a moment ago, and a late answer may yet clear it). For a source
+   * or holder another node names, not for new work (placement takes the alive only): a suspect's own
+   * call proves it is up, and refusing it would fail a write because this node's probes of it came
+   * back late (a loaded node, a queueing link).
+   */
+  memberAt(nodeId: string, grpc: string): Member | undefined {
+    const member = this.#members.get(nodeId);
+    return member && (member.state === 'alive' || member.state === 'suspect') && member.info.grpc === grpc
+      ? member
+      : undefined;
   }
 
   announce(): void {
@@ -557,17 +572,24 @@ export class Membership {
    * only heard of (never confirmed) are not tried: anyone may announce them.
    */
   async reviveNow(matches: (info: MemberInfo) => boolean): Promise<boolean> {
-    const dead = [...this.#members.values()].filter((m) => m.state === 'dead' && matches(m.info));
-    if (dead.length === 0) return false;
-    const picked = Array.from(
-      { length: Math.min(REVIVE_AT_ONCE, dead.length) },
-      (_, i) => dead[(this.#reviveCursor + i) % dead.length]!,
+    // The dead, and members back by their own announcement after this node counted them dead
+    // (confirmed here before, now unconfirmed on a new connection: a restart), whose probe is joined.
+    const wanted = [...this.#members.values()].filter(
+      (m) =>
+        (m.state === 'dead' || (m.state === 'unconfirmed' && m.confirmedAt !== undefined)) && matches(m.info),
     );
-    this.#reviveCursor = (this.#reviveCursor + picked.length) % dead.length;
-    const tries = picked.map((m) => this.#revive(m)).filter((t) => t !== undefined);
+    if (wanted.length === 0) return false;
+    const picked = Array.from(
+      { length: Math.min(REVIVE_AT_ONCE, wanted.length) },
+      (_, i) => wanted[(this.#reviveCursor + i) % wanted.length]!,
+    );
+    this.#reviveCursor = (this.#reviveCursor + picked.length) % wanted.length;
+    const tries = picked
+      .map((m) => (m.state === 'dead' ? this.#revive(m) : this.probe(m.info.nodeId)))
+      .filter((t) => t !== undefined);
     if (tries.length === 0) return false;
     await within(Promise.all(tries), REVIVE_WAIT_MS);
-    return dead.some((m) => this.#members.get(m.info.nodeId)?.state === 'alive');
+    return wanted.some((m) => this.#members.get(m.info.nodeId)?.state === 'alive');
   }
 
   /**
@@ -687,71 +709,76 @@ export class Membership {
     this.#opts.onChange?.();
   }
 
-  /** Probes `nodeId` directly, then through others; updates its state. Resolves when done. */
-  async probe(nodeId: string): Promise<void> {
+  /**
+   * Probes `nodeId` directly, then through others; updates its state. Resolves when done. A probe of
+   * it already under way is joined, not doubled.
+   */
+  probe(nodeId: string): Promise<void> {
+    const running = this.#probing.get(nodeId);
+    if (running) return running;
     const member = this.#members.get(nodeId);
-    if (!member || this.#probing.has(nodeId)) return;
-    this.#probing.add(nodeId);
-    try {
-      // The direct ping waits its probe timeout before others are asked, but its answer still counts
-      // until the suspicion would end: a node whose uplink is queueing (a slow or bloated link)
-      // answers late, and late is not dead.
-      // A member not yet confirmed is on a new connection: its first answer takes the handshakes too
-      // (see REVIVE_TIMEOUT_MS), and only that answer can confirm it, so it is waited for.
-      const unconfirmed = member.state === 'unconfirmed';
-      const timeoutMs = unconfirmed
-        ? Math.max(REVIVE_TIMEOUT_MS, this.#probeTimeoutFor(member))
-        : this.#probeTimeoutFor(member);
-      const late = this.#ping(
-        member.transport,
-        member.info.nodeId,
-        unconfirmed ? timeoutMs : timeoutMs + this.#suspicionTimeout(),
-      ).catch(() => undefined);
-      const direct = await within(late, timeoutMs);
-      // The entry may have changed while the ping was out: an answer counts for the entry now held.
-      let current = this.#current(member);
-      if (!current) return; // evicted, forgotten, or on a fresh connection (probed on its own)
-      if (direct) {
-        if (current.state !== 'unconfirmed') this.#adjustHealth(-1);
-        return this.#confirmed(current, direct, true);
-      }
-      // Only a direct answer, over mTLS, proves a newcomer's id; others' word keeps a known member
-      // alive across a bad link, but would let one lying member vouch for an id nobody holds.
-      if (current.state === 'unconfirmed') {
-        this.#opts.onIgnored?.('unproven-member');
-        return;
-      }
-      const { answer: answered, missed } = await this.#indirect(current);
-      current = this.#current(current);
-      if (!current) return;
-      if (answered) return this.#confirmed(current, answered, false);
-      // Its own answer came while the others were asked: no suspicion (and no refutation owed).
-      const meanwhile = await within(late, 0);
-      if (meanwhile) return this.#confirmed(current, meanwhile, true);
-      // Helpers that did not even say "it does not answer" (a nack) point at this node's own link.
-      // (With no helpers there is nothing to tell the two apart: a mesh of two keeps its pace.)
-      this.#adjustHealth(missed);
-      if (current.state === 'alive') {
-        this.#setState(current, 'suspect', 'no answer, directly or through others');
-        this.#publish({ type: 'member.suspect', body: { nodeId, incarnation: current.info.incarnation } });
-      }
-      // Its direct answer, coming back late, clears the suspicion (if it still stands then).
-      const suspected = current;
-      late
-        .then((answer) => {
-          const now = answer && this.#current(suspected);
-          if (now?.state === 'suspect') this.#confirmed(now, answer!, true);
-        })
-        .catch((error: unknown) =>
-          this.#opts.logger.warn(
-            { member: nodeId, err: (error as Error).message },
-            'late answer not applied',
-          ),
-        );
-    } finally {
+    if (!member) return Promise.resolve();
+    const probing = this.#probeOnce(nodeId, member).finally(() => {
       this.#probing.delete(nodeId);
       if (this.#reprobe.delete(nodeId)) this.#probeLater(nodeId);
+    });
+    this.#probing.set(nodeId, probing);
+    return probing;
+  }
+
+  async #probeOnce(nodeId: string, member: Member): Promise<void> {
+    // The direct ping waits its probe timeout before others are asked, but its answer still counts
+    // until the suspicion would end: a node whose uplink is queueing (a slow or bloated link)
+    // answers late, and late is not dead.
+    // A member not yet confirmed is on a new connection: its first answer takes the handshakes too
+    // (see REVIVE_TIMEOUT_MS), and only that answer can confirm it, so it is waited for.
+    const unconfirmed = member.state === 'unconfirmed';
+    const timeoutMs = unconfirmed
+      ? Math.max(REVIVE_TIMEOUT_MS, this.#probeTimeoutFor(member))
+      : this.#probeTimeoutFor(member);
+    const late = this.#ping(
+      member.transport,
+      member.info.nodeId,
+      unconfirmed ? timeoutMs : timeoutMs + this.#suspicionTimeout(),
+    ).catch(() => undefined);
+    const direct = await within(late, timeoutMs);
+    // The entry may have changed while the ping was out: an answer counts for the entry now held.
+    let current = this.#current(member);
+    if (!current) return; // evicted, forgotten, or on a fresh connection (probed on its own)
+    if (direct) {
+      if (current.state !== 'unconfirmed') this.#adjustHealth(-1);
+      return this.#confirmed(current, direct, true);
     }
+    // Only a direct answer, over mTLS, proves a newcomer's id; others' word keeps a known member
+    // alive across a bad link, but would let one lying member vouch for an id nobody holds.
+    if (current.state === 'unconfirmed') {
+      this.#opts.onIgnored?.('unproven-member');
+      return;
+    }
+    const { answer: answered, missed } = await this.#indirect(current);
+    current = this.#current(current);
+    if (!current) return;
+    if (answered) return this.#confirmed(current, answered, false);
+    // Its own answer came while the others were asked: no suspicion (and no refutation owed).
+    const meanwhile = await within(late, 0);
+    if (meanwhile) return this.#confirmed(current, meanwhile, true);
+    // Helpers that did not even say "it does not answer" (a nack) point at this node's own link.
+    // (With no helpers there is nothing to tell the two apart: a mesh of two keeps its pace.)
+    this.#adjustHealth(missed);
+    if (current.state === 'alive') {
+      this.#setState(current, 'suspect', 'no answer, directly or through others');
+      this.#publish({ type: 'member.suspect', body: { nodeId, incarnation: current.info.incarnation } });
+    }
+    // Its direct answer, coming back late, clears the suspicion (if it still stands then).
+    const suspected = current;
+    late
+      .then((answer) => {
+        const now = answer && this.#current(suspected);
+        if (now?.state === 'suspect') this.#confirmed(now, answer!, true);
+      })
+      .catch((error: unknown) =>
+        this.#opts.logger.warn({ member: nodeId, err: (error as Error).message }, 'late answer not applied'),
+      );
   }
 
   /**

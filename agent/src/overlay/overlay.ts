@@ -14,7 +14,7 @@ import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { HolderIndex } from './holder-index.ts';
 import type { Holder, HopClass } from '../domain.ts';
-import { Membership, REFUTATIONS_PER_LIFE } from './membership.ts';
+import { type Member, Membership, REFUTATIONS_PER_LIFE } from './membership.ts';
 import { Placement } from './placement.ts';
 import { hopClass, rankByCost } from './proximity.ts';
 import { StaticPeers } from './static-peers.ts';
@@ -197,9 +197,10 @@ export class Overlay {
     const matches = targetMatcher(target);
     return {
       self: matches({ nodeId: config.nodeId, zone: config.zone, region: config.region }),
-      peers: (this.#membership?.alive() ?? [])
-        .filter((m) => matches(m.info))
-        .map((m) => ({ id: m.info.nodeId, transport: m.transport })),
+      peers: messageTargets(this.#membership?.all() ?? [], target).map((m) => ({
+        id: m.info.nodeId,
+        transport: m.transport,
+      })),
     };
   }
 
@@ -288,10 +289,12 @@ export class Overlay {
     return member ? `${member.info.region}/${member.info.zone}` : '?';
   }
 
-  /** A confirmed member's connection for a holder an owner named; undefined for anyone else. */
+  /**
+   * A confirmed member's connection for a holder or source another node named (alive, or suspect:
+   * Membership.memberAt); undefined for anyone else.
+   */
   resolve(holder: Holder): PeerTransport | undefined {
-    const member = this.#membership?.alive().find((m) => m.info.nodeId === holder.nodeId);
-    return member && member.info.grpc === holder.grpc ? member.transport : undefined;
+    return this.#membership?.memberAt(holder.nodeId, holder.grpc)?.transport;
   }
 
   /**
@@ -394,6 +397,18 @@ function protocolStatus(transport: PeerTransport): { protocol?: string; refused?
   const { version, refused } = transport.protocol?.() ?? {};
   if (refused) return { refused };
   return version ? { protocol: `${version.major}.${version.minor}` } : {};
+}
+
+/**
+ * The members a direct-exchange message to `target` goes to: the alive ones it names, and a suspect
+ * too when it names that one node (its answers may only be late, and trying beats refusing the
+ * message; a group leaves suspects out, as one that is gone would hold the whole delivery up to its
+ * timeout).
+ */
+export function messageTargets(members: readonly Member[], target: string): Member[] {
+  const matches = targetMatcher(target);
+  const single = target !== 'all' && !target.startsWith('zone:') && !target.startsWith('region:');
+  return members.filter((m) => (m.state === 'alive' || (single && m.state === 'suspect')) && matches(m.info));
 }
 
 /** Whether a node is named by a direct-exchange target: a node id, `zone:<zone>`, `region:<region>` or `all`. */
