@@ -120,6 +120,12 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     }
   };
   const mesh = (sample: keyof typeof MESHES) => get<Mesh>(['em', MESHES[sample][1], '-n', MESHES[sample][0]]);
+  /** Merges `spec` into a mesh's spec, as `kubectl patch --type merge` does. */
+  const patchSpec = (sample: keyof typeof MESHES, spec: object) =>
+    cp.kubectl([
+      ...['patch', 'em', MESHES[sample][1], '-n', MESHES[sample][0]],
+      ...['--type', 'merge', '-p', JSON.stringify({ spec })],
+    ]);
   const condition = (m: Mesh, type: string) => m.status?.conditions?.find((c) => c.type === type)?.status;
   const reason = (m: Mesh, type: string) => m.status?.conditions?.find((c) => c.type === type)?.reason;
   /**
@@ -754,17 +760,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       [[7482], [7483]],
       'the HTTP port (from workloads), the peer port (from agents): the sample low-power.yaml’s',
     );
-    cp.kubectl([
-      'patch',
-      'em',
-      'field',
-      '-n',
-      'edge',
-      '--type',
-      'merge',
-      '-p',
-      '{"spec":{"networkPolicy":{"enabled":false}}}',
-    ]);
+    patchSpec('low-power', { networkPolicy: { enabled: false } });
     await eventually(
       () => tryGet(['networkpolicy', 'edgemesh-field', '-n', 'edge']) === undefined || undefined,
       30_000,
@@ -786,17 +782,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
 
   it('rolls the DaemonSet when the spec changes, and records the generation it saw', async () => {
     const before = get<DaemonSet>(['daemonset', 'edgemesh-cdn', '-n', 'default']);
-    cp.kubectl([
-      'patch',
-      'em',
-      'cdn',
-      '-n',
-      'default',
-      '--type',
-      'merge',
-      '-p',
-      '{"spec":{"cache":{"memory":"128Mi"}}}',
-    ]);
+    patchSpec('cdn', { cache: { memory: '128Mi' } });
     const generation = mesh('cdn').metadata.generation;
     await eventually(() => {
       const ds = get<DaemonSet>(['daemonset', 'edgemesh-cdn', '-n', 'default']);
@@ -825,17 +811,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     operators.get(first)!.child.kill('SIGKILL');
     await eventually(() => leaseHolder() === other || undefined, 30_000);
     const before = get<DaemonSet>(['daemonset', 'edgemesh-field', '-n', 'edge']).metadata.generation;
-    cp.kubectl([
-      'patch',
-      'em',
-      'field',
-      '-n',
-      'edge',
-      '--type',
-      'merge',
-      '-p',
-      '{"spec":{"agent":{"logLevel":"info"}}}',
-    ]);
+    patchSpec('low-power', { agent: { logLevel: 'info' } });
     await eventually(
       () =>
         get<DaemonSet>(['daemonset', 'edgemesh-field', '-n', 'edge']).metadata.generation > before ||

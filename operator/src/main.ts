@@ -14,6 +14,18 @@ import { OPERATOR_VERSION, operatorResource, startTracing } from './kit/tracing.
 import { imageSchema, objectNameSchema, pullPolicySchema } from './api/edgemesh.ts';
 
 const ms = z.coerce.number().int().min(1);
+/** A comma-separated list of `item`s (spaces around each ignored; unset or empty: none). */
+const commaList = (item: z.ZodType<string, string>) =>
+  z
+    .string()
+    .default('')
+    .transform((list) =>
+      list
+        .split(',')
+        .map((name) => name.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(item));
 const configSchema = z.object({
   EDGEMESH_OPERATOR_IDENTITY: z
     .string()
@@ -75,31 +87,13 @@ const configSchema = z.object({
     .optional()
     .or(z.literal('').transform(() => undefined)),
   /** Secret names, comma-separated, added to every agent DaemonSet's imagePullSecrets. */
-  EDGEMESH_OPERATOR_IMAGE_PULL_SECRETS: z
-    .string()
-    .default('')
-    .transform((list) =>
-      list
-        .split(',')
-        .map((name) => name.trim())
-        .filter(Boolean),
-    )
-    .pipe(z.array(objectNameSchema)),
+  EDGEMESH_OPERATOR_IMAGE_PULL_SECRETS: commaList(objectNameSchema),
   /** The PriorityClass of every mesh's agents whose spec.agent.priorityClassName is unset (the chart makes one). */
   EDGEMESH_OPERATOR_AGENT_PRIORITY_CLASS: objectNameSchema
     .optional()
     .or(z.literal('').transform(() => undefined)),
   /** Namespaces, comma-separated, whose pods may reach every mesh's agents' HTTP port (Prometheus, for /metrics). */
-  EDGEMESH_OPERATOR_SCRAPE_NAMESPACES: z
-    .string()
-    .default('')
-    .transform((list) =>
-      list
-        .split(',')
-        .map((name) => name.trim())
-        .filter(Boolean),
-    )
-    .pipe(z.array(z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/))),
+  EDGEMESH_OPERATOR_SCRAPE_NAMESPACES: commaList(z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/)),
   EDGEMESH_OPERATOR_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
