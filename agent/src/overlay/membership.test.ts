@@ -569,12 +569,14 @@ describe('Membership', () => {
     Object.assign(old.transport, { ping: () => Promise.reject(new Error('connection stalled')) });
     await cutOffUntilDead(n0, '10.0.0.1:7481');
     assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')?.state, 'dead');
-    network.nodes.get('10.0.0.1:7481')!.up = true; // healed
+    // Healed; the fresh connection's answer took its handshakes too (900 ms).
+    Object.assign(network.nodes.get('10.0.0.1:7481')!, { up: true, rttMs: 900 });
     n0.tick();
     await settle();
     const now = n0.all().find((m) => m.info.nodeId === 'n1')!;
     assert.deepEqual(alive(n0), ['n1'], 'alive again within a protocol period');
     assert.notEqual(now.transport, old.transport, 'on a fresh connection');
+    assert.equal(now.rttMs, undefined, 'the handshakes are no round trip of its');
     assert.deepEqual(restarts[0], ['n1'], 'its answer did not say which life: possibly restarted');
   });
 
@@ -622,9 +624,8 @@ describe('Membership', () => {
     n0.tick(); // the periodic retry: its packets are dropped
     await settle();
     Object.assign(network.nodes.get('10.0.0.1:7481')!, { up: true, silent: false }); // healed
-    assert.equal(await n0.reviveNow(() => true), false, 'joins a try that began a moment ago');
-    clock.advance(REVIVE_EVERY_MS);
-    assert.equal(await n0.reviveNow(() => true), true, 'a spacing later: a try of its own');
+    // A miss does not join the period's try (begun before the heal, its SYN dropped): a try of its own.
+    assert.equal(await n0.reviveNow(() => true), true);
     assert.deepEqual(alive(n0), ['n1']);
   });
 
@@ -700,10 +701,11 @@ describe('Membership', () => {
     bus.up = true;
     let open = () => undefined as void;
     n1.gate = new Promise<void>((resolve) => (open = resolve));
-    setTimeout(() => open(), 60);
     announceOn(bus, 1, { ...nodes[1]!.self });
     await settle();
     assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')?.state, 'unconfirmed');
+    await new Promise((r) => setTimeout(r, 40)); // past the 20 ms probe timeout, the answer comes
+    open();
     const until = Date.now() + REVIVE_TIMEOUT_MS + 500;
     while (!alive(n0).includes('n1') && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
     assert.deepEqual(alive(n0), ['n1'], 'confirmed by that answer, not left for the next probe');
@@ -721,12 +723,14 @@ describe('Membership', () => {
     bus.up = true;
     let open = () => undefined as void;
     n1.gate = new Promise<void>((resolve) => (open = resolve));
-    setTimeout(() => open(), 60);
     announceOn(bus, 1, { ...nodes[1]!.self, incarnation: REFUTATIONS_PER_LIFE });
     await settle();
     assert.equal(n0.all().find((m) => m.info.nodeId === 'n1')?.state, 'unconfirmed');
-    // A message to n1 now (the exchange asks this before answering "no such node").
-    assert.equal(await n0.reviveNow((info) => info.nodeId === 'n1'), true, 'waited for it, and it is back');
+    // A message to n1 now (the exchange asks this before answering "no such node"); the answer comes
+    // 40 ms later, within the miss's 250 ms (timers fire in order).
+    const back = n0.reviveNow((info) => info.nodeId === 'n1');
+    setTimeout(() => open(), 40);
+    assert.equal(await back, true, 'waited for it, and it is back');
   });
 
   it('takes no round-trip sample from an answer whose connection was set up for it', async () => {
@@ -761,6 +765,63 @@ describe('Membership', () => {
     await settle();
     assert.equal(state(), 'dead');
     assert.equal(n0.memberAt('n1', '10.0.0.1:7481'), undefined, 'dead: no more');
+  });
+
+  it('keeps trying a member that healed while misses fill the cap with tries of members still cut off', async () => {
+    const size = 22;
+    const { bus, clock, network, nodes, alive } = mesh(size);
+    await settle();
+    const n0 = nodes[0]!;
+    const others = [...network.nodes.values()].slice(1);
+    for (const node of others) node.up = false;
+    bus.up = false; // no announcement can bring anyone back: only tries
+    for (let t = 0; t < 3 * size && n0.all().some((m) => m.state !== 'dead'); t++) {
+      clock.advance(500);
+      n0.tick();
+      await settle();
+    }
+    const healed = others.at(-1)!;
+    const cutOff = others.slice(0, -1);
+    for (const node of cutOff) Object.assign(node, { up: true, silent: true }); // their packets dropped
+    // Misses asking for the cut-off members, in bursts: their tries never end, and fill the cap.
+    const cut = new Set(cutOff.map((n) => n.nodeId));
+    for (let i = 0; i < 2 * MAX_REVIVE_TRIES; i++) {
+      clock.advance(REVIVE_EVERY_MS);
+      n0.reviveNow((info) => cut.has(info.nodeId)).catch(() => undefined);
+    }
+    healed.up = true;
+    for (let t = 0; t < size && !alive(n0).includes(healed.nodeId); t++) {
+      clock.advance(500);
+      n0.tick(); // the period's tries: not held back by the misses' cap
+      await settle();
+    }
+    assert.deepEqual(alive(n0), [healed.nodeId]);
+  });
+
+  it('revives a dead member on no other member’s word: a probe a hint brings asks nobody else', async () => {
+    const { bus, clock, nodes, cutOffUntilDead } = mesh(3);
+    await settle();
+    const n0 = nodes[0]!;
+    const state = () => n0.all().find((m) => m.info.nodeId === 'n1')!.state;
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
+    for (let i = 0; i < 6 && state() !== 'dead'; i++) {
+      clock.advance(1000); // (the round-robin may have probed n2 first)
+      n0.tick();
+      await settle();
+    }
+    assert.equal(state(), 'dead');
+    // n2 (lying, or across an asymmetric partition) answers indirect probes of n1 as n1.
+    const helper = n0.all().find((m) => m.info.nodeId === 'n2')!;
+    Object.assign(helper.transport, {
+      probe: () => Promise.resolve({ nodeId: 'n1', zone: 'z1', region: 'r', rttMs: 1 }),
+    });
+    bus.up = true;
+    // Anyone may publish a suspicion, about anyone: n0 probes n1. (Not of n1's incarnation, which
+    // n1 would refute with an announcement.)
+    suspectOn(bus, 2, 'n1', 12345);
+    await n0.probe('n1');
+    assert.equal(state(), 'dead', 'only its own direct answer revives it');
+    assert.equal(n0.memberAt('n1', '10.0.0.1:7481'), undefined);
   });
 
   it('revives a dead member only on its own answer: another node answering at its address does not', async () => {

@@ -52,11 +52,16 @@ const DEAD_RETRIES_PER_TICK = 4;
  */
 export const REVIVE_TIMEOUT_MS = 2500;
 /**
- * Tries to revive members under way at most, all members together (each holds a connection for up
- * to REVIVE_TIMEOUT_MS): beyond it, a caller joins the tries under way instead of starting more.
- * Misses in a burst while a large region is cut off would otherwise open thousands of connections.
+ * Tries to revive members that misses asked for (reviveNow) under way at most, all members together
+ * (each holds a connection for up to REVIVE_TIMEOUT_MS): beyond it, a miss joins the tries under way
+ * instead of starting more. Misses in a burst while a large region is cut off would otherwise open
+ * thousands of connections. The periodic tries are not counted: they are bounded by the period
+ * (DEAD_RETRIES_PER_TICK members each), and misses aimed at members that stay cut off must not keep
+ * a member that healed from being tried.
  */
 export const MAX_REVIVE_TRIES = 64;
+/** Tries of one member under way at most, periodic and asked for together. */
+export const MAX_TRIES_PER_MEMBER = 6;
 /**
  * An incarnation is a life and a count of refutations: a member starts at its start second times
  * this, and adds one each time it refutes a suspicion (at most one a probe period). A higher million
@@ -85,10 +90,10 @@ const REVIVE_AT_ONCE = 8;
  */
 const REVIVE_WAIT_MS = 250;
 /**
- * A dead member is tried at most this often (periodic tries and reviveNow's together), each try on
- * a fresh connection of its own: one started before a partition healed may answer only at its
- * SYN's next retransmission (1 s, then 3 s after it began), so the next one must not wait for it.
- * At most REVIVE_TIMEOUT_MS / this tries of one member are under way.
+ * A miss (reviveNow) starts a try of a dead member at most this often, each on a fresh connection
+ * of its own; misses in between join the latest one a miss began. A try begun before a partition
+ * healed (a miss's or the period's) may answer only at its SYN's next retransmission (1 s, then 3 s
+ * after it began), so a later miss does not join a periodic try, and the next try does not wait.
  */
 export const REVIVE_EVERY_MS = 250;
 /** How long a member's replaced connection stays open for the calls already on it. */
@@ -120,6 +125,13 @@ export const DEFAULT_TIMING: MembershipTiming = {
   announceIntervalMs: 2000,
   deadRetentionMs: 60_000,
 };
+
+/** A try to revive a dead member (Membership's #revive): when it began, its end, whether it ended. */
+interface ReviveTry {
+  at: number;
+  done: Promise<void>;
+  ended: boolean;
+}
 
 export interface Member {
   readonly info: MemberInfo;
@@ -208,13 +220,10 @@ export class Membership {
   readonly #retiring = new Set<PeerTransport>();
   #announcing = false;
   readonly #moving = new Set<string>();
-  /** The latest try to revive each dead member (#revive): when it began, its end, who began it. */
-  readonly #revives = new Map<
-    string,
-    { at: number; done: Promise<void>; ended: boolean; periodic: boolean }
-  >();
-  /** Tries to revive members under way, all members together (at most MAX_REVIVE_TRIES). */
-  #reviveTries = 0;
+  /** Each dead member's latest tries to revive it (#revive): the period's, a miss's, and how many are out. */
+  readonly #revives = new Map<string, { periodic?: ReviveTry; asked?: ReviveTry; underWay: number }>();
+  /** Tries misses asked for under way, all members together (at most MAX_REVIVE_TRIES). */
+  #askedTries = 0;
   #reviveCursor = 0;
   /** When this node last refuted a suspicion of itself (at most once a probe period). */
   #refutedAt = Number.NEGATIVE_INFINITY;
@@ -571,7 +580,7 @@ export class Membership {
    * turn (the next call takes the next ones); and the caller waits REVIVE_WAIT_MS at most. Members
    * only heard of (never confirmed) are not tried: anyone may announce them.
    */
-  async reviveNow(matches: (info: MemberInfo) => boolean): Promise<boolean> {
+  async reviveNow(matches: (info: MemberInfo) => boolean, waitMs = REVIVE_WAIT_MS): Promise<boolean> {
     // The dead, and members back by their own announcement after this node counted them dead
     // (confirmed here before, now unconfirmed on a new connection: a restart), whose probe is joined.
     const wanted = [...this.#members.values()].filter(
@@ -585,38 +594,46 @@ export class Membership {
     );
     this.#reviveCursor = (this.#reviveCursor + picked.length) % wanted.length;
     const tries = picked
-      .map((m) => (m.state === 'dead' ? this.#revive(m) : this.probe(m.info.nodeId)))
+      .map((m) => (m.state === 'dead' ? this.#revive(m, false) : this.probe(m.info.nodeId)))
       .filter((t) => t !== undefined);
     if (tries.length === 0) return false;
-    await within(Promise.all(tries), REVIVE_WAIT_MS);
+    await within(Promise.all(tries), waitMs);
     return wanted.some((m) => this.#members.get(m.info.nodeId)?.state === 'alive');
   }
 
   /**
-   * A try to revive a dead member on a fresh connection (#retryDead), unless one began within
-   * REVIVE_EVERY_MS (then that one, joined) or MAX_REVIVE_TRIES are under way (then the latest, if
-   * any). A try that already ended spaces only reviveNow's (a burst of misses) after reviveNow's: the
-   * protocol period spaces the `periodic` ones. Tries of one member overlap: one that began while the
-   * partition lasted waits for its SYN's next retransmission, and holds no later one back. Never
-   * rejects: a failure is logged.
+   * A try to revive a dead member on a fresh connection (#retryDead), `periodic` (the protocol
+   * period's) or asked for by a miss. A miss joins the latest try a miss began within
+   * REVIVE_EVERY_MS; the period's joins only a periodic try still under way that began within it.
+   * Past MAX_TRIES_PER_MEMBER tries of the member under way, or MAX_REVIVE_TRIES asked for by misses
+   * in all, no try begins (the caller joins the latest, if any). Tries of one member overlap: one
+   * that began while the partition lasted waits for its SYN's next retransmission, and holds no
+   * later one back. Never rejects: a failure is logged.
    */
-  #revive(member: Member, periodic = false): Promise<void> | undefined {
+  #revive(member: Member, periodic: boolean): Promise<void> | undefined {
     const nodeId = member.info.nodeId;
-    const last = this.#revives.get(nodeId);
-    const spaced = last && this.#tooSoon(last.at, REVIVE_EVERY_MS);
-    if (spaced && (!last.ended || (!periodic && !last.periodic))) return last.done;
-    if (this.#reviveTries >= MAX_REVIVE_TRIES || this.#closed) return last?.done;
-    this.#reviveTries++;
-    const entry = { at: this.#now(), done: Promise.resolve(), ended: false, periodic };
+    let tries = this.#revives.get(nodeId);
+    if (!tries) this.#revives.set(nodeId, (tries = { underWay: 0 }));
+    const last = periodic ? tries.periodic : tries.asked;
+    if (last && this.#tooSoon(last.at, REVIVE_EVERY_MS) && (!periodic || !last.ended)) return last.done;
+    const latest = (last ?? tries.periodic ?? tries.asked)?.done;
+    if (this.#closed || tries.underWay >= MAX_TRIES_PER_MEMBER) return latest;
+    if (!periodic && this.#askedTries >= MAX_REVIVE_TRIES) return latest;
+    const counted = tries;
+    counted.underWay++;
+    if (!periodic) this.#askedTries++;
+    const entry: ReviveTry = { at: this.#now(), done: Promise.resolve(), ended: false };
     entry.done = this.#retryDead(member)
       .catch((error: unknown) =>
         this.#opts.logger.warn({ member: nodeId, err: (error as Error).message }, 'retry failed'),
       )
       .finally(() => {
-        this.#reviveTries--;
+        counted.underWay--;
+        if (!periodic) this.#askedTries--;
         entry.ended = true;
       });
-    this.#revives.set(nodeId, entry);
+    if (periodic) tries.periodic = entry;
+    else tries.asked = entry;
     return entry.done;
   }
 
@@ -637,7 +654,7 @@ export class Membership {
     }
     this.#retire(member.transport);
     // A revival starts its round trips afresh: what it earned before it died does not carry over.
-    const revived = { ...member, transport, srttMs: undefined, rttVarMs: undefined };
+    const revived = { ...member, transport, rttMs: undefined, srttMs: undefined, rttVarMs: undefined };
     this.#members.set(nodeId, revived);
     // An answer that carries its incarnation says whether it restarted meanwhile (#confirmed tells
     // onRestarted then); one that does not may come from a new life: what was copied to it is asked
@@ -750,11 +767,14 @@ export class Membership {
       return this.#confirmed(current, direct, true);
     }
     // Only a direct answer, over mTLS, proves a newcomer's id; others' word keeps a known member
-    // alive across a bad link, but would let one lying member vouch for an id nobody holds.
+    // alive across a bad link, but would let one lying member vouch for an id nobody holds. Nor
+    // does it revive a dead member (a hint, a suspicion or a leave, brought this probe): only the
+    // member's own answer does.
     if (current.state === 'unconfirmed') {
       this.#opts.onIgnored?.('unproven-member');
       return;
     }
+    if (current.state === 'dead') return;
     const { answer: answered, missed } = await this.#indirect(current);
     current = this.#current(current);
     if (!current) return;
@@ -822,7 +842,8 @@ export class Membership {
     expected: string,
     timeoutMs = this.#probeTimeout(),
   ): Promise<PingResult> {
-    const result = await transport.ping(AbortSignal.timeout(timeoutMs));
+    // The call's own deadline too: a control-call timeout shorter than this wait would cut it.
+    const result = await transport.ping(AbortSignal.timeout(timeoutMs), timeoutMs);
     if (result.nodeId !== expected)
       throw new Error(`${transport.address} answered as ${result.nodeId}, not ${expected}`);
     return result;

@@ -14,7 +14,7 @@ import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { HolderIndex } from './holder-index.ts';
 import type { Holder, HopClass } from '../domain.ts';
-import { type Member, Membership, REFUTATIONS_PER_LIFE } from './membership.ts';
+import { type Member, Membership, REFUTATIONS_PER_LIFE, REVIVE_TIMEOUT_MS } from './membership.ts';
 import { Placement } from './placement.ts';
 import { hopClass, rankByCost } from './proximity.ts';
 import { StaticPeers } from './static-peers.ts';
@@ -206,11 +206,14 @@ export class Overlay {
 
   /**
    * Tries now the members `target` names (as targets() reads it; any member when undefined) that do
-   * not count alive (Membership.reviveNow); true when one of them is alive then.
+   * not count alive (Membership.reviveNow); true when one of them is alive then. A target naming one
+   * node waits up to a try's own timeout (a fresh connection's handshakes take longer than a miss
+   * may wait, and the sender asked for that node); others wait as a miss does.
    */
   reviveNow(target?: string): Promise<boolean> {
     const matches = target === undefined ? () => true : targetMatcher(target);
-    return this.#membership?.reviveNow(matches) ?? Promise.resolve(false);
+    const waitMs = target !== undefined && namesOneNode(target) ? REVIVE_TIMEOUT_MS : undefined;
+    return this.#membership?.reviveNow(matches, waitMs) ?? Promise.resolve(false);
   }
 
   /** This node as a holder others can reach, once started. */
@@ -407,9 +410,13 @@ function protocolStatus(transport: PeerTransport): { protocol?: string; refused?
  */
 export function messageTargets(members: readonly Member[], target: string): Member[] {
   const matches = targetMatcher(target);
-  const single = target !== 'all' && !target.startsWith('zone:') && !target.startsWith('region:');
+  const single = namesOneNode(target);
   return members.filter((m) => (m.state === 'alive' || (single && m.state === 'suspect')) && matches(m.info));
 }
+
+/** Whether a direct-exchange target names one node (a node id), not a zone, a region or all. */
+const namesOneNode = (target: string) =>
+  target !== 'all' && !target.startsWith('zone:') && !target.startsWith('region:');
 
 /** Whether a node is named by a direct-exchange target: a node id, `zone:<zone>`, `region:<region>` or `all`. */
 function targetMatcher(target: string): (node: { nodeId: string; zone: string; region: string }) => boolean {

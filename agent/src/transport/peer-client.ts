@@ -175,7 +175,9 @@ export class GrpcPeer implements PeerTransport {
 
   /** Records and reports that the peer speaks `theirs`, with no version in common. */
   #incompatible(theirs: string, cause?: Error): IncompatiblePeerError {
-    const error = new IncompatiblePeerError(this.id, theirs, formatRange(this.#protocol), { cause });
+    // What the peer said, cut as the server cuts a caller's (it goes into errors, status and logs).
+    const said = theirs.slice(0, 64);
+    const error = new IncompatiblePeerError(this.id, said, formatRange(this.#protocol), { cause });
     this.#agreed = { refused: error.message };
     this.#onIncompatible?.(error);
     return error;
@@ -280,14 +282,16 @@ export class GrpcPeer implements PeerTransport {
     return Boolean(r.existed);
   }
 
-  async ping(signal?: AbortSignal): Promise<PingResult> {
+  async ping(signal?: AbortSignal, timeoutMs = this.#timeoutMs): Promise<PingResult> {
     // Not yet connected: this round trip takes the TCP and TLS handshakes too.
     const connecting = this.#client.getChannel().getConnectivityState(false) !== connectivityState.READY;
     const started = performance.now();
-    const r = await this.#unary<WirePing>('Ping', { sentAtMs: Date.now() }, signal).catch((error: Error) => {
-      if (error instanceof IncompatiblePeerError) throw error;
-      throw new PeerError(this.id, `Ping failed: ${error.message}`, { cause: error });
-    });
+    const r = await this.#unary<WirePing>('Ping', { sentAtMs: Date.now() }, signal, timeoutMs).catch(
+      (error: Error) => {
+        if (error instanceof IncompatiblePeerError) throw error;
+        throw new PeerError(this.id, `Ping failed: ${error.message}`, { cause: error });
+      },
+    );
     if (this.#authenticatedAs !== undefined && r.nodeId !== this.#authenticatedAs)
       throw new PeerError(
         this.id,

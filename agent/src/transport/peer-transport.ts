@@ -58,7 +58,8 @@ export interface PeerTransport {
    * neither holds nor is getting the key. Everything in it is untrusted.
    */
   watch(key: string, from: Holder | undefined, signal?: AbortSignal): AsyncIterable<WatchUpdate>;
-  ping(signal?: AbortSignal): Promise<PingResult>;
+  /** `timeoutMs`: the call's deadline (the transport's control-call timeout when unset). */
+  ping(signal?: AbortSignal, timeoutMs?: number): Promise<PingResult>;
   /** Asks this peer to ping `target` (host:port) for us: SWIM's indirect probe. */
   probe(target: string, signal?: AbortSignal): Promise<PingResult>;
   /**

@@ -15,7 +15,7 @@ import {
 } from '@grpc/grpc-js';
 import type { Logger } from '../telemetry/logger.ts';
 
-/** How many refused (caller, range) pairs are remembered so that each is logged once. */
+/** How many refused callers are remembered so that each is logged once. */
 const MAX_REFUSALS_LOGGED = 1024;
 /** How much of what a caller advertised goes into a log line or an error (a range is at most 32). */
 const MAX_SAID = 64;
@@ -33,7 +33,7 @@ export interface VersionGuardOptions {
 /**
  * Wraps the peer service's handlers so that a call whose caller speaks no protocol version in common
  * with this node (metadata `edgemesh-protocol`; none: 1.0) is refused FAILED_PRECONDITION, with this
- * node's range in the trailers under the same key, counted, and logged once per caller and range;
+ * node's range in the trailers under the same key, counted, and logged once per caller;
  * the handler never sees it. Calls of callers in range go through untouched.
  */
 export function versionGuarded<T extends Record<string, (...args: never[]) => void>>(
@@ -57,10 +57,12 @@ export function versionGuarded<T extends Record<string, (...args: never[]) => vo
           ? 'nothing (taken as 1.0)'
           : JSON.stringify(String(advertised).slice(0, MAX_SAID));
       opts.refused();
-      const caller = opts.callerOf(call) ?? call.getPeer();
-      if (!logged.has(`${caller} ${said}`)) {
+      // Logged once per caller (its node, else its address without the port), whatever it says:
+      // what it advertises is its to choose, and would otherwise make every call a new line.
+      const caller = opts.callerOf(call) ?? call.getPeer().replace(/:\d+$/, '');
+      if (!logged.has(caller)) {
         if (logged.size >= MAX_REFUSALS_LOGGED) logged.clear();
-        logged.add(`${caller} ${said}`);
+        logged.add(caller);
         opts.logger.warn(
           { caller, method: name, theirs: said, ours },
           'peer refused: no protocol version in common (upgrade one of the two; docs/upgrades.md)',
