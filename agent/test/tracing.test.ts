@@ -76,12 +76,19 @@ describe('traces across agents (OTLP)', () => {
       () => {
         const mine = receiver.spans.filter((s) => s.traceId === traceId);
         const nodes = new Set(mine.map((s) => s.resource['service.instance.id']));
+        // Each agent exports in batches of its own: the trace is whole once the root and the caller's
+        // span of every peer call are in too (a callee's batch may come before the caller's).
+        const whole =
+          mine.some((s) => s.name === 'GET /v1/objects/{key}') &&
+          mine
+            .filter((s) => s.kind === SERVER && s.name.startsWith('edgemesh.peer.v1.Peer/'))
+            .every((server) => mine.some((s) => s.spanId === server.parentSpanId));
         return Promise.resolve(
-          nodes.size === 3 && mine.some((s) => s.name.endsWith('/FetchChunks')) ? mine : undefined,
+          nodes.size === 3 && whole && mine.some((s) => s.name.endsWith('/FetchChunks')) ? mine : undefined,
         );
       },
       15_000,
-      'spans from three agents',
+      'spans from three agents, the trace whole',
     );
     const on = (node: string) =>
       spans.filter((s) => s.resource['service.instance.id'] === node).map((s) => s.name);
