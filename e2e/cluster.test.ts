@@ -120,6 +120,17 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     }
   };
   const mesh = (sample: keyof typeof MESHES) => get<Mesh>(['em', MESHES[sample][1], '-n', MESHES[sample][0]]);
+  /** Applies an EdgeMesh `name` in `namespace` with `spec`, as `kubectl apply -f` a manifest does. */
+  const applyMesh = (namespace: string, name: string, spec: object) =>
+    cp.kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+        kind: 'EdgeMesh',
+        metadata: { name, namespace },
+        spec,
+      }),
+    );
   /** Merges `spec` into a mesh's spec, as `kubectl patch --type merge` does. */
   const patchSpec = (sample: keyof typeof MESHES, spec: object) =>
     cp.kubectl([
@@ -281,22 +292,14 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       cp.kubectl(['apply', '-f', join(ROOT, 'manifests/samples', `${sample}.yaml`)]);
     // A mesh whose NATS needs credentials, as a user with a secured NATS writes it.
     cp.kubectl(['create', 'secret', 'generic', 'nats-creds', '-n', 'default', '--from-literal=creds=x']);
-    cp.kubectl(
-      ['apply', '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'edgemesh.p2p.dev/v1alpha1',
-        kind: 'EdgeMesh',
-        metadata: { name: 'secured', namespace: 'default' },
-        spec: {
-          controlPlane: {
-            natsUrl: 'nats://edgemesh-nats.edgemesh-system:4222',
-            credentialsSecret: 'nats-creds',
-          },
-          nodeSelector: { 'edgemesh.p2p.dev/storage': 'true' },
-          ports: { http: 7580, grpc: 7581 },
-        },
-      }),
-    );
+    applyMesh('default', 'secured', {
+      controlPlane: {
+        natsUrl: 'nats://edgemesh-nats.edgemesh-system:4222',
+        credentialsSecret: 'nats-creds',
+      },
+      nodeSelector: { 'edgemesh.p2p.dev/storage': 'true' },
+      ports: { http: 7580, grpc: 7581 },
+    });
     for (const sample of SAMPLES) {
       const [namespace, name, nodes] = MESHES[sample];
       // The operators cannot reach the chart's NATS from this machine (its Service name), and no
@@ -352,19 +355,11 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     const nats = await startNatsServer(undefined, { config: join(dir, 'nats.conf') });
     let nc: NatsConnection | undefined;
     try {
-      cp.kubectl(
-        ['apply', '-f', '-'],
-        JSON.stringify({
-          apiVersion: 'edgemesh.p2p.dev/v1alpha1',
-          kind: 'EdgeMesh',
-          metadata: { name: 'reporting', namespace: 'default' },
-          spec: {
-            controlPlane: { natsUrl: nats.url },
-            nodeSelector: { 'edgemesh.p2p.dev/storage': 'true' },
-            ports: { http: 7590, grpc: 7591 },
-          },
-        }),
-      );
+      applyMesh('default', 'reporting', {
+        controlPlane: { natsUrl: nats.url },
+        nodeSelector: { 'edgemesh.p2p.dev/storage': 'true' },
+        ports: { http: 7590, grpc: 7591 },
+      });
       await waitRolledOut('default', 'reporting', 'False', 'AgentsNotReporting');
       const creds = await eventually(
         () =>
@@ -674,19 +669,11 @@ describe('on a real control plane: helm install, the operator, every sample', { 
 
   it('admits the agents of an EmptyDir mesh where Pod Security enforces restricted, and refuses those of a HostPath mesh', async () => {
     const apply = (name: string, spec: object) =>
-      cp.kubectl(
-        ['apply', '-f', '-'],
-        JSON.stringify({
-          apiVersion: 'edgemesh.p2p.dev/v1alpha1',
-          kind: 'EdgeMesh',
-          metadata: { name, namespace: 'restricted' },
-          spec: {
-            controlPlane: { natsUrl: 'nats://edgemesh-nats.edgemesh-system:4222' },
-            nodeSelector: { 'edgemesh.p2p.dev/storage': 'true' },
-            ...spec,
-          },
-        }),
-      );
+      applyMesh('restricted', name, {
+        controlPlane: { natsUrl: 'nats://edgemesh-nats.edgemesh-system:4222' },
+        nodeSelector: { 'edgemesh.p2p.dev/storage': 'true' },
+        ...spec,
+      });
     type Pods = { items: { status: { phase: string } }[] };
     const podsOf = (mesh: string) =>
       get<Pods>(['pods', '-n', 'restricted', '-l', `edgemesh.p2p.dev/mesh=${mesh}`]).items;
@@ -726,15 +713,9 @@ describe('on a real control plane: helm install, the operator, every sample', { 
   it('reports a mesh outside meshNamespaces as Degraded (NamespaceNotGranted): the operator may not touch its Secrets', async () => {
     cp.kubectl(['create', 'namespace', 'elsewhere']);
     try {
-      cp.kubectl(
-        ['apply', '-f', '-'],
-        JSON.stringify({
-          apiVersion: 'edgemesh.p2p.dev/v1alpha1',
-          kind: 'EdgeMesh',
-          metadata: { name: 'stray', namespace: 'elsewhere' },
-          spec: { controlPlane: { natsUrl: 'nats://edgemesh-nats.edgemesh-system:4222' } },
-        }),
-      );
+      applyMesh('elsewhere', 'stray', {
+        controlPlane: { natsUrl: 'nats://edgemesh-nats.edgemesh-system:4222' },
+      });
       await eventually(() => {
         const m = get<Mesh>(['em', 'stray', '-n', 'elsewhere']);
         return (
