@@ -217,7 +217,6 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     rank: (holders) => overlay.rank(holders),
     counters,
     logger,
-    clock,
     timeoutMs: config.transfer.peerTimeoutMs,
     onOutcome: (peer, outcome) => overlay.reputation.record(peer.id, outcome),
     ...(verify ? { verify } : {}),

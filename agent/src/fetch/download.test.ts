@@ -82,7 +82,6 @@ describe('Download (chunks from several holders)', () => {
       hopClassOf: (p) => classes[p.id] ?? 'zone',
       counters: new Counters(),
       logger: createLogger({ level: 'silent', nodeId: 't' }),
-      clock: systemClock,
       timeoutMs: 1000,
     });
     const source = fetcher.open({ head: headOf(manifest), manifest, holders });

@@ -13,7 +13,7 @@ import {
 } from '@opentelemetry/semantic-conventions';
 import { SpanKind, SpanStatusCode, tracer } from '../telemetry/tracing.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
-import type { Located } from './peer-fetcher.ts';
+import type { Located } from './download.ts';
 import type { ObjectHead } from '../domain.ts';
 import { headOf, type Progress, Seeder, type Swarm } from './swarm.ts';
 import { readOriginHeaders } from './origin-headers.ts';

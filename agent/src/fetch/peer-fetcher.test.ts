@@ -70,7 +70,6 @@ describe('PeerFetcher.locate', () => {
       rank: (holders) => [...holders].sort((a, b) => (a.id < b.id ? -1 : 1)),
       counters: new Counters(),
       logger: createLogger({ level: 'silent', nodeId: 't' }),
-      clock: systemClock,
       timeoutMs: 1000,
     });
 

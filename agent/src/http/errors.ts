@@ -9,7 +9,7 @@ import {
   StaleVersionError,
 } from '../cache/errors.ts';
 import { OriginError } from '../fetch/origin.ts';
-import { PeerFetchError } from '../fetch/peer-fetcher.ts';
+import { PeerFetchError } from '../fetch/download.ts';
 
 /** An error meant for the HTTP client, with its status and a stable machine-readable code. */
 export class HttpError extends Error {

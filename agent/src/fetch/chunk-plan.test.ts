@@ -1,0 +1,229 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  BATCH_CHUNKS,
+  type ChunkPlanInput,
+  IMPORT_WAIT_MS,
+  isImporter,
+  MAX_IN_FLIGHT,
+  PER_SOURCE,
+  type PlanSource,
+  planChunks,
+} from './chunk-plan.ts';
+
+const ZONE = 1;
+const REMOTE = 3;
+
+function source(
+  id: string,
+  cls: number,
+  has: 'all' | number[] = 'all',
+  extra: Partial<PlanSource> = {},
+): PlanSource {
+  let bits: PlanSource['has'] = 'all';
+  if (has !== 'all') {
+    bits = new Uint8Array(64);
+    for (const i of has) bits[i] = 1;
+  }
+  return { id, cls, has: bits, rank: 0, inFlight: 0, dead: false, busyUntil: 0, ...extra };
+}
+
+function plan(sources: PlanSource[], opts: Partial<ChunkPlanInput<PlanSource>> & { count?: number } = {}) {
+  const count = opts.count ?? 16;
+  return planChunks({
+    key: 'k',
+    known: count,
+    verified: new Uint8Array(count),
+    assigned: new Uint8Array(count),
+    sources: sources.map((s, rank) => ({ ...s, rank })),
+    inFlight: 0,
+    fromOrigin: false,
+    now: 10_000,
+    random: () => 0.5,
+    ...opts,
+  });
+}
+
+/** Which source is asked for each chunk: index → source id. */
+function owners(p: ReturnType<typeof plan>): Map<number, string> {
+  const map = new Map<number, string>();
+  for (const r of p.requests)
+    for (const i of r.indexes) {
+      assert.ok(!map.has(i), `chunk ${i} asked twice`);
+      map.set(i, r.source.id);
+    }
+  return map;
+}
+
+describe('planChunks', () => {
+  it('asks whole holders for runs of chunks in order, a fair share each, within the limits', () => {
+    const p = plan([source('a', ZONE), source('b', ZONE)], { count: 64 });
+    assert.equal(p.requests.length, 2 * PER_SOURCE, 'PER_SOURCE requests per holder');
+    for (const r of p.requests) {
+      assert.equal(r.indexes.length, BATCH_CHUNKS, 'a full batch each');
+      r.indexes.forEach((i, n) => assert.equal(i, r.indexes[0]! + n, 'consecutive chunks'));
+    }
+    assert.deepEqual(
+      p.requests.map((r) => r.indexes[0]),
+      [0, 8, 16, 24],
+      'in order, so a reader gets the first bytes first',
+    );
+    assert.deepEqual(new Set(p.requests.map((r) => r.source.id)), new Set(['a', 'b']), 'both asked');
+  });
+
+  it('never has more than MAX_IN_FLIGHT requests or PER_SOURCE per peer under way', () => {
+    const many = Array.from({ length: 10 }, (_, i) => source(`p${i}`, ZONE));
+    assert.equal(plan(many, { count: 64 }).requests.length, MAX_IN_FLIGHT);
+    assert.equal(plan(many, { count: 64, inFlight: MAX_IN_FLIGHT - 1 }).requests.length, 1);
+    const busyOne = source('a', ZONE, 'all', { inFlight: PER_SOURCE - 1 });
+    assert.equal(plan([busyOne], { count: 64 }).requests.length, 1, 'counts what is under way');
+  });
+
+  it('splits a small object between holders rather than giving one holder every chunk', () => {
+    const p = plan([source('a', ZONE), source('b', ZONE)], { count: 4 });
+    const got = owners(p);
+    assert.equal(got.size, 4, 'every chunk asked');
+    assert.ok([...got.values()].includes('a') && [...got.values()].includes('b'), [...got].join());
+  });
+
+  it('asks each chunk of the cheapest hop class that has it', () => {
+    const far = source('far', REMOTE);
+    const near = source('near', ZONE, [0, 1, 2, 3]);
+    const got = owners(plan([far, near], { count: 8 }));
+    for (const [i, id] of got) assert.equal(id, i < 4 ? 'near' : 'far', `chunk ${i}`);
+    assert.equal([...got.values()].filter((id) => id === 'near').length, PER_SOURCE, 'near kept busy');
+  });
+
+  it('asks for the rarest chunk first in a swarm, one chunk per call', () => {
+    const a = source('a', ZONE, [0, 1, 2, 3]);
+    const b = source('b', ZONE, [0, 1, 2]);
+    const c = source('c', ZONE, [0, 1]);
+    const p = plan([a, b, c], { count: 4 });
+    assert.ok(
+      p.requests.every((r) => r.indexes.length === 1),
+      'one chunk per call',
+    );
+    assert.deepEqual(
+      p.requests.filter((r) => r.source.id === 'a').map((r) => r.indexes[0]),
+      [3, 2],
+      'a: chunk 3 (only a has it), then chunk 2 (two have it)',
+    );
+    const rest = p.requests.filter((r) => r.source.id !== 'a').map((r) => r.indexes[0]);
+    assert.deepEqual(rest.sort(), [0, 1], 'the common chunks go to the others');
+  });
+
+  it('breaks ties among the rarest at random in a swarm (members start on different chunks)', () => {
+    const members = [source('a', ZONE, [0, 1, 2, 3])];
+    const low = plan(members, { count: 4, random: () => 0 }).requests[0]?.indexes[0];
+    const high = plan(members, { count: 4, random: () => 0.99 }).requests[0]?.indexes[0];
+    assert.notEqual(low, high, 'the random draw decides among equally rare chunks');
+    const fromOrigin = plan([source('a', ZONE)], { count: 4, fromOrigin: true, random: () => 0 });
+    assert.ok(
+      fromOrigin.requests.every((r) => r.indexes.length === 1),
+      'behind an origin fetch: a swarm too',
+    );
+  });
+
+  it('skips what is here, asked for, unknown, or held by dead or busy peers', () => {
+    const verified = new Uint8Array(8);
+    verified[0] = 1;
+    const assigned = new Uint8Array(8);
+    assigned[1] = 1;
+    const p = plan([source('a', ZONE)], { count: 8, known: 6, verified, assigned });
+    const got = owners(p);
+    assert.deepEqual([...got.keys()].sort(), [2, 3, 4, 5]);
+    assert.equal(assigned[1], 1, 'the input is not changed');
+    assert.equal(assigned[2], 0, 'the input is not changed');
+
+    const dead = plan([source('a', ZONE, 'all', { dead: true })]);
+    assert.deepEqual([dead.requests.length, dead.alive], [0, 0], 'nobody left: the caller fails');
+    const busy = plan([source('a', ZONE, 'all', { busyUntil: 20_000 })]);
+    assert.deepEqual([busy.requests.length, busy.alive], [0, 1], 'busy: left alone, not given up');
+    const rested = plan([source('a', ZONE, 'all', { busyUntil: 9_000 })]);
+    assert.ok(rested.requests.length > 0, 'asked again once its backoff passed');
+  });
+
+  it('ends a batch at a chunk a nearer holder has', () => {
+    const far = source('far', REMOTE);
+    const near = source('near', ZONE, [3]);
+    const got = owners(plan([near, far], { count: 8 }));
+    assert.equal(got.get(3), 'near');
+    const batches = plan([near, far], { count: 8 }).requests.filter((r) => r.source.id === 'far');
+    for (const r of batches) assert.ok(!r.indexes.includes(3), `far's batch ${r.indexes.join()} skips 3`);
+  });
+});
+
+describe('planChunks: one import per zone', () => {
+  // Two members of this node's zone getting the object too (partial holders), and one remote holder.
+  const peersInZone = ['m1', 'm2'];
+  const sources = () => [
+    source('m1', ZONE, []),
+    source('m2', ZONE, []),
+    source('origin-side', REMOTE, 'all', { rank: 2 }),
+  ];
+  const mine = Array.from({ length: 16 }, (_, i) => i).filter((i) => isImporter('k', i, 'self', peersInZone));
+  const theirs = Array.from({ length: 16 }, (_, i) => i).filter((i) => !mine.includes(i));
+
+  it('divides the chunks between the zone members by rendezvous hashing', () => {
+    assert.ok(mine.length > 0 && theirs.length > 0, `self imports ${mine.join()}`);
+    for (let i = 0; i < 16; i++) {
+      const importers = ['self', ...peersInZone].filter((id) =>
+        isImporter(
+          'k',
+          i,
+          id,
+          ['self', ...peersInZone].filter((o) => o !== id),
+        ),
+      );
+      assert.equal(importers.length, 1, `chunk ${i} has exactly one importer`);
+    }
+  });
+
+  it('fetches from afar only the chunks it imports, and leaves the others to their importers', () => {
+    const p = plan(sources(), {
+      importer: { self: 'self', deferred: new Map(), lastChunkAt: 0 },
+      random: () => 0,
+    });
+    assert.deepEqual(
+      p.deferred.sort((a, b) => a - b),
+      theirs,
+      'the others are left',
+    );
+    for (const r of p.requests) for (const i of r.indexes) assert.ok(mine.includes(i), `asked for ${i}`);
+  });
+
+  it('takes a left chunk back after IMPORT_WAIT_MS without progress, and not before', () => {
+    const since = new Map(theirs.map((i) => [i, 0]));
+    const waiting = plan(sources(), {
+      now: IMPORT_WAIT_MS - 1,
+      importer: { self: 'self', deferred: since, lastChunkAt: 0 },
+    });
+    assert.deepEqual(waiting.deferred, [], 'left already: not left again');
+    for (const r of waiting.requests)
+      for (const i of r.indexes) assert.ok(mine.includes(i), `${i} still left`);
+    const stalled = plan(sources(), {
+      now: IMPORT_WAIT_MS + 1,
+      importer: { self: 'self', deferred: since, lastChunkAt: 0 },
+    });
+    const asked = stalled.requests.flatMap((r) => r.indexes);
+    assert.ok(
+      asked.some((i) => theirs.includes(i)),
+      `taken back: ${asked.join()}`,
+    );
+    const progressing = plan(sources(), {
+      now: IMPORT_WAIT_MS + 1,
+      importer: { self: 'self', deferred: since, lastChunkAt: IMPORT_WAIT_MS },
+    });
+    for (const r of progressing.requests)
+      for (const i of r.indexes) assert.ok(mine.includes(i), `${i} left while chunks keep coming`);
+  });
+
+  it('leaves nothing to importers without this node id or a nearer member', () => {
+    assert.deepEqual(plan(sources()).deferred, []);
+    const p = plan([source('far', REMOTE)], {
+      importer: { self: 'self', deferred: new Map(), lastChunkAt: 0 },
+    });
+    assert.deepEqual(p.deferred, []);
+    assert.ok(p.requests.length > 0);
+  });
+});

@@ -1,0 +1,566 @@
+import { IntegrityError } from '../cache/errors.ts';
+import { chunkLength, digestOf, isDigest, rootDigest } from '../cache/chunking.ts';
+import { type Manifest, parseManifest } from '../cache/manifest.ts';
+import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
+import { HOP_CLASSES, type Holder, type HopClass, type ObjectHead } from '../domain.ts';
+import { isKey } from '../keys.ts';
+import type { PeerOutcome } from '../overlay/reputation.ts';
+import { Counters } from '../telemetry/counters.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { context, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
+import { PeerBusyError, PeerError, type PeerTransport } from '../transport/peer-transport.ts';
+import type { ChunkSource } from './chunk-source.ts';
+import { IMPORT_WAIT_MS, planChunks } from './chunk-plan.ts';
+import { Progress, type Swarm } from './swarm.ts';
+
+/** No holder could deliver the object; `failures` says what each one did. */
+export class PeerFetchError extends Error {
+  override name = 'PeerFetchError';
+  readonly key: string;
+  readonly failures: readonly string[];
+  constructor(key: string, failures: readonly string[]) {
+    super(`could not fetch ${key} from any peer: ${failures.join('; ') || 'no holder'}`);
+    this.key = key;
+    this.failures = failures;
+  }
+
+  /**
+   * Whether no peer failed, only let go of it: none was left to ask, or each answered that it holds
+   * it no more (NOT_FOUND). The object was evicted everywhere: a miss, not a fault.
+   */
+  get gone(): boolean {
+    return this.failures.every((f) => /\b5 NOT_FOUND\b/.test(f));
+  }
+}
+
+export interface Located {
+  /** The object's shape. */
+  head: ObjectHead;
+  /** Its manifest, unless an owner is still getting it from the origin (then ask `authority`). */
+  manifest?: Manifest;
+  /** Peers that hold this version whole, cheapest first. */
+  holders: PeerTransport[];
+  /**
+   * The owner getting the object from its origin, when `manifest` is not known yet: its Watch gives
+   * the chunk digests as they come and, at the end, the manifest.
+   */
+  authority?: PeerTransport;
+}
+
+/** What a download needs from the agent. */
+export interface DownloadOptions {
+  store: ObjectStore;
+  /** A connection to a holder an owner named, if it is a member this node trusts; else undefined. */
+  resolve?: (holder: Holder) => PeerTransport | undefined;
+  /** How far a peer is (for locality when choosing whom to ask for each chunk); default 'remote'. */
+  hopClassOf?: (peer: PeerTransport) => HopClass;
+  /** Where a peer is (zone, region), for traces. */
+  placeOf?: (peer: PeerTransport) => { zone: string; region: string };
+  /** Called after each chunk batch a peer delivered whole: its hop class and how long it took. */
+  onBatch?: (hop: HopClass, seconds: number) => void;
+  /** Where downloads under way are published, so peers can fetch their chunks early. */
+  swarm?: Swarm;
+  /** This node as a holder, named to the peers it watches so they can fetch from it in turn. */
+  self?: () => Holder | undefined;
+  counters: Counters;
+  logger: Logger;
+  /** A peer call's timeout; a download with no chunk for three times this fails. */
+  timeoutMs: number;
+  /**
+   * Checks that a node of the mesh vouches for a peer's manifest (its signature); throws when none
+   * does. A manifest that fails is never used: nothing is fetched, stored or served by it.
+   */
+  verify?: (manifest: Manifest) => void;
+  /** Hears what each peer did, as this node verified it (reputation). */
+  onOutcome?: (peer: PeerTransport, outcome: PeerOutcome) => void;
+}
+
+/** Verified chunk bytes held in memory while their disk writes are under way, per download. */
+const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
+/** Swarm members (partial holders) watched at a time, per download. */
+const MAX_WATCHED = 10;
+
+/** A peer this download may get chunks from. */
+interface Source {
+  transport: PeerTransport;
+  /** Its node id. */
+  id: string;
+  /** What it has: everything, or chunk by chunk (as its Watch says). */
+  has: Uint8Array | 'all';
+  /** Hop class index (same zone 1, same region 2, elsewhere 3) and rank among holders. */
+  cls: number;
+  rank: number;
+  inFlight: number;
+  dead: boolean;
+  /** Refused as busy: not asked again before this time (performance.now()). */
+  busyUntil: number;
+}
+
+/** The longest a download from outside this zone waits to hear of its swarm before it starts. */
+const PRIME_MS = 300;
+/** After the first Watch answer: time for the members arriving with it to be named too. */
+const PRIME_GRACE_MS = 50;
+
+/** How long a peer that said it is busy is left alone. */
+const BUSY_BACKOFF_MS = 100;
+
+/**
+ * One object's download into the store, chunk by chunk from every peer that has chunks: holders of
+ * the whole object, and members of the swarm still getting it themselves (learned from Watch).
+ * Each chunk goes to the cheapest hop class that has it, rarest first within it, a few requests per
+ * peer at a time. Every chunk is hashed as it arrives against the manifest's digest (or, while an
+ * owner is still getting the object from its origin, against the digests that owner announces; the
+ * root over them must then match the manifest it ends with). A verified chunk is readable at once, by
+ * local readers and by peers, while its disk write runs behind. The object is committed once every
+ * chunk is written.
+ */
+export class Download {
+  readonly head: ObjectHead;
+  manifest: Manifest | undefined;
+  /** Settles when the download ends, either way. */
+  readonly finished: Promise<void>;
+  /** Resolves when the object is committed to the store; rejects when the download fails. */
+  readonly stored: Promise<void>;
+  readonly #opts: DownloadOptions;
+  readonly #lease: ChunkLease;
+  readonly #progress: Progress;
+  readonly #authority: PeerTransport | undefined;
+  readonly #sources = new Map<string, Source>();
+  readonly #verified: Uint8Array;
+  #verifiedCount = 0;
+  readonly #assigned: Uint8Array;
+  #inFlight = 0;
+  #watching = 0;
+  readonly #unwritten = new Map<number, Buffer>();
+  #unwrittenBytes = 0;
+  readonly #writes = new Set<Promise<void>>();
+  readonly #failures: string[] = [];
+  readonly #abort = new AbortController();
+  #settle!: { resolve: () => void; reject: (error: Error) => void };
+  #settled = false;
+  #committing = false;
+  #error: Error | undefined;
+  #discarded = false;
+  #readers = 0;
+  #done = false;
+  #wake: (() => void)[] = [];
+  #stall: NodeJS.Timeout | undefined;
+  readonly #stopJoins: () => void;
+  /** Chunks left to a nearer member to bring in, since when (performance.now()). */
+  readonly #deferred = new Map<number, number>();
+  /**
+   * False until the first Watch answer names the swarm (or PRIME_MS passed), when no holder is in
+   * this node's zone: so members of one zone arriving together divide the imports between them.
+   */
+  #primed = true;
+  /** When the last chunk arrived (performance.now()). */
+  #lastChunkAt = 0;
+  #deferTimer: NodeJS.Timeout | undefined;
+
+  constructor(located: Located, opts: DownloadOptions) {
+    this.head = located.head;
+    this.manifest = located.manifest;
+    this.#opts = opts;
+    this.#authority = located.manifest ? undefined : located.authority;
+    this.#lease = opts.store.newLease();
+    this.#progress = opts.swarm?.begin(this.head) ?? new Progress(this.head);
+    if (this.manifest) this.#progress.addDigests(0, this.manifest.chunks);
+    this.#verified = new Uint8Array(this.#progress.count);
+    this.#assigned = new Uint8Array(this.#progress.count);
+    this.stored = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
+    this.finished = this.stored.then(
+      () => this.#finish(undefined),
+      (error: Error) => this.#finish(error),
+    );
+    located.holders.forEach((holder) => this.#addSource(holder, 'all'));
+    this.#stopJoins = opts.swarm?.onJoin(this.head.key, (holder) => this.#addPeer(holder)) ?? (() => {});
+    if (this.#authority) {
+      const authority = this.#addSource(this.#authority, new Uint8Array(this.#progress.count));
+      if (authority) this.#watch(authority, true);
+      else this.#fail(new PeerFetchError(this.head.key, ['the owner fetching it is this node']));
+    } else {
+      const first = [...this.#sources.values()][0];
+      if (first) this.#watch(first, false); // joins the swarm: learns its members, and is learned
+    }
+    const nearest = Math.min(...[...this.#sources.values()].map((s) => s.cls));
+    if (nearest > HOP_CLASSES.indexOf('zone')) {
+      this.#primed = false;
+      setTimeout(() => this.#prime(), PRIME_MS).unref();
+    }
+    this.#armStall();
+    this.#pump();
+  }
+
+  #prime(): void {
+    if (this.#primed) return;
+    this.#primed = true;
+    this.#pump();
+  }
+
+  get root(): string | undefined {
+    return this.manifest?.root;
+  }
+
+  /** What locate() tells later readers of this key: they join this download. */
+  get located(): Located {
+    return {
+      head: this.head,
+      ...(this.manifest ? { manifest: this.manifest } : {}),
+      holders: [...this.#sources.values()].filter((s) => s.has === 'all').map((s) => s.transport),
+      ...(this.#authority ? { authority: this.#authority } : {}),
+    };
+  }
+
+  /** Finish serving current readers, but do not commit the object. */
+  discard(): void {
+    this.#discarded = true;
+  }
+
+  reader(): ChunkSource {
+    this.#readers++;
+    let closed = false;
+    return {
+      head: this.head,
+      ...(this.manifest ? { manifest: this.manifest } : {}),
+      source: 'peer',
+      read: (index) => this.#read(index),
+      close: () => {
+        if (closed) return;
+        closed = true;
+        this.#readers--;
+        this.#maybeRelease();
+      },
+    };
+  }
+
+  async #read(index: number): Promise<Buffer> {
+    while (!this.#verified[index]) {
+      if (this.#error) throw this.#error;
+      if (index >= this.#verified.length) throw new RangeError(`no chunk ${index}`);
+      await new Promise<void>((resolve) => this.#wake.push(resolve));
+    }
+    return this.#unwritten.get(index) ?? this.#opts.store.readChunk(this.#progress.digests[index]!);
+  }
+
+  #addSource(transport: PeerTransport, has: Uint8Array | 'all'): Source | undefined {
+    if (this.#opts.self?.()?.grpc === transport.address) return undefined;
+    const known = this.#sources.get(transport.address);
+    if (known) {
+      if (has === 'all') known.has = 'all';
+      return known;
+    }
+    const cls = HOP_CLASSES.indexOf(this.#opts.hopClassOf?.(transport) ?? 'remote');
+    const source: Source = {
+      transport,
+      id: transport.id,
+      has,
+      cls,
+      rank: this.#sources.size,
+      inFlight: 0,
+      dead: false,
+      busyUntil: 0,
+    };
+    this.#sources.set(transport.address, source);
+    return source;
+  }
+
+  /** A member of the swarm (named by a peer, or one that watched this node): a possible source. */
+  #addPeer(holder: Holder): void {
+    if (this.#settled) return;
+    const transport = this.#opts.resolve?.(holder);
+    if (!transport || this.#sources.has(transport.address)) return;
+    const source = this.#addSource(transport, new Uint8Array(this.#progress.count));
+    if (source && this.#watching < MAX_WATCHED) this.#watch(source, false);
+  }
+
+  /**
+   * Follows `source`'s Watch: the chunks it gets, the swarm members it names and, from the
+   * authority (the owner getting the object from its origin), the digests and the manifest.
+   */
+  #watch(source: Source, authoritative: boolean): void {
+    this.#watching++;
+    const { key } = this.head;
+    const id = source.transport.id;
+    (async () => {
+      try {
+        for await (const u of source.transport.watch(key, this.#opts.self?.(), this.#abort.signal)) {
+          if (this.#settled) return;
+          if (u.head && (u.head.size !== this.head.size || u.head.chunkSize !== this.head.chunkSize))
+            throw new PeerError(id, 'Watch: another shape of the object');
+          if (authoritative && u.digests.length > 0) {
+            if (!u.digests.every(isDigest)) throw new PeerError(id, 'Watch: malformed digests');
+            this.#progress.addDigests(u.firstDigest, u.digests);
+            this.#armStall();
+          }
+          if (source.has !== 'all') {
+            for (const i of u.have)
+              if (Number.isInteger(i) && i >= 0 && i < source.has.length) source.has[i] = 1;
+          }
+          for (const peer of u.peers) this.#addPeer(peer);
+          if (u.manifest) {
+            const manifest = parseManifest(u.manifest, isKey);
+            this.#opts.verify?.(manifest);
+            this.#learnManifest(source, authoritative, manifest);
+          }
+          if (!this.#primed) setTimeout(() => this.#prime(), PRIME_GRACE_MS).unref();
+          this.#pump();
+        }
+        if (authoritative && !this.manifest) throw new PeerError(id, 'Watch ended before the manifest');
+      } catch (error) {
+        if (this.#settled) return;
+        const message = (error as Error).message;
+        this.#failures.push(message);
+        if (authoritative && !this.manifest) {
+          this.#fail(new PeerFetchError(key, this.#failures));
+          return;
+        }
+        if (source.has !== 'all') source.dead = true;
+        this.#opts.logger.debug({ peer: id, key, err: message }, 'swarm peer watch ended');
+        this.#pump();
+      } finally {
+        this.#watching--;
+      }
+    })().catch((error: unknown) =>
+      this.#opts.logger.warn({ peer: id, key, err: (error as Error).message }, 'swarm peer watch failed'),
+    );
+  }
+
+  #learnManifest(source: Source, authoritative: boolean, manifest: Manifest): void {
+    const id = source.transport.id;
+    if (manifest.key !== this.head.key) throw new PeerError(id, 'Watch: manifest of another key');
+    if (!this.manifest && authoritative) {
+      const known = this.#progress.digests;
+      const same =
+        manifest.size === this.head.size &&
+        manifest.chunkSize === this.head.chunkSize &&
+        known.every((digest, i) => manifest.chunks[i] === digest);
+      if (!same) throw new PeerError(id, 'Watch: the manifest contradicts the digests announced');
+      this.manifest = manifest;
+      this.#progress.addDigests(0, manifest.chunks);
+    }
+    if (manifest.root === this.manifest?.root) source.has = 'all';
+    this.#checkDone();
+  }
+
+  /** Asks for the chunks the plan (chunk-plan.ts) hands out now. */
+  #pump(): void {
+    if (this.#settled || this.#committing || !this.#primed) return;
+    if (this.#unwrittenBytes > WRITE_BEHIND_BYTES) return; // a finished write pumps again
+    const now = performance.now();
+    const self = this.#opts.self?.()?.nodeId;
+    const plan = planChunks({
+      key: this.head.key,
+      known: this.#progress.digests.length,
+      verified: this.#verified,
+      assigned: this.#assigned,
+      sources: [...this.#sources.values()],
+      inFlight: this.#inFlight,
+      fromOrigin: this.#authority !== undefined,
+      now,
+      ...(self ? { importer: { self, deferred: this.#deferred, lastChunkAt: this.#lastChunkAt } } : {}),
+    });
+    for (const i of plan.deferred) this.#deferred.set(i, now);
+    if (plan.deferred.length > 0) this.#recheckDeferred();
+    for (const { source, indexes } of plan.requests) this.#request(source, indexes);
+    if (this.#inFlight === 0 && plan.alive === 0 && this.#verifiedCount < this.#verified.length) {
+      this.#fail(new PeerFetchError(this.head.key, this.#failures));
+    }
+  }
+
+  /** Pumps again once deferred chunks may be due (and again, while any stay deferred). */
+  #recheckDeferred(): void {
+    if (this.#deferTimer || this.#settled) return;
+    this.#deferTimer = setTimeout(() => {
+      this.#deferTimer = undefined;
+      this.#pump();
+      if ([...this.#deferred.keys()].some((i) => !this.#verified[i])) this.#recheckDeferred();
+    }, IMPORT_WAIT_MS / 4);
+    this.#deferTimer.unref();
+  }
+
+  /** Asks `source` for the chunks `indexes` (consecutive, in order) in one FetchChunks call. */
+  #request(source: Source, indexes: number[]): void {
+    for (const i of indexes) this.#assigned[i] = 1;
+    source.inFlight++;
+    this.#inFlight++;
+    const digests = indexes.map((i) => this.#progress.digests[i]!);
+    const lengths = indexes.map((i) => chunkLength(this.head.size, this.head.chunkSize, i));
+    const id = source.transport.id;
+    // A span per chunk batch, naming the peer, where it is and how far; the FetchChunks call's client
+    // span (transport/rpc-spans.ts) is its child, and the peer's server span that one's.
+    const place = this.#opts.placeOf?.(source.transport);
+    const span = tracer().startSpan('edgemesh.fetch_chunks', {
+      kind: SpanKind.INTERNAL,
+      attributes: {
+        'edgemesh.peer': id,
+        ...(place?.zone ? { 'edgemesh.peer.zone': place.zone } : {}),
+        ...(place?.region ? { 'edgemesh.peer.region': place.region } : {}),
+        'edgemesh.hop': HOP_CLASSES[source.cls] ?? 'remote',
+        'edgemesh.chunks': indexes.length,
+        'edgemesh.first_chunk': indexes[0]!,
+      },
+    });
+    const started = performance.now();
+    context
+      .with(trace.setSpan(context.active(), span), async () => {
+        try {
+          let n = 0;
+          for await (const data of source.transport.fetchChunks(digests, lengths, this.#abort.signal)) {
+            const index = indexes[n]!;
+            const digest = digests[n]!;
+            if (digestOf(data) !== digest) throw new IntegrityError(digest, id);
+            this.#accept(index, digest, data, source);
+            this.#assigned[index] = 0;
+            n++;
+          }
+          if (n < indexes.length) throw new PeerError(id, `sent ${n} of ${indexes.length} chunks`);
+          this.#opts.onBatch?.(HOP_CLASSES[source.cls] ?? 'remote', (performance.now() - started) / 1000);
+          this.#opts.onOutcome?.(source.transport, 'good');
+        } catch (error) {
+          span.setStatus({ code: 2, message: (error as Error).message });
+          if (!this.#settled) this.#sourceFailed(source, error as Error);
+        } finally {
+          span.end();
+          for (const i of indexes) this.#assigned[i] = 0;
+          source.inFlight--;
+          this.#inFlight--;
+          this.#pump();
+        }
+      })
+      // Its own errors are handled inside; anything else (a throwing #pump) is logged, not lost.
+      .catch((error: unknown) =>
+        this.#opts.logger.warn({ err: (error as Error).message }, 'chunk batch failed'),
+      );
+  }
+
+  #sourceFailed(source: Source, error: Error): void {
+    const { key } = this.head;
+    const id = source.transport.id;
+    if (error instanceof PeerBusyError) {
+      source.busyUntil = performance.now() + BUSY_BACKOFF_MS;
+      setTimeout(() => this.#pump(), BUSY_BACKOFF_MS + 1).unref();
+      return;
+    }
+    source.dead = true;
+    this.#failures.push(error.message);
+    if (!this.#abort.signal.aborted)
+      this.#opts.onOutcome?.(source.transport, error instanceof IntegrityError ? 'bad-chunk' : 'failed');
+    if (error instanceof IntegrityError) {
+      Counters.bump(this.#opts.counters.badChunksByPeer, id);
+      this.#opts.counters.rejectedByHop[HOP_CLASSES[source.cls] ?? 'remote']++;
+      this.#opts.logger.warn(
+        { peer: id, key, chunk: error.digest },
+        'peer sent a chunk that failed verification; getting it elsewhere',
+      );
+    } else {
+      this.#opts.logger.warn(
+        { peer: id, key, err: error.message },
+        'peer failed during fetch; getting it elsewhere',
+      );
+    }
+  }
+
+  #accept(index: number, digest: string, data: Buffer, source: Source): void {
+    if (this.#verified[index] || this.#settled) return;
+    this.#verified[index] = 1;
+    this.#verifiedCount++;
+    this.#lastChunkAt = performance.now();
+    const counters = this.#opts.counters;
+    Counters.bump(counters.bytesFromPeer, source.transport.id, data.length);
+    counters.bytesByHop[HOP_CLASSES[source.cls] ?? 'remote'] += data.length;
+    this.#progress.hold(index, data);
+    this.#writeBehind(index, digest, data);
+    this.#armStall();
+    this.#notify();
+  }
+
+  #writeBehind(index: number, digest: string, data: Buffer): void {
+    this.#unwritten.set(index, data);
+    this.#unwrittenBytes += data.length;
+    const write: Promise<void> = this.#opts.store
+      .addVerifiedChunk(this.#lease, digest, data)
+      .then(
+        () => this.#progress.written(index),
+        (error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))),
+      )
+      .finally(() => {
+        this.#unwritten.delete(index);
+        this.#unwrittenBytes -= data.length;
+        this.#writes.delete(write);
+        this.#pump();
+        this.#checkDone();
+      });
+    this.#writes.add(write);
+  }
+
+  /** Commits once every chunk is verified and written and the manifest is known. */
+  #checkDone(): void {
+    const manifest = this.manifest;
+    if (this.#settled || this.#committing || !manifest) return;
+    if (this.#verifiedCount < this.#verified.length || this.#writes.size > 0) return;
+    this.#committing = true;
+    if (rootDigest(manifest.size, manifest.chunkSize, this.#progress.digests) !== manifest.root) {
+      this.#fail(new PeerFetchError(manifest.key, ['the chunks do not add up to the manifest root']));
+      return;
+    }
+    if (this.#discarded) {
+      this.#opts.logger.info({ key: manifest.key }, 'download not kept: the object was deleted while it ran');
+      this.#succeed(manifest, false);
+      return;
+    }
+    // A copy keeps what its signer said: its creation time, expiry and signature.
+    this.#opts.store.commit(this.#lease, manifest).then(
+      () => this.#succeed(manifest, true),
+      (error: Error) => this.#fail(error),
+    );
+  }
+
+  #succeed(manifest: Manifest, committed: boolean): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    if (committed) this.#progress.complete(manifest);
+    else this.#progress.fail(new Error('discarded'));
+    this.#settle.resolve();
+  }
+
+  #fail(error: Error): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#progress.fail(error);
+    this.#settle.reject(error);
+  }
+
+  /** Fails the download when nothing arrives for a while and no owner is still getting it. */
+  #armStall(): void {
+    clearTimeout(this.#stall);
+    if (this.#settled) return;
+    this.#stall = setTimeout(() => {
+      const waitingOnOrigin = this.#authority !== undefined && !this.manifest && this.#watching > 0;
+      if (waitingOnOrigin || this.#inFlight > 0) return this.#armStall();
+      this.#fail(
+        new PeerFetchError(this.head.key, [...this.#failures, `no chunk for ${this.#opts.timeoutMs * 3} ms`]),
+      );
+    }, this.#opts.timeoutMs * 3);
+    this.#stall.unref();
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = [];
+    for (const resolve of wake) resolve();
+  }
+
+  #finish(error: Error | undefined): void {
+    clearTimeout(this.#stall);
+    this.#stopJoins();
+    this.#abort.abort();
+    this.#error = error;
+    this.#done = true;
+    this.#notify();
+    this.#maybeRelease();
+  }
+
+  #maybeRelease(): void {
+    if (this.#done && this.#readers === 0) this.#lease.release();
+  }
+}
