@@ -32,6 +32,7 @@ import { AgentMetrics } from './telemetry/metrics.ts';
 import { AGENT_VERSION, agentResource } from './telemetry/resource.ts';
 import { startTracing } from './telemetry/tracing.ts';
 import { type Clock, systemClock } from './time/clock.ts';
+import { startLife } from './overlay/life.ts';
 import { bindPeerServer, createPeerServer } from './transport/peer-server.ts';
 import { FileCaIssuer, fileTrust } from './security/file-ca.ts';
 import { OperatorIssuer } from './security/operator-issuer.ts';
@@ -447,7 +448,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   await once(http, 'listening');
   const httpPort = (http.address() as AddressInfo).port;
 
-  overlay.start(grpcPort);
+  overlay.start(grpcPort, await startLife(config.store.dir, clock.now(), logger));
   const sweep = setInterval(() => store.sweepExpired(), config.store.sweepIntervalSeconds * 1000);
   sweep.unref();
   // Running totals for the operator's mesh figures (hit ratio, bytes from peers and origins).

@@ -92,8 +92,12 @@ export class Overlay {
         : noControlPlane;
   }
 
-  /** Starts probing and announcing, once this node's data plane is reachable at `grpcPort`. */
-  start(grpcPort: number): void {
+  /**
+   * Starts probing and announcing, once this node's data plane is reachable at `grpcPort`. `life` is
+   * this start's second (life.ts: it follows the last one when the clock is behind); the clock's by
+   * default.
+   */
+  start(grpcPort: number, life?: number): void {
     const { config, logger, clock, counters } = this.#opts;
     const host = config.grpc.host === '0.0.0.0' || config.grpc.host === '::' ? hostname() : config.grpc.host;
     const grpc = config.grpc.advertise ?? `${host.includes(':') ? `[${host}]` : host}:${grpcPort}`;
@@ -105,7 +109,7 @@ export class Overlay {
         region: config.region,
         grpc,
         weight: config.weight,
-        incarnation: Math.floor(clock.now() / 1000) * REFUTATIONS_PER_LIFE,
+        incarnation: (life ?? Math.floor(clock.now() / 1000)) * REFUTATIONS_PER_LIFE,
       },
       control: this.control,
       connect: (info) => this.#connect(info.nodeId, info.grpc, info.nodeId),

@@ -1,0 +1,59 @@
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { atomicWrite } from '../cache/chunk-files.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
+
+/** Where this node keeps the start second of its last life, in its store folder. */
+export const LIFE_FILE = 'life.json';
+
+/**
+ * This node's life for this start: the start second, or one past the last life's when the clock is
+ * behind that (a reboot before the clock is set, an NTP step back, a crash loop within a second).
+ * Peers order a member's lives by this number: a lower one than the last they saw would be taken for
+ * a replay of an old announcement, so the member's restart would go unnoticed at the same address
+ * (nothing copied to it again) and a move to a new address would be ignored until they forget it.
+ *
+ * A last life further ahead than the clock skew peers accept is not followed: peers would refuse it,
+ * and it says the clock was wrong then rather than now. The life is saved before it is used; when it
+ * cannot be saved (a full disk), the node starts anyway and says so.
+ */
+export async function startLife(dir: string, nowMs: number, logger: Logger): Promise<number> {
+  const file = join(dir, LIFE_FILE);
+  const now = Math.floor(nowMs / 1000);
+  let last: number | undefined;
+  try {
+    const saved = (JSON.parse(await readFile(file, 'utf8')) as { life?: unknown }).life;
+    if (Number.isSafeInteger(saved) && (saved as number) >= 0) last = saved as number;
+    else logger.warn({ file }, 'the saved life is not a whole number of seconds: ignored');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
+      logger.warn({ file, err: (error as Error).message }, 'the saved life could not be read: ignored');
+  }
+  let life = now;
+  if (last !== undefined && last >= now) {
+    if (last + 1 <= now + MAX_CLOCK_SKEW_MS / 1000) {
+      life = last + 1;
+      logger.warn(
+        { clockS: now, lastLifeS: last },
+        'the clock is behind this node’s last start: this life follows the last one',
+      );
+    } else {
+      logger.warn(
+        { clockS: now, lastLifeS: last },
+        'the last start is further ahead of the clock than peers accept: this life starts at the clock',
+      );
+    }
+  }
+  try {
+    const tmp = join(dir, 'tmp');
+    await mkdir(tmp, { recursive: true });
+    await atomicWrite(tmp, file, Buffer.from(JSON.stringify({ life })), true);
+  } catch (error) {
+    logger.warn(
+      { file, err: (error as Error).message },
+      'this life could not be saved: a restart with the clock behind may go unnoticed by peers',
+    );
+  }
+  return life;
+}
