@@ -10,7 +10,19 @@ const RUN = fileURLToPath(new URL('./run.ts', import.meta.url));
 /** Keeps every benchmark runnable and its last line's shape stable. Figures are not judged here. */
 describe('benchmarks (--quick, shape only)', () => {
   const cases: [string, string[]][] = [
-    ['transfer', ['bench', 'mesh_MBps', 'mesh_plaintext_MBps', 'mtls_cost', 'raw_tcp_MBps', 'ratio']],
+    [
+      'transfer',
+      [
+        'bench',
+        'mesh_MBps',
+        'mesh_plaintext_MBps',
+        'mtls_cost',
+        'raw_tcp_MBps',
+        'limit_MBps',
+        'ratio',
+        'ratio_to_limit',
+      ],
+    ],
     ['hit', ['bench', 'p50_ms', 'p99_ms', 'baseline_p99_ms', 'ratio']],
     ['membership', ['bench', 'agents', 'detect_s', 'join_s']],
     ['swarm', ['bench', 'nodes', 'bytes', 'origin_bytes', 'time_s', 'naive_s', 'bound_s', 'ratio_to_bound']],

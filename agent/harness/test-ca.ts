@@ -56,7 +56,12 @@ export function sharedTestCa(): Promise<TestCa> {
 /** A node's credentials from `ca` (default the shared one), in the process, as an agent makes them. */
 export async function testCredentials(
   node: string,
-  opts: { ca?: TestCa; mesh?: string; ttlMs?: number; revocations?: Revocations } = {},
+  opts: {
+    ca?: Pick<TestCa, 'certFile' | 'keyFile'>;
+    mesh?: string;
+    ttlMs?: number;
+    revocations?: Revocations;
+  } = {},
 ): Promise<NodeCredentials> {
   const ca = opts.ca ?? (await sharedTestCa());
   return NodeCredentials.start({
