@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import {
   BATCH_CHUNKS,
   type ChunkPlanInput,
@@ -225,5 +226,100 @@ describe('planChunks: one import per zone', () => {
     });
     assert.deepEqual(p.deferred, []);
     assert.ok(p.requests.length > 0);
+  });
+});
+
+describe('planChunks: what holds for any state (fast-check, fixed seed)', () => {
+  const state = fc
+    .record({
+      count: fc.integer({ min: 1, max: 40 }),
+      known: fc.integer({ min: 0, max: 40 }),
+      inFlight: fc.integer({ min: 0, max: MAX_IN_FLIGHT }),
+      fromOrigin: fc.boolean(),
+      withImporter: fc.boolean(),
+      sources: fc.array(
+        fc.record({
+          cls: fc.integer({ min: 0, max: 3 }),
+          whole: fc.boolean(),
+          has: fc.array(fc.boolean(), { minLength: 40, maxLength: 40 }),
+          inFlight: fc.integer({ min: 0, max: PER_SOURCE }),
+          dead: fc.boolean(),
+          busy: fc.boolean(),
+        }),
+        { maxLength: 8 },
+      ),
+      verified: fc.array(fc.boolean(), { minLength: 40, maxLength: 40 }),
+      assigned: fc.array(fc.boolean(), { minLength: 40, maxLength: 40 }),
+      deferredSince: fc.array(fc.option(fc.integer({ min: 0, max: 2 * IMPORT_WAIT_MS })), {
+        minLength: 40,
+        maxLength: 40,
+      }),
+      seed: fc.integer(),
+    })
+    .map((s) => ({ ...s, known: Math.min(s.known, s.count) }));
+
+  it('asks each wanted chunk once, of a live source that has it and is among the nearest, within the limits', () => {
+    fc.assert(
+      fc.property(state, (s) => {
+        const bits = (b: boolean[]) => Uint8Array.from(b.slice(0, s.count), Number);
+        const sources: PlanSource[] = s.sources.map((x, rank) => ({
+          id: `p${rank}`,
+          cls: x.cls,
+          rank,
+          has: x.whole ? 'all' : bits(x.has),
+          inFlight: x.inFlight,
+          dead: x.dead,
+          busyUntil: x.busy ? 20_000 : 0,
+        }));
+        const verified = bits(s.verified);
+        const assigned = bits(s.assigned);
+        const deferred = new Map<number, number>();
+        s.deferredSince.slice(0, s.count).forEach((since, i) => {
+          if (since !== null) deferred.set(i, since);
+        });
+        let r = s.seed;
+        const plan = planChunks({
+          key: 'k',
+          known: s.known,
+          verified,
+          assigned,
+          sources,
+          inFlight: s.inFlight,
+          fromOrigin: s.fromOrigin,
+          now: 10_000,
+          random: () => ((r = (Math.imul(r, 1103515245) + 12345) >>> 0) % 1000) / 1000,
+          ...(s.withImporter ? { importer: { self: 'self', deferred, lastChunkAt: 0 } } : {}),
+        });
+        const live = sources.filter((x) => !x.dead && x.busyUntil <= 10_000);
+        const holds = (x: PlanSource, i: number) => x.has === 'all' || x.has[i] === 1;
+        const asked = new Set<number>();
+        let total = s.inFlight;
+        const perSource = new Map<string, number>();
+        for (const { source, indexes } of plan.requests) {
+          assert.ok(live.includes(source), 'only live sources');
+          perSource.set(source.id, (perSource.get(source.id) ?? source.inFlight) + 1);
+          assert.ok(perSource.get(source.id)! <= PER_SOURCE, 'PER_SOURCE');
+          total++;
+          assert.ok(indexes.length >= 1 && indexes.length <= BATCH_CHUNKS);
+          indexes.forEach((i, n) => {
+            assert.equal(i, indexes[0]! + n, 'consecutive');
+            assert.ok(i < s.known && !verified[i] && !assigned[i], `chunk ${i} wanted`);
+            assert.ok(!asked.has(i), `chunk ${i} once`);
+            asked.add(i);
+            assert.ok(holds(source, i), `${source.id} has chunk ${i}`);
+            const nearest = Math.min(...live.filter((x) => holds(x, i)).map((x) => x.cls));
+            assert.equal(source.cls, nearest, `chunk ${i} from the nearest class that has it`);
+          });
+        }
+        assert.ok(total <= Math.max(MAX_IN_FLIGHT, s.inFlight), 'MAX_IN_FLIGHT');
+        assert.equal(plan.alive, sources.filter((x) => !x.dead).length);
+        for (const i of plan.deferred) {
+          assert.ok(s.withImporter && !deferred.has(i), `chunk ${i} newly left`);
+          assert.ok(!asked.has(i), `chunk ${i} left, not asked`);
+        }
+        assert.deepEqual(assigned, bits(s.assigned), 'the input is not changed');
+      }),
+      { seed: 13, numRuns: 2000 },
+    );
   });
 });
