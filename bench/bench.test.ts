@@ -4,6 +4,8 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { geoLabUnavailable } from '../agent/harness/geo-lab.ts';
 import { controlPlaneUnavailable } from '../e2e/harness/control-plane.ts';
+import { nginxUnavailable } from './support/nginx.ts';
+import { wrkUnavailable } from './support/wrk.ts';
 
 const RUN = fileURLToPath(new URL('./run.ts', import.meta.url));
 
@@ -37,11 +39,22 @@ describe('benchmarks (--quick, shape only)', () => {
           : ['real_p50_ms', 'real_p99_ms', 'real_reconciles_per_s', 'real_rss_mb']),
       ],
     ],
+    [
+      'load',
+      [
+        ...['bench', 'rps', 'node_rps', 'ratio_node', 'p99_ms', 'errors', 'large_rps', 'large_ratio_node'],
+        // null, and said why, when nginx is not installed.
+        ...(nginxUnavailable() ? [] : ['nginx_rps', 'ratio_nginx']),
+      ],
+    ],
   ];
   const labMissing = geoLabUnavailable();
   if (labMissing) console.log(`# locality bench skipped: ${labMissing}`);
+  const wrkMissing = wrkUnavailable();
+  if (wrkMissing) console.log(`# load bench skipped: ${wrkMissing}`);
   for (const [name, keys] of cases) {
-    const skip = name === 'locality' && labMissing ? labMissing : false;
+    const skip =
+      name === 'locality' && labMissing ? labMissing : name === 'load' && wrkMissing ? wrkMissing : false;
     it(`${name} prints its machine and a JSON last line`, { skip }, () => {
       const r = spawnSync(process.execPath, [RUN, name, '--quick'], { encoding: 'utf8', timeout: 120_000 });
       assert.equal(r.status, 0, r.stderr);
@@ -59,7 +72,7 @@ describe('benchmarks (--quick, shape only)', () => {
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /usage: npm run bench -- <transfer\|hit\|membership\|swarm\|locality\|operator\|chaos>/,
+      /usage: npm run bench -- <transfer\|hit\|membership\|swarm\|locality\|operator\|chaos\|load>/,
     );
   });
 });

@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<{ run(quick: boolean): Promise<void>
   locality: () => import('./locality.ts'),
   operator: () => import('./operator.ts'),
   chaos: () => import('./chaos.ts'),
+  load: () => import('./load.ts'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

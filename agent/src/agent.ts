@@ -16,6 +16,7 @@ import { watchPolicy } from './fetch/watch.ts';
 import { UploadLimiter } from './transport/upload-limiter.ts';
 import { MIN_CHUNK_SIZE } from './cache/chunking.ts';
 import { createApp } from './http/app.ts';
+import { withLocalHits } from './http/local-hits.ts';
 import { AccessControl } from './http/access.ts';
 import { isKey } from './keys.ts';
 import { Overlay } from './overlay/overlay.ts';
@@ -412,14 +413,11 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // response may take as long as it keeps moving (a large PUT or GET), and a connection on which
   // nothing moves for http.idleTimeoutMs is closed (an exchange stream, which waits for messages, is
   // exempt: http/exchange.ts).
-  const http: HttpServer = createServer(
-    {
-      requestTimeout: 0,
-      headersTimeout: 10_000,
-      keepAliveTimeout: Math.min(5_000, config.http.idleTimeoutMs),
-    },
-    app,
-  );
+  const http: HttpServer = createServer({
+    requestTimeout: 0,
+    headersTimeout: 10_000,
+    keepAliveTimeout: Math.min(5_000, config.http.idleTimeoutMs),
+  });
   /** Connections with a request in progress: only those are counted when cut (not an idle keep-alive). */
   const busy = new WeakSet<object>();
   http.setTimeout(config.http.idleTimeoutMs, (socket) => {
@@ -444,6 +442,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       return writeHead(...args);
     };
   });
+  // After the listener above, which must see a request before any answer starts (the fast path
+  // may answer at once).
+  http.on(
+    'request',
+    config.http.fastPath ? withLocalHits({ store, counters, metrics, logger, access }, app) : app,
+  );
   http.listen(config.http.port, config.http.host);
   await once(http, 'listening');
   const httpPort = (http.address() as AddressInfo).port;

@@ -143,6 +143,43 @@ describe('traces across agents (OTLP)', () => {
     );
   });
 
+  it('traces a local hit (the fast path) as the same server span, its log lines in the trace', async () => {
+    const c = agents[2]!;
+    const body = randomBytes(4096);
+    assert.equal((await fetch(`${c.url}/v1/objects/traced/local`, { method: 'PUT', body })).status, 201);
+    const traceId = randomBytes(16).toString('hex');
+    const parent = randomBytes(8).toString('hex');
+    const res = await fetch(`${c.url}/v1/objects/traced/local`, {
+      headers: { traceparent: `00-${traceId}-${parent}-01` },
+    });
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), body);
+    assert.equal(res.headers.get('x-edgemesh-source'), 'local');
+    const span = await eventually(
+      () => Promise.resolve(receiver.spans.find((s) => s.traceId === traceId)),
+      15_000,
+      'the span of the local hit',
+    );
+    assert.equal(span.name, 'GET /v1/objects/{key}');
+    assert.equal(span.kind, SERVER);
+    assert.equal(span.parentSpanId, parent, "a child of the client's span");
+    assert.equal(span.resource['service.instance.id'], 'c');
+    assert.deepEqual(
+      {
+        method: span.attributes['http.request.method'],
+        route: span.attributes['http.route'],
+        key: span.attributes['edgemesh.key'],
+        source: span.attributes['edgemesh.source'],
+        status: span.attributes['http.response.status_code'],
+      },
+      { method: 'GET', route: '/v1/objects/{key}', key: 'traced/local', source: 'local', status: 200 },
+    );
+    await eventually(
+      () => Promise.resolve(c.logs.some((l) => l.includes(`"trace_id":"${traceId}"`)) || undefined),
+      5000,
+      'a log line with the trace id',
+    );
+  });
+
   it('puts the trace id in log lines written inside a traced operation', async () => {
     const c = agents[2]!;
     const traceId = randomBytes(16).toString('hex');

@@ -225,6 +225,14 @@ export class ObjectStore {
     return data;
   }
 
+  /**
+   * The chunk's verified bytes if the hot tier holds them (a use, for its order), without going to
+   * disk; undefined otherwise (readChunk then reads and verifies it).
+   */
+  hotChunk(digest: string): Buffer | undefined {
+    return this.#hot.get(digest);
+  }
+
   newLease(): ChunkLease {
     const lease: ChunkLease = new ChunkLease(() => {
       if (lease.released) return;

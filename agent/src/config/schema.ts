@@ -104,6 +104,11 @@ export const agentConfigSchema = z.strictObject({
        * works for the client; exchange streams are exempt.
        */
       idleTimeoutMs: z._default(int(1000, 3_600_000), 60_000),
+      /**
+       * Answer GET and HEAD of objects held here (first chunk in the hot tier) on node:http directly,
+       * before express (http/local-hits.ts): the same answers, faster. Off: express answers all.
+       */
+      fastPath: z._default(bool, true),
     }),
     {},
   ),

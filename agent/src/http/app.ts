@@ -8,7 +8,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
 import { HttpError, sendError, toHttpError } from './errors.ts';
 import { type ExchangeDeps, receiveHandler, sendHandler } from './exchange.ts';
-import { objectsHandler, requestKey } from './objects.ts';
+import { OBJECTS_ROUTE, objectsHandler, requestKey } from './objects.ts';
 import type { AccessControl, Principal, Verb } from './access.ts';
 
 export interface AppDeps {
@@ -118,7 +118,7 @@ export function createApp(deps: AppDeps): express.Express {
     res.json(deps.status());
   });
   const objects = objectsHandler(deps);
-  app.all('/v1/objects/{*key}', (req, res) => {
+  app.all(OBJECTS_ROUTE, (req, res) => {
     const verb = objectVerb(req.method);
     let key: string | undefined;
     try {

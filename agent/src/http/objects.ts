@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
@@ -21,6 +22,8 @@ import { HttpError, sendError, toHttpError } from './errors.ts';
 import { type ByteRange, parseRange } from './range.ts';
 
 export const OBJECTS_PREFIX = '/v1/objects/';
+/** The objects route, as express matches it and as request metrics label it. */
+export const OBJECTS_ROUTE = '/v1/objects/{*key}';
 /** Header a PUT may carry: the object's time to live in seconds. */
 export const TTL_HEADER = 'x-edgemesh-ttl';
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
@@ -134,7 +137,8 @@ async function remove(deps: ObjectRoutesDeps, key: string, res: Response): Promi
   res.status(204).end();
 }
 
-function etagMatches(header: string | undefined, etag: string): boolean {
+/** Whether an If-None-Match header names `etag` (weakly or not), or is `*`. */
+export function etagMatches(header: string | undefined, etag: string): boolean {
   if (header === undefined) return false;
   return header.split(',').some((tag) => {
     const t = tag.trim();
@@ -146,13 +150,16 @@ function etagMatches(header: string | undefined, etag: string): boolean {
  * A request on an object, in a server span continuing the client's trace (traceparent). For GET and
  * HEAD it names the source that served it (local, peer or origin): the root of the trace of a fetch
  * across the mesh. A PUT's replication and a DELETE's purge (over gRPC and over NATS) join it too.
+ * `source`: the source when it is known before the answer is (the fast path's raw headers, which
+ * `res.getHeader` does not see); else the X-Edgemesh-Source header the answer carries.
  */
-function traced(
-  deps: ObjectRoutesDeps,
+export function traced(
+  deps: Pick<ObjectRoutesDeps, 'logger'>,
   key: string,
-  req: Request,
-  res: Response,
+  req: IncomingMessage,
+  res: ServerResponse,
   handle: () => Promise<void>,
+  source?: string,
 ): Promise<void> {
   const parent = extractFromHeaders(req.headers);
   const span = tracer().startSpan(
@@ -177,10 +184,13 @@ function traced(
       if (status >= 500) span.setStatus({ code: 2, message: (error as Error).message });
       throw error;
     } finally {
-      const source = res.getHeader('x-edgemesh-source');
-      if (typeof source === 'string') span.setAttribute('edgemesh.source', source);
+      const served = source ?? res.getHeader('x-edgemesh-source');
+      if (typeof served === 'string') span.setAttribute('edgemesh.source', served);
       span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status ?? res.statusCode);
-      deps.logger.debug({ key, method: req.method, source, status: status ?? res.statusCode }, 'request'); // carries the trace id
+      deps.logger.debug(
+        { key, method: req.method, source: served, status: status ?? res.statusCode },
+        'request',
+      ); // carries the trace id
       span.end();
     }
   });

@@ -1,0 +1,245 @@
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import express from 'express';
+import { chunkLength } from '../cache/chunking.ts';
+import { type Manifest, objectDigest } from '../cache/manifest.ts';
+import type { ObjectHandle, ObjectStore } from '../cache/object-store.ts';
+import { keyProblem } from '../keys.ts';
+import type { Counters } from '../telemetry/counters.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { AgentMetrics } from '../telemetry/metrics.ts';
+import type { AccessControl, Principal } from './access.ts';
+import { etagMatches, OBJECTS_PREFIX, OBJECTS_ROUTE, traced } from './objects.ts';
+import { type ByteRange, parseRange } from './range.ts';
+
+export interface LocalHitsDeps {
+  store: ObjectStore;
+  counters: Counters;
+  metrics: Pick<AgentMetrics, 'recordRequest'>;
+  logger: Logger;
+  access?: AccessControl | undefined;
+}
+
+/** The headers of a local answer for one version of an object, computed on its first hit. */
+interface Prepared {
+  etag: string;
+  /** ETag, source, Accept-Ranges, Content-Type and Last-Modified, as raw name-value pairs. */
+  common: string[];
+  /** `common` with the whole object's Content-Length. */
+  full: string[];
+}
+
+/** A local object being answered: pinned, the bytes asked for, and the first chunk of them in hand. */
+interface Hit {
+  handle: ObjectHandle;
+  bytes: ByteRange;
+  partial: boolean;
+  first: Buffer;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The Content-Type express sends for `type`: its res.set completes a text type with a charset
+ * (mime-types), so the fast path asks express's own function, once per object version.
+ */
+function expressContentType(type: string): string {
+  let value = type;
+  const capture = { setHeader: (_name: string, v: string) => (value = v) };
+  express.response.set.call(capture, 'Content-Type', type);
+  return value;
+}
+
+function prepare(manifest: Manifest): Prepared {
+  const etag = `"${objectDigest(manifest)}"`;
+  // In the order, and with the names, objects.ts getObject sets them.
+  const common = [
+    'ETag',
+    etag,
+    'X-Edgemesh-Source',
+    'local',
+    'Accept-Ranges',
+    'bytes',
+    'Content-Type',
+    expressContentType(manifest.contentType ?? 'application/octet-stream'),
+    'Last-Modified',
+    new Date(manifest.createdAtMs).toUTCString(),
+  ];
+  return { etag, common, full: [...common, 'Content-Length', String(manifest.size)] };
+}
+
+/** Resolves once `res` may take more (drain), or is gone (close). */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+/**
+ * A node:http request listener that answers GET and HEAD of objects this node holds, whose first
+ * chunk is in the hot tier, without express; `fallback` (the express app) gets every other request,
+ * unchanged: other methods and paths, invalid keys, clients refused (401, 403, 429: express refuses
+ * them, with its counters), misses (peers, origin, 404), objects only on disk (express reads them
+ * into the hot tier), unsatisfiable ranges (416). What it answers, it answers as express would: the
+ * same headers and bodies, the same authentication and limits, request metric (route
+ * OBJECTS_ROUTE), server span and counters (hits, bytes served). Its headers are computed once per
+ * object version.
+ */
+export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): RequestListener {
+  const { store, counters, metrics, logger, access } = deps;
+  const prepared = new WeakMap<Manifest, Prepared>(); // a new version is a new manifest
+
+  function headersOf(manifest: Manifest): Prepared {
+    let p = prepared.get(manifest);
+    if (!p) prepared.set(manifest, (p = prepare(manifest)));
+    return p;
+  }
+
+  /** Streams the chunks covering `bytes` (the first already in hand) with backpressure, then ends. */
+  async function sendChunks(manifest: Manifest, data: Buffer, bytes: ByteRange, res: ServerResponse) {
+    const { chunkSize, size } = manifest;
+    const first = Math.floor(bytes.start / chunkSize);
+    const last = Math.floor(bytes.end / chunkSize);
+    for (let index = first; index <= last; index++) {
+      if (index > first) data = await store.readChunk(manifest.chunks[index]!);
+      if (res.destroyed) return; // the client went away
+      const offset = index * chunkSize;
+      const from = Math.max(0, bytes.start - offset);
+      const to = Math.min(chunkLength(size, chunkSize, index), bytes.end - offset + 1);
+      const part = from === 0 && to === data.length ? data : data.subarray(from, to);
+      counters.bytesServed.local += part.length;
+      if (index === last) {
+        res.end(part);
+        return;
+      }
+      if (!res.write(part)) await drained(res);
+      if (res.destroyed) return; // the client went away
+    }
+  }
+
+  /** The answer (objects.ts getObject's, for a local source), in the object's server span. */
+  async function answer(req: IncomingMessage, res: ServerResponse, hit: Hit): Promise<void> {
+    const { handle, bytes } = hit;
+    try {
+      const manifest = handle.manifest;
+      counters.hits++;
+      const p = headersOf(manifest);
+      if (etagMatches(req.headers['if-none-match'], p.etag)) {
+        res.writeHead(304, p.common).end();
+        return;
+      }
+      if (hit.partial) {
+        res.writeHead(206, [
+          ...p.common,
+          'Content-Length',
+          String(bytes.end - bytes.start + 1),
+          'Content-Range',
+          `bytes ${bytes.start}-${bytes.end}/${manifest.size}`,
+        ]);
+      } else res.writeHead(200, p.full);
+      if (req.method === 'HEAD' || manifest.size === 0) {
+        res.end();
+        return;
+      }
+      await sendChunks(manifest, hit.first, bytes, res);
+    } catch (error) {
+      if (!res.headersSent) throw error;
+      // As objects.ts send: a later chunk could not be read (damaged on disk): cut the answer short.
+      logger.error(
+        { err: error, key: handle.manifest.key },
+        'response aborted: could not deliver verified bytes',
+      );
+      res.destroy();
+    } finally {
+      handle.release();
+    }
+  }
+
+  /**
+   * The local object `key` pinned, with the bytes to send and the first chunk of them, when that
+   * chunk is in the hot tier and the range (if any) satisfiable; else undefined, nothing pinned.
+   */
+  function localHit(key: string, rangeHeader: string | undefined): Hit | undefined {
+    const handle = store.openRead(key);
+    if (!handle) return undefined;
+    const { size, chunkSize, chunks } = handle.manifest;
+    const range = parseRange(rangeHeader, size);
+    const bytes = range.kind === 'partial' ? range.range : { start: 0, end: size - 1 };
+    const digest = chunks[Math.floor(bytes.start / chunkSize)];
+    const first = digest === undefined ? EMPTY : store.hotChunk(digest);
+    if (range.kind !== 'unsatisfiable' && first)
+      return { handle, bytes, partial: range.kind === 'partial', first };
+    handle.release();
+    return undefined;
+  }
+
+  /** Serves `req` when it is a local hit this path takes; false (having done nothing visible) when not. */
+  async function serve(req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
+    const started = performance.now();
+    const key = path.slice(OBJECTS_PREFIX.length);
+    if (keyProblem(key)) return false;
+    let principal: Principal | undefined;
+    if (access) {
+      principal = await access.authenticate(req.headers.authorization);
+      if (!principal || !access.allows(principal, 'read', key)) return false;
+    }
+    const hit = localHit(key, req.headers.range);
+    if (!hit) return false;
+    const release = access ? access.admit(principal!) : noop;
+    if (!release) {
+      hit.handle.release();
+      return false;
+    }
+    res.once('close', () => {
+      release();
+      metrics.recordRequest({
+        method: req.method!,
+        path,
+        route: OBJECTS_ROUTE,
+        status: res.statusCode,
+        seconds: (performance.now() - started) / 1000,
+      });
+    });
+    await traced(deps, key, req, res, () => answer(req, res, hit), 'local');
+    return true;
+  }
+
+  return (req, res) => {
+    const method = req.method;
+    const url = req.url ?? '';
+    if ((method !== 'GET' && method !== 'HEAD') || !url.startsWith(OBJECTS_PREFIX)) {
+      fallback(req, res);
+      return;
+    }
+    const query = url.indexOf('?');
+    serve(req, res, query < 0 ? url : url.slice(0, query)).then(
+      (served) => {
+        if (!served) fallback(req, res);
+      },
+      (error: unknown) => {
+        logger.error({ err: error, url }, 'request failed');
+        if (res.headersSent) res.destroy();
+        else internalError(res);
+      },
+    );
+  };
+}
+
+const noop = () => {};
+
+/** objects.ts's answer to an unexpected error (sendError of a 500), for a bare response. */
+function internalError(res: ServerResponse): void {
+  const body = JSON.stringify({ error: { code: 'Internal', message: 'internal error' } });
+  res.writeHead(500, [
+    'Content-Type',
+    'application/json; charset=utf-8',
+    'Content-Length',
+    String(Buffer.byteLength(body)),
+  ]);
+  res.end(body);
+}
