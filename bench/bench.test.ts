@@ -26,6 +26,7 @@ describe('benchmarks (--quick, shape only)', () => {
       ],
     ],
     ['hit', ['bench', 'p50_ms', 'p99_ms', 'baseline_p99_ms', 'ratio']],
+    ['ingest', ['bench', 'put_MBps', 'baseline_put_MBps', 'put_ratio', 'read_MBps', 'read_ratio']],
     ['membership', ['bench', 'agents', 'detect_s', 'join_s']],
     ['swarm', ['bench', 'nodes', 'bytes', 'origin_bytes', 'time_s', 'naive_s', 'bound_s', 'ratio_to_bound']],
     ['locality', ['bench', 'near_fraction', 'far_group_ratio']],
@@ -72,7 +73,7 @@ describe('benchmarks (--quick, shape only)', () => {
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /usage: npm run bench -- <transfer\|hit\|membership\|swarm\|locality\|operator\|chaos\|load>/,
+      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|locality\|operator\|chaos\|load>/,
     );
   });
 });

@@ -1,11 +1,16 @@
 #!/usr/bin/env node
 /**
- * `npm run bench -- NAME [--quick]`: runs one benchmark. Each compares against a baseline in the same
- * run, prints its figures and the machine it ran on, and prints one JSON object as its last line.
+ * `npm run bench -- NAME [--quick] [options]`: runs one benchmark (any options are the benchmark's
+ * own). Each compares against a baseline in the same run, prints its figures and the machine it ran
+ * on, and prints one JSON object as its last line.
  */
-const BENCHES: Record<string, () => Promise<{ run(quick: boolean): Promise<void> }>> = {
+const BENCHES: Record<
+  string,
+  () => Promise<{ run(quick: boolean, args: readonly string[]): Promise<void> }>
+> = {
   transfer: () => import('./transfer.ts'),
   hit: () => import('./hit.ts'),
+  ingest: () => import('./ingest.ts'),
   membership: () => import('./membership.ts'),
   swarm: () => import('./swarm.ts'),
   locality: () => import('./locality.ts'),
@@ -21,4 +26,4 @@ if (!load) {
   process.stderr.write(`usage: npm run bench -- <${Object.keys(BENCHES).join('|')}> [--quick]\n`);
   process.exit(2);
 }
-await (await load()).run(quick);
+await (await load()).run(quick, rest);

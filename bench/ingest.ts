@@ -1,0 +1,239 @@
+/**
+ * ingest: a PUT of one large object into an agent, then a GET of it from the same agent (a local read
+ * from disk: the object is far larger than the hot tier), side by side with a minimal Node http + fs
+ * server (bench/support/static-server.ts, its own process) that writes the same bytes to a file while
+ * hashing them with SHA-256, and streams the file back with fs.createReadStream. Both are driven by
+ * this process over loopback with the same client code, from one buffer in memory, in alternated
+ * reps; every byte read back is compared with what was sent.
+ *
+ * Options after --quick: `--fsync` (both sides fsync before answering a PUT: the agent's
+ * store.fsync), `--cpu-prof DIR` (the agent writes a V8 CPU profile there when it stops).
+ */
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { startAgentProcess } from '../agent/harness/agent-process.ts';
+import { chunkSizeFor, digestOf, rootDigest } from '../agent/src/cache/chunking.ts';
+import { describeMachine, median, round } from './support/machine.ts';
+
+const MiB = 2 ** 20;
+const STATIC_SERVER = fileURLToPath(new URL('./support/static-server.ts', import.meta.url));
+/** The agent's hot tier: a quarter of the quick object, so every read of the object is from disk. */
+const HOT_TIER = '64Mi';
+/** What the client hands to the socket per write. */
+const PIECE = MiB;
+
+interface Timed {
+  MBps: number;
+  /** CPU seconds the server process used (user + system), from /proc. */
+  serverCpuS: number;
+  body: string;
+}
+
+/** CPU seconds (user + system) process `pid` has used so far. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+/** PUTs `data` to `url` in PIECE writes with backpressure; MB/s from the first byte to the answer. */
+function timedPut(url: string, data: Buffer, pid: number): Promise<Timed> {
+  const cpu = cpuSeconds(pid);
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const headers = { 'Content-Length': String(data.length), 'Content-Type': 'application/octet-stream' };
+    const req = request(url, { method: 'PUT', headers }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => {
+        const body = Buffer.concat(parts).toString();
+        if (res.statusCode !== 201) return reject(new Error(`PUT ${url}: ${res.statusCode} ${body}`));
+        const seconds = (performance.now() - start) / 1000;
+        resolve({ MBps: data.length / 1e6 / seconds, serverCpuS: cpuSeconds(pid) - cpu, body });
+      });
+    });
+    req.on('error', reject);
+    let sent = 0;
+    const pump = () => {
+      while (sent < data.length) {
+        const piece = data.subarray(sent, sent + PIECE);
+        sent += piece.length;
+        if (!req.write(piece)) return void req.once('drain', pump);
+      }
+      req.end();
+    };
+    pump();
+  });
+}
+
+/** GETs `url` to the end, comparing every byte with `data`; MB/s from the request to the last byte. */
+function timedGet(url: string, data: Buffer, pid: number): Promise<Timed> {
+  const cpu = cpuSeconds(pid);
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    request(url, (res) => {
+      let n = 0;
+      let same = true;
+      res.on('data', (d: Buffer) => {
+        same &&= n + d.length <= data.length && d.equals(data.subarray(n, n + d.length));
+        n += d.length;
+      });
+      res.on('end', () => {
+        if (res.statusCode !== 200 || n !== data.length || !same)
+          return reject(new Error(`GET ${url}: ${res.statusCode}, ${n} bytes, same: ${same}`));
+        const seconds = (performance.now() - start) / 1000;
+        const source = String(res.headers['x-edgemesh-source'] ?? 'file');
+        resolve({ MBps: data.length / 1e6 / seconds, serverCpuS: cpuSeconds(pid) - cpu, body: source });
+      });
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+/** `bytes` of content no two MiB of which are equal (so no chunk deduplicates). */
+function content(bytes: number): Buffer {
+  const block = randomBytes(MiB);
+  const data = Buffer.allocUnsafe(bytes);
+  for (let offset = 0; offset < bytes; offset += MiB) {
+    block.writeUInt32BE(offset / MiB, 0);
+    block.copy(data, offset);
+  }
+  return data;
+}
+
+function option(args: readonly string[], name: string): string | undefined {
+  const at = args.indexOf(name);
+  return at === -1 ? undefined : args[at + 1];
+}
+
+export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
+  const bytes = (quick ? 256 : 1024) * MiB;
+  const reps = quick ? 1 : 3;
+  const fsync = args.includes('--fsync');
+  const profileDir = option(args, '--cpu-prof');
+  console.log(
+    `# ingest: PUT then local GET of ${bytes / MiB} MiB on one agent vs a Node http server doing fs write + ` +
+      `SHA-256 and fs.createReadStream, ${reps} rep(s) each, alternating; fsync ${fsync ? 'on' : 'off'} on both`,
+  );
+  console.log(`# machine: ${describeMachine()}`);
+  const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-ingest-'));
+  const data = content(bytes);
+  const expectedRoot = rootDigest(bytes, chunkSizeFor(bytes), chunkDigests(data, chunkSizeFor(bytes)));
+  const expectedSha = createHash('sha256').update(data).digest('hex');
+  const agent = await startAgentProcess(
+    [
+      ...['--store.dir', join(dir, 'store'), '--store.fsync', String(fsync)],
+      ...['--store.max-bytes', '8Gi', '--store.max-object-bytes', '8Gi', '--store.memory-bytes', HOT_TIER],
+      ...['--store.scrub-on-start', 'false'],
+    ],
+    20_000,
+    profileDir ? { nodeFlags: ['--cpu-prof', '--cpu-prof-dir', profileDir] } : {},
+  );
+  const server = spawn(process.execPath, [STATIC_SERVER, join(dir, 'files'), ...(fsync ? ['--fsync'] : [])], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const rows: { rep: number; side: string; put: Timed; get: Timed }[] = [];
+  try {
+    const first = await createInterface({ input: server.stdout })[Symbol.asyncIterator]().next();
+    const { port } = JSON.parse(String(first.value)) as { port: number };
+    const sides = {
+      baseline: { pid: server.pid!, url: (name: string) => `http://127.0.0.1:${port}/${name}` },
+      edgemesh: { pid: agent.child.pid!, url: (name: string) => `${agent.url}/v1/objects/bench/${name}` },
+    };
+    // Warm-up: JIT, connections and the first file and chunk writes, on both.
+    const warm = data.subarray(0, 32 * MiB);
+    for (const side of Object.values(sides)) {
+      await timedPut(side.url('warm-up'), warm, side.pid);
+      await timedGet(side.url('warm-up'), warm, side.pid);
+    }
+    for (let rep = 0; rep < reps; rep++) {
+      const order = rep % 2 === 0 ? (['baseline', 'edgemesh'] as const) : (['edgemesh', 'baseline'] as const);
+      const name = `object-${rep}`;
+      const puts: Record<string, Timed> = {};
+      for (const side of order) puts[side] = await timedPut(sides[side].url(name), data, sides[side].pid);
+      for (const side of order) {
+        const get = await timedGet(sides[side].url(name), data, sides[side].pid);
+        rows.push({ rep, side, put: puts[side]!, get });
+      }
+      checkDigests(puts, expectedRoot, expectedSha);
+      for (const row of rows.slice(-2)) {
+        if (row.side === 'edgemesh' && row.get.body !== 'local') throw new Error(`source ${row.get.body}`);
+      }
+      const removed = await fetch(sides.edgemesh.url(name), { method: 'DELETE' });
+      if (removed.status !== 204) throw new Error(`DELETE: ${removed.status}`);
+      await rm(join(dir, 'files', name), { force: true });
+    }
+  } finally {
+    server.kill();
+    await agent.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+  report(rows, bytes, reps, fsync);
+}
+
+function chunkDigests(data: Buffer, chunkSize: number): string[] {
+  const digests: string[] = [];
+  for (let offset = 0; offset < data.length; offset += chunkSize) {
+    digests.push(digestOf(data.subarray(offset, offset + chunkSize)));
+  }
+  return digests;
+}
+
+function checkDigests(puts: Record<string, Timed>, root: string, sha: string): void {
+  const ours = JSON.parse(puts.edgemesh!.body) as { digest: string };
+  if (ours.digest !== `sha256-tree:${root}`) throw new Error(`agent digest ${ours.digest}, expected ${root}`);
+  if (puts.baseline!.body !== sha) throw new Error(`baseline digest ${puts.baseline!.body}, expected ${sha}`);
+}
+
+function report(
+  rows: { rep: number; side: string; put: Timed; get: Timed }[],
+  bytes: number,
+  reps: number,
+  fsync: boolean,
+): void {
+  const gb = bytes / 1e9;
+  console.log('# rep | side     | PUT MB/s | server CPU s/GB | GET MB/s | server CPU s/GB');
+  for (const r of rows) {
+    console.log(
+      `# ${r.rep + 1}   | ${r.side.padEnd(8)} | ${r.put.MBps.toFixed(0).padStart(8)} | ` +
+        `${(r.put.serverCpuS / gb).toFixed(2).padStart(15)} | ${r.get.MBps.toFixed(0).padStart(8)} | ` +
+        `${(r.get.serverCpuS / gb).toFixed(2).padStart(15)}`,
+    );
+  }
+  const med = (side: string, pick: (r: (typeof rows)[number]) => number) =>
+    median(rows.filter((r) => r.side === side).map(pick));
+  const put = med('edgemesh', (r) => r.put.MBps);
+  const get = med('edgemesh', (r) => r.get.MBps);
+  const basePut = med('baseline', (r) => r.put.MBps);
+  const baseGet = med('baseline', (r) => r.get.MBps);
+  console.log(
+    `# medians: PUT ${put.toFixed(0)} vs ${basePut.toFixed(0)} MB/s (ratio ${(put / basePut).toFixed(2)}), ` +
+      `local GET ${get.toFixed(0)} vs ${baseGet.toFixed(0)} MB/s (ratio ${(get / baseGet).toFixed(2)}); goals: both ratios >= 0.7`,
+  );
+  const cpu = (side: string, pick: (r: (typeof rows)[number]) => number) => round(med(side, pick) / gb, 2);
+  console.log(
+    JSON.stringify({
+      bench: 'ingest',
+      bytes,
+      reps,
+      fsync,
+      put_MBps: round(put, 1),
+      baseline_put_MBps: round(basePut, 1),
+      put_ratio: round(put / basePut, 3),
+      read_MBps: round(get, 1),
+      baseline_read_MBps: round(baseGet, 1),
+      read_ratio: round(get / baseGet, 3),
+      put_cpu_s_per_GB: cpu('edgemesh', (r) => r.put.serverCpuS),
+      baseline_put_cpu_s_per_GB: cpu('baseline', (r) => r.put.serverCpuS),
+      read_cpu_s_per_GB: cpu('edgemesh', (r) => r.get.serverCpuS),
+      baseline_read_cpu_s_per_GB: cpu('baseline', (r) => r.get.serverCpuS),
+    }),
+  );
+}
