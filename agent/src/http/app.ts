@@ -86,6 +86,8 @@ export function createApp(deps: AppDeps): express.Express {
               new HttpError(429, 'TooManyRequests', `${principal.name}: too many requests`),
             );
           }
+          // The client may have hung up while its token was checked: its 'close' has passed then.
+          if (res.closed) return release();
           res.once('close', release);
           res.locals.principal = principal;
           next();

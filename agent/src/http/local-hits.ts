@@ -187,6 +187,8 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
     if (access) {
       principal = await access.authenticate(req.headers.authorization);
       if (!principal || !access.allows(principal, 'read', key)) return false;
+      // Hung up while its token was checked: express takes it (and answers nobody, as for any).
+      if (res.closed) return false;
     }
     const hit = localHit(key, req.headers.range);
     if (!hit) return false;
