@@ -132,6 +132,7 @@ if (mode === 'send') {
       }
     });
     socket.on('end', () => {
+      if (header) return fail(new Error(`the sender has no ${name}`)); // it hung up before the size
       if (inChunk > 0) chunkDone();
       writes
         .then(() => opened)

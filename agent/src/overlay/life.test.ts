@@ -8,7 +8,7 @@ import { parseConfig } from '../config/load.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { FakeClock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
 import { sharedTestCa } from '../../harness/test-ca.ts';
-import { LIFE_FILE, startLife } from './life.ts';
+import { FOLLOW_AHEAD_S, LIFE_FILE, startLife } from './life.ts';
 import { REFUTATIONS_PER_LIFE } from './membership.ts';
 
 const logger = createLogger({ level: 'silent', nodeId: 't' });
@@ -45,10 +45,14 @@ describe('startLife', () => {
     assert.equal(await startLife(d, T + 60_000, logger), T / 1000 + 60, 'the clock again once ahead');
   });
 
-  it('starts at the clock when the last life is further ahead than peers accept', async () => {
+  it('starts at the clock when the last life is too far ahead to follow', async () => {
     const d = await fresh();
     await startLife(d, T + MAX_CLOCK_SKEW_MS + 10_000, logger); // a clock far ahead, then set right
     assert.equal(await startLife(d, T, logger), T / 1000);
+    const near = await fresh();
+    await startLife(near, T + (FOLLOW_AHEAD_S - 1) * 1000, logger);
+    assert.equal(await startLife(near, T, logger), T / 1000 + FOLLOW_AHEAD_S, 'followed up to the margin');
+    assert.equal(await startLife(near, T, logger), T / 1000, 'not past it');
   });
 
   it('ignores a file it cannot read, and starts when it cannot save', async () => {

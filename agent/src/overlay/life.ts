@@ -4,8 +4,13 @@ import { atomicWrite } from '../cache/chunk-files.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
 
-/** Where this node keeps the start second of its last life, in its store folder. */
+/** Where this node keeps its last life (a start second, or one past the life before), in its store folder. */
 export const LIFE_FILE = 'life.json';
+/**
+ * How far ahead of this node's clock a life may be to be followed: half the clock skew peers accept,
+ * so that a peer whose clock is a little behind this one's still takes it.
+ */
+export const FOLLOW_AHEAD_S = MAX_CLOCK_SKEW_MS / 2000;
 
 /**
  * This node's life for this start: the start second, or one past the last life's when the clock is
@@ -14,8 +19,9 @@ export const LIFE_FILE = 'life.json';
  * a replay of an old announcement, so the member's restart would go unnoticed at the same address
  * (nothing copied to it again) and a move to a new address would be ignored until they forget it.
  *
- * A last life further ahead than the clock skew peers accept is not followed: peers would refuse it,
- * and it says the clock was wrong then rather than now. The life is saved before it is used; when it
+ * A last life more than FOLLOW_AHEAD_S (2.5 minutes) ahead of the clock is not followed: peers
+ * might refuse it (they accept 5 minutes of skew), and it may say the clock was wrong then rather
+ * than now. So a clock set back further than that still gives a lower life, as before. The life is saved before it is used; when it
  * cannot be saved (a full disk), the node starts anyway and says so.
  */
 export async function startLife(dir: string, nowMs: number, logger: Logger): Promise<number> {
@@ -32,7 +38,7 @@ export async function startLife(dir: string, nowMs: number, logger: Logger): Pro
   }
   let life = now;
   if (last !== undefined && last >= now) {
-    if (last + 1 <= now + MAX_CLOCK_SKEW_MS / 1000) {
+    if (last + 1 <= now + FOLLOW_AHEAD_S) {
       life = last + 1;
       logger.warn(
         { clockS: now, lastLifeS: last },
@@ -41,7 +47,7 @@ export async function startLife(dir: string, nowMs: number, logger: Logger): Pro
     } else {
       logger.warn(
         { clockS: now, lastLifeS: last },
-        'the last start is further ahead of the clock than peers accept: this life starts at the clock',
+        'the last life is too far ahead of the clock to follow: this life starts at the clock',
       );
     }
   }
