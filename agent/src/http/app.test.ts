@@ -154,6 +154,8 @@ describe('HTTP API', () => {
       '/v1/objects/',
       '/v1/objects/sp%20ace',
       `/v1/objects/${'k'.repeat(513)}`,
+      // Absolute form: the key is not what a prefix cut of the target gives.
+      'http://x/v1/objects/dir/obj.bin',
     ];
     for (const path of paths) {
       for (const method of ['GET', 'PUT', 'DELETE']) {

@@ -50,6 +50,9 @@ export interface ObjectRoutesDeps {
  */
 export function requestKey(req: Request): string {
   const path = req.originalUrl.split('?', 1)[0]!;
+  // An absolute-form target (http://host/v1/objects/...) names its key after the authority.
+  if (!path.startsWith(OBJECTS_PREFIX))
+    throw new HttpError(400, 'InvalidKey', `the request target must be a path: ${OBJECTS_PREFIX}KEY`);
   const key = path.slice(OBJECTS_PREFIX.length);
   const problem = keyProblem(key);
   if (problem) throw new HttpError(400, 'InvalidKey', problem);
