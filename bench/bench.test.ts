@@ -14,6 +14,13 @@ describe('benchmarks (--quick, shape only)', () => {
     ['hit', ['bench', 'p50_ms', 'p99_ms', 'baseline_p99_ms', 'ratio']],
     ['membership', ['bench', 'agents', 'detect_s', 'join_s']],
     ['swarm', ['bench', 'nodes', 'bytes', 'origin_bytes', 'time_s', 'naive_s', 'bound_s', 'ratio_to_bound']],
+    [
+      'swarm-vs-peer',
+      [
+        ...['bench', 'nodes', 'edgemesh_s', 'webtorrent_s', 'naive_s', 'bound_s'],
+        ...['edgemesh_origin_bytes', 'webtorrent_origin_bytes'],
+      ],
+    ],
     ['locality', ['bench', 'near_fraction', 'far_group_ratio']],
     [
       'operator',
@@ -47,7 +54,7 @@ describe('benchmarks (--quick, shape only)', () => {
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /usage: npm run bench -- <transfer\|hit\|membership\|swarm\|locality\|operator\|chaos>/,
+      /usage: npm run bench -- <transfer\|hit\|membership\|swarm\|swarm-vs-peer\|locality\|operator\|chaos>/,
     );
   });
 });

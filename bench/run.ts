@@ -8,6 +8,7 @@ const BENCHES: Record<string, () => Promise<{ run(quick: boolean): Promise<void>
   hit: () => import('./hit.ts'),
   membership: () => import('./membership.ts'),
   swarm: () => import('./swarm.ts'),
+  'swarm-vs-peer': () => import('./swarm-vs-peer.ts'),
   locality: () => import('./locality.ts'),
   operator: () => import('./operator.ts'),
   chaos: () => import('./chaos.ts'),
