@@ -47,6 +47,9 @@ interface Point {
   edgemeshOriginBytes: number;
   webtorrentOriginBytes: number;
   webtorrentPieceLength: number;
+  /** Seconds until the origin (EdgeMesh) or the seeder (WebTorrent) sent its last byte. */
+  edgemeshOriginSeconds: number;
+  webtorrentOriginSeconds: number;
 }
 
 export async function run(quick: boolean): Promise<void> {
@@ -197,9 +200,9 @@ async function measure(
     timeoutMs: Math.max(60_000, 10 * bound * 1000),
   });
   console.log(
-    `# N=${shape.nodes}: piece MiB uploaded per node, EdgeMesh: ${mesh.uploads.map((b) => round(b / MiB, 1)).join(' ')}; ` +
+    `# N=${shape.nodes}: MiB uploaded per node, EdgeMesh: ${mesh.uploads.map((b) => round(b / MiB, 1)).join(' ')}; ` +
       `WebTorrent: ${torrent.uploads.map((b) => round(b / MiB, 1)).join(' ')} ` +
-      `(seeder: ${round(torrent.originBytes / MiB, 2)} MiB of pieces, ${round(torrent.originWireBytes / MiB, 2)} MiB in all)`,
+      `(seeder: ${round(torrent.originBytes / MiB, 2)} MiB sent, ${round(torrent.originPieceBytes / MiB, 2)} MiB of pieces queued)`,
   );
   return {
     nodes: shape.nodes,
@@ -210,6 +213,8 @@ async function measure(
     edgemeshOriginBytes: mesh.originBytes,
     webtorrentOriginBytes: torrent.originBytes,
     webtorrentPieceLength: torrent.pieceLength,
+    edgemeshOriginSeconds: mesh.originSeconds,
+    webtorrentOriginSeconds: torrent.originSeconds,
   };
 }
 
@@ -217,12 +222,13 @@ function tableOf(points: readonly Point[], bytes: number): string[] {
   const ratio = (t: number, p: Point) => `${t.toFixed(2)} (${(t / p.bound).toFixed(2)})`;
   const origin = (b: number) => (b / bytes).toFixed(2);
   return [
-    '| N | bound s | EdgeMesh s (x bound) | WebTorrent s (x bound) | naive s | origin copies, EdgeMesh / WebTorrent |',
-    '|---|---|---|---|---|---|',
+    '| N | bound s | EdgeMesh s (x bound) | WebTorrent s (x bound) | naive s | origin copies, EdgeMesh / WebTorrent | origin busy s, EdgeMesh / WebTorrent |',
+    '|---|---|---|---|---|---|---|',
     ...points.map(
       (p) =>
         `| ${p.nodes} | ${p.bound.toFixed(2)} | ${ratio(p.edgemesh, p)} | ${ratio(p.webtorrent, p)} | ` +
-        `${p.naive.toFixed(2)} | ${origin(p.edgemeshOriginBytes)} / ${origin(p.webtorrentOriginBytes)} |`,
+        `${p.naive.toFixed(2)} | ${origin(p.edgemeshOriginBytes)} / ${origin(p.webtorrentOriginBytes)} | ` +
+        `${p.edgemeshOriginSeconds.toFixed(2)} / ${p.webtorrentOriginSeconds.toFixed(2)} |`,
     ),
   ];
 }

@@ -83,6 +83,8 @@ export interface MeshSwarmResult {
   uploads: number[];
   originRequests: number;
   originBytes: number;
+  /** Seconds from the GETs to the origin's last byte (within 10 ms). */
+  originSeconds: number;
 }
 
 /**
@@ -106,16 +108,25 @@ export async function meshSwarm(o: MeshSwarmOptions): Promise<MeshSwarmResult> {
       o.onStart?.(agent);
     }
     for (const agent of agents) await peersAlive(agent, o.nodes - 1);
+    const started = performance.now();
+    let originSent = 0;
+    let originLast = started;
+    const watch = setInterval(() => {
+      if (o.origin.stats.bytes === originSent) return;
+      originSent = o.origin.stats.bytes;
+      originLast = performance.now();
+    }, 10);
     const seconds = await getAll(
       agents.map((a) => `${a.url}/v1/objects/cdn/${OBJECT_NAME}`),
       o.expectedSha256,
-    );
+    ).finally(() => clearInterval(watch));
     const statuses = await Promise.all(agents.map((a) => a.status()));
     return {
       seconds,
       uploads: statuses.map((s) => s.counters.bytesToPeers),
       originRequests: o.origin.stats.requests,
       originBytes: o.origin.stats.bytes,
+      originSeconds: (originLast - started) / 1000,
     };
   } finally {
     await Promise.all(agents.map((a) => a.stop('SIGKILL')));

@@ -28,9 +28,10 @@ interface Torrent {
   readonly pieceLength: number;
   readonly name: string;
   readonly path: string;
-  /** Every byte sent to peers (pieces and protocol messages). */
+  /** Every byte sent to peers (pieces and protocol messages), counted as it leaves the upload cap. */
   readonly uploaded: number;
   on(event: 'wire', listener: (wire: Wire) => void): void;
+  on(event: 'upload', listener: (bytes: number) => void): void;
   on(event: 'done', listener: () => void): void;
   on(event: 'error', listener: (error: Error) => void): void;
 }
@@ -60,7 +61,7 @@ export type FromClient =
   | { op: 'seeding'; torrent: string; pieceLength: number }
   | { op: 'done' }
   | { op: 'verified'; sha256: string }
-  | { op: 'stats'; pieceBytes: number; wireBytes: number }
+  | { op: 'stats'; pieceBytes: number; sentBytes: number; lastSentSeconds: number }
   | { op: 'error'; message: string };
 
 const require = createRequire(import.meta.url);
@@ -86,10 +87,17 @@ const client = new WebTorrent({
 });
 client.on('error', fail);
 let torrent: Torrent | undefined;
-/** Piece bytes sent (payload only, as the origin counts body bytes). */
+/**
+ * Piece bytes handed to the connections (payload only), counted when the wire queues a piece, which
+ * is before the upload cap: some may still be queued at the end.
+ */
 let pieceBytes = 0;
+/** When the clock started here (`go` or `add`), and when the last byte passed the upload cap. */
+let startedAt = 0;
+let lastSentAt = 0;
 
-function emptyUploadBucket(): void {
+function start(): void {
+  startedAt = performance.now();
   const bucket = client.throttleGroups.up.bucket;
   bucket.content = 0;
   bucket.lastDrip = Date.now();
@@ -98,6 +106,7 @@ function emptyUploadBucket(): void {
 function track(t: Torrent): Torrent {
   t.on('error', fail);
   t.on('wire', (wire) => wire.on('upload', (bytes) => (pieceBytes += bytes)));
+  t.on('upload', () => (lastSentAt = performance.now()));
   return t;
 }
 
@@ -115,9 +124,9 @@ process.on('message', (message: ToClient) => {
       }),
     );
   } else if (message.op === 'go') {
-    emptyUploadBucket();
+    start();
   } else if (message.op === 'add') {
-    emptyUploadBucket();
+    start();
     const t = track(client.add(Buffer.from(message.torrent, 'base64'), { path: message.dir }));
     torrent = t;
     t.on('done', () => {
@@ -125,7 +134,8 @@ process.on('message', (message: ToClient) => {
       sha256(join(t.path, t.name)).then((digest) => send({ op: 'verified', sha256: digest }), fail);
     });
   } else {
-    send({ op: 'stats', pieceBytes, wireBytes: torrent?.uploaded ?? 0 });
+    const lastSentSeconds = Math.max(0, lastSentAt - startedAt) / 1000;
+    send({ op: 'stats', pieceBytes, sentBytes: torrent?.uploaded ?? 0, lastSentSeconds });
   }
 });
 process.on('disconnect', () => process.exit());

@@ -44,12 +44,17 @@ export interface WebTorrentSwarmOptions {
 export interface WebTorrentSwarmResult {
   /** Seconds from telling every leecher to add the torrent to the last one having every piece verified. */
   seconds: number;
-  /** Piece bytes each leecher uploaded. */
+  /** Bytes each leecher sent to the others. */
   uploads: number[];
-  /** Piece bytes the seeder uploaded (what the origin sent). */
+  /**
+   * Bytes the seeder sent (what the origin sent): every byte that passed its upload cap, protocol
+   * messages included (a few KiB; the origin's count has no headers).
+   */
   originBytes: number;
-  /** Every byte the seeder sent, protocol messages included. */
-  originWireBytes: number;
+  /** Piece bytes the seeder's connections queued (some may not have been sent when all were done). */
+  originPieceBytes: number;
+  /** Seconds from the start to the seeder's last byte through the cap. */
+  originSeconds: number;
   pieceLength: number;
 }
 
@@ -172,9 +177,10 @@ export async function webTorrentSwarm(o: WebTorrentSwarmOptions): Promise<WebTor
     );
     return {
       seconds,
-      uploads: stats.slice(1).map((s) => s.pieceBytes),
-      originBytes: stats[0]!.pieceBytes,
-      originWireBytes: stats[0]!.wireBytes,
+      uploads: stats.slice(1).map((s) => s.sentBytes),
+      originBytes: stats[0]!.sentBytes,
+      originPieceBytes: stats[0]!.pieceBytes,
+      originSeconds: stats[0]!.lastSentSeconds,
       pieceLength,
     };
   } finally {
