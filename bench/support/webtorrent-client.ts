@@ -37,8 +37,16 @@ interface Torrent {
 }
 interface Client {
   readonly throttleGroups: { up: { bucket: { content: number; lastDrip: number } } };
-  seed(input: string, opts: { announce: string[] }, onseed: (torrent: Torrent) => void): Torrent;
-  add(torrentFile: Buffer, opts: { path: string }, ontorrent?: (torrent: Torrent) => void): Torrent;
+  seed(
+    input: string,
+    opts: { announce: string[]; pieceLength?: number },
+    onseed: (torrent: Torrent) => void,
+  ): Torrent;
+  add(
+    torrentFile: Buffer,
+    opts: { path: string; strategy: PieceStrategy },
+    ontorrent?: (torrent: Torrent) => void,
+  ): Torrent;
   on(event: 'error', listener: (error: Error) => void): void;
 }
 type ClientOptions = {
@@ -51,10 +59,12 @@ type ClientOptions = {
   uploadLimit: number;
 };
 
+/** WebTorrent's piece picker: in order (its default, made for streaming), or rarest first. */
+export type PieceStrategy = 'sequential' | 'rarest';
 export type ToClient =
-  | { op: 'seed'; file: string; announce: string }
+  | { op: 'seed'; file: string; announce: string; pieceLength?: number }
   | { op: 'go' }
-  | { op: 'add'; torrent: string; dir: string }
+  | { op: 'add'; torrent: string; dir: string; strategy: PieceStrategy }
   | { op: 'stats' };
 export type FromClient =
   | { op: 'ready' }
@@ -119,7 +129,7 @@ async function sha256(file: string): Promise<string> {
 process.on('message', (message: ToClient) => {
   if (message.op === 'seed') {
     torrent = track(
-      client.seed(message.file, { announce: [message.announce] }, (t) => {
+      client.seed(message.file, { announce: [message.announce], pieceLength: message.pieceLength }, (t) => {
         send({ op: 'seeding', torrent: t.torrentFile.toString('base64'), pieceLength: t.pieceLength });
       }),
     );
@@ -127,7 +137,9 @@ process.on('message', (message: ToClient) => {
     start();
   } else if (message.op === 'add') {
     start();
-    const t = track(client.add(Buffer.from(message.torrent, 'base64'), { path: message.dir }));
+    const t = track(
+      client.add(Buffer.from(message.torrent, 'base64'), { path: message.dir, strategy: message.strategy }),
+    );
     torrent = t;
     t.on('done', () => {
       send({ op: 'done' });

@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FromClient, ToClient } from './webtorrent-client.ts';
+import type { FromClient, PieceStrategy, ToClient } from './webtorrent-client.ts';
 
 const CLIENT = fileURLToPath(new URL('./webtorrent-client.ts', import.meta.url));
 
@@ -37,6 +37,10 @@ export interface WebTorrentSwarmOptions {
   expectedSha256: string;
   /** Called with each client process as it starts (e.g. to kill it if the benchmark is interrupted). */
   onStart?: (child: ChildProcess) => void;
+  /** Bytes per piece; default WebTorrent's choice for the size (create-torrent's). */
+  pieceLength?: number;
+  /** The leechers' piece picker. */
+  strategy: PieceStrategy;
   /** Fails the run when the last leecher is not done by then. */
   timeoutMs: number;
 }
@@ -155,11 +159,13 @@ export async function webTorrentSwarm(o: WebTorrentSwarmOptions): Promise<WebTor
     };
     const seeder = await start(o.originBytesPerSecond);
     const leechers = await Promise.all(Array.from({ length: o.nodes }, () => start(o.uploadBytesPerSecond)));
-    seeder.send({ op: 'seed', file: o.file, announce: tracker.announce });
+    seeder.send({ op: 'seed', file: o.file, announce: tracker.announce, pieceLength: o.pieceLength });
     const { torrent, pieceLength } = await seeder.next('seeding');
     const started = performance.now();
     seeder.send({ op: 'go' });
-    leechers.forEach((l, i) => l.send({ op: 'add', torrent, dir: join(o.dir, `w${i}`) }));
+    leechers.forEach((l, i) =>
+      l.send({ op: 'add', torrent, dir: join(o.dir, `w${i}`), strategy: o.strategy }),
+    );
     const doneAt = await within(
       Promise.all(leechers.map((l) => l.next('done').then(() => performance.now()))),
       o.timeoutMs,
