@@ -57,6 +57,8 @@ interface Point {
   /** Seconds until the origin (EdgeMesh) or the seeder (WebTorrent) sent its last byte. */
   edgemeshOriginSeconds: number;
   webtorrentOriginSeconds: number;
+  /** Why a side failed at this point (its figures are NaN). */
+  failures: string[];
 }
 
 export async function run(quick: boolean): Promise<void> {
@@ -127,7 +129,8 @@ export async function run(quick: boolean): Promise<void> {
   const loadAfter = loadavg();
   console.log(`# load average after: ${loadAfter.map((l) => l.toFixed(2)).join(' ')}`);
   const table = tableOf(points, plan.bytes);
-  for (const line of table) console.log(`# ${line}`);
+  const failures = points.flatMap((p) => p.failures.map((f) => `N=${p.nodes}, ${f}`));
+  for (const line of [...table, ...failures.map((f) => `failed: ${f}`)]) console.log(`# ${line}`);
   const head = points.find((p) => p.nodes === plan.headline)!;
   const json = JSON.stringify({
     bench: 'swarm-vs-peer',
@@ -143,9 +146,11 @@ export async function run(quick: boolean): Promise<void> {
   });
   if (!quick) {
     await writeFile(PLOT, plotOf(points, plan.bytes));
-    await writeDocs(table, json, [loadBefore[0]!, loadAfter[0]!]);
+    await writeDocs(table, failures, json, [loadBefore[0]!, loadAfter[0]!]);
     console.log(`# wrote ${PLOT} and the section of ${DOCS} between ${BEGIN} and ${END}`);
   }
+  if (head.failures.length > 0)
+    throw new Error(`the N=${head.nodes} point failed: ${head.failures.join('; ')}`);
   console.log(json);
 }
 
@@ -185,50 +190,72 @@ async function measure(
 ): Promise<Point> {
   await mkdir(env.dir, { recursive: true });
   const naive = await naiveSwarm(env.origin, shape.nodes, env.expected);
-  const mesh = await meshSwarm({
-    nodes: shape.nodes,
-    uploadBytesPerSecond: shape.uploadBytesPerSecond,
-    mesh: `swarm-vs-peer-${shape.nodes}`,
-    dir: env.dir,
-    nats: env.nats,
-    origin: env.origin,
-    expectedSha256: env.expected,
-    onStart: (agent) => env.children.add(agent.child),
-  });
+  const failures: string[] = [];
+  const mesh = await attempt('EdgeMesh', failures, () =>
+    meshSwarm({
+      nodes: shape.nodes,
+      uploadBytesPerSecond: shape.uploadBytesPerSecond,
+      mesh: `swarm-vs-peer-${shape.nodes}`,
+      dir: env.dir,
+      nats: env.nats,
+      origin: env.origin,
+      expectedSha256: env.expected,
+      onStart: (agent) => env.children.add(agent.child),
+    }),
+  );
   const bound = kumarRossBound(shape);
-  const torrent = await webTorrentSwarm({
-    nodes: shape.nodes,
-    uploadBytesPerSecond: shape.uploadBytesPerSecond,
-    originBytesPerSecond: shape.originBytesPerSecond,
-    file: env.file,
-    dir: env.dir,
-    expectedSha256: env.expected,
-    onStart: (child) => env.children.add(child),
-    strategy: STRATEGY,
-    timeoutMs: Math.max(60_000, 10 * bound * 1000),
-  });
+  const torrent = await attempt('WebTorrent', failures, () =>
+    webTorrentSwarm({
+      nodes: shape.nodes,
+      uploadBytesPerSecond: shape.uploadBytesPerSecond,
+      originBytesPerSecond: shape.originBytesPerSecond,
+      file: env.file,
+      dir: env.dir,
+      expectedSha256: env.expected,
+      onStart: (child) => env.children.add(child),
+      strategy: STRATEGY,
+      timeoutMs: Math.max(60_000, 10 * bound * 1000),
+    }),
+  );
+  const mib = (bytes: readonly number[] | undefined) => bytes?.map((b) => round(b / MiB, 1)).join(' ') ?? '-';
   console.log(
-    `# N=${shape.nodes}: MiB uploaded per node, EdgeMesh: ${mesh.uploads.map((b) => round(b / MiB, 1)).join(' ')}; ` +
-      `WebTorrent: ${torrent.uploads.map((b) => round(b / MiB, 1)).join(' ')} ` +
-      `(seeder: ${round(torrent.originBytes / MiB, 2)} MiB sent, ${round(torrent.originPieceBytes / MiB, 2)} MiB of pieces queued)`,
+    `# N=${shape.nodes}: MiB uploaded per node, EdgeMesh: ${mib(mesh?.uploads)}; WebTorrent: ${mib(torrent?.uploads)} ` +
+      `(seeder: ${mib([torrent?.originBytes ?? NaN])} MiB sent, ${mib([torrent?.originPieceBytes ?? NaN])} MiB of pieces queued)`,
   );
   return {
     nodes: shape.nodes,
     bound,
-    edgemesh: mesh.seconds,
-    webtorrent: torrent.seconds,
+    edgemesh: mesh?.seconds ?? NaN,
+    webtorrent: torrent?.seconds ?? NaN,
     naive,
-    edgemeshOriginBytes: mesh.originBytes,
-    webtorrentOriginBytes: torrent.originBytes,
-    webtorrentPieceLength: torrent.pieceLength,
-    edgemeshOriginSeconds: mesh.originSeconds,
-    webtorrentOriginSeconds: torrent.originSeconds,
+    edgemeshOriginBytes: mesh?.originBytes ?? NaN,
+    webtorrentOriginBytes: torrent?.originBytes ?? NaN,
+    webtorrentPieceLength: torrent?.pieceLength ?? NaN,
+    edgemeshOriginSeconds: mesh?.originSeconds ?? NaN,
+    webtorrentOriginSeconds: torrent?.originSeconds ?? NaN,
+    failures,
   };
 }
 
+/**
+ * One side's run at one point, or undefined with why it failed in `failures` (the curve goes on; the
+ * point shows the side as failed, and the run fails at the end if it was the headline point).
+ */
+async function attempt<T>(side: string, failures: string[], run: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await run();
+  } catch (error) {
+    failures.push(`${side}: ${(error as Error).message.split('\n')[0]}`);
+    console.log(`# failed: ${failures.at(-1)}`);
+    return undefined;
+  }
+}
+
 function tableOf(points: readonly Point[], bytes: number): string[] {
-  const ratio = (t: number, p: Point) => `${t.toFixed(2)} (${(t / p.bound).toFixed(2)})`;
-  const origin = (b: number) => (b / bytes).toFixed(2);
+  const ratio = (t: number, p: Point) =>
+    Number.isNaN(t) ? 'failed' : `${t.toFixed(2)} (${(t / p.bound).toFixed(2)})`;
+  const origin = (b: number) => (Number.isNaN(b) ? '-' : (b / bytes).toFixed(2));
+  const busy = (t: number) => (Number.isNaN(t) ? '-' : t.toFixed(2));
   return [
     '| N | bound s | EdgeMesh s (x bound) | WebTorrent s (x bound) | naive s | origin copies, EdgeMesh / WebTorrent | origin busy s, EdgeMesh / WebTorrent |',
     '|---|---|---|---|---|---|---|',
@@ -236,13 +263,14 @@ function tableOf(points: readonly Point[], bytes: number): string[] {
       (p) =>
         `| ${p.nodes} | ${p.bound.toFixed(2)} | ${ratio(p.edgemesh, p)} | ${ratio(p.webtorrent, p)} | ` +
         `${p.naive.toFixed(2)} | ${origin(p.edgemeshOriginBytes)} / ${origin(p.webtorrentOriginBytes)} | ` +
-        `${p.edgemeshOriginSeconds.toFixed(2)} / ${p.webtorrentOriginSeconds.toFixed(2)} |`,
+        `${busy(p.edgemeshOriginSeconds)} / ${busy(p.webtorrentOriginSeconds)} |`,
     ),
   ];
 }
 
 function plotOf(points: readonly Point[], bytes: number): string {
-  const series = (of: (p: Point) => number) => points.map((p) => [p.nodes, of(p)] as const);
+  const series = (of: (p: Point) => number) =>
+    points.filter((p) => !Number.isNaN(of(p))).map((p) => [p.nodes, of(p)] as const);
   return linePlotSvg({
     title: `swarm-vs-peer: time until all N have ${bytes / MiB} MiB (upload ${UPLOAD / MiB} MiB/s each, origin ${ORIGIN / MiB} MiB/s)`,
     xLabel: 'N (nodes)',
@@ -257,7 +285,12 @@ function plotOf(points: readonly Point[], bytes: number): string {
 }
 
 /** Replaces what is between the markers in docs/benchmarks.md (appends the markers if missing). */
-async function writeDocs(table: readonly string[], json: string, load: [number, number]): Promise<void> {
+async function writeDocs(
+  table: readonly string[],
+  failures: readonly string[],
+  json: string,
+  load: [number, number],
+): Promise<void> {
   const section = [
     BEGIN,
     `Written by \`npm run bench -- swarm-vs-peer\` on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC; ` +
@@ -265,6 +298,8 @@ async function writeDocs(table: readonly string[], json: string, load: [number, 
     '',
     ...table,
     '',
+    ...failures.map((f) => `Failed: ${f}.`),
+    ...(failures.length > 0 ? [''] : []),
     '![time until all N have the object, against N](swarm-vs-peer.svg)',
     '',
     '```',

@@ -128,6 +128,12 @@ export async function meshSwarm(o: MeshSwarmOptions): Promise<MeshSwarmResult> {
       originBytes: o.origin.stats.bytes,
       originSeconds: (originLast - started) / 1000,
     };
+  } catch (error) {
+    // What the agents said went wrong (their warnings and errors), before they go.
+    for (const agent of agents)
+      for (const line of agent.logs.filter((l) => /"level":(40|50|60)/.test(l)).slice(-5))
+        process.stderr.write(`${agent.url}: ${line.trim()}\n`);
+    throw error;
   } finally {
     await Promise.all(agents.map((a) => a.stop('SIGKILL')));
   }
