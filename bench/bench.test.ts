@@ -29,6 +29,13 @@ describe('benchmarks (--quick, shape only)', () => {
     ['ingest', ['bench', 'put_MBps', 'baseline_put_MBps', 'put_ratio', 'read_MBps', 'read_ratio']],
     ['membership', ['bench', 'agents', 'detect_s', 'join_s']],
     ['swarm', ['bench', 'nodes', 'bytes', 'origin_bytes', 'time_s', 'naive_s', 'bound_s', 'ratio_to_bound']],
+    [
+      'swarm-vs-peer',
+      [
+        ...['bench', 'nodes', 'edgemesh_s', 'webtorrent_s', 'naive_s', 'bound_s'],
+        ...['edgemesh_origin_bytes', 'webtorrent_origin_bytes'],
+      ],
+    ],
     ['locality', ['bench', 'near_fraction', 'far_group_ratio']],
     [
       'operator',
@@ -73,7 +80,7 @@ describe('benchmarks (--quick, shape only)', () => {
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|locality\|operator\|chaos\|load>/,
+      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|swarm-vs-peer\|locality\|operator\|chaos\|load>/,
     );
   });
 });

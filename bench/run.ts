@@ -13,6 +13,7 @@ const BENCHES: Record<
   ingest: () => import('./ingest.ts'),
   membership: () => import('./membership.ts'),
   swarm: () => import('./swarm.ts'),
+  'swarm-vs-peer': () => import('./swarm-vs-peer.ts'),
   locality: () => import('./locality.ts'),
   operator: () => import('./operator.ts'),
   chaos: () => import('./chaos.ts'),
