@@ -22,6 +22,7 @@ import { type AgentProcess, peersAlive, startAgentProcess } from '../agent/harne
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { report, summarize } from './support/heap-diff.ts';
+import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 const { values } = parseArgs({
@@ -102,16 +103,10 @@ if (snapshotAt.length > 0) await mkdir(snapshotDir, { recursive: true });
 const nats = await startNatsServer();
 const agents: AgentProcess[] = [];
 // Interrupted (Ctrl-C, a kill): the agents, nats-server and the stores go too, not left behind.
-const interrupted = () => {
-  for (const a of agents) a.child.kill('SIGKILL');
-  nats
-    .stop()
-    .then(() => rm(dir, { recursive: true, force: true }))
-    .catch(() => undefined)
-    .finally(() => process.exit(130));
-};
-process.once('SIGINT', interrupted);
-process.once('SIGTERM', interrupted);
+onInterrupt(
+  () => agents.forEach((a) => a.child.kill('SIGKILL')),
+  () => nats.stop().then(() => rm(dir, { recursive: true, force: true })),
+);
 for (let i = 0; i < count; i++)
   agents.push(
     await startAgentProcess(

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { startOrigin } from '../agent/harness/origin-server.ts';
 import { linePlotSvg } from './support/line-plot.ts';
+import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
 import {
   kumarRossBound,
@@ -82,18 +83,14 @@ export async function run(quick: boolean): Promise<void> {
   const nats = await startNatsServer();
   // Interrupted (Ctrl-C, a kill, the test's timeout): every process started goes too.
   const children = new Set<ChildProcess>();
-  const interrupted = () => {
-    for (const child of children) child.kill('SIGKILL');
-    for (const pid of startingChildren()) process.kill(pid, 'SIGKILL');
-    origin.close();
-    nats
-      .stop()
-      .then(() => rm(dir, { recursive: true, force: true }))
-      .catch(() => undefined)
-      .finally(() => process.exit(130));
-  };
-  process.once('SIGINT', interrupted);
-  process.once('SIGTERM', interrupted);
+  const stopWatching = onInterrupt(
+    () => {
+      for (const child of children) child.kill('SIGKILL');
+      for (const pid of startingChildren()) process.kill(pid, 'SIGKILL');
+      origin.close();
+    },
+    () => nats.stop().then(() => rm(dir, { recursive: true, force: true })),
+  );
   const points: Point[] = [];
   try {
     for (const nodes of plan.nodes) {
@@ -120,8 +117,7 @@ export async function run(quick: boolean): Promise<void> {
       );
     }
   } finally {
-    process.off('SIGINT', interrupted);
-    process.off('SIGTERM', interrupted);
+    stopWatching();
     origin.close();
     await nats.stop();
     await rm(dir, { recursive: true, force: true });
