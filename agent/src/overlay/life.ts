@@ -21,8 +21,10 @@ export const FOLLOW_AHEAD_S = MAX_CLOCK_SKEW_MS / 2000;
  *
  * A last life more than FOLLOW_AHEAD_S (2.5 minutes) ahead of the clock is not followed: peers
  * might refuse it (they accept 5 minutes of skew), and it may say the clock was wrong then rather
- * than now. So a clock set back further than that still gives a lower life, as before. The life is saved before it is used; when it
- * cannot be saved (a full disk), the node starts anyway and says so.
+ * than now. So a clock set back further than that still gives a lower life, as before.
+ *
+ * The life is saved before it is used; when it cannot be saved (a full disk), the node starts anyway
+ * and says so.
  */
 export async function startLife(dir: string, nowMs: number, logger: Logger): Promise<number> {
   const file = join(dir, LIFE_FILE);
@@ -42,7 +44,7 @@ export async function startLife(dir: string, nowMs: number, logger: Logger): Pro
       life = last + 1;
       logger.warn(
         { clockS: now, lastLifeS: last },
-        'the clock is behind this node’s last start: this life follows the last one',
+        'the clock is not past this node’s last life: this life follows the last one',
       );
     } else {
       logger.warn(
