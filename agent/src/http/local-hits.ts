@@ -3,12 +3,11 @@ import express from 'express';
 import { chunkLength } from '../cache/chunking.ts';
 import { type Manifest, objectDigest } from '../cache/manifest.ts';
 import type { ObjectHandle, ObjectStore } from '../cache/object-store.ts';
-import { keyProblem } from '../keys.ts';
 import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
 import type { AccessControl, Principal } from './access.ts';
-import { etagMatches, OBJECTS_PREFIX, OBJECTS_ROUTE, traced } from './objects.ts';
+import { etagMatches, OBJECTS_PREFIX, OBJECTS_ROUTE, targetKey, traced } from './objects.ts';
 import { type ByteRange, parseRange } from './range.ts';
 
 export interface LocalHitsDeps {
@@ -181,8 +180,12 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
   /** Serves `req` when it is a local hit this path takes; false (having done nothing visible) when not. */
   async function serve(req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
     const started = performance.now();
-    const key = path.slice(OBJECTS_PREFIX.length);
-    if (keyProblem(key)) return false;
+    let key: string;
+    try {
+      key = targetKey(path);
+    } catch {
+      return false; // express answers it (400)
+    }
     let principal: Principal | undefined;
     if (access) {
       principal = await access.authenticate(req.headers.authorization);

@@ -44,12 +44,18 @@ export interface ObjectRoutesDeps {
   logger: Logger;
 }
 
-/**
- * The key exactly as the client sent it: the raw path after /v1/objects/, not percent-decoded.
- * Key characters never need encoding, so any `%` (an encoded `..` or `/` among them) is rejected.
- */
+/** The key a request names (see targetKey). */
 export function requestKey(req: Request): string {
-  const path = req.originalUrl.split('?', 1)[0]!;
+  return targetKey(req.originalUrl);
+}
+
+/**
+ * The key exactly as the client sent it in the request target: the raw path after /v1/objects/, not
+ * percent-decoded, the query left out. Key characters never need encoding, so any `%` (an encoded
+ * `..` or `/` among them) is rejected: 400 InvalidKey, as for any target that names no valid key.
+ */
+export function targetKey(target: string): string {
+  const path = target.split('?', 1)[0]!;
   // An absolute-form target (http://host/v1/objects/...) names its key after the authority.
   if (!path.startsWith(OBJECTS_PREFIX))
     throw new HttpError(400, 'InvalidKey', `the request target must be a path: ${OBJECTS_PREFIX}KEY`);
