@@ -17,8 +17,8 @@ describe('benchmarks (--quick, shape only)', () => {
       [
         'bench',
         'mesh_MBps',
-        'mesh_plaintext_MBps',
-        'mtls_cost',
+        'mesh_grpc_MBps',
+        'bulk_gain',
         'raw_tcp_MBps',
         'limit_MBps',
         'ratio',

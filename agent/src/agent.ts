@@ -34,11 +34,11 @@ import { AGENT_VERSION, agentResource } from './telemetry/resource.ts';
 import { startTracing } from './telemetry/tracing.ts';
 import { type Clock, systemClock } from './time/clock.ts';
 import { startLife } from './overlay/life.ts';
-import { bindPeerServer, createPeerServer } from './transport/peer-server.ts';
+import { createPeerServer, listenPeerServer, type PeerServerOptions } from './transport/peer-server.ts';
 import { FileCaIssuer, fileTrust } from './security/file-ca.ts';
 import { OperatorIssuer } from './security/operator-issuer.ts';
 import { NodeCredentials } from './security/node-credentials.ts';
-import { peerServerCredentials, unauthenticated } from './security/grpc-credentials.ts';
+import { unauthenticated } from './security/grpc-credentials.ts';
 import { Revocations } from './security/revocations.ts';
 import { RevocationList } from './security/revocation-list.ts';
 import { NodeSigner } from './security/node-signer.ts';
@@ -292,7 +292,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // another node may take the address; either is learned as a newcomer, not as a restart.
   overlay.onMemberForgotten((_nodeId, address) => replicator.forget(address));
   const inbox = new Inbox();
-  const grpcServer = createPeerServer({
+  const peerOptions: PeerServerOptions = {
     store,
     counters,
     node: { id: config.nodeId, zone: config.zone, region: config.region },
@@ -349,13 +349,15 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     purgeSignature: (key) => tombstones.signatureOf(key),
     purge: (key, purgedAtMs, signature) => purger.purgeHere(key, purgedAtMs, signature),
     deliver: (message) => inbox.deliver({ ...message, receivedAtMs: clock.now() }),
-  });
-  const grpcPort = await bindPeerServer(
-    grpcServer,
+  };
+  const peerListener = await listenPeerServer(
+    createPeerServer(peerOptions),
+    peerOptions,
     config.grpc.host,
     config.grpc.port,
-    peerServerCredentials(credentials),
+    credentials,
   );
+  const grpcPort = peerListener.port;
 
   let scrub: ScrubState = { state: 'off' };
   const metrics = new AgentMetrics({
@@ -478,7 +480,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     });
   }, config.controlPlane.statsIntervalMs);
   stats.unref();
-  if (config.store.scrubOnStart) {
+  // Re-hashes every chunk on disk, one at a time, in the background (never two at once).
+  const runScrub = () => {
+    if (scrub.state === 'running') return;
     scrub = { state: 'running' };
     store.scrub().then(
       (result) => {
@@ -490,7 +494,15 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         logger.error({ err: error }, 'scrub failed');
       },
     );
-  }
+  };
+  if (config.store.scrubOnStart) runScrub();
+  // Chunks sent to peers are not hashed at each send (ObjectStore.chunkToSend): the periodic scrub
+  // finds what rotted since.
+  const scrubs =
+    config.store.scrubIntervalHours > 0
+      ? setInterval(runScrub, config.store.scrubIntervalHours * 3600_000)
+      : undefined;
+  scrubs?.unref();
   ready = true;
   logger.info(
     {
@@ -515,12 +527,13 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       ready = false;
       clearInterval(sweep);
       clearInterval(stats);
+      clearInterval(scrubs);
       replicator.close();
       uploadLimiter.close();
       await overlay.close();
       http.closeAllConnections();
       await new Promise((resolve) => http.close(resolve));
-      grpcServer.forceShutdown();
+      peerListener.close();
       credentials?.close();
       revocationList?.close();
       access.close();

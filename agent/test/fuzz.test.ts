@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client, type MethodDefinition, status as grpcStatus } from '@grpc/grpc-js';
@@ -12,7 +14,8 @@ import { type AgentProcess, eventually, startAgentProcess } from '../harness/age
 import { natsUnavailable, type NatsServer, startNatsServer } from '../harness/nats-server.ts';
 import { testCredentials } from '../harness/test-ca.ts';
 import { EventSigner } from '../src/security/event-signer.ts';
-import { peerChannelCredentials } from '../src/security/grpc-credentials.ts';
+import { peerChannelCredentials, peerTlsOptions } from '../src/security/grpc-credentials.ts';
+import { BULK_ALPN, encodeRequest, FRAME } from '../src/transport/bulk-wire.ts';
 import { peerService } from '../src/transport/peer-service.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../src/node-flags.ts';
 import type { NodeCredentials } from '../src/security/node-credentials.ts';
@@ -27,6 +30,68 @@ const missing = natsUnavailable();
 const HTTP_DOCUMENTED = new Set([
   200, 201, 202, 204, 206, 304, 400, 401, 403, 404, 405, 409, 411, 413, 416, 429, 502, 503,
 ]);
+
+/** `body` behind a bulk-stream length prefix. */
+function frame(body: Buffer): Buffer {
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(body.length);
+  return Buffer.concat([length, body]);
+}
+
+/** A bulk-stream connection to the agent's peer port as the node `as`. */
+function bulkConnection(port: number, as: NodeCredentials): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      ...peerTlsOptions(as, undefined),
+      host: '127.0.0.1',
+      port,
+      ALPNProtocols: [BULK_ALPN],
+    });
+    socket.once('secureConnect', () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+type BulkOutcome =
+  { kind: 'end' } | { kind: 'error'; code: number; message: string } | { kind: 'closed' } | { kind: 'hang' };
+
+/**
+ * Sends `bytes` on a bulk connection (then ends the client's side when `last`) and reads the answer:
+ * frames up to END or an error frame, or the connection closing; 'hang' when none comes in 10 s.
+ */
+function bulkExchange(socket: TLSSocket, bytes: Buffer, last: boolean): Promise<BulkOutcome> {
+  return new Promise((resolve) => {
+    let got = Buffer.alloc(0);
+    const finish = (outcome: BulkOutcome) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      resolve(outcome);
+    };
+    const onData = (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      while (got.length >= 9) {
+        const type = got.readUInt8(0);
+        const length = got.readUInt32BE(5);
+        if (got.length < 9 + length) return;
+        const body = got.subarray(9, 9 + length);
+        got = got.subarray(9 + length);
+        if (type === FRAME.END) return finish({ kind: 'end' });
+        if (type === FRAME.ERROR) {
+          const e = JSON.parse(body.toString()) as { code: number; message: string };
+          return finish({ kind: 'error', code: e.code, message: e.message });
+        }
+      }
+    };
+    const onClose = () => finish({ kind: 'closed' });
+    const timer = setTimeout(() => finish({ kind: 'hang' }), 10_000);
+    socket.on('data', onData);
+    socket.on('close', onClose);
+    socket.on('error', () => {});
+    if (last) socket.end(bytes);
+    else socket.write(bytes);
+  });
+}
 
 /** One request over a fresh connection: its status, the body read up to 64 KiB then dropped. */
 function send(
@@ -108,6 +173,8 @@ describe(
     let nc: NatsConnection;
     let agent: AgentProcess;
     let fuzzer: NodeCredentials;
+    /** The digests of the chunks the agent holds. */
+    const held: string[] = [];
     const counts: Record<string, Record<string, number>> = {};
     const count = (surface: string, outcome: string | number) => {
       const c = (counts[surface] ??= {});
@@ -146,8 +213,10 @@ describe(
         { nodeFlags: AGENT_NODE_FLAGS, env: { ...AGENT_MALLOC_ENV } },
       );
       // Something to find: objects under a few of the keys the fuzzer may hit.
-      for (const key of ['a', 'a/b', 'x'])
+      for (const key of ['a', 'a/b', 'x']) {
         await fetch(`${agent.url}/v1/objects/${key}`, { method: 'PUT', body: key });
+        held.push(createHash('sha256').update(key).digest('hex')); // its one chunk
+      }
     });
     after(async () => {
       fuzzer?.close();
@@ -268,6 +337,69 @@ describe(
       assert.deepEqual(failures, [], 'every answer a documented status');
       client.close();
       await stillWell('grpc');
+    });
+
+    it('the bulk stream answers random bytes and random requests with frames or a closed connection (RUNS cases), and stays up', async () => {
+      const cases = fc.sample(
+        fc.oneof(
+          // Bytes that may be anything (a length prefix of any size): sent, then the client's side ends.
+          fc.uint8Array({ maxLength: 600 }).map((b) => ({ raw: Buffer.from(b) })),
+          // A frame whose body is any JSON value.
+          fc
+            .anything({ maxDepth: 2 })
+            .map((value) => ({ raw: frame(Buffer.from(JSON.stringify(value) ?? '')) })),
+          // Requests of the right shape with odd digests and claims: answered on a kept connection.
+          fc
+            .record({
+              digests: fc.array(
+                fc.oneof(
+                  fc.constantFrom(...held),
+                  fc.stringMatching(/^[0-9a-f]{64}$/),
+                  fc.string({ maxLength: 70 }),
+                ),
+                { maxLength: 6 },
+              ),
+              from: fc.constantFrom('fuzzer', 'a', ''),
+              meta: fc.dictionary(fc.string({ maxLength: 12 }), fc.string({ maxLength: 40 }), { maxKeys: 3 }),
+            })
+            .map((request) => ({ request })),
+        ),
+        { seed: SEED + 100, numRuns: RUNS },
+      );
+      /** The statuses an error frame may carry (a refusal); INTERNAL or UNKNOWN would be a failure. */
+      const documented = new Set<number>([
+        grpcStatus.INVALID_ARGUMENT,
+        grpcStatus.NOT_FOUND,
+        grpcStatus.PERMISSION_DENIED,
+        grpcStatus.RESOURCE_EXHAUSTED,
+      ]);
+      const failures: string[] = [];
+      let next = 0;
+      const worker = async () => {
+        let socket: TLSSocket | undefined;
+        while (next < cases.length) {
+          const c = cases[next++]!;
+          socket ??= await bulkConnection(agent.grpcPort, fuzzer);
+          const outcome = await bulkExchange(
+            socket,
+            'raw' in c ? c.raw : encodeRequest(c.request),
+            'raw' in c,
+          );
+          count('bulk', outcome.kind === 'error' ? `error:${grpcStatus[outcome.code]}` : outcome.kind);
+          if (outcome.kind === 'hang' || (outcome.kind === 'error' && !documented.has(outcome.code)))
+            if (failures.length < 5)
+              failures.push(`${JSON.stringify(outcome)} for ${JSON.stringify(c).slice(0, 200)}`);
+          if ('raw' in c || (outcome.kind !== 'end' && outcome.kind !== 'error')) {
+            socket.destroy();
+            socket = undefined;
+          }
+        }
+        socket?.destroy();
+      };
+      await Promise.all(Array.from({ length: 16 }, worker));
+      assert.deepEqual(failures, [], 'every answer frames or a closed connection, in time');
+      assert.ok((counts.bulk?.end ?? 0) > 0, 'some requests were answered in full');
+      await stillWell('bulk');
     });
 
     it('every control-plane event, random and signed by a node of the mesh, is acted on or dropped, never a crash', async () => {

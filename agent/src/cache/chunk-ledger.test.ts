@@ -5,7 +5,7 @@ import { ChunkLedger } from './chunk-ledger.ts';
 describe('ChunkLedger', () => {
   it('counts a chunk repeated in one object once, and forgets it with the last holder', () => {
     const ledger = new ChunkLedger();
-    ledger.stored('z', 4);
+    ledger.stored('z', 4, true);
     // An object of zeros: the same chunk eight times, one reference.
     ledger.take(['z', 'z', 'z', 'z', 'z', 'z', 'z', 'z']);
     assert.equal(ledger.refs('z'), 1);
@@ -23,13 +23,13 @@ describe('ChunkLedger', () => {
     // Two leases write the same chunk at once; the first lands, the second is still writing.
     ledger.startWrite('c');
     ledger.startWrite('c');
-    ledger.stored('c', 10);
+    ledger.stored('c', 10, true);
     ledger.endWrite('c');
     ledger.take(['c']); // the first lease holds it
     assert.equal(ledger.bytes, 10, 'counted once');
     assert.deepEqual(ledger.release(['c']), [], 'the first lease gives up: the second still writes it');
     assert.ok(ledger.has('c'));
-    ledger.stored('c', 10);
+    ledger.stored('c', 10, true);
     ledger.endWrite('c');
     ledger.take(['c']); // the second commits
     assert.equal(ledger.bytes, 10);
@@ -39,12 +39,12 @@ describe('ChunkLedger', () => {
   it('forgets a chunk whose download was deleted while it was written, unless someone else holds it', () => {
     const ledger = new ChunkLedger();
     ledger.startWrite('d');
-    ledger.stored('d', 7);
+    ledger.stored('d', 7, true);
     ledger.endWrite('d');
     assert.equal(ledger.abandon('d'), true, 'the lease was released during the write: nobody holds it');
     assert.equal(ledger.bytes, 0);
     // The same, but another object holds the chunk meanwhile: kept.
-    ledger.stored('e', 3);
+    ledger.stored('e', 3, true);
     ledger.take(['e']);
     ledger.startWrite('e');
     ledger.endWrite('e');
@@ -59,7 +59,7 @@ describe('ChunkLedger', () => {
 
   it('drops a damaged chunk whoever holds it, and refuses to count an unknown one', () => {
     const ledger = new ChunkLedger();
-    ledger.stored('bad', 5);
+    ledger.stored('bad', 5, true);
     ledger.take(['bad']);
     assert.equal(ledger.drop('bad'), true);
     assert.equal(ledger.bytes, 0);

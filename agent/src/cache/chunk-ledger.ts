@@ -7,7 +7,7 @@
  * the caller removes its file.
  */
 export class ChunkLedger {
-  readonly #chunks = new Map<string, { size: number; refs: number }>();
+  readonly #chunks = new Map<string, { size: number; refs: number; verified: boolean }>();
   /** Writes in flight, by digest. */
   readonly #writers = new Map<string, number>();
   #bytes = 0;
@@ -41,11 +41,29 @@ export class ChunkLedger {
     else this.#writers.delete(digest);
   }
 
-  /** The chunk is on disk now, `size` bytes (counted once, however many wrote it). */
-  stored(digest: string, size: number): void {
-    if (this.#chunks.has(digest)) return;
-    this.#chunks.set(digest, { size, refs: 0 });
+  /**
+   * The chunk is on disk now, `size` bytes (counted once, however many wrote it). `verified`: its
+   * bytes were hashed in this process as they were written (false: found on disk at start).
+   */
+  stored(digest: string, size: number, verified: boolean): void {
+    const known = this.#chunks.get(digest);
+    if (known) {
+      known.verified ||= verified;
+      return;
+    }
+    this.#chunks.set(digest, { size, refs: 0, verified });
     this.#bytes += size;
+  }
+
+  /** Whether the chunk's file was hashed in this process (when written, or read back since). */
+  verified(digest: string): boolean {
+    return this.#chunks.get(digest)?.verified ?? false;
+  }
+
+  /** The chunk's file was read back and hashed to its digest. */
+  markVerified(digest: string): void {
+    const chunk = this.#chunks.get(digest);
+    if (chunk) chunk.verified = true;
   }
 
   /** One more holder (an object, or a lease) of each distinct digest; each must be known. */

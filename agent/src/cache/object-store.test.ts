@@ -15,7 +15,7 @@ import {
   ObjectTooLargeError,
   StaleVersionError,
 } from './errors.ts';
-import { ObjectStore, type ObjectStoreOptions } from './object-store.ts';
+import { ObjectStore, type ObjectStoreOptions, SEND_SAMPLE } from './object-store.ts';
 
 const MiB = 2 ** 20;
 
@@ -272,6 +272,45 @@ describe('ObjectStore', () => {
     assert.equal(store.lookup('x'), undefined);
     assert.equal(store.lookup('y'), undefined);
     assert.deepEqual(removed.sort(), ['x:corrupt', 'y:corrupt']);
+  });
+
+  it('sends chunks hashed in this process without hashing them again, but one read in SEND_SAMPLE, and every chunk found at start', async () => {
+    const store = await open();
+    const data = randomBytes(5 * MiB);
+    const m = await store.put('x', pieces(data), { size: data.length });
+    const victim = m.chunks[1]!;
+    const file = join(dir, 'chunks', victim.slice(0, 2), victim);
+    const bytes = await readFile(file);
+    bytes[0]! ^= 0xff;
+    await writeFile(file, bytes);
+    // Written (and hashed) in this process: the damage since goes out unnoticed (the peer hashes
+    // what it gets and refuses it) until a sampled read hashes it and drops the chunk.
+    let sent = 0;
+    let caught: unknown;
+    for (; sent <= SEND_SAMPLE && !caught; sent++) {
+      try {
+        assert.notDeepEqual(await store.chunkToSend(victim), data.subarray(4 * MiB), 'the damaged bytes');
+      } catch (error) {
+        caught = error;
+      }
+    }
+    assert.ok(caught instanceof IntegrityError, 'a sampled read finds it');
+    assert.ok(sent > 1 && sent <= SEND_SAMPLE, `the reads before it go out unhashed (${sent} reads)`);
+    assert.equal(store.lookup('x'), undefined);
+    assert.deepEqual(corrupt, [victim]);
+
+    // Found on disk at start: hashed at its first send.
+    const y = await store.put('y', pieces(data), { size: data.length });
+    const other = randomBytes(MiB);
+    const z = await store.put('z', pieces(other), { size: other.length });
+    await store.flush();
+    const yFile = join(dir, 'chunks', y.chunks[0]!.slice(0, 2), y.chunks[0]!);
+    const yBytes = await readFile(yFile);
+    yBytes[7]! ^= 1;
+    await writeFile(yFile, yBytes);
+    const reopened = await open();
+    await assert.rejects(reopened.chunkToSend(y.chunks[0]!), IntegrityError);
+    assert.deepEqual(await reopened.chunkToSend(z.chunks[0]!), other);
   });
 
   it('recovers from a crash: drops damaged, partial and orphaned files, and scrub finds silent rot', async () => {

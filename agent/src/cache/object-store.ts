@@ -18,6 +18,8 @@ import { Sieve } from './sieve.ts';
 
 /** How far eviction looks for a cached copy before it takes an owned one (each look places a key). */
 const CACHED_VICTIM_SCAN = 256;
+/** One chunk in this many read from disk for a peer is hashed again (chunkToSend). */
+export const SEND_SAMPLE = 16;
 /** How far a write that found the disk full looks for cached copies to evict. */
 const DISK_FULL_SCAN = 4096;
 /** What a write that found the disk full frees at least, before it tries once more. */
@@ -124,6 +126,8 @@ export class ObjectStore {
   readonly #objects = new Map<string, ObjectEntry>();
   /** Who holds each chunk (objects, leases) and which are being written: chunk-ledger.ts. */
   readonly #ledger = new ChunkLedger();
+  /** Disk reads for peers (chunkToSend) so far: every SEND_SAMPLE-th is hashed. */
+  #sendReads = 0;
   readonly #order = new Sieve<string>();
   /** Chunk file removals in flight: a new write of the same digest waits for them. */
   readonly #removals = new Map<string, Promise<void>>();
@@ -221,8 +225,29 @@ export class ObjectStore {
       this.#dropCorrupt(digest);
       throw new IntegrityError(digest, 'local disk');
     }
+    this.#ledger.markVerified(digest);
     this.#hot.set(digest, data);
     return data;
+  }
+
+  /**
+   * The chunk's bytes for a peer, which hashes every chunk it receives: from the hot tier, else from
+   * disk, hashed only when the chunk's file was not hashed in this process yet (found at start and
+   * not yet scrubbed) and on one read in SEND_SAMPLE otherwise. A chunk damaged since it was hashed
+   * may go out unnoticed (the receiver refuses it); the periodic scrub and the samples find it and
+   * drop it. Bytes not hashed on this read stay out of the hot tier, which local clients read from.
+   */
+  async chunkToSend(digest: string): Promise<Buffer> {
+    const hot = this.#hot.get(digest);
+    if (hot) return hot;
+    if (!this.#ledger.verified(digest) || ++this.#sendReads % SEND_SAMPLE === 0)
+      return this.readChunk(digest);
+    try {
+      return await this.#files.read(digest);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      return this.readChunk(digest); // gone meanwhile: readChunk says how
+    }
   }
 
   /**
@@ -450,7 +475,7 @@ export class ObjectStore {
       this.#ledger.startWrite(digest);
       try {
         await this.#makingRoom(data.length, () => this.#files.write(digest, data));
-        this.#ledger.stored(digest, data.length);
+        this.#ledger.stored(digest, data.length, true);
       } finally {
         this.#reserved -= data.length;
         this.#ledger.endWrite(digest);
@@ -607,7 +632,7 @@ export class ObjectStore {
     }
     manifests.sort((a, b) => a.createdAtMs - b.createdAtMs); // newest ends nearest the head
     for (const manifest of manifests) {
-      for (const digest of manifest.chunks) this.#ledger.stored(digest, onDisk.get(digest)!);
+      for (const digest of manifest.chunks) this.#ledger.stored(digest, onDisk.get(digest)!, false);
       this.#index(manifest);
     }
     for (const digest of scanned) {

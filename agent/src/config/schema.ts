@@ -120,6 +120,12 @@ export const agentConfigSchema = z.strictObject({
       advertise: z.optional(hostPort),
       /** HTTP/2 flow-control window for peer streams; larger windows keep fast links full. */
       flowControlWindow: z._default(bytes, 16 * 2 ** 20),
+      /**
+       * Fetch chunk bodies on the bulk stream (length-prefixed frames over mutual TLS, on this same
+       * port) rather than gRPC's FetchChunks; with mTLS off, or a peer without it, FetchChunks. The
+       * port serves both either way.
+       */
+      bulkStream: z._default(bool, true),
     }),
     {},
   ),
@@ -133,6 +139,11 @@ export const agentConfigSchema = z.strictObject({
     fsync: z._default(bool, false),
     /** Re-hash every chunk on disk in the background after start. */
     scrubOnStart: z._default(bool, true),
+    /**
+     * Hours between background scrubs (every chunk re-hashed, damaged ones dropped); 0: none after
+     * the one at start. Chunks sent to peers are hashed at one send in 16, so rot is found by these.
+     */
+    scrubIntervalHours: z._default(int(0, 8760), 24),
     sweepIntervalSeconds: z._default(int(1), 30),
   }),
   /** Static peers, used alongside membership: host:port strings or { address, id }. */

@@ -9,7 +9,7 @@ import { GrpcPeer } from '../transport/peer-client.ts';
 import type { NodeCredentials } from '../security/node-credentials.ts';
 import { EventSigner } from '../security/event-signer.ts';
 import type { Revocations } from '../security/revocations.ts';
-import { peerChannelCredentials } from '../security/grpc-credentials.ts';
+import { peerChannelCredentials, peerTlsOptions } from '../security/grpc-credentials.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { HolderIndex } from './holder-index.ts';
@@ -380,6 +380,9 @@ export class Overlay {
       id,
       address,
       ...(credentials ? { credentials: (seen) => peerChannelCredentials(credentials, expected, seen) } : {}),
+      ...(credentials && config.grpc.bulkStream
+        ? { bulkTls: () => peerTlsOptions(credentials, expected) }
+        : {}),
       flowControlWindow: config.grpc.flowControlWindow,
       timeoutMs: config.transfer.peerTimeoutMs,
       from: config.nodeId,

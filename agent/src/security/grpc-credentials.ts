@@ -6,7 +6,7 @@ import {
   ServerCredentials as Server,
   status,
 } from '@grpc/grpc-js';
-import type { PeerCertificate } from 'node:tls';
+import type { ConnectionOptions, PeerCertificate } from 'node:tls';
 import { type NodeCredentials, PeerIdentityError } from './node-credentials.ts';
 
 /**
@@ -47,4 +47,26 @@ export function unauthenticated(error: unknown) {
   const details =
     error instanceof PeerIdentityError ? `not a node of this mesh: ${error.message}` : 'not authenticated';
   return Object.assign(new Error(details), { code: status.UNAUTHENTICATED, details });
+}
+
+/**
+ * TLS options for the bulk stream to one peer (transport/bulk-client.ts): this node's certificate,
+ * the mesh's trust bundle, and the peer's certificate must name `expected` (or any node of this mesh
+ * when undefined), as for gRPC. Read at each connection, so renewals apply to the next one.
+ */
+export function peerTlsOptions(node: NodeCredentials, expected: string | undefined): ConnectionOptions {
+  return {
+    cert: node.certPem,
+    key: node.keyPem,
+    ca: node.bundlePem,
+    servername: 'node.edgemesh.p2p.dev',
+    checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+      try {
+        node.authenticate(cert, expected);
+        return undefined;
+      } catch (error) {
+        return error as Error;
+      }
+    },
+  };
 }

@@ -18,6 +18,8 @@ import {
   type ServiceError,
   status,
 } from '@grpc/grpc-js';
+import type { ConnectionOptions } from 'node:tls';
+import { BulkChannel, BulkUnsupportedError } from './bulk-client.ts';
 import { channelOptions } from './peer-server.ts';
 import { clientCall } from './rpc-spans.ts';
 import type { Manifest, NodeSignature } from '../cache/manifest.ts';
@@ -68,6 +70,12 @@ export interface PeerClientOptions {
   protocol?: ProtocolRange;
   /** Told each time the peer turns out to speak no version in common (its range as it sent it). */
   onIncompatible?: (error: IncompatiblePeerError) => void;
+  /**
+   * TLS options for the bulk stream's connections (security/grpc-credentials.ts: mutual TLS, the
+   * peer's node checked). With them, chunk bodies travel on the bulk stream (bulk-client.ts), or on
+   * FetchChunks with a peer that lacks it; without them (mTLS off), on FetchChunks.
+   */
+  bulkTls?: () => ConnectionOptions;
 }
 
 type Unary = (
@@ -86,6 +94,9 @@ export class GrpcPeer implements PeerTransport {
   readonly #client: Client & Record<string, unknown>;
   /** Chunk bodies' own connection, opened at the first fetch (see #bulkClient). */
   #bulk: (Client & Record<string, unknown>) | undefined;
+  /** The bulk stream to this peer, when mTLS is on. */
+  readonly #stream: BulkChannel | undefined;
+  #chunkPath: 'bulk' | 'grpc' | undefined;
   #closed = false;
   readonly #connect: (extra: Record<string, unknown>) => Client & Record<string, unknown>;
   readonly #timeoutMs: number;
@@ -117,6 +128,9 @@ export class GrpcPeer implements PeerTransport {
         },
       );
     this.#client = this.#connect({});
+    this.#stream =
+      opts.bulkTls &&
+      new BulkChannel({ id: opts.id, address: opts.address, timeoutMs: opts.timeoutMs, tls: opts.bulkTls });
   }
 
   /**
@@ -333,6 +347,35 @@ export class GrpcPeer implements PeerTransport {
     lengths: readonly number[],
     signal?: AbortSignal,
   ): AsyncGenerator<Buffer> {
+    if (this.#closed) throw new PeerError(this.id, 'FetchChunks: the connection was closed');
+    if (this.#stream && !this.#stream.unsupported) {
+      const traced = this.#call('FetchChunks');
+      const meta: Record<string, string> = {};
+      for (const [k, v] of Object.entries(traced.metadata.getMap())) meta[k] = String(v);
+      try {
+        this.#chunkPath = 'bulk';
+        yield* this.#stream.fetch(digests, lengths, this.#from, meta, signal);
+        traced.end();
+        return;
+      } catch (error) {
+        traced.end(error as Error);
+        if (!(error instanceof BulkUnsupportedError)) throw error;
+      }
+    }
+    this.#chunkPath = 'grpc';
+    yield* this.#fetchOnGrpc(digests, lengths, signal);
+  }
+
+  /** What the last chunk request went on: the bulk stream or FetchChunks (undefined: none yet). */
+  get chunkPath(): 'bulk' | 'grpc' | undefined {
+    return this.#chunkPath;
+  }
+
+  async *#fetchOnGrpc(
+    digests: readonly string[],
+    lengths: readonly number[],
+    signal?: AbortSignal,
+  ): AsyncGenerator<Buffer> {
     const bulk = this.#bulkClient();
     const traced = this.#call('FetchChunks');
     const call = (
@@ -442,5 +485,6 @@ export class GrpcPeer implements PeerTransport {
     this.#closed = true;
     this.#client.close();
     this.#bulk?.close();
+    this.#stream?.close();
   }
 }

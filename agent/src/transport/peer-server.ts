@@ -1,7 +1,7 @@
 import { formatRange, PROTOCOL, type ProtocolRange } from '@edgemesh/contracts';
 import {
   Server,
-  type ServerCredentials,
+  ServerCredentials,
   type ServerUnaryCall,
   type ServerWritableStream,
   type sendUnaryData,
@@ -31,7 +31,18 @@ import {
 import type { UploadLimiter } from './upload-limiter.ts';
 import type { PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
-import { context, extractFrom, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
+import {
+  context,
+  extractFrom,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  trace,
+  tracer,
+} from '../telemetry/tracing.ts';
+import type { NodeCredentials } from '../security/node-credentials.ts';
+import { listenPeer, type PeerListener } from './bulk-server.ts';
+import type { BulkRequest } from './bulk-wire.ts';
 import { rpcSpan, TRACED_RPCS } from './rpc-spans.ts';
 import { versionGuarded } from './version-guard.ts';
 import type { PeerCertificate } from 'node:tls';
@@ -535,29 +546,46 @@ function watchEventToWire(event: WatchEvent): WireWatchEvent {
   };
 }
 
-async function streamChunks(
+/** Where a chunk request's answer goes: a gRPC FetchChunks call or a bulk-stream connection. */
+export interface ChunkSink {
+  /** Whether the caller went away (nothing more is sent). */
+  readonly cancelled: boolean;
+  /** Tells the caller this node is alive while chunk `index` waits for the upload budget. */
+  heartbeat(index: number): void;
+  /** Sends chunk `index` whole; resolves when the sink takes more (backpressure). */
+  send(index: number, data: Buffer): Promise<void>;
+  end(): void;
+}
+
+/**
+ * Answers one chunk request (FetchChunks, or a bulk-stream request) from `caller` (its certificate's
+ * node; undefined with mTLS off), claiming to be `fromNode`. Throws a gRPC error for a bad request,
+ * a chunk this node lacks or one damaged here.
+ */
+export async function sendChunks(
   opts: PeerServerOptions,
-  call: ServerWritableStream<{ digests: Buffer[]; fromNode: string }, ChunkPiece>,
-) {
+  caller: string | undefined,
+  fromNode: string,
+  digests: readonly string[],
+  sink: ChunkSink,
+): Promise<void> {
   const { store, counters, upload } = opts;
-  const forged = call.request.fromNode
-    ? claimProblem(opts, call, call.request.fromNode, 'requester')
-    : undefined;
-  if (forged) throw forged;
-  const group = upload?.groupOf(callers.get(call) ?? call.request.fromNode ?? '') ?? '';
-  const digests = call.request.digests.map((d) => Buffer.from(d).toString('hex'));
+  if (caller !== undefined && fromNode && fromNode !== caller) {
+    Counters.bump(counters.peersRefused, 'claim');
+    throw grpcError(
+      status.PERMISSION_DENIED,
+      `requester ${JSON.stringify(fromNode)} is not the caller (${caller})`,
+    );
+  }
+  const group = upload?.groupOf(caller ?? fromNode) ?? '';
   if (digests.length > MAX_DIGESTS_PER_FETCH) {
     throw grpcError(status.INVALID_ARGUMENT, `at most ${MAX_DIGESTS_PER_FETCH} digests per call`);
   }
   if (!digests.every(isDigest)) throw grpcError(status.INVALID_ARGUMENT, 'digests must be 32 bytes');
-  let cancelled = false;
-  call.on('cancelled', () => {
-    cancelled = true;
-  });
   for (const [index, digest] of digests.entries()) {
     let data: Buffer;
     try {
-      data = opts.earlyChunk?.(digest) ?? (await store.readChunk(digest));
+      data = opts.earlyChunk?.(digest) ?? (await store.chunkToSend(digest));
     } catch (error) {
       if (error instanceof ObjectNotFoundError) throw grpcError(status.NOT_FOUND, `no chunk ${digest}`);
       if (error instanceof IntegrityError)
@@ -565,11 +593,8 @@ async function streamChunks(
       throw error;
     }
     if (upload?.limiter.limited) {
-      // Empty pieces while this request waits its turn tell the caller the peer is alive, not stalled.
-      const heartbeat = setInterval(
-        () => cancelled || call.write({ index, data: Buffer.alloc(0) }),
-        HEARTBEAT_MS,
-      );
+      // Heartbeats while this request waits its turn tell the caller the peer is alive, not stalled.
+      const heartbeat = setInterval(() => sink.cancelled || sink.heartbeat(index), HEARTBEAT_MS);
       try {
         const turn = upload.limiter.acquire(data.length, group, MAX_WAITING_PER_ZONE);
         if (!turn) throw grpcError(status.RESOURCE_EXHAUSTED, 'upload busy: ask another holder or retry');
@@ -578,13 +603,36 @@ async function streamChunks(
         clearInterval(heartbeat);
       }
     }
-    for (let offset = 0; offset < data.length; offset += PIECE_SIZE) {
-      if (cancelled) return;
-      if (!call.write({ index, data: data.subarray(offset, offset + PIECE_SIZE) })) await drained(call);
-    }
+    if (sink.cancelled) return;
+    await sink.send(index, data);
     counters.bytesToPeers += data.length;
   }
-  call.end();
+  if (!sink.cancelled) sink.end();
+}
+
+async function streamChunks(
+  opts: PeerServerOptions,
+  call: ServerWritableStream<{ digests: Buffer[]; fromNode: string }, ChunkPiece>,
+) {
+  let cancelled = false;
+  call.on('cancelled', () => {
+    cancelled = true;
+  });
+  const sink: ChunkSink = {
+    get cancelled() {
+      return cancelled;
+    },
+    heartbeat: (index) => call.write({ index, data: Buffer.alloc(0) }),
+    async send(index, data) {
+      for (let offset = 0; offset < data.length; offset += PIECE_SIZE) {
+        if (cancelled) return;
+        if (!call.write({ index, data: data.subarray(offset, offset + PIECE_SIZE) })) await drained(call);
+      }
+    },
+    end: () => call.end(),
+  };
+  const digests = call.request.digests.map((d) => Buffer.from(d).toString('hex'));
+  await sendChunks(opts, callers.get(call), call.request.fromNode ?? '', digests, sink);
 }
 
 /** Resolves when `call` can take more writes, or will never need to (cancelled, closed). */
@@ -596,6 +644,70 @@ function drained(call: ServerWritableStream<unknown, unknown>): Promise<void> {
     };
     for (const event of ['drain', 'cancelled', 'close', 'error']) call.once(event, done);
   });
+}
+
+/**
+ * Serves `server` on host:port (0 picks a free port): with mutual TLS as `node`, gRPC and the bulk
+ * stream of chunk bodies share the port (bulk-server.ts); without (mTLS off), gRPC alone in the
+ * clear, FetchChunks carrying the chunks.
+ */
+export async function listenPeerServer(
+  server: Server,
+  opts: PeerServerOptions,
+  host: string,
+  port: number,
+  node: NodeCredentials | undefined,
+): Promise<PeerListener> {
+  if (!node) {
+    const bound = await bindPeerServer(server, host, port, ServerCredentials.createInsecure());
+    return { port: bound, close: () => server.forceShutdown() };
+  }
+  const listener = await listenPeer({
+    grpc: server,
+    host,
+    port,
+    node,
+    logger: opts.logger,
+    maxConnectionAgeMs: MAX_CONNECTION_AGE_MS,
+    authenticate: (socket) => {
+      const cert = socket.getPeerCertificate();
+      const call = { getAuthContext: () => ({ ...(cert.raw ? { sslPeerCertificate: cert } : {}) }) };
+      if (!opts.authenticate) throw new Error('no way to authenticate peers');
+      try {
+        return opts.authenticate(call);
+      } catch (error) {
+        if (opts.refuse) opts.refuse(error);
+        throw error;
+      }
+    },
+    answer: bulkAnswerer(opts),
+  });
+  return {
+    port: listener.port,
+    close() {
+      listener.close();
+      server.forceShutdown();
+    },
+  };
+}
+
+/** Answers a bulk-stream request as FetchChunks would, in the same server span. */
+function bulkAnswerer(opts: PeerServerOptions) {
+  const { name, attributes } = rpcSpan('FetchChunks');
+  return async (caller: string, request: BulkRequest, sink: ChunkSink): Promise<void> => {
+    const parent = propagation.extract(ROOT_CONTEXT, request.meta);
+    const span = tracer().startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
+    try {
+      await context.with(trace.setSpan(parent, span), () =>
+        sendChunks(opts, caller, request.from, request.digests, sink),
+      );
+    } catch (error) {
+      span.setStatus({ code: 2, message: (error as Error).message });
+      throw error;
+    } finally {
+      span.end();
+    }
+  };
 }
 
 /** Binds `server` to host:port (0 picks a free port) with `credentials` and returns the port. */

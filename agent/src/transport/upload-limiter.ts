@@ -55,7 +55,8 @@ export class UploadLimiter {
       const now = this.#now();
       const wait = this.#busyUntil - this.#burstMs - now;
       if (wait > 0) {
-        this.#timer = setTimeout(() => this.#drain(), Math.ceil(wait));
+        // setTimeout takes at most 2^31-1 ms (longer fires at once): a very low rate waits in steps.
+        this.#timer = setTimeout(() => this.#drain(), Math.min(Math.ceil(wait), 2 ** 31 - 1));
         this.#timer.unref();
         return;
       }

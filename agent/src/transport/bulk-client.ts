@@ -1,0 +1,238 @@
+import { status } from '@grpc/grpc-js';
+import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { BULK_ALPN, encodeRequest, FRAME, ResponseReader } from './bulk-wire.ts';
+import { PeerBusyError, PeerError } from './peer-transport.ts';
+
+/** Idle connections kept per peer, and how long one may stay idle (under the server's 60 s). */
+const MAX_IDLE = 4;
+const IDLE_MS = 30_000;
+
+/** The peer does not speak the bulk stream (a build from before it): use FetchChunks. */
+export class BulkUnsupportedError extends Error {
+  override name = 'BulkUnsupportedError';
+}
+
+export interface BulkChannelOptions {
+  id: string;
+  /** host:port, the peer's gRPC address (the bulk stream shares its port). */
+  address: string;
+  /** Deadline for the handshake and for each frame (a peer quiet this long is abandoned). */
+  timeoutMs: number;
+  /** TLS options for a new connection (mutual TLS, the peer's node checked): read at each connect. */
+  tls: () => ConnectionOptions;
+}
+
+/**
+ * The client end of the bulk stream (bulk-wire.ts) to one peer: a small pool of kept-alive mutual
+ * TLS connections, one request on each at a time.
+ */
+export class BulkChannel {
+  readonly #opts: BulkChannelOptions;
+  readonly #host: string;
+  readonly #port: number;
+  readonly #idle: TLSSocket[] = [];
+  #unsupported = false;
+  #closed = false;
+
+  constructor(opts: BulkChannelOptions) {
+    this.#opts = opts;
+    const colon = opts.address.lastIndexOf(':');
+    this.#host = opts.address.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+    this.#port = Number(opts.address.slice(colon + 1));
+  }
+
+  /** Whether the peer turned out not to speak the bulk stream (the caller uses FetchChunks). */
+  get unsupported(): boolean {
+    return this.#unsupported;
+  }
+
+  /**
+   * The chunks `digests` in order, `lengths` their lengths, unverified (the caller hashes them).
+   * Throws BulkUnsupportedError before yielding anything when the peer lacks the bulk stream,
+   * PeerBusyError when its upload is busy, PeerError for anything else.
+   */
+  async *fetch(
+    digests: readonly string[],
+    lengths: readonly number[],
+    from: string,
+    meta: Record<string, string>,
+    signal?: AbortSignal,
+  ): AsyncGenerator<Buffer> {
+    const request = encodeRequest({ digests: [...digests], from, meta });
+    let reused = true;
+    let socket = this.#takeIdle();
+    if (!socket) {
+      reused = false;
+      socket = await this.#connect(signal);
+    }
+    for (;;) {
+      const outcome = yield* this.#request(socket, request, lengths, signal, reused);
+      if (outcome === 'done') return;
+      // A kept connection the server closed meanwhile (its age, its idle time): once more, anew.
+      reused = false;
+      socket = await this.#connect(signal);
+    }
+  }
+
+  async *#request(
+    socket: TLSSocket,
+    request: Buffer,
+    lengths: readonly number[],
+    signal: AbortSignal | undefined,
+    reused: boolean,
+  ): AsyncGenerator<Buffer, 'done' | 'retry'> {
+    const reader = new ResponseReader(socket, (index) => lengths[index]);
+    let stalled = false;
+    let idle: NodeJS.Timeout | undefined;
+    const armIdle = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        stalled = true;
+        socket.destroy();
+      }, this.#opts.timeoutMs);
+    };
+    const onAbort = () => socket.destroy();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let index = 0;
+    let heard = false;
+    let reusable = false;
+    try {
+      socket.write(request);
+      armIdle();
+      for (;;) {
+        let frame;
+        try {
+          frame = await reader.next();
+        } catch (error) {
+          if (reused && !heard && !stalled && !signal?.aborted) return 'retry';
+          throw error;
+        }
+        heard = true;
+        armIdle();
+        if (frame.type === FRAME.WAIT) continue;
+        if (frame.type === FRAME.ERROR) {
+          reusable = true;
+          const { code, message } = frame.error;
+          if (code === Number(status.RESOURCE_EXHAUSTED))
+            throw new PeerBusyError(this.#opts.id, `FetchChunks: ${message}`);
+          throw new PeerError(this.#opts.id, `FetchChunks failed: ${message} (${status[code] ?? code})`);
+        }
+        if (frame.type === FRAME.END) {
+          if (index !== lengths.length)
+            throw new PeerError(
+              this.#opts.id,
+              `FetchChunks: stream ended after ${index} of ${lengths.length} chunks`,
+            );
+          reusable = reader.clean;
+          return 'done';
+        }
+        if (frame.index !== index)
+          throw new PeerError(
+            this.#opts.id,
+            `FetchChunks: unexpected chunk ${frame.index} (expected ${index})`,
+          );
+        index++;
+        clearTimeout(idle); // the consumer's time is not the peer's
+        yield frame.data;
+        armIdle();
+      }
+    } catch (error) {
+      if (error instanceof PeerError) throw error;
+      if (stalled)
+        throw new PeerError(this.#opts.id, `FetchChunks stalled: nothing for ${this.#opts.timeoutMs} ms`, {
+          cause: error,
+        });
+      if (signal?.aborted) throw new PeerError(this.#opts.id, 'FetchChunks cancelled', { cause: error });
+      throw new PeerError(this.#opts.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
+    } finally {
+      clearTimeout(idle);
+      signal?.removeEventListener('abort', onAbort);
+      reader.detach();
+      // An answer not read to its end (the consumer stopped, an error) leaves bytes in flight: the
+      // connection goes with it.
+      if (reusable && !signal?.aborted) this.#keep(socket);
+      else socket.destroy();
+    }
+  }
+
+  #takeIdle(): TLSSocket | undefined {
+    for (;;) {
+      const socket = this.#idle.pop();
+      if (!socket) return undefined;
+      if (!socket.destroyed && socket.readable && socket.writable) {
+        socket.setTimeout(0);
+        return socket;
+      }
+      socket.destroy();
+    }
+  }
+
+  #keep(socket: TLSSocket): void {
+    if (this.#closed || this.#idle.length >= MAX_IDLE || socket.destroyed) return void socket.destroy();
+    socket.setTimeout(IDLE_MS);
+    this.#idle.push(socket);
+  }
+
+  #forget(socket: TLSSocket): void {
+    const at = this.#idle.indexOf(socket);
+    if (at >= 0) this.#idle.splice(at, 1);
+  }
+
+  /** A new connection, its handshake done; BulkUnsupportedError when the peer chose another protocol. */
+  #connect(signal?: AbortSignal): Promise<TLSSocket> {
+    if (this.#closed)
+      return Promise.reject(new PeerError(this.#opts.id, 'FetchChunks: the connection was closed'));
+    return new Promise((resolve, reject) => {
+      const socket = connect({
+        ...this.#opts.tls(),
+        host: this.#host,
+        port: this.#port,
+        ALPNProtocols: [BULK_ALPN, 'h2'],
+      });
+      // Errors are the request's (through the reader) or, while idle, only close the connection.
+      socket.on('error', () => {});
+      socket.on('close', () => this.#forget(socket));
+      socket.on('timeout', () => socket.destroy());
+      const timer = setTimeout(
+        () => fail(new Error(`no handshake in ${this.#opts.timeoutMs} ms`)),
+        this.#opts.timeoutMs,
+      );
+      const onAbort = () => fail(new Error('cancelled'));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const settle = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        socket.off('secureConnect', connected);
+        socket.off('error', fail);
+        socket.off('close', closed);
+      };
+      function fail(this: void, error: Error) {
+        settle();
+        socket.destroy();
+        reject(error);
+      }
+      const closed = () => fail(new Error('the connection closed during the handshake'));
+      const connected = () => {
+        settle();
+        if (socket.alpnProtocol !== BULK_ALPN) {
+          this.#unsupported = true;
+          socket.destroy();
+          return reject(new BulkUnsupportedError(`${this.#opts.address} does not speak ${BULK_ALPN}`));
+        }
+        socket.setNoDelay(true);
+        resolve(socket);
+      };
+      socket.once('secureConnect', connected);
+      socket.once('error', fail);
+      socket.once('close', closed);
+    }).catch((error: Error) => {
+      if (error instanceof BulkUnsupportedError) throw error;
+      throw new PeerError(this.#opts.id, `FetchChunks: ${error.message}`, { cause: error });
+    }) as Promise<TLSSocket>;
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const socket of this.#idle.splice(0)) socket.destroy();
+  }
+}

@@ -1,0 +1,175 @@
+import { type Server, ServerCredentials, status } from '@grpc/grpc-js';
+import { createServer, type TLSSocket } from 'node:tls';
+import type { NodeCredentials } from '../security/node-credentials.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import {
+  type BulkRequest,
+  BULK_ALPN,
+  errorFrame,
+  FRAME,
+  frameHeader,
+  parseRequest,
+  RequestReader,
+} from './bulk-wire.ts';
+import type { ChunkSink } from './peer-server.ts';
+
+/** A connection between requests or stalled mid-answer (no byte either way) this long is closed. */
+const IDLE_MS = 60_000;
+
+export interface PeerListener {
+  port: number;
+  close(): void;
+}
+
+export interface BulkServerOptions {
+  /** The gRPC server that takes the connections that speak `h2`. */
+  grpc: Server;
+  host: string;
+  port: number;
+  node: NodeCredentials;
+  logger: Logger;
+  /**
+   * The node a bulk connection's client certificate names; throws when it is not a node of this
+   * mesh (the connection is closed).
+   */
+  authenticate: (socket: TLSSocket) => string;
+  /** Answers one request from `caller` on `sink`; throws a gRPC-style error ({ code, details }). */
+  answer: (caller: string, request: BulkRequest, sink: ChunkSink) => Promise<void>;
+  /**
+   * A connection this old takes no new request (its client opens a new one, with a new handshake:
+   * the certificates and trust bundle of now), as gRPC connections are aged.
+   */
+  maxConnectionAgeMs: number;
+}
+
+/**
+ * Listens on the peer port with mutual TLS and hands each connection to the protocol its client
+ * chose by ALPN: gRPC (`h2`, through grpc-js's connection injector) or the bulk stream. One port,
+ * one certificate check, one firewall rule. The TLS context follows the node's certificate renewals
+ * and trust bundle changes (connections already open keep theirs until they age out).
+ */
+export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
+  const { node, logger } = opts;
+  const injector = opts.grpc.createConnectionInjector(ServerCredentials.createInsecure());
+  const context = () => ({ cert: node.certPem, key: node.keyPem, ca: node.bundlePem });
+  const server = createServer({
+    ...context(),
+    requestCert: true,
+    rejectUnauthorized: true,
+    // The server's order decides: a client offering both (bulk-client.ts, to fall back on older peers) gets bulk.
+    ALPNProtocols: [BULK_ALPN, 'h2'],
+  });
+  const refresh = () => {
+    try {
+      server.setSecureContext(context());
+    } catch (error) {
+      logger.error({ err: error }, 'the peer port could not take the new certificate');
+    }
+  };
+  node.addIdentityCertificateListener(refresh);
+  node.addCaCertificateListener(refresh);
+  server.on('tlsClientError', (error) => logger.debug({ err: error.message }, 'peer TLS handshake failed'));
+  server.on('secureConnection', (socket: TLSSocket) => {
+    socket.on('error', (error) => logger.debug({ err: error.message }, 'peer connection failed'));
+    if (socket.alpnProtocol === 'h2') return injector.injectConnection(socket);
+    if (socket.alpnProtocol !== BULK_ALPN) return socket.destroy();
+    let caller: string;
+    try {
+      caller = opts.authenticate(socket);
+    } catch (error) {
+      logger.debug({ err: (error as Error).message }, 'bulk connection refused');
+      socket.end(errorFrame({ code: status.UNAUTHENTICATED, message: (error as Error).message }));
+      return;
+    }
+    serveConnection(opts, socket, caller).catch((error: unknown) => {
+      logger.debug({ err: error }, 'bulk connection ended with an error');
+      socket.destroy();
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      const address = server.address();
+      resolve({
+        port: typeof address === 'object' && address ? address.port : opts.port,
+        close() {
+          node.removeIdentityCertificateListener(refresh);
+          node.removeCaCertificateListener(refresh);
+          server.close();
+          injector.destroy();
+        },
+      });
+    });
+  });
+}
+
+/** Answers requests on one bulk connection, one after another, until the client goes. */
+async function serveConnection(opts: BulkServerOptions, socket: TLSSocket, caller: string): Promise<void> {
+  const openedAt = Date.now();
+  socket.setNoDelay(true);
+  socket.setTimeout(IDLE_MS, () => socket.destroy());
+  const reader = new RequestReader(socket);
+  let closed = false;
+  socket.once('close', () => {
+    closed = true;
+  });
+  while (!closed && Date.now() - openedAt < opts.maxConnectionAgeMs) {
+    let body: Buffer | undefined;
+    try {
+      body = await reader.next();
+    } catch (error) {
+      socket.end(errorFrame({ code: status.INVALID_ARGUMENT, message: (error as Error).message }));
+      return;
+    }
+    if (!body) break;
+    let request: BulkRequest;
+    try {
+      request = parseRequest(body);
+    } catch (error) {
+      socket.end(errorFrame({ code: status.INVALID_ARGUMENT, message: (error as Error).message }));
+      return;
+    }
+    const sink: ChunkSink = {
+      get cancelled() {
+        return closed;
+      },
+      heartbeat: (index) => socket.write(frameHeader(FRAME.WAIT, index, 0)),
+      send: (index, data) => {
+        socket.cork();
+        socket.write(frameHeader(FRAME.DATA, index, data.length));
+        const more = socket.write(data);
+        socket.uncork();
+        return more ? Promise.resolve() : drained(socket);
+      },
+      end: () => socket.write(frameHeader(FRAME.END, 0, 0)),
+    };
+    try {
+      await opts.answer(caller, request, sink);
+    } catch (error) {
+      const e = error as { code?: unknown; details?: string; message?: string };
+      if (typeof e.code !== 'number') opts.logger.debug({ err: error }, 'bulk request failed');
+      if (!closed)
+        socket.write(
+          errorFrame({
+            code: typeof e.code === 'number' ? e.code : status.INTERNAL,
+            message: typeof e.code === 'number' ? (e.details ?? e.message ?? '') : 'internal error',
+          }),
+        );
+    }
+  }
+  socket.end();
+}
+
+/** Resolves when `socket` takes more writes, or never will (closed). */
+function drained(socket: TLSSocket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.once('drain', done);
+    socket.once('close', done);
+  });
+}
