@@ -47,7 +47,7 @@ function holder(id: string, opts: { busy?: number } = {}) {
       for (const d of digests) {
         const index = manifest.chunks.indexOf(d);
         served.push(index);
-        yield Buffer.from(chunks[index]!);
+        yield { data: Buffer.from(chunks[index]!) };
       }
     },
     watch: async function* () {

@@ -405,10 +405,12 @@ export class Download {
       .with(trace.setSpan(context.active(), span), async () => {
         try {
           let n = 0;
-          for await (const data of source.transport.fetchChunks(digests, lengths, this.#abort.signal)) {
+          for await (const chunk of source.transport.fetchChunks(digests, lengths, this.#abort.signal)) {
             const index = indexes[n]!;
             const digest = digests[n]!;
-            if (digestOf(data) !== digest) throw new IntegrityError(digest, id);
+            const { data } = chunk;
+            // What the bytes hash to, as the transport hashed them on arrival or here.
+            if ((chunk.digest ?? digestOf(data)) !== digest) throw new IntegrityError(digest, id);
             this.#accept(index, digest, data, source);
             this.#assigned[index] = 0;
             n++;

@@ -1,7 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { BULK_ALPN, encodeRequest, FRAME, ResponseReader } from './bulk-wire.ts';
-import { PeerBusyError, PeerError } from './peer-transport.ts';
+import { PeerBusyError, PeerError, type ReceivedChunk } from './peer-transport.ts';
 
 /** Idle connections kept per peer, and how long one may stay idle (under the server's 60 s). */
 const MAX_IDLE = 4;
@@ -57,7 +57,7 @@ export class BulkChannel {
     from: string,
     meta: Record<string, string>,
     signal?: AbortSignal,
-  ): AsyncGenerator<Buffer> {
+  ): AsyncGenerator<ReceivedChunk> {
     const request = encodeRequest({ digests: [...digests], from, meta });
     let reused = true;
     let socket = this.#takeIdle();
@@ -80,7 +80,7 @@ export class BulkChannel {
     lengths: readonly number[],
     signal: AbortSignal | undefined,
     reused: boolean,
-  ): AsyncGenerator<Buffer, 'done' | 'retry'> {
+  ): AsyncGenerator<ReceivedChunk, 'done' | 'retry'> {
     const reader = new ResponseReader(socket, (index) => lengths[index]);
     let stalled = false;
     let idle: NodeJS.Timeout | undefined;
@@ -133,7 +133,7 @@ export class BulkChannel {
           );
         index++;
         clearTimeout(idle); // the consumer's time is not the peer's
-        yield frame.data;
+        yield { data: frame.data, digest: frame.digest };
         armIdle();
       }
     } catch (error) {

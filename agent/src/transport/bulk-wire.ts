@@ -1,3 +1,4 @@
+import { createHash, type Hash } from 'node:crypto';
 import type { Socket } from 'node:net';
 
 /**
@@ -148,7 +149,7 @@ export class RequestReader {
 
 /** One answer frame as the client reads it: DATA carries the chunk, ERROR its parsed BulkError. */
 export type ResponseFrame =
-  | { type: typeof FRAME.DATA; index: number; data: Buffer }
+  | { type: typeof FRAME.DATA; index: number; data: Buffer; digest: string }
   | { type: typeof FRAME.WAIT; index: number }
   | { type: typeof FRAME.ERROR; error: BulkError }
   | { type: typeof FRAME.END };
@@ -156,8 +157,9 @@ export type ResponseFrame =
 /**
  * Parses answer frames off a client's socket for one request. A chunk's bytes are copied once, from
  * TLS's records into a buffer of the chunk's length (`lengthOf(index)`: the length the caller expects;
- * a frame announcing another is a protocol error). Reading pauses while a parsed chunk waits for
- * the consumer, so a slow consumer slows the sender through TCP.
+ * a frame announcing another is a protocol error), and hashed (SHA-256) record by record as they
+ * arrive, while they are in the CPU's cache. Reading pauses while a parsed chunk waits for the
+ * consumer, so a slow consumer slows the sender through TCP.
  */
 export class ResponseReader {
   readonly #socket: Socket;
@@ -165,8 +167,10 @@ export class ResponseReader {
   readonly #frames: ResponseFrame[] = [];
   #header = Buffer.allocUnsafe(HEADER_BYTES);
   #headerFill = 0;
-  #current: { type: number; index: number; body: Buffer; filled: number } | undefined;
+  #current: { type: number; index: number; body: Buffer; filled: number; hash?: Hash } | undefined;
   #error: Error | undefined;
+  /** END was read: any byte after it breaks the protocol. */
+  #ended = false;
   #wake: (() => void) | undefined;
   readonly #onData = (data: Buffer) => this.#parse(data);
   readonly #onEnd = () => this.#fail(new Error('the connection closed mid-answer'));
@@ -206,7 +210,9 @@ export class ResponseReader {
 
   /** Whether the answer ended exactly at a frame boundary with nothing after it (reusable). */
   get clean(): boolean {
-    return !this.#error && this.#headerFill === 0 && !this.#current && this.#frames.length === 0;
+    return (
+      !this.#error && this.#ended && this.#headerFill === 0 && !this.#current && this.#frames.length === 0
+    );
   }
 
   #fail(error: Error): void {
@@ -223,6 +229,10 @@ export class ResponseReader {
   #parse(data: Buffer): void {
     let offset = 0;
     while (offset < data.length && !this.#error) {
+      if (this.#ended) {
+        this.#fail(new Error('bytes after the end of the answer'));
+        break;
+      }
       if (!this.#current) {
         const n = Math.min(HEADER_BYTES - this.#headerFill, data.length - offset);
         data.copy(this.#header, this.#headerFill, offset, offset + n);
@@ -239,14 +249,24 @@ export class ResponseReader {
           break;
         }
         if (type === FRAME.WAIT) this.#frames.push({ type, index });
-        else if (type === FRAME.END) this.#frames.push({ type });
-        else if (length === 0) this.#finish({ type, index, body: Buffer.alloc(0) });
-        else this.#current = { type, index, body: Buffer.allocUnsafe(length), filled: 0 };
+        else if (type === FRAME.END) {
+          this.#ended = true;
+          this.#frames.push({ type });
+        } else if (length === 0) this.#finish({ type, index, body: Buffer.alloc(0) });
+        else
+          this.#current = {
+            type,
+            index,
+            body: Buffer.allocUnsafe(length),
+            filled: 0,
+            ...(type === FRAME.DATA ? { hash: createHash('sha256') } : {}),
+          };
         continue;
       }
       const current = this.#current;
       const n = Math.min(current.body.length - current.filled, data.length - offset);
       data.copy(current.body, current.filled, offset, offset + n);
+      current.hash?.update(current.body.subarray(current.filled, current.filled + n));
       current.filled += n;
       offset += n;
       if (current.filled === current.body.length) {
@@ -254,8 +274,6 @@ export class ResponseReader {
         this.#finish(current);
       }
     }
-    if (offset < data.length && !this.#error && this.#frames.at(-1)?.type === FRAME.END)
-      this.#fail(new Error('bytes after the end of the answer'));
     // Whole chunks wait for the consumer: stop reading until it takes them (TCP then slows the peer).
     if (this.#frames.some((f) => f.type === FRAME.DATA)) this.#socket.pause();
     if (this.#frames.length > 0 || this.#error) this.#signal();
@@ -279,9 +297,10 @@ export class ResponseReader {
     }
   }
 
-  #finish(frame: { type: number; index: number; body: Buffer }): void {
+  #finish(frame: { type: number; index: number; body: Buffer; hash?: Hash }): void {
     if (frame.type === FRAME.DATA) {
-      this.#frames.push({ type: FRAME.DATA, index: frame.index, data: frame.body });
+      const digest = (frame.hash ?? createHash('sha256').update(frame.body)).digest('hex');
+      this.#frames.push({ type: FRAME.DATA, index: frame.index, data: frame.body, digest });
       return;
     }
     let error: BulkError = { code: 13, message: 'unreadable error' };

@@ -29,14 +29,14 @@ import {
 } from './bulk-wire.ts';
 import { GrpcPeer } from './peer-client.ts';
 import { bindPeerServer, createPeerServer, listenPeerServer, type PeerServerOptions } from './peer-server.ts';
-import { PeerBusyError, PeerError } from './peer-transport.ts';
+import { PeerBusyError, PeerError, type ReceivedChunk } from './peer-transport.ts';
 import { UploadLimiter } from './upload-limiter.ts';
 
 const MiB = 2 ** 20;
 
-async function drain(chunks: AsyncIterable<Buffer>): Promise<Buffer[]> {
+async function drain(chunks: AsyncIterable<ReceivedChunk>): Promise<Buffer[]> {
   const out: Buffer[] = [];
-  for await (const c of chunks) out.push(c);
+  for await (const c of chunks) out.push(c.data);
   return out;
 }
 
@@ -128,7 +128,14 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     const peer = peerTo(listener.port);
     try {
       const sentBefore = counters.bytesToPeers;
-      const got = await drain(peer.fetchChunks(chunks, lengths));
+      const received: ReceivedChunk[] = [];
+      for await (const chunk of peer.fetchChunks(chunks, lengths)) received.push(chunk);
+      // Hashed on arrival: each says what it hashes to (the caller compares it with what it asked).
+      assert.deepEqual(
+        received.map((c) => c.digest),
+        chunks,
+      );
+      const got = received.map((c) => c.data);
       assert.deepEqual(
         got.map((c) => c.length),
         lengths,

@@ -43,6 +43,7 @@ import {
   PeerError,
   type PeerTransport,
   type PingResult,
+  type ReceivedChunk,
   type WatchUpdate,
 } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
@@ -346,7 +347,7 @@ export class GrpcPeer implements PeerTransport {
     digests: readonly string[],
     lengths: readonly number[],
     signal?: AbortSignal,
-  ): AsyncGenerator<Buffer> {
+  ): AsyncGenerator<ReceivedChunk> {
     if (this.#closed) throw new PeerError(this.id, 'FetchChunks: the connection was closed');
     if (this.#stream && !this.#stream.unsupported) {
       const traced = this.#call('FetchChunks');
@@ -375,7 +376,7 @@ export class GrpcPeer implements PeerTransport {
     digests: readonly string[],
     lengths: readonly number[],
     signal?: AbortSignal,
-  ): AsyncGenerator<Buffer> {
+  ): AsyncGenerator<ReceivedChunk> {
     const bulk = this.#bulkClient();
     const traced = this.#call('FetchChunks');
     const call = (
@@ -414,7 +415,7 @@ export class GrpcPeer implements PeerTransport {
         }
         if (filled === 0 && piece.data.length === expected) {
           clearTimeout(idle); // the consumer's time is not the peer's
-          yield piece.data; // the whole chunk in one piece: no copy
+          yield { data: piece.data }; // the whole chunk in one piece: no copy
           armIdle();
           index++;
           continue;
@@ -424,7 +425,7 @@ export class GrpcPeer implements PeerTransport {
         filled += piece.data.length;
         if (filled === expected) {
           clearTimeout(idle);
-          yield chunk;
+          yield { data: chunk };
           armIdle();
           chunk = undefined;
           filled = 0;

@@ -22,13 +22,13 @@ import {
 } from '../security/grpc-credentials.ts';
 import type { NodeCredentials } from '../security/node-credentials.ts';
 import { MAX_DIGESTS_PER_FETCH } from './peer-service.ts';
-import { PeerError } from './peer-transport.ts';
+import { PeerError, type ReceivedChunk } from './peer-transport.ts';
 
 const MiB = 2 ** 20;
 
-async function drain(chunks: AsyncIterable<Buffer>): Promise<Buffer[]> {
+async function drain(chunks: AsyncIterable<ReceivedChunk>): Promise<Buffer[]> {
   const out: Buffer[] = [];
-  for await (const c of chunks) out.push(c);
+  for await (const c of chunks) out.push(c.data);
   return out;
 }
 

@@ -45,13 +45,15 @@ export interface PeerTransport {
   ): Promise<boolean>;
   /**
    * The chunks `digests` as whole chunks in order, their lengths given by `lengths`. Bytes are NOT
-   * verified here: the caller hashes each one. Throws PeerError on a protocol or transport failure.
+   * verified here: the caller compares each one's digest with the one it asked for (a transport
+   * that hashed the bytes as they arrived says what they hash to). Throws PeerError on a protocol
+   * or transport failure.
    */
   fetchChunks(
     digests: readonly string[],
     lengths: readonly number[],
     signal?: AbortSignal,
-  ): AsyncIterable<Buffer>;
+  ): AsyncIterable<ReceivedChunk>;
   /**
    * What this peer has of `key` and, while it is still getting it, each chunk as it arrives (see
    * Watch in peer.proto). Ends after the complete manifest; ends at once, empty, when the peer
@@ -68,6 +70,12 @@ export interface PeerTransport {
    */
   protocol?(): { version?: ProtocolVersion; refused?: string };
   close(): void;
+}
+
+/** One chunk as a peer sent it, with its SHA-256 (hex) when the transport hashed it on arrival. */
+export interface ReceivedChunk {
+  data: Buffer;
+  digest?: string;
 }
 
 /** A peer's answer about a key: the manifest, whether it holds the bytes, and others it knows hold them. */

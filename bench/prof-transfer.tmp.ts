@@ -1,0 +1,24 @@
+// temporary: profile a 256 MiB transfer A -> B (not committed)
+import { rm, mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startAgentProcess } from '../agent/harness/agent-process.ts';
+const MiB = 2 ** 20;
+const grpc = process.argv[2] === 'grpc';
+const dir = await mkdtemp(join(tmpdir(), 'prof-'));
+const flags = { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=/tmp/prof/${grpc ? 'grpc' : 'bulk'}`] };
+const extra = grpc ? ['--grpc.bulk-stream', 'false'] : [];
+const common = ['--store.max-bytes', '8Gi', '--store.max-object-bytes', '8Gi'];
+const a = await startAgentProcess([...extra, '--node-id', 'a', '--store.dir', join(dir, 'a'), ...common], undefined, flags);
+const b = await startAgentProcess([...extra, '--node-id', 'b', '--store.dir', join(dir, 'b'), ...common, '--peers', `127.0.0.1:${a.grpcPort}`], undefined, flags);
+const body = Buffer.alloc(256 * MiB, 7);
+for (let i = 0; i < body.length; i += 4096) body.writeUInt32BE(i, i);
+await fetch(`${a.url}/v1/objects/o`, { method: 'PUT', body });
+const t = performance.now();
+const res = await fetch(`${b.url}/v1/objects/o`);
+let n = 0;
+for await (const c of res.body!) n += (c as Uint8Array).length;
+const s = (performance.now() - t) / 1000;
+console.log(`${grpc ? 'grpc' : 'bulk'} ${n} bytes in ${s.toFixed(2)} s = ${(n / 1e6 / s).toFixed(0)} MB/s`);
+await a.stop(); await b.stop();
+await rm(dir, { recursive: true, force: true });
