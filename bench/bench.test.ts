@@ -11,7 +11,8 @@ const RUN = fileURLToPath(new URL('./run.ts', import.meta.url));
 
 /** Keeps every benchmark runnable and its last line's shape stable. Figures are not judged here. */
 describe('benchmarks (--quick, shape only)', () => {
-  const cases: [string, string[]][] = [
+  /** Name, the keys its last line must have, and its arguments (default --quick). */
+  const cases: [string, string[], string[]?][] = [
     [
       'transfer',
       [
@@ -55,16 +56,22 @@ describe('benchmarks (--quick, shape only)', () => {
         ...(nginxUnavailable() ? [] : ['nginx_rps', 'ratio_nginx']),
       ],
     ],
+    // --quick is 100,000 objects, a few minutes here: the shape needs far fewer.
+    [
+      'scale',
+      ['bench', 'objects', 'disk_ratio', 'rss_bytes_per_object', 'ready_s', 'p99_ms'],
+      ['--objects', '3000'],
+    ],
   ];
   const labMissing = geoLabUnavailable();
   if (labMissing) console.log(`# locality bench skipped: ${labMissing}`);
   const wrkMissing = wrkUnavailable();
   if (wrkMissing) console.log(`# load bench skipped: ${wrkMissing}`);
-  for (const [name, keys] of cases) {
+  for (const [name, keys, args = ['--quick']] of cases) {
     const skip =
       name === 'locality' && labMissing ? labMissing : name === 'load' && wrkMissing ? wrkMissing : false;
     it(`${name} prints its machine and a JSON last line`, { skip }, () => {
-      const r = spawnSync(process.execPath, [RUN, name, '--quick'], { encoding: 'utf8', timeout: 120_000 });
+      const r = spawnSync(process.execPath, [RUN, name, ...args], { encoding: 'utf8', timeout: 120_000 });
       assert.equal(r.status, 0, r.stderr);
       const lines = r.stdout.trim().split('\n');
       assert.match(r.stdout, /# machine: \d+ x /);
@@ -80,7 +87,7 @@ describe('benchmarks (--quick, shape only)', () => {
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|swarm-vs-peer\|locality\|operator\|chaos\|load>/,
+      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|swarm-vs-peer\|locality\|operator\|chaos\|load\|scale>/,
     );
   });
 });

@@ -18,6 +18,7 @@ const BENCHES: Record<
   operator: () => import('./operator.ts'),
   chaos: () => import('./chaos.ts'),
   load: () => import('./load.ts'),
+  scale: () => import('./scale.ts'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

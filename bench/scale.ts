@@ -1,0 +1,191 @@
+/**
+ * scale: many small objects in one agent. PUTs N objects of 1 KiB (N = 1,000,000; --quick 100,000),
+ * then restarts the agent on the same store and measures what an edge cache with millions of small
+ * objects pays:
+ * - disk_ratio: the bytes the store's folder takes on disk (allocated blocks) over the data's bytes;
+ * - rss_bytes_per_object: the restarted agent's RSS, less an empty agent's, per object;
+ * - ready_s: from the restart to /readyz answering 200;
+ * - p99_ms: GETs of random objects after the restart, one at a time over a kept connection.
+ * Side by side, in the same run: the same objects written as one plain file each (what a file per
+ * object costs the file system, and how fast Node writes them). Goals at 1,000,000 objects: disk_ratio
+ * <= 1.5, rss_bytes_per_object <= 300, ready_s <= 5.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { describeMachine, percentile, round } from './support/machine.ts';
+import { onInterrupt } from './support/interrupt.ts';
+
+const SIZE = 1024;
+const CONCURRENCY = 32;
+
+/** Bytes allocated on disk under `dir` (blocks, as du counts them), and the number of files. */
+async function diskUsage(dir: string): Promise<{ bytes: number; files: number }> {
+  let bytes = 0;
+  let files = 0;
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  for (let i = 0; i < entries.length; i += 256) {
+    const stats = await Promise.all(
+      entries.slice(i, i + 256).map((e) => stat(join(e.parentPath, e.name)).catch(() => undefined)),
+    );
+    for (const [j, s] of stats.entries()) {
+      if (!s) continue;
+      bytes += s.blocks * 512;
+      if (entries[i + j]!.isFile()) files++;
+    }
+  }
+  return { bytes, files };
+}
+
+/** One request over `agent`; resolves with the status and the body's length. */
+function send(
+  agent: Agent,
+  url: string,
+  method: string,
+  body?: Buffer,
+): Promise<{ status: number; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, agent }, (res) => {
+      let bytes = 0;
+      res.on('data', (d: Buffer) => {
+        bytes += d.length;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The object `i`'s key and bytes (1 KiB, distinct: its index, then random bytes). */
+function object(i: number, filler: Buffer): { key: string; body: Buffer } {
+  const body = Buffer.allocUnsafe(SIZE);
+  filler.copy(body);
+  body.writeUInt32BE(i, 0);
+  return { key: `o/${(i % 1000).toString().padStart(3, '0')}/${i}`, body };
+}
+
+/** Runs `task(i)` for i in [0, n) with `concurrency` in flight. */
+async function pool(n: number, concurrency: number, task: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < n) await task(next++);
+    }),
+  );
+}
+
+async function rssOf(agent: AgentProcess): Promise<number> {
+  const status = (await agent.status()) as unknown as { process: { rssBytes: number } };
+  return status.process.rssBytes;
+}
+
+export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
+  const flag = args.indexOf('--objects');
+  const n = flag >= 0 ? Number(args[flag + 1]) : quick ? 100_000 : 1_000_000;
+  console.log(`# scale: ${n} objects of ${SIZE} B in one agent, restarted; beside a plain file per object`);
+  console.log(`# machine: ${describeMachine()}`);
+  const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-scale-'));
+  const store = join(dir, 'store');
+  const plain = join(dir, 'plain');
+  const filler = randomBytes(SIZE);
+  const agents: AgentProcess[] = [];
+  const start = (extra: string[] = []) =>
+    startAgentProcess(
+      [
+        ...['--node-id', 'scale', '--store.dir', store, '--store.max-bytes', '64Gi'],
+        ...['--store.memory-bytes', '0', ...extra],
+      ],
+      600_000,
+    ).then((a) => (agents.push(a), a));
+  const stopAll = async () => {
+    await Promise.all(agents.splice(0).map((a) => a.stop()));
+  };
+  const removeInterrupt = onInterrupt(
+    () => agents.forEach((a) => a.child.kill('SIGKILL')),
+    () => rm(dir, { recursive: true, force: true }),
+  );
+  try {
+    // An empty agent's RSS, the base the objects' cost is measured from.
+    let agent = await start();
+    await new Promise((r) => setTimeout(r, 2000));
+    const emptyRss = await rssOf(agent);
+
+    const keepAlive = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+    const putStart = performance.now();
+    let failed = 0;
+    await pool(n, CONCURRENCY, async (i) => {
+      const { key, body } = object(i, filler);
+      const r = await send(keepAlive, `${agent.url}/v1/objects/${key}`, 'PUT', body);
+      if (r.status !== 201) failed++;
+      if ((i + 1) % 100_000 === 0) console.log(`# ${i + 1} PUTs`);
+    });
+    const putS = (performance.now() - putStart) / 1000;
+    if (failed > 0) throw new Error(`${failed} PUTs failed`);
+    keepAlive.destroy();
+    await stopAll();
+    const disk = await diskUsage(store);
+
+    // The same bytes as a plain file each.
+    const plainStart = performance.now();
+    await pool(n, CONCURRENCY, async (i) => {
+      const { key, body } = object(i, filler);
+      const file = join(plain, key);
+      if (i < 1000) await mkdir(join(plain, key, '..'), { recursive: true });
+      await writeFile(file, body);
+    });
+    const plainS = (performance.now() - plainStart) / 1000;
+    const plainDisk = await diskUsage(plain);
+    await rm(plain, { recursive: true, force: true });
+
+    // Restart on the same store: time to ready, memory, then random GETs.
+    const restart = performance.now();
+    agent = await start();
+    const readyS = (performance.now() - restart) / 1000;
+    await new Promise((r) => setTimeout(r, 2000));
+    const rss = await rssOf(agent);
+    const reader = new Agent({ keepAlive: true, maxSockets: 1 });
+    const times: number[] = [];
+    for (let j = 0; j < 2000; j++) {
+      const { key } = object(Math.floor(Math.random() * n), filler);
+      const t = performance.now();
+      const r = await send(reader, `${agent.url}/v1/objects/${key}`, 'GET');
+      times.push(performance.now() - t);
+      if (r.status !== 200 || r.bytes !== SIZE) throw new Error(`GET ${key}: ${r.status}, ${r.bytes} bytes`);
+    }
+    reader.destroy();
+    times.sort((a, b) => a - b);
+    const data = n * SIZE;
+    const result = {
+      bench: 'scale',
+      objects: n,
+      object_bytes: SIZE,
+      disk_ratio: round(disk.bytes / data, 2),
+      files_per_object: round(disk.files / n, 2),
+      plain_disk_ratio: round(plainDisk.bytes / data, 2),
+      rss_bytes_per_object: Math.round((rss - emptyRss) / n),
+      empty_rss_MiB: round(emptyRss / 2 ** 20, 1),
+      ready_s: round(readyS, 2),
+      put_per_s: Math.round(n / putS),
+      plain_writes_per_s: Math.round(n / plainS),
+      p50_ms: round(percentile(times, 50), 2),
+      p99_ms: round(percentile(times, 99), 2),
+    };
+    console.log(
+      `# ${n} objects: on disk ${(disk.bytes / 2 ** 20).toFixed(0)} MiB for ${(data / 2 ** 20).toFixed(0)} MiB of data (x${result.disk_ratio}, ` +
+        `${result.files_per_object} files per object; a plain file each: x${result.plain_disk_ratio}); ` +
+        `RSS after restart ${(rss / 2 ** 20).toFixed(0)} MiB (${result.rss_bytes_per_object} B per object over an empty agent's ${result.empty_rss_MiB} MiB); ` +
+        `ready in ${result.ready_s} s; ${result.put_per_s} PUTs/s (plain files: ${result.plain_writes_per_s}/s); GET p50 ${result.p50_ms} ms, p99 ${result.p99_ms} ms`,
+    );
+    console.log('# goals at 1,000,000 objects: disk_ratio <= 1.5, rss_bytes_per_object <= 300, ready_s <= 5');
+    console.log(JSON.stringify(result));
+  } finally {
+    removeInterrupt();
+    await stopAll();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
