@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
 import { parse as parseYaml } from 'yaml';
 import type { Logger } from '../telemetry/logger.ts';
@@ -61,6 +62,8 @@ const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
  * `anonymous` says. A token that is present but not valid is refused (never anonymous).
  */
 export class AccessControl {
+  /** Each request's authentication, while the request lives (authenticateRequest). */
+  readonly #byRequest = new WeakMap<IncomingMessage, Promise<Principal | undefined>>();
   readonly #config: AccessConfig;
   readonly #logger: Logger;
   #tokens = new Map<string, string>(); // sha256(token) -> name
@@ -88,6 +91,20 @@ export class AccessControl {
 
   close(): void {
     clearInterval(this.#timer);
+  }
+
+  /**
+   * The client `req` comes from (its Authorization header), authenticated once per request: the
+   * fast path of local hits and express, which takes the requests it passes on, share the result,
+   * so a refused token is not checked twice.
+   */
+  authenticateRequest(req: IncomingMessage): Promise<Principal | undefined> {
+    let principal = this.#byRequest.get(req);
+    if (!principal) {
+      principal = this.authenticate(req.headers.authorization);
+      this.#byRequest.set(req, principal);
+    }
+    return principal;
   }
 
   /** The client an Authorization header names; undefined when it names none validly (a 401). */

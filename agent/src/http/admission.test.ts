@@ -115,3 +115,73 @@ describe('admission of a client that hangs up while its token is checked', () =>
     });
   }
 });
+
+describe('a request the fast path passes on to express', () => {
+  it('has its token checked once (a refused token costs one check, not two)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-auth-once-'));
+    const store = await ObjectStore.open({
+      dir: join(dir, 'store'),
+      maxBytes: 2 ** 24,
+      memoryBytes: 2 ** 22,
+      maxObjectBytes: 2 ** 22,
+      fsync: false,
+      clock: systemClock,
+      isKey,
+    });
+    await store.put('pub/obj', [Buffer.from('hello')], { size: 5 });
+    await writeFile(join(dir, 'tokens.yaml'), `tokens:\n  - { name: reader, token: ${TOKEN} }\n`);
+    const access = new AccessControl(
+      {
+        tokensFile: join(dir, 'tokens.yaml'),
+        anonymous: 'none',
+        rules: [{ subjects: ['token:reader'], verbs: ['read'], prefixes: ['pub/'] }],
+        maxConcurrentPerClient: 100,
+        requestsPerSecondPerClient: 0,
+      },
+      logger,
+    );
+    await access.start();
+    let checks = 0;
+    const check = access.authenticate.bind(access);
+    access.authenticate = (authorization) => {
+      checks++;
+      return check(authorization);
+    };
+    const counters = new Counters();
+    const metrics = { recordRequest: () => {}, handle: () => {} } as unknown as AgentMetrics;
+    const app = createApp({
+      store,
+      fetcher: undefined,
+      counters,
+      metrics,
+      logger,
+      status: () => ({}),
+      ready: () => true,
+      access,
+    }) as RequestListener;
+    const server: Server = createServer(withLocalHits({ store, counters, metrics, logger, access }, app));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as AddressInfo;
+    const statusOf = (token: string, path: string) =>
+      new Promise<number>((resolve, reject) => {
+        get(`http://127.0.0.1:${port}${path}`, { headers: { authorization: `Bearer ${token}` } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode!));
+        }).on('error', reject);
+      });
+    try {
+      assert.equal(await statusOf('not-a-token', '/v1/objects/pub/obj'), 401);
+      assert.equal(checks, 1, 'a refused token: checked by the fast path, and express took its result');
+      assert.equal(await statusOf(TOKEN, '/v1/objects/secret/obj'), 403);
+      assert.equal(checks, 2, 'a client not allowed the key');
+      assert.equal(await statusOf(TOKEN, '/v1/objects/pub/obj'), 200);
+      assert.equal(checks, 3);
+    } finally {
+      access.close();
+      server.closeAllConnections();
+      server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -70,7 +70,7 @@ export function createApp(deps: AppDeps): express.Express {
   // Every other call says who it is (docs/security.md); a bad token is a 401, not anonymous.
   if (access) {
     app.use((req, res, next) => {
-      access.authenticate(req.get('authorization')).then(
+      access.authenticateRequest(req).then(
         (principal) => {
           if (!principal) {
             Counters.bump(deps.counters.clientsRefused, 'unauthenticated');

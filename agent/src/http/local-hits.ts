@@ -188,7 +188,7 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
     }
     let principal: Principal | undefined;
     if (access) {
-      principal = await access.authenticate(req.headers.authorization);
+      principal = await access.authenticateRequest(req);
       if (!principal || !access.allows(principal, 'read', key)) return false;
       // Hung up while its token was checked: express takes it (and answers nobody, as for any).
       if (res.closed) return false;
