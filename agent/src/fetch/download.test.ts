@@ -12,7 +12,7 @@ import type { HopClass } from '../domain.ts';
 import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { systemClock } from '../time/clock.ts';
-import { PeerBusyError, type PeerTransport } from '../transport/peer-transport.ts';
+import { PeerBusyError, PeerError, type PeerTransport } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
 import { PeerFetcher } from './peer-fetcher.ts';
 import { headOf } from './swarm.ts';
@@ -36,14 +36,19 @@ const manifest: Manifest = {
   createdAtMs: 1,
 };
 
-/** A holder of the whole object that serves chunks (optionally refusing the first `busy` calls). */
-function holder(id: string, opts: { busy?: number } = {}) {
+/**
+ * A holder of the whole object that serves chunks (optionally refusing the first `busy` calls as
+ * busy, and failing the first `failing` ones).
+ */
+function holder(id: string, opts: { busy?: number; failing?: number } = {}) {
   const served: number[] = [];
   let busy = opts.busy ?? 0;
+  let failing = opts.failing ?? 0;
   const transport = stubTransport(id, `${id}:1`, {
     async *fetchChunks(digests) {
       await new Promise((r) => setTimeout(r, 5)); // a holder takes a moment to answer, as a real one does
       if (busy-- > 0) throw new PeerBusyError(id, 'busy');
+      if (failing-- > 0) throw new PeerError(id, 'FetchChunks stalled: nothing for 1000 ms');
       for (const d of digests) {
         const index = manifest.chunks.indexOf(d);
         served.push(index);
@@ -110,6 +115,17 @@ describe('Download (chunks from several holders)', () => {
     await download([far.transport, near.transport], { near: 'zone', far: 'remote' });
     assert.deepEqual(far.served, []);
     assert.equal(near.served.length, 4);
+  });
+
+  it('asks a holder that failed again later (a stall on a starved node), and gets the chunks from it', async () => {
+    const flaky = holder('flaky', { failing: 2 });
+    await download([flaky.transport]);
+    assert.equal(flaky.served.length, 4);
+  });
+
+  it('gives a holder up after three failed requests', async () => {
+    const gone = holder('gone', { failing: 3 });
+    await assert.rejects(download([gone.transport]), /stalled/);
   });
 
   it('leaves a busy holder for a moment and gets the chunks anyway', async () => {

@@ -92,8 +92,10 @@ interface Source {
   rank: number;
   inFlight: number;
   dead: boolean;
-  /** Refused as busy: not asked again before this time (performance.now()). */
+  /** Refused as busy, or failed lately: not asked again before this time (performance.now()). */
   busyUntil: number;
+  /** Its requests that failed (not counting busy refusals): at SOURCE_ATTEMPTS it is dead. */
+  failures: number;
 }
 
 /** The longest a download from outside this zone waits to hear of its swarm before it starts. */
@@ -103,6 +105,13 @@ const PRIME_GRACE_MS = 50;
 
 /** How long a peer that said it is busy is left alone. */
 const BUSY_BACKOFF_MS = 100;
+/**
+ * Requests a holder may fail (a stall, a reset: on a starved or briefly cut-off node) before the
+ * download gives it up; between them it is left alone RETRY_BACKOFF_MS, then four times that. A
+ * chunk that fails verification gives the holder up at once.
+ */
+const SOURCE_ATTEMPTS = 3;
+const RETRY_BACKOFF_MS = 250;
 
 /**
  * One object's download into the store, chunk by chunk from every peer that has chunks: holders of
@@ -259,6 +268,7 @@ export class Download {
       inFlight: 0,
       dead: false,
       busyUntil: 0,
+      failures: 0,
     };
     this.#sources.set(transport.address, source);
     return source;
@@ -443,8 +453,19 @@ export class Download {
       setTimeout(() => this.#pump(), BUSY_BACKOFF_MS + 1).unref();
       return;
     }
-    source.dead = true;
     this.#failures.push(error.message);
+    // A failure it is given another chance after counts against it only if it runs out of them.
+    if (!(error instanceof IntegrityError) && ++source.failures < SOURCE_ATTEMPTS) {
+      const backoff = RETRY_BACKOFF_MS * 4 ** (source.failures - 1);
+      source.busyUntil = performance.now() + backoff;
+      setTimeout(() => this.#pump(), backoff + 1).unref();
+      this.#opts.logger.warn(
+        { peer: id, key, err: error.message, retryInMs: backoff },
+        'peer failed during fetch; asking others, and it again later',
+      );
+      return;
+    }
+    source.dead = true;
     if (!this.#abort.signal.aborted)
       this.#opts.onOutcome?.(source.transport, error instanceof IntegrityError ? 'bad-chunk' : 'failed');
     if (error instanceof IntegrityError) {
