@@ -90,10 +90,11 @@ export async function startAgentProcess(
   child.stderr.on('data', (d) => logs.push(String(d)));
   const lines = createInterface({ input: child.stdout });
   const ready = new Promise<{ httpPort: number; grpcPort: number }>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`agent not ready in ${timeoutMs} ms:\n${logs.join('\n')}`)),
-      timeoutMs,
-    );
+    // Not ready in time: the agent is killed, or it would run on and keep the test process alive.
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`agent not ready in ${timeoutMs} ms:\n${logs.join('\n')}`));
+    }, timeoutMs);
     lines.on('line', (line) => {
       logs.push(line);
       if (line.includes('"agent ready"')) {
