@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { atomicWrite, makeShards } from './chunk-files.ts';
+import { atomicWrite, makeShards, SCAN_PARALLEL } from './chunk-files.ts';
 import { type Manifest, parseManifest } from './manifest.ts';
 
 /**
@@ -48,16 +48,24 @@ export class ManifestFiles {
   async *scan(isKey: (key: string) => boolean): AsyncGenerator<Manifest> {
     for (const shard of await readdir(this.#dir)) {
       const shardDir = join(this.#dir, shard);
-      for (const name of await readdir(shardDir)) {
-        const file = join(shardDir, name);
-        let manifest: Manifest | undefined;
-        try {
-          manifest = parseManifest(JSON.parse(await readFile(file, 'utf8')), isKey);
-        } catch {
-          manifest = undefined; // unreadable or invalid: removed below
-        }
-        if (manifest && this.path(manifest.key) === file) yield manifest;
-        else await rm(file, { recursive: true, force: true });
+      const names = await readdir(shardDir);
+      // SCAN_PARALLEL files at a time (see ChunkFiles.scan).
+      for (let i = 0; i < names.length; i += SCAN_PARALLEL) {
+        const read = await Promise.all(
+          names.slice(i, i + SCAN_PARALLEL).map(async (name) => {
+            const file = join(shardDir, name);
+            let manifest: Manifest | undefined;
+            try {
+              manifest = parseManifest(JSON.parse(await readFile(file, 'utf8')), isKey);
+            } catch {
+              manifest = undefined; // unreadable or invalid: removed below
+            }
+            if (manifest && this.path(manifest.key) === file) return manifest;
+            await rm(file, { recursive: true, force: true });
+            return undefined;
+          }),
+        );
+        for (const manifest of read) if (manifest) yield manifest;
       }
     }
   }
