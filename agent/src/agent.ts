@@ -497,7 +497,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   };
   if (config.store.scrubOnStart) runScrub();
   // Chunks sent to peers are not hashed at each send (ObjectStore.chunkToSend): the periodic scrub
-  // finds what rotted since.
+  // finds what rotted since. (At most 500 hours: a timer longer than 2^31 ms fires at once.)
   const scrubs =
     config.store.scrubIntervalHours > 0
       ? setInterval(runScrub, config.store.scrubIntervalHours * 3600_000)

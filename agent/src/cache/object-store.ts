@@ -18,7 +18,7 @@ import { Sieve } from './sieve.ts';
 
 /** How far eviction looks for a cached copy before it takes an owned one (each look places a key). */
 const CACHED_VICTIM_SCAN = 256;
-/** One chunk in this many read from disk for a peer is hashed again (chunkToSend). */
+/** One chunk in this many read from disk for a peer, at random, is hashed again (chunkToSend). */
 export const SEND_SAMPLE = 16;
 /** How far a write that found the disk full looks for cached copies to evict. */
 const DISK_FULL_SCAN = 4096;
@@ -51,6 +51,11 @@ export interface ObjectStoreOptions {
   sign?: (manifest: Omit<Manifest, 'signature'>) => NodeSignature;
   /** Told of every chunk found damaged on disk. */
   onCorruptChunk?: (digest: string) => void;
+  /**
+   * Whether this read of a chunk for a peer is one to hash (chunkToSend); default: at random, one in
+   * SEND_SAMPLE (a counter would let a fixed read pattern skip the same chunk for ever).
+   */
+  sampleSend?: () => boolean;
   /** Told of background file errors that have no caller to throw to. */
   onBackgroundError?: (error: unknown) => void;
   /** Whether this node keeps `key` as one of its owners: such copies are evicted last. */
@@ -126,8 +131,7 @@ export class ObjectStore {
   readonly #objects = new Map<string, ObjectEntry>();
   /** Who holds each chunk (objects, leases) and which are being written: chunk-ledger.ts. */
   readonly #ledger = new ChunkLedger();
-  /** Disk reads for peers (chunkToSend) so far: every SEND_SAMPLE-th is hashed. */
-  #sendReads = 0;
+
   readonly #order = new Sieve<string>();
   /** Chunk file removals in flight: a new write of the same digest waits for them. */
   readonly #removals = new Map<string, Promise<void>>();
@@ -233,14 +237,14 @@ export class ObjectStore {
   /**
    * The chunk's bytes for a peer, which hashes every chunk it receives: from the hot tier, else from
    * disk, hashed only when the chunk's file was not hashed in this process yet (found at start and
-   * not yet scrubbed) and on one read in SEND_SAMPLE otherwise. A chunk damaged since it was hashed
+   * not yet scrubbed) and on one read in SEND_SAMPLE, at random, otherwise. A chunk damaged since it was hashed
    * may go out unnoticed (the receiver refuses it); the periodic scrub and the samples find it and
    * drop it. Bytes not hashed on this read stay out of the hot tier, which local clients read from.
    */
   async chunkToSend(digest: string): Promise<Buffer> {
     const hot = this.#hot.get(digest);
     if (hot) return hot;
-    if (!this.#ledger.verified(digest) || ++this.#sendReads % SEND_SAMPLE === 0)
+    if (!this.#ledger.verified(digest) || (this.#opts.sampleSend?.() ?? Math.random() * SEND_SAMPLE < 1))
       return this.readChunk(digest);
     try {
       return await this.#files.read(digest);

@@ -97,6 +97,8 @@ describe('configuration', () => {
       [['--store.dir', '/d', '--http.port', '70000'], {}, /http\.port/],
       [['--store.dir', '/d', '--store.max-bytes', 'lots'], {}, /store\.maxBytes: not a byte size/],
       [['--store.dir', '/d', '--peers', 'no-port'], {}, /peers\.0/],
+      // Longer than a timer can wait (2^31 ms): it would fire at once, a scrub after another.
+      [['--store.dir', '/d', '--store.scrub-interval-hours', '597'], {}, /store\.scrubIntervalHours/],
       [['--store.dir', '/d'], { EDGEMESH_STORE_FSYNC: 'maybe' }, /store\.fsync/],
       [['--config', '/nonexistent.yaml'], {}, /cannot read config file/],
       [['--store.dir', '/d'], {}, /security\.ca: mTLS needs a node certificate/],

@@ -143,7 +143,7 @@ export const agentConfigSchema = z.strictObject({
      * Hours between background scrubs (every chunk re-hashed, damaged ones dropped); 0: none after
      * the one at start. Chunks sent to peers are hashed at one send in 16, so rot is found by these.
      */
-    scrubIntervalHours: z._default(int(0, 8760), 24),
+    scrubIntervalHours: z._default(int(0, 500), 24),
     sweepIntervalSeconds: z._default(int(1), 30),
   }),
   /** Static peers, used alongside membership: host:port strings or { address, id }. */
