@@ -226,9 +226,9 @@ describe('on a real control plane: helm install, the operator, every sample', { 
     // Should this test process die without its after hook, the operators go with it.
     process.once('exit', () => child.kill('SIGKILL'));
     // A replica that lost its lease exits 1 (controller.ts); its Deployment would start it again.
-    // Killed by a test (a signal) or stopped (0), it stays down.
+    // Killed by a test (a signal), stopped (0) or crashed (1 without that message), it stays down.
     child.once('exit', (code) => {
-      if (code !== 1 || stopping) return;
+      if (code !== 1 || stopping || !entry.log.some((l) => l.includes('lost the lease'))) return;
       console.log(`# ${identity} exited after losing its lease: started again, as its Deployment would`);
       startOperator(identity, kubeconfig, issuerPort).catch((error: unknown) =>
         console.log(`# ${identity} could not be started again: ${String(error)}`),

@@ -372,6 +372,7 @@ describe(
         grpcStatus.NOT_FOUND,
         grpcStatus.PERMISSION_DENIED,
         grpcStatus.RESOURCE_EXHAUSTED,
+        grpcStatus.FAILED_PRECONDITION, // a protocol range in common with none of this node's
       ]);
       const failures: string[] = [];
       let next = 0;

@@ -314,6 +314,15 @@ describe('ObjectStore', () => {
     assert.deepEqual(await reopened.chunkToSend(z.chunks[0]!), other);
   });
 
+  it('scrubs the files without emptying the hot tier', async () => {
+    const store = await open({ memoryBytes: 16 * MiB });
+    const data = randomBytes(5 * MiB);
+    const m = await store.put('hot', pieces(data), { size: data.length });
+    assert.ok(store.hotChunk(m.chunks[0]!), 'a PUT warms the hot tier');
+    assert.deepEqual(await store.scrub(), { checked: 2, corrupt: 0 });
+    assert.ok(store.hotChunk(m.chunks[0]!), 'still there after the scrub');
+  });
+
   it('recovers from a crash: drops damaged, partial and orphaned files, and scrub finds silent rot', async () => {
     const store = await open();
     const good = randomBytes(5 * MiB);

@@ -6,6 +6,8 @@ import { PeerBusyError, PeerError, type ReceivedChunk } from './peer-transport.t
 /** Idle connections kept per peer, and how long one may stay idle (under the server's 60 s). */
 const MAX_IDLE = 4;
 const IDLE_MS = 30_000;
+/** A peer found without the bulk stream is asked again this much later (it may have been upgraded). */
+const UNSUPPORTED_RETRY_MS = 10 * 60_000;
 
 /** The peer does not speak the bulk stream (a build from before it): use FetchChunks. */
 export class BulkUnsupportedError extends Error {
@@ -31,7 +33,8 @@ export class BulkChannel {
   readonly #host: string;
   readonly #port: number;
   readonly #idle: TLSSocket[] = [];
-  #unsupported = false;
+  /** Until when the peer is taken not to speak the bulk stream (performance.now()). */
+  #unsupportedUntil = -Infinity;
   #closed = false;
 
   constructor(opts: BulkChannelOptions) {
@@ -43,7 +46,7 @@ export class BulkChannel {
 
   /** Whether the peer turned out not to speak the bulk stream (the caller uses FetchChunks). */
   get unsupported(): boolean {
-    return this.#unsupported;
+    return performance.now() < this.#unsupportedUntil;
   }
 
   /**
@@ -58,6 +61,7 @@ export class BulkChannel {
     meta: Record<string, string>,
     signal?: AbortSignal,
   ): AsyncGenerator<ReceivedChunk> {
+    if (signal?.aborted) throw new PeerError(this.#opts.id, 'FetchChunks cancelled');
     const request = encodeRequest({ digests: [...digests], from, meta });
     let reused = true;
     let socket = this.#takeIdle();
@@ -93,6 +97,7 @@ export class BulkChannel {
     };
     const onAbort = () => socket.destroy();
     signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) socket.destroy(); // aborted while the connection was made
     let index = 0;
     let heard = false;
     let reusable = false;
@@ -111,7 +116,7 @@ export class BulkChannel {
         armIdle();
         if (frame.type === FRAME.WAIT) continue;
         if (frame.type === FRAME.ERROR) {
-          reusable = true;
+          reusable = reader.clean; // an honest server sends nothing after it
           const { code, message } = frame.error;
           if (code === Number(status.RESOURCE_EXHAUSTED))
             throw new PeerBusyError(this.#opts.id, `FetchChunks: ${message}`);
@@ -161,6 +166,7 @@ export class BulkChannel {
       if (!socket) return undefined;
       if (!socket.destroyed && socket.readable && socket.writable) {
         socket.setTimeout(0);
+        socket.ref();
         return socket;
       }
       socket.destroy();
@@ -170,6 +176,7 @@ export class BulkChannel {
   #keep(socket: TLSSocket): void {
     if (this.#closed || this.#idle.length >= MAX_IDLE || socket.destroyed) return void socket.destroy();
     socket.setTimeout(IDLE_MS);
+    socket.unref(); // an idle connection keeps no process alive
     this.#idle.push(socket);
   }
 
@@ -215,7 +222,7 @@ export class BulkChannel {
       const connected = () => {
         settle();
         if (socket.alpnProtocol !== BULK_ALPN) {
-          this.#unsupported = true;
+          this.#unsupportedUntil = performance.now() + UNSUPPORTED_RETRY_MS;
           socket.destroy();
           return reject(new BulkUnsupportedError(`${this.#opts.address} does not speak ${BULK_ALPN}`));
         }

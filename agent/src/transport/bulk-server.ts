@@ -69,19 +69,24 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
   node.addIdentityCertificateListener(refresh);
   node.addCaCertificateListener(refresh);
   server.on('tlsClientError', (error) => logger.debug({ err: error.message }, 'peer TLS handshake failed'));
+  /** Bulk connections open now: closed with the listener (gRPC's forceShutdown closes its own). */
+  const open = new Set<TLSSocket>();
+  let stopped = false;
   server.on('secureConnection', (socket: TLSSocket) => {
     socket.on('error', (error) => logger.debug({ err: error.message }, 'peer connection failed'));
+    if (stopped) return socket.destroy(); // its handshake ended after the listener closed
     if (socket.alpnProtocol === 'h2') return injector.injectConnection(socket);
     if (socket.alpnProtocol !== BULK_ALPN) return socket.destroy();
-    let caller: string;
     try {
-      caller = opts.authenticate(socket);
+      opts.authenticate(socket); // refused at once; each request is checked again
     } catch (error) {
       logger.debug({ err: (error as Error).message }, 'bulk connection refused');
       socket.end(errorFrame({ code: status.UNAUTHENTICATED, message: (error as Error).message }));
       return;
     }
-    serveConnection(opts, socket, caller).catch((error: unknown) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+    serveConnection(opts, socket).catch((error: unknown) => {
       logger.debug({ err: error }, 'bulk connection ended with an error');
       socket.destroy();
     });
@@ -96,7 +101,9 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
         close() {
           node.removeIdentityCertificateListener(refresh);
           node.removeCaCertificateListener(refresh);
+          stopped = true;
           server.close();
+          for (const socket of open) socket.destroy();
           injector.destroy();
         },
       });
@@ -104,8 +111,12 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
   });
 }
 
-/** Answers requests on one bulk connection, one after another, until the client goes. */
-async function serveConnection(opts: BulkServerOptions, socket: TLSSocket, caller: string): Promise<void> {
+/**
+ * Answers requests on one bulk connection, one after another, until the client goes. Each request
+ * is authenticated anew (the certificate's node, not revoked since: a revocation applies to the next
+ * request, as to the next gRPC call).
+ */
+async function serveConnection(opts: BulkServerOptions, socket: TLSSocket): Promise<void> {
   const openedAt = Date.now();
   socket.setNoDelay(true);
   socket.setTimeout(IDLE_MS, () => socket.destroy());
@@ -123,6 +134,14 @@ async function serveConnection(opts: BulkServerOptions, socket: TLSSocket, calle
       return;
     }
     if (!body) break;
+    let caller: string;
+    try {
+      caller = opts.authenticate(socket);
+    } catch (error) {
+      opts.logger.debug({ err: (error as Error).message }, 'bulk request refused');
+      socket.end(errorFrame({ code: status.UNAUTHENTICATED, message: (error as Error).message }));
+      return;
+    }
     let request: BulkRequest;
     try {
       request = parseRequest(body);
@@ -158,6 +177,9 @@ async function serveConnection(opts: BulkServerOptions, socket: TLSSocket, calle
         );
     }
   }
+  // Nothing more is read: what the client still sends is dropped, and its end closes the socket.
+  reader.close();
+  socket.resume();
   socket.end();
 }
 

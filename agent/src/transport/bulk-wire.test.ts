@@ -111,9 +111,15 @@ describe('bulk-stream framing', () => {
     const reader = new ResponseReader(socket, () => 4);
     socket.feed([errorFrame({ code: 8, message: 'busy' })]);
     assert.deepEqual(await reader.next(), { type: FRAME.ERROR, error: { code: 8, message: 'busy' } });
-    socket.feed([frameHeader(FRAME.DATA, 0, 4), Buffer.from('ab')]);
-    socket.emit('end');
-    await assert.rejects(reader.next(), /closed mid-answer/);
+    assert.ok(reader.clean, 'an error ends the answer');
+    socket.feed([Buffer.from('x')]);
+    await assert.rejects(reader.next(), /after the end/, 'nothing may follow it');
+
+    const cut = fakeSocket();
+    const cutReader = new ResponseReader(cut, () => 4);
+    cut.feed([frameHeader(FRAME.DATA, 0, 4), Buffer.from('ab')]);
+    cut.emit('end');
+    await assert.rejects(cutReader.next(), /closed mid-answer/);
   });
 
   it('reads requests one at a time, cut anywhere, and refuses an oversized one', async () => {

@@ -86,17 +86,20 @@ export class RequestReader {
   #buffered: Buffer[] = [];
   #bytes = 0;
   #want: ((body: Buffer | undefined) => void) | undefined;
+  /** The length prefix of the request being read, once its 4 bytes are here. */
+  #length: number | undefined;
+  readonly #onData = (data: Buffer) => {
+    this.#buffered.push(data);
+    this.#bytes += data.length;
+    this.#take();
+  };
   #failed: ((error: Error) => void) | undefined;
   #ended = false;
 
   constructor(socket: Socket) {
     this.#socket = socket;
     socket.pause();
-    socket.on('data', (data: Buffer) => {
-      this.#buffered.push(data);
-      this.#bytes += data.length;
-      this.#take();
-    });
+    socket.on('data', this.#onData);
     socket.on('end', () => {
       this.#ended = true;
       this.#take();
@@ -105,6 +108,20 @@ export class RequestReader {
       this.#ended = true;
       this.#take();
     });
+  }
+
+  /** Everything received and not yet taken, as one buffer. */
+  #joined(): Buffer {
+    const all = this.#buffered.length === 1 ? this.#buffered[0]! : Buffer.concat(this.#buffered);
+    this.#buffered = [all];
+    return all;
+  }
+
+  /** Stops reading requests: the connection is closing. */
+  close(): void {
+    this.#socket.off('data', this.#onData);
+    this.#buffered = [];
+    this.#bytes = 0;
   }
 
   /** The next request's body; undefined at the end of the connection. Throws on an oversized one. */
@@ -120,25 +137,27 @@ export class RequestReader {
   #take(): void {
     const want = this.#want;
     if (!want) return;
-    if (this.#bytes >= 4) {
-      const all = this.#buffered.length === 1 ? this.#buffered[0]! : Buffer.concat(this.#buffered);
-      this.#buffered = [all];
-      const length = all.readUInt32BE(0);
-      if (length > MAX_REQUEST_BYTES) {
+    if (this.#length === undefined && this.#bytes >= 4) {
+      const all = this.#joined();
+      this.#length = all.readUInt32BE(0);
+      if (this.#length > MAX_REQUEST_BYTES) {
         this.#want = undefined;
-        this.#failed?.(new Error(`a request of ${length} bytes (at most ${MAX_REQUEST_BYTES})`));
+        this.#failed?.(new Error(`a request of ${this.#length} bytes (at most ${MAX_REQUEST_BYTES})`));
         return;
       }
-      if (all.length >= 4 + length) {
-        const body = all.subarray(4, 4 + length);
-        const rest = all.subarray(4 + length);
-        this.#buffered = rest.length > 0 ? [rest] : [];
-        this.#bytes = rest.length;
-        this.#want = undefined;
-        this.#socket.pause();
-        want(body);
-        return;
-      }
+    }
+    // Joined once the whole request is here (a request sent a byte at a time costs no more).
+    if (this.#length !== undefined && this.#bytes >= 4 + this.#length) {
+      const all = this.#joined();
+      const body = all.subarray(4, 4 + this.#length);
+      const rest = all.subarray(4 + this.#length);
+      this.#buffered = rest.length > 0 ? [rest] : [];
+      this.#bytes = rest.length;
+      this.#length = undefined;
+      this.#want = undefined;
+      this.#socket.pause();
+      want(body);
+      return;
     }
     if (this.#ended) {
       this.#want = undefined;
@@ -169,7 +188,7 @@ export class ResponseReader {
   #headerFill = 0;
   #current: { type: number; index: number; body: Buffer; filled: number; hash?: Hash } | undefined;
   #error: Error | undefined;
-  /** END was read: any byte after it breaks the protocol. */
+  /** END or ERROR was read: any byte after it breaks the protocol. */
   #ended = false;
   #wake: (() => void) | undefined;
   readonly #onData = (data: Buffer) => this.#parse(data);
@@ -311,6 +330,7 @@ export class ResponseReader {
     } catch {
       // the default above
     }
+    this.#ended = true; // an error ends the answer as END does: nothing may follow
     this.#frames.push({ type: FRAME.ERROR, error });
   }
 }

@@ -16,6 +16,7 @@ import {
   unauthenticated,
 } from '../security/grpc-credentials.ts';
 import type { NodeCredentials } from '../security/node-credentials.ts';
+import { Revocations } from '../security/revocations.ts';
 import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { systemClock } from '../time/clock.ts';
@@ -68,6 +69,8 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
   const counters = new Counters();
   let listener: { port: number; close(): void };
   let opts: PeerServerOptions;
+  /** The server's revocation list (a test revokes `cli`, and lifts it again). */
+  const revocations = new Revocations();
 
   const peerTo = (port: number, bulk = true, timeoutMs = 5000) =>
     new GrpcPeer({
@@ -92,7 +95,10 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     });
 
   before(async () => {
-    [serverId, clientId] = await Promise.all([testCredentials('srv'), testCredentials('cli')]);
+    [serverId, clientId] = await Promise.all([
+      testCredentials('srv', { revocations }),
+      testCredentials('cli'),
+    ]);
     otherMesh = await testCredentials('cli', { mesh: 'other' });
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-bulk-'));
     store = await ObjectStore.open({
@@ -273,33 +279,93 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     }
   });
 
-  it(
-    'says busy as FetchChunks does (PeerBusyError), waiting with heartbeats first',
-    { timeout: 30_000 },
-    async () => {
-      const limiter = new UploadLimiter(1, 1);
-      const busyOpts = { ...opts, upload: { limiter, groupOf: () => 'z' } };
-      const busy = await listenPeerServer(createPeerServer(busyOpts), busyOpts, '127.0.0.1', 0, serverId);
-      // One request streams, two wait (heartbeats), the fourth is refused.
-      const peers = [0, 1, 2, 3].map(() => peerTo(busy.port));
-      const abort = new AbortController();
-      try {
-        const fetches = peers.map((p) => drain(p.fetchChunks([chunks[0]!], [4 * MiB], abort.signal)));
-        // One of them is refused as busy (the test times out otherwise); none fails another way.
-        const refused = await new Promise((resolve, reject) => {
-          for (const f of fetches)
-            f.catch((e: unknown) => (e instanceof PeerBusyError ? resolve(e) : reject(e as Error)));
-        });
-        assert.match((refused as Error).message, /upload busy/);
-        abort.abort();
-        await Promise.allSettled(fetches);
-      } finally {
-        for (const p of peers) p.close();
-        limiter.close();
-        busy.close();
-      }
-    },
-  );
+  it('says busy as FetchChunks does (PeerBusyError) when too many wait', { timeout: 30_000 }, async () => {
+    const limiter = new UploadLimiter(1, 1);
+    const busyOpts = { ...opts, upload: { limiter, groupOf: () => 'z' } };
+    const busy = await listenPeerServer(createPeerServer(busyOpts), busyOpts, '127.0.0.1', 0, serverId);
+    // One request streams, two wait (heartbeats), the fourth is refused.
+    const peers = [0, 1, 2, 3].map(() => peerTo(busy.port));
+    const abort = new AbortController();
+    try {
+      const fetches = peers.map((p) => drain(p.fetchChunks([chunks[0]!], [4 * MiB], abort.signal)));
+      // One of them is refused as busy (the test times out otherwise); none fails another way.
+      const refused = await new Promise((resolve, reject) => {
+        for (const f of fetches)
+          f.catch((e: unknown) => (e instanceof PeerBusyError ? resolve(e) : reject(e as Error)));
+      });
+      assert.match((refused as Error).message, /upload busy/);
+      abort.abort();
+      await Promise.allSettled(fetches);
+    } finally {
+      for (const p of peers) p.close();
+      limiter.close();
+      busy.close();
+    }
+  });
+
+  it('keeps a request waiting for the upload budget alive with heartbeats, past the client’s timeout', async () => {
+    // The first chunk goes at once; the second waits about 2.5 s for the budget, while the client
+    // abandons a peer quiet for 1.5 s: only the heartbeats (one a second) keep the request alive.
+    const limiter = new UploadLimiter((MiB + 5) / 2.5, 1);
+    const slowOpts = { ...opts, upload: { limiter, groupOf: () => 'z' } };
+    const slow = await listenPeerServer(createPeerServer(slowOpts), slowOpts, '127.0.0.1', 0, serverId);
+    const peer = peerTo(slow.port, true, 1500);
+    try {
+      const got = await drain(peer.fetchChunks([chunks[2]!, chunks[2]!], [MiB + 5, MiB + 5]));
+      assert.equal(got.length, 2);
+      assert.equal(peer.chunkPath, 'bulk');
+    } finally {
+      peer.close();
+      limiter.close();
+      slow.close();
+    }
+  });
+
+  it('checks each request on an open connection: a node revoked since is refused at its next request', async () => {
+    const socket = await raw(listener.port);
+    const ask = async () => {
+      const reading = readAll(
+        socket,
+        (got) => got.length >= HEADER_BYTES && got.length >= HEADER_BYTES + got.readUInt32BE(5),
+      );
+      socket.write(encodeRequest({ digests: ['00'.repeat(32)], from: 'cli', meta: {} }));
+      return reading;
+    };
+    try {
+      assert.match((await ask()).subarray(HEADER_BYTES).toString(), /no chunk/, 'served while not revoked');
+      revocations.replace(['cli']);
+      const refused = await ask();
+      assert.equal(refused.readUInt8(0), FRAME.ERROR);
+      assert.match(refused.subarray(HEADER_BYTES).toString(), /"code":16.*revoked/);
+    } finally {
+      revocations.replace([]);
+      socket.destroy();
+    }
+  });
+
+  it('refuses a caller whose protocol range has no version in common (FAILED_PRECONDITION)', async () => {
+    const socket = await raw(listener.port);
+    const reading = readAll(
+      socket,
+      (got) => got.length >= HEADER_BYTES && got.length >= HEADER_BYTES + got.readUInt32BE(5),
+    );
+    socket.write(
+      encodeRequest({ digests: [chunks[2]!], from: 'cli', meta: { 'edgemesh-protocol': '99.0-99.0' } }),
+    );
+    const got = await reading;
+    socket.destroy();
+    assert.equal(got.readUInt8(0), FRAME.ERROR);
+    assert.match(got.subarray(HEADER_BYTES).toString(), /"code":9.*no version in common/);
+  });
+
+  it('closes its open bulk connections when it stops', async () => {
+    const own = await listenPeerServer(createPeerServer(opts), opts, '127.0.0.1', 0, serverId);
+    const socket = await raw(own.port);
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.on('error', () => {});
+    own.close();
+    await closed;
+  });
 
   it('falls back to FetchChunks with a peer that does not speak it (a build from before)', async () => {
     const old: Server = createPeerServer(opts);

@@ -356,11 +356,12 @@ export class GrpcPeer implements PeerTransport {
       try {
         this.#chunkPath = 'bulk';
         yield* this.#stream.fetch(digests, lengths, this.#from, meta, signal);
-        traced.end();
         return;
       } catch (error) {
         traced.end(error as Error);
         if (!(error instanceof BulkUnsupportedError)) throw error;
+      } finally {
+        traced.end(); // also when the consumer stops early (end is once: an error above stays)
       }
     }
     this.#chunkPath = 'grpc';

@@ -1,4 +1,12 @@
-import { formatRange, PROTOCOL, type ProtocolRange } from '@edgemesh/contracts';
+import {
+  formatRange,
+  negotiate,
+  parseRange,
+  PROTOCOL,
+  PROTOCOL_METADATA,
+  type ProtocolRange,
+  UNVERSIONED,
+} from '@edgemesh/contracts';
 import {
   Server,
   ServerCredentials,
@@ -694,7 +702,18 @@ export async function listenPeerServer(
 /** Answers a bulk-stream request as FetchChunks would, in the same server span. */
 function bulkAnswerer(opts: PeerServerOptions) {
   const { name, attributes } = rpcSpan('FetchChunks');
+  const ours = opts.protocol ?? PROTOCOL;
   return async (caller: string, request: BulkRequest, sink: ChunkSink): Promise<void> => {
+    // The caller's protocol range, as gRPC calls carry it (none: 1.0; the version guard's rule).
+    const advertised = request.meta[PROTOCOL_METADATA];
+    const theirs = advertised === undefined ? UNVERSIONED : parseRange(advertised);
+    if (!theirs || !negotiate(ours, theirs)) {
+      Counters.bump(opts.counters.peersRefused, 'protocol');
+      throw grpcError(
+        status.FAILED_PRECONDITION,
+        `protocol: ${JSON.stringify((advertised ?? '').slice(0, 64))} has no version in common with ${formatRange(ours)}`,
+      );
+    }
     const parent = propagation.extract(ROOT_CONTEXT, request.meta);
     const span = tracer().startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
     try {
