@@ -1,7 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { BULK_ALPN, encodeRequest, FRAME, ResponseReader } from './bulk-wire.ts';
-import { PeerBusyError, PeerError, type ReceivedChunk } from './peer-transport.ts';
+import { PeerBusyError, PeerError, quietWatch, type ReceivedChunk } from './peer-transport.ts';
 
 /** Idle connections kept per peer, and how long one may stay idle (under the server's 60 s). */
 const MAX_IDLE = 4;
@@ -86,15 +86,7 @@ export class BulkChannel {
     reused: boolean,
   ): AsyncGenerator<ReceivedChunk, 'done' | 'retry'> {
     const reader = new ResponseReader(socket, (index) => lengths[index]);
-    let stalled = false;
-    let idle: NodeJS.Timeout | undefined;
-    const armIdle = () => {
-      clearTimeout(idle);
-      idle = setTimeout(() => {
-        stalled = true;
-        socket.destroy();
-      }, this.#opts.timeoutMs);
-    };
+    const quiet = quietWatch(this.#opts.timeoutMs, () => socket.destroy());
     const onAbort = () => socket.destroy();
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) socket.destroy(); // aborted while the connection was made
@@ -103,17 +95,17 @@ export class BulkChannel {
     let reusable = false;
     try {
       socket.write(request);
-      armIdle();
+      quiet.arm();
       for (;;) {
         let frame;
         try {
           frame = await reader.next();
         } catch (error) {
-          if (reused && !heard && !stalled && !signal?.aborted) return 'retry';
+          if (reused && !heard && !quiet.stalled && !signal?.aborted) return 'retry';
           throw error;
         }
         heard = true;
-        armIdle();
+        quiet.arm();
         if (frame.type === FRAME.WAIT) continue;
         if (frame.type === FRAME.ERROR) {
           reusable = reader.clean; // an honest server sends nothing after it
@@ -137,20 +129,20 @@ export class BulkChannel {
             `FetchChunks: unexpected chunk ${frame.index} (expected ${index})`,
           );
         index++;
-        clearTimeout(idle); // the consumer's time is not the peer's
+        quiet.pause(); // the consumer's time is not the peer's
         yield { data: frame.data, digest: frame.digest };
-        armIdle();
+        quiet.arm();
       }
     } catch (error) {
       if (error instanceof PeerError) throw error;
-      if (stalled)
+      if (quiet.stalled)
         throw new PeerError(this.#opts.id, `FetchChunks stalled: nothing for ${this.#opts.timeoutMs} ms`, {
           cause: error,
         });
       if (signal?.aborted) throw new PeerError(this.#opts.id, 'FetchChunks cancelled', { cause: error });
       throw new PeerError(this.#opts.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
     } finally {
-      clearTimeout(idle);
+      quiet.pause();
       signal?.removeEventListener('abort', onAbort);
       reader.detach();
       // An answer not read to its end (the consumer stopped, an error) leaves bytes in flight: the

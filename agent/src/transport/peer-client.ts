@@ -43,6 +43,7 @@ import {
   PeerError,
   type PeerTransport,
   type PingResult,
+  quietWatch,
   type ReceivedChunk,
   type WatchUpdate,
 } from './peer-transport.ts';
@@ -390,22 +391,14 @@ export class GrpcPeer implements PeerTransport {
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
     // A peer that goes quiet mid-stream is abandoned, so the caller can move on to another holder.
-    let stalled = false;
-    let idle: NodeJS.Timeout | undefined;
-    const armIdle = () => {
-      clearTimeout(idle);
-      idle = setTimeout(() => {
-        stalled = true;
-        call.cancel();
-      }, this.#timeoutMs);
-    };
-    armIdle();
+    const quiet = quietWatch(this.#timeoutMs, () => call.cancel());
+    quiet.arm();
     let index = 0;
     let chunk: Buffer | undefined;
     let filled = 0;
     try {
       for await (const piece of call) {
-        armIdle();
+        quiet.arm();
         if (piece.data.length === 0) continue; // a heartbeat: the peer is queueing us for upload
         const expected = lengths[index];
         if (piece.index !== index || expected === undefined || filled + piece.data.length > expected) {
@@ -415,9 +408,9 @@ export class GrpcPeer implements PeerTransport {
           );
         }
         if (filled === 0 && piece.data.length === expected) {
-          clearTimeout(idle); // the consumer's time is not the peer's
+          quiet.pause(); // the consumer's time is not the peer's
           yield { data: piece.data }; // the whole chunk in one piece: no copy
-          armIdle();
+          quiet.arm();
           index++;
           continue;
         }
@@ -425,9 +418,9 @@ export class GrpcPeer implements PeerTransport {
         piece.data.copy(chunk, filled);
         filled += piece.data.length;
         if (filled === expected) {
-          clearTimeout(idle);
+          quiet.pause();
           yield { data: chunk };
-          armIdle();
+          quiet.arm();
           chunk = undefined;
           filled = 0;
           index++;
@@ -440,14 +433,14 @@ export class GrpcPeer implements PeerTransport {
       if (error instanceof PeerError) throw error;
       if ((error as ServiceError).code === status.RESOURCE_EXHAUSTED)
         throw new PeerBusyError(this.id, `FetchChunks: ${(error as ServiceError).details}`, { cause: error });
-      if (stalled)
+      if (quiet.stalled)
         throw new PeerError(this.id, `FetchChunks stalled: nothing for ${this.#timeoutMs} ms`, {
           cause: error,
         });
       throw new PeerError(this.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
     } finally {
       traced.end();
-      clearTimeout(idle);
+      quiet.pause();
       signal?.removeEventListener('abort', onAbort);
       call.cancel();
     }

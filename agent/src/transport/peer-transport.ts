@@ -151,3 +151,26 @@ export class IncompatiblePeerError extends PeerError {
 export class PeerBusyError extends PeerError {
   override name = 'PeerBusyError';
 }
+
+/**
+ * A watchdog for a chunk stream: `arm` (re)starts it, `pause` stops it (while the consumer holds a
+ * chunk: its time is not the peer's); when it runs out, `onQuiet` cuts the stream and `stalled` is
+ * set, so the caller reports a stall rather than the cut.
+ */
+export function quietWatch(timeoutMs: number, onQuiet: () => void) {
+  let timer: NodeJS.Timeout | undefined;
+  const watch = {
+    stalled: false,
+    arm() {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        watch.stalled = true;
+        onQuiet();
+      }, timeoutMs);
+    },
+    pause() {
+      clearTimeout(timer);
+    },
+  };
+  return watch;
+}
