@@ -15,6 +15,11 @@ import type { ChunkSink } from './peer-server.ts';
 
 /** A connection between requests or stalled mid-answer (no byte either way) this long is closed. */
 const IDLE_MS = 60_000;
+/**
+ * Bulk connections one node may have open here at once (a download asks a holder at most twice at
+ * a time; a node fetching many objects from one holder at once waits its turn, as for a busy one).
+ */
+export const MAX_CONNECTIONS_PER_PEER = 32;
 
 export interface PeerListener {
   port: number;
@@ -71,21 +76,41 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
   server.on('tlsClientError', (error) => logger.debug({ err: error.message }, 'peer TLS handshake failed'));
   /** Bulk connections open now: closed with the listener (gRPC's forceShutdown closes its own). */
   const open = new Set<TLSSocket>();
+  /** Open bulk connections by the node their certificate names. */
+  const perCaller = new Map<string, number>();
   let stopped = false;
   server.on('secureConnection', (socket: TLSSocket) => {
     socket.on('error', (error) => logger.debug({ err: error.message }, 'peer connection failed'));
     if (stopped) return socket.destroy(); // its handshake ended after the listener closed
     if (socket.alpnProtocol === 'h2') return injector.injectConnection(socket);
     if (socket.alpnProtocol !== BULK_ALPN) return socket.destroy();
+    let caller: string;
     try {
-      opts.authenticate(socket); // refused at once; each request is checked again
+      caller = opts.authenticate(socket); // refused at once; each request is checked again
     } catch (error) {
       logger.debug({ err: (error as Error).message }, 'bulk connection refused');
       socket.end(errorFrame({ code: status.UNAUTHENTICATED, message: (error as Error).message }));
       return;
     }
+    // Each connection may pin a chunk in flight: one node gets at most so many at once.
+    const mine = perCaller.get(caller) ?? 0;
+    if (mine >= MAX_CONNECTIONS_PER_PEER) {
+      socket.end(
+        errorFrame({
+          code: status.RESOURCE_EXHAUSTED,
+          message: `${caller} has ${mine} bulk connections open here: ask another holder or retry`,
+        }),
+      );
+      return;
+    }
+    perCaller.set(caller, mine + 1);
     open.add(socket);
-    socket.once('close', () => open.delete(socket));
+    socket.once('close', () => {
+      open.delete(socket);
+      const left = (perCaller.get(caller) ?? 1) - 1;
+      if (left > 0) perCaller.set(caller, left);
+      else perCaller.delete(caller);
+    });
     serveConnection(opts, socket).catch((error: unknown) => {
       logger.debug({ err: error }, 'bulk connection ended with an error');
       socket.destroy();

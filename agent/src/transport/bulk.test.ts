@@ -28,6 +28,7 @@ import {
   HEADER_BYTES,
   MAX_REQUEST_BYTES,
 } from './bulk-wire.ts';
+import { MAX_CONNECTIONS_PER_PEER } from './bulk-server.ts';
 import { GrpcPeer } from './peer-client.ts';
 import { bindPeerServer, createPeerServer, listenPeerServer, type PeerServerOptions } from './peer-server.ts';
 import { PeerBusyError, PeerError, type ReceivedChunk } from './peer-transport.ts';
@@ -356,6 +357,30 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     socket.destroy();
     assert.equal(got.readUInt8(0), FRAME.ERROR);
     assert.match(got.subarray(HEADER_BYTES).toString(), /"code":9.*no version in common/);
+  });
+
+  it('takes at most MAX_CONNECTIONS_PER_PEER connections of one node at once, and says busy to more', async () => {
+    const sockets = await Promise.all(
+      Array.from({ length: MAX_CONNECTIONS_PER_PEER }, async () => {
+        const socket = await raw(listener.port);
+        // Each answers a request, so the server has it counted.
+        const reading = readAll(
+          socket,
+          (got) => got.length >= HEADER_BYTES && got.length >= HEADER_BYTES + got.readUInt32BE(5),
+        );
+        socket.write(encodeRequest({ digests: ['00'.repeat(32)], from: 'cli', meta: {} }));
+        await reading;
+        return socket;
+      }),
+    );
+    try {
+      const extra = await raw(listener.port);
+      const got = await readAll(extra);
+      assert.equal(got.readUInt8(0), FRAME.ERROR);
+      assert.match(got.subarray(HEADER_BYTES).toString(), /"code":8.*bulk connections open/);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
   });
 
   it('closes its open bulk connections when it stops', async () => {
