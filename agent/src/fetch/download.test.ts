@@ -12,8 +12,14 @@ import type { HopClass } from '../domain.ts';
 import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { systemClock } from '../time/clock.ts';
-import { PeerBusyError, PeerError, type PeerTransport } from '../transport/peer-transport.ts';
+import {
+  PeerBusyError,
+  PeerError,
+  PeerRefusedError,
+  type PeerTransport,
+} from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
+import { PeerFetchError } from './download.ts';
 import { PeerFetcher } from './peer-fetcher.ts';
 import { headOf } from './swarm.ts';
 
@@ -40,15 +46,18 @@ const manifest: Manifest = {
  * A holder of the whole object that serves chunks (optionally refusing the first `busy` calls as
  * busy, and failing the first `failing` ones).
  */
-function holder(id: string, opts: { busy?: number; failing?: number } = {}) {
+function holder(id: string, opts: { busy?: number; failing?: number; refusing?: boolean } = {}) {
   const served: number[] = [];
+  const calls = { count: 0 };
   let busy = opts.busy ?? 0;
   let failing = opts.failing ?? 0;
   const transport = stubTransport(id, `${id}:1`, {
     async *fetchChunks(digests) {
+      calls.count++;
       await new Promise((r) => setTimeout(r, 5)); // a holder takes a moment to answer, as a real one does
       if (busy-- > 0) throw new PeerBusyError(id, 'busy');
       if (failing-- > 0) throw new PeerError(id, 'FetchChunks stalled: nothing for 1000 ms');
+      if (opts.refusing) throw new PeerRefusedError(id, 5, 'FetchChunks refused: NOT_FOUND: no chunk');
       for (const d of digests) {
         const index = manifest.chunks.indexOf(d);
         served.push(index);
@@ -60,7 +69,7 @@ function holder(id: string, opts: { busy?: number; failing?: number } = {}) {
       yield { firstDigest: 0, digests: [], have: [], peers: [], manifest: { ...manifest } };
     },
   });
-  return { transport, served };
+  return { transport, served, calls };
 }
 
 describe('Download (chunks from several holders)', () => {
@@ -123,9 +132,23 @@ describe('Download (chunks from several holders)', () => {
     assert.equal(flaky.served.length, 4);
   });
 
+  it('gives a holder that refuses (no such chunk there) up at once: asking again would get the same', async () => {
+    const evicted = holder('evicted', { refusing: true });
+    await assert.rejects(download([evicted.transport]), (e) => {
+      // Every holder said it holds it no more: evicted everywhere, a miss (404), not a fault (502).
+      assert.ok(e instanceof PeerFetchError && e.gone, String(e));
+      return true;
+    });
+    // The planner may have had two requests out at once; neither is asked again.
+    assert.ok(evicted.calls.count <= 2, `${evicted.calls.count} requests`);
+  });
+
   it('gives a holder up after three failed requests', async () => {
     const gone = holder('gone', { failing: 3 });
-    await assert.rejects(download([gone.transport]), /stalled/);
+    await assert.rejects(download([gone.transport]), (e) => {
+      assert.ok(e instanceof PeerFetchError && !e.gone && /stalled/.test(e.message), String(e));
+      return true;
+    });
   });
 
   it('leaves a busy holder for a moment and gets the chunks anyway', async () => {

@@ -8,7 +8,13 @@ import type { PeerOutcome } from '../overlay/reputation.ts';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { context, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
-import { PeerBusyError, PeerError, type PeerTransport } from '../transport/peer-transport.ts';
+import {
+  NOT_FOUND,
+  PeerBusyError,
+  PeerError,
+  PeerRefusedError,
+  type PeerTransport,
+} from '../transport/peer-transport.ts';
 import type { ChunkSource } from './chunk-source.ts';
 import { IMPORT_WAIT_MS, planChunks } from './chunk-plan.ts';
 import { Progress, type Swarm } from './swarm.ts';
@@ -18,10 +24,13 @@ export class PeerFetchError extends Error {
   override name = 'PeerFetchError';
   readonly key: string;
   readonly failures: readonly string[];
-  constructor(key: string, failures: readonly string[]) {
+  /** How many of `failures` were a peer answering that it holds the chunk no more (NOT_FOUND). */
+  readonly #missing: number;
+  constructor(key: string, failures: readonly string[], missing = 0) {
     super(`could not fetch ${key} from any peer: ${failures.join('; ') || 'no holder'}`);
     this.key = key;
     this.failures = failures;
+    this.#missing = missing;
   }
 
   /**
@@ -29,7 +38,7 @@ export class PeerFetchError extends Error {
    * it no more (NOT_FOUND). The object was evicted everywhere: a miss, not a fault.
    */
   get gone(): boolean {
-    return this.failures.every((f) => /\b5 NOT_FOUND\b/.test(f));
+    return this.failures.length === this.#missing;
   }
 }
 
@@ -108,7 +117,7 @@ const BUSY_BACKOFF_MS = 100;
 /**
  * Requests a holder may fail (a stall, a reset: on a starved or briefly cut-off node) before the
  * download gives it up; between them it is left alone RETRY_BACKOFF_MS, then four times that. A
- * chunk that fails verification gives the holder up at once.
+ * chunk that fails verification, or a refusal (no such chunk there), gives the holder up at once.
  */
 const SOURCE_ATTEMPTS = 3;
 const RETRY_BACKOFF_MS = 250;
@@ -144,6 +153,8 @@ export class Download {
   #unwrittenBytes = 0;
   readonly #writes = new Set<Promise<void>>();
   readonly #failures: string[] = [];
+  /** How many of #failures were a holder answering that it holds the chunk no more. */
+  #missing = 0;
   readonly #abort = new AbortController();
   #settle!: { resolve: () => void; reject: (error: Error) => void };
   #settled = false;
@@ -373,7 +384,7 @@ export class Download {
     if (plan.deferred.length > 0) this.#recheckDeferred();
     for (const { source, indexes } of plan.requests) this.#request(source, indexes);
     if (this.#inFlight === 0 && plan.alive === 0 && this.#verifiedCount < this.#verified.length) {
-      this.#fail(new PeerFetchError(this.head.key, this.#failures));
+      this.#fail(new PeerFetchError(this.head.key, this.#failures, this.#missing));
     }
   }
 
@@ -454,8 +465,11 @@ export class Download {
       return;
     }
     this.#failures.push(error.message);
-    // A failure it is given another chance after counts against it only if it runs out of them.
-    if (!(error instanceof IntegrityError) && ++source.failures < SOURCE_ATTEMPTS) {
+    if (error instanceof PeerRefusedError && error.code === NOT_FOUND) this.#missing++;
+    // A failure it is given another chance after counts against it only if it runs out of them. A
+    // refusal (it lacks the chunk, has it damaged) would be the same again: no other chance.
+    const again = !(error instanceof IntegrityError) && !(error instanceof PeerRefusedError);
+    if (again && ++source.failures < SOURCE_ATTEMPTS) {
       const backoff = RETRY_BACKOFF_MS * 4 ** (source.failures - 1);
       source.busyUntil = performance.now() + backoff;
       setTimeout(() => this.#pump(), backoff + 1).unref();

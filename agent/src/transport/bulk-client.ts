@@ -1,7 +1,14 @@
 import { status } from '@grpc/grpc-js';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { BULK_ALPN, encodeRequest, FRAME, ResponseReader } from './bulk-wire.ts';
-import { PeerBusyError, PeerError, quietWatch, type ReceivedChunk } from './peer-transport.ts';
+import {
+  PeerBusyError,
+  PeerError,
+  PeerRefusedError,
+  quietWatch,
+  type ReceivedChunk,
+  REFUSALS,
+} from './peer-transport.ts';
 
 /** Idle connections kept per peer, and how long one may stay idle (under the server's 60 s). */
 const MAX_IDLE = 4;
@@ -112,6 +119,12 @@ export class BulkChannel {
           const { code, message } = frame.error;
           if (code === Number(status.RESOURCE_EXHAUSTED))
             throw new PeerBusyError(this.#opts.id, `FetchChunks: ${message}`);
+          if (REFUSALS.has(code))
+            throw new PeerRefusedError(
+              this.#opts.id,
+              code,
+              `FetchChunks refused: ${status[code]}: ${message}`,
+            );
           throw new PeerError(this.#opts.id, `FetchChunks failed: ${message} (${status[code] ?? code})`);
         }
         if (frame.type === FRAME.END) {

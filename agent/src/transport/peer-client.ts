@@ -41,9 +41,11 @@ import {
   type ManifestAnswer,
   PeerBusyError,
   PeerError,
+  PeerRefusedError,
   type PeerTransport,
   type PingResult,
   quietWatch,
+  REFUSALS,
   type ReceivedChunk,
   type WatchUpdate,
 } from './peer-transport.ts';
@@ -433,6 +435,15 @@ export class GrpcPeer implements PeerTransport {
       if (error instanceof PeerError) throw error;
       if ((error as ServiceError).code === status.RESOURCE_EXHAUSTED)
         throw new PeerBusyError(this.id, `FetchChunks: ${(error as ServiceError).details}`, { cause: error });
+      if (!quiet.stalled && REFUSALS.has((error as ServiceError).code))
+        throw new PeerRefusedError(
+          this.id,
+          (error as ServiceError).code,
+          `FetchChunks refused: ${status[(error as ServiceError).code]}: ${(error as ServiceError).details}`,
+          {
+            cause: error,
+          },
+        );
       if (quiet.stalled)
         throw new PeerError(this.id, `FetchChunks stalled: nothing for ${this.#timeoutMs} ms`, {
           cause: error,

@@ -153,6 +153,26 @@ export class PeerBusyError extends PeerError {
 }
 
 /**
+ * The peer answered, and refused: it lacks the chunk, has it damaged, or refuses the caller or the
+ * request. Asking it the same again would get the same answer.
+ */
+export class PeerRefusedError extends PeerError {
+  override name = 'PeerRefusedError';
+  /** The refusal's gRPC status (NOT_FOUND: it holds the chunk no more). */
+  readonly code: number;
+  constructor(peer: string, code: number, message: string, options?: ErrorOptions) {
+    super(peer, message, options);
+    this.code = code;
+  }
+}
+
+/** The gRPC status of a chunk the peer does not hold (any more). */
+export const NOT_FOUND = 5;
+
+/** The gRPC statuses that are such a refusal (the bulk stream's error frames carry the same). */
+export const REFUSALS: ReadonlySet<number> = new Set([3, 5, 7, 9, 15, 16]); // INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, DATA_LOSS, UNAUTHENTICATED
+
+/**
  * A watchdog for a chunk stream: `arm` (re)starts it, `pause` stops it (while the consumer holds a
  * chunk: its time is not the peer's); when it runs out, `onQuiet` cuts the stream and `stalled` is
  * set, so the caller reports a stall rather than the cut.
