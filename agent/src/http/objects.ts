@@ -122,7 +122,16 @@ async function put(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
   });
   deps.counters.bytesStored += manifest.size;
   const digest = objectDigest(manifest);
-  const copies = deps.replicate ? await deps.replicate(manifest) : 1;
+  // Pinned while its copies are made: the owners pull it from here, and a full store must not evict
+  // it meanwhile (SIEVE may take the newest object; a store whose every object is owned then had
+  // nothing else, and the write answered 503 with one copy).
+  const pin = deps.replicate ? deps.store.openRead(key) : undefined;
+  let copies: number;
+  try {
+    copies = deps.replicate ? await deps.replicate(manifest) : 1;
+  } finally {
+    pin?.release();
+  }
   res.set('X-Edgemesh-Copies', String(copies));
   const required = deps.writeCopies ?? 1;
   if (copies < required) {
