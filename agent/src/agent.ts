@@ -539,7 +539,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       access.close();
       await metrics.shutdown();
       await tracing.shutdown();
-      await store.flush();
+      await store.close();
     },
   };
 }

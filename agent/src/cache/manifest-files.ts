@@ -1,44 +1,31 @@
 import { createHash } from 'node:crypto';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { atomicWrite, makeShards, SCAN_PARALLEL } from './chunk-files.ts';
+import { SCAN_PARALLEL } from './chunk-files.ts';
 import { type Manifest, parseManifest } from './manifest.ts';
 
 /**
- * Manifests on disk, one JSON file per key at `manifests/<2 hex>/<sha256(key)>.json`: the name is a
- * hash of the key, so no key ever becomes a path. Written atomically through `tmp/`.
+ * Manifest files as stores kept them before the database (store-db.ts): one JSON file per key at
+ * `manifests/<2 hex>/<sha256(key)>.json`. Only read, once, to move them into the database.
  */
 export class ManifestFiles {
   readonly #dir: string;
-  readonly #tmpDir: string;
-  readonly #fsync: boolean;
 
-  constructor(dir: string, fsync: boolean) {
+  constructor(dir: string) {
     this.#dir = join(dir, 'manifests');
-    this.#tmpDir = join(dir, 'tmp');
-    this.#fsync = fsync;
   }
 
-  init(): Promise<void> {
-    return makeShards(this.#dir);
+  async exists(): Promise<boolean> {
+    return (await stat(this.#dir).catch(() => undefined))?.isDirectory() ?? false;
+  }
+
+  async removeAll(): Promise<void> {
+    await rm(this.#dir, { recursive: true, force: true });
   }
 
   path(key: string): string {
     const name = createHash('sha256').update(key).digest('hex');
     return join(this.#dir, name.slice(0, 2), `${name}.json`);
-  }
-
-  write(manifest: Manifest): Promise<void> {
-    return atomicWrite(
-      this.#tmpDir,
-      this.path(manifest.key),
-      Buffer.from(JSON.stringify(manifest)),
-      this.#fsync,
-    );
-  }
-
-  async remove(key: string): Promise<void> {
-    await rm(this.path(key), { force: true });
   }
 
   /**
@@ -48,7 +35,7 @@ export class ManifestFiles {
   async *scan(isKey: (key: string) => boolean): AsyncGenerator<Manifest> {
     for (const shard of await readdir(this.#dir)) {
       const shardDir = join(this.#dir, shard);
-      const names = await readdir(shardDir);
+      const names = await readdir(shardDir).catch(() => [] as string[]); // not a folder: removed with the rest
       // SCAN_PARALLEL files at a time (see ChunkFiles.scan).
       for (let i = 0; i < names.length; i += SCAN_PARALLEL) {
         const read = await Promise.all(

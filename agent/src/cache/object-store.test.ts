@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open as openFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { isKey } from '../keys.ts';
 import { FakeClock } from '../time/clock.ts';
@@ -15,7 +17,15 @@ import {
   ObjectTooLargeError,
   StaleVersionError,
 } from './errors.ts';
+import type { Manifest } from './manifest.ts';
+import { ManifestFiles } from './manifest-files.ts';
 import { ObjectStore, type ObjectStoreOptions, SEND_SAMPLE } from './object-store.ts';
+import { DB_FILE, PACKED_CHUNK_BYTES } from './store-db.ts';
+
+/** A manifest's columns as the database keeps them. */
+function manifestColumns(m: Manifest) {
+  return { key: m.key, size: m.size, chunkSize: m.chunkSize, chunks: Buffer.from(m.chunks.join(''), 'hex') };
+}
 
 const MiB = 2 ** 20;
 
@@ -342,8 +352,20 @@ describe('ObjectStore', () => {
     await mkdir(join(dir, 'chunks', digestOf(orphan).slice(0, 2)), { recursive: true });
     await writeFile(chunkFile(digestOf(orphan)), orphan); // an interrupted PUT's chunk, never committed
     await writeFile(join(dir, 'tmp', 'half-written'), 'partial');
-    await mkdir(join(dir, 'manifests', 'ff'), { recursive: true });
-    await writeFile(join(dir, 'manifests', 'ff', 'garbage.json'), '{not json');
+    const db = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      // A manifest row that does not hold together, and a small chunk nothing references.
+      const bad = { ...manifestColumns(r), key: 'bad-root', root: Buffer.alloc(32) };
+      db.prepare(
+        'INSERT INTO manifests (key, size, chunk_size, chunks, root, created) VALUES (?, ?, ?, ?, ?, ?)',
+      ).run(bad.key, bad.size, bad.chunkSize, bad.chunks, bad.root, 1);
+      db.prepare('INSERT INTO chunks (digest, data) VALUES (?, ?)').run(
+        Buffer.from(digestOf(Buffer.from('orphan')), 'hex'),
+        Buffer.from('orphan'),
+      );
+    } finally {
+      db.close();
+    }
 
     const reopened = await open();
     assert.equal(reopened.lookup('truncated'), undefined, 'torn chunk found by its length at open');
@@ -355,7 +377,20 @@ describe('ObjectStore', () => {
     await reopened.flush();
     const left = (await files(join(dir, 'chunks'))).map((f) => f.split('/').at(-1));
     assert.deepEqual(left.sort(), [...new Set((reopened.lookup('good')?.chunks ?? []) as string[])].sort());
-    assert.equal((await files(join(dir, 'manifests'))).length, 1);
+    assert.deepEqual(reopened.keys(), ['good']);
+    const rows = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      assert.deepEqual(
+        rows
+          .prepare('SELECT key FROM manifests')
+          .all()
+          .map((row) => row.key),
+        ['good'],
+      );
+      assert.equal(rows.prepare('SELECT count(*) AS n FROM chunks').get()?.n, 0, 'the orphan is gone');
+    } finally {
+      rows.close();
+    }
     assert.equal(reopened.stats().bytes, good.length);
   });
 
@@ -365,13 +400,16 @@ describe('ObjectStore', () => {
     process.on('unhandledRejection', onUnhandled);
     try {
       const store = await open();
-      // Every manifest shard becomes a file: the manifest write fails (ENOTDIR), as on a broken disk.
-      for (const shard of await readdir(join(dir, 'manifests'))) {
-        await rm(join(dir, 'manifests', shard), { recursive: true });
-        await writeFile(join(dir, 'manifests', shard), '');
-      }
+      // Another connection holds the database's write lock: the manifest write fails (SQLITE_BUSY).
+      const other = new DatabaseSync(join(dir, DB_FILE));
+      other.exec('BEGIN IMMEDIATE');
       const data = randomBytes(1000);
-      await assert.rejects(store.put('k', pieces(data), { size: data.length }), /ENOTDIR|not a directory/);
+      try {
+        await assert.rejects(store.put('k', pieces(data), { size: data.length }), /locked/);
+      } finally {
+        other.exec('ROLLBACK');
+        other.close();
+      }
       // Unhandled rejections are reported after the microtask queue drains: give them a macrotask.
       await new Promise((r) => setImmediate(r));
       await new Promise((r) => setImmediate(r));
@@ -474,6 +512,108 @@ describe('ObjectStore', () => {
       );
       assert.ok(store.lookup('own/1') && store.lookup('own/2'), 'owned copies still kept');
       await store.flush();
+    } finally {
+      execFileSync('umount', ['-l', dir]);
+    }
+  });
+
+  it('keeps small objects and every manifest in its database, and finds them there after a restart', async () => {
+    const store = await open();
+    const small = Array.from({ length: 50 }, (_, i) => randomBytes(1 + ((i * 331) % PACKED_CHUNK_BYTES)));
+    for (const [i, data] of small.entries()) await store.put(`small/${i}`, [data], { size: data.length });
+    const big = randomBytes(PACKED_CHUNK_BYTES + 1);
+    await store.put('big', [big], { size: big.length });
+    await store.flush();
+    assert.equal(
+      (await files(join(dir, 'chunks'))).length,
+      1,
+      'only the chunk above PACKED_CHUNK_BYTES is a file',
+    );
+    await store.close();
+    const reopened = await open();
+    assert.equal(reopened.keys().length, 51);
+    for (const [i, data] of small.entries()) assert.deepEqual(await readAll(reopened, `small/${i}`), data);
+    assert.deepEqual(await readAll(reopened, 'big'), big);
+    assert.equal(reopened.stats().bytes, big.length + small.reduce((n, d) => n + d.length, 0));
+    assert.ok(await reopened.delete('small/0'));
+    await reopened.flush();
+    assert.equal(reopened.stats().chunks, 50, 'a deleted small object leaves nothing behind');
+  });
+
+  it("moves a store's manifest files, as stores before the database kept them, into the database", async () => {
+    const store = await open();
+    const data = randomBytes(3000);
+    const m = await store.put('old', [data], { size: data.length });
+    await store.close();
+    // The same object as an earlier version left it: a manifest file, and the chunk in a file.
+    const legacy = new ManifestFiles(dir);
+    await mkdir(join(legacy.path('old'), '..'), { recursive: true });
+    await writeFile(legacy.path('old'), JSON.stringify(m));
+    await writeFile(join(dir, 'manifests', 'ab.json'), '{not json');
+    const chunkFile = join(dir, 'chunks', m.chunks[0]!.slice(0, 2), m.chunks[0]!);
+    await writeFile(chunkFile, data);
+    rmSync(join(dir, DB_FILE));
+    for (const suffix of ['-wal', '-shm']) rmSync(join(dir, DB_FILE + suffix), { force: true });
+
+    const reopened = await open();
+    assert.deepEqual(await readAll(reopened, 'old'), data);
+    assert.equal(await legacy.exists(), false, 'manifests/ is gone');
+    await reopened.close();
+    const again = await open();
+    assert.deepEqual(await readAll(again, 'old'), data, 'from the database now');
+    assert.ok(await again.delete('old'));
+    await again.flush();
+    assert.deepEqual(await files(join(dir, 'chunks')), [], 'the old chunk file goes with the object');
+  });
+
+  it('sets a database it cannot read aside, says so, and starts empty', async () => {
+    const store = await open();
+    await store.put('k', [randomBytes(100)], { size: 100 });
+    await store.put('large', [randomBytes(PACKED_CHUNK_BYTES * 2)], { size: PACKED_CHUNK_BYTES * 2 });
+    await store.close();
+    for (const suffix of ['-wal', '-shm']) rmSync(join(dir, DB_FILE + suffix), { force: true });
+    await writeFile(join(dir, DB_FILE), randomBytes(8192)); // not a database any more
+    const errors: unknown[] = [];
+    const reopened = await open({ onBackgroundError: (error) => errors.push(error) });
+    assert.match(String(errors[0]), /could not be read: moved to index\.db\.damaged/);
+    assert.deepEqual(reopened.keys(), []);
+    assert.deepEqual(await files(join(dir, 'chunks')), [], 'chunk files nothing references are removed');
+    await reopened.put('k', [Buffer.from('fresh')], { size: 5 });
+    assert.deepEqual(await readAll(reopened, 'k'), Buffer.from('fresh'));
+  });
+
+  it('on a full disk, fails a small object (kept in the database) as it fails a file: InsufficientStorageError', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root to mount a small tmpfs');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
+    try {
+      const store = await open({ dir: join(dir, 'store'), isOwned: () => true });
+      const first = randomBytes(1000);
+      await store.put('first', [first], { size: 1000 });
+      const filler = await openFile(join(dir, 'filler'), 'w');
+      await assert.rejects(async () => {
+        for (;;) await filler.write(Buffer.alloc(64 * 1024));
+      }, /ENOSPC/);
+      await filler.close();
+      // Nothing is evictable (every copy is owned): sooner or later the database must grow, and cannot.
+      const failure = await (async () => {
+        for (let i = 0; i < 5000; i++) {
+          const error = await store.put(`k${i}`, [randomBytes(4000)], { size: 4000 }).then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          if (error) return error;
+        }
+        return undefined;
+      })();
+      assert.ok(
+        failure instanceof InsufficientStorageError,
+        `failed with ${(failure as Error | undefined)?.message}`,
+      );
+      assert.deepEqual(await readAll(store, 'first'), first, 'what it held is intact');
+      await rm(join(dir, 'filler'));
+      await store.put('after', [Buffer.from('room again')], { size: 10 });
+      assert.deepEqual(await readAll(store, 'after'), Buffer.from('room again'));
+      await store.close();
     } finally {
       execFileSync('umount', ['-l', dir]);
     }

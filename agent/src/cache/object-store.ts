@@ -15,6 +15,7 @@ import { HotTier } from './hot-tier.ts';
 import { type Manifest, type NodeSignature, manifestChunkLength } from './manifest.ts';
 import { ManifestFiles } from './manifest-files.ts';
 import { Sieve } from './sieve.ts';
+import { DB_FILE, PACKED_CHUNK_BYTES, StoreDb } from './store-db.ts';
 
 /** How far eviction looks for a cached copy before it takes an owned one (each look places a key). */
 const CACHED_VICTIM_SCAN = 256;
@@ -126,7 +127,8 @@ export class ChunkLease {
 export class ObjectStore {
   readonly #opts: ObjectStoreOptions;
   readonly #files: ChunkFiles;
-  readonly #manifests: ManifestFiles;
+  /** Manifests and small chunks (store-db.ts); set by open. */
+  #db!: StoreDb;
   readonly #hot: HotTier;
   readonly #objects = new Map<string, ObjectEntry>();
   /** Who holds each chunk (objects, leases) and which are being written: chunk-ledger.ts. */
@@ -138,11 +140,11 @@ export class ObjectStore {
   /** Per-key chain of manifest file operations, so they land in the order they were decided. */
   readonly #manifestOps = new Map<string, Promise<void>>();
   #reserved = 0;
+  #closed = false;
 
   private constructor(opts: ObjectStoreOptions) {
     this.#opts = opts;
     this.#files = new ChunkFiles(opts.dir, opts.fsync);
-    this.#manifests = new ManifestFiles(opts.dir, opts.fsync);
     this.#hot = new HotTier(opts.memoryBytes);
   }
 
@@ -220,7 +222,7 @@ export class ObjectStore {
     if (!this.#ledger.has(digest)) throw new ObjectNotFoundError(`chunk ${digest}`);
     let data: Buffer;
     try {
-      data = await this.#files.read(digest);
+      data = await this.#readStored(digest);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       data = Buffer.alloc(0);
@@ -247,7 +249,7 @@ export class ObjectStore {
     if (!this.#ledger.verified(digest) || (this.#opts.sampleSend?.() ?? Math.random() * SEND_SAMPLE < 1))
       return this.readChunk(digest);
     try {
-      return await this.#files.read(digest);
+      return await this.#readStored(digest);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       return this.readChunk(digest); // gone meanwhile: readChunk says how
@@ -406,7 +408,7 @@ export class ObjectStore {
     const signature = fields.signature ?? this.#opts.sign?.(unsigned);
     const manifest: Manifest = signature ? { ...unsigned, signature } : unsigned;
     await this.#manifestOp(manifest.key, async () => {
-      await this.#makingRoom(0, () => this.#manifests.write(manifest));
+      await this.#makingRoom(0, () => this.#db.writeManifest(manifest));
       if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
       this.#index(manifest);
     });
@@ -420,7 +422,7 @@ export class ObjectStore {
     this.#drop(key, 'deleted', false);
     // The manifest's removal is this call's: a failure to remove it is the caller's to hear.
     await this.#manifestOp(key, async () => {
-      if (!this.#objects.has(key)) await this.#manifests.remove(key);
+      if (!this.#objects.has(key)) await this.#db.removeManifest(key);
     });
     return true;
   }
@@ -443,6 +445,7 @@ export class ObjectStore {
     let checked = 0;
     let corrupt = 0;
     for (const digest of this.#ledger.digests()) {
+      if (this.#closed) break; // the agent is stopping
       if (!this.#ledger.has(digest)) continue;
       if (!(await this.#verifyOnDisk(digest))) corrupt++;
       checked++;
@@ -457,7 +460,7 @@ export class ObjectStore {
   async #verifyOnDisk(digest: string): Promise<boolean> {
     let data: Buffer;
     try {
-      data = await this.#files.read(digest);
+      data = await this.#readStored(digest);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       if (!this.#ledger.has(digest)) return true; // removed meanwhile: nothing to check
@@ -475,6 +478,26 @@ export class ObjectStore {
   /** Waits for background file operations to finish. */
   async flush(): Promise<void> {
     await Promise.all([...this.#manifestOps.values(), ...this.#removals.values()]);
+    await this.#db.idle();
+  }
+
+  /** Finishes background work and closes the database; the store is not to be used after. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.flush();
+    await this.#db.close();
+  }
+
+  /** The chunk's bytes as stored (unverified): in the database when small, else in its file. */
+  #readStored(digest: string): Promise<Buffer> {
+    const packed = this.#db.readChunk(digest);
+    return packed ? Promise.resolve(packed) : this.#files.read(digest);
+  }
+
+  #writeStored(digest: string, data: Buffer): Promise<void> {
+    return data.length <= PACKED_CHUNK_BYTES
+      ? this.#db.writeChunk(digest, data)
+      : this.#files.write(digest, data);
   }
 
   #addChunk(lease: ChunkLease, digest: string, data: Buffer): Promise<void> {
@@ -494,7 +517,7 @@ export class ObjectStore {
       this.#reserve(data.length);
       this.#ledger.startWrite(digest);
       try {
-        await this.#makingRoom(data.length, () => this.#files.write(digest, data));
+        await this.#makingRoom(data.length, () => this.#writeStored(digest, data));
         this.#ledger.stored(digest, data.length, true);
       } finally {
         this.#reserved -= data.length;
@@ -591,7 +614,7 @@ export class ObjectStore {
     if (removeFile) {
       // Skipped when a newer version of the key was indexed before this removal got its turn.
       void this.#manifestOp(key, async () => {
-        if (!this.#objects.has(key)) await this.#manifests.remove(key);
+        if (!this.#objects.has(key)) await this.#db.removeManifest(key);
       }).catch((error) => this.#opts.onBackgroundError?.(error));
     }
     this.#opts.onRemoved?.(key, reason);
@@ -604,9 +627,13 @@ export class ObjectStore {
   /** A chunk the ledger forgot: out of the hot tier, and its file removed in the background. */
   #removeChunk(digest: string): void {
     this.#hot.delete(digest);
-    const removal = this.#files
-      .remove(digest)
-      .catch((error) => this.#opts.onBackgroundError?.(error))
+    // Both places, whatever the size: a small chunk may be a file a store before the database
+    // wrote, and on a full disk the database's delete may fail where the file's does not.
+    const removal = Promise.allSettled([this.#db.removeChunk(digest), this.#files.remove(digest)])
+      .then((results) => {
+        for (const result of results)
+          if (result.status === 'rejected') this.#opts.onBackgroundError?.(result.reason);
+      })
       .finally(() => {
         if (this.#removals.get(digest) === removal) this.#removals.delete(digest);
       });
@@ -638,17 +665,31 @@ export class ObjectStore {
   }
 
   async #recover(): Promise<void> {
-    await this.#files.init(); // also empties tmp/, shared with manifest writes
-    await this.#manifests.init();
+    await this.#files.init(); // also empties tmp/
+    const { db, setAside } = await StoreDb.open(this.#opts.dir, this.#opts.fsync);
+    this.#db = db;
+    if (setAside) {
+      this.#opts.onBackgroundError?.(
+        new Error(`the store's database could not be read: moved to ${DB_FILE}.damaged, starting empty`),
+      );
+    }
+    await this.#importManifestFiles();
     const onDisk = new Map<string, number>();
-    for await (const { digest, size } of this.#files.scan()) onDisk.set(digest, size);
+    const packed = new Set<string>();
+    for (const { digest, size } of db.chunks()) {
+      onDisk.set(digest, size);
+      packed.add(digest);
+    }
+    for await (const { digest, size } of this.#files.scan())
+      if (!packed.has(digest)) onDisk.set(digest, size);
     const scanned = [...onDisk.keys()];
     const now = this.#opts.clock.now();
     const manifests: Manifest[] = [];
-    for await (const manifest of this.#manifests.scan(this.#opts.isKey)) {
+    const removals: Promise<unknown>[] = [];
+    for (const manifest of db.manifests(this.#opts.isKey)) {
       const live = manifest.expiresAtMs === undefined || manifest.expiresAtMs > now;
       if (live && this.#chunksIntact(manifest, onDisk)) manifests.push(manifest);
-      else await this.#manifests.remove(manifest.key);
+      else removals.push(db.removeManifest(manifest.key));
     }
     manifests.sort((a, b) => a.createdAtMs - b.createdAtMs); // newest ends nearest the head
     for (const manifest of manifests) {
@@ -656,12 +697,25 @@ export class ObjectStore {
       this.#index(manifest);
     }
     for (const digest of scanned) {
-      if (!this.#ledger.has(digest)) await this.#files.remove(digest); // orphans of interrupted writes
+      // Orphans of interrupted writes, and chunks of the wrong length.
+      if (this.#ledger.has(digest)) continue;
+      removals.push(packed.has(digest) ? db.removeChunk(digest) : this.#files.remove(digest));
     }
+    await Promise.all(removals);
     if (this.#ledger.bytes > this.#opts.maxBytes) {
       this.#reserve(0); // the limit was lowered: evict down to it
       this.#reserved = 0;
     }
+  }
+
+  /** Manifest files of a store written before the database (`manifests/`): moved into it, once. */
+  async #importManifestFiles(): Promise<void> {
+    const legacy = new ManifestFiles(this.#opts.dir);
+    if (!(await legacy.exists())) return;
+    const writes: Promise<void>[] = [];
+    for await (const manifest of legacy.scan(this.#opts.isKey)) writes.push(this.#db.writeManifest(manifest));
+    await Promise.all(writes);
+    await legacy.removeAll();
   }
 
   #chunksIntact(manifest: Manifest, onDisk: Map<string, number>): boolean {

@@ -1,0 +1,313 @@
+import { rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { InsufficientStorageError } from './errors.ts';
+import { type Manifest, parseManifest } from './manifest.ts';
+
+/**
+ * Chunks of at most this many bytes are kept in the database, not in files of their own: a file
+ * takes at least one 4 KiB block and an inode, so a 1 KiB object in files (a chunk and a manifest)
+ * took 8 KiB on disk. Larger chunks stay files, read and written off the event loop.
+ */
+export const PACKED_CHUNK_BYTES = 16 * 1024;
+/** The database's file under the store's folder (SQLite adds `-wal` and `-shm` beside it). */
+export const DB_FILE = 'index.db';
+/** The most writes committed in one transaction (each transaction blocks the event loop). */
+const MAX_BATCH = 256;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS certificates (id INTEGER PRIMARY KEY, der TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS manifests (
+  key TEXT PRIMARY KEY,
+  size INTEGER NOT NULL,
+  chunk_size INTEGER NOT NULL,
+  chunks BLOB NOT NULL,
+  root BLOB NOT NULL,
+  created INTEGER NOT NULL,
+  expires INTEGER,
+  content_type TEXT,
+  certificate INTEGER,
+  signature BLOB,
+  signed_by TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunks (digest BLOB NOT NULL UNIQUE, data BLOB NOT NULL);
+`;
+
+interface Write {
+  run(): void;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+interface ManifestRow {
+  key: string;
+  size: number;
+  chunk_size: number;
+  chunks: Uint8Array;
+  root: Uint8Array;
+  created: number;
+  expires: number | null;
+  content_type: string | null;
+  certificate: number | null;
+  signature: Uint8Array | null;
+  signed_by: string | null;
+}
+
+/**
+ * The store's index and its small chunks in one SQLite database (`node:sqlite`, built into Node):
+ * every manifest, as columns with digests in binary and each signing certificate kept once, and
+ * every chunk of at most PACKED_CHUNK_BYTES. Writes are queued and committed together, one
+ * transaction per event-loop turn (group commit: with `fsync`, one sync covers them all); each
+ * write's promise settles when its transaction has. Reads are synchronous lookups by key.
+ */
+export class StoreDb {
+  readonly #db: DatabaseSync;
+  readonly #statements: {
+    putManifest: StatementSync;
+    deleteManifest: StatementSync;
+    putChunk: StatementSync;
+    getChunk: StatementSync;
+    deleteChunk: StatementSync;
+    putCertificate: StatementSync;
+  };
+  /** Certificate ids by certificate (base64), as committed. */
+  #certificates = new Map<string, number>();
+  #certificateDer = new Map<number, string>();
+  #queue: Write[] = [];
+  #scheduled = false;
+  #closed = false;
+
+  private constructor(db: DatabaseSync) {
+    this.#db = db;
+    this.#statements = {
+      putManifest: db.prepare(
+        `INSERT OR REPLACE INTO manifests (key, size, chunk_size, chunks, root, created, expires,
+           content_type, certificate, signature, signed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      deleteManifest: db.prepare('DELETE FROM manifests WHERE key = ?'),
+      putChunk: db.prepare('INSERT OR IGNORE INTO chunks (digest, data) VALUES (?, ?)'),
+      getChunk: db.prepare('SELECT data FROM chunks WHERE digest = ?'),
+      deleteChunk: db.prepare('DELETE FROM chunks WHERE digest = ?'),
+      putCertificate: db.prepare('INSERT OR IGNORE INTO certificates (der) VALUES (?)'),
+    };
+    this.#loadCertificates();
+  }
+
+  /**
+   * Opens (or creates) the database in `dir`. A file SQLite cannot read as a database is moved
+   * aside to `index.db.damaged` and a new one started: the store then finds no manifests, and
+   * removes the chunk files as orphans. Returns whether that happened.
+   */
+  static async open(dir: string, fsync: boolean): Promise<{ db: StoreDb; setAside: boolean }> {
+    const path = join(dir, DB_FILE);
+    try {
+      return { db: StoreDb.#openAt(path, fsync), setAside: false };
+    } catch (error) {
+      if (!isDamaged(error)) throw storageError(error);
+      await rename(path, `${path}.damaged`);
+      await Promise.all(['-wal', '-shm'].map((suffix) => rm(path + suffix, { force: true })));
+      return { db: StoreDb.#openAt(path, fsync), setAside: true };
+    }
+  }
+
+  static #openAt(path: string, fsync: boolean): StoreDb {
+    const db = new DatabaseSync(path);
+    try {
+      // WAL: readers never wait for the writer, and a commit appends instead of rewriting pages.
+      // NORMAL syncs only at checkpoints (a crash of the process loses nothing; power loss at most
+      // the last commits, never the database); FULL syncs every commit (store.fsync).
+      // journal_size_limit: the WAL file is cut back to 8 MiB after a checkpoint that grew it.
+      db.exec(
+        `PRAGMA journal_mode = WAL; PRAGMA synchronous = ${fsync ? 'FULL' : 'NORMAL'};` +
+          'PRAGMA journal_size_limit = 8388608;',
+      );
+      db.exec(SCHEMA);
+      db.prepare('SELECT count(*) FROM certificates').get(); // reads a page: a damaged file fails here
+      return new StoreDb(db);
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+  }
+
+  /** Every manifest stored that passes parseManifest; rows that do not are deleted. */
+  *manifests(isKey: (key: string) => boolean): Generator<Manifest> {
+    const bad: string[] = [];
+    for (const row of this.#db.prepare('SELECT * FROM manifests').iterate() as Iterable<ManifestRow>) {
+      const manifest = this.#fromRow(row, isKey);
+      if (manifest) yield manifest;
+      else bad.push(row.key);
+    }
+    for (const key of bad) this.#statements.deleteManifest.run(key);
+  }
+
+  /** Every chunk stored here, with its length. */
+  *chunks(): Generator<{ digest: string; size: number }> {
+    const rows = this.#db.prepare('SELECT digest, length(data) AS size FROM chunks').iterate();
+    for (const row of rows as Iterable<{ digest: Uint8Array; size: number }>) {
+      yield { digest: Buffer.from(row.digest).toString('hex'), size: row.size };
+    }
+  }
+
+  writeManifest(manifest: Manifest): Promise<void> {
+    const signature = manifest.signature;
+    const signatureValue = signature ? Buffer.from(signature.value, 'base64') : null;
+    // A signature whose base64 is not canonical would not come back as written: kept as text.
+    const keepsText = signatureValue !== null && signatureValue.toString('base64') !== signature!.value;
+    return this.#enqueue(() => {
+      this.#statements.putManifest.run(
+        manifest.key,
+        manifest.size,
+        manifest.chunkSize,
+        Buffer.from(manifest.chunks.join(''), 'hex'),
+        Buffer.from(manifest.root, 'hex'),
+        manifest.createdAtMs,
+        manifest.expiresAtMs ?? null,
+        manifest.contentType ?? null,
+        signature ? this.#certificateId(signature.certificate) : null,
+        keepsText ? signature!.value : signatureValue,
+        signature?.by ?? null,
+      );
+    });
+  }
+
+  removeManifest(key: string): Promise<void> {
+    return this.#enqueue(() => this.#statements.deleteManifest.run(key));
+  }
+
+  writeChunk(digest: string, data: Uint8Array): Promise<void> {
+    return this.#enqueue(() => this.#statements.putChunk.run(Buffer.from(digest, 'hex'), data));
+  }
+
+  /** The chunk's bytes if the database holds it (unverified, as a file read is). */
+  readChunk(digest: string): Buffer | undefined {
+    const row = this.#statements.getChunk.get(Buffer.from(digest, 'hex')) as { data: Uint8Array } | undefined;
+    return row ? Buffer.from(row.data.buffer, row.data.byteOffset, row.data.byteLength) : undefined;
+  }
+
+  /** Removes the chunk if the database holds it. */
+  removeChunk(digest: string): Promise<void> {
+    return this.#enqueue(() => this.#statements.deleteChunk.run(Buffer.from(digest, 'hex')));
+  }
+
+  /** Resolves when every write queued so far has committed (or failed). */
+  async idle(): Promise<void> {
+    await this.#enqueue(() => undefined).catch(() => undefined);
+  }
+
+  /** Commits what is queued and closes the database. */
+  async close(): Promise<void> {
+    await this.idle();
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#db.close();
+  }
+
+  #enqueue(run: () => void): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('the store database is closed'));
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ run, resolve, reject });
+      if (this.#scheduled) return;
+      this.#scheduled = true;
+      setImmediate(() => this.#commit());
+    });
+  }
+
+  /** Commits up to MAX_BATCH queued writes in one transaction; a failure fails each of them. */
+  #commit(): void {
+    const batch = this.#queue.splice(0, MAX_BATCH);
+    if (this.#queue.length > 0) setImmediate(() => this.#commit());
+    else this.#scheduled = false;
+    try {
+      this.#db.exec('BEGIN IMMEDIATE');
+      try {
+        for (const write of batch) write.run();
+        this.#db.exec('COMMIT');
+      } catch (error) {
+        if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+        throw error;
+      }
+    } catch (error) {
+      this.#loadCertificates(); // ids taken in the rolled-back transaction are gone
+      const failure = storageError(error);
+      for (const write of batch) write.reject(failure);
+      return;
+    }
+    for (const write of batch) write.resolve();
+  }
+
+  #certificateId(certificate: string): number {
+    const known = this.#certificates.get(certificate);
+    if (known !== undefined) return known;
+    this.#statements.putCertificate.run(certificate);
+    const { id } = this.#db.prepare('SELECT id FROM certificates WHERE der = ?').get(certificate) as {
+      id: number;
+    };
+    this.#certificates.set(certificate, id);
+    this.#certificateDer.set(id, certificate);
+    return id;
+  }
+
+  #loadCertificates(): void {
+    this.#certificates = new Map();
+    this.#certificateDer = new Map();
+    for (const row of this.#db.prepare('SELECT id, der FROM certificates').all() as {
+      id: number;
+      der: string;
+    }[]) {
+      this.#certificates.set(row.der, row.id);
+      this.#certificateDer.set(row.id, row.der);
+    }
+  }
+
+  #fromRow(row: ManifestRow, isKey: (key: string) => boolean): Manifest | undefined {
+    const hex = Buffer.from(row.chunks).toString('hex');
+    const chunks = Array.from({ length: hex.length / 64 }, (_, i) => hex.slice(i * 64, i * 64 + 64));
+    const certificate = row.certificate === null ? undefined : this.#certificateDer.get(row.certificate);
+    const value =
+      row.signature === null
+        ? undefined
+        : typeof row.signature === 'string'
+          ? row.signature
+          : Buffer.from(row.signature).toString('base64');
+    try {
+      return parseManifest(
+        {
+          key: row.key,
+          size: row.size,
+          chunkSize: row.chunk_size,
+          chunks,
+          root: Buffer.from(row.root).toString('hex'),
+          createdAtMs: row.created,
+          ...(row.expires === null ? {} : { expiresAtMs: row.expires }),
+          ...(row.content_type === null ? {} : { contentType: row.content_type }),
+          ...(row.certificate === null && value === undefined
+            ? {}
+            : { signature: { certificate, value, ...(row.signed_by ? { by: row.signed_by } : {}) } }),
+        },
+        isKey,
+      );
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** SQLite's primary result code of a node:sqlite error, if it is one. */
+function sqliteCode(error: unknown): number | undefined {
+  const code = (error as { errcode?: unknown }).errcode;
+  return typeof code === 'number' ? code & 0xff : undefined;
+}
+
+/** SQLITE_CORRUPT or SQLITE_NOTADB: the file is not a database SQLite can read. */
+function isDamaged(error: unknown): boolean {
+  const code = sqliteCode(error);
+  return code === 11 || code === 26;
+}
+
+/** SQLITE_FULL becomes InsufficientStorageError, as ENOSPC does for files. */
+function storageError(error: unknown): unknown {
+  return sqliteCode(error) === 13
+    ? new InsufficientStorageError('the disk is full', { cause: error })
+    : error;
+}
