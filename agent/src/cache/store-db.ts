@@ -39,12 +39,13 @@ interface Write {
   reject(error: unknown): void;
 }
 
+/** A manifest as `manifests()` reads it: digests as lower-case hex. */
 interface ManifestRow {
   key: string;
   size: number;
   chunk_size: number;
-  chunks: Uint8Array;
-  root: Uint8Array;
+  chunks: string;
+  root: string;
   created: number;
   expires: number | null;
   content_type: string | null;
@@ -118,7 +119,9 @@ export class StoreDb {
       // the last commits, never the database); FULL syncs every commit (store.fsync).
       // journal_size_limit: the WAL file is cut back to 8 MiB after a checkpoint that grew it.
       db.exec(
-        `PRAGMA journal_mode = WAL; PRAGMA synchronous = ${fsync ? 'FULL' : 'NORMAL'};` +
+        // 16 KiB pages: a 4 KiB page holds three rows of a 1 KiB chunk and wastes a quarter of itself;
+        // a 16 KiB one holds fifteen (the page size counts only when the file is made).
+        `PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${fsync ? 'FULL' : 'NORMAL'};` +
           'PRAGMA journal_size_limit = 8388608;',
       );
       db.exec(SCHEMA);
@@ -133,7 +136,14 @@ export class StoreDb {
   /** Every manifest stored that passes parseManifest; rows that do not are deleted. */
   *manifests(isKey: (key: string) => boolean): Generator<Manifest> {
     const bad: string[] = [];
-    for (const row of this.#db.prepare('SELECT * FROM manifests').iterate() as Iterable<ManifestRow>) {
+    // Digests come out as hex from SQLite itself (a Buffer and a conversion each, otherwise).
+    const rows = this.#db
+      .prepare(
+        `SELECT key, size, chunk_size, lower(hex(chunks)) AS chunks, lower(hex(root)) AS root, created,
+           expires, content_type, certificate, signature, signed_by FROM manifests`,
+      )
+      .iterate();
+    for (const row of rows as Iterable<ManifestRow>) {
       const manifest = this.#fromRow(row, isKey);
       if (manifest) yield manifest;
       else bad.push(row.key);
@@ -143,10 +153,10 @@ export class StoreDb {
 
   /** Every chunk stored here, with its length. */
   *chunks(): Generator<{ digest: string; size: number }> {
-    const rows = this.#db.prepare('SELECT digest, length(data) AS size FROM chunks').iterate();
-    for (const row of rows as Iterable<{ digest: Uint8Array; size: number }>) {
-      yield { digest: Buffer.from(row.digest).toString('hex'), size: row.size };
-    }
+    const rows = this.#db
+      .prepare('SELECT lower(hex(digest)) AS digest, length(data) AS size FROM chunks')
+      .iterate();
+    yield* rows as Iterable<{ digest: string; size: number }>;
   }
 
   writeManifest(manifest: Manifest): Promise<void> {
@@ -261,7 +271,7 @@ export class StoreDb {
   }
 
   #fromRow(row: ManifestRow, isKey: (key: string) => boolean): Manifest | undefined {
-    const hex = Buffer.from(row.chunks).toString('hex');
+    const hex = row.chunks;
     const chunks = Array.from({ length: hex.length / 64 }, (_, i) => hex.slice(i * 64, i * 64 + 64));
     const certificate = row.certificate === null ? undefined : this.#certificateDer.get(row.certificate);
     const value =
@@ -277,7 +287,7 @@ export class StoreDb {
           size: row.size,
           chunkSize: row.chunk_size,
           chunks,
-          root: Buffer.from(row.root).toString('hex'),
+          root: row.root,
           createdAtMs: row.created,
           ...(row.expires === null ? {} : { expiresAtMs: row.expires }),
           ...(row.content_type === null ? {} : { contentType: row.content_type }),
