@@ -20,7 +20,7 @@ import {
 import type { Manifest } from './manifest.ts';
 import { ManifestFiles } from './manifest-files.ts';
 import { ObjectStore, type ObjectStoreOptions, SEND_SAMPLE } from './object-store.ts';
-import { DB_FILE, PACKED_CHUNK_BYTES } from './store-db.ts';
+import { DB_FILE, manifestRowBytes, PACKED_CHUNK_BYTES } from './store-db.ts';
 
 /** A manifest's columns as the database keeps them. */
 function manifestColumns(m: Manifest) {
@@ -28,6 +28,13 @@ function manifestColumns(m: Manifest) {
 }
 
 const MiB = 2 ** 20;
+/** Room for a few manifests' rows in the byte limit (manifestRowBytes), beside whole MiBs of chunks. */
+const ROWS = 4096;
+
+/** What the store's limit counts for the manifests it holds. */
+function rowsOf(store: ObjectStore): number {
+  return store.keys().reduce((n, key) => n + manifestRowBytes(store.peek(key)!), 0);
+}
 
 /** Yields `data` in pieces of uneven sizes, as a network body would arrive. */
 function* pieces(data: Buffer): Generator<Buffer> {
@@ -92,7 +99,7 @@ describe('ObjectStore', () => {
     assert.equal(manifest.chunks.length, 3);
     assert.equal(manifest.size, data.length);
     assert.deepEqual(await readAll(store, 'a/b.bin'), data);
-    assert.equal(store.stats().bytes, data.length);
+    assert.equal(store.stats().chunkBytes, data.length);
   });
 
   it('accepts a body of unknown length, including an empty one', async () => {
@@ -146,12 +153,12 @@ describe('ObjectStore', () => {
     const data = randomBytes(3 * MiB);
     await store.put('one', pieces(data), { size: data.length });
     await store.put('two', pieces(data), { size: data.length });
-    assert.equal(store.stats().bytes, data.length);
+    assert.equal(store.stats().chunkBytes, data.length);
     const other = randomBytes(2 * MiB);
     await store.put('one', pieces(other), { size: other.length });
     await store.put('two', pieces(other), { size: other.length });
     await store.flush();
-    assert.equal(store.stats().bytes, other.length);
+    assert.equal(store.stats().chunkBytes, other.length);
     assert.equal((await files(join(dir, 'chunks'))).length, 1);
     assert.deepEqual(removed, ['one:replaced', 'two:replaced']);
   });
@@ -173,7 +180,7 @@ describe('ObjectStore', () => {
   });
 
   it('never evicts a pinned object, and says so when nothing can make room', async () => {
-    const store = await open({ maxBytes: 8 * MiB });
+    const store = await open({ maxBytes: 8 * MiB + ROWS });
     const data = randomBytes(4 * MiB);
     await store.put('pinned', pieces(data), { size: data.length });
     const handle = store.openRead('pinned')!;
@@ -203,7 +210,7 @@ describe('ObjectStore', () => {
     assert.deepEqual(read, data);
     handle.release();
     await store.flush();
-    assert.equal(store.stats().bytes, 0);
+    assert.equal(store.stats().chunkBytes, 0);
     assert.deepEqual(await files(join(dir, 'chunks')), []);
     assert.equal(await store.delete('k'), false);
   });
@@ -230,7 +237,7 @@ describe('ObjectStore', () => {
     }
     await assert.rejects(store.put('aborted', failing()), /client went away/);
     await store.flush();
-    assert.equal(store.stats().bytes, 0);
+    assert.equal(store.stats().chunkBytes, 0);
     assert.equal(store.stats().entries, 0);
     assert.deepEqual(await files(join(dir, 'chunks')), []);
   });
@@ -260,7 +267,7 @@ describe('ObjectStore', () => {
     const reopened = await open();
     assert.deepEqual(await readAll(reopened, 'a'), a);
     assert.deepEqual(await readAll(reopened, 'dir/b'), b);
-    assert.equal(reopened.stats().bytes, a.length + b.length);
+    assert.equal(reopened.stats().chunkBytes, a.length + b.length);
     clock.advance(5000);
     const later = await open();
     assert.equal(later.lookup('dir/b'), undefined, 'expired while down');
@@ -391,7 +398,7 @@ describe('ObjectStore', () => {
     } finally {
       rows.close();
     }
-    assert.equal(reopened.stats().bytes, good.length);
+    assert.equal(reopened.stats().chunkBytes, good.length);
   });
 
   it('answers a failed manifest write to its caller and nothing else (no unhandled rejection)', async () => {
@@ -425,10 +432,14 @@ describe('ObjectStore', () => {
     const zeros = Buffer.alloc(64 * 1024); // repeated content: both chunks of an object of zeros
     const lease = store.newLease();
     await Promise.all([store.putChunk(lease, zeros), store.putChunk(lease, zeros)]);
-    assert.equal(store.stats().bytes, zeros.length, 'stored once');
+    assert.equal(store.stats().chunkBytes, zeros.length, 'stored once');
     lease.release();
     await store.flush();
-    assert.equal(store.stats().bytes, 0, 'and freed with the lease (nothing left that can never be evicted)');
+    assert.equal(
+      store.stats().chunkBytes,
+      0,
+      'and freed with the lease (nothing left that can never be evicted)',
+    );
     assert.deepEqual(await files(join(dir, 'chunks')), []);
   });
 
@@ -458,7 +469,7 @@ describe('ObjectStore', () => {
     lease.release(); // a download aborted, or its object deleted, while the chunk is on its way to disk
     await adding;
     await store.flush();
-    assert.equal(store.stats().bytes, 0);
+    assert.equal(store.stats().chunkBytes, 0);
     assert.deepEqual(await files(join(dir, 'chunks')), []);
   });
 
@@ -469,13 +480,13 @@ describe('ObjectStore', () => {
     await store.flush();
     const final = await readAll(store, 'same');
     assert.ok(versions.some((v) => v.equals(final)));
-    assert.equal(store.stats().bytes, final.length);
+    assert.equal(store.stats().chunkBytes, final.length);
     const reopened = await open();
     assert.deepEqual(await readAll(reopened, 'same'), final);
   });
 
   it('at its limit, evicts a cached copy before an older owned one', async () => {
-    const store = await open({ maxBytes: 3 * MiB, isOwned: (key) => key.startsWith('own/') });
+    const store = await open({ maxBytes: 3 * MiB + ROWS, isOwned: (key) => key.startsWith('own/') });
     for (const key of ['own/1', 'cached/1', 'own/2'])
       await store.put(key, pieces(randomBytes(MiB)), { size: MiB });
     await store.put('new', pieces(randomBytes(MiB)), { size: MiB });
@@ -534,7 +545,7 @@ describe('ObjectStore', () => {
     assert.equal(reopened.keys().length, 51);
     for (const [i, data] of small.entries()) assert.deepEqual(await readAll(reopened, `small/${i}`), data);
     assert.deepEqual(await readAll(reopened, 'big'), big);
-    assert.equal(reopened.stats().bytes, big.length + small.reduce((n, d) => n + d.length, 0));
+    assert.equal(reopened.stats().chunkBytes, big.length + small.reduce((n, d) => n + d.length, 0));
     assert.ok(await reopened.delete('small/0'));
     await reopened.flush();
     assert.equal(reopened.stats().chunks, 50, 'a deleted small object leaves nothing behind');
@@ -617,5 +628,22 @@ describe('ObjectStore', () => {
     } finally {
       execFileSync('umount', ['-l', dir]);
     }
+  });
+
+  it('counts every manifest in its byte limit: many small objects evict as their rows add up', async () => {
+    const store = await open({ maxBytes: 256 * 1024 });
+    const one = await store.put('k0', [randomBytes(100)], { size: 100 });
+    assert.equal(store.stats().indexBytes, manifestRowBytes(one));
+    assert.equal(store.stats().bytes, 100 + manifestRowBytes(one));
+    // 100 bytes of data each: counted by their chunks alone, 2,000 would fit in 256 KiB, ten times over.
+    for (let i = 1; i < 2000; i++) await store.put(`k${i}`, [randomBytes(100)], { size: 100 });
+    const stats = store.stats();
+    assert.ok(stats.bytes <= stats.maxBytes, `${stats.bytes} within ${stats.maxBytes}`);
+    assert.ok(stats.entries < 2000 / 2, `${stats.entries} objects kept: their rows count`);
+    assert.equal(stats.indexBytes, rowsOf(store));
+    await store.close();
+    const reopened = await open({ maxBytes: 128 * 1024 }); // a lower limit: evicts at open
+    assert.ok(reopened.stats().bytes <= 128 * 1024);
+    assert.equal(reopened.stats().indexBytes, rowsOf(reopened));
   });
 });

@@ -15,7 +15,7 @@ import { HotTier } from './hot-tier.ts';
 import { type Manifest, type NodeSignature, manifestChunkLength } from './manifest.ts';
 import { ManifestFiles } from './manifest-files.ts';
 import { Sieve } from './sieve.ts';
-import { DB_FILE, PACKED_CHUNK_BYTES, StoreDb } from './store-db.ts';
+import { DB_FILE, manifestRowBytes, PACKED_CHUNK_BYTES, StoreDb } from './store-db.ts';
 
 /** How far eviction looks for a cached copy before it takes an owned one (each look places a key). */
 const CACHED_VICTIM_SCAN = 256;
@@ -68,7 +68,12 @@ export interface ObjectStoreOptions {
 export type RemovalReason = 'evicted' | 'expired' | 'deleted' | 'replaced' | 'corrupt';
 
 export interface StoreStats {
+  /** What the byte limit counts: chunkBytes and indexBytes. */
   bytes: number;
+  /** Bytes of chunks, once per distinct chunk. */
+  chunkBytes: number;
+  /** The manifests' rows in the database, estimated (manifestRowBytes). */
+  indexBytes: number;
   maxBytes: number;
   entries: number;
   chunks: number;
@@ -140,6 +145,8 @@ export class ObjectStore {
   /** Per-key chain of manifest file operations, so they land in the order they were decided. */
   readonly #manifestOps = new Map<string, Promise<void>>();
   #reserved = 0;
+  /** The byte limit's count of the manifests indexed (manifestRowBytes each). */
+  #indexBytes = 0;
   #closed = false;
 
   private constructor(opts: ObjectStoreOptions) {
@@ -161,7 +168,9 @@ export class ObjectStore {
 
   stats(): StoreStats {
     return {
-      bytes: this.#ledger.bytes,
+      bytes: this.#ledger.bytes + this.#indexBytes,
+      chunkBytes: this.#ledger.bytes,
+      indexBytes: this.#indexBytes,
       maxBytes: this.#opts.maxBytes,
       entries: this.#objects.size,
       chunks: this.#ledger.size,
@@ -408,9 +417,15 @@ export class ObjectStore {
     const signature = fields.signature ?? this.#opts.sign?.(unsigned);
     const manifest: Manifest = signature ? { ...unsigned, signature } : unsigned;
     await this.#manifestOp(manifest.key, async () => {
-      await this.#makingRoom(0, () => this.#db.writeManifest(manifest));
-      if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
-      this.#index(manifest);
+      const rowBytes = manifestRowBytes(manifest);
+      this.#reserve(rowBytes);
+      try {
+        await this.#makingRoom(0, () => this.#db.writeManifest(manifest));
+        if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
+        this.#index(manifest);
+      } finally {
+        this.#reserved -= rowBytes;
+      }
     });
     this.#opts.onStored?.(manifest);
     return manifest;
@@ -585,11 +600,11 @@ export class ObjectStore {
   /** Makes room for `bytes` more by evicting unpinned objects; throws when it cannot. */
   #reserve(bytes: number): void {
     const max = this.#opts.maxBytes;
-    while (this.#ledger.bytes + this.#reserved + bytes > max) {
+    while (this.#ledger.bytes + this.#indexBytes + this.#reserved + bytes > max) {
       const victim = this.#victim();
       if (victim === undefined) {
         throw new InsufficientStorageError(
-          `no room for ${bytes} bytes: ${this.#ledger.bytes} of ${max} in use and nothing evictable`,
+          `no room for ${bytes} bytes: ${this.#ledger.bytes + this.#indexBytes} of ${max} in use and nothing evictable`,
         );
       }
       this.#drop(victim, 'evicted');
@@ -599,6 +614,7 @@ export class ObjectStore {
 
   #index(manifest: Manifest): void {
     this.#objects.set(manifest.key, { manifest, pins: 0, dropped: false });
+    this.#indexBytes += manifestRowBytes(manifest);
     this.#order.insert(manifest.key);
     this.#ledger.take(manifest.chunks);
   }
@@ -608,6 +624,7 @@ export class ObjectStore {
     const entry = this.#objects.get(key);
     if (!entry) return;
     this.#objects.delete(key);
+    this.#indexBytes -= manifestRowBytes(entry.manifest);
     this.#order.delete(key);
     entry.dropped = true;
     if (entry.pins === 0) this.#releaseChunks(entry.manifest.chunks);
@@ -702,7 +719,7 @@ export class ObjectStore {
       removals.push(packed.has(digest) ? db.removeChunk(digest) : this.#files.remove(digest));
     }
     await Promise.all(removals);
-    if (this.#ledger.bytes > this.#opts.maxBytes) {
+    if (this.#ledger.bytes + this.#indexBytes > this.#opts.maxBytes) {
       this.#reserve(0); // the limit was lowered: evict down to it
       this.#reserved = 0;
     }

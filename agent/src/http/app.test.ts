@@ -201,7 +201,7 @@ describe('HTTP API', () => {
     } // else the server closed the connection before the client finished sending: also a refusal
     assert.equal((await fetch(`${base}/v1/objects/too/big`)).status, 404);
     await agent.store.flush();
-    assert.equal(agent.store.stats().bytes, data.length);
+    assert.equal(agent.store.stats().chunkBytes, data.length);
   });
 
   it('takes a TTL per object and refuses a malformed one', async () => {

@@ -153,7 +153,12 @@ export class AgentMetrics {
       'Objects removed from the cache, by reason',
       perKey(counters.removals, 'reason'),
     );
-    gauge('edgemesh.cache.size', 'Bytes of chunks on disk', (r) => r.observe(sources.store().bytes), 'By');
+    gauge(
+      'edgemesh.cache.size',
+      'Bytes the cache limit counts: chunks and manifests',
+      (r) => r.observe(sources.store().bytes),
+      'By',
+    );
     gauge('edgemesh.cache.limit', 'The cache byte limit', (r) => r.observe(sources.store().maxBytes), 'By');
     gauge(
       'edgemesh.cache.entries',
