@@ -3,7 +3,8 @@
  * then restarts the agent on the same store and measures what an edge cache with millions of small
  * objects pays:
  * - disk_ratio: the bytes the store's folder takes on disk (allocated blocks) over the data's bytes;
- * - rss_bytes_per_object: the restarted agent's RSS, less an empty agent's, per object;
+ * - rss_bytes_per_object: the restarted agent's RSS, less an empty agent's, per object (the agent
+ *   runs with the image's V8 flags and malloc setting, node-flags.ts);
  * - ready_s: from the restart to /readyz answering 200;
  * - p99_ms: GETs of random objects after the restart, one at a time over a kept connection.
  * Side by side, in the same run: the same objects written as one plain file each (what a file per
@@ -16,6 +17,7 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
 import { onInterrupt } from './support/interrupt.ts';
 
@@ -101,6 +103,8 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
         ...['--store.memory-bytes', '0', ...extra],
       ],
       600_000,
+      // As the image runs it: its V8 flags and malloc setting (RSS per object depends on them).
+      { nodeFlags: AGENT_NODE_FLAGS, env: { ...AGENT_MALLOC_ENV } },
     ).then((a) => (agents.push(a), a));
   const stopAll = async () => {
     await Promise.all(agents.splice(0).map((a) => a.stop()));

@@ -692,31 +692,25 @@ export class ObjectStore {
     }
     await this.#importManifestFiles();
     const onDisk = new Map<string, number>();
-    const packed = new Set<string>();
-    for (const { digest, size } of db.chunks()) {
-      onDisk.set(digest, size);
-      packed.add(digest);
-    }
-    for await (const { digest, size } of this.#files.scan())
-      if (!packed.has(digest)) onDisk.set(digest, size);
-    const scanned = [...onDisk.keys()];
+    for (const { digest, size } of db.chunks()) onDisk.set(digest, size);
+    for await (const { digest, size } of this.#files.scan()) onDisk.set(digest, size);
+    const found = [...onDisk.keys()]; // #chunksIntact takes chunks of the wrong length out of onDisk
     const now = this.#opts.clock.now();
-    const manifests: Manifest[] = [];
     const removals: Promise<unknown>[] = [];
+    // Oldest first, so the newest ends nearest SIEVE's head; each is indexed as it comes (holding
+    // them all first doubled the heap at a restart with many objects).
     for (const manifest of db.manifests(this.#opts.isKey)) {
       const live = manifest.expiresAtMs === undefined || manifest.expiresAtMs > now;
-      if (live && this.#chunksIntact(manifest, onDisk)) manifests.push(manifest);
-      else removals.push(db.removeManifest(manifest.key));
-    }
-    manifests.sort((a, b) => a.createdAtMs - b.createdAtMs); // newest ends nearest the head
-    for (const manifest of manifests) {
+      if (!live || !this.#chunksIntact(manifest, onDisk)) {
+        removals.push(db.removeManifest(manifest.key));
+        continue;
+      }
       for (const digest of manifest.chunks) this.#ledger.stored(digest, onDisk.get(digest)!, false);
       this.#index(manifest);
     }
-    for (const digest of scanned) {
-      // Orphans of interrupted writes, and chunks of the wrong length.
-      if (this.#ledger.has(digest)) continue;
-      removals.push(packed.has(digest) ? db.removeChunk(digest) : this.#files.remove(digest));
+    for (const digest of found) {
+      // Orphans of interrupted writes, and chunks of the wrong length (in the database or a file).
+      if (!this.#ledger.has(digest)) removals.push(db.removeChunk(digest), this.#files.remove(digest));
     }
     await Promise.all(removals);
     if (this.#ledger.bytes + this.#indexBytes > this.#opts.maxBytes) {

@@ -149,14 +149,14 @@ export class StoreDb {
     }
   }
 
-  /** Every manifest stored that passes parseManifest; rows that do not are deleted. */
+  /** Every manifest stored that passes parseManifest, oldest first; rows that do not are deleted. */
   *manifests(isKey: (key: string) => boolean): Generator<Manifest> {
     const bad: string[] = [];
     // Digests come out as hex from SQLite itself (a Buffer and a conversion each, otherwise).
     const rows = this.#db
       .prepare(
         `SELECT key, size, chunk_size, lower(hex(chunks)) AS chunks, lower(hex(root)) AS root, created,
-           expires, content_type, certificate, signature, signed_by FROM manifests`,
+           expires, content_type, certificate, signature, signed_by FROM manifests ORDER BY created`,
       )
       .iterate();
     for (const row of rows as Iterable<ManifestRow>) {
