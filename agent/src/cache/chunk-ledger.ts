@@ -67,8 +67,8 @@ export class ChunkLedger {
   }
 
   /** One more holder (an object, or a lease) of each distinct digest; each must be known. */
-  take(digests: Iterable<string>): void {
-    for (const digest of new Set(digests)) {
+  take(digests: readonly string[]): void {
+    for (const digest of distinct(digests)) {
       const chunk = this.#chunks.get(digest);
       if (!chunk) throw new Error(`chunk ${digest} is not stored`);
       chunk.refs++;
@@ -79,9 +79,9 @@ export class ChunkLedger {
    * One holder fewer of each distinct digest. Returns the chunks nobody holds or writes any more,
    * now forgotten (their files are the caller's to remove).
    */
-  release(digests: Iterable<string>): string[] {
+  release(digests: readonly string[]): string[] {
     const gone: string[] = [];
-    for (const digest of new Set(digests)) {
+    for (const digest of distinct(digests)) {
       const chunk = this.#chunks.get(digest);
       if (!chunk || --chunk.refs > 0) continue;
       // Another write of the same chunk is under way: its writer takes a reference, or forgets it.
@@ -120,4 +120,9 @@ export class ChunkLedger {
     this.#chunks.delete(digest);
     this.#bytes -= chunk.size;
   }
+}
+
+/** The digests, each once (most objects have one chunk: no Set made for them). */
+function distinct(digests: readonly string[]): Iterable<string> {
+  return digests.length < 2 ? digests : new Set(digests);
 }

@@ -637,7 +637,7 @@ export class ObjectStore {
     this.#opts.onRemoved?.(key, reason);
   }
 
-  #releaseChunks(digests: Iterable<string>): void {
+  #releaseChunks(digests: readonly string[]): void {
     for (const digest of this.#ledger.release(digests)) this.#removeChunk(digest);
   }
 
@@ -731,15 +731,16 @@ export class ObjectStore {
 
   #chunksIntact(manifest: Manifest, onDisk: Map<string, number>): boolean {
     let intact = true;
-    manifest.chunks.forEach((digest, index) => {
+    for (let index = 0; index < manifest.chunks.length; index++) {
+      const digest = manifest.chunks[index]!;
       const size = onDisk.get(digest);
-      if (size === manifestChunkLength(manifest, index)) return;
+      if (size === manifestChunkLength(manifest, index)) continue;
       intact = false;
       if (size !== undefined) {
         onDisk.delete(digest); // wrong length: damaged, and removed as an orphan
         this.#opts.onCorruptChunk?.(digest);
       }
-    });
+    }
     return intact;
   }
 }

@@ -55,20 +55,23 @@ interface Write {
   reject(error: unknown): void;
 }
 
-/** A manifest as `manifests()` reads it: digests as lower-case hex. */
-interface ManifestRow {
-  key: string;
-  size: number;
-  chunk_size: number;
-  chunks: string;
-  root: string;
-  created: number;
-  expires: number | null;
-  content_type: string | null;
-  certificate: number | null;
-  signature: Uint8Array | null;
-  signed_by: string | null;
-}
+/**
+ * A manifest as `manifests()` reads it, in the SELECT's order (digests as lower-case hex). Typed as
+ * what SQLite may hold, whatever the schema says: a damaged or edited file may hold anything.
+ */
+type ManifestRow = [
+  key: unknown,
+  size: unknown,
+  chunkSize: unknown,
+  chunks: unknown,
+  root: unknown,
+  created: unknown,
+  expires: unknown,
+  contentType: unknown,
+  certificate: unknown,
+  signature: unknown,
+  signedBy: unknown,
+];
 
 /**
  * The store's index and its small chunks in one SQLite database (`node:sqlite`, built into Node):
@@ -151,28 +154,33 @@ export class StoreDb {
 
   /** Every manifest stored that passes parseManifest, oldest first; rows that do not are deleted. */
   *manifests(isKey: (key: string) => boolean): Generator<Manifest> {
-    const bad: string[] = [];
-    // Digests come out as hex from SQLite itself (a Buffer and a conversion each, otherwise).
-    const rows = this.#db
-      .prepare(
-        `SELECT key, size, chunk_size, lower(hex(chunks)) AS chunks, lower(hex(root)) AS root, created,
-           expires, content_type, certificate, signature, signed_by FROM manifests ORDER BY created`,
-      )
-      .iterate();
-    for (const row of rows as Iterable<ManifestRow>) {
+    const bad: unknown[] = [];
+    // Digests come out as hex from SQLite itself (a Buffer and a conversion each, otherwise); rows
+    // as arrays (cheaper than objects, at a million rows).
+    const statement = this.#db.prepare(
+      `SELECT key, size, chunk_size, lower(hex(chunks)), lower(hex(root)), created, expires, content_type,
+         certificate, signature, signed_by FROM manifests ORDER BY created`,
+    );
+    statement.setReturnArrays(true);
+    for (const row of statement.iterate() as Iterable<ManifestRow>) {
       const manifest = this.#fromRow(row, isKey);
       if (manifest) yield manifest;
-      else bad.push(row.key);
+      else bad.push(row[0]);
     }
-    for (const key of bad) this.#statements.deleteManifest.run(key);
+    for (const key of bad) {
+      try {
+        this.#statements.deleteManifest.run(key as string);
+      } catch {
+        // Left for the next start to find again.
+      }
+    }
   }
 
   /** Every chunk stored here, with its length. */
   *chunks(): Generator<{ digest: string; size: number }> {
-    const rows = this.#db
-      .prepare('SELECT lower(hex(digest)) AS digest, length(data) AS size FROM chunks')
-      .iterate();
-    yield* rows as Iterable<{ digest: string; size: number }>;
+    const statement = this.#db.prepare('SELECT lower(hex(digest)), length(data) FROM chunks');
+    statement.setReturnArrays(true);
+    for (const [digest, size] of statement.iterate() as Iterable<[string, number]>) yield { digest, size };
   }
 
   writeManifest(manifest: Manifest): Promise<void> {
@@ -286,30 +294,35 @@ export class StoreDb {
     }
   }
 
+  /** The manifest a row holds, or undefined when the row does not hold together (whatever it holds). */
   #fromRow(row: ManifestRow, isKey: (key: string) => boolean): Manifest | undefined {
-    const hex = row.chunks;
-    const chunks = Array.from({ length: hex.length / 64 }, (_, i) => hex.slice(i * 64, i * 64 + 64));
-    const certificate = row.certificate === null ? undefined : this.#certificateDer.get(row.certificate);
-    const value =
-      row.signature === null
-        ? undefined
-        : typeof row.signature === 'string'
-          ? row.signature
-          : Buffer.from(row.signature).toString('base64');
+    const [key, size, chunkSize, hex, root, created, expires, contentType, certificateId, signature, by] =
+      row;
     try {
+      if (typeof hex !== 'string' || hex.length % 64 !== 0) return undefined;
+      const chunks: string[] = [];
+      for (let i = 0; i < hex.length; i += 64) chunks.push(hex.slice(i, i + 64));
+      const certificate =
+        typeof certificateId === 'number' ? this.#certificateDer.get(certificateId) : undefined;
+      const value =
+        signature === null
+          ? undefined
+          : typeof signature === 'string'
+            ? signature
+            : Buffer.from(signature as Uint8Array).toString('base64');
       return parseManifest(
         {
-          key: row.key,
-          size: row.size,
-          chunkSize: row.chunk_size,
+          key,
+          size,
+          chunkSize,
           chunks,
-          root: row.root,
-          createdAtMs: row.created,
-          ...(row.expires === null ? {} : { expiresAtMs: row.expires }),
-          ...(row.content_type === null ? {} : { contentType: row.content_type }),
-          ...(row.certificate === null && value === undefined
+          root,
+          createdAtMs: created,
+          ...(expires === null ? {} : { expiresAtMs: expires }),
+          ...(contentType === null ? {} : { contentType }),
+          ...(certificateId === null && value === undefined
             ? {}
-            : { signature: { certificate, value, ...(row.signed_by ? { by: row.signed_by } : {}) } }),
+            : { signature: { certificate, value, ...(by ? { by } : {}) } }),
         },
         isKey,
       );
