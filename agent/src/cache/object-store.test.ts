@@ -646,4 +646,39 @@ describe('ObjectStore', () => {
     assert.ok(reopened.stats().bytes <= 128 * 1024);
     assert.equal(reopened.stats().indexBytes, rowsOf(reopened));
   });
+
+  it('drops manifest rows that hold anything malformed, whatever their types, and keeps the rest', async () => {
+    const store = await open();
+    const data = randomBytes(500);
+    const good = await store.put('good', [data], { size: data.length });
+    await store.close();
+    const db = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      const { chunks, size, chunkSize } = manifestColumns(good);
+      const root = Buffer.from(good.root, 'hex');
+      const insert = db.prepare(
+        `INSERT INTO manifests (key, size, chunk_size, chunks, root, created, certificate, signature, signed_by)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      );
+      insert.run('sig-number', size, chunkSize, chunks, root, 1, null, 12345, null);
+      insert.run('short-chunks', size, chunkSize, chunks.subarray(0, 31), root, 1, null, null, null);
+      insert.run('unknown-cert', size, chunkSize, chunks, root, 1, 999, Buffer.alloc(70, 1), null);
+      insert.run('size-text', 'abc', chunkSize, chunks, root, 1, null, null, null);
+      insert.run('../not a key', size, chunkSize, chunks, root, 1, null, null, null);
+      insert.run('null-root', size, chunkSize, chunks, Buffer.alloc(0), 1, null, null, null);
+      insert.run('by-number', size, chunkSize, chunks, root, 1, null, Buffer.alloc(70, 1), 7);
+    } finally {
+      db.close();
+    }
+    const reopened = await open();
+    assert.deepEqual(reopened.keys(), ['good']);
+    assert.deepEqual(await readAll(reopened, 'good'), data);
+    await reopened.close();
+    const rows = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      assert.equal(rows.prepare('SELECT count(*) AS n FROM manifests').get()?.n, 1, 'the bad rows are gone');
+    } finally {
+      rows.close();
+    }
+  });
 });
