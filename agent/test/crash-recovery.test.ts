@@ -63,7 +63,7 @@ describe('an agent killed with SIGKILL mid-write, with a chunk rotting on disk m
     assert.equal(status.scrub.corrupt, 1);
     assert.equal(status.counters.corruptChunks, 1);
     assert.equal(status.cache.entries, 1);
-    assert.equal(status.cache.bytes, keep.length);
+    assert.equal(status.cache.chunkBytes, keep.length);
 
     const kept = await fetch(`${agent.url}/v1/objects/keep/me`);
     assert.equal(kept.status, 200);

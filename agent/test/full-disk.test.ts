@@ -56,7 +56,7 @@ describe('a full disk', { skip: 'skip' in disk ? disk.skip : false }, () => {
     const body = (await res.json()) as { error: { code: string } };
     assert.equal(body.error.code, 'InsufficientStorage');
     const status = await agent.status();
-    assert.equal(status.cache.bytes, small.length);
+    assert.equal(status.cache.chunkBytes, small.length);
     assert.deepEqual(Buffer.from(await (await fetch(`${agent.url}/v1/objects/before`)).arrayBuffer()), small);
     assert.equal((await fetch(`${agent.url}/v1/objects/after`, { method: 'PUT', body: small })).status, 201);
   });

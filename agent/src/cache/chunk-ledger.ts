@@ -21,6 +21,13 @@ export class ChunkLedger {
     return this.#chunks.size;
   }
 
+  /** Forgets everything (a store that starts over). */
+  clear(): void {
+    this.#chunks.clear();
+    this.#writers.clear();
+    this.#bytes = 0;
+  }
+
   has(digest: string): boolean {
     return this.#chunks.has(digest);
   }

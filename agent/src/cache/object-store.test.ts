@@ -410,7 +410,8 @@ describe('ObjectStore', () => {
       // Another connection holds the database's write lock: the manifest write fails (SQLITE_BUSY).
       const other = new DatabaseSync(join(dir, DB_FILE));
       other.exec('BEGIN IMMEDIATE');
-      const data = randomBytes(1000);
+      // A chunk file (above PACKED_CHUNK_BYTES): the chunk is written, the manifest is what fails.
+      const data = randomBytes(PACKED_CHUNK_BYTES + 1);
       try {
         await assert.rejects(store.put('k', pieces(data), { size: data.length }), /locked/);
       } finally {
@@ -680,5 +681,240 @@ describe('ObjectStore', () => {
     } finally {
       rows.close();
     }
+  });
+
+  it('scrubs chunks kept in the database too, finds one rotted there, and lets the event loop run meanwhile', async () => {
+    const store = await open();
+    for (let i = 0; i < 2000; i++) await store.put(`s/${i}`, [randomBytes(1000)], { size: 1000 });
+    const victim = Buffer.from(store.peek('s/7')!.chunks[0]!, 'hex');
+    await store.close();
+    const db = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      const rotten = Buffer.from(
+        (db.prepare('SELECT data FROM chunks WHERE digest = ?').get(victim) as { data: Uint8Array }).data,
+      );
+      rotten[10]! ^= 1;
+      db.prepare('UPDATE chunks SET data = ? WHERE digest = ?').run(rotten, victim);
+    } finally {
+      db.close();
+    }
+    const reopened = await open();
+    let turns = 0;
+    let scrubbing = true;
+    const turn = () => {
+      turns++;
+      if (scrubbing) setImmediate(turn);
+    };
+    setImmediate(turn);
+    const result = await reopened.scrub();
+    scrubbing = false;
+    assert.deepEqual(result, { checked: 2000, corrupt: 1 });
+    assert.equal(reopened.lookup('s/7'), undefined);
+    assert.ok(turns >= 5, `the event loop took ${turns} turns during the scrub`);
+  });
+
+  it('closes cleanly with writes on their way, and refuses writes after', async () => {
+    const store = await open();
+    const puts = Array.from({ length: 100 }, (_, i) =>
+      store.put(`a/${i}`, [randomBytes(500)], { size: 500 }),
+    );
+    const closing = store.close();
+    puts.push(
+      ...Array.from({ length: 100 }, (_, i) => store.put(`b/${i}`, [randomBytes(500)], { size: 500 })),
+    );
+    const results = await Promise.allSettled(puts);
+    await closing;
+    const failed = results.filter((r) => r.status === 'rejected');
+    for (const r of failed) assert.match(String(r.reason), /closed/);
+    const reopened = await open();
+    const kept = results.flatMap((r, i) =>
+      r.status === 'fulfilled' ? [i < 100 ? `a/${i}` : `b/${i - 100}`] : [],
+    );
+    for (const key of kept) assert.ok(reopened.lookup(key), `${key}, acknowledged, is there`);
+  });
+
+  it('sets the database aside when a page further in is damaged, and starts empty', async () => {
+    const store = await open();
+    for (let i = 0; i < 300; i++) await store.put(`k/${i}`, [randomBytes(1000)], { size: 1000 });
+    await store.put('big', [randomBytes(PACKED_CHUNK_BYTES * 2)], { size: PACKED_CHUNK_BYTES * 2 });
+    await store.close();
+    const file = await openFile(join(dir, DB_FILE), 'r+');
+    try {
+      const { size } = await file.stat();
+      assert.ok(size >= 16384 * 8, `${size} bytes: pages to damage`);
+      await file.write(randomBytes(16384), 0, 16384, 16384 * 4); // the fifth page, not the first
+    } finally {
+      await file.close();
+    }
+    const errors: unknown[] = [];
+    const reopened = await open({ onBackgroundError: (error) => errors.push(error) });
+    assert.match(String(errors[0]), /could not be read: moved to index\.db\.damaged/);
+    assert.deepEqual(reopened.keys(), []);
+    assert.deepEqual(await files(join(dir, 'chunks')), [], 'the chunk files are orphans now');
+    await reopened.put('k', [Buffer.from('fresh')], { size: 5 });
+    assert.deepEqual(await readAll(reopened, 'k'), Buffer.from('fresh'));
+  });
+
+  it('drops rows holding numbers past 2^53 (node:sqlite cannot read them) and keeps the rest', async () => {
+    const store = await open();
+    const data = randomBytes(500);
+    const good = await store.put('good', [data], { size: data.length });
+    await store.close();
+    const db = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      const { chunks, size, chunkSize } = manifestColumns(good);
+      const root = Buffer.from(good.root, 'hex');
+      const insert = db.prepare(
+        'INSERT INTO manifests (key, size, chunk_size, chunks, root, created, expires, certificate) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      );
+      const huge = 2n ** 53n + 1n;
+      insert.run('huge-created', size, chunkSize, chunks, root, huge, null, null);
+      insert.run('huge-size', huge, chunkSize, chunks, root, 1, null, null);
+      insert.run('huge-expiry', size, chunkSize, chunks, root, 1, huge, null);
+      insert.run('huge-certificate', size, chunkSize, chunks, root, 1, null, huge);
+      db.prepare('INSERT INTO certificates (id, der) VALUES (?, ?)').run(huge, 'QUJD');
+    } finally {
+      db.close();
+    }
+    const reopened = await open();
+    assert.deepEqual(reopened.keys(), ['good']);
+    assert.deepEqual(await readAll(reopened, 'good'), data);
+  });
+
+  it("takes a store's manifest files as the truth when they come back (a rollback, then forward again)", async () => {
+    const store = await open();
+    const [a, b] = [randomBytes(300), randomBytes(300)];
+    await store.put('a', [a], { size: a.length });
+    const mb = await store.put('b', [b], { size: b.length });
+    await store.close();
+    // The release before the database ran meanwhile: it kept manifest files, and 'a' was deleted there.
+    const legacy = new ManifestFiles(dir);
+    await mkdir(join(legacy.path('b'), '..'), { recursive: true });
+    await writeFile(legacy.path('b'), JSON.stringify(mb));
+    const reopened = await open();
+    assert.deepEqual(reopened.keys(), ['b'], "'a' does not come back");
+    assert.deepEqual(await readAll(reopened, 'b'), b);
+  });
+
+  it('forgets certificates no manifest uses any more', async () => {
+    let n = 0;
+    const store = await open({
+      sign: () => ({ certificate: Buffer.from(`certificate ${n++}`).toString('base64'), value: 'c2ln' }),
+    });
+    for (let i = 0; i < 20; i++) await store.put(`k/${i}`, [randomBytes(100)], { size: 100 });
+    for (let i = 0; i < 19; i++) await store.delete(`k/${i}`);
+    await store.close();
+    await (await open()).close();
+    const db = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      assert.equal(db.prepare('SELECT count(*) AS n FROM certificates').get()?.n, 1, "only k/19's is kept");
+    } finally {
+      db.close();
+    }
+  });
+
+  it('tries a manifest removal that failed again, so a deleted object does not come back at a restart', async () => {
+    const store = await open();
+    await store.put('gone', [randomBytes(100)], { size: 100 });
+    await store.put('kept', [randomBytes(100)], { size: 100 });
+    await store.flush();
+    const other = new DatabaseSync(join(dir, DB_FILE));
+    const rows = () => other.prepare("SELECT count(*) AS n FROM manifests WHERE key = 'gone'").get()?.n;
+    other.exec('BEGIN IMMEDIATE'); // the write lock: the removal fails (SQLITE_BUSY)
+    await assert.rejects(store.delete('gone'), /locked/);
+    assert.equal(store.lookup('gone'), undefined, 'deleted for readers at once');
+    other.exec('ROLLBACK');
+    try {
+      // Retried after a second: wait for the row to go (an event in another process's file).
+      for (let waited = 0; rows() !== 0; waited += 50) {
+        assert.ok(waited < 10_000, 'the removal was retried');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      other.close();
+    }
+    await store.close();
+    assert.deepEqual((await open()).keys(), ['kept']);
+  });
+
+  it('on a disk filled under a store of small objects, answers 507 or takes the write, reports in a few lines, and heals', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root to mount a small tmpfs');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', dir]);
+    try {
+      const reports: unknown[] = [];
+      const store = await open({ dir: join(dir, 'store'), onBackgroundError: (e) => reports.push(e) });
+      const objects = new Map<string, Buffer>();
+      for (let i = 0; i < 12_000; i++) {
+        const data = randomBytes(1024);
+        objects.set(`s/${i}`, data);
+        await store.put(`s/${i}`, [data], { size: 1024 });
+      }
+      await store.flush();
+      const filler = await openFile(join(dir, 'filler'), 'w');
+      await assert.rejects(async () => {
+        for (;;) await filler.write(Buffer.alloc(64 * 1024));
+      }, /ENOSPC/);
+      await filler.close();
+      const data = randomBytes(2 * MiB);
+      // Evicting small objects frees pages inside the database, which a disk with no byte left may
+      // not let SQLite give back (its WAL cannot grow): taken, or 507; never anything else.
+      const outcome = await store.put('large', [data], { size: data.length }).then(
+        () => 'taken',
+        (e: unknown) => {
+          assert.ok(e instanceof InsufficientStorageError, String(e));
+          return '507';
+        },
+      );
+      if (outcome === 'taken') assert.deepEqual(await readAll(store, 'large'), data);
+      assert.ok(store.stats().entries < 12_000, 'small objects were evicted for it');
+      assert.ok(reports.length <= 10, `${reports.length} background reports, not one per removal`);
+      for (const key of store
+        .keys()
+        .filter((k) => k.startsWith('s/'))
+        .slice(0, 50))
+        assert.deepEqual(await readAll(store, key), objects.get(key), `${key}: its own bytes`);
+      await rm(join(dir, 'filler'));
+      await store.put('after', [data], { size: data.length });
+      assert.deepEqual(await readAll(store, 'after'), data, 'room again: writes are taken');
+      await store.close();
+      // Evictions whose rows the full disk kept may come back at a restart: whole, as copies.
+      const reopened = await open({ dir: join(dir, 'store') });
+      for (const key of reopened
+        .keys()
+        .filter((k) => k.startsWith('s/'))
+        .slice(0, 50))
+        assert.deepEqual(await readAll(reopened, key), objects.get(key), `${key}: its own bytes`);
+      await reopened.close();
+    } finally {
+      execFileSync('umount', ['-l', dir]);
+    }
+  });
+
+  it('does not bring back at a restart an object purged since its version was made', async () => {
+    const store = await open();
+    const p = await store.put('p', [randomBytes(100)], { size: 100 });
+    await store.put('q', [randomBytes(100)], { size: 100 });
+    await store.close();
+    // The purge's tombstone was kept, the manifest's removal was not (a full disk, a crash).
+    const reopened = await open({ purgedAt: (key) => (key === 'p' ? p.createdAtMs : undefined) });
+    assert.deepEqual(reopened.keys(), ['q']);
+  });
+
+  it('writes a chunk over a row a failed removal left behind, so the new object gets its own bytes', async () => {
+    const store = await open();
+    const data = randomBytes(700);
+    // A row nothing references, with damaged bytes: what a removal that failed leaves behind.
+    const other = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      const rotten = Buffer.from(data);
+      rotten[0]! ^= 1;
+      other
+        .prepare('INSERT INTO chunks (digest, data) VALUES (?, ?)')
+        .run(Buffer.from(digestOf(data), 'hex'), rotten);
+    } finally {
+      other.close();
+    }
+    await store.put('k', [data], { size: data.length });
+    assert.deepEqual(await readAll(store, 'k'), data);
   });
 });

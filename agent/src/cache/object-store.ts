@@ -15,7 +15,7 @@ import { HotTier } from './hot-tier.ts';
 import { type Manifest, type NodeSignature, manifestChunkLength } from './manifest.ts';
 import { ManifestFiles } from './manifest-files.ts';
 import { Sieve } from './sieve.ts';
-import { DB_FILE, manifestRowBytes, PACKED_CHUNK_BYTES, StoreDb } from './store-db.ts';
+import { DB_FILE, isDamaged, manifestRowBytes, PACKED_CHUNK_BYTES, StoreDb } from './store-db.ts';
 
 /** How far eviction looks for a cached copy before it takes an owned one (each look places a key). */
 const CACHED_VICTIM_SCAN = 256;
@@ -25,6 +25,10 @@ export const SEND_SAMPLE = 16;
 const DISK_FULL_SCAN = 4096;
 /** What a write that found the disk full frees at least, before it tries once more. */
 const DISK_FULL_FREE = 8 * 2 ** 20;
+/** How often a manifest removal that failed is tried again (after 1, 2, 4 ... 60 s). */
+const REMOVAL_RETRIES = 12;
+/** Chunks a scrub checks before it lets the event loop take a turn (one in the database is read at once). */
+const SCRUB_SLICE = 128;
 
 export interface ObjectStoreOptions {
   dir: string;
@@ -148,6 +152,9 @@ export class ObjectStore {
   /** The byte limit's count of the manifests indexed (manifestRowBytes each). */
   #indexBytes = 0;
   #closed = false;
+  /** #background's last report (performance.now()), and what it held back since. */
+  #lastReport = -Infinity;
+  #heldBack = 0;
 
   private constructor(opts: ObjectStoreOptions) {
     this.#opts = opts;
@@ -258,7 +265,9 @@ export class ObjectStore {
     if (!this.#ledger.verified(digest) || (this.#opts.sampleSend?.() ?? Math.random() * SEND_SAMPLE < 1))
       return this.readChunk(digest);
     try {
-      return await this.#readStored(digest);
+      const data = await this.#readStored(digest);
+      // No bytes: a damaged page of the database (no chunk is empty); readChunk drops it.
+      return data.length > 0 ? data : await this.readChunk(digest);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       return this.readChunk(digest); // gone meanwhile: readChunk says how
@@ -435,10 +444,9 @@ export class ObjectStore {
   async delete(key: string): Promise<boolean> {
     if (!this.#objects.has(key)) return false;
     this.#drop(key, 'deleted', false);
-    // The manifest's removal is this call's: a failure to remove it is the caller's to hear.
-    await this.#manifestOp(key, async () => {
-      if (!this.#objects.has(key)) await this.#db.removeManifest(key);
-    });
+    // The manifest's removal is this call's: a failure to remove it is the caller's to hear (and
+    // it is tried again, or the object would come back at the next start).
+    await this.#removeManifest(key);
     return true;
   }
 
@@ -464,6 +472,8 @@ export class ObjectStore {
       if (!this.#ledger.has(digest)) continue;
       if (!(await this.#verifyOnDisk(digest))) corrupt++;
       checked++;
+      // A chunk in the database is read without leaving the event loop: let it take its turns.
+      if (checked % SCRUB_SLICE === 0) await new Promise(setImmediate);
     }
     return { checked, corrupt };
   }
@@ -577,6 +587,9 @@ export class ObjectStore {
       if (evicted === 0) throw error;
       this.#opts.onDiskFull?.(evicted);
       await Promise.all(this.#removals.values());
+      // Rows deleted free pages inside the database's file: give them back to the file system.
+      await this.#db.idle();
+      this.#db.reclaim();
       return await write();
     }
   }
@@ -628,13 +641,48 @@ export class ObjectStore {
     this.#order.delete(key);
     entry.dropped = true;
     if (entry.pins === 0) this.#releaseChunks(entry.manifest.chunks);
-    if (removeFile) {
-      // Skipped when a newer version of the key was indexed before this removal got its turn.
-      void this.#manifestOp(key, async () => {
-        if (!this.#objects.has(key)) await this.#db.removeManifest(key);
-      }).catch((error) => this.#opts.onBackgroundError?.(error));
-    }
+    if (removeFile) this.#removeManifest(key).catch((error) => this.#background(error));
     this.#opts.onRemoved?.(key, reason);
+  }
+
+  /**
+   * Removes `key`'s manifest from the database, in its turn among the key's operations, unless a
+   * newer version was indexed first. A removal that failed (the database busy or full) is tried
+   * again, REMOVAL_RETRIES times with backoff, so a deleted object does not come back at a restart.
+   */
+  #removeManifest(key: string, attempt = 0): Promise<void> {
+    const op = this.#manifestOp(key, async () => {
+      if (!this.#objects.has(key)) await this.#db.removeManifest(key);
+    });
+    op.catch(() => {
+      if (this.#closed || attempt >= REMOVAL_RETRIES) return;
+      const retry = () => {
+        this.#removeManifest(key, attempt + 1).catch((error) => this.#background(error));
+      };
+      setTimeout(retry, Math.min(1000 * 2 ** attempt, 60_000)).unref();
+    });
+    return op;
+  }
+
+  /**
+   * Tells onBackgroundError, at most once a second: a full or broken disk fails every removal at
+   * once (thousands, after an eviction), and one line says as much as all of them. The next report
+   * says how many were held back.
+   */
+  #background(error: unknown): void {
+    const now = performance.now();
+    if (now - this.#lastReport < 1000) {
+      this.#heldBack++;
+      return;
+    }
+    this.#lastReport = now;
+    if (this.#heldBack > 0) {
+      this.#opts.onBackgroundError?.(
+        new Error(`${this.#heldBack} more background store errors, not reported one by one`),
+      );
+      this.#heldBack = 0;
+    }
+    this.#opts.onBackgroundError?.(error);
   }
 
   #releaseChunks(digests: readonly string[]): void {
@@ -648,8 +696,7 @@ export class ObjectStore {
     // wrote, and on a full disk the database's delete may fail where the file's does not.
     const removal = Promise.allSettled([this.#db.removeChunk(digest), this.#files.remove(digest)])
       .then((results) => {
-        for (const result of results)
-          if (result.status === 'rejected') this.#opts.onBackgroundError?.(result.reason);
+        for (const result of results) if (result.status === 'rejected') this.#background(result.reason);
       })
       .finally(() => {
         if (this.#removals.get(digest) === removal) this.#removals.delete(digest);
@@ -685,12 +732,35 @@ export class ObjectStore {
     await this.#files.init(); // also empties tmp/
     const { db, setAside } = await StoreDb.open(this.#opts.dir, this.#opts.fsync);
     this.#db = db;
-    if (setAside) {
-      this.#opts.onBackgroundError?.(
-        new Error(`the store's database could not be read: moved to ${DB_FILE}.damaged, starting empty`),
-      );
+    if (setAside) this.#saySetAside();
+    try {
+      await this.#load();
+    } catch (error) {
+      if (!isDamaged(error)) throw error;
+      // A damaged page further into the file: the same as a file SQLite cannot read at all.
+      await db.close().catch(() => undefined);
+      await StoreDb.setAside(this.#opts.dir);
+      this.#objects.clear();
+      this.#order.clear();
+      this.#ledger.clear();
+      this.#indexBytes = 0;
+      this.#db = (await StoreDb.open(this.#opts.dir, this.#opts.fsync)).db;
+      this.#saySetAside();
+      await this.#load();
     }
+  }
+
+  #saySetAside(): void {
+    this.#background(
+      new Error(`the store's database could not be read: moved to ${DB_FILE}.damaged, starting empty`),
+    );
+  }
+
+  /** Builds the index from the database and the chunk files (#recover). */
+  async #load(): Promise<void> {
+    const db = this.#db;
     await this.#importManifestFiles();
+    db.pruneCertificates();
     const onDisk = new Map<string, number>();
     for (const { digest, size } of db.chunks()) onDisk.set(digest, size);
     for await (const { digest, size } of this.#files.scan()) onDisk.set(digest, size);
@@ -701,7 +771,9 @@ export class ObjectStore {
     // them all first doubled the heap at a restart with many objects).
     for (const manifest of db.manifests(this.#opts.isKey)) {
       const live = manifest.expiresAtMs === undefined || manifest.expiresAtMs > now;
-      if (!live || !this.#chunksIntact(manifest, onDisk)) {
+      // Purged while its removal could not be written (a full disk): not brought back.
+      const purged = (this.#opts.purgedAt?.(manifest.key) ?? -Infinity) >= manifest.createdAtMs;
+      if (!live || purged || !this.#chunksIntact(manifest, onDisk)) {
         removals.push(db.removeManifest(manifest.key));
         continue;
       }
@@ -712,7 +784,9 @@ export class ObjectStore {
       // Orphans of interrupted writes, and chunks of the wrong length (in the database or a file).
       if (!this.#ledger.has(digest)) removals.push(db.removeChunk(digest), this.#files.remove(digest));
     }
-    await Promise.all(removals);
+    // What could not be removed now is found again at the next start; the store opens regardless.
+    for (const result of await Promise.allSettled(removals))
+      if (result.status === 'rejected') this.#background(result.reason);
     if (this.#ledger.bytes + this.#indexBytes > this.#opts.maxBytes) {
       this.#reserve(0); // the limit was lowered: evict down to it
       this.#reserved = 0;
@@ -723,6 +797,9 @@ export class ObjectStore {
   async #importManifestFiles(): Promise<void> {
     const legacy = new ManifestFiles(this.#opts.dir);
     if (!(await legacy.exists())) return;
+    // The files are the truth: a store that went back a release and forward again left rows here
+    // of objects deleted meanwhile (manifests/ goes only once every file is in).
+    await this.#db.clearManifests();
     const writes: Promise<void>[] = [];
     for await (const manifest of legacy.scan(this.#opts.isKey)) writes.push(this.#db.writeManifest(manifest));
     await Promise.all(writes);

@@ -21,6 +21,11 @@ export class Sieve<K> {
     return this.#nodes.size;
   }
 
+  clear(): void {
+    this.#nodes.clear();
+    this.#head = this.#tail = this.#hand = undefined;
+  }
+
   has(key: K): boolean {
     return this.#nodes.has(key);
   }

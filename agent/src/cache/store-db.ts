@@ -28,8 +28,17 @@ export function manifestRowBytes(manifest: Manifest): number {
 
 /** The database's file under the store's folder (SQLite adds `-wal` and `-shm` beside it). */
 export const DB_FILE = 'index.db';
-/** The most writes committed in one transaction (each transaction blocks the event loop). */
+/** The most writes, and about the most bytes, committed in one transaction (it blocks the event loop). */
 const MAX_BATCH = 256;
+const MAX_BATCH_BYTES = 2 ** 20;
+/** What a delete counts for MAX_BATCH_BYTES: the page it rewrites (so a batch holds at most 64). */
+const DELETE_BYTES = 16 * 1024;
+/** The schema's version (`PRAGMA user_version`); a database of another is set aside. */
+const SCHEMA_VERSION = 1;
+/** Free pages past which a commit that deleted rows gives pages back to the file system. */
+const VACUUM_FREE_PAGES = 256;
+/** The largest integer a row may hold where a number is read (a larger one makes node:sqlite throw). */
+const SAFE = 'BETWEEN -9007199254740991 AND 9007199254740991';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS certificates (id INTEGER PRIMARY KEY, der TEXT NOT NULL UNIQUE);
@@ -51,6 +60,10 @@ CREATE TABLE IF NOT EXISTS chunks (digest BLOB NOT NULL UNIQUE, data BLOB NOT NU
 
 interface Write {
   run(): void;
+  /** Bytes it writes (for MAX_BATCH_BYTES). */
+  bytes: number;
+  /** A delete: a commit that ran one may give free pages back. */
+  deletes: boolean;
   resolve(): void;
   reject(error: unknown): void;
 }
@@ -95,6 +108,8 @@ export class StoreDb {
   #certificateDer = new Map<number, string>();
   #queue: Write[] = [];
   #scheduled = false;
+  /** close() was called: no more writes are taken. */
+  #closing = false;
   #closed = false;
 
   private constructor(db: DatabaseSync) {
@@ -105,7 +120,8 @@ export class StoreDb {
            content_type, certificate, signature, signed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       deleteManifest: db.prepare('DELETE FROM manifests WHERE key = ?'),
-      putChunk: db.prepare('INSERT OR IGNORE INTO chunks (digest, data) VALUES (?, ?)'),
+      // REPLACE: a row left behind by a failed delete (damaged, say) never outlives a new write.
+      putChunk: db.prepare('INSERT OR REPLACE INTO chunks (digest, data) VALUES (?, ?)'),
       getChunk: db.prepare('SELECT data FROM chunks WHERE digest = ?'),
       deleteChunk: db.prepare('DELETE FROM chunks WHERE digest = ?'),
       putCertificate: db.prepare('INSERT OR IGNORE INTO certificates (der) VALUES (?)'),
@@ -114,41 +130,63 @@ export class StoreDb {
   }
 
   /**
-   * Opens (or creates) the database in `dir`. A file SQLite cannot read as a database is moved
-   * aside to `index.db.damaged` and a new one started: the store then finds no manifests, and
-   * removes the chunk files as orphans. Returns whether that happened.
+   * Opens (or creates) the database in `dir`. A file SQLite cannot read as this store's database
+   * (damaged, or of another schema version) is moved aside to `index.db.damaged` and a new one
+   * started: the store then finds no manifests, and removes the chunk files as orphans.
    */
   static async open(dir: string, fsync: boolean): Promise<{ db: StoreDb; setAside: boolean }> {
     const path = join(dir, DB_FILE);
     try {
       return { db: StoreDb.#openAt(path, fsync), setAside: false };
     } catch (error) {
-      if (!isDamaged(error)) throw storageError(error);
-      await rename(path, `${path}.damaged`);
-      await Promise.all(['-wal', '-shm'].map((suffix) => rm(path + suffix, { force: true })));
-      return { db: StoreDb.#openAt(path, fsync), setAside: true };
+      if (!isDamaged(error)) throw openError(path, error);
+      await StoreDb.setAside(dir);
+      try {
+        return { db: StoreDb.#openAt(path, fsync), setAside: true };
+      } catch (again) {
+        throw openError(path, again);
+      }
     }
+  }
+
+  /** Moves the database's files aside (`index.db.damaged`), for a new one to be started. */
+  static async setAside(dir: string): Promise<void> {
+    const path = join(dir, DB_FILE);
+    await rename(path, `${path}.damaged`).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+    await Promise.all(['-wal', '-shm'].map((suffix) => rm(path + suffix, { force: true })));
   }
 
   static #openAt(path: string, fsync: boolean): StoreDb {
     const db = new DatabaseSync(path);
     try {
+      // Set before the first table, so they count only when the file is made:
+      // - 16 KiB pages: a 4 KiB page holds three rows of a 1 KiB chunk and wastes a quarter of
+      //   itself; a 16 KiB one holds fifteen;
+      // - incremental auto-vacuum: pages freed by deletes can be given back to the file system
+      //   (#vacuum), so evicting small objects frees disk, not only room in the file.
+      db.exec('PRAGMA page_size = 16384; PRAGMA auto_vacuum = INCREMENTAL;');
       // WAL: readers never wait for the writer, and a commit appends instead of rewriting pages.
       // NORMAL syncs only at checkpoints (a crash of the process loses nothing; power loss at most
-      // the last commits, never the database); FULL syncs every commit (store.fsync).
-      // journal_size_limit: the WAL file is cut back to 8 MiB after a checkpoint that grew it.
+      // the last commits, never the database); FULL syncs every commit (store.fsync). A checkpoint
+      // every 256 pages (4 MiB), and the WAL file cut back to 8 MiB after one that grew it.
       db.exec(
-        // 16 KiB pages: a 4 KiB page holds three rows of a 1 KiB chunk and wastes a quarter of itself;
-        // a 16 KiB one holds fifteen (the page size counts only when the file is made).
-        `PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${fsync ? 'FULL' : 'NORMAL'};` +
-          'PRAGMA journal_size_limit = 8388608;',
+        `PRAGMA journal_mode = WAL; PRAGMA synchronous = ${fsync ? 'FULL' : 'NORMAL'};` +
+          'PRAGMA wal_autocheckpoint = 256; PRAGMA journal_size_limit = 8388608;',
       );
+      const { user_version: version } = db.prepare('PRAGMA user_version').get() as { user_version: number };
+      const fresh = version === 0;
+      if (!fresh && version !== SCHEMA_VERSION) {
+        throw Object.assign(new Error(`schema version ${version}, not ${SCHEMA_VERSION}`), { errcode: 26 });
+      }
       db.exec(SCHEMA);
-      db.prepare('SELECT count(*) FROM certificates').get(); // reads a page: a damaged file fails here
+      if (fresh) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       return new StoreDb(db);
     } catch (error) {
       db.close();
-      throw error;
+      // A schema that is not this one (a table without a column this code reads) is damage too.
+      throw sqliteCode(error) === 1 ? Object.assign(error as Error, { errcode: 26 }) : error;
     }
   }
 
@@ -158,8 +196,12 @@ export class StoreDb {
     // Digests come out as hex from SQLite itself (a Buffer and a conversion each, otherwise); rows
     // as arrays (cheaper than objects, at a million rows).
     const statement = this.#db.prepare(
-      `SELECT key, size, chunk_size, lower(hex(chunks)), lower(hex(root)), created, expires, content_type,
-         certificate, signature, signed_by FROM manifests ORDER BY created`,
+      // A number past 2^53 in a row (a damaged or edited file) reads as NULL, and the row is dropped.
+      `SELECT key, CASE WHEN size ${SAFE} THEN size END, CASE WHEN chunk_size ${SAFE} THEN chunk_size END,
+         lower(hex(chunks)), lower(hex(root)), CASE WHEN created ${SAFE} THEN created END,
+         CASE WHEN expires ${SAFE} THEN expires WHEN expires IS NULL THEN NULL ELSE 'bad' END, content_type,
+         CASE WHEN certificate ${SAFE} THEN certificate WHEN certificate IS NULL THEN NULL ELSE 'bad' END,
+         signature, signed_by FROM manifests ORDER BY created`,
     );
     statement.setReturnArrays(true);
     for (const row of statement.iterate() as Iterable<ManifestRow>) {
@@ -173,6 +215,37 @@ export class StoreDb {
       } catch {
         // Left for the next start to find again.
       }
+    }
+  }
+
+  /** Forgets every manifest (before the manifest files of a store that went back a release are read again). */
+  clearManifests(): Promise<void> {
+    return this.#enqueue(() => this.#db.exec('DELETE FROM manifests'), 0, true);
+  }
+
+  /**
+   * Forgets certificates no manifest uses any more (a node's certificate is renewed; each kept
+   * certificate is about 800 bytes, read at every start). Only when there are more than a few.
+   */
+  pruneCertificates(): void {
+    if (this.#certificates.size <= 16) return;
+    this.#db.exec(
+      `DELETE FROM certificates WHERE id NOT IN
+         (SELECT DISTINCT certificate FROM manifests WHERE certificate IS NOT NULL)`,
+    );
+    this.#loadCertificates();
+  }
+
+  /**
+   * Gives the file system back what deletes freed: the WAL emptied, free pages cut off the end of
+   * the file. For a full disk; best effort (on a disk with no byte left, the WAL may not take it).
+   */
+  reclaim(): void {
+    try {
+      this.#db.exec('PRAGMA wal_checkpoint(TRUNCATE); PRAGMA incremental_vacuum;');
+      this.#db.exec('PRAGMA wal_checkpoint(TRUNCATE);');
+    } catch {
+      // Nothing more to give back now.
     }
   }
 
@@ -202,72 +275,125 @@ export class StoreDb {
         keepsText ? signature!.value : signatureValue,
         signature?.by ?? null,
       );
-    });
+    }, manifestRowBytes(manifest));
   }
 
   removeManifest(key: string): Promise<void> {
-    return this.#enqueue(() => this.#statements.deleteManifest.run(key));
+    return this.#enqueue(() => this.#statements.deleteManifest.run(key), DELETE_BYTES, true);
   }
 
   writeChunk(digest: string, data: Uint8Array): Promise<void> {
-    return this.#enqueue(() => this.#statements.putChunk.run(Buffer.from(digest, 'hex'), data));
+    return this.#enqueue(() => this.#statements.putChunk.run(Buffer.from(digest, 'hex'), data), data.length);
   }
 
-  /** The chunk's bytes if the database holds it (unverified, as a file read is). */
+  /**
+   * The chunk's bytes if the database holds it (unverified, as a file read is). A damaged page
+   * reads as no bytes at all: the caller's hash check then finds the chunk damaged and drops it.
+   */
   readChunk(digest: string): Buffer | undefined {
-    const row = this.#statements.getChunk.get(Buffer.from(digest, 'hex')) as { data: Uint8Array } | undefined;
+    let row: { data: Uint8Array } | undefined;
+    try {
+      row = this.#statements.getChunk.get(Buffer.from(digest, 'hex')) as { data: Uint8Array } | undefined;
+    } catch (error) {
+      if (isDamaged(error)) return Buffer.alloc(0);
+      throw error;
+    }
     return row ? Buffer.from(row.data.buffer, row.data.byteOffset, row.data.byteLength) : undefined;
   }
 
   /** Removes the chunk if the database holds it. */
   removeChunk(digest: string): Promise<void> {
-    return this.#enqueue(() => this.#statements.deleteChunk.run(Buffer.from(digest, 'hex')));
+    return this.#enqueue(
+      () => this.#statements.deleteChunk.run(Buffer.from(digest, 'hex')),
+      DELETE_BYTES,
+      true,
+    );
   }
 
   /** Resolves when every write queued so far has committed (or failed). */
   async idle(): Promise<void> {
-    await this.#enqueue(() => undefined).catch(() => undefined);
+    while (this.#queue.length > 0 || this.#scheduled) await new Promise(setImmediate);
   }
 
-  /** Commits what is queued and closes the database. */
+  /** Takes no more writes, commits what is queued, and closes the database. */
   async close(): Promise<void> {
+    this.#closing = true;
     await this.idle();
     if (this.#closed) return;
     this.#closed = true;
     this.#db.close();
   }
 
-  #enqueue(run: () => void): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error('the store database is closed'));
+  #enqueue(run: () => void, bytes = 0, deletes = false): Promise<void> {
+    if (this.#closing) return Promise.reject(new Error('the store database is closed'));
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ run, resolve, reject });
+      this.#queue.push({ run, bytes, deletes, resolve, reject });
       if (this.#scheduled) return;
       this.#scheduled = true;
       setImmediate(() => this.#commit());
     });
   }
 
-  /** Commits up to MAX_BATCH queued writes in one transaction; a failure fails each of them. */
+  /**
+   * Commits queued writes in one transaction, up to MAX_BATCH of them or about MAX_BATCH_BYTES; a
+   * failure fails each of them.
+   */
   #commit(): void {
-    const batch = this.#queue.splice(0, MAX_BATCH);
+    let n = 0;
+    for (let bytes = 0; n < this.#queue.length && n < MAX_BATCH && bytes < MAX_BATCH_BYTES; n++)
+      bytes += this.#queue[n]!.bytes;
+    const batch = this.#queue.splice(0, n);
     if (this.#queue.length > 0) setImmediate(() => this.#commit());
     else this.#scheduled = false;
+    if (this.#closed) {
+      for (const write of batch) write.reject(new Error('the store database is closed'));
+      return;
+    }
     try {
-      this.#db.exec('BEGIN IMMEDIATE');
       try {
-        for (const write of batch) write.run();
-        this.#db.exec('COMMIT');
+        this.#transaction(batch);
       } catch (error) {
-        if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-        throw error;
+        if (sqliteCode(error) !== 13) throw error;
+        // A full disk: the WAL could not grow. Checkpointed, it is written from its start again,
+        // in the room it already has: try once more.
+        this.#db.exec('PRAGMA wal_checkpoint(RESTART)');
+        this.#transaction(batch);
       }
     } catch (error) {
-      this.#loadCertificates(); // ids taken in the rolled-back transaction are gone
+      try {
+        this.#loadCertificates(); // ids taken in the rolled-back transaction are gone
+      } catch {
+        // The next batch fails the same way, and tries again.
+      }
       const failure = storageError(error);
       for (const write of batch) write.reject(failure);
       return;
     }
     for (const write of batch) write.resolve();
+    if (batch.some((write) => write.deletes)) this.#vacuum();
+  }
+
+  #transaction(batch: readonly Write[]): void {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const write of batch) write.run();
+      this.#db.exec('COMMIT');
+    } catch (error) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+
+  /** After deletes: past VACUUM_FREE_PAGES free pages, gives some back (256 pages, 4 MiB, at a time). */
+  #vacuum(): void {
+    try {
+      const { freelist_count: free } = this.#db.prepare('PRAGMA freelist_count').get() as {
+        freelist_count: number;
+      };
+      if (free > VACUUM_FREE_PAGES) this.#db.exec('PRAGMA incremental_vacuum(256)');
+    } catch {
+      // Left for the next commit that deletes.
+    }
   }
 
   #certificateId(certificate: string): number {
@@ -285,7 +411,8 @@ export class StoreDb {
   #loadCertificates(): void {
     this.#certificates = new Map();
     this.#certificateDer = new Map();
-    for (const row of this.#db.prepare('SELECT id, der FROM certificates').all() as {
+    const rows = this.#db.prepare(`SELECT id, der FROM certificates WHERE id ${SAFE}`).all();
+    for (const row of rows as {
       id: number;
       der: string;
     }[]) {
@@ -338,8 +465,11 @@ function sqliteCode(error: unknown): number | undefined {
   return typeof code === 'number' ? code & 0xff : undefined;
 }
 
-/** SQLITE_CORRUPT or SQLITE_NOTADB: the file is not a database SQLite can read. */
-function isDamaged(error: unknown): boolean {
+/**
+ * SQLITE_CORRUPT or SQLITE_NOTADB: the file is not a database SQLite can read (or not this store's:
+ * open marks another schema so).
+ */
+export function isDamaged(error: unknown): boolean {
   const code = sqliteCode(error);
   return code === 11 || code === 26;
 }
@@ -349,4 +479,13 @@ function storageError(error: unknown): unknown {
   return sqliteCode(error) === 13
     ? new InsufficientStorageError('the disk is full', { cause: error })
     : error;
+}
+
+/** An error opening the database, saying which file (SQLite's own message does not). */
+function openError(path: string, error: unknown): unknown {
+  const full = storageError(error);
+  if (full !== error) return full;
+  return new Error(`the store database ${path} cannot be opened: ${(error as Error).message}`, {
+    cause: error,
+  });
 }
