@@ -27,8 +27,12 @@ const DISK_FULL_SCAN = 4096;
 const DISK_FULL_FREE = 8 * 2 ** 20;
 /** How often a manifest removal that failed is tried again (after 1, 2, 4 ... 60 s). */
 const REMOVAL_RETRIES = 12;
-/** Chunks a scrub checks before it lets the event loop take a turn (one in the database is read at once). */
+/**
+ * A scrub lets the event loop take a turn after this many chunks or this many milliseconds, whichever
+ * comes first (a chunk in the database is read at once): requests wait at most about one slice.
+ */
 const SCRUB_SLICE = 128;
+const SCRUB_SLICE_MS = 2;
 
 export interface ObjectStoreOptions {
   dir: string;
@@ -467,13 +471,17 @@ export class ObjectStore {
   async scrub(): Promise<{ checked: number; corrupt: number }> {
     let checked = 0;
     let corrupt = 0;
+    let slice = performance.now();
     for (const digest of this.#ledger.digests()) {
       if (this.#closed) break; // the agent is stopping
       if (!this.#ledger.has(digest)) continue;
       if (!(await this.#verifyOnDisk(digest))) corrupt++;
       checked++;
       // A chunk in the database is read without leaving the event loop: let it take its turns.
-      if (checked % SCRUB_SLICE === 0) await new Promise(setImmediate);
+      if (checked % SCRUB_SLICE === 0 || performance.now() - slice > SCRUB_SLICE_MS) {
+        await new Promise(setImmediate);
+        slice = performance.now();
+      }
     }
     return { checked, corrupt };
   }
