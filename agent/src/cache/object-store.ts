@@ -28,11 +28,13 @@ const DISK_FULL_FREE = 8 * 2 ** 20;
 /** How often a manifest removal that failed is tried again (after 1, 2, 4 ... 60 s). */
 const REMOVAL_RETRIES = 12;
 /**
- * A scrub lets the event loop take a turn after this many chunks or this many milliseconds, whichever
- * comes first (a chunk in the database is read at once): requests wait at most about one slice.
+ * A scrub pauses after this many chunks or this many milliseconds of work, whichever comes first,
+ * for as long again (at least 1 ms): a chunk in the database is read without leaving the event loop,
+ * and the scrub is background work, so it takes at most about half of it, and a request waits at
+ * most about one slice.
  */
 const SCRUB_SLICE = 128;
-const SCRUB_SLICE_MS = 2;
+const SCRUB_SLICE_MS = 1;
 
 export interface ObjectStoreOptions {
   dir: string;
@@ -478,8 +480,9 @@ export class ObjectStore {
       if (!(await this.#verifyOnDisk(digest))) corrupt++;
       checked++;
       // A chunk in the database is read without leaving the event loop: let it take its turns.
-      if (checked % SCRUB_SLICE === 0 || performance.now() - slice > SCRUB_SLICE_MS) {
-        await new Promise(setImmediate);
+      const worked = performance.now() - slice;
+      if (checked % SCRUB_SLICE === 0 || worked > SCRUB_SLICE_MS) {
+        await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.round(worked))));
         slice = performance.now();
       }
     }
