@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SCAN_PARALLEL } from './chunk-files.ts';
 import { type Manifest, parseManifest } from './manifest.ts';
@@ -10,17 +10,38 @@ import { type Manifest, parseManifest } from './manifest.ts';
  */
 export class ManifestFiles {
   readonly #dir: string;
+  readonly #imported: string;
 
   constructor(dir: string) {
     this.#dir = join(dir, 'manifests');
+    this.#imported = join(dir, 'manifests.imported');
   }
 
   async exists(): Promise<boolean> {
     return (await stat(this.#dir).catch(() => undefined))?.isDirectory() ?? false;
   }
 
-  async removeAll(): Promise<void> {
-    await rm(this.#dir, { recursive: true, force: true });
+  /**
+   * Every file is in the database (committed): `manifests/` becomes `manifests.imported`, at once
+   * (a rename), so a start cut short while the files are removed never finds half of them and
+   * takes that half as the truth.
+   */
+  async markImported(): Promise<void> {
+    await rm(this.#imported, { recursive: true, force: true });
+    await rename(this.#dir, this.#imported);
+  }
+
+  /** The database they went into was set aside: they are to be read again. */
+  async restoreImported(): Promise<void> {
+    if (await this.exists()) return;
+    await rename(this.#imported, this.#dir).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+  }
+
+  /** Once the store has opened on the database they went into. */
+  async removeImported(): Promise<void> {
+    await rm(this.#imported, { recursive: true, force: true });
   }
 
   path(key: string): string {

@@ -776,6 +776,10 @@ describe('ObjectStore', () => {
       insert.run('huge-expiry', size, chunkSize, chunks, root, 1, huge, null);
       insert.run('huge-certificate', size, chunkSize, chunks, root, 1, null, huge);
       db.prepare('INSERT INTO certificates (id, der) VALUES (?, ?)').run(huge, 'QUJD');
+      // A BLOB column has no affinity: an integer there stays one.
+      db.prepare(
+        'INSERT INTO manifests (key, size, chunk_size, chunks, root, created, signature) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ).run('huge-signature', size, chunkSize, chunks, root, 1, huge);
     });
   });
 
@@ -914,5 +918,72 @@ describe('ObjectStore', () => {
     }
     await store.put('k', [data], { size: data.length });
     assert.deepEqual(await readAll(store, 'k'), data);
+  });
+
+  it('keeps a new certificate that a failed transaction inserted and rolled back, for the next write', async () => {
+    let n = 0;
+    const sign = () => ({ certificate: Buffer.from(`certificate ${n}`).toString('base64'), value: 'c2ln' });
+    const store = await open({ sign });
+    await store.put('first', [randomBytes(100)], { size: 100 });
+    n = 1; // a renewed certificate
+    const other = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      // Fails the next manifest write once, after its certificate's row went in, in the same transaction.
+      other.exec(`CREATE TABLE fail_once (x); INSERT INTO fail_once VALUES (1);
+        CREATE TRIGGER fail_once BEFORE INSERT ON manifests WHEN (SELECT count(*) FROM fail_once) > 0
+        BEGIN SELECT RAISE(ABORT, 'injected'); END;`);
+      await assert.rejects(store.put('second', [randomBytes(100)], { size: 100 }), /injected/);
+      other.exec('DELETE FROM fail_once');
+    } finally {
+      other.close();
+    }
+    const third = randomBytes(100);
+    await store.put('third', [third], { size: 100 });
+    await store.close();
+    const reopened = await open({ sign });
+    assert.deepEqual(reopened.keys().sort(), ['first', 'third']);
+    assert.deepEqual(await readAll(reopened, 'third'), third, 'its certificate was stored with it');
+  });
+
+  it('opens a store whose import finished but whose manifest files were not all removed yet', async () => {
+    const store = await open();
+    const data = randomBytes(300);
+    const m = await store.put('a', [data], { size: data.length });
+    await store.put('b', [randomBytes(300)], { size: 300 });
+    await store.close();
+    // A start cut short while it removed the imported files: some are left, under the imported name.
+    const leftover = join(dir, 'manifests.imported', 'ab');
+    await mkdir(leftover, { recursive: true });
+    await writeFile(join(leftover, 'x.json'), JSON.stringify(m));
+    const reopened = await open();
+    assert.deepEqual(reopened.keys().sort(), ['a', 'b'], 'nothing taken as the truth from a partial set');
+    assert.deepEqual(await readdir(dir).then((names) => names.filter((n) => n.startsWith('manifests'))), []);
+  });
+
+  it('checks the whole database at the next start after damage was met while running, and sets it aside', async () => {
+    const store = await open();
+    for (let i = 0; i < 300; i++) await store.put(`k/${i}`, [randomBytes(1000)], { size: 1000 });
+    const some = store.peek('k/1')!.chunks[0]!;
+    await store.close();
+    // Damage to the digest index only: a start reads the tables, not every index page.
+    const db = new DatabaseSync(join(dir, DB_FILE));
+    const { rootpage } = db
+      .prepare("SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_chunks_1'")
+      .get() as { rootpage: number };
+    db.close();
+    const file = await openFile(join(dir, DB_FILE), 'r+');
+    try {
+      await file.write(randomBytes(16384), 0, 16384, 16384 * (rootpage - 1));
+    } finally {
+      await file.close();
+    }
+    const running = await open();
+    assert.equal(running.keys().length, 300, 'not found at start');
+    await assert.rejects(running.readChunk(some), IntegrityError); // met while running: never served
+    await running.close();
+    const errors: unknown[] = [];
+    const next = await open({ onBackgroundError: (error) => errors.push(error) });
+    assert.match(String(errors[0]), /could not be read: moved to index\.db\.damaged/);
+    assert.deepEqual(next.keys(), []);
   });
 });

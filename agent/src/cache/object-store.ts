@@ -161,6 +161,9 @@ export class ObjectStore {
   /** #background's last report (performance.now()), and what it held back since. */
   #lastReport = -Infinity;
   #heldBack = 0;
+  #heldBackTimer: NodeJS.Timeout | undefined;
+  /** Timers of manifest removals to try again (#removeManifest), cleared by close(). */
+  readonly #retries = new Set<NodeJS.Timeout>();
 
   private constructor(opts: ObjectStoreOptions) {
     this.#opts = opts;
@@ -482,7 +485,8 @@ export class ObjectStore {
       // A chunk in the database is read without leaving the event loop: let it take its turns.
       const worked = performance.now() - slice;
       if (checked % SCRUB_SLICE === 0 || worked > SCRUB_SLICE_MS) {
-        await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.round(worked))));
+        // At most 10 ms: `worked` counts the wait for a file chunk's read too.
+        await new Promise((resolve) => setTimeout(resolve, Math.min(10, Math.max(1, Math.round(worked)))));
         slice = performance.now();
       }
     }
@@ -520,6 +524,9 @@ export class ObjectStore {
   /** Finishes background work and closes the database; the store is not to be used after. */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const timer of this.#retries) clearTimeout(timer);
+    this.#retries.clear();
+    clearTimeout(this.#heldBackTimer);
     await this.flush();
     await this.#db.close();
   }
@@ -670,7 +677,14 @@ export class ObjectStore {
       const retry = () => {
         this.#removeManifest(key, attempt + 1).catch((error) => this.#background(error));
       };
-      setTimeout(retry, Math.min(1000 * 2 ** attempt, 60_000)).unref();
+      const timer = setTimeout(
+        () => {
+          this.#retries.delete(timer);
+          retry();
+        },
+        Math.min(1000 * 2 ** attempt, 60_000),
+      ).unref();
+      this.#retries.add(timer);
     });
     return op;
   }
@@ -682,18 +696,28 @@ export class ObjectStore {
    */
   #background(error: unknown): void {
     const now = performance.now();
-    if (now - this.#lastReport < 1000) {
+    // A damaged database is said every time: it is rare, and it is what an operator must see.
+    if (now - this.#lastReport < 1000 && !isDamaged(error)) {
       this.#heldBack++;
+      // Said once the second is over, even if nothing else goes wrong after.
+      this.#heldBackTimer ??= setTimeout(() => {
+        this.#heldBackTimer = undefined;
+        this.#sayHeldBack();
+      }, 1000).unref();
       return;
     }
     this.#lastReport = now;
-    if (this.#heldBack > 0) {
-      this.#opts.onBackgroundError?.(
-        new Error(`${this.#heldBack} more background store errors, not reported one by one`),
-      );
-      this.#heldBack = 0;
-    }
+    this.#sayHeldBack();
     this.#opts.onBackgroundError?.(error);
+  }
+
+  #sayHeldBack(): void {
+    if (this.#heldBack === 0) return;
+    this.#opts.onBackgroundError?.(
+      new Error(`${this.#heldBack} more background store errors, not reported one by one`),
+    );
+    this.#heldBack = 0;
+    this.#lastReport = performance.now();
   }
 
   #releaseChunks(digests: readonly string[]): void {
@@ -744,6 +768,7 @@ export class ObjectStore {
     const { db, setAside } = await StoreDb.open(this.#opts.dir, this.#opts.fsync);
     this.#db = db;
     if (setAside) this.#saySetAside();
+    const legacy = new ManifestFiles(this.#opts.dir);
     try {
       await this.#load();
     } catch (error) {
@@ -751,6 +776,7 @@ export class ObjectStore {
       // A damaged page further into the file: the same as a file SQLite cannot read at all.
       await db.close().catch(() => undefined);
       await StoreDb.setAside(this.#opts.dir);
+      await legacy.restoreImported(); // manifest files read into that file are read again
       this.#objects.clear();
       this.#order.clear();
       this.#ledger.clear();
@@ -759,6 +785,7 @@ export class ObjectStore {
       this.#saySetAside();
       await this.#load();
     }
+    await legacy.removeImported();
   }
 
   #saySetAside(): void {
@@ -812,9 +839,18 @@ export class ObjectStore {
     // of objects deleted meanwhile (manifests/ goes only once every file is in).
     await this.#db.clearManifests();
     const writes: Promise<void>[] = [];
-    for await (const manifest of legacy.scan(this.#opts.isKey)) writes.push(this.#db.writeManifest(manifest));
-    await Promise.all(writes);
-    await legacy.removeAll();
+    let scanError: unknown;
+    try {
+      for await (const manifest of legacy.scan(this.#opts.isKey))
+        writes.push(this.#db.writeManifest(manifest));
+    } catch (error) {
+      scanError = error;
+    }
+    // Every write is awaited, whatever happened (none is left to reject unhandled).
+    const failed = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected');
+    if (scanError !== undefined) throw scanError as Error;
+    if (failed?.status === 'rejected') throw failed.reason as Error;
+    await legacy.markImported(); // removed once the store has opened (#recover)
   }
 
   #chunksIntact(manifest: Manifest, onDisk: Map<string, number>): boolean {

@@ -1,3 +1,4 @@
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
@@ -26,6 +27,8 @@ export function manifestRowBytes(manifest: Manifest): number {
   );
 }
 
+/** Beside the database: damage was met while running, and the next start checks the whole file. */
+const CHECK_SUFFIX = '.check';
 /** The database's file under the store's folder (SQLite adds `-wal` and `-shm` beside it). */
 export const DB_FILE = 'index.db';
 /** The most writes, and about the most bytes, committed in one transaction (it blocks the event loop). */
@@ -95,6 +98,7 @@ type ManifestRow = [
  */
 export class StoreDb {
   readonly #db: DatabaseSync;
+  readonly #path: string;
   readonly #statements: {
     putManifest: StatementSync;
     deleteManifest: StatementSync;
@@ -105,6 +109,8 @@ export class StoreDb {
   };
   /** Certificate ids by certificate (base64), as committed. */
   #certificates = new Map<string, number>();
+  /** Ids the open transaction gave new certificates: known only once it commits. */
+  readonly #newCertificates = new Map<string, number>();
   #certificateDer = new Map<number, string>();
   #queue: Write[] = [];
   #scheduled = false;
@@ -112,8 +118,9 @@ export class StoreDb {
   #closing = false;
   #closed = false;
 
-  private constructor(db: DatabaseSync) {
+  private constructor(db: DatabaseSync, path: string) {
     this.#db = db;
+    this.#path = path;
     this.#statements = {
       putManifest: db.prepare(
         `INSERT OR REPLACE INTO manifests (key, size, chunk_size, chunks, root, created, expires,
@@ -155,7 +162,7 @@ export class StoreDb {
     await rename(path, `${path}.damaged`).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== 'ENOENT') throw error;
     });
-    await Promise.all(['-wal', '-shm'].map((suffix) => rm(path + suffix, { force: true })));
+    await Promise.all(['-wal', '-shm', CHECK_SUFFIX].map((suffix) => rm(path + suffix, { force: true })));
   }
 
   static #openAt(path: string, fsync: boolean): StoreDb {
@@ -180,9 +187,15 @@ export class StoreDb {
       if (!fresh && version !== SCHEMA_VERSION) {
         throw Object.assign(new Error(`schema version ${version}, not ${SCHEMA_VERSION}`), { errcode: 26 });
       }
+      if (existsSync(path + CHECK_SUFFIX)) {
+        // Damage was met while running (#markDamaged): the whole file is checked once.
+        const { quick_check: result } = db.prepare('PRAGMA quick_check(1)').get() as { quick_check: string };
+        if (result !== 'ok') throw Object.assign(new Error(`quick_check: ${result}`), { errcode: 11 });
+        rmSync(path + CHECK_SUFFIX, { force: true });
+      }
       db.exec(SCHEMA);
       if (fresh) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-      return new StoreDb(db);
+      return new StoreDb(db, path);
     } catch (error) {
       db.close();
       // A schema that is not this one (a table without a column this code reads) is damage too.
@@ -201,7 +214,8 @@ export class StoreDb {
          lower(hex(chunks)), lower(hex(root)), CASE WHEN created ${SAFE} THEN created END,
          CASE WHEN expires ${SAFE} THEN expires WHEN expires IS NULL THEN NULL ELSE 'bad' END, content_type,
          CASE WHEN certificate ${SAFE} THEN certificate WHEN certificate IS NULL THEN NULL ELSE 'bad' END,
-         signature, signed_by FROM manifests ORDER BY created`,
+         CASE WHEN typeof(signature) IN ('blob', 'text', 'null') THEN signature ELSE 'bad' END, signed_by
+         FROM manifests ORDER BY created`,
     );
     statement.setReturnArrays(true);
     for (const row of statement.iterate() as Iterable<ManifestRow>) {
@@ -229,11 +243,16 @@ export class StoreDb {
    */
   pruneCertificates(): void {
     if (this.#certificates.size <= 16) return;
-    this.#db.exec(
-      `DELETE FROM certificates WHERE id NOT IN
-         (SELECT DISTINCT certificate FROM manifests WHERE certificate IS NOT NULL)`,
-    );
-    this.#loadCertificates();
+    try {
+      this.#db.exec(
+        `DELETE FROM certificates WHERE id NOT IN
+           (SELECT DISTINCT certificate FROM manifests WHERE certificate IS NOT NULL)`,
+      );
+      this.#loadCertificates();
+    } catch (error) {
+      if (isDamaged(error)) throw error;
+      // Best effort (a full disk, say): tried again at the next start.
+    }
   }
 
   /**
@@ -295,8 +314,9 @@ export class StoreDb {
     try {
       row = this.#statements.getChunk.get(Buffer.from(digest, 'hex')) as { data: Uint8Array } | undefined;
     } catch (error) {
-      if (isDamaged(error)) return Buffer.alloc(0);
-      throw error;
+      if (!isDamaged(error)) throw error;
+      this.#markDamaged();
+      return Buffer.alloc(0);
     }
     return row ? Buffer.from(row.data.buffer, row.data.byteOffset, row.data.byteLength) : undefined;
   }
@@ -360,11 +380,7 @@ export class StoreDb {
         this.#transaction(batch);
       }
     } catch (error) {
-      try {
-        this.#loadCertificates(); // ids taken in the rolled-back transaction are gone
-      } catch {
-        // The next batch fails the same way, and tries again.
-      }
+      if (isDamaged(error)) this.#markDamaged();
       const failure = storageError(error);
       for (const write of batch) write.reject(failure);
       return;
@@ -374,14 +390,21 @@ export class StoreDb {
   }
 
   #transaction(batch: readonly Write[]): void {
+    this.#newCertificates.clear();
     this.#db.exec('BEGIN IMMEDIATE');
     try {
       for (const write of batch) write.run();
       this.#db.exec('COMMIT');
     } catch (error) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      this.#newCertificates.clear(); // rolled back with the rest: a retry inserts them again
       throw error;
     }
+    for (const [certificate, id] of this.#newCertificates) {
+      this.#certificates.set(certificate, id);
+      this.#certificateDer.set(id, certificate);
+    }
+    this.#newCertificates.clear();
   }
 
   /** After deletes: past VACUUM_FREE_PAGES free pages, gives some back (256 pages, 4 MiB, at a time). */
@@ -396,15 +419,26 @@ export class StoreDb {
     }
   }
 
+  /**
+   * A damaged page was met while running: the next start checks the whole file (quick_check) and
+   * sets it aside if it fails, since a start reads only the tables' pages, not every index page.
+   */
+  #markDamaged(): void {
+    try {
+      writeFileSync(this.#path + CHECK_SUFFIX, '');
+    } catch {
+      // The check is a precaution; the damaged reads are dropped as damaged chunks meanwhile.
+    }
+  }
+
   #certificateId(certificate: string): number {
-    const known = this.#certificates.get(certificate);
+    const known = this.#certificates.get(certificate) ?? this.#newCertificates.get(certificate);
     if (known !== undefined) return known;
     this.#statements.putCertificate.run(certificate);
     const { id } = this.#db.prepare('SELECT id FROM certificates WHERE der = ?').get(certificate) as {
       id: number;
     };
-    this.#certificates.set(certificate, id);
-    this.#certificateDer.set(id, certificate);
+    this.#newCertificates.set(certificate, id);
     return id;
   }
 
