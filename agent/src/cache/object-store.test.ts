@@ -550,6 +550,16 @@ describe('ObjectStore', () => {
     assert.ok(await reopened.delete('small/0'));
     await reopened.flush();
     assert.equal(reopened.stats().chunks, 50, 'a deleted small object leaves nothing behind');
+    const db = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      assert.equal(
+        db.prepare('SELECT count(*) AS n FROM chunks').get()?.n,
+        49,
+        'nor its row in the database',
+      );
+    } finally {
+      db.close();
+    }
   });
 
   it("moves a store's manifest files, as stores before the database kept them, into the database", async () => {
