@@ -82,6 +82,18 @@ describe('ObjectStore', () => {
       ...overrides,
     });
 
+  /** Runs `use` on a connection of the test's own to the store's database, closed after. */
+  const withDb = <T>(use: (db: DatabaseSync) => T): T => {
+    const db = new DatabaseSync(join(dir, DB_FILE));
+    try {
+      return use(db);
+    } finally {
+      db.close();
+    }
+  };
+  /** Rows in `table` of the store's database. */
+  const rowsIn = (table: string) => withDb((db) => db.prepare(`SELECT count(*) AS n FROM ${table}`).get()?.n);
+
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-store-'));
     clock = new FakeClock();
@@ -359,8 +371,7 @@ describe('ObjectStore', () => {
     await mkdir(join(dir, 'chunks', digestOf(orphan).slice(0, 2)), { recursive: true });
     await writeFile(chunkFile(digestOf(orphan)), orphan); // an interrupted PUT's chunk, never committed
     await writeFile(join(dir, 'tmp', 'half-written'), 'partial');
-    const db = new DatabaseSync(join(dir, DB_FILE));
-    try {
+    withDb((db) => {
       // A manifest row that does not hold together, and a small chunk nothing references.
       const bad = { ...manifestColumns(r), key: 'bad-root', root: Buffer.alloc(32) };
       db.prepare(
@@ -370,9 +381,7 @@ describe('ObjectStore', () => {
         Buffer.from(digestOf(Buffer.from('orphan')), 'hex'),
         Buffer.from('orphan'),
       );
-    } finally {
-      db.close();
-    }
+    });
 
     const reopened = await open();
     assert.equal(reopened.lookup('truncated'), undefined, 'torn chunk found by its length at open');
@@ -385,19 +394,16 @@ describe('ObjectStore', () => {
     const left = (await files(join(dir, 'chunks'))).map((f) => f.split('/').at(-1));
     assert.deepEqual(left.sort(), [...new Set((reopened.lookup('good')?.chunks ?? []) as string[])].sort());
     assert.deepEqual(reopened.keys(), ['good']);
-    const rows = new DatabaseSync(join(dir, DB_FILE));
-    try {
-      assert.deepEqual(
-        rows
+    assert.deepEqual(
+      withDb((db) =>
+        db
           .prepare('SELECT key FROM manifests')
           .all()
           .map((row) => row.key),
-        ['good'],
-      );
-      assert.equal(rows.prepare('SELECT count(*) AS n FROM chunks').get()?.n, 0, 'the orphan is gone');
-    } finally {
-      rows.close();
-    }
+      ),
+      ['good'],
+    );
+    assert.equal(rowsIn('chunks'), 0, 'the orphan is gone');
     assert.equal(reopened.stats().chunkBytes, good.length);
   });
 
@@ -550,16 +556,7 @@ describe('ObjectStore', () => {
     assert.ok(await reopened.delete('small/0'));
     await reopened.flush();
     assert.equal(reopened.stats().chunks, 50, 'a deleted small object leaves nothing behind');
-    const db = new DatabaseSync(join(dir, DB_FILE));
-    try {
-      assert.equal(
-        db.prepare('SELECT count(*) AS n FROM chunks').get()?.n,
-        49,
-        'nor its row in the database',
-      );
-    } finally {
-      db.close();
-    }
+    assert.equal(rowsIn('chunks'), 49, 'nor its row in the database');
   });
 
   it("moves a store's manifest files, as stores before the database kept them, into the database", async () => {
@@ -669,22 +666,12 @@ describe('ObjectStore', () => {
     const data = randomBytes(500);
     const good = await store.put('good', [data], { size: data.length });
     await store.close();
-    const db = new DatabaseSync(join(dir, DB_FILE));
-    try {
-      add(db, { ...manifestColumns(good), root: Buffer.from(good.root, 'hex') });
-    } finally {
-      db.close();
-    }
+    withDb((db) => add(db, { ...manifestColumns(good), root: Buffer.from(good.root, 'hex') }));
     const reopened = await open();
     assert.deepEqual(reopened.keys(), ['good']);
     assert.deepEqual(await readAll(reopened, 'good'), data);
     await reopened.close();
-    const rows = new DatabaseSync(join(dir, DB_FILE));
-    try {
-      assert.equal(rows.prepare('SELECT count(*) AS n FROM manifests').get()?.n, 1, 'the bad rows are gone');
-    } finally {
-      rows.close();
-    }
+    assert.equal(rowsIn('manifests'), 1, 'the bad rows are gone');
   }
 
   it('drops manifest rows that hold anything malformed, whatever their types, and keeps the rest', async () => {
@@ -708,16 +695,13 @@ describe('ObjectStore', () => {
     for (let i = 0; i < 2000; i++) await store.put(`s/${i}`, [randomBytes(1000)], { size: 1000 });
     const victim = Buffer.from(store.peek('s/7')!.chunks[0]!, 'hex');
     await store.close();
-    const db = new DatabaseSync(join(dir, DB_FILE));
-    try {
+    withDb((db) => {
       const rotten = Buffer.from(
         (db.prepare('SELECT data FROM chunks WHERE digest = ?').get(victim) as { data: Uint8Array }).data,
       );
       rotten[10]! ^= 1;
       db.prepare('UPDATE chunks SET data = ? WHERE digest = ?').run(rotten, victim);
-    } finally {
-      db.close();
-    }
+    });
     const reopened = await open();
     let turns = 0;
     let scrubbing = true;
@@ -817,12 +801,7 @@ describe('ObjectStore', () => {
     for (let i = 0; i < 19; i++) await store.delete(`k/${i}`);
     await store.close();
     await (await open()).close();
-    const db = new DatabaseSync(join(dir, DB_FILE));
-    try {
-      assert.equal(db.prepare('SELECT count(*) AS n FROM certificates').get()?.n, 1, "only k/19's is kept");
-    } finally {
-      db.close();
-    }
+    assert.equal(rowsIn('certificates'), 1, "only k/19's is kept");
   });
 
   it('tries a manifest removal that failed again, so a deleted object does not come back at a restart', async () => {
@@ -916,16 +895,14 @@ describe('ObjectStore', () => {
     const store = await open();
     const data = randomBytes(700);
     // A row nothing references, with damaged bytes: what a removal that failed leaves behind.
-    const other = new DatabaseSync(join(dir, DB_FILE));
-    try {
+    withDb((db) => {
       const rotten = Buffer.from(data);
       rotten[0]! ^= 1;
-      other
-        .prepare('INSERT INTO chunks (digest, data) VALUES (?, ?)')
-        .run(Buffer.from(digestOf(data), 'hex'), rotten);
-    } finally {
-      other.close();
-    }
+      db.prepare('INSERT INTO chunks (digest, data) VALUES (?, ?)').run(
+        Buffer.from(digestOf(data), 'hex'),
+        rotten,
+      );
+    });
     await store.put('k', [data], { size: data.length });
     assert.deepEqual(await readAll(store, 'k'), data);
   });
@@ -976,11 +953,12 @@ describe('ObjectStore', () => {
     const some = store.peek('k/1')!.chunks[0]!;
     await store.close();
     // Damage to the digest index only: a start reads the tables, not every index page.
-    const db = new DatabaseSync(join(dir, DB_FILE));
-    const { rootpage } = db
-      .prepare("SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_chunks_1'")
-      .get() as { rootpage: number };
-    db.close();
+    const { rootpage } = withDb(
+      (db) =>
+        db.prepare("SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_chunks_1'").get() as {
+          rootpage: number;
+        },
+    );
     const file = await openFile(join(dir, DB_FILE), 'r+');
     try {
       await file.write(randomBytes(16384), 0, 16384, 16384 * (rootpage - 1));

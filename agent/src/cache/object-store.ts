@@ -674,13 +674,10 @@ export class ObjectStore {
     });
     op.catch(() => {
       if (this.#closed || attempt >= REMOVAL_RETRIES) return;
-      const retry = () => {
-        this.#removeManifest(key, attempt + 1).catch((error) => this.#background(error));
-      };
       const timer = setTimeout(
         () => {
           this.#retries.delete(timer);
-          retry();
+          this.#removeManifest(key, attempt + 1).catch((error) => this.#background(error));
         },
         Math.min(1000 * 2 ** attempt, 60_000),
       ).unref();
