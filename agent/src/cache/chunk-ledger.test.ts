@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ChunkLedger } from './chunk-ledger.ts';
+import { MAX_CHUNK_SIZE } from './chunking.ts';
 
 describe('ChunkLedger', () => {
   it('counts a chunk repeated in one object once, and forgets it with the last holder', () => {
@@ -65,5 +66,27 @@ describe('ChunkLedger', () => {
     assert.equal(ledger.bytes, 0);
     assert.deepEqual(ledger.release(['bad']), [], 'a release after the drop changes nothing');
     assert.throws(() => ledger.take(['never-stored']), /not stored/);
+  });
+
+  it('keeps sizes up to the largest chunk, many references and the verified bit apart in its packed entries', () => {
+    const ledger = new ChunkLedger();
+    const largest = MAX_CHUNK_SIZE;
+    ledger.stored('big', largest, false);
+    ledger.stored('one', 1, true);
+    for (let i = 0; i < 1000; i++) ledger.take('big'); // past what a small integer holds
+    assert.equal(ledger.refs('big'), 1000);
+    assert.equal(ledger.verified('big'), false);
+    ledger.markVerified('big');
+    ledger.markVerified('big');
+    assert.equal(ledger.verified('big'), true, 'set once, whatever the references');
+    assert.equal(ledger.refs('big'), 1000);
+    ledger.stored('big', largest, true); // a second writer: counted once, still verified
+    assert.equal(ledger.bytes, largest + 1);
+    for (let i = 0; i < 999; i++) assert.deepEqual(ledger.release('big'), []);
+    assert.deepEqual(ledger.release('big'), ['big']);
+    assert.equal(ledger.bytes, 1, 'its whole size left the count');
+    assert.equal(ledger.verified('one'), true);
+    assert.deepEqual(ledger.release('one'), ['one'], 'never taken: forgotten at the first release');
+    assert.equal(ledger.bytes, 0);
   });
 });

@@ -7,7 +7,11 @@
  * the caller removes its file.
  */
 export class ChunkLedger {
-  readonly #chunks = new Map<string, { size: number; refs: number; verified: boolean }>();
+  /**
+   * Each chunk's size, references and verified bit in one number (pack): a small integer V8 keeps
+   * in the map's slot, where an object of three fields cost 48 bytes more per chunk.
+   */
+  readonly #chunks = new Map<string, number>();
   /** Writes in flight, by digest. */
   readonly #writers = new Map<string, number>();
   #bytes = 0;
@@ -32,6 +36,11 @@ export class ChunkLedger {
     return this.#chunks.has(digest);
   }
 
+  /** Whether a write of `digest` is under way. */
+  writing(digest: string): boolean {
+    return this.#writers.has(digest);
+  }
+
   /** A snapshot of the digests known. */
   digests(): string[] {
     return [...this.#chunks.keys()];
@@ -54,31 +63,32 @@ export class ChunkLedger {
    */
   stored(digest: string, size: number, verified: boolean): void {
     const known = this.#chunks.get(digest);
-    if (known) {
-      known.verified ||= verified;
+    if (known !== undefined) {
+      if (verified && !isVerified(known)) this.#chunks.set(digest, known + 1);
       return;
     }
-    this.#chunks.set(digest, { size, refs: 0, verified });
+    this.#chunks.set(digest, pack(size, 0, verified));
     this.#bytes += size;
   }
 
   /** Whether the chunk's file was hashed in this process (when written, or read back since). */
   verified(digest: string): boolean {
-    return this.#chunks.get(digest)?.verified ?? false;
+    const chunk = this.#chunks.get(digest);
+    return chunk !== undefined && isVerified(chunk);
   }
 
   /** The chunk's file was read back and hashed to its digest. */
   markVerified(digest: string): void {
     const chunk = this.#chunks.get(digest);
-    if (chunk) chunk.verified = true;
+    if (chunk !== undefined && !isVerified(chunk)) this.#chunks.set(digest, chunk + 1);
   }
 
   /** One more holder (an object, or a lease) of each distinct digest; each must be known. */
-  take(digests: readonly string[]): void {
+  take(digests: readonly string[] | string): void {
     for (const digest of distinct(digests)) {
       const chunk = this.#chunks.get(digest);
-      if (!chunk) throw new Error(`chunk ${digest} is not stored`);
-      chunk.refs++;
+      if (chunk === undefined) throw new Error(`chunk ${digest} is not stored`);
+      this.#chunks.set(digest, chunk + REF);
     }
   }
 
@@ -86,11 +96,13 @@ export class ChunkLedger {
    * One holder fewer of each distinct digest. Returns the chunks nobody holds or writes any more,
    * now forgotten (their files are the caller's to remove).
    */
-  release(digests: readonly string[]): string[] {
+  release(digests: readonly string[] | string): string[] {
     const gone: string[] = [];
     for (const digest of distinct(digests)) {
-      const chunk = this.#chunks.get(digest);
-      if (!chunk || --chunk.refs > 0) continue;
+      let chunk = this.#chunks.get(digest);
+      if (chunk === undefined) continue;
+      if (refsOf(chunk) > 0) this.#chunks.set(digest, (chunk -= REF));
+      if (refsOf(chunk) > 0) continue;
       // Another write of the same chunk is under way: its writer takes a reference, or forgets it.
       if (this.#writers.has(digest)) continue;
       this.#forget(digest, chunk);
@@ -105,7 +117,7 @@ export class ChunkLedger {
    */
   abandon(digest: string): boolean {
     const chunk = this.#chunks.get(digest);
-    if (!chunk || chunk.refs > 0 || this.#writers.has(digest)) return false;
+    if (chunk === undefined || refsOf(chunk) > 0 || this.#writers.has(digest)) return false;
     this.#forget(digest, chunk);
     return true;
   }
@@ -113,23 +125,34 @@ export class ChunkLedger {
   /** Forgets `digest` whoever holds it (its bytes are bad); false when it was not known. */
   drop(digest: string): boolean {
     const chunk = this.#chunks.get(digest);
-    if (!chunk) return false;
+    if (chunk === undefined) return false;
     this.#forget(digest, chunk);
     return true;
   }
 
   /** References to `digest` (for tests and checks). */
   refs(digest: string): number {
-    return this.#chunks.get(digest)?.refs ?? 0;
+    const chunk = this.#chunks.get(digest);
+    return chunk === undefined ? 0 : refsOf(chunk);
   }
 
-  #forget(digest: string, chunk: { size: number }): void {
+  #forget(digest: string, chunk: number): void {
     this.#chunks.delete(digest);
-    this.#bytes -= chunk.size;
+    this.#bytes -= sizeOf(chunk);
   }
 }
 
+/**
+ * A chunk's entry: bit 0 verified, bits 1-27 its size (at most MAX_CHUNK_SIZE, 2^26), references
+ * from REF up. Up to 7 references it is a small integer; past that a double, exact to 2^53.
+ */
+const REF = 2 ** 28;
+const pack = (size: number, refs: number, verified: boolean) => refs * REF + size * 2 + (verified ? 1 : 0);
+const refsOf = (chunk: number) => Math.floor(chunk / REF);
+const sizeOf = (chunk: number) => Math.floor((chunk % REF) / 2);
+const isVerified = (chunk: number) => chunk % 2 === 1;
+
 /** The digests, each once (most objects have one chunk: no Set made for them). */
-function distinct(digests: readonly string[]): Iterable<string> {
-  return digests.length < 2 ? digests : new Set(digests);
+function distinct(digests: readonly string[] | string): Iterable<string> {
+  return typeof digests === 'string' ? [digests] : digests.length < 2 ? digests : new Set(digests);
 }

@@ -668,6 +668,8 @@ describe('ObjectStore', () => {
     await store.close();
     withDb((db) => add(db, { ...manifestColumns(good), root: Buffer.from(good.root, 'hex') }));
     const reopened = await open();
+    // A start checks what the index relies on; the rest of a row, when the object is first read.
+    for (const key of reopened.keys()) reopened.peek(key);
     assert.deepEqual(reopened.keys(), ['good']);
     assert.deepEqual(await readAll(reopened, 'good'), data);
     await reopened.close();
@@ -777,6 +779,41 @@ describe('ObjectStore', () => {
     });
   });
 
+  it('reads a manifest from its database when the object is read, and drops an object whose row changed under it', async () => {
+    const store = await open();
+    const kept = randomBytes(700);
+    const edited = randomBytes(800);
+    const gone = randomBytes(900);
+    const k = await store.put('kept', [kept], { size: kept.length, contentType: 'text/plain' });
+    await store.put('edited', [edited], { size: edited.length });
+    await store.put('gone', [gone], { size: gone.length });
+    await store.close();
+    const reopened = await open();
+    assert.deepEqual(reopened.keys().sort(), ['edited', 'gone', 'kept']);
+    withDb((db) => {
+      // After the start: another object's chunks, under a root that matches them (a row that holds
+      // together, but not what the index holds), and a row removed.
+      const { size, chunkSize, chunks } = manifestColumns(k);
+      db.prepare('UPDATE manifests SET size = ?, chunk_size = ?, chunks = ?, root = ? WHERE key = ?').run(
+        size,
+        chunkSize,
+        chunks,
+        Buffer.from(k.root, 'hex'),
+        'edited',
+      );
+      db.prepare("DELETE FROM manifests WHERE key = 'gone'").run();
+    });
+    assert.equal(reopened.lookup('kept')?.contentType, 'text/plain', 'read from the database, whole');
+    assert.deepEqual(await readAll(reopened, 'kept'), kept);
+    assert.equal(reopened.lookup('edited'), undefined, 'never another object under its key');
+    assert.equal(reopened.openRead('gone'), undefined);
+    assert.deepEqual(removed.sort(), ['edited:corrupt', 'gone:corrupt']);
+    assert.deepEqual(reopened.keys(), ['kept']);
+    await reopened.flush();
+    assert.equal(reopened.stats().chunkBytes, kept.length, "the dropped objects' chunks went");
+    await reopened.close();
+  });
+
   it("takes a store's manifest files as the truth when they come back (a rollback, then forward again)", async () => {
     const store = await open();
     const [a, b] = [randomBytes(300), randomBytes(300)];
@@ -868,8 +905,10 @@ describe('ObjectStore', () => {
       await store.put('after', [data], { size: data.length });
       assert.deepEqual(await readAll(store, 'after'), data, 'room again: writes are taken');
       await store.close();
-      // Evictions whose rows the full disk kept may come back at a restart: whole, as copies.
+      // Evictions whose rows the full disk kept may come back at a restart: whole, as copies. One
+      // whose chunk row went is found by the scrub (the agent's, at start) or its first read.
       const reopened = await open({ dir: join(dir, 'store') });
+      await reopened.scrub();
       for (const key of reopened
         .keys()
         .filter((k) => k.startsWith('s/'))
@@ -949,8 +988,11 @@ describe('ObjectStore', () => {
 
   it('checks the whole database at the next start after damage was met while running, and sets it aside', async () => {
     const store = await open();
-    for (let i = 0; i < 300; i++) await store.put(`k/${i}`, [randomBytes(1000)], { size: 1000 });
-    const some = store.peek('k/1')!.chunks[0]!;
+    // Objects of two chunks, the second small (kept in the database): a start looks a one-chunk
+    // object's chunk up by digest, but not these.
+    const size = 4 * MiB + 1000;
+    for (let i = 0; i < 3; i++) await store.put(`k/${i}`, [randomBytes(size)], { size });
+    const some = store.peek('k/1')!.chunks[1]!;
     await store.close();
     // Damage to the digest index only: a start reads the tables, not every index page.
     const { rootpage } = withDb(
@@ -966,7 +1008,7 @@ describe('ObjectStore', () => {
       await file.close();
     }
     const running = await open();
-    assert.equal(running.keys().length, 300, 'not found at start');
+    assert.equal(running.keys().length, 3, 'not found at start');
     await assert.rejects(running.readChunk(some), IntegrityError); // met while running: never served
     await running.close();
     const errors: unknown[] = [];

@@ -1,7 +1,7 @@
 import type { Clock } from '../time/clock.ts';
 import { ChunkFiles } from './chunk-files.ts';
 import { cutChunks } from './chunker.ts';
-import { chunkSizeFor, digestOf, rootDigest } from './chunking.ts';
+import { chunkLength, chunkSizeFor, digestOf, rootDigest } from './chunking.ts';
 import {
   InsufficientStorageError,
   IntegrityError,
@@ -12,10 +12,17 @@ import {
 } from './errors.ts';
 import { ChunkLedger } from './chunk-ledger.ts';
 import { HotTier } from './hot-tier.ts';
-import { type Manifest, type NodeSignature, manifestChunkLength } from './manifest.ts';
+import { type Manifest, type NodeSignature } from './manifest.ts';
 import { ManifestFiles } from './manifest-files.ts';
-import { Sieve } from './sieve.ts';
-import { DB_FILE, isDamaged, manifestRowBytes, PACKED_CHUNK_BYTES, StoreDb } from './store-db.ts';
+import { Sieve, type SieveNode } from './sieve.ts';
+import {
+  DB_FILE,
+  type IndexRow,
+  isDamaged,
+  manifestRowBytes,
+  PACKED_CHUNK_BYTES,
+  StoreDb,
+} from './store-db.ts';
 
 /** How far eviction looks for a cached copy before it takes an owned one (each look places a key). */
 const CACHED_VICTIM_SCAN = 256;
@@ -35,6 +42,16 @@ const REMOVAL_RETRIES = 12;
  */
 const SCRUB_SLICE = 128;
 const SCRUB_SLICE_MS = 1;
+/**
+ * Manifests read lately, kept parsed (#manifestOf): a hit reads its manifest from the database
+ * (a point lookup and the checks, about 10 us) only when it is not among them. At most this many,
+ * and this many chunk digests in all (a 64 GiB object lists 1,024; the digests of a full set take
+ * about 6 MB).
+ */
+const RECENT_MANIFESTS = 4096;
+const RECENT_DIGESTS = 65_536;
+/** Chunk rows the start's orphan pass looks at per event-loop turn. */
+const ORPHAN_PAGE = 512;
 
 export interface ObjectStoreOptions {
   dir: string;
@@ -107,11 +124,18 @@ export interface ObjectHandle {
   release(): void;
 }
 
-interface ObjectEntry {
-  manifest: Manifest;
-  pins: number;
-  /** Out of the index; chunk references are released by the last unpin. */
-  dropped: boolean;
+/**
+ * One object in the index: what eviction, the byte limit, expiry and the chunk references need, and
+ * no more (a store may hold millions). The manifest stays in the database, read when the object is
+ * (#manifestOf). The entry is also its own SIEVE node.
+ */
+interface ObjectEntry extends SieveNode<ObjectEntry> {
+  readonly key: string;
+  /** The chunks' digests: one string for a one-chunk object (most), else the list. */
+  readonly chunks: string | readonly string[];
+  /** What its manifest's row counts in the byte limit (manifestRowBytes). */
+  readonly rowBytes: number;
+  readonly expiresAtMs: number | undefined;
 }
 
 /** Chunks held for a write in progress (an upload or a fetch from peers) until it commits or aborts. */
@@ -146,10 +170,19 @@ export class ObjectStore {
   #db!: StoreDb;
   readonly #hot: HotTier;
   readonly #objects = new Map<string, ObjectEntry>();
-  /** Who holds each chunk (objects, leases) and which are being written: chunk-ledger.ts. */
+  /** Who holds each chunk (objects, leases, readers) and which are being written: chunk-ledger.ts. */
   readonly #ledger = new ChunkLedger();
+  /** Open readers per object (openRead): a pinned object is not evicted. */
+  readonly #pins = new Map<ObjectEntry, number>();
+  /** Manifests read lately, by key (RECENT_MANIFESTS, oldest first), and their digests' count. */
+  readonly #recent = new Map<string, Manifest>();
+  #recentDigests = 0;
+  /** Keys whose new version's manifest is being committed (#manifestOf). */
+  readonly #committing = new Set<string>();
+  /** The start's pass over the database's chunks for orphans (#sweepOrphans). */
+  #sweeping: Promise<void> = Promise.resolve();
 
-  readonly #order = new Sieve<string>();
+  readonly #order = new Sieve<ObjectEntry>();
   /** Chunk file removals in flight: a new write of the same digest waits for them. */
   readonly #removals = new Map<string, Promise<void>>();
   /** Per-key chain of manifest file operations, so they land in the order they were decided. */
@@ -199,34 +232,49 @@ export class ObjectStore {
   lookup(key: string): Manifest | undefined {
     const entry = this.#objects.get(key);
     if (!entry) return undefined;
-    const expires = entry.manifest.expiresAtMs;
+    const expires = entry.expiresAtMs;
     if (expires !== undefined && expires <= this.#opts.clock.now()) {
       this.#drop(key, 'expired');
       return undefined;
     }
-    this.#order.touch(key);
-    return entry.manifest;
+    entry.visited = true;
+    return this.#manifestOf(entry);
   }
 
   /** The live manifest for `key`, without counting a use (for bookkeeping passes, not reads). */
   peek(key: string): Manifest | undefined {
-    const manifest = this.#objects.get(key)?.manifest;
-    const expires = manifest?.expiresAtMs;
-    return expires !== undefined && expires <= this.#opts.clock.now() ? undefined : manifest;
+    const entry = this.#objects.get(key);
+    return entry && this.#live(entry) ? this.#manifestOf(entry) : undefined;
   }
 
-  /** Pins `key` for reading; undefined when absent or expired. */
+  /** Whether `key` is held and live, without reading its manifest or counting a use. */
+  holds(key: string): boolean {
+    const entry = this.#objects.get(key);
+    return entry !== undefined && this.#live(entry);
+  }
+
+  /**
+   * Pins `key` for reading; undefined when absent or expired. The reader holds the object's chunks
+   * until it releases them, even if the object is deleted or replaced meanwhile.
+   */
   openRead(key: string): ObjectHandle | undefined {
-    if (!this.lookup(key)) return undefined;
-    const entry = this.#objects.get(key)!;
-    entry.pins++;
+    const manifest = this.lookup(key);
+    if (!manifest) return undefined;
+    const entry = this.#objects.get(key);
+    this.#ledger.take(manifest.chunks);
+    if (entry) this.#pins.set(entry, (this.#pins.get(entry) ?? 0) + 1);
     let released = false;
     return {
-      manifest: entry.manifest,
+      manifest,
       release: () => {
         if (released) return;
         released = true;
-        if (--entry.pins === 0 && entry.dropped) this.#releaseChunks(entry.manifest.chunks);
+        if (entry) {
+          const left = this.#pins.get(entry)! - 1;
+          if (left > 0) this.#pins.set(entry, left);
+          else this.#pins.delete(entry);
+        }
+        this.#releaseChunks(manifest.chunks);
       },
     };
   }
@@ -411,11 +459,11 @@ export class ObjectStore {
     }
     const now = this.#opts.clock.now();
     // A version made here is newer than the one held, even when that one's clock ran ahead.
-    const createdAtMs =
-      fields.createdAtMs ?? Math.max(now, (this.#objects.get(fields.key)?.manifest.createdAtMs ?? -1) + 1);
+    const heldEntry = this.#objects.get(fields.key);
+    const held = heldEntry && this.#manifestOf(heldEntry);
+    const createdAtMs = fields.createdAtMs ?? Math.max(now, (held?.createdAtMs ?? -1) + 1);
     const purgedAt = this.#opts.purgedAt?.(fields.key);
     if (purgedAt !== undefined && createdAtMs <= purgedAt) throw new ObjectPurgedError(fields.key, purgedAt);
-    const held = this.#objects.get(fields.key)?.manifest;
     if (held && held.createdAtMs > createdAtMs)
       throw new StaleVersionError(
         `${fields.key}: a version made at ${createdAtMs} is older than the one held (${held.createdAtMs})`,
@@ -437,11 +485,15 @@ export class ObjectStore {
     await this.#manifestOp(manifest.key, async () => {
       const rowBytes = manifestRowBytes(manifest);
       this.#reserve(rowBytes);
+      this.#committing.add(manifest.key);
       try {
         await this.#makingRoom(0, () => this.#db.writeManifest(manifest));
         if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
-        this.#index(manifest);
+        const chunks = manifest.chunks.length === 1 ? manifest.chunks[0]! : manifest.chunks;
+        this.#index(manifest.key, chunks, rowBytes, manifest.expiresAtMs);
+        this.#remember(manifest);
       } finally {
+        this.#committing.delete(manifest.key);
         this.#reserved -= rowBytes;
       }
     });
@@ -463,8 +515,8 @@ export class ObjectStore {
   sweepExpired(): number {
     const now = this.#opts.clock.now();
     let n = 0;
-    for (const [key, { manifest }] of this.#objects) {
-      if (manifest.expiresAtMs !== undefined && manifest.expiresAtMs <= now) {
+    for (const [key, { expiresAtMs }] of this.#objects) {
+      if (expiresAtMs !== undefined && expiresAtMs <= now) {
         this.#drop(key, 'expired');
         n++;
       }
@@ -517,6 +569,7 @@ export class ObjectStore {
 
   /** Waits for background file operations to finish. */
   async flush(): Promise<void> {
+    await this.#sweeping;
     await Promise.all([...this.#manifestOps.values(), ...this.#removals.values()]);
     await this.#db.idle();
   }
@@ -594,12 +647,12 @@ export class ObjectStore {
       const isOwned = this.#opts.isOwned;
       // Only cached copies: an owned one is one of the mesh's R copies, and once the disk has room
       // again nothing would bring it back.
-      const cached = (key: string) => this.#objects.get(key)?.pins === 0 && !isOwned?.(key);
+      const cached = (entry: ObjectEntry) => !this.#pins.has(entry) && !isOwned?.(entry.key);
       while (this.#ledger.bytes > target) {
         // Bounded: each look places a key; past DISK_FULL_SCAN entries the write gives up (507).
         const victim = this.#order.evict(cached, DISK_FULL_SCAN);
         if (victim === undefined) break;
-        this.#drop(victim, 'evicted');
+        this.#drop(victim.key, 'evicted');
         evicted++;
       }
       if (evicted === 0) throw error;
@@ -618,14 +671,14 @@ export class ObjectStore {
    * cached one is among the next CACHED_VICTIM_SCAN entries the hand would look at.
    */
   #victim(): string | undefined {
-    const unpinned = (key: string) => this.#objects.get(key)?.pins === 0;
+    const unpinned = (entry: ObjectEntry) => !this.#pins.has(entry);
     const isOwned = this.#opts.isOwned;
     const cached = isOwned
-      ? this.#order.find((key) => unpinned(key) && !isOwned(key), CACHED_VICTIM_SCAN)
+      ? this.#order.find((entry) => unpinned(entry) && !isOwned(entry.key), CACHED_VICTIM_SCAN)
       : undefined;
-    if (cached === undefined) return this.#order.evict(unpinned);
+    if (cached === undefined) return this.#order.evict(unpinned)?.key;
     this.#order.delete(cached);
-    return cached;
+    return cached.key;
   }
 
   /** Makes room for `bytes` more by evicting unpinned objects; throws when it cannot. */
@@ -643,22 +696,81 @@ export class ObjectStore {
     this.#reserved += bytes;
   }
 
-  #index(manifest: Manifest): void {
-    this.#objects.set(manifest.key, { manifest, pins: 0, dropped: false });
-    this.#indexBytes += manifestRowBytes(manifest);
-    this.#order.insert(manifest.key);
-    this.#ledger.take(manifest.chunks);
+  #index(
+    key: string,
+    chunks: string | readonly string[],
+    rowBytes: number,
+    expiresAtMs: number | undefined,
+  ): void {
+    // Always the same fields in the same order: one shape for every entry.
+    const entry: ObjectEntry = {
+      key,
+      chunks,
+      rowBytes,
+      expiresAtMs,
+      visited: false,
+      prev: undefined,
+      next: undefined,
+    };
+    this.#objects.set(key, entry);
+    this.#indexBytes += rowBytes;
+    this.#order.insert(entry);
+    this.#ledger.take(chunks);
   }
 
-  /** Takes `key` out of the index now; files and chunk references follow. */
+  #live(entry: ObjectEntry): boolean {
+    return entry.expiresAtMs === undefined || entry.expiresAtMs > this.#opts.clock.now();
+  }
+
+  /**
+   * The object's manifest: among those read lately, else read from the database and checked whole.
+   * A row that is gone, does not hold together, or names other chunks than the index does is
+   * damage (a page, an edit): the object is dropped, as one with a damaged chunk is.
+   */
+  #manifestOf(entry: ObjectEntry): Manifest | undefined {
+    const recent = this.#recent.get(entry.key);
+    if (recent) return recent;
+    const manifest = this.#db.readManifest(entry.key, this.#opts.isKey);
+    if (manifest && sameChunks(manifest.chunks, entry.chunks) && manifest.expiresAtMs === entry.expiresAtMs) {
+      this.#remember(manifest);
+      return manifest;
+    }
+    // A new version committed a moment ago, indexed once its commit's turn ends: it is the object
+    // now (its chunks are held by its writer until then).
+    if (manifest && this.#committing.has(entry.key)) return manifest;
+    this.#background(new Error(`${entry.key}: its manifest in the store's database is damaged; dropped`));
+    this.#drop(entry.key, 'corrupt');
+    return undefined;
+  }
+
+  #remember(manifest: Manifest): void {
+    this.#forgetRecent(manifest.key);
+    this.#recent.set(manifest.key, manifest);
+    this.#recentDigests += manifest.chunks.length;
+    for (const [oldest, { chunks }] of this.#recent) {
+      if (this.#recent.size <= RECENT_MANIFESTS && this.#recentDigests <= RECENT_DIGESTS) break;
+      this.#recent.delete(oldest);
+      this.#recentDigests -= chunks.length;
+    }
+  }
+
+  /** Out of the manifests read lately (dropped or replaced). */
+  #forgetRecent(key: string): void {
+    const known = this.#recent.get(key);
+    if (!known) return;
+    this.#recent.delete(key);
+    this.#recentDigests -= known.chunks.length;
+  }
+
+  /** Takes `key` out of the index now; its row and chunk references follow (readers keep theirs). */
   #drop(key: string, reason: RemovalReason, removeFile = true): void {
     const entry = this.#objects.get(key);
     if (!entry) return;
     this.#objects.delete(key);
-    this.#indexBytes -= manifestRowBytes(entry.manifest);
-    this.#order.delete(key);
-    entry.dropped = true;
-    if (entry.pins === 0) this.#releaseChunks(entry.manifest.chunks);
+    this.#forgetRecent(key);
+    this.#indexBytes -= entry.rowBytes;
+    this.#order.delete(entry);
+    this.#releaseChunks(entry.chunks);
     if (removeFile) this.#removeManifest(key).catch((error) => this.#background(error));
     this.#opts.onRemoved?.(key, reason);
   }
@@ -717,7 +829,7 @@ export class ObjectStore {
     this.#lastReport = performance.now();
   }
 
-  #releaseChunks(digests: readonly string[]): void {
+  #releaseChunks(digests: string | readonly string[]): void {
     for (const digest of this.#ledger.release(digests)) this.#removeChunk(digest);
   }
 
@@ -738,8 +850,9 @@ export class ObjectStore {
 
   #dropCorrupt(digest: string): void {
     this.#opts.onCorruptChunk?.(digest);
-    for (const [key, { manifest }] of this.#objects) {
-      if (manifest.chunks.includes(digest)) this.#drop(key, 'corrupt');
+    for (const [key, { chunks }] of this.#objects) {
+      if (chunks === digest || (typeof chunks !== 'string' && chunks.includes(digest)))
+        this.#drop(key, 'corrupt');
     }
     // Leases or pinned readers may still reference it: the bytes are bad, so forget them anyway.
     if (this.#ledger.drop(digest)) this.#removeChunk(digest);
@@ -775,6 +888,8 @@ export class ObjectStore {
       await StoreDb.setAside(this.#opts.dir);
       await legacy.restoreImported(); // manifest files read into that file are read again
       this.#objects.clear();
+      this.#recent.clear();
+      this.#recentDigests = 0;
       this.#order.clear();
       this.#ledger.clear();
       this.#indexBytes = 0;
@@ -783,6 +898,7 @@ export class ObjectStore {
       await this.#load();
     }
     await legacy.removeImported();
+    this.#sweeping = this.#sweepOrphans();
   }
 
   #saySetAside(): void {
@@ -791,33 +907,38 @@ export class ObjectStore {
     );
   }
 
-  /** Builds the index from the database and the chunk files (#recover). */
+  /**
+   * Builds the index from the database and the chunk files (#recover): one pass over the manifests'
+   * rows, keeping what the index needs (IndexRow), not the manifests. A chunk kept as a file must be
+   * there at its length; one kept in the database is checked when read, and by the scrub.
+   */
   async #load(): Promise<void> {
     const db = this.#db;
     await this.#importManifestFiles();
     db.pruneCertificates();
-    const onDisk = new Map<string, number>();
-    for (const { digest, size } of db.chunks()) onDisk.set(digest, size);
-    for await (const { digest, size } of this.#files.scan()) onDisk.set(digest, size);
-    const found = [...onDisk.keys()]; // #chunksIntact takes chunks of the wrong length out of onDisk
+    const files = new Map<string, number>();
+    for await (const { digest, size } of this.#files.scan()) files.set(digest, size);
+    const found = [...files.keys()]; // #chunksIntact takes files of the wrong length out of `files`
     const now = this.#opts.clock.now();
     const removals: Promise<unknown>[] = [];
-    // Oldest first, so the newest ends nearest SIEVE's head; each is indexed as it comes (holding
-    // them all first doubled the heap at a restart with many objects).
-    for (const manifest of db.manifests(this.#opts.isKey)) {
-      const live = manifest.expiresAtMs === undefined || manifest.expiresAtMs > now;
+    // Oldest first, so the newest ends nearest SIEVE's head.
+    for (const row of db.index(this.#opts.isKey)) {
+      const live = row.expiresAtMs === undefined || row.expiresAtMs > now;
       // Purged while its removal could not be written (a full disk): not brought back.
-      const purged = (this.#opts.purgedAt?.(manifest.key) ?? -Infinity) >= manifest.createdAtMs;
-      if (!live || purged || !this.#chunksIntact(manifest, onDisk)) {
-        removals.push(db.removeManifest(manifest.key));
+      const purged = (this.#opts.purgedAt?.(row.key) ?? -Infinity) >= row.createdAtMs;
+      if (!live || purged || !this.#chunksIntact(row, files)) {
+        removals.push(db.removeManifest(row.key));
         continue;
       }
-      for (const digest of manifest.chunks) this.#ledger.stored(digest, onDisk.get(digest)!, false);
-      this.#index(manifest);
+      if (typeof row.chunks === 'string') this.#ledger.stored(row.chunks, row.size, false);
+      else
+        for (let index = 0; index < row.chunks.length; index++)
+          this.#ledger.stored(row.chunks[index]!, chunkLength(row.size, row.chunkSize, index), false);
+      this.#index(row.key, row.chunks, row.rowBytes, row.expiresAtMs);
     }
     for (const digest of found) {
-      // Orphans of interrupted writes, and chunks of the wrong length (in the database or a file).
-      if (!this.#ledger.has(digest)) removals.push(db.removeChunk(digest), this.#files.remove(digest));
+      // Orphans of interrupted writes, and files of the wrong length (the database's: #sweepOrphans).
+      if (!this.#ledger.has(digest)) removals.push(this.#files.remove(digest));
     }
     // What could not be removed now is found again at the next start; the store opens regardless.
     for (const result of await Promise.allSettled(removals))
@@ -825,6 +946,31 @@ export class ObjectStore {
     if (this.#ledger.bytes + this.#indexBytes > this.#opts.maxBytes) {
       this.#reserve(0); // the limit was lowered: evict down to it
       this.#reserved = 0;
+    }
+  }
+
+  /**
+   * After the start, in the background: chunk rows no object holds (a write cut short before its
+   * manifest committed) are removed, ORPHAN_PAGE rows per turn.
+   */
+  async #sweepOrphans(): Promise<void> {
+    let after = 0;
+    while (!this.#closed) {
+      let page: { digests: string[]; last: number };
+      try {
+        page = this.#db.chunkPage(after, ORPHAN_PAGE);
+      } catch (error) {
+        this.#background(error); // the next start tries again
+        return;
+      }
+      if (page.digests.length === 0) return;
+      after = page.last;
+      for (const digest of page.digests) {
+        // Not held, not being written, not being removed already: nothing will ever read it.
+        if (!this.#ledger.has(digest) && !this.#ledger.writing(digest) && !this.#removals.has(digest))
+          this.#removeChunk(digest);
+      }
+      await new Promise(setImmediate);
     }
   }
 
@@ -850,18 +996,32 @@ export class ObjectStore {
     await legacy.markImported(); // removed once the store has opened (#recover)
   }
 
-  #chunksIntact(manifest: Manifest, onDisk: Map<string, number>): boolean {
+  /**
+   * Whether every chunk of the row kept as a file is there at its length. A small chunk with no file
+   * is in the database (a store before it kept small chunks as files too): not looked up here (at a
+   * million objects that lookup alone took seconds), but hashed when read and by the scrub, which
+   * drop the object if it is gone or damaged.
+   */
+  #chunksIntact(row: IndexRow, files: Map<string, number>): boolean {
     let intact = true;
-    for (let index = 0; index < manifest.chunks.length; index++) {
-      const digest = manifest.chunks[index]!;
-      const size = onDisk.get(digest);
-      if (size === manifestChunkLength(manifest, index)) continue;
+    const count = typeof row.chunks === 'string' ? 1 : row.chunks.length;
+    for (let index = 0; index < count; index++) {
+      const digest = typeof row.chunks === 'string' ? row.chunks : row.chunks[index]!;
+      const length = chunkLength(row.size, row.chunkSize, index);
+      const size = files.get(digest);
+      if (size === length || (size === undefined && length <= PACKED_CHUNK_BYTES)) continue;
       intact = false;
       if (size !== undefined) {
-        onDisk.delete(digest); // wrong length: damaged, and removed as an orphan
+        files.delete(digest); // wrong length: damaged, and removed as an orphan
         this.#opts.onCorruptChunk?.(digest);
       }
     }
     return intact;
   }
+}
+
+/** Whether a manifest's chunk list is the one the index holds (one digest, or the list). */
+function sameChunks(chunks: readonly string[], held: string | readonly string[]): boolean {
+  if (typeof held === 'string') return chunks.length === 1 && chunks[0] === held;
+  return chunks.length === held.length && chunks.every((digest, index) => digest === held[index]);
 }

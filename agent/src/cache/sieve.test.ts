@@ -1,12 +1,46 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Sieve } from './sieve.ts';
+import { Sieve, type SieveNode } from './sieve.ts';
 
 const all = () => true;
 
+interface Entry extends SieveNode<Entry> {
+  key: string;
+}
+
+/** A Sieve over entries named by string keys, as the tests speak of them. */
+class Keyed {
+  readonly sieve = new Sieve<Entry>();
+  readonly #entries = new Map<string, Entry>();
+  get size(): number {
+    return this.sieve.size;
+  }
+  insert(key: string): void {
+    const entry: Entry = { key, visited: false, prev: undefined, next: undefined };
+    this.#entries.set(key, entry);
+    this.sieve.insert(entry);
+  }
+  touch(key: string): void {
+    this.#entries.get(key)!.visited = true;
+  }
+  has(key: string): boolean {
+    const entry = this.#entries.get(key);
+    return entry !== undefined && this.sieve.has(entry);
+  }
+  delete(key: string): void {
+    this.sieve.delete(this.#entries.get(key)!);
+  }
+  evict(evictable: (key: string) => boolean): string | undefined {
+    return this.sieve.evict((e) => evictable(e.key))?.key;
+  }
+  find(wanted: (key: string) => boolean, maxSteps: number): string | undefined {
+    return this.sieve.find((e) => wanted(e.key), maxSteps)?.key;
+  }
+}
+
 describe('Sieve', () => {
   it('evicts the oldest unvisited entry first', () => {
-    const s = new Sieve<string>();
+    const s = new Keyed();
     for (const k of ['a', 'b', 'c']) s.insert(k);
     assert.equal(s.evict(all), 'a');
     assert.equal(s.evict(all), 'b');
@@ -14,7 +48,7 @@ describe('Sieve', () => {
   });
 
   it('spares visited entries once, clearing their bit', () => {
-    const s = new Sieve<string>();
+    const s = new Keyed();
     for (const k of ['a', 'b', 'c']) s.insert(k);
     s.touch('a');
     assert.equal(s.evict(all), 'b');
@@ -24,7 +58,7 @@ describe('Sieve', () => {
   });
 
   it('keeps a hot set through a one-time scan (unlike FIFO and LRU)', () => {
-    const s = new Sieve<string>();
+    const s = new Keyed();
     const hot = ['h1', 'h2', 'h3'];
     for (const k of hot) s.insert(k);
     for (const k of hot) s.touch(k);
@@ -38,7 +72,7 @@ describe('Sieve', () => {
   });
 
   it('skips entries the caller refuses, and reports when nothing can go', () => {
-    const s = new Sieve<string>();
+    const s = new Keyed();
     for (const k of ['a', 'b']) s.insert(k);
     assert.equal(
       s.evict((k) => k !== 'a'),
@@ -52,7 +86,7 @@ describe('Sieve', () => {
   });
 
   it('deletes from anywhere, including under the hand', () => {
-    const s = new Sieve<string>();
+    const s = new Keyed();
     for (const k of ['a', 'b', 'c', 'd']) s.insert(k);
     s.touch('a');
     assert.equal(s.evict(all), 'b'); // hand now rests at c
@@ -60,10 +94,12 @@ describe('Sieve', () => {
     assert.equal(s.evict(all), 'd');
     assert.equal(s.evict(all), 'a');
     assert.equal(s.size, 0);
+    s.delete('a'); // not in the list any more: nothing
+    assert.equal(s.size, 0);
   });
 
   it('find looks from the hand without clearing second chances or moving the hand', () => {
-    const sieve = new Sieve<string>();
+    const sieve = new Keyed();
     for (const k of ['a', 'b', 'c', 'd']) sieve.insert(k);
     sieve.touch('a');
     sieve.touch('b');

@@ -1,8 +1,8 @@
-interface Node<K> {
-  key: K;
+/** What an entry needs to sit in a Sieve: the list's links and its bit, kept on the entry itself. */
+export interface SieveNode<N> {
   visited: boolean;
-  prev: Node<K> | undefined; // towards the head (newer)
-  next: Node<K> | undefined; // towards the tail (older)
+  prev: N | undefined; // towards the head (newer)
+  next: N | undefined; // towards the tail (older)
 }
 
 /**
@@ -10,87 +10,85 @@ interface Node<K> {
  * hand walks from the tail towards the head, clearing bits, and evicts the first unvisited entry.
  * Lower miss ratios than LRU on web-cache traces, a one-time scan cannot flush the hot set, and a hit
  * costs no list surgery. Only the order is kept here; sizes and pins are the caller's.
+ *
+ * The list is intrusive: the caller's entries carry the links (SieveNode), so an entry costs no map
+ * slot and no node object of its own (a store of a million small objects holds a million of them).
+ * A hit is `entry.visited = true`.
  */
-export class Sieve<K> {
-  readonly #nodes = new Map<K, Node<K>>();
-  #head: Node<K> | undefined;
-  #tail: Node<K> | undefined;
-  #hand: Node<K> | undefined;
+export class Sieve<N extends SieveNode<N>> {
+  #size = 0;
+  #head: N | undefined;
+  #tail: N | undefined;
+  #hand: N | undefined;
 
   get size(): number {
-    return this.#nodes.size;
+    return this.#size;
   }
 
   clear(): void {
-    this.#nodes.clear();
     this.#head = this.#tail = this.#hand = undefined;
+    this.#size = 0;
   }
 
-  has(key: K): boolean {
-    return this.#nodes.has(key);
+  /** Whether `node` is in the list. */
+  has(node: N): boolean {
+    return node.prev !== undefined || node.next !== undefined || this.#head === node;
   }
 
-  /** Adds `key` as the newest entry; an existing key is only marked visited. */
-  insert(key: K): void {
-    const existing = this.#nodes.get(key);
-    if (existing) {
-      existing.visited = true;
-      return;
-    }
-    const node: Node<K> = { key, visited: false, prev: undefined, next: this.#head };
+  /** Adds `node` (not in the list) as the newest entry, unvisited. */
+  insert(node: N): void {
+    node.visited = false;
+    node.prev = undefined;
+    node.next = this.#head;
     if (this.#head) this.#head.prev = node;
     this.#head = node;
     this.#tail ??= node;
-    this.#nodes.set(key, node);
+    this.#size++;
   }
 
-  touch(key: K): void {
-    const node = this.#nodes.get(key);
-    if (node) node.visited = true;
-  }
-
-  delete(key: K): void {
-    const node = this.#nodes.get(key);
-    if (!node) return;
+  /** Takes `node` out of the list; nothing when it is not in it. */
+  delete(node: N): void {
+    if (!this.has(node)) return;
     if (this.#hand === node) this.#hand = node.prev;
     if (node.prev) node.prev.next = node.next;
     else this.#head = node.next;
     if (node.next) node.next.prev = node.prev;
     else this.#tail = node.prev;
-    this.#nodes.delete(key);
+    node.prev = node.next = undefined;
+    this.#size--;
   }
 
   /**
-   * The first unvisited key `wanted` accepts, looking from the hand as eviction would, at most
+   * The first unvisited entry `wanted` accepts, looking from the hand as eviction would, at most
    * `maxSteps` entries; nothing changes (no bit cleared, the hand stays). For a preference among
    * victims that must not cost other entries their second chance.
    */
-  find(wanted: (key: K) => boolean, maxSteps: number): K | undefined {
+  find(wanted: (node: N) => boolean, maxSteps: number): N | undefined {
     let steps = 0;
     let node = this.#hand ?? this.#tail;
-    while (node && steps++ < Math.min(this.#nodes.size, maxSteps)) {
-      if (!node.visited && wanted(node.key)) return node.key;
+    while (node && steps++ < Math.min(this.#size, maxSteps)) {
+      if (!node.visited && wanted(node)) return node;
       node = node.prev ?? this.#tail;
     }
     return undefined;
   }
 
   /**
-   * Chooses a victim among keys `evictable` accepts, removes it and returns it; undefined when every
-   * key is refused (after clearing visited bits, so a second call may still find one). `maxSteps`
-   * bounds the scan (a choice of preference that may give up early).
+   * Chooses a victim among entries `evictable` accepts, removes it and returns it; undefined when
+   * every one is refused (after clearing visited bits, so a second call may still find one).
+   * `maxSteps` bounds the scan (a choice of preference that may give up early).
    */
-  evict(evictable: (key: K) => boolean, maxSteps = Number.POSITIVE_INFINITY): K | undefined {
+  evict(evictable: (node: N) => boolean, maxSteps = Number.POSITIVE_INFINITY): N | undefined {
     let steps = 0;
-    const limit = Math.min(2 * this.#nodes.size + 1, maxSteps);
+    const limit = Math.min(2 * this.#size + 1, maxSteps);
     let node = this.#hand ?? this.#tail;
     while (node && steps++ < limit) {
       if (node.visited) {
         node.visited = false;
-      } else if (evictable(node.key)) {
+      } else if (evictable(node)) {
         this.#hand = node.prev;
-        this.delete(node.key);
-        return node.key;
+        this.delete(node);
+        return node;
       }
       node = node.prev ?? this.#tail;
     }

@@ -3,6 +3,7 @@ import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { InsufficientStorageError } from './errors.ts';
+import { chunkCount, MAX_CHUNK_SIZE } from './chunking.ts';
 import { type Manifest, parseManifest } from './manifest.ts';
 
 /**
@@ -72,7 +73,38 @@ interface Write {
 }
 
 /**
- * A manifest as `manifests()` reads it, in the SELECT's order (digests as lower-case hex). Typed as
+ * A manifest's columns as readManifest reads them, digests as lower-case hex. A number past 2^53 (a
+ * damaged or edited file; node:sqlite would throw) reads as NULL or 'bad', and the row is dropped.
+ */
+const MANIFEST_COLUMNS = `key, CASE WHEN size ${SAFE} THEN size END, CASE WHEN chunk_size ${SAFE} THEN chunk_size END,
+  lower(hex(chunks)), lower(hex(root)), CASE WHEN created ${SAFE} THEN created END,
+  CASE WHEN expires ${SAFE} THEN expires WHEN expires IS NULL THEN NULL ELSE 'bad' END, content_type,
+  CASE WHEN certificate ${SAFE} THEN certificate WHEN certificate IS NULL THEN NULL ELSE 'bad' END,
+  CASE WHEN typeof(signature) IN ('blob', 'text', 'null') THEN signature ELSE 'bad' END, signed_by`;
+
+/**
+ * manifestRowBytes of a row, computed by SQLite (a start reads it for every manifest without
+ * building one). Equal to manifestRowBytes of the manifest the row holds: keys and media types are
+ * ASCII, and a row has a signature when it has a certificate or a signature value.
+ */
+const ROW_BYTES = `160 + length(CAST(key AS BLOB)) + length(chunks) + 32
+  + CASE WHEN certificate IS NULL AND signature IS NULL THEN 0 ELSE 72 + coalesce(length(signed_by), 0) END
+  + coalesce(length(content_type), 0)`;
+
+/** What index() reads of a manifest: what the store's in-memory index keeps, and the row's checks. */
+export interface IndexRow {
+  key: string;
+  /** One digest (most objects), or the list. */
+  chunks: string | string[];
+  size: number;
+  chunkSize: number;
+  createdAtMs: number;
+  expiresAtMs: number | undefined;
+  rowBytes: number;
+}
+
+/**
+ * A manifest as readManifest reads it, in MANIFEST_COLUMNS' order (digests as lower-case hex). Typed as
  * what SQLite may hold, whatever the schema says: a damaged or edited file may hold anything.
  */
 type ManifestRow = [
@@ -106,6 +138,8 @@ export class StoreDb {
     getChunk: StatementSync;
     deleteChunk: StatementSync;
     putCertificate: StatementSync;
+    getManifest: StatementSync;
+    chunkPage: StatementSync;
   };
   /** Certificate ids by certificate (base64), as committed. */
   #certificates = new Map<string, number>();
@@ -132,7 +166,13 @@ export class StoreDb {
       getChunk: db.prepare('SELECT data FROM chunks WHERE digest = ?'),
       deleteChunk: db.prepare('DELETE FROM chunks WHERE digest = ?'),
       putCertificate: db.prepare('INSERT OR IGNORE INTO certificates (der) VALUES (?)'),
+      getManifest: db.prepare(`SELECT ${MANIFEST_COLUMNS} FROM manifests WHERE key = ?`),
+      chunkPage: db.prepare(
+        'SELECT rowid, lower(hex(digest)) FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?',
+      ),
     };
+    this.#statements.getManifest.setReturnArrays(true);
+    this.#statements.chunkPage.setReturnArrays(true);
     this.#loadCertificates();
   }
 
@@ -203,25 +243,60 @@ export class StoreDb {
     }
   }
 
-  /** Every manifest stored that passes parseManifest, oldest first; rows that do not are deleted. */
-  *manifests(isKey: (key: string) => boolean): Generator<Manifest> {
+  /**
+   * What the store's index keeps of every manifest, oldest first, without building the manifest:
+   * its key, chunks, size, chunk size, creation, expiry and manifestRowBytes (computed by SQLite).
+   * Only what the index relies on is checked here (the key, numbers, the chunk list's length); a row
+   * that fails is deleted. The rest (the root, the signature, the media type) is checked when the
+   * manifest is first read (readManifest), so a start does not build a million manifests.
+   */
+  *index(isKey: (key: string) => boolean): Generator<IndexRow> {
     const bad: unknown[] = [];
-    // Digests come out as hex from SQLite itself (a Buffer and a conversion each, otherwise); rows
-    // as arrays (cheaper than objects, at a million rows).
     const statement = this.#db.prepare(
-      // A number past 2^53 in a row (a damaged or edited file) reads as NULL, and the row is dropped.
-      `SELECT key, CASE WHEN size ${SAFE} THEN size END, CASE WHEN chunk_size ${SAFE} THEN chunk_size END,
-         lower(hex(chunks)), lower(hex(root)), CASE WHEN created ${SAFE} THEN created END,
-         CASE WHEN expires ${SAFE} THEN expires WHEN expires IS NULL THEN NULL ELSE 'bad' END, content_type,
-         CASE WHEN certificate ${SAFE} THEN certificate WHEN certificate IS NULL THEN NULL ELSE 'bad' END,
-         CASE WHEN typeof(signature) IN ('blob', 'text', 'null') THEN signature ELSE 'bad' END, signed_by
+      // Digests come out as hex from SQLite itself; rows as arrays (cheaper than objects, at a
+      // million rows). A number past 2^53 (a damaged or edited file) reads as NULL: the row is dropped.
+      `SELECT key, lower(hex(chunks)), CASE WHEN size ${SAFE} THEN size END,
+         CASE WHEN chunk_size ${SAFE} THEN chunk_size END, CASE WHEN created ${SAFE} THEN created END,
+         CASE WHEN expires ${SAFE} THEN expires WHEN expires IS NULL THEN NULL ELSE 'bad' END,
+         ${ROW_BYTES}
          FROM manifests ORDER BY created`,
     );
     statement.setReturnArrays(true);
-    for (const row of statement.iterate() as Iterable<ManifestRow>) {
-      const manifest = this.#fromRow(row, isKey);
-      if (manifest) yield manifest;
-      else bad.push(row[0]);
+    type Row = [unknown, unknown, unknown, unknown, unknown, unknown, number];
+    for (const [
+      key,
+      hex,
+      size,
+      chunkSize,
+      created,
+      expires,
+      rowBytes,
+    ] of statement.iterate() as Iterable<Row>) {
+      if (
+        typeof key !== 'string' ||
+        !isKey(key) ||
+        typeof hex !== 'string' ||
+        !Number.isSafeInteger(size) ||
+        (size as number) < 0 ||
+        !Number.isSafeInteger(chunkSize) ||
+        (chunkSize as number) <= 0 ||
+        (chunkSize as number) > MAX_CHUNK_SIZE ||
+        hex.length !== 64 * chunkCount(size as number, chunkSize as number) ||
+        !Number.isSafeInteger(created) ||
+        (expires !== null && !Number.isSafeInteger(expires))
+      ) {
+        bad.push(key);
+        continue;
+      }
+      yield {
+        key,
+        chunks: hex.length === 64 ? hex : splitDigests(hex),
+        size: size as number,
+        chunkSize: chunkSize as number,
+        createdAtMs: created as number,
+        expiresAtMs: (expires as number | null) ?? undefined,
+        rowBytes,
+      };
     }
     for (const key of bad) {
       try {
@@ -230,6 +305,23 @@ export class StoreDb {
         // Left for the next start to find again.
       }
     }
+  }
+
+  /**
+   * `key`'s manifest, checked whole (parseManifest); undefined when there is no row, or the row does
+   * not hold together (the caller drops the object: the row goes with it). A damaged page reads as
+   * no row, and the next start checks the file.
+   */
+  readManifest(key: string, isKey: (key: string) => boolean): Manifest | undefined {
+    let row: ManifestRow | undefined;
+    try {
+      row = this.#statements.getManifest.get(key) as ManifestRow | undefined;
+    } catch (error) {
+      if (!isDamaged(error)) throw error;
+      this.#markDamaged();
+      return undefined;
+    }
+    return row && this.#fromRow(row, isKey);
   }
 
   /** Forgets every manifest (before the manifest files of a store that went back a release are read again). */
@@ -268,11 +360,13 @@ export class StoreDb {
     }
   }
 
-  /** Every chunk stored here, with its length. */
-  *chunks(): Generator<{ digest: string; size: number }> {
-    const statement = this.#db.prepare('SELECT lower(hex(digest)), length(data) FROM chunks');
-    statement.setReturnArrays(true);
-    for (const [digest, size] of statement.iterate() as Iterable<[string, number]>) yield { digest, size };
+  /**
+   * Up to `limit` digests of the chunks stored here, after row `after` (0: from the start), in the
+   * order rows were made, with the last one's row id: for a pass that pages through them.
+   */
+  chunkPage(after: number, limit: number): { digests: string[]; last: number } {
+    const rows = this.#statements.chunkPage.all(after, limit) as unknown as [number, string][];
+    return { digests: rows.map((row) => row[1]), last: rows.at(-1)?.[0] ?? after };
   }
 
   writeManifest(manifest: Manifest): Promise<void> {
@@ -461,8 +555,7 @@ export class StoreDb {
       row;
     try {
       if (typeof hex !== 'string' || hex.length % 64 !== 0) return undefined;
-      const chunks: string[] = [];
-      for (let i = 0; i < hex.length; i += 64) chunks.push(hex.slice(i, i + 64));
+      const chunks = splitDigests(hex);
       const certificate =
         typeof certificateId === 'number' ? this.#certificateDer.get(certificateId) : undefined;
       const value =
@@ -491,6 +584,13 @@ export class StoreDb {
       return undefined;
     }
   }
+}
+
+/** Digests written one after the other in hex, one by one. */
+function splitDigests(hex: string): string[] {
+  const digests: string[] = [];
+  for (let i = 0; i < hex.length; i += 64) digests.push(hex.slice(i, i + 64));
+  return digests;
 }
 
 /** SQLite's primary result code of a node:sqlite error, if it is one. */

@@ -17,7 +17,7 @@ const replicatorWith = (options: Record<string, unknown>) => new Replicator(repl
 /** A replicator on an owner of the one key 'k' (its `manifest`), whose other owners are `peers`. */
 const ownerOfK = (manifest: unknown, peers: unknown[]) =>
   replicatorWith({
-    store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
+    store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest, holds: () => true },
     placementOf: () => ({ self: true, peers }),
     writeCopies: 1,
     timeoutMs: 1000,
@@ -72,6 +72,7 @@ describe('Replicator', () => {
         keys: () => keys,
         lookup: (k: string) => ({ key: k }),
         peek: (k: string) => ({ key: k }),
+        holds: () => true,
       },
       placementOf: () => ({ self: true, peers: [slow, fast] }),
       writeCopies: 1,
@@ -139,7 +140,7 @@ describe('Replicator', () => {
     });
     const options = (owners: unknown[], standIns: unknown[]) =>
       replicatorOptions({
-        store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
+        store: { keys: () => [], lookup: () => undefined, peek: () => undefined, holds: () => false },
         placementOf: () => ({ self: true, peers: owners }),
         standInsOf: () => standIns,
         writeCopies: 2,
@@ -190,7 +191,7 @@ describe('Replicator', () => {
     };
     let bAlive = true;
     const replicator = replicatorWith({
-      store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
+      store: { keys: () => [], lookup: () => undefined, peek: () => undefined, holds: () => false },
       placementOf: () => ({ self: true, peers: [hung, c] }),
       isAlive: (p: { id: string }) => p.id !== 'b' || bAlive,
       writeCopies: 2,
@@ -216,7 +217,7 @@ describe('Replicator', () => {
     });
     const manifest = { key: 'k', createdAtMs: 1 };
     const replicator = replicatorWith({
-      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
+      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest, holds: () => true },
       placementOf: () => ({ self: false, peers: [owner('b', () => true), owner('c', () => cUp)] }),
       writeCopies: 2,
       timeoutMs: 1000,
@@ -249,7 +250,7 @@ describe('Replicator', () => {
     };
     const manifest = { key: 'cached', createdAtMs: 1 };
     const replicator = replicatorWith({
-      store: { keys: () => ['cached'], lookup: () => manifest, peek: () => manifest },
+      store: { keys: () => ['cached'], lookup: () => manifest, peek: () => manifest, holds: () => true },
       placementOf: () => ({ self: false, peers: [owner] }),
       writeCopies: 1,
       timeoutMs: 1000,
@@ -274,7 +275,7 @@ describe('Replicator', () => {
       replicate: () => new Promise(() => undefined), // alive, never answering
     });
     const replicator = replicatorWith({
-      store: { keys: () => [], lookup: () => undefined, peek: () => undefined },
+      store: { keys: () => [], lookup: () => undefined, peek: () => undefined, holds: () => false },
       placementOf: () => ({ self: true, peers: [hung('b'), hung('c')] }),
       standInsOf: () => [hung('d'), hung('e')],
       isAlive: () => true,
@@ -294,7 +295,7 @@ describe('Replicator', () => {
     const manifest = { key: 'k', createdAtMs: 1 };
     let cUp = false;
     const replicator = replicatorWith({
-      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
+      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest, holds: () => true },
       placementOf: () => ({
         self: true,
         peers: [
@@ -341,7 +342,7 @@ describe('Replicator', () => {
           ),
       };
       const replicator = replicatorWith({
-        store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
+        store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest, holds: () => true },
         placementOf: () => ({ self: true, peers: [cutOff] }),
         isAlive: () => alive,
         writeCopies: 1,
@@ -420,7 +421,7 @@ describe('Replicator', () => {
       },
     });
     const replicator = replicatorWith({
-      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest },
+      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest, holds: () => true },
       placementOf: () => ({ self: false, peers: [owner('b'), owner('c'), owner('d')] }),
       writeCopies: 2,
       timeoutMs: 1000,
@@ -444,7 +445,7 @@ describe('Replicator', () => {
       replicate: () => new Promise((r) => (release = () => r({}))),
     };
     const replicator = replicatorWith({
-      store: { keys: () => (passes++, ['k']), lookup: () => manifest, peek: () => manifest },
+      store: { keys: () => (passes++, ['k']), lookup: () => manifest, peek: () => manifest, holds: () => true },
       placementOf: () => ({ self: true, peers: [slow] }),
       writeCopies: 1,
       timeoutMs: 60_000,

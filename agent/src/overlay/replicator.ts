@@ -257,10 +257,12 @@ export class Replicator {
     for (const key of this.#replicatedTo.keys()) if (!live.has(key)) this.#replicatedTo.delete(key);
     for (const key of this.#written) if (!live.has(key)) this.#written.delete(key);
     for (const key of this.#purgeChecked) if (!live.has(key)) this.#purgeChecked.delete(key);
+    // A manifest is read (store.peek, from the database) only for a copy or check about to run:
+    // a pass over a million keys with nothing to do reads none.
+    const store = this.#opts.store;
     for (const key of keys) {
-      const manifest = this.#opts.store.peek(key);
+      if (!store.holds(key)) continue;
       const placement = this.#opts.placementOf(key);
-      if (!manifest) continue;
       const done = this.#replicatedTo.get(key);
       if (this.#written.has(key) && placement.peers.every((o) => done?.has(o.address)))
         this.#written.delete(key); // every owner has the copy this node owed
@@ -271,13 +273,18 @@ export class Replicator {
           checks.push([
             owner,
             async () => {
-              if (await this.#checkPurged(owner, manifest)) this.#purgeChecked.add(key);
+              const manifest = store.peek(key);
+              if (manifest && (await this.#checkPurged(owner, manifest))) this.#purgeChecked.add(key);
             },
           ]);
         continue;
       }
       for (const owner of placement.peers) {
-        if (!done?.has(owner.address)) add(owner, () => this.#copyTo(owner, manifest, () => unmade++));
+        if (!done?.has(owner.address))
+          add(owner, async () => {
+            const manifest = store.peek(key);
+            if (manifest) await this.#copyTo(owner, manifest, () => unmade++);
+          });
       }
     }
     for (const [owner, run] of checks) add(owner, run);
