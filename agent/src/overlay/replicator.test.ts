@@ -445,7 +445,12 @@ describe('Replicator', () => {
       replicate: () => new Promise((r) => (release = () => r({}))),
     };
     const replicator = replicatorWith({
-      store: { keys: () => (passes++, ['k']), lookup: () => manifest, peek: () => manifest, holds: () => true },
+      store: {
+        keys: () => (passes++, ['k']),
+        lookup: () => manifest,
+        peek: () => manifest,
+        holds: () => true,
+      },
       placementOf: () => ({ self: true, peers: [slow] }),
       writeCopies: 1,
       timeoutMs: 60_000,
