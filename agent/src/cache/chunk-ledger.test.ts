@@ -89,4 +89,17 @@ describe('ChunkLedger', () => {
     assert.deepEqual(ledger.release('one'), ['one'], 'never taken: forgotten at the first release');
     assert.equal(ledger.bytes, 0);
   });
+
+  it('takes a chunk found at start with its object in one step, as stored and take would', () => {
+    const ledger = new ChunkLedger();
+    ledger.storedAndTaken('a', 10);
+    ledger.storedAndTaken('a', 10); // a second object with the same content
+    ledger.storedAndTaken('b', 5);
+    assert.equal(ledger.bytes, 15, 'each counted once');
+    assert.equal(ledger.refs('a'), 2);
+    assert.equal(ledger.verified('a'), false, 'found on disk: not hashed yet');
+    assert.deepEqual(ledger.release('a'), []);
+    assert.deepEqual(ledger.release('a'), ['a']);
+    assert.equal(ledger.bytes, 5);
+  });
 });

@@ -71,6 +71,16 @@ export class ChunkLedger {
     this.#bytes += size;
   }
 
+  /**
+   * A one-chunk object found at start holds `digest`, of `size` bytes, found on disk (unverified):
+   * stored and take in one look (a start does it a million times).
+   */
+  storedAndTaken(digest: string, size: number): void {
+    const known = this.#chunks.get(digest);
+    if (known === undefined) this.#bytes += size;
+    this.#chunks.set(digest, known === undefined ? pack(size, 1, false) : known + REF);
+  }
+
   /** Whether the chunk's file was hashed in this process (when written, or read back since). */
   verified(digest: string): boolean {
     const chunk = this.#chunks.get(digest);

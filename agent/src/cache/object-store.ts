@@ -701,6 +701,7 @@ export class ObjectStore {
     chunks: string | readonly string[],
     rowBytes: number,
     expiresAtMs: number | undefined,
+    take = true,
   ): void {
     // Always the same fields in the same order: one shape for every entry.
     const entry: ObjectEntry = {
@@ -715,7 +716,7 @@ export class ObjectStore {
     this.#objects.set(key, entry);
     this.#indexBytes += rowBytes;
     this.#order.insert(entry);
-    this.#ledger.take(chunks);
+    if (take) this.#ledger.take(chunks);
   }
 
   #live(entry: ObjectEntry): boolean {
@@ -930,11 +931,13 @@ export class ObjectStore {
         removals.push(db.removeManifest(row.key));
         continue;
       }
-      if (typeof row.chunks === 'string') this.#ledger.stored(row.chunks, row.size, false);
-      else
+      if (typeof row.chunks === 'string') this.#ledger.storedAndTaken(row.chunks, row.size);
+      else {
         for (let index = 0; index < row.chunks.length; index++)
           this.#ledger.stored(row.chunks[index]!, chunkLength(row.size, row.chunkSize, index), false);
-      this.#index(row.key, row.chunks, row.rowBytes, row.expiresAtMs);
+        this.#ledger.take(row.chunks);
+      }
+      this.#index(row.key, row.chunks, row.rowBytes, row.expiresAtMs, false);
     }
     for (const digest of found) {
       // Orphans of interrupted writes, and files of the wrong length (the database's: #sweepOrphans).
