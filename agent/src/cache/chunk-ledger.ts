@@ -14,6 +14,12 @@ export class ChunkLedger {
   readonly #chunks = new Map<string, number>();
   /** Writes in flight, by digest. */
   readonly #writers = new Map<string, number>();
+  /**
+   * References taken before their chunk was dropped (its bytes were bad) and not released yet, by
+   * digest: their releases end here, never on a copy of the chunk stored since. (References are
+   * alike: which holder's release lands here does not matter, only the count.)
+   */
+  readonly #stale = new Map<string, number>();
   #bytes = 0;
 
   /** Bytes of every chunk known (on disk). */
@@ -29,6 +35,7 @@ export class ChunkLedger {
   clear(): void {
     this.#chunks.clear();
     this.#writers.clear();
+    this.#stale.clear();
     this.#bytes = 0;
   }
 
@@ -109,6 +116,12 @@ export class ChunkLedger {
   release(digests: readonly string[] | string): string[] {
     const gone: string[] = [];
     for (const digest of distinct(digests)) {
+      const stale = this.#stale.get(digest);
+      if (stale !== undefined) {
+        if (stale > 1) this.#stale.set(digest, stale - 1);
+        else this.#stale.delete(digest);
+        continue;
+      }
       let chunk = this.#chunks.get(digest);
       if (chunk === undefined) continue;
       if (refsOf(chunk) > 0) this.#chunks.set(digest, (chunk -= REF));
@@ -132,10 +145,15 @@ export class ChunkLedger {
     return true;
   }
 
-  /** Forgets `digest` whoever holds it (its bytes are bad); false when it was not known. */
+  /**
+   * Forgets `digest` whoever holds it (its bytes are bad); false when it was not known. Its holders'
+   * references are kept apart (#stale), so their releases cannot free a copy stored since.
+   */
   drop(digest: string): boolean {
     const chunk = this.#chunks.get(digest);
     if (chunk === undefined) return false;
+    const refs = refsOf(chunk);
+    if (refs > 0) this.#stale.set(digest, (this.#stale.get(digest) ?? 0) + refs);
     this.#forget(digest, chunk);
     return true;
   }

@@ -456,6 +456,8 @@ export class ObjectStore {
   ): Promise<Manifest> {
     for (const digest of fields.chunks) {
       if (!lease.digests.has(digest)) throw new Error(`commit: chunk ${digest} is not held by the lease`);
+      // Found damaged since this write stored it (a reader of another object with the same chunk).
+      if (!this.#ledger.has(digest)) throw new IntegrityError(digest, 'local disk');
     }
     const now = this.#opts.clock.now();
     // A version made here is newer than the one held, even when that one's clock ran ahead.
@@ -488,6 +490,14 @@ export class ObjectStore {
       this.#committing.add(manifest.key);
       try {
         await this.#makingRoom(0, () => this.#db.writeManifest(manifest));
+        const lost = manifest.chunks.find((digest) => !this.#ledger.has(digest));
+        if (lost !== undefined) {
+          // A chunk found damaged while the row was committed: the row goes (and the version it
+          // replaced, whose row it overwrote), and the write fails.
+          this.#drop(manifest.key, 'corrupt', false);
+          await this.#db.removeManifest(manifest.key);
+          throw new IntegrityError(lost, 'local disk');
+        }
         if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
         const chunks = manifest.chunks.length === 1 ? manifest.chunks[0]! : manifest.chunks;
         this.#index(manifest.key, chunks, rowBytes, manifest.expiresAtMs);
@@ -619,6 +629,16 @@ export class ObjectStore {
         this.#reserved -= data.length;
         this.#ledger.endWrite(digest);
       }
+    } else if (!this.#ledger.verified(digest)) {
+      // Found on disk at start and not hashed since (a small chunk is not even looked up at start):
+      // its copy may be gone or damaged. These bytes are verified: written again, the copy is good.
+      this.#ledger.startWrite(digest);
+      try {
+        await this.#makingRoom(data.length, () => this.#writeStored(digest, data));
+        this.#ledger.markVerified(digest);
+      } finally {
+        this.#ledger.endWrite(digest);
+      }
     }
     if (lease.released) {
       // Released while the chunk was written (an aborted download, a delete): no reference is
@@ -626,6 +646,8 @@ export class ObjectStore {
       if (this.#ledger.abandon(digest)) this.#removeChunk(digest);
       return;
     }
+    // Found damaged and dropped while this write waited: stored afresh.
+    if (!this.#ledger.has(digest)) return this.#storeChunk(lease, digest, data);
     this.#ledger.take([digest]);
     lease.digests.add(digest);
     this.#hot.set(digest, data);

@@ -23,8 +23,8 @@ export function manifestRowBytes(manifest: Manifest): number {
     160 +
     Buffer.byteLength(manifest.key) +
     32 * (manifest.chunks.length + 1) +
-    (manifest.signature ? 72 + (manifest.signature.by?.length ?? 0) : 0) +
-    (manifest.contentType?.length ?? 0)
+    (manifest.signature ? 72 + Buffer.byteLength(manifest.signature.by ?? '') : 0) +
+    Buffer.byteLength(manifest.contentType ?? '')
   );
 }
 
@@ -84,12 +84,14 @@ const MANIFEST_COLUMNS = `key, CASE WHEN size ${SAFE} THEN size END, CASE WHEN c
 
 /**
  * manifestRowBytes of a row, computed by SQLite (a start reads it for every manifest without
- * building one). Equal to manifestRowBytes of the manifest the row holds: keys and media types are
- * ASCII, and a row has a signature when it has a certificate or a signature value.
+ * building one). Equal to manifestRowBytes of the manifest the row holds: both count bytes of UTF-8
+ * (a NUL or an emoji counts as in JavaScript), and a row has a signature when it has a certificate or
+ * a signature value.
  */
 const ROW_BYTES = `160 + length(CAST(key AS BLOB)) + length(chunks) + 32
-  + CASE WHEN certificate IS NULL AND signature IS NULL THEN 0 ELSE 72 + coalesce(length(signed_by), 0) END
-  + coalesce(length(content_type), 0)`;
+  + CASE WHEN certificate IS NULL AND signature IS NULL THEN 0
+      ELSE 72 + coalesce(length(CAST(signed_by AS BLOB)), 0) END
+  + coalesce(length(CAST(content_type AS BLOB)), 0)`;
 
 /** What index() reads of a manifest: what the store's in-memory index keeps, and the row's checks. */
 export interface IndexRow {
