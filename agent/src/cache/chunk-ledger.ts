@@ -21,6 +21,12 @@ export class ChunkLedger {
    */
   readonly #stale = new Map<string, number>();
   #bytes = 0;
+  #drops = 0;
+
+  /** How many chunks were dropped (found damaged) so far. */
+  get drops(): number {
+    return this.#drops;
+  }
 
   /** Bytes of every chunk known (on disk). */
   get bytes(): number {
@@ -155,6 +161,7 @@ export class ChunkLedger {
     const refs = refsOf(chunk);
     if (refs > 0) this.#stale.set(digest, (this.#stale.get(digest) ?? 0) + refs);
     this.#forget(digest, chunk);
+    this.#drops++;
     return true;
   }
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open as openFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open as openFile, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -848,8 +848,10 @@ describe('ObjectStore', () => {
     await store.close();
   });
 
-  it('fails a write whose chunk is found damaged while its manifest commits, and keeps no row of it', async () => {
+  it('fails a write whose chunk is found damaged while its manifest commits, and keeps the version held', async () => {
     const store = await open();
+    const held = randomBytes(900);
+    const first = await store.put('k', [held], { size: held.length });
     const data = randomBytes(1000);
     const lease = store.newLease();
     const digest = await store.putChunk(lease, data);
@@ -863,9 +865,26 @@ describe('ObjectStore', () => {
     await assert.rejects(store.readChunk(digest), IntegrityError); // before the commit lands
     await assert.rejects(committing, IntegrityError);
     lease.release();
-    assert.equal(store.lookup('k'), undefined);
+    assert.equal(store.lookup('k')?.root, first.root, 'the version held stays');
+    assert.deepEqual(await readAll(store, 'k'), held);
+    assert.deepEqual(removed, []);
+    // The same without a version held: no row is left.
+    const alone = store.newLease();
+    const other = await store.putChunk(alone, data);
+    withDb((db) =>
+      db
+        .prepare('UPDATE chunks SET data = ? WHERE digest = ?')
+        .run(randomBytes(1000), Buffer.from(other, 'hex')),
+    );
+    const lone = store.commit(alone, { ...fields, key: 'lone', chunks: [other] });
+    await assert.rejects(store.readChunk(other), IntegrityError);
+    await assert.rejects(lone, IntegrityError);
+    alone.release();
     await store.close();
-    assert.equal(rowsIn('manifests'), 0);
+    const reopened = await open();
+    assert.deepEqual(reopened.keys(), ['k']);
+    assert.deepEqual(await readAll(reopened, 'k'), held, 'and its row, after a restart');
+    await reopened.close();
   });
 
   it('writes a small chunk again when a new object has the same bytes and its copy was not read since the start', async () => {
@@ -879,6 +898,20 @@ describe('ObjectStore', () => {
     assert.deepEqual(await readAll(reopened, 'y'), data, 'the acknowledged write reads back');
     assert.deepEqual(await readAll(reopened, 'x'), data, 'and heals the object that shared it');
     assert.deepEqual(removed, []);
+    await reopened.close();
+  });
+
+  it('checks a copy found at start when a new object has its bytes, and leaves an intact one as it is', async () => {
+    const store = await open();
+    const data = randomBytes(2 * MiB);
+    const { chunks } = await store.put('x', [data], { size: data.length });
+    await store.close();
+    const file = join(dir, 'chunks', chunks[0]!.slice(0, 2), chunks[0]!);
+    const { ino } = await stat(file);
+    const reopened = await open();
+    await reopened.put('y', [data], { size: data.length });
+    assert.equal((await stat(file)).ino, ino, 'not written again: a full disk would have refused it');
+    assert.deepEqual(await readAll(reopened, 'y'), data);
     await reopened.close();
   });
 

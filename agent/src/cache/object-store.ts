@@ -293,6 +293,7 @@ export class ObjectStore {
     const hot = this.#hot.get(digest);
     if (hot) return hot;
     if (!this.#ledger.has(digest)) throw new ObjectNotFoundError(`chunk ${digest}`);
+    const copy = this.#copyState(digest);
     let data: Buffer;
     try {
       data = await this.#readStored(digest);
@@ -301,6 +302,9 @@ export class ObjectStore {
       data = Buffer.alloc(0);
     }
     if (digestOf(data) !== digest) {
+      // The copy was written again (or dropped and stored anew) while this read ran: these bytes
+      // may be the old copy's. Read the new one.
+      if (this.#ledger.has(digest) && this.#copyState(digest) !== copy) return this.readChunk(digest);
       this.#dropCorrupt(digest);
       throw new IntegrityError(digest, 'local disk');
     }
@@ -485,6 +489,13 @@ export class ObjectStore {
     const signature = fields.signature ?? this.#opts.sign?.(unsigned);
     const manifest: Manifest = signature ? { ...unsigned, signature } : unsigned;
     await this.#manifestOp(manifest.key, async () => {
+      // Again in the key's turn: a chunk found damaged (or let go by a lease) while this commit
+      // waited fails it before its row replaces the version held.
+      const missing = manifest.chunks.find((digest) => !this.#ledger.has(digest));
+      if (missing !== undefined) throw new IntegrityError(missing, 'local disk');
+      const current = this.#objects.get(manifest.key);
+      // What the key holds now: put back if this write is undone after its row committed.
+      const previous = current && this.#manifestOf(current);
       const rowBytes = manifestRowBytes(manifest);
       this.#reserve(rowBytes);
       this.#committing.add(manifest.key);
@@ -492,10 +503,7 @@ export class ObjectStore {
         await this.#makingRoom(0, () => this.#db.writeManifest(manifest));
         const lost = manifest.chunks.find((digest) => !this.#ledger.has(digest));
         if (lost !== undefined) {
-          // A chunk found damaged while the row was committed: the row goes (and the version it
-          // replaced, whose row it overwrote), and the write fails.
-          this.#drop(manifest.key, 'corrupt', false);
-          await this.#db.removeManifest(manifest.key);
+          await this.#undoCommit(manifest.key, previous);
           throw new IntegrityError(lost, 'local disk');
         }
         if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
@@ -509,6 +517,25 @@ export class ObjectStore {
     });
     this.#opts.onStored?.(manifest);
     return manifest;
+  }
+
+  /**
+   * A commit whose chunk went (found damaged) while its row committed is undone: the version the key
+   * held is written back, its row having been overwritten. With none held, or if that write fails,
+   * the row goes (retried, #removeManifest), and the version held with it.
+   */
+  async #undoCommit(key: string, previous: Manifest | undefined): Promise<void> {
+    if (previous && this.#objects.has(key)) {
+      try {
+        await this.#db.writeManifest(previous);
+        return;
+      } catch (error) {
+        this.#background(error);
+      }
+      this.#drop(key, 'corrupt', false);
+    }
+    // Queued after this commit, in the key's turn (awaiting it here would wait for itself).
+    this.#removeManifest(key).catch((error) => this.#background(error));
   }
 
   /** Removes `key`; false when it was not there. */
@@ -560,6 +587,7 @@ export class ObjectStore {
    * intact; a damaged one is dropped as readChunk drops it.
    */
   async #verifyOnDisk(digest: string): Promise<boolean> {
+    const copy = this.#copyState(digest);
     let data: Buffer;
     try {
       data = await this.#readStored(digest);
@@ -570,6 +598,7 @@ export class ObjectStore {
     }
     if (digestOf(data) !== digest) {
       if (!this.#ledger.has(digest)) return true;
+      if (this.#copyState(digest) !== copy) return this.#verifyOnDisk(digest); // as readChunk
       this.#dropCorrupt(digest);
       return false;
     }
@@ -598,6 +627,25 @@ export class ObjectStore {
   #readStored(digest: string): Promise<Buffer> {
     const packed = this.#db.readChunk(digest);
     return packed ? Promise.resolve(packed) : this.#files.read(digest);
+  }
+
+  /** Whether the chunk's stored copy is there and hashes to its digest (nothing is dropped). */
+  async #storedIntact(digest: string): Promise<boolean> {
+    try {
+      return digestOf(await this.#readStored(digest)) === digest;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      return false;
+    }
+  }
+
+  /**
+   * What a read compares before it calls a copy damaged: whether the copy was verified, and how
+   * many chunks were dropped so far. Either changes when the copy is written again, or dropped and
+   * stored anew, while the read runs (drops are rare: a global count is enough).
+   */
+  #copyState(digest: string): number {
+    return this.#ledger.drops * 2 + (this.#ledger.verified(digest) ? 1 : 0);
   }
 
   #writeStored(digest: string, data: Buffer): Promise<void> {
@@ -631,10 +679,12 @@ export class ObjectStore {
       }
     } else if (!this.#ledger.verified(digest)) {
       // Found on disk at start and not hashed since (a small chunk is not even looked up at start):
-      // its copy may be gone or damaged. These bytes are verified: written again, the copy is good.
+      // its copy is checked, and written again from these verified bytes if it is gone or damaged
+      // (which heals the objects that share it).
       this.#ledger.startWrite(digest);
       try {
-        await this.#makingRoom(data.length, () => this.#writeStored(digest, data));
+        if (!(await this.#storedIntact(digest)))
+          await this.#makingRoom(data.length, () => this.#writeStored(digest, data));
         this.#ledger.markVerified(digest);
       } finally {
         this.#ledger.endWrite(digest);
