@@ -76,9 +76,11 @@ interface Write {
  * A manifest's columns as readManifest reads them, digests as lower-case hex. A number past 2^53 (a
  * damaged or edited file; node:sqlite would throw) reads as NULL or 'bad', and the row is dropped.
  */
-const MANIFEST_COLUMNS = `key, CASE WHEN size ${SAFE} THEN size END, CASE WHEN chunk_size ${SAFE} THEN chunk_size END,
-  lower(hex(chunks)), lower(hex(root)), CASE WHEN created ${SAFE} THEN created END,
-  CASE WHEN expires ${SAFE} THEN expires WHEN expires IS NULL THEN NULL ELSE 'bad' END, content_type,
+const SIZE = `CASE WHEN size ${SAFE} THEN size END`;
+const CHUNK_SIZE = `CASE WHEN chunk_size ${SAFE} THEN chunk_size END`;
+const CREATED = `CASE WHEN created ${SAFE} THEN created END`;
+const EXPIRES = `CASE WHEN expires ${SAFE} THEN expires WHEN expires IS NULL THEN NULL ELSE 'bad' END`;
+const MANIFEST_COLUMNS = `key, ${SIZE}, ${CHUNK_SIZE}, lower(hex(chunks)), lower(hex(root)), ${CREATED}, ${EXPIRES}, content_type,
   CASE WHEN certificate ${SAFE} THEN certificate WHEN certificate IS NULL THEN NULL ELSE 'bad' END,
   CASE WHEN typeof(signature) IN ('blob', 'text', 'null') THEN signature ELSE 'bad' END, signed_by`;
 
@@ -257,10 +259,7 @@ export class StoreDb {
     const statement = this.#db.prepare(
       // Digests come out as hex from SQLite itself; rows as arrays (cheaper than objects, at a
       // million rows). A number past 2^53 (a damaged or edited file) reads as NULL: the row is dropped.
-      `SELECT key, lower(hex(chunks)), CASE WHEN size ${SAFE} THEN size END,
-         CASE WHEN chunk_size ${SAFE} THEN chunk_size END, CASE WHEN created ${SAFE} THEN created END,
-         CASE WHEN expires ${SAFE} THEN expires WHEN expires IS NULL THEN NULL ELSE 'bad' END,
-         ${ROW_BYTES}
+      `SELECT key, lower(hex(chunks)), ${SIZE}, ${CHUNK_SIZE}, ${CREATED}, ${EXPIRES}, ${ROW_BYTES}
          FROM manifests ORDER BY created`,
     );
     statement.setReturnArrays(true);
