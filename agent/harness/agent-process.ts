@@ -23,7 +23,14 @@ export interface AgentProcess {
 export interface AgentStatus {
   id: string;
   peers: { known: number; alive: number };
-  cache: { bytes: number; chunkBytes: number; indexBytes: number; entries: number; chunks: number };
+  cache: {
+    bytes: number;
+    chunkBytes: number;
+    indexBytes: number;
+    entries: number;
+    chunks: number;
+    indexLoaded: boolean;
+  };
   counters: {
     hits: number;
     misses: number;

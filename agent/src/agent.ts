@@ -174,6 +174,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   let forgetReplicas: (key: string) => void = () => undefined;
   /** Keys written here whose owners do not all have them yet (set once the replicator exists). */
   let owedToOwners: (key: string) => boolean = () => false;
+  const storeOpening = performance.now();
   const store = await ObjectStore.open({
     dir: config.store.dir,
     maxBytes: config.store.maxBytes,
@@ -201,6 +202,15 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     onDiskFull: (evicted) =>
       logger.warn({ evicted }, 'the disk is full below the store limit: evicted to make room'),
   });
+  // The agent serves while the index loads (a key not loaded yet is read from the database).
+  store.loaded().then(
+    () =>
+      logger.info(
+        { store: store.stats(), ms: Math.round(performance.now() - storeOpening) },
+        'store index loaded',
+      ),
+    (error: unknown) => logger.error({ err: error }, 'store index did not load'), // loaded() never rejects
+  );
   const swarm = new Swarm();
   const uploadLimiter = new UploadLimiter(config.transfer.uploadBytesPerSecond, MIN_CHUNK_SIZE);
   const fetcher = new PeerFetcher({

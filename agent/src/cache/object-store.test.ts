@@ -650,7 +650,8 @@ describe('ObjectStore', () => {
     assert.ok(stats.entries < 2000 / 2, `${stats.entries} objects kept: their rows count`);
     assert.equal(stats.indexBytes, rowsOf(store));
     await store.close();
-    const reopened = await open({ maxBytes: 128 * 1024 }); // a lower limit: evicts at open
+    const reopened = await open({ maxBytes: 128 * 1024 }); // a lower limit: evicts once loaded
+    await reopened.loaded();
     assert.ok(reopened.stats().bytes <= 128 * 1024);
     assert.equal(reopened.stats().indexBytes, rowsOf(reopened));
   });
@@ -1107,6 +1108,77 @@ describe('ObjectStore', () => {
     const reopened = await open();
     assert.deepEqual(reopened.keys().sort(), ['a', 'b'], 'nothing taken as the truth from a partial set');
     assert.deepEqual(await readdir(dir).then((names) => names.filter((n) => n.startsWith('manifests'))), []);
+  });
+
+  /** Stores `bodies` in their order, a second apart (the index loads newest first: the first last). */
+  async function storeInOrder(bodies: Map<string, Buffer>): Promise<void> {
+    const store = await open();
+    for (const [key, body] of bodies) {
+      await store.put(key, [body], { size: body.length });
+      clock.advance(1000);
+    }
+    await store.close();
+  }
+
+  it('serves while its index loads: a key not loaded yet is read from the database, and what is deleted or written meanwhile holds after', async () => {
+    const shared = randomBytes(1000);
+    const bodies = new Map([
+      ['shared-a', shared],
+      ['shared-b', shared],
+      ['replaced', randomBytes(PACKED_CHUNK_BYTES + 1)], // a file
+    ]);
+    for (let i = 0; i < 100; i++) bodies.set(`k${i}`, randomBytes(1000));
+    await storeInOrder(bodies);
+    const store = await open({ loadRowsPerTurn: 1 });
+    assert.equal(store.stats().indexLoaded, false);
+    for (const key of ['shared-a', 'shared-b', 'replaced'])
+      assert.ok(!store.keys().includes(key), `${key} not loaded yet`);
+    assert.equal(store.peek('replaced')?.key, 'replaced', 'read from the database');
+    // The last holder the load knows of lets the chunk go: a row not loaded yet may hold it too.
+    assert.equal(await store.delete('shared-a'), true);
+    const fresh = randomBytes(3000);
+    await store.put('replaced', [fresh], { size: fresh.length });
+    // Written and deleted while it loads: its chunk is let go then, and goes once the load is over.
+    await store.put('temporary', [randomBytes(PACKED_CHUNK_BYTES + 1)]);
+    assert.equal(await store.delete('temporary'), true);
+    bodies.delete('shared-a');
+    bodies.set('replaced', fresh);
+    await store.loaded();
+    assert.equal(store.stats().indexLoaded, true);
+    assert.deepEqual(store.keys().sort(), [...bodies.keys()].sort(), 'a key deleted meanwhile stays deleted');
+    for (const [key, body] of bodies) assert.deepEqual(await readAll(store, key), body, key);
+    await store.flush();
+    assert.equal(rowsIn('chunks'), bodies.size);
+    assert.deepEqual(
+      await files(join(dir, 'chunks')),
+      [],
+      'chunks let go while it loaded went once it was over',
+    );
+    assert.deepEqual(corrupt, []);
+    await store.close();
+    const again = await open();
+    assert.deepEqual(again.keys().sort(), [...bodies.keys()].sort());
+  });
+
+  it('checks again, once its index has loaded, a chunk found damaged while it loaded: an object loaded after it goes too', async () => {
+    const shared = randomBytes(1000);
+    const bodies = new Map([['late', shared]]);
+    for (let i = 0; i < 50; i++) bodies.set(`k${i}`, randomBytes(1000));
+    bodies.set('early', shared);
+    await storeInOrder(bodies);
+    withDb((db) => {
+      const digest = Buffer.from(digestOf(shared), 'hex');
+      const rotten = Buffer.from(shared);
+      rotten[10]! ^= 1;
+      db.prepare('UPDATE chunks SET data = ? WHERE digest = ?').run(rotten, digest);
+    });
+    const store = await open({ loadRowsPerTurn: 1 });
+    assert.ok(store.keys().includes('early') && !store.keys().includes('late'));
+    await assert.rejects(readAll(store, 'early'), IntegrityError);
+    await store.loaded();
+    assert.ok(!store.keys().includes('late'), 'dropped: its chunk is the damaged one');
+    assert.deepEqual(removed.sort(), ['early:corrupt', 'late:corrupt']);
+    assert.equal(store.keys().length, 50);
   });
 
   it('checks the whole database at the next start after damage was met while running, and sets it aside', async () => {

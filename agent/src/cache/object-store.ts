@@ -52,6 +52,8 @@ const RECENT_MANIFESTS = 4096;
 const RECENT_DIGESTS = 65_536;
 /** Chunk rows the start's orphan pass looks at per event-loop turn. */
 const ORPHAN_PAGE = 512;
+/** The index loads in the background (#loadRest) in turns of at most this long. */
+const LOAD_SLICE_MS = 8;
 
 export interface ObjectStoreOptions {
   dir: string;
@@ -90,6 +92,8 @@ export interface ObjectStoreOptions {
   isOwned?: (key: string) => boolean;
   /** Told when a full disk made the store evict (`evicted` objects) to take a write. */
   onDiskFull?: (evicted: number) => void;
+  /** Rows the background index load takes per turn; default: as many as LOAD_SLICE_MS allows (tests set it low). */
+  loadRowsPerTurn?: number;
 }
 
 export type RemovalReason = 'evicted' | 'expired' | 'deleted' | 'replaced' | 'corrupt';
@@ -107,6 +111,11 @@ export interface StoreStats {
   hotBytes: number;
   /** The hot tier's bound (store.memoryBytes). */
   hotMaxBytes: number;
+  /**
+   * False while the index loads after a start (ObjectStore.loaded): `entries`, `chunks` and the
+   * byte counts cover only what is loaded so far.
+   */
+  indexLoaded: boolean;
 }
 
 export interface PutOptions {
@@ -181,6 +190,18 @@ export class ObjectStore {
   readonly #committing = new Set<string>();
   /** The start's pass over the database's chunks for orphans (#sweepOrphans). */
   #sweeping: Promise<void> = Promise.resolve();
+  /** The index's load after open returned (#loadRest), while it runs: see #entry. */
+  #loading: IndexLoad | undefined;
+  #loaded: Promise<void> = Promise.resolve();
+  /**
+   * While the index loads: keys settled apart from the load (looked up, written, dropped), which it
+   * skips when it reaches their rows.
+   */
+  readonly #decided = new Set<string>();
+  /** While the index loads: chunks nobody held, removed once it has loaded if nobody holds them then. */
+  readonly #deferred = new Set<string>();
+  /** While the index loads: chunks found damaged, checked again once it has (a row loaded since may hold one). */
+  readonly #damagedWhileLoading = new Set<string>();
 
   readonly #order = new Sieve<ObjectEntry>();
   /** Chunk file removals in flight: a new write of the same digest waits for them. */
@@ -225,12 +246,22 @@ export class ObjectStore {
       chunks: this.#ledger.size,
       hotBytes: this.#hot.bytes,
       hotMaxBytes: this.#hot.maxBytes,
+      indexLoaded: this.#loading === undefined,
     };
+  }
+
+  /**
+   * Resolves once the index has loaded after the start (open returns before: a key not loaded yet
+   * is looked up in the database when asked for). Never rejects: a load cut short by an error is
+   * reported (onBackgroundError), and the objects it did not reach are left for the next start.
+   */
+  loaded(): Promise<void> {
+    return this.#loaded;
   }
 
   /** The live manifest for `key`, or undefined when absent or expired. Counts as a use for eviction. */
   lookup(key: string): Manifest | undefined {
-    const entry = this.#objects.get(key);
+    const entry = this.#entry(key);
     if (!entry) return undefined;
     const expires = entry.expiresAtMs;
     if (expires !== undefined && expires <= this.#opts.clock.now()) {
@@ -243,13 +274,13 @@ export class ObjectStore {
 
   /** The live manifest for `key`, without counting a use (for bookkeeping passes, not reads). */
   peek(key: string): Manifest | undefined {
-    const entry = this.#objects.get(key);
+    const entry = this.#entry(key);
     return entry && this.#live(entry) ? this.#manifestOf(entry) : undefined;
   }
 
   /** Whether `key` is held and live, without reading its manifest or counting a use. */
   holds(key: string): boolean {
-    const entry = this.#objects.get(key);
+    const entry = this.#entry(key);
     return entry !== undefined && this.#live(entry);
   }
 
@@ -279,7 +310,7 @@ export class ObjectStore {
     };
   }
 
-  /** The keys of every live object (a snapshot). */
+  /** The keys of every object in the index (a snapshot; while it loads, those loaded so far: see loaded()). */
   keys(): string[] {
     return [...this.#objects.keys()];
   }
@@ -465,7 +496,7 @@ export class ObjectStore {
     }
     const now = this.#opts.clock.now();
     // A version made here is newer than the one held, even when that one's clock ran ahead.
-    const heldEntry = this.#objects.get(fields.key);
+    const heldEntry = this.#entry(fields.key);
     const held = heldEntry && this.#manifestOf(heldEntry);
     const createdAtMs = fields.createdAtMs ?? Math.max(now, (held?.createdAtMs ?? -1) + 1);
     const purgedAt = this.#opts.purgedAt?.(fields.key);
@@ -540,7 +571,7 @@ export class ObjectStore {
 
   /** Removes `key`; false when it was not there. */
   async delete(key: string): Promise<boolean> {
-    if (!this.#objects.has(key)) return false;
+    if (!this.#entry(key)) return false;
     this.#drop(key, 'deleted', false);
     // The manifest's removal is this call's: a failure to remove it is the caller's to hear (and
     // it is tried again, or the object would come back at the next start).
@@ -563,6 +594,7 @@ export class ObjectStore {
 
   /** Re-hashes every chunk on disk, dropping damaged ones with their objects. */
   async scrub(): Promise<{ checked: number; corrupt: number }> {
+    await this.#loaded; // every chunk known
     let checked = 0;
     let corrupt = 0;
     let slice = performance.now();
@@ -608,6 +640,7 @@ export class ObjectStore {
 
   /** Waits for background file operations to finish. */
   async flush(): Promise<void> {
+    await this.#loaded;
     await this.#sweeping;
     await Promise.all([...this.#manifestOps.values(), ...this.#removals.values()]);
     await this.#db.idle();
@@ -773,7 +806,7 @@ export class ObjectStore {
     chunks: string | readonly string[],
     rowBytes: number,
     expiresAtMs: number | undefined,
-    take = true,
+    loaded = false,
   ): void {
     // Always the same fields in the same order: one shape for every entry.
     const entry: ObjectEntry = {
@@ -787,8 +820,54 @@ export class ObjectStore {
     };
     this.#objects.set(key, entry);
     this.#indexBytes += rowBytes;
-    this.#order.insert(entry);
-    if (take) this.#ledger.take(chunks);
+    // Loaded at a start: older than every object written or looked up since it (the load runs
+    // newest first), and its references already counted (#admit).
+    if (loaded) this.#order.append(entry);
+    else {
+      this.#order.insert(entry);
+      this.#ledger.take(chunks);
+    }
+  }
+
+  /**
+   * `key`'s entry in the index. While the index loads, a key it has not reached yet is looked up in
+   * the database and indexed now (or found gone); either way the load skips it after (#decided).
+   */
+  #entry(key: string): ObjectEntry | undefined {
+    const entry = this.#objects.get(key);
+    const load = this.#loading;
+    if (entry !== undefined || load === undefined || this.#decided.has(key)) return entry;
+    this.#decided.add(key);
+    const row = this.#db.indexRow(key, this.#opts.isKey);
+    if (row === 'bad') this.#db.removeManifest(key).catch((error) => this.#background(error));
+    else if (row !== undefined && this.#admit(row, load.files)) return this.#objects.get(key);
+    return undefined;
+  }
+
+  /**
+   * A row of the start's pass over the database, or of a key asked for before the pass reached it:
+   * indexed, its chunks counted; or, when it is expired, purged or lacks a chunk file, its row
+   * removed. Returns whether it was indexed.
+   */
+  #admit(row: IndexRow, files: Map<string, number>): boolean {
+    const live = row.expiresAtMs === undefined || row.expiresAtMs > this.#opts.clock.now();
+    // Purged while its removal could not be written (a full disk): not brought back.
+    const purged = (this.#opts.purgedAt?.(row.key) ?? -Infinity) >= row.createdAtMs;
+    if (!live || purged || !this.#chunksIntact(row, files)) {
+      this.#decided.add(row.key);
+      // In the database's queue before any later write of the key: what fails is found again at
+      // the next start.
+      this.#db.removeManifest(row.key).catch((error) => this.#background(error));
+      return false;
+    }
+    if (typeof row.chunks === 'string') this.#ledger.storedAndTaken(row.chunks, row.size);
+    else {
+      for (let index = 0; index < row.chunks.length; index++)
+        this.#ledger.stored(row.chunks[index]!, chunkLength(row.size, row.chunkSize, index), false);
+      this.#ledger.take(row.chunks);
+    }
+    this.#index(row.key, row.chunks, row.rowBytes, row.expiresAtMs, true);
+    return true;
   }
 
   #live(entry: ObjectEntry): boolean {
@@ -840,6 +919,7 @@ export class ObjectStore {
     const entry = this.#objects.get(key);
     if (!entry) return;
     this.#objects.delete(key);
+    if (this.#loading) this.#decided.add(key); // the load must not bring its row back
     this.#forgetRecent(key);
     this.#indexBytes -= entry.rowBytes;
     this.#order.delete(entry);
@@ -909,6 +989,11 @@ export class ObjectStore {
   /** A chunk the ledger forgot: out of the hot tier, and its file removed in the background. */
   #removeChunk(digest: string): void {
     this.#hot.delete(digest);
+    if (this.#loading) {
+      // A row not loaded yet may hold it too (its references are not counted yet).
+      this.#deferred.add(digest);
+      return;
+    }
     // Both places, whatever the size: a small chunk may be a file a store before the database
     // wrote, and on a full disk the database's delete may fail where the file's does not.
     const removal = Promise.allSettled([this.#db.removeChunk(digest), this.#files.remove(digest)])
@@ -923,6 +1008,7 @@ export class ObjectStore {
 
   #dropCorrupt(digest: string): void {
     this.#opts.onCorruptChunk?.(digest);
+    if (this.#loading) this.#damagedWhileLoading.add(digest);
     for (const [key, { chunks }] of this.#objects) {
       if (chunks === digest || (typeof chunks !== 'string' && chunks.includes(digest)))
         this.#drop(key, 'corrupt');
@@ -951,27 +1037,21 @@ export class ObjectStore {
     const { db, setAside } = await StoreDb.open(this.#opts.dir, this.#opts.fsync);
     this.#db = db;
     if (setAside) this.#saySetAside();
-    const legacy = new ManifestFiles(this.#opts.dir);
     try {
-      await this.#load();
+      await this.#startLoad();
     } catch (error) {
       if (!isDamaged(error)) throw error;
       // A damaged page further into the file: the same as a file SQLite cannot read at all.
       await db.close().catch(() => undefined);
       await StoreDb.setAside(this.#opts.dir);
-      await legacy.restoreImported(); // manifest files read into that file are read again
-      this.#objects.clear();
-      this.#recent.clear();
-      this.#recentDigests = 0;
-      this.#order.clear();
-      this.#ledger.clear();
-      this.#indexBytes = 0;
+      await new ManifestFiles(this.#opts.dir).restoreImported(); // read into that file: read again
       this.#db = (await StoreDb.open(this.#opts.dir, this.#opts.fsync)).db;
       this.#saySetAside();
-      await this.#load();
+      await this.#startLoad();
     }
-    await legacy.removeImported();
-    this.#sweeping = this.#sweepOrphans();
+    // Every manifest file read in is in the database's rows, read (sorted) by the first row.
+    await new ManifestFiles(this.#opts.dir).removeImported();
+    this.#loaded = this.#loadRest(this.#loading!);
   }
 
   #saySetAside(): void {
@@ -981,46 +1061,98 @@ export class ObjectStore {
   }
 
   /**
-   * Builds the index from the database and the chunk files (#recover): one pass over the manifests'
-   * rows, keeping what the index needs (IndexRow), not the manifests. A chunk kept as a file must be
-   * there at its length; one kept in the database is checked when read, and by the scrub.
+   * Starts building the index from the database and the chunk files (#recover): the chunk files are
+   * listed, and the first row of one pass over the manifests' rows read, which sorts them all (a
+   * damaged page throws here, before the store opens). The rest loads in the background (#loadRest),
+   * keeping what the index needs (IndexRow), not the manifests. A chunk kept as a file must be there
+   * at its length; one kept in the database is checked when read, and by the scrub.
    */
-  async #load(): Promise<void> {
-    const db = this.#db;
+  async #startLoad(): Promise<void> {
     await this.#importManifestFiles();
-    db.pruneCertificates();
+    this.#db.pruneCertificates();
     const files = new Map<string, number>();
     for await (const { digest, size } of this.#files.scan()) files.set(digest, size);
-    const found = [...files.keys()]; // #chunksIntact takes files of the wrong length out of `files`
-    const now = this.#opts.clock.now();
-    const removals: Promise<unknown>[] = [];
-    // Oldest first, so the newest ends nearest SIEVE's head.
-    for (const row of db.index(this.#opts.isKey)) {
-      const live = row.expiresAtMs === undefined || row.expiresAtMs > now;
-      // Purged while its removal could not be written (a full disk): not brought back.
-      const purged = (this.#opts.purgedAt?.(row.key) ?? -Infinity) >= row.createdAtMs;
-      if (!live || purged || !this.#chunksIntact(row, files)) {
-        removals.push(db.removeManifest(row.key));
-        continue;
+    // A bad row (IndexRow's checks) is removed once the pass is over, unless written since.
+    const rows = this.#db.index(
+      this.#opts.isKey,
+      (key) => !this.#objects.has(key) && !this.#decided.has(key),
+    );
+    const first = rows.next();
+    this.#loading = { rows, first, files, found: [...files.keys()] };
+  }
+
+  /**
+   * Loads the index's rows, newest first, LOAD_SLICE_MS of work per event-loop turn, while the store
+   * serves: a key asked for meanwhile is read on its own (#entry), and chunks let go meanwhile are
+   * kept until every row has been counted (#removeChunk). Then #finishLoad.
+   */
+  async #loadRest(load: IndexLoad): Promise<void> {
+    const perTurn = this.#opts.loadRowsPerTurn;
+    let next = load.first;
+    try {
+      // A small store loads whole before open returns.
+      for (;;) {
+        const started = performance.now();
+        for (let n = 1; !next.done; n++) {
+          const row = next.value;
+          if (!this.#objects.has(row.key) && !this.#decided.has(row.key)) this.#admit(row, load.files);
+          next = load.rows.next();
+          if (
+            perTurn === undefined ? n % 64 === 0 && performance.now() - started > LOAD_SLICE_MS : n >= perTurn
+          )
+            break;
+        }
+        if (next.done) break;
+        await new Promise(setImmediate);
+        if (this.#closed) {
+          load.rows.return(undefined); // closes its connection
+          return;
+        }
       }
-      if (typeof row.chunks === 'string') this.#ledger.storedAndTaken(row.chunks, row.size);
-      else {
-        for (let index = 0; index < row.chunks.length; index++)
-          this.#ledger.stored(row.chunks[index]!, chunkLength(row.size, row.chunkSize, index), false);
-        this.#ledger.take(row.chunks);
+    } catch (error) {
+      load.rows.return(undefined);
+      const reason = error instanceof Error ? error.message : String(error);
+      this.#background(
+        new Error(
+          `the store's index stopped loading (${reason}): objects not loaded are left for the next start`,
+        ),
+      );
+      await this.#finishLoad(load, false);
+      return;
+    }
+    await this.#finishLoad(load, true);
+  }
+
+  /**
+   * The index has loaded (`complete`: every row): chunks nobody holds now are removed (files found
+   * at start that no row holds, chunks let go while it loaded), the store evicts down to its limit
+   * (lowered while the agent was down), the orphan pass over the database's chunks starts, and
+   * chunks found damaged while it loaded are checked again if a row loaded since holds them (before
+   * loaded() resolves). A load cut short removes nothing: a row it did not reach may hold any chunk.
+   */
+  async #finishLoad(load: IndexLoad, complete: boolean): Promise<void> {
+    this.#loading = undefined;
+    this.#decided.clear();
+    const deferred = [...this.#deferred];
+    const damaged = [...this.#damagedWhileLoading];
+    this.#deferred.clear();
+    this.#damagedWhileLoading.clear();
+    if (!complete || this.#closed) return;
+    const ledger = this.#ledger;
+    for (const digest of [...load.found, ...deferred])
+      if (!ledger.has(digest) && !ledger.writing(digest) && !this.#removals.has(digest))
+        this.#removeChunk(digest);
+    if (ledger.bytes + this.#indexBytes > this.#opts.maxBytes) {
+      try {
+        this.#reserve(0);
+      } catch (error) {
+        this.#background(error); // everything pinned: the next write evicts
       }
-      this.#index(row.key, row.chunks, row.rowBytes, row.expiresAtMs, false);
     }
-    for (const digest of found) {
-      // Orphans of interrupted writes, and files of the wrong length (the database's: #sweepOrphans).
-      if (!this.#ledger.has(digest)) removals.push(this.#files.remove(digest));
-    }
-    // What could not be removed now is found again at the next start; the store opens regardless.
-    for (const result of await Promise.allSettled(removals))
-      if (result.status === 'rejected') this.#background(result.reason);
-    if (this.#ledger.bytes + this.#indexBytes > this.#opts.maxBytes) {
-      this.#reserve(0); // the limit was lowered: evict down to it
-      this.#reserved = 0;
+    this.#sweeping = this.#sweepOrphans();
+    for (const digest of damaged) {
+      if (!ledger.has(digest) || ledger.verified(digest)) continue; // gone, or stored again since
+      await this.#verifyOnDisk(digest).catch((error: unknown) => this.#background(error));
     }
   }
 
@@ -1093,6 +1225,17 @@ export class ObjectStore {
     }
     return intact;
   }
+}
+
+/** The index's load after the start (#startLoad, #loadRest). */
+interface IndexLoad {
+  rows: Generator<IndexRow>;
+  /** The first row, read before the store opens. */
+  first: IteratorResult<IndexRow>;
+  /** The chunk files found at start: their sizes (#chunksIntact takes out those of the wrong length). */
+  files: Map<string, number>;
+  /** Their digests as found. */
+  found: string[];
 }
 
 /** Whether a manifest's chunk list is the one the index holds (one digest, or the list). */

@@ -20,6 +20,11 @@ class Keyed {
     this.#entries.set(key, entry);
     this.sieve.insert(entry);
   }
+  append(key: string): void {
+    const entry: Entry = { key, visited: false, prev: undefined, next: undefined };
+    this.#entries.set(key, entry);
+    this.sieve.append(entry);
+  }
   touch(key: string): void {
     this.#entries.get(key)!.visited = true;
   }
@@ -45,6 +50,19 @@ describe('Sieve', () => {
     assert.equal(s.evict(all), 'a');
     assert.equal(s.evict(all), 'b');
     assert.equal(s.size, 1);
+  });
+
+  it('appends entries known from before as the oldest, behind those inserted meanwhile', () => {
+    const s = new Keyed();
+    s.append('x');
+    s.insert('new');
+    s.append('y'); // older than x
+    s.append('z');
+    assert.equal(s.evict(all), 'z');
+    assert.equal(s.evict(all), 'y');
+    assert.equal(s.evict(all), 'x');
+    assert.equal(s.evict(all), 'new');
+    assert.equal(s.evict(all), undefined);
   });
 
   it('spares visited entries once, clearing their bit', () => {

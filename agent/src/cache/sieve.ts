@@ -46,6 +46,20 @@ export class Sieve<N extends SieveNode<N>> {
     this.#size++;
   }
 
+  /**
+   * Adds `node` (not in the list) as the oldest entry, unvisited: for entries known from before (a
+   * start loading its index newest first while new entries go in at the head).
+   */
+  append(node: N): void {
+    node.visited = false;
+    node.next = undefined;
+    node.prev = this.#tail;
+    if (this.#tail) this.#tail.next = node;
+    this.#tail = node;
+    this.#head ??= node;
+    this.#size++;
+  }
+
   /** Takes `node` out of the list; nothing when it is not in it. */
   delete(node: N): void {
     if (!this.has(node)) return;

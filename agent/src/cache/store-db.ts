@@ -108,6 +108,43 @@ export interface IndexRow {
 }
 
 /**
+ * The columns index() and indexRow() read: digests come out as hex from SQLite itself. A number past
+ * 2^53 (a damaged or edited file) reads as NULL: the row is dropped.
+ */
+const INDEX_COLUMNS = `key, lower(hex(chunks)), ${SIZE}, ${CHUNK_SIZE}, ${CREATED}, ${EXPIRES}, ${ROW_BYTES}`;
+type IndexColumns = [unknown, unknown, unknown, unknown, unknown, unknown, number];
+
+/** An index row from its columns; undefined when one the index relies on is malformed. */
+function toIndexRow(
+  [key, hex, size, chunkSize, created, expires, rowBytes]: IndexColumns,
+  isKey: (key: string) => boolean,
+): IndexRow | undefined {
+  if (
+    typeof key !== 'string' ||
+    !isKey(key) ||
+    typeof hex !== 'string' ||
+    !Number.isSafeInteger(size) ||
+    (size as number) < 0 ||
+    !Number.isSafeInteger(chunkSize) ||
+    (chunkSize as number) <= 0 ||
+    (chunkSize as number) > MAX_CHUNK_SIZE ||
+    hex.length !== 64 * chunkCount(size as number, chunkSize as number) ||
+    !Number.isSafeInteger(created) ||
+    (expires !== null && !Number.isSafeInteger(expires))
+  )
+    return undefined;
+  return {
+    key,
+    chunks: hex.length === 64 ? hex : splitDigests(hex),
+    size: size as number,
+    chunkSize: chunkSize as number,
+    createdAtMs: created as number,
+    expiresAtMs: (expires as number | null) ?? undefined,
+    rowBytes,
+  };
+}
+
+/**
  * A manifest as readManifest reads it, in MANIFEST_COLUMNS' order (digests as lower-case hex). Typed as
  * what SQLite may hold, whatever the schema says: a damaged or edited file may hold anything.
  */
@@ -143,6 +180,7 @@ export class StoreDb {
     deleteChunk: StatementSync;
     putCertificate: StatementSync;
     getManifest: StatementSync;
+    getIndexRow: StatementSync;
     chunkPage: StatementSync;
   };
   /** Certificate ids by certificate (base64), as committed. */
@@ -171,11 +209,13 @@ export class StoreDb {
       deleteChunk: db.prepare('DELETE FROM chunks WHERE digest = ?'),
       putCertificate: db.prepare('INSERT OR IGNORE INTO certificates (der) VALUES (?)'),
       getManifest: db.prepare(`SELECT ${MANIFEST_COLUMNS} FROM manifests WHERE key = ?`),
+      getIndexRow: db.prepare(`SELECT ${INDEX_COLUMNS} FROM manifests WHERE key = ?`),
       chunkPage: db.prepare(
         'SELECT rowid, lower(hex(digest)) FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?',
       ),
     };
     this.#statements.getManifest.setReturnArrays(true);
+    this.#statements.getIndexRow.setReturnArrays(true);
     this.#statements.chunkPage.setReturnArrays(true);
     this.#loadCertificates();
   }
@@ -248,64 +288,60 @@ export class StoreDb {
   }
 
   /**
-   * What the store's index keeps of every manifest, oldest first, without building the manifest:
+   * What the store's index keeps of every manifest, newest first, without building the manifest:
    * its key, chunks, size, chunk size, creation, expiry and manifestRowBytes (computed by SQLite).
    * Only what the index relies on is checked here (the key, numbers, the chunk list's length); a row
-   * that fails is deleted. The rest (the root, the signature, the media type) is checked when the
-   * manifest is first read (readManifest), so a start does not build a million manifests.
+   * that fails is deleted once the pass is over, if `mayRemove` says its key was not written since.
+   * The rest (the root, the signature, the media type) is checked when the manifest is first read
+   * (readManifest), so a start does not build a million manifests.
+   *
+   * The rows come from a read-only connection of their own: one snapshot of the table, taken by the
+   * first row (which sorts them all, so a damaged page throws there), however long the caller takes
+   * between rows while writes go on through this connection. Ending the iteration early closes it.
    */
-  *index(isKey: (key: string) => boolean): Generator<IndexRow> {
+  *index(isKey: (key: string) => boolean, mayRemove: (key: string) => boolean): Generator<IndexRow> {
     const bad: unknown[] = [];
-    const statement = this.#db.prepare(
-      // Digests come out as hex from SQLite itself; rows as arrays (cheaper than objects, at a
-      // million rows). A number past 2^53 (a damaged or edited file) reads as NULL: the row is dropped.
-      `SELECT key, lower(hex(chunks)), ${SIZE}, ${CHUNK_SIZE}, ${CREATED}, ${EXPIRES}, ${ROW_BYTES}
-         FROM manifests ORDER BY created`,
-    );
-    statement.setReturnArrays(true);
-    type Row = [unknown, unknown, unknown, unknown, unknown, unknown, number];
-    for (const [
-      key,
-      hex,
-      size,
-      chunkSize,
-      created,
-      expires,
-      rowBytes,
-    ] of statement.iterate() as Iterable<Row>) {
-      if (
-        typeof key !== 'string' ||
-        !isKey(key) ||
-        typeof hex !== 'string' ||
-        !Number.isSafeInteger(size) ||
-        (size as number) < 0 ||
-        !Number.isSafeInteger(chunkSize) ||
-        (chunkSize as number) <= 0 ||
-        (chunkSize as number) > MAX_CHUNK_SIZE ||
-        hex.length !== 64 * chunkCount(size as number, chunkSize as number) ||
-        !Number.isSafeInteger(created) ||
-        (expires !== null && !Number.isSafeInteger(expires))
-      ) {
-        bad.push(key);
-        continue;
+    const reader = new DatabaseSync(this.#path, { readOnly: true });
+    try {
+      // Rows as arrays: cheaper than objects, at a million rows.
+      const statement = reader.prepare(`SELECT ${INDEX_COLUMNS} FROM manifests ORDER BY created DESC`);
+      statement.setReturnArrays(true);
+      for (const columns of statement.iterate() as Iterable<IndexColumns>) {
+        const row = toIndexRow(columns, isKey);
+        if (row) yield row;
+        else bad.push(columns[0]);
       }
-      yield {
-        key,
-        chunks: hex.length === 64 ? hex : splitDigests(hex),
-        size: size as number,
-        chunkSize: chunkSize as number,
-        createdAtMs: created as number,
-        expiresAtMs: (expires as number | null) ?? undefined,
-        rowBytes,
-      };
+    } catch (error) {
+      if (isDamaged(error)) this.#markDamaged(); // the next start checks the whole file
+      throw error;
+    } finally {
+      reader.close();
     }
     for (const key of bad) {
+      if (typeof key === 'string' && !mayRemove(key)) continue;
       try {
         this.#statements.deleteManifest.run(key as string);
       } catch {
         // Left for the next start to find again.
       }
     }
+  }
+
+  /**
+   * What index() reads of `key`'s row, from this connection (what is committed now): 'bad' when a
+   * column the index relies on is malformed, undefined when there is no row. A damaged page reads as
+   * no row, and the next start checks the file.
+   */
+  indexRow(key: string, isKey: (key: string) => boolean): IndexRow | 'bad' | undefined {
+    let columns: IndexColumns | undefined;
+    try {
+      columns = this.#statements.getIndexRow.get(key) as IndexColumns | undefined;
+    } catch (error) {
+      if (!isDamaged(error)) throw error;
+      this.#markDamaged();
+      return undefined;
+    }
+    return columns && (toIndexRow(columns, isKey) ?? 'bad');
   }
 
   /**

@@ -11,6 +11,7 @@ function replicatorOptions(options: Record<string, unknown>): ReplicatorOptions 
     logger: pino({ level: 'silent' }),
     onPurged: () => Promise.resolve(),
     ...options,
+    store: { loaded: () => Promise.resolve(), ...(options.store as object) },
   } as unknown as ReplicatorOptions;
 }
 const replicatorWith = (options: Record<string, unknown>) => new Replicator(replicatorOptions(options));
@@ -32,6 +33,7 @@ describe('Replicator', () => {
     try {
       const replicator = new Replicator({
         store: {
+          loaded: () => Promise.resolve(),
           keys: () => {
             passes++;
             if (passes === 1) throw new Error('EIO: the index could not be read');

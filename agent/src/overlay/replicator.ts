@@ -252,6 +252,8 @@ export class Replicator {
     const checks: [PeerTransport, () => Promise<unknown>][] = [];
     /** Copies that failed (an owner that did not answer, or refused): the pass runs again. */
     let unmade = 0;
+    // After a start, every key held: the index loads in the background.
+    await this.#opts.store.loaded();
     const keys = this.#opts.store.keys();
     const live = new Set(keys);
     for (const key of this.#replicatedTo.keys()) if (!live.has(key)) this.#replicatedTo.delete(key);
