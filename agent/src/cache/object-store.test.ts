@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open as openFile, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,6 +9,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { isKey } from '../keys.ts';
 import { FakeClock } from '../time/clock.ts';
+import { ChunkFiles } from './chunk-files.ts';
 import { chunkSizeFor, digestOf } from './chunking.ts';
 import {
   IncompleteBodyError,
@@ -1158,6 +1159,40 @@ describe('ObjectStore', () => {
     await store.close();
     const again = await open();
     assert.deepEqual(again.keys().sort(), [...bodies.keys()].sort());
+  });
+
+  it('closes while its index loads: a key not loaded is then simply absent', async () => {
+    const bodies = new Map<string, Buffer>();
+    for (let i = 0; i < 20; i++) bodies.set(`k${i}`, randomBytes(100));
+    await storeInOrder(bodies);
+    const store = await open({ loadRowsPerTurn: 1 });
+    await store.close();
+    assert.equal(store.lookup('k0'), undefined); // a reader still in flight at shutdown
+  });
+
+  it('makes room on a full disk while its index loads: the chunks it evicts go once the load is over', async () => {
+    const bodies = new Map<string, Buffer>();
+    for (let i = 0; i < 200; i++) bodies.set(`small${i}`, randomBytes(100)); // loaded last
+    for (let i = 0; i < 12; i++) bodies.set(`file${i}`, randomBytes(PACKED_CHUNK_BYTES + 1));
+    await storeInOrder(bodies);
+    const store = await open({ loadRowsPerTurn: 1 });
+    while (store.stats().entries < 12) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(store.stats().indexLoaded, false);
+    // Another tenant took the disk: room for the twelve chunk files there are, no more.
+    const write: ChunkFiles['write'] = Reflect.get(ChunkFiles.prototype, 'write');
+    ChunkFiles.prototype.write = function (this: ChunkFiles, digest, data) {
+      const held = readdirSync(join(dir, 'chunks'), { recursive: true, withFileTypes: true });
+      if (held.filter((e) => e.isFile()).length >= 12)
+        return Promise.reject(new InsufficientStorageError('the disk is full'));
+      return write.call(this, digest, data);
+    };
+    try {
+      await store.put('new', [randomBytes(PACKED_CHUNK_BYTES + 1)]);
+    } finally {
+      ChunkFiles.prototype.write = write;
+    }
+    assert.ok(removed.some((r) => r.endsWith(':evicted')));
+    assert.ok(store.holds('new'));
   });
 
   it('checks again, once its index has loaded, a chunk found damaged while it loaded: an object loaded after it goes too', async () => {

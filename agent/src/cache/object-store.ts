@@ -762,6 +762,8 @@ export class ObjectStore {
       }
       if (evicted === 0) throw error;
       this.#opts.onDiskFull?.(evicted);
+      // While the index loads, chunks let go are removed only once it has (#removeChunk).
+      if (this.#loading) await this.#loaded;
       await Promise.all(this.#removals.values());
       // Rows deleted free pages inside the database's file: give them back to the file system.
       await this.#db.idle();
@@ -1106,38 +1108,39 @@ export class ObjectStore {
         await new Promise(setImmediate);
         if (this.#closed) {
           load.rows.return(undefined); // closes its connection
+          this.#loading = undefined; // nothing is read from the database any more
           return;
         }
       }
     } catch (error) {
+      // The store goes on as while loading (#loading stays): a key not loaded is read from the
+      // database when asked for, and no chunk let go is removed, until the next start.
       load.rows.return(undefined);
       const reason = error instanceof Error ? error.message : String(error);
       this.#background(
         new Error(
-          `the store's index stopped loading (${reason}): objects not loaded are left for the next start`,
+          `the store's index stopped loading (${reason}): until the next start, objects not loaded are read from the database when asked for, and no chunk is removed`,
         ),
       );
-      await this.#finishLoad(load, false);
       return;
     }
-    await this.#finishLoad(load, true);
+    await this.#finishLoad(load);
   }
 
   /**
-   * The index has loaded (`complete`: every row): chunks nobody holds now are removed (files found
-   * at start that no row holds, chunks let go while it loaded), the store evicts down to its limit
-   * (lowered while the agent was down), the orphan pass over the database's chunks starts, and
-   * chunks found damaged while it loaded are checked again if a row loaded since holds them (before
-   * loaded() resolves). A load cut short removes nothing: a row it did not reach may hold any chunk.
+   * The index has loaded: chunks nobody holds now are removed (files found at start that no row
+   * holds, chunks let go while it loaded), the store evicts down to its limit (lowered while the
+   * agent was down), the orphan pass over the database's chunks starts, and chunks found damaged
+   * while it loaded are checked again if a row loaded since holds them (before loaded() resolves).
    */
-  async #finishLoad(load: IndexLoad, complete: boolean): Promise<void> {
+  async #finishLoad(load: IndexLoad): Promise<void> {
     this.#loading = undefined;
     this.#decided.clear();
     const deferred = [...this.#deferred];
     const damaged = [...this.#damagedWhileLoading];
     this.#deferred.clear();
     this.#damagedWhileLoading.clear();
-    if (!complete || this.#closed) return;
+    if (this.#closed) return;
     const ledger = this.#ledger;
     for (const digest of [...load.found, ...deferred])
       if (!ledger.has(digest) && !ledger.writing(digest) && !this.#removals.has(digest))

@@ -65,6 +65,18 @@ describe('Sieve', () => {
     assert.equal(s.evict(all), undefined);
   });
 
+  it('appends at the hand once it has moved: the entry appended is the next it looks at, not the last', () => {
+    const s = new Keyed();
+    for (const k of ['a', 'b', 'c', 'd']) s.insert(k);
+    s.touch('a');
+    assert.equal(s.evict(all), 'b'); // the hand passed a (bit cleared), and stands at c
+    s.append('old');
+    assert.equal(s.evict(all), 'old');
+    assert.equal(s.evict(all), 'c');
+    assert.equal(s.evict(all), 'd');
+    assert.equal(s.evict(all), 'a');
+  });
+
   it('spares visited entries once, clearing their bit', () => {
     const s = new Keyed();
     for (const k of ['a', 'b', 'c']) s.insert(k);

@@ -47,16 +47,29 @@ export class Sieve<N extends SieveNode<N>> {
   }
 
   /**
-   * Adds `node` (not in the list) as the oldest entry, unvisited: for entries known from before (a
-   * start loading its index newest first while new entries go in at the head).
+   * Adds `node` (not in the list) as the oldest entry, unvisited: the next the hand looks at. For
+   * entries known from before (a start loading its index newest first while new entries go in at
+   * the head). With the hand at the tail (or not placed), that is the tail; once the hand has moved,
+   * the tail is behind it and would be looked at last: the node goes in at the hand instead.
    */
   append(node: N): void {
     node.visited = false;
-    node.next = undefined;
-    node.prev = this.#tail;
-    if (this.#tail) this.#tail.next = node;
-    this.#tail = node;
-    this.#head ??= node;
+    const hand = this.#hand;
+    if (hand === undefined) {
+      node.next = undefined;
+      node.prev = this.#tail;
+      if (this.#tail) this.#tail.next = node;
+      this.#tail = node;
+      this.#head ??= node;
+    } else {
+      // Between the hand and the entries it has passed (tail side), and the hand on it.
+      node.prev = hand;
+      node.next = hand.next;
+      if (hand.next) hand.next.prev = node;
+      else this.#tail = node;
+      hand.next = node;
+      this.#hand = node;
+    }
     this.#size++;
   }
 

@@ -89,6 +89,10 @@ export class Purger {
         throw new UnsignedPurgeError((error as Error).message, { cause: error });
       }
     }
+    // Read in before the tombstone is: while the store's index loads after a start, a key not
+    // loaded yet is read from the database when first asked for, and a row the tombstone covers
+    // would be removed unseen (the purge would say the object was not here).
+    this.#opts.store.holds(key);
     await this.#opts.tombstones.record(key, purgedAtMs, signature);
     this.#opts.forget(key);
     const local = this.#opts.store.lookup(key);
