@@ -325,14 +325,8 @@ export class ObjectStore {
     if (hot) return hot;
     if (!this.#ledger.has(digest)) throw new ObjectNotFoundError(`chunk ${digest}`);
     const copy = this.#copyState(digest);
-    let data: Buffer;
-    try {
-      data = await this.#readStored(digest);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      data = Buffer.alloc(0);
-    }
-    if (digestOf(data) !== digest) {
+    const data = await this.#readIntact(digest);
+    if (data === undefined) {
       // The copy was written again (or dropped and stored anew) while this read ran: these bytes
       // may be the old copy's. Read the new one.
       if (this.#ledger.has(digest) && this.#copyState(digest) !== copy) return this.readChunk(digest);
@@ -620,16 +614,8 @@ export class ObjectStore {
    */
   async #verifyOnDisk(digest: string): Promise<boolean> {
     const copy = this.#copyState(digest);
-    let data: Buffer;
-    try {
-      data = await this.#readStored(digest);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    if ((await this.#readIntact(digest)) === undefined) {
       if (!this.#ledger.has(digest)) return true; // removed meanwhile: nothing to check
-      data = Buffer.alloc(0);
-    }
-    if (digestOf(data) !== digest) {
-      if (!this.#ledger.has(digest)) return true;
       if (this.#copyState(digest) !== copy) return this.#verifyOnDisk(digest); // as readChunk
       this.#dropCorrupt(digest);
       return false;
@@ -662,14 +648,19 @@ export class ObjectStore {
     return packed ? Promise.resolve(packed) : this.#files.read(digest);
   }
 
-  /** Whether the chunk's stored copy is there and hashes to its digest (nothing is dropped). */
-  async #storedIntact(digest: string): Promise<boolean> {
+  /**
+   * The chunk's stored bytes if they are there and hash to its digest; undefined when they are gone
+   * or damaged (what to do then is the caller's: nothing is dropped here).
+   */
+  async #readIntact(digest: string): Promise<Buffer | undefined> {
+    let data: Buffer;
     try {
-      return digestOf(await this.#readStored(digest)) === digest;
+      data = await this.#readStored(digest);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      return false;
+      return undefined;
     }
+    return digestOf(data) === digest ? data : undefined;
   }
 
   /**
@@ -716,7 +707,7 @@ export class ObjectStore {
       // (which heals the objects that share it).
       this.#ledger.startWrite(digest);
       try {
-        if (!(await this.#storedIntact(digest)))
+        if ((await this.#readIntact(digest)) === undefined)
           await this.#makingRoom(data.length, () => this.#writeStored(digest, data));
         this.#ledger.markVerified(digest);
       } finally {

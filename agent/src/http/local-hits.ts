@@ -6,6 +6,7 @@ import type { ObjectHandle, ObjectStore } from '../cache/object-store.ts';
 import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
+import { drained } from '../transport/drained.ts';
 import type { AccessControl, Principal } from './access.ts';
 import { etagMatches, OBJECTS_PREFIX, OBJECTS_ROUTE, targetKey, traced } from './objects.ts';
 import { type ByteRange, parseRange } from './range.ts';
@@ -64,19 +65,6 @@ function prepare(manifest: Manifest): Prepared {
     new Date(manifest.createdAtMs).toUTCString(),
   ];
   return { etag, common, full: [...common, 'Content-Length', String(manifest.size)] };
-}
-
-/** Resolves once `res` may take more (drain), or is gone (close). */
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
 }
 
 /**

@@ -12,6 +12,7 @@ import {
   RequestReader,
 } from './bulk-wire.ts';
 import type { ChunkSink } from './peer-server.ts';
+import { drained } from './drained.ts';
 
 /** A connection between requests or stalled mid-answer (no byte either way) this long is closed. */
 const IDLE_MS = 60_000;
@@ -206,17 +207,4 @@ async function serveConnection(opts: BulkServerOptions, socket: TLSSocket): Prom
   reader.close();
   socket.resume();
   socket.end();
-}
-
-/** Resolves when `socket` takes more writes, or never will (closed). */
-function drained(socket: TLSSocket): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      socket.off('drain', done);
-      socket.off('close', done);
-      resolve();
-    };
-    socket.once('drain', done);
-    socket.once('close', done);
-  });
 }
