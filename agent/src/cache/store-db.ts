@@ -333,14 +333,7 @@ export class StoreDb {
    * no row, and the next start checks the file.
    */
   indexRow(key: string, isKey: (key: string) => boolean): IndexRow | 'bad' | undefined {
-    let columns: IndexColumns | undefined;
-    try {
-      columns = this.#statements.getIndexRow.get(key) as IndexColumns | undefined;
-    } catch (error) {
-      if (!isDamaged(error)) throw error;
-      this.#markDamaged();
-      return undefined;
-    }
+    const columns = this.#rowOf<IndexColumns>(this.#statements.getIndexRow, key);
     return columns && (toIndexRow(columns, isKey) ?? 'bad');
   }
 
@@ -350,15 +343,19 @@ export class StoreDb {
    * no row, and the next start checks the file.
    */
   readManifest(key: string, isKey: (key: string) => boolean): Manifest | undefined {
-    let row: ManifestRow | undefined;
+    const row = this.#rowOf<ManifestRow>(this.#statements.getManifest, key);
+    return row && this.#fromRow(row, isKey);
+  }
+
+  /** `statement`'s row for `key` (as arrays); undefined when none, or on a damaged page (marked). */
+  #rowOf<Row>(statement: StatementSync, key: string): Row | undefined {
     try {
-      row = this.#statements.getManifest.get(key) as ManifestRow | undefined;
+      return statement.get(key) as Row | undefined;
     } catch (error) {
       if (!isDamaged(error)) throw error;
       this.#markDamaged();
       return undefined;
     }
-    return row && this.#fromRow(row, isKey);
   }
 
   /** Forgets every manifest (before the manifest files of a store that went back a release are read again). */
