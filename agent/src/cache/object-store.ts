@@ -253,7 +253,7 @@ export class ObjectStore {
   /**
    * Resolves once the index has loaded after the start (open returns before: a key not loaded yet
    * is looked up in the database when asked for). Never rejects: a load cut short by an error is
-   * reported (onBackgroundError), and the objects it did not reach are left for the next start.
+   * reported (onBackgroundError), and the store goes on as while loading until the next start.
    */
   loaded(): Promise<void> {
     return this.#loaded;
