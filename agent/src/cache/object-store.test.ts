@@ -1161,13 +1161,64 @@ describe('ObjectStore', () => {
     assert.deepEqual(again.keys().sort(), [...bodies.keys()].sort());
   });
 
-  it('closes while its index loads: a key not loaded is then simply absent', async () => {
-    const bodies = new Map<string, Buffer>();
+  it('closes while its index loads: a key not loaded is then absent, and a chunk let go then stays for the row not loaded', async () => {
+    const shared = randomBytes(PACKED_CHUNK_BYTES + 1); // a file
+    const bodies = new Map([['old', shared]]);
     for (let i = 0; i < 20; i++) bodies.set(`k${i}`, randomBytes(100));
+    bodies.set('new', shared);
     await storeInOrder(bodies);
     const store = await open({ loadRowsPerTurn: 1 });
+    assert.ok(store.keys().includes('new') && !store.keys().includes('old'));
+    const reader = store.openRead('new')!; // in flight at shutdown
+    assert.equal(await store.delete('new'), true);
+    const closing = store.close();
+    await new Promise((resolve) => setImmediate(resolve)); // the load sees the close and stops
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(store.lookup('k0'), undefined, 'nothing is read from the database once closed');
+    reader.release(); // its chunk is the one 'old' holds
+    await closing;
+    const again = await open();
+    assert.deepEqual(await readAll(again, 'old'), shared);
+    await again.close();
+  });
+
+  it('goes on as while loading after its index load fails part way: reads keys from the database, removes no chunk, evicts nothing on a full disk', async () => {
+    const shared = randomBytes(PACKED_CHUNK_BYTES + 1);
+    const bodies = new Map([['old', shared]]);
+    for (let i = 0; i < 20; i++) bodies.set(`k${i}`, randomBytes(100));
+    bodies.set('boom', randomBytes(100));
+    bodies.set('new', shared);
+    await storeInOrder(bodies);
+    const errors: unknown[] = [];
+    const store = await open({
+      loadRowsPerTurn: 1,
+      isKey: (key) => (key === 'boom' ? assert.fail('a bug met by the load') : isKey(key)),
+      onBackgroundError: (error) => errors.push(error),
+    });
+    await store.loaded();
+    assert.equal(store.stats().indexLoaded, false);
+    assert.match(String(errors[0]), /stopped loading/);
+    assert.ok(!store.keys().includes('k0') && store.peek('k0'), 'a key not loaded is read from the database');
+    assert.equal(await store.delete('new'), true); // its chunk is the one 'old' holds, not loaded
+    const write: ChunkFiles['write'] = Reflect.get(ChunkFiles.prototype, 'write');
+    ChunkFiles.prototype.write = () => Promise.reject(new InsufficientStorageError('the disk is full'));
+    try {
+      await assert.rejects(
+        store.put('more', [randomBytes(PACKED_CHUNK_BYTES + 1)]),
+        InsufficientStorageError,
+      );
+    } finally {
+      ChunkFiles.prototype.write = write;
+    }
+    assert.deepEqual(
+      removed.filter((r) => r.endsWith(':evicted')),
+      [],
+      'nothing evicted: no chunk would be removed',
+    );
     await store.close();
-    assert.equal(store.lookup('k0'), undefined); // a reader still in flight at shutdown
+    const again = await open();
+    assert.deepEqual(await readAll(again, 'old'), shared);
+    await again.close();
   });
 
   it('makes room on a full disk while its index loads: the chunks it evicts go once the load is over', async () => {
@@ -1193,6 +1244,7 @@ describe('ObjectStore', () => {
     }
     assert.ok(removed.some((r) => r.endsWith(':evicted')));
     assert.ok(store.holds('new'));
+    await store.close();
   });
 
   it('checks again, once its index has loaded, a chunk found damaged while it loaded: an object loaded after it goes too', async () => {

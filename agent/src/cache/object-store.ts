@@ -193,6 +193,8 @@ export class ObjectStore {
   /** The index's load after open returned (#loadRest), while it runs: see #entry. */
   #loading: IndexLoad | undefined;
   #loaded: Promise<void> = Promise.resolve();
+  /** The load stopped on an error: the store stays as while loading until the next start. */
+  #loadFailed = false;
   /**
    * While the index loads: keys settled apart from the load (looked up, written, dropped), which it
    * skips when it reaches their rows.
@@ -738,6 +740,8 @@ export class ObjectStore {
       return await write();
     } catch (error) {
       if (!(error instanceof InsufficientStorageError)) throw error;
+      // No chunk is removed after a failed load (#loadRest): evicting would free nothing.
+      if (this.#loadFailed) throw error;
       const target = this.#ledger.bytes - Math.max(DISK_FULL_FREE, 4 * bytes);
       let evicted = 0;
       const isOwned = this.#opts.isOwned;
@@ -829,7 +833,7 @@ export class ObjectStore {
   #entry(key: string): ObjectEntry | undefined {
     const entry = this.#objects.get(key);
     const load = this.#loading;
-    if (entry !== undefined || load === undefined || this.#decided.has(key)) return entry;
+    if (entry !== undefined || load === undefined || this.#closed || this.#decided.has(key)) return entry;
     this.#decided.add(key);
     const row = this.#db.indexRow(key, this.#opts.isKey);
     if (row === 'bad') this.#db.removeManifest(key).catch((error) => this.#background(error));
@@ -1098,14 +1102,16 @@ export class ObjectStore {
         if (next.done) break;
         await new Promise(setImmediate);
         if (this.#closed) {
-          load.rows.return(undefined); // closes its connection
-          this.#loading = undefined; // nothing is read from the database any more
+          // Closes its connection. #loading stays: a chunk let go now (a reader done at shutdown)
+          // may be held by a row not loaded, and #entry reads no more once closed.
+          load.rows.return(undefined);
           return;
         }
       }
     } catch (error) {
       // The store goes on as while loading (#loading stays): a key not loaded is read from the
       // database when asked for, and no chunk let go is removed, until the next start.
+      this.#loadFailed = true;
       load.rows.return(undefined);
       const reason = error instanceof Error ? error.message : String(error);
       this.#background(
