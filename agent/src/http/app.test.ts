@@ -277,6 +277,7 @@ describe('HTTP API', () => {
       assert.ok(metrics.includes(name), `${name} exported`);
     }
     assert.match(metrics, /edgemesh_cache_lookups_total\{result="hit"[^}]*\} [1-9]/);
+    assert.match(metrics, /edgemesh_cache_index_loaded(\{[^}]*\})? 1\n/, 'the index has loaded');
   });
 
   it('cuts off a receiver that does not read, instead of keeping its messages in memory', async () => {

@@ -167,6 +167,11 @@ export class AgentMetrics {
       '{object}',
     );
     gauge(
+      'edgemesh.cache.index.loaded',
+      'Whether the index has loaded after the start (0 while it loads: the other cache figures cover what is loaded)',
+      (r) => r.observe(sources.store().indexLoaded ? 1 : 0),
+    );
+    gauge(
       'edgemesh.cache.hot.size',
       'Bytes in the in-memory hot tier',
       (r) => r.observe(sources.store().hotBytes),
