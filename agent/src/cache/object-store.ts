@@ -983,6 +983,11 @@ export class ObjectStore {
     for (const digest of this.#ledger.release(digests)) this.#removeChunk(digest);
   }
 
+  /** Not held, not being written, not being removed already: nothing will ever read it. */
+  #unheld(digest: string): boolean {
+    return !this.#ledger.has(digest) && !this.#ledger.writing(digest) && !this.#removals.has(digest);
+  }
+
   /** A chunk the ledger forgot: out of the hot tier, and its file removed in the background. */
   #removeChunk(digest: string): void {
     this.#hot.delete(digest);
@@ -1139,9 +1144,7 @@ export class ObjectStore {
     this.#damagedWhileLoading.clear();
     if (this.#closed) return;
     const ledger = this.#ledger;
-    for (const digest of [...load.found, ...deferred])
-      if (!ledger.has(digest) && !ledger.writing(digest) && !this.#removals.has(digest))
-        this.#removeChunk(digest);
+    for (const digest of [...load.found, ...deferred]) if (this.#unheld(digest)) this.#removeChunk(digest);
     if (ledger.bytes + this.#indexBytes > this.#opts.maxBytes) {
       try {
         this.#reserve(0);
@@ -1172,11 +1175,7 @@ export class ObjectStore {
       }
       if (page.digests.length === 0) return;
       after = page.last;
-      for (const digest of page.digests) {
-        // Not held, not being written, not being removed already: nothing will ever read it.
-        if (!this.#ledger.has(digest) && !this.#ledger.writing(digest) && !this.#removals.has(digest))
-          this.#removeChunk(digest);
-      }
+      for (const digest of page.digests) if (this.#unheld(digest)) this.#removeChunk(digest);
       await new Promise(setImmediate);
     }
   }

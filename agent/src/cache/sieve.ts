@@ -54,22 +54,16 @@ export class Sieve<N extends SieveNode<N>> {
    */
   append(node: N): void {
     node.visited = false;
-    const hand = this.#hand;
-    if (hand === undefined) {
-      node.next = undefined;
-      node.prev = this.#tail;
-      if (this.#tail) this.#tail.next = node;
-      this.#tail = node;
-      this.#head ??= node;
-    } else {
-      // Between the hand and the entries it has passed (tail side), and the hand on it.
-      node.prev = hand;
-      node.next = hand.next;
-      if (hand.next) hand.next.prev = node;
-      else this.#tail = node;
-      hand.next = node;
-      this.#hand = node;
-    }
+    // Just tail-side of the entry the hand looks at next (the tail when it is not placed), and the
+    // hand on it.
+    const next = this.#hand ?? this.#tail;
+    node.prev = next;
+    node.next = next?.next;
+    if (node.next) node.next.prev = node;
+    else this.#tail = node;
+    if (next) next.next = node;
+    else this.#head = node;
+    if (this.#hand) this.#hand = node;
     this.#size++;
   }
 
