@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { isKey } from '../keys.ts';
 import { FakeClock } from '../time/clock.ts';
 import { ChunkFiles } from './chunk-files.ts';
@@ -1244,6 +1246,34 @@ describe('ObjectStore', () => {
     }
     assert.ok(removed.some((r) => r.endsWith(':evicted')));
     assert.ok(store.holds('new'));
+    await store.close();
+  });
+
+  it('remembers nothing of keys it never had that clients ask for while its index loads', async () => {
+    const bodies = new Map<string, Buffer>();
+    for (let i = 0; i < 20; i++) bodies.set(`k${i}`, randomBytes(100));
+    bodies.set('boom', randomBytes(100));
+    bodies.set('newest', randomBytes(100)); // the first row, read by open: fine
+    await storeInOrder(bodies);
+    // A load that failed part way: the store stays as while loading for good (the worst case).
+    const store = await open({
+      loadRowsPerTurn: 1,
+      isKey: (key) => (key === 'boom' ? assert.fail('a bug met by the load') : isKey(key)),
+      onBackgroundError: () => undefined,
+    });
+    await store.loaded();
+    assert.equal(store.stats().indexLoaded, false);
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const prefix = 'x'.repeat(500);
+    for (let i = 0; i < 50_000; i++) assert.equal(store.lookup(`${prefix}${i}`), undefined);
+    gc();
+    const grown = process.memoryUsage().heapUsed - before;
+    // Remembered, 50,000 keys of 505 characters would hold about 27 MB.
+    assert.ok(grown < 8 * MiB, `the heap grew by ${(grown / MiB).toFixed(1)} MiB`);
+    assert.ok(store.peek('k0'), 'a key it has is still read from the database');
     await store.close();
   });
 

@@ -196,7 +196,7 @@ export class ObjectStore {
   /** The load stopped on an error: the store stays as while loading until the next start. */
   #loadFailed = false;
   /**
-   * While the index loads: keys settled apart from the load (looked up, written, dropped), which it
+   * While the index loads: keys settled apart from the load (read in, written, dropped), which it
    * skips when it reaches their rows.
    */
   readonly #decided = new Set<string>();
@@ -834,11 +834,17 @@ export class ObjectStore {
     const entry = this.#objects.get(key);
     const load = this.#loading;
     if (entry !== undefined || load === undefined || this.#closed || this.#decided.has(key)) return entry;
-    this.#decided.add(key);
     const row = this.#db.indexRow(key, this.#opts.isKey);
-    if (row === 'bad') this.#db.removeManifest(key).catch((error) => this.#background(error));
-    else if (row !== undefined && this.#admit(row, load.files)) return this.#objects.get(key);
-    return undefined;
+    // No row: nothing for the load to skip (a row removed since it began was marked by whoever
+    // removed it). Not remembered, so lookups of keys the store never had (any client can send
+    // them) cost a point read each, not memory.
+    if (row === undefined) return undefined;
+    this.#decided.add(key);
+    if (row === 'bad') {
+      this.#db.removeManifest(key).catch((error) => this.#background(error));
+      return undefined;
+    }
+    return this.#admit(row, load.files) ? this.#objects.get(key) : undefined;
   }
 
   /**
