@@ -1277,6 +1277,23 @@ describe('ObjectStore', () => {
     await store.close();
   });
 
+  it('refuses a version whose creation time the database cannot keep, instead of acknowledging a write a restart loses', async () => {
+    const store = await open();
+    const data = randomBytes(100);
+    const lease = store.newLease();
+    const digest = await store.putChunk(lease, data);
+    const fields = { key: 'a', size: 100, chunkSize: chunkSizeFor(100), chunks: [digest] };
+    await assert.rejects(store.commit(lease, { ...fields, createdAtMs: 2 ** 60 }), StaleVersionError);
+    await store.commit(lease, { ...fields, createdAtMs: Number.MAX_SAFE_INTEGER }); // a peer's, the last there is
+    lease.release();
+    // A newer version here would be 2^53: the next start would read it as damage.
+    await assert.rejects(store.put('a', [randomBytes(100)], { size: 100 }), StaleVersionError);
+    assert.deepEqual(await readAll(store, 'a'), data);
+    await store.close();
+    const again = await open();
+    assert.deepEqual(await readAll(again, 'a'), data);
+  });
+
   it('checks again, once its index has loaded, a chunk found damaged while it loaded: an object loaded after it goes too', async () => {
     const shared = randomBytes(1000);
     const bodies = new Map([['late', shared]]);

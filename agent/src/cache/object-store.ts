@@ -495,6 +495,12 @@ export class ObjectStore {
     const heldEntry = this.#entry(fields.key);
     const held = heldEntry && this.#manifestOf(heldEntry);
     const createdAtMs = fields.createdAtMs ?? Math.max(now, (held?.createdAtMs ?? -1) + 1);
+    // Past 2^53 the database reads the time as damage and drops the row at the next start: the
+    // write would be acknowledged, then lost. (A held version at the very top leaves no room.)
+    if (!Number.isSafeInteger(createdAtMs))
+      throw new StaleVersionError(
+        `${fields.key}: no version can be made at ${createdAtMs}: creation times end at 2^53 - 1`,
+      );
     const purgedAt = this.#opts.purgedAt?.(fields.key);
     if (purgedAt !== undefined && createdAtMs <= purgedAt) throw new ObjectPurgedError(fields.key, purgedAt);
     if (held && held.createdAtMs > createdAtMs)
