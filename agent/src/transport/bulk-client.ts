@@ -1,6 +1,7 @@
 import { status } from '@grpc/grpc-js';
+import type { SocketConstructorOpts } from 'node:net';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
-import { BULK_ALPN, encodeRequest, FRAME, ResponseReader } from './bulk-wire.ts';
+import { BULK_ALPN, ClientReads, encodeRequest, FRAME, ResponseReader } from './bulk-wire.ts';
 import {
   PeerBusyError,
   PeerError,
@@ -15,6 +16,12 @@ const MAX_IDLE = 4;
 const IDLE_MS = 30_000;
 /** A peer found without the bulk stream is asked again this much later (it may have been upgraded). */
 const UNSUPPORTED_RETRY_MS = 10 * 60_000;
+
+/** A connection to the peer and where its bytes land (bulk-wire.ts). */
+interface Connection {
+  socket: TLSSocket;
+  reads: ClientReads;
+}
 
 /** The peer does not speak the bulk stream (a build from before it): use FetchChunks. */
 export class BulkUnsupportedError extends Error {
@@ -39,7 +46,7 @@ export class BulkChannel {
   readonly #opts: BulkChannelOptions;
   readonly #host: string;
   readonly #port: number;
-  readonly #idle: TLSSocket[] = [];
+  readonly #idle: Connection[] = [];
   /** Until when the peer is taken not to speak the bulk stream (performance.now()). */
   #unsupportedUntil = -Infinity;
   #closed = false;
@@ -71,28 +78,29 @@ export class BulkChannel {
     if (signal?.aborted) throw new PeerError(this.#opts.id, 'FetchChunks cancelled');
     const request = encodeRequest({ digests: [...digests], from, meta });
     let reused = true;
-    let socket = this.#takeIdle();
-    if (!socket) {
+    let connection = this.#takeIdle();
+    if (!connection) {
       reused = false;
-      socket = await this.#connect(signal);
+      connection = await this.#connect(signal);
     }
     for (;;) {
-      const outcome = yield* this.#request(socket, request, lengths, signal, reused);
+      const outcome = yield* this.#request(connection, request, lengths, signal, reused);
       if (outcome === 'done') return;
       // A kept connection the server closed meanwhile (its age, its idle time): once more, anew.
       reused = false;
-      socket = await this.#connect(signal);
+      connection = await this.#connect(signal);
     }
   }
 
   async *#request(
-    socket: TLSSocket,
+    connection: Connection,
     request: Buffer,
     lengths: readonly number[],
     signal: AbortSignal | undefined,
     reused: boolean,
   ): AsyncGenerator<ReceivedChunk, 'done' | 'retry'> {
-    const reader = new ResponseReader(socket, (index) => lengths[index]);
+    const { socket } = connection;
+    const reader = new ResponseReader(socket, connection.reads, (index) => lengths[index]);
     const quiet = quietWatch(this.#opts.timeoutMs, () => socket.destroy());
     const onAbort = () => socket.destroy();
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -160,47 +168,54 @@ export class BulkChannel {
       reader.detach();
       // An answer not read to its end (the consumer stopped, an error) leaves bytes in flight: the
       // connection goes with it.
-      if (reusable && !signal?.aborted) this.#keep(socket);
+      if (reusable && !signal?.aborted) this.#keep(connection);
       else socket.destroy();
     }
   }
 
-  #takeIdle(): TLSSocket | undefined {
+  #takeIdle(): Connection | undefined {
     for (;;) {
-      const socket = this.#idle.pop();
-      if (!socket) return undefined;
+      const connection = this.#idle.pop();
+      if (!connection) return undefined;
+      const { socket } = connection;
       if (!socket.destroyed && socket.readable && socket.writable) {
         socket.setTimeout(0);
         socket.ref();
-        return socket;
+        return connection;
       }
       socket.destroy();
     }
   }
 
-  #keep(socket: TLSSocket): void {
+  #keep(connection: Connection): void {
+    const { socket } = connection;
     if (this.#closed || this.#idle.length >= MAX_IDLE || socket.destroyed) return void socket.destroy();
     socket.setTimeout(IDLE_MS);
     socket.unref(); // an idle connection keeps no process alive
-    this.#idle.push(socket);
+    this.#idle.push(connection);
   }
 
   #forget(socket: TLSSocket): void {
-    const at = this.#idle.indexOf(socket);
+    const at = this.#idle.findIndex((c) => c.socket === socket);
     if (at >= 0) this.#idle.splice(at, 1);
   }
 
   /** A new connection, its handshake done; BulkUnsupportedError when the peer chose another protocol. */
-  #connect(signal?: AbortSignal): Promise<TLSSocket> {
+  #connect(signal?: AbortSignal): Promise<Connection> {
     if (this.#closed)
       return Promise.reject(new PeerError(this.#opts.id, 'FetchChunks: the connection was closed'));
     return new Promise((resolve, reject) => {
-      const socket = connect({
+      // Bytes from an idle connection (a server that breaks the protocol) close it.
+      const reads = new ClientReads(() => socket.destroy());
+      // `onread` is a net.Socket option tls.connect passes on (its types leave it out).
+      const options: ConnectionOptions & Pick<SocketConstructorOpts, 'onread'> = {
         ...this.#opts.tls(),
         host: this.#host,
         port: this.#port,
         ALPNProtocols: [BULK_ALPN, 'h2'],
-      });
+        onread: reads.onread,
+      };
+      const socket = connect(options);
       // Errors are the request's (through the reader) or, while idle, only close the connection.
       socket.on('error', () => {});
       socket.on('close', () => this.#forget(socket));
@@ -232,7 +247,7 @@ export class BulkChannel {
           return reject(new BulkUnsupportedError(`${this.#opts.address} does not speak ${BULK_ALPN}`));
         }
         socket.setNoDelay(true);
-        resolve(socket);
+        resolve({ socket, reads });
       };
       socket.once('secureConnect', connected);
       socket.once('error', fail);
@@ -240,11 +255,11 @@ export class BulkChannel {
     }).catch((error: Error) => {
       if (error instanceof BulkUnsupportedError) throw error;
       throw new PeerError(this.#opts.id, `FetchChunks: ${error.message}`, { cause: error });
-    }) as Promise<TLSSocket>;
+    }) as Promise<Connection>;
   }
 
   close(): void {
     this.#closed = true;
-    for (const socket of this.#idle.splice(0)) socket.destroy();
+    for (const { socket } of this.#idle.splice(0)) socket.destroy();
   }
 }

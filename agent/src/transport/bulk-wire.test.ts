@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
+  ClientReads,
   encodeRequest,
   errorFrame,
   FRAME,
@@ -15,11 +16,28 @@ import {
   type ResponseFrame,
 } from './bulk-wire.ts';
 
-/** Enough of a socket for the readers: data and end events, pause and resume. */
-function fakeSocket(): Socket & { feed(parts: Buffer[]): void } {
-  const socket = new EventEmitter() as EventEmitter & { paused: boolean };
+type FakeSocket = Socket & {
+  feed(parts: Buffer[]): void;
+  deliver(parts: Buffer[], elsewhere?: (n: number) => boolean): void;
+  reads: ClientReads;
+  stray: number;
+};
+
+/**
+ * Enough of a socket for the readers: data and end events, pause and resume. `feed` hands bytes to a
+ * RequestReader as `data` events; `deliver` hands them to a ResponseReader as TLS does with `onread`
+ * (`reads`): copied into the buffer `reads.onread.buffer()` names, at most its length at a time, or,
+ * for the writes `elsewhere` picks, into a buffer of their own (as a buffer named before the answer
+ * moved on would be).
+ */
+function fakeSocket(): FakeSocket {
+  const socket = new EventEmitter() as EventEmitter & { paused: boolean; stray: number };
   socket.paused = false;
+  socket.stray = 0;
+  const reads = new ClientReads(() => socket.stray++);
+  let writes = 0;
   return Object.assign(socket, {
+    reads,
     pause() {
       socket.paused = true;
       return socket;
@@ -31,7 +49,18 @@ function fakeSocket(): Socket & { feed(parts: Buffer[]): void } {
     feed(parts: Buffer[]) {
       for (const part of parts) socket.emit('data', part);
     },
-  }) as unknown as Socket & { feed(parts: Buffer[]): void };
+    deliver(parts: Buffer[], elsewhere: (n: number) => boolean = () => false) {
+      for (const part of parts)
+        for (let at = 0; at < part.length;) {
+          const named = reads.onread.buffer();
+          const target = elsewhere(writes++) ? Buffer.alloc(named.length) : named;
+          const n = Math.min(target.length, part.length - at);
+          target.set(part.subarray(at, at + n)); // not Buffer#copy: a test counts those
+          reads.onread.callback(n, target);
+          at += n;
+        }
+    },
+  }) as unknown as FakeSocket;
 }
 
 /** `bytes` cut at `cuts` (offsets, any order, duplicates allowed). */
@@ -55,10 +84,11 @@ describe('bulk-stream framing', () => {
       frameHeader(FRAME.END, 0, 0),
     ]);
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.nat(), { maxLength: 40 }), async (cuts) => {
+      fc.asyncProperty(fc.array(fc.nat(), { maxLength: 40 }), fc.array(fc.boolean()), async (cuts, away) => {
         const socket = fakeSocket();
-        const reader = new ResponseReader(socket, (i) => chunks[i]?.length);
-        socket.feed(split(stream, cuts));
+        const reader = new ResponseReader(socket, socket.reads, (i) => chunks[i]?.length);
+        // Most writes land where the reader named (in place), the writes `away` picks elsewhere.
+        socket.deliver(split(stream, cuts), (n) => away[n] === true);
         const frames: ResponseFrame[] = [];
         for (let f = await reader.next(); ; f = await reader.next()) {
           frames.push(f);
@@ -80,6 +110,27 @@ describe('bulk-stream framing', () => {
     );
   });
 
+  it('takes a chunk’s bytes where TLS wrote them, copying none, and closes on bytes outside an answer', async (t) => {
+    const chunk = randomBytes(50_000);
+    const socket = fakeSocket();
+    const reader = new ResponseReader(socket, socket.reads, () => chunk.length);
+    const copies = t.mock.method(Buffer.prototype, 'copy');
+    socket.deliver(
+      split(Buffer.concat([frameHeader(FRAME.DATA, 0, chunk.length), chunk]), [3, 9, 100, 16393]),
+    );
+    const frame = await reader.next();
+    assert.equal(frame.type, FRAME.DATA);
+    assert.deepEqual(frame.data, chunk);
+    assert.equal(copies.mock.callCount(), 0, 'the bytes were in place: nothing to copy');
+    socket.deliver([frameHeader(FRAME.END, 0, 0)]);
+    assert.equal((await reader.next()).type, FRAME.END);
+    assert.ok(reader.clean);
+    reader.detach();
+    assert.equal(socket.stray, 0);
+    socket.deliver([Buffer.from('x')]);
+    assert.equal(socket.stray, 1, 'a byte while no answer is read: the connection is closed');
+  });
+
   it(
     'refuses what breaks the framing: a length not asked for, an unknown type, bytes after the end',
     { timeout: 10_000 },
@@ -94,8 +145,8 @@ describe('bulk-stream framing', () => {
       ];
       for (const [bytes, expected] of cases) {
         const socket = fakeSocket();
-        const reader = new ResponseReader(socket, (i) => (i === 0 ? 4 : undefined));
-        socket.feed([bytes]);
+        const reader = new ResponseReader(socket, socket.reads, (i) => (i === 0 ? 4 : undefined));
+        socket.deliver([bytes]);
         await assert.rejects(
           (async () => {
             for (;;) if ((await reader.next()).type === FRAME.END) await reader.next();
@@ -108,16 +159,16 @@ describe('bulk-stream framing', () => {
 
   it('reads an error frame’s status and message, and the connection ending mid-answer', async () => {
     const socket = fakeSocket();
-    const reader = new ResponseReader(socket, () => 4);
-    socket.feed([errorFrame({ code: 8, message: 'busy' })]);
+    const reader = new ResponseReader(socket, socket.reads, () => 4);
+    socket.deliver([errorFrame({ code: 8, message: 'busy' })]);
     assert.deepEqual(await reader.next(), { type: FRAME.ERROR, error: { code: 8, message: 'busy' } });
     assert.ok(reader.clean, 'an error ends the answer');
-    socket.feed([Buffer.from('x')]);
+    socket.deliver([Buffer.from('x')]);
     await assert.rejects(reader.next(), /after the end/, 'nothing may follow it');
 
     const cut = fakeSocket();
-    const cutReader = new ResponseReader(cut, () => 4);
-    cut.feed([frameHeader(FRAME.DATA, 0, 4), Buffer.from('ab')]);
+    const cutReader = new ResponseReader(cut, cut.reads, () => 4);
+    cut.deliver([frameHeader(FRAME.DATA, 0, 4), Buffer.from('ab')]);
     cut.emit('end');
     await assert.rejects(cutReader.next(), /closed mid-answer/);
   });

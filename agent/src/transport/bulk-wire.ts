@@ -174,14 +174,56 @@ export type ResponseFrame =
   | { type: typeof FRAME.END };
 
 /**
- * Parses answer frames off a client's socket for one request. A chunk's bytes are copied once, from
- * TLS's records into a buffer of the chunk's length (`lengthOf(index)`: the length the caller expects;
- * a frame announcing another is a protocol error), and hashed (SHA-256) record by record as they
+ * Where a client connection's decrypted bytes land: the `onread` option of `tls.connect`, one per
+ * connection for its life. TLS writes each record's plaintext straight into the buffer the answer
+ * being read names (ResponseReader.target): the chunk's own buffer at the next byte it lacks, or the
+ * frame header. So a chunk's bytes are copied once, by TLS, into the buffer that will hold them, and
+ * no buffer is allocated per record (with `data` events each record is a new ArrayBuffer, which V8
+ * counts as external memory and pays for in full collections). Bytes that come while no answer is
+ * being read break the protocol: `onStray` (the caller closes the connection).
+ */
+export class ClientReads {
+  #reader: ResponseReader | undefined;
+  readonly #idle = Buffer.allocUnsafe(HEADER_BYTES);
+  readonly #onStray: () => void;
+  /** The option for `tls.connect`. */
+  readonly onread = {
+    buffer: (): Buffer => this.#reader?.target() ?? this.#idle,
+    callback: (n: number, buffer: Uint8Array): boolean => {
+      const reader = this.#reader;
+      if (!reader) {
+        this.#onStray();
+        return false;
+      }
+      reader.receive(Buffer.from(buffer.buffer, buffer.byteOffset, n)); // a view, not a copy
+      return true;
+    },
+  };
+
+  constructor(onStray: () => void) {
+    this.#onStray = onStray;
+  }
+
+  attach(reader: ResponseReader): void {
+    this.#reader = reader;
+  }
+
+  detach(reader: ResponseReader): void {
+    if (this.#reader === reader) this.#reader = undefined;
+  }
+}
+
+/**
+ * Parses answer frames off a client's connection for one request, as `reads` (ClientReads) hands it
+ * the bytes. A chunk's bytes arrive in a buffer of the chunk's length (`lengthOf(index)`: the length
+ * the caller expects; a frame announcing another is a protocol error), in place when TLS wrote them
+ * where `target()` said (else copied there), and are hashed (SHA-256) record by record as they
  * arrive, while they are in the CPU's cache. Reading pauses while a parsed chunk waits for the
  * consumer, so a slow consumer slows the sender through TCP.
  */
 export class ResponseReader {
   readonly #socket: Socket;
+  readonly #reads: ClientReads;
   readonly #lengthOf: (index: number) => number | undefined;
   readonly #frames: ResponseFrame[] = [];
   #header = Buffer.allocUnsafe(HEADER_BYTES);
@@ -191,14 +233,14 @@ export class ResponseReader {
   /** END or ERROR was read: any byte after it breaks the protocol. */
   #ended = false;
   #wake: (() => void) | undefined;
-  readonly #onData = (data: Buffer) => this.#parse(data);
   readonly #onEnd = () => this.#fail(new Error('the connection closed mid-answer'));
   readonly #onError = (error: Error) => this.#fail(error);
 
-  constructor(socket: Socket, lengthOf: (index: number) => number | undefined) {
+  constructor(socket: Socket, reads: ClientReads, lengthOf: (index: number) => number | undefined) {
     this.#socket = socket;
+    this.#reads = reads;
     this.#lengthOf = lengthOf;
-    socket.on('data', this.#onData);
+    reads.attach(this);
     socket.on('end', this.#onEnd);
     socket.on('close', this.#onEnd);
     socket.on('error', this.#onError);
@@ -220,7 +262,7 @@ export class ResponseReader {
 
   /** Stops listening (the socket is handed back to the pool or destroyed by the caller). */
   detach(): void {
-    this.#socket.off('data', this.#onData);
+    this.#reads.detach(this);
     this.#socket.off('end', this.#onEnd);
     this.#socket.off('close', this.#onEnd);
     this.#socket.off('error', this.#onError);
@@ -245,7 +287,14 @@ export class ResponseReader {
     wake?.();
   }
 
-  #parse(data: Buffer): void {
+  /** Where the next bytes belong: the rest of the chunk (or error) being read, else of the header. */
+  target(): Buffer {
+    const current = this.#current;
+    return current ? current.body.subarray(current.filled) : this.#header.subarray(this.#headerFill);
+  }
+
+  /** Bytes of the answer, in order: in place where target() pointed, or anywhere else. */
+  receive(data: Buffer): void {
     let offset = 0;
     while (offset < data.length && !this.#error) {
       if (this.#ended) {
@@ -254,7 +303,7 @@ export class ResponseReader {
       }
       if (!this.#current) {
         const n = Math.min(HEADER_BYTES - this.#headerFill, data.length - offset);
-        data.copy(this.#header, this.#headerFill, offset, offset + n);
+        copyUnlessThere(data, offset, n, this.#header, this.#headerFill);
         this.#headerFill += n;
         offset += n;
         if (this.#headerFill < HEADER_BYTES) break;
@@ -284,7 +333,7 @@ export class ResponseReader {
       }
       const current = this.#current;
       const n = Math.min(current.body.length - current.filled, data.length - offset);
-      data.copy(current.body, current.filled, offset, offset + n);
+      copyUnlessThere(data, offset, n, current.body, current.filled);
       current.hash?.update(current.body.subarray(current.filled, current.filled + n));
       current.filled += n;
       offset += n;
@@ -333,4 +382,10 @@ export class ResponseReader {
     this.#ended = true; // an error ends the answer as END does: nothing may follow
     this.#frames.push({ type: FRAME.ERROR, error });
   }
+}
+
+/** Copies `n` bytes of `from` at `offset` to `to` at `at`, unless they are there already (in place). */
+function copyUnlessThere(from: Buffer, offset: number, n: number, to: Buffer, at: number): void {
+  const inPlace = from.buffer === to.buffer && from.byteOffset + offset === to.byteOffset + at;
+  if (!inPlace) from.copy(to, at, offset, offset + n);
 }
