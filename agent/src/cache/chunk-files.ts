@@ -40,12 +40,15 @@ export class ChunkFiles {
     await atomicWrite(this.#tmpDir, this.path(digest), data, this.fsync);
   }
 
-  /** The whole file in one read (readFile would take 512 KiB per event-loop turn). */
-  async read(digest: string): Promise<Buffer> {
+  /**
+   * The whole file in one read (readFile would take 512 KiB per event-loop turn), into a new buffer
+   * or into the start of `into(size)`'s when that gives one.
+   */
+  async read(digest: string, into?: (size: number) => Buffer | undefined): Promise<Buffer> {
     const file = await open(this.path(digest), 'r');
     try {
       const { size } = await file.stat();
-      const data = Buffer.allocUnsafe(size);
+      const data = into?.(size)?.subarray(0, size) ?? Buffer.allocUnsafe(size);
       let offset = 0;
       while (offset < size) {
         const { bytesRead } = await file.read(data, offset, size - offset, offset);

@@ -346,14 +346,15 @@ export class ObjectStore {
    * not yet scrubbed) and on one read in SEND_SAMPLE, at random, otherwise. A chunk damaged since it was hashed
    * may go out unnoticed (the receiver refuses it); the periodic scrub and the samples find it and
    * drop it. Bytes not hashed on this read stay out of the hot tier, which local clients read from.
+   * Those are read into `into(size)`'s buffer when it gives one (the sender's, reused once sent).
    */
-  async chunkToSend(digest: string): Promise<Buffer> {
+  async chunkToSend(digest: string, into?: (size: number) => Buffer | undefined): Promise<Buffer> {
     const hot = this.#hot.get(digest);
     if (hot) return hot;
     if (!this.#ledger.verified(digest) || (this.#opts.sampleSend?.() ?? Math.random() * SEND_SAMPLE < 1))
       return this.readChunk(digest);
     try {
-      const data = await this.#readStored(digest);
+      const data = await this.#readStored(digest, into);
       // No bytes: a damaged page of the database (no chunk is empty); readChunk drops it.
       return data.length > 0 ? data : await this.readChunk(digest);
     } catch (error) {
@@ -651,9 +652,9 @@ export class ObjectStore {
   }
 
   /** The chunk's bytes as stored (unverified): in the database when small, else in its file. */
-  #readStored(digest: string): Promise<Buffer> {
+  #readStored(digest: string, into?: (size: number) => Buffer | undefined): Promise<Buffer> {
     const packed = this.#db.readChunk(digest);
-    return packed ? Promise.resolve(packed) : this.#files.read(digest);
+    return packed ? Promise.resolve(packed) : this.#files.read(digest, into);
   }
 
   /**

@@ -162,6 +162,38 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     }
   });
 
+  it('reads the chunks it sends from disk into two buffers it reuses, not a new one per chunk', async (t) => {
+    const peer = peerTo(listener.port);
+    try {
+      await drain(peer.fetchChunks([chunks[2]!], [MiB + 5])); // the connection, made beforehand
+      // Eight chunks of one answer, each read from disk (no hot tier here), none picked for the
+      // sampled re-hash (one send in SEND_SAMPLE, by Math.random: a re-hashed chunk is read anew).
+      const order = [0, 1, 2, 0, 1, 1, 0, 2];
+      t.mock.method(Math, 'random', () => 0.5);
+      const reads = t.mock.method(store, 'chunkToSend');
+      const big = (calls: { arguments: unknown[] }[]) => calls.filter((c) => Number(c.arguments[0]) >= MiB);
+      const slow = t.mock.method(Buffer, 'allocUnsafeSlow');
+      const unsafe = t.mock.method(Buffer, 'allocUnsafe');
+      const received = await drain(
+        peer.fetchChunks(
+          order.map((i) => chunks[i]!),
+          order.map((i) => lengths[i]!),
+        ),
+      );
+      assert.equal(reads.mock.callCount(), order.length);
+      const at = [0, 4 * MiB, 8 * MiB];
+      received.forEach((got, n) => {
+        const i = order[n]!;
+        assert.ok(got.equals(data.subarray(at[i], at[i]! + lengths[i]!)), `chunk ${n} (${i}) intact`);
+      });
+      // The client makes a buffer per chunk it receives (it keeps them); the server two in all.
+      const made = big(slow.mock.calls).length + big(unsafe.mock.calls).length;
+      assert.ok(made <= order.length + 2, `${made} chunk-sized buffers made for ${order.length} chunks`);
+    } finally {
+      peer.close();
+    }
+  });
+
   it('is what a client speaking only the bulk protocol gets: frames, then END', async () => {
     const socket = await raw(listener.port);
     const request = encodeRequest({ digests: [chunks[2]!], from: 'cli', meta: {} });

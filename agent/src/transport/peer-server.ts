@@ -563,6 +563,12 @@ export interface ChunkSink {
   /** Sends chunk `index` whole; resolves when the sink takes more (backpressure). */
   send(index: number, data: Buffer): Promise<void>;
   end(): void;
+  /**
+   * A buffer of at least `size` bytes the next chunk may be read into, or undefined: one of the
+   * sink's own, which it takes back once the chunk sent in it is written (send must then be given
+   * the bytes read into it, and nothing else may keep them).
+   */
+  spare?(size: number): Buffer | undefined;
 }
 
 /**
@@ -593,7 +599,7 @@ export async function sendChunks(
   for (const [index, digest] of digests.entries()) {
     let data: Buffer;
     try {
-      data = opts.earlyChunk?.(digest) ?? (await store.chunkToSend(digest));
+      data = opts.earlyChunk?.(digest) ?? (await store.chunkToSend(digest, sink.spare?.bind(sink)));
     } catch (error) {
       if (error instanceof ObjectNotFoundError) throw grpcError(status.NOT_FOUND, `no chunk ${digest}`);
       if (error instanceof IntegrityError)
