@@ -13,7 +13,6 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startAgentProcess } from '../agent/harness/agent-process.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
-import { AGENT_V8_RUNTIME_FLAGS } from '../agent/src/node-flags.ts';
 
 const STATIC_SERVER = fileURLToPath(new URL('./support/static-server.ts', import.meta.url));
 const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 });
@@ -66,7 +65,7 @@ export async function run(quick: boolean): Promise<void> {
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-hit-'));
   const agent = await startAgentProcess(['--store.dir', join(dir, 'store')]);
-  const server = spawn(process.execPath, [...AGENT_V8_RUNTIME_FLAGS, STATIC_SERVER, join(dir, 'files')], {
+  const server = spawn(process.execPath, [STATIC_SERVER, join(dir, 'files')], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   try {

@@ -21,7 +21,6 @@ import { fileURLToPath } from 'node:url';
 import { startAgentProcess } from '../agent/harness/agent-process.ts';
 import { chunkSizeFor, digestOf, rootDigest } from '../agent/src/cache/chunking.ts';
 import { describeMachine, median, round } from './support/machine.ts';
-import { AGENT_V8_RUNTIME_FLAGS } from '../agent/src/node-flags.ts';
 
 const MiB = 2 ** 20;
 const STATIC_SERVER = fileURLToPath(new URL('./support/static-server.ts', import.meta.url));
@@ -137,13 +136,9 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
     20_000,
     profileDir ? { nodeFlags: ['--cpu-prof', '--cpu-prof-dir', profileDir] } : {},
   );
-  const server = spawn(
-    process.execPath,
-    [...AGENT_V8_RUNTIME_FLAGS, STATIC_SERVER, join(dir, 'files'), ...(fsync ? ['--fsync'] : [])],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
+  const server = spawn(process.execPath, [STATIC_SERVER, join(dir, 'files'), ...(fsync ? ['--fsync'] : [])], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const rows: { rep: number; side: string; put: Timed; get: Timed }[] = [];
   try {
     const first = await createInterface({ input: server.stdout })[Symbol.asyncIterator]().next();

@@ -15,7 +15,6 @@ import { startAgentProcess } from '../agent/harness/agent-process.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import { nginxUnavailable, type StaticNginx, startStaticNginx } from './support/nginx.ts';
 import { runWrk, type WrkResult, wrkUnavailable } from './support/wrk.ts';
-import { AGENT_V8_RUNTIME_FLAGS } from '../agent/src/node-flags.ts';
 
 const STATIC_SERVER = fileURLToPath(new URL('./support/static-server.ts', import.meta.url));
 const CONNECTIONS = 64;
@@ -42,7 +41,7 @@ function summarise(runs: WrkResult[]): Figures {
 }
 
 async function startNodeServer(files: string) {
-  const child = spawn(process.execPath, [...AGENT_V8_RUNTIME_FLAGS, STATIC_SERVER, files, '--read-file'], {
+  const child = spawn(process.execPath, [STATIC_SERVER, files, '--read-file'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const first = await createInterface({ input: child.stdout })[Symbol.asyncIterator]().next();

@@ -19,7 +19,6 @@ import { fileURLToPath } from 'node:url';
 import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { sharedTestCa } from '../agent/harness/test-ca.ts';
 import { describeMachine, median, round } from './support/machine.ts';
-import { AGENT_V8_RUNTIME_FLAGS } from '../agent/src/node-flags.ts';
 
 const MiB = 2 ** 20;
 const RAW_TCP = fileURLToPath(new URL('./support/raw-tcp.ts', import.meta.url));
@@ -27,9 +26,7 @@ const LIMIT = fileURLToPath(new URL('./support/limit-pipeline.ts', import.meta.u
 
 /** Starts one side of the limit pipeline; resolves with its port and a stop. */
 async function limitSide(args: string[]): Promise<{ port: number; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [...AGENT_V8_RUNTIME_FLAGS, LIMIT, ...args], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(process.execPath, [LIMIT, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise((r) => child.once('exit', r));
   const stop = () => (child.kill(), exited.then(() => undefined));
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
@@ -87,18 +84,12 @@ async function writeObject(file: string, bytes: number): Promise<void> {
 
 /** Runs a raw TCP transfer of `bytes` between two fresh processes; MB/s as the receiver saw it. */
 async function rawTcp(bytes: number): Promise<number> {
-  const server = spawn(process.execPath, [...AGENT_V8_RUNTIME_FLAGS, RAW_TCP, 'serve'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const server = spawn(process.execPath, [RAW_TCP, 'serve'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: server.stdout })[Symbol.asyncIterator]();
   const { port } = JSON.parse((await lines.next()).value as string) as { port: number };
-  const sender = spawn(
-    process.execPath,
-    [...AGENT_V8_RUNTIME_FLAGS, RAW_TCP, 'send', String(port), String(bytes)],
-    {
-      stdio: 'inherit',
-    },
-  );
+  const sender = spawn(process.execPath, [RAW_TCP, 'send', String(port), String(bytes)], {
+    stdio: 'inherit',
+  });
   const result = JSON.parse((await lines.next()).value as string) as { bytes: number; seconds: number };
   await new Promise((r) => sender.once('exit', r));
   if (result.bytes !== bytes) throw new Error(`raw tcp moved ${result.bytes} of ${bytes} bytes`);

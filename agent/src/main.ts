@@ -1,12 +1,10 @@
 #!/usr/bin/env node
-import { setFlagsFromString } from 'node:v8';
 import { startAgent } from './agent.ts';
 import { ConfigError, loadConfig } from './config/load.ts';
 import { createLogger } from './telemetry/logger.ts';
 import { AGENT_VERSION } from './telemetry/resource.ts';
 import { buildInfo } from '@edgemesh/telemetry';
 import { parseRange } from '@edgemesh/contracts';
-import { AGENT_V8_RUNTIME_FLAGS } from './node-flags.ts';
 
 /**
  * For tests of version skew only, not a setting for users: the protocol range to advertise instead
@@ -17,7 +15,6 @@ const TEST_PROTOCOL_ENV = 'EDGEMESH_TEST_ONLY_PROTOCOL';
 
 /** Entry point: configuration is parsed here, once; everything else receives it typed. */
 async function main(): Promise<void> {
-  for (const flag of AGENT_V8_RUNTIME_FLAGS) setFlagsFromString(flag);
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(process.argv.slice(2), process.env);
