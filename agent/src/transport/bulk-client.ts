@@ -192,6 +192,9 @@ export class BulkChannel {
     if (this.#closed || this.#idle.length >= MAX_IDLE || socket.destroyed) return void socket.destroy();
     socket.setTimeout(IDLE_MS);
     socket.unref(); // an idle connection keeps no process alive
+    // Read while idle: any byte now is outside an answer, and ClientReads closes the connection
+    // (paused, those bytes would wait in the kernel and be taken for the next answer's start).
+    socket.resume();
     this.#idle.push(connection);
   }
 

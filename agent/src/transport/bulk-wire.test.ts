@@ -27,8 +27,8 @@ type FakeSocket = Socket & {
  * Enough of a socket for the readers: data and end events, pause and resume. `feed` hands bytes to a
  * RequestReader as `data` events; `deliver` hands them to a ResponseReader as TLS does with `onread`
  * (`reads`): copied into the buffer `reads.onread.buffer()` names, at most its length at a time, or,
- * for the writes `elsewhere` picks, into a buffer of their own (as a buffer named before the answer
- * moved on would be).
+ * for the writes `elsewhere` picks, into another buffer (as a buffer named before the answer moved
+ * on would be: a slice of Node's pool, like the one named).
  */
 function fakeSocket(): FakeSocket {
   const socket = new EventEmitter() as EventEmitter & { paused: boolean; stray: number };
@@ -53,7 +53,8 @@ function fakeSocket(): FakeSocket {
       for (const part of parts)
         for (let at = 0; at < part.length;) {
           const named = reads.onread.buffer();
-          const target = elsewhere(writes++) ? Buffer.alloc(named.length) : named;
+          // Elsewhere: a small one is a slice of Node's shared pool, as the reader's header is.
+          const target = elsewhere(writes++) ? Buffer.allocUnsafe(named.length) : named;
           const n = Math.min(target.length, part.length - at);
           target.set(part.subarray(at, at + n)); // not Buffer#copy: a test counts those
           reads.onread.callback(n, target);
