@@ -1,4 +1,5 @@
 import { IncompleteBodyError, ObjectTooLargeError } from './errors.ts';
+import type { ReusedBuffers } from './reused-buffers.ts';
 
 export interface ChunkerLimits {
   /** Each chunk is this long, but the last. */
@@ -14,16 +15,21 @@ export interface ChunkerLimits {
  * Cuts a body arriving in pieces of any size into chunks of `chunkSize` (the last shorter), copying
  * each byte once. Throws ObjectTooLargeError as soon as the body passes a limit, and
  * IncompleteBodyError when it ends before, or runs past, its announced length. The caller may keep
- * every chunk yielded: none is reused.
+ * every chunk yielded, unless it passed `buffers`: then chunks are cut into buffers taken from it
+ * (when it has one), which the caller gives back once done with each.
  */
 export async function* cutChunks(
   body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   limits: ChunkerLimits,
+  buffers?: ReusedBuffers,
 ): AsyncGenerator<Buffer> {
   const { chunkSize, expectedSize } = limits;
   let cut = 0; // bytes already yielded
   // Sized to what is left of a known-size object, so it never over-allocates.
-  const nextBuffer = () => Buffer.allocUnsafe(Math.min(chunkSize, (expectedSize ?? Infinity) - cut));
+  const nextBuffer = () => {
+    const size = Math.min(chunkSize, (expectedSize ?? Infinity) - cut);
+    return buffers?.take(size)?.subarray(0, size) ?? Buffer.allocUnsafe(size);
+  };
   let buffer = nextBuffer();
   let filled = 0;
   let total = 0;

@@ -346,6 +346,27 @@ describe('ObjectStore', () => {
     assert.deepEqual(await reopened.chunkToSend(z.chunks[0]!), other);
   });
 
+  it('cuts a PUT larger than its hot tier into two buffers in turn, each reused once its chunk is written', async (t) => {
+    const store = await open({ memoryBytes: 4 * MiB });
+    const four = () => randomBytes(4 * MiB);
+    const repeated = four();
+    // Five whole chunks and a tail; the third repeats the first (held once, written once).
+    const data = Buffer.concat([repeated, four(), repeated, four(), four(), randomBytes(1000)]);
+    const big = (calls: { arguments: unknown[] }[]) => calls.filter((c) => Number(c.arguments[0]) >= MiB);
+    const slow = t.mock.method(Buffer, 'allocUnsafeSlow');
+    const unsafe = t.mock.method(Buffer, 'allocUnsafe');
+    const m = await store.put('big', pieces(data), { size: data.length });
+    const made = big(slow.mock.calls).length + big(unsafe.mock.calls).length;
+    t.mock.restoreAll();
+    assert.equal(m.chunks.length, 6);
+    assert.ok(made <= 2, `${made} chunk-sized buffers made for ${m.chunks.length} chunks`);
+    assert.equal(store.hotChunk(m.chunks[1]!), undefined, 'kept out of the hot tier');
+    await store.flush();
+    const reopened = await open();
+    assert.deepEqual(await readAll(reopened, 'big'), data, 'every chunk written as it was cut');
+    assert.deepEqual(corrupt, []);
+  });
+
   it('scrubs the files without emptying the hot tier', async () => {
     const store = await open({ memoryBytes: 16 * MiB });
     const data = randomBytes(5 * MiB);

@@ -1,6 +1,7 @@
 import type { Clock } from '../time/clock.ts';
 import { ChunkFiles } from './chunk-files.ts';
 import { cutChunks } from './chunker.ts';
+import { ReusedBuffers } from './reused-buffers.ts';
 import { chunkLength, chunkSizeFor, digestOf, rootDigest } from './chunking.ts';
 import {
   InsufficientStorageError,
@@ -28,6 +29,8 @@ import {
 const CACHED_VICTIM_SCAN = 256;
 /** One chunk in this many read from disk for a peer, at random, is hashed again (chunkToSend). */
 export const SEND_SAMPLE = 16;
+/** Buffers a PUT of several chunks cuts its body into, in turn (ReusedBuffers). */
+const PUT_BUFFERS = 2;
 /** How far a write that found the disk full looks for cached copies to evict. */
 const DISK_FULL_SCAN = 4096;
 /** What a write that found the disk full frees at least, before it tries once more. */
@@ -433,6 +436,11 @@ export class ObjectStore {
     const chunkSize = chunkSizeFor(expectedSize);
     const chunks: string[] = [];
     let size = 0;
+    // An object of several chunks larger than the hot tier is cut into two buffers in turn (one
+    // filling while the other is written), and its chunks stay out of the hot tier: they could not
+    // all stay there, and would only flush it. Smaller objects (or of unknown size) are kept there.
+    const reuse = expectedSize !== undefined && expectedSize > chunkSize && expectedSize > this.#hot.maxBytes;
+    const buffers = reuse ? new ReusedBuffers(PUT_BUFFERS) : undefined;
     // One chunk write runs while the next chunk fills; its failure is kept and rethrown here.
     let writing: Promise<void> = Promise.resolve();
     let writeError: Error | undefined;
@@ -443,15 +451,18 @@ export class ObjectStore {
         maxObjectBytes: this.#opts.maxObjectBytes,
         storeBytes: this.#opts.maxBytes,
       };
-      for await (const data of cutChunks(body, limits)) {
+      for await (const data of cutChunks(body, limits, buffers)) {
         const digest = digestOf(data);
         chunks.push(digest);
         size += data.length;
         await writing;
         if (writeError) throw writeError;
         const index = chunks.length - 1;
-        writing = this.#addChunk(lease, digest, data).then(
-          () => onChunk?.(index, digest),
+        writing = this.#addChunk(lease, digest, data, !buffers).then(
+          () => {
+            buffers?.giveBack(data); // written (or already held): the store keeps no view of it
+            onChunk?.(index, digest);
+          },
           (error: unknown) => {
             writeError = error instanceof Error ? error : new Error(String(error));
           },
@@ -687,18 +698,19 @@ export class ObjectStore {
       : this.#files.write(digest, data);
   }
 
-  #addChunk(lease: ChunkLease, digest: string, data: Buffer): Promise<void> {
+  /** Stores the chunk, and keeps `data` in the hot tier unless `hot` is false (the caller reuses it). */
+  #addChunk(lease: ChunkLease, digest: string, data: Buffer, hot = true): Promise<void> {
     if (lease.digests.has(digest)) return Promise.resolve();
     // Repeated content (an object of zeros) adds one chunk several times at once: the lease takes
     // one reference for it, which its release gives back.
     const pending = lease.adding.get(digest);
     if (pending) return pending;
-    const adding = this.#storeChunk(lease, digest, data).finally(() => lease.adding.delete(digest));
+    const adding = this.#storeChunk(lease, digest, data, hot).finally(() => lease.adding.delete(digest));
     lease.adding.set(digest, adding);
     return adding;
   }
 
-  async #storeChunk(lease: ChunkLease, digest: string, data: Buffer): Promise<void> {
+  async #storeChunk(lease: ChunkLease, digest: string, data: Buffer, hot: boolean): Promise<void> {
     if (!this.#ledger.has(digest)) {
       await this.#removals.get(digest);
       this.#reserve(data.length);
@@ -730,10 +742,10 @@ export class ObjectStore {
       return;
     }
     // Found damaged and dropped while this write waited: stored afresh.
-    if (!this.#ledger.has(digest)) return this.#storeChunk(lease, digest, data);
+    if (!this.#ledger.has(digest)) return this.#storeChunk(lease, digest, data, hot);
     this.#ledger.take([digest]);
     lease.digests.add(digest);
-    this.#hot.set(digest, data);
+    if (hot) this.#hot.set(digest, data);
   }
 
   /**

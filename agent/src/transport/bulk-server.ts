@@ -1,5 +1,6 @@
 import { type Server, ServerCredentials, status } from '@grpc/grpc-js';
 import { createServer, type TLSSocket } from 'node:tls';
+import { ReusedBuffers } from '../cache/reused-buffers.ts';
 import type { NodeCredentials } from '../security/node-credentials.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import {
@@ -137,44 +138,12 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
   });
 }
 
-/** Buffers one answer reads its chunks into, at most. */
-const SEND_BUFFERS = 2;
-
 /**
- * The buffers one answer reads chunks from disk into (ChunkSink.spare): at most SEND_BUFFERS, each
- * taken back once the chunk sent in it is written (the socket's write callback: TLS has encrypted it
- * by then and keeps no reference). A long answer so reads into memory already paged in, where a new
- * 4 MiB buffer per chunk faults its pages in as the read fills it and counts as new external memory
- * for V8, which sets off full collections. Taken back at the answer's end with everything else.
+ * Buffers one answer reads chunks from disk into (ChunkSink.spare), at most: each is given back once
+ * the chunk sent in it is written (the socket's write callback: TLS has encrypted it by then and
+ * keeps no reference).
  */
-class SendBuffers {
-  readonly #free: Buffer[] = [];
-  readonly #lent = new Map<ArrayBufferLike, Buffer>();
-  #made = 0;
-
-  take(size: number): Buffer | undefined {
-    let buffer = this.#free.pop();
-    if (buffer && buffer.length < size) {
-      buffer = undefined; // a smaller chunk's: let it go, and make one of this size
-      this.#made--;
-    }
-    if (!buffer) {
-      if (this.#made >= SEND_BUFFERS) return undefined; // all in flight: the caller makes its own
-      buffer = Buffer.allocUnsafeSlow(size); // its own ArrayBuffer, never a pooled slice
-      this.#made++;
-    }
-    this.#lent.set(buffer.buffer, buffer);
-    return buffer;
-  }
-
-  /** `data` was written: the buffer it was read into, if one of these, is free again. */
-  written(data: Buffer): void {
-    const buffer = this.#lent.get(data.buffer);
-    if (!buffer) return;
-    this.#lent.delete(data.buffer);
-    this.#free.push(buffer);
-  }
-}
+const SEND_BUFFERS = 2;
 
 /**
  * Answers requests on one bulk connection, one after another, until the client goes. Each request
@@ -214,7 +183,7 @@ async function serveConnection(opts: BulkServerOptions, socket: TLSSocket): Prom
       socket.end(errorFrame({ code: status.INVALID_ARGUMENT, message: (error as Error).message }));
       return;
     }
-    const spares = new SendBuffers();
+    const spares = new ReusedBuffers(SEND_BUFFERS);
     const sink: ChunkSink = {
       get cancelled() {
         return closed;
@@ -223,7 +192,7 @@ async function serveConnection(opts: BulkServerOptions, socket: TLSSocket): Prom
       send: (index, data) => {
         socket.cork();
         socket.write(frameHeader(FRAME.DATA, index, data.length));
-        const more = socket.write(data, () => spares.written(data));
+        const more = socket.write(data, () => spares.giveBack(data));
         socket.uncork();
         return more ? Promise.resolve() : drained(socket);
       },

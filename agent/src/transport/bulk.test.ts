@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { connect, createServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import type { Server } from '@grpc/grpc-js';
+import { eventually } from '../../harness/agent-process.ts';
 import { testCredentials } from '../../harness/test-ca.ts';
 import { ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
@@ -191,6 +192,43 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
       assert.ok(made <= order.length + 2, `${made} chunk-sized buffers made for ${order.length} chunks`);
     } finally {
       peer.close();
+    }
+  });
+
+  it('never reads a chunk into a buffer whose bytes still wait to be sent, when the client reads slowly', async (t) => {
+    // Chunks of 30 KiB (files: over the 16 KiB kept in the database, under the socket's 64 KiB
+    // high-water mark, so a send does not wait for the socket to drain): while the client does not
+    // read, the answer's writes queue up, and each buffer comes back only once its write is done.
+    t.mock.method(Math, 'random', () => 0.5); // no sampled re-hash: every chunk read into a spare
+    const bodies = Array.from({ length: 400 }, () => randomBytes(30 * 1024));
+    const digests: string[] = [];
+    for (const [i, b] of bodies.entries())
+      digests.push((await store.put(`small-${i}`, [b], { size: b.length })).chunks[0]!);
+    await store.flush();
+    const socket = await raw(listener.port);
+    try {
+      const sent = counters.bytesToPeers;
+      socket.pause();
+      socket.write(encodeRequest({ digests, from: 'cli', meta: {} }));
+      // Not read until the server is well into the answer (the rest of it queues behind a full pipe).
+      await eventually(
+        () => Promise.resolve(counters.bytesToPeers - sent >= 64 * 30 * 1024 || undefined),
+        10_000,
+        'the server sending',
+      );
+      const total = bodies.length * (HEADER_BYTES + 30 * 1024) + HEADER_BYTES;
+      const reading = readAll(socket, (all) => all.length >= total);
+      socket.resume(); // paused by hand: a data listener alone does not resume it
+      const got = await reading;
+      let at = 0;
+      for (const [i, body] of bodies.entries()) {
+        at += HEADER_BYTES;
+        assert.ok(got.subarray(at, at + body.length).equals(body), `chunk ${i} as stored`);
+        at += body.length;
+      }
+    } finally {
+      socket.destroy();
+      for (let i = 0; i < bodies.length; i++) await store.delete(`small-${i}`);
     }
   });
 
