@@ -29,6 +29,7 @@ import {
   HEADER_BYTES,
   MAX_REQUEST_BYTES,
 } from './bulk-wire.ts';
+import { BulkChannel } from './bulk-client.ts';
 import { MAX_CONNECTIONS_PER_PEER } from './bulk-server.ts';
 import { GrpcPeer } from './peer-client.ts';
 import { bindPeerServer, createPeerServer, listenPeerServer, type PeerServerOptions } from './peer-server.ts';
@@ -229,6 +230,53 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     } finally {
       socket.destroy();
       for (let i = 0; i < bodies.length; i++) await store.delete(`small-${i}`);
+    }
+  });
+
+  it('closes a kept connection on which the server sends a byte outside an answer', async () => {
+    // A server that answers every request, and on cue sends a stale answer on an idle connection.
+    const sockets: TLSSocket[] = [];
+    let answers = 0;
+    const answer = (n: number) =>
+      Buffer.concat([frameHeader(FRAME.DATA, 0, 4), Buffer.from(`ans${n}`), frameHeader(FRAME.END, 0, 0)]);
+    const server = createServer(
+      {
+        cert: serverId.certPem,
+        key: serverId.keyPem,
+        ca: serverId.bundlePem,
+        requestCert: true,
+        ALPNProtocols: [BULK_ALPN],
+      },
+      (socket) => {
+        sockets.push(socket);
+        socket.on('error', () => {});
+        socket.on('data', () => socket.write(answer(++answers)));
+      },
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const channel = new BulkChannel({
+      id: 'srv',
+      address: `127.0.0.1:${port}`,
+      timeoutMs: 5000,
+      tls: () => peerTlsOptions(clientId, 'srv'),
+    });
+    const get = async () => {
+      const got: string[] = [];
+      for await (const c of channel.fetch(['00'.repeat(32)], [4], 'cli', {})) got.push(c.data.toString());
+      return got.join();
+    };
+    try {
+      assert.equal(await get(), 'ans1');
+      const kept = sockets[0]!;
+      const closed = new Promise((resolve) => kept.once('close', resolve));
+      kept.write(answer(1)); // while the client keeps the connection idle
+      await closed; // the client closed it (without reading while idle, the bytes would wait)
+      assert.equal(await get(), 'ans2', 'the next request on a new connection, with its own answer');
+      assert.equal(sockets.length, 2);
+    } finally {
+      channel.close();
+      server.close();
     }
   });
 
