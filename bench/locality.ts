@@ -24,8 +24,21 @@ const MiB = 2 ** 20;
 type Status = { counters: { bytesByHop: Record<HopClass, number> } };
 
 async function read(agent: AgentProcess, key: string, expected: string, since: number): Promise<number> {
-  const res = await fetch(`${agent.url}/v1/objects/${key}`);
-  const body = Buffer.from(await res.arrayBuffer());
+  let res: Response;
+  let body: Buffer;
+  try {
+    res = await fetch(`${agent.url}/v1/objects/${key}`);
+    body = Buffer.from(await res.arrayBuffer());
+  } catch (error) {
+    // Why the agent gave up on the response (a download that failed part way): its warnings.
+    const said = agent.logs.filter((line) => /"level":(40|50)/.test(line)).slice(-20);
+    throw new Error(
+      `GET ${agent.url}: ${(error as Error).message}; the agent's last warnings:\n${said.join('\n')}`,
+      {
+        cause: error,
+      },
+    );
+  }
   if (res.status !== 200 || createHash('sha256').update(body).digest('hex') !== expected)
     throw new Error(`${agent.url}: ${res.status}, wrong bytes`);
   return (performance.now() - since) / 1000;
