@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { isBuiltin } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -25,6 +26,20 @@ describe('the image build (scripts/build.ts)', () => {
   it('writes both entry points and the .proto beside them', () => {
     for (const f of ['agent.mjs', 'operator.mjs', 'proto/edgemesh/peer/v1/peer.proto'])
       assert.ok(existsSync(join(dir, 'dist', f)), f);
+  });
+
+  it('reaches Node built-ins by require, never by an ES import that would run their getters', () => {
+    // `import 'node:http'` alone makes Node load its copy of undici (the namespace reads the
+    // module's `WebSocket` getter); the banner's `import ... from 'node:module'` is the one allowed.
+    const imports: string[] = [];
+    for (const f of readdirSync(join(dir, 'dist')).filter((n) => n.endsWith('.mjs'))) {
+      const code = readFileSync(join(dir, 'dist', f), 'utf8');
+      for (const m of code.matchAll(
+        /(?:\bimport\s*(?:[\w${},*\s]+?\s*from\s*)?|\bimport\s*\(\s*)["']([^"']+)["']/g,
+      ))
+        if (isBuiltin(m[1]!) && m[1] !== 'node:module') imports.push(`${f}: ${m[1]}`);
+    }
+    assert.deepEqual(imports, []);
   });
 
   it('gives an agent that starts from the bundle alone (no node_modules, no TypeScript)', async () => {

@@ -10,11 +10,36 @@
  * Usage: node scripts/build.ts [OUT_DIR]   (default: dist)
  */
 import { cpSync, rmSync } from 'node:fs';
+import { isBuiltin } from 'node:module';
 import { join, resolve } from 'node:path';
-import { build } from 'esbuild';
+import { build, type Plugin } from 'esbuild';
 
 const root = resolve(import.meta.dirname, '..');
 const out = resolve(process.argv[2] ?? join(root, 'dist'));
+
+/**
+ * Node's built-in modules reached through `require` rather than an ES `import`. Importing a
+ * built-in as an ES module makes Node build its namespace, which reads every property, getters
+ * included: `node:http`'s `WebSocket` getter then loads Node's copy of undici (745 KB of source,
+ * compiled), `node:process`'s `stdin` opens standard input, `node:tls`'s `rootCertificates` parses
+ * every bundled root. The agent uses none of them; they cost an idle agent about 1.6 MiB
+ * (docs/deploy.md). `require` returns the same module object without touching its getters; the
+ * bundle's banner gives every chunk a `require`, and only `node:module` (for it) stays an import.
+ */
+const builtinsByRequire: Plugin = {
+  name: 'builtins-by-require',
+  setup(b) {
+    b.onResolve({ filter: /^[a-z_:/0-9]+$/ }, (args) => {
+      if (!isBuiltin(args.path)) return undefined;
+      if (args.kind === 'require-call') return { path: args.path, external: true };
+      return { path: args.path, namespace: 'builtin-by-require' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'builtin-by-require' }, (args) => ({
+      contents: `module.exports = require(${JSON.stringify(args.path)});`,
+      loader: 'js',
+    }));
+  },
+};
 
 rmSync(out, { recursive: true, force: true });
 const result = await build({
@@ -32,6 +57,7 @@ const result = await build({
   legalComments: 'linked',
   logLevel: 'warning',
   metafile: true,
+  plugins: [builtinsByRequire],
   // Some bundled CommonJS packages call require(); give every ES module chunk one.
   banner: {
     js: "import { createRequire as __edgemeshRequire } from 'node:module'; const require = __edgemeshRequire(import.meta.url);",
