@@ -3,6 +3,7 @@ import type { SocketConstructorOpts } from 'node:net';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { BULK_ALPN, ClientReads, encodeRequest, FRAME, ResponseReader } from './bulk-wire.ts';
 import {
+  heartbeatCheck,
   PeerBusyError,
   PeerError,
   PeerRefusedError,
@@ -102,6 +103,7 @@ export class BulkChannel {
     const { socket } = connection;
     const reader = new ResponseReader(socket, connection.reads, (index) => lengths[index]);
     const quiet = quietWatch(this.#opts.timeoutMs, () => socket.destroy());
+    const beats = heartbeatCheck(this.#opts.id);
     const onAbort = () => socket.destroy();
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) socket.destroy(); // aborted while the connection was made
@@ -121,7 +123,11 @@ export class BulkChannel {
         }
         heard = true;
         quiet.arm();
-        if (frame.type === FRAME.WAIT) continue;
+        if (frame.type === FRAME.WAIT) {
+          const error = beats.beat(frame.index, index);
+          if (error) throw error;
+          continue;
+        }
         if (frame.type === FRAME.ERROR) {
           reusable = reader.clean; // an honest server sends nothing after it
           const { code, message } = frame.error;
@@ -150,6 +156,7 @@ export class BulkChannel {
             `FetchChunks: unexpected chunk ${frame.index} (expected ${index})`,
           );
         index++;
+        beats.progress();
         quiet.pause(); // the consumer's time is not the peer's
         yield { data: frame.data, digest: frame.digest };
         quiet.arm();

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, createServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import type { Server } from '@grpc/grpc-js';
+import { type Server, Server as GrpcServer, type ServerWritableStream } from '@grpc/grpc-js';
 import { eventually } from '../../harness/agent-process.ts';
 import { testCredentials } from '../../harness/test-ca.ts';
 import { ObjectStore } from '../cache/object-store.ts';
@@ -32,6 +32,8 @@ import {
 import { BulkChannel } from './bulk-client.ts';
 import { MAX_CONNECTIONS_PER_PEER } from './bulk-server.ts';
 import { GrpcPeer } from './peer-client.ts';
+import { peerService } from './peer-service.ts';
+import type { ChunkPiece } from './piece-codec.ts';
 import { bindPeerServer, createPeerServer, listenPeerServer, type PeerServerOptions } from './peer-server.ts';
 import { PeerBusyError, PeerError, type ReceivedChunk } from './peer-transport.ts';
 import { UploadLimiter } from './upload-limiter.ts';
@@ -395,6 +397,77 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
       b.close();
       liar.close();
       quiet.close();
+    }
+  });
+
+  it('throws PeerError at a peer whose heartbeats name another chunk, or come as a flood', async () => {
+    const wrong = await fakeBulkServer(serverId, (socket) => {
+      socket.write(frameHeader(FRAME.WAIT, 3, 0));
+    });
+    // An honest holder heartbeats once a second; this one never stops (only the client closes).
+    const flood = await fakeBulkServer(serverId, (socket) => {
+      const beat = frameHeader(FRAME.WAIT, 0, 0);
+      const more = () => {
+        while (!socket.destroyed && socket.write(beat));
+        if (!socket.destroyed) socket.once('drain', more);
+      };
+      more();
+    });
+    const address = (s: TlsServer) => (s.address() as { port: number }).port;
+    const a = peerTo(address(wrong));
+    const b = peerTo(address(flood));
+    try {
+      await assert.rejects(
+        drain(a.fetchChunks([chunks[0]!], [4 * MiB])),
+        (e: Error) => e instanceof PeerError && /heartbeat for chunk 3 \(expected 0\)/.test(e.message),
+      );
+      await assert.rejects(
+        drain(b.fetchChunks([chunks[0]!], [4 * MiB])),
+        (e: Error) =>
+          e instanceof PeerError && !(e instanceof PeerBusyError) && /heartbeats in/.test(e.message),
+      );
+    } finally {
+      a.close();
+      b.close();
+      wrong.close();
+      flood.close();
+    }
+  });
+
+  it('throws PeerError at a gRPC FetchChunks whose heartbeats name another chunk, or come as a flood', async () => {
+    const fake = async (write: (call: ServerWritableStream<unknown, ChunkPiece>) => void) => {
+      const server = new GrpcServer();
+      server.addService(peerService, { FetchChunks: write });
+      const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
+      return { server, port };
+    };
+    const wrong = await fake((call) => call.write({ index: 3, data: Buffer.alloc(0) }));
+    const flood = await fake((call) => {
+      let open = true;
+      call.on('cancelled', () => (open = false));
+      const more = () => {
+        while (open && call.write({ index: 0, data: Buffer.alloc(0) }));
+        if (open) call.once('drain', more);
+      };
+      more();
+    });
+    const a = peerTo(wrong.port, false);
+    const b = peerTo(flood.port, false);
+    try {
+      await assert.rejects(
+        drain(a.fetchChunks([chunks[0]!], [4 * MiB])),
+        (e: Error) => e instanceof PeerError && /heartbeat for chunk 3 \(expected 0\)/.test(e.message),
+      );
+      await assert.rejects(
+        drain(b.fetchChunks([chunks[0]!], [4 * MiB])),
+        (e: Error) =>
+          e instanceof PeerError && !(e instanceof PeerBusyError) && /heartbeats in/.test(e.message),
+      );
+    } finally {
+      a.close();
+      b.close();
+      wrong.server.forceShutdown();
+      flood.server.forceShutdown();
     }
   });
 

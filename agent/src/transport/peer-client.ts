@@ -43,6 +43,7 @@ import {
   PeerError,
   PeerRefusedError,
   type PeerTransport,
+  heartbeatCheck,
   type PingResult,
   quietWatch,
   REFUSALS,
@@ -394,6 +395,7 @@ export class GrpcPeer implements PeerTransport {
     signal?.addEventListener('abort', onAbort, { once: true });
     // A peer that goes quiet mid-stream is abandoned, so the caller can move on to another holder.
     const quiet = quietWatch(this.#timeoutMs, () => call.cancel());
+    const beats = heartbeatCheck(this.id);
     quiet.arm();
     let index = 0;
     let chunk: Buffer | undefined;
@@ -401,7 +403,12 @@ export class GrpcPeer implements PeerTransport {
     try {
       for await (const piece of call) {
         quiet.arm();
-        if (piece.data.length === 0) continue; // a heartbeat: the peer is queueing us for upload
+        if (piece.data.length === 0) {
+          // A heartbeat: the peer is queueing us for upload.
+          const error = beats.beat(piece.index, index);
+          if (error) throw error;
+          continue;
+        }
         const expected = lengths[index];
         if (piece.index !== index || expected === undefined || filled + piece.data.length > expected) {
           throw new PeerError(
@@ -414,6 +421,7 @@ export class GrpcPeer implements PeerTransport {
           yield { data: piece.data }; // the whole chunk in one piece: no copy
           quiet.arm();
           index++;
+          beats.progress();
           continue;
         }
         chunk ??= Buffer.allocUnsafe(expected);
@@ -426,6 +434,7 @@ export class GrpcPeer implements PeerTransport {
           chunk = undefined;
           filled = 0;
           index++;
+          beats.progress();
         }
       }
       if (index !== digests.length)

@@ -37,7 +37,7 @@ import {
   type WireWatchEvent,
 } from './peer-service.ts';
 import type { UploadLimiter } from './upload-limiter.ts';
-import type { PingResult } from './peer-transport.ts';
+import { HEARTBEAT_MS, type PingResult } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
 import {
   context,
@@ -205,8 +205,6 @@ const MAX_CONNECTION_AGE_GRACE_MS = 6 * 3600_000;
  * swarm spreads them over other holders (and one zone's crowd never fills the line for others).
  */
 const MAX_WAITING_PER_ZONE = 2;
-/** How often a chunk request waiting for upload budget hears from the server. */
-const HEARTBEAT_MS = 1000;
 
 const grpcError = (code: status, details: string) => Object.assign(new Error(details), { code, details });
 

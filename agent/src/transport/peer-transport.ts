@@ -172,6 +172,46 @@ export const NOT_FOUND = 5;
 /** The gRPC statuses that are such a refusal (the bulk stream's error frames carry the same). */
 export const REFUSALS: ReadonlySet<number> = new Set([3, 5, 7, 9, 15, 16]); // INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, DATA_LOSS, UNAUTHENTICATED
 
+/** How often a chunk request waiting for the holder's upload budget hears from it (a heartbeat). */
+export const HEARTBEAT_MS = 1000;
+
+/**
+ * How long a holder may keep one chunk of a request queued for its upload budget before the caller
+ * counts it busy and asks elsewhere: heartbeats show the holder alive, not that it will ever send.
+ */
+export const MAX_QUEUED_MS = 60_000;
+
+/**
+ * Checks a chunk stream's heartbeats (WAIT frames, empty pieces), which re-arm its quietWatch: each
+ * must name the chunk expected next; one chunk's wait ends within MAX_QUEUED_MS (PeerBusyError);
+ * and they come no faster than four times an honest holder's pace, with slack (else a lying peer
+ * spends the caller's CPU on them). `beat` returns the error to throw, `progress` marks a chunk
+ * received.
+ */
+export function heartbeatCheck(peer: string, now: () => number = () => performance.now()) {
+  let since: number | undefined;
+  let beats = 0;
+  return {
+    beat(index: number, expected: number): PeerError | undefined {
+      if (index !== expected)
+        return new PeerError(peer, `FetchChunks: a heartbeat for chunk ${index} (expected ${expected})`);
+      const t = now();
+      since ??= t;
+      beats++;
+      const waited = t - since;
+      if (waited > MAX_QUEUED_MS)
+        return new PeerBusyError(peer, `FetchChunks: chunk ${index} queued for over ${MAX_QUEUED_MS} ms`);
+      if (beats > 8 + (4 * waited) / HEARTBEAT_MS)
+        return new PeerError(peer, `FetchChunks: ${beats} heartbeats in ${Math.round(waited)} ms`);
+      return undefined;
+    },
+    progress(): void {
+      since = undefined;
+      beats = 0;
+    },
+  };
+}
+
 /**
  * A watchdog for a chunk stream: `arm` (re)starts it, `pause` stops it (while the consumer holds a
  * chunk: its time is not the peer's); when it runs out, `onQuiet` cuts the stream and `stalled` is

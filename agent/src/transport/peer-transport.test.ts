@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { HEARTBEAT_MS, heartbeatCheck, MAX_QUEUED_MS, PeerBusyError, PeerError } from './peer-transport.ts';
+
+describe('heartbeatCheck', () => {
+  const clock = () => {
+    let t = 0;
+    return { now: () => t, advance: (ms: number) => (t += ms) };
+  };
+
+  it('takes an honest holder’s heartbeats, one a second, for as long as MAX_QUEUED_MS, for each chunk anew', () => {
+    const c = clock();
+    const beats = heartbeatCheck('p', c.now);
+    for (let chunk = 0; chunk < 3; chunk++) {
+      for (let waited = 0; waited <= MAX_QUEUED_MS; waited += HEARTBEAT_MS) {
+        assert.equal(beats.beat(chunk, chunk), undefined, `chunk ${chunk} after ${waited} ms`);
+        c.advance(HEARTBEAT_MS);
+      }
+      beats.progress();
+    }
+  });
+
+  it('counts a holder busy once one chunk has waited longer than MAX_QUEUED_MS', () => {
+    const c = clock();
+    const beats = heartbeatCheck('p', c.now);
+    assert.equal(beats.beat(0, 0), undefined);
+    c.advance(MAX_QUEUED_MS + 1);
+    const error = beats.beat(0, 0);
+    assert.ok(error instanceof PeerBusyError, String(error));
+    assert.match(error.message, /queued for over/);
+  });
+
+  it('refuses a heartbeat for a chunk other than the one expected', () => {
+    const error = heartbeatCheck('p', () => 0).beat(5, 0);
+    assert.ok(error instanceof PeerError && !(error instanceof PeerBusyError), String(error));
+    assert.match(error.message, /chunk 5 \(expected 0\)/);
+  });
+
+  it('refuses a flood of heartbeats', () => {
+    const c = clock();
+    const beats = heartbeatCheck('p', c.now);
+    let error: PeerError | undefined;
+    let n = 0;
+    while (!error && n < 1000) {
+      error = beats.beat(0, 0);
+      n++;
+      c.advance(HEARTBEAT_MS / 100);
+    }
+    assert.ok(error instanceof PeerError && !(error instanceof PeerBusyError), String(error));
+    assert.match(error.message, /heartbeats in/);
+    assert.ok(n < 20, `${n} heartbeats taken`);
+  });
+});
