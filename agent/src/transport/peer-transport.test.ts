@@ -48,6 +48,6 @@ describe('heartbeatCheck', () => {
     }
     assert.ok(error instanceof PeerError && !(error instanceof PeerBusyError), String(error));
     assert.match(error.message, /heartbeats in/);
-    assert.ok(n < 20, `${n} heartbeats taken`);
+    assert.ok(n < 24, `${n} heartbeats taken`);
   });
 });

@@ -184,8 +184,8 @@ export const MAX_QUEUED_MS = 60_000;
 /**
  * Checks a chunk stream's heartbeats (WAIT frames, empty pieces), which re-arm its quietWatch: each
  * must name the chunk expected next; one chunk's wait ends within MAX_QUEUED_MS (PeerBusyError);
- * and they come no faster than four times an honest holder's pace, with slack (else a lying peer
- * spends the caller's CPU on them). `beat` returns the error to throw, `progress` marks a chunk
+ * and they come no faster than four times an honest holder's pace, with a slack of 16 for
+ * heartbeats a network hiccup delivers at once (else a lying peer spends the caller's CPU on them). `beat` returns the error to throw, `progress` marks a chunk
  * received.
  */
 export function heartbeatCheck(peer: string, now: () => number = () => performance.now()) {
@@ -201,7 +201,7 @@ export function heartbeatCheck(peer: string, now: () => number = () => performan
       const waited = t - since;
       if (waited > MAX_QUEUED_MS)
         return new PeerBusyError(peer, `FetchChunks: chunk ${index} queued for over ${MAX_QUEUED_MS} ms`);
-      if (beats > 8 + (4 * waited) / HEARTBEAT_MS)
+      if (beats > 16 + (4 * waited) / HEARTBEAT_MS)
         return new PeerError(peer, `FetchChunks: ${beats} heartbeats in ${Math.round(waited)} ms`);
       return undefined;
     },
