@@ -321,6 +321,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     ...(verify ? { verifyManifest: verify } : {}),
     coordinate: () => overlay.vivaldi.coordinate,
     incarnation: () => overlay.incarnation,
+    incarnationOf: (nodeId) => overlay.incarnationOf(nodeId),
     probe: (target) => overlay.probeFor(target),
     index: { lookup: (key) => overlay.index.lookup(key), record: (m, h) => overlay.recordHolder(m, h) },
     fetchOrigin: async (key) => {

@@ -53,6 +53,16 @@ export async function startLife(dir: string, nowMs: number, logger: Logger): Pro
       );
     }
   }
+  await saveLife(dir, life, logger);
+  return life;
+}
+
+/**
+ * Keeps `life` as this node's last (startLife, and a later life taken while running: Membership's
+ * #outlive). A failure is logged, never thrown: the node goes on without it.
+ */
+export async function saveLife(dir: string, life: number, logger: Logger): Promise<void> {
+  const file = join(dir, LIFE_FILE);
   try {
     const tmp = join(dir, 'tmp');
     await mkdir(tmp, { recursive: true });
@@ -63,5 +73,4 @@ export async function startLife(dir: string, nowMs: number, logger: Logger): Pro
       'this life could not be saved: a restart with the clock behind may go unnoticed by peers',
     );
   }
-  return life;
 }

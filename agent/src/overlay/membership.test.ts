@@ -40,6 +40,8 @@ class Network {
   >();
   /** Probes asked of helpers (indirect probes), all nodes together. */
   indirectProbes = 0;
+  /** The membership behind each address: a direct answer says what it knows of the caller. */
+  readonly memberships = new Map<string, Membership>();
   async ping(address: string, signal?: AbortSignal): Promise<PingResult> {
     const node = this.nodes.get(address);
     if (node?.silent) return new Promise(() => undefined); // packets dropped: no answer, ever
@@ -62,8 +64,14 @@ class Network {
   }
   transport(from: string, info: MemberInfo): PeerTransport {
     return stubTransport(info.nodeId, info.grpc, {
-      ping: (signal) =>
-        this.nodes.get(from)?.up ? this.ping(info.grpc, signal) : Promise.reject(new Error('self down')),
+      ping: async (signal) => {
+        if (!this.nodes.get(from)?.up) throw new Error('self down');
+        const answer = await this.ping(info.grpc, signal);
+        const caller = this.nodes.get(from)?.nodeId;
+        const yours =
+          caller === undefined ? undefined : this.memberships.get(info.grpc)?.incarnationOf(caller);
+        return { ...answer, ...(yours === undefined ? {} : { yourIncarnation: yours }) };
+      },
       probe: (target, signal) => {
         this.indirectProbes++;
         return this.nodes.get(info.grpc)?.up
@@ -137,6 +145,8 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
   const forgotten: string[][] = Array.from({ length: size }, () => []);
   /** How often each node told its listeners that who is alive changed. */
   const changes = Array.from({ length: size }, () => 0);
+  /** The later lives each node took (onOwnLife). */
+  const lives: number[][] = Array.from({ length: size }, () => []);
   const nodes = Array.from({ length: size }, (_, i) => {
     const self: MemberInfo = {
       nodeId: `n${i}`,
@@ -159,7 +169,9 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
       onRestarted: (nodeId) => restarts[i]!.push(nodeId),
       onForgotten: (nodeId, address) => forgotten[i]!.push(`${nodeId}@${address}`),
       onChange: () => changes[i]!++,
+      onOwnLife: (life) => lives[i]!.push(life),
     });
+    network.memberships.set(self.grpc, membership);
     return membership;
   });
   for (const m of nodes) m.start({ timers: false });
@@ -181,7 +193,7 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
     from.tick();
     await settle();
   };
-  return { network, bus, clock, nodes, alive, restarts, forgotten, changes, cutOffUntilDead };
+  return { network, bus, clock, nodes, alive, restarts, forgotten, changes, lives, cutOffUntilDead };
 }
 
 describe('Membership', () => {
@@ -1074,6 +1086,56 @@ describe('Membership', () => {
       await settle();
     }
     assert.equal(n0.localHealth, MAX_LOCAL_HEALTH);
+  });
+
+  it('takes the next life when a member knows a later one of it (a restart on a new disk, the clock behind), so peers see the restart', async () => {
+    const { bus, clock, nodes, restarts, lives } = mesh(2);
+    await settle();
+    const thenS = Math.floor(clock.now() / 1000);
+    // n0's last life, 60 s ahead of its clock now, which n1 heard it announce (its own word).
+    announceOn(bus, 0, { ...nodes[0]!.self, incarnation: (thenS + 60) * REFUTATIONS_PER_LIFE });
+    await settle();
+    assert.equal(nodes[1]!.incarnationOf('n0'), (thenS + 60) * REFUTATIONS_PER_LIFE);
+    clock.advance(NEW_LIFE_MIN_INTERVAL_MS); // (that life's own window over)
+    restarts[1]!.length = 0;
+    // n0 restarted without its store folder: it starts at its clock, behind that life.
+    const nowS = thenS + NEW_LIFE_MIN_INTERVAL_MS / 1000;
+    Object.assign(nodes[0]!.self, { incarnation: nowS * REFUTATIONS_PER_LIFE });
+    const sent = bus.sent.length;
+    await nodes[0]!.probe('n1'); // n1's answer says what it knows of n0
+    assert.equal(nodes[0]!.self.incarnation, (thenS + 61) * REFUTATIONS_PER_LIFE, 'the next life');
+    assert.deepEqual(lives[0], [thenS + 61], 'kept (life.json)');
+    assert.ok(
+      bus.sent.slice(sent).some((e) => e.type === 'member.announce' && e.from === 'n0'),
+      'announced at once',
+    );
+    await settle();
+    assert.deepEqual(restarts[1], ['n0'], 'n1 sees the restart: what it copied to n0 is asked again');
+    // Once is enough: the same answer again (n1 knows the life n0 now has) changes nothing.
+    clock.advance(1000);
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(lives[0], [thenS + 61]);
+  });
+
+  it('takes no later life a member claims for it beyond what life.ts follows (2.5 minutes ahead), nor more than one a probe period', async () => {
+    const { bus, clock, nodes, lives } = mesh(2);
+    await settle();
+    const nowS = Math.floor(clock.now() / 1000);
+    const n1 = nodes[1]!;
+    // n1 lies about what it knows of n0 (a member answers what it likes).
+    const claim = (lifeS: number) => Object.assign(n1, { incarnationOf: () => lifeS * REFUTATIONS_PER_LIFE });
+    claim(nowS + 150); // its next, nowS + 151, would be past the bound
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(lives[0], []);
+    claim(nowS + 10);
+    await nodes[0]!.probe('n1');
+    claim(nowS + 20); // within the same probe period
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(lives[0], [nowS + 11]);
+    clock.advance(500);
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(lives[0], [nowS + 11, nowS + 21], 'one a period');
+    void bus;
   });
 
   it('refutes suspicion of itself with a higher incarnation', async () => {

@@ -3,6 +3,7 @@ import type { ControlPlane } from '../control/control-plane.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { type Clock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
+import { FOLLOW_AHEAD_S } from './life.ts';
 import type { Vivaldi } from './vivaldi.ts';
 
 /**
@@ -178,6 +179,8 @@ export interface MembershipOptions {
   random?: () => number;
   /** Told when a member shows a new life at the same address (it restarted), announced or answered. */
   onRestarted?: (nodeId: string, address: string) => void;
+  /** Told when this node takes a later life than it started with (a member knew a later one: #outlive). */
+  onOwnLife?: (life: number) => void;
   /**
    * Told of the address a member last answered at once it is no longer there: its entry dropped
    * (dead past the retention, or revoked) or it answers at another address. Whatever was copied
@@ -227,6 +230,8 @@ export class Membership {
   #reviveCursor = 0;
   /** When this node last refuted a suspicion of itself (at most once a probe period). */
   #refutedAt = Number.NEGATIVE_INFINITY;
+  /** When this node last took a later life a member knew of it (at most once a probe period). */
+  #outlivedAt = Number.NEGATIVE_INFINITY;
   /**
    * Local health (Lifeguard, as in HashiCorp's memberlist): 0 when this node's own probes are
    * answered; raised when its probes go unanswered by the helpers too (what fails is then likely
@@ -335,6 +340,15 @@ export class Membership {
   /** How long a suspect has to answer or refute before it counts dead: scaled by local health too. */
   #suspicionTimeout(): number {
     return this.#timing.suspicionTimeoutMs * (1 + this.#health);
+  }
+
+  /**
+   * The incarnation this node knows of member `nodeId` (confirmed, suspect or dead: one it has heard
+   * answer), told to it in ping answers so it can find a life it forgot (#outlive).
+   */
+  incarnationOf(nodeId: string): number | undefined {
+    const member = this.#members.get(nodeId);
+    return member && member.state !== 'unconfirmed' ? member.info.incarnation : undefined;
   }
 
   /** Members that answer: the ones to fetch from and place on. */
@@ -922,6 +936,8 @@ export class Membership {
     direct: boolean,
     timed = direct && result.connecting !== true,
   ): void {
+    if (direct && result.yourIncarnation !== undefined)
+      this.#outlive(result.yourIncarnation, member.info.nodeId);
     if (direct) {
       // Answering at another address than before (re-addressed while dead): the old one's copies are
       // no longer its.
@@ -1015,6 +1031,29 @@ export class Membership {
       { incarnation: this.#self.incarnation },
       'suspected by others: announcing a new incarnation',
     );
+    this.announce();
+  }
+
+  /**
+   * Member `by` knows a later life of this node than its own (`known`, from its ping answer): this
+   * node restarted with its clock behind that life and without the store folder that kept it (a new
+   * disk; life.ts covers the same disk). Its announcements would read as replays of old ones, so
+   * peers would miss the restart (nothing copied to it again). It takes the next life and announces
+   * it, unless that life is further ahead of its clock than life.ts follows (FOLLOW_AHEAD_S). A member
+   * can only claim lives up to that bound, and at most one a probe period is taken.
+   */
+  #outlive(known: number, by: string): void {
+    if (!Number.isSafeInteger(known) || lifeOf(known) <= lifeOf(this.#self.incarnation)) return;
+    const life = lifeOf(known) + 1;
+    if (life * 1000 > this.#now() + FOLLOW_AHEAD_S * 1000) return;
+    if (this.#tooSoon(this.#outlivedAt, this.#timing.probeIntervalMs)) return;
+    this.#outlivedAt = this.#now();
+    this.#self = { ...this.#self, incarnation: life * REFUTATIONS_PER_LIFE };
+    this.#opts.logger.warn(
+      { member: by, knownLifeS: lifeOf(known), lifeS: life },
+      'a member knows a later life of this node (a new disk, the clock behind): taking the next one',
+    );
+    this.#opts.onOwnLife?.(life);
     this.announce();
   }
 

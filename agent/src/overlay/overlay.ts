@@ -13,6 +13,7 @@ import { peerChannelCredentials, peerTlsOptions } from '../security/grpc-credent
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { HolderIndex } from './holder-index.ts';
+import { saveLife } from './life.ts';
 import type { Holder, HopClass } from '../domain.ts';
 import { type Member, Membership, REFUTATIONS_PER_LIFE, REVIVE_TIMEOUT_MS } from './membership.ts';
 import { Placement } from './placement.ts';
@@ -120,6 +121,9 @@ export class Overlay {
       onIgnored: (reason) => Counters.bump(counters.controlDropped, reason),
       onChange: () => {
         for (const listener of this.#listeners) listener();
+      },
+      onOwnLife: (life) => {
+        saveLife(config.store.dir, life, logger).catch(() => undefined); // (it logs its own failures)
       },
       onRestarted: (nodeId, address) => {
         for (const listener of this.#restartListeners) listener(nodeId, address);
@@ -336,6 +340,11 @@ export class Overlay {
   /** This node's incarnation (Membership: its life and refutations), once started. */
   get incarnation(): number | undefined {
     return this.#membership?.self.incarnation;
+  }
+
+  /** The incarnation this node knows of member `nodeId` (told to it when it pings this node). */
+  incarnationOf(nodeId: string): number | undefined {
+    return this.#membership?.incarnationOf(nodeId);
   }
 
   /** Lifeguard's local health score (0 when there is no membership); a gauge reads it per scrape. */

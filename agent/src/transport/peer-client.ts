@@ -305,12 +305,11 @@ export class GrpcPeer implements PeerTransport {
     // Not yet connected: this round trip takes the TCP and TLS handshakes too.
     const connecting = this.#client.getChannel().getConnectivityState(false) !== connectivityState.READY;
     const started = performance.now();
-    const r = await this.#unary<WirePing>('Ping', { sentAtMs: Date.now() }, signal, timeoutMs).catch(
-      (error: Error) => {
-        if (error instanceof IncompatiblePeerError) throw error;
-        throw new PeerError(this.id, `Ping failed: ${error.message}`, { cause: error });
-      },
-    );
+    const request = { sentAtMs: Date.now(), fromNode: this.#from };
+    const r = await this.#unary<WirePing>('Ping', request, signal, timeoutMs).catch((error: Error) => {
+      if (error instanceof IncompatiblePeerError) throw error;
+      throw new PeerError(this.id, `Ping failed: ${error.message}`, { cause: error });
+    });
     if (this.#authenticatedAs !== undefined && r.nodeId !== this.#authenticatedAs)
       throw new PeerError(
         this.id,
@@ -321,7 +320,12 @@ export class GrpcPeer implements PeerTransport {
     const version = theirs && negotiate(this.#protocol, theirs);
     if (!version) throw this.#incompatible(r.protocol ?? '');
     this.#agreed = { version };
-    return { ...this.#pingResult(r, performance.now() - started), ...(connecting ? { connecting } : {}) };
+    const yours = Number(r.yourIncarnation ?? 0);
+    return {
+      ...this.#pingResult(r, performance.now() - started),
+      ...(connecting ? { connecting } : {}),
+      ...(yours > 0 ? { yourIncarnation: yours } : {}),
+    };
   }
 
   async probe(target: string, signal?: AbortSignal): Promise<PingResult> {

@@ -110,6 +110,32 @@ describe('peer gRPC server and client', () => {
     }
   });
 
+  it('tells a pinging member the incarnation it knows of it: of the node its certificate names, whatever it claims', async () => {
+    const known: Record<string, number> = { cli: 42 * 1_000_000, mallory: 99 * 1_000_000 };
+    const s = serverOf({ incarnationOf: (id) => known[id] });
+    const at = await bindPeerServer(s, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const honest = clientTo(at);
+    // cli's certificate, claiming to be mallory: the answer is about cli.
+    const claiming = new GrpcPeer({
+      id: 'srv',
+      address: `127.0.0.1:${at}`,
+      flowControlWindow: 16 * MiB,
+      timeoutMs: 2000,
+      from: 'mallory',
+      credentials: (seen) => peerChannelCredentials(clientId, 'srv', seen),
+    });
+    try {
+      assert.equal((await honest.ping()).yourIncarnation, 42 * 1_000_000);
+      assert.equal((await claiming.ping()).yourIncarnation, 42 * 1_000_000);
+      delete known.cli;
+      assert.equal((await honest.ping()).yourIncarnation, undefined, 'none known: none said');
+    } finally {
+      honest.close();
+      claiming.close();
+      s.forceShutdown();
+    }
+  });
+
   it('waits for a Replicate as long as the caller’s signal allows, not the control-call timeout (a large copy over a slow link)', async () => {
     let copied = () => undefined as void;
     const slow = serverOf({

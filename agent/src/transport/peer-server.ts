@@ -103,6 +103,11 @@ export interface PeerServerOptions {
   /** This node's incarnation, sent with every ping answer (so a restart shows without an announcement). */
   incarnation?: () => number | undefined;
   /**
+   * The incarnation this node knows of member `nodeId`, sent to it in the answer to its ping (so a
+   * member that forgot its last life, a new disk with the clock behind, learns it).
+   */
+  incarnationOf?: (nodeId: string) => number | undefined;
+  /**
    * Pings `target` for a caller (indirect probe). Resolves to undefined when `target` is not a known
    * member (the call fails FAILED_PRECONDITION); rejects when it does not answer (UNAVAILABLE).
    * Without it, Probe is UNIMPLEMENTED.
@@ -374,10 +379,15 @@ export function createPeerServer(opts: PeerServerOptions): Server {
           call.emit('error', 'code' in error ? error : grpcError(status.INTERNAL, 'internal error'));
         });
       },
-      ping(call: ServerUnaryCall<{ sentAtMs: number }, unknown>, callback: sendUnaryData<unknown>) {
+      ping(
+        call: ServerUnaryCall<{ sentAtMs: number; fromNode?: string }, unknown>,
+        callback: sendUnaryData<unknown>,
+      ) {
+        const caller = callers.get(call) ?? call.request.fromNode;
         callback(null, {
           ...pingToWire(node, call.request.sentAtMs, opts.coordinate?.(), opts.incarnation?.()),
           protocol: formatRange(opts.protocol ?? PROTOCOL),
+          yourIncarnation: (caller && opts.incarnationOf?.(caller)) || 0,
         });
       },
       probe(call: ServerUnaryCall<{ target: string }, unknown>, callback: sendUnaryData<unknown>) {

@@ -153,6 +153,8 @@ export interface WirePing {
   incarnation?: number;
   /** The responder's protocol range (`min-max`); empty or absent: 1.0. */
   protocol?: string;
+  /** Ping only: the incarnation the responder knows of the caller; 0 or absent: none. */
+  yourIncarnation?: number;
 }
 
 export function pingToWire(

@@ -110,6 +110,8 @@ export interface PingResult {
   coordinate?: Coordinate;
   /** The member's incarnation as it answers for itself (Membership: its life and refutations). */
   incarnation?: number;
+  /** A direct ping only: the incarnation the member knows of this node, when it knows one. */
+  yourIncarnation?: number;
   /**
    * The connection was not up when the ping left: its round trip includes the handshakes, so it is
    * no sample of the member's round trips (nor of its distance).
