@@ -24,14 +24,19 @@ const out = resolve(process.argv[2] ?? join(root, 'dist'));
  * compiled), `node:process`'s `stdin` opens standard input, `node:tls`'s `rootCertificates` parses
  * every bundled root. The agent uses none of them; they cost an idle agent about 1.6 MiB
  * (docs/deploy.md). `require` returns the same module object without touching its getters; the
- * bundle's banner gives every chunk a `require`, and only `node:module` (for it) stays an import.
+ * bundle's banner gives every chunk a `require`, and only `node:module` (for it) stays a static
+ * import. Dynamic imports (`await import('http')`) are left as they are: they run only when reached.
  */
 const builtinsByRequire: Plugin = {
   name: 'builtins-by-require',
   setup(b) {
     b.onResolve({ filter: /^[a-z_:/0-9]+$/ }, (args) => {
       if (!isBuiltin(args.path)) return undefined;
-      if (args.kind === 'require-call') return { path: args.path, external: true };
+      // A dynamic import stays one: it runs only when reached, and its caller may want named
+      // exports (the OTLP exporter's `(await import('http')).request`), which a CommonJS stand-in
+      // would not give it.
+      if (args.kind === 'require-call' || args.kind === 'dynamic-import')
+        return { path: args.path, external: true };
       return { path: args.path, namespace: 'builtin-by-require' };
     });
     b.onLoad({ filter: /.*/, namespace: 'builtin-by-require' }, (args) => ({
