@@ -5,7 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, createServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import { type Server, Server as GrpcServer, type ServerWritableStream } from '@grpc/grpc-js';
+import {
+  type sendUnaryData,
+  type Server,
+  Server as GrpcServer,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+} from '@grpc/grpc-js';
 import { eventually } from '../../harness/agent-process.ts';
 import { testCredentials } from '../../harness/test-ca.ts';
 import { ObjectStore } from '../cache/object-store.ts';
@@ -434,42 +440,65 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     }
   });
 
-  it('throws PeerError at a gRPC FetchChunks whose heartbeats name another chunk, or come as a flood', async () => {
-    const fake = async (write: (call: ServerWritableStream<unknown, ChunkPiece>) => void) => {
-      const server = new GrpcServer();
-      server.addService(peerService, { FetchChunks: write });
-      const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
-      return { server, port };
-    };
-    const wrong = await fake((call) => call.write({ index: 3, data: Buffer.alloc(0) }));
-    const flood = await fake((call) => {
-      let open = true;
-      call.on('cancelled', () => (open = false));
-      const more = () => {
-        while (open && call.write({ index: 0, data: Buffer.alloc(0) }));
-        if (open) call.once('drain', more);
+  it(
+    'throws PeerError at a gRPC FetchChunks whose heartbeats name another chunk, come as a flood, or that trickles a chunk',
+    { timeout: 30_000 },
+    async () => {
+      const fake = async (write: (call: ServerWritableStream<unknown, ChunkPiece>) => void) => {
+        const server = new GrpcServer();
+        server.addService(peerService, {
+          FetchChunks: write,
+          // (A ping sets up the connection first, so a stall is the stream's, not the handshakes'.)
+          Ping: (call: ServerUnaryCall<{ sentAtMs: number }, unknown>, done: sendUnaryData<unknown>) =>
+            done(null, { nodeId: 'srv', zone: 'z', region: 'r', sentAtMs: call.request.sentAtMs }),
+        });
+        const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
+        return { server, port };
       };
-      more();
-    });
-    const a = peerTo(wrong.port, false);
-    const b = peerTo(flood.port, false);
-    try {
-      await assert.rejects(
-        drain(a.fetchChunks([chunks[0]!], [4 * MiB])),
-        (e: Error) => e instanceof PeerError && /heartbeat for chunk 3 \(expected 0\)/.test(e.message),
-      );
-      await assert.rejects(
-        drain(b.fetchChunks([chunks[0]!], [4 * MiB])),
-        (e: Error) =>
-          e instanceof PeerError && !(e instanceof PeerBusyError) && /heartbeats in/.test(e.message),
-      );
-    } finally {
-      a.close();
-      b.close();
-      wrong.server.forceShutdown();
-      flood.server.forceShutdown();
-    }
-  });
+      const wrong = await fake((call) => call.write({ index: 3, data: Buffer.alloc(0) }));
+      const flood = await fake((call) => {
+        let open = true;
+        call.on('cancelled', () => (open = false));
+        const more = () => {
+          while (open && call.write({ index: 0, data: Buffer.alloc(0) }));
+          if (open) call.once('drain', more);
+        };
+        more();
+      });
+      // A byte at a time, each well within the client's timeout (2 s), for ever.
+      const trickle = await fake((call) => {
+        const timer = setInterval(() => call.write({ index: 0, data: Buffer.alloc(1) }), 500);
+        call.on('cancelled', () => clearInterval(timer));
+        call.on('close', () => clearInterval(timer));
+      });
+      const a = peerTo(wrong.port, false);
+      const b = peerTo(flood.port, false);
+      const c = peerTo(trickle.port, false, 2000);
+      try {
+        await assert.rejects(
+          drain(a.fetchChunks([chunks[0]!], [4 * MiB])),
+          (e: Error) => e instanceof PeerError && /heartbeat for chunk 3 \(expected 0\)/.test(e.message),
+        );
+        await assert.rejects(
+          drain(b.fetchChunks([chunks[0]!], [4 * MiB])),
+          (e: Error) =>
+            e instanceof PeerError && !(e instanceof PeerBusyError) && /heartbeats in/.test(e.message),
+        );
+        await c.ping();
+        await assert.rejects(
+          drain(c.fetchChunks([chunks[0]!], [4 * MiB])),
+          (e: Error) => e instanceof PeerError && /stalled/.test(e.message),
+        );
+      } finally {
+        a.close();
+        b.close();
+        c.close();
+        wrong.server.forceShutdown();
+        flood.server.forceShutdown();
+        trickle.server.forceShutdown();
+      }
+    },
+  );
 
   it('says busy as FetchChunks does (PeerBusyError) when too many wait', { timeout: 30_000 }, async () => {
     const limiter = new UploadLimiter(1, 1);

@@ -406,11 +406,13 @@ export class GrpcPeer implements PeerTransport {
     let filled = 0;
     try {
       for await (const piece of call) {
-        quiet.arm();
+        // Only heartbeats and whole chunks re-arm the watch (as on the bulk stream): a peer
+        // trickling a byte at a time would otherwise hold the fetch open for ever.
         if (piece.data.length === 0) {
           // A heartbeat: the peer is queueing us for upload.
           const error = beats.beat(piece.index, index);
           if (error) throw error;
+          quiet.arm();
           continue;
         }
         const expected = lengths[index];

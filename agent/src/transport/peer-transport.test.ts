@@ -20,6 +20,27 @@ describe('heartbeatCheck', () => {
     }
   });
 
+  it('takes an honest holder’s heartbeats that queued behind a slow chunk and arrive together after it', () => {
+    // Chunk 0 takes 20 s on a slow link; the holder heartbeats for chunk 1 meanwhile, once a
+    // second, and those beats wait in TCP behind chunk 0's bytes.
+    const c = clock();
+    const beats = heartbeatCheck('p', c.now);
+    c.advance(20_000);
+    beats.progress();
+    for (let i = 0; i < 19; i++) assert.equal(beats.beat(1, 1), undefined, `heartbeat ${i}`);
+  });
+
+  it('counts heartbeats over the whole request: chunks in between do not start the count again', () => {
+    const c = clock();
+    const beats = heartbeatCheck('p', c.now);
+    let error: PeerError | undefined;
+    for (let chunk = 0; chunk < 10 && !error; chunk++) {
+      for (let i = 0; i < 5 && !error; i++) error = beats.beat(chunk, chunk);
+      beats.progress();
+    }
+    assert.match(String(error), /heartbeats in/);
+  });
+
   it('counts a holder busy once one chunk has waited longer than MAX_QUEUED_MS', () => {
     const c = clock();
     const beats = heartbeatCheck('p', c.now);

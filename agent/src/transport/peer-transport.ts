@@ -185,12 +185,15 @@ export const MAX_QUEUED_MS = 60_000;
 
 /**
  * Checks a chunk stream's heartbeats (WAIT frames, empty pieces), which re-arm its quietWatch: each
- * must name the chunk expected next; one chunk's wait ends within MAX_QUEUED_MS (PeerBusyError);
- * and they come no faster than four times an honest holder's pace, with a slack of 16 for
- * heartbeats a network hiccup delivers at once (else a lying peer spends the caller's CPU on them). `beat` returns the error to throw, `progress` marks a chunk
- * received.
+ * must name the chunk expected next; one chunk's wait ends within MAX_QUEUED_MS of its first
+ * heartbeat (PeerBusyError); and the request's heartbeats come no faster than four times an honest
+ * holder's pace since the request was made (when the check is), with a slack of 16, else a lying
+ * peer spends the caller's CPU on them. Counted over the whole request, not per chunk: an honest
+ * holder's heartbeats queue behind a chunk on a slow link and arrive together after it.
+ * `beat` returns the error to throw, `progress` marks a chunk received.
  */
 export function heartbeatCheck(peer: string, now: () => number = () => performance.now()) {
+  const start = now();
   let since: number | undefined;
   let beats = 0;
   return {
@@ -200,16 +203,14 @@ export function heartbeatCheck(peer: string, now: () => number = () => performan
       const t = now();
       since ??= t;
       beats++;
-      const waited = t - since;
-      if (waited > MAX_QUEUED_MS)
+      if (t - since > MAX_QUEUED_MS)
         return new PeerBusyError(peer, `FetchChunks: chunk ${index} queued for over ${MAX_QUEUED_MS} ms`);
-      if (beats > 16 + (4 * waited) / HEARTBEAT_MS)
-        return new PeerError(peer, `FetchChunks: ${beats} heartbeats in ${Math.round(waited)} ms`);
+      if (beats > 16 + (4 * (t - start)) / HEARTBEAT_MS)
+        return new PeerError(peer, `FetchChunks: ${beats} heartbeats in ${Math.round(t - start)} ms`);
       return undefined;
     },
     progress(): void {
       since = undefined;
-      beats = 0;
     },
   };
 }
