@@ -232,6 +232,8 @@ export class Membership {
   #refutedAt = Number.NEGATIVE_INFINITY;
   /** When this node last took a later life a member knew of it (at most once a probe period). */
   #outlivedAt = Number.NEGATIVE_INFINITY;
+  /** When this membership was made (its clock then bounds the lives it takes from others: #outlive). */
+  readonly #madeAt: number;
   /**
    * Local health (Lifeguard, as in HashiCorp's memberlist): 0 when this node's own probes are
    * answered; raised when its probes go unanswered by the helpers too (what fails is then likely
@@ -246,6 +248,7 @@ export class Membership {
     this.#opts = opts;
     this.#timing = { ...DEFAULT_TIMING, ...opts.timing };
     this.#self = opts.self;
+    this.#madeAt = opts.clock.now();
   }
 
   get self(): MemberInfo {
@@ -1039,13 +1042,16 @@ export class Membership {
    * node restarted with its clock behind that life and without the store folder that kept it (a new
    * disk; life.ts covers the same disk). Its announcements would read as replays of old ones, so
    * peers would miss the restart (nothing copied to it again). It takes the next life and announces
-   * it, unless that life is further ahead of its clock than life.ts follows (FOLLOW_AHEAD_S). A member
-   * can only claim lives up to that bound, and at most one a probe period is taken.
+   * it, unless that life is further ahead than life.ts follows (FOLLOW_AHEAD_S) of its clock when
+   * this process began (or now, if the clock went back since): every life an honest member knows of
+   * it is from before then. So what a lying member can make it take is bounded for the process's
+   * whole run, not by a bound that moves with the clock: at most FOLLOW_AHEAD_S lives, one a probe
+   * period.
    */
   #outlive(known: number, by: string): void {
     if (!Number.isSafeInteger(known) || lifeOf(known) <= lifeOf(this.#self.incarnation)) return;
     const life = lifeOf(known) + 1;
-    if (life * 1000 > this.#now() + FOLLOW_AHEAD_S * 1000) return;
+    if (life * 1000 > Math.min(this.#now(), this.#madeAt) + FOLLOW_AHEAD_S * 1000) return;
     if (this.#tooSoon(this.#outlivedAt, this.#timing.probeIntervalMs)) return;
     this.#outlivedAt = this.#now();
     this.#self = { ...this.#self, incarnation: life * REFUTATIONS_PER_LIFE };

@@ -55,6 +55,8 @@ export class Overlay {
   readonly #forgottenListeners: ((nodeId: string, address: string) => void)[] = [];
   /** Peers (and the range each said) already logged as speaking no version in common. */
   readonly #incompatibleLogged = new Set<string>();
+  /** The last save of a life this node took while running (Membership's onOwnLife); saves never reject. */
+  #lifeSaved: Promise<void> = Promise.resolve();
 
   constructor(opts: OverlayOptions) {
     this.#opts = opts;
@@ -123,7 +125,8 @@ export class Overlay {
         for (const listener of this.#listeners) listener();
       },
       onOwnLife: (life) => {
-        saveLife(config.store.dir, life, logger).catch(() => undefined); // (it logs its own failures)
+        // One save after the other, so the last life taken is the one kept (it logs its own failures).
+        this.#lifeSaved = this.#lifeSaved.then(() => saveLife(config.store.dir, life, logger));
       },
       onRestarted: (nodeId, address) => {
         for (const listener of this.#restartListeners) listener(nodeId, address);
