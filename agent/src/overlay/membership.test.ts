@@ -147,6 +147,16 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
   const changes = Array.from({ length: size }, () => 0);
   /** The later lives each node took (onOwnLife). */
   const lives: number[][] = Array.from({ length: size }, () => []);
+  /**
+   * Time on the nodes' monotonic clock: the fake clock's advances are time passing, except the
+   * steps `stepClock` makes (a wall clock set, as NTP does).
+   */
+  const t0 = clock.now();
+  let stepped = 0;
+  const stepClock = (ms: number) => {
+    clock.advance(ms);
+    stepped += ms;
+  };
   const nodes = Array.from({ length: size }, (_, i) => {
     const self: MemberInfo = {
       nodeId: `n${i}`,
@@ -170,6 +180,7 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
       onForgotten: (nodeId, address) => forgotten[i]!.push(`${nodeId}@${address}`),
       onChange: () => changes[i]!++,
       onOwnLife: (life) => lives[i]!.push(life),
+      elapsed: () => clock.now() - t0 - stepped,
     });
     network.memberships.set(self.grpc, membership);
     return membership;
@@ -193,7 +204,19 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
     from.tick();
     await settle();
   };
-  return { network, bus, clock, nodes, alive, restarts, forgotten, changes, lives, cutOffUntilDead };
+  return {
+    network,
+    bus,
+    clock,
+    nodes,
+    alive,
+    restarts,
+    forgotten,
+    changes,
+    lives,
+    stepClock,
+    cutOffUntilDead,
+  };
 }
 
 describe('Membership', () => {
@@ -1142,6 +1165,21 @@ describe('Membership', () => {
     await nodes[0]!.probe('n1');
     assert.deepEqual(lives[0], [nowS + 11, nowS + 21]);
     void bus;
+  });
+
+  it('takes its last life back once its clock is set right after a start far behind (a device without a clock, then NTP)', async () => {
+    const { bus, clock, nodes, lives, stepClock } = mesh(2);
+    await settle();
+    // Started 10 minutes behind; its last life, 5 minutes ago in true time, is what n1 knows of it.
+    const startS = Math.floor(clock.now() / 1000);
+    announceOn(bus, 0, { ...nodes[0]!.self, incarnation: (startS + 300) * REFUTATIONS_PER_LIFE });
+    await settle();
+    Object.assign(nodes[0]!.self, { incarnation: startS * REFUTATIONS_PER_LIFE });
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(lives[0], [], 'too far ahead of the clock it started with');
+    stepClock(600_000); // NTP sets the clock: the start, in true time, was 10 minutes later
+    await nodes[0]!.probe('n1');
+    assert.deepEqual(lives[0], [startS + 301]);
   });
 
   it('refutes suspicion of itself with a higher incarnation', async () => {

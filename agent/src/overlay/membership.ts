@@ -177,6 +177,11 @@ export interface MembershipOptions {
   vivaldi?: Vivaldi;
   timing?: Partial<MembershipTiming>;
   random?: () => number;
+  /**
+   * Milliseconds on a monotonic clock (default performance.now): how much time really passed since
+   * this membership was made, whatever the wall clock did (#outlive's bound).
+   */
+  elapsed?: () => number;
   /** Told when a member shows a new life at the same address (it restarted), announced or answered. */
   onRestarted?: (nodeId: string, address: string) => void;
   /** Told when this node takes a later life than it started with (a member knew a later one: #outlive). */
@@ -232,8 +237,8 @@ export class Membership {
   #refutedAt = Number.NEGATIVE_INFINITY;
   /** When this node last took a later life a member knew of it (at most once a probe period). */
   #outlivedAt = Number.NEGATIVE_INFINITY;
-  /** When this membership was made (its clock then bounds the lives it takes from others: #outlive). */
-  readonly #madeAt: number;
+  /** The monotonic clock when this membership was made (#outlive bounds lives by the true start). */
+  readonly #madeAtElapsed: number;
   /**
    * Local health (Lifeguard, as in HashiCorp's memberlist): 0 when this node's own probes are
    * answered; raised when its probes go unanswered by the helpers too (what fails is then likely
@@ -248,7 +253,7 @@ export class Membership {
     this.#opts = opts;
     this.#timing = { ...DEFAULT_TIMING, ...opts.timing };
     this.#self = opts.self;
-    this.#madeAt = opts.clock.now();
+    this.#madeAtElapsed = this.#elapsed();
   }
 
   get self(): MemberInfo {
@@ -1042,16 +1047,18 @@ export class Membership {
    * node restarted with its clock behind that life and without the store folder that kept it (a new
    * disk; life.ts covers the same disk). Its announcements would read as replays of old ones, so
    * peers would miss the restart (nothing copied to it again). It takes the next life and announces
-   * it, unless that life is further ahead than life.ts follows (FOLLOW_AHEAD_S) of its clock when
-   * this process began (or now, if the clock went back since): every life an honest member knows of
-   * it is from before then. So what a lying member can make it take is bounded for the process's
-   * whole run, not by a bound that moves with the clock: at most FOLLOW_AHEAD_S lives, one a probe
-   * period.
+   * it, unless that life is further ahead than life.ts follows (FOLLOW_AHEAD_S) of when this process
+   * began, by the clock now (now less the time that really passed since, on a monotonic clock): every
+   * life an honest member knows of it is from before then, and a clock set right after the start (a
+   * device that booted with its clock behind, then NTP) moves that start with it. So what a lying
+   * member can make it take is bounded for the process's whole run, not by a bound that moves with
+   * time: at most FOLLOW_AHEAD_S lives, one a probe period.
    */
   #outlive(known: number, by: string): void {
     if (!Number.isSafeInteger(known) || lifeOf(known) <= lifeOf(this.#self.incarnation)) return;
     const life = lifeOf(known) + 1;
-    if (life * 1000 > Math.min(this.#now(), this.#madeAt) + FOLLOW_AHEAD_S * 1000) return;
+    const began = this.#now() - (this.#elapsed() - this.#madeAtElapsed);
+    if (life * 1000 > began + FOLLOW_AHEAD_S * 1000) return;
     if (this.#tooSoon(this.#outlivedAt, this.#timing.probeIntervalMs)) return;
     this.#outlivedAt = this.#now();
     this.#self = { ...this.#self, incarnation: life * REFUTATIONS_PER_LIFE };
@@ -1094,6 +1101,10 @@ export class Membership {
 
   #now(): number {
     return this.#opts.clock.now();
+  }
+
+  #elapsed(): number {
+    return this.#opts.elapsed?.() ?? performance.now();
   }
 }
 

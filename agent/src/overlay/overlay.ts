@@ -126,7 +126,9 @@ export class Overlay {
       },
       onOwnLife: (life) => {
         // One save after the other, so the last life taken is the one kept (it logs its own failures).
-        this.#lifeSaved = this.#lifeSaved.then(() => saveLife(config.store.dir, life, logger));
+        this.#lifeSaved = this.#lifeSaved
+          .then(() => saveLife(config.store.dir, life, logger))
+          .catch(() => undefined);
       },
       onRestarted: (nodeId, address) => {
         for (const listener of this.#restartListeners) listener(nodeId, address);
@@ -383,6 +385,7 @@ export class Overlay {
     this.#membership?.close();
     this.staticPeers.close();
     await this.control.close();
+    await this.#lifeSaved; // a life taken just before: kept for the next start
   }
 
   /** A connection to `address`; over mTLS, the peer's certificate must name `expected` (any node of the mesh when undefined). */
