@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { isBuiltin } from 'node:module';
 import type { AddressInfo } from 'node:net';
@@ -11,7 +11,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { startOtlpReceiver } from '../agent/harness/otlp-receiver.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
+import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
 
 const SCRIPT = fileURLToPath(new URL('./build.ts', import.meta.url));
 const DOCKERFILE = fileURLToPath(new URL('../Dockerfile', import.meta.url));
@@ -78,6 +81,71 @@ describe('the image build (scripts/build.ts)', () => {
       );
     } finally {
       await agent.stop('SIGKILL');
+      receiver.close();
+    }
+  });
+
+  it('gives an operator that runs from the bundle alone and exports its traces and metrics', async () => {
+    // The operator's OTLP exporters reach node:http by the same dynamic import as the agent's, so
+    // the same bundling mistake would silence them; nothing else in the operator would notice.
+    const receiver = await startOtlpReceiver();
+    // The API server fake (in this process) stands in for a cluster; the bundle reads its kubeconfig.
+    const api = await startFakeApiServer();
+    const kubeconfig = join(dir, 'operator.kubeconfig');
+    await writeFile(kubeconfig, api.kubeconfig);
+    const operator = spawn(process.execPath, [...OPERATOR_NODE_FLAGS, join(dir, 'dist', 'operator.mjs')], {
+      env: {
+        ...process.env,
+        KUBECONFIG: kubeconfig,
+        EDGEMESH_OPERATOR_IDENTITY: 'bundled',
+        EDGEMESH_OPERATOR_NAMESPACE: 'edgemesh-system',
+        EDGEMESH_OPERATOR_RETRY_PERIOD_MS: '200',
+        EDGEMESH_OPERATOR_PROBE_HOST: '127.0.0.1',
+        EDGEMESH_OPERATOR_PROBE_PORT: '0',
+        EDGEMESH_OPERATOR_AGENT_IMAGE: 'registry.example/edgemesh:bundle',
+        EDGEMESH_OPERATOR_OTLP_ENDPOINT: receiver.url,
+        // Metrics are pushed every 60 s by default; spans leave within half a second anyway.
+        OTEL_METRIC_EXPORT_INTERVAL: '300',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const logs: string[] = [];
+    operator.stdout.on('data', (d) => logs.push(String(d)));
+    operator.stderr.on('data', (d) => logs.push(String(d)));
+    // Waits for `check` to find what the receiver got; on a timeout or an early exit, says why
+    // with the operator's last words (read then, not now: it has said nothing yet).
+    const received = <T>(what: string, check: () => T | undefined) =>
+      eventually(
+        () =>
+          operator.exitCode === null
+            ? Promise.resolve(check())
+            : Promise.reject(new Error(`the operator exited with ${operator.exitCode}`)),
+        15_000,
+        what,
+      ).catch((error: unknown) => {
+        throw new Error(`${(error as Error).message} (operator log: ${logs.join('').slice(-600)})`);
+      });
+    try {
+      // The operator emits a span per reconcile (its metrics need none), so give it a mesh to reconcile.
+      api.put({
+        apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+        kind: 'EdgeMesh',
+        metadata: { name: 'cdn', namespace: 'shop' },
+        spec: { controlPlane: { natsUrl: 'nats://127.0.0.1:1' } },
+      });
+      const span = await received('the reconcile span at the OTLP receiver (POST /v1/traces)', () =>
+        receiver.spans.find(
+          (s) => s.name === 'edgemesh.reconcile' && s.attributes['edgemesh.mesh'] === 'shop/cdn',
+        ),
+      );
+      assert.equal(span.resource['service.name'], 'edgemesh-operator');
+      await received('the reconcile counter at the OTLP receiver (POST /v1/metrics)', () =>
+        receiver.metrics.find((m) => m.name === 'controller_runtime_reconcile'),
+      );
+    } finally {
+      operator.kill('SIGKILL');
+      if (operator.exitCode === null && operator.signalCode === null) await once(operator, 'exit');
+      await api.close();
       receiver.close();
     }
   });
