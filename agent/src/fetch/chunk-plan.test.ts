@@ -154,6 +154,52 @@ describe('planChunks', () => {
   });
 });
 
+describe('planChunks: stragglers (the endgame)', () => {
+  // Chunks 0-7 are here but for 4-7, asked of "slow", which delivers nothing: a straggler.
+  const state = () => {
+    const verified = new Uint8Array(8);
+    const assigned = new Uint8Array(8);
+    for (let i = 0; i < 8; i++) (i < 4 ? verified : assigned)[i] = 1;
+    const stragglers = new Map([4, 5, 6, 7].map((i) => [i, 'slow']));
+    return { count: 8, verified, assigned, stragglers };
+  };
+
+  it("gives an idle holder the straggler's chunks, in a run, and never the straggler itself", () => {
+    const slow = source('slow', ZONE, 'all', { inFlight: PER_SOURCE });
+    const p = plan([slow, source('fast', ZONE)], state());
+    assert.deepEqual(
+      p.requests.map((r) => [r.source.id, r.indexes]),
+      [['fast', [4, 5, 6, 7]]],
+      'the run asked once more, of the other holder, in one call',
+    );
+    const alone = plan([source('slow', ZONE)], state());
+    assert.deepEqual(alone.requests, [], 'nobody else to ask: it waits on the straggler');
+  });
+
+  it('asks for wanted chunks first; a straggler chunk only when none is left to take', () => {
+    const s = state();
+    s.verified[2] = 0; // wanted, asked of nobody
+    const p = plan([source('slow', ZONE, 'all', { inFlight: PER_SOURCE }), source('fast', ZONE)], s);
+    assert.deepEqual(
+      p.requests.map((r) => r.indexes),
+      [[2], [4, 5, 6, 7]],
+      'chunk 2 first, then (its second request) the straggler run',
+    );
+  });
+
+  it('asks a chunk at most twice, and only of a holder that has it', () => {
+    const s = state();
+    s.assigned[4] = 2; // asked of another already
+    const partial = source('partial', ZONE, [6], { inFlight: 0 });
+    const p = plan([source('slow', ZONE, 'all', { inFlight: PER_SOURCE }), partial], s);
+    assert.deepEqual(
+      p.requests.map((r) => [r.source.id, r.indexes]),
+      [['partial', [6]]],
+      'chunk 4 is asked twice already; of the rest, partial has only 6',
+    );
+  });
+});
+
 describe('planChunks: one import per zone', () => {
   // Two members of this node's zone getting the object too (partial holders), and one remote holder.
   const peersInZone = ['m1', 'm2'];
@@ -250,6 +296,8 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
       ),
       verified: fc.array(fc.boolean(), { minLength: 40, maxLength: 40 }),
       assigned: fc.array(fc.boolean(), { minLength: 40, maxLength: 40 }),
+      // Per chunk: the source whose straggling request it is in, if any.
+      straggler: fc.array(fc.option(fc.integer({ min: 0, max: 7 })), { minLength: 40, maxLength: 40 }),
       deferredSince: fc.array(fc.option(fc.integer({ min: 0, max: 2 * IMPORT_WAIT_MS })), {
         minLength: 40,
         maxLength: 40,
@@ -273,6 +321,10 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
         }));
         const verified = bits(s.verified);
         const assigned = bits(s.assigned);
+        const stragglers = new Map<number, string>();
+        s.straggler.slice(0, s.count).forEach((from, i) => {
+          if (from !== null && assigned[i] === 1 && !verified[i]) stragglers.set(i, `p${from}`);
+        });
         const deferred = new Map<number, number>();
         s.deferredSince.slice(0, s.count).forEach((since, i) => {
           if (since !== null) deferred.set(i, since);
@@ -283,6 +335,7 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
           known: s.known,
           verified,
           assigned,
+          stragglers,
           sources,
           inFlight: s.inFlight,
           fromOrigin: s.fromOrigin,
@@ -303,10 +356,16 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
           assert.ok(indexes.length >= 1 && indexes.length <= BATCH_CHUNKS);
           indexes.forEach((i, n) => {
             assert.equal(i, indexes[0]! + n, 'consecutive');
-            assert.ok(i < s.known && !verified[i] && !assigned[i], `chunk ${i} wanted`);
             assert.ok(!asked.has(i), `chunk ${i} once`);
             asked.add(i);
             assert.ok(holds(source, i), `${source.id} has chunk ${i}`);
+            if (assigned[i]) {
+              // Asked once already: only a straggler's, and only of another holder.
+              const from = stragglers.get(i);
+              assert.ok(from !== undefined && from !== source.id, `chunk ${i} overtaken from ${from}`);
+              return;
+            }
+            assert.ok(i < s.known && !verified[i], `chunk ${i} wanted`);
             const nearest = Math.min(...live.filter((x) => holds(x, i)).map((x) => x.cls));
             assert.equal(source.cls, nearest, `chunk ${i} from the nearest class that has it`);
           });

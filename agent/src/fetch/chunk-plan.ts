@@ -14,6 +14,12 @@ export const MAX_IN_FLIGHT = 8;
  * chosen to bring it in, before this node fetches it from afar itself.
  */
 export const IMPORT_WAIT_MS = 3000;
+/**
+ * A holder is a straggler when it has requests under way and delivered no chunk for this many times
+ * the download's median time per chunk (and at least a peer call's timeout): its chunks may then be
+ * asked a second time of another holder with nothing else to do (an endgame, as BitTorrent's).
+ */
+export const STRAGGLER_FACTOR = 4;
 
 /** What the planner needs to know of a peer a download may get chunks from. */
 export interface PlanSource {
@@ -40,8 +46,14 @@ export interface ChunkPlanInput<S extends PlanSource> {
   readonly known: number;
   /** verified[i] = 1: chunk i is here. */
   readonly verified: Uint8Array;
-  /** assigned[i] = 1: chunk i is asked of someone already. */
+  /** assigned[i] > 0: chunk i is asked of someone already (2: of two holders). */
   readonly assigned: Uint8Array;
+  /**
+   * Chunks asked of one holder only that has delivered nothing for a while (a straggler; see
+   * STRAGGLER_FACTOR), and its id: each may be asked once more, of another holder that has no wanted
+   * chunk left to ask for.
+   */
+  readonly stragglers?: ReadonlyMap<number, string>;
   readonly sources: readonly S[];
   /** Requests under way in total. */
   readonly inFlight: number;
@@ -95,7 +107,9 @@ export function isImporter(key: string, index: number, self: string, nearer: rea
  * no more than a fair share per holder); in a swarm, one chunk per call, ties broken at random so
  * members start on different chunks. A chunk only farther holders have is left to the importer of
  * this node's zone or region (see isImporter) for IMPORT_WAIT_MS, counted from when it was first
- * left or the last chunk arrived, whichever is later.
+ * left or the last chunk arrived, whichever is later. A holder with no wanted chunk left to take
+ * takes a straggler's chunks instead (nearer holders first), so one slow or stalling holder cannot
+ * hold the download back while others stand idle.
  */
 export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): ChunkPlan<S> {
   const { known, verified, now } = input;
@@ -137,9 +151,9 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
           pick = i; // a random one among the rarest: swarm members start on different chunks
         }
       }
-      if (pick === undefined) break;
-      const indexes = [pick];
-      if (!spread && s.has === 'all') {
+      const indexes = pick === undefined ? overtake(s, input.stragglers, assigned, spread) : [pick];
+      if (indexes.length === 0) break;
+      if (pick !== undefined && !spread && s.has === 'all') {
         const share = Math.ceil(wanted.length / (live.length * PER_SOURCE));
         const most = Math.min(BATCH_CHUNKS, share);
         for (let i = pick + 1; indexes.length < most && i < known; i++) {
@@ -147,13 +161,38 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
           indexes.push(i);
         }
       }
-      for (const i of indexes) assigned[i] = 1;
+      for (const i of indexes) assigned[i] = assigned[i]! + 1;
       inFlight.set(s, inFlight.get(s)! + 1);
       total++;
       requests.push({ source: s, indexes });
     }
   }
   return { requests, deferred, alive: all.length };
+}
+
+/**
+ * The straggler's chunks `s` asks for a second time: the first it has and another holder was asked
+ * for, then (from a whole holder, with no swarm about) the run after it of the same straggler, up to
+ * BATCH_CHUNKS. Marks nothing; the caller does.
+ */
+function overtake(
+  s: PlanSource,
+  stragglers: ReadonlyMap<number, string> | undefined,
+  assigned: Uint8Array,
+  spread: boolean,
+): number[] {
+  if (!stragglers) return [];
+  const takes = (i: number, from: string) =>
+    stragglers.get(i) === from && assigned[i] === 1 && (s.has === 'all' || s.has[i] === 1);
+  let first: number | undefined;
+  for (const [i, from] of stragglers)
+    if (from !== s.id && takes(i, from) && (first === undefined || i < first)) first = i;
+  if (first === undefined) return [];
+  const from = stragglers.get(first)!;
+  const indexes = [first];
+  if (!spread && s.has === 'all')
+    for (let i = first + 1; indexes.length < BATCH_CHUNKS && takes(i, from); i++) indexes.push(i);
+  return indexes;
 }
 
 /**

@@ -46,15 +46,25 @@ const manifest: Manifest = {
  * A holder of the whole object that serves chunks (optionally refusing the first `busy` calls as
  * busy, and failing the first `failing` ones).
  */
-function holder(id: string, opts: { busy?: number; failing?: number; refusing?: boolean } = {}) {
+function holder(
+  id: string,
+  opts: { busy?: number; failing?: number; refusing?: boolean; stalling?: boolean } = {},
+) {
   const served: number[] = [];
-  const calls = { count: 0 };
+  const calls = { count: 0, cancelled: 0 };
   let busy = opts.busy ?? 0;
   let failing = opts.failing ?? 0;
   const transport = stubTransport(id, `${id}:1`, {
-    async *fetchChunks(digests) {
+    async *fetchChunks(digests, _lengths, signal) {
       calls.count++;
       await new Promise((r) => setTimeout(r, 5)); // a holder takes a moment to answer, as a real one does
+      if (opts.stalling) {
+        // Keeps the call open and sends nothing, as a holder that only sends heartbeats does (a real
+        // transport allows that for up to a minute a chunk), until the caller gives up on the call.
+        await new Promise((resolve) => signal?.addEventListener('abort', resolve, { once: true }));
+        calls.cancelled++;
+        throw new PeerError(id, 'FetchChunks cancelled');
+      }
       if (busy-- > 0) throw new PeerBusyError(id, 'busy');
       if (failing-- > 0) throw new PeerError(id, 'FetchChunks stalled: nothing for 1000 ms');
       if (opts.refusing) throw new PeerRefusedError(id, 5, 'FetchChunks refused: NOT_FOUND: no chunk');
@@ -150,6 +160,21 @@ describe('Download (chunks from several holders)', () => {
       return true;
     });
   });
+
+  it(
+    "takes a stalling holder's chunks from another once that one has nothing else to do, and ends its calls",
+    {
+      timeout: 30_000,
+    },
+    async () => {
+      const stalling = holder('stalling', { stalling: true });
+      const fast = holder('fast');
+      await download([stalling.transport, fast.transport]);
+      assert.equal(fast.served.length, 4, 'every chunk from the holder that sends');
+      assert.ok(stalling.calls.count > 0, 'the stalling holder was asked');
+      assert.equal(stalling.calls.cancelled, stalling.calls.count, 'and every call to it ended');
+    },
+  );
 
   it('leaves a busy holder for a moment and gets the chunks anyway', async () => {
     const busy = holder('busy', { busy: 3 });

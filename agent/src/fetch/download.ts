@@ -16,7 +16,7 @@ import {
   type PeerTransport,
 } from '../transport/peer-transport.ts';
 import type { ChunkSource } from './chunk-source.ts';
-import { IMPORT_WAIT_MS, planChunks } from './chunk-plan.ts';
+import { IMPORT_WAIT_MS, planChunks, STRAGGLER_FACTOR } from './chunk-plan.ts';
 import { Progress, type Swarm } from './swarm.ts';
 
 /** No holder could deliver the object; `failures` says what each one did. */
@@ -73,7 +73,10 @@ export interface DownloadOptions {
   self?: () => Holder | undefined;
   counters: Counters;
   logger: Logger;
-  /** A peer call's timeout; a download with no chunk for three times this fails. */
+  /**
+   * A peer call's timeout; a download with no chunk for three times this fails, and a holder with
+   * none for this long (at least) is a straggler whose chunks others may be asked for.
+   */
   timeoutMs: number;
   /**
    * Checks that a node of the mesh vouches for a peer's manifest (its signature); throws when none
@@ -105,7 +108,24 @@ interface Source {
   busyUntil: number;
   /** Its requests that failed (not counting busy refusals): at SOURCE_ATTEMPTS it is dead. */
   failures: number;
+  /** When it last delivered a chunk, or was asked while it had nothing under way (performance.now()). */
+  progressAt: number;
 }
+
+/** One FetchChunks call under way. */
+interface Ask {
+  source: Source;
+  indexes: number[];
+  /** How many of `indexes` arrived (they come in order). */
+  delivered: number;
+  /** Ends this call alone (the download's own abort ends every call). */
+  abort: AbortController;
+  /** Its chunks all came from others (it was a straggler's): it ends, and that is no failure. */
+  overtaken: boolean;
+}
+
+/** Times per chunk (ms between one holder's deliveries) the straggler rule takes its median from. */
+const CHUNK_TIMES_KEPT = 16;
 
 /** The longest a download from outside this zone waits to hear of its swarm before it starts. */
 const PRIME_MS = 300;
@@ -176,6 +196,10 @@ export class Download {
   /** When the last chunk arrived (performance.now()). */
   #lastChunkAt = 0;
   #deferTimer: NodeJS.Timeout | undefined;
+  readonly #asks = new Set<Ask>();
+  /** The last CHUNK_TIMES_KEPT times per chunk, oldest first. */
+  readonly #chunkTimes: number[] = [];
+  #stragglerTimer: NodeJS.Timeout | undefined;
 
   constructor(located: Located, opts: DownloadOptions) {
     this.head = located.head;
@@ -280,6 +304,7 @@ export class Download {
       dead: false,
       busyUntil: 0,
       failures: 0,
+      progressAt: 0,
     };
     this.#sources.set(transport.address, source);
     return source;
@@ -374,6 +399,7 @@ export class Download {
       known: this.#progress.digests.length,
       verified: this.#verified,
       assigned: this.#assigned,
+      stragglers: this.#stragglers(now),
       sources: [...this.#sources.values()],
       inFlight: this.#inFlight,
       fromOrigin: this.#authority !== undefined,
@@ -386,6 +412,45 @@ export class Download {
     if (this.#inFlight === 0 && plan.alive === 0 && this.#verifiedCount < this.#verified.length) {
       this.#fail(new PeerFetchError(this.head.key, this.#failures, this.#missing));
     }
+    this.#watchStragglers(now);
+  }
+
+  /** How long a holder with requests under way may deliver nothing before it is a straggler. */
+  #stragglerMs(): number | undefined {
+    if (this.#chunkTimes.length < 2) return undefined; // nothing to compare with yet
+    const sorted = [...this.#chunkTimes].sort((a, b) => a - b);
+    return Math.max(this.#opts.timeoutMs, STRAGGLER_FACTOR * sorted[sorted.length >> 1]!);
+  }
+
+  /** The chunks asked of stragglers alone, and of whom (see STRAGGLER_FACTOR). */
+  #stragglers(now: number): Map<number, string> | undefined {
+    const limit = this.#stragglerMs();
+    if (limit === undefined) return undefined;
+    let found: Map<number, string> | undefined;
+    for (const ask of this.#asks) {
+      if (now - ask.source.progressAt < limit) continue;
+      for (let n = ask.delivered; n < ask.indexes.length; n++) {
+        const i = ask.indexes[n]!;
+        if (!this.#verified[i] && this.#assigned[i] === 1) (found ??= new Map()).set(i, ask.source.id);
+      }
+    }
+    return found;
+  }
+
+  /** Pumps again when the first holder with requests under way would turn straggler. */
+  #watchStragglers(now: number): void {
+    clearTimeout(this.#stragglerTimer);
+    this.#stragglerTimer = undefined;
+    const limit = this.#stragglerMs();
+    if (limit === undefined || this.#settled) return;
+    let next = Infinity;
+    for (const ask of this.#asks) {
+      const due = ask.source.progressAt + limit;
+      if (due > now) next = Math.min(next, due);
+    }
+    if (next === Infinity) return;
+    this.#stragglerTimer = setTimeout(() => this.#pump(), next - now + 1);
+    this.#stragglerTimer.unref();
   }
 
   /** Pumps again once deferred chunks may be due (and again, while any stay deferred). */
@@ -401,9 +466,14 @@ export class Download {
 
   /** Asks `source` for the chunks `indexes` (consecutive, in order) in one FetchChunks call. */
   #request(source: Source, indexes: number[]): void {
-    for (const i of indexes) this.#assigned[i] = 1;
+    for (const i of indexes) this.#assigned[i] = this.#assigned[i]! + 1;
+    if (source.inFlight === 0) source.progressAt = performance.now();
     source.inFlight++;
     this.#inFlight++;
+    const ask: Ask = { source, indexes, delivered: 0, abort: new AbortController(), overtaken: false };
+    this.#asks.add(ask);
+    const endAsk = () => ask.abort.abort();
+    this.#abort.signal.addEventListener('abort', endAsk, { once: true });
     const digests = indexes.map((i) => this.#progress.digests[i]!);
     const lengths = indexes.map((i) => chunkLength(this.head.size, this.head.chunkSize, i));
     const id = source.transport.id;
@@ -419,32 +489,44 @@ export class Download {
         'edgemesh.hop': HOP_CLASSES[source.cls] ?? 'remote',
         'edgemesh.chunks': indexes.length,
         'edgemesh.first_chunk': indexes[0]!,
+        ...(this.#assigned[indexes[0]!]! > 1 ? { 'edgemesh.overtaking': true } : {}),
       },
     });
     const started = performance.now();
     context
       .with(trace.setSpan(context.active(), span), async () => {
         try {
-          let n = 0;
-          for await (const chunk of source.transport.fetchChunks(digests, lengths, this.#abort.signal)) {
+          for await (const chunk of source.transport.fetchChunks(digests, lengths, ask.abort.signal)) {
+            const n = ask.delivered;
             const index = indexes[n]!;
             const digest = digests[n]!;
             const { data } = chunk;
             // What the bytes hash to, as the transport hashed them on arrival or here.
             if ((chunk.digest ?? digestOf(data)) !== digest) throw new IntegrityError(digest, id);
+            this.#delivered(source);
+            ask.delivered++;
+            this.#assigned[index] = this.#assigned[index]! - 1;
             this.#accept(index, digest, data, source);
-            this.#assigned[index] = 0;
-            n++;
           }
-          if (n < indexes.length) throw new PeerError(id, `sent ${n} of ${indexes.length} chunks`);
+          if (ask.delivered < indexes.length)
+            throw new PeerError(id, `sent ${ask.delivered} of ${indexes.length} chunks`);
           this.#opts.onBatch?.(HOP_CLASSES[source.cls] ?? 'remote', (performance.now() - started) / 1000);
           this.#opts.onOutcome?.(source.transport, 'good');
         } catch (error) {
-          span.setStatus({ code: 2, message: (error as Error).message });
-          if (!this.#settled) this.#sourceFailed(source, error as Error);
+          if (ask.overtaken && !this.#settled && !(error instanceof IntegrityError)) {
+            // Others delivered what it still owed: a slow holder, not a failed one (a bad chunk
+            // sent before the call ended still counts against it).
+            span.setAttribute('edgemesh.overtaken', true);
+            this.#opts.logger.debug({ peer: id, key: this.head.key }, 'slow holder overtaken by others');
+          } else {
+            span.setStatus({ code: 2, message: (error as Error).message });
+            if (!this.#settled) this.#sourceFailed(source, error as Error);
+          }
         } finally {
           span.end();
-          for (const i of indexes) this.#assigned[i] = 0;
+          this.#abort.signal.removeEventListener('abort', endAsk);
+          this.#asks.delete(ask);
+          for (const i of indexes.slice(ask.delivered)) this.#assigned[i] = this.#assigned[i]! - 1;
           source.inFlight--;
           this.#inFlight--;
           this.#pump();
@@ -497,10 +579,26 @@ export class Download {
     }
   }
 
+  /** A chunk came from `source`: how long it took goes into the straggler rule's median. */
+  #delivered(source: Source): void {
+    const now = performance.now();
+    this.#chunkTimes.push(now - source.progressAt);
+    if (this.#chunkTimes.length > CHUNK_TIMES_KEPT) this.#chunkTimes.shift();
+    source.progressAt = now;
+  }
+
   #accept(index: number, digest: string, data: Buffer, source: Source): void {
     if (this.#verified[index] || this.#settled) return;
     this.#verified[index] = 1;
     this.#verifiedCount++;
+    // A straggler's call whose chunks have all come from others now ends.
+    for (const ask of this.#asks) {
+      if (ask.source === source || ask.overtaken || !ask.indexes.includes(index)) continue;
+      if (ask.indexes.slice(ask.delivered).every((i) => this.#verified[i])) {
+        ask.overtaken = true;
+        ask.abort.abort();
+      }
+    }
     this.#lastChunkAt = performance.now();
     const counters = this.#opts.counters;
     Counters.bump(counters.bytesFromPeer, source.transport.id, data.length);
@@ -589,6 +687,7 @@ export class Download {
 
   #finish(error: Error | undefined): void {
     clearTimeout(this.#stall);
+    clearTimeout(this.#stragglerTimer);
     this.#stopJoins();
     this.#abort.abort();
     this.#error = error;
