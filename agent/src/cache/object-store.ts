@@ -31,6 +31,8 @@ const CACHED_VICTIM_SCAN = 256;
 export const SEND_SAMPLE = 16;
 /** Buffers a PUT of several chunks cuts its body into, in turn (ReusedBuffers). */
 const PUT_BUFFERS = 2;
+/** Buffers a reader of an object larger than the hot tier reads its chunks into, in turn (passReader). */
+const PASS_BUFFERS = 2;
 /** How far a write that found the disk full looks for cached copies to evict. */
 const DISK_FULL_SCAN = 4096;
 /** What a write that found the disk full frees at least, before it tries once more. */
@@ -131,6 +133,13 @@ export interface PutOptions {
 }
 
 /** A pinned object: its chunks stay on disk until `release()`, even if it is deleted meanwhile. */
+/** Reads a run of an object's chunks once, in order: see ObjectStore.passReader. */
+export interface PassReader {
+  read(index: number): Promise<Buffer>;
+  /** The reader is done with `bytes` (a chunk `read` gave, or a view into one): they were sent. */
+  done(bytes: Uint8Array): void;
+}
+
 export interface ObjectHandle {
   readonly manifest: Manifest;
   release(): void;
@@ -324,23 +333,45 @@ export class ObjectStore {
     return this.#ledger.has(digest);
   }
 
-  /** The chunk's bytes, verified; a chunk damaged on disk is dropped and IntegrityError thrown. */
-  async readChunk(digest: string): Promise<Buffer> {
+  /**
+   * The chunk's bytes, verified; a chunk damaged on disk is dropped and IntegrityError thrown. Bytes
+   * read from disk go into the hot tier; with `into`, into its buffer when it gives one, and not into
+   * the hot tier (the caller reuses that buffer).
+   */
+  async readChunk(digest: string, into?: (size: number) => Buffer | undefined): Promise<Buffer> {
     const hot = this.#hot.get(digest);
     if (hot) return hot;
     if (!this.#ledger.has(digest)) throw new ObjectNotFoundError(`chunk ${digest}`);
     const copy = this.#copyState(digest);
-    const data = await this.#readIntact(digest);
+    const data = await this.#readIntact(digest, into);
     if (data === undefined) {
       // The copy was written again (or dropped and stored anew) while this read ran: these bytes
       // may be the old copy's. Read the new one.
-      if (this.#ledger.has(digest) && this.#copyState(digest) !== copy) return this.readChunk(digest);
+      if (this.#ledger.has(digest) && this.#copyState(digest) !== copy) return this.readChunk(digest, into);
       this.#dropCorrupt(digest);
       throw new IntegrityError(digest, 'local disk');
     }
     this.#ledger.markVerified(digest);
-    this.#hot.set(digest, data);
+    if (!into) this.#hot.set(digest, data);
     return data;
+  }
+
+  /**
+   * Reads chunks `first` to `last` of `manifest` once, in order (a response), each verified as
+   * readChunk does. A pass over several chunks, more bytes than the hot tier holds, reads into
+   * PASS_BUFFERS buffers in turn, each taken again once `done` is told its bytes were sent, and
+   * keeps them out of the hot tier: they could not all stay there, and would only flush it (as a
+   * PUT of such an object). A shorter pass reads through the hot tier, and `done` does nothing.
+   */
+  passReader(manifest: Manifest, first: number, last: number): PassReader {
+    const large = last > first && (last - first + 1) * manifest.chunkSize > this.#hot.maxBytes;
+    if (!large) return { read: (index) => this.readChunk(manifest.chunks[index]!), done: () => {} };
+    const buffers = new ReusedBuffers(PASS_BUFFERS);
+    const into = (size: number) => buffers.take(size);
+    return {
+      read: (index) => this.readChunk(manifest.chunks[index]!, into),
+      done: (bytes) => buffers.giveBack(bytes),
+    };
   }
 
   /**
@@ -672,10 +703,13 @@ export class ObjectStore {
    * The chunk's stored bytes if they are there and hash to its digest; undefined when they are gone
    * or damaged (what to do then is the caller's: nothing is dropped here).
    */
-  async #readIntact(digest: string): Promise<Buffer | undefined> {
+  async #readIntact(
+    digest: string,
+    into?: (size: number) => Buffer | undefined,
+  ): Promise<Buffer | undefined> {
     let data: Buffer;
     try {
-      data = await this.#readStored(digest);
+      data = await this.#readStored(digest, into);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       return undefined;

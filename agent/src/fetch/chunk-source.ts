@@ -1,5 +1,5 @@
 import type { Manifest } from '../cache/manifest.ts';
-import type { ObjectHandle, ObjectStore } from '../cache/object-store.ts';
+import type { ObjectHandle, ObjectStore, PassReader } from '../cache/object-store.ts';
 import type { Source } from '../telemetry/counters.ts';
 import type { ObjectHead } from '../domain.ts';
 import { headOf } from './swarm.ts';
@@ -15,6 +15,11 @@ export interface ChunkSource {
   readonly manifest?: Manifest;
   readonly source: Source;
   read(index: number): Promise<Buffer>;
+  /**
+   * For a reader of chunks `first` to `last` once, in order (a response): a reader that may reuse
+   * the memory of chunks it gave once told (`done`) that their bytes were sent. Without it, `read`.
+   */
+  pass?(first: number, last: number): PassReader;
   close(): void;
 }
 
@@ -25,6 +30,7 @@ export function localSource(store: ObjectStore, handle: ObjectHandle, source: So
     manifest: handle.manifest,
     source,
     read: (index) => store.readChunk(handle.manifest.chunks[index]!),
+    pass: (first, last) => store.passReader(handle.manifest, first, last),
     close: () => handle.release(),
   };
 }

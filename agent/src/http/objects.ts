@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished } from 'node:stream/promises';
 import type { Request, Response } from 'express';
 import { chunkLength } from '../cache/chunking.ts';
 import {
@@ -20,6 +19,7 @@ import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { HttpError, sendError, toHttpError } from './errors.ts';
 import { type ByteRange, parseRange } from './range.ts';
+import { drained } from '../transport/drained.ts';
 
 export const OBJECTS_PREFIX = '/v1/objects/';
 /** The objects route, as express matches it and as request metrics label it. */
@@ -272,8 +272,10 @@ async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res:
 }
 
 /**
- * Streams the chunks covering `bytes`, with backpressure. The first chunk is read before the status
- * line goes out, so a failure there is a clean error response; a failure later aborts the response.
+ * Streams the chunks covering `bytes`, with backpressure, reading the next chunk while one is sent.
+ * The first chunk is read before the status line goes out, so a failure there is a clean error
+ * response; a failure later aborts the response. Each chunk's bytes go back to the source's pass
+ * (`done`) once the socket has taken them, so a long read can reuse its buffers.
  */
 async function send(
   deps: ObjectRoutesDeps,
@@ -293,13 +295,23 @@ async function send(
     counters.bytesServed[source.source] += part.length;
     return part;
   };
-  const firstPart = slice(first, await source.read(first));
-  async function* body() {
-    yield firstPart;
-    for (let index = first + 1; index <= last; index++) yield slice(index, await source.read(index));
-  }
+  const pass = source.pass?.(first, last) ?? { read: (index) => source.read(index), done: () => {} };
+  let part = slice(first, await pass.read(first));
   try {
-    await pipeline(Readable.from(body(), { objectMode: false, highWaterMark: 1 }), res);
+    for (let index = first; index < last; index++) {
+      if (res.destroyed) return; // the client went away
+      const next = pass.read(index + 1);
+      next.catch(() => {}); // awaited below, unless the client goes away first
+      const sent = part;
+      const written = (error: Error | null | undefined) => {
+        if (!error) pass.done(sent);
+      };
+      if (!res.write(sent, written)) await drained(res);
+      part = slice(index + 1, await next);
+    }
+    if (res.destroyed) return;
+    res.end(part);
+    await finished(res);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return; // client went away
     deps.logger.error({ err: error, key: head.key }, 'response aborted: could not deliver verified bytes');
