@@ -187,6 +187,33 @@ describe('planChunks: stragglers (the endgame)', () => {
     );
   });
 
+  it('asks a straggler nothing new, and lets it overtake nobody', () => {
+    const s = state();
+    s.verified[2] = 0; // wanted
+    s.stragglers.set(4, 'other'); // another straggler's chunk
+    const slow = source('slow', ZONE, 'all', { inFlight: 1, straggling: true });
+    assert.deepEqual(plan([slow], s).requests, [], 'neither the wanted chunk nor the other straggler');
+    const p = plan([slow, source('fast', ZONE)], s);
+    assert.ok(
+      p.requests.every((r) => r.source.id === 'fast'),
+      p.requests.map((r) => r.source.id).join(),
+    );
+  });
+
+  it('overtakes only once no wanted chunk is left that a holder could be asked for', () => {
+    const s = state();
+    s.verified[2] = 0; // wanted, and only the (full) nearer holder will be asked for it
+    const near = source('near', ZONE, 'all', { inFlight: PER_SOURCE });
+    const far = source('far', REMOTE);
+    assert.deepEqual(plan([near, far], s).requests, [], 'far waits: the download is not at its end');
+    s.verified[2] = 1;
+    assert.deepEqual(
+      plan([near, far], s).requests.map((r) => [r.source.id, r.indexes]),
+      [['far', [4, 5, 6, 7]]],
+      'at the end, far takes the straggler run',
+    );
+  });
+
   it('asks a chunk at most twice, and only of a holder that has it', () => {
     const s = state();
     s.assigned[4] = 2; // asked of another already
@@ -291,6 +318,7 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
           inFlight: fc.integer({ min: 0, max: PER_SOURCE }),
           dead: fc.boolean(),
           busy: fc.boolean(),
+          straggling: fc.boolean(),
         }),
         { maxLength: 8 },
       ),
@@ -318,6 +346,7 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
           inFlight: x.inFlight,
           dead: x.dead,
           busyUntil: x.busy ? 20_000 : 0,
+          straggling: x.straggling,
         }));
         const verified = bits(s.verified);
         const assigned = bits(s.assigned);
@@ -343,7 +372,7 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
           random: () => ((r = (Math.imul(r, 1103515245) + 12345) >>> 0) % 1000) / 1000,
           ...(s.withImporter ? { importer: { self: 'self', deferred, lastChunkAt: 0 } } : {}),
         });
-        const live = sources.filter((x) => !x.dead && x.busyUntil <= 10_000);
+        const live = sources.filter((x) => !x.dead && x.busyUntil <= 10_000 && !x.straggling);
         const holds = (x: PlanSource, i: number) => x.has === 'all' || x.has[i] === 1;
         const asked = new Set<number>();
         let total = s.inFlight;

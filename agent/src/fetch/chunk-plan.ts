@@ -14,12 +14,6 @@ export const MAX_IN_FLIGHT = 8;
  * chosen to bring it in, before this node fetches it from afar itself.
  */
 export const IMPORT_WAIT_MS = 3000;
-/**
- * A holder is a straggler when it has requests under way and delivered no chunk for this many times
- * the download's median time per chunk (and at least a peer call's timeout): its chunks may then be
- * asked a second time of another holder with nothing else to do (an endgame, as BitTorrent's).
- */
-export const STRAGGLER_FACTOR = 4;
 
 /** What the planner needs to know of a peer a download may get chunks from. */
 export interface PlanSource {
@@ -37,6 +31,8 @@ export interface PlanSource {
   readonly dead: boolean;
   /** It said it is busy: not asked before this time (the same clock as `now`). */
   readonly busyUntil: number;
+  /** It is a straggler (far behind with what it was asked; the caller judges): asked nothing new. */
+  readonly straggling?: boolean;
 }
 
 export interface ChunkPlanInput<S extends PlanSource> {
@@ -49,9 +45,8 @@ export interface ChunkPlanInput<S extends PlanSource> {
   /** assigned[i] > 0: chunk i is asked of someone already (2: of two holders). */
   readonly assigned: Uint8Array;
   /**
-   * Chunks asked of one holder only that has delivered nothing for a while (a straggler; see
-   * STRAGGLER_FACTOR), and its id: each may be asked once more, of another holder that has no wanted
-   * chunk left to ask for.
+   * Chunks asked of a straggler alone, and its id: once no wanted chunk is left that a holder could
+   * be asked for, each may be asked once more, of another holder that is no straggler.
    */
   readonly stragglers?: ReadonlyMap<number, string>;
   readonly sources: readonly S[];
@@ -107,16 +102,17 @@ export function isImporter(key: string, index: number, self: string, nearer: rea
  * no more than a fair share per holder); in a swarm, one chunk per call, ties broken at random so
  * members start on different chunks. A chunk only farther holders have is left to the importer of
  * this node's zone or region (see isImporter) for IMPORT_WAIT_MS, counted from when it was first
- * left or the last chunk arrived, whichever is later. A holder with no wanted chunk left to take
- * takes a straggler's chunks instead (nearer holders first), so one slow or stalling holder cannot
- * hold the download back while others stand idle.
+ * left or the last chunk arrived, whichever is later. A straggler is asked nothing new; once no
+ * wanted chunk is left to hand out, holders with room take a straggler's chunks (nearer holders
+ * first): an endgame, as BitTorrent's, so one slow or stalling holder cannot hold the download to
+ * its pace while others stand idle.
  */
 export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): ChunkPlan<S> {
   const { known, verified, now } = input;
   const random = input.random ?? Math.random;
   const assigned = Uint8Array.from(input.assigned);
   const all = input.sources.filter((s) => !s.dead);
-  const live = all.filter((s) => s.busyUntil <= now);
+  const live = all.filter((s) => s.busyUntil <= now && !s.straggling);
   const wanted: number[] = [];
   for (let i = 0; i < known; i++) if (!verified[i] && !assigned[i]) wanted.push(i);
   const has = (s: PlanSource, i: number) => s.has === 'all' || s.has[i] === 1;
@@ -135,6 +131,8 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
   const spread = input.fromOrigin || live.some((s) => s.has !== 'all');
   const requests: { source: S; indexes: number[] }[] = [];
   let total = input.inFlight;
+  // The endgame: nothing wanted is left that a holder could be asked for.
+  const endgame = () => wanted.every((i) => assigned[i] || !best.has(i));
   for (const s of live) {
     while (inFlight.get(s)! < PER_SOURCE && total < MAX_IN_FLIGHT) {
       let pick: number | undefined;
@@ -151,7 +149,8 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
           pick = i; // a random one among the rarest: swarm members start on different chunks
         }
       }
-      const indexes = pick === undefined ? overtake(s, input.stragglers, assigned, spread) : [pick];
+      const indexes =
+        pick !== undefined ? [pick] : endgame() ? overtake(s, input.stragglers, assigned, spread) : [];
       if (indexes.length === 0) break;
       if (pick !== undefined && !spread && s.has === 'all') {
         const share = Math.ceil(wanted.length / (live.length * PER_SOURCE));

@@ -19,7 +19,7 @@ import {
   type PeerTransport,
 } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
-import { PeerFetchError } from './download.ts';
+import { Download, PeerFetchError } from './download.ts';
 import { PeerFetcher } from './peer-fetcher.ts';
 import { headOf } from './swarm.ts';
 
@@ -46,25 +46,15 @@ const manifest: Manifest = {
  * A holder of the whole object that serves chunks (optionally refusing the first `busy` calls as
  * busy, and failing the first `failing` ones).
  */
-function holder(
-  id: string,
-  opts: { busy?: number; failing?: number; refusing?: boolean; stalling?: boolean } = {},
-) {
+function holder(id: string, opts: { busy?: number; failing?: number; refusing?: boolean } = {}) {
   const served: number[] = [];
-  const calls = { count: 0, cancelled: 0 };
+  const calls = { count: 0 };
   let busy = opts.busy ?? 0;
   let failing = opts.failing ?? 0;
   const transport = stubTransport(id, `${id}:1`, {
-    async *fetchChunks(digests, _lengths, signal) {
+    async *fetchChunks(digests) {
       calls.count++;
       await new Promise((r) => setTimeout(r, 5)); // a holder takes a moment to answer, as a real one does
-      if (opts.stalling) {
-        // Keeps the call open and sends nothing, as a holder that only sends heartbeats does (a real
-        // transport allows that for up to a minute a chunk), until the caller gives up on the call.
-        await new Promise((resolve) => signal?.addEventListener('abort', resolve, { once: true }));
-        calls.cancelled++;
-        throw new PeerError(id, 'FetchChunks cancelled');
-      }
       if (busy-- > 0) throw new PeerBusyError(id, 'busy');
       if (failing-- > 0) throw new PeerError(id, 'FetchChunks stalled: nothing for 1000 ms');
       if (opts.refusing) throw new PeerRefusedError(id, 5, 'FetchChunks refused: NOT_FOUND: no chunk');
@@ -161,24 +151,180 @@ describe('Download (chunks from several holders)', () => {
     });
   });
 
-  it(
-    "takes a stalling holder's chunks from another once that one has nothing else to do, and ends its calls",
-    {
-      timeout: 30_000,
-    },
-    async () => {
-      const stalling = holder('stalling', { stalling: true });
-      const fast = holder('fast');
-      await download([stalling.transport, fast.transport]);
-      assert.equal(fast.served.length, 4, 'every chunk from the holder that sends');
-      assert.ok(stalling.calls.count > 0, 'the stalling holder was asked');
-      assert.equal(stalling.calls.cancelled, stalling.calls.count, 'and every call to it ended');
-    },
-  );
-
   it('leaves a busy holder for a moment and gets the chunks anyway', async () => {
     const busy = holder('busy', { busy: 3 });
     await download([busy.transport]);
     assert.equal(busy.served.length, 4);
   });
+});
+
+/**
+ * What a scripted holder does before sending chunk `index`, the n-th of its call number `call`:
+ * wait that many ms, or stall (send nothing until the call is ended: a holder that only sends
+ * heartbeats, which a real transport allows for up to a minute a chunk).
+ */
+type Act = number | 'stall';
+
+describe('Download: stragglers (the endgame)', () => {
+  const T = 500; // a peer call's timeout (timeoutMs); 5 s by default
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-stragglers-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  /** Downloads an object of `count` chunks of 64 KiB from holders acting as scripted, to the end. */
+  async function run(
+    count: number,
+    scripts: Record<string, (index: number, call: number, n: number) => Act>,
+  ) {
+    const parts = Array.from({ length: count }, () => randomBytes(64 * 1024));
+    const digests = parts.map((c) => digestOf(c));
+    const size = count * 64 * 1024;
+    const m: Manifest = {
+      key: 'obj',
+      size,
+      chunkSize: 64 * 1024,
+      chunks: digests,
+      root: rootDigest(size, 64 * 1024, digests),
+      createdAtMs: 1,
+    };
+    const log: string[] = [];
+    const served: Record<string, number> = {};
+    const holders = Object.entries(scripts).map(([id, script]) => {
+      let calls = 0;
+      served[id] = 0;
+      return stubTransport(id, `${id}:1`, {
+        async *fetchChunks(asked, _lengths, signal) {
+          const call = calls++;
+          const indexes = asked.map((d) => digests.indexOf(d));
+          log.push(`${id}#${call} asked [${indexes.join()}]`);
+          let n = 0;
+          try {
+            for (; n < indexes.length; n++) {
+              const act = script(indexes[n]!, call, n);
+              await new Promise((resolve, reject) => {
+                const timer = act === 'stall' ? undefined : setTimeout(resolve, act);
+                signal?.addEventListener(
+                  'abort',
+                  () => {
+                    clearTimeout(timer);
+                    reject(new PeerError(id, 'FetchChunks cancelled'));
+                  },
+                  { once: true },
+                );
+              });
+              served[id]!++;
+              yield { data: Buffer.from(parts[indexes[n]!]!) };
+            }
+          } finally {
+            if (n < indexes.length) log.push(`${id}#${call} ended owing [${indexes.slice(n).join()}]`);
+          }
+        },
+        watch: async function* () {
+          await Promise.resolve();
+          yield { firstDigest: 0, digests: [], have: [], peers: [], manifest: { ...m } };
+        },
+      });
+    });
+    const store = await ObjectStore.open({
+      dir: join(dir, String(Math.random())),
+      maxBytes: 64 * MiB,
+      memoryBytes: 0,
+      maxObjectBytes: 64 * MiB,
+      fsync: false,
+      clock: systemClock,
+      isKey,
+    });
+    const outcomes: string[] = [];
+    // Failures of a holder are logged as they happen (reported as an outcome only once it is given up).
+    const logger = createLogger({ level: 'silent', nodeId: 't' });
+    logger.warn = (fields: { peer?: string }, message?: string) => {
+      outcomes.push(`${fields.peer}:${message}`);
+    };
+    const download = new Download(
+      { head: headOf(m), manifest: m, holders },
+      {
+        store,
+        counters: new Counters(),
+        logger,
+        timeoutMs: T,
+        onOutcome: (peer, outcome) => outcomes.push(`${peer.id}:${outcome}`),
+      },
+    );
+    await download.stored;
+    log.push('stored');
+    await download.finished;
+    assert.equal(store.lookup('obj')?.root, m.root, 'committed');
+    return { log, served, outcomes };
+  }
+
+  const stalls = (): Act => 'stall';
+  const fast = (): Act => 0;
+
+  for (const count of [1, 2, 4]) {
+    it(
+      `takes the chunks of a holder that sends nothing from another (${count} chunk(s)), ending its calls first`,
+      { timeout: 20_000 },
+      async () => {
+        const { log, served, outcomes } = await run(count, { stalling: stalls, fast });
+        assert.equal(served.fast, count, 'every chunk from the holder that sends');
+        const asked = log.filter((l) => l.startsWith('stalling#') && l.includes('asked')).length;
+        const ended = log
+          .slice(0, log.indexOf('stored'))
+          .filter((l) => l.startsWith('stalling#') && l.includes('ended'));
+        assert.ok(asked > 0, 'the stalling holder was asked');
+        assert.equal(
+          ended.length,
+          asked,
+          `its calls ended once others brought what it owed: ${log.join('; ')}`,
+        );
+        assert.ok(
+          !outcomes.some((o) => o.startsWith('stalling:')),
+          `not a failure of it: ${outcomes.join()}`,
+        );
+      },
+    );
+  }
+
+  it(
+    "gives up an overtaking holder that stalls on the straggler's chunks, and asks a third",
+    { timeout: 20_000 },
+    async () => {
+      // "squat" serves its own first two calls at once, then stalls (as on the chunks it is asked a
+      // second time); "slow" never sends; "third" sends. Asked twice already, a chunk waits on two
+      // silent holders unless the overtaker that stalls is given up.
+      const { served, log } = await run(24, {
+        squat: (_i, call) => (call < 2 ? 0 : 'stall'),
+        slow: stalls,
+        third: fast,
+      });
+      assert.equal(served.slow, 0);
+      const squatted = log.find((l) => l.startsWith('squat#2 asked'));
+      assert.ok(squatted, `squat was asked a straggler's chunks: ${log.join('; ')}`);
+      assert.ok(served.third! > 0, 'the third holder brought them');
+    },
+  );
+
+  it(
+    'overtakes a holder that sends a chunk just before each silence would make it a straggler',
+    { timeout: 20_000 },
+    async () => {
+      // "drip" sends one chunk every 0.9 T, one call after the other; "fast" at once. By silence
+      // alone, drip is never a straggler, and would hold the download to its pace: 16 chunks asked,
+      // 14 T. By its pace against the other's, it is one after its first chunk.
+      let nextAt = performance.now();
+      const { served, log } = await run(64, {
+        drip: () => {
+          nextAt = Math.max(nextAt, performance.now()) + 0.9 * T;
+          return nextAt - performance.now();
+        },
+        fast,
+      });
+      const asked = log
+        .filter((l) => l.startsWith('drip#') && l.includes('asked'))
+        .reduce((sum, l) => sum + l.slice(l.indexOf('[') + 1, -1).split(',').length, 0);
+      assert.ok(served.drip! < asked / 2, `drip sent ${served.drip} of the ${asked} chunks it was asked for`);
+    },
+  );
 });

@@ -16,7 +16,7 @@ import {
   type PeerTransport,
 } from '../transport/peer-transport.ts';
 import type { ChunkSource } from './chunk-source.ts';
-import { IMPORT_WAIT_MS, planChunks, STRAGGLER_FACTOR } from './chunk-plan.ts';
+import { IMPORT_WAIT_MS, planChunks } from './chunk-plan.ts';
 import { Progress, type Swarm } from './swarm.ts';
 
 /** No holder could deliver the object; `failures` says what each one did. */
@@ -110,6 +110,10 @@ interface Source {
   failures: number;
   /** When it last delivered a chunk, or was asked while it had nothing under way (performance.now()). */
   progressAt: number;
+  /** Its time per chunk (ms between its deliveries, smoothed); undefined before its first chunk. */
+  pace: number | undefined;
+  /** A straggler now (see STRAGGLER_FACTOR): asked nothing new, its chunks may be asked of others. */
+  straggling: boolean;
 }
 
 /** One FetchChunks call under way. */
@@ -122,10 +126,20 @@ interface Ask {
   abort: AbortController;
   /** Its chunks all came from others (it was a straggler's): it ends, and that is no failure. */
   overtaken: boolean;
+  /** It asks for chunks another holder was asked for already (it overtakes a straggler). */
+  second: boolean;
+  /** It overtook a straggler and then straggled itself: it ends, and that is a failure. */
+  stalled: boolean;
 }
 
-/** Times per chunk (ms between one holder's deliveries) the straggler rule takes its median from. */
-const CHUNK_TIMES_KEPT = 16;
+/**
+ * A holder with requests under way is a straggler when it delivered no chunk for longer than the
+ * limit, or when its pace is more than this many times the best other holder's and what it still
+ * owes would take it longer than the limit at that pace. The limit is this many times the best other
+ * holder's pace, and at least a peer call's timeout. A straggler is asked nothing new, and its chunks
+ * may be asked of another holder once nothing else is left to ask for (chunk-plan.ts).
+ */
+const STRAGGLER_FACTOR = 4;
 
 /** The longest a download from outside this zone waits to hear of its swarm before it starts. */
 const PRIME_MS = 300;
@@ -197,8 +211,6 @@ export class Download {
   #lastChunkAt = 0;
   #deferTimer: NodeJS.Timeout | undefined;
   readonly #asks = new Set<Ask>();
-  /** The last CHUNK_TIMES_KEPT times per chunk, oldest first. */
-  readonly #chunkTimes: number[] = [];
   #stragglerTimer: NodeJS.Timeout | undefined;
 
   constructor(located: Located, opts: DownloadOptions) {
@@ -305,6 +317,8 @@ export class Download {
       busyUntil: 0,
       failures: 0,
       progressAt: 0,
+      pace: undefined,
+      straggling: false,
     };
     this.#sources.set(transport.address, source);
     return source;
@@ -399,7 +413,7 @@ export class Download {
       known: this.#progress.digests.length,
       verified: this.#verified,
       assigned: this.#assigned,
-      stragglers: this.#stragglers(now),
+      stragglers: this.#judgeStragglers(now),
       sources: [...this.#sources.values()],
       inFlight: this.#inFlight,
       fromOrigin: this.#authority !== undefined,
@@ -415,41 +429,68 @@ export class Download {
     this.#watchStragglers(now);
   }
 
-  /** How long a holder with requests under way may deliver nothing before it is a straggler. */
-  #stragglerMs(): number | undefined {
-    if (this.#chunkTimes.length < 2) return undefined; // nothing to compare with yet
-    const sorted = [...this.#chunkTimes].sort((a, b) => a - b);
-    return Math.max(this.#opts.timeoutMs, STRAGGLER_FACTOR * sorted[sorted.length >> 1]!);
+  /** The best pace among the holders other than `source` that delivered (undefined: none did). */
+  #bestOtherPace(source: Source): number | undefined {
+    let best: number | undefined;
+    for (const s of this.#sources.values())
+      if (s !== source && !s.dead && s.pace !== undefined && (best === undefined || s.pace < best))
+        best = s.pace;
+    return best;
   }
 
-  /** The chunks asked of stragglers alone, and of whom (see STRAGGLER_FACTOR). */
-  #stragglers(now: number): Map<number, string> | undefined {
-    const limit = this.#stragglerMs();
-    if (limit === undefined) return undefined;
+  /** How long `source` may deliver nothing, with requests under way, before it is a straggler. */
+  #stragglerLimit(source: Source): number {
+    return Math.max(this.#opts.timeoutMs, STRAGGLER_FACTOR * (this.#bestOtherPace(source) ?? 0));
+  }
+
+  /** Whether `source` is a straggler now (see STRAGGLER_FACTOR). */
+  #isStraggling(source: Source, now: number): boolean {
+    if (source.inFlight === 0) return false;
+    const limit = this.#stragglerLimit(source);
+    if (now - source.progressAt > limit) return true;
+    const best = this.#bestOtherPace(source);
+    if (best === undefined || source.pace === undefined || source.pace <= STRAGGLER_FACTOR * best)
+      return false;
+    let owed = 0;
+    for (const ask of this.#asks)
+      if (ask.source === source)
+        for (const i of ask.indexes.slice(ask.delivered)) if (!this.#verified[i]) owed++;
+    return owed * source.pace > limit;
+  }
+
+  /**
+   * Marks each holder a straggler or not; ends (as failed) the calls of holders that overtook a
+   * straggler and straggled themselves, so others may be asked; returns the chunks asked of
+   * stragglers alone, and of whom.
+   */
+  #judgeStragglers(now: number): Map<number, string> | undefined {
+    for (const s of this.#sources.values()) s.straggling = this.#isStraggling(s, now);
     let found: Map<number, string> | undefined;
     for (const ask of this.#asks) {
-      if (now - ask.source.progressAt < limit) continue;
-      for (let n = ask.delivered; n < ask.indexes.length; n++) {
-        const i = ask.indexes[n]!;
-        if (!this.#verified[i] && this.#assigned[i] === 1) (found ??= new Map()).set(i, ask.source.id);
+      if (!ask.source.straggling || ask.overtaken || ask.stalled) continue;
+      if (ask.second) {
+        ask.stalled = true;
+        ask.abort.abort();
+        continue;
       }
+      for (const i of ask.indexes.slice(ask.delivered))
+        if (!this.#verified[i] && this.#assigned[i] === 1) (found ??= new Map()).set(i, ask.source.id);
     }
     return found;
   }
 
-  /** Pumps again when the first holder with requests under way would turn straggler. */
+  /** Pumps again when the first holder with requests under way would turn straggler by its silence. */
   #watchStragglers(now: number): void {
     clearTimeout(this.#stragglerTimer);
     this.#stragglerTimer = undefined;
-    const limit = this.#stragglerMs();
-    if (limit === undefined || this.#settled) return;
+    if (this.#settled) return;
     let next = Infinity;
-    for (const ask of this.#asks) {
-      const due = ask.source.progressAt + limit;
-      if (due > now) next = Math.min(next, due);
+    for (const s of this.#sources.values()) {
+      if (s.inFlight === 0 || s.straggling) continue;
+      next = Math.min(next, s.progressAt + this.#stragglerLimit(s));
     }
     if (next === Infinity) return;
-    this.#stragglerTimer = setTimeout(() => this.#pump(), next - now + 1);
+    this.#stragglerTimer = setTimeout(() => this.#pump(), Math.max(0, next - now) + 1);
     this.#stragglerTimer.unref();
   }
 
@@ -466,11 +507,20 @@ export class Download {
 
   /** Asks `source` for the chunks `indexes` (consecutive, in order) in one FetchChunks call. */
   #request(source: Source, indexes: number[]): void {
+    const second = indexes.some((i) => this.#assigned[i]! > 0);
     for (const i of indexes) this.#assigned[i] = this.#assigned[i]! + 1;
     if (source.inFlight === 0) source.progressAt = performance.now();
     source.inFlight++;
     this.#inFlight++;
-    const ask: Ask = { source, indexes, delivered: 0, abort: new AbortController(), overtaken: false };
+    const ask: Ask = {
+      source,
+      indexes,
+      delivered: 0,
+      abort: new AbortController(),
+      overtaken: false,
+      second,
+      stalled: false,
+    };
     this.#asks.add(ask);
     const endAsk = () => ask.abort.abort();
     this.#abort.signal.addEventListener('abort', endAsk, { once: true });
@@ -489,7 +539,7 @@ export class Download {
         'edgemesh.hop': HOP_CLASSES[source.cls] ?? 'remote',
         'edgemesh.chunks': indexes.length,
         'edgemesh.first_chunk': indexes[0]!,
-        ...(this.#assigned[indexes[0]!]! > 1 ? { 'edgemesh.overtaking': true } : {}),
+        ...(second ? { 'edgemesh.overtaking': true } : {}),
       },
     });
     const started = performance.now();
@@ -519,8 +569,15 @@ export class Download {
             span.setAttribute('edgemesh.overtaken', true);
             this.#opts.logger.debug({ peer: id, key: this.head.key }, 'slow holder overtaken by others');
           } else {
-            span.setStatus({ code: 2, message: (error as Error).message });
-            if (!this.#settled) this.#sourceFailed(source, error as Error);
+            // Asked for a straggler's chunks, it straggled too: given up like a stalled call.
+            const failure = ask.stalled
+              ? new PeerError(
+                  id,
+                  `FetchChunks: no chunk of a straggler's for ${this.#stragglerLimit(source)} ms`,
+                )
+              : (error as Error);
+            span.setStatus({ code: 2, message: failure.message });
+            if (!this.#settled) this.#sourceFailed(source, failure);
           }
         } finally {
           span.end();
@@ -579,11 +636,11 @@ export class Download {
     }
   }
 
-  /** A chunk came from `source`: how long it took goes into the straggler rule's median. */
+  /** A chunk came from `source`: how long it took goes into its pace (a moving average). */
   #delivered(source: Source): void {
     const now = performance.now();
-    this.#chunkTimes.push(now - source.progressAt);
-    if (this.#chunkTimes.length > CHUNK_TIMES_KEPT) this.#chunkTimes.shift();
+    const took = now - source.progressAt;
+    source.pace = source.pace === undefined ? took : (3 * source.pace + took) / 4;
     source.progressAt = now;
   }
 
