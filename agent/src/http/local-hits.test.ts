@@ -107,6 +107,36 @@ async function startFastPath(dir: string, options: { memoryBytes: number; access
   };
 }
 
+describe('the local-hit fast path, on an object larger than its hot tier', () => {
+  it('reads it into two reused buffers and leaves the tier as it was, as express does', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-local-hits-big-'));
+    const fast = await startFastPath(dir, { memoryBytes: 32 * MiB });
+    try {
+      const small = randomBytes(4096);
+      const huge = randomBytes(40 * MiB); // ten chunks of 4 MiB, more than the tier
+      const smallDigest = (await fast.store.put('pub/small', [small], { size: small.length })).chunks[0]!;
+      const m = await fast.store.put('pub/huge', [huge], { size: huge.length });
+      // Its first chunk read once (as a short range of it is): in the tier, so the fast path answers.
+      await fast.store.readChunk(m.chunks[0]!);
+      const made = [t.mock.method(Buffer, 'allocUnsafeSlow'), t.mock.method(Buffer, 'allocUnsafe')];
+      const res = await call(`${fast.url}/v1/objects/pub/huge`, 'GET', bearer(READER));
+      const buffers = made
+        .flatMap((mock) => mock.mock.calls)
+        .filter((c) => Number(c.arguments[0]) >= m.chunkSize).length;
+      t.mock.restoreAll();
+      assert.deepEqual(fast.fallbacks, [], 'answered on the fast path');
+      assert.ok(res.body.equals(huge), 'every byte as stored');
+      assert.ok(buffers <= 2, `${buffers} chunk-sized buffers made for ${m.chunks.length} chunks`);
+      assert.ok(fast.store.hotChunk(smallDigest), 'the small object is still in the tier');
+      for (const d of m.chunks.slice(1))
+        assert.equal(fast.store.hotChunk(d), undefined, 'not put in the tier');
+    } finally {
+      fast.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the local-hit fast path', () => {
   let dir: string;
   let fast: Awaited<ReturnType<typeof startFastPath>>;

@@ -1,15 +1,14 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express from 'express';
-import { chunkLength } from '../cache/chunking.ts';
 import { type Manifest, objectDigest } from '../cache/manifest.ts';
 import type { ObjectHandle, ObjectStore } from '../cache/object-store.ts';
 import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
-import { drained } from '../transport/drained.ts';
 import type { AccessControl, Principal } from './access.ts';
 import { etagMatches, OBJECTS_PREFIX, OBJECTS_ROUTE, targetKey, traced } from './objects.ts';
 import { type ByteRange, parseRange } from './range.ts';
+import { writeChunks } from './write-chunks.ts';
 
 export interface LocalHitsDeps {
   store: ObjectStore;
@@ -87,26 +86,18 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
     return p;
   }
 
-  /** Streams the chunks covering `bytes` (the first already in hand) with backpressure, then ends. */
-  async function sendChunks(manifest: Manifest, data: Buffer, bytes: ByteRange, res: ServerResponse) {
-    const { chunkSize, size } = manifest;
-    const first = Math.floor(bytes.start / chunkSize);
-    const last = Math.floor(bytes.end / chunkSize);
-    for (let index = first; index <= last; index++) {
-      if (index > first) data = await store.readChunk(manifest.chunks[index]!);
-      if (res.destroyed) return; // the client went away
-      const offset = index * chunkSize;
-      const from = Math.max(0, bytes.start - offset);
-      const to = Math.min(chunkLength(size, chunkSize, index), bytes.end - offset + 1);
-      const part = from === 0 && to === data.length ? data : data.subarray(from, to);
-      counters.bytesServed.local += part.length;
-      if (index === last) {
-        res.end(part);
-        return;
-      }
-      if (!res.write(part)) await drained(res);
-      if (res.destroyed) return; // the client went away
-    }
+  /** Streams the chunks covering `bytes` (the first already in hand), as express's path does. */
+  function sendChunks(manifest: Manifest, data: Buffer, bytes: ByteRange, res: ServerResponse) {
+    const first = Math.floor(bytes.start / manifest.chunkSize);
+    const pass = store.passReader(manifest, first, Math.floor(bytes.end / manifest.chunkSize));
+    return writeChunks(
+      res,
+      manifest,
+      bytes,
+      pass,
+      data,
+      (part) => (counters.bytesServed.local += part.length),
+    );
   }
 
   /** The answer (objects.ts getObject's, for a local source), in the object's server span. */

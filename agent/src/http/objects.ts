@@ -1,7 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { finished } from 'node:stream/promises';
 import type { Request, Response } from 'express';
-import { chunkLength } from '../cache/chunking.ts';
 import {
   ATTR_HTTP_REQUEST_METHOD,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
@@ -19,7 +17,7 @@ import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { HttpError, sendError, toHttpError } from './errors.ts';
 import { type ByteRange, parseRange } from './range.ts';
-import { drained } from '../transport/drained.ts';
+import { writeChunks } from './write-chunks.ts';
 
 export const OBJECTS_PREFIX = '/v1/objects/';
 /** The objects route, as express matches it and as request metrics label it. */
@@ -272,10 +270,8 @@ async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res:
 }
 
 /**
- * Streams the chunks covering `bytes`, with backpressure, reading the next chunk while one is sent.
- * The first chunk is read before the status line goes out, so a failure there is a clean error
- * response; a failure later aborts the response. Each chunk's bytes go back to the source's pass
- * (`done`) once the socket has taken them, so a long read can reuse its buffers.
+ * Streams the chunks covering `bytes` (writeChunks). The first chunk is read before the status line
+ * goes out, so a failure there is a clean error response; a failure later aborts the response.
  */
 async function send(
   deps: ObjectRoutesDeps,
@@ -284,36 +280,14 @@ async function send(
   res: Response,
 ): Promise<void> {
   const { head } = source;
-  const counters = deps.counters;
   const first = Math.floor(bytes.start / head.chunkSize);
   const last = Math.floor(bytes.end / head.chunkSize);
-  const slice = (index: number, data: Buffer) => {
-    const offset = index * head.chunkSize;
-    const from = Math.max(0, bytes.start - offset);
-    const to = Math.min(chunkLength(head.size, head.chunkSize, index), bytes.end - offset + 1);
-    const part = from === 0 && to === data.length ? data : data.subarray(from, to);
-    counters.bytesServed[source.source] += part.length;
-    return part;
-  };
   const pass = source.pass?.(first, last) ?? { read: (index) => source.read(index), done: () => {} };
-  let part = slice(first, await pass.read(first));
+  const firstData = await pass.read(first);
+  const served = deps.counters.bytesServed;
   try {
-    for (let index = first; index < last; index++) {
-      if (res.destroyed) return; // the client went away
-      const next = pass.read(index + 1);
-      next.catch(() => {}); // awaited below, unless the client goes away first
-      const sent = part;
-      const written = (error: Error | null | undefined) => {
-        if (!error) pass.done(sent);
-      };
-      if (!res.write(sent, written)) await drained(res);
-      part = slice(index + 1, await next);
-    }
-    if (res.destroyed) return;
-    res.end(part);
-    await finished(res);
+    await writeChunks(res, head, bytes, pass, firstData, (part) => (served[source.source] += part.length));
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return; // client went away
     deps.logger.error({ err: error, key: head.key }, 'response aborted: could not deliver verified bytes');
     res.destroy();
   }

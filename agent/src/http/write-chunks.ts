@@ -1,0 +1,54 @@
+import type { ServerResponse } from 'node:http';
+import { finished } from 'node:stream/promises';
+import { chunkLength } from '../cache/chunking.ts';
+import type { PassReader } from '../cache/object-store.ts';
+import type { ObjectHead } from '../domain.ts';
+import { drained } from '../transport/drained.ts';
+import type { ByteRange } from './range.ts';
+
+/**
+ * Writes the bytes `bytes` of an object to `res` and ends it, with backpressure, reading each next
+ * chunk while one is sent. `firstData` is the first chunk, already read (so a failure to read it was
+ * the caller's to answer cleanly); `onPart` hears each part written. Each chunk's bytes go back to
+ * `pass` (`done`) once the socket has taken them, so a long read can reuse its buffers. Resolves when
+ * the response has finished or the client went away; rejects when a later chunk cannot be read (the
+ * caller aborts the response).
+ */
+export async function writeChunks(
+  res: ServerResponse,
+  head: Pick<ObjectHead, 'size' | 'chunkSize'>,
+  bytes: ByteRange,
+  pass: PassReader,
+  firstData: Buffer,
+  onPart: (part: Buffer) => void,
+): Promise<void> {
+  const first = Math.floor(bytes.start / head.chunkSize);
+  const last = Math.floor(bytes.end / head.chunkSize);
+  const slice = (index: number, data: Buffer) => {
+    const offset = index * head.chunkSize;
+    const from = Math.max(0, bytes.start - offset);
+    const to = Math.min(chunkLength(head.size, head.chunkSize, index), bytes.end - offset + 1);
+    const part = from === 0 && to === data.length ? data : data.subarray(from, to);
+    onPart(part);
+    return part;
+  };
+  let part = slice(first, firstData);
+  for (let index = first; index < last; index++) {
+    if (res.destroyed) return; // the client went away
+    const next = pass.read(index + 1);
+    next.catch(() => {}); // awaited below, unless the client goes away first
+    const sent = part;
+    const written = (error: Error | null | undefined) => {
+      if (!error) pass.done(sent);
+    };
+    if (!res.write(sent, written)) await drained(res);
+    part = slice(index + 1, await next);
+  }
+  if (res.destroyed) return;
+  res.end(part);
+  try {
+    await finished(res);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
+  }
+}
