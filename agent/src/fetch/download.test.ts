@@ -177,6 +177,7 @@ describe('Download: stragglers (the endgame)', () => {
   async function run(
     count: number,
     scripts: Record<string, (index: number, call: number, n: number) => Act>,
+    classes: Record<string, HopClass> = {},
   ) {
     const parts = Array.from({ length: count }, () => randomBytes(64 * 1024));
     const digests = parts.map((c) => digestOf(c));
@@ -249,6 +250,7 @@ describe('Download: stragglers (the endgame)', () => {
         counters: new Counters(),
         logger,
         timeoutMs: T,
+        hopClassOf: (peer) => classes[peer.id] ?? 'zone',
         onOutcome: (peer, outcome) => outcomes.push(`${peer.id}:${outcome}`),
       },
     );
@@ -303,6 +305,23 @@ describe('Download: stragglers (the endgame)', () => {
       const squatted = log.find((l) => l.startsWith('squat#2 asked'));
       assert.ok(squatted, `squat was asked a straggler's chunks: ${log.join('; ')}`);
       assert.ok(served.third! > 0, 'the third holder brought them');
+    },
+  );
+
+  it(
+    'does not give up an honest overtaker that is slower than the straggler was before it stuck',
+    { timeout: 20_000 },
+    async () => {
+      // "near" sends its first call's chunks at once, then its link sticks; "far" sends a chunk every
+      // 0.3 T. Judged against near's early pace, far's takeover looked 30 times too slow at once.
+      const { served, outcomes } = await run(
+        32,
+        { near: (_i, call) => (call === 0 ? 0 : 'stall'), far: () => 0.3 * T },
+        { near: 'zone', far: 'remote' },
+      );
+      assert.ok(served.far! > 0);
+      const bad = outcomes.filter((o) => o.startsWith('far:') && o !== 'far:good');
+      assert.deepEqual(bad, [], 'far neither failed nor given up');
     },
   );
 

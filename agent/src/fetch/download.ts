@@ -128,8 +128,12 @@ interface Ask {
   overtaken: boolean;
   /** It asks for chunks another holder was asked for already (it overtakes a straggler). */
   second: boolean;
-  /** It overtook a straggler and then straggled itself: it ends, and that is a failure. */
+  /** It overtook a straggler and then straggled itself: it ends (see `penalized`). */
   stalled: boolean;
+  /** Its end as stalled counts as a failure of its holder (one per holder each time it is judged). */
+  penalized: boolean;
+  /** When it was asked (performance.now()). */
+  started: number;
 }
 
 /**
@@ -429,26 +433,32 @@ export class Download {
     this.#watchStragglers(now);
   }
 
-  /** The best pace among the holders other than `source` that delivered (undefined: none did). */
-  #bestOtherPace(source: Source): number | undefined {
+  /**
+   * The best pace among the holders other than `source` that delivered and keep it (undefined: none):
+   * one silent with calls under way for longer than four times its pace does not (a holder fast on
+   * its first chunk, then silent, would make every other look slow).
+   */
+  #bestOtherPace(source: Source, now = performance.now()): number | undefined {
     let best: number | undefined;
-    for (const s of this.#sources.values())
-      if (s !== source && !s.dead && s.pace !== undefined && (best === undefined || s.pace < best))
-        best = s.pace;
+    for (const s of this.#sources.values()) {
+      if (s === source || s.dead || s.pace === undefined) continue;
+      if (s.inFlight > 0 && now - s.progressAt > STRAGGLER_FACTOR * s.pace) continue;
+      if (best === undefined || s.pace < best) best = s.pace;
+    }
     return best;
   }
 
   /** How long `source` may deliver nothing, with requests under way, before it is a straggler. */
-  #stragglerLimit(source: Source): number {
-    return Math.max(this.#opts.timeoutMs, STRAGGLER_FACTOR * (this.#bestOtherPace(source) ?? 0));
+  #stragglerLimit(source: Source, now = performance.now()): number {
+    return Math.max(this.#opts.timeoutMs, STRAGGLER_FACTOR * (this.#bestOtherPace(source, now) ?? 0));
   }
 
   /** Whether `source` is a straggler now (see STRAGGLER_FACTOR). */
   #isStraggling(source: Source, now: number): boolean {
     if (source.inFlight === 0) return false;
-    const limit = this.#stragglerLimit(source);
+    const limit = this.#stragglerLimit(source, now);
     if (now - source.progressAt > limit) return true;
-    const best = this.#bestOtherPace(source);
+    const best = this.#bestOtherPace(source, now);
     if (best === undefined || source.pace === undefined || source.pace <= STRAGGLER_FACTOR * best)
       return false;
     let owed = 0;
@@ -459,17 +469,23 @@ export class Download {
   }
 
   /**
-   * Marks each holder a straggler or not; ends (as failed) the calls of holders that overtook a
-   * straggler and straggled themselves, so others may be asked; returns the chunks asked of
-   * stragglers alone, and of whom.
+   * Marks each holder a straggler or not; ends the calls of holders that overtook a straggler and
+   * straggled themselves, once such a call had the limit to show its pace (silent that long, or
+   * under way that long), so others may be asked (one failure of the holder for all its calls ended
+   * at once); returns the chunks asked of stragglers alone, and of whom.
    */
   #judgeStragglers(now: number): Map<number, string> | undefined {
     for (const s of this.#sources.values()) s.straggling = this.#isStraggling(s, now);
     let found: Map<number, string> | undefined;
+    const penalized = new Set<Source>();
     for (const ask of this.#asks) {
       if (!ask.source.straggling || ask.overtaken || ask.stalled) continue;
       if (ask.second) {
+        const since = Math.min(ask.source.progressAt, ask.started);
+        if (now - since <= this.#stragglerLimit(ask.source, now)) continue;
         ask.stalled = true;
+        ask.penalized = !penalized.has(ask.source);
+        penalized.add(ask.source);
         ask.abort.abort();
         continue;
       }
@@ -487,7 +503,13 @@ export class Download {
     let next = Infinity;
     for (const s of this.#sources.values()) {
       if (s.inFlight === 0 || s.straggling) continue;
-      next = Math.min(next, s.progressAt + this.#stragglerLimit(s));
+      next = Math.min(next, s.progressAt + this.#stragglerLimit(s, now));
+    }
+    // An overtaking call of a straggler is judged once it had the limit to show its pace.
+    for (const ask of this.#asks) {
+      if (!ask.second || !ask.source.straggling || ask.stalled) continue;
+      const since = Math.min(ask.source.progressAt, ask.started);
+      next = Math.min(next, since + this.#stragglerLimit(ask.source, now));
     }
     if (next === Infinity) return;
     this.#stragglerTimer = setTimeout(() => this.#pump(), Math.max(0, next - now) + 1);
@@ -520,6 +542,8 @@ export class Download {
       overtaken: false,
       second,
       stalled: false,
+      penalized: false,
+      started: performance.now(),
     };
     this.#asks.add(ask);
     const endAsk = () => ask.abort.abort();
@@ -563,10 +587,12 @@ export class Download {
           this.#opts.onBatch?.(HOP_CLASSES[source.cls] ?? 'remote', (performance.now() - started) / 1000);
           this.#opts.onOutcome?.(source.transport, 'good');
         } catch (error) {
-          if (ask.overtaken && !this.#settled && !(error instanceof IntegrityError)) {
-            // Others delivered what it still owed: a slow holder, not a failed one (a bad chunk
-            // sent before the call ended still counts against it).
-            span.setAttribute('edgemesh.overtaken', true);
+          const quiet = ask.overtaken || (ask.stalled && !ask.penalized);
+          if (quiet && !this.#settled && !(error instanceof IntegrityError)) {
+            // Others delivered what it still owed, or another of its calls ended as stalled counts
+            // for this one: a slow holder, not one more failure (a bad chunk sent before the call
+            // ended still counts against it).
+            span.setAttribute('edgemesh.overtaken', ask.overtaken);
             this.#opts.logger.debug({ peer: id, key: this.head.key }, 'slow holder overtaken by others');
           } else {
             // Asked for a straggler's chunks, it straggled too: given up like a stalled call.
