@@ -132,7 +132,6 @@ export interface PutOptions {
   onChunk?: (index: number, digest: string) => void;
 }
 
-/** A pinned object: its chunks stay on disk until `release()`, even if it is deleted meanwhile. */
 /** Reads a run of an object's chunks once, in order: see ObjectStore.passReader. */
 export interface PassReader {
   read(index: number): Promise<Buffer>;
@@ -140,6 +139,7 @@ export interface PassReader {
   done(bytes: Uint8Array): void;
 }
 
+/** A pinned object: its chunks stay on disk until `release()`, even if it is deleted meanwhile. */
 export interface ObjectHandle {
   readonly manifest: Manifest;
   release(): void;

@@ -42,6 +42,19 @@ const manifest: Manifest = {
   createdAtMs: 1,
 };
 
+/** A store in `dir` for a download to write into (64 MiB, no hot tier, no fsync). */
+function storeIn(dir: string) {
+  return ObjectStore.open({
+    dir,
+    maxBytes: 64 * MiB,
+    memoryBytes: 0,
+    maxObjectBytes: 64 * MiB,
+    fsync: false,
+    clock: systemClock,
+    isKey,
+  });
+}
+
 /**
  * A holder of the whole object that serves chunks (optionally refusing the first `busy` calls as
  * busy, and failing the first `failing` ones).
@@ -81,15 +94,7 @@ describe('Download (chunks from several holders)', () => {
   after(() => rm(dir, { recursive: true, force: true }));
 
   async function download(holders: PeerTransport[], classes: Record<string, HopClass> = {}) {
-    const store = await ObjectStore.open({
-      dir: join(dir, String(n++)),
-      maxBytes: 64 * MiB,
-      memoryBytes: 0,
-      maxObjectBytes: 64 * MiB,
-      fsync: false,
-      clock: systemClock,
-      isKey,
-    });
+    const store = await storeIn(join(dir, String(n++)));
     const fetcher = new PeerFetcher({
       store,
       peers: () => holders,
@@ -228,15 +233,7 @@ describe('Download: stragglers (the endgame)', () => {
         },
       });
     });
-    const store = await ObjectStore.open({
-      dir: join(dir, String(Math.random())),
-      maxBytes: 64 * MiB,
-      memoryBytes: 0,
-      maxObjectBytes: 64 * MiB,
-      fsync: false,
-      clock: systemClock,
-      isKey,
-    });
+    const store = await storeIn(join(dir, String(Math.random())));
     const outcomes: string[] = [];
     // Failures of a holder are logged as they happen (reported as an outcome only once it is given up).
     const logger = createLogger({ level: 'silent', nodeId: 't' });

@@ -450,15 +450,20 @@ export class Download {
 
   /** How long `source` may deliver nothing, with requests under way, before it is a straggler. */
   #stragglerLimit(source: Source, now = performance.now()): number {
-    return Math.max(this.#opts.timeoutMs, STRAGGLER_FACTOR * (this.#bestOtherPace(source, now) ?? 0));
+    return this.#limitFor(this.#bestOtherPace(source, now));
+  }
+
+  /** The straggler limit, given the best other holder's pace. */
+  #limitFor(bestOtherPace: number | undefined): number {
+    return Math.max(this.#opts.timeoutMs, STRAGGLER_FACTOR * (bestOtherPace ?? 0));
   }
 
   /** Whether `source` is a straggler now (see STRAGGLER_FACTOR). */
   #isStraggling(source: Source, now: number): boolean {
     if (source.inFlight === 0) return false;
-    const limit = this.#stragglerLimit(source, now);
-    if (now - source.progressAt > limit) return true;
     const best = this.#bestOtherPace(source, now);
+    const limit = this.#limitFor(best);
+    if (now - source.progressAt > limit) return true;
     if (best === undefined || source.pace === undefined || source.pace <= STRAGGLER_FACTOR * best)
       return false;
     let owed = 0;
