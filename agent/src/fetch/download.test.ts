@@ -168,7 +168,8 @@ describe('Download (chunks from several holders)', () => {
  * wait that many ms, or stall (send nothing until the call is ended: a holder that only sends
  * heartbeats, which a real transport allows for up to a minute a chunk).
  */
-type Act = number | 'stall';
+/** What a scripted holder does for a chunk: send it after so many ms, never send, or refuse as busy. */
+type Act = number | 'stall' | 'busy';
 
 describe('Download: stragglers (the endgame)', () => {
   const T = 500; // a peer call's timeout (timeoutMs); 5 s by default
@@ -209,6 +210,7 @@ describe('Download: stragglers (the endgame)', () => {
           try {
             for (; n < indexes.length; n++) {
               const act = script(indexes[n]!, call, n);
+              if (act === 'busy') throw new PeerBusyError(id, 'busy');
               await new Promise((resolve, reject) => {
                 const timer = act === 'stall' ? undefined : setTimeout(resolve, act);
                 signal?.addEventListener(
@@ -319,6 +321,25 @@ describe('Download: stragglers (the endgame)', () => {
       assert.ok(served.far! > 0);
       const bad = outcomes.filter((o) => o.startsWith('far:') && o !== 'far:good');
       assert.deepEqual(bad, [], 'far neither failed nor given up');
+    },
+  );
+
+  it(
+    'does not judge an overtaker by the pace of a holder that refuses every call since as busy',
+    { timeout: 20_000 },
+    async () => {
+      // "burst" sends its first call's chunks at once, then refuses every call as busy (its upload
+      // slots went to others); "stuck" never sends; "honest" sends a chunk every 0.3 T. Judged
+      // against burst's stale pace, honest looked dozens of times too slow: its takeover of stuck's
+      // chunks was ended as stalled, again and again.
+      const { served, outcomes } = await run(32, {
+        burst: (_i, call) => (call === 0 ? 0 : 'busy'),
+        stuck: stalls,
+        honest: () => 0.3 * T,
+      });
+      assert.ok(served.honest! > 0);
+      const bad = outcomes.filter((o) => o.startsWith('honest:') && o !== 'honest:good');
+      assert.deepEqual(bad, [], 'honest neither failed nor given up');
     },
   );
 

@@ -112,6 +112,8 @@ interface Source {
   progressAt: number;
   /** Its time per chunk (ms between its deliveries, smoothed); undefined before its first chunk. */
   pace: number | undefined;
+  /** Its last call failed or was refused as busy, and it delivered nothing since: its pace is stale. */
+  setback: boolean;
   /** A straggler now (see STRAGGLER_FACTOR): asked nothing new, its chunks may be asked of others. */
   straggling: boolean;
 }
@@ -322,6 +324,7 @@ export class Download {
       failures: 0,
       progressAt: 0,
       pace: undefined,
+      setback: false,
       straggling: false,
     };
     this.#sources.set(transport.address, source);
@@ -435,13 +438,14 @@ export class Download {
 
   /**
    * The best pace among the holders other than `source` that delivered and keep it (undefined: none):
-   * one silent with calls under way for longer than four times its pace does not (a holder fast on
-   * its first chunk, then silent, would make every other look slow).
+   * one silent with calls under way for longer than four times its pace does not, nor one whose
+   * last call failed or was refused as busy (a holder fast on its first chunks, then silent or
+   * refusing, would make every other look slow).
    */
   #bestOtherPace(source: Source, now = performance.now()): number | undefined {
     let best: number | undefined;
     for (const s of this.#sources.values()) {
-      if (s === source || s.dead || s.pace === undefined) continue;
+      if (s === source || s.dead || s.setback || s.pace === undefined) continue;
       if (s.inFlight > 0 && now - s.progressAt > STRAGGLER_FACTOR * s.pace) continue;
       if (best === undefined || s.pace < best) best = s.pace;
     }
@@ -629,6 +633,7 @@ export class Download {
   #sourceFailed(source: Source, error: Error): void {
     const { key } = this.head;
     const id = source.transport.id;
+    source.setback = true;
     if (error instanceof PeerBusyError) {
       source.busyUntil = performance.now() + BUSY_BACKOFF_MS;
       setTimeout(() => this.#pump(), BUSY_BACKOFF_MS + 1).unref();
@@ -673,6 +678,7 @@ export class Download {
     const took = now - source.progressAt;
     source.pace = source.pace === undefined ? took : (3 * source.pace + took) / 4;
     source.progressAt = now;
+    source.setback = false;
   }
 
   #accept(index: number, digest: string, data: Buffer, source: Source): void {
