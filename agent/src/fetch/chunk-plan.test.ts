@@ -203,49 +203,15 @@ describe('planChunks: stragglers (the endgame)', () => {
   it('overtakes only once no wanted chunk is left that a holder could be asked for', () => {
     const s = state();
     s.verified[2] = 0; // wanted, and only the (full) nearer holder will be asked for it
-    const near = source('near', ZONE, [2], { inFlight: PER_SOURCE });
+    const near = source('near', ZONE, 'all', { inFlight: PER_SOURCE });
     const far = source('far', REMOTE);
     assert.deepEqual(plan([near, far], s).requests, [], 'far waits: the download is not at its end');
     s.verified[2] = 1;
     assert.deepEqual(
       plan([near, far], s).requests.map((r) => [r.source.id, r.indexes]),
-      [
-        ['far', [4]],
-        ['far', [5]],
-      ],
-      "at the end, far takes the straggler's chunks (one a call: a partial holder is about)",
+      [['far', [4, 5, 6, 7]]],
+      'at the end, far takes the straggler run',
     );
-  });
-
-  it('lets a farther holder overtake only what no nearer holder, straggling or busy aside, has', () => {
-    // "near" is busy with its own calls; "far" idle, in another region. A second copy from afar
-    // costs the slow link's bytes again: near takes the run once it has room.
-    const near = source('near', ZONE, 'all', { inFlight: PER_SOURCE });
-    const far = source('far', REMOTE);
-    assert.deepEqual(plan([near, far], state()).requests, [], 'far waits for near');
-    assert.deepEqual(
-      plan([source('near', ZONE), far], state()).requests.map((r) => [r.source.id, r.indexes]),
-      [['near', [4, 5, 6, 7]]],
-      'near takes it once it has room',
-    );
-    const partial = source('near', ZONE, [4, 5], { inFlight: PER_SOURCE });
-    assert.deepEqual(
-      plan([partial, far], state()).requests.map((r) => [r.source.id, r.indexes]),
-      [
-        ['far', [6]],
-        ['far', [7]],
-      ],
-      'far takes what near lacks (a chunk a call: a partial holder is about)',
-    );
-    for (const stuck of [
-      source('near', ZONE, 'all', { inFlight: PER_SOURCE, straggling: true }),
-      source('near', ZONE, 'all', { busyUntil: 20_000 }), // refused as busy a moment ago
-    ])
-      assert.deepEqual(
-        plan([stuck, far], state()).requests.map((r) => [r.source.id, r.indexes]),
-        [['far', [4, 5, 6, 7]]],
-        'far takes the run from a straggling or busy near holder',
-      );
   });
 
   it('asks a chunk at most twice, and only of a holder that has it', () => {

@@ -103,9 +103,9 @@ export function isImporter(key: string, index: number, self: string, nearer: rea
  * members start on different chunks. A chunk only farther holders have is left to the importer of
  * this node's zone or region (see isImporter) for IMPORT_WAIT_MS, counted from when it was first
  * left or the last chunk arrived, whichever is later. A straggler is asked nothing new; once no
- * wanted chunk is left to hand out, holders with room take a straggler's chunks (a farther holder
- * only those no nearer holder that is no straggler has): an endgame, as BitTorrent's, so one slow
- * or stalling holder cannot hold the download to its pace while others stand idle.
+ * wanted chunk is left to hand out, holders with room take a straggler's chunks (nearer holders
+ * first): an endgame, as BitTorrent's, so one slow or stalling holder cannot hold the download to
+ * its pace while others stand idle.
  */
 export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): ChunkPlan<S> {
   const { known, verified, now } = input;
@@ -149,15 +149,8 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
           pick = i; // a random one among the rarest: swarm members start on different chunks
         }
       }
-      // A farther holder overtakes only what no nearer live holder has: that one takes it once it
-      // has room (a straggler's chunks are not worth a second copy across zones or regions).
-      const nearer = (i: number) => live.some((o) => o.cls < s.cls && has(o, i));
       const indexes =
-        pick !== undefined
-          ? [pick]
-          : endgame()
-            ? overtake(s, input.stragglers, assigned, spread, nearer)
-            : [];
+        pick !== undefined ? [pick] : endgame() ? overtake(s, input.stragglers, assigned, spread) : [];
       if (indexes.length === 0) break;
       if (pick !== undefined && !spread && s.has === 'all') {
         const share = Math.ceil(wanted.length / (live.length * PER_SOURCE));
@@ -178,19 +171,18 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
 
 /**
  * The straggler's chunks `s` asks for a second time: the first it has and another holder was asked
- * for, and no holder nearer than `s` (`nearer`) has, then (from a whole holder, with no swarm about)
- * the run after it of the same straggler, up to BATCH_CHUNKS. Marks nothing; the caller does.
+ * for, then (from a whole holder, with no swarm about) the run after it of the same straggler, up to
+ * BATCH_CHUNKS. Marks nothing; the caller does.
  */
 function overtake(
   s: PlanSource,
   stragglers: ReadonlyMap<number, string> | undefined,
   assigned: Uint8Array,
   spread: boolean,
-  nearer: (i: number) => boolean,
 ): number[] {
   if (!stragglers) return [];
   const takes = (i: number, from: string) =>
-    stragglers.get(i) === from && assigned[i] === 1 && (s.has === 'all' || s.has[i] === 1) && !nearer(i);
+    stragglers.get(i) === from && assigned[i] === 1 && (s.has === 'all' || s.has[i] === 1);
   let first: number | undefined;
   for (const [i, from] of stragglers)
     if (from !== s.id && takes(i, from) && (first === undefined || i < first)) first = i;
