@@ -344,6 +344,62 @@ describe('Download: stragglers (the endgame)', () => {
   );
 
   it(
+    'does not let one brief busy refusal of the fast holder spare a dripping one the pace rule',
+    { timeout: 30_000 },
+    async () => {
+      // As the drip case below, but "fast" refuses its first takeover calls as busy for 50 ms. Were a
+      // holder with a setback left out of the pace a first-asked holder is judged by, drip would be
+      // no straggler from then on, fast never asked again: drip sent all 16 chunks (14 T).
+      let nextAt = performance.now();
+      let busyFrom: number | undefined;
+      const { served, log } = await run(64, {
+        drip: () => {
+          nextAt = Math.max(nextAt, performance.now()) + 0.9 * T;
+          return nextAt - performance.now();
+        },
+        fast: (i, _call, n) => {
+          // drip, ranked first, is asked chunks 0-15: fast's call for one of those is a takeover
+          if (n === 0 && i < 16 && (busyFrom === undefined || performance.now() - busyFrom < 50)) {
+            busyFrom ??= performance.now();
+            return 'busy';
+          }
+          return 0;
+        },
+      });
+      assert.ok(busyFrom !== undefined, 'fast refused a takeover');
+      const asked = log
+        .filter((l) => l.startsWith('drip#') && l.includes('asked'))
+        .reduce((sum, l) => sum + l.slice(l.indexOf('[') + 1, -1).split(',').length, 0);
+      assert.ok(served.drip! < asked / 2, `drip sent ${served.drip} of the ${asked} chunks it was asked for`);
+    },
+  );
+
+  it(
+    'does not judge an overtaker by the pace of a holder whose stalled call was overtaken',
+    { timeout: 30_000 },
+    async () => {
+      // "burst" sends its first call at once, then stalls: its call is overtaken (no failure) and,
+      // idle, it was the best other again with its first call's pace; "honest" (a chunk every 0.5 T)
+      // had its takeover ended as stalled.
+      const { served, outcomes } = await run(64, {
+        burst: (_i, call) => (call === 0 ? 0 : 'stall'),
+        stuck: stalls,
+        honest: () => 0.5 * T,
+      });
+      assert.ok(served.honest! > 0);
+      const bad = outcomes.filter((o) => o.startsWith('honest:') && o !== 'honest:good');
+      assert.deepEqual(bad, [], 'honest neither failed nor given up');
+    },
+  );
+
+  it('gets the chunks when stragglers hold every request slot', { timeout: 15_000 }, async () => {
+    // Four stalling holders ranked first take all 8 slots (4 x PER_SOURCE): "good" was never asked,
+    // and the download waited on the transport to end the stalled calls (up to a minute a chunk).
+    const { served } = await run(32, { s1: stalls, s2: stalls, s3: stalls, s4: stalls, good: fast });
+    assert.equal(served.good, 32);
+  });
+
+  it(
     'overtakes a holder that sends a chunk just before each silence would make it a straggler',
     { timeout: 20_000 },
     async () => {

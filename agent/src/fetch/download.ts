@@ -112,7 +112,10 @@ interface Source {
   progressAt: number;
   /** Its time per chunk (ms between its deliveries, smoothed); undefined before its first chunk. */
   pace: number | undefined;
-  /** Its last call failed or was refused as busy, and it delivered nothing since: its pace is stale. */
+  /**
+   * Its last call failed, was refused as busy or was overtaken, and it delivered nothing since: its
+   * pace may be stale (see #bestOtherPace's `lenient`).
+   */
   setback: boolean;
   /** A straggler now (see STRAGGLER_FACTOR): asked nothing new, its chunks may be asked of others. */
   straggling: boolean;
@@ -415,14 +418,19 @@ export class Download {
     if (this.#unwrittenBytes > WRITE_BEHIND_BYTES) return; // a finished write pumps again
     const now = performance.now();
     const self = this.#opts.self?.()?.nodeId;
+    const stragglers = this.#judgeStragglers(now);
+    // A straggler's calls hold no slot of MAX_IN_FLIGHT: stragglers enough to fill them all would
+    // leave no room for anyone to overtake them (at most as many calls again).
+    let inFlight = this.#inFlight;
+    for (const s of this.#sources.values()) if (s.straggling) inFlight -= s.inFlight;
     const plan = planChunks({
       key: this.head.key,
       known: this.#progress.digests.length,
       verified: this.#verified,
       assigned: this.#assigned,
-      stragglers: this.#judgeStragglers(now),
+      stragglers,
       sources: [...this.#sources.values()],
-      inFlight: this.#inFlight,
+      inFlight,
       fromOrigin: this.#authority !== undefined,
       now,
       ...(self ? { importer: { self, deferred: this.#deferred, lastChunkAt: this.#lastChunkAt } } : {}),
@@ -438,14 +446,17 @@ export class Download {
 
   /**
    * The best pace among the holders other than `source` that delivered and keep it (undefined: none):
-   * one silent with calls under way for longer than four times its pace does not, nor one whose
-   * last call failed or was refused as busy (a holder fast on its first chunks, then silent or
-   * refusing, would make every other look slow).
+   * one silent with calls under way for longer than four times its pace does not (a holder fast on
+   * its first chunk, then silent, would make every other look slow). `lenient` (for judging a
+   * holder's overtaking calls, which ends them as failures) leaves out a holder with a setback too:
+   * fast on its first call, then refusing, failing or overtaken, it would make an honest overtaker
+   * look slow. Not when judging the holders first asked: one brief refusal of the fast holder would
+   * let a slow one hold the download to its pace.
    */
-  #bestOtherPace(source: Source, now = performance.now()): number | undefined {
+  #bestOtherPace(source: Source, now = performance.now(), lenient = false): number | undefined {
     let best: number | undefined;
     for (const s of this.#sources.values()) {
-      if (s === source || s.dead || s.setback || s.pace === undefined) continue;
+      if (s === source || s.dead || (lenient && s.setback) || s.pace === undefined) continue;
       if (s.inFlight > 0 && now - s.progressAt > STRAGGLER_FACTOR * s.pace) continue;
       if (best === undefined || s.pace < best) best = s.pace;
     }
@@ -453,8 +464,8 @@ export class Download {
   }
 
   /** How long `source` may deliver nothing, with requests under way, before it is a straggler. */
-  #stragglerLimit(source: Source, now = performance.now()): number {
-    return this.#limitFor(this.#bestOtherPace(source, now));
+  #stragglerLimit(source: Source, now = performance.now(), lenient = false): number {
+    return this.#limitFor(this.#bestOtherPace(source, now, lenient));
   }
 
   /** The straggler limit, given the best other holder's pace. */
@@ -462,10 +473,10 @@ export class Download {
     return Math.max(this.#opts.timeoutMs, STRAGGLER_FACTOR * (bestOtherPace ?? 0));
   }
 
-  /** Whether `source` is a straggler now (see STRAGGLER_FACTOR). */
-  #isStraggling(source: Source, now: number): boolean {
+  /** Whether `source` is a straggler now (see STRAGGLER_FACTOR; `lenient`: see #bestOtherPace). */
+  #isStraggling(source: Source, now: number, lenient = false): boolean {
     if (source.inFlight === 0) return false;
-    const best = this.#bestOtherPace(source, now);
+    const best = this.#bestOtherPace(source, now, lenient);
     const limit = this.#limitFor(best);
     if (now - source.progressAt > limit) return true;
     if (best === undefined || source.pace === undefined || source.pace <= STRAGGLER_FACTOR * best)
@@ -490,8 +501,11 @@ export class Download {
     for (const ask of this.#asks) {
       if (!ask.source.straggling || ask.overtaken || ask.stalled) continue;
       if (ask.second) {
+        // Ending it counts against its holder: judged leniently (a straggler by the strict rule may
+        // not be one by the lenient; the lenient limit is never shorter).
+        if (!this.#isStraggling(ask.source, now, true)) continue;
         const since = Math.min(ask.source.progressAt, ask.started);
-        if (now - since <= this.#stragglerLimit(ask.source, now)) continue;
+        if (now - since <= this.#stragglerLimit(ask.source, now, true)) continue;
         ask.stalled = true;
         ask.penalized = !penalized.has(ask.source);
         penalized.add(ask.source);
@@ -518,7 +532,7 @@ export class Download {
     for (const ask of this.#asks) {
       if (!ask.second || !ask.source.straggling || ask.stalled) continue;
       const since = Math.min(ask.source.progressAt, ask.started);
-      next = Math.min(next, since + this.#stragglerLimit(ask.source, now));
+      next = Math.min(next, since + this.#stragglerLimit(ask.source, now, true));
     }
     if (next === Infinity) return;
     this.#stragglerTimer = setTimeout(() => this.#pump(), Math.max(0, next - now) + 1);
@@ -602,13 +616,14 @@ export class Download {
             // for this one: a slow holder, not one more failure (a bad chunk sent before the call
             // ended still counts against it).
             span.setAttribute('edgemesh.overtaken', ask.overtaken);
+            if (ask.overtaken) source.setback = true; // its pace before it stuck is stale
             this.#opts.logger.debug({ peer: id, key: this.head.key }, 'slow holder overtaken by others');
           } else {
             // Asked for a straggler's chunks, it straggled too: given up like a stalled call.
             const failure = ask.stalled
               ? new PeerError(
                   id,
-                  `FetchChunks: no chunk of a straggler's for ${this.#stragglerLimit(source)} ms`,
+                  `FetchChunks: no chunk of a straggler's for ${this.#stragglerLimit(source, undefined, true)} ms`,
                 )
               : (error as Error);
             span.setStatus({ code: 2, message: failure.message });
