@@ -50,7 +50,7 @@ export interface ChunkPlanInput<S extends PlanSource> {
    */
   readonly stragglers?: ReadonlyMap<number, string>;
   readonly sources: readonly S[];
-  /** Requests under way in total. */
+  /** Requests under way that count against MAX_IN_FLIGHT (the download leaves out stragglers' calls). */
   readonly inFlight: number;
   /** An owner is still getting the object from its origin (a swarm forms behind it). */
   readonly fromOrigin: boolean;
