@@ -74,12 +74,15 @@ describe(
         const from = status.counters.bytesFromPeer;
         const fromSlow = from.slow ?? 0;
         const fromFast = from.fast ?? 0;
-        // The reader kept each chunk once; and the holders sent no chunk twice, nor a byte they were
-        // not asked for beyond that (an overtaken call is ended before its next chunk).
+        // The reader kept each chunk once; the holders sent each chunk once, but for at most one: a
+        // chunk the slow holder's cap lets through while the fast one brings it may cross twice.
         assert.equal(fromSlow + fromFast, data.length, JSON.stringify(from));
         const slowSent = (await slow.status()).counters.bytesToPeers - slowBefore;
         const fastSent = (await fast.status()).counters.bytesToPeers - fastBefore;
-        assert.equal(slowSent + fastSent, data.length, `sent: slow ${slowSent}, fast ${fastSent}`);
+        assert.ok(
+          slowSent + fastSent >= data.length && slowSent + fastSent <= data.length + 4 * MiB,
+          `sent: slow ${slowSent}, fast ${fastSent}`,
+        );
         // The slow holder was asked (it holds the key) and got the download nothing past its burst and
         // what its cap let through meanwhile; the rest it owed came from the fast one.
         assert.ok(fromSlow <= 3 * 4 * MiB, JSON.stringify(from));

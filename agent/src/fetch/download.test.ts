@@ -198,12 +198,14 @@ describe('Download: stragglers (the endgame)', () => {
     };
     const log: string[] = [];
     const served: Record<string, number> = {};
+    const open = { now: 0, max: 0 };
     const holders = Object.entries(scripts).map(([id, script]) => {
       let calls = 0;
       served[id] = 0;
       return stubTransport(id, `${id}:1`, {
         async *fetchChunks(asked, _lengths, signal) {
           const call = calls++;
+          open.max = Math.max(open.max, ++open.now);
           const indexes = asked.map((d) => digests.indexOf(d));
           log.push(`${id}#${call} asked [${indexes.join()}]`);
           let n = 0;
@@ -226,6 +228,7 @@ describe('Download: stragglers (the endgame)', () => {
               yield { data: Buffer.from(parts[indexes[n]!]!) };
             }
           } finally {
+            open.now--;
             if (n < indexes.length) log.push(`${id}#${call} ended owing [${indexes.slice(n).join()}]`);
           }
         },
@@ -257,7 +260,7 @@ describe('Download: stragglers (the endgame)', () => {
     log.push('stored');
     await download.finished;
     assert.equal(store.lookup('obj')?.root, m.root, 'committed');
-    return { log, served, outcomes };
+    return { log, served, outcomes, maxOpen: open.max };
   }
 
   const stalls = (): Act => 'stall';
@@ -379,11 +382,45 @@ describe('Download: stragglers (the endgame)', () => {
     );
   }
 
-  it('gets the chunks when stragglers hold every request slot', { timeout: 15_000 }, async () => {
-    // Four stalling holders ranked first take all 8 slots (4 x PER_SOURCE): "good" was never asked,
-    // and the download waited on the transport to end the stalled calls (up to a minute a chunk).
-    const { served } = await run(32, { s1: stalls, s2: stalls, s3: stalls, s4: stalls, good: fast });
-    assert.equal(served.good, 32);
+  it(
+    'gets the chunks when stragglers hold every request slot, with at most 16 calls under way',
+    { timeout: 30_000 },
+    async () => {
+      // Four stalling holders ranked first take all 8 slots (4 x PER_SOURCE): "good" was never asked,
+      // and the download waited on the transport to end the stalled calls (up to a minute a chunk).
+      const four = await run(32, { s1: stalls, s2: stalls, s3: stalls, s4: stalls, good: fast });
+      assert.equal(four.served.good, 32);
+      // Twelve: were every straggler's call left out of the count, each wave of stragglers would
+      // make room for four more (26 calls at once).
+      const scripts: Record<string, () => Act> = { good: () => 0.2 * T };
+      for (let k = 0; k < 12; k++) scripts[`s${k}`] = stalls;
+      const twelve = await run(64, scripts);
+      assert.ok(twelve.served.good! > 0);
+      assert.ok(twelve.maxOpen <= 16, `${twelve.maxOpen} calls under way at once`);
+    },
+  );
+
+  it('judges an overtaker that straggles by the strict rule only without spinning its timer', async () => {
+    // "fast" serves its first two calls at once, then refuses every call as busy (a stale fast pace:
+    // the strict rule's best, left out of the lenient); "drip" serves its first calls at once, then a
+    // chunk every 0.6 T, overtaking "stuck": a straggler by the strict rule, not by the lenient one.
+    // The timer set for the lenient judgement, once past, fired every millisecond (591 in 3 s).
+    const real = globalThis.setTimeout;
+    let spins = 0;
+    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+      if (ms === 1) spins++;
+      return real(fn, ms);
+    }) as typeof setTimeout;
+    try {
+      await run(32, {
+        stuck: stalls,
+        fast: (_i, call, n) => (call < 2 ? 0 : n === 0 ? 'busy' : 0),
+        drip: (_i, call) => (call < 2 ? 0 : 0.6 * T),
+      });
+    } finally {
+      globalThis.setTimeout = real;
+    }
+    assert.ok(spins < 50, `${spins} straggler timers of 1 ms`);
   });
 
   it(

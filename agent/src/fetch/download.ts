@@ -16,7 +16,7 @@ import {
   type PeerTransport,
 } from '../transport/peer-transport.ts';
 import type { ChunkSource } from './chunk-source.ts';
-import { IMPORT_WAIT_MS, planChunks } from './chunk-plan.ts';
+import { IMPORT_WAIT_MS, MAX_IN_FLIGHT, planChunks } from './chunk-plan.ts';
 import { Progress, type Swarm } from './swarm.ts';
 
 /** No holder could deliver the object; `failures` says what each one did. */
@@ -419,10 +419,12 @@ export class Download {
     const now = performance.now();
     const self = this.#opts.self?.()?.nodeId;
     const stragglers = this.#judgeStragglers(now);
-    // A straggler's calls hold no slot of MAX_IN_FLIGHT: stragglers enough to fill them all would
-    // leave no room for anyone to overtake them (at most as many calls again).
-    let inFlight = this.#inFlight;
-    for (const s of this.#sources.values()) if (s.straggling) inFlight -= s.inFlight;
+    // A straggler's calls hold no slot of MAX_IN_FLIGHT, up to MAX_IN_FLIGHT of them: stragglers
+    // enough to fill every slot would leave no room for anyone to overtake them; at most as many
+    // calls again are under way.
+    let stragglerCalls = 0;
+    for (const s of this.#sources.values()) if (s.straggling) stragglerCalls += s.inFlight;
+    const inFlight = this.#inFlight - Math.min(stragglerCalls, MAX_IN_FLIGHT);
     const plan = planChunks({
       key: this.head.key,
       known: this.#progress.digests.length,
@@ -528,11 +530,16 @@ export class Download {
       if (s.inFlight === 0 || s.straggling) continue;
       next = Math.min(next, s.progressAt + this.#stragglerLimit(s, now));
     }
-    // An overtaking call of a straggler is judged once it had the limit to show its pace.
+    // An overtaking call of a straggler is judged (leniently) once it had the limit to show its
+    // pace; one that is no straggler by the lenient rule, once its silence would make it one (its
+    // deliveries pump anyway). Past times would spin this timer: neither is past here.
     for (const ask of this.#asks) {
       if (!ask.second || !ask.source.straggling || ask.stalled) continue;
-      const since = Math.min(ask.source.progressAt, ask.started);
-      next = Math.min(next, since + this.#stragglerLimit(ask.source, now, true));
+      const limit = this.#stragglerLimit(ask.source, now, true);
+      const since = this.#isStraggling(ask.source, now, true)
+        ? Math.min(ask.source.progressAt, ask.started)
+        : ask.source.progressAt;
+      next = Math.min(next, since + limit);
     }
     if (next === Infinity) return;
     this.#stragglerTimer = setTimeout(() => this.#pump(), Math.max(0, next - now) + 1);
