@@ -265,6 +265,22 @@ describe('Download: stragglers (the endgame)', () => {
 
   const stalls = (): Act => 'stall';
   const fast = (): Act => 0;
+  /** A holder that sends one chunk every 0.9 T, one call after the other. */
+  const dripping = () => {
+    let nextAt = performance.now();
+    return (): Act => {
+      nextAt = Math.max(nextAt, performance.now()) + 0.9 * T;
+      return nextAt - performance.now();
+    };
+  };
+  /** How many chunks `id` was asked for, over all its calls. */
+  const askedOf = (log: string[], id: string) =>
+    log
+      .filter((l) => l.startsWith(`${id}#`) && l.includes('asked'))
+      .reduce((sum, l) => sum + l.slice(l.indexOf('[') + 1, -1).split(',').length, 0);
+  /** The outcomes of `id` other than good: failures logged, given up. */
+  const troubleOf = (outcomes: string[], id: string) =>
+    outcomes.filter((o) => o.startsWith(`${id}:`) && o !== `${id}:good`);
 
   for (const count of [1, 2, 4]) {
     it(
@@ -322,8 +338,7 @@ describe('Download: stragglers (the endgame)', () => {
         { near: 'zone', far: 'remote' },
       );
       assert.ok(served.far! > 0);
-      const bad = outcomes.filter((o) => o.startsWith('far:') && o !== 'far:good');
-      assert.deepEqual(bad, [], 'far neither failed nor given up');
+      assert.deepEqual(troubleOf(outcomes, 'far'), [], 'far neither failed nor given up');
     },
   );
 
@@ -334,13 +349,9 @@ describe('Download: stragglers (the endgame)', () => {
       // As the drip case below, but "fast" refuses its first takeover calls as busy for 50 ms. Were a
       // holder with a setback left out of the pace a first-asked holder is judged by, drip would be
       // no straggler from then on, fast never asked again: drip sent all 16 chunks (14 T).
-      let nextAt = performance.now();
       let busyFrom: number | undefined;
       const { served, log } = await run(64, {
-        drip: () => {
-          nextAt = Math.max(nextAt, performance.now()) + 0.9 * T;
-          return nextAt - performance.now();
-        },
+        drip: dripping(),
         fast: (i, _call, n) => {
           // drip, ranked first, is asked chunks 0-15: fast's call for one of those is a takeover
           if (n === 0 && i < 16 && (busyFrom === undefined || performance.now() - busyFrom < 50)) {
@@ -351,9 +362,7 @@ describe('Download: stragglers (the endgame)', () => {
         },
       });
       assert.ok(busyFrom !== undefined, 'fast refused a takeover');
-      const asked = log
-        .filter((l) => l.startsWith('drip#') && l.includes('asked'))
-        .reduce((sum, l) => sum + l.slice(l.indexOf('[') + 1, -1).split(',').length, 0);
+      const asked = askedOf(log, 'drip');
       assert.ok(served.drip! < asked / 2, `drip sent ${served.drip} of the ${asked} chunks it was asked for`);
     },
   );
@@ -376,8 +385,7 @@ describe('Download: stragglers (the endgame)', () => {
           honest: () => pace * T,
         });
         assert.ok(served.honest! > 0);
-        const bad = outcomes.filter((o) => o.startsWith('honest:') && o !== 'honest:good');
-        assert.deepEqual(bad, [], 'honest neither failed nor given up');
+        assert.deepEqual(troubleOf(outcomes, 'honest'), [], 'honest neither failed nor given up');
       },
     );
   }
@@ -430,17 +438,8 @@ describe('Download: stragglers (the endgame)', () => {
       // "drip" sends one chunk every 0.9 T, one call after the other; "fast" at once. By silence
       // alone, drip is never a straggler, and would hold the download to its pace: 16 chunks asked,
       // 14 T. By its pace against the other's, it is one after its first chunk.
-      let nextAt = performance.now();
-      const { served, log } = await run(64, {
-        drip: () => {
-          nextAt = Math.max(nextAt, performance.now()) + 0.9 * T;
-          return nextAt - performance.now();
-        },
-        fast,
-      });
-      const asked = log
-        .filter((l) => l.startsWith('drip#') && l.includes('asked'))
-        .reduce((sum, l) => sum + l.slice(l.indexOf('[') + 1, -1).split(',').length, 0);
+      const { served, log } = await run(64, { drip: dripping(), fast });
+      const asked = askedOf(log, 'drip');
       assert.ok(served.drip! < asked / 2, `drip sent ${served.drip} of the ${asked} chunks it was asked for`);
     },
   );
