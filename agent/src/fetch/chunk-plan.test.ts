@@ -214,6 +214,35 @@ describe('planChunks: stragglers (the endgame)', () => {
     );
   });
 
+  it('leaves a nearer holder the straggler chunks within its reach; a farther one takes the rest', () => {
+    const slow = source('slow', ZONE, 'all', { inFlight: PER_SOURCE, straggling: true });
+    const far = source('far', REMOTE);
+    const asks = (near: PlanSource) =>
+      plan([slow, near, far], state()).requests.map((r) => [r.source.id, r.indexes]);
+    const full = { inFlight: PER_SOURCE }; // near has no room now: it takes them once a call ends
+    assert.deepEqual(asks(source('near', ZONE, 'all', { ...full, reach: 2 })), [['far', [6, 7]]]);
+    assert.deepEqual(asks(source('near', ZONE, 'all', { ...full, reach: 4 })), [], 'near gets to all four');
+    assert.deepEqual(
+      asks(source('near', ZONE, [4, 6, 7], { ...full, reach: 2 })),
+      [
+        ['far', [5]],
+        ['far', [7]],
+      ],
+      'near is left 4 and 6, the first two it has; far takes the others, its run ending at 6',
+    );
+    assert.deepEqual(
+      asks(source('near', ZONE, 'all', { inFlight: 1, reach: 2 })),
+      [['near', [4, 5, 6, 7]]],
+      'with room, near takes the run itself (its reach is no cap on what it asks)',
+    );
+    for (const near of [
+      source('near', ZONE, 'all', full), // its pace unknown or stale
+      source('near', ZONE, 'all', { ...full, reach: 0 }),
+      source('near', ZONE, 'all', { ...full, reach: 4, busyUntil: 20_000 }),
+    ])
+      assert.deepEqual(asks(near), [['far', [4, 5, 6, 7]]], JSON.stringify(near));
+  });
+
   it('asks a chunk at most twice, and only of a holder that has it', () => {
     const s = state();
     s.assigned[4] = 2; // asked of another already
@@ -319,6 +348,7 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
           dead: fc.boolean(),
           busy: fc.boolean(),
           straggling: fc.boolean(),
+          reach: fc.option(fc.integer({ min: 0, max: 40 })),
         }),
         { maxLength: 8 },
       ),
@@ -347,6 +377,7 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
           dead: x.dead,
           busyUntil: x.busy ? 20_000 : 0,
           straggling: x.straggling,
+          ...(x.reach !== null ? { reach: x.reach } : {}),
         }));
         const verified = bits(s.verified);
         const assigned = bits(s.assigned);
@@ -392,6 +423,17 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
               // Asked once already: only a straggler's, and only of another holder.
               const from = stragglers.get(i);
               assert.ok(from !== undefined && from !== source.id, `chunk ${i} overtaken from ${from}`);
+              // Not across a hop class when a nearer holder will get to every straggler chunk it has
+              // (beyond what this plan may ask of it: PER_SOURCE calls of BATCH_CHUNKS).
+              const open = [...stragglers.keys()].filter((j) => assigned[j] === 1).length;
+              const nearer = live.find(
+                (x) =>
+                  x.cls < source.cls &&
+                  x.id !== from &&
+                  holds(x, i) &&
+                  (x.reach ?? 0) >= open + PER_SOURCE * BATCH_CHUNKS,
+              );
+              assert.ok(!nearer, `chunk ${i} overtaken by ${source.id} though ${nearer?.id} will get to it`);
               return;
             }
             assert.ok(i < s.known && !verified[i], `chunk ${i} wanted`);

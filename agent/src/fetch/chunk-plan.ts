@@ -33,6 +33,12 @@ export interface PlanSource {
   readonly busyUntil: number;
   /** It is a straggler (far behind with what it was asked; the caller judges): asked nothing new. */
   readonly straggling?: boolean;
+  /**
+   * How many chunks more than it owes it would deliver within the straggler limit, at its pace (the
+   * caller judges; undefined: not known). Farther holders leave that many of a straggler's chunks to
+   * it in the endgame.
+   */
+  readonly reach?: number;
 }
 
 export interface ChunkPlanInput<S extends PlanSource> {
@@ -105,7 +111,9 @@ export function isImporter(key: string, index: number, self: string, nearer: rea
  * left or the last chunk arrived, whichever is later. A straggler is asked nothing new; once no
  * wanted chunk is left to hand out, holders with room take a straggler's chunks (nearer holders
  * first): an endgame, as BitTorrent's, so one slow or stalling holder cannot hold the download to
- * its pace while others stand idle.
+ * its pace while others stand idle. A farther holder leaves to a nearer one the straggler's chunks
+ * that one will get to within the straggler limit (its `reach`): a second copy across zones or
+ * regions only where no nearer holder can bring the chunk about as soon.
  */
 export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): ChunkPlan<S> {
   const { known, verified, now } = input;
@@ -130,6 +138,8 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
   live.sort((a, b) => a.cls - b.cls || a.inFlight - b.inFlight || a.rank - b.rank);
   const spread = input.fromOrigin || live.some((s) => s.has !== 'all');
   const requests: { source: S; indexes: number[] }[] = [];
+  /** Chunks asked of each holder in this plan. */
+  const asked = new Map<S, number>();
   let total = input.inFlight;
   // The endgame: nothing wanted is left that a holder could be asked for.
   const endgame = () => wanted.every((i) => assigned[i] || !best.has(i));
@@ -150,7 +160,17 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
         }
       }
       const indexes =
-        pick !== undefined ? [pick] : endgame() ? overtake(s, input.stragglers, assigned, spread) : [];
+        pick !== undefined
+          ? [pick]
+          : endgame()
+            ? overtake(
+                s,
+                input.stragglers,
+                assigned,
+                spread,
+                leftToNearer(s, live, input.stragglers, assigned, asked),
+              )
+            : [];
       if (indexes.length === 0) break;
       if (pick !== undefined && !spread && s.has === 'all') {
         const share = Math.ceil(wanted.length / (live.length * PER_SOURCE));
@@ -161,6 +181,7 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
         }
       }
       for (const i of indexes) assigned[i] = assigned[i]! + 1;
+      asked.set(s, (asked.get(s) ?? 0) + indexes.length);
       inFlight.set(s, inFlight.get(s)! + 1);
       total++;
       requests.push({ source: s, indexes });
@@ -170,19 +191,20 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
 }
 
 /**
- * The straggler's chunks `s` asks for a second time: the first it has and another holder was asked
- * for, then (from a whole holder, with no swarm about) the run after it of the same straggler, up to
- * BATCH_CHUNKS. Marks nothing; the caller does.
+ * The straggler's chunks `s` asks for a second time: the first it has, another holder was asked for
+ * and no nearer holder is left (`left`), then (from a whole holder, with no swarm about) the run
+ * after it of the same straggler, up to BATCH_CHUNKS. Marks nothing; the caller does.
  */
 function overtake(
   s: PlanSource,
   stragglers: ReadonlyMap<number, string> | undefined,
   assigned: Uint8Array,
   spread: boolean,
+  left: ReadonlySet<number>,
 ): number[] {
   if (!stragglers) return [];
   const takes = (i: number, from: string) =>
-    stragglers.get(i) === from && assigned[i] === 1 && (s.has === 'all' || s.has[i] === 1);
+    stragglers.get(i) === from && assigned[i] === 1 && !left.has(i) && (s.has === 'all' || s.has[i] === 1);
   let first: number | undefined;
   for (const [i, from] of stragglers)
     if (from !== s.id && takes(i, from) && (first === undefined || i < first)) first = i;
@@ -192,6 +214,34 @@ function overtake(
   if (!spread && s.has === 'all')
     for (let i = first + 1; indexes.length < BATCH_CHUNKS && takes(i, from); i++) indexes.push(i);
   return indexes;
+}
+
+/**
+ * The stragglers' chunks that holders nearer than `s`, and no stragglers, will get to within the
+ * straggler limit: up to each one's `reach` (less what this plan asked of it already), lowest first,
+ * as they take them.
+ */
+function leftToNearer<S extends PlanSource>(
+  s: S,
+  live: readonly S[],
+  stragglers: ReadonlyMap<number, string> | undefined,
+  assigned: Uint8Array,
+  asked: ReadonlyMap<S, number>,
+): Set<number> {
+  const left = new Set<number>();
+  if (!stragglers) return left;
+  const open = [...stragglers.keys()].filter((i) => assigned[i] === 1).sort((a, b) => a - b);
+  for (const o of live) {
+    if (o.cls >= s.cls || !o.reach) continue;
+    let room = o.reach - (asked.get(o) ?? 0);
+    for (const i of open) {
+      if (room <= 0) break;
+      if (left.has(i) || stragglers.get(i) === o.id || (o.has !== 'all' && o.has[i] !== 1)) continue;
+      left.add(i);
+      room--;
+    }
+  }
+  return left;
 }
 
 /**

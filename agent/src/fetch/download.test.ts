@@ -165,10 +165,9 @@ describe('Download (chunks from several holders)', () => {
 
 /**
  * What a scripted holder does before sending chunk `index`, the n-th of its call number `call`:
- * wait that many ms, or stall (send nothing until the call is ended: a holder that only sends
- * heartbeats, which a real transport allows for up to a minute a chunk).
+ * wait that many ms, stall (send nothing until the call is ended: a holder that only sends
+ * heartbeats, which a real transport allows for up to a minute a chunk), or refuse the call as busy.
  */
-/** What a scripted holder does for a chunk: send it after so many ms, never send, or refuse as busy. */
 type Act = number | 'stall' | 'busy';
 
 describe('Download: stragglers (the endgame)', () => {
@@ -430,6 +429,40 @@ describe('Download: stragglers (the endgame)', () => {
     }
     assert.ok(spins < 50, `${spins} straggler timers of 1 ms`);
   });
+
+  it(
+    "leaves a zone straggler's chunks to a fast zone holder rather than copying them across zones again",
+    { timeout: 20_000 },
+    async () => {
+      // "slow" (same zone) is 15 times slower than "fast" (same zone); "far" (another region) is idle
+      // and as fast. At the end, far copied 12-14 of slow's chunks across the WAN while fast, a few
+      // chunks from free, would have brought them about as soon.
+      const { served, log } = await run(
+        64,
+        { fast: () => 0.02 * T, slow: () => 0.3 * T, far: () => 0.02 * T },
+        { fast: 'zone', slow: 'zone', far: 'remote' },
+      );
+      assert.equal(askedOf(log, 'far'), 0, `far was asked: ${log.join('; ')}`);
+      assert.ok(served.slow! < askedOf(log, 'slow'), 'fast took over slow');
+    },
+  );
+
+  it(
+    "lets a farther holder take a stalled zone holder's chunks when the other zone holder drips",
+    { timeout: 30_000 },
+    async () => {
+      // "drip" (same zone) sends a chunk every 0.9 T: at that pace it gets to none of stuck's chunks
+      // within the limit, so "far" (another region) takes them rather than leave them to it (a rule
+      // that left them to any nearer holder took 14 T here, against 8 T).
+      const { served } = await run(
+        32,
+        { stuck: stalls, drip: dripping(), far: fast },
+        { stuck: 'zone', drip: 'zone', far: 'remote' },
+      );
+      assert.equal(served.stuck, 0);
+      assert.ok(served.far! > 0, `far brought none of stuck's chunks: ${JSON.stringify(served)}`);
+    },
+  );
 
   it(
     'overtakes a holder that sends a chunk just before each silence would make it a straggler',

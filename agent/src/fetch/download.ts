@@ -119,6 +119,8 @@ interface Source {
   setback: boolean;
   /** A straggler now (see STRAGGLER_FACTOR): asked nothing new, its chunks may be asked of others. */
   straggling: boolean;
+  /** How many chunks more than it owes it would deliver within the straggler limit (see #reachOf). */
+  reach: number | undefined;
 }
 
 /** One FetchChunks call under way. */
@@ -329,6 +331,7 @@ export class Download {
       pace: undefined,
       setback: false,
       straggling: false,
+      reach: undefined,
     };
     this.#sources.set(transport.address, source);
     return source;
@@ -419,6 +422,7 @@ export class Download {
     const now = performance.now();
     const self = this.#opts.self?.()?.nodeId;
     const stragglers = this.#judgeStragglers(now);
+    for (const s of this.#sources.values()) s.reach = stragglers && this.#reachOf(s, now);
     // A straggler's calls hold no slot of MAX_IN_FLIGHT, up to MAX_IN_FLIGHT of them: stragglers
     // enough to fill every slot would leave no room for anyone to overtake them; at most as many
     // calls again are under way.
@@ -483,11 +487,16 @@ export class Download {
     if (now - source.progressAt > limit) return true;
     if (best === undefined || source.pace === undefined || source.pace <= STRAGGLER_FACTOR * best)
       return false;
+    return this.#owedBy(source) * source.pace > limit;
+  }
+
+  /** How many chunks asked of `source` are still to come (from it or from others). */
+  #owedBy(source: Source): number {
     let owed = 0;
     for (const ask of this.#asks)
       if (ask.source === source)
         for (const i of ask.indexes.slice(ask.delivered)) if (!this.#verified[i]) owed++;
-    return owed * source.pace > limit;
+    return owed;
   }
 
   /**
@@ -518,6 +527,18 @@ export class Download {
         if (!this.#verified[i] && this.#assigned[i] === 1) (found ??= new Map()).set(i, ask.source.id);
     }
     return found;
+  }
+
+  /**
+   * How many chunks more than it still owes `source` would deliver within the straggler limit at its
+   * pace: in the endgame a farther holder leaves that many of a straggler's chunks to it (chunk-plan.ts),
+   * so they cross no zone or region a second time when a nearer holder brings them about as soon.
+   * Undefined for a straggler, or one whose pace is unknown or may be stale (a setback): a farther
+   * holder does not wait for those.
+   */
+  #reachOf(source: Source, now: number): number | undefined {
+    if (source.dead || source.straggling || source.setback || source.pace === undefined) return undefined;
+    return Math.max(0, Math.floor(this.#stragglerLimit(source, now) / source.pace) - this.#owedBy(source));
   }
 
   /** Pumps again when the first holder with requests under way would turn straggler by its silence. */
