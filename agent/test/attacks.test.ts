@@ -804,7 +804,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
     );
     const guarded = await startAgentProcess([
       ...['--node-id', 'guarded', '--store.dir', join(dir, 'guarded'), '--config', join(dir, 'access.yaml')],
-      ...['--access.anonymous', 'none'],
+      ...['--access.anonymous', 'none', '--access.public-metrics', 'false'],
     ]);
     const as = (who?: keyof typeof tokens, token = who && tokens[who]) =>
       token ? { Authorization: `Bearer ${token}` } : ({} as Record<string, string>);
@@ -814,8 +814,9 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       return res.status;
     };
     try {
-      // Controls: the writer writes and reads; the reader reads.
+      // Controls: the writer writes and reads; the reader reads, and sees the metrics.
       assert.equal(await call('PUT', '/v1/objects/team-a/doc', as('writer'), 'secret'), 201);
+      assert.equal(await call('GET', '/metrics', as('reader')), 200);
       assert.equal(await call('GET', '/v1/objects/team-a/doc', as('reader')), 200);
       // A message for `orders` waits in the node's queue (no one listening yet).
       assert.equal(await call('POST', '/v1/exchange/guarded/orders', as('writer'), 'order-1'), 202);
@@ -824,6 +825,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
         ['an unauthenticated client', 'PUT', '/v1/objects/team-a/doc', as(), 'forged'],
         ['an unauthenticated client', 'DELETE', '/v1/objects/team-a/doc', as()],
         ['an unauthenticated client', 'GET', '/v1/status', as()],
+        ['an unauthenticated client', 'GET', '/metrics', as()], // access.publicMetrics: false
         [
           'a client with a wrong token',
           'GET',

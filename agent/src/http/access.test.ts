@@ -96,7 +96,7 @@ describe('local client access', () => {
     assert.equal(access.allows(web, 'receive', 'orders'), false);
     assert.equal(access.allows(orders, 'receive', 'orders'), true);
     assert.equal(access.allows(anonymous, 'read', 'public/a'), false);
-    assert.equal(access.allowsStatus(anonymous), false);
+    assert.equal(access.allowsObserving(anonymous), false);
   });
 
   it('admits a client within its concurrency and rate, and again once it slows down', async () => {

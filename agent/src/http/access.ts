@@ -189,8 +189,11 @@ export class AccessControl {
     );
   }
 
-  /** Whether `principal` may see the node's status: any authenticated client, anonymous ones when allowed anything. */
-  allowsStatus(principal: Principal): boolean {
+  /**
+   * Whether `principal` may see the node's status (and its metrics, unless they are public): any
+   * authenticated client, anonymous ones when allowed anything.
+   */
+  allowsObserving(principal: Principal): boolean {
     return principal.name !== 'anonymous' || this.#config.anonymous !== 'none';
   }
 

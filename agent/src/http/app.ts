@@ -112,12 +112,20 @@ export function createApp(deps: AppDeps): express.Express {
     );
     return false;
   };
-  if (deps.publicMetrics === false) app.get('/metrics', (req, res) => deps.metrics.handle(req, res));
-  app.get('/v1/status', (_req, res) => {
+  /** Refuses (403) an anonymous client the node's status and private metrics unless it may do anything. */
+  const mayObserve = (res: Response, what: string): boolean => {
     const principal = res.locals.principal as Principal | undefined;
-    if (access && principal && !access.allowsStatus(principal))
-      return sendError(res, new HttpError(403, 'Forbidden', 'anonymous clients may not see the status here'));
-    res.json(deps.status());
+    if (!access || !principal || access.allowsObserving(principal)) return true;
+    Counters.bump(deps.counters.clientsRefused, 'unauthorized');
+    sendError(res, new HttpError(403, 'Forbidden', `anonymous clients may not see the ${what} here`));
+    return false;
+  };
+  if (deps.publicMetrics === false)
+    app.get('/metrics', (req, res) => {
+      if (mayObserve(res, 'metrics')) deps.metrics.handle(req, res);
+    });
+  app.get('/v1/status', (_req, res) => {
+    if (mayObserve(res, 'status')) res.json(deps.status());
   });
   const objects = objectsHandler(deps);
   app.all(OBJECTS_ROUTE, (req, res) => {
