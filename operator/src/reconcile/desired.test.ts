@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { parse } from 'yaml';
 import { edgeMeshSpecSchema, type EdgeMesh } from '../api/edgemesh.ts';
 import { desiredChildren, meshId } from './desired.ts';
 
@@ -32,6 +33,7 @@ type Pod = {
   tolerations?: unknown[];
   priorityClassName?: string;
   containers: Container[];
+  volumes?: { name: string; emptyDir?: unknown }[];
 };
 const render = (
   spec: Record<string, unknown> = {},
@@ -94,6 +96,20 @@ describe('the agent pods', () => {
     assert.deepEqual(render().agent.resources, { requests: { cpu: '50m', memory: '128Mi' } });
     const own = { requests: { memory: '1Gi' }, limits: { memory: '2Gi' } };
     assert.deepEqual(render({ agent: { resources: own } }).agent.resources, own);
+  });
+
+  it('keep their store within cache.diskSize, the EmptyDir sizeLimit, with room for what its limit leaves out', () => {
+    for (const [diskSize, maxBytes] of [
+      ['10Gi', 9.5 * 2 ** 30], // a twentieth
+      ['1Gi', 2 ** 30 - 64 * 2 ** 20], // at least 64 MiB
+      ['128Mi', 96 * 2 ** 20], // at most a quarter
+    ] as const) {
+      const { of, pod } = render({ cache: { diskSize, storage: 'EmptyDir' } });
+      const config = of<{ data: Record<string, string> }>('ConfigMap').data['agent.yaml']!;
+      assert.equal((parse(config) as { store: { maxBytes: number } }).store.maxBytes, maxBytes, diskSize);
+      const volume = pod.volumes?.find((v) => v.name === 'cache');
+      assert.deepEqual(volume?.emptyDir, { sizeLimit: diskSize });
+    }
   });
 
   it('tolerate every NoSchedule taint by default; spec.tolerations replaces that', () => {

@@ -134,6 +134,16 @@ export interface NatsMount {
 }
 
 /**
+ * The agents' store limit for a cache of `diskBytes`: less room for what that limit leaves out (the
+ * database's WAL and free pages, chunk files' partial last blocks: docs/agent.md, "The byte limit"),
+ * a twentieth and at least 64 MiB, at most a quarter. So the cache as a whole stays within
+ * `cache.diskSize`, an EmptyDir's `sizeLimit` (the kubelet evicts a pod that goes over).
+ */
+export function storeLimitBytes(diskBytes: number): number {
+  return Math.floor(diskBytes - Math.min(diskBytes / 4, Math.max(64 * 2 ** 20, diskBytes / 20)));
+}
+
+/**
  * The agent configuration every node shares (agent.yaml), from the spec (and, with mTLS, where
  * node identity comes from; with NATS credentials, where they are).
  */
@@ -145,7 +155,7 @@ export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust, nats?: NatsMount)
     grpc: { host: '0.0.0.0', port: spec.ports.grpc },
     store: {
       dir: CACHE_DIR,
-      maxBytes: quantityBytes(spec.cache.diskSize),
+      maxBytes: storeLimitBytes(quantityBytes(spec.cache.diskSize)),
       memoryBytes: quantityBytes(spec.cache.memory),
       defaultTtlSeconds: spec.cache.defaultTtlSeconds,
     },
