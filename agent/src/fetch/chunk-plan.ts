@@ -112,8 +112,8 @@ export function isImporter(key: string, index: number, self: string, nearer: rea
  * wanted chunk is left to hand out, holders with room take a straggler's chunks (nearer holders
  * first): an endgame, as BitTorrent's, so one slow or stalling holder cannot hold the download to
  * its pace while others stand idle. A farther holder leaves to a nearer one the straggler's chunks
- * that one will get to within the straggler limit (its `reach`): a second copy across zones or
- * regions only where no nearer holder can bring the chunk about as soon.
+ * that one will get to within the straggler limit (its `reach`): a second copy crosses zones or
+ * regions only for the chunks no nearer holder would bring within that limit.
  */
 export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): ChunkPlan<S> {
   const { known, verified, now } = input;
@@ -192,7 +192,7 @@ export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): Chun
 
 /**
  * The straggler's chunks `s` asks for a second time: the first it has, another holder was asked for
- * and no nearer holder is left (`left`), then (from a whole holder, with no swarm about) the run
+ * and not left to a nearer holder (`left`), then (from a whole holder, with no swarm about) the run
  * after it of the same straggler, up to BATCH_CHUNKS. Marks nothing; the caller does.
  */
 function overtake(
