@@ -260,7 +260,9 @@ export const edgeMeshSpecSchema = z
     ports: z
       .strictObject({
         http: port.default(7480).describe('The agents’ HTTP API port, for workloads.'),
-        grpc: port.default(7481).describe('The port agents serve each other on (mutual TLS).'),
+        grpc: port
+          .default(7481)
+          .describe('The port agents serve each other on (mutual TLS, unless security.mtls is false).'),
         exposure: z
           .enum(['HostPort', 'HostNetwork', 'Service'])
           .default('Service')
@@ -281,7 +283,7 @@ export const edgeMeshSpecSchema = z
           .boolean()
           .default(true)
           .describe(
-            "Render a NetworkPolicy edgemesh-<mesh> for the agent pods: their HTTP port only from pods of the mesh's namespace and from httpFrom, their peer port only from the mesh's own agents, nothing else. No effect with exposure HostNetwork (NetworkPolicies do not apply to pods on the node's network) or without a network plugin that enforces NetworkPolicies.",
+            "Render a NetworkPolicy edgemesh-<mesh> for the agent pods: their HTTP port only from pods of the mesh's namespace, from httpFrom and from the operator's scrape namespaces (EDGEMESH_OPERATOR_SCRAPE_NAMESPACES, the chart's agents.scrapeNamespaces), their peer port only from the mesh's own agents, nothing else. No effect with exposure HostNetwork (NetworkPolicies do not apply to pods on the node's network) or without a network plugin that enforces NetworkPolicies.",
           ),
         httpFrom: z
           .array(
@@ -322,7 +324,7 @@ export const edgeMeshSpecSchema = z
           .boolean()
           .default(true)
           .describe(
-            'Mutual TLS between agents with node certificates the operator issues (after checking each agent pod’s token), and signed control-plane events. false: plaintext and anonymous peers, for a trusted lab only.',
+            'Mutual TLS between agents with node certificates the operator issues (after checking each agent pod’s token), and signed control-plane events. false: plaintext and anonymous peers, for a trusted lab only; the agents then check no ServiceAccount token either, so clients get only what access.anonymous allows.',
           ),
         revokedNodes: z
           .array(z.string().min(1).max(253))
@@ -379,7 +381,7 @@ export const edgeMeshSpecSchema = z
       })
       .prefault({})
       .describe(
-        "Who may use the agents' HTTP API: clients send a projected ServiceAccount token for the audience edgemesh.p2p.dev.",
+        "Who may use the agents' HTTP API: clients send a projected ServiceAccount token for the audience edgemesh.p2p.dev. Tokens are checked only with security.mtls; with it false, only anonymous access works.",
       ),
     telemetry: z
       .strictObject({
