@@ -23,7 +23,7 @@ import {
 import type { Manifest } from './manifest.ts';
 import { ManifestFiles } from './manifest-files.ts';
 import { ObjectStore, type ObjectStoreOptions, SEND_SAMPLE } from './object-store.ts';
-import { DB_FILE, manifestRowBytes, PACKED_CHUNK_BYTES } from './store-db.ts';
+import { chunkDiskBytes, DB_FILE, manifestRowBytes, PACKED_CHUNK_BYTES } from './store-db.ts';
 
 /** A manifest's columns as the database keeps them. */
 function manifestColumns(m: Manifest) {
@@ -114,7 +114,7 @@ describe('ObjectStore', () => {
     assert.equal(manifest.chunks.length, 3);
     assert.equal(manifest.size, data.length);
     assert.deepEqual(await readAll(store, 'a/b.bin'), data);
-    assert.equal(store.stats().chunkBytes, data.length);
+    assert.equal(store.stats().chunkBytes, 9 * MiB + 4096, "the last chunk's file in whole 4 KiB blocks");
   });
 
   it('accepts a body of unknown length, including an empty one', async () => {
@@ -586,6 +586,24 @@ describe('ObjectStore', () => {
     }
   });
 
+  it('counts chunk files in whole blocks: what they take on disk stays within the byte limit', async () => {
+    // Objects just above PACKED_CHUNK_BYTES are files of 5 blocks for 4 blocks and a byte of data:
+    // counted by their length, a full store took 1.27 times its limit on disk.
+    const store = await open({ maxBytes: 2 * MiB });
+    for (let i = 0; i < 200; i++) {
+      const data = randomBytes(PACKED_CHUNK_BYTES + 1);
+      await store.put(`f/${i}`, [data], { size: data.length });
+    }
+    await store.flush();
+    assert.ok(store.keys().length < 200, 'the limit evicted some');
+    let onDisk = 0;
+    for (const file of await files(join(dir, 'chunks'))) onDisk += (await stat(file)).blocks * 512;
+    const { chunkBytes, maxBytes } = store.stats();
+    assert.ok(onDisk <= chunkBytes, `chunk files take ${onDisk} bytes on disk, ${chunkBytes} counted`);
+    assert.ok(chunkBytes <= maxBytes);
+    await store.close();
+  });
+
   it('keeps small objects and every manifest in its database, and finds them there after a restart', async () => {
     const store = await open();
     const small = Array.from({ length: 50 }, (_, i) => randomBytes(1 + ((i * 331) % PACKED_CHUNK_BYTES)));
@@ -603,7 +621,11 @@ describe('ObjectStore', () => {
     assert.equal(reopened.keys().length, 51);
     for (const [i, data] of small.entries()) assert.deepEqual(await readAll(reopened, `small/${i}`), data);
     assert.deepEqual(await readAll(reopened, 'big'), big);
-    assert.equal(reopened.stats().chunkBytes, big.length + small.reduce((n, d) => n + d.length, 0));
+    assert.equal(
+      reopened.stats().chunkBytes,
+      chunkDiskBytes(big.length) + small.reduce((n, d) => n + d.length, 0),
+      'a file in whole blocks',
+    );
     assert.ok(await reopened.delete('small/0'));
     await reopened.flush();
     assert.equal(reopened.stats().chunks, 50, 'a deleted small object leaves nothing behind');

@@ -22,6 +22,7 @@ import {
   isDamaged,
   manifestRowBytes,
   PACKED_CHUNK_BYTES,
+  chunkDiskBytes,
   StoreDb,
 } from './store-db.ts';
 
@@ -106,7 +107,7 @@ export type RemovalReason = 'evicted' | 'expired' | 'deleted' | 'replaced' | 'co
 export interface StoreStats {
   /** What the byte limit counts: chunkBytes and indexBytes. */
   bytes: number;
-  /** Bytes of chunks, once per distinct chunk. */
+  /** Bytes of chunks, once per distinct chunk (a chunk file: its whole 4 KiB blocks; chunkDiskBytes). */
   chunkBytes: number;
   /** The manifests' rows in the database, estimated (manifestRowBytes). */
   indexBytes: number;
@@ -747,13 +748,14 @@ export class ObjectStore {
   async #storeChunk(lease: ChunkLease, digest: string, data: Buffer, hot: boolean): Promise<void> {
     if (!this.#ledger.has(digest)) {
       await this.#removals.get(digest);
-      this.#reserve(data.length);
+      const bytes = chunkDiskBytes(data.length);
+      this.#reserve(bytes);
       this.#ledger.startWrite(digest);
       try {
-        await this.#makingRoom(data.length, () => this.#writeStored(digest, data));
-        this.#ledger.stored(digest, data.length, true);
+        await this.#makingRoom(bytes, () => this.#writeStored(digest, data));
+        this.#ledger.stored(digest, bytes, true);
       } finally {
-        this.#reserved -= data.length;
+        this.#reserved -= bytes;
         this.#ledger.endWrite(digest);
       }
     } else if (!this.#ledger.verified(digest)) {
@@ -916,10 +918,12 @@ export class ObjectStore {
       this.#db.removeManifest(row.key).catch((error) => this.#background(error));
       return false;
     }
-    if (typeof row.chunks === 'string') this.#ledger.storedAndTaken(row.chunks, row.size);
+    if (typeof row.chunks === 'string') this.#ledger.storedAndTaken(row.chunks, chunkDiskBytes(row.size));
     else {
-      for (let index = 0; index < row.chunks.length; index++)
-        this.#ledger.stored(row.chunks[index]!, chunkLength(row.size, row.chunkSize, index), false);
+      for (let index = 0; index < row.chunks.length; index++) {
+        const length = chunkLength(row.size, row.chunkSize, index);
+        this.#ledger.stored(row.chunks[index]!, chunkDiskBytes(length), false);
+      }
       this.#ledger.take(row.chunks);
     }
     this.#index(row.key, row.chunks, row.rowBytes, row.expiresAtMs, true);

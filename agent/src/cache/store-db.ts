@@ -12,6 +12,16 @@ import { type Manifest, parseManifest } from './manifest.ts';
  * took 8 KiB on disk. Larger chunks stay files, read and written off the event loop.
  */
 export const PACKED_CHUNK_BYTES = 16 * 1024;
+/** The file system's block: a chunk file takes its length rounded up to whole blocks. */
+const FILE_BLOCK_BYTES = 4096;
+
+/**
+ * What a chunk of `length` bytes takes on disk, as the store's byte limit counts it: its bytes in
+ * the database (a packed chunk: its row's share is in manifestRowBytes), or its file's whole blocks.
+ */
+export function chunkDiskBytes(length: number): number {
+  return length <= PACKED_CHUNK_BYTES ? length : Math.ceil(length / FILE_BLOCK_BYTES) * FILE_BLOCK_BYTES;
+}
 /**
  * What one manifest's row is counted for in the store's byte limit: its fields (key, digests, the
  * signature) and, for the rest, 160 bytes: the row's header and integers, its share of the b-tree's

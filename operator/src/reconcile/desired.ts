@@ -135,8 +135,8 @@ export interface NatsMount {
 
 /**
  * The agents' store limit for a cache of `diskBytes`: less room for what that limit leaves out (the
- * database's WAL and free pages, chunk files' partial last blocks: docs/agent.md, "The byte limit"),
- * a twentieth and at least 64 MiB, at most a quarter. So the cache as a whole stays within
+ * database's WAL, up to 8 MiB, and free pages: docs/agent.md, "The byte limit"), a twentieth and at
+ * least 64 MiB, at most a quarter. So the cache as a whole stays within
  * `cache.diskSize`, an EmptyDir's `sizeLimit` (the kubelet evicts a pod that goes over).
  */
 export function storeLimitBytes(diskBytes: number): number {
