@@ -34,9 +34,9 @@ export interface PlanSource {
   /** It is a straggler (far behind with what it was asked; the caller judges): asked nothing new. */
   readonly straggling?: boolean;
   /**
-   * How many chunks more than it owes it would deliver within the straggler limit, at its pace (the
-   * caller judges; undefined: not known). Farther holders leave that many of a straggler's chunks to
-   * it in the endgame.
+   * How many chunks more than it owes it would deliver soon enough to be waited for (the caller
+   * judges; undefined: not known). Farther holders leave that many of a straggler's chunks to it in
+   * the endgame.
    */
   readonly reach?: number;
 }
@@ -112,8 +112,8 @@ export function isImporter(key: string, index: number, self: string, nearer: rea
  * wanted chunk is left to hand out, holders with room take a straggler's chunks (nearer holders
  * first): an endgame, as BitTorrent's, so one slow or stalling holder cannot hold the download to
  * its pace while others stand idle. A farther holder leaves to a nearer one the straggler's chunks
- * that one will get to within the straggler limit (its `reach`): a second copy crosses zones or
- * regions only for the chunks no nearer holder would bring within that limit.
+ * that one will get to soon (its `reach`, as the caller judges it): a second copy crosses zones or
+ * regions only for the chunks no nearer holder would bring soon.
  */
 export function planChunks<S extends PlanSource>(input: ChunkPlanInput<S>): ChunkPlan<S> {
   const { known, verified, now } = input;
@@ -217,9 +217,9 @@ function overtake(
 }
 
 /**
- * The stragglers' chunks that holders nearer than `s`, and no stragglers, will get to within the
- * straggler limit: up to each one's `reach` (less what this plan asked of it already), lowest first,
- * as they take them.
+ * The stragglers' chunks that live holders nearer than `s` will get to soon: up to each one's
+ * `reach` (less what this plan asked of it already), lowest first, as they take them; never a
+ * holder's own (it could not take those).
  */
 function leftToNearer<S extends PlanSource>(
   s: S,

@@ -114,12 +114,12 @@ interface Source {
   pace: number | undefined;
   /**
    * Its last call failed, was refused as busy or was overtaken, and it delivered nothing since: its
-   * pace may be stale (see #bestOtherPace's `lenient` judgement).
+   * pace may be stale (see #bestOtherPace's `lenient`).
    */
   setback: boolean;
   /** A straggler now (see STRAGGLER_FACTOR): asked nothing new, its chunks may be asked of others. */
   straggling: boolean;
-  /** How many chunks more than it owes it would deliver within the straggler limit (see #reachOf). */
+  /** How many chunks more than it owes it would deliver within half the straggler limit (#reachOf). */
   reach: number | undefined;
 }
 
@@ -158,12 +158,6 @@ const STRAGGLER_FACTOR = 4;
  * regions saved, for a download that ends up to about half a limit later.
  */
 const REACH_SHARE = 2;
-
-/**
- * Whose pace a holder is judged by (see Download's #bestOtherPace): every other holder's (`strict`),
- * none with a setback (`lenient`), no straggler's (`reach`).
- */
-type Judgement = 'strict' | 'lenient' | 'reach';
 
 /** The longest a download from outside this zone waits to hear of its swarm before it starts. */
 const PRIME_MS = 300;
@@ -465,40 +459,26 @@ export class Download {
 
   /**
    * The best pace among the holders other than `source` that delivered and keep it (undefined: none):
-   * one silent past its pace does not (a holder fast on its first chunk, then silent, would make
-   * every other look slow). A `lenient` judgement (of a holder's overtaking calls, which ends them as
-   * failures) leaves out a holder with a setback too: fast on its first call, then refusing, failing
-   * or overtaken, it would make an honest overtaker look slow. Not the `strict` one of the holders
-   * first asked: one brief refusal of the fast holder would let a slow one hold the download to its
-   * pace. The `reach` of a holder (#reachOf) leaves out stragglers: a straggler's own pace would
-   * stretch the time a farther holder waits for a nearer one to take its chunks.
+   * one silent with calls under way for longer than four times its pace does not (a holder fast on
+   * its first chunk, then silent, would make every other look slow). `lenient` (for judging a
+   * holder's overtaking calls, which ends them as failures) leaves out a holder with a setback too:
+   * fast on its first call, then refusing, failing or overtaken, it would make an honest overtaker
+   * look slow. Not when judging the holders first asked: one brief refusal of the fast holder would
+   * let a slow one hold the download to its pace.
    */
-  #bestOtherPace(
-    source: Source,
-    now = performance.now(),
-    judgement: Judgement = 'strict',
-  ): number | undefined {
+  #bestOtherPace(source: Source, now = performance.now(), lenient = false): number | undefined {
     let best: number | undefined;
     for (const s of this.#sources.values()) {
-      if (s === source || s.dead || s.pace === undefined || this.#silentPastPace(s, now)) continue;
-      if ((judgement === 'lenient' && s.setback) || (judgement === 'reach' && s.straggling)) continue;
+      if (s === source || s.dead || (lenient && s.setback) || s.pace === undefined) continue;
+      if (s.inFlight > 0 && now - s.progressAt > STRAGGLER_FACTOR * s.pace) continue;
       if (best === undefined || s.pace < best) best = s.pace;
     }
     return best;
   }
 
-  /** Whether `source`, with calls under way, has been silent for longer than four times its pace. */
-  #silentPastPace(source: Source, now: number): boolean {
-    return (
-      source.inFlight > 0 &&
-      source.pace !== undefined &&
-      now - source.progressAt > STRAGGLER_FACTOR * source.pace
-    );
-  }
-
   /** How long `source` may deliver nothing, with requests under way, before it is a straggler. */
-  #stragglerLimit(source: Source, now = performance.now(), judgement: Judgement = 'strict'): number {
-    return this.#limitFor(this.#bestOtherPace(source, now, judgement));
+  #stragglerLimit(source: Source, now = performance.now(), lenient = false): number {
+    return this.#limitFor(this.#bestOtherPace(source, now, lenient));
   }
 
   /** The straggler limit, given the best other holder's pace. */
@@ -506,10 +486,10 @@ export class Download {
     return Math.max(this.#opts.timeoutMs, STRAGGLER_FACTOR * (bestOtherPace ?? 0));
   }
 
-  /** Whether `source` is a straggler now (see STRAGGLER_FACTOR; the judgement: see #bestOtherPace). */
-  #isStraggling(source: Source, now: number, judgement: Judgement = 'strict'): boolean {
+  /** Whether `source` is a straggler now (see STRAGGLER_FACTOR; `lenient`: see #bestOtherPace). */
+  #isStraggling(source: Source, now: number, lenient = false): boolean {
     if (source.inFlight === 0) return false;
-    const best = this.#bestOtherPace(source, now, judgement);
+    const best = this.#bestOtherPace(source, now, lenient);
     const limit = this.#limitFor(best);
     if (now - source.progressAt > limit) return true;
     if (best === undefined || source.pace === undefined || source.pace <= STRAGGLER_FACTOR * best)
@@ -541,9 +521,9 @@ export class Download {
       if (ask.second) {
         // Ending it counts against its holder: judged leniently (a straggler by the strict rule may
         // not be one by the lenient; the lenient limit is never shorter).
-        if (!this.#isStraggling(ask.source, now, 'lenient')) continue;
+        if (!this.#isStraggling(ask.source, now, true)) continue;
         const since = Math.min(ask.source.progressAt, ask.started);
-        if (now - since <= this.#stragglerLimit(ask.source, now, 'lenient')) continue;
+        if (now - since <= this.#stragglerLimit(ask.source, now, true)) continue;
         ask.stalled = true;
         ask.penalized = !penalized.has(ask.source);
         penalized.add(ask.source);
@@ -558,19 +538,19 @@ export class Download {
 
   /**
    * How many chunks more than it still owes `source` would deliver within half the straggler limit
-   * (no straggler's pace counted) at the pace of one of its calls (the chunks left to it come in one),
-   * or at the pace its silence since its last chunk shows if slower: in the endgame a farther holder leaves that many of a straggler's chunks to it
-   * (chunk-plan.ts), which saves their second copy across zones or regions and may end the download
-   * up to about half that limit later. Undefined for a straggler, or a holder whose pace is unknown or
-   * may be stale (a setback, or silent past its pace): a farther holder does not wait for those.
+   * at the pace of one of its calls (the chunks left to it come in one), or at the pace its silence
+   * since its last chunk shows if slower: in the endgame a farther holder leaves that many of a
+   * straggler's chunks to it (chunk-plan.ts), which saves their second copy across zones or regions
+   * and may end the download up to about half that limit later. Undefined for a straggler, or a
+   * holder whose pace is unknown or may be stale (a setback): a farther holder does not wait for
+   * those.
    */
   #reachOf(source: Source, now: number): number | undefined {
     const { pace } = source;
     if (source.dead || source.straggling || source.setback || pace === undefined) return undefined;
-    if (this.#silentPastPace(source, now)) return undefined;
     const perCall = pace * Math.max(1, source.inFlight);
     const slowest = source.inFlight > 0 ? Math.max(perCall, now - source.progressAt) : perCall;
-    const horizon = this.#stragglerLimit(source, now, 'reach') / REACH_SHARE;
+    const horizon = this.#stragglerLimit(source, now) / REACH_SHARE;
     return Math.max(0, Math.floor(horizon / slowest) - this.#owedBy(source));
   }
 
@@ -589,8 +569,8 @@ export class Download {
     // deliveries pump anyway). Past times would spin this timer: neither is past here.
     for (const ask of this.#asks) {
       if (!ask.second || !ask.source.straggling || ask.stalled) continue;
-      const limit = this.#stragglerLimit(ask.source, now, 'lenient');
-      const since = this.#isStraggling(ask.source, now, 'lenient')
+      const limit = this.#stragglerLimit(ask.source, now, true);
+      const since = this.#isStraggling(ask.source, now, true)
         ? Math.min(ask.source.progressAt, ask.started)
         : ask.source.progressAt;
       next = Math.min(next, since + limit);
@@ -684,7 +664,7 @@ export class Download {
             const failure = ask.stalled
               ? new PeerError(
                   id,
-                  `FetchChunks: no chunk of a straggler's for ${this.#stragglerLimit(source, undefined, 'lenient')} ms`,
+                  `FetchChunks: no chunk of a straggler's for ${this.#stragglerLimit(source, undefined, true)} ms`,
                 )
               : (error as Error);
             span.setStatus({ code: 2, message: failure.message });
