@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -345,5 +345,49 @@ describe('HTTP API', () => {
   it('refuses HEAD on an exchange stream (it would empty the queue into nothing)', async () => {
     const res = await fetch(`${base}/v1/exchange/anything`, { method: 'HEAD' });
     assert.equal(res.status, 405);
+  });
+});
+
+describe('HTTP API: /metrics when access.publicMetrics is false', () => {
+  let dir: string;
+  let agent: Agent;
+  const token = 'metrics-reader-0123456789';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-metrics-'));
+    await writeFile(join(dir, 'tokens.yaml'), `tokens:\n  - { name: scraper, token: ${token} }\n`);
+    const ca = await sharedTestCa();
+    const config = parseConfig({
+      nodeId: 'metrics-node',
+      zone: 'z1',
+      region: 'r1',
+      http: { port: 0 },
+      grpc: { host: '127.0.0.1', port: 0 },
+      store: { dir: join(dir, 'store'), maxBytes: '64Mi', maxObjectBytes: '16Mi', memoryBytes: '8Mi' },
+      security: { ca: { certFile: ca.certFile, keyFile: ca.keyFile } },
+      access: { anonymous: 'none', publicMetrics: false, tokensFile: join(dir, 'tokens.yaml') },
+    });
+    agent = await startAgent(config, { logger: createLogger({ level: 'silent', nodeId: 'test' }) });
+  });
+  after(async () => {
+    await agent.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('answers only a client that may see the status: none without a token (403) or with a wrong one (401)', async () => {
+    const as = (bearer?: string) => (bearer ? { authorization: `Bearer ${bearer}` } : undefined);
+    for (const method of ['GET', 'HEAD']) {
+      assert.equal((await raw(agent.httpPort, method, '/metrics')).status, 403, method);
+      assert.equal((await raw(agent.httpPort, method, '/metrics', as('wrong-token-0123456789'))).status, 401);
+      assert.equal((await raw(agent.httpPort, method, '/metrics', as(token))).status, 200);
+    }
+    const ok = await raw(agent.httpPort, 'GET', '/metrics', as(token));
+    assert.match(ok.body.toString(), /^# HELP /m, 'the scrape itself');
+    const status = JSON.parse(
+      (await raw(agent.httpPort, 'GET', '/v1/status', as(token))).body.toString(),
+    ) as {
+      counters: { clientsRefused: Record<string, number> };
+    };
+    assert.equal(status.counters.clientsRefused.unauthorized, 2, 'the tokenless scrapes refused and counted');
+    assert.equal((await raw(agent.httpPort, 'GET', '/healthz')).status, 200, 'health needs no token');
   });
 });
