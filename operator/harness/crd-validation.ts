@@ -1,4 +1,5 @@
-import { run } from '@bufbuild/cel';
+import { CelScalar, celFunc, celMethod, run } from '@bufbuild/cel';
+import { quantityBytes } from '../src/api/edgemesh.ts';
 import { Ajv } from 'ajv';
 
 /** Problems with an object (empty: valid). May fill in defaults, as the API server does. */
@@ -11,6 +12,18 @@ type Schema = {
   'x-kubernetes-validations'?: { rule: string; message?: string }[];
   [k: string]: unknown;
 };
+
+/**
+ * The part of Kubernetes' CEL quantity library the CRD's rules use: `quantity(s)` and
+ * `compareTo`. A quantity is its value in bytes here (as a double); that is exact for the
+ * integral sizes the rules compare.
+ */
+const QUANTITY_FUNCS = [
+  celFunc('quantity', [CelScalar.STRING], CelScalar.DOUBLE, (s) => quantityBytes(s)),
+  celMethod('compareTo', CelScalar.DOUBLE, [CelScalar.DOUBLE], CelScalar.INT, function (other) {
+    return BigInt(Math.sign(this - other));
+  }),
+];
 
 /** CEL sees objects as maps. */
 function toCel(value: unknown): unknown {
@@ -27,7 +40,7 @@ function celProblems(schema: Schema, value: unknown, path: string): string[] {
   for (const { rule, message } of schema['x-kubernetes-validations'] ?? []) {
     let ok: unknown;
     try {
-      ok = run(rule, { self: toCel(value) as never });
+      ok = run(rule, { self: toCel(value) as never }, { funcs: QUANTITY_FUNCS });
     } catch (error) {
       ok = `error: ${(error as Error).message}`;
     }

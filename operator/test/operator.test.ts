@@ -233,6 +233,25 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
           () => 201,
           (e: { code: number }) => e.code,
         );
+      // A cache the agents cannot hold (a size with no unit, bytes past what they count), refused
+      // with its reason by Kubernetes' CEL quantity library on the real server and by the fake.
+      const refusal = (body: object) =>
+        custom.createNamespacedCustomObject({ ...EDGEMESHES, body }).then(
+          () => 'accepted',
+          (e: { code: number; body?: unknown }) => `${e.code} ${String(e.body)}`,
+        );
+      for (const [cache, reason] of [
+        [{ diskSize: '100' }, 'cache.diskSize must be from 64Mi to 1Pi'],
+        [{ diskSize: '63Mi' }, 'cache.diskSize must be from 64Mi to 1Pi'],
+        [{ diskSize: '8Ei' }, 'cache.diskSize must be from 64Mi to 1Pi'],
+        [{ memory: '2Ti' }, 'cache.memory must be at most 1Ti'],
+      ] as const) {
+        const answer = await refusal(mesh('bad-cache', { cache }));
+        assert.match(answer, /^422 /, JSON.stringify(cache));
+        assert.ok(answer.includes(reason), `${JSON.stringify(cache)}: ${answer}`);
+      }
+      assert.equal(await create(mesh('edge-cache', { cache: { diskSize: '64Mi', memory: '0' } })), 201);
+      await custom.deleteNamespacedCustomObject({ ...EDGEMESHES, name: 'edge-cache' });
       assert.equal(await create(mesh('bad1', { replication: { factor: 2, writeCopies: 3 } })), 422);
       assert.equal(await create(mesh('bad2', { ports: { http: 7000, grpc: 7000 } })), 422);
       assert.equal(await create(mesh('bad3', { cache: { diskSize: 'lots' } })), 422);

@@ -13,8 +13,63 @@ export const KIND = 'EdgeMesh';
 export const PLURAL = 'edgemeshes';
 export const API_VERSION = `${GROUP}/${VERSION}`;
 
-/** A Kubernetes resource quantity (e.g. 500m, 10Gi). */
-const quantity = z.string().regex(/^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/);
+const QUANTITY = /^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
+const SCALE: Record<string, number> = {
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
+};
+
+/** Kubernetes quantity to bytes (binary and decimal suffixes), rounded down. */
+export function quantityBytes(q: string): number {
+  const m = QUANTITY.exec(q);
+  if (!m) throw new RangeError(`not a quantity: ${q}`);
+  return Math.floor(Number(m[1]) * (m[2] ? SCALE[m[2]]! : 1));
+}
+
+/**
+ * A Kubernetes resource quantity (e.g. 500m, 10Gi). At most 32 characters, which also bounds what
+ * the API server estimates a CEL rule on it may cost.
+ */
+const quantity = z
+  .string()
+  .max(32)
+  .regex(/^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/);
+
+/**
+ * A quantity of bytes within [min, max], checked here and, with Kubernetes' CEL quantity library,
+ * by the API server at admission (so `kubectl apply` refuses it, not a crash-looping agent later).
+ */
+const byteSize = (min: string, max: string, what: string) => {
+  const message = min === '0' ? `${what} must be at most ${max}` : `${what} must be from ${min} to ${max}`;
+  const rule = `quantity(self).compareTo(quantity('${max}')) <= 0`;
+  return quantity
+    .refine(
+      // Not a quantity at all: the pattern has said so already (zod runs every check).
+      (q) =>
+        !QUANTITY.test(q) ||
+        (quantityBytes(q) >= quantityBytes(min) && quantityBytes(q) <= quantityBytes(max)),
+      { message },
+    )
+    .meta({
+      'x-kubernetes-validations': [
+        {
+          rule: min === '0' ? rule : `quantity(self).compareTo(quantity('${min}')) >= 0 && ${rule}`,
+          message,
+        },
+      ],
+    });
+};
 /** A DNS-1123 name, as for Secrets and ConfigMaps. */
 export const objectNameSchema = z
   .string()
@@ -129,10 +184,14 @@ export const edgeMeshSpecSchema = z
       .describe('The agent pods: image, resources, logging.'),
     cache: z
       .strictObject({
-        diskSize: quantity
+        diskSize: byteSize('64Mi', '1Pi', 'cache.diskSize')
           .default('10Gi')
-          .describe('The most disk the cache may use on each node (and an emptyDir’s size limit).'),
-        memory: quantity.default('256Mi').describe('Hot chunks kept in memory on each node.'),
+          .describe(
+            'The most disk the cache may use on each node (and an emptyDir’s size limit), from 64Mi to 1Pi.',
+          ),
+        memory: byteSize('0', '1Ti', 'cache.memory')
+          .default('256Mi')
+          .describe('Hot chunks kept in memory on each node, up to 1Ti.'),
         storage: z
           .enum(['HostPath', 'EmptyDir'])
           .default('HostPath')

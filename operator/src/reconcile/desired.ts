@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { V1Node } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
-import { API_VERSION, type EdgeMesh, type EdgeMeshSpec, KIND } from '../api/edgemesh.ts';
+import { API_VERSION, type EdgeMesh, type EdgeMeshSpec, KIND, quantityBytes } from '../api/edgemesh.ts';
 import type { AgentImage } from './agent-image.ts';
 
 /** The field manager of every object the operator applies. */
@@ -23,28 +23,6 @@ export interface NodePlace {
   zone: string;
   region: string;
   weight: number;
-}
-
-/** Kubernetes quantity to bytes (binary and decimal suffixes). */
-export function quantityBytes(q: string): number {
-  const m = /^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/.exec(q);
-  if (!m) throw new RangeError(`not a quantity: ${q}`);
-  const scale: Record<string, number> = {
-    m: 1e-3,
-    k: 1e3,
-    M: 1e6,
-    G: 1e9,
-    T: 1e12,
-    P: 1e15,
-    E: 1e18,
-    Ki: 2 ** 10,
-    Mi: 2 ** 20,
-    Gi: 2 ** 30,
-    Ti: 2 ** 40,
-    Pi: 2 ** 50,
-    Ei: 2 ** 60,
-  };
-  return Math.floor(Number(m[1]) * (m[2] ? scale[m[2]]! : 1));
 }
 
 /**
