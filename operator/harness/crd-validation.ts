@@ -1,5 +1,5 @@
 import { CelScalar, celFunc, celMethod, run } from '@bufbuild/cel';
-import { quantityBytes } from '../src/api/edgemesh.ts';
+import { quantityNanos } from '../src/api/edgemesh.ts';
 import { Ajv } from 'ajv';
 
 /** Problems with an object (empty: valid). May fill in defaults, as the API server does. */
@@ -14,14 +14,19 @@ type Schema = {
 };
 
 /**
- * The part of Kubernetes' CEL quantity library the CRD's rules use: `quantity(s)` and
- * `compareTo`. A quantity is its value in bytes here (as a double); that is exact for the
- * integral sizes the rules compare.
+ * The part of Kubernetes' CEL quantity library the CRD's rules use: `quantity(s)` and `compareTo`,
+ * compared exactly as Kubernetes compares (quantityNanos). A quantity is its text here, so only
+ * `compareTo` compares it (on a real server `<` between quantities is a type error; here it would
+ * compare text).
  */
 const QUANTITY_FUNCS = [
-  celFunc('quantity', [CelScalar.STRING], CelScalar.DOUBLE, (s) => quantityBytes(s)),
-  celMethod('compareTo', CelScalar.DOUBLE, [CelScalar.DOUBLE], CelScalar.INT, function (other) {
-    return BigInt(Math.sign(this - other));
+  celFunc('quantity', [CelScalar.STRING], CelScalar.STRING, (s) => {
+    quantityNanos(s); // what is no quantity is an error, as on a real server
+    return s;
+  }),
+  celMethod('compareTo', CelScalar.STRING, [CelScalar.STRING], CelScalar.INT, function (other) {
+    const [a, b] = [quantityNanos(this), quantityNanos(other)];
+    return a < b ? -1n : a > b ? 1n : 0n;
   }),
 ];
 

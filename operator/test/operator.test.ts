@@ -244,13 +244,18 @@ function operatorSuite(against: string, make: () => Promise<TestCluster>) {
         [{ diskSize: '100' }, 'cache.diskSize must be from 64Mi to 1Pi'],
         [{ diskSize: '63Mi' }, 'cache.diskSize must be from 64Mi to 1Pi'],
         [{ diskSize: '8Ei' }, 'cache.diskSize must be from 64Mi to 1Pi'],
+        // Past the bounds by less than a byte: compared exactly, on both.
+        [{ diskSize: '67108863.999999999' }, 'cache.diskSize must be from 64Mi to 1Pi'],
+        [{ diskSize: '1125899906842624.5' }, 'cache.diskSize must be from 64Mi to 1Pi'],
         [{ memory: '2Ti' }, 'cache.memory must be at most 1Ti'],
       ] as const) {
         const answer = await refusal(mesh('bad-cache', { cache }));
         assert.match(answer, /^422 /, JSON.stringify(cache));
         assert.ok(answer.includes(reason), `${JSON.stringify(cache)}: ${answer}`);
       }
-      assert.equal(await create(mesh('edge-cache', { cache: { diskSize: '64Mi', memory: '0' } })), 201);
+      // Finer than a billionth rounds up, to 64Mi here.
+      const edge = mesh('edge-cache', { cache: { diskSize: '67108863.9999999991', memory: '0' } });
+      assert.equal(await create(edge), 201);
       await custom.deleteNamespacedCustomObject({ ...EDGEMESHES, name: 'edge-cache' });
       assert.equal(await create(mesh('bad1', { replication: { factor: 2, writeCopies: 3 } })), 422);
       assert.equal(await create(mesh('bad2', { ports: { http: 7000, grpc: 7000 } })), 422);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { CRD_FILE, edgeMeshCrd, edgeMeshCrdYaml } from './crd.ts';
-import { edgeMeshSpecSchema } from './edgemesh.ts';
+import { edgeMeshSpecSchema, quantityBytes, quantityNanos } from './edgemesh.ts';
 import { type FieldSchema, schemaFields } from '../../harness/schema-fields.ts';
 
 type Version = {
@@ -13,6 +13,24 @@ const crd = edgeMeshCrd() as { spec: { names: { categories?: string[] }; version
 const version = crd.spec.versions[0]!;
 
 describe('the EdgeMesh CRD', () => {
+  it('reads quantities exactly, as Kubernetes does (finer than a billionth rounds up)', () => {
+    for (const [q, nanos] of [
+      ['64Mi', 67_108_864n * 10n ** 9n],
+      ['0.0625Gi', 67_108_864n * 10n ** 9n],
+      ['67108864000m', 67_108_864n * 10n ** 9n],
+      ['67108863.9999999991', 67_108_864n * 10n ** 9n],
+      ['67108863.999999999', 67_108_863_999_999_999n],
+      ['1125899906842624.5', 1_125_899_906_842_624_500_000_000n],
+      ['1.5k', 1500n * 10n ** 9n],
+      ['8Ei', 2n ** 63n * 10n ** 9n],
+      ['1m', 10n ** 6n],
+    ] as const)
+      assert.equal(quantityNanos(q), nanos, q);
+    assert.equal(quantityBytes('1.5Ki'), 1536);
+    assert.equal(quantityBytes('1500m'), 1);
+    assert.throws(() => quantityNanos('1e3'), RangeError);
+  });
+
   it('in crds/ is exactly what the API definition generates (run `npm run crds` after changing it)', () => {
     assert.equal(readFileSync(CRD_FILE, 'utf8'), edgeMeshCrdYaml());
   });

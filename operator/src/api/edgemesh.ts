@@ -13,62 +13,57 @@ export const KIND = 'EdgeMesh';
 export const PLURAL = 'edgemeshes';
 export const API_VERSION = `${GROUP}/${VERSION}`;
 
-const QUANTITY = /^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
-const SCALE: Record<string, number> = {
-  m: 1e-3,
-  k: 1e3,
-  M: 1e6,
-  G: 1e9,
-  T: 1e12,
-  P: 1e15,
-  E: 1e18,
-  Ki: 2 ** 10,
-  Mi: 2 ** 20,
-  Gi: 2 ** 30,
-  Ti: 2 ** 40,
-  Pi: 2 ** 50,
-  Ei: 2 ** 60,
-};
+const QUANTITY = /^([0-9]+)(?:\.([0-9]+))?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
+const DECIMAL: Record<string, number> = { m: -3, k: 3, M: 6, G: 9, T: 12, P: 15, E: 18 };
+const BINARY: Record<string, number> = { Ki: 10, Mi: 20, Gi: 30, Ti: 40, Pi: 50, Ei: 60 };
 
-/** Kubernetes quantity to bytes (binary and decimal suffixes), rounded down. */
-export function quantityBytes(q: string): number {
+/**
+ * A Kubernetes quantity exactly, in billionths, rounded up as Kubernetes' parser rounds what is
+ * finer than a billionth (so `67108863.9999999991` is 64Mi, and `1Pi` plus half a byte is more).
+ */
+export function quantityNanos(q: string): bigint {
   const m = QUANTITY.exec(q);
   if (!m) throw new RangeError(`not a quantity: ${q}`);
-  return Math.floor(Number(m[1]) * (m[2] ? SCALE[m[2]]! : 1));
+  const fraction = m[2] ?? '';
+  let numerator = BigInt(m[1]! + fraction) * 10n ** 9n;
+  let denominator = 10n ** BigInt(fraction.length);
+  const suffix = m[3] ?? '';
+  if (suffix in BINARY) numerator <<= BigInt(BINARY[suffix]!);
+  else if ((DECIMAL[suffix] ?? 0) >= 0) numerator *= 10n ** BigInt(DECIMAL[suffix] ?? 0);
+  else denominator *= 10n ** BigInt(-DECIMAL[suffix]!);
+  return (numerator + denominator - 1n) / denominator;
 }
 
-/**
- * A Kubernetes resource quantity (e.g. 500m, 10Gi). At most 32 characters, which also bounds what
- * the API server estimates a CEL rule on it may cost.
- */
-const quantity = z
-  .string()
-  .max(32)
-  .regex(/^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/);
+/** A Kubernetes quantity in bytes, rounded down (a safe integer only up to 8 PiB). */
+export function quantityBytes(q: string): number {
+  return Number(quantityNanos(q) / 10n ** 9n);
+}
+
+/** A Kubernetes resource quantity (e.g. 500m, 10Gi). */
+const quantity = z.string().regex(/^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/);
+
+/** The bounds of the cache's sizes (the CRD refuses others; older values are clamped: desired.ts). */
+export const CACHE_BOUNDS = { diskSize: { min: '64Mi', max: '1Pi' }, memory: { max: '1Ti' } } as const;
 
 /**
- * A quantity of bytes within [min, max], checked here and, with Kubernetes' CEL quantity library,
- * by the API server at admission (so `kubectl apply` refuses it, not a crash-looping agent later).
+ * A quantity of bytes within bounds, which the API server checks at admission with Kubernetes' CEL
+ * quantity library (1.29 and later), so `kubectl apply` refuses it rather than agents crash-looping
+ * later. Not checked by the operator's own schema: Kubernetes keeps a value stored before the rule
+ * (it ratchets), and the operator must go on managing such a mesh (it clamps: desired.ts).
  */
-const byteSize = (min: string, max: string, what: string) => {
-  const message = min === '0' ? `${what} must be at most ${max}` : `${what} must be from ${min} to ${max}`;
+const byteSize = (bounds: { min?: string; max: string }, what: string) => {
+  const { min, max } = bounds;
   const rule = `quantity(self).compareTo(quantity('${max}')) <= 0`;
-  return quantity
-    .refine(
-      // Not a quantity at all: the pattern has said so already (zod runs every check).
-      (q) =>
-        !QUANTITY.test(q) ||
-        (quantityBytes(q) >= quantityBytes(min) && quantityBytes(q) <= quantityBytes(max)),
-      { message },
-    )
-    .meta({
-      'x-kubernetes-validations': [
-        {
-          rule: min === '0' ? rule : `quantity(self).compareTo(quantity('${min}')) >= 0 && ${rule}`,
-          message,
-        },
-      ],
-    });
+  return quantity.meta({
+    'x-kubernetes-validations': [
+      min
+        ? {
+            rule: `quantity(self).compareTo(quantity('${min}')) >= 0 && ${rule}`,
+            message: `${what} must be from ${min} to ${max}`,
+          }
+        : { rule, message: `${what} must be at most ${max}` },
+    ],
+  });
 };
 /** A DNS-1123 name, as for Secrets and ConfigMaps. */
 export const objectNameSchema = z
@@ -184,12 +179,12 @@ export const edgeMeshSpecSchema = z
       .describe('The agent pods: image, resources, logging.'),
     cache: z
       .strictObject({
-        diskSize: byteSize('64Mi', '1Pi', 'cache.diskSize')
+        diskSize: byteSize(CACHE_BOUNDS.diskSize, 'cache.diskSize')
           .default('10Gi')
           .describe(
             'The most disk the cache may use on each node (and an emptyDir’s size limit), from 64Mi to 1Pi.',
           ),
-        memory: byteSize('0', '1Ti', 'cache.memory')
+        memory: byteSize(CACHE_BOUNDS.memory, 'cache.memory')
           .default('256Mi')
           .describe('Hot chunks kept in memory on each node, up to 1Ti.'),
         storage: z

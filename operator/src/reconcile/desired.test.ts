@@ -112,6 +112,17 @@ describe('the agent pods', () => {
     }
   });
 
+  it('take a cache size stored before the CRD bounded it: clamped to what the agents count, the rest as it was', () => {
+    const config = (cache: object) =>
+      parse(render({ cache }).of<{ data: Record<string, string> }>('ConfigMap').data['agent.yaml']!) as {
+        store: { maxBytes: number; memoryBytes: number };
+      };
+    // 8Ei is past what an agent counts (2^53 bytes): its configuration refused it, a crash loop.
+    assert.equal(config({ diskSize: '8Ei' }).store.maxBytes, Math.floor(2 ** 50 - 2 ** 50 / 20));
+    assert.equal(config({ memory: '2Ti' }).store.memoryBytes, 2 ** 40);
+    assert.equal(config({ diskSize: '32Mi' }).store.maxBytes, 24 * 2 ** 20, 'below the minimum: as before');
+  });
+
   it('tolerate every NoSchedule taint by default; spec.tolerations replaces that', () => {
     assert.deepEqual(render().pod.tolerations, [{ operator: 'Exists', effect: 'NoSchedule' }]);
     const own = [{ key: 'edge', operator: 'Exists', effect: 'NoExecute' }];

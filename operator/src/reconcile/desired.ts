@@ -1,7 +1,14 @@
 import { createHash } from 'node:crypto';
 import type { V1Node } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
-import { API_VERSION, type EdgeMesh, type EdgeMeshSpec, KIND, quantityBytes } from '../api/edgemesh.ts';
+import {
+  API_VERSION,
+  CACHE_BOUNDS,
+  type EdgeMesh,
+  type EdgeMeshSpec,
+  KIND,
+  quantityBytes,
+} from '../api/edgemesh.ts';
 import type { AgentImage } from './agent-image.ts';
 
 /** The field manager of every object the operator applies. */
@@ -133,8 +140,11 @@ export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust, nats?: NatsMount)
     grpc: { host: '0.0.0.0', port: spec.ports.grpc },
     store: {
       dir: CACHE_DIR,
-      maxBytes: storeLimitBytes(quantityBytes(spec.cache.diskSize)),
-      memoryBytes: quantityBytes(spec.cache.memory),
+      // Sizes stored before the CRD bounded them are clamped to its maximum (what the agents can count).
+      maxBytes: storeLimitBytes(
+        Math.min(quantityBytes(spec.cache.diskSize), quantityBytes(CACHE_BOUNDS.diskSize.max)),
+      ),
+      memoryBytes: Math.min(quantityBytes(spec.cache.memory), quantityBytes(CACHE_BOUNDS.memory.max)),
       defaultTtlSeconds: spec.cache.defaultTtlSeconds,
     },
     replication: { factor: spec.replication.factor, writeCopies: spec.replication.writeCopies },
