@@ -10,6 +10,13 @@ export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1'];
 
 /**
  * Environment the image sets for the agent (the Dockerfile's ENV; a test keeps the two equal):
- * glibc's per-thread malloc arenas hold memory an idle agent never gives back; two are plenty.
+ * - glibc's per-thread malloc arenas hold memory an idle agent never gives back; two are plenty;
+ * - blocks of 4 MiB and more (chunk Buffers) always from mmap, so each goes back to the system when
+ *   freed. glibc's default threshold rises to the size of the first such block freed, after which
+ *   chunk Buffers came from its heap, which then fragmented: RSS rose 1.3-1.5 MB/min per agent
+ *   under the soak's load (docs/benchmarks.md, soak). Smaller blocks keep glibc's default.
  */
-export const AGENT_MALLOC_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
+export const AGENT_MALLOC_ENV: Readonly<Record<string, string>> = {
+  MALLOC_ARENA_MAX: '2',
+  MALLOC_MMAP_THRESHOLD_: String(4 * 2 ** 20),
+};
