@@ -770,14 +770,29 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       requestsOf(cp.auditEvents(), OPERATOR_USER)
         .filter((e) => e.objectRef?.resource === 'edgemeshes' && e.objectRef.subresource === 'status')
         .map((e) => `${e.objectRef!.namespace}/${e.objectRef!.name}`);
-    // Four meshes resynced every second: `rounds` full rounds of resyncs.
+    // Four meshes resynced every second: `rounds` rounds' worth of reconciles.
     const resyncs = async (rounds: number) => {
       const start = await reconciles(leader);
-      await eventually(async () => (await reconciles(leader)) >= start + 4 * rounds || undefined, 60_000);
+      await eventually(
+        async () => (await reconciles(leader)) >= start + 4 * rounds || undefined,
+        60_000,
+      ).catch((error: Error) => assert.fail(`the leader's reconciles stalled: ${error.message}`));
     };
     // The meshes settle first: the test before changed a spec, and that change's last status write
-    // (its generation, its conditions) can come a round or two later on a loaded machine. Churn
-    // never settles: every round would write again, and this waits in vain.
+    // (its generation, its conditions) can come a round or two later on a loaded machine. Churn in
+    // every round never settles; this says so. Then six rounds are counted, so churn that recurs
+    // within six rounds fails too.
+    type Listed = {
+      metadata: { generation: number; deletionTimestamp?: string };
+      status?: { observedGeneration?: number };
+    };
+    await eventually(
+      () =>
+        get<{ items: Listed[] }>(['edgemesh', '-A']).items.every(
+          (m) => !m.metadata.deletionTimestamp && m.status?.observedGeneration === m.metadata.generation,
+        ) || undefined,
+      60_000,
+    );
     let before = statusWrites().length;
     await eventually(async () => {
       await resyncs(1);
@@ -785,10 +800,12 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       const quiet = now === before;
       before = now;
       return quiet || undefined;
-    }, 60_000).catch(() =>
-      assert.fail(`status written in every round of resyncs: ${statusWrites().slice(-8).join(', ')}`),
-    );
-    await resyncs(3);
+    }, 60_000).catch((error: Error) => {
+      if (error.message.startsWith('not true within'))
+        assert.fail(`status written in every round of resyncs: ${statusWrites().slice(-8).join(', ')}`);
+      throw error;
+    });
+    await resyncs(6);
     const written = statusWrites().slice(before);
     assert.deepEqual(written, [], 'status writes during resyncs of unchanged meshes');
   });
