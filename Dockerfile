@@ -51,7 +51,7 @@ LABEL org.opencontainers.image.version="$VERSION" \
 WORKDIR /app
 COPY --from=build /out ./dist
 # glibc's per-thread malloc arenas hold memory an idle agent never gives back; two are plenty. Chunk
-# Buffers (4 MiB) from mmap, so freeing one gives it back (agent/src/node-flags.ts says why).
+# Buffers (4 MiB) from mmap, so freeing one normally gives it back (agent/src/node-flags.ts says why).
 ENV NODE_ENV=production MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=4194304 EDGEMESH_REVISION=$REVISION
 # The nonroot uid/gid of distroless images; the chart and the operator run as it too.
 USER 65532:65532

@@ -11,10 +11,11 @@ export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1'];
 /**
  * Environment the image sets for the agent (the Dockerfile's ENV; a test keeps the two equal):
  * - glibc's per-thread malloc arenas hold memory an idle agent never gives back; two are plenty;
- * - blocks of 4 MiB and more (chunk Buffers) always from mmap, so each goes back to the system when
- *   freed. glibc's default threshold rises to the size of the first such block freed, after which
- *   chunk Buffers came from its heap, which then fragmented: RSS rose 1.3-1.5 MB/min per agent
- *   under the soak's load (docs/benchmarks.md, soak). Smaller blocks keep glibc's default.
+ * - blocks of 4 MiB and more (chunk Buffers) from mmap, so each goes back to the system when freed
+ *   (unless a free stretch of glibc's heap fits it). glibc's default threshold rises to the size of
+ *   each larger mmapped block freed, after which chunk Buffers came from its heap, which fragmented:
+ *   RSS ended 64-129 MB higher after the soak's hour (docs/benchmarks.md, soak). Setting it also
+ *   fixes the heap's trim threshold at 128 KiB. The operator, from the same image, gets it too.
  */
 export const AGENT_MALLOC_ENV: Readonly<Record<string, string>> = {
   MALLOC_ARENA_MAX: '2',

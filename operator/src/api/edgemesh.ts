@@ -20,6 +20,7 @@ const BINARY: Record<string, number> = { Ki: 10, Mi: 20, Gi: 30, Ti: 40, Pi: 50,
 /**
  * A Kubernetes quantity exactly, in billionths, rounded up as Kubernetes' parser rounds what is
  * finer than a billionth (so `67108863.9999999991` is 64Mi, and `1Pi` plus half a byte is more).
+ * Unlike Kubernetes, it does not cap values past 2^63 - 1 (`8Ei` and more): both are past any bound here.
  */
 export function quantityNanos(q: string): bigint {
   const m = QUANTITY.exec(q);
