@@ -40,8 +40,8 @@ export function quantityBytes(q: string): number {
   return Number(quantityNanos(q) / 10n ** 9n);
 }
 
-/** A Kubernetes resource quantity (e.g. 500m, 10Gi). */
-const quantity = z.string().regex(/^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/);
+/** A Kubernetes resource quantity (e.g. 500m, 10Gi): what quantityNanos reads. */
+const quantity = z.string().regex(QUANTITY);
 
 /** The bounds of the cache's sizes (the CRD refuses others; older values are clamped: desired.ts). */
 export const CACHE_BOUNDS = { diskSize: { min: '64Mi', max: '1Pi' }, memory: { max: '1Ti' } } as const;
