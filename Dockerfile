@@ -50,9 +50,10 @@ LABEL org.opencontainers.image.version="$VERSION" \
       org.opencontainers.image.description="EdgeMesh agent and operator: a Kubernetes-native, geo-aware peer-to-peer edge mesh"
 WORKDIR /app
 COPY --from=build /out ./dist
-# glibc's per-thread malloc arenas hold memory an idle agent never gives back; two are plenty. Chunk
-# Buffers (4 MiB) from mmap, so freeing one normally gives it back (agent/src/node-flags.ts says why).
-ENV NODE_ENV=production MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=4194304 EDGEMESH_REVISION=$REVISION
+# glibc's per-thread malloc arenas hold memory an idle agent never gives back; two are plenty. Blocks
+# of 512 KiB and more (chunk Buffers among them) from mmap, so freeing one normally gives it back
+# (agent/src/node-flags.ts says why).
+ENV NODE_ENV=production MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=524288 EDGEMESH_REVISION=$REVISION
 # The nonroot uid/gid of distroless images; the chart and the operator run as it too.
 USER 65532:65532
 # The agent's HTTP API (/v1, /metrics, /healthz) and its gRPC data plane.

@@ -11,13 +11,20 @@ export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1'];
 /**
  * Environment the image sets for the agent (the Dockerfile's ENV; a test keeps the two equal):
  * - glibc's per-thread malloc arenas hold memory an idle agent never gives back; two are plenty;
- * - blocks of 4 MiB and more (chunk Buffers) from mmap, so each goes back to the system when freed
- *   (unless a free stretch of glibc's heap fits it). glibc's default threshold rises to the size of
- *   each larger mmapped block freed, after which chunk Buffers came from its heap, which fragmented:
- *   RSS ended 64-129 MB higher after the soak's hour (docs/benchmarks.md, soak). Setting it also
- *   fixes the heap's trim threshold at 128 KiB. The operator, from the same image, gets it too.
+ * - blocks of 512 KiB and more from mmap, so each goes back to the system when freed (unless a free
+ *   stretch of glibc's heap fits it). glibc's default threshold rises to the size of each larger
+ *   mmapped block freed, after which 4 MiB chunk Buffers came from its heap, which fragmented: RSS
+ *   ended 64-129 MB higher after the soak's hour (docs/benchmarks.md, soak). Not 4 MiB, the chunk
+ *   size: blocks freed early in glibc's heap stay resident when anything lives above them, and at
+ *   start-up those are Node's reads of the bundle's two largest files (1.7 MiB each, twice: the
+ *   file and its decoding) and a 512 KiB block of V8's: an idle agent was 6.5 MiB larger with
+ *   4 MiB than with 512 KiB or glibc's default (docs/deploy.md). The data path allocates blocks
+ *   between the two sizes about twice per PUT of an object of that size and rarely on reads (a
+ *   trace of 1 and 3 MiB objects: 1.8 per PUT, 2-3 per 200 GETs), so few requests pay the mmap.
+ *   Setting it also fixes the heap's trim threshold at 128 KiB. The operator, from the same image,
+ *   gets it too.
  */
 export const AGENT_MALLOC_ENV: Readonly<Record<string, string>> = {
   MALLOC_ARENA_MAX: '2',
-  MALLOC_MMAP_THRESHOLD_: String(4 * 2 ** 20),
+  MALLOC_MMAP_THRESHOLD_: String(512 * 2 ** 10),
 };
