@@ -121,6 +121,15 @@ describe('the agent pods', () => {
     assert.equal(config({ diskSize: '8Ei' }).store.maxBytes, Math.floor(2 ** 50 - 2 ** 50 / 20));
     assert.equal(config({ memory: '2Ti' }).store.memoryBytes, 2 ** 40);
     assert.equal(config({ diskSize: '32Mi' }).store.maxBytes, 24 * 2 ** 20, 'below the minimum: as before');
+    const emptyDir = (cache: object) =>
+      render({ cache: { storage: 'EmptyDir', ...cache } }).pod.volumes?.find((v) => v.name === 'cache')
+        ?.emptyDir;
+    assert.deepEqual(
+      emptyDir({ diskSize: '8Ei' }),
+      { sizeLimit: '1Pi' },
+      'the EmptyDir is bounded as the store is',
+    );
+    assert.deepEqual(emptyDir({ diskSize: '32Mi' }), { sizeLimit: '32Mi' });
   });
 
   it('tolerate every NoSchedule taint by default; spec.tolerations replaces that', () => {

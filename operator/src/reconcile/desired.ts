@@ -129,6 +129,25 @@ export function storeLimitBytes(diskBytes: number): number {
 }
 
 /**
+ * A cache size as the mesh gets it: the spec's, or the CRD's maximum for one past it. Such a value
+ * was stored before the CRD bounded it (Kubernetes lets an unchanged value through), and the
+ * operator clamps it rather than stop managing the mesh. One below the minimum is kept.
+ */
+export function cacheSize(spec: EdgeMesh['spec'], field: 'diskSize' | 'memory'): string {
+  const { max } = CACHE_BOUNDS[field];
+  return quantityBytes(spec.cache[field]) > quantityBytes(max) ? max : spec.cache[field];
+}
+
+/** What the agents get instead of a cache size past the CRD's maximum, for an Event; else undefined. */
+export function clampedCacheSizes(spec: EdgeMesh['spec']): string | undefined {
+  const over = (['diskSize', 'memory'] as const).filter(
+    (field) => cacheSize(spec, field) !== spec.cache[field],
+  );
+  if (over.length === 0) return undefined;
+  return `${over.map((field) => `cache.${field} ${spec.cache[field]} is more than the agents can use; they get ${cacheSize(spec, field)}`).join('; ')} (set a size within the CRD's bounds: cache.diskSize from ${CACHE_BOUNDS.diskSize.min} to ${CACHE_BOUNDS.diskSize.max}, cache.memory up to ${CACHE_BOUNDS.memory.max})`;
+}
+
+/**
  * The agent configuration every node shares (agent.yaml), from the spec (and, with mTLS, where
  * node identity comes from; with NATS credentials, where they are).
  */
@@ -141,10 +160,8 @@ export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust, nats?: NatsMount)
     store: {
       dir: CACHE_DIR,
       // Sizes stored before the CRD bounded them are clamped to its maximum (what the agents can count).
-      maxBytes: storeLimitBytes(
-        Math.min(quantityBytes(spec.cache.diskSize), quantityBytes(CACHE_BOUNDS.diskSize.max)),
-      ),
-      memoryBytes: Math.min(quantityBytes(spec.cache.memory), quantityBytes(CACHE_BOUNDS.memory.max)),
+      maxBytes: storeLimitBytes(quantityBytes(cacheSize(mesh.spec, 'diskSize'))),
+      memoryBytes: quantityBytes(cacheSize(mesh.spec, 'memory')),
       defaultTtlSeconds: spec.cache.defaultTtlSeconds,
     },
     replication: { factor: spec.replication.factor, writeCopies: spec.replication.writeCopies },
@@ -401,7 +418,7 @@ export function desiredChildren(
           name: 'cache',
           hostPath: { path: `${spec.cache.hostPath}/${meshId(mesh)}`, type: 'DirectoryOrCreate' },
         }
-      : { name: 'cache', emptyDir: { sizeLimit: spec.cache.diskSize } };
+      : { name: 'cache', emptyDir: { sizeLimit: cacheSize(spec, 'diskSize') } };
 
   return [
     {

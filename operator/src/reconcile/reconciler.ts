@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { type EdgeMesh, edgeMeshSpecSchema } from '../api/edgemesh.ts';
 import { TerminalError, type Outcome } from '../kit/queue.ts';
 import {
+  clampedCacheSizes,
   childName,
   desiredChildren,
   type KubeObject,
@@ -164,6 +165,10 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
           'every certificate of the old CA has ended: the rotation is done (the old CA, its key deleted, stays trusted only to check what it signed, until it expires)',
       }[rotation.did] ?? rotation.did,
     );
+  // Said once per change of the spec (the status written above observed it), not on every resync.
+  const clamped = clampedCacheSizes(mesh.spec);
+  if (clamped && mesh.status?.observedGeneration !== mesh.metadata.generation)
+    await deps.event(mesh, 'Warning', 'CacheSizeClamped', clamped);
   if (blocker) return { requeueAfterMs: BLOCKED_RECHECK_MS };
   // Due next: a step of a CA rotation, the renewal of the mesh's NATS credentials, or a report
   // leaving the window (an agent that stopped reporting must be seen without a new event).
