@@ -44,7 +44,7 @@ import {
   readingOnce,
   type StoredCa,
 } from './identity/ca-store.ts';
-import { createPrivateKey, sign as cryptoSign } from 'node:crypto';
+import { createPrivateKey, randomBytes, sign as cryptoSign } from 'node:crypto';
 import { encodeEvent, eventVersion, revocationSignedBytes, subjectFor } from '@edgemesh/contracts';
 import { kubeIssuanceApi, TOKEN_AUDIENCE } from './identity/issuance.ts';
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
@@ -370,6 +370,7 @@ export async function startOperator(
   /** Objects deleted (or found gone) since this process last applied them: not asked to delete again. */
   const absent = new Set<string>();
   const deps: ReconcileDeps = {
+    said: new Map(),
     figures,
     agentImage: config.agentImage ?? {},
     agentPriorityClass: config.agentPriorityClass,
@@ -519,7 +520,8 @@ export async function startOperator(
           kind: 'Event',
           metadata: {
             namespace: mesh.metadata.namespace,
-            name: `${mesh.metadata.name}.${now.getTime().toString(36)}`,
+            // Two Events of one reconcile may fall in the same millisecond: a random tail keeps both.
+            name: `${mesh.metadata.name}.${now.getTime().toString(36)}${randomBytes(3).toString('hex')}`,
           },
           eventTime: now.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z'),
           reportingController: `${GROUP}/operator`,

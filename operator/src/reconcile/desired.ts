@@ -8,6 +8,7 @@ import {
   type EdgeMeshSpec,
   KIND,
   quantityBytes,
+  quantityNanos,
 } from '../api/edgemesh.ts';
 import type { AgentImage } from './agent-image.ts';
 
@@ -129,13 +130,14 @@ export function storeLimitBytes(diskBytes: number): number {
 }
 
 /**
- * A cache size as the mesh gets it: the spec's, or the CRD's maximum for one past it. Such a value
- * was stored before the CRD bounded it (Kubernetes lets an unchanged value through), and the
- * operator clamps it rather than stop managing the mesh. One below the minimum is kept.
+ * A cache size as the mesh gets it: the spec's, or the CRD's maximum for one past it (compared
+ * exactly, as the API server does: 1Pi and half a byte is past it). Such a value was stored before
+ * the CRD bounded it (Kubernetes lets an unchanged value through), and the operator clamps it rather
+ * than stop managing the mesh. One below the minimum is kept.
  */
 export function cacheSize(spec: EdgeMesh['spec'], field: 'diskSize' | 'memory'): string {
   const { max } = CACHE_BOUNDS[field];
-  return quantityBytes(spec.cache[field]) > quantityBytes(max) ? max : spec.cache[field];
+  return quantityNanos(spec.cache[field]) > quantityNanos(max) ? max : spec.cache[field];
 }
 
 /** What the agents get instead of a cache size past the CRD's maximum, for an Event; else undefined. */
@@ -144,7 +146,9 @@ export function clampedCacheSizes(spec: EdgeMesh['spec']): string | undefined {
     (field) => cacheSize(spec, field) !== spec.cache[field],
   );
   if (over.length === 0) return undefined;
-  return `${over.map((field) => `cache.${field} ${spec.cache[field]} is more than the agents can use; they get ${cacheSize(spec, field)}`).join('; ')} (set a size within the CRD's bounds: cache.diskSize from ${CACHE_BOUNDS.diskSize.min} to ${CACHE_BOUNDS.diskSize.max}, cache.memory up to ${CACHE_BOUNDS.memory.max})`;
+  // A stored value may be hundreds of digits long: cut, so the Event's note keeps the advice.
+  const shown = (q: string) => (q.length > 40 ? `${q.slice(0, 37)}...` : q);
+  return `${over.map((field) => `cache.${field} ${shown(spec.cache[field])} is more than the agents can use; they get ${cacheSize(spec, field)}`).join('; ')} (set a size within the CRD's bounds: cache.diskSize from ${CACHE_BOUNDS.diskSize.min} to ${CACHE_BOUNDS.diskSize.max}, cache.memory up to ${CACHE_BOUNDS.memory.max})`;
 }
 
 /**

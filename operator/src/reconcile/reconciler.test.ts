@@ -63,7 +63,7 @@ describe('a mesh in a namespace whose Secrets the operator may not touch', () =>
 });
 
 describe('a mesh whose cache sizes are past the CRD’s bounds (stored before it had them)', () => {
-  function clampedMesh(cache: Record<string, unknown>) {
+  function clampedMesh(cache: Record<string, unknown>, spec: Record<string, unknown> = {}) {
     const mesh = {
       apiVersion: 'edgemesh.p2p.dev/v1alpha1',
       kind: 'EdgeMesh',
@@ -72,6 +72,7 @@ describe('a mesh whose cache sizes are past the CRD’s bounds (stored before it
         controlPlane: { natsUrl: 'nats://nats:4222' },
         security: { mtls: false },
         cache,
+        ...spec,
       }),
     } as EdgeMesh;
     const events: { type: string; reason: string; note: string }[] = [];
@@ -85,40 +86,82 @@ describe('a mesh whose cache sizes are past the CRD’s bounds (stored before it
       remove: () => Promise.resolve(),
       writeStatus: (_, s) => ((mesh.status = s), Promise.resolve()),
       event: (_, type, reason, note) => (events.push({ type, reason, note }), Promise.resolve()),
+      said: new Map(),
       agentImage: { image: 'edgemesh:1' },
       logger: pino({ level: 'silent' }),
     };
-    return { mesh, deps, events, applied };
+    const clamps = () => events.filter((e) => e.reason === 'CacheSizeClamped');
+    return { mesh, deps, clamps, applied };
   }
 
-  it('is managed with the sizes clamped, and a Warning says so once per change of the spec', async () => {
-    const { mesh, deps, events, applied } = clampedMesh({ diskSize: '8Ei', memory: '2Ti' });
+  it('is managed with the sizes clamped, and a Warning says so once, and again when it changes', async () => {
+    const { mesh, deps, clamps, applied } = clampedMesh({ diskSize: '8Ei', memory: '2Ti' });
     await reconcile('edge/cdn', deps);
     assert.ok(
       applied.some((o) => o.kind === 'DaemonSet'),
       'the mesh is still managed',
     );
-    const clamped = events.filter((e) => e.reason === 'CacheSizeClamped');
-    assert.equal(clamped.length, 1);
-    assert.equal(clamped[0]!.type, 'Warning');
-    assert.match(clamped[0]!.note, /cache\.diskSize 8Ei .*they get 1Pi; cache\.memory 2Ti .*they get 1Ti/);
-    assert.match(clamped[0]!.note, /from 64Mi to 1Pi/);
-    // Resyncs of the same generation say nothing more.
+    assert.equal(clamps().length, 1);
+    assert.equal(clamps()[0]!.type, 'Warning');
+    assert.match(clamps()[0]!.note, /cache\.diskSize 8Ei .*they get 1Pi; cache\.memory 2Ti .*they get 1Ti/);
+    assert.match(clamps()[0]!.note, /from 64Mi to 1Pi/);
+    // Resyncs, and a change to another field, say nothing more.
     await reconcile('edge/cdn', deps);
-    await reconcile('edge/cdn', deps);
-    assert.equal(events.filter((e) => e.reason === 'CacheSizeClamped').length, 1);
-    // A change to another field: said again (the size is still clamped).
     mesh.metadata.generation = 2;
+    mesh.spec = { ...mesh.spec, replication: { ...mesh.spec.replication, factor: 2, writeCopies: 1 } };
     await reconcile('edge/cdn', deps);
-    assert.equal(events.filter((e) => e.reason === 'CacheSizeClamped').length, 2);
+    assert.equal(clamps().length, 1);
+    // What is clamped changes: said again.
+    mesh.spec = { ...mesh.spec, cache: { ...mesh.spec.cache, memory: '1Ti' } };
+    await reconcile('edge/cdn', deps);
+    assert.equal(clamps().length, 2);
+    assert.doesNotMatch(clamps()[1]!.note, /cache\.memory 2Ti/);
+    // Within the bounds, then past them again: said again.
+    mesh.spec = { ...mesh.spec, cache: { ...mesh.spec.cache, diskSize: '1Pi' } };
+    await reconcile('edge/cdn', deps);
+    mesh.spec = { ...mesh.spec, cache: { ...mesh.spec.cache, diskSize: '8Ei' } };
+    await reconcile('edge/cdn', deps);
+    assert.equal(clamps().length, 3);
   });
 
-  it('says nothing for sizes within the bounds', async () => {
-    const { deps, events } = clampedMesh({ diskSize: '1Pi', memory: '1Ti' });
+  it('is said when the operator first meets such a mesh, which has a status already (an upgrade)', async () => {
+    const before = clampedMesh({ diskSize: '2Pi' });
+    await reconcile('edge/cdn', before.deps);
+    const { mesh, deps, clamps } = clampedMesh({ diskSize: '2Pi' });
+    mesh.status = before.mesh.status; // its generation observed, as by the operator before this one
+    assert.equal(mesh.status?.observedGeneration, mesh.metadata.generation);
     await reconcile('edge/cdn', deps);
-    assert.deepEqual(
-      events.filter((e) => e.reason === 'CacheSizeClamped'),
-      [],
+    assert.equal(clamps().length, 1);
+  });
+
+  it('is said for a mesh that is blocked too (a Secret it names is missing)', async () => {
+    const { deps, clamps } = clampedMesh(
+      { diskSize: '8Ei' },
+      { controlPlane: { natsUrl: 'nats://nats:4222', credentialsSecret: 'creds' } },
     );
+    const outcome = await reconcile('edge/cdn', deps);
+    assert.ok(outcome && outcome.requeueAfterMs > 0, 'blocked');
+    assert.equal(clamps().length, 1);
+  });
+
+  it('compares exactly: half a byte past the maximum is clamped, the maximum written otherwise is not', async () => {
+    assert.equal(clampedMesh({ diskSize: '1024Ti', memory: '1024Gi' }).clamps().length, 0);
+    for (const [cache, none] of [
+      [{ diskSize: '1024Ti', memory: '1024Gi' }, true],
+      [{ diskSize: '1125899906842624' }, true],
+      [{ diskSize: '1125899906842624.5' }, false],
+      [{ memory: '1099511627776.000000001' }, false],
+    ] as const) {
+      const { deps, clamps } = clampedMesh(cache);
+      await reconcile('edge/cdn', deps);
+      assert.equal(clamps().length === 0, none, JSON.stringify(cache));
+    }
+  });
+
+  it('keeps its advice in a note of bounded length, however long the stored value', async () => {
+    const { deps, clamps } = clampedMesh({ diskSize: '9'.repeat(400), memory: '9'.repeat(400) });
+    await reconcile('edge/cdn', deps);
+    assert.ok(clamps()[0]!.note.length < 400, `${clamps()[0]!.note.length} characters`);
+    assert.match(clamps()[0]!.note, /from 64Mi to 1Pi/);
   });
 });

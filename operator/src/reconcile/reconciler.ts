@@ -35,6 +35,12 @@ export interface ReconcileDeps {
   writeStatus(mesh: EdgeMesh, status: EdgeMesh['status']): Promise<void>;
   event(mesh: EdgeMesh, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void>;
   /**
+   * Warnings about a spec said once by this operator process, by mesh key: what was said, so it is
+   * said again only when it changes (not on every resync, nor on a retry that reads a stale status).
+   * Absent: said on every reconcile.
+   */
+  said?: Map<string, string>;
+  /**
    * The mesh's trust for mTLS (made on first use: its CA in a Secret), and the issuance endpoint;
    * absent when this operator serves no issuance.
    */
@@ -79,6 +85,7 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   if (!found || found.metadata.deletionTimestamp) {
     // Children go with it (owner references); its figures are no longer followed.
     deps.figures?.forget(meshId({ metadata: { namespace, name } } as EdgeMesh));
+    deps.said?.delete(key);
     return;
   }
   const parsed = edgeMeshSpecSchema.safeParse(found.spec);
@@ -165,10 +172,14 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
           'every certificate of the old CA has ended: the rotation is done (the old CA, its key deleted, stays trusted only to check what it signed, until it expires)',
       }[rotation.did] ?? rotation.did,
     );
-  // Said once per change of the spec (the status written above observed it), not on every resync.
+  // Said when the operator first meets the mesh so clamped (a mesh from before the CRD's bounds has
+  // a status already), and again only when what is clamped changes.
   const clamped = clampedCacheSizes(mesh.spec);
-  if (clamped && mesh.status?.observedGeneration !== mesh.metadata.generation)
+  if (clamped === undefined) deps.said?.delete(key);
+  else if (deps.said?.get(key) !== clamped) {
+    deps.said?.set(key, clamped);
     await deps.event(mesh, 'Warning', 'CacheSizeClamped', clamped);
+  }
   if (blocker) return { requeueAfterMs: BLOCKED_RECHECK_MS };
   // Due next: a step of a CA rotation, the renewal of the mesh's NATS credentials, or a report
   // leaving the window (an agent that stopped reporting must be seen without a new event).
