@@ -17,10 +17,11 @@ export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1'];
  *   ended 64-129 MB higher after the soak's hour (docs/benchmarks.md, soak). Not 4 MiB, the chunk
  *   size: blocks freed early in glibc's heap stay resident when anything lives above them, and at
  *   start-up those are Node's reads of the bundle's two largest files (1.7 MiB each, twice: the
- *   file and its decoding) and a 512 KiB block of V8's: an idle agent was 6.5 MiB larger with
- *   4 MiB than with 512 KiB or glibc's default (docs/deploy.md). The data path allocates blocks
- *   between the two sizes about twice per PUT of an object of that size and rarely on reads (a
- *   trace of 1 and 3 MiB objects: 1.8 per PUT, 2-3 per 200 GETs), so few requests pay the mmap.
+ *   file and its decoding) and a 512 KiB block of V8's: an idle agent was 5.7-7.6 MiB larger with
+ *   4 MiB than with 512 KiB or glibc's default (docs/deploy.md). On the data path, a block between
+ *   the two sizes is the chunk Buffer of an object of that size, put or read from disk or a peer
+ *   (one each); hits in the hot tier and small objects make none. Such a block costs a cold read
+ *   10-20% more CPU than one from the heap (its pages faulted in and zeroed: docs/deploy.md).
  *   Setting it also fixes the heap's trim threshold at 128 KiB. The operator, from the same image,
  *   gets it too.
  */
