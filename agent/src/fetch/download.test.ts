@@ -166,9 +166,11 @@ describe('Download (chunks from several holders)', () => {
 /**
  * What a scripted holder does before sending chunk `index`, the n-th of its call number `call`:
  * wait that many ms, stall (send nothing until the call is ended: a holder that only sends
- * heartbeats, which a real transport allows for up to a minute a chunk), or refuse the call as busy.
+ * heartbeats, which a real transport allows for up to a minute a chunk), refuse the call as busy,
+ * fail it (as a transport ends a stalled call), or wait `reset` ms, send the chunk and fail the call
+ * then (its stream reset before it ended).
  */
-type Act = number | 'stall' | 'busy';
+type Act = number | 'stall' | 'busy' | 'fail' | { reset: number };
 
 describe('Download: stragglers (the endgame)', () => {
   const T = 500; // a peer call's timeout (timeoutMs); 5 s by default
@@ -212,8 +214,10 @@ describe('Download: stragglers (the endgame)', () => {
             for (; n < indexes.length; n++) {
               const act = script(indexes[n]!, call, n);
               if (act === 'busy') throw new PeerBusyError(id, 'busy');
+              if (act === 'fail') throw new PeerError(id, 'FetchChunks stalled: nothing for 500 ms');
+              const wait = typeof act === 'object' ? act.reset : act;
               await new Promise((resolve, reject) => {
-                const timer = act === 'stall' ? undefined : setTimeout(resolve, act);
+                const timer = wait === 'stall' ? undefined : setTimeout(resolve, wait);
                 signal?.addEventListener(
                   'abort',
                   () => {
@@ -225,6 +229,10 @@ describe('Download: stragglers (the endgame)', () => {
               });
               served[id]!++;
               yield { data: Buffer.from(parts[indexes[n]!]!) };
+              if (typeof act === 'object') {
+                n++; // it was sent
+                throw new PeerError(id, 'FetchChunks: stream reset');
+              }
             }
           } finally {
             open.now--;
@@ -390,6 +398,25 @@ describe('Download: stragglers (the endgame)', () => {
   }
 
   it(
+    'does not judge an overtaker by the pace of a holder whose calls fail since, before it is given up',
+    { timeout: 20_000 },
+    async () => {
+      // "burst" sends at once, but fails every call for stuck's chunks (ranked second, stuck is asked
+      // chunks 12-23): its two takeovers at T fail at once, and it is asked again only after 1 s of
+      // backoff (given up then, at its third failure). "honest" sends a chunk every 0.3 T. Were a
+      // failure no setback, burst's pace, stale but still counted until then, would make honest's
+      // takeover of stuck's chunks look too slow: ended as stalled after T, a failure of honest.
+      const { served, outcomes } = await run(32, {
+        burst: (i) => (i >= 12 && i < 24 ? 'fail' : 0),
+        stuck: stalls,
+        honest: () => 0.3 * T,
+      });
+      assert.ok(served.honest! > 0);
+      assert.deepEqual(troubleOf(outcomes, 'honest'), [], 'honest neither failed nor given up');
+    },
+  );
+
+  it(
     'gets the chunks when stragglers hold every request slot, with at most 16 calls under way',
     { timeout: 30_000 },
     async () => {
@@ -444,6 +471,56 @@ describe('Download: stragglers (the endgame)', () => {
       );
       assert.equal(askedOf(log, 'far'), 0, `far was asked: ${log.join('; ')}`);
       assert.ok(served.slow! < askedOf(log, 'slow'), 'fast took over slow');
+    },
+  );
+
+  it(
+    "takes a zone straggler's chunks from afar rather than wait for a zone holder whose last call failed",
+    { timeout: 20_000 },
+    async () => {
+      // "near" (same zone) sends its first chunk at once, and its second at 0.05 T, and then that call
+      // fails (a reset): left alone 250 ms, then idle, its pace from before the failure may be stale.
+      // "s1"-"s3" (same zone) never send. At T near takes over two of them; "far" (another region)
+      // takes the third's chunks rather than leave them to near (waited for by its old pace, it got
+      // to them only once its takeovers were done: far was asked nothing). near's takeovers send their
+      // first chunk after 0.1 T, so its setback lasts until all three are judged stragglers (asked a
+      // moment apart, on a loaded machine they may be judged in turn).
+      const { log } = await run(
+        8,
+        {
+          near: (_i, call, n) => (call === 1 ? { reset: 0.05 * T } : call > 1 && n === 0 ? 0.1 * T : 0),
+          s1: stalls,
+          s2: stalls,
+          s3: stalls,
+          far: fast,
+        },
+        { near: 'zone', s1: 'zone', s2: 'zone', s3: 'zone', far: 'remote' },
+      );
+      assert.ok(askedOf(log, 'far') > 0, `far was asked nothing: ${log.join('; ')}`);
+    },
+  );
+
+  it(
+    "leaves a zone straggler's chunks to a zone holder that failed once and delivered since",
+    { timeout: 20_000 },
+    async () => {
+      // As above, but near's second call (chunks 2-3) fails after its first chunk: asked chunk 3 again
+      // once left alone 250 ms, near sends it at once, and its setback is over before T. "far" then
+      // leaves the third holder's chunks to near, which gets to them soon; were a setback never over,
+      // far would copy them across the WAN as if near were not there.
+      const { log } = await run(
+        16,
+        {
+          near: (_i, call, n) => (call === 1 && n === 0 ? { reset: 0.05 * T } : 0),
+          s1: stalls,
+          s2: stalls,
+          s3: stalls,
+          far: fast,
+        },
+        { near: 'zone', s1: 'zone', s2: 'zone', s3: 'zone', far: 'remote' },
+      );
+      assert.ok(log.includes('near#2 asked [3]'), `near was asked chunk 3 again: ${log.join('; ')}`);
+      assert.equal(askedOf(log, 'far'), 0, `far was asked: ${log.join('; ')}`);
     },
   );
 
