@@ -434,28 +434,32 @@ describe('Download: stragglers (the endgame)', () => {
     },
   );
 
-  it('judges an overtaker that straggles by the strict rule only without spinning its timer', async () => {
-    // "fast" serves its first two calls at once, then refuses every call as busy (a stale fast pace:
-    // the strict rule's best, left out of the lenient); "drip" serves its first calls at once, then a
-    // chunk every 0.6 T, overtaking "stuck": a straggler by the strict rule, not by the lenient one.
-    // The timer set for the lenient judgement, once past, fired every millisecond (591 in 3 s).
-    const real = globalThis.setTimeout;
-    let spins = 0;
-    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-      if (ms === 1) spins++;
-      return real(fn, ms);
-    }) as typeof setTimeout;
-    try {
-      await run(32, {
-        stuck: stalls,
-        fast: (_i, call, n) => (call < 2 ? 0 : n === 0 ? 'busy' : 0),
-        drip: (_i, call) => (call < 2 ? 0 : 0.6 * T),
-      });
-    } finally {
-      globalThis.setTimeout = real;
-    }
-    assert.ok(spins < 50, `${spins} straggler timers of 1 ms`);
-  });
+  it(
+    'judges an overtaker that straggles by the strict rule only without spinning its timer',
+    { timeout: 30_000 },
+    async () => {
+      // "fast" serves its first two calls at once, then refuses every call as busy (a stale fast pace:
+      // the strict rule's best, left out of the lenient); "drip" serves its first calls at once, then a
+      // chunk every 0.6 T, overtaking "stuck": a straggler by the strict rule, not by the lenient one.
+      // The timer set for the lenient judgement, once past, fired every millisecond (591 in 3 s).
+      const real = globalThis.setTimeout;
+      let spins = 0;
+      globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+        if (ms === 1) spins++;
+        return real(fn, ms);
+      }) as typeof setTimeout;
+      try {
+        await run(32, {
+          stuck: stalls,
+          fast: (_i, call, n) => (call < 2 ? 0 : n === 0 ? 'busy' : 0),
+          drip: (_i, call) => (call < 2 ? 0 : 0.6 * T),
+        });
+      } finally {
+        globalThis.setTimeout = real;
+      }
+      assert.ok(spins < 50, `${spins} straggler timers of 1 ms`);
+    },
+  );
 
   it(
     "leaves a zone straggler's chunks to a fast zone holder rather than copying them across zones again",
