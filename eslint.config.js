@@ -31,6 +31,21 @@ export default tseslint.config(
     },
   },
   {
+    // A periodic task survives its own errors: a throw in a bare setInterval callback kills the
+    // process. The agent's periodic work goes through every() (agent/src/time/every.ts).
+    files: ['agent/src/**/*.ts', 'operator/src/**/*.ts'],
+    ignores: ['**/*.test.ts', 'agent/src/time/every.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "CallExpression[callee.name='setInterval']",
+          message: 'a round that throws would kill the process: use every() (agent/src/time/every.ts)',
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.test.ts'],
     rules: {
       // node:test's describe/it return promises the runner awaits.

@@ -43,6 +43,7 @@ import { Revocations } from './security/revocations.ts';
 import { RevocationList } from './security/revocation-list.ts';
 import { NodeSigner } from './security/node-signer.ts';
 import type { Manifest, NodeSignature } from './cache/manifest.ts';
+import { every } from './time/every.ts';
 
 export interface AgentDeps {
   logger?: Logger;
@@ -466,31 +467,37 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const httpPort = (http.address() as AddressInfo).port;
 
   overlay.start(grpcPort, await startLife(config.store.dir, clock.now(), logger));
-  const sweep = setInterval(() => store.sweepExpired(), config.store.sweepIntervalSeconds * 1000);
-  sweep.unref();
+  const sweep = every(
+    config.store.sweepIntervalSeconds * 1000,
+    () => store.sweepExpired(),
+    (error) => logger.error({ err: error.message }, 'expired objects not swept'),
+  );
   // Running totals for the operator's mesh figures (hit ratio, bytes from peers and origins).
   const startedAtMs = clock.now();
-  const stats = setInterval(() => {
-    let bytesFromPeers = 0;
-    for (const bytes of counters.bytesFromPeer.values()) bytesFromPeers += bytes;
-    overlay.control.publish({
-      v: 1,
-      type: 'node.stats',
-      mesh: config.mesh,
-      from: config.nodeId,
-      sentAtMs: clock.now(),
-      body: {
-        hits: counters.hits,
-        misses: counters.misses,
-        bytesFromPeers,
-        bytesFromOrigin: counters.bytesFromOrigin,
-        startedAtMs,
-        distrustedPeers: overlay.reputation.distrusted(),
-        distrusted: overlay.reputation.ownDistrusted(),
-      },
-    });
-  }, config.controlPlane.statsIntervalMs);
-  stats.unref();
+  const stats = every(
+    config.controlPlane.statsIntervalMs,
+    () => {
+      let bytesFromPeers = 0;
+      for (const bytes of counters.bytesFromPeer.values()) bytesFromPeers += bytes;
+      overlay.control.publish({
+        v: 1,
+        type: 'node.stats',
+        mesh: config.mesh,
+        from: config.nodeId,
+        sentAtMs: clock.now(),
+        body: {
+          hits: counters.hits,
+          misses: counters.misses,
+          bytesFromPeers,
+          bytesFromOrigin: counters.bytesFromOrigin,
+          startedAtMs,
+          distrustedPeers: overlay.reputation.distrusted(),
+          distrusted: overlay.reputation.ownDistrusted(),
+        },
+      });
+    },
+    (error) => logger.warn({ err: error.message }, 'node stats not published'),
+  );
   // Re-hashes every chunk on disk, one at a time, in the background (never two at once).
   const runScrub = () => {
     if (scrub.state === 'running') return;
@@ -511,9 +518,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // finds what rotted since. (At most 500 hours: a timer longer than 2^31 ms fires at once.)
   const scrubs =
     config.store.scrubIntervalHours > 0
-      ? setInterval(runScrub, config.store.scrubIntervalHours * 3600_000)
+      ? every(config.store.scrubIntervalHours * 3600_000, runScrub, (error) =>
+          logger.error({ err: error.message }, 'scrub not started'),
+        )
       : undefined;
-  scrubs?.unref();
   ready = true;
   logger.info(
     {

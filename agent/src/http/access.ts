@@ -4,6 +4,7 @@ import type { IncomingMessage } from 'node:http';
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
 import { parse as parseYaml } from 'yaml';
 import type { Logger } from '../telemetry/logger.ts';
+import { every } from '../time/every.ts';
 
 /** What a client may do: on object keys (read, write, purge), on exchange topics (send, receive). */
 export const VERBS = ['read', 'write', 'purge', 'send', 'receive'] as const;
@@ -81,12 +82,11 @@ export class AccessControl {
   /** Reads the token and key files now, and again every `intervalMs`. */
   async start(intervalMs = 5000): Promise<void> {
     await this.#reload();
-    this.#timer = setInterval(() => {
-      this.#reload().catch((error: unknown) =>
-        this.#logger.warn({ err: (error as Error).message }, 'access files not read'),
-      );
-    }, intervalMs);
-    this.#timer.unref();
+    this.#timer = every(
+      intervalMs,
+      () => this.#reload(),
+      (error) => this.#logger.warn({ err: error.message }, 'access files not read'),
+    );
   }
 
   close(): void {

@@ -5,6 +5,7 @@ import { type Clock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
 import type { PeerTransport, PingResult } from '../transport/peer-transport.ts';
 import { FOLLOW_AHEAD_S } from './life.ts';
 import type { Vivaldi } from './vivaldi.ts';
+import { every } from '../time/every.ts';
 
 /**
  * unconfirmed: heard of, never answered a probe. alive: answered. suspect: stopped answering, directly
@@ -274,19 +275,12 @@ export class Membership {
     this.#timers.push(grace);
     if (options.timers === false) return;
     // A periodic task survives its own errors: one bad round is logged, the next one runs.
-    const every = (ms: number, run: () => void) => {
-      const timer = setInterval(() => {
-        try {
-          run();
-        } catch (error) {
-          this.#opts.logger.error({ err: (error as Error).message }, 'membership round failed');
-        }
-      }, ms);
-      timer.unref();
-      this.#timers.push(timer);
-    };
-    every(this.#timing.probeIntervalMs, () => this.tick());
-    every(this.#timing.announceIntervalMs, () => this.announce());
+    const failed = (error: Error) =>
+      this.#opts.logger.error({ err: error.message }, 'membership round failed');
+    this.#timers.push(
+      every(this.#timing.probeIntervalMs, () => this.tick(), failed),
+      every(this.#timing.announceIntervalMs, () => this.announce(), failed),
+    );
   }
 
   /**

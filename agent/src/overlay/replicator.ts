@@ -3,6 +3,7 @@ import type { ObjectStore } from '../cache/object-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { Holder } from '../domain.ts';
+import { every } from '../time/every.ts';
 
 /**
  * Replicate calls under way at once during a repair pass (a pool: the next starts as soon as one
@@ -362,12 +363,15 @@ export class Replicator {
     this.#underWay.set(owner, calls);
     if (this.#opts.isAlive && this.#aliveWatch === undefined) {
       const isAlive = this.#opts.isAlive;
-      this.#aliveWatch = setInterval(() => {
-        for (const [peer, under] of this.#underWay)
-          if (!isAlive(peer))
-            for (const c of under) c.abort(new Error(`${peer.id} is no longer counted alive`));
-      }, ALIVE_CHECK_MS);
-      this.#aliveWatch.unref();
+      this.#aliveWatch = every(
+        ALIVE_CHECK_MS,
+        () => {
+          for (const [peer, under] of this.#underWay)
+            if (!isAlive(peer))
+              for (const c of under) c.abort(new Error(`${peer.id} is no longer counted alive`));
+        },
+        (error) => this.#opts.logger.error({ err: error.message }, 'replication: alive check failed'),
+      );
     }
     return controller;
   }

@@ -1,5 +1,6 @@
 import type { Logger } from '../telemetry/logger.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
+import { every } from '../time/every.ts';
 
 /** Default interval between liveness pings. */
 export const PING_INTERVAL_MS = 5000;
@@ -40,14 +41,10 @@ export class StaticPeers {
 
   /** Pings every peer now and then every `intervalMs`. */
   start(intervalMs = PING_INTERVAL_MS): void {
-    const round = () => {
-      this.pingAll().catch((error: unknown) =>
-        this.#logger.warn({ err: (error as Error).message }, 'static peers: ping round failed'),
-      );
-    };
-    round();
-    this.#timer = setInterval(round, intervalMs);
-    this.#timer.unref();
+    const failed = (error: Error) =>
+      this.#logger.warn({ err: error.message }, 'static peers: ping round failed');
+    this.pingAll().catch(failed);
+    this.#timer = every(intervalMs, () => this.pingAll(), failed);
   }
 
   async pingAll(): Promise<void> {

@@ -13,6 +13,7 @@ import {
 import type { Logger } from '../telemetry/logger.ts';
 import type { Clock } from '../time/clock.ts';
 import type { Revocations } from './revocations.ts';
+import { every } from '../time/every.ts';
 
 type CaListener = experimental.CaCertificateUpdateListener;
 type IdentityListener = experimental.IdentityCertificateUpdateListener;
@@ -287,15 +288,11 @@ export class NodeCredentials implements experimental.CertificateProvider {
   }
 
   #watchTrust(): void {
-    this.#trustTimer = setInterval(() => {
-      this.refreshTrust().catch((error: unknown) =>
-        this.#opts.logger.warn(
-          { err: (error as Error).message },
-          'trust bundle not read; the last one stays',
-        ),
-      );
-    }, this.#opts.trustRefreshMs ?? 5000);
-    this.#trustTimer.unref();
+    this.#trustTimer = every(
+      this.#opts.trustRefreshMs ?? 5000,
+      () => this.refreshTrust(),
+      (error) => this.#opts.logger.warn({ err: error.message }, 'trust bundle not read; the last one stays'),
+    );
   }
 }
 

@@ -5,6 +5,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import { MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
 import type { NodeCredentials } from './node-credentials.ts';
 import type { Revocations } from './revocations.ts';
+import { every } from '../time/every.ts';
 
 /** A revocation list as the operator signs it (the trust ConfigMap's revoked.json, and on NATS). */
 export interface SignedRevocations {
@@ -83,12 +84,11 @@ export class RevocationList {
     }
     if (!this.#opts.file) return;
     await this.#readFile();
-    this.#timer = setInterval(() => {
-      this.#readFile().catch((error: unknown) =>
-        this.#opts.logger.warn({ err: (error as Error).message }, 'revocation list not read'),
-      );
-    }, intervalMs);
-    this.#timer.unref();
+    this.#timer = every(
+      intervalMs,
+      () => this.#readFile(),
+      (error) => this.#opts.logger.warn({ err: error.message }, 'revocation list not read'),
+    );
   }
 
   close(): void {

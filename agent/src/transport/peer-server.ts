@@ -54,6 +54,7 @@ import type { BulkRequest } from './bulk-wire.ts';
 import { rpcSpan, TRACED_RPCS } from './rpc-spans.ts';
 import { versionGuarded } from './version-guard.ts';
 import type { PeerCertificate } from 'node:tls';
+import { every } from '../time/every.ts';
 
 /** The authenticated node of each call in progress (set before any handler runs). */
 const callers = new WeakMap<object, string>();
@@ -616,7 +617,11 @@ export async function sendChunks(
     }
     if (upload?.limiter.limited) {
       // Heartbeats while this request waits its turn tell the caller the peer is alive, not stalled.
-      const heartbeat = setInterval(() => sink.cancelled || sink.heartbeat(index), HEARTBEAT_MS);
+      const heartbeat = every(
+        HEARTBEAT_MS,
+        () => sink.cancelled || sink.heartbeat(index),
+        (error) => opts.logger.debug({ err: error.message }, 'heartbeat not sent'),
+      );
       try {
         const turn = upload.limiter.acquire(data.length, group, MAX_WAITING_PER_ZONE);
         if (!turn) throw grpcError(status.RESOURCE_EXHAUSTED, 'upload busy: ask another holder or retry');

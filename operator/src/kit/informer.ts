@@ -75,8 +75,13 @@ export class Informer<T extends KubernetesObject> {
       ),
     );
     if (this.#opts.resyncMs > 0) {
+      // eslint-disable-next-line no-restricted-syntax -- the round catches its own errors
       this.#resync = setInterval(() => {
-        for (const object of this.#informer.list()) this.#opts.onChange(object, 'resync');
+        try {
+          for (const object of this.#informer.list()) this.#opts.onChange(object, 'resync');
+        } catch (error) {
+          this.#opts.logger.error({ err: (error as Error).message, path: this.#opts.path }, 'resync failed');
+        }
       }, this.#opts.resyncMs);
       this.#resync.unref();
     }
