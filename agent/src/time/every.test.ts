@@ -32,7 +32,7 @@ describe('every', () => {
           if (round === 1) throw new Error('thrown');
           if (round === 2) return Promise.reject(new Error('rejected'));
           // eslint-disable-next-line @typescript-eslint/only-throw-error -- what a careless callee may throw
-        if (round === 3) throw 'not an Error';
+          if (round === 3) throw 'not an Error';
           if (round === 4) throw new Error('report breaks');
           return undefined;
         },
