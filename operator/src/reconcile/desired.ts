@@ -326,8 +326,9 @@ export interface ChildrenOptions {
  * token is never mounted; it names the agents' pods to the issuer, through their projected token),
  * the agents' ConfigMap (shared agent.yaml and per-node topology.yaml), a node-local Service, a
  * NetworkPolicy (unless disabled), and the DaemonSet. Each is owned by the EdgeMesh, so
- * deleting the mesh deletes them. The pod template carries a hash of agent.yaml, so a spec change
- * rolls the agents; topology changes do not (agents read topology.yaml when they start). The agents
+ * deleting the mesh deletes them. The pod template carries a hash of agent.yaml and of the spec's
+ * topology labels and capacity rules, so a spec change rolls the agents; Node changes (labels) do not
+ * (agents read topology.yaml when they start). The agents
  * run `image` (agent-image.ts: the spec's, else the operator's), so a new operator image rolls them.
  */
 export function desiredChildren(
@@ -354,7 +355,13 @@ export function desiredChildren(
   const mtls = spec.security.mtls && trust !== undefined;
   const agentYaml = stringify(agentConfig(mesh, trust, nats));
   const topology = Object.fromEntries([...nodes].sort(([a], [b]) => (a < b ? -1 : 1)));
-  const configHash = createHash('sha256').update(agentYaml).digest('hex').slice(0, 16);
+  // What agents read only when they start: agent.yaml, and the spec's part of topology.yaml (which
+  // labels give the zone and region, the capacity rules). Node changes are left out (below).
+  const configHash = createHash('sha256')
+    .update(agentYaml)
+    .update(JSON.stringify({ topology: spec.topology, capacity: spec.capacity ?? [] }))
+    .digest('hex')
+    .slice(0, 16);
   const hostPort = spec.ports.exposure === 'HostPort';
   const hostNetwork = spec.ports.exposure === 'HostNetwork';
   const podLabels = { ...selectorOf(mesh), 'app.kubernetes.io/instance': mesh.metadata.name };
