@@ -1,4 +1,4 @@
-/** Object keys (design.md): 1-512 bytes of [A-Za-z0-9._~/-], with no empty, `.` or `..` segment. */
+/** Object keys (docs/agent.md, `InvalidKey`): 1-512 bytes of [A-Za-z0-9._~/-], with no empty, `.` or `..` segment. */
 export const MAX_KEY_LENGTH = 512;
 const KEY_CHARS = /^[A-Za-z0-9._~/-]{1,512}$/;
 

@@ -40,7 +40,7 @@ const objectVerb = (method: string): Verb | undefined =>
         ? 'purge'
         : undefined;
 
-/** The agent's HTTP API for local workloads (design.md), plus health and metrics. */
+/** The agent's HTTP API for local workloads (docs/agent.md), plus health and metrics. */
 export function createApp(deps: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
