@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { startAgent } from './agent.ts';
-import { ConfigError, loadConfig } from './config/load.ts';
+import { ConfigError, loadConfig, unreadVariables } from './config/load.ts';
 import { createLogger } from './telemetry/logger.ts';
 import { AGENT_VERSION } from './telemetry/resource.ts';
 import { buildInfo } from '@edgemesh/telemetry';
@@ -26,6 +26,12 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = createLogger({ level: config.log.level, nodeId: config.nodeId });
+  const unread = unreadVariables(process.env);
+  if (unread.length > 0)
+    logger.warn(
+      { variables: unread },
+      'EDGEMESH_ variables that name no setting, ignored (a misspelling? docs/agent.md lists them)',
+    );
   const testProtocol = process.env[TEST_PROTOCOL_ENV];
   const protocol = testProtocol === undefined ? undefined : parseRange(testProtocol);
   if (testProtocol !== undefined && !protocol) {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseBytes } from './bytes.ts';
-import { ConfigError, loadConfig, settings } from './load.ts';
+import { ConfigError, loadConfig, settings, unreadVariables } from './load.ts';
 
 describe('configuration', () => {
   let dir: string;
@@ -65,6 +65,22 @@ describe('configuration', () => {
       { address: '10.0.0.1:7481', id: '10.0.0.1:7481' },
       { address: '[::1]:7481', id: 'b' },
     ]);
+  });
+
+  it('names the EDGEMESH_ variables it does not read (a misspelled setting is not silently lost)', () => {
+    assert.deepEqual(
+      unreadVariables({
+        EDGEMESH_STORE_MAX_BYTES: '3Gi',
+        EDGEMESH_STORE_MAXBYTES: '3Gi',
+        EDGEMESH_CONFIG: 'x',
+        EDGEMESH_REVISION: 'abc',
+        EDGEMESH_TEST_ONLY_PROTOCOL: '1.0-1.0',
+        EDGEMESH_ZONE: 'z',
+        EDGEMESH_ZONES: 'z',
+        HOME: '/root',
+      }),
+      ['EDGEMESH_STORE_MAXBYTES', 'EDGEMESH_ZONES'],
+    );
   });
 
   it('takes zone, region and weight from the operator’s topology file, unless set otherwise', async () => {

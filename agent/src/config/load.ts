@@ -49,6 +49,20 @@ export function settings(schema: $ZodType = agentConfigSchema, prefix: string[] 
   ];
 }
 
+/** The EDGEMESH_* variables the agent reads besides its settings' (main.ts, @edgemesh/telemetry). */
+const OTHER_VARIABLES = ['EDGEMESH_CONFIG', 'EDGEMESH_REVISION', 'EDGEMESH_TEST_ONLY_PROTOCOL'];
+
+/**
+ * The EDGEMESH_* variables in `env` that the agent does not read: most likely a misspelled setting,
+ * which would otherwise be ignored without a word (main.ts warns). Sorted.
+ */
+export function unreadVariables(env: NodeJS.ProcessEnv): string[] {
+  const read = new Set([...settings().map((s) => s.env), ...OTHER_VARIABLES]);
+  return Object.keys(env)
+    .filter((name) => name.startsWith('EDGEMESH_') && !read.has(name))
+    .sort();
+}
+
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
   let node = target;
   for (const segment of path.slice(0, -1)) {
