@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -33,6 +33,12 @@ function origin(): Server {
       next();
       return;
     }
+    if (req.url === '/broken' || req.url === '/gone') {
+      // An error page bigger than the socket buffers: unread, it holds the connection.
+      res.writeHead(req.url === '/broken' ? 500 : 404, { 'content-length': String(16 * PIECE.length) });
+      for (let i = 0; i < 16; i++) res.write(PIECE);
+      return void res.end();
+    }
     if (req.url === '/hop-home') return void res.writeHead(302, { location: '/private' }).end();
     if (req.url?.startsWith('/hop-away?to=')) {
       return void res
@@ -57,6 +63,8 @@ describe('OriginFetcher', () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-origin-unit-'));
     server = origin();
+    // Idle connections stay (Node's default closes them after 5 s): one an answer holds shows.
+    server.keepAliveTimeout = 120_000;
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     const store = await ObjectStore.open({
@@ -93,6 +101,29 @@ describe('OriginFetcher', () => {
     const manifest = await fetcher.fetch('o/slow');
     assert.equal(manifest.size, 8 * PIECE.length);
     assert.ok(performance.now() - started > 2 * TIMEOUT_MS, 'the whole body took longer than the timeout');
+  });
+
+  it('lets go of the connection of every error answer (its body unread)', { timeout: 60_000 }, async () => {
+    const open = new Set<object>();
+    const onConnection = (socket: Socket) => {
+      open.add(socket);
+      socket.once('close', () => open.delete(socket));
+    };
+    server.on('connection', onConnection);
+    try {
+      for (let i = 0; i < 12; i++)
+        for (const key of ['o/broken', 'o/gone', 'p/broken', 'p/gone'])
+          await assert.rejects(
+            fetcher.fetch(key),
+            key.endsWith('gone') ? /not found|NotFound/i : OriginError,
+          );
+      // 48 error answers: at most the pool's idle connection stays, not one per answer.
+      const deadline = Date.now() + 20_000;
+      while (open.size > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(open.size <= 1, `${open.size} connections still open after 48 error answers`);
+    } finally {
+      server.off('connection', onConnection);
+    }
   });
 
   it('gives up on a body that stops coming', async () => {
