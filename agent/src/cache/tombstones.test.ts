@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FakeClock } from '../time/clock.ts';
-import { Tombstones } from './tombstones.ts';
+import { MAX_TOMBSTONES, Tombstones } from './tombstones.ts';
 
 describe('Tombstones', () => {
   let dir: string;
@@ -40,6 +40,30 @@ describe('Tombstones', () => {
       assert.equal(reopened.purgedAt('signed'), 5000);
       assert.equal(reopened.purgedAt('old'), 3000);
       assert.equal(reopened.signatureOf('old'), undefined);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps at most MAX_TOMBSTONES, the oldest recorded going first, from the files and from purges', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      const over = MAX_TOMBSTONES + 5;
+      const saved = Object.fromEntries(Array.from({ length: over }, (_, i) => [`k${i}`, 1000 + i]));
+      await writeFile(join(own, 'tombstones.json'), JSON.stringify(saved));
+      const clock = new FakeClock(1000);
+      const t = await Tombstones.open(own, clock, 60_000);
+      assert.equal(t.size, MAX_TOMBSTONES, 'a snapshot past the cap is cut at open');
+      assert.equal(t.purgedAt('k4'), undefined, 'the oldest went');
+      assert.equal(t.purgedAt('k5'), 1005);
+      await t.record('new', 9000);
+      assert.equal(t.size, MAX_TOMBSTONES, 'a purge past the cap pushes the oldest out');
+      assert.equal(t.purgedAt('k5'), undefined);
+      assert.equal(t.purgedAt('new'), 9000);
+      const reopened = await Tombstones.open(own, clock, 60_000);
+      assert.equal(reopened.size, MAX_TOMBSTONES);
+      assert.equal(reopened.purgedAt('new'), 9000);
+      assert.equal(reopened.purgedAt(`k${over - 1}`), 1000 + over - 1);
     } finally {
       await rm(own, { recursive: true, force: true });
     }
