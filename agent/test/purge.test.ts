@@ -75,6 +75,33 @@ describe('mesh-wide purge with tombstones', { skip: unavailable ?? false }, () =
     assert.deepEqual(Buffer.from(await res.arrayBuffer()), again);
   });
 
+  it('leaves no chunk bytes behind for an object of repeated chunks, fetched from peers and purged', async () => {
+    const chunkBytes = async (agent: AgentProcess) =>
+      ((await agent.status()) as unknown as { cache: { chunkBytes: number } }).cache.chunkBytes;
+    const before = new Map<AgentProcess, number>();
+    for (const agent of agents.values()) before.set(agent, await chunkBytes(agent));
+    // 8 MiB of zeros: every chunk the same, which once left one chunk's bytes counted for ever.
+    const zeros = Buffer.alloc(8 * 2 ** 20);
+    assert.equal(
+      (await fetch(`${agents.get(0)!.url}/v1/objects/p/zeros`, { method: 'PUT', body: zeros })).status,
+      201,
+    );
+    for (const agent of agents.values()) {
+      const res = await fetch(`${agent.url}/v1/objects/p/zeros`);
+      assert.equal(res.status, 200);
+      assert.ok(Buffer.from(await res.arrayBuffer()).equals(zeros), `${agent.url}: the bytes`);
+    }
+    assert.equal((await fetch(`${agents.get(2)!.url}/v1/objects/p/zeros`, { method: 'DELETE' })).status, 204);
+    for (const agent of agents.values())
+      await eventually(
+        async () => ((await chunkBytes(agent)) === before.get(agent) ? true : undefined),
+        10_000,
+        'its chunk bytes released',
+      ).catch(async () =>
+        assert.fail(`${agent.url}: ${await chunkBytes(agent)} chunk bytes, ${before.get(agent)} before`),
+      );
+  });
+
   it('answers 404 to a DELETE of a key no node has', async () => {
     assert.equal(
       (await fetch(`${agents.get(0)!.url}/v1/objects/never/was`, { method: 'DELETE' })).status,
