@@ -30,6 +30,7 @@ type Container = {
 };
 type Pod = {
   hostNetwork?: boolean;
+  enableServiceLinks?: boolean;
   tolerations?: unknown[];
   priorityClassName?: string;
   containers: Container[];
@@ -90,6 +91,10 @@ describe('the agent pods', () => {
   it('make no Role or RoleBinding: agents hold no API token', () => {
     const kinds = render().objects.map((o) => o.kind);
     assert.ok(!kinds.includes('Role') && !kinds.includes('RoleBinding'), kinds.join());
+  });
+
+  it('get no variables for the namespace’s Services, which would set agent settings (EDGEMESH_HTTP_PORT for a mesh named http)', () => {
+    assert.equal(render().pod.enableServiceLinks, false);
   });
 
   it('request 50m CPU and 128Mi by default, with no CPU limit; spec.agent.resources replaces that', () => {

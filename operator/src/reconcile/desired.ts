@@ -488,6 +488,10 @@ export function desiredChildren(
           spec: {
             serviceAccountName: name,
             automountServiceAccountToken: false,
+            // No variables for the namespace's Services: the mesh's own, edgemesh-<mesh>, would give
+            // EDGEMESH_<MESH>_*, and for a mesh named http or grpc EDGEMESH_HTTP_PORT or
+            // EDGEMESH_GRPC_PORT (tcp://...), which are agent settings: the agent would refuse to start.
+            enableServiceLinks: false,
             ...(image.pullSecrets.length > 0
               ? { imagePullSecrets: image.pullSecrets.map((secret) => ({ name: secret })) }
               : {}),
