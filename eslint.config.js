@@ -38,10 +38,15 @@ export default tseslint.config(
     rules: {
       'no-restricted-syntax': [
         'error',
-        {
-          selector: "CallExpression[callee.name='setInterval']",
-          message: 'a round that throws would kill the process: use every() (agent/src/time/every.ts)',
-        },
+        ...[
+          "CallExpression[callee.name='setInterval']",
+          "CallExpression[callee.property.name='setInterval']", // globalThis.setInterval, timers.setInterval
+          "ImportSpecifier[imported.name='setInterval']", // import { setInterval as tick } from 'node:timers'
+        ].map((selector) => ({
+          selector,
+          message:
+            'a round that throws would kill the process: in the agent use every() (agent/src/time/every.ts); elsewhere catch inside the round',
+        })),
       ],
     },
   },

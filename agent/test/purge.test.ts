@@ -92,9 +92,13 @@ describe('mesh-wide purge with tombstones', { skip: unavailable ?? false }, () =
       assert.ok(Buffer.from(await res.arrayBuffer()).equals(zeros), `${agent.url}: the bytes`);
     }
     assert.equal((await fetch(`${agents.get(2)!.url}/v1/objects/p/zeros`, { method: 'DELETE' })).status, 204);
+    // Back to what it held before, give or take what the test before may still be settling (a
+    // restarted agent dropping its stale copy, a read caching a 1000-byte object): far less than
+    // the one 4 MiB chunk a repeated chunk once left behind.
+    const settled = (agent: AgentProcess, bytes: number) => Math.abs(bytes - before.get(agent)!) < 2 ** 20;
     for (const agent of agents.values())
       await eventually(
-        async () => ((await chunkBytes(agent)) === before.get(agent) ? true : undefined),
+        async () => (settled(agent, await chunkBytes(agent)) ? true : undefined),
         10_000,
         'its chunk bytes released',
       ).catch(async () =>

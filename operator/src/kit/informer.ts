@@ -77,11 +77,15 @@ export class Informer<T extends KubernetesObject> {
     if (this.#opts.resyncMs > 0) {
       // eslint-disable-next-line no-restricted-syntax -- the round catches its own errors
       this.#resync = setInterval(() => {
-        try {
-          for (const object of this.#informer.list()) this.#opts.onChange(object, 'resync');
-        } catch (error) {
-          this.#opts.logger.error({ err: (error as Error).message, path: this.#opts.path }, 'resync failed');
-        }
+        for (const object of this.#informer.list())
+          try {
+            this.#opts.onChange(object, 'resync');
+          } catch (error) {
+            this.#opts.logger.error(
+              { err: (error as Error).message, path: this.#opts.path },
+              'resync failed',
+            );
+          }
       }, this.#opts.resyncMs);
       this.#resync.unref();
     }

@@ -57,8 +57,8 @@ function leaseStore() {
   };
 }
 
-/** An elector on `store` that counts its starts and step-downs. */
-function electorOn(store: ReturnType<typeof leaseStore>, renewDeadlineMs: number) {
+/** An elector on `store` that counts its starts and step-downs (`stepDownThrows`: a callback that throws). */
+function electorOn(store: ReturnType<typeof leaseStore>, renewDeadlineMs: number, stepDownThrows = false) {
   const counts = { started: 0, stopped: 0 };
   const elector = new LeaderElector({
     api: store.api,
@@ -70,7 +70,10 @@ function electorOn(store: ReturnType<typeof leaseStore>, renewDeadlineMs: number
     retryPeriodMs: 20,
     logger: pino({ level: 'silent' }),
     onStartedLeading: () => counts.started++,
-    onStoppedLeading: () => counts.stopped++,
+    onStoppedLeading: () => {
+      counts.stopped++;
+      if (stepDownThrows) throw new Error('the step-down callback failed');
+    },
   });
   return { elector, counts };
 }
@@ -112,5 +115,25 @@ describe('leader election', () => {
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(elector.leading, false, 'a late answer did not make it the leader again');
     assert.equal(counts.started, 1);
+  });
+
+  it('keeps electing after a step-down callback that throws: it leads again once the lease calls answer', async () => {
+    const store = leaseStore();
+    const { elector, counts } = electorOn(store, 300, true);
+    elector.start();
+    try {
+      while (!elector.leading) await new Promise((r) => setTimeout(r, 5));
+      const resume = store.hangWrites();
+      while (counts.stopped === 0) await new Promise((r) => setTimeout(r, 10));
+      resume(); // the lease calls answer again: the next tick must come, and take the lease back
+      const deadline = performance.now() + 10_000;
+      while (!elector.leading) {
+        assert.ok(performance.now() < deadline, 'election stopped after the callback threw');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(counts.started, 2);
+    } finally {
+      await elector.release();
+    }
   });
 });

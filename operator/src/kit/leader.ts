@@ -101,14 +101,19 @@ export class LeaderElector {
       clearTimeout(timer);
     }
     if (this.#stopped) return; // release() owns the lease from here
-    if (this.#leading && this.#o.now() - this.#lastRenewed > this.#o.renewDeadlineMs) {
-      this.#leading = false;
-      this.#o.logger.error({ lease: this.#o.name }, 'could not renew the lease in time; stepping down');
-      this.#o.onStoppedLeading();
+    try {
+      if (this.#leading && this.#o.now() - this.#lastRenewed > this.#o.renewDeadlineMs) {
+        this.#leading = false;
+        this.#o.logger.error({ lease: this.#o.name }, 'could not renew the lease in time; stepping down');
+        this.#o.onStoppedLeading();
+      }
+    } finally {
+      // The next tick comes whatever the callback did (a throw is logged by #tickLogged).
+      if (!this.#stopped) {
+        this.#timer = setTimeout(() => this.#tickLogged(), this.#o.retryPeriodMs);
+        this.#timer.unref();
+      }
     }
-    if (this.#stopped) return;
-    this.#timer = setTimeout(() => this.#tickLogged(), this.#o.retryPeriodMs);
-    this.#timer.unref();
   }
 
   async #tryAcquireOrRenew(attempt: number): Promise<void> {
