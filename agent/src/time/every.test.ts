@@ -54,6 +54,46 @@ describe('every', () => {
     },
   );
 
+  it('never starts a round while the one before is pending, and runs again once it settles', async () => {
+    let started = 0;
+    let running = 0;
+    let most = 0;
+    const settle: Array<(ok: boolean) => void> = [];
+    const failures: string[] = [];
+    const timer = every(
+      1,
+      () => {
+        started++;
+        running++;
+        most = Math.max(most, running);
+        return new Promise<void>((resolve, reject) => {
+          settle.push((ok) => {
+            running--;
+            if (ok) resolve();
+            else reject(new Error('slow round failed'));
+          });
+        });
+      },
+      (error) => failures.push(error.message),
+    );
+    try {
+      await rounds(() => started === 1);
+      // Many intervals fall due while the first round is pending (each poll of `rounds` is one more
+      // 1 ms interval): none of them starts a round.
+      let polls = 0;
+      await rounds(() => ++polls >= 20);
+      assert.equal(started, 1);
+      settle.shift()!(false); // a rejected round frees the timer too
+      await rounds(() => started === 2);
+      settle.shift()!(true);
+      await rounds(() => started === 3);
+    } finally {
+      clearInterval(timer);
+    }
+    assert.equal(most, 1);
+    assert.deepEqual(failures, ['slow round failed']);
+  });
+
   it('keeps no process alive', () => {
     const timer = every(
       60_000,

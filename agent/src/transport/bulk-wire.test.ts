@@ -155,6 +155,13 @@ describe('bulk-stream framing', () => {
           expected,
         );
       }
+      // A stray byte in the same read as END: the answer is whole, but the connection is not reusable
+      // (the byte would be taken for the start of the next answer on it).
+      const socket = fakeSocket();
+      const reader = new ResponseReader(socket, socket.reads, () => 4);
+      socket.deliver([Buffer.concat([frameHeader(FRAME.END, 0, 0), Buffer.from('x')])]);
+      assert.equal((await reader.next()).type, FRAME.END);
+      assert.equal(reader.clean, false);
     },
   );
 
