@@ -14,6 +14,7 @@ import {
 import type { Logger } from 'pino';
 import { type EdgeMesh, GROUP, PLURAL, VERSION } from './api/edgemesh.ts';
 import { FiguresCollector } from './figures.ts';
+import { ChangeFilter } from './kit/change-filter.ts';
 import { Informer } from './kit/informer.ts';
 import { tracer } from './kit/tracing.ts';
 import { KubeHttp, objectPath } from './kit/kube-http.ts';
@@ -24,6 +25,8 @@ import type { BuildInfo } from '@edgemesh/telemetry';
 import { OperatorMetrics } from './kit/metrics.ts';
 import { WorkQueue } from './kit/queue.ts';
 import {
+  childName,
+  deliveredClusterTokens,
   FIELD_MANAGER,
   MESH_LABEL,
   meshId,
@@ -46,8 +49,8 @@ import {
 } from './identity/ca-store.ts';
 import { createPrivateKey, randomBytes, sign as cryptoSign } from 'node:crypto';
 import { encodeEvent, eventVersion, revocationSignedBytes, subjectFor } from '@edgemesh/contracts';
-import { kubeIssuanceApi, TOKEN_AUDIENCE } from './identity/issuance.ts';
-import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
+import { kubeIssuanceApi } from './identity/issuance.ts';
+import { tokenPrecheck } from './identity/token-precheck.ts';
 import { startIssuerServer } from './identity/issuer-server.ts';
 import { ensureMeshNatsCredentials, ensureNatsAuth, NATS_CREDS_KEY } from './nats/nats-auth-store.ts';
 import {
@@ -184,20 +187,7 @@ export async function startOperator(
       logger,
       onOutcome: (outcome) => metrics.recordIssuance(outcome),
       // Tokens are checked against the cluster's keys first: garbage costs no TokenReview.
-      precheck: async (token) => {
-        const keys = await clusterTokens();
-        if (!keys) return undefined;
-        try {
-          await jwtVerify(token, createLocalJWKSet(JSON.parse(keys.jwks) as JSONWebKeySet), {
-            issuer: keys.issuer,
-            audience: TOKEN_AUDIENCE,
-            requiredClaims: ['exp'],
-          });
-          return true;
-        } catch {
-          return false;
-        }
-      },
+      precheck: tokenPrecheck((maxAgeMs) => clusterTokens(maxAgeMs)),
     });
     issuer = { url, certPem: tls.certPem, server };
     logger.info({ url, port: server.port }, 'issuance endpoint serving');
@@ -266,11 +256,22 @@ export async function startOperator(
     };
   };
 
+  /** What a reconcile uses of each mesh and Node, as last seen (see their informers). */
+  const meshChanges = new ChangeFilter();
+  const nodeChanges = new ChangeFilter();
   const meshes = new Informer<EdgeMesh>({
     kc,
     path: `/apis/${GROUP}/${VERSION}/${PLURAL}`,
     list: () => custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }) as never,
-    onChange: (mesh) => queue.add(keyOf(mesh)),
+    onChange: (mesh, verb) => {
+      // A write of its status alone (the figures, every 15 s, come back as updates) changes nothing
+      // to reconcile: skipped, so an idle mesh costs the API server no applies.
+      const key = keyOf(mesh);
+      const { uid, generation, deletionTimestamp, labels, annotations } = mesh.metadata;
+      const uses = JSON.stringify([uid, generation, deletionTimestamp, labels, annotations]);
+      if (!meshChanges.changed(key, uses, verb)) return;
+      queue.add(key);
+    },
     resyncMs: config.resyncMs,
     logger,
     onRestart,
@@ -308,7 +309,11 @@ export async function startOperator(
     kc,
     path: '/api/v1/nodes',
     list: () => core.listNode(),
-    onChange: () => {
+    onChange: (node, verb) => {
+      // Meshes use a Node's name and labels alone: an update of anything else (its status and
+      // heartbeats, several a second on a large cluster) queues no mesh.
+      const labels = JSON.stringify(Object.entries(node.metadata?.labels ?? {}).sort());
+      if (!nodeChanges.changed(node.metadata?.name ?? '', labels, verb)) return;
       for (const mesh of meshes.list()) queue.add(keyOf(mesh));
     },
     resyncMs: 0,
@@ -340,12 +345,18 @@ export async function startOperator(
   };
   /**
    * The cluster's ServiceAccount token issuer and keys (OIDC discovery), which agents check their
-   * clients' tokens with; read again every 10 minutes (the API server rotates its keys), the last
-   * good answer kept when a read fails.
+   * clients' tokens with; read again when older than `maxAgeMs` (the API server rotates its keys),
+   * a failed read tried again after a minute, the last good answer kept meanwhile.
    */
-  let tokens: { at: number; value: MeshTrust['clusterTokens'] } | undefined;
-  const clusterTokens = async (): Promise<MeshTrust['clusterTokens']> => {
-    if (tokens && Date.now() - tokens.at < 600_000) return tokens.value;
+  let tokens: { value: MeshTrust['clusterTokens']; goodAt: number; triedAt: number } = {
+    value: undefined,
+    goodAt: -Infinity,
+    triedAt: -Infinity,
+  };
+  const clusterTokens = async (maxAgeMs = 600_000): Promise<MeshTrust['clusterTokens']> => {
+    const now = Date.now();
+    if (now - tokens.goodAt < maxAgeMs || now - tokens.triedAt < 60_000) return tokens.value;
+    tokens.triedAt = now; // one read at a time: concurrent callers get the last answer
     try {
       const discovery = await http.request<{ issuer?: string }>('GET', '/.well-known/openid-configuration');
       // The API server serves its keys only to a client that accepts a JWK set.
@@ -357,15 +368,48 @@ export async function startOperator(
         'application/jwk-set+json, application/json',
       );
       if (!discovery.issuer || !Array.isArray(jwks.keys)) throw new Error('no issuer or keys in the answers');
-      tokens = { at: Date.now(), value: { issuer: discovery.issuer, jwks: `${JSON.stringify(jwks)}\n` } };
+      const value = { issuer: discovery.issuer, jwks: `${JSON.stringify(jwks)}\n` };
+      tokens = { value, goodAt: Date.now(), triedAt: Date.now() };
     } catch (error) {
       logger.warn(
         { err: (error as Error).message },
         'the cluster token keys could not be read; agents keep the last ones',
       );
-      tokens = { at: Date.now() - 540_000, value: tokens?.value }; // try again in a minute
     }
     return tokens.value;
+  };
+  const configMapData = (mesh: EdgeMesh, name: string) =>
+    http
+      .request<{ data?: Record<string, string> }>(
+        'GET',
+        objectPath({
+          apiVersion: 'v1',
+          kind: 'ConfigMap',
+          metadata: { namespace: mesh.metadata.namespace, name },
+        }),
+      )
+      .then(
+        (cm) => cm.data ?? {},
+        (error: { code?: number }) => {
+          if (error.code === 404) return undefined;
+          throw error;
+        },
+      );
+  /**
+   * The keys for a mesh's agents: the cluster's, or, while they cannot be read (this process never
+   * read them: a blip just after it started or took over), the ones its agents were given last, so
+   * an unreadable answer never renders the agents a configuration without them (which would roll
+   * every pod, twice, and refuse every client token meanwhile). A failed read of those ConfigMaps
+   * fails the reconcile, retried.
+   */
+  const meshClusterTokens = async (mesh: EdgeMesh): Promise<MeshTrust['clusterTokens']> => {
+    const read = await clusterTokens();
+    if (read) return read;
+    const [trust, agent] = await Promise.all([
+      configMapData(mesh, trustConfigMapName(mesh)),
+      configMapData(mesh, childName(mesh)),
+    ]);
+    return deliveredClusterTokens(trust, agent);
   };
   /** Objects deleted (or found gone) since this process last applied them: not asked to delete again. */
   const absent = new Set<string>();
@@ -417,7 +461,7 @@ export async function startOperator(
               issuer: { url: issuer.url, certPem: issuer.certPem },
               bundlePem: ca.trustPem,
               revocations: revocationsOf(mesh, ca),
-              clusterTokens: await clusterTokens(),
+              clusterTokens: await meshClusterTokens(mesh),
               caRotation: { did: rotation.did, why: rotation.why, nextStepInMs: rotation.nextStepInMs },
             };
           },

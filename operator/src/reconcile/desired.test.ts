@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { edgeMeshSpecSchema, type EdgeMesh } from '../api/edgemesh.ts';
-import { desiredChildren, meshId } from './desired.ts';
+import { deliveredClusterTokens, desiredChildren, meshId, type MeshTrust } from './desired.ts';
 
 const id = (namespace: string, name: string) => meshId({ metadata: { namespace, name } } as EdgeMesh);
 
@@ -232,5 +232,60 @@ describe('the NetworkPolicy', () => {
   it('is rendered by default and not when disabled', () => {
     assert.ok(render().objects.some((o) => o.kind === 'NetworkPolicy'));
     assert.ok(!render({ networkPolicy: { enabled: false } }).objects.some((o) => o.kind === 'NetworkPolicy'));
+  });
+});
+
+describe('the cluster token keys', () => {
+  const mesh = {
+    apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+    kind: 'EdgeMesh',
+    metadata: { namespace: 'shop', name: 'cdn', uid: 'u' },
+    spec: edgeMeshSpecSchema.parse({
+      controlPlane: { natsUrl: 'nats://nats:4222' },
+      security: { mtls: true },
+    }),
+  } as EdgeMesh;
+  const trust = (clusterTokens: MeshTrust['clusterTokens']): MeshTrust => ({
+    issuer: { url: 'https://issuer.edgemesh-system.svc:8443', certPem: 'ISSUER' },
+    bundlePem: 'CA',
+    revocations: { nodes: [], issuedAtMs: 1, signature: 's' },
+    clusterTokens,
+  });
+  const children = (t: MeshTrust) => {
+    const objects = desiredChildren(mesh, new Map(), {
+      image: { image: 'edgemesh:1', pullSecrets: [] },
+      trust: t,
+    });
+    const data = (name: string) =>
+      (
+        objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === name) as unknown as {
+          data: Record<string, string>;
+        }
+      ).data;
+    const template = (
+      objects.find((o) => o.kind === 'DaemonSet') as unknown as { spec: { template: unknown } }
+    ).spec.template;
+    return { trustData: data('edgemesh-cdn-trust'), agentData: data('edgemesh-cdn'), template };
+  };
+
+  it('are read back from what the agents were given, so an operator that cannot read them renders the same pods', () => {
+    const keys = { issuer: 'https://kubernetes.default.svc.cluster.local', jwks: '{"keys":[{"kid":"a"}]}\n' };
+    const given = children(trust(keys));
+    const again = deliveredClusterTokens(given.trustData, given.agentData);
+    assert.deepEqual(again, keys);
+    // Rendered from what was read back: the same pod template (no roll), the same keys to agents.
+    const rendered = children(trust(again));
+    assert.deepEqual(rendered.template, given.template);
+    assert.deepEqual(rendered.trustData, given.trustData);
+    // Rendered without them, the pods would roll: what this guards against.
+    assert.notDeepEqual(children(trust(undefined)).template, given.template);
+  });
+
+  it('are undefined when the agents never had them, or their ConfigMaps are missing or unreadable', () => {
+    const without = children(trust(undefined));
+    assert.equal(deliveredClusterTokens(without.trustData, without.agentData), undefined);
+    assert.equal(deliveredClusterTokens(undefined, undefined), undefined);
+    assert.equal(deliveredClusterTokens({ 'jwks.json': '{}' }, { 'agent.yaml': ': not yaml: [' }), undefined);
+    assert.equal(deliveredClusterTokens({ 'jwks.json': '{}' }, { 'agent.yaml': 'null' }), undefined);
   });
 });

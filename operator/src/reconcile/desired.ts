@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { V1Node } from '@kubernetes/client-node';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import {
   API_VERSION,
   CACHE_BOUNDS,
@@ -220,6 +220,30 @@ export function agentConfig(mesh: EdgeMesh, trust?: MeshTrust, nats?: NatsMount)
 }
 
 export const trustConfigMapName = (mesh: EdgeMesh) => `edgemesh-${mesh.metadata.name}-trust`;
+
+/**
+ * The cluster token keys the mesh's agents were last given, read back from its ConfigMaps as
+ * desiredChildren rendered them (`jwks.json` in the trust ConfigMap, the issuer in agent.yaml):
+ * what an operator that cannot read the cluster's keys (an API blip, a new leader that has not read
+ * them yet) renders again, so the agents keep their keys and the pods' configuration hash does not
+ * change. Undefined when either is missing or unreadable (the mesh never had them).
+ */
+export function deliveredClusterTokens(
+  trustData: Record<string, string> | undefined,
+  agentData: Record<string, string> | undefined,
+): MeshTrust['clusterTokens'] {
+  const jwks = trustData?.['jwks.json'];
+  let issuer: unknown;
+  try {
+    const config = parse(agentData?.['agent.yaml'] ?? '') as {
+      access?: { serviceAccounts?: { issuer?: unknown } };
+    } | null;
+    issuer = config?.access?.serviceAccounts?.issuer;
+  } catch {
+    return undefined;
+  }
+  return jwks !== undefined && typeof issuer === 'string' ? { issuer, jwks } : undefined;
+}
 
 const labelsOf = (mesh: EdgeMesh) => ({
   'app.kubernetes.io/name': 'edgemesh-agent',
