@@ -50,6 +50,11 @@ const toSchema = (schema: z.ZodType) => structural(z.toJSONSchema(schema, { io: 
 const READY = (field: string) => `.status.conditions[?(@.type=="Ready")].${field}`;
 
 /** The EdgeMesh CustomResourceDefinition, from the schemas in edgemesh.ts. */
+/** The longest mesh name: its Service, `edgemesh-<name>`, is a DNS-1035 label of at most 63 characters. */
+export const MAX_MESH_NAME = 63 - 'edgemesh-'.length;
+/** The CRD's rule on a mesh's name (a CEL expression on the whole object). */
+export const MESH_NAME_RULE = `self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= ${MAX_MESH_NAME} && !self.metadata.name.endsWith('-trust')`;
+
 export function edgeMeshCrd(): Schema {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
@@ -88,6 +93,15 @@ export function edgeMeshCrd(): Schema {
               type: 'object',
               description: 'A mesh of EdgeMesh agents on the nodes it selects.',
               required: ['spec'],
+              // The mesh's name is in its children's names (`edgemesh-<name>`, a Service's is a
+              // DNS-1035 label of at most 63 characters) and in a label value (at most 63), and a
+              // name ending in -trust would share a ConfigMap with another mesh's trust bundle.
+              'x-kubernetes-validations': [
+                {
+                  rule: MESH_NAME_RULE,
+                  message: `metadata.name must be a DNS-1035 label of at most ${MAX_MESH_NAME} characters (lower-case letters, digits and '-', starting with a letter) not ending in -trust: the mesh's Service is edgemesh-<name>`,
+                },
+              ],
               properties: {
                 apiVersion: { type: 'string', description: `The API version: ${GROUP}/${VERSION}.` },
                 kind: { type: 'string', description: `The kind: ${KIND}.` },

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { V1DaemonSet } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { type EdgeMesh, edgeMeshSpecSchema } from '../api/edgemesh.ts';
 import { KubeApiError } from '../kit/kube-http.ts';
@@ -163,5 +164,86 @@ describe('a mesh whose cache sizes are past the CRD’s bounds (stored before it
     await reconcile('edge/cdn', deps);
     assert.ok(clamps()[0]!.note.length < 400, `${clamps()[0]!.note.length} characters`);
     assert.match(clamps()[0]!.note, /from 64Mi to 1Pi/);
+  });
+});
+
+describe('children the API server refuses, and a DaemonSet the cache has not seen applied', () => {
+  function meshWith(apply: ReconcileDeps['apply'], cached?: V1DaemonSet) {
+    const mesh = {
+      apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+      kind: 'EdgeMesh',
+      metadata: { namespace: 'edge', name: 'cdn', uid: 'u', generation: 2 },
+      spec: edgeMeshSpecSchema.parse({
+        controlPlane: { natsUrl: 'nats://nats:4222' },
+        security: { mtls: false },
+      }),
+    } as EdgeMesh;
+    const events: string[] = [];
+    const deps: ReconcileDeps = {
+      mesh: () => mesh,
+      daemonSet: () => cached,
+      nodes: () => [node],
+      secretLabels: () => Promise.resolve(undefined),
+      apply,
+      remove: () => Promise.resolve(),
+      writeStatus: (_, s) => ((mesh.status = s), Promise.resolve()),
+      event: (_, type, reason) => (events.push(`${type} ${reason}`), Promise.resolve()),
+      agentImage: { image: 'edgemesh:1' },
+      logger: pino({ level: 'silent' }),
+    };
+    const condition = (type: string) => mesh.status?.conditions?.find((c) => c.type === type);
+    return { mesh, deps, events, condition };
+  }
+
+  it('are reported: Degraded (ApplyRefused) naming the child and the server’s reason, looked at again', async () => {
+    for (const code of [400, 403, 422]) {
+      const { deps, events, condition } = meshWith((o) =>
+        o.kind === 'Service'
+          ? Promise.reject(new KubeApiError(code, { message: 'metadata.name: Invalid value' }, 'PATCH x'))
+          : Promise.resolve(o),
+      );
+      const outcome = await reconcile('edge/cdn', deps);
+      assert.equal(condition('Degraded')?.status, 'True', String(code));
+      assert.equal(condition('Degraded')?.reason, 'ApplyRefused');
+      assert.match(condition('Degraded')!.message, /Service edgemesh-cdn: .*Invalid value/);
+      assert.ok(events.includes('Warning ApplyRefused'));
+      assert.ok(outcome && outcome.requeueAfterMs > 0);
+    }
+  });
+
+  it('are retried, the status untouched, when the failure may pass (a conflict, a throttle, a server error)', async () => {
+    for (const code of [409, 429, 500]) {
+      const { deps, mesh } = meshWith((o) =>
+        o.kind === 'Service' ? Promise.reject(new KubeApiError(code, {}, 'PATCH x')) : Promise.resolve(o),
+      );
+      await assert.rejects(reconcile('edge/cdn', deps), new RegExp(String(code)));
+      assert.equal(mesh.status, undefined);
+    }
+  });
+
+  it('judges the rollout by the DaemonSet the apply returned when the cache still has the one before', async () => {
+    const rolledOut = (generation: number, observed: number): V1DaemonSet => ({
+      metadata: { generation },
+      status: {
+        observedGeneration: observed,
+        desiredNumberScheduled: 1,
+        currentNumberScheduled: 1,
+        numberReady: 1,
+        updatedNumberScheduled: 1,
+        numberAvailable: 1,
+        numberMisscheduled: 0,
+      },
+    });
+    // The spec changed: the apply made generation 2, which the controller has not observed yet.
+    const { deps, events, condition } = meshWith(
+      (o) => Promise.resolve(o.kind === 'DaemonSet' ? (rolledOut(2, 1) as KubeObject) : o),
+      rolledOut(1, 1),
+    );
+    await reconcile('edge/cdn', deps);
+    // Judged by the cached one (generation 1, rolled out) it would be RolledOut: it has not begun.
+    assert.equal(condition('Progressing')?.status, 'True', JSON.stringify(condition('Progressing')));
+    assert.equal(condition('Progressing')?.reason, 'RollingOut');
+    assert.equal(condition('Ready')?.reason, 'AgentsNotReady');
+    assert.ok(!events.includes('Normal MeshReady'));
   });
 });

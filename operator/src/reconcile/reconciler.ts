@@ -143,22 +143,27 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
         ? 'keep'
         : undefined,
   );
+  let applied: V1DaemonSet | undefined;
   if (!blocker && !isBlocker(image)) {
-    await Promise.all(
-      desiredChildren(mesh, nodes, {
-        image,
-        trust,
-        nats: nats && { secretName: nats.secretName, tls: nats.tls ?? false },
-        priorityClassName: deps.agentPriorityClass,
-        scrapeNamespaces: deps.scrapeNamespaces,
-      }).map((child) => deps.apply(child)),
-    );
-    // One rendered while it was enabled: deleted (an agent fence nobody wants must not stay behind).
-    if (!mesh.spec.networkPolicy.enabled) await deps.remove(networkPolicyRef(mesh));
-    // Revocations reach running agents within seconds this way; the ConfigMap serves those that start.
-    if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
+    const children = desiredChildren(mesh, nodes, {
+      image,
+      trust,
+      nats: nats && { secretName: nats.secretName, tls: nats.tls ?? false },
+      priorityClassName: deps.agentPriorityClass,
+      scrapeNamespaces: deps.scrapeNamespaces,
+    });
+    const outcomes = await Promise.allSettled(children.map((child) => deps.apply(child)));
+    blocker = refusedApply(children, outcomes);
+    const daemonSet = outcomes[children.findIndex((c) => c.kind === 'DaemonSet')];
+    if (daemonSet?.status === 'fulfilled') applied = daemonSet.value;
+    if (!blocker) {
+      // One rendered while it was enabled: deleted (an agent fence nobody wants must not stay behind).
+      if (!mesh.spec.networkPolicy.enabled) await deps.remove(networkPolicyRef(mesh));
+      // Revocations reach running agents within seconds this way; the ConfigMap serves those that start.
+      if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
+    }
   }
-  const presence = await report(deps, mesh, blocker, nodes);
+  const presence = await report(deps, mesh, blocker, nodes, applied);
   const rotation = trust?.caRotation;
   if (rotation?.did)
     await deps.event(
@@ -187,6 +192,31 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
     (ms): ms is number => ms !== undefined,
   );
   return due.length === 0 ? undefined : { requeueAfterMs: Math.max(1000, Math.min(...due)) };
+}
+
+/**
+ * The first child the API server refused (400 Bad Request, 403 Forbidden, 422 Invalid: the same
+ * apply would be refused again) as a blocker, so the status says why the mesh does not run (a name
+ * too long for a Service, an affinity the server rejects, a role missing a right) rather than
+ * staying as it was while the reconcile is retried for ever. Any other failure (a conflict, a
+ * throttle, a server error, the network) is thrown: retried with backoff.
+ */
+function refusedApply(
+  children: readonly KubeObject[],
+  outcomes: readonly PromiseSettledResult<unknown>[],
+): Blocker | undefined {
+  let refused: Blocker | undefined;
+  outcomes.forEach((outcome, i) => {
+    if (outcome.status === 'fulfilled') return;
+    const error = outcome.reason as { code?: number; message?: unknown };
+    if (error.code !== 400 && error.code !== 403 && error.code !== 422) throw outcome.reason;
+    const child = children[i]!;
+    refused ??= {
+      reason: 'ApplyRefused',
+      message: `the API server refused ${child.kind} ${child.metadata.name}: ${typeof error.message === 'string' ? error.message : 'refused'}`,
+    };
+  });
+  return refused;
 }
 
 /**
@@ -245,19 +275,35 @@ export function sameStatus(a: EdgeMesh['status'], b: EdgeMesh['status']): boolea
   return isDeepStrictEqual(plain(a), plain(b));
 }
 
+/**
+ * The newer of the informer's DaemonSet and the one the apply just returned: the cache may not have
+ * seen the apply yet, and judged by it a spec change would be Ready (the old generation, rolled out)
+ * before its rollout began.
+ */
+function newer(cached: V1DaemonSet | undefined, applied: V1DaemonSet | undefined): V1DaemonSet | undefined {
+  if (!applied || !cached) return applied ?? cached;
+  const version = (ds: V1DaemonSet) => ds.metadata?.generation ?? 0;
+  const seen = (ds: V1DaemonSet) => ds.status?.observedGeneration ?? 0;
+  return version(applied) > version(cached) ||
+    (version(applied) === version(cached) && seen(applied) > seen(cached))
+    ? applied
+    : cached;
+}
+
 /** Writes the mesh's status when it changed; returns what it knew of the agents' reports. */
 async function report(
   deps: ReconcileDeps,
   mesh: EdgeMesh,
   blocker: Blocker | undefined,
   nodes: Map<string, NodePlace>,
+  applied?: V1DaemonSet,
 ): Promise<ControlPlanePresence | undefined> {
   const now = deps.now?.() ?? new Date();
   const presence = deps.figures?.presence(meshId(mesh), nodes.keys());
   const status = computeStatus({
     mesh,
     nodes,
-    daemonSet: deps.daemonSet(mesh.metadata.namespace, childName(mesh)),
+    daemonSet: newer(deps.daemonSet(mesh.metadata.namespace, childName(mesh)), applied),
     blocker,
     now,
     figures: deps.figures?.figures(meshId(mesh)),
