@@ -225,6 +225,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       // Simulated nodes register Ready (kwok), so skip the not-ready taint a registering kubelet's
       // node gets until the node lifecycle controller lifts it (minutes for 1,000 nodes on 2 cores).
       '--disable-admission-plugins=TaintNodesByCondition',
+      // As OpenShift enables by default: an ownerReference with blockOwnerDeletion needs the right
+      // to update the owner's finalizers (the chart grants it on edgemeshes/finalizers).
+      '--enable-admission-plugins=OwnerReferencesPermissionEnforcement',
       ...auditArgs,
     ]);
     const kubeconfigText = kubeconfigFor(server, pki.caCert, {
