@@ -79,6 +79,54 @@ function electorOn(store: ReturnType<typeof leaseStore>, renewDeadlineMs: number
 }
 
 describe('leader election', () => {
+  it('dates a renewal it sees from when the read answered, not from when it was sent (a slow read)', async () => {
+    const store = leaseStore();
+    const stamp = new Date(0);
+    await store.api.createNamespacedLease({
+      namespace: 'ns',
+      body: {
+        metadata: { name: 'lease' },
+        spec: { holderIdentity: 'other', leaseDurationSeconds: 3, renewTime: stamp },
+      },
+    });
+    // The leader "other" renews no more. The first read takes 2.5 s (of the 3 s lease), the second
+    // answers at 3.1 s: 0.6 s after the renewal was seen, so the lease has not expired.
+    let clock = 0;
+    let reads = 0;
+    type Read = (args: { name: string; namespace: string }) => Promise<V1Lease>;
+    const api = store.api as unknown as { readNamespacedLease: Read };
+    const read = api.readNamespacedLease.bind(api);
+    api.readNamespacedLease = async (args) => {
+      const lease = await read(args);
+      reads++;
+      if (reads === 1) clock = 2500;
+      else if (reads === 2) clock = 3100;
+      return lease;
+    };
+    const elector = new LeaderElector({
+      api: store.api,
+      namespace: 'ns',
+      name: 'lease',
+      identity: 'me',
+      leaseDurationMs: 3000,
+      renewDeadlineMs: 2000,
+      retryPeriodMs: 1,
+      now: () => clock,
+      logger: pino({ level: 'silent' }),
+      onStartedLeading: () => {},
+      onStoppedLeading: () => {},
+    });
+    elector.start();
+    try {
+      while (reads < 4) await new Promise((r) => setTimeout(r, 1));
+      assert.equal(store.holder(), 'other', 'not taken over 0.6 s after the renewal was seen');
+      clock = 2500 + 3001; // the lease's duration after it was seen: taken over
+      while (store.holder() !== 'me') await new Promise((r) => setTimeout(r, 1));
+    } finally {
+      elector.close();
+    }
+  });
+
   it('a renewal in flight when the lease is released neither keeps the lease nor starts leading again', async () => {
     const store = leaseStore();
     const { elector, counts } = electorOn(store, 2000);

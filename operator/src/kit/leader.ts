@@ -145,11 +145,14 @@ export class LeaderElector {
     const spec = lease.spec ?? {};
     const holder = spec.holderIdentity ?? '';
     const renewTime = spec.renewTime ? new Date(spec.renewTime).toISOString() : '';
+    // A renewal is dated from when its answer came, as client-go does: dated from before a slow read,
+    // it would look older than it is, and a standby could take over from a leader still renewing.
+    const seenAt = this.#o.now();
     if (!this.#observed || this.#observed.holder !== holder || this.#observed.renewTime !== renewTime) {
-      this.#observed = { holder, renewTime, at: now };
+      this.#observed = { holder, renewTime, at: seenAt };
     }
     const expired =
-      holder === '' || now - this.#observed.at > (spec.leaseDurationSeconds ?? durationSeconds) * 1000;
+      holder === '' || seenAt - this.#observed.at > (spec.leaseDurationSeconds ?? durationSeconds) * 1000;
     if (holder !== identity && !expired) {
       if (this.#leading && attempt === this.#attempt) {
         this.#leading = false;
