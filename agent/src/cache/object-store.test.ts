@@ -9,10 +9,12 @@ import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { testCredentials } from '../../harness/test-ca.ts';
 import { isKey } from '../keys.ts';
+import { NodeSigner } from '../security/node-signer.ts';
 import { FakeClock } from '../time/clock.ts';
 import { ChunkFiles } from './chunk-files.ts';
-import { chunkSizeFor, digestOf } from './chunking.ts';
+import { chunkSizeFor, digestOf, rootDigest } from './chunking.ts';
 import {
   IncompleteBodyError,
   InsufficientStorageError,
@@ -270,6 +272,49 @@ describe('ObjectStore', () => {
     assert.equal(store.sweepExpired(), 1);
     assert.equal(store.stats().entries, 0);
     assert.deepEqual(removed, ['short:expired', 'default:expired']);
+  });
+
+  it("keeps a peer's copy written without a TTL as its writer signed it: the default TTL is for objects written here", async () => {
+    const [writer, reader] = await Promise.all([testCredentials('node-a'), testCredentials('node-b')]);
+    try {
+      const checker = new NodeSigner(reader);
+      clock = new FakeClock(Date.now()); // within the certificates' lives
+      const store = await open({ defaultTtlMs: 60_000, sign: (m) => new NodeSigner(reader).sign(m) });
+      const data = randomBytes(100);
+      const digest = digestOf(data);
+      const chunkSize = chunkSizeFor(data.length);
+      // Made on another node, without a TTL, at a time its certificate covers.
+      const unsigned = {
+        key: 'theirs',
+        size: data.length,
+        chunkSize,
+        chunks: [digest],
+        root: rootDigest(data.length, chunkSize, [digest]),
+        createdAtMs: Date.now(),
+      };
+      const copy: Manifest = { ...unsigned, signature: new NodeSigner(writer).sign(unsigned) };
+      const lease = store.newLease();
+      try {
+        await store.addVerifiedChunk(lease, digest, data);
+        await store.commit(lease, copy);
+      } finally {
+        lease.release();
+      }
+      const held = store.lookup('theirs');
+      assert.ok(held);
+      assert.equal(checker.verify(held), 'node-a', 'its manifest still verifies (a peer takes it)');
+      assert.equal(held.expiresAtMs, undefined, 'no expiry: its writer set none');
+      clock.advance(120_000);
+      assert.ok(store.lookup('theirs'), 'and it does not expire here');
+      // A PUT here still gets the default, and this node's signature over it.
+      const mine = await store.put('mine', [data], { size: data.length });
+      assert.equal(mine.expiresAtMs, clock.now() + 60_000);
+      assert.equal(checker.verify(mine), 'node-b');
+      await store.close();
+    } finally {
+      writer.close();
+      reader.close();
+    }
   });
 
   it('rebuilds its index after a restart', async () => {

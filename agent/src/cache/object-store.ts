@@ -69,7 +69,11 @@ export interface ObjectStoreOptions {
   memoryBytes: number;
   /** The largest object accepted. */
   maxObjectBytes: number;
-  /** Applied to objects stored without a TTL of their own; undefined: keep until evicted. */
+  /**
+   * Applied to objects written here (a PUT, an origin fetch) without a TTL of their own, never to a
+   * copy of another node's version (commit with its createdAtMs or signature); undefined: keep until
+   * evicted.
+   */
   defaultTtlMs?: number;
   fsync: boolean;
   clock: Clock;
@@ -551,7 +555,11 @@ export class ObjectStore {
       throw new StaleVersionError(
         `${fields.key}: a version made at ${createdAtMs} is older than the one held (${held.createdAtMs})`,
       );
-    const ttlMs = fields.ttlMs ?? this.#opts.defaultTtlMs;
+    // The default TTL is for versions made here (a PUT, an origin fetch). A copy of another node's
+    // version (its creation time or signature given) keeps the expiry its writer set, or none: its
+    // signature covers the expiry, and peers would refuse a copy with another.
+    const copy = fields.createdAtMs !== undefined || fields.signature !== undefined;
+    const ttlMs = fields.ttlMs ?? (copy ? undefined : this.#opts.defaultTtlMs);
     const expiresAtMs = fields.expiresAtMs ?? (ttlMs === undefined ? undefined : now + ttlMs);
     const unsigned: Omit<Manifest, 'signature'> = {
       key: fields.key,
