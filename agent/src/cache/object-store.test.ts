@@ -6,7 +6,7 @@ import { mkdir, mkdtemp, open as openFile, readdir, readFile, rm, stat, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { afterEach, beforeEach, describe, it, type TestContext } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { testCredentials } from '../../harness/test-ca.ts';
@@ -19,13 +19,14 @@ import {
   IncompleteBodyError,
   InsufficientStorageError,
   IntegrityError,
+  ObjectPurgedError,
   ObjectTooLargeError,
   StaleVersionError,
 } from './errors.ts';
 import type { Manifest } from './manifest.ts';
 import { ManifestFiles } from './manifest-files.ts';
 import { ObjectStore, type ObjectStoreOptions, SEND_SAMPLE } from './object-store.ts';
-import { chunkDiskBytes, DB_FILE, manifestRowBytes, PACKED_CHUNK_BYTES } from './store-db.ts';
+import { chunkDiskBytes, DB_FILE, manifestRowBytes, PACKED_CHUNK_BYTES, StoreDb } from './store-db.ts';
 
 /** A manifest's columns as the database keeps them. */
 function manifestColumns(m: Manifest) {
@@ -66,6 +67,27 @@ async function readAll(store: ObjectStore, key: string): Promise<Buffer> {
 async function files(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
   return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+}
+
+/**
+ * Holds the next manifest write of `key` (a commit, in its key's turn) until `release()`; `atWrite`
+ * resolves once the write is held. The store's database otherwise as it is.
+ */
+function holdManifestWrite(t: TestContext, key: string) {
+  const write = Object.getOwnPropertyDescriptor(StoreDb.prototype, 'writeManifest')!
+    .value as StoreDb['writeManifest'];
+  const { promise: atWrite, resolve: reached } = Promise.withResolvers<void>();
+  const { promise: released, resolve: release } = Promise.withResolvers<void>();
+  let armed = true;
+  t.mock.method(StoreDb.prototype, 'writeManifest', async function (this: StoreDb, manifest: Manifest) {
+    if (armed && manifest.key === key) {
+      armed = false;
+      reached();
+      await released;
+    }
+    return write.call(this, manifest);
+  });
+  return { atWrite, release: () => release() };
 }
 
 describe('ObjectStore', () => {
@@ -586,6 +608,92 @@ describe('ObjectStore', () => {
     assert.equal(store.stats().chunkBytes, final.length);
     const reopened = await open();
     assert.deepEqual(await readAll(reopened, 'same'), final);
+  });
+
+  it('orders a DELETE after a commit of the key under way: the version that commit writes is deleted too', async (t) => {
+    const store = await open();
+    await store.put('k', [randomBytes(100)], { size: 100 }); // a version held
+    for (const key of ['k', 'new']) {
+      const held = holdManifestWrite(t, key);
+      const putting = store.put(key, [randomBytes(200)], { size: 200 });
+      await held.atWrite; // its manifest on its way to the database
+      const deleting = store.delete(key);
+      held.release();
+      await putting;
+      assert.equal(await deleting, true, `${key}: it was here`);
+      assert.equal(store.lookup(key), undefined, `${key}: the version the PUT wrote is not served`);
+    }
+    await store.flush();
+    assert.deepEqual(store.stats().entries, 0);
+    assert.equal(store.stats().bytes, 0, 'nothing left counted');
+    await store.close();
+    const reopened = await open();
+    assert.deepEqual(reopened.keys(), [], 'nor after a restart');
+    await reopened.close();
+  });
+
+  it('keeps the newest of concurrent commits of a key, whatever order they take their turns in', async (t) => {
+    const store = await open();
+    const lease = store.newLease();
+    const newer = await store.putChunk(lease, randomBytes(100));
+    const older = await store.putChunk(lease, randomBytes(100));
+    const version = (key: string, digest: string, createdAtMs: number) => ({
+      key,
+      size: 100,
+      chunkSize: chunkSizeFor(100),
+      chunks: [digest],
+      createdAtMs,
+    });
+    // The newer first: the older, asked for while the newer's manifest is being written, is stale.
+    let held = holdManifestWrite(t, 'a');
+    const first = store.commit(lease, version('a', newer, 9000));
+    await held.atWrite;
+    const second = store.commit(lease, version('a', older, 5000));
+    held.release();
+    await first;
+    await assert.rejects(second, StaleVersionError);
+    // The older first: the newer replaces it.
+    held = holdManifestWrite(t, 'b');
+    const third = store.commit(lease, version('b', older, 5000));
+    await held.atWrite;
+    const fourth = store.commit(lease, version('b', newer, 9000));
+    held.release();
+    await Promise.all([third, fourth]);
+    lease.release();
+    assert.equal(store.lookup('a')?.createdAtMs, 9000);
+    assert.equal(store.lookup('b')?.createdAtMs, 9000);
+    await store.flush();
+    assert.equal(store.stats().chunkBytes, chunkDiskBytes(100), 'only the newer chunk is held');
+    await store.close();
+    const reopened = await open();
+    assert.equal(reopened.lookup('a')?.createdAtMs, 9000);
+    assert.equal(reopened.lookup('b')?.createdAtMs, 9000);
+    await reopened.close();
+  });
+
+  it("refuses a version whose commit gets the key's turn after a purge that covers it was recorded", async (t) => {
+    const purged = new Map<string, number>();
+    const store = await open({ purgedAt: (key) => purged.get(key) });
+    const lease = store.newLease();
+    const digest = await store.putChunk(lease, randomBytes(100));
+    const held = holdManifestWrite(t, 'k');
+    const putting = store.put('k', [randomBytes(200)], { size: 200 });
+    await held.atWrite;
+    // A copy of an older version of another node's, waiting for the key's turn behind the PUT.
+    const copy = store.commit(lease, {
+      key: 'k',
+      size: 100,
+      chunkSize: chunkSizeFor(100),
+      chunks: [digest],
+      createdAtMs: clock.now() - 500,
+    });
+    purged.set('k', clock.now() - 100); // a purge's tombstone lands meanwhile
+    held.release();
+    await putting; // made after the purge: it stays
+    await assert.rejects(copy, ObjectPurgedError);
+    lease.release();
+    assert.equal(store.lookup('k')?.size, 200);
+    await store.close();
   });
 
   it('at its limit, evicts a cached copy before an older owned one', async () => {

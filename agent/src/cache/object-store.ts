@@ -137,6 +137,22 @@ export interface PutOptions {
   onChunk?: (index: number, digest: string) => void;
 }
 
+/** What ObjectStore.commit publishes. */
+export interface CommitFields {
+  key: string;
+  size: number;
+  chunkSize: number;
+  chunks: readonly string[];
+  ttlMs?: number | undefined;
+  contentType?: string | undefined;
+  /** The version's creation time (a replica keeps its original's); default now. */
+  createdAtMs?: number | undefined;
+  /** A copy's expiry as its signer set it (instead of ttlMs). */
+  expiresAtMs?: number | undefined;
+  /** A copy's signature, as it came (verified by the caller); default: this node signs. */
+  signature?: NodeSignature | undefined;
+}
+
 /** Reads a run of an object's chunks once, in order: see ObjectStore.passReader. */
 export interface PassReader {
   read(index: number): Promise<Buffer>;
@@ -515,33 +531,59 @@ export class ObjectStore {
    * Publishes an object whose chunks `lease` holds, replacing any earlier version of `key`. The
    * manifest is written atomically before the object becomes visible. The caller still releases the
    * lease. Returns the manifest.
+   *
+   * What the version is (its creation time, expiry and signature) and whether it may replace what
+   * the key holds (not purged, not older) is decided in the key's turn (#manifestOp), after every
+   * commit, delete and purge of the key asked for before it has landed: a version committed
+   * meanwhile, or a tombstone recorded meanwhile, counts.
    */
-  async commit(
-    lease: ChunkLease,
-    fields: {
-      key: string;
-      size: number;
-      chunkSize: number;
-      chunks: readonly string[];
-      ttlMs?: number | undefined;
-      contentType?: string | undefined;
-      /** The version's creation time (a replica keeps its original's); default now. */
-      createdAtMs?: number | undefined;
-      /** A copy's expiry as its signer set it (instead of ttlMs). */
-      expiresAtMs?: number | undefined;
-      /** A copy's signature, as it came (verified by the caller); default: this node signs. */
-      signature?: NodeSignature | undefined;
-    },
-  ): Promise<Manifest> {
+  async commit(lease: ChunkLease, fields: CommitFields): Promise<Manifest> {
     for (const digest of fields.chunks) {
       if (!lease.digests.has(digest)) throw new Error(`commit: chunk ${digest} is not held by the lease`);
       // Found damaged since this write stored it (a reader of another object with the same chunk).
       if (!this.#ledger.has(digest)) throw new IntegrityError(digest, 'local disk');
     }
+    let manifest: Manifest | undefined;
+    await this.#manifestOp(fields.key, async () => {
+      // Again in the key's turn: a chunk found damaged (or let go by a lease) while this commit
+      // waited fails it before its row replaces the version held.
+      const missing = fields.chunks.find((digest) => !this.#ledger.has(digest));
+      if (missing !== undefined) throw new IntegrityError(missing, 'local disk');
+      const current = this.#entry(fields.key);
+      // What the key holds now: put back if this write is undone after its row committed.
+      const previous = current && this.#manifestOf(current);
+      const version = this.#version(fields, previous);
+      const rowBytes = manifestRowBytes(version);
+      this.#reserve(rowBytes);
+      this.#committing.add(version.key);
+      try {
+        await this.#makingRoom(0, () => this.#db.writeManifest(version));
+        const lost = version.chunks.find((digest) => !this.#ledger.has(digest));
+        if (lost !== undefined) {
+          await this.#undoCommit(version.key, previous);
+          throw new IntegrityError(lost, 'local disk');
+        }
+        if (this.#objects.has(version.key)) this.#drop(version.key, 'replaced', false);
+        const chunks = version.chunks.length === 1 ? version.chunks[0]! : version.chunks;
+        this.#index(version.key, chunks, rowBytes, version.expiresAtMs);
+        this.#remember(version);
+      } finally {
+        this.#committing.delete(version.key);
+        this.#reserved -= rowBytes;
+      }
+      manifest = version;
+    });
+    this.#opts.onStored?.(manifest!);
+    return manifest!;
+  }
+
+  /**
+   * The manifest of the version `fields` commits, in the key's turn, `held` the version the key
+   * holds: refused when a purge covers it or it is older than `held`.
+   */
+  #version(fields: CommitFields, held: Manifest | undefined): Manifest {
     const now = this.#opts.clock.now();
     // A version made here is newer than the one held, even when that one's clock ran ahead.
-    const heldEntry = this.#entry(fields.key);
-    const held = heldEntry && this.#manifestOf(heldEntry);
     const createdAtMs = fields.createdAtMs ?? Math.max(now, (held?.createdAtMs ?? -1) + 1);
     // Past 2^53 the database reads the time as damage and drops the row at the next start: the
     // write would be acknowledged, then lost. (A held version at the very top leaves no room.)
@@ -572,36 +614,7 @@ export class ObjectStore {
       ...(fields.contentType === undefined ? {} : { contentType: fields.contentType }),
     };
     const signature = fields.signature ?? this.#opts.sign?.(unsigned);
-    const manifest: Manifest = signature ? { ...unsigned, signature } : unsigned;
-    await this.#manifestOp(manifest.key, async () => {
-      // Again in the key's turn: a chunk found damaged (or let go by a lease) while this commit
-      // waited fails it before its row replaces the version held.
-      const missing = manifest.chunks.find((digest) => !this.#ledger.has(digest));
-      if (missing !== undefined) throw new IntegrityError(missing, 'local disk');
-      const current = this.#objects.get(manifest.key);
-      // What the key holds now: put back if this write is undone after its row committed.
-      const previous = current && this.#manifestOf(current);
-      const rowBytes = manifestRowBytes(manifest);
-      this.#reserve(rowBytes);
-      this.#committing.add(manifest.key);
-      try {
-        await this.#makingRoom(0, () => this.#db.writeManifest(manifest));
-        const lost = manifest.chunks.find((digest) => !this.#ledger.has(digest));
-        if (lost !== undefined) {
-          await this.#undoCommit(manifest.key, previous);
-          throw new IntegrityError(lost, 'local disk');
-        }
-        if (this.#objects.has(manifest.key)) this.#drop(manifest.key, 'replaced', false);
-        const chunks = manifest.chunks.length === 1 ? manifest.chunks[0]! : manifest.chunks;
-        this.#index(manifest.key, chunks, rowBytes, manifest.expiresAtMs);
-        this.#remember(manifest);
-      } finally {
-        this.#committing.delete(manifest.key);
-        this.#reserved -= rowBytes;
-      }
-    });
-    this.#opts.onStored?.(manifest);
-    return manifest;
+    return signature ? { ...unsigned, signature } : unsigned;
   }
 
   /**
@@ -623,13 +636,49 @@ export class ObjectStore {
     this.#removeManifest(key).catch((error) => this.#background(error));
   }
 
-  /** Removes `key`; false when it was not there. */
-  async delete(key: string): Promise<boolean> {
-    if (!this.#entry(key)) return false;
-    this.#drop(key, 'deleted', false);
+  /**
+   * Removes `key`; false when it was not there. In the key's turn: a commit of the key asked for
+   * before it lands first, and goes with it.
+   */
+  delete(key: string): Promise<boolean> {
+    return this.#removeInTurn(key, () => true);
+  }
+
+  /**
+   * Removes `key` if the version held was created at or before `purgedAtMs` (a purge, its tombstone
+   * recorded first, so that a commit after it is refused); whether it did. In the key's turn, as
+   * delete: a version whose commit was under way when the purge came lands first, and goes with it.
+   */
+  purge(key: string, purgedAtMs: number): Promise<boolean> {
+    return this.#removeInTurn(key, (entry) => {
+      if (!this.#live(entry)) {
+        this.#drop(key, 'expired');
+        return false;
+      }
+      const manifest = this.#manifestOf(entry);
+      return manifest !== undefined && manifest.createdAtMs <= purgedAtMs;
+    });
+  }
+
+  /**
+   * Drops `key` if it is held and `covers` its entry, in the key's turn among its commits, so what a
+   * commit asked for earlier writes is seen; whether it was dropped.
+   */
+  async #removeInTurn(key: string, covers: (entry: ObjectEntry) => boolean): Promise<boolean> {
+    let removal: Promise<void> | undefined;
+    await this.#manifestOp(key, () => {
+      const entry = this.#entry(key);
+      if (entry && covers(entry)) {
+        this.#drop(key, 'deleted', false);
+        // Its row's removal, next in the key's turn (awaiting it here would wait for itself).
+        removal = this.#removeManifest(key);
+      }
+      return Promise.resolve();
+    });
+    if (!removal) return false;
     // The manifest's removal is this call's: a failure to remove it is the caller's to hear (and
     // it is tried again, or the object would come back at the next start).
-    await this.#removeManifest(key);
+    await removal;
     return true;
   }
 
