@@ -3,14 +3,37 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import type { ControlEvent } from '@edgemesh/contracts';
+import type { Manifest } from '../cache/manifest.ts';
 import { ObjectStore, type ObjectStoreOptions } from '../cache/object-store.ts';
+import { StoreDb } from '../cache/store-db.ts';
 import { noControlPlane } from '../control/control-plane.ts';
 import { isKey } from '../keys.ts';
 import { FakeClock } from '../time/clock.ts';
 import { Purger, type PurgerOptions } from './purger.ts';
+
+/**
+ * Holds the next manifest write of `key` (a commit, in its key's turn: the database's queue busy)
+ * until `release()`; `atWrite` resolves once the write is held.
+ */
+function holdManifestWrite(t: TestContext, key: string) {
+  const write = Object.getOwnPropertyDescriptor(StoreDb.prototype, 'writeManifest')!
+    .value as StoreDb['writeManifest'];
+  const { promise: atWrite, resolve: reached } = Promise.withResolvers<void>();
+  const { promise: released, resolve: release } = Promise.withResolvers<void>();
+  let armed = true;
+  t.mock.method(StoreDb.prototype, 'writeManifest', async function (this: StoreDb, manifest: Manifest) {
+    if (armed && manifest.key === key) {
+      armed = false;
+      reached();
+      await released;
+    }
+    return write.call(this, manifest);
+  });
+  return { atWrite, release: () => release() };
+}
 
 describe('Purger', () => {
   it('survives a purge from the control plane whose tombstone cannot be saved, and says so', async () => {
@@ -22,7 +45,7 @@ describe('Purger', () => {
     process.on('unhandledRejection', onUnhandled);
     try {
       new Purger({
-        store: { holds: () => false, lookup: () => undefined, delete: () => Promise.resolve(false) },
+        store: { holds: () => false, purge: () => Promise.resolve(false) },
         tombstones: { record: () => Promise.reject(new Error('ENOSPC: no space left on device')) },
         control: {
           ...noControlPlane,
@@ -97,6 +120,56 @@ describe('Purger', () => {
       await store.loaded();
       assert.ok(!store.keys().includes('victim'));
       await store.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+  it('drops a version whose manifest was being written when the purge came: nothing it covers is served after', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-purger-'));
+    const clock = new FakeClock();
+    const purged = new Map<string, number>();
+    const removed: string[] = [];
+    const open = () =>
+      ObjectStore.open({
+        ...{ dir, maxBytes: 2 ** 26, memoryBytes: 0, maxObjectBytes: 2 ** 20, fsync: false, clock, isKey },
+        purgedAt: (key) => purged.get(key),
+        onRemoved: (key, reason) => removed.push(`${key}:${reason}`),
+      });
+    try {
+      const store = await open();
+      await store.put('k', [randomBytes(100)], { size: 100 });
+      clock.advance(1000);
+      const held = holdManifestWrite(t, 'k');
+      const putting = store.put('k', [randomBytes(200)], { size: 200 });
+      await held.atWrite; // the new version's manifest waits in the database's queue
+      clock.advance(10);
+      const { promise: recorded, resolve: forgotten } = Promise.withResolvers<void>();
+      const purger = new Purger({
+        store,
+        tombstones: {
+          record: (key: string, at: number) => Promise.resolve(void purged.set(key, at)),
+          purgedAt: (key: string) => purged.get(key),
+        },
+        control: noControlPlane,
+        mesh: 'm',
+        nodeId: 'a',
+        clock,
+        logger: pino({ level: 'silent' }),
+        owners: () => [],
+        forget: () => forgotten(), // right after the tombstone is recorded
+        timeoutMs: 1000,
+      } as unknown as PurgerOptions);
+      const purging = purger.purgeHere('k', clock.now());
+      await recorded; // the tombstone landed before the manifest's write
+      held.release();
+      await putting; // decided before the purge: written, then purged
+      assert.equal(await purging, true, 'it was here');
+      assert.equal(store.lookup('k'), undefined, 'the version the purge covers is not served');
+      assert.deepEqual(removed, ['k:replaced', 'k:deleted']);
+      await store.close();
+      const reopened = await open();
+      assert.deepEqual(reopened.keys(), [], 'nor after a restart');
+      await reopened.close();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

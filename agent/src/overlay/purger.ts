@@ -95,9 +95,9 @@ export class Purger {
     this.#opts.store.holds(key);
     await this.#opts.tombstones.record(key, purgedAtMs, signature);
     this.#opts.forget(key);
-    const local = this.#opts.store.lookup(key);
-    if (!local || local.createdAtMs > purgedAtMs) return false;
-    return this.#opts.store.delete(key);
+    // In the key's turn among its commits: a version whose manifest was being written, which a
+    // lookup now would miss, lands first and is dropped; a commit after it sees the tombstone.
+    return this.#opts.store.purge(key, purgedAtMs);
   }
 
   /**
