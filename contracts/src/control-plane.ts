@@ -162,7 +162,13 @@ export const eventSchema = z.discriminatedUnion('type', [
       signature: z.string().check(z.maxLength(256)),
     }),
   ),
-  /** The full member list as the operator knows it (bootstrap and repair of membership). */
+  /**
+   * Meant as the operator's full member list (bootstrap and repair of membership), but no build
+   * sends it, and agents refuse it (counted `members-snapshot`): any node of the mesh could sign one
+   * and introduce members nobody runs. Kept in the schema so that it stays a known type (refused by
+   * membership, not dropped as `unknown-type`) for agents one release apart; a sender would need a
+   * signature only the mesh's CA can make, as `mesh.revocations` has.
+   */
   envelope('members.snapshot', z.object({ members: z.array(memberSchema).check(z.maxLength(10_000)) })),
 ]);
 export type ControlEvent = z.infer<typeof eventSchema>;

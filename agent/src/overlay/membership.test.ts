@@ -121,6 +121,16 @@ const announceOn = (bus: Bus, from: number, member: MemberInfo) =>
   publishOn(bus, from, { type: 'member.announce', body: { member } });
 const suspectOn = (bus: Bus, from: number, nodeId: string, incarnation: number) =>
   publishOn(bus, from, { type: 'member.suspect', body: { nodeId, incarnation } });
+/** Publishes on `bus`, through node n`via`'s plane, `member`'s own announcement (a newcomer has no plane here). */
+const announceAs = (bus: Bus, via: number, member: MemberInfo) =>
+  bus.planes[via]!.plane.publish({
+    v: 1,
+    type: 'member.announce',
+    mesh: 'm',
+    from: member.nodeId,
+    sentAtMs: 0,
+    body: { member },
+  });
 const publishOn = (bus: Bus, from: number, event: Pick<ControlEvent, 'type' | 'body'>) =>
   bus.planes[from]!.plane.publish({
     v: 1,
@@ -147,6 +157,10 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
   const changes = Array.from({ length: size }, () => 0);
   /** The later lives each node took (onOwnLife). */
   const lives: number[][] = Array.from({ length: size }, () => []);
+  /** Why each node ignored what it heard (onIgnored), in order. */
+  const ignored: string[][] = Array.from({ length: size }, () => []);
+  /** The addresses each node opened a connection to (connect), in order. */
+  const connected: string[][] = Array.from({ length: size }, () => []);
   /**
    * Time on the nodes' monotonic clock: the fake clock's advances are time passing, except the
    * steps `stepClock` makes (a wall clock set, as NTP does).
@@ -171,7 +185,10 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
       mesh: 'm',
       self,
       control: bus.plane(),
-      connect: (info) => network.transport(self.grpc, info),
+      connect: (info) => {
+        connected[i]!.push(info.grpc);
+        return network.transport(self.grpc, info);
+      },
       clock,
       logger,
       timing: { suspicionTimeoutMs: 1000, indirectProbes: 2, ...timing },
@@ -180,6 +197,7 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
       onForgotten: (nodeId, address) => forgotten[i]!.push(`${nodeId}@${address}`),
       onChange: () => changes[i]!++,
       onOwnLife: (life) => lives[i]!.push(life),
+      onIgnored: (reason) => ignored[i]!.push(reason),
       elapsed: () => clock.now() - t0 - stepped,
     });
     network.memberships.set(self.grpc, membership);
@@ -214,6 +232,8 @@ function mesh(size: number, timing: Partial<MembershipTiming> = {}) {
     forgotten,
     changes,
     lives,
+    ignored,
+    connected,
     stepClock,
     cutOffUntilDead,
   };
@@ -438,10 +458,7 @@ describe('Membership', () => {
     const n0 = nodes[0]!;
     const known = () => n0.all().find((m) => m.info.nodeId === 'n1')!;
     const home = known().info;
-    publishOn(bus, 2, {
-      type: 'members.snapshot',
-      body: { members: [{ ...home, incarnation: 7 * REFUTATIONS_PER_LIFE }] },
-    });
+    announceOn(bus, 2, { ...home, incarnation: 7 * REFUTATIONS_PER_LIFE });
     await settle();
     assert.equal(known().info.incarnation, home.incarnation, 'n2 cannot set n1’s life');
     assert.deepEqual(restarts[0], []);
@@ -453,7 +470,7 @@ describe('Membership', () => {
       clock.advance(1000);
     }
     assert.equal(known().state, 'dead');
-    publishOn(bus, 2, { type: 'members.snapshot', body: { members: [{ ...home, grpc: '10.0.0.8:7481' }] } });
+    announceOn(bus, 2, { ...home, grpc: '10.0.0.8:7481' });
     await settle();
     assert.equal(known().info.grpc, home.grpc, 'n2 cannot re-address n1, dead or not');
     // n1's own word (nothing answers there), at its life now (it refuted the suspicions meanwhile).
@@ -568,10 +585,7 @@ describe('Membership', () => {
     const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
     const home = known().info;
     network.nodes.set('10.0.0.9:7481', { ...network.nodes.get(home.grpc)! }); // n1 answers there
-    publishOn(bus, 2, {
-      type: 'members.snapshot',
-      body: { members: [{ ...home, grpc: '10.0.0.9:7481', incarnation: 7 * REFUTATIONS_PER_LIFE }] },
-    });
+    announceOn(bus, 2, { ...home, grpc: '10.0.0.9:7481', incarnation: 7 * REFUTATIONS_PER_LIFE });
     await settle();
     assert.equal(known().info.grpc, home.grpc, 'n2 cannot move n1');
     assert.equal(known().info.incarnation, home.incarnation, 'n2 cannot set n1’s life');
@@ -930,7 +944,7 @@ describe('Membership', () => {
     Object.assign(liar.transport, {
       probe: () => Promise.resolve({ nodeId: 'phantom', zone: 'z', region: 'r', rttMs: 1 }),
     });
-    announceOn(bus, 1, {
+    announceAs(bus, 1, {
       nodeId: 'phantom',
       zone: 'z',
       region: 'r',
@@ -946,15 +960,7 @@ describe('Membership', () => {
   it('never uses a forged or stale announcement', async () => {
     const { bus, nodes, alive } = mesh(3);
     await settle();
-    const forge = (member: MemberInfo) =>
-      bus.planes[2]!.plane.publish({
-        v: 1,
-        type: 'member.announce',
-        mesh: 'm',
-        from: 'liar',
-        sentAtMs: 0,
-        body: { member },
-      });
+    const forge = (member: MemberInfo) => announceAs(bus, 2, member);
     // Claims to be n1 at n2's address, and a node at an address nobody answers on.
     forge({ nodeId: 'ghost', zone: 'z', region: 'r', grpc: '10.0.0.2:7481', weight: 1, incarnation: 0 });
     forge({ nodeId: 'nobody', zone: 'z', region: 'r', grpc: '10.9.9.9:1', weight: 1, incarnation: 0 });
@@ -967,7 +973,7 @@ describe('Membership', () => {
     );
     const n1 = nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
     assert.equal(n1.info.grpc, '10.0.0.1:7481');
-    // A flood of forgeries is capped.
+    // A flood of forgeries, each in its own name (filling the places takes as many identities), is capped.
     for (let i = 0; i < MAX_UNCONFIRMED + 50; i++) {
       forge({
         nodeId: `spam${i}`,
@@ -980,6 +986,71 @@ describe('Membership', () => {
     }
     await settle();
     assert.ok(nodes[0]!.all().length <= MAX_UNCONFIRMED + 3);
+  });
+
+  // The review's case: nothing sends members.snapshot, yet any node of the mesh could sign one
+  // (EventSigner checks only that its sender signed it). 400 made-up members filled every place for
+  // the unconfirmed, this node connected to 256 addresses the sender chose, and a real newcomer's
+  // own announcement was refused as too-many-unconfirmed.
+  it('refuses a snapshot from a member: it introduces nobody, and a real newcomer still gets in', async () => {
+    const { bus, network, nodes, alive, ignored, connected } = mesh(3);
+    await settle();
+    const n0 = nodes[0]!;
+    const before = connected[0]!.length;
+    const invented = Array.from({ length: 400 }, (_, i): MemberInfo => ({
+      nodeId: `made-up-${i}`,
+      zone: 'z',
+      region: 'r',
+      grpc: `10.66.${i >> 8}.${i & 255}:7481`,
+      weight: 1,
+      incarnation: 0,
+    }));
+    publishOn(bus, 2, { type: 'members.snapshot', body: { members: invented } });
+    await settle();
+    assert.equal(n0.all().length, 2, 'nobody made up is taken in');
+    assert.equal(connected[0]!.length, before, 'no connection to an address the sender chose');
+    assert.deepEqual(ignored[0], ['members-snapshot']);
+    network.nodes.set('10.0.0.5:7481', { nodeId: 'n5', zone: 'z2', region: 'r', up: true });
+    announceAs(bus, 1, {
+      nodeId: 'n5',
+      zone: 'z2',
+      region: 'r',
+      grpc: '10.0.0.5:7481',
+      weight: 1,
+      incarnation: 0,
+    });
+    await settle();
+    assert.deepEqual(alive(n0), ['n1', 'n2', 'n5'], 'the newcomer is admitted on its own word');
+  });
+
+  it('takes nobody another member announces: one sender cannot fill the places of the unconfirmed', async () => {
+    const { bus, network, nodes, alive, ignored } = mesh(3);
+    await settle();
+    const n0 = nodes[0]!;
+    for (let i = 0; i < MAX_UNCONFIRMED + 50; i++)
+      announceOn(bus, 2, {
+        nodeId: `other-${i}`,
+        zone: 'z',
+        region: 'r',
+        grpc: `10.66.${i >> 8}.${i & 255}:7481`,
+        weight: 1,
+        incarnation: 0,
+      });
+    await settle();
+    assert.equal(n0.all().length, 2);
+    assert.ok(ignored[0]!.every((r) => r === 'about-another'));
+    assert.equal(ignored[0].length, MAX_UNCONFIRMED + 50);
+    network.nodes.set('10.0.0.5:7481', { nodeId: 'n5', zone: 'z2', region: 'r', up: true });
+    announceAs(bus, 1, {
+      nodeId: 'n5',
+      zone: 'z2',
+      region: 'r',
+      grpc: '10.0.0.5:7481',
+      weight: 1,
+      incarnation: 0,
+    });
+    await settle();
+    assert.deepEqual(alive(n0), ['n1', 'n2', 'n5']);
   });
 
   it('follows a member that really moved, once its new address answers as it', async () => {
@@ -1234,7 +1305,7 @@ describe('Membership', () => {
     assert.equal(known().state, 'alive');
   });
 
-  it('takes no incarnation a snapshot from another member claims for a member it does not know yet', async () => {
+  it('takes no incarnation another member claims for a member it does not know yet: it does not even introduce it', async () => {
     const { bus, network, nodes, restarts } = mesh(3);
     await settle();
     const n0 = nodes[0]!;
@@ -1248,29 +1319,26 @@ describe('Membership', () => {
       incarnation: 9 * REFUTATIONS_PER_LIFE,
     };
     publishOn(bus, 2, { type: 'members.snapshot', body: { members: [n5] } });
+    announceOn(bus, 2, n5);
     await settle();
-    const known = () => n0.all().find((m) => m.info.nodeId === 'n5')!;
-    assert.equal(known().state, 'alive', 'admitted on its own answer');
-    assert.equal(known().info.incarnation, 0, 'not at the life n2 claimed for it');
-    // Its own (lower) life, announced (as its signed announcement arrives: from n5), is a new one.
+    const known = () => n0.all().find((m) => m.info.nodeId === 'n5');
+    assert.equal(known(), undefined, 'n2 cannot introduce n5');
+    // Its own (lower) life, announced (as its signed announcement arrives: from n5).
     n0.learn({ ...n5, incarnation: 2 * REFUTATIONS_PER_LIFE }, 'n5');
     await settle();
-    assert.equal(known().info.incarnation, 2 * REFUTATIONS_PER_LIFE);
-    assert.deepEqual(restarts[0], ['n5']);
+    assert.equal(known()?.state, 'alive', 'admitted on its own answer');
+    assert.equal(known()?.info.incarnation, 2 * REFUTATIONS_PER_LIFE, 'at its own life, not n2’s');
+    assert.deepEqual(restarts[0], []);
   });
 
-  // A snapshot any member may sign (EventSigner checks only that its sender signed it): placement
-  // (overlay.ts ownerOrder) and the nearest-replica estimate would follow another member's word.
-  it('keeps a confirmed member’s weight and coordinate against a snapshot from another member', async () => {
+  // Placement (overlay.ts ownerOrder) and the nearest-replica estimate would follow another member's word.
+  it('keeps a confirmed member’s weight and coordinate against another member’s word', async () => {
     const { bus, nodes } = mesh(3);
     await settle();
     const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
     const home = known().info;
     const coordinate = { vec: [9, 9, 9, 9, 9, 9, 9, 9], height: 0, error: 0 };
-    publishOn(bus, 2, {
-      type: 'members.snapshot',
-      body: { members: [{ ...home, weight: 0, coordinate }] },
-    });
+    announceOn(bus, 2, { ...home, weight: 0, coordinate });
     await settle();
     assert.equal(known().info.weight, home.weight, 'n2 cannot take n1 out of placement');
     assert.equal(known().info.coordinate, home.coordinate, 'n2 cannot move n1 in the coordinate space');
@@ -1286,7 +1354,7 @@ describe('Membership', () => {
     await cutOffUntilDead(n0, '10.0.0.1:7481');
     bus.up = true;
     // An announcement that borrows n2's address, never confirmed: nothing went to it.
-    announceOn(bus, 2, {
+    announceAs(bus, 2, {
       nodeId: 'ghost',
       zone: 'z',
       region: 'r',
@@ -1510,7 +1578,7 @@ describe('Membership', () => {
     const known = () => nodes[0]!.all().find((m) => m.info.nodeId === 'n1')!;
     const home = known().info;
     network.nodes.set('10.0.0.2:9999', { ...network.nodes.get(home.grpc)! }); // n2's relay to n1
-    publishOn(bus, 2, { type: 'members.snapshot', body: { members: [{ ...home, grpc: '10.0.0.2:9999' }] } });
+    announceOn(bus, 2, { ...home, grpc: '10.0.0.2:9999' });
     await settle();
     assert.equal(known().info.grpc, home.grpc, 'not moved onto the relay');
   });

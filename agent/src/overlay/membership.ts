@@ -30,7 +30,9 @@ export interface MembershipTiming {
 
 /**
  * At most this many members not yet confirmed by a probe: announcements beyond it are ignored, so a
- * flood of forged ones cannot make this node open connections without end.
+ * flood of forged ones cannot make this node open connections without end. Only members themselves
+ * take these places (learn refuses what a member says of another), so filling them takes as many
+ * node identities as places (with mTLS an announcement is signed by the member it names).
  */
 export const MAX_UNCONFIRMED = 256;
 /** Announced members not yet confirmed that are probed each protocol period. */
@@ -200,8 +202,8 @@ export interface MembershipOptions {
 }
 
 /**
- * Who is in the mesh, SWIM-style. Members are learned from the control plane (announcements and the
- * operator's snapshots), but only used once this node has probed them itself over gRPC and they
+ * Who is in the mesh, SWIM-style. Members are learned from the control plane (each member's own
+ * announcement), but only used once this node has probed them itself over gRPC and they
  * answered as the node id they claimed: a forged or stale announcement never becomes a peer. A member
  * that stops answering is probed through others, then suspected (and the suspicion published, so
  * everyone checks), then declared dead. With the control plane down the list stays as it is and
@@ -386,17 +388,22 @@ export class Membership {
   }
 
   /**
-   * Learns of a member (from an event, a snapshot or a seed) and probes it soon. Claims are not
-   * trusted: a member this node has confirmed keeps its address and topology unless the address it
-   * is said to have moved to answers as that member.
+   * Learns of a member from its own word (its announcement, `from` it; or a seed, no `from`) and
+   * probes it soon. Claims are not trusted: a member this node has confirmed keeps its address and
+   * topology unless the address it is said to have moved to answers as that member. What one member
+   * says of another is refused (`about-another`): it could otherwise set another's life, move it,
+   * or introduce members nobody runs, each costing this node a connection and a place among the
+   * MAX_UNCONFIRMED (one sender's made-up list filled them all, and real newcomers were refused).
+   * So each sender introduces one member at most: itself (EventSigner: the announcer is the signer).
    */
   learn(info: MemberInfo, from?: string): void {
     if (info.nodeId === this.#self.nodeId) return;
-    // Only a member's own claim (its signed announcement) may raise its incarnation: another's
-    // (a snapshot) could otherwise set a life ahead of the member's, hiding its real restarts.
-    const own = from === undefined || from === info.nodeId;
-    /** The incarnation claimed, if it may be taken (the member's own, and plausible). */
-    const claim = own && this.#plausible(info.incarnation) ? info.incarnation : undefined;
+    if (from !== undefined && from !== info.nodeId) {
+      this.#opts.onIgnored?.('about-another');
+      return;
+    }
+    /** The incarnation claimed, if it may be taken (plausible). */
+    const claim = this.#plausible(info.incarnation) ? info.incarnation : undefined;
     const known = this.#members.get(info.nodeId);
     const confirmed = known !== undefined && (known.state === 'alive' || known.state === 'suspect');
     if (known && info.grpc === known.info.grpc) {
@@ -417,9 +424,8 @@ export class Membership {
       this.#members.set(info.nodeId, {
         ...known,
         // A stale announcement (sent before a refutation) does not lower what is known.
-        // Another member's word (a snapshot) changes nothing it says of this one (weight, coordinate).
         info: {
-          ...(own ? info : known.info),
+          ...info,
           ...topology,
           incarnation: Math.max(claimed, known.info.incarnation),
         },
@@ -435,13 +441,6 @@ export class Membership {
       if (fresh && (revived || restarted)) this.#announceSoon();
       // A probe in flight uses the old connection: the fresh one is probed once it is done.
       if (fresh) this.#probeFresh(info.nodeId);
-      return;
-    }
-    if (known && !own) {
-      // Only a member's own announcement moves a member this node knows: any address that reaches it
-      // (a relay another runs) answers as it, and the member's own claims would then wait out the
-      // window. A dead one announces itself where it is now, every period, when it comes back.
-      this.#opts.onIgnored?.('move-by-another');
       return;
     }
     if (known && (claim === undefined || claim < known.info.incarnation)) {
@@ -994,7 +993,10 @@ export class Membership {
       case 'member.announce':
         return this.learn(event.body.member, event.from);
       case 'members.snapshot':
-        for (const member of event.body.members) this.learn(member, event.from);
+        // Nothing sends one (the operator was to, and never did), and any node of the mesh can sign
+        // one: 400 made-up members filled every unconfirmed place here and kept real newcomers out.
+        // Refused and counted; a member is learned from its own announcement only (learn).
+        this.#opts.onIgnored?.('members-snapshot');
         return;
       case 'member.leave':
       case 'member.suspect': {
