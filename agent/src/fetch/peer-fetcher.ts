@@ -39,8 +39,8 @@ export class PeerFetcher {
 
   /**
    * Finds who holds `key`: asks its owners (one hop: they hold it or know who does), and everyone
-   * else only when no owner knows it. The version most holders agree on wins; holders come cheapest
-   * first.
+   * else only when no owner knows it. The newest version whose manifest verifies wins (vote.ts:
+   * holders named in answers do not outvote it); holders come cheapest first.
    */
   async locate(key: string): Promise<Located | undefined> {
     const inflight = this.#inflight.get(key);
@@ -77,7 +77,7 @@ export class PeerFetcher {
     return { ...found, holders: this.#opts.rank?.(found.holders) ?? found.holders };
   }
 
-  /** What `peers` know of `key`: the best-supported version, 'purged', or undefined for nothing. */
+  /** What `peers` know of `key`: the newest verified version, 'purged', or undefined for nothing. */
   async #ask(key: string, peers: readonly PeerTransport[]): Promise<Located | 'purged' | undefined> {
     if (peers.length === 0) return undefined;
     const signal = AbortSignal.timeout(this.#opts.timeoutMs);

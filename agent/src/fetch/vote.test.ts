@@ -26,14 +26,50 @@ describe('chooseVersion', () => {
   const v2 = version('r2', 2);
   const [a, b, c] = [peer('a'), peer('b'), peer('c')];
 
-  it('picks the version most holders support, each holder once', () => {
-    const best = chooseVersion([found(a, v2), found(b, v1, true, [c, a]), found(c, v1), undefined]);
+  it('picks the newest version that has a holder, its holders each once', () => {
+    const best = chooseVersion([found(a, v1), found(b, v2, true, [c, b]), found(c, v2), undefined]);
     assert.ok(best && best !== 'purged');
-    assert.equal(best.manifest.root, 'r1');
+    assert.equal(best.manifest.root, 'r2');
     assert.deepEqual(
       best.holders.map((h) => h.address),
-      ['b', 'c', 'a'],
+      ['b', 'c'],
     );
+  });
+
+  // The review's case: one lying owner names members as holders of an older version (they need only
+  // be members; nothing proves they hold it). docs/security.md: a node cannot replace a newer
+  // version with an older one.
+  it('does not let holders an answer names outvote a newer version (no rollback by one liar)', () => {
+    const [m, d, e] = [peer('m'), peer('d'), peer('e')];
+    const newer = version('v2', 2000);
+    const older = version('v1', 1000);
+    const best = chooseVersion([found(a, newer), found(b, newer), found(m, older, true, [c, d, e])]);
+    assert.ok(best && best !== 'purged');
+    assert.equal(best.manifest.root, 'v2', 'the newest signed version, not the most holders named');
+    assert.deepEqual(
+      best.holders.map((h) => h.address),
+      ['a', 'b'],
+    );
+  });
+
+  it('breaks a tie between versions made in the same millisecond by holders, then by root, in any order of answers', () => {
+    const [x, y] = [version('rx', 5), version('ry', 5)];
+    for (const answers of [
+      [found(a, x), found(b, y), found(c, y)],
+      [found(c, y), found(a, x), found(b, y)],
+    ]) {
+      const best = chooseVersion(answers);
+      assert.ok(best && best !== 'purged');
+      assert.equal(best.manifest.root, 'ry', 'more holders');
+    }
+    for (const answers of [
+      [found(a, y), found(b, x)],
+      [found(b, x), found(a, y)],
+    ]) {
+      const best = chooseVersion(answers);
+      assert.ok(best && best !== 'purged');
+      assert.equal(best.manifest.root, 'rx', 'as many holders: the lower root, whoever answered first');
+    }
   });
 
   it('counts a peer that only names holders, not itself', () => {

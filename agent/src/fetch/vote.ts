@@ -14,9 +14,19 @@ export type VersionAnswer<P> =
     };
 
 /**
- * The version of a key that most holders support, with those holders (each once, by address, in the
- * order first heard of). A purge wins over every version created before it: 'purged' when no newer
- * version has a holder, undefined when nobody knows the key.
+ * The newest version of a key that has a holder (the latest creation time; every manifest here has
+ * passed the signature check, PeerFetcherOptions.verify, before its answer got here), with its
+ * holders (each once, by address, in the order first heard of). A purge wins over every version
+ * created before it: 'purged' when no newer version has a holder, undefined when nobody knows the key.
+ *
+ * Holders do not vote: an answer names holders that need only be members (nothing proves they hold
+ * the version), so one owner naming three members outvoted two honest owners and rolled readers back
+ * to an older signed version. How many holders a version has only breaks a tie between versions made
+ * in the same millisecond (then the lower root, so every reader picks the same). What a vote once
+ * guarded against, a single node passing off a version nobody made, the signature bounds now: a
+ * newer version must be signed by a node of the mesh under its own identity and be dated at most the
+ * clock skew (5 minutes) ahead, which is no more than that node could do by accepting a PUT with
+ * its clock that far ahead.
  */
 export function chooseVersion<P extends { readonly address: string }>(
   answers: readonly (VersionAnswer<P> | undefined)[],
@@ -36,7 +46,12 @@ export function chooseVersion<P extends { readonly address: string }>(
   }
   const best = [...byRoot.values()]
     .filter((g) => g.holders.size > 0 && g.manifest.createdAtMs > purgedAtMs)
-    .sort((a, b) => b.holders.size - a.holders.size)[0];
+    .sort(
+      (a, b) =>
+        b.manifest.createdAtMs - a.manifest.createdAtMs ||
+        b.holders.size - a.holders.size ||
+        (a.manifest.root < b.manifest.root ? -1 : 1),
+    )[0];
   if (!best) return purgedAtMs >= 0 ? 'purged' : undefined;
   return { manifest: best.manifest, holders: [...best.holders.values()] };
 }
