@@ -2,9 +2,17 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Manifest } from '../cache/manifest.ts';
 import { FakeClock } from '../time/clock.ts';
-import { HOLDER_TTL_MS, HolderIndex, MAX_KEYS } from './holder-index.ts';
+import { HOLDER_TTL_MS, HolderIndex, MAX_DIGESTS, MAX_KEYS } from './holder-index.ts';
 
-const manifest = (key: string, root = 'r1', createdAtMs = 1) => ({ key, root, createdAtMs }) as Manifest;
+const manifest = (key: string, root = 'r1', createdAtMs = 1, chunks = 1) =>
+  ({
+    key,
+    root,
+    createdAtMs,
+    size: chunks,
+    chunkSize: 1,
+    chunks: Array.from({ length: chunks }, (_, i) => `d${i}`),
+  }) as Manifest;
 const a = { nodeId: 'a', grpc: 'a:1' };
 const b = { nodeId: 'b', grpc: 'b:1' };
 
@@ -45,5 +53,33 @@ describe('HolderIndex', () => {
     assert.equal(index.size, MAX_KEYS);
     assert.equal(index.lookup('k0'), undefined);
     assert.ok(index.lookup(`k${MAX_KEYS}`));
+  });
+
+  // A member's Hold names any key: without this, every node kept up to MAX_KEYS keys of its choice
+  // for HOLDER_TTL_MS each, whether or not anyone would ask this node about them.
+  it('records only the keys this node owns', () => {
+    const index = new HolderIndex(new FakeClock(), { owns: (key) => key.startsWith('mine/') });
+    index.record(manifest('mine/k'), a);
+    index.record(manifest('theirs/k'), a);
+    assert.deepEqual(index.lookup('mine/k')?.holders, [a]);
+    assert.equal(index.lookup('theirs/k'), undefined);
+    assert.equal(index.size, 1);
+  });
+
+  // One Hold may carry a manifest of a million chunks (a gRPC message may be 64 MiB): bounding keys
+  // alone left the index's memory to whoever sent Holds.
+  it('keeps at most MAX_DIGESTS chunk digests over all keys, the oldest recorded going first', () => {
+    const index = new HolderIndex(new FakeClock());
+    const third = Math.floor(MAX_DIGESTS / 3);
+    for (let i = 0; i < 4; i++) index.record(manifest(`k${i}`, 'r1', 1, third), a);
+    assert.equal(index.size, 3);
+    assert.equal(index.lookup('k0'), undefined, 'the oldest went');
+    assert.equal(index.digests, 3 * third);
+    index.record(manifest('huge', 'r1', 1, MAX_DIGESTS + 1), b);
+    assert.equal(index.lookup('huge'), undefined, 'more than the whole bound: not taken');
+    assert.ok(index.lookup('k3'), 'and it pushed nothing out');
+    index.record(manifest('k3', 'r2', 2, 1), b); // a newer version replaces the old one's digests
+    index.forget('k2');
+    assert.equal(index.digests, third + 1);
   });
 });

@@ -43,7 +43,7 @@ export class Overlay {
   readonly vivaldi = new Vivaldi();
   /** What each peer did as this node verified it; distrusted peers are not chosen (rank). */
   readonly reputation: Reputation;
-  /** Holders of the keys this node owns. */
+  /** Holders of the keys this node owns (or stands in for). */
   readonly index: HolderIndex;
   readonly control: ControlPlane;
   readonly staticPeers: StaticPeers;
@@ -61,7 +61,12 @@ export class Overlay {
   constructor(opts: OverlayOptions) {
     this.#opts = opts;
     const { config, logger, counters } = opts;
-    this.index = new HolderIndex(opts.clock);
+    // Holds are sent to the owners as the holder sees them, and views differ for a moment (a member
+    // one side has confirmed and the other not yet): a key is kept while this node is among its
+    // owners or the next as many in placement order (its stand-ins), not for any key a member names.
+    this.index = new HolderIndex(opts.clock, {
+      owns: (key) => this.ownerOrder(key, 2 * config.replication.factor).includes('self'),
+    });
     this.reputation = new Reputation(opts.clock, {
       self: config.nodeId,
       // A report counts until two more should have come: a node that stops reporting is not heard.
@@ -315,7 +320,8 @@ export class Overlay {
 
   /**
    * Records that `holder` holds `manifest`, if it is a member confirmed at that address (a Hold from
-   * anyone else is ignored: it could only send readers to the wrong place).
+   * anyone else is ignored: it could only send readers to the wrong place) and this node owns the key
+   * (HolderIndex's `owns`, above).
    */
   recordHolder(manifest: Manifest, holder: Holder): void {
     if (this.resolve(holder)) this.index.record(manifest, holder);
