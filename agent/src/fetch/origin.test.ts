@@ -6,6 +6,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import { ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
@@ -15,10 +16,53 @@ import { OriginError, OriginFetcher } from './origin.ts';
 
 const TIMEOUT_MS = 500;
 const PIECE = Buffer.alloc(64 * 1024, 7);
+/** A text that compresses well, as the origins below serve it encoded. */
+const TEXT = Buffer.from('body { color: #123456; }\n'.repeat(4000));
+/** The Accept-Encoding of every request to the origin. */
+const acceptEncodings: (string | undefined)[] = [];
 
-/** An origin: `/slow` trickles 8 pieces, one every 150 ms; `/stall` sends one and stops. */
+/**
+ * An origin: `/slow` trickles 8 pieces, one every 150 ms; `/stall` sends one and stops; `/cut`
+ * sends one of two and closes the connection. `/gzip-static` answers gzip to a client that accepts
+ * it (nginx gzip_static); `/gzip-always`, `/gzip-br` and `/compress` whatever is asked (an S3 object
+ * stored with a Content-Encoding), with the encoded length as Content-Length. `/too-large` announces
+ * more than the store takes.
+ */
 function origin(): Server {
   return createServer((req, res) => {
+    acceptEncodings.push(req.headers['accept-encoding']);
+    if (req.url === '/gzip-static') {
+      const gzip = /\bgzip\b/.test(req.headers['accept-encoding'] ?? '');
+      const body = gzip ? gzipSync(TEXT) : TEXT;
+      return void res
+        .writeHead(200, {
+          'content-length': String(body.length),
+          'content-type': 'text/css',
+          ...(gzip ? { 'content-encoding': 'gzip' } : {}),
+        })
+        .end(body);
+    }
+    if (req.url === '/gzip-always' || req.url === '/gzip-br' || req.url === '/compress') {
+      const [coding, body] =
+        req.url === '/gzip-always'
+          ? ['gzip', gzipSync(TEXT)]
+          : req.url === '/gzip-br'
+            ? ['gzip, br', brotliCompressSync(gzipSync(TEXT))]
+            : ['compress', TEXT.subarray(0, 1000)]; // not really compressed: nothing here decodes it
+      return void res
+        .writeHead(200, { 'content-length': String(body.length), 'content-encoding': coding })
+        .end(body);
+    }
+    if (req.url === '/cut') {
+      res.writeHead(200, { 'content-length': String(2 * PIECE.length) });
+      res.write(PIECE, () => setTimeout(() => res.destroy(), 50));
+      return;
+    }
+    if (req.url === '/too-large') {
+      res.writeHead(200, { 'content-length': String(64 * 2 ** 20) });
+      res.write(PIECE);
+      return; // the rest never comes: the fetcher must not wait for it
+    }
     if (req.url === '/slow' || req.url === '/stall') {
       const pieces = req.url === '/slow' ? 8 : 2;
       res.writeHead(200, { 'content-length': String(pieces * PIECE.length) });
@@ -54,10 +98,22 @@ function origin(): Server {
   });
 }
 
+/** The bytes stored under `key`. */
+async function readAll(store: ObjectStore, key: string): Promise<Buffer> {
+  const handle = store.openRead(key);
+  assert.ok(handle, `${key} is readable`);
+  try {
+    return Buffer.concat(await Promise.all(handle.manifest.chunks.map((d) => store.readChunk(d))));
+  } finally {
+    handle.release();
+  }
+}
+
 describe('OriginFetcher', () => {
   let dir: string;
   let server: Server;
   let fetcher: OriginFetcher;
+  let store: ObjectStore;
   let headers: string;
 
   before(async () => {
@@ -67,7 +123,7 @@ describe('OriginFetcher', () => {
     server.keepAliveTimeout = 120_000;
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
-    const store = await ObjectStore.open({
+    store = await ObjectStore.open({
       dir,
       maxBytes: 64 * 2 ** 20,
       memoryBytes: 0,
@@ -126,6 +182,30 @@ describe('OriginFetcher', () => {
     }
   });
 
+  it('asks for the object as stored (Accept-Encoding: identity), not compressed for the wire', async () => {
+    acceptEncodings.length = 0;
+    const manifest = await fetcher.fetch('o/gzip-static');
+    assert.deepEqual(acceptEncodings, ['identity']);
+    assert.equal(manifest.size, TEXT.length);
+    assert.equal(manifest.contentType, 'text/css');
+    assert.ok((await readAll(store, 'o/gzip-static')).equals(TEXT));
+  });
+
+  it('stores what an origin that encodes anyway (gzip, or gzip then br) decodes to, whatever its Content-Length', async () => {
+    for (const key of ['o/gzip-always', 'o/gzip-br']) {
+      const manifest = await fetcher.fetch(key);
+      assert.equal(manifest.size, TEXT.length, key);
+      assert.ok((await readAll(store, key)).equals(TEXT), key);
+    }
+  });
+
+  it('refuses a body in a coding it cannot decode, rather than store it encoded', async () => {
+    const refused = await fetcher.fetch('o/compress').catch((error: unknown) => error as Error);
+    assert.ok(refused instanceof OriginError, (refused as Error).message);
+    assert.match(refused.message, /Content-Encoding compress/);
+    assert.equal(store.lookup('o/compress'), undefined);
+  });
+
   it('gives up on a body that stops coming', async () => {
     await assert.rejects(fetcher.fetch('o/stall'), OriginError);
   });
@@ -165,5 +245,17 @@ describe('OriginFetcher', () => {
     assert.ok(refused instanceof OriginError);
     assert.match(refused.message, /X-Other: a value of one line is needed/);
     assert.doesNotMatch(refused.message, /k1/);
+  });
+
+  it('asks for the object as stored with a rule’s headers too, whatever Accept-Encoding they name', async () => {
+    await rm(join(headers, 'X-Other'), { force: true });
+    await writeFile(join(headers, 'Accept-Encoding'), 'gzip\n');
+    try {
+      acceptEncodings.length = 0;
+      assert.equal((await fetcher.fetch('p/gzip-static')).size, TEXT.length);
+      assert.deepEqual(acceptEncodings, ['identity']);
+    } finally {
+      await rm(join(headers, 'Accept-Encoding'));
+    }
   });
 });

@@ -208,7 +208,7 @@ export class OriginFetcher {
     try {
       res = headers
         ? await fetchKeepingHeadersHome(url, headers, signal)
-        : await fetch(url, { signal, redirect: 'follow' });
+        : await fetch(url, { signal, redirect: 'follow', headers: AS_STORED });
     } catch (error) {
       throw new OriginError(`origin ${shown} unreachable: ${(error as Error).message}`, { cause: error });
     }
@@ -219,8 +219,20 @@ export class OriginFetcher {
       if (res.status === 404) throw new ObjectNotFoundError(key);
       throw new OriginError(`origin ${shown} answered ${res.status}`);
     }
+    // Identity was asked for; an origin may encode anyway (an S3 object stored with a
+    // Content-Encoding). fetch decodes gzip, deflate and br, and the decoded bytes are what is kept:
+    // they are the object a client of the origin ends with, and this cache serves no
+    // Content-Encoding. A body in a coding fetch passes on undecoded is refused, never kept encoded.
+    const codings = contentCodings(res.headers.get('content-encoding'));
+    if (codings.some((coding) => !DECODED_CODINGS.has(coding))) {
+      await res.body.cancel().catch(() => undefined);
+      throw new OriginError(
+        `origin ${shown} answered in Content-Encoding ${codings.join(', ')}, which is not decoded here`,
+      );
+    }
     alive();
-    const length = res.headers.get('content-length');
+    // Content-Length counts the encoded bytes: an encoded body's size is known only at its end.
+    const length = codings.length === 0 ? res.headers.get('content-length') : null;
     const size = length === null ? undefined : Number(length);
     const type = res.headers.get('content-type') ?? undefined;
     const known = size !== undefined && Number.isSafeInteger(size) && size > 0 ? size : undefined;
@@ -267,6 +279,24 @@ export class OriginFetcher {
     this.#logger.info({ key, url: shown, bytes: manifest.size }, 'fetched from origin');
     return manifest;
   }
+}
+
+/**
+ * What every origin request asks for: the object's bytes as stored, not compressed for the wire.
+ * (Node's fetch asks for gzip and deflate by default and decodes them; the Content-Length of such an
+ * answer is the encoded length.)
+ */
+const AS_STORED = { 'accept-encoding': 'identity' } as const;
+
+/** The content codings Node's fetch decodes; it passes a body in any other on as it came. */
+const DECODED_CODINGS: ReadonlySet<string> = new Set(['gzip', 'x-gzip', 'deflate', 'br']);
+
+/** The codings a Content-Encoding header names, lower case, `identity` left out. */
+function contentCodings(header: string | null): string[] {
+  return (header ?? '')
+    .split(',')
+    .map((coding) => coding.trim().toLowerCase())
+    .filter((coding) => coding !== '' && coding !== 'identity');
 }
 
 /** `url` without user info, query or fragment: what may go into a span, a log line or an error. */
@@ -353,12 +383,15 @@ async function fetchKeepingHeadersHome(
   signal: AbortSignal,
 ): Promise<Response> {
   const home = new URL(url).origin;
+  // The rule's headers, but Accept-Encoding is always AS_STORED's.
+  const withSecrets = new Headers(headers);
+  for (const [name, value] of Object.entries(AS_STORED)) withSecrets.set(name, value);
   let at = url;
   for (let hop = 0; ; hop++) {
     const res = await fetch(at, {
       signal,
       redirect: 'manual',
-      ...(new URL(at).origin === home ? { headers } : {}),
+      headers: new URL(at).origin === home ? withSecrets : AS_STORED,
     });
     const location = res.headers.get('location');
     if (![301, 302, 303, 307, 308].includes(res.status) || location === null) return res;
