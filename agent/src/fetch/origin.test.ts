@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { pino } from 'pino';
+import { ObjectTooLargeError } from '../cache/errors.ts';
 import { ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
 import { Counters } from '../telemetry/counters.ts';
@@ -204,6 +205,16 @@ describe('OriginFetcher', () => {
     assert.ok(refused instanceof OriginError, (refused as Error).message);
     assert.match(refused.message, /Content-Encoding compress/);
     assert.equal(store.lookup('o/compress'), undefined);
+  });
+
+  it('fails a body cut off midway as the origin’s failure (OriginError), keeping nothing', async () => {
+    const refused = await fetcher.fetch('o/cut').catch((error: unknown) => error as Error);
+    assert.ok(refused instanceof OriginError, (refused as Error).message);
+    assert.equal(store.lookup('o/cut'), undefined);
+  });
+
+  it('leaves a store limit a store error (ObjectTooLargeError), without reading the body', async () => {
+    await assert.rejects(fetcher.fetch('o/too-large'), ObjectTooLargeError);
   });
 
   it('gives up on a body that stops coming', async () => {

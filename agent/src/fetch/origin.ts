@@ -1,6 +1,6 @@
 import { pipeline, Readable, Transform } from 'node:stream';
 import { chunkSizeFor, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../cache/chunking.ts';
-import { ObjectNotFoundError } from '../cache/errors.ts';
+import { IncompleteBodyError, ObjectNotFoundError, StoreError } from '../cache/errors.ts';
 import { isMediaType, type Manifest, parseManifest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import type { Counters } from '../telemetry/counters.ts';
@@ -271,14 +271,29 @@ export class OriginFetcher {
           : {}),
       });
     } catch (error) {
-      progress?.fail(error as Error);
-      throw error;
+      const failure = bodyFailure(error, shown);
+      progress?.fail(failure);
+      throw failure;
     }
     progress?.complete(manifest);
     this.#counters.bytesFromOrigin += manifest.size;
     this.#logger.info({ key, url: shown, bytes: manifest.size }, 'fetched from origin');
     return manifest;
   }
+}
+
+/**
+ * A failure while the origin's body was stored, as the origin's (OriginError, 502) unless the store
+ * itself refused it: a body cut off midway (fetch's `TypeError: terminated`), a coding that does not
+ * decode, a body at odds with its Content-Length (IncompleteBodyError: the origin's fault here, not
+ * a client's). A store error (no room, too large, a newer version held) stays what it is.
+ */
+function bodyFailure(error: unknown, shown: string): Error {
+  if (error instanceof StoreError && !(error instanceof IncompleteBodyError)) return error;
+  const { message, cause } = error instanceof Error ? error : new Error(String(error));
+  // fetch's own says only `terminated`; its cause says why (`other side closed`).
+  const detail = cause instanceof Error ? `${message} (${cause.message})` : message;
+  return new OriginError(`origin ${shown}: the body failed: ${detail}`, { cause: error });
 }
 
 /**

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { type Agent, startAgent } from '../agent.ts';
 import { parseConfig } from '../config/load.ts';
 import { createLogger } from '../telemetry/logger.ts';
@@ -37,8 +39,16 @@ function raw(
   );
 }
 
-/** A lone agent on loopback with its store in `dir` and the given client access, for these tests. */
-async function lone(dir: string, access: Record<string, unknown>, clock?: FakeClock): Promise<Agent> {
+/**
+ * A lone agent on loopback with its store in `dir` and the given client access, for these tests;
+ * `more`: other settings (origins).
+ */
+async function lone(
+  dir: string,
+  access: Record<string, unknown>,
+  clock?: FakeClock,
+  more: Record<string, unknown> = {},
+): Promise<Agent> {
   const ca = await sharedTestCa();
   const config = parseConfig({
     nodeId: 'test-node',
@@ -49,6 +59,7 @@ async function lone(dir: string, access: Record<string, unknown>, clock?: FakeCl
     store: { dir, maxBytes: '64Mi', maxObjectBytes: '16Mi', memoryBytes: '8Mi' },
     security: { ca: { certFile: ca.certFile, keyFile: ca.keyFile } },
     access,
+    ...more,
   });
   return startAgent(config, {
     logger: createLogger({ level: 'silent', nodeId: 'test' }),
@@ -357,6 +368,70 @@ describe('HTTP API', () => {
   it('refuses HEAD on an exchange stream (it would empty the queue into nothing)', async () => {
     const res = await fetch(`${base}/v1/exchange/anything`, { method: 'HEAD' });
     assert.equal(res.status, 405);
+  });
+});
+
+describe('HTTP API: GET by an origin rule', () => {
+  let dir: string;
+  let agent: Agent;
+  let origin: Server;
+  const text = Buffer.from('p { margin: 0 }\n'.repeat(5000));
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-origin-'));
+    // `/gzip`: gzip whatever is asked (an object stored with a Content-Encoding), with the encoded
+    // length; `/cut`: half a body, then the connection closes; `/huge`: more than maxObjectBytes.
+    origin = createServer((req, res) => {
+      if (req.url === '/gzip') {
+        const body = gzipSync(text);
+        return void res
+          .writeHead(200, { 'content-encoding': 'gzip', 'content-length': String(body.length) })
+          .end(body);
+      }
+      if (req.url === '/cut') {
+        res.writeHead(200, { 'content-length': String(2 * text.length) });
+        return void res.write(text, () => setTimeout(() => res.destroy(), 50));
+      }
+      if (req.url === '/huge') return void res.writeHead(200, { 'content-length': String(17 * MiB) }).end();
+      res.writeHead(404).end();
+    });
+    origin.listen(0, '127.0.0.1');
+    await new Promise((resolve) => origin.once('listening', resolve));
+    const url = `http://127.0.0.1:${(origin.address() as AddressInfo).port}/`;
+    agent = await lone(join(dir, 'store'), { anonymous: 'all' }, undefined, { origins: [`o/=${url}`] });
+  });
+  after(async () => {
+    await agent.close();
+    origin.closeAllConnections();
+    origin.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const get = (key: string) => raw(agent.httpPort, 'GET', `/v1/objects/${key}`);
+  const codeOf = (body: Buffer) => (JSON.parse(body.toString()) as { error: { code: string } }).error.code;
+
+  it('serves what a gzip origin’s body decodes to, its Content-Length the encoded one', async () => {
+    const res = await get('o/gzip');
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['x-edgemesh-source'], 'origin');
+    assert.equal(res.headers['content-encoding'], undefined);
+    assert.equal(res.headers['content-length'], String(text.length));
+    assert.ok(res.body.equals(text));
+  });
+
+  it('answers 502 OriginFailed to a body the origin cut off midway', async () => {
+    const res = await get('o/cut');
+    assert.equal(res.status, 502);
+    assert.equal(codeOf(res.body), 'OriginFailed');
+  });
+
+  it('answers 507 ObjectTooLarge (not 413: the client sent nothing) to an origin object over the store’s limit', async () => {
+    const res = await get('o/huge');
+    assert.equal(res.status, 507);
+    assert.equal(codeOf(res.body), 'ObjectTooLarge');
+    // A PUT over the limit is the client's: 413, as before.
+    const put = await raw(agent.httpPort, 'PUT', '/v1/objects/o/put', { 'content-length': String(17 * MiB) });
+    assert.equal(put.status, 413);
   });
 });
 

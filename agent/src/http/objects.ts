@@ -6,6 +6,7 @@ import {
   ATTR_HTTP_ROUTE,
 } from '@opentelemetry/semantic-conventions';
 import { context, extractFromHeaders, SpanKind, trace, tracer } from '../telemetry/tracing.ts';
+import { ObjectTooLargeError } from '../cache/errors.ts';
 import { isMediaType, type Manifest, objectDigest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import { type ChunkSource, localSource } from '../fetch/chunk-source.ts';
@@ -220,7 +221,7 @@ async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res:
   else {
     deps.counters.misses++;
     located = await deps.fetcher?.locate(key);
-    const viaOrigin = located ? undefined : await deps.origin?.(key);
+    const viaOrigin = located ? undefined : await deps.origin?.(key).catch(asOriginFailure);
     if (viaOrigin?.source === 'peer') located = viaOrigin.located;
     const fetched = viaOrigin?.source === 'origin' ? deps.store.openRead(key) : undefined;
     if (fetched) source = localSource(deps.store, fetched, 'origin');
@@ -267,6 +268,16 @@ async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res:
   } finally {
     source?.close();
   }
+}
+
+/**
+ * An origin fetch's failure as a GET answers it. An origin object over the store's limits is this
+ * node's limit, not something the client sent: 507 ObjectTooLarge, not a PUT's 413.
+ */
+function asOriginFailure(error: unknown): never {
+  if (error instanceof ObjectTooLargeError)
+    throw new HttpError(507, 'ObjectTooLarge', `the origin's object cannot be kept here: ${error.message}`);
+  throw error;
 }
 
 /**
