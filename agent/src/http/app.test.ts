@@ -161,12 +161,34 @@ describe('HTTP API', () => {
     assert.equal((await fetch(`${base}/v1/objects/big.bin`, { method: 'DELETE' })).status, 204);
   });
 
-  it('answers 416 for bad ranges, with the size in Content-Range', async () => {
-    for (const range of [`bytes=${data.length}-`, 'bytes=10-5', 'bytes=abc', 'bytes=-0']) {
+  it('answers 416 for unsatisfiable ranges, with the size in Content-Range', async () => {
+    for (const range of [`bytes=${data.length}-`, 'bytes=-0']) {
       const res = await fetch(`${base}/v1/objects/dir/obj.bin`, { headers: { Range: range } });
       assert.equal(res.status, 416, range);
       assert.equal(res.headers.get('content-range'), `bytes */${data.length}`);
       assert.equal(await errorCode(res), 'RangeNotSatisfiable');
+    }
+  });
+
+  it('ignores a syntactically invalid range: the whole object, 200', async () => {
+    for (const range of ['bytes=10-5', 'bytes=abc', 'bytes=-']) {
+      const res = await fetch(`${base}/v1/objects/dir/obj.bin`, { headers: { Range: range } });
+      assert.equal(res.status, 200, range);
+      assert.equal(res.headers.get('content-range'), null);
+      assert.equal(res.headers.get('content-length'), String(data.length));
+      await res.body?.cancel();
+    }
+  });
+
+  it('answers HEAD with a Range as a GET without it: 200, the whole Content-Length', async () => {
+    for (const range of ['bytes=0-9', `bytes=${data.length}-`]) {
+      const res = await fetch(`${base}/v1/objects/dir/obj.bin`, {
+        method: 'HEAD',
+        headers: { Range: range },
+      });
+      assert.equal(res.status, 200, range);
+      assert.equal(res.headers.get('content-length'), String(data.length));
+      assert.equal(res.headers.get('content-range'), null);
     }
   });
 

@@ -235,6 +235,27 @@ describe('the local-hit fast path', () => {
     assert.deepEqual(tail.body, big.subarray(big.length - 7));
   });
 
+  it('answers HEAD with a Range as the GET without it would: 200, the whole length', async () => {
+    for (const range of ['bytes=0-9', 'bytes=9999-']) {
+      const { result: res } = await answeredHere(() =>
+        call(`${fast.url}/v1/objects/pub/small`, 'HEAD', { ...bearer(READER), range }),
+      );
+      assert.equal(res.status, 200, range);
+      assert.equal(res.headers['content-length'], '4096');
+      assert.equal(res.headers['content-range'], undefined);
+    }
+  });
+
+  it('ignores a syntactically invalid range: the whole object, 200', async () => {
+    for (const range of ['bytes=5-2', 'bytes=abc']) {
+      const { result: res } = await answeredHere(() =>
+        call(`${fast.url}/v1/objects/pub/small`, 'GET', { ...bearer(READER), range }),
+      );
+      assert.equal(res.status, 200, range);
+      assert.deepEqual(res.body, small);
+    }
+  });
+
   it('answers 304 to If-None-Match with the current ETag', async () => {
     const etag = (await call(`${fast.url}/v1/objects/pub/small`, 'HEAD', bearer(READER))).headers.etag!;
     const { result: res } = await answeredHere(() =>
@@ -405,6 +426,10 @@ describe('the fast path answers as express does', () => {
       ['HEAD', 'pub/big', { ...r, range: 'bytes=5-' }],
       ['GET', 'pub/small', { ...r, range: 'bytes=1-2,5-6' }],
       ['GET', 'pub/small', { ...r, range: 'bytes=5000-' }],
+      ['HEAD', 'pub/small', { ...r, range: 'bytes=5000-' }],
+      ['GET', 'pub/small', { ...r, range: 'bytes=5-2' }],
+      ['GET', 'pub/small', { ...r, range: 'bytes=abc' }],
+      ['GET', 'pub/empty', { ...r, range: 'bytes=-5' }],
       ['GET', 'pub/small', { ...r, 'if-none-match': etag }],
       ['GET', 'pub/small', { ...r, 'if-none-match': `W/${etag}, "other"` }],
       ['GET', 'pub/small', { ...r, 'if-none-match': '"other"' }],
@@ -428,6 +453,28 @@ describe('the fast path answers as express does', () => {
   it('answers alike: status, every header, body', async () => {
     for (const [fastAnswer, expressAnswer, asked] of await askBoth())
       assert.deepEqual(comparable(fastAnswer), comparable(expressAnswer), asked);
+  });
+
+  it('both answer HEAD with a Range, and an invalid range, with the whole object (200)', async () => {
+    // Both asked, so that what the two count stays alike (the next test).
+    const r = bearer(READER);
+    for (const url of urls) {
+      for (const [method, range] of [
+        ['HEAD', 'bytes=0-9'],
+        ['HEAD', 'bytes=5000-'],
+        ['GET', 'bytes=5-2'],
+        ['GET', 'bytes=abc'],
+      ] as const) {
+        const res = await call(`${url}/v1/objects/pub/small`, method, { ...r, range });
+        assert.equal(res.status, 200, `${url} ${method} ${range}`);
+        assert.equal(res.headers['content-length'], '4096');
+        assert.equal(res.headers['content-range'], undefined);
+      }
+      assert.equal(
+        (await call(`${url}/v1/objects/pub/small`, 'GET', { ...r, range: 'bytes=5000-' })).status,
+        416,
+      );
+    }
   });
 
   it('counts alike: hits, misses, bytes served, clients refused, request metrics', async () => {

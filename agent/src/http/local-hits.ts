@@ -7,7 +7,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
 import type { AccessControl, Principal } from './access.ts';
 import { etagMatches, OBJECTS_PREFIX, OBJECTS_ROUTE, targetKey, traced } from './objects.ts';
-import { type ByteRange, parseRange } from './range.ts';
+import { type ByteRange, requestedRange } from './range.ts';
 import { writeChunks } from './write-chunks.ts';
 
 export interface LocalHitsDeps {
@@ -71,7 +71,7 @@ function prepare(manifest: Manifest): Prepared {
  * chunk is in the hot tier, without express; `fallback` (the express app) gets every other request,
  * unchanged: other methods and paths, invalid keys, clients refused (401, 403, 429: express refuses
  * them, with its counters), misses (peers, origin, 404), objects only on disk (express reads them
- * into the hot tier), unsatisfiable ranges (416). What it answers, it answers as express would: the
+ * into the hot tier), unsatisfiable ranges of a GET (416). What it answers, it answers as express would: the
  * same headers and bodies, the same authentication and limits, request metric (route
  * OBJECTS_ROUTE), server span and counters (hits, bytes served). Its headers are computed once per
  * object version.
@@ -142,11 +142,11 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
    * The local object `key` pinned, with the bytes to send and the first chunk of them, when that
    * chunk is in the hot tier and the range (if any) satisfiable; else undefined, nothing pinned.
    */
-  function localHit(key: string, rangeHeader: string | undefined): Hit | undefined {
+  function localHit(key: string, req: IncomingMessage): Hit | undefined {
     const handle = store.openRead(key);
     if (!handle) return undefined;
     const { size, chunkSize, chunks } = handle.manifest;
-    const range = parseRange(rangeHeader, size);
+    const range = requestedRange({ method: req.method, range: req.headers.range }, size);
     const bytes = range.kind === 'partial' ? range.range : { start: 0, end: size - 1 };
     const digest = chunks[Math.floor(bytes.start / chunkSize)];
     const first = digest === undefined ? EMPTY : store.hotChunk(digest);
@@ -172,7 +172,7 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
       // Hung up while its token was checked: express takes it (and answers nobody, as for any).
       if (res.closed) return false;
     }
-    const hit = localHit(key, req.headers.range);
+    const hit = localHit(key, req);
     if (!hit) return false;
     const release = access ? access.admit(principal!) : noop;
     if (!release) {

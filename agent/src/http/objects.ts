@@ -17,7 +17,7 @@ import { keyProblem } from '../keys.ts';
 import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { HttpError, sendError, toHttpError } from './errors.ts';
-import { type ByteRange, parseRange } from './range.ts';
+import { type ByteRange, requestedRange } from './range.ts';
 import { writeChunks } from './write-chunks.ts';
 
 export const OBJECTS_PREFIX = '/v1/objects/';
@@ -243,7 +243,7 @@ async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res:
       res.status(304).end();
       return;
     }
-    const range = parseRange(req.get('range'), head.size);
+    const range = requestedRange({ method: req.method, range: req.get('range') }, head.size);
     if (range.kind === 'unsatisfiable') {
       throw new HttpError(
         416,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseRange } from './range.ts';
+import { parseRange, requestedRange } from './range.ts';
 
 describe('parseRange', () => {
   it('serves single byte ranges, open-ended and suffix ranges', () => {
@@ -17,19 +17,40 @@ describe('parseRange', () => {
     assert.deepEqual(parseRange('bytes=0-1,5-6', 100), { kind: 'full' });
   });
 
-  it('refuses unsatisfiable and malformed byte ranges', () => {
+  it('refuses valid byte ranges no byte satisfies', () => {
+    for (const h of ['bytes=100-', 'bytes=100-200', 'bytes=-0', 'bytes=99999999999999999999-']) {
+      assert.deepEqual(parseRange(h, 100), { kind: 'unsatisfiable' }, h);
+    }
+    assert.deepEqual(parseRange('bytes=0-0', 0), { kind: 'unsatisfiable' });
+    assert.deepEqual(parseRange('bytes=-0', 0), { kind: 'unsatisfiable' });
+  });
+
+  it('ignores a syntactically invalid byte range (RFC 9110 §14.2), as several ranges are', () => {
     for (const h of [
-      'bytes=100-',
-      'bytes=100-200',
       'bytes=9-3',
-      'bytes=-0',
       'bytes=abc',
       'bytes=-',
+      'bytes=',
       'bytes=1-2-3',
-      'bytes=0-0',
+      'bytes=1-x',
+      'bytes=200-3',
     ]) {
-      const size = h === 'bytes=0-0' ? 0 : 100;
-      assert.deepEqual(parseRange(h, size), { kind: 'unsatisfiable' }, h);
+      assert.deepEqual(parseRange(h, 100), { kind: 'full' }, h);
     }
+    // A suffix of an empty object is satisfiable (§14.1.2): the whole of it, no byte.
+    assert.deepEqual(parseRange('bytes=-5', 0), { kind: 'full' });
+  });
+});
+
+describe('requestedRange', () => {
+  it('takes a Range for GET only: HEAD answers as the GET without it would', () => {
+    const range = 'bytes=0-9';
+    assert.deepEqual(requestedRange({ method: 'GET', range }, 100), {
+      kind: 'partial',
+      range: { start: 0, end: 9 },
+    });
+    assert.deepEqual(requestedRange({ method: 'HEAD', range }, 100), { kind: 'full' });
+    assert.deepEqual(requestedRange({ method: 'HEAD', range: 'bytes=500-' }, 100), { kind: 'full' });
+    assert.deepEqual(requestedRange({ method: 'GET', range: 'bytes=500-' }, 100), { kind: 'unsatisfiable' });
   });
 });
