@@ -21,6 +21,7 @@ export interface LocalHitsDeps {
 /** The headers of a local answer for one version of an object, computed on its first hit. */
 interface Prepared {
   etag: string;
+  lastModified: string;
   /** ETag, source, Accept-Ranges, Content-Type and Last-Modified, as raw name-value pairs. */
   common: string[];
   /** `common` with the whole object's Content-Length. */
@@ -50,6 +51,7 @@ function expressContentType(type: string): string {
 
 function prepare(manifest: Manifest): Prepared {
   const etag = `"${objectDigest(manifest)}"`;
+  const lastModified = new Date(manifest.createdAtMs).toUTCString();
   // In the order, and with the names, objects.ts getObject sets them.
   const common = [
     'ETag',
@@ -61,9 +63,9 @@ function prepare(manifest: Manifest): Prepared {
     'Content-Type',
     expressContentType(manifest.contentType ?? 'application/octet-stream'),
     'Last-Modified',
-    new Date(manifest.createdAtMs).toUTCString(),
+    lastModified,
   ];
-  return { etag, common, full: [...common, 'Content-Length', String(manifest.size)] };
+  return { etag, lastModified, common, full: [...common, 'Content-Length', String(manifest.size)] };
 }
 
 /**
@@ -146,7 +148,16 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
     const handle = store.openRead(key);
     if (!handle) return undefined;
     const { size, chunkSize, chunks } = handle.manifest;
-    const range = requestedRange({ method: req.method, range: req.headers.range }, size);
+    const { etag, lastModified } = headersOf(handle.manifest);
+    const ifRange = req.headers['if-range']; // node joins a repeated one into one string
+    const range = requestedRange(
+      {
+        method: req.method,
+        range: req.headers.range,
+        ifRange: typeof ifRange === 'string' ? ifRange : undefined,
+      },
+      { size, etag, lastModified },
+    );
     const bytes = range.kind === 'partial' ? range.range : { start: 0, end: size - 1 };
     const digest = chunks[Math.floor(bytes.start / chunkSize)];
     const first = digest === undefined ? EMPTY : store.hotChunk(digest);

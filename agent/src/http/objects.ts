@@ -232,18 +232,22 @@ async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res:
     const head = source?.head ?? located!.head;
     // No ETag while an owner is still getting the object from its origin: the root is not known yet.
     const etag = manifest && `"${objectDigest(manifest)}"`;
+    const lastModified = manifest && new Date(manifest.createdAtMs).toUTCString();
     res.set({
       ...(etag ? { ETag: etag } : {}),
       'X-Edgemesh-Source': source?.source ?? 'peer',
       'Accept-Ranges': 'bytes',
       'Content-Type': head.contentType ?? 'application/octet-stream',
-      ...(manifest ? { 'Last-Modified': new Date(manifest.createdAtMs).toUTCString() } : {}),
+      ...(lastModified ? { 'Last-Modified': lastModified } : {}),
     });
     if (etag && etagMatches(req.get('if-none-match'), etag)) {
       res.status(304).end();
       return;
     }
-    const range = requestedRange({ method: req.method, range: req.get('range') }, head.size);
+    const range = requestedRange(
+      { method: req.method, range: req.get('range'), ifRange: req.get('if-range') },
+      { size: head.size, etag, lastModified },
+    );
     if (range.kind === 'unsatisfiable') {
       throw new HttpError(
         416,

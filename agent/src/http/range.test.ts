@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseRange, requestedRange } from './range.ts';
+import { ifRangeHolds, parseRange, requestedRange } from './range.ts';
 
 describe('parseRange', () => {
   it('serves single byte ranges, open-ended and suffix ranges', () => {
@@ -43,14 +43,48 @@ describe('parseRange', () => {
 });
 
 describe('requestedRange', () => {
+  const ETAG = '"sha256-tree:aa"';
+  const DATE = 'Tue, 03 Jun 2025 10:00:00 GMT';
+  const target = { size: 100, etag: ETAG, lastModified: DATE };
+  const get = (range: string | undefined, ifRange?: string) =>
+    requestedRange({ method: 'GET', range, ifRange }, target);
+  const partial = { kind: 'partial', range: { start: 90, end: 99 } };
+
   it('takes a Range for GET only: HEAD answers as the GET without it would', () => {
-    const range = 'bytes=0-9';
-    assert.deepEqual(requestedRange({ method: 'GET', range }, 100), {
-      kind: 'partial',
-      range: { start: 0, end: 9 },
+    assert.deepEqual(get('bytes=90-'), partial);
+    assert.deepEqual(requestedRange({ method: 'HEAD', range: 'bytes=90-', ifRange: undefined }, target), {
+      kind: 'full',
     });
-    assert.deepEqual(requestedRange({ method: 'HEAD', range }, 100), { kind: 'full' });
-    assert.deepEqual(requestedRange({ method: 'HEAD', range: 'bytes=500-' }, 100), { kind: 'full' });
-    assert.deepEqual(requestedRange({ method: 'GET', range: 'bytes=500-' }, 100), { kind: 'unsatisfiable' });
+    assert.deepEqual(requestedRange({ method: 'HEAD', range: 'bytes=500-', ifRange: undefined }, target), {
+      kind: 'full',
+    });
+    assert.deepEqual(get('bytes=500-'), { kind: 'unsatisfiable' });
+  });
+
+  it('takes the Range only when If-Range names this version: its ETag, strongly, or exactly its Last-Modified', () => {
+    assert.deepEqual(get('bytes=90-', ETAG), partial);
+    assert.deepEqual(get('bytes=90-', ` ${ETAG} `), partial);
+    assert.deepEqual(get('bytes=90-', DATE), partial);
+    for (const other of [
+      '"sha256-tree:bb"', // another version: the key was replaced
+      `W/${ETAG}`, // weak: never a strong match
+      ETAG.slice(0, -1), // no closing quote
+      `${ETAG}, "x"`, // a list (or a repeated header, joined): not one entity tag
+      'Tue, 03 Jun 2025 10:00:01 GMT',
+      'Tuesday, 03-Jun-25 10:00:00 GMT', // the same moment, not the same value
+      '',
+    ])
+      assert.deepEqual(get('bytes=90-', other), { kind: 'full' }, other);
+    // Also an unsatisfiable range: the whole current version, not 416.
+    assert.deepEqual(get('bytes=500-', '"sha256-tree:bb"'), { kind: 'full' });
+    // An answer with no validators yet (an origin fetch under way elsewhere) matches nothing.
+    assert.deepEqual(
+      requestedRange(
+        { method: 'GET', range: 'bytes=90-', ifRange: ETAG },
+        { size: 100, etag: undefined, lastModified: undefined },
+      ),
+      { kind: 'full' },
+    );
+    assert.equal(ifRangeHolds(ETAG, target), true);
   });
 });

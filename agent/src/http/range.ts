@@ -44,14 +44,40 @@ export function parseRange(header: string | undefined, size: number): RangeResul
 export interface RangeRequest {
   method: string | undefined;
   range: string | undefined;
+  ifRange: string | undefined;
+}
+
+/** The version being answered: its size, and its validators as its ETag and Last-Modified give them. */
+export interface RangeTarget {
+  size: number;
+  /** Undefined when the answer has none (an object an owner is still getting from its origin). */
+  etag: string | undefined;
+  lastModified: string | undefined;
 }
 
 /**
- * The bytes a request asks of an object of `size` bytes: its Range for a GET only. RFC 9110 §14.2
- * defines ranges for GET alone; a HEAD answers as the GET without its Range would (200, the whole
- * Content-Length).
+ * The bytes a request asks of the version being answered: its Range, for a GET only, and only when
+ * an If-Range it carries names this version. RFC 9110 §14.2 defines ranges for GET alone; a HEAD
+ * answers as the GET without its Range would (200, the whole Content-Length). §13.1.5: a client
+ * resuming a download sends If-Range with the version it has; when that is not the current one
+ * (the key was replaced), the Range is ignored and the whole current version sent (200), never a
+ * piece of it to splice onto the bytes of another.
  */
-export function requestedRange(req: RangeRequest, size: number): RangeResult {
-  if (req.method !== 'GET') return { kind: 'full' };
-  return parseRange(req.range, size);
+export function requestedRange(req: RangeRequest, target: RangeTarget): RangeResult {
+  if (req.method !== 'GET' || req.range === undefined) return { kind: 'full' };
+  if (req.ifRange !== undefined && !ifRangeHolds(req.ifRange, target)) return { kind: 'full' };
+  return parseRange(req.range, target.size);
+}
+
+/**
+ * Whether an If-Range names the version `target` (RFC 9110 §13.1.5): an entity tag by strong
+ * comparison (a weak one, W/"...", never does), a date only when it is exactly the version's
+ * Last-Modified. (Two versions of a key made within one second share a Last-Modified; a client that
+ * has the ETag, which every answer with a Last-Modified carries, sends that instead, as §13.1.5 asks.)
+ */
+export function ifRangeHolds(header: string, target: Pick<RangeTarget, 'etag' | 'lastModified'>): boolean {
+  const value = header.trim();
+  if (value.startsWith('"') || value.startsWith('W/'))
+    return target.etag !== undefined && value === target.etag;
+  return target.lastModified !== undefined && value === target.lastModified;
 }
