@@ -91,19 +91,18 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
       caller = opts.authenticate(socket); // refused at once; each request is checked again
     } catch (error) {
       logger.debug({ err: (error as Error).message }, 'bulk connection refused');
-      socket.end(errorFrame({ code: status.UNAUTHENTICATED, message: (error as Error).message }));
-      return;
+      return refuse(socket, errorFrame({ code: status.UNAUTHENTICATED, message: (error as Error).message }));
     }
     // Each connection may pin a chunk in flight: one node gets at most so many at once.
     const mine = perCaller.get(caller) ?? 0;
     if (mine >= MAX_CONNECTIONS_PER_PEER) {
-      socket.end(
+      return refuse(
+        socket,
         errorFrame({
           code: status.RESOURCE_EXHAUSTED,
           message: `${caller} has ${mine} bulk connections open here: ask another holder or retry`,
         }),
       );
-      return;
     }
     perCaller.set(caller, mine + 1);
     open.add(socket);
@@ -136,6 +135,26 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
       });
     });
   });
+}
+
+/**
+ * How long a refused connection may take to get its error frame out (a client that reads nothing)
+ * before it is destroyed anyway.
+ */
+export const REFUSED_LINGER_MS = 5_000;
+
+/**
+ * Sends a refused connection's error frame and closes it: destroyed as soon as the frame and the
+ * end of the stream are written, or after REFUSED_LINGER_MS. An end alone waits for the client's
+ * own: a client that never closes (nor reads) would keep the connection, uncounted, for ever.
+ */
+function refuse(socket: TLSSocket, frame: Buffer): void {
+  const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  // What the client sends meanwhile is dropped (left unread, it would turn the close into a reset).
+  socket.resume();
+  socket.end(frame, () => socket.destroy());
 }
 
 /**

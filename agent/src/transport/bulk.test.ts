@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tcpConnect } from 'node:net';
 import { connect, createServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -36,7 +37,7 @@ import {
   MAX_REQUEST_BYTES,
 } from './bulk-wire.ts';
 import { BulkChannel } from './bulk-client.ts';
-import { MAX_CONNECTIONS_PER_PEER } from './bulk-server.ts';
+import { listenPeer, MAX_CONNECTIONS_PER_PEER } from './bulk-server.ts';
 import { GrpcPeer } from './peer-client.ts';
 import { peerService } from './peer-service.ts';
 import type { ChunkPiece } from './piece-codec.ts';
@@ -599,6 +600,77 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
       for (const socket of sockets) socket.destroy();
     }
   });
+
+  it(
+    'destroys a connection it refuses (not of this mesh, or one too many) once its error frame is out, though the client never closes it',
+    { timeout: 20_000 },
+    async () => {
+      /** The server's side of each bulk connection, as authenticate sees it (at its first request too). */
+      const served = new Set<TLSSocket>();
+      let refuse = false;
+      const own = await listenPeer({
+        grpc: new GrpcServer(),
+        host: '127.0.0.1',
+        port: 0,
+        node: serverId,
+        logger: opts.logger,
+        maxConnectionAgeMs: 60_000,
+        authenticate: (socket) => {
+          served.add(socket);
+          if (refuse) throw new Error('not a node of this mesh');
+          return 'cli';
+        },
+        answer: (_caller, _request, sink) => Promise.resolve(sink.end()),
+      });
+      /** A client that reads but never closes: the server's end alone would leave it open. */
+      const stubborn = (): Promise<TLSSocket> =>
+        new Promise((resolve, reject) => {
+          const socket = connect({
+            ...peerTlsOptions(clientId, 'srv'),
+            socket: tcpConnect({ host: '127.0.0.1', port: own.port, allowHalfOpen: true }),
+            ALPNProtocols: [BULK_ALPN],
+          });
+          socket.once('secureConnect', () => resolve(socket));
+          socket.once('error', reject);
+        });
+      const frame = (got: Buffer) =>
+        got.length >= HEADER_BYTES && got.length >= HEADER_BYTES + got.readUInt32BE(5);
+      const gone = (socket: TLSSocket) =>
+        new Promise((resolve) => (socket.destroyed ? resolve(true) : socket.once('close', resolve)));
+      const clients: TLSSocket[] = [];
+      try {
+        // Refused by authentication.
+        refuse = true;
+        const refused = await stubborn();
+        clients.push(refused);
+        const got = await readAll(refused, frame);
+        assert.match(got.subarray(HEADER_BYTES).toString(), /"code":16/);
+        assert.equal(refused.allowHalfOpen, true, 'the client keeps its side open');
+        await gone([...served].at(-1)!);
+        // Refused for one connection too many.
+        refuse = false;
+        for (let i = 0; i < MAX_CONNECTIONS_PER_PEER; i++) {
+          const socket = await stubborn();
+          clients.push(socket);
+          const answered = readAll(socket, frame);
+          socket.write(encodeRequest({ digests: [], from: 'cli', meta: {} }));
+          assert.equal((await answered).readUInt8(0), FRAME.END);
+        }
+        const extra = await stubborn();
+        clients.push(extra);
+        assert.match((await readAll(extra, frame)).subarray(HEADER_BYTES).toString(), /"code":8/);
+        await gone([...served].at(-1)!);
+        assert.equal(served.size, MAX_CONNECTIONS_PER_PEER + 2);
+        assert.ok(
+          [...served].slice(1, -1).every((s) => !s.destroyed),
+          'the connections it took stay open',
+        );
+      } finally {
+        for (const socket of clients) socket.destroy();
+        own.close();
+      }
+    },
+  );
 
   // Without the close, the connection would only go at the server's 60 s idle timeout.
   it('closes its open bulk connections when it stops', { timeout: 15_000 }, async () => {
