@@ -1,4 +1,5 @@
 import { type Server, ServerCredentials, status } from '@grpc/grpc-js';
+import type { Socket } from 'node:net';
 import { createServer, type TLSSocket } from 'node:tls';
 import { ReusedBuffers } from '../cache/reused-buffers.ts';
 import type { NodeCredentials } from '../security/node-credentials.ts';
@@ -22,6 +23,38 @@ const IDLE_MS = 60_000;
  * a time; a node fetching many objects from one holder at once waits its turn, as for a busy one).
  */
 export const MAX_CONNECTIONS_PER_PEER = 32;
+
+/**
+ * Limits on the peer port's connections before they are a node's (docs/security.md, "Abuse limits").
+ * Anyone who reaches the port may open a connection, certificate or not; until its handshake ends it
+ * is no one's, so it is counted by remote address.
+ */
+export interface PeerPortLimits {
+  /** A TLS handshake not over by then is closed (Node's default is 120 s, and it only reports it). */
+  handshakeTimeoutMs: number;
+  /** Connections still in their handshake at once; more are closed as they come. */
+  maxHandshakes: number;
+  /** The same, from one remote address. */
+  maxHandshakesPerAddress: number;
+  /** Connections open at once, gRPC and bulk, in their handshake or not; more are closed as they come. */
+  maxConnections: number;
+}
+
+/**
+ * A handshake takes a round trip or two and a few ms of CPU: 10 s is ample on any link. A member opens
+ * a connection or two at a time (its control connection, a bulk connection per chunk request), so 32
+ * handshakes from one address leave room for several members behind one NAT, and 256 over all for a
+ * whole mesh restarting at once (refused ones are retried). A member keeps one gRPC connection here
+ * (two while an aged one finishes its calls, one more for FetchChunks with mTLS off) and up to 4 idle
+ * bulk connections, more while it downloads from this node: 8192 is several per member for a mesh of
+ * 1,000 nodes, and far below the descriptors the process may open.
+ */
+export const PEER_PORT_LIMITS: PeerPortLimits = {
+  handshakeTimeoutMs: 10_000,
+  maxHandshakes: 256,
+  maxHandshakesPerAddress: 32,
+  maxConnections: 8192,
+};
 
 export interface PeerListener {
   port: number;
@@ -47,6 +80,8 @@ export interface BulkServerOptions {
    * the certificates and trust bundle of now), as gRPC connections are aged.
    */
   maxConnectionAgeMs: number;
+  /** Default: PEER_PORT_LIMITS. */
+  limits?: Partial<PeerPortLimits>;
 }
 
 /**
@@ -57,6 +92,7 @@ export interface BulkServerOptions {
  */
 export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
   const { node, logger } = opts;
+  const limits = { ...PEER_PORT_LIMITS, ...opts.limits };
   const injector = opts.grpc.createConnectionInjector(ServerCredentials.createInsecure());
   const context = () => ({ cert: node.certPem, key: node.keyPem, ca: node.bundlePem });
   const server = createServer({
@@ -65,7 +101,9 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
     rejectUnauthorized: true,
     // The server's order decides: a client offering both (bulk-client.ts, to fall back on older peers) gets bulk.
     ALPNProtocols: [BULK_ALPN, 'h2'],
+    handshakeTimeout: limits.handshakeTimeoutMs,
   });
+  server.maxConnections = limits.maxConnections;
   const refresh = () => {
     try {
       server.setSecureContext(context());
@@ -75,13 +113,47 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
   };
   node.addIdentityCertificateListener(refresh);
   node.addCaCertificateListener(refresh);
-  server.on('tlsClientError', (error) => logger.debug({ err: error.message }, 'peer TLS handshake failed'));
+  /** Connections in their handshake (connectionKey), with their remote address. */
+  const handshaking = new Map<string, string>();
+  /** How many of them each remote address has. */
+  const handshakingFrom = new Map<string, number>();
+  const handshakeOver = (key: string) => {
+    const address = handshaking.get(key);
+    if (address === undefined) return;
+    handshaking.delete(key);
+    const left = (handshakingFrom.get(address) ?? 1) - 1;
+    if (left > 0) handshakingFrom.set(address, left);
+    else handshakingFrom.delete(address);
+  };
+  // The TCP connection, before its handshake (this listener runs after the TLS server's own).
+  server.on('connection', (raw: Socket) => {
+    const address = raw.remoteAddress;
+    if (address === undefined) return void raw.destroy(); // gone already
+    const fromThere = handshakingFrom.get(address) ?? 0;
+    if (handshaking.size >= limits.maxHandshakes || fromThere >= limits.maxHandshakesPerAddress) {
+      logger.debug(
+        { address, handshakes: handshaking.size, fromThere },
+        'peer connection refused: too many handshakes',
+      );
+      return void raw.destroy();
+    }
+    const key = connectionKey(raw);
+    handshaking.set(key, address);
+    handshakingFrom.set(address, fromThere + 1);
+    raw.once('close', () => handshakeOver(key));
+  });
+  server.on('tlsClientError', (error, socket) => {
+    logger.debug({ err: error.message }, 'peer TLS handshake failed');
+    // Node reports a handshake timeout here but leaves the connection open.
+    socket.destroy();
+  });
   /** Bulk connections open now: closed with the listener (gRPC's forceShutdown closes its own). */
   const open = new Set<TLSSocket>();
   /** Open bulk connections by the node their certificate names. */
   const perCaller = new Map<string, number>();
   let stopped = false;
   server.on('secureConnection', (socket: TLSSocket) => {
+    handshakeOver(connectionKey(socket));
     socket.on('error', (error) => logger.debug({ err: error.message }, 'peer connection failed'));
     if (stopped) return socket.destroy(); // its handshake ended after the listener closed
     if (socket.alpnProtocol === 'h2') return injector.injectConnection(socket);
@@ -136,6 +208,10 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
     });
   });
 }
+
+/** A TCP connection's own name on this listener, the same on its TLS socket. */
+const connectionKey = (socket: Socket) =>
+  `${socket.remoteAddress}|${socket.remotePort}|${socket.localAddress}`;
 
 /**
  * How long a refused connection may take to get its error frame out (a client that reads nothing)

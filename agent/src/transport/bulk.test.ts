@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as tcpConnect } from 'node:net';
+import { connect as tcpConnect, type Socket } from 'node:net';
 import { connect, createServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -37,7 +37,7 @@ import {
   MAX_REQUEST_BYTES,
 } from './bulk-wire.ts';
 import { BulkChannel } from './bulk-client.ts';
-import { listenPeer, MAX_CONNECTIONS_PER_PEER } from './bulk-server.ts';
+import { listenPeer, MAX_CONNECTIONS_PER_PEER, type PeerPortLimits } from './bulk-server.ts';
 import { GrpcPeer } from './peer-client.ts';
 import { peerService } from './peer-service.ts';
 import type { ChunkPiece } from './piece-codec.ts';
@@ -671,6 +671,98 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
       }
     },
   );
+
+  /** A peer port of its own with `limits`, answering every bulk request with END. */
+  const portWith = (limits: Partial<PeerPortLimits>) =>
+    listenPeer({
+      grpc: new GrpcServer(),
+      host: '127.0.0.1',
+      port: 0,
+      node: serverId,
+      logger: opts.logger,
+      maxConnectionAgeMs: 60_000,
+      authenticate: () => 'cli',
+      answer: (_caller, _request, sink) => Promise.resolve(sink.end()),
+      limits,
+    });
+  /** A TCP connection that never starts its TLS handshake. */
+  const silent = (port: number): Promise<Socket> =>
+    new Promise((resolve, reject) => {
+      const socket = tcpConnect({ host: '127.0.0.1', port });
+      socket.once('connect', () => resolve(socket));
+      socket.once('error', reject);
+    });
+  const closed = (socket: Socket) =>
+    new Promise((resolve) => (socket.closed ? resolve(true) : socket.once('close', resolve)));
+
+  it('closes a connection whose TLS handshake does not end in time', { timeout: 15_000 }, async () => {
+    const own = await portWith({ handshakeTimeoutMs: 200 });
+    const socket = await silent(own.port);
+    try {
+      socket.on('error', () => {});
+      await closed(socket);
+    } finally {
+      socket.destroy();
+      own.close();
+    }
+  });
+
+  it(
+    'closes connections beyond the handshakes in progress allowed, over all and from one address, and takes more once those end',
+    { timeout: 15_000 },
+    async () => {
+      for (const limits of [{ maxHandshakes: 2 }, { maxHandshakesPerAddress: 2 }]) {
+        const own = await portWith({ handshakeTimeoutMs: 60_000, ...limits });
+        // Connections whose handshake is over (answered: over on the server's side too) take no place.
+        const done = [await raw(own.port), await raw(own.port)];
+        for (const socket of done) {
+          const answered = readAll(socket, (got) => got.length >= HEADER_BYTES);
+          socket.write(encodeRequest({ digests: [], from: 'cli', meta: {} }));
+          await answered;
+        }
+        const stuck = [await silent(own.port), await silent(own.port)];
+        try {
+          const extra = await silent(own.port);
+          extra.on('error', () => {});
+          await closed(extra);
+          // A handshake that ends frees its place: a node's connection works meanwhile.
+          for (const socket of stuck) socket.destroy();
+          const socket = await eventually(() => raw(own.port).catch(() => undefined), 5000, 'a connection');
+          const answered = readAll(socket, (got) => got.length >= HEADER_BYTES);
+          socket.write(encodeRequest({ digests: [], from: 'cli', meta: {} }));
+          assert.equal((await answered).readUInt8(0), FRAME.END, JSON.stringify(limits));
+          socket.destroy();
+        } finally {
+          for (const socket of [...done, ...stuck]) socket.destroy();
+          own.close();
+        }
+      }
+    },
+  );
+
+  it('closes a gRPC connection on which no call comes', { timeout: 15_000 }, async () => {
+    const idleOpts = { ...opts, connectionIdleMs: 200 };
+    const own = await listenPeerServer(createPeerServer(idleOpts), idleOpts, '127.0.0.1', 0, serverId);
+    const socket = await new Promise<TLSSocket>((resolve, reject) => {
+      const s = connect({
+        ...peerTlsOptions(clientId, 'srv'),
+        host: '127.0.0.1',
+        port: own.port,
+        ALPNProtocols: ['h2'],
+      });
+      s.once('secureConnect', () => resolve(s));
+      s.once('error', reject);
+    });
+    try {
+      assert.equal(socket.alpnProtocol, 'h2');
+      socket.on('error', () => {});
+      socket.resume(); // the server's SETTINGS, then its GOAWAY
+      await closed(socket);
+    } finally {
+      socket.destroy();
+      own.close();
+    }
+  });
 
   // Without the close, the connection would only go at the server's 60 s idle timeout.
   it('closes its open bulk connections when it stops', { timeout: 15_000 }, async () => {

@@ -160,6 +160,8 @@ export interface PeerServerOptions {
     lookup(key: string): { manifest: Manifest; holders: Holder[] } | undefined;
     record(manifest: Manifest, holder: Holder): void;
   };
+  /** Default: MAX_CONNECTION_IDLE_MS (tests shorten it). */
+  connectionIdleMs?: number;
 }
 
 /** One Watch event, before it goes on the wire (see WatchEvent in peer.proto). */
@@ -205,6 +207,12 @@ export function channelOptions(flowControlWindow: number) {
  */
 export const MAX_CONNECTION_AGE_MS = 30 * 60_000;
 const MAX_CONNECTION_AGE_GRACE_MS = 6 * 3600_000;
+/**
+ * A gRPC connection without a call for this long is closed (GOAWAY; the client's next call opens a
+ * new one), so one nobody uses holds no descriptor and no TLS state until it ages out. A member with
+ * something to say (pings, Holds, Watches) says it more often than this in all but the largest meshes.
+ */
+export const MAX_CONNECTION_IDLE_MS = 10 * 60_000;
 
 /**
  * Chunk requests of one zone that may wait for this node's upload; more are refused as busy, so the
@@ -221,6 +229,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
     ...channelOptions(opts.flowControlWindow),
     'grpc.max_connection_age_ms': MAX_CONNECTION_AGE_MS,
     'grpc.max_connection_age_grace_ms': MAX_CONNECTION_AGE_GRACE_MS,
+    'grpc.max_connection_idle_ms': opts.connectionIdleMs ?? MAX_CONNECTION_IDLE_MS,
   });
   server.addService(
     peerService,
