@@ -6,6 +6,14 @@ export const MIN_CHUNK_SIZE = 4 * 1024 * 1024;
 export const MAX_CHUNK_SIZE = 64 * 1024 * 1024;
 /** Large objects aim at about this many chunks (Dragonfly's rule), within the bounds above. */
 export const TARGET_CHUNK_COUNT = 512;
+/**
+ * The largest object any node stores (store.maxObjectBytes may not be set above it). It bounds how
+ * many chunks a manifest has, so how much a manifest from a peer may make a node decode, check and
+ * keep, and with that the size of the peer protocol's control messages (peer-service.ts).
+ */
+export const MAX_OBJECT_BYTES = 256 * 2 ** 30;
+/** The most chunks an object has: MAX_OBJECT_BYTES in MIN_CHUNK_SIZE chunks (a PUT of unknown size), 65,536. */
+export const MAX_CHUNKS = MAX_OBJECT_BYTES / MIN_CHUNK_SIZE;
 
 const HEX_DIGEST = /^[0-9a-f]{64}$/;
 const ROOT_DOMAIN = Buffer.from('edgemesh/root/v1\n');

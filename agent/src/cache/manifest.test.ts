@@ -3,7 +3,15 @@ import { describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { isKey } from '../keys.ts';
-import { digestOf, MAX_CHUNK_SIZE, rootDigest } from './chunking.ts';
+import {
+  chunkSizeFor,
+  digestOf,
+  MAX_CHUNK_SIZE,
+  MAX_CHUNKS,
+  MAX_OBJECT_BYTES,
+  MIN_CHUNK_SIZE,
+  rootDigest,
+} from './chunking.ts';
 import { InvalidManifestError, parseManifest, parseSignature } from './manifest.ts';
 
 /** A self-consistent manifest of one chunk of `size` bytes, chunked by `chunkSize`. */
@@ -19,6 +27,54 @@ describe('parseManifest', () => {
     // node allocate what it cannot.
     assert.throws(() => parseManifest(manifest(100, 2 ** 40), isKey), InvalidManifestError);
     assert.throws(() => parseManifest(manifest(100, MAX_CHUNK_SIZE + 1), isKey), /chunkSize above/);
+  });
+
+  /** A self-consistent manifest of `size` bytes in `chunkSize` chunks (every chunk the same digest). */
+  function cut(size: number, chunkSize: number) {
+    const count = Math.ceil(size / chunkSize);
+    const chunks = Array.from({ length: count }, () => digestOf(Buffer.from('x')));
+    return { key: 'k', size, chunkSize, chunks, root: rootDigest(size, chunkSize, chunks), createdAtMs: 1 };
+  }
+
+  it('accepts every shape the writers make: one chunk of a small object, chunkSizeFor, 4 MiB chunks of a PUT of unknown size', () => {
+    const sizes = [
+      0,
+      1,
+      MIN_CHUNK_SIZE - 1,
+      MIN_CHUNK_SIZE,
+      MIN_CHUNK_SIZE + 1,
+      2 * 2 ** 30 + 1,
+      40 * 2 ** 30,
+    ];
+    for (const size of [...sizes, MAX_OBJECT_BYTES]) {
+      assert.equal(parseManifest(cut(size, chunkSizeFor(size)), isKey).size, size, `${size} bytes`);
+      assert.equal(parseManifest(cut(size, MIN_CHUNK_SIZE), isKey).size, size, `${size} bytes, unknown size`);
+    }
+    assert.equal(parseManifest(cut(MAX_OBJECT_BYTES, MIN_CHUNK_SIZE), isKey).chunks.length, MAX_CHUNKS);
+    // An object smaller than a chunk is its only chunk, whatever the chunk size says.
+    assert.equal(parseManifest(cut(1, 1), isKey).chunks.length, 1);
+    assert.equal(parseManifest(cut(100, 4096), isKey).chunks.length, 1);
+  });
+
+  it('refuses a chunk size finer than any writer cuts, and more chunks than the largest object has', () => {
+    // 2 million digests of 1-byte chunks: what a 64 MiB message could carry (the root unchecked: the
+    // chunk size alone refuses it).
+    const digest = digestOf(Buffer.from('x'));
+    const fine = { ...manifest(2_000_000, 1), chunks: Array<string>(2_000_000).fill(digest) };
+    assert.throws(
+      () => parseManifest(fine, isKey),
+      /chunkSize 1 below 4194304 for an object of more than one/,
+    );
+    assert.throws(() => parseManifest(cut(2 * MIN_CHUNK_SIZE - 2, MIN_CHUNK_SIZE - 1), isKey), /below/);
+    assert.throws(
+      () => parseManifest(cut(MAX_OBJECT_BYTES + MIN_CHUNK_SIZE, MIN_CHUNK_SIZE), isKey),
+      /above the largest object/,
+    );
+    // A chunk list longer than the largest object needs, whatever size it claims: refused on its
+    // length, before a digest is looked at (these are not digests) or the root hashed.
+    const long = { ...cut(MIN_CHUNK_SIZE, MIN_CHUNK_SIZE), chunks: Array<string>(MAX_CHUNKS + 1).fill('zz') };
+    assert.throws(() => parseManifest(long, isKey), /65537 chunks: more than an object of/);
+    assert.throws(() => parseManifest({ ...long, chunks: ['zz'] }, isKey), /bad chunk list/);
   });
 });
 

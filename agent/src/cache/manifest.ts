@@ -3,6 +3,8 @@ import {
   chunkLength,
   isDigest,
   MAX_CHUNK_SIZE,
+  MAX_OBJECT_BYTES,
+  MIN_CHUNK_SIZE,
   OBJECT_DIGEST_PREFIX,
   rootDigest,
 } from './chunking.ts';
@@ -128,6 +130,10 @@ export function manifestChunkLength(manifest: Manifest, index: number): number {
 /**
  * Checks an untrusted manifest (from disk or a peer) for internal consistency: field types, chunk count
  * matching size and chunk size, and the root matching the chunk list. Returns it typed, or throws.
+ * Only what this code makes passes in size: chunks of MIN_CHUNK_SIZE to MAX_CHUNK_SIZE (smaller only
+ * for an object of one chunk) and objects of at most MAX_OBJECT_BYTES, so a peer's manifest lists at
+ * most MAX_CHUNKS digests (a 1-byte chunk size would let it list millions). The counts are checked
+ * before any digest is.
  */
 export function parseManifest(value: unknown, isKey: (key: string) => boolean): Manifest {
   const fail = (why: string): never => {
@@ -138,13 +144,21 @@ export function parseManifest(value: unknown, isKey: (key: string) => boolean): 
   if (typeof m.key !== 'string' || !isKey(m.key)) return fail('bad key');
   if (!Number.isSafeInteger(m.size) || (m.size as number) < 0) return fail('bad size');
   if (!Number.isSafeInteger(m.chunkSize) || (m.chunkSize as number) <= 0) return fail('bad chunkSize');
-  // A receiver sizes its buffers by chunkSize: a peer's manifest may not ask for more than any
-  // manifest this code makes.
-  if ((m.chunkSize as number) > MAX_CHUNK_SIZE) return fail(`chunkSize above ${MAX_CHUNK_SIZE}`);
-  if (!Array.isArray(m.chunks) || !m.chunks.every(isDigest)) return fail('bad chunk list');
   const size = m.size as number;
   const chunkSize = m.chunkSize as number;
+  // A receiver sizes its buffers by chunkSize: a peer's manifest may not ask for more than any
+  // manifest this code makes.
+  if (chunkSize > MAX_CHUNK_SIZE) return fail(`chunkSize above ${MAX_CHUNK_SIZE}`);
+  // Nor cut an object finer than any writer does (chunkSizeFor): an object of more than one chunk
+  // has chunks of MIN_CHUNK_SIZE at least.
+  if (chunkSize < MIN_CHUNK_SIZE && size > chunkSize)
+    return fail(`chunkSize ${chunkSize} below ${MIN_CHUNK_SIZE} for an object of more than one chunk`);
+  if (size > MAX_OBJECT_BYTES) return fail(`size ${size} above the largest object, ${MAX_OBJECT_BYTES}`);
+  if (!Array.isArray(m.chunks)) return fail('bad chunk list');
+  if (m.chunks.length > chunkCount(MAX_OBJECT_BYTES, chunkSize))
+    return fail(`${m.chunks.length} chunks: more than an object of ${MAX_OBJECT_BYTES} bytes has`);
   if (m.chunks.length !== chunkCount(size, chunkSize)) return fail('chunk count does not match size');
+  if (!m.chunks.every(isDigest)) return fail('bad chunk list');
   if (!isDigest(m.root) || m.root !== rootDigest(size, chunkSize, m.chunks)) return fail('root mismatch');
   if (!Number.isSafeInteger(m.createdAtMs)) return fail('bad createdAtMs');
   if (m.expiresAtMs !== undefined && !Number.isSafeInteger(m.expiresAtMs)) return fail('bad expiresAtMs');

@@ -112,6 +112,8 @@ describe('configuration', () => {
       [[], {}, /store: /],
       [['--store.dir', '/d', '--http.port', '70000'], {}, /http\.port/],
       [['--store.dir', '/d', '--store.max-bytes', 'lots'], {}, /store\.maxBytes: not a byte size/],
+      // Larger than any manifest may describe (cache/manifest.ts): peers would refuse its manifests.
+      [['--store.dir', '/d', '--store.max-object-bytes', '257Gi'], {}, /store\.maxObjectBytes: Too big/],
       [['--store.dir', '/d', '--peers', 'no-port'], {}, /peers\.0/],
       // Longer than a timer can wait (2^31 ms): it would fire at once, a scrub after another.
       [['--store.dir', '/d', '--store.scrub-interval-hours', '597'], {}, /store\.scrubIntervalHours/],

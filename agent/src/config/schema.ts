@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { hostPortSchema, meshNameSchema } from '@edgemesh/contracts';
 import { en } from 'zod/locales';
 import * as z from 'zod/mini';
+import { MAX_OBJECT_BYTES } from '../cache/chunking.ts';
 import { parseBytes } from './bytes.ts';
 
 /*
@@ -133,7 +134,8 @@ export const agentConfigSchema = z.strictObject({
     dir: z.string().check(z.minLength(1)),
     maxBytes: z._default(bytes, 10 * 2 ** 30),
     memoryBytes: z._default(bytes, 256 * 2 ** 20),
-    maxObjectBytes: z._default(bytes, 8 * 2 ** 30),
+    /** At most MAX_OBJECT_BYTES (256 GiB): what a peer's manifest may describe (cache/manifest.ts). */
+    maxObjectBytes: z._default(z.pipe(bytes, z.number().check(z.maximum(MAX_OBJECT_BYTES))), 8 * 2 ** 30),
     /** Seconds; 0 keeps objects until evicted. A PUT may set its own with X-Edgemesh-Ttl. */
     defaultTtlSeconds: z._default(int(0), 0),
     fsync: z._default(bool, false),
