@@ -25,6 +25,7 @@ import { clientCall } from './rpc-spans.ts';
 import type { Manifest, NodeSignature } from '../cache/manifest.ts';
 import type { Holder } from '../domain.ts';
 import {
+  CHUNK_MESSAGE_BYTES,
   fromWire,
   peerService,
   pingCoordinate,
@@ -148,7 +149,11 @@ export class GrpcPeer implements PeerTransport {
   #bulkClient(): Client & Record<string, unknown> {
     // A transport closed (a member's replaced connection) opens nothing more: the caller moves on.
     if (this.#closed) throw new PeerError(this.id, 'FetchChunks: the connection was closed');
-    this.#bulk ??= this.#connect({ 'grpc.use_local_subchannel_pool': 1 });
+    // The one connection that takes chunk pieces, so the one that accepts messages of a chunk's size.
+    this.#bulk ??= this.#connect({
+      'grpc.use_local_subchannel_pool': 1,
+      'grpc.max_receive_message_length': CHUNK_MESSAGE_BYTES,
+    });
     return this.#bulk;
   }
 

@@ -5,10 +5,20 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { Server } from '@grpc/grpc-js';
-import { digestOf } from '../cache/chunking.ts';
+import {
+  makeGenericClientConstructor,
+  type MethodDefinition,
+  Server as GrpcServer,
+  type Server,
+  type ServiceError,
+  status,
+} from '@grpc/grpc-js';
+import { digestOf, MAX_CHUNKS, MAX_OBJECT_BYTES, MIN_CHUNK_SIZE } from '../cache/chunking.ts';
+import { MAX_EXCHANGE_BYTES } from '../domain.ts';
+import { MAX_NAMED_PEERS } from '../fetch/swarm.ts';
+import { MAX_HOLDERS_PER_KEY } from '../overlay/holder-index.ts';
 import { ObjectStore } from '../cache/object-store.ts';
-import { isKey } from '../keys.ts';
+import { isKey, MAX_KEY_LENGTH } from '../keys.ts';
 import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { systemClock } from '../time/clock.ts';
@@ -21,7 +31,12 @@ import {
   unauthenticated,
 } from '../security/grpc-credentials.ts';
 import type { NodeCredentials } from '../security/node-credentials.ts';
-import { MAX_DIGESTS_PER_FETCH } from './peer-service.ts';
+import {
+  MAX_CONTROL_MESSAGE_BYTES,
+  MAX_DIGESTS_PER_FETCH,
+  peerService,
+  type WireManifest,
+} from './peer-service.ts';
 import { PeerError, type ReceivedChunk } from './peer-transport.ts';
 
 const MiB = 2 ** 20;
@@ -227,6 +242,147 @@ describe('peer gRPC server and client', () => {
       relayed.close();
       for (const s of sockets) s.destroy();
       await new Promise((r) => relay.close(r));
+    }
+  });
+
+  /** A manifest as large as any a node makes: MAX_CHUNKS digests, every field at its longest. */
+  const largestManifest = (): WireManifest => ({
+    key: 'k'.repeat(MAX_KEY_LENGTH),
+    size: MAX_OBJECT_BYTES,
+    chunkSize: MIN_CHUNK_SIZE,
+    chunks: Array<Buffer>(MAX_CHUNKS).fill(Buffer.alloc(32, 0xff)),
+    root: Buffer.alloc(32, 0xff),
+    createdAtMs: Number.MAX_SAFE_INTEGER,
+    expiresAtMs: Number.MAX_SAFE_INTEGER,
+    contentType: `application/${'x'.repeat(243)}`,
+    signerCertificate: Buffer.alloc(6144, 0xff), // parseSignature's largest (8192 base64 characters)
+    signature: Buffer.alloc(192, 0xff),
+  });
+
+  it('keeps every control message of the largest legitimate size within MAX_CONTROL_MESSAGE_BYTES', () => {
+    const holder = { nodeId: 'n'.repeat(253), grpc: `${'h'.repeat(253)}:65535` };
+    const holders = (n: number) => Array<typeof holder>(n).fill(holder);
+    const signature = {
+      certificate: Buffer.alloc(6144, 0xff),
+      value: Buffer.alloc(192, 0xff),
+      by: 'b'.repeat(320),
+    };
+    const manifest = largestManifest();
+    const method = (name: string) => peerService[name] as MethodDefinition<unknown, unknown>;
+    const sizes: Record<string, number> = {
+      Hold: method('Hold').requestSerialize({ manifest, holder }).length,
+      GetManifest: method('GetManifest').responseSerialize({
+        manifest,
+        holders: holders(MAX_HOLDERS_PER_KEY),
+        holds: true,
+        purgedAtMs: Number.MAX_SAFE_INTEGER,
+        inProgress: true,
+        purgeSignature: signature,
+      }).length,
+      'Watch (first event)': method('Watch').responseSerialize({
+        head: {
+          ...manifest,
+          chunks: [],
+          root: Buffer.alloc(0),
+          signerCertificate: undefined,
+          signature: undefined,
+        },
+        firstDigest: 0,
+        digests: manifest.chunks,
+        have: Array.from({ length: MAX_CHUNKS }, (_, i) => i),
+        peers: holders(MAX_NAMED_PEERS),
+      }).length,
+      'Watch (last event)': method('Watch').responseSerialize({ manifest, peers: holders(MAX_NAMED_PEERS) })
+        .length,
+      Deliver: method('Deliver').requestSerialize({
+        topic: 't'.repeat(128),
+        fromNode: holder.nodeId,
+        body: Buffer.alloc(MAX_EXCHANGE_BYTES),
+        contentType: manifest.contentType,
+      }).length,
+      FetchChunks: method('FetchChunks').requestSerialize({
+        digests: Array<Buffer>(MAX_DIGESTS_PER_FETCH).fill(Buffer.alloc(32)),
+        fromNode: holder.nodeId,
+      }).length,
+      Purge: method('Purge').requestSerialize({
+        key: manifest.key,
+        purgedAtMs: Number.MAX_SAFE_INTEGER,
+        signature,
+      }).length,
+    };
+    for (const [name, size] of Object.entries(sizes)) {
+      assert.ok(size <= MAX_CONTROL_MESSAGE_BYTES, `${name}: ${size} bytes`);
+    }
+    assert.ok(sizes['Watch (first event)']! > 2 * MiB, 'the largest is as large as expected');
+  });
+
+  it('refuses a request larger than MAX_CONTROL_MESSAGE_BYTES before any handler runs', async () => {
+    let authenticated = 0;
+    const strict = serverOf({
+      authenticate: (call) => {
+        authenticated++;
+        return serverId.authenticate(call.getAuthContext().sslPeerCertificate);
+      },
+    });
+    const at = await bindPeerServer(strict, '127.0.0.1', 0, peerServerCredentials(serverId));
+    // A client with no limit of its own, sending 1-byte chunks' digests: 150,000 of them, 5 MiB.
+    const Client = makeGenericClientConstructor(peerService, 'Peer');
+    const client = new Client(
+      `127.0.0.1:${at}`,
+      peerChannelCredentials(clientId, 'srv', () => {}),
+      {
+        'grpc.ssl_target_name_override': 'node.edgemesh.p2p.dev',
+        'grpc.max_send_message_length': -1,
+      },
+    ) as InstanceType<typeof Client> & Record<string, (...args: unknown[]) => unknown>;
+    const hold = (manifest: WireManifest) =>
+      new Promise<ServiceError | null>((resolve) => {
+        client.Hold!(
+          { manifest, holder: { nodeId: 'cli', grpc: 'x:1' } },
+          { deadline: Date.now() + 20_000 },
+          resolve,
+        );
+      });
+    try {
+      const flood = {
+        ...largestManifest(),
+        size: 150_000,
+        chunkSize: 1,
+        chunks: Array<Buffer>(150_000).fill(Buffer.alloc(32)),
+      };
+      const refused = await hold(flood);
+      assert.equal(refused?.code, status.RESOURCE_EXHAUSTED, refused?.message);
+      assert.equal(authenticated, 0, 'no handler ran');
+      // The largest a node makes still gets to the handler (which finds its root wrong).
+      const largest = await hold(largestManifest());
+      assert.equal(largest?.code, status.INVALID_ARGUMENT, largest?.message);
+      assert.equal(authenticated, 1);
+    } finally {
+      client.close();
+      strict.forceShutdown();
+    }
+  });
+
+  it('refuses a control answer larger than MAX_CONTROL_MESSAGE_BYTES', async () => {
+    const liar = new GrpcServer({ 'grpc.max_send_message_length': -1 });
+    liar.addService(peerService, {
+      getManifest: (_call: unknown, callback: (error: null, answer: unknown) => void) =>
+        callback(null, {
+          manifest: { ...largestManifest(), chunks: Array<Buffer>(4 * MAX_CHUNKS).fill(Buffer.alloc(32)) },
+          holds: true,
+          holders: [],
+        }),
+    });
+    const at = await bindPeerServer(liar, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const client = clientTo(at, 20_000);
+    try {
+      await assert.rejects(
+        client.getManifest('k'),
+        (e) => e instanceof PeerError && /RESOURCE_EXHAUSTED|larger than max/.test(e.message),
+      );
+    } finally {
+      client.close();
+      liar.forceShutdown();
     }
   });
 });

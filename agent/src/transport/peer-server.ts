@@ -24,7 +24,9 @@ import { type Manifest, type NodeSignature, parseManifest } from '../cache/manif
 import { isKey, keyProblem } from '../keys.ts';
 import { type Coordinate, type Holder, MAX_EXCHANGE_BYTES, type ObjectHead, TOPIC } from '../domain.ts';
 import {
+  CHUNK_MESSAGE_BYTES,
   fromWire,
+  MAX_CONTROL_MESSAGE_BYTES,
   MAX_DIGESTS_PER_FETCH,
   PIECE_SIZE,
   peerService,
@@ -190,12 +192,17 @@ export interface WatchStream {
   onClose(listener: () => void): void;
 }
 
-/** gRPC channel options shared by both ends of the data plane. */
+/**
+ * gRPC channel options shared by both ends of the data plane. Messages are control messages
+ * (MAX_CONTROL_MESSAGE_BYTES) both ways, but for chunk pieces: the server sends them, and the client
+ * connection that takes FetchChunks answers (peer-client.ts) receives them. grpc-js has one limit per
+ * server or channel, not per method: the server receives no piece, so its limit is the control one.
+ */
 export function channelOptions(flowControlWindow: number) {
   return {
     'grpc-node.flow_control_window': flowControlWindow,
-    'grpc.max_receive_message_length': PIECE_SIZE + 1024,
-    'grpc.max_send_message_length': PIECE_SIZE + 1024,
+    'grpc.max_receive_message_length': MAX_CONTROL_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_CONTROL_MESSAGE_BYTES,
     'grpc.keepalive_time_ms': 30_000,
   };
 }
@@ -227,6 +234,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
   const { store, node, logger } = opts;
   const server = new Server({
     ...channelOptions(opts.flowControlWindow),
+    'grpc.max_send_message_length': CHUNK_MESSAGE_BYTES,
     'grpc.max_connection_age_ms': MAX_CONNECTION_AGE_MS,
     'grpc.max_connection_age_grace_ms': MAX_CONNECTION_AGE_GRACE_MS,
     'grpc.max_connection_idle_ms': opts.connectionIdleMs ?? MAX_CONNECTION_IDLE_MS,

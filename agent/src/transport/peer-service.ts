@@ -22,6 +22,21 @@ export const PEER_PROTO = [`../../proto/edgemesh/peer/v1/peer.proto`, `./proto/e
 export const PIECE_SIZE = MAX_CHUNK_SIZE;
 /** The most chunks one FetchChunks call may ask for. */
 export const MAX_DIGESTS_PER_FETCH = 4096;
+/**
+ * The largest message of the Peer service but a ChunkPiece, and so the most a peer may make grpc-js
+ * buffer and decode (the server's limit runs before any handler, so before a call is authenticated):
+ * every request a server receives, and every answer but FetchChunks' a client receives. No request
+ * carries chunk bytes (Replicate names a source and a root; the owner pulls the chunks). The largest
+ * messages are a manifest's, bounded by MAX_CHUNKS (65,536 digests of 34 bytes on the wire) with at
+ * most 64 holders (GetManifestResponse, Hold, Watch's last event), a Watch's first event (as many
+ * digests, and as many chunk indexes of at most 3 bytes), 2.2 and 2.3 MiB, and a Deliver of
+ * MAX_EXCHANGE_BYTES (1 MiB); peer-server.test.ts encodes each at its largest. 4 MiB, gRPC's own
+ * default, leaves room. FetchChunks answers (pieces of up to PIECE_SIZE) travel on a connection of
+ * their own (peer-client.ts), with CHUNK_MESSAGE_BYTES.
+ */
+export const MAX_CONTROL_MESSAGE_BYTES = 4 * 2 ** 20;
+/** The largest ChunkPiece message: a whole chunk and its framing. */
+export const CHUNK_MESSAGE_BYTES = PIECE_SIZE + 1024;
 
 export const packageDefinition = loadSync(PEER_PROTO, {
   keepCase: false,
