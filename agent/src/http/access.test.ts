@@ -99,6 +99,45 @@ describe('local client access', () => {
     assert.equal(access.allowsObserving(anonymous), false);
   });
 
+  it('gives anonymous clients only what `anonymous` says: none nothing, read only reads, all everything', () => {
+    const anonymous = { name: 'anonymous', groups: ['anonymous'] };
+    const verbs = ['read', 'write', 'purge', 'send', 'receive'] as const;
+    const expected = {
+      none: { read: false, write: false, purge: false, send: false, receive: false },
+      read: { read: true, write: false, purge: false, send: false, receive: false },
+      all: { read: true, write: true, purge: true, send: true, receive: true },
+    };
+    for (const mode of ['none', 'read', 'all'] as const) {
+      const control = new AccessControl(
+        { anonymous: mode, rules: [], maxConcurrentPerClient: 1, requestsPerSecondPerClient: 0 },
+        createLogger({ level: 'silent', nodeId: 't' }),
+      );
+      for (const verb of verbs)
+        assert.equal(control.allows(anonymous, verb, 'shop/cart'), expected[mode][verb], `${mode}: ${verb}`);
+      assert.equal(control.allowsObserving(anonymous), mode !== 'none', `${mode}: observing`);
+    }
+  });
+
+  it('refuses a ServiceAccount token once it has expired, also one it verified and remembers', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    const nowS = Math.floor(Date.now() / 1000);
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setSubject('system:serviceaccount:shop:orders')
+      .setIssuer(ISSUER)
+      .setAudience('edgemesh.p2p.dev')
+      .setIssuedAt(nowS)
+      .setExpirationTime(nowS + 10)
+      .sign(key);
+    // Verified (and remembered) while valid.
+    assert.equal((await access.authenticate(`Bearer ${token}`))?.name, 'system:serviceaccount:shop:orders');
+    t.mock.timers.tick(5_000);
+    assert.equal((await access.authenticate(`Bearer ${token}`))?.name, 'system:serviceaccount:shop:orders');
+    // Past its exp, well within the cache's minute: refused, remembered or not.
+    t.mock.timers.tick(6_000);
+    assert.equal(await access.authenticate(`Bearer ${token}`), undefined, 'remembered, but expired');
+  });
+
   it('admits a client within its concurrency and rate, and again once it slows down', async () => {
     const ci = (await access.authenticate('Bearer ci-token-0123456789'))!;
     const reader = (await access.authenticate('Bearer reader-token-0123456789'))!;
