@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { appendFile } from 'node:fs/promises';
+import { appendFile, writeFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { createNodeKey, MeshCa } from '@edgemesh/identity';
 import { createTestCa } from '../../harness/test-ca.ts';
 import { createLogger } from '../telemetry/logger.ts';
-import { systemClock } from '../time/clock.ts';
+import { type Clock, FakeClock, systemClock } from '../time/clock.ts';
 import { FileCaIssuer, fileTrust } from './file-ca.ts';
 import { NodeCredentials, PeerIdentityError } from './node-credentials.ts';
 import { Revocations } from './revocations.ts';
@@ -13,7 +13,7 @@ import { Revocations } from './revocations.ts';
 const logger = createLogger({ level: 'silent', nodeId: 'test' });
 const mesh = { namespace: 'local', name: 'm' };
 
-async function start(node: string, ttlMs: number, issuerNode = node) {
+async function start(node: string, ttlMs: number, issuerNode = node, clock: Clock = systemClock) {
   const ca = await createTestCa('m');
   const revocations = new Revocations();
   const credentials = await NodeCredentials.start({
@@ -21,7 +21,7 @@ async function start(node: string, ttlMs: number, issuerNode = node) {
     issuer: new FileCaIssuer({ certFile: ca.certFile, keyFile: ca.keyFile, mesh, node: issuerNode, ttlMs }),
     trust: fileTrust(ca.certFile),
     logger,
-    clock: systemClock,
+    clock,
     revocations,
   });
   return { ca, credentials, revocations };
@@ -29,7 +29,12 @@ async function start(node: string, ttlMs: number, issuerNode = node) {
 
 const peerCert = (pem: string) => {
   const x = new X509Certificate(pem);
-  return { raw: x.raw, fingerprint256: x.fingerprint256, valid_from: x.validFrom } as never;
+  return {
+    raw: x.raw,
+    fingerprint256: x.fingerprint256,
+    valid_from: x.validFrom,
+    subjectaltname: x.subjectAltName,
+  } as never;
 };
 
 describe('node credentials', () => {
@@ -77,6 +82,58 @@ describe('node credentials', () => {
       assert.throws(() => credentials.authenticate(peerCert(fromNext), 'edge-3'), /names edge-2, not edge-3/);
       revocations.replace(['edge-2']);
       assert.throws(() => credentials.authenticate(peerCert(fromNext)), /edge-2 is revoked/);
+    } finally {
+      credentials.close();
+    }
+  });
+
+  it('refuses the calls of a node revoked after its handshake (identify)', async () => {
+    const { ca, credentials, revocations } = await start('edge-1', 60_000);
+    try {
+      const peer = await (
+        await MeshCa.load(ca.material)
+      ).issue({ csrPem: (await createNodeKey('x')).csrPem, mesh, node: 'edge-2' });
+      assert.equal(credentials.identify(peerCert(peer)), 'edge-2');
+      revocations.replace(['edge-2']);
+      assert.throws(() => credentials.identify(peerCert(peer)), /edge-2 is revoked/);
+      revocations.replace([]);
+      assert.equal(credentials.identify(peerCert(peer)), 'edge-2', 'and again once no longer revoked');
+    } finally {
+      credentials.close();
+    }
+  });
+
+  it('refuses a certificate it accepted before once it has expired', async () => {
+    const clock = new FakeClock(Date.now());
+    const { ca, credentials } = await start('edge-1', 60_000, 'edge-1', clock);
+    try {
+      const peer = await (
+        await MeshCa.load(ca.material)
+      ).issue({ csrPem: (await createNodeKey('x')).csrPem, mesh, node: 'edge-2', ttlMs: 60_000 });
+      assert.equal(credentials.authenticate(peerCert(peer)), 'edge-2');
+      clock.advance(30_000);
+      assert.equal(credentials.authenticate(peerCert(peer)), 'edge-2', 'still valid');
+      clock.advance(Date.parse(new X509Certificate(peer).validTo) - clock.now() + 1000);
+      assert.throws(
+        () => credentials.authenticate(peerCert(peer)),
+        (e: Error) => e instanceof PeerIdentityError && /not valid now/.test(e.message),
+      );
+    } finally {
+      credentials.close();
+    }
+  });
+
+  it('refuses a certificate of a CA the trust bundle no longer holds, though it accepted it before', async () => {
+    const { ca, credentials } = await start('edge-1', 60_000);
+    try {
+      const peer = await (
+        await MeshCa.load(ca.material)
+      ).issue({ csrPem: (await createNodeKey('x')).csrPem, mesh, node: 'edge-2' });
+      assert.equal(credentials.authenticate(peerCert(peer)), 'edge-2');
+      const next = await createTestCa('m');
+      await writeFile(ca.certFile, next.material.certPem); // the old CA is gone from the bundle
+      assert.equal(await credentials.refreshTrust(), true);
+      assert.throws(() => credentials.authenticate(peerCert(peer)), /not issued by this mesh/);
     } finally {
       credentials.close();
     }
