@@ -6,13 +6,13 @@ import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import type { ControlEvent } from '@edgemesh/contracts';
-import type { Manifest } from '../cache/manifest.ts';
+import type { Manifest, NodeSignature } from '../cache/manifest.ts';
 import { ObjectStore, type ObjectStoreOptions } from '../cache/object-store.ts';
 import { StoreDb } from '../cache/store-db.ts';
 import { noControlPlane } from '../control/control-plane.ts';
 import { isKey } from '../keys.ts';
-import { FakeClock } from '../time/clock.ts';
-import { Purger, type PurgerOptions } from './purger.ts';
+import { FakeClock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
+import { FuturePurgeError, Purger, type PurgerOptions, UnsignedPurgeError } from './purger.ts';
 
 /**
  * Holds the next manifest write of `key` (a commit, in its key's turn: the database's queue busy)
@@ -34,6 +34,52 @@ function holdManifestWrite(t: TestContext, key: string) {
   });
   return { atWrite, release: () => release() };
 }
+
+/**
+ * A purger over a store that holds nothing, whose tombstones land in `recorded`; `deliver` hands it
+ * a purge from the control plane, `refused` the reasons it gave for not applying one.
+ */
+function fakePurger(opts: Partial<PurgerOptions> = {}) {
+  const recorded = new Map<string, number>();
+  const refused: string[] = [];
+  let handler: (event: ControlEvent) => void = () => undefined;
+  const clock = new FakeClock();
+  const purger = new Purger({
+    store: { holds: () => false, purge: () => Promise.resolve(false) },
+    tombstones: { record: (key: string, at: number) => Promise.resolve(void recorded.set(key, at)) },
+    control: { ...noControlPlane, onEvent: (h: (event: ControlEvent) => void) => (handler = h) },
+    mesh: 'm',
+    nodeId: 'a',
+    clock,
+    logger: pino({ level: 'silent' }),
+    owners: () => [],
+    forget: () => undefined,
+    timeoutMs: 1000,
+    onRefused: (reason: string) => refused.push(reason),
+    ...opts,
+  } as unknown as PurgerOptions);
+  const deliver = async (key: string, purgedAtMs: number, signature?: NodeSignature) => {
+    handler({
+      v: 1,
+      type: 'object.purge',
+      mesh: 'm',
+      from: 'b',
+      sentAtMs: purgedAtMs,
+      body: { key, purgedAtMs, ...(signature ? { signature } : {}) },
+    });
+    await new Promise((r) => setImmediate(r));
+  };
+  return { purger, clock, recorded, refused, deliver };
+}
+
+/** A signer that vouches for a purge with the signature `good:<key>@<time>` only. */
+const signer = {
+  signPurge: (key: string, at: number) => ({ certificate: 'c', value: `good:${key}@${at}` }),
+  verifyPurge: (key: string, at: number, signature: NodeSignature | undefined) => {
+    if (signature?.value !== `good:${key}@${at}`) throw new Error(signature ? 'bad signature' : 'unsigned');
+    return 'b';
+  },
+};
 
 describe('Purger', () => {
   it('survives a purge from the control plane whose tombstone cannot be saved, and says so', async () => {
@@ -170,6 +216,76 @@ describe('Purger', () => {
       const reopened = await open();
       assert.deepEqual(reopened.keys(), [], 'nor after a restart');
       await reopened.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a purge dated further ahead than clocks can disagree, from a client or the control plane', async () => {
+    const { purger, clock, recorded, refused, deliver } = fakePurger();
+    const tooLate = clock.now() + MAX_CLOCK_SKEW_MS + 1;
+    await assert.rejects(purger.purgeHere('k', tooLate), FuturePurgeError);
+    await assert.rejects(purger.purgeHere('k', Number.NaN), FuturePurgeError);
+    await deliver('k', tooLate);
+    assert.deepEqual(refused, ['future-purge']);
+    assert.equal(recorded.size, 0, 'no tombstone: the key stays writable');
+    // Ahead, but within the skew allowed: applied.
+    await purger.purgeHere('k', clock.now() + MAX_CLOCK_SKEW_MS);
+    assert.equal(recorded.get('k'), clock.now() + MAX_CLOCK_SKEW_MS);
+  });
+
+  it('with a signer, applies only a purge a node of the mesh signed, and signs its own', async () => {
+    const { purger, clock, recorded, refused, deliver } = fakePurger({ signer });
+    const at = clock.now();
+    await assert.rejects(purger.purgeHere('k', at), UnsignedPurgeError);
+    await assert.rejects(
+      purger.purgeHere('k', at, { certificate: 'c', value: 'forged' }),
+      UnsignedPurgeError,
+    );
+    await assert.rejects(
+      purger.purgeHere('k', at, signer.signPurge('other', at)),
+      UnsignedPurgeError,
+      'a signature of another purge',
+    );
+    await deliver('k', at);
+    assert.deepEqual(refused, ['unsigned-purge']);
+    assert.equal(recorded.size, 0);
+    await deliver('k', at, signer.signPurge('k', at));
+    assert.equal(recorded.get('k'), at, 'a signed purge from the control plane is applied');
+    clock.advance(1000);
+    await purger.purgeEverywhere('j');
+    assert.equal(recorded.get('j'), clock.now(), 'its own purge carries its signature');
+    assert.deepEqual(refused, ['unsigned-purge']);
+  });
+
+  it('keeps a version created after the purge that arrives late, and drops one created before', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-purger-'));
+    const clock = new FakeClock();
+    const purged = new Map<string, number>();
+    const removed: string[] = [];
+    try {
+      const store = await ObjectStore.open({
+        ...{ dir, maxBytes: 2 ** 26, memoryBytes: 0, maxObjectBytes: 2 ** 20, fsync: false, clock, isKey },
+        purgedAt: (key) => purged.get(key),
+        onRemoved: (key, reason) => removed.push(`${key}:${reason}`),
+      });
+      const { purger } = fakePurger({
+        store,
+        clock,
+        tombstones: {
+          record: (key: string, at: number) => Promise.resolve(void purged.set(key, at)),
+        } as unknown as PurgerOptions['tombstones'],
+      });
+      const purgedAtMs = clock.now(); // the purge, on a node whose message is slow to come
+      clock.advance(1000);
+      const newer = await store.put('k', [randomBytes(100)], { size: 100 });
+      assert.ok(newer.createdAtMs > purgedAtMs);
+      assert.equal(await purger.purgeHere('k', purgedAtMs), false, 'nothing it covers was here');
+      assert.equal(store.lookup('k')?.root, newer.root, 'the newer version stays');
+      assert.deepEqual(removed, []);
+      assert.equal(await purger.purgeHere('k', clock.now()), true, 'a purge after it takes it');
+      assert.equal(store.lookup('k'), undefined);
+      await store.close();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
