@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseBytes } from './bytes.ts';
-import { ConfigError, loadConfig, settings, unreadVariables } from './load.ts';
+import { ConfigError, loadConfig, parseConfig, settings, unreadVariables } from './load.ts';
 
 describe('configuration', () => {
   let dir: string;
@@ -130,6 +130,48 @@ describe('configuration', () => {
     }
   });
 
+  it('refuses settings that would leak secrets or contradict one another, and takes their limits', () => {
+    const lab = { store: { dir: '/d' }, security: { mtls: false } };
+    const issuer = { url: 'https://op:8443/', tokenFile: '/t', caFile: '/op.crt', namespace: 'n', name: 'm' };
+    const refused: [unknown, RegExp][] = [
+      // An origin's headers are secrets: never over plain http.
+      [
+        { ...lab, origins: [{ prefix: 'a/', url: 'http://origin/', headersDir: '/secrets' }] },
+        /origins\.0\.url: an origin with headersDir must be https/,
+      ],
+      [
+        { ...lab, replication: { factor: 2, writeCopies: 3 } },
+        /replication\.writeCopies: writeCopies cannot exceed factor/,
+      ],
+      [{ ...lab, weight: 1001 }, /weight: Too big/],
+      [{ ...lab, weight: -1 }, /weight: Too small/],
+      [{ ...lab, store: { dir: '/d', maxBytes: -1 } }, /store\.maxBytes: not a byte size/],
+      [{ ...lab, store: { dir: '/d', memoryBytes: 1.5 } }, /store\.memoryBytes: not a byte size/],
+      [
+        {
+          store: { dir: '/d' },
+          security: { ca: { certFile: '/ca.crt', keyFile: '/ca.key' }, issuer, trustBundleFile: '/b' },
+        },
+        /security\.issuer: set security\.ca or security\.issuer, not both/,
+      ],
+    ];
+    for (const [raw, pattern] of refused)
+      assert.throws(
+        () => parseConfig(raw),
+        (e: Error) => e instanceof ConfigError && pattern.test(e.message),
+        String(pattern),
+      );
+    const https = parseConfig({
+      ...lab,
+      origins: [{ prefix: 'a/', url: 'https://origin/', headersDir: '/secrets' }],
+    });
+    assert.deepEqual(https.origins, [{ prefix: 'a/', url: 'https://origin/', headersDir: '/secrets' }]);
+    const edge = parseConfig({ ...lab, weight: 1000, replication: { factor: 2, writeCopies: 2 } });
+    assert.deepEqual([edge.weight, edge.replication.writeCopies], [1000, 2]);
+    const alone = parseConfig({ store: { dir: '/d' }, security: { issuer, trustBundleFile: '/b' } });
+    assert.equal(alone.security.issuer?.url, issuer.url);
+  });
+
   it('rejects unknown fields and flags', async () => {
     const bad = join(dir, 'bad.yaml');
     await writeFile(bad, 'store: { dir: /d, maxbytes: 1 }\n');
@@ -149,7 +191,14 @@ describe('configuration', () => {
     assert.equal(parseBytes('1.5G'), 1.5e9);
     assert.equal(parseBytes(' 10 GiB '), 10 * 2 ** 30);
     assert.equal(parseBytes(512), 512);
+    assert.equal(parseBytes('1Ki'), 1024);
+    assert.equal(parseBytes('3kib'), 3 * 1024);
+    assert.equal(parseBytes('1k'), 1000);
+    assert.equal(parseBytes('2Ti'), 2 * 2 ** 40);
     assert.equal(parseBytes('-1'), undefined);
+    assert.equal(parseBytes(-1), undefined, 'a negative number');
+    assert.equal(parseBytes(1.5), undefined, 'a fraction of a byte');
+    assert.equal(parseBytes(0), 0);
     assert.equal(parseBytes('1Zi'), undefined);
   });
 });
