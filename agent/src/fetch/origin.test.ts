@@ -13,7 +13,10 @@ import { ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
 import { Counters } from '../telemetry/counters.ts';
 import { FakeClock } from '../time/clock.ts';
-import { OriginError, OriginFetcher } from './origin.ts';
+import type { Manifest } from '../cache/manifest.ts';
+import { chunkSizeFor } from '../cache/chunking.ts';
+import type { ManifestAnswer, PeerTransport } from '../transport/peer-transport.ts';
+import { getViaOrigin, OriginError, OriginFetcher, type OriginRouteDeps } from './origin.ts';
 
 const TIMEOUT_MS = 500;
 const PIECE = Buffer.alloc(64 * 1024, 7);
@@ -116,6 +119,7 @@ describe('OriginFetcher', () => {
   let fetcher: OriginFetcher;
   let store: ObjectStore;
   let headers: string;
+  let base: string;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-origin-unit-'));
@@ -133,7 +137,7 @@ describe('OriginFetcher', () => {
       clock: new FakeClock(),
       isKey,
     });
-    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
     headers = join(dir, 'headers');
     await mkdir(join(headers, '..data'), { recursive: true });
     fetcher = new OriginFetcher({
@@ -268,5 +272,130 @@ describe('OriginFetcher', () => {
     } finally {
       await rm(join(headers, 'Accept-Encoding'));
     }
+  });
+
+  it('takes the rule of the longest matching prefix, whatever the order of the rules', () => {
+    const rules = [
+      { prefix: '', url: 'https://any.example/' },
+      { prefix: 'a/', url: 'https://one.example/' },
+      { prefix: 'a/b/', url: 'https://two.example/' },
+    ];
+    for (const order of [rules, [...rules].reverse()]) {
+      const byRules = new OriginFetcher({
+        rules: order,
+        store,
+        counters: new Counters(),
+        logger: pino({ level: 'silent' }),
+        timeoutMs: TIMEOUT_MS,
+      });
+      assert.equal(byRules.urlFor('a/b/c'), 'https://two.example/c');
+      assert.equal(byRules.urlFor('a/c'), 'https://one.example/c');
+      assert.equal(byRules.urlFor('x/c'), 'https://any.example/x/c');
+    }
+  });
+
+  it('sends the headers of the longest matching prefix’s rule, not a shorter one’s', async () => {
+    await rm(join(headers, 'X-Other'), { force: true });
+    await writeFile(join(headers, 'X-Api-Key'), 'k1\n');
+    // The same URL for r/private by either rule: only the longer one carries the key.
+    const byRules = new OriginFetcher({
+      rules: [
+        { prefix: 'r', url: base.slice(0, -1) },
+        { prefix: 'r/', url: base, headersDir: headers },
+      ],
+      store,
+      counters: new Counters(),
+      logger: pino({ level: 'silent' }),
+      timeoutMs: TIMEOUT_MS,
+    });
+    assert.equal((await byRules.fetch('r/private')).size, 7);
+  });
+});
+
+describe('getViaOrigin', () => {
+  let dir: string;
+  let store: ObjectStore;
+  let wanted: Manifest;
+  let other: Manifest;
+  /** What this node's own origin fetch gives. */
+  let own: Manifest;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-via-origin-'));
+    store = await ObjectStore.open({
+      dir,
+      maxBytes: 2 ** 26,
+      memoryBytes: 0,
+      maxObjectBytes: 2 ** 20,
+      fsync: false,
+      clock: new FakeClock(),
+      isKey,
+    });
+    wanted = await store.put('v/wanted', [Buffer.from('wanted')], { size: 6 });
+    other = await store.put('v/other', [Buffer.from('other')], { size: 5 });
+    own = await store.put('v/own', [Buffer.from('own')], { size: 3 });
+  });
+  after(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const owner = (id: string, answer: Partial<ManifestAnswer>) =>
+    ({
+      id,
+      fetchOrigin: () => Promise.resolve({ holds: true, holders: [], ...answer }),
+    }) as unknown as PeerTransport;
+  const deps = (owners: PeerTransport[], verify?: (m: Manifest) => void): OriginRouteDeps => ({
+    origin: {
+      urlFor: (key: string) => `https://origin.example/${key}`,
+      fetch: () => Promise.resolve(own),
+    } as unknown as OriginFetcher,
+    ownerOrder: () => [...owners, 'self'],
+    logger: pino({ level: 'silent' }),
+    timeoutMs: 1000,
+    ...(verify ? { verify } : {}),
+  });
+  const shape = (m: Manifest) => ({ key: m.key, size: m.size, chunkSize: chunkSizeFor(m.size) });
+
+  it('takes an owner’s manifest of the key, vouched for', async () => {
+    const a = owner('a', { manifest: wanted });
+    const got = await getViaOrigin(
+      'v/wanted',
+      deps([a], () => undefined),
+    );
+    assert.ok(got?.source === 'peer');
+    assert.equal(got.located.manifest?.root, wanted.root);
+    assert.deepEqual(got.located.holders, [a]);
+  });
+
+  it('refuses an owner’s answer for another key, and asks the next owner', async () => {
+    const a = owner('a', { manifest: other });
+    const b = owner('b', { manifest: wanted });
+    const got = await getViaOrigin('v/wanted', deps([a, b]));
+    assert.ok(got?.source === 'peer');
+    assert.deepEqual(got.located.holders, [b], 'the second owner’s');
+    const alone = await getViaOrigin('v/wanted', deps([a]));
+    assert.deepEqual(alone, { source: 'origin', manifest: own }, 'no good owner: this node fetches');
+  });
+
+  it('refuses an owner’s manifest no node of the mesh vouches for', async () => {
+    const a = owner('a', { manifest: wanted });
+    const got = await getViaOrigin(
+      'v/wanted',
+      deps([a], () => {
+        throw new Error('unsigned');
+      }),
+    );
+    assert.deepEqual(got, { source: 'origin', manifest: own });
+  });
+
+  it('follows an owner’s fetch under way only when its shape is of the key', async () => {
+    const a = owner('a', { manifest: shape(wanted), inProgress: true });
+    const got = await getViaOrigin('v/wanted', deps([a]));
+    assert.ok(got?.source === 'peer');
+    assert.equal(got.located.authority, a);
+    assert.equal(got.located.head.size, wanted.size);
+    const elsewhere = owner('a', { manifest: shape(other), inProgress: true });
+    assert.deepEqual(await getViaOrigin('v/wanted', deps([elsewhere])), { source: 'origin', manifest: own });
   });
 });
