@@ -76,6 +76,40 @@ describe('parseManifest', () => {
     assert.throws(() => parseManifest(long, isKey), /65537 chunks: more than an object of/);
     assert.throws(() => parseManifest({ ...long, chunks: ['zz'] }, isKey), /bad chunk list/);
   });
+  it('refuses a chunk list whose length does not match size and chunk size, even under its own root', () => {
+    // Two chunks for an object of one (and one for an object of two), each with the root of the
+    // list it carries: only the count check refuses them.
+    const x = digestOf(Buffer.from('x'));
+    const y = digestOf(Buffer.from('y'));
+    const one = cut(MIN_CHUNK_SIZE, MIN_CHUNK_SIZE);
+    const extra = { ...one, chunks: [x, y], root: rootDigest(one.size, one.chunkSize, [x, y]) };
+    assert.throws(() => parseManifest(extra, isKey), /chunk count does not match size/);
+    const two = cut(2 * MIN_CHUNK_SIZE, MIN_CHUNK_SIZE);
+    const short = { ...two, chunks: [x], root: rootDigest(two.size, two.chunkSize, [x]) };
+    assert.throws(() => parseManifest(short, isKey), /chunk count does not match size/);
+    // An empty object has no chunks.
+    const empty = { ...cut(0, MIN_CHUNK_SIZE), chunks: [x], root: rootDigest(0, MIN_CHUNK_SIZE, [x]) };
+    assert.throws(() => parseManifest(empty, isKey), /chunk count does not match size/);
+  });
+
+  it('refuses a root that is not the root of its chunk list (a genuine root paired with other chunks)', () => {
+    const genuine = cut(2 * MIN_CHUNK_SIZE, MIN_CHUNK_SIZE);
+    assert.equal(parseManifest(genuine, isKey).root, genuine.root);
+    // The signature covers the root, not the chunks: a peer keeping the root and swapping a chunk
+    // digest must be refused here.
+    const swapped = { ...genuine, chunks: [genuine.chunks[0]!, digestOf(Buffer.from('other'))] };
+    assert.throws(() => parseManifest(swapped, isKey), /root mismatch/);
+    // The same chunks in another order, and a root of the right chunks but another size.
+    const reordered = { ...genuine, chunks: [digestOf(Buffer.from('a')), digestOf(Buffer.from('b'))] };
+    const rootAB = rootDigest(genuine.size, genuine.chunkSize, reordered.chunks);
+    assert.equal(parseManifest({ ...reordered, root: rootAB }, isKey).root, rootAB);
+    assert.throws(
+      () => parseManifest({ ...reordered, chunks: [...reordered.chunks].reverse(), root: rootAB }, isKey),
+      /root mismatch/,
+    );
+    const otherSize = rootDigest(genuine.size - 1, genuine.chunkSize, genuine.chunks);
+    assert.throws(() => parseManifest({ ...genuine, root: otherSize }, isKey), /root mismatch/);
+  });
 });
 
 describe('parseSignature', () => {
