@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chunkLength, chunkSizeFor, digestOf, rootDigest } from '../cache/chunking.ts';
+import { chunkLength, chunkSizeFor, digestOf, MIN_CHUNK_SIZE, rootDigest } from '../cache/chunking.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
@@ -557,4 +557,159 @@ describe('Download: stragglers (the endgame)', () => {
       assert.ok(served.drip! < asked / 2, `drip sent ${served.drip} of the ${asked} chunks it was asked for`);
     },
   );
+});
+
+describe('Download: what it refuses, and what it lets go', () => {
+  let dir: string;
+  let n = 0;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-refuses-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  // Two chunks of the smallest size a manifest from a peer may have (parseManifest).
+  const size = 2 * MIN_CHUNK_SIZE;
+  const parts = Array.from({ length: 2 }, () => randomBytes(MIN_CHUNK_SIZE));
+  const digests = parts.map((c) => digestOf(c));
+  const m: Manifest = {
+    key: 'obj',
+    size,
+    chunkSize: MIN_CHUNK_SIZE,
+    chunks: digests,
+    root: rootDigest(size, MIN_CHUNK_SIZE, digests),
+    createdAtMs: 1,
+  };
+
+  /**
+   * A holder of the whole object; `bad` sends other bytes for every chunk. Its Watch names the
+   * manifest (`watched`, default m), and that it has every chunk.
+   */
+  function peer(id: string, opts: { bad?: boolean; watched?: Manifest } = {}) {
+    const calls = { count: 0 };
+    const transport = stubTransport(id, `${id}:1`, {
+      async *fetchChunks(asked) {
+        calls.count++;
+        await new Promise((r) => setTimeout(r, 5));
+        for (const d of asked) {
+          const part = parts[digests.indexOf(d)]!;
+          yield { data: opts.bad ? randomBytes(part.length) : Buffer.from(part) };
+        }
+      },
+      watch: async function* () {
+        await Promise.resolve();
+        yield {
+          firstDigest: 0,
+          digests: [],
+          have: [0, 1],
+          peers: [],
+          manifest: { ...(opts.watched ?? m) },
+        };
+      },
+    });
+    return { transport, calls };
+  }
+
+  async function start(
+    located: { manifest?: Manifest; holders: PeerTransport[]; authority?: PeerTransport },
+    opts: { verify?: (manifest: Manifest) => void } = {},
+  ) {
+    const store = await storeIn(join(dir, String(n++)));
+    const outcomes: string[] = [];
+    const counters = new Counters();
+    const download = new Download(
+      { head: headOf(located.manifest ?? m), ...located },
+      {
+        store,
+        counters,
+        logger: createLogger({ level: 'silent', nodeId: 't' }),
+        timeoutMs: 1000,
+        onOutcome: (p, outcome) => outcomes.push(`${p.id}:${outcome}`),
+        ...opts,
+      },
+    );
+    return { store, download, outcomes, counters };
+  }
+
+  /** Waits for background chunk removals (a released chunk's file goes in the background). */
+  const settle = () => new Promise((r) => setTimeout(r, 20));
+
+  it('commits nothing when the manifest root is not the root of its chunks, and lets the chunks go', async () => {
+    // Every chunk matches its digest in the list, but the list is not the one the root (what a
+    // signature covers) was made over: a genuine root paired with other chunks.
+    const other = rootDigest(size, MIN_CHUNK_SIZE, [...digests].reverse());
+    const forged = { ...m, root: other };
+    const { store, download } = await start({ manifest: forged, holders: [peer('a').transport] });
+    await assert.rejects(download.stored, /do not add up to the manifest root/);
+    await download.finished;
+    await settle();
+    assert.equal(store.lookup('obj'), undefined, 'nothing committed');
+    assert.equal(store.stats().chunks, 0, 'the chunks fetched are let go');
+  });
+
+  it('refuses a chunk that does not hash to its digest, and gets it from another holder', async () => {
+    const liar = peer('liar', { bad: true });
+    const honest = peer('honest');
+    const { store, download, outcomes, counters } = await start({
+      manifest: m,
+      holders: [liar.transport, honest.transport],
+    });
+    await download.stored;
+    await download.finished;
+    assert.ok(liar.calls.count > 0, 'the liar was asked');
+    assert.ok(outcomes.includes('liar:bad-chunk'), outcomes.join());
+    assert.ok(!outcomes.includes('liar:good'), outcomes.join());
+    assert.ok(counters.badChunksByPeer.get('liar')! > 0);
+    assert.equal(store.lookup('obj')?.root, m.root);
+    const read = await Promise.all(digests.map((d) => store.readChunk(d)));
+    assert.deepEqual(Buffer.concat(read), Buffer.concat(parts), 'the bytes stored are the object');
+  });
+
+  it('fails, committing nothing, when the only holder sends chunks that do not hash to their digests', async () => {
+    const { store, download, outcomes } = await start({
+      manifest: m,
+      holders: [peer('liar', { bad: true }).transport],
+    });
+    await assert.rejects(download.stored, PeerFetchError);
+    await download.finished;
+    await settle();
+    assert.ok(outcomes.length > 0 && outcomes.every((o) => o === 'liar:bad-chunk'), outcomes.join());
+    assert.equal(store.lookup('obj'), undefined);
+    assert.equal(store.stats().chunks, 0);
+  });
+
+  it("uses a manifest from an owner's Watch only if a node of the mesh vouches for it", async () => {
+    // The owner is getting it from the origin: the manifest comes with its Watch.
+    const vouched = await start({ holders: [], authority: peer('owner').transport }, { verify: () => {} });
+    await vouched.download.stored;
+    assert.equal(vouched.store.lookup('obj')?.root, m.root, 'committed when verified');
+
+    const owner = peer('owner');
+    const refused = await start(
+      { holders: [], authority: owner.transport },
+      {
+        verify: () => {
+          throw new Error('no node of the mesh signed this manifest');
+        },
+      },
+    );
+    await assert.rejects(refused.download.stored, /no node of the mesh signed/);
+    await refused.download.finished;
+    assert.equal(refused.store.lookup('obj'), undefined, 'nothing committed');
+    assert.equal(owner.calls.count, 0, 'nothing fetched by it');
+  });
+
+  it('lets go of the chunks it fetched once done: deleted, the object leaves nothing behind', async () => {
+    const { store, download } = await start({ manifest: m, holders: [peer('a').transport] });
+    const reader = download.reader();
+    await download.stored;
+    await download.finished;
+    assert.equal(store.stats().chunks, 2);
+    await store.delete('obj');
+    // A reader still open keeps the chunks (the download's lease pins them for it).
+    assert.equal(store.stats().chunks, 2, 'kept for the open reader');
+    assert.deepEqual(await reader.read(1), parts[1]);
+    reader.close();
+    await settle();
+    assert.equal(store.stats().chunks, 0, 'released once the last reader closed');
+  });
 });
