@@ -696,6 +696,27 @@ describe('ObjectStore', () => {
     await store.close();
   });
 
+  it('refuses a version created at the very time of a purge (a tombstone covers it), and takes one made a moment after', async () => {
+    const purgedAt = clock.now() - 1000;
+    const store = await open({ purgedAt: (key) => (key === 'k' ? purgedAt : undefined) });
+    const lease = store.newLease();
+    const digest = await store.putChunk(lease, randomBytes(100));
+    const copy = (createdAtMs: number) =>
+      store.commit(lease, {
+        key: 'k',
+        size: 100,
+        chunkSize: chunkSizeFor(100),
+        chunks: [digest],
+        createdAtMs,
+      });
+    await assert.rejects(copy(purgedAt), ObjectPurgedError);
+    assert.equal(store.lookup('k'), undefined);
+    assert.equal((await copy(purgedAt + 1)).createdAtMs, purgedAt + 1);
+    lease.release();
+    assert.equal(store.lookup('k')?.createdAtMs, purgedAt + 1);
+    await store.close();
+  });
+
   it('at its limit, evicts a cached copy before an older owned one', async () => {
     const store = await open({ maxBytes: 3 * MiB + ROWS, isOwned: (key) => key.startsWith('own/') });
     for (const key of ['own/1', 'cached/1', 'own/2'])
