@@ -58,6 +58,34 @@ describe('ChunkLedger', () => {
     assert.equal(ledger.abandon('e'), true);
   });
 
+  it('does not forget an abandoned chunk while another writer still writes it', () => {
+    const ledger = new ChunkLedger();
+    // Two leases write the same chunk; the first lands, and its lease was released meanwhile.
+    ledger.startWrite('w');
+    ledger.startWrite('w');
+    ledger.stored('w', 8, true);
+    ledger.endWrite('w');
+    assert.equal(ledger.abandon('w'), false, 'the second writer is still writing it: kept');
+    assert.ok(ledger.has('w'));
+    assert.equal(ledger.bytes, 8);
+    // The second lands and takes it (its download commits): held, counted once.
+    ledger.stored('w', 8, true);
+    ledger.endWrite('w');
+    ledger.take('w');
+    assert.equal(ledger.refs('w'), 1);
+    assert.equal(ledger.bytes, 8);
+    assert.deepEqual(ledger.release('w'), ['w']);
+    // Had the second given up too, its abandon forgets it.
+    ledger.startWrite('v');
+    ledger.startWrite('v');
+    ledger.stored('v', 2, true);
+    ledger.endWrite('v');
+    assert.equal(ledger.abandon('v'), false);
+    ledger.endWrite('v');
+    assert.equal(ledger.abandon('v'), true);
+    assert.equal(ledger.bytes, 0);
+  });
+
   it('drops a damaged chunk whoever holds it, and refuses to count an unknown one', () => {
     const ledger = new ChunkLedger();
     ledger.stored('bad', 5, true);
