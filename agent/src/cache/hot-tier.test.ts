@@ -23,4 +23,16 @@ describe('HotTier', () => {
     assert.equal(t.get('big'), undefined);
     assert.equal(t.bytes, 0);
   });
+
+  it('counts a chunk set twice once: its bytes, and room for the others', () => {
+    const t = new HotTier(100);
+    t.set('a', Buffer.alloc(20));
+    t.set('a', Buffer.alloc(20)); // the same digest again (a second download, a read of it)
+    assert.equal(t.bytes, 20);
+    for (const d of ['b', 'c', 'd', 'e']) t.set(d, Buffer.alloc(20));
+    assert.equal(t.bytes, 100, 'five chunks of 20 fill it');
+    for (const d of ['a', 'b', 'c', 'd', 'e']) assert.ok(t.get(d), `${d} kept`);
+    t.delete('a');
+    assert.equal(t.bytes, 80, 'deleted, it leaves nothing counted');
+  });
 });
