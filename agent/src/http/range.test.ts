@@ -11,6 +11,28 @@ describe('parseRange', () => {
     assert.deepEqual(parseRange('bytes=50-1000', 100), { kind: 'partial', range: { start: 50, end: 99 } });
   });
 
+  it('serves a range of one byte: the first, one inside, the last', () => {
+    assert.deepEqual(parseRange('bytes=0-0', 100), { kind: 'partial', range: { start: 0, end: 0 } });
+    assert.deepEqual(parseRange('bytes=42-42', 100), { kind: 'partial', range: { start: 42, end: 42 } });
+    assert.deepEqual(parseRange('bytes=99-99', 100), { kind: 'partial', range: { start: 99, end: 99 } });
+    assert.deepEqual(parseRange('bytes=0-0', 1), { kind: 'partial', range: { start: 0, end: 0 } });
+    assert.deepEqual(parseRange('bytes=-1', 1), { kind: 'partial', range: { start: 0, end: 0 } });
+  });
+
+  it('answers a suffix range of an empty object with the whole of it (no byte), never a range ending before it starts', () => {
+    // §14.1.2: satisfiable, but there is no byte to send; a range { start: 0, end: -1 } would be
+    // answered as a 206 of "bytes 0--1/0".
+    for (const h of ['bytes=-1', 'bytes=-5', 'bytes=-1000'])
+      assert.deepEqual(parseRange(h, 0), { kind: 'full' }, h);
+    assert.deepEqual(
+      requestedRange(
+        { method: 'GET', range: 'bytes=-5', ifRange: undefined },
+        { size: 0, etag: undefined, lastModified: undefined },
+      ),
+      { kind: 'full' },
+    );
+  });
+
   it('ignores what the RFC lets a server ignore', () => {
     assert.deepEqual(parseRange(undefined, 100), { kind: 'full' });
     assert.deepEqual(parseRange('items=0-1', 100), { kind: 'full' });
