@@ -8,9 +8,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { type Agent, startAgent } from '../agent.ts';
+import { ObjectStore } from '../cache/object-store.ts';
 import { parseConfig } from '../config/load.ts';
+import { isKey } from '../keys.ts';
+import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
-import { FakeClock } from '../time/clock.ts';
+import type { AgentMetrics } from '../telemetry/metrics.ts';
+import { FakeClock, systemClock } from '../time/clock.ts';
+import { createApp } from './app.ts';
 import { sharedTestCa } from '../../harness/test-ca.ts';
 
 const MiB = 2 ** 20;
@@ -488,5 +493,77 @@ describe('HTTP API: /metrics when access.publicMetrics is false', () => {
     };
     assert.equal(status.counters.clientsRefused.unauthorized, 2, 'the tokenless scrapes refused and counted');
     assert.equal((await raw(agent.httpPort, 'GET', '/healthz')).status, 200, 'health needs no token');
+  });
+});
+
+describe('HTTP API: PUT and replication.writeCopies', () => {
+  let dir: string;
+  let server: Server;
+  let store: ObjectStore;
+  let base: string;
+  /** What the replicate stub answers: the copies that exist, this one included. */
+  let copies = 1;
+  let required = 2;
+  const replicated: string[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-copies-'));
+    store = await ObjectStore.open({
+      dir,
+      maxBytes: 16 * MiB,
+      memoryBytes: 0,
+      maxObjectBytes: MiB,
+      fsync: false,
+      clock: systemClock,
+      isKey,
+    });
+    const app = createApp({
+      store,
+      replicate: (manifest) => {
+        replicated.push(manifest.key);
+        return Promise.resolve(copies);
+      },
+      get writeCopies() {
+        return required;
+      },
+      fetcher: undefined,
+      counters: new Counters(),
+      metrics: { recordRequest: () => {}, handle: () => {} } as unknown as AgentMetrics,
+      logger: createLogger({ level: 'silent', nodeId: 'test' }),
+      status: () => ({}),
+      ready: () => true,
+    });
+    server = createServer(app).listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server.close();
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const put = async (key: string) => {
+    const res = await fetch(`${base}/v1/objects/${key}`, { method: 'PUT', body: randomBytes(1000) });
+    const body = (await res.json()) as { error?: { code: string } };
+    return { status: res.status, copies: res.headers.get('x-edgemesh-copies'), code: body.error?.code };
+  };
+
+  it('answers 503 ReplicationIncomplete when fewer copies than writeCopies exist, even one fewer', async () => {
+    copies = 1;
+    required = 2;
+    assert.deepEqual(await put('one-short'), { status: 503, copies: '1', code: 'ReplicationIncomplete' });
+    copies = 2;
+    required = 3;
+    assert.deepEqual(await put('two-of-three'), { status: 503, copies: '2', code: 'ReplicationIncomplete' });
+    assert.deepEqual(replicated, ['one-short', 'two-of-three']);
+  });
+
+  it('answers 201 once writeCopies copies (or more) exist', async () => {
+    copies = 2;
+    required = 2;
+    assert.deepEqual(await put('enough'), { status: 201, copies: '2', code: undefined });
+    copies = 3;
+    assert.deepEqual(await put('more'), { status: 201, copies: '3', code: undefined });
   });
 });
