@@ -212,10 +212,12 @@ describe('Replicator', () => {
 
   it('a writer that is not an owner owes the owners their copies until each has one (its own is kept till then)', async () => {
     let cUp = false;
+    const made: string[] = [];
     const owner = (id: string, up: () => boolean) => ({
       id,
       address: `${id}:1`,
-      replicate: () => (up() ? Promise.resolve({}) : Promise.reject(new Error('UNAVAILABLE'))),
+      replicate: () =>
+        up() ? (made.push(id), Promise.resolve({})) : Promise.reject(new Error('UNAVAILABLE')),
     });
     const manifest = { key: 'k', createdAtMs: 1 };
     const replicator = replicatorWith({
@@ -228,8 +230,13 @@ describe('Replicator', () => {
       assert.equal(await replicator.afterPut(manifest as never), 2);
       await eventually(() => Promise.resolve(replicator.backlog === 0 || undefined));
       assert.equal(replicator.owesCopies('k'), true, 'c has no copy yet');
+      // A pass while c is still down: b's copy confirmed is not enough, the copy stays owed.
+      await replicator.repair();
+      assert.equal(replicator.owesCopies('k'), true, 'still owed after a pass: c has no copy yet');
       cUp = true; // the retry (repair, with backoff) makes c's copy
+      await eventually(() => Promise.resolve(made.includes('c') || undefined), 10_000, "c's copy made");
       await eventually(() => Promise.resolve(!replicator.owesCopies('k') || undefined), 10_000);
+      assert.deepEqual(made, ['b', 'c']);
     } finally {
       replicator.close();
     }
@@ -469,6 +476,96 @@ describe('Replicator', () => {
       await eventually(() => Promise.resolve(replicator.backlog === 0 || undefined));
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(passes, 2, 'the long pass, then one more');
+    } finally {
+      replicator.close();
+    }
+  });
+
+  it('drops its copy when an owner answers that the key was purged (not counted, nor spread), with the purge it showed', async () => {
+    const manifest = { key: 'k', createdAtMs: 1 };
+    const signature = { certificate: 'Y2VydA==', value: 'c2ln', by: 'token:ops' };
+    const purged: unknown[] = [];
+    const owner = {
+      id: 'b',
+      address: 'b:1',
+      replicate: () => Promise.resolve({ purgedAtMs: 5, purgeSignature: signature }),
+    };
+    const replicator = replicatorWith({
+      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest, holds: () => true },
+      placementOf: () => ({ self: true, peers: [owner] }),
+      onPurged: (...args: unknown[]) => (purged.push(args), Promise.resolve()),
+      writeCopies: 2,
+      timeoutMs: 1000,
+    });
+    try {
+      // A PUT's copy: the owner's answer is no copy, and the purge is applied here.
+      assert.equal(await replicator.afterPut(manifest as never), 1, 'not counted as a copy');
+      assert.deepEqual(purged, [['k', 5, signature]]);
+      // The same from a repair pass (this node was away when the key was purged).
+      await replicator.repair();
+      assert.deepEqual(purged, [
+        ['k', 5, signature],
+        ['k', 5, signature],
+      ]);
+    } finally {
+      replicator.close();
+    }
+  });
+
+  it('applies a purge an owner reports for a cached copy made at or before it, not for one made after', async () => {
+    const signature = { certificate: 'Y2VydA==', value: 'c2ln' };
+    const purged: unknown[] = [];
+    const owner = {
+      id: 'b',
+      address: 'b:1',
+      getManifest: () => Promise.resolve({ purgedAtMs: 5, purgeSignature: signature }),
+    };
+    const cached = (createdAtMs: number) =>
+      replicatorWith({
+        store: {
+          keys: () => ['old'],
+          lookup: () => ({ key: 'old', createdAtMs }),
+          peek: () => ({ key: 'old', createdAtMs }),
+          holds: () => true,
+        },
+        placementOf: () => ({ self: false, peers: [owner] }),
+        onPurged: (...args: unknown[]) => (purged.push(args), Promise.resolve()),
+        writeCopies: 1,
+        timeoutMs: 1000,
+      });
+    for (const createdAtMs of [5, 6]) {
+      const replicator = cached(createdAtMs);
+      try {
+        await replicator.repair();
+      } finally {
+        replicator.close();
+      }
+    }
+    assert.deepEqual(purged, [['old', 5, signature]], 'the copy made at the purge, not the one after');
+  });
+
+  it('stops its alive check once no copy is under way', async () => {
+    const manifest = { key: 'k', createdAtMs: 1 };
+    let checks = 0;
+    const owner = {
+      id: 'b',
+      address: 'b:1',
+      // A copy that takes a while: the alive check (every 200 ms) runs meanwhile.
+      replicate: () => new Promise((r) => setTimeout(() => r({}), 500)),
+    };
+    const replicator = replicatorWith({
+      store: { keys: () => ['k'], lookup: () => manifest, peek: () => manifest, holds: () => true },
+      placementOf: () => ({ self: true, peers: [owner] }),
+      isAlive: () => (checks++, true),
+      writeCopies: 1,
+      timeoutMs: 60_000,
+    });
+    try {
+      await replicator.repair();
+      assert.ok(checks > 0, 'checked while the copy was under way');
+      const after = checks;
+      await new Promise((r) => setTimeout(r, 700));
+      assert.equal(checks, after, 'no check with nothing under way');
     } finally {
       replicator.close();
     }
