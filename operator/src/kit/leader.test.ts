@@ -35,6 +35,10 @@ function leaseStore() {
   return {
     api: api as unknown as CoordinationV1Api,
     holder: () => lease?.spec?.holderIdentity,
+    /** Another replica writes the lease (a new resourceVersion). */
+    put(spec: NonNullable<V1Lease['spec']>) {
+      lease = { metadata: { name: 'lease', namespace: 'ns', resourceVersion: String(++rv) }, spec };
+    },
     /** Every replace from now on hangs until the returned function is called. */
     hangWrites() {
       let resume = () => {};
@@ -183,5 +187,112 @@ describe('leader election', () => {
     } finally {
       await elector.release();
     }
+  });
+
+  /**
+   * A standby on a clock of the test's, the lease held by "other" (last renewed at 0). Each read
+   * moves the clock on by 500 ms, then calls `onRead` while "other" holds the lease (it may renew
+   * it). Returns who held the lease as each read began: [k] is the holder after k reads.
+   */
+  async function standby(
+    reads: number,
+    onRead: (store: ReturnType<typeof leaseStore>, clock: number) => void,
+  ) {
+    const store = leaseStore();
+    store.put({ holderIdentity: 'other', leaseDurationSeconds: 3, renewTime: new Date(0) });
+    let clock = 0;
+    const holders: (string | undefined)[] = [];
+    type Read = (args: { name: string; namespace: string }) => Promise<V1Lease>;
+    const api = store.api as unknown as { readNamespacedLease: Read };
+    const read = api.readNamespacedLease.bind(api);
+    api.readNamespacedLease = (args) => {
+      holders.push(store.holder());
+      clock += 500;
+      if (store.holder() === 'other') onRead(store, clock);
+      return read(args);
+    };
+    const elector = new LeaderElector({
+      api: store.api,
+      namespace: 'ns',
+      name: 'lease',
+      identity: 'me',
+      leaseDurationMs: 3000,
+      renewDeadlineMs: 2000,
+      retryPeriodMs: 1,
+      now: () => clock,
+      logger: pino({ level: 'silent' }),
+      onStartedLeading: () => {},
+      onStoppedLeading: () => {},
+    });
+    elector.start();
+    try {
+      while (holders.length <= reads) await new Promise((r) => setTimeout(r, 1));
+    } finally {
+      elector.close();
+      await elector.release();
+    }
+    return holders;
+  }
+
+  it('a standby leaves a live lease alone, and takes it once unchanged for a whole lease duration', async () => {
+    // The standby first sees the renewal at 500 ms (its clock); the k-th read answers at k * 500 ms.
+    const holders = await standby(10, () => {});
+    for (let k = 2; k <= 7; k++)
+      assert.equal(
+        holders[k],
+        'other',
+        `taken at ${k * 500} ms, ${(k - 1) * 500} ms after the renewal was seen`,
+      );
+    assert.equal(holders[10], 'me', 'taken over once the lease went unrenewed for longer than its duration');
+  });
+
+  it('a standby that sees the holder keep renewing never takes over, however long it watches', async () => {
+    // "other" renews once a second: 10 s of it, more than three lease durations.
+    const holders = await standby(20, (store, clock) => {
+      if (clock % 1000 === 0)
+        store.put({ holderIdentity: 'other', leaseDurationSeconds: 3, renewTime: new Date(clock) });
+    });
+    assert.deepEqual(new Set(holders), new Set(['other']), 'a renewing leader was taken over');
+  });
+
+  it('a leader that finds the lease held by another replica steps down and leaves it', async () => {
+    const store = leaseStore();
+    const { elector, counts } = electorOn(store, 2000);
+    elector.start();
+    try {
+      while (!elector.leading) await new Promise((r) => setTimeout(r, 5));
+      // Another replica holds it now (it took over while this one was cut off), freshly renewed.
+      store.put({ holderIdentity: 'other', leaseDurationSeconds: 3, renewTime: new Date() });
+      const deadline = performance.now() + 2000;
+      while (elector.leading) {
+        assert.ok(performance.now() < deadline, 'still leading beside another holder: two leaders');
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.equal(counts.stopped, 1, 'onStoppedLeading was called');
+      assert.equal(store.holder(), 'other', 'the lease was left to its holder');
+    } finally {
+      await elector.release();
+    }
+  });
+
+  it('release() hands back only its own lease, never one another replica holds by then', async () => {
+    const store = leaseStore();
+    const elector = new LeaderElector({
+      api: store.api,
+      namespace: 'ns',
+      name: 'lease',
+      identity: 'me',
+      leaseDurationMs: 3000,
+      renewDeadlineMs: 2000,
+      retryPeriodMs: 60_000, // no renewal of its own comes to notice the new holder before release()
+      logger: pino({ level: 'silent' }),
+      onStartedLeading: () => {},
+      onStoppedLeading: () => {},
+    });
+    elector.start();
+    while (!elector.leading) await new Promise((r) => setTimeout(r, 5));
+    store.put({ holderIdentity: 'other', leaseDurationSeconds: 3, renewTime: new Date() });
+    await elector.release();
+    assert.equal(store.holder(), 'other', "another replica's lease was not cleared");
   });
 });
