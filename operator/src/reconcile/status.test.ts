@@ -104,4 +104,81 @@ describe('Ready', () => {
     assert.equal(condition(s, 'Degraded')?.status, 'False', 'the spec can be carried out');
     assert.equal(s.desiredAgents, 0);
   });
+
+  const reporting = { connection: 'up', reporting: 2, changesInMs: 1000 } as const;
+
+  it('is False while a rollout is under way, though every agent is ready', () => {
+    const rolling = { ...rolledOut, status: { ...rolledOut.status, updatedNumberScheduled: 1 } };
+    const s = computeStatus({
+      mesh,
+      nodes,
+      daemonSet: rolling,
+      blocker: undefined,
+      now: new Date(0),
+      presence: reporting,
+    });
+    assert.equal(condition(s, 'Ready')?.status, 'False', 'Ready with one agent of two on the old spec');
+    assert.equal(condition(s, 'Ready')?.reason, 'AgentsNotReady');
+    assert.equal(condition(s, 'Progressing')?.status, 'True');
+    assert.match(condition(s, 'Progressing')!.message, /1 of 2 agents updated, 2 ready/);
+  });
+
+  it('is False while the DaemonSet controller has not yet seen its latest spec (a stale status)', () => {
+    // The spec changed (generation 2); the status still describes generation 1's rollout.
+    const stale = { metadata: { generation: 2 }, status: rolledOut.status };
+    const s = computeStatus({
+      mesh,
+      nodes,
+      daemonSet: stale,
+      blocker: undefined,
+      now: new Date(0),
+      presence: reporting,
+    });
+    assert.equal(condition(s, 'Ready')?.status, 'False', 'Ready on a status for the previous spec');
+    assert.equal(condition(s, 'Progressing')?.status, 'True');
+  });
+
+  it('is False while Degraded, however well the agents do', () => {
+    const blocker = { reason: 'IssuerNotFound', message: 'the issuer is missing' };
+    const s = computeStatus({
+      mesh,
+      nodes,
+      daemonSet: rolledOut,
+      blocker,
+      now: new Date(0),
+      presence: reporting,
+    });
+    assert.equal(condition(s, 'Degraded')?.status, 'True');
+    assert.equal(condition(s, 'Ready')?.status, 'False', 'Ready and Degraded at once');
+    assert.equal(condition(s, 'Ready')?.reason, 'IssuerNotFound');
+  });
+
+  it('moves lastTransitionTime when, and only when, a condition changes status', () => {
+    const at = (iso: string, previous: EdgeMeshStatus | undefined, presence: ControlPlanePresence) =>
+      computeStatus({
+        mesh: { ...mesh, ...(previous ? { status: previous } : {}) },
+        nodes,
+        daemonSet: rolledOut,
+        blocker: undefined,
+        now: new Date(iso),
+        presence,
+      });
+    const first = at('2025-01-01T00:00:00Z', undefined, reporting);
+    assert.equal(condition(first, 'Ready')?.status, 'True');
+    assert.equal(condition(first, 'Ready')?.lastTransitionTime, '2025-01-01T00:00:00Z');
+    // A minute later nothing changed: the times stay.
+    const same = at('2025-01-01T00:01:00Z', first, reporting);
+    for (const type of ['Ready', 'Degraded', 'Progressing', 'ControlPlaneConnected'])
+      assert.equal(
+        condition(same, type)?.lastTransitionTime,
+        '2025-01-01T00:00:00Z',
+        `${type} moved, though its status did not change`,
+      );
+    // Then an agent stops reporting: Ready (and ControlPlaneConnected) change, and only they move.
+    const changed = at('2025-01-01T00:02:00.250Z', same, { ...reporting, reporting: 1 });
+    assert.equal(condition(changed, 'Ready')?.status, 'False');
+    assert.equal(condition(changed, 'Ready')?.lastTransitionTime, '2025-01-01T00:02:00Z');
+    assert.equal(condition(changed, 'ControlPlaneConnected')?.lastTransitionTime, '2025-01-01T00:02:00Z');
+    assert.equal(condition(changed, 'Degraded')?.lastTransitionTime, '2025-01-01T00:00:00Z');
+  });
 });
