@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DIMENSIONS, estimateRtt, origin, Vivaldi } from './vivaldi.ts';
+import { CC, DIMENSIONS, ERROR_MAX, estimateRtt, LATENCY_FILTER_SIZE, origin, Vivaldi } from './vivaldi.ts';
 
 /** A small deterministic PRNG (mulberry32), so the test is the same every run. */
 function seeded(seed: number): () => number {
@@ -92,5 +92,42 @@ describe('Vivaldi', () => {
     assert.equal(v.update('p', 10, good), true);
     assert.ok(v.coordinate.vec.every(Number.isFinite));
     assert.ok(estimateRtt(v.coordinate, good) > 0);
+  });
+
+  it('filters RTT over the last few samples only: a lasting change of RTT is followed', () => {
+    const v = new Vivaldi(seeded(3));
+    const peer = { vec: new Array<number>(DIMENSIONS).fill(0), height: 1, error: 0.2 };
+    for (let i = 0; i < 100; i++) v.update('p', 10, peer);
+    assert.ok(Math.abs(v.estimate(peer) - 10) < 1, `learnt ${v.estimate(peer)} ms for 10 ms`);
+    // The path gets slower and stays so: after a filter's worth of samples the median is the new
+    // RTT (a filter that kept every sample would hold on to 10 ms for another 100 samples).
+    for (let i = 0; i < LATENCY_FILTER_SIZE + 20; i++) v.update('p', 100, peer);
+    assert.ok(v.estimate(peer) > 80, `still ${v.estimate(peer).toFixed(1)} ms after a move to 100 ms`);
+    // forget() drops the samples: the next one stands alone.
+    v.forget('p');
+    const before = v.estimate(peer);
+    v.update('p', 10, peer);
+    assert.ok(v.estimate(peer) < before, 'a sample after forget() is not outvoted by old ones');
+  });
+
+  it('moves a node by how unsure it is relative to its peer', () => {
+    const at = (error: number) => ({ vec: new Array<number>(DIMENSIONS).fill(0), height: 0.01, error });
+    // A new node (error ERROR_MAX) measuring a sure peer moves nearly CC of the way to the RTT.
+    const fresh = new Vivaldi(seeded(5));
+    fresh.update('p', 100, at(0.01));
+    const weight = ERROR_MAX / (ERROR_MAX + 0.01);
+    const moved = fresh.estimate(at(0.01));
+    assert.ok(Math.abs(moved - (0.02 + CC * weight * (100 - 0.02))) < 0.01, `moved to ${moved} ms`);
+    // A sure node measuring a new peer that is far off hardly moves: the peer's own place is a guess.
+    const sure = new Vivaldi(seeded(5));
+    for (let i = 0; i < 200; i++) sure.update('p', 10, at(0.01));
+    assert.ok(sure.coordinate.error < 0.1, `error ${sure.coordinate.error}`);
+    const settled = sure.coordinate;
+    sure.update('q', 10_000, at(ERROR_MAX));
+    const shift = Math.hypot(...sure.coordinate.vec.map((x, i) => x - settled.vec[i]!));
+    assert.ok(
+      shift < 0.1 * CC * (10_000 - 10),
+      `a sure node moved ${shift.toFixed(1)} ms for an unsure peer`,
+    );
   });
 });
