@@ -48,4 +48,25 @@ describe('UploadLimiter', () => {
     assert.deepEqual(limiter.waiting(), { a: 2, b: 1 });
     limiter.close();
   });
+
+  it('after a quiet spell grants the configured burst at once, no more (as a fresh limiter does)', async () => {
+    /** Bytes granted at once, in 1-byte requests, by `limiter` at the clock's present time. */
+    const atOnce = async (limiter: UploadLimiter) => {
+      let granted = 0;
+      for (let i = 0; i < 1000; i++) void limiter.acquire(1, 'a')!.then(() => granted++);
+      await new Promise((r) => setImmediate(r));
+      limiter.close();
+      return granted;
+    };
+    let now = 0;
+    const fresh = await atOnce(new UploadLimiter(1000, 100, () => now)); // 1 byte per ms, 100 B burst
+    const limiter = new UploadLimiter(1000, 100, () => now);
+    await limiter.acquire(50, 'a');
+    now = 10_000; // 10 s of quiet
+    const afterQuiet = await atOnce(limiter);
+    // The burst, plus the one request that goes at the line rate.
+    assert.ok(afterQuiet <= 100 + 1, `${afterQuiet} B at once after a quiet spell, for a 100 B burst`);
+    assert.ok(afterQuiet >= 100, `only ${afterQuiet} B at once: the burst was not granted`);
+    assert.equal(afterQuiet, fresh, 'a quiet spell gives the burst a fresh limiter gives');
+  });
 });

@@ -65,7 +65,9 @@ export class UploadLimiter {
       // Round robin: the group goes to the back of the line (Map keeps insertion order).
       this.#queues.delete(group);
       if (queue.length > 0) this.#queues.set(group, queue);
-      this.#busyUntil = Math.max(this.#busyUntil, now - this.#burstMs) + request.bytes / this.#rate;
+      // An idle link is busy until now, not before: the burst is the backlog the check above allows,
+      // and counting a quiet spell as credit on top of it would let out twice the burst at once.
+      this.#busyUntil = Math.max(this.#busyUntil, now) + request.bytes / this.#rate;
       request.grant();
     }
   }
