@@ -10,6 +10,7 @@ import {
   errorFrame,
   FRAME,
   frameHeader,
+  MAX_REQUEST_BYTES,
   parseRequest,
   RequestReader,
   ResponseReader,
@@ -202,5 +203,23 @@ describe('bulk-stream framing', () => {
     await assert.rejects(refusing.next(), /a request of/);
     for (const body of ['[]', '{"digests":"x","from":"a"}', '{"digests":[1],"from":"a"}', 'null'])
       assert.throws(() => parseRequest(Buffer.from(body)), Error);
+  });
+
+  it('takes a request of MAX_REQUEST_BYTES and refuses one a byte longer', async () => {
+    const framed = (length: number) => {
+      const out = Buffer.alloc(4 + length, 0x20);
+      out.writeUInt32BE(length, 0);
+      return out;
+    };
+    const atLimit = fakeSocket();
+    const taking = new RequestReader(atLimit);
+    atLimit.feed([framed(MAX_REQUEST_BYTES)]);
+    assert.equal((await taking.next())?.length, MAX_REQUEST_BYTES);
+
+    // The whole body is sent: were it read, next() would resolve with it rather than hang.
+    const over = fakeSocket();
+    const refusing = new RequestReader(over);
+    over.feed([framed(MAX_REQUEST_BYTES + 1)]);
+    await assert.rejects(refusing.next(), new RegExp(`a request of ${MAX_REQUEST_BYTES + 1} bytes`));
   });
 });
