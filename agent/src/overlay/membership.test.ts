@@ -9,6 +9,7 @@ import { stubTransport } from '../transport/stub-transport.ts';
 import {
   MAX_LOCAL_HEALTH,
   MAX_REVIVE_TRIES,
+  MAX_TRIES_PER_MEMBER,
   FRESH_MIN_INTERVAL_MS,
   MAX_UNCONFIRMED,
   Membership,
@@ -62,8 +63,11 @@ class Network {
       ...(connecting ? { connecting } : {}),
     };
   }
+  /** The connections closed, all nodes together. */
+  readonly closed = new Set<PeerTransport>();
   transport(from: string, info: MemberInfo): PeerTransport {
-    return stubTransport(info.nodeId, info.grpc, {
+    const transport: PeerTransport = stubTransport(info.nodeId, info.grpc, {
+      close: () => void this.closed.add(transport),
       ping: async (signal) => {
         if (!this.nodes.get(from)?.up) throw new Error('self down');
         const answer = await this.ping(info.grpc, signal);
@@ -79,6 +83,7 @@ class Network {
           : Promise.reject(new Error('helper down'));
       },
     });
+    return transport;
   }
 }
 
@@ -1581,5 +1586,82 @@ describe('Membership', () => {
     announceOn(bus, 2, { ...home, grpc: '10.0.0.2:9999' });
     await settle();
     assert.equal(known().info.grpc, home.grpc, 'not moved onto the relay');
+  });
+
+  it('does not bring back a member revoked while a try to revive it was out', async () => {
+    const { network, nodes, clock, cutOffUntilDead } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
+    // Healed, but the answer to the next try is slow; the member is revoked while it is out.
+    const n1 = network.nodes.get('10.0.0.1:7481')!;
+    let open = () => undefined as void;
+    Object.assign(n1, { up: true, gate: new Promise<void>((resolve) => (open = resolve)) });
+    clock.advance(500);
+    n0.tick();
+    await settle();
+    n0.evict('n1');
+    open();
+    await settle();
+    assert.ok(!n0.all().some((m) => m.info.nodeId === 'n1'), 'the revoked member stays out');
+    assert.deepEqual(n0.alive(), []);
+  });
+
+  it('closes the connection of a member it forgets: revoked, or dead past the retention', async () => {
+    const { network, nodes, clock, cutOffUntilDead } = mesh(3, { deadRetentionMs: 60_000 });
+    await settle();
+    const n0 = nodes[0]!;
+    const of = (nodeId: string) => n0.all().find((m) => m.info.nodeId === nodeId)!.transport;
+    const n2 = of('n2');
+    n0.evict('n2');
+    assert.ok(network.closed.has(n2), 'the revoked member’s connection was closed');
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
+    const n1 = of('n1');
+    assert.ok(!network.closed.has(n1));
+    clock.advance(60_000);
+    n0.tick();
+    await settle();
+    assert.ok(!n0.all().some((m) => m.info.nodeId === 'n1'), 'forgotten');
+    assert.ok(network.closed.has(n1), 'the forgotten member’s connection was closed');
+  });
+
+  it('keeps at most MAX_TRIES_PER_MEMBER tries of one member under way, periodic and asked for together', async () => {
+    const { network, nodes, clock, connected, cutOffUntilDead } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    await cutOffUntilDead(n0, '10.0.0.1:7481');
+    network.nodes.get('10.0.0.1:7481')!.silent = true; // its packets dropped: every try stays out
+    const before = connected[0]!.length;
+    for (let i = 0; i < 3 * MAX_TRIES_PER_MEMBER; i++) {
+      clock.advance(REVIVE_EVERY_MS);
+      if (i % 2 === 0) n0.tick();
+      await n0.reviveNow(() => true, 1);
+    }
+    const tries = connected[0]!.slice(before);
+    assert.ok(
+      tries.every((a) => a === '10.0.0.1:7481'),
+      tries.join(' '),
+    );
+    assert.equal(tries.length, MAX_TRIES_PER_MEMBER, 'fresh connections to the member: up to the bound');
+  });
+
+  it('takes at most MAX_UNCONFIRMED members not yet confirmed, each on its own word', async () => {
+    const { bus, nodes, ignored } = mesh(2);
+    await settle();
+    const n0 = nodes[0]!;
+    // Newcomers that announce themselves and never answer (nothing at their addresses).
+    for (let i = 0; i <= MAX_UNCONFIRMED; i++)
+      announceAs(bus, 1, {
+        nodeId: `new-${i}`,
+        zone: 'z',
+        region: 'r',
+        grpc: `10.66.${i >> 8}.${i & 255}:7481`,
+        weight: 1,
+        incarnation: 0,
+      });
+    await settle();
+    assert.equal(n0.all().filter((m) => m.state === 'unconfirmed').length, MAX_UNCONFIRMED);
+    assert.ok(!n0.all().some((m) => m.info.nodeId === `new-${MAX_UNCONFIRMED}`), 'the one past the bound');
+    assert.equal(ignored[0]!.filter((r) => r === 'too-many-unconfirmed').length, 1);
   });
 });
