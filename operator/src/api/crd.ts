@@ -49,12 +49,12 @@ const toSchema = (schema: z.ZodType) => structural(z.toJSONSchema(schema, { io: 
 /** A printer column's path to a field of the Ready condition. */
 const READY = (field: string) => `.status.conditions[?(@.type=="Ready")].${field}`;
 
-/** The EdgeMesh CustomResourceDefinition, from the schemas in edgemesh.ts. */
 /** The longest mesh name: its Service, `edgemesh-<name>`, is a DNS-1035 label of at most 63 characters. */
 export const MAX_MESH_NAME = 63 - 'edgemesh-'.length;
-/** The CRD's rule on a mesh's name (a CEL expression on the whole object). */
-export const MESH_NAME_RULE = `self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= ${MAX_MESH_NAME} && !self.metadata.name.endsWith('-trust')`;
+/** What a mesh's name may be (with at most MAX_MESH_NAME characters). */
+export const MESH_NAME_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
 
+/** The EdgeMesh CustomResourceDefinition, from the schemas in edgemesh.ts. */
 export function edgeMeshCrd(): Schema {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
@@ -93,20 +93,25 @@ export function edgeMeshCrd(): Schema {
               type: 'object',
               description: 'A mesh of EdgeMesh agents on the nodes it selects.',
               required: ['spec'],
-              // The mesh's name is in its children's names (`edgemesh-<name>`, a Service's is a
-              // DNS-1035 label of at most 63 characters) and in a label value (at most 63), and a
-              // name ending in -trust would share a ConfigMap with another mesh's trust bundle.
-              'x-kubernetes-validations': [
-                {
-                  rule: MESH_NAME_RULE,
-                  message: `metadata.name must be a DNS-1035 label of at most ${MAX_MESH_NAME} characters (lower-case letters, digits and '-', starting with a letter) not ending in -trust: the mesh's Service is edgemesh-<name>`,
-                },
-              ],
               properties: {
                 apiVersion: { type: 'string', description: `The API version: ${GROUP}/${VERSION}.` },
                 kind: { type: 'string', description: `The kind: ${KIND}.` },
-                // The API server allows nothing here (`kubectl explain` shows ObjectMeta's own text).
-                metadata: { type: 'object' },
+                // The API server allows nothing here but bounds on the name (`kubectl explain` shows
+                // ObjectMeta's own text). The mesh's name is in its children's (`edgemesh-<name>`: a
+                // Service's is a DNS-1035 label of at most 63 characters) and in a label value. A bound
+                // on a field, not a rule on the object, so that a mesh stored before it keeps its
+                // status writes (Kubernetes lets an unchanged field through a tightened schema; a rule
+                // on the whole object would be judged again at every status write).
+                metadata: {
+                  type: 'object',
+                  properties: {
+                    name: {
+                      type: 'string',
+                      maxLength: MAX_MESH_NAME,
+                      pattern: MESH_NAME_PATTERN,
+                    },
+                  },
+                },
                 spec: toSchema(edgeMeshSpecSchema),
                 status: toSchema(edgeMeshStatusSchema),
               },
