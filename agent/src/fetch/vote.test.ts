@@ -89,6 +89,23 @@ describe('chooseVersion', () => {
     assert.equal(best.manifest.root, 'r2', 'written after the purge');
   });
 
+  it('believes no version or purge dated further ahead than clocks may disagree (signed or not)', () => {
+    const now = 1_000_000_000_000;
+    const future = version('r9', now + 5 * 60_000 + 1);
+    const honest = version('r3', now - 10);
+    const best = chooseVersion([found(a, future), found(b, honest)], now);
+    assert.ok(best && best !== 'purged');
+    assert.equal(best.manifest.root, 'r3');
+    const purge = (purgedAtMs: number) => ({ kind: 'purged' as const, purgedAtMs });
+    const kept = chooseVersion([purge(now + 5 * 60_000 + 1), found(b, honest)], now);
+    assert.ok(kept && kept !== 'purged', 'a purge from the far future hides nothing');
+    // Within the skew, as a node's clock may run ahead: believed.
+    const ahead = version('r8', now + 5 * 60_000);
+    const newest = chooseVersion([found(a, ahead), found(b, honest)], now);
+    assert.ok(newest && newest !== 'purged');
+    assert.equal(newest.manifest.root, 'r8');
+  });
+
   it('says nothing when nobody knows the key', () => {
     assert.equal(chooseVersion([]), undefined);
     assert.equal(chooseVersion([undefined, undefined]), undefined);

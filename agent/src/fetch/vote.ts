@@ -1,4 +1,5 @@
 import type { Manifest } from '../cache/manifest.ts';
+import { MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
 
 /** One peer's answer to "what do you know of this key", as the locate step checked it. */
 export type VersionAnswer<P> =
@@ -30,11 +31,16 @@ export type VersionAnswer<P> =
  */
 export function chooseVersion<P extends { readonly address: string }>(
   answers: readonly (VersionAnswer<P> | undefined)[],
+  nowMs = Date.now(),
 ): { manifest: Manifest; holders: P[] } | 'purged' | undefined {
   const byRoot = new Map<string, { manifest: Manifest; holders: Map<string, P> }>();
   let purgedAtMs = -1;
+  // Dated further ahead than clocks may disagree: not believed, signed or not (with mTLS off nothing
+  // is signed, and one answer from the far future would win every read, and outlive every purge).
+  const latest = nowMs + MAX_CLOCK_SKEW_MS;
   for (const answer of answers) {
     if (!answer) continue;
+    if ((answer.kind === 'purged' ? answer.purgedAtMs : answer.manifest.createdAtMs) > latest) continue;
     if (answer.kind === 'purged') {
       purgedAtMs = Math.max(purgedAtMs, answer.purgedAtMs);
       continue;
