@@ -24,6 +24,9 @@ interface Connection {
   reads: ClientReads;
 }
 
+/** A connection the peer closed or reset before its handshake ended: it turned it away (busy). */
+class TurnedAway extends Error {}
+
 /** The peer does not speak the bulk stream (a build from before it): use FetchChunks. */
 export class BulkUnsupportedError extends Error {
   override name = 'BulkUnsupportedError';
@@ -246,9 +249,13 @@ export class BulkChannel {
       function fail(this: void, error: Error) {
         settle();
         socket.destroy();
-        reject(error);
+        // Reset before the handshake ended: the peer turned the connection away (too many
+        // handshakes at once, from here or in all: bulk-server.ts PEER_PORT_LIMITS), as busy.
+        reject(
+          (error as NodeJS.ErrnoException).code === 'ECONNRESET' ? new TurnedAway(error.message) : error,
+        );
       }
-      const closed = () => fail(new Error('the connection closed during the handshake'));
+      const closed = () => fail(new TurnedAway('the connection closed during the handshake'));
       const connected = () => {
         settle();
         if (socket.alpnProtocol !== BULK_ALPN) {
@@ -264,6 +271,9 @@ export class BulkChannel {
       socket.once('close', closed);
     }).catch((error: Error) => {
       if (error instanceof BulkUnsupportedError) throw error;
+      // Asked again later, and not counted against the peer (a busy refusal, not a failure).
+      if (error instanceof TurnedAway)
+        throw new PeerBusyError(this.#opts.id, `FetchChunks: ${error.message} (turned away: busy)`);
       throw new PeerError(this.#opts.id, `FetchChunks: ${error.message}`, { cause: error });
     }) as Promise<Connection>;
   }

@@ -42,9 +42,11 @@ export interface PeerPortLimits {
 
 /**
  * A handshake takes a round trip or two and a few ms of CPU: 10 s is ample on any link. A member opens
- * a connection or two at a time (its control connection, a bulk connection per chunk request), so 32
- * handshakes from one address leave room for several members behind one NAT, and 256 over all for a
- * whole mesh restarting at once (refused ones are retried). A member keeps one gRPC connection here
+ * a connection or two at a time (its control connection, a bulk connection per chunk request in
+ * flight, a few while it downloads), so 64 handshakes from one address leave room for several members
+ * behind one NAT, and 256 over all for a whole mesh restarting at once. One turned away is told so by
+ * a reset before its handshake ends, which the client takes as busy (bulk-client.ts): asked again
+ * later, not counted against the peer. A member keeps one gRPC connection here
  * (two while an aged one finishes its calls, one more for FetchChunks with mTLS off) and up to 4 idle
  * bulk connections, more while it downloads from this node: 8192 is several per member for a mesh of
  * 1,000 nodes, and far below the descriptors the process may open.
@@ -52,7 +54,7 @@ export interface PeerPortLimits {
 export const PEER_PORT_LIMITS: PeerPortLimits = {
   handshakeTimeoutMs: 10_000,
   maxHandshakes: 256,
-  maxHandshakesPerAddress: 32,
+  maxHandshakesPerAddress: 64,
   maxConnections: 8192,
 };
 
@@ -214,8 +216,8 @@ const connectionKey = (socket: Socket) =>
   `${socket.remoteAddress}|${socket.remotePort}|${socket.localAddress}`;
 
 /**
- * How long a refused connection may take to get its error frame out (a client that reads nothing)
- * before it is destroyed anyway.
+ * How long a refused connection may take to get its error frame out and its client to close (a
+ * client that reads nothing, or never closes) before it is destroyed anyway.
  */
 export const REFUSED_LINGER_MS = 5_000;
 
@@ -230,7 +232,10 @@ function refuse(socket: TLSSocket, frame: Buffer): void {
   socket.once('close', () => clearTimeout(timer));
   // What the client sends meanwhile is dropped (left unread, it would turn the close into a reset).
   socket.resume();
-  socket.end(frame, () => socket.destroy());
+  // Closed once the client, having read the frame, closes its side (or at the timer): destroyed as
+  // soon as the frame is out, a request the client wrote meanwhile would arrive at a closed socket,
+  // and the reset it draws could reach the client before the frame, which it would then never read.
+  socket.end(frame);
 }
 
 /**

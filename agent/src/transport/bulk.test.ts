@@ -740,6 +740,27 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     },
   );
 
+  it('is taken as busy by a client it turns away before the handshake (PeerBusyError: not a failure of the peer)', async () => {
+    const own = await portWith({ maxHandshakes: 0 });
+    const channel = new BulkChannel({
+      id: 'srv',
+      address: `127.0.0.1:${own.port}`,
+      timeoutMs: 5000,
+      tls: () => peerTlsOptions(clientId, 'srv'),
+    });
+    try {
+      await assert.rejects(
+        (async () => {
+          for await (const chunk of channel.fetch(['00'.repeat(32)], [4], 'cli', {})) void chunk;
+        })(),
+        (error: Error) => error instanceof PeerBusyError && /turned away/.test(error.message),
+      );
+    } finally {
+      channel.close();
+      own.close();
+    }
+  });
+
   it('closes a gRPC connection on which no call comes', { timeout: 15_000 }, async () => {
     const idleOpts = { ...opts, connectionIdleMs: 200 };
     const own = await listenPeerServer(createPeerServer(idleOpts), idleOpts, '127.0.0.1', 0, serverId);
