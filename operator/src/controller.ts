@@ -442,17 +442,8 @@ export async function startOperator(
                 ...(config.caRotation ? { timing: config.caRotation } : {}),
                 // The agents read the trust ConfigMap: the new CA must be in it before it signs.
                 delivered: async (certPem) => {
-                  const trust = await http
-                    .request<{ data?: Record<string, string> }>(
-                      'GET',
-                      objectPath({
-                        apiVersion: 'v1',
-                        kind: 'ConfigMap',
-                        metadata: { namespace: mesh.metadata.namespace, name: trustConfigMapName(mesh) },
-                      }),
-                    )
-                    .catch(() => undefined);
-                  return trust?.data?.['ca.crt']?.includes(certPem.trim()) ?? false;
+                  const trust = await configMapData(mesh, trustConfigMapName(mesh)).catch(() => undefined);
+                  return trust?.['ca.crt']?.includes(certPem.trim()) ?? false;
                 },
               },
             );

@@ -71,6 +71,12 @@ export interface ReconcileDeps {
 
 /** How often a mesh that cannot work yet is looked at again (a missing Secret may appear). */
 const BLOCKED_RECHECK_MS = 10_000;
+/**
+ * The same for a mesh whose children the API server refused: each look applies them all again, and
+ * what refused them (a policy, a quota, a missing right) rarely changes within seconds. A change of the
+ * mesh is looked at at once.
+ */
+const APPLY_REFUSED_RECHECK_MS = 60_000;
 
 /**
  * Level-triggered reconcile of one EdgeMesh (key namespace/name): reads the mesh, the nodes and the
@@ -156,12 +162,11 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
     blocker = refusedApply(children, outcomes);
     const daemonSet = outcomes[children.findIndex((c) => c.kind === 'DaemonSet')];
     if (daemonSet?.status === 'fulfilled') applied = daemonSet.value;
-    if (!blocker) {
-      // One rendered while it was enabled: deleted (an agent fence nobody wants must not stay behind).
-      if (!mesh.spec.networkPolicy.enabled) await deps.remove(networkPolicyRef(mesh));
-      // Revocations reach running agents within seconds this way; the ConfigMap serves those that start.
-      if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
-    }
+    // One rendered while it was enabled: deleted (an agent fence nobody wants must not stay behind).
+    if (!blocker && !mesh.spec.networkPolicy.enabled) await deps.remove(networkPolicyRef(mesh));
+    // Revocations reach running agents within seconds this way (a child refused or not); the
+    // ConfigMap serves those that start.
+    if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
   }
   const presence = await report(deps, mesh, blocker, nodes, applied);
   const rotation = trust?.caRotation;
@@ -185,7 +190,10 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
     deps.said?.set(key, clamped);
     await deps.event(mesh, 'Warning', 'CacheSizeClamped', clamped);
   }
-  if (blocker) return { requeueAfterMs: BLOCKED_RECHECK_MS };
+  if (blocker)
+    return {
+      requeueAfterMs: blocker.reason === 'ApplyRefused' ? APPLY_REFUSED_RECHECK_MS : BLOCKED_RECHECK_MS,
+    };
   // Due next: a step of a CA rotation, the renewal of the mesh's NATS credentials, or a report
   // leaving the window (an agent that stopped reporting must be seen without a new event).
   const due = [rotation?.nextStepInMs, nats?.renewInMs, presence?.changesInMs].filter(
