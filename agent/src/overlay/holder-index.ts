@@ -10,8 +10,8 @@ export const MAX_HOLDERS_PER_KEY = 64;
 /**
  * Chunk digests remembered at most, over all keys (oldest forgotten first): each manifest kept holds
  * its whole chunk list (a 64-character hex string per chunk, about 90 bytes in memory). Keys alone
- * bound nothing, since one Hold may carry a manifest of a million chunks (a gRPC message may be
- * 64 MiB); this keeps the index under about 45 MB of digests. An object of known size has at most
+ * bound little, since one Hold may carry a manifest of 65,536 chunks (MAX_CHUNKS, about 6 MB each in
+ * memory); this keeps the index under about 45 MB of digests. An object of known size has at most
  * 512 chunks below 32 GiB (chunking.ts), so 100,000 keys of five chunks on average fit.
  */
 export const MAX_DIGESTS = 500_000;
