@@ -6,9 +6,10 @@ import { mkdir, mkdtemp, open as openFile, readdir, readFile, rm, stat, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { afterEach, beforeEach, describe, it, type TestContext } from 'node:test';
+import { afterEach, beforeEach, describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { holdManifestWrite } from '../../harness/hold-manifest-write.ts';
 import { testCredentials } from '../../harness/test-ca.ts';
 import { isKey } from '../keys.ts';
 import { NodeSigner } from '../security/node-signer.ts';
@@ -26,7 +27,7 @@ import {
 import type { Manifest } from './manifest.ts';
 import { ManifestFiles } from './manifest-files.ts';
 import { ObjectStore, type ObjectStoreOptions, SEND_SAMPLE } from './object-store.ts';
-import { chunkDiskBytes, DB_FILE, manifestRowBytes, PACKED_CHUNK_BYTES, StoreDb } from './store-db.ts';
+import { chunkDiskBytes, DB_FILE, manifestRowBytes, PACKED_CHUNK_BYTES } from './store-db.ts';
 
 /** A manifest's columns as the database keeps them. */
 function manifestColumns(m: Manifest) {
@@ -67,27 +68,6 @@ async function readAll(store: ObjectStore, key: string): Promise<Buffer> {
 async function files(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
   return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
-}
-
-/**
- * Holds the next manifest write of `key` (a commit, in its key's turn) until `release()`; `atWrite`
- * resolves once the write is held. The store's database otherwise as it is.
- */
-function holdManifestWrite(t: TestContext, key: string) {
-  const write = Object.getOwnPropertyDescriptor(StoreDb.prototype, 'writeManifest')!
-    .value as StoreDb['writeManifest'];
-  const { promise: atWrite, resolve: reached } = Promise.withResolvers<void>();
-  const { promise: released, resolve: release } = Promise.withResolvers<void>();
-  let armed = true;
-  t.mock.method(StoreDb.prototype, 'writeManifest', async function (this: StoreDb, manifest: Manifest) {
-    if (armed && manifest.key === key) {
-      armed = false;
-      reached();
-      await released;
-    }
-    return write.call(this, manifest);
-  });
-  return { atWrite, release: () => release() };
 }
 
 describe('ObjectStore', () => {

@@ -3,37 +3,16 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import type { ControlEvent } from '@edgemesh/contracts';
-import type { Manifest, NodeSignature } from '../cache/manifest.ts';
+import { holdManifestWrite } from '../../harness/hold-manifest-write.ts';
+import type { NodeSignature } from '../cache/manifest.ts';
 import { ObjectStore, type ObjectStoreOptions } from '../cache/object-store.ts';
-import { StoreDb } from '../cache/store-db.ts';
 import { noControlPlane } from '../control/control-plane.ts';
 import { isKey } from '../keys.ts';
 import { FakeClock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
 import { FuturePurgeError, Purger, type PurgerOptions, UnsignedPurgeError } from './purger.ts';
-
-/**
- * Holds the next manifest write of `key` (a commit, in its key's turn: the database's queue busy)
- * until `release()`; `atWrite` resolves once the write is held.
- */
-function holdManifestWrite(t: TestContext, key: string) {
-  const write = Object.getOwnPropertyDescriptor(StoreDb.prototype, 'writeManifest')!
-    .value as StoreDb['writeManifest'];
-  const { promise: atWrite, resolve: reached } = Promise.withResolvers<void>();
-  const { promise: released, resolve: release } = Promise.withResolvers<void>();
-  let armed = true;
-  t.mock.method(StoreDb.prototype, 'writeManifest', async function (this: StoreDb, manifest: Manifest) {
-    if (armed && manifest.key === key) {
-      armed = false;
-      reached();
-      await released;
-    }
-    return write.call(this, manifest);
-  });
-  return { atWrite, release: () => release() };
-}
 
 /**
  * A purger over a store that holds nothing, whose tombstones land in `recorded`; `deliver` hands it
