@@ -61,6 +61,25 @@ function leaseStore() {
   };
 }
 
+/** An elector "me" on `store` (a 3 s lease, a 2 s renew deadline) whose callbacks do nothing. */
+function quietElector(
+  store: ReturnType<typeof leaseStore>,
+  options: { retryPeriodMs: number; now?: () => number },
+): LeaderElector {
+  return new LeaderElector({
+    api: store.api,
+    namespace: 'ns',
+    name: 'lease',
+    identity: 'me',
+    leaseDurationMs: 3000,
+    renewDeadlineMs: 2000,
+    ...options,
+    logger: pino({ level: 'silent' }),
+    onStartedLeading: () => {},
+    onStoppedLeading: () => {},
+  });
+}
+
 /** An elector on `store` that counts its starts and step-downs (`stepDownThrows`: a callback that throws). */
 function electorOn(store: ReturnType<typeof leaseStore>, renewDeadlineMs: number, stepDownThrows = false) {
   const counts = { started: 0, stopped: 0 };
@@ -107,19 +126,7 @@ describe('leader election', () => {
       else if (reads === 2) clock = 3100;
       return lease;
     };
-    const elector = new LeaderElector({
-      api: store.api,
-      namespace: 'ns',
-      name: 'lease',
-      identity: 'me',
-      leaseDurationMs: 3000,
-      renewDeadlineMs: 2000,
-      retryPeriodMs: 1,
-      now: () => clock,
-      logger: pino({ level: 'silent' }),
-      onStartedLeading: () => {},
-      onStoppedLeading: () => {},
-    });
+    const elector = quietElector(store, { retryPeriodMs: 1, now: () => clock });
     elector.start();
     try {
       while (reads < 4) await new Promise((r) => setTimeout(r, 1));
@@ -211,19 +218,7 @@ describe('leader election', () => {
       if (store.holder() === 'other') onRead(store, clock);
       return read(args);
     };
-    const elector = new LeaderElector({
-      api: store.api,
-      namespace: 'ns',
-      name: 'lease',
-      identity: 'me',
-      leaseDurationMs: 3000,
-      renewDeadlineMs: 2000,
-      retryPeriodMs: 1,
-      now: () => clock,
-      logger: pino({ level: 'silent' }),
-      onStartedLeading: () => {},
-      onStoppedLeading: () => {},
-    });
+    const elector = quietElector(store, { retryPeriodMs: 1, now: () => clock });
     elector.start();
     try {
       while (holders.length <= reads) await new Promise((r) => setTimeout(r, 1));
@@ -277,18 +272,8 @@ describe('leader election', () => {
 
   it('release() hands back only its own lease, never one another replica holds by then', async () => {
     const store = leaseStore();
-    const elector = new LeaderElector({
-      api: store.api,
-      namespace: 'ns',
-      name: 'lease',
-      identity: 'me',
-      leaseDurationMs: 3000,
-      renewDeadlineMs: 2000,
-      retryPeriodMs: 60_000, // no renewal of its own comes to notice the new holder before release()
-      logger: pino({ level: 'silent' }),
-      onStartedLeading: () => {},
-      onStoppedLeading: () => {},
-    });
+    // No renewal of its own comes to notice the new holder before release().
+    const elector = quietElector(store, { retryPeriodMs: 60_000 });
     elector.start();
     while (!elector.leading) await new Promise((r) => setTimeout(r, 5));
     store.put({ holderIdentity: 'other', leaseDurationSeconds: 3, renewTime: new Date() });
