@@ -236,5 +236,20 @@ describe(
       assert.equal(issued, 2, 'only the two agents asking for their own nodes got certificates');
       assert.equal(outcomes.length - issued, 9);
     });
+
+    it('starts the agents of two meshes made at once with their first template (no roll)', async () => {
+      // Both meshes were applied together: reconciled at once, neither may render its agents a
+      // configuration without what the other's reconcile was still reading (the cluster token keys),
+      // which would restart every agent of the mesh once the read ends.
+      for (const name of ['cdn', 'other']) {
+        await agentOn(name, 'node-x');
+        const ds = JSON.parse(
+          cp.kubectl(['get', 'daemonset', `edgemesh-${name}`, '-n', NS, '-o', 'json']),
+        ) as {
+          metadata: { generation: number };
+        };
+        assert.equal(ds.metadata.generation, 1, `the DaemonSet of ${name} was changed after it was made`);
+      }
+    });
   },
 );

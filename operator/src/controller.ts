@@ -50,7 +50,7 @@ import {
 import { createPrivateKey, randomBytes, sign as cryptoSign } from 'node:crypto';
 import { encodeEvent, eventVersion, revocationSignedBytes, subjectFor } from '@edgemesh/contracts';
 import { kubeIssuanceApi } from './identity/issuance.ts';
-import { tokenPrecheck } from './identity/token-precheck.ts';
+import { cachedClusterTokenKeys, tokenPrecheck } from './identity/token-precheck.ts';
 import { startIssuerServer } from './identity/issuer-server.ts';
 import { ensureMeshNatsCredentials, ensureNatsAuth, NATS_CREDS_KEY } from './nats/nats-auth-store.ts';
 import {
@@ -345,19 +345,11 @@ export async function startOperator(
   };
   /**
    * The cluster's ServiceAccount token issuer and keys (OIDC discovery), which agents check their
-   * clients' tokens with; read again when older than `maxAgeMs` (the API server rotates its keys),
-   * a failed read tried again after a minute, the last good answer kept meanwhile.
+   * clients' tokens with (cachedClusterTokenKeys: read again when older than asked, a failed read
+   * tried again after a minute, concurrent reconciles waiting for the one read under way).
    */
-  let tokens: { value: MeshTrust['clusterTokens']; goodAt: number; triedAt: number } = {
-    value: undefined,
-    goodAt: -Infinity,
-    triedAt: -Infinity,
-  };
-  const clusterTokens = async (maxAgeMs = 600_000): Promise<MeshTrust['clusterTokens']> => {
-    const now = Date.now();
-    if (now - tokens.goodAt < maxAgeMs || now - tokens.triedAt < 60_000) return tokens.value;
-    tokens.triedAt = now; // one read at a time: concurrent callers get the last answer
-    try {
+  const clusterTokens = cachedClusterTokenKeys(
+    async () => {
       const discovery = await http.request<{ issuer?: string }>('GET', '/.well-known/openid-configuration');
       // The API server serves its keys only to a client that accepts a JWK set.
       const jwks = await http.request<{ keys?: unknown[] }>(
@@ -368,16 +360,16 @@ export async function startOperator(
         'application/jwk-set+json, application/json',
       );
       if (!discovery.issuer || !Array.isArray(jwks.keys)) throw new Error('no issuer or keys in the answers');
-      const value = { issuer: discovery.issuer, jwks: `${JSON.stringify(jwks)}\n` };
-      tokens = { value, goodAt: Date.now(), triedAt: Date.now() };
-    } catch (error) {
-      logger.warn(
-        { err: (error as Error).message },
-        'the cluster token keys could not be read; agents keep the last ones',
-      );
-    }
-    return tokens.value;
-  };
+      return { issuer: discovery.issuer, jwks: `${JSON.stringify(jwks)}\n` };
+    },
+    {
+      onError: (error) =>
+        logger.warn(
+          { err: error.message },
+          'the cluster token keys could not be read; agents keep the last ones',
+        ),
+    },
+  );
   const configMapData = (mesh: EdgeMesh, name: string) =>
     http
       .request<{ data?: Record<string, string> }>(

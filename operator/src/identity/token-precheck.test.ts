@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { TOKEN_AUDIENCE } from './issuance.ts';
-import { type ClusterTokenKeys, tokenPrecheck, UNKNOWN_KEY_REREAD_MS } from './token-precheck.ts';
+import {
+  cachedClusterTokenKeys,
+  type ClusterTokenKeys,
+  KEYS_RETRY_MS,
+  tokenPrecheck,
+  UNKNOWN_KEY_REREAD_MS,
+} from './token-precheck.ts';
 
 const ISSUER = 'https://kubernetes.default.svc.cluster.local';
 
@@ -68,5 +74,72 @@ describe('tokenPrecheck', () => {
   it('cannot tell while no keys are known (the TokenReview decides)', async () => {
     const precheck = tokenPrecheck(() => Promise.resolve(undefined));
     assert.equal(await precheck('anything'), undefined);
+  });
+});
+
+describe('cachedClusterTokenKeys', () => {
+  const deferred = () => {
+    let resolve!: (keys: ClusterTokenKeys) => void;
+    let reject!: (error: Error) => void;
+    const promise = new Promise<ClusterTokenKeys>((res, rej) => ((resolve = res), (reject = rej)));
+    return { promise, resolve, reject };
+  };
+
+  it('gives callers that ask during a read the keys that read brings, with one read', async () => {
+    // Two meshes reconciled at once: the second must not render its agents without the keys (and
+    // roll them once the keys arrive) because the first started the read.
+    const answer = deferred();
+    let reads = 0;
+    const keys = cachedClusterTokenKeys(
+      () => {
+        reads++;
+        return answer.promise;
+      },
+      { onError: assert.fail },
+    );
+    const first = keys();
+    const second = keys();
+    const set = keySet({ kid: 'k' });
+    answer.resolve(set);
+    assert.equal(await first, set);
+    assert.equal(await second, set, 'the second caller waited for the read under way');
+    assert.equal(reads, 1);
+    assert.equal(await keys(), set, 'kept');
+    assert.equal(reads, 1);
+  });
+
+  it('reads again when older than asked, retries a failed read after a minute, keeping the last good keys', async () => {
+    let now = 1_000_000;
+    const errors: string[] = [];
+    let next: () => Promise<ClusterTokenKeys> = () => Promise.resolve(keySet({ kid: 'a' }));
+    let reads = 0;
+    const keys = cachedClusterTokenKeys(
+      () => {
+        reads++;
+        return next();
+      },
+      { onError: (error) => errors.push(error.message), now: () => now },
+    );
+    const a = await keys();
+    assert.equal(reads, 1);
+    now += KEYS_RETRY_MS;
+    assert.equal(await keys(), a, 'fresh enough');
+    assert.equal(reads, 1);
+    next = () => Promise.reject(new Error('blip'));
+    assert.equal(await keys(5_000), a, 'a failed read keeps the last good keys');
+    assert.deepEqual(errors, ['blip']);
+    now += KEYS_RETRY_MS - 1;
+    assert.equal(await keys(5_000), a);
+    assert.equal(reads, 2, 'not tried again within the minute');
+    now += 1;
+    const b = keySet({ kid: 'b' });
+    next = () => Promise.resolve(b);
+    assert.equal(await keys(5_000), b);
+    assert.equal(reads, 3);
+  });
+
+  it('answers undefined while no read has succeeded', async () => {
+    const keys = cachedClusterTokenKeys(() => Promise.reject(new Error('down')), { onError: () => {} });
+    assert.equal(await keys(), undefined);
   });
 });

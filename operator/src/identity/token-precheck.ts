@@ -42,3 +42,41 @@ export function tokenPrecheck(
     return fresh !== undefined && fresh !== known && (await verify(token, fresh)) === true;
   };
 }
+
+/** How long a failed read of the cluster's keys waits before it is tried again. */
+export const KEYS_RETRY_MS = 60_000;
+
+/**
+ * The cluster's token keys as `read` gives them, kept: `keys(maxAgeMs)` reads again when the last
+ * good answer is older than `maxAgeMs` (the API server rotates its keys), a failed read is tried
+ * again after KEYS_RETRY_MS (the last good answer given meanwhile), and callers that ask while a read
+ * is under way wait for that read, not answer without it: two meshes reconciled at once both get
+ * the keys, so neither renders its agents a configuration without them (which would roll its pods
+ * once the keys arrive).
+ */
+export function cachedClusterTokenKeys(
+  read: () => Promise<ClusterTokenKeys>,
+  { onError, now = Date.now }: { onError: (error: Error) => void; now?: () => number },
+): (maxAgeMs?: number) => Promise<ClusterTokenKeys | undefined> {
+  let value: ClusterTokenKeys | undefined;
+  let goodAt = -Infinity;
+  let triedAt = -Infinity;
+  let reading: Promise<ClusterTokenKeys | undefined> | undefined;
+  return (maxAgeMs = 600_000) => {
+    if (reading) return reading;
+    const at = now();
+    if (at - goodAt < maxAgeMs || at - triedAt < KEYS_RETRY_MS) return Promise.resolve(value);
+    triedAt = at;
+    reading = read()
+      .then(
+        (keys) => {
+          value = keys;
+          goodAt = now();
+        },
+        (error: Error) => onError(error),
+      )
+      .then(() => value)
+      .finally(() => (reading = undefined));
+    return reading;
+  };
+}
