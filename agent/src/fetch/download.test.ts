@@ -20,6 +20,7 @@ import {
 } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
 import { Download, PeerFetchError } from './download.ts';
+import { TooManyFetchesError } from './fetch-limits.ts';
 import { PeerFetcher } from './peer-fetcher.ts';
 import { headOf } from './swarm.ts';
 
@@ -711,5 +712,59 @@ describe('Download: what it refuses, and what it lets go', () => {
     reader.close();
     await settle();
     assert.equal(store.stats().chunks, 0, 'released once the last reader closed');
+  });
+});
+
+describe('PeerFetcher: downloads under way at once', () => {
+  it('refuses a read needing a download past maxDownloads (not a copy), joins one under way, and starts again once one ends', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-downloads-'));
+    try {
+      const store = await storeIn(dir);
+      // A holder that serves a chunk only when let go: downloads stay under way until then, whether
+      // or not anyone still reads them (a client that hung up leaves its download running).
+      const gates: (() => void)[] = [];
+      const transport = stubTransport('h', 'h:1', {
+        getManifest: (key) => Promise.resolve({ manifest: { ...manifest, key }, holds: true, holders: [] }),
+        async *fetchChunks(digests) {
+          await new Promise<void>((resolve) => gates.push(resolve));
+          for (const d of digests) yield { data: Buffer.from(chunks[manifest.chunks.indexOf(d)]!) };
+        },
+      });
+      const fetcher = new PeerFetcher({
+        store,
+        peers: () => [transport],
+        counters: new Counters(),
+        logger: createLogger({ level: 'silent', nodeId: 't' }),
+        timeoutMs: 60_000,
+        maxDownloads: 2,
+      });
+      const located = (key: string) => {
+        const m = { ...manifest, key };
+        return { head: headOf(m), manifest: m, holders: [transport] };
+      };
+      const first = fetcher.open(located('a'));
+      first.close(); // the reader leaves; the download goes on, and counts
+      fetcher.open(located('b')).close();
+      assert.throws(() => fetcher.open(located('c')), TooManyFetchesError);
+      // A copy asked for by replication or repair is bounded by its sender, not refused here.
+      const copied = fetcher.copy('d', manifest.root, [transport]);
+      const joined = fetcher.open(located('a'));
+      // Let every chunk call go: 'a' and 'b' finish and free their places.
+      const done = Promise.all([joined.read(3), joined.read(0)]);
+      while (['a', 'b', 'd'].some((key) => store.lookup(key) === undefined)) {
+        gates.splice(0).forEach((go) => go());
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      await done;
+      await copied;
+      joined.close();
+      fetcher.open(located('c')).close();
+      while (store.lookup('c') === undefined) {
+        gates.splice(0).forEach((go) => go());
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -16,6 +16,7 @@ import { FakeClock } from '../time/clock.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { chunkSizeFor } from '../cache/chunking.ts';
 import type { ManifestAnswer, PeerTransport } from '../transport/peer-transport.ts';
+import { TooManyFetchesError } from './fetch-limits.ts';
 import { getViaOrigin, OriginError, OriginFetcher, type OriginRouteDeps } from './origin.ts';
 
 const TIMEOUT_MS = 500;
@@ -272,6 +273,22 @@ describe('OriginFetcher', () => {
     } finally {
       await rm(join(headers, 'Accept-Encoding'));
     }
+  });
+
+  it('refuses to start a fetch past maxFetches under way (TooManyFetchesError), joins one under way, and starts once it ends', async () => {
+    const bounded = new OriginFetcher({
+      rules: [{ prefix: 'bounded/', url: base }],
+      store,
+      counters: new Counters(),
+      logger: pino({ level: 'silent' }),
+      timeoutMs: TIMEOUT_MS,
+      maxFetches: 1,
+    });
+    const slow = bounded.fetch('bounded/slow'); // about a second, whoever waits for it
+    await assert.rejects(bounded.fetch('bounded/gzip-static'), TooManyFetchesError);
+    const joined = bounded.fetch('bounded/slow');
+    assert.equal((await slow).root, (await joined).root);
+    assert.equal((await bounded.fetch('bounded/gzip-static')).size, TEXT.length);
   });
 
   it('takes the rule of the longest matching prefix, whatever the order of the rules', () => {

@@ -17,6 +17,7 @@ import type { Located } from './download.ts';
 import type { ObjectHead } from '../domain.ts';
 import { headOf, type Progress, Seeder, type Swarm } from './swarm.ts';
 import { readOriginHeaders } from './origin-headers.ts';
+import { MAX_ORIGIN_FETCHES, TooManyFetchesError } from './fetch-limits.ts';
 
 export interface OriginRule {
   prefix: string;
@@ -44,6 +45,7 @@ export class OriginFetcher {
   readonly #swarm: Swarm | undefined;
   readonly #onFetch: ((outcome: 'ok' | 'not_found' | 'error', seconds: number) => void) | undefined;
   readonly #inflight = new Map<string, { done: Promise<Manifest>; started: Promise<Progress | undefined> }>();
+  readonly #maxFetches: number;
 
   constructor(opts: {
     rules: readonly OriginRule[];
@@ -55,7 +57,10 @@ export class OriginFetcher {
     swarm?: Swarm;
     /** Called after each origin fetch: how it ended and how long it took, to the last byte stored. */
     onFetch?: (outcome: 'ok' | 'not_found' | 'error', seconds: number) => void;
+    /** Origin fetches under way at once, at most (default MAX_ORIGIN_FETCHES); past it a new one is refused. */
+    maxFetches?: number;
   }) {
+    this.#maxFetches = opts.maxFetches ?? MAX_ORIGIN_FETCHES;
     this.#swarm = opts.swarm;
     this.#onFetch = opts.onFetch;
     this.#rules = [...opts.rules].sort((a, b) => b.prefix.length - a.prefix.length); // longest prefix wins
@@ -76,9 +81,9 @@ export class OriginFetcher {
   }
 
   /** Gets `key` from its origin into the store (joining a fetch already under way); its manifest. */
-  fetch(key: string): Promise<Manifest> {
+  async fetch(key: string): Promise<Manifest> {
     const local = this.#store.lookup(key);
-    if (local) return Promise.resolve(local);
+    if (local) return local;
     return this.#join(key).done;
   }
 
@@ -97,6 +102,11 @@ export class OriginFetcher {
   #join(key: string) {
     let entry = this.#inflight.get(key);
     if (!entry) {
+      // A fetch goes on when the reader that started it leaves (the object is kept): bounded here.
+      if (this.#inflight.size >= this.#maxFetches)
+        throw new TooManyFetchesError(
+          `${this.#maxFetches} origin fetches are under way here; ${key} is not fetched now`,
+        );
       let onStart!: (progress: Progress | undefined) => void;
       const started = new Promise<Progress | undefined>((resolve) => (onStart = resolve));
       const done = this.#fetch(key, onStart).finally(() => {

@@ -6,6 +6,7 @@ import type { PeerTransport } from '../transport/peer-transport.ts';
 import { ManifestTrustError } from '../security/node-signer.ts';
 import type { ChunkSource } from './chunk-source.ts';
 import { Download, type DownloadOptions, type Located, PeerFetchError } from './download.ts';
+import { MAX_DOWNLOADS, TooManyFetchesError } from './fetch-limits.ts';
 import { headOf } from './swarm.ts';
 import { chooseVersion, type VersionAnswer } from './vote.ts';
 
@@ -21,17 +22,23 @@ export interface PeerFetcherOptions extends DownloadOptions {
   rank?: (holders: readonly PeerTransport[]) => PeerTransport[];
   /** Checks the signature behind a peer's "purged" answer; throws when it is not believed (the answer is then ignored). */
   verifyPurge?: (key: string, purgedAtMs: number, signature: NodeSignature | undefined) => void;
+  /** Downloads started by reads under way at once, at most (default MAX_DOWNLOADS); past it a read needing another is refused. */
+  maxDownloads?: number;
 }
 
 /**
  * Gets objects this agent lacks from peers that hold them. One download per key at a time: later
  * readers join the download in progress. Every chunk is hashed before it is stored or handed to a
  * reader; a chunk that fails is blamed on the peer that sent it (counter and log), and the download
- * carries on from the same chunk with the next holder.
+ * carries on from the same chunk with the next holder. At most `maxDownloads` that clients' reads
+ * started run at once: a download goes on when its readers leave (what it fetched is kept), so past
+ * that bound a read needing a download of another key is refused (TooManyFetchesError), not started.
  */
 export class PeerFetcher {
   readonly #opts: PeerFetcherOptions;
   readonly #inflight = new Map<string, Download>();
+  /** The downloads in #inflight that a client's read started (at most maxDownloads). */
+  readonly #forReaders = new Set<Download>();
 
   constructor(opts: PeerFetcherOptions) {
     this.#opts = opts;
@@ -122,9 +129,12 @@ export class PeerFetcher {
     return true;
   }
 
-  /** A reader of `located`'s chunks, downloading them (or joining the download in progress). */
+  /**
+   * A reader of `located`'s chunks, downloading them (or joining the download in progress).
+   * TooManyFetchesError when a download would have to start and `maxDownloads` are under way.
+   */
   open(located: Located): ChunkSource {
-    return this.#download(located).reader();
+    return this.#download(located, true).reader();
   }
 
   /**
@@ -141,18 +151,28 @@ export class PeerFetcher {
       throw new PeerFetchError(key, ['deleted or replaced while copying']);
   }
 
-  #download(located: Located): Download {
+  /**
+   * The download of `located`, started or joined. `forReader`: started by a client's read, so bounded
+   * by `maxDownloads` (copies asked for by replication and repair are bounded by their senders:
+   * REPAIR_PARALLELISM, writeCopies).
+   */
+  #download(located: Located, forReader = false): Download {
     const key = located.head.key;
     let download = this.#inflight.get(key);
     const root = located.manifest?.root;
     if (!download || (root !== undefined && download.root !== undefined && download.root !== root)) {
+      const max = this.#opts.maxDownloads ?? MAX_DOWNLOADS;
+      if (forReader && this.#forReaders.size >= max)
+        throw new TooManyFetchesError(`${max} downloads are under way here; ${key} is not started now`);
       download = new Download(located, this.#opts);
       this.#inflight.set(key, download);
       const started = download;
-      // Its failure is its waiters' to handle; here it only leaves the in-flight table.
+      if (forReader) this.#forReaders.add(started);
+      // Its failure is its waiters' to handle; here it only leaves the in-flight tables.
       started.finished
         .finally(() => {
           if (this.#inflight.get(key) === started) this.#inflight.delete(key);
+          this.#forReaders.delete(started);
         })
         .catch(() => undefined);
     }

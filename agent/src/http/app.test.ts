@@ -15,6 +15,8 @@ import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
 import { FakeClock, systemClock } from '../time/clock.ts';
+import { TooManyFetchesError } from '../fetch/fetch-limits.ts';
+import type { PeerFetcher } from '../fetch/peer-fetcher.ts';
 import { createApp } from './app.ts';
 import { sharedTestCa } from '../../harness/test-ca.ts';
 
@@ -565,5 +567,81 @@ describe('HTTP API: PUT and replication.writeCopies', () => {
     assert.deepEqual(await put('enough'), { status: 201, copies: '2', code: undefined });
     copies = 3;
     assert.deepEqual(await put('more'), { status: 201, copies: '3', code: undefined });
+  });
+});
+
+describe('HTTP API: a GET this node cannot start a fetch for now', () => {
+  let dir: string;
+  let server: Server;
+  let store: ObjectStore;
+  let base: string;
+  const manifest = {
+    key: 'elsewhere',
+    size: 10,
+    chunkSize: 10,
+    chunks: ['0'.repeat(64)],
+    root: '1'.repeat(64),
+    createdAtMs: 1,
+  };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-busy-'));
+    store = await ObjectStore.open({
+      dir,
+      maxBytes: 16 * MiB,
+      memoryBytes: 0,
+      maxObjectBytes: MiB,
+      fsync: false,
+      clock: systemClock,
+      isKey,
+    });
+    const busy = (what: string) => new TooManyFetchesError(`64 ${what} are under way here`);
+    const app = createApp({
+      store,
+      replicate: () => Promise.resolve(1),
+      writeCopies: 1,
+      // A peer holds 'elsewhere', but no download can start now; no node holds 'o/x', and no origin
+      // fetch can start now.
+      fetcher: {
+        locate: (key: string) =>
+          Promise.resolve(
+            key === 'elsewhere'
+              ? { head: { key, size: 10, chunkSize: 10, createdAtMs: 1 }, manifest, holders: [] }
+              : undefined,
+          ),
+        open: () => {
+          throw busy('downloads');
+        },
+      } as unknown as PeerFetcher,
+      origin: () => Promise.reject(busy('origin fetches')),
+      counters: new Counters(),
+      metrics: { recordRequest: () => {}, handle: () => {} } as unknown as AgentMetrics,
+      logger: createLogger({ level: 'silent', nodeId: 'test' }),
+      status: () => ({}),
+      ready: () => true,
+    });
+    server = createServer(app).listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server.close();
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('answers 503 Busy with Retry-After, not 500, for a download or an origin fetch past the bound', async () => {
+    for (const key of ['elsewhere', 'o/x']) {
+      const res = await fetch(`${base}/v1/objects/${key}`);
+      const body = (await res.json()) as { error: { code: string } };
+      assert.equal(res.status, 503, key);
+      assert.equal(body.error.code, 'Busy');
+      assert.equal(res.headers.get('retry-after'), '1');
+      assert.equal(res.headers.get('etag'), null, 'no header of the object it did not send');
+    }
+    // A HEAD needs no download: it answers from the manifest.
+    const head = await fetch(`${base}/v1/objects/elsewhere`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('content-length'), '10');
   });
 });

@@ -10,6 +10,7 @@ import {
 } from '../cache/errors.ts';
 import { OriginError } from '../fetch/origin.ts';
 import { PeerFetchError } from '../fetch/download.ts';
+import { TooManyFetchesError } from '../fetch/fetch-limits.ts';
 
 /** An error meant for the HTTP client, with its status and a stable machine-readable code. */
 export class HttpError extends Error {
@@ -40,6 +41,8 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof PeerFetchError) return new HttpError(502, 'PeerFetchFailed', error.message);
   if (error instanceof OriginError) return new HttpError(502, 'OriginFailed', error.message);
   if (error instanceof IntegrityError) return new HttpError(502, 'IntegrityError', error.message);
+  if (error instanceof TooManyFetchesError)
+    return new HttpError(503, 'Busy', error.message, { 'Retry-After': '1' });
   if (error instanceof StaleVersionError) return new HttpError(409, 'NewerVersionHeld', error.message);
   if (error instanceof ObjectPurgedError) return new HttpError(409, 'Purged', error.message);
   // Express's own refusals carry their status: a path that is not valid percent-encoding (400).
@@ -49,12 +52,16 @@ export function toHttpError(error: unknown): HttpError {
   return new HttpError(500, 'Internal', 'internal error');
 }
 
+/** Headers of an object that a GET may have set before it failed: an error answer is not that object. */
+const OBJECT_HEADERS = ['etag', 'last-modified', 'content-range'];
+
 /** Sends `{ error: { code, message } }`, unless the response has already started. */
 export function sendError(res: Response, error: HttpError): void {
   if (res.headersSent) {
     res.destroy(error);
     return;
   }
+  for (const name of OBJECT_HEADERS) res.removeHeader(name);
   res
     .status(error.status)
     .set(error.headers)

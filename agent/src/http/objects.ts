@@ -259,15 +259,17 @@ async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res:
       );
     }
     const bytes: ByteRange = range.kind === 'partial' ? range.range : { start: 0, end: head.size - 1 };
+    const body = req.method !== 'HEAD' && head.size > 0;
+    // Before the status: a download this node cannot start now (TooManyFetchesError) is a 503.
+    if (body) source ??= deps.fetcher!.open(located!);
     res
       .status(range.kind === 'partial' ? 206 : 200)
       .set('Content-Length', String(bytes.end - bytes.start + 1));
     if (range.kind === 'partial') res.set('Content-Range', `bytes ${bytes.start}-${bytes.end}/${head.size}`);
-    if (req.method === 'HEAD' || head.size === 0) {
+    if (!body || !source) {
       res.end();
       return;
     }
-    source ??= deps.fetcher!.open(located!);
     await send(deps, source, bytes, res);
   } finally {
     source?.close();
