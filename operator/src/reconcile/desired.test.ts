@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { edgeMeshSpecSchema, type EdgeMesh } from '../api/edgemesh.ts';
@@ -35,6 +39,7 @@ type Pod = {
   priorityClassName?: string;
   containers: Container[];
   volumes?: { name: string; emptyDir?: unknown }[];
+  initContainers?: { name: string; command: string[] }[];
 };
 const render = (
   spec: Record<string, unknown> = {},
@@ -135,6 +140,61 @@ describe('the agent pods', () => {
       'the EmptyDir is bounded as the store is',
     );
     assert.deepEqual(emptyDir({ diskSize: '32Mi' }), { sizeLimit: '32Mi' });
+  });
+
+  it('hand a HostPath cache to the agent’s user, all of it when it was written under another runAsUser', (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root to give files away (as the init container runs)');
+    const init = render({ security: { runAsUser: 4242 } }).pod.initContainers?.find(
+      (c) => c.name === 'cache-owner',
+    );
+    assert.ok(init, 'HostPath (the default) has the init container');
+    assert.equal(init.command.at(-1), '4242');
+    // As the init container runs it: root with CHOWN alone (no DAC_OVERRIDE: it reads directories as
+    // their modes let anyone), when setpriv can drop the rest.
+    const ownerScript = (path: string, id: string) => {
+      const [cmd, ...args] = [...init.command.slice(0, -2), path, id];
+      const caps = ['--bounding-set', '-all,+chown'];
+      try {
+        execFileSync('setpriv', [...caps, 'true']);
+      } catch {
+        return execFileSync(cmd!, args);
+      }
+      return execFileSync('setpriv', [...caps, cmd!, ...args]);
+    };
+    const dir = mkdtempSync(join(tmpdir(), 'edgemesh-cache-owner-'));
+    chmodSync(dir, 0o755); // as kubelet makes a hostPath, and the agent its directories
+    try {
+      // What the agent wrote as uid 1000: directories and files that uid 4242 could not write or delete.
+      mkdirSync(join(dir, 'chunks', 'ab'), { recursive: true });
+      writeFileSync(join(dir, 'chunks', 'ab', 'c1'), 'x');
+      writeFileSync(join(dir, 'store.db'), 'x');
+      for (const path of [
+        dir,
+        join(dir, 'chunks'),
+        join(dir, 'chunks', 'ab'),
+        join(dir, 'chunks', 'ab', 'c1'),
+        join(dir, 'store.db'),
+      ])
+        chownSync(path, 1000, 1000);
+      const run = () => ownerScript(dir, init.command.at(-1)!);
+      run();
+      for (const path of ['', 'chunks', 'chunks/ab', 'chunks/ab/c1', 'store.db']) {
+        const { uid, gid } = statSync(join(dir, path));
+        assert.deepEqual([uid, gid], [4242, 4242], path || 'the directory');
+      }
+      // Already the agent's at the top: not walked again (a deep file someone else owns stays so).
+      chownSync(join(dir, 'chunks', 'ab', 'c1'), 1, 1);
+      run();
+      assert.equal(statSync(join(dir, 'chunks', 'ab', 'c1')).uid, 1);
+      // A fresh hostPath (root's): handed over.
+      const fresh = join(dir, 'fresh');
+      mkdirSync(fresh);
+      chownSync(fresh, 0, 0);
+      ownerScript(fresh, '4242');
+      assert.equal(statSync(fresh).uid, 4242);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('tolerate every NoSchedule taint by default; spec.tolerations replaces that', () => {

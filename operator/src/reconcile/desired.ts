@@ -346,6 +346,18 @@ export interface ChildrenOptions {
 }
 
 /**
+ * The HostPath cache's init container: gives the directory ($1) to the agent's user ($2). A new
+ * hostPath is created root-owned; a cache written under another runAsUser (the spec changed) holds
+ * files and directories the agent could not write or delete, so everything is handed over, walking
+ * the tree only when the directory or one of its entries belongs to someone else (a cache of a
+ * million files is not walked at every start).
+ */
+export const CACHE_OWNER_SCRIPT =
+  'set -e; dir="$1"; id="$2"; ' +
+  'if [ "$(stat -c %u:%g "$dir")" != "$id:$id" ] || [ -n "$(find "$dir" -mindepth 1 -maxdepth 1 \\( ! -user "$id" -o ! -group "$id" \\) -print -quit)" ]; ' +
+  'then chown -R "$id:$id" "$dir"; fi';
+
+/**
  * Everything a mesh runs on, as full desired objects for server-side apply: a ServiceAccount (its
  * token is never mounted; it names the agents' pods to the issuer, through their projected token),
  * the agents' ConfigMap (shared agent.yaml and per-node topology.yaml), a node-local Service, a
@@ -532,14 +544,14 @@ export function desiredChildren(
               seccompProfile: { type: 'RuntimeDefault' },
             },
             terminationGracePeriodSeconds: 30,
-            // A hostPath is created root-owned: hand it to the agent's user, with CHOWN alone.
+            // A hostPath is created root-owned: hand it to the agent's user, with CHOWN alone (CACHE_OWNER_SCRIPT).
             ...(spec.cache.storage === 'HostPath'
               ? {
                   initContainers: [
                     {
                       name: 'cache-owner',
                       ...pulled,
-                      command: ['chown', `${spec.security.runAsUser}:${spec.security.runAsUser}`, CACHE_DIR],
+                      command: ['sh', '-c', CACHE_OWNER_SCRIPT, 'cache-owner', CACHE_DIR, `${spec.security.runAsUser}`],
                       securityContext: {
                         runAsUser: 0,
                         runAsNonRoot: false,
