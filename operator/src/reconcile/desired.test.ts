@@ -157,9 +157,9 @@ describe('the agent pods', () => {
       try {
         execFileSync('setpriv', [...caps, 'true']);
       } catch {
-        return execFileSync(cmd!, args);
+        return execFileSync(cmd, args);
       }
-      return execFileSync('setpriv', [...caps, cmd!, ...args]);
+      return execFileSync('setpriv', [...caps, cmd, ...args]);
     };
     const dir = mkdtempSync(join(tmpdir(), 'edgemesh-cache-owner-'));
     chmodSync(dir, 0o755); // as kubelet makes a hostPath, and the agent its directories

@@ -551,7 +551,14 @@ export function desiredChildren(
                     {
                       name: 'cache-owner',
                       ...pulled,
-                      command: ['sh', '-c', CACHE_OWNER_SCRIPT, 'cache-owner', CACHE_DIR, `${spec.security.runAsUser}`],
+                      command: [
+                        'sh',
+                        '-c',
+                        CACHE_OWNER_SCRIPT,
+                        'cache-owner',
+                        CACHE_DIR,
+                        `${spec.security.runAsUser}`,
+                      ],
                       securityContext: {
                         runAsUser: 0,
                         runAsNonRoot: false,
