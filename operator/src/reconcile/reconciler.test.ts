@@ -247,3 +247,70 @@ describe('children the API server refuses, and a DaemonSet the cache has not see
     assert.ok(!events.includes('Normal MeshReady'));
   });
 });
+
+describe('meshes X and X-trust in one namespace', () => {
+  const meshNamed = (name: string, createdAt: string) =>
+    ({
+      apiVersion: 'edgemesh.p2p.dev/v1alpha1',
+      kind: 'EdgeMesh',
+      // As the API server sends it: RFC 3339 text (the client's type says Date).
+      metadata: { namespace: 'edge', name, uid: name, generation: 1, creationTimestamp: createdAt },
+      spec: edgeMeshSpecSchema.parse({
+        controlPlane: { natsUrl: 'nats://nats:4222' },
+        security: { mtls: false },
+      }),
+    }) as unknown as EdgeMesh;
+  function world(meshes: EdgeMesh[]) {
+    const applied: KubeObject[] = [];
+    const statuses = new Map<string, EdgeMesh['status']>();
+    const deps: ReconcileDeps = {
+      mesh: (ns, name) => meshes.find((m) => m.metadata.namespace === ns && m.metadata.name === name),
+      daemonSet: () => undefined,
+      nodes: () => [node],
+      secretLabels: () => Promise.resolve(undefined),
+      apply: (o) => (applied.push(o), Promise.resolve(o)),
+      remove: () => Promise.resolve(),
+      writeStatus: (m, s) => (statuses.set(m.metadata.name, s), Promise.resolve()),
+      event: () => Promise.resolve(),
+      agentImage: { image: 'edgemesh:1' },
+      logger: pino({ level: 'silent' }),
+    };
+    const degraded = (name: string) =>
+      statuses.get(name)?.conditions?.find((c) => c.type === 'Degraded' && c.status === 'True');
+    return { deps, applied, degraded };
+  }
+
+  for (const [first, second] of [
+    ['cdn', 'cdn-trust'],
+    ['cdn-trust', 'cdn'],
+  ] as const)
+    it(`block the one made later (${first} first), which applies nothing, until the other is gone`, async () => {
+      const meshes = [meshNamed(first, '2026-12-01T10:00:00Z'), meshNamed(second, '2026-12-01T10:00:05Z')];
+      const { deps, applied, degraded } = world(meshes);
+      const outcome = await reconcile(`edge/${second}`, deps);
+      assert.equal(degraded(second)?.reason, 'NameConflict');
+      assert.match(degraded(second)!.message, /edgemesh-cdn-trust/);
+      assert.equal(applied.length, 0, 'the later mesh applied nothing');
+      assert.ok(outcome && outcome.requeueAfterMs > 0, 'looked at again');
+      await reconcile(`edge/${first}`, deps);
+      assert.equal(degraded(first), undefined, 'the first runs');
+      assert.ok(applied.some((o) => o.metadata.name === `edgemesh-${first}`));
+      // The first is deleted: the second runs at its next look.
+      meshes.splice(0, 1);
+      applied.length = 0;
+      await reconcile(`edge/${second}`, deps);
+      assert.equal(degraded(second), undefined);
+      assert.ok(applied.some((o) => o.metadata.name === `edgemesh-${second}`));
+    });
+
+  it('block X-trust when both were made in the same second', async () => {
+    const { deps, degraded } = world([
+      meshNamed('a', '2026-12-01T10:00:00Z'),
+      meshNamed('a-trust', '2026-12-01T10:00:00Z'),
+    ]);
+    await reconcile('edge/a', deps);
+    await reconcile('edge/a-trust', deps);
+    assert.equal(degraded('a'), undefined);
+    assert.equal(degraded('a-trust')?.reason, 'NameConflict');
+  });
+});

@@ -104,7 +104,9 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   const mesh: EdgeMesh = { ...found, spec: parsed.data };
   const nodes = selectNodes(mesh.spec, deps.nodes());
   const image = agentImage(mesh.spec, deps.agentImage ?? {});
-  let blocker = isBlocker(image) ? image : await findBlocker(mesh, nodes.size, deps).catch(forbidden(mesh));
+  let blocker =
+    nameConflict(mesh, deps) ??
+    (isBlocker(image) ? image : await findBlocker(mesh, nodes.size, deps).catch(forbidden(mesh)));
   const named = mesh.spec.controlPlane.credentialsSecret;
   let nats:
     { secretName: string; auth?: NatsAuth | undefined; renewInMs?: number; tls?: boolean } | undefined;
@@ -241,6 +243,41 @@ const forbidden =
       message: `the operator may not manage Secrets in namespace ${mesh.metadata.namespace} (${(error as Error).message}): add it to the chart's meshNamespaces`,
     };
   };
+
+/**
+ * Meshes `X` and `X-trust` in one namespace: the agents' ConfigMap of `X-trust` is named
+ * `edgemesh-X-trust`, the name of the trust ConfigMap of `X` (desired.ts), and each mesh's applies
+ * would overwrite the other's. The mesh made later (by creationTimestamp; on a tie `X-trust`) is
+ * blocked, before it applies anything, until one of them is renamed or deleted (blocked meshes are
+ * looked at again every BLOCKED_RECHECK_MS).
+ */
+export function nameConflict(mesh: EdgeMesh, deps: Pick<ReconcileDeps, 'mesh'>): Blocker | undefined {
+  const { namespace, name } = mesh.metadata;
+  const suffix = '-trust';
+  const pairs: [EdgeMesh | undefined, string][] = [
+    [name.endsWith(suffix) ? deps.mesh(namespace, name.slice(0, -suffix.length)) : undefined, name],
+    [deps.mesh(namespace, `${name}${suffix}`), `${name}${suffix}`],
+  ];
+  for (const [other, trusted] of pairs) {
+    if (!other) continue;
+    const mine = createdAt(mesh);
+    const theirs = createdAt(other);
+    const otherFirst = theirs < mine || (theirs === mine && name === trusted);
+    if (!otherFirst) continue;
+    return {
+      reason: 'NameConflict',
+      message: `the ConfigMap ${namespace}/edgemesh-${trusted} would be both the agents' ConfigMap of mesh ${trusted} and the trust ConfigMap of mesh ${trusted.slice(0, -suffix.length)}, made earlier; rename this mesh (or delete the other)`,
+    };
+  }
+  return undefined;
+}
+
+/** When a mesh was made, in ms (the API server's RFC 3339 text, or a Date); unknown: last. */
+function createdAt(mesh: EdgeMesh): number {
+  const at = mesh.metadata.creationTimestamp;
+  const ms = at === undefined ? NaN : new Date(at).getTime();
+  return Number.isNaN(ms) ? Infinity : ms;
+}
 
 async function findBlocker(
   mesh: EdgeMesh,
