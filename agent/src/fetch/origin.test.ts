@@ -15,7 +15,12 @@ import { Counters } from '../telemetry/counters.ts';
 import { FakeClock } from '../time/clock.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { chunkSizeFor } from '../cache/chunking.ts';
-import type { ManifestAnswer, PeerTransport } from '../transport/peer-transport.ts';
+import {
+  type ManifestAnswer,
+  PeerBusyError,
+  PeerError,
+  type PeerTransport,
+} from '../transport/peer-transport.ts';
 import { TooManyFetchesError } from './fetch-limits.ts';
 import { getViaOrigin, OriginError, OriginFetcher, type OriginRouteDeps } from './origin.ts';
 
@@ -383,6 +388,35 @@ describe('getViaOrigin', () => {
     assert.ok(got?.source === 'peer');
     assert.equal(got.located.manifest?.root, wanted.root);
     assert.deepEqual(got.located.holders, [a]);
+  });
+
+  it('asks the next owner when one is busy with origin fetches, and never fetches here because of it', async () => {
+    const busy = {
+      id: 'busy',
+      fetchOrigin: () =>
+        Promise.reject(new PeerBusyError('busy', 'FetchOrigin: 32 origin fetches under way')),
+    } as unknown as PeerTransport;
+    const down = {
+      id: 'down',
+      fetchOrigin: () => Promise.reject(new PeerError('down', 'FetchOrigin failed: ECONNREFUSED')),
+    } as unknown as PeerTransport;
+    let fetchedHere = 0;
+    const notSelf = (owners: PeerTransport[]): OriginRouteDeps => ({
+      ...deps([]),
+      origin: {
+        urlFor: (key: string) => `https://origin.example/${key}`,
+        fetch: () => (fetchedHere++, Promise.resolve(own)),
+      } as unknown as OriginFetcher,
+      ownerOrder: () => owners,
+    });
+    const next = await getViaOrigin('v/wanted', notSelf([busy, owner('b', { manifest: wanted })]));
+    assert.ok(next?.source === 'peer');
+    assert.equal(next.located.manifest?.root, wanted.root);
+    await assert.rejects(getViaOrigin('v/wanted', notSelf([down, busy])), TooManyFetchesError);
+    assert.equal(fetchedHere, 0, 'a busy owner is no reason to go to the origin from here too');
+    // Owners that cannot be reached at all: this node goes to the origin itself, as before.
+    assert.deepEqual(await getViaOrigin('v/wanted', notSelf([down])), { source: 'origin', manifest: own });
+    assert.equal(fetchedHere, 1);
   });
 
   it('refuses an owner’s answer for another key, and asks the next owner', async () => {

@@ -12,7 +12,7 @@ import {
   ATTR_URL_FULL,
 } from '@opentelemetry/semantic-conventions';
 import { SpanKind, SpanStatusCode, tracer } from '../telemetry/tracing.ts';
-import type { PeerTransport } from '../transport/peer-transport.ts';
+import { PeerBusyError, type PeerTransport } from '../transport/peer-transport.ts';
 import type { Located } from './download.ts';
 import type { ObjectHead } from '../domain.ts';
 import { headOf, type Progress, Seeder, type Swarm } from './swarm.ts';
@@ -370,6 +370,7 @@ export interface OriginRouteDeps {
  */
 export async function getViaOrigin(key: string, deps: OriginRouteDeps): Promise<OriginOutcome | undefined> {
   if (!deps.origin.urlFor(key)) return undefined;
+  let busy: string | undefined;
   for (const owner of deps.ownerOrder(key)) {
     if (owner === 'self') return { source: 'origin', manifest: await deps.origin.fetch(key) };
     try {
@@ -384,12 +385,19 @@ export async function getViaOrigin(key: string, deps: OriginRouteDeps): Promise<
       deps.verify?.(manifest);
       return { source: 'peer', located: { head: headOf(manifest), manifest, holders: [owner] } };
     } catch (error) {
+      if (error instanceof PeerBusyError) busy ??= owner.id;
       deps.logger.warn(
         { owner: owner.id, key, err: (error as Error).message },
         'owner could not fetch from origin; trying the next',
       );
     }
   }
+  // An owner that is there but busy with origin fetches is no reason to fetch here too: the mesh's
+  // fetches would multiply exactly when the owners are loaded. The reader is told to come back.
+  if (busy !== undefined)
+    throw new TooManyFetchesError(
+      `owner ${busy} runs as many origin fetches as it takes; ${key} is not fetched now`,
+    );
   return { source: 'origin', manifest: await deps.origin.fetch(key) };
 }
 

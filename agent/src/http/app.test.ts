@@ -606,7 +606,11 @@ describe('HTTP API: a GET this node cannot start a fetch for now', () => {
         locate: (key: string) =>
           Promise.resolve(
             key === 'elsewhere'
-              ? { head: { key, size: 10, chunkSize: 10, createdAtMs: 1 }, manifest, holders: [] }
+              ? {
+                  head: { key, size: 10, chunkSize: 10, createdAtMs: 1, contentType: 'video/mp4' },
+                  manifest,
+                  holders: [],
+                }
               : undefined,
           ),
         open: () => {
@@ -638,6 +642,7 @@ describe('HTTP API: a GET this node cannot start a fetch for now', () => {
       assert.equal(body.error.code, 'Busy');
       assert.equal(res.headers.get('retry-after'), '1');
       assert.equal(res.headers.get('etag'), null, 'no header of the object it did not send');
+      assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
     }
     // A HEAD needs no download: it answers from the manifest.
     const head = await fetch(`${base}/v1/objects/elsewhere`, { method: 'HEAD' });

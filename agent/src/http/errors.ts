@@ -52,8 +52,18 @@ export function toHttpError(error: unknown): HttpError {
   return new HttpError(500, 'Internal', 'internal error');
 }
 
-/** Headers of an object that a GET may have set before it failed: an error answer is not that object. */
-const OBJECT_HEADERS = ['etag', 'last-modified', 'content-range'];
+/**
+ * Headers of an object that a GET may have set before it failed: an error answer is not that object
+ * (express keeps a Content-Type set before, so the JSON would go out as the object's type).
+ */
+const OBJECT_HEADERS = [
+  'etag',
+  'last-modified',
+  'content-range',
+  'content-type',
+  'accept-ranges',
+  'x-edgemesh-source',
+];
 
 /** Sends `{ error: { code, message } }`, unless the response has already started. */
 export function sendError(res: Response, error: HttpError): void {

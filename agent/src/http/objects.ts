@@ -84,7 +84,12 @@ export function objectsHandler(deps: ObjectRoutesDeps) {
       }
     } catch (error) {
       const httpError = toHttpError(error);
-      if (httpError.status >= 500) deps.logger.error({ err: error, url: req.originalUrl }, 'request failed');
+      // Busy is load shedding, not a fault: a line without a stack, and not at error level, or a
+      // loaded node would flood its log exactly when it is loaded.
+      if (httpError.code === 'Busy')
+        deps.logger.warn({ url: req.originalUrl, err: httpError.message }, 'busy');
+      else if (httpError.status >= 500)
+        deps.logger.error({ err: error, url: req.originalUrl }, 'request failed');
       if (req.method === 'PUT' && !req.complete) res.set('Connection', 'close'); // the body is not read on
       sendError(res, httpError);
     }

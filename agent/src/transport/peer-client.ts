@@ -244,6 +244,9 @@ export class GrpcPeer implements PeerTransport {
     } catch (error) {
       if ((error as ServiceError).code === status.NOT_FOUND) return undefined;
       if (error instanceof IncompatiblePeerError) throw error;
+      // FetchOrigin from an owner already running as many origin fetches as it takes.
+      if ((error as ServiceError).code === status.RESOURCE_EXHAUSTED)
+        throw new PeerBusyError(this.id, `${method}: ${(error as ServiceError).details}`, { cause: error });
       throw new PeerError(this.id, `${method} failed: ${(error as Error).message}`, { cause: error });
     }
   }

@@ -37,7 +37,8 @@ import {
   peerService,
   type WireManifest,
 } from './peer-service.ts';
-import { PeerError, type ReceivedChunk } from './peer-transport.ts';
+import { PeerBusyError, PeerError, type ReceivedChunk } from './peer-transport.ts';
+import { TooManyFetchesError } from '../fetch/fetch-limits.ts';
 
 const MiB = 2 ** 20;
 
@@ -178,6 +179,25 @@ describe('peer gRPC server and client', () => {
     } finally {
       client.close();
       slow.forceShutdown();
+    }
+  });
+
+  it('tells a FetchOrigin caller the owner is busy (PeerBusyError) when it runs as many origin fetches as it takes', async () => {
+    const owner = serverOf({
+      fetchOrigin: (key) =>
+        key === 'busy/x'
+          ? Promise.reject(new TooManyFetchesError('32 origin fetches are under way here'))
+          : Promise.reject(new Error('the origin answered 500')),
+    });
+    const ownerPort = await bindPeerServer(owner, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const client = clientTo(ownerPort);
+    try {
+      await assert.rejects(client.fetchOrigin('busy/x'), PeerBusyError);
+      const failed = await client.fetchOrigin('broken/x').catch((error: unknown) => error);
+      assert.ok(failed instanceof PeerError && !(failed instanceof PeerBusyError), 'a failure is no busy');
+    } finally {
+      client.close();
+      owner.forceShutdown();
     }
   });
 

@@ -327,7 +327,13 @@ export function createPeerServer(opts: PeerServerOptions): Server {
               inProgress: true,
             });
           },
-          (error: Error) => callback(grpcError(status.UNAVAILABLE, `origin fetch failed: ${error.message}`)),
+          (error: Error) =>
+            callback(
+              grpcError(
+                error.name === 'TooManyFetchesError' ? status.RESOURCE_EXHAUSTED : status.UNAVAILABLE,
+                `origin fetch failed: ${error.message}`,
+              ),
+            ),
         );
       },
       replicate(
