@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -186,6 +195,26 @@ describe('the agent pods', () => {
       chownSync(join(dir, 'chunks', 'ab', 'c1'), 1, 1);
       run();
       assert.equal(statSync(join(dir, 'chunks', 'ab', 'c1')).uid, 1);
+      // The directory is the agent's but an entry is not (what the old init container, which handed
+      // over the directory alone, left): walked.
+      chownSync(join(dir, 'store.db'), 1000, 1000);
+      run();
+      assert.equal(statSync(join(dir, 'store.db')).uid, 4242);
+      assert.equal(statSync(join(dir, 'chunks', 'ab', 'c1')).uid, 4242);
+      // A hard link to a host file (an agent gone bad, fs.protected_hardlinks off): never given away.
+      const host = mkdtempSync(join(tmpdir(), 'edgemesh-host-'));
+      try {
+        writeFileSync(join(host, 'shadow'), 'secret');
+        chownSync(join(host, 'shadow'), 0, 0);
+        linkSync(join(host, 'shadow'), join(dir, 'chunks', 'shadow'));
+        linkSync(join(host, 'shadow'), join(dir, 'shadow'));
+        chownSync(dir, 1000, 1000);
+        run();
+        assert.equal(statSync(dir).uid, 4242, 'walked');
+        assert.equal(statSync(join(host, 'shadow')).uid, 0, 'the host file is still root’s');
+      } finally {
+        rmSync(host, { recursive: true, force: true });
+      }
       // A fresh hostPath (root's): handed over.
       const fresh = join(dir, 'fresh');
       mkdirSync(fresh);

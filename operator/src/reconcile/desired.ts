@@ -346,16 +346,26 @@ export interface ChildrenOptions {
 }
 
 /**
+ * What the cache-owner init container hands over: directories, and files with one link, not owned
+ * by the agent's user ($id). A hard link in the cache to a file elsewhere on the host (/etc/shadow,
+ * linked by an agent gone bad where fs.protected_hardlinks is off) has two links and is left alone:
+ * a root chown of it would give the host's file away. Symlinks are not followed (find's default;
+ * `chown -h` changes the link itself), nor other file systems (-xdev).
+ */
+const NOT_THE_AGENTS = '\\( -type d -o -links 1 \\) \\( ! -user "$id" -o ! -group "$id" \\)';
+
+/**
  * The HostPath cache's init container: gives the directory ($1) to the agent's user ($2). A new
  * hostPath is created root-owned; a cache written under another runAsUser (the spec changed) holds
  * files and directories the agent could not write or delete, so everything is handed over, walking
  * the tree only when the directory or one of its entries belongs to someone else (a cache of a
- * million files is not walked at every start).
+ * million files is not walked at every start). Contents before their directory (-depth): a walk cut
+ * off midway leaves the top directory as it was, and the next start walks again.
  */
 export const CACHE_OWNER_SCRIPT =
   'set -e; dir="$1"; id="$2"; ' +
-  'if [ "$(stat -c %u:%g "$dir")" != "$id:$id" ] || [ -n "$(find "$dir" -mindepth 1 -maxdepth 1 \\( ! -user "$id" -o ! -group "$id" \\) -print -quit)" ]; ' +
-  'then chown -R "$id:$id" "$dir"; fi';
+  `if [ "$(stat -c %u:%g "$dir")" != "$id:$id" ] || [ -n "$(find "$dir" -mindepth 1 -maxdepth 1 ${NOT_THE_AGENTS} -print -quit)" ]; ` +
+  `then find "$dir" -xdev -depth ${NOT_THE_AGENTS} -exec chown -h "$id:$id" {} +; fi`;
 
 /**
  * Everything a mesh runs on, as full desired objects for server-side apply: a ServiceAccount (its
