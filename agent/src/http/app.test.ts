@@ -498,29 +498,57 @@ describe('HTTP API: /metrics when access.publicMetrics is false', () => {
   });
 });
 
+/**
+ * The HTTP API alone (createApp) over a store of 16 MiB in a temporary directory, with `deps` for the
+ * rest (no fetcher by default); close() ends both.
+ */
+async function appOnly(
+  name: string,
+  deps: Partial<Parameters<typeof createApp>[0]>,
+): Promise<{ base: string; store: ObjectStore; close: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), `edgemesh-http-${name}-`));
+  const store = await ObjectStore.open({
+    dir,
+    maxBytes: 16 * MiB,
+    memoryBytes: 0,
+    maxObjectBytes: MiB,
+    fsync: false,
+    clock: systemClock,
+    isKey,
+  });
+  const defaults: Parameters<typeof createApp>[0] = {
+    store,
+    fetcher: undefined,
+    counters: new Counters(),
+    metrics: { recordRequest: () => {}, handle: () => {} } as unknown as AgentMetrics,
+    logger: createLogger({ level: 'silent', nodeId: 'test' }),
+    status: () => ({}),
+    ready: () => true,
+  };
+  // deps' getters kept as getters (a spread would read them once).
+  const app = createApp(Object.defineProperties(defaults, Object.getOwnPropertyDescriptors(deps)));
+  const server = createServer(app).listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  return {
+    base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    store,
+    close: async () => {
+      server.close();
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 describe('HTTP API: PUT and replication.writeCopies', () => {
-  let dir: string;
-  let server: Server;
-  let store: ObjectStore;
-  let base: string;
+  let api: Awaited<ReturnType<typeof appOnly>>;
   /** What the replicate stub answers: the copies that exist, this one included. */
   let copies = 1;
   let required = 2;
   const replicated: string[] = [];
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-copies-'));
-    store = await ObjectStore.open({
-      dir,
-      maxBytes: 16 * MiB,
-      memoryBytes: 0,
-      maxObjectBytes: MiB,
-      fsync: false,
-      clock: systemClock,
-      isKey,
-    });
-    const app = createApp({
-      store,
+    api = await appOnly('copies', {
       replicate: (manifest) => {
         replicated.push(manifest.key);
         return Promise.resolve(copies);
@@ -528,25 +556,12 @@ describe('HTTP API: PUT and replication.writeCopies', () => {
       get writeCopies() {
         return required;
       },
-      fetcher: undefined,
-      counters: new Counters(),
-      metrics: { recordRequest: () => {}, handle: () => {} } as unknown as AgentMetrics,
-      logger: createLogger({ level: 'silent', nodeId: 'test' }),
-      status: () => ({}),
-      ready: () => true,
     });
-    server = createServer(app).listen(0, '127.0.0.1');
-    await new Promise((resolve) => server.once('listening', resolve));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
-  after(async () => {
-    server.close();
-    await store.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => api.close());
 
   const put = async (key: string) => {
-    const res = await fetch(`${base}/v1/objects/${key}`, { method: 'PUT', body: randomBytes(1000) });
+    const res = await fetch(`${api.base}/v1/objects/${key}`, { method: 'PUT', body: randomBytes(1000) });
     const body = (await res.json()) as { error?: { code: string } };
     return { status: res.status, copies: res.headers.get('x-edgemesh-copies'), code: body.error?.code };
   };
@@ -571,10 +586,7 @@ describe('HTTP API: PUT and replication.writeCopies', () => {
 });
 
 describe('HTTP API: a GET this node cannot start a fetch for now', () => {
-  let dir: string;
-  let server: Server;
-  let store: ObjectStore;
-  let base: string;
+  let api: Awaited<ReturnType<typeof appOnly>>;
   const manifest = {
     key: 'elsewhere',
     size: 10,
@@ -585,21 +597,8 @@ describe('HTTP API: a GET this node cannot start a fetch for now', () => {
   };
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-busy-'));
-    store = await ObjectStore.open({
-      dir,
-      maxBytes: 16 * MiB,
-      memoryBytes: 0,
-      maxObjectBytes: MiB,
-      fsync: false,
-      clock: systemClock,
-      isKey,
-    });
     const busy = (what: string) => new TooManyFetchesError(`64 ${what} are under way here`);
-    const app = createApp({
-      store,
-      replicate: () => Promise.resolve(1),
-      writeCopies: 1,
+    api = await appOnly('busy', {
       // A peer holds 'elsewhere', but no download can start now; no node holds 'o/x', and no origin
       // fetch can start now.
       fetcher: {
@@ -618,25 +617,13 @@ describe('HTTP API: a GET this node cannot start a fetch for now', () => {
         },
       } as unknown as PeerFetcher,
       origin: () => Promise.reject(busy('origin fetches')),
-      counters: new Counters(),
-      metrics: { recordRequest: () => {}, handle: () => {} } as unknown as AgentMetrics,
-      logger: createLogger({ level: 'silent', nodeId: 'test' }),
-      status: () => ({}),
-      ready: () => true,
     });
-    server = createServer(app).listen(0, '127.0.0.1');
-    await new Promise((resolve) => server.once('listening', resolve));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
-  after(async () => {
-    server.close();
-    await store.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => api.close());
 
   it('answers 503 Busy with Retry-After, not 500, for a download or an origin fetch past the bound', async () => {
     for (const key of ['elsewhere', 'o/x']) {
-      const res = await fetch(`${base}/v1/objects/${key}`);
+      const res = await fetch(`${api.base}/v1/objects/${key}`);
       const body = (await res.json()) as { error: { code: string } };
       assert.equal(res.status, 503, key);
       assert.equal(body.error.code, 'Busy');
@@ -645,7 +632,7 @@ describe('HTTP API: a GET this node cannot start a fetch for now', () => {
       assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
     }
     // A HEAD needs no download: it answers from the manifest.
-    const head = await fetch(`${base}/v1/objects/elsewhere`, { method: 'HEAD' });
+    const head = await fetch(`${api.base}/v1/objects/elsewhere`, { method: 'HEAD' });
     assert.equal(head.status, 200);
     assert.equal(head.headers.get('content-length'), '10');
   });
