@@ -19,7 +19,7 @@ import {
   type PeerTransport,
 } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
-import { Download, PeerFetchError } from './download.ts';
+import { Download, type DownloadOptions, PeerFetchError } from './download.ts';
 import { TooManyFetchesError } from './fetch-limits.ts';
 import { PeerFetcher } from './peer-fetcher.ts';
 import { headOf } from './swarm.ts';
@@ -612,7 +612,7 @@ describe('Download: what it refuses, and what it lets go', () => {
 
   async function start(
     located: { manifest?: Manifest; holders: PeerTransport[]; authority?: PeerTransport },
-    opts: { verify?: (manifest: Manifest) => void } = {},
+    opts: Partial<DownloadOptions> = {},
   ) {
     const store = await storeIn(join(dir, String(n++)));
     const outcomes: string[] = [];
@@ -698,6 +698,30 @@ describe('Download: what it refuses, and what it lets go', () => {
     assert.equal(refused.store.lookup('obj'), undefined, 'nothing committed');
     assert.equal(owner.calls.count, 0, 'nothing fetched by it');
   });
+
+  it(
+    'gives up on an owner that keeps its Watch of an origin fetch open and announces no chunk',
+    { timeout: 20_000 },
+    async () => {
+      // Its first answer names the shape and nothing else; then it stays silent, the stream open.
+      // Waited on for ever, the download held its readers (and a download slot) until the agent stopped.
+      let announced = 0;
+      const silent = stubTransport('silent-owner', 'silent-owner:1', {
+        watch: async function* (_key, _from, signal) {
+          announced++;
+          yield { head: { ...headOf(m) }, firstDigest: 0, digests: [], have: [], peers: [] };
+          await new Promise((resolve) => signal?.addEventListener('abort', resolve, { once: true }));
+        },
+      });
+      // 4 MiB chunks at 64 MiB/s: a chunk's time is 62 ms, below three call timeouts (150 ms).
+      const { download } = await start(
+        { holders: [], authority: silent },
+        { timeoutMs: 50, originMinBytesPerSecond: 64 * MiB },
+      );
+      await assert.rejects(download.stored, /announced no chunk for \d+ ms/);
+      assert.equal(announced, 1);
+    },
+  );
 
   it('lets go of the chunks it fetched once done: deleted, the object leaves nothing behind', async () => {
     const { store, download } = await start({ manifest: m, holders: [peer('a').transport] });

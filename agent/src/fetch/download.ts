@@ -85,7 +85,21 @@ export interface DownloadOptions {
   verify?: (manifest: Manifest) => void;
   /** Hears what each peer did, as this node verified it (reputation). */
   onOutcome?: (peer: PeerTransport, outcome: PeerOutcome) => void;
+  /**
+   * The slowest origin a download following an owner's origin fetch waits for (default
+   * ORIGIN_MIN_BYTES_PER_S): with no new chunk from the owner for a chunk's time at that rate (and at
+   * least three call timeouts), the download fails.
+   */
+  originMinBytesPerSecond?: number;
 }
+
+/**
+ * An owner getting an object from its origin announces each chunk as it comes; at this rate or
+ * slower the follower gives up on it (64 MiB chunks: 17 minutes; 4 MiB: about a minute). An owner
+ * that keeps its Watch open and announces nothing would otherwise hold the download (and a download
+ * slot) for ever.
+ */
+export const ORIGIN_MIN_BYTES_PER_S = 64 * 1024;
 
 /** Verified chunk bytes held in memory while their disk writes are under way, per download. */
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
@@ -227,6 +241,8 @@ export class Download {
   #primed = true;
   /** When the last chunk arrived (performance.now()). */
   #lastChunkAt = 0;
+  /** When the authority last announced a new chunk, or the download began (performance.now()). */
+  #authorityNewsAt = performance.now();
   #deferTimer: NodeJS.Timeout | undefined;
   readonly #asks = new Set<Ask>();
   #stragglerTimer: NodeJS.Timeout | undefined;
@@ -369,7 +385,9 @@ export class Download {
             throw new PeerError(id, 'Watch: another shape of the object');
           if (authoritative && u.digests.length > 0) {
             if (!u.digests.every(isDigest)) throw new PeerError(id, 'Watch: malformed digests');
+            const known = this.#progress.digests.length;
             this.#progress.addDigests(u.firstDigest, u.digests);
+            if (this.#progress.digests.length > known) this.#authorityNewsAt = performance.now();
             this.#armStall();
           }
           if (source.has !== 'all') {
@@ -815,17 +833,30 @@ export class Download {
     this.#settle.reject(error);
   }
 
-  /** Fails the download when nothing arrives for a while and no owner is still getting it. */
+  /**
+   * Fails the download when nothing arrives for a while, unless calls are under way or the owner
+   * getting it from its origin announced a new chunk within a chunk's time at the slowest origin
+   * rate waited for (originMinBytesPerSecond).
+   */
   #armStall(): void {
     clearTimeout(this.#stall);
     if (this.#settled) return;
+    const limit = this.#opts.timeoutMs * 3;
     this.#stall = setTimeout(() => {
-      const waitingOnOrigin = this.#authority !== undefined && !this.manifest && this.#watching > 0;
-      if (waitingOnOrigin || this.#inFlight > 0) return this.#armStall();
+      const rate = this.#opts.originMinBytesPerSecond ?? ORIGIN_MIN_BYTES_PER_S;
+      const originGrace = Math.max(limit, (this.head.chunkSize / rate) * 1000);
+      const quietFor = performance.now() - this.#authorityNewsAt;
+      const watchingOrigin = this.#authority !== undefined && !this.manifest && this.#watching > 0;
+      if ((watchingOrigin && quietFor < originGrace) || this.#inFlight > 0) return this.#armStall();
       this.#fail(
-        new PeerFetchError(this.head.key, [...this.#failures, `no chunk for ${this.#opts.timeoutMs * 3} ms`]),
+        new PeerFetchError(this.head.key, [
+          ...this.#failures,
+          watchingOrigin
+            ? `the owner getting it from its origin announced no chunk for ${Math.round(quietFor)} ms`
+            : `no chunk for ${limit} ms`,
+        ]),
       );
-    }, this.#opts.timeoutMs * 3);
+    }, limit);
     this.#stall.unref();
   }
 

@@ -14,7 +14,7 @@ import { isKey } from '../keys.ts';
 import { Counters } from '../telemetry/counters.ts';
 import { FakeClock } from '../time/clock.ts';
 import type { Manifest } from '../cache/manifest.ts';
-import { chunkSizeFor } from '../cache/chunking.ts';
+import { chunkSizeFor, MAX_CHUNKS, MAX_OBJECT_BYTES } from '../cache/chunking.ts';
 import {
   type ManifestAnswer,
   PeerBusyError,
@@ -22,7 +22,7 @@ import {
   type PeerTransport,
 } from '../transport/peer-transport.ts';
 import { TooManyFetchesError } from './fetch-limits.ts';
-import { getViaOrigin, OriginError, OriginFetcher, type OriginRouteDeps } from './origin.ts';
+import { getViaOrigin, OriginError, OriginFetcher, type OriginRouteDeps, parseHead } from './origin.ts';
 
 const TIMEOUT_MS = 500;
 const PIECE = Buffer.alloc(64 * 1024, 7);
@@ -448,5 +448,23 @@ describe('getViaOrigin', () => {
     assert.equal(got.located.head.size, wanted.size);
     const elsewhere = owner('a', { manifest: shape(other), inProgress: true });
     assert.deepEqual(await getViaOrigin('v/wanted', deps([elsewhere])), { source: 'origin', manifest: own });
+  });
+
+  it('refuses a shape past MAX_OBJECT_BYTES (a download sizes its tables by the chunk count)', () => {
+    const huge = Number.MAX_SAFE_INTEGER; // 134 million chunks of 64 MiB
+    assert.throws(() => parseHead({ key: 'k', size: huge, chunkSize: chunkSizeFor(huge) }, 'k'), /bad size/);
+    assert.throws(
+      () =>
+        parseHead(
+          { key: 'k', size: MAX_OBJECT_BYTES + 1, chunkSize: chunkSizeFor(MAX_OBJECT_BYTES + 1) },
+          'k',
+        ),
+      /bad size/,
+    );
+    const largest = parseHead(
+      { key: 'k', size: MAX_OBJECT_BYTES, chunkSize: chunkSizeFor(MAX_OBJECT_BYTES) },
+      'k',
+    );
+    assert.ok(Math.ceil(largest.size / largest.chunkSize) <= MAX_CHUNKS);
   });
 });

@@ -1,5 +1,5 @@
 import { pipeline, Readable, Transform } from 'node:stream';
-import { chunkSizeFor, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../cache/chunking.ts';
+import { chunkSizeFor, MAX_CHUNK_SIZE, MAX_OBJECT_BYTES, MIN_CHUNK_SIZE } from '../cache/chunking.ts';
 import { IncompleteBodyError, ObjectNotFoundError, StoreError } from '../cache/errors.ts';
 import { isMediaType, type Manifest, parseManifest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
@@ -334,12 +334,16 @@ function redactUrl(url: string): URL {
   return safe;
 }
 
-/** An object's shape from a peer (untrusted): checked like a manifest's fields. */
+/**
+ * An object's shape from a peer (untrusted): checked like a manifest's fields, within the same
+ * bounds (MAX_OBJECT_BYTES: a download sizes its tables by the chunk count).
+ */
 export function parseHead(value: unknown, key: string): ObjectHead {
   const v = (value ?? {}) as Record<string, unknown>;
   const { size, chunkSize, contentType } = v;
   if (v.key !== key) throw new Error('the shape is of another key');
-  if (!Number.isSafeInteger(size) || (size as number) <= 0) throw new Error('bad size in the shape');
+  if (!Number.isSafeInteger(size) || (size as number) <= 0 || (size as number) > MAX_OBJECT_BYTES)
+    throw new Error('bad size in the shape');
   if (chunkSize !== chunkSizeFor(size as number) || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE)
     throw new Error('bad chunk size in the shape');
   return {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Progress, Seeder, Swarm } from './swarm.ts';
+import { MAX_SWARM_KEYS, Progress, Seeder, Swarm } from './swarm.ts';
 
 const MiB = 2 ** 20;
 const head = { key: 'k', size: 12 * MiB, chunkSize: 4 * MiB };
@@ -37,6 +37,20 @@ describe('Swarm', () => {
       swarm.peersOf('k', 'a').map((h) => h.nodeId),
       ['b'],
     );
+  });
+
+  it('remembers the swarms of at most MAX_SWARM_KEYS keys, forgetting the oldest first', () => {
+    let now = 0;
+    const swarm = new Swarm(() => now);
+    const a = { nodeId: 'a', grpc: 'a:1' };
+    for (let i = 0; i < MAX_SWARM_KEYS + 500; i++) {
+      swarm.join(`key-${i}`, a);
+      now += 1; // none expires (120 s): only the bound forgets
+    }
+    assert.deepEqual(swarm.peersOf('key-0'), [], 'the oldest forgotten');
+    assert.deepEqual(swarm.peersOf('key-499'), []);
+    assert.deepEqual(swarm.peersOf('key-500'), [a], 'the newest MAX_SWARM_KEYS kept');
+    assert.deepEqual(swarm.peersOf(`key-${MAX_SWARM_KEYS + 499}`), [a]);
   });
 
   it('forgets a progress once it ends', () => {

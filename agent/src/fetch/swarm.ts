@@ -160,6 +160,8 @@ export class Seeder {
 const PEER_TTL_MS = 120_000;
 /** The most swarm members named in one Watch event. */
 export const MAX_NAMED_PEERS = 16;
+/** Keys whose swarm members a node remembers, at most. */
+export const MAX_SWARM_KEYS = 10_000;
 
 /**
  * This node's view of the swarms it takes part in: the objects it is getting (so peers can watch
@@ -171,6 +173,7 @@ export class Swarm {
   readonly #peers = new Map<string, Map<string, { holder: Holder; atMs: number }>>();
   readonly #joined = new Map<string, Set<(holder: Holder) => void>>();
   readonly #now: () => number;
+  #expiredAt = -Infinity;
 
   constructor(now: () => number = Date.now) {
     this.#now = now;
@@ -202,11 +205,25 @@ export class Swarm {
     return undefined;
   }
 
-  /** `holder` takes part in the swarm of `key` (it watched this node for it). */
+  /**
+   * `holder` takes part in the swarm of `key` (it watched this node for it). At most MAX_SWARM_KEYS
+   * keys are remembered: past them the expired go (a scan at most once a second), then the oldest
+   * remembered.
+   */
   join(key: string, holder: Holder): void {
     let peers = this.#peers.get(key);
     if (!peers) {
-      if (this.#peers.size >= 10_000) this.#expire();
+      if (this.#peers.size >= MAX_SWARM_KEYS) {
+        const now = this.#now();
+        if (now - this.#expiredAt >= 1000) {
+          this.#expiredAt = now;
+          this.#expire();
+        }
+        for (const oldest of this.#peers.keys()) {
+          if (this.#peers.size < MAX_SWARM_KEYS) break;
+          this.#peers.delete(oldest);
+        }
+      }
       peers = new Map();
       this.#peers.set(key, peers);
     }

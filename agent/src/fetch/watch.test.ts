@@ -48,6 +48,12 @@ describe('watchPolicy', () => {
     return { swarm, watch };
   };
 
+  it('refuses a key it neither holds nor is getting, and remembers no watcher of it', () => {
+    const { swarm, watch } = setup(manifest);
+    assert.equal(watch('nothing-here', a, recorder().stream), false);
+    assert.deepEqual(swarm.peersOf('nothing-here'), [], 'a is no member of a swarm of it');
+  });
+
   it('answers a held object with its manifest and the swarm, and joins confirmed watchers only', () => {
     const { swarm, watch } = setup(manifest);
     const first = recorder();

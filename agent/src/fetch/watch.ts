@@ -22,16 +22,22 @@ export interface WatchPolicyOptions {
 export function watchPolicy(opts: WatchPolicyOptions): NonNullable<PeerServerOptions['watch']> {
   const { swarm } = opts;
   return (key: string, from: Holder | undefined, stream: WatchStream): boolean => {
-    if (from && opts.trusted(from)) swarm.join(key, from);
+    // A watcher joins the swarm of a key this node holds or is getting: of any other key the Watch
+    // is answered NOT_FOUND, and remembering it would let a member grow the swarm table at will.
+    const join = () => {
+      if (from && opts.trusted(from)) swarm.join(key, from);
+    };
     const peers = () => swarm.peersOf(key, from?.nodeId);
     const local = opts.lookup(key);
     if (local) {
+      join();
       stream.write({ manifest: local, peers: peers() });
       stream.end();
       return true;
     }
     const progress = swarm.get(key);
     if (!progress || progress.ended) return false;
+    join();
     const seeded = progress.seeder?.add((index) => stream.write({ have: [index] }));
     const have: number[] = seeded?.initial ?? [];
     if (!seeded) progress.have.forEach((h, i) => h && have.push(i));
