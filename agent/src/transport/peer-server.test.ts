@@ -23,7 +23,12 @@ import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { systemClock } from '../time/clock.ts';
 import { GrpcPeer } from './peer-client.ts';
-import { bindPeerServer, createPeerServer } from './peer-server.ts';
+import {
+  bindPeerServer,
+  createPeerServer,
+  REPLICATE_PER_CALLER,
+  REPLICATE_QUEUE_PER_CALLER,
+} from './peer-server.ts';
 import { testCredentials } from '../../harness/test-ca.ts';
 import {
   peerChannelCredentials,
@@ -195,6 +200,50 @@ describe('peer gRPC server and client', () => {
       await assert.rejects(client.fetchOrigin('busy/x'), PeerBusyError);
       const failed = await client.fetchOrigin('broken/x').catch((error: unknown) => error);
       assert.ok(failed instanceof PeerError && !(failed instanceof PeerBusyError), 'a failure is no busy');
+    } finally {
+      client.close();
+      owner.forceShutdown();
+    }
+  });
+
+  it('runs at most REPLICATE_PER_CALLER copies of one caller at once, queues REPLICATE_QUEUE_PER_CALLER, refuses the rest', async () => {
+    let running = 0;
+    let most = 0;
+    const release: (() => void)[] = [];
+    const owner = serverOf({
+      replicate: async () => {
+        most = Math.max(most, ++running);
+        await new Promise<void>((resolve) => release.push(resolve));
+        running--;
+        return 'stored';
+      },
+    });
+    const ownerPort = await bindPeerServer(owner, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const client = clientTo(ownerPort, 60_000);
+    try {
+      const manifest = (i: number) => ({ key: `k${i}`, root: 'ab'.repeat(32) }) as never;
+      const asked = REPLICATE_PER_CALLER + REPLICATE_QUEUE_PER_CALLER + 3;
+      const outcomes = Array.from({ length: asked }, (_, i) =>
+        client.replicate(manifest(i), { nodeId: 'cli', grpc: 'x:1' }, AbortSignal.timeout(60_000)).then(
+          () => 'stored',
+          (error: Error) => (/RESOURCE_EXHAUSTED/.test(error.message) ? 'busy' : error.message),
+        ),
+      );
+      // The three past the queue are refused at once; then every copy is let go as it starts.
+      while (release.length < REPLICATE_PER_CALLER) await new Promise((r) => setImmediate(r));
+      const settled = Promise.all(outcomes);
+      let done = false;
+      void settled.then(() => (done = true));
+      while (!done) {
+        release.splice(0).forEach((go) => go());
+        await new Promise((r) => setImmediate(r));
+      }
+      const counts = (await settled).reduce<Record<string, number>>(
+        (n, o) => ((n[o] = (n[o] ?? 0) + 1), n),
+        {},
+      );
+      assert.deepEqual(counts, { stored: asked - 3, busy: 3 });
+      assert.equal(most, REPLICATE_PER_CALLER, 'never more copies of one caller under way');
     } finally {
       client.close();
       owner.forceShutdown();

@@ -1,3 +1,4 @@
+import { CallerBusyError, CallerSlots } from './caller-slots.ts';
 import {
   formatRange,
   negotiate,
@@ -230,8 +231,13 @@ const MAX_WAITING_PER_ZONE = 2;
 const grpcError = (code: status, details: string) => Object.assign(new Error(details), { code, details });
 
 /** Serves this agent's store to peers: manifests, chunk streams with backpressure, pings. */
+/** Replicate calls (copies, each a download) one caller may have under way here, and waiting. */
+export const REPLICATE_PER_CALLER = 16;
+export const REPLICATE_QUEUE_PER_CALLER = 256;
+
 export function createPeerServer(opts: PeerServerOptions): Server {
   const { store, node, logger } = opts;
+  const copies = new CallerSlots(REPLICATE_PER_CALLER, REPLICATE_QUEUE_PER_CALLER);
   const server = new Server({
     ...channelOptions(opts.flowControlWindow),
     'grpc.max_send_message_length': CHUNK_MESSAGE_BYTES,
@@ -348,25 +354,45 @@ export function createPeerServer(opts: PeerServerOptions): Server {
             grpcError(status.INVALID_ARGUMENT, problem ?? 'source and a 32-byte root are required'),
           );
         }
-        if (!opts.replicate) return callback(grpcError(status.UNIMPLEMENTED, 'this node keeps no replicas'));
-        opts.replicate(key, root, { nodeId: source.nodeId, grpc: source.grpc }).then(
-          (outcome) =>
-            outcome === 'unknown-source'
-              ? callback(
-                  grpcError(status.FAILED_PRECONDITION, `${source.nodeId} is not a confirmed member here`),
-                )
-              : callback(
-                  null,
-                  outcome === 'stored'
-                    ? {}
-                    : {
-                        purgedAtMs: outcome.purgedAtMs,
-                        ...(outcome.signature ? { purgeSignature: signatureToWire(outcome.signature) } : {}),
-                      },
-                ),
-          (error: Error) =>
-            callback(grpcError(status.UNAVAILABLE, `could not copy ${key}: ${error.message}`)),
-        );
+        const replicate = opts.replicate;
+        if (!replicate) return callback(grpcError(status.UNIMPLEMENTED, 'this node keeps no replicas'));
+        // Each copy is a download: a caller (by its certificate's node, else its connection) has at
+        // most REPLICATE_PER_CALLER under way and REPLICATE_QUEUE_PER_CALLER waiting.
+        copies
+          .run(
+            callers.get(call) ?? call.getPeer(),
+            () => replicate(key, root, { nodeId: source.nodeId, grpc: source.grpc }),
+            () => call.cancelled,
+          )
+          .then(
+            (outcome) =>
+              outcome === undefined
+                ? callback(grpcError(status.CANCELLED, 'cancelled while it waited'))
+                : outcome === 'unknown-source'
+                  ? callback(
+                      grpcError(
+                        status.FAILED_PRECONDITION,
+                        `${source.nodeId} is not a confirmed member here`,
+                      ),
+                    )
+                  : callback(
+                      null,
+                      outcome === 'stored'
+                        ? {}
+                        : {
+                            purgedAtMs: outcome.purgedAtMs,
+                            ...(outcome.signature
+                              ? { purgeSignature: signatureToWire(outcome.signature) }
+                              : {}),
+                          },
+                    ),
+            (error: Error) =>
+              callback(
+                error instanceof CallerBusyError
+                  ? grpcError(status.RESOURCE_EXHAUSTED, error.message)
+                  : grpcError(status.UNAVAILABLE, `could not copy ${key}: ${error.message}`),
+              ),
+          );
       },
       hold(
         call: ServerUnaryCall<{ manifest?: WireManifest; holder?: Holder }, unknown>,
