@@ -20,7 +20,8 @@ import { drained } from './drained.ts';
 const IDLE_MS = 60_000;
 /**
  * Bulk connections one node may have open here at once (a download asks a holder at most twice at
- * a time; a node fetching many objects from one holder at once waits its turn, as for a busy one).
+ * a time; a node fetching many objects from one holder at once waits its turn, as for a busy one);
+ * gRPC connections, counted apart, likewise (a member keeps one or two).
  */
 export const MAX_CONNECTIONS_PER_PEER = 32;
 
@@ -153,19 +154,37 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
   const open = new Set<TLSSocket>();
   /** Open bulk connections by the node their certificate names. */
   const perCaller = new Map<string, number>();
+  /** Open gRPC connections by the node their certificate names. */
+  const grpcPerCaller = new Map<string, number>();
   let stopped = false;
   server.on('secureConnection', (socket: TLSSocket) => {
     handshakeOver(connectionKey(socket));
     socket.on('error', (error) => logger.debug({ err: error.message }, 'peer connection failed'));
     if (stopped) return socket.destroy(); // its handshake ended after the listener closed
-    if (socket.alpnProtocol === 'h2') return injector.injectConnection(socket);
-    if (socket.alpnProtocol !== BULK_ALPN) return socket.destroy();
+    if (socket.alpnProtocol !== 'h2' && socket.alpnProtocol !== BULK_ALPN) return socket.destroy();
     let caller: string;
     try {
-      caller = opts.authenticate(socket); // refused at once; each request is checked again
+      caller = opts.authenticate(socket); // refused at once; each request or call is checked again
     } catch (error) {
-      logger.debug({ err: (error as Error).message }, 'bulk connection refused');
+      logger.debug({ err: (error as Error).message, alpn: socket.alpnProtocol }, 'peer connection refused');
+      // A gRPC client (a revoked node, another mesh's) is not let hold a connection of the port's.
+      if (socket.alpnProtocol === 'h2') return socket.destroy();
       return refuse(socket, errorFrame({ code: status.UNAUTHENTICATED, message: (error as Error).message }));
+    }
+    if (socket.alpnProtocol === 'h2') {
+      // A member normally has one or two: one member may not fill the port's connections.
+      const calls = grpcPerCaller.get(caller) ?? 0;
+      if (calls >= MAX_CONNECTIONS_PER_PEER) {
+        logger.debug({ caller, open: calls }, 'gRPC connection refused: too many of this node');
+        return socket.destroy();
+      }
+      grpcPerCaller.set(caller, calls + 1);
+      socket.once('close', () => {
+        const left = (grpcPerCaller.get(caller) ?? 1) - 1;
+        if (left > 0) grpcPerCaller.set(caller, left);
+        else grpcPerCaller.delete(caller);
+      });
+      return injector.injectConnection(socket);
     }
     // Each connection may pin a chunk in flight: one node gets at most so many at once.
     const mine = perCaller.get(caller) ?? 0;

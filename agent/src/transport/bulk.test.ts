@@ -577,6 +577,44 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     assert.match(got.subarray(HEADER_BYTES).toString(), /"code":9.*no version in common/);
   });
 
+  it('closes a gRPC (h2) connection of a certificate not of this mesh, and one node’s past MAX_CONNECTIONS_PER_PEER', async () => {
+    /** A TLS connection speaking h2 as `id`; resolves once gRPC answered its preface (SETTINGS). */
+    const h2 = (id: NodeCredentials) =>
+      new Promise<TLSSocket>((resolve, reject) => {
+        const socket = connect({
+          ...peerTlsOptions(id, undefined),
+          checkServerIdentity: () => undefined,
+          host: '127.0.0.1',
+          port: listener.port,
+          ALPNProtocols: ['h2'],
+        });
+        socket.once('error', reject);
+        socket.once('close', () => reject(new Error('closed')));
+        socket.once('secureConnect', () => {
+          // The client preface and an empty SETTINGS frame: the server's own SETTINGS answer.
+          socket.write(
+            Buffer.concat([
+              Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+              Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]),
+            ]),
+          );
+        });
+        socket.once('data', () => resolve(socket));
+      });
+    await assert.rejects(h2(otherMesh), /closed|ECONNRESET/, 'another mesh’s node holds no gRPC connection');
+    const sockets: TLSSocket[] = [];
+    try {
+      for (let i = 0; i < MAX_CONNECTIONS_PER_PEER; i++) sockets.push(await h2(clientId));
+      await assert.rejects(h2(clientId), /closed|ECONNRESET/, 'one more of the same node is closed');
+      assert.ok(
+        sockets.every((socket) => !socket.destroyed),
+        'the first ones stay',
+      );
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
+  });
+
   it('takes at most MAX_CONNECTIONS_PER_PEER connections of one node at once, and says busy to more', async () => {
     const sockets = await Promise.all(
       Array.from({ length: MAX_CONNECTIONS_PER_PEER }, async () => {
