@@ -60,18 +60,51 @@ describe('PeerFetcher.locate', () => {
     owners?: PeerTransport[];
     members?: PeerTransport[];
     reviveNow?: () => Promise<boolean>;
+    fanouts?: { perSecond: number; now: () => number; counters: Counters };
   }) =>
     new PeerFetcher({
       store,
+      ...(opts.fanouts ? { maxFanoutsPerSecond: opts.fanouts.perSecond, now: opts.fanouts.now } : {}),
       peers: () => opts.peers,
       ...(opts.reviveNow ? { reviveNow: opts.reviveNow } : {}),
       owners: () => opts.owners ?? [],
       resolve: (h: Holder) => opts.members?.find((m) => m.id === h.nodeId && m.address === h.grpc),
       rank: (holders) => [...holders].sort((a, b) => (a.id < b.id ? -1 : 1)),
-      counters: new Counters(),
+      counters: opts.fanouts?.counters ?? new Counters(),
       logger: createLogger({ level: 'silent', nodeId: 't' }),
       timeoutMs: 1000,
     });
+
+  it('asks every member at most maxFanoutsPerSecond times a second for keys no owner knows', async () => {
+    // A client asking for random keys: each miss would be a call to every node of the mesh.
+    const owner = peer('owner', undefined);
+    const other = peer('other', undefined);
+    let now = 0;
+    const counters = new Counters();
+    const f = fetcher({
+      peers: [owner.transport, other.transport],
+      owners: [owner.transport],
+      fanouts: { perSecond: 3, now: () => now, counters },
+    });
+    for (let i = 0; i < 10; i++) assert.equal(await f.locate(`miss-${i}`), undefined);
+    assert.equal(owner.asked.length, 10, 'the owner is asked for each');
+    assert.equal(other.asked.length, 3, 'everyone else only within the budget');
+    assert.equal(counters.fanoutsSkipped, 7);
+    now += 1000; // a second later: the budget is back
+    await f.locate('miss-10');
+    assert.equal(other.asked.length, 4);
+    // An owner that cannot answer (down, cut off): a fault, not a miss; everyone is asked, budget or not.
+    const down = stubTransport('down', 'down:1', {
+      getManifest: () => Promise.reject(new Error('UNAVAILABLE: connection refused')),
+    });
+    const faulty = fetcher({
+      peers: [down, other.transport],
+      owners: [down],
+      fanouts: { perSecond: 1, now: () => now, counters },
+    });
+    for (let i = 0; i < 5; i++) await faulty.locate(`after-a-fault-${i}`);
+    assert.equal(other.asked.length, 9, 'asked each time');
+  });
 
   it('asks the owners first and no one else when they know holders', async () => {
     const h2 = peer('h2', { holds: true, holders: [] });

@@ -24,7 +24,20 @@ export interface PeerFetcherOptions extends DownloadOptions {
   verifyPurge?: (key: string, purgedAtMs: number, signature: NodeSignature | undefined) => void;
   /** Downloads started by reads under way at once, at most (default MAX_DOWNLOADS); past it a read needing another is refused. */
   maxDownloads?: number;
+  /** Asks of every member (a key its owners know nothing of) per second, at most (default MAX_FANOUTS_PER_S). */
+  maxFanoutsPerSecond?: number;
+  /** The clock of that bound (default performance.now). */
+  now?: () => number;
 }
+
+/**
+ * How many times a second, at most, a node asks every member for a key all its owners answered they
+ * know nothing of (in bursts of as many). Owners know of every copy (Holds), so a read rarely needs
+ * it; a client asking for random keys would otherwise have each miss cost a call to every node of
+ * the mesh. Past the bound the owners' answer stands (nothing found: the origin rule, or 404). When
+ * an owner could not answer (a fault: down, cut off) or none is alive, everyone is asked regardless.
+ */
+export const MAX_FANOUTS_PER_S = 20;
 
 /**
  * Gets objects this agent lacks from peers that hold them. One download per key at a time: later
@@ -40,8 +53,25 @@ export class PeerFetcher {
   /** The downloads in #inflight that a client's read started (at most maxDownloads). */
   readonly #forReaders = new Set<Download>();
 
+  /** The fan-out budget (a token bucket of MAX_FANOUTS_PER_S). */
+  #fanouts: { tokens: number; atMs: number } | undefined;
+
   constructor(opts: PeerFetcherOptions) {
     this.#opts = opts;
+  }
+
+  #mayFanOut(): boolean {
+    const rate = this.#opts.maxFanoutsPerSecond ?? MAX_FANOUTS_PER_S;
+    const now = this.#opts.now ? this.#opts.now() : performance.now();
+    const budget = (this.#fanouts ??= { tokens: rate, atMs: now });
+    budget.tokens = Math.min(rate, budget.tokens + ((now - budget.atMs) / 1000) * rate);
+    budget.atMs = now;
+    if (budget.tokens < 1) {
+      this.#opts.counters.fanoutsSkipped++;
+      return false;
+    }
+    budget.tokens -= 1;
+    return true;
   }
 
   /**
@@ -78,14 +108,22 @@ export class PeerFetcher {
     const owners = this.#opts.owners?.(key) ?? [];
     const isOwner = new Set(owners.map((o) => o.address));
     const others = this.#opts.peers().filter((p) => !isOwner.has(p.address));
-    const fromOwners = await this.#ask(key, owners);
-    const found = fromOwners ?? (await this.#ask(key, others));
+    const tally = { failed: 0 };
+    const fromOwners = await this.#ask(key, owners, tally);
+    // Owners that all answered, and knew nothing: everyone is asked within a budget. Owners that
+    // could not answer (down, cut off, none alive): everyone is asked, as a fault needs.
+    const everyone = others.length > 0 && (owners.length === 0 || tally.failed > 0 || this.#mayFanOut());
+    const found = fromOwners ?? (everyone ? await this.#ask(key, others) : undefined);
     if (!found || found === 'purged') return undefined; // purged: a stale copy elsewhere must not answer
     return { ...found, holders: this.#opts.rank?.(found.holders) ?? found.holders };
   }
 
   /** What `peers` know of `key`: the newest verified version, 'purged', or undefined for nothing. */
-  async #ask(key: string, peers: readonly PeerTransport[]): Promise<Located | 'purged' | undefined> {
+  async #ask(
+    key: string,
+    peers: readonly PeerTransport[],
+    tally?: { failed: number },
+  ): Promise<Located | 'purged' | undefined> {
     if (peers.length === 0) return undefined;
     const signal = AbortSignal.timeout(this.#opts.timeoutMs);
     const answers = await Promise.all(
@@ -103,6 +141,7 @@ export class PeerFetcher {
           const named = answer.holders.flatMap((holder) => this.#opts.resolve?.(holder) ?? []);
           return { kind: 'found', peer, manifest, holds: answer.holds, named };
         } catch (error) {
+          if (tally) tally.failed++;
           this.#opts.onOutcome?.(peer, error instanceof ManifestTrustError ? 'bad-manifest' : 'failed');
           this.#opts.logger.warn(
             { peer: peer.id, key, err: (error as Error).message },

@@ -25,6 +25,8 @@ export class Counters {
   /** Fetches this agent made from origins, and the object bytes they brought. */
   originFetches = 0;
   bytesFromOrigin = 0;
+  /** Misses its owners knew nothing of that were not asked of every member (MAX_FANOUTS_PER_S). */
+  fanoutsSkipped = 0;
   /** Chunk bytes this agent served to peers over gRPC. */
   bytesToPeers = 0;
   /** Control-plane traffic (NATS): messages and bytes in, bytes out, and what was dropped and why. */
@@ -55,6 +57,7 @@ export class Counters {
       bytesToPeers: this.bytesToPeers,
       originFetches: this.originFetches,
       bytesFromOrigin: this.bytesFromOrigin,
+      fanoutsSkipped: this.fanoutsSkipped,
       peersRefused: Object.fromEntries(this.peersRefused),
       clientsRefused: Object.fromEntries(this.clientsRefused),
       control: {
