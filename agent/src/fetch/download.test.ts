@@ -723,6 +723,39 @@ describe('Download: what it refuses, and what it lets go', () => {
     },
   );
 
+  it(
+    'follows an owner whose origin is slow but steady, each chunk within a chunk’s time at the slowest rate',
+    { timeout: 20_000 },
+    async () => {
+      // 4 MiB chunks at 4 MiB/s: a chunk's time is 1 s (above three call timeouts, 60 ms). The owner
+      // announces a chunk every 400 ms (room for a loaded machine's late timers), the manifest 1.2 s
+      // after the start: longer than that time in all, so only each new chunk announced keeps the
+      // download waiting.
+      const tick = () => new Promise((resolve) => setTimeout(resolve, 400));
+      const steady = stubTransport('steady-owner', 'steady-owner:1', {
+        watch: async function* () {
+          yield { head: { ...headOf(m) }, firstDigest: 0, digests: [], have: [], peers: [] };
+          for (let i = 0; i < m.chunks.length; i++) {
+            await tick();
+            yield { firstDigest: i, digests: [m.chunks[i]!], have: [i], peers: [] };
+          }
+          await tick();
+          yield { firstDigest: 0, digests: [], have: [], peers: [], manifest: { ...m } };
+        },
+        async *fetchChunks(asked) {
+          await Promise.resolve();
+          for (const d of asked) yield { data: Buffer.from(parts[digests.indexOf(d)]!) };
+        },
+      });
+      const { download, store } = await start(
+        { holders: [], authority: steady },
+        { timeoutMs: 20, originMinBytesPerSecond: 4 * MiB, verify: () => {} },
+      );
+      await download.stored;
+      assert.equal(store.lookup('obj')?.root, m.root);
+    },
+  );
+
   it('lets go of the chunks it fetched once done: deleted, the object leaves nothing behind', async () => {
     const { store, download } = await start({ manifest: m, holders: [peer('a').transport] });
     const reader = download.reader();

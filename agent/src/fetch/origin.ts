@@ -389,7 +389,10 @@ export async function getViaOrigin(key: string, deps: OriginRouteDeps): Promise<
       deps.verify?.(manifest);
       return { source: 'peer', located: { head: headOf(manifest), manifest, holders: [owner] } };
     } catch (error) {
-      if (error instanceof PeerBusyError) busy ??= owner.id;
+      if (error instanceof PeerBusyError) {
+        busy ??= owner.id; // load, not a fault: no warning per request
+        continue;
+      }
       deps.logger.warn(
         { owner: owner.id, key, err: (error as Error).message },
         'owner could not fetch from origin; trying the next',

@@ -192,8 +192,8 @@ export class PeerFetcher {
 
   /**
    * The download of `located`, started or joined. `forReader`: started by a client's read, so bounded
-   * by `maxDownloads` (copies asked for by replication and repair are bounded by their senders:
-   * REPAIR_PARALLELISM, writeCopies).
+   * by `maxDownloads` (copies asked for by replication and repair are bounded per caller where they
+   * are asked for: peer-server.ts, REPLICATE_PER_CALLER).
    */
   #download(located: Located, forReader = false): Download {
     const key = located.head.key;

@@ -39,17 +39,23 @@ describe('Swarm', () => {
     );
   });
 
-  it('remembers the swarms of at most MAX_SWARM_KEYS keys, forgetting the oldest first', () => {
+  it('remembers the swarms of at most MAX_SWARM_KEYS keys, forgetting the one joined least recently first', () => {
     let now = 0;
     const swarm = new Swarm(() => now);
     const a = { nodeId: 'a', grpc: 'a:1' };
+    const b = { nodeId: 'b', grpc: 'b:1' };
+    const stop = swarm.onJoin('key-1', () => {}); // a download here follows key-1
     for (let i = 0; i < MAX_SWARM_KEYS + 500; i++) {
       swarm.join(`key-${i}`, a);
+      if (i === MAX_SWARM_KEYS - 1) swarm.join('key-2', b); // joined again: the most recent then
       now += 1; // none expires (120 s): only the bound forgets
     }
-    assert.deepEqual(swarm.peersOf('key-0'), [], 'the oldest forgotten');
-    assert.deepEqual(swarm.peersOf('key-499'), []);
-    assert.deepEqual(swarm.peersOf('key-500'), [a], 'the newest MAX_SWARM_KEYS kept');
+    stop();
+    assert.deepEqual(swarm.peersOf('key-0'), [], 'the least recent forgotten');
+    assert.deepEqual(swarm.peersOf('key-500'), []);
+    assert.deepEqual(swarm.peersOf('key-1'), [a], 'a key a download follows is kept');
+    assert.equal(swarm.peersOf('key-2').length, 2, 'a key joined again is kept');
+    assert.deepEqual(swarm.peersOf('key-502'), [a], 'the most recent kept');
     assert.deepEqual(swarm.peersOf(`key-${MAX_SWARM_KEYS + 499}`), [a]);
   });
 

@@ -207,21 +207,24 @@ export class Swarm {
 
   /**
    * `holder` takes part in the swarm of `key` (it watched this node for it). At most MAX_SWARM_KEYS
-   * keys are remembered: past them the expired go (a scan at most once a second), then the oldest
-   * remembered.
+   * keys are remembered: past them the expired go (a scan at most once a second), then the one
+   * joined least recently, but for keys a download here follows (onJoin).
    */
   join(key: string, holder: Holder): void {
     let peers = this.#peers.get(key);
-    if (!peers) {
+    if (peers) {
+      this.#peers.delete(key); // to the end: joined most recently
+      this.#peers.set(key, peers);
+    } else {
       if (this.#peers.size >= MAX_SWARM_KEYS) {
         const now = this.#now();
         if (now - this.#expiredAt >= 1000) {
           this.#expiredAt = now;
           this.#expire();
         }
-        for (const oldest of this.#peers.keys()) {
+        for (const stale of this.#peers.keys()) {
           if (this.#peers.size < MAX_SWARM_KEYS) break;
-          this.#peers.delete(oldest);
+          if (!this.#joined.has(stale)) this.#peers.delete(stale);
         }
       }
       peers = new Map();

@@ -43,21 +43,21 @@ describe('CallerSlots', () => {
     );
   });
 
-  it('skips a call cancelled while it waited, and frees the slot after a failure', async () => {
-    const slots = new CallerSlots(1, 4);
+  it('takes a call cancelled while it waits out of the queue at once, and frees the slot after a failure', async () => {
+    const slots = new CallerSlots(1, 1);
     const gate = deferred();
     const first = slots.run('m', () => gate.promise);
     let ran = false;
-    let cancelled = false;
-    const second = slots.run(
-      'm',
-      () => ((ran = true), Promise.resolve()),
-      () => cancelled,
-    );
-    cancelled = true;
+    const leaving = new AbortController();
+    const second = slots.run('m', () => ((ran = true), Promise.resolve()), leaving.signal);
+    assert.deepEqual(slots.of('m'), { running: 1, waiting: 1 });
+    leaving.abort();
+    assert.equal(await second, undefined);
+    assert.deepEqual(slots.of('m'), { running: 1, waiting: 0 }, 'its place is free at once');
+    const third = slots.run('m', () => Promise.resolve(3)); // would be refused were the place still held
     gate.resolve();
     await first;
-    assert.equal(await second, undefined);
+    assert.equal(await third, 3);
     assert.equal(ran, false);
     await assert.rejects(
       slots.run('m', () => Promise.reject(new Error('copy failed'))),

@@ -20,14 +20,10 @@ export class CallerSlots {
   }
 
   /**
-   * Runs `work` once `caller` has a slot; `gone()` (the call was cancelled while it waited) skips it,
-   * resolving undefined.
+   * Runs `work` once `caller` has a slot. A call `cancelled` while it waits leaves the queue at once
+   * (its place is free for another) and resolves undefined, `work` not run.
    */
-  async run<T>(
-    caller: string,
-    work: () => Promise<T>,
-    gone: () => boolean = () => false,
-  ): Promise<T | undefined> {
+  async run<T>(caller: string, work: () => Promise<T>, cancelled?: AbortSignal): Promise<T | undefined> {
     let state = this.#callers.get(caller);
     if (!state) {
       state = { running: 0, waiting: [] };
@@ -38,10 +34,25 @@ export class CallerSlots {
         throw new CallerBusyError(
           `${caller} has ${state.running} calls running and ${state.waiting.length} waiting: come back later`,
         );
-      await new Promise<void>((resolve) => state.waiting.push(resolve));
+      if (cancelled?.aborted) return undefined;
+      const waiting = state.waiting;
+      const turn = await new Promise<boolean>((resolve) => {
+        const take = () => {
+          cancelled?.removeEventListener('abort', leave);
+          resolve(true);
+        };
+        const leave = () => {
+          const at = waiting.indexOf(take);
+          if (at >= 0) waiting.splice(at, 1);
+          resolve(false);
+        };
+        waiting.push(take);
+        cancelled?.addEventListener('abort', leave, { once: true });
+      });
+      if (!turn) return undefined;
     } else state.running++;
     try {
-      return gone() ? undefined : await work();
+      return await work();
     } finally {
       const next = state.waiting.shift();
       if (next)

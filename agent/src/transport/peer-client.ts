@@ -271,6 +271,11 @@ export class GrpcPeer implements PeerTransport {
       signal,
       signal ? 3_600_000 : this.#timeoutMs,
     ).catch((error: Error) => {
+      // The owner has as many copies of this node's under way and waiting as it takes (CallerSlots).
+      if ((error as ServiceError).code === status.RESOURCE_EXHAUSTED)
+        throw new PeerBusyError(this.id, `Replicate of ${manifest.key}: ${(error as ServiceError).details}`, {
+          cause: error,
+        });
       throw new PeerError(this.id, `Replicate of ${manifest.key} failed: ${error.message}`, {
         cause: error,
       });

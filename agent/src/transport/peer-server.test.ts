@@ -226,7 +226,7 @@ describe('peer gRPC server and client', () => {
       const outcomes = Array.from({ length: asked }, (_, i) =>
         client.replicate(manifest(i), { nodeId: 'cli', grpc: 'x:1' }, AbortSignal.timeout(60_000)).then(
           () => 'stored',
-          (error: Error) => (/RESOURCE_EXHAUSTED/.test(error.message) ? 'busy' : error.message),
+          (error: Error) => (error instanceof PeerBusyError ? 'busy' : error.message),
         ),
       );
       // The three past the queue are refused at once; then every copy is let go as it starts.

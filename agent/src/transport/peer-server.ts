@@ -358,11 +358,13 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         if (!replicate) return callback(grpcError(status.UNIMPLEMENTED, 'this node keeps no replicas'));
         // Each copy is a download: a caller (by its certificate's node, else its connection) has at
         // most REPLICATE_PER_CALLER under way and REPLICATE_QUEUE_PER_CALLER waiting.
+        const cancelled = new AbortController();
+        call.once('cancelled', () => cancelled.abort());
         copies
           .run(
             callers.get(call) ?? call.getPeer(),
             () => replicate(key, root, { nodeId: source.nodeId, grpc: source.grpc }),
-            () => call.cancelled,
+            cancelled.signal,
           )
           .then(
             (outcome) =>
