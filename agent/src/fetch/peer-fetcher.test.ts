@@ -86,6 +86,15 @@ describe('PeerFetcher.locate', () => {
       owners: [owner.transport],
       fanouts: { perSecond: 3, now: () => now, counters },
     });
+    // Keys the owner knows spend nothing of the budget.
+    const knowing = peer('knowing', { holds: true, holders: [] });
+    const hits = fetcher({
+      peers: [knowing.transport, other.transport],
+      owners: [knowing.transport],
+      fanouts: { perSecond: 3, now: () => now, counters },
+    });
+    for (let i = 0; i < 10; i++) assert.ok(await hits.locate('k'));
+    assert.equal(counters.fanoutsSkipped, 0);
     for (let i = 0; i < 10; i++) assert.equal(await f.locate(`miss-${i}`), undefined);
     assert.equal(owner.asked.length, 10, 'the owner is asked for each');
     assert.equal(other.asked.length, 3, 'everyone else only within the budget');

@@ -112,8 +112,9 @@ export class PeerFetcher {
     const fromOwners = await this.#ask(key, owners, tally);
     // Owners that all answered, and knew nothing: everyone is asked within a budget. Owners that
     // could not answer (down, cut off, none alive): everyone is asked, as a fault needs.
-    const everyone = others.length > 0 && (owners.length === 0 || tally.failed > 0 || this.#mayFanOut());
-    const found = fromOwners ?? (everyone ? await this.#ask(key, others) : undefined);
+    const everyone = () =>
+      others.length > 0 && (owners.length === 0 || tally.failed > 0 || this.#mayFanOut());
+    const found = fromOwners ?? (everyone() ? await this.#ask(key, others) : undefined);
     if (!found || found === 'purged') return undefined; // purged: a stale copy elsewhere must not answer
     return { ...found, holders: this.#opts.rank?.(found.holders) ?? found.holders };
   }
