@@ -287,6 +287,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     logger,
     writeCopies: config.replication.writeCopies,
     timeoutMs: config.replication.timeoutMs,
+    // Stand-ins evicted last: at most a quarter of the store (the rest of them kept as cached copies).
+    standInBytes: Math.floor(config.store.maxBytes / 4),
   });
   forgetReplicas = (key) => replicator.forgetKey(key);
   owedToOwners = (key) => replicator.owesCopies(key);
@@ -349,7 +351,11 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         await fetcher.copy(key, root, [transport]);
         // Asked to keep a copy of a key this node does not own: a stand-in for an owner that could
         // not take it. The copy is owed to the owners (evicted last, handed on by repair).
-        if (!overlay.placementOf(key).self) replicator.keepAsStandIn(key);
+        if (!overlay.placementOf(key).self && !replicator.keepAsStandIn(key, store.lookup(key)?.size ?? 0))
+          logger.debug(
+            { key },
+            'stand-in copy kept as a cached one: stand-ins fill their share of the store',
+          );
       } catch (error) {
         if (error instanceof ObjectPurgedError)
           return { purgedAtMs: error.purgedAtMs, signature: tombstones.signatureOf(key) };

@@ -325,8 +325,30 @@ describe('Replicator', () => {
       assert.equal(replicator.owesCopies('k'), true, 'kept as owed (evicted last) while c has none');
       cUp = true;
       await eventually(() => Promise.resolve(!replicator.owesCopies('k') || undefined), 10_000);
-      replicator.keepAsStandIn('x');
+      assert.equal(replicator.keepAsStandIn('x', 10), true);
       assert.equal(replicator.owesCopies('x'), true, 'a stand-in copy is owed to the owners');
+    } finally {
+      replicator.close();
+    }
+  });
+
+  it('keeps stand-ins as owed within standInBytes, and the rest as cached copies', () => {
+    // A member asking for copies of keys whose owners (itself) then refuse them cannot pin the store.
+    const replicator = replicatorWith({
+      store: { keys: () => [], lookup: () => undefined, peek: () => undefined, holds: () => false },
+      placementOf: () => ({ self: false, peers: [] }),
+      writeCopies: 1,
+      timeoutMs: 1000,
+      standInBytes: 100,
+    });
+    try {
+      assert.equal(replicator.keepAsStandIn('a', 60), true);
+      assert.equal(replicator.keepAsStandIn('a', 60), true, 'the same key again: no more bytes');
+      assert.equal(replicator.keepAsStandIn('b', 60), false, 'past the share');
+      assert.equal(replicator.owesCopies('b'), false, 'kept as a cached copy: evicted in turn');
+      assert.equal(replicator.keepAsStandIn('c', 40), true);
+      replicator.forgetKey('a');
+      assert.equal(replicator.keepAsStandIn('b', 60), true, 'room again once one is gone');
     } finally {
       replicator.close();
     }

@@ -44,6 +44,12 @@ export interface ReplicatorOptions {
   /** Copies (this one included) a PUT waits for. */
   writeCopies: number;
   timeoutMs: number;
+  /**
+   * Bytes of stand-in copies kept as owed (evicted last), at most (default: no bound; the agent gives
+   * a quarter of its store). Past it a stand-in copy is kept as a cached one: a member asking for
+   * copies of keys whose owners then refuse them (itself, say) cannot pin the store with them.
+   */
+  standInBytes?: number;
 }
 
 /**
@@ -58,6 +64,9 @@ export class Replicator {
   readonly #replicatedTo = new Map<string, Set<string>>();
   /** Keys written here, or kept here as a stand-in: copied to their owners until each confirmed one. */
   readonly #written = new Set<string>();
+  /** The stand-ins among them, with their sizes (bounded by standInBytes). */
+  readonly #standIns = new Map<string, number>();
+  #standInBytes = 0;
   /**
    * Cached copies already checked against an owner for a purge this node may have missed: each is
    * checked once after start, and again after the control plane comes back (purges travel on it).
@@ -177,15 +186,32 @@ export class Replicator {
     return this.#written.has(key);
   }
 
-  /** Takes a copy this node was asked to keep though it is no owner (a stand-in): owed to the owners. */
-  keepAsStandIn(key: string): void {
+  /**
+   * Takes a copy (`bytes` long) this node was asked to keep though it is no owner (a stand-in): owed
+   * to the owners, within standInBytes; false when past it (the copy stays, as a cached one).
+   */
+  keepAsStandIn(key: string, bytes: number): boolean {
+    if (this.#written.has(key)) return true;
+    if (this.#standInBytes + bytes > (this.#opts.standInBytes ?? Infinity)) return false;
     this.#written.add(key);
+    this.#standIns.set(key, bytes);
+    this.#standInBytes += bytes;
+    return true;
+  }
+
+  /** `key` is owed no more (paid, or gone). */
+  #paid(key: string): void {
+    this.#written.delete(key);
+    const bytes = this.#standIns.get(key);
+    if (bytes === undefined) return;
+    this.#standIns.delete(key);
+    this.#standInBytes -= bytes;
   }
 
   /** Forgets `key` (removed from this node): its record would otherwise stay until a repair pass. */
   forgetKey(key: string): void {
     this.#replicatedTo.delete(key);
-    this.#written.delete(key);
+    this.#paid(key);
     this.#purgeChecked.delete(key);
   }
 
@@ -258,7 +284,7 @@ export class Replicator {
     const keys = this.#opts.store.keys();
     const live = new Set(keys);
     for (const key of this.#replicatedTo.keys()) if (!live.has(key)) this.#replicatedTo.delete(key);
-    for (const key of this.#written) if (!live.has(key)) this.#written.delete(key);
+    for (const key of this.#written) if (!live.has(key)) this.#paid(key);
     for (const key of this.#purgeChecked) if (!live.has(key)) this.#purgeChecked.delete(key);
     // A manifest is read (store.peek, from the database) only for a copy or check about to run:
     // a pass over a million keys with nothing to do reads none.
@@ -267,8 +293,7 @@ export class Replicator {
       if (!store.holds(key)) continue;
       const placement = this.#opts.placementOf(key);
       const done = this.#replicatedTo.get(key);
-      if (this.#written.has(key) && placement.peers.every((o) => done?.has(o.address)))
-        this.#written.delete(key); // every owner has the copy this node owed
+      if (this.#written.has(key) && placement.peers.every((o) => done?.has(o.address))) this.#paid(key); // every owner has the copy this node owed
       if (!placement.self && !this.#written.has(key)) {
         // A cached copy: check (once) that it was not purged while this node was away.
         const owner = placement.peers[0];
@@ -418,7 +443,7 @@ export class Replicator {
       this.#replicatedTo.set(manifest.key, done);
       if (this.#written.has(manifest.key)) {
         const { peers } = this.#opts.placementOf(manifest.key);
-        if (peers.every((o) => done.has(o.address))) this.#written.delete(manifest.key); // paid
+        if (peers.every((o) => done.has(o.address))) this.#paid(manifest.key); // paid
       }
       return true;
     } catch (error) {
