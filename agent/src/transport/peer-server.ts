@@ -230,11 +230,11 @@ const MAX_WAITING_PER_ZONE = 2;
 
 const grpcError = (code: status, details: string) => Object.assign(new Error(details), { code, details });
 
-/** Serves this agent's store to peers: manifests, chunk streams with backpressure, pings. */
 /** Replicate calls (copies, each a download) one caller may have under way here, and waiting. */
 export const REPLICATE_PER_CALLER = 16;
 export const REPLICATE_QUEUE_PER_CALLER = 256;
 
+/** Serves this agent's store to peers: manifests, chunk streams with backpressure, pings. */
 export function createPeerServer(opts: PeerServerOptions): Server {
   const { store, node, logger } = opts;
   const copies = new CallerSlots(REPLICATE_PER_CALLER, REPLICATE_QUEUE_PER_CALLER);
