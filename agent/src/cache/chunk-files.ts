@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { isDigest } from './chunking.ts';
 import { InsufficientStorageError } from './errors.ts';
 
@@ -11,15 +11,23 @@ import { InsufficientStorageError } from './errors.ts';
  */
 /** Files looked at at once when the store is scanned at start. */
 export const SCAN_PARALLEL = 64;
+/** Every this many chunk files written, the folder of the last is measured again (folderBytes). */
+const FOLDER_RECHECK = 16;
 
 export class ChunkFiles {
+  readonly #dir: string;
   readonly #chunkDir: string;
   readonly #tmpDir: string;
+  /** What each folder takes on disk (allocated blocks), as last measured, and their sum. */
+  readonly #folders = new Map<string, number>();
+  #folderBytes = 0;
+  #written = 0;
 
   readonly fsync: boolean;
 
   constructor(dir: string, fsync: boolean) {
     this.fsync = fsync;
+    this.#dir = dir;
     this.#chunkDir = join(dir, 'chunks');
     this.#tmpDir = join(dir, 'tmp');
   }
@@ -29,6 +37,28 @@ export class ChunkFiles {
     await rm(this.#tmpDir, { recursive: true, force: true });
     await mkdir(this.#tmpDir, { recursive: true });
     await makeShards(this.#chunkDir);
+    const shards = Array.from({ length: 256 }, (_, i) =>
+      join(this.#chunkDir, i.toString(16).padStart(2, '0')),
+    );
+    await Promise.all(
+      [this.#dir, this.#chunkDir, this.#tmpDir, ...shards].map((path) => this.#measure(path)),
+    );
+  }
+
+  /**
+   * What the store's folders take on disk (a folder grows, in whole blocks, with the files it
+   * names): measured at init, and a shard again after every FOLDER_RECHECK files written.
+   */
+  get folderBytes(): number {
+    return this.#folderBytes;
+  }
+
+  async #measure(folder: string): Promise<void> {
+    const info = await stat(folder).catch(() => undefined); // gone: the last figure stands
+    if (info === undefined) return;
+    const bytes = info.blocks * 512;
+    this.#folderBytes += bytes - (this.#folders.get(folder) ?? 0);
+    this.#folders.set(folder, bytes);
   }
 
   path(digest: string): string {
@@ -37,7 +67,9 @@ export class ChunkFiles {
 
   /** Writes `data` atomically under `digest`; ENOSPC becomes InsufficientStorageError. */
   async write(digest: string, data: Uint8Array): Promise<void> {
-    await atomicWrite(this.#tmpDir, this.path(digest), data, this.fsync);
+    const path = this.path(digest);
+    await atomicWrite(this.#tmpDir, path, data, this.fsync);
+    if (++this.#written % FOLDER_RECHECK === 0) await this.#measure(dirname(path));
   }
 
   /**

@@ -19,6 +19,22 @@ describe('ChunkLedger', () => {
     assert.equal(ledger.has('z'), false);
   });
 
+  it('counts the bytes of small chunks apart, once each, and takes them off when forgotten', () => {
+    const ledger = new ChunkLedger(100);
+    ledger.stored('small', 100, true);
+    ledger.stored('small', 100, true); // written twice: counted once
+    ledger.storedAndTaken('other', 40);
+    ledger.stored('large', 101, true);
+    assert.equal(ledger.bytes, 241);
+    assert.equal(ledger.smallBytes, 140, 'the 101-byte chunk is not small');
+    ledger.take(['small', 'large']);
+    ledger.release(['small', 'large']);
+    assert.equal(ledger.smallBytes, 40);
+    assert.equal(ledger.drop('other'), true);
+    assert.equal(ledger.smallBytes, 0);
+    assert.equal(ledger.bytes, 0);
+  });
+
   it('keeps a chunk two downloads write at once, whichever finishes or gives up first', () => {
     const ledger = new ChunkLedger();
     // Two leases write the same chunk at once; the first lands, the second is still writing.

@@ -21,7 +21,15 @@ export class ChunkLedger {
    */
   readonly #stale = new Map<string, number>();
   #bytes = 0;
+  /** Bytes of the chunks of at most #smallAtMost bytes. */
+  #smallBytes = 0;
+  readonly #smallAtMost: number;
   #drops = 0;
+
+  /** `smallAtMost`: chunks of at most this many bytes are also counted apart (smallBytes). */
+  constructor(smallAtMost = 0) {
+    this.#smallAtMost = smallAtMost;
+  }
 
   /** How many chunks were dropped (found damaged) so far. */
   get drops(): number {
@@ -31,6 +39,11 @@ export class ChunkLedger {
   /** Bytes of every chunk known (on disk). */
   get bytes(): number {
     return this.#bytes;
+  }
+
+  /** Bytes of the chunks known of at most the constructor's `smallAtMost` bytes. */
+  get smallBytes(): number {
+    return this.#smallBytes;
   }
 
   get size(): number {
@@ -43,6 +56,7 @@ export class ChunkLedger {
     this.#writers.clear();
     this.#stale.clear();
     this.#bytes = 0;
+    this.#smallBytes = 0;
   }
 
   has(digest: string): boolean {
@@ -81,7 +95,7 @@ export class ChunkLedger {
       return;
     }
     this.#chunks.set(digest, pack(size, 0, verified));
-    this.#bytes += size;
+    this.#count(size);
   }
 
   /**
@@ -90,7 +104,7 @@ export class ChunkLedger {
    */
   storedAndTaken(digest: string, size: number): void {
     const known = this.#chunks.get(digest);
-    if (known === undefined) this.#bytes += size;
+    if (known === undefined) this.#count(size);
     this.#chunks.set(digest, known === undefined ? pack(size, 1, false) : known + REF);
   }
 
@@ -173,7 +187,13 @@ export class ChunkLedger {
 
   #forget(digest: string, chunk: number): void {
     this.#chunks.delete(digest);
-    this.#bytes -= sizeOf(chunk);
+    this.#count(-sizeOf(chunk));
+  }
+
+  /** Adds a chunk's size to the counts (a negative size: takes it off). */
+  #count(size: number): void {
+    this.#bytes += size;
+    if (Math.abs(size) <= this.#smallAtMost) this.#smallBytes += size;
   }
 }
 

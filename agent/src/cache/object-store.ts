@@ -21,8 +21,11 @@ import {
   type IndexRow,
   isDamaged,
   manifestRowBytes,
+  MAX_PACKED_CHUNK_BYTES,
   PACKED_CHUNK_BYTES,
   chunkDiskBytes,
+  databaseAllowance,
+  type DatabaseOptions,
   StoreDb,
 } from './store-db.ts';
 
@@ -109,12 +112,18 @@ export interface ObjectStoreOptions {
 export type RemovalReason = 'evicted' | 'expired' | 'deleted' | 'replaced' | 'corrupt';
 
 export interface StoreStats {
-  /** What the byte limit counts: chunkBytes and indexBytes. */
+  /** What the byte limit counts: chunkBytes, indexBytes and overheadBytes. */
   bytes: number;
   /** Bytes of chunks, once per distinct chunk (a chunk file: its whole 4 KiB blocks; chunkDiskBytes). */
   chunkBytes: number;
   /** The manifests' rows in the database, estimated (manifestRowBytes). */
   indexBytes: number;
+  /**
+   * The rest of what the store's folder takes: what the database's files take beyond the rows and
+   * packed chunks counted (its WAL, free pages, room left in pages; as measured after commits, and
+   * at least the allowance set aside for it, databaseAllowance), and the folders themselves.
+   */
+  overheadBytes: number;
   maxBytes: number;
   entries: number;
   chunks: number;
@@ -213,7 +222,7 @@ export class ObjectStore {
   readonly #hot: HotTier;
   readonly #objects = new Map<string, ObjectEntry>();
   /** Who holds each chunk (objects, leases, readers) and which are being written: chunk-ledger.ts. */
-  readonly #ledger = new ChunkLedger();
+  readonly #ledger = new ChunkLedger(PACKED_CHUNK_BYTES);
   /** Open readers per object (openRead): a pinned object is not evicted. */
   readonly #pins = new Map<ObjectEntry, number>();
   /** Manifests read lately, by key (RECENT_MANIFESTS, oldest first), and their digests' count. */
@@ -246,6 +255,12 @@ export class ObjectStore {
   #reserved = 0;
   /** The byte limit's count of the manifests indexed (manifestRowBytes each). */
   #indexBytes = 0;
+  /**
+   * What the database's files take beyond what is counted for its rows and packed chunks (#measured):
+   * at least its allowance (databaseAllowance).
+   */
+  #dbOverhead: number;
+  readonly #dbAllowance: number;
   #closed = false;
   /** #background's last report (performance.now()), and what it held back since. */
   #lastReport = -Infinity;
@@ -256,6 +271,8 @@ export class ObjectStore {
 
   private constructor(opts: ObjectStoreOptions) {
     this.#opts = opts;
+    this.#dbAllowance = databaseAllowance(opts.maxBytes);
+    this.#dbOverhead = this.#dbAllowance;
     this.#files = new ChunkFiles(opts.dir, opts.fsync);
     this.#hot = new HotTier(opts.memoryBytes);
   }
@@ -273,9 +290,10 @@ export class ObjectStore {
 
   stats(): StoreStats {
     return {
-      bytes: this.#ledger.bytes + this.#indexBytes,
+      bytes: this.#usedBytes(),
       chunkBytes: this.#ledger.bytes,
       indexBytes: this.#indexBytes,
+      overheadBytes: this.#dbOverhead + this.#files.folderBytes,
       maxBytes: this.#opts.maxBytes,
       entries: this.#objects.size,
       chunks: this.#ledger.size,
@@ -737,8 +755,11 @@ export class ObjectStore {
   async flush(): Promise<void> {
     await this.#loaded;
     await this.#sweeping;
-    await Promise.all([...this.#manifestOps.values(), ...this.#removals.values()]);
-    await this.#db.idle();
+    // Again while there is more: the measure after a commit may evict (#measured).
+    do {
+      await Promise.all([...this.#manifestOps.values(), ...this.#removals.values()]);
+      await this.#db.idle();
+    } while (this.#manifestOps.size > 0 || this.#removals.size > 0);
   }
 
   /** Finishes background work and closes the database; the store is not to be used after. */
@@ -895,14 +916,40 @@ export class ObjectStore {
     return cached.key;
   }
 
+  /**
+   * What the byte limit counts: chunks (files in whole blocks, packed ones by their length), the
+   * manifests' rows, what the database's files take beyond those (#dbOverhead) and the folders.
+   */
+  #usedBytes(): number {
+    return this.#ledger.bytes + this.#indexBytes + this.#dbOverhead + this.#files.folderBytes;
+  }
+
+  /**
+   * The database measured its files (after commits): what they take beyond the rows and packed
+   * chunks counted (the WAL, free pages, room left in pages) is counted too, at least the allowance.
+   * Measured `idle` (no write waits, so the counts match the file) and above the limit: the store
+   * evicts. Not while the index loads: its counts cover only what is loaded, so the figure
+   * would count the rest twice (measured again once it has loaded).
+   */
+  #measured(diskBytes: number, idle: boolean): void {
+    if (this.#loading !== undefined || this.#db === undefined || this.#closed) return;
+    this.#dbOverhead = Math.max(this.#dbAllowance, diskBytes - this.#indexBytes - this.#ledger.smallBytes);
+    if (!idle || this.#usedBytes() + this.#reserved <= this.#opts.maxBytes) return;
+    try {
+      this.#reserve(0);
+    } catch {
+      // Nothing evictable now: the next write makes room, or is refused (507).
+    }
+  }
+
   /** Makes room for `bytes` more by evicting unpinned objects; throws when it cannot. */
   #reserve(bytes: number): void {
     const max = this.#opts.maxBytes;
-    while (this.#ledger.bytes + this.#indexBytes + this.#reserved + bytes > max) {
+    while (this.#usedBytes() + this.#reserved + bytes > max) {
       const victim = this.#victim();
       if (victim === undefined) {
         throw new InsufficientStorageError(
-          `no room for ${bytes} bytes: ${this.#ledger.bytes + this.#indexBytes} of ${max} in use and nothing evictable`,
+          `no room for ${bytes} bytes: ${this.#usedBytes()} of ${max} in use and nothing evictable`,
         );
       }
       this.#drop(victim, 'evicted');
@@ -1156,7 +1203,7 @@ export class ObjectStore {
 
   async #recover(): Promise<void> {
     await this.#files.init(); // also empties tmp/
-    const { db, setAside } = await StoreDb.open(this.#opts.dir, this.#opts.fsync);
+    const { db, setAside } = await StoreDb.open(this.#opts.dir, this.#opts.fsync, this.#dbOptions());
     this.#db = db;
     if (setAside) this.#saySetAside();
     try {
@@ -1167,13 +1214,17 @@ export class ObjectStore {
       await db.close().catch(() => undefined);
       await StoreDb.setAside(this.#opts.dir);
       await new ManifestFiles(this.#opts.dir).restoreImported(); // read into that file: read again
-      this.#db = (await StoreDb.open(this.#opts.dir, this.#opts.fsync)).db;
+      this.#db = (await StoreDb.open(this.#opts.dir, this.#opts.fsync, this.#dbOptions())).db;
       this.#saySetAside();
       await this.#startLoad();
     }
     // Every manifest file read in is in the database's rows, read (sorted) by the first row.
     await new ManifestFiles(this.#opts.dir).removeImported();
     this.#loaded = this.#loadRest(this.#loading!);
+  }
+
+  #dbOptions(): DatabaseOptions {
+    return { allowanceBytes: this.#dbAllowance, onMeasured: (bytes, idle) => this.#measured(bytes, idle) };
   }
 
   #saySetAside(): void {
@@ -1263,9 +1314,10 @@ export class ObjectStore {
     this.#deferred.clear();
     this.#damagedWhileLoading.clear();
     if (this.#closed) return;
+    this.#db.measure();
     const ledger = this.#ledger;
     for (const digest of [...load.found, ...deferred]) if (this.#unheld(digest)) this.#removeChunk(digest);
-    if (ledger.bytes + this.#indexBytes > this.#opts.maxBytes) {
+    if (this.#usedBytes() > this.#opts.maxBytes) {
       try {
         this.#reserve(0);
       } catch (error) {
@@ -1335,7 +1387,7 @@ export class ObjectStore {
       const digest = typeof row.chunks === 'string' ? row.chunks : row.chunks[index]!;
       const length = chunkLength(row.size, row.chunkSize, index);
       const size = files.get(digest);
-      if (size === length || (size === undefined && length <= PACKED_CHUNK_BYTES)) continue;
+      if (size === length || (size === undefined && length <= MAX_PACKED_CHUNK_BYTES)) continue;
       intact = false;
       if (size !== undefined) {
         files.delete(digest); // wrong length: damaged, and removed as an orphan

@@ -1,4 +1,4 @@
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
@@ -9,9 +9,17 @@ import { type Manifest, parseManifest } from './manifest.ts';
 /**
  * Chunks of at most this many bytes are kept in the database, not in files of their own: a file
  * takes at least one 4 KiB block and an inode, so a 1 KiB object in files (a chunk and a manifest)
- * took 8 KiB on disk. Larger chunks stay files, read and written off the event loop.
+ * took 8 KiB on disk. Larger chunks stay files, read and written off the event loop. The bound is
+ * what two rows of a 16 KiB page hold with their headers: a page holds whole rows only, so a row of
+ * 8.5 KB had a page to itself (objects of 8.5 KB took 1.96 times their bytes, against 1.45 as files
+ * of three 4 KiB blocks; at 10 KB, 1.67 against 1.23).
  */
-export const PACKED_CHUNK_BYTES = 16 * 1024;
+export const PACKED_CHUNK_BYTES = 8 * 1024 - 256;
+/**
+ * The largest chunk a store may hold in its database: earlier versions packed chunks of up to 16
+ * KiB. A start takes a chunk of at most this many bytes with no file as one in the database.
+ */
+export const MAX_PACKED_CHUNK_BYTES = 16 * 1024;
 /** The file system's block: a chunk file takes its length rounded up to whole blocks. */
 const FILE_BLOCK_BYTES = 4096;
 
@@ -49,8 +57,25 @@ const MAX_BATCH_BYTES = 2 ** 20;
 const DELETE_BYTES = 16 * 1024;
 /** The schema's version (`PRAGMA user_version`); a database of another is set aside. */
 const SCHEMA_VERSION = 1;
-/** Free pages past which a commit that deleted rows gives pages back to the file system. */
-const VACUUM_FREE_PAGES = 256;
+/** The database's page (set when the file is made; a file made with another keeps its own). */
+const PAGE_BYTES = 16 * 1024;
+/** The least and the most of the database's allowance (databaseAllowance). */
+const MIN_ALLOWANCE_BYTES = 384 * 1024;
+const MAX_ALLOWANCE_BYTES = 16 * 2 ** 20;
+
+/**
+ * What the store's byte limit sets aside for the database's files beyond what it counts for rows
+ * and packed chunks (manifestRowBytes, their lengths): the WAL, the WAL's shared-memory index (32
+ * KiB), free pages, and the room rows leave unused in their pages. A 64th of the limit in whole
+ * pages, at least 384 KiB (an empty database takes 176) and at most 16 MiB (a 10 GiB store:
+ * 0.16%). The database keeps the WAL and the free pages within it, a quarter each; what its files
+ * take beyond the counts and the allowance is counted as measured (StoreDb.measure, ObjectStore's
+ * overheadBytes).
+ */
+export function databaseAllowance(maxBytes: number): number {
+  const share = Math.floor(maxBytes / 64 / PAGE_BYTES) * PAGE_BYTES;
+  return Math.min(MAX_ALLOWANCE_BYTES, Math.max(MIN_ALLOWANCE_BYTES, share));
+}
 /** The largest integer a row may hold where a number is read (a larger one makes node:sqlite throw). */
 const SAFE = 'BETWEEN -9007199254740991 AND 9007199254740991';
 
@@ -71,6 +96,20 @@ CREATE TABLE IF NOT EXISTS manifests (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chunks (digest BLOB NOT NULL UNIQUE, data BLOB NOT NULL);
 `;
+
+/** What the store tells the database when it opens it. */
+export interface DatabaseOptions {
+  /** databaseAllowance of the store's limit: what the WAL and the free pages are kept within. */
+  allowanceBytes?: number;
+  /** Called with diskBytes each time it is measured (after commits); `idle`: no write waits. */
+  onMeasured?: (diskBytes: number, idle: boolean) => void;
+}
+
+interface DatabaseLimits {
+  pageBytes: number;
+  vacuumPages: number;
+  onMeasured: ((diskBytes: number, idle: boolean) => void) | undefined;
+}
 
 interface Write {
   run(): void;
@@ -203,10 +242,22 @@ export class StoreDb {
   /** close() was called: no more writes are taken. */
   #closing = false;
   #closed = false;
+  /** The file's page size (PRAGMA page_size). */
+  readonly #pageBytes: number;
+  /** Free pages past which a commit that deleted rows gives pages back to the file system. */
+  readonly #vacuumPages: number;
+  /** measure()'s last figure: what the database's files take. */
+  #diskBytes = 0;
+  /** A measure is scheduled (#afterCommit). */
+  #measuring = false;
+  readonly #onMeasured: ((diskBytes: number, idle: boolean) => void) | undefined;
 
-  private constructor(db: DatabaseSync, path: string) {
+  private constructor(db: DatabaseSync, path: string, limits: DatabaseLimits) {
     this.#db = db;
     this.#path = path;
+    this.#pageBytes = limits.pageBytes;
+    this.#vacuumPages = limits.vacuumPages;
+    this.#onMeasured = limits.onMeasured;
     this.#statements = {
       putManifest: db.prepare(
         `INSERT OR REPLACE INTO manifests (key, size, chunk_size, chunks, root, created, expires,
@@ -228,6 +279,25 @@ export class StoreDb {
     this.#statements.getIndexRow.setReturnArrays(true);
     this.#statements.chunkPage.setReturnArrays(true);
     this.#loadCertificates();
+    this.measure();
+  }
+
+  /**
+   * Measures what the database's files take (its pages, free ones included, the WAL and its shared
+   * memory) and tells onMeasured, with `idle` when no write waits (so what the store counts for its
+   * rows and chunks matches what the files hold). Done after commits, once their writes have been
+   * taken in (#afterCommit).
+   */
+  measure(): void {
+    try {
+      let bytes = this.#pragma('page_count') * this.#pageBytes;
+      for (const suffix of ['-wal', '-shm'])
+        bytes += statSync(this.#path + suffix, { throwIfNoEntry: false })?.size ?? 0;
+      this.#diskBytes = bytes;
+    } catch {
+      // Unreadable now (a damaged header, a file system error, closed): the last figure stands.
+    }
+    this.#onMeasured?.(this.#diskBytes, this.#queue.length === 0 && !this.#scheduled);
   }
 
   /**
@@ -235,15 +305,19 @@ export class StoreDb {
    * (damaged, or of another schema version) is moved aside to `index.db.damaged` and a new one
    * started: the store then finds no manifests, and removes the chunk files as orphans.
    */
-  static async open(dir: string, fsync: boolean): Promise<{ db: StoreDb; setAside: boolean }> {
+  static async open(
+    dir: string,
+    fsync: boolean,
+    options: DatabaseOptions = {},
+  ): Promise<{ db: StoreDb; setAside: boolean }> {
     const path = join(dir, DB_FILE);
     try {
-      return { db: StoreDb.#openAt(path, fsync), setAside: false };
+      return { db: StoreDb.#openAt(path, fsync, options), setAside: false };
     } catch (error) {
       if (!isDamaged(error)) throw openError(path, error);
       await StoreDb.setAside(dir);
       try {
-        return { db: StoreDb.#openAt(path, fsync), setAside: true };
+        return { db: StoreDb.#openAt(path, fsync, options), setAside: true };
       } catch (again) {
         throw openError(path, again);
       }
@@ -259,7 +333,7 @@ export class StoreDb {
     await Promise.all(['-wal', '-shm', CHECK_SUFFIX].map((suffix) => rm(path + suffix, { force: true })));
   }
 
-  static #openAt(path: string, fsync: boolean): StoreDb {
+  static #openAt(path: string, fsync: boolean, options: DatabaseOptions): StoreDb {
     const db = new DatabaseSync(path);
     try {
       // Set before the first table, so they count only when the file is made:
@@ -267,14 +341,18 @@ export class StoreDb {
       //   itself; a 16 KiB one holds fifteen;
       // - incremental auto-vacuum: pages freed by deletes can be given back to the file system
       //   (#vacuum), so evicting small objects frees disk, not only room in the file.
-      db.exec('PRAGMA page_size = 16384; PRAGMA auto_vacuum = INCREMENTAL;');
+      db.exec(`PRAGMA page_size = ${PAGE_BYTES}; PRAGMA auto_vacuum = INCREMENTAL;`);
+      const { page_size: pageBytes } = db.prepare('PRAGMA page_size').get() as { page_size: number };
+      // A quarter of the allowance (databaseAllowance) each for the WAL and the free pages: 256
+      // pages (4 MiB) in a large store, at least one.
+      const quarterPages = Math.max(1, Math.floor((options.allowanceBytes ?? 0) / 4 / pageBytes));
       // WAL: readers never wait for the writer, and a commit appends instead of rewriting pages.
       // NORMAL syncs only at checkpoints (a crash of the process loses nothing; power loss at most
       // the last commits, never the database); FULL syncs every commit (store.fsync). A checkpoint
-      // every 256 pages (4 MiB), and the WAL file cut back to 8 MiB after one that grew it.
+      // once the WAL holds that quarter, and the WAL file cut back to it after one that grew it.
       db.exec(
         `PRAGMA journal_mode = WAL; PRAGMA synchronous = ${fsync ? 'FULL' : 'NORMAL'};` +
-          'PRAGMA wal_autocheckpoint = 256; PRAGMA journal_size_limit = 8388608;',
+          `PRAGMA wal_autocheckpoint = ${quarterPages}; PRAGMA journal_size_limit = ${quarterPages * pageBytes};`,
       );
       const { user_version: version } = db.prepare('PRAGMA user_version').get() as { user_version: number };
       const fresh = version === 0;
@@ -289,7 +367,7 @@ export class StoreDb {
       }
       db.exec(SCHEMA);
       if (fresh) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-      return new StoreDb(db, path);
+      return new StoreDb(db, path, { pageBytes, vacuumPages: quarterPages, onMeasured: options.onMeasured });
     } catch (error) {
       db.close();
       // A schema that is not this one (a table without a column this code reads) is damage too.
@@ -402,6 +480,7 @@ export class StoreDb {
     } catch {
       // Nothing more to give back now.
     }
+    this.measure();
   }
 
   /**
@@ -468,9 +547,9 @@ export class StoreDb {
     );
   }
 
-  /** Resolves when every write queued so far has committed (or failed). */
+  /** Resolves when every write queued so far has committed (or failed), and been measured. */
   async idle(): Promise<void> {
-    while (this.#queue.length > 0 || this.#scheduled) await new Promise(setImmediate);
+    while (this.#queue.length > 0 || this.#scheduled || this.#measuring) await new Promise(setImmediate);
   }
 
   /** Takes no more writes, commits what is queued, and closes the database. */
@@ -525,6 +604,20 @@ export class StoreDb {
     }
     for (const write of batch) write.resolve();
     if (batch.some((write) => write.deletes)) this.#vacuum();
+    this.#afterCommit();
+  }
+
+  /**
+   * Measures once the callers of a commit's writes have taken them in (their continuations run
+   * before the next turn of the event loop), once for commits in a row.
+   */
+  #afterCommit(): void {
+    if (this.#measuring || this.#onMeasured === undefined) return;
+    this.#measuring = true;
+    setImmediate(() => {
+      this.#measuring = false;
+      if (!this.#closed) this.measure();
+    });
   }
 
   #transaction(batch: readonly Write[]): void {
@@ -545,16 +638,20 @@ export class StoreDb {
     this.#newCertificates.clear();
   }
 
-  /** After deletes: past VACUUM_FREE_PAGES free pages, gives some back (256 pages, 4 MiB, at a time). */
+  /** After deletes: past #vacuumPages free pages, gives back all but half of those. */
   #vacuum(): void {
     try {
-      const { freelist_count: free } = this.#db.prepare('PRAGMA freelist_count').get() as {
-        freelist_count: number;
-      };
-      if (free > VACUUM_FREE_PAGES) this.#db.exec('PRAGMA incremental_vacuum(256)');
+      const free = this.#pragma('freelist_count');
+      if (free > this.#vacuumPages)
+        this.#db.exec(`PRAGMA incremental_vacuum(${free - Math.floor(this.#vacuumPages / 2)})`);
     } catch {
       // Left for the next commit that deletes.
     }
+  }
+
+  /** A pragma that reads one number (page_count, freelist_count). */
+  #pragma(name: string): number {
+    return (this.#db.prepare(`PRAGMA ${name}`).get() as Record<string, number>)[name]!;
   }
 
   /**
