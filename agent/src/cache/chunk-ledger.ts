@@ -21,9 +21,11 @@ export class ChunkLedger {
    */
   readonly #stale = new Map<string, number>();
   #bytes = 0;
-  /** Bytes of the chunks of at most #smallAtMost bytes. */
+  /** Bytes of the chunks of at most #smallAtMost bytes, those leaving included. */
   #smallBytes = 0;
   readonly #smallAtMost: number;
+  /** Small chunks forgotten whose removal has not ended (removed()), with their sizes. */
+  readonly #leaving = new Map<string, number>();
   #drops = 0;
 
   /** `smallAtMost`: chunks of at most this many bytes are also counted apart (smallBytes). */
@@ -41,9 +43,20 @@ export class ChunkLedger {
     return this.#bytes;
   }
 
-  /** Bytes of the chunks known of at most the constructor's `smallAtMost` bytes. */
+  /**
+   * Bytes of the chunks known of at most the constructor's `smallAtMost` bytes, and of those
+   * forgotten whose removal the caller has not said ended (removed()): still on disk.
+   */
   get smallBytes(): number {
     return this.#smallBytes;
+  }
+
+  /** The removal of a forgotten chunk ended (done or failed): its bytes leave smallBytes. */
+  removed(digest: string): void {
+    const size = this.#leaving.get(digest);
+    if (size === undefined) return;
+    this.#leaving.delete(digest);
+    this.#smallBytes -= size;
   }
 
   get size(): number {
@@ -57,6 +70,7 @@ export class ChunkLedger {
     this.#stale.clear();
     this.#bytes = 0;
     this.#smallBytes = 0;
+    this.#leaving.clear();
   }
 
   has(digest: string): boolean {
@@ -95,6 +109,7 @@ export class ChunkLedger {
       return;
     }
     this.#chunks.set(digest, pack(size, 0, verified));
+    this.removed(digest); // stored again before its removal ended
     this.#count(size);
   }
 
@@ -104,7 +119,10 @@ export class ChunkLedger {
    */
   storedAndTaken(digest: string, size: number): void {
     const known = this.#chunks.get(digest);
-    if (known === undefined) this.#count(size);
+    if (known === undefined) {
+      this.removed(digest);
+      this.#count(size);
+    }
     this.#chunks.set(digest, known === undefined ? pack(size, 1, false) : known + REF);
   }
 
@@ -187,13 +205,17 @@ export class ChunkLedger {
 
   #forget(digest: string, chunk: number): void {
     this.#chunks.delete(digest);
-    this.#count(-sizeOf(chunk));
+    const size = sizeOf(chunk);
+    this.#bytes -= size;
+    // Still on disk until its removal ends: kept in smallBytes until removed().
+    if (size <= this.#smallAtMost && !this.#leaving.has(digest)) this.#leaving.set(digest, size);
+    else if (size <= this.#smallAtMost) this.#smallBytes -= size;
   }
 
-  /** Adds a chunk's size to the counts (a negative size: takes it off). */
+  /** Adds a chunk's size to the counts. */
   #count(size: number): void {
     this.#bytes += size;
-    if (Math.abs(size) <= this.#smallAtMost) this.#smallBytes += size;
+    if (size <= this.#smallAtMost) this.#smallBytes += size;
   }
 }
 

@@ -21,7 +21,6 @@ import {
   type IndexRow,
   isDamaged,
   manifestRowBytes,
-  MAX_PACKED_CHUNK_BYTES,
   PACKED_CHUNK_BYTES,
   chunkDiskBytes,
   databaseAllowance,
@@ -255,6 +254,8 @@ export class ObjectStore {
   #reserved = 0;
   /** The byte limit's count of the manifests indexed (manifestRowBytes each). */
   #indexBytes = 0;
+  /** Rows dropped from the index whose removal from the database has not ended (#removeManifest). */
+  #leavingRowBytes = 0;
   /**
    * What the database's files take beyond what is counted for its rows and packed chunks (#measured):
    * at least its allowance (databaseAllowance).
@@ -689,7 +690,7 @@ export class ObjectStore {
       if (entry && covers(entry)) {
         this.#drop(key, 'deleted', false);
         // Its row's removal, next in the key's turn (awaiting it here would wait for itself).
-        removal = this.#removeManifest(key);
+        removal = this.#removeManifest(key, entry.rowBytes);
       }
       return Promise.resolve();
     });
@@ -933,7 +934,8 @@ export class ObjectStore {
    */
   #measured(diskBytes: number, idle: boolean): void {
     if (this.#loading !== undefined || this.#db === undefined || this.#closed) return;
-    this.#dbOverhead = Math.max(this.#dbAllowance, diskBytes - this.#indexBytes - this.#ledger.smallBytes);
+    const counted = this.#indexBytes + this.#leavingRowBytes + this.#ledger.smallBytes;
+    this.#dbOverhead = Math.max(this.#dbAllowance, diskBytes - counted);
     if (!idle || this.#usedBytes() + this.#reserved <= this.#opts.maxBytes) return;
     try {
       this.#reserve(0);
@@ -1088,7 +1090,7 @@ export class ObjectStore {
     this.#indexBytes -= entry.rowBytes;
     this.#order.delete(entry);
     this.#releaseChunks(entry.chunks);
-    if (removeFile) this.#removeManifest(key).catch((error) => this.#background(error));
+    if (removeFile) this.#removeManifest(key, entry.rowBytes).catch((error) => this.#background(error));
     this.#opts.onRemoved?.(key, reason);
   }
 
@@ -1097,16 +1099,20 @@ export class ObjectStore {
    * newer version was indexed first. A removal that failed (the database busy or full) is tried
    * again, REMOVAL_RETRIES times with backoff, so a deleted object does not come back at a restart.
    */
-  #removeManifest(key: string, attempt = 0): Promise<void> {
+  #removeManifest(key: string, rowBytes = 0, attempt = 0): Promise<void> {
+    // Out of #indexBytes already, in the database until the delete commits (#measured).
+    this.#leavingRowBytes += rowBytes;
     const op = this.#manifestOp(key, async () => {
       if (!this.#objects.has(key)) await this.#db.removeManifest(key);
+    }).finally(() => {
+      this.#leavingRowBytes -= rowBytes;
     });
     op.catch(() => {
       if (this.#closed || attempt >= REMOVAL_RETRIES) return;
       const timer = setTimeout(
         () => {
           this.#retries.delete(timer);
-          this.#removeManifest(key, attempt + 1).catch((error) => this.#background(error));
+          this.#removeManifest(key, rowBytes, attempt + 1).catch((error) => this.#background(error));
         },
         Math.min(1000 * 2 ** attempt, 60_000),
       ).unref();
@@ -1170,6 +1176,7 @@ export class ObjectStore {
         for (const result of results) if (result.status === 'rejected') this.#background(result.reason);
       })
       .finally(() => {
+        this.#ledger.removed(digest);
         if (this.#removals.get(digest) === removal) this.#removals.delete(digest);
       });
     this.#removals.set(digest, removal);
@@ -1314,9 +1321,9 @@ export class ObjectStore {
     this.#deferred.clear();
     this.#damagedWhileLoading.clear();
     if (this.#closed) return;
-    this.#db.measure();
     const ledger = this.#ledger;
     for (const digest of [...load.found, ...deferred]) if (this.#unheld(digest)) this.#removeChunk(digest);
+    this.#db.measure(); // not while it loaded (#measured)
     if (this.#usedBytes() > this.#opts.maxBytes) {
       try {
         this.#reserve(0);
@@ -1387,7 +1394,7 @@ export class ObjectStore {
       const digest = typeof row.chunks === 'string' ? row.chunks : row.chunks[index]!;
       const length = chunkLength(row.size, row.chunkSize, index);
       const size = files.get(digest);
-      if (size === length || (size === undefined && length <= MAX_PACKED_CHUNK_BYTES)) continue;
+      if (size === length || (size === undefined && length <= PACKED_CHUNK_BYTES)) continue;
       intact = false;
       if (size !== undefined) {
         files.delete(digest); // wrong length: damaged, and removed as an orphan

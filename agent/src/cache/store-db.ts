@@ -1,4 +1,4 @@
-import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, type Stats, statSync, writeFileSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
@@ -9,17 +9,12 @@ import { type Manifest, parseManifest } from './manifest.ts';
 /**
  * Chunks of at most this many bytes are kept in the database, not in files of their own: a file
  * takes at least one 4 KiB block and an inode, so a 1 KiB object in files (a chunk and a manifest)
- * took 8 KiB on disk. Larger chunks stay files, read and written off the event loop. The bound is
- * what two rows of a 16 KiB page hold with their headers: a page holds whole rows only, so a row of
- * 8.5 KB had a page to itself (objects of 8.5 KB took 1.96 times their bytes, against 1.45 as files
- * of three 4 KiB blocks; at 10 KB, 1.67 against 1.23).
+ * took 8 KiB on disk. Larger chunks stay files, read and written off the event loop. A page holds
+ * whole rows only, so a chunk of more than half a page (8.5 KB, say) has one to itself: objects of
+ * 8.5 KB take 1.96 times their bytes (as files of three 4 KiB blocks they would take 1.45); the
+ * byte limit counts what they take (databaseAllowance).
  */
-export const PACKED_CHUNK_BYTES = 8 * 1024 - 256;
-/**
- * The largest chunk a store may hold in its database: earlier versions packed chunks of up to 16
- * KiB. A start takes a chunk of at most this many bytes with no file as one in the database.
- */
-export const MAX_PACKED_CHUNK_BYTES = 16 * 1024;
+export const PACKED_CHUNK_BYTES = 16 * 1024;
 /** The file system's block: a chunk file takes its length rounded up to whole blocks. */
 const FILE_BLOCK_BYTES = 4096;
 
@@ -60,17 +55,21 @@ const SCHEMA_VERSION = 1;
 /** The database's page (set when the file is made; a file made with another keeps its own). */
 const PAGE_BYTES = 16 * 1024;
 /** The least and the most of the database's allowance (databaseAllowance). */
-const MIN_ALLOWANCE_BYTES = 384 * 1024;
+const MIN_ALLOWANCE_BYTES = 2 ** 20;
+/** The fewest WAL pages between checkpoints: a checkpoint syncs, and one every few commits halved small stores' writes. */
+const MIN_CHECKPOINT_PAGES = 32;
+/** The most free pages one commit that deleted gives back (it moves pages, through the WAL). */
+const MAX_VACUUM_PAGES = 1024;
 const MAX_ALLOWANCE_BYTES = 16 * 2 ** 20;
 
 /**
  * What the store's byte limit sets aside for the database's files beyond what it counts for rows
  * and packed chunks (manifestRowBytes, their lengths): the WAL, the WAL's shared-memory index (32
  * KiB), free pages, and the room rows leave unused in their pages. A 64th of the limit in whole
- * pages, at least 384 KiB (an empty database takes 176) and at most 16 MiB (a 10 GiB store:
- * 0.16%). The database keeps the WAL and the free pages within it, a quarter each; what its files
- * take beyond the counts and the allowance is counted as measured (StoreDb.measure, ObjectStore's
- * overheadBytes).
+ * pages, at least 1 MiB (an empty database takes 176 KiB) and at most 16 MiB (a 10 GiB store:
+ * 0.16%). The database keeps the WAL and the free pages within it, a quarter each (and the WAL at
+ * least 32 pages); what its files take beyond the counts and the allowance is counted as measured
+ * (StoreDb.measure, ObjectStore's overheadBytes).
  */
 export function databaseAllowance(maxBytes: number): number {
   const share = Math.floor(maxBytes / 64 / PAGE_BYTES) * PAGE_BYTES;
@@ -100,7 +99,7 @@ CREATE TABLE IF NOT EXISTS chunks (digest BLOB NOT NULL UNIQUE, data BLOB NOT NU
 /** What the store tells the database when it opens it. */
 export interface DatabaseOptions {
   /** databaseAllowance of the store's limit: what the WAL and the free pages are kept within. */
-  allowanceBytes?: number;
+  allowanceBytes: number;
   /** Called with diskBytes each time it is measured (after commits); `idle`: no write waits. */
   onMeasured?: (diskBytes: number, idle: boolean) => void;
 }
@@ -290,10 +289,15 @@ export class StoreDb {
    */
   measure(): void {
     try {
-      let bytes = this.#pragma('page_count') * this.#pageBytes;
-      for (const suffix of ['-wal', '-shm'])
-        bytes += statSync(this.#path + suffix, { throwIfNoEntry: false })?.size ?? 0;
-      this.#diskBytes = bytes;
+      // The larger of the length and the blocks allocated (whole 4 KiB blocks, sometimes one more):
+      // the main file's length is its pages' (a vacuum cuts it at the next checkpoint).
+      const taken = (stats: Stats | undefined, length = stats?.size ?? 0) =>
+        Math.max(length, (stats?.blocks ?? 0) * 512);
+      const file = (suffix: string) => statSync(this.#path + suffix, { throwIfNoEntry: false });
+      this.#diskBytes =
+        taken(file(''), this.#pragma('page_count') * this.#pageBytes) +
+        taken(file('-wal')) +
+        taken(file('-shm'));
     } catch {
       // Unreadable now (a damaged header, a file system error, closed): the last figure stands.
     }
@@ -308,7 +312,7 @@ export class StoreDb {
   static async open(
     dir: string,
     fsync: boolean,
-    options: DatabaseOptions = {},
+    options: DatabaseOptions,
   ): Promise<{ db: StoreDb; setAside: boolean }> {
     const path = join(dir, DB_FILE);
     try {
@@ -344,15 +348,16 @@ export class StoreDb {
       db.exec(`PRAGMA page_size = ${PAGE_BYTES}; PRAGMA auto_vacuum = INCREMENTAL;`);
       const { page_size: pageBytes } = db.prepare('PRAGMA page_size').get() as { page_size: number };
       // A quarter of the allowance (databaseAllowance) each for the WAL and the free pages: 256
-      // pages (4 MiB) in a large store, at least one.
-      const quarterPages = Math.max(1, Math.floor((options.allowanceBytes ?? 0) / 4 / pageBytes));
+      // pages (4 MiB) in a large store.
+      const quarterPages = Math.max(1, Math.floor(options.allowanceBytes / 4 / pageBytes));
+      const checkpointPages = Math.max(MIN_CHECKPOINT_PAGES, quarterPages);
       // WAL: readers never wait for the writer, and a commit appends instead of rewriting pages.
       // NORMAL syncs only at checkpoints (a crash of the process loses nothing; power loss at most
       // the last commits, never the database); FULL syncs every commit (store.fsync). A checkpoint
       // once the WAL holds that quarter, and the WAL file cut back to it after one that grew it.
       db.exec(
         `PRAGMA journal_mode = WAL; PRAGMA synchronous = ${fsync ? 'FULL' : 'NORMAL'};` +
-          `PRAGMA wal_autocheckpoint = ${quarterPages}; PRAGMA journal_size_limit = ${quarterPages * pageBytes};`,
+          `PRAGMA wal_autocheckpoint = ${checkpointPages}; PRAGMA journal_size_limit = ${checkpointPages * pageBytes};`,
       );
       const { user_version: version } = db.prepare('PRAGMA user_version').get() as { user_version: number };
       const fresh = version === 0;
@@ -638,12 +643,12 @@ export class StoreDb {
     this.#newCertificates.clear();
   }
 
-  /** After deletes: past #vacuumPages free pages, gives back all but half of those. */
+  /** After deletes: past #vacuumPages free pages, gives back all but half of those (MAX_VACUUM_PAGES at most). */
   #vacuum(): void {
     try {
       const free = this.#pragma('freelist_count');
-      if (free > this.#vacuumPages)
-        this.#db.exec(`PRAGMA incremental_vacuum(${free - Math.floor(this.#vacuumPages / 2)})`);
+      const surplus = Math.min(MAX_VACUUM_PAGES, free - Math.floor(this.#vacuumPages / 2));
+      if (free > this.#vacuumPages) this.#db.exec(`PRAGMA incremental_vacuum(${surplus})`);
     } catch {
       // Left for the next commit that deletes.
     }

@@ -20,7 +20,7 @@ const BASE = {
   nodeId: 'n1',
   zone: 'z',
   mesh: 'm',
-  store: { dir: '/tmp/x', maxBytes: 1_000_000 },
+  store: { dir: '/tmp/x', maxBytes: 32_000_000 },
   http: { port: 7480, idleTimeoutMs: 60_000 },
   replication: { factor: 3, writeCopies: 2 },
   controlPlane: { servers: ['nats://a:1'], credentialsFile: '/c', caFile: '/ca' },

@@ -132,7 +132,19 @@ export const agentConfigSchema = z.strictObject({
   ),
   store: z.strictObject({
     dir: z.string().check(z.minLength(1)),
-    maxBytes: z._default(bytes, 10 * 2 ** 30),
+    /**
+     * At least 16 MiB: the store counts its database's allowance (at least 1 MiB) and its folders
+     * (about 1 MiB on ext4) in it (cache/store-db.ts, databaseAllowance).
+     */
+    maxBytes: z._default(
+      z.pipe(
+        bytes,
+        z
+          .number()
+          .check(z.minimum(16 * 2 ** 20, 'at least 16Mi: the store keeps its database and folders in it')),
+      ),
+      10 * 2 ** 30,
+    ),
     memoryBytes: z._default(bytes, 256 * 2 ** 20),
     /** At most MAX_OBJECT_BYTES (256 GiB): what a peer's manifest may describe (cache/manifest.ts). */
     maxObjectBytes: z._default(z.pipe(bytes, z.number().check(z.maximum(MAX_OBJECT_BYTES))), 8 * 2 ** 30),
