@@ -2,6 +2,7 @@ import type { NodeSignature } from '../cache/manifest.ts';
 import { parseManifest } from '../cache/manifest.ts';
 import { isKey } from '../keys.ts';
 import { tracer } from '../telemetry/tracing.ts';
+import { TokenBucket } from '../time/token-bucket.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import { ManifestTrustError } from '../security/node-signer.ts';
 import type { ChunkSource } from './chunk-source.ts';
@@ -54,24 +55,18 @@ export class PeerFetcher {
   readonly #forReaders = new Set<Download>();
 
   /** The fan-out budget (a token bucket of MAX_FANOUTS_PER_S). */
-  #fanouts: { tokens: number; atMs: number } | undefined;
+  #fanouts: TokenBucket | undefined;
 
   constructor(opts: PeerFetcherOptions) {
     this.#opts = opts;
   }
 
   #mayFanOut(): boolean {
-    const rate = this.#opts.maxFanoutsPerSecond ?? MAX_FANOUTS_PER_S;
     const now = this.#opts.now ? this.#opts.now() : performance.now();
-    const budget = (this.#fanouts ??= { tokens: rate, atMs: now });
-    budget.tokens = Math.min(rate, budget.tokens + ((now - budget.atMs) / 1000) * rate);
-    budget.atMs = now;
-    if (budget.tokens < 1) {
-      this.#opts.counters.fanoutsSkipped++;
-      return false;
-    }
-    budget.tokens -= 1;
-    return true;
+    this.#fanouts ??= new TokenBucket(this.#opts.maxFanoutsPerSecond ?? MAX_FANOUTS_PER_S, now);
+    if (this.#fanouts.take(now)) return true;
+    this.#opts.counters.fanoutsSkipped++;
+    return false;
   }
 
   /**

@@ -153,6 +153,17 @@ describe('local client access', () => {
     assert.ok(access.admit(ci, t + 200), 'a fifth of a second later: two more tokens');
   });
 
+  it('does not lock a client out when the wall clock is set back', async () => {
+    const ci = (await access.authenticate('Bearer ci-token-0123456789'))!;
+    const t = 5_000_000;
+    for (let i = 0; i < 10; i++) access.admit(ci, t)?.();
+    assert.equal(access.admit(ci, t), undefined, 'its burst spent');
+    // An hour back: counted as a debt, 36,000 tokens were owed (an hour's lockout).
+    const back = t - 3_600_000;
+    assert.equal(access.admit(ci, back), undefined);
+    assert.ok(access.admit(ci, back + 200), 'a fifth of a second later: tokens again');
+  });
+
   it('refuses a tokens file that would hold a weak or nameless token', () => {
     assert.throws(() => parseTokens('tokens: [{ name: a, token: short }]'), /at least 16/);
     assert.throws(() => parseTokens('tokens: [{ token: aaaaaaaaaaaaaaaaaaaa }]'), /name/);

@@ -5,6 +5,7 @@ import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
 import { parse as parseYaml } from 'yaml';
 import type { Logger } from '../telemetry/logger.ts';
 import { every } from '../time/every.ts';
+import { TokenBucket } from '../time/token-bucket.ts';
 
 /** What a client may do: on object keys (read, write, purge), on exchange topics (send, receive). */
 export const VERBS = ['read', 'write', 'purge', 'send', 'receive'] as const;
@@ -70,7 +71,8 @@ export class AccessControl {
   #tokens = new Map<string, string>(); // sha256(token) -> name
   #jwks: ReturnType<typeof createLocalJWKSet> | undefined;
   readonly #verified = new Map<string, { principal: Principal; untilMs: number }>();
-  readonly #load = new Map<string, { inFlight: number; tokens: number; atMs: number }>();
+  /** Each principal's requests under way and its rate (no bucket: no rate limit). */
+  readonly #load = new Map<string, { inFlight: number; rate: TokenBucket | undefined }>();
   #timer: NodeJS.Timeout | undefined;
   #seen = { tokens: '', jwks: '' };
 
@@ -155,16 +157,11 @@ export class AccessControl {
     if (!load) {
       if (this.#load.size >= MAX_CACHED)
         for (const [k, v] of this.#load) if (v.inFlight === 0) this.#load.delete(k);
-      load = { inFlight: 0, tokens: rate, atMs: now };
+      load = { inFlight: 0, rate: rate > 0 ? new TokenBucket(rate, now) : undefined };
       this.#load.set(principal.name, load);
     }
     if (load.inFlight >= max) return undefined;
-    if (rate > 0) {
-      load.tokens = Math.min(rate, load.tokens + ((now - load.atMs) / 1000) * rate);
-      load.atMs = now;
-      if (load.tokens < 1) return undefined;
-      load.tokens -= 1;
-    }
+    if (load.rate && !load.rate.take(now)) return undefined;
     load.inFlight++;
     let done = false;
     return () => {
