@@ -152,10 +152,9 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
   });
   /** Bulk connections open now: closed with the listener (gRPC's forceShutdown closes its own). */
   const open = new Set<TLSSocket>();
-  /** Open bulk connections by the node their certificate names. */
-  const perCaller = new Map<string, number>();
-  /** Open gRPC connections by the node their certificate names. */
-  const grpcPerCaller = new Map<string, number>();
+  /** Open bulk connections, and gRPC ones, by the node their certificate names. */
+  const perCaller = new CallerCount();
+  const grpcPerCaller = new CallerCount();
   let stopped = false;
   server.on('secureConnection', (socket: TLSSocket) => {
     handshakeOver(connectionKey(socket));
@@ -173,21 +172,16 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
     }
     if (socket.alpnProtocol === 'h2') {
       // A member normally has one or two: one member may not fill the port's connections.
-      const calls = grpcPerCaller.get(caller) ?? 0;
+      const calls = grpcPerCaller.open(caller);
       if (calls >= MAX_CONNECTIONS_PER_PEER) {
         logger.debug({ caller, open: calls }, 'gRPC connection refused: too many of this node');
         return socket.destroy();
       }
-      grpcPerCaller.set(caller, calls + 1);
-      socket.once('close', () => {
-        const left = (grpcPerCaller.get(caller) ?? 1) - 1;
-        if (left > 0) grpcPerCaller.set(caller, left);
-        else grpcPerCaller.delete(caller);
-      });
+      grpcPerCaller.hold(caller, socket);
       return injector.injectConnection(socket);
     }
     // Each connection may pin a chunk in flight: one node gets at most so many at once.
-    const mine = perCaller.get(caller) ?? 0;
+    const mine = perCaller.open(caller);
     if (mine >= MAX_CONNECTIONS_PER_PEER) {
       return refuse(
         socket,
@@ -197,14 +191,9 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
         }),
       );
     }
-    perCaller.set(caller, mine + 1);
+    perCaller.hold(caller, socket);
     open.add(socket);
-    socket.once('close', () => {
-      open.delete(socket);
-      const left = (perCaller.get(caller) ?? 1) - 1;
-      if (left > 0) perCaller.set(caller, left);
-      else perCaller.delete(caller);
-    });
+    socket.once('close', () => open.delete(socket));
     serveConnection(opts, socket).catch((error: unknown) => {
       logger.debug({ err: error }, 'bulk connection ended with an error');
       socket.destroy();
@@ -336,4 +325,22 @@ async function serveConnection(opts: BulkServerOptions, socket: TLSSocket): Prom
   reader.close();
   socket.resume();
   socket.end();
+}
+
+/** Connections open by caller: one counted from hold() until its socket closes. */
+class CallerCount {
+  readonly #open = new Map<string, number>();
+
+  open(caller: string): number {
+    return this.#open.get(caller) ?? 0;
+  }
+
+  hold(caller: string, socket: TLSSocket): void {
+    this.#open.set(caller, this.open(caller) + 1);
+    socket.once('close', () => {
+      const left = this.open(caller) - 1;
+      if (left > 0) this.#open.set(caller, left);
+      else this.#open.delete(caller);
+    });
+  }
 }
