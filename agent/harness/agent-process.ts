@@ -27,6 +27,7 @@ export interface AgentStatus {
     bytes: number;
     chunkBytes: number;
     indexBytes: number;
+    overheadBytes: number;
     entries: number;
     chunks: number;
     indexLoaded: boolean;
