@@ -155,7 +155,7 @@ export class AgentMetrics {
     );
     gauge(
       'edgemesh.cache.size',
-      'Bytes the cache limit counts: chunks and manifests',
+      'Bytes the cache limit counts: chunks, manifests, the database files beyond them and the folders',
       (r) => r.observe(sources.store().bytes),
       'By',
     );
