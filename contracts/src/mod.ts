@@ -1,4 +1,5 @@
 /** Contracts shared by the agent and the operator. */
+export { MIN_STORE_BYTES } from './agent-config.ts';
 export {
   type ControlEvent,
   type ControlEventType,

@@ -1323,7 +1323,8 @@ export class ObjectStore {
     if (this.#closed) return;
     const ledger = this.#ledger;
     for (const digest of [...load.found, ...deferred]) if (this.#unheld(digest)) this.#removeChunk(digest);
-    this.#db.measure(); // not while it loaded (#measured)
+    // Not measured while it loaded (#measured); its reader kept what was written meanwhile in the WAL.
+    this.#db.checkpoint();
     if (this.#usedBytes() > this.#opts.maxBytes) {
       try {
         this.#reserve(0);

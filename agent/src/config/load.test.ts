@@ -146,7 +146,7 @@ describe('configuration', () => {
       [{ ...lab, weight: 1001 }, /weight: Too big/],
       [{ ...lab, weight: -1 }, /weight: Too small/],
       [{ ...lab, store: { dir: '/d', maxBytes: -1 } }, /store\.maxBytes: not a byte size/],
-      [{ ...lab, store: { dir: '/d', maxBytes: '1Mi' } }, /store\.maxBytes: at least 16Mi/],
+      [{ ...lab, store: { dir: '/d', maxBytes: '3Mi' } }, /store\.maxBytes: at least 4Mi/],
       [{ ...lab, store: { dir: '/d', memoryBytes: 1.5 } }, /store\.memoryBytes: not a byte size/],
       [
         {

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { hostPortSchema, meshNameSchema } from '@edgemesh/contracts';
+import { hostPortSchema, meshNameSchema, MIN_STORE_BYTES } from '@edgemesh/contracts';
 import { en } from 'zod/locales';
 import * as z from 'zod/mini';
 import { MAX_OBJECT_BYTES } from '../cache/chunking.ts';
@@ -132,16 +132,13 @@ export const agentConfigSchema = z.strictObject({
   ),
   store: z.strictObject({
     dir: z.string().check(z.minLength(1)),
-    /**
-     * At least 16 MiB: the store counts its database's allowance (at least 1 MiB) and its folders
-     * (about 1 MiB on ext4) in it (cache/store-db.ts, databaseAllowance).
-     */
+    /** At least MIN_STORE_BYTES: the store counts its database's allowance and its folders in it. */
     maxBytes: z._default(
       z.pipe(
         bytes,
         z
           .number()
-          .check(z.minimum(16 * 2 ** 20, 'at least 16Mi: the store keeps its database and folders in it')),
+          .check(z.minimum(MIN_STORE_BYTES, 'at least 4Mi: the store keeps its database and folders in it')),
       ),
       10 * 2 ** 30,
     ),

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
+import { MIN_STORE_BYTES } from '@edgemesh/contracts';
 import { edgeMeshSpecSchema, type EdgeMesh } from '../api/edgemesh.ts';
 import { deliveredClusterTokens, desiredChildren, meshId, type MeshTrust } from './desired.ts';
 
@@ -140,6 +141,12 @@ describe('the agent pods', () => {
     assert.equal(config({ diskSize: '8Ei' }).store.maxBytes, Math.floor(2 ** 50 - 2 ** 50 / 20));
     assert.equal(config({ memory: '2Ti' }).store.memoryBytes, 2 ** 40);
     assert.equal(config({ diskSize: '32Mi' }).store.maxBytes, 24 * 2 ** 20, 'below the minimum: as before');
+    // An agent refuses a store under 4 MiB (MIN_STORE_BYTES): its agents would crash-loop.
+    assert.equal(
+      config({ diskSize: '2Mi' }).store.maxBytes,
+      MIN_STORE_BYTES,
+      'never below what an agent takes',
+    );
     const emptyDir = (cache: object) =>
       render({ cache: { storage: 'EmptyDir', ...cache } }).pod.volumes?.find((v) => v.name === 'cache')
         ?.emptyDir;

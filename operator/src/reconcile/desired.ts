@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { V1Node } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
+import { MIN_STORE_BYTES } from '@edgemesh/contracts';
 import {
   API_VERSION,
   CACHE_BOUNDS,
@@ -126,7 +127,10 @@ export interface NatsMount {
  * `cache.diskSize`, an EmptyDir's `sizeLimit` (the kubelet evicts a pod that goes over).
  */
 export function storeLimitBytes(diskBytes: number): number {
-  return Math.floor(diskBytes - Math.min(diskBytes / 4, Math.max(64 * 2 ** 20, diskBytes / 20)));
+  // A size stored before the CRD's minimum (64Mi) is kept (cacheSize): never below what an agent
+  // takes, even if that is more than such a cache's whole size.
+  const limit = Math.floor(diskBytes - Math.min(diskBytes / 4, Math.max(64 * 2 ** 20, diskBytes / 20)));
+  return Math.max(MIN_STORE_BYTES, limit);
 }
 
 /**
