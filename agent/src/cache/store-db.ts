@@ -56,11 +56,14 @@ const SCHEMA_VERSION = 1;
 const PAGE_BYTES = 16 * 1024;
 /** The least and the most of the database's allowance (databaseAllowance). */
 const MIN_ALLOWANCE_BYTES = 2 ** 20;
-/** The fewest WAL pages between checkpoints: a checkpoint syncs, and one every few commits halved small stores' writes. */
+const MAX_ALLOWANCE_BYTES = 16 * 2 ** 20;
+/**
+ * The fewest WAL pages between checkpoints: a checkpoint syncs, and one every few commits halved a
+ * small store's writes.
+ */
 const MIN_CHECKPOINT_PAGES = 32;
 /** The most free pages one commit that deleted gives back (it moves pages, through the WAL). */
 const MAX_VACUUM_PAGES = 1024;
-const MAX_ALLOWANCE_BYTES = 16 * 2 ** 20;
 
 /**
  * What the store's byte limit sets aside for the database's files beyond what it counts for rows
@@ -656,7 +659,7 @@ export class StoreDb {
     this.#newCertificates.clear();
   }
 
-  /** After deletes: past #vacuumPages free pages, gives back all but half of those (MAX_VACUUM_PAGES at most). */
+  /** After deletes: past #vacuumPages free pages, all but half of those go back (MAX_VACUUM_PAGES at most). */
   #vacuum(): void {
     try {
       const free = this.#pragma('freelist_count');
