@@ -123,8 +123,8 @@ export interface NatsMount {
 /**
  * The agents' store limit for a cache of `diskBytes`: less room for what that limit leaves out (the
  * agent's files beside the store, its tombstones above all, and the file system's own: docs/agent.md,
- * "The byte limit"), a twentieth and at least 64 MiB, at most a quarter. So the cache as a whole stays within
- * `cache.diskSize`, an EmptyDir's `sizeLimit` (the kubelet evicts a pod that goes over).
+ * "The byte limit"), a twentieth and at least 64 MiB, at most a quarter. So the cache as a whole
+ * stays within `cache.diskSize`, an EmptyDir's `sizeLimit` (the kubelet evicts a pod that goes over).
  */
 export function storeLimitBytes(diskBytes: number): number {
   // A size stored before the CRD's minimum (64Mi) is kept (cacheSize): never below what an agent
