@@ -36,10 +36,7 @@ export class ChunkFiles {
   async init(): Promise<void> {
     await rm(this.#tmpDir, { recursive: true, force: true });
     await mkdir(this.#tmpDir, { recursive: true });
-    await makeShards(this.#chunkDir);
-    const shards = Array.from({ length: 256 }, (_, i) =>
-      join(this.#chunkDir, i.toString(16).padStart(2, '0')),
-    );
+    const shards = await makeShards(this.#chunkDir);
     await Promise.all(
       [this.#dir, this.#chunkDir, this.#tmpDir, ...shards].map((path) => this.#measure(path)),
     );
@@ -121,14 +118,15 @@ export class ChunkFiles {
   }
 }
 
-/** Creates `dir` and its 256 shard folders `00`..`ff`, so writes never need a mkdir of their own. */
-export async function makeShards(dir: string): Promise<void> {
+/**
+ * Creates `dir` and its 256 shard folders `00`..`ff`, so writes never need a mkdir of their own;
+ * returns the shards' paths.
+ */
+export async function makeShards(dir: string): Promise<string[]> {
   await mkdir(dir, { recursive: true });
-  await Promise.all(
-    Array.from({ length: 256 }, (_, i) =>
-      mkdir(join(dir, i.toString(16).padStart(2, '0')), { recursive: true }),
-    ),
-  );
+  const shards = Array.from({ length: 256 }, (_, i) => join(dir, i.toString(16).padStart(2, '0')));
+  await Promise.all(shards.map((shard) => mkdir(shard, { recursive: true })));
+  return shards;
 }
 
 /**

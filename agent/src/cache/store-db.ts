@@ -233,6 +233,8 @@ export class StoreDb {
     getManifest: StatementSync;
     getIndexRow: StatementSync;
     chunkPage: StatementSync;
+    pageCount: StatementSync;
+    freePages: StatementSync;
   };
   /** Certificate ids by certificate (base64), as committed. */
   #certificates = new Map<string, number>();
@@ -276,12 +278,15 @@ export class StoreDb {
       chunkPage: db.prepare(
         'SELECT rowid, lower(hex(digest)) FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?',
       ),
+      pageCount: db.prepare('PRAGMA page_count'),
+      freePages: db.prepare('PRAGMA freelist_count'),
     };
     this.#statements.getManifest.setReturnArrays(true);
     this.#statements.getIndexRow.setReturnArrays(true);
     this.#statements.chunkPage.setReturnArrays(true);
+    this.#statements.pageCount.setReturnArrays(true);
+    this.#statements.freePages.setReturnArrays(true);
     this.#loadCertificates();
-    this.measure();
   }
 
   /**
@@ -298,7 +303,7 @@ export class StoreDb {
         Math.max(length, (stats?.blocks ?? 0) * 512);
       const file = (suffix: string) => statSync(this.#path + suffix, { throwIfNoEntry: false });
       this.#diskBytes =
-        taken(file(''), this.#pragma('page_count') * this.#pageBytes) +
+        taken(file(''), this.#number(this.#statements.pageCount) * this.#pageBytes) +
         taken(file('-wal')) +
         taken(file('-shm'));
     } catch {
@@ -662,7 +667,7 @@ export class StoreDb {
   /** After deletes: past #vacuumPages free pages, all but half of those go back (MAX_VACUUM_PAGES at most). */
   #vacuum(): void {
     try {
-      const free = this.#pragma('freelist_count');
+      const free = this.#number(this.#statements.freePages);
       const surplus = Math.min(MAX_VACUUM_PAGES, free - Math.floor(this.#vacuumPages / 2));
       if (free > this.#vacuumPages) this.#db.exec(`PRAGMA incremental_vacuum(${surplus})`);
     } catch {
@@ -670,9 +675,9 @@ export class StoreDb {
     }
   }
 
-  /** A pragma that reads one number (page_count, freelist_count). */
-  #pragma(name: string): number {
-    return (this.#db.prepare(`PRAGMA ${name}`).get() as Record<string, number>)[name]!;
+  /** What a statement that reads one number (page_count, freelist_count) reads. */
+  #number(statement: StatementSync): number {
+    return (statement.get() as unknown as [number])[0];
   }
 
   /**
