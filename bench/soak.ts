@@ -11,6 +11,11 @@
  * `--heap-snapshots 20,60` has the first agent write a V8 heap snapshot at those minutes and prints
  * what grew between the first and the last, by constructor (bench/support/heap-diff.ts): where a
  * growing heap goes.
+ *
+ * `--malloc-trace 10,60` runs the first agent under heaptrack (Debian's package) and prints what of
+ * its native memory (malloc's) was still allocated at those minutes: Buffers, TLS buffers and the
+ * rest, with the largest call sites (bench/support/malloc-trace.ts): whether native memory grows, or
+ * only what the allocators keep. The traced agent runs slower, so its own figures are not comparable.
  */
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
@@ -22,6 +27,12 @@ import { type AgentProcess, peersAlive, startAgentProcess } from '../agent/harne
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { report, summarize } from './support/heap-diff.ts';
+import {
+  type LiveNative,
+  liveNative,
+  mallocTraceUnavailable,
+  startMallocTrace,
+} from './support/malloc-trace.ts';
 import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
 
@@ -37,28 +48,33 @@ const { values } = parseArgs({
     'heap-snapshots': { type: 'string', default: '' },
     /** Where the snapshots go (kept); default a folder in the soak's temporary directory (removed). */
     'snapshot-dir': { type: 'string' },
+    /** Minutes at which the first agent's native allocations are read, comma-separated (e.g. "10,60"). */
+    'malloc-trace': { type: 'string', default: '' },
   },
 });
 const minutes = Number(values.minutes);
 const count = Number(values.agents);
 const sampleMs = Number(values['sample-seconds']) * 1000;
-const snapshotAt = values['heap-snapshots']
-  .split(',')
-  .filter(Boolean)
-  .map(Number)
-  .sort((a, b) => a - b);
+const minutesList = (list: string) =>
+  list
+    .split(',')
+    .filter(Boolean)
+    .map(Number)
+    .sort((a, b) => a - b);
+const snapshotAt = minutesList(values['heap-snapshots']);
+const traceAt = minutesList(values['malloc-trace']);
 if (
   !(minutes > 0) ||
   !(count >= 2) ||
   !(sampleMs >= 1000) ||
-  snapshotAt.some((m) => !(m >= 0 && m <= minutes))
+  [...snapshotAt, ...traceAt].some((m) => !(m >= 0 && m <= minutes))
 ) {
   process.stderr.write(
-    'usage: npm run soak -- --minutes N [--agents N>=2] [--plot FILE] [--sample-seconds S] [--heap-snapshots M1,M2 [--snapshot-dir DIR]]\n',
+    'usage: npm run soak -- --minutes N [--agents N>=2] [--plot FILE] [--sample-seconds S] [--heap-snapshots M1,M2 [--snapshot-dir DIR]] [--malloc-trace M1,M2]\n',
   );
   process.exit(2);
 }
-const missing = natsUnavailable();
+const missing = natsUnavailable() ?? (traceAt.length > 0 ? mallocTraceUnavailable() : undefined);
 if (missing) {
   process.stderr.write(`soak: ${missing}\n`);
   process.exit(2);
@@ -100,6 +116,7 @@ const mallocEnv = Object.entries(process.env)
 const dir = await mkdtemp(join(tmpdir(), 'edgemesh-soak-'));
 const snapshotDir = values['snapshot-dir'] ?? join(dir, 'snapshots');
 if (snapshotAt.length > 0) await mkdir(snapshotDir, { recursive: true });
+const trace = traceAt.length > 0 ? await startMallocTrace(dir) : undefined;
 const nats = await startNatsServer();
 const agents: AgentProcess[] = [];
 // Interrupted (Ctrl-C, a kill): the agents, nats-server and the stores go too, not left behind.
@@ -122,6 +139,7 @@ for (let i = 0; i < count; i++)
           i === 0 && snapshotAt.length > 0
             ? [...AGENT_NODE_FLAGS, '--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]
             : AGENT_NODE_FLAGS,
+        ...(i === 0 && trace ? { env: trace.env } : {}),
       },
     ),
   );
@@ -289,6 +307,18 @@ try {
       if (m < minutes) await heapSnapshot();
     }
   })();
+  const cuts: { minute: number; path: string }[] = [];
+  const cutTrace = async (m: number) => {
+    cuts.push({ minute: m, path: await trace!.cut(`cut-${m}.zst`) });
+    process.stderr.write(`soak: s0's native allocations cut at minute ${m}\n`);
+  };
+  const tracing = (async () => {
+    for (const m of traceAt) {
+      const wait = started + m * 60_000 - performance.now();
+      if (wait > 0 && m < minutes) await new Promise((resolve) => setTimeout(resolve, wait));
+      if (m < minutes) await cutTrace(m);
+    }
+  })();
   // Four clients at once, steadily, until the end.
   await Promise.all(
     Array.from({ length: 4 }, async () => {
@@ -304,6 +334,8 @@ try {
   await sample();
   await snapshotting;
   if (snapshotAt.at(-1) === minutes) await heapSnapshot();
+  await tracing;
+  if (traceAt.at(-1) === minutes) await cutTrace(minutes);
   const rows = agents.map((_, i) => {
     const points = samples[i]!;
     const first = points[0]!;
@@ -341,6 +373,19 @@ try {
     console.log(`# s0's heap, what grew from minute ${snapshotAt[0]} to minute ${snapshotAt.at(-1)}:`);
     console.log(report(await summarize(snapshots[0]!), await summarize(snapshots.at(-1)!)));
   }
+  const native: (LiveNative & { minute: number })[] = [];
+  for (const cut of cuts) native.push({ minute: cut.minute, ...(await liveNative(cut.path)) });
+  if (native.length > 0) {
+    const f = (n: number) => n.toFixed(2).padStart(9);
+    console.log(`# s0's native memory still allocated (heaptrack), MB:`);
+    console.log(`#  minute     total   Buffers       TLS     other`);
+    for (const n of native)
+      console.log(
+        `# ${String(n.minute).padStart(7)} ${f(n.total)} ${f(n.buffers)} ${f(n.tls)} ${f(n.other)}`,
+      );
+    console.log(`# largest of "other" at minute ${native.at(-1)!.minute}:`);
+    for (const t of native.at(-1)!.top) console.log(`#   ${t.mb.toFixed(2).padStart(7)} ${t.site}`);
+  }
   const worst = (
     key:
       | 'rss_slope_mb_per_min'
@@ -369,10 +414,14 @@ try {
       hot_end_mb: end('hot_mb'),
       hot_max_mb: Math.max(...rows.map((r) => r.hot_max_mb)),
       rest_end_mb: end('rest_mb'),
+      ...(native.length > 0
+        ? { malloc_other_mb: native.map((n) => round(n.other, 2)), malloc_trace_minutes: traceAt }
+        : {}),
     }),
   );
 } finally {
   await Promise.all(agents.map((a) => a.stop()));
+  await trace?.close();
   await nats.stop();
   await rm(dir, { recursive: true, force: true });
 }
