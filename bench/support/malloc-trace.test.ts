@@ -24,6 +24,7 @@ node::crypto::NodeBIO::PeekWritable(unsigned long*)
 uv__malloc
 
 total runtime: 1471.22s.
+calls to allocation functions: 95220309 (64722/s)
 total memory leaked: 368.77M
 suppressed leaks: 44.77K
 `;
@@ -40,6 +41,8 @@ describe('parseLeaks', () => {
       { site: 'CRYPTO_zalloc', mb: 3.93 },
       { site: 'uv__malloc', mb: 0.000286 },
     ]);
+    assert.equal(live.calls, 95220309);
+    assert.equal(live.runtimeS, 1471.22);
   });
 
   it('reads no total as NaN rather than as nothing allocated', () => {

@@ -6,7 +6,7 @@
  * with the load (Buffers, TLS buffers) and everything else, the cuts show whether native memory grows
  * between them: where the V8 heap snapshots (heap-diff.ts) cannot look.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { accessSync, constants } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
@@ -33,10 +33,15 @@ export function mallocTraceUnavailable(): string | undefined {
 export interface MallocTrace {
   /** Environment for the traced process (its allocations go to the recording). */
   readonly env: Record<string, string>;
-  /** Copies the recording so far to `name` in the trace's folder; resolves with its path. */
+  /**
+   * Copies the recording so far to `name` in the trace's folder; resolves with its path. Rejects once
+   * the recording's reader has exited (a copy would be stale).
+   */
   cut(name: string): Promise<string>;
-  /** Waits for the recording to end (the traced process exited), or ends it. */
+  /** Waits for the recording to end (the traced process exited), or ends it after 30 s. */
   close(): Promise<void>;
+  /** Ends the recording's reader at once (an interrupted or failed run). */
+  abort(): void;
 }
 
 /** Starts the reader of a recording into `dir` (the traced process is started with `env`). */
@@ -45,23 +50,44 @@ export async function startMallocTrace(dir: string): Promise<MallocTrace> {
   const file = join(dir, 'heaptrack.zst');
   await run('mkfifo', [pipe]);
   // As the heaptrack script does: the preload library writes raw events into a pipe, the
-  // interpreter resolves them and zstd compresses the result.
-  const reader: ChildProcess = spawn('sh', ['-c', `"${INTERPRET}" < "${pipe}" | zstd -q -c > "${file}"`], {
-    stdio: 'ignore',
+  // interpreter resolves them and zstd compresses the result. In a process group of its own, so
+  // that ending it ends the interpreter and zstd too (one blocked opening the pipe included).
+  const reader = spawn('sh', ['-c', `"${INTERPRET}" < "${pipe}" | zstd -q -c > "${file}"`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    detached: true,
   });
+  let errors = '';
+  reader.stderr.on('data', (d) => (errors = (errors + String(d)).slice(-2000)));
+  let ended: string | undefined;
+  const exited = once(reader, 'exit').then(([code, signal]) => {
+    ended = `the trace's reader exited (${code ?? signal})${errors ? `: ${errors.trim()}` : ''}`;
+  });
+  const abort = () => {
+    if (ended === undefined && reader.pid !== undefined)
+      try {
+        process.kill(-reader.pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+  };
   return {
-    env: { LD_PRELOAD: PRELOAD, DUMP_HEAPTRACK_OUTPUT: pipe },
+    // After any preload of the caller's (another malloc), as the heaptrack script puts it.
+    env: {
+      LD_PRELOAD: process.env.LD_PRELOAD ? `${PRELOAD}:${process.env.LD_PRELOAD}` : PRELOAD,
+      DUMP_HEAPTRACK_OUTPUT: pipe,
+    },
     async cut(name) {
+      if (ended !== undefined) throw new Error(ended);
       const path = join(dir, name);
       await copyFile(file, path); // a prefix of a zstd stream: heaptrack_print reads what is whole
       return path;
     },
     async close() {
-      if (reader.exitCode !== null || reader.signalCode !== null) return;
-      const timer = setTimeout(() => reader.kill('SIGKILL'), 30_000);
-      await once(reader, 'exit');
+      const timer = setTimeout(abort, 30_000);
+      await exited;
       clearTimeout(timer);
     },
+    abort,
   };
 }
 
@@ -76,6 +102,9 @@ export interface LiveNative {
   other: number;
   /** The largest call sites of `other`, MB each. */
   top: { site: string; mb: number }[];
+  /** Allocation calls recorded, and the seconds the recording covers. */
+  calls: number;
+  runtimeS: number;
 }
 
 const UNIT: Record<string, number> = { B: 1e-6, K: 1e-3, M: 1, G: 1e3 };
@@ -84,6 +113,7 @@ const UNIT: Record<string, number> = { B: 1e-6, K: 1e-3, M: 1, G: 1e3 };
 export async function liveNative(cut: string): Promise<LiveNative> {
   const { stdout } = await run(
     'heaptrack_print',
+    // Every call site (-n), so that none of the Buffers' or TLS buffers' falls into "other".
     [
       '-f',
       cut,
@@ -92,13 +122,16 @@ export async function liveNative(cut: string): Promise<LiveNative> {
       '--print-allocators=0',
       '--print-temporary=0',
       '-n',
-      '40',
+      '100000',
       '-s',
       '0',
     ],
     { maxBuffer: 256 * 2 ** 20 },
   );
-  return parseLeaks(stdout);
+  const live = parseLeaks(stdout);
+  // heaptrack_print reads an empty or cut-short recording as "0B leaked": not a measure.
+  if (!(live.calls > 0)) throw new Error(`${cut} records no allocation (did the trace's reader fail?)`);
+  return live;
 }
 
 /** Parses heaptrack_print's "MOST MEMORY LEAKED" list and its total (exported for its test). */
@@ -122,5 +155,7 @@ export function parseLeaks(text: string): LiveNative {
     else if (site.startsWith('node::crypto::NodeBIO::')) tls += size;
     else sites.push({ site: site.slice(0, 90), mb: size });
   }
-  return { total, buffers, tls, other: total - buffers - tls, top: sites.slice(0, 6) };
+  const calls = Number(/^calls to allocation functions: (\d+)/m.exec(text)?.[1] ?? NaN);
+  const runtimeS = Number(/^total runtime: ([\d.]+)s/m.exec(text)?.[1] ?? NaN);
+  return { total, buffers, tls, other: total - buffers - tls, top: sites.slice(0, 6), calls, runtimeS };
 }
