@@ -305,26 +305,23 @@ try {
   );
   await sample();
   let nextSample = performance.now() + sampleMs;
-  // Snapshots at their minutes, while the load runs (the one at the end once it has stopped).
-  const snapshotting = (async () => {
-    for (const m of snapshotAt) {
+  /** Runs `action` at each of `at` (minutes) while the load runs; one at the end is left to the caller. */
+  const atMinutes = async (at: readonly number[], action: (m: number) => Promise<void>) => {
+    for (const m of at) {
+      if (m >= minutes) continue;
       const wait = started + m * 60_000 - performance.now();
-      if (wait > 0 && m < minutes) await new Promise((resolve) => setTimeout(resolve, wait));
-      if (m < minutes) await heapSnapshot();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      await action(m);
     }
-  })();
+  };
+  // Snapshots at their minutes, while the load runs (the one at the end once it has stopped).
+  const snapshotting = atMinutes(snapshotAt, () => heapSnapshot());
   const cuts: { minute: number; path: string }[] = [];
   const cutTrace = async (m: number) => {
     cuts.push({ minute: m, path: await trace!.cut(`cut-${m}.zst`) });
     process.stderr.write(`soak: s0's native allocations cut at minute ${m}\n`);
   };
-  const tracing = (async () => {
-    for (const m of traceAt) {
-      const wait = started + m * 60_000 - performance.now();
-      if (wait > 0 && m < minutes) await new Promise((resolve) => setTimeout(resolve, wait));
-      if (m < minutes) await cutTrace(m);
-    }
-  })();
+  const tracing = atMinutes(traceAt, cutTrace);
   // Four clients at once, steadily, until the end.
   await Promise.all(
     Array.from({ length: 4 }, async () => {

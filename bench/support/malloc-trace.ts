@@ -134,7 +134,7 @@ export async function liveNative(cut: string): Promise<LiveNative> {
   return live;
 }
 
-/** Parses heaptrack_print's "MOST MEMORY LEAKED" list and its total (exported for its test). */
+/** Parses heaptrack_print's "MEMORY LEAKS" list and its totals (exported for its test). */
 export function parseLeaks(text: string): LiveNative {
   const mb = (size: string) => {
     const m = /^([\d.]+)([BKMG])?$/.exec(size);
