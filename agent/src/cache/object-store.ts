@@ -1171,12 +1171,15 @@ export class ObjectStore {
     }
     // Both places, whatever the size: a small chunk may be a file a store before the database
     // wrote, and on a full disk the database's delete may fail where the file's does not.
-    const removal = Promise.allSettled([this.#db.removeChunk(digest), this.#files.remove(digest)])
+    // The row leaves smallBytes as its delete commits, before the measure that follows the commit
+    // (#measured): had it waited for the file's unlink too, that measure would count the row as
+    // still there, and the store would count what its database takes short by it until the next.
+    const row = this.#db.removeChunk(digest).finally(() => this.#ledger.removed(digest));
+    const removal = Promise.allSettled([row, this.#files.remove(digest)])
       .then((results) => {
         for (const result of results) if (result.status === 'rejected') this.#background(result.reason);
       })
       .finally(() => {
-        this.#ledger.removed(digest);
         if (this.#removals.get(digest) === removal) this.#removals.delete(digest);
       });
     this.#removals.set(digest, removal);
