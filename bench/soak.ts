@@ -130,26 +130,40 @@ onInterrupt(
 );
 // Failed (an agent that did not start, say): the trace's reader does not outlive the run.
 process.once('exit', () => trace?.abort());
-for (let i = 0; i < count; i++)
-  agents.push(
-    await startAgentProcess(
-      [
-        ...['--node-id', `s${i}`, '--zone', `z${i % 3}`, '--mesh', 'soak', '--store.dir', join(dir, `s${i}`)],
-        ...['--control-plane.servers', nats.url, '--replication.factor', String(Math.min(3, count))],
-        ...['--replication.write-copies', '2', '--store.max-bytes', String(512 * 2 ** 20)],
-        ...values['agent-args'].split(' ').filter(Boolean),
-      ],
-      20_000,
-      {
-        nodeFlags:
-          i === 0 && snapshotAt.length > 0
-            ? [...AGENT_NODE_FLAGS, '--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]
-            : AGENT_NODE_FLAGS,
-        ...(i === 0 && trace ? { env: trace.env } : {}),
-      },
-    ),
-  );
-await Promise.all(agents.map((a) => peersAlive(a, count - 1)));
+/** Stops what the run started and removes its files: at the end, or when the start failed. */
+const shutdown = async () => {
+  await Promise.all(agents.map((a) => a.stop()));
+  await trace?.close();
+  await nats.stop();
+  await rm(dir, { recursive: true, force: true });
+};
+try {
+  for (let i = 0; i < count; i++)
+    agents.push(
+      await startAgentProcess(
+        [
+          ...['--node-id', `s${i}`, '--zone', `z${i % 3}`, '--mesh', 'soak'],
+          ...['--store.dir', join(dir, `s${i}`)],
+          ...['--control-plane.servers', nats.url, '--replication.factor', String(Math.min(3, count))],
+          ...['--replication.write-copies', '2', '--store.max-bytes', String(512 * 2 ** 20)],
+          ...values['agent-args'].split(' ').filter(Boolean),
+        ],
+        20_000,
+        {
+          nodeFlags:
+            i === 0 && snapshotAt.length > 0
+              ? [...AGENT_NODE_FLAGS, '--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]
+              : AGENT_NODE_FLAGS,
+          ...(i === 0 && trace ? { env: trace.env } : {}),
+        },
+      ),
+    );
+  await Promise.all(agents.map((a) => peersAlive(a, count - 1)));
+} catch (error) {
+  // The agents that did start, nats-server and the stores go too, not left running.
+  await shutdown();
+  throw error;
+}
 
 const samples: Sample[][] = agents.map(() => []);
 const started = performance.now();
@@ -435,8 +449,5 @@ try {
     }),
   );
 } finally {
-  await Promise.all(agents.map((a) => a.stop()));
-  await trace?.close();
-  await nats.stop();
-  await rm(dir, { recursive: true, force: true });
+  await shutdown();
 }
