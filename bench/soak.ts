@@ -16,7 +16,8 @@
  * its native memory (malloc's) was still allocated at those minutes: Buffers, TLS buffers and the
  * rest, with the largest call sites (bench/support/malloc-trace.ts): whether native memory grows, or
  * only what the allocators keep. The traced agent runs slower and its RSS holds heaptrack's tables,
- * so the JSON line's figures leave it out. A cut at the last minute is taken as the load stops.
+ * so the JSON line's figures leave it out. A cut at the last minute is taken as the load stops. Not
+ * with --heap-snapshots: a snapshot's own allocations would be read as the agent's.
  */
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
@@ -73,6 +74,12 @@ if (
   process.stderr.write(
     'usage: npm run soak -- --minutes N [--agents N>=2] [--plot FILE] [--sample-seconds S] [--heap-snapshots M1,M2 [--snapshot-dir DIR]] [--malloc-trace M1,M2]\n',
   );
+  process.exit(2);
+}
+if (snapshotAt.length > 0 && traceAt.length > 0) {
+  // Both on the first agent: a snapshot's own allocations (tens of MB while it is written) would be
+  // read as the agent's native memory.
+  process.stderr.write('soak: --heap-snapshots and --malloc-trace are one at a time (run twice)\n');
   process.exit(2);
 }
 const missing = natsUnavailable() ?? (traceAt.length > 0 ? mallocTraceUnavailable() : undefined);
