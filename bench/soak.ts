@@ -24,6 +24,7 @@ import { readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { type AgentProcess, peersAlive, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
@@ -125,7 +126,10 @@ const dir = await mkdtemp(join(tmpdir(), 'edgemesh-soak-'));
 const snapshotDir = values['snapshot-dir'] ?? join(dir, 'snapshots');
 if (snapshotAt.length > 0) await mkdir(snapshotDir, { recursive: true });
 const trace = traceAt.length > 0 ? await startMallocTrace(dir) : undefined;
-const nats = await startNatsServer();
+const nats = await startNatsServer().catch(async (error: unknown) => {
+  await rm(dir, { recursive: true, force: true });
+  throw error;
+});
 const agents: AgentProcess[] = [];
 // Interrupted (Ctrl-C, a kill): the agents, nats-server and the stores go too, not left behind.
 onInterrupt(
@@ -137,12 +141,23 @@ onInterrupt(
 );
 // Failed (an agent that did not start, say): the trace's reader does not outlive the run.
 process.once('exit', () => trace?.abort());
-/** Stops what the run started and removes its files: at the end, or when the start failed. */
+/**
+ * Stops what the run started and removes its files: at the end, or when the start failed. Each step
+ * whatever the others did; an agent that has not stopped 10 s after SIGTERM is killed.
+ */
 const shutdown = async () => {
-  await Promise.all(agents.map((a) => a.stop()));
-  await trace?.close();
-  await nats.stop();
-  await rm(dir, { recursive: true, force: true });
+  const stop = (agent: AgentProcess) =>
+    Promise.race([agent.stop(), delay(10_000, undefined, { ref: false }).then(() => agent.stop('SIGKILL'))]);
+  const steps: (() => Promise<unknown> | undefined)[] = [
+    () => Promise.all(agents.map(stop)),
+    () => trace?.close(),
+    () => nats.stop(),
+    () => rm(dir, { recursive: true, force: true }),
+  ];
+  for (const step of steps)
+    await Promise.resolve()
+      .then(step)
+      .catch((error: Error) => process.stderr.write(`soak: cleaning up: ${error.message}\n`));
 };
 try {
   for (let i = 0; i < count; i++)

@@ -24,7 +24,7 @@ export class ChunkLedger {
   /** Bytes of the chunks of at most #smallAtMost bytes, those leaving included. */
   #smallBytes = 0;
   readonly #smallAtMost: number;
-  /** Small chunks forgotten whose removal has not ended (removed()), with their sizes. */
+  /** Small chunks forgotten whose row's delete has not ended (removed()), with their sizes. */
   readonly #leaving = new Map<string, number>();
   #drops = 0;
 
@@ -45,13 +45,18 @@ export class ChunkLedger {
 
   /**
    * Bytes of the chunks known of at most the constructor's `smallAtMost` bytes, and of those
-   * forgotten whose removal the caller has not said ended (removed()): still on disk.
+   * forgotten whose row's delete the caller has not said ended (removed()): still in the database,
+   * which the store measures (object-store.ts #measured) right after each commit.
    */
   get smallBytes(): number {
     return this.#smallBytes;
   }
 
-  /** The removal of a forgotten chunk ended (done or failed): its bytes leave smallBytes. */
+  /**
+   * The database's delete of a forgotten chunk's row ended (done or failed): its bytes leave
+   * smallBytes. Said as the delete commits, not once its file is gone too, or the measure after
+   * the commit would count the row as still there.
+   */
   removed(digest: string): void {
     const size = this.#leaving.get(digest);
     if (size === undefined) return;
@@ -207,7 +212,7 @@ export class ChunkLedger {
     this.#chunks.delete(digest);
     const size = sizeOf(chunk);
     this.#bytes -= size;
-    // Still on disk until its removal ends: kept in smallBytes until removed().
+    // Still in the database until its row's delete ends: kept in smallBytes until removed().
     if (size <= this.#smallAtMost && !this.#leaving.has(digest)) this.#leaving.set(digest, size);
     else if (size <= this.#smallAtMost) this.#smallBytes -= size;
   }

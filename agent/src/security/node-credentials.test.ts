@@ -8,6 +8,7 @@ import { createTestCa } from '../../harness/test-ca.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { type Clock, FakeClock, systemClock } from '../time/clock.ts';
 import { FileCaIssuer, fileTrust } from './file-ca.ts';
+import { peerTlsOptions } from './grpc-credentials.ts';
 import { NodeCredentials, PeerIdentityError } from './node-credentials.ts';
 import { Revocations } from './revocations.ts';
 
@@ -59,14 +60,17 @@ async function handshake(context: SecureContext, server: { cert: string; key: st
       checkServerIdentity: () => undefined,
     });
     client.on('data', () => {});
-    client.on('error', presented.reject);
-    await new Promise((resolve) => client.once('secureConnect', resolve));
-    const trusted = client.authorized;
-    const raw = await presented.promise;
-    client.destroy();
-    return { presented: raw, trusted };
+    try {
+      // A failed handshake rejects (the client's error) rather than leaving the test waiting.
+      const connected = new Promise((resolve) => client.once('secureConnect', resolve));
+      client.on('error', presented.reject);
+      await Promise.race([connected, presented.promise]);
+      return { presented: await presented.promise, trusted: client.authorized };
+    } finally {
+      client.destroy();
+    }
   } finally {
-    tlsServer.close();
+    await new Promise((resolve) => tlsServer.close(resolve));
   }
 }
 
@@ -76,6 +80,7 @@ describe('node credentials', () => {
     try {
       const first = credentials.secureContext;
       assert.equal(credentials.secureContext, first, 'one context, not one per connection');
+      assert.equal(peerTlsOptions(credentials, 'edge-2').secureContext, first, "the bulk stream's");
       const own = { cert: credentials.certPem, key: credentials.keyPem };
       const before = await handshake(first, own);
       assert.deepEqual(before.presented, new X509Certificate(credentials.certPem).raw);
