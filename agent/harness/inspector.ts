@@ -1,0 +1,78 @@
+/**
+ * The V8 inspector of a process started with `--inspect=127.0.0.1:0` (the flag INSPECT), over the
+ * Chrome DevTools Protocol on its WebSocket: a test asks it for a full garbage collection and the
+ * size of the heap that survives it. A process's RSS, or its heap as `process.memoryUsage()` tells
+ * it, counts garbage V8 has not yet collected, and how much depends on the machine's speed and load;
+ * what survives a full collection does not.
+ */
+export const INSPECT = '--inspect=127.0.0.1:0';
+
+/** The address the inspector announced on the process's stderr ("Debugger listening on ws://..."). */
+function inspectorUrl(stderr: readonly string[]): string {
+  const url = /Debugger listening on (ws:\/\/\S+)/.exec(stderr.join(''))?.[1];
+  if (!url) throw new Error(`the process announced no inspector (started with ${INSPECT}?)`);
+  return url;
+}
+
+export interface CollectedHeap {
+  /** Bytes of the V8 heap that survived a full collection: live objects. */
+  usedBytes: number;
+  /** Bytes V8 holds for its heap after the collection. */
+  totalBytes: number;
+}
+
+/**
+ * Runs a full garbage collection in the process whose stderr is `stderr` (its lines or chunks) and
+ * returns its heap after it. Fails after `timeoutMs` rather than hang on a process that answers
+ * nothing.
+ */
+export async function collectGarbage(stderr: readonly string[], timeoutMs = 30_000): Promise<CollectedHeap> {
+  const socket = new WebSocket(inspectorUrl(stderr));
+  const answers = new Map<number, (result: unknown) => void>();
+  let failed: (error: Error) => void = () => undefined;
+  const failure = new Promise<never>((_, reject) => {
+    failed = reject;
+  });
+  failure.catch(() => undefined); // a failure after the answers came is no one's concern
+  const timer = setTimeout(
+    () => failed(new Error(`the inspector did not answer in ${timeoutMs} ms`)),
+    timeoutMs,
+  );
+  socket.onerror = () => failed(new Error('the inspector connection failed'));
+  socket.onclose = () => failed(new Error('the inspector closed the connection'));
+  socket.onmessage = (event) => {
+    const message = JSON.parse(String(event.data)) as {
+      id?: number;
+      result?: unknown;
+      error?: { message: string };
+    };
+    if (message.id === undefined) return;
+    if (message.error) failed(new Error(`inspector: ${message.error.message}`));
+    else answers.get(message.id)?.(message.result);
+  };
+  let next = 0;
+  const send = <T>(method: string): Promise<T> =>
+    Promise.race([
+      new Promise<T>((resolve) => {
+        const id = ++next;
+        answers.set(id, (result) => resolve(result as T));
+        socket.send(JSON.stringify({ id, method }));
+      }),
+      failure,
+    ]);
+  try {
+    await Promise.race([
+      new Promise((resolve) => {
+        socket.onopen = resolve;
+      }),
+      failure,
+    ]);
+    await send('HeapProfiler.collectGarbage');
+    const heap = await send<{ usedSize: number; totalSize: number }>('Runtime.getHeapUsage');
+    return { usedBytes: heap.usedSize, totalBytes: heap.totalSize };
+  } finally {
+    clearTimeout(timer);
+    socket.onclose = null;
+    socket.close();
+  }
+}
