@@ -131,9 +131,12 @@ const nats = await startNatsServer().catch(async (error: unknown) => {
   throw error;
 });
 const agents: AgentProcess[] = [];
-// Interrupted (Ctrl-C, a kill): the agents, nats-server and the stores go too, not left behind.
+// Interrupted (Ctrl-C, a kill): the agents, the one still starting too, nats-server and the stores
+// go, not left behind.
+const interrupted = new AbortController();
 onInterrupt(
   () => {
+    interrupted.abort();
     agents.forEach((a) => a.child.kill('SIGKILL'));
     trace?.abort();
   },
@@ -177,6 +180,7 @@ try {
               ? [...AGENT_NODE_FLAGS, '--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]
               : AGENT_NODE_FLAGS,
           ...(i === 0 && trace ? { env: trace.env } : {}),
+          signal: interrupted.signal,
         },
       ),
     );
@@ -184,6 +188,7 @@ try {
 } catch (error) {
   // The agents that did start, nats-server and the stores go too, not left running.
   await shutdown();
+  if (interrupted.signal.aborted) process.exit(130); // the agent starting was stopped: no failure
   throw error;
 }
 

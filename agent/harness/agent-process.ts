@@ -60,6 +60,8 @@ export interface PlaceOptions {
   token?: string;
   /** Environment added to this process's (e.g. LD_PRELOAD of a fake clock). */
   env?: Record<string, string>;
+  /** Kills the agent (SIGKILL) when aborted, while it starts too, when the start then fails. */
+  signal?: AbortSignal;
 }
 
 export async function startAgentProcess(
@@ -88,12 +90,15 @@ export async function startAgentProcess(
     ...args,
   ];
   const env = place.env ? { ...process.env, ...place.env } : process.env;
+  const options = {
+    stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'],
+    env,
+    signal: place.signal,
+    killSignal: 'SIGKILL' as const,
+  };
   const child = place.netns
-    ? spawn('ip', ['netns', 'exec', place.netns, process.execPath, ...argv], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env,
-      })
-    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    ? spawn('ip', ['netns', 'exec', place.netns, process.execPath, ...argv], options)
+    : spawn(process.execPath, argv, options);
   const logs: string[] = [];
   child.stderr.on('data', (d) => logs.push(String(d)));
   const lines = createInterface({ input: child.stdout });
@@ -109,6 +114,11 @@ export async function startAgentProcess(
         clearTimeout(timer);
         resolve(JSON.parse(line));
       }
+    });
+    // A failed spawn, or an abort (an AbortError, then too once the agent runs: handled, not thrown).
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
