@@ -69,6 +69,42 @@ describe('Tombstones', () => {
     }
   });
 
+  it('past MAX_TOMBSTONES, pushes out the oldest purges of the client that holds the most, not the others’', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      const by = (client: string) => ({ certificate: 'Q0VSVA==', value: 'U0lH', by: `token:${client}` });
+      // Alice's ten purges are the oldest; a flood of purges by another client fills the rest, and
+      // five more of its own than the cap holds.
+      const saved: Record<string, unknown> = {};
+      for (let i = 0; i < 10; i++) saved[`alice/${i}`] = { at: 1000 + i, signature: by('alice') };
+      for (let i = 0; i < MAX_TOMBSTONES - 5; i++)
+        saved[`flood/${i}`] = { at: 2000 + i, signature: by('flood') };
+      await writeFile(join(own, 'tombstones.json'), JSON.stringify(saved));
+      const clock = new FakeClock(1000);
+      const t = await Tombstones.open(own, clock, 7 * 24 * 3600 * 1000);
+      assert.equal(t.size, MAX_TOMBSTONES, 'a snapshot past the cap is cut at open');
+      for (let i = 0; i < 10; i++)
+        assert.equal(t.purgedAt(`alice/${i}`), 1000 + i, 'from the flood, not Alice');
+      assert.equal(t.purgedAt('flood/4'), undefined, 'the flood’s own oldest went');
+      assert.equal(t.purgedAt('flood/5'), 2005);
+      // More of the flood, and a purge by a third client: each pushes out the flood's oldest.
+      for (let i = 0; i < 20; i++) await t.record(`flood/more-${i}`, 9000 + i, by('flood'));
+      await t.record('bob/0', 9500, by('bob'));
+      assert.equal(t.size, MAX_TOMBSTONES);
+      for (let i = 0; i < 10; i++) assert.equal(t.purgedAt(`alice/${i}`), 1000 + i);
+      assert.equal(t.purgedAt('bob/0'), 9500);
+      assert.equal(t.purgedAt('flood/25'), undefined);
+      assert.equal(t.purgedAt('flood/26'), 2026);
+      const reopened = await Tombstones.open(own, clock, 7 * 24 * 3600 * 1000);
+      assert.equal(reopened.size, MAX_TOMBSTONES);
+      assert.equal(reopened.purgedAt('alice/0'), 1000);
+      assert.deepEqual(reopened.signatureOf('alice/0'), by('alice'));
+      assert.equal(reopened.purgedAt('flood/more-19'), 9019);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
   it('starts empty from a damaged file', async () => {
     const other = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
     await writeFile(join(other, 'tombstones.json'), '{not json');

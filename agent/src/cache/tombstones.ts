@@ -16,6 +16,14 @@ export const COMPACT_AFTER = 1000;
 type Entry = { at: number; signature?: NodeSignature };
 
 /**
+ * Whose purge a tombstone is, the unit the cap is shared by: the client that asked for it, as the
+ * node that took the request signed it (`by`); '' for a purge without one.
+ */
+function askerOf(entry: Entry): string {
+  return entry.signature?.by ?? '';
+}
+
+/**
  * Purged keys and when they were purged, kept on disk so a purge outlives restarts: a snapshot
  * (`tombstones.json`, written atomically) and a journal (`tombstones.log`, one JSON line per purge,
  * appended and synced). A purge costs one appended line, not a rewrite of every tombstone; records
@@ -24,6 +32,10 @@ type Entry = { at: number; signature?: NodeSignature };
  * within about twice what they hold, and each tombstone is rewritten a bounded number of times on
  * average. A version of a key created at or before its purge is dead: it
  * is not stored, served or replicated again. Tombstones expire after `ttlMs`.
+ *
+ * At most MAX_TOMBSTONES are kept. Past them, the oldest of the client that holds the most goes
+ * first: a client allowed to purge that sends a flood of purges pushes out its own, not everyone
+ * else's (which would let keys others purged come back from a stale copy).
  */
 export class Tombstones {
   readonly #file: string;
@@ -31,7 +43,13 @@ export class Tombstones {
   readonly #tmpDir: string;
   readonly #clock: Clock;
   readonly #ttlMs: number;
+  /** Every tombstone, oldest recorded first. */
   #entries = new Map<string, Entry>();
+  /** The keys of each asker's tombstones (askerOf), oldest recorded first. */
+  readonly #byAsker = new Map<string, Set<string>>();
+  /** The askers by how many tombstones each holds, and the most any holds. */
+  readonly #askersBySize = new Map<number, Set<string>>();
+  #largest = 0;
   /** Records in the journal since the last snapshot, and tombstones in that snapshot. */
   #journalRecords = 0;
   #snapshotEntries = 0;
@@ -55,8 +73,7 @@ export class Tombstones {
       if (typeof key !== 'string' || !Number.isSafeInteger(at)) return false;
       if ((t.#entries.get(key)?.at ?? -1) >= (at as number)) return true;
       const proof = parseSignature(signature);
-      t.#entries.delete(key);
-      t.#entries.set(key, { at: at as number, ...(proof ? { signature: proof } : {}) });
+      t.#set(key, { at: at as number, ...(proof ? { signature: proof } : {}) });
       return true;
     };
     try {
@@ -72,7 +89,12 @@ export class Tombstones {
         }
       }
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') t.#entries.clear(); // unreadable: start empty
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+        t.#entries.clear(); // unreadable: start empty
+        t.#byAsker.clear();
+        t.#askersBySize.clear();
+        t.#largest = 0;
+      }
     }
     t.#snapshotEntries = t.#entries.size;
     try {
@@ -93,11 +115,53 @@ export class Tombstones {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') t.#rewrite = true;
     }
-    for (const oldest of t.#entries.keys()) {
-      if (t.#entries.size <= MAX_TOMBSTONES) break;
-      t.#entries.delete(oldest);
-    }
+    t.#trim();
     return t;
+  }
+  /** Records `entry` as `key`'s, the newest. */
+  #set(key: string, entry: Entry): void {
+    this.#remove(key);
+    this.#entries.set(key, entry);
+    const asker = askerOf(entry);
+    let keys = this.#byAsker.get(asker);
+    if (!keys) this.#byAsker.set(asker, (keys = new Set()));
+    keys.add(key);
+    this.#resized(asker, keys.size - 1, keys.size);
+  }
+  #remove(key: string): void {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
+    this.#entries.delete(key);
+    const asker = askerOf(entry);
+    const keys = this.#byAsker.get(asker)!;
+    keys.delete(key);
+    if (keys.size === 0) this.#byAsker.delete(asker);
+    this.#resized(asker, keys.size + 1, keys.size);
+  }
+  /**
+   * Moves `asker` from the askers holding `from` tombstones to those holding `to`. A size moves by
+   * one at a time, so the largest is found again in a step: no scan of every asker per purge, which
+   * a node of the mesh could make costly by signing purges for as many clients as it likes.
+   */
+  #resized(asker: string, from: number, to: number): void {
+    const was = this.#askersBySize.get(from);
+    was?.delete(asker);
+    if (was?.size === 0) this.#askersBySize.delete(from);
+    if (to > 0) {
+      const now = this.#askersBySize.get(to);
+      if (now) now.add(asker);
+      else this.#askersBySize.set(to, new Set([asker]));
+    }
+    if (to > this.#largest) this.#largest = to;
+    while (this.#largest > 0 && !this.#askersBySize.has(this.#largest)) this.#largest--;
+  }
+  /** Down to MAX_TOMBSTONES: the oldest of the asker that holds the most goes first. */
+  #trim(): void {
+    while (this.#entries.size > MAX_TOMBSTONES) {
+      const [asker] = this.#askersBySize.get(this.#largest)!;
+      const [oldest] = this.#byAsker.get(asker!)!;
+      this.#remove(oldest!);
+    }
   }
   /** Tombstones held (expired ones included until the next snapshot drops them). */
   get size(): number {
@@ -108,7 +172,7 @@ export class Tombstones {
   purgedAt(key: string): number | undefined {
     const entry = this.#entries.get(key);
     if (entry !== undefined && entry.at + this.#ttlMs <= this.#clock.now()) {
-      this.#entries.delete(key);
+      this.#remove(key);
       return undefined;
     }
     return entry?.at;
@@ -127,17 +191,12 @@ export class Tombstones {
 
   /**
    * Records a purge, with its signature when it has one (keeping the later of two), and saves it
-   * (resolves once it is on disk). At most MAX_TOMBSTONES are kept: past them the oldest recorded go
-   * first.
+   * (resolves once it is on disk). At most MAX_TOMBSTONES are kept (the class's doc says which go).
    */
   record(key: string, at: number, signature?: NodeSignature): Promise<void> {
     if ((this.#entries.get(key)?.at ?? -1) >= at) return Promise.resolve();
-    this.#entries.delete(key); // to the end: the newest
-    this.#entries.set(key, { at, ...(signature ? { signature } : {}) });
-    for (const oldest of this.#entries.keys()) {
-      if (this.#entries.size <= MAX_TOMBSTONES) break;
-      this.#entries.delete(oldest);
-    }
+    this.#set(key, { at, ...(signature ? { signature } : {}) });
+    this.#trim();
     const line = `${JSON.stringify(signature ? [key, at, signature] : [key, at])}\n`;
     return new Promise<void>((resolve, reject) => {
       this.#pending.push({ line, resolve, reject });
@@ -171,7 +230,7 @@ export class Tombstones {
   /** Every live tombstone into the snapshot, then an empty journal (a crash between them replays it: no harm). */
   async #snapshot(): Promise<void> {
     const now = this.#clock.now();
-    for (const [key, { at }] of this.#entries) if (at + this.#ttlMs <= now) this.#entries.delete(key);
+    for (const [key, { at }] of this.#entries) if (at + this.#ttlMs <= now) this.#remove(key);
     const data = Buffer.from(
       JSON.stringify(Object.fromEntries([...this.#entries].map(([key, e]) => [key, e.signature ? e : e.at]))),
     );
