@@ -7,19 +7,36 @@
  */
 export const INSPECT = '--inspect=127.0.0.1:0';
 
-/** The address the inspector announced on the process's stderr ("Debugger listening on ws://..."). */
+/**
+ * The address the inspector announced on the process's stderr ("Debugger listening on ws://...").
+ * Its exact form, host, port and a UUID, so that whatever the chunks of the output (`stderr` may hold
+ * lines of stdout too: the harness keeps both in one list) nothing after it is read as part of it.
+ */
 function inspectorUrl(stderr: readonly string[]): string {
-  const url = /Debugger listening on (ws:\/\/\S+)/.exec(stderr.join(''))?.[1];
+  const url = /Debugger listening on (ws:\/\/[\d.]+:\d+\/[\da-f]{8}(?:-[\da-f]{4}){3}-[\da-f]{12})/.exec(
+    stderr.join(''),
+  )?.[1];
   if (!url) throw new Error(`the process announced no inspector (started with ${INSPECT}?)`);
   return url;
 }
 
 export interface CollectedHeap {
-  /** Bytes of the V8 heap that survived a full collection: live objects. */
+  /** Bytes of the V8 heap that survived a full collection: live objects, compiled code included. */
   usedBytes: number;
+  /**
+   * Of those, what V8 made of the code: compiled code and bytecode (its code and trusted spaces).
+   * How much there is depends on which functions V8 chose to optimize, and when, and whose bytecode
+   * it flushed as it aged, which the machine's speed and load decide as much as the program.
+   */
+  codeBytes: number;
   /** Bytes V8 holds for its heap after the collection. */
   totalBytes: number;
 }
+
+/** Evaluated in the inspected process: the bytes used in V8's code and trusted spaces. */
+const CODE_SPACES = `process.getBuiltinModule('v8').getHeapSpaceStatistics()
+  .filter((s) => /^(code|trusted)(_large_object)?_space$/.test(s.space_name))
+  .reduce((sum, s) => sum + s.space_used_size, 0)`;
 
 /**
  * Runs a full garbage collection in the process whose stderr is `stderr` (its lines or chunks) and
@@ -41,22 +58,23 @@ export async function collectGarbage(stderr: readonly string[], timeoutMs = 30_0
   socket.onerror = () => failed(new Error('the inspector connection failed'));
   socket.onclose = () => failed(new Error('the inspector closed the connection'));
   socket.onmessage = (event) => {
-    const message = JSON.parse(String(event.data)) as {
-      id?: number;
-      result?: unknown;
-      error?: { message: string };
-    };
+    let message: { id?: number; result?: unknown; error?: { message: string } };
+    try {
+      message = JSON.parse(String(event.data)) as typeof message;
+    } catch {
+      return failed(new Error(`the inspector sent what is not JSON: ${String(event.data).slice(0, 100)}`));
+    }
     if (message.id === undefined) return;
     if (message.error) failed(new Error(`inspector: ${message.error.message}`));
     else answers.get(message.id)?.(message.result);
   };
   let next = 0;
-  const send = <T>(method: string): Promise<T> =>
+  const send = <T>(method: string, params: Record<string, unknown> = {}): Promise<T> =>
     Promise.race([
       new Promise<T>((resolve) => {
         const id = ++next;
         answers.set(id, (result) => resolve(result as T));
-        socket.send(JSON.stringify({ id, method }));
+        socket.send(JSON.stringify({ id, method, params }));
       }),
       failure,
     ]);
@@ -69,7 +87,13 @@ export async function collectGarbage(stderr: readonly string[], timeoutMs = 30_0
     ]);
     await send('HeapProfiler.collectGarbage');
     const heap = await send<{ usedSize: number; totalSize: number }>('Runtime.getHeapUsage');
-    return { usedBytes: heap.usedSize, totalBytes: heap.totalSize };
+    const code = await send<{ result: { value?: unknown }; exceptionDetails?: { text: string } }>(
+      'Runtime.evaluate',
+      { expression: CODE_SPACES, returnByValue: true },
+    );
+    if (typeof code.result.value !== 'number')
+      throw new Error(`the code spaces' size: ${code.exceptionDetails?.text ?? 'not a number'}`);
+    return { usedBytes: heap.usedSize, codeBytes: code.result.value, totalBytes: heap.totalSize };
   } finally {
     clearTimeout(timer);
     socket.onclose = null;
