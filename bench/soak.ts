@@ -186,9 +186,10 @@ try {
     );
   await Promise.all(agents.map((a) => peersAlive(a, count - 1)));
 } catch (error) {
+  // Interrupted while an agent started: the interrupt's clean-up stops everything, then exits.
+  if (interrupted.signal.aborted) await new Promise(() => undefined);
   // The agents that did start, nats-server and the stores go too, not left running.
   await shutdown();
-  if (interrupted.signal.aborted) process.exit(130); // the agent starting was stopped: no failure
   throw error;
 }
 

@@ -115,7 +115,7 @@ export async function startAgentProcess(
         resolve(JSON.parse(line));
       }
     });
-    // A failed spawn, or an abort (an AbortError, then too once the agent runs: handled, not thrown).
+    // A failed spawn, or an abort, before the agent is ready: the start fails.
     child.on('error', (error) => {
       clearTimeout(timer);
       reject(error);
@@ -126,6 +126,12 @@ export async function startAgentProcess(
     });
   });
   const { httpPort, grpcPort } = await ready;
+  // Once it runs, an abort kills it (a caller's clean-up: nothing to report); any other error, a
+  // kill that failed say, is thrown as it was before there was a listener.
+  child.removeAllListeners('error');
+  child.on('error', (error) => {
+    if (error.name !== 'AbortError') throw error;
+  });
   const url = `http://${host}:${httpPort}`;
   return {
     child,
