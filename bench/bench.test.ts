@@ -62,6 +62,13 @@ describe('benchmarks (--quick, shape only)', () => {
       ['bench', 'objects', 'disk_ratio', 'rss_bytes_per_object', 'ready_s', 'p99_ms'],
       ['--objects', '3000'],
     ],
+    [
+      'tls-context',
+      [
+        ...['bench', 'connections', 'shared_conn_per_s', 'per_connection_conn_per_s', 'shared_cpu_ms'],
+        ...['per_connection_cpu_ms', 'shared_rss_mb', 'per_connection_rss_mb', 'cpu_ratio'],
+      ],
+    ],
   ];
   const labMissing = geoLabUnavailable();
   if (labMissing) console.log(`# locality bench skipped: ${labMissing}`);
@@ -89,7 +96,7 @@ describe('benchmarks (--quick, shape only)', () => {
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|swarm-vs-peer\|locality\|operator\|chaos\|load\|scale>/,
+      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|swarm-vs-peer\|locality\|operator\|chaos\|load\|scale\|tls-context>/,
     );
   });
 });

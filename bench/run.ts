@@ -19,6 +19,7 @@ const BENCHES: Record<
   chaos: () => import('./chaos.ts'),
   load: () => import('./load.ts'),
   scale: () => import('./scale.ts'),
+  'tls-context': () => import('./tls-context.ts'),
 };
 
 const [name, ...rest] = process.argv.slice(2);
