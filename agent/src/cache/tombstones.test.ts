@@ -69,37 +69,82 @@ describe('Tombstones', () => {
     }
   });
 
-  it('past MAX_TOMBSTONES, pushes out the oldest purges of the client that holds the most, not the others’', async () => {
+  it('past MAX_TOMBSTONES, pushes out the oldest purges of the node that signed the most, not the others’', async () => {
     const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
     try {
-      const by = (client: string) => ({ certificate: 'Q0VSVA==', value: 'U0lH', by: `token:${client}` });
-      // Alice's ten purges are the oldest; a flood of purges by another client fills the rest, and
+      // Nodes told apart by their certificates (base64; their content is not read here). The flood
+      // names many clients: the node that signed them is what counts.
+      const node = (name: string) => Buffer.from(`certificate of ${name}`).toString('base64');
+      const by = (n: string, client = 'c') => ({
+        certificate: node(n),
+        value: 'U0lH',
+        by: `token:${client}`,
+      });
+      // Node A's ten purges are the oldest; a flood of purges signed by node F fills the rest, and
       // five more of its own than the cap holds.
       const saved: Record<string, unknown> = {};
-      for (let i = 0; i < 10; i++) saved[`alice/${i}`] = { at: 1000 + i, signature: by('alice') };
+      for (let i = 0; i < 10; i++) saved[`a/${i}`] = { at: 1000 + i, signature: by('a') };
       for (let i = 0; i < MAX_TOMBSTONES - 5; i++)
-        saved[`flood/${i}`] = { at: 2000 + i, signature: by('flood') };
+        saved[`f/${i}`] = { at: 2000 + i, signature: by('f', `client-${i}`) };
       await writeFile(join(own, 'tombstones.json'), JSON.stringify(saved));
       const clock = new FakeClock(1000);
       const t = await Tombstones.open(own, clock, 7 * 24 * 3600 * 1000);
       assert.equal(t.size, MAX_TOMBSTONES, 'a snapshot past the cap is cut at open');
-      for (let i = 0; i < 10; i++)
-        assert.equal(t.purgedAt(`alice/${i}`), 1000 + i, 'from the flood, not Alice');
-      assert.equal(t.purgedAt('flood/4'), undefined, 'the flood’s own oldest went');
-      assert.equal(t.purgedAt('flood/5'), 2005);
-      // More of the flood, and a purge by a third client: each pushes out the flood's oldest.
-      for (let i = 0; i < 20; i++) await t.record(`flood/more-${i}`, 9000 + i, by('flood'));
-      await t.record('bob/0', 9500, by('bob'));
+      for (let i = 0; i < 10; i++) assert.equal(t.purgedAt(`a/${i}`), 1000 + i, 'from the flood, not A');
+      assert.equal(t.purgedAt('f/4'), undefined, 'the flood’s own oldest went');
+      assert.equal(t.purgedAt('f/5'), 2005);
+      // More of the flood, and a purge signed by a third node: each pushes out the flood's oldest.
+      for (let i = 0; i < 20; i++) await t.record(`f/more-${i}`, 9000 + i, by('f', `more-${i}`));
+      await t.record('b/0', 9500, by('b'));
       assert.equal(t.size, MAX_TOMBSTONES);
-      for (let i = 0; i < 10; i++) assert.equal(t.purgedAt(`alice/${i}`), 1000 + i);
-      assert.equal(t.purgedAt('bob/0'), 9500);
-      assert.equal(t.purgedAt('flood/25'), undefined);
-      assert.equal(t.purgedAt('flood/26'), 2026);
+      for (let i = 0; i < 10; i++) assert.equal(t.purgedAt(`a/${i}`), 1000 + i);
+      assert.equal(t.purgedAt('b/0'), 9500);
+      assert.equal(t.purgedAt('f/25'), undefined);
+      assert.equal(t.purgedAt('f/26'), 2026);
       const reopened = await Tombstones.open(own, clock, 7 * 24 * 3600 * 1000);
       assert.equal(reopened.size, MAX_TOMBSTONES);
-      assert.equal(reopened.purgedAt('alice/0'), 1000);
-      assert.deepEqual(reopened.signatureOf('alice/0'), by('alice'));
-      assert.equal(reopened.purgedAt('flood/more-19'), 9019);
+      assert.equal(reopened.purgedAt('a/0'), 1000);
+      assert.deepEqual(reopened.signatureOf('a/0'), by('a'));
+      assert.equal(reopened.purgedAt('f/more-19'), 9019);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
+  it('past MAX_TOMBSTONES, drops expired tombstones before any live one, running and at a restart', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      const ttl = 60_000;
+      const node = (name: string) => ({ certificate: Buffer.from(name).toString('base64'), value: 'U0lH' });
+      // Node E's 100 purges will have expired; node A, which holds the most, has the rest, live.
+      const saved: Record<string, unknown> = {};
+      for (let i = 0; i < 100; i++) saved[`e/${i}`] = { at: 1000, signature: node('e') };
+      for (let i = 0; i < MAX_TOMBSTONES - 100; i++) saved[`a/${i}`] = { at: 40_000, signature: node('a') };
+      await writeFile(join(own, 'tombstones.json'), JSON.stringify(saved));
+      const clock = new FakeClock(1000);
+      const t = await Tombstones.open(own, clock, ttl);
+      assert.equal(t.size, MAX_TOMBSTONES);
+      clock.advance(ttl); // E's have expired, A's not
+      for (let i = 0; i < 5; i++) await t.record(`a/new-${i}`, 70_000, node('a'));
+      assert.equal(t.size, MAX_TOMBSTONES - 95, 'the expired went, not A’s oldest');
+      assert.equal(t.purgedAt('a/0'), 40_000);
+      // At a restart, the expired ones the files still hold are not taken in.
+      const again = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+      try {
+        await writeFile(join(again, 'tombstones.json'), JSON.stringify(saved));
+        await writeFile(
+          join(again, 'tombstones.log'),
+          Array.from({ length: 5 }, (_, i) => `${JSON.stringify([`a/new-${i}`, 70_000, node('a')])}\n`).join(
+            '',
+          ),
+        );
+        const reopened = await Tombstones.open(again, clock, ttl);
+        assert.equal(reopened.size, MAX_TOMBSTONES - 95);
+        assert.equal(reopened.purgedAt('a/0'), 40_000);
+        assert.equal(reopened.purgedAt('a/new-4'), 70_000);
+      } finally {
+        await rm(again, { recursive: true, force: true });
+      }
     } finally {
       await rm(own, { recursive: true, force: true });
     }

@@ -16,11 +16,12 @@ export const COMPACT_AFTER = 1000;
 type Entry = { at: number; signature?: NodeSignature };
 
 /**
- * Whose purge a tombstone is, the unit the cap is shared by: the client that asked for it, as the
- * node that took the request signed it (`by`); '' for a purge without one.
+ * Whose purge a tombstone is, the unit the cap is shared by: the node that signed it (its
+ * certificate, checked before the purge was taken in: a renewed certificate counts apart); '' for a
+ * purge without a signature. Not the client the signature names (`by`): a node may name any.
  */
-function askerOf(entry: Entry): string {
-  return entry.signature?.by ?? '';
+function signerOf(entry: Entry): string {
+  return entry.signature?.certificate ?? '';
 }
 
 /**
@@ -33,9 +34,10 @@ function askerOf(entry: Entry): string {
  * average. A version of a key created at or before its purge is dead: it
  * is not stored, served or replicated again. Tombstones expire after `ttlMs`.
  *
- * At most MAX_TOMBSTONES are kept. Past them, the oldest of the client that holds the most goes
- * first: a client allowed to purge that sends a flood of purges pushes out its own, not everyone
- * else's (which would let keys others purged come back from a stale copy).
+ * At most MAX_TOMBSTONES are kept. Past them, expired ones go first, then the oldest of the node
+ * that signed the most: a node that floods purges (one of its clients allowed to purge, or the node
+ * itself) pushes out its own, not those other nodes took (which would let keys purged there come
+ * back from a stale copy).
  */
 export class Tombstones {
   readonly #file: string;
@@ -45,11 +47,13 @@ export class Tombstones {
   readonly #ttlMs: number;
   /** Every tombstone, oldest recorded first. */
   #entries = new Map<string, Entry>();
-  /** The keys of each asker's tombstones (askerOf), oldest recorded first. */
-  readonly #byAsker = new Map<string, Set<string>>();
-  /** The askers by how many tombstones each holds, and the most any holds. */
-  readonly #askersBySize = new Map<number, Set<string>>();
+  /** The keys of each signer's tombstones (signerOf), oldest recorded first. */
+  readonly #bySigner = new Map<string, Set<string>>();
+  /** The signers by how many tombstones each holds, and the most any holds. */
+  readonly #signersBySize = new Map<number, Set<string>>();
   #largest = 0;
+  /** No tombstone expires before this time (a sweep for expired ones finds none before it). */
+  #sweepAfter = 0;
   /** Records in the journal since the last snapshot, and tombstones in that snapshot. */
   #journalRecords = 0;
   #snapshotEntries = 0;
@@ -69,8 +73,10 @@ export class Tombstones {
   static async open(dir: string, clock: Clock, ttlMs = DEFAULT_TOMBSTONE_TTL_MS): Promise<Tombstones> {
     const t = new Tombstones(dir, clock, ttlMs);
     await mkdir(t.#tmpDir, { recursive: true });
+    const now = clock.now();
     const add = (key: unknown, at: unknown, signature: unknown) => {
       if (typeof key !== 'string' || !Number.isSafeInteger(at)) return false;
+      if ((at as number) + ttlMs <= now) return true; // expired: a good record, not kept
       if ((t.#entries.get(key)?.at ?? -1) >= (at as number)) return true;
       const proof = parseSignature(signature);
       t.#set(key, { at: at as number, ...(proof ? { signature: proof } : {}) });
@@ -91,8 +97,8 @@ export class Tombstones {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
         t.#entries.clear(); // unreadable: start empty
-        t.#byAsker.clear();
-        t.#askersBySize.clear();
+        t.#bySigner.clear();
+        t.#signersBySize.clear();
         t.#largest = 0;
       }
     }
@@ -122,44 +128,58 @@ export class Tombstones {
   #set(key: string, entry: Entry): void {
     this.#remove(key);
     this.#entries.set(key, entry);
-    const asker = askerOf(entry);
-    let keys = this.#byAsker.get(asker);
-    if (!keys) this.#byAsker.set(asker, (keys = new Set()));
+    this.#sweepAfter = Math.min(this.#sweepAfter, entry.at + this.#ttlMs);
+    const signer = signerOf(entry);
+    let keys = this.#bySigner.get(signer);
+    if (!keys) this.#bySigner.set(signer, (keys = new Set()));
     keys.add(key);
-    this.#resized(asker, keys.size - 1, keys.size);
+    this.#resized(signer, keys.size - 1, keys.size);
   }
   #remove(key: string): void {
     const entry = this.#entries.get(key);
     if (entry === undefined) return;
     this.#entries.delete(key);
-    const asker = askerOf(entry);
-    const keys = this.#byAsker.get(asker)!;
+    const signer = signerOf(entry);
+    const keys = this.#bySigner.get(signer)!;
     keys.delete(key);
-    if (keys.size === 0) this.#byAsker.delete(asker);
-    this.#resized(asker, keys.size + 1, keys.size);
+    if (keys.size === 0) this.#bySigner.delete(signer);
+    this.#resized(signer, keys.size + 1, keys.size);
   }
   /**
-   * Moves `asker` from the askers holding `from` tombstones to those holding `to`. A size moves by
-   * one at a time, so the largest is found again in a step: no scan of every asker per purge, which
-   * a node of the mesh could make costly by signing purges for as many clients as it likes.
+   * Moves `signer` from the signers holding `from` tombstones to those holding `to`. A size moves by
+   * one at a time, so the largest is found again in a step, not by a scan of every signer per purge.
    */
-  #resized(asker: string, from: number, to: number): void {
-    const was = this.#askersBySize.get(from);
-    was?.delete(asker);
-    if (was?.size === 0) this.#askersBySize.delete(from);
+  #resized(signer: string, from: number, to: number): void {
+    const was = this.#signersBySize.get(from);
+    was?.delete(signer);
+    if (was?.size === 0) this.#signersBySize.delete(from);
     if (to > 0) {
-      const now = this.#askersBySize.get(to);
-      if (now) now.add(asker);
-      else this.#askersBySize.set(to, new Set([asker]));
+      const now = this.#signersBySize.get(to);
+      if (now) now.add(signer);
+      else this.#signersBySize.set(to, new Set([signer]));
     }
     if (to > this.#largest) this.#largest = to;
-    while (this.#largest > 0 && !this.#askersBySize.has(this.#largest)) this.#largest--;
+    while (this.#largest > 0 && !this.#signersBySize.has(this.#largest)) this.#largest--;
   }
-  /** Down to MAX_TOMBSTONES: the oldest of the asker that holds the most goes first. */
+  /** Drops every expired tombstone, and notes when the next one expires. */
+  #sweep(now: number): void {
+    let next = Number.POSITIVE_INFINITY;
+    for (const [key, { at }] of this.#entries)
+      if (at + this.#ttlMs <= now) this.#remove(key);
+      else next = Math.min(next, at + this.#ttlMs);
+    this.#sweepAfter = next;
+  }
+  /**
+   * Down to MAX_TOMBSTONES: expired ones first (a sweep, only when one may have expired since the
+   * last), then the oldest of the signer that holds the most.
+   */
   #trim(): void {
+    if (this.#entries.size <= MAX_TOMBSTONES) return;
+    const now = this.#clock.now();
+    if (now >= this.#sweepAfter) this.#sweep(now);
     while (this.#entries.size > MAX_TOMBSTONES) {
-      const [asker] = this.#askersBySize.get(this.#largest)!;
-      const [oldest] = this.#byAsker.get(asker!)!;
+      const [signer] = this.#signersBySize.get(this.#largest)!;
+      const [oldest] = this.#bySigner.get(signer!)!;
       this.#remove(oldest!);
     }
   }
@@ -229,8 +249,7 @@ export class Tombstones {
 
   /** Every live tombstone into the snapshot, then an empty journal (a crash between them replays it: no harm). */
   async #snapshot(): Promise<void> {
-    const now = this.#clock.now();
-    for (const [key, { at }] of this.#entries) if (at + this.#ttlMs <= now) this.#remove(key);
+    this.#sweep(this.#clock.now());
     const data = Buffer.from(
       JSON.stringify(Object.fromEntries([...this.#entries].map(([key, e]) => [key, e.signature ? e : e.at]))),
     );
