@@ -33,10 +33,20 @@ export interface CollectedHeap {
   totalBytes: number;
 }
 
-/** Evaluated in the inspected process: the bytes used in V8's code and trusted spaces. */
-const CODE_SPACES = `process.getBuiltinModule('v8').getHeapSpaceStatistics()
-  .filter((s) => /^(code|trusted)(_large_object)?_space$/.test(s.space_name))
-  .reduce((sum, s) => sum + s.space_used_size, 0)`;
+/**
+ * Evaluated in the inspected process, after the collection: its heap's figures, read at once (the
+ * used bytes of every space, and of its code and trusted spaces).
+ */
+const HEAP_FIGURES = `(() => {
+  const v8 = process.getBuiltinModule('v8');
+  const spaces = v8.getHeapSpaceStatistics();
+  const sum = (list) => list.reduce((n, s) => n + s.space_used_size, 0);
+  return {
+    used: sum(spaces),
+    code: sum(spaces.filter((s) => /^(code|trusted)(_large_object)?_space$/.test(s.space_name))),
+    total: v8.getHeapStatistics().total_heap_size,
+  };
+})()`;
 
 /**
  * Runs a full garbage collection in the process whose stderr is `stderr` (its lines or chunks) and
@@ -86,14 +96,14 @@ export async function collectGarbage(stderr: readonly string[], timeoutMs = 30_0
       failure,
     ]);
     await send('HeapProfiler.collectGarbage');
-    const heap = await send<{ usedSize: number; totalSize: number }>('Runtime.getHeapUsage');
-    const code = await send<{ result: { value?: unknown }; exceptionDetails?: { text: string } }>(
-      'Runtime.evaluate',
-      { expression: CODE_SPACES, returnByValue: true },
-    );
-    if (typeof code.result.value !== 'number')
-      throw new Error(`the code spaces' size: ${code.exceptionDetails?.text ?? 'not a number'}`);
-    return { usedBytes: heap.usedSize, codeBytes: code.result.value, totalBytes: heap.totalSize };
+    const { result, exceptionDetails } = await send<{
+      result: { value?: { used?: unknown; code?: unknown; total?: unknown } };
+      exceptionDetails?: { text: string };
+    }>('Runtime.evaluate', { expression: HEAP_FIGURES, returnByValue: true });
+    const { used, code, total } = result.value ?? {};
+    if (typeof used !== 'number' || typeof code !== 'number' || typeof total !== 'number')
+      throw new Error(`the heap's figures: ${exceptionDetails?.text ?? JSON.stringify(result.value)}`);
+    return { usedBytes: used, codeBytes: code, totalBytes: total };
   } finally {
     clearTimeout(timer);
     socket.onclose = null;

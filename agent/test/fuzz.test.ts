@@ -25,8 +25,13 @@ import type { NodeCredentials } from '../src/security/node-credentials.ts';
 const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
 const SEED = 20_261_130;
 const MESH = 'fuzz';
-/** What the agent may keep per case over the second half of a surface's cases (see stillWell). */
+/**
+ * What the agent may keep over the second half of a surface's cases (see stillWell): this much per
+ * case, and SECOND_HALF_SLACK whatever the count (what a collection leaves differs by that much
+ * between two readings of an idle agent; FUZZ_RUNS=300 failed without it).
+ */
 const PER_CASE_BYTES = 64;
+const SECOND_HALF_SLACK = 512 * 2 ** 10;
 const missing = natsUnavailable();
 
 /** What the HTTP API may answer (docs/agent.md); anything else, a 500 above all, is a failure. */
@@ -220,14 +225,16 @@ describe(
      * Each surface sends half its cases of every kind, then the other half. Over the first the agent
      * fills what it keeps by design (members, tombstones, objects put, a client's rate limit); over
      * the second, what it keeps of each case shows, and may be at most PER_CASE_BYTES per case of
-     * that half (5,000 to 50,000 cases). Here the second halves grew the live heap by -0.1 to 0.1 MiB
-     * and external memory by at most 0.1, the whole surfaces by at most 0.8 and 0.1 (bound: 4 MiB).
-     * A Ping handler keeping 1.4 KB per call (a 175-number array, or a Buffer) failed it: the
-     * second half's 2,518 Pings grew the live heap by 3.4 MiB, or external memory by 3.3; so would a
-     * leak of 140 bytes on each call that reaches a handler (about 23,750 in that half; the others
+     * that half (5,000 to 50,000 cases) and SECOND_HALF_SLACK. Over a whole surface, live heap and
+     * Buffers may grow by 4 MiB. Here the second halves grew the live heap by -0.1 to 0.1 MiB and
+     * external memory by at most 0.1, the whole surfaces by at most 0.8 and 0.1. A Ping handler
+     * keeping 1.4 KB per call failed it: a 175-number array grew the live heap 7.5 MiB over the
+     * gRPC surface, a Buffer external memory 6.8 (3.4 and 3.3 over its second half, under that
+     * half's 3.55 MiB: the 4 MiB caught them). By arithmetic, the 4 MiB
+     * fail a leak of 90 bytes on every call that reaches a handler (about 47,500; the others
      * are undecodable). A leak only on a path few cases reach (a PUT that stores: 9 of the HTTP
      * surface's 10,000; a GET that finds: 149) is below what this can see; the soak is the test for
-     * those (docs/benchmarks.md). RSS after the collection stays under 512 MiB (113-156 MiB here):
+     * those (docs/benchmarks.md). RSS after the collection stays under 512 MiB (113-158 MiB here):
      * memory neither V8 nor Buffers hold (OpenSSL's, nghttp2's) is bounded only that loosely here.
      */
     const stillWell = async (surface: string, cases: number) => {
@@ -239,11 +246,9 @@ describe(
         `# fuzz ${surface}: ${Object.values(counts[surface] ?? {}).reduce((a, n) => a + n, 0)} cases, outcomes ${JSON.stringify(counts[surface])}; ${told}`,
       );
       const secondHalf = cases - Math.floor(cases / 2);
-      assert.ok(m.live - h.live < secondHalf * PER_CASE_BYTES, `live heap grew over the second half ${told}`);
-      assert.ok(
-        m.native - h.native < secondHalf * PER_CASE_BYTES,
-        `external memory grew over the second half ${told}`,
-      );
+      const allowed = SECOND_HALF_SLACK + secondHalf * PER_CASE_BYTES;
+      assert.ok(m.live - h.live < allowed, `live heap grew over the second half ${told}`);
+      assert.ok(m.native - h.native < allowed, `external memory grew over the second half ${told}`);
       assert.ok(m.live - last.live < 4 * 2 ** 20, `live heap grew ${told}`);
       assert.ok(m.native - last.native < 4 * 2 ** 20, `external memory grew ${told}`);
       assert.ok(m.rss < 512 * 2 ** 20, `RSS ${told}`);
@@ -280,17 +285,19 @@ describe(
     });
 
     it('the HTTP API answers every request with a documented status, never a 500, and stays up', async () => {
-      let sent = 0;
-      await fc.assert(
-        fc.asyncProperty(httpRequest, async (r) => {
-          if (sent++ === Math.floor(RUNS / 2)) await halfway('http');
-          const headers = r.authorization ? { ...r.headers, authorization: r.authorization } : r.headers;
-          const status = await send(agent.httpPort, { ...r, headers });
-          count('http', status);
-          return HTTP_DOCUMENTED.has(status);
-        }),
-        { seed: SEED, numRuns: RUNS },
-      );
+      // Half the cases, then the other half (a seed of its own each).
+      for (const [h, runs] of [Math.floor(RUNS / 2), RUNS - Math.floor(RUNS / 2)].entries()) {
+        if (h === 1) await halfway('http');
+        await fc.assert(
+          fc.asyncProperty(httpRequest, async (r) => {
+            const headers = r.authorization ? { ...r.headers, authorization: r.authorization } : r.headers;
+            const status = await send(agent.httpPort, { ...r, headers });
+            count('http', status);
+            return HTTP_DOCUMENTED.has(status);
+          }),
+          { seed: SEED + h, numRuns: runs },
+        );
+      }
       await stillWell('http', RUNS);
     });
 
