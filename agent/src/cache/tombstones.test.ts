@@ -150,6 +150,23 @@ describe('Tombstones', () => {
     }
   });
 
+  it('replays a purge recorded again after the cap pushed it out as the newest, as it was', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      // k was recorded, pushed out by MAX_TOMBSTONES later purges, then recorded again (the same purge
+      // heard anew): running, it is the newest and the first of the others went.
+      const line = (key: string, at: number) => `${JSON.stringify([key, at])}\n`;
+      const others = Array.from({ length: MAX_TOMBSTONES }, (_, i) => line(`o/${i}`, 2000)).join('');
+      await writeFile(join(own, 'tombstones.log'), line('k', 1000) + others + line('k', 1000));
+      const t = await Tombstones.open(own, new FakeClock(1000), 7 * 24 * 3600 * 1000);
+      assert.equal(t.size, MAX_TOMBSTONES);
+      assert.equal(t.purgedAt('k'), 1000, 'the purge recorded last is kept');
+      assert.equal(t.purgedAt('o/0'), undefined, 'the oldest other went');
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
   it('starts empty from a damaged file', async () => {
     const other = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
     await writeFile(join(other, 'tombstones.json'), '{not json');

@@ -77,7 +77,9 @@ export class Tombstones {
     const add = (key: unknown, at: unknown, signature: unknown) => {
       if (typeof key !== 'string' || !Number.isSafeInteger(at)) return false;
       if ((at as number) + ttlMs <= now) return true; // expired: a good record, not kept
-      if ((t.#entries.get(key)?.at ?? -1) >= (at as number)) return true;
+      // A later record of the same purge moves it to the newest, as it did when it was recorded (its
+      // key had been pushed out meanwhile, or it would not have been recorded again).
+      if ((t.#entries.get(key)?.at ?? -1) > (at as number)) return true;
       const proof = parseSignature(signature);
       t.#set(key, { at: at as number, ...(proof ? { signature: proof } : {}) });
       return true;
