@@ -10,6 +10,11 @@ export const DEFAULT_TOMBSTONE_TTL_MS = 7 * 24 * 3600 * 1000;
 
 /** Tombstones kept at most (each up to about 1 KB with its signature). */
 export const MAX_TOMBSTONES = 50_000;
+/**
+ * The mark of a journal record saying the cap pushed a tombstone out (`[key, at, null, PUSHED_OUT]`),
+ * so that a replay keeps what was kept. An agent of an older release reads it as the purge again.
+ */
+const PUSHED_OUT = 'pushed-out';
 /** The journal is folded into the snapshot once it holds this many records and more than the snapshot. */
 export const COMPACT_AFTER = 1000;
 
@@ -37,7 +42,9 @@ function signerOf(entry: Entry): string {
  * At most MAX_TOMBSTONES are kept. Past them, expired ones go first, then the oldest of the node
  * that signed the most: a node that floods purges (one of its clients allowed to purge, or the node
  * itself) pushes out its own, not those other nodes took (which would let keys purged there come
- * back from a stale copy).
+ * back from a stale copy). A purge's line in the journal is followed by one for each tombstone it
+ * pushed out, so that a restart keeps exactly the live tombstones there were (which a replay that
+ * chose again could not: what it chooses depends on tombstones that have expired since).
  */
 export class Tombstones {
   readonly #file: string;
@@ -45,6 +52,8 @@ export class Tombstones {
   readonly #tmpDir: string;
   readonly #clock: Clock;
   readonly #ttlMs: number;
+  /** Tombstones kept at most: MAX_TOMBSTONES, fewer in a test (a parameter of open()). */
+  readonly #maxEntries: number;
   /** Every tombstone, oldest recorded first. */
   #entries = new Map<string, Entry>();
   /** The keys of each signer's tombstones (signerOf), oldest recorded first. */
@@ -59,19 +68,25 @@ export class Tombstones {
   #snapshotEntries = 0;
   /** A write failed, or the journal ends in a torn line: the next write is a whole snapshot. */
   #rewrite = false;
-  #pending: { line: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  #pending: { lines: string; count: number; resolve: () => void; reject: (error: unknown) => void }[] = [];
   #flushing: Promise<void> | undefined;
 
-  private constructor(dir: string, clock: Clock, ttlMs: number) {
+  private constructor(dir: string, clock: Clock, ttlMs: number, maxEntries: number) {
     this.#file = join(dir, 'tombstones.json');
     this.#journal = join(dir, 'tombstones.log');
     this.#tmpDir = join(dir, 'tmp');
     this.#clock = clock;
     this.#ttlMs = ttlMs;
+    this.#maxEntries = maxEntries;
   }
 
-  static async open(dir: string, clock: Clock, ttlMs = DEFAULT_TOMBSTONE_TTL_MS): Promise<Tombstones> {
-    const t = new Tombstones(dir, clock, ttlMs);
+  static async open(
+    dir: string,
+    clock: Clock,
+    ttlMs = DEFAULT_TOMBSTONE_TTL_MS,
+    maxEntries = MAX_TOMBSTONES,
+  ): Promise<Tombstones> {
+    const t = new Tombstones(dir, clock, ttlMs, maxEntries);
     await mkdir(t.#tmpDir, { recursive: true });
     const now = clock.now();
     const add = (key: unknown, at: unknown, signature: unknown) => {
@@ -82,6 +97,12 @@ export class Tombstones {
       if ((t.#entries.get(key)?.at ?? -1) > (at as number)) return true;
       const proof = parseSignature(signature);
       t.#set(key, { at: at as number, ...(proof ? { signature: proof } : {}) });
+      return true;
+    };
+    /** A tombstone the cap pushed out, running: out again here, so the replay keeps what was kept. */
+    const pushOut = (key: unknown, at: unknown) => {
+      if (typeof key !== 'string' || !Number.isSafeInteger(at)) return false;
+      if (t.#entries.get(key)?.at === at) t.#remove(key);
       return true;
     };
     try {
@@ -111,8 +132,8 @@ export class Tombstones {
         if (line === '') continue;
         let ok = false;
         try {
-          const [key, at, signature] = JSON.parse(line) as unknown[];
-          ok = add(key, at, signature);
+          const [key, at, signature, mark] = JSON.parse(line) as unknown[];
+          ok = mark === PUSHED_OUT ? pushOut(key, at) : add(key, at, signature);
         } catch {
           // a line torn by a crash: skipped, and the files rewritten at the next write
         }
@@ -172,18 +193,21 @@ export class Tombstones {
     this.#sweepAfter = next;
   }
   /**
-   * Down to MAX_TOMBSTONES: expired ones first (a sweep, only when one may have expired since the
-   * last), then the oldest of the signer that holds the most.
+   * Down to the cap (MAX_TOMBSTONES unless opened with another): expired ones first (a sweep, only
+   * when one may have expired since the last), then the oldest of the signer that holds the most.
    */
-  #trim(): void {
-    if (this.#entries.size <= MAX_TOMBSTONES) return;
+  #trim(): [key: string, at: number][] {
+    const pushedOut: [string, number][] = [];
+    if (this.#entries.size <= this.#maxEntries) return pushedOut;
     const now = this.#clock.now();
     if (now >= this.#sweepAfter) this.#sweep(now);
-    while (this.#entries.size > MAX_TOMBSTONES) {
+    while (this.#entries.size > this.#maxEntries) {
       const [signer] = this.#signersBySize.get(this.#largest)!;
       const [oldest] = this.#bySigner.get(signer!)!;
+      pushedOut.push([oldest!, this.#entries.get(oldest!)!.at]);
       this.#remove(oldest!);
     }
+    return pushedOut;
   }
   /** Tombstones held (expired ones included until the next snapshot drops them). */
   get size(): number {
@@ -218,10 +242,12 @@ export class Tombstones {
   record(key: string, at: number, signature?: NodeSignature): Promise<void> {
     if ((this.#entries.get(key)?.at ?? -1) >= at) return Promise.resolve();
     this.#set(key, { at, ...(signature ? { signature } : {}) });
-    this.#trim();
-    const line = `${JSON.stringify(signature ? [key, at, signature] : [key, at])}\n`;
+    // The purge, then what it pushed out: the journal's replay does what was done.
+    const records: unknown[][] = [signature ? [key, at, signature] : [key, at]];
+    for (const [out, outAt] of this.#trim()) records.push([out, outAt, null, PUSHED_OUT]);
+    const lines = records.map((r) => `${JSON.stringify(r)}\n`).join('');
     return new Promise<void>((resolve, reject) => {
-      this.#pending.push({ line, resolve, reject });
+      this.#pending.push({ lines, count: records.length, resolve, reject });
       if (!this.#flushing) this.#flushing = this.#flush();
     });
   }
@@ -234,10 +260,10 @@ export class Tombstones {
     while (this.#pending.length > 0) {
       const batch = this.#pending.splice(0);
       try {
-        const records = this.#journalRecords + batch.length;
+        const records = this.#journalRecords + batch.reduce((n, p) => n + p.count, 0);
         if (this.#rewrite || records > Math.max(COMPACT_AFTER, this.#snapshotEntries)) await this.#snapshot();
         else {
-          await appendDurably(this.#journal, batch.map((p) => p.line).join(''));
+          await appendDurably(this.#journal, batch.map((p) => p.lines).join(''));
           this.#journalRecords = records;
         }
         for (const p of batch) p.resolve();
