@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -167,6 +167,35 @@ describe('Tombstones', () => {
     }
   });
 
+  it('leaves out a journal a crash left between a snapshot and its truncation, whose lines the snapshot holds', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      const clock = new FakeClock(1000);
+      const ttl = 60_000;
+      let t = await Tombstones.open(own, clock, ttl, 3);
+      for (const [i, key] of ['a', 'b', 'c', 'd'].entries()) await t.record(key, 1000 + i); // d pushes a out
+      // A torn line: the next write is a snapshot. Keep the journal as it was before that write.
+      await appendFile(join(own, 'tombstones.log'), '["torn",1');
+      t = await Tombstones.open(own, clock, ttl, 3);
+      const stale = await readFile(join(own, 'tombstones.log'));
+      await t.record('a', 1000); // heard again: pushes b out; written as a snapshot
+      assert.deepEqual(
+        ['a', 'b', 'c', 'd'].map((k) => t.purgedAt(k)),
+        [1000, undefined, 1002, 1003],
+      );
+      // A crash after the snapshot's write, before the journal's truncation: the old journal stays.
+      await writeFile(join(own, 'tombstones.log'), stale);
+      const reopened = await Tombstones.open(own, clock, ttl, 3);
+      assert.deepEqual(
+        ['a', 'b', 'c', 'd'].map((k) => reopened.purgedAt(k)),
+        [1000, undefined, 1002, 1003],
+        'the snapshot as it was written, the stale journal left out',
+      );
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
   it('starts empty from a damaged file', async () => {
     const other = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
     await writeFile(join(other, 'tombstones.json'), '{not json');
@@ -231,7 +260,11 @@ describe('Tombstones', () => {
       assert.equal(t.purgedAt('b'), 3000);
       assert.equal(t.purgedAt('c'), undefined);
       await t.record('d', 5000);
-      assert.equal(await readFile(join(own, 'tombstones.log'), 'utf8'), '', 'folded into a fresh snapshot');
+      assert.equal(
+        await readFile(join(own, 'tombstones.log'), 'utf8'),
+        '{"generation":1}\n',
+        'folded into a fresh snapshot: a journal of its generation, with no purge yet',
+      );
       const reopened = await Tombstones.open(own, clock, 60_000);
       assert.deepEqual(
         ['a', 'b', 'd'].map((k) => reopened.purgedAt(k)),

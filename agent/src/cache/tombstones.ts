@@ -11,10 +11,15 @@ export const DEFAULT_TOMBSTONE_TTL_MS = 7 * 24 * 3600 * 1000;
 /** Tombstones kept at most (each up to about 1 KB with its signature). */
 export const MAX_TOMBSTONES = 50_000;
 /**
- * The mark of a journal record saying the cap pushed a tombstone out (`[key, at, null, PUSHED_OUT]`),
- * so that a replay keeps what was kept. An agent of an older release reads it as the purge again.
+ * Journal lines that are not purges are JSON objects, which an agent of an older release reads as a
+ * line torn by a crash (skipped, its files rewritten at its next write), not as a purge:
+ * - `{"generation": g}`, the first line: the journal continues snapshot `g` (the snapshot's own
+ *   `""` entry says its generation); a journal of another generation is the one a crash left between
+ *   a snapshot's write and the journal's truncation, and everything in it is in the snapshot already;
+ * - `{"out": [key, at]}`: the purge before it pushed this tombstone out (the cap), so that a replay
+ *   keeps what was kept.
  */
-const PUSHED_OUT = 'pushed-out';
+type Marker = { generation?: unknown; out?: unknown };
 /** The journal is folded into the snapshot once it holds this many records and more than the snapshot. */
 export const COMPACT_AFTER = 1000;
 
@@ -66,6 +71,8 @@ export class Tombstones {
   /** Records in the journal since the last snapshot, and tombstones in that snapshot. */
   #journalRecords = 0;
   #snapshotEntries = 0;
+  /** The snapshot's generation (0: a snapshot of an older release, or none), and its journal's. */
+  #generation = 0;
   /** A write failed, or the journal ends in a torn line: the next write is a whole snapshot. */
   #rewrite = false;
   #pending: { lines: string; count: number; resolve: () => void; reject: (error: unknown) => void }[] = [];
@@ -100,7 +107,9 @@ export class Tombstones {
       return true;
     };
     /** A tombstone the cap pushed out, running: out again here, so the replay keeps what was kept. */
-    const pushOut = (key: unknown, at: unknown) => {
+    const pushOut = (out: unknown) => {
+      if (!Array.isArray(out)) return false;
+      const [key, at] = out as unknown[];
       if (typeof key !== 'string' || !Number.isSafeInteger(at)) return false;
       if (t.#entries.get(key)?.at === at) t.#remove(key);
       return true;
@@ -109,8 +118,11 @@ export class Tombstones {
       const raw: unknown = JSON.parse(await readFile(t.#file, 'utf8'));
       if (typeof raw === 'object' && raw !== null) {
         for (const [key, entry] of Object.entries(raw)) {
-          // A time, or { at, signature } for a purge with its signer's proof.
-          if (Number.isSafeInteger(entry)) add(key, entry, undefined);
+          // The snapshot's generation; a time, or { at, signature } for a purge with its signer's proof.
+          if (key === '') {
+            const g = (entry as Marker | null)?.generation;
+            if (Number.isSafeInteger(g)) t.#generation = g as number;
+          } else if (Number.isSafeInteger(entry)) add(key, entry, undefined);
           else if (typeof entry === 'object' && entry !== null) {
             const { at, signature } = entry as { at?: unknown; signature?: unknown };
             add(key, at, signature);
@@ -128,12 +140,31 @@ export class Tombstones {
     t.#snapshotEntries = t.#entries.size;
     try {
       const journal = await readFile(t.#journal, 'utf8');
-      for (const line of journal.split('\n')) {
+      const lines = journal.split('\n');
+      let generation = 0;
+      try {
+        const first = JSON.parse(lines[0]!) as unknown;
+        if (!Array.isArray(first) && Number.isSafeInteger((first as Marker).generation)) {
+          generation = (first as Marker).generation as number;
+          lines.shift();
+        }
+      } catch {
+        // no header (a journal of an older release, or a torn one): read as it is
+      }
+      // Not this snapshot's journal (a crash came between the snapshot and the journal's truncation):
+      // all of it is in the snapshot; replayed, its pushed-out lines would remove purges recorded since.
+      const stale = t.#generation !== 0 && generation !== t.#generation;
+      if (stale) t.#rewrite = true;
+      for (const line of stale ? [] : lines) {
         if (line === '') continue;
         let ok = false;
         try {
-          const [key, at, signature, mark] = JSON.parse(line) as unknown[];
-          ok = mark === PUSHED_OUT ? pushOut(key, at) : add(key, at, signature);
+          const record = JSON.parse(line) as unknown;
+          if (Array.isArray(record)) {
+            const [key, at, signature] = record as unknown[];
+            ok = add(key, at, signature);
+          } else if (typeof record === 'object' && record !== null && 'out' in record)
+            ok = pushOut((record as Marker).out);
         } catch {
           // a line torn by a crash: skipped, and the files rewritten at the next write
         }
@@ -240,11 +271,12 @@ export class Tombstones {
    * (resolves once it is on disk). At most MAX_TOMBSTONES are kept (the class's doc says which go).
    */
   record(key: string, at: number, signature?: NodeSignature): Promise<void> {
-    if ((this.#entries.get(key)?.at ?? -1) >= at) return Promise.resolve();
+    // No object has the empty key (and it is the snapshot's own entry).
+    if (key === '' || (this.#entries.get(key)?.at ?? -1) >= at) return Promise.resolve();
     this.#set(key, { at, ...(signature ? { signature } : {}) });
     // The purge, then what it pushed out: the journal's replay does what was done.
-    const records: unknown[][] = [signature ? [key, at, signature] : [key, at]];
-    for (const [out, outAt] of this.#trim()) records.push([out, outAt, null, PUSHED_OUT]);
+    const records: unknown[] = [signature ? [key, at, signature] : [key, at]];
+    for (const out of this.#trim()) records.push({ out });
     const lines = records.map((r) => `${JSON.stringify(r)}\n`).join('');
     return new Promise<void>((resolve, reject) => {
       this.#pending.push({ lines, count: records.length, resolve, reject });
@@ -275,14 +307,22 @@ export class Tombstones {
     this.#flushing = undefined;
   }
 
-  /** Every live tombstone into the snapshot, then an empty journal (a crash between them replays it: no harm). */
+  /**
+   * Every live tombstone into the snapshot of the next generation, then a journal of that generation
+   * with nothing in it (a crash between them leaves the last journal, which open() then leaves out).
+   */
   async #snapshot(): Promise<void> {
     this.#sweep(this.#clock.now());
+    const generation = this.#generation + 1;
     const data = Buffer.from(
-      JSON.stringify(Object.fromEntries([...this.#entries].map(([key, e]) => [key, e.signature ? e : e.at]))),
+      JSON.stringify({
+        '': { generation },
+        ...Object.fromEntries([...this.#entries].map(([key, e]) => [key, e.signature ? e : e.at])),
+      }),
     );
     await atomicWrite(this.#tmpDir, this.#file, data, true);
-    await atomicWrite(this.#tmpDir, this.#journal, new Uint8Array(0), true);
+    this.#generation = generation;
+    await atomicWrite(this.#tmpDir, this.#journal, Buffer.from(`${JSON.stringify({ generation })}\n`), true);
     this.#journalRecords = 0;
     this.#snapshotEntries = this.#entries.size;
     this.#rewrite = false;
