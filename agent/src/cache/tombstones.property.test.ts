@@ -12,8 +12,8 @@ const RUNS = Number(process.env.TOMBSTONE_RUNS ?? 500);
 const SEED = 20_261_204;
 const TTL = 1000;
 const CAP = 5;
-/** Not numbers: a snapshot is a JSON object, which would put integer-like keys first. */
-const KEYS = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf', 'hotel', 'india', 'juliet'];
+/** Some of digits only: a snapshot is a JSON object, and a parsed object lists those keys first. */
+const KEYS = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf', '7', '10', '0'];
 /** Three nodes' certificates (base64; their content is not read), and `undefined` for no signature. */
 const CERTIFICATES = ['node-a', 'node-b', 'node-c'].map((n) =>
   Buffer.from(`certificate of ${n}`).toString('base64'),

@@ -196,6 +196,32 @@ describe('Tombstones', () => {
     }
   });
 
+  it('keeps the recorded order of keys made of digits across a snapshot (an object lists those first)', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      const clock = new FakeClock(1000);
+      const ttl = 60_000;
+      let t = await Tombstones.open(own, clock, ttl, 4);
+      for (const [i, key] of ['b', 'a', '7', '10'].entries()) await t.record(key, 1000 + i);
+      // A torn line: the next write is a snapshot, of a, 7, 10 and c once c has pushed b out.
+      await appendFile(join(own, 'tombstones.log'), '["torn",1');
+      t = await Tombstones.open(own, clock, ttl, 4);
+      await t.record('c', 1004);
+      const snapshot = JSON.parse(await readFile(join(own, 'tombstones.json'), 'utf8')) as object;
+      assert.deepEqual(Object.keys(snapshot), ['7', '10', '', 'a', 'c'], 'as JavaScript lists them');
+      // Reopened, a is still the oldest: the next purges push out a, then 7, then 10.
+      t = await Tombstones.open(own, clock, ttl, 4);
+      const left = () => ['a', '7', '10', 'c', 'd', 'e', 'f'].filter((k) => t.purgedAt(k) !== undefined);
+      await t.record('d', 1005);
+      assert.deepEqual(left(), ['7', '10', 'c', 'd']);
+      await t.record('e', 1006);
+      await t.record('f', 1007);
+      assert.deepEqual(left(), ['c', 'd', 'e', 'f']);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
   it('starts empty from a damaged file', async () => {
     const other = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
     await writeFile(join(other, 'tombstones.json'), '{not json');

@@ -117,12 +117,12 @@ export class Tombstones {
     try {
       const raw: unknown = JSON.parse(await readFile(t.#file, 'utf8'));
       if (typeof raw === 'object' && raw !== null) {
-        for (const [key, entry] of Object.entries(raw)) {
-          // The snapshot's generation; a time, or { at, signature } for a purge with its signer's proof.
-          if (key === '') {
-            const g = (entry as Marker | null)?.generation;
-            if (Number.isSafeInteger(g)) t.#generation = g as number;
-          } else if (Number.isSafeInteger(entry)) add(key, entry, undefined);
+        const { '': marker, ...entries } = raw as Record<string, unknown>;
+        // The snapshot's generation; a time, or { at, signature } for a purge with its signer's proof.
+        const g = (marker as Marker | null | undefined)?.generation;
+        if (Number.isSafeInteger(g)) t.#generation = g as number;
+        for (const [key, entry] of inRecordedOrder(entries)) {
+          if (Number.isSafeInteger(entry)) add(key, entry, undefined);
           else if (typeof entry === 'object' && entry !== null) {
             const { at, signature } = entry as { at?: unknown; signature?: unknown };
             add(key, at, signature);
@@ -314,10 +314,16 @@ export class Tombstones {
   async #snapshot(): Promise<void> {
     this.#sweep(this.#clock.now());
     const generation = this.#generation + 1;
+    // A key of digits only also carries its place (`n`): JavaScript puts such keys of an object first.
     const data = Buffer.from(
       JSON.stringify({
         '': { generation },
-        ...Object.fromEntries([...this.#entries].map(([key, e]) => [key, e.signature ? e : e.at])),
+        ...Object.fromEntries(
+          [...this.#entries].map(([key, e], n) => [
+            key,
+            DIGITS.test(key) ? { ...e, n } : e.signature ? e : e.at,
+          ]),
+        ),
       }),
     );
     await atomicWrite(this.#tmpDir, this.#file, data, true);
@@ -327,6 +333,35 @@ export class Tombstones {
     this.#snapshotEntries = this.#entries.size;
     this.#rewrite = false;
   }
+}
+
+/** Keys JavaScript may list before the others of an object (array indices), and more. */
+const DIGITS = /^[0-9]+$/;
+
+/**
+ * A snapshot's entries in the order they were recorded (the cap's "oldest"): as read, but each key of
+ * digits only at the place it says (`n`, written with it), since a parsed object lists such keys
+ * first. One without a usable place (a snapshot of an older release) stays where it was read.
+ */
+function inRecordedOrder(entries: Record<string, unknown>): [string, unknown][] {
+  const read = Object.entries(entries);
+  const placed = Array.from<[string, unknown] | undefined>({ length: read.length });
+  const rest: [string, unknown][] = [];
+  for (const pair of read) {
+    const n = (pair[1] as { n?: unknown } | null)?.n;
+    if (
+      DIGITS.test(pair[0]) &&
+      Number.isSafeInteger(n) &&
+      (n as number) >= 0 &&
+      (n as number) < read.length &&
+      placed[n as number] === undefined
+    )
+      placed[n as number] = pair;
+    else rest.push(pair);
+  }
+  // As many holes as pairs left unplaced: they fill the holes in the order read.
+  let next = 0;
+  return placed.map((pair) => pair ?? rest[next++]!);
 }
 
 /** Appends `text` to `file` and syncs it; ENOSPC becomes InsufficientStorageError. */
