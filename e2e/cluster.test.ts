@@ -887,7 +887,7 @@ describe('on a real control plane: helm install, the operator, every sample', { 
       grants([
         ...rulesOf('ClusterRole', 'edgemesh-operator'),
         ...rulesOf('Role', 'edgemesh-leader-election'),
-        ...rulesOf('Role', 'edgemesh-operator-secrets'),
+        ...rulesOf('Role', 'edgemesh-operator'),
       ]),
     );
     const used = new Set(requests.filter((e) => e.responseStatus?.code !== 403).flatMap(needed));

@@ -144,7 +144,7 @@ describe('the Helm chart', () => {
     assert.ok(!operatorEnv.some((e) => e.name === 'EDGEMESH_OPERATOR_NATS_AUTH'), 'no NATS to manage');
   });
 
-  it('grants least privilege: no wildcards, no Secrets cluster-wide (only by name, in its own and the mesh namespaces), no Roles to grant, Leases only in its namespace', () => {
+  it('grants least privilege: no wildcards, reads and reports cluster-wide, every write and every Secret only in its own and the mesh namespaces, no Roles to grant, Leases only in its namespace', () => {
     const rendered = objects(template(['--set', 'meshNamespaces={shop,factory}']));
     type Rule = { apiGroups?: string[]; resources?: string[]; nonResourceURLs?: string[]; verbs: string[] };
     const rules = (kind: string) =>
@@ -161,25 +161,35 @@ describe('the Helm chart', () => {
       !cluster.some((r) => r.apiGroups?.includes('rbac.authorization.k8s.io')),
       'it makes no Role or RoleBinding (agents hold no API token)',
     );
-    assert.deepEqual(cluster.find((r) => r.resources?.includes('configmaps'))?.verbs, [
-      'get',
-      'create',
-      'patch',
-    ]);
-    const secretRoles = rendered.filter(
-      (o) =>
-        o.kind === 'Role' &&
-        (o as unknown as { rules: Rule[] }).rules.some((r) => r.resources?.includes('secrets')),
+    // Cluster-wide, it writes only a mesh's status, token reviews and events: nothing it could run.
+    const writes = cluster.flatMap((r) =>
+      r.verbs
+        .filter((v) => !['get', 'list', 'watch'].includes(v))
+        .flatMap((v) => (r.resources ?? r.nonResourceURLs ?? []).map((res) => `${res}:${v}`)),
     );
+    assert.deepEqual(writes.sort(), ['edgemeshes/status:patch', 'events:create', 'tokenreviews:create']);
+    for (const resource of ['configmaps', 'pods'])
+      assert.ok(!cluster.some((r) => r.resources?.includes(resource)), `no ${resource} read cluster-wide`);
+    const roles = rendered.filter((o) => o.kind === 'Role' && o.metadata.name === 'edgemesh-operator');
     assert.deepEqual(
-      secretRoles.map((o) => o.metadata.namespace),
+      roles.map((o) => o.metadata.namespace),
       ['shop', 'factory', 'edgemesh-system'],
       'meshNamespaces and its own, once each',
     );
-    for (const role of secretRoles) {
-      // patch: each mesh's NATS user is applied (server-side) and renewed in its Secret.
+    for (const role of roles) {
+      // patch: server-side apply of each child, and each mesh's NATS user renewed in its Secret.
       assert.deepEqual((role as unknown as { rules: Rule[] }).rules, [
         { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'create', 'patch'] },
+        { apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['create', 'patch'] },
+        { apiGroups: [''], resources: ['services', 'serviceaccounts'], verbs: ['create', 'patch'] },
+        { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'create', 'patch'] },
+        {
+          apiGroups: ['networking.k8s.io'],
+          resources: ['networkpolicies'],
+          verbs: ['create', 'patch', 'delete'],
+        },
+        { apiGroups: [''], resources: ['pods'], verbs: ['get'] },
+        { apiGroups: ['edgemesh.p2p.dev'], resources: ['edgemeshes/finalizers'], verbs: ['update'] },
       ]);
       const binding = rendered.find(
         (o) =>

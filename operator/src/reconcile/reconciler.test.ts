@@ -211,6 +211,21 @@ describe('children the API server refuses, and a DaemonSet the cache has not see
     }
   });
 
+  it('are reported as NamespaceNotGranted when RBAC refused them (a mesh outside meshNamespaces that needs no Secret)', async () => {
+    const refusal =
+      'daemonsets.apps "edgemesh-cdn" is forbidden: User "system:serviceaccount:edgemesh-system:edgemesh-operator" cannot patch resource "daemonsets" in API group "apps" in the namespace "edge"';
+    const { deps, events, condition } = meshWith((o) =>
+      o.kind === 'DaemonSet'
+        ? Promise.reject(new KubeApiError(403, { message: refusal }, 'PATCH x'))
+        : Promise.resolve(o),
+    );
+    const outcome = await reconcile('edge/cdn', deps);
+    assert.equal(condition('Degraded')?.reason, 'NamespaceNotGranted');
+    assert.match(condition('Degraded')!.message, /DaemonSet objects in namespace edge .*meshNamespaces/);
+    assert.ok(events.includes('Warning NamespaceNotGranted'));
+    assert.equal(outcome?.requeueAfterMs, 10_000, 'looked at again as other blocked meshes are');
+  });
+
   it('are retried, the status untouched, when the failure may pass (a conflict, a throttle, a server error)', async () => {
     for (const code of [409, 429, 500]) {
       const { deps, mesh } = meshWith((o) =>

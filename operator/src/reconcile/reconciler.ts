@@ -221,13 +221,27 @@ function refusedApply(
     const error = outcome.reason as { code?: number; message?: unknown };
     if (error.code !== 400 && error.code !== 403 && error.code !== 422) throw outcome.reason;
     const child = children[i]!;
-    refused ??= {
-      reason: 'ApplyRefused',
-      message: `the API server refused ${child.kind} ${child.metadata.name}: ${typeof error.message === 'string' ? error.message : 'refused'}`,
-    };
+    const why = typeof error.message === 'string' ? error.message : 'refused';
+    // RBAC's refusal ("... is forbidden: User ... cannot patch resource ..."): the operator may make a
+    // mesh's objects only in the namespaces the chart grants it, as for its Secrets. A mesh that needs
+    // no Secret (mTLS off, no NATS user) finds that out here. Other 403s (an admission webhook's) are
+    // the server's reason about the object.
+    refused ??=
+      error.code === 403 && RBAC_REFUSAL.test(why)
+        ? {
+            reason: 'NamespaceNotGranted',
+            message: `the operator may not manage ${child.kind} objects in namespace ${child.metadata.namespace ?? ''} (${why}): add it to the chart's meshNamespaces`,
+          }
+        : {
+            reason: 'ApplyRefused',
+            message: `the API server refused ${child.kind} ${child.metadata.name}: ${why}`,
+          };
   });
   return refused;
 }
+
+/** How the API server's authorizer words a refusal (RBAC's and the other authorizers' alike). */
+const RBAC_REFUSAL = / is forbidden: User "[^"]*" cannot [a-z]+ resource /;
 
 /**
  * A refusal (403) of the mesh's Secrets as a blocker, any other error as it was: the operator may
