@@ -344,14 +344,18 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     }),
     earlyChunk: (digest) => swarm.chunk(digest),
     upload: { limiter: uploadLimiter, groupOf: (nodeId) => overlay.groupOf(nodeId) },
-    replicate: async (key, root, source) => {
+    replicate: async (key, root, source, caller) => {
       const transport = overlay.resolve(source);
       if (!transport) return 'unknown-source';
       try {
         await fetcher.copy(key, root, [transport]);
         // Asked to keep a copy of a key this node does not own: a stand-in for an owner that could
-        // not take it. The copy is owed to the owners (evicted last, handed on by repair).
-        if (!overlay.placementOf(key).self && !replicator.keepAsStandIn(key, store.lookup(key)?.size ?? 0))
+        // not take it. The copy is owed to the owners (evicted last, handed on by repair), within
+        // the stand-ins' share of the store, which each caller's excess leaves first.
+        if (
+          !overlay.placementOf(key).self &&
+          !replicator.keepAsStandIn(key, store.lookup(key)?.size ?? 0, caller)
+        )
           logger.debug(
             { key },
             'stand-in copy kept as a cached one: stand-ins fill their share of the store',

@@ -325,15 +325,16 @@ describe('Replicator', () => {
       assert.equal(replicator.owesCopies('k'), true, 'kept as owed (evicted last) while c has none');
       cUp = true;
       await eventually(() => Promise.resolve(!replicator.owesCopies('k') || undefined), 10_000);
-      assert.equal(replicator.keepAsStandIn('x', 10), true);
+      assert.equal(replicator.keepAsStandIn('x', 10, 'b'), true);
       assert.equal(replicator.owesCopies('x'), true, 'a stand-in copy is owed to the owners');
     } finally {
       replicator.close();
     }
   });
 
-  it('keeps stand-ins as owed within standInBytes, and the rest as cached copies', () => {
-    // A member asking for copies of keys whose owners (itself) then refuse them cannot pin the store.
+  it('keeps stand-ins as owed within standInBytes, the oldest of the member that asked for the most leaving first', () => {
+    // A member asking for copies of keys whose owners (itself) then refuse them cannot pin the store,
+    // nor push out the stand-ins other members asked for.
     const replicator = replicatorWith({
       store: { keys: () => [], lookup: () => undefined, peek: () => undefined, holds: () => false },
       placementOf: () => ({ self: false, peers: [] }),
@@ -341,14 +342,33 @@ describe('Replicator', () => {
       timeoutMs: 1000,
       standInBytes: 100,
     });
+    const owed = (...keys: string[]) => keys.filter((k) => replicator.owesCopies(k));
     try {
-      assert.equal(replicator.keepAsStandIn('a', 60), true);
-      assert.equal(replicator.keepAsStandIn('a', 60), true, 'the same key again: no more bytes');
-      assert.equal(replicator.keepAsStandIn('b', 60), false, 'past the share');
-      assert.equal(replicator.owesCopies('b'), false, 'kept as a cached copy: evicted in turn');
-      assert.equal(replicator.keepAsStandIn('c', 40), true);
-      replicator.forgetKey('a');
-      assert.equal(replicator.keepAsStandIn('b', 60), true, 'room again once one is gone');
+      assert.equal(replicator.keepAsStandIn('h1', 20, 'honest'), true);
+      assert.equal(replicator.keepAsStandIn('f1', 40, 'flood'), true);
+      assert.equal(replicator.keepAsStandIn('f1', 40, 'flood'), true, 'the same key again: no more bytes');
+      assert.equal(replicator.keepAsStandIn('f2', 40, 'flood'), true);
+      assert.equal(replicator.keepAsStandIn('big', 101, 'honest'), false, 'larger than the share');
+      assert.deepEqual(owed('h1', 'f1', 'f2', 'big'), ['h1', 'f1', 'f2']);
+      // Past the share: the flood's own oldest leave, whoever asks.
+      assert.equal(replicator.keepAsStandIn('f3', 40, 'flood'), true);
+      assert.deepEqual(owed('h1', 'f1', 'f2', 'f3'), ['h1', 'f2', 'f3'], 'f1 kept as a cached copy');
+      assert.equal(replicator.keepAsStandIn('h2', 30, 'honest'), true);
+      assert.deepEqual(owed('h1', 'h2', 'f2', 'f3'), ['h1', 'h2', 'f3']);
+      for (let i = 4; i < 20; i++) replicator.keepAsStandIn(`f${i}`, 40, 'flood');
+      assert.deepEqual(owed('h1', 'h2'), ['h1', 'h2'], 'a flood pushes out its own only');
+      replicator.forgetKey('f19');
+      assert.equal(replicator.keepAsStandIn('h3', 60, 'honest'), true);
+      assert.deepEqual(owed('h1', 'h2', 'h3'), ['h2', 'h3'], 'the asker holds the most: its own oldest left');
+      assert.equal(
+        replicator.keepAsStandIn('g', 95, 'flood'),
+        false,
+        'it would hold the most: a cached copy',
+      );
+      assert.deepEqual(owed('h2', 'h3', 'g'), ['h2', 'h3']);
+      replicator.forgetKey('h3');
+      assert.equal(replicator.keepAsStandIn('g2', 70, 'flood'), true, 'room again once one is gone');
+      assert.deepEqual(owed('h2', 'g2'), ['h2', 'g2']);
     } finally {
       replicator.close();
     }

@@ -46,8 +46,9 @@ export interface ReplicatorOptions {
   timeoutMs: number;
   /**
    * Bytes of stand-in copies kept as owed (evicted last), at most (default: no bound; the agent gives
-   * a quarter of its store). Past it a stand-in copy is kept as a cached one: a member asking for
-   * copies of keys whose owners then refuse them (itself, say) cannot pin the store with them.
+   * a quarter of its store). Past it, the oldest stand-ins of the member that asked for the most bytes
+   * of them become cached copies (evicted in turn): a member asking for copies of keys whose owners
+   * then refuse them (itself, say) cannot pin the store with them, nor push out what others asked for.
    */
   standInBytes?: number;
 }
@@ -64,8 +65,10 @@ export class Replicator {
   readonly #replicatedTo = new Map<string, Set<string>>();
   /** Keys written here, or kept here as a stand-in: copied to their owners until each confirmed one. */
   readonly #written = new Set<string>();
-  /** The stand-ins among them, with their sizes (bounded by standInBytes). */
-  readonly #standIns = new Map<string, number>();
+  /** The stand-ins among them: their sizes and who asked (bounded by standInBytes). */
+  readonly #standIns = new Map<string, { bytes: number; by: string }>();
+  /** The stand-ins each member asked for, oldest first, and their bytes. */
+  readonly #standInsBy = new Map<string, { keys: Set<string>; bytes: number }>();
   #standInBytes = 0;
   /**
    * Cached copies already checked against an owner for a purge this node may have missed: each is
@@ -187,25 +190,47 @@ export class Replicator {
   }
 
   /**
-   * Takes a copy (`bytes` long) this node was asked to keep though it is no owner (a stand-in): owed
-   * to the owners, within standInBytes; false when past it (the copy stays, as a cached one).
+   * Takes a copy (`bytes` long) this node was asked to keep by member `by` though it is no owner (a
+   * stand-in): owed to the owners. Past standInBytes, the oldest stand-ins of the member that asked
+   * for the most bytes of them (`by` itself, when that is it) become cached copies to make room; false
+   * for a copy larger than standInBytes (it stays, as a cached one).
    */
-  keepAsStandIn(key: string, bytes: number): boolean {
+  keepAsStandIn(key: string, bytes: number, by: string): boolean {
     if (this.#written.has(key)) return true;
-    if (this.#standInBytes + bytes > (this.#opts.standInBytes ?? Infinity)) return false;
+    const budget = this.#opts.standInBytes ?? Infinity;
+    if (bytes > budget) return false;
     this.#written.add(key);
-    this.#standIns.set(key, bytes);
+    this.#standIns.set(key, { bytes, by });
+    let mine = this.#standInsBy.get(by);
+    if (!mine) this.#standInsBy.set(by, (mine = { keys: new Set(), bytes: 0 }));
+    mine.keys.add(key);
+    mine.bytes += bytes;
     this.#standInBytes += bytes;
-    return true;
+    while (this.#standInBytes > budget) {
+      // Members that ask for stand-ins are few (a scan per copy past the budget is cheap).
+      let largest = mine;
+      for (const share of this.#standInsBy.values()) if (share.bytes > largest.bytes) largest = share;
+      const [oldest] = largest.keys;
+      this.#paid(oldest!);
+      this.#opts.logger.debug(
+        { key: oldest, for: key },
+        'stand-in copy kept as a cached one: stand-ins fill their share of the store',
+      );
+    }
+    return this.#written.has(key);
   }
 
   /** `key` is owed no more (paid, or gone). */
   #paid(key: string): void {
     this.#written.delete(key);
-    const bytes = this.#standIns.get(key);
-    if (bytes === undefined) return;
+    const standIn = this.#standIns.get(key);
+    if (standIn === undefined) return;
     this.#standIns.delete(key);
-    this.#standInBytes -= bytes;
+    this.#standInBytes -= standIn.bytes;
+    const share = this.#standInsBy.get(standIn.by)!;
+    share.keys.delete(key);
+    share.bytes -= standIn.bytes;
+    if (share.keys.size === 0) this.#standInsBy.delete(standIn.by);
   }
 
   /** Forgets `key` (removed from this node): its record would otherwise stay until a repair pass. */

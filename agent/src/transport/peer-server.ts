@@ -125,12 +125,14 @@ export interface PeerServerOptions {
    * Copies `key` (version `root`) from `source` into this node's store. Resolves 'stored' once it is
    * there, 'unknown-source' when `source` is not a confirmed member; rejects when the copy fails.
    * A call its caller cancels does not stop the copy: this node owns (or stands in for) the key and
-   * should hold it, and the caller's next ask joins the download under way.
+   * should hold it, and the caller's next ask joins the download under way. `caller`: the node its
+   * certificate names (else its connection's address), who asked.
    */
   replicate?: (
     key: string,
     root: string,
     source: Holder,
+    caller: string,
   ) => Promise<'stored' | 'unknown-source' | { purgedAtMs: number; signature?: NodeSignature | undefined }>;
   /** When `key` was purged, if it was. */
   purgedAt?: (key: string) => number | undefined;
@@ -360,10 +362,11 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         // most REPLICATE_PER_CALLER under way and REPLICATE_QUEUE_PER_CALLER waiting.
         const cancelled = new AbortController();
         call.once('cancelled', () => cancelled.abort());
+        const caller = callers.get(call) ?? call.getPeer();
         copies
           .run(
-            callers.get(call) ?? call.getPeer(),
-            () => replicate(key, root, { nodeId: source.nodeId, grpc: source.grpc }),
+            caller,
+            () => replicate(key, root, { nodeId: source.nodeId, grpc: source.grpc }, caller),
             cancelled.signal,
           )
           .then(
