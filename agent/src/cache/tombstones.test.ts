@@ -222,6 +222,32 @@ describe('Tombstones', () => {
     }
   });
 
+  it('drops expired tombstones first after many records of the same keys (their stale ages made over)', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      const clock = new FakeClock(1000);
+      const ttl = 60_000;
+      const node = (name: string) => ({ certificate: Buffer.from(name).toString('base64'), value: 'U0lH' });
+      const t = await Tombstones.open(own, clock, ttl, 3);
+      await t.record('old', 1000, node('x'));
+      // 3,000 records of two keys by node y, each later than the last: the ages kept grow past what
+      // is held, and are made over from the tombstones now and then.
+      const pending: Promise<void>[] = [];
+      for (let i = 1; i <= 3000; i++) pending.push(t.record(i % 2 ? 'a' : 'b', 1000 + i * 10, node('y')));
+      await Promise.all(pending);
+      assert.equal(t.size, 3);
+      clock.advance(ttl + 5); // x's has expired; y's have not
+      await t.record('c', 40_000, node('y'));
+      assert.deepEqual(
+        ['a', 'b', 'c'].map((k) => t.purgedAt(k)),
+        [30_990, 31_000, 40_000],
+        'the expired one went, not the oldest of y, which holds the most',
+      );
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
   it('starts empty from a damaged file', async () => {
     const other = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
     await writeFile(join(other, 'tombstones.json'), '{not json');

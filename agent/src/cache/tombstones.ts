@@ -66,8 +66,13 @@ export class Tombstones {
   /** The signers by how many tombstones each holds, and the most any holds. */
   readonly #signersBySize = new Map<number, Set<string>>();
   #largest = 0;
-  /** No tombstone expires before this time (a sweep for expired ones finds none before it). */
-  #sweepAfter = 0;
+  /**
+   * Every tombstone's [at, key], the least `at` first (a binary heap), so that a sweep for expired
+   * ones looks only at those: not a scan of every tombstone per purge while a burst of purges of a
+   * week ago expires. Pairs of keys since removed or recorded again stay until they come up (they no
+   * longer match), and the heap is made again once they outnumber the tombstones.
+   */
+  #byAge: [at: number, key: string][] = [];
   /** Records in the journal since the last snapshot, and tombstones in that snapshot. */
   #journalRecords = 0;
   #snapshotEntries = 0;
@@ -132,6 +137,7 @@ export class Tombstones {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
         t.#entries.clear(); // unreadable: start empty
+        t.#byAge = [];
         t.#bySigner.clear();
         t.#signersBySize.clear();
         t.#largest = 0;
@@ -182,7 +188,9 @@ export class Tombstones {
   #set(key: string, entry: Entry): void {
     this.#remove(key);
     this.#entries.set(key, entry);
-    this.#sweepAfter = Math.min(this.#sweepAfter, entry.at + this.#ttlMs);
+    heapPush(this.#byAge, [entry.at, key]);
+    if (this.#byAge.length > 2 * this.#entries.size + 1024)
+      this.#byAge = heapify([...this.#entries].map(([k, e]) => [e.at, k]));
     const signer = signerOf(entry);
     let keys = this.#bySigner.get(signer);
     if (!keys) this.#bySigner.set(signer, (keys = new Set()));
@@ -215,23 +223,22 @@ export class Tombstones {
     if (to > this.#largest) this.#largest = to;
     while (this.#largest > 0 && !this.#signersBySize.has(this.#largest)) this.#largest--;
   }
-  /** Drops every expired tombstone, and notes when the next one expires. */
+  /** Drops every expired tombstone (the oldest first, none that has not expired looked at). */
   #sweep(now: number): void {
-    let next = Number.POSITIVE_INFINITY;
-    for (const [key, { at }] of this.#entries)
-      if (at + this.#ttlMs <= now) this.#remove(key);
-      else next = Math.min(next, at + this.#ttlMs);
-    this.#sweepAfter = next;
+    const heap = this.#byAge;
+    while (heap.length > 0 && heap[0]![0] + this.#ttlMs <= now) {
+      const [at, key] = heapPop(heap);
+      if (this.#entries.get(key)?.at === at) this.#remove(key);
+    }
   }
   /**
-   * Down to the cap (MAX_TOMBSTONES unless opened with another): expired ones first (a sweep, only
-   * when one may have expired since the last), then the oldest of the signer that holds the most.
+   * Down to the cap (MAX_TOMBSTONES unless opened with another): expired ones first, then the oldest
+   * of the signer that holds the most.
    */
   #trim(): [key: string, at: number][] {
     const pushedOut: [string, number][] = [];
     if (this.#entries.size <= this.#maxEntries) return pushedOut;
-    const now = this.#clock.now();
-    if (now >= this.#sweepAfter) this.#sweep(now);
+    this.#sweep(this.#clock.now());
     while (this.#entries.size > this.#maxEntries) {
       const [signer] = this.#signersBySize.get(this.#largest)!;
       const [oldest] = this.#bySigner.get(signer!)!;
@@ -333,6 +340,42 @@ export class Tombstones {
     this.#snapshotEntries = this.#entries.size;
     this.#rewrite = false;
   }
+}
+
+type Aged = [at: number, key: string];
+/** Adds `item` to the min-heap `heap` (by `at`). */
+function heapPush(heap: Aged[], item: Aged): void {
+  let i = heap.push(item) - 1;
+  while (i > 0) {
+    const parent = (i - 1) >> 1;
+    if (heap[parent]![0] <= item[0]) break;
+    heap[i] = heap[parent]!;
+    i = parent;
+  }
+  heap[i] = item;
+}
+/** Takes the least `at` from the non-empty min-heap `heap`. */
+function heapPop(heap: Aged[]): Aged {
+  const top = heap[0]!;
+  const last = heap.pop()!;
+  if (heap.length > 0) siftDown(heap, 0, last);
+  return top;
+}
+function siftDown(heap: Aged[], i: number, item: Aged): void {
+  for (;;) {
+    let child = 2 * i + 1;
+    if (child >= heap.length) break;
+    if (child + 1 < heap.length && heap[child + 1]![0] < heap[child]![0]) child++;
+    if (heap[child]![0] >= item[0]) break;
+    heap[i] = heap[child]!;
+    i = child;
+  }
+  heap[i] = item;
+}
+/** `items` as a min-heap (in place, in linear time). */
+function heapify(items: Aged[]): Aged[] {
+  for (let i = (items.length >> 1) - 1; i >= 0; i--) siftDown(items, i, items[i]!);
+  return items;
 }
 
 /** Keys JavaScript may list before the others of an object (array indices), and more. */
