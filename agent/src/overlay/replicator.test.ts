@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { eventually } from '../../harness/agent-process.ts';
-import { Replicator, type ReplicatorOptions } from './replicator.ts';
+import { Replicator, type ReplicatorOptions, STAND_IN_MIN_BYTES } from './replicator.ts';
 
 /** A replicator on node a (logger silent, purges believed), with the options a test names. */
 function replicatorOptions(options: Record<string, unknown>): ReplicatorOptions {
@@ -340,35 +340,44 @@ describe('Replicator', () => {
       placementOf: () => ({ self: false, peers: [] }),
       writeCopies: 1,
       timeoutMs: 1000,
-      standInBytes: 100,
+      standInBytes: 100_000,
     });
     const owed = (...keys: string[]) => keys.filter((k) => replicator.owesCopies(k));
     try {
-      assert.equal(replicator.keepAsStandIn('h1', 20, 'honest'), true);
-      assert.equal(replicator.keepAsStandIn('f1', 40, 'flood'), true);
-      assert.equal(replicator.keepAsStandIn('f1', 40, 'flood'), true, 'the same key again: no more bytes');
-      assert.equal(replicator.keepAsStandIn('f2', 40, 'flood'), true);
-      assert.equal(replicator.keepAsStandIn('big', 101, 'honest'), false, 'larger than the share');
+      assert.equal(replicator.keepAsStandIn('h1', 20_000, 'honest'), true);
+      assert.equal(replicator.keepAsStandIn('f1', 40_000, 'flood'), true);
+      assert.equal(
+        replicator.keepAsStandIn('f1', 40_000, 'flood'),
+        true,
+        'the same key again: no more bytes',
+      );
+      assert.equal(replicator.keepAsStandIn('f2', 40_000, 'flood'), true);
+      assert.equal(replicator.keepAsStandIn('big', 101_000, 'honest'), false, 'larger than the share');
       assert.deepEqual(owed('h1', 'f1', 'f2', 'big'), ['h1', 'f1', 'f2']);
       // Past the share: the flood's own oldest leave, whoever asks.
-      assert.equal(replicator.keepAsStandIn('f3', 40, 'flood'), true);
+      assert.equal(replicator.keepAsStandIn('f3', 40_000, 'flood'), true);
       assert.deepEqual(owed('h1', 'f1', 'f2', 'f3'), ['h1', 'f2', 'f3'], 'f1 kept as a cached copy');
-      assert.equal(replicator.keepAsStandIn('h2', 30, 'honest'), true);
+      assert.equal(replicator.keepAsStandIn('h2', 30_000, 'honest'), true);
       assert.deepEqual(owed('h1', 'h2', 'f2', 'f3'), ['h1', 'h2', 'f3']);
-      for (let i = 4; i < 20; i++) replicator.keepAsStandIn(`f${i}`, 40, 'flood');
+      for (let i = 4; i < 20; i++) replicator.keepAsStandIn(`f${i}`, 40_000, 'flood');
       assert.deepEqual(owed('h1', 'h2'), ['h1', 'h2'], 'a flood pushes out its own only');
       replicator.forgetKey('f19');
-      assert.equal(replicator.keepAsStandIn('h3', 60, 'honest'), true);
+      assert.equal(replicator.keepAsStandIn('h3', 60_000, 'honest'), true);
       assert.deepEqual(owed('h1', 'h2', 'h3'), ['h2', 'h3'], 'the asker holds the most: its own oldest left');
       assert.equal(
-        replicator.keepAsStandIn('g', 95, 'flood'),
+        replicator.keepAsStandIn('g', 95_000, 'flood'),
         false,
         'it would hold the most: a cached copy',
       );
       assert.deepEqual(owed('h2', 'h3', 'g'), ['h2', 'h3']);
       replicator.forgetKey('h3');
-      assert.equal(replicator.keepAsStandIn('g2', 70, 'flood'), true, 'room again once one is gone');
+      assert.equal(replicator.keepAsStandIn('g2', 70_000, 'flood'), true, 'room again once one is gone');
       assert.deepEqual(owed('h2', 'g2'), ['h2', 'g2']);
+      // Empty objects count STAND_IN_MIN_BYTES each (their index rows): they cannot pin rows past it.
+      for (let i = 0; i < 1000; i++) replicator.keepAsStandIn(`empty/${i}`, 0, 'flood');
+      const empties = Array.from({ length: 1000 }, (_, i) => `empty/${i}`);
+      assert.equal(owed(...empties).length, Math.floor((100_000 - 30_000) / STAND_IN_MIN_BYTES));
+      assert.deepEqual(owed('h2'), ['h2']);
     } finally {
       replicator.close();
     }

@@ -54,6 +54,13 @@ export interface ReplicatorOptions {
 }
 
 /**
+ * What a stand-in copy counts for at least, of the stand-ins' share of the store: about what an
+ * object's row in the store's index takes (its key, manifest and chunk list), so that copies of empty
+ * objects cannot pin rows past the share.
+ */
+export const STAND_IN_MIN_BYTES = 512;
+
+/**
  * Keeps R copies of every object on its owners. A PUT asks the owners to copy from the writer and
  * waits for `writeCopies` of them; when membership changes, each owner of a key asks the owners it
  * has not yet seen to copy it (repair). Owners pull over the ordinary verified download path, and one
@@ -193,10 +200,12 @@ export class Replicator {
    * Takes a copy (`bytes` long) this node was asked to keep by member `by` though it is no owner (a
    * stand-in): owed to the owners. Past standInBytes, the oldest stand-ins of the member that asked
    * for the most bytes of them (`by` itself, when that is it) become cached copies to make room; false
-   * for a copy larger than standInBytes (it stays, as a cached one).
+   * for a copy larger than standInBytes (it stays, as a cached one). Each counts at least
+   * STAND_IN_MIN_BYTES: an empty object still takes its row in the store's index.
    */
-  keepAsStandIn(key: string, bytes: number, by: string): boolean {
+  keepAsStandIn(key: string, size: number, by: string): boolean {
     if (this.#written.has(key)) return true;
+    const bytes = Math.max(size, STAND_IN_MIN_BYTES);
     const budget = this.#opts.standInBytes ?? Infinity;
     if (bytes > budget) return false;
     this.#written.add(key);

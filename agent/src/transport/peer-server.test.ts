@@ -157,6 +157,23 @@ describe('peer gRPC server and client', () => {
     }
   });
 
+  it('tells the Replicate handler who asked: the node the caller’s certificate names, whatever source it names', async () => {
+    const asked: string[] = [];
+    const owner = serverOf({
+      replicate: (_key, _root, _source, caller) => (asked.push(caller), Promise.resolve('stored')),
+    });
+    const ownerPort = await bindPeerServer(owner, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const client = clientTo(ownerPort);
+    try {
+      const manifest = { key: 'k', root: 'ab'.repeat(32) } as never;
+      await client.replicate(manifest, { nodeId: 'someone-else', grpc: 'x:1' }, AbortSignal.timeout(60_000));
+      assert.deepEqual(asked, ['cli']);
+    } finally {
+      client.close();
+      owner.forceShutdown();
+    }
+  });
+
   it('waits for a Replicate as long as the caller’s signal allows, not the control-call timeout (a large copy over a slow link)', async () => {
     let copied = () => undefined as void;
     const slow = serverOf({

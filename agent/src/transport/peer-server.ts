@@ -126,7 +126,7 @@ export interface PeerServerOptions {
    * there, 'unknown-source' when `source` is not a confirmed member; rejects when the copy fails.
    * A call its caller cancels does not stop the copy: this node owns (or stands in for) the key and
    * should hold it, and the caller's next ask joins the download under way. `caller`: the node its
-   * certificate names (else its connection's address), who asked.
+   * certificate names (else its host, without the port), who asked.
    */
   replicate?: (
     key: string,
@@ -358,11 +358,12 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         }
         const replicate = opts.replicate;
         if (!replicate) return callback(grpcError(status.UNIMPLEMENTED, 'this node keeps no replicas'));
-        // Each copy is a download: a caller (by its certificate's node, else its connection) has at
-        // most REPLICATE_PER_CALLER under way and REPLICATE_QUEUE_PER_CALLER waiting.
+        // Each copy is a download: a caller (by its certificate's node, else its host: mTLS off, a
+        // lab's setting) has at most REPLICATE_PER_CALLER under way and REPLICATE_QUEUE_PER_CALLER
+        // waiting, and its stand-ins share the store as one member's.
         const cancelled = new AbortController();
         call.once('cancelled', () => cancelled.abort());
-        const caller = callers.get(call) ?? call.getPeer();
+        const caller = callers.get(call) ?? call.getPeer().replace(/:\d+$/, '');
         copies
           .run(
             caller,
