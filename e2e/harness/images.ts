@@ -61,13 +61,30 @@ export function containersUnavailable(): string | undefined {
 }
 
 /**
+ * The folder of the npm that runs this test (`npm test` says where its CLI is), else of the one
+ * `npm root -g` names. Not `npm root -g` first: under Node 24 from the `node` package (its bin
+ * folder first on PATH, as many run it here) that names a folder inside node_modules/node,
+ * where no npm is.
+ */
+function npmPackage(): string {
+  const cli = process.env.npm_execpath; // <npm>/bin/npm-cli.js
+  const candidates = [
+    ...(cli ? [resolve(cli, '..', '..')] : []),
+    resolve(run('npm', ['root', '-g']).stdout.trim(), 'npm'),
+  ];
+  const found = candidates.find((dir) => existsSync(join(dir, 'package.json')));
+  if (!found) throw new Error(`no npm to put in ${NODE_BASE} (looked in ${candidates.join(', ')})`);
+  return found;
+}
+
+/**
  * Makes the official base images the Dockerfile names (node:24-bookworm-slim, debian:bookworm-slim)
  * from Debian's packages and this machine's Node, when the engine does not have them: nothing can be
  * pulled here. Where they can be pulled, pull them instead and this does nothing.
  */
 export function ensureBaseImages(): void {
   if (hasImage(NODE_BASE)) return;
-  const npm = resolve(run('npm', ['root', '-g']).stdout.trim(), 'npm');
+  const npm = npmPackage();
   const made = run('bash', [MAKE_BASE, process.execPath, npm]);
   if (made.status !== 0) throw new Error(`making ${NODE_BASE} failed: ${made.stderr}`);
 }
