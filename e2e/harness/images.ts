@@ -64,17 +64,19 @@ export function containersUnavailable(): string | undefined {
  * The folder of the npm that runs this test (`npm test` says where its CLI is), else of the one
  * `npm root -g` names. Not `npm root -g` first: under Node 24 from the `node` package (its bin
  * folder first on PATH, as many run it here) that names a folder inside node_modules/node,
- * where no npm is.
+ * where no npm is. A folder counts only if it holds npm's CLI (pnpm and yarn set `npm_execpath`
+ * to their own), since the image made from it is kept for every later run.
  */
 function npmPackage(): string {
+  const isNpm = (dir: string) => existsSync(join(dir, 'bin', 'npm-cli.js'));
   const cli = process.env.npm_execpath; // <npm>/bin/npm-cli.js
-  const candidates = [
-    ...(cli ? [resolve(cli, '..', '..')] : []),
-    resolve(run('npm', ['root', '-g']).stdout.trim(), 'npm'),
-  ];
-  const found = candidates.find((dir) => existsSync(join(dir, 'package.json')));
-  if (!found) throw new Error(`no npm to put in ${NODE_BASE} (looked in ${candidates.join(', ')})`);
-  return found;
+  if (cli && isNpm(resolve(cli, '..', '..'))) return resolve(cli, '..', '..');
+  const root = run('npm', ['root', '-g']).stdout?.trim();
+  const global = root ? resolve(root, 'npm') : undefined;
+  if (global && isNpm(global)) return global;
+  throw new Error(
+    `no npm to put in ${NODE_BASE} (npm_execpath ${cli ?? 'unset'}, npm root -g ${root ?? 'failed'})`,
+  );
 }
 
 /**
