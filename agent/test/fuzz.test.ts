@@ -234,8 +234,8 @@ describe(
      * gRPC surface, a Buffer external memory 6.8 (3.4 and 3.3 over its second half, under that
      * half's 3.55 MiB: the 4 MiB caught them). By arithmetic, the 4 MiB
      * fail a leak of 90 bytes on every call that reaches a handler (about 47,500; the others
-     * are undecodable). A leak only on a path few cases reach (a PUT that stores: 9 of the HTTP
-     * surface's 10,000; a GET that finds: 149) is below what this can see; the soak is the test for
+     * are undecodable). A leak only on a path few cases reach (a PUT that stores: 4 of the HTTP
+     * surface's 10,000; a GET that finds: 155) is below what this can see; the soak is the test for
      * those (docs/benchmarks.md). RSS after the collection stays under 512 MiB (113-158 MiB here):
      * memory neither V8 nor Buffers hold (OpenSSL's, nghttp2's) is bounded only that loosely here.
      */

@@ -37,8 +37,9 @@ export class UnsignedPurgeError extends Error {
 }
 
 /**
- * Mesh-wide DELETE. A purge leaves a tombstone (key and time) that makes every version created before
- * it dead for good, so a node that was away cannot bring it back: the store refuses to commit such a
+ * Mesh-wide DELETE. A purge leaves a tombstone (key and time) that makes every version created at or
+ * before it dead while the tombstone is kept (Tombstones: 7 days, within a cap), so a node that was
+ * away cannot bring it back: the store refuses to commit such a
  * version, owners answer reads with "purged", and a returning node that offers its stale copy for
  * replication is told to drop it. The purge goes out on the control plane (fast, to everyone) and to
  * the key's owners over gRPC (durable, also without NATS).
