@@ -230,14 +230,23 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
     assert.deepEqual(Buffer.from(await res.arrayBuffer()), body);
 
     const node = (s: ReceivedSpan) => s.resource['service.instance.id'] as string;
+    // Each agent exports its spans in batches of its own, the reader's root span (ended once the
+    // response is sent) often last: wait for every span asserted below, not only for three agents.
     const spans = await eventually(
       () => {
         const mine = receiver.spans.filter((s) => s.traceId === traceId);
-        const served = mine.some((s) => s.name === 'edgemesh.peer.v1.Peer/FetchChunks');
-        return Promise.resolve(new Set(mine.map(node)).size >= 3 && served ? mine : undefined);
+        const has = (name: string, where: (s: ReceivedSpan) => boolean = () => true) =>
+          mine.some((s) => s.name === name && where(s));
+        const whole =
+          new Set(mine.map(node)).size >= 3 &&
+          has('edgemesh.peer.v1.Peer/FetchChunks') &&
+          has('GET /v1/objects/{key}', (s) => node(s) === reader.id) &&
+          has('edgemesh.fetch_chunks') &&
+          has('edgemesh.peer.v1.Peer/GetManifest', (s) => node(s) !== reader.id);
+        return Promise.resolve(whole ? mine : undefined);
       },
       20_000,
-      'spans from three agents in one trace',
+      'spans from three agents in one trace: the reader’s GET, its chunk batch, an owner’s GetManifest, a holder’s FetchChunks',
     );
     const on = (id: string) => spans.filter((s) => node(s) === id).map((s) => s.name);
     console.log(
