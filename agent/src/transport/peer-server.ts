@@ -55,7 +55,7 @@ import type { NodeCredentials } from '../security/node-credentials.ts';
 import { listenPeer, type PeerListener } from './bulk-server.ts';
 import type { BulkRequest } from './bulk-wire.ts';
 import { rpcSpan, TRACED_RPCS } from './rpc-spans.ts';
-import { versionGuarded } from './version-guard.ts';
+import { peerHost, versionGuarded } from './version-guard.ts';
 import type { PeerCertificate } from 'node:tls';
 import { every } from '../time/every.ts';
 
@@ -363,7 +363,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         // waiting, and its stand-ins share the store as one member's.
         const cancelled = new AbortController();
         call.once('cancelled', () => cancelled.abort());
-        const caller = callers.get(call) ?? call.getPeer().replace(/:\d+$/, '');
+        const caller = callers.get(call) ?? peerHost(call);
         copies
           .run(
             caller,

@@ -20,6 +20,11 @@ const MAX_REFUSALS_LOGGED = 1024;
 /** How much of what a caller advertised goes into a log line or an error (a range is at most 32). */
 const MAX_SAID = 64;
 
+/** A caller's host, without the port (which each of its connections changes): `ipv4:192.0.2.7`. */
+export function peerHost(call: { getPeer(): string }): string {
+  return call.getPeer().replace(/:\d+$/, '');
+}
+
 export interface VersionGuardOptions {
   /** The protocol versions this node speaks. */
   ours: ProtocolRange;
@@ -59,7 +64,7 @@ export function versionGuarded<T extends Record<string, (...args: never[]) => vo
       opts.refused();
       // Logged once per caller (its node, else its address without the port), whatever it says:
       // what it advertises is its to choose, and would otherwise make every call a new line.
-      const caller = opts.callerOf(call) ?? call.getPeer().replace(/:\d+$/, '');
+      const caller = opts.callerOf(call) ?? peerHost(call);
       if (!logged.has(caller)) {
         if (logged.size >= MAX_REFUSALS_LOGGED) logged.clear();
         logged.add(caller);

@@ -228,10 +228,7 @@ function refusedApply(
     // the server's reason about the object.
     refused ??=
       error.code === 403 && RBAC_REFUSAL.test(why)
-        ? {
-            reason: 'NamespaceNotGranted',
-            message: `the operator may not manage ${child.kind} objects in namespace ${child.metadata.namespace ?? ''} (${why}): add it to the chart's meshNamespaces`,
-          }
+        ? notGranted(`${child.kind} objects`, child.metadata.namespace ?? '', why)
         : {
             reason: 'ApplyRefused',
             message: `the API server refused ${child.kind} ${child.metadata.name}: ${why}`,
@@ -252,11 +249,16 @@ const forbidden =
   (mesh: EdgeMesh) =>
   (error: unknown): Blocker => {
     if ((error as { code?: number }).code !== 403) throw error;
-    return {
-      reason: 'NamespaceNotGranted',
-      message: `the operator may not manage Secrets in namespace ${mesh.metadata.namespace} (${(error as Error).message}): add it to the chart's meshNamespaces`,
-    };
+    return notGranted('Secrets', mesh.metadata.namespace, (error as Error).message);
   };
+
+/** A mesh in a namespace the chart does not grant the operator (`what` it was refused, and why). */
+function notGranted(what: string, namespace: string, why: string): Blocker {
+  return {
+    reason: 'NamespaceNotGranted',
+    message: `the operator may not manage ${what} in namespace ${namespace} (${why}): add it to the chart's meshNamespaces`,
+  };
+}
 
 /**
  * Meshes `X` and `X-trust` in one namespace: the agents' ConfigMap of `X-trust` is named
