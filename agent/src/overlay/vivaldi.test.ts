@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CC, DIMENSIONS, ERROR_MAX, estimateRtt, LATENCY_FILTER_SIZE, origin, Vivaldi } from './vivaldi.ts';
+import {
+  CC,
+  DIMENSIONS,
+  ERROR_MAX,
+  ERROR_MIN,
+  estimateRtt,
+  LATENCY_FILTER_SIZE,
+  origin,
+  Vivaldi,
+} from './vivaldi.ts';
 
 /** A small deterministic PRNG (mulberry32), so the test is the same every run. */
 function seeded(seed: number): () => number {
@@ -115,13 +124,13 @@ describe('Vivaldi', () => {
     // A new node (error ERROR_MAX) measuring a sure peer moves nearly CC of the way to the RTT.
     const fresh = new Vivaldi(seeded(5));
     fresh.update('p', 100, at(0.01));
-    const weight = ERROR_MAX / (ERROR_MAX + 0.01);
+    const weight = ERROR_MAX / (ERROR_MAX + ERROR_MIN); // a peer is never surer than ERROR_MIN
     const moved = fresh.estimate(at(0.01));
     assert.ok(Math.abs(moved - (0.02 + CC * weight * (100 - 0.02))) < 0.01, `moved to ${moved} ms`);
     // A sure node measuring a new peer that is far off hardly moves: the peer's own place is a guess.
     const sure = new Vivaldi(seeded(5));
     for (let i = 0; i < 200; i++) sure.update('p', 10, at(0.01));
-    assert.ok(sure.coordinate.error < 0.1, `error ${sure.coordinate.error}`);
+    assert.equal(sure.coordinate.error, ERROR_MIN, 'a node that fits every sample is as sure as can be');
     const settled = sure.coordinate;
     sure.update('q', 10_000, at(ERROR_MAX));
     const shift = Math.hypot(...sure.coordinate.vec.map((x, i) => x - settled.vec[i]!));
@@ -129,5 +138,22 @@ describe('Vivaldi', () => {
       shift < 0.1 * CC * (10_000 - 10),
       `a sure node moved ${shift.toFixed(1)} ms for an unsure peer`,
     );
+  });
+
+  it('gives a peer that claims to be sure (error 0) no more than an equal share of the move', () => {
+    const at = (error: number) => ({ vec: new Array<number>(DIMENSIONS).fill(0), height: 0.01, error });
+    const sure = new Vivaldi(seeded(9));
+    for (let i = 0; i < 200; i++) sure.update('p', 10, at(0.2));
+    assert.equal(sure.coordinate.error, ERROR_MIN);
+    const settled = sure.coordinate;
+    const dist = sure.estimate(at(0));
+    // A liar at error 0 says it is 10 s away: with full weight this node would move CC of the way.
+    sure.update('liar', 10_000, at(0));
+    const moved = Math.hypot(...sure.coordinate.vec.map((x, i) => x - settled.vec[i]!));
+    assert.ok(
+      moved <= CC * 0.5 * (10_000 - dist) + 1e-6,
+      `moved ${moved.toFixed(0)} ms of ${(10_000 - dist).toFixed(0)} toward a liar claiming error 0`,
+    );
+    assert.ok(moved > 0, 'it still counts as a sample');
   });
 });

@@ -12,6 +12,12 @@ import type { Coordinate } from '../domain.ts';
 export const DIMENSIONS = 8;
 /** Largest error estimate; new nodes start here. */
 export const ERROR_MAX = 1.5;
+/**
+ * Smallest error estimate, this node's and what a peer claims: a peer that says it is sure (error 0)
+ * would otherwise get all the weight of every sample (this node moves the whole way to where the liar
+ * says it fits), and a node whose own error reached 0 would never move again.
+ */
+export const ERROR_MIN = 0.05;
 /** How quickly the error estimate follows new samples. */
 export const CE = 0.25;
 /** How far a node moves per sample, at most. */
@@ -79,9 +85,12 @@ export class Vivaldi {
 
     const self = this.#coord;
     const dist = estimateRtt(self, remote);
-    const weight = self.error / Math.max(self.error + remote.error, 1e-6);
+    const weight = self.error / (self.error + Math.max(remote.error, ERROR_MIN));
     const relativeError = Math.abs(dist - rtt) / rtt;
-    const error = Math.min(ERROR_MAX, CE * weight * relativeError + self.error * (1 - CE * weight));
+    const error = Math.min(
+      ERROR_MAX,
+      Math.max(ERROR_MIN, CE * weight * relativeError + self.error * (1 - CE * weight)),
+    );
     const force = CC * weight * (rtt - dist);
 
     const diff = self.vec.map((x, i) => x - remote.vec[i]!);
