@@ -1,6 +1,28 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { HotTier } from './hot-tier.ts';
+import { HotTier, SLAB_BYTES } from './hot-tier.ts';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** A small deterministic PRNG (mulberry32), so the test is the same every run. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The bytes of chunk `n`: its size and a fill from its number, so any mix-up shows. */
+const chunk = (n: number, size: number) => {
+  const b = Buffer.allocUnsafe(size);
+  for (let i = 0; i < size; i++) b[i] = (n * 31 + i) & 0xff;
+  return b;
+};
 
 describe('HotTier', () => {
   it('stays within its byte bound, dropping the least recently used', () => {
@@ -34,5 +56,90 @@ describe('HotTier', () => {
     for (const d of ['a', 'b', 'c', 'd', 'e']) assert.ok(t.get(d), `${d} kept`);
     t.delete('a');
     assert.equal(t.bytes, 80, 'deleted, it leaves nothing counted');
+  });
+
+  it('keeps a copy of a small chunk, not the memory it is a view into', () => {
+    const t = new HotTier(64 * MiB);
+    const body = Buffer.alloc(MiB, 7); // a request body, say: the chunk is a view into it
+    t.set('a', body.subarray(1000, 5000));
+    const kept = t.get('a')!;
+    assert.equal(kept.length, 4000);
+    assert.notEqual(kept.buffer, body.buffer, 'the tier would keep the whole MiB alive');
+    body.fill(9); // the body's memory reused by its owner
+    assert.ok(
+      kept.every((b) => b === 7),
+      'the copy stays as it was',
+    );
+    assert.equal(t.liveBytes, 4000);
+    assert.equal(t.bytes, SLAB_BYTES, 'the slab is counted whole');
+    // A larger chunk that is a view gets a Buffer of its own; one that already is one is kept as is.
+    const big = Buffer.alloc(4 * MiB, 1);
+    t.set('b', big.subarray(0, 2 * MiB));
+    assert.notEqual(t.get('b')!.buffer, big.buffer);
+    const own = Buffer.alloc(2 * MiB, 2);
+    t.set('c', own);
+    assert.equal(t.get('c'), own);
+    assert.equal(t.bytes, SLAB_BYTES + 4 * MiB);
+  });
+
+  it('never writes a slab twice: a view handed out before a delete keeps its bytes', () => {
+    const t = new HotTier(64 * MiB);
+    t.set('a', chunk(1, 4 * KiB));
+    const view = t.get('a')!; // a response still being written
+    t.delete('a'); // the object deleted meanwhile: the slab holds nothing now
+    t.set('b', chunk(2, 4 * KiB));
+    assert.deepEqual(view, chunk(1, 4 * KiB));
+    assert.deepEqual(t.get('b'), chunk(2, 4 * KiB));
+  });
+
+  it('compacts slabs mostly unused instead of dropping chunks still in use', () => {
+    const t = new HotTier(16 * MiB);
+    const size = 64 * KiB; // 16 a slab: 256 fill the tier
+    for (let n = 0; n < 256; n++) t.set(`c${n}`, chunk(n, size));
+    assert.equal(t.slabs, 16);
+    assert.equal(t.bytes, 16 * MiB);
+    for (let n = 0; n < 256; n++) if (n % 4 !== 0) t.delete(`c${n}`);
+    assert.equal(t.liveBytes, 4 * MiB);
+    assert.equal(t.slabs, 16, 'every slab still holds a quarter');
+    const before = [...Array(64).keys()].map((i) => t.get(`c${i * 4}`)!);
+    // 6 MiB more: 22 MiB of slabs without compaction, so the least recently used would have to go.
+    for (let n = 256; n < 256 + 96; n++) t.set(`c${n}`, chunk(n, size));
+    assert.ok(t.bytes <= 16 * MiB, `${t.bytes} bytes held`);
+    assert.equal(t.liveBytes, 10 * MiB, 'no chunk dropped: the sparse slabs were compacted');
+    for (let n = 0; n < 256 + 96; n++) {
+      if (n < 256 && n % 4 !== 0) continue;
+      assert.deepEqual(t.get(`c${n}`), chunk(n, size), `c${n}`);
+    }
+    // Views handed out before the move still hold their bytes.
+    before.forEach((view, i) => assert.deepEqual(view, chunk(i * 4, size)));
+  });
+
+  it('never holds more than its bound nor serves a wrong byte, whatever the mix (seeded)', () => {
+    const random = seeded(11);
+    const t = new HotTier(8 * MiB);
+    const sizes = new Map<string, { n: number; size: number }>();
+    const handedOut: { view: Buffer; n: number; size: number }[] = [];
+    for (let op = 0; op < 20_000; op++) {
+      const n = Math.floor(random() * 2000);
+      const digest = `d${n}`;
+      const r = random();
+      if (r < 0.5) {
+        const size = 1 + Math.floor(random() ** 3 * 600 * KiB);
+        if (!sizes.has(digest)) sizes.set(digest, { n, size });
+        const known = sizes.get(digest)!;
+        t.set(digest, chunk(known.n, known.size));
+      } else if (r < 0.9) {
+        const got = t.get(digest);
+        if (got) {
+          const known = sizes.get(digest)!;
+          assert.deepEqual(got, chunk(known.n, known.size), `${digest} at op ${op}`);
+          if (handedOut.length < 50) handedOut.push({ view: got, ...known });
+        }
+      } else t.delete(digest);
+      assert.ok(t.bytes <= t.maxBytes, `${t.bytes} bytes held at op ${op}`);
+      assert.ok(t.liveBytes <= t.bytes);
+    }
+    assert.ok(t.liveBytes > t.maxBytes / 2, `only ${t.liveBytes} bytes of chunks kept`);
+    for (const { view, n, size } of handedOut) assert.deepEqual(view, chunk(n, size));
   });
 });

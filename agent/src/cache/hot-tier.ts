@@ -1,45 +1,187 @@
 /**
  * The bounded in-memory tier: verified chunk bytes by digest, least recently used out first. A chunk is
  * only put here after it was verified, so bytes served from here need no second hash.
+ *
+ * The tier keeps its own memory and counts all of it against its bound. A chunk handed in is usually
+ * a view into memory that is not the tier's (a request body, a row SQLite returned, a slice of Node's
+ * Buffer pool), which would keep the whole of that memory alive; so it is copied:
+ * - small chunks (at most an eighth of a slab) into slabs of SLAB_BYTES that the tier fills one after
+ *   another and lets go of whole. Thousands of long-lived small Buffers, each a malloc of its own,
+ *   would sit in malloc's main arena among the short-lived ones and keep it from giving memory back
+ *   (the soak's RSS kept rising while the V8 heap and Buffers were flat); a slab is one allocation
+ *   past the mmap threshold, returned to the system when the tier lets it go.
+ * - larger chunks into a Buffer of their own, unless they already are one.
+ * A slab's bytes are never written twice: a chunk evicted or deleted leaves its place unused, and a
+ * slab whose chunks are mostly gone is compacted (its live chunks copied to the newest slab, and the
+ * slab let go). A view handed out earlier keeps the old bytes, which stay as they were, alive until its
+ * reader is done with them.
  */
+
+/** The size of a slab (or a quarter of the tier, when the tier is smaller). */
+export const SLAB_BYTES = 2 ** 20;
+
+class Slab {
+  readonly memory: Buffer;
+  /** Bytes handed out from the start (never handed out again). */
+  used = 0;
+  /** Bytes of chunks still in the tier. */
+  live = 0;
+  readonly digests = new Set<string>();
+  constructor(size: number) {
+    this.memory = Buffer.allocUnsafeSlow(size);
+  }
+}
+
+interface Entry {
+  data: Buffer;
+  slab: Slab | undefined;
+}
+
 export class HotTier {
-  readonly #chunks = new Map<string, Buffer>();
+  /** Least recently used first. */
+  readonly #entries = new Map<string, Entry>();
+  readonly #slabs = new Set<Slab>();
+  #current: Slab | undefined;
+  /** Memory held: every slab whole, and the chunks kept in Buffers of their own. */
   #bytes = 0;
+  /** Bytes of chunks kept, wherever they are. */
+  #live = 0;
+  /** Bytes of chunks kept in slabs. */
+  #slabbed = 0;
+  readonly #slabBytes: number;
+  readonly #slabbedMax: number;
 
   readonly maxBytes: number;
   constructor(maxBytes: number) {
     this.maxBytes = maxBytes;
+    this.#slabBytes = Math.min(SLAB_BYTES, Math.floor(maxBytes / 4));
+    this.#slabbedMax = Math.floor(this.#slabBytes / 8);
   }
 
+  /** The memory the tier holds (at most maxBytes): its chunks and the unused room of its slabs. */
   get bytes(): number {
     return this.#bytes;
   }
 
-  get(digest: string): Buffer | undefined {
-    const data = this.#chunks.get(digest);
-    if (data) {
-      this.#chunks.delete(digest);
-      this.#chunks.set(digest, data);
-    }
-    return data;
+  /** The bytes of the chunks it keeps. */
+  get liveBytes(): number {
+    return this.#live;
   }
 
-  /** Keeps `data` unless it is larger than a quarter of the tier (large objects would only churn it). */
+  /** How many slabs it holds. */
+  get slabs(): number {
+    return this.#slabs.size;
+  }
+
+  get(digest: string): Buffer | undefined {
+    const entry = this.#entries.get(digest);
+    if (!entry) return undefined;
+    this.#entries.delete(digest);
+    this.#entries.set(digest, entry);
+    return entry.data;
+  }
+
+  /** Keeps a copy of `data` unless it is larger than a quarter of the tier (large objects would only churn it). */
   set(digest: string, data: Buffer): void {
-    if (data.length > this.maxBytes / 4 || this.#chunks.has(digest)) return;
-    this.#chunks.set(digest, data);
-    this.#bytes += data.length;
-    for (const [victim, bytes] of this.#chunks) {
-      if (this.#bytes <= this.maxBytes) break;
-      this.#chunks.delete(victim);
-      this.#bytes -= bytes.length;
+    if (data.length === 0 || data.length > this.maxBytes / 4 || this.#entries.has(digest)) return;
+    if (data.length <= this.#slabbedMax) {
+      this.#entries.set(digest, this.#place(digest, data));
+    } else {
+      const own = data.byteOffset === 0 && data.buffer.byteLength === data.length;
+      this.#entries.set(digest, { data: own ? data : copyOf(data), slab: undefined });
+      this.#bytes += data.length;
     }
+    this.#live += data.length;
+    this.#shrink();
   }
 
   delete(digest: string): void {
-    const data = this.#chunks.get(digest);
-    if (!data) return;
-    this.#chunks.delete(digest);
-    this.#bytes -= data.length;
+    const entry = this.#entries.get(digest);
+    if (!entry) return;
+    this.#entries.delete(digest);
+    this.#release(digest, entry);
   }
+
+  /** `data` copied into the newest slab (a new one when it does not fit). */
+  #place(digest: string, data: Buffer): Entry {
+    let slab = this.#current;
+    if (!slab || slab.used + data.length > slab.memory.length) {
+      slab = new Slab(this.#slabBytes);
+      this.#slabs.add(slab);
+      this.#bytes += this.#slabBytes;
+      this.#current = slab;
+    }
+    const place = slab.memory.subarray(slab.used, slab.used + data.length);
+    data.copy(place);
+    slab.used += data.length;
+    slab.live += data.length;
+    this.#slabbed += data.length;
+    slab.digests.add(digest);
+    return { data: place, slab };
+  }
+
+  #release(digest: string, entry: Entry): void {
+    this.#live -= entry.data.length;
+    const slab = entry.slab;
+    if (!slab) {
+      this.#bytes -= entry.data.length;
+      return;
+    }
+    slab.live -= entry.data.length;
+    this.#slabbed -= entry.data.length;
+    slab.digests.delete(digest);
+    if (slab.live === 0) this.#drop(slab);
+  }
+
+  #drop(slab: Slab): void {
+    this.#slabs.delete(slab);
+    this.#bytes -= this.#slabBytes;
+    if (this.#current === slab) this.#current = undefined;
+  }
+
+  /**
+   * Back within the bound: slabs mostly unused are compacted first (while they waste more than an
+   * eighth of the tier), then the least recently used chunks go.
+   */
+  #shrink(): void {
+    while (this.#bytes > this.maxBytes) {
+      if (this.#waste() > Math.max(2 * this.#slabBytes, this.maxBytes / 8) && this.#compact()) continue;
+      const oldest = this.#entries.entries().next();
+      if (oldest.done) break;
+      const [digest, entry] = oldest.value;
+      this.#entries.delete(digest);
+      this.#release(digest, entry);
+    }
+  }
+
+  /** The room of slabs that holds no chunk (used and let go, or at the end of a slab). */
+  #waste(): number {
+    return this.#slabs.size * this.#slabBytes - this.#slabbed;
+  }
+
+  /**
+   * Moves the chunks of the emptiest slab (not the one being filled) to the newest, and lets the slab
+   * go; false when no slab is at most half full (moving would cost more than it gives).
+   */
+  #compact(): boolean {
+    let emptiest: Slab | undefined;
+    for (const slab of this.#slabs)
+      if (slab !== this.#current && (!emptiest || slab.live < emptiest.live)) emptiest = slab;
+    if (!emptiest || emptiest.live > this.#slabBytes / 2) return false;
+    for (const digest of emptiest.digests) {
+      const entry = this.#entries.get(digest)!;
+      const moved = this.#place(digest, entry.data);
+      entry.data = moved.data; // the same place in the order
+      entry.slab = moved.slab;
+    }
+    this.#slabbed -= emptiest.live;
+    this.#drop(emptiest);
+    return true;
+  }
+}
+
+function copyOf(data: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(data.length);
+  data.copy(copy);
+  return copy;
 }

@@ -126,6 +126,7 @@ export interface StoreStats {
   maxBytes: number;
   entries: number;
   chunks: number;
+  /** Memory the hot tier holds: its chunks and the unused room of its slabs. */
   hotBytes: number;
   /** The hot tier's bound (store.memoryBytes). */
   hotMaxBytes: number;

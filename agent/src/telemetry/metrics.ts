@@ -173,7 +173,7 @@ export class AgentMetrics {
     );
     gauge(
       'edgemesh.cache.hot.size',
-      'Bytes in the in-memory hot tier',
+      'Memory the in-memory hot tier holds (its chunks and the unused room of its slabs)',
       (r) => r.observe(sources.store().hotBytes),
       'By',
     );
