@@ -69,6 +69,15 @@ describe('benchmarks (--quick, shape only)', () => {
         ...['per_connection_cpu_ms', 'shared_rss_mb', 'per_connection_rss_mb', 'cpu_ratio'],
       ],
     ],
+    // --quick is 400,000 operations per way: the shape needs far fewer.
+    [
+      'hot-memory',
+      [
+        ...['bench', 'ops', 'slabs_rss_mb', 'as_handed_rss_mb', 'slabs_rest_mb', 'as_handed_rest_mb'],
+        ...['slabs_rest_slope_mb_per_mop', 'as_handed_rest_slope_mb_per_mop', 'rss_ratio', 'cpu_ratio'],
+      ],
+      ['--ops', '20000'],
+    ],
   ];
   const labMissing = geoLabUnavailable();
   if (labMissing) console.log(`# locality bench skipped: ${labMissing}`);
@@ -96,7 +105,7 @@ describe('benchmarks (--quick, shape only)', () => {
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|swarm-vs-peer\|locality\|operator\|chaos\|load\|scale\|tls-context>/,
+      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|swarm-vs-peer\|locality\|operator\|chaos\|load\|scale\|tls-context\|hot-memory>/,
     );
   });
 });

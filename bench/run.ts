@@ -20,6 +20,7 @@ const BENCHES: Record<
   load: () => import('./load.ts'),
   scale: () => import('./scale.ts'),
   'tls-context': () => import('./tls-context.ts'),
+  'hot-memory': () => import('./hot-memory.ts'),
 };
 
 const [name, ...rest] = process.argv.slice(2);
