@@ -24,6 +24,8 @@ import type { NodeCredentials } from '../src/security/node-credentials.ts';
 /** Cases per surface; the seed is fixed, so CI runs the same cases every time. */
 const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
 const SEED = 20_261_130;
+/** Messages of a server stream (other than a watch) read before it is cancelled. */
+const STREAM_READ = 256;
 const MESH = 'fuzz';
 /**
  * What the agent may keep over the second half of a surface's cases (see stillWell): this much per
@@ -309,7 +311,8 @@ describe(
       const raw = (b: Buffer) => b;
       /**
        * The codes a refusal may carry; UNKNOWN (a handler that threw) and a hang (DEADLINE_EXCEEDED)
-       * are failures. CANCELLED only for a server stream this test cancelled once it was answered.
+       * are failures. CANCELLED only for a server stream this test cancelled once it was answered
+       * (a watch, or a stream past STREAM_READ messages).
        */
       const documented = new Set([
         grpcStatus.OK,
@@ -331,11 +334,15 @@ describe(
           const deadline = Date.now() + 5000;
           if (method.responseStream) {
             const stream = client.makeServerStreamRequest(method.path, raw, raw, body, { deadline });
-            // A stream that opens (its headers, or a first message) is answered: cancel it (a watch
-            // never ends by itself); one refused ends with its status. One that does neither before
-            // the deadline hangs: DEADLINE_EXCEEDED, a failure.
-            stream.on('metadata', () => stream.cancel());
-            stream.on('data', () => stream.cancel());
+            // A watch never ends by itself: once it opens (its headers, or a first message) it is
+            // answered, and cancelled. Any other stream is read to its end (at most STREAM_READ
+            // messages), so a handler that fails after its first message shows. One refused ends with
+            // its status; one that does not end before the deadline hangs: DEADLINE_EXCEEDED, a failure.
+            let messages = 0;
+            if (method.path.endsWith('/Watch')) stream.on('metadata', () => stream.cancel());
+            stream.on('data', () => {
+              if (method.path.endsWith('/Watch') || ++messages >= STREAM_READ) stream.cancel();
+            });
             stream.on('status', (s: { code: number; details: string }) => resolve(s));
             stream.on('error', () => undefined);
           } else {
@@ -352,8 +359,12 @@ describe(
         fc
           .record({
             key: fc.string({ maxLength: 40 }),
+            // Random bytes, and the chunks the agent holds: a FetchChunks of those streams them.
             digests: fc.array(
-              fc.uint8Array({ minLength: 0, maxLength: 40 }).map((b) => Buffer.from(b)),
+              fc.oneof(
+                fc.uint8Array({ minLength: 0, maxLength: 40 }).map((b) => Buffer.from(b)),
+                fc.constantFrom(...held).map((hex) => Buffer.from(hex, 'hex')),
+              ),
               { maxLength: 8 },
             ),
             from: fc.constantFrom('fuzzer', 'a', 'someone-else', ''),
