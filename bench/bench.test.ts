@@ -75,6 +75,7 @@ describe('benchmarks (--quick, shape only)', () => {
       [
         ...['bench', 'ops', 'slabs_rss_mb', 'as_handed_rss_mb', 'slabs_rest_mb', 'as_handed_rest_mb'],
         ...['slabs_rest_slope_mb_per_mop', 'as_handed_rest_slope_mb_per_mop', 'rss_ratio', 'cpu_ratio'],
+        ...['slabs_hit_ratio', 'as_handed_hit_ratio'],
       ],
       ['--ops', '20000'],
     ],

@@ -44,6 +44,8 @@ interface Figures {
   rssSlope: number;
   tierMB: number;
   liveMB: number;
+  /** GETs the tier answered, of all GETs. */
+  hitRatio: number;
 }
 
 /** The tier before 4783fa9: each Buffer kept as it was handed in, least recently used out first. */
@@ -114,6 +116,8 @@ function measure(way: Way, ops: number): Figures {
   const sizeOf = (n: number) => 1024 + ((n * 2654435761) % (64 * 1024));
   const inFlight: unknown[] = new Array<unknown>(IN_FLIGHT);
   const samples: Sample[] = [];
+  let gets = 0;
+  let hits = 0;
   const every = Math.max(1, Math.floor(ops / SAMPLES));
   const cpu0 = process.cpuUsage();
   for (let op = 0; op < ops; op++) {
@@ -123,7 +127,7 @@ function measure(way: Way, ops: number): Figures {
     const r = random();
     let held: unknown;
     if (r < 0.4) {
-      // A PUT: the body as the socket gave it (pieces of up to 64 KiB), joined into the chunk.
+      // A PUT: the body as the socket gave it (pieces of up to 16 KiB), joined into the chunk.
       const pieces: Buffer[] = [];
       for (let left = size; left > 0; left -= 16 * 1024)
         pieces.push(Buffer.allocUnsafe(Math.min(left, 16 * 1024)));
@@ -133,8 +137,11 @@ function measure(way: Way, ops: number): Figures {
       held = { pieces, head: JSON.stringify({ key: digest, size }) };
     } else if (r < 0.95) {
       const hit = tier.get(digest);
-      if (hit) held = hit;
-      else {
+      gets++;
+      if (hit) {
+        hits++;
+        held = hit;
+      } else {
         const read = Buffer.allocUnsafe(size); // the chunk read from disk (or a peer) and verified
         read[0] = n & 0xff;
         tier.set(digest, read);
@@ -164,6 +171,7 @@ function measure(way: Way, ops: number): Figures {
     rssSlope: perMillion((s) => s.rss),
     tierMB: MB(tier.bytes),
     liveMB: MB(tier.liveBytes),
+    hitRatio: hits / gets,
   };
 }
 
@@ -194,7 +202,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
   for (const f of results)
     console.log(
       `# ${f.way}: ${round(f.seconds, 1)} s of CPU; RSS ${round(f.rssMB, 1)} MB, rest ${round(f.restMB, 1)} MB at the end; ` +
-        `over the second half, RSS ${round(f.rssSlope, 2)} and rest ${round(f.restSlope, 2)} MB per million operations; tier ${round(f.tierMB, 1)} MB holding ${round(f.liveMB, 1)} MB of chunks`,
+        `over the second half, RSS ${round(f.rssSlope, 2)} and rest ${round(f.restSlope, 2)} MB per million operations; tier ${round(f.tierMB, 1)} MB holding ${round(f.liveMB, 1)} MB of chunks; hit ratio ${round(f.hitRatio, 3)}`,
     );
   const [slabs, asHanded] = results as [Figures, Figures];
   console.log(
@@ -211,6 +219,8 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
       slabs_live_mb: round(slabs.liveMB, 1),
       as_handed_live_mb: round(asHanded.liveMB, 1),
       cpu_ratio: round(slabs.seconds / asHanded.seconds, 3),
+      slabs_hit_ratio: round(slabs.hitRatio, 4),
+      as_handed_hit_ratio: round(asHanded.hitRatio, 4),
     }),
   );
 }

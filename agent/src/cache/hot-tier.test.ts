@@ -142,4 +142,40 @@ describe('HotTier', () => {
     assert.ok(t.liveBytes > t.maxBytes / 2, `only ${t.liveBytes} bytes of chunks kept`);
     for (const { view, n, size } of handedOut) assert.deepEqual(view, chunk(n, size));
   });
+
+  it('stays nearly full of chunks under random reads (sparse slabs compacted, not left)', () => {
+    const random = seeded(7);
+    const t = new HotTier(16 * MiB);
+    const size = 4 * KiB;
+    const universe = ((16 * MiB) / size) * 3; // three times what fits
+    const fill = new Map<number, Buffer>();
+    const data = (n: number) => fill.get(n) ?? fill.set(n, chunk(n, size)).get(n)!;
+    let lowest = 1;
+    for (let op = 0; op < 200_000; op++) {
+      const n = Math.floor(random() * universe);
+      if (!t.get(`k${n}`)) t.set(`k${n}`, data(n));
+      if (op > 50_000) lowest = Math.min(lowest, t.liveBytes / t.maxBytes);
+    }
+    // Slabs may waste up to an eighth of the tier before one is compacted.
+    assert.ok(lowest > 0.8, `chunks filled only ${(lowest * 100).toFixed(1)}% of the tier at one point`);
+  });
+
+  it('frees room for one more chunk without dropping much more than an eighth of the tier', () => {
+    // Every slab full, and the order of use across slabs (chunk j of every slab, then j + 1): each
+    // eviction takes from another slab, and none frees a slab by itself.
+    const t = new HotTier(16 * MiB);
+    const size = 4 * KiB;
+    const perSlab = SLAB_BYTES / size;
+    const slabs = (16 * MiB) / SLAB_BYTES;
+    for (let n = 0; n < perSlab * slabs; n++) t.set(`c${n}`, chunk(n, size));
+    for (let j = 0; j < perSlab; j++) for (let s = 0; s < slabs; s++) t.get(`c${s * perSlab + j}`);
+    const before = t.liveBytes;
+    t.set('one-more', chunk(-1, size));
+    const dropped = before + size - t.liveBytes;
+    assert.ok(t.bytes <= t.maxBytes);
+    assert.ok(
+      dropped <= (16 * MiB) / 8 + SLAB_BYTES,
+      `one set dropped ${(dropped / MiB).toFixed(1)} MiB of chunks from a 16 MiB tier`,
+    );
+  });
 });

@@ -140,7 +140,7 @@ describe('Vivaldi', () => {
     );
   });
 
-  it('gives a peer that claims to be sure (error 0) no more than an equal share of the move', () => {
+  it("gives a peer that claims to be sure (error 0) no more than an equal share of a settled node's move", () => {
     const at = (error: number) => ({ vec: new Array<number>(DIMENSIONS).fill(0), height: 0.01, error });
     const sure = new Vivaldi(seeded(9));
     for (let i = 0; i < 200; i++) sure.update('p', 10, at(0.2));
