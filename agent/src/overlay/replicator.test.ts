@@ -332,6 +332,30 @@ describe('Replicator', () => {
     }
   });
 
+  it('counts a stand-in asked for by two members to the one that asked for fewer bytes: a flood cannot push out keys it asked for first', () => {
+    const replicator = replicatorWith({
+      store: { keys: () => [], lookup: () => undefined, peek: () => undefined, holds: () => false },
+      placementOf: () => ({ self: false, peers: [] }),
+      writeCopies: 1,
+      timeoutMs: 1000,
+      standInBytes: 100_000,
+    });
+    const owed = (...keys: string[]) => keys.filter((k) => replicator.owesCopies(k));
+    try {
+      // The flood asks first for a key an honest member wrote (it knows the key and its root).
+      assert.equal(replicator.keepAsStandIn('h1', 20_000, 'flood'), true);
+      assert.equal(replicator.keepAsStandIn('h1', 20_000, 'honest'), true, 'asked again by its writer');
+      for (let i = 0; i < 10; i++) replicator.keepAsStandIn(`f${i}`, 30_000, 'flood');
+      assert.deepEqual(owed('h1'), ['h1'], 'counted to the honest member, it stayed owed');
+      // The other way round it stays where it is: the honest member asked for fewer bytes.
+      assert.equal(replicator.keepAsStandIn('h1', 20_000, 'flood'), true);
+      for (let i = 10; i < 20; i++) replicator.keepAsStandIn(`f${i}`, 30_000, 'flood');
+      assert.deepEqual(owed('h1'), ['h1']);
+    } finally {
+      replicator.close();
+    }
+  });
+
   it('keeps stand-ins as owed within standInBytes, the oldest of the member that asked for the most leaving first', () => {
     // A member asking for copies of keys whose owners (itself) then refuse them cannot pin the store,
     // nor push out the stand-ins other members asked for.

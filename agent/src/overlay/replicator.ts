@@ -204,17 +204,25 @@ export class Replicator {
    * STAND_IN_MIN_BYTES: an empty object still takes its row in the store's index.
    */
   keepAsStandIn(key: string, size: number, by: string): boolean {
-    if (this.#written.has(key)) return true;
+    if (this.#written.has(key)) {
+      // Asked again by another member: the key counts to whichever of the two asked for fewer bytes,
+      // so a member that asks first for others' keys, then floods, cannot push those out with its
+      // own excess.
+      const kept = this.#standIns.get(key);
+      if (
+        kept &&
+        kept.by !== by &&
+        (this.#standInsBy.get(by)?.bytes ?? 0) < this.#standInsBy.get(kept.by)!.bytes
+      ) {
+        this.#paid(key);
+        this.#countStandIn(key, kept.bytes, by);
+      }
+      return true;
+    }
     const bytes = Math.max(size, STAND_IN_MIN_BYTES);
     const budget = this.#opts.standInBytes ?? Infinity;
     if (bytes > budget) return false;
-    this.#written.add(key);
-    this.#standIns.set(key, { bytes, by });
-    let mine = this.#standInsBy.get(by);
-    if (!mine) this.#standInsBy.set(by, (mine = { keys: new Set(), bytes: 0 }));
-    mine.keys.add(key);
-    mine.bytes += bytes;
-    this.#standInBytes += bytes;
+    const mine = this.#countStandIn(key, bytes, by);
     while (this.#standInBytes > budget) {
       // Members that ask for stand-ins are few (a scan per copy past the budget is cheap).
       let largest = mine;
@@ -227,6 +235,18 @@ export class Replicator {
       );
     }
     return this.#written.has(key);
+  }
+
+  /** `key` kept as a stand-in for member `by`, `bytes` of its share; that share. */
+  #countStandIn(key: string, bytes: number, by: string) {
+    this.#written.add(key);
+    this.#standIns.set(key, { bytes, by });
+    let mine = this.#standInsBy.get(by);
+    if (!mine) this.#standInsBy.set(by, (mine = { keys: new Set(), bytes: 0 }));
+    mine.keys.add(key);
+    mine.bytes += bytes;
+    this.#standInBytes += bytes;
+    return mine;
   }
 
   /** `key` is owed no more (paid, or gone). */
