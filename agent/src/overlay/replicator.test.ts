@@ -332,27 +332,58 @@ describe('Replicator', () => {
     }
   });
 
-  it('counts a stand-in asked for by two members to the one that asked for fewer bytes: a flood cannot push out keys it asked for first', () => {
-    const replicator = replicatorWith({
-      store: { keys: () => [], lookup: () => undefined, peek: () => undefined, holds: () => false },
-      placementOf: () => ({ self: false, peers: [] }),
-      writeCopies: 1,
-      timeoutMs: 1000,
-      standInBytes: 100_000,
-    });
-    const owed = (...keys: string[]) => keys.filter((k) => replicator.owesCopies(k));
+  it("keeps a stand-in while any member that asked for it claims it: a flood gives up its own claims, not others'", async () => {
+    const make = () =>
+      replicatorWith({
+        store: { keys: () => [], lookup: () => undefined, peek: () => undefined, holds: () => false },
+        placementOf: () => ({ self: false, peers: [] }),
+        writeCopies: 1,
+        timeoutMs: 1000,
+        standInBytes: 200_000,
+      });
+    const owed = (r: ReturnType<typeof make>, ...keys: string[]) => keys.filter((k) => r.owesCopies(k));
+    const honestKeys = Array.from({ length: 10 }, (_, i) => `h${i}`);
+    // The flood asks first for a key an honest member (with a larger share) then asks for too.
+    const a = make();
     try {
-      // The flood asks first for a key an honest member wrote (it knows the key and its root).
-      assert.equal(replicator.keepAsStandIn('h1', 20_000, 'flood'), true);
-      assert.equal(replicator.keepAsStandIn('h1', 20_000, 'honest'), true, 'asked again by its writer');
-      for (let i = 0; i < 10; i++) replicator.keepAsStandIn(`f${i}`, 30_000, 'flood');
-      assert.deepEqual(owed('h1'), ['h1'], 'counted to the honest member, it stayed owed');
-      // The other way round it stays where it is: the honest member asked for fewer bytes.
-      assert.equal(replicator.keepAsStandIn('h1', 20_000, 'flood'), true);
-      for (let i = 10; i < 20; i++) replicator.keepAsStandIn(`f${i}`, 30_000, 'flood');
-      assert.deepEqual(owed('h1'), ['h1']);
+      for (let i = 0; i < 5; i++) a.keepAsStandIn(`o${i}`, 20_000, 'honest');
+      a.keepAsStandIn('h1', 20_000, 'flood');
+      a.keepAsStandIn('h1', 20_000, 'honest');
+      for (let i = 0; i < 10; i++) a.keepAsStandIn(`f${i}`, 30_000, 'flood');
+      assert.deepEqual(owed(a, 'h1'), ['h1'], 'the honest claim keeps it');
     } finally {
-      replicator.close();
+      a.close();
+    }
+    // A member with no share asks for an honest member's keys after it, then floods.
+    const b = make();
+    try {
+      for (const k of honestKeys) b.keepAsStandIn(k, 10_000, 'honest');
+      for (const k of honestKeys) b.keepAsStandIn(k, 10_000, 'thief');
+      for (let i = 0; i < 10; i++) b.keepAsStandIn(`f${i}`, 30_000, 'thief');
+      assert.deepEqual(owed(b, ...honestKeys), honestKeys);
+      assert.ok(owed(b, 'f9').length === 1, 'the newest of the flood kept');
+    } finally {
+      b.close();
+    }
+    // A key asked for again is counted at its size now: small first, then a large new version.
+    const d = make();
+    try {
+      for (let i = 0; i < 50; i++) d.keepAsStandIn(`k${i}`, 0, 'A');
+      for (let i = 0; i < 50; i++) d.keepAsStandIn(`k${i}`, 50_000, 'A');
+      const kept = Array.from({ length: 50 }, (_, i) => `k${i}`).filter((k) => d.owesCopies(k));
+      assert.equal(kept.length, 4, 'four of 50 kB fit in 200 kB');
+    } finally {
+      d.close();
+    }
+    // A stand-in written here afterwards is owed as a write, outside the stand-ins' share.
+    const e = make();
+    try {
+      e.keepAsStandIn('k', 10_000, 'A');
+      await e.afterPut({ key: 'k', createdAtMs: 1 } as never);
+      for (let i = 0; i < 10; i++) e.keepAsStandIn(`f${i}`, 30_000, 'A');
+      assert.deepEqual(owed(e, 'k'), ['k']);
+    } finally {
+      e.close();
     }
   });
 

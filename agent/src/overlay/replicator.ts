@@ -73,7 +73,7 @@ export class Replicator {
   /** Keys written here, or kept here as a stand-in: copied to their owners until each confirmed one. */
   readonly #written = new Set<string>();
   /** The stand-ins among them: their sizes and who asked (bounded by standInBytes). */
-  readonly #standIns = new Map<string, { bytes: number; by: string }>();
+  readonly #standIns = new Map<string, { bytes: number; by: Set<string> }>();
   /** The stand-ins each member asked for, oldest first, and their bytes. */
   readonly #standInsBy = new Map<string, { keys: Set<string>; bytes: number }>();
   #standInBytes = 0;
@@ -121,7 +121,9 @@ export class Replicator {
     if (this.#opts.writeCopies > 1) await this.#opts.untilJoined?.();
     const key = manifest.key;
     const { peers: owners } = this.#opts.placementOf(key);
-    // Owed until every owner confirmed a copy, whatever the placement becomes meanwhile.
+    // Owed until every owner confirmed a copy, whatever the placement becomes meanwhile (outside
+    // the stand-ins' share, should it have been one).
+    this.#paid(key);
     this.#written.add(key);
     /**
      * The first node that confirmed a copy: the copies nobody waits for are made from it, not from
@@ -197,56 +199,69 @@ export class Replicator {
   }
 
   /**
-   * Takes a copy (`bytes` long) this node was asked to keep by member `by` though it is no owner (a
-   * stand-in): owed to the owners. Past standInBytes, the oldest stand-ins of the member that asked
-   * for the most bytes of them (`by` itself, when that is it) become cached copies to make room; false
-   * for a copy larger than standInBytes (it stays, as a cached one). Each counts at least
-   * STAND_IN_MIN_BYTES: an empty object still takes its row in the store's index.
+   * Takes a copy (`size` bytes) this node was asked to keep by member `by` though it is no owner (a
+   * stand-in): owed to the owners. Every member that asked for a key claims it, and each claim counts
+   * the key whole in that member's share; the key counts once against standInBytes. Past it, the
+   * member whose share is the largest (`by` itself, when that is it) gives up its oldest claim, and a
+   * key nobody claims any more becomes a cached copy: a member that asks for others' keys too, then
+   * floods, gives up its own claims and leaves theirs. False for a copy larger than standInBytes (it
+   * stays, as a cached one). A key asked for again (a new version, say) is counted anew at its size.
+   * Each counts at least STAND_IN_MIN_BYTES: an empty object still takes its row in the store's index.
    */
   keepAsStandIn(key: string, size: number, by: string): boolean {
-    if (this.#written.has(key)) {
-      // Asked again by another member: the key counts to whichever of the two asked for fewer bytes,
-      // so a member that asks first for others' keys, then floods, cannot push those out with its
-      // own excess.
-      const kept = this.#standIns.get(key);
-      if (
-        kept &&
-        kept.by !== by &&
-        (this.#standInsBy.get(by)?.bytes ?? 0) < this.#standInsBy.get(kept.by)!.bytes
-      ) {
-        this.#paid(key);
-        this.#countStandIn(key, kept.bytes, by);
-      }
-      return true;
-    }
     const bytes = Math.max(size, STAND_IN_MIN_BYTES);
     const budget = this.#opts.standInBytes ?? Infinity;
+    const claimed = [...(this.#standIns.get(key)?.by ?? [])];
+    // Written here: owed, outside the stand-ins' share.
+    if (claimed.length === 0 && this.#written.has(key)) return true;
+    if (claimed.length > 0) this.#paid(key); // counted anew below, at its size now
     if (bytes > budget) return false;
-    const mine = this.#countStandIn(key, bytes, by);
+    this.#written.add(key);
+    const claims = new Set([...claimed, by]);
+    this.#standIns.set(key, { bytes, by: claims });
+    this.#standInBytes += bytes;
+    for (const member of claims) {
+      let share = this.#standInsBy.get(member);
+      if (!share) this.#standInsBy.set(member, (share = { keys: new Set(), bytes: 0 }));
+      share.keys.add(key);
+      share.bytes += bytes;
+    }
+    const mine = this.#standInsBy.get(by)!;
     while (this.#standInBytes > budget) {
-      // Members that ask for stand-ins are few (a scan per copy past the budget is cheap).
+      // The largest share gives up its oldest claim; a key nobody claims any more leaves.
       let largest = mine;
-      for (const share of this.#standInsBy.values()) if (share.bytes > largest.bytes) largest = share;
-      const [oldest] = largest.keys;
-      this.#paid(oldest!);
-      this.#opts.logger.debug(
-        { key: oldest, for: key },
-        'stand-in copy kept as a cached one: stand-ins fill their share of the store',
-      );
+      let largestBy = by;
+      for (const [member, share] of this.#standInsBy)
+        if (share.bytes > largest.bytes) [largest, largestBy] = [share, member];
+      this.#giveUpOldest(largest, largestBy, key);
     }
     return this.#written.has(key);
   }
 
-  /** `key` kept as a stand-in for member `by`, `bytes` of its share; that share. */
-  #countStandIn(key: string, bytes: number, by: string) {
-    this.#written.add(key);
-    this.#standIns.set(key, { bytes, by });
-    let mine = this.#standInsBy.get(by);
-    if (!mine) this.#standInsBy.set(by, (mine = { keys: new Set(), bytes: 0 }));
-    mine.keys.add(key);
-    mine.bytes += bytes;
-    this.#standInBytes += bytes;
-    return mine;
+  /** Member `by` no longer claims stand-in `key`: it leaves when nobody does. */
+  #unclaim(key: string, by: string): void {
+    const standIn = this.#standIns.get(key)!;
+    const share = this.#standInsBy.get(by)!;
+    share.keys.delete(key);
+    share.bytes -= standIn.bytes;
+    if (share.keys.size === 0) this.#standInsBy.delete(by);
+    standIn.by.delete(by);
+    if (standIn.by.size === 0) {
+      this.#standIns.delete(key);
+      this.#standInBytes -= standIn.bytes;
+      this.#written.delete(key);
+    }
+  }
+
+  /** `by`'s oldest claim given up for room; the key kept as a cached copy when nobody claims it. */
+  #giveUpOldest(share: { keys: Set<string> }, by: string, asked: string): void {
+    const [oldest] = share.keys;
+    this.#unclaim(oldest!, by);
+    if (!this.#written.has(oldest!))
+      this.#opts.logger.debug(
+        { key: oldest, for: asked },
+        'stand-in copy kept as a cached one: stand-ins fill their share of the store',
+      );
   }
 
   /** `key` is owed no more (paid, or gone). */
@@ -254,12 +269,7 @@ export class Replicator {
     this.#written.delete(key);
     const standIn = this.#standIns.get(key);
     if (standIn === undefined) return;
-    this.#standIns.delete(key);
-    this.#standInBytes -= standIn.bytes;
-    const share = this.#standInsBy.get(standIn.by)!;
-    share.keys.delete(key);
-    share.bytes -= standIn.bytes;
-    if (share.keys.size === 0) this.#standInsBy.delete(standIn.by);
+    for (const by of [...standIn.by]) this.#unclaim(key, by);
   }
 
   /** Forgets `key` (removed from this node): its record would otherwise stay until a repair pass. */
