@@ -214,8 +214,38 @@ describe('children the API server refuses, and a DaemonSet the cache has not see
   // The real API server's words (kube-apiserver 1.36, server-side apply by a ServiceAccount): with
   // no grant in the namespace, "cannot patch"; with patch granted and not create, on an object not
   // there yet, "cannot create" (seen on the test control plane, 2026-12-04).
+  // Before ForbiddenStatusError, a create refused on an apply carried RBAC's empty reason only.
+  it('are reported as NamespaceNotGranted for the older wording of a create refused on an apply (no reason)', async () => {
+    const { deps, condition } = meshWith((o) =>
+      o.kind === 'DaemonSet'
+        ? Promise.reject(
+            new KubeApiError(403, { message: 'daemonsets.apps "edgemesh-cdn" is forbidden: ' }, 'PATCH x'),
+          )
+        : Promise.resolve(o),
+    );
+    await reconcile('edge/cdn', deps);
+    assert.equal(condition('Degraded')?.reason, 'NamespaceNotGranted');
+    // An admission refusal says why: the server's reason about the object.
+    const webhook = meshWith((o) =>
+      o.kind === 'DaemonSet'
+        ? Promise.reject(
+            new KubeApiError(
+              403,
+              {
+                message:
+                  'daemonsets.apps "edgemesh-cdn" is forbidden: violates PodSecurity "restricted:latest"',
+              },
+              'PATCH x',
+            ),
+          )
+        : Promise.resolve(o),
+    );
+    await reconcile('edge/cdn', webhook.deps);
+    assert.equal(webhook.condition('Degraded')?.reason, 'ApplyRefused');
+  });
+
   for (const verb of ['patch', 'create'])
-    it(`are reported as NamespaceNotGranted when RBAC refused them ("cannot ${verb}": a mesh outside meshNamespaces that needs no Secret)`, async () => {
+    it(`are reported as NamespaceNotGranted when RBAC refused them ("cannot ${verb}": a mesh outside meshNamespaces that needs no Secret, or in one whose Role lost its create grant)`, async () => {
       const refusal = `daemonsets.apps "edgemesh-cdn" is forbidden: User "system:serviceaccount:edgemesh-system:edgemesh-operator" cannot ${verb} resource "daemonsets" in API group "apps" in the namespace "edge"`;
       const { deps, events, condition } = meshWith((o) =>
         o.kind === 'DaemonSet'

@@ -237,8 +237,13 @@ function refusedApply(
   return refused;
 }
 
-/** How the API server's authorizer words a refusal (RBAC's and the other authorizers' alike). */
-const RBAC_REFUSAL = / is forbidden: User "[^"]*" cannot [a-z]+ resource /;
+/**
+ * How the API server's authorizer words a refusal (RBAC's and the other authorizers' alike), and how
+ * API servers before k8s.io/apiserver's ForbiddenStatusError worded a create refused on an apply: the
+ * authorizer's reason only, which RBAC leaves empty (`... is forbidden: `). Admission and quota
+ * refusals always say why.
+ */
+const RBAC_REFUSAL = / is forbidden:(?: User "[^"]*" cannot [a-z]+ resource |\s*$)/;
 
 /**
  * A refusal (403) of the mesh's Secrets as a blocker, any other error as it was: the operator may
@@ -256,7 +261,7 @@ const forbidden =
 function notGranted(what: string, namespace: string, why: string): Blocker {
   return {
     reason: 'NamespaceNotGranted',
-    message: `the operator may not manage ${what} in namespace ${namespace} (${why}): add it to the chart's meshNamespaces`,
+    message: `the operator may not manage ${what} in namespace ${namespace} (${why}): add it to the chart's meshNamespaces (when it is there, the chart's Role <release>-operator in it lacks the rights: helm upgrade restores them)`,
   };
 }
 
