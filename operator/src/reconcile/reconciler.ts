@@ -261,7 +261,7 @@ const forbidden =
 function notGranted(what: string, namespace: string, why: string): Blocker {
   return {
     reason: 'NamespaceNotGranted',
-    message: `the operator may not manage ${what} in namespace ${namespace} (${why}): add it to the chart's meshNamespaces (when it is there, the chart's Role <release>-operator in it lacks the rights: helm upgrade restores them)`,
+    message: `the operator may not manage ${what} in namespace ${namespace} (${why}): add it to the chart's meshNamespaces (when it is there, the chart's operator Role in it lacks the rights: helm upgrade restores them)`,
   };
 }
 
