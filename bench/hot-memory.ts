@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { HotTier } from '../agent/src/cache/hot-tier.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { describeMachine, round } from './support/machine.ts';
+import { seeded } from '../agent/harness/seeded.ts';
 
 const WAYS = ['slabs', 'as-handed'] as const;
 type Way = (typeof WAYS)[number];
@@ -86,18 +87,6 @@ class AsHandedTier {
     this.#chunks.delete(digest);
     this.#bytes -= data.length;
   }
-}
-
-/** mulberry32: the same workload in both processes. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Least-squares slope of y against x. */

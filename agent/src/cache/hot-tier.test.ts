@@ -1,21 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { HotTier, SLAB_BYTES } from './hot-tier.ts';
+import { seeded } from '../../harness/seeded.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** A small deterministic PRNG (mulberry32), so the test is the same every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The bytes of chunk `n`: its size and a fill from its number, so any mix-up shows. */
 const chunk = (n: number, size: number) => {

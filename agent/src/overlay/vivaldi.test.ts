@@ -10,18 +10,7 @@ import {
   origin,
   Vivaldi,
 } from './vivaldi.ts';
-
-/** A small deterministic PRNG (mulberry32), so the test is the same every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seeded } from '../../harness/seeded.ts';
 
 /**
  * 3 regions x 3 zones x 2 nodes: regions far apart on a plane, zones a few ms apart within a region,
