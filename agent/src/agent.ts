@@ -351,7 +351,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         await fetcher.copy(key, root, [transport]);
         // Asked to keep a copy of a key this node does not own: a stand-in for an owner that could
         // not take it. The copy is owed to the owners (evicted last, handed on by repair), within
-        // the stand-ins' share of the store, which each caller's excess leaves first.
+        // the stand-ins' share of the store, claimed by every caller that asked for it; the caller
+        // that claims the most gives up its oldest claims first.
         if (
           !overlay.placementOf(key).self &&
           !replicator.keepAsStandIn(key, store.lookup(key)?.size ?? 0, caller)
