@@ -375,6 +375,18 @@ describe('Replicator', () => {
     } finally {
       d.close();
     }
+    // Another, larger version of one of an honest member's keys: its claims go with the old version,
+    // so its share does not swell and its other keys stay.
+    const v = make();
+    try {
+      for (const k of honestKeys) v.keepAsStandIn(k, 10_000, 'honest');
+      v.keepAsStandIn('h0', 150_000, 'attacker'); // h0 replaced by a version of 150 kB
+      assert.deepEqual(owed(v, ...honestKeys.slice(1)), honestKeys.slice(1));
+      // 90 kB of the honest member's and 150 kB of the attacker's: the attacker's share gives way.
+      assert.deepEqual(owed(v, 'h0'), [], 'counted to the one that asked for the new version');
+    } finally {
+      v.close();
+    }
     // A stand-in written here afterwards is owed as a write, outside the stand-ins' share.
     const e = make();
     try {

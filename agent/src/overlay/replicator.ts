@@ -46,9 +46,10 @@ export interface ReplicatorOptions {
   timeoutMs: number;
   /**
    * Bytes of stand-in copies kept as owed (evicted last), at most (default: no bound; the agent gives
-   * a quarter of its store). Past it, the oldest stand-ins of the member that asked for the most bytes
-   * of them become cached copies (evicted in turn): a member asking for copies of keys whose owners
-   * then refuse them (itself, say) cannot pin the store with them, nor push out what others asked for.
+   * a quarter of its store). Past it, the member whose claims count the most bytes gives up its
+   * oldest claim, and a stand-in nobody claims any more becomes a cached copy (evicted in turn): a
+   * member asking for copies of keys whose owners then refuse them (itself, say) cannot pin the store
+   * with them, nor push out what others asked for (see keepAsStandIn).
    */
   standInBytes?: number;
 }
@@ -210,29 +211,45 @@ export class Replicator {
    */
   keepAsStandIn(key: string, size: number, by: string): boolean {
     const bytes = Math.max(size, STAND_IN_MIN_BYTES);
-    const budget = this.#opts.standInBytes ?? Infinity;
-    const claimed = [...(this.#standIns.get(key)?.by ?? [])];
+    const kept = this.#standIns.get(key);
     // Written here: owed, outside the stand-ins' share.
-    if (claimed.length === 0 && this.#written.has(key)) return true;
-    if (claimed.length > 0) this.#paid(key); // counted anew below, at its size now
-    if (bytes > budget) return false;
-    this.#written.add(key);
-    const claims = new Set([...claimed, by]);
-    this.#standIns.set(key, { bytes, by: claims });
-    this.#standInBytes += bytes;
-    for (const member of claims) {
-      let share = this.#standInsBy.get(member);
-      if (!share) this.#standInsBy.set(member, (share = { keys: new Set(), bytes: 0 }));
-      share.keys.add(key);
-      share.bytes += bytes;
+    if (!kept && this.#written.has(key)) return true;
+    if (kept?.bytes === bytes) {
+      // The same version asked for again (its root covers its size): one more claim on it.
+      if (kept.by.has(by)) return true;
+    } else {
+      // New, or another version: the claims on the one it replaced go with it (a member cannot make
+      // others' shares count a larger version), and it counts to `by` alone.
+      if (kept) this.#paid(key);
+      if (bytes > (this.#opts.standInBytes ?? Infinity)) return false;
+      this.#written.add(key);
+      this.#standIns.set(key, { bytes, by: new Set() });
+      this.#standInBytes += bytes;
     }
-    const mine = this.#standInsBy.get(by)!;
+    this.#claim(key, by);
+    return this.#makeRoom(by, key);
+  }
+
+  /** Member `by` claims stand-in `key`: counted whole in its share. */
+  #claim(key: string, by: string): void {
+    const standIn = this.#standIns.get(key)!;
+    standIn.by.add(by);
+    let share = this.#standInsBy.get(by);
+    if (!share) this.#standInsBy.set(by, (share = { keys: new Set(), bytes: 0 }));
+    share.keys.add(key);
+    share.bytes += standIn.bytes;
+  }
+
+  /** Back within standInBytes after `by` claimed `key`; whether `key` is still owed. */
+  #makeRoom(by: string, key: string): boolean {
+    const budget = this.#opts.standInBytes ?? Infinity;
     while (this.#standInBytes > budget) {
-      // The largest share gives up its oldest claim; a key nobody claims any more leaves.
-      let largest = mine;
+      // The largest share (`by`'s on a tie) gives up its oldest claim; a key nobody claims leaves.
       let largestBy = by;
+      let largest = this.#standInsBy.get(by);
       for (const [member, share] of this.#standInsBy)
-        if (share.bytes > largest.bytes) [largest, largestBy] = [share, member];
+        if (!largest || share.bytes > largest.bytes) [largest, largestBy] = [share, member];
+      if (!largest || largest.keys.size === 0) break; // (over the budget, some share holds a key)
       this.#giveUpOldest(largest, largestBy, key);
     }
     return this.#written.has(key);
