@@ -242,6 +242,23 @@ describe('children the API server refuses, and a DaemonSet the cache has not see
     );
     await reconcile('edge/cdn', webhook.deps);
     assert.equal(webhook.condition('Degraded')?.reason, 'ApplyRefused');
+    // A webhook whose own words end so is not the authorizer: only the server's whole message is.
+    const echo = meshWith((o) =>
+      o.kind === 'DaemonSet'
+        ? Promise.reject(
+            new KubeApiError(
+              403,
+              {
+                message:
+                  'admission webhook "policy.example" denied the request: this daemonset is forbidden:',
+              },
+              'PATCH x',
+            ),
+          )
+        : Promise.resolve(o),
+    );
+    await reconcile('edge/cdn', echo.deps);
+    assert.equal(echo.condition('Degraded')?.reason, 'ApplyRefused');
   });
 
   for (const verb of ['patch', 'create'])

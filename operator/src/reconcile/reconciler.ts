@@ -240,10 +240,12 @@ function refusedApply(
 /**
  * How the API server's authorizer words a refusal (RBAC's and the other authorizers' alike), and how
  * API servers before k8s.io/apiserver's ForbiddenStatusError worded a create refused on an apply: the
- * authorizer's reason only, which RBAC leaves empty (`... is forbidden: `). Admission and quota
- * refusals always say why.
+ * authorizer's reason only, which RBAC leaves empty (the server's whole message
+ * `<resource>.<group> "<name>" is forbidden: `, after KubeApiError's `<what>: 403 `). Admission and
+ * quota refusals always say why.
  */
-const RBAC_REFUSAL = / is forbidden:(?: User "[^"]*" cannot [a-z]+ resource |\s*$)/;
+const RBAC_REFUSAL =
+  / is forbidden: User "[^"]*" cannot [a-z]+ resource |: 403 [a-z0-9.-]+ "[^"]*" is forbidden:\s*$/;
 
 /**
  * A refusal (403) of the mesh's Secrets as a blocker, any other error as it was: the operator may
