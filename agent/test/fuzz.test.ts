@@ -17,7 +17,7 @@ import { testCredentials } from '../harness/test-ca.ts';
 import { EventSigner } from '../src/security/event-signer.ts';
 import { peerChannelCredentials, peerTlsOptions } from '../src/security/grpc-credentials.ts';
 import { BULK_ALPN, encodeRequest, FRAME } from '../src/transport/bulk-wire.ts';
-import { peerService } from '../src/transport/peer-service.ts';
+import { peerService, type WireManifest, type WireManifestAnswer } from '../src/transport/peer-service.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../src/node-flags.ts';
 import type { NodeCredentials } from '../src/security/node-credentials.ts';
 
@@ -362,6 +362,47 @@ describe(
         nodeId: fc.constantFrom('fuzzer', 'a', 'x', ''),
         grpc: fc.constantFrom('127.0.0.1:1', 'a:1', ''),
       });
+      // The manifests of what the agent holds, as its GetManifest gives them: HoldRequest's manifest is
+      // one of them, or one with a field changed (another key, size, root, chunks, times, signature).
+      const getManifest = peerService.GetManifest as MethodDefinition<unknown, WireManifestAnswer>;
+      const manifests: WireManifest[] = [];
+      for (const key of ['a', 'a/b', 'x']) {
+        const answer = await new Promise<WireManifestAnswer | undefined>((resolve) =>
+          client.makeUnaryRequest(
+            getManifest.path,
+            getManifest.requestSerialize,
+            getManifest.responseDeserialize,
+            { key },
+            (error, value) => resolve(error ? undefined : value),
+          ),
+        );
+        if (answer?.manifest) manifests.push(answer.manifest);
+      }
+      assert.equal(manifests.length, 3, 'the manifests of the objects put before');
+      const bytes32 = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Buffer.from(b));
+      const changed: { [K in keyof WireManifest]-?: fc.Arbitrary<WireManifest[K]> } = {
+        key: fc.oneof(fc.string({ maxLength: 20 }), fc.constantFrom('a', 'a/b', 'x')),
+        size: fc.oneof(fc.nat(), fc.constant(2 ** 53 - 1)),
+        chunkSize: fc.oneof(fc.nat(), fc.constant(2 ** 31)),
+        chunks: fc.array(bytes32, { maxLength: 4 }),
+        root: bytes32,
+        createdAtMs: fc.oneof(fc.nat(), fc.constant(4_102_444_800_000)),
+        expiresAtMs: fc.nat(),
+        contentType: fc.string({ maxLength: 20 }),
+        signerCertificate: fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
+        signature: fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
+      };
+      const manifest = fc.oneof(
+        fc.constantFrom(...manifests),
+        fc
+          .tuple(
+            fc.constantFrom(...manifests),
+            fc.constantFrom(...(Object.keys(changed) as (keyof WireManifest)[])),
+          )
+          .chain(([m, field]) =>
+            (changed[field] as fc.Arbitrary<unknown>).map((v) => ({ ...m, [field]: v })),
+          ),
+      );
       const message = fc.oneof(
         fc.uint8Array({ maxLength: 512 }).map((b) => ({ bytes: Buffer.from(b) })),
         fc.anything({ maxDepth: 2 }).map((value) => ({ value })),
@@ -382,6 +423,9 @@ describe(
             from: fc.option(holder, { nil: undefined }),
             holder: fc.option(holder, { nil: undefined }),
             source: fc.option(holder, { nil: undefined }),
+            // ReplicateRequest's root; HoldRequest's manifest.
+            root: fc.oneof(bytes32, fc.constantFrom(...manifests.map((m) => m.root))),
+            manifest: fc.option(manifest, { nil: undefined }),
             topic: fc.string({ maxLength: 20 }),
             body: fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
             purgedAtMs: fc.oneof(fc.nat(), fc.constant(4_102_444_800_000)),
