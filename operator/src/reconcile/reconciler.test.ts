@@ -216,49 +216,29 @@ describe('children the API server refuses, and a DaemonSet the cache has not see
   // there yet, "cannot create" (seen on the test control plane, 2026-12-04).
   // Before ForbiddenStatusError, a create refused on an apply carried RBAC's empty reason only.
   it('are reported as NamespaceNotGranted for the older wording of a create refused on an apply (no reason)', async () => {
-    const { deps, condition } = meshWith((o) =>
-      o.kind === 'DaemonSet'
-        ? Promise.reject(
-            new KubeApiError(403, { message: 'daemonsets.apps "edgemesh-cdn" is forbidden: ' }, 'PATCH x'),
-          )
-        : Promise.resolve(o),
-    );
-    await reconcile('edge/cdn', deps);
-    assert.equal(condition('Degraded')?.reason, 'NamespaceNotGranted');
+    /** The reason a 403 with `message` for the DaemonSet is reported under. */
+    const reasonFor = async (message: string) => {
+      const { deps, condition } = meshWith((o) =>
+        o.kind === 'DaemonSet'
+          ? Promise.reject(new KubeApiError(403, { message }, 'PATCH x'))
+          : Promise.resolve(o),
+      );
+      await reconcile('edge/cdn', deps);
+      return condition('Degraded')?.reason;
+    };
+    assert.equal(await reasonFor('daemonsets.apps "edgemesh-cdn" is forbidden: '), 'NamespaceNotGranted');
     // An admission refusal says why: the server's reason about the object.
-    const webhook = meshWith((o) =>
-      o.kind === 'DaemonSet'
-        ? Promise.reject(
-            new KubeApiError(
-              403,
-              {
-                message:
-                  'daemonsets.apps "edgemesh-cdn" is forbidden: violates PodSecurity "restricted:latest"',
-              },
-              'PATCH x',
-            ),
-          )
-        : Promise.resolve(o),
+    assert.equal(
+      await reasonFor(
+        'daemonsets.apps "edgemesh-cdn" is forbidden: violates PodSecurity "restricted:latest"',
+      ),
+      'ApplyRefused',
     );
-    await reconcile('edge/cdn', webhook.deps);
-    assert.equal(webhook.condition('Degraded')?.reason, 'ApplyRefused');
     // A webhook whose own words end so is not the authorizer: only the server's whole message is.
-    const echo = meshWith((o) =>
-      o.kind === 'DaemonSet'
-        ? Promise.reject(
-            new KubeApiError(
-              403,
-              {
-                message:
-                  'admission webhook "policy.example" denied the request: this daemonset is forbidden:',
-              },
-              'PATCH x',
-            ),
-          )
-        : Promise.resolve(o),
+    assert.equal(
+      await reasonFor('admission webhook "policy.example" denied the request: this daemonset is forbidden:'),
+      'ApplyRefused',
     );
-    await reconcile('edge/cdn', echo.deps);
-    assert.equal(echo.condition('Degraded')?.reason, 'ApplyRefused');
   });
 
   for (const verb of ['patch', 'create'])
