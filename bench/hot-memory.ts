@@ -13,11 +13,10 @@
  * growth is made of when it comes from the tier. Operations, not minutes, so the two ways compare at
  * the same work whatever CPU each got. `--ops N` (default 6,000,000; --quick 400,000).
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { HotTier } from '../agent/src/cache/hot-tier.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { childJson } from './support/child-json.ts';
 import { describeMachine, round } from './support/machine.ts';
 import { seeded } from '../agent/harness/seeded.ts';
 
@@ -166,16 +165,11 @@ function measure(way: Way, ops: number): Figures {
 
 /** One way in a child process of its own, with the agent's flags and malloc settings. */
 async function measureApart(way: Way, ops: number): Promise<Figures> {
-  const child = spawn(
-    process.execPath,
+  return childJson<Figures>(
     [...AGENT_NODE_FLAGS, fileURLToPath(import.meta.url), '--measure', way, String(ops)],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...AGENT_MALLOC_ENV } },
+    `hot-memory: measuring ${way}`,
+    { ...process.env, ...AGENT_MALLOC_ENV },
   );
-  let out = '';
-  child.stdout.on('data', (d) => (out += String(d)));
-  const [code] = (await once(child, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`hot-memory: measuring ${way} exited with ${code}`);
-  return JSON.parse(out.trim().split('\n').pop()!) as Figures;
 }
 
 export async function run(quick: boolean, args: readonly string[]): Promise<void> {

@@ -9,12 +9,12 @@
  * growth over the run, which counts OpenSSL memory V8 does not see until it collects the sockets.
  * The two ways alternate, `--rounds` times (default 3; --quick: 1 round of 200 connections).
  */
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { testCredentials } from '../agent/harness/test-ca.ts';
 import { peerTlsOptions } from '../agent/src/security/grpc-credentials.ts';
+import { childJson } from './support/child-json.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 
 const WAYS = ['shared', 'per-connection'] as const;
@@ -87,14 +87,10 @@ async function measure(way: Way, n: number): Promise<Figures> {
 
 /** One way in a child process of its own. */
 async function measureApart(way: Way, n: number): Promise<Figures> {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--measure', way, String(n)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  child.stdout.on('data', (d) => (out += String(d)));
-  const [code] = (await once(child, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`tls-context: measuring ${way} exited with ${code}`);
-  return JSON.parse(out.trim().split('\n').pop()!) as Figures;
+  return childJson<Figures>(
+    [fileURLToPath(import.meta.url), '--measure', way, String(n)],
+    `tls-context: measuring ${way}`,
+  );
 }
 
 export async function run(quick: boolean, args: readonly string[]): Promise<void> {
