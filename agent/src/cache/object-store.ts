@@ -35,7 +35,7 @@ export const SEND_SAMPLE = 16;
 /** Buffers a PUT of several chunks cuts its body into, in turn (ReusedBuffers). */
 const PUT_BUFFERS = 2;
 /** Buffers a reader of an object larger than the hot tier reads its chunks into, in turn (passReader). */
-const PASS_BUFFERS = 2;
+export const PASS_BUFFERS = 2;
 /** How far a write that found the disk full looks for cached copies to evict. */
 const DISK_FULL_SCAN = 4096;
 /** What a write that found the disk full frees at least, before it tries once more. */
@@ -290,6 +290,15 @@ export class ObjectStore {
     return this.#opts.maxObjectBytes;
   }
 
+  /**
+   * Whether an object of `size` bytes in chunks of `chunkSize` keeps its chunks out of the hot tier
+   * wherever they come from (a PUT, a download from peers): several chunks, more bytes than the tier
+   * holds. They could not all stay there, and would only flush it of what local readers use.
+   */
+  keepsOutOfHotTier(size: number, chunkSize: number): boolean {
+    return size > chunkSize && size > this.#hot.maxBytes;
+  }
+
   stats(): StoreStats {
     return {
       bytes: this.#usedBytes(),
@@ -472,10 +481,11 @@ export class ObjectStore {
 
   /**
    * Stores a chunk the caller has already hashed to `digest` (saving a second hash on the fetch path).
-   * Only for bytes verified in this process; anything else goes through putChunk.
+   * Only for bytes verified in this process; anything else goes through putChunk. `hot` false keeps
+   * `data` out of the hot tier (a chunk of an object keepsOutOfHotTier names).
    */
-  addVerifiedChunk(lease: ChunkLease, digest: string, data: Buffer): Promise<void> {
-    return this.#addChunk(lease, digest, data);
+  addVerifiedChunk(lease: ChunkLease, digest: string, data: Buffer, hot = true): Promise<void> {
+    return this.#addChunk(lease, digest, data, hot);
   }
 
   /** Reads `body` into chunks and commits it under `key`. Aborts cleanly on any error. */
@@ -511,7 +521,7 @@ export class ObjectStore {
     // An object of several chunks larger than the hot tier is cut into two buffers in turn (one
     // filling while the other is written), and its chunks stay out of the hot tier: they could not
     // all stay there, and would only flush it. Smaller objects (or of unknown size) are kept there.
-    const reuse = expectedSize !== undefined && expectedSize > chunkSize && expectedSize > this.#hot.maxBytes;
+    const reuse = expectedSize !== undefined && this.keepsOutOfHotTier(expectedSize, chunkSize);
     const buffers = reuse ? new ReusedBuffers(PUT_BUFFERS) : undefined;
     // One chunk write runs while the next chunk fills; its failure is kept and rethrown here.
     let writing: Promise<void> = Promise.resolve();

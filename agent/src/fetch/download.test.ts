@@ -825,3 +825,127 @@ describe('PeerFetcher: downloads under way at once', () => {
     }
   });
 });
+
+describe('Download of an object larger than the hot tier', () => {
+  // 24 MiB in six chunks of 4 MiB, through a 16 MiB hot tier (which takes chunks of up to 4 MiB).
+  const big = randomBytes(24 * MiB);
+  const bigChunks = Array.from({ length: 6 }, (_, i) => big.subarray(i * 4 * MiB, (i + 1) * 4 * MiB));
+  const digests = bigChunks.map((c) => digestOf(c));
+  const movie: Manifest = {
+    key: 'movie',
+    size: big.length,
+    chunkSize: 4 * MiB,
+    chunks: digests,
+    root: rootDigest(big.length, 4 * MiB, digests),
+    createdAtMs: 1,
+  };
+  assert.equal(chunkSizeFor(big.length), movie.chunkSize);
+  const bigHolder = () =>
+    stubTransport('a', 'a:1', {
+      async *fetchChunks(asked) {
+        await new Promise((r) => setTimeout(r, 5));
+        for (const d of asked) yield { data: Buffer.from(bigChunks[digests.indexOf(d)]!) };
+      },
+      watch: async function* () {
+        await Promise.resolve();
+        yield { firstDigest: 0, digests: [], have: [], peers: [], manifest: { ...movie } };
+      },
+    });
+  const located = () => ({ head: headOf(movie), manifest: movie, holders: [bigHolder()] });
+  let dir: string;
+  let n = 0;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-download-large-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  /** A store with a 16 MiB hot tier holding a small object just read; its chunks' disk reads counted. */
+  async function storeWithHotObject() {
+    const store = await ObjectStore.open({
+      dir: join(dir, String(n++)),
+      maxBytes: 64 * MiB,
+      memoryBytes: 16 * MiB,
+      maxObjectBytes: 64 * MiB,
+      fsync: false,
+      clock: systemClock,
+      isKey,
+    });
+    const small = await store.put('small', [randomBytes(64 * 1024)]);
+    const diskReads: string[] = [];
+    const readChunk = store.readChunk.bind(store);
+    store.readChunk = (digest, into) => {
+      if (!store.hotChunk(digest)) diskReads.push(digest);
+      return readChunk(digest, into);
+    };
+    assert.ok(store.hotChunk(small.chunks[0]!), 'the small object is hot');
+    return { store, small, diskReads };
+  }
+
+  function fetcherFor(store: ObjectStore, keptForReadersBytes?: number) {
+    return new PeerFetcher({
+      store,
+      peers: () => [],
+      counters: new Counters(),
+      logger: createLogger({ level: 'silent', nodeId: 't' }),
+      timeoutMs: 1000,
+      ...(keptForReadersBytes === undefined ? {} : { keptForReadersBytes }),
+    });
+  }
+
+  async function committed(store: ObjectStore) {
+    for (let i = 0; i < 200 && !store.lookup('movie'); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(store.lookup('movie')?.root, movie.root, 'committed');
+  }
+
+  it('keeps its chunks out of the hot tier, which keeps what local readers use', async () => {
+    const { store, small } = await storeWithHotObject();
+    const source = fetcherFor(store).open(located());
+    const parts = [];
+    for (let i = 0; i < 6; i++) parts.push(await source.read(i));
+    source.close();
+    assert.deepEqual(Buffer.concat(parts), big);
+    await committed(store);
+    assert.ok(
+      store.hotChunk(small.chunks[0]!),
+      'the small object is still hot (24 MiB went through a 16 MiB tier)',
+    );
+    for (const digest of digests)
+      assert.equal(store.hotChunk(digest), undefined, 'no chunk of the movie is hot');
+  });
+
+  it('serves a reader that keeps up from memory, and one that comes late from disk, verified, into reused buffers', async () => {
+    const { store, diskReads } = await storeWithHotObject();
+    const fetcher = fetcherFor(store, 4 * MiB); // one chunk kept for a late reader, at most
+    const where = located();
+    const prompt = fetcher.open(where);
+    const late = fetcher.open(where);
+    const parts = [];
+    for (let i = 0; i < 6; i++) parts.push(await prompt.read(i));
+    prompt.close();
+    await committed(store);
+    assert.deepEqual(Buffer.concat(parts), big);
+    assert.deepEqual(diskReads, [], 'every chunk came from memory while the late reader kept them too');
+    // The late reader, once the download is over: one chunk was kept for it, the rest are read from
+    // disk (verified), each into one of the pass's buffers, given back once sent.
+    const pass = late.pass?.(0, 5);
+    assert.ok(pass, 'a large object is read in a pass');
+    const lateParts = [];
+    const memory = new Set<ArrayBufferLike>();
+    for (let i = 0; i < 6; i++) {
+      const chunk = await pass.read(i);
+      lateParts.push(Buffer.from(chunk));
+      memory.add(chunk.buffer);
+      pass.done(chunk);
+    }
+    late.close();
+    assert.deepEqual(Buffer.concat(lateParts), big);
+    assert.equal(new Set(diskReads).size, 5, 'the five chunks not kept came from disk');
+    assert.ok(diskReads.every((d) => digests.includes(d)));
+    assert.ok(
+      memory.size <= 3,
+      `five chunks read from disk into two buffers, and the one kept (${memory.size} buffers)`,
+    );
+    for (const digest of digests)
+      assert.equal(store.hotChunk(digest), undefined, 'and stayed out of the hot tier');
+  });
+});

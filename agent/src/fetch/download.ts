@@ -1,7 +1,8 @@
 import { IntegrityError } from '../cache/errors.ts';
 import { chunkLength, digestOf, isDigest, rootDigest } from '../cache/chunking.ts';
 import { type Manifest, parseManifest } from '../cache/manifest.ts';
-import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
+import { type ChunkLease, type ObjectStore, PASS_BUFFERS, type PassReader } from '../cache/object-store.ts';
+import { ReusedBuffers } from '../cache/reused-buffers.ts';
 import { HOP_CLASSES, type Holder, type HopClass, type ObjectHead } from '../domain.ts';
 import { isKey } from '../keys.ts';
 import type { PeerOutcome } from '../overlay/reputation.ts';
@@ -78,6 +79,8 @@ export interface DownloadOptions {
    * none for this long (at least) is a straggler whose chunks others may be asked for.
    */
   timeoutMs: number;
+  /** Written chunks of a large object kept for its readers, at most (default KEPT_FOR_READERS_BYTES). */
+  keptForReadersBytes?: number;
   /**
    * Checks that a node of the mesh vouches for a peer's manifest (its signature); throws when none
    * does. A manifest that fails is never used: nothing is fetched, stored or served by it.
@@ -103,6 +106,14 @@ export const ORIGIN_MIN_BYTES_PER_S = 64 * 1024;
 
 /** Verified chunk bytes held in memory while their disk writes are under way, per download. */
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
+/**
+ * Written chunks of a download too large for the hot tier kept in memory for its readers that have
+ * not read them yet, per download, at most; past it the oldest go, and a reader that late reads them
+ * from disk (verified).
+ */
+export const KEPT_FOR_READERS_BYTES = 64 * 1024 * 1024;
+/** Reads a chunk from disk into a buffer of its own, not into the hot tier (ObjectStore.readChunk). */
+const ASIDE = (): undefined => undefined;
 /** Swarm members (partial holders) watched at a time, per download. */
 const MAX_WATCHED = 10;
 
@@ -217,6 +228,16 @@ export class Download {
   #watching = 0;
   readonly #unwritten = new Map<number, Buffer>();
   #unwrittenBytes = 0;
+  /**
+   * An object too large for the hot tier (ObjectStore.keepsOutOfHotTier): its chunks stay out of it,
+   * as a PUT's or a local read's of it do, and once written are kept in #kept for readers instead.
+   */
+  readonly #large: boolean;
+  /** Written chunks (by index) an open reader has not read yet (only when #large); insertion order. */
+  readonly #kept = new Map<number, Buffer>();
+  #keptBytes = 0;
+  /** Each open reader's next chunk: it has read (or passed over) every chunk before it. */
+  readonly #positions = new Set<{ next: number }>();
   readonly #writes = new Set<Promise<void>>();
   readonly #failures: string[] = [];
   /** How many of #failures were a holder answering that it holds the chunk no more. */
@@ -256,6 +277,7 @@ export class Download {
     this.#progress = opts.swarm?.begin(this.head) ?? new Progress(this.head);
     if (this.manifest) this.#progress.addDigests(0, this.manifest.chunks);
     this.#verified = new Uint8Array(this.#progress.count);
+    this.#large = opts.store.keepsOutOfHotTier(this.head.size, this.head.chunkSize);
     this.#assigned = new Uint8Array(this.#progress.count);
     this.stored = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
     this.finished = this.stored.then(
@@ -309,27 +331,85 @@ export class Download {
   reader(): ChunkSource {
     this.#readers++;
     let closed = false;
+    // Until its first read, a reader keeps every chunk from the first for itself.
+    const position = { next: 0 };
+    this.#positions.add(position);
+    // A large object's pass reads what it must get from disk into buffers it reuses (as a local
+    // read of it does: ObjectStore.passReader).
+    const pass = (): PassReader => {
+      const buffers = new ReusedBuffers(PASS_BUFFERS);
+      const into = (size: number) => buffers.take(size);
+      return {
+        read: (index) => this.#read(index, position, into),
+        done: (bytes) => buffers.giveBack(bytes),
+      };
+    };
     return {
       head: this.head,
       ...(this.manifest ? { manifest: this.manifest } : {}),
       source: 'peer',
-      read: (index) => this.#read(index),
+      read: (index) => this.#read(index, position, ASIDE),
+      ...(this.#large ? { pass } : {}),
       close: () => {
         if (closed) return;
         closed = true;
         this.#readers--;
+        this.#positions.delete(position);
+        this.#trimKept();
         this.#maybeRelease();
       },
     };
   }
 
-  async #read(index: number): Promise<Buffer> {
+  async #read(
+    index: number,
+    position: { next: number },
+    into: (size: number) => Buffer | undefined,
+  ): Promise<Buffer> {
     while (!this.#verified[index]) {
       if (this.#error) throw this.#error;
       if (index >= this.#verified.length) throw new RangeError(`no chunk ${index}`);
       await new Promise<void>((resolve) => this.#wake.push(resolve));
     }
-    return this.#unwritten.get(index) ?? this.#opts.store.readChunk(this.#progress.digests[index]!);
+    const held = this.#unwritten.get(index) ?? this.#kept.get(index);
+    if (index >= position.next) {
+      position.next = index + 1;
+      this.#trimKept();
+    }
+    if (held) return held;
+    const digest = this.#progress.digests[index]!;
+    // A chunk of a large object read again from disk stays out of the hot tier too.
+    return this.#large ? this.#opts.store.readChunk(digest, into) : this.#opts.store.readChunk(digest);
+  }
+
+  /**
+   * A large object's chunk `index` is written: kept for the open readers that have not read it yet,
+   * within KEPT_FOR_READERS_BYTES (the oldest kept go first).
+   */
+  #keep(index: number, data: Buffer): void {
+    if (!this.#large || !this.#awaited(index)) return;
+    this.#kept.set(index, data);
+    this.#keptBytes += data.length;
+    for (const [oldest, bytes] of this.#kept) {
+      if (this.#keptBytes <= (this.#opts.keptForReadersBytes ?? KEPT_FOR_READERS_BYTES)) break;
+      this.#kept.delete(oldest);
+      this.#keptBytes -= bytes.length;
+    }
+  }
+
+  /** Whether an open reader has yet to read chunk `index`. */
+  #awaited(index: number): boolean {
+    for (const position of this.#positions) if (position.next <= index) return true;
+    return false;
+  }
+
+  /** Lets go of kept chunks every open reader is past. */
+  #trimKept(): void {
+    for (const [index, bytes] of this.#kept) {
+      if (this.#awaited(index)) continue;
+      this.#kept.delete(index);
+      this.#keptBytes -= bytes.length;
+    }
   }
 
   #addSource(transport: PeerTransport, has: Uint8Array | 'all'): Source | undefined {
@@ -781,9 +861,12 @@ export class Download {
     this.#unwritten.set(index, data);
     this.#unwrittenBytes += data.length;
     const write: Promise<void> = this.#opts.store
-      .addVerifiedChunk(this.#lease, digest, data)
+      .addVerifiedChunk(this.#lease, digest, data, !this.#large)
       .then(
-        () => this.#progress.written(index),
+        () => {
+          this.#progress.written(index);
+          this.#keep(index, data);
+        },
         (error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))),
       )
       .finally(() => {
