@@ -79,7 +79,7 @@ export interface DownloadOptions {
    * none for this long (at least) is a straggler whose chunks others may be asked for.
    */
   timeoutMs: number;
-  /** Written chunks of a large object kept for its readers, at most (default KEPT_FOR_READERS_BYTES). */
+  /** Written chunks of a large object kept for its readers, at most (default: KEPT_FOR_READERS_BYTES or two chunks). */
   keptForReadersBytes?: number;
   /**
    * Checks that a node of the mesh vouches for a peer's manifest (its signature); throws when none
@@ -108,10 +108,11 @@ export const ORIGIN_MIN_BYTES_PER_S = 64 * 1024;
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
 /**
  * Written chunks of a download too large for the hot tier kept in memory for its readers that have
- * not read them yet, per download, at most; past it the oldest go, and a reader that late reads them
- * from disk (verified).
+ * not read them yet, per download, at most (or two chunks, when larger): enough for a reader that
+ * keeps up, which reads a chunk just after its write. Past it the oldest go, and a reader that late
+ * (a slow client, which must not pin memory) reads them from disk, verified.
  */
-export const KEPT_FOR_READERS_BYTES = 64 * 1024 * 1024;
+export const KEPT_FOR_READERS_BYTES = 16 * 1024 * 1024;
 /** Reads a chunk from disk into a buffer of its own, not into the hot tier (ObjectStore.readChunk). */
 const ASIDE = (): undefined => undefined;
 /** Swarm members (partial holders) watched at a time, per download. */
@@ -236,6 +237,7 @@ export class Download {
   /** Written chunks (by index) an open reader has not read yet (only when #large); insertion order. */
   readonly #kept = new Map<number, Buffer>();
   #keptBytes = 0;
+  readonly #keptMost: number;
   /** Each open reader's next chunk: it has read (or passed over) every chunk before it. */
   readonly #positions = new Set<{ next: number }>();
   readonly #writes = new Set<Promise<void>>();
@@ -278,6 +280,7 @@ export class Download {
     if (this.manifest) this.#progress.addDigests(0, this.manifest.chunks);
     this.#verified = new Uint8Array(this.#progress.count);
     this.#large = opts.store.keepsOutOfHotTier(this.head.size, this.head.chunkSize);
+    this.#keptMost = opts.keptForReadersBytes ?? Math.max(KEPT_FOR_READERS_BYTES, 2 * this.head.chunkSize);
     this.#assigned = new Uint8Array(this.#progress.count);
     this.stored = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
     this.finished = this.stored.then(
@@ -391,7 +394,7 @@ export class Download {
     this.#kept.set(index, data);
     this.#keptBytes += data.length;
     for (const [oldest, bytes] of this.#kept) {
-      if (this.#keptBytes <= (this.#opts.keptForReadersBytes ?? KEPT_FOR_READERS_BYTES)) break;
+      if (this.#keptBytes <= this.#keptMost) break;
       this.#kept.delete(oldest);
       this.#keptBytes -= bytes.length;
     }
