@@ -881,14 +881,17 @@ describe('Download of an object larger than the hot tier', () => {
     return { store, small, diskReads };
   }
 
-  function fetcherFor(store: ObjectStore, keptForReadersBytes?: number) {
+  function fetcherFor(
+    store: ObjectStore,
+    kept: Pick<DownloadOptions, 'keptForReadersBytes' | 'keptForReadersMs'> = {},
+  ) {
     return new PeerFetcher({
       store,
       peers: () => [],
       counters: new Counters(),
       logger: createLogger({ level: 'silent', nodeId: 't' }),
       timeoutMs: 1000,
-      ...(keptForReadersBytes === undefined ? {} : { keptForReadersBytes }),
+      ...kept,
     });
   }
 
@@ -915,7 +918,7 @@ describe('Download of an object larger than the hot tier', () => {
 
   it('serves a reader that keeps up from memory, and one that comes late from disk, verified, into reused buffers', async () => {
     const { store, diskReads } = await storeWithHotObject();
-    const fetcher = fetcherFor(store, 4 * MiB); // one chunk kept for a late reader, at most
+    const fetcher = fetcherFor(store, { keptForReadersBytes: 4 * MiB }); // one chunk kept for a late reader
     const where = located();
     const prompt = fetcher.open(where);
     const late = fetcher.open(where);
@@ -945,6 +948,33 @@ describe('Download of an object larger than the hot tier', () => {
       memory.size <= 3,
       `five chunks read from disk into two buffers, and the one kept (${memory.size} buffers)`,
     );
+    for (const digest of digests)
+      assert.equal(store.hotChunk(digest), undefined, 'and stayed out of the hot tier');
+  });
+
+  it('lets go of what it kept for a reader once its time is up: a reader that late reads from disk', async () => {
+    const { store, diskReads } = await storeWithHotObject();
+    const download = new Download(located(), {
+      store,
+      counters: new Counters(),
+      logger: createLogger({ level: 'silent', nodeId: 't' }),
+      timeoutMs: 1000,
+      keptForReadersMs: 1,
+    });
+    const prompt = download.reader();
+    const late = download.reader();
+    const parts = [];
+    for (let i = 0; i < 6; i++) parts.push(await prompt.read(i));
+    prompt.close();
+    await download.stored;
+    assert.deepEqual(Buffer.concat(parts), big);
+    for (let i = 0; i < 500 && download.keptBytes > 0; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(download.keptBytes, 0, 'nothing kept once its time is up');
+    const lateParts = [];
+    for (let i = 0; i < 6; i++) lateParts.push(await late.read(i));
+    late.close();
+    assert.deepEqual(Buffer.concat(lateParts), big);
+    assert.deepEqual(new Set(diskReads), new Set(digests), 'every chunk, let go, came from disk');
     for (const digest of digests)
       assert.equal(store.hotChunk(digest), undefined, 'and stayed out of the hot tier');
   });

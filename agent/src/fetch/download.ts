@@ -81,6 +81,8 @@ export interface DownloadOptions {
   timeoutMs: number;
   /** Written chunks of a large object kept for its readers, at most (default: KEPT_FOR_READERS_BYTES or two chunks). */
   keptForReadersBytes?: number;
+  /** For how long after its write (default KEPT_FOR_READERS_MS). */
+  keptForReadersMs?: number;
   /**
    * Checks that a node of the mesh vouches for a peer's manifest (its signature); throws when none
    * does. A manifest that fails is never used: nothing is fetched, stored or served by it.
@@ -107,12 +109,14 @@ export const ORIGIN_MIN_BYTES_PER_S = 64 * 1024;
 /** Verified chunk bytes held in memory while their disk writes are under way, per download. */
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
 /**
- * Written chunks of a download too large for the hot tier kept in memory for its readers that have
- * not read them yet, per download, at most (or two chunks, when larger): enough for a reader that
- * keeps up, which reads a chunk just after its write. Past it the oldest go, and a reader that late
- * (a slow client, which must not pin memory) reads them from disk, verified.
+ * Written chunks of a download too large for the hot tier are kept in memory for its readers that
+ * have not read them yet: for KEPT_FOR_READERS_MS after their write, and at most this many bytes per
+ * download (or two chunks, when larger; past it the oldest go). Enough for a reader that keeps up,
+ * which reads a chunk soon after its write; one later than that (a slow client, which must not pin
+ * memory) reads it from disk, verified.
  */
-export const KEPT_FOR_READERS_BYTES = 16 * 1024 * 1024;
+export const KEPT_FOR_READERS_BYTES = 64 * 1024 * 1024;
+export const KEPT_FOR_READERS_MS = 2000;
 /** Reads a chunk from disk into a buffer of its own, not into the hot tier (ObjectStore.readChunk). */
 const ASIDE = (): undefined => undefined;
 /** Swarm members (partial holders) watched at a time, per download. */
@@ -235,9 +239,12 @@ export class Download {
    */
   readonly #large: boolean;
   /** Written chunks (by index) an open reader has not read yet (only when #large); insertion order. */
-  readonly #kept = new Map<number, Buffer>();
+  readonly #kept = new Map<number, { data: Buffer; at: number }>();
   #keptBytes = 0;
   readonly #keptMost: number;
+  readonly #keptMs: number;
+  /** Set while #kept holds anything: lets go of what has been kept for KEPT_FOR_READERS_MS. */
+  #keptTimer: NodeJS.Timeout | undefined;
   /** Each open reader's next chunk: it has read (or passed over) every chunk before it. */
   readonly #positions = new Set<{ next: number }>();
   readonly #writes = new Set<Promise<void>>();
@@ -280,6 +287,7 @@ export class Download {
     if (this.manifest) this.#progress.addDigests(0, this.manifest.chunks);
     this.#verified = new Uint8Array(this.#progress.count);
     this.#large = opts.store.keepsOutOfHotTier(this.head.size, this.head.chunkSize);
+    this.#keptMs = opts.keptForReadersMs ?? KEPT_FOR_READERS_MS;
     this.#keptMost = opts.keptForReadersBytes ?? Math.max(KEPT_FOR_READERS_BYTES, 2 * this.head.chunkSize);
     this.#assigned = new Uint8Array(this.#progress.count);
     this.stored = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
@@ -324,6 +332,11 @@ export class Download {
       holders: [...this.#sources.values()].filter((s) => s.has === 'all').map((s) => s.transport),
       ...(this.#authority ? { authority: this.#authority } : {}),
     };
+  }
+
+  /** Bytes of written chunks kept in memory for readers that have not read them yet. */
+  get keptBytes(): number {
+    return this.#keptBytes;
   }
 
   /** Finish serving current readers, but do not commit the object. */
@@ -374,7 +387,7 @@ export class Download {
       if (index >= this.#verified.length) throw new RangeError(`no chunk ${index}`);
       await new Promise<void>((resolve) => this.#wake.push(resolve));
     }
-    const held = this.#unwritten.get(index) ?? this.#kept.get(index);
+    const held = this.#unwritten.get(index) ?? this.#kept.get(index)?.data;
     if (index >= position.next) {
       position.next = index + 1;
       this.#trimKept();
@@ -387,17 +400,18 @@ export class Download {
 
   /**
    * A large object's chunk `index` is written: kept for the open readers that have not read it yet,
-   * within KEPT_FOR_READERS_BYTES (the oldest kept go first).
+   * for KEPT_FOR_READERS_MS and within #keptMost bytes (the oldest kept go first).
    */
   #keep(index: number, data: Buffer): void {
     if (!this.#large || !this.#awaited(index)) return;
-    this.#kept.set(index, data);
+    this.#kept.set(index, { data, at: performance.now() });
     this.#keptBytes += data.length;
-    for (const [oldest, bytes] of this.#kept) {
+    for (const [oldest, kept] of this.#kept) {
       if (this.#keptBytes <= this.#keptMost) break;
       this.#kept.delete(oldest);
-      this.#keptBytes -= bytes.length;
+      this.#keptBytes -= kept.data.length;
     }
+    this.#armKeptTimer();
   }
 
   /** Whether an open reader has yet to read chunk `index`. */
@@ -406,13 +420,29 @@ export class Download {
     return false;
   }
 
-  /** Lets go of kept chunks every open reader is past. */
+  /** Lets go of kept chunks every open reader is past, and of those kept for KEPT_FOR_READERS_MS. */
   #trimKept(): void {
-    for (const [index, bytes] of this.#kept) {
-      if (this.#awaited(index)) continue;
+    const expired = performance.now() - this.#keptMs;
+    for (const [index, kept] of this.#kept) {
+      if (kept.at > expired && this.#awaited(index)) continue;
       this.#kept.delete(index);
-      this.#keptBytes -= bytes.length;
+      this.#keptBytes -= kept.data.length;
     }
+    this.#armKeptTimer();
+  }
+
+  /** While chunks are kept, a timer lets go of the oldest when its time is up. */
+  #armKeptTimer(): void {
+    const oldest = this.#kept.values().next().value; // kept in the order of their writes
+    if (this.#keptTimer || !oldest) return;
+    const due = oldest.at + this.#keptMs - performance.now();
+    this.#keptTimer = setTimeout(
+      () => {
+        this.#keptTimer = undefined;
+        this.#trimKept();
+      },
+      Math.max(1, due),
+    ).unref();
   }
 
   #addSource(transport: PeerTransport, has: Uint8Array | 'all'): Source | undefined {
