@@ -20,7 +20,7 @@
  * with --heap-snapshots: a snapshot's own allocations would be read as the agent's.
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,6 +92,8 @@ if (missing) {
 type Sample = {
   t: number;
   rss: number;
+  /** RSS's anonymous part (/proc/PID/status RssAnon): what the kernel cannot drop and read again. */
+  rssAnon: number;
   heap: number;
   heapTotal: number;
   external: number;
@@ -210,6 +212,7 @@ async function sample(): Promise<void> {
       samples[i]!.push({
         t,
         rss: s.process.rssBytes,
+        rssAnon: rssAnonOf(agent.child.pid!),
         heap: s.process.heapUsedBytes,
         heapTotal: s.process.heapTotalBytes,
         external: s.process.externalBytes,
@@ -293,6 +296,22 @@ async function step(): Promise<void> {
 
 /** RSS beyond the V8 heap (all of it, used or not) and the Buffers. */
 const rest = (s: Sample) => s.rss - s.heapTotal - s.arrayBuffers;
+/**
+ * The same of RSS's anonymous part: without the Node binary's file-backed pages, which the kernel
+ * drops under memory pressure (from anything else on the machine) and reads again when used, so
+ * they move RSS without the agent doing anything.
+ */
+const anonRest = (s: Sample) => s.rssAnon - s.heapTotal - s.arrayBuffers;
+
+/** RssAnon of process `pid`, in bytes (0 once it has gone). */
+function rssAnonOf(pid: number): number {
+  try {
+    const kb = /^RssAnon:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return Number(kb ?? 0) * 1024;
+  } catch {
+    return 0;
+  }
+}
 
 /** Least-squares slope of y over t (per minute), over the second half of the samples. */
 function slopePerMinute(points: readonly Sample[], of: (s: Sample) => number): number {
@@ -370,7 +389,9 @@ try {
       while (performance.now() < until) {
         await step();
         if (performance.now() >= nextSample) {
-          nextSample += sampleMs;
+          // Samples missed while the machine stalled (a burst of them would weigh that moment
+          // many times in the slopes) are skipped: the next is due a whole interval from now.
+          while (nextSample <= performance.now()) nextSample += sampleMs;
           await sample();
         }
       }
@@ -402,6 +423,8 @@ try {
       // (freed memory it keeps, TLS and HTTP/2 state), thread stacks. Allocator growth shows here.
       rest_mb: [round(rest(first) / 1e6, 1), round(rest(last) / 1e6, 1)],
       rest_slope_mb_per_min: round(slopePerMinute(points, rest) / 1e6, 3),
+      anon_rest_mb: [round(anonRest(first) / 1e6, 1), round(anonRest(last) / 1e6, 1)],
+      anon_rest_slope_mb_per_min: round(slopePerMinute(points, anonRest) / 1e6, 3),
       fds: [first.fds, last.fds],
       fds_slope_per_min: round(
         slopePerMinute(points, (s) => s.fds),
@@ -445,6 +468,7 @@ try {
       | 'heap_slope_mb_per_min'
       | 'array_buffers_slope_mb_per_min'
       | 'rest_slope_mb_per_min'
+      | 'anon_rest_slope_mb_per_min'
       | 'fds_slope_per_min',
   ) => Math.max(...judged.map((r) => r[key]));
   const end = (key: 'rss_mb' | 'heap_total_mb' | 'array_buffers_mb' | 'rest_mb' | 'hot_mb') =>
@@ -460,6 +484,7 @@ try {
       heap_slope_mb_per_min: worst('heap_slope_mb_per_min'),
       array_buffers_slope_mb_per_min: worst('array_buffers_slope_mb_per_min'),
       rest_slope_mb_per_min: worst('rest_slope_mb_per_min'),
+      anon_rest_slope_mb_per_min: worst('anon_rest_slope_mb_per_min'),
       fds_slope_per_min: worst('fds_slope_per_min'),
       rss_end_mb: end('rss_mb'),
       heap_total_end_mb: end('heap_total_mb'),
