@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { HotTier, SLAB_BYTES } from './hot-tier.ts';
+import { COLD_SHARE, HotTier, SLAB_BYTES } from './hot-tier.ts';
 import { seeded } from '../../harness/seeded.ts';
 
 const KiB = 1024;
@@ -26,6 +26,30 @@ describe('HotTier', () => {
     assert.ok(t.bytes <= 100);
     assert.ok(t.get('a'), 'recently used entry kept');
     assert.equal(t.get('b'), undefined);
+  });
+
+  it('serves cold chunks, which go first (oldest first) once past their share, and are not made hot by a hit', () => {
+    const t = new HotTier(1000);
+    for (const d of ['a', 'b', 'c', 'd', 'e']) t.set(d, chunk(d.charCodeAt(0), 100)); // 500 in use
+    // A download too large for the tier passes through it: 10 chunks of 100, cold.
+    for (let i = 0; i < 10; i++) {
+      t.set(`m${i}`, chunk(i, 100), true);
+      assert.deepEqual(t.get(`m${i}`), chunk(i, 100), 'a cold chunk serves its readers');
+      assert.ok(t.bytes <= 1000);
+    }
+    for (const d of ['a', 'b', 'c', 'd', 'e']) assert.ok(t.get(d), `${d}, in use, kept`);
+    // The last stretch of the download stays: the room the others left, and at least its share.
+    assert.equal(t.coldBytes, 500);
+    for (let i = 5; i < 10; i++) assert.ok(t.get(`m${i}`), `m${i} kept`);
+    for (let i = 0; i < 5; i++) assert.equal(t.get(`m${i}`), undefined, `m${i} gone, the oldest first`);
+    // Chunks used again take the room back, down to the cold chunks' share, and no further.
+    for (const d of ['f', 'g', 'h', 'i', 'j', 'k']) t.set(d, chunk(d.charCodeAt(0), 100));
+    assert.equal(t.coldBytes, 1000 * COLD_SHARE - 50, 'the newest cold chunks within their share');
+    assert.ok(t.get('m9') && t.get('m8') && !t.get('m7'));
+    for (const d of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k'].slice(-7))
+      assert.ok(t.get(d), `${d} kept`);
+    t.delete('m9');
+    assert.equal(t.coldBytes, 100, 'a cold chunk deleted is counted no more');
   });
 
   it('refuses entries larger than a quarter of the tier', () => {
@@ -116,7 +140,7 @@ describe('HotTier', () => {
         const size = 1 + Math.floor(random() ** 3 * 600 * KiB);
         if (!sizes.has(digest)) sizes.set(digest, { n, size });
         const known = sizes.get(digest)!;
-        t.set(digest, chunk(known.n, known.size));
+        t.set(digest, chunk(known.n, known.size), random() < 0.3); // some cold, as a large download's
       } else if (r < 0.9) {
         const got = t.get(digest);
         if (got) {
@@ -127,6 +151,7 @@ describe('HotTier', () => {
       } else t.delete(digest);
       assert.ok(t.bytes <= t.maxBytes, `${t.bytes} bytes held at op ${op}`);
       assert.ok(t.liveBytes <= t.bytes);
+      assert.ok(t.coldBytes >= 0 && t.coldBytes <= t.liveBytes, `${t.coldBytes} cold bytes at op ${op}`);
     }
     assert.ok(t.liveBytes > t.maxBytes / 2, `only ${t.liveBytes} bytes of chunks kept`);
     for (const { view, n, size } of handedOut) assert.deepEqual(view, chunk(n, size));

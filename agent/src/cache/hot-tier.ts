@@ -2,6 +2,12 @@
  * The bounded in-memory tier: verified chunk bytes by digest, least recently used out first. A chunk is
  * only put here after it was verified, so bytes served from here need no second hash.
  *
+ * A chunk may be set `cold`: one of an object too large for the tier passing through it (a download
+ * from peers, read by clients as it arrives). Cold chunks are served like any other but go first,
+ * oldest first, while they take more than COLD_SHARE of the tier, and a hit does not make one hot:
+ * so the tier holds the last stretch of such a download for readers that keep up with it, shared
+ * by all of them, without giving up what local readers use again and again.
+ *
  * The tier keeps its own memory and counts all of it against its bound. A chunk handed in is usually
  * a view into memory that is not the tier's (a request body, a row SQLite returned, a slice of Node's
  * Buffer pool), which would keep the whole of that memory alive; so it is copied:
@@ -26,6 +32,8 @@ export const SLAB_BYTES = 2 ** 20;
  * moving about twice the bytes set (a one-off script on a 64 MiB tier of 4 KiB chunks).
  */
 export const COMPACT_FILL = 7 / 8;
+/** The share of the tier cold chunks may take before they go ahead of every other. */
+export const COLD_SHARE = 1 / 4;
 
 class Slab {
   readonly memory: Buffer;
@@ -42,11 +50,16 @@ class Slab {
 interface Entry {
   data: Buffer;
   slab: Slab | undefined;
+  cold: boolean;
 }
 
 export class HotTier {
   /** Least recently used first. */
   readonly #entries = new Map<string, Entry>();
+  /** Cold chunks, the oldest first. */
+  readonly #cold = new Map<string, Entry>();
+  /** Bytes of the cold chunks. */
+  #coldBytes = 0;
   readonly #slabs = new Set<Slab>();
   /** Slabs at most COMPACT_FILL full: those a compaction may take (the one being filled aside). */
   readonly #sparse = new Set<Slab>();
@@ -82,32 +95,46 @@ export class HotTier {
     return this.#slabs.size;
   }
 
+  /** The bytes of the cold chunks it keeps. */
+  get coldBytes(): number {
+    return this.#coldBytes;
+  }
+
+  /** The chunk's bytes; a hit makes a chunk the most recently used, unless it is cold. */
   get(digest: string): Buffer | undefined {
     const entry = this.#entries.get(digest);
-    if (!entry) return undefined;
+    if (!entry) return this.#cold.get(digest)?.data;
     this.#entries.delete(digest);
     this.#entries.set(digest, entry);
     return entry.data;
   }
 
-  /** Keeps a copy of `data` unless it is larger than a quarter of the tier (large objects would only churn it). */
-  set(digest: string, data: Buffer): void {
-    if (data.length === 0 || data.length > this.maxBytes / 4 || this.#entries.has(digest)) return;
+  /**
+   * Keeps a copy of `data` unless it is larger than a quarter of the tier (large objects would only
+   * churn it), or the tier has it already (cold or not); `cold`: see the class.
+   */
+  set(digest: string, data: Buffer, cold = false): void {
+    if (data.length === 0 || data.length > this.maxBytes / 4) return;
+    if (this.#entries.has(digest) || this.#cold.has(digest)) return;
+    let entry: Entry;
     if (data.length <= this.#slabbedMax) {
-      this.#entries.set(digest, this.#place(digest, data));
+      entry = this.#place(digest, data);
     } else {
       const own = data.byteOffset === 0 && data.buffer.byteLength === data.length;
-      this.#entries.set(digest, { data: own ? data : copyOf(data), slab: undefined });
+      entry = { data: own ? data : copyOf(data), slab: undefined, cold: false };
       this.#bytes += data.length;
     }
+    entry.cold = cold;
+    (cold ? this.#cold : this.#entries).set(digest, entry);
+    if (cold) this.#coldBytes += data.length;
     this.#live += data.length;
     this.#shrink();
   }
 
   delete(digest: string): void {
-    const entry = this.#entries.get(digest);
+    const entry = this.#entries.get(digest) ?? this.#cold.get(digest);
     if (!entry) return;
-    this.#entries.delete(digest);
+    (entry.cold ? this.#cold : this.#entries).delete(digest);
     this.#release(digest, entry);
   }
 
@@ -127,11 +154,12 @@ export class HotTier {
     this.#slabbed += data.length;
     slab.digests.add(digest);
     if (slab.live > this.#slabBytes * COMPACT_FILL) this.#sparse.delete(slab);
-    return { data: place, slab };
+    return { data: place, slab, cold: false };
   }
 
   #release(digest: string, entry: Entry): void {
     this.#live -= entry.data.length;
+    if (entry.cold) this.#coldBytes -= entry.data.length;
     const slab = entry.slab;
     if (!slab) {
       this.#bytes -= entry.data.length;
@@ -153,19 +181,23 @@ export class HotTier {
 
   /**
    * Back within the bound: slabs mostly unused are compacted first (while they waste more than an
-   * eighth of the tier), then the least recently used chunks go.
+   * eighth of the tier), then the oldest cold chunks go while they take more than COLD_SHARE of it,
+   * then the least recently used chunks (cold ones once no other is left).
    */
   #shrink(): void {
-    // One walk from the least recently used: a new iterator per eviction would step over every
+    // One walk of each order from its oldest: a new iterator per eviction would step over every
     // entry deleted before it (a Map keeps their slots until it rehashes), quadratic in evictions.
-    // A compaction changes no entry's place in the order, so the walk stays valid.
+    // A compaction changes no entry's place in either order, so the walks stay valid.
     const order = this.#entries.entries();
+    const cold = this.#cold.entries();
     while (this.#bytes > this.maxBytes) {
       if (this.#waste() > Math.max(2 * this.#slabBytes, this.maxBytes / 8) && this.#compact()) continue;
-      const oldest = order.next();
-      if (oldest.done) break;
-      const [digest, entry] = oldest.value;
-      this.#entries.delete(digest);
+      const coldFirst = this.#coldBytes > this.maxBytes * COLD_SHARE;
+      const oldest = (coldFirst ? cold.next() : order.next()) as IteratorResult<[string, Entry]>;
+      const victim = oldest.done ? (coldFirst ? order.next() : cold.next()) : oldest;
+      if (victim.done) break;
+      const [digest, entry] = victim.value;
+      (entry.cold ? this.#cold : this.#entries).delete(digest);
       this.#release(digest, entry);
     }
   }
@@ -185,9 +217,9 @@ export class HotTier {
       if (slab !== this.#current && (!emptiest || slab.live < emptiest.live)) emptiest = slab;
     if (!emptiest) return false;
     for (const digest of emptiest.digests) {
-      const entry = this.#entries.get(digest)!;
+      const entry = (this.#entries.get(digest) ?? this.#cold.get(digest))!;
       const moved = this.#place(digest, entry.data);
-      entry.data = moved.data; // the same place in the order
+      entry.data = moved.data; // the same place in its order
       entry.slab = moved.slab;
     }
     this.#slabbed -= emptiest.live;

@@ -163,6 +163,9 @@ export interface CommitFields {
 }
 
 /** Reads a run of an object's chunks once, in order: see ObjectStore.passReader. */
+/** Where a stored chunk's bytes go in the hot tier: kept, kept cold (HotTier), or not at all. */
+export type Placement = 'hot' | 'cold' | 'none';
+
 export interface PassReader {
   read(index: number): Promise<Buffer>;
   /** The reader is done with `bytes` (a chunk `read` gave, or a view into one): they were sent. */
@@ -291,12 +294,20 @@ export class ObjectStore {
   }
 
   /**
-   * Whether an object of `size` bytes in chunks of `chunkSize` keeps its chunks out of the hot tier
-   * wherever they come from (a PUT, a download from peers): several chunks, more bytes than the tier
-   * holds. They could not all stay there, and would only flush it of what local readers use.
+   * Whether an object of `size` bytes in chunks of `chunkSize` is too large for the hot tier: several
+   * chunks, more bytes than the tier holds. They could not all stay there, and would only flush it of
+   * what local readers use: a PUT of it keeps its chunks out, a download from peers sets them cold.
    */
-  keepsOutOfHotTier(size: number, chunkSize: number): boolean {
+  tooLargeForHotTier(size: number, chunkSize: number): boolean {
     return size > chunkSize && size > this.#hot.maxBytes;
+  }
+
+  /**
+   * Whether a pass over chunks `first` to `last` (of `chunkSize`) reads around the hot tier: several
+   * chunks, more bytes than the tier holds (passReader).
+   */
+  passesAroundHotTier(first: number, last: number, chunkSize: number): boolean {
+    return last > first && (last - first + 1) * chunkSize > this.#hot.maxBytes;
   }
 
   stats(): StoreStats {
@@ -414,8 +425,8 @@ export class ObjectStore {
    * PUT of such an object). A shorter pass reads through the hot tier, and `done` does nothing.
    */
   passReader(manifest: Manifest, first: number, last: number): PassReader {
-    const large = last > first && (last - first + 1) * manifest.chunkSize > this.#hot.maxBytes;
-    if (!large) return { read: (index) => this.readChunk(manifest.chunks[index]!), done: () => {} };
+    if (!this.passesAroundHotTier(first, last, manifest.chunkSize))
+      return { read: (index) => this.readChunk(manifest.chunks[index]!), done: () => {} };
     const buffers = new ReusedBuffers(PASS_BUFFERS);
     const into = (size: number) => buffers.take(size);
     return {
@@ -481,11 +492,16 @@ export class ObjectStore {
 
   /**
    * Stores a chunk the caller has already hashed to `digest` (saving a second hash on the fetch path).
-   * Only for bytes verified in this process; anything else goes through putChunk. `hot` false keeps
-   * `data` out of the hot tier (a chunk of an object keepsOutOfHotTier names).
+   * Only for bytes verified in this process; anything else goes through putChunk. `placement` 'cold'
+   * sets it cold in the hot tier (a chunk of an object tooLargeForHotTier: HotTier).
    */
-  addVerifiedChunk(lease: ChunkLease, digest: string, data: Buffer, hot = true): Promise<void> {
-    return this.#addChunk(lease, digest, data, hot);
+  addVerifiedChunk(
+    lease: ChunkLease,
+    digest: string,
+    data: Buffer,
+    placement: Placement = 'hot',
+  ): Promise<void> {
+    return this.#addChunk(lease, digest, data, placement);
   }
 
   /** Reads `body` into chunks and commits it under `key`. Aborts cleanly on any error. */
@@ -521,7 +537,7 @@ export class ObjectStore {
     // An object of several chunks larger than the hot tier is cut into two buffers in turn (one
     // filling while the other is written), and its chunks stay out of the hot tier: they could not
     // all stay there, and would only flush it. Smaller objects (or of unknown size) are kept there.
-    const reuse = expectedSize !== undefined && this.keepsOutOfHotTier(expectedSize, chunkSize);
+    const reuse = expectedSize !== undefined && this.tooLargeForHotTier(expectedSize, chunkSize);
     const buffers = reuse ? new ReusedBuffers(PUT_BUFFERS) : undefined;
     // One chunk write runs while the next chunk fills; its failure is kept and rethrown here.
     let writing: Promise<void> = Promise.resolve();
@@ -540,7 +556,7 @@ export class ObjectStore {
         await writing;
         if (writeError) throw writeError;
         const index = chunks.length - 1;
-        writing = this.#addChunk(lease, digest, data, !buffers).then(
+        writing = this.#addChunk(lease, digest, data, buffers ? 'none' : 'hot').then(
           () => {
             buffers?.giveBack(data); // written (or already held): the store keeps no view of it
             onChunk?.(index, digest);
@@ -823,19 +839,21 @@ export class ObjectStore {
       : this.#files.write(digest, data);
   }
 
-  /** Stores the chunk, and keeps `data` in the hot tier unless `hot` is false (the caller reuses it). */
-  #addChunk(lease: ChunkLease, digest: string, data: Buffer, hot = true): Promise<void> {
+  /** Stores the chunk, and keeps `data` in the hot tier as `placement` says ('none': the caller reuses it). */
+  #addChunk(lease: ChunkLease, digest: string, data: Buffer, placement: Placement = 'hot'): Promise<void> {
     if (lease.digests.has(digest)) return Promise.resolve();
     // Repeated content (an object of zeros) adds one chunk several times at once: the lease takes
     // one reference for it, which its release gives back.
     const pending = lease.adding.get(digest);
     if (pending) return pending;
-    const adding = this.#storeChunk(lease, digest, data, hot).finally(() => lease.adding.delete(digest));
+    const adding = this.#storeChunk(lease, digest, data, placement).finally(() =>
+      lease.adding.delete(digest),
+    );
     lease.adding.set(digest, adding);
     return adding;
   }
 
-  async #storeChunk(lease: ChunkLease, digest: string, data: Buffer, hot: boolean): Promise<void> {
+  async #storeChunk(lease: ChunkLease, digest: string, data: Buffer, placement: Placement): Promise<void> {
     if (!this.#ledger.has(digest)) {
       await this.#removals.get(digest);
       const bytes = chunkDiskBytes(data.length);
@@ -868,10 +886,10 @@ export class ObjectStore {
       return;
     }
     // Found damaged and dropped while this write waited: stored afresh.
-    if (!this.#ledger.has(digest)) return this.#storeChunk(lease, digest, data, hot);
+    if (!this.#ledger.has(digest)) return this.#storeChunk(lease, digest, data, placement);
     this.#ledger.take([digest]);
     lease.digests.add(digest);
-    if (hot) this.#hot.set(digest, data);
+    if (placement !== 'none') this.#hot.set(digest, data, placement === 'cold');
   }
 
   /**

@@ -881,17 +881,13 @@ describe('Download of an object larger than the hot tier', () => {
     return { store, small, diskReads };
   }
 
-  function fetcherFor(
-    store: ObjectStore,
-    kept: Pick<DownloadOptions, 'keptForReadersBytes' | 'keptForReadersMs'> = {},
-  ) {
+  function fetcherFor(store: ObjectStore) {
     return new PeerFetcher({
       store,
       peers: () => [],
       counters: new Counters(),
       logger: createLogger({ level: 'silent', nodeId: 't' }),
       timeoutMs: 1000,
-      ...kept,
     });
   }
 
@@ -900,82 +896,67 @@ describe('Download of an object larger than the hot tier', () => {
     assert.equal(store.lookup('movie')?.root, movie.root, 'committed');
   }
 
-  it('keeps its chunks out of the hot tier, which keeps what local readers use', async () => {
+  it('passes through the hot tier cold: its readers get its chunks, and what local readers use stays', async () => {
     const { store, small } = await storeWithHotObject();
     const source = fetcherFor(store).open(located());
     const parts = [];
     for (let i = 0; i < 6; i++) parts.push(await source.read(i));
     source.close();
-    assert.deepEqual(Buffer.concat(parts), big);
+    assert.ok(Buffer.concat(parts).equals(big), 'the bytes read are the object');
     await committed(store);
     assert.ok(
       store.hotChunk(small.chunks[0]!),
       'the small object is still hot (24 MiB went through a 16 MiB tier)',
     );
-    for (const digest of digests)
-      assert.equal(store.hotChunk(digest), undefined, 'no chunk of the movie is hot');
+    // Its chunks' writes end in any order, and the tier keeps the last ones ended: three fit.
+    const there = digests.filter((d) => store.hotChunk(d));
+    assert.ok(
+      there.length >= 1 && there.length <= 3,
+      `the last stretch of the movie is there, cold (${there.length})`,
+    );
   });
 
-  it('serves a reader that keeps up from memory, and one that comes late from disk, verified, into reused buffers', async () => {
-    const { store, diskReads } = await storeWithHotObject();
-    const fetcher = fetcherFor(store, { keptForReadersBytes: 4 * MiB }); // one chunk kept for a late reader
+  it('has a late reader of the whole object read from disk, verified, into reused buffers; a range reads through the tier', async () => {
+    const { store, small, diskReads } = await storeWithHotObject();
+    const fetcher = fetcherFor(store);
     const where = located();
     const prompt = fetcher.open(where);
     const late = fetcher.open(where);
-    const parts = [];
-    for (let i = 0; i < 6; i++) parts.push(await prompt.read(i));
+    for (let i = 0; i < 6; i++) await prompt.read(i);
     prompt.close();
     await committed(store);
-    assert.deepEqual(Buffer.concat(parts), big);
-    assert.deepEqual(diskReads, [], 'every chunk came from memory while the late reader kept them too');
-    // The late reader, once the download is over: one chunk was kept for it, the rest are read from
-    // disk (verified), each into one of the pass's buffers, given back once sent.
+    // The late reader, once the download is over: a pass over all 24 MiB, more than the tier holds.
     const pass = late.pass?.(0, 5);
-    assert.ok(pass, 'a large object is read in a pass');
+    assert.ok(pass, 'a download is read in a pass');
     const lateParts = [];
     const memory = new Set<ArrayBufferLike>();
+    const before = diskReads.length;
     for (let i = 0; i < 6; i++) {
+      const reads = diskReads.length;
       const chunk = await pass.read(i);
       lateParts.push(Buffer.from(chunk));
-      memory.add(chunk.buffer);
+      if (diskReads.length > reads) memory.add(chunk.buffer);
       pass.done(chunk);
     }
-    late.close();
-    assert.deepEqual(Buffer.concat(lateParts), big);
-    assert.equal(new Set(diskReads).size, 5, 'the five chunks not kept came from disk');
-    assert.ok(diskReads.every((d) => digests.includes(d)));
+    assert.ok(Buffer.concat(lateParts).equals(big), 'the bytes read late are the object');
+    const fromDisk = diskReads.length - before;
+    assert.ok(fromDisk >= 3, `the chunks the tier let go came from disk (${fromDisk})`);
     assert.ok(
-      memory.size <= 3,
-      `five chunks read from disk into two buffers, and the one kept (${memory.size} buffers)`,
+      memory.size <= 2,
+      `into two buffers, taken again once sent (${memory.size} for ${fromDisk} reads)`,
     );
-    for (const digest of digests)
-      assert.equal(store.hotChunk(digest), undefined, 'and stayed out of the hot tier');
-  });
-
-  it('lets go of what it kept for a reader once its time is up: a reader that late reads from disk', async () => {
-    const { store, diskReads } = await storeWithHotObject();
-    const download = new Download(located(), {
-      store,
-      counters: new Counters(),
-      logger: createLogger({ level: 'silent', nodeId: 't' }),
-      timeoutMs: 1000,
-      keptForReadersMs: 1,
-    });
-    const prompt = download.reader();
-    const late = download.reader();
-    const parts = [];
-    for (let i = 0; i < 6; i++) parts.push(await prompt.read(i));
-    prompt.close();
-    await download.stored;
-    assert.deepEqual(Buffer.concat(parts), big);
-    for (let i = 0; i < 500 && download.keptBytes > 0; i++) await new Promise((r) => setTimeout(r, 5));
-    assert.equal(download.keptBytes, 0, 'nothing kept once its time is up');
-    const lateParts = [];
-    for (let i = 0; i < 6; i++) lateParts.push(await late.read(i));
+    // (Asserted as booleans: a failing comparison of a 4 MiB Buffer would diff it for minutes.)
+    assert.ok(
+      diskReads.slice(before).every((d) => store.hotChunk(d) === undefined),
+      'the chunks read from disk stayed out of the tier',
+    );
+    assert.ok(store.hotChunk(small.chunks[0]!), 'which kept the small object');
+    // A range within one chunk (a video player's) reads through the tier: the next range is a hit.
+    const range = late.pass?.(1, 1);
+    assert.ok((await range?.read(1))?.equals(bigChunks[1]!), 'the range read');
+    const reads = diskReads.length;
+    assert.ok((await late.pass?.(1, 1).read(1))?.equals(bigChunks[1]!), 'the range read again');
+    assert.equal(diskReads.length, reads, 'the second range of that chunk was a hit');
     late.close();
-    assert.deepEqual(Buffer.concat(lateParts), big);
-    assert.deepEqual(new Set(diskReads), new Set(digests), 'every chunk, let go, came from disk');
-    for (const digest of digests)
-      assert.equal(store.hotChunk(digest), undefined, 'and stayed out of the hot tier');
   });
 });

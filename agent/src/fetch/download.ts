@@ -79,10 +79,6 @@ export interface DownloadOptions {
    * none for this long (at least) is a straggler whose chunks others may be asked for.
    */
   timeoutMs: number;
-  /** Written chunks of a large object kept for its readers, at most (default: KEPT_FOR_READERS_BYTES or two chunks). */
-  keptForReadersBytes?: number;
-  /** For how long after its write (default KEPT_FOR_READERS_MS). */
-  keptForReadersMs?: number;
   /**
    * Checks that a node of the mesh vouches for a peer's manifest (its signature); throws when none
    * does. A manifest that fails is never used: nothing is fetched, stored or served by it.
@@ -108,17 +104,6 @@ export const ORIGIN_MIN_BYTES_PER_S = 64 * 1024;
 
 /** Verified chunk bytes held in memory while their disk writes are under way, per download. */
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
-/**
- * Written chunks of a download too large for the hot tier are kept in memory for its readers that
- * have not read them yet: for KEPT_FOR_READERS_MS after their write, and at most this many bytes per
- * download (or two chunks, when larger; past it the oldest go). Enough for a reader that keeps up,
- * which reads a chunk soon after its write; one later than that (a slow client, which must not pin
- * memory) reads it from disk, verified.
- */
-export const KEPT_FOR_READERS_BYTES = 64 * 1024 * 1024;
-export const KEPT_FOR_READERS_MS = 2000;
-/** Reads a chunk from disk into a buffer of its own, not into the hot tier (ObjectStore.readChunk). */
-const ASIDE = (): undefined => undefined;
 /** Swarm members (partial holders) watched at a time, per download. */
 const MAX_WATCHED = 10;
 
@@ -234,19 +219,10 @@ export class Download {
   readonly #unwritten = new Map<number, Buffer>();
   #unwrittenBytes = 0;
   /**
-   * An object too large for the hot tier (ObjectStore.keepsOutOfHotTier): its chunks stay out of it,
-   * as a PUT's or a local read's of it do, and once written are kept in #kept for readers instead.
+   * An object too large for the hot tier (ObjectStore.tooLargeForHotTier): its chunks are set cold
+   * there (HotTier), so they serve the readers keeping up with this download without flushing it.
    */
-  readonly #large: boolean;
-  /** Written chunks (by index) an open reader has not read yet (only when #large); insertion order. */
-  readonly #kept = new Map<number, { data: Buffer; at: number }>();
-  #keptBytes = 0;
-  readonly #keptMost: number;
-  readonly #keptMs: number;
-  /** Set while #kept holds anything: lets go of what has been kept for KEPT_FOR_READERS_MS. */
-  #keptTimer: NodeJS.Timeout | undefined;
-  /** Each open reader's next chunk: it has read (or passed over) every chunk before it. */
-  readonly #positions = new Set<{ next: number }>();
+  readonly #cold: boolean;
   readonly #writes = new Set<Promise<void>>();
   readonly #failures: string[] = [];
   /** How many of #failures were a holder answering that it holds the chunk no more. */
@@ -286,9 +262,7 @@ export class Download {
     this.#progress = opts.swarm?.begin(this.head) ?? new Progress(this.head);
     if (this.manifest) this.#progress.addDigests(0, this.manifest.chunks);
     this.#verified = new Uint8Array(this.#progress.count);
-    this.#large = opts.store.keepsOutOfHotTier(this.head.size, this.head.chunkSize);
-    this.#keptMs = opts.keptForReadersMs ?? KEPT_FOR_READERS_MS;
-    this.#keptMost = opts.keptForReadersBytes ?? Math.max(KEPT_FOR_READERS_BYTES, 2 * this.head.chunkSize);
+    this.#cold = opts.store.tooLargeForHotTier(this.head.size, this.head.chunkSize);
     this.#assigned = new Uint8Array(this.#progress.count);
     this.stored = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
     this.finished = this.stored.then(
@@ -334,11 +308,6 @@ export class Download {
     };
   }
 
-  /** Bytes of written chunks kept in memory for readers that have not read them yet. */
-  get keptBytes(): number {
-    return this.#keptBytes;
-  }
-
   /** Finish serving current readers, but do not commit the object. */
   discard(): void {
     this.#discarded = true;
@@ -347,102 +316,40 @@ export class Download {
   reader(): ChunkSource {
     this.#readers++;
     let closed = false;
-    // Until its first read, a reader keeps every chunk from the first for itself.
-    const position = { next: 0 };
-    this.#positions.add(position);
-    // A large object's pass reads what it must get from disk into buffers it reuses (as a local
-    // read of it does: ObjectStore.passReader).
-    const pass = (): PassReader => {
-      const buffers = new ReusedBuffers(PASS_BUFFERS);
-      const into = (size: number) => buffers.take(size);
-      return {
-        read: (index) => this.#read(index, position, into),
-        done: (bytes) => buffers.giveBack(bytes),
-      };
-    };
     return {
       head: this.head,
       ...(this.manifest ? { manifest: this.manifest } : {}),
       source: 'peer',
-      read: (index) => this.#read(index, position, ASIDE),
-      ...(this.#large ? { pass } : {}),
+      read: (index) => this.#read(index),
+      pass: (first, last) => this.#pass(first, last),
       close: () => {
         if (closed) return;
         closed = true;
         this.#readers--;
-        this.#positions.delete(position);
-        this.#trimKept();
         this.#maybeRelease();
       },
     };
   }
 
-  async #read(
-    index: number,
-    position: { next: number },
-    into: (size: number) => Buffer | undefined,
-  ): Promise<Buffer> {
+  /**
+   * A pass over more than the hot tier holds reads what it must get from disk into buffers it
+   * reuses, and not into the tier, as ObjectStore.passReader does; a shorter one reads through it.
+   */
+  #pass(first: number, last: number): PassReader {
+    if (!this.#opts.store.passesAroundHotTier(first, last, this.head.chunkSize))
+      return { read: (index) => this.#read(index), done: () => {} };
+    const buffers = new ReusedBuffers(PASS_BUFFERS);
+    const into = (size: number) => buffers.take(size);
+    return { read: (index) => this.#read(index, into), done: (bytes) => buffers.giveBack(bytes) };
+  }
+
+  async #read(index: number, into?: (size: number) => Buffer | undefined): Promise<Buffer> {
     while (!this.#verified[index]) {
       if (this.#error) throw this.#error;
       if (index >= this.#verified.length) throw new RangeError(`no chunk ${index}`);
       await new Promise<void>((resolve) => this.#wake.push(resolve));
     }
-    const held = this.#unwritten.get(index) ?? this.#kept.get(index)?.data;
-    if (index >= position.next) {
-      position.next = index + 1;
-      this.#trimKept();
-    }
-    if (held) return held;
-    const digest = this.#progress.digests[index]!;
-    // A chunk of a large object read again from disk stays out of the hot tier too.
-    return this.#large ? this.#opts.store.readChunk(digest, into) : this.#opts.store.readChunk(digest);
-  }
-
-  /**
-   * A large object's chunk `index` is written: kept for the open readers that have not read it yet,
-   * for KEPT_FOR_READERS_MS and within #keptMost bytes (the oldest kept go first).
-   */
-  #keep(index: number, data: Buffer): void {
-    if (!this.#large || !this.#awaited(index)) return;
-    this.#kept.set(index, { data, at: performance.now() });
-    this.#keptBytes += data.length;
-    for (const [oldest, kept] of this.#kept) {
-      if (this.#keptBytes <= this.#keptMost) break;
-      this.#kept.delete(oldest);
-      this.#keptBytes -= kept.data.length;
-    }
-    this.#armKeptTimer();
-  }
-
-  /** Whether an open reader has yet to read chunk `index`. */
-  #awaited(index: number): boolean {
-    for (const position of this.#positions) if (position.next <= index) return true;
-    return false;
-  }
-
-  /** Lets go of kept chunks every open reader is past, and of those kept for KEPT_FOR_READERS_MS. */
-  #trimKept(): void {
-    const expired = performance.now() - this.#keptMs;
-    for (const [index, kept] of this.#kept) {
-      if (kept.at > expired && this.#awaited(index)) continue;
-      this.#kept.delete(index);
-      this.#keptBytes -= kept.data.length;
-    }
-    this.#armKeptTimer();
-  }
-
-  /** While chunks are kept, a timer lets go of the oldest when its time is up. */
-  #armKeptTimer(): void {
-    const oldest = this.#kept.values().next().value; // kept in the order of their writes
-    if (this.#keptTimer || !oldest) return;
-    const due = oldest.at + this.#keptMs - performance.now();
-    this.#keptTimer = setTimeout(
-      () => {
-        this.#keptTimer = undefined;
-        this.#trimKept();
-      },
-      Math.max(1, due),
-    ).unref();
+    return this.#unwritten.get(index) ?? this.#opts.store.readChunk(this.#progress.digests[index]!, into);
   }
 
   #addSource(transport: PeerTransport, has: Uint8Array | 'all'): Source | undefined {
@@ -894,12 +801,9 @@ export class Download {
     this.#unwritten.set(index, data);
     this.#unwrittenBytes += data.length;
     const write: Promise<void> = this.#opts.store
-      .addVerifiedChunk(this.#lease, digest, data, !this.#large)
+      .addVerifiedChunk(this.#lease, digest, data, this.#cold ? 'cold' : 'hot')
       .then(
-        () => {
-          this.#progress.written(index);
-          this.#keep(index, data);
-        },
+        () => this.#progress.written(index),
         (error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))),
       )
       .finally(() => {
