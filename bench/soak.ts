@@ -5,8 +5,11 @@
  * agent, DELETEs (mesh-wide purges, so tombstones pile up) and exchange messages. Every 10 s it
  * samples each agent's RSS, heap in use, open file descriptors, tombstones and store bytes. The
  * trend is the slope of a least-squares line over the second half of the run (after warm-up), per
- * agent; what matters is that memory and descriptors do not keep growing. Draws an SVG plot (RSS and
- * heap over time, per agent), prints a table and the machine, and ends with one JSON line.
+ * agent; what matters is that memory and descriptors do not keep growing. `rest` is RSS less the V8
+ * heap and the Buffers (malloc's, thread stacks, the Node binary's pages); `anon_rest` the same of
+ * RSS's anonymous part, which memory pressure from elsewhere (the kernel dropping the binary's pages
+ * and reading them again) does not move. Draws an SVG plot (RSS and heap over time, per agent),
+ * prints a table and the machine, and ends with one JSON line.
  *
  * `--heap-snapshots 20,60` has the first agent write a V8 heap snapshot at those minutes and prints
  * what grew between the first and the last, by constructor (bench/support/heap-diff.ts): where a
