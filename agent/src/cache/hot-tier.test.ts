@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { COLD_SHARE, HotTier, SLAB_BYTES } from './hot-tier.ts';
+import { HotTier, SLAB_BYTES } from './hot-tier.ts';
 import { seeded } from '../../harness/seeded.ts';
 
 const KiB = 1024;
@@ -28,28 +28,42 @@ describe('HotTier', () => {
     assert.equal(t.get('b'), undefined);
   });
 
-  it('serves cold chunks, which go first (oldest first) once past their share, and are not made hot by a hit', () => {
+  it('serves cold chunks, which age from their set, hits or not, and go first past their share', () => {
     const t = new HotTier(1000);
     for (const d of ['a', 'b', 'c', 'd', 'e']) t.set(d, chunk(d.charCodeAt(0), 100)); // 500 in use
-    // A download too large for the tier passes through it: 10 chunks of 100, cold.
+    // A download too large for the tier passes through it: 10 chunks of 100, cold, each read.
     for (let i = 0; i < 10; i++) {
       t.set(`m${i}`, chunk(i, 100), true);
       assert.deepEqual(t.get(`m${i}`), chunk(i, 100), 'a cold chunk serves its readers');
       assert.ok(t.bytes <= 1000);
     }
-    for (const d of ['a', 'b', 'c', 'd', 'e']) assert.ok(t.get(d), `${d}, in use, kept`);
-    // The last stretch of the download stays: the room the others left, and at least its share.
+    // The last stretch of the download stays, in the room the others left; the oldest went first.
     assert.equal(t.coldBytes, 500);
+    for (let i = 0; i < 5; i++) assert.equal(t.get(`m${i}`), undefined, `m${i} gone`);
     for (let i = 5; i < 10; i++) assert.ok(t.get(`m${i}`), `m${i} kept`);
-    for (let i = 0; i < 5; i++) assert.equal(t.get(`m${i}`), undefined, `m${i} gone, the oldest first`);
-    // Chunks used again take the room back, down to the cold chunks' share, and no further.
+    for (const d of ['a', 'b', 'c', 'd', 'e']) assert.ok(t.get(d), `${d}, in use, kept`);
+    // Chunks used since take the room back: cold ones go past their share, then because they are
+    // older than the least recently used other chunk (the hits above did not make them younger).
     for (const d of ['f', 'g', 'h', 'i', 'j', 'k']) t.set(d, chunk(d.charCodeAt(0), 100));
-    assert.equal(t.coldBytes, 1000 * COLD_SHARE - 50, 'the newest cold chunks within their share');
-    assert.ok(t.get('m9') && t.get('m8') && !t.get('m7'));
-    for (const d of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k'].slice(-7))
-      assert.ok(t.get(d), `${d} kept`);
-    t.delete('m9');
-    assert.equal(t.coldBytes, 100, 'a cold chunk deleted is counted no more');
+    assert.equal(t.coldBytes, 0, 'the download left nothing behind');
+    assert.equal(t.get('a'), undefined, 'then the least recently used went');
+    for (const d of ['b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k']) assert.ok(t.get(d), `${d} kept`);
+  });
+
+  it('makes a cold chunk set again as not cold an ordinary one, and counts a cold one deleted no more', () => {
+    const t = new HotTier(1000);
+    t.set('x', chunk(1, 100), true);
+    t.set('y', chunk(2, 100), true);
+    t.set('x', chunk(1, 100)); // a small object's own chunk, that a download had set cold
+    assert.equal(t.coldBytes, 100);
+    t.delete('y');
+    assert.equal(t.coldBytes, 0);
+    assert.equal(t.bytes, 100);
+    // x is used again and again: it stays while other chunks come and go.
+    for (let n = 0; n < 30; n++) {
+      t.set(`o${n}`, chunk(n, 100));
+      assert.ok(t.get('x'), `x kept at ${n}`);
+    }
   });
 
   it('refuses entries larger than a quarter of the tier', () => {

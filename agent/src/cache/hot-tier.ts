@@ -3,10 +3,13 @@
  * only put here after it was verified, so bytes served from here need no second hash.
  *
  * A chunk may be set `cold`: one of an object too large for the tier passing through it (a download
- * from peers, read by clients as it arrives). Cold chunks are served like any other but go first,
- * oldest first, while they take more than COLD_SHARE of the tier, and a hit does not make one hot:
- * so the tier holds the last stretch of such a download for readers that keep up with it, shared
- * by all of them, without giving up what local readers use again and again.
+ * from peers, read by clients as it arrives). A cold chunk is served like any other, but a hit does
+ * not make it recently used: it ages from its set, and goes when it is older than the least recently
+ * used other chunk's last use, or at once, oldest first, while cold chunks take more than
+ * COLD_SHARE of the tier. So the tier holds the last stretch of such a download for the readers
+ * keeping up with it, shared by all of them, and gives it up once it is older than what local
+ * readers use again, at most a quarter of the tier while downloads pass through it. A cold chunk
+ * set again not cold (a small object's own) becomes an ordinary one.
  *
  * The tier keeps its own memory and counts all of it against its bound. A chunk handed in is usually
  * a view into memory that is not the tier's (a request body, a row SQLite returned, a slice of Node's
@@ -51,6 +54,8 @@ interface Entry {
   data: Buffer;
   slab: Slab | undefined;
   cold: boolean;
+  /** When it was last used (set, or a hit unless cold), on the tier's own clock. */
+  used: number;
 }
 
 export class HotTier {
@@ -60,6 +65,8 @@ export class HotTier {
   readonly #cold = new Map<string, Entry>();
   /** Bytes of the cold chunks. */
   #coldBytes = 0;
+  /** The tier's clock: one tick per set and per hit. */
+  #tick = 0;
   readonly #slabs = new Set<Slab>();
   /** Slabs at most COMPACT_FILL full: those a compaction may take (the one being filled aside). */
   readonly #sparse = new Set<Slab>();
@@ -106,6 +113,7 @@ export class HotTier {
     if (!entry) return this.#cold.get(digest)?.data;
     this.#entries.delete(digest);
     this.#entries.set(digest, entry);
+    entry.used = ++this.#tick;
     return entry.data;
   }
 
@@ -114,17 +122,28 @@ export class HotTier {
    * churn it), or the tier has it already (cold or not); `cold`: see the class.
    */
   set(digest: string, data: Buffer, cold = false): void {
-    if (data.length === 0 || data.length > this.maxBytes / 4) return;
-    if (this.#entries.has(digest) || this.#cold.has(digest)) return;
+    if (data.length === 0 || data.length > this.maxBytes / 4 || this.#entries.has(digest)) return;
+    const wasCold = this.#cold.get(digest);
+    if (wasCold) {
+      if (cold) return;
+      // A small object's own chunk, set cold by a download before: an ordinary one from now on.
+      this.#cold.delete(digest);
+      this.#coldBytes -= wasCold.data.length;
+      wasCold.cold = false;
+      wasCold.used = ++this.#tick;
+      this.#entries.set(digest, wasCold);
+      return;
+    }
     let entry: Entry;
     if (data.length <= this.#slabbedMax) {
       entry = this.#place(digest, data);
     } else {
       const own = data.byteOffset === 0 && data.buffer.byteLength === data.length;
-      entry = { data: own ? data : copyOf(data), slab: undefined, cold: false };
+      entry = { data: own ? data : copyOf(data), slab: undefined, cold: false, used: 0 };
       this.#bytes += data.length;
     }
     entry.cold = cold;
+    entry.used = ++this.#tick;
     (cold ? this.#cold : this.#entries).set(digest, entry);
     if (cold) this.#coldBytes += data.length;
     this.#live += data.length;
@@ -154,7 +173,7 @@ export class HotTier {
     this.#slabbed += data.length;
     slab.digests.add(digest);
     if (slab.live > this.#slabBytes * COMPACT_FILL) this.#sparse.delete(slab);
-    return { data: place, slab, cold: false };
+    return { data: place, slab, cold: false, used: 0 };
   }
 
   #release(digest: string, entry: Entry): void {
@@ -181,22 +200,28 @@ export class HotTier {
 
   /**
    * Back within the bound: slabs mostly unused are compacted first (while they waste more than an
-   * eighth of the tier), then the oldest cold chunks go while they take more than COLD_SHARE of it,
-   * then the least recently used chunks (cold ones once no other is left).
+   * eighth of the tier), then the oldest cold chunks while they take more than COLD_SHARE of it,
+   * then whichever was used longest ago: the least recently used chunk or the oldest cold one.
    */
   #shrink(): void {
     // One walk of each order from its oldest: a new iterator per eviction would step over every
     // entry deleted before it (a Map keeps their slots until it rehashes), quadratic in evictions.
-    // A compaction changes no entry's place in either order, so the walks stay valid.
+    // Neither order changes while it runs (a compaction moves no entry in its order), so the
+    // oldest of each, looked at and not yet taken, stays the oldest.
     const order = this.#entries.entries();
     const cold = this.#cold.entries();
+    let hot = order.next();
+    let aged = cold.next();
     while (this.#bytes > this.maxBytes) {
       if (this.#waste() > Math.max(2 * this.#slabBytes, this.maxBytes / 8) && this.#compact()) continue;
-      const coldFirst = this.#coldBytes > this.maxBytes * COLD_SHARE;
-      const oldest = (coldFirst ? cold.next() : order.next()) as IteratorResult<[string, Entry]>;
-      const victim = oldest.done ? (coldFirst ? order.next() : cold.next()) : oldest;
-      if (victim.done) break;
-      const [digest, entry] = victim.value;
+      if (hot.done && aged.done) break;
+      const coldFirst =
+        hot.done ||
+        (!aged.done &&
+          (this.#coldBytes > this.maxBytes * COLD_SHARE || aged.value[1].used < hot.value[1].used));
+      const [digest, entry] = (coldFirst ? aged.value : hot.value) as [string, Entry];
+      if (coldFirst) aged = cold.next();
+      else hot = order.next();
       (entry.cold ? this.#cold : this.#entries).delete(digest);
       this.#release(digest, entry);
     }
