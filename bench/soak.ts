@@ -8,7 +8,9 @@
  * agent; what matters is that memory and descriptors do not keep growing. `rest` is RSS less the V8
  * heap and the Buffers (malloc's, thread stacks, the Node binary's pages); `anon_rest` the same of
  * RSS's anonymous part, which memory pressure from elsewhere (the kernel dropping the binary's pages
- * and reading them again) does not move. Draws an SVG plot (RSS and heap over time, per agent),
+ * and reading them again) does not move; `v8_pages` the resident pages of V8's heap, the heap's total
+ * and the pages its collector keeps pooled (up to the heap's peak, given back only when the agent is
+ * idle for a while). Draws an SVG plot (RSS and heap over time, per agent),
  * prints a table and the machine, and ends with one JSON line.
  *
  * `--heap-snapshots 20,60` has the first agent write a V8 heap snapshot at those minutes and prints
@@ -97,6 +99,13 @@ type Sample = {
   rss: number;
   /** RSS's anonymous part (/proc/PID/status RssAnon): what the kernel cannot drop and read again. */
   rssAnon: number;
+  /**
+   * V8's pages resident (anonymous mappings of V8's 256 KiB page size, from /proc/PID/smaps): the
+   * heap's pages in use, and those its collector freed and keeps pooled for reuse, which the heap's
+   * total leaves out and only a memory-reducing collection (when the agent is idle for a while)
+   * gives back. More of them than the heap's total: memory V8 keeps of the heap's peak.
+   */
+  v8Pages: number;
   heap: number;
   heapTotal: number;
   external: number;
@@ -216,6 +225,7 @@ async function sample(): Promise<void> {
         t,
         rss: s.process.rssBytes,
         rssAnon: rssAnonOf(agent.child.pid!),
+        v8Pages: v8PagesOf(agent.child.pid!),
         heap: s.process.heapUsedBytes,
         heapTotal: s.process.heapTotalBytes,
         external: s.process.externalBytes,
@@ -307,6 +317,26 @@ const rest = (s: Sample) => s.rss - s.heapTotal - s.arrayBuffers;
 const anonRest = (s: Sample) => s.rssAnon - s.heapTotal - s.arrayBuffers;
 
 /** RssAnon of process `pid`, in bytes (0 once it has gone). */
+/** Bytes resident in process `pid`'s anonymous mappings of exactly V8's page size (0 once it has gone). */
+function v8PagesOf(pid: number): number {
+  let smaps: string;
+  try {
+    smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  } catch {
+    return 0;
+  }
+  let bytes = 0;
+  let page = false;
+  for (const line of smaps.split('\n')) {
+    const mapping = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(\S*)/.exec(line);
+    if (mapping) page = !mapping[3] && parseInt(mapping[2]!, 16) - parseInt(mapping[1]!, 16) === V8_PAGE;
+    else if (page && line.startsWith('Rss:')) bytes += Number(line.split(/\s+/)[1]) * 1024;
+  }
+  return bytes;
+}
+/** V8's regular page (kRegularPageSize). */
+const V8_PAGE = 256 * 1024;
+
 function rssAnonOf(pid: number): number {
   try {
     const kb = /^RssAnon:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
@@ -427,6 +457,8 @@ try {
       rest_mb: [round(rest(first) / 1e6, 1), round(rest(last) / 1e6, 1)],
       rest_slope_mb_per_min: round(slopePerMinute(points, rest) / 1e6, 3),
       anon_rest_mb: [round(anonRest(first) / 1e6, 1), round(anonRest(last) / 1e6, 1)],
+      v8_pages_mb: [round(first.v8Pages / 1e6, 1), round(last.v8Pages / 1e6, 1)],
+      v8_pages_slope_mb_per_min: round(slopePerMinute(points, (s) => s.v8Pages) / 1e6, 3),
       anon_rest_slope_mb_per_min: round(slopePerMinute(points, anonRest) / 1e6, 3),
       fds: [first.fds, last.fds],
       fds_slope_per_min: round(
