@@ -35,7 +35,7 @@ export const SEND_SAMPLE = 16;
 /** Buffers a PUT of several chunks cuts its body into, in turn (ReusedBuffers). */
 const PUT_BUFFERS = 2;
 /** Buffers a reader of an object larger than the hot tier reads its chunks into, in turn (passReader). */
-export const PASS_BUFFERS = 2;
+const PASS_BUFFERS = 2;
 /** How far a write that found the disk full looks for cached copies to evict. */
 const DISK_FULL_SCAN = 4096;
 /** What a write that found the disk full frees at least, before it tries once more. */
@@ -162,10 +162,10 @@ export interface CommitFields {
   signature?: NodeSignature | undefined;
 }
 
-/** Reads a run of an object's chunks once, in order: see ObjectStore.passReader. */
 /** Where a stored chunk's bytes go in the hot tier: kept, kept cold (HotTier), or not at all. */
 export type Placement = 'hot' | 'cold' | 'none';
 
+/** Reads a run of an object's chunks once, in order: see ObjectStore.passReader. */
 export interface PassReader {
   read(index: number): Promise<Buffer>;
   /** The reader is done with `bytes` (a chunk `read` gave, or a view into one): they were sent. */
@@ -302,14 +302,6 @@ export class ObjectStore {
     return size > chunkSize && size > this.#hot.maxBytes;
   }
 
-  /**
-   * Whether a pass over chunks `first` to `last` (of `chunkSize`) reads around the hot tier: several
-   * chunks, more bytes than the tier holds (passReader).
-   */
-  passesAroundHotTier(first: number, last: number, chunkSize: number): boolean {
-    return last > first && (last - first + 1) * chunkSize > this.#hot.maxBytes;
-  }
-
   stats(): StoreStats {
     return {
       bytes: this.#usedBytes(),
@@ -425,14 +417,28 @@ export class ObjectStore {
    * PUT of such an object). A shorter pass reads through the hot tier, and `done` does nothing.
    */
   passReader(manifest: Manifest, first: number, last: number): PassReader {
-    if (!this.passesAroundHotTier(first, last, manifest.chunkSize))
-      return { read: (index) => this.readChunk(manifest.chunks[index]!), done: () => {} };
+    return this.pass(manifest.chunkSize, first, last, (index, into) =>
+      this.readChunk(manifest.chunks[index]!, into),
+    );
+  }
+
+  /**
+   * passReader's policy over any source of chunks of `chunkSize`: `read(index, into)` reads as
+   * readChunk does (a download's, waiting for each chunk to arrive). A pass over several chunks, more
+   * bytes than the hot tier holds, gives `read` PASS_BUFFERS reused buffers to read into; a shorter
+   * one gives none, so it reads through the tier.
+   */
+  pass(
+    chunkSize: number,
+    first: number,
+    last: number,
+    read: (index: number, into?: (size: number) => Buffer | undefined) => Promise<Buffer>,
+  ): PassReader {
+    if (!(last > first && (last - first + 1) * chunkSize > this.#hot.maxBytes))
+      return { read: (index) => read(index), done: () => {} };
     const buffers = new ReusedBuffers(PASS_BUFFERS);
     const into = (size: number) => buffers.take(size);
-    return {
-      read: (index) => this.readChunk(manifest.chunks[index]!, into),
-      done: (bytes) => buffers.giveBack(bytes),
-    };
+    return { read: (index) => read(index, into), done: (bytes) => buffers.giveBack(bytes) };
   }
 
   /**

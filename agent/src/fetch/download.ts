@@ -1,8 +1,7 @@
 import { IntegrityError } from '../cache/errors.ts';
 import { chunkLength, digestOf, isDigest, rootDigest } from '../cache/chunking.ts';
 import { type Manifest, parseManifest } from '../cache/manifest.ts';
-import { type ChunkLease, type ObjectStore, PASS_BUFFERS, type PassReader } from '../cache/object-store.ts';
-import { ReusedBuffers } from '../cache/reused-buffers.ts';
+import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
 import { HOP_CLASSES, type Holder, type HopClass, type ObjectHead } from '../domain.ts';
 import { isKey } from '../keys.ts';
 import type { PeerOutcome } from '../overlay/reputation.ts';
@@ -321,7 +320,8 @@ export class Download {
       ...(this.manifest ? { manifest: this.manifest } : {}),
       source: 'peer',
       read: (index) => this.#read(index),
-      pass: (first, last) => this.#pass(first, last),
+      pass: (first, last) =>
+        this.#opts.store.pass(this.head.chunkSize, first, last, (index, into) => this.#read(index, into)),
       close: () => {
         if (closed) return;
         closed = true;
@@ -329,18 +329,6 @@ export class Download {
         this.#maybeRelease();
       },
     };
-  }
-
-  /**
-   * A pass over more than the hot tier holds reads what it must get from disk into buffers it
-   * reuses, and not into the tier, as ObjectStore.passReader does; a shorter one reads through it.
-   */
-  #pass(first: number, last: number): PassReader {
-    if (!this.#opts.store.passesAroundHotTier(first, last, this.head.chunkSize))
-      return { read: (index) => this.#read(index), done: () => {} };
-    const buffers = new ReusedBuffers(PASS_BUFFERS);
-    const into = (size: number) => buffers.take(size);
-    return { read: (index) => this.#read(index, into), done: (bytes) => buffers.giveBack(bytes) };
   }
 
   async #read(index: number, into?: (size: number) => Buffer | undefined): Promise<Buffer> {
