@@ -216,6 +216,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const uploadLimiter = new UploadLimiter(config.transfer.uploadBytesPerSecond, MIN_CHUNK_SIZE);
   const fetcher = new PeerFetcher({
     store,
+    purgedAt: (key) => tombstones.purgedAt(key),
     swarm,
     self: () => overlay.selfHolder(),
     hopClassOf: (peer) => overlay.hopClassOf(peer),

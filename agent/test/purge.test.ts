@@ -49,11 +49,12 @@ describe('mesh-wide purge with tombstones', { skip: unavailable ?? false }, () =
 
     assert.equal((await fetch(`${agents.get(1)!.url}/v1/objects/p/one`, { method: 'DELETE' })).status, 204);
     for (const agent of agents.values()) {
+      let last: number | undefined;
       await eventually(
-        async () => ((await status('p/one', agent)) === 404 ? true : undefined),
+        async () => ((last = await status('p/one', agent)) === 404 ? true : undefined),
         5000,
         'purged',
-      );
+      ).catch(() => assert.fail(`${agent.url}: still answers ${last} after the purge`));
     }
 
     const back = await start(3);

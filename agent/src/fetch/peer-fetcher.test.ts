@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chunkSizeFor, digestOf, rootDigest } from '../cache/chunking.ts';
+import type { ObjectPurgedError } from '../cache/errors.ts';
 import { ObjectStore } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
 import type { Holder } from '../domain.ts';
@@ -61,9 +62,11 @@ describe('PeerFetcher.locate', () => {
     members?: PeerTransport[];
     reviveNow?: () => Promise<boolean>;
     fanouts?: { perSecond: number; now: () => number; counters: Counters };
+    purgedAt?: (key: string) => number | undefined;
   }) =>
     new PeerFetcher({
       store,
+      ...(opts.purgedAt ? { purgedAt: opts.purgedAt } : {}),
       ...(opts.fanouts ? { maxFanoutsPerSecond: opts.fanouts.perSecond, now: opts.fanouts.now } : {}),
       peers: () => opts.peers,
       ...(opts.reviveNow ? { reviveNow: opts.reviveNow } : {}),
@@ -183,5 +186,42 @@ describe('PeerFetcher.locate', () => {
     });
     assert.equal(await g.locate('k'), undefined);
     assert.deepEqual([asked, none.asked.length], [1, 1]);
+  });
+
+  it('fetches no version its own tombstone covers, whoever offers it, and tells a copy’s caller', async () => {
+    // A node back from away offers the copy it kept (created at 1) before it hears of the purge.
+    let fetched = 0;
+    const stale = stubTransport('stale', 'stale:1', {
+      getManifest: () => Promise.resolve({ manifest, holds: true, holders: [] }),
+      fetchChunks: () => {
+        fetched++;
+        throw new Error('not to be asked');
+      },
+    });
+    const purged = fetcher({ peers: [stale], owners: [stale], purgedAt: () => 1 });
+    assert.equal(await purged.locate('k'), undefined, 'a read does not get it');
+    await assert.rejects(
+      purged.copy('k', manifest.root, [stale]),
+      (error: Error) => error.name === 'ObjectPurgedError' && (error as ObjectPurgedError).purgedAtMs === 1,
+      'a copy is refused as purged, before any download',
+    );
+    assert.equal(fetched, 0);
+    // A version written after the purge is fetched; and a tombstone counts only against versions
+    // offered: owners that know nothing still leave the others to be asked.
+    const newer = fetcher({ peers: [stale], owners: [stale], purgedAt: () => 0 });
+    assert.deepEqual(
+      (await newer.locate('k'))?.holders.map((h) => h.id),
+      ['stale'],
+    );
+    const owner = peer('owner', undefined);
+    const elsewhere = fetcher({
+      peers: [owner.transport, stale],
+      owners: [owner.transport],
+      purgedAt: () => 0,
+    });
+    assert.deepEqual(
+      (await elsewhere.locate('k'))?.holders.map((h) => h.id),
+      ['stale'],
+    );
   });
 });

@@ -1,5 +1,6 @@
 import type { NodeSignature } from '../cache/manifest.ts';
 import { parseManifest } from '../cache/manifest.ts';
+import { ObjectPurgedError } from '../cache/errors.ts';
 import { isKey } from '../keys.ts';
 import { tracer } from '../telemetry/tracing.ts';
 import { TokenBucket } from '../time/token-bucket.ts';
@@ -21,6 +22,11 @@ export interface PeerFetcherOptions extends DownloadOptions {
   owners?: (key: string) => readonly PeerTransport[];
   /** Orders holders cheapest first (same zone, same region, then by RTT and load). */
   rank?: (holders: readonly PeerTransport[]) => PeerTransport[];
+  /**
+   * When this node's tombstone of `key` says it was purged: a version created then or before is
+   * not fetched, whoever offers it (a node that was away, say, before it hears of the purge).
+   */
+  purgedAt?: (key: string) => number | undefined;
   /** Checks the signature behind a peer's "purged" answer; throws when it is not believed (the answer is then ignored). */
   verifyPurge?: (key: string, purgedAtMs: number, signature: NodeSignature | undefined) => void;
   /** Downloads started by reads under way at once, at most (default MAX_DOWNLOADS); past it a read needing another is refused. */
@@ -147,6 +153,12 @@ export class PeerFetcher {
         }
       }),
     );
+    // This node's own tombstone counts as an answer: a version it covers is not fetched. (Only
+    // against versions offered: owners that know nothing leave the rest of the mesh to be asked,
+    // for a version written since.)
+    const purgedHere = this.#opts.purgedAt?.(key);
+    if (purgedHere !== undefined && answers.some((answer) => answer?.kind === 'found'))
+      answers.push({ kind: 'purged', purgedAtMs: purgedHere });
     const best = chooseVersion(answers);
     if (best === undefined || best === 'purged') return best;
     return { head: headOf(best.manifest), manifest: best.manifest, holders: best.holders };
@@ -179,6 +191,9 @@ export class PeerFetcher {
   async copy(key: string, root: string, sources: readonly PeerTransport[]): Promise<void> {
     if (this.#opts.store.lookup(key)?.root === root) return;
     const found = await this.#ask(key, sources);
+    const purgedAtMs = this.#opts.purgedAt?.(key);
+    // The version offered is one this node's tombstone covers: the caller hears so (and drops it).
+    if (found === 'purged' && purgedAtMs !== undefined) throw new ObjectPurgedError(key, purgedAtMs);
     if (!found || found === 'purged' || found.manifest?.root !== root)
       throw new PeerFetchError(key, ['the source does not hold that version']);
     await this.#download(found).stored;

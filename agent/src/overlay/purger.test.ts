@@ -237,6 +237,47 @@ describe('Purger', () => {
     assert.deepEqual(refused, ['unsigned-purge']);
   });
 
+  it('answers a purge that comes a second time (control plane, then gRPC) with what the first found', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-purger-'));
+    const clock = new FakeClock();
+    const purged = new Map<string, number>();
+    let failures = 1;
+    try {
+      const store = await ObjectStore.open({
+        ...{ dir, maxBytes: 2 ** 26, memoryBytes: 0, maxObjectBytes: 2 ** 20, fsync: false, clock, isKey },
+        purgedAt: (key) => purged.get(key),
+      });
+      const { purger, deliver } = fakePurger({
+        store,
+        clock,
+        tombstones: {
+          record: (key: string, at: number) =>
+            failures-- > 0 ? Promise.reject(new Error('EIO')) : Promise.resolve(void purged.set(key, at)),
+        } as unknown as PurgerOptions['tombstones'],
+      });
+      for (const key of ['a', 'b', 'c']) await store.put(key, [randomBytes(100)], { size: 100 });
+      clock.advance(1000);
+      const at = clock.now();
+      // Its tombstone not saved: not applied, and not remembered as applied.
+      await assert.rejects(purger.purgeHere('a', at), /EIO/);
+      assert.ok(store.lookup('a'), 'still here');
+      await deliver('a', at); // the same purge on the control plane: applied this time
+      assert.equal(store.lookup('a'), undefined);
+      assert.equal(await purger.purgeHere('a', at), true, 'the owner had it: not a 404');
+      // Both at once.
+      const both = await Promise.all([purger.purgeHere('b', at), purger.purgeHere('b', at)]);
+      assert.deepEqual(both, [true, true]);
+      // Another purge of the key is applied anew: nothing left for it.
+      assert.equal(await purger.purgeHere('b', at + 1), false);
+      // A purge that found nothing says so, the second time too.
+      assert.deepEqual([await purger.purgeHere('z', at), await purger.purgeHere('z', at)], [false, false]);
+      assert.ok(store.lookup('c'), 'nothing else went');
+      await store.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('keeps a version created after the purge that arrives late, and drops one created before', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'edgemesh-purger-'));
     const clock = new FakeClock();

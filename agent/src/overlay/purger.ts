@@ -49,8 +49,18 @@ export class FuturePurgeError extends Error {
   override name = 'FuturePurgeError';
 }
 
+/** Purges applied here that are remembered with their answer (see Purger.#applied), at most. */
+const APPLIED_KEPT = 1024;
+
 export class Purger {
   readonly #opts: PurgerOptions;
+  /**
+   * The last purge applied here of each key lately (its time, and whether this node had a version it
+   * covered), oldest first. A purge arrives twice, on the control plane and from its node over gRPC,
+   * and whichever comes second finds nothing left: it answers what the first found, or the DELETE
+   * that asked the owners would answer 404 for an object they held.
+   */
+  readonly #applied = new Map<string, { purgedAtMs: number; had: Promise<boolean> }>();
 
   constructor(opts: PurgerOptions) {
     this.#opts = opts;
@@ -90,6 +100,19 @@ export class Purger {
         throw new UnsignedPurgeError((error as Error).message, { cause: error });
       }
     }
+    const applied = this.#applied.get(key);
+    if (applied?.purgedAtMs === purgedAtMs) return applied.had;
+    const had = this.#apply(key, purgedAtMs, signature);
+    const entry = { purgedAtMs, had };
+    this.#applied.delete(key);
+    this.#applied.set(key, entry);
+    if (this.#applied.size > APPLIED_KEPT) this.#applied.delete(this.#applied.keys().next().value!);
+    // Not applied (a failing disk): the next delivery of it tries again.
+    had.catch(() => this.#applied.get(key) === entry && this.#applied.delete(key));
+    return had;
+  }
+
+  async #apply(key: string, purgedAtMs: number, signature: NodeSignature | undefined): Promise<boolean> {
     // Read in before the tombstone is: while the store's index loads after a start, a key not
     // loaded yet is read from the database when first asked for, and a row the tombstone covers
     // would be removed unseen (the purge would say the object was not here).
