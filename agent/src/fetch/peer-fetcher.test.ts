@@ -223,5 +223,31 @@ describe('PeerFetcher.locate', () => {
       (await elsewhere.locate('k'))?.holders.map((h) => h.id),
       ['stale'],
     );
+    // An owner knows of a version made since the purge but names no holder this node can use: the
+    // others are still asked (the tombstone does not end the search), and a holder found.
+    const newer10 = { ...manifest, createdAtMs: 10 };
+    const unhelpful = stubTransport('unhelpful', 'unhelpful:1', {
+      getManifest: () => Promise.resolve({ manifest: newer10, holds: false, holders: [] }),
+    });
+    const holding = stubTransport('holding', 'holding:1', {
+      getManifest: () => Promise.resolve({ manifest: newer10, holds: true, holders: [] }),
+    });
+    const afterPurge = fetcher({ peers: [unhelpful, holding], owners: [unhelpful], purgedAt: () => 5 });
+    assert.deepEqual(
+      (await afterPurge.locate('k'))?.holders.map((h) => h.id),
+      ['holding'],
+    );
+    // A copy of a version the tombstone does not cover is no "purged" answer, whatever else fails.
+    await assert.rejects(
+      afterPurge.copy('k', manifest.root, [unhelpful]),
+      (error: Error) => error.name === 'PeerFetchError',
+    );
+    const saysPurged = stubTransport('says', 'says:1', {
+      getManifest: () => Promise.resolve({ manifest: undefined, holds: false, holders: [], purgedAtMs: 20 }),
+    });
+    await assert.rejects(
+      afterPurge.copy('k', manifest.root, [saysPurged]),
+      (error: Error) => error.name === 'PeerFetchError',
+    );
   });
 });

@@ -1,4 +1,4 @@
-import type { NodeSignature } from '../cache/manifest.ts';
+import type { Manifest, NodeSignature } from '../cache/manifest.ts';
 import { parseManifest } from '../cache/manifest.ts';
 import { ObjectPurgedError } from '../cache/errors.ts';
 import { isKey } from '../keys.ts';
@@ -125,6 +125,7 @@ export class PeerFetcher {
     key: string,
     peers: readonly PeerTransport[],
     tally?: { failed: number },
+    covered?: Manifest[],
   ): Promise<Located | 'purged' | undefined> {
     if (peers.length === 0) return undefined;
     const signal = AbortSignal.timeout(this.#opts.timeoutMs);
@@ -153,13 +154,18 @@ export class PeerFetcher {
         }
       }),
     );
-    // This node's own tombstone counts as an answer: a version it covers is not fetched. (Only
-    // against versions offered: owners that know nothing leave the rest of the mesh to be asked,
-    // for a version written since.)
+    // A version this node's own tombstone covers is not fetched, whoever offers it (a node back
+    // from away, before it hears of the purge): its offer counts as none.
     const purgedHere = this.#opts.purgedAt?.(key);
-    if (purgedHere !== undefined && answers.some((answer) => answer?.kind === 'found'))
-      answers.push({ kind: 'purged', purgedAtMs: purgedHere });
-    const best = chooseVersion(answers);
+    const best = chooseVersion(
+      purgedHere === undefined
+        ? answers
+        : answers.map((answer) => {
+            if (answer?.kind !== 'found' || answer.manifest.createdAtMs > purgedHere) return answer;
+            covered?.push(answer.manifest);
+            return undefined;
+          }),
+    );
     if (best === undefined || best === 'purged') return best;
     return { head: headOf(best.manifest), manifest: best.manifest, holders: best.holders };
   }
@@ -190,10 +196,12 @@ export class PeerFetcher {
    */
   async copy(key: string, root: string, sources: readonly PeerTransport[]): Promise<void> {
     if (this.#opts.store.lookup(key)?.root === root) return;
-    const found = await this.#ask(key, sources);
+    const covered: Manifest[] = [];
+    const found = await this.#ask(key, sources, undefined, covered);
     const purgedAtMs = this.#opts.purgedAt?.(key);
-    // The version offered is one this node's tombstone covers: the caller hears so (and drops it).
-    if (found === 'purged' && purgedAtMs !== undefined) throw new ObjectPurgedError(key, purgedAtMs);
+    // The version asked for is one this node's tombstone covers: the caller hears so (and drops it).
+    if (purgedAtMs !== undefined && covered.some((manifest) => manifest.root === root))
+      throw new ObjectPurgedError(key, purgedAtMs);
     if (!found || found === 'purged' || found.manifest?.root !== root)
       throw new PeerFetchError(key, ['the source does not hold that version']);
     await this.#download(found).stored;

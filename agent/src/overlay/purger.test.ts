@@ -12,7 +12,7 @@ import { ObjectStore, type ObjectStoreOptions } from '../cache/object-store.ts';
 import { noControlPlane } from '../control/control-plane.ts';
 import { isKey } from '../keys.ts';
 import { FakeClock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
-import { FuturePurgeError, Purger, type PurgerOptions, UnsignedPurgeError } from './purger.ts';
+import { APPLIED_KEPT, FuturePurgeError, Purger, type PurgerOptions, UnsignedPurgeError } from './purger.ts';
 
 /**
  * A purger over a store that holds nothing, whose tombstones land in `recorded`; `deliver` hands it
@@ -25,7 +25,10 @@ function fakePurger(opts: Partial<PurgerOptions> = {}) {
   const clock = new FakeClock();
   const purger = new Purger({
     store: { holds: () => false, purge: () => Promise.resolve(false) },
-    tombstones: { record: (key: string, at: number) => Promise.resolve(void recorded.set(key, at)) },
+    tombstones: {
+      record: (key: string, at: number) => Promise.resolve(void recorded.set(key, at)),
+      purgedAt: (key: string) => recorded.get(key),
+    },
     control: { ...noControlPlane, onEvent: (h: (event: ControlEvent) => void) => (handler = h) },
     mesh: 'm',
     nodeId: 'a',
@@ -253,9 +256,10 @@ describe('Purger', () => {
         tombstones: {
           record: (key: string, at: number) =>
             failures-- > 0 ? Promise.reject(new Error('EIO')) : Promise.resolve(void purged.set(key, at)),
+          purgedAt: (key: string) => purged.get(key),
         } as unknown as PurgerOptions['tombstones'],
       });
-      for (const key of ['a', 'b', 'c']) await store.put(key, [randomBytes(100)], { size: 100 });
+      for (const key of ['a', 'b', 'c', 'd']) await store.put(key, [randomBytes(100)], { size: 100 });
       clock.advance(1000);
       const at = clock.now();
       // Its tombstone not saved: not applied, and not remembered as applied.
@@ -272,10 +276,44 @@ describe('Purger', () => {
       // A purge that found nothing says so, the second time too.
       assert.deepEqual([await purger.purgeHere('z', at), await purger.purgeHere('z', at)], [false, false]);
       assert.ok(store.lookup('c'), 'nothing else went');
+      // Two at once whose first fails (a disk error): the second tries once itself.
+      failures = 1;
+      const racing = await Promise.allSettled([purger.purgeHere('d', at), purger.purgeHere('d', at)]);
+      assert.deepEqual(
+        racing.map((r) => r.status),
+        ['rejected', 'fulfilled'],
+      );
+      assert.equal((racing[1] as PromiseFulfilledResult<boolean>).value, true);
+      assert.equal(store.lookup('d'), undefined);
+      // Once its tombstone is gone (expired), a stale copy may come back: the purge heard again is
+      // applied again, not answered from memory.
+      const later = clock.now() + 60_000; // ahead, within the clock skew allowed
+      await store.put('e', [randomBytes(100)], { size: 100 });
+      assert.equal(await purger.purgeHere('e', later), true);
+      purged.delete('e');
+      await store.put('e', [randomBytes(100)], { size: 100 }); // created before `later`
+      assert.equal(await purger.purgeHere('e', later), true);
+      assert.equal(store.lookup('e'), undefined, 'the stale copy went');
       await store.close();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it('remembers the answers of at most APPLIED_KEPT purges: the oldest is applied anew when heard again', async () => {
+    const purges: string[] = [];
+    const { purger, clock } = fakePurger({
+      store: {
+        holds: () => false,
+        purge: (key: string) => (purges.push(key), Promise.resolve(true)),
+      } as unknown as PurgerOptions['store'],
+    });
+    const at = clock.now();
+    for (let i = 0; i <= APPLIED_KEPT; i++) await purger.purgeHere(`k${i}`, at);
+    await purger.purgeHere(`k${APPLIED_KEPT}`, at); // remembered
+    assert.equal(purges.length, APPLIED_KEPT + 1);
+    await purger.purgeHere('k0', at); // pushed out by the last one
+    assert.equal(purges.length, APPLIED_KEPT + 2);
   });
 
   it('keeps a version created after the purge that arrives late, and drops one created before', async () => {

@@ -50,7 +50,7 @@ export class FuturePurgeError extends Error {
 }
 
 /** Purges applied here that are remembered with their answer (see Purger.#applied), at most. */
-const APPLIED_KEPT = 1024;
+export const APPLIED_KEPT = 1024;
 
 export class Purger {
   readonly #opts: PurgerOptions;
@@ -60,7 +60,7 @@ export class Purger {
    * and whichever comes second finds nothing left: it answers what the first found, or the DELETE
    * that asked the owners would answer 404 for an object they held.
    */
-  readonly #applied = new Map<string, { purgedAtMs: number; had: Promise<boolean> }>();
+  readonly #applied = new Map<string, { purgedAtMs: number; had: Promise<boolean>; pending: boolean }>();
 
   constructor(opts: PurgerOptions) {
     this.#opts = opts;
@@ -101,14 +101,24 @@ export class Purger {
       }
     }
     const applied = this.#applied.get(key);
-    if (applied?.purgedAtMs === purgedAtMs) return applied.had;
+    // Its answer stands while it is being applied, and after while its tombstone is kept (once the
+    // tombstone has gone, a stale copy may have come back: applied again).
+    if (
+      applied?.purgedAtMs === purgedAtMs &&
+      (applied.pending || (this.#opts.tombstones.purgedAt(key) ?? -1) >= purgedAtMs)
+    )
+      // Joined while it was applied: if that fails (a disk error), this delivery tries once itself.
+      return applied.had.catch(() => this.purgeHere(key, purgedAtMs, signature));
     const had = this.#apply(key, purgedAtMs, signature);
-    const entry = { purgedAtMs, had };
+    const entry = { purgedAtMs, had, pending: true };
     this.#applied.delete(key);
     this.#applied.set(key, entry);
     if (this.#applied.size > APPLIED_KEPT) this.#applied.delete(this.#applied.keys().next().value!);
-    // Not applied (a failing disk): the next delivery of it tries again.
-    had.catch(() => this.#applied.get(key) === entry && this.#applied.delete(key));
+    had.then(
+      () => (entry.pending = false),
+      // Not applied: forgotten, so that the next delivery of it tries again.
+      () => this.#applied.get(key) === entry && this.#applied.delete(key),
+    );
     return had;
   }
 
