@@ -317,6 +317,15 @@ const rest = (s: Sample) => s.rss - s.heapTotal - s.arrayBuffers;
 const anonRest = (s: Sample) => s.rssAnon - s.heapTotal - s.arrayBuffers;
 
 /** RssAnon of process `pid`, in bytes (0 once it has gone). */
+function rssAnonOf(pid: number): number {
+  try {
+    const kb = /^RssAnon:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return Number(kb ?? 0) * 1024;
+  } catch {
+    return 0;
+  }
+}
+
 /** Bytes resident in process `pid`'s anonymous mappings of exactly V8's page size (0 once it has gone). */
 function v8PagesOf(pid: number): number {
   let smaps: string;
@@ -336,15 +345,6 @@ function v8PagesOf(pid: number): number {
 }
 /** V8's regular page (kRegularPageSize). */
 const V8_PAGE = 256 * 1024;
-
-function rssAnonOf(pid: number): number {
-  try {
-    const kb = /^RssAnon:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-    return Number(kb ?? 0) * 1024;
-  } catch {
-    return 0;
-  }
-}
 
 /** Least-squares slope of y over t (per minute), over the second half of the samples. */
 function slopePerMinute(points: readonly Sample[], of: (s: Sample) => number): number {

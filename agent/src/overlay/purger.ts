@@ -56,9 +56,9 @@ export class Purger {
   readonly #opts: PurgerOptions;
   /**
    * The last purge applied here of each key lately (its time, and whether this node had a version it
-   * covered), oldest first. A purge arrives twice, on the control plane and from its node over gRPC,
-   * and whichever comes second finds nothing left: it answers what the first found, or the DELETE
-   * that asked the owners would answer 404 for an object they held.
+   * covered), oldest first. A purge reaches a key's owners twice, on the control plane and from its
+   * node over gRPC, and whichever comes second finds nothing left: it answers what the first found,
+   * or the DELETE that asked the owners would answer 404 for an object they held.
    */
   readonly #applied = new Map<string, { purgedAtMs: number; had: Promise<boolean>; pending: boolean }>();
 
