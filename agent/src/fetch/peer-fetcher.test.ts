@@ -250,4 +250,48 @@ describe('PeerFetcher.locate', () => {
       (error: Error) => error.name === 'PeerFetchError',
     );
   });
+
+  it('under its tombstone, no crafted createdAtMs makes a covered offer win or hides the version made since', async () => {
+    const P = Date.now() - 60_000;
+    const offer = (id: string, m: unknown) =>
+      stubTransport(id, `${id}:1`, {
+        getManifest: () => Promise.resolve({ manifest: m, holds: true, holders: [] }),
+      });
+    const crafted: [string, unknown][] = [
+      ['negative', { ...manifest, createdAtMs: -1 }],
+      ['zero', { ...manifest, createdAtMs: 0 }],
+      ['nan', { ...manifest, createdAtMs: Number.NaN }],
+      ['unsafe', { ...manifest, createdAtMs: 2 ** 60 }],
+      ['future', { ...manifest, createdAtMs: Date.now() + 3_600_000 }],
+      ['at-purge', { ...manifest, createdAtMs: P }],
+      ['other-key', { ...manifest, key: 'other', createdAtMs: P + 10 }],
+      ['string', { ...manifest, createdAtMs: `${P + 10}` }],
+    ];
+    for (const [id, m] of crafted) {
+      const only = [offer(id, m)];
+      assert.equal(
+        await fetcher({ peers: only, owners: only, purgedAt: () => P }).locate('k'),
+        undefined,
+        id,
+      );
+    }
+    const d2 = Buffer.from('world!');
+    const c2 = digestOf(d2);
+    const legit = {
+      key: 'k',
+      size: d2.length,
+      chunkSize: chunkSizeFor(d2.length),
+      chunks: [c2],
+      root: rootDigest(d2.length, chunkSizeFor(d2.length), [c2]),
+      createdAtMs: P + 1,
+    };
+    // Every crafted offer, and the legitimate root offered first re-dated before the purge.
+    const peers = [
+      ...crafted.map(([id, m]) => offer(id, m)),
+      offer('redated', { ...legit, createdAtMs: P - 5 }),
+      offer('honest', legit),
+    ];
+    const found = await fetcher({ peers, owners: peers, purgedAt: () => P }).locate('k');
+    assert.deepEqual([found?.manifest?.createdAtMs, found?.holders.map((h) => h.id)], [P + 1, ['honest']]);
+  });
 });

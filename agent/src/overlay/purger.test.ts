@@ -9,6 +9,7 @@ import type { ControlEvent } from '@edgemesh/contracts';
 import { holdManifestWrite } from '../../harness/hold-manifest-write.ts';
 import type { NodeSignature } from '../cache/manifest.ts';
 import { ObjectStore, type ObjectStoreOptions } from '../cache/object-store.ts';
+import { Tombstones } from '../cache/tombstones.ts';
 import { noControlPlane } from '../control/control-plane.ts';
 import { isKey } from '../keys.ts';
 import { FakeClock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
@@ -74,7 +75,10 @@ describe('Purger', () => {
     try {
       new Purger({
         store: { holds: () => false, purge: () => Promise.resolve(false) },
-        tombstones: { record: () => Promise.reject(new Error('ENOSPC: no space left on device')) },
+        tombstones: {
+          record: () => Promise.reject(new Error('ENOSPC: no space left on device')),
+          purgedAt: () => undefined,
+        },
         control: {
           ...noControlPlane,
           onEvent: (handler: (event: ControlEvent) => void) => (deliver = handler),
@@ -316,6 +320,39 @@ describe('Purger', () => {
     assert.equal(purges.length, APPLIED_KEPT + 2);
   });
 
+  it('remembers only a purge that moves its tombstone forward: old signed purges replayed displace no answer', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-purger-'));
+    const clock = new FakeClock();
+    try {
+      const tombstones = await Tombstones.open(join(dir, 't'), clock);
+      const store = await ObjectStore.open({
+        ...{ dir: join(dir, 's'), maxBytes: 2 ** 26, memoryBytes: 0, maxObjectBytes: 2 ** 20 },
+        ...{ fsync: false, clock, isKey, purgedAt: (key: string) => tombstones.purgedAt(key) },
+      });
+      const { purger } = fakePurger({ store, clock, tombstones, signer });
+      const signed = (key: string, at: number) => purger.purgeHere(key, at, signer.signPurge(key, at));
+      const t0 = clock.now();
+      await signed('k', t0); // an old purge, captured by someone who can publish
+      const old = Array.from({ length: APPLIED_KEPT }, (_, i) => ({ key: `old${i}`, at: t0 - i }));
+      for (const { key, at } of old) await signed(key, at);
+      clock.advance(60_000);
+      await store.put('k', [randomBytes(100)], { size: 100 }); // a version made since
+      clock.advance(1000);
+      const t1 = clock.now();
+      assert.equal(await signed('k', t1), true); // on the control plane first
+      await signed('k', t0); // the old one replayed, and old ones of other keys
+      for (const { key, at } of old) await signed(key, at);
+      assert.equal(await signed('k', t1), true, 'then over gRPC: it had it');
+      // A refused purge is never answered from memory, before or after the real one.
+      await assert.rejects(purger.purgeHere('k', t1), UnsignedPurgeError);
+      const future = clock.now() + MAX_CLOCK_SKEW_MS + 1;
+      await assert.rejects(signed('k', future), FuturePurgeError);
+      await store.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('keeps a version created after the purge that arrives late, and drops one created before', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'edgemesh-purger-'));
     const clock = new FakeClock();
@@ -332,6 +369,7 @@ describe('Purger', () => {
         clock,
         tombstones: {
           record: (key: string, at: number) => Promise.resolve(void purged.set(key, at)),
+          purgedAt: (key: string) => purged.get(key),
         } as unknown as PurgerOptions['tombstones'],
       });
       const purgedAtMs = clock.now(); // the purge, on a node whose message is slow to come

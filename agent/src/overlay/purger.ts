@@ -109,6 +109,12 @@ export class Purger {
     )
       // Joined while it was applied: if that fails (a disk error), this delivery tries once itself.
       return applied.had.catch(() => this.purgeHere(key, purgedAtMs, signature));
+    // Remembered only when it moves this node's tombstone of the key forward: an older purge (a
+    // signed one replayed, say) is applied, finding nothing, without taking the memory of the key's
+    // newer one or of other keys' (1,024 of them replayed would push out a fresh one).
+    const recorded = this.#opts.tombstones.purgedAt(key);
+    if ((recorded ?? -1) >= purgedAtMs || (applied?.purgedAtMs ?? -1) > purgedAtMs)
+      return this.#apply(key, purgedAtMs, signature);
     const had = this.#apply(key, purgedAtMs, signature);
     const entry = { purgedAtMs, had, pending: true };
     this.#applied.delete(key);
