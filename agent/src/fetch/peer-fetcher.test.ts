@@ -15,16 +15,19 @@ import type { ManifestAnswer, PeerTransport } from '../transport/peer-transport.
 import { stubTransport } from '../transport/stub-transport.ts';
 import { PeerFetcher } from './peer-fetcher.ts';
 
-const data = Buffer.from('hello');
-const chunk = digestOf(data);
-const manifest = {
-  key: 'k',
-  size: data.length,
-  chunkSize: chunkSizeFor(data.length),
-  chunks: [chunk],
-  root: rootDigest(data.length, chunkSizeFor(data.length), [chunk]),
-  createdAtMs: 1,
+/** The manifest of a one-chunk object `data` under key `k`, made at `createdAtMs`. */
+const manifestOf = (data: Buffer, createdAtMs: number) => {
+  const chunk = digestOf(data);
+  return {
+    key: 'k',
+    size: data.length,
+    chunkSize: chunkSizeFor(data.length),
+    chunks: [chunk],
+    root: rootDigest(data.length, chunkSizeFor(data.length), [chunk]),
+    createdAtMs,
+  };
 };
+const manifest = manifestOf(Buffer.from('hello'), 1);
 
 /** A peer that answers GetManifest as told and records that it was asked. */
 function peer(id: string, answer: Omit<ManifestAnswer, 'manifest'> | undefined) {
@@ -275,16 +278,7 @@ describe('PeerFetcher.locate', () => {
         id,
       );
     }
-    const d2 = Buffer.from('world!');
-    const c2 = digestOf(d2);
-    const legit = {
-      key: 'k',
-      size: d2.length,
-      chunkSize: chunkSizeFor(d2.length),
-      chunks: [c2],
-      root: rootDigest(d2.length, chunkSizeFor(d2.length), [c2]),
-      createdAtMs: P + 1,
-    };
+    const legit = manifestOf(Buffer.from('world!'), P + 1);
     // Every crafted offer, and the legitimate root offered first re-dated before the purge.
     const peers = [
       ...crafted.map(([id, m]) => offer(id, m)),
