@@ -371,7 +371,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     },
     purgedAt: (key) => tombstones.purgedAt(key),
     purgeSignature: (key) => tombstones.signatureOf(key),
-    purge: (key, purgedAtMs, signature) => purger.purgeHere(key, purgedAtMs, signature),
+    purge: (key, purgedAtMs, signature, caller) => purger.purgeHere(key, purgedAtMs, signature, caller),
     deliver: (message) => inbox.deliver({ ...message, receivedAtMs: clock.now() }),
   };
   const peerListener = await listenPeerServer(

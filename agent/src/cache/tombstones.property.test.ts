@@ -110,7 +110,8 @@ class Model {
     return out;
   }
   record(t: Tombstone): void {
-    if ((this.find(t.key)?.at ?? -1) >= t.at) {
+    // Expired already (a purge heard long after): nothing to keep, nothing written.
+    if (this.expired(t) || (this.find(t.key)?.at ?? -1) >= t.at) {
       seen.ignored++;
       return;
     }

@@ -27,6 +27,24 @@ describe('Tombstones', () => {
     assert.equal(reopened.purgedAt('k'), undefined, 'expired');
   });
 
+  it('does not record a purge older than tombstones are kept (one replayed long after): no write, no place', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
+    try {
+      const clock = new FakeClock(1_000_000);
+      const t = await Tombstones.open(own, clock, 60_000);
+      await t.record('live', clock.now() - 1000);
+      const journal = await readFile(join(own, 'tombstones.log'), 'utf8');
+      assert.equal(t.keeps(clock.now() - 60_000), false);
+      assert.equal(t.keeps(clock.now() - 59_999), true);
+      await t.record('old', clock.now() - 60_000);
+      assert.equal(t.purgedAt('old'), undefined);
+      assert.equal(t.size, 1);
+      assert.equal(await readFile(join(own, 'tombstones.log'), 'utf8'), journal, 'nothing written');
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
   it('keeps a purge’s signature with it, across restarts, next to entries of the older form', async () => {
     const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
     try {

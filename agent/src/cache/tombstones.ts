@@ -273,13 +273,20 @@ export class Tombstones {
     return at !== undefined && createdAtMs <= at;
   }
 
+  /** Whether a purge made at `at` would be kept now (it has not outlived the tombstones' time). */
+  keeps(at: number): boolean {
+    return at + this.#ttlMs > this.#clock.now();
+  }
+
   /**
    * Records a purge, with its signature when it has one (keeping the later of two), and saves it
    * (resolves once it is on disk). At most MAX_TOMBSTONES are kept (the class's doc says which go).
+   * A purge older than the tombstones' time (one replayed long after) is not recorded: it would be
+   * dropped as expired, and until then it would cost a write and a place under the cap.
    */
   record(key: string, at: number, signature?: NodeSignature): Promise<void> {
     // No object has the empty key (and it is the snapshot's own entry).
-    if (key === '' || (this.#entries.get(key)?.at ?? -1) >= at) return Promise.resolve();
+    if (key === '' || !this.keeps(at) || (this.#entries.get(key)?.at ?? -1) >= at) return Promise.resolve();
     this.#set(key, { at, ...(signature ? { signature } : {}) });
     // The purge, then what it pushed out: the journal's replay does what was done.
     const records: unknown[] = [signature ? [key, at, signature] : [key, at]];

@@ -9,7 +9,7 @@ import type { ControlEvent } from '@edgemesh/contracts';
 import { holdManifestWrite } from '../../harness/hold-manifest-write.ts';
 import type { NodeSignature } from '../cache/manifest.ts';
 import { ObjectStore, type ObjectStoreOptions } from '../cache/object-store.ts';
-import { Tombstones } from '../cache/tombstones.ts';
+import { DEFAULT_TOMBSTONE_TTL_MS, Tombstones } from '../cache/tombstones.ts';
 import { noControlPlane } from '../control/control-plane.ts';
 import { isKey } from '../keys.ts';
 import { FakeClock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
@@ -27,6 +27,7 @@ function fakePurger(opts: Partial<PurgerOptions> = {}) {
   const purger = new Purger({
     store: { holds: () => false, purge: () => Promise.resolve(false) },
     tombstones: {
+      keeps: () => true,
       record: (key: string, at: number) => Promise.resolve(void recorded.set(key, at)),
       purgedAt: (key: string) => recorded.get(key),
     },
@@ -76,6 +77,7 @@ describe('Purger', () => {
       new Purger({
         store: { holds: () => false, purge: () => Promise.resolve(false) },
         tombstones: {
+          keeps: () => true,
           record: () => Promise.reject(new Error('ENOSPC: no space left on device')),
           purgedAt: () => undefined,
         },
@@ -135,6 +137,7 @@ describe('Purger', () => {
       const purger = new Purger({
         store,
         tombstones: {
+          keeps: () => true,
           record: (key: string, at: number) => Promise.resolve(void purged.set(key, at)),
           purgedAt: (key: string) => purged.get(key),
         },
@@ -179,6 +182,7 @@ describe('Purger', () => {
       const purger = new Purger({
         store,
         tombstones: {
+          keeps: () => true,
           record: (key: string, at: number) => Promise.resolve(void purged.set(key, at)),
           purgedAt: (key: string) => purged.get(key),
         },
@@ -258,6 +262,7 @@ describe('Purger', () => {
         store,
         clock,
         tombstones: {
+          keeps: () => true,
           record: (key: string, at: number) =>
             failures-- > 0 ? Promise.reject(new Error('EIO')) : Promise.resolve(void purged.set(key, at)),
           purgedAt: (key: string) => purged.get(key),
@@ -342,6 +347,8 @@ describe('Purger', () => {
       assert.equal(await signed('k', t1), true); // on the control plane first
       await signed('k', t0); // the old one replayed, and old ones of other keys
       for (const { key, at } of old) await signed(key, at);
+      // And purges of other keys older than tombstones are kept (none is left of them).
+      for (let i = 0; i < APPLIED_KEPT; i++) await signed(`expired${i}`, t1 - DEFAULT_TOMBSTONE_TTL_MS - i);
       assert.equal(await signed('k', t1), true, 'then over gRPC: it had it');
       // A refused purge is never answered from memory, before or after the real one.
       await assert.rejects(purger.purgeHere('k', t1), UnsignedPurgeError);
@@ -351,6 +358,30 @@ describe('Purger', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it('answers a repeated purge from memory only to the node that signed it, not to a member replaying it', async () => {
+    const held = new Set(['k', 'j']);
+    let purges = 0;
+    const { purger, clock } = fakePurger({
+      signer, // every good signature here is node b's
+      store: {
+        holds: () => false,
+        purge: (key: string) => (purges++, Promise.resolve(held.delete(key))),
+      } as unknown as PurgerOptions['store'],
+    });
+    const at = clock.now();
+    const signature = signer.signPurge('k', at);
+    assert.equal(await purger.purgeHere('k', at, signature), true); // heard on the control plane
+    // Member c replays it over gRPC: it must not learn that this node held k.
+    assert.equal(await purger.purgeHere('k', at, signature, 'c'), false);
+    // Its signer's own delivery (the DELETE counting its owners) hears what the first one found.
+    assert.equal(await purger.purgeHere('k', at, signature, 'b'), true);
+    // Also while the first is still being applied.
+    const first = purger.purgeHere('j', at, signer.signPurge('j', at));
+    const replayed = purger.purgeHere('j', at, signer.signPurge('j', at), 'c');
+    assert.deepEqual(await Promise.all([first, replayed]), [true, false]);
+    assert.equal(purges, 2, 'applied once per key');
   });
 
   it('keeps a version created after the purge that arrives late, and drops one created before', async () => {
@@ -368,6 +399,7 @@ describe('Purger', () => {
         store,
         clock,
         tombstones: {
+          keeps: () => true,
           record: (key: string, at: number) => Promise.resolve(void purged.set(key, at)),
           purgedAt: (key: string) => purged.get(key),
         } as unknown as PurgerOptions['tombstones'],

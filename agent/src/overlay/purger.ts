@@ -87,15 +87,26 @@ export class Purger {
    * clocks can disagree (MAX_CLOCK_SKEW_MS) is refused: it would leave the key unwritable until then.
    * With a signer, so is a purge without a good signature of a node of the mesh; the signature is
    * kept with the tombstone, to be shown with every "purged" answer.
+   *
+   * `caller`: the node that sent it over gRPC (its certificate's identity), when it came that way.
+   * A repeated purge answers what its first delivery found only to the node that signed it (the
+   * one whose DELETE asks): any other member replaying a signed purge would otherwise learn whether
+   * this node held the key when it was purged.
    */
-  async purgeHere(key: string, purgedAtMs: number, signature?: NodeSignature): Promise<boolean> {
+  async purgeHere(
+    key: string,
+    purgedAtMs: number,
+    signature?: NodeSignature,
+    caller?: string,
+  ): Promise<boolean> {
     if (!Number.isSafeInteger(purgedAtMs) || purgedAtMs > this.#opts.clock.now() + MAX_CLOCK_SKEW_MS)
       throw new FuturePurgeError(
         `a purge dated ${purgedAtMs} is in the future (now ${this.#opts.clock.now()})`,
       );
+    let signedBy: string | undefined;
     if (this.#opts.signer) {
       try {
-        this.#opts.signer.verifyPurge(key, purgedAtMs, signature);
+        signedBy = this.#opts.signer.verifyPurge(key, purgedAtMs, signature);
       } catch (error) {
         throw new UnsignedPurgeError((error as Error).message, { cause: error });
       }
@@ -106,14 +117,23 @@ export class Purger {
     if (
       applied?.purgedAtMs === purgedAtMs &&
       (applied.pending || (this.#opts.tombstones.purgedAt(key) ?? -1) >= purgedAtMs)
-    )
+    ) {
+      // Not its signer asking: it waits like anyone, and hears what is here now (nothing).
+      const toOther = caller !== undefined && signedBy !== undefined && caller !== signedBy;
       // Joined while it was applied: if that fails (a disk error), this delivery tries once itself.
-      return applied.had.catch(() => this.purgeHere(key, purgedAtMs, signature));
+      const had = applied.had.catch(() => this.purgeHere(key, purgedAtMs, signature, caller));
+      return toOther ? had.then(() => false) : had;
+    }
     // Remembered only when it moves this node's tombstone of the key forward: an older purge (a
     // signed one replayed, say) is applied, finding nothing, without taking the memory of the key's
-    // newer one or of other keys' (1,024 of them replayed would push out a fresh one).
+    // newer one or of other keys' (1,024 of them replayed would push out a fresh one). So is one
+    // older than tombstones are kept (no tombstone is left of it).
     const recorded = this.#opts.tombstones.purgedAt(key);
-    if ((recorded ?? -1) >= purgedAtMs || (applied?.purgedAtMs ?? -1) > purgedAtMs)
+    if (
+      (recorded ?? -1) >= purgedAtMs ||
+      (applied?.purgedAtMs ?? -1) > purgedAtMs ||
+      !this.#opts.tombstones.keeps(purgedAtMs)
+    )
       return this.#apply(key, purgedAtMs, signature);
     const had = this.#apply(key, purgedAtMs, signature);
     const entry = { purgedAtMs, had, pending: true };

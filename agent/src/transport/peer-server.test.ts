@@ -402,6 +402,22 @@ describe('peer gRPC server and client', () => {
     assert.ok(sizes['Watch (first event)']! > 2 * MiB, 'the largest is as large as expected');
   });
 
+  it('hands a purge to its handler with the calling node, as its certificate names it', async () => {
+    const heard: unknown[][] = [];
+    const purging = serverOf({
+      purge: (...args) => (heard.push(args), Promise.resolve(true)),
+    });
+    const at = await bindPeerServer(purging, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const client = clientTo(at);
+    try {
+      assert.equal(await client.purge('k', 1234, undefined), true);
+      assert.deepEqual(heard, [['k', 1234, undefined, 'cli']]);
+    } finally {
+      client.close();
+      purging.forceShutdown();
+    }
+  });
+
   it('refuses a request larger than MAX_CONTROL_MESSAGE_BYTES before any handler runs', async () => {
     let authenticated = 0;
     const strict = serverOf({

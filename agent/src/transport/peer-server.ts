@@ -140,8 +140,16 @@ export interface PeerServerOptions {
   purgeSignature?: (key: string) => NodeSignature | undefined;
   /** Takes a direct-exchange message for local consumers. */
   deliver?: (message: { topic: string; from: string; body: Buffer; contentType: string }) => void;
-  /** Applies a purge announced by another node; whether this node had a copy. */
-  purge?: (key: string, purgedAtMs: number, signature: NodeSignature | undefined) => Promise<boolean>;
+  /**
+   * Applies a purge announced by another node; whether this node had a copy. `caller`: the calling
+   * node's id (with mTLS; undefined without).
+   */
+  purge?: (
+    key: string,
+    purgedAtMs: number,
+    signature: NodeSignature | undefined,
+    caller: string | undefined,
+  ) => Promise<boolean>;
   /**
    * Starts getting `key` from its origin into this node's store (once for all askers): its manifest
    * when stored, or its shape once the fetch is under way (callers then Watch); undefined when no
@@ -304,7 +312,7 @@ export function createPeerServer(opts: PeerServerOptions): Server {
           return callback(grpcError(status.INVALID_ARGUMENT, problem ?? 'purged_at_ms is required'));
         }
         if (!opts.purge) return callback(grpcError(status.UNIMPLEMENTED, 'this node does not take purges'));
-        opts.purge(key, purgedAtMs, signatureFromWire(call.request.signature)).then(
+        opts.purge(key, purgedAtMs, signatureFromWire(call.request.signature), callers.get(call)).then(
           (existed) => callback(null, { existed }),
           (error: Error) =>
             callback(
