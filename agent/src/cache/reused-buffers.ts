@@ -43,3 +43,66 @@ export class ReusedBuffers {
     this.#free.push(buffer);
   }
 }
+
+/**
+ * Reused buffers whose bytes may have several holders at once (a download's chunk: its disk write,
+ * each local reader sending it): a buffer is free again once the last holder has let go. A holder
+ * that cannot say when it is done (a peer sent the chunk from memory) `keep`s it: it is never
+ * reused, and left to the garbage collector. The rule is ReusedBuffers': a holder keeps no view of
+ * the bytes once it has let go. Anything that gets the bytes without `hold` or `keep` breaks it.
+ */
+export class CountedBuffers {
+  readonly #most: number;
+  readonly #free: Buffer[] = [];
+  /** Buffers taken and not free yet, by their memory, with how many hold each. */
+  readonly #lent = new Map<ArrayBufferLike, { buffer: Buffer; holders: number }>();
+  #made = 0;
+
+  /** At most `most` buffers are made (kept ones not counted). */
+  constructor(most: number) {
+    this.#most = most;
+  }
+
+  /**
+   * A buffer of `size` bytes exactly (a view of one at least that large), held once by the caller;
+   * undefined when `most` are lent (make one of your own).
+   */
+  take(size: number): Buffer | undefined {
+    let buffer = this.#free.pop();
+    if (buffer && buffer.length < size) {
+      buffer = undefined; // made for smaller chunks: let it go, and make one of this size
+      this.#made--;
+    }
+    if (!buffer) {
+      if (this.#made >= this.#most) return undefined;
+      buffer = Buffer.allocUnsafeSlow(size); // its own memory, never a slice of Node's pool
+      this.#made++;
+    }
+    this.#lent.set(buffer.buffer, { buffer, holders: 1 });
+    return buffer.length === size ? buffer : buffer.subarray(0, size);
+  }
+
+  /** Whether `bytes` are a view into one of its buffers that is taken (not kept, not free). */
+  lends(bytes: Uint8Array): boolean {
+    return this.#lent.has(bytes.buffer);
+  }
+
+  /** One more holder of `bytes` (a view into a taken buffer; anything else is not counted). */
+  hold(bytes: Uint8Array): void {
+    const lent = this.#lent.get(bytes.buffer);
+    if (lent) lent.holders++;
+  }
+
+  /** A holder of `bytes` is done with them: with the last, their buffer is free. */
+  letGo(bytes: Uint8Array): void {
+    const lent = this.#lent.get(bytes.buffer);
+    if (!lent || --lent.holders > 0) return;
+    this.#lent.delete(bytes.buffer);
+    this.#free.push(lent.buffer);
+  }
+
+  /** `bytes`' buffer is never reused (someone holds them with no way to say when it is done). */
+  keep(bytes: Uint8Array): void {
+    if (this.#lent.delete(bytes.buffer)) this.#made--;
+  }
+}

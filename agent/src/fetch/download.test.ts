@@ -22,7 +22,7 @@ import { stubTransport } from '../transport/stub-transport.ts';
 import { Download, type DownloadOptions, PeerFetchError } from './download.ts';
 import { TooManyFetchesError } from './fetch-limits.ts';
 import { PeerFetcher } from './peer-fetcher.ts';
-import { headOf } from './swarm.ts';
+import { headOf, Swarm } from './swarm.ts';
 
 const MiB = 2 ** 20;
 const data = randomBytes(16 * MiB); // 4 chunks of 4 MiB
@@ -964,5 +964,108 @@ describe('Download of an object larger than the hot tier', () => {
     assert.ok((await late.pass?.(1, 1).read(1))?.equals(bigChunks[1]!), 'the range read again');
     assert.equal(diskReads.length, reads, 'the second range of that chunk was a hit');
     late.close();
+  });
+});
+
+describe('Download into reused receive buffers', () => {
+  it('reuses them, and never under a reader sending one, a reader keeping one or a peer given one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-download-'));
+    const count = 12;
+    const size = count * MIN_CHUNK_SIZE;
+    const body = randomBytes(size);
+    const parts = Array.from({ length: count }, (_, i) =>
+      body.subarray(i * MIN_CHUNK_SIZE, (i + 1) * MIN_CHUNK_SIZE),
+    );
+    const digests = parts.map((p) => digestOf(p));
+    const m: Manifest = {
+      key: 'big',
+      size,
+      chunkSize: MIN_CHUNK_SIZE,
+      chunks: digests,
+      root: rootDigest(size, MIN_CHUNK_SIZE, digests),
+      createdAtMs: 1,
+    };
+    // The peer's bytes land in the download's buffers; with none free, it waits for one (as a
+    // socket waits for the reader), so every chunk arrives in one.
+    const memories = new Set<ArrayBufferLike>();
+    let pooled = 0;
+    const transport = stubTransport('a', 'a:1', {
+      async *fetchChunks(asked, _lengths, _signal, into) {
+        for (const d of asked) {
+          const part = parts[digests.indexOf(d)]!;
+          let data = into?.(part.length);
+          for (let waited = 0; !data && waited < 2000; waited++) {
+            await new Promise((r) => setTimeout(r, 1));
+            data = into?.(part.length);
+          }
+          if (data) {
+            pooled++;
+            memories.add(data.buffer);
+          }
+          data ??= Buffer.allocUnsafe(part.length);
+          part.copy(data);
+          yield { data };
+        }
+      },
+    });
+    const swarm = new Swarm();
+    const store = await ObjectStore.open({
+      ...{ dir, maxBytes: 256 * MiB, memoryBytes: 0, maxObjectBytes: 256 * MiB },
+      ...{ fsync: false, clock: systemClock, isKey },
+    });
+    try {
+      const download = new Download(
+        { head: headOf(m), manifest: m, holders: [transport] },
+        {
+          ...{ store, swarm, counters: new Counters(), timeoutMs: 5000, receiveBuffers: 3 },
+          logger: createLogger({ level: 'silent', nodeId: 't' }),
+        },
+      );
+      // A reader that cannot say when it is done (ChunkSource.read) gets the first two chunks, and
+      // a peer the next two from memory as they come: both keep what they get.
+      const kept: [number, Buffer][] = [];
+      swarm.get('big')!.subscribe((event) => {
+        if (event.kind !== 'have' || event.index < 2 || event.index > 3) return;
+        const early = swarm.chunk(digests[event.index]!);
+        if (early) kept.push([event.index, early]);
+      });
+      const plain = download.reader();
+      const keeping = (async () => {
+        for (let i = 0; i < 2; i++) kept.push([i, await plain.read(i)]);
+      })();
+      // A reader sending every chunk (a GET): each held until the next has come, its bytes checked
+      // just before it says it is done.
+      const reader = download.reader();
+      const pass = reader.pass!(0, count - 1);
+      const sending = (async () => {
+        let previous: [number, Buffer] | undefined;
+        for (let i = 0; i < count; i++) {
+          const got = await pass.read(i);
+          if (previous) {
+            assert.ok(previous[1].equals(parts[previous[0]]!), `chunk ${previous[0]} changed while sent`);
+            pass.done(previous[1]);
+          }
+          previous = [i, got];
+        }
+        assert.ok(previous![1].equals(parts[count - 1]!));
+        pass.done(previous![1]);
+      })();
+      await Promise.all([keeping, sending, download.stored]);
+      plain.close();
+      reader.close();
+      assert.deepEqual(
+        kept.map(([i]) => i).sort(),
+        [0, 1, 2, 3],
+        'the reader and the peer got theirs from memory',
+      );
+      for (const [i, bytes] of kept) assert.ok(bytes.equals(parts[i]!), `kept chunk ${i} was overwritten`);
+      assert.equal(pooled, count, 'every chunk arrived in a receive buffer');
+      assert.ok(memories.size < count, `reused: ${memories.size} buffers for ${count} chunks`);
+      const stored = await Promise.all(digests.map((d) => store.readChunk(d)));
+      assert.ok(Buffer.concat(stored).equals(body), 'the bytes stored are the object');
+    } finally {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

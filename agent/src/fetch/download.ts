@@ -2,6 +2,7 @@ import { IntegrityError } from '../cache/errors.ts';
 import { chunkLength, digestOf, isDigest, rootDigest } from '../cache/chunking.ts';
 import { type Manifest, parseManifest } from '../cache/manifest.ts';
 import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
+import { CountedBuffers } from '../cache/reused-buffers.ts';
 import { HOP_CLASSES, type Holder, type HopClass, type ObjectHead } from '../domain.ts';
 import { isKey } from '../keys.ts';
 import type { PeerOutcome } from '../overlay/reputation.ts';
@@ -91,6 +92,8 @@ export interface DownloadOptions {
    * least three call timeouts), the download fails.
    */
   originMinBytesPerSecond?: number;
+  /** Receive buffers of an object too large for the hot tier (default: its write-behind's, and RECEIVE_SPARE). */
+  receiveBuffers?: number;
 }
 
 /**
@@ -103,6 +106,18 @@ export const ORIGIN_MIN_BYTES_PER_S = 64 * 1024;
 
 /** Verified chunk bytes held in memory while their disk writes are under way, per download. */
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
+/**
+ * Receive buffers a download of an object too large for the hot tier makes beyond those its
+ * write-behind holds: chunks being received, and those local readers are sending.
+ */
+const RECEIVE_SPARE = 8;
+/**
+ * Written chunks downloads keep in memory for readers just behind them (Download.#recent), all
+ * downloads of the node together (what the hot tier's cold part held for them before), and how
+ * many there are now.
+ */
+const RECENT_BYTES = 64 * 1024 * 1024;
+let recentBytesOnNode = 0;
 /** Swarm members (partial holders) watched at a time, per download. */
 const MAX_WATCHED = 10;
 
@@ -218,10 +233,30 @@ export class Download {
   readonly #unwritten = new Map<number, Buffer>();
   #unwrittenBytes = 0;
   /**
-   * An object too large for the hot tier (ObjectStore.tooLargeForHotTier): its chunks are set cold
-   * there (HotTier), so they serve the readers keeping up with this download without flushing it.
+   * An object too large for the hot tier (ObjectStore.tooLargeForHotTier): its chunks arrive in
+   * reused buffers (#buffers), or, those that come in a Buffer of their own (FetchChunks on gRPC),
+   * are set cold in the tier (HotTier), so they serve the readers keeping up with this download
+   * without flushing it.
    */
   readonly #cold: boolean;
+  /**
+   * For such an object, the buffers its chunks arrive in (on the bulk stream), each reused once its
+   * disk write and every local reader sending it are done with it: a new multi-megabyte Buffer per
+   * chunk is new external memory to V8, which sets off a full collection every few tens of MB
+   * received (docs/benchmarks.md, transfer). A chunk lent to a peer from memory (Progress.chunk) is
+   * kept, never reused. Its chunks stay out of the hot tier (it would hold the buffer): a reader
+   * behind the download reads them from #recent, or from disk, as a GET of such an object does once
+   * it is stored.
+   */
+  readonly #buffers: CountedBuffers | undefined;
+  /**
+   * Chunks in receive buffers written lately, oldest first, kept (RECENT_BYTES for every download
+   * of the node) while the download has readers: a reader a few chunks behind (chunks arrive out of order from parallel
+   * calls) reads them here, not from disk, where each read is hashed again.
+   */
+  readonly #recent = new Map<number, Buffer>();
+  #recentBytes = 0;
+  readonly #into: ((size: number) => Buffer | undefined) | undefined;
   readonly #writes = new Set<Promise<void>>();
   readonly #failures: string[] = [];
   /** How many of #failures were a holder answering that it holds the chunk no more. */
@@ -262,6 +297,22 @@ export class Download {
     if (this.manifest) this.#progress.addDigests(0, this.manifest.chunks);
     this.#verified = new Uint8Array(this.#progress.count);
     this.#cold = opts.store.tooLargeForHotTier(this.head.size, this.head.chunkSize);
+    if (this.#cold) {
+      const buffers = new CountedBuffers(
+        opts.receiveBuffers ??
+          Math.ceil((WRITE_BEHIND_BYTES + RECENT_BYTES) / this.head.chunkSize) + RECEIVE_SPARE,
+      );
+      this.#buffers = buffers;
+      // With every buffer lent, the oldest recent chunks go first: a chunk still to come matters more.
+      this.#into = (size) => {
+        let buffer = buffers.take(size);
+        while (!buffer && this.#recentBytes > 0) {
+          this.#forgetRecent(this.#recentBytes - 1);
+          buffer = buffers.take(size);
+        }
+        return buffer;
+      };
+    }
     this.#assigned = new Uint8Array(this.#progress.count);
     this.stored = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
     this.finished = this.stored.then(
@@ -319,25 +370,51 @@ export class Download {
       head: this.head,
       ...(this.manifest ? { manifest: this.manifest } : {}),
       source: 'peer',
-      read: (index) => this.#read(index),
-      pass: (first, last) =>
-        this.#opts.store.pass(this.head.chunkSize, first, last, (index, into) => this.#read(index, into)),
+      // A plain read cannot say when it is done with the bytes: a receive buffer it gets is kept.
+      read: (index) => this.#read(index, 'keep'),
+      pass: (first, last) => {
+        // Each read holds the receive buffer it gets until `done` is told its bytes were sent.
+        const pass = this.#opts.store.pass(this.head.chunkSize, first, last, (index, into) =>
+          this.#read(index, 'hold', into),
+        );
+        return {
+          read: (index) => pass.read(index),
+          done: (bytes) => {
+            pass.done(bytes);
+            this.#buffers?.letGo(bytes);
+          },
+        };
+      },
       close: () => {
         if (closed) return;
         closed = true;
         this.#readers--;
+        if (this.#readers === 0) this.#forgetRecent(0);
         this.#maybeRelease();
       },
     };
   }
 
-  async #read(index: number, into?: (size: number) => Buffer | undefined): Promise<Buffer> {
+  /**
+   * Chunk `index` once verified: from memory while its disk write runs, else from the store. A
+   * receive buffer handed out is held (`claim` 'hold': the caller lets go once its bytes are sent)
+   * or kept, at once: its write could end, and the buffer be taken again, before the caller runs.
+   */
+  async #read(
+    index: number,
+    claim: 'hold' | 'keep',
+    into?: (size: number) => Buffer | undefined,
+  ): Promise<Buffer> {
     while (!this.#verified[index]) {
       if (this.#error) throw this.#error;
       if (index >= this.#verified.length) throw new RangeError(`no chunk ${index}`);
       await new Promise<void>((resolve) => this.#wake.push(resolve));
     }
-    return this.#unwritten.get(index) ?? this.#opts.store.readChunk(this.#progress.digests[index]!, into);
+    const inMemory = this.#unwritten.get(index) ?? this.#recent.get(index);
+    if (!inMemory) return this.#opts.store.readChunk(this.#progress.digests[index]!, into);
+    if (claim === 'hold') this.#buffers?.hold(inMemory);
+    else this.#buffers?.keep(inMemory);
+    return inMemory;
   }
 
   #addSource(transport: PeerTransport, has: Uint8Array | 'all'): Source | undefined {
@@ -660,13 +737,17 @@ export class Download {
     context
       .with(trace.setSpan(context.active(), span), async () => {
         try {
-          for await (const chunk of source.transport.fetchChunks(digests, lengths, ask.abort.signal)) {
+          const chunks = source.transport.fetchChunks(digests, lengths, ask.abort.signal, this.#into);
+          for await (const chunk of chunks) {
             const n = ask.delivered;
             const index = indexes[n]!;
             const digest = digests[n]!;
             const { data } = chunk;
             // What the bytes hash to, as the transport hashed them on arrival or here.
-            if ((chunk.digest ?? digestOf(data)) !== digest) throw new IntegrityError(digest, id);
+            if ((chunk.digest ?? digestOf(data)) !== digest) {
+              this.#buffers?.letGo(data);
+              throw new IntegrityError(digest, id);
+            }
             this.#delivered(source);
             ask.delivered++;
             this.#assigned[index] = this.#assigned[index]! - 1;
@@ -763,8 +844,9 @@ export class Download {
     source.setback = false;
   }
 
+  /** Takes a verified chunk in; `data`, when in a receive buffer, is let go of when done with. */
   #accept(index: number, digest: string, data: Buffer, source: Source): void {
-    if (this.#verified[index] || this.#settled) return;
+    if (this.#verified[index] || this.#settled) return this.#buffers?.letGo(data);
     this.#verified[index] = 1;
     this.#verifiedCount++;
     // A straggler's call whose chunks have all come from others now ends.
@@ -779,7 +861,8 @@ export class Download {
     const counters = this.#opts.counters;
     Counters.bump(counters.bytesFromPeer, source.transport.id, data.length);
     counters.bytesByHop[HOP_CLASSES[source.cls] ?? 'remote'] += data.length;
-    this.#progress.hold(index, data);
+    const buffers = this.#buffers;
+    this.#progress.hold(index, data, buffers?.lends(data) ? () => buffers.keep(data) : undefined);
     this.#writeBehind(index, digest, data);
     this.#armStall();
     this.#notify();
@@ -788,15 +871,22 @@ export class Download {
   #writeBehind(index: number, digest: string, data: Buffer): void {
     this.#unwritten.set(index, data);
     this.#unwrittenBytes += data.length;
+    // A receive buffer stays out of the hot tier, which would hold it.
+    const placement = this.#buffers?.lends(data) ? 'none' : this.#cold ? 'cold' : 'hot';
     const write: Promise<void> = this.#opts.store
-      .addVerifiedChunk(this.#lease, digest, data, this.#cold ? 'cold' : 'hot')
-      .then(
-        () => this.#progress.written(index),
-        (error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))),
-      )
+      .addVerifiedChunk(this.#lease, digest, data, placement)
+      .catch((error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))))
       .finally(() => {
+        // Out of memory before its buffer may be reused (a failed write: the download has failed).
+        this.#progress.written(index);
         this.#unwritten.delete(index);
         this.#unwrittenBytes -= data.length;
+        if (this.#readers > 0 && !this.#error && this.#buffers?.lends(data)) {
+          this.#recent.set(index, data);
+          this.#recentBytes += data.length;
+          recentBytesOnNode += data.length;
+          this.#forgetRecent(Infinity);
+        } else this.#buffers?.letGo(data);
         this.#writes.delete(write);
         this.#pump();
         this.#checkDone();
@@ -881,8 +971,23 @@ export class Download {
     this.#abort.abort();
     this.#error = error;
     this.#done = true;
+    if (error) this.#forgetRecent(0);
     this.#notify();
     this.#maybeRelease();
+  }
+
+  /**
+   * Lets go of this download's oldest recent chunks until at most `bytes` of them are left, and the
+   * node's downloads hold at most RECENT_BYTES (or this one holds none).
+   */
+  #forgetRecent(bytes: number): void {
+    for (const [index, data] of this.#recent) {
+      if (this.#recentBytes <= bytes && recentBytesOnNode <= RECENT_BYTES) return;
+      this.#recent.delete(index);
+      this.#recentBytes -= data.length;
+      recentBytesOnNode -= data.length;
+      this.#buffers?.letGo(data);
+    }
   }
 
   #maybeRelease(): void {

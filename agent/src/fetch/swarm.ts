@@ -30,8 +30,8 @@ export class Progress {
   /** Set on the node getting the object from its origin: watchers see new chunks through it. */
   seeder: Seeder | undefined;
   readonly #listeners = new Set<(event: ProgressEvent) => void>();
-  /** Verified chunks not yet on disk, by digest. */
-  readonly #memory = new Map<string, Buffer>();
+  /** Verified chunks not yet on disk, by digest, each with what to tell when it is lent out. */
+  readonly #memory = new Map<string, { data: Buffer; lent: (() => void) | undefined }>();
 
   constructor(head: ObjectHead) {
     this.head = head;
@@ -52,23 +52,28 @@ export class Progress {
     this.#emit({ kind: 'digests', first: at, digests: this.digests.slice(at) });
   }
 
-  /** Chunk `index` is here and verified; `data` is kept in memory until `written(index)`. */
-  hold(index: number, data?: Buffer): void {
+  /**
+   * Chunk `index` is here and verified; `data` is kept in memory until `written(index)`. `lent` is
+   * told whenever chunk() hands `data` out (its holder cannot say when it is done with it).
+   */
+  hold(index: number, data?: Buffer, lent?: () => void): void {
     if (this.have[index]) return;
     this.have[index] = 1;
     const digest = this.digests[index];
-    if (data && digest) this.#memory.set(digest, data);
+    if (data && digest) this.#memory.set(digest, { data, lent });
     this.#emit({ kind: 'have', index });
   }
 
-  /** Chunk `index` reached the disk: its memory copy is no longer needed. */
+  /** Chunk `index` reached the disk (or will not): its memory copy is no longer needed. */
   written(index: number): void {
     const digest = this.digests[index];
     if (digest) this.#memory.delete(digest);
   }
 
   chunk(digest: string): Buffer | undefined {
-    return this.#memory.get(digest);
+    const held = this.#memory.get(digest);
+    held?.lent?.();
+    return held?.data;
   }
 
   complete(manifest: Manifest): void {

@@ -10,9 +10,10 @@ import type { ByteRange } from './range.ts';
  * Writes the bytes `bytes` of an object to `res` and ends it, with backpressure, reading each next
  * chunk while one is sent. `firstData` is the first chunk, already read (so a failure to read it was
  * the caller's to answer cleanly); `onPart` hears each part written. Each chunk's bytes go back to
- * `pass` (`done`) once the socket has taken them, so a long read can reuse its buffers. Resolves when
- * the response has finished or the client went away; rejects when a later chunk cannot be read (the
- * caller aborts the response).
+ * `pass` (`done`) once the socket has taken them (the last once the response has finished; none
+ * when the client went away), so a long read, and a download being read, can reuse their buffers.
+ * Resolves when the response has finished or the client went away; rejects when a later chunk
+ * cannot be read (the caller aborts the response).
  */
 export async function writeChunks(
   res: ServerResponse,
@@ -48,6 +49,7 @@ export async function writeChunks(
   res.end(part);
   try {
     await finished(res);
+    pass.done(part);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
   }

@@ -68,9 +68,10 @@ export class BulkChannel {
   }
 
   /**
-   * The chunks `digests` in order, `lengths` their lengths, unverified (the caller hashes them).
-   * Throws BulkUnsupportedError before yielding anything when the peer lacks the bulk stream,
-   * PeerBusyError when its upload is busy, PeerError for anything else.
+   * The chunks `digests` in order, `lengths` their lengths, unverified (the caller hashes them),
+   * each received into `into(length)`'s buffer when it gives one. Throws BulkUnsupportedError
+   * before yielding anything when the peer lacks the bulk stream, PeerBusyError when its upload is
+   * busy, PeerError for anything else.
    */
   async *fetch(
     digests: readonly string[],
@@ -78,6 +79,7 @@ export class BulkChannel {
     from: string,
     meta: Record<string, string>,
     signal?: AbortSignal,
+    into?: (size: number) => Buffer | undefined,
   ): AsyncGenerator<ReceivedChunk> {
     if (signal?.aborted) throw new PeerError(this.#opts.id, 'FetchChunks cancelled');
     const request = encodeRequest({ digests: [...digests], from, meta });
@@ -88,7 +90,7 @@ export class BulkChannel {
       connection = await this.#connect(signal);
     }
     for (;;) {
-      const outcome = yield* this.#request(connection, request, lengths, signal, reused);
+      const outcome = yield* this.#request(connection, request, lengths, signal, reused, into);
       if (outcome === 'done') return;
       // A kept connection the server closed meanwhile (its age, its idle time): once more, anew.
       reused = false;
@@ -102,9 +104,10 @@ export class BulkChannel {
     lengths: readonly number[],
     signal: AbortSignal | undefined,
     reused: boolean,
+    into: ((size: number) => Buffer | undefined) | undefined,
   ): AsyncGenerator<ReceivedChunk, 'done' | 'retry'> {
     const { socket } = connection;
-    const reader = new ResponseReader(socket, connection.reads, (index) => lengths[index]);
+    const reader = new ResponseReader(socket, connection.reads, (index) => lengths[index], into);
     const quiet = quietWatch(this.#opts.timeoutMs, () => socket.destroy());
     const beats = heartbeatCheck(this.#opts.id);
     const onAbort = () => socket.destroy();

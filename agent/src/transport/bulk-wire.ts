@@ -225,6 +225,7 @@ export class ResponseReader {
   readonly #socket: Socket;
   readonly #reads: ClientReads;
   readonly #lengthOf: (index: number) => number | undefined;
+  readonly #into: ((size: number) => Buffer | undefined) | undefined;
   readonly #frames: ResponseFrame[] = [];
   #header = Buffer.allocUnsafe(HEADER_BYTES);
   #headerFill = 0;
@@ -236,10 +237,20 @@ export class ResponseReader {
   readonly #onEnd = () => this.#fail(new Error('the connection closed mid-answer'));
   readonly #onError = (error: Error) => this.#fail(error);
 
-  constructor(socket: Socket, reads: ClientReads, lengthOf: (index: number) => number | undefined) {
+  /**
+   * `into(size)`: a buffer of exactly `size` bytes for a chunk's body, when it gives one (the
+   * caller's, reused once every holder of the chunk is done with it); else a new one is made.
+   */
+  constructor(
+    socket: Socket,
+    reads: ClientReads,
+    lengthOf: (index: number) => number | undefined,
+    into?: (size: number) => Buffer | undefined,
+  ) {
     this.#socket = socket;
     this.#reads = reads;
     this.#lengthOf = lengthOf;
+    this.#into = into;
     reads.attach(this);
     socket.on('end', this.#onEnd);
     socket.on('close', this.#onEnd);
@@ -325,7 +336,7 @@ export class ResponseReader {
           this.#current = {
             type,
             index,
-            body: Buffer.allocUnsafe(length),
+            body: (type === FRAME.DATA ? this.#into?.(length) : undefined) ?? Buffer.allocUnsafe(length),
             filled: 0,
             ...(type === FRAME.DATA ? { hash: createHash('sha256') } : {}),
           };

@@ -368,6 +368,7 @@ export class GrpcPeer implements PeerTransport {
     digests: readonly string[],
     lengths: readonly number[],
     signal?: AbortSignal,
+    into?: (size: number) => Buffer | undefined,
   ): AsyncGenerator<ReceivedChunk> {
     if (this.#closed) throw new PeerError(this.id, 'FetchChunks: the connection was closed');
     if (this.#stream && !this.#stream.unsupported) {
@@ -376,7 +377,7 @@ export class GrpcPeer implements PeerTransport {
       for (const [k, v] of Object.entries(traced.metadata.getMap())) meta[k] = String(v);
       try {
         this.#chunkPath = 'bulk';
-        yield* this.#stream.fetch(digests, lengths, this.#from, meta, signal);
+        yield* this.#stream.fetch(digests, lengths, this.#from, meta, signal, into);
         return;
       } catch (error) {
         traced.end(error as Error);

@@ -47,12 +47,15 @@ export interface PeerTransport {
    * The chunks `digests` as whole chunks in order, their lengths given by `lengths`. Bytes are NOT
    * verified here: the caller compares each one's digest with the one it asked for (a transport
    * that hashed the bytes as they arrived says what they hash to). Throws PeerError on a protocol
-   * or transport failure.
+   * or transport failure. A transport that can receive bytes where they are wanted puts a chunk
+   * into `into(length)`'s buffer when it gives one; others ignore it. A buffer taken for a chunk
+   * that is never yielded (the call failed, or was cancelled) is not handed back.
    */
   fetchChunks(
     digests: readonly string[],
     lengths: readonly number[],
     signal?: AbortSignal,
+    into?: (size: number) => Buffer | undefined,
   ): AsyncIterable<ReceivedChunk>;
   /**
    * What this peer has of `key` and, while it is still getting it, each chunk as it arrives (see

@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createServer, get } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describe, it } from 'node:test';
+import { writeChunks } from './write-chunks.ts';
+
+describe('writeChunks', () => {
+  it('tells `done` of every part it sent, the last one too, each only once the socket has it', async () => {
+    const chunkSize = 64 * 1024;
+    const chunks = [randomBytes(chunkSize), randomBytes(chunkSize), randomBytes(1000)];
+    const size = 2 * chunkSize + 1000;
+    for (const bytes of [
+      { start: 0, end: size - 1 }, // the whole object
+      { start: chunkSize + 10, end: chunkSize + 20 }, // a range within one chunk
+    ]) {
+      const done: Uint8Array[] = [];
+      const length = bytes.end - bytes.start + 1;
+      let allDone!: () => void;
+      const given = new Promise<void>((resolve) => (allDone = resolve));
+      let finishedAt = -1;
+      const server = createServer((_req, res) => {
+        res.on('finish', () => (finishedAt = done.length));
+        const pass = {
+          read: (index: number) => Promise.resolve(chunks[index]!),
+          done: (part: Uint8Array) => {
+            done.push(part);
+            if (Buffer.concat(done).length >= length) allDone();
+          },
+        };
+        const first = Math.floor(bytes.start / chunkSize);
+        void writeChunks(res, { size, chunkSize }, bytes, pass, chunks[first]!, () => {});
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const { port } = server.address() as AddressInfo;
+        const body = await new Promise<Buffer>((resolve, reject) =>
+          get(`http://127.0.0.1:${port}/`, (res) => {
+            const parts: Buffer[] = [];
+            res.on('data', (d: Buffer) => parts.push(d));
+            res.on('end', () => resolve(Buffer.concat(parts)));
+          }).on('error', reject),
+        );
+        assert.ok(body.equals(Buffer.concat(chunks).subarray(bytes.start, bytes.end + 1)));
+        await given; // the server's last `done` follows the response's end
+        assert.equal(Buffer.concat(done).length, length, 'every byte sent was given back, the last part too');
+        assert.ok(finishedAt < done.length, 'the last part only once the response finished');
+      } finally {
+        server.close();
+      }
+    }
+  });
+});
