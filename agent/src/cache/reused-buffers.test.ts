@@ -30,7 +30,7 @@ describe('CountedBuffers', () => {
     const again = buffers.take(8)!;
     assert.equal(again.buffer, a.buffer, 'the same memory');
     buffers.letGo(again);
-    buffers.letGo(again); // a second letGo of a free buffer changes nothing
+    buffers.letGo(again); // a second letGo while it is free changes nothing (once taken again, it would)
     buffers.hold(again); // nor does a hold of a free one
     assert.equal(buffers.take(8)!.buffer, a.buffer);
     assert.equal(buffers.take(8), undefined, 'not lent twice');

@@ -49,7 +49,9 @@ export class ReusedBuffers {
  * each local reader sending it): a buffer is free again once the last holder has let go. A holder
  * that cannot say when it is done (a peer sent the chunk from memory) `keep`s it: it is never
  * reused, and left to the garbage collector. The rule is ReusedBuffers': a holder keeps no view of
- * the bytes once it has let go. Anything that gets the bytes without `hold` or `keep` breaks it.
+ * the bytes once it has let go, and lets go once for each take or hold: a second letGo of bytes
+ * whose buffer has been taken again frees it under its new holder. Anything that gets the bytes
+ * without `hold` or `keep` breaks it.
  */
 export class CountedBuffers {
   readonly #most: number;

@@ -19,7 +19,7 @@ import {
   type PeerTransport,
 } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
-import { Download, type DownloadOptions, PeerFetchError } from './download.ts';
+import { Download, type DownloadOptions, PeerFetchError, recentBytes } from './download.ts';
 import { TooManyFetchesError } from './fetch-limits.ts';
 import { PeerFetcher } from './peer-fetcher.ts';
 import { headOf, Swarm } from './swarm.ts';
@@ -990,13 +990,13 @@ describe('Download into reused receive buffers', () => {
     const memories = new Set<ArrayBufferLike>();
     let pooled = 0;
     const transport = stubTransport('a', 'a:1', {
-      async *fetchChunks(asked, _lengths, _signal, into) {
+      async *fetchChunks(asked, _lengths, _signal, buffers) {
         for (const d of asked) {
           const part = parts[digests.indexOf(d)]!;
-          let data = into?.(part.length);
+          let data = buffers?.take(part.length);
           for (let waited = 0; !data && waited < 2000; waited++) {
             await new Promise((r) => setTimeout(r, 1));
-            data = into?.(part.length);
+            data = buffers?.take(part.length);
           }
           if (data) {
             pooled++;
@@ -1063,6 +1063,77 @@ describe('Download into reused receive buffers', () => {
       assert.ok(memories.size < count, `reused: ${memories.size} buffers for ${count} chunks`);
       const stored = await Promise.all(digests.map((d) => store.readChunk(d)));
       assert.ok(Buffer.concat(stored).equals(body), 'the bytes stored are the object');
+    } finally {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps written chunks for readers behind it, the oldest of any download going first past 64 MiB, and none once its readers close', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-download-'));
+    const store = await ObjectStore.open({
+      ...{ dir, maxBytes: 256 * MiB, memoryBytes: 0, maxObjectBytes: 256 * MiB },
+      ...{ fsync: false, clock: systemClock, isKey },
+    });
+    const fromDisk = t.mock.method(store, 'readChunk');
+    /** A download of 12 chunks of 4 MiB (48 MiB) whose holder sends them into its buffers. */
+    const start = (key: string) => {
+      const parts = Array.from({ length: 12 }, () => randomBytes(MIN_CHUNK_SIZE));
+      const digests = parts.map((p) => digestOf(p));
+      const size = parts.length * MIN_CHUNK_SIZE;
+      const m: Manifest = {
+        ...{ key, size, chunkSize: MIN_CHUNK_SIZE, chunks: digests, createdAtMs: 1 },
+        root: rootDigest(size, MIN_CHUNK_SIZE, digests),
+      };
+      const transport = stubTransport(key, `${key}:1`, {
+        async *fetchChunks(asked, _lengths, _signal, buffers) {
+          for (const d of asked) {
+            const part = parts[digests.indexOf(d)]!;
+            const data = buffers?.take(part.length) ?? Buffer.allocUnsafe(part.length);
+            part.copy(data);
+            await Promise.resolve();
+            yield { data };
+          }
+        },
+      });
+      const download = new Download(
+        { head: headOf(m), manifest: m, holders: [transport] },
+        {
+          ...{ store, counters: new Counters(), timeoutMs: 5000 },
+          logger: createLogger({ level: 'silent', nodeId: 't' }),
+        },
+      );
+      return { download, parts, reader: download.reader() };
+    };
+    /** Reads chunk `i` as a GET does, and whether it came from disk. */
+    const readOne = async (reader: ReturnType<Download['reader']>, parts: Buffer[], i: number) => {
+      const before = fromDisk.mock.callCount();
+      const pass = reader.pass!(i, i);
+      const data = await pass.read(i);
+      assert.ok(data.equals(parts[i]!), `chunk ${i}`);
+      pass.done(data);
+      return fromDisk.mock.callCount() > before;
+    };
+    try {
+      const a = start('a');
+      await a.download.stored; // every chunk written, the reader not started: all of it behind
+      for (const i of [0, 5, 11])
+        assert.equal(await readOne(a.reader, a.parts, i), false, `a ${i} from memory`);
+      assert.equal(recentBytes(), 48 * MiB);
+      const b = start('b');
+      await b.download.stored; // 96 MiB written for readers: a's oldest 32 MiB go, b's are all kept
+      assert.equal(recentBytes(), 64 * MiB);
+      const inMemory = async (x: typeof a) => {
+        let n = 0;
+        for (let i = 0; i < x.parts.length; i++) if (!(await readOne(x.reader, x.parts, i))) n++;
+        return n;
+      };
+      assert.equal(await inMemory(a), 4, 'of a, the 4 written last are left');
+      assert.equal(await inMemory(b), 12, 'of b, all');
+      a.reader.close();
+      assert.equal(recentBytes(), 48 * MiB, 'a has no reader left: its chunks go');
+      b.reader.close();
+      assert.equal(recentBytes(), 0);
     } finally {
       await store.close();
       await rm(dir, { recursive: true, force: true });

@@ -15,6 +15,7 @@ import {
   PeerError,
   PeerRefusedError,
   type PeerTransport,
+  type ReceiveBuffers,
 } from '../transport/peer-transport.ts';
 import type { ChunkSource } from './chunk-source.ts';
 import { IMPORT_WAIT_MS, MAX_IN_FLIGHT, planChunks } from './chunk-plan.ts';
@@ -92,7 +93,10 @@ export interface DownloadOptions {
    * least three call timeouts), the download fails.
    */
   originMinBytesPerSecond?: number;
-  /** Receive buffers of an object too large for the hot tier (default: its write-behind's, and RECEIVE_SPARE). */
+  /**
+   * Receive buffers of an object too large for the hot tier, at most (default: as many chunks as its
+   * write-behind, the recent chunks and RECEIVE_SPARE_BYTES hold).
+   */
   receiveBuffers?: number;
 }
 
@@ -107,17 +111,30 @@ export const ORIGIN_MIN_BYTES_PER_S = 64 * 1024;
 /** Verified chunk bytes held in memory while their disk writes are under way, per download. */
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
 /**
- * Receive buffers a download of an object too large for the hot tier makes beyond those its
- * write-behind holds: chunks being received, and those local readers are sending.
+ * Receive buffers a download of an object too large for the hot tier makes, in bytes, beyond those
+ * its write-behind and recent chunks hold: chunks being received, and those local readers are
+ * sending (at least two buffers).
  */
-const RECEIVE_SPARE = 8;
+const RECEIVE_SPARE_BYTES = 32 * 1024 * 1024;
 /**
- * Written chunks downloads keep in memory for readers just behind them (Download.#recent), all
- * downloads of the node together (what the hot tier's cold part held for them before), and how
- * many there are now.
+ * Written chunks downloads keep in memory for readers just behind them (Download.#recent), all the
+ * node's downloads together (what the hot tier's cold part held for them before): past it, the
+ * oldest of them go, whichever download's.
  */
 const RECENT_BYTES = 64 * 1024 * 1024;
+/** A chunk kept so (in a receive buffer), and how its download lets go of it. */
+interface RecentChunk {
+  data: Buffer;
+  forget(): void;
+}
+/** Every download's recent chunks, oldest first, and their bytes. */
+const recentOnNode = new Set<RecentChunk>();
 let recentBytesOnNode = 0;
+
+/** The bytes of written chunks downloads keep for their readers now (tests: none once they close). */
+export function recentBytes(): number {
+  return recentBytesOnNode;
+}
 /** Swarm members (partial holders) watched at a time, per download. */
 const MAX_WATCHED = 10;
 
@@ -234,9 +251,9 @@ export class Download {
   #unwrittenBytes = 0;
   /**
    * An object too large for the hot tier (ObjectStore.tooLargeForHotTier): its chunks arrive in
-   * reused buffers (#buffers), or, those that come in a Buffer of their own (FetchChunks on gRPC),
-   * are set cold in the tier (HotTier), so they serve the readers keeping up with this download
-   * without flushing it.
+   * reused buffers (#buffers), or, those that come in a Buffer of their own (FetchChunks on gRPC,
+   * or every receive buffer lent), are set cold in the tier (HotTier), so they serve the readers
+   * keeping up with this download without flushing it.
    */
   readonly #cold: boolean;
   /**
@@ -254,9 +271,9 @@ export class Download {
    * of the node) while the download has readers: a reader a few chunks behind (chunks arrive out of order from parallel
    * calls) reads them here, not from disk, where each read is hashed again.
    */
-  readonly #recent = new Map<number, Buffer>();
+  readonly #recent = new Map<number, RecentChunk>();
   #recentBytes = 0;
-  readonly #into: ((size: number) => Buffer | undefined) | undefined;
+  readonly #into: ReceiveBuffers | undefined;
   readonly #writes = new Set<Promise<void>>();
   readonly #failures: string[] = [];
   /** How many of #failures were a holder answering that it holds the chunk no more. */
@@ -300,17 +317,21 @@ export class Download {
     if (this.#cold) {
       const buffers = new CountedBuffers(
         opts.receiveBuffers ??
-          Math.ceil((WRITE_BEHIND_BYTES + RECENT_BYTES) / this.head.chunkSize) + RECEIVE_SPARE,
+          Math.ceil((WRITE_BEHIND_BYTES + RECENT_BYTES) / this.head.chunkSize) +
+            Math.max(2, Math.ceil(RECEIVE_SPARE_BYTES / this.head.chunkSize)),
       );
       this.#buffers = buffers;
       // With every buffer lent, the oldest recent chunks go first: a chunk still to come matters more.
-      this.#into = (size) => {
-        let buffer = buffers.take(size);
-        while (!buffer && this.#recentBytes > 0) {
-          this.#forgetRecent(this.#recentBytes - 1);
-          buffer = buffers.take(size);
-        }
-        return buffer;
+      this.#into = {
+        take: (size) => {
+          let buffer = buffers.take(size);
+          while (!buffer && this.#recentBytes > 0) {
+            this.#forgetRecent(this.#recentBytes - 1);
+            buffer = buffers.take(size);
+          }
+          return buffer;
+        },
+        giveBack: (bytes) => buffers.letGo(bytes),
       };
     }
     this.#assigned = new Uint8Array(this.#progress.count);
@@ -410,7 +431,7 @@ export class Download {
       if (index >= this.#verified.length) throw new RangeError(`no chunk ${index}`);
       await new Promise<void>((resolve) => this.#wake.push(resolve));
     }
-    const inMemory = this.#unwritten.get(index) ?? this.#recent.get(index);
+    const inMemory = this.#unwritten.get(index) ?? this.#recent.get(index)?.data;
     if (!inMemory) return this.#opts.store.readChunk(this.#progress.digests[index]!, into);
     if (claim === 'hold') this.#buffers?.hold(inMemory);
     else this.#buffers?.keep(inMemory);
@@ -877,15 +898,21 @@ export class Download {
       .addVerifiedChunk(this.#lease, digest, data, placement)
       .catch((error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))))
       .finally(() => {
-        // Out of memory before its buffer may be reused (a failed write: the download has failed).
+        // Off the in-memory maps before its buffer may be reused (a failed write: the download has
+        // failed, and its memory copy goes too).
         this.#progress.written(index);
         this.#unwritten.delete(index);
         this.#unwrittenBytes -= data.length;
         if (this.#readers > 0 && !this.#error && this.#buffers?.lends(data)) {
-          this.#recent.set(index, data);
+          const recent = { data, forget: () => this.#forgetOne(index) };
+          this.#recent.set(index, recent);
+          recentOnNode.add(recent);
           this.#recentBytes += data.length;
           recentBytesOnNode += data.length;
-          this.#forgetRecent(Infinity);
+          for (const oldest of recentOnNode) {
+            if (recentBytesOnNode <= RECENT_BYTES) break;
+            oldest.forget();
+          }
         } else this.#buffers?.letGo(data);
         this.#writes.delete(write);
         this.#pump();
@@ -976,18 +1003,22 @@ export class Download {
     this.#maybeRelease();
   }
 
-  /**
-   * Lets go of this download's oldest recent chunks until at most `bytes` of them are left, and the
-   * node's downloads hold at most RECENT_BYTES (or this one holds none).
-   */
+  /** Lets go of this download's oldest recent chunks until at most `bytes` of them are left. */
   #forgetRecent(bytes: number): void {
-    for (const [index, data] of this.#recent) {
-      if (this.#recentBytes <= bytes && recentBytesOnNode <= RECENT_BYTES) return;
-      this.#recent.delete(index);
-      this.#recentBytes -= data.length;
-      recentBytesOnNode -= data.length;
-      this.#buffers?.letGo(data);
+    for (const index of this.#recent.keys()) {
+      if (this.#recentBytes <= bytes) return;
+      this.#forgetOne(index);
     }
+  }
+
+  #forgetOne(index: number): void {
+    const recent = this.#recent.get(index);
+    if (!recent) return;
+    this.#recent.delete(index);
+    recentOnNode.delete(recent);
+    this.#recentBytes -= recent.data.length;
+    recentBytesOnNode -= recent.data.length;
+    this.#buffers?.letGo(recent.data);
   }
 
   #maybeRelease(): void {

@@ -50,4 +50,53 @@ describe('writeChunks', () => {
       }
     }
   });
+
+  it('gives back every chunk it read when the client goes away mid-response, once the response has closed', async () => {
+    const chunkSize = 1024 * 1024;
+    const chunks = Array.from({ length: 16 }, () => randomBytes(chunkSize));
+    const size = chunks.length * chunkSize;
+    const read: Buffer[] = [];
+    const done: Uint8Array[] = [];
+    let settle!: () => void;
+    const settled = new Promise<void>((resolve) => (settle = resolve));
+    let allBack: (() => void) | undefined;
+    const server = createServer((_req, res) => {
+      const pass = {
+        read: (index: number) => {
+          read.push(chunks[index]!);
+          return Promise.resolve(chunks[index]!);
+        },
+        done: (part: Uint8Array) => {
+          done.push(part);
+          if (done.length === read.length) allBack?.();
+        },
+      };
+      read.push(chunks[0]!);
+      writeChunks(res, { size, chunkSize }, { start: 0, end: size - 1 }, pass, chunks[0]!, () => {}).then(
+        settle,
+        settle,
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      await new Promise<void>((resolve) =>
+        get(`http://127.0.0.1:${port}/`, (res) => {
+          let got = 0;
+          res.on('data', (d: Buffer) => {
+            got += d.length;
+            if (got > chunkSize) res.destroy(); // gone after a chunk and a bit
+          });
+          res.on('close', () => resolve());
+        }).on('error', () => resolve()),
+      );
+      await settled; // no chunk is read after this
+      // Every part read goes back: those sent at once, the others once the response has closed.
+      if (done.length < read.length) await new Promise<void>((resolve) => (allBack = resolve));
+      assert.ok(read.length < chunks.length, `the response stopped early (${read.length} read)`);
+      assert.equal(done.length, read.length);
+    } finally {
+      server.close();
+    }
+  });
 });

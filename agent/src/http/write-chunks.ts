@@ -10,8 +10,9 @@ import type { ByteRange } from './range.ts';
  * Writes the bytes `bytes` of an object to `res` and ends it, with backpressure, reading each next
  * chunk while one is sent. `firstData` is the first chunk, already read (so a failure to read it was
  * the caller's to answer cleanly); `onPart` hears each part written. Each chunk's bytes go back to
- * `pass` (`done`) once the socket has taken them (the last once the response has finished; none
- * when the client went away), so a long read, and a download being read, can reuse their buffers.
+ * `pass` (`done`) once the socket has taken them (the last once the response has finished), or,
+ * when the client went away, once the response has closed (parts never written at once): so a long
+ * read, and a download being read, can reuse their buffers.
  * Resolves when the response has finished or the client went away; rejects when a later chunk
  * cannot be read (the caller aborts the response).
  */
@@ -33,24 +34,36 @@ export async function writeChunks(
     onPart(part);
     return part;
   };
+  // A part whose write failed (the client went away) goes back once the response has closed: the
+  // socket then reads it no more (its writes have finished or been dropped).
+  const ended = finished(res).then(
+    () => {},
+    () => {},
+  );
+  const written = (sent: Buffer) => (error: Error | null | undefined) =>
+    error ? void ended.then(() => pass.done(sent)) : pass.done(sent);
   let part = slice(first, firstData);
   for (let index = first; index < last; index++) {
-    if (res.destroyed) return; // the client went away
+    if (res.destroyed) return pass.done(part); // the client went away: never given to the socket
     const next = pass.read(index + 1);
     next.catch(() => {}); // awaited below, unless the client goes away first
-    const sent = part;
-    const written = (error: Error | null | undefined) => {
-      if (!error) pass.done(sent);
-    };
-    if (!res.write(sent, written)) await drained(res);
+    if (!res.write(part, written(part))) await drained(res);
+    if (res.destroyed) {
+      // Read ahead and never sent.
+      next.then(
+        (data) => pass.done(data),
+        () => {},
+      );
+      return;
+    }
     part = slice(index + 1, await next);
   }
-  if (res.destroyed) return;
+  if (res.destroyed) return pass.done(part);
   res.end(part);
   try {
     await finished(res);
-    pass.done(part);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
   }
+  pass.done(part); // finished, or closed: either way the socket is done with it
 }

@@ -1,5 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import type { SocketConstructorOpts } from 'node:net';
+import { finished } from 'node:stream';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { BULK_ALPN, ClientReads, encodeRequest, FRAME, ResponseReader } from './bulk-wire.ts';
 import {
@@ -9,6 +10,7 @@ import {
   PeerRefusedError,
   quietWatch,
   type ReceivedChunk,
+  type ReceiveBuffers,
   REFUSALS,
 } from './peer-transport.ts';
 
@@ -69,7 +71,7 @@ export class BulkChannel {
 
   /**
    * The chunks `digests` in order, `lengths` their lengths, unverified (the caller hashes them),
-   * each received into `into(length)`'s buffer when it gives one. Throws BulkUnsupportedError
+   * each received into a buffer of `into` when it gives one. Throws BulkUnsupportedError
    * before yielding anything when the peer lacks the bulk stream, PeerBusyError when its upload is
    * busy, PeerError for anything else.
    */
@@ -79,7 +81,7 @@ export class BulkChannel {
     from: string,
     meta: Record<string, string>,
     signal?: AbortSignal,
-    into?: (size: number) => Buffer | undefined,
+    into?: ReceiveBuffers,
   ): AsyncGenerator<ReceivedChunk> {
     if (signal?.aborted) throw new PeerError(this.#opts.id, 'FetchChunks cancelled');
     const request = encodeRequest({ digests: [...digests], from, meta });
@@ -104,7 +106,7 @@ export class BulkChannel {
     lengths: readonly number[],
     signal: AbortSignal | undefined,
     reused: boolean,
-    into: ((size: number) => Buffer | undefined) | undefined,
+    into: ReceiveBuffers | undefined,
   ): AsyncGenerator<ReceivedChunk, 'done' | 'retry'> {
     const { socket } = connection;
     const reader = new ResponseReader(socket, connection.reads, (index) => lengths[index], into);
@@ -182,7 +184,13 @@ export class BulkChannel {
       // An answer not read to its end (the consumer stopped, an error) leaves bytes in flight: the
       // connection goes with it.
       if (reusable && !signal?.aborted) this.#keep(connection);
-      else socket.destroy();
+      else {
+        socket.destroy();
+        // Bodies received into the caller's buffers and never handed over go back once the
+        // connection is closed (TLS writes into them no more).
+        const unread = reader.unread();
+        if (unread.length > 0 && into) finished(socket, () => unread.forEach((body) => into.giveBack(body))); // at once if closed already
+      }
     }
   }
 

@@ -166,6 +166,55 @@ describe('bulk-stream framing', () => {
     },
   );
 
+  it('receives chunks into the caller’s buffers, refuses a repeated or skipped chunk before taking one, and lists the bodies not handed over', async () => {
+    const chunk = (n: number) => Buffer.alloc(4, n);
+    const data = (index: number) => Buffer.concat([frameHeader(FRAME.DATA, index, 4), chunk(index)]);
+    const taken: Buffer[] = [];
+    const into = {
+      take: (size: number) => {
+        if (taken.length >= 2) return undefined; // none left: the reader makes its own
+        taken.push(Buffer.alloc(size));
+        return taken.at(-1);
+      },
+      giveBack: () => {},
+    };
+    const socket = fakeSocket();
+    const reader = new ResponseReader(socket, socket.reads, () => 4, into);
+    socket.deliver([data(0), data(1), data(2)]);
+    const got = [await reader.next(), await reader.next(), await reader.next()].map((f) =>
+      f.type === FRAME.DATA ? f.data : Buffer.alloc(0),
+    );
+    assert.deepEqual(got, [chunk(0), chunk(1), chunk(2)]);
+    assert.equal(got[0]!.buffer, taken[0]!.buffer, 'in the caller’s buffer');
+    assert.equal(got[1]!.buffer, taken[1]!.buffer);
+    assert.notEqual(got[2]!.buffer, taken[0]!.buffer);
+    // A peer repeating (or skipping) a chunk is refused at its header, before a buffer is taken.
+    for (const frames of [[data(0), data(0)], [data(1)]]) {
+      const bad = fakeSocket();
+      let takes = 0;
+      const counting = { take: (size: number) => (takes++, Buffer.alloc(size)), giveBack: () => {} };
+      const badReader = new ResponseReader(bad, bad.reads, () => 4, counting);
+      bad.deliver(frames);
+      await assert.rejects(
+        (async () => {
+          for (;;) await badReader.next();
+        })(),
+        /unexpected chunk/,
+      );
+      assert.equal(takes, frames.length - 1);
+    }
+    // Bodies received, or being received, and not handed over: the caller's to give back.
+    const left = fakeSocket();
+    const leftReader = new ResponseReader(left, left.reads, () => 4);
+    left.deliver([data(0), data(1), frameHeader(FRAME.DATA, 2, 4), Buffer.alloc(2)]);
+    assert.equal((await leftReader.next()).type, FRAME.DATA);
+    assert.deepEqual(
+      leftReader.unread().map((b) => b.length),
+      [4, 4],
+      'chunk 1 whole, chunk 2 half received',
+    );
+  });
+
   it('reads an error frame’s status and message, and the connection ending mid-answer', async () => {
     const socket = fakeSocket();
     const reader = new ResponseReader(socket, socket.reads, () => 4);

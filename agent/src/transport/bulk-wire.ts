@@ -1,5 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Socket } from 'node:net';
+import type { ReceiveBuffers } from './peer-transport.ts';
 
 /**
  * The bulk stream: chunk bodies between nodes on a lean framing over mutual TLS, on the gRPC port
@@ -225,7 +226,9 @@ export class ResponseReader {
   readonly #socket: Socket;
   readonly #reads: ClientReads;
   readonly #lengthOf: (index: number) => number | undefined;
-  readonly #into: ((size: number) => Buffer | undefined) | undefined;
+  readonly #into: ReceiveBuffers | undefined;
+  /** The index the next chunk (DATA frame) must have: chunks come in order, each once. */
+  #nextChunk = 0;
   readonly #frames: ResponseFrame[] = [];
   #header = Buffer.allocUnsafe(HEADER_BYTES);
   #headerFill = 0;
@@ -238,14 +241,14 @@ export class ResponseReader {
   readonly #onError = (error: Error) => this.#fail(error);
 
   /**
-   * `into(size)`: a buffer of exactly `size` bytes for a chunk's body, when it gives one (the
-   * caller's, reused once every holder of the chunk is done with it); else a new one is made.
+   * `into`: the caller's buffers for chunks' bodies, when it gives one (reused once every holder of
+   * the chunk is done with it); else a new one is made.
    */
   constructor(
     socket: Socket,
     reads: ClientReads,
     lengthOf: (index: number) => number | undefined,
-    into?: (size: number) => Buffer | undefined,
+    into?: ReceiveBuffers,
   ) {
     this.#socket = socket;
     this.#reads = reads;
@@ -278,6 +281,14 @@ export class ResponseReader {
     this.#socket.off('close', this.#onEnd);
     this.#socket.off('error', this.#onError);
     this.#socket.pause();
+  }
+
+  /** The bodies of chunks received, or being received, that next() has not handed over. */
+  unread(): Buffer[] {
+    const bodies: Buffer[] = [];
+    for (const frame of this.#frames) if (frame.type === FRAME.DATA) bodies.push(frame.data);
+    if (this.#current?.type === FRAME.DATA) bodies.push(this.#current.body);
+    return bodies;
   }
 
   /** Whether the answer ended exactly at a frame boundary with nothing after it (reusable). */
@@ -336,7 +347,7 @@ export class ResponseReader {
           this.#current = {
             type,
             index,
-            body: (type === FRAME.DATA ? this.#into?.(length) : undefined) ?? Buffer.allocUnsafe(length),
+            body: (type === FRAME.DATA ? this.#into?.take(length) : undefined) ?? Buffer.allocUnsafe(length),
             filled: 0,
             ...(type === FRAME.DATA ? { hash: createHash('sha256') } : {}),
           };
@@ -364,6 +375,9 @@ export class ResponseReader {
         const expected = this.#lengthOf(index);
         if (expected === undefined) return `a chunk ${index} that was not asked for`;
         if (length !== expected) return `chunk ${index} of ${length} bytes, not ${expected}`;
+        // Checked before its body is taken: a peer repeating a chunk would take buffer after buffer.
+        if (index !== this.#nextChunk) return `unexpected chunk ${index} (expected ${this.#nextChunk})`;
+        this.#nextChunk++;
         return undefined;
       }
       case FRAME.WAIT:

@@ -173,6 +173,50 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     }
   });
 
+  it('receives into the caller’s buffers, and gives back those of chunks it never handed over once the connection is closed', async () => {
+    const peer = peerTo(listener.port);
+    try {
+      const taken: Buffer[] = [];
+      const given: Buffer[] = [];
+      const cancel = new AbortController();
+      let allBack!: () => void;
+      const back = new Promise<void>((resolve) => (allBack = resolve));
+      const into = {
+        take: (size: number) => {
+          taken.push(Buffer.alloc(size));
+          if (taken.length === 2) setImmediate(() => cancel.abort()); // cancelled while chunk 1 arrives
+          return taken.at(-1);
+        },
+        giveBack: (bytes: Buffer) => {
+          given.push(bytes);
+          allBack();
+        },
+      };
+      const received: Buffer[] = [];
+      await assert.rejects(async () => {
+        for await (const chunk of peer.fetchChunks(chunks, lengths, cancel.signal, into))
+          received.push(chunk.data);
+      }, PeerError);
+      await back;
+      for (const data of received)
+        assert.ok(
+          taken.some((b) => b.buffer === data.buffer),
+          'each chunk handed over is in a buffer of the caller',
+        );
+      assert.ok(given.length > 0);
+      for (const bytes of given) {
+        assert.ok(
+          taken.some((b) => b.buffer === bytes.buffer),
+          'what it gives back is the caller’s',
+        );
+        assert.ok(!received.some((r) => r.buffer === bytes.buffer), 'and was never handed over');
+      }
+      assert.equal(received.length + given.length, taken.length, 'every buffer taken is accounted for');
+    } finally {
+      peer.close();
+    }
+  });
+
   it('reads the chunks it sends from disk into two buffers it reuses, not a new one per chunk', async (t) => {
     const peer = peerTo(listener.port);
     try {

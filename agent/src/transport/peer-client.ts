@@ -49,6 +49,7 @@ import {
   quietWatch,
   REFUSALS,
   type ReceivedChunk,
+  type ReceiveBuffers,
   type WatchUpdate,
 } from './peer-transport.ts';
 import type { ChunkPiece } from './piece-codec.ts';
@@ -368,7 +369,7 @@ export class GrpcPeer implements PeerTransport {
     digests: readonly string[],
     lengths: readonly number[],
     signal?: AbortSignal,
-    into?: (size: number) => Buffer | undefined,
+    into?: ReceiveBuffers,
   ): AsyncGenerator<ReceivedChunk> {
     if (this.#closed) throw new PeerError(this.id, 'FetchChunks: the connection was closed');
     if (this.#stream && !this.#stream.unsupported) {

@@ -48,14 +48,13 @@ export interface PeerTransport {
    * verified here: the caller compares each one's digest with the one it asked for (a transport
    * that hashed the bytes as they arrived says what they hash to). Throws PeerError on a protocol
    * or transport failure. A transport that can receive bytes where they are wanted puts a chunk
-   * into `into(length)`'s buffer when it gives one; others ignore it. A buffer taken for a chunk
-   * that is never yielded (the call failed, or was cancelled) is not handed back.
+   * into a buffer `into` gives, when it gives one; others ignore it.
    */
   fetchChunks(
     digests: readonly string[],
     lengths: readonly number[],
     signal?: AbortSignal,
-    into?: (size: number) => Buffer | undefined,
+    into?: ReceiveBuffers,
   ): AsyncIterable<ReceivedChunk>;
   /**
    * What this peer has of `key` and, while it is still getting it, each chunk as it arrives (see
@@ -73,6 +72,16 @@ export interface PeerTransport {
    */
   protocol?(): { version?: ProtocolVersion; refused?: string };
   close(): void;
+}
+
+/**
+ * A caller's buffers for the chunks a transport receives: `take(size)`, a buffer of exactly `size`
+ * bytes, or undefined (the transport makes its own); `giveBack`, for a buffer taken for a chunk
+ * that is never handed over (the call failed or was cancelled), once the transport is done with it.
+ */
+export interface ReceiveBuffers {
+  take(size: number): Buffer | undefined;
+  giveBack(bytes: Buffer): void;
 }
 
 /** One chunk as a peer sent it, with its SHA-256 (hex) when the transport hashed it on arrival. */
