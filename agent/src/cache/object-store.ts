@@ -438,7 +438,7 @@ export class ObjectStore {
       return { read: (index) => read(index), done: () => {} };
     const buffers = new ReusedBuffers(PASS_BUFFERS);
     const into = (size: number) => buffers.take(size);
-    return { read: (index) => read(index, into), done: (bytes) => buffers.giveBack(bytes) };
+    return { read: (index) => read(index, into), done: (bytes) => buffers.letGo(bytes) };
   }
 
   /**
@@ -564,7 +564,7 @@ export class ObjectStore {
         const index = chunks.length - 1;
         writing = this.#addChunk(lease, digest, data, buffers ? 'none' : 'hot').then(
           () => {
-            buffers?.giveBack(data); // written (or already held): the store keeps no view of it
+            buffers?.letGo(data); // written (or already held): the store keeps no view of it
             onChunk?.(index, digest);
           },
           (error: unknown) => {

@@ -1,24 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CountedBuffers, ReusedBuffers } from './reused-buffers.ts';
+import { ReusedBuffers } from './reused-buffers.ts';
 
 describe('ReusedBuffers', () => {
-  it('lends at most `most` buffers, and lends one again once given back (a view counts)', () => {
-    const buffers = new ReusedBuffers(2);
-    const a = buffers.take(8)!;
-    const b = buffers.take(8)!;
-    assert.equal(buffers.take(8), undefined, 'both lent');
-    buffers.giveBack(a.subarray(2, 4));
-    assert.equal(buffers.take(8), a);
-    buffers.giveBack(Buffer.alloc(8)); // not one of its own: nothing
-    assert.equal(buffers.take(8), undefined);
-    assert.notEqual(a, b);
-  });
-});
-
-describe('CountedBuffers', () => {
-  it('frees a buffer only when its last holder lets go, and then lends the same memory again', () => {
-    const buffers = new CountedBuffers(1);
+  it('lends at most `most` buffers, frees one only when its last holder lets go (a view counts), and then lends the same memory again', () => {
+    const buffers = new ReusedBuffers(1);
     const a = buffers.take(8)!;
     buffers.hold(a); // a reader
     buffers.hold(a.subarray(0, 4)); // another, with a view of part of it
@@ -37,7 +23,7 @@ describe('CountedBuffers', () => {
   });
 
   it('gives views of the asked size, and makes a larger buffer when a free one is too small', () => {
-    const buffers = new CountedBuffers(1);
+    const buffers = new ReusedBuffers(1);
     const big = buffers.take(16)!;
     buffers.letGo(big);
     const small = buffers.take(10)!;
@@ -50,7 +36,7 @@ describe('CountedBuffers', () => {
   });
 
   it('never lends again a buffer someone keeps, and makes another in its place', () => {
-    const buffers = new CountedBuffers(1);
+    const buffers = new ReusedBuffers(1);
     const a = buffers.take(8)!;
     a.fill(7);
     buffers.keep(a); // sent to a peer from memory: no word of when it is done

@@ -1,59 +1,17 @@
 /**
- * A few large buffers one job (a PUT, a bulk answer) fills one after another, each given back once
- * what was put in it is done with (written to disk, written to a socket), and taken again for the
- * next. A new multi-megabyte buffer per chunk faults its pages in as it is filled and counts as new
- * external memory for V8, which sets off full collections; a reused one has neither cost.
+ * A few large buffers a job (a PUT, a bulk answer, a download) fills one after another, each taken
+ * again once what was put in it is done with (written to disk, written to a socket). A new
+ * multi-megabyte buffer per chunk faults its pages in as it is filled and counts as new external
+ * memory for V8, which sets off full collections; a reused one has neither cost.
  *
- * The one rule: whoever is handed the bytes of a taken buffer must be done with them (and keep no
- * view of them) when `giveBack` is called: the next `take` overwrites them.
+ * A buffer's bytes may have several holders at once (a download's chunk: its disk write, each local
+ * reader sending it): it is free again once the last has let go. A holder that cannot say when it
+ * is done (a peer sent the chunk from memory) `keep`s it: it is never reused, and left to the
+ * garbage collector. The rule: a holder keeps no view of the bytes once it has let go, and lets go
+ * once for each take or hold: a second letGo of bytes whose buffer has been taken again frees it
+ * under its new holder. Anything that gets the bytes without `hold` or `keep` breaks it.
  */
 export class ReusedBuffers {
-  readonly #most: number;
-  readonly #free: Buffer[] = [];
-  /** Buffers taken and not given back, by their memory (`giveBack` may be given a view into one). */
-  readonly #lent = new Map<ArrayBufferLike, Buffer>();
-  #made = 0;
-
-  /** At most `most` buffers are made. */
-  constructor(most: number) {
-    this.#most = most;
-  }
-
-  /** A buffer of `size` bytes or more, or undefined when `most` are lent (make one of your own). */
-  take(size: number): Buffer | undefined {
-    let buffer = this.#free.pop();
-    if (buffer && buffer.length < size) {
-      buffer = undefined; // made for smaller chunks: let it go, and make one of this size
-      this.#made--;
-    }
-    if (!buffer) {
-      if (this.#made >= this.#most) return undefined;
-      buffer = Buffer.allocUnsafeSlow(size); // its own memory, never a slice of Node's pool
-      this.#made++;
-    }
-    this.#lent.set(buffer.buffer, buffer);
-    return buffer;
-  }
-
-  /** `bytes` (anything: only a view into a taken buffer counts) are done with: that buffer is free. */
-  giveBack(bytes: Uint8Array): void {
-    const buffer = this.#lent.get(bytes.buffer);
-    if (!buffer) return;
-    this.#lent.delete(bytes.buffer);
-    this.#free.push(buffer);
-  }
-}
-
-/**
- * Reused buffers whose bytes may have several holders at once (a download's chunk: its disk write,
- * each local reader sending it): a buffer is free again once the last holder has let go. A holder
- * that cannot say when it is done (a peer sent the chunk from memory) `keep`s it: it is never
- * reused, and left to the garbage collector. The rule is ReusedBuffers': a holder keeps no view of
- * the bytes once it has let go, and lets go once for each take or hold: a second letGo of bytes
- * whose buffer has been taken again frees it under its new holder. Anything that gets the bytes
- * without `hold` or `keep` breaks it.
- */
-export class CountedBuffers {
   readonly #most: number;
   readonly #free: Buffer[] = [];
   /** Buffers taken and not free yet, by their memory, with how many hold each. */

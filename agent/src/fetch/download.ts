@@ -2,7 +2,7 @@ import { IntegrityError } from '../cache/errors.ts';
 import { chunkLength, digestOf, isDigest, rootDigest } from '../cache/chunking.ts';
 import { type Manifest, parseManifest } from '../cache/manifest.ts';
 import type { ChunkLease, ObjectStore } from '../cache/object-store.ts';
-import { CountedBuffers } from '../cache/reused-buffers.ts';
+import { ReusedBuffers } from '../cache/reused-buffers.ts';
 import { HOP_CLASSES, type Holder, type HopClass, type ObjectHead } from '../domain.ts';
 import { isKey } from '../keys.ts';
 import type { PeerOutcome } from '../overlay/reputation.ts';
@@ -265,7 +265,7 @@ export class Download {
    * behind the download reads them from #recent, or from disk, as a GET of such an object does once
    * it is stored.
    */
-  readonly #buffers: CountedBuffers | undefined;
+  readonly #buffers: ReusedBuffers | undefined;
   /**
    * Chunks in receive buffers written lately, oldest first, kept (RECENT_BYTES for every download
    * of the node) while the download has readers: a reader a few chunks behind (chunks arrive out of order from parallel
@@ -315,7 +315,7 @@ export class Download {
     this.#verified = new Uint8Array(this.#progress.count);
     this.#cold = opts.store.tooLargeForHotTier(this.head.size, this.head.chunkSize);
     if (this.#cold) {
-      const buffers = new CountedBuffers(
+      const buffers = new ReusedBuffers(
         opts.receiveBuffers ??
           Math.ceil((WRITE_BEHIND_BYTES + RECENT_BYTES) / this.head.chunkSize) +
             Math.max(2, Math.ceil(RECEIVE_SPARE_BYTES / this.head.chunkSize)),

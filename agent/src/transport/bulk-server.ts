@@ -300,7 +300,7 @@ async function serveConnection(opts: BulkServerOptions, socket: TLSSocket): Prom
       send: (index, data) => {
         socket.cork();
         socket.write(frameHeader(FRAME.DATA, index, data.length));
-        const more = socket.write(data, () => spares.giveBack(data));
+        const more = socket.write(data, () => spares.letGo(data));
         socket.uncork();
         return more ? Promise.resolve() : drained(socket);
       },
