@@ -48,4 +48,15 @@ describe('ReusedBuffers', () => {
     buffers.keep(Buffer.alloc(8)); // not one of its own: nothing
     assert.equal(buffers.take(8), undefined, 'still at most one made');
   });
+
+  it('once closed, keeps no free buffer: those free go, those let go later too, and it lends none', () => {
+    const buffers = new ReusedBuffers(2);
+    const a = buffers.take(8)!;
+    const b = buffers.take(8)!;
+    buffers.letGo(a);
+    buffers.close();
+    assert.equal(buffers.take(8), undefined, 'a is gone, and nothing is lent after close');
+    buffers.letGo(b); // a reader of the finished job lets go: not pooled
+    assert.equal(buffers.take(8), undefined);
+  });
 });

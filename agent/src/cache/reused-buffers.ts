@@ -17,6 +17,7 @@ export class ReusedBuffers {
   /** Buffers taken and not free yet, by their memory, with how many hold each. */
   readonly #lent = new Map<ArrayBufferLike, { buffer: Buffer; holders: number }>();
   #made = 0;
+  #closed = false;
 
   /** At most `most` buffers are made (kept ones not counted). */
   constructor(most: number) {
@@ -28,6 +29,7 @@ export class ReusedBuffers {
    * undefined when `most` are lent (make one of your own).
    */
   take(size: number): Buffer | undefined {
+    if (this.#closed) return undefined;
     let buffer = this.#free.pop();
     if (buffer && buffer.length < size) {
       buffer = undefined; // made for smaller chunks: let it go, and make one of this size
@@ -58,7 +60,18 @@ export class ReusedBuffers {
     const lent = this.#lent.get(bytes.buffer);
     if (!lent || --lent.holders > 0) return;
     this.#lent.delete(bytes.buffer);
-    this.#free.push(lent.buffer);
+    if (this.#closed) this.#made--;
+    else this.#free.push(lent.buffer);
+  }
+
+  /**
+   * The job is over: the free buffers go now, and each let go later goes too (whoever still holds
+   * the object this belongs to, a reader of a finished download, holds no pool of free buffers).
+   */
+  close(): void {
+    this.#closed = true;
+    this.#made -= this.#free.length;
+    this.#free.length = 0;
   }
 
   /** `bytes`' buffer is never reused (someone holds them with no way to say when it is done). */

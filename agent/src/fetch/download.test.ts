@@ -1115,6 +1115,7 @@ describe('Download into reused receive buffers', () => {
       return fromDisk.mock.callCount() > before;
     };
     try {
+      assert.equal(recentBytes(), 0, 'no other download keeps chunks for readers (the budget is the node’s)');
       const a = start('a');
       await a.download.stored; // every chunk written, the reader not started: all of it behind
       for (const i of [0, 5, 11])

@@ -998,6 +998,7 @@ export class Download {
     this.#abort.abort();
     this.#error = error;
     this.#done = true;
+    this.#buffers?.close(); // nothing more to receive: its free buffers go, and those let go later
     if (error) this.#forgetRecent(0);
     this.#notify();
     this.#maybeRelease();

@@ -99,4 +99,51 @@ describe('writeChunks', () => {
       server.close();
     }
   });
+
+  it('gives back a part written after its socket was destroyed, whose write callback never comes', async () => {
+    const chunkSize = 64 * 1024;
+    const chunks = Array.from({ length: 6 }, () => randomBytes(chunkSize));
+    const size = chunks.length * chunkSize;
+    const read: Buffer[] = [chunks[0]!];
+    const done: Uint8Array[] = [];
+    let allBack!: () => void;
+    const back = new Promise<void>((resolve) => (allBack = resolve));
+    let written!: Promise<void>;
+    const server = createServer((_req, res) => {
+      const pass = {
+        read: (index: number) => {
+          read.push(chunks[index]!);
+          if (index === 3) res.socket!.destroy(); // the client reset: the response does not know yet
+          return Promise.resolve(chunks[index]!);
+        },
+        done: (part: Uint8Array) => {
+          done.push(part);
+          if (done.length === read.length) allBack();
+        },
+      };
+      written = writeChunks(
+        res,
+        { size, chunkSize },
+        { start: 0, end: size - 1 },
+        pass,
+        chunks[0]!,
+        () => {},
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      await new Promise<void>((resolve) =>
+        get(`http://127.0.0.1:${port}/`, (res) => {
+          res.resume();
+          res.on('close', () => resolve());
+        }).on('error', () => resolve()),
+      );
+      await written;
+      if (done.length < read.length) await back;
+      assert.equal(done.length, read.length, 'every part read was given back');
+    } finally {
+      server.close();
+    }
+  });
 });

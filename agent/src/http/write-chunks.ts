@@ -11,8 +11,8 @@ import type { ByteRange } from './range.ts';
  * chunk while one is sent. `firstData` is the first chunk, already read (so a failure to read it was
  * the caller's to answer cleanly); `onPart` hears each part written. Each chunk's bytes go back to
  * `pass` (`done`) once the socket has taken them (the last once the response has finished), or,
- * when the client went away, once the response has closed (parts never written at once): so a long
- * read, and a download being read, can reuse their buffers.
+ * when the client went away, once the response has closed (parts never written at once), each once:
+ * so a long read, and a download being read, can reuse their buffers.
  * Resolves when the response has finished or the client went away; rejects when a later chunk
  * cannot be read (the caller aborts the response).
  */
@@ -34,20 +34,33 @@ export async function writeChunks(
     onPart(part);
     return part;
   };
-  // A part whose write failed (the client went away) goes back once the response has closed: the
-  // socket then reads it no more (its writes have finished or been dropped).
-  const ended = finished(res).then(
-    () => {},
-    () => {},
-  );
-  const written = (sent: Buffer) => (error: Error | null | undefined) =>
-    error ? void ended.then(() => pass.done(sent)) : pass.done(sent);
+  // Parts given to the socket and not yet given back, each as many times as it was written. A part
+  // whose write failed, or whose callback never comes (a socket destroyed before the response
+  // knows it), goes back once the response has ended (finished or closed): the socket then reads
+  // it no more.
+  const sending = new Map<Buffer, number>();
+  const giveBack = (sent: Buffer) => {
+    const n = sending.get(sent);
+    if (n === undefined) return; // given back already
+    if (n > 1) sending.set(sent, n - 1);
+    else sending.delete(sent);
+    pass.done(sent);
+  };
+  const send = (sent: Buffer, end: boolean) => {
+    sending.set(sent, (sending.get(sent) ?? 0) + 1);
+    if (end) return void res.end(sent);
+    return res.write(sent, (error) => error || giveBack(sent));
+  };
+  const giveBackAll = () => {
+    for (const [sent, n] of sending) for (let i = 0; i < n; i++) giveBack(sent);
+  };
+  finished(res).then(giveBackAll, giveBackAll);
   let part = slice(first, firstData);
   for (let index = first; index < last; index++) {
     if (res.destroyed) return pass.done(part); // the client went away: never given to the socket
     const next = pass.read(index + 1);
     next.catch(() => {}); // awaited below, unless the client goes away first
-    if (!res.write(part, written(part))) await drained(res);
+    if (!send(part, false)) await drained(res);
     if (res.destroyed) {
       // Read ahead and never sent.
       next.then(
@@ -59,11 +72,10 @@ export async function writeChunks(
     part = slice(index + 1, await next);
   }
   if (res.destroyed) return pass.done(part);
-  res.end(part);
+  send(part, true); // given back once the response has ended
   try {
     await finished(res);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
   }
-  pass.done(part); // finished, or closed: either way the socket is done with it
 }

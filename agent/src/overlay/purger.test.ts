@@ -361,7 +361,7 @@ describe('Purger', () => {
   });
 
   it('answers a repeated purge from memory only to the node that signed it, not to a member replaying it', async () => {
-    const held = new Set(['k', 'j']);
+    const held = new Set(['k', 'j', 'x', 'old']);
     let purges = 0;
     const { purger, clock } = fakePurger({
       signer, // every good signature here is node b's
@@ -382,6 +382,18 @@ describe('Purger', () => {
     const replayed = purger.purgeHere('j', at, signer.signPurge('j', at), 'c');
     assert.deepEqual(await Promise.all([first, replayed]), [true, false]);
     assert.equal(purges, 2, 'applied once per key');
+    // Member c's replay coming first (before the control plane's delivery) is applied, and hears false.
+    assert.equal(await purger.purgeHere('x', at, signer.signPurge('x', at), 'c'), false);
+    assert.equal(held.has('x'), false, 'applied all the same');
+    assert.equal(
+      await purger.purgeHere('x', at, signer.signPurge('x', at), 'b'),
+      true,
+      'the signer hears it',
+    );
+    // So does a purge older than tombstones are kept, which is never remembered.
+    const old = at - DEFAULT_TOMBSTONE_TTL_MS - 1;
+    assert.equal(await purger.purgeHere('old', old, signer.signPurge('old', old), 'c'), false);
+    assert.equal(held.has('old'), false);
   });
 
   it('keeps a version created after the purge that arrives late, and drops one created before', async () => {

@@ -89,9 +89,9 @@ export class Purger {
    * kept with the tombstone, to be shown with every "purged" answer.
    *
    * `caller`: the node that sent it over gRPC (its certificate's identity), when it came that way.
-   * A repeated purge answers what its first delivery found only to the node that signed it (the
-   * one whose DELETE asks): any other member replaying a signed purge would otherwise learn whether
-   * this node held the key when it was purged.
+   * Only the node that signed a purge sends it over gRPC (its DELETE asks the key's owners whether
+   * they had it): any other caller has it applied all the same, but hears `false`, first delivery or
+   * not, or a member replaying signed purges would learn whether this node held a key.
    */
   async purgeHere(
     key: string,
@@ -111,19 +111,23 @@ export class Purger {
         throw new UnsignedPurgeError((error as Error).message, { cause: error });
       }
     }
+    const had = this.#purge(key, purgedAtMs, signature);
+    return caller !== undefined && signedBy !== undefined && caller !== signedBy
+      ? had.then(() => false)
+      : had;
+  }
+
+  /** Applies a purge checked by purgeHere; whether this node had a version it covers. */
+  #purge(key: string, purgedAtMs: number, signature: NodeSignature | undefined): Promise<boolean> {
     const applied = this.#applied.get(key);
     // Its answer stands while it is being applied, and after while its tombstone is kept (once the
     // tombstone has gone, a stale copy may have come back: applied again).
     if (
       applied?.purgedAtMs === purgedAtMs &&
       (applied.pending || (this.#opts.tombstones.purgedAt(key) ?? -1) >= purgedAtMs)
-    ) {
-      // Not its signer asking: it waits like anyone, and hears what is here now (nothing).
-      const toOther = caller !== undefined && signedBy !== undefined && caller !== signedBy;
+    )
       // Joined while it was applied: if that fails (a disk error), this delivery tries once itself.
-      const had = applied.had.catch(() => this.purgeHere(key, purgedAtMs, signature, caller));
-      return toOther ? had.then(() => false) : had;
-    }
+      return applied.had.catch(() => this.#purge(key, purgedAtMs, signature));
     // Remembered only when it moves this node's tombstone of the key forward: an older purge (a
     // signed one replayed, say) is applied, finding nothing, without taking the memory of the key's
     // newer one or of other keys' (1,024 of them replayed would push out a fresh one). So is one
