@@ -268,8 +268,8 @@ export class Download {
   readonly #buffers: ReusedBuffers | undefined;
   /**
    * Chunks in receive buffers written lately, oldest first, kept (RECENT_BYTES for every download
-   * of the node) while the download has readers: a reader a few chunks behind (chunks arrive out of order from parallel
-   * calls) reads them here, not from disk, where each read is hashed again.
+   * of the node) while the download has readers: a reader a few chunks behind (chunks arrive out of
+   * order from parallel calls) reads them here, not from disk, where each read is hashed again.
    */
   readonly #recent = new Map<number, RecentChunk>();
   #recentBytes = 0;

@@ -187,9 +187,9 @@ export class BulkChannel {
       else {
         socket.destroy();
         // Bodies received into the caller's buffers and never handed over go back once the
-        // connection is closed (TLS writes into them no more).
+        // connection is closed (TLS writes into them no more): at once if it is closed already.
         const unread = reader.unread();
-        if (unread.length > 0 && into) finished(socket, () => unread.forEach((body) => into.giveBack(body))); // at once if closed already
+        if (unread.length > 0 && into) finished(socket, () => unread.forEach((body) => into.giveBack(body)));
       }
     }
   }
