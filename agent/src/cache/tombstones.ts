@@ -255,7 +255,7 @@ export class Tombstones {
   /** When `key` was purged, if it was (and the record has not expired). */
   purgedAt(key: string): number | undefined {
     const entry = this.#entries.get(key);
-    if (entry !== undefined && entry.at + this.#ttlMs <= this.#clock.now()) {
+    if (entry !== undefined && !this.keeps(entry.at)) {
       this.#remove(key);
       return undefined;
     }
