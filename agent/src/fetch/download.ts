@@ -903,17 +903,8 @@ export class Download {
         this.#progress.written(index);
         this.#unwritten.delete(index);
         this.#unwrittenBytes -= data.length;
-        if (this.#readers > 0 && !this.#error && this.#buffers?.lends(data)) {
-          const recent = { data, forget: () => this.#forgetOne(index) };
-          this.#recent.set(index, recent);
-          recentOnNode.add(recent);
-          this.#recentBytes += data.length;
-          recentBytesOnNode += data.length;
-          for (const oldest of recentOnNode) {
-            if (recentBytesOnNode <= RECENT_BYTES) break;
-            oldest.forget();
-          }
-        } else this.#buffers?.letGo(data);
+        if (this.#readers > 0 && !this.#error && this.#buffers?.lends(data)) this.#keepRecent(index, data);
+        else this.#buffers?.letGo(data);
         this.#writes.delete(write);
         this.#pump();
         this.#checkDone();
@@ -1002,6 +993,19 @@ export class Download {
     if (error) this.#forgetRecent(0);
     this.#notify();
     this.#maybeRelease();
+  }
+
+  /** Keeps written chunk `index` for readers behind (#recent); past RECENT_BYTES, the node's oldest go. */
+  #keepRecent(index: number, data: Buffer): void {
+    const recent = { data, forget: () => this.#forgetOne(index) };
+    this.#recent.set(index, recent);
+    recentOnNode.add(recent);
+    this.#recentBytes += data.length;
+    recentBytesOnNode += data.length;
+    for (const oldest of recentOnNode) {
+      if (recentBytesOnNode <= RECENT_BYTES) break;
+      oldest.forget();
+    }
   }
 
   /** Lets go of this download's oldest recent chunks until at most `bytes` of them are left. */
