@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createServer, get } from 'node:http';
+import { createServer, get, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { writeChunks } from './write-chunks.ts';
+
+/** `server` listening on a free port of the loopback; its URL. */
+async function listening(server: Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+}
 
 describe('writeChunks', () => {
   it('tells `done` of every part it sent, the last one too, each only once the socket has it', async () => {
@@ -31,11 +37,10 @@ describe('writeChunks', () => {
         const first = Math.floor(bytes.start / chunkSize);
         void writeChunks(res, { size, chunkSize }, bytes, pass, chunks[first]!, () => {});
       });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const url = await listening(server);
       try {
-        const { port } = server.address() as AddressInfo;
         const body = await new Promise<Buffer>((resolve, reject) =>
-          get(`http://127.0.0.1:${port}/`, (res) => {
+          get(url, (res) => {
             const parts: Buffer[] = [];
             res.on('data', (d: Buffer) => parts.push(d));
             res.on('end', () => resolve(Buffer.concat(parts)));
@@ -77,11 +82,10 @@ describe('writeChunks', () => {
         settle,
       );
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = await listening(server);
     try {
-      const { port } = server.address() as AddressInfo;
       await new Promise<void>((resolve) =>
-        get(`http://127.0.0.1:${port}/`, (res) => {
+        get(url, (res) => {
           let got = 0;
           res.on('data', (d: Buffer) => {
             got += d.length;
@@ -130,11 +134,10 @@ describe('writeChunks', () => {
         () => {},
       );
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = await listening(server);
     try {
-      const { port } = server.address() as AddressInfo;
       await new Promise<void>((resolve) =>
-        get(`http://127.0.0.1:${port}/`, (res) => {
+        get(url, (res) => {
           res.resume();
           res.on('close', () => resolve());
         }).on('error', () => resolve()),
