@@ -692,6 +692,57 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
     noneAccepted(['a member answering "purged" (unsigned)']);
   });
 
+  it('tells no member but a purge’s signer whether it held the key: a signed purge replayed over gRPC', async () => {
+    // The signer's DELETE asks the key's owners over gRPC whether they had it. Anyone else sending
+    // the same signed purge (a member replaying it) has it applied, but must learn nothing from the
+    // answer: the node named by the caller's certificate has to be the node the signature names.
+    const target = `127.0.0.1:${agents[1]!.grpcPort}`;
+    const nodeA = await testCredentials('node-a', { mesh: MESH });
+    const mallory = await testCredentials('mallory', { mesh: MESH });
+    const as = (id: NodeCredentials, from: string) =>
+      new GrpcPeer({
+        id: 'node-b',
+        address: target,
+        flowControlWindow: MiB,
+        timeoutMs: 2000,
+        from,
+        credentials: (seen) => peerChannelCredentials(id, 'node-b', seen),
+      });
+    const fromA = as(nodeA, 'node-a');
+    const fromMallory = as(mallory, 'mallory');
+    const holds = async (key: string) => (await fromA.getManifest(key))?.holds === true;
+    try {
+      for (let i = 0; i < REPS; i++) {
+        const key = `secret/${i}`;
+        const put = await fetch(`${agents[0]!.url}/v1/objects/${key}`, {
+          method: 'PUT',
+          body: randomBytes(1000),
+        });
+        assert.equal(put.status, 201);
+        assert.ok(await holds(key), 'node-b holds a copy (3 write copies on 3 nodes)');
+        // A purge signed by node-a, as its DELETE would send it; mallory's delivery comes first on
+        // even rounds, second on odd ones.
+        const purgedAtMs = Date.now();
+        const signature = new NodeSigner(nodeA).signPurge(key, purgedAtMs);
+        const first = i % 2 === 0 ? fromMallory : fromA;
+        const second = first === fromA ? fromMallory : fromA;
+        const answers = new Map([
+          [first, await first.purge(key, purgedAtMs, signature)],
+          [second, await second.purge(key, purgedAtMs, signature)],
+        ]);
+        assert.equal(await holds(key), false, 'purged, whoever delivered it');
+        record('whether a node held a key, learned by replaying a signed purge', answers.get(fromMallory)!);
+        assert.equal(answers.get(fromA), true, 'the signer hears that node-b had it');
+      }
+    } finally {
+      fromA.close();
+      fromMallory.close();
+      nodeA.close();
+      mallory.close();
+    }
+    noneAccepted(['whether a node held a key, learned by replaying a signed purge']);
+  });
+
   it('refuses a revoked node everywhere within seconds of the CA-signed revocation, and no forged one', async () => {
     const trudy = await testCredentials('trudy', { mesh: MESH });
     const peers = agents.map(
