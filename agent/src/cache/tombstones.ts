@@ -1,4 +1,4 @@
-import { type NodeSignature, parseSignature } from './manifest.ts';
+import { internCertificate, type NodeSignature, parseSignature } from './manifest.ts';
 import { mkdir, open as openFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Clock } from '../time/clock.ts';
@@ -8,7 +8,7 @@ import { InsufficientStorageError } from './errors.ts';
 /** How long a purge is remembered by default. */
 export const DEFAULT_TOMBSTONE_TTL_MS = 7 * 24 * 3600 * 1000;
 
-/** Tombstones kept at most (each up to about 1 KB with its signature). */
+/** Tombstones kept at most (each about half a KB of heap with its signature, the certificate shared). */
 export const MAX_TOMBSTONES = 50_000;
 /**
  * Journal lines that are not purges are JSON objects, which an agent of an older release reads as a
@@ -287,9 +287,12 @@ export class Tombstones {
   record(key: string, at: number, signature?: NodeSignature): Promise<void> {
     // No object has the empty key (and it is the snapshot's own entry).
     if (key === '' || !this.keeps(at) || (this.#entries.get(key)?.at ?? -1) >= at) return Promise.resolve();
-    this.#set(key, { at, ...(signature ? { signature } : {}) });
+    // The signer's certificate (about 800 bytes) kept once for all its tombstones: a purge heard on
+    // the control plane carries a copy of its own (50,000 of them would hold 40 MB of copies).
+    const kept = signature && { ...signature, certificate: internCertificate(signature.certificate) };
+    this.#set(key, { at, ...(kept ? { signature: kept } : {}) });
     // The purge, then what it pushed out: the journal's replay does what was done.
-    const records: unknown[] = [signature ? [key, at, signature] : [key, at]];
+    const records: unknown[] = [kept ? [key, at, kept] : [key, at]];
     for (const out of this.#trim()) records.push({ out });
     const lines = records.map((r) => `${JSON.stringify(r)}\n`).join('');
     return new Promise<void>((resolve, reject) => {
