@@ -74,7 +74,7 @@ export function parseSignature(value: unknown): NodeSignature | undefined {
  */
 const interned = new Map<string, string>();
 const MAX_INTERNED = 256;
-export function internCertificate(certificate: string): string {
+function internCertificate(certificate: string): string {
   const known = interned.get(certificate);
   if (known !== undefined) return known;
   if (interned.size >= MAX_INTERNED) interned.clear();

@@ -65,29 +65,40 @@ describe('Tombstones', () => {
     }
   });
 
-  it('keeps one copy of a signer’s certificate for all its tombstones, however each purge came', async () => {
+  it('keeps one copy of each signer’s certificate for all its tombstones, in a mesh of any size', async () => {
     const own = await mkdtemp(join(tmpdir(), 'edgemesh-tombs-'));
     try {
       setFlagsFromString('--expose-gc');
       const gc = runInNewContext('gc') as () => void;
-      const certificate = Buffer.alloc(600, 7).toString('base64'); // about a node certificate's size
-      const count = 10_000;
+      // More signers than a table of a fixed size (parseSignature's keeps 256) would share.
+      const signers = 400;
+      const certificates = Array.from({ length: signers }, (_, i) => {
+        const der = Buffer.alloc(600, 7); // about a node certificate's size
+        der.writeUInt32BE(i);
+        return der.toString('base64');
+      });
+      const count = 12_000;
       const t = await Tombstones.open(own, new FakeClock(1000), 60_000);
       gc();
       const before = process.memoryUsage().heapUsed;
       const saved: Promise<void>[] = [];
       for (let i = 0; i < count; i++) {
         // As the control plane hands a purge over: its event's text parsed, then let go.
-        const event = JSON.stringify({ certificate, value: Buffer.alloc(70, i).toString('base64') });
+        const event = JSON.stringify({
+          certificate: certificates[i % signers],
+          value: Buffer.alloc(70, i).toString('base64'),
+        });
         saved.push(t.record(`k${i}`, 5000, JSON.parse(event) as { certificate: string; value: string }));
       }
       await Promise.all(saved);
       gc();
       const each = (process.memoryUsage().heapUsed - before) / count;
       assert.equal(t.size, count);
-      assert.equal(t.signatureOf('k7')?.certificate, certificate);
+      assert.equal(t.signatureOf('k7')?.certificate, certificates[7]);
       // With a copy each, about 1,400 bytes; shared, about 600.
       assert.ok(each < 1000, `${Math.round(each)} bytes of heap per tombstone`);
+      const reopened = await Tombstones.open(own, new FakeClock(1000), 60_000);
+      assert.equal(reopened.signatureOf(`k${count - 1}`)?.certificate, certificates[(count - 1) % signers]);
     } finally {
       await rm(own, { recursive: true, force: true });
     }

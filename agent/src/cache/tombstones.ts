@@ -1,4 +1,4 @@
-import { internCertificate, type NodeSignature, parseSignature } from './manifest.ts';
+import { type NodeSignature, parseSignature } from './manifest.ts';
 import { mkdir, open as openFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Clock } from '../time/clock.ts';
@@ -8,7 +8,7 @@ import { InsufficientStorageError } from './errors.ts';
 /** How long a purge is remembered by default. */
 export const DEFAULT_TOMBSTONE_TTL_MS = 7 * 24 * 3600 * 1000;
 
-/** Tombstones kept at most (each about half a KB of heap with its signature, the certificate shared). */
+/** Tombstones kept at most (each about half a KB of heap with its signature, its certificate shared). */
 export const MAX_TOMBSTONES = 50_000;
 /**
  * Journal lines that are not purges are JSON objects, which an agent of an older release reads as a
@@ -61,8 +61,13 @@ export class Tombstones {
   readonly #maxEntries: number;
   /** Every tombstone, oldest recorded first. */
   #entries = new Map<string, Entry>();
-  /** The keys of each signer's tombstones (signerOf), oldest recorded first. */
-  readonly #bySigner = new Map<string, Set<string>>();
+  /**
+   * Each signer's tombstones (signerOf), oldest recorded first, and the one copy of its certificate
+   * (about 800 bytes) they all share: a purge heard on the control plane carries a copy of its own
+   * (50,000 of them held 40 MB of copies). Per store, for the signers it holds tombstones of, so a
+   * mesh of any number of nodes shares them all (a table of a fixed size would start over).
+   */
+  readonly #bySigner = new Map<string, { certificate: string; keys: Set<string> }>();
   /** The signers by how many tombstones each holds, and the most any holds. */
   readonly #signersBySize = new Map<number, Set<string>>();
   #largest = 0;
@@ -192,17 +197,18 @@ export class Tombstones {
     if (this.#byAge.length > 2 * this.#entries.size + 1024)
       this.#byAge = heapify([...this.#entries].map(([k, e]) => [e.at, k]));
     const signer = signerOf(entry);
-    let keys = this.#bySigner.get(signer);
-    if (!keys) this.#bySigner.set(signer, (keys = new Set()));
-    keys.add(key);
-    this.#resized(signer, keys.size - 1, keys.size);
+    let held = this.#bySigner.get(signer);
+    if (!held) this.#bySigner.set(signer, (held = { certificate: signer, keys: new Set() }));
+    else if (entry.signature) entry.signature = { ...entry.signature, certificate: held.certificate };
+    held.keys.add(key);
+    this.#resized(held.certificate, held.keys.size - 1, held.keys.size);
   }
   #remove(key: string): void {
     const entry = this.#entries.get(key);
     if (entry === undefined) return;
     this.#entries.delete(key);
     const signer = signerOf(entry);
-    const keys = this.#bySigner.get(signer)!;
+    const { keys } = this.#bySigner.get(signer)!;
     keys.delete(key);
     if (keys.size === 0) this.#bySigner.delete(signer);
     this.#resized(signer, keys.size + 1, keys.size);
@@ -241,7 +247,7 @@ export class Tombstones {
     this.#sweep(this.#clock.now());
     while (this.#entries.size > this.#maxEntries) {
       const [signer] = this.#signersBySize.get(this.#largest)!;
-      const [oldest] = this.#bySigner.get(signer!)!;
+      const [oldest] = this.#bySigner.get(signer!)!.keys;
       pushedOut.push([oldest!, this.#entries.get(oldest!)!.at]);
       this.#remove(oldest!);
     }
@@ -287,12 +293,9 @@ export class Tombstones {
   record(key: string, at: number, signature?: NodeSignature): Promise<void> {
     // No object has the empty key (and it is the snapshot's own entry).
     if (key === '' || !this.keeps(at) || (this.#entries.get(key)?.at ?? -1) >= at) return Promise.resolve();
-    // The signer's certificate (about 800 bytes) kept once for all its tombstones: a purge heard on
-    // the control plane carries a copy of its own (50,000 of them would hold 40 MB of copies).
-    const kept = signature && { ...signature, certificate: internCertificate(signature.certificate) };
-    this.#set(key, { at, ...(kept ? { signature: kept } : {}) });
+    this.#set(key, { at, ...(signature ? { signature } : {}) });
     // The purge, then what it pushed out: the journal's replay does what was done.
-    const records: unknown[] = [kept ? [key, at, kept] : [key, at]];
+    const records: unknown[] = [signature ? [key, at, signature] : [key, at]];
     for (const out of this.#trim()) records.push({ out });
     const lines = records.map((r) => `${JSON.stringify(r)}\n`).join('');
     return new Promise<void>((resolve, reject) => {
