@@ -131,4 +131,46 @@ describe('parseSignature', () => {
     // Copies would be 20,000 x 800 bytes = 16 MB; shared, the signatures themselves take about 2.
     assert.ok(grown < 6 * 2 ** 20, `the signatures took ${grown} bytes`);
   });
+
+  it('shares the certificates of a mesh of many signers too (more than a table of a fixed count)', () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const signers = 1000;
+    const certificates = Array.from({ length: signers }, (_, i) => {
+      const der = Buffer.alloc(600, 7);
+      der.writeUInt32BE(i);
+      return der.toString('base64');
+    });
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const kept = [];
+    for (let i = 0; i < 20 * signers; i++) {
+      const text = JSON.stringify({
+        certificate: certificates[i % signers],
+        value: Buffer.from(String(i)).toString('base64'),
+      });
+      kept.push(parseSignature(JSON.parse(text)));
+    }
+    gc();
+    const grown = process.memoryUsage().heapUsed - before;
+    assert.equal(kept[1234]!.certificate, certificates[234]);
+    // Copies would be 20,000 x 800 bytes = 16 MB; shared, 1,000 certificates and the signatures about 3.
+    assert.ok(grown < 6 * 2 ** 20, `the signatures took ${grown} bytes`);
+  });
+
+  it('keeps at most 4 MiB of certificates, whoever sends them (before any check)', () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 2000; i++) {
+      const junk = Buffer.alloc(6000, 9); // 8,000 characters of base64, the most parseSignature takes
+      junk.writeUInt32BE(i);
+      parseSignature({ certificate: junk.toString('base64'), value: 'U0lH' });
+    }
+    gc();
+    const grown = process.memoryUsage().heapUsed - before;
+    // 2,000 of them kept would be 16 MB.
+    assert.ok(grown < 5 * 2 ** 20, `the table holds ${grown} bytes`);
+  });
 });

@@ -69,16 +69,28 @@ export function parseSignature(value: unknown): NodeSignature | undefined {
 /**
  * Certificates kept once each: every manifest, tombstone and index entry a node signed carries the
  * same certificate (about 800 bytes), and each parse made a copy of its own (50,000 tombstones held
- * 40 MB of copies). At most MAX_INTERNED at a time, so certificates sent by anyone (this runs before
- * any check) cost at most 256 x 8 KiB; a full table starts over (what it shared stays shared).
+ * 40 MB of copies). Up to INTERNED_BYTES of them, the least recently seen let go first: certificates
+ * sent by anyone (this runs before any check) cost at most that, and a mesh's own (a few thousand,
+ * with each node's renewals) stay shared however many nodes sign (a table that started over once
+ * full shared nothing in a mesh of more signers than it held).
  */
 const interned = new Map<string, string>();
-const MAX_INTERNED = 256;
+const INTERNED_BYTES = 4 * 2 ** 20;
+let internedBytes = 0;
 function internCertificate(certificate: string): string {
   const known = interned.get(certificate);
-  if (known !== undefined) return known;
-  if (interned.size >= MAX_INTERNED) interned.clear();
+  if (known !== undefined) {
+    interned.delete(known); // the most recently seen last
+    interned.set(known, known);
+    return known;
+  }
   interned.set(certificate, certificate);
+  internedBytes += certificate.length;
+  for (const oldest of interned.keys()) {
+    if (internedBytes <= INTERNED_BYTES) break;
+    interned.delete(oldest);
+    internedBytes -= oldest.length;
+  }
   return certificate;
 }
 

@@ -70,7 +70,7 @@ describe('Tombstones', () => {
     try {
       setFlagsFromString('--expose-gc');
       const gc = runInNewContext('gc') as () => void;
-      // More signers than a table of a fixed size (parseSignature's keeps 256) would share.
+      // Many signers; each purge's certificate a copy, as the control plane's parse gives them.
       const signers = 400;
       const certificates = Array.from({ length: signers }, (_, i) => {
         const der = Buffer.alloc(600, 7); // about a node certificate's size
