@@ -17,6 +17,7 @@ import {
   PeerError,
   PeerRefusedError,
   type PeerTransport,
+  type ReceiveBuffers,
 } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
 import { Download, type DownloadOptions, PeerFetchError, recentBytes } from './download.ts';
@@ -989,8 +990,10 @@ describe('Download into reused receive buffers', () => {
     // socket waits for the reader), so every chunk arrives in one.
     const memories = new Set<ArrayBufferLike>();
     let pooled = 0;
+    let lent: ReceiveBuffers | undefined;
     const transport = stubTransport('a', 'a:1', {
       async *fetchChunks(asked, _lengths, _signal, buffers) {
+        lent = buffers;
         for (const d of asked) {
           const part = parts[digests.indexOf(d)]!;
           let data = buffers?.take(part.length);
@@ -1053,6 +1056,8 @@ describe('Download into reused receive buffers', () => {
       await Promise.all([keeping, sending, download.stored]);
       plain.close();
       reader.close();
+      // Over, it keeps no buffers for chunks to come: those free and those let go since are gone.
+      assert.ok(lent?.take(MIN_CHUNK_SIZE) === undefined, 'a buffer lent after the download ended');
       assert.deepEqual(
         kept.map(([i]) => i).sort(),
         [0, 1, 2, 3],
