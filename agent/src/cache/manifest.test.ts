@@ -12,7 +12,7 @@ import {
   MIN_CHUNK_SIZE,
   rootDigest,
 } from './chunking.ts';
-import { InvalidManifestError, parseManifest, parseSignature } from './manifest.ts';
+import { InternTable, InvalidManifestError, parseManifest, parseSignature } from './manifest.ts';
 
 /** A self-consistent manifest of one chunk of `size` bytes, chunked by `chunkSize`. */
 function manifest(size: number, chunkSize: number) {
@@ -172,5 +172,42 @@ describe('parseSignature', () => {
     const grown = process.memoryUsage().heapUsed - before;
     // 2,000 of them kept would be 16 MB.
     assert.ok(grown < 5 * 2 ** 20, `the table holds ${grown} bytes`);
+  });
+
+  it('holds a flood of tiny certificates to the budget too (each entry costs more than its text)', () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 200_000; i++) {
+      const tiny = Buffer.alloc(6);
+      tiny.writeUIntBE(i, 0, 6);
+      parseSignature({ certificate: tiny.toString('base64'), value: 'U0lH' }); // 8 characters each
+    }
+    gc();
+    const grown = process.memoryUsage().heapUsed - before;
+    // 200,000 entries kept would be about 18 MB.
+    assert.ok(grown < 5 * 2 ** 20, `the table holds ${grown} bytes`);
+  });
+});
+
+describe('InternTable', () => {
+  it('keeps one copy of each string, letting go of the least recently seen past its budget', () => {
+    const cost = (text: string) => text.length + InternTable.ENTRY_COST;
+    const a = 'a'.repeat(100);
+    const b = 'b'.repeat(100);
+    const table = new InternTable(cost(a) * 4); // room for four such strings
+    assert.equal(table.intern(a), a);
+    table.intern(b);
+    table.intern('c'.repeat(100));
+    table.intern('a'.repeat(100)); // seen again: now the most recent
+    table.intern('d'.repeat(100));
+    assert.ok(table.has(a) && table.has(b), 'four fit');
+    // A fifth: past the budget, down to three quarters of it: the two least recently seen go.
+    table.intern('e'.repeat(100));
+    assert.equal(table.has(b), false, 'b, the least recently seen, went');
+    assert.equal(table.has('c'.repeat(100)), false);
+    assert.equal(table.has(a), true, 'a, seen again, stays');
+    assert.equal(table.has('e'.repeat(100)), true);
   });
 });

@@ -60,39 +60,62 @@ export function parseSignature(value: unknown): NodeSignature | undefined {
   )
     return undefined;
   return {
-    certificate: internCertificate(sig.certificate),
+    certificate: interned.intern(sig.certificate),
     value: sig.value,
     ...(typeof sig.by === 'string' && sig.by ? { by: sig.by } : {}),
   };
 }
 
 /**
+ * Strings kept once each, up to a budget: the least recently seen go first. Each is charged its
+ * length and ENTRY_COST (its header and its place in the map, rounded up), so a flood of short ones
+ * is held to the budget too. Past the budget it lets go of the least recently seen down to three
+ * quarters of it in one pass: a map walked from its start once per insertion would step over every
+ * entry deleted before, at a cost that grows with the flood.
+ */
+export class InternTable {
+  static readonly ENTRY_COST = 256;
+  readonly #budget: number;
+  readonly #strings = new Map<string, string>();
+  #bytes = 0;
+
+  constructor(budgetBytes: number) {
+    this.#budget = budgetBytes;
+  }
+
+  /** The copy of `text` kept here (it, if none was). */
+  intern(text: string): string {
+    const known = this.#strings.get(text);
+    if (known !== undefined) {
+      this.#strings.delete(known); // the most recently seen last
+      this.#strings.set(known, known);
+      return known;
+    }
+    this.#strings.set(text, text);
+    this.#bytes += text.length + InternTable.ENTRY_COST;
+    if (this.#bytes > this.#budget)
+      for (const oldest of this.#strings.keys()) {
+        this.#strings.delete(oldest);
+        this.#bytes -= oldest.length + InternTable.ENTRY_COST;
+        if (this.#bytes <= (this.#budget * 3) / 4) break;
+      }
+    return text;
+  }
+
+  has(text: string): boolean {
+    return this.#strings.has(text);
+  }
+}
+
+/**
  * Certificates kept once each: every manifest, tombstone and index entry a node signed carries the
  * same certificate (about 800 bytes), and each parse made a copy of its own (50,000 tombstones held
- * 40 MB of copies). Up to INTERNED_BYTES of them, the least recently seen let go first: certificates
- * sent by anyone (this runs before any check) cost at most that, and a mesh's own (a few thousand,
- * with each node's renewals) stay shared however many nodes sign (a table that started over once
- * full shared nothing in a mesh of more signers than it held).
+ * 40 MB of copies). Up to 4 MiB of them: certificates sent by anyone (this runs before any check)
+ * cost at most that, and a mesh's own (a few thousand, with each node's renewals) stay shared
+ * however many nodes sign (a table that started over once full shared nothing in a mesh of more
+ * signers than it held).
  */
-const interned = new Map<string, string>();
-const INTERNED_BYTES = 4 * 2 ** 20;
-let internedBytes = 0;
-function internCertificate(certificate: string): string {
-  const known = interned.get(certificate);
-  if (known !== undefined) {
-    interned.delete(known); // the most recently seen last
-    interned.set(known, known);
-    return known;
-  }
-  interned.set(certificate, certificate);
-  internedBytes += certificate.length;
-  for (const oldest of interned.keys()) {
-    if (internedBytes <= INTERNED_BYTES) break;
-    interned.delete(oldest);
-    internedBytes -= oldest.length;
-  }
-  return certificate;
-}
+const interned = new InternTable(4 * 2 ** 20);
 
 /** Sizes a signature's parts can have (a node certificate is about 600 bytes; an ECDSA signature at most 72). */
 const MAX_CERTIFICATE_B64 = 8192;
