@@ -8,7 +8,7 @@ import { InsufficientStorageError } from './errors.ts';
 /** How long a purge is remembered by default. */
 export const DEFAULT_TOMBSTONE_TTL_MS = 7 * 24 * 3600 * 1000;
 
-/** Tombstones kept at most (each about half a KB of heap with its signature, its certificate shared). */
+/** Tombstones kept at most (each about 0.7 KB of an agent's heap with its signature, its certificate shared). */
 export const MAX_TOMBSTONES = 50_000;
 /**
  * Journal lines that are not purges are JSON objects, which an agent of an older release reads as a

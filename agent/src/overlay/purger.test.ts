@@ -21,6 +21,7 @@ import { APPLIED_KEPT, FuturePurgeError, Purger, type PurgerOptions, UnsignedPur
  */
 function fakePurger(opts: Partial<PurgerOptions> = {}) {
   const recorded = new Map<string, number>();
+  const signatures = new Map<string, NodeSignature | undefined>();
   const refused: string[] = [];
   let handler: (event: ControlEvent) => void = () => undefined;
   const clock = new FakeClock();
@@ -28,7 +29,11 @@ function fakePurger(opts: Partial<PurgerOptions> = {}) {
     store: { holds: () => false, purge: () => Promise.resolve(false) },
     tombstones: {
       keeps: () => true,
-      record: (key: string, at: number) => Promise.resolve(void recorded.set(key, at)),
+      record: (key: string, at: number, signature?: NodeSignature) => {
+        recorded.set(key, at);
+        signatures.set(key, signature);
+        return Promise.resolve();
+      },
       purgedAt: (key: string) => recorded.get(key),
     },
     control: { ...noControlPlane, onEvent: (h: (event: ControlEvent) => void) => (handler = h) },
@@ -53,7 +58,7 @@ function fakePurger(opts: Partial<PurgerOptions> = {}) {
     });
     await new Promise((r) => setImmediate(r));
   };
-  return { purger, clock, recorded, refused, deliver };
+  return { purger, clock, recorded, signatures, refused, deliver };
 }
 
 /** A signer that vouches for a purge with the signature `good:<key>@<time>` only. */
@@ -224,8 +229,20 @@ describe('Purger', () => {
     assert.equal(recorded.get('k'), clock.now() + MAX_CLOCK_SKEW_MS);
   });
 
+  it('without a signer (security off), keeps no signature it cannot check with the tombstone', async () => {
+    const { purger, clock, recorded, signatures, deliver } = fakePurger();
+    const at = clock.now();
+    const junk = { certificate: 'A'.repeat(8192), value: 'U0lH' }; // 8 KiB nobody checks
+    await deliver('k', at, junk);
+    await purger.purgeHere('j', at, junk);
+    assert.equal(recorded.get('k'), at, 'applied');
+    assert.equal(recorded.get('j'), at, 'applied');
+    assert.equal(signatures.get('k'), undefined);
+    assert.equal(signatures.get('j'), undefined);
+  });
+
   it('with a signer, applies only a purge a node of the mesh signed, and signs its own', async () => {
-    const { purger, clock, recorded, refused, deliver } = fakePurger({ signer });
+    const { purger, clock, recorded, signatures, refused, deliver } = fakePurger({ signer });
     const at = clock.now();
     await assert.rejects(purger.purgeHere('k', at), UnsignedPurgeError);
     await assert.rejects(
@@ -242,6 +259,7 @@ describe('Purger', () => {
     assert.equal(recorded.size, 0);
     await deliver('k', at, signer.signPurge('k', at));
     assert.equal(recorded.get('k'), at, 'a signed purge from the control plane is applied');
+    assert.deepEqual(signatures.get('k'), signer.signPurge('k', at), 'its signature kept with it');
     clock.advance(1000);
     await purger.purgeEverywhere('j');
     assert.equal(recorded.get('j'), clock.now(), 'its own purge carries its signature');

@@ -86,7 +86,8 @@ export class Purger {
    * Applies a purge on this node; whether it had a copy. A purge dated further in the future than
    * clocks can disagree (MAX_CLOCK_SKEW_MS) is refused: it would leave the key unwritable until then.
    * With a signer, so is a purge without a good signature of a node of the mesh; the signature is
-   * kept with the tombstone, to be shown with every "purged" answer.
+   * kept with the tombstone, to be shown with every "purged" answer. Without one (security off),
+   * nothing checks a signature, and none is kept: anyone could make each tombstone carry 8 KiB.
    *
    * `caller`: the node that sent it over gRPC (its certificate's identity), when it came that way.
    * Only the node that signed a purge sends it over gRPC (its DELETE asks the key's owners whether
@@ -111,7 +112,7 @@ export class Purger {
         throw new UnsignedPurgeError((error as Error).message, { cause: error });
       }
     }
-    const had = this.#purge(key, purgedAtMs, signature);
+    const had = this.#purge(key, purgedAtMs, this.#opts.signer ? signature : undefined);
     return caller !== undefined && signedBy !== undefined && caller !== signedBy
       ? had.then(() => false)
       : had;
