@@ -64,7 +64,7 @@ export class Tombstones {
   /**
    * Each signer's tombstones (signerOf), oldest recorded first, and the one copy of its certificate
    * (about 800 bytes) they all share: a purge heard on the control plane carries a copy of its own
-   * (50,000 of them held 40 MB of copies). Per store, for the signers it holds tombstones of, so a
+   * (50,000 of them held about 30 MB of copies). Per store, for the signers it holds tombstones of, so a
    * mesh of any number of nodes shares them all (a table of a fixed size would start over).
    */
   readonly #bySigner = new Map<string, { certificate: string; keys: Set<string> }>();
