@@ -165,19 +165,23 @@ export class GrpcPeer implements PeerTransport {
   #unary<T>(method: string, request: unknown, signal?: AbortSignal, timeoutMs = this.#timeoutMs): Promise<T> {
     const traced = this.#call(method);
     return new Promise((resolve, reject) => {
+      const onAbort = () => call.cancel();
       const call = (this.#client[method] as Unary).call(
         this.#client,
         request,
         traced.metadata,
         { deadline: Date.now() + timeoutMs },
         (error, response) => {
+          // Off the signal once done: a timeout's or a combined signal with a listener is kept alive
+          // until it fires, and with it the finished call (a minute of Replicate calls under load).
+          signal?.removeEventListener('abort', onAbort);
           traced.end(error);
           if (error) reject(this.#refusedBy(error) ?? error);
           else resolve(response as T);
         },
       ) as { cancel(): void };
       if (signal?.aborted) call.cancel();
-      else signal?.addEventListener('abort', () => call.cancel(), { once: true });
+      else signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { getEventListeners } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -119,6 +120,16 @@ describe('peer gRPC server and client', () => {
     assert.deepEqual(Buffer.concat(got), data);
     const pong = await peer.ping();
     assert.deepEqual([pong.nodeId, pong.zone, pong.region], ['srv', 'z', 'r']);
+  });
+
+  it('leaves no listener on a call’s signal once the call is over (a timeout’s signal would keep the call alive)', async () => {
+    const timeout = AbortSignal.timeout(60_000);
+    const combined = AbortSignal.any([AbortSignal.timeout(60_000), new AbortController().signal]);
+    assert.equal((await peer.getManifest('k', timeout))?.holds, true);
+    await peer.ping(combined);
+    await assert.rejects(peer.purge('k', Date.now(), undefined, timeout)); // refused: no purger here
+    assert.equal(getEventListeners(timeout, 'abort').length, 0);
+    assert.equal(getEventListeners(combined, 'abort').length, 0);
   });
 
   it('says when a ping set up its connection (its round trip took the handshakes: no sample of the peer’s)', async () => {
