@@ -61,11 +61,13 @@ function fakePurger(opts: Partial<PurgerOptions> = {}) {
   return { purger, clock, recorded, signatures, refused, deliver };
 }
 
-/** A signer that vouches for a purge with the signature `good:<key>@<time>` only. */
+/** `good:<key>@<time>` in base64: the only signature the fake signer vouches for. */
+const good = (key: string, at: number) => Buffer.from(`good:${key}@${at}`).toString('base64');
+/** A signer that vouches for a purge with its `good` signature only, over any certificate. */
 const signer = {
-  signPurge: (key: string, at: number) => ({ certificate: 'c', value: `good:${key}@${at}` }),
+  signPurge: (key: string, at: number) => ({ certificate: 'Y2VydA==', value: good(key, at) }),
   verifyPurge: (key: string, at: number, signature: NodeSignature | undefined) => {
-    if (signature?.value !== `good:${key}@${at}`) throw new Error(signature ? 'bad signature' : 'unsigned');
+    if (signature?.value !== good(key, at)) throw new Error(signature ? 'bad signature' : 'unsigned');
     return 'b';
   },
 };
@@ -246,7 +248,7 @@ describe('Purger', () => {
     const at = clock.now();
     await assert.rejects(purger.purgeHere('k', at), UnsignedPurgeError);
     await assert.rejects(
-      purger.purgeHere('k', at, { certificate: 'c', value: 'forged' }),
+      purger.purgeHere('k', at, { certificate: 'Y2VydA==', value: 'Zm9yZ2Vk' }),
       UnsignedPurgeError,
     );
     await assert.rejects(
@@ -257,13 +259,18 @@ describe('Purger', () => {
     await deliver('k', at);
     assert.deepEqual(refused, ['unsigned-purge']);
     assert.equal(recorded.size, 0);
+    // The signer's verdict would be good, but a certificate with stray characters (which a base64
+    // decoder skips) is no signature: read as gRPC and the disk read one, it never reaches the signer.
+    await deliver('k', at, { certificate: 'Y2Vy dA==', value: good('k', at) });
+    assert.deepEqual(refused, ['unsigned-purge', 'unsigned-purge']);
+    assert.equal(recorded.size, 0);
     await deliver('k', at, signer.signPurge('k', at));
     assert.equal(recorded.get('k'), at, 'a signed purge from the control plane is applied');
     assert.deepEqual(signatures.get('k'), signer.signPurge('k', at), 'its signature kept with it');
     clock.advance(1000);
     await purger.purgeEverywhere('j');
     assert.equal(recorded.get('j'), clock.now(), 'its own purge carries its signature');
-    assert.deepEqual(refused, ['unsigned-purge']);
+    assert.deepEqual(refused, ['unsigned-purge', 'unsigned-purge']);
   });
 
   it('answers a purge that comes a second time (control plane, then gRPC) with what the first found', async () => {

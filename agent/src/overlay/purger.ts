@@ -3,7 +3,7 @@ import type { ObjectStore } from '../cache/object-store.ts';
 import type { Tombstones } from '../cache/tombstones.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { type Clock, MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
-import type { NodeSignature } from '../cache/manifest.ts';
+import { type NodeSignature, parseSignature } from '../cache/manifest.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 
 export interface PurgerOptions {
@@ -67,9 +67,13 @@ export class Purger {
     opts.control.onEvent((event) => {
       if (event.type !== 'object.purge') return;
       const { key, purgedAtMs, signature } = event.body;
+      // The signature is read as one from gRPC or the disk is: shape checked (a certificate that is
+      // not plain base64 is no signature: the verifier's decoder would skip the stray characters,
+      // and the tombstone would count one more signer) and its certificate shared.
+      const proof = signature === undefined ? undefined : parseSignature(signature);
       // A purge that cannot be applied here (its tombstone not saved: a full or failing disk) is
       // logged; repair and the next purge get another chance. It must not take the agent down.
-      this.purgeHere(key, purgedAtMs, signature).catch((error: unknown) => {
+      this.purgeHere(key, purgedAtMs, proof).catch((error: unknown) => {
         opts.onRefused?.(
           error instanceof FuturePurgeError
             ? 'future-purge'
