@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chunkLength, chunkSizeFor, digestOf, MIN_CHUNK_SIZE, rootDigest } from '../cache/chunking.ts';
 import type { Manifest } from '../cache/manifest.ts';
-import { ObjectStore } from '../cache/object-store.ts';
+import { ObjectStore, type ObjectStoreOptions } from '../cache/object-store.ts';
 import { isKey } from '../keys.ts';
 import type { HopClass } from '../domain.ts';
 import { Counters } from '../telemetry/counters.ts';
@@ -45,7 +45,7 @@ const manifest: Manifest = {
 };
 
 /** A store in `dir` for a download to write into (64 MiB, no hot tier, no fsync). */
-function storeIn(dir: string) {
+function storeIn(dir: string, options: Partial<ObjectStoreOptions> = {}) {
   return ObjectStore.open({
     dir,
     maxBytes: 64 * MiB,
@@ -54,6 +54,7 @@ function storeIn(dir: string) {
     fsync: false,
     clock: systemClock,
     isKey,
+    ...options,
   });
 }
 
@@ -821,6 +822,50 @@ describe('PeerFetcher: downloads under way at once', () => {
         gates.splice(0).forEach((go) => go());
         await new Promise((resolve) => setImmediate(resolve));
       }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('PeerFetcher.copy', () => {
+  it('fetches a version once when a second copy of it, asked for meanwhile, learns of it after the first has stored it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-copies-'));
+    try {
+      const removed: string[] = [];
+      const store = await storeIn(dir, { onRemoved: (key, reason) => removed.push(`${key}:${reason}`) });
+      // The second GetManifest is answered only once the first copy has stored the object: the
+      // write path's Replicate and repair's for one version, racing after a membership change.
+      let asked = 0;
+      let answerSecond = () => undefined as void;
+      const secondAnswered = new Promise<void>((resolve) => (answerSecond = resolve));
+      const { transport: serving, served } = holder('h');
+      const transport = stubTransport('h', 'h:1', {
+        getManifest: async () => {
+          if (++asked === 2) await secondAnswered;
+          return { manifest, holds: true, holders: [] };
+        },
+        fetchChunks: (...args) => serving.fetchChunks(...args),
+      });
+      const fetcher = new PeerFetcher({
+        store,
+        peers: () => [transport],
+        counters: new Counters(),
+        logger: createLogger({ level: 'silent', nodeId: 't' }),
+        timeoutMs: 60_000,
+      });
+      const first = fetcher.copy(manifest.key, manifest.root, [transport]);
+      const second = fetcher.copy(manifest.key, manifest.root, [transport]);
+      await first;
+      answerSecond();
+      await second;
+      assert.deepEqual(
+        served.sort((a, b) => a - b),
+        manifest.chunks.map((_, i) => i),
+        'each chunk fetched once',
+      );
+      assert.deepEqual(removed, [], 'the version not stored over itself');
+      assert.equal(store.lookup(manifest.key)?.root, manifest.root);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -204,6 +204,10 @@ export class PeerFetcher {
       throw new ObjectPurgedError(key, purgedAtMs);
     if (!found || found === 'purged' || found.manifest?.root !== root)
       throw new PeerFetchError(key, ['the source does not hold that version']);
+    // Copied while the source was asked (the write path's Replicate and repair's for one version
+    // race after a membership change): that download has ended, and a new one would fetch the same
+    // bytes again and store the version over itself.
+    if (this.#opts.store.lookup(key)?.root === root) return;
     await this.#download(found).stored;
     if (this.#opts.store.lookup(key)?.root !== root)
       throw new PeerFetchError(key, ['deleted or replaced while copying']);
