@@ -489,8 +489,6 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const stats = every(
     config.controlPlane.statsIntervalMs,
     () => {
-      let bytesFromPeers = 0;
-      for (const bytes of counters.bytesFromPeer.values()) bytesFromPeers += bytes;
       overlay.control.publish({
         v: 1,
         type: 'node.stats',
@@ -500,7 +498,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         body: {
           hits: counters.hits,
           misses: counters.misses,
-          bytesFromPeers,
+          bytesFromPeers: counters.bytesFromPeers,
           bytesFromOrigin: counters.bytesFromOrigin,
           startedAtMs,
           distrustedPeers: overlay.reputation.distrusted(),

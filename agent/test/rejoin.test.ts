@@ -12,6 +12,7 @@ const unavailable = natsUnavailable();
 if (unavailable) console.log(`# rejoin skipped: ${unavailable}`);
 
 type Entries = { cache: { entries: number } };
+type FromPeers = { counters: { bytesFromPeer: Record<string, number>; bytesFromPeers: number } };
 type Members = { mesh: { members: { nodeId: string; state: string }[] } };
 
 /**
@@ -56,16 +57,24 @@ describe(
 
     it('is asked again for every key it owns', async () => {
       const keys = Array.from({ length: KEYS }, (_, i) => `rejoin/${i}`);
-      for (const key of keys) {
-        const res = await fetch(`${agents[0]!.url}/v1/objects/${key}`, {
+      for (const [i, key] of keys.entries()) {
+        // The first through n1, which n0 then copies from it (a download, counted per peer).
+        const res = await fetch(`${agents[i === 0 ? 1 : 0]!.url}/v1/objects/${key}`, {
           method: 'PUT',
           body: randomBytes(4096),
         });
         assert.equal(res.status, 201);
       }
-      // Two nodes, R = 2, W = 2: the PUT answered once n1 held a copy, and n0 recorded it there.
+      // Two nodes, R = 2, W = 2: the PUT answered once the other held a copy, and the writer recorded it there.
       const held = async () => ((await agents[1]!.status()) as unknown as Entries).cache.entries;
       assert.equal(await held(), KEYS);
+      const fromPeers = async () => ((await agents[0]!.status()) as unknown as FromPeers).counters;
+      const before = await fromPeers();
+      assert.equal(
+        before.bytesFromPeer.n1,
+        4096,
+        `n0 copied the one key written on n1 once, and counted it: ${JSON.stringify(before.bytesFromPeer)}`,
+      );
       const grpcPort = agents[1]!.grpcPort;
       await agents[1]!.stop('SIGKILL');
       await eventually(
@@ -74,6 +83,10 @@ describe(
         20_000,
         'n1 forgotten',
       );
+      // Its own figures go with it (a mesh whose nodes come and go would fill the map); the total stays.
+      const after = await fromPeers();
+      assert.equal(after.bytesFromPeer.n1, undefined);
+      assert.equal(after.bytesFromPeers, before.bytesFromPeers);
       // Back at the same address, with an empty disk: learned as a newcomer.
       agents[1] = await startAgentProcess([...args(1, 'n1-new'), '--grpc.port', String(grpcPort)]);
       // Counted in its status, not by reads: a read of a key it lacks would fetch it.

@@ -880,7 +880,7 @@ export class Download {
     }
     this.#lastChunkAt = performance.now();
     const counters = this.#opts.counters;
-    Counters.bump(counters.bytesFromPeer, source.transport.id, data.length);
+    counters.fromPeer(source.transport.id, data.length);
     counters.bytesByHop[HOP_CLASSES[source.cls] ?? 'remote'] += data.length;
     const buffers = this.#buffers;
     this.#progress.hold(index, data, buffers?.lends(data) ? () => buffers.keep(data) : undefined);

@@ -139,6 +139,7 @@ export class Overlay {
         for (const listener of this.#restartListeners) listener(nodeId, address);
       },
       onForgotten: (nodeId, address) => {
+        counters.forgetPeer(nodeId);
         for (const listener of this.#forgottenListeners) listener(nodeId, address);
       },
     });

@@ -15,11 +15,15 @@ export class Counters {
   bytesStored = 0;
   corruptChunks = 0;
   readonly removals = new Map<string, number>();
-  /** Chunks received from each peer that failed verification. */
+  /**
+   * Chunks received from each peer that failed verification, and chunk bytes received from each,
+   * until the peer is forgotten (forgetPeer); bytesFromPeers is the running total of the bytes.
+   */
   readonly badChunksByPeer = new Map<string, number>();
   /** The same, by how far the peer was (metrics: a label per peer would grow with the mesh squared). */
   readonly rejectedByHop: Record<HopClass, number> = { node: 0, zone: 0, region: 0, remote: 0 };
   readonly bytesFromPeer = new Map<string, number>();
+  bytesFromPeers = 0;
   /** Chunk bytes received from peers, by how far they came (same zone, same region, elsewhere). */
   readonly bytesByHop: Record<HopClass, number> = { node: 0, zone: 0, region: 0, remote: 0 };
   /** Fetches this agent made from origins, and the object bytes they brought. */
@@ -43,6 +47,21 @@ export class Counters {
     map.set(key, (map.get(key) ?? 0) + by);
   }
 
+  /** Chunk bytes received from a peer, counted for it and in the total. */
+  fromPeer(peer: string, bytes: number): void {
+    Counters.bump(this.bytesFromPeer, peer, bytes);
+    this.bytesFromPeers += bytes;
+  }
+
+  /**
+   * Lets go of a peer's own figures once membership forgets it (dead past its retention), so a mesh
+   * whose nodes come and go does not fill these maps for the agent's lifetime; the totals stay.
+   */
+  forgetPeer(peer: string): void {
+    this.badChunksByPeer.delete(peer);
+    this.bytesFromPeer.delete(peer);
+  }
+
   snapshot() {
     return {
       hits: this.hits,
@@ -53,6 +72,7 @@ export class Counters {
       removals: Object.fromEntries(this.removals),
       badChunksByPeer: Object.fromEntries(this.badChunksByPeer),
       bytesFromPeer: Object.fromEntries(this.bytesFromPeer),
+      bytesFromPeers: this.bytesFromPeers,
       bytesByHop: { ...this.bytesByHop },
       bytesToPeers: this.bytesToPeers,
       originFetches: this.originFetches,
