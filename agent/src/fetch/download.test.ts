@@ -151,6 +151,40 @@ describe('Download (chunks from several holders)', () => {
     assert.ok(evicted.calls.count <= 2, `${evicted.calls.count} requests`);
   });
 
+  it(
+    'fails at once when every holder of the whole object is gone, though swarm members following it have nothing yet',
+    { timeout: 20_000 },
+    async () => {
+      // The holder evicted it; another node downloading it too follows this one (its Watch stays
+      // open, empty). Waited on, the download held its readers for three call timeouts (here 3 min).
+      const evicted = holder('evicted', { refusing: true });
+      const follower = stubTransport('follower', 'follower:1', {
+        watch: async function* (_key, _from, signal) {
+          yield { firstDigest: 0, digests: [], have: [], peers: [] };
+          await new Promise((resolve) => signal?.addEventListener('abort', resolve, { once: true }));
+        },
+      });
+      const swarm = new Swarm();
+      const store = await storeIn(join(dir, String(n++)));
+      const fetcher = new PeerFetcher({
+        store,
+        peers: () => [evicted.transport],
+        resolve: (h) => (h.nodeId === 'follower' ? follower : undefined),
+        swarm,
+        counters: new Counters(),
+        logger: createLogger({ level: 'silent', nodeId: 't' }),
+        timeoutMs: 60_000,
+      });
+      const source = fetcher.open({ head: headOf(manifest), manifest, holders: [evicted.transport] });
+      swarm.join(manifest.key, { nodeId: 'follower', grpc: 'follower:1' }); // it watches this node
+      await assert.rejects(source.read(0), (e) => {
+        assert.ok(e instanceof PeerFetchError && e.gone, String(e));
+        return true;
+      });
+      source.close();
+    },
+  );
+
   it('gives a holder up after three failed requests', async () => {
     const gone = holder('gone', { failing: 3 });
     await assert.rejects(download([gone.transport]), (e) => {

@@ -575,10 +575,36 @@ export class Download {
     for (const i of plan.deferred) this.#deferred.set(i, now);
     if (plan.deferred.length > 0) this.#recheckDeferred();
     for (const { source, indexes } of plan.requests) this.#request(source, indexes);
-    if (this.#inFlight === 0 && plan.alive === 0 && this.#verifiedCount < this.#verified.length) {
+    if (
+      this.#inFlight === 0 &&
+      this.#verifiedCount < this.#verified.length &&
+      (plan.alive === 0 || this.#orphaned())
+    ) {
       this.#fail(new PeerFetchError(this.head.key, this.#failures, this.#missing));
     }
     this.#watchStragglers(now);
+  }
+
+  /**
+   * Whether nothing can come any more: every holder of the whole object this download knew is gone
+   * (it holds the object no more, or failed for good), no owner is getting it from its origin, and
+   * no swarm member still followed holds a chunk still wanted. Members still downloading it got
+   * their chunks from those same holders or from others they name (Watch), which would be sources
+   * here too; waited on, two of them following each other held each other's download, and its
+   * readers, for the whole stall (three call timeouts) after the object was gone everywhere.
+   */
+  #orphaned(): boolean {
+    if (this.#authority !== undefined) return false;
+    let hadWhole = false;
+    for (const s of this.#sources.values()) {
+      if (s.has === 'all') {
+        if (!s.dead) return false;
+        hadWhole = true;
+      } else if (!s.dead) {
+        for (let i = 0; i < s.has.length; i++) if (s.has[i] && !this.#verified[i]) return false;
+      }
+    }
+    return hadWhole;
   }
 
   /**
