@@ -152,7 +152,7 @@ describe('Download (chunks from several holders)', () => {
   });
 
   it(
-    'fails at once when every holder of the whole object is gone, though swarm members following it have nothing yet',
+    'fails at once when every holder of the whole object holds it no more, though swarm members following it have nothing yet',
     { timeout: 20_000 },
     async () => {
       // The holder evicted it; another node downloading it too follows this one (its Watch stays
@@ -184,6 +184,54 @@ describe('Download (chunks from several holders)', () => {
       source.close();
     },
   );
+
+  it('waits on a swarm member when the holder failed for this node alone, and gets the chunks from it', async () => {
+    // The holder fails every call from here (a path cut for this node alone); another node
+    // downloading the object follows this one, and has its chunks only after the holder was given up.
+    let failed = 0;
+    let holderGivenUp = () => undefined as void;
+    const givenUp = new Promise<void>((resolve) => (holderGivenUp = resolve));
+    const cutOff = stubTransport('cut-off', 'cut-off:1', {
+      async *fetchChunks() {
+        try {
+          await Promise.resolve();
+          throw new PeerError('cut-off', 'FetchChunks stalled: nothing for 1000 ms');
+        } finally {
+          // After its third failure is taken in (it is then dead): a turn later.
+          if (++failed === 3) setImmediate(() => setImmediate(holderGivenUp));
+        }
+        yield* [];
+      },
+    });
+    const follower = holder('follower');
+    const following = stubTransport('follower', 'follower:1', {
+      fetchChunks: (...args) => follower.transport.fetchChunks(...args),
+      watch: async function* () {
+        yield { firstDigest: 0, digests: [], have: [], peers: [] };
+        await givenUp;
+        yield { firstDigest: 0, digests: [], have: [0, 1, 2, 3], peers: [] };
+      },
+    });
+    const swarm = new Swarm();
+    const store = await storeIn(join(dir, String(n++)));
+    const fetcher = new PeerFetcher({
+      store,
+      peers: () => [cutOff],
+      resolve: (h) => (h.nodeId === 'follower' ? following : undefined),
+      swarm,
+      counters: new Counters(),
+      logger: createLogger({ level: 'silent', nodeId: 't' }),
+      timeoutMs: 60_000,
+    });
+    const source = fetcher.open({ head: headOf(manifest), manifest, holders: [cutOff] });
+    swarm.join(manifest.key, { nodeId: 'follower', grpc: 'follower:1' });
+    const parts = [];
+    for (let i = 0; i < 4; i++) parts.push(await source.read(i));
+    source.close();
+    assert.deepEqual(Buffer.concat(parts), data);
+    assert.ok(failed >= 3, 'the holder was given up first');
+    assert.equal(follower.served.length, 4);
+  });
 
   it('gives a holder up after three failed requests', async () => {
     const gone = holder('gone', { failing: 3 });

@@ -150,6 +150,8 @@ interface Source {
   rank: number;
   inFlight: number;
   dead: boolean;
+  /** It answered that it holds the chunk no more (NOT_FOUND): dead, and the object gone from it. */
+  gone: boolean;
   /** Refused as busy, or failed lately: not asked again before this time (performance.now()). */
   busyUntil: number;
   /** Its requests that failed (not counting busy refusals): at SOURCE_ATTEMPTS it is dead. */
@@ -454,6 +456,7 @@ export class Download {
       rank: this.#sources.size,
       inFlight: 0,
       dead: false,
+      gone: false,
       busyUntil: 0,
       failures: 0,
       progressAt: 0,
@@ -586,19 +589,20 @@ export class Download {
   }
 
   /**
-   * Whether nothing can come any more: every holder of the whole object this download knew is gone
-   * (it holds the object no more, or failed for good), no owner is getting it from its origin, and
-   * no swarm member still followed holds a chunk still wanted. Members still downloading it got
-   * their chunks from those same holders or from others they name (Watch), which would be sources
-   * here too; waited on, two of them following each other held each other's download, and its
-   * readers, for the whole stall (three call timeouts) after the object was gone everywhere.
+   * Whether nothing can come any more: every holder of the whole object this download knew answered
+   * that it holds it no more, no owner is getting it from its origin, and no swarm member still
+   * followed holds a chunk still wanted. The members still downloading it were sent to the same
+   * holders (the owners name them) and hear the same; waited on, two of them following each other
+   * held each other's download, and its readers, for the whole stall (three call timeouts) after the
+   * object was gone everywhere. A holder that failed instead (a path cut for this node alone) leaves
+   * the swarm to be waited on: its members may still get the chunks from it.
    */
   #orphaned(): boolean {
     if (this.#authority !== undefined) return false;
     let hadWhole = false;
     for (const s of this.#sources.values()) {
       if (s.has === 'all') {
-        if (!s.dead) return false;
+        if (!s.gone) return false;
         hadWhole = true;
       } else if (!s.dead) {
         for (let i = 0; i < s.has.length; i++) if (s.has[i] && !this.#verified[i]) return false;
@@ -850,7 +854,10 @@ export class Download {
       return;
     }
     this.#failures.push(error.message);
-    if (error instanceof PeerRefusedError && error.code === NOT_FOUND) this.#missing++;
+    if (error instanceof PeerRefusedError && error.code === NOT_FOUND) {
+      this.#missing++;
+      source.gone = true;
+    }
     // A failure it is given another chance after counts against it only if it runs out of them. A
     // refusal (it lacks the chunk, has it damaged) would be the same again: no other chance.
     const again = !(error instanceof IntegrityError) && !(error instanceof PeerRefusedError);
