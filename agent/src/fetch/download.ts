@@ -220,6 +220,11 @@ const BUSY_BACKOFF_MS = 100;
  * chunk that fails verification, or a refusal (no such chunk there), gives the holder up at once.
  */
 const SOURCE_ATTEMPTS = 3;
+/**
+ * How long a download that nothing can feed any more (#orphaned) waits for news before it ends: a
+ * swarm member's first chunks, or a member it learns of. Well under the stall (three call timeouts).
+ */
+const ORPHAN_GRACE_MS = 1000;
 const RETRY_BACKOFF_MS = 250;
 
 /**
@@ -305,6 +310,10 @@ export class Download {
   #deferTimer: NodeJS.Timeout | undefined;
   readonly #asks = new Set<Ask>();
   #stragglerTimer: NodeJS.Timeout | undefined;
+  /** Set while the download waits out ORPHAN_GRACE_MS with nothing left to feed it. */
+  #orphanTimer: NodeJS.Timeout | undefined;
+  /** Sources whose Watch has not answered yet: what they have is not known. */
+  readonly #unheard = new Set<Source>();
 
   constructor(located: Located, opts: DownloadOptions) {
     this.head = located.head;
@@ -484,11 +493,13 @@ export class Download {
    */
   #watch(source: Source, authoritative: boolean): void {
     this.#watching++;
+    this.#unheard.add(source);
     const { key } = this.head;
     const id = source.transport.id;
     (async () => {
       try {
         for await (const u of source.transport.watch(key, this.#opts.self?.(), this.#abort.signal)) {
+          this.#unheard.delete(source);
           if (this.#settled) return;
           if (u.head && (u.head.size !== this.head.size || u.head.chunkSize !== this.head.chunkSize))
             throw new PeerError(id, 'Watch: another shape of the object');
@@ -526,6 +537,7 @@ export class Download {
         this.#pump();
       } finally {
         this.#watching--;
+        if (this.#unheard.delete(source)) this.#pump();
       }
     })().catch((error: unknown) =>
       this.#opts.logger.warn({ peer: id, key, err: (error as Error).message }, 'swarm peer watch failed'),
@@ -578,27 +590,34 @@ export class Download {
     for (const i of plan.deferred) this.#deferred.set(i, now);
     if (plan.deferred.length > 0) this.#recheckDeferred();
     for (const { source, indexes } of plan.requests) this.#request(source, indexes);
-    if (
-      this.#inFlight === 0 &&
-      this.#verifiedCount < this.#verified.length &&
-      (plan.alive === 0 || this.#orphaned())
-    ) {
-      this.#fail(new PeerFetchError(this.head.key, this.#failures, this.#missing));
+    if (this.#inFlight === 0 && this.#verifiedCount < this.#verified.length) {
+      if (plan.alive === 0) this.#fail(new PeerFetchError(this.head.key, this.#failures, this.#missing));
+      else if (this.#orphanTimer === undefined && this.#orphaned()) {
+        this.#orphanTimer = setTimeout(() => {
+          this.#orphanTimer = undefined;
+          if (this.#inFlight === 0 && this.#orphaned())
+            this.#fail(new PeerFetchError(this.head.key, this.#failures, this.#missing));
+          else this.#pump();
+        }, ORPHAN_GRACE_MS);
+        this.#orphanTimer.unref();
+      }
     }
     this.#watchStragglers(now);
   }
 
   /**
-   * Whether nothing can come any more: every holder of the whole object this download knew answered
-   * that it holds it no more, no owner is getting it from its origin, and no swarm member still
-   * followed holds a chunk still wanted. The members still downloading it were sent to the same
-   * holders (the owners name them) and hear the same; waited on, two of them following each other
-   * held each other's download, and its readers, for the whole stall (three call timeouts) after the
-   * object was gone everywhere. A holder that failed instead (a path cut for this node alone) leaves
-   * the swarm to be waited on: its members may still get the chunks from it.
+   * Whether nothing can feed this download now: every holder of the whole object it knew answered
+   * that it holds it no more, no owner is getting it from its origin, and every swarm member it
+   * follows has answered its Watch and holds no chunk still wanted. The download then ends if that
+   * is still so after ORPHAN_GRACE_MS (a member may yet get chunks from a holder this node was not
+   * named, or name one); waited on for the whole stall (three call timeouts), two members following
+   * each other held each other's download, and its readers, long after the object was gone
+   * everywhere. A holder that failed instead (a path cut for this node alone) leaves the swarm to be
+   * waited on for the stall: its members may still get the chunks from it.
    */
   #orphaned(): boolean {
-    if (this.#authority !== undefined) return false;
+    if (this.#authority !== undefined || this.#settled) return false;
+    for (const s of this.#unheard) if (!s.dead) return false;
     let hadWhole = false;
     for (const s of this.#sources.values()) {
       if (s.has === 'all') {
@@ -1017,6 +1036,7 @@ export class Download {
 
   #finish(error: Error | undefined): void {
     clearTimeout(this.#stall);
+    clearTimeout(this.#orphanTimer);
     clearTimeout(this.#stragglerTimer);
     this.#stopJoins();
     this.#abort.abort();
