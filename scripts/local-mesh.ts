@@ -170,7 +170,7 @@ async function main(): Promise<void> {
       line(
         `  ${nodes[i]!.id}: ${s.cache.entries} object(s), ${(s.cache.bytes / MiB).toFixed(0)} MiB cached, ` +
           `peers alive ${s.peers.alive}/${s.peers.known}, sent to peers ${(s.counters.bytesToPeers / MiB).toFixed(0)} MiB, ` +
-          `received ${(Object.values(s.counters.bytesFromPeer).reduce((x, y) => x + y, 0) / MiB).toFixed(0)} MiB`,
+          `received ${(s.counters.bytesFromPeers / MiB).toFixed(0)} MiB`,
       );
     }
     if (values.once) return;

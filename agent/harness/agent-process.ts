@@ -39,6 +39,7 @@ export interface AgentStatus {
     corruptChunks: number;
     badChunksByPeer: Record<string, number>;
     bytesFromPeer: Record<string, number>;
+    bytesFromPeers: number;
     bytesToPeers: number;
   };
   scrub: { state: string; checked?: number; corrupt?: number };

@@ -13,7 +13,7 @@ if (unavailable) console.log(`# rejoin skipped: ${unavailable}`);
 
 type Entries = { cache: { entries: number } };
 type FromPeers = { counters: { bytesFromPeer: Record<string, number>; bytesFromPeers: number } };
-type Members = { mesh: { members: { nodeId: string; state: string }[] } };
+type Members = { mesh: { members: { nodeId: string; grpc: string; state: string }[] } };
 
 /**
  * A node that is gone long enough to be forgotten, then comes back at the same address with an empty
@@ -75,8 +75,24 @@ describe(
         4096,
         `n0 copied the one key written on n1 once, and counted it: ${JSON.stringify(before.bytesFromPeer)}`,
       );
-      const grpcPort = agents[1]!.grpcPort;
+      // First a move: restarted with its disk at another port (a pod at a new IP). The address it
+      // left is forgotten, the member is not, and neither are its figures.
       await agents[1]!.stop('SIGKILL');
+      agents[1] = await startAgentProcess(args(1, 'n1'));
+      const movedTo = `127.0.0.1:${agents[1].grpcPort}`;
+      await eventually(
+        async () =>
+          ((await agents[0]!.status()) as unknown as Members).mesh.members.some(
+            (m) => m.nodeId === 'n1' && m.grpc === movedTo && m.state === 'alive',
+          )
+            ? true
+            : undefined,
+        20_000,
+        'n1 alive at its new address',
+      );
+      assert.equal((await fromPeers()).bytesFromPeer.n1, 4096, 'a move keeps the member’s figures');
+      const grpcPort = agents[1].grpcPort;
+      await agents[1].stop('SIGKILL');
       await eventually(
         async () =>
           ((await agents[0]!.status()) as unknown as Members).mesh.members.length === 0 ? true : undefined,

@@ -364,6 +364,11 @@ export class Membership {
     return [...this.#members.values()];
   }
 
+  /** Whether `nodeId` is a member this node knows (in any state). */
+  knows(nodeId: string): boolean {
+    return this.#members.has(nodeId);
+  }
+
   /**
    * The member `nodeId`, if this node confirmed it at `grpc` and does not count it dead: alive, or
    * suspect (it answered there until a moment ago, and a late answer may yet clear it). For a source

@@ -139,7 +139,8 @@ export class Overlay {
         for (const listener of this.#restartListeners) listener(nodeId, address);
       },
       onForgotten: (nodeId, address) => {
-        counters.forgetPeer(nodeId);
+        // The member itself, not only an address it left (a move): its own figures go with it.
+        if (!this.#membership?.knows(nodeId)) counters.forgetPeer(nodeId);
         for (const listener of this.#forgottenListeners) listener(nodeId, address);
       },
     });
