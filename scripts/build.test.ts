@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import { isBuiltin } from 'node:module';
+import { createRequire, isBuiltin } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,6 +45,25 @@ describe('the image build (scripts/build.ts)', () => {
         if (isBuiltin(m[1]!) && m[1] !== 'node:module') imports.push(`${f}: ${m[1]}`);
     }
     assert.deepEqual(imports, []);
+  });
+
+  it('keeps what an idle agent never runs out of its chunks, still reachable from the bundle alone', () => {
+    const files = readdirSync(join(dir, 'dist'));
+    const code = files
+      .filter((n) => n.endsWith('.mjs'))
+      .map((f) => readFileSync(join(dir, 'dist', f), 'utf8'))
+      .join('\n');
+    // iconv-lite's tables: required, on the first decoding, from their own file beside the chunks.
+    assert.match(code, /require\("\.\/iconv-lite-encodings\.cjs"\)/);
+    const tables = createRequire(join(dir, 'dist', 'x.js'))('./iconv-lite-encodings.cjs') as Record<
+      string,
+      unknown
+    >;
+    assert.ok(tables.utf8 && tables.latin1 && tables.cp1252, 'the tables load');
+    // systeminformation's network statistics: a chunk of their own, imported by a relative path
+    // (a bare specifier would need node_modules, which the image does not have).
+    assert.doesNotMatch(code, /import\(["']systeminformation/);
+    assert.match(code, /networkStats/);
   });
 
   it('gives an agent that starts from the bundle alone (no node_modules, no TypeScript) and exports its traces', async () => {

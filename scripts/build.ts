@@ -10,7 +10,7 @@
  * Usage: node scripts/build.ts [OUT_DIR]   (default: dist)
  */
 import { cpSync, rmSync } from 'node:fs';
-import { isBuiltin } from 'node:module';
+import { createRequire, isBuiltin } from 'node:module';
 import { join, resolve } from 'node:path';
 import { build, type Plugin } from 'esbuild';
 
@@ -47,31 +47,85 @@ const builtinsByRequire: Plugin = {
 };
 
 rmSync(out, { recursive: true, force: true });
-const result = await build({
+/**
+ * Dependencies' code an idle agent never runs, kept out of the chunks it loads at start (each byte of
+ * a loaded chunk stays in memory as source text, evaluated or not):
+ * - iconv-lite's encoding tables (480 KB; body-parser and raw-body import iconv-lite, which loads
+ *   its tables on the first decoding it is asked for): bundled apart, as `iconv-lite-encodings.cjs`,
+ *   and required from there at that moment, as iconv-lite itself does;
+ * - systeminformation's network statistics, which @opentelemetry/host-metrics imports for its
+ *   system.network group; the agent observes the process groups only (telemetry/src/runtime.ts), so
+ *   `networkStats`, a promise already, imports them when first called: never, in the agent.
+ */
+const ICONV_ENCODINGS = 'iconv-lite-encodings.cjs';
+const requireHere = createRequire(import.meta.url);
+/** The one copy of iconv-lite whose tables are bundled apart (another copy, nested, keeps its own). */
+const iconvIndex = requireHere.resolve('iconv-lite');
+const lazyDependencies: Plugin = {
+  name: 'lazy-dependencies',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/encodings$/ }, (args) =>
+      args.importer === iconvIndex ? { path: `./${ICONV_ENCODINGS}`, external: true } : undefined,
+    );
+    b.onResolve({ filter: /^systeminformation\/lib\/network$/ }, (args) =>
+      args.namespace === 'lazy-network' ? undefined : { path: args.path, namespace: 'lazy-network' },
+    );
+    b.onLoad({ filter: /.*/, namespace: 'lazy-network' }, () => ({
+      contents:
+        "exports.networkStats = (...args) => import('systeminformation/lib/network').then((m) => (m.default ?? m).networkStats(...args));",
+      loader: 'js',
+      resolveDir: root,
+    }));
+  },
+};
+
+/**
+ * The agent and the operator are bundled apart, so that no chunk is shared between them: a shared
+ * chunk holds every module both reach, and the agent then loads (and keeps the source text of) what
+ * only the operator uses, e.g. all of zod's locales, which the operator's classic zod re-exports.
+ */
+const bundle = (entryPoints: Record<string, string>) =>
+  build({
+    absWorkingDir: root,
+    entryPoints,
+    outdir: out,
+    outExtension: { '.js': '.mjs' },
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node24',
+    minifyWhitespace: true,
+    minifySyntax: true,
+    legalComments: 'linked',
+    logLevel: 'warning',
+    metafile: true,
+    plugins: [builtinsByRequire, lazyDependencies],
+    // Some bundled CommonJS packages call require(); give every ES module chunk one.
+    banner: {
+      js: "import { createRequire as __edgemeshRequire } from 'node:module'; const require = __edgemeshRequire(import.meta.url);",
+    },
+  });
+const results = [
+  await bundle({ agent: 'agent/src/main.ts' }),
+  await bundle({ operator: 'operator/src/main.ts' }),
+];
+await build({
   absWorkingDir: root,
-  entryPoints: { agent: 'agent/src/main.ts', operator: 'operator/src/main.ts' },
-  outdir: out,
-  outExtension: { '.js': '.mjs' },
+  entryPoints: [requireHere.resolve('iconv-lite/encodings')],
+  outfile: join(out, ICONV_ENCODINGS),
   bundle: true,
-  splitting: true,
-  format: 'esm',
+  format: 'cjs',
   platform: 'node',
   target: 'node24',
   minifyWhitespace: true,
   minifySyntax: true,
   legalComments: 'linked',
   logLevel: 'warning',
-  metafile: true,
-  plugins: [builtinsByRequire],
-  // Some bundled CommonJS packages call require(); give every ES module chunk one.
-  banner: {
-    js: "import { createRequire as __edgemeshRequire } from 'node:module'; const require = __edgemeshRequire(import.meta.url);",
-  },
 });
 // The peer service reads its .proto at run time; the bundle looks for it beside itself.
 cpSync(join(root, 'agent', 'proto'), join(out, 'proto'), { recursive: true });
 
-const bytes = Object.values(result.metafile.outputs).reduce((sum, o) => sum + o.bytes, 0);
-process.stdout.write(
-  `build: ${out}: ${Object.keys(result.metafile.outputs).length} files, ${(bytes / 1048576).toFixed(1)} MiB\n`,
-);
+const outputs = results.flatMap((r) => Object.values(r.metafile.outputs));
+const bytes = outputs.reduce((sum, o) => sum + o.bytes, 0);
+process.stdout.write(`build: ${out}: ${outputs.length} files, ${(bytes / 1048576).toFixed(1)} MiB\n`);
