@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
 import { chunkLength, chunkSizeFor, digestOf, MIN_CHUNK_SIZE, rootDigest } from '../cache/chunking.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import { ObjectStore, type ObjectStoreOptions } from '../cache/object-store.ts';
@@ -284,6 +285,30 @@ describe('Download (chunks from several holders)', () => {
       assert.equal(other.served.length, 4);
     });
   }
+
+  it('logs a holder that let the object go at debug level, not as a failure', async () => {
+    const evicted = holder('evicted', { refusing: true });
+    const keeps = holder('keeps');
+    const lines: string[] = [];
+    const store = await storeIn(join(dir, String(n++)));
+    const fetcher = new PeerFetcher({
+      store,
+      peers: () => [evicted.transport, keeps.transport],
+      hopClassOf: (p) => (p.id === 'evicted' ? 'zone' : 'region'), // the evicted one asked first
+      counters: new Counters(),
+      logger: pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) }),
+      timeoutMs: 1000,
+    });
+    const holders = [evicted.transport, keeps.transport];
+    const source = fetcher.open({ head: headOf(manifest), manifest, holders });
+    for (let i = 0; i < 4; i++) await source.read(i);
+    source.close();
+    assert.ok(evicted.calls.count > 0, 'the holder that let it go was asked');
+    const about = lines
+      .map((l) => JSON.parse(l) as { level: number; peer?: string })
+      .filter((l) => l.peer === 'evicted');
+    assert.ok(about.length > 0 && about.every((l) => l.level === 20), JSON.stringify(about));
+  });
 
   it('gives a holder up after three failed requests', async () => {
     const gone = holder('gone', { failing: 3 });

@@ -900,6 +900,13 @@ export class Download {
         { peer: id, key, chunk: error.digest },
         'peer sent a chunk that failed verification; getting it elsewhere',
       );
+    } else if (source.gone) {
+      // A holder that let the object go since it was named (evicted, replaced): a cache's churn, not
+      // a fault; under a soak's load each agent heard this 160 times a minute.
+      this.#opts.logger.debug(
+        { peer: id, key, err: error.message },
+        'peer holds it no more; getting it elsewhere',
+      );
     } else {
       this.#opts.logger.warn(
         { peer: id, key, err: error.message },
