@@ -84,21 +84,24 @@ const lazyDependencies: Plugin = {
  * chunk holds every module both reach, and the agent then loads (and keeps the source text of) what
  * only the operator uses, e.g. all of zod's locales, which the operator's classic zod re-exports.
  */
+const common = {
+  absWorkingDir: root,
+  bundle: true,
+  platform: 'node',
+  target: 'node24',
+  minifyWhitespace: true,
+  minifySyntax: true,
+  legalComments: 'linked',
+  logLevel: 'warning',
+} as const;
 const bundle = (entryPoints: Record<string, string>) =>
   build({
-    absWorkingDir: root,
+    ...common,
     entryPoints,
     outdir: out,
     outExtension: { '.js': '.mjs' },
-    bundle: true,
     splitting: true,
     format: 'esm',
-    platform: 'node',
-    target: 'node24',
-    minifyWhitespace: true,
-    minifySyntax: true,
-    legalComments: 'linked',
-    logLevel: 'warning',
     metafile: true,
     plugins: [builtinsByRequire, lazyDependencies],
     // Some bundled CommonJS packages call require(); give every ES module chunk one.
@@ -111,17 +114,10 @@ const results = [
   await bundle({ operator: 'operator/src/main.ts' }),
 ];
 await build({
-  absWorkingDir: root,
+  ...common,
   entryPoints: [requireHere.resolve('iconv-lite/encodings')],
   outfile: join(out, ICONV_ENCODINGS),
-  bundle: true,
   format: 'cjs',
-  platform: 'node',
-  target: 'node24',
-  minifyWhitespace: true,
-  minifySyntax: true,
-  legalComments: 'linked',
-  logLevel: 'warning',
 });
 // The peer service reads its .proto at run time; the bundle looks for it beside itself.
 cpSync(join(root, 'agent', 'proto'), join(out, 'proto'), { recursive: true });

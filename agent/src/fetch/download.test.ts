@@ -23,7 +23,7 @@ import {
 import { stubTransport } from '../transport/stub-transport.ts';
 import { Download, type DownloadOptions, PeerFetchError, recentBytes } from './download.ts';
 import { TooManyFetchesError } from './fetch-limits.ts';
-import { PeerFetcher } from './peer-fetcher.ts';
+import { PeerFetcher, type PeerFetcherOptions } from './peer-fetcher.ts';
 import { headOf, Swarm } from './swarm.ts';
 
 const MiB = 2 ** 20;
@@ -89,6 +89,28 @@ function holder(id: string, opts: { busy?: number; failing?: number; refusing?: 
   return { transport, served, calls };
 }
 
+/**
+ * A holder whose every call fails with `error()`; `failed` resolves a turn after its `times`-th
+ * failure was taken in by the download (a refusal at once; a failure at the last attempt).
+ */
+function failingHolder(id: string, times: number, error: () => Error) {
+  let count = 0;
+  let taken = () => undefined as void;
+  const failed = new Promise<void>((resolve) => (taken = resolve));
+  const transport = stubTransport(id, `${id}:1`, {
+    async *fetchChunks() {
+      try {
+        await Promise.resolve();
+        throw error();
+      } finally {
+        if (++count === times) setImmediate(() => setImmediate(taken));
+      }
+      yield* [];
+    },
+  });
+  return { transport, failed, calls: () => count };
+}
+
 describe('Download (chunks from several holders)', () => {
   let dir: string;
   let n = 0;
@@ -107,13 +129,38 @@ describe('Download (chunks from several holders)', () => {
       logger: createLogger({ level: 'silent', nodeId: 't' }),
       timeoutMs: 1000,
     });
-    const source = fetcher.open({ head: headOf(manifest), manifest, holders });
+    await readAll(fetcher.open({ head: headOf(manifest), manifest, holders }));
+    for (let i = 0; i < 200 && !store.lookup('movie'); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(store.lookup('movie')?.root, manifest.root, 'committed');
+  }
+
+  /**
+   * A download named `only` as the holder, which `member`, another node getting the object, follows
+   * (it watches this node: a swarm member) from the start; the holder is `cls` away.
+   */
+  async function followed(only: PeerTransport, member: PeerTransport, cls: HopClass = 'remote') {
+    const swarm = new Swarm();
+    const fetcher = new PeerFetcher({
+      store: await storeIn(join(dir, String(n++))),
+      peers: () => [only],
+      resolve: (h) => (h.nodeId === member.id ? member : undefined),
+      swarm,
+      hopClassOf: () => cls,
+      counters: new Counters(),
+      logger: createLogger({ level: 'silent', nodeId: 't' }),
+      timeoutMs: 60_000,
+    });
+    const source = fetcher.open({ head: headOf(manifest), manifest, holders: [only] });
+    swarm.join(manifest.key, { nodeId: member.id, grpc: member.address });
+    return source;
+  }
+
+  /** Reads the whole object from `source`, closes it, and checks the bytes. */
+  async function readAll(source: ReturnType<PeerFetcher['open']>) {
     const parts = [];
     for (let i = 0; i < 4; i++) parts.push(await source.read(i));
     source.close();
     assert.deepEqual(Buffer.concat(parts), data, 'the bytes read are the object');
-    for (let i = 0; i < 200 && !store.lookup('movie'); i++) await new Promise((r) => setTimeout(r, 10));
-    assert.equal(store.lookup('movie')?.root, manifest.root, 'committed');
   }
 
   it('pulls from two holders in parallel', async () => {
@@ -166,19 +213,7 @@ describe('Download (chunks from several holders)', () => {
           await new Promise((resolve) => signal?.addEventListener('abort', resolve, { once: true }));
         },
       });
-      const swarm = new Swarm();
-      const store = await storeIn(join(dir, String(n++)));
-      const fetcher = new PeerFetcher({
-        store,
-        peers: () => [evicted.transport],
-        resolve: (h) => (h.nodeId === 'follower' ? follower : undefined),
-        swarm,
-        counters: new Counters(),
-        logger: createLogger({ level: 'silent', nodeId: 't' }),
-        timeoutMs: 60_000,
-      });
-      const source = fetcher.open({ head: headOf(manifest), manifest, holders: [evicted.transport] });
-      swarm.join(manifest.key, { nodeId: 'follower', grpc: 'follower:1' }); // it watches this node
+      const source = await followed(evicted.transport, follower);
       await assert.rejects(source.read(0), (e) => {
         assert.ok(e instanceof PeerFetchError && e.gone, String(e));
         return true;
@@ -190,48 +225,22 @@ describe('Download (chunks from several holders)', () => {
   it('waits on a swarm member when the holder failed for this node alone, and gets the chunks from it', async () => {
     // The holder fails every call from here (a path cut for this node alone); another node
     // downloading the object follows this one, and has its chunks only after the holder was given up.
-    let failed = 0;
-    let holderGivenUp = () => undefined as void;
-    const givenUp = new Promise<void>((resolve) => (holderGivenUp = resolve));
-    const cutOff = stubTransport('cut-off', 'cut-off:1', {
-      async *fetchChunks() {
-        try {
-          await Promise.resolve();
-          throw new PeerError('cut-off', 'FetchChunks stalled: nothing for 1000 ms');
-        } finally {
-          // After its third failure is taken in (it is then dead): a turn later.
-          if (++failed === 3) setImmediate(() => setImmediate(holderGivenUp));
-        }
-        yield* [];
-      },
-    });
+    const cutOff = failingHolder(
+      'cut-off',
+      3,
+      () => new PeerError('cut-off', 'FetchChunks stalled: nothing for 1000 ms'),
+    );
     const follower = holder('follower');
     const following = stubTransport('follower', 'follower:1', {
       fetchChunks: (...args) => follower.transport.fetchChunks(...args),
       watch: async function* () {
         yield { firstDigest: 0, digests: [], have: [], peers: [] };
-        await givenUp;
+        await cutOff.failed; // the holder was given up (three failures)
         yield { firstDigest: 0, digests: [], have: [0, 1, 2, 3], peers: [] };
       },
     });
-    const swarm = new Swarm();
-    const store = await storeIn(join(dir, String(n++)));
-    const fetcher = new PeerFetcher({
-      store,
-      peers: () => [cutOff],
-      resolve: (h) => (h.nodeId === 'follower' ? following : undefined),
-      swarm,
-      counters: new Counters(),
-      logger: createLogger({ level: 'silent', nodeId: 't' }),
-      timeoutMs: 60_000,
-    });
-    const source = fetcher.open({ head: headOf(manifest), manifest, holders: [cutOff] });
-    swarm.join(manifest.key, { nodeId: 'follower', grpc: 'follower:1' });
-    const parts = [];
-    for (let i = 0; i < 4; i++) parts.push(await source.read(i));
-    source.close();
-    assert.deepEqual(Buffer.concat(parts), data);
-    assert.ok(failed >= 3, 'the holder was given up first');
+    await readAll(await followed(cutOff.transport, following));
+    assert.ok(cutOff.calls() >= 3, 'the holder was given up first');
     assert.equal(follower.served.length, 4);
   });
 
@@ -240,48 +249,23 @@ describe('Download (chunks from several holders)', () => {
       // Only after the holder's refusal was taken in does the member's Watch tell what it has: the
       // whole object (its first answer, a round trip late), or chunks it got from a holder this node
       // was never named (after a first answer of nothing).
-      let refusedAt = () => undefined as void;
-      const refused = new Promise<void>((resolve) => (refusedAt = resolve));
-      const evicted = stubTransport('evicted', 'evicted:1', {
-        async *fetchChunks() {
-          try {
-            await Promise.resolve();
-            throw new PeerRefusedError('evicted', 5, 'FetchChunks refused: NOT_FOUND: no chunk');
-          } finally {
-            setImmediate(() => setImmediate(refusedAt));
-          }
-          yield* [];
-        },
-      });
+      const evicted = failingHolder(
+        'evicted',
+        1,
+        () => new PeerRefusedError('evicted', 5, 'FetchChunks refused: NOT_FOUND: no chunk'),
+      );
       const other = holder('member');
       const member = stubTransport('member', 'member:1', {
         fetchChunks: (...args) => other.transport.fetchChunks(...args),
         watch: async function* () {
           if (variant === 'has chunks late') yield { firstDigest: 0, digests: [], have: [], peers: [] };
-          await refused;
+          await evicted.failed;
           yield variant === 'has chunks late'
             ? { firstDigest: 0, digests: [], have: [0, 1, 2, 3], peers: [] }
             : { firstDigest: 0, digests: [], have: [], peers: [], manifest: { ...manifest } };
         },
       });
-      const swarm = new Swarm();
-      const store = await storeIn(join(dir, String(n++)));
-      const fetcher = new PeerFetcher({
-        store,
-        peers: () => [evicted],
-        resolve: (h) => (h.nodeId === 'member' ? member : undefined),
-        swarm,
-        hopClassOf: () => 'zone', // no priming wait: the holder is asked at once
-        counters: new Counters(),
-        logger: createLogger({ level: 'silent', nodeId: 't' }),
-        timeoutMs: 60_000,
-      });
-      const source = fetcher.open({ head: headOf(manifest), manifest, holders: [evicted] });
-      swarm.join(manifest.key, { nodeId: 'member', grpc: 'member:1' });
-      const parts = [];
-      for (let i = 0; i < 4; i++) parts.push(await source.read(i));
-      source.close();
-      assert.deepEqual(Buffer.concat(parts), data);
+      await readAll(await followed(evicted.transport, member, 'zone')); // no priming wait: the holder is asked at once
       assert.equal(other.served.length, 4);
     });
   }
@@ -933,6 +917,18 @@ describe('Download: what it refuses, and what it lets go', () => {
   });
 });
 
+/** A fetcher over `store` whose peers are `peers`, silent, with a minute's call timeout. */
+function quietFetcher(store: ObjectStore, peers: PeerTransport[], more: Partial<PeerFetcherOptions> = {}) {
+  return new PeerFetcher({
+    store,
+    peers: () => peers,
+    counters: new Counters(),
+    logger: createLogger({ level: 'silent', nodeId: 't' }),
+    timeoutMs: 60_000,
+    ...more,
+  });
+}
+
 describe('PeerFetcher: downloads under way at once', () => {
   it('refuses a read needing a download past maxDownloads (not a copy), joins one under way, and starts again once one ends', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'edgemesh-downloads-'));
@@ -948,14 +944,7 @@ describe('PeerFetcher: downloads under way at once', () => {
           for (const d of digests) yield { data: Buffer.from(chunks[manifest.chunks.indexOf(d)]!) };
         },
       });
-      const fetcher = new PeerFetcher({
-        store,
-        peers: () => [transport],
-        counters: new Counters(),
-        logger: createLogger({ level: 'silent', nodeId: 't' }),
-        timeoutMs: 60_000,
-        maxDownloads: 2,
-      });
+      const fetcher = quietFetcher(store, [transport], { maxDownloads: 2 });
       const located = (key: string) => {
         const m = { ...manifest, key };
         return { head: headOf(m), manifest: m, holders: [transport] };
@@ -1006,13 +995,7 @@ describe('PeerFetcher.copy', () => {
         },
         fetchChunks: (...args) => serving.fetchChunks(...args),
       });
-      const fetcher = new PeerFetcher({
-        store,
-        peers: () => [transport],
-        counters: new Counters(),
-        logger: createLogger({ level: 'silent', nodeId: 't' }),
-        timeoutMs: 60_000,
-      });
+      const fetcher = quietFetcher(store, [transport]);
       const first = fetcher.copy(manifest.key, manifest.root, [transport]);
       const second = fetcher.copy(manifest.key, manifest.root, [transport]);
       await first;
