@@ -224,7 +224,7 @@ const SOURCE_ATTEMPTS = 3;
  * How long a download that nothing can feed any more (#orphaned) waits for news before it ends: a
  * swarm member's first chunks, or a member it learns of. Well under the stall (three call timeouts).
  */
-const ORPHAN_GRACE_MS = 1000;
+export const ORPHAN_GRACE_MS = 1000;
 const RETRY_BACKOFF_MS = 250;
 
 /**
