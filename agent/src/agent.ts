@@ -188,6 +188,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     onRemoved: (key, reason) => {
       Counters.bump(counters.removals, reason);
       forgetReplicas(key);
+      // Owners stop naming this node as a holder. A purge reaches every owner itself; a newer
+      // version's Hold replaces the record.
+      if (reason === 'evicted' || reason === 'expired' || reason === 'corrupt') overlay.announceRelease(key);
     },
     onStored: (manifest) => overlay.announceHolding(manifest),
     ...(signer ? { sign: (manifest: Omit<Manifest, 'signature'>) => signer.sign(manifest) } : {}),
@@ -327,7 +330,11 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     incarnation: () => overlay.incarnation,
     incarnationOf: (nodeId) => overlay.incarnationOf(nodeId),
     probe: (target) => overlay.probeFor(target),
-    index: { lookup: (key) => overlay.index.lookup(key), record: (m, h) => overlay.recordHolder(m, h) },
+    index: {
+      lookup: (key) => overlay.index.lookup(key),
+      record: (m, h) => overlay.recordHolder(m, h),
+      release: (key, nodeId) => overlay.index.release(key, nodeId),
+    },
     fetchOrigin: async (key) => {
       if (!origin.urlFor(key)) return undefined;
       try {

@@ -244,6 +244,10 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
           await succeeded(peer.hold(manifest, { nodeId: 'node-a', grpc: '127.0.0.1:1' })),
         );
         record(
+          'claimed releaser',
+          await succeeded(peer.release(['asset/0'], { nodeId: 'node-a', grpc: '127.0.0.1:1' })),
+        );
+        record(
           'claimed requester of chunks',
           await succeeded(drain(peer.fetchChunks(manifest.chunks.slice(0, 1), [manifest.size]))),
         );
@@ -267,13 +271,14 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
     noneAccepted([
       'claimed sender of an exchange message',
       'claimed holder',
+      'claimed releaser',
       'claimed requester of chunks',
       'claimed watcher',
     ]);
     const status = (await (await fetch(`${agents[1]!.url}/v1/status`)).json()) as {
       counters: { peersRefused: Record<string, number> };
     };
-    assert.ok((status.counters.peersRefused.claim ?? 0) >= 4 * REPS, 'every forged claim counted');
+    assert.ok((status.counters.peersRefused.claim ?? 0) >= 5 * REPS, 'every forged claim counted');
   });
 
   it('admits no member on a forged announce: signed by the node it announces, which proves its id over mTLS', async () => {

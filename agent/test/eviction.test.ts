@@ -4,7 +4,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type AgentProcess, peersAlive, startAgentProcess } from '../harness/agent-process.ts';
+import { type AgentProcess, eventually, peersAlive, startAgentProcess } from '../harness/agent-process.ts';
+import { testPeer } from '../harness/test-ca.ts';
 import { natsUnavailable, type NatsServer, startNatsServer } from '../harness/nats-server.ts';
 
 const MiB = 2 ** 20;
@@ -18,6 +19,8 @@ describe('objects evicted everywhere', { skip: missing ?? false }, () => {
   let dir: string;
   let nats: NatsServer;
   const agents: AgentProcess[] = [];
+  /** Keys every agent answered 404 for: evicted everywhere. */
+  const goneEverywhere: string[] = [];
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-eviction-'));
@@ -56,14 +59,38 @@ describe('objects evicted everywhere', { skip: missing ?? false }, () => {
       assert.equal(res.status, 201);
     }
     const statuses: Record<number, number> = {};
-    for (let i = 0; i < 40; i++)
+    for (let i = 0; i < 40; i++) {
+      let misses = 0;
       for (const agent of agents) {
         const res = await fetch(`${agent.url}/v1/objects/evict/${i}`);
         const body = Buffer.from(await res.arrayBuffer());
         statuses[res.status] = (statuses[res.status] ?? 0) + 1;
         if (res.status === 200) assert.deepEqual(body, bodies[i], `evict/${i}: its own bytes`);
+        if (res.status === 404) misses++;
       }
+      if (misses === agents.length) goneEverywhere.push(`evict/${i}`);
+    }
     console.log(`# reads of 40 objects of 2 MiB on 3 stores of 32 MiB: ${JSON.stringify(statuses)}`);
     assert.deepEqual(Object.keys(statuses).sort(), ['200', '404'], 'a hit or a miss, never a fault');
+  });
+
+  it('leaves no owner naming a holder that let the object go (Release), so no reader is sent to ask it', async () => {
+    assert.ok(goneEverywhere.length > 0, 'some objects were evicted everywhere');
+    // Every agent owns every key here (R = 3); each had recorded the others as holders of what they
+    // stored, for 10 minutes unless told otherwise.
+    const owners = await Promise.all(
+      agents.map((agent) => testPeer(`127.0.0.1:${agent.grpcPort}`, { mesh: 'evict' })),
+    );
+    try {
+      for (const key of goneEverywhere)
+        for (const owner of owners)
+          await eventually(
+            async () => ((await owner.getManifest(key)) === undefined ? true : undefined),
+            10_000,
+            `${owner.id} to name no holder of ${key}`,
+          );
+    } finally {
+      for (const owner of owners) owner.close();
+    }
   });
 });

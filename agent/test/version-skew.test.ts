@@ -40,7 +40,7 @@ const memberAt = async (a: AgentProcess, nodeId: string) =>
 describe('agents of different protocol versions in one mesh', { skip: unavailable ?? false }, () => {
   let dir: string;
   let nats: NatsServer;
-  /** n0: this build (1.0); n1: one minor newer, still speaking 1.0; n2: 1.2 only; n3: major 2. */
+  /** n0: 1.0 (as this build was); n1: one minor newer, still speaking 1.0; n2: 1.2 only; n3: major 2. */
   const agents: Record<string, AgentProcess> = {};
   const start = async (node: string, protocol?: string, extra: string[] = []) => {
     agents[node] = await startAgentProcess(
@@ -58,7 +58,7 @@ describe('agents of different protocol versions in one mesh', { skip: unavailabl
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-skew-'));
     nats = await startNatsServer();
-    await Promise.all([start('n0'), start('n1', '1.0-1.1'), start('n2', '1.2-1.2')]);
+    await Promise.all([start('n0', '1.0-1.0'), start('n1', '1.0-1.1'), start('n2', '1.2-1.2')]);
     // Major 2 hears no 1.x event (nor they its): it is given n0 as a static peer, so it calls n0.
     await start('n3', '2.0-2.0', ['--peers', `127.0.0.1:${agents.n0!.grpcPort}`]);
   });

@@ -23,9 +23,10 @@ export interface ProtocolRange {
 /**
  * What this build speaks. 1.0 is the protocol as it was when versions were first advertised: a peer
  * built before then advertises nothing and is taken to speak 1.0 (UNVERSIONED), and this build's 1.0
- * events are byte for byte what such a peer sends.
+ * events are byte for byte what such a peer sends. 1.1 adds the Release call (peer.proto): a holder
+ * tells owners it let objects go; a 1.0 peer answers UNIMPLEMENTED, and its records expire instead.
  */
-export const PROTOCOL: ProtocolRange = { min: { major: 1, minor: 0 }, max: { major: 1, minor: 0 } };
+export const PROTOCOL: ProtocolRange = { min: { major: 1, minor: 0 }, max: { major: 1, minor: 1 } };
 
 /** The range taken for a peer that advertises none (a build from before versions were advertised). */
 export const UNVERSIONED: ProtocolRange = { min: { major: 1, minor: 0 }, max: { major: 1, minor: 0 } };

@@ -876,6 +876,7 @@ export class Download {
     if (error instanceof PeerRefusedError && error.code === NOT_FOUND) {
       this.#missing++;
       source.gone = true;
+      if (source.has === 'all') this.#opts.counters.holdersGone++;
     }
     // A failure it is given another chance after counts against it only if it runs out of them. A
     // refusal (it lacks the chunk, has it damaged) would be the same again: no other chance.

@@ -47,6 +47,22 @@ describe('HolderIndex', () => {
     assert.equal(index.size, 1);
   });
 
+  it('forgets a holder that released the key, and the key with its last holder', () => {
+    const index = new HolderIndex(new FakeClock());
+    index.record(manifest('k', 'r1', 1, 3), a);
+    index.record(manifest('k', 'r1', 1, 3), b);
+    index.release('k', 'a');
+    assert.deepEqual(index.lookup('k')?.holders, [b]);
+    index.release('k', 'a'); // again, and for keys or holders it never had: nothing changes
+    index.release('other', 'b');
+    assert.deepEqual(index.lookup('k')?.holders, [b]);
+    assert.equal(index.digests, 3);
+    index.release('k', 'b');
+    assert.equal(index.lookup('k'), undefined);
+    assert.equal(index.size, 0);
+    assert.equal(index.digests, 0, 'its manifest went with it');
+  });
+
   it('keeps at most MAX_KEYS keys, the oldest recorded going first', () => {
     const index = new HolderIndex(new FakeClock());
     for (let i = 0; i <= MAX_KEYS; i++) index.record(manifest(`k${i}`), a);

@@ -104,6 +104,13 @@ export class HolderIndex {
     return { manifest: entry.manifest, holders: [...entry.holders.values()].map((h) => h.holder) };
   }
 
+  /** Forgets `nodeId` as a holder of `key` (it let the object go), and the key with its last holder. */
+  release(key: string, nodeId: string): void {
+    const entry = this.#entries.get(key);
+    if (!entry?.holders.delete(nodeId)) return;
+    if (entry.holders.size === 0) this.#drop(key);
+  }
+
   forget(key: string): void {
     this.#drop(key);
   }

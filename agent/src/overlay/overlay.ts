@@ -21,6 +21,10 @@ import { hopClass, rankByCost } from './proximity.ts';
 import { StaticPeers } from './static-peers.ts';
 import { Reputation } from './reputation.ts';
 import { Vivaldi } from './vivaldi.ts';
+import { PendingReleases } from './pending-releases.ts';
+
+/** How long keys let go of gather before their owners are told (one call per owner for all of them). */
+export const RELEASE_DELAY_MS = 250;
 
 export interface OverlayOptions {
   config: AgentConfig;
@@ -57,6 +61,9 @@ export class Overlay {
   readonly #incompatibleLogged = new Set<string>();
   /** The last save of a life this node took while running (Membership's onOwnLife); saves never reject. */
   #lifeSaved: Promise<void> = Promise.resolve();
+  /** Keys this node let go of since the owners were last told (announceRelease). */
+  readonly #released = new PendingReleases();
+  #releaseTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: OverlayOptions) {
     this.#opts = opts;
@@ -333,6 +340,7 @@ export class Overlay {
   announceHolding(manifest: Manifest): void {
     const self = this.#membership?.self;
     if (!self) return;
+    this.#released.cancel(manifest.key); // held again before the owners were told it was let go
     const holder = { nodeId: self.nodeId, grpc: self.grpc };
     for (const owner of this.owners(manifest.key)) {
       owner
@@ -344,6 +352,32 @@ export class Overlay {
           );
         });
     }
+  }
+
+  /**
+   * Tells `key`'s owners, soon and with other keys let go of meanwhile (RELEASE_DELAY_MS), that this
+   * node holds it no more, so they stop sending readers here to hear NOT_FOUND (best effort: at
+   * most MAX_PENDING_RELEASES wait at once, and an owner that misses one forgets the record when it
+   * expires). Not for a purge (every owner applies it) or a newer version (its Hold replaces the
+   * record).
+   */
+  announceRelease(key: string): void {
+    if (!this.#membership || !this.#released.add(key)) return;
+    this.#releaseTimer ??= setTimeout(() => this.#sendReleases(), RELEASE_DELAY_MS).unref();
+  }
+
+  /** One Release call to each owner of the keys let go of (per MAX_RELEASED_KEYS keys). */
+  #sendReleases(): void {
+    this.#releaseTimer = undefined;
+    const self = this.#membership?.self;
+    if (!self) return;
+    const holder = { nodeId: self.nodeId, grpc: self.grpc };
+    for (const [owner, keys] of this.#released.take((key) => this.owners(key)))
+      owner
+        .release(keys, holder, AbortSignal.timeout(this.#opts.config.transfer.peerTimeoutMs))
+        .catch((error: Error) =>
+          this.#opts.logger.debug({ owner: owner.id, err: error.message }, 'Release not delivered'),
+        );
   }
 
   probeFor(target: string): Promise<PingResult | undefined> {
@@ -390,6 +424,7 @@ export class Overlay {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.#releaseTimer);
     this.#membership?.close();
     this.staticPeers.close();
     await this.control.close();

@@ -31,6 +31,11 @@ export class Counters {
   bytesFromOrigin = 0;
   /** Misses its owners knew nothing of that were not asked of every member (MAX_FANOUTS_PER_S). */
   fanoutsSkipped = 0;
+  /**
+   * Holders of a whole object named to a read (by its owners, mostly) that answered they hold it no
+   * more: records older than the holder's eviction (its Release not heard yet, or an owner of 1.0).
+   */
+  holdersGone = 0;
   /** Chunk bytes this agent served to peers over gRPC. */
   bytesToPeers = 0;
   /** Control-plane traffic (NATS): messages and bytes in, bytes out, and what was dropped and why. */
@@ -78,6 +83,7 @@ export class Counters {
       originFetches: this.originFetches,
       bytesFromOrigin: this.bytesFromOrigin,
       fanoutsSkipped: this.fanoutsSkipped,
+      holdersGone: this.holdersGone,
       peersRefused: Object.fromEntries(this.peersRefused),
       clientsRefused: Object.fromEntries(this.clientsRefused),
       control: {

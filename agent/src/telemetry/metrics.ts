@@ -145,6 +145,11 @@ export class AgentMetrics {
       'Chunks from peers that failed verification, by hop class (which peer: /v1/status and the logs)',
       perRecord(counters.rejectedByHop, 'hop'),
     );
+    observe(
+      'edgemesh.peer.holders_gone',
+      'Holders named to a read (by its owners, mostly) that answered they hold the object no more',
+      (r) => r.observe(counters.holdersGone),
+    );
     observe('edgemesh.cache.corrupt_chunks', 'Chunks found damaged on local disk', (r) =>
       r.observe(counters.corruptChunks),
     );

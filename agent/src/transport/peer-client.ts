@@ -262,6 +262,14 @@ export class GrpcPeer implements PeerTransport {
     });
   }
 
+  async release(keys: readonly string[], holder: Holder, signal?: AbortSignal): Promise<void> {
+    await this.#unary('Release', { keys, holder }, signal).catch((error: Error) => {
+      // A 1.0 build has no Release: its records of this holder expire instead.
+      if ((error as ServiceError).code === status.UNIMPLEMENTED) return;
+      throw new PeerError(this.id, `Release failed: ${error.message}`, { cause: error });
+    });
+  }
+
   async replicate(
     manifest: Manifest,
     source: Holder,

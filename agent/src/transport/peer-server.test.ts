@@ -40,6 +40,7 @@ import type { NodeCredentials } from '../security/node-credentials.ts';
 import {
   MAX_CONTROL_MESSAGE_BYTES,
   MAX_DIGESTS_PER_FETCH,
+  MAX_RELEASED_KEYS,
   peerService,
   type WireManifest,
 } from './peer-service.ts';
@@ -401,6 +402,10 @@ describe('peer gRPC server and client', () => {
         digests: Array<Buffer>(MAX_DIGESTS_PER_FETCH).fill(Buffer.alloc(32)),
         fromNode: holder.nodeId,
       }).length,
+      Release: method('Release').requestSerialize({
+        holder,
+        keys: Array<string>(MAX_RELEASED_KEYS).fill('k'.repeat(MAX_KEY_LENGTH)),
+      }).length,
       Purge: method('Purge').requestSerialize({
         key: manifest.key,
         purgedAtMs: Number.MAX_SAFE_INTEGER,
@@ -411,6 +416,38 @@ describe('peer gRPC server and client', () => {
       assert.ok(size <= MAX_CONTROL_MESSAGE_BYTES, `${name}: ${size} bytes`);
     }
     assert.ok(sizes['Watch (first event)']! > 2 * MiB, 'the largest is as large as expected');
+  });
+
+  it('hands a Release to the index for the calling node, and refuses too many keys or a malformed one', async () => {
+    const released: string[] = [];
+    const releasing = serverOf({
+      index: {
+        lookup: () => undefined,
+        record: () => undefined,
+        release: (key, nodeId) => released.push(`${key}@${nodeId}`),
+      },
+    });
+    const at = await bindPeerServer(releasing, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const client = clientTo(at);
+    const cli = { nodeId: 'cli', grpc: '127.0.0.1:1' };
+    try {
+      await client.release(['a/1', 'a/2'], cli);
+      assert.deepEqual(released, ['a/1@cli', 'a/2@cli']);
+      const refusals: [string[], { nodeId: string; grpc: string }, RegExp][] = [
+        [Array<string>(MAX_RELEASED_KEYS + 1).fill('a/1'), cli, /INVALID_ARGUMENT.*at most 1024/],
+        [['a/1', '../etc/passwd'], cli, /INVALID_ARGUMENT/],
+        [['a/1'], { nodeId: 'someone-else', grpc: '127.0.0.1:1' }, /PERMISSION_DENIED/],
+      ];
+      for (const [keys, holder, pattern] of refusals)
+        await assert.rejects(
+          client.release(keys, holder),
+          (e) => e instanceof PeerError && pattern.test(e.message),
+        );
+      assert.equal(released.length, 2, 'a refused call releases none of its keys');
+    } finally {
+      client.close();
+      releasing.forceShutdown();
+    }
   });
 
   it('hands a purge to its handler with the calling node, as its certificate names it', async () => {

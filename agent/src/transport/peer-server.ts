@@ -29,6 +29,7 @@ import {
   fromWire,
   MAX_CONTROL_MESSAGE_BYTES,
   MAX_DIGESTS_PER_FETCH,
+  MAX_RELEASED_KEYS,
   PIECE_SIZE,
   peerService,
   pingToWire,
@@ -172,6 +173,7 @@ export interface PeerServerOptions {
   index?: {
     lookup(key: string): { manifest: Manifest; holders: Holder[] } | undefined;
     record(manifest: Manifest, holder: Holder): void;
+    release(key: string, nodeId: string): void;
   };
   /** Default: MAX_CONNECTION_IDLE_MS (tests shorten it). */
   connectionIdleMs?: number;
@@ -427,6 +429,24 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         } catch (error) {
           return callback(grpcError(status.INVALID_ARGUMENT, (error as Error).message));
         }
+        callback(null, {});
+      },
+      release(
+        call: ServerUnaryCall<{ holder?: Holder | null; keys: string[] }, unknown>,
+        callback: sendUnaryData<unknown>,
+      ) {
+        const { holder, keys } = call.request;
+        if (!holder) return callback(grpcError(status.INVALID_ARGUMENT, 'holder is required'));
+        if (keys.length > MAX_RELEASED_KEYS)
+          return callback(
+            grpcError(status.INVALID_ARGUMENT, `${keys.length} keys: at most ${MAX_RELEASED_KEYS} per call`),
+          );
+        const malformed = keys.find((key) => !isKey(key));
+        if (malformed !== undefined)
+          return callback(grpcError(status.INVALID_ARGUMENT, keyProblem(malformed)!));
+        const forged = claimProblem(opts, call, holder.nodeId, 'holder');
+        if (forged) return callback(forged);
+        for (const key of keys) opts.index?.release(key, holder.nodeId);
         callback(null, {});
       },
       watch(call: ServerWritableStream<{ key: string; from?: Holder | null }, WireWatchEvent>) {

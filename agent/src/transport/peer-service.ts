@@ -20,6 +20,11 @@ export const PEER_PROTO = [`../../proto/edgemesh/peer/v1/peer.proto`, `./proto/e
  * receiver a copy to reassemble. Receivers still accept a chunk cut into several pieces.
  */
 export const PIECE_SIZE = MAX_CHUNK_SIZE;
+/**
+ * The most keys one Release call may name (at most 512 KiB of keys): a node that evicted more tells
+ * its owners in several calls.
+ */
+export const MAX_RELEASED_KEYS = 1024;
 /** The most chunks one FetchChunks call may ask for. */
 export const MAX_DIGESTS_PER_FETCH = 4096;
 /**

@@ -20,6 +20,11 @@ export interface PeerTransport {
   /** Tells this peer, one of `manifest.key`'s owners, that `holder` holds it. */
   hold(manifest: Manifest, holder: Holder, signal?: AbortSignal): Promise<void>;
   /**
+   * Tells this peer, an owner of each of `keys` (at most MAX_RELEASED_KEYS), that `holder` holds them
+   * no more. Resolves too when the peer does not know the call (a 1.0 build).
+   */
+  release(keys: readonly string[], holder: Holder, signal?: AbortSignal): Promise<void>;
+  /**
    * Asks this peer, one of `manifest.key`'s owners, to copy it from `source`; resolves once it is
    * stored there, or with the purge time when the owner refuses it as purged.
    */

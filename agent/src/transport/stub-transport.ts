@@ -17,6 +17,7 @@ export function stubTransport(
     getManifest: unsupported('getManifest'),
     fetchOrigin: unsupported('fetchOrigin'),
     hold: unsupported('hold'),
+    release: unsupported('release'),
     replicate: unsupported('replicate'),
     purge: unsupported('purge'),
     deliver: unsupported('deliver'),
