@@ -118,6 +118,8 @@ type Sample = {
 };
 type Status = {
   tombstones: number;
+  /** holdersGone is absent from builds before the counter (a soak of an older agent). */
+  counters: { holdersGone?: number };
   cache: { bytes: number; hotBytes: number; hotMaxBytes: number };
   process: {
     rssBytes: number;
@@ -283,8 +285,8 @@ async function step(): Promise<void> {
       load.puts++;
     } else if (roll < 0.9) {
       const res = await fetch(`${agent.url}/v1/objects/${pick(keys)}`);
-      await res.arrayBuffer();
-      if (res.status !== 200 && res.status !== 404) throw new Error(`GET ${res.status}`);
+      const body = await res.arrayBuffer();
+      if (res.status !== 200 && res.status !== 404) throw new Error(`GET ${res.status} ${why(body)}`);
       load.gets++;
     } else if (roll < 0.95) {
       const key = keys.splice(Math.floor(Math.random() * keys.length), 1)[0]!;
@@ -302,8 +304,24 @@ async function step(): Promise<void> {
     }
   } catch (error) {
     load.errors++;
-    const kind = (error as Error).message.slice(0, 60);
+    const { message } = error as Error;
+    // Each failure on stderr in full (when, which agent, the agent's own words); counted by its start.
+    process.stderr.write(
+      `soak ${((performance.now() - started) / 1000).toFixed(1)} s: ${agent.url}: ${message}\n`,
+    );
+    const kind = message.slice(0, 60);
     errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+  }
+}
+
+/** An error answer's code and message (the agent's JSON error body), or its first bytes. */
+function why(body: ArrayBuffer): string {
+  const text = Buffer.from(body).toString('utf8', 0, 300);
+  try {
+    const { error } = JSON.parse(text) as { error: { code: string; message: string } };
+    return `${error.code}: ${error.message}`;
+  } catch {
+    return text;
   }
 }
 
@@ -471,6 +489,11 @@ try {
   });
   for (const r of rows) console.log(`# ${JSON.stringify(r)}`);
   console.log(`# load: ${JSON.stringify(load)}; errors by kind: ${JSON.stringify(errorKinds)}`);
+  // Reads sent to a holder that had let the object go (an owner's record older than its eviction).
+  const gone = await Promise.all(
+    agents.map(async (a) => ((await a.status()) as unknown as Status).counters.holdersGone ?? 0),
+  );
+  console.log(`# holders named that held the object no more, per agent: ${gone.join(', ')}`);
   await writeFile(values.plot, svg());
   console.log(`# plot: ${values.plot}`);
   if (snapshots.length >= 2) {
