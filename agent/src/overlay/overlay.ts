@@ -146,8 +146,12 @@ export class Overlay {
         for (const listener of this.#restartListeners) listener(nodeId, address);
       },
       onForgotten: (nodeId, address) => {
-        // The member itself, not only an address it left (a move): its own figures go with it.
-        if (!this.#membership?.knows(nodeId)) counters.forgetPeer(nodeId);
+        // The member itself, not only an address it left (a move): its own figures go with it, and
+        // those of any other peer neither a member nor a static peer (counters.ts, keepPeers).
+        if (!this.#membership?.knows(nodeId)) {
+          const statics = new Set(this.staticPeers.list().map((p) => p.id));
+          counters.keepPeers((peer) => statics.has(peer) || this.#membership?.knows(peer) === true);
+        }
         for (const listener of this.#forgottenListeners) listener(nodeId, address);
       },
     });

@@ -17,7 +17,7 @@ export class Counters {
   readonly removals = new Map<string, number>();
   /**
    * Chunks received from each peer that failed verification, and chunk bytes received from each,
-   * until the peer is forgotten (forgetPeer); bytesFromPeers is the running total of the bytes.
+   * until the peer is forgotten (keepPeers); bytesFromPeers is the running total of the bytes.
    */
   readonly badChunksByPeer = new Map<string, number>();
   /** The same, by how far the peer was (metrics: a label per peer would grow with the mesh squared). */
@@ -59,12 +59,14 @@ export class Counters {
   }
 
   /**
-   * Lets go of a peer's own figures once membership forgets it (dead past its retention), so a mesh
-   * whose nodes come and go does not fill these maps for the agent's lifetime; the totals stay.
+   * Lets go of the figures of every peer `known` no longer names (a member forgotten: dead past its
+   * retention), so a mesh whose nodes come and go does not fill these maps for the agent's lifetime;
+   * the totals stay. Every such peer, not only the one just forgotten: a chunk that arrived from a
+   * peer after it was forgotten made its entry again, and goes at the next sweep.
    */
-  forgetPeer(peer: string): void {
-    this.badChunksByPeer.delete(peer);
-    this.bytesFromPeer.delete(peer);
+  keepPeers(known: (peer: string) => boolean): void {
+    for (const map of [this.badChunksByPeer, this.bytesFromPeer])
+      for (const peer of map.keys()) if (!known(peer)) map.delete(peer);
   }
 
   snapshot() {
