@@ -233,11 +233,11 @@ describe('Download (chunks from several holders)', () => {
     assert.equal(follower.served.length, 4);
   });
 
-  for (const variant of ['answers late', 'has chunks late'] as const) {
+  for (const variant of ['answers late', 'has chunks late', 'answers only after the grace'] as const) {
     it(`waits on a swarm member that ${variant}, after the only holder answered it holds the object no more`, async () => {
       // Only after the holder's refusal was taken in does the member's Watch tell what it has: the
-      // whole object (its first answer, a round trip late), or chunks it got from a holder this node
-      // was never named (after a first answer of nothing).
+      // whole object (its first answer, a round trip late, or later than the grace), or chunks it got
+      // from a holder this node was never named (after a first answer of nothing).
       const evicted = holder('evicted', { refusing: true });
       const other = holder('member');
       const member = stubTransport('member', 'member:1', {
@@ -245,6 +245,9 @@ describe('Download (chunks from several holders)', () => {
         watch: async function* () {
           if (variant === 'has chunks late') yield { firstDigest: 0, digests: [], have: [], peers: [] };
           await evicted.failed(1);
+          // A Watch slower than the grace: while a member has not answered, it may still have it.
+          if (variant === 'answers only after the grace')
+            await new Promise((resolve) => setTimeout(resolve, 2 * ORPHAN_GRACE_MS));
           yield variant === 'has chunks late'
             ? { firstDigest: 0, digests: [], have: [0, 1, 2, 3], peers: [] }
             : { firstDigest: 0, digests: [], have: [], peers: [], manifest: { ...manifest } };
