@@ -189,8 +189,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       Counters.bump(counters.removals, reason);
       forgetReplicas(key);
       // Owners stop naming this node as a holder. A purge reaches every owner itself; a newer
-      // version's Hold replaces the record.
-      if (reason === 'evicted' || reason === 'expired' || reason === 'corrupt') overlay.announceRelease(key);
+      // version's Hold replaces the record; owners drop an expired version's records themselves.
+      if (reason === 'evicted' || reason === 'corrupt') overlay.announceRelease(key);
     },
     onStored: (manifest) => overlay.announceHolding(manifest),
     ...(signer ? { sign: (manifest: Omit<Manifest, 'signature'>) => signer.sign(manifest) } : {}),

@@ -258,16 +258,17 @@ describe('Download (chunks from several holders)', () => {
     });
   }
 
-  it('logs a holder that let the object go at debug level, not as a failure', async () => {
+  it('logs a holder that let the object go at debug level, not as a failure, and counts it once', async () => {
     const evicted = holder('evicted', { refusing: true });
     const keeps = holder('keeps');
     const lines: string[] = [];
     const store = await storeIn(join(dir, String(n++)));
+    const counters = new Counters();
     const fetcher = new PeerFetcher({
       store,
       peers: () => [evicted.transport, keeps.transport],
       hopClassOf: (p) => (p.id === 'evicted' ? 'zone' : 'region'), // the evicted one asked first
-      counters: new Counters(),
+      counters,
       logger: pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) }),
       timeoutMs: 1000,
     });
@@ -280,6 +281,7 @@ describe('Download (chunks from several holders)', () => {
       .map((l) => JSON.parse(l) as { level: number; peer?: string })
       .filter((l) => l.peer === 'evicted');
     assert.ok(about.length > 0 && about.every((l) => l.level === 20), JSON.stringify(about));
+    assert.equal(counters.holdersGone, 1, `counted once, though asked ${evicted.calls.count} times`);
   });
 
   it('gives a holder up after three failed requests', async () => {

@@ -875,8 +875,9 @@ export class Download {
     this.#failures.push(error.message);
     if (error instanceof PeerRefusedError && error.code === NOT_FOUND) {
       this.#missing++;
+      // Once per holder: two requests to it may be refused.
+      if (source.has === 'all' && !source.gone) this.#opts.counters.holdersGone++;
       source.gone = true;
-      if (source.has === 'all') this.#opts.counters.holdersGone++;
     }
     // A failure it is given another chance after counts against it only if it runs out of them. A
     // refusal (it lacks the chunk, has it damaged) would be the same again: no other chance.

@@ -63,6 +63,16 @@ describe('HolderIndex', () => {
     assert.equal(index.digests, 0, 'its manifest went with it');
   });
 
+  it('names no holder of a version that has expired', () => {
+    const clock = new FakeClock();
+    const index = new HolderIndex(clock);
+    index.record({ ...manifest('k'), expiresAtMs: clock.now() + 1000 }, a);
+    assert.deepEqual(index.lookup('k')?.holders, [a]);
+    clock.advance(1000);
+    assert.equal(index.lookup('k'), undefined);
+    assert.equal(index.size, 0);
+  });
+
   it('keeps at most MAX_KEYS keys, the oldest recorded going first', () => {
     const index = new HolderIndex(new FakeClock());
     for (let i = 0; i <= MAX_KEYS; i++) index.record(manifest(`k${i}`), a);

@@ -91,11 +91,18 @@ export class HolderIndex {
     }
   }
 
-  /** The manifest and live holders of `key`, or undefined. */
+  /**
+   * The manifest and live holders of `key`, or undefined; none once that version has expired (its
+   * holders drop it then, and do not say so: Overlay.announceRelease).
+   */
   lookup(key: string): { manifest: Manifest; holders: Holder[] } | undefined {
     const entry = this.#entries.get(key);
     if (!entry) return undefined;
     const now = this.#clock.now();
+    if (entry.manifest.expiresAtMs !== undefined && entry.manifest.expiresAtMs <= now) {
+      this.#drop(key);
+      return undefined;
+    }
     for (const [id, { until }] of entry.holders) if (until <= now) entry.holders.delete(id);
     if (entry.holders.size === 0) {
       this.#drop(key);

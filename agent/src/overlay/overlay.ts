@@ -64,6 +64,7 @@ export class Overlay {
   /** Keys this node let go of since the owners were last told (announceRelease). */
   readonly #released = new PendingReleases();
   #releaseTimer: NodeJS.Timeout | undefined;
+  #closed = false;
 
   constructor(opts: OverlayOptions) {
     this.#opts = opts;
@@ -362,19 +363,22 @@ export class Overlay {
    * Tells `key`'s owners, soon and with other keys let go of meanwhile (RELEASE_DELAY_MS), that this
    * node holds it no more, so they stop sending readers here to hear NOT_FOUND (best effort: at
    * most MAX_PENDING_RELEASES wait at once, and an owner that misses one forgets the record when it
-   * expires). Not for a purge (every owner applies it) or a newer version (its Hold replaces the
-   * record).
+   * expires). Not for a purge (every owner applies it), a newer version (its Hold replaces the
+   * record) or an expiry (owners drop an expired version's records themselves: HolderIndex.lookup).
    */
   announceRelease(key: string): void {
-    if (!this.#membership || !this.#released.add(key)) return;
+    if (!this.#membership || this.#closed || !this.#released.add(key)) return;
     this.#releaseTimer ??= setTimeout(() => this.#sendReleases(), RELEASE_DELAY_MS).unref();
   }
 
-  /** One Release call to each owner of the keys let go of (per MAX_RELEASED_KEYS keys). */
+  /**
+   * One Release call to each owner of a slice of the keys let go of (RELEASE_SLICE), the next slice
+   * on a later turn of the event loop.
+   */
   #sendReleases(): void {
     this.#releaseTimer = undefined;
     const self = this.#membership?.self;
-    if (!self) return;
+    if (!self || this.#closed) return;
     const holder = { nodeId: self.nodeId, grpc: self.grpc };
     for (const [owner, keys] of this.#released.take((key) => this.owners(key)))
       owner
@@ -382,6 +386,7 @@ export class Overlay {
         .catch((error: Error) =>
           this.#opts.logger.debug({ owner: owner.id, err: error.message }, 'Release not delivered'),
         );
+    if (this.#released.size > 0) this.#releaseTimer = setTimeout(() => this.#sendReleases(), 1).unref();
   }
 
   probeFor(target: string): Promise<PingResult | undefined> {
@@ -428,7 +433,9 @@ export class Overlay {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     clearTimeout(this.#releaseTimer);
+    this.#released.clear();
     this.#membership?.close();
     this.staticPeers.close();
     await this.control.close();

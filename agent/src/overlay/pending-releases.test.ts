@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MAX_RELEASED_KEYS } from '../transport/peer-service.ts';
-import { PendingReleases } from './pending-releases.ts';
+import { PendingReleases, RELEASE_SLICE } from './pending-releases.ts';
 
 describe('PendingReleases', () => {
   it('tells each owner its keys in one call, and no one a key held again before it was told', () => {
@@ -23,21 +23,24 @@ describe('PendingReleases', () => {
     );
   });
 
-  it('splits an owner’s keys into calls of at most MAX_RELEASED_KEYS, and holds at most its bound', () => {
-    const pending = new PendingReleases(MAX_RELEASED_KEYS * 2 + 1);
-    for (let i = 0; i < MAX_RELEASED_KEYS * 3; i++) pending.add(`k/${i}`);
-    assert.equal(pending.size, MAX_RELEASED_KEYS * 2 + 1, 'the rest are not told (their records expire)');
+  it('takes a slice at a time, oldest first, never more than one call holds; holds at most its bound', () => {
+    const pending = new PendingReleases(RELEASE_SLICE * 2 + 1);
+    for (let i = 0; i < RELEASE_SLICE * 3; i++) pending.add(`k/${i}`);
+    assert.equal(pending.size, RELEASE_SLICE * 2 + 1, 'the rest are not told (their records expire)');
     assert.equal(pending.add('k/0'), true, 'a key already waiting is no more');
     assert.equal(pending.add('one/more'), false);
-    const calls = pending.take(() => ['o']);
+    let asked = 0;
+    const first = pending.take(() => (asked++, ['o']));
+    assert.equal(asked, RELEASE_SLICE, 'owners found for the slice only');
+    assert.deepEqual(first, [['o', Array.from({ length: RELEASE_SLICE }, (_, i) => `k/${i}`)]]);
+    assert.equal(pending.take(() => ['o'])[0]![1].length, RELEASE_SLICE);
     assert.deepEqual(
-      calls.map(([owner, keys]) => [owner, keys.length]),
-      [
-        ['o', MAX_RELEASED_KEYS],
-        ['o', MAX_RELEASED_KEYS],
-        ['o', 1],
-      ],
+      pending.take(() => ['o']),
+      [['o', [`k/${RELEASE_SLICE * 2}`]]],
     );
-    assert.equal(new Set(calls.flatMap(([, keys]) => keys)).size, MAX_RELEASED_KEYS * 2 + 1);
+    assert.equal(pending.size, 0);
+    const many = new PendingReleases();
+    for (let i = 0; i < MAX_RELEASED_KEYS + 1; i++) many.add(`m/${i}`);
+    assert.equal(many.take(() => ['o'], Infinity)[0]![1].length, MAX_RELEASED_KEYS, 'one call at most');
   });
 });

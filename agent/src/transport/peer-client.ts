@@ -1,4 +1,5 @@
 import {
+  compareVersions,
   formatRange,
   negotiate,
   parseRange,
@@ -93,6 +94,9 @@ type Unary = (
 ) => unknown;
 
 /** A peer over gRPC, over mutual TLS when given credentials. */
+/** The protocol version that added Release (contracts/src/protocol.ts). */
+const RELEASE_SINCE: ProtocolVersion = { major: 1, minor: 1 };
+
 export class GrpcPeer implements PeerTransport {
   readonly id: string;
   readonly address: string;
@@ -263,6 +267,9 @@ export class GrpcPeer implements PeerTransport {
   }
 
   async release(keys: readonly string[], holder: Holder, signal?: AbortSignal): Promise<void> {
+    // A peer that agreed on 1.0 at its last ping has no Release: not asked (nor is it an error).
+    const agreed = this.#agreed.version;
+    if (agreed && compareVersions(agreed, RELEASE_SINCE) < 0) return;
     await this.#unary('Release', { keys, holder }, signal).catch((error: Error) => {
       // A 1.0 build has no Release: its records of this holder expire instead.
       if ((error as ServiceError).code === status.UNIMPLEMENTED) return;
