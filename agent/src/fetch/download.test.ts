@@ -16,6 +16,7 @@ import { systemClock } from '../time/clock.ts';
 import {
   PeerBusyError,
   PeerError,
+  NOT_FOUND,
   PeerRefusedError,
   type PeerTransport,
   type ReceiveBuffers,
@@ -832,6 +833,26 @@ describe('Download: what it refuses, and what it lets go', () => {
     await refused.download.finished;
     assert.equal(refused.store.lookup('obj'), undefined, 'nothing committed');
     assert.equal(owner.calls.count, 0, 'nothing fetched by it');
+  });
+
+  it('ends as a miss when the owner getting it from its origin finds no one has it, as a fault when its fetch fails', async () => {
+    // Its Watch shows the shape, then ends NOT_FOUND (the origin's 404) or UNAVAILABLE (the origin down).
+    for (const [code, gone] of [
+      [NOT_FOUND, true],
+      [14, false],
+    ] as const) {
+      const owner = stubTransport('owner', 'owner:1', {
+        watch: async function* () {
+          yield { head: { ...headOf(m) }, firstDigest: 0, digests: [], have: [], peers: [] };
+          await Promise.resolve();
+          throw code === NOT_FOUND
+            ? new PeerRefusedError('owner', NOT_FOUND, 'Watch: no one has obj: the origin answered 404')
+            : new PeerError('owner', 'Watch failed: 14 UNAVAILABLE: getting obj failed here: origin down');
+        },
+      });
+      const { download } = await start({ holders: [], authority: owner });
+      await assert.rejects(download.stored, (e) => e instanceof PeerFetchError && e.gone === gone);
+    }
   });
 
   it(

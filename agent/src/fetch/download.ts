@@ -528,8 +528,10 @@ export class Download {
         if (this.#settled) return;
         const message = (error as Error).message;
         this.#failures.push(message);
+        // It neither holds nor is getting the object, or its own download found no one has it.
+        if (error instanceof PeerRefusedError && error.code === NOT_FOUND) this.#missing++;
         if (authoritative && !this.manifest) {
-          this.#fail(new PeerFetchError(key, this.#failures));
+          this.#fail(new PeerFetchError(key, this.#failures, this.#missing));
           return;
         }
         if (source.has !== 'all') source.dead = true;

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { ObjectNotFoundError } from '../cache/errors.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import type { Holder } from '../domain.ts';
 import type { WatchEvent, WatchStream } from '../transport/peer-server.ts';
+import { PeerFetchError } from './download.ts';
 import { Seeder, Swarm } from './swarm.ts';
 import { watchPolicy } from './watch.ts';
 
@@ -26,12 +28,15 @@ function recorder() {
     events,
     ended: false,
     failed: undefined as Error | undefined,
+    /** Ended as a miss (NOT_FOUND): no one has the object. */
+    gone: undefined as Error | undefined,
     close: () => closers.forEach((c) => c()),
   };
   const stream: WatchStream = {
     write: (event) => events.push({ ...event }),
     end: () => (call.ended = true),
     fail: (error) => (call.failed = error),
+    gone: (error) => (call.gone = error),
     onClose: (listener) => closers.push(listener),
   };
   return { call, stream };
@@ -110,6 +115,25 @@ describe('watchPolicy', () => {
     assert.equal(gone.call.failed, undefined);
     assert.equal(staying.call.events.length, 3);
     assert.equal(staying.call.failed?.message, 'origin down');
+  });
+
+  it('ends the call as a miss when getting the object found no one has it, as a fault otherwise', () => {
+    const cases: [Error, 'gone' | 'failed'][] = [
+      [new PeerFetchError('k', ['peer a: NOT_FOUND'], 1), 'gone'], // every holder had let it go
+      [new PeerFetchError('k', []), 'gone'], // no holder left to ask
+      [new ObjectNotFoundError('k'), 'gone'], // the origin's 404
+      [new PeerFetchError('k', ['peer a: NOT_FOUND', 'peer b: stalled'], 1), 'failed'],
+      [new Error('origin down'), 'failed'],
+    ];
+    for (const [error, how] of cases) {
+      const { swarm, watch } = setup();
+      const progress = swarm.begin(head);
+      const { call, stream } = recorder();
+      watch('k', undefined, stream);
+      progress.fail(error);
+      assert.equal(call[how], error, `${error.message}: ${how}`);
+      assert.equal(call[how === 'gone' ? 'failed' : 'gone'], undefined);
+    }
   });
 
   it('lets the origin fetcher show each new chunk to one watcher first (super-seeding)', () => {

@@ -1,6 +1,8 @@
+import { ObjectNotFoundError } from '../cache/errors.ts';
 import type { Manifest } from '../cache/manifest.ts';
 import type { Holder } from '../domain.ts';
 import type { PeerServerOptions, WatchStream } from '../transport/peer-server.ts';
+import { PeerFetchError } from './download.ts';
 import type { Swarm } from './swarm.ts';
 
 export interface WatchPolicyOptions {
@@ -61,7 +63,8 @@ export function watchPolicy(opts: WatchPolicyOptions): NonNullable<PeerServerOpt
           break;
         case 'failed':
           stopJoins();
-          stream.fail(event.error);
+          if (nowhere(event.error)) stream.gone(event.error);
+          else stream.fail(event.error);
           break;
       }
     });
@@ -72,4 +75,12 @@ export function watchPolicy(opts: WatchPolicyOptions): NonNullable<PeerServerOpt
     });
     return true;
   };
+}
+
+/**
+ * Whether getting an object failed because no one has it: every peer asked had let it go (or none
+ * was left), or the origin answered 404. A watcher of such a download hears NOT_FOUND: a miss.
+ */
+function nowhere(error: Error): boolean {
+  return error instanceof ObjectNotFoundError || (error instanceof PeerFetchError && error.gone);
 }

@@ -525,8 +525,12 @@ export class GrpcPeer implements PeerTransport {
         };
       }
     } catch (error) {
-      if ((error as ServiceError).code === status.NOT_FOUND) return;
       if (signal?.aborted) return;
+      // Neither holding nor getting it, or its download found that no one has it: a refusal.
+      if ((error as ServiceError).code === status.NOT_FOUND)
+        throw new PeerRefusedError(this.id, status.NOT_FOUND, `Watch: ${(error as ServiceError).details}`, {
+          cause: error,
+        });
       traced.end(error as Error);
       throw new PeerError(this.id, `Watch failed: ${(error as Error).message}`, { cause: error });
     } finally {

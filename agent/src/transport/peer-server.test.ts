@@ -44,7 +44,13 @@ import {
   peerService,
   type WireManifest,
 } from './peer-service.ts';
-import { PeerBusyError, PeerError, type ReceivedChunk } from './peer-transport.ts';
+import {
+  NOT_FOUND,
+  PeerBusyError,
+  PeerError,
+  PeerRefusedError,
+  type ReceivedChunk,
+} from './peer-transport.ts';
 import { TooManyFetchesError } from '../fetch/fetch-limits.ts';
 
 const MiB = 2 ** 20;
@@ -447,6 +453,42 @@ describe('peer gRPC server and client', () => {
     } finally {
       client.close();
       releasing.forceShutdown();
+    }
+  });
+
+  it('refuses a Watch NOT_FOUND when it is not getting the key or its download found no one has it, UNAVAILABLE when it failed', async () => {
+    const watching = serverOf({
+      watch: (key, _from, stream) => {
+        if (key === 'nobody/has') setImmediate(() => stream.gone(new Error('every holder let it go')));
+        else if (key === 'origin/down') setImmediate(() => stream.fail(new Error('origin down')));
+        else return false;
+        stream.write({
+          head: { key, size: 1, chunkSize: MIN_CHUNK_SIZE },
+        });
+        return true;
+      },
+    });
+    const at = await bindPeerServer(watching, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const client = clientTo(at);
+    const watch = async (key: string) => {
+      for await (const event of client.watch(key, undefined)) void event;
+    };
+    try {
+      for (const [key, pattern] of [
+        ['not/watched', /not getting not\/watched/],
+        ['nobody/has', /no one has nobody\/has: every holder let it go/],
+      ] as const)
+        await assert.rejects(
+          watch(key),
+          (e) => e instanceof PeerRefusedError && e.code === NOT_FOUND && pattern.test(e.message),
+        );
+      await assert.rejects(
+        watch('origin/down'),
+        (e) => !(e instanceof PeerRefusedError) && /UNAVAILABLE.*origin down/.test((e as Error).message),
+      );
+    } finally {
+      client.close();
+      watching.forceShutdown();
     }
   });
 

@@ -201,6 +201,11 @@ export interface WatchStream {
   end(): void;
   /** Ends the call UNAVAILABLE: getting the key failed here. */
   fail(error: Error): void;
+  /**
+   * Ends the call NOT_FOUND: getting the key ended finding that no one has it (every holder had let
+   * it go, or the origin answered 404), so the watcher takes it as a miss, not a fault.
+   */
+  gone(error: Error): void;
   /** Calls `listener` when the caller goes (cancelled or closed); it may be called more than once. */
   onClose(listener: () => void): void;
 }
@@ -626,6 +631,7 @@ function watchObject(
     end: () => call.end(),
     fail: (error) =>
       call.emit('error', grpcError(status.UNAVAILABLE, `getting ${key} failed here: ${error.message}`)),
+    gone: (error) => call.emit('error', grpcError(status.NOT_FOUND, `no one has ${key}: ${error.message}`)),
     onClose: (listener) => {
       call.on('cancelled', listener);
       call.on('close', listener);
