@@ -368,25 +368,44 @@ export class Overlay {
    */
   announceRelease(key: string): void {
     if (!this.#membership || this.#closed || !this.#released.add(key)) return;
-    this.#releaseTimer ??= setTimeout(() => this.#sendReleases(), RELEASE_DELAY_MS).unref();
+    this.#releaseTimer ??= this.#releasesIn(RELEASE_DELAY_MS);
   }
 
   /**
-   * One Release call to each owner of a slice of the keys let go of (RELEASE_SLICE), the next slice
-   * on a later turn of the event loop.
+   * One Release call to each owner of a slice of the keys let go of (RELEASE_SLICE); the next slice
+   * once these calls are over, so a full disk's eviction is told a slice at a time, not in thousands
+   * of calls at once.
    */
-  #sendReleases(): void {
-    this.#releaseTimer = undefined;
+  async #sendReleases(): Promise<void> {
     const self = this.#membership?.self;
-    if (!self || this.#closed) return;
+    if (!self || this.#closed) {
+      this.#releaseTimer = undefined;
+      return;
+    }
     const holder = { nodeId: self.nodeId, grpc: self.grpc };
-    for (const [owner, keys] of this.#released.take((key) => this.owners(key)))
-      owner
-        .release(keys, holder, AbortSignal.timeout(this.#opts.config.transfer.peerTimeoutMs))
-        .catch((error: Error) =>
-          this.#opts.logger.debug({ owner: owner.id, err: error.message }, 'Release not delivered'),
-        );
-    if (this.#released.size > 0) this.#releaseTimer = setTimeout(() => this.#sendReleases(), 1).unref();
+    const calls = this.#released.take((key) => this.owners(key));
+    await Promise.all(
+      calls.map(([owner, keys]) =>
+        owner
+          .release(keys, holder, AbortSignal.timeout(this.#opts.config.transfer.peerTimeoutMs))
+          .catch((error: Error) =>
+            this.#opts.logger.debug({ owner: owner.id, err: error.message }, 'Release not delivered'),
+          ),
+      ),
+    );
+    // Keys let go of meanwhile wait for this; then the next slice (announceRelease starts no timer
+    // while one is set).
+    this.#releaseTimer = this.#released.size > 0 && !this.#closed ? this.#releasesIn(1) : undefined;
+  }
+
+  /** A timer for #sendReleases; a round that throws is logged and the keys waiting are kept. */
+  #releasesIn(ms: number): NodeJS.Timeout {
+    return setTimeout(() => {
+      this.#sendReleases().catch((error: Error) => {
+        this.#releaseTimer = undefined;
+        this.#opts.logger.warn({ err: error.message }, 'Releases not sent');
+      });
+    }, ms).unref();
   }
 
   probeFor(target: string): Promise<PingResult | undefined> {

@@ -93,10 +93,10 @@ type Unary = (
   cb: (e: ServiceError | null, r: unknown) => void,
 ) => unknown;
 
-/** A peer over gRPC, over mutual TLS when given credentials. */
 /** The protocol version that added Release (contracts/src/protocol.ts). */
 const RELEASE_SINCE: ProtocolVersion = { major: 1, minor: 1 };
 
+/** A peer over gRPC, over mutual TLS when given credentials. */
 export class GrpcPeer implements PeerTransport {
   readonly id: string;
   readonly address: string;
@@ -513,8 +513,10 @@ export class GrpcPeer implements PeerTransport {
     ).call(this.#client, { key, ...(from ? { from } : {}) }, traced.metadata);
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
+    let events = 0;
     try {
       for await (const e of call) {
+        events++;
         yield {
           ...(e.head ? { head: fromWire(e.head) } : {}),
           firstDigest: Number(e.firstDigest ?? 0),
@@ -526,11 +528,15 @@ export class GrpcPeer implements PeerTransport {
       }
     } catch (error) {
       if (signal?.aborted) return;
-      // Neither holding nor getting it, or its download found that no one has it: a refusal.
-      if ((error as ServiceError).code === status.NOT_FOUND)
+      if ((error as ServiceError).code === status.NOT_FOUND) {
+        // Before any event: it neither holds nor is getting the key (its download may have failed,
+        // or not begun): nothing to follow, and no verdict on the object.
+        if (events === 0) return;
+        // After its first event: its download ended finding that no one has the object: a miss.
         throw new PeerRefusedError(this.id, status.NOT_FOUND, `Watch: ${(error as ServiceError).details}`, {
           cause: error,
         });
+      }
       traced.end(error as Error);
       throw new PeerError(this.id, `Watch failed: ${(error as Error).message}`, { cause: error });
     } finally {

@@ -23,6 +23,7 @@ import { isKey, MAX_KEY_LENGTH } from '../keys.ts';
 import { Counters } from '../telemetry/counters.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { systemClock } from '../time/clock.ts';
+import { parseRange } from '@edgemesh/contracts';
 import { GrpcPeer } from './peer-client.ts';
 import {
   bindPeerServer,
@@ -456,7 +457,7 @@ describe('peer gRPC server and client', () => {
     }
   });
 
-  it('refuses a Watch NOT_FOUND when it is not getting the key or its download found no one has it, UNAVAILABLE when it failed', async () => {
+  it('ends a Watch of a key it is not getting empty, refuses it NOT_FOUND once its download found no one has it, UNAVAILABLE when it failed', async () => {
     const watching = serverOf({
       watch: (key, _from, stream) => {
         if (key === 'nobody/has') setImmediate(() => stream.gone(new Error('every holder let it go')));
@@ -474,14 +475,15 @@ describe('peer gRPC server and client', () => {
       for await (const event of client.watch(key, undefined)) void event;
     };
     try {
-      for (const [key, pattern] of [
-        ['not/watched', /not getting not\/watched/],
-        ['nobody/has', /no one has nobody\/has: every holder let it go/],
-      ] as const)
-        await assert.rejects(
-          watch(key),
-          (e) => e instanceof PeerRefusedError && e.code === NOT_FOUND && pattern.test(e.message),
-        );
+      // Not getting it: ends at once, empty (no verdict on the object: it may not have begun, or failed).
+      await watch('not/watched');
+      await assert.rejects(
+        watch('nobody/has'),
+        (e) =>
+          e instanceof PeerRefusedError &&
+          e.code === NOT_FOUND &&
+          /no one has nobody\/has: every holder let it go/.test(e.message),
+      );
       await assert.rejects(
         watch('origin/down'),
         (e) => !(e instanceof PeerRefusedError) && /UNAVAILABLE.*origin down/.test((e as Error).message),
@@ -489,6 +491,35 @@ describe('peer gRPC server and client', () => {
     } finally {
       client.close();
       watching.forceShutdown();
+    }
+  });
+
+  it('sends no Release to a peer that agreed on 1.0, and takes UNIMPLEMENTED from one without it as done', async () => {
+    const released: string[] = [];
+    const index = {
+      lookup: () => undefined,
+      record: () => undefined,
+      release: (key: string) => released.push(key),
+    };
+    const old = serverOf({ index, protocol: parseRange('1.0-1.0')! });
+    const bare = new GrpcServer();
+    bare.addService(peerService, {}); // a build without Release (every call UNIMPLEMENTED)
+    const [oldAt, bareAt] = await Promise.all([
+      bindPeerServer(old, '127.0.0.1', 0, peerServerCredentials(serverId)),
+      bindPeerServer(bare, '127.0.0.1', 0, peerServerCredentials(serverId)),
+    ]);
+    const [toOld, toBare] = [clientTo(oldAt), clientTo(bareAt)];
+    const cli = { nodeId: 'cli', grpc: '127.0.0.1:1' };
+    try {
+      await toOld.ping(); // agrees on 1.0
+      await toOld.release(['a/1'], cli);
+      assert.deepEqual(released, [], 'not asked');
+      await toBare.release(['a/1'], cli);
+    } finally {
+      toOld.close();
+      toBare.close();
+      old.forceShutdown();
+      bare.forceShutdown();
     }
   });
 

@@ -442,6 +442,8 @@ export function createPeerServer(opts: PeerServerOptions): Server {
       ) {
         const { holder, keys } = call.request;
         if (!holder) return callback(grpcError(status.INVALID_ARGUMENT, 'holder is required'));
+        const forged = claimProblem(opts, call, holder.nodeId, 'holder');
+        if (forged) return callback(forged);
         if (keys.length > MAX_RELEASED_KEYS)
           return callback(
             grpcError(status.INVALID_ARGUMENT, `${keys.length} keys: at most ${MAX_RELEASED_KEYS} per call`),
@@ -449,8 +451,6 @@ export function createPeerServer(opts: PeerServerOptions): Server {
         const malformed = keys.find((key) => !isKey(key));
         if (malformed !== undefined)
           return callback(grpcError(status.INVALID_ARGUMENT, keyProblem(malformed)!));
-        const forged = claimProblem(opts, call, holder.nodeId, 'holder');
-        if (forged) return callback(forged);
         for (const key of keys) opts.index?.release(key, holder.nodeId);
         callback(null, {});
       },

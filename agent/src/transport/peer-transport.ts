@@ -63,9 +63,9 @@ export interface PeerTransport {
   ): AsyncIterable<ReceivedChunk>;
   /**
    * What this peer has of `key` and, while it is still getting it, each chunk as it arrives (see
-   * Watch in peer.proto). Ends after the complete manifest; throws PeerRefusedError (NOT_FOUND)
-   * when the peer neither holds nor is getting the key, or its own download of it found that no one
-   * has it. Everything in it is untrusted.
+   * Watch in peer.proto). Ends after the complete manifest; ends at once, empty, when the peer
+   * neither holds nor is getting the key; throws PeerRefusedError (NOT_FOUND) when, after its first
+   * event, its own download of the key found that no one has it. Everything in it is untrusted.
    */
   watch(key: string, from: Holder | undefined, signal?: AbortSignal): AsyncIterable<WatchUpdate>;
   /** `timeoutMs`: the call's deadline (the transport's control-call timeout when unset). */
