@@ -79,7 +79,7 @@ describe('objects evicted everywhere', { skip: missing ?? false }, () => {
   });
 
   it('leaves no owner naming a holder that let the object go (Release), so no reader is sent to ask it', async () => {
-    assert.ok(goneEverywhere.length > 0, 'some objects were evicted everywhere');
+    assert.ok(goneEverywhere.length > 0, 'some objects were evicted everywhere (found by the test above)');
     // Every agent owns every key here (R = 3); each had recorded the others as holders of what they
     // stored, for 10 minutes unless told otherwise.
     const owners = await Promise.all(

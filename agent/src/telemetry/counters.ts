@@ -33,7 +33,8 @@ export class Counters {
   fanoutsSkipped = 0;
   /**
    * Holders of a whole object named to a read (by its owners, mostly) that answered they hold it no
-   * more: records older than the holder's eviction (its Release not heard yet, or an owner of 1.0).
+   * more: records older than the holder's eviction (its Release not heard yet, lost or not sent, an
+   * owner of 1.0, a swarm member that let it go since it was named).
    */
   holdersGone = 0;
   /** Chunk bytes this agent served to peers over gRPC. */
