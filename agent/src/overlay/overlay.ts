@@ -343,10 +343,9 @@ export class Overlay {
 
   /** Tells the key's owners that this node now holds `manifest` (best effort, in the background). */
   announceHolding(manifest: Manifest): void {
-    const self = this.#membership?.self;
-    if (!self) return;
+    const holder = this.selfHolder();
+    if (!holder) return;
     this.#released.cancel(manifest.key); // held again before the owners were told it was let go
-    const holder = { nodeId: self.nodeId, grpc: self.grpc };
     for (const owner of this.owners(manifest.key)) {
       owner
         .hold(manifest, holder, AbortSignal.timeout(this.#opts.config.transfer.peerTimeoutMs))
@@ -377,12 +376,11 @@ export class Overlay {
    * of calls at once.
    */
   async #sendReleases(): Promise<void> {
-    const self = this.#membership?.self;
-    if (!self || this.#closed) {
+    const holder = this.selfHolder();
+    if (!holder || this.#closed) {
       this.#releaseTimer = undefined;
       return;
     }
-    const holder = { nodeId: self.nodeId, grpc: self.grpc };
     const calls = this.#released.take((key) => this.owners(key));
     await Promise.all(
       calls.map(([owner, keys]) =>
@@ -398,7 +396,10 @@ export class Overlay {
     this.#releaseTimer = this.#released.size > 0 && !this.#closed ? this.#releasesIn(1) : undefined;
   }
 
-  /** A timer for #sendReleases; a round that throws is logged and the keys waiting are kept. */
+  /**
+   * A timer for #sendReleases; a round that throws is logged, and the keys still waiting go with the
+   * next announceRelease.
+   */
   #releasesIn(ms: number): NodeJS.Timeout {
     return setTimeout(() => {
       this.#sendReleases().catch((error: Error) => {

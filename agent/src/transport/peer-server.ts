@@ -448,9 +448,8 @@ export function createPeerServer(opts: PeerServerOptions): Server {
           return callback(
             grpcError(status.INVALID_ARGUMENT, `${keys.length} keys: at most ${MAX_RELEASED_KEYS} per call`),
           );
-        const malformed = keys.find((key) => !isKey(key));
-        if (malformed !== undefined)
-          return callback(grpcError(status.INVALID_ARGUMENT, keyProblem(malformed)!));
+        const problem = keys.map(keyProblem).find((p) => p !== undefined);
+        if (problem !== undefined) return callback(grpcError(status.INVALID_ARGUMENT, problem));
         for (const key of keys) opts.index?.release(key, holder.nodeId);
         callback(null, {});
       },
