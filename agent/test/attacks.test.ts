@@ -60,10 +60,11 @@ function noneAccepted(kinds: Iterable<string>): void {
   for (const kind of kinds) assert.equal(tally.get(kind)?.accepted, 0, kind);
 }
 
-/** Tries, through `peer`, a read, a purge of `key` and an exchange message from `from`: recorded under `kind`. */
+/** Tries, through `peer`, a read, a purge and a Release of `key`, and an exchange message from `from`: recorded under `kind`. */
 async function tryEverything(kind: string, peer: GrpcPeer, key: string, from: string): Promise<void> {
   record(`${kind}: read`, await succeeded(peer.getManifest('asset/0')));
   record(`${kind}: purge`, await succeeded(peer.purge(key, Date.now(), undefined)));
+  record(`${kind}: release`, await succeeded(peer.release([key], { nodeId: from, grpc: '127.0.0.1:1' })));
   record(
     `${kind}: exchange`,
     await succeeded(
@@ -823,6 +824,7 @@ describe('trust: attacks on the agents of a mesh, with real processes', { skip: 
       'a revocation list signed by another CA',
       'a revoked node: read',
       'a revoked node: purge',
+      'a revoked node: release',
       'a revoked node: exchange',
     ]);
   });
