@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { fromPem, toPem } from './pem.ts';
 import { type MeshRef, nodeSpiffeId } from './spiffe.ts';
 
 // The library takes a WebCrypto provider; Node's is the one (its types are node:crypto's own).
@@ -50,7 +51,7 @@ export async function createCa(mesh: MeshRef, now = new Date(), ttlMs = CA_TTL_M
     ],
   });
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
-  return { certPem: cert.toString('pem'), keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+  return { certPem: toPem(cert.rawData, 'CERTIFICATE'), keyPem: toPem(pkcs8, 'PRIVATE KEY') };
 }
 
 /** A mesh's CA, loaded from its material, that signs node certificates. */
@@ -62,13 +63,13 @@ export class MeshCa {
   private constructor(cert: x509.X509Certificate, key: CryptoKey) {
     this.#cert = cert;
     this.#key = key;
-    this.certPem = cert.toString('pem');
+    this.certPem = toPem(cert.rawData, 'CERTIFICATE');
   }
 
   /** Loads a CA, refusing a certificate that is not a CA's or a key that is not its own. */
   static async load(material: CaMaterial): Promise<MeshCa> {
-    const cert = new x509.X509Certificate(material.certPem);
-    const der = x509.PemConverter.decodeFirst(material.keyPem);
+    const cert = new x509.X509Certificate(fromPem(material.certPem, 'CERTIFICATE'));
+    const der = fromPem(material.keyPem, 'PRIVATE KEY');
     const key = await webcrypto.subtle.importKey('pkcs8', der, ALGORITHM, false, ['sign']);
     const constraints = cert.getExtension(x509.BasicConstraintsExtension);
     const usages = cert.getExtension(x509.KeyUsagesExtension);
@@ -91,7 +92,7 @@ export class MeshCa {
       throw new CsrError('not a PEM certificate request');
     let csr: x509.Pkcs10CertificateRequest;
     try {
-      csr = new x509.Pkcs10CertificateRequest(csrPem);
+      csr = new x509.Pkcs10CertificateRequest(fromPem(csrPem, 'CERTIFICATE REQUEST'));
     } catch (error) {
       throw new CsrError(`not a PEM certificate request: ${(error as Error).message}`, { cause: error });
     }
@@ -157,7 +158,7 @@ export class MeshCa {
         await x509.AuthorityKeyIdentifierExtension.create(this.#cert),
       ],
     });
-    return cert.toString('pem');
+    return toPem(cert.rawData, 'CERTIFICATE');
   }
 }
 
@@ -188,5 +189,5 @@ export async function createServingCertificate(
     ],
   });
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
-  return { certPem: cert.toString('pem'), keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+  return { certPem: toPem(cert.rawData, 'CERTIFICATE'), keyPem: toPem(pkcs8, 'PRIVATE KEY') };
 }

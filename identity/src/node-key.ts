@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { toPem } from './pem.ts';
 
 x509.cryptoProvider.set(webcrypto as never);
 
@@ -23,5 +24,5 @@ export async function createNodeKey(node: string): Promise<NodeKey> {
     signingAlgorithm: ALGORITHM,
   });
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
-  return { keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY'), csrPem: csr.toString('pem') };
+  return { keyPem: toPem(pkcs8, 'PRIVATE KEY'), csrPem: toPem(csr.rawData, 'CERTIFICATE REQUEST') };
 }
