@@ -9,6 +9,13 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import {
+  fromJSON,
+  loadSync,
+  type MessageTypeDefinition,
+  type MethodDefinition,
+  type PackageDefinition,
+} from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
 import { eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { startOtlpReceiver } from '../agent/harness/otlp-receiver.ts';
@@ -32,6 +39,33 @@ describe('the image build (scripts/build.ts)', () => {
   it('writes both entry points and the .proto beside them', () => {
     for (const f of ['agent.mjs', 'operator.mjs', 'proto/edgemesh/peer/v1/peer.proto'])
       assert.ok(existsSync(join(dir, 'dist', f)), f);
+  });
+
+  it('writes beside the .proto its parsed descriptor, which gives the same service', () => {
+    // The bundled agent loads the descriptor rather than parse the .proto (peer-service.ts says why).
+    const proto = join(dir, 'dist', 'proto', 'edgemesh', 'peer', 'v1', 'peer.proto');
+    const options = { keepCase: false, longs: Number, enums: String, defaults: true };
+    const parsed = loadSync(proto, options);
+    const loaded = fromJSON(
+      JSON.parse(readFileSync(proto.replace(/\.proto$/, '.json'), 'utf8')) as object,
+      options,
+    );
+    const service = (d: PackageDefinition) =>
+      Object.entries(d['edgemesh.peer.v1.Peer'] as Record<string, MethodDefinition<unknown, unknown>>).map(
+        ([name, m]) => [
+          name,
+          m.path,
+          m.requestStream,
+          m.responseStream,
+          m.requestType.type,
+          m.responseType.type,
+        ],
+      );
+    assert.ok(service(parsed).length >= 10);
+    assert.deepEqual(service(loaded), service(parsed));
+    const manifest = (d: PackageDefinition) =>
+      (d['edgemesh.peer.v1.Manifest'] as MessageTypeDefinition<unknown, unknown>).type;
+    assert.deepEqual(manifest(loaded), manifest(parsed));
   });
 
   it('reaches Node built-ins by require, never by a static ES import that would run their getters', () => {
@@ -102,6 +136,31 @@ describe('the image build (scripts/build.ts)', () => {
       await agent.stop('SIGKILL');
       receiver.close();
     }
+  });
+
+  it('gives an agent whose start and stop need neither V8’s optimizing compiler nor its WebAssembly compiler', async () => {
+    // Either one, once run, keeps megabytes of the Node binary's code resident (docs/deploy.md);
+    // traffic brings TurboFan in soon enough, but a freshly started agent should not pay for it:
+    // TurboFan optimizes a function that start-up alone calls hundreds of times (path.join's
+    // normalizing loop once did, and the certificate library's PEM loops now and then), and
+    // long.js, were it bundled, compiles a WebAssembly module as it loads. V8 prints its traces
+    // through C's buffered stdout, so they are read once the agent has exited and closed it.
+    const agent = await startAgentProcess(
+      ['--node-id', 'lean', '--zone', 'z', '--region', 'r', '--store.dir', join(dir, 'lean')],
+      20_000,
+      {
+        main: join(dir, 'dist', 'agent.mjs'),
+        nodeFlags: [...AGENT_NODE_FLAGS, '--trace-opt'],
+      },
+    );
+    const closed = once(agent.child, 'close');
+    assert.equal((await fetch(`${agent.url}/healthz`)).status, 200);
+    assert.equal(await agent.stop('SIGTERM'), 0, agent.logs.join('').slice(-600));
+    await closed;
+    const optimized = agent.logs.filter((l) => /TURBOFAN/.test(l));
+    assert.deepEqual(optimized.slice(0, 5), [], `${optimized.length} TurboFan compilations`);
+    const code = readFileSync(join(dir, 'dist', 'agent.mjs'), 'utf8');
+    assert.doesNotMatch(code, /new WebAssembly\.(Module|Instance)\(/);
   });
 
   it('gives an operator that runs from the bundle alone and exports its traces and metrics', async () => {

@@ -9,10 +9,11 @@
  *
  * Usage: node scripts/build.ts [OUT_DIR]   (default: dist)
  */
-import { cpSync, rmSync } from 'node:fs';
+import { cpSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire, isBuiltin } from 'node:module';
 import { join, resolve } from 'node:path';
 import { build, type Plugin } from 'esbuild';
+import type * as Protobuf from 'protobufjs';
 
 const root = resolve(import.meta.dirname, '..');
 const out = resolve(process.argv[2] ?? join(root, 'dist'));
@@ -56,6 +57,14 @@ rmSync(out, { recursive: true, force: true });
  * - systeminformation's network statistics, which @opentelemetry/host-metrics imports for its
  *   system.network group; the agent observes the process groups only (telemetry/src/runtime.ts), so
  *   `networkStats`, a promise already, imports them when first called: never, in the agent.
+ *
+ * And one dependency left out: long.js, which protobufjs and @grpc/proto-loader load if they can.
+ * Evaluating it compiles a WebAssembly module (its 64-bit multiply and divide), which pages in V8's
+ * WebAssembly compiler for good: about 0.7 MiB of an idle agent's RSS (docs/deploy.md). The agent
+ * never needs Long objects: it loads the peer protocol with `longs: Number` (transport/
+ * peer-service.ts), and protobufjs, finding no Long, reads and writes 64-bit fields as numbers
+ * itself (`LongBits`), which is what `longs: Number` gives with Long too. So `long` resolves to an
+ * empty module, which protobufjs takes for "no Long" (it checks `Long.isLong`).
  */
 const ICONV_ENCODINGS = 'iconv-lite-encodings.cjs';
 const requireHere = createRequire(import.meta.url);
@@ -70,6 +79,11 @@ const lazyDependencies: Plugin = {
     b.onResolve({ filter: /^systeminformation\/lib\/network$/ }, (args) =>
       args.namespace === 'lazy-network' ? undefined : { path: args.path, namespace: 'lazy-network' },
     );
+    b.onResolve({ filter: /^long$/ }, () => ({ path: 'long', namespace: 'no-long' }));
+    b.onLoad({ filter: /.*/, namespace: 'no-long' }, () => ({
+      contents: 'module.exports = {};',
+      loader: 'js',
+    }));
     b.onLoad({ filter: /.*/, namespace: 'lazy-network' }, () => ({
       contents:
         "exports.networkStats = (...args) => import('systeminformation/lib/network').then((m) => (m.default ?? m).networkStats(...args));",
@@ -119,8 +133,15 @@ await build({
   outfile: join(out, ICONV_ENCODINGS),
   format: 'cjs',
 });
-// The peer service reads its .proto at run time; the bundle looks for it beside itself.
+// The peer service reads its .proto at run time; the bundle looks for it beside itself, and for
+// the same .proto parsed here, which it loads instead (agent/src/transport/peer-service.ts says why),
+// with the protobufjs @grpc/proto-loader uses and the same `keepCase`.
 cpSync(join(root, 'agent', 'proto'), join(out, 'proto'), { recursive: true });
+const protobuf = createRequire(requireHere.resolve('@grpc/proto-loader'))('protobufjs') as typeof Protobuf;
+const peerProto = join('proto', 'edgemesh', 'peer', 'v1', 'peer.proto');
+const peerRoot = new protobuf.Root().loadSync(join(out, peerProto), { keepCase: false });
+peerRoot.resolveAll();
+writeFileSync(join(out, peerProto.replace(/\.proto$/, '.json')), JSON.stringify(peerRoot.toJSON()));
 
 const outputs = results.flatMap((r) => Object.values(r.metafile.outputs));
 const bytes = outputs.reduce((sum, o) => sum + o.bytes, 0);

@@ -1,7 +1,7 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import { fromJSON, loadSync, type Options } from '@grpc/proto-loader';
 import { MAX_CHUNK_SIZE } from '../cache/chunking.ts';
 import { type Manifest, type NodeSignature, parseSignature } from '../cache/manifest.ts';
 import type { Coordinate } from '../domain.ts';
@@ -43,12 +43,21 @@ export const MAX_CONTROL_MESSAGE_BYTES = 4 * 2 ** 20;
 /** The largest ChunkPiece message: a whole chunk and its framing. */
 export const CHUNK_MESSAGE_BYTES = PIECE_SIZE + 1024;
 
-export const packageDefinition = loadSync(PEER_PROTO, {
-  keepCase: false,
-  longs: Number,
-  enums: String,
-  defaults: true,
-});
+/**
+ * The .proto parsed ahead of time, as protobufjs JSON: scripts/build.ts writes it beside the .proto
+ * it copies next to the bundle (with `keepCase: false`, as below; scripts/build.test.ts checks that
+ * it gives the same service). Parsing the .proto at start runs protobufjs's tokenizer once per
+ * character (10,000 calls), which V8 now and then optimizes with TurboFan, paging in about 5 MiB of
+ * compiler code a freshly started agent otherwise does without (docs/deploy.md). The repo has none:
+ * run from the sources, the agent parses the .proto.
+ */
+export const PEER_DESCRIPTOR = PEER_PROTO.replace(/\.proto$/, '.json');
+
+const LOAD_OPTIONS: Options = { keepCase: false, longs: Number, enums: String, defaults: true };
+
+export const packageDefinition = existsSync(PEER_DESCRIPTOR)
+  ? fromJSON(JSON.parse(readFileSync(PEER_DESCRIPTOR, 'utf8')) as object, LOAD_OPTIONS)
+  : loadSync(PEER_PROTO, LOAD_OPTIONS);
 
 const generated = packageDefinition['edgemesh.peer.v1.Peer'] as ServiceDefinition;
 
