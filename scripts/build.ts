@@ -63,8 +63,9 @@ rmSync(out, { recursive: true, force: true });
  * WebAssembly compiler for good: about 0.7 MiB of an idle agent's RSS (docs/deploy.md). The agent
  * never needs Long objects: it loads the peer protocol with `longs: Number` (transport/
  * peer-service.ts), and protobufjs, finding no Long, reads and writes 64-bit fields as numbers
- * itself (`LongBits`), which is what `longs: Number` gives with Long too. So `long` resolves to an
- * empty module, which protobufjs takes for "no Long" (it checks `Long.isLong`).
+ * itself (`LongBits`), which is what `longs: Number` gives with Long too for every value under 2^63
+ * in size (the agent's are times and counts). So `long` resolves to an empty module, which protobufjs
+ * takes for "no Long" (it checks `Long.isLong`).
  */
 const ICONV_ENCODINGS = 'iconv-lite-encodings.cjs';
 const requireHere = createRequire(import.meta.url);

@@ -4,6 +4,7 @@ import { X509Certificate, webcrypto } from 'node:crypto';
 import { describe, it } from 'node:test';
 import * as x509 from '@peculiar/x509';
 import { createCa, CsrError, MeshCa } from './ca.ts';
+import { fromPem, toPem } from './pem.ts';
 import { nodeSpiffeId } from './spiffe.ts';
 
 const P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
@@ -85,6 +86,29 @@ describe('the mesh CA', () => {
     const a = await createCa(MESH);
     const b = await createCa(MESH);
     await assert.rejects(MeshCa.load({ certPem: a.certPem, keyPem: b.keyPem }), /not the CA certificate's/);
+    // A block that holds the certificate's text again (hex) rather than its DER.
+    const hex = toPem(Buffer.from(fromPem(a.certPem, 'CERTIFICATE').toString('hex')), 'CERTIFICATE');
+    await assert.rejects(MeshCa.load({ certPem: hex, keyPem: a.keyPem }), /holds no DER/);
+  });
+
+  it('refuses a request block that holds an encoding of a request rather than its DER', async () => {
+    // The certificate library would read such text as PEM, hex or base64 again (some of it with a
+    // regular expression quadratic in the input) and take it; a request is DER, nothing else.
+    const ca = await MeshCa.load(await createCa(MESH));
+    const csrPem = await csrFor(await newKeys());
+    const der = fromPem(csrPem, 'CERTIFICATE REQUEST');
+    const label = 'CERTIFICATE REQUEST';
+    for (const inner of [
+      Buffer.from(csrPem.replaceAll('CERTIFICATE REQUEST', 'FOO BAR')),
+      Buffer.from(der.toString('hex')),
+      Buffer.from(der.toString('base64')),
+    ])
+      await assert.rejects(ca.issue({ csrPem: toPem(inner, label), mesh: MESH, node: 'n' }), (e: Error) => {
+        assert.ok(e instanceof CsrError, e.message);
+        assert.match(e.message, /holds no DER/);
+        return true;
+      });
+    assert.ok(await ca.issue({ csrPem: toPem(der, label), mesh: MESH, node: 'n' }));
   });
 
   it('keeps meshes apart whose names would join alike, and long node names out of the CN', async () => {

@@ -34,6 +34,17 @@ const serial = () => {
   return bytes.toString('hex');
 };
 
+/**
+ * The DER in the PEM block `label` of `text`, which must be an ASN.1 SEQUENCE: @peculiar/x509 reads
+ * anything else it is handed as text (PEM, hex or base64 again), which a block should never hold,
+ * and some of it with a regular expression whose time grows with the square of the input.
+ */
+function derOf(text: string, label: string): Buffer {
+  const der = fromPem(text, label);
+  if (der[0] !== 0x30) throw new RangeError(`the PEM block "${label}" holds no DER (an ASN.1 SEQUENCE)`);
+  return der;
+}
+
 /** Makes a new CA for one mesh. */
 export async function createCa(mesh: MeshRef, now = new Date(), ttlMs = CA_TTL_MS): Promise<CaMaterial> {
   const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
@@ -68,7 +79,7 @@ export class MeshCa {
 
   /** Loads a CA, refusing a certificate that is not a CA's or a key that is not its own. */
   static async load(material: CaMaterial): Promise<MeshCa> {
-    const cert = new x509.X509Certificate(fromPem(material.certPem, 'CERTIFICATE'));
+    const cert = new x509.X509Certificate(derOf(material.certPem, 'CERTIFICATE'));
     const der = fromPem(material.keyPem, 'PRIVATE KEY');
     const key = await webcrypto.subtle.importKey('pkcs8', der, ALGORITHM, false, ['sign']);
     const constraints = cert.getExtension(x509.BasicConstraintsExtension);
@@ -92,7 +103,7 @@ export class MeshCa {
       throw new CsrError('not a PEM certificate request');
     let csr: x509.Pkcs10CertificateRequest;
     try {
-      csr = new x509.Pkcs10CertificateRequest(fromPem(csrPem, 'CERTIFICATE REQUEST'));
+      csr = new x509.Pkcs10CertificateRequest(derOf(csrPem, 'CERTIFICATE REQUEST'));
     } catch (error) {
       throw new CsrError(`not a PEM certificate request: ${(error as Error).message}`, { cause: error });
     }

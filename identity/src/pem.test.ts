@@ -40,6 +40,8 @@ describe('PEM', () => {
       [good.replace('-----\n', '-----\nProc-Type: 4,ENCRYPTED\n\n'), /not base64/],
       [good.replace(/\n(.)/, '\n*$1'), /not base64/],
       [good.replace(/=*\n-----END/, 'A\n-----END'), /not base64/],
+      [good.replace('\n', '\n\u00a0'), /not base64/],
+      [good.replace('\n', '\n\f'), /not base64/],
     ] as const)
       assert.throws(() => fromPem(text, 'PRIVATE KEY'), problem, JSON.stringify(text));
   });

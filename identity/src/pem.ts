@@ -31,7 +31,8 @@ export function fromPem(text: string, label: string): Buffer {
   const from = text.indexOf(begin);
   const to = from < 0 ? -1 : text.indexOf(end, from + begin.length);
   if (to < 0) throw new RangeError(`no PEM block "${label}"`);
-  const body = text.slice(from + begin.length, to).replace(/\s+/g, '');
+  // RFC 7468's lax reading: spaces, tabs and line breaks anywhere in the body; nothing else.
+  const body = text.slice(from + begin.length, to).replace(/[ \t\r\n]+/g, '');
   if (body.length === 0 || body.length % 4 !== 0 || !BASE64.test(body))
     throw new RangeError(`the PEM block "${label}" is not base64`);
   return Buffer.from(body, 'base64');

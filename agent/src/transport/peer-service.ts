@@ -8,8 +8,9 @@ import type { Coordinate } from '../domain.ts';
 import { decodePiece, encodePiece } from './piece-codec.ts';
 
 /**
- * The .proto is the contract. It is read at run time: from `agent/proto/` in the repo, or from beside
- * the bundle that scripts/build.ts makes (`dist/proto/`, as in the container image).
+ * The .proto is the contract. Run from the sources, the agent parses it from `agent/proto/`; the
+ * bundle that scripts/build.ts makes (as in the container image) finds it beside itself in
+ * `dist/proto/`, with the same parsed at build time (PEER_DESCRIPTOR), which it loads instead.
  */
 export const PEER_PROTO = [`../../proto/edgemesh/peer/v1/peer.proto`, `./proto/edgemesh/peer/v1/peer.proto`]
   .map((path) => fileURLToPath(new URL(path, import.meta.url)))
@@ -48,10 +49,10 @@ export const CHUNK_MESSAGE_BYTES = PIECE_SIZE + 1024;
  * it copies next to the bundle (with `keepCase: false`, as below; scripts/build.test.ts checks that
  * it gives the same service). Parsing the .proto at start runs protobufjs's tokenizer once per
  * character (10,000 calls), which V8 now and then optimizes with TurboFan, paging in about 5 MiB of
- * compiler code a freshly started agent otherwise does without (docs/deploy.md). The repo has none:
- * run from the sources, the agent parses the .proto.
+ * compiler code a freshly started agent otherwise does without (docs/deploy.md). Looked for beside the
+ * bundle only, so that no stray copy in the repo can stand in for the .proto when run from the sources.
  */
-export const PEER_DESCRIPTOR = PEER_PROTO.replace(/\.proto$/, '.json');
+export const PEER_DESCRIPTOR = fileURLToPath(new URL('./proto/edgemesh/peer/v1/peer.json', import.meta.url));
 
 const LOAD_OPTIONS: Options = { keepCase: false, longs: Number, enums: String, defaults: true };
 
