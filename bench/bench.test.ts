@@ -79,6 +79,15 @@ describe('benchmarks (--quick, shape only)', () => {
       ],
       ['--ops', '20000'],
     ],
+    // --quick is half a minute of idling: the shape needs less.
+    [
+      'idle',
+      [
+        ...['bench', 'agents', 'minutes', 'start_mib', 'end_mib', 'max_mib', 'end_anon_mib', 'end_file_mib'],
+        ...['node_mib', 'goal_mib'],
+      ],
+      ['--minutes', '0.2'],
+    ],
   ];
   const labMissing = geoLabUnavailable();
   if (labMissing) console.log(`# locality bench skipped: ${labMissing}`);
@@ -106,7 +115,7 @@ describe('benchmarks (--quick, shape only)', () => {
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|swarm-vs-peer\|locality\|operator\|chaos\|load\|scale\|tls-context\|hot-memory>/,
+      /usage: npm run bench -- <transfer\|hit\|ingest\|membership\|swarm\|swarm-vs-peer\|locality\|operator\|chaos\|load\|scale\|tls-context\|hot-memory\|idle>/,
     );
   });
 });

@@ -21,6 +21,7 @@ const BENCHES: Record<
   scale: () => import('./scale.ts'),
   'tls-context': () => import('./tls-context.ts'),
   'hot-memory': () => import('./hot-memory.ts'),
+  idle: () => import('./idle.ts'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -1,0 +1,150 @@
+/**
+ * idle: what an agent left idle costs in memory over minutes, where `e2e/containers.test.ts` reads it
+ * seconds after the start (issue 13's goal: 80 MB). Agents run from the bundle `scripts/build.ts`
+ * makes (what the image runs) with the image's V8 flags and malloc settings (`node-flags.ts`), on a
+ * real nats-server, joined into one mesh; nothing stored, nothing read. Each is probed as the
+ * operator's DaemonSet has the kubelet probe it (`/readyz` every 5 s, `/healthz` every 10 s) and
+ * scraped every 15 s (Prometheus's usual interval). Side by side: a bare Node process with the same
+ * flags and settings, the floor under any agent. Every 10 s it prints each process's RSS with its
+ * anonymous and file-backed parts (the file-backed part is mostly the Node binary's code: it grows by
+ * about 5 MiB the first time V8 optimizes anything with TurboFan, which idle work does within
+ * minutes; docs/deploy.md). Last line:
+ * `{"bench":"idle","agents":…,"minutes":…,"start_mib":…,"end_mib":…,"max_mib":…,"end_anon_mib":…,"end_file_mib":…,"node_mib":…,"goal_mib":76.3}`
+ * (agents' means; start is the first sample once all are joined). `--minutes M` (default 5; --quick
+ * 0.5), `--agents N` (default 2).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
+import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { describeMachine, round } from './support/machine.ts';
+
+const BUILD = fileURLToPath(new URL('../scripts/build.ts', import.meta.url));
+/** 80 MB, the goal, in MiB. */
+const GOAL_MIB = round(80e6 / 2 ** 20, 1);
+const SAMPLE_MS = 10_000;
+const PROBES = [
+  { path: '/readyz', everyMs: 5_000 },
+  { path: '/healthz', everyMs: 10_000 },
+  { path: '/metrics', everyMs: 15_000 },
+];
+
+interface Memory {
+  rss: number;
+  anon: number;
+  file: number;
+}
+
+/** VmRSS and its anonymous and file-backed parts of process `pid`, in MiB. */
+function memoryOf(pid: number): Memory {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const mib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]) / 1024;
+  return { rss: mib('VmRSS'), anon: mib('RssAnon'), file: mib('RssFile') };
+}
+
+const option = (args: readonly string[], name: string): string | undefined => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+
+export async function run(quick: boolean, args: readonly string[]): Promise<void> {
+  const minutes = Number(option(args, '--minutes') ?? (quick ? 0.5 : 5));
+  const count = Number(option(args, '--agents') ?? 2);
+  if (!(minutes > 0) || !Number.isInteger(count) || count < 1)
+    throw new RangeError('--minutes must be positive and --agents a whole number of at least 1');
+  const unavailable = natsUnavailable();
+  if (unavailable) throw new Error(`idle needs a real nats-server: ${unavailable}`);
+  console.log(`# machine: ${describeMachine()}`);
+
+  const dir = await mkdtemp(join(tmpdir(), 'edgemesh-idle-'));
+  const built = spawnSync(process.execPath, [BUILD, join(dir, 'dist')], { encoding: 'utf8' });
+  if (built.status !== 0) throw new Error(`the build failed: ${built.stderr}`);
+  const nats = await startNatsServer();
+  const agents: AgentProcess[] = [];
+  const bare = spawn(process.execPath, [...AGENT_NODE_FLAGS, '-e', 'setInterval(() => {}, 60_000)'], {
+    env: { ...process.env, ...AGENT_MALLOC_ENV },
+    stdio: 'ignore',
+  });
+  const timers: NodeJS.Timeout[] = [];
+  try {
+    for (let i = 1; i <= count; i++)
+      agents.push(
+        await startAgentProcess(
+          [
+            ...['--node-id', `idle-${i}`, '--zone', `z${i}`, '--region', 'r1'],
+            ...['--store.dir', join(dir, `store-${i}`), '--control-plane.servers', nats.url],
+          ],
+          30_000,
+          { main: join(dir, 'dist', 'agent.mjs'), nodeFlags: AGENT_NODE_FLAGS, env: { ...AGENT_MALLOC_ENV } },
+        ),
+      );
+    await eventually(
+      async () =>
+        (await Promise.all(agents.map((a) => a.status()))).every((s) => s.peers.alive === count - 1)
+          ? true
+          : undefined,
+      30_000,
+      `${count} agents to see each other alive`,
+    );
+    for (const agent of agents)
+      for (const probe of PROBES)
+        timers.push(
+          setInterval(() => {
+            // A probe that fails is the agent's problem, which the samples show; keep probing.
+            fetch(`${agent.url}${probe.path}`)
+              .then((r) => r.arrayBuffer())
+              .catch(() => undefined);
+          }, probe.everyMs),
+        );
+
+    console.log(
+      `# ${count} agents joined over NATS, probed and scraped; RSS (anonymous + file-backed) in MiB`,
+    );
+    console.log(`#   t_s  ${agents.map((_, i) => `agent ${i + 1}`.padEnd(22)).join('')}bare node`);
+    const samples: Memory[][] = [];
+    let node: Memory = { rss: 0, anon: 0, file: 0 };
+    const started = performance.now();
+    for (;;) {
+      const now = agents.map((a) => memoryOf(a.child.pid!));
+      node = memoryOf(bare.pid!);
+      samples.push(now);
+      const t = (performance.now() - started) / 1000;
+      const show = (m: Memory) => `${m.rss.toFixed(1)} (${m.anon.toFixed(1)}+${m.file.toFixed(1)})`;
+      console.log(
+        `# ${t.toFixed(0).padStart(5)}  ${now.map((m) => show(m).padEnd(22)).join('')}${show(node)}`,
+      );
+      if (t >= minutes * 60) break;
+      await new Promise((r) => setTimeout(r, Math.min(SAMPLE_MS, minutes * 60_000 - t * 1000 + 1)));
+    }
+    const mean = (ms: Memory[], k: keyof Memory) => ms.reduce((sum, m) => sum + m[k], 0) / ms.length;
+    const first = samples[0]!;
+    const last = samples.at(-1)!;
+    console.log(
+      JSON.stringify({
+        bench: 'idle',
+        agents: count,
+        minutes,
+        start_mib: round(mean(first, 'rss'), 1),
+        end_mib: round(mean(last, 'rss'), 1),
+        max_mib: round(Math.max(...samples.flat().map((m) => m.rss)), 1),
+        end_anon_mib: round(mean(last, 'anon'), 1),
+        end_file_mib: round(mean(last, 'file'), 1),
+        node_mib: round(node.rss, 1),
+        goal_mib: GOAL_MIB,
+      }),
+    );
+  } finally {
+    for (const timer of timers) clearInterval(timer);
+    bare.kill('SIGKILL');
+    if (bare.exitCode === null && bare.signalCode === null) await once(bare, 'exit');
+    await Promise.all(agents.map((a) => a.stop('SIGKILL')));
+    await nats.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
