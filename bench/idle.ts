@@ -10,12 +10,15 @@
  * about 5 MiB the first time V8 optimizes anything with TurboFan, which idle work does within
  * minutes; docs/deploy.md). Last line:
  * `{"bench":"idle","agents":…,"minutes":…,"start_mib":…,"end_mib":…,"max_mib":…,"end_anon_mib":…,"end_file_mib":…,"node_mib":…,"goal_mib":76.3}`
- * (agents' means; start is the first sample once all are joined). `--minutes M` (default 5; --quick
- * 0.5), `--agents N` (default 2).
+ * (start and end: the agents' mean at the first sample, once all are joined, and at the last; max:
+ * the largest of any agent's samples; node: the bare process at the end). Probes, like a kubelet's,
+ * open a connection each and give up after a second. `--minutes M` (default 5; --quick 0.5),
+ * `--agents N` (default 2; at least 2, so that there is a mesh to join).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 const BUILD = fileURLToPath(new URL('../scripts/build.ts', import.meta.url));
@@ -41,38 +45,71 @@ interface Memory {
   file: number;
 }
 
-/** VmRSS and its anonymous and file-backed parts of process `pid`, in MiB. */
-function memoryOf(pid: number): Memory {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+/** VmRSS and its anonymous and file-backed parts of process `child`, in MiB. */
+function memoryOf(child: ChildProcess, what: string): Memory {
+  if (child.exitCode !== null || child.signalCode !== null)
+    throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) during the run`);
+  const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
   const mib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]) / 1024;
   return { rss: mib('VmRSS'), anon: mib('RssAnon'), file: mib('RssFile') };
 }
 
+/** The value after `name` in `args`, or undefined; a flag without a value is an error. */
 const option = (args: readonly string[], name: string): string | undefined => {
   const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
+  if (i < 0) return undefined;
+  const value = args[i + 1];
+  if (value === undefined || value.startsWith('--')) throw new RangeError(`${name} needs a value`);
+  return value;
 };
+const OPTIONS = new Set(['--quick', '--minutes', '--agents']);
+
+/** GETs `url` on a connection of its own, as a kubelet's probe does, giving up after a second. */
+function probe(url: string): void {
+  const request = get(url, { agent: false, timeout: 1000 }, (response) => response.resume());
+  request.on('timeout', () => request.destroy());
+  request.on('error', () => undefined); // the agent's problem, which the samples show
+}
 
 export async function run(quick: boolean, args: readonly string[]): Promise<void> {
+  const unknown = args.filter(
+    (a, i) => a.startsWith('--') && !OPTIONS.has(a) && !OPTIONS.has(args[i - 1] ?? ''),
+  );
+  if (unknown.length > 0)
+    throw new RangeError(`unknown option ${unknown.join(', ')} (--minutes M, --agents N)`);
   const minutes = Number(option(args, '--minutes') ?? (quick ? 0.5 : 5));
   const count = Number(option(args, '--agents') ?? 2);
-  if (!(minutes > 0) || !Number.isInteger(count) || count < 1)
-    throw new RangeError('--minutes must be positive and --agents a whole number of at least 1');
+  if (!(Number.isFinite(minutes) && minutes > 0) || !Number.isInteger(count) || count < 2)
+    throw new RangeError('--minutes must be a positive number and --agents a whole number of at least 2');
   const unavailable = natsUnavailable();
   if (unavailable) throw new Error(`idle needs a real nats-server: ${unavailable}`);
   console.log(`# machine: ${describeMachine()}`);
 
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-idle-'));
-  const built = spawnSync(process.execPath, [BUILD, join(dir, 'dist')], { encoding: 'utf8' });
-  if (built.status !== 0) throw new Error(`the build failed: ${built.stderr}`);
-  const nats = await startNatsServer();
+  // As the image runs the agent: its V8 flags, malloc settings and NODE_ENV.
+  const env = { ...AGENT_MALLOC_ENV, NODE_ENV: 'production' };
   const agents: AgentProcess[] = [];
-  const bare = spawn(process.execPath, [...AGENT_NODE_FLAGS, '-e', 'setInterval(() => {}, 60_000)'], {
-    env: { ...process.env, ...AGENT_MALLOC_ENV },
-    stdio: 'ignore',
-  });
   const timers: NodeJS.Timeout[] = [];
+  let nats: Awaited<ReturnType<typeof startNatsServer>> | undefined;
+  let bare: ChildProcess | undefined;
+  const removeInterrupt = onInterrupt(
+    () => {
+      bare?.kill('SIGKILL');
+      for (const agent of agents) agent.child.kill('SIGKILL');
+    },
+    async () => {
+      await nats?.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  );
   try {
+    const built = spawnSync(process.execPath, [BUILD, join(dir, 'dist')], { encoding: 'utf8' });
+    if (built.status !== 0) throw new Error(`the build failed: ${built.stderr}`);
+    nats = await startNatsServer();
+    bare = spawn(process.execPath, [...AGENT_NODE_FLAGS, '-e', 'setInterval(() => {}, 60_000)'], {
+      env: { ...process.env, ...env },
+      stdio: 'ignore',
+    });
     for (let i = 1; i <= count; i++)
       agents.push(
         await startAgentProcess(
@@ -81,7 +118,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
             ...['--store.dir', join(dir, `store-${i}`), '--control-plane.servers', nats.url],
           ],
           30_000,
-          { main: join(dir, 'dist', 'agent.mjs'), nodeFlags: AGENT_NODE_FLAGS, env: { ...AGENT_MALLOC_ENV } },
+          { main: join(dir, 'dist', 'agent.mjs'), nodeFlags: AGENT_NODE_FLAGS, env },
         ),
       );
     await eventually(
@@ -93,15 +130,8 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
       `${count} agents to see each other alive`,
     );
     for (const agent of agents)
-      for (const probe of PROBES)
-        timers.push(
-          setInterval(() => {
-            // A probe that fails is the agent's problem, which the samples show; keep probing.
-            fetch(`${agent.url}${probe.path}`)
-              .then((r) => r.arrayBuffer())
-              .catch(() => undefined);
-          }, probe.everyMs),
-        );
+      for (const { path, everyMs } of PROBES)
+        timers.push(setInterval(() => probe(`${agent.url}${path}`), everyMs));
 
     console.log(
       `# ${count} agents joined over NATS, probed and scraped; RSS (anonymous + file-backed) in MiB`,
@@ -111,8 +141,8 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
     let node: Memory = { rss: 0, anon: 0, file: 0 };
     const started = performance.now();
     for (;;) {
-      const now = agents.map((a) => memoryOf(a.child.pid!));
-      node = memoryOf(bare.pid!);
+      const now = agents.map((a, i) => memoryOf(a.child, `agent ${i + 1}`));
+      node = memoryOf(bare, 'the bare node process');
       samples.push(now);
       const t = (performance.now() - started) / 1000;
       const show = (m: Memory) => `${m.rss.toFixed(1)} (${m.anon.toFixed(1)}+${m.file.toFixed(1)})`;
@@ -140,11 +170,14 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
       }),
     );
   } finally {
+    removeInterrupt();
     for (const timer of timers) clearInterval(timer);
-    bare.kill('SIGKILL');
-    if (bare.exitCode === null && bare.signalCode === null) await once(bare, 'exit');
+    if (bare && bare.exitCode === null && bare.signalCode === null) {
+      bare.kill('SIGKILL');
+      await once(bare, 'exit');
+    }
     await Promise.all(agents.map((a) => a.stop('SIGKILL')));
-    await nats.stop();
+    await nats?.stop();
     await rm(dir, { recursive: true, force: true });
   }
 }
