@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { startOtlpReceiver } from '../agent/harness/otlp-receiver.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { PEER_LOAD_OPTIONS } from '../agent/src/transport/peer-service.ts';
 import { startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
 
@@ -44,7 +45,8 @@ describe('the image build (scripts/build.ts)', () => {
   it('writes beside the .proto its parsed descriptor, which gives the same service', () => {
     // The bundled agent loads the descriptor rather than parse the .proto (peer-service.ts says why).
     const proto = join(dir, 'dist', 'proto', 'edgemesh', 'peer', 'v1', 'peer.proto');
-    const options = { keepCase: false, longs: Number, enums: String, defaults: true };
+    // The agent's own options: a descriptor built with another keepCase than the agent's fails here.
+    const options = PEER_LOAD_OPTIONS;
     const parsed = loadSync(proto, options);
     const loaded = fromJSON(
       JSON.parse(readFileSync(proto.replace(/\.proto$/, '.json'), 'utf8')) as object,

@@ -54,11 +54,12 @@ export const CHUNK_MESSAGE_BYTES = PIECE_SIZE + 1024;
  */
 export const PEER_DESCRIPTOR = fileURLToPath(new URL('./proto/edgemesh/peer/v1/peer.json', import.meta.url));
 
-const LOAD_OPTIONS: Options = { keepCase: false, longs: Number, enums: String, defaults: true };
+/** How the agent loads the peer protocol, from the .proto or its descriptor alike. */
+export const PEER_LOAD_OPTIONS: Options = { keepCase: false, longs: Number, enums: String, defaults: true };
 
 export const packageDefinition = existsSync(PEER_DESCRIPTOR)
-  ? fromJSON(JSON.parse(readFileSync(PEER_DESCRIPTOR, 'utf8')) as object, LOAD_OPTIONS)
-  : loadSync(PEER_PROTO, LOAD_OPTIONS);
+  ? fromJSON(JSON.parse(readFileSync(PEER_DESCRIPTOR, 'utf8')) as object, PEER_LOAD_OPTIONS)
+  : loadSync(PEER_PROTO, PEER_LOAD_OPTIONS);
 
 const generated = packageDefinition['edgemesh.peer.v1.Peer'] as ServiceDefinition;
 
