@@ -3,10 +3,23 @@
  * equal). An idle agent is mostly V8 heap and the Node binary's own pages; these trim what can be
  * trimmed without slowing the data plane, whose bytes live outside the V8 heap (Buffers):
  * - a 1 MiB young generation (V8's default grows to 16 MiB semi-spaces, ~30 MiB of RSS once touched);
- * - one V8 background thread (each keeps its own malloc arena and stack).
+ * - one V8 background thread (each keeps its own malloc arena and stack);
+ * - V8's optimizing compilers (Maglev, TurboFan) on the main thread, one function at a time. An idle
+ *   agent's once-a-second work (membership pings, their gRPC calls, probes) turns hot together some
+ *   four minutes after its start: about 60 functions were optimized within five seconds, and with
+ *   compilation in the background their working memory (malloc'd) was held at once, 8 MiB more at
+ *   the peak. It was freed, but glibc's main heap kept the stretch (a free 5.9 MB block inside it
+ *   afterwards): RSS 5-11 MiB higher for good. One at a time, an agent idle for ten minutes stayed
+ *   at 97.8-97.9 MiB against 103.5-109.3 (three runs each; docs/benchmarks.md, idle). The cost: a
+ *   function's first optimization pauses the main thread for its compilation (0.05-6 ms each in
+ *   `--trace-opt`); the load and transfer benchmarks did not tell the two apart.
  * docs/deploy.md has the measured effect. V8 reads them at start only, so they are flags.
  */
-export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1'];
+export const AGENT_NODE_FLAGS = [
+  '--max-semi-space-size=1',
+  '--v8-pool-size=1',
+  '--no-concurrent-recompilation',
+];
 
 /**
  * Environment the image sets for the agent (the Dockerfile's ENV; a test keeps the two equal):
