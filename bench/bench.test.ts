@@ -86,7 +86,8 @@ describe('benchmarks (--quick, shape only)', () => {
         ...['bench', 'agents', 'minutes', 'start_mib', 'end_mib', 'max_mib', 'end_anon_mib', 'end_file_mib'],
         ...['node_mib', 'goal_mib'],
       ],
-      ['--minutes', '0.2'],
+      // and without one of the image's flags, as a comparison runs it
+      ['--minutes', '0.2', '--drop-flag', 'no-concurrent-recompilation'],
     ],
   ];
   const labMissing = geoLabUnavailable();
@@ -108,8 +109,18 @@ describe('benchmarks (--quick, shape only)', () => {
       for (const key of keys)
         assert.ok(typeof last[key] === 'number' || key === 'bench', `${key} in ${lines.at(-1)}`);
       if ('ratio' in last) assert.ok((last.ratio as number) > 0);
+      const dropped = args.indexOf('--drop-flag');
+      if (dropped >= 0) {
+        const flags = /^# node flags: (.*) \(/m.exec(r.stdout)?.[1] ?? '';
+        assert.ok(flags.length > 0 && !flags.split(' ').includes(`--${args[dropped + 1]}`), r.stdout);
+      }
     });
   }
+  it('idle refuses to drop a flag the image does not set, naming those it does', () => {
+    const r = spawnSync(process.execPath, [RUN, 'idle', '--drop-flag', 'nope'], { encoding: 'utf8' });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--drop-flag nope: the image's flags are --max-semi-space-size=1/);
+  });
   it('refuses an unknown benchmark', () => {
     const r = spawnSync(process.execPath, [RUN, 'nope'], { encoding: 'utf8' });
     assert.equal(r.status, 2);

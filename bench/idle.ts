@@ -13,7 +13,9 @@
  * (start and end: the agents' mean at the first sample, once all are joined, and at the last; max:
  * the largest of any agent's samples; node: the bare process at the end). Probes, like a kubelet's,
  * open a connection each and give up after a second. `--minutes M` (default 5; --quick 0.5),
- * `--agents N` (default 2; at least 2, so that there is a mesh to join).
+ * `--agents N` (default 2; at least 2, so that there is a mesh to join), `--drop-flag NAME` (run
+ * the agents and the bare process without `--NAME` of the image's flags, to measure what it does;
+ * e.g. `--drop-flag no-concurrent-recompilation`).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -62,7 +64,7 @@ const option = (args: readonly string[], name: string): string | undefined => {
   if (value === undefined || value.startsWith('--')) throw new RangeError(`${name} needs a value`);
   return value;
 };
-const OPTIONS = new Set(['--quick', '--minutes', '--agents']);
+const OPTIONS = new Set(['--quick', '--minutes', '--agents', '--drop-flag']);
 
 /** GETs `url` on a connection of its own, as a kubelet's probe does, giving up after a second. */
 function probe(url: string): void {
@@ -76,14 +78,21 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
     (a, i) => a.startsWith('--') && !OPTIONS.has(a) && !OPTIONS.has(args[i - 1] ?? ''),
   );
   if (unknown.length > 0)
-    throw new RangeError(`unknown option ${unknown.join(', ')} (--minutes M, --agents N)`);
+    throw new RangeError(`unknown option ${unknown.join(', ')} (--minutes M, --agents N, --drop-flag NAME)`);
   const minutes = Number(option(args, '--minutes') ?? (quick ? 0.5 : 5));
   const count = Number(option(args, '--agents') ?? 2);
   if (!(Number.isFinite(minutes) && minutes > 0) || !Number.isInteger(count) || count < 2)
     throw new RangeError('--minutes must be a positive number and --agents a whole number of at least 2');
+  const drop = option(args, '--drop-flag');
+  const nodeFlags = AGENT_NODE_FLAGS.filter((f) => drop === undefined || f.split('=')[0] !== `--${drop}`);
+  if (drop !== undefined && nodeFlags.length === AGENT_NODE_FLAGS.length)
+    throw new RangeError(`--drop-flag ${drop}: the image's flags are ${AGENT_NODE_FLAGS.join(' ')}`);
   const unavailable = natsUnavailable();
   if (unavailable) throw new Error(`idle needs a real nats-server: ${unavailable}`);
   console.log(`# machine: ${describeMachine()}`);
+  console.log(
+    `# node flags: ${nodeFlags.join(' ')}${drop === undefined ? " (the image's)" : ` (the image's without --${drop})`}`,
+  );
 
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-idle-'));
   // As the image runs the agent: its V8 flags, malloc settings and NODE_ENV.
@@ -106,7 +115,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
     const built = spawnSync(process.execPath, [BUILD, join(dir, 'dist')], { encoding: 'utf8' });
     if (built.status !== 0) throw new Error(`the build failed: ${built.stderr}`);
     nats = await startNatsServer();
-    bare = spawn(process.execPath, [...AGENT_NODE_FLAGS, '-e', 'setInterval(() => {}, 60_000)'], {
+    bare = spawn(process.execPath, [...nodeFlags, '-e', 'setInterval(() => {}, 60_000)'], {
       env: { ...process.env, ...env },
       stdio: 'ignore',
     });
@@ -118,7 +127,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
             ...['--store.dir', join(dir, `store-${i}`), '--control-plane.servers', nats.url],
           ],
           30_000,
-          { main: join(dir, 'dist', 'agent.mjs'), nodeFlags: AGENT_NODE_FLAGS, env },
+          { main: join(dir, 'dist', 'agent.mjs'), nodeFlags, env },
         ),
       );
     await eventually(

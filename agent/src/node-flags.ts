@@ -1,19 +1,21 @@
 /**
  * Node flags the agent runs with in its image (the Dockerfile's ENTRYPOINT; a test keeps the two
  * equal). An idle agent is mostly V8 heap and the Node binary's own pages; these trim what can be
- * trimmed without slowing the data plane, whose bytes live outside the V8 heap (Buffers):
+ * trimmed with no cost to the data plane's throughput that a benchmark told from its noise (its
+ * bytes live outside the V8 heap, in Buffers):
  * - a 1 MiB young generation (V8's default grows to 16 MiB semi-spaces, ~30 MiB of RSS once touched);
  * - one V8 background thread (each keeps its own malloc arena and stack);
  * - V8's optimizing compilers (Maglev, TurboFan) on the main thread, one function at a time. An idle
- *   agent's once-a-second work (membership pings, their gRPC calls, probes) turns hot together some
- *   four minutes after its start: about 60 functions were optimized within five seconds, and with
- *   compilation in the background their working memory (malloc'd) was held at once, 8 MiB more at
- *   the peak. It was freed, but glibc's main heap kept the stretch (a free 5.9 MB block inside it
- *   afterwards): RSS 5-11 MiB higher for good. One at a time, an agent idle for ten minutes stayed
- *   at 97.8-97.9 MiB against 103.5-109.3 (three runs each; docs/benchmarks.md, idle). The cost: a
- *   function's first optimization pauses the main thread for its compilation (0.05-6 ms each in
- *   `--trace-opt`); the load and transfer benchmarks did not tell the two apart.
- * docs/deploy.md has the measured effect. V8 reads them at start only, so they are flags.
+ *   agent's once-a-second work (membership pings, their gRPC calls, probes) turns hot together
+ *   about four minutes after its start: some 60 functions were optimized within five seconds, and
+ *   malloc'd memory peaked 8 MiB above its usual level; it was freed, but glibc's main heap kept the
+ *   stretch (a free 5.9 MB block inside it afterwards). Compiled in the background, later bursts did
+ *   the same. One at a time, two idle agents ended ten minutes at 97.8-97.9 MiB (the mean of the
+ *   two; three runs) against 103.5-109.3, and were at 93.0-93.8 against 93.2-99.4 at five. The
+ *   cost: a function's first optimization pauses the main thread while it compiles (0.05-6 ms each
+ *   in `--trace-opt`); `load` and `transfer` measured within their run-to-run noise, but for
+ *   one 1 MiB `load` p99 of 206 against 52 ms (docs/benchmarks.md, idle).
+ * docs/deploy.md has the measured effect of each. V8 reads them at start only, so they are flags.
  */
 export const AGENT_NODE_FLAGS = [
   '--max-semi-space-size=1',
