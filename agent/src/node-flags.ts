@@ -13,8 +13,9 @@
  *   the same. One at a time, two idle agents ended ten minutes at 97.8-97.9 MiB (the mean of the
  *   two; three runs) against 103.5-109.3, and were at 93.0-93.8 against 93.2-99.4 at five. The
  *   cost: a function's first optimization pauses the main thread while it compiles (0.05-6 ms each
- *   in `--trace-opt`); `load` and `transfer` measured within their run-to-run noise, but for
- *   one 1 MiB `load` p99 of 206 against 52 ms (docs/benchmarks.md, idle).
+ *   in `--trace-opt`); `load`, `hit` and `transfer` told the two apart no more than
+ *   their run-to-run noise (docs/benchmarks.md, idle). Under the soak's load, 30 minutes side by
+ *   side, RSS less heap and Buffers rose 0.09-0.21 MB/min per agent against 0.30-1.18 (one pair).
  * docs/deploy.md has the measured effect of each. V8 reads them at start only, so they are flags.
  */
 export const AGENT_NODE_FLAGS = [
