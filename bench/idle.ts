@@ -15,7 +15,7 @@
  * open a connection each and give up after a second. `--minutes M` (default 5; --quick 0.5),
  * `--agents N` (default 2; at least 2, so that there is a mesh to join), `--drop-flag NAME` (run
  * the agents and the bare process without `--NAME` of the image's flags, to measure what it does;
- * e.g. `--drop-flag no-concurrent-recompilation`).
+ * e.g. `--drop-flag no-concurrent-recompilation`; the last line's `dropped_flag` names it, else null).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -56,15 +56,23 @@ function memoryOf(child: ChildProcess, what: string): Memory {
   return { rss: mib('VmRSS'), anon: mib('RssAnon'), file: mib('RssFile') };
 }
 
-/** The value after `name` in `args`, or undefined; a flag without a value is an error. */
+/** The value after `name` in `args`, or undefined; a flag without a value, or given twice, is an error. */
 const option = (args: readonly string[], name: string): string | undefined => {
   const i = args.indexOf(name);
   if (i < 0) return undefined;
+  if (args.indexOf(name, i + 1) >= 0) throw new RangeError(`${name} is given twice`);
   const value = args[i + 1];
-  if (value === undefined || value.startsWith('--')) throw new RangeError(`${name} needs a value`);
+  if (value === undefined || value.startsWith('--'))
+    throw new RangeError(
+      `${name} needs a value${value?.startsWith('--') ? ` (without the leading --)` : ''}`,
+    );
   return value;
 };
-const OPTIONS = new Set(['--quick', '--minutes', '--agents', '--drop-flag']);
+/** The options that take a value (the argument after each is that value), and those that do not. */
+const VALUED = new Set(['--minutes', '--agents', '--drop-flag']);
+const OPTIONS = new Set(['--quick', ...VALUED]);
+/** A V8 flag's name: `--max-semi-space-size=1` and `max-semi-space-size` are both `max-semi-space-size`. */
+const flagName = (flag: string) => flag.replace(/^--/, '').split('=')[0]!;
 
 /** GETs `url` on a connection of its own, as a kubelet's probe does, giving up after a second. */
 function probe(url: string): void {
@@ -75,7 +83,7 @@ function probe(url: string): void {
 
 export async function run(quick: boolean, args: readonly string[]): Promise<void> {
   const unknown = args.filter(
-    (a, i) => a.startsWith('--') && !OPTIONS.has(a) && !OPTIONS.has(args[i - 1] ?? ''),
+    (a, i) => a.startsWith('--') && !OPTIONS.has(a) && !VALUED.has(args[i - 1] ?? ''),
   );
   if (unknown.length > 0)
     throw new RangeError(`unknown option ${unknown.join(', ')} (--minutes M, --agents N, --drop-flag NAME)`);
@@ -83,10 +91,13 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
   const count = Number(option(args, '--agents') ?? 2);
   if (!(Number.isFinite(minutes) && minutes > 0) || !Number.isInteger(count) || count < 2)
     throw new RangeError('--minutes must be a positive number and --agents a whole number of at least 2');
-  const drop = option(args, '--drop-flag');
-  const nodeFlags = AGENT_NODE_FLAGS.filter((f) => drop === undefined || f.split('=')[0] !== `--${drop}`);
+  const dropValue = option(args, '--drop-flag');
+  const drop = dropValue === undefined ? undefined : flagName(dropValue);
+  const nodeFlags = AGENT_NODE_FLAGS.filter((f) => drop === undefined || flagName(f) !== drop);
   if (drop !== undefined && nodeFlags.length === AGENT_NODE_FLAGS.length)
-    throw new RangeError(`--drop-flag ${drop}: the image's flags are ${AGENT_NODE_FLAGS.join(' ')}`);
+    throw new RangeError(
+      `--drop-flag ${JSON.stringify(dropValue)}: the image sets ${AGENT_NODE_FLAGS.map(flagName).join(', ')}`,
+    );
   const unavailable = natsUnavailable();
   if (unavailable) throw new Error(`idle needs a real nats-server: ${unavailable}`);
   console.log(`# machine: ${describeMachine()}`);
@@ -176,6 +187,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
         end_file_mib: round(mean(last, 'file'), 1),
         node_mib: round(node.rss, 1),
         goal_mib: GOAL_MIB,
+        dropped_flag: drop ?? null,
       }),
     );
   } finally {

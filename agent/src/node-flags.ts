@@ -2,20 +2,20 @@
  * Node flags the agent runs with in its image (the Dockerfile's ENTRYPOINT; a test keeps the two
  * equal). An idle agent is mostly V8 heap and the Node binary's own pages; these trim what can be
  * trimmed with no cost to the data plane's throughput that a benchmark told from its noise (its
- * bytes live outside the V8 heap, in Buffers):
+ * bytes live outside the V8 heap, in Buffers; the third's latency cost is below):
  * - a 1 MiB young generation (V8's default grows to 16 MiB semi-spaces, ~30 MiB of RSS once touched);
  * - one V8 background thread (each keeps its own malloc arena and stack);
  * - V8's optimizing compilers (Maglev, TurboFan) on the main thread, one function at a time. An idle
  *   agent's once-a-second work (membership pings, their gRPC calls, probes) turns hot together
  *   about four minutes after its start: some 60 functions were optimized within five seconds, and
  *   malloc'd memory peaked 8 MiB above its usual level; it was freed, but glibc's main heap kept the
- *   stretch (a free 5.9 MB block inside it afterwards). Compiled in the background, later bursts did
- *   the same. One at a time, two idle agents ended ten minutes at 97.8-97.9 MiB (the mean of the
- *   two; three runs) against 103.5-109.3, and were at 93.0-93.8 against 93.2-99.4 at five. The
- *   cost: a function's first optimization pauses the main thread while it compiles (0.05-6 ms each
- *   in `--trace-opt`); `load`, `hit` and `transfer` told the two apart no more than
- *   their run-to-run noise (docs/benchmarks.md, idle). Under the soak's load, 30 minutes side by
- *   side, RSS less heap and Buffers rose 0.09-0.21 MB/min per agent against 0.30-1.18 (one pair).
+ *   stretch (a free 5.9 MB block inside it afterwards). One at a time, two idle agents ended ten
+ *   minutes at 97.8-97.9 MiB (their mean; three pairs in two runs) against 103.5-109.3, and were at
+ *   93.0-93.8 against 93.2-99.4 at five. The cost: a function's first optimization pauses the main
+ *   thread while it compiles (0.05-6 ms each in `--trace-opt`); `load` and `transfer` did not tell
+ *   the two apart beyond their noise, `hit --quick`'s 4 KiB p99 was higher with it in both of two
+ *   pairs (unsettled). Under the soak's load, 30 minutes side by side, RSS less heap and Buffers
+ *   rose 0.09-0.21 MB/min per agent against 0.30-1.18 (one pair; docs/benchmarks.md, soak, idle).
  * docs/deploy.md has the measured effect of each. V8 reads them at start only, so they are flags.
  */
 export const AGENT_NODE_FLAGS = [
