@@ -25,6 +25,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
@@ -56,21 +57,32 @@ function memoryOf(child: ChildProcess, what: string): Memory {
   return { rss: mib('VmRSS'), anon: mib('RssAnon'), file: mib('RssFile') };
 }
 
-/** The value after `name` in `args`, or undefined; a flag without a value, or given twice, is an error. */
-const option = (args: readonly string[], name: string): string | undefined => {
-  const i = args.indexOf(name);
-  if (i < 0) return undefined;
-  if (args.indexOf(name, i + 1) >= 0) throw new RangeError(`${name} is given twice`);
-  const value = args[i + 1];
-  if (value === undefined || value.startsWith('--'))
-    throw new RangeError(
-      `${name} needs a value${value?.startsWith('--') ? ` (without the leading --)` : ''}`,
-    );
-  return value;
-};
-/** The options that take a value (the argument after each is that value), and those that do not. */
-const VALUED = new Set(['--minutes', '--agents', '--drop-flag']);
-const OPTIONS = new Set(['--quick', ...VALUED]);
+/** The options `idle` takes (`--quick` is run.ts's, passed on). */
+const OPTIONS = {
+  quick: { type: 'boolean' },
+  minutes: { type: 'string' },
+  agents: { type: 'string' },
+  'drop-flag': { type: 'string' },
+} as const;
+
+/**
+ * `args` parsed strictly (node:util's parseArgs, as soak.ts does): an unknown option, a value
+ * missing or starting with a dash, a stray argument or an option given twice is an error.
+ */
+function options(args: readonly string[]) {
+  try {
+    const { values, tokens } = parseArgs({ args: [...args], options: OPTIONS, strict: true, tokens: true });
+    const given = tokens.flatMap((t) => (t.kind === 'option' ? [t.name] : []));
+    const twice = given.find((name, i) => given.indexOf(name) !== i);
+    if (twice) throw new Error(`--${twice} is given twice`);
+    return values;
+  } catch (error) {
+    throw new RangeError(`${(error as Error).message} (--minutes M, --agents N, --drop-flag NAME)`, {
+      cause: error,
+    });
+  }
+}
+
 /** A V8 flag's name: `--max-semi-space-size=1` and `max-semi-space-size` are both `max-semi-space-size`. */
 const flagName = (flag: string) => flag.replace(/^--/, '').split('=')[0]!;
 
@@ -82,16 +94,12 @@ function probe(url: string): void {
 }
 
 export async function run(quick: boolean, args: readonly string[]): Promise<void> {
-  const unknown = args.filter(
-    (a, i) => a.startsWith('--') && !OPTIONS.has(a) && !VALUED.has(args[i - 1] ?? ''),
-  );
-  if (unknown.length > 0)
-    throw new RangeError(`unknown option ${unknown.join(', ')} (--minutes M, --agents N, --drop-flag NAME)`);
-  const minutes = Number(option(args, '--minutes') ?? (quick ? 0.5 : 5));
-  const count = Number(option(args, '--agents') ?? 2);
+  const values = options(args);
+  const minutes = Number(values.minutes ?? (quick ? 0.5 : 5));
+  const count = Number(values.agents ?? 2);
   if (!(Number.isFinite(minutes) && minutes > 0) || !Number.isInteger(count) || count < 2)
     throw new RangeError('--minutes must be a positive number and --agents a whole number of at least 2');
-  const dropValue = option(args, '--drop-flag');
+  const dropValue = values['drop-flag'];
   const drop = dropValue === undefined ? undefined : flagName(dropValue);
   const nodeFlags = AGENT_NODE_FLAGS.filter((f) => drop === undefined || flagName(f) !== drop);
   if (drop !== undefined && nodeFlags.length === AGENT_NODE_FLAGS.length)
