@@ -22,6 +22,7 @@ import { startOtlpReceiver } from '../agent/harness/otlp-receiver.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { PEER_LOAD_OPTIONS } from '../agent/src/transport/peer-service.ts';
 import { startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
+import { startTestIssuer } from '../operator/harness/test-issuer.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
 
 const SCRIPT = fileURLToPath(new URL('./build.ts', import.meta.url));
@@ -105,6 +106,68 @@ describe('the image build (scripts/build.ts)', () => {
     // (a bare specifier would need node_modules, which the image does not have).
     assert.doesNotMatch(code, /import\(["']systeminformation/);
     assert.match(code, /networkStats/);
+  });
+
+  it('keeps the CA’s code (@peculiar/x509) out of what an agent loads at start, for a file CA only', async () => {
+    // The chunks agent.mjs imports statically, and theirs: what every agent loads and keeps.
+    const atStart = new Set<string>();
+    const visit = (file: string) => {
+      if (atStart.has(file)) return;
+      atStart.add(file);
+      const code = readFileSync(join(dir, 'dist', file), 'utf8');
+      for (const m of code.matchAll(
+        /(?:^|[;\s}])(?:import|export)\s*(?:[^'"();]*?from\s*)?["']\.\/([^"']+)["']/gm,
+      ))
+        visit(m[1]!);
+    };
+    visit('agent.mjs');
+    assert.ok(atStart.size > 1, `the start chunks: ${[...atStart].join(', ')}`);
+    const library = /Pkcs10CertificateRequestGenerator|X509CertificateGenerator/;
+    for (const file of atStart)
+      assert.ok(
+        !library.test(readFileSync(join(dir, 'dist', file), 'utf8')),
+        `${file}, loaded at start, holds the CA's code`,
+      );
+    // It is a chunk of its own, which the file CA imports when it signs (the agents of this suite
+    // start with a file CA, from this bundle, above and below).
+    const lazy = readdirSync(join(dir, 'dist')).filter(
+      (f) =>
+        f.endsWith('.mjs') &&
+        f !== 'operator.mjs' &&
+        !atStart.has(f) &&
+        library.test(readFileSync(join(dir, 'dist', f), 'utf8')),
+    );
+    assert.equal(lazy.length, 1, `the CA's chunk: ${lazy.join(', ')}`);
+    // And the other way, certificates from the operator's endpoint, works from the bundle too.
+    const issuer = await startTestIssuer({ mesh: { namespace: 'edge', name: 'lean' }, host: '127.0.0.1' });
+    const files = {
+      tokenFile: join(dir, 'token'),
+      caFile: join(dir, 'issuer.crt'),
+      trustBundleFile: join(dir, 'ca.crt'),
+    };
+    await writeFile(files.tokenFile, issuer.tokenFor('by-issuer'));
+    await writeFile(files.caFile, issuer.servingCertPem);
+    await writeFile(files.trustBundleFile, issuer.trustPem);
+    try {
+      const agent = await startAgentProcess(
+        [
+          '--node-id',
+          'by-issuer',
+          '--zone',
+          'z',
+          '--region',
+          'r',
+          '--store.dir',
+          join(dir, 'by-issuer'),
+        ].concat(issuer.agentFlags(files)),
+        20_000,
+        { main: join(dir, 'dist', 'agent.mjs'), nodeFlags: AGENT_NODE_FLAGS },
+      );
+      assert.equal(issuer.issued, 1);
+      assert.equal(await agent.stop('SIGTERM'), 0, agent.logs.join('').slice(-600));
+    } finally {
+      await issuer.close();
+    }
   });
 
   it('gives an agent that starts from the bundle alone (no node_modules, no TypeScript) and exports its traces', async () => {

@@ -8,16 +8,4 @@ export {
   MeshCa,
   NODE_CERTIFICATE_TTL_MS,
 } from './ca.ts';
-export { createNodeKey, type NodeKey } from './node-key.ts';
-export {
-  identityOfSan,
-  type MeshRef,
-  type NodeIdentity,
-  nodeSpiffeId,
-  parseNodeSpiffeId,
-  sameMesh,
-  sanUris,
-  TRUST_DOMAIN,
-} from './spiffe.ts';
-export { readPemBundle, UntrustedCertificateError, verifyNodeCertificate } from './verify.ts';
-export { NodeSigners, type SignerRefusal } from './signers.ts';
+export * from './node.ts';

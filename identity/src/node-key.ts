@@ -1,11 +1,6 @@
-import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import { generateKeyPair, sign } from 'node:crypto';
+import { promisify } from 'node:util';
 import { toPem } from './pem.ts';
-
-x509.cryptoProvider.set(webcrypto as never);
-
-const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
 /** A node's key pair, made on the node, and a request for a certificate for it. */
 export interface NodeKey {
@@ -15,14 +10,70 @@ export interface NodeKey {
   csrPem: string;
 }
 
+/*
+ * The request is written here, in DER, with Node's own crypto, rather than with @peculiar/x509 (which
+ * the CA, reading and signing requests, uses). Its fields are fixed: version 0, a subject of one
+ * common name, the key's SubjectPublicKeyInfo as Node exports it, no attributes, ECDSA with SHA-256.
+ * Writing them takes the few lines below; the ASN.1 library and what it brings (asn1js, tsyringe,
+ * reflect-metadata; 550 KB of source in the agent's bundle) cost an agent about 3 MiB of memory
+ * just loaded, for as long as it runs (docs/deploy.md), and an agent that gets its certificate from
+ * the operator needs nothing else of it. Parsing a request, which the CA does with untrusted input,
+ * stays with the library.
+ */
+
+/** A DER length: short form under 128, else the long form's count byte and big-endian bytes. */
+function derLength(length: number): Buffer {
+  if (length < 0x80) return Buffer.of(length);
+  const bytes: number[] = [];
+  for (let rest = length; rest > 0; rest = Math.floor(rest / 256)) bytes.unshift(rest % 256);
+  return Buffer.of(0x80 | bytes.length, ...bytes);
+}
+
+/** One DER element: its tag, its length and its contents. */
+const der = (tag: number, ...contents: Buffer[]): Buffer => {
+  const body = Buffer.concat(contents);
+  return Buffer.concat([Buffer.of(tag), derLength(body.length), body]);
+};
+
+const SEQUENCE = 0x30;
+const SET = 0x31;
+const UTF8_STRING = 0x0c;
+const BIT_STRING = 0x03;
+/** INTEGER 0: the request's version (v1). */
+const VERSION_1 = Buffer.of(0x02, 0x01, 0x00);
+/** OBJECT IDENTIFIER 2.5.4.3 (id-at-commonName). */
+const COMMON_NAME = Buffer.of(0x06, 0x03, 0x55, 0x04, 0x03);
+/** AlgorithmIdentifier { 1.2.840.10045.4.3.2 (ecdsa-with-SHA256) }, parameters absent (RFC 5758). */
+const ECDSA_WITH_SHA256 = der(
+  SEQUENCE,
+  Buffer.of(0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02),
+);
+/** [0] IMPLICIT SET OF Attribute, empty: no attributes (the CA decides the extensions). */
+const NO_ATTRIBUTES = Buffer.of(0xa0, 0x00);
+
+/** The longest common name X.520 allows (ub-common-name), in characters. */
+const COMMON_NAME_MAX = 64;
+
+const generateEcKey = promisify(generateKeyPair);
+
 /** Makes a fresh ECDSA P-256 key and a certificate request for it, naming `node` as a courtesy. */
 export async function createNodeKey(node: string): Promise<NodeKey> {
-  const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: [{ CN: [node.slice(0, 64)] }],
-    keys: keys as never,
-    signingAlgorithm: ALGORITHM,
-  });
-  const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
-  return { keyPem: toPem(pkcs8, 'PRIVATE KEY'), csrPem: toPem(csr.rawData, 'CERTIFICATE REQUEST') };
+  const { privateKey, publicKey } = await generateEcKey('ec', { namedCurve: 'P-256' });
+  // Array.from splits by code point, so a name cut at 64 characters never ends in half a pair.
+  const commonName = Buffer.from(Array.from(node).slice(0, COMMON_NAME_MAX).join(''), 'utf8');
+  const subject = der(SEQUENCE, der(SET, der(SEQUENCE, COMMON_NAME, der(UTF8_STRING, commonName))));
+  const info = der(
+    SEQUENCE,
+    VERSION_1,
+    subject,
+    publicKey.export({ type: 'spki', format: 'der' }),
+    NO_ATTRIBUTES,
+  );
+  // Node signs ECDSA in DER (an Ecdsa-Sig-Value), which is what the BIT STRING holds.
+  const signature = sign('sha256', info, privateKey);
+  const request = der(SEQUENCE, info, ECDSA_WITH_SHA256, der(BIT_STRING, Buffer.of(0), signature));
+  return {
+    keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString().trimEnd(),
+    csrPem: toPem(request, 'CERTIFICATE REQUEST'),
+  };
 }

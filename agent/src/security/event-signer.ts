@@ -1,5 +1,5 @@
 import { type ControlEvent, SIGNATURE_HEADER, SIGNER_HEADER } from '@edgemesh/contracts';
-import { NodeSigners } from '@edgemesh/identity';
+import { NodeSigners } from '@edgemesh/identity/node';
 import { MAX_CLOCK_SKEW_MS } from '../time/clock.ts';
 import type { NodeCredentials } from './node-credentials.ts';
 import type { Revocations } from './revocations.ts';

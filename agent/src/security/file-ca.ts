@@ -1,12 +1,14 @@
 import { readFile } from 'node:fs/promises';
-import { MeshCa, type MeshRef } from '@edgemesh/identity';
+import type { MeshRef } from '@edgemesh/identity/node';
 import type { CertificateIssuer, TrustSource } from './node-credentials.ts';
 
 /**
  * A CA kept in files (outside Kubernetes: the local mesh, tests): the agent signs its own
  * certificate with it, through the same key, request and checks as the operator's issuance. Its files
  * are read again for every certificate, so replacing them (a CA rotation) takes effect at the next
- * renewal.
+ * renewal. The CA's code (@peculiar/x509 and the ASN.1 it brings) is loaded at the first certificate,
+ * and only here: an agent whose certificates come from the operator never loads it (about 3 MiB of
+ * memory for as long as it runs; docs/deploy.md).
  */
 export class FileCaIssuer implements CertificateIssuer {
   readonly name: string;
@@ -20,6 +22,7 @@ export class FileCaIssuer implements CertificateIssuer {
   async issue(csrPem: string): Promise<string> {
     const { certFile, keyFile, mesh, node, ttlMs } = this.#opts;
     const [certPem, keyPem] = await Promise.all([readFile(certFile, 'utf8'), readFile(keyFile, 'utf8')]);
+    const { MeshCa } = await import('@edgemesh/identity');
     const ca = await MeshCa.load({ certPem, keyPem });
     return ca.issue({ csrPem, mesh, node, ttlMs });
   }

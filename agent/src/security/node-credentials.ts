@@ -9,7 +9,7 @@ import {
   readPemBundle,
   sameMesh,
   verifyNodeCertificate,
-} from '@edgemesh/identity';
+} from '@edgemesh/identity/node';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Clock } from '../time/clock.ts';
 import type { Revocations } from './revocations.ts';

@@ -1,5 +1,5 @@
 import { createHash, verify, X509Certificate } from 'node:crypto';
-import { sameMesh, verifyNodeCertificate } from '@edgemesh/identity';
+import { sameMesh, verifyNodeCertificate } from '@edgemesh/identity/node';
 import { type Manifest, type NodeSignature, manifestSignedBytes } from '../cache/manifest.ts';
 import type { NodeCredentials } from './node-credentials.ts';
 import type { Revocations } from './revocations.ts';
