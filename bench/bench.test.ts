@@ -88,11 +88,11 @@ describe('benchmarks (--quick, shape only)', () => {
       ],
       ['--minutes', '0.2'],
     ],
-    // and without one of the image's flags, as a comparison runs it
+    // and without one of the image's flags, certified by a file CA, as comparisons run it
     [
       'idle',
       ['bench', 'agents', 'minutes', 'start_mib', 'end_mib', 'node_mib'],
-      ['--minutes', '0.2', '--drop-flag', 'no-concurrent-recompilation'],
+      ['--minutes', '0.2', '--drop-flag', 'no-concurrent-recompilation', '--file-ca'],
     ],
   ];
   const labMissing = geoLabUnavailable();
@@ -103,7 +103,7 @@ describe('benchmarks (--quick, shape only)', () => {
     const skip =
       name === 'locality' && labMissing ? labMissing : name === 'load' && wrkMissing ? wrkMissing : false;
     it(
-      `${name}${args.includes('--drop-flag') ? ' --drop-flag' : ''} prints its machine and a JSON last line`,
+      `${name}${args.includes('--drop-flag') ? ' --drop-flag' : ''}${args.includes('--file-ca') ? ' --file-ca' : ''} prints its machine and a JSON last line`,
       { skip },
       () => {
         // Shape only: the time a quick run takes is the benchmark's business, not this test's. The cap
@@ -123,6 +123,8 @@ describe('benchmarks (--quick, shape only)', () => {
           assert.ok(flags.length > 0 && !flags.split(' ').includes(`--${args[dropped + 1]}`), r.stdout);
           assert.equal(last.dropped_flag, args[dropped + 1]);
         }
+        if (name === 'idle')
+          assert.equal(last.certificates, args.includes('--file-ca') ? 'file-ca' : 'issuer');
       },
     );
   }

@@ -16,12 +16,16 @@
  * `--agents N` (default 2; at least 2, so that there is a mesh to join), `--drop-flag NAME` (run
  * the agents and the bare process without `--NAME` of the image's flags, to measure what it does;
  * e.g. `--drop-flag no-concurrent-recompilation`; the last line's `dropped_flag` names it, else null).
+ * The agents get their certificates as in Kubernetes, from the operator's issuance endpoint (its real
+ * checks, run in this process; operator/harness/test-issuer.ts), so they never load the CA's code;
+ * `--file-ca` has each sign its own with a file-based CA instead, as the local mesh does (the last
+ * line's `certificates` says which: `issuer` or `file-ca`).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { get } from 'node:http';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +33,7 @@ import { parseArgs } from 'node:util';
 import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { startTestIssuer, type TestIssuer } from '../operator/harness/test-issuer.ts';
 import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
 
@@ -63,6 +68,7 @@ const OPTIONS = {
   minutes: { type: 'string' },
   agents: { type: 'string' },
   'drop-flag': { type: 'string' },
+  'file-ca': { type: 'boolean' },
 } as const;
 
 /**
@@ -77,9 +83,12 @@ function options(args: readonly string[]) {
     if (twice) throw new Error(`--${twice} is given twice`);
     return values;
   } catch (error) {
-    throw new RangeError(`${(error as Error).message} (--minutes M, --agents N, --drop-flag NAME)`, {
-      cause: error,
-    });
+    throw new RangeError(
+      `${(error as Error).message} (--minutes M, --agents N, --drop-flag NAME, --file-ca)`,
+      {
+        cause: error,
+      },
+    );
   }
 }
 
@@ -99,6 +108,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
   const count = Number(values.agents ?? 2);
   if (!(Number.isFinite(minutes) && minutes > 0) || !Number.isInteger(count) || count < 2)
     throw new RangeError('--minutes must be a positive number and --agents a whole number of at least 2');
+  const fileCa = values['file-ca'] ?? false;
   const dropValue = values['drop-flag'];
   const drop = dropValue === undefined ? undefined : flagName(dropValue);
   const nodeFlags = AGENT_NODE_FLAGS.filter((f) => drop === undefined || flagName(f) !== drop);
@@ -119,6 +129,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
   const agents: AgentProcess[] = [];
   const timers: NodeJS.Timeout[] = [];
   let nats: Awaited<ReturnType<typeof startNatsServer>> | undefined;
+  let issuer: TestIssuer | undefined;
   let bare: ChildProcess | undefined;
   const removeInterrupt = onInterrupt(
     () => {
@@ -127,6 +138,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
     },
     async () => {
       await nats?.stop();
+      await issuer?.close();
       await rm(dir, { recursive: true, force: true });
     },
   );
@@ -138,17 +150,35 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
       env: { ...process.env, ...env },
       stdio: 'ignore',
     });
-    for (let i = 1; i <= count; i++)
+    if (!fileCa)
+      issuer = await startTestIssuer({ mesh: { namespace: 'bench', name: 'idle' }, host: '127.0.0.1' });
+    for (let i = 1; i <= count; i++) {
+      const node = `idle-${i}`;
+      // The agent harness gives each agent the test process's file CA unless told otherwise.
+      let certificates: string[] = [];
+      if (issuer) {
+        const files = {
+          tokenFile: join(dir, `${node}.token`),
+          caFile: join(dir, 'issuer.crt'),
+          trustBundleFile: join(dir, 'ca.crt'),
+        };
+        await writeFile(files.tokenFile, issuer.tokenFor(node));
+        await writeFile(files.caFile, issuer.servingCertPem);
+        await writeFile(files.trustBundleFile, issuer.trustPem);
+        certificates = issuer.agentFlags(files);
+      }
       agents.push(
         await startAgentProcess(
           [
-            ...['--node-id', `idle-${i}`, '--zone', `z${i}`, '--region', 'r1'],
+            ...['--node-id', node, '--zone', `z${i}`, '--region', 'r1'],
             ...['--store.dir', join(dir, `store-${i}`), '--control-plane.servers', nats.url],
+            ...certificates,
           ],
           30_000,
           { main: join(dir, 'dist', 'agent.mjs'), nodeFlags, env },
         ),
       );
+    }
     await eventually(
       async () =>
         (await Promise.all(agents.map((a) => a.status()))).every((s) => s.peers.alive === count - 1)
@@ -162,7 +192,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
         timers.push(setInterval(() => probe(`${agent.url}${path}`), everyMs));
 
     console.log(
-      `# ${count} agents joined over NATS, probed and scraped; RSS (anonymous + file-backed) in MiB`,
+      `# ${count} agents joined over NATS (certificates ${issuer ? "from the operator's issuance endpoint, as in Kubernetes" : 'from a file CA, each signing its own'}), probed and scraped; RSS (anonymous + file-backed) in MiB`,
     );
     console.log(`#   t_s  ${agents.map((_, i) => `agent ${i + 1}`.padEnd(22)).join('')}bare node`);
     const samples: Memory[][] = [];
@@ -196,6 +226,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
         node_mib: round(node.rss, 1),
         goal_mib: GOAL_MIB,
         dropped_flag: drop ?? null,
+        certificates: issuer ? 'issuer' : 'file-ca',
       }),
     );
   } finally {
@@ -207,6 +238,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
     }
     await Promise.all(agents.map((a) => a.stop('SIGKILL')));
     await nats?.stop();
+    await issuer?.close();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -8,9 +8,9 @@ import { eventually } from '../agent/harness/agent-process.ts';
 import { type ReceivedSpan, startOtlpReceiver } from '../agent/harness/otlp-receiver.ts';
 import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { Placement } from '../agent/src/overlay/placement.ts';
-import { createTestCa } from '../agent/harness/test-ca.ts';
 import { objects, template } from '../charts/lib/helm.ts';
 import { type FakeApiServer, startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
+import { startTestIssuer, type TestIssuer } from '../operator/harness/test-issuer.ts';
 import { node as kubeNode } from '../operator/test/support.ts';
 import {
   EDGEMESH_IMAGE,
@@ -27,6 +27,8 @@ import {
 useLocalEngine();
 const IMAGE = EDGEMESH_IMAGE;
 const IMAGE_GOAL_BYTES = 250e6;
+/** The issuance endpoint's host name, as the agent containers reach it (the network's gateway). */
+const ISSUER_HOST = 'edgemesh-issuer';
 
 const why = containersUnavailable();
 if (why) console.log(`# container e2e skipped: ${why}`);
@@ -71,6 +73,7 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
   let nats: Started;
   let receiver: Awaited<ReturnType<typeof startOtlpReceiver>>;
   let gateway: string;
+  let issuer: TestIssuer;
   let api: FakeApiServer | undefined;
   let operator: Started | undefined;
   const nodes: Node[] = [];
@@ -92,24 +95,36 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
       .withCommand(['--port', '4222'])
       .withWaitStrategy(tc.Wait.forLogMessage(/Server is ready/))
       .start();
-    // The mesh's file-based CA, copied into each container: the agents talk mTLS, as everywhere.
-    const ca = await createTestCa('e2e');
-    const caFiles = [
-      { content: ca.material.certPem, target: '/etc/edgemesh/ca/ca.crt', mode: 0o444 },
-      { content: ca.material.keyPem, target: '/etc/edgemesh/ca/ca.key', mode: 0o444 },
-    ];
+    // Certificates as in Kubernetes: each agent asks the operator's issuance endpoint (its real
+    // checks, run here on the network's gateway; what the API server would say about the token's
+    // pod comes from a table) with its own projected token, and trusts the mesh CA's bundle. So the
+    // image runs the code path, and loads the code, of an agent in a cluster (no CA code of its own).
+    issuer = await startTestIssuer({
+      mesh: { namespace: 'edge', name: 'e2e' },
+      host: gateway,
+      name: ISSUER_HOST,
+    });
     const agent = async (id: string, zone: string): Promise<Node> => {
+      const files = {
+        tokenFile: '/var/run/secrets/edgemesh/token',
+        caFile: '/etc/edgemesh/trust/issuer.crt',
+        trustBundleFile: '/etc/edgemesh/trust/ca.crt',
+      };
       const container = await new tc.GenericContainer(IMAGE)
         .withNetwork(network)
         .withNetworkAliases(id)
+        .withExtraHosts([{ host: ISSUER_HOST, ipAddress: gateway }])
         .withExposedPorts(7480)
-        .withCopyContentToContainer(caFiles)
+        .withCopyContentToContainer([
+          { content: issuer.tokenFor(id), target: files.tokenFile, mode: 0o444 },
+          { content: issuer.servingCertPem, target: files.caFile, mode: 0o444 },
+          { content: issuer.trustPem, target: files.trustBundleFile, mode: 0o444 },
+        ])
         .withCommand([
           // The test calls the HTTP API without tokens (client access is tested in agent/test/attacks.test.ts).
           ...['--access.anonymous', 'all'],
-          ...['--security.ca.cert-file', '/etc/edgemesh/ca/ca.crt'],
-          ...['--security.ca.key-file', '/etc/edgemesh/ca/ca.key'],
-          ...['--node-id', id, '--zone', zone, '--region', 'r1', '--mesh', 'e2e'],
+          ...issuer.agentFlags(files),
+          ...['--node-id', id, '--zone', zone, '--region', 'r1'],
           ...['--store.dir', '/tmp/edgemesh', '--http.host', '0.0.0.0', '--grpc.host', '0.0.0.0'],
           ...['--grpc.advertise', `${id}:7481`, '--control-plane.servers', 'nats://nats:4222'],
           ...['--replication.factor', '2', '--replication.write-copies', '2'],
@@ -134,6 +149,7 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
     await nats?.stop({ timeout: 0 });
     await network?.stop();
     receiver?.close();
+    await issuer?.close();
   });
 
   it('runs the agent as the non-root user with the flags of node-flags.ts, in an image of at most 250 MB', async () => {
@@ -147,13 +163,15 @@ describe('EdgeMesh in containers (the Dockerfile, testcontainers)', { skip: why 
     assert.equal(cmdline[1 + AGENT_NODE_FLAGS.length], 'dist/agent.mjs');
   });
 
-  it('forms one mesh over NATS across the containers', async () => {
+  it('forms one mesh over NATS across the containers, each agent certified by the issuance endpoint', async () => {
     for (const n of nodes)
       await eventually(
         async () => ((await status(n)).peers.alive === nodes.length - 1 ? true : undefined),
         30_000,
         `${n.id} to see ${nodes.length - 1} live members`,
       );
+    // Each agent's certificate came from the issuance endpoint, with its own token.
+    assert.ok(issuer.issued >= nodes.length, `${issuer.issued} certificates issued`);
   });
 
   it('prints an idle agent’s memory inside the image', async () => {
