@@ -15,7 +15,7 @@ export interface NodeKey {
  * the CA, reading and signing requests, uses). Its fields are fixed: version 0, a subject of one
  * common name, the key's SubjectPublicKeyInfo as Node exports it, no attributes, ECDSA with SHA-256.
  * Writing them takes the few lines below; the ASN.1 library and what it brings (asn1js, tsyringe,
- * reflect-metadata; 550 KB of source in the agent's bundle) cost an agent about 3 MiB of memory
+ * reflect-metadata; 550 KB of source in the agent's bundle) cost an agent 3-4 MiB of memory
  * just loaded, for as long as it runs (docs/deploy.md), and an agent that gets its certificate from
  * the operator needs nothing else of it. Parsing a request, which the CA does with untrusted input,
  * stays with the library.

@@ -7,8 +7,8 @@ import type { CertificateIssuer, TrustSource } from './node-credentials.ts';
  * certificate with it, through the same key, request and checks as the operator's issuance. Its files
  * are read again for every certificate, so replacing them (a CA rotation) takes effect at the next
  * renewal. The CA's code (@peculiar/x509 and the ASN.1 it brings) is loaded at the first certificate,
- * and only here: an agent whose certificates come from the operator never loads it (about 3 MiB of
- * memory for as long as it runs; docs/deploy.md).
+ * and only here: an agent whose certificates come from the operator never loads it (3-4 MiB of memory
+ * for as long as it runs; docs/deploy.md).
  */
 export class FileCaIssuer implements CertificateIssuer {
   readonly name: string;
