@@ -122,7 +122,9 @@ describe('the image build (scripts/build.ts)', () => {
     };
     visit('agent.mjs');
     assert.ok(atStart.size > 1, `the start chunks: ${[...atStart].join(', ')}`);
-    const library = /Pkcs10CertificateRequestGenerator|X509CertificateGenerator/;
+    // @peculiar/x509's classes, reflect-metadata's, asn1js's and the ASN.1 schema's (each could come alone).
+    const library =
+      /Pkcs10CertificateRequestGenerator|X509CertificateGenerator|Reflect\.defineMetadata|AsnConvert|fromBER/;
     for (const file of atStart)
       assert.ok(
         !library.test(readFileSync(join(dir, 'dist', file), 'utf8')),
@@ -163,7 +165,7 @@ describe('the image build (scripts/build.ts)', () => {
         20_000,
         { main: join(dir, 'dist', 'agent.mjs'), nodeFlags: AGENT_NODE_FLAGS },
       );
-      assert.equal(issuer.issued, 1);
+      assert.deepEqual(issuer.issuedTo, ['by-issuer']);
       assert.equal(await agent.stop('SIGTERM'), 0, agent.logs.join('').slice(-600));
     } finally {
       await issuer.close();

@@ -39,17 +39,13 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   if (protocol) logger.warn({ protocol: testProtocol }, `${TEST_PROTOCOL_ENV} set: advertising a test range`);
-  const agent = await startAgent(config, {
-    logger,
-    build: buildInfo(AGENT_VERSION, process.env),
-    protocol,
-  });
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+  // The handlers come first: a stop that arrives while the agent starts (a pod deleted at once, a
+  // supervisor's SIGTERM right after the ready line) is kept, and done once the start is over,
+  // rather than killing the process midway.
+  const run: { agent?: Awaited<ReturnType<typeof startAgent>>; stopping?: string } = {};
+  const shutDown = (started: NonNullable<typeof run.agent>, signal: string) => {
     logger.info({ signal }, 'shutting down');
-    agent.close().then(
+    started.close().then(
       () => process.exit(0),
       (error) => {
         logger.error({ err: error }, 'shutdown failed');
@@ -57,8 +53,19 @@ async function main(): Promise<void> {
       },
     );
   };
+  const stop = (signal: string) => {
+    if (run.stopping) return;
+    run.stopping = signal;
+    if (run.agent) shutDown(run.agent, signal);
+  };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  run.agent = await startAgent(config, {
+    logger,
+    build: buildInfo(AGENT_VERSION, process.env),
+    protocol,
+  });
+  if (run.stopping) shutDown(run.agent, run.stopping);
 }
 
 main().catch((error) => {
