@@ -9,6 +9,13 @@ import { createNodeKey } from './node-key.ts';
 import { fromPem } from './pem.ts';
 
 const MESH = { namespace: 'shop', name: 'cdn' };
+
+/** `der` parsed by the CA's library and encoded again from what it parsed (its rawData alone is `der`). */
+function reencoded(der: Buffer): Buffer {
+  const parsed = new x509.Pkcs10CertificateRequest(der);
+  const asn = (parsed as unknown as { asn: never }).asn; // protected: the parsed structure
+  return Buffer.from(new x509.Pkcs10CertificateRequest(asn).rawData);
+}
 const hasOpenssl = spawnSync('openssl', ['version']).status === 0;
 
 describe('a node key and its request (written without an ASN.1 library)', () => {
@@ -24,28 +31,31 @@ describe('a node key and its request (written without an ASN.1 library)', () => 
     assert.equal(csr.extensions.length, 0);
     const spki = Buffer.from(csr.publicKey.rawData);
     assert.deepEqual(spki, createPublicKey(key).export({ type: 'spki', format: 'der' }));
-    // Its DER is canonical: the library writes back the same bytes it read.
+    // Its DER is canonical: encoded again from what the library parsed, it is the same bytes.
     const der = fromPem(csrPem, 'CERTIFICATE REQUEST');
-    assert.deepEqual(Buffer.from(new x509.Pkcs10CertificateRequest(der).rawData), der);
+    assert.deepEqual(reencoded(der), der);
     const ca = await MeshCa.load(await createCa(MESH));
     const cert = new X509Certificate(await ca.issue({ csrPem, mesh: MESH, node: 'edge-1' }));
     assert.ok(cert.checkPrivateKey(key), 'the certificate is for the key made here');
   });
 
-  it('names the node as it fits a common name (64 characters, whole code points, UTF-8)', async () => {
-    const long = `${'n'.repeat(63)}😀${'x'.repeat(10)}`;
-    assert.equal(
-      (await MeshCa.readRequest((await createNodeKey(long)).csrPem)).subject,
-      `CN=${'n'.repeat(63)}😀`,
-    );
-    const accented = 'nœud-été';
-    assert.equal(
-      (await MeshCa.readRequest((await createNodeKey(accented)).csrPem)).subject,
-      `CN=${accented}`,
-    );
-    // A name long enough that the lengths take the long form (over 127 bytes in the subject).
-    const wide = '€'.repeat(64);
-    assert.equal((await MeshCa.readRequest((await createNodeKey(wide)).csrPem)).subject, `CN=${wide}`);
+  it('names the node as the CA would (1 to 64 characters, UTF-8), else names nobody', async () => {
+    const subject = async (node: string) =>
+      (await MeshCa.readRequest((await createNodeKey(node)).csrPem)).subject;
+    assert.equal(await subject('nœud-été'), 'CN=nœud-été');
+    // Wide enough that the lengths take DER's long form (over 127 bytes in the subject).
+    assert.equal(await subject('€'.repeat(64)), `CN=${'€'.repeat(64)}`);
+    // Longer than a common name may be, empty, or not a well-formed string: no name.
+    for (const node of ['n'.repeat(65), '', `${'n'.repeat(10)}\uD83D`])
+      assert.equal(await subject(node), '', node);
+  });
+
+  it('is canonical DER for any name, the long forms included', async () => {
+    for (const node of ['', 'a', '€'.repeat(40), '😀'.repeat(16), 'n'.repeat(200)]) {
+      const der = fromPem((await createNodeKey(node)).csrPem, 'CERTIFICATE REQUEST');
+      assert.deepEqual(reencoded(der), der, node);
+      assert.ok(await new x509.Pkcs10CertificateRequest(der).verify(), node);
+    }
   });
 
   it('is a request OpenSSL verifies', { skip: !hasOpenssl && 'no openssl on this machine' }, async () => {

@@ -13,8 +13,8 @@ export interface NodeKey {
 /*
  * The request is written here, in DER, with Node's own crypto, rather than with @peculiar/x509 (which
  * the CA, reading and signing requests, uses). Its fields are fixed: version 0, a subject of one
- * common name, the key's SubjectPublicKeyInfo as Node exports it, no attributes, ECDSA with SHA-256.
- * Writing them takes the few lines below; the ASN.1 library and what it brings (asn1js, tsyringe,
+ * common name (or none), the key's SubjectPublicKeyInfo as Node exports it, no attributes, ECDSA
+ * with SHA-256. Writing them takes the few lines below; the ASN.1 library and what it brings (asn1js, tsyringe,
  * reflect-metadata; 550 KB of source in the agent's bundle) cost an agent 3-4 MiB of memory
  * just loaded, for as long as it runs (docs/deploy.md), and an agent that gets its certificate from
  * the operator needs nothing else of it. Parsing a request, which the CA does with untrusted input,
@@ -51,17 +51,22 @@ const ECDSA_WITH_SHA256 = der(
 /** [0] IMPLICIT SET OF Attribute, empty: no attributes (the CA decides the extensions). */
 const NO_ATTRIBUTES = Buffer.of(0xa0, 0x00);
 
-/** The longest common name X.520 allows (ub-common-name), in characters. */
+/** The longest common name X.520 allows (ub-common-name); counted as the CA counts it (ca.ts). */
 const COMMON_NAME_MAX = 64;
 
 const generateEcKey = promisify(generateKeyPair);
 
-/** Makes a fresh ECDSA P-256 key and a certificate request for it, naming `node` as a courtesy. */
+/**
+ * Makes a fresh ECDSA P-256 key and a certificate request for it, naming `node` as a courtesy (the
+ * CA names the node it decides): as the common name where it fits, as the CA's certificate does (1
+ * to 64 characters, a well-formed string), else no name at all.
+ */
 export async function createNodeKey(node: string): Promise<NodeKey> {
   const { privateKey, publicKey } = await generateEcKey('ec', { namedCurve: 'P-256' });
-  // Array.from splits by code point, so a name cut at 64 characters never ends in half a pair.
-  const commonName = Buffer.from(Array.from(node).slice(0, COMMON_NAME_MAX).join(''), 'utf8');
-  const subject = der(SEQUENCE, der(SET, der(SEQUENCE, COMMON_NAME, der(UTF8_STRING, commonName))));
+  const named = node.length >= 1 && node.length <= COMMON_NAME_MAX && node.isWellFormed();
+  const subject = named
+    ? der(SEQUENCE, der(SET, der(SEQUENCE, COMMON_NAME, der(UTF8_STRING, Buffer.from(node, 'utf8')))))
+    : der(SEQUENCE);
   const info = der(
     SEQUENCE,
     VERSION_1,

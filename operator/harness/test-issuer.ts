@@ -20,6 +20,8 @@ export interface TestIssuer {
   agentFlags(files: { tokenFile: string; caFile: string; trustBundleFile: string }): string[];
   /** Certificates issued so far. */
   readonly issued: number;
+  /** The nodes certificates were issued for, in order. */
+  readonly issuedTo: readonly string[];
   close(): Promise<void>;
 }
 
@@ -32,7 +34,10 @@ const DAEMON_SET_UID = 'daemonset-uid-test';
  * from a table of one token per node, each naming an agent pod of the mesh's DaemonSet running on
  * that node, as the kubelet projects them. So the agents get their certificates as they do in
  * Kubernetes, and load no CA code of their own. `name` is the host name agents reach it by (its
- * serving certificate names it); it listens on `host`.
+ * serving certificate names it); it listens on `host`. A test harness, never shipped (nothing under
+ * src/ imports it, and the image holds no harness): it leaves out the operator's local check of the
+ * token against the cluster's keys (its tokens are random strings, not JWTs) and revocations, and
+ * lets one caller ask 100 times a second.
  */
 export async function startTestIssuer(opts: {
   mesh: MeshRef;
@@ -85,18 +90,23 @@ export async function startTestIssuer(opts: {
     daemonSetUid: (namespace, ds) =>
       Promise.resolve(namespace === mesh.namespace && ds === agent ? DAEMON_SET_UID : undefined),
   };
-  let issued = 0;
+  const issuedTo: string[] = [];
+  const recording: MeshCa = Object.assign(Object.create(ca) as MeshCa, {
+    issue: async (request: Parameters<MeshCa['issue']>[0]) => {
+      const pem = await ca.issue(request);
+      issuedTo.push(request.node);
+      return pem;
+    },
+  });
   const server = await startIssuerServer({
     host: opts.host,
     port: 0,
     tls: serving,
     api,
+    // The mesh's CA, with its issue() noting whom it signs for (the rest is the CA's own).
     meshCa: (ref) =>
-      Promise.resolve(ref.namespace === mesh.namespace && ref.name === mesh.name ? ca : undefined),
+      Promise.resolve(ref.namespace === mesh.namespace && ref.name === mesh.name ? recording : undefined),
     logger: pino({ level: 'silent' }),
-    onOutcome: (outcome) => {
-      if (outcome === 'issued') issued++;
-    },
     perCallerPerSecond: 100,
   });
   const url = `https://${name}:${server.port}`;
@@ -121,8 +131,9 @@ export async function startTestIssuer(opts: {
       ...['--mesh', mesh.name],
     ],
     get issued() {
-      return issued;
+      return issuedTo.length;
     },
+    issuedTo,
     close: () => server.close(),
   };
 }
