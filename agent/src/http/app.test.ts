@@ -776,25 +776,36 @@ describe('HTTP API: routing', () => {
 });
 
 describe('HTTP API: access control refusing and failing', () => {
-  it('answers 401 with WWW-Authenticate, and an access check that rejects with 500 Internal', async () => {
-    let fail = false;
+  it('answers 401 with WWW-Authenticate, 429 with Retry-After, and an access check that rejects with 500 Internal', async () => {
+    let check: 'refuse' | 'over-limit' | 'fail' = 'refuse';
     const access = {
       authenticateRequest: () =>
-        fail ? Promise.reject(new Error('keys unreadable')) : Promise.resolve(undefined),
+        check === 'fail'
+          ? Promise.reject(new Error('keys unreadable'))
+          : Promise.resolve(
+              check === 'over-limit' ? { name: 'token:a', groups: ['authenticated'] } : undefined,
+            ),
+      admit: () => undefined, // over its limits
     } as unknown as AccessControl;
     const api = await appOnly('access', { access });
     try {
       const port = Number(new URL(api.base).port);
+      const codeOf = (res: { body: Buffer }) => JSON.parse(res.body.toString()).error.code as string;
       const refused = await raw(port, 'GET', '/v1/status');
       assert.equal(refused.status, 401);
       assert.equal(refused.headers['www-authenticate'], 'Bearer realm="edgemesh"');
-      assert.equal(JSON.parse(refused.body.toString()).error.code, 'Unauthenticated');
+      assert.equal(codeOf(refused), 'Unauthenticated');
       assert.equal((await raw(port, 'GET', '/nothing')).status, 401, 'before the 404');
       assert.equal((await raw(port, 'GET', '/healthz')).status, 200, 'health needs no token');
-      fail = true;
+      check = 'over-limit';
+      const limited = await raw(port, 'GET', '/v1/objects/k');
+      assert.equal(limited.status, 429);
+      assert.equal(limited.headers['retry-after'], '1');
+      assert.equal(codeOf(limited), 'TooManyRequests');
+      check = 'fail';
       const failed = await raw(port, 'GET', '/v1/objects/k');
       assert.equal(failed.status, 500);
-      assert.equal(JSON.parse(failed.body.toString()).error.code, 'Internal');
+      assert.equal(codeOf(failed), 'Internal');
     } finally {
       await api.close();
     }

@@ -70,40 +70,6 @@ export function createApp(deps: AppDeps): RequestListener {
   const routes = routeTable(deps);
   const { access, counters, metrics, logger } = deps;
 
-  /**
-   * Authenticates and admits the client of a call to a route that is not public (docs/security.md):
-   * undefined, and answered, when it is refused (a bad token is a 401, not anonymous) or gone.
-   */
-  async function admit(req: IncomingMessage, res: ServerResponse): Promise<Principal | undefined> {
-    const principal = await access!.authenticateRequest(req);
-    if (!principal) {
-      Counters.bump(counters.clientsRefused, 'unauthenticated');
-      sendError(
-        res,
-        new HttpError(401, 'Unauthenticated', 'a valid Bearer token is required', {
-          'WWW-Authenticate': 'Bearer realm="edgemesh"',
-        }),
-      );
-      return undefined;
-    }
-    const release = access!.admit(principal);
-    if (!release) {
-      Counters.bump(counters.clientsRefused, 'over-limit');
-      sendError(
-        res,
-        new HttpError(429, 'TooManyRequests', `${principal.name}: too many requests`, { 'Retry-After': '1' }),
-      );
-      return undefined;
-    }
-    // The client may have hung up while its token was checked: its 'close' has passed then.
-    if (res.closed) {
-      release();
-      return undefined;
-    }
-    res.once('close', release);
-    return principal;
-  }
-
   return (req, res) => {
     const started = performance.now();
     const path = requestPath(req.url ?? '/');
@@ -121,7 +87,7 @@ export function createApp(deps: AppDeps): RequestListener {
     const answer = async (): Promise<void> => {
       let principal: Principal | undefined;
       if (access && !(routing.kind === 'route' && routing.route.public)) {
-        principal = await admit(req, res);
+        principal = await admit(access, counters, req, res);
         if (!principal) return;
       }
       if (routing.kind === 'none') throw new HttpError(404, 'NotFound', `no route ${req.method} ${path}`);
@@ -136,6 +102,45 @@ export function createApp(deps: AppDeps): RequestListener {
       sendError(res, httpError);
     });
   };
+}
+
+/**
+ * Authenticates and admits the client of a call to a route that is not public (docs/security.md):
+ * undefined, and answered, when it is refused (a bad token is a 401, not anonymous) or gone.
+ */
+async function admit(
+  access: AccessControl,
+  counters: Counters,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<Principal | undefined> {
+  const principal = await access.authenticateRequest(req);
+  if (!principal) {
+    Counters.bump(counters.clientsRefused, 'unauthenticated');
+    sendError(
+      res,
+      new HttpError(401, 'Unauthenticated', 'a valid Bearer token is required', {
+        'WWW-Authenticate': 'Bearer realm="edgemesh"',
+      }),
+    );
+    return undefined;
+  }
+  const release = access.admit(principal);
+  if (!release) {
+    Counters.bump(counters.clientsRefused, 'over-limit');
+    sendError(
+      res,
+      new HttpError(429, 'TooManyRequests', `${principal.name}: too many requests`, { 'Retry-After': '1' }),
+    );
+    return undefined;
+  }
+  // The client may have hung up while its token was checked: its 'close' has passed then.
+  if (res.closed) {
+    release();
+    return undefined;
+  }
+  res.once('close', release);
+  return principal;
 }
 
 /** The API's routes, in the order they are tried. */
