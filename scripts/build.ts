@@ -50,13 +50,10 @@ const builtinsByRequire: Plugin = {
 rmSync(out, { recursive: true, force: true });
 /**
  * Dependencies' code an idle agent never runs, kept out of the chunks it loads at start (each byte of
- * a loaded chunk stays in memory as source text, evaluated or not):
- * - iconv-lite's encoding tables (480 KB; body-parser and raw-body import iconv-lite, which loads
- *   its tables on the first decoding it is asked for): bundled apart, as `iconv-lite-encodings.cjs`,
- *   and required from there at that moment, as iconv-lite itself does;
- * - systeminformation's network statistics, which @opentelemetry/host-metrics imports for its
- *   system.network group; the agent observes the process groups only (telemetry/src/runtime.ts), so
- *   `networkStats`, a promise already, imports them when first called: never, in the agent.
+ * a loaded chunk stays in memory as source text, evaluated or not): systeminformation's network
+ * statistics, which @opentelemetry/host-metrics imports for its system.network group; the agent
+ * observes the process groups only (telemetry/src/runtime.ts), so `networkStats`, a promise already,
+ * imports them when first called: never, in the agent.
  *
  * And one dependency left out: long.js, which protobufjs and @grpc/proto-loader load if they can.
  * Evaluating it compiles a WebAssembly module (its 64-bit multiply and divide), which pages in V8's
@@ -67,16 +64,10 @@ rmSync(out, { recursive: true, force: true });
  * in size (the agent's are times and counts). So `long` resolves to an empty module, which protobufjs
  * takes for "no Long" (it checks `Long.isLong`).
  */
-const ICONV_ENCODINGS = 'iconv-lite-encodings.cjs';
 const requireHere = createRequire(import.meta.url);
-/** The one copy of iconv-lite whose tables are bundled apart (another copy, nested, keeps its own). */
-const iconvIndex = requireHere.resolve('iconv-lite');
 const lazyDependencies: Plugin = {
   name: 'lazy-dependencies',
   setup(b) {
-    b.onResolve({ filter: /^\.\.\/encodings$/ }, (args) =>
-      args.importer === iconvIndex ? { path: `./${ICONV_ENCODINGS}`, external: true } : undefined,
-    );
     b.onResolve({ filter: /^systeminformation\/lib\/network$/ }, (args) =>
       args.namespace === 'lazy-network' ? undefined : { path: args.path, namespace: 'lazy-network' },
     );
@@ -128,12 +119,6 @@ const results = [
   await bundle({ agent: 'agent/src/main.ts' }),
   await bundle({ operator: 'operator/src/main.ts' }),
 ];
-await build({
-  ...common,
-  entryPoints: [requireHere.resolve('iconv-lite/encodings')],
-  outfile: join(out, ICONV_ENCODINGS),
-  format: 'cjs',
-});
 // The peer service reads its .proto at run time; the bundle looks for it beside itself, and for
 // the same .proto parsed here, which it loads instead (agent/src/transport/peer-service.ts says why),
 // with the protobufjs @grpc/proto-loader uses and the same `keepCase`.

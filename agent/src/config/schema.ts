@@ -106,8 +106,9 @@ export const agentConfigSchema = z.strictObject({
        */
       idleTimeoutMs: z._default(int(1000, 3_600_000), 60_000),
       /**
-       * Answer GET and HEAD of objects held here (first chunk in the hot tier) on node:http directly,
-       * before express (http/local-hits.ts): the same answers, faster. Off: express answers all.
+       * Answer GET and HEAD of objects held here (first chunk in the hot tier) with headers computed
+       * once per object version, before the API's routes (http/local-hits.ts): the same answers,
+       * faster. Off: the routes (http/app.ts) answer all.
        */
       fastPath: z._default(bool, true),
     }),

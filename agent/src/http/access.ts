@@ -97,8 +97,8 @@ export class AccessControl {
 
   /**
    * The client `req` comes from (its Authorization header), authenticated once per request: the
-   * fast path of local hits and express, which takes the requests it passes on, share the result,
-   * so a refused token is not checked twice.
+   * fast path of local hits and the API's routes (app.ts), which take the requests it passes on,
+   * share the result, so a refused token is not checked twice.
    */
   authenticateRequest(req: IncomingMessage): Promise<Principal | undefined> {
     let principal = this.#byRequest.get(req);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, get, type RequestListener, type Server } from 'node:http';
+import { createServer, get, type Server } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,7 +53,7 @@ describe('admission of a client that hangs up while its token is checked', () =>
   after(() => rm(dir, { recursive: true, force: true }));
 
   for (const fastPath of [false, true]) {
-    it(fastPath ? 'through the fast path' : 'through express', async () => {
+    it(fastPath ? 'through the fast path' : "through the API's routes", async () => {
       const access = new AccessControl(
         {
           tokensFile: join(dir, 'tokens.yaml'),
@@ -87,7 +87,7 @@ describe('admission of a client that hangs up while its token is checked', () =>
         status: () => ({}),
         ready: () => true,
         access,
-      }) as RequestListener;
+      });
       const listener = fastPath ? withLocalHits({ store, counters, metrics, logger, access }, app) : app;
       const server: Server = createServer(listener);
       server.listen(0, '127.0.0.1');
@@ -116,7 +116,7 @@ describe('admission of a client that hangs up while its token is checked', () =>
   }
 });
 
-describe('a request the fast path passes on to express', () => {
+describe("a request the fast path passes on to the API's routes", () => {
   it('has its token checked once (a refused token costs one check, not two)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'edgemesh-auth-once-'));
     const store = await ObjectStore.open({
@@ -158,7 +158,7 @@ describe('a request the fast path passes on to express', () => {
       status: () => ({}),
       ready: () => true,
       access,
-    }) as RequestListener;
+    });
     const server: Server = createServer(withLocalHits({ store, counters, metrics, logger, access }, app));
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
@@ -172,7 +172,7 @@ describe('a request the fast path passes on to express', () => {
       });
     try {
       assert.equal(await statusOf('not-a-token', '/v1/objects/pub/obj'), 401);
-      assert.equal(checks, 1, 'a refused token: checked by the fast path, and express took its result');
+      assert.equal(checks, 1, 'a refused token: checked by the fast path, and the routes took its result');
       assert.equal(await statusOf(TOKEN, '/v1/objects/secret/obj'), 403);
       assert.equal(checks, 2, 'a client not allowed the key');
       assert.equal(await statusOf(TOKEN, '/v1/objects/pub/obj'), 200);

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { eventually } from '../../harness/agent-process.ts';
 import { type Agent, startAgent } from '../agent.ts';
 import { ObjectStore } from '../cache/object-store.ts';
 import { parseConfig } from '../config/load.ts';
@@ -17,7 +18,9 @@ import type { AgentMetrics } from '../telemetry/metrics.ts';
 import { FakeClock, systemClock } from '../time/clock.ts';
 import { TooManyFetchesError } from '../fetch/fetch-limits.ts';
 import type { PeerFetcher } from '../fetch/peer-fetcher.ts';
+import type { AccessControl } from './access.ts';
 import { createApp } from './app.ts';
+import { Inbox } from '../exchange/inbox.ts';
 import { sharedTestCa } from '../../harness/test-ca.ts';
 
 const MiB = 2 ** 20;
@@ -635,5 +638,176 @@ describe('HTTP API: a GET this node cannot start a fetch for now', () => {
     const head = await fetch(`${api.base}/v1/objects/elsewhere`, { method: 'HEAD' });
     assert.equal(head.status, 200);
     assert.equal(head.headers.get('content-length'), '10');
+  });
+});
+
+describe('HTTP API: routing', () => {
+  let api: Awaited<ReturnType<typeof appOnly>>;
+  const requests: Parameters<AgentMetrics['recordRequest']>[0][] = [];
+  const logger = createLogger({ level: 'silent', nodeId: 'test' });
+  const inbox = new Inbox();
+  let status: () => unknown = () => ({ id: 'n1' });
+
+  before(async () => {
+    api = await appOnly('routing', {
+      metrics: {
+        recordRequest: (r: (typeof requests)[number]) => requests.push(r),
+        handle: (_req: unknown, res: ServerResponse) => res.writeHead(200).end('# scrape\n'),
+      } as unknown as AgentMetrics,
+      logger,
+      status: () => status(),
+      exchange: {
+        inbox,
+        nodeId: 'n1',
+        targets: (target) => ({ self: target === 'n1', peers: [] }),
+        timeoutMs: 1000,
+      },
+    });
+  });
+  after(() => api.close());
+
+  const port = () => Number(new URL(api.base).port);
+  const json = (res: { body: Buffer }) =>
+    JSON.parse(res.body.toString()) as { error: { code: string; message: string } };
+
+  it('matches paths without regard to case and with one trailing slash, the query left out', async () => {
+    for (const path of ['/healthz', '/healthz/', '/HEALTHZ', '/healthz?probe=1', '/v1/Status/'])
+      assert.equal((await raw(port(), 'GET', path)).status, 200, path);
+    const twice = await raw(port(), 'GET', '/healthz//');
+    assert.deepEqual([twice.status, json(twice).error.message], [404, 'no route GET /healthz//']);
+  });
+
+  it('answers HEAD on a GET route with its headers, JSON ones included, and no body', async () => {
+    for (const path of ['/healthz', '/readyz', '/v1/status']) {
+      const get = await raw(port(), 'GET', path);
+      const head = await raw(port(), 'HEAD', path);
+      assert.equal(head.status, 200, path);
+      assert.equal(head.headers['content-type'], 'application/json; charset=utf-8', path);
+      assert.equal(head.headers['content-length'], String(get.body.length), path);
+      assert.equal(head.body.length, 0, path);
+    }
+  });
+
+  it('answers JSON with its charset and length, and If-None-Match never makes it a 304', async () => {
+    const res = await raw(port(), 'GET', '/v1/status', { 'if-none-match': '*' });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['content-type'], 'application/json; charset=utf-8');
+    assert.equal(res.headers['content-length'], String(res.body.length));
+    assert.deepEqual(JSON.parse(res.body.toString()), { id: 'n1' });
+    assert.equal(res.headers['x-powered-by'], undefined);
+    assert.equal(res.headers.etag, undefined);
+  });
+
+  it('answers 404 NotFound `no route METHOD PATH` to a path or a method no route takes', async () => {
+    for (const [method, path, message] of [
+      ['GET', '/v2/whatever?x=1', 'no route GET /v2/whatever'],
+      ['POST', '/healthz', 'no route POST /healthz'],
+      ['DELETE', '/v1/exchange/t', 'no route DELETE /v1/exchange/t'],
+      ['GET', '/v1/objects', 'no route GET /v1/objects'],
+    ] as const) {
+      const res = await raw(port(), method, path);
+      assert.equal(res.status, 404, `${method} ${path}`);
+      assert.equal(res.headers['content-type'], 'application/json; charset=utf-8');
+      assert.deepEqual(json(res).error, { code: 'NotFound', message });
+    }
+  });
+
+  it('answers 400 BadRequest to a path whose parameters are not valid percent-encoding', async () => {
+    for (const [method, path] of [
+      ['GET', '/v1/objects/%'],
+      ['POST', '/v1/exchange/%/t'],
+      ['PUT', '/v1/exchange/%/t'],
+      ['GET', '/v1/exchange/%E0%A4%A'],
+    ] as const) {
+      const res = await raw(port(), method, path);
+      assert.equal(res.status, 400, `${method} ${path}`);
+      assert.equal(json(res).error.code, 'BadRequest', `${method} ${path}`);
+    }
+  });
+
+  it('decodes the exchange route’s parameters', async () => {
+    const got: string[] = [];
+    const stop = inbox.subscribe('a.b', (m) => got.push(m.body.toString()));
+    const res = await raw(port(), 'POST', '/v1/exchange/n%31/a%2Eb', {}, Buffer.from('hi'));
+    stop();
+    assert.equal(res.status, 202);
+    assert.deepEqual(JSON.parse(res.body.toString()), { delivered: ['n1'], failed: [] });
+    assert.deepEqual(got, ['hi']);
+  });
+
+  it('labels each request’s metric with its route’s template, else unmatched, with the path as sent', async () => {
+    requests.length = 0;
+    const asked = [
+      ['GET', '/v1/objects/no/such?x=1'],
+      ['POST', '/v1/exchange/n1/t'],
+      ['GET', '/nothing/here'],
+      ['GET', '/v1/objects/%'],
+      ['GET', '/V1/STATUS'],
+    ] as const;
+    for (const [method, path] of asked)
+      await raw(port(), method, path, {}, method === 'POST' ? Buffer.from('x') : undefined);
+    await eventually(() => Promise.resolve(requests.length === asked.length || undefined), 2000, 'recorded');
+    assert.deepEqual(
+      requests.map(({ method, path, route, status }) => [method, path, route, status]),
+      [
+        ['GET', '/v1/objects/no/such', '/v1/objects/{*key}', 404],
+        ['POST', '/v1/exchange/n1/t', '/v1/exchange/:target/:topic', 202],
+        ['GET', '/nothing/here', 'unmatched', 404],
+        ['GET', '/v1/objects/%', 'unmatched', 400],
+        ['GET', '/V1/STATUS', '/v1/status', 200],
+      ],
+    );
+  });
+
+  it('answers what a handler throws with the error handler: 500 Internal, logged', async (t) => {
+    const logged = t.mock.method(logger, 'error');
+    status = () => {
+      throw new Error('status broke');
+    };
+    try {
+      const res = await raw(port(), 'GET', '/v1/status');
+      assert.equal(res.status, 500);
+      assert.deepEqual(json(res).error, { code: 'Internal', message: 'internal error' });
+      assert.equal(logged.mock.callCount(), 1);
+    } finally {
+      status = () => ({ id: 'n1' });
+    }
+  });
+});
+
+describe('HTTP API: access control refusing and failing', () => {
+  it('answers 401 with WWW-Authenticate, 429 with Retry-After, and an access check that rejects with 500 Internal', async () => {
+    let check: 'refuse' | 'over-limit' | 'fail' = 'refuse';
+    const access = {
+      authenticateRequest: () =>
+        check === 'fail'
+          ? Promise.reject(new Error('keys unreadable'))
+          : Promise.resolve(
+              check === 'over-limit' ? { name: 'token:a', groups: ['authenticated'] } : undefined,
+            ),
+      admit: () => undefined, // over its limits
+    } as unknown as AccessControl;
+    const api = await appOnly('access', { access });
+    try {
+      const port = Number(new URL(api.base).port);
+      const codeOf = (res: { body: Buffer }) => JSON.parse(res.body.toString()).error.code as string;
+      const refused = await raw(port, 'GET', '/v1/status');
+      assert.equal(refused.status, 401);
+      assert.equal(refused.headers['www-authenticate'], 'Bearer realm="edgemesh"');
+      assert.equal(codeOf(refused), 'Unauthenticated');
+      assert.equal((await raw(port, 'GET', '/nothing')).status, 401, 'before the 404');
+      assert.equal((await raw(port, 'GET', '/healthz')).status, 200, 'health needs no token');
+      check = 'over-limit';
+      const limited = await raw(port, 'GET', '/v1/objects/k');
+      assert.equal(limited.status, 429);
+      assert.equal(limited.headers['retry-after'], '1');
+      assert.equal(codeOf(limited), 'TooManyRequests');
+      check = 'fail';
+      const failed = await raw(port, 'GET', '/v1/objects/k');
+      assert.equal(failed.status, 500);
+      assert.equal(codeOf(failed), 'Internal');
+    } finally {
+      await api.close();
+    }
   });
 });

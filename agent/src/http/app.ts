@@ -1,4 +1,4 @@
-import express, { type NextFunction, type Request, type Response } from 'express';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Manifest } from '../cache/manifest.ts';
 import type { ObjectStore } from '../cache/object-store.ts';
 import type { OriginOutcome } from '../fetch/origin.ts';
@@ -6,10 +6,12 @@ import type { PeerFetcher } from '../fetch/peer-fetcher.ts';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
+import type { AccessControl, Principal, Verb } from './access.ts';
 import { HttpError, sendError, toHttpError } from './errors.ts';
 import { type ExchangeDeps, receiveHandler, sendHandler } from './exchange.ts';
+import { sendJson } from './json.ts';
 import { OBJECTS_ROUTE, objectsHandler, requestKey } from './objects.ts';
-import type { AccessControl, Principal, Verb } from './access.ts';
+import { findRoute, requestPath, type Route } from './routes.ts';
 
 export interface AppDeps {
   store: ObjectStore;
@@ -31,7 +33,7 @@ export interface AppDeps {
 }
 
 /** The verb a request on an object is. */
-const objectVerb = (method: string): Verb | undefined =>
+const objectVerb = (method: string | undefined): Verb | undefined =>
   method === 'GET' || method === 'HEAD'
     ? 'read'
     : method === 'PUT'
@@ -40,68 +42,115 @@ const objectVerb = (method: string): Verb | undefined =>
         ? 'purge'
         : undefined;
 
-/** The agent's HTTP API for local workloads (docs/agent.md), plus health and metrics. */
-export function createApp(deps: AppDeps): express.Express {
-  const app = express();
-  app.disable('x-powered-by');
-  app.set('etag', false);
-  app.use((req, res, next) => {
+/**
+ * The agent's HTTP API for local workloads (docs/agent.md), plus health and metrics, as a node:http
+ * request listener over a fixed route table (routes.ts). For each request, in this order:
+ * - its metric (deps.metrics.recordRequest) once its response closes, labelled with the template of
+ *   the route whose handler it reached, else `unmatched` (a 404, a bad path, a client refused);
+ * - public routes (/healthz, /readyz, /metrics unless access.publicMetrics is false) are answered;
+ * - the client is authenticated and admitted (401 with WWW-Authenticate, 429 with Retry-After);
+ * - a path whose parameters are not valid percent-encoding: 400 BadRequest; no route: 404 NotFound
+ *   `no route METHOD PATH`; else the route's handler, which refuses (403) what the client may not do.
+ * An error a handler throws or rejects with is answered by toHttpError and sendError (a 5xx logged).
+ *
+ * Routing is what express 5 gave these routes, which served them before: paths match without
+ * regard to case and with or without one trailing slash; a GET route answers HEAD (headers, no
+ * body); a path is matched as sent (percent-encoded) and its parameters are decoded; the query is
+ * no part of it; an absolute-form target is routed by its path. Not kept, deliberately:
+ * - express's `If-None-Match: *` answered a GET of /healthz, /readyz or /v1/status with 304 and no
+ *   body (its res.json checked freshness); they always answer 200 (or 503) with their JSON now;
+ * - express's res.set completed a text Content-Type with a charset (mime-types): an object's
+ *   Content-Type goes out exactly as it was stored (a stored `text/plain` stays `text/plain`);
+ * - express labelled the metric of a HEAD on the POST-only exchange route with that route (its
+ *   router dispatched HEAD to any route, which then matched no handler): it is `unmatched` now, as
+ *   any other 404 is.
+ * As before, no X-Powered-By, and no ETag on JSON answers (express had both turned off).
+ */
+export function createApp(deps: AppDeps): RequestListener {
+  const routes = routeTable(deps);
+  const { access, counters, metrics, logger } = deps;
+
+  return (req, res) => {
     const started = performance.now();
-    const path = req.path; // before a router strips a prefix
+    const path = requestPath(req.url ?? '/');
+    const routing = findRoute(routes, req.method ?? '', path);
+    let route = 'unmatched'; // the route's template once its handler is reached
     res.once('close', () => {
-      deps.metrics.recordRequest({
-        method: req.method,
+      metrics.recordRequest({
+        method: req.method ?? '',
         path,
-        route: String(req.route?.path ?? 'unmatched'),
+        route,
         status: res.statusCode,
         seconds: (performance.now() - started) / 1000,
       });
     });
-    next();
-  });
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
-  });
-  app.get('/readyz', (_req, res) => {
-    res.status(deps.ready() ? 200 : 503).json({ status: deps.ready() ? 'ready' : 'starting' });
-  });
-  const access = deps.access;
-  if (deps.publicMetrics !== false) app.get('/metrics', (req, res) => deps.metrics.handle(req, res));
-  // Every other call says who it is (docs/security.md); a bad token is a 401, not anonymous.
-  if (access) {
-    app.use((req, res, next) => {
-      access.authenticateRequest(req).then(
-        (principal) => {
-          if (!principal) {
-            Counters.bump(deps.counters.clientsRefused, 'unauthenticated');
-            res.set('WWW-Authenticate', 'Bearer realm="edgemesh"');
-            return sendError(res, new HttpError(401, 'Unauthenticated', 'a valid Bearer token is required'));
-          }
-          const release = access.admit(principal);
-          if (!release) {
-            Counters.bump(deps.counters.clientsRefused, 'over-limit');
-            res.set('Retry-After', '1');
-            return sendError(
-              res,
-              new HttpError(429, 'TooManyRequests', `${principal.name}: too many requests`),
-            );
-          }
-          // The client may have hung up while its token was checked: its 'close' has passed then.
-          if (res.closed) return release();
-          res.once('close', release);
-          res.locals.principal = principal;
-          next();
-        },
-        (error: unknown) => next(error),
-      );
+    const answer = async (): Promise<void> => {
+      let principal: Principal | undefined;
+      if (access && !(routing.kind === 'route' && routing.route.public)) {
+        principal = await admit(access, counters, req, res);
+        if (!principal) return;
+      }
+      if (routing.kind === 'none') throw new HttpError(404, 'NotFound', `no route ${req.method} ${path}`);
+      if (routing.kind === 'bad-path')
+        throw new HttpError(400, 'BadRequest', 'the request path is not valid percent-encoding');
+      route = routing.route.template;
+      await routing.route.handle(req, res, { params: routing.params, principal });
+    };
+    answer().catch((error: unknown) => {
+      const httpError = toHttpError(error);
+      if (httpError.status >= 500) logger.error({ err: error, url: req.url }, 'request failed');
+      sendError(res, httpError);
     });
+  };
+}
+
+/**
+ * Authenticates and admits the client of a call to a route that is not public (docs/security.md):
+ * undefined, and answered, when it is refused (a bad token is a 401, not anonymous) or gone.
+ */
+async function admit(
+  access: AccessControl,
+  counters: Counters,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<Principal | undefined> {
+  const principal = await access.authenticateRequest(req);
+  if (!principal) {
+    Counters.bump(counters.clientsRefused, 'unauthenticated');
+    sendError(
+      res,
+      new HttpError(401, 'Unauthenticated', 'a valid Bearer token is required', {
+        'WWW-Authenticate': 'Bearer realm="edgemesh"',
+      }),
+    );
+    return undefined;
   }
+  const release = access.admit(principal);
+  if (!release) {
+    Counters.bump(counters.clientsRefused, 'over-limit');
+    sendError(
+      res,
+      new HttpError(429, 'TooManyRequests', `${principal.name}: too many requests`, { 'Retry-After': '1' }),
+    );
+    return undefined;
+  }
+  // The client may have hung up while its token was checked: its 'close' has passed then.
+  if (res.closed) {
+    release();
+    return undefined;
+  }
+  res.once('close', release);
+  return principal;
+}
+
+/** The API's routes, in the order they are tried. */
+function routeTable(deps: AppDeps): Route[] {
+  const { access, counters } = deps;
   /** Refuses (403) unless the request's client may `verb` on `name`. */
-  const may = (res: Response, verb: Verb, name: string): boolean => {
-    const principal = res.locals.principal as Principal | undefined;
+  const may = (res: ServerResponse, principal: Principal | undefined, verb: Verb, name: string): boolean => {
     if (!access) return true;
     if (principal && access.allows(principal, verb, name)) return true;
-    Counters.bump(deps.counters.clientsRefused, 'unauthorized');
+    Counters.bump(counters.clientsRefused, 'unauthorized');
     sendError(
       res,
       new HttpError(
@@ -112,50 +161,94 @@ export function createApp(deps: AppDeps): express.Express {
     );
     return false;
   };
-  /** Refuses (403) an anonymous client the node's status and private metrics unless it may do anything. */
-  const mayObserve = (res: Response, what: string): boolean => {
-    const principal = res.locals.principal as Principal | undefined;
+  /**
+   * Refuses (403) an anonymous client the node's status and private metrics unless it may do
+   * anything. No principal: no access control, or a public route.
+   */
+  const mayObserve = (res: ServerResponse, principal: Principal | undefined, what: string): boolean => {
     if (!access || !principal || access.allowsObserving(principal)) return true;
-    Counters.bump(deps.counters.clientsRefused, 'unauthorized');
+    Counters.bump(counters.clientsRefused, 'unauthorized');
     sendError(res, new HttpError(403, 'Forbidden', `anonymous clients may not see the ${what} here`));
     return false;
   };
-  if (deps.publicMetrics === false)
-    app.get('/metrics', (req, res) => {
-      if (mayObserve(res, 'metrics')) deps.metrics.handle(req, res);
-    });
-  app.get('/v1/status', (_req, res) => {
-    if (mayObserve(res, 'status')) res.json(deps.status());
-  });
   const objects = objectsHandler(deps);
-  app.all(OBJECTS_ROUTE, (req, res) => {
-    const verb = objectVerb(req.method);
-    let key: string | undefined;
-    try {
-      key = requestKey(req); // the very key the handler acts on
-    } catch {
-      // a malformed key: the handler answers 400 and acts on nothing
-    }
-    if (verb && key !== undefined && !may(res, verb, key)) return;
-    return objects(req, res);
-  });
+  const routes: Route[] = [
+    {
+      method: 'GET',
+      template: '/healthz',
+      pattern: /^\/healthz\/?$/i,
+      public: true,
+      handle: (_req, res) => sendJson(res, 200, { status: 'ok' }),
+    },
+    {
+      method: 'GET',
+      template: '/readyz',
+      pattern: /^\/readyz\/?$/i,
+      public: true,
+      handle: (_req, res) => {
+        const ready = deps.ready();
+        sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'starting' });
+      },
+    },
+    {
+      method: 'GET',
+      template: '/metrics',
+      pattern: /^\/metrics\/?$/i,
+      public: deps.publicMetrics !== false,
+      handle: (req, res, { principal }) => {
+        if (mayObserve(res, principal, 'metrics')) deps.metrics.handle(req, res);
+      },
+    },
+    {
+      method: 'GET',
+      template: '/v1/status',
+      pattern: /^\/v1\/status\/?$/i,
+      public: false,
+      handle: (_req, res, { principal }) => {
+        if (mayObserve(res, principal, 'status')) sendJson(res, 200, deps.status());
+      },
+    },
+    {
+      method: 'ANY',
+      template: OBJECTS_ROUTE,
+      pattern: /^\/v1\/objects\/(?<key>.*)$/i,
+      public: false,
+      handle: (req, res, { principal }) => {
+        const verb = objectVerb(req.method);
+        let key: string | undefined;
+        try {
+          key = requestKey(req); // the very key the handler acts on
+        } catch {
+          // a malformed key: the handler answers 400 and acts on nothing
+        }
+        if (verb && key !== undefined && !may(res, principal, verb, key)) return;
+        return objects(req, res, principal);
+      },
+    },
+  ];
   if (deps.exchange) {
     const send = sendHandler(deps.exchange);
     const receive = receiveHandler(deps.exchange);
-    app.post('/v1/exchange/:target/:topic', (req, res) => {
-      if (may(res, 'send', String(req.params.topic))) return send(req, res);
-    });
-    app.get('/v1/exchange/:topic', (req, res) => {
-      if (may(res, 'receive', String(req.params.topic))) receive(req, res);
-    });
+    routes.push(
+      {
+        method: 'POST',
+        template: '/v1/exchange/:target/:topic',
+        pattern: /^\/v1\/exchange\/(?<target>[^/]+)\/(?<topic>[^/]+)\/?$/i,
+        public: false,
+        handle: (req, res, { principal, params: { target = '', topic = '' } }) => {
+          if (may(res, principal, 'send', topic)) return send(req, res, { target, topic });
+        },
+      },
+      {
+        method: 'GET',
+        template: '/v1/exchange/:topic',
+        pattern: /^\/v1\/exchange\/(?<topic>[^/]+)\/?$/i,
+        public: false,
+        handle: (req, res, { principal, params: { topic = '' } }) => {
+          if (may(res, principal, 'receive', topic)) receive(req, res, { topic });
+        },
+      },
+    );
   }
-  app.use((req, res) => {
-    sendError(res, new HttpError(404, 'NotFound', `no route ${req.method} ${req.path}`));
-  });
-  app.use((error: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const httpError = toHttpError(error);
-    if (httpError.status >= 500) deps.logger.error({ err: error, url: req.originalUrl }, 'request failed');
-    sendError(res, httpError);
-  });
-  return app;
+  return routes;
 }

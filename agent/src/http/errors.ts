@@ -1,4 +1,4 @@
-import type { Response } from 'express';
+import type { ServerResponse } from 'node:http';
 import {
   IncompleteBodyError,
   InsufficientStorageError,
@@ -11,6 +11,7 @@ import {
 import { OriginError } from '../fetch/origin.ts';
 import { PeerFetchError } from '../fetch/download.ts';
 import { TooManyFetchesError } from '../fetch/fetch-limits.ts';
+import { sendJson } from './json.ts';
 
 /** An error meant for the HTTP client, with its status and a stable machine-readable code. */
 export class HttpError extends Error {
@@ -45,17 +46,10 @@ export function toHttpError(error: unknown): HttpError {
     return new HttpError(503, 'Busy', error.message, { 'Retry-After': '1' });
   if (error instanceof StaleVersionError) return new HttpError(409, 'NewerVersionHeld', error.message);
   if (error instanceof ObjectPurgedError) return new HttpError(409, 'Purged', error.message);
-  // Express's own refusals carry their status: a path that is not valid percent-encoding (400).
-  const status = (error as { status?: unknown }).status;
-  if (error instanceof URIError || (typeof status === 'number' && status >= 400 && status < 500))
-    return new HttpError(400, 'BadRequest', 'the request path is not valid percent-encoding');
   return new HttpError(500, 'Internal', 'internal error');
 }
 
-/**
- * Headers of an object that a GET may have set before it failed: an error answer is not that object
- * (express keeps a Content-Type set before, so the JSON would go out as the object's type).
- */
+/** Headers of an object that a GET may have set before it failed: an error answer is not that object. */
 const OBJECT_HEADERS = [
   'etag',
   'last-modified',
@@ -66,14 +60,11 @@ const OBJECT_HEADERS = [
 ];
 
 /** Sends `{ error: { code, message } }`, unless the response has already started. */
-export function sendError(res: Response, error: HttpError): void {
+export function sendError(res: ServerResponse, error: HttpError): void {
   if (res.headersSent) {
     res.destroy(error);
     return;
   }
   for (const name of OBJECT_HEADERS) res.removeHeader(name);
-  res
-    .status(error.status)
-    .set(error.headers)
-    .json({ error: { code: error.code, message: error.message } });
+  sendJson(res, error.status, { error: { code: error.code, message: error.message } }, error.headers);
 }

@@ -1,16 +1,16 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
-import express from 'express';
 import { Inbox } from '../exchange/inbox.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
 import { type ExchangeDeps, sendHandler } from './exchange.ts';
 
-/** POSTs one message through sendHandler(deps) on a real HTTP server; its status and answer. */
+/** POSTs one message to `target` through sendHandler(deps) on a real HTTP server; its status and answer. */
 async function send(deps: ExchangeDeps, target: string): Promise<{ status: number; body: unknown }> {
-  const app = express();
-  app.post('/v1/exchange/:target/:topic', sendHandler(deps));
-  const server = app.listen(0, '127.0.0.1');
+  const handle = sendHandler(deps);
+  const server = createServer((req, res) => void handle(req, res, { target, topic: 't' }));
+  server.listen(0, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
   try {
     const { port } = server.address() as AddressInfo;

@@ -1,8 +1,9 @@
-import type { Request, Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MAX_EXCHANGE_BYTES, TOPIC } from '../domain.ts';
 import type { ExchangeMessage, Inbox } from '../exchange/inbox.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import { HttpError, sendError, toHttpError } from './errors.ts';
+import { sendJson } from './json.ts';
 
 /** Bytes a receiving client may leave unread before it is disconnected. */
 export const MAX_UNREAD_BYTES = 16 * 1024 * 1024;
@@ -22,7 +23,7 @@ export interface ExchangeDeps {
   onCutOff?: () => void;
 }
 
-async function readBody(req: Request): Promise<Buffer> {
+async function readBody(req: IncomingMessage): Promise<Buffer> {
   const parts: Buffer[] = [];
   let size = 0;
   for await (const part of req) {
@@ -37,17 +38,21 @@ async function readBody(req: Request): Promise<Buffer> {
 /**
  * `POST /v1/exchange/{target}/{topic}`: sends the body to the consumers of `topic` on every node the
  * target names (a node id, `zone:<z>`, `region:<r>` or `all`), node to node over gRPC. Answers 202
- * with the nodes it reached and those it could not; at most once, no retries.
+ * with the nodes it reached and those it could not; at most once, no retries. `target` and `topic`:
+ * the path's, percent-decoded.
  */
 export function sendHandler(deps: ExchangeDeps) {
-  return async (req: Request, res: Response): Promise<void> => {
+  return async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    { target, topic }: { target: string; topic: string },
+  ): Promise<void> => {
     try {
-      const { target, topic } = req.params as { target: string; topic: string };
       if (!TARGET.test(target))
         throw new HttpError(400, 'InvalidTarget', 'target: a node id, zone:<zone>, region:<region> or all');
       if (!TOPIC.test(topic)) throw new HttpError(400, 'InvalidTopic', 'topics are 1-128 of [A-Za-z0-9._-]');
       const body = await readBody(req);
-      const contentType = req.get('content-type') ?? 'application/octet-stream';
+      const contentType = req.headers['content-type'] ?? 'application/octet-stream';
       let { self, peers } = deps.targets(target);
       // No match while this node is still meeting the mesh (it just started): looked up again once it has.
       if (!self && peers.length === 0 && (await deps.untilJoined?.()))
@@ -68,7 +73,7 @@ export function sendHandler(deps: ExchangeDeps) {
         ),
       );
       if (self) deps.inbox.deliver({ ...message, receivedAtMs: Date.now() });
-      res.status(202).json({
+      sendJson(res, 202, {
         delivered: [
           ...(self ? [deps.nodeId] : []),
           ...results.filter((r) => !('error' in r)).map((r) => r.node),
@@ -84,17 +89,18 @@ export function sendHandler(deps: ExchangeDeps) {
 /**
  * `GET /v1/exchange/{topic}`: a stream of this node's messages for `topic`, one JSON object per line
  * (`topic`, `from`, `receivedAtMs`, `contentType`, `body` in base64): first those queued while no one
- * listened, then each as it arrives, until the client disconnects.
+ * listened, then each as it arrives, until the client disconnects. `topic`: the path's, percent-decoded.
  */
 export function receiveHandler(deps: ExchangeDeps) {
-  return (req: Request, res: Response): void => {
-    const { topic } = req.params as { topic: string };
+  return (req: IncomingMessage, res: ServerResponse, { topic }: { topic: string }): void => {
     if (!TOPIC.test(topic))
       return sendError(res, new HttpError(400, 'InvalidTopic', 'topics are 1-128 of [A-Za-z0-9._-]'));
     // HEAD would take the queue into a response without a body.
     if (req.method !== 'GET')
       return sendError(res, new HttpError(405, 'MethodNotAllowed', 'GET only', { Allow: 'GET' }));
-    res.status(200).set({ 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' });
+    res.statusCode = 200;
+    res.setHeader('Content-Type', 'application/x-ndjson');
+    res.setHeader('Cache-Control', 'no-store');
     res.flushHeaders();
     // It waits for messages as long as its client stays: the server's idle timeout is not for it (a
     // receiver that stops reading is cut off below instead).

@@ -108,7 +108,7 @@ async function startFastPath(dir: string, options: { memoryBytes: number; access
 }
 
 describe('the local-hit fast path, on an object larger than its hot tier', () => {
-  it('reads it into two reused buffers and leaves the tier as it was, as express does', async (t) => {
+  it('reads it into two reused buffers and leaves the tier as it was, as the API does', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'edgemesh-local-hits-big-'));
     const fast = await startFastPath(dir, { memoryBytes: 32 * MiB });
     try {
@@ -159,7 +159,7 @@ describe('the local-hit fast path', () => {
   async function answeredHere<T>(act: () => Promise<T>) {
     const before = { fallbacks: fast.fallbacks.length, requests: fast.requests.length };
     const result = await act();
-    assert.deepEqual(fast.fallbacks.slice(before.fallbacks), [], 'not left to express');
+    assert.deepEqual(fast.fallbacks.slice(before.fallbacks), [], 'not left to the API');
     await eventually(
       () => Promise.resolve(fast.requests.length > before.requests || undefined),
       2000,
@@ -290,7 +290,7 @@ describe('the local-hit fast path', () => {
     assert.equal(res.body.length, 0);
   });
 
-  it('leaves clients it may not serve to express: no token, a bad token, a key they may not read', async () => {
+  it('leaves clients it may not serve to the API: no token, a bad token, a key they may not read', async () => {
     const hits = fast.counters.hits;
     const requests = fast.requests.length;
     const from = fast.fallbacks.length;
@@ -299,11 +299,11 @@ describe('the local-hit fast path', () => {
     }
     assert.equal((await call(`${fast.url}/v1/objects/private/small`, 'GET', bearer(READER))).status, 599);
     assert.equal(fast.fallbacks.length - from, 4);
-    assert.equal(fast.counters.hits, hits, 'express counts what it answers');
+    assert.equal(fast.counters.hits, hits, 'the API counts what it answers');
     assert.equal(fast.requests.length, requests, 'and records its metric');
   });
 
-  it('leaves misses, invalid keys, unsatisfiable ranges and other methods to express', async () => {
+  it('leaves misses, invalid keys, unsatisfiable ranges and other methods to the API', async () => {
     const from = fast.fallbacks.length;
     const hits = fast.counters.hits;
     const auth = bearer(WRITER);
@@ -364,10 +364,10 @@ describe('the local-hit fast path', () => {
       await rm(otherDir, { recursive: true, force: true });
     });
 
-    it('leaves an object whose first chunk is not in memory to express, and a client over its limit', async () => {
+    it('leaves an object whose first chunk is not in memory to the API, and a client over its limit', async () => {
       assert.equal((await call(`${other.url}/v1/objects/pub/cold`, 'GET', bearer(READER))).status, 599);
       assert.equal((await call(`${other.url}/v1/objects/pub/hot`, 'GET', bearer(READER))).status, 200);
-      // The reader's one request of this second is spent: express answers 429.
+      // The reader's one request of this second is spent: the API answers 429.
       assert.equal((await call(`${other.url}/v1/objects/pub/hot`, 'GET', bearer(READER))).status, 599);
       assert.deepEqual(other.fallbacks, ['GET /v1/objects/pub/cold', 'GET /v1/objects/pub/hot']);
       assert.equal(other.counters.hits, 1);
@@ -379,7 +379,7 @@ describe('the local-hit fast path', () => {
  * The same requests to two agents holding the same objects at the same (fake) time, one with the
  * fast path and one without: every answer, counter and request metric must be the same.
  */
-describe('the fast path answers as express does', () => {
+describe('the fast path answers as the API does', () => {
   let dir: string;
   const agents: Agent[] = [];
   const urls: string[] = [];
@@ -473,17 +473,27 @@ describe('the fast path answers as express does', () => {
     ];
     const answers: [Answer, Answer, string][] = [];
     for (const [method, path, headers] of cases) {
-      const [fastAnswer, expressAnswer] = await Promise.all(
+      const [fastAnswer, apiAnswer] = await Promise.all(
         urls.map((url) => call(`${url}/v1/objects/${path}`, method, headers)),
       );
-      answers.push([fastAnswer!, expressAnswer!, `${method} ${path} ${JSON.stringify(headers)}`]);
+      answers.push([fastAnswer!, apiAnswer!, `${method} ${path} ${JSON.stringify(headers)}`]);
     }
     return answers;
   }
 
   it('answers alike: status, every header, body', async () => {
-    for (const [fastAnswer, expressAnswer, asked] of await askBoth())
-      assert.deepEqual(comparable(fastAnswer), comparable(expressAnswer), asked);
+    for (const [fastAnswer, apiAnswer, asked] of await askBoth())
+      assert.deepEqual(comparable(fastAnswer), comparable(apiAnswer), asked);
+  });
+
+  it('both send a Content-Type exactly as it was stored, no charset added', async () => {
+    // Both asked, so that what the two count stays alike (the last test).
+    for (const url of urls) {
+      const text = await call(`${url}/v1/objects/pub/text`, 'GET', bearer(READER));
+      assert.equal(text.headers['content-type'], 'text/plain', url);
+      const untyped = await call(`${url}/v1/objects/pub/small`, 'HEAD', bearer(READER));
+      assert.equal(untyped.headers['content-type'], 'application/octet-stream', url);
+    }
   });
 
   it('both answer HEAD with a Range, and an invalid range, with the whole object (200)', async () => {

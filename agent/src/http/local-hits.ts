@@ -1,5 +1,4 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import express from 'express';
 import { type Manifest, objectDigest } from '../cache/manifest.ts';
 import type { ObjectHandle, ObjectStore } from '../cache/object-store.ts';
 import type { Counters } from '../telemetry/counters.ts';
@@ -38,17 +37,6 @@ interface Hit {
 
 const EMPTY = Buffer.alloc(0);
 
-/**
- * The Content-Type express sends for `type`: its res.set completes a text type with a charset
- * (mime-types), so the fast path asks express's own function, once per object version.
- */
-function expressContentType(type: string): string {
-  let value = type;
-  const capture = { setHeader: (_name: string, v: string) => (value = v) };
-  express.response.set.call(capture, 'Content-Type', type);
-  return value;
-}
-
 function prepare(manifest: Manifest): Prepared {
   const etag = `"${objectDigest(manifest)}"`;
   const lastModified = new Date(manifest.createdAtMs).toUTCString();
@@ -61,7 +49,7 @@ function prepare(manifest: Manifest): Prepared {
     'Accept-Ranges',
     'bytes',
     'Content-Type',
-    expressContentType(manifest.contentType ?? 'application/octet-stream'),
+    manifest.contentType ?? 'application/octet-stream', // as stored, as objects.ts sends it
     'Last-Modified',
     lastModified,
   ];
@@ -70,11 +58,11 @@ function prepare(manifest: Manifest): Prepared {
 
 /**
  * A node:http request listener that answers GET and HEAD of objects this node holds, whose first
- * chunk is in the hot tier, without express; `fallback` (the express app) gets every other request,
- * unchanged: other methods and paths, invalid keys, clients refused (401, 403, 429: express refuses
- * them, with its counters), misses (peers, origin, 404), objects only on disk (express reads them
- * into the hot tier), unsatisfiable ranges of a GET (416). What it answers, it answers as express would: the
- * same headers and bodies, the same authentication and limits, request metric (route
+ * chunk is in the hot tier, before the API's routes; `fallback` (the API, app.ts) gets every other
+ * request, unchanged: other methods and paths, invalid keys, clients refused (401, 403, 429: the API
+ * refuses them, with its counters), misses (peers, origin, 404), objects only on disk (the API reads
+ * them into the hot tier), unsatisfiable ranges of a GET (416). What it answers, it answers as the
+ * API would: the same headers and bodies, the same authentication and limits, request metric (route
  * OBJECTS_ROUTE), server span and counters (hits, bytes served). Its headers are computed once per
  * object version.
  */
@@ -88,7 +76,7 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
     return p;
   }
 
-  /** Streams the chunks covering `bytes` (the first already in hand), as express's path does. */
+  /** Streams the chunks covering `bytes` (the first already in hand), as objects.ts does. */
   function sendChunks(manifest: Manifest, data: Buffer, bytes: ByteRange, res: ServerResponse) {
     const first = Math.floor(bytes.start / manifest.chunkSize);
     const pass = store.passReader(manifest, first, Math.floor(bytes.end / manifest.chunkSize));
@@ -174,13 +162,13 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
     try {
       key = targetKey(path);
     } catch {
-      return false; // express answers it (400)
+      return false; // the API answers it (400)
     }
     let principal: Principal | undefined;
     if (access) {
       principal = await access.authenticateRequest(req);
       if (!principal || !access.allows(principal, 'read', key)) return false;
-      // Hung up while its token was checked: express takes it (and answers nobody, as for any).
+      // Hung up while its token was checked: the API takes it (and answers nobody, as for any).
       if (res.closed) return false;
     }
     const hit = localHit(key, req);

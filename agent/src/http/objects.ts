@@ -1,5 +1,4 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Request, Response } from 'express';
 import {
   ATTR_HTTP_REQUEST_METHOD,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
@@ -16,12 +15,14 @@ import type { PeerFetcher } from '../fetch/peer-fetcher.ts';
 import { keyProblem } from '../keys.ts';
 import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import type { Principal } from './access.ts';
 import { HttpError, sendError, toHttpError } from './errors.ts';
+import { sendJson } from './json.ts';
 import { type ByteRange, requestedRange } from './range.ts';
 import { writeChunks } from './write-chunks.ts';
 
 export const OBJECTS_PREFIX = '/v1/objects/';
-/** The objects route, as express matches it and as request metrics label it. */
+/** The objects route as request metrics label it (the template express gave it, kept for the series). */
 export const OBJECTS_ROUTE = '/v1/objects/{*key}';
 /** Header a PUT may carry: the object's time to live in seconds. */
 export const TTL_HEADER = 'x-edgemesh-ttl';
@@ -33,8 +34,7 @@ export interface ObjectRoutesDeps {
   replicate?: (manifest: Manifest) => Promise<number>;
   /** Copies required before a PUT answers 201. */
   writeCopies?: number;
-  /** Deletes `key` mesh-wide; whether any node had it. Without it, DELETE is local. */
-  /** Purges `key` mesh-wide, as asked for by client `by`. */
+  /** Purges `key` mesh-wide, as client `by` asked; whether any node had it. Without it, DELETE is local. */
   purge?: (key: string, by?: string) => Promise<boolean>;
   /** Gets an object no node holds by the origin rules (one origin fetch for the mesh). */
   origin?: (key: string) => Promise<OriginOutcome | undefined>;
@@ -44,8 +44,8 @@ export interface ObjectRoutesDeps {
 }
 
 /** The key a request names (see targetKey). */
-export function requestKey(req: Request): string {
-  return targetKey(req.originalUrl);
+export function requestKey(req: IncomingMessage): string {
+  return targetKey(req.url ?? '');
 }
 
 /**
@@ -64,9 +64,9 @@ export function targetKey(target: string): string {
   return key;
 }
 
-/** Handles every method on /v1/objects/{key}. */
+/** Handles every method on /v1/objects/{key}, for `principal` (the client, when access control is on). */
 export function objectsHandler(deps: ObjectRoutesDeps) {
-  return async (req: Request, res: Response): Promise<void> => {
+  return async (req: IncomingMessage, res: ServerResponse, principal?: Principal): Promise<void> => {
     try {
       const key = requestKey(req);
       switch (req.method) {
@@ -76,7 +76,7 @@ export function objectsHandler(deps: ObjectRoutesDeps) {
         case 'HEAD':
           return await traced(deps, key, req, res, () => getObject(deps, key, req, res));
         case 'DELETE':
-          return await traced(deps, key, req, res, () => remove(deps, key, res));
+          return await traced(deps, key, req, res, () => remove(deps, key, res, principal?.name));
         default:
           throw new HttpError(405, 'MethodNotAllowed', `${req.method} is not allowed here`, {
             Allow: 'GET, HEAD, PUT, DELETE',
@@ -86,11 +86,9 @@ export function objectsHandler(deps: ObjectRoutesDeps) {
       const httpError = toHttpError(error);
       // Busy is load shedding, not a fault: a line without a stack, and not at error level, or a
       // loaded node would flood its log exactly when it is loaded.
-      if (httpError.code === 'Busy')
-        deps.logger.warn({ url: req.originalUrl, err: httpError.message }, 'busy');
-      else if (httpError.status >= 500)
-        deps.logger.error({ err: error, url: req.originalUrl }, 'request failed');
-      if (req.method === 'PUT' && !req.complete) res.set('Connection', 'close'); // the body is not read on
+      if (httpError.code === 'Busy') deps.logger.warn({ url: req.url, err: httpError.message }, 'busy');
+      else if (httpError.status >= 500) deps.logger.error({ err: error, url: req.url }, 'request failed');
+      if (req.method === 'PUT' && !req.complete) res.setHeader('Connection', 'close'); // the body is not read on
       sendError(res, httpError);
     }
   };
@@ -109,13 +107,19 @@ function parseTtlMs(value: string | undefined): number | undefined {
   return seconds * 1000;
 }
 
-async function put(deps: ObjectRoutesDeps, key: string, req: Request, res: Response): Promise<void> {
-  const lengthHeader = req.get('content-length');
+async function put(
+  deps: ObjectRoutesDeps,
+  key: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const lengthHeader = req.headers['content-length'];
   const size = lengthHeader === undefined ? undefined : Number(lengthHeader);
   if (size !== undefined && !Number.isSafeInteger(size))
     throw new HttpError(400, 'BadRequest', 'invalid Content-Length');
-  const ttlMs = parseTtlMs(req.get(TTL_HEADER));
-  const contentType = req.get('content-type');
+  const ttl = req.headers[TTL_HEADER];
+  const ttlMs = parseTtlMs(typeof ttl === 'string' ? ttl : undefined);
+  const contentType = req.headers['content-type'];
   if (contentType !== undefined && !isMediaType(contentType)) {
     throw new HttpError(400, 'InvalidContentType', 'Content-Type must be a media type such as text/plain');
   }
@@ -136,7 +140,7 @@ async function put(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
   } finally {
     pin?.release();
   }
-  res.set('X-Edgemesh-Copies', String(copies));
+  res.setHeader('X-Edgemesh-Copies', String(copies));
   const required = deps.writeCopies ?? 1;
   if (copies < required) {
     throw new HttpError(
@@ -145,18 +149,24 @@ async function put(deps: ObjectRoutesDeps, key: string, req: Request, res: Respo
       `stored on ${copies} node(s) but ${required} copies were required; replication goes on in the background`,
     );
   }
-  res
-    .status(201)
-    .set({ ETag: `"${digest}"`, Location: OBJECTS_PREFIX + key })
-    .json({ key, digest, size: manifest.size, chunks: manifest.chunks.length });
+  sendJson(
+    res,
+    201,
+    { key, digest, size: manifest.size, chunks: manifest.chunks.length },
+    { ETag: `"${digest}"`, Location: OBJECTS_PREFIX + key },
+  );
 }
 
-async function remove(deps: ObjectRoutesDeps, key: string, res: Response): Promise<void> {
+async function remove(
+  deps: ObjectRoutesDeps,
+  key: string,
+  res: ServerResponse,
+  by: string | undefined,
+): Promise<void> {
   const wasFetching = deps.fetcher?.discard(key) ?? false;
-  const by = (res.locals.principal as { name?: string } | undefined)?.name;
   const existed = deps.purge ? await deps.purge(key, by) : await deps.store.delete(key);
   if (!existed && !wasFetching) throw new HttpError(404, 'NotFound', `no object ${key}`);
-  res.status(204).end();
+  res.writeHead(204).end();
 }
 
 /** Whether an If-None-Match header names `etag` (weakly or not), or is `*`. */
@@ -218,7 +228,12 @@ export function traced(
   });
 }
 
-async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res: Response): Promise<void> {
+async function getObject(
+  deps: ObjectRoutesDeps,
+  key: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const handle = deps.store.openRead(key);
   let source: ChunkSource | undefined = handle && localSource(deps.store, handle);
   let located: Located | undefined;
@@ -238,26 +253,30 @@ async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res:
     // No ETag while an owner is still getting the object from its origin: the root is not known yet.
     const etag = manifest && `"${objectDigest(manifest)}"`;
     const lastModified = manifest && new Date(manifest.createdAtMs).toUTCString();
-    res.set({
-      ...(etag ? { ETag: etag } : {}),
-      'X-Edgemesh-Source': source?.source ?? 'peer',
-      'Accept-Ranges': 'bytes',
-      'Content-Type': head.contentType ?? 'application/octet-stream',
-      ...(lastModified ? { 'Last-Modified': lastModified } : {}),
-    });
-    if (etag && etagMatches(req.get('if-none-match'), etag)) {
-      res.status(304).end();
+    // The Content-Type exactly as stored (none: application/octet-stream), no charset added.
+    if (etag) res.setHeader('ETag', etag);
+    res.setHeader('X-Edgemesh-Source', source?.source ?? 'peer');
+    res.setHeader('Accept-Ranges', 'bytes');
+    res.setHeader('Content-Type', head.contentType ?? 'application/octet-stream');
+    if (lastModified) res.setHeader('Last-Modified', lastModified);
+    if (etag && etagMatches(req.headers['if-none-match'], etag)) {
+      res.writeHead(304).end();
       return;
     }
+    const ifRange = req.headers['if-range']; // node joins a repeated one into one string
     const range = requestedRange(
-      { method: req.method, range: req.get('range'), ifRange: req.get('if-range') },
+      {
+        method: req.method,
+        range: req.headers.range,
+        ifRange: typeof ifRange === 'string' ? ifRange : undefined,
+      },
       { size: head.size, etag, lastModified },
     );
     if (range.kind === 'unsatisfiable') {
       throw new HttpError(
         416,
         'RangeNotSatisfiable',
-        `range ${req.get('range')} is not satisfiable for ${head.size} bytes`,
+        `range ${req.headers.range} is not satisfiable for ${head.size} bytes`,
         {
           'Content-Range': `bytes */${head.size}`,
         },
@@ -267,10 +286,10 @@ async function getObject(deps: ObjectRoutesDeps, key: string, req: Request, res:
     const body = req.method !== 'HEAD' && head.size > 0;
     // Before the status: a download this node cannot start now (TooManyFetchesError) is a 503.
     if (body) source ??= deps.fetcher!.open(located!);
-    res
-      .status(range.kind === 'partial' ? 206 : 200)
-      .set('Content-Length', String(bytes.end - bytes.start + 1));
-    if (range.kind === 'partial') res.set('Content-Range', `bytes ${bytes.start}-${bytes.end}/${head.size}`);
+    res.statusCode = range.kind === 'partial' ? 206 : 200;
+    res.setHeader('Content-Length', String(bytes.end - bytes.start + 1));
+    if (range.kind === 'partial')
+      res.setHeader('Content-Range', `bytes ${bytes.start}-${bytes.end}/${head.size}`);
     if (!body || !source) {
       res.end();
       return;
@@ -299,7 +318,7 @@ async function send(
   deps: ObjectRoutesDeps,
   source: ChunkSource,
   bytes: ByteRange,
-  res: Response,
+  res: ServerResponse,
 ): Promise<void> {
   const { head } = source;
   const first = Math.floor(bytes.start / head.chunkSize);
