@@ -56,7 +56,9 @@ const objectVerb = (method: string | undefined): Verb | undefined =>
  * Routing is what express 5 gave these routes, which served them before: paths match without
  * regard to case and with or without one trailing slash; a GET route answers HEAD (headers, no
  * body); a path is matched as sent (percent-encoded) and its parameters are decoded; the query is
- * no part of it; an absolute-form target is routed by its path. Not kept, deliberately:
+ * no part of it; an absolute-form target is routed by its path. The objects route then takes its key
+ * from the target as sent (objects.ts targetKey), which must be a path spelled /v1/objects/ exactly:
+ * another case, an absolute-form target or a trailing slash is 400 InvalidKey. Not kept, deliberately:
  * - express's `If-None-Match: *` answered a GET of /healthz, /readyz or /v1/status with 304 and no
  *   body (its res.json checked freshness); they always answer 200 (or 503) with their JSON now;
  * - express's res.set completed a text Content-Type with a charset (mime-types): an object's

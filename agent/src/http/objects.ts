@@ -55,7 +55,8 @@ export function requestKey(req: IncomingMessage): string {
  */
 export function targetKey(target: string): string {
   const path = target.split('?', 1)[0]!;
-  // An absolute-form target (http://host/v1/objects/...) names its key after the authority.
+  // The route matched the path in any case and in absolute form too (routes.ts); the key is taken
+  // only from a path-form target spelled /v1/objects/ exactly: anything else is 400 InvalidKey.
   if (!path.startsWith(OBJECTS_PREFIX))
     throw new HttpError(400, 'InvalidKey', `the request target must be a path: ${OBJECTS_PREFIX}KEY`);
   const key = path.slice(OBJECTS_PREFIX.length);
