@@ -344,6 +344,9 @@ describe('HTTP API', () => {
 
   it('serves /healthz, /readyz, /v1/status and /metrics', async () => {
     assert.equal((await fetch(`${base}/healthz`)).status, 200);
+    // Spelled otherwise, a probe is still a probe, kept out of request latency.
+    for (const path of ['/HEALTHZ/', '/readyz/', '/Metrics'])
+      assert.equal((await fetch(`${base}${path}`)).status, 200, path);
     assert.equal((await fetch(`${base}/readyz`)).status, 200);
     const status = (await (await fetch(`${base}/v1/status`)).json()) as Record<string, unknown> & {
       cache: { entries: number; bytes: number };
@@ -368,6 +371,11 @@ describe('HTTP API', () => {
     }
     assert.match(metrics, /edgemesh_cache_lookups_total\{result="hit"[^}]*\} [1-9]/);
     assert.match(metrics, /edgemesh_cache_index_loaded(\{[^}]*\})? 1\n/, 'the index has loaded');
+    assert.doesNotMatch(
+      metrics,
+      /http_route="\/(healthz|readyz|metrics)"/,
+      'probes and scrapes are not requests',
+    );
   });
 
   it('cuts off a receiver that does not read, instead of keeping its messages in memory', async () => {

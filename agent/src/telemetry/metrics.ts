@@ -258,7 +258,8 @@ export class AgentMetrics {
     status: number;
     seconds: number;
   }): void {
-    if (NOT_REQUESTS.has(request.path)) return;
+    // By route, not path: `/HEALTHZ/` is the /healthz route too (routes match any case, one trailing slash).
+    if (NOT_REQUESTS.has(request.route)) return;
     this.#durations.record(request.seconds, {
       [ATTR_HTTP_REQUEST_METHOD]: KNOWN_METHODS.has(request.method)
         ? request.method
