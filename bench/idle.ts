@@ -25,7 +25,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { get } from 'node:http';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -154,19 +154,8 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
       issuer = await startTestIssuer({ mesh: { namespace: 'bench', name: 'idle' }, host: '127.0.0.1' });
     for (let i = 1; i <= count; i++) {
       const node = `idle-${i}`;
-      // The agent harness gives each agent the test process's file CA unless told otherwise.
-      let certificates: string[] = [];
-      if (issuer) {
-        const files = {
-          tokenFile: join(dir, `${node}.token`),
-          caFile: join(dir, 'issuer.crt'),
-          trustBundleFile: join(dir, 'ca.crt'),
-        };
-        await writeFile(files.tokenFile, issuer.tokenFor(node));
-        await writeFile(files.caFile, issuer.servingCertPem);
-        await writeFile(files.trustBundleFile, issuer.trustPem);
-        certificates = issuer.agentFlags(files);
-      }
+      // Without issuer flags the agent harness gives each agent the test process's file CA.
+      const certificates = issuer ? await issuer.agentFilesIn(dir, node) : [];
       agents.push(
         await startAgentProcess(
           [

@@ -138,14 +138,6 @@ describe('the image build (scripts/build.ts)', () => {
     assert.equal(lazy.length, 1, `the CA's chunk: ${lazy.join(', ')}`);
     // And the other way, certificates from the operator's endpoint, works from the bundle too.
     const issuer = await startTestIssuer({ mesh: { namespace: 'edge', name: 'lean' }, host: '127.0.0.1' });
-    const files = {
-      tokenFile: join(dir, 'token'),
-      caFile: join(dir, 'issuer.crt'),
-      trustBundleFile: join(dir, 'ca.crt'),
-    };
-    await writeFile(files.tokenFile, issuer.tokenFor('by-issuer'));
-    await writeFile(files.caFile, issuer.servingCertPem);
-    await writeFile(files.trustBundleFile, issuer.trustPem);
     try {
       const agent = await startAgentProcess(
         [
@@ -157,7 +149,7 @@ describe('the image build (scripts/build.ts)', () => {
           'r',
           '--store.dir',
           join(dir, 'by-issuer'),
-        ].concat(issuer.agentFlags(files)),
+        ].concat(await issuer.agentFilesIn(dir, 'by-issuer')),
         20_000,
         { main: join(dir, 'dist', 'agent.mjs'), nodeFlags: AGENT_NODE_FLAGS },
       );

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createCa, createServingCertificate, MeshCa, type MeshRef } from '@edgemesh/identity';
 import { pino } from 'pino';
 import type { IssuanceApi } from '../src/identity/issuance.ts';
@@ -18,6 +20,11 @@ export interface TestIssuer {
   tokenFor(node: string): string;
   /** The agent flags for `node`'s certificates from here, given where its three files are. */
   agentFlags(files: { tokenFile: string; caFile: string; trustBundleFile: string }): string[];
+  /**
+   * For an agent on this machine: writes `node`'s token, the endpoint's certificate and the trust
+   * bundle into `dir` (`<node>.token`, `issuer.crt`, `ca.crt`) and gives its flags (agentFlags).
+   */
+  agentFilesIn(dir: string, node: string): Promise<string[]>;
   /** Certificates issued so far. */
   readonly issued: number;
   /** The nodes certificates were issued for, in order. */
@@ -110,26 +117,39 @@ export async function startTestIssuer(opts: {
     perCallerPerSecond: 100,
   });
   const url = `https://${name}:${server.port}`;
+  const tokenFor = (node: string) => {
+    let token = tokenOfNode.get(node);
+    if (token === undefined) {
+      token = randomBytes(24).toString('base64url');
+      tokenOfNode.set(node, token);
+      nodeOfToken.set(token, node);
+    }
+    return token;
+  };
+  const agentFlags: TestIssuer['agentFlags'] = ({ tokenFile, caFile, trustBundleFile }) => [
+    ...['--security.issuer.url', url, '--security.issuer.token-file', tokenFile],
+    ...['--security.issuer.ca-file', caFile, '--security.issuer.namespace', mesh.namespace],
+    ...['--security.issuer.name', mesh.name, '--security.trust-bundle-file', trustBundleFile],
+    ...['--mesh', mesh.name],
+  ];
   return {
     url,
     port: server.port,
     servingCertPem: serving.certPem,
     trustPem: ca.certPem,
-    tokenFor(node) {
-      let token = tokenOfNode.get(node);
-      if (token === undefined) {
-        token = randomBytes(24).toString('base64url');
-        tokenOfNode.set(node, token);
-        nodeOfToken.set(token, node);
-      }
-      return token;
+    tokenFor,
+    agentFlags,
+    async agentFilesIn(dir, node) {
+      const files = {
+        tokenFile: join(dir, `${node}.token`),
+        caFile: join(dir, 'issuer.crt'),
+        trustBundleFile: join(dir, 'ca.crt'),
+      };
+      await writeFile(files.tokenFile, tokenFor(node));
+      await writeFile(files.caFile, serving.certPem);
+      await writeFile(files.trustBundleFile, ca.certPem);
+      return agentFlags(files);
     },
-    agentFlags: ({ tokenFile, caFile, trustBundleFile }) => [
-      ...['--security.issuer.url', url, '--security.issuer.token-file', tokenFile],
-      ...['--security.issuer.ca-file', caFile, '--security.issuer.namespace', mesh.namespace],
-      ...['--security.issuer.name', mesh.name, '--security.trust-bundle-file', trustBundleFile],
-      ...['--mesh', mesh.name],
-    ],
     get issued() {
       return issuedTo.length;
     },
