@@ -685,6 +685,13 @@ describe('HTTP API: routing', () => {
     assert.deepEqual([twice.status, json(twice).error.message], [404, 'no route GET /healthz//']);
   });
 
+  it('takes an object’s key only from /v1/objects/KEY as sent: another case, absolute form or a trailing slash is 400 InvalidKey', async () => {
+    for (const path of ['/V1/OBJECTS/a/b', 'http://elsewhere/v1/objects/a/b', '/v1/objects/a/b/']) {
+      const res = await raw(port(), 'GET', path);
+      assert.deepEqual([res.status, json(res).error.code], [400, 'InvalidKey'], path);
+    }
+  });
+
   it('answers HEAD on a GET route with its headers, JSON ones included, and no body', async () => {
     for (const path of ['/healthz', '/readyz', '/v1/status']) {
       const get = await raw(port(), 'GET', path);
