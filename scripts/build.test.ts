@@ -9,18 +9,12 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import {
-  fromJSON,
-  loadSync,
-  type MessageTypeDefinition,
-  type MethodDefinition,
-  type PackageDefinition,
-} from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
 import { fileURLToPath } from 'node:url';
 import { eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { startOtlpReceiver } from '../agent/harness/otlp-receiver.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
-import { PEER_LOAD_OPTIONS } from '../agent/src/transport/peer-service.ts';
+import { serviceDefinition } from '../agent/src/transport/peer-service.ts';
 import { startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
 import { startTestIssuer } from '../operator/harness/test-issuer.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
@@ -46,34 +40,29 @@ describe('the image build (scripts/build.ts)', () => {
   it('writes beside the .proto its parsed descriptor, which gives the same service', () => {
     // The bundled agent loads the descriptor rather than parse the .proto (peer-service.ts says why).
     const proto = join(dir, 'dist', 'proto', 'edgemesh', 'peer', 'v1', 'peer.proto');
-    // The agent's own options: a descriptor built with another keepCase than the agent's fails here.
-    const options = PEER_LOAD_OPTIONS;
-    const parsed = loadSync(proto, options);
-    const loaded = fromJSON(
-      JSON.parse(readFileSync(proto.replace(/\.proto$/, '.json'), 'utf8')) as object,
-      options,
+    // As the agent parses it from the sources: a descriptor built with another keepCase fails here.
+    const parsed = new protobuf.Root().loadSync(proto, { keepCase: false });
+    parsed.resolveAll();
+    const loaded = protobuf.Root.fromJSON(
+      JSON.parse(readFileSync(proto.replace(/\.proto$/, '.json'), 'utf8')),
     );
-    const service = (d: PackageDefinition) =>
-      Object.entries(d['edgemesh.peer.v1.Peer'] as Record<string, MethodDefinition<unknown, unknown>>).map(
-        ([name, m]) => [
-          name,
-          m.path,
-          m.requestStream,
-          m.responseStream,
-          m.requestType.type,
-          m.responseType.type,
-        ],
-      );
+    loaded.resolveAll();
+    const service = (root: protobuf.Root) =>
+      Object.entries(serviceDefinition(root, 'edgemesh.peer.v1.Peer')).map(([name, m]) => [
+        name,
+        m.path,
+        m.requestStream,
+        m.responseStream,
+        m.originalName,
+      ]);
     assert.ok(service(parsed).length >= 10);
     assert.deepEqual(service(loaded), service(parsed));
-    // Every message type, field by field, and the file descriptor (syntax included) they come from.
-    assert.deepEqual(Object.keys(loaded).sort(), Object.keys(parsed).sort());
-    for (const [name, type] of Object.entries(parsed)) {
-      if (!('type' in type)) continue; // the service, compared above
-      const other = loaded[name] as MessageTypeDefinition<unknown, unknown>;
-      assert.deepEqual(other.type, type.type, name);
-      assert.deepEqual(other.fileDescriptorProtos, type.fileDescriptorProtos, name);
-    }
+    // Every type, field by field (names, numbers, rules, types, options), and the file's syntax.
+    assert.deepEqual(loaded.toJSON(), parsed.toJSON());
+    assert.ok(
+      loaded.lookupType('edgemesh.peer.v1.PingRequest').fields.fromNode,
+      'from_node as the agent spells it',
+    );
   });
 
   it('reaches Node built-ins by require, never by a static ES import that would run their getters', () => {

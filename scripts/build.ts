@@ -10,10 +10,10 @@
  * Usage: node scripts/build.ts [OUT_DIR]   (default: dist)
  */
 import { cpSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire, isBuiltin } from 'node:module';
+import { isBuiltin } from 'node:module';
 import { join, resolve } from 'node:path';
 import { build, type Plugin } from 'esbuild';
-import type * as Protobuf from 'protobufjs';
+import protobuf from 'protobufjs';
 
 const root = resolve(import.meta.dirname, '..');
 const out = resolve(process.argv[2] ?? join(root, 'dist'));
@@ -55,16 +55,18 @@ rmSync(out, { recursive: true, force: true });
  * observes the process groups only (telemetry/src/runtime.ts), so `networkStats`, a promise already,
  * imports them when first called: never, in the agent.
  *
- * And one dependency left out: long.js, which protobufjs and @grpc/proto-loader load if they can.
+ * And two dependencies left out. long.js, which protobufjs loads if it can.
  * Evaluating it compiles a WebAssembly module (its 64-bit multiply and divide), which pages in V8's
  * WebAssembly compiler for good: about 0.7 MiB of an idle agent's RSS (docs/deploy.md). The agent
  * never needs Long objects: it loads the peer protocol with `longs: Number` (transport/
  * peer-service.ts), and protobufjs, finding no Long, reads and writes 64-bit fields as numbers
  * itself (`LongBits`), which is what `longs: Number` gives with Long too for every value under 2^63
  * in size (the agent's are times and counts). So `long` resolves to an empty module, which protobufjs
- * takes for "no Long" (it checks `Long.isLong`).
+ * takes for "no Long" (it checks `Long.isLong`). And @grpc/proto-loader, which grpc-js requires only
+ * to serve channelz and ORCA (neither of which the agent or the operator serves), but which esbuild
+ * would otherwise bundle, with a second copy of protobufjs, into the chunk every agent loads: in its
+ * place a module whose `loadSync` throws, saying so.
  */
-const requireHere = createRequire(import.meta.url);
 const lazyDependencies: Plugin = {
   name: 'lazy-dependencies',
   setup(b) {
@@ -72,6 +74,15 @@ const lazyDependencies: Plugin = {
       args.namespace === 'lazy-network' ? undefined : { path: args.path, namespace: 'lazy-network' },
     );
     b.onResolve({ filter: /^long$/ }, () => ({ path: 'long', namespace: 'no-long' }));
+    b.onResolve({ filter: /^@grpc\/proto-loader$/ }, () => ({
+      path: 'proto-loader',
+      namespace: 'no-proto-loader',
+    }));
+    b.onLoad({ filter: /.*/, namespace: 'no-proto-loader' }, () => ({
+      contents:
+        "exports.loadSync = () => { throw new Error('@grpc/proto-loader is not in this bundle: gRPC channelz and ORCA services are not served by EdgeMesh'); };",
+      loader: 'js',
+    }));
     b.onLoad({ filter: /.*/, namespace: 'no-long' }, () => ({
       contents: 'module.exports = {};',
       loader: 'js',
@@ -121,9 +132,8 @@ const results = [
 ];
 // The peer service reads its .proto at run time; the bundle looks for it beside itself, and for
 // the same .proto parsed here, which it loads instead (agent/src/transport/peer-service.ts says why),
-// with the protobufjs @grpc/proto-loader uses and the same `keepCase`.
+// with the protobufjs the agent uses and the same `keepCase`.
 cpSync(join(root, 'agent', 'proto'), join(out, 'proto'), { recursive: true });
-const protobuf = createRequire(requireHere.resolve('@grpc/proto-loader'))('protobufjs') as typeof Protobuf;
 const peerProto = join('proto', 'edgemesh', 'peer', 'v1', 'peer.proto');
 const peerRoot = new protobuf.Root().loadSync(join(out, peerProto), { keepCase: false });
 peerRoot.resolveAll();

@@ -1,7 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
-import { fromJSON, loadSync, type Options } from '@grpc/proto-loader';
+import protobuf, {
+  type IConversionOptions,
+  type INamespace,
+  type Root,
+  type Type,
+} from 'protobufjs/light.js';
 import { MAX_CHUNK_SIZE } from '../cache/chunking.ts';
 import { type Manifest, type NodeSignature, parseSignature } from '../cache/manifest.ts';
 import type { Coordinate } from '../domain.ts';
@@ -46,22 +51,71 @@ export const CHUNK_MESSAGE_BYTES = PIECE_SIZE + 1024;
 
 /**
  * The .proto parsed ahead of time, as protobufjs JSON: scripts/build.ts writes it beside the .proto
- * it copies next to the bundle (with `keepCase: false`, as below; scripts/build.test.ts checks that
- * it gives the same service). Parsing the .proto at start runs protobufjs's tokenizer once per
- * character (10,000 calls), which V8 now and then optimizes with TurboFan, paging in about 5 MiB of
- * compiler code a freshly started agent otherwise does without (docs/deploy.md). Looked for beside the
- * bundle only, so that no stray copy in the repo can stand in for the .proto when run from the sources.
+ * it copies next to the bundle (scripts/build.test.ts checks that it gives the same service). Parsing
+ * the .proto at start runs protobufjs's tokenizer once per character (10,000 calls), which V8 now and
+ * then optimizes with TurboFan, paging in about 5 MiB of compiler code a freshly started agent
+ * otherwise does without (docs/deploy.md). Looked for beside the bundle only, so that no stray copy in
+ * the repo can stand in for the .proto when run from the sources.
  */
 export const PEER_DESCRIPTOR = fileURLToPath(new URL('./proto/edgemesh/peer/v1/peer.json', import.meta.url));
 
-/** How the agent loads the peer protocol, from the .proto or its descriptor alike. */
-export const PEER_LOAD_OPTIONS: Options = { keepCase: false, longs: Number, enums: String, defaults: true };
+/**
+ * How messages become JavaScript objects: 64-bit fields as numbers (the agent's are times and counts,
+ * all under 2^53), enums by name, and every field present (its default when the sender left it out).
+ * Field names in lowerCamelCase (protobufjs's default, `keepCase: false`), the descriptor's too.
+ */
+export const PEER_CONVERSION: IConversionOptions = { longs: Number, enums: String, defaults: true };
 
-export const packageDefinition = existsSync(PEER_DESCRIPTOR)
-  ? fromJSON(JSON.parse(readFileSync(PEER_DESCRIPTOR, 'utf8')) as object, PEER_LOAD_OPTIONS)
-  : loadSync(PEER_PROTO, PEER_LOAD_OPTIONS);
+/**
+ * The peer protocol's types: from the descriptor with protobufjs's light build (no .proto parser, no
+ * descriptor.proto reflection), else, run from the sources, from the .proto with the full build, which
+ * only then is imported. @grpc/proto-loader is not used: it encodes a FileDescriptorProto of the whole
+ * file for every type (for gRPC reflection, which the agent does not serve), loading descriptor.proto's
+ * own types and the parser to do it: about 1 MiB of an idle agent (docs/deploy.md).
+ */
+export const peerRoot: Root = existsSync(PEER_DESCRIPTOR)
+  ? protobuf.Root.fromJSON(JSON.parse(readFileSync(PEER_DESCRIPTOR, 'utf8')) as INamespace)
+  : new (await import('protobufjs')).default.Root().loadSync(PEER_PROTO, { keepCase: false });
+peerRoot.resolveAll();
 
-const generated = packageDefinition['edgemesh.peer.v1.Peer'] as ServiceDefinition;
+/** Writes a message as gRPC sends it; throws on a value protobufjs cannot take as the type. */
+function serializer(type: Type): (value: unknown) => Buffer {
+  return (value) => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      throw new TypeError(`Failed to serialize message: expected an object of ${type.name}'s structure`);
+    const bytes = type.encode(type.fromObject(value)).finish();
+    return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
+}
+
+/** Reads a message as received; throws (a gRPC INTERNAL to the caller) on bytes that are not one. */
+function deserializer(type: Type): (bytes: Buffer) => unknown {
+  return (bytes) => type.toObject(type.decode(bytes), PEER_CONVERSION);
+}
+
+/** A service of `root` as grpc-js takes it: each method's path, streaming, codecs and lowerCamelCase name. */
+export function serviceDefinition(root: Root, name: string): ServiceDefinition {
+  const service = root.lookupService(name);
+  const definition: Record<string, MethodDefinition<unknown, unknown>> = {};
+  for (const method of service.methodsArray) {
+    const request = method.resolvedRequestType as Type;
+    const response = method.resolvedResponseType as Type;
+    definition[method.name] = {
+      path: `/${name}/${method.name}`,
+      requestStream: method.requestStream === true,
+      responseStream: method.responseStream === true,
+      requestSerialize: serializer(request),
+      requestDeserialize: deserializer(request),
+      responseSerialize: serializer(response),
+      responseDeserialize: deserializer(response),
+      // The name handlers (peer-server.ts) and clients may use as well: getManifest for GetManifest.
+      originalName: method.name.charAt(0).toLowerCase() + method.name.slice(1),
+    };
+  }
+  return definition;
+}
+
+const generated = serviceDefinition(peerRoot, 'edgemesh.peer.v1.Peer');
 
 /** The Peer service, with FetchChunks' responses on the zero-copy piece codec. */
 export const peerService: ServiceDefinition = {
