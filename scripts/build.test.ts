@@ -87,6 +87,9 @@ describe('the image build (scripts/build.ts)', () => {
     // Express and what it loaded (its router, mime-db's table, body-parser's iconv-lite) are in no
     // chunk: the agent serves its API with node:http (agent/src/http/app.ts).
     assert.doesNotMatch(code, /Failed to decode param|vnd\.3gpp\.pic-bw-large|iconv-lite/);
+    // @grpc/proto-loader (a reflection descriptor of every type, with descriptor.proto's own) is in
+    // no chunk: the agent makes its service from protobufjs's light build (transport/peer-service.ts).
+    assert.doesNotMatch(code, /createPackageDefinition|FileDescriptorProto/);
     // systeminformation's network statistics: a chunk of their own, imported by a relative path
     // (a bare specifier would need node_modules, which the image does not have).
     assert.doesNotMatch(code, /import\(["']systeminformation/);
