@@ -49,15 +49,9 @@ const builtinsByRequire: Plugin = {
 
 rmSync(out, { recursive: true, force: true });
 /**
- * Dependencies' code an idle agent never runs, kept out of the chunks it loads at start (each byte of
- * a loaded chunk stays in memory as source text, evaluated or not): systeminformation's network
- * statistics, which @opentelemetry/host-metrics imports for its system.network group; the agent
- * observes the process groups only (telemetry/src/runtime.ts), so `networkStats`, a promise already,
- * imports them when first called: never, in the agent.
- *
- * And two dependencies left out. long.js, which protobufjs loads if it can.
- * Evaluating it compiles a WebAssembly module (its 64-bit multiply and divide), which pages in V8's
- * WebAssembly compiler for good: about 0.7 MiB of an idle agent's RSS (docs/deploy.md). The agent
+ * Two dependencies left out of the bundles. long.js, which protobufjs loads if it can: evaluating it
+ * compiles a WebAssembly module (its 64-bit multiply and divide), which pages in V8's WebAssembly
+ * compiler for good: about 0.7 MiB of an idle agent's RSS (docs/deploy.md). The agent
  * never needs Long objects: it loads the peer protocol with `longs: Number` (transport/
  * peer-service.ts), and protobufjs, finding no Long, reads and writes 64-bit fields as numbers
  * itself (`LongBits`), which is what `longs: Number` gives with Long too for every value under 2^63
@@ -67,12 +61,9 @@ rmSync(out, { recursive: true, force: true });
  * would otherwise bundle, with a second copy of protobufjs, into the chunk every agent loads: in its
  * place a module whose `loadSync` throws, saying so.
  */
-const lazyDependencies: Plugin = {
-  name: 'lazy-dependencies',
+const leftOut: Plugin = {
+  name: 'left-out',
   setup(b) {
-    b.onResolve({ filter: /^systeminformation\/lib\/network$/ }, (args) =>
-      args.namespace === 'lazy-network' ? undefined : { path: args.path, namespace: 'lazy-network' },
-    );
     b.onResolve({ filter: /^long$/ }, () => ({ path: 'long', namespace: 'no-long' }));
     b.onResolve({ filter: /^@grpc\/proto-loader$/ }, () => ({
       path: 'proto-loader',
@@ -86,12 +77,6 @@ const lazyDependencies: Plugin = {
     b.onLoad({ filter: /.*/, namespace: 'no-long' }, () => ({
       contents: 'module.exports = {};',
       loader: 'js',
-    }));
-    b.onLoad({ filter: /.*/, namespace: 'lazy-network' }, () => ({
-      contents:
-        "exports.networkStats = (...args) => import('systeminformation/lib/network').then((m) => (m.default ?? m).networkStats(...args));",
-      loader: 'js',
-      resolveDir: root,
     }));
   },
 };
@@ -120,7 +105,7 @@ const bundle = (entryPoints: Record<string, string>) =>
     splitting: true,
     format: 'esm',
     metafile: true,
-    plugins: [builtinsByRequire, lazyDependencies],
+    plugins: [builtinsByRequire, leftOut],
     // Some bundled CommonJS packages call require(); give every ES module chunk one.
     banner: {
       js: "import { createRequire as __edgemeshRequire } from 'node:module'; const require = __edgemeshRequire(import.meta.url);",

@@ -2,7 +2,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { DataPointType, type MetricData, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { MISSING_UNITS } from './runtime.ts';
 
 /**
  * Prometheus's names for OpenTelemetry's units (its compatibility specification): a metric's name
@@ -48,7 +47,7 @@ const kindOf = (metric: MetricData): 'counter' | 'gauge' | 'histogram' =>
 /** `metric` under its Prometheus name (the unit then said by the name, so dropped from the metadata). */
 function renamed(metric: MetricData): MetricData {
   const { name } = metric.descriptor;
-  const unit = metric.descriptor.unit || MISSING_UNITS[name] || '';
+  const unit = metric.descriptor.unit;
   const kind = kindOf(metric);
   const full = prometheusName(name, kind, unit);
   // The serializer appends _total to counters itself.

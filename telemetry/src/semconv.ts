@@ -14,5 +14,9 @@ export const ATTR_MESSAGING_SYSTEM = 'messaging.system' as const;
 export const ATTR_MESSAGING_DESTINATION_NAME = 'messaging.destination.name' as const;
 /** The process's resident memory, in By. */
 export const METRIC_PROCESS_MEMORY_USAGE = 'process.memory.usage' as const;
-/** The process's CPU time over wall time, a ratio (1). */
+/** The CPU time the process used, in s, by `process.cpu.state`. */
+export const METRIC_PROCESS_CPU_TIME = 'process.cpu.time' as const;
+/** The process's CPU time over wall time and the CPUs it may use, a ratio (1), by `process.cpu.state`. */
 export const METRIC_PROCESS_CPU_UTILIZATION = 'process.cpu.utilization' as const;
+/** The CPU mode a process.cpu.* value is of: `user` or `system`. */
+export const ATTR_PROCESS_CPU_STATE = 'process.cpu.state' as const;
