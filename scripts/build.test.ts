@@ -96,18 +96,7 @@ describe('the image build (scripts/build.ts)', () => {
   });
 
   it('keeps the CA’s code (@peculiar/x509) out of what an agent loads at start, for a file CA only', async () => {
-    // The chunks agent.mjs imports statically, and theirs: what every agent loads and keeps.
-    const atStart = new Set<string>();
-    const visit = (file: string) => {
-      if (atStart.has(file)) return;
-      atStart.add(file);
-      const code = readFileSync(join(dir, 'dist', file), 'utf8');
-      for (const m of code.matchAll(
-        /(?:^|[;\s}])(?:import|export)\s*(?:[^'"();]*?from\s*)?["']\.\/([^"']+)["']/gm,
-      ))
-        visit(m[1]!);
-    };
-    visit('agent.mjs');
+    const atStart = startChunks(dir);
     assert.ok(atStart.size > 1, `the start chunks: ${[...atStart].join(', ')}`);
     // @peculiar/x509's classes, reflect-metadata's, asn1js's and the ASN.1 schema's (each could come alone).
     const library =
@@ -149,6 +138,43 @@ describe('the image build (scripts/build.ts)', () => {
     } finally {
       await issuer.close();
     }
+  });
+
+  it('loads the YAML parser only for a configuration that is not JSON, from the bundle alone too', async () => {
+    // The operator writes the agents' files in JSON (config/document.ts): no YAML parser at start.
+    const atStart = startChunks(dir);
+    const yamlCode = /YAMLParseError/;
+    const read = (file: string) => readFileSync(join(dir, 'dist', file), 'utf8');
+    for (const file of atStart) assert.ok(!yamlCode.test(read(file)), `${file}, loaded at start, holds yaml`);
+    // It is a chunk the agent's start chunks import dynamically.
+    const imported = [...atStart].flatMap((file) =>
+      [...read(file).matchAll(/import\(["']\.\/([^"']+)["']\)/g)].map((m) => m[1]!),
+    );
+    assert.equal(
+      imported.filter((f) => yamlCode.test(read(f))).length,
+      1,
+      `yaml's chunk among ${imported.join(', ')}`,
+    );
+    // A hand-written YAML file still configures an agent run from the bundle.
+    const config = join(dir, 'by-yaml.yaml');
+    await writeFile(
+      config,
+      [
+        '# written by hand',
+        'nodeId: by-yaml',
+        'security:',
+        '  mtls: false',
+        'store:',
+        `  dir: ${join(dir, 'by-yaml')}`,
+        '',
+      ].join('\n'),
+    );
+    const agent = await startAgentProcess(['--config', config, '--zone', 'z', '--region', 'r'], 20_000, {
+      main: join(dir, 'dist', 'agent.mjs'),
+      nodeFlags: AGENT_NODE_FLAGS,
+    });
+    assert.match(agent.logs.join(''), /"node":"by-yaml"/);
+    assert.equal(await agent.stop('SIGTERM'), 0, agent.logs.join('').slice(-600));
   });
 
   it('gives an agent that starts from the bundle alone (no node_modules, no TypeScript) and exports its traces', async () => {
@@ -300,3 +326,19 @@ describe('the image build (scripts/build.ts)', () => {
     for (const [k, v] of Object.entries(AGENT_MALLOC_ENV)) assert.equal(set[k], v, k);
   });
 });
+
+/** The chunks agent.mjs imports statically, and theirs: what every agent loads and keeps. */
+function startChunks(dir: string): Set<string> {
+  const atStart = new Set<string>();
+  const visit = (file: string) => {
+    if (atStart.has(file)) return;
+    atStart.add(file);
+    const code = readFileSync(join(dir, 'dist', file), 'utf8');
+    for (const m of code.matchAll(
+      /(?:^|[;\s}])(?:import|export)\s*(?:[^'"();]*?from\s*)?["']\.\/([^"']+)["']/gm,
+    ))
+      visit(m[1]!);
+  };
+  visit('agent.mjs');
+  return atStart;
+}

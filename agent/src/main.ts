@@ -15,9 +15,9 @@ const TEST_PROTOCOL_ENV = 'EDGEMESH_TEST_ONLY_PROTOCOL';
 
 /** Entry point: configuration is parsed here, once; everything else receives it typed. */
 async function main(): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
+  let config: Awaited<ReturnType<typeof loadConfig>>;
   try {
-    config = loadConfig(process.argv.slice(2), process.env);
+    config = await loadConfig(process.argv.slice(2), process.env);
   } catch (error) {
     if (error instanceof ConfigError || (error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`edgemesh-agent: ${(error as Error).message}\n`);

@@ -84,13 +84,13 @@ describe(`the agent configuration, fuzzed (fast-check, seed ${SEED}, ${RUNS} cas
     assert.ok(refused > 0 && refused < RUNS, 'some are valid, some not: both paths are taken');
   });
 
-  it('flags are accepted, or refused as a ConfigError or an unknown or malformed flag (a clear error), nothing else', () => {
+  it('flags are accepted, or refused as a ConfigError or an unknown or malformed flag (a clear error), nothing else', async () => {
     let refused = 0;
-    fc.assert(
-      fc.property(fc.array(flag, { maxLength: 4 }), (flags) => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(flag, { maxLength: 4 }), async (flags) => {
         try {
           // mTLS off: otherwise every case is refused for want of a certificate, and no flag is judged.
-          loadConfig(['--store.dir', '/tmp/x', '--security.mtls', 'false', ...flags.flat()], {});
+          await loadConfig(['--store.dir', '/tmp/x', '--security.mtls', 'false', ...flags.flat()], {});
           return true;
         } catch (error) {
           refused++;

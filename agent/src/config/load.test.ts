@@ -28,8 +28,8 @@ describe('configuration', () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  it('fills defaults around the required fields (the store, and a CA for mTLS)', () => {
-    const c = loadConfig(
+  it('fills defaults around the required fields (the store, and a CA for mTLS)', async () => {
+    const c = await loadConfig(
       ['--store.dir', '/data', '--security.ca.cert-file', '/ca.crt', '--security.ca.key-file', '/ca.key'],
       {},
     );
@@ -43,8 +43,8 @@ describe('configuration', () => {
     assert.deepEqual(c.peers, []);
   });
 
-  it('layers file < environment < flags', () => {
-    const c = loadConfig(['--config', file, '--zone', 'z3', '--peers', 'p1:1,p2:2'], {
+  it('layers file < environment < flags', async () => {
+    const c = await loadConfig(['--config', file, '--zone', 'z3', '--peers', 'p1:1,p2:2'], {
       EDGEMESH_ZONE: 'z2',
       EDGEMESH_REGION: 'r-env',
       EDGEMESH_STORE_MAX_BYTES: '3Gi',
@@ -60,7 +60,7 @@ describe('configuration', () => {
       { address: 'p1:1', id: 'p1:1' },
       { address: 'p2:2', id: 'p2:2' },
     ]);
-    const fromFile = loadConfig([], { EDGEMESH_CONFIG: file, EDGEMESH_SECURITY_MTLS: 'false' });
+    const fromFile = await loadConfig([], { EDGEMESH_CONFIG: file, EDGEMESH_SECURITY_MTLS: 'false' });
     assert.deepEqual(fromFile.peers, [
       { address: '10.0.0.1:7481', id: '10.0.0.1:7481' },
       { address: '[::1]:7481', id: 'b' },
@@ -90,24 +90,24 @@ describe('configuration', () => {
       topology,
       JSON.stringify({ nodes: { 'edge-7': { zone: 'eu-1a', region: 'eu-1', weight: 4 } } }),
     );
-    const c = loadConfig(['--store.dir', '/d', '--topology-file', topology], {
+    const c = await loadConfig(['--store.dir', '/d', '--topology-file', topology], {
       ...lab,
       EDGEMESH_NODE_ID: 'edge-7',
     });
     assert.deepEqual([c.zone, c.region, c.weight], ['eu-1a', 'eu-1', 4]);
-    const own = loadConfig(['--store.dir', '/d', '--topology-file', topology, '--zone', 'z'], {
+    const own = await loadConfig(['--store.dir', '/d', '--topology-file', topology, '--zone', 'z'], {
       ...lab,
       EDGEMESH_NODE_ID: 'edge-7',
     });
     assert.equal(own.zone, 'z');
-    const absent = loadConfig(['--store.dir', '/d', '--topology-file', topology], {
+    const absent = await loadConfig(['--store.dir', '/d', '--topology-file', topology], {
       ...lab,
       EDGEMESH_NODE_ID: 'edge-8',
     });
     assert.equal(absent.zone, '');
   });
 
-  it('names the field when a value is wrong', () => {
+  it('names the field when a value is wrong', async () => {
     const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
       [[], {}, /store: /],
       [['--store.dir', '/d', '--http.port', '70000'], {}, /http\.port/],
@@ -122,8 +122,8 @@ describe('configuration', () => {
       [['--store.dir', '/d'], {}, /security\.ca: mTLS needs a node certificate/],
     ];
     for (const [argv, env, pattern] of cases) {
-      assert.throws(
-        () => loadConfig(argv, env),
+      await assert.rejects(
+        loadConfig(argv, env),
         (e: Error) => e instanceof ConfigError && pattern.test(e.message),
         argv.join(' '),
       );
@@ -176,8 +176,8 @@ describe('configuration', () => {
   it('rejects unknown fields and flags', async () => {
     const bad = join(dir, 'bad.yaml');
     await writeFile(bad, 'store: { dir: /d, maxbytes: 1 }\n');
-    assert.throws(() => loadConfig(['--config', bad], {}), /store: Unrecognized key: "maxbytes"/);
-    assert.throws(() => loadConfig(['--nope'], {}), /Unknown option '--nope'/);
+    await assert.rejects(loadConfig(['--config', bad], {}), /store: Unrecognized key: "maxbytes"/);
+    await assert.rejects(loadConfig(['--nope'], {}), /Unknown option '--nope'/);
   });
 
   it('derives a flag and a variable for every leaf of the schema', () => {

@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
-import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { parse as parseYaml } from 'yaml';
 import type { $ZodType } from 'zod/v4/core';
+import { parseDocument } from './document.ts';
 import { type AgentConfig, agentConfigSchema } from './schema.ts';
 
 /** Configuration that cannot be used; the message names the field. Start-up stops on it. */
@@ -73,18 +73,18 @@ function setPath(target: Record<string, unknown>, path: string[], value: unknown
   node[path.at(-1)!] = value;
 }
 
-function readFileConfig(file: string): Record<string, unknown> {
+async function readFileConfig(file: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = await readFile(file, 'utf8');
   } catch (error) {
     throw new ConfigError(`cannot read config file ${file}: ${(error as Error).message}`, { cause: error });
   }
   let parsed: unknown;
   try {
-    parsed = parseYaml(text);
+    parsed = await parseDocument(text);
   } catch (error) {
-    throw new ConfigError(`config file ${file} is not valid YAML: ${(error as Error).message}`, {
+    throw new ConfigError(`config file ${file} is neither JSON nor valid YAML: ${(error as Error).message}`, {
       cause: error,
     });
   }
@@ -99,7 +99,7 @@ function readFileConfig(file: string): Record<string, unknown> {
  * EDGEMESH_CONFIG, EDGEMESH_* variables, and flags (`--store.dir /x`, `--peers a:7481,b:7481`).
  * Throws ConfigError naming the first bad field.
  */
-export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig {
+export async function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Promise<AgentConfig> {
   const all = settings();
   const { values }: { values: Record<string, string | string[] | undefined> } = parseArgs({
     args: argv,
@@ -111,7 +111,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     },
   });
   const file = (values.config as string | undefined) ?? env.EDGEMESH_CONFIG;
-  const raw = file ? readFileConfig(file) : {};
+  const raw = file ? await readFileConfig(file) : {};
   for (const setting of all) {
     const fromEnv = env[setting.env];
     if (fromEnv !== undefined) setPath(raw, setting.path, setting.list ? splitList(fromEnv) : fromEnv);
@@ -119,7 +119,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     if (fromFlag !== undefined)
       setPath(raw, setting.path, Array.isArray(fromFlag) ? fromFlag.flatMap(splitList) : fromFlag);
   }
-  applyTopology(raw);
+  await applyTopology(raw);
   // The standard OpenTelemetry variable, when EdgeMesh's own setting is absent.
   const telemetry = raw.telemetry as { otlpEndpoint?: unknown } | undefined;
   if (telemetry?.otlpEndpoint === undefined && env.OTEL_EXPORTER_OTLP_ENDPOINT)
@@ -128,9 +128,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
 }
 
 /** Fills in zone, region and weight from the topology file's entry for this node, where not set. */
-function applyTopology(raw: Record<string, unknown>): void {
+async function applyTopology(raw: Record<string, unknown>): Promise<void> {
   if (typeof raw.topologyFile !== 'string') return;
-  const topology = readFileConfig(raw.topologyFile) as { nodes?: Record<string, Record<string, unknown>> };
+  const topology = (await readFileConfig(raw.topologyFile)) as {
+    nodes?: Record<string, Record<string, unknown>>;
+  };
   const nodeId = typeof raw.nodeId === 'string' ? raw.nodeId : hostname();
   const place = topology.nodes?.[nodeId];
   if (!place) return;

@@ -164,9 +164,10 @@ describe('local client access', () => {
     assert.ok(access.admit(ci, back + 200), 'a fifth of a second later: tokens again');
   });
 
-  it('refuses a tokens file that would hold a weak or nameless token', () => {
-    assert.throws(() => parseTokens('tokens: [{ name: a, token: short }]'), /at least 16/);
-    assert.throws(() => parseTokens('tokens: [{ token: aaaaaaaaaaaaaaaaaaaa }]'), /name/);
-    assert.throws(() => parseTokens('nope: 1'), /tokens file/);
+  it('refuses a tokens file that would hold a weak or nameless token', async () => {
+    await assert.rejects(parseTokens('tokens: [{ name: a, token: short }]'), /at least 16/);
+    await assert.rejects(parseTokens('tokens: [{ token: aaaaaaaaaaaaaaaaaaaa }]'), /name/);
+    await assert.rejects(parseTokens('nope: 1'), /tokens file/);
+    await assert.rejects(parseTokens('{"tokens": [{"name": "a", "token": "short"}]}'), /at least 16/);
   });
 });

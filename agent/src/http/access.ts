@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
-import { parse as parseYaml } from 'yaml';
+import { parseDocument } from '../config/document.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { every } from '../time/every.ts';
 import { TokenBucket } from '../time/token-bucket.ts';
@@ -201,7 +201,7 @@ export class AccessControl {
         const text = await readFile(tokensFile, 'utf8');
         if (text !== this.#seen.tokens) {
           this.#seen.tokens = text;
-          this.#tokens = parseTokens(text);
+          this.#tokens = await parseTokens(text);
           this.#logger.info({ tokens: this.#tokens.size }, 'client tokens loaded');
         }
       } catch (error) {
@@ -228,8 +228,8 @@ export class AccessControl {
 }
 
 /** The tokens of a tokens file, by the SHA-256 of each token; throws on a file that is not one. */
-export function parseTokens(text: string): Map<string, string> {
-  const raw = parseYaml(text) as { tokens?: unknown };
+export async function parseTokens(text: string): Promise<Map<string, string>> {
+  const raw = (await parseDocument(text)) as { tokens?: unknown };
   if (!raw || !Array.isArray(raw.tokens)) throw new Error('a tokens file is { tokens: [{ name, token }] }');
   const tokens = new Map<string, string>();
   for (const entry of raw.tokens as unknown[]) {

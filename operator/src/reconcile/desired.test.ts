@@ -126,7 +126,13 @@ describe('the agent pods', () => {
     ] as const) {
       const { of, pod } = render({ cache: { diskSize, storage: 'EmptyDir' } });
       const config = of<{ data: Record<string, string> }>('ConfigMap').data['agent.yaml']!;
-      assert.equal((parse(config) as { store: { maxBytes: number } }).store.maxBytes, maxBytes, diskSize);
+      // JSON (YAML too), which agents read without loading a YAML parser (agent/src/config/document.ts).
+      assert.equal(
+        (JSON.parse(config) as { store: { maxBytes: number } }).store.maxBytes,
+        maxBytes,
+        diskSize,
+      );
+      assert.deepEqual(parse(config), JSON.parse(config));
       const volume = pod.volumes?.find((v) => v.name === 'cache');
       assert.deepEqual(volume?.emptyDir, { sizeLimit: diskSize });
     }
