@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { describe, it } from 'node:test';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { PrometheusEndpoint } from './prometheus.ts';
-import { observeProcess } from './runtime.ts';
+import { observeNode, observeProcess } from './runtime.ts';
 
 /** The value of one series of a Prometheus text, by its name and labels as written. */
 function value(text: string, series: string): number {
@@ -57,6 +57,55 @@ describe('the process metrics (observeProcess)', () => {
     assert.ok(Math.abs(rss - process.memoryUsage.rss()) < 64 * 2 ** 20, `rss ${rss}`);
     assert.match(second, /^# TYPE process_cpu_time_seconds_total counter$/m);
     assert.match(second, /^# TYPE process_memory_usage_bytes gauge$/m);
+    await meters.shutdown();
+  });
+});
+
+describe('the runtime metrics (observeNode)', () => {
+  it('give the event loop’s utilisation, time and delay, GC pauses, heap spaces and active resources, until stopped', async () => {
+    const endpoint = new PrometheusEndpoint();
+    const meters = new MeterProvider({ readers: [endpoint.reader] });
+    const runtime = observeNode(meters.getMeter('t'));
+    // Garbage for the collector, and a timer that keeps the loop alive (an active resource).
+    let junk: object[] = [];
+    for (let i = 0; i < 300_000; i++) junk.push({ i });
+    junk = [];
+    const timer = setInterval(() => {}, 1000);
+    // The delay is reported once the monitor has 5 samples (10 ms apart): collect until it is.
+    let text = '';
+    for (let tries = 0; !/^nodejs_eventloop_delay_p99_seconds /m.test(text); tries++) {
+      assert.ok(tries < 500, 'the event loop delay is reported');
+      await new Promise((resolve) => setImmediate(resolve));
+      text = await endpoint.text();
+    }
+    clearInterval(timer);
+    for (const series of [
+      'nodejs_eventloop_utilization_ratio',
+      'nodejs_eventloop_time_seconds_total{nodejs_eventloop_state="active"}',
+      'nodejs_eventloop_time_seconds_total{nodejs_eventloop_state="idle"}',
+      'nodejs_eventloop_delay_min_seconds',
+      'nodejs_eventloop_delay_p50_seconds',
+      'v8js_memory_heap_used_bytes{v8js_heap_space_name="old_space"}',
+      'v8js_memory_heap_space_size_bytes{v8js_heap_space_name="new_space"}',
+      'v8js_resource_active{v8js_resource_type="Timeout"}',
+    ])
+      assert.ok(value(text, series) >= 0, series);
+    assert.ok(value(text, 'nodejs_eventloop_utilization_ratio') <= 1);
+    assert.ok(
+      value(text, 'nodejs_eventloop_delay_p99_seconds') >= value(text, 'nodejs_eventloop_delay_p50_seconds'),
+    );
+    assert.match(
+      text,
+      /^v8js_gc_duration_seconds_count\{v8js_gc_type="minor"\} [1-9]/m,
+      'the collections were seen',
+    );
+    // Stopped: no more readings (an SDK keeps reporting a cumulative series' last value).
+    runtime.stop();
+    const active = 'nodejs_eventloop_time_seconds_total{nodejs_eventloop_state="active"}';
+    const stopped = value(await endpoint.text(), active);
+    for (let i = 0; i < 100_000; i++) junk.push({ i });
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(value(await endpoint.text(), active), stopped, 'nothing read once stopped');
     await meters.shutdown();
   });
 });
