@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, request, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { pino } from 'pino';
 import { eventually } from '../../harness/agent-process.ts';
 import { type Agent, startAgent } from '../agent.ts';
 import { ObjectStore } from '../cache/object-store.ts';
@@ -49,6 +51,45 @@ function raw(
   );
 }
 
+/** A log line as pino writes it. */
+type LogLine = { level: number; msg: string; err?: unknown } & Record<string, unknown>;
+
+/** A logger at debug level that keeps its lines, with `next(match)`: the next line (from now) that matches. */
+function capturingLogger() {
+  const lines: LogLine[] = [];
+  const waiting: { match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }[] = [];
+  const logger = pino(
+    { level: 'debug' },
+    {
+      write(text: string) {
+        const line = JSON.parse(text) as LogLine;
+        lines.push(line);
+        for (const w of waiting.filter((w) => w.match(line))) {
+          waiting.splice(waiting.indexOf(w), 1);
+          w.resolve(line);
+        }
+      },
+    },
+  );
+  const next = (match: (line: LogLine) => boolean) =>
+    new Promise<LogLine>((resolve) => waiting.push({ match, resolve }));
+  return { logger, lines, next };
+}
+
+/**
+ * Sends a PUT of `path` announcing `announced` bytes, then `sent` of them, then hangs up (its socket
+ * destroyed once they have gone to the kernel).
+ */
+async function putAndHangUp(port: number, path: string, announced: number, sent: number): Promise<void> {
+  const socket = connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  socket.write(`PUT ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${announced}\r\n\r\n`);
+  await new Promise<void>((resolve, reject) =>
+    socket.write(randomBytes(sent), (error) => (error ? reject(error) : resolve())),
+  );
+  socket.destroy();
+}
+
 /**
  * A lone agent on loopback with its store in `dir` and the given client access, for these tests;
  * `more`: other settings (origins).
@@ -58,6 +99,7 @@ async function lone(
   access: Record<string, unknown>,
   clock?: FakeClock,
   more: Record<string, unknown> = {},
+  logger = createLogger({ level: 'silent', nodeId: 'test' }),
 ): Promise<Agent> {
   const ca = await sharedTestCa();
   const config = parseConfig({
@@ -71,10 +113,7 @@ async function lone(
     access,
     ...more,
   });
-  return startAgent(config, {
-    logger: createLogger({ level: 'silent', nodeId: 'test' }),
-    ...(clock ? { clock } : {}),
-  });
+  return startAgent(config, { logger, ...(clock ? { clock } : {}) });
 }
 
 describe('HTTP API', () => {
@@ -411,6 +450,72 @@ describe('HTTP API', () => {
   });
 });
 
+describe('HTTP API: a client that goes away', () => {
+  let dir: string;
+  let agent: Agent;
+  let base: string;
+  const log = capturingLogger();
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-gone-'));
+    agent = await lone(dir, { anonymous: 'all' }, undefined, {}, log.logger);
+    base = `http://127.0.0.1:${agent.httpPort}`;
+  });
+  after(async () => {
+    await agent.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** The request duration series of `method` on the objects route, as /metrics shows them. */
+  const requestSeries = async (method: string) =>
+    (await (await fetch(`${base}/metrics`)).text())
+      .split('\n')
+      .filter(
+        (line) =>
+          line.startsWith('http_server_request_duration_seconds_count{') &&
+          line.includes(`http_request_method="${method}"`) &&
+          line.includes('http_route="/v1/objects/{*key}"'),
+      );
+
+  it('a PUT cut off midway: logged at debug without a stack, nothing stored, recorded as aborted with no status code', async () => {
+    const logged = log.next((line) => line.msg === 'client went away' || line.msg === 'request failed');
+    await putAndHangUp(agent.httpPort, '/v1/objects/cut/put', 10_000_000, MiB);
+    const line = await logged;
+    assert.equal(line.msg, 'client went away');
+    assert.equal(line.level, 20, 'debug');
+    assert.deepEqual([line.err, line.code, line.method], ['aborted', 'ECONNRESET', 'PUT'], 'no stack');
+    assert.equal(log.lines.filter((l) => l.level >= 50).length, 0, 'nothing at error level');
+    assert.equal(agent.status().cache.entries, 0, 'nothing stored');
+    // Recorded when its response closed, before the failure was logged.
+    const series = await requestSeries('PUT');
+    assert.equal(series.length, 1, series.join('\n'));
+    assert.match(series[0]!, /error_type="aborted"/);
+    assert.doesNotMatch(series[0]!, /http_response_status_code/, 'no status line was sent');
+  });
+
+  it('a GET whose client leaves mid-body: recorded with the status it was sent (200) and as aborted', async () => {
+    const body = randomBytes(9 * MiB);
+    assert.equal((await fetch(`${base}/v1/objects/cut/get`, { method: 'PUT', body })).status, 201);
+    const logged = log.next((line) => line.msg === 'request' && line.method === 'GET');
+    await new Promise<void>((resolve, reject) => {
+      request(`${base}/v1/objects/cut/get`, (res) => {
+        res.once('data', () => {
+          res.destroy();
+          resolve();
+        });
+      })
+        .on('error', reject)
+        .end();
+    });
+    const line = await logged; // the server span's end: after the response closed
+    assert.deepEqual([line.status, line.errorType], [200, 'aborted']);
+    const series = await requestSeries('GET');
+    const aborted = series.filter((line) => line.includes('error_type="aborted"'));
+    assert.equal(aborted.length, 1, series.join('\n'));
+    assert.match(aborted[0]!, /http_response_status_code="200"/);
+  });
+});
+
 describe('HTTP API: GET by an origin rule', () => {
   let dir: string;
   let agent: Agent;
@@ -593,6 +698,70 @@ describe('HTTP API: PUT and replication.writeCopies', () => {
     assert.deepEqual(await put('enough'), { status: 201, copies: '2', code: undefined });
     copies = 3;
     assert.deepEqual(await put('more'), { status: 201, copies: '3', code: undefined });
+  });
+});
+
+describe('HTTP API: a failure of the server, the client there or gone', () => {
+  let api: Awaited<ReturnType<typeof appOnly>>;
+  const log = capturingLogger();
+  type Recorded = Parameters<AgentMetrics['recordRequest']>[0];
+  let onRecord: (r: Recorded) => void = () => {};
+  let replicate: () => Promise<number> = () => Promise.resolve(1);
+
+  before(async () => {
+    api = await appOnly('failure', {
+      logger: log.logger,
+      metrics: { recordRequest: (r: Recorded) => onRecord(r), handle: () => {} } as unknown as AgentMetrics,
+      replicate: () => replicate(),
+    });
+  });
+  after(() => api.close());
+  const port = () => Number(new URL(api.base).port);
+  const nextRecord = () => new Promise<Recorded>((resolve) => (onRecord = resolve));
+
+  it('answers one while the client is there 500 Internal, logged at error level with its stack', async () => {
+    replicate = () => Promise.reject(new Error('replication broke'));
+    const recorded = nextRecord();
+    const res = await raw(port(), 'PUT', '/v1/objects/fails', {}, randomBytes(1000));
+    assert.equal(res.status, 500);
+    assert.deepEqual(JSON.parse(res.body.toString()), {
+      error: { code: 'Internal', message: 'internal error' },
+    });
+    const line = log.lines.find((l) => l.msg === 'request failed')!;
+    assert.equal(line.level, 50);
+    assert.match((line.err as { stack: string }).stack, /^Error: replication broke\n\s+at /);
+    const { seconds, ...labels } = await recorded;
+    assert.ok(seconds >= 0);
+    assert.deepEqual(labels, {
+      method: 'PUT',
+      path: '/v1/objects/fails',
+      route: '/v1/objects/{*key}',
+      status: 500,
+    });
+  });
+
+  it('logs one that comes after its client left as one: at error level with its stack, answering nothing', async () => {
+    const recorded = nextRecord();
+    // Fails once the response has closed: the client is gone, and this is still the server's fault.
+    replicate = () => recorded.then(() => Promise.reject(new Error('replication broke after')));
+    const logged = log.next((l) => l.msg === 'request failed' || l.msg === 'client went away');
+    const socket = connect(port(), '127.0.0.1');
+    await once(socket, 'connect');
+    // The whole request, then the client's end: node:http then closes the connection (no half-open
+    // clients), with no answer sent.
+    socket.end('PUT /v1/objects/late HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc');
+    socket.resume();
+    const { seconds, ...labels } = await recorded;
+    assert.ok(seconds >= 0);
+    assert.deepEqual(labels, {
+      method: 'PUT',
+      path: '/v1/objects/late',
+      route: '/v1/objects/{*key}',
+      errorType: 'aborted',
+    });
+    const line = await logged;
+    assert.deepEqual([line.msg, line.level], ['request failed', 50]);
+    assert.match((line.err as { stack: string }).stack, /^Error: replication broke after\n/);
   });
 });
 

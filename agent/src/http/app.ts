@@ -7,10 +7,11 @@ import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
 import type { AccessControl, Principal, Verb } from './access.ts';
-import { HttpError, sendError, toHttpError } from './errors.ts';
+import { answerFailure, HttpError, sendError } from './errors.ts';
 import { type ExchangeDeps, receiveHandler, sendHandler } from './exchange.ts';
 import { sendJson } from './json.ts';
 import { OBJECTS_ROUTE, objectsHandler, requestKey } from './objects.ts';
+import { responseOutcome } from './outcome.ts';
 import { findRoute, requestPath, type Route } from './routes.ts';
 
 export interface AppDeps {
@@ -82,7 +83,7 @@ export function createApp(deps: AppDeps): RequestListener {
         method: req.method ?? '',
         path,
         route,
-        status: res.statusCode,
+        ...responseOutcome(res),
         seconds: (performance.now() - started) / 1000,
       });
     });
@@ -98,11 +99,7 @@ export function createApp(deps: AppDeps): RequestListener {
       route = routing.route.template;
       await routing.route.handle(req, res, { params: routing.params, principal });
     };
-    answer().catch((error: unknown) => {
-      const httpError = toHttpError(error);
-      if (httpError.status >= 500) logger.error({ err: error, url: req.url }, 'request failed');
-      sendError(res, httpError);
-    });
+    answer().catch((error: unknown) => answerFailure(logger, req, res, error));
   };
 }
 

@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   IncompleteBodyError,
   InsufficientStorageError,
@@ -11,7 +11,9 @@ import {
 import { OriginError } from '../fetch/origin.ts';
 import { PeerFetchError } from '../fetch/download.ts';
 import { TooManyFetchesError } from '../fetch/fetch-limits.ts';
+import type { Logger } from '../telemetry/logger.ts';
 import { sendJson } from './json.ts';
+import { clientLeft } from './outcome.ts';
 
 /** An error meant for the HTTP client, with its status and a stable machine-readable code. */
 export class HttpError extends Error {
@@ -67,4 +69,32 @@ export function sendError(res: ServerResponse, error: HttpError): void {
   }
   for (const name of OBJECT_HEADERS) res.removeHeader(name);
   sendJson(res, error.status, { error: { code: error.code, message: error.message } }, error.headers);
+}
+
+/**
+ * Answers `error`, the failure of `req`, with toHttpError and sendError, and logs it: a 5xx at error
+ * level with its stack, but Busy (load shedding: warn, no stack, or a loaded node would flood its log
+ * exactly when it is loaded). A client that went away (clientLeft: its request aborted under it) is
+ * answered nothing, as no one is there to read it, and logged at debug without a stack: leaving is
+ * the client's choice, not a server fault, routine (a player that seeks, an upload cancelled), and
+ * counted by the request metric (error.type `aborted`); at info, a client that opens and abandons
+ * requests in a loop would write a line each. Any other failure after the client left is logged as
+ * it would be had it stayed.
+ */
+export function answerFailure(
+  logger: Logger,
+  req: IncomingMessage,
+  res: ServerResponse,
+  error: unknown,
+): void {
+  if (clientLeft(req, res, error)) {
+    const { message, code } = error as NodeJS.ErrnoException;
+    logger.debug({ url: req.url, method: req.method, err: message, code }, 'client went away');
+    return;
+  }
+  const httpError = toHttpError(error);
+  if (httpError.code === 'Busy') logger.warn({ url: req.url, err: httpError.message }, 'busy');
+  else if (httpError.status >= 500) logger.error({ err: error, url: req.url }, 'request failed');
+  if (res.closed) return; // gone: nothing can be answered
+  sendError(res, httpError);
 }

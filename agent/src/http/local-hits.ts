@@ -6,6 +6,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
 import type { AccessControl, Principal } from './access.ts';
 import { etagMatches, OBJECTS_PREFIX, OBJECTS_ROUTE, targetKey, traced } from './objects.ts';
+import { responseOutcome } from './outcome.ts';
 import { type ByteRange, requestedRange } from './range.ts';
 import { writeChunks } from './write-chunks.ts';
 
@@ -184,7 +185,7 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
         method: req.method!,
         path,
         route: OBJECTS_ROUTE,
-        status: res.statusCode,
+        ...responseOutcome(res),
         seconds: (performance.now() - started) / 1000,
       });
     });
