@@ -909,6 +909,39 @@ describe('HTTP API: routing', () => {
     }
   });
 
+  it('answers 501 NotImplemented with Connection: close to a Transfer-Encoding other than chunked: nothing stored, nothing sent', async () => {
+    const got: string[] = [];
+    const stop = inbox.subscribe('coded', (m) => got.push(m.body.toString()));
+    try {
+      const body = gzipSync(Buffer.from('the object'));
+      for (const [method, path, coding] of [
+        ['PUT', '/v1/objects/coded', 'gzip, chunked'],
+        ['PUT', '/v1/objects/coded', 'GZIP,chunked'],
+        ['POST', '/v1/exchange/n1/coded', 'gzip, chunked'],
+        ['POST', '/v1/exchange/n1/coded', 'x-custom, chunked'],
+      ] as const) {
+        const res = await raw(port(), method, path, { 'Transfer-Encoding': coding }, body);
+        assert.equal(res.status, 501, `${method} ${path} ${coding}`);
+        assert.equal(res.headers.connection, 'close');
+        assert.deepEqual(json(res).error, {
+          code: 'NotImplemented',
+          message: `Transfer-Encoding ${coding} is not supported: only chunked`,
+        });
+      }
+      assert.equal(api.store.lookup('coded'), undefined, 'nothing stored');
+      assert.deepEqual(got, [], 'nothing sent');
+      // Chunked alone, in any case and with whitespace around it, is read.
+      for (const coding of ['chunked', 'Chunked', ' CHUNKED ']) {
+        const res = await raw(port(), 'PUT', '/v1/objects/chunked', { 'Transfer-Encoding': coding }, body);
+        assert.equal(res.status, 201, coding);
+      }
+      const stored = await raw(port(), 'GET', '/v1/objects/chunked');
+      assert.deepEqual(stored.body, body, 'stored as sent, chunked coding removed');
+    } finally {
+      stop();
+    }
+  });
+
   it('decodes the exchange route’s parameters', async () => {
     const got: string[] = [];
     const stop = inbox.subscribe('a.b', (m) => got.push(m.body.toString()));
@@ -960,6 +993,33 @@ describe('HTTP API: routing', () => {
 });
 
 describe('HTTP API: access control refusing and failing', () => {
+  it('refuses a Transfer-Encoding it cannot decode (501) before it authenticates the client', async () => {
+    let checks = 0;
+    const access = {
+      authenticateRequest: () => {
+        checks++;
+        return Promise.resolve(undefined); // a bad token
+      },
+    } as unknown as AccessControl;
+    const api = await appOnly('coding', { access });
+    try {
+      const port = Number(new URL(api.base).port);
+      const coded = await raw(
+        port,
+        'PUT',
+        '/v1/objects/k',
+        { 'Transfer-Encoding': 'gzip, chunked' },
+        gzipSync('x'),
+      );
+      assert.equal(coded.status, 501);
+      assert.equal(checks, 0, 'no token checked');
+      assert.equal((await raw(port, 'PUT', '/v1/objects/k', {}, Buffer.from('x'))).status, 401);
+      assert.equal(checks, 1);
+    } finally {
+      await api.close();
+    }
+  });
+
   it('answers 401 with WWW-Authenticate, 429 with Retry-After, and an access check that rejects with 500 Internal', async () => {
     let check: 'refuse' | 'over-limit' | 'fail' = 'refuse';
     const access = {

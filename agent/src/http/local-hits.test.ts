@@ -311,7 +311,7 @@ describe('the local-hit fast path', () => {
     assert.equal(fast.requests.length, requests, 'and records its metric');
   });
 
-  it('leaves misses, invalid keys, unsatisfiable ranges and other methods to the API', async () => {
+  it('leaves misses, invalid keys, unsatisfiable ranges, a body’s Transfer-Encoding and other methods to the API', async () => {
     const from = fast.fallbacks.length;
     const hits = fast.counters.hits;
     const auth = bearer(WRITER);
@@ -320,6 +320,7 @@ describe('the local-hit fast path', () => {
       ['GET', '/v1/objects/pub/../private/small', auth],
       ['GET', '/v1/objects/pub%2Fsmall', auth],
       ['GET', '/v1/objects/pub/small', { ...auth, range: 'bytes=9999-' }],
+      ['GET', '/v1/objects/pub/small', { ...auth, 'transfer-encoding': 'gzip, chunked' }],
       ['DELETE', '/v1/objects/pub/small', auth],
       ['GET', '/v1/status', auth],
     ];
