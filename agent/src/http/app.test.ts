@@ -444,6 +444,35 @@ describe('HTTP API', () => {
     assert.ok(sent < 100, `cut off after ${sent} MiB, not held in memory`);
   });
 
+  it('answers what Node’s parser refuses, and an Expect it cannot meet, with JSON errors, counted', async () => {
+    const refused = () => ({ ...(agent.status().counters.clientsRefused as Record<string, number>) });
+    const before = refused();
+    /** What the agent sends back to `request` before it closes the connection. */
+    const answerTo = async (request: string) => {
+      const socket = connect(agent.httpPort, '127.0.0.1');
+      await once(socket, 'connect');
+      let text = '';
+      socket.on('data', (d: Buffer) => (text += d.toString()));
+      const closed = once(socket, 'close');
+      socket.write(request);
+      await closed;
+      const [head = '', body = ''] = text.split('\r\n\r\n');
+      return { head, error: (JSON.parse(body) as { error: { code: string } }).error.code };
+    };
+    const bad = await answerTo('HELLO\r\n\r\n');
+    assert.match(bad.head, /^HTTP\/1\.1 400 .*\r\nContent-Type: application\/json; charset=utf-8\r\n/s);
+    assert.match(bad.head, /\r\nConnection: close/);
+    assert.equal(bad.error, 'BadRequest');
+    const expect = await answerTo(
+      'GET /v1/status HTTP/1.1\r\nHost: x\r\nExpect: later\r\nConnection: close\r\n\r\n',
+    );
+    assert.match(expect.head, /^HTTP\/1\.1 417 /);
+    assert.equal(expect.error, 'ExpectationFailed');
+    const after = refused();
+    assert.equal(after.malformed, (before.malformed ?? 0) + 1);
+    assert.equal(after.expectation, (before.expectation ?? 0) + 1);
+  });
+
   it('refuses HEAD on an exchange stream (it would empty the queue into nothing)', async () => {
     const res = await fetch(`${base}/v1/exchange/anything`, { method: 'HEAD' });
     assert.equal(res.status, 405);
