@@ -17,6 +17,7 @@ import { UploadLimiter } from './transport/upload-limiter.ts';
 import { MIN_CHUNK_SIZE } from './cache/chunking.ts';
 import { createApp } from './http/app.ts';
 import { checkExpectationListener, clientErrorListener } from './http/client-errors.ts';
+import { continueWhenRead } from './http/continue.ts';
 import { withLocalHits } from './http/local-hits.ts';
 import { AccessControl } from './http/access.ts';
 import { isKey } from './keys.ts';
@@ -456,6 +457,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // are answered with the API's JSON errors, not Node's bare status lines, and counted.
   http.on('clientError', clientErrorListener({ counters, logger }));
   http.on('checkExpectation', checkExpectationListener({ counters }));
+  // A request with Expect: 100-continue is a request (every 'request' listener below) that gets its
+  // 100 Continue only when its body is read: one refused first never has its body sent.
+  http.on(
+    'checkContinue',
+    continueWhenRead((req, res) => http.emit('request', req, res)),
+  );
   /** Connections with a request in progress: only those are counted when cut (not an idle keep-alive). */
   const busy = new WeakSet<object>();
   http.setTimeout(config.http.idleTimeoutMs, (socket) => {

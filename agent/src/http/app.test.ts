@@ -2,7 +2,14 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, request, type Server, type ServerResponse } from 'node:http';
+import {
+  Agent as HttpAgent,
+  createServer,
+  type IncomingMessage,
+  request,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,6 +95,77 @@ async function putAndHangUp(port: number, path: string, announced: number, sent:
     socket.write(randomBytes(sent), (error) => (error ? reject(error) : resolve())),
   );
   socket.destroy();
+}
+
+/** What sendLarge saw: the answer, and whether the server closed the connection before the whole body was sent. */
+interface LargeAnswer {
+  status: number;
+  headers: Record<string, unknown>;
+  body: Buffer;
+  closedEarly: boolean;
+}
+
+/**
+ * Sends `method path` with a body of `size` zero bytes through node:http's client (which reads the
+ * answer while it sends) on a keep-alive connection; resolves once the answer has come and the
+ * connection has closed or the whole body has been sent.
+ */
+function sendLarge(
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  size: number,
+): Promise<LargeAnswer> {
+  const agent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+  return new Promise<LargeAnswer>((resolve, reject) => {
+    let answer: Omit<LargeAnswer, 'closedEarly'> | undefined;
+    let closed = false;
+    let finished = false;
+    const settle = () => {
+      if (!answer || (!closed && !finished)) return;
+      agent.destroy();
+      resolve({ ...answer, closedEarly: closed && !finished });
+    };
+    const req = request({
+      host: '127.0.0.1',
+      port,
+      method,
+      path,
+      agent,
+      headers: { ...headers, 'content-length': String(size) },
+    });
+    req.on('socket', (socket) =>
+      socket.once('close', () => {
+        closed = true;
+        settle();
+      }),
+    );
+    req.on('finish', () => {
+      finished = true;
+      settle();
+    });
+    req.on('response', (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => {
+        answer = { status: res.statusCode!, headers: res.headers, body: Buffer.concat(parts) };
+        settle();
+      });
+      res.on('error', reject);
+    });
+    req.on('error', () => undefined); // EPIPE or ECONNRESET once the server has closed: the close says it
+    const chunk = Buffer.alloc(64 * 1024);
+    let sent = 0;
+    const pump = () => {
+      while (sent < size && !closed) {
+        sent += chunk.length;
+        if (!req.write(chunk)) return void req.once('drain', pump);
+      }
+      if (!closed) req.end();
+    };
+    pump();
+  });
 }
 
 /**
@@ -471,6 +549,43 @@ describe('HTTP API', () => {
     const after = refused();
     assert.equal(after.malformed, (before.malformed ?? 0) + 1);
     assert.equal(after.expectation, (before.expectation ?? 0) + 1);
+  });
+
+  it('sends 100 Continue only once it reads a body: a PUT refused first never has its body sent', async () => {
+    /** A PUT of `size` bytes with Expect: 100-continue, its body sent only after a 100 Continue. */
+    const putExpecting = async (path: string, headers: string, size: number) => {
+      const socket = connect(agent.httpPort, '127.0.0.1');
+      await once(socket, 'connect');
+      let text = '';
+      let sent = 0;
+      socket.on('error', () => undefined);
+      const done = new Promise<void>((resolve) => {
+        socket.once('close', () => resolve());
+        socket.on('data', (data: Buffer) => {
+          text += data.toString();
+          if (sent === 0 && text.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
+            sent = size;
+            socket.write(Buffer.alloc(size, 1));
+          } else if (sent > 0 && /\r\n\r\nHTTP\/1\.1 [^]*\}$/.test(text)) socket.destroy();
+        });
+      });
+      socket.write(
+        `PUT ${path} HTTP/1.1\r\nHost: x\r\n${headers}Content-Length: ${size}\r\nExpect: 100-continue\r\n\r\n`,
+      );
+      await done;
+      return { text, sent };
+    };
+    const refused = await putExpecting(
+      '/v1/objects/expect/refused',
+      'Authorization: Bearer not-a-token\r\n',
+      8 * MiB,
+    );
+    assert.match(refused.text, /^HTTP\/1\.1 401 /, 'no 100 Continue before the refusal');
+    assert.match(refused.text, /\r\nConnection: close\r\n/);
+    assert.equal(refused.sent, 0);
+    const stored = await putExpecting('/v1/objects/expect/stored', '', 2 * MiB);
+    assert.equal(stored.sent, 2 * MiB);
+    assert.match(stored.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 Created\r\n/);
   });
 
   it('refuses HEAD on an exchange stream (it would empty the queue into nothing)', async () => {
@@ -1017,6 +1132,61 @@ describe('HTTP API: routing', () => {
       assert.equal(logged.mock.callCount(), 1);
     } finally {
       status = () => ({ id: 'n1' });
+    }
+  });
+});
+
+describe('HTTP API: an error answered before the body is read', () => {
+  let api: Awaited<ReturnType<typeof appOnly>>;
+  const SIZE = 64 * MiB;
+
+  before(async () => {
+    // Tokens that are refused at each step: authentication, admission, the route's rules.
+    const access = {
+      authenticateRequest: (req: IncomingMessage) => {
+        const token = req.headers.authorization?.slice('Bearer '.length);
+        return Promise.resolve(
+          token === 'bad' ? undefined : { name: `token:${token ?? 'none'}`, groups: [] },
+        );
+      },
+      admit: (principal: { name: string }) => (principal.name === 'token:busy' ? undefined : () => {}),
+      allows: (principal: { name: string }) => principal.name !== 'token:reader',
+      allowsObserving: () => true,
+    } as unknown as AccessControl;
+    api = await appOnly('unread', { access });
+  });
+  after(() => api.close());
+  const port = () => Number(new URL(api.base).port);
+
+  it('closes the connection after any refusal of a PUT whose body it has not read, and the client still gets the answer', async () => {
+    for (const [what, path, headers, status] of [
+      ['401 (authentication)', '/v1/objects/k', { authorization: 'Bearer bad' }, 401],
+      ['429 (admission)', '/v1/objects/k', { authorization: 'Bearer busy' }, 429],
+      ['403 (the route’s rules)', '/v1/objects/k', { authorization: 'Bearer reader' }, 403],
+      ['404 (no route)', '/v1/nothing', { authorization: 'Bearer writer' }, 404],
+      ['400 (a bad TTL)', '/v1/objects/k', { authorization: 'Bearer writer', 'x-edgemesh-ttl': 'x' }, 400],
+      ['413 (over the store’s limit)', '/v1/objects/k', { authorization: 'Bearer writer' }, 413],
+    ] as const) {
+      const answer = await sendLarge(port(), 'PUT', path, headers, SIZE);
+      assert.equal(answer.status, status, what);
+      assert.equal(answer.headers.connection, 'close', what);
+      assert.match(answer.headers['content-type'] as string, /^application\/json/, what);
+      assert.ok(answer.closedEarly, `${what}: the connection closed before the body was all sent`);
+    }
+    assert.equal(api.store.lookup('k'), undefined);
+  });
+
+  it('keeps the connection after a refusal of a body of at most 256 KiB (the rest is read and dropped)', async () => {
+    for (const size of [1, 256 * 1024]) {
+      const res = await raw(
+        port(),
+        'PUT',
+        '/v1/objects/k',
+        { authorization: 'Bearer bad' },
+        Buffer.alloc(size),
+      );
+      assert.equal(res.status, 401);
+      assert.equal(res.headers.connection, 'keep-alive', `${size} bytes`);
     }
   });
 });

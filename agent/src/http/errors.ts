@@ -61,14 +61,42 @@ const OBJECT_HEADERS = [
   'x-edgemesh-source',
 ];
 
-/** Sends `{ error: { code, message } }`, unless the response has already started. */
+/**
+ * The most of a body an error answer leaves unread that node:http may still read, and throw away, to
+ * keep the connection alive (as Go's net/http does, with the same bound): a small body has mostly
+ * come in by the time it is refused (often in the packet after the headers), and closing for it
+ * would cost the client a new connection for nothing.
+ */
+export const DISCARDED_BODY_BYTES = 256 * 1024;
+
+/**
+ * Whether an error answer to `req` closes its connection: its body has not come in whole and may be
+ * longer than DISCARDED_BODY_BYTES (a Transfer-Encoding, or a larger Content-Length). (A request
+ * without a body may not be `complete` yet while its 'request' event runs.)
+ */
+export function bodyLeftUnread(req: IncomingMessage): boolean {
+  if (req.complete) return false;
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  return Number(req.headers['content-length'] ?? 0) > DISCARDED_BODY_BYTES;
+}
+
+/**
+ * Sends `{ error: { code, message } }`, unless the response has already started (it is cut then).
+ * An error answer to a request whose body has not been read whole (bodyLeftUnread: refused before it
+ * was read, at any step: 401, 403, 404, 413, 429...) says `Connection: close`, and the connection
+ * closes once it is sent: node:http would otherwise read the rest of the body, whatever its length,
+ * and throw it away to keep the connection alive. A client that waits for `100 Continue`
+ * (continueWhenRead) has sent none of it; one that reads while it sends gets the answer; one that
+ * reads only once it has sent everything may see the connection reset instead (docs/agent.md).
+ */
 export function sendError(res: ServerResponse, error: HttpError): void {
   if (res.headersSent) {
     res.destroy(error);
     return;
   }
   for (const name of OBJECT_HEADERS) res.removeHeader(name);
-  sendJson(res, error.status, { error: { code: error.code, message: error.message } }, error.headers);
+  const headers = bodyLeftUnread(res.req) ? { ...error.headers, Connection: 'close' } : error.headers;
+  sendJson(res, error.status, { error: { code: error.code, message: error.message } }, headers);
 }
 
 /**

@@ -86,7 +86,6 @@ export function objectsHandler(deps: ObjectRoutesDeps) {
           });
       }
     } catch (error) {
-      if (req.method === 'PUT' && !req.complete) res.setHeader('Connection', 'close'); // the body is not read on
       answerFailure(deps.logger, req, res, error);
     }
   };
