@@ -110,6 +110,23 @@ describe('clientErrorListener and checkExpectationListener', () => {
     assertJsonError(coding, 400, 'BadRequest');
   });
 
+  it('answers a HEAD it refuses with the same headers and no body', async () => {
+    const answer = await exchange(port, 'HEAD / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n');
+    assert.equal(answer.status, 400);
+    assert.equal(answer.headers['content-type'], 'application/json; charset=utf-8');
+    assert.equal(answer.headers.connection, 'close');
+    assert.ok(Number(answer.headers['content-length']) > 0);
+    assert.equal(answer.body, '', 'no body after the head');
+  });
+
+  it('answers a request that said Connection: close though bytes follow it, and ignores them', async () => {
+    // As Node's client sends a HEAD with a body: no Content-Length, the byte after the head.
+    const answer = await exchange(port, 'HEAD /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n\0');
+    assert.equal(answer.status, 200, answer.text);
+    assert.equal(answer.headers.connection, 'close');
+    assert.equal(answer.body, '');
+  });
+
   it('answers headers larger than maxHeaderSize 431 RequestHeaderFieldsTooLarge', async () => {
     const answer = await exchange(port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(2048)}\r\n\r\n`);
     assertJsonError(answer, 431, 'RequestHeaderFieldsTooLarge');
@@ -157,7 +174,7 @@ describe('clientErrorListener and checkExpectationListener', () => {
 
   it('counts each refusal by its reason, and logs none above debug level', () => {
     assert.deepEqual(Object.fromEntries(counters.clientsRefused), {
-      malformed: 4, // three above and the chunk size in a started response
+      malformed: 5, // three, a HEAD, and the chunk size in a started response (not the bytes after a close)
       'too-large': 1,
       timeout: 1,
       expectation: 1,

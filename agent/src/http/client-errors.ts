@@ -59,16 +59,30 @@ function refusalOf(error: NodeJS.ErrnoException & { reason?: unknown }): Refusal
   return undefined;
 }
 
-/** A whole HTTP/1.1 answer with the API's JSON error body, closing the connection. */
-function answerText(refusal: Refusal): string {
+/**
+ * A whole HTTP/1.1 answer with the API's JSON error body, closing the connection; to a HEAD, the same
+ * headers and no body (as sendJson answers one: its client reads no body, and would take one for
+ * garbage after the answer).
+ */
+function answerText(refusal: Refusal, head: boolean): string {
   const body = JSON.stringify({ error: { code: refusal.code, message: refusal.message } });
   return (
     `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status]}\r\n` +
     'Content-Type: application/json; charset=utf-8\r\n' +
     `Content-Length: ${Buffer.byteLength(body)}\r\n` +
     'Connection: close\r\n\r\n' +
-    body
+    (head ? '' : body)
   );
+}
+
+/**
+ * Whether the refused request is a HEAD: the request node:http parsed, if any (a chunk or the bytes
+ * after it refused), else the bytes it refused, when they begin with the request line.
+ */
+function isHead(current: ServerResponse | null | undefined, error: { rawPacket?: unknown }): boolean {
+  if (current) return current.req.method === 'HEAD';
+  const bytes = error.rawPacket;
+  return Buffer.isBuffer(bytes) && bytes.subarray(0, 5).toString('latin1') === 'HEAD ';
 }
 
 /**
@@ -86,23 +100,26 @@ function answerText(refusal: Refusal): string {
  * level only: a flood of garbage must not flood the log.
  */
 export function clientErrorListener(deps: ClientErrorDeps) {
-  return (error: Error, socket: Duplex): void => {
-    const refusal = refusalOf(error);
-    if (refusal) {
-      Counters.bump(deps.counters.clientsRefused, refusal.reason);
-      deps.logger.debug(
-        { err: error.message, code: (error as NodeJS.ErrnoException).code },
-        'client refused',
-      );
-    }
+  return (error: Error & { rawPacket?: unknown }, socket: Duplex): void => {
     // node:http's own test (socketOnError): the response this connection is answering, if any. It
     // has no public accessor.
     const current = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    const code = (error as NodeJS.ErrnoException).code;
+    // Bytes after a request that said `Connection: close` (Node's client writes a HEAD's body so,
+    // having announced none) while its answer is still to come: that request is answered, the
+    // connection closed after it (node:http), and the bytes ignored: RFC 9112 §9.6, no further
+    // request is processed on it. Not a refusal.
+    if (code === 'HPE_CLOSED_CONNECTION' && current) return;
+    const refusal = refusalOf(error);
+    if (refusal) {
+      Counters.bump(deps.counters.clientsRefused, refusal.reason);
+      deps.logger.debug({ err: error.message, code }, 'client refused');
+    }
     if (!refusal || !socket.writable || current?.headersSent) {
       socket.destroy();
       return;
     }
-    socket.end(answerText(refusal), () => socket.destroy());
+    socket.end(answerText(refusal, isHead(current, error)), () => socket.destroy());
   };
 }
 
