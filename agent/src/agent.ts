@@ -16,6 +16,8 @@ import { watchPolicy } from './fetch/watch.ts';
 import { UploadLimiter } from './transport/upload-limiter.ts';
 import { MIN_CHUNK_SIZE } from './cache/chunking.ts';
 import { createApp } from './http/app.ts';
+import { checkExpectationListener, clientErrorListener } from './http/client-errors.ts';
+import { continueWhenRead } from './http/continue.ts';
 import { withLocalHits } from './http/local-hits.ts';
 import { AccessControl } from './http/access.ts';
 import { isKey } from './keys.ts';
@@ -451,6 +453,16 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     headersTimeout: 10_000,
     keepAliveTimeout: Math.min(5_000, config.http.idleTimeoutMs),
   });
+  // What node:http's parser refuses (400, 408, 413, 431) and an Expect other than 100-continue (417)
+  // are answered with the API's JSON errors, not Node's bare status lines, and counted.
+  http.on('clientError', clientErrorListener({ counters, logger }));
+  http.on('checkExpectation', checkExpectationListener({ counters }));
+  // A request with Expect: 100-continue is a request (every 'request' listener below) that gets its
+  // 100 Continue only when its body is read: one refused first never has its body sent.
+  http.on(
+    'checkContinue',
+    continueWhenRead((req, res) => http.emit('request', req, res)),
+  );
   /** Connections with a request in progress: only those are counted when cut (not an idle keep-alive). */
   const busy = new WeakSet<object>();
   http.setTimeout(config.http.idleTimeoutMs, (socket) => {

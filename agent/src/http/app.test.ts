@@ -1,12 +1,21 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, request, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import {
+  Agent as HttpAgent,
+  createServer,
+  type IncomingMessage,
+  request,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { pino } from 'pino';
 import { eventually } from '../../harness/agent-process.ts';
 import { type Agent, startAgent } from '../agent.ts';
 import { ObjectStore } from '../cache/object-store.ts';
@@ -49,6 +58,116 @@ function raw(
   );
 }
 
+/** A log line as pino writes it. */
+type LogLine = { level: number; msg: string; err?: unknown } & Record<string, unknown>;
+
+/** A logger at debug level that keeps its lines, with `next(match)`: the next line (from now) that matches. */
+function capturingLogger() {
+  const lines: LogLine[] = [];
+  const waiting: { match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }[] = [];
+  const logger = pino(
+    { level: 'debug' },
+    {
+      write(text: string) {
+        const line = JSON.parse(text) as LogLine;
+        lines.push(line);
+        for (const w of waiting.filter((w) => w.match(line))) {
+          waiting.splice(waiting.indexOf(w), 1);
+          w.resolve(line);
+        }
+      },
+    },
+  );
+  const next = (match: (line: LogLine) => boolean) =>
+    new Promise<LogLine>((resolve) => waiting.push({ match, resolve }));
+  return { logger, lines, next };
+}
+
+/**
+ * Sends a PUT of `path` announcing `announced` bytes, then `sent` of them, then hangs up (its socket
+ * destroyed once they have gone to the kernel).
+ */
+async function putAndHangUp(port: number, path: string, announced: number, sent: number): Promise<void> {
+  const socket = connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  socket.write(`PUT ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${announced}\r\n\r\n`);
+  await new Promise<void>((resolve, reject) =>
+    socket.write(randomBytes(sent), (error) => (error ? reject(error) : resolve())),
+  );
+  socket.destroy();
+}
+
+/** What sendLarge saw: the answer, and whether the server closed the connection before the whole body was sent. */
+interface LargeAnswer {
+  status: number;
+  headers: Record<string, unknown>;
+  body: Buffer;
+  closedEarly: boolean;
+}
+
+/**
+ * Sends `method path` with a body of `size` zero bytes through node:http's client (which reads the
+ * answer while it sends) on a keep-alive connection; resolves once the answer has come and the
+ * connection has closed or the whole body has been sent.
+ */
+function sendLarge(
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  size: number,
+): Promise<LargeAnswer> {
+  const agent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+  return new Promise<LargeAnswer>((resolve, reject) => {
+    let answer: Omit<LargeAnswer, 'closedEarly'> | undefined;
+    let closed = false;
+    let finished = false;
+    const settle = () => {
+      if (!answer || (!closed && !finished)) return;
+      agent.destroy();
+      resolve({ ...answer, closedEarly: closed && !finished });
+    };
+    const req = request({
+      host: '127.0.0.1',
+      port,
+      method,
+      path,
+      agent,
+      headers: { ...headers, 'content-length': String(size) },
+    });
+    req.on('socket', (socket) =>
+      socket.once('close', () => {
+        closed = true;
+        settle();
+      }),
+    );
+    req.on('finish', () => {
+      finished = true;
+      settle();
+    });
+    req.on('response', (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => {
+        answer = { status: res.statusCode!, headers: res.headers, body: Buffer.concat(parts) };
+        settle();
+      });
+      res.on('error', reject);
+    });
+    req.on('error', () => undefined); // EPIPE or ECONNRESET once the server has closed: the close says it
+    const chunk = Buffer.alloc(64 * 1024);
+    let sent = 0;
+    const pump = () => {
+      while (sent < size && !closed) {
+        sent += chunk.length;
+        if (!req.write(chunk)) return void req.once('drain', pump);
+      }
+      if (!closed) req.end();
+    };
+    pump();
+  });
+}
+
 /**
  * A lone agent on loopback with its store in `dir` and the given client access, for these tests;
  * `more`: other settings (origins).
@@ -58,6 +177,7 @@ async function lone(
   access: Record<string, unknown>,
   clock?: FakeClock,
   more: Record<string, unknown> = {},
+  logger = createLogger({ level: 'silent', nodeId: 'test' }),
 ): Promise<Agent> {
   const ca = await sharedTestCa();
   const config = parseConfig({
@@ -71,10 +191,7 @@ async function lone(
     access,
     ...more,
   });
-  return startAgent(config, {
-    logger: createLogger({ level: 'silent', nodeId: 'test' }),
-    ...(clock ? { clock } : {}),
-  });
+  return startAgent(config, { logger, ...(clock ? { clock } : {}) });
 }
 
 describe('HTTP API', () => {
@@ -405,9 +522,141 @@ describe('HTTP API', () => {
     assert.ok(sent < 100, `cut off after ${sent} MiB, not held in memory`);
   });
 
+  it('answers what Node’s parser refuses, and an Expect it cannot meet, with JSON errors, counted', async () => {
+    const refused = () => ({ ...(agent.status().counters.clientsRefused as Record<string, number>) });
+    const before = refused();
+    /** What the agent sends back to `request` before it closes the connection. */
+    const answerTo = async (request: string) => {
+      const socket = connect(agent.httpPort, '127.0.0.1');
+      await once(socket, 'connect');
+      let text = '';
+      socket.on('data', (d: Buffer) => (text += d.toString()));
+      const closed = once(socket, 'close');
+      socket.write(request);
+      await closed;
+      const [head = '', body = ''] = text.split('\r\n\r\n');
+      return { head, error: (JSON.parse(body) as { error: { code: string } }).error.code };
+    };
+    const bad = await answerTo('HELLO\r\n\r\n');
+    assert.match(bad.head, /^HTTP\/1\.1 400 .*\r\nContent-Type: application\/json; charset=utf-8\r\n/s);
+    assert.match(bad.head, /\r\nConnection: close/);
+    assert.equal(bad.error, 'BadRequest');
+    const expect = await answerTo(
+      'GET /v1/status HTTP/1.1\r\nHost: x\r\nExpect: later\r\nConnection: close\r\n\r\n',
+    );
+    assert.match(expect.head, /^HTTP\/1\.1 417 /);
+    assert.equal(expect.error, 'ExpectationFailed');
+    const after = refused();
+    assert.equal(after.malformed, (before.malformed ?? 0) + 1);
+    assert.equal(after.expectation, (before.expectation ?? 0) + 1);
+  });
+
+  it('sends 100 Continue only once it reads a body: a PUT refused first never has its body sent', async () => {
+    /** A PUT of `size` bytes with Expect: 100-continue, its body sent only after a 100 Continue. */
+    const putExpecting = async (path: string, headers: string, size: number) => {
+      const socket = connect(agent.httpPort, '127.0.0.1');
+      await once(socket, 'connect');
+      let text = '';
+      let sent = 0;
+      socket.on('error', () => undefined);
+      const done = new Promise<void>((resolve) => {
+        socket.once('close', () => resolve());
+        socket.on('data', (data: Buffer) => {
+          text += data.toString();
+          if (sent === 0 && text.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
+            sent = size;
+            socket.write(Buffer.alloc(size, 1));
+          } else if (sent > 0 && /\r\n\r\nHTTP\/1\.1 [^]*\}$/.test(text)) socket.destroy();
+        });
+      });
+      socket.write(
+        `PUT ${path} HTTP/1.1\r\nHost: x\r\n${headers}Content-Length: ${size}\r\nExpect: 100-continue\r\n\r\n`,
+      );
+      await done;
+      return { text, sent };
+    };
+    const refused = await putExpecting(
+      '/v1/objects/expect/refused',
+      'Authorization: Bearer not-a-token\r\n',
+      8 * MiB,
+    );
+    assert.match(refused.text, /^HTTP\/1\.1 401 /, 'no 100 Continue before the refusal');
+    assert.match(refused.text, /\r\nConnection: close\r\n/);
+    assert.equal(refused.sent, 0);
+    const stored = await putExpecting('/v1/objects/expect/stored', '', 2 * MiB);
+    assert.equal(stored.sent, 2 * MiB);
+    assert.match(stored.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 Created\r\n/);
+  });
+
   it('refuses HEAD on an exchange stream (it would empty the queue into nothing)', async () => {
     const res = await fetch(`${base}/v1/exchange/anything`, { method: 'HEAD' });
     assert.equal(res.status, 405);
+  });
+});
+
+describe('HTTP API: a client that goes away', () => {
+  let dir: string;
+  let agent: Agent;
+  let base: string;
+  const log = capturingLogger();
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-gone-'));
+    agent = await lone(dir, { anonymous: 'all' }, undefined, {}, log.logger);
+    base = `http://127.0.0.1:${agent.httpPort}`;
+  });
+  after(async () => {
+    await agent.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** The request duration series of `method` on the objects route, as /metrics shows them. */
+  const requestSeries = async (method: string) =>
+    (await (await fetch(`${base}/metrics`)).text())
+      .split('\n')
+      .filter(
+        (line) =>
+          line.startsWith('http_server_request_duration_seconds_count{') &&
+          line.includes(`http_request_method="${method}"`) &&
+          line.includes('http_route="/v1/objects/{*key}"'),
+      );
+
+  it('a PUT cut off midway: logged at debug without a stack, nothing stored, recorded as aborted with no status code', async () => {
+    const logged = log.next((line) => line.msg === 'client went away' || line.msg === 'request failed');
+    await putAndHangUp(agent.httpPort, '/v1/objects/cut/put', 10_000_000, MiB);
+    const line = await logged;
+    assert.equal(line.msg, 'client went away');
+    assert.equal(line.level, 20, 'debug');
+    assert.deepEqual([line.err, line.code, line.method], ['aborted', 'ECONNRESET', 'PUT'], 'no stack');
+    assert.equal(log.lines.filter((l) => l.level >= 50).length, 0, 'nothing at error level');
+    assert.equal(agent.status().cache.entries, 0, 'nothing stored');
+    // Recorded when its response closed, before the failure was logged.
+    const series = await requestSeries('PUT');
+    assert.equal(series.length, 1, series.join('\n'));
+    assert.match(series[0]!, /error_type="aborted"/);
+    assert.doesNotMatch(series[0]!, /http_response_status_code/, 'no status line was sent');
+  });
+
+  it('a GET whose client leaves mid-body: recorded with the status it was sent (200) and as aborted', async () => {
+    const body = randomBytes(9 * MiB);
+    assert.equal((await fetch(`${base}/v1/objects/cut/get`, { method: 'PUT', body })).status, 201);
+    const logged = log.next((line) => line.msg === 'request' && line.method === 'GET');
+    await new Promise<void>((resolve, reject) => {
+      request(`${base}/v1/objects/cut/get`, (res) => {
+        res.once('data', () => {
+          res.destroy();
+          resolve();
+        });
+      })
+        .on('error', reject)
+        .end();
+    });
+    const line = await logged; // the server span's end: after the response closed
+    assert.deepEqual([line.status, line.errorType], [200, 'aborted']);
+    const series = await requestSeries('GET');
+    const aborted = series.filter((line) => line.includes('error_type="aborted"'));
+    assert.equal(aborted.length, 1, series.join('\n'));
+    assert.match(aborted[0]!, /http_response_status_code="200"/);
   });
 });
 
@@ -596,6 +845,70 @@ describe('HTTP API: PUT and replication.writeCopies', () => {
   });
 });
 
+describe('HTTP API: a failure of the server, the client there or gone', () => {
+  let api: Awaited<ReturnType<typeof appOnly>>;
+  const log = capturingLogger();
+  type Recorded = Parameters<AgentMetrics['recordRequest']>[0];
+  let onRecord: (r: Recorded) => void = () => {};
+  let replicate: () => Promise<number> = () => Promise.resolve(1);
+
+  before(async () => {
+    api = await appOnly('failure', {
+      logger: log.logger,
+      metrics: { recordRequest: (r: Recorded) => onRecord(r), handle: () => {} } as unknown as AgentMetrics,
+      replicate: () => replicate(),
+    });
+  });
+  after(() => api.close());
+  const port = () => Number(new URL(api.base).port);
+  const nextRecord = () => new Promise<Recorded>((resolve) => (onRecord = resolve));
+
+  it('answers one while the client is there 500 Internal, logged at error level with its stack', async () => {
+    replicate = () => Promise.reject(new Error('replication broke'));
+    const recorded = nextRecord();
+    const res = await raw(port(), 'PUT', '/v1/objects/fails', {}, randomBytes(1000));
+    assert.equal(res.status, 500);
+    assert.deepEqual(JSON.parse(res.body.toString()), {
+      error: { code: 'Internal', message: 'internal error' },
+    });
+    const line = log.lines.find((l) => l.msg === 'request failed')!;
+    assert.equal(line.level, 50);
+    assert.match((line.err as { stack: string }).stack, /^Error: replication broke\n\s+at /);
+    const { seconds, ...labels } = await recorded;
+    assert.ok(seconds >= 0);
+    assert.deepEqual(labels, {
+      method: 'PUT',
+      path: '/v1/objects/fails',
+      route: '/v1/objects/{*key}',
+      status: 500,
+    });
+  });
+
+  it('logs one that comes after its client left as one: at error level with its stack, answering nothing', async () => {
+    const recorded = nextRecord();
+    // Fails once the response has closed: the client is gone, and this is still the server's fault.
+    replicate = () => recorded.then(() => Promise.reject(new Error('replication broke after')));
+    const logged = log.next((l) => l.msg === 'request failed' || l.msg === 'client went away');
+    const socket = connect(port(), '127.0.0.1');
+    await once(socket, 'connect');
+    // The whole request, then the client's end: node:http then closes the connection (no half-open
+    // clients), with no answer sent.
+    socket.end('PUT /v1/objects/late HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc');
+    socket.resume();
+    const { seconds, ...labels } = await recorded;
+    assert.ok(seconds >= 0);
+    assert.deepEqual(labels, {
+      method: 'PUT',
+      path: '/v1/objects/late',
+      route: '/v1/objects/{*key}',
+      errorType: 'aborted',
+    });
+    const line = await logged;
+    assert.deepEqual([line.msg, line.level], ['request failed', 50]);
+    assert.match((line.err as { stack: string }).stack, /^Error: replication broke after\n/);
+  });
+});
+
 describe('HTTP API: a GET this node cannot start a fetch for now', () => {
   let api: Awaited<ReturnType<typeof appOnly>>;
   const manifest = {
@@ -740,6 +1053,39 @@ describe('HTTP API: routing', () => {
     }
   });
 
+  it('answers 501 NotImplemented with Connection: close to a Transfer-Encoding other than chunked: nothing stored, nothing sent', async () => {
+    const got: string[] = [];
+    const stop = inbox.subscribe('coded', (m) => got.push(m.body.toString()));
+    try {
+      const body = gzipSync(Buffer.from('the object'));
+      for (const [method, path, coding] of [
+        ['PUT', '/v1/objects/coded', 'gzip, chunked'],
+        ['PUT', '/v1/objects/coded', 'GZIP,chunked'],
+        ['POST', '/v1/exchange/n1/coded', 'gzip, chunked'],
+        ['POST', '/v1/exchange/n1/coded', 'x-custom, chunked'],
+      ] as const) {
+        const res = await raw(port(), method, path, { 'Transfer-Encoding': coding }, body);
+        assert.equal(res.status, 501, `${method} ${path} ${coding}`);
+        assert.equal(res.headers.connection, 'close');
+        assert.deepEqual(json(res).error, {
+          code: 'NotImplemented',
+          message: `Transfer-Encoding ${coding} is not supported: only chunked`,
+        });
+      }
+      assert.equal(api.store.lookup('coded'), undefined, 'nothing stored');
+      assert.deepEqual(got, [], 'nothing sent');
+      // Chunked alone, in any case and with whitespace around it, is read.
+      for (const coding of ['chunked', 'Chunked', ' CHUNKED ']) {
+        const res = await raw(port(), 'PUT', '/v1/objects/chunked', { 'Transfer-Encoding': coding }, body);
+        assert.equal(res.status, 201, coding);
+      }
+      const stored = await raw(port(), 'GET', '/v1/objects/chunked');
+      assert.deepEqual(stored.body, body, 'stored as sent, chunked coding removed');
+    } finally {
+      stop();
+    }
+  });
+
   it('decodes the exchange route’s parameters', async () => {
     const got: string[] = [];
     const stop = inbox.subscribe('a.b', (m) => got.push(m.body.toString()));
@@ -790,7 +1136,89 @@ describe('HTTP API: routing', () => {
   });
 });
 
+describe('HTTP API: an error answered before the body is read', () => {
+  let api: Awaited<ReturnType<typeof appOnly>>;
+  const SIZE = 64 * MiB;
+
+  before(async () => {
+    // Tokens that are refused at each step: authentication, admission, the route's rules.
+    const access = {
+      authenticateRequest: (req: IncomingMessage) => {
+        const token = req.headers.authorization?.slice('Bearer '.length);
+        return Promise.resolve(
+          token === 'bad' ? undefined : { name: `token:${token ?? 'none'}`, groups: [] },
+        );
+      },
+      admit: (principal: { name: string }) => (principal.name === 'token:busy' ? undefined : () => {}),
+      allows: (principal: { name: string }) => principal.name !== 'token:reader',
+      allowsObserving: () => true,
+    } as unknown as AccessControl;
+    api = await appOnly('unread', { access });
+  });
+  after(() => api.close());
+  const port = () => Number(new URL(api.base).port);
+
+  it('closes the connection after any refusal of a PUT whose body it has not read, and the client still gets the answer', async () => {
+    for (const [what, path, headers, status] of [
+      ['401 (authentication)', '/v1/objects/k', { authorization: 'Bearer bad' }, 401],
+      ['429 (admission)', '/v1/objects/k', { authorization: 'Bearer busy' }, 429],
+      ['403 (the route’s rules)', '/v1/objects/k', { authorization: 'Bearer reader' }, 403],
+      ['404 (no route)', '/v1/nothing', { authorization: 'Bearer writer' }, 404],
+      ['400 (a bad TTL)', '/v1/objects/k', { authorization: 'Bearer writer', 'x-edgemesh-ttl': 'x' }, 400],
+      ['413 (over the store’s limit)', '/v1/objects/k', { authorization: 'Bearer writer' }, 413],
+    ] as const) {
+      const answer = await sendLarge(port(), 'PUT', path, headers, SIZE);
+      assert.equal(answer.status, status, what);
+      assert.equal(answer.headers.connection, 'close', what);
+      assert.match(answer.headers['content-type'] as string, /^application\/json/, what);
+      assert.ok(answer.closedEarly, `${what}: the connection closed before the body was all sent`);
+    }
+    assert.equal(api.store.lookup('k'), undefined);
+  });
+
+  it('keeps the connection after a refusal of a body of at most 256 KiB (the rest is read and dropped)', async () => {
+    for (const size of [1, 256 * 1024]) {
+      const res = await raw(
+        port(),
+        'PUT',
+        '/v1/objects/k',
+        { authorization: 'Bearer bad' },
+        Buffer.alloc(size),
+      );
+      assert.equal(res.status, 401);
+      assert.equal(res.headers.connection, 'keep-alive', `${size} bytes`);
+    }
+  });
+});
+
 describe('HTTP API: access control refusing and failing', () => {
+  it('refuses a Transfer-Encoding it cannot decode (501) before it authenticates the client', async () => {
+    let checks = 0;
+    const access = {
+      authenticateRequest: () => {
+        checks++;
+        return Promise.resolve(undefined); // a bad token
+      },
+    } as unknown as AccessControl;
+    const api = await appOnly('coding', { access });
+    try {
+      const port = Number(new URL(api.base).port);
+      const coded = await raw(
+        port,
+        'PUT',
+        '/v1/objects/k',
+        { 'Transfer-Encoding': 'gzip, chunked' },
+        gzipSync('x'),
+      );
+      assert.equal(coded.status, 501);
+      assert.equal(checks, 0, 'no token checked');
+      assert.equal((await raw(port, 'PUT', '/v1/objects/k', {}, Buffer.from('x'))).status, 401);
+      assert.equal(checks, 1);
+    } finally {
+      await api.close();
+    }
+  });
+
   it('answers 401 with WWW-Authenticate, 429 with Retry-After, and an access check that rejects with 500 Internal', async () => {
     let check: 'refuse' | 'over-limit' | 'fail' = 'refuse';
     const access = {

@@ -7,10 +7,11 @@ import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
 import type { AccessControl, Principal, Verb } from './access.ts';
-import { HttpError, sendError, toHttpError } from './errors.ts';
+import { answerFailure, HttpError, sendError } from './errors.ts';
 import { type ExchangeDeps, receiveHandler, sendHandler } from './exchange.ts';
 import { sendJson } from './json.ts';
 import { OBJECTS_ROUTE, objectsHandler, requestKey } from './objects.ts';
+import { responseOutcome } from './outcome.ts';
 import { findRoute, requestPath, type Route } from './routes.ts';
 
 export interface AppDeps {
@@ -47,6 +48,8 @@ const objectVerb = (method: string | undefined): Verb | undefined =>
  * request listener over a fixed route table (routes.ts). For each request, in this order:
  * - its metric (deps.metrics.recordRequest) once its response closes, labelled with the template of
  *   the route whose handler it reached, else `unmatched` (a 404, a bad path, a client refused);
+ * - a Transfer-Encoding other than chunked alone: 501 NotImplemented, Connection: close, before the
+ *   client is authenticated and before any route reads the body (unsupportedCoding);
  * - public routes (/healthz, /readyz, /metrics unless access.publicMetrics is false) are answered;
  * - the client is authenticated and admitted (401 with WWW-Authenticate, 429 with Retry-After);
  * - a path whose parameters are not valid percent-encoding: 400 BadRequest; no route: 404 NotFound
@@ -82,11 +85,21 @@ export function createApp(deps: AppDeps): RequestListener {
         method: req.method ?? '',
         path,
         route,
-        status: res.statusCode,
+        ...responseOutcome(res),
         seconds: (performance.now() - started) / 1000,
       });
     });
     const answer = async (): Promise<void> => {
+      const coding = unsupportedCoding(req);
+      if (coding !== undefined)
+        throw new HttpError(
+          501,
+          'NotImplemented',
+          `Transfer-Encoding ${coding} is not supported: only chunked`,
+          {
+            Connection: 'close', // its body is not read
+          },
+        );
       let principal: Principal | undefined;
       if (access && !(routing.kind === 'route' && routing.route.public)) {
         principal = await admit(access, counters, req, res);
@@ -98,12 +111,26 @@ export function createApp(deps: AppDeps): RequestListener {
       route = routing.route.template;
       await routing.route.handle(req, res, { params: routing.params, principal });
     };
-    answer().catch((error: unknown) => {
-      const httpError = toHttpError(error);
-      if (httpError.status >= 500) logger.error({ err: error, url: req.url }, 'request failed');
-      sendError(res, httpError);
-    });
+    answer().catch((error: unknown) => answerFailure(logger, req, res, error));
   };
+}
+
+/**
+ * The request's Transfer-Encoding when it is anything but `chunked` alone (any case, any whitespace
+ * around it), else undefined. node:http decodes chunked only: it refuses, as a bad request, a
+ * Transfer-Encoding whose last coding is not chunked (`gzip`, `chunked, gzip`) and a repeated chunked,
+ * but passes on `gzip, chunked` with only the chunked coding removed, so that the body read would
+ * still be gzip-coded: stored as such, a wrong object. RFC 9112 §6.1: a coding the server does not
+ * understand is a 501.
+ */
+export function unsupportedCoding(req: IncomingMessage): string | undefined {
+  const value = req.headers['transfer-encoding'];
+  if (value === undefined) return undefined;
+  const codings = value
+    .split(',')
+    .map((coding) => coding.trim().toLowerCase())
+    .filter((coding) => coding !== ''); // empty list elements are no codings (RFC 9110 §5.6.1)
+  return codings.length === 1 && codings[0] === 'chunked' ? undefined : value;
 }
 
 /**

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, get, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -82,7 +82,14 @@ async function startFastPath(dir: string, options: { memoryBytes: number; access
   await access.start();
   const counters = new Counters();
   const requests: Parameters<AgentMetrics['recordRequest']>[0][] = [];
-  const metrics = { recordRequest: (r: (typeof requests)[number]) => requests.push(r) };
+  /** Emits 'request' with each request it records. */
+  const recorder = new EventEmitter();
+  const metrics = {
+    recordRequest: (r: (typeof requests)[number]) => {
+      requests.push(r);
+      recorder.emit('request', r);
+    },
+  };
   const fallbacks: string[] = [];
   const server: Server = createServer(
     withLocalHits({ store, counters, metrics, logger, access }, (req, res) => {
@@ -98,6 +105,7 @@ async function startFastPath(dir: string, options: { memoryBytes: number; access
     store,
     counters,
     requests,
+    recorder,
     fallbacks,
     close: () => {
       access.close();
@@ -303,7 +311,7 @@ describe('the local-hit fast path', () => {
     assert.equal(fast.requests.length, requests, 'and records its metric');
   });
 
-  it('leaves misses, invalid keys, unsatisfiable ranges and other methods to the API', async () => {
+  it('leaves misses, invalid keys, unsatisfiable ranges, a body’s Transfer-Encoding and other methods to the API', async () => {
     const from = fast.fallbacks.length;
     const hits = fast.counters.hits;
     const auth = bearer(WRITER);
@@ -312,6 +320,7 @@ describe('the local-hit fast path', () => {
       ['GET', '/v1/objects/pub/../private/small', auth],
       ['GET', '/v1/objects/pub%2Fsmall', auth],
       ['GET', '/v1/objects/pub/small', { ...auth, range: 'bytes=9999-' }],
+      ['GET', '/v1/objects/pub/small', { ...auth, 'transfer-encoding': 'gzip, chunked' }],
       ['DELETE', '/v1/objects/pub/small', auth],
       ['GET', '/v1/status', auth],
     ];
@@ -344,6 +353,29 @@ describe('the local-hit fast path', () => {
       5000,
       'the chunks released',
     );
+  });
+
+  it('records a GET whose reader went away mid-body with the status it was sent and error.type aborted', async () => {
+    const fallbacks = fast.fallbacks.length;
+    const recorded = once(fast.recorder, 'request');
+    await new Promise<void>((resolve, reject) => {
+      get(`${fast.url}/v1/objects/pub/big`, { headers: bearer(READER) }, (res) => {
+        res.once('data', () => {
+          res.destroy();
+          resolve();
+        });
+      }).on('error', reject);
+    });
+    const [{ seconds, ...labels }] = (await recorded) as [(typeof fast.requests)[number]];
+    assert.deepEqual(labels, {
+      method: 'GET',
+      path: '/v1/objects/pub/big',
+      route: OBJECTS_ROUTE,
+      status: 200,
+      errorType: 'aborted',
+    });
+    assert.ok(seconds >= 0);
+    assert.deepEqual(fast.fallbacks.slice(fallbacks), [], 'answered by the fast path');
   });
 
   describe('with objects only on disk, and a client limit', () => {

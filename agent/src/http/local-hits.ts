@@ -6,6 +6,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
 import type { AccessControl, Principal } from './access.ts';
 import { etagMatches, OBJECTS_PREFIX, OBJECTS_ROUTE, targetKey, traced } from './objects.ts';
+import { responseOutcome } from './outcome.ts';
 import { type ByteRange, requestedRange } from './range.ts';
 import { writeChunks } from './write-chunks.ts';
 
@@ -59,9 +60,10 @@ function prepare(manifest: Manifest): Prepared {
 /**
  * A node:http request listener that answers GET and HEAD of objects this node holds, whose first
  * chunk is in the hot tier, before the API's routes; `fallback` (the API, app.ts) gets every other
- * request, unchanged: other methods and paths, invalid keys, clients refused (401, 403, 429: the API
- * refuses them, with its counters), misses (peers, origin, 404), objects only on disk (the API reads
- * them into the hot tier), unsatisfiable ranges of a GET (416). What it answers, it answers as the
+ * request, unchanged: other methods and paths, requests with a Transfer-Encoding (the API refuses
+ * one it cannot decode, 501, before authentication), invalid keys, clients refused (401, 403, 429:
+ * the API refuses them, with its counters), misses (peers, origin, 404), objects only on disk (the
+ * API reads them into the hot tier), unsatisfiable ranges of a GET (416). What it answers, it answers as the
  * API would: the same headers and bodies, the same authentication and limits, request metric (route
  * OBJECTS_ROUTE), server span and counters (hits, bytes served). Its headers are computed once per
  * object version.
@@ -184,7 +186,7 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
         method: req.method!,
         path,
         route: OBJECTS_ROUTE,
-        status: res.statusCode,
+        ...responseOutcome(res),
         seconds: (performance.now() - started) / 1000,
       });
     });
@@ -195,7 +197,12 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
   return (req, res) => {
     const method = req.method;
     const url = req.url ?? '';
-    if ((method !== 'GET' && method !== 'HEAD') || !url.startsWith(OBJECTS_PREFIX)) {
+    // A request with a body (a Transfer-Encoding) is the API's: it refuses a coding it cannot read.
+    if (
+      (method !== 'GET' && method !== 'HEAD') ||
+      !url.startsWith(OBJECTS_PREFIX) ||
+      req.headers['transfer-encoding'] !== undefined
+    ) {
       fallback(req, res);
       return;
     }

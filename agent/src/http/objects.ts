@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
+  ATTR_ERROR_TYPE,
   ATTR_HTTP_REQUEST_METHOD,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
   ATTR_HTTP_ROUTE,
@@ -16,8 +17,9 @@ import { keyProblem } from '../keys.ts';
 import type { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Principal } from './access.ts';
-import { HttpError, sendError, toHttpError } from './errors.ts';
+import { answerFailure, HttpError, toHttpError } from './errors.ts';
 import { sendJson } from './json.ts';
+import { clientLeft, type Outcome, responseOutcome } from './outcome.ts';
 import { type ByteRange, requestedRange } from './range.ts';
 import { writeChunks } from './write-chunks.ts';
 
@@ -84,13 +86,7 @@ export function objectsHandler(deps: ObjectRoutesDeps) {
           });
       }
     } catch (error) {
-      const httpError = toHttpError(error);
-      // Busy is load shedding, not a fault: a line without a stack, and not at error level, or a
-      // loaded node would flood its log exactly when it is loaded.
-      if (httpError.code === 'Busy') deps.logger.warn({ url: req.url, err: httpError.message }, 'busy');
-      else if (httpError.status >= 500) deps.logger.error({ err: error, url: req.url }, 'request failed');
-      if (req.method === 'PUT' && !req.complete) res.setHeader('Connection', 'close'); // the body is not read on
-      sendError(res, httpError);
+      answerFailure(deps.logger, req, res, error);
     }
   };
 }
@@ -208,22 +204,26 @@ export function traced(
     parent,
   );
   return context.with(trace.setSpan(parent, span), async () => {
-    let status: number | undefined;
+    // What the answer is: the error's status when it failed (sent after this), else the response's
+    // outcome so far (responseOutcome: a status only if one went out; `aborted` if the client left).
+    let outcome: Outcome | undefined;
     try {
       await handle();
     } catch (error) {
-      status = toHttpError(error).status;
-      // As OpenTelemetry's HTTP conventions say: a server span is an error for 5xx only.
-      if (status >= 500) span.setStatus({ code: 2, message: (error as Error).message });
+      if (!clientLeft(req, res, error)) {
+        const { status } = toHttpError(error);
+        outcome = { status };
+        // As OpenTelemetry's HTTP conventions say: a server span is an error for 5xx only.
+        if (status >= 500) span.setStatus({ code: 2, message: (error as Error).message });
+      }
       throw error;
     } finally {
+      outcome ??= responseOutcome(res);
       const served = source ?? res.getHeader('x-edgemesh-source');
       if (typeof served === 'string') span.setAttribute('edgemesh.source', served);
-      span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status ?? res.statusCode);
-      deps.logger.debug(
-        { key, method: req.method, source: served, status: status ?? res.statusCode },
-        'request',
-      ); // carries the trace id
+      if (outcome.status !== undefined) span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, outcome.status);
+      if (outcome.errorType !== undefined) span.setAttribute(ATTR_ERROR_TYPE, outcome.errorType);
+      deps.logger.debug({ key, method: req.method, source: served, ...outcome }, 'request'); // carries the trace id
       span.end();
     }
   });

@@ -46,7 +46,11 @@ export class Counters {
   readonly controlDropped = new Map<string, number>();
   /** Peer calls and claims refused, by why (unauthenticated: no valid certificate; claim: a node id not the caller's). */
   readonly peersRefused = new Map<string, number>();
-  /** Local clients refused, by why (unauthenticated: no valid token; unauthorized: not allowed that). */
+  /**
+   * Local clients refused, by why (unauthenticated: no valid token; unauthorized: not allowed that;
+   * over-limit, slow-receiver, idle; malformed, too-large, timeout: a request node:http's parser
+   * refused; expectation: an Expect other than 100-continue).
+   */
   readonly clientsRefused = new Map<string, number>();
 
   static bump(map: Map<string, number>, key: string, by = 1): void {

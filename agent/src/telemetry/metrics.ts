@@ -3,6 +3,7 @@ import type { Attributes, ObservableResult } from '@opentelemetry/api';
 import { type Resource, resourceFromAttributes } from '@opentelemetry/resources';
 import { type MetricReader, MeterProvider } from '@opentelemetry/sdk-metrics';
 import {
+  ATTR_ERROR_TYPE,
   ATTR_HTTP_REQUEST_METHOD,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
   ATTR_HTTP_ROUTE,
@@ -250,23 +251,30 @@ export class AgentMetrics {
     this.#runtime = sources.runtime === false ? undefined : observeRuntime(this.#provider);
   }
 
-  /** Records one request's duration, unless it is a probe or a scrape (`path`). */
+  /**
+   * Records one request's duration, unless it is a probe or a scrape (`route`). As OpenTelemetry's
+   * HTTP conventions say: its status code only when a status line was sent (`status`), and
+   * `error.type` when the response was not completely sent (`errorType`: `aborted`).
+   */
   recordRequest(request: {
     method: string;
     path: string;
     route: string;
-    status: number;
+    status?: number;
+    errorType?: string;
     seconds: number;
   }): void {
     // By route, not path: `/HEALTHZ/` is the /healthz route too (routes match any case, one trailing slash).
     if (NOT_REQUESTS.has(request.route)) return;
-    this.#durations.record(request.seconds, {
+    const attributes: Attributes = {
       [ATTR_HTTP_REQUEST_METHOD]: KNOWN_METHODS.has(request.method)
         ? request.method
         : HTTP_REQUEST_METHOD_VALUE_OTHER,
       [ATTR_HTTP_ROUTE]: request.route,
-      [ATTR_HTTP_RESPONSE_STATUS_CODE]: request.status,
-    });
+    };
+    if (request.status !== undefined) attributes[ATTR_HTTP_RESPONSE_STATUS_CODE] = request.status;
+    if (request.errorType !== undefined) attributes[ATTR_ERROR_TYPE] = request.errorType;
+    this.#durations.record(request.seconds, attributes);
   }
 
   recordPeerFetch(hop: string, seconds: number): void {
