@@ -17,6 +17,7 @@ import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import { eventually } from '../../harness/agent-process.ts';
+import { putExpectingContinue } from '../../harness/expect-continue.ts';
 import { type Agent, startAgent } from '../agent.ts';
 import { ObjectStore } from '../cache/object-store.ts';
 import { parseConfig } from '../config/load.ts';
@@ -552,29 +553,8 @@ describe('HTTP API', () => {
   });
 
   it('sends 100 Continue only once it reads a body: a PUT refused first never has its body sent', async () => {
-    /** A PUT of `size` bytes with Expect: 100-continue, its body sent only after a 100 Continue. */
-    const putExpecting = async (path: string, headers: string, size: number) => {
-      const socket = connect(agent.httpPort, '127.0.0.1');
-      await once(socket, 'connect');
-      let text = '';
-      let sent = 0;
-      socket.on('error', () => undefined);
-      const done = new Promise<void>((resolve) => {
-        socket.once('close', () => resolve());
-        socket.on('data', (data: Buffer) => {
-          text += data.toString();
-          if (sent === 0 && text.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
-            sent = size;
-            socket.write(Buffer.alloc(size, 1));
-          } else if (sent > 0 && /\r\n\r\nHTTP\/1\.1 [^]*\}$/.test(text)) socket.destroy();
-        });
-      });
-      socket.write(
-        `PUT ${path} HTTP/1.1\r\nHost: x\r\n${headers}Content-Length: ${size}\r\nExpect: 100-continue\r\n\r\n`,
-      );
-      await done;
-      return { text, sent };
-    };
+    const putExpecting = (path: string, headers: string, size: number) =>
+      putExpectingContinue(agent.httpPort, path, size, headers);
     const refused = await putExpecting(
       '/v1/objects/expect/refused',
       'Authorization: Bearer not-a-token\r\n',

@@ -1,45 +1,14 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { type AddressInfo, connect } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { putExpectingContinue } from '../../harness/expect-continue.ts';
 import { continueWhenRead } from './continue.ts';
 import { HttpError, sendError } from './errors.ts';
 import { sendJson } from './json.ts';
 
-/**
- * Sends the head of a PUT of `size` bytes with `Expect: 100-continue` to `path`, and its body only
- * once `100 Continue` comes; resolves with everything the server sent, once it has closed the
- * connection or sent a final answer after the body, and the body bytes sent.
- */
-async function putExpecting(
-  port: number,
-  path: string,
-  size: number,
-): Promise<{ text: string; sent: number }> {
-  const socket = connect(port, '127.0.0.1');
-  await once(socket, 'connect');
-  let text = '';
-  let sent = 0;
-  socket.on('error', () => undefined); // a reset is a close too
-  const done = new Promise<void>((resolve) => {
-    socket.once('close', () => resolve());
-    socket.on('data', (data: Buffer) => {
-      text += data.toString();
-      if (sent === 0 && text.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
-        sent = size;
-        socket.write(Buffer.alloc(size));
-      } else if (sent > 0 && /\r\n\r\nHTTP\/1\.1 [^]*\}$/.test(text)) {
-        // The final answer after the body (a JSON one): this connection stays open, so end it here.
-        socket.destroy();
-        resolve();
-      }
-    });
-  });
-  socket.write(`PUT ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\nExpect: 100-continue\r\n\r\n`);
-  await done;
-  return { text, sent };
-}
+const putExpecting = (port: number, path: string, size: number) => putExpectingContinue(port, path, size);
 
 describe('continueWhenRead', () => {
   let server: Server;
