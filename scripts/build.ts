@@ -57,9 +57,11 @@ rmSync(out, { recursive: true, force: true });
  * itself (`LongBits`), which is what `longs: Number` gives with Long too for every value under 2^63
  * in size (the agent's are times and counts). So `long` resolves to an empty module, which protobufjs
  * takes for "no Long" (it checks `Long.isLong`). And @grpc/proto-loader, which grpc-js requires only
- * to serve channelz and ORCA (neither of which the agent or the operator serves), but which esbuild
- * would otherwise bundle, with a second copy of protobufjs, into the chunk every agent loads: in its
- * place a module whose `loadSync` throws, saying so.
+ * to serve channelz and ORCA (neither of which the agent or the operator serves) and, as a client,
+ * for ORCA's load reports when a service config picks weighted_round_robin (the agent's channels take
+ * none from DNS, transport/peer-client.ts, and set none), but which esbuild would otherwise bundle,
+ * with a second copy of protobufjs, into the chunk every agent loads: in its place a module whose
+ * `loadSync` throws, saying so.
  */
 const leftOut: Plugin = {
   name: 'left-out',

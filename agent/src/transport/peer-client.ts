@@ -135,6 +135,11 @@ export class GrpcPeer implements PeerTransport {
           // TLS names the server by SNI only with a host name (never an address); who the peer is
           // comes from its certificate's node identity, not from this name.
           ...(opts.credentials ? { 'grpc.ssl_target_name_override': 'node.edgemesh.p2p.dev' } : {}),
+          // No service config from a host name's DNS TXT records: a peer needs none, and one that
+          // picks weighted_round_robin with load reports makes grpc-js load ORCA's protocol through
+          // @grpc/proto-loader, which the bundle replaces with a stand-in that throws (an uncaught
+          // exception: scripts/build.ts). Nor a TXT lookup at each resolution.
+          'grpc.service_config_disable_resolution': 1,
           ...extra,
         },
       );
