@@ -12,6 +12,16 @@ describe('a configuration document (parseDocument)', () => {
     assert.equal(await parseDocument(''), null);
   });
 
+  it('reads a JSON document with JSON.parse, not YAML: a key given twice takes its last value', async () => {
+    // YAML refuses a repeated key (below), so these hold only if JSON is read as JSON: what keeps the
+    // YAML parser out of an agent the operator configures.
+    assert.deepEqual(await parseDocument('{"mesh": "a", "mesh": "b"}'), { mesh: 'b' });
+    // After a byte order mark too, which JSON.parse alone refuses.
+    assert.deepEqual(await parseDocument('\uFEFF{"mesh": "a", "mesh": "b"}\n'), { mesh: 'b' });
+    // A BOM before YAML is YAML's to skip.
+    assert.deepEqual(await parseDocument('\uFEFFmesh: m\n'), { mesh: 'm' });
+  });
+
   it('refuses what is neither, with YAML’s account of what is wrong', async () => {
     await assert.rejects(parseDocument('{"mesh": "m",'), /flow map|Missing|Expected/i);
     await assert.rejects(parseDocument('a: 1\na: 2\n'), /unique/i);

@@ -7,9 +7,11 @@
  * a JSON document a key given twice takes its last value, as JSON.parse does (YAML refuses it).
  */
 export async function parseDocument(text: string): Promise<unknown> {
-  if (/^\s*[{[]/.test(text)) {
+  // A byte order mark, as some editors write one, is no JSON: past it, the rest may be.
+  const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  if (/^\s*[{[]/.test(body)) {
     try {
-      return JSON.parse(text) as unknown;
+      return JSON.parse(body) as unknown;
     } catch {
       // not JSON after all: YAML's parser reads it, or says why it cannot
     }
