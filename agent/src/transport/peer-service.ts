@@ -71,7 +71,7 @@ export const PEER_CONVERSION: IConversionOptions = { longs: Number, enums: Strin
  * descriptor.proto reflection), else, run from the sources, from the .proto with the full build, which
  * only then is imported. @grpc/proto-loader is not used: it encodes a FileDescriptorProto of the whole
  * file for every type (for gRPC reflection, which the agent does not serve), loading descriptor.proto's
- * own types and the parser to do it: about 1 MiB of an idle agent (docs/deploy.md).
+ * own types and the parser to do it: about 1.3 MiB of an idle agent (docs/deploy.md).
  */
 export const peerRoot: Root = existsSync(PEER_DESCRIPTOR)
   ? protobuf.Root.fromJSON(JSON.parse(readFileSync(PEER_DESCRIPTOR, 'utf8')) as INamespace)
