@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { describe, it } from 'node:test';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { PrometheusEndpoint } from './prometheus.ts';
-import { observeNode, observeProcess } from './runtime.ts';
+import { observeNode, observeProcess, observeRuntime } from './runtime.ts';
 
 /** The value of one series of a Prometheus text, by its name and labels as written. */
 function value(text: string, series: string): number {
@@ -106,6 +106,26 @@ describe('the runtime metrics (observeNode)', () => {
     for (let i = 0; i < 100_000; i++) junk.push({ i });
     await new Promise((resolve) => setImmediate(resolve));
     assert.equal(value(await endpoint.text(), active), stopped, 'nothing read once stopped');
+    await meters.shutdown();
+  });
+});
+
+describe('observeRuntime', () => {
+  it('stops every reading it started, the process’s too', async () => {
+    const endpoint = new PrometheusEndpoint();
+    const meters = new MeterProvider({ readers: [endpoint.reader] });
+    const runtime = observeRuntime(meters);
+    const user = 'process_cpu_time_seconds_total{process_cpu_state="user"}';
+    const active = 'nodejs_eventloop_time_seconds_total{nodejs_eventloop_state="active"}';
+    const before = await endpoint.text();
+    assert.ok(value(before, user) > 0 && value(before, active) > 0);
+    runtime.stop();
+    runtime.stop(); // twice: nothing more to stop, no error
+    const stopped = await endpoint.text();
+    spin(50);
+    const later = await endpoint.text();
+    assert.equal(value(later, user), value(stopped, user), 'process CPU time read once stopped');
+    assert.equal(value(later, active), value(stopped, active), 'event loop time read once stopped');
     await meters.shutdown();
   });
 });

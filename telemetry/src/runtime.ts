@@ -39,8 +39,14 @@ import {
  */
 export function observeRuntime(provider: MeterProvider): { stop(): void } {
   const meter = provider.getMeter('edgemesh-runtime');
-  observeProcess(meter);
-  return observeNode(meter);
+  const processMetrics = observeProcess(meter);
+  const nodeMetrics = observeNode(meter);
+  return {
+    stop: () => {
+      processMetrics.stop();
+      nodeMetrics.stop();
+    },
+  };
 }
 
 /**
@@ -211,7 +217,7 @@ export function observeNode(meter: Meter): { stop(): void } {
  * units and attributes; the library loaded its system groups too (and read os.cpus() as it loaded),
  * about 0.5 MiB of an idle agent for three readings (docs/deploy.md).
  */
-export function observeProcess(meter: Meter): void {
+export function observeProcess(meter: Meter): { stop(): void } {
   const cpuTime = meter.createObservableCounter(METRIC_PROCESS_CPU_TIME, {
     description: 'CPU time the process used, by mode',
     unit: 's',
@@ -229,23 +235,23 @@ export function observeProcess(meter: Meter): void {
   const user = { [ATTR_PROCESS_CPU_STATE]: 'user' };
   const system = { [ATTR_PROCESS_CPU_STATE]: 'system' };
   let last = { at: performance.now(), usage: process.cpuUsage() };
-  meter.addBatchObservableCallback(
-    (result) => {
-      const at = performance.now();
-      const usage = process.cpuUsage();
-      result.observe(cpuTime, usage.user / 1e6, user);
-      result.observe(cpuTime, usage.system / 1e6, system);
-      // cpuUsage() counts microseconds; performance.now() milliseconds.
-      const capacity = (at - last.at) * 1000 * cpus;
-      if (capacity > 0) {
-        result.observe(cpuUtilization, (usage.user - last.usage.user) / capacity, user);
-        result.observe(cpuUtilization, (usage.system - last.usage.system) / capacity, system);
-      }
-      last = { at, usage };
-      result.observe(memoryUsage, process.memoryUsage.rss());
-    },
-    [cpuTime, cpuUtilization, memoryUsage],
-  );
+  const observables = [cpuTime, cpuUtilization, memoryUsage];
+  const callback: Parameters<Meter['addBatchObservableCallback']>[0] = (result) => {
+    const at = performance.now();
+    const usage = process.cpuUsage();
+    result.observe(cpuTime, usage.user / 1e6, user);
+    result.observe(cpuTime, usage.system / 1e6, system);
+    // cpuUsage() counts microseconds; performance.now() milliseconds.
+    const capacity = (at - last.at) * 1000 * cpus;
+    if (capacity > 0) {
+      result.observe(cpuUtilization, (usage.user - last.usage.user) / capacity, user);
+      result.observe(cpuUtilization, (usage.system - last.usage.system) / capacity, system);
+    }
+    last = { at, usage };
+    result.observe(memoryUsage, process.memoryUsage.rss());
+  };
+  meter.addBatchObservableCallback(callback, observables);
+  return { stop: () => meter.removeBatchObservableCallback(callback, observables) };
 }
 
 /** The Prometheus name prefixes observeRuntime's metrics have. */
