@@ -68,6 +68,8 @@ describe('the Prometheus endpoint', () => {
     const { endpoint, meters } = provider();
     const runtime = observeRuntime(meters);
     meters.getMeter('t').createCounter('edgemesh.stored', { unit: 'By' }).add(1);
+    // The event loop's utilisation is reported over time it has run (none before its first turn).
+    await new Promise((resolve) => setImmediate(resolve));
     const text = await endpoint.text();
     runtime.stop();
     await meters.shutdown();

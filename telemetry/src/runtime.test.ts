@@ -84,13 +84,22 @@ describe('the runtime metrics (observeNode)', () => {
       'nodejs_eventloop_time_seconds_total{nodejs_eventloop_state="active"}',
       'nodejs_eventloop_time_seconds_total{nodejs_eventloop_state="idle"}',
       'nodejs_eventloop_delay_min_seconds',
+      'nodejs_eventloop_delay_max_seconds',
+      'nodejs_eventloop_delay_mean_seconds',
+      'nodejs_eventloop_delay_stddev_seconds',
       'nodejs_eventloop_delay_p50_seconds',
+      'nodejs_eventloop_delay_p90_seconds',
+      'v8js_memory_heap_space_available_size_bytes{v8js_heap_space_name="old_space"}',
+      'v8js_memory_heap_space_physical_size_bytes{v8js_heap_space_name="old_space"}',
       'v8js_memory_heap_used_bytes{v8js_heap_space_name="old_space"}',
       'v8js_memory_heap_space_size_bytes{v8js_heap_space_name="new_space"}',
       'v8js_resource_active{v8js_resource_type="Timeout"}',
     ])
       assert.ok(value(text, series) >= 0, series);
     assert.ok(value(text, 'nodejs_eventloop_utilization_ratio') <= 1);
+    // Collections back to back: no NaN (a utilisation over no time is left out, not 0/0).
+    const [one, two] = await Promise.all([endpoint.text(), endpoint.text()]);
+    assert.doesNotMatch(one + two, /\bNaN\b/);
     assert.ok(
       value(text, 'nodejs_eventloop_delay_p99_seconds') >= value(text, 'nodejs_eventloop_delay_p50_seconds'),
     );

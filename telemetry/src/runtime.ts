@@ -87,7 +87,9 @@ export function observeNode(meter: Meter): { stop(): void } {
   batch(
     (result) => {
       const now = performance.eventLoopUtilization();
-      result.observe(utilization, performance.eventLoopUtilization(now, lastLoop).utilization);
+      const since = performance.eventLoopUtilization(now, lastLoop);
+      // No time since the last reading (two in one tick): 0/0, no utilisation to report.
+      if (since.active + since.idle > 0) result.observe(utilization, since.utilization);
       lastLoop = now;
       result.observe(time, now.active / 1000, { [ATTR_NODEJS_EVENTLOOP_STATE]: 'active' });
       result.observe(time, now.idle / 1000, { [ATTR_NODEJS_EVENTLOOP_STATE]: 'idle' });
