@@ -62,16 +62,15 @@ export function observeRuntime(provider: MeterProvider): { stop(): void } {
  * about 0.5 MiB of an idle agent (docs/deploy.md).
  */
 export function observeNode(meter: Meter): { stop(): void } {
-  let running = true;
   const seconds = (description: string) => ({ description, unit: 's' });
+  /** What stop() removes: each batch callback registered below. */
   const callbacks: (() => void)[] = [];
   const batch = (
     callback: Parameters<Meter['addBatchObservableCallback']>[0],
     observables: Parameters<Meter['addBatchObservableCallback']>[1],
   ) => {
-    const guarded: typeof callback = (result) => (running ? callback(result) : undefined);
-    meter.addBatchObservableCallback(guarded, observables);
-    callbacks.push(() => meter.removeBatchObservableCallback(guarded, observables));
+    meter.addBatchObservableCallback(callback, observables);
+    callbacks.push(() => meter.removeBatchObservableCallback(callback, observables));
   };
 
   // The event loop: its utilisation since the last collection, and its time active and idle.
@@ -203,7 +202,6 @@ export function observeNode(meter: Meter): { stop(): void } {
 
   return {
     stop: () => {
-      running = false;
       delay.disable();
       gc.disconnect();
       for (const remove of callbacks) remove();
