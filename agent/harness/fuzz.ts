@@ -22,3 +22,16 @@ export function nearlyValid(
     return raw;
   });
 }
+
+/**
+ * A fuzz test's seed or case count from the environment variable `name` (FUZZ_SEED: other cases
+ * than CI's, for a hunt; FUZZ_RUNS: more or fewer), else `fallback`, CI's, fixed so that a failure
+ * there is reproducible. A value that is not a whole number is an error, never a quiet default.
+ */
+export function fuzzSetting(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value)) throw new RangeError(`${name}=${raw}: not a whole number`);
+  return value;
+}

@@ -11,6 +11,7 @@ import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/t
 import { encodeEvent, subjectFor, type ControlEvent } from '@edgemesh/contracts';
 import fc from 'fast-check';
 import { type AgentProcess, eventually, startAgentProcess } from '../harness/agent-process.ts';
+import { fuzzSetting } from '../harness/fuzz.ts';
 import { collectGarbage, INSPECT } from '../harness/inspector.ts';
 import { natsUnavailable, type NatsServer, startNatsServer } from '../harness/nats-server.ts';
 import { testCredentials } from '../harness/test-ca.ts';
@@ -22,8 +23,8 @@ import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../src/node-flags.ts';
 import type { NodeCredentials } from '../src/security/node-credentials.ts';
 
 /** Cases per surface; the seed is fixed, so CI runs the same cases every time. */
-const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
-const SEED = 20_261_130;
+const RUNS = fuzzSetting('FUZZ_RUNS', 10_000);
+const SEED = fuzzSetting('FUZZ_SEED', 20_261_130);
 /** Messages of a server stream (other than a watch) read before it is cancelled. */
 const STREAM_READ = 256;
 const MESH = 'fuzz';

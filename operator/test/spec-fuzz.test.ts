@@ -2,15 +2,15 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { nearlyValid } from '../../agent/harness/fuzz.ts';
+import { fuzzSetting, nearlyValid } from '../../agent/harness/fuzz.ts';
 import { parse } from 'yaml';
 import { edgeMeshSpecSchema, type EdgeMesh } from '../src/api/edgemesh.ts';
 import { desiredChildren } from '../src/reconcile/desired.ts';
 import { agentImage, isBlocker } from '../src/reconcile/agent-image.ts';
 import { crdValidator } from '../harness/crd-validation.ts';
 
-const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
-const SEED = 20_261_130;
+const RUNS = fuzzSetting('FUZZ_RUNS', 10_000);
+const SEED = fuzzSetting('FUZZ_SEED', 20_261_130);
 const crd = parse(
   readFileSync(new URL('../../crds/edgemeshes.edgemesh.p2p.dev.yaml', import.meta.url), 'utf8'),
 ) as {

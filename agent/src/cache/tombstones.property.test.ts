@@ -4,12 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { fuzzSetting } from '../../harness/fuzz.ts';
 import { FakeClock } from '../time/clock.ts';
 import { COMPACT_AFTER, Tombstones } from './tombstones.ts';
 
-/** Cases; the seed is fixed, so every run tries the same sequences. */
-const RUNS = Number(process.env.TOMBSTONE_RUNS ?? 500);
-const SEED = 20_261_204;
+/** Cases; the seed is fixed (unless FUZZ_SEED is set), so every run tries the same sequences. */
+const RUNS = fuzzSetting('TOMBSTONE_RUNS', 500);
+const SEED = fuzzSetting('FUZZ_SEED', 20_261_204);
 const TTL = 1000;
 const CAP = 5;
 /** Some of digits only: a snapshot is a JSON object, and a parsed object lists those keys first. */

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { nearlyValid } from '../../harness/fuzz.ts';
+import { fuzzSetting, nearlyValid } from '../../harness/fuzz.ts';
 import { ConfigError, loadConfig, parseConfig } from './load.ts';
 
-const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
-const SEED = 20_261_130;
+const RUNS = fuzzSetting('FUZZ_RUNS', 10_000);
+const SEED = fuzzSetting('FUZZ_SEED', 20_261_130);
 
 const value = fc.oneof(
   fc.string({ maxLength: 20 }),
