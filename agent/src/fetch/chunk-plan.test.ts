@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { fuzzSetting } from '../../harness/fuzz.ts';
 import {
   BATCH_CHUNKS,
   type ChunkPlanInput,
@@ -331,7 +332,7 @@ describe('planChunks: one import per zone', () => {
   });
 });
 
-describe('planChunks: what holds for any state (fast-check, fixed seed)', () => {
+describe('planChunks: what holds for any state (fast-check, fixed seed unless FUZZ_SEED)', () => {
   const state = fc
     .record({
       count: fc.integer({ min: 1, max: 40 }),
@@ -471,7 +472,7 @@ describe('planChunks: what holds for any state (fast-check, fixed seed)', () => 
         }
         assert.deepEqual(assigned, given, 'the input is not changed');
       }),
-      { seed: 13, numRuns: 2000 },
+      { seed: fuzzSetting('FUZZ_SEED', 13), numRuns: fuzzSetting('FUZZ_RUNS', 2000) },
     );
   });
 });

@@ -4,6 +4,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { fuzzSetting } from '../../harness/fuzz.ts';
 import {
   ClientReads,
   encodeRequest,
@@ -108,7 +109,7 @@ describe('bulk-stream framing', () => {
         );
         assert.ok(reader.clean);
       }),
-      { seed: 7, numRuns: 300 },
+      { seed: fuzzSetting('FUZZ_SEED', 7), numRuns: fuzzSetting('FUZZ_RUNS', 300) },
     );
   });
 
