@@ -27,7 +27,10 @@ describe('benchmarks (--quick, shape only)', () => {
       ],
     ],
     ['hit', ['bench', 'p50_ms', 'p99_ms', 'baseline_p99_ms', 'ratio']],
-    ['ingest', ['bench', 'put_MBps', 'baseline_put_MBps', 'put_ratio', 'read_MBps', 'read_ratio']],
+    [
+      'ingest',
+      ['bench', 'put_MBps', 'baseline_put_MBps', 'put_ratio', 'read_MBps', 'read_ratio', 'put_cpu_by_thread'],
+    ],
     ['membership', ['bench', 'agents', 'detect_s', 'join_s']],
     ['swarm', ['bench', 'nodes', 'bytes', 'origin_bytes', 'time_s', 'naive_s', 'bound_s', 'ratio_to_bound']],
     [

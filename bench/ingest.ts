@@ -4,7 +4,9 @@
  * server (bench/support/static-server.ts, its own process) that writes the same bytes to a file while
  * hashing them with SHA-256, and streams the file back with fs.createReadStream. Both are driven by
  * this process over loopback with the same client code, from one buffer in memory, in alternated
- * reps; every byte read back is compared with what was sent.
+ * reps; every byte read back is compared with what was sent. Each server's CPU is read from /proc
+ * around every PUT and GET, in all and by kind of thread (its main thread, V8's helpers, libuv's
+ * pool, kernel time apart: bench/support/thread-cpu.ts), so that a run says where the time went.
  *
  * Options after --quick: `--fsync` (both sides fsync before answering a PUT: the agent's
  * store.fsync), `--cpu-prof DIR` (the agent writes a V8 CPU profile there when it stops).
@@ -21,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { startAgentProcess } from '../agent/harness/agent-process.ts';
 import { chunkSizeFor, digestOf, rootDigest } from '../agent/src/cache/chunking.ts';
 import { describeMachine, median, round } from './support/machine.ts';
+import { cpuSince, readThreads, THREAD_KINDS, type ThreadCpu } from './support/thread-cpu.ts';
 
 const MiB = 2 ** 20;
 const STATIC_SERVER = fileURLToPath(new URL('./support/static-server.ts', import.meta.url));
@@ -33,6 +36,8 @@ interface Timed {
   MBps: number;
   /** CPU seconds the server process used (user + system), from /proc. */
   serverCpuS: number;
+  /** The same by kind of thread (bench/support/thread-cpu.ts). */
+  threads: ThreadCpu;
   body: string;
 }
 
@@ -45,6 +50,7 @@ function cpuSeconds(pid: number): number {
 /** PUTs `data` to `url` in PIECE writes with backpressure; MB/s from the first byte to the answer. */
 function timedPut(url: string, data: Buffer, pid: number): Promise<Timed> {
   const cpu = cpuSeconds(pid);
+  const threads = readThreads(pid);
   const start = performance.now();
   return new Promise((resolve, reject) => {
     const headers = { 'Content-Length': String(data.length), 'Content-Type': 'application/octet-stream' };
@@ -55,7 +61,8 @@ function timedPut(url: string, data: Buffer, pid: number): Promise<Timed> {
         const body = Buffer.concat(parts).toString();
         if (res.statusCode !== 201) return reject(new Error(`PUT ${url}: ${res.statusCode} ${body}`));
         const seconds = (performance.now() - start) / 1000;
-        resolve({ MBps: data.length / 1e6 / seconds, serverCpuS: cpuSeconds(pid) - cpu, body });
+        const serverCpuS = cpuSeconds(pid) - cpu;
+        resolve({ MBps: data.length / 1e6 / seconds, serverCpuS, threads: cpuSince(pid, threads), body });
       });
     });
     req.on('error', reject);
@@ -75,6 +82,7 @@ function timedPut(url: string, data: Buffer, pid: number): Promise<Timed> {
 /** GETs `url` to the end, comparing every byte with `data`; MB/s from the request to the last byte. */
 function timedGet(url: string, data: Buffer, pid: number): Promise<Timed> {
   const cpu = cpuSeconds(pid);
+  const threads = readThreads(pid);
   const start = performance.now();
   return new Promise((resolve, reject) => {
     request(url, (res) => {
@@ -89,7 +97,13 @@ function timedGet(url: string, data: Buffer, pid: number): Promise<Timed> {
           return reject(new Error(`GET ${url}: ${res.statusCode}, ${n} bytes, same: ${same}`));
         const seconds = (performance.now() - start) / 1000;
         const source = String(res.headers['x-edgemesh-source'] ?? 'file');
-        resolve({ MBps: data.length / 1e6 / seconds, serverCpuS: cpuSeconds(pid) - cpu, body: source });
+        const serverCpuS = cpuSeconds(pid) - cpu;
+        resolve({
+          MBps: data.length / 1e6 / seconds,
+          serverCpuS,
+          threads: cpuSince(pid, threads),
+          body: source,
+        });
       });
     })
       .on('error', reject)
@@ -218,6 +232,26 @@ function report(
       `local GET ${get.toFixed(0)} vs ${baseGet.toFixed(0)} MB/s (ratio ${(get / baseGet).toFixed(2)}); goals: both ratios >= 0.7`,
   );
   const cpu = (side: string, pick: (r: (typeof rows)[number]) => number) => round(med(side, pick) / gb, 2);
+  // Where each side's CPU went, by kind of thread: the median over reps of user + system, and of
+  // system alone (libuv's is mostly the file writes' and reads' kernel time).
+  const byThread = (side: string, op: 'put' | 'get') =>
+    Object.fromEntries(
+      THREAD_KINDS.map((k) => [k, cpu(side, (r) => r[op].threads[k].user + r[op].threads[k].system)]),
+    ) as Record<(typeof THREAD_KINDS)[number], number>;
+  const kernel = (side: string, op: 'put' | 'get', k: (typeof THREAD_KINDS)[number]) =>
+    cpu(side, (r) => r[op].threads[k].system);
+  console.log(
+    "# server CPU by thread, median s/GB (kernel's share): main | V8's helpers | libuv's pool | other",
+  );
+  for (const side of ['baseline', 'edgemesh'])
+    for (const op of ['put', 'get'] as const) {
+      const t = byThread(side, op);
+      const cell = (k: (typeof THREAD_KINDS)[number]) =>
+        `${t[k].toFixed(2)} (${kernel(side, op, k).toFixed(2)})`;
+      console.log(
+        `# ${side.padEnd(8)} ${op.toUpperCase().padEnd(3)} | ${THREAD_KINDS.map((k) => cell(k).padStart(11)).join(' | ')}`,
+      );
+    }
   console.log(
     JSON.stringify({
       bench: 'ingest',
@@ -234,6 +268,7 @@ function report(
       baseline_put_cpu_s_per_GB: cpu('baseline', (r) => r.put.serverCpuS),
       read_cpu_s_per_GB: cpu('edgemesh', (r) => r.get.serverCpuS),
       baseline_read_cpu_s_per_GB: cpu('baseline', (r) => r.get.serverCpuS),
+      put_cpu_by_thread: { edgemesh: byThread('edgemesh', 'put'), baseline: byThread('baseline', 'put') },
     }),
   );
 }
