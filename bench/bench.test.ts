@@ -24,6 +24,7 @@ describe('benchmarks (--quick, shape only)', () => {
         'limit_MBps',
         'ratio',
         'ratio_to_limit',
+        'cpu_by_thread',
       ],
     ],
     ['hit', ['bench', 'p50_ms', 'p99_ms', 'baseline_p99_ms', 'ratio']],

@@ -6,7 +6,10 @@
  * raw TCP stream between two Node processes, the practical limit for moving bytes between two
  * processes here, and the limit pipeline (support/limit-pipeline.ts: mutual TLS, a SHA-256 per chunk,
  * the file written and the bytes served, nothing else), the limit for what a fetch must do.
- * Each rep uses two fresh agents, warmed up with a 32 MiB transfer first.
+ * Each rep uses two fresh agents, warmed up with a 32 MiB transfer first. The sender's and the
+ * receiver's CPU over the measured transfer is read from /proc by kind of thread (its main thread,
+ * V8's helpers, libuv's pool: bench/support/thread-cpu.ts), for the mesh and the limit pipeline, so
+ * that a run says where the time went.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -19,13 +22,34 @@ import { fileURLToPath } from 'node:url';
 import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { sharedTestCa } from '../agent/harness/test-ca.ts';
 import { describeMachine, median, round } from './support/machine.ts';
+import { cpuSince, readThreads, THREAD_KINDS, type ThreadCpu } from './support/thread-cpu.ts';
 
 const MiB = 2 ** 20;
 const RAW_TCP = fileURLToPath(new URL('./support/raw-tcp.ts', import.meta.url));
 const LIMIT = fileURLToPath(new URL('./support/limit-pipeline.ts', import.meta.url));
 
-/** Starts one side of the limit pipeline; resolves with its port and a stop. */
-async function limitSide(args: string[]): Promise<{ port: number; stop: () => Promise<void> }> {
+/** The CPU a transfer cost its two processes, by kind of thread. */
+interface TransferCpu {
+  sender: ThreadCpu;
+  receiver: ThreadCpu;
+}
+
+/** Measures `transfer` with the CPU the processes `senderPid` and `receiverPid` spend on it. */
+async function withCpu<T>(
+  senderPid: number,
+  receiverPid: number,
+  transfer: () => Promise<T>,
+): Promise<{ result: T; cpu: TransferCpu }> {
+  const before = { sender: readThreads(senderPid), receiver: readThreads(receiverPid) };
+  const result = await transfer();
+  return {
+    result,
+    cpu: { sender: cpuSince(senderPid, before.sender), receiver: cpuSince(receiverPid, before.receiver) },
+  };
+}
+
+/** Starts one side of the limit pipeline; resolves with its port, its pid and a stop. */
+async function limitSide(args: string[]): Promise<{ port: number; pid: number; stop: () => Promise<void> }> {
   const child = spawn(process.execPath, [LIMIT, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise((r) => child.once('exit', r));
   const stop = () => (child.kill(), exited.then(() => undefined));
@@ -36,7 +60,7 @@ async function limitSide(args: string[]): Promise<{ port: number; stop: () => Pr
     throw new Error(`limit pipeline ${args[0]} did not start`);
   }
   const { port } = JSON.parse(first.value) as { port: number };
-  return { port, stop };
+  return { port, pid: child.pid!, stop };
 }
 
 /**
@@ -44,7 +68,11 @@ async function limitSide(args: string[]): Promise<{ port: number; stop: () => Pr
  * mutual TLS, a receiver process hashes each chunk, writes the file and streams it to a client of its
  * HTTP server. MB/s as that client saw it, from request to last byte.
  */
-async function limitTransfer(dir: string, bytes: number, rep: number): Promise<number> {
+async function limitTransfer(
+  dir: string,
+  bytes: number,
+  rep: number,
+): Promise<{ MBps: number; cpu: TransferCpu }> {
   const { certFile, keyFile } = await sharedTestCa();
   const from = join(dir, `limit-a${rep}`);
   const to = join(dir, `limit-b${rep}`);
@@ -60,7 +88,9 @@ async function limitTransfer(dir: string, bytes: number, rep: number): Promise<n
     sides.push(receiver);
     // Warm-up, as the mesh's: JIT and TLS, so the figure is the steady state.
     await get(`http://127.0.0.1:${receiver.port}/${sender.port}/warm-up`, 32 * MiB);
-    return (await get(`http://127.0.0.1:${receiver.port}/${sender.port}/object`, bytes)).MBps;
+    const url = `http://127.0.0.1:${receiver.port}/${sender.port}/object`;
+    const { result, cpu } = await withCpu(sender.pid, receiver.pid, () => get(url, bytes));
+    return { MBps: result.MBps, cpu };
   } finally {
     await Promise.all(sides.map((s) => s.stop()));
     await rm(from, { recursive: true, force: true });
@@ -181,10 +211,13 @@ async function meshTransfer(dir: string, bytes: number, rep: number, grpc = fals
     const putStart = performance.now();
     await put(`${a.url}/v1/objects/bench/object`, bytes);
     const putMBps = bytes / 1e6 / ((performance.now() - putStart) / 1000);
-    const peer = await get(`${b.url}/v1/objects/bench/object`, bytes);
+    const fetched = await withCpu(a.child.pid!, b.child.pid!, () =>
+      get(`${b.url}/v1/objects/bench/object`, bytes),
+    );
+    const peer = fetched.result;
     if (peer.source !== 'peer') throw new Error(`expected a peer fetch, got ${peer.source}`);
     const local = await get(`${b.url}/v1/objects/bench/object`, bytes);
-    return { meshMBps: peer.MBps, putMBps, localMBps: local.MBps };
+    return { meshMBps: peer.MBps, putMBps, localMBps: local.MBps, cpu: fetched.cpu };
   } finally {
     await Promise.all(agents.map((a) => a.stop()));
     await rm(join(dir, `a${rep}`), { recursive: true, force: true });
@@ -201,9 +234,9 @@ export async function run(quick: boolean): Promise<void> {
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-transfer-'));
   const raw: number[] = [];
-  const mesh: { meshMBps: number; putMBps: number; localMBps: number }[] = [];
+  const mesh: { meshMBps: number; putMBps: number; localMBps: number; cpu: TransferCpu }[] = [];
   const grpc: number[] = [];
-  const limit: number[] = [];
+  const limit: { MBps: number; cpu: TransferCpu }[] = [];
   try {
     for (let rep = 0; rep < reps; rep++) {
       raw.push(await rawTcp(bytes));
@@ -212,7 +245,7 @@ export async function run(quick: boolean): Promise<void> {
       grpc.push((await meshTransfer(dir, bytes, rep, true)).meshMBps);
       const m = mesh.at(-1)!;
       console.log(
-        `# rep ${rep + 1}: raw TCP ${raw.at(-1)!.toFixed(0)} MB/s | limit pipeline ${limit.at(-1)!.toFixed(0)} MB/s | mesh A->B ${m.meshMBps.toFixed(0)} MB/s (bulk stream), ` +
+        `# rep ${rep + 1}: raw TCP ${raw.at(-1)!.toFixed(0)} MB/s | limit pipeline ${limit.at(-1)!.MBps.toFixed(0)} MB/s | mesh A->B ${m.meshMBps.toFixed(0)} MB/s (bulk stream), ` +
           `${grpc.at(-1)!.toFixed(0)} MB/s (FetchChunks) | PUT into A ${m.putMBps.toFixed(0)} MB/s | local hit on B ${m.localMBps.toFixed(0)} MB/s`,
       );
     }
@@ -222,7 +255,36 @@ export async function run(quick: boolean): Promise<void> {
   const meshMBps = median(mesh.map((m) => m.meshMBps));
   const grpcMBps = median(grpc);
   const rawMBps = median(raw);
-  const limitMBps = median(limit);
+  const limitMBps = median(limit.map((l) => l.MBps));
+  // Where the CPU went, median over reps, s/GB moved, user + system (kernel's share).
+  const gb = bytes / 1e9;
+  const cpuOf = (runs: { cpu: TransferCpu }[], side: keyof TransferCpu) =>
+    Object.fromEntries(
+      THREAD_KINDS.map((k) => [
+        k,
+        round(median(runs.map((r) => r.cpu[side][k].user + r.cpu[side][k].system)) / gb, 2),
+      ]),
+    ) as Record<(typeof THREAD_KINDS)[number], number>;
+  const kernelOf = (
+    runs: { cpu: TransferCpu }[],
+    side: keyof TransferCpu,
+    k: (typeof THREAD_KINDS)[number],
+  ) => round(median(runs.map((r) => r.cpu[side][k].system)) / gb, 2);
+  console.log(
+    "# CPU of the transfer by thread, median s/GB (kernel's share): main | V8's helpers | libuv's pool | other",
+  );
+  for (const [name, runs] of [
+    ['mesh', mesh],
+    ['limit', limit],
+  ] as const) {
+    for (const side of ['sender', 'receiver'] as const) {
+      const t = cpuOf(runs, side);
+      const cells = THREAD_KINDS.map((k) =>
+        `${t[k].toFixed(2)} (${kernelOf(runs, side, k).toFixed(2)})`.padStart(11),
+      );
+      console.log(`# ${name.padEnd(5)} ${side.padEnd(8)} | ${cells.join(' | ')}`);
+    }
+  }
   console.log(
     `# medians: mesh ${meshMBps.toFixed(0)} MB/s on the bulk stream, ${grpcMBps.toFixed(0)} MB/s on FetchChunks ` +
       `(x${(meshMBps / grpcMBps).toFixed(2)}), limit pipeline ${limitMBps.toFixed(0)} MB/s, ` +
@@ -242,6 +304,10 @@ export async function run(quick: boolean): Promise<void> {
       ratio_to_limit: round(meshMBps / limitMBps, 3),
       put_MBps: round(median(mesh.map((m) => m.putMBps)), 1),
       local_hit_MBps: round(median(mesh.map((m) => m.localMBps)), 1),
+      cpu_by_thread: {
+        mesh: { sender: cpuOf(mesh, 'sender'), receiver: cpuOf(mesh, 'receiver') },
+        limit: { sender: cpuOf(limit, 'sender'), receiver: cpuOf(limit, 'receiver') },
+      },
     }),
   );
 }
