@@ -23,7 +23,13 @@ import { fileURLToPath } from 'node:url';
 import { startAgentProcess } from '../agent/harness/agent-process.ts';
 import { chunkSizeFor, digestOf, rootDigest } from '../agent/src/cache/chunking.ts';
 import { describeMachine, median, round } from './support/machine.ts';
-import { cpuSince, readThreads, THREAD_KINDS, type ThreadCpu } from './support/thread-cpu.ts';
+import {
+  cpuSince,
+  readThreads,
+  THREAD_KINDS,
+  type ThreadCpu,
+  type ThreadKind,
+} from './support/thread-cpu.ts';
 
 const MiB = 2 ** 20;
 const STATIC_SERVER = fileURLToPath(new URL('./support/static-server.ts', import.meta.url));
@@ -237,17 +243,16 @@ function report(
   const byThread = (side: string, op: 'put' | 'get') =>
     Object.fromEntries(
       THREAD_KINDS.map((k) => [k, cpu(side, (r) => r[op].threads[k].user + r[op].threads[k].system)]),
-    ) as Record<(typeof THREAD_KINDS)[number], number>;
-  const kernel = (side: string, op: 'put' | 'get', k: (typeof THREAD_KINDS)[number]) =>
+    ) as Record<ThreadKind, number>;
+  const kernel = (side: string, op: 'put' | 'get', k: ThreadKind) =>
     cpu(side, (r) => r[op].threads[k].system);
   console.log(
-    "# server CPU by thread, median s/GB (kernel's share): main | V8's helpers | libuv's pool | other",
+    "# server CPU by thread, median s/GB (of which kernel): main | V8's helpers | libuv's pool | other",
   );
   for (const side of ['baseline', 'edgemesh'])
     for (const op of ['put', 'get'] as const) {
       const t = byThread(side, op);
-      const cell = (k: (typeof THREAD_KINDS)[number]) =>
-        `${t[k].toFixed(2)} (${kernel(side, op, k).toFixed(2)})`;
+      const cell = (k: ThreadKind) => `${t[k].toFixed(2)} (${kernel(side, op, k).toFixed(2)})`;
       console.log(
         `# ${side.padEnd(8)} ${op.toUpperCase().padEnd(3)} | ${THREAD_KINDS.map((k) => cell(k).padStart(11)).join(' | ')}`,
       );

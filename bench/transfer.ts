@@ -18,11 +18,18 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { sharedTestCa } from '../agent/harness/test-ca.ts';
 import { describeMachine, median, round } from './support/machine.ts';
-import { cpuSince, readThreads, THREAD_KINDS, type ThreadCpu } from './support/thread-cpu.ts';
+import {
+  cpuSince,
+  readThreads,
+  THREAD_KINDS,
+  type ThreadCpu,
+  type ThreadKind,
+} from './support/thread-cpu.ts';
 
 const MiB = 2 ** 20;
 const RAW_TCP = fileURLToPath(new URL('./support/raw-tcp.ts', import.meta.url));
@@ -211,9 +218,14 @@ async function meshTransfer(dir: string, bytes: number, rep: number, grpc = fals
     const putStart = performance.now();
     await put(`${a.url}/v1/objects/bench/object`, bytes);
     const putMBps = bytes / 1e6 / ((performance.now() - putStart) / 1000);
-    const fetched = await withCpu(a.child.pid!, b.child.pid!, () =>
-      get(`${b.url}/v1/objects/bench/object`, bytes),
-    );
+    const stored = (await b.status()).cache.entries;
+    const fetched = await withCpu(a.child.pid!, b.child.pid!, async () => {
+      const answer = await get(`${b.url}/v1/objects/bench/object`, bytes);
+      // B writes behind what it serves and commits after the last byte: its CPU is read once it
+      // holds the object, as the limit receiver's is once its file is written.
+      while ((await b.status()).cache.entries <= stored) await delay(20);
+      return answer;
+    });
     const peer = fetched.result;
     if (peer.source !== 'peer') throw new Error(`expected a peer fetch, got ${peer.source}`);
     const local = await get(`${b.url}/v1/objects/bench/object`, bytes);
@@ -256,7 +268,7 @@ export async function run(quick: boolean): Promise<void> {
   const grpcMBps = median(grpc);
   const rawMBps = median(raw);
   const limitMBps = median(limit.map((l) => l.MBps));
-  // Where the CPU went, median over reps, s/GB moved, user + system (kernel's share).
+  // Where the CPU went, median over reps, s/GB moved, user + system (of which kernel).
   const gb = bytes / 1e9;
   const cpuOf = (runs: { cpu: TransferCpu }[], side: keyof TransferCpu) =>
     Object.fromEntries(
@@ -264,14 +276,11 @@ export async function run(quick: boolean): Promise<void> {
         k,
         round(median(runs.map((r) => r.cpu[side][k].user + r.cpu[side][k].system)) / gb, 2),
       ]),
-    ) as Record<(typeof THREAD_KINDS)[number], number>;
-  const kernelOf = (
-    runs: { cpu: TransferCpu }[],
-    side: keyof TransferCpu,
-    k: (typeof THREAD_KINDS)[number],
-  ) => round(median(runs.map((r) => r.cpu[side][k].system)) / gb, 2);
+    ) as Record<ThreadKind, number>;
+  const kernelOf = (runs: { cpu: TransferCpu }[], side: keyof TransferCpu, k: ThreadKind) =>
+    round(median(runs.map((r) => r.cpu[side][k].system)) / gb, 2);
   console.log(
-    "# CPU of the transfer by thread, median s/GB (kernel's share): main | V8's helpers | libuv's pool | other",
+    "# CPU of the transfer by thread, median s/GB (of which kernel): main | V8's helpers | libuv's pool | other",
   );
   for (const [name, runs] of [
     ['mesh', mesh],

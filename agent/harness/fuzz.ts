@@ -26,12 +26,13 @@ export function nearlyValid(
 /**
  * A fuzz test's seed or case count from the environment variable `name` (FUZZ_SEED: other cases
  * than CI's, for a hunt; FUZZ_RUNS: more or fewer), else `fallback`, CI's, fixed so that a failure
- * there is reproducible. A value that is not a whole number is an error, never a quiet default.
+ * there is reproducible. Anything but decimal digits making a whole number of at least `min` (1
+ * for a count: no cases would pass silently) is an error, never a quiet default.
  */
-export function fuzzSetting(name: string, fallback: number): number {
+export function fuzzSetting(name: string, fallback: number, min = 0): number {
   const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isSafeInteger(value)) throw new RangeError(`${name}=${raw}: not a whole number`);
+  if (raw === undefined) return fallback;
+  const value = /^\d{1,15}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(value >= min)) throw new RangeError(`${name}=${JSON.stringify(raw)}: not a whole number >= ${min}`);
   return value;
 }

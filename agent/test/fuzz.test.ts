@@ -23,7 +23,7 @@ import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../src/node-flags.ts';
 import type { NodeCredentials } from '../src/security/node-credentials.ts';
 
 /** Cases per surface; the seed is fixed, so CI runs the same cases every time. */
-const RUNS = fuzzSetting('FUZZ_RUNS', 10_000);
+const RUNS = fuzzSetting('FUZZ_RUNS', 10_000, 1);
 const SEED = fuzzSetting('FUZZ_SEED', 20_261_130);
 /** Messages of a server stream (other than a watch) read before it is cancelled. */
 const STREAM_READ = 256;

@@ -1,52 +1,84 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { cpuSince, readThreads } from './thread-cpu.ts';
+import { cpuSince, kindOf, parseStat, readThreads } from './thread-cpu.ts';
 
 /**
- * A child that, once told to, spends 0.3 s of its main thread's CPU (measured by the thread itself)
- * and then 0.3 s or more of CPU in libuv's pool (PBKDF2 jobs), and says when each is done.
+ * A child that does one thing each time it is told to, and says when it is done: `main` spends 0.3
+ * s of its main thread's CPU in user space and 0.15 s in the kernel (reads of /dev/zero), measured by
+ * the thread itself; `pool` has libuv's pool spend 0.3 s or more (PBKDF2 jobs).
  */
 const CHILD = `
 const { pbkdf2 } = require('node:crypto');
+const { openSync, readSync } = require('node:fs');
 const { promisify } = require('node:util');
+const { createInterface } = require('node:readline');
 process.stdout.write('ready\\n');
-process.stdin.once('data', async () => {
-  const start = process.threadCpuUsage().user;
-  while (process.threadCpuUsage().user - start < 300_000);
-  process.stdout.write('main done\\n');
-  const at = process.cpuUsage().user;
-  // Jobs until the pool has used 0.3 s (the process's CPU less what the idle main thread adds).
-  while (process.cpuUsage().user - at < 300_000) {
-    await Promise.all([1, 2].map((i) => promisify(pbkdf2)('p', 's' + i, 100_000, 32, 'sha256')));
+createInterface({ input: process.stdin }).on('line', async (what) => {
+  if (what === 'main') {
+    const start = process.threadCpuUsage();
+    while (process.threadCpuUsage().user - start.user < 300_000);
+    const zero = openSync('/dev/zero', 'r');
+    const buffer = Buffer.alloc(16 * 2 ** 20);
+    while (process.threadCpuUsage().system - start.system < 150_000) readSync(zero, buffer);
+  } else {
+    // Jobs until the process has used 0.3 s more (the idle main thread adds next to nothing).
+    const at = process.cpuUsage().user;
+    while (process.cpuUsage().user - at < 300_000) {
+      await Promise.all([1, 2].map((i) => promisify(pbkdf2)('p', 's' + i, 100_000, 32, 'sha256')));
+    }
   }
-  process.stdout.write('pool done\\n');
+  process.stdout.write(what + ' done\\n');
 });
 `;
 
-describe('thread-cpu', () => {
-  it("puts the main thread's CPU under main and libuv's pool's under libuv", async () => {
+const noProc = existsSync('/proc/self/task') ? false : 'no /proc/PID/task here (not Linux)';
+
+describe('thread-cpu', { skip: noProc }, () => {
+  it("puts the main thread's CPU, user and kernel, under main and libuv's pool's under libuv", async () => {
     const child = spawn(process.execPath, ['-e', CHILD], { stdio: ['pipe', 'pipe', 'inherit'] });
     try {
       const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
       assert.equal((await lines.next()).value, 'ready');
-      const before = readThreads(child.pid!);
-      assert.equal([...before.values()].filter((t) => t.kind === 'main').length, 1);
-      child.stdin.write('go\n');
-      assert.equal((await lines.next()).value, 'main done');
-      const afterMain = cpuSince(child.pid!, before);
-      // 0.3 s spent, read in ticks of 10 ms: at least 0.29 (nothing else ran on it meanwhile).
-      assert.ok(afterMain.main.user >= 0.29, `main ${JSON.stringify(afterMain)}`);
-      const middle = readThreads(child.pid!);
-      assert.equal((await lines.next()).value, 'pool done');
-      const afterPool = cpuSince(child.pid!, middle);
-      assert.ok(afterPool.libuv.user >= 0.2, `libuv ${JSON.stringify(afterPool)}`);
-      assert.ok(afterPool.libuv.user > afterPool.main.user, `pool vs main ${JSON.stringify(afterPool)}`);
+      const run = async (what: string) => {
+        const before = readThreads(child.pid!);
+        child.stdin.write(`${what}\n`);
+        assert.equal((await lines.next()).value, `${what} done`);
+        return cpuSince(child.pid!, before);
+      };
+      const main = await run('main');
+      // Spent as measured by the thread itself; read here in ticks of 10 ms.
+      assert.ok(main.main.user >= 0.29, `main ${JSON.stringify(main)}`);
+      assert.ok(main.main.system >= 0.14, `main ${JSON.stringify(main)}`);
+      const pool = await run('pool');
+      // Nothing of it can be missed: the reading before was taken before the child was told.
+      assert.ok(pool.libuv.user >= 0.29, `libuv ${JSON.stringify(pool)}`);
+      assert.ok(pool.libuv.user > pool.main.user, `pool vs main ${JSON.stringify(pool)}`);
     } finally {
       child.kill();
       if (child.exitCode === null && child.signalCode === null) await once(child, 'exit');
     }
+  });
+
+  it('reads a stat line whose name holds spaces and parentheses, and refuses a malformed one', () => {
+    const fields = ['S', ...Array.from({ length: 10 }, (_, i) => String(i + 1)), '37', '12', '0', '0'];
+    assert.deepEqual(parseStat(`123 (a) b (c) ${fields.join(' ')}`), {
+      name: 'a) b (c',
+      userTicks: 37,
+      systemTicks: 12,
+    });
+    assert.equal(parseStat('123 no name 1 2 3'), undefined);
+    assert.equal(parseStat('123 (x) S 1 2'), undefined); // cut short: no times
+  });
+
+  it("names each of Node 24's threads by kind", () => {
+    assert.equal(kindOf(true, 'MainThread'), 'main');
+    assert.equal(kindOf(false, 'V8Worker'), 'v8');
+    assert.equal(kindOf(false, 'libuv-worker'), 'libuv');
+    assert.equal(kindOf(false, 'DelayedTaskSche'), 'other');
+    assert.equal(kindOf(false, 'SignalInspector'), 'other');
   });
 });

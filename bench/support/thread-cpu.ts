@@ -3,16 +3,16 @@ import { readdirSync, readFileSync } from 'node:fs';
 /**
  * Where a Node process's CPU goes, by kind of thread, from /proc/PID/task/TID/stat (Linux):
  * - `main`: the thread that runs JavaScript (the task whose id is the process's);
- * - `v8`: V8's helper threads (concurrent marking and sweeping, compiler jobs: `V8Worker`, and
- *   `V8 DefaultWorke` in older Nodes);
+ * - `v8`: V8's helper threads (`V8Worker`: concurrent marking and sweeping, compiler jobs);
  * - `libuv`: libuv's pool (`libuv-worker`): file system calls, asynchronous crypto, DNS; their
  *   kernel time is mostly the file writes' and reads';
- * - `other`: the rest (the inspector's and platform's threads, a worker's).
+ * - `other`: the rest (the platform's and the inspector's threads, a worker's).
  * Each with user and kernel (system) seconds. A thread that ends between two readings takes its
- * time with it; a bench reads a server whose threads live as long as it does.
+ * time with it; a bench reads a server whose threads live as long as it does. The names are Node
+ * 24's (older Nodes named every thread `node`: all but the main one would count as `other`).
  */
-export type ThreadKind = 'main' | 'v8' | 'libuv' | 'other';
-export const THREAD_KINDS: readonly ThreadKind[] = ['main', 'v8', 'libuv', 'other'];
+export const THREAD_KINDS = ['main', 'v8', 'libuv', 'other'] as const;
+export type ThreadKind = (typeof THREAD_KINDS)[number];
 
 export interface CpuTime {
   user: number;
@@ -23,41 +23,58 @@ export type ThreadCpu = Record<ThreadKind, CpuTime>;
 /** USER_HZ: the unit of /proc's times, 100 on every Linux this runs on. */
 const TICKS_PER_S = 100;
 
-/** Each live thread of `pid` by task id: its kind and its CPU time so far. */
-export function readThreads(pid: number): Map<number, { kind: ThreadKind; time: CpuTime }> {
-  const threads = new Map<number, { kind: ThreadKind; time: CpuTime }>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    } catch {
-      continue; // ended since the listing
-    }
-    // "TID (comm) state ...": comm may hold spaces and parentheses, so split at the last ')'.
-    const close = stat.lastIndexOf(')');
-    const name = stat.slice(stat.indexOf('(') + 1, close);
-    const fields = stat.slice(close + 2).split(' ');
-    const id = Number(tid);
-    const time = { user: Number(fields[11]) / TICKS_PER_S, system: Number(fields[12]) / TICKS_PER_S };
-    threads.set(id, { kind: kindOf(id === pid, name), time });
-  }
-  return threads;
+/** A thread as its stat line gives it: its name and CPU time in ticks; undefined if malformed. */
+export function parseStat(
+  line: string,
+): { name: string; userTicks: number; systemTicks: number } | undefined {
+  // "TID (comm) state ...": comm may hold spaces and parentheses, so split at the last ')'.
+  const open = line.indexOf('(');
+  const close = line.lastIndexOf(')');
+  if (open === -1 || close < open) return undefined;
+  const fields = line.slice(close + 2).split(' ');
+  const userTicks = Number(fields[11]); // utime: field 14 of the line, 12th after the state
+  const systemTicks = Number(fields[12]); // stime
+  if (!Number.isSafeInteger(userTicks) || !Number.isSafeInteger(systemTicks)) return undefined;
+  return { name: line.slice(open + 1, close), userTicks, systemTicks };
 }
 
-function kindOf(main: boolean, name: string): ThreadKind {
+export function kindOf(main: boolean, name: string): ThreadKind {
   if (main) return 'main';
-  if (name.startsWith('V8Worker') || name.startsWith('V8 DefaultWorke')) return 'v8';
+  if (name.startsWith('V8Worker')) return 'v8';
   if (name.startsWith('libuv-worker')) return 'libuv';
   return 'other';
 }
 
-/** What `pid`'s threads used since `before` (readThreads' answer then), by kind. */
-export function cpuSince(pid: number, before: ReturnType<typeof readThreads>): ThreadCpu {
-  const used = Object.fromEntries(THREAD_KINDS.map((k) => [k, { user: 0, system: 0 }])) as ThreadCpu;
-  for (const [tid, { kind, time }] of readThreads(pid)) {
-    const then = before.get(tid)?.time ?? { user: 0, system: 0 }; // a thread started since: all of it
-    used[kind].user += time.user - then.user;
-    used[kind].system += time.system - then.system;
+type Ticks = { kind: ThreadKind; user: number; system: number };
+
+/** Each live thread of `pid` by task id: its kind and its CPU time so far, in ticks. */
+export function readThreads(pid: number): Map<number, Ticks> {
+  const threads = new Map<number, Ticks>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let line: string;
+    try {
+      line = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue; // ended since the listing
+    }
+    const stat = parseStat(line);
+    if (!stat) continue;
+    const id = Number(tid);
+    threads.set(id, { kind: kindOf(id === pid, stat.name), user: stat.userTicks, system: stat.systemTicks });
   }
-  return used;
+  return threads;
+}
+
+/** What `pid`'s threads used since `before` (readThreads' answer then), by kind, in seconds. */
+export function cpuSince(pid: number, before: ReturnType<typeof readThreads>): ThreadCpu {
+  const ticks = Object.fromEntries(THREAD_KINDS.map((k) => [k, { user: 0, system: 0 }])) as ThreadCpu;
+  for (const [tid, now] of readThreads(pid)) {
+    const then = before.get(tid) ?? { user: 0, system: 0 }; // a thread started since: all of it
+    ticks[now.kind].user += now.user - then.user;
+    ticks[now.kind].system += now.system - then.system;
+  }
+  for (const k of THREAD_KINDS) {
+    ticks[k] = { user: ticks[k].user / TICKS_PER_S, system: ticks[k].system / TICKS_PER_S };
+  }
+  return ticks;
 }

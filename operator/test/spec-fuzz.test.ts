@@ -9,7 +9,7 @@ import { desiredChildren } from '../src/reconcile/desired.ts';
 import { agentImage, isBlocker } from '../src/reconcile/agent-image.ts';
 import { crdValidator } from '../harness/crd-validation.ts';
 
-const RUNS = fuzzSetting('FUZZ_RUNS', 10_000);
+const RUNS = fuzzSetting('FUZZ_RUNS', 10_000, 1);
 const SEED = fuzzSetting('FUZZ_SEED', 20_261_130);
 const crd = parse(
   readFileSync(new URL('../../crds/edgemeshes.edgemesh.p2p.dev.yaml', import.meta.url), 'utf8'),

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { fuzzSetting, nearlyValid } from '../../harness/fuzz.ts';
 import { ConfigError, loadConfig, parseConfig } from './load.ts';
 
-const RUNS = fuzzSetting('FUZZ_RUNS', 10_000);
+const RUNS = fuzzSetting('FUZZ_RUNS', 10_000, 1);
 const SEED = fuzzSetting('FUZZ_SEED', 20_261_130);
 
 const value = fc.oneof(
