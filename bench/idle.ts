@@ -21,23 +21,22 @@
  * `--file-ca` has each sign its own with a file-based CA instead, as the local mesh does (the last
  * line's `certificates` says which: `issuer` or `file-ca`).
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { startTestIssuer, type TestIssuer } from '../operator/harness/test-issuer.ts';
+import { buildBundle } from './support/bundle.ts';
 import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
 
-const BUILD = fileURLToPath(new URL('../scripts/build.ts', import.meta.url));
 /** 80 MB, the goal, in MiB. */
 const GOAL_MIB = round(80e6 / 2 ** 20, 1);
 const SAMPLE_MS = 10_000;
@@ -143,8 +142,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
     },
   );
   try {
-    const built = spawnSync(process.execPath, [BUILD, join(dir, 'dist')], { encoding: 'utf8' });
-    if (built.status !== 0) throw new Error(`the build failed: ${built.stderr}`);
+    const dist = buildBundle(dir);
     nats = await startNatsServer();
     bare = spawn(process.execPath, [...nodeFlags, '-e', 'setInterval(() => {}, 60_000)'], {
       env: { ...process.env, ...env },
@@ -164,7 +162,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
             ...certificates,
           ],
           30_000,
-          { main: join(dir, 'dist', 'agent.mjs'), nodeFlags, env },
+          { main: join(dist, 'agent.mjs'), nodeFlags, env },
         ),
       );
     }

@@ -7,9 +7,12 @@
  * reps; every byte read back is compared with what was sent. Each server's CPU is read from /proc
  * around every PUT and GET, in all and by kind of thread (its main thread, V8's helpers, libuv's
  * pool, kernel time apart: bench/support/thread-cpu.ts), so that a run says where the time went.
+ * The agent runs as the image runs it (the bundle, the image's V8 flags and malloc settings:
+ * bench/support/bundle.ts); `--sources` runs it from the TypeScript sources instead.
  *
  * Options after --quick: `--fsync` (both sides fsync before answering a PUT: the agent's
- * store.fsync), `--cpu-prof DIR` (the agent writes a V8 CPU profile there when it stops).
+ * store.fsync), `--cpu-prof DIR` (the agent writes a V8 CPU profile there when it stops),
+ * `--sources`.
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -22,6 +25,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startAgentProcess } from '../agent/harness/agent-process.ts';
 import { chunkSizeFor, digestOf, rootDigest } from '../agent/src/cache/chunking.ts';
+import { asTheImageRunsIt } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
   cpuSince,
@@ -138,15 +142,19 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   const reps = quick ? 1 : 3;
   const fsync = args.includes('--fsync');
   const profileDir = option(args, '--cpu-prof');
+  const sources = args.includes('--sources');
   console.log(
     `# ingest: PUT then local GET of ${bytes / MiB} MiB on one agent vs a Node http server doing fs write + ` +
-      `SHA-256 and fs.createReadStream, ${reps} rep(s) each, alternating; fsync ${fsync ? 'on' : 'off'} on both`,
+      `SHA-256 and fs.createReadStream, ${reps} rep(s) each, alternating; fsync ${fsync ? 'on' : 'off'} on both; ` +
+      `the agent ${sources ? 'from the TypeScript sources' : "as the image runs it (bundle, the image's V8 flags and malloc settings)"}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-ingest-'));
   const data = content(bytes);
   const expectedRoot = rootDigest(bytes, chunkSizeFor(bytes), chunkDigests(data, chunkSizeFor(bytes)));
   const expectedSha = createHash('sha256').update(data).digest('hex');
+  const place = sources ? {} : asTheImageRunsIt(dir);
+  const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const agent = await startAgentProcess(
     [
       ...['--store.dir', join(dir, 'store'), '--store.fsync', String(fsync)],
@@ -154,7 +162,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       ...['--store.scrub-on-start', 'false'],
     ],
     20_000,
-    profileDir ? { nodeFlags: ['--cpu-prof', '--cpu-prof-dir', profileDir] } : {},
+    { ...place, nodeFlags: [...(place.nodeFlags ?? []), ...profile] },
   );
   const server = spawn(process.execPath, [STATIC_SERVER, join(dir, 'files'), ...(fsync ? ['--fsync'] : [])], {
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -195,7 +203,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
     await agent.stop();
     await rm(dir, { recursive: true, force: true });
   }
-  report(rows, bytes, reps, fsync);
+  report(rows, bytes, reps, fsync, sources);
 }
 
 function chunkDigests(data: Buffer, chunkSize: number): string[] {
@@ -217,6 +225,7 @@ function report(
   bytes: number,
   reps: number,
   fsync: boolean,
+  sources: boolean,
 ): void {
   const gb = bytes / 1e9;
   console.log('# rep | side     | PUT MB/s | server CPU s/GB | GET MB/s | server CPU s/GB');
@@ -263,6 +272,7 @@ function report(
       bytes,
       reps,
       fsync,
+      agent: sources ? 'sources' : 'image',
       put_MBps: round(put, 1),
       baseline_put_MBps: round(basePut, 1),
       put_ratio: round(put / basePut, 3),

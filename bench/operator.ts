@@ -8,7 +8,7 @@
  * `npm run operator` runs them (`source_*`); and the bundle against a real control plane (etcd,
  * kube-apiserver, kwok's simulated nodes; `real_*`), where the machine allows one.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,10 +20,10 @@ import { startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
 import { collectionPath } from '../operator/harness/test-cluster.ts';
 import { KubeHttp } from '../operator/src/kit/kube-http.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
+import { buildBundle } from './support/bundle.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
 
 const MAIN = fileURLToPath(new URL('../operator/src/main.ts', import.meta.url));
-const BUILD = fileURLToPath(new URL('../scripts/build.ts', import.meta.url));
 const CHILDREN = ['serviceaccounts', 'networkpolicies', 'configmaps', 'services', 'daemonsets'];
 
 /** CPU seconds (user + system) a process has used so far. */
@@ -175,9 +175,7 @@ export async function run(quick: boolean): Promise<void> {
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-operator-'));
   try {
-    const built = spawnSync(process.execPath, [BUILD, join(dir, 'dist')], { encoding: 'utf8' });
-    if (built.status !== 0) throw new Error(`build failed: ${built.stderr}`);
-    const bundleMain = join(dir, 'dist', 'operator.mjs');
+    const bundleMain = join(buildBundle(dir), 'operator.mjs');
     // The fake runs in this process: warm its code up first, or whichever build runs first pays
     // for its JIT (measured: ~8% on p99).
     const onFake = async (main: string, n: number, m: number) => {

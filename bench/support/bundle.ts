@@ -1,0 +1,27 @@
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { PlaceOptions } from '../../agent/harness/agent-process.ts';
+import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../../agent/src/node-flags.ts';
+
+const BUILD = fileURLToPath(new URL('../../scripts/build.ts', import.meta.url));
+
+/** Builds what the image ships (scripts/build.ts) into `dir`; returns the folder (agent.mjs, operator.mjs). */
+export function buildBundle(dir: string): string {
+  const out = join(dir, 'dist');
+  const built = spawnSync(process.execPath, [BUILD, out], { encoding: 'utf8' });
+  if (built.status !== 0) throw new Error(`the build failed: ${built.stderr}`);
+  return out;
+}
+
+/**
+ * An agent run as the image runs it: the bundle built into `dir`, with the image's V8 flags, malloc
+ * settings and NODE_ENV (agent/src/node-flags.ts; the Dockerfile sets the same).
+ */
+export function asTheImageRunsIt(dir: string): PlaceOptions {
+  return {
+    main: join(buildBundle(dir), 'agent.mjs'),
+    nodeFlags: [...AGENT_NODE_FLAGS],
+    env: { ...AGENT_MALLOC_ENV, NODE_ENV: 'production' },
+  };
+}
