@@ -6,7 +6,9 @@
  * raw TCP stream between two Node processes, the practical limit for moving bytes between two
  * processes here, and the limit pipeline (support/limit-pipeline.ts: mutual TLS, a SHA-256 per chunk,
  * the file written and the bytes served, nothing else), the limit for what a fetch must do.
- * Each rep uses two fresh agents, warmed up with a 32 MiB transfer first. The sender's and the
+ * Each rep uses two fresh agents, warmed up with a 32 MiB transfer first, run as the image runs them
+ * (the bundle, the image's V8 flags and malloc settings: bench/support/bundle.ts); `--sources` runs
+ * them from the TypeScript sources instead. The sender's and the
  * receiver's CPU over the measured transfer is read from /proc by kind of thread (its main thread,
  * V8's helpers, libuv's pool: bench/support/thread-cpu.ts), for the mesh and the limit pipeline, so
  * that a run says where the time went.
@@ -20,8 +22,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { type AgentProcess, type PlaceOptions, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { sharedTestCa } from '../agent/harness/test-ca.ts';
+import { asTheImageRunsIt } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
   cpuSince,
@@ -181,36 +184,44 @@ function get(url: string, bytes: number): Promise<{ MBps: number; source: string
  * One mesh transfer between two fresh agents, with mutual TLS between them; chunk bodies on the bulk
  * stream, or on gRPC's FetchChunks with `grpc`.
  */
-async function meshTransfer(dir: string, bytes: number, rep: number, grpc = false) {
+async function meshTransfer(dir: string, bytes: number, rep: number, place: PlaceOptions, grpc = false) {
   const agents: AgentProcess[] = [];
   const security = grpc ? ['--grpc.bulk-stream', 'false'] : [];
   try {
-    const a = await startAgentProcess([
-      ...security,
-      '--node-id',
-      'a',
-      '--store.dir',
-      join(dir, `a${rep}`),
-      '--store.max-bytes',
-      '8Gi',
-      '--store.max-object-bytes',
-      '8Gi',
-    ]);
-    agents.push(a);
-    const b = await startAgentProcess([
-      ...security,
-      ...[
+    const a = await startAgentProcess(
+      [
+        ...security,
         '--node-id',
-        'b',
+        'a',
         '--store.dir',
-        join(dir, `b${rep}`),
+        join(dir, `a${rep}`),
         '--store.max-bytes',
         '8Gi',
         '--store.max-object-bytes',
         '8Gi',
       ],
-      ...['--peers', `127.0.0.1:${a.grpcPort}`],
-    ]);
+      20_000,
+      place,
+    );
+    agents.push(a);
+    const b = await startAgentProcess(
+      [
+        ...security,
+        ...[
+          '--node-id',
+          'b',
+          '--store.dir',
+          join(dir, `b${rep}`),
+          '--store.max-bytes',
+          '8Gi',
+          '--store.max-object-bytes',
+          '8Gi',
+        ],
+        ...['--peers', `127.0.0.1:${a.grpcPort}`],
+      ],
+      20_000,
+      place,
+    );
     agents.push(b);
     // Warm-up: JIT and the connections, so the figure is the steady state, not start-up.
     await put(`${a.url}/v1/objects/bench/warm-up`, 32 * MiB);
@@ -237,14 +248,17 @@ async function meshTransfer(dir: string, bytes: number, rep: number, grpc = fals
   }
 }
 
-export async function run(quick: boolean): Promise<void> {
+export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
   const bytes = (quick ? 256 : 1024) * MiB;
   const reps = quick ? 1 : 3;
+  const sources = args.includes('--sources');
   console.log(
-    `# transfer: ${bytes / MiB} MiB A -> B with mTLS on the bulk stream, on gRPC's FetchChunks, the limit pipeline (mTLS, hash, write, serve) and raw TCP, ${reps} rep(s) each, alternating`,
+    `# transfer: ${bytes / MiB} MiB A -> B with mTLS on the bulk stream, on gRPC's FetchChunks, the limit pipeline (mTLS, hash, write, serve) and raw TCP, ${reps} rep(s) each, alternating; the agents ${sources ? 'from the TypeScript sources' : "as the image runs them (bundle, the image's V8 flags and malloc settings)"}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-transfer-'));
+  // Built once, outside the reps' folders (each rep removes its agents' stores).
+  const place = sources ? {} : asTheImageRunsIt(dir);
   const raw: number[] = [];
   const mesh: { meshMBps: number; putMBps: number; localMBps: number; cpu: TransferCpu }[] = [];
   const grpc: number[] = [];
@@ -253,8 +267,8 @@ export async function run(quick: boolean): Promise<void> {
     for (let rep = 0; rep < reps; rep++) {
       raw.push(await rawTcp(bytes));
       limit.push(await limitTransfer(dir, bytes, rep));
-      mesh.push(await meshTransfer(dir, bytes, rep));
-      grpc.push((await meshTransfer(dir, bytes, rep, true)).meshMBps);
+      mesh.push(await meshTransfer(dir, bytes, rep, place));
+      grpc.push((await meshTransfer(dir, bytes, rep, place, true)).meshMBps);
       const m = mesh.at(-1)!;
       console.log(
         `# rep ${rep + 1}: raw TCP ${raw.at(-1)!.toFixed(0)} MB/s | limit pipeline ${limit.at(-1)!.MBps.toFixed(0)} MB/s | mesh A->B ${m.meshMBps.toFixed(0)} MB/s (bulk stream), ` +
@@ -304,6 +318,7 @@ export async function run(quick: boolean): Promise<void> {
       bench: 'transfer',
       bytes,
       reps,
+      agents: sources ? 'sources' : 'image',
       mesh_MBps: round(meshMBps, 1),
       mesh_grpc_MBps: round(grpcMBps, 1),
       bulk_gain: round(meshMBps / grpcMBps, 3),
