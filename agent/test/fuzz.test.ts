@@ -644,14 +644,15 @@ describe(
       // Every event reached the agent and was dealt with: its control counters account for them all.
       // Checked after each type, which also keeps the agent from falling RUNS x types behind.
       let seen = 0;
-      const takenIn = (total: number) =>
+      // A minute, or more for a hunt's larger counts (FUZZ_RUNS): 6 ms per event of the batch.
+      const takenIn = (total: number, batch: number) =>
         eventually(
           async () => {
             const s = (await agent.status()) as unknown as { counters: { control: { messagesIn?: number } } };
             seen = s.counters.control.messagesIn ?? 0;
             return seen >= total ? true : undefined;
           },
-          60_000,
+          Math.max(60_000, 6 * batch),
           'every fuzzed event taken in',
         ).catch(() => assert.fail(`the agent took in ${seen} of the ${total} events`));
       // Half the cases of every type (a seed of its own for each half), then the other half.
@@ -696,7 +697,7 @@ describe(
             { seed: SEED + 200 + 100 * h + i, numRuns: runs },
           );
           await nc.flush();
-          await takenIn((published += runs));
+          await takenIn((published += runs), runs);
         }
       }
       await stillWell('nats', RUNS * types.length);
