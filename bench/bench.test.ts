@@ -118,8 +118,17 @@ describe('benchmarks (--quick, shape only)', () => {
         assert.match(r.stdout, /# machine: \d+ x /);
         const last = JSON.parse(lines.at(-1)!) as Record<string, unknown>;
         assert.equal(last.bench, name);
-        for (const key of keys)
-          assert.ok(typeof last[key] === 'number' || key === 'bench', `${key} in ${lines.at(-1)}`);
+        for (const key of keys) {
+          // A figure, or figures by kind (CPU by thread): an object whose every leaf is a number.
+          const leaves = (v: unknown): unknown[] =>
+            typeof v === 'object' && v !== null ? Object.values(v).flatMap(leaves) : [v];
+          const figures = leaves(last[key]);
+          const ok = figures.length > 0 && figures.every((v) => typeof v === 'number' && Number.isFinite(v));
+          assert.ok(ok || key === 'bench', `${key} in ${lines.at(-1)}`);
+        }
+        // Measured as the image runs the agent, unless asked otherwise.
+        if (name === 'ingest') assert.equal(last.agent, 'image');
+        if (name === 'transfer') assert.equal(last.agents, 'image');
         if ('ratio' in last) assert.ok((last.ratio as number) > 0);
         const dropped = args.indexOf('--drop-flag');
         if (dropped >= 0) {
