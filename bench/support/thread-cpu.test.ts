@@ -50,12 +50,13 @@ describe('thread-cpu', { skip: noProc }, () => {
         return cpuSince(child.pid!, before);
       };
       const main = await run('main');
-      // Spent as measured by the thread itself; read here in ticks of 10 ms.
-      assert.ok(main.main.user >= 0.29, `main ${JSON.stringify(main)}`);
-      assert.ok(main.main.system >= 0.14, `main ${JSON.stringify(main)}`);
+      // Spent as measured by the thread itself; read here in ticks of 10 ms, each thread's rounded
+      // down, and the kernel's user and system split estimated: a margin below what was spent.
+      assert.ok(main.main.user >= 0.25, `main ${JSON.stringify(main)}`);
+      assert.ok(main.main.system >= 0.1, `main ${JSON.stringify(main)}`);
       const pool = await run('pool');
       // Nothing of it can be missed: the reading before was taken before the child was told.
-      assert.ok(pool.libuv.user >= 0.29, `libuv ${JSON.stringify(pool)}`);
+      assert.ok(pool.libuv.user >= 0.2, `libuv ${JSON.stringify(pool)}`);
       assert.ok(pool.libuv.user > pool.main.user, `pool vs main ${JSON.stringify(pool)}`);
     } finally {
       child.kill();
