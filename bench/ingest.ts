@@ -29,10 +29,11 @@ import { asTheImageRunsIt } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
   cpuSince,
+  cpuTableHeader,
+  cpuTableRow,
+  medianPerGB,
   readThreads,
-  THREAD_KINDS,
   type ThreadCpu,
-  type ThreadKind,
 } from './support/thread-cpu.ts';
 
 const MiB = 2 ** 20;
@@ -247,25 +248,17 @@ function report(
       `local GET ${get.toFixed(0)} vs ${baseGet.toFixed(0)} MB/s (ratio ${(get / baseGet).toFixed(2)}); goals: both ratios >= 0.7`,
   );
   const cpu = (side: string, pick: (r: (typeof rows)[number]) => number) => round(med(side, pick) / gb, 2);
-  // Where each side's CPU went, by kind of thread: the median over reps of user + system, and of
-  // system alone (libuv's is mostly the file writes' and reads' kernel time).
+  // Where each side's CPU went, by kind of thread (libuv's kernel time is mostly the file writes'
+  // and reads').
   const byThread = (side: string, op: 'put' | 'get') =>
-    Object.fromEntries(
-      THREAD_KINDS.map((k) => [k, cpu(side, (r) => r[op].threads[k].user + r[op].threads[k].system)]),
-    ) as Record<ThreadKind, number>;
-  const kernel = (side: string, op: 'put' | 'get', k: ThreadKind) =>
-    cpu(side, (r) => r[op].threads[k].system);
-  console.log(
-    "# server CPU by thread, median s/GB (of which kernel): main | V8's helpers | libuv's pool | other",
-  );
+    medianPerGB(
+      rows.filter((r) => r.side === side).map((r) => r[op].threads),
+      bytes,
+    );
+  console.log(cpuTableHeader('server CPU'));
   for (const side of ['baseline', 'edgemesh'])
-    for (const op of ['put', 'get'] as const) {
-      const t = byThread(side, op);
-      const cell = (k: ThreadKind) => `${t[k].toFixed(2)} (${kernel(side, op, k).toFixed(2)})`;
-      console.log(
-        `# ${side.padEnd(8)} ${op.toUpperCase().padEnd(3)} | ${THREAD_KINDS.map((k) => cell(k).padStart(11)).join(' | ')}`,
-      );
-    }
+    for (const op of ['put', 'get'] as const)
+      console.log(cpuTableRow(`${side.padEnd(8)} ${op.toUpperCase().padEnd(3)}`, byThread(side, op)));
   console.log(
     JSON.stringify({
       bench: 'ingest',
@@ -283,7 +276,10 @@ function report(
       baseline_put_cpu_s_per_GB: cpu('baseline', (r) => r.put.serverCpuS),
       read_cpu_s_per_GB: cpu('edgemesh', (r) => r.get.serverCpuS),
       baseline_read_cpu_s_per_GB: cpu('baseline', (r) => r.get.serverCpuS),
-      put_cpu_by_thread: { edgemesh: byThread('edgemesh', 'put'), baseline: byThread('baseline', 'put') },
+      put_cpu_by_thread: {
+        edgemesh: byThread('edgemesh', 'put').total,
+        baseline: byThread('baseline', 'put').total,
+      },
     }),
   );
 }

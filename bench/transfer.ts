@@ -28,10 +28,11 @@ import { asTheImageRunsIt } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
   cpuSince,
+  cpuTableHeader,
+  cpuTableRow,
+  medianPerGB,
   readThreads,
-  THREAD_KINDS,
   type ThreadCpu,
-  type ThreadKind,
 } from './support/thread-cpu.ts';
 
 const MiB = 2 ** 20;
@@ -282,32 +283,19 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   const grpcMBps = median(grpc);
   const rawMBps = median(raw);
   const limitMBps = median(limit.map((l) => l.MBps));
-  // Where the CPU went, median over reps, s/GB moved, user + system (of which kernel).
-  const gb = bytes / 1e9;
+  // Where the CPU went, by kind of thread, for each side of the mesh and of the limit pipeline.
   const cpuOf = (runs: { cpu: TransferCpu }[], side: keyof TransferCpu) =>
-    Object.fromEntries(
-      THREAD_KINDS.map((k) => [
-        k,
-        round(median(runs.map((r) => r.cpu[side][k].user + r.cpu[side][k].system)) / gb, 2),
-      ]),
-    ) as Record<ThreadKind, number>;
-  const kernelOf = (runs: { cpu: TransferCpu }[], side: keyof TransferCpu, k: ThreadKind) =>
-    round(median(runs.map((r) => r.cpu[side][k].system)) / gb, 2);
-  console.log(
-    "# CPU of the transfer by thread, median s/GB (of which kernel): main | V8's helpers | libuv's pool | other",
-  );
+    medianPerGB(
+      runs.map((r) => r.cpu[side]),
+      bytes,
+    );
+  console.log(cpuTableHeader('CPU of the transfer'));
   for (const [name, runs] of [
     ['mesh', mesh],
     ['limit', limit],
-  ] as const) {
-    for (const side of ['sender', 'receiver'] as const) {
-      const t = cpuOf(runs, side);
-      const cells = THREAD_KINDS.map((k) =>
-        `${t[k].toFixed(2)} (${kernelOf(runs, side, k).toFixed(2)})`.padStart(11),
-      );
-      console.log(`# ${name.padEnd(5)} ${side.padEnd(8)} | ${cells.join(' | ')}`);
-    }
-  }
+  ] as const)
+    for (const side of ['sender', 'receiver'] as const)
+      console.log(cpuTableRow(`${name.padEnd(5)} ${side.padEnd(8)}`, cpuOf(runs, side)));
   console.log(
     `# medians: mesh ${meshMBps.toFixed(0)} MB/s on the bulk stream, ${grpcMBps.toFixed(0)} MB/s on FetchChunks ` +
       `(x${(meshMBps / grpcMBps).toFixed(2)}), limit pipeline ${limitMBps.toFixed(0)} MB/s, ` +
@@ -329,8 +317,8 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       put_MBps: round(median(mesh.map((m) => m.putMBps)), 1),
       local_hit_MBps: round(median(mesh.map((m) => m.localMBps)), 1),
       cpu_by_thread: {
-        mesh: { sender: cpuOf(mesh, 'sender'), receiver: cpuOf(mesh, 'receiver') },
-        limit: { sender: cpuOf(limit, 'sender'), receiver: cpuOf(limit, 'receiver') },
+        mesh: { sender: cpuOf(mesh, 'sender').total, receiver: cpuOf(mesh, 'receiver').total },
+        limit: { sender: cpuOf(limit, 'sender').total, receiver: cpuOf(limit, 'receiver').total },
       },
     }),
   );

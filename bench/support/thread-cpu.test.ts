@@ -4,7 +4,15 @@ import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { cpuSince, kindOf, parseStat, readThreads } from './thread-cpu.ts';
+import {
+  cpuSince,
+  cpuTableRow,
+  kindOf,
+  medianPerGB,
+  parseStat,
+  readThreads,
+  type ThreadCpu,
+} from './thread-cpu.ts';
 
 /**
  * A child that does one thing each time it is told to, and says when it is done: `main` spends 0.3
@@ -81,5 +89,19 @@ describe('thread-cpu', { skip: noProc }, () => {
     assert.equal(kindOf(false, 'libuv-worker'), 'libuv');
     assert.equal(kindOf(false, 'DelayedTaskSche'), 'other');
     assert.equal(kindOf(false, 'SignalInspector'), 'other');
+  });
+
+  it('sums runs into the median CPU per GB of each kind, kernel apart, and prints a row of it', () => {
+    const run = (main: number, system: number): ThreadCpu => ({
+      main: { user: main, system },
+      v8: { user: 0.5, system: 0 },
+      libuv: { user: 0, system: 2 * system },
+      other: { user: 0, system: 0 },
+    });
+    // Three runs over 0.5 GB: the medians are the middle run's, doubled.
+    const cpu = medianPerGB([run(1, 0.1), run(3, 0.3), run(2, 0.2)], 0.5e9);
+    assert.deepEqual(cpu.total, { main: 4.4, v8: 1, libuv: 0.8, other: 0 });
+    assert.deepEqual(cpu.kernel, { main: 0.4, v8: 0, libuv: 0.8, other: 0 });
+    assert.equal(cpuTableRow('side', cpu), '# side | 4.40 (0.40) | 1.00 (0.00) | 0.80 (0.80) | 0.00 (0.00)');
   });
 });

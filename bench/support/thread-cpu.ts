@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import { median } from './machine.ts';
 
 /**
  * Where a Node process's CPU goes, by kind of thread, from /proc/PID/task/TID/stat (Linux):
@@ -77,4 +78,32 @@ export function cpuSince(pid: number, before: ReturnType<typeof readThreads>): T
     ticks[k] = { user: ticks[k].user / TICKS_PER_S, system: ticks[k].system / TICKS_PER_S };
   }
   return ticks;
+}
+
+/** The median over runs of each kind's CPU per GB moved: user + system, and system alone. */
+export interface CpuPerGB {
+  total: Record<ThreadKind, number>;
+  kernel: Record<ThreadKind, number>;
+}
+
+export function medianPerGB(runs: readonly ThreadCpu[], bytes: number): CpuPerGB {
+  const gb = bytes / 1e9;
+  const per = (pick: (t: CpuTime) => number) =>
+    Object.fromEntries(
+      THREAD_KINDS.map((k) => [k, Math.round((median(runs.map((r) => pick(r[k]))) / gb) * 100) / 100]),
+    ) as Record<ThreadKind, number>;
+  return { total: per((t) => t.user + t.system), kernel: per((t) => t.system) };
+}
+
+/** The header of a table of medianPerGB rows, after `what`. */
+export function cpuTableHeader(what: string): string {
+  return `# ${what} by thread, median s/GB (of which kernel): main | V8's helpers | libuv's pool | other`;
+}
+
+/** One row of that table. */
+export function cpuTableRow(label: string, cpu: CpuPerGB): string {
+  const cells = THREAD_KINDS.map((k) =>
+    `${cpu.total[k].toFixed(2)} (${cpu.kernel[k].toFixed(2)})`.padStart(11),
+  );
+  return `# ${label} | ${cells.join(' | ')}`;
 }
