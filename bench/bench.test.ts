@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { geoLabUnavailable } from '../agent/harness/geo-lab.ts';
 import { controlPlaneUnavailable } from '../e2e/harness/control-plane.ts';
 import { nginxUnavailable } from './support/nginx.ts';
+import { THREAD_KINDS } from './support/thread-cpu.ts';
 import { wrkUnavailable } from './support/wrk.ts';
 
 const RUN = fileURLToPath(new URL('./run.ts', import.meta.url));
@@ -32,6 +33,8 @@ describe('benchmarks (--quick, shape only)', () => {
       'ingest',
       ['bench', 'put_MBps', 'baseline_put_MBps', 'put_ratio', 'read_MBps', 'read_ratio', 'put_cpu_by_thread'],
     ],
+    // The agent from the sources, as the bench ran it before.
+    ['ingest', ['bench', 'put_ratio', 'read_ratio', 'put_cpu_by_thread'], ['--quick', '--sources']],
     ['membership', ['bench', 'agents', 'detect_s', 'join_s']],
     ['swarm', ['bench', 'nodes', 'bytes', 'origin_bytes', 'time_s', 'naive_s', 'bound_s', 'ratio_to_bound']],
     [
@@ -107,7 +110,7 @@ describe('benchmarks (--quick, shape only)', () => {
     const skip =
       name === 'locality' && labMissing ? labMissing : name === 'load' && wrkMissing ? wrkMissing : false;
     it(
-      `${name}${args.includes('--drop-flag') ? ' --drop-flag' : ''}${args.includes('--file-ca') ? ' --file-ca' : ''} prints its machine and a JSON last line`,
+      `${name}${args.includes('--drop-flag') ? ' --drop-flag' : ''}${args.includes('--file-ca') ? ' --file-ca' : ''}${args.includes('--sources') ? ' --sources' : ''} prints its machine and a JSON last line`,
       { skip },
       () => {
         // Shape only: the time a quick run takes is the benchmark's business, not this test's. The cap
@@ -119,16 +122,31 @@ describe('benchmarks (--quick, shape only)', () => {
         const last = JSON.parse(lines.at(-1)!) as Record<string, unknown>;
         assert.equal(last.bench, name);
         for (const key of keys) {
-          // A figure, or figures by kind (CPU by thread): an object whose every leaf is a number.
-          const leaves = (v: unknown): unknown[] =>
-            typeof v === 'object' && v !== null ? Object.values(v).flatMap(leaves) : [v];
-          const figures = leaves(last[key]);
-          const ok = figures.length > 0 && figures.every((v) => typeof v === 'number' && Number.isFinite(v));
-          assert.ok(ok || key === 'bench', `${key} in ${lines.at(-1)}`);
+          if (key === 'bench') continue;
+          const value = last[key];
+          if (!key.endsWith('cpu_by_thread')) {
+            assert.ok(typeof value === 'number' && Number.isFinite(value), `${key} in ${lines.at(-1)}`);
+            continue;
+          }
+          // CPU by thread: for each process (side, or pipeline and side), a finite figure per kind.
+          const sides = (v: unknown): unknown[] =>
+            typeof v === 'object' && v !== null && !THREAD_KINDS.every((k) => k in v)
+              ? Object.values(v).flatMap(sides)
+              : [v];
+          const found = sides(value);
+          assert.equal(found.length, name === 'transfer' ? 4 : 2, `${key} in ${lines.at(-1)}`);
+          for (const side of found) {
+            const kinds = Object.keys(side as object).sort();
+            assert.deepEqual(kinds, [...THREAD_KINDS].sort(), `${key} in ${lines.at(-1)}`);
+            for (const k of THREAD_KINDS) {
+              const figure = (side as Record<string, unknown>)[k];
+              assert.ok(typeof figure === 'number' && Number.isFinite(figure), `${key} in ${lines.at(-1)}`);
+            }
+          }
         }
         // Measured as the image runs the agent, unless asked otherwise.
-        if (name === 'ingest') assert.equal(last.agent, 'image');
-        if (name === 'transfer') assert.equal(last.agents, 'image');
+        if (name === 'ingest' || name === 'transfer')
+          assert.equal(last.agent_build, args.includes('--sources') ? 'sources' : 'image');
         if ('ratio' in last) assert.ok((last.ratio as number) > 0);
         const dropped = args.indexOf('--drop-flag');
         if (dropped >= 0) {

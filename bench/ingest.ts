@@ -8,10 +8,12 @@
  * around every PUT and GET, in all and by kind of thread (its main thread, V8's helpers, libuv's
  * pool, kernel time apart: bench/support/thread-cpu.ts), so that a run says where the time went.
  * The agent runs as the image runs it (the bundle, the image's V8 flags and malloc settings:
- * bench/support/bundle.ts); `--sources` runs it from the TypeScript sources instead.
+ * bench/support/bundle.ts); `--sources` runs it as the bench did before: from the TypeScript
+ * sources, without the image's flags and malloc settings (so the two differ in all three).
  *
  * Options after --quick: `--fsync` (both sides fsync before answering a PUT: the agent's
- * store.fsync), `--cpu-prof DIR` (the agent writes a V8 CPU profile there when it stops),
+ * store.fsync), `--cpu-prof DIR` (the agent writes a V8 CPU profile there when it stops; with
+ * `--sources` for positions in the sources: the bundle is minified and removed after the run),
  * `--sources`.
  */
 import { spawn } from 'node:child_process';
@@ -265,7 +267,7 @@ function report(
       bytes,
       reps,
       fsync,
-      agent: sources ? 'sources' : 'image',
+      agent_build: sources ? 'sources' : 'image',
       put_MBps: round(put, 1),
       baseline_put_MBps: round(basePut, 1),
       put_ratio: round(put / basePut, 3),

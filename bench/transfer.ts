@@ -8,7 +8,7 @@
  * the file written and the bytes served, nothing else), the limit for what a fetch must do.
  * Each rep uses two fresh agents, warmed up with a 32 MiB transfer first, run as the image runs them
  * (the bundle, the image's V8 flags and malloc settings: bench/support/bundle.ts); `--sources` runs
- * them from the TypeScript sources instead. The sender's and the
+ * them as the bench did before: from the TypeScript sources, without those flags and settings. The sender's and the
  * receiver's CPU over the measured transfer is read from /proc by kind of thread (its main thread,
  * V8's helpers, libuv's pool: bench/support/thread-cpu.ts), for the mesh and the limit pipeline, so
  * that a run says where the time went.
@@ -306,7 +306,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       bench: 'transfer',
       bytes,
       reps,
-      agents: sources ? 'sources' : 'image',
+      agent_build: sources ? 'sources' : 'image',
       mesh_MBps: round(meshMBps, 1),
       mesh_grpc_MBps: round(grpcMBps, 1),
       bulk_gain: round(meshMBps / grpcMBps, 3),

@@ -14,6 +14,9 @@ export function buildBundle(dir: string): string {
   return out;
 }
 
+/** The environment the image gives its processes (the Dockerfile's ENV, less the revision). */
+export const IMAGE_ENV: Readonly<Record<string, string>> = { ...AGENT_MALLOC_ENV, NODE_ENV: 'production' };
+
 /**
  * An agent run as the image runs it: the bundle built into `dir`, with the image's V8 flags, malloc
  * settings and NODE_ENV (agent/src/node-flags.ts; the Dockerfile sets the same).
@@ -22,6 +25,6 @@ export function asTheImageRunsIt(dir: string): PlaceOptions {
   return {
     main: join(buildBundle(dir), 'agent.mjs'),
     nodeFlags: [...AGENT_NODE_FLAGS],
-    env: { ...AGENT_MALLOC_ENV, NODE_ENV: 'production' },
+    env: { ...IMAGE_ENV },
   };
 }

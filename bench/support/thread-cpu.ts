@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { median } from './machine.ts';
+import { median, round } from './machine.ts';
 
 /**
  * Where a Node process's CPU goes, by kind of thread, from /proc/PID/task/TID/stat (Linux):
@@ -80,7 +80,11 @@ export function cpuSince(pid: number, before: ReturnType<typeof readThreads>): T
   return ticks;
 }
 
-/** The median over runs of each kind's CPU per GB moved: user + system, and system alone. */
+/**
+ * The median over runs of each kind's CPU per GB moved: user + system, and system alone. Each
+ * figure is a median of its own, so a row's figures may come from different runs and need not add
+ * up to the median of the total.
+ */
 export interface CpuPerGB {
   total: Record<ThreadKind, number>;
   kernel: Record<ThreadKind, number>;
@@ -90,7 +94,7 @@ export function medianPerGB(runs: readonly ThreadCpu[], bytes: number): CpuPerGB
   const gb = bytes / 1e9;
   const per = (pick: (t: CpuTime) => number) =>
     Object.fromEntries(
-      THREAD_KINDS.map((k) => [k, Math.round((median(runs.map((r) => pick(r[k]))) / gb) * 100) / 100]),
+      THREAD_KINDS.map((k) => [k, round(median(runs.map((r) => pick(r[k]))) / gb, 2)]),
     ) as Record<ThreadKind, number>;
   return { total: per((t) => t.user + t.system), kernel: per((t) => t.system) };
 }
