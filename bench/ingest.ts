@@ -18,7 +18,6 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -30,11 +29,10 @@ import { chunkSizeFor, digestOf, rootDigest } from '../agent/src/cache/chunking.
 import { asTheImageRunsIt } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
-  cpuSince,
+  cpuReading,
   cpuTableHeader,
   cpuTableRow,
   medianPerGB,
-  readThreads,
   type ThreadCpu,
 } from './support/thread-cpu.ts';
 
@@ -54,16 +52,9 @@ interface Timed {
   body: string;
 }
 
-/** CPU seconds (user + system) process `pid` has used so far. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
-}
-
 /** PUTs `data` to `url` in PIECE writes with backpressure; MB/s from the first byte to the answer. */
 function timedPut(url: string, data: Buffer, pid: number): Promise<Timed> {
-  const cpu = cpuSeconds(pid);
-  const threads = readThreads(pid);
+  const cpu = cpuReading(pid);
   const start = performance.now();
   return new Promise((resolve, reject) => {
     const headers = { 'Content-Length': String(data.length), 'Content-Type': 'application/octet-stream' };
@@ -74,8 +65,8 @@ function timedPut(url: string, data: Buffer, pid: number): Promise<Timed> {
         const body = Buffer.concat(parts).toString();
         if (res.statusCode !== 201) return reject(new Error(`PUT ${url}: ${res.statusCode} ${body}`));
         const seconds = (performance.now() - start) / 1000;
-        const serverCpuS = cpuSeconds(pid) - cpu;
-        resolve({ MBps: data.length / 1e6 / seconds, serverCpuS, threads: cpuSince(pid, threads), body });
+        const { seconds: serverCpuS, threads } = cpu();
+        resolve({ MBps: data.length / 1e6 / seconds, serverCpuS, threads, body });
       });
     });
     req.on('error', reject);
@@ -94,8 +85,7 @@ function timedPut(url: string, data: Buffer, pid: number): Promise<Timed> {
 
 /** GETs `url` to the end, comparing every byte with `data`; MB/s from the request to the last byte. */
 function timedGet(url: string, data: Buffer, pid: number): Promise<Timed> {
-  const cpu = cpuSeconds(pid);
-  const threads = readThreads(pid);
+  const cpu = cpuReading(pid);
   const start = performance.now();
   return new Promise((resolve, reject) => {
     request(url, (res) => {
@@ -110,13 +100,8 @@ function timedGet(url: string, data: Buffer, pid: number): Promise<Timed> {
           return reject(new Error(`GET ${url}: ${res.statusCode}, ${n} bytes, same: ${same}`));
         const seconds = (performance.now() - start) / 1000;
         const source = String(res.headers['x-edgemesh-source'] ?? 'file');
-        const serverCpuS = cpuSeconds(pid) - cpu;
-        resolve({
-          MBps: data.length / 1e6 / seconds,
-          serverCpuS,
-          threads: cpuSince(pid, threads),
-          body: source,
-        });
+        const { seconds: serverCpuS, threads } = cpu();
+        resolve({ MBps: data.length / 1e6 / seconds, serverCpuS, threads, body: source });
       });
     })
       .on('error', reject)

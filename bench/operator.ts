@@ -22,15 +22,10 @@ import { KubeHttp } from '../operator/src/kit/kube-http.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
 import { buildBundle } from './support/bundle.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
+import { processCpuSeconds } from './support/thread-cpu.ts';
 
 const MAIN = fileURLToPath(new URL('../operator/src/main.ts', import.meta.url));
 const CHILDREN = ['serviceaccounts', 'networkpolicies', 'configmaps', 'services', 'daemonsets'];
-
-/** CPU seconds (user + system) a process has used so far. */
-const cpuSeconds = (pid: number) => {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
-};
 
 const peakRssMb = (pid: number) => {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -278,7 +273,9 @@ async function measure(main: string, target: Target, meshes: number): Promise<Fi
     }
     const before = await reconcileTotal(probePort);
     const processes = { operator: child.pid!, ...target.processes(), bench: process.pid };
-    const cpuBefore = Object.fromEntries(Object.entries(processes).map(([n, pid]) => [n, cpuSeconds(pid)]));
+    const cpuBefore = Object.fromEntries(
+      Object.entries(processes).map(([n, pid]) => [n, processCpuSeconds(pid)]),
+    );
     const idleRss =
       Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 
@@ -315,7 +312,7 @@ async function measure(main: string, target: Target, meshes: number): Promise<Fi
     const elapsed = (performance.now() - started) / 1000;
     // Where the time went: CPU seconds each process used over the burst (2 cores = 2 s per second).
     const cpu = Object.entries(processes)
-      .map(([n, pid]) => `${n} ${(cpuSeconds(pid) - cpuBefore[n]!).toFixed(2)}`)
+      .map(([n, pid]) => `${n} ${(processCpuSeconds(pid) - cpuBefore[n]!).toFixed(2)}`)
       .join(', ');
     console.log(`# CPU seconds during the ${elapsed.toFixed(2)} s burst: ${cpu}`);
     const reconciles = (await reconcileTotal(probePort)) - before;

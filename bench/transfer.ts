@@ -27,11 +27,10 @@ import { sharedTestCa } from '../agent/harness/test-ca.ts';
 import { asTheImageRunsIt } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
-  cpuSince,
+  cpuReading,
   cpuTableHeader,
   cpuTableRow,
   medianPerGB,
-  readThreads,
   type ThreadCpu,
 } from './support/thread-cpu.ts';
 
@@ -51,12 +50,10 @@ async function withCpu<T>(
   receiverPid: number,
   transfer: () => Promise<T>,
 ): Promise<{ result: T; cpu: TransferCpu }> {
-  const before = { sender: readThreads(senderPid), receiver: readThreads(receiverPid) };
+  const sender = cpuReading(senderPid);
+  const receiver = cpuReading(receiverPid);
   const result = await transfer();
-  return {
-    result,
-    cpu: { sender: cpuSince(senderPid, before.sender), receiver: cpuSince(receiverPid, before.receiver) },
-  };
+  return { result, cpu: { sender: sender().threads, receiver: receiver().threads } };
 }
 
 /** Starts one side of the limit pipeline; resolves with its port, its pid and a stop. */

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
 import {
+  cpuReading,
   cpuSince,
   cpuTableRow,
   kindOf,
@@ -53,9 +54,15 @@ describe('thread-cpu', { skip: noProc }, () => {
       assert.equal((await lines.next()).value, 'ready');
       const run = async (what: string) => {
         const before = readThreads(child.pid!);
+        const reading = cpuReading(child.pid!);
         child.stdin.write(`${what}\n`);
         assert.equal((await lines.next()).value, `${what} done`);
-        return cpuSince(child.pid!, before);
+        const used = cpuSince(child.pid!, before);
+        // The process's own count covers its threads' (the same ticks, summed by the kernel).
+        const { seconds, threads } = reading();
+        const sum = Object.values(threads).reduce((n, t) => n + t.user + t.system, 0);
+        assert.ok(seconds >= sum - 0.05 && seconds >= 0.25, `process ${seconds} s, threads ${sum} s`);
+        return used;
       };
       const main = await run('main');
       // Spent as measured by the thread itself; read here in ticks of 10 ms, each thread's rounded

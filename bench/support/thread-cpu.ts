@@ -66,6 +66,23 @@ export function readThreads(pid: number): Map<number, Ticks> {
   return threads;
 }
 
+/** CPU seconds (user + system) process `pid` has used so far, its ended threads' included. */
+export function processCpuSeconds(pid: number): number {
+  const stat = parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  if (!stat) throw new Error(`/proc/${pid}/stat: not a stat line`);
+  return (stat.userTicks + stat.systemTicks) / TICKS_PER_S;
+}
+
+/**
+ * Starts reading `pid`'s CPU; the function it returns gives what the process has used since, in all
+ * (`seconds`, ended threads' included) and by kind of thread.
+ */
+export function cpuReading(pid: number): () => { seconds: number; threads: ThreadCpu } {
+  const seconds = processCpuSeconds(pid);
+  const threads = readThreads(pid);
+  return () => ({ seconds: processCpuSeconds(pid) - seconds, threads: cpuSince(pid, threads) });
+}
+
 /** What `pid`'s threads used since `before` (readThreads' answer then), by kind, in seconds. */
 export function cpuSince(pid: number, before: ReturnType<typeof readThreads>): ThreadCpu {
   const ticks = Object.fromEntries(THREAD_KINDS.map((k) => [k, { user: 0, system: 0 }])) as ThreadCpu;
