@@ -186,40 +186,21 @@ async function meshTransfer(dir: string, bytes: number, rep: number, place: Plac
   const agents: AgentProcess[] = [];
   const security = grpc ? ['--grpc.bulk-stream', 'false'] : [];
   try {
-    const a = await startAgentProcess(
-      [
-        ...security,
-        '--node-id',
-        'a',
-        '--store.dir',
-        join(dir, `a${rep}`),
-        '--store.max-bytes',
-        '8Gi',
-        '--store.max-object-bytes',
-        '8Gi',
-      ],
-      20_000,
-      place,
-    );
-    agents.push(a);
-    const b = await startAgentProcess(
-      [
-        ...security,
-        ...[
-          '--node-id',
-          'b',
-          '--store.dir',
-          join(dir, `b${rep}`),
-          '--store.max-bytes',
-          '8Gi',
-          '--store.max-object-bytes',
-          '8Gi',
+    // Each agent: its node id, a store of its own, room for the object; `peers` to join.
+    const start = (node: 'a' | 'b', peers: string[] = []) =>
+      startAgentProcess(
+        [
+          ...security,
+          ...['--node-id', node, '--store.dir', join(dir, `${node}${rep}`)],
+          ...['--store.max-bytes', '8Gi', '--store.max-object-bytes', '8Gi'],
+          ...peers,
         ],
-        ...['--peers', `127.0.0.1:${a.grpcPort}`],
-      ],
-      20_000,
-      place,
-    );
+        20_000,
+        place,
+      );
+    const a = await start('a');
+    agents.push(a);
+    const b = await start('b', ['--peers', `127.0.0.1:${a.grpcPort}`]);
     agents.push(b);
     // Warm-up: JIT and the connections, so the figure is the steady state, not start-up.
     await put(`${a.url}/v1/objects/bench/warm-up`, 32 * MiB);
