@@ -9,6 +9,10 @@ import { THREAD_KINDS } from './support/thread-cpu.ts';
 import { wrkUnavailable } from './support/wrk.ts';
 
 const RUN = fileURLToPath(new URL('./run.ts', import.meta.url));
+/** Benchmarks that run agents as the image does (bench/support/bundle.ts's agentBuild), or with --sources (chaos too: chaos.test.ts). */
+const AGENTS_AS_IN_THE_IMAGE = new Set([
+  ...['transfer', 'hit', 'ingest', 'membership', 'swarm', 'swarm-vs-peer', 'locality', 'load', 'scale'],
+]);
 
 /** Keeps every benchmark runnable and its last line's shape stable. Figures are not judged here. */
 describe('benchmarks (--quick, shape only)', () => {
@@ -144,8 +148,8 @@ describe('benchmarks (--quick, shape only)', () => {
             }
           }
         }
-        // Measured as the image runs the agent, unless asked otherwise.
-        if (name === 'ingest' || name === 'transfer')
+        // Measured as the image runs the agents, unless asked otherwise.
+        if (AGENTS_AS_IN_THE_IMAGE.has(name))
           assert.equal(last.agent_build, args.includes('--sources') ? 'sources' : 'image');
         if ('ratio' in last) assert.ok((last.ratio as number) > 0);
         const dropped = args.indexOf('--drop-flag');

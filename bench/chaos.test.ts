@@ -21,6 +21,7 @@ describe('chaos suite (--quick)', { skip: missing ?? false }, () => {
     for (const line of lines.filter((l) => l.startsWith('# '))) console.log(line);
     const last = JSON.parse(lines.at(-1)!) as Record<string, number | string>;
     assert.equal(last.bench, 'chaos');
+    assert.equal(last.agent_build, 'image', 'the agents run as in the image');
     for (const key of ['faults', 'availability', 'max_recovery_s', 'keys_on_owners_s', 'writes'])
       assert.equal(typeof last[key], 'number', `${key} in ${lines.at(-1)}`);
     assert.equal(last.faults, 6, 'every kind of fault was injected');

@@ -18,6 +18,7 @@
  * - max_recovery_s: the longest time, after a fault was healed, until every agent counts every
  *   other alive again;
  * - keys_on_owners_s: after the last fault, until every acknowledged key is on its R owners.
+ * The agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the sources.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -26,7 +27,7 @@ import { Agent as HttpAgent, request } from 'node:http';
 import { mkdir, mkdtemp, open, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { type AgentProcess, type PlaceOptions, startAgentProcess } from '../agent/harness/agent-process.ts';
 import {
   type GeoLab,
   geoLabUnavailable,
@@ -39,6 +40,7 @@ import {
 } from '../agent/harness/geo-lab.ts';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { Placement } from '../agent/src/overlay/placement.ts';
+import { agentBuild } from './support/bundle.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 const KiB = 1024;
@@ -114,12 +116,13 @@ const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const pick = <T>(list: readonly T[]) => list[Math.floor(Math.random() * list.length)]!;
 const newTally = (): Tally => ({ requests: 0, failed: 0, excluded: 0, reasons: {} });
 
-export async function run(quick: boolean): Promise<void> {
+export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
+  const build = agentBuild(args);
   const delayMs = 10;
   const holdS = quick ? 4 : 20;
   const clients = quick ? 4 : 6;
   console.log(
-    `# chaos: geo lab, 3 regions x zones [a b], 6 agents, ${4 * delayMs} ms between regions, R = ${R}, W = 2; each fault held ${holdS} s; ${clients} clients`,
+    `# chaos: geo lab, 3 regions x zones [a b], 6 agents, ${4 * delayMs} ms between regions, R = ${R}, W = 2; each fault held ${holdS} s; ${clients} clients; the agents ${build.described}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   const missing = chaosUnavailable();
@@ -138,14 +141,16 @@ export async function run(quick: boolean): Promise<void> {
   const clockFile = join(dir, 'clock-offset');
   const diskMount = join(dir, `disk-${diskNode}`);
 
+  let place: PlaceOptions = {};
   const startNode = async (node: Node) => {
     const again = node.grpcPort
       ? ['--grpc.port', String(node.grpcPort), '--http.port', String(node.httpPort)]
       : [];
     node.agent = await startAgentProcess([...node.args, ...again], 30_000, {
+      ...place,
       netns: node.host.netns,
       host: node.host.ip,
-      ...(node.env ? { env: node.env } : {}),
+      env: { ...place.env, ...node.env },
     });
     node.grpcPort = node.agent.grpcPort;
     node.httpPort = node.agent.httpPort;
@@ -161,6 +166,7 @@ export async function run(quick: boolean): Promise<void> {
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   try {
+    place = build.place(dir);
     nats = await startNatsServer(4222, { netns: lab.services.netns, host: lab.services.ip });
     const natsUrl = nats.url;
     await writeFile(clockFile, '+0');
@@ -637,6 +643,7 @@ export async function run(quick: boolean): Promise<void> {
     console.log(
       JSON.stringify({
         bench: 'chaos',
+        agent_build: build.name,
         faults: results.length,
         acked_lost: lost,
         corrupt_served: corrupt,

@@ -2,8 +2,9 @@
  * hit: latency of GETs served from an agent's local cache, for 4 KiB and 1 MiB objects, side by side
  * with a plain static file server (Node http + fs, in its own process) serving the same bytes from
  * disk. Requests alternate between the two in blocks, one at a time over keep-alive connections.
+ * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the sources.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
@@ -11,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { startAgentProcess } from '../agent/harness/agent-process.ts';
+import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { agentBuild } from './support/bundle.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
 
 const STATIC_SERVER = fileURLToPath(new URL('./support/static-server.ts', import.meta.url));
@@ -57,19 +59,22 @@ async function measure(urls: { ours: string; baseline: string }, size: number, c
   };
 }
 
-export async function run(quick: boolean): Promise<void> {
+export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
   const count = quick ? 500 : 3000;
+  const build = agentBuild(args);
   console.log(
-    `# hit: local-hit GET latency vs a Node http+fs static server, ${count} requests per size per server`,
+    `# hit: local-hit GET latency vs a Node http+fs static server, ${count} requests per size per server; the agent ${build.described}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-hit-'));
-  const agent = await startAgentProcess(['--store.dir', join(dir, 'store')]);
-  const server = spawn(process.execPath, [STATIC_SERVER, join(dir, 'files')], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  let agent: AgentProcess | undefined;
+  let server: ChildProcess | undefined;
   try {
-    const first = await createInterface({ input: server.stdout })[Symbol.asyncIterator]().next();
+    agent = await startAgentProcess(['--store.dir', join(dir, 'store')], 20_000, build.place(dir));
+    server = spawn(process.execPath, [STATIC_SERVER, join(dir, 'files')], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const first = await createInterface({ input: server.stdout! })[Symbol.asyncIterator]().next();
     const { port } = JSON.parse(String(first.value)) as { port: number };
     const results: Record<string, Awaited<ReturnType<typeof measure>>> = {};
     for (const [name, size] of [
@@ -97,6 +102,7 @@ export async function run(quick: boolean): Promise<void> {
       JSON.stringify({
         bench: 'hit',
         requests: count,
+        agent_build: build.name,
         p50_ms: round(big.p50, 3),
         p99_ms: round(big.p99, 3),
         baseline_p50_ms: round(big.baseP50, 3),
@@ -110,8 +116,8 @@ export async function run(quick: boolean): Promise<void> {
     );
   } finally {
     keepAlive.destroy();
-    server.kill();
-    await agent.stop();
+    server?.kill();
+    await agent?.stop();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -16,7 +16,7 @@
  * `--sources` for positions in the sources: the bundle is minified and removed after the run),
  * `--sources`.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
@@ -24,9 +24,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { startAgentProcess } from '../agent/harness/agent-process.ts';
+import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { chunkSizeFor, digestOf, rootDigest } from '../agent/src/cache/chunking.ts';
-import { asTheImageRunsIt } from './support/bundle.ts';
+import { type AgentBuild, agentBuild } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
   cpuReading,
@@ -130,38 +130,41 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   const reps = quick ? 1 : 3;
   const fsync = args.includes('--fsync');
   const profileDir = option(args, '--cpu-prof');
-  const sources = args.includes('--sources');
+  const build = agentBuild(args);
   console.log(
     `# ingest: PUT then local GET of ${bytes / MiB} MiB on one agent vs a Node http server doing fs write + ` +
       `SHA-256 and fs.createReadStream, ${reps} rep(s) each, alternating; fsync ${fsync ? 'on' : 'off'} on both; ` +
-      `the agent ${sources ? 'from the TypeScript sources' : "as the image runs it (bundle, the image's V8 flags and malloc settings)"}`,
+      `the agent ${build.described}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-ingest-'));
   const data = content(bytes);
   const expectedRoot = rootDigest(bytes, chunkSizeFor(bytes), chunkDigests(data, chunkSizeFor(bytes)));
   const expectedSha = createHash('sha256').update(data).digest('hex');
-  const place = sources ? {} : asTheImageRunsIt(dir);
   const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
-  const agent = await startAgentProcess(
-    [
-      ...['--store.dir', join(dir, 'store'), '--store.fsync', String(fsync)],
-      ...['--store.max-bytes', '8Gi', '--store.max-object-bytes', '8Gi', '--store.memory-bytes', HOT_TIER],
-      ...['--store.scrub-on-start', 'false'],
-    ],
-    20_000,
-    { ...place, nodeFlags: [...(place.nodeFlags ?? []), ...profile] },
-  );
-  const server = spawn(process.execPath, [STATIC_SERVER, join(dir, 'files'), ...(fsync ? ['--fsync'] : [])], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
   const rows: { rep: number; side: string; put: Timed; get: Timed }[] = [];
+  let agent: AgentProcess | undefined;
+  let server: ChildProcess | undefined;
   try {
-    const first = await createInterface({ input: server.stdout })[Symbol.asyncIterator]().next();
+    const place = build.place(dir);
+    agent = await startAgentProcess(
+      [
+        ...['--store.dir', join(dir, 'store'), '--store.fsync', String(fsync)],
+        ...['--store.max-bytes', '8Gi', '--store.max-object-bytes', '8Gi', '--store.memory-bytes', HOT_TIER],
+        ...['--store.scrub-on-start', 'false'],
+      ],
+      20_000,
+      { ...place, nodeFlags: [...(place.nodeFlags ?? []), ...profile] },
+    );
+    server = spawn(process.execPath, [STATIC_SERVER, join(dir, 'files'), ...(fsync ? ['--fsync'] : [])], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const agentUrl = agent.url;
+    const first = await createInterface({ input: server.stdout! })[Symbol.asyncIterator]().next();
     const { port } = JSON.parse(String(first.value)) as { port: number };
     const sides = {
       baseline: { pid: server.pid!, url: (name: string) => `http://127.0.0.1:${port}/${name}` },
-      edgemesh: { pid: agent.child.pid!, url: (name: string) => `${agent.url}/v1/objects/bench/${name}` },
+      edgemesh: { pid: agent.child.pid!, url: (name: string) => `${agentUrl}/v1/objects/bench/${name}` },
     };
     // Warm-up: JIT, connections and the first file and chunk writes, on both.
     const warm = data.subarray(0, 32 * MiB);
@@ -187,11 +190,11 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       await rm(join(dir, 'files', name), { force: true });
     }
   } finally {
-    server.kill();
-    await agent.stop();
+    server?.kill();
+    await agent?.stop();
     await rm(dir, { recursive: true, force: true });
   }
-  report(rows, bytes, reps, fsync, sources);
+  report(rows, bytes, reps, fsync, build.name);
 }
 
 function chunkDigests(data: Buffer, chunkSize: number): string[] {
@@ -213,7 +216,7 @@ function report(
   bytes: number,
   reps: number,
   fsync: boolean,
-  sources: boolean,
+  agentBuildName: AgentBuild['name'],
 ): void {
   const gb = bytes / 1e9;
   console.log('# rep | side     | PUT MB/s | server CPU s/GB | GET MB/s | server CPU s/GB');
@@ -252,7 +255,7 @@ function report(
       bytes,
       reps,
       fsync,
-      agent_build: sources ? 'sources' : 'image',
+      agent_build: agentBuildName,
       put_MBps: round(put, 1),
       baseline_put_MBps: round(basePut, 1),
       put_ratio: round(put / basePut, 3),

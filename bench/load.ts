@@ -2,7 +2,9 @@
  * load: throughput of local hits under load, for a 4 KiB and a 1 MiB object, with wrk (64 keep-alive
  * connections), against an agent, a bare Node http + fs.readFile server and, when installed, nginx
  * (one worker), all serving the same bytes. Servers take turns, size by size, after a warm-up each.
- * EDGEMESH_BENCH_PROFILE=DIR runs the agent with --cpu-prof into DIR.
+ * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the sources.
+ * EDGEMESH_BENCH_PROFILE=DIR runs the agent with --cpu-prof into DIR (with `--sources` for positions
+ * in the sources: the bundle is minified and removed after the run).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -11,7 +13,8 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { startAgentProcess } from '../agent/harness/agent-process.ts';
+import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { agentBuild } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import { nginxUnavailable, type StaticNginx, startStaticNginx } from './support/nginx.ts';
 import { runWrk, type WrkResult, wrkUnavailable } from './support/wrk.ts';
@@ -57,14 +60,15 @@ async function expectBody(url: string, body: Buffer): Promise<void> {
     throw new Error(`GET ${url}: ${res.status}, ${got.length} bytes`);
 }
 
-export async function run(quick: boolean): Promise<void> {
+export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
+  const build = agentBuild(args);
   const seconds = quick ? 3 : 10;
   const rounds = quick ? 1 : 3;
   const warmUp = quick ? 1 : 2;
   const missingWrk = wrkUnavailable();
   if (missingWrk) throw new Error(`the load bench needs wrk: ${missingWrk}`);
   console.log(
-    `# load: local hits with wrk (${CONNECTIONS} connections, ${THREADS} threads), ${rounds} x ${seconds} s per size per server, taking turns after a ${warmUp} s warm-up`,
+    `# load: local hits with wrk (${CONNECTIONS} connections, ${THREADS} threads), ${rounds} x ${seconds} s per size per server, taking turns after a ${warmUp} s warm-up; the agent ${build.described}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   if (cpus().length <= 4)
@@ -75,15 +79,19 @@ export async function run(quick: boolean): Promise<void> {
   const files = join(dir, 'files');
   await mkdir(files, { recursive: true });
   const profile = process.env.EDGEMESH_BENCH_PROFILE;
-  const agent = await startAgentProcess(['--store.dir', join(dir, 'store')], 20_000, {
-    ...(profile ? { nodeFlags: ['--cpu-prof', '--cpu-prof-dir', profile] } : {}),
-  });
-  const node = await startNodeServer(files);
   const nginxMissing = nginxUnavailable();
-  let nginx: StaticNginx | undefined;
   if (nginxMissing) console.log(`# nginx baseline skipped: ${nginxMissing}`);
-  else nginx = await startStaticNginx(files, join(dir, 'nginx'));
+  let agent: AgentProcess | undefined;
+  let node: Awaited<ReturnType<typeof startNodeServer>> | undefined;
+  let nginx: StaticNginx | undefined;
   try {
+    const place = build.place(dir);
+    agent = await startAgentProcess(['--store.dir', join(dir, 'store')], 20_000, {
+      ...place,
+      nodeFlags: [...(place.nodeFlags ?? []), ...(profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [])],
+    });
+    node = await startNodeServer(files);
+    if (!nginxMissing) nginx = await startStaticNginx(files, join(dir, 'nginx'));
     const results: Record<string, Partial<Record<Server, Figures>>> = {};
     for (const [name, size] of SIZES) {
       const body = randomBytes(size);
@@ -124,6 +132,7 @@ export async function run(quick: boolean): Promise<void> {
       JSON.stringify({
         bench: 'load',
         connections: CONNECTIONS,
+        agent_build: build.name,
         seconds: rounds * seconds,
         rps: round(small.agent!.rps, 0),
         node_rps: round(small.node!.rps, 0),
@@ -143,9 +152,9 @@ export async function run(quick: boolean): Promise<void> {
       }),
     );
   } finally {
-    node.stop();
+    node?.stop();
     await nginx?.stop();
-    await agent.stop();
+    await agent?.stop();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -8,6 +8,7 @@
  *   the one copy region 2 must bring in), the share that did;
  * - far_group_ratio: the far group's time from its start over the near group's: the starvation guard
  *   (upload shared fairly among zones) keeps it from waiting behind the near group.
+ * The agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the sources.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -18,6 +19,7 @@ import { geoLabUnavailable, startGeoLab, startLabAgents } from '../agent/harness
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { Placement } from '../agent/src/overlay/placement.ts';
 import type { HopClass } from '../agent/src/domain.ts';
+import { agentBuild } from './support/bundle.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 const MiB = 2 ** 20;
@@ -49,12 +51,13 @@ async function read(agent: AgentProcess, key: string, expected: string, since: n
  * representative: with 4 chunks instead of 12, one chunk imported twice (a member that starts before
  * it has heard of the others) is an eighth of the object, and near_fraction read 0.67-1.0.
  */
-export async function run(_quick: boolean): Promise<void> {
+export async function run(_quick: boolean, args: readonly string[] = []): Promise<void> {
+  const build = agentBuild(args);
   const size = 48 * MiB;
   const upload = 16 * MiB;
   const delayMs = 10;
   console.log(
-    `# locality: geo lab, 3 regions x zones [a a b c], ${4 * delayMs} ms between regions, upload ${upload / MiB} MiB/s per agent, object ${size / MiB} MiB`,
+    `# locality: geo lab, 3 regions x zones [a a b c], ${4 * delayMs} ms between regions, upload ${upload / MiB} MiB/s per agent, object ${size / MiB} MiB; the agents ${build.described}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   const missing = natsUnavailable() ?? geoLabUnavailable();
@@ -70,6 +73,7 @@ export async function run(_quick: boolean): Promise<void> {
         mesh: 'locality',
         natsUrl: nats.url,
         args: ['--replication.factor', '1', '--transfer.upload-bytes-per-second', String(upload)],
+        place: build.place(dir),
       })),
     );
     for (const agent of agents) await peersAlive(agent, agents.length - 1, 30_000);
@@ -120,6 +124,7 @@ export async function run(_quick: boolean): Promise<void> {
     console.log(
       JSON.stringify({
         bench: 'locality',
+        agent_build: build.name,
         near_fraction: round(nearFraction, 3),
         far_group_ratio: round(tFar / tNear, 3),
         near_s: round(tNear, 3),

@@ -3,13 +3,20 @@
  * until every agent stops choosing an agent killed with SIGKILL (detect), and until every agent uses
  * a newly started one (join, from the moment it is listening, and from its spawn). Side by side: the
  * bound the configuration implies for detection when the dead node's host is gone and every probe
- * must time out (probe interval + direct and indirect probe timeouts + suspicion timeout).
+ * must time out (probe interval + direct and indirect probe timeouts + suspicion timeout). The
+ * agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the sources.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type AgentProcess, type AgentStatus, startAgentProcess } from '../agent/harness/agent-process.ts';
+import {
+  type AgentProcess,
+  type AgentStatus,
+  type PlaceOptions,
+  startAgentProcess,
+} from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
+import { agentBuild } from './support/bundle.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 const DEFAULTS = { probeIntervalMs: 500, probeTimeoutMs: 500, suspicionTimeoutMs: 1000 };
@@ -40,15 +47,19 @@ async function untilAll(
   return (performance.now() - since) / 1000;
 }
 
-export async function run(quick: boolean): Promise<void> {
+export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
   const n = quick ? 8 : 20;
-  console.log(`# membership: ${n} agents on a real nats-server, default timing ${JSON.stringify(DEFAULTS)}`);
+  const build = agentBuild(args);
+  console.log(
+    `# membership: ${n} agents on a real nats-server, default timing ${JSON.stringify(DEFAULTS)}; the agents ${build.described}`,
+  );
   console.log(`# machine: ${describeMachine()}`);
   const missing = natsUnavailable();
   if (missing) throw new Error(`membership bench needs nats-server: ${missing}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-membership-'));
   const nats = await startNatsServer();
   const agents: AgentProcess[] = [];
+  let place: PlaceOptions | undefined;
   const start = (i: number) =>
     startAgentProcess(
       [
@@ -65,8 +76,10 @@ export async function run(quick: boolean): Promise<void> {
         ...['--mesh', 'bench', '--control-plane.servers', nats.url, '--store.scrub-on-start', 'false'],
       ],
       60_000,
+      place,
     );
   try {
+    place = build.place(dir);
     for (let i = 0; i < n; i++) agents.push(await start(i)); // one at a time: 2 cores
     const formed = await untilAll(agents, (alive) => alive.size === n - 1, performance.now());
     console.log(`# ${n} agents formed one membership (${formed.toFixed(2)} s after the last start)`);
@@ -96,6 +109,7 @@ export async function run(quick: boolean): Promise<void> {
       JSON.stringify({
         bench: 'membership',
         agents: n,
+        agent_build: build.name,
         detect_s: round(detect, 3),
         join_s: round(joinReady, 3),
         join_from_spawn_s: round(joinSpawn, 3),

@@ -4,7 +4,8 @@
  * objects pays:
  * - disk_ratio: the bytes the store's folder takes on disk (allocated blocks) over the data's bytes;
  * - rss_bytes_per_object: the restarted agent's RSS, less an empty agent's, per object (the agent
- *   runs with the image's V8 flags and malloc setting, node-flags.ts);
+ *   runs as the image runs it: its bundle, V8 flags and malloc settings; `--sources` from the
+ *   TypeScript sources with the same flags and settings, as the bench ran before 2026-12-06);
  * - ready_s: from the restart to /readyz answering 200 (the agent serves while its index loads);
  * - loaded_s: from the restart to the index loaded (/v1/status, cache.indexLoaded), and
  *   loading_p99_ms, GETs of random objects meanwhile (most not loaded yet: read from the database);
@@ -19,7 +20,8 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
-import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { buildBundle, IMAGE_ENV } from './support/bundle.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
 import { onInterrupt } from './support/interrupt.ts';
 
@@ -91,9 +93,14 @@ async function rssOf(agent: AgentProcess): Promise<number> {
 export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
   const flag = args.indexOf('--objects');
   const n = flag >= 0 ? Number(args[flag + 1]) : quick ? 100_000 : 1_000_000;
-  console.log(`# scale: ${n} objects of ${SIZE} B in one agent, restarted; beside a plain file per object`);
+  console.log(
+    `# scale: ${n} objects of ${SIZE} B in one agent, restarted; beside a plain file per object; the agent ` +
+      `${args.includes('--sources') ? "from the TypeScript sources, with the image's flags and malloc settings" : 'as in the image (its bundle, V8 flags and malloc settings)'}`,
+  );
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-scale-'));
+  const sources = args.includes('--sources');
+  let main: string | undefined;
   const store = join(dir, 'store');
   const plain = join(dir, 'plain');
   const filler = randomBytes(SIZE);
@@ -106,7 +113,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       ],
       600_000,
       // As the image runs it: its V8 flags and malloc setting (RSS per object depends on them).
-      { nodeFlags: AGENT_NODE_FLAGS, env: { ...AGENT_MALLOC_ENV } },
+      { ...(main ? { main } : {}), nodeFlags: [...AGENT_NODE_FLAGS], env: { ...IMAGE_ENV } },
     ).then((a) => (agents.push(a), a));
   const stopAll = async () => {
     await Promise.all(agents.splice(0).map((a) => a.stop()));
@@ -116,6 +123,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
     () => rm(dir, { recursive: true, force: true }),
   );
   try {
+    if (!sources) main = join(buildBundle(dir), 'agent.mjs');
     // An empty agent's RSS, the base the objects' cost is measured from.
     let agent = await start();
     await new Promise((r) => setTimeout(r, 2000));
@@ -176,6 +184,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
     const result = {
       bench: 'scale',
       objects: n,
+      agent_build: sources ? 'sources' : 'image',
       object_bytes: SIZE,
       disk_ratio: round(disk.bytes / data, 2),
       files_per_object: round(disk.files / n, 2),

@@ -23,6 +23,10 @@
  * only what the allocators keep. The traced agent runs slower and its RSS holds heaptrack's tables,
  * so the JSON line's figures leave it out. A cut at the last minute is taken as the load stops. Not
  * with --heap-snapshots: a snapshot's own allocations would be read as the agent's.
+ *
+ * The agents run as the image runs them: its bundle (scripts/build.ts), V8 flags and malloc settings.
+ * `--sources` runs them from the TypeScript sources with the same flags and settings (as soaks before
+ * 2026-12-06 did); the JSON line's `agent_build` says which.
  */
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -34,6 +38,7 @@ import { parseArgs } from 'node:util';
 import { type AgentProcess, peersAlive, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
+import { buildBundle } from './support/bundle.ts';
 import { report, summarize } from './support/heap-diff.ts';
 import {
   type LiveNative,
@@ -58,6 +63,8 @@ const { values } = parseArgs({
     'snapshot-dir': { type: 'string' },
     /** Minutes at which the first agent's native allocations are read, comma-separated (e.g. "10,60"). */
     'malloc-trace': { type: 'string', default: '' },
+    /** The agents from the TypeScript sources, not the image's bundle (flags and malloc settings the same). */
+    sources: { type: 'boolean', default: false },
   },
 });
 const minutes = Number(values.minutes);
@@ -179,6 +186,7 @@ const shutdown = async () => {
       .catch((error: Error) => process.stderr.write(`soak: cleaning up: ${error.message}\n`));
 };
 try {
+  const main = values.sources ? undefined : join(buildBundle(dir), 'agent.mjs');
   for (let i = 0; i < count; i++)
     agents.push(
       await startAgentProcess(
@@ -191,6 +199,7 @@ try {
         ],
         20_000,
         {
+          ...(main ? { main } : {}),
           nodeFlags:
             i === 0 && snapshotAt.length > 0
               ? [...AGENT_NODE_FLAGS, '--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]
@@ -413,7 +422,7 @@ function svg(): string {
 
 try {
   console.log(
-    `# soak: ${count} agents, ${minutes} min, sampled every ${sampleMs / 1000} s; agents: node ${AGENT_NODE_FLAGS.join(' ')}, ${mallocEnv}, ${values['agent-args'] || 'no extra flags'}; ${describeMachine()}`,
+    `# soak: ${count} agents, ${minutes} min, sampled every ${sampleMs / 1000} s; agents: ${values.sources ? 'the TypeScript sources' : "the image's bundle"}, node ${AGENT_NODE_FLAGS.join(' ')}, ${mallocEnv}, ${values['agent-args'] || 'no extra flags'}; ${describeMachine()}`,
   );
   await sample();
   let nextSample = performance.now() + sampleMs;
@@ -536,6 +545,7 @@ try {
       bench: 'soak',
       minutes,
       agents: count,
+      agent_build: values.sources ? 'sources' : 'image',
       requests: load.puts + load.gets + load.deletes + load.messages,
       errors: load.errors,
       rss_slope_mb_per_min: worst('rss_slope_mb_per_min'),

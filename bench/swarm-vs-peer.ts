@@ -4,7 +4,8 @@
  * (bench/support/mesh-swarm.ts), WebTorrent 1.9 with a local tracker (bench/support/webtorrent-swarm.ts),
  * the naive way (all N from the origin) and the Kumar–Ross lower bound. Prints a table and, last, the
  * figures at the headline N as JSON. A full run (not --quick) also writes the curve into
- * docs/benchmarks.md, between its markers, and draws docs/swarm-vs-peer.svg.
+ * docs/benchmarks.md, between its markers, and draws docs/swarm-vs-peer.svg. The agents run as in
+ * the image (bench/support/bundle.ts); `--sources` runs them from the sources.
  */
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -13,8 +14,10 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { PlaceOptions } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { startOrigin } from '../agent/harness/origin-server.ts';
+import { agentBuild } from './support/bundle.ts';
 import { linePlotSvg } from './support/line-plot.ts';
 import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
@@ -62,13 +65,15 @@ interface Point {
   failures: string[];
 }
 
-export async function run(quick: boolean): Promise<void> {
+export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
   const plan = quick ? QUICK : FULL;
+  const build = agentBuild(args);
   const missing = natsUnavailable();
   if (missing) throw new Error(`swarm-vs-peer bench needs nats-server: ${missing}`);
   console.log(
     `# swarm-vs-peer: N in {${plan.nodes.join(', ')}}, upload ${UPLOAD / MiB} MiB/s per node, origin ` +
-      `${ORIGIN / MiB} MiB/s, object ${plan.bytes / MiB} MiB; EdgeMesh, WebTorrent 1.9 (local tracker, no DHT), naive, bound`,
+      `${ORIGIN / MiB} MiB/s, object ${plan.bytes / MiB} MiB; EdgeMesh, WebTorrent 1.9 (local tracker, no DHT), naive, bound; ` +
+      `EdgeMesh's agents ${build.described}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   const loadBefore = loadavg();
@@ -93,6 +98,7 @@ export async function run(quick: boolean): Promise<void> {
   );
   const points: Point[] = [];
   try {
+    const place = build.place(dir);
     for (const nodes of plan.nodes) {
       const shape: SwarmShape = {
         nodes,
@@ -107,6 +113,7 @@ export async function run(quick: boolean): Promise<void> {
         children,
         origin,
         nats,
+        place,
       });
       points.push(point);
       console.log(
@@ -131,6 +138,7 @@ export async function run(quick: boolean): Promise<void> {
   const json = JSON.stringify({
     bench: 'swarm-vs-peer',
     nodes: head.nodes,
+    agent_build: build.name,
     bytes: plan.bytes,
     edgemesh_s: round(head.edgemesh, 3),
     webtorrent_s: round(head.webtorrent, 3),
@@ -182,6 +190,7 @@ async function measure(
     children: Set<ChildProcess>;
     origin: Awaited<ReturnType<typeof startOrigin>>;
     nats: Awaited<ReturnType<typeof startNatsServer>>;
+    place: PlaceOptions;
   },
 ): Promise<Point> {
   await mkdir(env.dir, { recursive: true });
@@ -197,6 +206,7 @@ async function measure(
       origin: env.origin,
       expectedSha256: env.expected,
       onStart: (agent) => env.children.add(agent.child),
+      place: env.place,
     }),
   );
   const bound = kumarRossBound(shape);

@@ -2,7 +2,8 @@
  * swarm: N agents, each with its upload capped at u, and an origin capped at u_s, all asking for the
  * same F-byte object at the same moment. Side by side in the same run: the naive way (all N fetch
  * from the origin, sharing its u_s) and the Kumar–Ross lower bound for distributing F to N nodes,
- * max{F/u_s, F/d_min, N·F/(u_s + Σu_i)} (downloads are not capped here, so F/d_min is 0).
+ * max{F/u_s, F/d_min, N·F/(u_s + Σu_i)} (downloads are not capped here, so F/d_min is 0). The
+ * agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the sources.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -10,17 +11,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { startOrigin } from '../agent/harness/origin-server.ts';
+import { agentBuild } from './support/bundle.ts';
 import { describeMachine, round } from './support/machine.ts';
 import { kumarRossBound, meshSwarm, MiB, naiveSwarm, OBJECT_NAME } from './support/mesh-swarm.ts';
 
-export async function run(quick: boolean): Promise<void> {
+export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
+  const build = agentBuild(args);
   const n = 8;
   const size = (quick ? 32 : 64) * MiB;
   const u = 8 * MiB; // every agent's upload cap, bytes/s
   const us = 8 * MiB; // the origin's
   const bound = kumarRossBound({ nodes: n, bytes: size, uploadBytesPerSecond: u, originBytesPerSecond: us });
   console.log(
-    `# swarm: ${n} agents (upload ${u / MiB} MiB/s each), origin ${us / MiB} MiB/s, object ${size / MiB} MiB`,
+    `# swarm: ${n} agents (upload ${u / MiB} MiB/s each), origin ${us / MiB} MiB/s, object ${size / MiB} MiB; the agents ${build.described}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   const missing = natsUnavailable();
@@ -41,6 +44,7 @@ export async function run(quick: boolean): Promise<void> {
       nats,
       origin,
       expectedSha256: expected,
+      place: build.place(dir),
     });
     const time = mesh.seconds;
     console.log(`# mesh: all ${n} had identical bytes after ${time.toFixed(2)} s`);
@@ -53,6 +57,7 @@ export async function run(quick: boolean): Promise<void> {
       JSON.stringify({
         bench: 'swarm',
         nodes: n,
+        agent_build: build.name,
         bytes: size,
         origin_bytes: mesh.originBytes,
         time_s: round(time, 3),

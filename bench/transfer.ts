@@ -24,7 +24,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { type AgentProcess, type PlaceOptions, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { sharedTestCa } from '../agent/harness/test-ca.ts';
-import { asTheImageRunsIt } from './support/bundle.ts';
+import { agentBuild } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
   cpuReading,
@@ -230,19 +230,19 @@ async function meshTransfer(dir: string, bytes: number, rep: number, place: Plac
 export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
   const bytes = (quick ? 256 : 1024) * MiB;
   const reps = quick ? 1 : 3;
-  const sources = args.includes('--sources');
+  const build = agentBuild(args);
   console.log(
-    `# transfer: ${bytes / MiB} MiB A -> B with mTLS on the bulk stream, on gRPC's FetchChunks, the limit pipeline (mTLS, hash, write, serve) and raw TCP, ${reps} rep(s) each, alternating; the agents ${sources ? 'from the TypeScript sources' : "as the image runs them (bundle, the image's V8 flags and malloc settings)"}`,
+    `# transfer: ${bytes / MiB} MiB A -> B with mTLS on the bulk stream, on gRPC's FetchChunks, the limit pipeline (mTLS, hash, write, serve) and raw TCP, ${reps} rep(s) each, alternating; the agents ${build.described}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-transfer-'));
-  // Built once, outside the reps' folders (each rep removes its agents' stores).
-  const place = sources ? {} : asTheImageRunsIt(dir);
   const raw: number[] = [];
   const mesh: { meshMBps: number; putMBps: number; localMBps: number; cpu: TransferCpu }[] = [];
   const grpc: number[] = [];
   const limit: { MBps: number; cpu: TransferCpu }[] = [];
   try {
+    // Built once, outside the reps' folders (each rep removes its agents' stores).
+    const place = build.place(dir);
     for (let rep = 0; rep < reps; rep++) {
       raw.push(await rawTcp(bytes));
       limit.push(await limitTransfer(dir, bytes, rep));
@@ -284,7 +284,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       bench: 'transfer',
       bytes,
       reps,
-      agent_build: sources ? 'sources' : 'image',
+      agent_build: build.name,
       mesh_MBps: round(meshMBps, 1),
       mesh_grpc_MBps: round(grpcMBps, 1),
       bulk_gain: round(meshMBps / grpcMBps, 3),

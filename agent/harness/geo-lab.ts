@@ -4,7 +4,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type AgentProcess, startAgentProcess } from './agent-process.ts';
+import { type AgentProcess, type PlaceOptions, startAgentProcess } from './agent-process.ts';
 
 const DELAY_LINE = fileURLToPath(new URL('./geo-lab/delay-line.py', import.meta.url));
 /** Large frames: a tenth of the packets a user-space delay line must move at a 1500-byte MTU. */
@@ -291,13 +291,14 @@ export function labAgentArgs(h: LabHost, opts: { dir: string; mesh: string; nats
  */
 export async function startLabAgents(
   lab: GeoLab,
-  opts: { dir: string; mesh: string; natsUrl: string; args?: string[] },
+  opts: { dir: string; mesh: string; natsUrl: string; args?: string[]; place?: PlaceOptions },
 ): Promise<AgentProcess[]> {
   const agents: AgentProcess[] = [];
   try {
     for (const h of lab.hosts) {
       agents.push(
         await startAgentProcess([...labAgentArgs(h, opts), ...(opts.args ?? [])], 30_000, {
+          ...opts.place,
           netns: h.netns,
           host: h.ip,
         }),

@@ -28,3 +28,32 @@ export function asTheImageRunsIt(dir: string): PlaceOptions {
     env: { ...IMAGE_ENV },
   };
 }
+
+/** How a bench runs its agents: as the image runs them (the default) or, with `--sources`, from the sources. */
+export interface AgentBuild {
+  /** The last line's `agent_build`. */
+  readonly name: 'image' | 'sources';
+  /** For the bench's first line, after "the agent" or "the agents". */
+  readonly described: string;
+  /** Builds what it needs into `dir` (the bundle, for the image's way) and gives startAgentProcess's placement. */
+  place(dir: string): PlaceOptions;
+}
+
+/**
+ * The agents' build a bench's options ask for: as the image runs them (asTheImageRunsIt), or with
+ * `--sources` from the TypeScript sources without the image's flags and malloc settings (a CPU
+ * profile then points into the sources; the two ways differ in all three).
+ */
+export function agentBuild(args: readonly string[]): AgentBuild {
+  if (args.includes('--sources'))
+    return {
+      name: 'sources',
+      described: "from the TypeScript sources, without the image's V8 flags and malloc settings",
+      place: () => ({}),
+    };
+  return {
+    name: 'image',
+    described: 'as in the image (its bundle, V8 flags and malloc settings)',
+    place: asTheImageRunsIt,
+  };
+}

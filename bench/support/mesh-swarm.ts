@@ -5,7 +5,12 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { type AgentProcess, peersAlive, startAgentProcess } from '../../agent/harness/agent-process.ts';
+import {
+  type AgentProcess,
+  type PlaceOptions,
+  peersAlive,
+  startAgentProcess,
+} from '../../agent/harness/agent-process.ts';
 import type { NatsServer } from '../../agent/harness/nats-server.ts';
 import type { TestOrigin } from '../../agent/harness/origin-server.ts';
 
@@ -74,6 +79,8 @@ export interface MeshSwarmOptions {
   expectedSha256: string;
   /** Called with each agent as it starts (e.g. to kill it if the benchmark is interrupted). */
   onStart?: (agent: AgentProcess) => void;
+  /** How the agents run (bench/support/bundle.ts's agentBuild); from the sources if not given. */
+  place?: PlaceOptions;
 }
 
 export interface MeshSwarmResult {
@@ -98,12 +105,16 @@ export async function meshSwarm(o: MeshSwarmOptions): Promise<MeshSwarmResult> {
   o.origin.stats.bytes = 0;
   try {
     for (let i = 0; i < o.nodes; i++) {
-      const agent = await startAgentProcess([
-        ...['--node-id', `s${i}`, '--zone', 'z', '--region', 'r', '--store.dir', join(o.dir, `s${i}`)],
-        ...['--mesh', o.mesh, '--control-plane.servers', o.nats.url, '--store.scrub-on-start', 'false'],
-        ...['--origins', `cdn/=${o.origin.url}`],
-        ...['--transfer.upload-bytes-per-second', String(o.uploadBytesPerSecond)],
-      ]);
+      const agent = await startAgentProcess(
+        [
+          ...['--node-id', `s${i}`, '--zone', 'z', '--region', 'r', '--store.dir', join(o.dir, `s${i}`)],
+          ...['--mesh', o.mesh, '--control-plane.servers', o.nats.url, '--store.scrub-on-start', 'false'],
+          ...['--origins', `cdn/=${o.origin.url}`],
+          ...['--transfer.upload-bytes-per-second', String(o.uploadBytesPerSecond)],
+        ],
+        20_000,
+        o.place,
+      );
       agents.push(agent);
       o.onStart?.(agent);
     }
