@@ -3,10 +3,11 @@
  * are created at once. Measures the time from each mesh's creation until all six of its children
  * exist (p50, p99), reconciles per second over that span, and the operator's peak RSS. Side by
  * side: the API server's own time to serve a list of the Nodes, a floor for any reconcile that
- * reads them; two builds of the operator against the fake, the bundle the image runs
- * (scripts/build.ts; its figures are the JSON's main ones) and the TypeScript sources as
+ * reads them; two builds of the operator against the fake, the bundle the image runs, with the
+ * image's flags and environment (scripts/build.ts; its figures are the JSON's main ones) and the TypeScript sources as
  * `npm run operator` runs them (`source_*`); and the bundle against a real control plane (etcd,
  * kube-apiserver, kwok's simulated nodes; `real_*`), where the machine allows one.
+ * EDGEMESH_BENCH_PROFILE=DIR has every operator process write a V8 CPU profile into DIR as it stops.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -20,7 +21,7 @@ import { startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
 import { collectionPath } from '../operator/harness/test-cluster.ts';
 import { KubeHttp } from '../operator/src/kit/kube-http.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
-import { buildBundle } from './support/bundle.ts';
+import { buildBundle, IMAGE_ENV } from './support/bundle.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
 import { processCpuSeconds } from './support/thread-cpu.ts';
 
@@ -227,13 +228,22 @@ export async function run(quick: boolean): Promise<void> {
   }
 }
 
+/**
+ * The operator `main` against `target`. The bundle runs with the image's environment too (its malloc
+ * settings and NODE_ENV: the Dockerfile's ENV applies to both processes of the image); the sources
+ * as `npm run operator` runs them, with this process's.
+ */
 async function measure(main: string, target: Target, meshes: number): Promise<Figures> {
   let child: ChildProcess | undefined;
+  const image = main !== MAIN ? IMAGE_ENV : {};
   try {
     const listMs = await target.listNodes();
-    child = spawn(process.execPath, [...OPERATOR_NODE_FLAGS, main], {
+    const profile = process.env.EDGEMESH_BENCH_PROFILE;
+    const profiling = profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [];
+    child = spawn(process.execPath, [...OPERATOR_NODE_FLAGS, ...profiling, main], {
       env: {
         ...process.env,
+        ...image,
         KUBECONFIG: target.kubeconfig,
         EDGEMESH_OPERATOR_IDENTITY: 'bench',
         EDGEMESH_OPERATOR_NAMESPACE: 'bench',
