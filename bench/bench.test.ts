@@ -9,10 +9,15 @@ import { THREAD_KINDS } from './support/thread-cpu.ts';
 import { wrkUnavailable } from './support/wrk.ts';
 
 const RUN = fileURLToPath(new URL('./run.ts', import.meta.url));
-/** Benchmarks that run agents as the image does (bench/support/bundle.ts's agentBuild), or with --sources (chaos too: chaos.test.ts). */
-const AGENTS_AS_IN_THE_IMAGE = new Set([
-  ...['transfer', 'hit', 'ingest', 'membership', 'swarm', 'swarm-vs-peer', 'locality', 'load', 'scale'],
-]);
+/**
+ * Benchmarks that start agents, and say in their last line how those really ran (`agent_build`, read
+ * from the processes by bundle.ts's buildOf): as the image runs them, or as `--sources` asks (chaos
+ * too: chaos.test.ts).
+ */
+const STARTS_AGENTS = new Set(['transfer', 'hit', 'ingest', 'membership', 'swarm', 'swarm-vs-peer']);
+for (const name of ['locality', 'load', 'scale', 'idle']) STARTS_AGENTS.add(name);
+/** Benchmarks whose --sources keeps the image's flags and settings (memory benches). */
+const SOURCES_KEEP_SETTINGS = new Set(['scale']);
 
 /** Keeps every benchmark runnable and its last line's shape stable. Figures are not judged here. */
 describe('benchmarks (--quick, shape only)', () => {
@@ -33,6 +38,8 @@ describe('benchmarks (--quick, shape only)', () => {
       ],
     ],
     ['hit', ['bench', 'p50_ms', 'p99_ms', 'baseline_p99_ms', 'ratio']],
+    // The agent from the sources: what ran is read from the process.
+    ['hit', ['bench', 'p99_ms', 'ratio'], ['--quick', '--sources']],
     [
       'ingest',
       ['bench', 'put_MBps', 'baseline_put_MBps', 'put_ratio', 'read_MBps', 'read_ratio', 'put_cpu_by_thread'],
@@ -73,6 +80,8 @@ describe('benchmarks (--quick, shape only)', () => {
       ['bench', 'objects', 'disk_ratio', 'rss_bytes_per_object', 'ready_s', 'p99_ms'],
       ['--objects', '3000'],
     ],
+    // from the sources, with the image's flags and settings
+    ['scale', ['bench', 'objects', 'rss_bytes_per_object'], ['--objects', '3000', '--sources']],
     [
       'tls-context',
       [
@@ -148,9 +157,19 @@ describe('benchmarks (--quick, shape only)', () => {
             }
           }
         }
-        // Measured as the image runs the agents, unless asked otherwise.
-        if (AGENTS_AS_IN_THE_IMAGE.has(name))
-          assert.equal(last.agent_build, args.includes('--sources') ? 'sources' : 'image');
+        // Measured as the image runs the agents (idle: but for a dropped flag), unless asked otherwise.
+        if (STARTS_AGENTS.has(name))
+          assert.equal(
+            last.agent_build,
+            args.includes('--drop-flag')
+              ? 'mixed'
+              : !args.includes('--sources')
+                ? 'image'
+                : SOURCES_KEEP_SETTINGS.has(name)
+                  ? 'sources+image-settings'
+                  : 'sources',
+            lines.at(-1),
+          );
         if ('ratio' in last) assert.ok((last.ratio as number) > 0);
         const dropped = args.indexOf('--drop-flag');
         if (dropped >= 0) {

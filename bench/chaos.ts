@@ -18,7 +18,8 @@
  * - max_recovery_s: the longest time, after a fault was healed, until every agent counts every
  *   other alive again;
  * - keys_on_owners_s: after the last fault, until every acknowledged key is on its R owners.
- * The agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the sources.
+ * The agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without the
+ * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -40,7 +41,7 @@ import {
 } from '../agent/harness/geo-lab.ts';
 import { type NatsServer, natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { Placement } from '../agent/src/overlay/placement.ts';
-import { agentBuild } from './support/bundle.ts';
+import { agentBuild, buildOfAll } from './support/bundle.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 const KiB = 1024;
@@ -643,7 +644,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
     console.log(
       JSON.stringify({
         bench: 'chaos',
-        agent_build: build.name,
+        agent_build: buildOfAll(nodes.map((n) => n.agent?.child.pid)),
         faults: results.length,
         acked_lost: lost,
         corrupt_served: corrupt,

@@ -2,7 +2,8 @@
  * hit: latency of GETs served from an agent's local cache, for 4 KiB and 1 MiB objects, side by side
  * with a plain static file server (Node http + fs, in its own process) serving the same bytes from
  * disk. Requests alternate between the two in blocks, one at a time over keep-alive connections.
- * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the sources.
+ * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the TypeScript sources, without the
+ * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -13,7 +14,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
-import { agentBuild } from './support/bundle.ts';
+import { agentBuild, buildOf } from './support/bundle.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
 
 const STATIC_SERVER = fileURLToPath(new URL('./support/static-server.ts', import.meta.url));
@@ -102,7 +103,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       JSON.stringify({
         bench: 'hit',
         requests: count,
-        agent_build: build.name,
+        agent_build: buildOf(agent.child.pid!),
         p50_ms: round(big.p50, 3),
         p99_ms: round(big.p99, 3),
         baseline_p50_ms: round(big.baseP50, 3),

@@ -33,7 +33,7 @@ import { type AgentProcess, eventually, startAgentProcess } from '../agent/harne
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { startTestIssuer, type TestIssuer } from '../operator/harness/test-issuer.ts';
-import { buildBundle, IMAGE_ENV } from './support/bundle.ts';
+import { buildBundle, buildOfAll, IMAGE_ENV } from './support/bundle.ts';
 import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
 
@@ -205,6 +205,8 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
         bench: 'idle',
         agents: count,
         minutes,
+        // Read from the agents' processes: `image`, or `mixed` with a flag dropped.
+        agent_build: buildOfAll(agents.map((a) => a.child.pid)),
         start_mib: round(mean(first, 'rss'), 1),
         end_mib: round(mean(last, 'rss'), 1),
         max_mib: round(Math.max(...samples.flat().map((m) => m.rss)), 1),

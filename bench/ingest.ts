@@ -7,9 +7,10 @@
  * reps; every byte read back is compared with what was sent. Each server's CPU is read from /proc
  * around every PUT and GET, in all and by kind of thread (its main thread, V8's helpers, libuv's
  * pool, kernel time apart: bench/support/thread-cpu.ts), so that a run says where the time went.
- * The agent runs as the image runs it (the bundle, the image's V8 flags and malloc settings:
- * bench/support/bundle.ts); `--sources` runs it as the bench did before: from the TypeScript
- * sources, without the image's flags and malloc settings (so the two differ in all three).
+ * The agent runs as the image runs it (the bundle, the image's V8 flags, malloc settings and
+ * NODE_ENV: bench/support/bundle.ts); `--sources` runs it as the bench did before: from the
+ * TypeScript sources, without those flags and settings (so the two differ in all four); the last
+ * line's `agent_build` says how it ran.
  *
  * Options after --quick: `--fsync` (both sides fsync before answering a PUT: the agent's
  * store.fsync), `--cpu-prof DIR` (the agent writes a V8 CPU profile there when it stops; with
@@ -26,7 +27,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { chunkSizeFor, digestOf, rootDigest } from '../agent/src/cache/chunking.ts';
-import { type AgentBuild, agentBuild } from './support/bundle.ts';
+import { agentBuild, type BuildName, buildOf } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
   cpuReading,
@@ -145,6 +146,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   const rows: { rep: number; side: string; put: Timed; get: Timed }[] = [];
   let agent: AgentProcess | undefined;
   let server: ChildProcess | undefined;
+  let ran: BuildName;
   try {
     const place = build.place(dir);
     agent = await startAgentProcess(
@@ -156,6 +158,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       20_000,
       { ...place, nodeFlags: [...(place.nodeFlags ?? []), ...profile] },
     );
+    ran = buildOf(agent.child.pid!);
     server = spawn(process.execPath, [STATIC_SERVER, join(dir, 'files'), ...(fsync ? ['--fsync'] : [])], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -194,7 +197,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
     await agent?.stop();
     await rm(dir, { recursive: true, force: true });
   }
-  report(rows, bytes, reps, fsync, build.name);
+  report(rows, bytes, reps, fsync, ran);
 }
 
 function chunkDigests(data: Buffer, chunkSize: number): string[] {
@@ -216,7 +219,7 @@ function report(
   bytes: number,
   reps: number,
   fsync: boolean,
-  agentBuildName: AgentBuild['name'],
+  agentBuildName: BuildName,
 ): void {
   const gb = bytes / 1e9;
   console.log('# rep | side     | PUT MB/s | server CPU s/GB | GET MB/s | server CPU s/GB');

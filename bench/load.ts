@@ -2,7 +2,8 @@
  * load: throughput of local hits under load, for a 4 KiB and a 1 MiB object, with wrk (64 keep-alive
  * connections), against an agent, a bare Node http + fs.readFile server and, when installed, nginx
  * (one worker), all serving the same bytes. Servers take turns, size by size, after a warm-up each.
- * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the sources.
+ * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the TypeScript sources, without the
+ * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
  * EDGEMESH_BENCH_PROFILE=DIR runs the agent with --cpu-prof into DIR (with `--sources` for positions
  * in the sources: the bundle is minified and removed after the run).
  */
@@ -14,7 +15,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
-import { agentBuild } from './support/bundle.ts';
+import { agentBuild, buildOf } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import { nginxUnavailable, type StaticNginx, startStaticNginx } from './support/nginx.ts';
 import { runWrk, type WrkResult, wrkUnavailable } from './support/wrk.ts';
@@ -132,7 +133,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       JSON.stringify({
         bench: 'load',
         connections: CONNECTIONS,
-        agent_build: build.name,
+        agent_build: buildOf(agent.child.pid!),
         seconds: rounds * seconds,
         rps: round(small.agent!.rps, 0),
         node_rps: round(small.node!.rps, 0),

@@ -8,7 +8,8 @@
  *   the one copy region 2 must bring in), the share that did;
  * - far_group_ratio: the far group's time from its start over the near group's: the starvation guard
  *   (upload shared fairly among zones) keeps it from waiting behind the near group.
- * The agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the sources.
+ * The agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without the
+ * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -19,7 +20,7 @@ import { geoLabUnavailable, startGeoLab, startLabAgents } from '../agent/harness
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { Placement } from '../agent/src/overlay/placement.ts';
 import type { HopClass } from '../agent/src/domain.ts';
-import { agentBuild } from './support/bundle.ts';
+import { agentBuild, buildOfAll } from './support/bundle.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 const MiB = 2 ** 20;
@@ -124,7 +125,7 @@ export async function run(_quick: boolean, args: readonly string[] = []): Promis
     console.log(
       JSON.stringify({
         bench: 'locality',
-        agent_build: build.name,
+        agent_build: buildOfAll(agents.map((a) => a.child.pid)),
         near_fraction: round(nearFraction, 3),
         far_group_ratio: round(tFar / tNear, 3),
         near_s: round(tNear, 3),

@@ -4,7 +4,8 @@
  * a newly started one (join, from the moment it is listening, and from its spawn). Side by side: the
  * bound the configuration implies for detection when the dead node's host is gone and every probe
  * must time out (probe interval + direct and indirect probe timeouts + suspicion timeout). The
- * agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the sources.
+ * agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without the
+ * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,7 +17,7 @@ import {
   startAgentProcess,
 } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
-import { agentBuild } from './support/bundle.ts';
+import { agentBuild, buildOfAll } from './support/bundle.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 const DEFAULTS = { probeIntervalMs: 500, probeTimeoutMs: 500, suspicionTimeoutMs: 1000 };
@@ -109,7 +110,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       JSON.stringify({
         bench: 'membership',
         agents: n,
-        agent_build: build.name,
+        agent_build: buildOfAll(agents.map((a) => a.child.pid)),
         detect_s: round(detect, 3),
         join_s: round(joinReady, 3),
         join_from_spawn_s: round(joinSpawn, 3),

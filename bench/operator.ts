@@ -174,22 +174,22 @@ export async function run(quick: boolean): Promise<void> {
     const bundleMain = join(buildBundle(dir), 'operator.mjs');
     // The fake runs in this process: warm its code up first, or whichever build runs first pays
     // for its JIT (measured: ~8% on p99).
-    const onFake = async (main: string, n: number, m: number) => {
+    const onFake = async (main: string, env: Readonly<Record<string, string>>, n: number, m: number) => {
       const target = await fakeTarget(n, dir);
       try {
-        return await measure(main, target, m);
+        return await measure(main, target, m, env);
       } finally {
         await target.close();
       }
     };
     console.log('# warm-up (discarded):');
-    await onFake(bundleMain, Math.min(nodes, 200), Math.min(meshes, 40));
+    await onFake(bundleMain, IMAGE_ENV, Math.min(nodes, 200), Math.min(meshes, 40));
     console.log('# the bundle (dist/operator.mjs, as the image runs it), against the API server fake:');
-    const bundle = await onFake(bundleMain, nodes, meshes);
+    const bundle = await onFake(bundleMain, IMAGE_ENV, nodes, meshes);
     console.log(
       '# the TypeScript sources (operator/src/main.ts, as npm run operator runs them), against the fake:',
     );
-    const source = await onFake(MAIN, nodes, meshes);
+    const source = await onFake(MAIN, {}, nodes, meshes);
     const why = controlPlaneUnavailable();
     let real: Figures | undefined;
     if (why) console.log(`# the real control plane run is skipped: ${why}`);
@@ -199,7 +199,7 @@ export async function run(quick: boolean): Promise<void> {
         `# the bundle against a real control plane (kube-apiserver and etcd, ${nodes} kwok nodes):`,
       );
       try {
-        real = await measure(bundleMain, target, meshes);
+        real = await measure(bundleMain, target, meshes, IMAGE_ENV);
       } finally {
         await target.close();
       }
@@ -229,13 +229,17 @@ export async function run(quick: boolean): Promise<void> {
 }
 
 /**
- * The operator `main` against `target`. The bundle runs with the image's environment too (its malloc
- * settings and NODE_ENV: the Dockerfile's ENV applies to both processes of the image); the sources
- * as `npm run operator` runs them, with this process's.
+ * The operator `main` against `target`, with `env` added to this process's environment: the bundle
+ * gets the image's (its malloc settings and NODE_ENV: the Dockerfile's ENV applies to both processes
+ * of the image), the sources none (as `npm run operator` runs them).
  */
-async function measure(main: string, target: Target, meshes: number): Promise<Figures> {
+async function measure(
+  main: string,
+  target: Target,
+  meshes: number,
+  env: Readonly<Record<string, string>>,
+): Promise<Figures> {
   let child: ChildProcess | undefined;
-  const image = main !== MAIN ? IMAGE_ENV : {};
   try {
     const listMs = await target.listNodes();
     const profile = process.env.EDGEMESH_BENCH_PROFILE;
@@ -243,7 +247,7 @@ async function measure(main: string, target: Target, meshes: number): Promise<Fi
     child = spawn(process.execPath, [...OPERATOR_NODE_FLAGS, ...profiling, main], {
       env: {
         ...process.env,
-        ...image,
+        ...env,
         KUBECONFIG: target.kubeconfig,
         EDGEMESH_OPERATOR_IDENTITY: 'bench',
         EDGEMESH_OPERATOR_NAMESPACE: 'bench',

@@ -4,8 +4,9 @@
  * objects pays:
  * - disk_ratio: the bytes the store's folder takes on disk (allocated blocks) over the data's bytes;
  * - rss_bytes_per_object: the restarted agent's RSS, less an empty agent's, per object (the agent
- *   runs as the image runs it: its bundle, V8 flags and malloc settings; `--sources` from the
- *   TypeScript sources with the same flags and settings, as the bench ran before 2026-12-06);
+ *   runs as the image runs it: its bundle, V8 flags, malloc settings and NODE_ENV; `--sources`
+ *   from the TypeScript sources with the same flags and settings: before 2026-12-06 the bench ran
+ *   it so, without NODE_ENV);
  * - ready_s: from the restart to /readyz answering 200 (the agent serves while its index loads);
  * - loaded_s: from the restart to the index loaded (/v1/status, cache.indexLoaded), and
  *   loading_p99_ms, GETs of random objects meanwhile (most not loaded yet: read from the database);
@@ -19,9 +20,8 @@ import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
-import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
-import { buildBundle, IMAGE_ENV } from './support/bundle.ts';
+import { type AgentProcess, type PlaceOptions, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { agentBuild, buildOf } from './support/bundle.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
 import { onInterrupt } from './support/interrupt.ts';
 
@@ -93,14 +93,15 @@ async function rssOf(agent: AgentProcess): Promise<number> {
 export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
   const flag = args.indexOf('--objects');
   const n = flag >= 0 ? Number(args[flag + 1]) : quick ? 100_000 : 1_000_000;
+  // RSS per object depends on the flags and malloc settings: --sources changes only the code.
+  const build = agentBuild(args, { sourcesKeepSettings: true });
   console.log(
     `# scale: ${n} objects of ${SIZE} B in one agent, restarted; beside a plain file per object; the agent ` +
-      `${args.includes('--sources') ? "from the TypeScript sources, with the image's flags and malloc settings" : 'as in the image (its bundle, V8 flags and malloc settings)'}`,
+      `${build.described}`,
   );
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-scale-'));
-  const sources = args.includes('--sources');
-  let main: string | undefined;
+  let place: PlaceOptions = {};
   const store = join(dir, 'store');
   const plain = join(dir, 'plain');
   const filler = randomBytes(SIZE);
@@ -112,8 +113,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
         ...['--store.memory-bytes', '0', ...extra],
       ],
       600_000,
-      // As the image runs it: its V8 flags and malloc setting (RSS per object depends on them).
-      { ...(main ? { main } : {}), nodeFlags: [...AGENT_NODE_FLAGS], env: { ...IMAGE_ENV } },
+      place,
     ).then((a) => (agents.push(a), a));
   const stopAll = async () => {
     await Promise.all(agents.splice(0).map((a) => a.stop()));
@@ -123,7 +123,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
     () => rm(dir, { recursive: true, force: true }),
   );
   try {
-    if (!sources) main = join(buildBundle(dir), 'agent.mjs');
+    place = build.place(dir);
     // An empty agent's RSS, the base the objects' cost is measured from.
     let agent = await start();
     await new Promise((r) => setTimeout(r, 2000));
@@ -184,7 +184,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
     const result = {
       bench: 'scale',
       objects: n,
-      agent_build: sources ? 'sources' : 'image',
+      agent_build: buildOf(agent.child.pid!),
       object_bytes: SIZE,
       disk_ratio: round(disk.bytes / data, 2),
       files_per_object: round(disk.files / n, 2),

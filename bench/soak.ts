@@ -24,9 +24,10 @@
  * so the JSON line's figures leave it out. A cut at the last minute is taken as the load stops. Not
  * with --heap-snapshots: a snapshot's own allocations would be read as the agent's.
  *
- * The agents run as the image runs them: its bundle (scripts/build.ts), V8 flags and malloc settings.
- * `--sources` runs them from the TypeScript sources with the same flags and settings (as soaks before
- * 2026-12-06 did); the JSON line's `agent_build` says which.
+ * The agents run as the image runs them: its bundle (scripts/build.ts), V8 flags, malloc settings and
+ * NODE_ENV. `--sources` runs them from the TypeScript sources with the same flags and settings (as
+ * soaks before 2026-12-06 did, then without NODE_ENV); the JSON line's `agent_build` says which
+ * (read from the agents' processes: `image` or `sources+image-settings`).
  */
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -35,10 +36,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { type AgentProcess, peersAlive, startAgentProcess } from '../agent/harness/agent-process.ts';
-import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import {
+  type AgentProcess,
+  peersAlive,
+  type PlaceOptions,
+  startAgentProcess,
+} from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
-import { buildBundle } from './support/bundle.ts';
+import { agentBuild, type BuildName, buildOfAll } from './support/bundle.ts';
 import { report, summarize } from './support/heap-diff.ts';
 import {
   type LiveNative,
@@ -137,13 +142,19 @@ type Status = {
   };
 };
 
-// The agents run as the image runs them (Dockerfile): its V8 flags (node-flags.ts) and its malloc
-// setting, unless the environment sets its own (to try others: MALLOC_MMAP_THRESHOLD_=65536 npm run soak).
-for (const [k, v] of Object.entries(AGENT_MALLOC_ENV)) process.env[k] ??= v;
-const mallocEnv = Object.entries(process.env)
-  .filter(([k]) => k.startsWith('MALLOC_') || k === 'LD_PRELOAD') // (LD_PRELOAD: another malloc)
-  .map(([k, v]) => `${k}=${v}`)
-  .join(' ');
+// The agents run as the image runs them (bundle.ts's agentBuild: its bundle, V8 flags, malloc settings
+// and NODE_ENV; --sources: the sources with the same flags and settings). A malloc setting in this
+// process's environment takes the image's place (to try others: MALLOC_MMAP_THRESHOLD_=65536 npm run
+// soak), and LD_PRELOAD (another malloc) is passed on.
+const build = agentBuild(values.sources ? ['--sources'] : [], { sourcesKeepSettings: true });
+let place: PlaceOptions = {};
+/** How the agents really ran (bundle.ts's buildOf), read once they are up. */
+let ran: BuildName | undefined;
+const mallocEnv = () =>
+  Object.entries({ ...place.env, LD_PRELOAD: process.env.LD_PRELOAD })
+    .filter(([k, v]) => (k.startsWith('MALLOC_') || k === 'LD_PRELOAD') && v !== undefined)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
 
 const dir = await mkdtemp(join(tmpdir(), 'edgemesh-soak-'));
 const snapshotDir = values['snapshot-dir'] ?? join(dir, 'snapshots');
@@ -186,7 +197,7 @@ const shutdown = async () => {
       .catch((error: Error) => process.stderr.write(`soak: cleaning up: ${error.message}\n`));
 };
 try {
-  const main = values.sources ? undefined : join(buildBundle(dir), 'agent.mjs');
+  place = build.place(dir);
   for (let i = 0; i < count; i++)
     agents.push(
       await startAgentProcess(
@@ -199,17 +210,20 @@ try {
         ],
         20_000,
         {
-          ...(main ? { main } : {}),
-          nodeFlags:
-            i === 0 && snapshotAt.length > 0
-              ? [...AGENT_NODE_FLAGS, '--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]
-              : AGENT_NODE_FLAGS,
-          ...(i === 0 && trace ? { env: trace.env } : {}),
+          ...place,
+          nodeFlags: [
+            ...(place.nodeFlags ?? []),
+            ...(i === 0 && snapshotAt.length > 0
+              ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]
+              : []),
+          ],
+          env: { ...place.env, ...(i === 0 && trace ? trace.env : {}) },
           signal: interrupted.signal,
         },
       ),
     );
   await Promise.all(agents.map((a) => peersAlive(a, count - 1)));
+  ran = buildOfAll(agents.map((a) => a.child.pid));
 } catch (error) {
   // Interrupted while an agent started: the interrupt's clean-up stops everything, then exits.
   if (interrupted.signal.aborted) await new Promise(() => undefined);
@@ -422,7 +436,7 @@ function svg(): string {
 
 try {
   console.log(
-    `# soak: ${count} agents, ${minutes} min, sampled every ${sampleMs / 1000} s; agents: ${values.sources ? 'the TypeScript sources' : "the image's bundle"}, node ${AGENT_NODE_FLAGS.join(' ')}, ${mallocEnv}, ${values['agent-args'] || 'no extra flags'}; ${describeMachine()}`,
+    `# soak: ${count} agents, ${minutes} min, sampled every ${sampleMs / 1000} s; agents ${build.described} (node ${(place.nodeFlags ?? []).join(' ')}, ${mallocEnv()}), ${values['agent-args'] || 'no extra flags'}; ${describeMachine()}`,
   );
   await sample();
   let nextSample = performance.now() + sampleMs;
@@ -545,7 +559,7 @@ try {
       bench: 'soak',
       minutes,
       agents: count,
-      agent_build: values.sources ? 'sources' : 'image',
+      agent_build: ran ?? null,
       requests: load.puts + load.gets + load.deletes + load.messages,
       errors: load.errors,
       rss_slope_mb_per_min: worst('rss_slope_mb_per_min'),

@@ -5,7 +5,8 @@
  * the naive way (all N from the origin) and the Kumar–Ross lower bound. Prints a table and, last, the
  * figures at the headline N as JSON. A full run (not --quick) also writes the curve into
  * docs/benchmarks.md, between its markers, and draws docs/swarm-vs-peer.svg. The agents run as in
- * the image (bench/support/bundle.ts); `--sources` runs them from the sources.
+ * the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without the
+ * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
  */
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -17,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import type { PlaceOptions } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { startOrigin } from '../agent/harness/origin-server.ts';
-import { agentBuild } from './support/bundle.ts';
+import { agentBuild, type BuildName } from './support/bundle.ts';
 import { linePlotSvg } from './support/line-plot.ts';
 import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
@@ -61,6 +62,8 @@ interface Point {
   /** Seconds until the origin (EdgeMesh) or the seeder (WebTorrent) sent its last byte. */
   edgemeshOriginSeconds: number;
   webtorrentOriginSeconds: number;
+  /** How EdgeMesh's agents ran (bundle.ts's buildOf); undefined when they failed. */
+  edgemeshBuild: BuildName | undefined;
   /** Why a side failed at this point (its figures are NaN). */
   failures: string[];
 }
@@ -138,7 +141,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   const json = JSON.stringify({
     bench: 'swarm-vs-peer',
     nodes: head.nodes,
-    agent_build: build.name,
+    agent_build: head.edgemeshBuild ?? null,
     bytes: plan.bytes,
     edgemesh_s: round(head.edgemesh, 3),
     webtorrent_s: round(head.webtorrent, 3),
@@ -239,6 +242,7 @@ async function measure(
     webtorrentPieceLength: torrent?.pieceLength ?? NaN,
     edgemeshOriginSeconds: mesh?.originSeconds ?? NaN,
     webtorrentOriginSeconds: torrent?.originSeconds ?? NaN,
+    edgemeshBuild: mesh?.build,
     failures,
   };
 }

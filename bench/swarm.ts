@@ -3,7 +3,8 @@
  * same F-byte object at the same moment. Side by side in the same run: the naive way (all N fetch
  * from the origin, sharing its u_s) and the Kumar–Ross lower bound for distributing F to N nodes,
  * max{F/u_s, F/d_min, N·F/(u_s + Σu_i)} (downloads are not capped here, so F/d_min is 0). The
- * agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the sources.
+ * agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without the
+ * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -34,6 +35,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   const origin = await startOrigin(new Map([[`/o/${OBJECT_NAME}`, object]]), { bytesPerSecond: us });
   const nats = await startNatsServer();
   try {
+    const place = build.place(dir); // before any measuring: a failed build ends the run at once
     const naive = await naiveSwarm(origin, n, expected);
     console.log(`# naive: ${n} direct origin fetches took ${naive.toFixed(2)} s`);
     const mesh = await meshSwarm({
@@ -44,7 +46,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       nats,
       origin,
       expectedSha256: expected,
-      place: build.place(dir),
+      place,
     });
     const time = mesh.seconds;
     console.log(`# mesh: all ${n} had identical bytes after ${time.toFixed(2)} s`);
@@ -57,7 +59,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       JSON.stringify({
         bench: 'swarm',
         nodes: n,
-        agent_build: build.name,
+        agent_build: mesh.build,
         bytes: size,
         origin_bytes: mesh.originBytes,
         time_s: round(time, 3),

@@ -7,8 +7,9 @@
  * processes here, and the limit pipeline (support/limit-pipeline.ts: mutual TLS, a SHA-256 per chunk,
  * the file written and the bytes served, nothing else), the limit for what a fetch must do.
  * Each rep uses two fresh agents, warmed up with a 32 MiB transfer first, run as the image runs them
- * (the bundle, the image's V8 flags and malloc settings: bench/support/bundle.ts); `--sources` runs
- * them as the bench did before: from the TypeScript sources, without those flags and settings. The sender's and the
+ * (the bundle, the image's V8 flags, malloc settings and NODE_ENV: bench/support/bundle.ts);
+ * `--sources` runs them as the bench did before: from the TypeScript sources, without those flags
+ * and settings; the last line's `agent_build` says how they ran. The sender's and the
  * receiver's CPU over the measured transfer is read from /proc by kind of thread (its main thread,
  * V8's helpers, libuv's pool: bench/support/thread-cpu.ts), for the mesh and the limit pipeline, so
  * that a run says where the time went.
@@ -24,7 +25,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { type AgentProcess, type PlaceOptions, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { sharedTestCa } from '../agent/harness/test-ca.ts';
-import { agentBuild } from './support/bundle.ts';
+import { agentBuild, type BuildName, buildOfAll } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
   cpuReading,
@@ -219,7 +220,13 @@ async function meshTransfer(dir: string, bytes: number, rep: number, place: Plac
     const peer = fetched.result;
     if (peer.source !== 'peer') throw new Error(`expected a peer fetch, got ${peer.source}`);
     const local = await get(`${b.url}/v1/objects/bench/object`, bytes);
-    return { meshMBps: peer.MBps, putMBps, localMBps: local.MBps, cpu: fetched.cpu };
+    return {
+      meshMBps: peer.MBps,
+      putMBps,
+      localMBps: local.MBps,
+      cpu: fetched.cpu,
+      build: buildOfAll(agents.map((agent) => agent.child.pid)),
+    };
   } finally {
     await Promise.all(agents.map((a) => a.stop()));
     await rm(join(dir, `a${rep}`), { recursive: true, force: true });
@@ -237,7 +244,8 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   console.log(`# machine: ${describeMachine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-bench-transfer-'));
   const raw: number[] = [];
-  const mesh: { meshMBps: number; putMBps: number; localMBps: number; cpu: TransferCpu }[] = [];
+  const mesh: { meshMBps: number; putMBps: number; localMBps: number; cpu: TransferCpu; build: BuildName }[] =
+    [];
   const grpc: number[] = [];
   const limit: { MBps: number; cpu: TransferCpu }[] = [];
   try {
@@ -284,7 +292,8 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       bench: 'transfer',
       bytes,
       reps,
-      agent_build: build.name,
+      // How the agents really ran (read from the processes), for each rep's pair.
+      agent_build: new Set(mesh.map((m) => m.build)).size === 1 ? mesh[0]!.build : 'mixed',
       mesh_MBps: round(meshMBps, 1),
       mesh_grpc_MBps: round(grpcMBps, 1),
       bulk_gain: round(meshMBps / grpcMBps, 3),

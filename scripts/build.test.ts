@@ -13,7 +13,7 @@ import protobuf from 'protobufjs';
 import { fileURLToPath } from 'node:url';
 import { eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { startOtlpReceiver } from '../agent/harness/otlp-receiver.ts';
-import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
+import { AGENT_IMAGE_ENV, AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { serviceDefinition } from '../agent/src/transport/peer-service.ts';
 import { startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
 import { startTestIssuer } from '../operator/harness/test-issuer.ts';
@@ -318,12 +318,12 @@ describe('the image build (scripts/build.ts)', () => {
     assert.deepEqual(JSON.parse(entry ?? '[]'), ['node', ...AGENT_NODE_FLAGS, 'dist/agent.mjs']);
   });
 
-  it('sets the environment of AGENT_MALLOC_ENV (node-flags.ts) in the image', () => {
+  it('sets the environment of AGENT_IMAGE_ENV (node-flags.ts: malloc settings, NODE_ENV) in the image', () => {
     const lines = [...readFileSync(DOCKERFILE, 'utf8').matchAll(/^ENV (.*)$/gm)].map((m) => m[1]!);
     const set = Object.fromEntries(
       lines.flatMap((l) => l.split(/\s+/)).map((kv) => kv.split('=', 2) as [string, string]),
     );
-    for (const [k, v] of Object.entries(AGENT_MALLOC_ENV)) assert.equal(set[k], v, k);
+    for (const [k, v] of Object.entries(AGENT_IMAGE_ENV)) assert.equal(set[k], v, k);
   });
 });
 

@@ -45,3 +45,9 @@ export const AGENT_MALLOC_ENV: Readonly<Record<string, string>> = {
   MALLOC_ARENA_MAX: '2',
   MALLOC_MMAP_THRESHOLD_: String(512 * 2 ** 10),
 };
+
+/** The whole environment the image sets for its processes (the Dockerfile's ENV, less the revision). */
+export const AGENT_IMAGE_ENV: Readonly<Record<string, string>> = {
+  ...AGENT_MALLOC_ENV,
+  NODE_ENV: 'production',
+};

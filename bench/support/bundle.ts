@@ -1,8 +1,9 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PlaceOptions } from '../../agent/harness/agent-process.ts';
-import { AGENT_MALLOC_ENV, AGENT_NODE_FLAGS } from '../../agent/src/node-flags.ts';
+import { AGENT_IMAGE_ENV, AGENT_NODE_FLAGS } from '../../agent/src/node-flags.ts';
 
 const BUILD = fileURLToPath(new URL('../../scripts/build.ts', import.meta.url));
 
@@ -15,24 +16,15 @@ export function buildBundle(dir: string): string {
 }
 
 /** The environment the image gives its processes (the Dockerfile's ENV, less the revision). */
-export const IMAGE_ENV: Readonly<Record<string, string>> = { ...AGENT_MALLOC_ENV, NODE_ENV: 'production' };
+export const IMAGE_ENV = AGENT_IMAGE_ENV;
 
-/**
- * An agent run as the image runs it: the bundle built into `dir`, with the image's V8 flags, malloc
- * settings and NODE_ENV (agent/src/node-flags.ts; the Dockerfile sets the same).
- */
-export function asTheImageRunsIt(dir: string): PlaceOptions {
-  return {
-    main: join(buildBundle(dir), 'agent.mjs'),
-    nodeFlags: [...AGENT_NODE_FLAGS],
-    env: { ...IMAGE_ENV },
-  };
-}
+/** What a bench's last line says of how its agents ran (`agent_build`), read from a running agent (buildOf). */
+export type BuildName = 'image' | 'sources' | 'sources+image-settings' | 'mixed';
 
 /** How a bench runs its agents: as the image runs them (the default) or, with `--sources`, from the sources. */
 export interface AgentBuild {
-  /** The last line's `agent_build`. */
-  readonly name: 'image' | 'sources';
+  /** What was asked for; the last line's `agent_build` is read from an agent that ran (buildOf). */
+  readonly name: BuildName;
   /** For the bench's first line, after "the agent" or "the agents". */
   readonly described: string;
   /** Builds what it needs into `dir` (the bundle, for the image's way) and gives startAgentProcess's placement. */
@@ -40,20 +32,74 @@ export interface AgentBuild {
 }
 
 /**
- * The agents' build a bench's options ask for: as the image runs them (asTheImageRunsIt), or with
- * `--sources` from the TypeScript sources without the image's flags and malloc settings (a CPU
- * profile then points into the sources; the two ways differ in all three).
+ * The image's environment, with any malloc setting this process was given in its place (e.g.
+ * `MALLOC_MMAP_THRESHOLD_=65536 npm run bench -- load`, to try another; buildOf then says "mixed").
  */
-export function agentBuild(args: readonly string[]): AgentBuild {
+function imageEnv(): Record<string, string> {
+  const asked = Object.entries(process.env).filter(
+    (entry): entry is [string, string] => entry[0].startsWith('MALLOC_') && entry[1] !== undefined,
+  );
+  return { ...IMAGE_ENV, ...Object.fromEntries(asked) };
+}
+
+/**
+ * The agents' build a bench's options ask for: as the image runs them (the bundle built into the
+ * bench's folder, the image's V8 flags, malloc settings and NODE_ENV), or with `--sources` from the
+ * TypeScript sources without those flags and settings (a CPU profile then points into the
+ * sources; the two ways differ in all four). `sourcesKeepSettings` (soak, scale: benches of
+ * memory, whose figures depend on the flags and settings): `--sources` changes only the code.
+ */
+export function agentBuild(
+  args: readonly string[],
+  opts: { sourcesKeepSettings?: boolean } = {},
+): AgentBuild {
+  const settings = (): PlaceOptions => ({ nodeFlags: [...AGENT_NODE_FLAGS], env: imageEnv() });
+  if (args.includes('--sources') && opts.sourcesKeepSettings)
+    return {
+      name: 'sources+image-settings',
+      described: "from the TypeScript sources, with the image's V8 flags, malloc settings and NODE_ENV",
+      place: settings,
+    };
   if (args.includes('--sources'))
     return {
       name: 'sources',
-      described: "from the TypeScript sources, without the image's V8 flags and malloc settings",
+      described: "from the TypeScript sources, without the image's V8 flags, malloc settings and NODE_ENV",
       place: () => ({}),
     };
   return {
     name: 'image',
-    described: 'as in the image (its bundle, V8 flags and malloc settings)',
-    place: asTheImageRunsIt,
+    described: 'as in the image (its bundle, V8 flags, malloc settings and NODE_ENV)',
+    place: (dir) => ({ main: join(buildBundle(dir), 'agent.mjs'), ...settings() }),
   };
+}
+
+/**
+ * How the agent process `pid` was really started, read from /proc: its main module (the bundle's
+ * agent.mjs or the sources' main.ts), its V8 flags and its environment, against the image's. A
+ * bench puts this in its last line, so that a test sees what ran, not what was asked for.
+ */
+export function buildOf(pid: number): BuildName {
+  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  const env = new Map(
+    readFileSync(`/proc/${pid}/environ`, 'utf8')
+      .split('\0')
+      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const),
+  );
+  const bundle = argv.some((a) => a.endsWith('/agent.mjs'));
+  const sources = argv.some((a) => a.endsWith(join('agent', 'src', 'main.ts')));
+  const flags = AGENT_NODE_FLAGS.filter((f) => argv.includes(f)).length;
+  const settings = Object.entries(IMAGE_ENV).filter(([k, v]) => env.get(k) === v).length;
+  const all = flags === AGENT_NODE_FLAGS.length && settings === Object.keys(IMAGE_ENV).length;
+  const none =
+    flags === 0 && Object.keys(IMAGE_ENV).every((k) => !env.has(k) || process.env[k] === env.get(k));
+  if (bundle && all) return 'image';
+  if (sources && all) return 'sources+image-settings';
+  if (sources && none) return 'sources';
+  return 'mixed';
+}
+
+/** buildOf each of `pids`: the one they share, or 'mixed'. */
+export function buildOfAll(pids: readonly (number | undefined)[]): BuildName {
+  const names = new Set(pids.map((pid) => (pid === undefined ? 'mixed' : buildOf(pid))));
+  return names.size === 1 ? [...names][0]! : 'mixed';
 }

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { type BuildName, buildOfAll } from './bundle.ts';
 import {
   type AgentProcess,
   type PlaceOptions,
@@ -92,6 +93,8 @@ export interface MeshSwarmResult {
   originBytes: number;
   /** Seconds from the GETs to the origin's last byte (within 10 ms). */
   originSeconds: number;
+  /** How the agents ran (bundle.ts's buildOf). */
+  build: BuildName;
 }
 
 /**
@@ -138,6 +141,7 @@ export async function meshSwarm(o: MeshSwarmOptions): Promise<MeshSwarmResult> {
       originRequests: o.origin.stats.requests,
       originBytes: o.origin.stats.bytes,
       originSeconds: (originLast - started) / 1000,
+      build: buildOfAll(agents.map((a) => a.child.pid)),
     };
   } catch (error) {
     // What the agents said went wrong (their warnings and errors), before they go.
