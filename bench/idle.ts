@@ -33,7 +33,7 @@ import { type AgentProcess, eventually, startAgentProcess } from '../agent/harne
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { startTestIssuer, type TestIssuer } from '../operator/harness/test-issuer.ts';
-import { buildBundle, buildOfAll, IMAGE_ENV } from './support/bundle.ts';
+import { buildBundle, buildOfAll, imageEnv } from './support/bundle.ts';
 import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
 
@@ -124,7 +124,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
 
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-idle-'));
   // As the image runs the agent: its V8 flags, malloc settings and NODE_ENV.
-  const env = { ...IMAGE_ENV };
+  const env = imageEnv();
   const agents: AgentProcess[] = [];
   const timers: NodeJS.Timeout[] = [];
   let nats: Awaited<ReturnType<typeof startNatsServer>> | undefined;

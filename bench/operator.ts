@@ -21,7 +21,7 @@ import { startFakeApiServer } from '../operator/harness/fake-apiserver.ts';
 import { collectionPath } from '../operator/harness/test-cluster.ts';
 import { KubeHttp } from '../operator/src/kit/kube-http.ts';
 import { OPERATOR_NODE_FLAGS } from '../operator/src/node-flags.ts';
-import { buildBundle, IMAGE_ENV } from './support/bundle.ts';
+import { buildBundle, imageEnv } from './support/bundle.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
 import { processCpuSeconds } from './support/thread-cpu.ts';
 
@@ -183,9 +183,9 @@ export async function run(quick: boolean): Promise<void> {
       }
     };
     console.log('# warm-up (discarded):');
-    await onFake(bundleMain, IMAGE_ENV, Math.min(nodes, 200), Math.min(meshes, 40));
+    await onFake(bundleMain, imageEnv(), Math.min(nodes, 200), Math.min(meshes, 40));
     console.log('# the bundle (dist/operator.mjs, as the image runs it), against the API server fake:');
-    const bundle = await onFake(bundleMain, IMAGE_ENV, nodes, meshes);
+    const bundle = await onFake(bundleMain, imageEnv(), nodes, meshes);
     console.log(
       '# the TypeScript sources (operator/src/main.ts, as npm run operator runs them), against the fake:',
     );
@@ -199,7 +199,7 @@ export async function run(quick: boolean): Promise<void> {
         `# the bundle against a real control plane (kube-apiserver and etcd, ${nodes} kwok nodes):`,
       );
       try {
-        real = await measure(bundleMain, target, meshes, IMAGE_ENV);
+        real = await measure(bundleMain, target, meshes, imageEnv());
       } finally {
         await target.close();
       }
@@ -230,8 +230,9 @@ export async function run(quick: boolean): Promise<void> {
 
 /**
  * The operator `main` against `target`, with `env` added to this process's environment: the bundle
- * gets the image's (its malloc settings and NODE_ENV: the Dockerfile's ENV applies to both processes
- * of the image), the sources none (as `npm run operator` runs them).
+ * gets the image's (its malloc settings and NODE_ENV, a MALLOC_* setting of this process in its
+ * place: the Dockerfile's ENV applies to both processes of the image), the sources none (as
+ * `npm run operator` runs them).
  */
 async function measure(
   main: string,

@@ -35,7 +35,7 @@ export interface AgentBuild {
  * The image's environment, with any malloc setting this process was given in its place (e.g.
  * `MALLOC_MMAP_THRESHOLD_=65536 npm run bench -- load`, to try another; buildOf then says "mixed").
  */
-function imageEnv(): Record<string, string> {
+export function imageEnv(): Record<string, string> {
   const asked = Object.entries(process.env).filter(
     (entry): entry is [string, string] => entry[0].startsWith('MALLOC_') && entry[1] !== undefined,
   );
@@ -79,19 +79,29 @@ export function agentBuild(
  * bench puts this in its last line, so that a test sees what ran, not what was asked for.
  */
 export function buildOf(pid: number): BuildName {
-  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-  const env = new Map(
-    readFileSync(`/proc/${pid}/environ`, 'utf8')
-      .split('\0')
-      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const),
+  let argv: string[];
+  let env: Map<string, string>;
+  try {
+    argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    env = new Map(
+      readFileSync(`/proc/${pid}/environ`, 'utf8')
+        .split('\0')
+        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const),
+    );
+  } catch {
+    return 'mixed'; // gone (an agent that died during the run): not known, and the run's figures kept
+  }
+  // Anything else that changes the allocator or Node's options makes it neither the image nor the sources.
+  const other = [...env.keys()].some(
+    (k) => (k.startsWith('MALLOC_') && !(k in IMAGE_ENV)) || k === 'GLIBC_TUNABLES' || k === 'NODE_OPTIONS',
   );
+  if (other) return 'mixed';
   const bundle = argv.some((a) => a.endsWith('/agent.mjs'));
   const sources = argv.some((a) => a.endsWith(join('agent', 'src', 'main.ts')));
   const flags = AGENT_NODE_FLAGS.filter((f) => argv.includes(f)).length;
   const settings = Object.entries(IMAGE_ENV).filter(([k, v]) => env.get(k) === v).length;
   const all = flags === AGENT_NODE_FLAGS.length && settings === Object.keys(IMAGE_ENV).length;
-  const none =
-    flags === 0 && Object.keys(IMAGE_ENV).every((k) => !env.has(k) || process.env[k] === env.get(k));
+  const none = flags === 0 && settings === 0;
   if (bundle && all) return 'image';
   if (sources && all) return 'sources+image-settings';
   if (sources && none) return 'sources';
