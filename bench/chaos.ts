@@ -18,8 +18,9 @@
  * - max_recovery_s: the longest time, after a fault was healed, until every agent counts every
  *   other alive again;
  * - keys_on_owners_s: after the last fault, until every acknowledged key is on its R owners.
- * The agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without the
- * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
+ * The agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the
+ * TypeScript sources, without the image's V8 flags, malloc settings and NODE_ENV; the last line's
+ * `agent_build` says how they ran.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';

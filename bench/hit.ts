@@ -2,8 +2,9 @@
  * hit: latency of GETs served from an agent's local cache, for 4 KiB and 1 MiB objects, side by side
  * with a plain static file server (Node http + fs, in its own process) serving the same bytes from
  * disk. Requests alternate between the two in blocks, one at a time over keep-alive connections.
- * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the TypeScript sources, without the
- * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
+ * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the
+ * TypeScript sources, without the image's V8 flags, malloc settings and NODE_ENV; the last line's
+ * `agent_build` says how it ran.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

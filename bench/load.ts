@@ -2,8 +2,9 @@
  * load: throughput of local hits under load, for a 4 KiB and a 1 MiB object, with wrk (64 keep-alive
  * connections), against an agent, a bare Node http + fs.readFile server and, when installed, nginx
  * (one worker), all serving the same bytes. Servers take turns, size by size, after a warm-up each.
- * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the TypeScript sources, without the
- * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
+ * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the
+ * TypeScript sources, without the image's V8 flags, malloc settings and NODE_ENV; the last line's
+ * `agent_build` says how it ran.
  * EDGEMESH_BENCH_PROFILE=DIR runs the agent with --cpu-prof into DIR (with `--sources` for positions
  * in the sources: the bundle is minified and removed after the run).
  */

@@ -8,8 +8,9 @@
  *   the one copy region 2 must bring in), the share that did;
  * - far_group_ratio: the far group's time from its start over the near group's: the starvation guard
  *   (upload shared fairly among zones) keeps it from waiting behind the near group.
- * The agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without the
- * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
+ * The agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the
+ * TypeScript sources, without the image's V8 flags, malloc settings and NODE_ENV; the last line's
+ * `agent_build` says how they ran.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';

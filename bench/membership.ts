@@ -4,8 +4,9 @@
  * a newly started one (join, from the moment it is listening, and from its spawn). Side by side: the
  * bound the configuration implies for detection when the dead node's host is gone and every probe
  * must time out (probe interval + direct and indirect probe timeouts + suspicion timeout). The
- * agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without the
- * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
+ * agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript
+ * sources, without the image's V8 flags, malloc settings and NODE_ENV; the last line's
+ * `agent_build` says how they ran.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -4,10 +4,11 @@
  * exist (p50, p99), reconciles per second over that span, and the operator's peak RSS. Side by
  * side: the API server's own time to serve a list of the Nodes, a floor for any reconcile that
  * reads them; two builds of the operator against the fake, the bundle the image runs, with the
- * image's flags and environment (scripts/build.ts; its figures are the JSON's main ones) and the TypeScript sources as
- * `npm run operator` runs them (`source_*`); and the bundle against a real control plane (etcd,
+ * image's flags and environment (scripts/build.ts; its figures are the JSON's main ones), and the
+ * TypeScript sources as `npm run operator` runs them (`source_*`); and the bundle against a real control plane (etcd,
  * kube-apiserver, kwok's simulated nodes; `real_*`), where the machine allows one.
- * EDGEMESH_BENCH_PROFILE=DIR has every operator process write a V8 CPU profile into DIR as it stops.
+ * EDGEMESH_BENCH_PROFILE=DIR has every operator process write a V8 CPU profile into DIR as it
+ * stops.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';

@@ -5,8 +5,9 @@
  * the naive way (all N from the origin) and the Kumar–Ross lower bound. Prints a table and, last, the
  * figures at the headline N as JSON. A full run (not --quick) also writes the curve into
  * docs/benchmarks.md, between its markers, and draws docs/swarm-vs-peer.svg. The agents run as in
- * the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without the
- * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
+ * the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without
+ * the image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how the
+ * headline N's agents ran.
  */
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';

@@ -3,8 +3,9 @@
  * same F-byte object at the same moment. Side by side in the same run: the naive way (all N fetch
  * from the origin, sharing its u_s) and the Kumar–Ross lower bound for distributing F to N nodes,
  * max{F/u_s, F/d_min, N·F/(u_s + Σu_i)} (downloads are not capped here, so F/d_min is 0). The
- * agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript sources, without the
- * image's V8 flags, malloc settings and NODE_ENV; the last line's `agent_build` says how they ran.
+ * agents run as in the image (bench/support/bundle.ts); `--sources` runs them from the TypeScript
+ * sources, without the image's V8 flags, malloc settings and NODE_ENV; the last line's
+ * `agent_build` says how they ran.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';

@@ -25,7 +25,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { type AgentProcess, type PlaceOptions, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { sharedTestCa } from '../agent/harness/test-ca.ts';
-import { agentBuild, type BuildName, buildOfAll } from './support/bundle.ts';
+import { agentBuild, type BuildName, buildOfAll, sameBuild } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import {
   cpuReading,
@@ -293,7 +293,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       bytes,
       reps,
       // How the agents really ran (read from the processes), for each rep's pair.
-      agent_build: new Set(mesh.map((m) => m.build)).size === 1 ? mesh[0]!.build : 'mixed',
+      agent_build: sameBuild(mesh.map((m) => m.build)),
       mesh_MBps: round(meshMBps, 1),
       mesh_grpc_MBps: round(grpcMBps, 1),
       bulk_gain: round(meshMBps / grpcMBps, 3),

@@ -15,16 +15,11 @@ export function buildBundle(dir: string): string {
   return out;
 }
 
-/** The environment the image gives its processes (the Dockerfile's ENV, less the revision). */
-export const IMAGE_ENV = AGENT_IMAGE_ENV;
-
 /** What a bench's last line says of how its agents ran (`agent_build`), read from a running agent (buildOf). */
 export type BuildName = 'image' | 'sources' | 'sources+image-settings' | 'mixed';
 
 /** How a bench runs its agents: as the image runs them (the default) or, with `--sources`, from the sources. */
 export interface AgentBuild {
-  /** What was asked for; the last line's `agent_build` is read from an agent that ran (buildOf). */
-  readonly name: BuildName;
   /** For the bench's first line, after "the agent" or "the agents". */
   readonly described: string;
   /** Builds what it needs into `dir` (the bundle, for the image's way) and gives startAgentProcess's placement. */
@@ -39,7 +34,7 @@ export function imageEnv(): Record<string, string> {
   const asked = Object.entries(process.env).filter(
     (entry): entry is [string, string] => entry[0].startsWith('MALLOC_') && entry[1] !== undefined,
   );
-  return { ...IMAGE_ENV, ...Object.fromEntries(asked) };
+  return { ...AGENT_IMAGE_ENV, ...Object.fromEntries(asked) };
 }
 
 /**
@@ -56,18 +51,15 @@ export function agentBuild(
   const settings = (): PlaceOptions => ({ nodeFlags: [...AGENT_NODE_FLAGS], env: imageEnv() });
   if (args.includes('--sources') && opts.sourcesKeepSettings)
     return {
-      name: 'sources+image-settings',
       described: "from the TypeScript sources, with the image's V8 flags, malloc settings and NODE_ENV",
       place: settings,
     };
   if (args.includes('--sources'))
     return {
-      name: 'sources',
       described: "from the TypeScript sources, without the image's V8 flags, malloc settings and NODE_ENV",
       place: () => ({}),
     };
   return {
-    name: 'image',
     described: 'as in the image (its bundle, V8 flags, malloc settings and NODE_ENV)',
     place: (dir) => ({ main: join(buildBundle(dir), 'agent.mjs'), ...settings() }),
   };
@@ -93,14 +85,15 @@ export function buildOf(pid: number): BuildName {
   }
   // Anything else that changes the allocator or Node's options makes it neither the image nor the sources.
   const other = [...env.keys()].some(
-    (k) => (k.startsWith('MALLOC_') && !(k in IMAGE_ENV)) || k === 'GLIBC_TUNABLES' || k === 'NODE_OPTIONS',
+    (k) =>
+      (k.startsWith('MALLOC_') && !(k in AGENT_IMAGE_ENV)) || k === 'GLIBC_TUNABLES' || k === 'NODE_OPTIONS',
   );
   if (other) return 'mixed';
   const bundle = argv.some((a) => a.endsWith('/agent.mjs'));
   const sources = argv.some((a) => a.endsWith(join('agent', 'src', 'main.ts')));
   const flags = AGENT_NODE_FLAGS.filter((f) => argv.includes(f)).length;
-  const settings = Object.entries(IMAGE_ENV).filter(([k, v]) => env.get(k) === v).length;
-  const all = flags === AGENT_NODE_FLAGS.length && settings === Object.keys(IMAGE_ENV).length;
+  const settings = Object.entries(AGENT_IMAGE_ENV).filter(([k, v]) => env.get(k) === v).length;
+  const all = flags === AGENT_NODE_FLAGS.length && settings === Object.keys(AGENT_IMAGE_ENV).length;
   const none = flags === 0 && settings === 0;
   if (bundle && all) return 'image';
   if (sources && all) return 'sources+image-settings';
@@ -108,8 +101,13 @@ export function buildOf(pid: number): BuildName {
   return 'mixed';
 }
 
+/** The build all of `names` share, or 'mixed' (also when there are none). */
+export function sameBuild(names: readonly BuildName[]): BuildName {
+  const distinct = new Set(names);
+  return distinct.size === 1 ? names[0]! : 'mixed';
+}
+
 /** buildOf each of `pids`: the one they share, or 'mixed'. */
 export function buildOfAll(pids: readonly (number | undefined)[]): BuildName {
-  const names = new Set(pids.map((pid) => (pid === undefined ? 'mixed' : buildOf(pid))));
-  return names.size === 1 ? [...names][0]! : 'mixed';
+  return sameBuild(pids.map((pid) => (pid === undefined ? 'mixed' : buildOf(pid))));
 }
