@@ -19,7 +19,71 @@ async function csrFor(keys: webcrypto.CryptoKeyPair, name = 'CN=whoever') {
 const MESH = { namespace: 'shop', name: 'cdn' };
 const newKeys = () => webcrypto.subtle.generateKey(P256, true, ['sign', 'verify']);
 
+/** The DER element at `at` of `der`: where its contents start and where it ends. */
+function element(der: Uint8Array, at: number): { contents: number; end: number } {
+  const first = der[at + 1]!;
+  if (first < 0x80) return { contents: at + 2, end: at + 2 + first };
+  let length = 0;
+  for (let i = 0; i < (first & 0x7f); i++) length = length * 256 + der[at + 2 + i]!;
+  const contents = at + 2 + (first & 0x7f);
+  return { contents, end: contents + length };
+}
+/** A certificate's TBSCertificate (its first element): what its signature covers. */
+function tbsOf(der: Uint8Array): Buffer {
+  const tbs = element(der, element(der, 0).contents);
+  return Buffer.from(der.subarray(element(der, 0).contents, tbs.end));
+}
+
 describe('the mesh CA', () => {
+  it("writes the certificate the CA library wrote, byte for byte but the key's", async () => {
+    // createCa writes its DER by hand; the library built every CA before, and agents and Go verify
+    // node certificates against it (issuer bytes, extensions): the same key, serial and dates
+    // through the library give the same TBSCertificate. Past 2049 dates are GeneralizedTime.
+    for (const [mesh, now, ttlMs] of [
+      [MESH, new Date('2026-11-30T06:00:00.789Z'), undefined],
+      [{ namespace: 'tenant-with-a-long-name-0123456789', name: 'x.y-z' }, new Date(), 40 * 365 * 86400_000],
+      [{ namespace: 'a', name: 'b' }, new Date('2049-12-31T23:59:00Z'), 120_000], // across the change
+    ] as const) {
+      const made = await createCa(mesh, now, ttlMs);
+      const cert = new x509.X509Certificate(fromPem(made.certPem, 'CERTIFICATE'));
+      const privateKey = await webcrypto.subtle.importKey(
+        'pkcs8',
+        fromPem(made.keyPem, 'PRIVATE KEY'),
+        P256,
+        true,
+        ['sign'],
+      );
+      const publicKey = await cert.publicKey.export(P256, ['verify']);
+      const keys = { privateKey, publicKey };
+      const library = await x509.X509CertificateGenerator.createSelfSigned({
+        serialNumber: cert.serialNumber,
+        name: [
+          { O: ['EdgeMesh'] },
+          { OU: [`namespace ${mesh.namespace}`] },
+          { CN: [`mesh ${mesh.name} CA`] },
+        ],
+        // The dates asked for, not those read back (a UTCTime for 2050 would read as 1950).
+        notBefore: new Date(now.getTime() - 5 * 60_000),
+        notAfter: new Date(now.getTime() + (ttlMs ?? 365 * 86400_000)),
+        keys: keys as never,
+        signingAlgorithm: P256,
+        extensions: [
+          new x509.BasicConstraintsExtension(true, 0, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+          await x509.SubjectKeyIdentifierExtension.create(publicKey as never),
+        ],
+      });
+      assert.deepEqual(
+        tbsOf(fromPem(made.certPem, 'CERTIFICATE')),
+        tbsOf(new Uint8Array(library.rawData)),
+        `${mesh.namespace}/${mesh.name}`,
+      );
+      assert.ok(await cert.verify({ signatureOnly: true }), 'self-signed by its key');
+      const node = new X509Certificate(made.certPem);
+      assert.ok(node.ca && node.checkIssued(node) && node.verify(node.publicKey), 'and Node agrees');
+    }
+  });
+
   it('signs a node certificate naming the node it is told, whatever the request says', async () => {
     const now = new Date('2026-11-30T06:00:00Z');
     const ca = await MeshCa.load(await createCa(MESH, now));

@@ -1,6 +1,18 @@
 import 'reflect-metadata';
-import { randomBytes, webcrypto } from 'node:crypto';
+import { createHash, generateKeyPair, randomBytes, sign, webcrypto } from 'node:crypto';
+import { promisify } from 'node:util';
 import * as x509 from '@peculiar/x509';
+import {
+  bitString,
+  der,
+  ECDSA_WITH_SHA256,
+  name,
+  OCTET_STRING,
+  oid,
+  SEQUENCE,
+  time,
+  unsignedInteger,
+} from './der.ts';
 import { fromPem, toPem } from './pem.ts';
 import { type MeshRef, nodeSpiffeId } from './spiffe.ts';
 
@@ -28,11 +40,13 @@ export interface CaMaterial {
   keyPem: string;
 }
 
-const serial = () => {
+/** 16 random bytes, read as a positive integer (RFC 5280: at most 20 octets, non-negative). */
+const randomSerial = () => {
   const bytes = randomBytes(16);
   bytes[0] = bytes[0]! & 0x7f; // a positive integer
-  return bytes.toString('hex');
+  return bytes;
 };
+const serial = () => randomSerial().toString('hex');
 
 /**
  * The DER in the PEM block `label` of `text`, which must be an ASN.1 SEQUENCE: @peculiar/x509 reads
@@ -45,24 +59,69 @@ function derOf(text: string, label: string): Buffer {
   return der;
 }
 
-/** Makes a new CA for one mesh. */
+const generateEcKey = promisify(generateKeyPair);
+
+/** Extensions of a mesh CA's certificate: what createCa writes, RFC 5280's OIDs. */
+const BASIC_CONSTRAINTS = oid('2.5.29.19');
+const KEY_USAGE = oid('2.5.29.15');
+const SUBJECT_KEY_IDENTIFIER = oid('2.5.29.14');
+const TRUE = Buffer.of(0x01, 0x01, 0xff);
+/** [0] EXPLICIT INTEGER 2: an X.509 v3 certificate. */
+const VERSION_3 = Buffer.of(0xa0, 0x03, 0x02, 0x01, 0x02);
+/** A P-256 public key's SubjectPublicKeyInfo as Node exports it: 26 bytes of header, then the 65-byte point. */
+const P256_SPKI_BYTES = 91;
+
+/**
+ * Makes a new CA for one mesh: an ECDSA P-256 key, and a self-signed certificate for it, valid from
+ * five minutes before `now` for `ttlMs`, naming O=EdgeMesh, OU=namespace <ns>, CN=mesh <name> CA, with
+ * basicConstraints (critical: a CA, path length 0), keyUsage (critical: keyCertSign, cRLSign) and
+ * the key's identifier (SHA-1 of the public key, RFC 5280 4.2.1.2 method 1).
+ *
+ * The certificate is written in DER here, with Node's crypto, rather than by @peculiar/x509 (which
+ * reads and signs node requests): its shape is fixed, and the library's building and encoding cost
+ * 5.8 of the 6.15 ms of CPU a CA took, the operator's largest cost when many meshes start at once
+ * (docs/benchmarks.md, operator). The bytes are the library's (a test compares them) but for the key,
+ * the serial and the signature.
+ */
 export async function createCa(mesh: MeshRef, now = new Date(), ttlMs = CA_TTL_MS): Promise<CaMaterial> {
-  const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: serial(),
-    name: [{ O: ['EdgeMesh'] }, { OU: [`namespace ${mesh.namespace}`] }, { CN: [`mesh ${mesh.name} CA`] }],
-    notBefore: new Date(now.getTime() - BACKDATE_MS),
-    notAfter: new Date(now.getTime() + ttlMs),
-    keys,
-    signingAlgorithm: ALGORITHM,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
-  });
-  const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
-  return { certPem: toPem(cert.rawData, 'CERTIFICATE'), keyPem: toPem(pkcs8, 'PRIVATE KEY') };
+  const { privateKey, publicKey } = await generateEcKey('ec', { namedCurve: 'P-256' });
+  const spki = publicKey.export({ type: 'spki', format: 'der' });
+  if (spki.length !== P256_SPKI_BYTES) throw new Error(`unexpected P-256 public key (${spki.length} bytes)`);
+  const subject = name([
+    ['2.5.4.10', 'EdgeMesh'],
+    ['2.5.4.11', `namespace ${mesh.namespace}`],
+    ['2.5.4.3', `mesh ${mesh.name} CA`],
+  ]);
+  const keyId = createHash('sha1').update(spki.subarray(-65)).digest();
+  const extension = (id: Buffer, critical: boolean, value: Buffer) =>
+    der(SEQUENCE, id, ...(critical ? [TRUE] : []), der(OCTET_STRING, value));
+  const tbs = der(
+    SEQUENCE,
+    VERSION_3,
+    unsignedInteger(randomSerial()),
+    ECDSA_WITH_SHA256,
+    subject,
+    der(SEQUENCE, time(new Date(now.getTime() - BACKDATE_MS)), time(new Date(now.getTime() + ttlMs))),
+    subject,
+    spki,
+    der(
+      0xa3,
+      der(
+        SEQUENCE,
+        // cA TRUE, pathLenConstraint 0
+        extension(BASIC_CONSTRAINTS, true, der(SEQUENCE, TRUE, Buffer.of(0x02, 0x01, 0x00))),
+        // keyCertSign (bit 5) and cRLSign (bit 6): one unused bit
+        extension(KEY_USAGE, true, Buffer.of(0x03, 0x02, 0x01, 0x06)),
+        extension(SUBJECT_KEY_IDENTIFIER, false, der(OCTET_STRING, keyId)),
+      ),
+    ),
+  );
+  // Node signs ECDSA in DER (an Ecdsa-Sig-Value), which is what the BIT STRING holds.
+  const cert = der(SEQUENCE, tbs, ECDSA_WITH_SHA256, bitString(sign('sha256', tbs, privateKey)));
+  return {
+    certPem: toPem(cert, 'CERTIFICATE'),
+    keyPem: toPem(privateKey.export({ type: 'pkcs8', format: 'der' }), 'PRIVATE KEY'),
+  };
 }
 
 /** A mesh's CA, loaded from its material, that signs node certificates. */

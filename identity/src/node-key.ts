@@ -1,5 +1,6 @@
 import { generateKeyPair, sign } from 'node:crypto';
 import { promisify } from 'node:util';
+import { bitString, der, ECDSA_WITH_SHA256, oid, SEQUENCE, SET, UTF8_STRING } from './der.ts';
 import { toPem } from './pem.ts';
 
 /** A node's key pair, made on the node, and a request for a certificate for it. */
@@ -21,33 +22,10 @@ export interface NodeKey {
  * stays with the library.
  */
 
-/** A DER length: short form under 128, else the long form's count byte and big-endian bytes. */
-function derLength(length: number): Buffer {
-  if (length < 0x80) return Buffer.of(length);
-  const bytes: number[] = [];
-  for (let rest = length; rest > 0; rest = Math.floor(rest / 256)) bytes.unshift(rest % 256);
-  return Buffer.of(0x80 | bytes.length, ...bytes);
-}
-
-/** One DER element: its tag, its length and its contents. */
-const der = (tag: number, ...contents: Buffer[]): Buffer => {
-  const body = Buffer.concat(contents);
-  return Buffer.concat([Buffer.of(tag), derLength(body.length), body]);
-};
-
-const SEQUENCE = 0x30;
-const SET = 0x31;
-const UTF8_STRING = 0x0c;
-const BIT_STRING = 0x03;
 /** INTEGER 0: the request's version (v1). */
 const VERSION_1 = Buffer.of(0x02, 0x01, 0x00);
 /** OBJECT IDENTIFIER 2.5.4.3 (id-at-commonName). */
-const COMMON_NAME = Buffer.of(0x06, 0x03, 0x55, 0x04, 0x03);
-/** AlgorithmIdentifier { 1.2.840.10045.4.3.2 (ecdsa-with-SHA256) }, parameters absent (RFC 5758). */
-const ECDSA_WITH_SHA256 = der(
-  SEQUENCE,
-  Buffer.of(0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02),
-);
+const COMMON_NAME = oid('2.5.4.3');
 /** [0] IMPLICIT SET OF Attribute, empty: no attributes (the CA decides the extensions). */
 const NO_ATTRIBUTES = Buffer.of(0xa0, 0x00);
 
@@ -76,7 +54,7 @@ export async function createNodeKey(node: string): Promise<NodeKey> {
   );
   // Node signs ECDSA in DER (an Ecdsa-Sig-Value), which is what the BIT STRING holds.
   const signature = sign('sha256', info, privateKey);
-  const request = der(SEQUENCE, info, ECDSA_WITH_SHA256, der(BIT_STRING, Buffer.of(0), signature));
+  const request = der(SEQUENCE, info, ECDSA_WITH_SHA256, bitString(signature));
   return {
     keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString().trimEnd(),
     csrPem: toPem(request, 'CERTIFICATE REQUEST'),
