@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,7 +10,8 @@ import { builtinValidator } from './builtin-validation.ts';
 /**
  * An in-process Kubernetes API server for the operator's tests and benchmark, served over HTTP to
  * the real @kubernetes/client-node. It behaves like kube-apiserver in what the operator relies on:
- * - discovery (/api, /apis, resource lists), list, get, create, update, delete, merge patch and
+ * - discovery (/api, /apis, resource lists; the ServiceAccount issuer's OpenID configuration and
+ *   keys), list, get, create, update, delete, merge patch and
  *   server-side apply (field manager required; create or merge; fields a manager stops applying are
  *   removed; a no-op apply changes nothing, not even resourceVersion);
  * - resourceVersion on every write, 409 Conflict on a stale update, 409 AlreadyExists on create;
@@ -24,6 +25,9 @@ import { builtinValidator } from './builtin-validation.ts';
  * Simplifications: apply replaces lists whole (no list-map merge keys); no field selectors; labels
  * selectors support `k=v`, `k!=v` and `k`.
  */
+
+/** The ServiceAccount token issuer kube-apiserver names by default (--service-account-issuer). */
+const SERVICE_ACCOUNT_ISSUER = 'https://kubernetes.default.svc.cluster.local';
 
 interface ResourceType {
   group: string;
@@ -262,6 +266,12 @@ export async function startFakeApiServer(
   const watchers = new Set<{ t: ResourceType; ns?: string; selector: string | null; res: ServerResponse }>();
   const faults: Fault[] = [];
   const stats = { requests: 0, byMethod: {} as Record<string, number> };
+  const tokenKey = {
+    use: 'sig',
+    alg: 'ES256',
+    kid: randomUUID(),
+    ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }),
+  };
 
   const record = (t: ResourceType, type: WatchEvent['type'], object: Obj) => {
     const event: WatchEvent = {
@@ -383,6 +393,17 @@ export async function startFakeApiServer(
   };
 
   const discovery = (url: URL): unknown => {
+    // ServiceAccount token discovery, as kube-apiserver serves it (the operator hands the keys to
+    // agents, which check their clients' tokens with them). The fake issues no tokens itself.
+    if (url.pathname === '/.well-known/openid-configuration')
+      return {
+        issuer: SERVICE_ACCOUNT_ISSUER,
+        jwks_uri: `${SERVICE_ACCOUNT_ISSUER}/openid/v1/jwks`,
+        response_types_supported: ['id_token'],
+        subject_types_supported: ['public'],
+        id_token_signing_alg_values_supported: ['ES256'],
+      };
+    if (url.pathname === '/openid/v1/jwks') return { keys: [tokenKey] };
     if (url.pathname === '/api')
       return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [] };
     if (url.pathname === '/apis') {
