@@ -43,7 +43,12 @@ describe('mesh CA rotation steps', () => {
     const first = readingOnce(counted);
     const stored = await ensureMeshCa(first, owner, {});
     await advanceCaRotation(first, MESH, stored, undefined, { timing: TIMING });
-    assert.equal(reads, 2, 'the first reconcile reads it, creates it, then reads what it made');
+    assert.equal(
+      reads,
+      1,
+      'the first reconcile reads it and creates it, and does not read back what it made',
+    );
+    assert.equal(text(api.data()['ca.crt']), stored.certPem, 'what it stored');
     reads = 0;
     const next = readingOnce(counted);
     const again = await ensureMeshCa(next, owner, {});
@@ -55,6 +60,34 @@ describe('mesh CA rotation steps', () => {
     await advanceCaRotation(next, MESH, again, 'now', { timing: TIMING });
     assert.equal(reads, 1, 'read again after its own patch');
     assert.ok(api.data()['rotation.json'], 'the rotation started');
+  });
+
+  it('takes the CA another replica made between its read and its create', async () => {
+    const api = memorySecrets();
+    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
+    const other = await ensureMeshCa(memorySecrets(), owner, {});
+    let first = true;
+    const racing: SecretApi = {
+      ...api,
+      read: async (ns, name) => {
+        if (!first) return api.read(ns, name);
+        first = false; // it reads nothing; the other replica's create lands right after
+        await api.create({
+          metadata: { namespace: ns, name },
+          type: 'Opaque',
+          data: {
+            'ca.crt': Buffer.from(other.certPem).toString('base64'),
+            'ca.key': Buffer.from(other.keyPem).toString('base64'),
+          },
+        });
+        return undefined;
+      },
+    };
+    const once = readingOnce(racing);
+    const taken = await ensureMeshCa(once, owner, {});
+    assert.equal(taken.certPem, other.certPem, "the winner's CA, read back");
+    const step = await advanceCaRotation(once, MESH, taken, undefined, { timing: TIMING });
+    assert.equal(step.ca.certPem, other.certPem);
   });
 
   it('trusts the next CA before it signs, waits for the agents’ ConfigMap to carry it, and keeps the old one to check what it signed', async () => {

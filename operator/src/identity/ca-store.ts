@@ -37,8 +37,9 @@ export interface SecretApi {
 
 /**
  * `api`, reading each Secret at most once (one reconcile's view): ensureMeshCa and advanceCaRotation
- * both read the CA Secret, which cost two GETs per reconcile. A write through it forgets the Secret,
- * so what it reads after its own write is the API server's.
+ * both read the CA Secret, which cost two GETs per reconcile. A patch through it forgets the Secret,
+ * so what it reads after its own patch is the API server's; a create it made remembers what it
+ * stored (a new mesh's CA is not read back).
  */
 export function readingOnce(api: SecretApi): SecretApi {
   const reads = new Map<string, Promise<Record<string, string> | undefined>>();
@@ -54,8 +55,12 @@ export function readingOnce(api: SecretApi): SecretApi {
       return read;
     },
     create: async (secret) => {
-      reads.delete(id(secret.metadata.namespace, secret.metadata.name));
-      return api.create(secret);
+      const key = id(secret.metadata.namespace, secret.metadata.name);
+      reads.delete(key);
+      const created = await api.create(secret);
+      // What a create stored is what it sent: read back, it would cost a GET per new mesh.
+      if (created) reads.set(key, Promise.resolve({ ...secret.data }));
+      return created;
     },
     ...(api.patchData
       ? {

@@ -50,20 +50,26 @@ export function meshId(mesh: EdgeMesh): string {
 
 export const childName = (mesh: EdgeMesh) => `edgemesh-${mesh.metadata.name}`;
 
-export function matchesSelector(
-  labels: Record<string, string> | undefined,
-  selector?: Record<string, string>,
-) {
-  return Object.entries(selector ?? {}).every(([k, v]) => labels?.[k] === v);
+/** Whether `labels` hold every label of a selector (its entries). */
+function matchesSelector(labels: Record<string, string> | undefined, selector: [string, string][]): boolean {
+  for (const [k, v] of selector) if (labels?.[k] !== v) return false;
+  return true;
 }
 
 /** The nodes `spec` selects, with their zone, region and capacity weight. */
 export function selectNodes(spec: EdgeMeshSpec, nodes: readonly V1Node[]): Map<string, NodePlace> {
+  // The selectors' entries taken once, not per node: a burst of meshes over many nodes made this
+  // loop one of the operator's larger costs.
+  const wanted = Object.entries(spec.nodeSelector ?? {});
+  const rules = (spec.capacity ?? []).map((r) => ({
+    entries: Object.entries(r.nodeSelector),
+    weight: r.weight,
+  }));
   const selected = new Map<string, NodePlace>();
   for (const node of nodes) {
     const labels = node.metadata?.labels;
-    if (!node.metadata?.name || !matchesSelector(labels, spec.nodeSelector)) continue;
-    const rule = spec.capacity?.find((r) => matchesSelector(labels, r.nodeSelector));
+    if (!node.metadata?.name || !matchesSelector(labels, wanted)) continue;
+    const rule = rules.find((r) => matchesSelector(labels, r.entries));
     selected.set(node.metadata.name, {
       zone: labels?.[spec.topology.zoneLabel] ?? '',
       region: labels?.[spec.topology.regionLabel] ?? '',
