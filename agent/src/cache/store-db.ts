@@ -281,6 +281,9 @@ export class StoreDb {
       pageCount: db.prepare('PRAGMA page_count'),
       freePages: db.prepare('PRAGMA freelist_count'),
     };
+    // Rows as arrays: node:sqlite makes each row object in V8's old space (74 bytes a row, measured),
+    // so a scrub's million chunk reads left 70 MB of garbage there, and the heap's peak in RSS after.
+    this.#statements.getChunk.setReturnArrays(true);
     this.#statements.getManifest.setReturnArrays(true);
     this.#statements.getIndexRow.setReturnArrays(true);
     this.#statements.chunkPage.setReturnArrays(true);
@@ -553,15 +556,15 @@ export class StoreDb {
    * reads as no bytes at all: the caller's hash check then finds the chunk damaged and drops it.
    */
   readChunk(digest: string): Buffer | undefined {
-    let row: { data: Uint8Array } | undefined;
+    let row: [data: Uint8Array] | undefined;
     try {
-      row = this.#statements.getChunk.get(Buffer.from(digest, 'hex')) as { data: Uint8Array } | undefined;
+      row = this.#statements.getChunk.get(Buffer.from(digest, 'hex')) as unknown as [Uint8Array] | undefined;
     } catch (error) {
       if (!isDamaged(error)) throw error;
       this.#markDamaged();
       return Buffer.alloc(0);
     }
-    return row ? Buffer.from(row.data.buffer, row.data.byteOffset, row.data.byteLength) : undefined;
+    return row ? Buffer.from(row[0].buffer, row[0].byteOffset, row[0].byteLength) : undefined;
   }
 
   /** Removes the chunk if the database holds it. */
