@@ -87,9 +87,13 @@ export class ChunkLedger {
     return this.#writers.has(digest);
   }
 
-  /** A snapshot of the digests known. */
-  digests(): string[] {
-    return [...this.#chunks.keys()];
+  /**
+   * The digests known, live: a digest added while it is walked is walked too, one removed before it
+   * is reached is not (a Map's iteration). No copy: a snapshot of a million digests held 8 MB for
+   * as long as a scrub took.
+   */
+  digests(): IterableIterator<string> {
+    return this.#chunks.keys();
   }
 
   /** A write of `digest` starts; `endWrite` must follow, whatever happens. */
