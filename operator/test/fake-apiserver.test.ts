@@ -32,6 +32,19 @@ describe('the API server fake', () => {
   });
   after(() => api.close());
 
+  it('serves the ServiceAccount issuer’s OpenID configuration and keys, as the operator reads them', async () => {
+    // Without them the operator's read of the cluster token keys failed on the fake alone, and
+    // each reconcile read two ConfigMaps more than against a real server.
+    const discovery = await call('GET', '/.well-known/openid-configuration');
+    assert.equal(discovery.status, 200);
+    assert.equal(discovery.body.issuer, 'https://kubernetes.default.svc.cluster.local');
+    const jwks = await call('GET', '/openid/v1/jwks');
+    assert.equal(jwks.status, 200);
+    assert.equal(jwks.body.keys.length, 1);
+    assert.equal(jwks.body.keys[0].kty, 'EC');
+    assert.equal(jwks.body.keys[0].d, undefined, 'no private part');
+  });
+
   it('answers 409 to a stale update and to a second create', async () => {
     const created = await call('POST', '/api/v1/namespaces/n/configmaps', cm('a', { x: '1' }));
     assert.equal(created.status, 201);
