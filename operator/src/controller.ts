@@ -424,6 +424,8 @@ export async function startOperator(
                 apiVersion: `${GROUP}/${VERSION}`,
               },
               { 'app.kubernetes.io/managed-by': FIELD_MANAGER, [MESH_LABEL]: mesh.metadata.name },
+              // No operator has written its status yet: its CA is made without a read first.
+              { likelyNew: mesh.status === undefined },
             );
             const rotation = await advanceCaRotation(
               once,

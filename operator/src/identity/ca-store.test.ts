@@ -62,6 +62,21 @@ describe('mesh CA rotation steps', () => {
     assert.ok(api.data()['rotation.json'], 'the rotation started');
   });
 
+  it('makes a new mesh’s CA without reading first, and takes the one that exists after all', async () => {
+    const api = memorySecrets();
+    let reads = 0;
+    const counted: SecretApi = { ...api, read: (ns, name) => (reads++, api.read(ns, name)) };
+    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
+    const once = readingOnce(counted);
+    const made = await ensureMeshCa(once, owner, {}, { likelyNew: true });
+    await advanceCaRotation(once, MESH, made, undefined, { timing: TIMING });
+    assert.equal(reads, 0, 'a new mesh: created, and what it stored remembered');
+    // Its status was lost, say: likely new again, but the CA is there: the create finds it (409).
+    const again = await ensureMeshCa(readingOnce(counted), owner, {}, { likelyNew: true });
+    assert.equal(again.certPem, made.certPem, 'the CA that exists, not a second one');
+    assert.equal(reads, 1);
+  });
+
   it('takes the CA another replica made between its read and its create', async () => {
     const api = memorySecrets();
     const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };

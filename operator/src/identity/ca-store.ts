@@ -93,16 +93,21 @@ function fromData(data: Record<string, string> | undefined): StoredCa | undefine
 /**
  * Makes the mesh's CA when it has none (create, never overwrite: a second replica or a retry that
  * loses the race reads the winner's), and returns it. The Secret is owned by the mesh, so it goes
- * when the mesh does.
+ * when the mesh does. `likelyNew` (a mesh no operator has written a status for): the create is
+ * tried without reading first, which spares a new mesh a request; a CA that exists after all is
+ * read then, at the cost of a key pair made for nothing.
  */
 export async function ensureMeshCa(
   api: SecretApi,
   mesh: MeshRef & { uid: string; apiVersion: string },
   labels: Record<string, string>,
+  { likelyNew = false }: { likelyNew?: boolean } = {},
 ): Promise<StoredCa> {
   const name = caSecretName(mesh.name);
-  const existing = fromData(await api.read(mesh.namespace, name));
-  if (existing) return existing;
+  if (!likelyNew) {
+    const existing = fromData(await api.read(mesh.namespace, name));
+    if (existing) return existing;
+  }
   const made = await createCa(mesh);
   const created = await api.create({
     metadata: {
