@@ -88,9 +88,9 @@ export class ChunkLedger {
   }
 
   /**
-   * The digests known, live: a digest added while it is walked is walked too, one removed before it
-   * is reached is not (a Map's iteration). No copy: a snapshot of a million digests held 8 MB for
-   * as long as a scrub took.
+   * The digests known, live: a digest added while it is walked is walked too (at the end), one
+   * removed before it is reached is not (a Map's iteration); a walker bounds its walk. No copy: a
+   * snapshot of a million digests held 8 MB for as long as a scrub took.
    */
   digests(): IterableIterator<string> {
     return this.#chunks.keys();

@@ -753,7 +753,11 @@ export class ObjectStore {
     let checked = 0;
     let corrupt = 0;
     let slice = performance.now();
+    // The ledger's digests walked live: one stored meanwhile goes to the end, so the walk stops after
+    // as many as there were at its start (under steady writes it would never end otherwise).
+    let left = this.#ledger.size;
     for (const digest of this.#ledger.digests()) {
+      if (left-- <= 0) break;
       if (this.#closed) break; // the agent is stopping
       if (!this.#ledger.has(digest)) continue;
       if (!(await this.#verifyOnDisk(digest))) corrupt++;

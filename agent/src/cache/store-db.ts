@@ -552,19 +552,26 @@ export class StoreDb {
   }
 
   /**
-   * The chunk's bytes if the database holds it (unverified, as a file read is). A damaged page
-   * reads as no bytes at all: the caller's hash check then finds the chunk damaged and drops it.
+   * The chunk's bytes if the database holds it (unverified, as a file read is). A damaged page, or
+   * a row that holds no bytes, reads as no bytes at all: the caller's hash check then finds the
+   * chunk damaged and drops it.
    */
   readChunk(digest: string): Buffer | undefined {
-    let row: [data: Uint8Array] | undefined;
+    let row: [data: unknown] | undefined;
     try {
-      row = this.#statements.getChunk.get(Buffer.from(digest, 'hex')) as unknown as [Uint8Array] | undefined;
+      row = this.#statements.getChunk.get(Buffer.from(digest, 'hex')) as unknown as [unknown] | undefined;
     } catch (error) {
       if (!isDamaged(error)) throw error;
       this.#markDamaged();
       return Buffer.alloc(0);
     }
-    return row ? Buffer.from(row[0].buffer, row[0].byteOffset, row[0].byteLength) : undefined;
+    if (!row) return undefined;
+    const [data] = row;
+    if (!(data instanceof Uint8Array)) {
+      this.#markDamaged();
+      return Buffer.alloc(0);
+    }
+    return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   }
 
   /** Removes the chunk if the database holds it. */
