@@ -104,6 +104,18 @@ describe('the mesh CA', () => {
     assert.equal(life, 24 * 3600_000, 'a day by default');
   });
 
+  it('names its CA as the issuer byte for byte, whatever the CA is called', async () => {
+    // The issuer was the CA's subject as text, read again: a tab, a backslash sequence or two line
+    // breaks came back as other bytes, and the chain broke (Kubernetes names hold none of them).
+    for (const mesh of [MESH, { namespace: 'a\tb', name: 'c' }, { namespace: 'a\\0ab', name: 'x\ny\nz' }]) {
+      const ca = await MeshCa.load(await createCa(mesh));
+      const pem = await ca.issue({ csrPem: await csrFor(await newKeys()), mesh, node: 'n' });
+      const caCert = new X509Certificate(ca.certPem);
+      assert.ok(new X509Certificate(pem).checkIssued(caCert), JSON.stringify(mesh));
+    }
+    await assert.rejects(createCa(MESH, new Date(), 0), RangeError);
+  });
+
   it('never outlives the CA', async () => {
     const now = new Date();
     const ca = await MeshCa.load(await createCa(MESH, now, 3600_000));

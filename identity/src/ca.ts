@@ -80,10 +80,12 @@ const P256_SPKI_BYTES = 91;
  * The certificate is written in DER here, with Node's crypto, rather than by @peculiar/x509 (which
  * reads and signs node requests): its shape is fixed, and the library's building and encoding cost
  * 5.8 of the 6.15 ms of CPU a CA took, the operator's largest cost when many meshes start at once
- * (docs/benchmarks.md, operator). The bytes are the library's (a test compares them) but for the key,
- * the serial and the signature.
+ * (docs/benchmarks.md, operator). For the names Kubernetes allows, the bytes are the library's (a
+ * test compares them) but for the key, the serial and the signature; the library would unescape a
+ * name's quotes and backslashes, and write a date before 1950 as UTCTime (RFC 5280: GeneralizedTime).
  */
 export async function createCa(mesh: MeshRef, now = new Date(), ttlMs = CA_TTL_MS): Promise<CaMaterial> {
+  if (!(ttlMs > 0)) throw new RangeError(`a CA lives more than 0 ms, not ${ttlMs}`);
   const { privateKey, publicKey } = await generateEcKey('ec', { namedCurve: 'P-256' });
   const spki = publicKey.export({ type: 'spki', format: 'der' });
   if (spki.length !== P256_SPKI_BYTES) throw new Error(`unexpected P-256 public key (${spki.length} bytes)`);
@@ -206,7 +208,7 @@ export class MeshCa {
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serial(),
       subject: fitsCn ? [{ CN: [opts.node] }] : [],
-      issuer: this.#cert.subject,
+      issuer: this.#cert.subjectName, // its parsed name: the same bytes (a string would be read again)
       notBefore: new Date(Math.max(now.getTime() - BACKDATE_MS, this.#cert.notBefore.getTime())),
       notAfter: new Date(Math.min(now.getTime() + ttl, this.#cert.notAfter.getTime())),
       signingKey: this.#key,

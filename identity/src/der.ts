@@ -59,10 +59,10 @@ export function unsignedInteger(bytes: Buffer): Buffer {
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 
 /**
- * A DirectoryString as @peculiar/x509 writes one (and so as every CA made before this file): a
+ * A DirectoryString by @peculiar/x509's rule (every CA made before this file was the library's): a
  * PrintableString when the text allows it, else a UTF8String. A certificate's issuer must be byte
- * for byte its CA's subject for some verifiers (Go's chain building), which the CA's library copies
- * from the certificate, so the choice stays the library's.
+ * for byte its CA's subject for some verifiers (Go's chain building); the CA's library copies it
+ * from the CA's certificate as parsed, whichever was chosen.
  */
 export const directoryString = (text: string): Buffer =>
   der(PRINTABLE.test(text) ? PRINTABLE_STRING : UTF8_STRING, Buffer.from(text, 'utf8'));
