@@ -4,9 +4,39 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeApiError } from './kube-http.ts';
 import { KubeHttp } from './kube-http.ts';
 
 describe('KubeHttp', () => {
+  it('asks a server under a path (a proxy’s) below that path, and throws KubeApiError for any answer but 2xx', async () => {
+    const seen: string[] = [];
+    const server = createServer((req, res) => {
+      seen.push(req.url ?? '');
+      if (req.url?.endsWith('/moved')) return void res.writeHead(302, { location: '/elsewhere' }).end();
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const kc = new KubeConfig();
+    const port = (server.address() as AddressInfo).port;
+    kc.loadFromOptions({
+      clusters: [{ name: 'c', server: `http://127.0.0.1:${port}/k8s/clusters/x/`, skipTLSVerify: true }],
+      users: [{ name: 'u' }],
+      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+      currentContext: 'x',
+    });
+    const http = new KubeHttp(kc);
+    try {
+      assert.deepEqual(await http.request('GET', '/api/v1/nodes?limit=1'), { ok: true });
+      await assert.rejects(http.request('GET', '/moved'), (e: KubeApiError) => e.code === 302);
+      assert.deepEqual(seen, ['/k8s/clusters/x/api/v1/nodes?limit=1', '/k8s/clusters/x/moved']);
+    } finally {
+      await http.close();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
   it('gives up a request the API server never answers, or whose body never ends', async () => {
     const server = createServer((req, res) => {
       if (req.url === '/slow-body') {
