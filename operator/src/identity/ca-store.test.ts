@@ -75,6 +75,23 @@ describe('mesh CA rotation steps', () => {
     const again = await ensureMeshCa(readingOnce(counted), owner, {}, { likelyNew: true });
     assert.equal(again.certPem, made.certPem, 'the CA that exists, not a second one');
     assert.equal(reads, 1);
+    // A create refused at admission (a Secret quota) for one that exists: the CA there is taken.
+    const refusing: SecretApi = {
+      ...api,
+      create: () => Promise.reject(Object.assign(new Error('quota'), { code: 403 })),
+    };
+    const taken = await ensureMeshCa(readingOnce(refusing), owner, {}, { likelyNew: true });
+    assert.equal(taken.certPem, made.certPem);
+    await assert.rejects(
+      ensureMeshCa(
+        readingOnce({ ...refusing, read: () => Promise.resolve(undefined) }),
+        owner,
+        {},
+        { likelyNew: true },
+      ),
+      /quota/,
+      'none there: the refusal',
+    );
   });
 
   it('takes the CA another replica made between its read and its create', async () => {

@@ -109,7 +109,7 @@ export async function ensureMeshCa(
     if (existing) return existing;
   }
   const made = await createCa(mesh);
-  const created = await api.create({
+  const create = api.create({
     metadata: {
       namespace: mesh.namespace,
       name,
@@ -125,6 +125,15 @@ export async function ensureMeshCa(
       [TRUST_BUNDLE_KEY]: b64(made.certPem),
     },
   });
+  // Not read first, a create refused at admission (a quota on Secrets, a policy) may be for one
+  // that exists: the CA there is taken, the refusal thrown only when there is none.
+  const created = likelyNew
+    ? await create.catch(async (error: unknown) => {
+        if ((error as { code?: number }).code !== 403) throw error;
+        if (fromData(await api.read(mesh.namespace, name))) return false;
+        throw error;
+      })
+    : await create;
   if (created) return { ...made, trustPem: made.certPem };
   const winner = fromData(await api.read(mesh.namespace, name));
   if (!winner) throw new Error(`Secret ${mesh.namespace}/${name} exists but holds no CA`);
