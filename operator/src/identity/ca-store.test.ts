@@ -5,6 +5,7 @@ import { createCa, readPemBundle } from '@edgemesh/identity';
 import { advanceCaRotation, ensureMeshCa, readingOnce, type SecretApi } from './ca-store.ts';
 
 const MESH = { namespace: 'shop', name: 'cdn' };
+const OWNER = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
 const TIMING = { propagateMs: 1000, retireMs: 5000 };
 
 /** Secrets in memory, with create and merge-patch as the API server does them. */
@@ -39,9 +40,8 @@ describe('mesh CA rotation steps', () => {
     const api = memorySecrets();
     let reads = 0;
     const counted: SecretApi = { ...api, read: (ns, name) => (reads++, api.read(ns, name)) };
-    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
     const first = readingOnce(counted);
-    const stored = await ensureMeshCa(first, owner, {});
+    const stored = await ensureMeshCa(first, OWNER, {});
     await advanceCaRotation(first, MESH, stored, undefined, { timing: TIMING });
     assert.equal(
       reads,
@@ -51,7 +51,7 @@ describe('mesh CA rotation steps', () => {
     assert.equal(text(api.data()['ca.crt']), stored.certPem, 'what it stored');
     reads = 0;
     const next = readingOnce(counted);
-    const again = await ensureMeshCa(next, owner, {});
+    const again = await ensureMeshCa(next, OWNER, {});
     await advanceCaRotation(next, MESH, again, undefined, { timing: TIMING });
     assert.equal(reads, 1, 'a steady reconcile reads it once');
     // A rotation asked for: its write is followed by a fresh read.
@@ -66,13 +66,12 @@ describe('mesh CA rotation steps', () => {
     const api = memorySecrets();
     let reads = 0;
     const counted: SecretApi = { ...api, read: (ns, name) => (reads++, api.read(ns, name)) };
-    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
     const once = readingOnce(counted);
-    const made = await ensureMeshCa(once, owner, {}, { likelyNew: true });
+    const made = await ensureMeshCa(once, OWNER, {}, { likelyNew: true });
     await advanceCaRotation(once, MESH, made, undefined, { timing: TIMING });
     assert.equal(reads, 0, 'a new mesh: created, and what it stored remembered');
     // Its status was lost, say: likely new again, but the CA is there: the create finds it (409).
-    const again = await ensureMeshCa(readingOnce(counted), owner, {}, { likelyNew: true });
+    const again = await ensureMeshCa(readingOnce(counted), OWNER, {}, { likelyNew: true });
     assert.equal(again.certPem, made.certPem, 'the CA that exists, not a second one');
     assert.equal(reads, 1);
     // A create refused at admission (a Secret quota) for one that exists: the CA there is taken.
@@ -80,12 +79,12 @@ describe('mesh CA rotation steps', () => {
       ...api,
       create: () => Promise.reject(Object.assign(new Error('quota'), { code: 403 })),
     };
-    const taken = await ensureMeshCa(readingOnce(refusing), owner, {}, { likelyNew: true });
+    const taken = await ensureMeshCa(readingOnce(refusing), OWNER, {}, { likelyNew: true });
     assert.equal(taken.certPem, made.certPem);
     await assert.rejects(
       ensureMeshCa(
         readingOnce({ ...refusing, read: () => Promise.resolve(undefined) }),
-        owner,
+        OWNER,
         {},
         { likelyNew: true },
       ),
@@ -96,8 +95,7 @@ describe('mesh CA rotation steps', () => {
 
   it('takes the CA another replica made between its read and its create', async () => {
     const api = memorySecrets();
-    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
-    const other = await ensureMeshCa(memorySecrets(), owner, {});
+    const other = await ensureMeshCa(memorySecrets(), OWNER, {});
     let first = true;
     const racing: SecretApi = {
       ...api,
@@ -116,7 +114,7 @@ describe('mesh CA rotation steps', () => {
       },
     };
     const once = readingOnce(racing);
-    const taken = await ensureMeshCa(once, owner, {});
+    const taken = await ensureMeshCa(once, OWNER, {});
     assert.equal(taken.certPem, other.certPem, "the winner's CA, read back");
     const step = await advanceCaRotation(once, MESH, taken, undefined, { timing: TIMING });
     assert.equal(step.ca.certPem, other.certPem);
@@ -124,12 +122,11 @@ describe('mesh CA rotation steps', () => {
 
   it('trusts the next CA before it signs, waits for the agents’ ConfigMap to carry it, and keeps the old one to check what it signed', async () => {
     const api = memorySecrets();
-    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
-    const first = await ensureMeshCa(api, owner, {});
+    const first = await ensureMeshCa(api, OWNER, {});
     const t0 = Date.now();
     let deliveredNow = false;
     const step = async (atMs: number, requested?: string) =>
-      advanceCaRotation(api, MESH, await ensureMeshCa(api, owner, {}), requested, {
+      advanceCaRotation(api, MESH, await ensureMeshCa(api, OWNER, {}), requested, {
         nowMs: atMs,
         timing: TIMING,
         delivered: () => Promise.resolve(deliveredNow),
@@ -169,13 +166,12 @@ describe('mesh CA rotation steps', () => {
 
   it('drops a retired CA from the bundle once it has expired', async () => {
     const api = memorySecrets();
-    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
-    const current = await ensureMeshCa(api, owner, {});
+    const current = await ensureMeshCa(api, OWNER, {});
     const retired = await createCa(MESH, new Date(Date.now() - 400 * 24 * 3600_000)); // ended a month ago
     await api.patchData!('shop', 'edgemesh-cdn-ca', {
       'trust.crt': Buffer.from(`${retired.certPem}${current.certPem}`).toString('base64'),
     });
-    const started = await advanceCaRotation(api, MESH, await ensureMeshCa(api, owner, {}), 'r1', {
+    const started = await advanceCaRotation(api, MESH, await ensureMeshCa(api, OWNER, {}), 'r1', {
       timing: TIMING,
     });
     assert.deepEqual(fingerprints(started.ca.trustPem), [
@@ -186,7 +182,6 @@ describe('mesh CA rotation steps', () => {
 
   it('starts by itself when a third of the CA’s life is left', async () => {
     const api = memorySecrets();
-    const owner = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
     const old = await createCa(MESH, new Date(Date.now() - 250 * 24 * 3600_000));
     await api.create({
       metadata: { namespace: 'shop', name: 'edgemesh-cdn-ca' },
@@ -196,7 +191,7 @@ describe('mesh CA rotation steps', () => {
         'ca.key': Buffer.from(old.keyPem).toString('base64'),
       },
     });
-    const step = await advanceCaRotation(api, MESH, await ensureMeshCa(api, owner, {}), undefined, {
+    const step = await advanceCaRotation(api, MESH, await ensureMeshCa(api, OWNER, {}), undefined, {
       timing: TIMING,
     });
     assert.equal(step.did, 'started');

@@ -109,31 +109,32 @@ export async function ensureMeshCa(
     if (existing) return existing;
   }
   const made = await createCa(mesh);
-  const create = api.create({
-    metadata: {
-      namespace: mesh.namespace,
-      name,
-      labels,
-      ownerReferences: [
-        { apiVersion: mesh.apiVersion, kind: 'EdgeMesh', name: mesh.name, uid: mesh.uid, controller: true },
-      ],
-    },
-    type: 'Opaque',
-    data: {
-      [CA_CERT_KEY]: b64(made.certPem),
-      [CA_KEY_KEY]: b64(made.keyPem),
-      [TRUST_BUNDLE_KEY]: b64(made.certPem),
-    },
-  });
-  // Not read first, a create refused at admission (a quota on Secrets, a policy) may be for one
-  // that exists: the CA there is taken, the refusal thrown only when there is none.
-  const created = likelyNew
-    ? await create.catch(async (error: unknown) => {
-        if ((error as { code?: number }).code !== 403) throw error;
-        if (fromData(await api.read(mesh.namespace, name))) return false;
-        throw error;
-      })
-    : await create;
+  let created: boolean;
+  try {
+    created = await api.create({
+      metadata: {
+        namespace: mesh.namespace,
+        name,
+        labels,
+        ownerReferences: [
+          { apiVersion: mesh.apiVersion, kind: 'EdgeMesh', name: mesh.name, uid: mesh.uid, controller: true },
+        ],
+      },
+      type: 'Opaque',
+      data: {
+        [CA_CERT_KEY]: b64(made.certPem),
+        [CA_KEY_KEY]: b64(made.keyPem),
+        [TRUST_BUNDLE_KEY]: b64(made.certPem),
+      },
+    });
+  } catch (error) {
+    // Not read first, a create refused at admission (a quota on Secrets, a policy) may be for one
+    // that exists: the CA there is taken, the refusal thrown only when there is none.
+    if (!likelyNew || (error as { code?: number }).code !== 403) throw error;
+    const there = fromData(await api.read(mesh.namespace, name));
+    if (there) return there;
+    throw error;
+  }
   if (created) return { ...made, trustPem: made.certPem };
   const winner = fromData(await api.read(mesh.namespace, name));
   if (!winner) throw new Error(`Secret ${mesh.namespace}/${name} exists but holds no CA`);

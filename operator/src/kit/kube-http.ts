@@ -82,7 +82,7 @@ export class KubeHttp {
       const res = await this.#agent.request({
         origin: this.#origin,
         path: `${this.#base}${path}`,
-        method: method,
+        method,
         headers,
         signal,
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
