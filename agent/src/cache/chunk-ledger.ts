@@ -5,27 +5,30 @@
  * a chunk is under way, the chunk is not forgotten even with no reference: that writer takes one, or
  * gives it up. A chunk nothing holds and nobody writes is forgotten: its bytes leave the count and
  * the caller removes its file.
+ *
+ * Chunks are named by K: the store names them by ChunkKey (chunk-key.ts), the compact form of a
+ * digest; any string does for the ledger.
  */
-export class ChunkLedger {
+export class ChunkLedger<K extends string = string> {
   /**
    * Each chunk's size, references and verified bit in one number (pack): a small integer V8 keeps
    * in the map's slot, where an object of three fields cost 48 bytes more per chunk.
    */
-  readonly #chunks = new Map<string, number>();
+  readonly #chunks = new Map<K, number>();
   /** Writes in flight, by digest. */
-  readonly #writers = new Map<string, number>();
+  readonly #writers = new Map<K, number>();
   /**
    * References taken before their chunk was dropped (its bytes were bad) and not released yet, by
    * digest: their releases end here, never on a copy of the chunk stored since. (References are
    * alike: which holder's release lands here does not matter, only the count.)
    */
-  readonly #stale = new Map<string, number>();
+  readonly #stale = new Map<K, number>();
   #bytes = 0;
   /** Bytes of the chunks of at most #smallAtMost bytes, those leaving included. */
   #smallBytes = 0;
   readonly #smallAtMost: number;
   /** Small chunks forgotten whose row's delete has not ended (removed()), with their sizes. */
-  readonly #leaving = new Map<string, number>();
+  readonly #leaving = new Map<K, number>();
   #drops = 0;
 
   /** `smallAtMost`: chunks of at most this many bytes are also counted apart (smallBytes). */
@@ -57,7 +60,7 @@ export class ChunkLedger {
    * smallBytes. Said as the delete commits, not once its file is gone too, or the measure after
    * the commit would count the row as still there.
    */
-  removed(digest: string): void {
+  removed(digest: K): void {
     const size = this.#leaving.get(digest);
     if (size === undefined) return;
     this.#leaving.delete(digest);
@@ -78,12 +81,12 @@ export class ChunkLedger {
     this.#leaving.clear();
   }
 
-  has(digest: string): boolean {
+  has(digest: K): boolean {
     return this.#chunks.has(digest);
   }
 
   /** Whether a write of `digest` is under way. */
-  writing(digest: string): boolean {
+  writing(digest: K): boolean {
     return this.#writers.has(digest);
   }
 
@@ -92,16 +95,16 @@ export class ChunkLedger {
    * removed before it is reached is not (a Map's iteration); a walker bounds its walk. No copy: a
    * snapshot of a million digests held 8 MB for as long as a scrub took.
    */
-  digests(): IterableIterator<string> {
+  digests(): IterableIterator<K> {
     return this.#chunks.keys();
   }
 
   /** A write of `digest` starts; `endWrite` must follow, whatever happens. */
-  startWrite(digest: string): void {
+  startWrite(digest: K): void {
     this.#writers.set(digest, (this.#writers.get(digest) ?? 0) + 1);
   }
 
-  endWrite(digest: string): void {
+  endWrite(digest: K): void {
     const left = (this.#writers.get(digest) ?? 1) - 1;
     if (left > 0) this.#writers.set(digest, left);
     else this.#writers.delete(digest);
@@ -111,7 +114,7 @@ export class ChunkLedger {
    * The chunk is on disk now, `size` bytes (counted once, however many wrote it). `verified`: its
    * bytes were hashed in this process as they were written (false: found on disk at start).
    */
-  stored(digest: string, size: number, verified: boolean): void {
+  stored(digest: K, size: number, verified: boolean): void {
     const known = this.#chunks.get(digest);
     if (known !== undefined) {
       if (verified && !isVerified(known)) this.#chunks.set(digest, known + 1);
@@ -126,7 +129,7 @@ export class ChunkLedger {
    * A one-chunk object found at start holds `digest`, of `size` bytes, found on disk (unverified):
    * stored and take in one look (a start does it a million times).
    */
-  storedAndTaken(digest: string, size: number): void {
+  storedAndTaken(digest: K, size: number): void {
     const known = this.#chunks.get(digest);
     if (known === undefined) {
       this.removed(digest);
@@ -136,19 +139,19 @@ export class ChunkLedger {
   }
 
   /** Whether the chunk's file was hashed in this process (when written, or read back since). */
-  verified(digest: string): boolean {
+  verified(digest: K): boolean {
     const chunk = this.#chunks.get(digest);
     return chunk !== undefined && isVerified(chunk);
   }
 
   /** The chunk's file was read back and hashed to its digest. */
-  markVerified(digest: string): void {
+  markVerified(digest: K): void {
     const chunk = this.#chunks.get(digest);
     if (chunk !== undefined && !isVerified(chunk)) this.#chunks.set(digest, chunk + 1);
   }
 
   /** One more holder (an object, or a lease) of each distinct digest; each must be known. */
-  take(digests: readonly string[] | string): void {
+  take(digests: readonly K[] | K): void {
     for (const digest of distinct(digests)) {
       const chunk = this.#chunks.get(digest);
       if (chunk === undefined) throw new Error(`chunk ${digest} is not stored`);
@@ -160,8 +163,8 @@ export class ChunkLedger {
    * One holder fewer of each distinct digest. Returns the chunks nobody holds or writes any more,
    * now forgotten (their files are the caller's to remove).
    */
-  release(digests: readonly string[] | string): string[] {
-    const gone: string[] = [];
+  release(digests: readonly K[] | K): K[] {
+    const gone: K[] = [];
     for (const digest of distinct(digests)) {
       const stale = this.#stale.get(digest);
       if (stale !== undefined) {
@@ -185,7 +188,7 @@ export class ChunkLedger {
    * A writer gave its chunk up (its lease was released while it wrote): forgotten when nobody holds
    * or writes it. Returns whether it was.
    */
-  abandon(digest: string): boolean {
+  abandon(digest: K): boolean {
     const chunk = this.#chunks.get(digest);
     if (chunk === undefined || refsOf(chunk) > 0 || this.#writers.has(digest)) return false;
     this.#forget(digest, chunk);
@@ -196,7 +199,7 @@ export class ChunkLedger {
    * Forgets `digest` whoever holds it (its bytes are bad); false when it was not known. Its holders'
    * references are kept apart (#stale), so their releases cannot free a copy stored since.
    */
-  drop(digest: string): boolean {
+  drop(digest: K): boolean {
     const chunk = this.#chunks.get(digest);
     if (chunk === undefined) return false;
     const refs = refsOf(chunk);
@@ -207,12 +210,12 @@ export class ChunkLedger {
   }
 
   /** References to `digest` (for tests and checks). */
-  refs(digest: string): number {
+  refs(digest: K): number {
     const chunk = this.#chunks.get(digest);
     return chunk === undefined ? 0 : refsOf(chunk);
   }
 
-  #forget(digest: string, chunk: number): void {
+  #forget(digest: K, chunk: number): void {
     this.#chunks.delete(digest);
     const size = sizeOf(chunk);
     this.#bytes -= size;
@@ -239,6 +242,6 @@ const sizeOf = (chunk: number) => Math.floor((chunk % REF) / 2);
 const isVerified = (chunk: number) => chunk % 2 === 1;
 
 /** The digests, each once (most objects have one chunk: no Set made for them). */
-function distinct(digests: readonly string[] | string): Iterable<string> {
+function distinct<K extends string>(digests: readonly K[] | K): Iterable<K> {
   return typeof digests === 'string' ? [digests] : digests.length < 2 ? digests : new Set(digests);
 }

@@ -11,6 +11,7 @@ import {
   ObjectTooLargeError,
   StaleVersionError,
 } from './errors.ts';
+import { type ChunkKey, chunkKey, chunkKeyOf, chunkKeys, digestHex } from './chunk-key.ts';
 import { ChunkLedger } from './chunk-ledger.ts';
 import { HotTier } from './hot-tier.ts';
 import { type Manifest, type NodeSignature } from './manifest.ts';
@@ -185,8 +186,8 @@ export interface ObjectHandle {
  */
 interface ObjectEntry extends SieveNode<ObjectEntry> {
   readonly key: string;
-  /** The chunks' digests: one string for a one-chunk object (most), else the list. */
-  readonly chunks: string | readonly string[];
+  /** The chunks (chunk-key.ts): one key for a one-chunk object (most), else the list. */
+  readonly chunks: ChunkKey | readonly ChunkKey[];
   /** What its manifest's row counts in the byte limit (manifestRowBytes). */
   readonly rowBytes: number;
   readonly expiresAtMs: number | undefined;
@@ -225,7 +226,7 @@ export class ObjectStore {
   readonly #hot: HotTier;
   readonly #objects = new Map<string, ObjectEntry>();
   /** Who holds each chunk (objects, leases, readers) and which are being written: chunk-ledger.ts. */
-  readonly #ledger = new ChunkLedger(PACKED_CHUNK_BYTES);
+  readonly #ledger = new ChunkLedger<ChunkKey>(PACKED_CHUNK_BYTES);
   /** Open readers per object (openRead): a pinned object is not evicted. */
   readonly #pins = new Map<ObjectEntry, number>();
   /** Manifests read lately, by key (RECENT_MANIFESTS, oldest first), and their digests' count. */
@@ -246,13 +247,13 @@ export class ObjectStore {
    */
   readonly #decided = new Set<string>();
   /** While the index loads: chunks nobody held, removed once it has loaded if nobody holds them then. */
-  readonly #deferred = new Set<string>();
+  readonly #deferred = new Set<ChunkKey>();
   /** While the index loads: chunks found damaged, checked again once it has (a row loaded since may hold one). */
-  readonly #damagedWhileLoading = new Set<string>();
+  readonly #damagedWhileLoading = new Set<ChunkKey>();
 
   readonly #order = new Sieve<ObjectEntry>();
   /** Chunk file removals in flight: a new write of the same digest waits for them. */
-  readonly #removals = new Map<string, Promise<void>>();
+  readonly #removals = new Map<ChunkKey, Promise<void>>();
   /** Per-key chain of manifest file operations, so they land in the order they were decided. */
   readonly #manifestOps = new Map<string, Promise<void>>();
   #reserved = 0;
@@ -359,7 +360,8 @@ export class ObjectStore {
     const manifest = this.lookup(key);
     if (!manifest) return undefined;
     const entry = this.#objects.get(key);
-    this.#ledger.take(manifest.chunks);
+    const chunks = chunkKeys(manifest.chunks);
+    this.#ledger.take(chunks);
     if (entry) this.#pins.set(entry, (this.#pins.get(entry) ?? 0) + 1);
     let released = false;
     return {
@@ -372,7 +374,7 @@ export class ObjectStore {
           if (left > 0) this.#pins.set(entry, left);
           else this.#pins.delete(entry);
         }
-        this.#releaseChunks(manifest.chunks);
+        this.#releaseChunks(chunks);
       },
     };
   }
@@ -383,7 +385,8 @@ export class ObjectStore {
   }
 
   has(digest: string): boolean {
-    return this.#ledger.has(digest);
+    const id = chunkKeyOf(digest);
+    return id !== undefined && this.#ledger.has(id);
   }
 
   /**
@@ -394,17 +397,18 @@ export class ObjectStore {
   async readChunk(digest: string, into?: (size: number) => Buffer | undefined): Promise<Buffer> {
     const hot = this.#hot.get(digest);
     if (hot) return hot;
-    if (!this.#ledger.has(digest)) throw new ObjectNotFoundError(`chunk ${digest}`);
-    const copy = this.#copyState(digest);
+    const id = chunkKeyOf(digest);
+    if (id === undefined || !this.#ledger.has(id)) throw new ObjectNotFoundError(`chunk ${digest}`);
+    const copy = this.#copyState(id);
     const data = await this.#readIntact(digest, into);
     if (data === undefined) {
       // The copy was written again (or dropped and stored anew) while this read ran: these bytes
       // may be the old copy's. Read the new one.
-      if (this.#ledger.has(digest) && this.#copyState(digest) !== copy) return this.readChunk(digest, into);
-      this.#dropCorrupt(digest);
+      if (this.#ledger.has(id) && this.#copyState(id) !== copy) return this.readChunk(digest, into);
+      this.#dropCorrupt(id);
       throw new IntegrityError(digest, 'local disk');
     }
-    this.#ledger.markVerified(digest);
+    this.#ledger.markVerified(id);
     if (!into) this.#hot.set(digest, data);
     return data;
   }
@@ -452,8 +456,9 @@ export class ObjectStore {
   async chunkToSend(digest: string, into?: (size: number) => Buffer | undefined): Promise<Buffer> {
     const hot = this.#hot.get(digest);
     if (hot) return hot;
-    if (!this.#ledger.verified(digest) || (this.#opts.sampleSend?.() ?? Math.random() * SEND_SAMPLE < 1))
-      return this.readChunk(digest);
+    const id = chunkKeyOf(digest);
+    const sample = () => this.#opts.sampleSend?.() ?? Math.random() * SEND_SAMPLE < 1;
+    if (id === undefined || !this.#ledger.verified(id) || sample()) return this.readChunk(digest);
     try {
       const data = await this.#readStored(digest, into);
       // No bytes: a damaged page of the database (no chunk is empty); readChunk drops it.
@@ -476,7 +481,7 @@ export class ObjectStore {
     const lease: ChunkLease = new ChunkLease(() => {
       if (lease.released) return;
       lease.markReleased();
-      this.#releaseChunks([...lease.digests]);
+      this.#releaseChunks([...lease.digests].map(chunkKey));
     });
     return lease;
   }
@@ -593,13 +598,13 @@ export class ObjectStore {
     for (const digest of fields.chunks) {
       if (!lease.digests.has(digest)) throw new Error(`commit: chunk ${digest} is not held by the lease`);
       // Found damaged since this write stored it (a reader of another object with the same chunk).
-      if (!this.#ledger.has(digest)) throw new IntegrityError(digest, 'local disk');
+      if (!this.#ledger.has(chunkKey(digest))) throw new IntegrityError(digest, 'local disk');
     }
     let manifest: Manifest | undefined;
     await this.#manifestOp(fields.key, async () => {
       // Again in the key's turn: a chunk found damaged (or let go by a lease) while this commit
       // waited fails it before its row replaces the version held.
-      const missing = fields.chunks.find((digest) => !this.#ledger.has(digest));
+      const missing = fields.chunks.find((digest) => !this.#ledger.has(chunkKey(digest)));
       if (missing !== undefined) throw new IntegrityError(missing, 'local disk');
       const current = this.#entry(fields.key);
       // What the key holds now: put back if this write is undone after its row committed.
@@ -610,14 +615,13 @@ export class ObjectStore {
       this.#committing.add(version.key);
       try {
         await this.#makingRoom(0, () => this.#db.writeManifest(version));
-        const lost = version.chunks.find((digest) => !this.#ledger.has(digest));
+        const lost = version.chunks.find((digest) => !this.#ledger.has(chunkKey(digest)));
         if (lost !== undefined) {
           await this.#undoCommit(version.key, previous);
           throw new IntegrityError(lost, 'local disk');
         }
         if (this.#objects.has(version.key)) this.#drop(version.key, 'replaced', false);
-        const chunks = version.chunks.length === 1 ? version.chunks[0]! : version.chunks;
-        this.#index(version.key, chunks, rowBytes, version.expiresAtMs);
+        this.#index(version.key, chunkKeys(version.chunks), rowBytes, version.expiresAtMs);
         this.#remember(version);
       } finally {
         this.#committing.delete(version.key);
@@ -756,11 +760,11 @@ export class ObjectStore {
     // The ledger's digests walked live: one stored meanwhile goes to the end, so the walk stops after
     // as many as there were at its start (under steady writes it would never end otherwise).
     let left = this.#ledger.size;
-    for (const digest of this.#ledger.digests()) {
+    for (const id of this.#ledger.digests()) {
       if (left-- <= 0) break;
       if (this.#closed) break; // the agent is stopping
-      if (!this.#ledger.has(digest)) continue;
-      if (!(await this.#verifyOnDisk(digest))) corrupt++;
+      if (!this.#ledger.has(id)) continue;
+      if (!(await this.#verifyOnDisk(id))) corrupt++;
       checked++;
       // A chunk in the database is read without leaving the event loop: let it take its turns.
       const worked = performance.now() - slice;
@@ -777,15 +781,15 @@ export class ObjectStore {
    * Hashes the chunk's file (not its copy in the hot tier, which stays as it is): whether it is
    * intact; a damaged one is dropped as readChunk drops it.
    */
-  async #verifyOnDisk(digest: string): Promise<boolean> {
-    const copy = this.#copyState(digest);
-    if ((await this.#readIntact(digest)) === undefined) {
-      if (!this.#ledger.has(digest)) return true; // removed meanwhile: nothing to check
-      if (this.#copyState(digest) !== copy) return this.#verifyOnDisk(digest); // as readChunk
-      this.#dropCorrupt(digest);
+  async #verifyOnDisk(id: ChunkKey): Promise<boolean> {
+    const copy = this.#copyState(id);
+    if ((await this.#readIntact(digestHex(id))) === undefined) {
+      if (!this.#ledger.has(id)) return true; // removed meanwhile: nothing to check
+      if (this.#copyState(id) !== copy) return this.#verifyOnDisk(id); // as readChunk
+      this.#dropCorrupt(id);
       return false;
     }
-    this.#ledger.markVerified(digest);
+    this.#ledger.markVerified(id);
     return true;
   }
 
@@ -839,8 +843,8 @@ export class ObjectStore {
    * many chunks were dropped so far. Either changes when the copy is written again, or dropped and
    * stored anew, while the read runs (drops are rare: a global count is enough).
    */
-  #copyState(digest: string): number {
-    return this.#ledger.drops * 2 + (this.#ledger.verified(digest) ? 1 : 0);
+  #copyState(id: ChunkKey): number {
+    return this.#ledger.drops * 2 + (this.#ledger.verified(id) ? 1 : 0);
   }
 
   #writeStored(digest: string, data: Buffer): Promise<void> {
@@ -864,40 +868,41 @@ export class ObjectStore {
   }
 
   async #storeChunk(lease: ChunkLease, digest: string, data: Buffer, placement: Placement): Promise<void> {
-    if (!this.#ledger.has(digest)) {
-      await this.#removals.get(digest);
+    const id = chunkKey(digest);
+    if (!this.#ledger.has(id)) {
+      await this.#removals.get(id);
       const bytes = chunkDiskBytes(data.length);
       this.#reserve(bytes);
-      this.#ledger.startWrite(digest);
+      this.#ledger.startWrite(id);
       try {
         await this.#makingRoom(bytes, () => this.#writeStored(digest, data));
-        this.#ledger.stored(digest, bytes, true);
+        this.#ledger.stored(id, bytes, true);
       } finally {
         this.#reserved -= bytes;
-        this.#ledger.endWrite(digest);
+        this.#ledger.endWrite(id);
       }
-    } else if (!this.#ledger.verified(digest)) {
+    } else if (!this.#ledger.verified(id)) {
       // Found on disk at start and not hashed since (a small chunk is not even looked up at start):
       // its copy is checked, and written again from these verified bytes if it is gone or damaged
       // (which heals the objects that share it).
-      this.#ledger.startWrite(digest);
+      this.#ledger.startWrite(id);
       try {
         if ((await this.#readIntact(digest)) === undefined)
           await this.#makingRoom(data.length, () => this.#writeStored(digest, data));
-        this.#ledger.markVerified(digest);
+        this.#ledger.markVerified(id);
       } finally {
-        this.#ledger.endWrite(digest);
+        this.#ledger.endWrite(id);
       }
     }
     if (lease.released) {
       // Released while the chunk was written (an aborted download, a delete): no reference is
       // taken, and a chunk nobody else holds goes again.
-      if (this.#ledger.abandon(digest)) this.#removeChunk(digest);
+      if (this.#ledger.abandon(id)) this.#removeChunk(id);
       return;
     }
     // Found damaged and dropped while this write waited: stored afresh.
-    if (!this.#ledger.has(digest)) return this.#storeChunk(lease, digest, data, placement);
-    this.#ledger.take([digest]);
+    if (!this.#ledger.has(id)) return this.#storeChunk(lease, digest, data, placement);
+    this.#ledger.take(id);
     lease.digests.add(digest);
     if (placement !== 'none') this.#hot.set(digest, data, placement === 'cold');
   }
@@ -1000,7 +1005,7 @@ export class ObjectStore {
 
   #index(
     key: string,
-    chunks: string | readonly string[],
+    chunks: ChunkKey | readonly ChunkKey[],
     rowBytes: number,
     expiresAtMs: number | undefined,
     loaded = false,
@@ -1052,7 +1057,7 @@ export class ObjectStore {
    * indexed, its chunks counted; or, when it is expired, purged or lacks a chunk file, its row
    * removed. Returns whether it was indexed.
    */
-  #admit(row: IndexRow, files: Map<string, number>): boolean {
+  #admit(row: IndexRow, files: Map<ChunkKey, number>): boolean {
     const live = row.expiresAtMs === undefined || row.expiresAtMs > this.#opts.clock.now();
     // Purged while its removal could not be written (a full disk): not brought back.
     const purged = (this.#opts.purgedAt?.(row.key) ?? -Infinity) >= row.createdAtMs;
@@ -1191,21 +1196,22 @@ export class ObjectStore {
     this.#lastReport = performance.now();
   }
 
-  #releaseChunks(digests: string | readonly string[]): void {
-    for (const digest of this.#ledger.release(digests)) this.#removeChunk(digest);
+  #releaseChunks(chunks: ChunkKey | readonly ChunkKey[]): void {
+    for (const id of this.#ledger.release(chunks)) this.#removeChunk(id);
   }
 
   /** Not held, not being written, not being removed already: nothing will ever read it. */
-  #unheld(digest: string): boolean {
-    return !this.#ledger.has(digest) && !this.#ledger.writing(digest) && !this.#removals.has(digest);
+  #unheld(id: ChunkKey): boolean {
+    return !this.#ledger.has(id) && !this.#ledger.writing(id) && !this.#removals.has(id);
   }
 
   /** A chunk the ledger forgot: out of the hot tier, and its file removed in the background. */
-  #removeChunk(digest: string): void {
+  #removeChunk(id: ChunkKey): void {
+    const digest = digestHex(id);
     this.#hot.delete(digest);
     if (this.#loading) {
       // A row not loaded yet may hold it too (its references are not counted yet).
-      this.#deferred.add(digest);
+      this.#deferred.add(id);
       return;
     }
     // Both places, whatever the size: a small chunk may be a file a store before the database
@@ -1213,26 +1219,25 @@ export class ObjectStore {
     // The row leaves smallBytes as its delete commits, before the measure that follows the commit
     // (#measured): had it waited for the file's unlink too, that measure would count the row as
     // still there, and the store would count what its database takes short by it until the next.
-    const row = this.#db.removeChunk(digest).finally(() => this.#ledger.removed(digest));
+    const row = this.#db.removeChunk(digest).finally(() => this.#ledger.removed(id));
     const removal = Promise.allSettled([row, this.#files.remove(digest)])
       .then((results) => {
         for (const result of results) if (result.status === 'rejected') this.#background(result.reason);
       })
       .finally(() => {
-        if (this.#removals.get(digest) === removal) this.#removals.delete(digest);
+        if (this.#removals.get(id) === removal) this.#removals.delete(id);
       });
-    this.#removals.set(digest, removal);
+    this.#removals.set(id, removal);
   }
 
-  #dropCorrupt(digest: string): void {
-    this.#opts.onCorruptChunk?.(digest);
-    if (this.#loading) this.#damagedWhileLoading.add(digest);
+  #dropCorrupt(id: ChunkKey): void {
+    this.#opts.onCorruptChunk?.(digestHex(id));
+    if (this.#loading) this.#damagedWhileLoading.add(id);
     for (const [key, { chunks }] of this.#objects) {
-      if (chunks === digest || (typeof chunks !== 'string' && chunks.includes(digest)))
-        this.#drop(key, 'corrupt');
+      if (chunks === id || (typeof chunks !== 'string' && chunks.includes(id))) this.#drop(key, 'corrupt');
     }
     // Leases or pinned readers may still reference it: the bytes are bad, so forget them anyway.
-    if (this.#ledger.drop(digest)) this.#removeChunk(digest);
+    if (this.#ledger.drop(id)) this.#removeChunk(id);
   }
 
   #manifestOp(key: string, op: () => Promise<void>): Promise<void> {
@@ -1292,8 +1297,8 @@ export class ObjectStore {
   async #startLoad(): Promise<void> {
     await this.#importManifestFiles();
     this.#db.pruneCertificates();
-    const files = new Map<string, number>();
-    for await (const { digest, size } of this.#files.scan()) files.set(digest, size);
+    const files = new Map<ChunkKey, number>();
+    for await (const { digest, size } of this.#files.scan()) files.set(chunkKey(digest), size);
     // A bad row (IndexRow's checks) is removed once the pass is over, unless written since.
     const rows = this.#db.index(
       this.#opts.isKey,
@@ -1364,7 +1369,7 @@ export class ObjectStore {
     this.#damagedWhileLoading.clear();
     if (this.#closed) return;
     const ledger = this.#ledger;
-    for (const digest of [...load.found, ...deferred]) if (this.#unheld(digest)) this.#removeChunk(digest);
+    for (const id of [...load.found, ...deferred]) if (this.#unheld(id)) this.#removeChunk(id);
     // Not measured while it loaded (#measured); its reader kept what was written meanwhile in the WAL.
     this.#db.checkpoint();
     if (this.#usedBytes() > this.#opts.maxBytes) {
@@ -1375,9 +1380,9 @@ export class ObjectStore {
       }
     }
     this.#sweeping = this.#sweepOrphans();
-    for (const digest of damaged) {
-      if (!ledger.has(digest) || ledger.verified(digest)) continue; // gone, or stored again since
-      await this.#verifyOnDisk(digest).catch((error: unknown) => this.#background(error));
+    for (const id of damaged) {
+      if (!ledger.has(id) || ledger.verified(id)) continue; // gone, or stored again since
+      await this.#verifyOnDisk(id).catch((error: unknown) => this.#background(error));
     }
   }
 
@@ -1397,7 +1402,10 @@ export class ObjectStore {
       }
       if (page.digests.length === 0) return;
       after = page.last;
-      for (const digest of page.digests) if (this.#unheld(digest)) this.#removeChunk(digest);
+      for (const digest of page.digests) {
+        const id = chunkKey(digest);
+        if (this.#unheld(id)) this.#removeChunk(id);
+      }
       await new Promise(setImmediate);
     }
   }
@@ -1430,18 +1438,18 @@ export class ObjectStore {
    * million objects that lookup alone took seconds), but hashed when read and by the scrub, which
    * drop the object if it is gone or damaged.
    */
-  #chunksIntact(row: IndexRow, files: Map<string, number>): boolean {
+  #chunksIntact(row: IndexRow, files: Map<ChunkKey, number>): boolean {
     let intact = true;
     const count = typeof row.chunks === 'string' ? 1 : row.chunks.length;
     for (let index = 0; index < count; index++) {
-      const digest = typeof row.chunks === 'string' ? row.chunks : row.chunks[index]!;
+      const id = typeof row.chunks === 'string' ? row.chunks : row.chunks[index]!;
       const length = chunkLength(row.size, row.chunkSize, index);
-      const size = files.get(digest);
+      const size = files.get(id);
       if (size === length || (size === undefined && length <= PACKED_CHUNK_BYTES)) continue;
       intact = false;
       if (size !== undefined) {
-        files.delete(digest); // wrong length: damaged, and removed as an orphan
-        this.#opts.onCorruptChunk?.(digest);
+        files.delete(id); // wrong length: damaged, and removed as an orphan
+        this.#opts.onCorruptChunk?.(digestHex(id));
       }
     }
     return intact;
@@ -1454,13 +1462,13 @@ interface IndexLoad {
   /** The first row, read before the store opens. */
   first: IteratorResult<IndexRow>;
   /** The chunk files found at start: their sizes (#chunksIntact takes out those of the wrong length). */
-  files: Map<string, number>;
-  /** Their digests as found. */
-  found: string[];
+  files: Map<ChunkKey, number>;
+  /** Their chunks as found. */
+  found: ChunkKey[];
 }
 
-/** Whether a manifest's chunk list is the one the index holds (one digest, or the list). */
-function sameChunks(chunks: readonly string[], held: string | readonly string[]): boolean {
-  if (typeof held === 'string') return chunks.length === 1 && chunks[0] === held;
-  return chunks.length === held.length && chunks.every((digest, index) => digest === held[index]);
+/** Whether a manifest's chunk list (hex) is the one the index holds (one key, or the list). */
+function sameChunks(chunks: readonly string[], held: ChunkKey | readonly ChunkKey[]): boolean {
+  if (typeof held === 'string') return chunks.length === 1 && chunkKey(chunks[0]!) === held;
+  return chunks.length === held.length && chunks.every((digest, index) => chunkKey(digest) === held[index]);
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { InsufficientStorageError } from './errors.ts';
 import { chunkCount, MAX_CHUNK_SIZE } from './chunking.ts';
+import { type ChunkKey, keyAt } from './chunk-key.ts';
 import { type Manifest, parseManifest } from './manifest.ts';
 
 /**
@@ -149,8 +150,8 @@ const ROW_BYTES = `160 + length(CAST(key AS BLOB)) + length(chunks) + 32
 /** What index() reads of a manifest: what the store's in-memory index keeps, and the row's checks. */
 export interface IndexRow {
   key: string;
-  /** One digest (most objects), or the list. */
-  chunks: string | string[];
+  /** The chunks' keys (chunk-key.ts): one (most objects), or the list. */
+  chunks: ChunkKey | ChunkKey[];
   size: number;
   chunkSize: number;
   createdAtMs: number;
@@ -186,7 +187,7 @@ function toIndexRow(
     return undefined;
   return {
     key,
-    chunks: hex.length === 64 ? hex : splitDigests(hex),
+    chunks: hex.length === 64 ? keyAt(hex, 0) : splitKeys(hex),
     size: size as number,
     chunkSize: chunkSize as number,
     createdAtMs: created as number,
@@ -764,6 +765,13 @@ export class StoreDb {
 }
 
 /** Digests written one after the other in hex, one by one. */
+/** The keys of the digests in `hex` (SQLite's lower(hex()) of a chunk list). */
+function splitKeys(hex: string): ChunkKey[] {
+  const keys: ChunkKey[] = [];
+  for (let i = 0; i < hex.length; i += 64) keys.push(keyAt(hex, i));
+  return keys;
+}
+
 function splitDigests(hex: string): string[] {
   const digests: string[] = [];
   for (let i = 0; i < hex.length; i += 64) digests.push(hex.slice(i, i + 64));
