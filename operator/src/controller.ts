@@ -491,7 +491,7 @@ export async function startOperator(
         }
       : {}),
     specNatsAuth: async (mesh, secretName) => {
-      const creds = (await secrets.read(mesh.metadata.namespace, secretName))?.[NATS_CREDS_KEY];
+      const creds = (await secrets.read(mesh.metadata.namespace, secretName))?.data[NATS_CREDS_KEY];
       if (!creds) return undefined;
       const bytes = Buffer.from(creds, 'base64');
       return {

@@ -2,30 +2,40 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { createCa, readPemBundle } from '@edgemesh/identity';
-import { advanceCaRotation, ensureMeshCa, readingOnce, type SecretApi } from './ca-store.ts';
+import {
+  advanceCaRotation,
+  ensureMeshCa,
+  readingOnce,
+  SecretConflictError,
+  type SecretApi,
+  type StoredSecret,
+} from './ca-store.ts';
 
 const MESH = { namespace: 'shop', name: 'cdn' };
 const OWNER = { ...MESH, uid: 'u', apiVersion: 'edgemesh.p2p.dev/v1alpha1' };
 const TIMING = { propagateMs: 1000, retireMs: 5000 };
 
 /** Secrets in memory, with create and merge-patch as the API server does them. */
-function memorySecrets(): SecretApi & { data: () => Record<string, string> } {
-  const store = new Map<string, Record<string, string>>();
+function memorySecrets(): SecretApi & { data: () => Record<string, string>; delete: (name: string) => void } {
+  const store = new Map<string, StoredSecret>();
   return {
-    data: () => store.get('shop/edgemesh-cdn-ca')!,
+    data: () => store.get('shop/edgemesh-cdn-ca')!.data,
+    delete: (name) => store.delete(`shop/${name}`),
     read: (namespace, name) => Promise.resolve(store.get(`${namespace}/${name}`)),
     create: (secret) => {
       const key = `${secret.metadata.namespace}/${secret.metadata.name}`;
       if (store.has(key)) return Promise.resolve(false);
-      store.set(key, { ...secret.data });
+      const owners = (secret.metadata.ownerReferences ?? []) as { uid: string }[];
+      store.set(key, { data: { ...secret.data }, ownerUids: owners.map((o) => o.uid) });
       return Promise.resolve(true);
     },
     patchData: (namespace, name, changes) => {
-      const data = { ...store.get(`${namespace}/${name}`)! };
+      const secret = store.get(`${namespace}/${name}`)!;
+      const data = { ...secret.data };
       for (const [k, v] of Object.entries(changes))
         if (v === null) delete data[k];
         else data[k] = v;
-      store.set(`${namespace}/${name}`, data);
+      store.set(`${namespace}/${name}`, { ...secret, data });
       return Promise.resolve();
     },
   };
@@ -103,7 +113,7 @@ describe('mesh CA rotation steps', () => {
         if (!first) return api.read(ns, name);
         first = false; // it reads nothing; the other replica's create lands right after
         await api.create({
-          metadata: { namespace: ns, name },
+          metadata: { namespace: ns, name, ownerReferences: [{ uid: OWNER.uid }] },
           type: 'Opaque',
           data: {
             'ca.crt': Buffer.from(other.certPem).toString('base64'),
@@ -118,6 +128,33 @@ describe('mesh CA rotation steps', () => {
     assert.equal(taken.certPem, other.certPem, "the winner's CA, read back");
     const step = await advanceCaRotation(once, MESH, taken, undefined, { timing: TIMING });
     assert.equal(step.ca.certPem, other.certPem);
+  });
+
+  it('leaves the CA Secret of an earlier mesh of the same name alone, and makes its own once it is gone', async () => {
+    const api = memorySecrets();
+    // The mesh was deleted and made again: the garbage collector has not deleted its CA Secret yet.
+    const earlier = await ensureMeshCa(api, { ...OWNER, uid: 'earlier' }, {});
+    for (const likelyNew of [false, true])
+      await assert.rejects(
+        ensureMeshCa(readingOnce(api), OWNER, {}, { likelyNew }),
+        (error: Error) =>
+          error instanceof SecretConflictError &&
+          /not this mesh's \(owned by uid earlier/.test(error.message),
+        `likelyNew ${likelyNew}: adopted, it would be deleted under the new mesh`,
+      );
+    // Refused at admission, and the Secret there is not its own: the conflict, not the earlier CA.
+    const refusing: SecretApi = {
+      ...api,
+      create: () => Promise.reject(Object.assign(new Error('quota'), { code: 403 })),
+    };
+    await assert.rejects(
+      ensureMeshCa(readingOnce(refusing), OWNER, {}, { likelyNew: true }),
+      SecretConflictError,
+    );
+    api.delete('edgemesh-cdn-ca'); // collected
+    const own = await ensureMeshCa(readingOnce(api), OWNER, {}, { likelyNew: true });
+    assert.notEqual(own.certPem, earlier.certPem, 'a CA of its own');
+    assert.equal((await api.read('shop', 'edgemesh-cdn-ca'))?.ownerUids[0], OWNER.uid);
   });
 
   it('trusts the next CA before it signs, waits for the agents’ ConfigMap to carry it, and keeps the old one to check what it signed', async () => {
@@ -184,7 +221,7 @@ describe('mesh CA rotation steps', () => {
     const api = memorySecrets();
     const old = await createCa(MESH, new Date(Date.now() - 250 * 24 * 3600_000));
     await api.create({
-      metadata: { namespace: 'shop', name: 'edgemesh-cdn-ca' },
+      metadata: { namespace: 'shop', name: 'edgemesh-cdn-ca', ownerReferences: [{ uid: OWNER.uid }] },
       type: 'Opaque',
       data: {
         'ca.crt': Buffer.from(old.certPem).toString('base64'),

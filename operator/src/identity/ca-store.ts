@@ -16,10 +16,25 @@ export const TRUST_BUNDLE_KEY = 'trust.crt';
 /** A mesh's CA Secret: `edgemesh-<mesh>-ca` in the mesh's namespace. */
 export const caSecretName = (mesh: string) => `edgemesh-${mesh}-ca`;
 
+/** A Secret as read: its data (base64 values) and the uids its owner references name. */
+export interface StoredSecret {
+  data: Record<string, string>;
+  ownerUids: readonly string[];
+}
+
+/**
+ * A Secret the operator keeps for a mesh exists under its name and the mesh does not own it (one a
+ * user made, or one of an earlier mesh of that name, which the garbage collector is about to delete
+ * with it): the operator neither uses nor overwrites it, and looks again later.
+ */
+export class SecretConflictError extends Error {
+  override name = 'SecretConflictError';
+}
+
 /** What the CA store needs from the API server: read a Secret, create one (409 when it exists), change its data. */
 export interface SecretApi {
-  /** The Secret's data (base64 values), or undefined when there is none. */
-  read(namespace: string, name: string): Promise<Record<string, string> | undefined>;
+  /** The Secret, or undefined when there is none. */
+  read(namespace: string, name: string): Promise<StoredSecret | undefined>;
   /** Sets (base64 values) and removes (null) keys of an existing Secret's data: a merge patch. */
   patchData?(namespace: string, name: string, data: Record<string, string | null>): Promise<void>;
   /** Creates it; resolves false when it already exists. */
@@ -42,7 +57,7 @@ export interface SecretApi {
  * stored (a new mesh's CA is not read back).
  */
 export function readingOnce(api: SecretApi): SecretApi {
-  const reads = new Map<string, Promise<Record<string, string> | undefined>>();
+  const reads = new Map<string, Promise<StoredSecret | undefined>>();
   const id = (namespace: string, name: string) => `${namespace}/${name}`;
   return {
     read: (namespace, name) => {
@@ -59,7 +74,7 @@ export function readingOnce(api: SecretApi): SecretApi {
       reads.delete(key);
       const created = await api.create(secret);
       // What a create stored is what it sent: read back, it would cost a GET per new mesh.
-      if (created) reads.set(key, Promise.resolve({ ...secret.data }));
+      if (created) reads.set(key, Promise.resolve(asStored(secret)));
       return created;
     },
     ...(api.patchData
@@ -70,6 +85,15 @@ export function readingOnce(api: SecretApi): SecretApi {
           },
         }
       : {}),
+  };
+}
+
+/** What the API server holds after `secret`'s create. */
+function asStored(secret: Parameters<SecretApi['create']>[0]): StoredSecret {
+  const owners = (secret.metadata.ownerReferences ?? []) as { uid?: unknown }[];
+  return {
+    data: { ...secret.data },
+    ownerUids: owners.flatMap((o) => (typeof o.uid === 'string' ? [o.uid] : [])),
   };
 }
 
@@ -93,9 +117,11 @@ function fromData(data: Record<string, string> | undefined): StoredCa | undefine
 /**
  * Makes the mesh's CA when it has none (create, never overwrite: a second replica or a retry that
  * loses the race reads the winner's), and returns it. The Secret is owned by the mesh, so it goes
- * when the mesh does. `likelyNew` (a mesh no operator has written a status for): the create is
- * tried without reading first, which spares a new mesh a request; a CA that exists after all is
- * read then, at the cost of a key pair made for nothing.
+ * when the mesh does; one of that name the mesh does not own is a SecretConflictError (an earlier
+ * mesh of the same name: its CA would be adopted, then deleted with it by the garbage collector).
+ * `likelyNew` (a mesh no operator has written a status for): the create is tried without reading
+ * first, which spares a new mesh a request; a CA that exists after all is read then, at the cost of
+ * a key pair made for nothing.
  */
 export async function ensureMeshCa(
   api: SecretApi,
@@ -104,8 +130,16 @@ export async function ensureMeshCa(
   { likelyNew = false }: { likelyNew?: boolean } = {},
 ): Promise<StoredCa> {
   const name = caSecretName(mesh.name);
+  /** The CA the Secret holds, if the mesh owns it. */
+  const ours = (secret: StoredSecret | undefined): StoredCa | undefined => {
+    if (secret && !secret.ownerUids.includes(mesh.uid))
+      throw new SecretConflictError(
+        `Secret ${mesh.namespace}/${name} exists and is not this mesh's (owned by ${secret.ownerUids.length > 0 ? `uid ${secret.ownerUids.join(', ')}: an earlier mesh of this name, deleted with it` : 'nothing'}): its CA is not used; this mesh makes its own once that Secret is gone`,
+      );
+    return fromData(secret?.data);
+  };
   if (!likelyNew) {
-    const existing = fromData(await api.read(mesh.namespace, name));
+    const existing = ours(await api.read(mesh.namespace, name));
     if (existing) return existing;
   }
   const made = await createCa(mesh);
@@ -131,19 +165,19 @@ export async function ensureMeshCa(
     // Not read first, a create refused at admission (a quota on Secrets, a policy) may be for one
     // that exists: the CA there is taken, the refusal thrown only when there is none.
     if (!likelyNew || (error as { code?: number }).code !== 403) throw error;
-    const there = fromData(await api.read(mesh.namespace, name));
+    const there = ours(await api.read(mesh.namespace, name));
     if (there) return there;
     throw error;
   }
   if (created) return { ...made, trustPem: made.certPem };
-  const winner = fromData(await api.read(mesh.namespace, name));
+  const winner = ours(await api.read(mesh.namespace, name));
   if (!winner) throw new Error(`Secret ${mesh.namespace}/${name} exists but holds no CA`);
   return winner;
 }
 
 /** The mesh's CA, to sign with; undefined when it has none yet. */
 export async function loadMeshCa(api: SecretApi, mesh: MeshRef): Promise<MeshCa | undefined> {
-  const stored = fromData(await api.read(mesh.namespace, caSecretName(mesh.name)));
+  const stored = fromData((await api.read(mesh.namespace, caSecretName(mesh.name)))?.data);
   return stored && MeshCa.load(stored);
 }
 
@@ -158,7 +192,7 @@ export async function ensureServingCertificate(
   dnsNames: readonly string[],
 ): Promise<CaMaterial> {
   const read = async () => {
-    const data = await api.read(namespace, name);
+    const data = (await api.read(namespace, name))?.data;
     const certPem = unb64(data?.['tls.crt']);
     const keyPem = unb64(data?.['tls.key']);
     return certPem && keyPem ? { certPem, keyPem } : undefined;
@@ -255,7 +289,7 @@ export async function advanceCaRotation(
   const timing = opts.timing ?? CA_ROTATION_TIMING;
   if (!api.patchData) return { ca: stored };
   const name = caSecretName(mesh.name);
-  const data = (await api.read(mesh.namespace, name)) ?? {};
+  const data = (await api.read(mesh.namespace, name))?.data ?? {};
   const state = JSON.parse(unb64(data[ROTATION_KEY]) ?? 'null') as RotationState | null;
   const patch = (changes: Record<string, string | null>) => api.patchData!(mesh.namespace, name, changes);
   if (!state) {
@@ -323,11 +357,15 @@ export function kubeSecretApi(http: {
   return {
     async read(namespace, name) {
       try {
-        const secret = await http.request<{ data?: Record<string, string> }>(
-          'GET',
-          `${path(namespace)}/${encodeURIComponent(name)}`,
-        );
-        return secret.data ?? {};
+        const secret = await http.request<{
+          data?: Record<string, string>;
+          metadata?: { ownerReferences?: { uid?: unknown }[] };
+        }>('GET', `${path(namespace)}/${encodeURIComponent(name)}`);
+        const owners = secret.metadata?.ownerReferences ?? [];
+        return {
+          data: secret.data ?? {},
+          ownerUids: owners.flatMap((o) => (typeof o.uid === 'string' ? [o.uid] : [])),
+        };
       } catch (error) {
         if ((error as { code?: number }).code === 404) return undefined;
         throw error;

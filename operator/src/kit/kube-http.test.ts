@@ -69,4 +69,38 @@ describe('KubeHttp', () => {
       server.close();
     }
   });
+
+  it('refuses an answer larger than its cap, whether its length is said or not, and goes on', async () => {
+    const server = createServer((req, res) => {
+      if (req.url === '/small') return void res.writeHead(200).end('{"ok":true}');
+      const chunked = req.url === '/chunked';
+      res.writeHead(200, chunked ? {} : { 'content-length': 4096 });
+      res.end(`"${'x'.repeat(4094)}"`);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [
+        {
+          name: 'c',
+          server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+          skipTLSVerify: true,
+        },
+      ],
+      users: [{ name: 'u' }],
+      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+      currentContext: 'x',
+    });
+    const http = new KubeHttp(kc, { maxAnswerBytes: 1024 });
+    try {
+      for (const path of ['/said', '/chunked'])
+        await assert.rejects(http.request('GET', path), /the answer is larger than 1024 bytes/, path);
+      assert.deepEqual(await http.request('GET', '/small'), { ok: true });
+    } finally {
+      await http.close();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
 });

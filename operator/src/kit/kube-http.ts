@@ -15,6 +15,13 @@ export class KubeApiError extends Error {
 }
 
 /**
+ * The largest answer read: the requests here are for single objects, which etcd keeps under 1.5 MiB
+ * (its default request limit), so 16 MiB leaves room for their JSON and managed fields while a
+ * proxy or server that sends without end cannot fill the operator's memory.
+ */
+export const MAX_ANSWER_BYTES = 16 * 2 ** 20;
+
+/**
  * Raw JSON requests to the API server over one pooled, keep-alive connection set, with the
  * kubeconfig's credentials. For the reconcile hot path (server-side apply, status): client-node
  * 2.0 builds a new HTTP agent, hence a new connection (and TLS handshake), for every request, and
@@ -23,6 +30,7 @@ export class KubeApiError extends Error {
  * Headers, a web stream per body) took a tenth of the operator's CPU in a burst of new meshes
  * (docs/benchmarks.md, operator). Redirects are not followed (an API server answers none; fetch
  * followed them): a 3xx is a KubeApiError like any answer but 2xx.
+ * An answer's body is read whole, up to MAX_ANSWER_BYTES (then the request fails, as any failure).
  * Informers stay on client-node (their connections are long-lived).
  */
 export class KubeHttp {
@@ -32,11 +40,16 @@ export class KubeHttp {
   readonly #base: string;
   #agent: Agent | undefined;
   readonly #timeoutMs: number;
+  readonly #maxAnswerBytes: number;
 
-  /** `timeoutMs`: the most a request (and its answer's body) may take; then it fails, and is retried as any failure. */
-  constructor(kc: KubeConfig, opts: { timeoutMs?: number } = {}) {
+  /**
+   * `timeoutMs`: the most a request (and its answer's body) may take; then it fails, and is retried
+   * as any failure. `maxAnswerBytes`: the largest body read (MAX_ANSWER_BYTES).
+   */
+  constructor(kc: KubeConfig, opts: { timeoutMs?: number; maxAnswerBytes?: number } = {}) {
     this.#kc = kc;
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#maxAnswerBytes = opts.maxAnswerBytes ?? MAX_ANSWER_BYTES;
     const server = kc.getCurrentCluster()?.server;
     if (!server) throw new Error('the kubeconfig names no cluster server');
     const url = new URL(server);
@@ -62,6 +75,7 @@ export class KubeHttp {
     } = {};
     await this.#kc.applyToHTTPSOptions(opts);
     this.#agent ??= new Agent({
+      maxResponseSize: this.#maxAnswerBytes,
       connect: {
         ...(opts.ca ? { ca: opts.ca } : {}),
         ...(opts.cert ? { cert: opts.cert } : {}),
@@ -92,6 +106,10 @@ export class KubeHttp {
     } catch (error) {
       if (signal.aborted)
         throw new Error(`${method} ${path}: no answer within ${this.#timeoutMs} ms`, { cause: error });
+      if ((error as { code?: string }).code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE')
+        throw new Error(`${method} ${path}: the answer is larger than ${this.#maxAnswerBytes} bytes`, {
+          cause: error,
+        });
       throw error;
     }
     let parsed: unknown;

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { SecretApi } from '../identity/ca-store.ts';
+import { SecretConflictError, type SecretApi } from '../identity/ca-store.ts';
 import {
   EXPIRES_ANNOTATION,
   ensureMeshNatsCredentials,
   ensureNatsAuth,
   type KubeRequests,
-  SecretConflictError,
 } from './nats-auth-store.ts';
 import { createNatsAuthKeys } from './nats-auth.ts';
 
@@ -32,7 +31,10 @@ function fakeApi() {
   };
   const secrets = new Map<string, Record<string, string>>();
   const secretApi: SecretApi = {
-    read: (namespace, name) => Promise.resolve(secrets.get(`${namespace}/${name}`)),
+    read: (namespace, name) => {
+      const data = secrets.get(`${namespace}/${name}`);
+      return Promise.resolve(data && { data, ownerUids: [] });
+    },
     create: (secret) => {
       const key = `${secret.metadata.namespace}/${secret.metadata.name}`;
       if (secrets.has(key)) return Promise.resolve(false);

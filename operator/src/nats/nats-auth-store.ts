@@ -1,4 +1,4 @@
-import type { SecretApi } from '../identity/ca-store.ts';
+import { SecretConflictError, type SecretApi } from '../identity/ca-store.ts';
 import {
   checkNatsAuthKeys,
   createNatsAuthKeys,
@@ -71,7 +71,7 @@ export async function ensureNatsAuth(
 ): Promise<{ keys: NatsAuthKeys; rewritten: boolean }> {
   const secretName = `${name}-keys`;
   const read = async () => {
-    const data = await secrets.read(namespace, secretName);
+    const data = (await secrets.read(namespace, secretName))?.data;
     return (
       data &&
       checkNatsAuthKeys({
@@ -110,11 +110,6 @@ export async function ensureNatsAuth(
 
 /** A mesh's NATS credentials Secret: `edgemesh-<mesh>-nats` in the mesh's namespace. */
 export const meshNatsSecretName = (mesh: string) => `edgemesh-${mesh}-nats`;
-
-/** The Secret `edgemesh-<mesh>-nats` exists and is not this mesh's: the operator leaves it alone. */
-export class SecretConflictError extends Error {
-  override name = 'SecretConflictError';
-}
 
 /** The account that signed a mesh's credentials: credentials of another one (keys made again) are made again. */
 export const ACCOUNT_ANNOTATION = 'edgemesh.p2p.dev/nats-account';

@@ -18,7 +18,7 @@ import {
 } from './desired.ts';
 import type { ControlPlanePresence, FiguresCollector, NatsAuth } from '../figures.ts';
 import { type Blocker, computeStatus } from './status.ts';
-import { SecretConflictError } from '../nats/nats-auth-store.ts';
+import { SecretConflictError } from '../identity/ca-store.ts';
 import { type AgentImageDefaults, agentImage, isBlocker } from './agent-image.ts';
 
 /** What the reconciler reads and writes; the real one is client-node (controller.ts), tests may fake it. */
@@ -125,7 +125,10 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
       try {
         trust = await deps.meshTrust(mesh);
       } catch (error) {
-        blocker = forbidden(mesh)(error);
+        blocker =
+          error instanceof SecretConflictError
+            ? { reason: 'SecretConflict', message: error.message }
+            : forbidden(mesh)(error);
       }
     } else
       blocker = {
