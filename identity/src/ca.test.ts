@@ -89,6 +89,11 @@ describe('the mesh CA', () => {
       assert.ok(await cert.verify({ signatureOnly: true }), 'self-signed by its key');
       const node = new X509Certificate(made.certPem);
       assert.ok(node.ca && node.checkIssued(node) && node.verify(node.publicKey), 'and Node agrees');
+      // What it says of its validity is what the certificate says (the operator reads no certificate it just made).
+      assert.deepEqual(
+        { validFromMs: made.validFromMs, validToMs: made.validToMs },
+        { validFromMs: Date.parse(node.validFrom), validToMs: Date.parse(node.validTo) },
+      );
     }
   });
 

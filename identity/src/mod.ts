@@ -2,6 +2,7 @@
 export {
   CA_TTL_MS,
   type CaMaterial,
+  type CaValidity,
   createCa,
   createServingCertificate,
   CsrError,

@@ -327,19 +327,23 @@ export async function startOperator(
    * (a signature differs every time, and the trust ConfigMap would be rewritten at every reconcile).
    */
   const revocationLists = new Map<string, { of: string; list: MeshTrust['revocations'] }>();
-  const revocationsOf = (mesh: EdgeMesh, ca: StoredCa): MeshTrust['revocations'] => {
+  const revocationsOf = async (mesh: EdgeMesh, ca: StoredCa): Promise<MeshTrust['revocations']> => {
     const nodes = [...new Set(mesh.spec.security.revokedNodes ?? [])].sort();
     const of = JSON.stringify([ca.certPem, nodes]);
     const key = keyOf(mesh);
     const known = revocationLists.get(key);
     if (known?.of === of) return known.list;
     const issuedAtMs = Date.now();
-    const signature = cryptoSign(
-      'sha256',
-      revocationSignedBytes(meshId(mesh), nodes, issuedAtMs),
-      createPrivateKey(ca.keyPem),
-    ).toString('base64');
-    const list = { nodes, issuedAtMs, signature };
+    // Signed in the thread pool: a burst of new meshes signs one list each.
+    const signed = await new Promise<Buffer>((resolve, reject) =>
+      cryptoSign(
+        'sha256',
+        revocationSignedBytes(meshId(mesh), nodes, issuedAtMs),
+        createPrivateKey(ca.keyPem),
+        (error, signature) => (error ? reject(error) : resolve(signature)),
+      ),
+    );
+    const list = { nodes, issuedAtMs, signature: signed.toString('base64') };
     revocationLists.set(key, { of, list });
     return list;
   };
@@ -445,7 +449,7 @@ export async function startOperator(
             return {
               issuer: { url: issuer.url, certPem: issuer.certPem },
               bundlePem: ca.trustPem,
-              revocations: revocationsOf(mesh, ca),
+              revocations: await revocationsOf(mesh, ca),
               clusterTokens: await meshClusterTokens(mesh),
               caRotation: { did: rotation.did, why: rotation.why, nextStepInMs: rotation.nextStepInMs },
             };
@@ -514,19 +518,17 @@ export async function startOperator(
         throw error;
       }
     },
-    apply: (object) => {
+    apply: async (object, answer) => {
       absent.delete(objectPath(object));
-      return http.request(
-        'PATCH',
-        `${objectPath(object)}?fieldManager=${FIELD_MANAGER}&force=true`,
-        object,
-        'application/apply-patch+yaml',
-      );
+      const path = `${objectPath(object)}?fieldManager=${FIELD_MANAGER}&force=true`;
+      if (answer) return http.request('PATCH', path, object, 'application/apply-patch+yaml');
+      await http.send('PATCH', path, object, 'application/apply-patch+yaml');
+      return undefined;
     },
     remove: async (object) => {
       const path = objectPath(object);
       if (absent.has(path)) return;
-      await http.request('DELETE', path).catch((error: unknown) => {
+      await http.send('DELETE', path).catch((error: unknown) => {
         if ((error as { code?: number }).code !== 404) throw error;
       });
       absent.add(path);
@@ -539,12 +541,12 @@ export async function startOperator(
       });
       // Keys the new status drops are sent as null: a merge patch would keep them otherwise.
       const patch = { status: mergePatchFrom(mesh.status ?? {}, status) };
-      await http.request('PATCH', `${path}/status`, patch, 'application/merge-patch+json');
+      await http.send('PATCH', `${path}/status`, patch, 'application/merge-patch+json');
     },
     event: async (mesh, type, reason, note) => {
       const now = new Date();
       await http
-        .request('POST', `/apis/events.k8s.io/v1/namespaces/${mesh.metadata.namespace}/events`, {
+        .send('POST', `/apis/events.k8s.io/v1/namespaces/${mesh.metadata.namespace}/events`, {
           apiVersion: 'events.k8s.io/v1',
           kind: 'Event',
           metadata: {

@@ -45,19 +45,28 @@ export class Informer<T extends KubernetesObject> {
   #restart: NodeJS.Timeout | undefined;
   #resync: NodeJS.Timeout | undefined;
   #onSynced: (() => void)[] = [];
+  /**
+   * list()'s answer, until the cache changes (every change is delivered as an event): a burst of
+   * reconciles read all the Nodes once each, a copy of a thousand every time.
+   */
+  #listed: readonly T[] | undefined;
 
   constructor(opts: InformerOptions<T>) {
     this.#opts = opts;
     this.#informer = makeInformer<T>(opts.kc, opts.path, opts.list, opts.labelSelector);
     const deliver = (verb: Verb) => (object: T) => {
       this.#failures = 0;
+      this.#listed = undefined;
       opts.onChange(object, verb);
     };
     this.#informer.on(ADD, deliver('add'));
     this.#informer.on(UPDATE, deliver('update'));
     this.#informer.on(DELETE, deliver('delete'));
-    this.#informer.on(CONNECT, () => undefined);
-    this.#informer.on(ERROR, (error: unknown) => this.#failed(error));
+    this.#informer.on(CONNECT, () => (this.#listed = undefined));
+    this.#informer.on(ERROR, (error: unknown) => {
+      this.#listed = undefined;
+      this.#failed(error);
+    });
   }
 
   get synced(): boolean {
@@ -140,8 +149,10 @@ export class Informer<T extends KubernetesObject> {
     this.#restart.unref();
   }
 
+  /** The objects in the cache; without a namespace the same array until the cache changes. */
   list(namespace?: string): readonly T[] {
-    return this.#informer.list(namespace);
+    if (namespace !== undefined) return this.#informer.list(namespace);
+    return (this.#listed ??= this.#informer.list());
   }
 
   get(name: string, namespace?: string): T | undefined {

@@ -103,4 +103,48 @@ describe('KubeHttp', () => {
       server.close();
     }
   });
+
+  it('send lets a 2xx answer go unread on the same connection, and reads a failure for its message', async () => {
+    let connections = 0;
+    const server = createServer((req, res) => {
+      if (req.url === '/gone')
+        return void res.writeHead(404).end('{"kind":"Status","message":"secrets \\"x\\" not found"}');
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ big: 'x'.repeat(100_000) }));
+    });
+    server.on('connection', () => connections++);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [
+        {
+          name: 'c',
+          server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+          skipTLSVerify: true,
+        },
+      ],
+      users: [{ name: 'u' }],
+      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+      currentContext: 'x',
+    });
+    const http = new KubeHttp(kc);
+    try {
+      for (let i = 0; i < 3; i++) assert.equal(await http.send('PATCH', '/applied', { a: i }), undefined);
+      await assert.rejects(
+        http.send('DELETE', '/gone'),
+        (e: KubeApiError) => e.code === 404 && /secrets "x" not found/.test(e.message),
+      );
+      assert.equal((await http.request<{ big: string }>('GET', '/read')).big.length, 100_000);
+      assert.ok(
+        connections <= 2,
+        `kept connections, each answer read to its end (${connections} for 5 requests)`,
+      );
+    } finally {
+      await http.close();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
 });

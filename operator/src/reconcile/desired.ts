@@ -56,8 +56,32 @@ function matchesSelector(labels: Record<string, string> | undefined, selector: [
   return true;
 }
 
-/** The nodes `spec` selects, with their zone, region and capacity weight. */
-export function selectNodes(spec: EdgeMeshSpec, nodes: readonly V1Node[]): Map<string, NodePlace> {
+/**
+ * Selections made from each list of Nodes, by what of a spec they depend on: the informer hands out
+ * one array until a Node changes (kit/informer.ts), and meshes mostly select alike, so a burst of
+ * reconciles selects once per selector, not once per mesh over every Node.
+ */
+const selections = new WeakMap<readonly V1Node[], Map<string, ReadonlyMap<string, NodePlace>>>();
+
+/**
+ * The nodes `spec` selects, with their zone, region and capacity weight. The map may be shared
+ * with other meshes that select alike: read only.
+ */
+export function selectNodes(spec: EdgeMeshSpec, nodes: readonly V1Node[]): ReadonlyMap<string, NodePlace> {
+  const key = JSON.stringify([
+    spec.nodeSelector ?? null,
+    spec.capacity ?? null,
+    spec.topology.zoneLabel,
+    spec.topology.regionLabel,
+  ]);
+  let made = selections.get(nodes);
+  if (!made) selections.set(nodes, (made = new Map()));
+  let selected = made.get(key);
+  if (!selected) made.set(key, (selected = select(spec, nodes)));
+  return selected;
+}
+
+function select(spec: EdgeMeshSpec, nodes: readonly V1Node[]): ReadonlyMap<string, NodePlace> {
   // The selectors' entries taken once, not per node: a burst of meshes over many nodes made this
   // loop one of the operator's larger costs.
   const wanted = Object.entries(spec.nodeSelector ?? {});
@@ -389,7 +413,7 @@ export const CACHE_OWNER_SCRIPT =
  */
 export function desiredChildren(
   mesh: EdgeMesh,
-  nodes: Map<string, NodePlace>,
+  nodes: ReadonlyMap<string, NodePlace>,
   { image, trust, nats, priorityClassName, scrapeNamespaces = [] }: ChildrenOptions,
 ): KubeObject[] {
   const { spec } = mesh;

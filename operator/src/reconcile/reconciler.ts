@@ -28,8 +28,11 @@ export interface ReconcileDeps {
   nodes(): readonly V1Node[];
   /** A Secret's labels ({} when it has none); undefined when it does not exist. */
   secretLabels(namespace: string, name: string): Promise<Record<string, string> | undefined>;
-  /** Server-side apply with the operator's field manager; returns the object as stored. */
-  apply(object: KubeObject): Promise<KubeObject>;
+  /**
+   * Server-side apply with the operator's field manager; with `answer`, returns the object as
+   * stored (otherwise the answer is not read: undefined).
+   */
+  apply(object: KubeObject, answer: boolean): Promise<KubeObject | undefined>;
   /** Deletes an object the operator made earlier and the spec no longer wants; one already gone is no error. */
   remove(object: Pick<KubeObject, 'apiVersion' | 'kind' | 'metadata'>): Promise<void>;
   writeStatus(mesh: EdgeMesh, status: EdgeMesh['status']): Promise<void>;
@@ -163,7 +166,10 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
       priorityClassName: deps.agentPriorityClass,
       scrapeNamespaces: deps.scrapeNamespaces,
     });
-    const outcomes = await Promise.allSettled(children.map((child) => deps.apply(child)));
+    // Only the DaemonSet's answer is read (its status); the others' are let go unparsed.
+    const outcomes = await Promise.allSettled(
+      children.map((child) => deps.apply(child, child.kind === 'DaemonSet')),
+    );
     blocker = refusedApply(children, outcomes);
     const daemonSet = outcomes[children.findIndex((c) => c.kind === 'DaemonSet')];
     if (daemonSet?.status === 'fulfilled') applied = daemonSet.value;
@@ -366,7 +372,7 @@ async function report(
   deps: ReconcileDeps,
   mesh: EdgeMesh,
   blocker: Blocker | undefined,
-  nodes: Map<string, NodePlace>,
+  nodes: ReadonlyMap<string, NodePlace>,
   applied?: V1DaemonSet,
 ): Promise<ControlPlanePresence | undefined> {
   const now = deps.now?.() ?? new Date();

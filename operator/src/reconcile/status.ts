@@ -43,7 +43,7 @@ const FIGURE_FIELDS = [
 export interface StatusInputs {
   mesh: EdgeMesh;
   /** The nodes it selects. */
-  nodes: Map<string, NodePlace>;
+  nodes: ReadonlyMap<string, NodePlace>;
   daemonSet: V1DaemonSet | undefined;
   blocker: Blocker | undefined;
   now: Date;
