@@ -1,7 +1,7 @@
 # EdgeMesh: one image, two entry points.
 #   agent (the default):  docker run IMAGE --node-id n1 --zone z1 --region r1 --http.host 0.0.0.0
 #                           --store.dir /tmp/em --security.mtls false --access.anonymous all   (a lone lab agent; docs/deploy.md)
-#   operator:             command [node, --max-semi-space-size=2, dist/operator.mjs] (the chart does this)
+#   operator:             command [node, --max-semi-space-size=8, dist/operator.mjs] (the chart does this)
 # Build:  docker build -t edgemesh:dev .
 #         (labels: --build-arg VERSION=1.2.3 --build-arg REVISION=$(git rev-parse HEAD) --build-arg SOURCE=https://...)
 # Behind a TLS-intercepting proxy, give npm that proxy's CA (used in the build stage only):

@@ -243,7 +243,7 @@ describe('the chart’s values', () => {
     const container = pod.spec.containers[0]!;
     assert.deepEqual(container.command, [
       'node',
-      '--max-semi-space-size=2',
+      '--max-semi-space-size=8',
       '--max-old-space-size=256',
       'dist/operator.mjs',
     ]);
