@@ -173,7 +173,7 @@ export async function startOperator(
       tls,
       api: kubeIssuanceApi(http),
       meshCa: (mesh) => loadMeshCa(secrets, mesh),
-      revoked: async (mesh) => {
+      mesh: async (mesh) => {
         const found = await http.request<EdgeMesh>(
           'GET',
           objectPath({
@@ -182,7 +182,7 @@ export async function startOperator(
             metadata: { namespace: mesh.namespace, name: mesh.name },
           }),
         );
-        return found.spec?.security?.revokedNodes ?? [];
+        return { uid: found.metadata?.uid, revokedNodes: found.spec?.security?.revokedNodes ?? [] };
       },
       logger,
       onOutcome: (outcome) => metrics.recordIssuance(outcome),

@@ -27,13 +27,19 @@ export class ChunkLedger<K extends string = string> {
   /** Bytes of the chunks of at most #smallAtMost bytes, those leaving included. */
   #smallBytes = 0;
   readonly #smallAtMost: number;
+  /** How a chunk is named in an error (the store's keys are bytes: their hex). */
+  readonly #name: (key: K) => string;
   /** Small chunks forgotten whose row's delete has not ended (removed()), with their sizes. */
   readonly #leaving = new Map<K, number>();
   #drops = 0;
 
-  /** `smallAtMost`: chunks of at most this many bytes are also counted apart (smallBytes). */
-  constructor(smallAtMost = 0) {
+  /**
+   * `smallAtMost`: chunks of at most this many bytes are also counted apart (smallBytes). `name`:
+   * how an error names a chunk.
+   */
+  constructor(smallAtMost = 0, name: (key: K) => string = String) {
     this.#smallAtMost = smallAtMost;
+    this.#name = name;
   }
 
   /** How many chunks were dropped (found damaged) so far. */
@@ -154,7 +160,7 @@ export class ChunkLedger<K extends string = string> {
   take(digests: readonly K[] | K): void {
     for (const digest of distinct(digests)) {
       const chunk = this.#chunks.get(digest);
-      if (chunk === undefined) throw new Error(`chunk ${digest} is not stored`);
+      if (chunk === undefined) throw new Error(`chunk ${this.#name(digest)} is not stored`);
       this.#chunks.set(digest, chunk + REF);
     }
   }

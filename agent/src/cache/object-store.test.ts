@@ -21,6 +21,7 @@ import {
   IncompleteBodyError,
   InsufficientStorageError,
   IntegrityError,
+  ObjectNotFoundError,
   ObjectPurgedError,
   ObjectTooLargeError,
   StaleVersionError,
@@ -481,6 +482,34 @@ describe('ObjectStore', () => {
     assert.ok(store.hotChunk(m.chunks[0]!), 'still there after the scrub');
   });
 
+  it('finds no chunk by a name that is not its digest in lower-case hex, and drops nothing for it', async () => {
+    const store = await open();
+    const small = Buffer.from('small'); // kept in the database
+    const large = randomBytes(200_000); // kept as a file
+    await store.put('small', pieces(small), { size: small.length });
+    await store.put('large', pieces(large), { size: large.length });
+    for (const body of [small, large]) {
+      const digest = digestOf(body);
+      const key = Buffer.from(digest, 'hex').toString('latin1');
+      for (const name of [
+        digest.toUpperCase(),
+        digest.slice(1),
+        `${digest}0`,
+        key,
+        `${digest.slice(0, 63)}\0`,
+        '',
+      ]) {
+        assert.equal(store.has(name), false, name);
+        await assert.rejects(store.readChunk(name), ObjectNotFoundError, name);
+        await assert.rejects(store.chunkToSend(name), ObjectNotFoundError, name);
+      }
+      assert.equal(store.has(digest), true);
+    }
+    assert.deepEqual(corrupt, [], 'nothing called damaged');
+    assert.deepEqual(await readAll(store, 'small'), small);
+    assert.deepEqual(await readAll(store, 'large'), large);
+  });
+
   it('recovers from a crash: drops damaged, partial and orphaned files, and scrub finds silent rot', async () => {
     const store = await open();
     const good = randomBytes(5 * MiB);
@@ -510,6 +539,9 @@ describe('ObjectStore', () => {
         Buffer.from(digestOf(Buffer.from('orphan')), 'hex'),
         Buffer.from('orphan'),
       );
+      // Chunk rows that name no chunk (a damaged page, an edit): removed, never a crash.
+      for (const digest of [Buffer.alloc(31, 7), Buffer.alloc(0), 'abc'])
+        db.prepare('INSERT INTO chunks (digest, data) VALUES (?, ?)').run(digest, Buffer.from('x'));
     });
 
     const reopened = await open();
@@ -532,7 +564,7 @@ describe('ObjectStore', () => {
       ),
       ['good'],
     );
-    assert.equal(rowsIn('chunks'), 0, 'the orphan is gone');
+    assert.equal(rowsIn('chunks'), 0, 'the orphan and the rows that name no chunk are gone');
     assert.equal(reopened.stats().chunkBytes, good.length);
   });
 

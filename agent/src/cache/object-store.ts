@@ -195,7 +195,11 @@ interface ObjectEntry extends SieveNode<ObjectEntry> {
 
 /** Chunks held for a write in progress (an upload or a fetch from peers) until it commits or aborts. */
 export class ChunkLease {
-  readonly digests = new Set<string>();
+  /**
+   * The chunks it holds, by digest (hex), with the key the store made for each as it stored it: the
+   * commit indexes that same string, so a chunk written here costs one key, not two.
+   */
+  readonly digests = new Map<string, ChunkKey>();
   /** Chunks on their way in: a second add of the same chunk waits for the first (one reference). */
   readonly adding = new Map<string, Promise<void>>();
   readonly release: () => void;
@@ -226,7 +230,7 @@ export class ObjectStore {
   readonly #hot: HotTier;
   readonly #objects = new Map<string, ObjectEntry>();
   /** Who holds each chunk (objects, leases, readers) and which are being written: chunk-ledger.ts. */
-  readonly #ledger = new ChunkLedger<ChunkKey>(PACKED_CHUNK_BYTES);
+  readonly #ledger = new ChunkLedger<ChunkKey>(PACKED_CHUNK_BYTES, digestHex);
   /** Open readers per object (openRead): a pinned object is not evicted. */
   readonly #pins = new Map<ObjectEntry, number>();
   /** Manifests read lately, by key (RECENT_MANIFESTS, oldest first), and their digests' count. */
@@ -481,7 +485,7 @@ export class ObjectStore {
     const lease: ChunkLease = new ChunkLease(() => {
       if (lease.released) return;
       lease.markReleased();
-      this.#releaseChunks([...lease.digests].map(chunkKey));
+      this.#releaseChunks([...lease.digests.values()]);
     });
     return lease;
   }
@@ -595,16 +599,20 @@ export class ObjectStore {
    * meanwhile, or a tombstone recorded meanwhile, counts.
    */
   async commit(lease: ChunkLease, fields: CommitFields): Promise<Manifest> {
+    const ids: ChunkKey[] = [];
     for (const digest of fields.chunks) {
-      if (!lease.digests.has(digest)) throw new Error(`commit: chunk ${digest} is not held by the lease`);
+      const id = lease.digests.get(digest);
+      if (id === undefined) throw new Error(`commit: chunk ${digest} is not held by the lease`);
       // Found damaged since this write stored it (a reader of another object with the same chunk).
-      if (!this.#ledger.has(chunkKey(digest))) throw new IntegrityError(digest, 'local disk');
+      if (!this.#ledger.has(id)) throw new IntegrityError(digest, 'local disk');
+      ids.push(id);
     }
+    const lostOf = () => fields.chunks.find((_, index) => !this.#ledger.has(ids[index]!));
     let manifest: Manifest | undefined;
     await this.#manifestOp(fields.key, async () => {
       // Again in the key's turn: a chunk found damaged (or let go by a lease) while this commit
       // waited fails it before its row replaces the version held.
-      const missing = fields.chunks.find((digest) => !this.#ledger.has(chunkKey(digest)));
+      const missing = lostOf();
       if (missing !== undefined) throw new IntegrityError(missing, 'local disk');
       const current = this.#entry(fields.key);
       // What the key holds now: put back if this write is undone after its row committed.
@@ -615,13 +623,13 @@ export class ObjectStore {
       this.#committing.add(version.key);
       try {
         await this.#makingRoom(0, () => this.#db.writeManifest(version));
-        const lost = version.chunks.find((digest) => !this.#ledger.has(chunkKey(digest)));
+        const lost = lostOf();
         if (lost !== undefined) {
           await this.#undoCommit(version.key, previous);
           throw new IntegrityError(lost, 'local disk');
         }
         if (this.#objects.has(version.key)) this.#drop(version.key, 'replaced', false);
-        this.#index(version.key, chunkKeys(version.chunks), rowBytes, version.expiresAtMs);
+        this.#index(version.key, ids.length === 1 ? ids[0]! : ids, rowBytes, version.expiresAtMs);
         this.#remember(version);
       } finally {
         this.#committing.delete(version.key);
@@ -903,7 +911,7 @@ export class ObjectStore {
     // Found damaged and dropped while this write waited: stored afresh.
     if (!this.#ledger.has(id)) return this.#storeChunk(lease, digest, data, placement);
     this.#ledger.take(id);
-    lease.digests.add(digest);
+    lease.digests.set(digest, id);
     if (placement !== 'none') this.#hot.set(digest, data, placement === 'cold');
   }
 
@@ -1379,7 +1387,8 @@ export class ObjectStore {
         this.#background(error); // everything pinned: the next write evicts
       }
     }
-    this.#sweeping = this.#sweepOrphans();
+    // Never rejects: what it cannot do is said, and the next start tries again.
+    this.#sweeping = this.#sweepOrphans().catch((error: unknown) => this.#background(error));
     for (const id of damaged) {
       if (!ledger.has(id) || ledger.verified(id)) continue; // gone, or stored again since
       await this.#verifyOnDisk(id).catch((error: unknown) => this.#background(error));
@@ -1393,15 +1402,19 @@ export class ObjectStore {
   async #sweepOrphans(): Promise<void> {
     let after = 0;
     while (!this.#closed) {
-      let page: { digests: string[]; last: number };
+      let page: { digests: string[]; last: number; damaged: number };
       try {
         page = this.#db.chunkPage(after, ORPHAN_PAGE);
       } catch (error) {
         this.#background(error); // the next start tries again
         return;
       }
-      if (page.digests.length === 0) return;
+      if (page.last === after) return;
       after = page.last;
+      if (page.damaged > 0)
+        this.#background(
+          new Error(`${page.damaged} chunk rows in the store's database name no chunk (damaged): removed`),
+        );
       for (const digest of page.digests) {
         const id = chunkKey(digest);
         if (this.#unheld(id)) this.#removeChunk(id);

@@ -234,6 +234,7 @@ export class StoreDb {
     getManifest: StatementSync;
     getIndexRow: StatementSync;
     chunkPage: StatementSync;
+    deleteChunkRow: StatementSync;
     pageCount: StatementSync;
     freePages: StatementSync;
   };
@@ -277,8 +278,9 @@ export class StoreDb {
       getManifest: db.prepare(`SELECT ${MANIFEST_COLUMNS} FROM manifests WHERE key = ?`),
       getIndexRow: db.prepare(`SELECT ${INDEX_COLUMNS} FROM manifests WHERE key = ?`),
       chunkPage: db.prepare(
-        'SELECT rowid, lower(hex(digest)) FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?',
+        "SELECT rowid, lower(hex(digest)), typeof(digest) = 'blob' FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?",
       ),
+      deleteChunkRow: db.prepare('DELETE FROM chunks WHERE rowid = ?'),
       pageCount: db.prepare('PRAGMA page_count'),
       freePages: db.prepare('PRAGMA freelist_count'),
     };
@@ -517,9 +519,22 @@ export class StoreDb {
    * Up to `limit` digests of the chunks stored here, after row `after` (0: from the start), in the
    * order rows were made, with the last one's row id: for a pass that pages through them.
    */
-  chunkPage(after: number, limit: number): { digests: string[]; last: number } {
-    const rows = this.#statements.chunkPage.all(after, limit) as unknown as [number, string][];
-    return { digests: rows.map((row) => row[1]), last: rows.at(-1)?.[0] ?? after };
+  chunkPage(after: number, limit: number): { digests: string[]; last: number; damaged: number } {
+    const rows = this.#statements.chunkPage.all(after, limit) as unknown as [number, string, number][];
+    const digests: string[] = [];
+    let damaged = 0;
+    for (const [rowid, hex, isBlob] of rows) {
+      if (isBlob === 1 && hex.length === 64) {
+        digests.push(hex);
+        continue;
+      }
+      // Not a digest (a damaged page, an edit): no chunk can be read by it. Its row goes.
+      damaged++;
+      this.#enqueue(() => this.#statements.deleteChunkRow.run(rowid), DELETE_BYTES, true).catch(() => {
+        // Found again at the next start.
+      });
+    }
+    return { digests, last: rows.at(-1)?.[0] ?? after, damaged };
   }
 
   writeManifest(manifest: Manifest): Promise<void> {
@@ -764,7 +779,6 @@ export class StoreDb {
   }
 }
 
-/** Digests written one after the other in hex, one by one. */
 /** The keys of the digests in `hex` (SQLite's lower(hex()) of a chunk list). */
 function splitKeys(hex: string): ChunkKey[] {
   const keys: ChunkKey[] = [];
@@ -772,6 +786,7 @@ function splitKeys(hex: string): ChunkKey[] {
   return keys;
 }
 
+/** Digests written one after the other in hex, one by one. */
 function splitDigests(hex: string): string[] {
   const digests: string[] = [];
   for (let i = 0; i < hex.length; i += 64) digests.push(hex.slice(i, i + 64));

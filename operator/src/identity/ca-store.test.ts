@@ -5,6 +5,7 @@ import { createCa, readPemBundle } from '@edgemesh/identity';
 import {
   advanceCaRotation,
   ensureMeshCa,
+  loadMeshCa,
   readingOnce,
   SecretConflictError,
   type SecretApi,
@@ -139,7 +140,7 @@ describe('mesh CA rotation steps', () => {
         ensureMeshCa(readingOnce(api), OWNER, {}, { likelyNew }),
         (error: Error) =>
           error instanceof SecretConflictError &&
-          /not this mesh's \(owned by uid earlier/.test(error.message),
+          /belongs to another object \(uid earlier;/.test(error.message),
         `likelyNew ${likelyNew}: adopted, it would be deleted under the new mesh`,
       );
     // Refused at admission, and the Secret there is not its own: the conflict, not the earlier CA.
@@ -151,10 +152,44 @@ describe('mesh CA rotation steps', () => {
       ensureMeshCa(readingOnce(refusing), OWNER, {}, { likelyNew: true }),
       SecretConflictError,
     );
+    // The issuance endpoint, told the mesh's uid, signs with no CA but the mesh's.
+    assert.equal(await loadMeshCa(api, OWNER), undefined);
+    assert.ok(await loadMeshCa(api, { ...OWNER, uid: 'earlier' }));
     api.delete('edgemesh-cdn-ca'); // collected
     const own = await ensureMeshCa(readingOnce(api), OWNER, {}, { likelyNew: true });
     assert.notEqual(own.certPem, earlier.certPem, 'a CA of its own');
     assert.equal((await api.read('shop', 'edgemesh-cdn-ca'))?.ownerUids[0], OWNER.uid);
+    assert.equal((await loadMeshCa(api, OWNER))?.certPem, own.certPem);
+  });
+
+  it('takes a CA Secret nobody owns (a mesh deleted with --cascade=orphan, made again), and keeps a conflict message short', async () => {
+    const api = memorySecrets();
+    const kept = await ensureMeshCa(api, { ...OWNER, uid: 'earlier' }, {});
+    const orphaned = memorySecrets();
+    await orphaned.create({
+      metadata: { namespace: 'shop', name: 'edgemesh-cdn-ca' },
+      type: 'Opaque',
+      data: api.data(),
+    });
+    for (const likelyNew of [false, true])
+      assert.equal(
+        (await ensureMeshCa(readingOnce(orphaned), OWNER, {}, { likelyNew })).certPem,
+        kept.certPem,
+        `likelyNew ${likelyNew}`,
+      );
+    assert.equal((await loadMeshCa(orphaned, OWNER))?.certPem, kept.certPem);
+    // Owners are whatever the Secret's maker wrote: the message names a few, cut short.
+    const crowded = memorySecrets();
+    await crowded.create({
+      metadata: {
+        namespace: 'shop',
+        name: 'edgemesh-cdn-ca',
+        ownerReferences: Array.from({ length: 500 }, (_, i) => ({ uid: `${i}`.repeat(300) })),
+      },
+      type: 'Opaque',
+      data: api.data(),
+    });
+    await assert.rejects(ensureMeshCa(crowded, OWNER, {}), (error: Error) => error.message.length < 600);
   });
 
   it('trusts the next CA before it signs, waits for the agents’ ConfigMap to carry it, and keeps the old one to check what it signed', async () => {

@@ -116,10 +116,21 @@ function fromData(data: Record<string, string> | undefined): StoredCa | undefine
 }
 
 /**
+ * Whether a mesh whose uid is `uid` may take the CA `secret` holds: one it owns, or one nobody owns
+ * (left by `kubectl delete --cascade=orphan`, or made by hand). One owned only by others is an
+ * earlier mesh's of the same name, which the garbage collector deletes with it. (Owner references
+ * prove nothing: whoever may create Secrets in the namespace writes any; see docs/security.md.)
+ */
+function mayTake(secret: StoredSecret, uid: string): boolean {
+  return secret.ownerUids.length === 0 || secret.ownerUids.includes(uid);
+}
+
+/**
  * Makes the mesh's CA when it has none (create, never overwrite: a second replica or a retry that
  * loses the race reads the winner's), and returns it. The Secret is owned by the mesh, so it goes
- * when the mesh does; one of that name the mesh does not own is a SecretConflictError (an earlier
- * mesh of the same name: its CA would be adopted, then deleted with it by the garbage collector).
+ * when the mesh does; one of that name owned by others only is a SecretConflictError (an earlier
+ * mesh of the same name: its CA would be adopted, then deleted with it by the garbage collector);
+ * one nobody owns is taken as it is (mayTake).
  * `likelyNew` (a mesh no operator has written a status for): the create is tried without reading
  * first, which spares a new mesh a request; a CA that exists after all is read then, at the cost of
  * a key pair made for nothing.
@@ -131,12 +142,15 @@ export async function ensureMeshCa(
   { likelyNew = false }: { likelyNew?: boolean } = {},
 ): Promise<StoredCa> {
   const name = caSecretName(mesh.name);
-  /** The CA the Secret holds, if the mesh owns it. */
+  /** The CA the Secret holds, if the mesh may take it. */
   const ours = (secret: StoredSecret | undefined): StoredCa | undefined => {
-    if (secret && !secret.ownerUids.includes(mesh.uid))
+    if (secret && !mayTake(secret, mesh.uid)) {
+      // The uids are whatever the Secret's maker wrote: a few, cut short, in a condition's message.
+      const owners = secret.ownerUids.slice(0, 3).map((uid) => uid.slice(0, 64));
       throw new SecretConflictError(
-        `Secret ${mesh.namespace}/${name} exists and is not this mesh's (owned by ${secret.ownerUids.length > 0 ? `uid ${secret.ownerUids.join(', ')}: an earlier mesh of this name, deleted with it` : 'nothing'}): its CA is not used; this mesh makes its own once that Secret is gone`,
+        `Secret ${mesh.namespace}/${name} belongs to another object (uid ${owners.join(', ')}${secret.ownerUids.length > 3 ? ', ...' : ''}; a mesh of this name deleted before this one, whose Secrets the garbage collector deletes): its CA is not used, and this mesh makes its own once it is gone (or delete it)`,
       );
+    }
     return fromData(secret?.data);
   };
   if (!likelyNew) {
@@ -176,9 +190,17 @@ export async function ensureMeshCa(
   return winner;
 }
 
-/** The mesh's CA, to sign with; undefined when it has none yet. */
-export async function loadMeshCa(api: SecretApi, mesh: MeshRef): Promise<MeshCa | undefined> {
-  const stored = fromData((await api.read(mesh.namespace, caSecretName(mesh.name)))?.data);
+/**
+ * The mesh's CA, to sign with; undefined when it has none yet, or (given the mesh's uid) when the
+ * Secret is one it may not take (mayTake: an earlier mesh's of the same name).
+ */
+export async function loadMeshCa(
+  api: SecretApi,
+  mesh: MeshRef & { uid?: string | undefined },
+): Promise<MeshCa | undefined> {
+  const secret = await api.read(mesh.namespace, caSecretName(mesh.name));
+  if (secret && mesh.uid !== undefined && !mayTake(secret, mesh.uid)) return undefined;
+  const stored = fromData(secret?.data);
   return stored && MeshCa.load(stored);
 }
 
@@ -371,10 +393,12 @@ export function kubeSecretApi(http: {
           data?: Record<string, string>;
           metadata?: { ownerReferences?: { uid?: unknown }[] };
         }>('GET', `${path(namespace)}/${encodeURIComponent(name)}`);
-        const owners = secret.metadata?.ownerReferences ?? [];
+        const owners = secret.metadata?.ownerReferences;
         return {
           data: secret.data ?? {},
-          ownerUids: owners.flatMap((o) => (typeof o.uid === 'string' ? [o.uid] : [])),
+          ownerUids: (Array.isArray(owners) ? owners : []).flatMap((o) =>
+            typeof o?.uid === 'string' ? [o.uid] : [],
+          ),
         };
       } catch (error) {
         if ((error as { code?: number }).code === 404) return undefined;

@@ -38,10 +38,13 @@ export interface IssuerServerOptions {
   /** The serving certificate and key (PEM). */
   tls: { certPem: string; keyPem: string };
   api: IssuanceApi;
-  /** The mesh's CA, or undefined when the mesh has none (yet). */
-  meshCa(mesh: MeshRef): Promise<MeshCa | undefined>;
-  /** The nodes the mesh has revoked (its spec.security.revokedNodes): they get no certificate. */
-  revoked?(mesh: MeshRef): Promise<readonly string[]>;
+  /**
+   * The mesh's CA, or undefined when the mesh has none (yet); given the mesh's uid (from `mesh`),
+   * none that is not the mesh's (an earlier mesh's of the same name).
+   */
+  meshCa(mesh: MeshRef & { uid?: string | undefined }): Promise<MeshCa | undefined>;
+  /** The mesh as it stands: its uid, and the nodes it has revoked (spec.security.revokedNodes), which get no certificate. */
+  mesh?(mesh: MeshRef): Promise<{ uid?: string | undefined; revokedNodes: readonly string[] }>;
   logger: Logger;
   /** Hears each outcome ('issued', a refusal's reason, 'unavailable', 'bad-request'), for metrics. */
   onOutcome?: (outcome: string) => void;
@@ -193,11 +196,11 @@ async function handle(
     const { node: decided } = await withinDeadline(
       authorizeNode(opts.api, ref, token, typeof node === 'string' ? node : undefined),
     );
-    const revoked =
-      opts.revoked && (await withinDeadline(opts.revoked(ref)).catch(unavailableWith('reading the mesh')));
-    if (revoked?.includes(decided))
+    const standing =
+      opts.mesh && (await withinDeadline(opts.mesh(ref)).catch(unavailableWith('reading the mesh')));
+    if (standing?.revokedNodes.includes(decided))
       throw new IssuanceRefused('Revoked', `${decided} is revoked in this mesh`);
-    const ca = await withinDeadline(opts.meshCa(ref)).catch((error: unknown) => {
+    const ca = await withinDeadline(opts.meshCa({ ...ref, uid: standing?.uid })).catch((error: unknown) => {
       if (error instanceof IssuanceUnavailable) throw error;
       throw new IssuanceUnavailable(`reading the mesh CA: ${(error as Error).message}`, { cause: error });
     });

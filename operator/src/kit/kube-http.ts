@@ -30,7 +30,8 @@ export const MAX_ANSWER_BYTES = 16 * 2 ** 20;
  * Headers, a web stream per body) took a tenth of the operator's CPU in a burst of new meshes
  * (docs/benchmarks.md, operator). Redirects are not followed (an API server answers none; fetch
  * followed them): a 3xx is a KubeApiError like any answer but 2xx.
- * An answer's body is read whole, up to MAX_ANSWER_BYTES (then the request fails, as any failure).
+ * An answer's body is read whole, up to MAX_ANSWER_BYTES (then the request fails, as any failure;
+ * `send`, which reads no answer of a success, lets one past it go, the connection closed).
  * Informers stay on client-node (their connections are long-lived).
  */
 export class KubeHttp {

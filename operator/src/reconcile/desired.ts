@@ -75,7 +75,8 @@ export function selectNodes(spec: EdgeMeshSpec, nodes: readonly V1Node[]): Reado
     spec.topology.regionLabel,
   ]);
   let made = selections.get(nodes);
-  if (!made) selections.set(nodes, (made = new Map()));
+  // Bounded: spec changes that vary the key over one list (Nodes rarely changing) cannot pile up.
+  if (!made || made.size >= 256) selections.set(nodes, (made = new Map()));
   let selected = made.get(key);
   if (!selected) made.set(key, (selected = select(spec, nodes)));
   return selected;

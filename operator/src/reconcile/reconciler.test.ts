@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import type { V1DaemonSet } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { type EdgeMesh, edgeMeshSpecSchema } from '../api/edgemesh.ts';
+import { SecretConflictError } from '../identity/ca-store.ts';
 import { KubeApiError } from '../kit/kube-http.ts';
 import type { KubeObject } from './desired.ts';
 import { reconcile, type ReconcileDeps } from './reconciler.ts';
@@ -60,6 +61,26 @@ describe('a mesh in a namespace whose Secrets the operator may not touch', () =>
     const { deps } = refusingSecrets();
     deps.meshNatsCredentials = () => Promise.reject(new KubeApiError(500, {}, 'GET x'));
     await assert.rejects(reconcile('edge/cdn', deps), /500/);
+  });
+
+  it('is Degraded (SecretConflict) while its CA Secret is an earlier mesh’s, applies nothing, and is looked at again in 10 s', async () => {
+    const { deps, applied, statuses } = refusingSecrets({ security: { mtls: true } });
+    deps.secretLabels = () => Promise.resolve(undefined);
+    deps.meshNatsCredentials = () =>
+      Promise.resolve({
+        secretName: 'n',
+        auth: { id: 'x', creds: () => Buffer.alloc(0) },
+        renewInMs: 60_000,
+        tls: false,
+      });
+    deps.meshTrust = () =>
+      Promise.reject(new SecretConflictError('Secret edge/edgemesh-cdn-ca belongs to another object'));
+    const outcome = await reconcile('edge/cdn', deps);
+    assert.deepEqual(applied, [], 'nothing applied');
+    const degraded = statuses.at(-1)?.conditions?.find((c) => c.type === 'Degraded');
+    assert.equal(degraded?.reason, 'SecretConflict');
+    assert.match(degraded.message, /belongs to another object/);
+    assert.equal(outcome?.requeueAfterMs, 10_000);
   });
 });
 
