@@ -235,6 +235,8 @@ export class ObjectStore {
   readonly #pins = new Map<ObjectEntry, number>();
   /** Manifests read lately, by key (RECENT_MANIFESTS, oldest first), and their digests' count. */
   readonly #recent = new Map<string, Manifest>();
+  /** Chunk keys of manifests handed out (#keysOf), for as long as the manifest lives. */
+  readonly #manifestKeys = new WeakMap<Manifest, ChunkKey | readonly ChunkKey[]>();
   #recentDigests = 0;
   /** Keys whose new version's manifest is being committed (#manifestOf). */
   readonly #committing = new Set<string>();
@@ -350,6 +352,16 @@ export class ObjectStore {
     return entry && this.#live(entry) ? this.#manifestOf(entry) : undefined;
   }
 
+  /**
+   * The keys of a manifest's chunks, made once per manifest read (a hit pins its object's chunks:
+   * the conversion would be made at every request otherwise).
+   */
+  #keysOf(manifest: Manifest): ChunkKey | readonly ChunkKey[] {
+    let keys = this.#manifestKeys.get(manifest);
+    if (keys === undefined) this.#manifestKeys.set(manifest, (keys = chunkKeys(manifest.chunks)));
+    return keys;
+  }
+
   /** Whether `key` is held and live, without reading its manifest or counting a use. */
   holds(key: string): boolean {
     const entry = this.#entry(key);
@@ -364,7 +376,7 @@ export class ObjectStore {
     const manifest = this.lookup(key);
     if (!manifest) return undefined;
     const entry = this.#objects.get(key);
-    const chunks = chunkKeys(manifest.chunks);
+    const chunks = this.#keysOf(manifest);
     this.#ledger.take(chunks);
     if (entry) this.#pins.set(entry, (this.#pins.get(entry) ?? 0) + 1);
     let released = false;
