@@ -235,8 +235,6 @@ export class ObjectStore {
   readonly #pins = new Map<ObjectEntry, number>();
   /** Manifests read lately, by key (RECENT_MANIFESTS, oldest first), and their digests' count. */
   readonly #recent = new Map<string, Manifest>();
-  /** Chunk keys of manifests handed out (#keysOf), for as long as the manifest lives. */
-  readonly #manifestKeys = new WeakMap<Manifest, ChunkKey | readonly ChunkKey[]>();
   #recentDigests = 0;
   /** Keys whose new version's manifest is being committed (#manifestOf). */
   readonly #committing = new Set<string>();
@@ -352,16 +350,6 @@ export class ObjectStore {
     return entry && this.#live(entry) ? this.#manifestOf(entry) : undefined;
   }
 
-  /**
-   * The keys of a manifest's chunks, made once per manifest read (a hit pins its object's chunks:
-   * the conversion would be made at every request otherwise).
-   */
-  #keysOf(manifest: Manifest): ChunkKey | readonly ChunkKey[] {
-    let keys = this.#manifestKeys.get(manifest);
-    if (keys === undefined) this.#manifestKeys.set(manifest, (keys = chunkKeys(manifest.chunks)));
-    return keys;
-  }
-
   /** Whether `key` is held and live, without reading its manifest or counting a use. */
   holds(key: string): boolean {
     const entry = this.#entry(key);
@@ -376,7 +364,9 @@ export class ObjectStore {
     const manifest = this.lookup(key);
     if (!manifest) return undefined;
     const entry = this.#objects.get(key);
-    const chunks = this.#keysOf(manifest);
+    // The index's own keys for the manifest it holds (remembered only when they agree: #manifestOf,
+    // commit); a version being committed reads as its manifest says.
+    const chunks = entry && this.#recent.get(key) === manifest ? entry.chunks : chunkKeys(manifest.chunks);
     this.#ledger.take(chunks);
     if (entry) this.#pins.set(entry, (this.#pins.get(entry) ?? 0) + 1);
     let released = false;
@@ -1414,7 +1404,7 @@ export class ObjectStore {
   async #sweepOrphans(): Promise<void> {
     let after = 0;
     while (!this.#closed) {
-      let page: { digests: string[]; last: number; damaged: number };
+      let page: { digests: string[]; damaged: number[]; last: number };
       try {
         page = this.#db.chunkPage(after, ORPHAN_PAGE);
       } catch (error) {
@@ -1423,10 +1413,15 @@ export class ObjectStore {
       }
       if (page.last === after) return;
       after = page.last;
-      if (page.damaged > 0)
+      if (page.damaged.length > 0) {
         this.#background(
-          new Error(`${page.damaged} chunk rows in the store's database name no chunk (damaged): removed`),
+          new Error(
+            `${page.damaged.length} chunk rows in the store's database name no chunk (damaged): removing them`,
+          ),
         );
+        for (const rowid of page.damaged)
+          this.#db.removeChunkRow(rowid).catch((error: unknown) => this.#background(error));
+      }
       for (const digest of page.digests) {
         const id = chunkKey(digest);
         if (this.#unheld(id)) this.#removeChunk(id);

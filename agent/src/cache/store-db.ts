@@ -519,22 +519,26 @@ export class StoreDb {
    * Up to `limit` digests of the chunks stored here, after row `after` (0: from the start), in the
    * order rows were made, with the last one's row id: for a pass that pages through them.
    */
-  chunkPage(after: number, limit: number): { digests: string[]; last: number; damaged: number } {
+  /**
+   * Up to `limit` chunk rows after rowid `after`: the digests (hex) of those that hold one, the
+   * rowids of those that do not (not a 32-byte blob: a damaged page, an edit; the file is marked
+   * for a check at the next start), and the last rowid read.
+   */
+  chunkPage(after: number, limit: number): { digests: string[]; damaged: number[]; last: number } {
     const rows = this.#statements.chunkPage.all(after, limit) as unknown as [number, string, number][];
     const digests: string[] = [];
-    let damaged = 0;
+    const damaged: number[] = [];
     for (const [rowid, hex, isBlob] of rows) {
-      if (isBlob === 1 && hex.length === 64) {
-        digests.push(hex);
-        continue;
-      }
-      // Not a digest (a damaged page, an edit): no chunk can be read by it. Its row goes.
-      damaged++;
-      this.#enqueue(() => this.#statements.deleteChunkRow.run(rowid), DELETE_BYTES, true).catch(() => {
-        // Found again at the next start.
-      });
+      if (isBlob === 1 && hex.length === 64) digests.push(hex);
+      else damaged.push(rowid);
     }
-    return { digests, last: rows.at(-1)?.[0] ?? after, damaged };
+    if (damaged.length > 0) this.#markDamaged();
+    return { digests, damaged, last: rows.at(-1)?.[0] ?? after };
+  }
+
+  /** Removes the chunk row `rowid` (one chunkPage found naming no chunk). */
+  removeChunkRow(rowid: number): Promise<void> {
+    return this.#enqueue(() => this.#statements.deleteChunkRow.run(rowid), DELETE_BYTES, true);
   }
 
   writeManifest(manifest: Manifest): Promise<void> {

@@ -30,6 +30,12 @@ function memorySecrets(): SecretApi & { data: () => Record<string, string>; dele
       store.set(key, { data: { ...secret.data }, ownerUids: owners.map((o) => o.uid) });
       return Promise.resolve(true);
     },
+    setOwners: (namespace, name, owners) => {
+      const secret = store.get(`${namespace}/${name}`)!;
+      const ownerUids = (owners as { uid: string }[]).map((o) => o.uid);
+      store.set(`${namespace}/${name}`, { ...secret, ownerUids });
+      return Promise.resolve();
+    },
     patchData: (namespace, name, changes) => {
       const secret = store.get(`${namespace}/${name}`)!;
       const data = { ...secret.data };
@@ -153,7 +159,7 @@ describe('mesh CA rotation steps', () => {
       SecretConflictError,
     );
     // The issuance endpoint, told the mesh's uid, signs with no CA but the mesh's.
-    assert.equal(await loadMeshCa(api, OWNER), undefined);
+    await assert.rejects(loadMeshCa(api, OWNER), SecretConflictError);
     assert.ok(await loadMeshCa(api, { ...OWNER, uid: 'earlier' }));
     api.delete('edgemesh-cdn-ca'); // collected
     const own = await ensureMeshCa(readingOnce(api), OWNER, {}, { likelyNew: true });
@@ -171,13 +177,18 @@ describe('mesh CA rotation steps', () => {
       type: 'Opaque',
       data: api.data(),
     });
+    assert.equal((await loadMeshCa(orphaned, OWNER))?.certPem, kept.certPem, 'nobody’s: signed with');
     for (const likelyNew of [false, true])
       assert.equal(
         (await ensureMeshCa(readingOnce(orphaned), OWNER, {}, { likelyNew })).certPem,
         kept.certPem,
         `likelyNew ${likelyNew}`,
       );
-    assert.equal((await loadMeshCa(orphaned, OWNER))?.certPem, kept.certPem);
+    assert.deepEqual(
+      (await orphaned.read('shop', 'edgemesh-cdn-ca'))?.ownerUids,
+      [OWNER.uid],
+      'made the mesh’s: it goes with it',
+    );
     // Owners are whatever the Secret's maker wrote: the message names a few, cut short.
     const crowded = memorySecrets();
     await crowded.create({

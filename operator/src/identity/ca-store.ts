@@ -38,6 +38,8 @@ export interface SecretApi {
   read(namespace: string, name: string): Promise<StoredSecret | undefined>;
   /** Sets (base64 values) and removes (null) keys of an existing Secret's data: a merge patch. */
   patchData?(namespace: string, name: string, data: Record<string, string | null>): Promise<void>;
+  /** Sets the owner references of an existing Secret (a merge patch: the list replaced). */
+  setOwners?(namespace: string, name: string, ownerReferences: unknown[]): Promise<void>;
   /** Creates it; resolves false when it already exists. */
   create(secret: {
     metadata: {
@@ -78,6 +80,14 @@ export function readingOnce(api: SecretApi): SecretApi {
       if (created) reads.set(key, Promise.resolve(asStored(secret)));
       return created;
     },
+    ...(api.setOwners
+      ? {
+          setOwners: async (namespace: string, name: string, ownerReferences: unknown[]) => {
+            reads.delete(id(namespace, name));
+            await api.setOwners!(namespace, name, ownerReferences);
+          },
+        }
+      : {}),
     ...(api.patchData
       ? {
           patchData: async (namespace: string, name: string, data: Record<string, string | null>) => {
@@ -130,7 +140,7 @@ function mayTake(secret: StoredSecret, uid: string): boolean {
  * loses the race reads the winner's), and returns it. The Secret is owned by the mesh, so it goes
  * when the mesh does; one of that name owned by others only is a SecretConflictError (an earlier
  * mesh of the same name: its CA would be adopted, then deleted with it by the garbage collector);
- * one nobody owns is taken as it is (mayTake).
+ * one nobody owns is taken, and made the mesh's (its owner reference set: it goes with the mesh).
  * `likelyNew` (a mesh no operator has written a status for): the create is tried without reading
  * first, which spares a new mesh a request; a CA that exists after all is read then, at the cost of
  * a key pair made for nothing.
@@ -153,8 +163,21 @@ export async function ensureMeshCa(
     }
     return fromData(secret?.data);
   };
+  const owner = {
+    apiVersion: mesh.apiVersion,
+    kind: 'EdgeMesh',
+    name: mesh.name,
+    uid: mesh.uid,
+    controller: true,
+  };
+  /** The CA the Secret holds if the mesh may take it; one nobody owned becomes the mesh's. */
+  const take = async (secret: StoredSecret | undefined): Promise<StoredCa | undefined> => {
+    const ca = ours(secret);
+    if (ca && secret!.ownerUids.length === 0) await api.setOwners?.(mesh.namespace, name, [owner]);
+    return ca;
+  };
   if (!likelyNew) {
-    const existing = ours(await api.read(mesh.namespace, name));
+    const existing = await take(await api.read(mesh.namespace, name));
     if (existing) return existing;
   }
   const made = await createCa(mesh);
@@ -165,9 +188,7 @@ export async function ensureMeshCa(
         namespace: mesh.namespace,
         name,
         labels,
-        ownerReferences: [
-          { apiVersion: mesh.apiVersion, kind: 'EdgeMesh', name: mesh.name, uid: mesh.uid, controller: true },
-        ],
+        ownerReferences: [owner],
       },
       type: 'Opaque',
       data: {
@@ -180,26 +201,29 @@ export async function ensureMeshCa(
     // Not read first, a create refused at admission (a quota on Secrets, a policy) may be for one
     // that exists: the CA there is taken, the refusal thrown only when there is none.
     if (!likelyNew || (error as { code?: number }).code !== 403) throw error;
-    const there = ours(await api.read(mesh.namespace, name));
+    const there = await take(await api.read(mesh.namespace, name));
     if (there) return there;
     throw error;
   }
   if (created) return { ...made, trustPem: made.certPem };
-  const winner = ours(await api.read(mesh.namespace, name));
+  const winner = await take(await api.read(mesh.namespace, name));
   if (!winner) throw new Error(`Secret ${mesh.namespace}/${name} exists but holds no CA`);
   return winner;
 }
 
 /**
- * The mesh's CA, to sign with; undefined when it has none yet, or (given the mesh's uid) when the
- * Secret is one it may not take (mayTake: an earlier mesh's of the same name).
+ * The mesh's CA, to sign with; undefined when it has none yet. Given the mesh's uid, a Secret it
+ * may not take (mayTake: an earlier mesh's of the same name) is a SecretConflictError.
  */
 export async function loadMeshCa(
   api: SecretApi,
   mesh: MeshRef & { uid?: string | undefined },
 ): Promise<MeshCa | undefined> {
   const secret = await api.read(mesh.namespace, caSecretName(mesh.name));
-  if (secret && mesh.uid !== undefined && !mayTake(secret, mesh.uid)) return undefined;
+  if (secret && mesh.uid !== undefined && !mayTake(secret, mesh.uid))
+    throw new SecretConflictError(
+      `Secret ${mesh.namespace}/${caSecretName(mesh.name)} belongs to another object (a mesh of this name deleted before this one): not signed with`,
+    );
   const stored = fromData(secret?.data);
   return stored && MeshCa.load(stored);
 }
@@ -404,6 +428,14 @@ export function kubeSecretApi(http: {
         if ((error as { code?: number }).code === 404) return undefined;
         throw error;
       }
+    },
+    async setOwners(namespace, name, ownerReferences) {
+      await http.send(
+        'PATCH',
+        `${path(namespace)}/${encodeURIComponent(name)}`,
+        { metadata: { ownerReferences } },
+        'application/merge-patch+json',
+      );
     },
     async patchData(namespace, name, data) {
       await http.send(

@@ -61,7 +61,10 @@ function matchesSelector(labels: Record<string, string> | undefined, selector: [
  * one array until a Node changes (kit/informer.ts), and meshes mostly select alike, so a burst of
  * reconciles selects once per selector, not once per mesh over every Node.
  */
-const selections = new WeakMap<readonly V1Node[], Map<string, ReadonlyMap<string, NodePlace>>>();
+const selections = new WeakMap<
+  readonly V1Node[],
+  { bySpec: Map<string, ReadonlyMap<string, NodePlace>>; places: number }
+>();
 
 /**
  * The nodes `spec` selects, with their zone, region and capacity weight. The map may be shared
@@ -75,10 +78,15 @@ export function selectNodes(spec: EdgeMeshSpec, nodes: readonly V1Node[]): Reado
     spec.topology.regionLabel,
   ]);
   let made = selections.get(nodes);
-  // Bounded: spec changes that vary the key over one list (Nodes rarely changing) cannot pile up.
-  if (!made || made.size >= 256) selections.set(nodes, (made = new Map()));
-  let selected = made.get(key);
-  if (!selected) made.set(key, (selected = select(spec, nodes)));
+  // Bounded: specs that vary the key over one list (Nodes rarely changing) cannot pile up past a
+  // few selections of every Node.
+  if (!made || made.places > 8 * Math.max(nodes.length, 64))
+    selections.set(nodes, (made = { bySpec: new Map(), places: 0 }));
+  let selected = made.bySpec.get(key);
+  if (!selected) {
+    made.bySpec.set(key, (selected = select(spec, nodes)));
+    made.places += selected.size + 1;
+  }
   return selected;
 }
 
