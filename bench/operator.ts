@@ -197,8 +197,8 @@ export async function run(quick: boolean): Promise<void> {
     };
     console.log('# warm-up (discarded):');
     await onFake(bundleMain, imageEnv(), nodes, meshes);
-    // The same burst costs the operator 0.86-1.24 CPU seconds from one run to the next on a 2-vCPU
-    // VM: each build runs ROUNDS times, in turns, and the figures are the median run's.
+    // The same burst cost one build of the operator 0.81-1.14 CPU seconds from one run to the next
+    // on a 2-vCPU VM: each build runs `rounds` times, in turns, and the figures are the median run's.
     const bundles: Figures[] = [];
     const sources: Figures[] = [];
     for (let round = 1; round <= rounds; round++) {

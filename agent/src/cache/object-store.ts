@@ -11,7 +11,7 @@ import {
   ObjectTooLargeError,
   StaleVersionError,
 } from './errors.ts';
-import { type ChunkKey, chunkKey, chunkKeyOf, chunkKeys, digestHex } from './chunk-key.ts';
+import { type ChunkKey, chunkKey, chunkKeyOf, chunkKeys, digestHex, keyAt } from './chunk-key.ts';
 import { ChunkLedger } from './chunk-ledger.ts';
 import { HotTier } from './hot-tier.ts';
 import { type Manifest, type NodeSignature } from './manifest.ts';
@@ -1308,7 +1308,8 @@ export class ObjectStore {
     await this.#importManifestFiles();
     this.#db.pruneCertificates();
     const files = new Map<ChunkKey, number>();
-    for await (const { digest, size } of this.#files.scan()) files.set(chunkKey(digest), size);
+    // The scan names only files named as digests (isDigest): no second check.
+    for await (const { digest, size } of this.#files.scan()) files.set(keyAt(digest, 0), size);
     // A bad row (IndexRow's checks) is removed once the pass is over, unless written since.
     const rows = this.#db.index(
       this.#opts.isKey,
@@ -1423,7 +1424,7 @@ export class ObjectStore {
           this.#db.removeChunkRow(rowid).catch((error: unknown) => this.#background(error));
       }
       for (const digest of page.digests) {
-        const id = chunkKey(digest);
+        const id = keyAt(digest, 0); // lower-case hex of 32 bytes (chunkPage): no second check
         if (this.#unheld(id)) this.#removeChunk(id);
       }
       await new Promise(setImmediate);

@@ -516,13 +516,10 @@ export class StoreDb {
   }
 
   /**
-   * Up to `limit` digests of the chunks stored here, after row `after` (0: from the start), in the
-   * order rows were made, with the last one's row id: for a pass that pages through them.
-   */
-  /**
-   * Up to `limit` chunk rows after rowid `after`: the digests (hex) of those that hold one, the
-   * rowids of those that do not (not a 32-byte blob: a damaged page, an edit; the file is marked
-   * for a check at the next start), and the last rowid read.
+   * Up to `limit` chunk rows after rowid `after` (0: from the start), in the order rows were made:
+   * the digests (lower-case hex) of those that hold one, the rowids of those that do not (not a
+   * 32-byte blob: a damaged page, an edit; the file is marked for a check at the next start), and
+   * the last rowid read, for a pass that pages through them.
    */
   chunkPage(after: number, limit: number): { digests: string[]; damaged: number[]; last: number } {
     const rows = this.#statements.chunkPage.all(after, limit) as unknown as [number, string, number][];

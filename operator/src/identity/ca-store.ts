@@ -99,13 +99,17 @@ export function readingOnce(api: SecretApi): SecretApi {
   };
 }
 
+/** The uids owner references name (whatever the field holds: one without a string uid names none). */
+function uidsOf(ownerReferences: unknown): string[] {
+  if (!Array.isArray(ownerReferences)) return [];
+  return ownerReferences.flatMap((o: { uid?: unknown } | null) =>
+    typeof o?.uid === 'string' ? [o.uid] : [],
+  );
+}
+
 /** What the API server holds after `secret`'s create. */
 function asStored(secret: Parameters<SecretApi['create']>[0]): StoredSecret {
-  const owners = (secret.metadata.ownerReferences ?? []) as { uid?: unknown }[];
-  return {
-    data: { ...secret.data },
-    ownerUids: owners.flatMap((o) => (typeof o.uid === 'string' ? [o.uid] : [])),
-  };
+  return { data: { ...secret.data }, ownerUids: uidsOf(secret.metadata.ownerReferences) };
 }
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -152,17 +156,6 @@ export async function ensureMeshCa(
   { likelyNew = false }: { likelyNew?: boolean } = {},
 ): Promise<StoredCa> {
   const name = caSecretName(mesh.name);
-  /** The CA the Secret holds, if the mesh may take it. */
-  const ours = (secret: StoredSecret | undefined): StoredCa | undefined => {
-    if (secret && !mayTake(secret, mesh.uid)) {
-      // The uids are whatever the Secret's maker wrote: a few, cut short, in a condition's message.
-      const owners = secret.ownerUids.slice(0, 3).map((uid) => uid.slice(0, 64));
-      throw new SecretConflictError(
-        `Secret ${mesh.namespace}/${name} belongs to another object (uid ${owners.join(', ')}${secret.ownerUids.length > 3 ? ', ...' : ''}; a mesh of this name deleted before this one, whose Secrets the garbage collector deletes): its CA is not used, and this mesh makes its own once it is gone (or delete it)`,
-      );
-    }
-    return fromData(secret?.data);
-  };
   const owner = {
     apiVersion: mesh.apiVersion,
     kind: 'EdgeMesh',
@@ -172,7 +165,14 @@ export async function ensureMeshCa(
   };
   /** The CA the Secret holds if the mesh may take it; one nobody owned becomes the mesh's. */
   const take = async (secret: StoredSecret | undefined): Promise<StoredCa | undefined> => {
-    const ca = ours(secret);
+    if (secret && !mayTake(secret, mesh.uid)) {
+      // The uids are whatever the Secret's maker wrote: a few, cut short, in a condition's message.
+      const owners = secret.ownerUids.slice(0, 3).map((uid) => uid.slice(0, 64));
+      throw new SecretConflictError(
+        `Secret ${mesh.namespace}/${name} belongs to another object (uid ${owners.join(', ')}${secret.ownerUids.length > 3 ? ', ...' : ''}; a mesh of this name deleted before this one, whose Secrets the garbage collector deletes): its CA is not used, and this mesh makes its own once it is gone (or delete it)`,
+      );
+    }
+    const ca = fromData(secret?.data);
     if (ca && secret!.ownerUids.length === 0) await api.setOwners?.(mesh.namespace, name, [owner]);
     return ca;
   };
@@ -417,13 +417,7 @@ export function kubeSecretApi(http: {
           data?: Record<string, string>;
           metadata?: { ownerReferences?: { uid?: unknown }[] };
         }>('GET', `${path(namespace)}/${encodeURIComponent(name)}`);
-        const owners = secret.metadata?.ownerReferences;
-        return {
-          data: secret.data ?? {},
-          ownerUids: (Array.isArray(owners) ? owners : []).flatMap((o) =>
-            typeof o?.uid === 'string' ? [o.uid] : [],
-          ),
-        };
+        return { data: secret.data ?? {}, ownerUids: uidsOf(secret.metadata?.ownerReferences) };
       } catch (error) {
         if ((error as { code?: number }).code === 404) return undefined;
         throw error;
