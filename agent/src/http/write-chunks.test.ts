@@ -12,49 +12,58 @@ async function listening(server: Server): Promise<string> {
 }
 
 describe('writeChunks', () => {
-  it('tells `done` of every part it sent, the last one too, each only once the socket has it', async () => {
-    const chunkSize = 64 * 1024;
-    const chunks = [randomBytes(chunkSize), randomBytes(chunkSize), randomBytes(1000)];
-    const size = 2 * chunkSize + 1000;
-    for (const bytes of [
-      { start: 0, end: size - 1 }, // the whole object
-      { start: chunkSize + 10, end: chunkSize + 20 }, // a range within one chunk
-    ]) {
-      const done: Uint8Array[] = [];
-      const length = bytes.end - bytes.start + 1;
-      let allDone!: () => void;
-      const given = new Promise<void>((resolve) => (allDone = resolve));
-      let finishedAt = -1;
-      const server = createServer((_req, res) => {
-        res.on('finish', () => (finishedAt = done.length));
-        const pass = {
-          read: (index: number) => Promise.resolve(chunks[index]!),
-          done: (part: Uint8Array) => {
-            done.push(part);
-            if (Buffer.concat(done).length >= length) allDone();
-          },
-        };
-        const first = Math.floor(bytes.start / chunkSize);
-        void writeChunks(res, { size, chunkSize }, bytes, pass, chunks[first]!, () => {});
-      });
-      const url = await listening(server);
-      try {
-        const body = await new Promise<Buffer>((resolve, reject) =>
-          get(url, (res) => {
-            const parts: Buffer[] = [];
-            res.on('data', (d: Buffer) => parts.push(d));
-            res.on('end', () => resolve(Buffer.concat(parts)));
-          }).on('error', reject),
-        );
-        assert.ok(body.equals(Buffer.concat(chunks).subarray(bytes.start, bytes.end + 1)));
-        await given; // the server's last `done` follows the response's end
-        assert.equal(Buffer.concat(done).length, length, 'every byte sent was given back, the last part too');
-        assert.ok(finishedAt < done.length, 'the last part only once the response finished');
-      } finally {
-        server.close();
+  // A part never given back leaves the test waiting: the timeout makes that a failure.
+  it(
+    'tells `done` of every part it sent, the last one too, each only once the socket has it',
+    { timeout: 30_000 },
+    async () => {
+      const chunkSize = 64 * 1024;
+      const chunks = [randomBytes(chunkSize), randomBytes(chunkSize), randomBytes(1000)];
+      const size = 2 * chunkSize + 1000;
+      for (const bytes of [
+        { start: 0, end: size - 1 }, // the whole object
+        { start: chunkSize + 10, end: chunkSize + 20 }, // a range within one chunk
+      ]) {
+        const done: Uint8Array[] = [];
+        const length = bytes.end - bytes.start + 1;
+        let allDone!: () => void;
+        const given = new Promise<void>((resolve) => (allDone = resolve));
+        let finishedAt = -1;
+        const server = createServer((_req, res) => {
+          res.on('finish', () => (finishedAt = done.length));
+          const pass = {
+            read: (index: number) => Promise.resolve(chunks[index]!),
+            done: (part: Uint8Array) => {
+              done.push(part);
+              if (Buffer.concat(done).length >= length) allDone();
+            },
+          };
+          const first = Math.floor(bytes.start / chunkSize);
+          void writeChunks(res, { size, chunkSize }, bytes, pass, chunks[first]!, () => {});
+        });
+        const url = await listening(server);
+        try {
+          const body = await new Promise<Buffer>((resolve, reject) =>
+            get(url, (res) => {
+              const parts: Buffer[] = [];
+              res.on('data', (d: Buffer) => parts.push(d));
+              res.on('end', () => resolve(Buffer.concat(parts)));
+            }).on('error', reject),
+          );
+          assert.ok(body.equals(Buffer.concat(chunks).subarray(bytes.start, bytes.end + 1)));
+          await given; // the server's last `done` follows the response's end
+          assert.equal(
+            Buffer.concat(done).length,
+            length,
+            'every byte sent was given back, the last part too',
+          );
+          assert.ok(finishedAt < done.length, 'the last part only once the response finished');
+        } finally {
+          server.close();
+        }
       }
-    }
-  });
+    },
+  );
 
   it('gives back every chunk it read when the client goes away mid-response, once the response has closed', async () => {
     const chunkSize = 1024 * 1024;

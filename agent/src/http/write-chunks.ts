@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import { chunkLength } from '../cache/chunking.ts';
 import type { PassReader } from '../cache/object-store.ts';
@@ -34,6 +35,21 @@ export async function writeChunks(
     onPart(part);
     return part;
   };
+  if (first === last) {
+    // One part (every small object, a range within one chunk): ended at once, given back once the
+    // response has closed (finished, or its client gone). Not `finished` here and below: each of its
+    // calls puts five listeners on the response, which cost a local hit of 4 KiB a fifth of the
+    // agent's main thread under load (docs/benchmarks.md, load). An `error` event rejects, as there.
+    const part = slice(first, firstData);
+    if (res.destroyed) return pass.done(part);
+    res.end(part);
+    try {
+      if (!res.closed) await once(res, 'close');
+    } finally {
+      pass.done(part);
+    }
+    return;
+  }
   // Parts given to the socket and not yet given back, each as many times as it was written. A part
   // whose write failed, or whose callback never comes (a socket destroyed before the response
   // knows it), goes back once the response has ended (finished or closed): the socket then reads
