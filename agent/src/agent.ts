@@ -30,7 +30,7 @@ import { Purger } from './overlay/purger.ts';
 import { Inbox } from './exchange/inbox.ts';
 import { Counters } from './telemetry/counters.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
-import { type BuildInfo, otlpMetricReader } from '@edgemesh/telemetry';
+import { type BuildInfo, otlpMetricReaderFactory } from '@edgemesh/telemetry';
 import { AgentMetrics } from './telemetry/metrics.ts';
 import { AGENT_VERSION, agentResource } from './telemetry/resource.ts';
 import { startTracing } from './telemetry/tracing.ts';
@@ -408,7 +408,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     distrustedPeers: () => overlay.reputation.distrusted(),
     resource,
     build,
-    readers: config.telemetry.otlpEndpoint ? [await otlpMetricReader(config.telemetry.otlpEndpoint)] : [],
+    readers: config.telemetry.otlpEndpoint
+      ? [await otlpMetricReaderFactory(config.telemetry.otlpEndpoint)]
+      : [],
   });
   const access = new AccessControl(config.access, logger);
   await access.start();

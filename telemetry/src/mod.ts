@@ -4,7 +4,12 @@
  * the build-info series, and OTLP/HTTP export of traces and metrics.
  */
 export { type BuildInfo, buildInfo, observeBuildInfo } from './build-info.ts';
-export { otlpMetricReader, startOtlpTracing } from './otlp.ts';
+export {
+  type MetricReaderFactory,
+  otlpMetricReader,
+  otlpMetricReaderFactory,
+  startOtlpTracing,
+} from './otlp.ts';
 export { PrometheusEndpoint, type PrometheusEndpointOptions, prometheusName } from './prometheus.ts';
 export { serviceResource } from './resource.ts';
 export {

@@ -1,5 +1,5 @@
 import type { Resource } from '@opentelemetry/resources';
-import type { MetricReader } from '@opentelemetry/sdk-metrics';
+import type { MetricProducer, MetricReader } from '@opentelemetry/sdk-metrics';
 
 /**
  * OTLP/HTTP export, as every EdgeMesh process (agent, operator) does it. Both parts load the
@@ -43,18 +43,34 @@ export async function startOtlpTracing(
   return { shutdown: () => provider.shutdown() };
 }
 
+/** Makes a MetricReader that also collects `producers` (metrics a process aggregates itself). */
+export type MetricReaderFactory = (producers: MetricProducer[]) => MetricReader;
+
 /**
  * A metric reader that pushes to `endpoint` every OTEL_METRIC_EXPORT_INTERVAL ms (OpenTelemetry's
  * variable; default 60 s). Give it to a MeterProvider beside the Prometheus exporter.
  */
 export async function otlpMetricReader(endpoint: string, env = process.env): Promise<MetricReader> {
+  return (await otlpMetricReaderFactory(endpoint, env))([]);
+}
+
+/**
+ * otlpMetricReader, made once the caller has its MetricProducers (the SDK is loaded here, so that
+ * making the reader needs no await).
+ */
+export async function otlpMetricReaderFactory(
+  endpoint: string,
+  env = process.env,
+): Promise<MetricReaderFactory> {
   const [{ OTLPMetricExporter }, { PeriodicExportingMetricReader }] = await Promise.all([
     import('@opentelemetry/exporter-metrics-otlp-http'),
     import('@opentelemetry/sdk-metrics'),
   ]);
   const interval = Number(env.OTEL_METRIC_EXPORT_INTERVAL);
-  return new PeriodicExportingMetricReader({
-    exporter: new OTLPMetricExporter({ url: signalUrl(endpoint, 'metrics') }),
-    exportIntervalMillis: Number.isInteger(interval) && interval > 0 ? interval : 60_000,
-  });
+  return (metricProducers) =>
+    new PeriodicExportingMetricReader({
+      exporter: new OTLPMetricExporter({ url: signalUrl(endpoint, 'metrics') }),
+      exportIntervalMillis: Number.isInteger(interval) && interval > 0 ? interval : 60_000,
+      metricProducers,
+    });
 }

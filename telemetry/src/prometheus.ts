@@ -1,7 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { DataPointType, type MetricData, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import {
+  DataPointType,
+  type MetricData,
+  type MetricProducer,
+  type ResourceMetrics,
+} from '@opentelemetry/sdk-metrics';
 
 /**
  * Prometheus's names for OpenTelemetry's units (its compatibility specification): a metric's name
@@ -61,6 +66,8 @@ export interface PrometheusEndpointOptions {
    * gives each series `zone="..."` (and target_info too), so queries can group and join by them.
    */
   labels?: Record<string, string>;
+  /** Metrics the process aggregates itself (MetricProducers), served beside its MeterProvider's. */
+  producers?: MetricProducer[];
 }
 
 /**
@@ -70,11 +77,12 @@ export interface PrometheusEndpointOptions {
  * scopes say nothing a query needs.
  */
 export class PrometheusEndpoint {
-  readonly reader = new PrometheusExporter({ preventServerStart: true });
+  readonly reader: PrometheusExporter;
   readonly #labels: Record<string, string>;
   readonly #serializer: PrometheusSerializer;
 
   constructor(opts: PrometheusEndpointOptions = {}) {
+    this.reader = new PrometheusExporter({ preventServerStart: true, metricProducers: opts.producers ?? [] });
     this.#labels = opts.labels ?? {};
     const names = Object.keys(this.#labels);
     const pattern = new RegExp(`^(${names.map((n) => n.replace(/[^A-Za-z0-9_]/g, '')).join('|')})$`);

@@ -1,18 +1,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Attributes, ObservableResult } from '@opentelemetry/api';
 import { type Resource, resourceFromAttributes } from '@opentelemetry/resources';
-import { type MetricReader, MeterProvider } from '@opentelemetry/sdk-metrics';
 import {
-  ATTR_ERROR_TYPE,
-  ATTR_HTTP_REQUEST_METHOD,
-  ATTR_HTTP_RESPONSE_STATUS_CODE,
-  ATTR_HTTP_ROUTE,
-  ATTR_SERVICE_NAME,
-  HTTP_REQUEST_METHOD_VALUE_OTHER,
-  METRIC_HTTP_SERVER_REQUEST_DURATION,
-} from '@opentelemetry/semantic-conventions';
+  AggregationTemporality,
+  InstrumentType,
+  type MetricReader,
+  MeterProvider,
+} from '@opentelemetry/sdk-metrics';
+import { ATTR_SERVICE_NAME, METRIC_HTTP_SERVER_REQUEST_DURATION } from '@opentelemetry/semantic-conventions';
 import {
   type BuildInfo,
+  type MetricReaderFactory,
   observeBuildInfo,
   observeRuntime,
   PrometheusEndpoint,
@@ -20,6 +18,7 @@ import {
 } from '@edgemesh/telemetry';
 import type { StoreStats } from '../cache/object-store.ts';
 import { type Counters, SOURCES } from './counters.ts';
+import { RequestDurations } from './request-durations.ts';
 import { AGENT_LABELS, AGENT_SERVICE, AGENT_VERSION } from './resource.ts';
 
 export interface MetricSources {
@@ -45,47 +44,54 @@ export interface MetricSources {
   build?: BuildInfo;
   /** Process and runtime metrics (event loop, GC, heap, CPU, memory); default on. */
   runtime?: boolean;
-  /** More readers besides the Prometheus endpoint: an OTLP push (@edgemesh/telemetry). */
-  readers?: MetricReader[];
+  /**
+   * More readers besides the Prometheus endpoint: an OTLP push (@edgemesh/telemetry's
+   * otlpMetricReaderFactory), each made with the producers of what the agent aggregates itself.
+   */
+  readers?: MetricReaderFactory[];
 }
 
 /** Requests that are not the API's work: probes and scrapes (kept out of request latency). */
 const NOT_REQUESTS = new Set(['/healthz', '/readyz', '/metrics']);
 
-/** The methods HTTP's semantic conventions name; any other is `_OTHER` (a bounded label). */
-const KNOWN_METHODS = new Set([
-  'CONNECT',
-  'DELETE',
-  'GET',
-  'HEAD',
-  'OPTIONS',
-  'PATCH',
-  'POST',
-  'PUT',
-  'TRACE',
-]);
-
 /**
  * OpenTelemetry metrics for the agent, exported in Prometheus text at /metrics (named as Prometheus
  * names things: telemetry/prometheus.ts) and over OTLP when configured. Its own instruments are
- * observable and read the plain counters, so the hot path pays nothing for telemetry. Every label
+ * observable and read the plain counters, and the request-duration histogram is aggregated by the
+ * agent (request-durations.ts), so the hot path pays next to nothing for telemetry. Every label
  * set is bounded: by hop class, source, reason or state, never by peer.
  */
 export class AgentMetrics {
-  readonly #endpoint = new PrometheusEndpoint({ labels: AGENT_LABELS });
+  readonly #endpoint: PrometheusEndpoint;
   readonly #provider: MeterProvider;
   readonly #runtime: { stop(): void } | undefined;
-  readonly #durations;
+  readonly #durations: RequestDurations;
   readonly #batchDurations;
   readonly #originDurations;
   /** The names of the agent's own metrics, as Prometheus shows them (histograms: the base name). */
   readonly names: string[] = [];
 
   constructor(sources: MetricSources) {
-    this.#provider = new MeterProvider({
-      readers: [this.#endpoint.reader, ...(sources.readers ?? [])],
-      resource: sources.resource ?? resourceFromAttributes({ [ATTR_SERVICE_NAME]: AGENT_SERVICE }),
+    const resource = sources.resource ?? resourceFromAttributes({ [ATTR_SERVICE_NAME]: AGENT_SERVICE });
+    this.#durations = new RequestDurations({
+      name: METRIC_HTTP_SERVER_REQUEST_DURATION,
+      description: 'Duration of HTTP server requests (the API; not probes or scrapes)',
+      bounds: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      scope: AGENT_SERVICE,
+      resource,
     });
+    this.#endpoint = new PrometheusEndpoint({
+      labels: AGENT_LABELS,
+      producers: [this.#durations.producer(() => AggregationTemporality.CUMULATIVE)],
+    });
+    // Each reader's producer exports with the temporality that reader asks of histograms.
+    const readers = (sources.readers ?? []).map((make) => {
+      const reader: MetricReader = make([
+        this.#durations.producer(() => reader.selectAggregationTemporality(InstrumentType.HISTOGRAM)),
+      ]);
+      return reader;
+    });
+    this.#provider = new MeterProvider({ readers: [this.#endpoint.reader, ...readers], resource });
     const meter = this.#provider.getMeter(AGENT_SERVICE);
     const named = (name: string, kind: 'counter' | 'gauge' | 'histogram', unit?: string) =>
       this.names.push(prometheusName(name, kind, unit));
@@ -243,11 +249,7 @@ export class AgentMetrics {
       'Time to get an object from its origin, to the last byte stored, by outcome',
       [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     );
-    this.#durations = seconds(
-      METRIC_HTTP_SERVER_REQUEST_DURATION,
-      'Duration of HTTP server requests (the API; not probes or scrapes)',
-      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    );
+    named(METRIC_HTTP_SERVER_REQUEST_DURATION, 'histogram', 's');
     this.#runtime = sources.runtime === false ? undefined : observeRuntime(this.#provider);
   }
 
@@ -266,15 +268,7 @@ export class AgentMetrics {
   }): void {
     // By route, not path: `/HEALTHZ/` is the /healthz route too (routes match any case, one trailing slash).
     if (NOT_REQUESTS.has(request.route)) return;
-    const attributes: Attributes = {
-      [ATTR_HTTP_REQUEST_METHOD]: KNOWN_METHODS.has(request.method)
-        ? request.method
-        : HTTP_REQUEST_METHOD_VALUE_OTHER,
-      [ATTR_HTTP_ROUTE]: request.route,
-    };
-    if (request.status !== undefined) attributes[ATTR_HTTP_RESPONSE_STATUS_CODE] = request.status;
-    if (request.errorType !== undefined) attributes[ATTR_ERROR_TYPE] = request.errorType;
-    this.#durations.record(request.seconds, attributes);
+    this.#durations.record(request.method, request.route, request.status, request.errorType, request.seconds);
   }
 
   recordPeerFetch(hop: string, seconds: number): void {
