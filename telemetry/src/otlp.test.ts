@@ -1,11 +1,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { trace } from '@opentelemetry/api';
+import { trace, ValueType } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import {
+  AggregationTemporality,
+  DataPointType,
+  MeterProvider,
+  type MetricProducer,
+} from '@opentelemetry/sdk-metrics';
 import { eventually } from '../../agent/harness/agent-process.ts';
 import { startOtlpReceiver } from '../../agent/harness/otlp-receiver.ts';
-import { otlpMetricReader, startOtlpTracing } from './otlp.ts';
+import { otlpMetricReader, otlpMetricReaderFactory, startOtlpTracing } from './otlp.ts';
 
 describe('OTLP/HTTP export', () => {
   let receiver: Awaited<ReturnType<typeof startOtlpReceiver>>;
@@ -36,6 +41,46 @@ describe('OTLP/HTTP export', () => {
       () => Promise.resolve(receiver.metrics.some((m) => m.name === 'edgemesh.test_counter') || undefined),
       5000,
       'a metrics push within 5 s at a 100 ms interval',
+    );
+    await provider.shutdown();
+  });
+
+  it("pushes what the factory's producers give too, beside its MeterProvider's instruments", async () => {
+    const make = await otlpMetricReaderFactory(receiver.url, { OTEL_METRIC_EXPORT_INTERVAL: '100' });
+    const resource = resourceFromAttributes({ 'service.name': 'edgemesh-test' });
+    const produced: MetricProducer = {
+      collect: () =>
+        Promise.resolve({
+          resourceMetrics: {
+            resource,
+            scopeMetrics: [
+              {
+                scope: { name: 't' },
+                metrics: [
+                  {
+                    descriptor: {
+                      name: 'edgemesh.test_produced',
+                      description: '',
+                      unit: '',
+                      valueType: ValueType.INT,
+                    },
+                    aggregationTemporality: AggregationTemporality.CUMULATIVE,
+                    dataPointType: DataPointType.SUM,
+                    isMonotonic: true,
+                    dataPoints: [{ attributes: {}, startTime: [0, 0], endTime: [1, 0], value: 7 }],
+                  },
+                ],
+              },
+            ],
+          },
+          errors: [],
+        }),
+    };
+    const provider = new MeterProvider({ readers: [make([produced])], resource });
+    await eventually(
+      () => Promise.resolve(receiver.metrics.some((m) => m.name === 'edgemesh.test_produced') || undefined),
+      5000,
+      'the produced metric pushed within 5 s at a 100 ms interval',
     );
     await provider.shutdown();
   });

@@ -158,4 +158,55 @@ describe('writeChunks', () => {
       server.close();
     }
   });
+
+  it(
+    'gives back a response of one part when its client is gone, before or while it is sent',
+    { timeout: 30_000 },
+    async () => {
+      // One part of 8 MiB: more than the socket takes at once, so a client that resets after its first
+      // bytes leaves it unsent; and a client gone before writeChunks is called.
+      const part = randomBytes(8 * 1024 * 1024);
+      for (const when of ['before', 'while'] as const) {
+        const done: Uint8Array[] = [];
+        let back!: () => void;
+        const given = new Promise<void>((resolve) => (back = resolve));
+        let written!: Promise<void>;
+        const server = createServer((_req, res) => {
+          const pass = {
+            read: () => Promise.reject(new Error('one part: nothing more is read')),
+            done: (p: Uint8Array) => {
+              done.push(p);
+              back();
+            },
+          };
+          const write = () =>
+            (written = writeChunks(
+              res,
+              { size: part.length, chunkSize: part.length },
+              { start: 0, end: part.length - 1 },
+              pass,
+              part,
+              () => {},
+            ));
+          if (when === 'before') {
+            res.socket!.destroy();
+            res.once('close', () => void write());
+          } else void write();
+        });
+        const url = await listening(server);
+        try {
+          await new Promise<void>((resolve) =>
+            get(url, (res) => res.once('data', () => res.destroy()).once('close', resolve)).on('error', () =>
+              resolve(),
+            ),
+          );
+          await given;
+          await written;
+          assert.deepEqual(done, [part], `${when}: the part went back, once`);
+        } finally {
+          server.close();
+        }
+      }
+    },
+  );
 });

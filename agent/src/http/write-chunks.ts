@@ -11,11 +11,12 @@ import type { ByteRange } from './range.ts';
  * Writes the bytes `bytes` of an object to `res` and ends it, with backpressure, reading each next
  * chunk while one is sent. `firstData` is the first chunk, already read (so a failure to read it was
  * the caller's to answer cleanly); `onPart` hears each part written. Each chunk's bytes go back to
- * `pass` (`done`) once the socket has taken them (the last once the response has finished), or,
- * when the client went away, once the response has closed (parts never written at once), each once:
- * so a long read, and a download being read, can reuse their buffers.
- * Resolves when the response has finished or the client went away; rejects when a later chunk
- * cannot be read (the caller aborts the response).
+ * `pass` (`done`) once the socket has taken them (the last once the response has finished; a
+ * response of one part, once it has closed), or, when the client went away, once the response has
+ * closed (parts never written at once), each once: so a long read, and a download being read, can
+ * reuse their buffers.
+ * Resolves when the response has finished (one part: closed) or the client went away; rejects when
+ * a later chunk cannot be read (the caller aborts the response).
  */
 export async function writeChunks(
   res: ServerResponse,
@@ -38,8 +39,8 @@ export async function writeChunks(
   if (first === last) {
     // One part (every small object, a range within one chunk): ended at once, given back once the
     // response has closed (finished, or its client gone). Not `finished` here and below: each of its
-    // calls puts five listeners on the response, which cost a local hit of 4 KiB a fifth of the
-    // agent's main thread under load (docs/benchmarks.md, load). An `error` event rejects, as there.
+    // calls puts six listeners on the response, which cost a local hit of 4 KiB a fifth of the
+    // agent's main thread under load (docs/benchmarks.md, eighth session). An `error` event rejects, as there.
     const part = slice(first, firstData);
     if (res.destroyed) return pass.done(part);
     res.end(part);

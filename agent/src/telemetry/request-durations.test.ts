@@ -91,17 +91,23 @@ describe('RequestDurations', () => {
       producers: [durations.producer(() => AggregationTemporality.CUMULATIVE)],
     });
     const provider = new MeterProvider({ readers: [mine.reader], resource });
-    for (const r of REQUESTS) durations.record(...r);
     // Its HELP, TYPE and every series' lines (series in any order: Prometheus reads them by label).
     const text = async (e: PrometheusEndpoint) =>
       (await e.text())
         .split('\n')
         .filter((l) => l.includes('http_server_request_duration'))
         .sort();
+    // Before any request: neither has anything of it, not even its HELP line.
+    const sdkEmpty = new PrometheusEndpoint();
+    const sdkEmptyProvider = new MeterProvider({ readers: [sdkEmpty.reader], resource });
+    sdkRecord(sdkEmptyProvider, []);
+    assert.deepEqual(await text(mine), []);
+    assert.deepEqual(await text(sdkEmpty), []);
+    for (const r of REQUESTS) durations.record(...r);
     const expected = await text(sdk);
     assert.ok(expected.length > 50, 'the SDK served the histogram');
     assert.deepEqual(await text(mine), expected);
-    await Promise.all([sdkProvider.shutdown(), provider.shutdown()]);
+    await Promise.all([sdkProvider.shutdown(), provider.shutdown(), sdkEmptyProvider.shutdown()]);
   });
 
   it('gives a delta reader what arrived since its last collection, and a cumulative one everything', async () => {
@@ -124,16 +130,51 @@ describe('RequestDurations', () => {
     sdkRecord(sdkProvider, first);
     await expected.collect();
     sdkRecord(sdkProvider, second);
-    const withoutMinMax = (list: Awaited<ReturnType<typeof points>>) =>
-      list
-        .map(({ attributes, value }) => ({ attributes, value: { ...value, min: undefined, max: undefined } }))
-        .filter((p) => p.value.count > 0);
-    assert.deepEqual(withoutMinMax(await points(delta)), withoutMinMax(await points(expected)));
+    // Min, max and sum of the interval alone, as the SDK's delta has them (the sum not a difference
+    // of running totals).
+    assert.deepEqual(await points(delta), await points(expected));
+    // Nothing since: no point (and no metric) for a delta reader, as the SDK.
+    const { resourceMetrics } = await delta.collect();
+    assert.deepEqual(
+      resourceMetrics.scopeMetrics.flatMap((m) => m.metrics),
+      [],
+    );
     // The cumulative reader still sees every request, min and max included.
     const all = new TestReader();
     const allProvider = new MeterProvider({ readers: [all], resource });
     sdkRecord(allProvider, REQUESTS);
     assert.deepEqual(await points(cumulative), await points(all));
     await Promise.all([provider.shutdown(), sdkProvider.shutdown(), allProvider.shutdown()]);
+  });
+
+  it('puts label sets beyond 2,000 into one overflow set, as the SDK does', async () => {
+    const many: Request[] = Array.from({ length: 2100 }, (_, i) => [
+      'GET',
+      `/route/${i}`,
+      200,
+      undefined,
+      0.01,
+    ]);
+    const sdk = new PrometheusEndpoint();
+    const sdkProvider = new MeterProvider({ readers: [sdk.reader], resource });
+    sdkRecord(sdkProvider, many);
+    const durations = ours();
+    const mine = new PrometheusEndpoint({
+      producers: [durations.producer(() => AggregationTemporality.CUMULATIVE)],
+    });
+    const provider = new MeterProvider({ readers: [mine.reader], resource });
+    for (const r of many) durations.record(...r);
+    const counts = async (e: PrometheusEndpoint) =>
+      (await e.text())
+        .split('\n')
+        .filter((l) => l.startsWith('http_server_request_duration_seconds_count'))
+        .sort();
+    const expected = await counts(sdk);
+    assert.equal(expected.length, 2000);
+    assert.ok(
+      expected.includes('http_server_request_duration_seconds_count{otel_metric_overflow="true"} 101'),
+    );
+    assert.deepEqual(await counts(mine), expected);
+    await Promise.all([sdkProvider.shutdown(), provider.shutdown()]);
   });
 });

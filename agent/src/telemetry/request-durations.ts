@@ -19,10 +19,8 @@ const KNOWN_METHODS = ['CONNECT', 'DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', '
 const METHOD_INDEX = new Map(KNOWN_METHODS.map((m, i) => [m, i]));
 const OTHER_METHOD = KNOWN_METHODS.length;
 
-/** One label set's histogram, as OpenTelemetry's explicit-bucket histogram keeps it. */
-interface Series {
-  readonly attributes: Attributes;
-  readonly startTime: HrTime;
+/** A histogram's figures over some time: since the start, or since a reader's last collection. */
+interface Figures {
   /** counts[i]: values in (bounds[i-1], bounds[i]]; the last, values above every bound. */
   readonly counts: number[];
   count: number;
@@ -31,12 +29,14 @@ interface Series {
   max: number;
 }
 
-/** A series as one reader last exported it (for delta temporality). */
-interface Exported {
-  counts: number[];
-  count: number;
-  sum: number;
+/** One label set's histogram since the start, as OpenTelemetry's explicit-bucket histogram keeps it. */
+interface Series extends Figures {
+  readonly attributes: Attributes;
+  readonly startTime: HrTime;
 }
+
+/** At most this many label sets, as the SDK's default cardinality limit; the rest go to one overflow set. */
+const MAX_SERIES = 2000;
 
 export interface RequestDurationsOptions {
   name: string;
@@ -53,20 +53,27 @@ export interface RequestDurationsOptions {
  * The HTTP server's request-duration histogram (http.server.request.duration), aggregated here and
  * handed to each metric reader as a MetricProducer, not recorded through an OpenTelemetry
  * Histogram: the SDK's `record` hashes its attribute set on every call (its keys sorted and
- * JSON-serialized), which cost a local hit of 4 KiB an eighth to a fifth of the agent's main thread under load
- * (docs/benchmarks.md, load). Here a request finds its series by its route and a number made of its
- * method, status and error type: nothing is allocated once the series exists. What a reader gets
- * is what the SDK's histogram gives (the same descriptor, buckets with upper bounds inclusive, sum,
- * count, min and max), cumulative, or delta for a reader that asks for delta (an OTLP push with
- * OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta; min and max are then left out, as the
- * SDK leaves them out when it cannot know them). Label sets are bounded: routes are the router's
- * templates, methods nine and `_OTHER`, statuses the agent's own answers.
+ * JSON-serialized), which cost a local hit of 4 KiB an eighth of the agent's main thread under load
+ * (docs/benchmarks.md, eighth session). Here a request finds its series by its route and a number
+ * made of its method, status and error type: nothing is allocated once the series exists. A reader
+ * gets the points the SDK's histogram would give (buckets with upper bounds inclusive, sum, count,
+ * min and max; no point, and no metric, for a label set with nothing to report), as a second entry
+ * of the agent's scope: cumulative, or, for a reader that asks for delta (an OTLP push with
+ * OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE `delta` or `lowmemory`), what arrived since its
+ * last collection, kept apart for it from its first collection on. Label sets are bounded by their
+ * callers (routes are the router's templates, methods nine and `_OTHER`, statuses the agent's own
+ * answers, the error type `aborted`) and, as the SDK bounds them, at 2,000: more go to one set
+ * labelled `otel.metric.overflow`.
  */
 export class RequestDurations {
   readonly #opts: RequestDurationsOptions;
   readonly #bounds: readonly number[];
   /** Series by route, then by method, status and error type. */
   readonly #series = new Map<string, Map<number | string, Series>>();
+  #count = 0;
+  #overflow: Series | undefined;
+  /** Each delta reader's figures since its last collection, by series. */
+  readonly #intervals: Map<Series, Figures>[] = [];
 
   constructor(opts: RequestDurationsOptions) {
     this.#opts = opts;
@@ -85,73 +92,60 @@ export class RequestDurations {
     seconds: number,
   ): void {
     if (!(seconds >= 0)) return; // as the SDK: a negative or NaN duration is not recorded
-    let byRoute = this.#series.get(route);
-    if (!byRoute) this.#series.set(route, (byRoute = new Map()));
-    const m = METHOD_INDEX.get(method) ?? OTHER_METHOD;
-    const key = errorType === undefined ? m * 1000 + (status ?? 0) : `${m} ${status ?? ''} ${errorType}`;
-    let series = byRoute.get(key);
-    if (!series) byRoute.set(key, (series = this.#newSeries(m, route, status, errorType)));
-    series.count++;
-    series.sum += seconds;
-    if (seconds < series.min) series.min = seconds;
-    if (seconds > series.max) series.max = seconds;
+    const series = this.#seriesOf(method, route, status, errorType);
     const bounds = this.#bounds;
     let i = 0;
     while (i < bounds.length && seconds > bounds[i]!) i++;
-    series.counts[i]!++;
+    add(series, seconds, i);
+    for (const interval of this.#intervals) {
+      let figures = interval.get(series);
+      if (!figures) interval.set(series, (figures = emptyFigures(bounds.length)));
+      add(figures, seconds, i);
+    }
   }
 
   /** A producer for one reader, with that reader's temporality (read when it collects). */
   producer(temporality: () => AggregationTemporality): MetricProducer {
-    const exported = new WeakMap<Series, Exported>();
+    /** Delta: what arrived since the last collection (made at the first, which reports everything). */
+    let interval: Map<Series, Figures> | undefined;
     let lastTime: HrTime | undefined;
     return {
       collect: (): Promise<CollectionResult> => {
         const now = hrTime(Date.now());
-        const delta = temporality() === AggregationTemporality.DELTA;
+        const delta = temporality() !== AggregationTemporality.CUMULATIVE;
+        const point = (s: Series, figures: Figures, startTime: HrTime) => ({
+          attributes: s.attributes,
+          startTime,
+          endTime: now,
+          value: {
+            buckets: { boundaries: [...this.#bounds], counts: [...figures.counts] },
+            count: figures.count,
+            sum: figures.sum,
+            min: figures.min,
+            max: figures.max,
+          },
+        });
         const dataPoints = [];
-        for (const byRoute of this.#series.values())
-          for (const s of byRoute.values()) {
-            const before = delta ? exported.get(s) : undefined;
-            const counts = before ? s.counts.map((n, i) => n - before.counts[i]!) : [...s.counts];
-            const count = s.count - (before?.count ?? 0);
-            const sum = s.sum - (before?.sum ?? 0);
-            if (delta) {
-              if (count === 0) continue; // nothing since the last export: as the SDK, no point
-              exported.set(s, { counts: [...s.counts], count: s.count, sum: s.sum });
-            }
-            dataPoints.push({
-              attributes: s.attributes,
-              startTime: delta && lastTime ? lastTime : s.startTime,
-              endTime: now,
-              value: {
-                buckets: { boundaries: [...this.#bounds], counts },
-                count,
-                sum,
-                ...(delta ? {} : { min: s.min, max: s.max }),
-              },
-            });
-          }
+        if (delta && interval) {
+          for (const [s, figures] of interval) dataPoints.push(point(s, figures, lastTime ?? s.startTime));
+          interval.clear();
+        } else {
+          for (const s of this.#all()) dataPoints.push(point(s, s, s.startTime));
+          if (delta) this.#intervals.push((interval = new Map()));
+        }
         lastTime = now;
         const { name, description, scope, resource } = this.#opts;
+        const metric = {
+          descriptor: { name, description, unit: 's', valueType: ValueType.DOUBLE },
+          aggregationTemporality: delta ? AggregationTemporality.DELTA : AggregationTemporality.CUMULATIVE,
+          dataPointType: DataPointType.HISTOGRAM as const,
+          dataPoints,
+        };
         return Promise.resolve({
           resourceMetrics: {
             resource,
-            scopeMetrics: [
-              {
-                scope: { name: scope },
-                metrics: [
-                  {
-                    descriptor: { name, description, unit: 's', valueType: ValueType.DOUBLE },
-                    aggregationTemporality: delta
-                      ? AggregationTemporality.DELTA
-                      : AggregationTemporality.CUMULATIVE,
-                    dataPointType: DataPointType.HISTOGRAM,
-                    dataPoints,
-                  },
-                ],
-              },
-            ],
+            // As the SDK: a metric with no point is left out.
+            scopeMetrics: dataPoints.length > 0 ? [{ scope: { name: scope }, metrics: [metric] }] : [],
           },
           errors: [],
         });
@@ -159,7 +153,25 @@ export class RequestDurations {
     };
   }
 
-  #newSeries(m: number, route: string, status: number | undefined, errorType: string | undefined): Series {
+  *#all(): Iterable<Series> {
+    for (const byRoute of this.#series.values()) yield* byRoute.values();
+    if (this.#overflow) yield this.#overflow;
+  }
+
+  #seriesOf(
+    method: string,
+    route: string,
+    status: number | undefined,
+    errorType: string | undefined,
+  ): Series {
+    let byRoute = this.#series.get(route);
+    const m = METHOD_INDEX.get(method) ?? OTHER_METHOD;
+    const key = errorType === undefined ? m * 1000 + (status ?? 0) : `${m} ${status ?? ''} ${errorType}`;
+    const found = byRoute?.get(key);
+    if (found) return found;
+    if (this.#count >= MAX_SERIES - 1)
+      return (this.#overflow ??= this.#newSeries({ 'otel.metric.overflow': true }));
+    if (!byRoute) this.#series.set(route, (byRoute = new Map()));
     // In the order the SDK's histogram was given them (its output keeps the first set's order).
     const attributes: Attributes = {
       [ATTR_HTTP_REQUEST_METHOD]: KNOWN_METHODS[m] ?? HTTP_REQUEST_METHOD_VALUE_OTHER,
@@ -167,16 +179,28 @@ export class RequestDurations {
     };
     if (status !== undefined) attributes[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
     if (errorType !== undefined) attributes[ATTR_ERROR_TYPE] = errorType;
-    return {
-      attributes,
-      startTime: hrTime(Date.now()),
-      counts: new Array<number>(this.#bounds.length + 1).fill(0),
-      count: 0,
-      sum: 0,
-      min: Infinity,
-      max: -Infinity,
-    };
+    const series = this.#newSeries(attributes);
+    byRoute.set(key, series);
+    this.#count++;
+    return series;
   }
+
+  #newSeries(attributes: Attributes): Series {
+    return { attributes, startTime: hrTime(Date.now()), ...emptyFigures(this.#bounds.length) };
+  }
+}
+
+function emptyFigures(bounds: number): Figures {
+  return { counts: new Array<number>(bounds + 1).fill(0), count: 0, sum: 0, min: Infinity, max: -Infinity };
+}
+
+/** Counts `seconds`, in bucket `i`, in `f`. */
+function add(f: Figures, seconds: number, i: number): void {
+  f.count++;
+  f.sum += seconds;
+  if (seconds < f.min) f.min = seconds;
+  if (seconds > f.max) f.max = seconds;
+  f.counts[i]!++;
 }
 
 function hrTime(ms: number): HrTime {
