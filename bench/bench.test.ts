@@ -70,6 +70,7 @@ describe('benchmarks (--quick, shape only)', () => {
       'load',
       [
         ...['bench', 'rps', 'node_rps', 'ratio_node', 'p99_ms', 'errors', 'large_rps', 'large_ratio_node'],
+        ...['main_us_per_req', 'node_main_us_per_req', 'cpu_us_per_req', 'node_cpu_us_per_req'],
         // null, and said why, when nginx is not installed.
         ...(nginxUnavailable() ? [] : ['nginx_rps', 'ratio_nginx']),
       ],

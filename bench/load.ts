@@ -5,6 +5,11 @@
  * The agent runs as in the image (bench/support/bundle.ts); `--sources` runs it from the
  * TypeScript sources, without the image's V8 flags, malloc settings and NODE_ENV; the last line's
  * `agent_build` says how it ran.
+ * Each Node server's CPU per request is read from /proc during the measured runs (main thread, and
+ * all threads): with wrk on the same cores, a Node server's throughput here is bounded by its main
+ * thread (the agent's was busy 98% of a run while the machine was 72% busy), so that figure says
+ * what a change costs with less noise than req/s. V8's CPU profile is no guide to it: it showed that
+ * thread 58% idle in the same runs.
  * EDGEMESH_BENCH_PROFILE=DIR runs the agent with --cpu-prof into DIR (with `--sources` for positions
  * in the sources: the bundle is minified and removed after the run).
  */
@@ -19,6 +24,7 @@ import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-pro
 import { agentBuild, buildOf } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import { nginxUnavailable, type StaticNginx, startStaticNginx } from './support/nginx.ts';
+import { cpuReading } from './support/thread-cpu.ts';
 import { runWrk, type WrkResult, wrkUnavailable } from './support/wrk.ts';
 
 const STATIC_SERVER = fileURLToPath(new URL('./support/static-server.ts', import.meta.url));
@@ -34,15 +40,35 @@ interface Figures {
   rps: number;
   p99Ms: number;
   errors: number;
+  /** The server's CPU per request, in microseconds: its main thread's, and all its threads'. */
+  mainUs?: number;
+  cpuUs?: number;
 }
 
-/** Median rps and p99 over the rounds; errors summed (non-2xx and socket errors). */
-function summarise(runs: WrkResult[]): Figures {
+/** A wrk run, with the CPU the server used during it (a Node server's; nginx's workers are not read). */
+type Run = WrkResult & { mainUs?: number; cpuUs?: number };
+
+/** Median rps, p99 and CPU per request over the rounds; errors summed (non-2xx and socket errors). */
+function summarise(runs: Run[]): Figures {
+  const cpu = (pick: (r: Run) => number | undefined) =>
+    runs.every((r) => pick(r) !== undefined) ? median(runs.map((r) => pick(r)!)) : undefined;
   return {
     rps: median(runs.map((r) => r.rps)),
     p99Ms: median(runs.map((r) => r.p99Ms)),
     errors: runs.reduce((sum, r) => sum + r.non2xx + r.socketErrors, 0),
+    mainUs: cpu((r) => r.mainUs),
+    cpuUs: cpu((r) => r.cpuUs),
   };
+}
+
+/** wrk against `url`, and the CPU process `pid` (if any) used per request meanwhile. */
+async function measured(url: string, seconds: number, pid: number | undefined): Promise<Run> {
+  const reading = pid === undefined ? undefined : cpuReading(pid);
+  const result = await runWrk(url, { connections: CONNECTIONS, threads: THREADS, seconds });
+  if (!reading || result.requests === 0) return result;
+  const { seconds: all, threads } = reading();
+  const us = (s: number) => (s * 1e6) / result.requests;
+  return { ...result, mainUs: us(threads.main.user + threads.main.system), cpuUs: us(all) };
 }
 
 async function startNodeServer(files: string) {
@@ -51,7 +77,7 @@ async function startNodeServer(files: string) {
   });
   const first = await createInterface({ input: child.stdout })[Symbol.asyncIterator]().next();
   const { port } = JSON.parse(String(first.value)) as { port: number };
-  return { url: `http://127.0.0.1:${port}`, stop: () => child.kill() };
+  return { url: `http://127.0.0.1:${port}`, pid: child.pid, stop: () => child.kill() };
 }
 
 /** Fails unless `url` answers 200 with exactly `body` (wrk counts statuses, never bytes). */
@@ -105,7 +131,8 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
         node: `${node.url}/${name}`,
         ...(nginx ? { nginx: `${nginx.url}/${name}` } : {}),
       };
-      const runs: Partial<Record<Server, WrkResult[]>> = {};
+      const pids: Partial<Record<Server, number>> = { agent: agent.child.pid, node: node.pid };
+      const runs: Partial<Record<Server, Run[]>> = {};
       for (const [server, url] of Object.entries(urls) as [Server, string][]) {
         await expectBody(url, body);
         await runWrk(url, { connections: CONNECTIONS, threads: THREADS, seconds: warmUp });
@@ -113,18 +140,23 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       }
       for (let r = 0; r < rounds; r++) {
         for (const [server, url] of Object.entries(urls) as [Server, string][])
-          runs[server]!.push(await runWrk(url, { connections: CONNECTIONS, threads: THREADS, seconds }));
+          runs[server]!.push(await measured(url, seconds, pids[server]));
       }
       const figures: Partial<Record<Server, Figures>> = {};
-      for (const [server, list] of Object.entries(runs) as [Server, WrkResult[]][]) {
+      for (const [server, list] of Object.entries(runs) as [Server, Run[]][]) {
         const f = summarise(list);
         figures[server] = f;
+        const cpu =
+          f.mainUs === undefined
+            ? ''
+            : `  CPU per request ${f.mainUs.toFixed(1)} us main thread, ${f.cpuUs!.toFixed(1)} all`;
         console.log(
-          `# ${name} ${server.padEnd(6)} ${f.rps.toFixed(0).padStart(7)} req/s  p99 ${f.p99Ms.toFixed(2).padStart(7)} ms  errors ${f.errors}`,
+          `# ${name} ${server.padEnd(6)} ${f.rps.toFixed(0).padStart(7)} req/s  p99 ${f.p99Ms.toFixed(2).padStart(7)} ms  errors ${f.errors}${cpu}`,
         );
       }
       results[name] = figures;
     }
+    const perRequest = (us: number | undefined) => (us === undefined ? null : round(us, 1));
     const ratio = (a: Figures | undefined, b: Figures | undefined) =>
       a && b ? round(a.rps / b.rps, 3) : null;
     const small = results['4KiB']!;
@@ -144,6 +176,11 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
         p99_ms: round(small.agent!.p99Ms, 2),
         node_p99_ms: round(small.node!.p99Ms, 2),
         nginx_p99_ms: small.nginx ? round(small.nginx.p99Ms, 2) : null,
+        // CPU per 4 KiB request (us), the median run's: the main thread is what bounds a Node server here.
+        main_us_per_req: perRequest(small.agent!.mainUs),
+        node_main_us_per_req: perRequest(small.node!.mainUs),
+        cpu_us_per_req: perRequest(small.agent!.cpuUs),
+        node_cpu_us_per_req: perRequest(small.node!.cpuUs),
         errors: small.agent!.errors + large.agent!.errors,
         large_rps: round(large.agent!.rps, 0),
         large_node_rps: round(large.node!.rps, 0),
