@@ -38,13 +38,14 @@ export async function writeChunks(
   };
   if (first === last) {
     // One part (every small object, a range within one chunk): ended at once, given back once the
-    // response has closed (finished, or its client gone). Not `finished` here and below: each of its
-    // calls puts six listeners on the response, which cost a local hit of 4 KiB a fifth of the
-    // agent's main thread under load (docs/benchmarks.md, eighth session). An `error` event rejects, as there.
+    // response has closed (finished, or its client gone), or at an `error` event, which rejects as
+    // `finished` would. Not `finished`, as more parts use below: each of its calls puts six listeners
+    // on the response, which cost a local hit of 4 KiB a fifth of the agent's main thread under load
+    // (docs/benchmarks.md, eighth session).
     const part = slice(first, firstData);
     if (res.destroyed) return pass.done(part);
-    res.end(part);
     try {
+      res.end(part);
       if (!res.closed) await once(res, 'close');
     } finally {
       pass.done(part);

@@ -63,7 +63,8 @@ export interface RequestDurationsOptions {
  * last collection, kept apart for it from its first collection on. Label sets are bounded by their
  * callers (routes are the router's templates, methods nine and `_OTHER`, statuses the agent's own
  * answers, the error type `aborted`) and, as the SDK bounds them, at 2,000: more go to one set
- * labelled `otel.metric.overflow`.
+ * labelled `otel.metric.overflow` (for good: the SDK's delta readers count the limit per interval).
+ * A delta reader that stops collecting keeps being counted for, in at most that many sets.
  */
 export class RequestDurations {
   readonly #opts: RequestDurationsOptions;
@@ -111,7 +112,7 @@ export class RequestDurations {
     let lastTime: HrTime | undefined;
     return {
       collect: (): Promise<CollectionResult> => {
-        const now = hrTime(Date.now());
+        const now = hrTime(nowMs());
         const delta = temporality() !== AggregationTemporality.CUMULATIVE;
         const point = (s: Series, figures: Figures, startTime: HrTime) => ({
           attributes: s.attributes,
@@ -186,7 +187,7 @@ export class RequestDurations {
   }
 
   #newSeries(attributes: Attributes): Series {
-    return { attributes, startTime: hrTime(Date.now()), ...emptyFigures(this.#bounds.length) };
+    return { attributes, startTime: hrTime(nowMs()), ...emptyFigures(this.#bounds.length) };
   }
 }
 
@@ -202,6 +203,9 @@ function add(f: Figures, seconds: number, i: number): void {
   if (seconds > f.max) f.max = seconds;
   f.counts[i]!++;
 }
+
+/** Now, in ms since the epoch, as the SDK reads it: the monotonic clock from the process's start (a step of the wall clock does not move it). */
+const nowMs = () => performance.timeOrigin + performance.now();
 
 function hrTime(ms: number): HrTime {
   const seconds = Math.trunc(ms / 1000);
