@@ -1,6 +1,5 @@
 import type { ServerResponse } from 'node:http';
 import { once } from 'node:events';
-import { finished } from 'node:stream/promises';
 import { chunkLength } from '../cache/chunking.ts';
 import type { PassReader } from '../cache/object-store.ts';
 import type { ObjectHead } from '../domain.ts';
@@ -11,12 +10,11 @@ import type { ByteRange } from './range.ts';
  * Writes the bytes `bytes` of an object to `res` and ends it, with backpressure, reading each next
  * chunk while one is sent. `firstData` is the first chunk, already read (so a failure to read it was
  * the caller's to answer cleanly); `onPart` hears each part written. Each chunk's bytes go back to
- * `pass` (`done`) once the socket has taken them (the last once the response has finished; a
- * response of one part, once it has closed), or, when the client went away, once the response has
- * closed (parts never written at once), each once: so a long read, and a download being read, can
- * reuse their buffers.
- * Resolves when the response has finished (one part: closed) or the client went away; rejects when
- * a later chunk cannot be read (the caller aborts the response).
+ * `pass` (`done`) once the socket has taken them (the last once the response has closed), or, when
+ * the client went away, once the response has closed (parts never written at once), each once: so a
+ * long read, and a download being read, can reuse their buffers.
+ * Resolves when the response has closed (finished, or the client went away); rejects when a later
+ * chunk cannot be read (the caller aborts the response).
  */
 export async function writeChunks(
   res: ServerResponse,
@@ -37,11 +35,9 @@ export async function writeChunks(
     return part;
   };
   if (first === last) {
-    // One part (every small object, a range within one chunk): ended at once, given back once the
-    // response has closed (finished, or its client gone), or at an `error` event, which rejects as
-    // `finished` would. Not `finished`, as more parts use below: each of its calls puts six listeners
-    // on the response, which cost a local hit of 4 KiB a fifth of the agent's main thread under load
-    // (docs/benchmarks.md, eighth session).
+    // One part (every small object, a range within one chunk): ended at once and given back at the
+    // response's end, as below, without the bookkeeping of parts in flight (2-3 us of the main
+    // thread a 4 KiB hit under load, measured A/B against the general path).
     const part = slice(first, firstData);
     if (res.destroyed) return pass.done(part);
     try {
@@ -54,7 +50,7 @@ export async function writeChunks(
   }
   // Parts given to the socket and not yet given back, each as many times as it was written. A part
   // whose write failed, or whose callback never comes (a socket destroyed before the response
-  // knows it), goes back once the response has ended (finished or closed): the socket then reads
+  // knows it), goes back once the response has closed: the socket then reads
   // it no more.
   const sending = new Map<Buffer, number>();
   const giveBack = (sent: Buffer) => {
@@ -72,7 +68,12 @@ export async function writeChunks(
   const giveBackAll = () => {
     for (const [sent, n] of sending) for (let i = 0; i < n; i++) giveBack(sent);
   };
-  finished(res).then(giveBackAll, giveBackAll);
+  // The response's end: its `close`, after it finished or when its client went away (an `error`
+  // event rejects). One wait, not `stream.finished`: each of its calls puts six listeners on the
+  // response, and two of them cost a 4 KiB local hit a fifth of the agent's main thread under load
+  // (docs/benchmarks.md, eighth session).
+  const ended = res.closed ? Promise.resolve() : once(res, 'close');
+  ended.then(giveBackAll, giveBackAll);
   let part = slice(first, firstData);
   for (let index = first; index < last; index++) {
     if (res.destroyed) return pass.done(part); // the client went away: never given to the socket
@@ -91,9 +92,5 @@ export async function writeChunks(
   }
   if (res.destroyed) return pass.done(part);
   send(part, true); // given back once the response has ended
-  try {
-    await finished(res);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
-  }
+  await ended;
 }
