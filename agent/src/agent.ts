@@ -18,6 +18,7 @@ import { MIN_CHUNK_SIZE } from './cache/chunking.ts';
 import { createApp } from './http/app.ts';
 import { checkExpectationListener, clientErrorListener } from './http/client-errors.ts';
 import { continueWhenRead } from './http/continue.ts';
+import { inTurn } from './http/in-turn.ts';
 import { withLocalHits } from './http/local-hits.ts';
 import { AccessControl } from './http/access.ts';
 import { isKey } from './keys.ts';
@@ -474,7 +475,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // The idle clock runs only while it is the client's turn: while its body comes in, and once the
   // answer starts. In between the server works (an origin fetch, waiting for replicas) and the
   // client, waiting for it, is not idle.
-  http.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  const idleClock = (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
     busy.add(socket);
     res.once('close', () => busy.delete(socket));
@@ -488,12 +489,20 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       socket.setTimeout(config.http.idleTimeoutMs);
       return writeHead(...args);
     };
-  });
-  // After the listener above, which must see a request before any answer starts (the fast path
-  // may answer at once).
+  };
+  const api = config.http.fastPath ? withLocalHits({ store, counters, metrics, logger, access }, app) : app;
+  // A request pipelined behind another's answer reaches the idle clock and the API only in its turn
+  // (http/in-turn.ts); the idle clock sees each request before any answer starts (the fast path may
+  // answer at once).
   http.on(
     'request',
-    config.http.fastPath ? withLocalHits({ store, counters, metrics, logger, access }, app) : app,
+    inTurn(
+      (req, res) => {
+        idleClock(req, res);
+        api(req, res);
+      },
+      () => Counters.bump(counters.clientsRefused, 'pipelined'),
+    ),
   );
   http.listen(config.http.port, config.http.host);
   await once(http, 'listening');

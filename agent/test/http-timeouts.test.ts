@@ -105,6 +105,32 @@ describe('HTTP API timeouts', () => {
   );
 
   it(
+    'cuts a stalled response with an exchange stream pipelined behind it (the stream does not lift the idle timeout before its turn)',
+    { timeout: 30_000 },
+    async () => {
+      assert.equal(
+        (
+          await fetch(`${agent.url}/v1/objects/big/pipelined`, {
+            method: 'PUT',
+            body: Buffer.alloc(64 * MiB, 5),
+          })
+        ).status,
+        201,
+      );
+      const before = await idleCuts();
+      const reader = await open();
+      const closed = closedByServer(reader);
+      reader.pause(); // reads nothing: the first response stalls, the stream waits behind it
+      reader.write(
+        'GET /v1/objects/big/pipelined HTTP/1.1\r\nHost: a\r\n\r\nGET /v1/exchange/behind HTTP/1.1\r\nHost: a\r\n\r\n',
+      );
+      await eventually(async () => ((await idleCuts()) > before ? true : undefined), 10_000, 'the cut');
+      reader.resume();
+      await closed;
+    },
+  );
+
+  it(
     'does not cut a client while the server works for it: a miss fetched from a slow origin',
     { timeout: 60_000 },
     async () => {
@@ -113,6 +139,69 @@ describe('HTTP API timeouts', () => {
       assert.equal(res.status, 200);
       assert.equal((await res.arrayBuffer()).byteLength, 8 * MiB);
       assert.equal(await idleCuts(), before, 'nobody cut');
+    },
+  );
+});
+
+/**
+ * Admission of pipelined requests, on a real agent that lets anonymous clients 4 requests at once: a
+ * connection that pipelines a hundred GETs of a large object and reads none holds one slot (its
+ * current answer's), not all of them, and another client is served meanwhile.
+ */
+describe('HTTP API: requests pipelined on one connection', () => {
+  let dir: string;
+  let agent: AgentProcess;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-pipelined-'));
+    agent = await startAgentProcess([
+      ...['--node-id', 'a', '--store.dir', dir],
+      ...['--access.anonymous', 'all', '--access.max-concurrent-per-client', '4'],
+    ]);
+  });
+  after(async () => {
+    await agent?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it(
+    'hold one admission slot of their client, however many wait, and those past 32 are refused',
+    { timeout: 60_000 },
+    async () => {
+      assert.equal(
+        (await fetch(`${agent.url}/v1/objects/big/obj`, { method: 'PUT', body: Buffer.alloc(16 * MiB, 9) }))
+          .status,
+        201,
+      );
+      const refused = async () =>
+        ((await agent.status()) as unknown as { counters: { clientsRefused: Record<string, number> } })
+          .counters.clientsRefused;
+      const hog = netConnect(Number(new URL(agent.url).port), '127.0.0.1');
+      await once(hog, 'connect');
+      hog.on('error', () => undefined);
+      hog.pause(); // reads nothing
+      hog.write('GET /v1/objects/big/obj HTTP/1.1\r\nHost: a\r\n\r\n'.repeat(100));
+      // Every request parsed: all but the one answered and those waiting were refused (as pipelined here;
+      // as over the limit when each pipelined request was admitted on arrival).
+      const counts = await eventually(
+        async () => {
+          const r = await refused();
+          return (r.pipelined ?? 0) + (r['over-limit'] ?? 0) >= 60 ? r : undefined;
+        },
+        20_000,
+        'the pipelined requests parsed',
+      );
+      try {
+        const res = await fetch(`${agent.url}/v1/objects/big/obj`, { method: 'HEAD' });
+        assert.equal(res.status, 200, 'another client is admitted while the connection waits');
+        assert.equal(counts.pipelined, 100 - 1 - 32, 'one answered, 32 waiting, the rest refused');
+        assert.equal(
+          counts['over-limit'],
+          undefined,
+          'no request of the connection took a slot but its current one',
+        );
+      } finally {
+        hog.destroy();
+      }
     },
   );
 });

@@ -53,7 +53,7 @@ describe('admission of a client that hangs up while its token is checked', () =>
   after(() => rm(dir, { recursive: true, force: true }));
 
   for (const fastPath of [false, true]) {
-    it(fastPath ? 'through the fast path' : "through the API's routes", async () => {
+    it(fastPath ? 'through the fast path' : "through the API's routes", { timeout: 20_000 }, async () => {
       const access = new AccessControl(
         {
           tokensFile: join(dir, 'tokens.yaml'),
@@ -77,7 +77,13 @@ describe('admission of a client that hangs up while its token is checked', () =>
         return check(authorization);
       };
       const counters = new Counters();
-      const metrics = { recordRequest: () => {}, handle: () => {} } as unknown as AgentMetrics;
+      // The hung-up request is recorded too (aborted), whichever path passed it on.
+      let recordedAborted!: () => void;
+      const aborted = new Promise<void>((resolve) => (recordedAborted = resolve));
+      const metrics = {
+        recordRequest: (r: { errorType?: string }) => r.errorType === 'aborted' && recordedAborted(),
+        handle: () => {},
+      } as unknown as AgentMetrics;
       const app = createApp({
         store,
         fetcher: undefined,
@@ -106,6 +112,7 @@ describe('admission of a client that hangs up while its token is checked', () =>
         client.destroy();
         await hungUp; // the server saw the hang-up before the token check ended
         open();
+        await aborted;
         assert.equal(await status(`http://127.0.0.1:${port}/v1/objects/pub/obj`), 200, 'admitted again');
       } finally {
         access.close();

@@ -46,8 +46,9 @@ const objectVerb = (method: string | undefined): Verb | undefined =>
 /**
  * The agent's HTTP API for local workloads (docs/agent.md), plus health and metrics, as a node:http
  * request listener over a fixed route table (routes.ts). For each request, in this order:
- * - its metric (deps.metrics.recordRequest) once its response closes, labelled with the template of
- *   the route whose handler it reached, else `unmatched` (a 404, a bad path, a client refused);
+ * - its metric (deps.metrics.recordRequest) once its response closes (at once when it has closed
+ *   already), labelled with the template of the route whose handler it reached, else `unmatched` (a
+ *   404, a bad path, a client refused or gone before);
  * - a Transfer-Encoding other than chunked alone: 501 NotImplemented, Connection: close, before the
  *   client is authenticated and before any route reads the body (unsupportedCoding);
  * - public routes (/healthz, /readyz, /metrics unless access.publicMetrics is false) are answered;
@@ -80,7 +81,7 @@ export function createApp(deps: AppDeps): RequestListener {
     const path = requestPath(req.url ?? '/');
     const routing = findRoute(routes, req.method ?? '', path);
     let route = 'unmatched'; // the route's template once its handler is reached
-    res.once('close', () => {
+    const record = () =>
       metrics.recordRequest({
         method: req.method ?? '',
         path,
@@ -88,7 +89,9 @@ export function createApp(deps: AppDeps): RequestListener {
         ...responseOutcome(res),
         seconds: (performance.now() - started) / 1000,
       });
-    });
+    // Closed already: a client that hung up while the fast path checked its token, which passed it on.
+    if (res.closed) record();
+    else res.once('close', record);
     const answer = async (): Promise<void> => {
       const coding = unsupportedCoding(req);
       if (coding !== undefined)

@@ -160,7 +160,7 @@ describe('writeChunks', () => {
   });
 
   it(
-    'gives back a response of one part when its client is gone, before or while it is sent',
+    'gives back a response of one part when its client is gone, before or while it is sent (counted as served only once sent)',
     { timeout: 30_000 },
     async () => {
       // One part of 8 MiB: more than the socket takes at once, so a client that resets after its first
@@ -168,6 +168,7 @@ describe('writeChunks', () => {
       const part = randomBytes(8 * 1024 * 1024);
       for (const when of ['before', 'while'] as const) {
         const done: Uint8Array[] = [];
+        let served = 0; // what onPart heard: the bytes served a client counts
         let back!: () => void;
         const given = new Promise<void>((resolve) => (back = resolve));
         let written!: Promise<void>;
@@ -186,7 +187,7 @@ describe('writeChunks', () => {
               { start: 0, end: part.length - 1 },
               pass,
               part,
-              () => {},
+              (p) => (served += p.length),
             ));
           if (when === 'before') {
             res.socket!.destroy();
@@ -203,6 +204,8 @@ describe('writeChunks', () => {
           await given;
           await written;
           assert.deepEqual(done, [part], `${when}: the part went back, once`);
+          // Gone before: nothing was given to the response, so nothing counts as served.
+          assert.equal(served, when === 'before' ? 0 : part.length, `${when}: bytes served`);
         } finally {
           server.close();
         }

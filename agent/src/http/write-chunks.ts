@@ -9,10 +9,11 @@ import type { ByteRange } from './range.ts';
 /**
  * Writes the bytes `bytes` of an object to `res` and ends it, with backpressure, reading each next
  * chunk while one is sent. `firstData` is the first chunk, already read (so a failure to read it was
- * the caller's to answer cleanly); `onPart` hears each part written. Each chunk's bytes go back to
- * `pass` (`done`) once the socket has taken them (the last once the response has closed), or, when
- * the client went away, once the response has closed (parts never written at once), each once: so a
- * long read, and a download being read, can reuse their buffers.
+ * the caller's to answer cleanly); `onPart` hears each part as it is given to the response, never
+ * one read but not sent (the client gone). Each chunk's bytes go back to `pass` (`done`) once the
+ * socket has taken them (the last once the response has closed), or, when the client went away,
+ * once the response has closed (parts never written at once), each once: so a long read, and a
+ * download being read, can reuse their buffers.
  * Resolves when the response has closed (finished, or the client went away); rejects when a later
  * chunk cannot be read (the caller aborts the response).
  */
@@ -30,9 +31,7 @@ export async function writeChunks(
     const offset = index * head.chunkSize;
     const from = Math.max(0, bytes.start - offset);
     const to = Math.min(chunkLength(head.size, head.chunkSize, index), bytes.end - offset + 1);
-    const part = from === 0 && to === data.length ? data : data.subarray(from, to);
-    onPart(part);
-    return part;
+    return from === 0 && to === data.length ? data : data.subarray(from, to);
   };
   if (first === last) {
     // One part (every small object, a range within one chunk): ended at once and given back at the
@@ -41,6 +40,7 @@ export async function writeChunks(
     const part = slice(first, firstData);
     if (res.destroyed) return pass.done(part);
     try {
+      onPart(part);
       res.end(part);
       if (!res.closed) await once(res, 'close');
     } finally {
@@ -61,6 +61,7 @@ export async function writeChunks(
     pass.done(sent);
   };
   const send = (sent: Buffer, end: boolean) => {
+    onPart(sent);
     sending.set(sent, (sending.get(sent) ?? 0) + 1);
     if (end) return void res.end(sent);
     return res.write(sent, (error) => error || giveBack(sent));
