@@ -2,7 +2,8 @@
 /**
  * `npm run soak -- --minutes 60 [--agents 3] [--plot FILE]`: a local mesh (agents on a real NATS) under
  * a steady mixed load: PUTs of small and medium objects (R = 3, W = 2), GETs of any of them from any
- * agent, DELETEs (mesh-wide purges, so tombstones pile up) and exchange messages. Every 10 s it
+ * agent, DELETEs (mesh-wide purges) and exchange messages, once purges of keys never written have
+ * filled every agent's tombstones to their cap (`--empty-tombstones`: from none). Every 10 s it
  * samples each agent's RSS, heap in use, open file descriptors, tombstones and store bytes. The
  * trend is the slope of a least-squares line over the second half of the run (after warm-up), per
  * agent; what matters is that memory and descriptors do not keep growing. `rest` is RSS less the V8
@@ -43,6 +44,7 @@ import {
   startAgentProcess,
 } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
+import { MAX_TOMBSTONES } from '../agent/src/cache/tombstones.ts';
 import { agentBuild, type BuildName, buildOfAll } from './support/bundle.ts';
 import { report, summarize } from './support/heap-diff.ts';
 import {
@@ -70,6 +72,8 @@ const { values } = parseArgs({
     'malloc-trace': { type: 'string', default: '' },
     /** The agents from the TypeScript sources, not the image's bundle (flags and malloc settings the same). */
     sources: { type: 'boolean', default: false },
+    /** Start with no tombstones (soaks before 2026-12-06's ninth session): the load fills them as it runs. */
+    'empty-tombstones': { type: 'boolean', default: false },
   },
 });
 const minutes = Number(values.minutes);
@@ -90,7 +94,7 @@ if (
   [...snapshotAt, ...traceAt].some((m) => !(m >= 0 && m <= minutes))
 ) {
   process.stderr.write(
-    'usage: npm run soak -- --minutes N [--agents N>=2] [--plot FILE] [--sample-seconds S] [--heap-snapshots M1,M2 [--snapshot-dir DIR]] [--malloc-trace M1,M2]\n',
+    'usage: npm run soak -- --minutes N [--agents N>=2] [--plot FILE] [--sample-seconds S] [--heap-snapshots M1,M2 [--snapshot-dir DIR]] [--malloc-trace M1,M2] [--empty-tombstones]\n',
   );
   process.exit(2);
 }
@@ -230,6 +234,53 @@ try {
   // The agents that did start, nats-server and the stores go too, not left running.
   await shutdown();
   throw error;
+}
+
+/**
+ * Purges of keys never written, from every agent in turn (16 at once), until each agent holds
+ * MAX_TOMBSTONES tombstones: where the tombstones of a mesh that has purged for a few hours stand, at
+ * their cap (each new one then pushes out the oldest of its signer's). The load's own purges (about
+ * 200 a minute here) would take four hours to get there, so a soak from none measures tombstones
+ * piling up (about 0.7 KB of heap each, and V8's pages kept for the heap's peak with them), not a
+ * leak; from full, what it measures is the steady state.
+ */
+async function fillTombstones(): Promise<{ purges: number; seconds: number }> {
+  const begun = performance.now();
+  let purges = 0;
+  let full = false;
+  const tombstones = async () =>
+    Promise.all(agents.map(async (a) => ((await a.status()) as unknown as Status).tombstones));
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (!full && !interrupted.signal.aborted) {
+        const n = purges++;
+        const res = await fetch(`${agents[n % agents.length]!.url}/v1/objects/soak-fill/${n}`, {
+          method: 'DELETE',
+        });
+        await res.arrayBuffer();
+        if (res.status !== 404 && res.status !== 204)
+          throw new Error(`filling tombstones: DELETE ${res.status}`);
+        if (n % 2000 === 1999) {
+          const held = await tombstones();
+          process.stderr.write(`soak: filling tombstones: ${held.join(', ')} of ${MAX_TOMBSTONES}\n`);
+          if (held.every((t) => t >= MAX_TOMBSTONES)) full = true;
+        }
+      }
+    }),
+  );
+  return { purges, seconds: (performance.now() - begun) / 1000 };
+}
+
+if (!values['empty-tombstones']) {
+  try {
+    const fill = await fillTombstones();
+    console.log(
+      `# tombstones filled to their cap (${MAX_TOMBSTONES} per agent) before the load: ${fill.purges} purges in ${fill.seconds.toFixed(0)} s`,
+    );
+  } catch (error) {
+    await shutdown();
+    throw error;
+  }
 }
 
 const samples: Sample[][] = agents.map(() => []);
@@ -506,8 +557,13 @@ try {
         slopePerMinute(points, (s) => s.fds),
         3,
       ),
-      tombstones: last.tombstones,
-      store_mb: round(last.storeBytes / 1e6, 1),
+      tombstones: [first.tombstones, last.tombstones],
+      tombstones_slope_per_min: round(
+        slopePerMinute(points, (s) => s.tombstones),
+        1,
+      ),
+      store_mb: [round(first.storeBytes / 1e6, 1), round(last.storeBytes / 1e6, 1)],
+      store_slope_mb_per_min: round(slopePerMinute(points, (s) => s.storeBytes) / 1e6, 3),
     };
   });
   for (const r of rows) console.log(`# ${JSON.stringify(r)}`);
@@ -550,7 +606,9 @@ try {
       | 'array_buffers_slope_mb_per_min'
       | 'rest_slope_mb_per_min'
       | 'anon_rest_slope_mb_per_min'
-      | 'fds_slope_per_min',
+      | 'fds_slope_per_min'
+      | 'tombstones_slope_per_min'
+      | 'store_slope_mb_per_min',
   ) => Math.max(...judged.map((r) => r[key]));
   const end = (key: 'rss_mb' | 'heap_total_mb' | 'array_buffers_mb' | 'rest_mb' | 'hot_mb') =>
     Math.max(...judged.map((r) => r[key][1]!));
@@ -568,6 +626,9 @@ try {
       rest_slope_mb_per_min: worst('rest_slope_mb_per_min'),
       anon_rest_slope_mb_per_min: worst('anon_rest_slope_mb_per_min'),
       fds_slope_per_min: worst('fds_slope_per_min'),
+      tombstones_slope_per_min: worst('tombstones_slope_per_min'),
+      store_slope_mb_per_min: worst('store_slope_mb_per_min'),
+      tombstones_filled: !values['empty-tombstones'],
       rss_end_mb: end('rss_mb'),
       heap_total_end_mb: end('heap_total_mb'),
       array_buffers_end_mb: end('array_buffers_mb'),
