@@ -253,6 +253,11 @@ async function fillTombstones(): Promise<{ purges: number; seconds: number }> {
   await Promise.all(
     Array.from({ length: 16 }, async () => {
       while (!full && !interrupted.signal.aborted) {
+        // Twice the cap and not there (tombstones that do not stay): the load would not start.
+        if (purges >= 2 * MAX_TOMBSTONES)
+          throw new Error(
+            `filling tombstones: not at their cap after ${purges} purges (${(await tombstones()).join(', ')})`,
+          );
         const n = purges++;
         const res = await fetch(`${agents[n % agents.length]!.url}/v1/objects/soak-fill/${n}`, {
           method: 'DELETE',

@@ -18,7 +18,7 @@ import { MIN_CHUNK_SIZE } from './cache/chunking.ts';
 import { createApp } from './http/app.ts';
 import { checkExpectationListener, clientErrorListener } from './http/client-errors.ts';
 import { continueWhenRead } from './http/continue.ts';
-import { inTurn } from './http/in-turn.ts';
+import { hasBody, inTurn } from './http/in-turn.ts';
 import { withLocalHits } from './http/local-hits.ts';
 import { AccessControl } from './http/access.ts';
 import { isKey } from './keys.ts';
@@ -466,8 +466,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     'checkContinue',
     continueWhenRead((req, res) => http.emit('request', req, res)),
   );
-  /** Connections with a request in progress: only those are counted when cut (not an idle keep-alive). */
-  const busy = new WeakSet<object>();
+  /**
+   * Connections with a request in progress, and its answer: only those are counted when cut (not an
+   * idle keep-alive). A pipelined request's turn comes as the answer before it finishes, before
+   * that answer's close.
+   */
+  const busy = new WeakMap<object, ServerResponse>();
   http.setTimeout(config.http.idleTimeoutMs, (socket) => {
     if (busy.has(socket)) Counters.bump(counters.clientsRefused, 'idle');
     socket.destroy();
@@ -477,12 +481,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // client, waiting for it, is not idle.
   const idleClock = (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
-    busy.add(socket);
-    res.once('close', () => busy.delete(socket));
+    busy.set(socket, res);
+    res.once('close', () => busy.get(socket) === res && busy.delete(socket));
     const serverTurn = () => socket.setTimeout(0);
-    const hasBody =
-      (req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding'] !== undefined;
-    if (hasBody) req.once('end', serverTurn);
+    if (hasBody(req)) req.once('end', serverTurn);
     else serverTurn();
     const writeHead = res.writeHead.bind(res) as (...args: unknown[]) => ServerResponse;
     res.writeHead = (...args: unknown[]) => {

@@ -130,6 +130,24 @@ describe('HTTP API timeouts', () => {
     },
   );
 
+  it('counts the cut of a stalled response pipelined behind a small one', { timeout: 30_000 }, async () => {
+    assert.equal(
+      (await fetch(`${agent.url}/v1/objects/big/behind`, { method: 'PUT', body: Buffer.alloc(32 * MiB, 4) }))
+        .status,
+      201,
+    );
+    const before = await idleCuts();
+    const reader = await open();
+    const closed = closedByServer(reader);
+    reader.pause(); // reads nothing: the second answer stalls
+    reader.write(
+      'GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /v1/objects/big/behind HTTP/1.1\r\nHost: a\r\n\r\n',
+    );
+    await eventually(async () => ((await idleCuts()) > before ? true : undefined), 10_000, 'the cut counted');
+    reader.resume();
+    await closed;
+  });
+
   it(
     'does not cut a client while the server works for it: a miss fetched from a slow origin',
     { timeout: 60_000 },

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { describe, it } from 'node:test';
+import { continueWhenRead } from './continue.ts';
 import { inTurn } from './in-turn.ts';
 
 /**
@@ -15,12 +16,19 @@ async function start(maxQueued: number) {
   const held: ServerResponse[] = [];
   let refused = 0;
   const emitted: ServerResponse[] = [];
+  const requests: IncomingMessage[] = [];
   const waiters: { n: number; resolve: () => void }[] = [];
   const server: Server = createServer();
-  server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     emitted.push(res);
+    requests.push(req);
     for (const w of waiters) if (emitted.length >= w.n) w.resolve();
   });
+  // As the agent: a request with Expect: 100-continue is a request, continued only once read.
+  server.on(
+    'checkContinue',
+    continueWhenRead((req, res) => server.emit('request', req, res)),
+  );
   server.on(
     'request',
     inTurn(
@@ -39,6 +47,7 @@ async function start(maxQueued: number) {
   return {
     handed,
     emitted,
+    requests,
     refused: () => refused,
     release: () => held.shift()!.end('held'),
     parsed: (n: number) =>
@@ -126,6 +135,75 @@ describe('inTurn: requests pipelined on one connection', () => {
       assert.deepEqual(await client.statuses(4), [200, 200, 200, 429]);
       assert.match(client.text(), /Retry-After: 1\r\n/);
       assert.match(client.text(), /"code":"TooManyRequests"/);
+    } finally {
+      s.close();
+    }
+  });
+});
+
+describe('inTurn: requests with a body pipelined behind an answer', () => {
+  it('are refused 429 with Connection: close, their bodies thrown away as they come (1-byte chunks too), never kept', async () => {
+    const s = await start(8);
+    try {
+      const client = await s.connect();
+      const closed = once(client.socket, 'close');
+      client.send('/hold');
+      const body = Buffer.alloc(100_000, 1);
+      client.socket.write(`PUT /sized HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`);
+      client.socket.write(body);
+      // A chunked body of 1-byte chunks: a buffer each, were it kept.
+      client.socket.write('PUT /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n');
+      client.socket.write(`${'1\r\nx\r\n'.repeat(20_000)}0\r\n\r\n`);
+      await s.parsed(3);
+      // Both bodies read to their end while the first answer is still held: thrown away, not kept.
+      await Promise.all(
+        s.requests.slice(1).map((req) => (req.complete ? Promise.resolve() : once(req, 'end'))),
+      );
+      assert.deepEqual(
+        s.requests.slice(1).map((req) => req.readableLength),
+        [0, 0],
+      );
+      assert.deepEqual(s.handed, ['/hold']);
+      assert.equal(s.refused(), 2);
+      s.release();
+      await closed; // after the first 429
+      assert.deepEqual(await client.statuses(2), [200, 429]);
+      assert.match(client.text(), /a request with a body is taken only once the answers before it/);
+    } finally {
+      s.close();
+    }
+  });
+
+  it('close their connection once more than 256 KiB of refused bodies came', async () => {
+    const s = await start(8);
+    try {
+      const client = await s.connect();
+      const closed = new Promise((resolve) => client.socket.once('close', resolve)); // reset, likely
+      client.send('/hold');
+      client.socket.write('PUT /big HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n');
+      client.socket.write(Buffer.alloc(512 * 1024, 2));
+      await closed; // while the first answer is still held
+      assert.deepEqual(s.handed, ['/hold']);
+      assert.equal(client.text(), '', 'nothing answered: the held answer had not gone out');
+    } finally {
+      s.close();
+    }
+  });
+
+  it('waiting for 100 Continue get none, only their 429', async () => {
+    const s = await start(8);
+    try {
+      const client = await s.connect();
+      const closed = once(client.socket, 'close');
+      client.send('/hold');
+      client.socket.write(
+        'PUT /expect HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n',
+      );
+      await s.parsed(2);
+      s.release();
+      await closed;
+      assert.deepEqual(await client.statuses(2), [200, 429]);
+      assert.doesNotMatch(client.text(), /100 Continue/);
     } finally {
       s.close();
     }

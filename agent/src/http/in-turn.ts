@@ -1,9 +1,13 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { HttpError, sendError } from './errors.ts';
+import { DISCARDED_BODY_BYTES, HttpError, sendError } from './errors.ts';
 
 /** Requests one connection may have waiting behind the one being answered; more are refused. */
 export const MAX_QUEUED_PER_CONNECTION = 32;
+
+/** Whether `req` says it has a body (a Transfer-Encoding, or a Content-Length other than 0). */
+export const hasBody = (req: IncomingMessage): boolean =>
+  (req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding'] !== undefined;
 
 /**
  * A request listener that hands `listener` each request of a connection only when its answer's
@@ -13,13 +17,21 @@ export const MAX_QUEUED_PER_CONNECTION = 32;
  * never read. One connection pipelining a few hundred GETs of a large object, and reading none,
  * would so hold every admission slot of its client (all anonymous clients share one) until its
  * connection is cut, and a pipelined exchange stream would turn off the idle timeout of the answer
- * it waits behind. Here a waiting request is nothing but parsed: it is handed on when its answer gets
- * the connection (`socket`), and dropped, never handed on, when the connection goes first.
+ * it waits behind. Here a request without a body waits parsed and nothing more: it is handed on
+ * when its answer gets the connection (`socket`), and dropped, never handed on, when the connection
+ * goes first.
  *
- * At most `maxQueued` requests wait on one connection (the parser does not pause for requests that
- * write nothing): one more is answered at once, in its turn, with 429 TooManyRequests and
- * `Connection: close`, and `onRefused` is called. Those answers are written ahead, so node:http
- * stops reading the connection once they fill its buffer, as it does for any unread answers.
+ * Refused at once, each answered in its turn with 429 TooManyRequests and `Connection: close`
+ * (`onRefused` is called for each):
+ * - a request with a body that would have to wait: node:http would parse its body into it while
+ *   it waits, unread, and a body sent in chunks of a byte costs a buffer each (tens of MiB for one
+ *   connection's 64 KiB). RFC 9112 §9.3.2: a client should not pipeline requests that are not safe
+ *   and idempotent;
+ * - a request past `maxQueued` waiting on one connection: node:http stops reading a connection
+ *   only once the answers written ahead on it fill its buffer, and waiting requests write nothing
+ *   (the refusals do, so a flood stops being read after a few dozen of them).
+ * A refused request's body is thrown away as it comes, never kept; past DISCARDED_BODY_BYTES of
+ * refused bodies on one connection, the connection is closed at once.
  */
 export function inTurn(
   listener: RequestListener,
@@ -28,15 +40,35 @@ export function inTurn(
 ): RequestListener {
   /** Requests waiting, by connection. */
   const waiting = new WeakMap<Socket, number>();
+  /** Bytes of refused bodies thrown away, by connection. */
+  const discarded = new WeakMap<Socket, number>();
+  const refuse = (req: IncomingMessage, res: ServerResponse, why: string) => {
+    onRefused();
+    sendError(res, new HttpError(429, 'TooManyRequests', why, { 'Retry-After': '1', Connection: 'close' }));
+    // After the answer, which is ended: a client waiting for `100 Continue` gets none (continue.ts).
+    const connection = req.socket;
+    req.on('data', (chunk: Buffer) => {
+      const total = (discarded.get(connection) ?? 0) + chunk.length;
+      discarded.set(connection, total);
+      if (total > DISCARDED_BODY_BYTES) connection.destroy();
+    });
+  };
   return (req: IncomingMessage, res: ServerResponse) => {
     if (res.socket) return listener(req, res); // the connection's current answer: its turn now
     const connection = req.socket;
     const queued = waiting.get(connection) ?? 0;
-    if (queued >= maxQueued) {
-      onRefused();
-      refuse(res, queued);
-      return;
-    }
+    if (hasBody(req))
+      return refuse(
+        req,
+        res,
+        'a request with a body is taken only once the answers before it on its connection have gone out',
+      );
+    if (queued >= maxQueued)
+      return refuse(
+        req,
+        res,
+        `${queued} requests already wait on this connection: send more once they are answered`,
+      );
     waiting.set(connection, queued + 1);
     const leave = () => {
       res.off('socket', turn);
@@ -50,17 +82,4 @@ export function inTurn(
     res.once('socket', turn);
     res.once('close', leave); // its connection went while it waited (node:http destroys it)
   };
-}
-
-/** The API's 429, ending the connection after it. */
-function refuse(res: ServerResponse, queued: number): void {
-  sendError(
-    res,
-    new HttpError(
-      429,
-      'TooManyRequests',
-      `${queued} requests already wait on this connection: send more once they are answered`,
-      { 'Retry-After': '1', Connection: 'close' },
-    ),
-  );
 }

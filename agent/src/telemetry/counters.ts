@@ -48,9 +48,9 @@ export class Counters {
   readonly peersRefused = new Map<string, number>();
   /**
    * Local clients refused, by why (unauthenticated: no valid token; unauthorized: not allowed that;
-   * over-limit; pipelined: past 32 requests waiting on one connection; slow-receiver, idle; malformed,
-   * too-large, timeout: a request node:http's parser refused; expectation: an Expect other than
-   * 100-continue).
+   * over-limit; pipelined: with a body, or past 32, waiting on one connection; slow-receiver, idle;
+   * malformed, too-large, timeout: a request node:http's parser refused; expectation: an Expect
+   * other than 100-continue).
    */
   readonly clientsRefused = new Map<string, number>();
 
