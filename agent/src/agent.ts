@@ -456,6 +456,11 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     headersTimeout: 10_000,
     keepAliveTimeout: Math.min(5_000, config.http.idleTimeoutMs),
   });
+  // A client that half-closes its side once it has sent its request (`nc -N`, a script's shutdown of
+  // writes) gets its answer whole, then the close, as from nginx: node:http's default ends the
+  // connection at the client's end of input and cuts an answer still being written. (A property
+  // of node:http's Server since its first releases, set in its own tests, not in its types.)
+  (http as HttpServer & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   // What node:http's parser refuses (400, 408, 413, 431) and an Expect other than 100-continue (417)
   // are answered with the API's JSON errors, not Node's bare status lines, and counted.
   http.on('clientError', clientErrorListener({ counters, logger }));

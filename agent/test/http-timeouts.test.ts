@@ -149,6 +149,26 @@ describe('HTTP API timeouts', () => {
   });
 
   it(
+    'answers a client that half-closes after its request in whole, then closes',
+    { timeout: 30_000 },
+    async () => {
+      const size = 32 * MiB;
+      assert.equal(
+        (await fetch(`${agent.url}/v1/objects/big/half`, { method: 'PUT', body: Buffer.alloc(size, 6) }))
+          .status,
+        201,
+      );
+      const client = await open();
+      let received = 0;
+      client.on('data', (d: Buffer) => (received += d.length));
+      const closed = closedByServer(client);
+      client.end('GET /v1/objects/big/half HTTP/1.1\r\nHost: a\r\n\r\n'); // and no more from this side
+      await closed;
+      assert.ok(received > size, `the whole answer, headers and ${size} bytes, came (${received})`);
+    },
+  );
+
+  it(
     'does not cut a client while the server works for it: a miss fetched from a slow origin',
     { timeout: 60_000 },
     async () => {
