@@ -279,6 +279,8 @@ async function fillTombstones(): Promise<{ purges: number; seconds: number }> {
 if (!values['empty-tombstones']) {
   try {
     const fill = await fillTombstones();
+    // Interrupted: the interrupt's clean-up stops everything, then exits.
+    if (interrupted.signal.aborted) await new Promise(() => undefined);
     console.log(
       `# tombstones filled to their cap (${MAX_TOMBSTONES} per agent) before the load: ${fill.purges} purges in ${fill.seconds.toFixed(0)} s`,
     );

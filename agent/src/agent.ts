@@ -456,11 +456,6 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     headersTimeout: 10_000,
     keepAliveTimeout: Math.min(5_000, config.http.idleTimeoutMs),
   });
-  // A client that half-closes its side once it has sent its request (`nc -N`, a script's shutdown of
-  // writes) gets its answer whole, then the close, as from nginx: node:http's default ends the
-  // connection at the client's end of input and cuts an answer still being written. (A property
-  // of node:http's Server since its first releases, set in its own tests, not in its types.)
-  (http as HttpServer & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   // What node:http's parser refuses (400, 408, 413, 431) and an Expect other than 100-continue (417)
   // are answered with the API's JSON errors, not Node's bare status lines, and counted.
   http.on('clientError', clientErrorListener({ counters, logger }));
@@ -500,7 +495,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const api = config.http.fastPath ? withLocalHits({ store, counters, metrics, logger, access }, app) : app;
   // A request pipelined behind another's answer reaches the idle clock and the API only in its turn
   // (http/in-turn.ts); the idle clock sees each request before any answer starts (the fast path may
-  // answer at once).
+  // answer at once). A 429 inTurn writes for a request refused while waiting never reaches it (a cut
+  // while one is stuck is not counted as `idle`: they are a few hundred bytes).
   http.on(
     'request',
     inTurn(

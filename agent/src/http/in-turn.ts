@@ -17,9 +17,10 @@ export const hasBody = (req: IncomingMessage): boolean =>
  * never read. One connection pipelining a few hundred GETs of a large object, and reading none,
  * would so hold every admission slot of its client (all anonymous clients share one) until its
  * connection is cut, and a pipelined exchange stream would turn off the idle timeout of the answer
- * it waits behind. Here a request without a body waits parsed and nothing more: it is handed on
- * when its answer gets the connection (`socket`), and dropped, never handed on, when the connection
- * goes first.
+ * it waits behind. Here a request without a body waits parsed and nothing more: it is handed on,
+ * on the next tick (after node:http has flushed what it writes for its turn, and the answer
+ * before it has closed), when its answer gets the connection (`socket`); and dropped, never handed
+ * on, when the connection goes first.
  *
  * Refused at once, each answered in its turn with 429 TooManyRequests and `Connection: close`
  * (`onRefused` is called for each):
@@ -28,10 +29,11 @@ export const hasBody = (req: IncomingMessage): boolean =>
  *   connection's 64 KiB). RFC 9112 §9.3.2: a client should not pipeline requests that are not safe
  *   and idempotent;
  * - a request past `maxQueued` waiting on one connection: node:http stops reading a connection
- *   only once the answers written ahead on it fill its buffer, and waiting requests write nothing
- *   (the refusals do, so a flood stops being read after a few dozen of them).
+ *   only once the answers written ahead on it fill its buffer, and only after the whole read it is
+ *   parsing (64 KiB: a few thousand small requests, each kept until the connection goes).
  * A refused request's body is thrown away as it comes, never kept; past DISCARDED_BODY_BYTES of
- * refused bodies on one connection, the connection is closed at once.
+ * refused bodies on one connection, or `maxQueued` refusals (nothing after the first is ever
+ * answered: it closes the connection), the connection is closed at once.
  */
 export function inTurn(
   listener: RequestListener,
@@ -42,8 +44,13 @@ export function inTurn(
   const waiting = new WeakMap<Socket, number>();
   /** Bytes of refused bodies thrown away, by connection. */
   const discarded = new WeakMap<Socket, number>();
+  /** Requests refused, by connection. */
+  const refused = new WeakMap<Socket, number>();
   const refuse = (req: IncomingMessage, res: ServerResponse, why: string) => {
     onRefused();
+    const times = (refused.get(req.socket) ?? 0) + 1;
+    refused.set(req.socket, times);
+    if (times > maxQueued) return void req.socket.destroy();
     sendError(res, new HttpError(429, 'TooManyRequests', why, { 'Retry-After': '1', Connection: 'close' }));
     // After the answer, which is ended: a client waiting for `100 Continue` gets none (continue.ts).
     const connection = req.socket;
@@ -77,7 +84,7 @@ export function inTurn(
     };
     const turn = () => {
       leave();
-      listener(req, res);
+      process.nextTick(() => res.destroyed || listener(req, res));
     };
     res.once('socket', turn);
     res.once('close', leave); // its connection went while it waited (node:http destroys it)
