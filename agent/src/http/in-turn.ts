@@ -40,47 +40,48 @@ export function inTurn(
   onRefused: () => void,
   maxQueued = MAX_QUEUED_PER_CONNECTION,
 ): RequestListener {
-  /** Requests waiting, by connection. */
-  const waiting = new WeakMap<Socket, number>();
-  /** Bytes of refused bodies thrown away, by connection. */
-  const discarded = new WeakMap<Socket, number>();
-  /** Requests refused, by connection. */
-  const refused = new WeakMap<Socket, number>();
-  const refuse = (req: IncomingMessage, res: ServerResponse, why: string) => {
+  /** By connection: requests waiting on it, requests refused, bytes of refused bodies thrown away. */
+  const connections = new WeakMap<Socket, { waiting: number; refused: number; discarded: number }>();
+  const refuse = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    state: { refused: number; discarded: number },
+    why: string,
+  ) => {
     onRefused();
-    const times = (refused.get(req.socket) ?? 0) + 1;
-    refused.set(req.socket, times);
-    if (times > maxQueued) return void req.socket.destroy();
+    const connection = req.socket;
+    if (++state.refused > maxQueued) return void connection.destroy();
     sendError(res, new HttpError(429, 'TooManyRequests', why, { 'Retry-After': '1', Connection: 'close' }));
     // After the answer, which is ended: a client waiting for `100 Continue` gets none (continue.ts).
-    const connection = req.socket;
     req.on('data', (chunk: Buffer) => {
-      const total = (discarded.get(connection) ?? 0) + chunk.length;
-      discarded.set(connection, total);
-      if (total > DISCARDED_BODY_BYTES) connection.destroy();
+      state.discarded += chunk.length;
+      if (state.discarded > DISCARDED_BODY_BYTES) connection.destroy();
     });
   };
   return (req: IncomingMessage, res: ServerResponse) => {
     if (res.socket) return listener(req, res); // the connection's current answer: its turn now
     const connection = req.socket;
-    const queued = waiting.get(connection) ?? 0;
+    let state = connections.get(connection);
+    if (!state) connections.set(connection, (state = { waiting: 0, refused: 0, discarded: 0 }));
     if (hasBody(req))
       return refuse(
         req,
         res,
+        state,
         'a request with a body is taken only once the answers before it on its connection have gone out',
       );
-    if (queued >= maxQueued)
+    if (state.waiting >= maxQueued)
       return refuse(
         req,
         res,
-        `${queued} requests already wait on this connection: send more once they are answered`,
+        state,
+        `${state.waiting} requests already wait on this connection: send more once they are answered`,
       );
-    waiting.set(connection, queued + 1);
+    state.waiting++;
     const leave = () => {
       res.off('socket', turn);
       res.off('close', leave);
-      waiting.set(connection, waiting.get(connection)! - 1);
+      state.waiting--;
     };
     const turn = () => {
       leave();
