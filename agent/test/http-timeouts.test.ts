@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { get as httpGet } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -220,6 +221,44 @@ describe('HTTP API: requests pipelined on one connection', () => {
         );
       } finally {
         hog.destroy();
+      }
+    },
+  );
+
+  it(
+    'count anonymous clients by address: one that holds every slot of its own holds none of another',
+    { timeout: 60_000 },
+    async () => {
+      const port = Number(new URL(agent.url).port);
+      const getFrom = (localAddress: string) =>
+        new Promise<number>((resolve, reject) => {
+          httpGet(
+            { host: '127.0.0.1', port, localAddress, path: '/v1/objects/big/obj', agent: false },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve(res.statusCode!));
+            },
+          ).on('error', reject);
+        });
+      // Four stalled answers from 127.0.0.1: its four slots (the object was stored by the test before).
+      const hogs: Socket[] = [];
+      try {
+        for (let i = 0; i < 4; i++) {
+          const hog = netConnect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
+          hogs.push(hog);
+          hog.on('error', () => undefined);
+          await once(hog, 'connect');
+          hog.pause();
+          hog.write('GET /v1/objects/big/obj HTTP/1.1\r\nHost: a\r\n\r\n');
+        }
+        await eventually(
+          async () => ((await getFrom('127.0.0.1')) === 429 ? true : undefined),
+          20_000,
+          "127.0.0.1's slots taken",
+        );
+        assert.equal(await getFrom('127.0.0.2'), 200, 'another anonymous address is served meanwhile');
+      } finally {
+        for (const hog of hogs) hog.destroy();
       }
     },
   );

@@ -142,26 +142,57 @@ describe('local client access', () => {
     const ci = (await access.authenticate('Bearer ci-token-0123456789'))!;
     const reader = (await access.authenticate('Bearer reader-token-0123456789'))!;
     const t = 1_000_000;
-    const first = access.admit(ci, t)!;
-    const second = access.admit(ci, t)!;
-    assert.equal(access.admit(ci, t), undefined, 'a third at once: over the concurrency');
-    assert.ok(access.admit(reader, t), 'another client is not held back');
+    const first = access.admit(ci, '10.0.0.1', t)!;
+    const second = access.admit(ci, '10.0.0.1', t)!;
+    assert.equal(access.admit(ci, '10.0.0.1', t), undefined, 'a third at once: over the concurrency');
+    assert.ok(access.admit(reader, '10.0.0.1', t), 'another client is not held back');
     first();
     second();
-    for (let i = 2; i < 10; i++) access.admit(ci, t)?.();
-    assert.equal(access.admit(ci, t), undefined, 'the eleventh in the same instant: over the rate');
-    assert.ok(access.admit(ci, t + 200), 'a fifth of a second later: two more tokens');
+    for (let i = 2; i < 10; i++) access.admit(ci, '10.0.0.1', t)?.();
+    assert.equal(
+      access.admit(ci, '10.0.0.1', t),
+      undefined,
+      'the eleventh in the same instant: over the rate',
+    );
+    assert.ok(access.admit(ci, '10.0.0.1', t + 200), 'a fifth of a second later: two more tokens');
+  });
+
+  it('counts a token wherever it comes from, and anonymous requests by address', async () => {
+    const control = new AccessControl(
+      {
+        tokensFile: join(dir, 'tokens.yaml'),
+        anonymous: 'read',
+        rules: [],
+        maxConcurrentPerClient: 2,
+        requestsPerSecondPerClient: 0,
+      },
+      createLogger({ level: 'silent', nodeId: 't' }),
+    );
+    await control.start(60_000);
+    try {
+      const ci = (await control.authenticate('Bearer ci-token-0123456789'))!;
+      const anonymous = (await control.authenticate(undefined))!;
+      assert.ok(control.admit(ci, '10.0.0.1'));
+      assert.ok(control.admit(ci, '10.0.0.2'));
+      assert.equal(control.admit(ci, '10.0.0.3'), undefined, 'one client from a third address: over');
+      assert.ok(control.admit(anonymous, '10.0.0.1'));
+      assert.ok(control.admit(anonymous, '10.0.0.1'));
+      assert.equal(control.admit(anonymous, '10.0.0.1'), undefined, 'one address over its limit');
+      assert.ok(control.admit(anonymous, '10.0.0.2'), 'another anonymous address is not held back');
+    } finally {
+      control.close();
+    }
   });
 
   it('does not lock a client out when the wall clock is set back', async () => {
     const ci = (await access.authenticate('Bearer ci-token-0123456789'))!;
     const t = 5_000_000;
-    for (let i = 0; i < 10; i++) access.admit(ci, t)?.();
-    assert.equal(access.admit(ci, t), undefined, 'its burst spent');
+    for (let i = 0; i < 10; i++) access.admit(ci, '10.0.0.1', t)?.();
+    assert.equal(access.admit(ci, '10.0.0.1', t), undefined, 'its burst spent');
     // An hour back: counted as a debt, 36,000 tokens were owed (an hour's lockout).
     const back = t - 3_600_000;
-    assert.equal(access.admit(ci, back), undefined);
-    assert.ok(access.admit(ci, back + 200), 'a fifth of a second later: tokens again');
+    assert.equal(access.admit(ci, '10.0.0.1', back), undefined);
+    assert.ok(access.admit(ci, '10.0.0.1', back + 200), 'a fifth of a second later: tokens again');
   });
 
   it('refuses a tokens file that would hold a weak or nameless token', async () => {

@@ -148,17 +148,20 @@ export class AccessControl {
   }
 
   /**
-   * Admits one request of `principal` within its limits (concurrency, rate); the function to call when
-   * it ends, or undefined when it must wait (a 429).
+   * Admits one request of `principal`, from `address`, within its client's limits (concurrency, rate);
+   * the function to call when it ends, or undefined when it must wait (a 429). A client is a token or a
+   * ServiceAccount wherever it comes from; anonymous requests are a client per address, so one
+   * anonymous program cannot take the slots of every other.
    */
-  admit(principal: Principal, now = Date.now()): (() => void) | undefined {
+  admit(principal: Principal, address: string | undefined, now = Date.now()): (() => void) | undefined {
     const { maxConcurrentPerClient: max, requestsPerSecondPerClient: rate } = this.#config;
-    let load = this.#load.get(principal.name);
+    const client = clientName(principal, address);
+    let load = this.#load.get(client);
     if (!load) {
       if (this.#load.size >= MAX_CACHED)
         for (const [k, v] of this.#load) if (v.inFlight === 0) this.#load.delete(k);
       load = { inFlight: 0, rate: rate > 0 ? new TokenBucket(rate, now) : undefined };
-      this.#load.set(principal.name, load);
+      this.#load.set(client, load);
     }
     if (load.inFlight >= max) return undefined;
     if (load.rate && !load.rate.take(now)) return undefined;
@@ -225,6 +228,11 @@ export class AccessControl {
       }
     }
   }
+}
+
+/** The client whose limits a request counts against: its principal, or `anonymous@<address>`. */
+export function clientName(principal: Principal, address: string | undefined): string {
+  return principal.name === ANONYMOUS.name ? `${ANONYMOUS.name}@${address ?? '?'}` : principal.name;
 }
 
 /** The tokens of a tokens file, by the SHA-256 of each token; throws on a file that is not one. */

@@ -6,7 +6,7 @@ import type { PeerFetcher } from '../fetch/peer-fetcher.ts';
 import { Counters } from '../telemetry/counters.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AgentMetrics } from '../telemetry/metrics.ts';
-import type { AccessControl, Principal, Verb } from './access.ts';
+import { type AccessControl, clientName, type Principal, type Verb } from './access.ts';
 import { answerFailure, HttpError, sendError } from './errors.ts';
 import { type ExchangeDeps, receiveHandler, sendHandler } from './exchange.ts';
 import { sendJson } from './json.ts';
@@ -157,12 +157,15 @@ async function admit(
     );
     return undefined;
   }
-  const release = access.admit(principal);
+  const address = req.socket.remoteAddress;
+  const release = access.admit(principal, address);
   if (!release) {
     Counters.bump(counters.clientsRefused, 'over-limit');
     sendError(
       res,
-      new HttpError(429, 'TooManyRequests', `${principal.name}: too many requests`, { 'Retry-After': '1' }),
+      new HttpError(429, 'TooManyRequests', `${clientName(principal, address)}: too many requests`, {
+        'Retry-After': '1',
+      }),
     );
     return undefined;
   }

@@ -175,7 +175,7 @@ export function withLocalHits(deps: LocalHitsDeps, fallback: RequestListener): R
     }
     const hit = localHit(key, req);
     if (!hit) return false;
-    const release = access ? access.admit(principal!) : noop;
+    const release = access ? access.admit(principal!, req.socket.remoteAddress) : noop;
     if (!release) {
       hit.handle.release();
       return false;
