@@ -6,7 +6,7 @@ import {
   type Server as HttpServer,
   type ServerResponse,
 } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { ObjectStore } from './cache/object-store.ts';
 import type { AgentConfig } from './config/schema.ts';
@@ -19,6 +19,7 @@ import { createApp } from './http/app.ts';
 import { checkExpectationListener, clientErrorListener } from './http/client-errors.ts';
 import { continueWhenRead } from './http/continue.ts';
 import { hasBody, inTurn } from './http/in-turn.ts';
+import { MAX_RATE_WINDOW_MS, MinDataRate } from './http/min-rate.ts';
 import { withLocalHits } from './http/local-hits.ts';
 import { AccessControl } from './http/access.ts';
 import { isKey } from './keys.ts';
@@ -471,11 +472,27 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
    * idle keep-alive). A pipelined request's turn comes as the answer before it finishes, before
    * that answer's close.
    */
-  const busy = new WeakMap<object, ServerResponse>();
-  http.setTimeout(config.http.idleTimeoutMs, (socket) => {
+  const busy = new Map<Socket, ServerResponse>();
+  http.setTimeout(config.http.idleTimeoutMs, (socket: Socket) => {
     if (busy.has(socket)) Counters.bump(counters.clientsRefused, 'idle');
     socket.destroy();
   });
+  // Moving, but too slowly: a body or an answer trickled a byte at a time within the idle timeout.
+  let slowClients: NodeJS.Timeout | undefined;
+  if (config.http.minBytesPerSecond > 0) {
+    const windowMs = Math.min(MAX_RATE_WINDOW_MS, config.http.idleTimeoutMs);
+    const minRate = new MinDataRate({ bytesPerSecond: config.http.minBytesPerSecond, windowMs });
+    slowClients = every(
+      windowMs / 4,
+      () => {
+        for (const socket of minRate.check(busy, performance.now())) {
+          Counters.bump(counters.clientsRefused, 'slow');
+          socket.destroy();
+        }
+      },
+      (error) => logger.error({ err: error.message }, 'slow clients not checked'),
+    );
+  }
   // The idle clock runs only while it is the client's turn: while its body comes in, and once the
   // answer starts. In between the server works (an origin fetch, waiting for replicas) and the
   // client, waiting for it, is not idle.
@@ -588,6 +605,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     async close() {
       ready = false;
       clearInterval(sweep);
+      clearInterval(slowClients);
       clearInterval(stats);
       clearInterval(scrubs);
       replicator.close();

@@ -263,3 +263,54 @@ describe('HTTP API: requests pipelined on one connection', () => {
     },
   );
 });
+
+/**
+ * The minimum data rate, on a real agent that asks 4 MB/s of its clients over 2 s windows: a body
+ * trickled within the idle timeout loses its connection (counted `slow`, not `idle`) and is not
+ * stored. Which connections are watched (a body the server holds back, an answer it has nothing
+ * for, an exchange stream: none) is shown on real sockets in agent/src/http/min-rate.test.ts.
+ */
+describe('HTTP API: the minimum data rate', () => {
+  let dir: string;
+  let agent: AgentProcess;
+  const refused = async () =>
+    ((await agent.status()) as unknown as { counters: { clientsRefused: Record<string, number> } }).counters
+      .clientsRefused;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edgemesh-min-rate-'));
+    agent = await startAgentProcess([
+      ...['--node-id', 'a', '--store.dir', dir],
+      ...['--http.idle-timeout-ms', '2000', '--http.min-bytes-per-second', '4000000'],
+    ]);
+  });
+  after(async () => {
+    await agent?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it(
+    'closes a connection whose body comes too slowly, and stores nothing of it',
+    { timeout: 60_000 },
+    async () => {
+      const before = await refused();
+      const socket = netConnect(Number(new URL(agent.url).port), '127.0.0.1');
+      socket.on('error', () => undefined);
+      await once(socket, 'connect');
+      let closed = false;
+      socket.once('close', () => (closed = true));
+      socket.write('PUT /v1/objects/trickled/doc HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n');
+      // 100 bytes every 50 ms: never idle for long, 2 KB/s.
+      const deadline = Date.now() + 30_000;
+      while (!closed && Date.now() < deadline) {
+        socket.write('x'.repeat(100));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      socket.destroy();
+      assert.ok(closed, 'closed by the agent');
+      const after = await refused();
+      assert.equal((after.slow ?? 0) - (before.slow ?? 0), 1, 'counted slow');
+      assert.equal(after.idle ?? 0, before.idle ?? 0, 'not idle');
+      assert.equal((await fetch(`${agent.url}/v1/objects/trickled/doc`)).status, 404);
+    },
+  );
+});

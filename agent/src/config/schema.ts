@@ -106,6 +106,12 @@ export const agentConfigSchema = z.strictObject({
        */
       idleTimeoutMs: z._default(int(1000, 3_600_000), 60_000),
       /**
+       * While the server waits on the client (a body it reads, an answer the client does not take), a
+       * connection that moves fewer bytes a second than this, over 10 s (or idleTimeoutMs, shorter),
+       * is closed: a body or an answer trickled within the idle timeout. 0: no minimum.
+       */
+      minBytesPerSecond: z._default(int(0, 1_000_000_000), 1024),
+      /**
        * Answer GET and HEAD of objects held here (first chunk in the hot tier) with headers computed
        * once per object version, before the API's routes (http/local-hits.ts): the same answers,
        * faster. Off: the routes (http/app.ts) answer all.
