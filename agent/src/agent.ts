@@ -473,9 +473,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
    * that answer's close.
    */
   const busy = new Map<Socket, ServerResponse>();
+  // A connection cut for its client's sake is reset, not closed: a close leaves what the kernel
+  // still buffers for it to be sent on (megabytes of an answer, at the pace of the client that
+  // stalled it), a reset drops it, and tells the client.
   http.setTimeout(config.http.idleTimeoutMs, (socket: Socket) => {
     if (busy.has(socket)) Counters.bump(counters.clientsRefused, 'idle');
-    socket.destroy();
+    socket.resetAndDestroy();
   });
   // Moving, but too slowly: a body or an answer trickled a byte at a time within the idle timeout.
   let slowClients: NodeJS.Timeout | undefined;
@@ -487,7 +490,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       () => {
         for (const socket of minRate.check(busy, performance.now())) {
           Counters.bump(counters.clientsRefused, 'slow');
-          socket.destroy();
+          socket.resetAndDestroy();
         }
       },
       (error) => logger.error({ err: error.message }, 'slow clients not checked'),

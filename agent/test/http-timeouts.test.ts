@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { get as httpGet } from 'node:http';
@@ -313,4 +314,49 @@ describe('HTTP API: the minimum data rate', () => {
       assert.equal((await fetch(`${agent.url}/v1/objects/trickled/doc`)).status, 404);
     },
   );
+
+  it('cuts a connection whose client takes its answer too slowly', { timeout: 60_000 }, async () => {
+    assert.equal(
+      (await fetch(`${agent.url}/v1/objects/big/slow`, { method: 'PUT', body: Buffer.alloc(16 * MiB, 6) }))
+        .status,
+      201,
+    );
+    const before = await refused();
+    // A client with a 4 KiB receive buffer that takes 2,000 bytes every 100 ms (20 KB/s), for at
+    // most 30 s (node:net cannot shrink a socket's buffer; python3 is one of .ci/run's needs).
+    const reader = spawn(
+      'python3',
+      [
+        '-c',
+        `
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(('127.0.0.1', int(sys.argv[1])))
+s.sendall(b'GET /v1/objects/big/slow HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n')
+t0 = time.time(); total = 0
+while time.time() - t0 < 30:
+    time.sleep(0.1)
+    try:
+        d = s.recv(2000)
+    except ConnectionResetError:
+        print('cut', total); sys.exit(0)
+    if not d:
+        print('cut', total); sys.exit(0)
+    total += len(d)
+print('open', total)
+`,
+        new URL(agent.url).port,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    reader.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await once(reader, 'exit');
+    assert.match(out, /^cut \d+/, 'the agent cut the connection (a reset: the kernel sends no more of it)');
+    // Taken at 20 KB/s, the kernel's buffers moved nothing for seconds (the idle timeout's), or a
+    // little (the rate's): either way cut, and counted once.
+    const after = await refused();
+    const cuts = (r: Record<string, number>) => (r.slow ?? 0) + (r.idle ?? 0);
+    assert.equal(cuts(after) - cuts(before), 1, out.trim());
+  });
 });

@@ -106,9 +106,10 @@ export const agentConfigSchema = z.strictObject({
        */
       idleTimeoutMs: z._default(int(1000, 3_600_000), 60_000),
       /**
-       * While the server waits on the client (a body it reads, an answer the client does not take), a
-       * connection that moves fewer bytes a second than this, over 10 s (or idleTimeoutMs, shorter),
-       * is closed: a body or an answer trickled within the idle timeout. 0: no minimum.
+       * While the server waits on the client (a body it reads, answer bytes the client's side does not
+       * take), a request that moves some bytes, but fewer a second than this, over a window of 10 s
+       * (or idleTimeoutMs, shorter) is reset; a silent window is added to the next (http/min-rate.ts).
+       * A body or an answer trickled within the idle timeout. 0: no minimum.
        */
       minBytesPerSecond: z._default(int(0, 1_000_000_000), 1024),
       /**

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { MinDataRate, waitsOnClient } from './min-rate.ts';
+import { bytesMoved, MinDataRate, waitsOnClient } from './min-rate.ts';
 
 const WINDOW_MS = 1000;
 const RATE = 10_000; // bytes a second: 10,000 over a window
@@ -76,6 +76,60 @@ describe('the minimum data rate of HTTP clients', () => {
     assert.deepEqual([...rate.check(only(socket), WINDOW_MS)], [socket], '101 bytes in a second: slow');
   });
 
+  it('holds a body sent in bursts to the rate over the silences between them', async () => {
+    handle = (req) => req.on('data', () => undefined);
+    const { client, socket } = await request('PUT /k HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n');
+    const rate = new MinDataRate({ bytesPerSecond: RATE, windowMs: WINDOW_MS });
+    await until(() => waitsOnClient(socket, busy.get(socket)!), 'reading the body');
+    const send = async (n: number) => {
+      const before = socket.bytesRead;
+      client.write('b'.repeat(n));
+      await until(() => socket.bytesRead >= before + n, 'the burst in');
+    };
+    assert.deepEqual([...rate.check(only(socket), 0)], []);
+    await send(RATE);
+    assert.deepEqual([...rate.check(only(socket), WINDOW_MS)], [], 'a window at the rate');
+    assert.deepEqual([...rate.check(only(socket), 2 * WINDOW_MS)], [], 'silent: the window goes on');
+    await send(RATE);
+    assert.deepEqual(
+      [...rate.check(only(socket), 3 * WINDOW_MS)],
+      [socket],
+      'one window of bytes over two of time: half the rate',
+    );
+  });
+
+  it("judges each request of a keep-alive connection over its own time, not the one before's", async () => {
+    handle = (req, res) => {
+      req.on('data', () => undefined);
+      req.on('end', () => res.end('ok'));
+    };
+    const rate = new MinDataRate({ bytesPerSecond: RATE, windowMs: WINDOW_MS });
+    const { client, socket } = await request('PUT /a HTTP/1.1\r\nHost: a\r\nContent-Length: 600\r\n\r\n');
+    await until(() => waitsOnClient(socket, busy.get(socket)!), 'reading the first body');
+    assert.deepEqual([...rate.check(only(socket), 0)], [], "the first request's window starts");
+    client.write('x'.repeat(600));
+    await until(() => !busy.has(socket), 'the first answered');
+    // The next request, well after: its body's first bytes come at once, more than the rate.
+    client.write(`PUT /b HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n${'y'.repeat(2 * RATE)}`);
+    await until(() => busy.has(socket) && waitsOnClient(socket, busy.get(socket)!), 'reading the second');
+    assert.deepEqual([...rate.check(only(socket), 10 * WINDOW_MS)], [], 'a window of its own starts');
+    assert.deepEqual([...rate.check(only(socket), 10.5 * WINDOW_MS)], [], 'not a whole one yet');
+  });
+
+  it('passes over a connection already destroyed (the idle timeout cut it first)', async () => {
+    handle = (req) => req.on('data', () => undefined);
+    const { client, socket } = await request('PUT /k HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n');
+    const rate = new MinDataRate({ bytesPerSecond: RATE, windowMs: WINDOW_MS });
+    await until(() => waitsOnClient(socket, busy.get(socket)!), 'reading the body');
+    const res = busy.get(socket)!;
+    assert.deepEqual([...rate.check(only(socket), 0)], []);
+    const before = socket.bytesRead;
+    client.write('z'.repeat(100));
+    await until(() => socket.bytesRead > before, 'the bytes in');
+    socket.destroy();
+    assert.deepEqual([...rate.check([[socket, res]], WINDOW_MS)], [], 'not cut, nor counted, twice');
+  });
+
   it('keeps a body that comes at the rate, window after window', async () => {
     handle = (req) => req.on('data', () => undefined);
     const { client, socket } = await request('PUT /k HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n');
@@ -127,20 +181,13 @@ describe('the minimum data rate of HTTP clients', () => {
     const waiting = await request('GET /k HTTP/1.1\r\nHost: a\r\n\r\n');
     assert.deepEqual([...rate.check(only(waiting.socket), 0)], []);
     assert.deepEqual([...rate.check(only(waiting.socket), 10 * WINDOW_MS)], []);
-    // 64 MiB written to a client that reads nothing: the answer waits on it.
+    // 64 MiB written, as the agent writes chunks, 32 MiB at a time, to a client that reads nothing:
+    // the answer waits on it.
     handle = (_req, res) => {
       res.writeHead(200, { 'content-length': String(64 * 2 ** 20) });
-      const chunk = Buffer.alloc(2 ** 20);
-      let left = 64;
-      const more = () => {
-        // At most the 64 chunks it announced, and none once the connection is gone.
-        while (left > 0 && !res.destroyed) {
-          left--;
-          if (!res.write(chunk)) break;
-        }
-      };
-      res.on('drain', more);
-      more();
+      const chunk = Buffer.alloc(32 * 2 ** 20);
+      res.write(chunk);
+      res.write(chunk);
     };
     const stalled = await request('GET /k HTTP/1.1\r\nHost: a\r\n\r\n');
     stalled.client.pause();
@@ -150,10 +197,15 @@ describe('the minimum data rate of HTTP clients', () => {
     const fast = new MinDataRate({ bytesPerSecond: 1e9, windowMs: WINDOW_MS });
     assert.deepEqual([...fast.check(only(socket), 0)], []);
     assert.deepEqual([...fast.check(only(socket), WINDOW_MS)], [], "nothing moved: the idle timeout's");
-    const written = socket.bytesWritten;
+    // What the server wrote but the client's side has not taken is not counted as moved.
+    const taken = bytesMoved(socket);
+    assert.ok(
+      taken < socket.bytesRead + socket.bytesWritten - 16 * 2 ** 20,
+      `${taken} moved of ${socket.bytesRead} read and ${socket.bytesWritten} written`,
+    );
     await until(() => {
       while (stalled.client.read() !== null);
-      return socket.bytesWritten > written;
+      return bytesMoved(socket) > taken;
     }, 'a little more taken');
     await until(() => waitsOnClient(socket, busy.get(socket)!), 'backed up again');
     assert.deepEqual([...fast.check(only(socket), 2 * WINDOW_MS)], [socket]);

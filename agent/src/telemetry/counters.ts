@@ -48,7 +48,8 @@ export class Counters {
   readonly peersRefused = new Map<string, number>();
   /**
    * Local clients refused, by why (unauthenticated: no valid token; unauthorized: not allowed that;
-   * over-limit; pipelined: with a body, or past 32, waiting on one connection; slow-receiver, idle;
+   * over-limit; pipelined: with a body, or past 32, waiting on one connection; slow-receiver, idle,
+   * slow (moving below http.minBytesPerSecond);
    * malformed, too-large, timeout: a request node:http's parser refused; expectation: an Expect
    * other than 100-continue).
    */
