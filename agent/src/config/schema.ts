@@ -342,6 +342,11 @@ export const agentConfigSchema = z.strictObject({
       publicMetrics: z._default(bool, true),
       /** Requests one client may have in progress at once; more are answered 429. */
       maxConcurrentPerClient: z._default(int(1, 100_000), 256),
+      /**
+       * Requests all anonymous clients together may have in progress at once (each address is a client
+       * of its own; an IPv6 one by its /64); more are answered 429.
+       */
+      maxConcurrentAnonymous: z._default(int(1, 1_000_000), 1024),
       /** Requests per second one client may start, in bursts of as many (0: no limit); more: 429. */
       requestsPerSecondPerClient: z._default(int(0, 1_000_000), 0),
     }),

@@ -41,6 +41,7 @@ describe('local client access', () => {
         serviceAccounts: { issuer: ISSUER, jwksFile: join(dir, 'jwks.json'), audience: 'edgemesh.p2p.dev' },
         anonymous: 'none',
         maxConcurrentPerClient: 2,
+        maxConcurrentAnonymous: 1024,
         requestsPerSecondPerClient: 10,
         rules: [
           { subjects: ['token:ci'], verbs: ['read', 'write', 'purge', 'send', 'receive'], prefixes: [''] },
@@ -109,7 +110,13 @@ describe('local client access', () => {
     };
     for (const mode of ['none', 'read', 'all'] as const) {
       const control = new AccessControl(
-        { anonymous: mode, rules: [], maxConcurrentPerClient: 1, requestsPerSecondPerClient: 0 },
+        {
+          anonymous: mode,
+          rules: [],
+          maxConcurrentPerClient: 1,
+          maxConcurrentAnonymous: 1024,
+          requestsPerSecondPerClient: 0,
+        },
         createLogger({ level: 'silent', nodeId: 't' }),
       );
       for (const verb of verbs)
@@ -164,6 +171,7 @@ describe('local client access', () => {
         anonymous: 'read',
         rules: [],
         maxConcurrentPerClient: 2,
+        maxConcurrentAnonymous: 1024,
         requestsPerSecondPerClient: 0,
       },
       createLogger({ level: 'silent', nodeId: 't' }),
@@ -179,6 +187,76 @@ describe('local client access', () => {
       assert.ok(control.admit(anonymous, '10.0.0.1'));
       assert.equal(control.admit(anonymous, '10.0.0.1'), undefined, 'one address over its limit');
       assert.ok(control.admit(anonymous, '10.0.0.2'), 'another anonymous address is not held back');
+    } finally {
+      control.close();
+    }
+  });
+
+  it('holds all anonymous clients together to a ceiling, and IPv6 ones by their /64', async () => {
+    const control = new AccessControl(
+      {
+        anonymous: 'read',
+        rules: [],
+        maxConcurrentPerClient: 2,
+        maxConcurrentAnonymous: 5,
+        requestsPerSecondPerClient: 0,
+      },
+      createLogger({ level: 'silent', nodeId: 't' }),
+    );
+    const anonymous = (await control.authenticate(undefined))!;
+    // One /64, whatever the rest of the address; an IPv4 address mapped into IPv6 is that address.
+    assert.ok(control.admit(anonymous, '2001:db8:0:1::a'));
+    assert.ok(control.admit(anonymous, '2001:db8:0:1:ffff:1:2:3'));
+    assert.equal(control.admit(anonymous, '2001:0db8::1:0:0:0:9'), undefined, 'the same /64: over');
+    const mapped = control.admit(anonymous, '::ffff:10.1.2.3')!;
+    assert.ok(mapped);
+    assert.ok(control.admit(anonymous, '10.1.2.3'));
+    assert.equal(control.admit(anonymous, '10.1.2.3'), undefined, 'mapped and plain: one client');
+    // Five in progress: a new address waits too, and is admitted once one ends.
+    assert.ok(control.admit(anonymous, '10.9.9.9'));
+    assert.equal(control.admit(anonymous, '10.9.9.8'), undefined, 'all anonymous together: over');
+    mapped();
+    assert.ok(control.admit(anonymous, '10.9.9.8'));
+  });
+
+  it("never lets a flood of anonymous addresses push out a token's rate", async () => {
+    const control = new AccessControl(
+      {
+        tokensFile: join(dir, 'tokens.yaml'),
+        anonymous: 'read',
+        rules: [],
+        maxConcurrentPerClient: 2,
+        maxConcurrentAnonymous: 100_000,
+        requestsPerSecondPerClient: 10,
+      },
+      createLogger({ level: 'silent', nodeId: 't' }),
+    );
+    await control.start(60_000);
+    try {
+      const ci = (await control.authenticate('Bearer ci-token-0123456789'))!;
+      const anonymous = (await control.authenticate(undefined))!;
+      const t = 1_000_000;
+      for (let i = 0; i < 10; i++) control.admit(ci, '10.0.0.1', t)!();
+      assert.equal(control.admit(ci, '10.0.0.1', t), undefined, 'its burst spent');
+      // 20,000 one-off anonymous addresses, each done at once: more than the map keeps.
+      for (let i = 0; i < 20_000; i++)
+        control.admit(anonymous, `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, t)?.();
+      assert.equal(control.admit(ci, '10.0.0.1', t), undefined, 'the same instant: its burst still spent');
+      // 10,000 addresses in progress at once fill the map: a new one waits, nothing is forgotten.
+      const held: (() => void)[] = [];
+      for (let i = 0; held.length < 10_000 && i < 30_000; i++) {
+        const release = control.admit(anonymous, `11.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, t + 1000);
+        if (release) held.push(release);
+      }
+      assert.equal(held.length, 10_000, 'the idle ones forgotten, oldest first');
+      assert.equal(
+        control.admit(anonymous, '12.0.0.1', t + 1000),
+        undefined,
+        'all in progress: a new address waits',
+      );
+      for (const release of held.splice(0, 128)) release();
+      assert.ok(control.admit(anonymous, '12.0.0.1', t + 1000), 'the oldest done: a new address is taken');
+      for (const release of held) release();
     } finally {
       control.close();
     }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
+import { isIPv4, isIPv6 } from 'node:net';
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
 import { parseDocument } from '../config/document.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -46,14 +47,23 @@ export interface AccessConfig {
   rules: AccessRule[];
   /** Requests one client may have in progress at once (more: 429). */
   maxConcurrentPerClient: number;
+  /** Requests all anonymous clients together may have in progress at once (more: 429). */
+  maxConcurrentAnonymous: number;
   /** Requests per second one client may start, with bursts of as many (0: no limit; more: 429). */
   requestsPerSecondPerClient: number;
+}
+
+interface ClientLoad {
+  inFlight: number;
+  rate: TokenBucket | undefined;
 }
 
 const ANONYMOUS: Principal = { name: 'anonymous', groups: ['anonymous'] };
 /** How long a verified ServiceAccount token is taken without verifying it again (it may expire sooner). */
 const TOKEN_CACHE_MS = 60_000;
 const MAX_CACHED = 10_000;
+/** Clients looked at, oldest first, for one to forget when a full map must take a new one. */
+const EVICTION_TRIES = 64;
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /**
@@ -71,8 +81,12 @@ export class AccessControl {
   #tokens = new Map<string, string>(); // sha256(token) -> name
   #jwks: ReturnType<typeof createLocalJWKSet> | undefined;
   readonly #verified = new Map<string, { principal: Principal; untilMs: number }>();
-  /** Each principal's requests under way and its rate (no bucket: no rate limit). */
-  readonly #load = new Map<string, { inFlight: number; rate: TokenBucket | undefined }>();
+  /** Each principal's requests under way and its rate (no bucket: no rate limit); */
+  readonly #load = new Map<string, ClientLoad>();
+  /** each anonymous address's, apart (so that many addresses never push a token's bucket out); */
+  readonly #anonymous = new Map<string, ClientLoad>();
+  /** and all anonymous requests under way. */
+  #anonymousInFlight = 0;
   #timer: NodeJS.Timeout | undefined;
   #seen = { tokens: '', jwks: '' };
 
@@ -150,28 +164,47 @@ export class AccessControl {
   /**
    * Admits one request of `principal`, from `address`, within its client's limits (concurrency, rate);
    * the function to call when it ends, or undefined when it must wait (a 429). A client is a token or a
-   * ServiceAccount wherever it comes from; anonymous requests are a client per address, so one
-   * anonymous program cannot take the slots of every other.
+   * ServiceAccount wherever it comes from; anonymous requests are a client per address (an IPv6
+   * client per /64), so one anonymous program cannot take the slots of every other, and all of them
+   * together have at most `maxConcurrentAnonymous` (a program that picks its source addresses, as
+   * any local one can among 127/8, is not held to one client's share).
    */
   admit(principal: Principal, address: string | undefined, now = Date.now()): (() => void) | undefined {
-    const { maxConcurrentPerClient: max, requestsPerSecondPerClient: rate } = this.#config;
-    const client = clientName(principal, address);
-    let load = this.#load.get(client);
-    if (!load) {
-      if (this.#load.size >= MAX_CACHED)
-        for (const [k, v] of this.#load) if (v.inFlight === 0) this.#load.delete(k);
-      load = { inFlight: 0, rate: rate > 0 ? new TokenBucket(rate, now) : undefined };
-      this.#load.set(client, load);
-    }
-    if (load.inFlight >= max) return undefined;
+    const anonymous = principal.name === ANONYMOUS.name;
+    if (anonymous && this.#anonymousInFlight >= this.#config.maxConcurrentAnonymous) return undefined;
+    const load = this.#loadOf(anonymous ? this.#anonymous : this.#load, clientName(principal, address), now);
+    if (!load || load.inFlight >= this.#config.maxConcurrentPerClient) return undefined;
     if (load.rate && !load.rate.take(now)) return undefined;
     load.inFlight++;
+    if (anonymous) this.#anonymousInFlight++;
     let done = false;
     return () => {
       if (done) return;
       done = true;
       load.inFlight--;
+      if (anonymous) this.#anonymousInFlight--;
     };
+  }
+
+  /**
+   * The load of `client` in `clients`, made when new. The map keeps at most MAX_CACHED clients: when
+   * full, the oldest with nothing in progress goes, looked for among the first EVICTION_TRIES (those
+   * with requests in progress are put back at the end); when none of them can go, a new client must
+   * wait (undefined).
+   */
+  #loadOf(clients: Map<string, ClientLoad>, client: string, now: number): ClientLoad | undefined {
+    let load = clients.get(client);
+    if (load) return load;
+    for (let tries = 0; clients.size >= MAX_CACHED && tries < EVICTION_TRIES; tries++) {
+      const [oldest, its] = clients.entries().next().value!;
+      clients.delete(oldest);
+      if (its.inFlight > 0) clients.set(oldest, its);
+    }
+    if (clients.size >= MAX_CACHED) return undefined;
+    const rate = this.#config.requestsPerSecondPerClient;
+    load = { inFlight: 0, rate: rate > 0 ? new TokenBucket(rate, now) : undefined };
+    clients.set(client, load);
+    return load;
   }
 
   /** Whether `principal` may `verb` on `name` (a key or a topic). */
@@ -230,9 +263,30 @@ export class AccessControl {
   }
 }
 
-/** The client whose limits a request counts against: its principal, or `anonymous@<address>`. */
+/**
+ * The client whose limits a request counts against: its principal, or `anonymous@<address>`, an
+ * IPv4 address as such (also when mapped into IPv6: `::ffff:a.b.c.d`), an IPv6 one by its /64 (a
+ * host usually has a whole /64 to pick from).
+ */
 export function clientName(principal: Principal, address: string | undefined): string {
-  return principal.name === ANONYMOUS.name ? `${ANONYMOUS.name}@${address ?? '?'}` : principal.name;
+  if (principal.name !== ANONYMOUS.name) return principal.name;
+  return `${ANONYMOUS.name}@${address === undefined ? '?' : addressClient(address)}`;
+}
+
+/** `address` as the client it counts as: IPv4 as such, IPv6 by its /64. */
+export function addressClient(address: string): string {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (isIPv4(address) || !isIPv6(address.split('%')[0]!)) return address;
+  const [head, tail] = address.split('%')[0]!.toLowerCase().split('::') as [string, string | undefined];
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  // An embedded IPv4 tail (a.b.c.d) is two groups; only the first four groups matter here.
+  const groups = [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
 }
 
 /** The tokens of a tokens file, by the SHA-256 of each token; throws on a file that is not one. */

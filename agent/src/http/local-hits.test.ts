@@ -74,6 +74,7 @@ async function startFastPath(dir: string, options: { memoryBytes: number; access
       anonymous: 'none',
       rules: RULES,
       maxConcurrentPerClient: 256,
+      maxConcurrentAnonymous: 1024,
       requestsPerSecondPerClient: 0,
       ...options.access,
     },
