@@ -482,11 +482,14 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   });
   // Moving, but too slowly: a body or an answer trickled a byte at a time within the idle timeout.
   let slowClients: NodeJS.Timeout | undefined;
+  const rateWindowMs = Math.min(MAX_RATE_WINDOW_MS, config.http.idleTimeoutMs);
   if (config.http.minBytesPerSecond > 0) {
-    const windowMs = Math.min(MAX_RATE_WINDOW_MS, config.http.idleTimeoutMs);
-    const minRate = new MinDataRate({ bytesPerSecond: config.http.minBytesPerSecond, windowMs });
+    const minRate = new MinDataRate({
+      bytesPerSecond: config.http.minBytesPerSecond,
+      windowMs: rateWindowMs,
+    });
     slowClients = every(
-      windowMs / 4,
+      rateWindowMs / 4,
       () => {
         for (const socket of minRate.check(busy, performance.now())) {
           Counters.bump(counters.clientsRefused, 'slow');
@@ -511,6 +514,22 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       socket.setTimeout(config.http.idleTimeoutMs);
       return writeHead(...args);
     };
+    // Answered before its body came in whole (an early error): node:http reads and throws away up to
+    // DISCARDED_BODY_BYTES more to keep the connection, and each byte would put off its timeouts, so
+    // a body trickled after its answer held the connection (no request, no rate) for as long as the
+    // client liked. What is left must come within one rate window.
+    if (config.http.minBytesPerSecond > 0 && hasBody(req))
+      res.once('finish', () => {
+        if (req.complete || socket.destroyed) return;
+        const cut = setTimeout(() => {
+          Counters.bump(counters.clientsRefused, 'slow');
+          socket.destroy();
+        }, rateWindowMs);
+        cut.unref();
+        const spare = () => clearTimeout(cut);
+        req.once('end', spare);
+        socket.once('close', spare);
+      });
   };
   const api = config.http.fastPath ? withLocalHits({ store, counters, metrics, logger, access }, app) : app;
   // A request pipelined behind another's answer reaches the idle clock and the API only in its turn

@@ -359,4 +359,32 @@ print('open', total)
     const cuts = (r: Record<string, number>) => (r.slow ?? 0) + (r.idle ?? 0);
     assert.equal(cuts(after) - cuts(before), 1, out.trim());
   });
+
+  it(
+    'closes a connection whose body, answered before it came in whole, keeps trickling',
+    { timeout: 60_000 },
+    async () => {
+      const before = await refused();
+      const socket = netConnect(Number(new URL(agent.url).port), '127.0.0.1');
+      socket.on('error', () => undefined);
+      await once(socket, 'connect');
+      let closed = false;
+      let answer = '';
+      socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+      socket.once('close', () => (closed = true));
+      // No such route: answered 404 at once, and the rest of its small body is read and thrown away.
+      socket.write('PUT /v1/nope HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n0123456789');
+      // A byte every 100 ms: never idle for long.
+      const deadline = Date.now() + 30_000;
+      while (!closed && Date.now() < deadline) {
+        socket.write('x');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      socket.destroy();
+      assert.match(answer, /^HTTP\/1\.1 404 /, 'answered first');
+      assert.ok(closed, 'then closed by the agent');
+      const after = await refused();
+      assert.equal((after.slow ?? 0) - (before.slow ?? 0), 1, 'counted slow');
+    },
+  );
 });
