@@ -109,11 +109,15 @@ describe('benchmarks (--quick, shape only)', () => {
       ],
       ['--minutes', '0.2'],
     ],
-    // and without one of the image's flags, certified by a file CA, as comparisons run it
+    // and without one of the image's flags, with one it does not set, certified by a file CA, as
+    // comparisons run it
     [
       'idle',
       ['bench', 'agents', 'minutes', 'start_mib', 'end_mib', 'node_mib'],
-      ['--minutes', '0.2', '--drop-flag', 'no-concurrent-recompilation', '--file-ca'],
+      [
+        ...['--minutes', '0.2', '--drop-flag', 'no-concurrent-recompilation'],
+        ...['--add-flag', 'no-turbofan', '--file-ca'],
+      ],
     ],
   ];
   const labMissing = geoLabUnavailable();
@@ -124,7 +128,7 @@ describe('benchmarks (--quick, shape only)', () => {
     const skip =
       name === 'locality' && labMissing ? labMissing : name === 'load' && wrkMissing ? wrkMissing : false;
     it(
-      `${name}${args.includes('--drop-flag') ? ' --drop-flag' : ''}${args.includes('--file-ca') ? ' --file-ca' : ''}${args.includes('--sources') ? ' --sources' : ''} prints its machine and a JSON last line`,
+      `${name}${args.includes('--drop-flag') ? ' --drop-flag' : ''}${args.includes('--add-flag') ? ' --add-flag' : ''}${args.includes('--file-ca') ? ' --file-ca' : ''}${args.includes('--sources') ? ' --sources' : ''} prints its machine and a JSON last line`,
       { skip },
       () => {
         // Shape only: the time a quick run takes is the benchmark's business, not this test's. The cap
@@ -162,7 +166,7 @@ describe('benchmarks (--quick, shape only)', () => {
         if (STARTS_AGENTS.has(name))
           assert.equal(
             last.agent_build,
-            args.includes('--drop-flag')
+            args.includes('--drop-flag') || args.includes('--add-flag')
               ? 'mixed'
               : !args.includes('--sources')
                 ? 'image'
@@ -177,6 +181,12 @@ describe('benchmarks (--quick, shape only)', () => {
           const flags = /^# node flags: (.*) \(/m.exec(r.stdout)?.[1] ?? '';
           assert.ok(flags.length > 0 && !flags.split(' ').includes(`--${args[dropped + 1]}`), r.stdout);
           assert.equal(last.dropped_flag, args[dropped + 1]);
+        }
+        const added = args.indexOf('--add-flag');
+        if (added >= 0) {
+          const flags = /^# node flags: (.*) \(/m.exec(r.stdout)?.[1] ?? '';
+          assert.ok(flags.split(' ').includes(`--${args[added + 1]}`), r.stdout);
+          assert.equal(last.added_flag, args[added + 1]);
         }
         if (name === 'idle')
           assert.equal(last.certificates, args.includes('--file-ca') ? 'file-ca' : 'issuer');

@@ -9,13 +9,16 @@
  * anonymous and file-backed parts (the file-backed part is mostly the Node binary's code: it grows by
  * about 5 MiB the first time V8 optimizes anything with TurboFan, which idle work does within
  * minutes; docs/deploy.md). Last line:
- * `{"bench":"idle","agents":…,"minutes":…,"start_mib":…,"end_mib":…,"max_mib":…,"end_anon_mib":…,"end_file_mib":…,"node_mib":…,"goal_mib":76.3}`
+ * `{"bench":"idle","agents":…,"minutes":…,"start_mib":…,"end_mib":…,"max_mib":…,"end_anon_mib":…,"end_file_mib":…,"second_half_mib":…,"quiet_compactions":…,"compaction_pause_ms":…,"node_mib":…,"goal_mib":76.3}`
  * (start and end: the agents' mean at the first sample, once all are joined, and at the last; max:
- * the largest of any agent's samples; node: the bare process at the end). Probes, like a kubelet's,
+ * the largest of any agent's samples; second_half: their mean over the run's second half; node: the
+ * bare process at the end; quiet_compactions and compaction_pause_ms: memory given back while quiet,
+ * all agents together, and its mean pause: agent/src/quiet-compaction.ts). Probes, like a kubelet's,
  * open a connection each and give up after a second. `--minutes M` (default 5; --quick 0.5),
  * `--agents N` (default 2; at least 2, so that there is a mesh to join), `--drop-flag NAME` (run
  * the agents and the bare process without `--NAME` of the image's flags, to measure what it does;
- * e.g. `--drop-flag no-concurrent-recompilation`; the last line's `dropped_flag` names it, else null).
+ * e.g. `--drop-flag no-concurrent-recompilation`; the last line's `dropped_flag` names it, else null),
+ * `--add-flag FLAG` (run them with `--FLAG` too, e.g. `--add-flag no-turbofan`; `added_flag`).
  * The agents get their certificates as in Kubernetes, from the operator's issuance endpoint (its real
  * checks, run in this process; operator/harness/test-issuer.ts), so they never load the CA's code;
  * `--file-ca` has each sign its own with a file-based CA instead, as the local mesh does (the last
@@ -67,6 +70,7 @@ const OPTIONS = {
   minutes: { type: 'string' },
   agents: { type: 'string' },
   'drop-flag': { type: 'string' },
+  'add-flag': { type: 'string' },
   'file-ca': { type: 'boolean' },
 } as const;
 
@@ -83,7 +87,7 @@ function options(args: readonly string[]) {
     return values;
   } catch (error) {
     throw new RangeError(
-      `${(error as Error).message} (--minutes M, --agents N, --drop-flag NAME, --file-ca)`,
+      `${(error as Error).message} (--minutes M, --agents N, --drop-flag NAME, --add-flag FLAG, --file-ca)`,
       {
         cause: error,
       },
@@ -110,8 +114,14 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
   const fileCa = values['file-ca'] ?? false;
   const dropValue = values['drop-flag'];
   const drop = dropValue === undefined ? undefined : flagName(dropValue);
-  const nodeFlags = AGENT_NODE_FLAGS.filter((f) => drop === undefined || flagName(f) !== drop);
-  if (drop !== undefined && nodeFlags.length === AGENT_NODE_FLAGS.length)
+  const added = values['add-flag'];
+  if (added !== undefined && !/^[a-z0-9][a-z0-9-]*(=[A-Za-z0-9._-]+)?$/.test(added))
+    throw new RangeError(`--add-flag ${JSON.stringify(added)}: a V8 or Node flag without its dashes`);
+  const nodeFlags = [
+    ...AGENT_NODE_FLAGS.filter((f) => drop === undefined || flagName(f) !== drop),
+    ...(added === undefined ? [] : [`--${added}`]),
+  ];
+  if (drop !== undefined && !AGENT_NODE_FLAGS.some((f) => flagName(f) === drop))
     throw new RangeError(
       `--drop-flag ${JSON.stringify(dropValue)}: the image sets ${AGENT_NODE_FLAGS.map(flagName).join(', ')}`,
     );
@@ -119,7 +129,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
   if (unavailable) throw new Error(`idle needs a real nats-server: ${unavailable}`);
   console.log(`# machine: ${describeMachine()}`);
   console.log(
-    `# node flags: ${nodeFlags.join(' ')}${drop === undefined ? " (the image's)" : ` (the image's without --${drop})`}`,
+    `# node flags: ${nodeFlags.join(' ')}${drop === undefined && added === undefined ? " (the image's)" : ` (the image's${drop === undefined ? '' : ` without --${drop}`}${added === undefined ? '' : ` with --${added}`})`}`,
   );
 
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-idle-'));
@@ -200,21 +210,43 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
     const mean = (ms: Memory[], k: keyof Memory) => ms.reduce((sum, m) => sum + m[k], 0) / ms.length;
     const first = samples[0]!;
     const last = samples.at(-1)!;
+    // Memory given back while quiet (quiet-compaction.ts), over all the agents.
+    const compactions = (
+      await Promise.all(
+        agents.map(
+          async (a) =>
+            (
+              (await a.status()) as unknown as {
+                counters: { quietCompactions: { count: number; pauseMs: number } };
+              }
+            ).counters.quietCompactions,
+        ),
+      )
+    ).reduce((sum, c) => ({ count: sum.count + c.count, pauseMs: sum.pauseMs + c.pauseMs }), {
+      count: 0,
+      pauseMs: 0,
+    });
     console.log(
       JSON.stringify({
         bench: 'idle',
         agents: count,
         minutes,
-        // Read from the agents' processes: `image`, or `mixed` with a flag dropped.
-        agent_build: buildOfAll(agents.map((a) => a.child.pid)),
+        // Read from the agents' processes: `image`, or `mixed` with a flag dropped; with a flag added
+        // (which buildOf does not look for), `mixed`.
+        agent_build: added === undefined ? buildOfAll(agents.map((a) => a.child.pid)) : 'mixed',
         start_mib: round(mean(first, 'rss'), 1),
         end_mib: round(mean(last, 'rss'), 1),
         max_mib: round(Math.max(...samples.flat().map((m) => m.rss)), 1),
         end_anon_mib: round(mean(last, 'anon'), 1),
         end_file_mib: round(mean(last, 'file'), 1),
+        // The agents' mean over the run's second half: the level it settles at, not one sample's.
+        second_half_mib: round(mean(samples.slice(Math.floor(samples.length / 2)).flat(), 'rss'), 1),
+        quiet_compactions: compactions.count,
+        compaction_pause_ms: compactions.count ? round(compactions.pauseMs / compactions.count, 1) : null,
         node_mib: round(node.rss, 1),
         goal_mib: GOAL_MIB,
         dropped_flag: drop ?? null,
+        added_flag: added ?? null,
         certificates: issuer ? 'issuer' : 'file-ca',
       }),
     );

@@ -29,6 +29,7 @@ import { getViaOrigin, OriginFetcher } from './fetch/origin.ts';
 import { ObjectNotFoundError, ObjectPurgedError } from './cache/errors.ts';
 import { Tombstones } from './cache/tombstones.ts';
 import { Purger } from './overlay/purger.ts';
+import { compactWhenQuiet } from './quiet-compaction.ts';
 import { Inbox } from './exchange/inbox.ts';
 import { Counters } from './telemetry/counters.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
@@ -531,6 +532,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         socket.once('close', spare);
       });
   };
+  /** Requests for objects and exchange topics (not probes, status or metrics): quiet-compaction.ts's work. */
+  let dataRequests = 0;
   const api = config.http.fastPath ? withLocalHits({ store, counters, metrics, logger, access }, app) : app;
   // A request pipelined behind another's answer reaches the idle clock and the API only in its turn
   // (http/in-turn.ts); the idle clock sees each request before any answer starts (the fast path may
@@ -540,6 +543,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     'request',
     inTurn(
       (req, res) => {
+        if (/^\/v1\/(objects|exchange)\//i.test(req.url ?? '')) dataRequests++;
         idleClock(req, res);
         api(req, res);
       },
@@ -551,6 +555,22 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const httpPort = (http.address() as AddressInfo).port;
 
   overlay.start(grpcPort, await startLife(config.store.dir, clock.now(), logger));
+  const stopCompacting = compactWhenQuiet({
+    periodMs: 20_000,
+    quietPeriods: 3,
+    maxUtilization: 0.02,
+    // No client's data request, no chunk in or out: probes, pings and scrapes only.
+    workDone: () => dataRequests + counters.bytesToPeers + counters.bytesFromPeers + counters.bytesStored,
+    minGrowthBytes: 2 * 2 ** 20,
+    minIntervalMs: 60_000,
+    onCompacted: ({ rssBefore, rssAfter, ms }) => {
+      counters.quietCompactions.count++;
+      counters.quietCompactions.pauseMs += Math.round(ms);
+      counters.quietCompactions.freedBytes += Math.max(0, rssBefore - rssAfter);
+      logger.debug({ rssBefore, rssAfter, ms: Math.round(ms) }, 'memory given back while quiet');
+    },
+    onError: (error) => logger.error({ err: error.message }, 'memory not given back'),
+  });
   const sweep = every(
     config.store.sweepIntervalSeconds * 1000,
     () => store.sweepExpired(),
@@ -628,6 +648,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       ready = false;
       clearInterval(sweep);
       clearInterval(slowClients);
+      stopCompacting();
       clearInterval(stats);
       clearInterval(scrubs);
       replicator.close();

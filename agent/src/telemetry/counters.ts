@@ -54,6 +54,8 @@ export class Counters {
    * other than 100-continue).
    */
   readonly clientsRefused = new Map<string, number>();
+  /** Memory given back while the agent was quiet (quiet-compaction.ts): how often, the pauses, RSS freed. */
+  readonly quietCompactions = { count: 0, pauseMs: 0, freedBytes: 0 };
 
   static bump(map: Map<string, number>, key: string, by = 1): void {
     map.set(key, (map.get(key) ?? 0) + by);
@@ -95,6 +97,7 @@ export class Counters {
       holdersGone: this.holdersGone,
       peersRefused: Object.fromEntries(this.peersRefused),
       clientsRefused: Object.fromEntries(this.clientsRefused),
+      quietCompactions: { ...this.quietCompactions },
       control: {
         messagesIn: this.controlMessagesIn,
         bytesIn: this.controlBytesIn,

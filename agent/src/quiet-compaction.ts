@@ -1,0 +1,71 @@
+import { performance } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { every } from './time/every.ts';
+
+/** V8's `gc` function (`--expose-gc`), with the options Node 24's V8 takes. */
+type Gc = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
+
+export interface QuietCompactionOptions {
+  /** How often the event loop's use is looked at (ms). */
+  periodMs: number;
+  /** Periods in a row the loop must have been this quiet (its utilization at most `maxUtilization`). */
+  quietPeriods: number;
+  maxUtilization: number;
+  /** A count of the work the process did (requests served, bytes moved): quiet only while it stands still. */
+  workDone: () => number;
+  /** Compact again only once RSS has grown this much (bytes) above what the last compaction left, */
+  minGrowthBytes: number;
+  /** and this long (ms) after it. */
+  minIntervalMs: number;
+  /** Called after each compaction with what it did. */
+  onCompacted: (result: { rssBefore: number; rssAfter: number; ms: number }) => void;
+  /** Called when a round fails (it never should). */
+  onError: (error: Error) => void;
+}
+
+/**
+ * Gives V8's pooled and unused pages back to the system when the process has been quiet a while.
+ * V8 keeps the pages its collections free, and grows the heap between collections, so an agent
+ * left with no work (probes, pings and scrapes only) ends minutes later 8-10 MiB above where it
+ * started, and keeps that (docs/benchmarks.md, idle). A memory-reducing collection gives it back,
+ * but it stops the thread for a while (30-80 ms for a 25 MiB heap here), so it runs only when
+ * nothing else does: after `quietPeriods` periods in a row with no work done (`workDone` the same)
+ * and the event loop used at most `maxUtilization`, and only once RSS has grown by
+ * `minGrowthBytes`, and `minIntervalMs` has passed, since the last one. Under load, light or
+ * heavy, it never runs. Returns a function that stops it.
+ */
+export function compactWhenQuiet(options: QuietCompactionOptions): () => void {
+  let gc: Gc | undefined;
+  let quiet = 0;
+  let floor = 0; // RSS the last compaction left
+  let lastAt = -Infinity; // when it ended (performance.now())
+  let last = performance.eventLoopUtilization();
+  let work = options.workDone();
+  const round = () => {
+    const now = performance.eventLoopUtilization();
+    const used = performance.eventLoopUtilization(now, last).utilization;
+    last = now;
+    const done = options.workDone();
+    quiet = used <= options.maxUtilization && done === work ? quiet + 1 : 0;
+    work = done;
+    if (quiet < options.quietPeriods || performance.now() - lastAt < options.minIntervalMs) return;
+    const rssBefore = process.memoryUsage.rss();
+    if (floor > 0 && rssBefore < floor + options.minGrowthBytes) return;
+    if (!gc) {
+      // `gc` without starting Node with --expose-gc (the flag set at run time, as node:v8's
+      // setFlagsFromString allows): a fresh context gets it; nothing else in the process sees it.
+      setFlagsFromString('--expose-gc');
+      gc = runInNewContext('gc') as Gc;
+    }
+    const started = performance.now();
+    gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+    lastAt = performance.now();
+    floor = process.memoryUsage.rss();
+    quiet = 0;
+    last = performance.eventLoopUtilization(); // the collection itself is not work
+    options.onCompacted({ rssBefore, rssAfter: floor, ms: lastAt - started });
+  };
+  const timer = every(options.periodMs, round, options.onError);
+  return () => clearInterval(timer);
+}
