@@ -474,11 +474,14 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
    * that answer's close.
    */
   const busy = new Map<Socket, ServerResponse>();
-  // A connection cut for its client's sake is reset, not closed: a close leaves what the kernel
-  // still buffers for it to be sent on (megabytes of an answer, at the pace of the client that
-  // stalled it), a reset drops it, and tells the client.
+  // A connection cut mid-request for its client's sake is reset, not closed: a close leaves what the
+  // kernel still buffers for it to be sent on (megabytes of an answer, at the pace of the client that
+  // stalled it), a reset drops it, and tells the client. One idle between requests (node:http's
+  // keep-alive timeout) is closed: its last answer, all handed to the kernel, may still be on its way
+  // to a client that reads it slowly, and a reset would cut its end off.
   http.setTimeout(config.http.idleTimeoutMs, (socket: Socket) => {
-    if (busy.has(socket)) Counters.bump(counters.clientsRefused, 'idle');
+    if (!busy.has(socket)) return void socket.destroy();
+    Counters.bump(counters.clientsRefused, 'idle');
     socket.resetAndDestroy();
   });
   // Moving, but too slowly: a body or an answer trickled a byte at a time within the idle timeout.

@@ -387,4 +387,45 @@ print('open', total)
       assert.equal((after.slow ?? 0) - (before.slow ?? 0), 1, 'counted slow');
     },
   );
+
+  it(
+    'lets a keep-alive client read its last answer to the end, however long after it was handed over',
+    { timeout: 60_000 },
+    async () => {
+      assert.equal(
+        (await fetch(`${agent.url}/v1/objects/small/slow`, { method: 'PUT', body: Buffer.alloc(MiB, 8) }))
+          .status,
+        201,
+      );
+      // 1 MiB, all in the kernel's buffers at once (the answer ends at once), read at 100 KB/s: the
+      // keep-alive timeout (2 s here) comes long before the client has read it.
+      const reader = spawn(
+        'python3',
+        [
+          '-c',
+          `
+import socket, sys, time
+s = socket.socket(); s.connect(('127.0.0.1', int(sys.argv[1])))
+s.sendall(b'GET /v1/objects/small/slow HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n')
+data = b''
+try:
+    while True:
+        time.sleep(0.1)
+        d = s.recv(10000)
+        if not d: break
+        data += d
+except ConnectionResetError:
+    print('reset', len(data)); sys.exit(0)
+print('closed', len(data) - data.index(b'\\r\\n\\r\\n') - 4)
+`,
+          new URL(agent.url).port,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let out = '';
+      reader.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      await once(reader, 'exit');
+      assert.equal(out.trim(), `closed ${MiB}`, 'the whole answer, then the keep-alive close');
+    },
+  );
 });
