@@ -546,7 +546,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     'request',
     inTurn(
       (req, res) => {
-        if (/^\/v1\/(objects|exchange)\//i.test(req.url ?? '')) dataRequests++;
+        if (/^(https?:\/\/[^/]*)?\/v1\/(objects|exchange)\//i.test(req.url ?? '')) dataRequests++;
         idleClock(req, res);
         api(req, res);
       },
@@ -562,10 +562,22 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     periodMs: 20_000,
     quietPeriods: 3,
     maxUtilization: 0.02,
-    // No client's data request, no chunk in or out: probes, pings and scrapes only.
-    workDone: () => dataRequests + counters.bytesToPeers + counters.bytesFromPeers + counters.bytesStored,
+    // No client's data request, no byte of an object or message in or out (a long download moves its
+    // bytes as it goes): probes, pings and scrapes only.
+    workDone: () =>
+      dataRequests +
+      inbox.delivered +
+      counters.bytesServed.local +
+      counters.bytesServed.peer +
+      counters.bytesServed.origin +
+      counters.bytesToPeers +
+      counters.bytesFromPeers +
+      counters.bytesStored,
     minGrowthBytes: 2 * 2 ** 20,
     minIntervalMs: 60_000,
+    // The pause grows with the live heap (about 1.5 ms a MiB): none past 64 MiB in use, where it
+    // would stop the agent long enough for its peers to suspect it (a large store's index).
+    maxHeapBytes: 64 * 2 ** 20,
     onCompacted: ({ rssBefore, rssAfter, ms }) => {
       counters.quietCompactions.count++;
       counters.quietCompactions.pauseMs += Math.round(ms);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { runInNewContext } from 'node:vm';
 import { compactWhenQuiet } from './quiet-compaction.ts';
 
 const PERIOD_MS = 40;
@@ -26,6 +27,7 @@ describe('compactWhenQuiet', () => {
       workDone: () => 0,
       minGrowthBytes: 0,
       minIntervalMs: 60_000, // not again within the test
+      maxHeapBytes: 2 ** 40,
       onCompacted: (result) => {
         compactions.push(result);
         first();
@@ -55,6 +57,7 @@ describe('compactWhenQuiet', () => {
       workDone: () => 0,
       minGrowthBytes: 2 ** 40, // more than RSS will ever grow here
       minIntervalMs: 0,
+      maxHeapBytes: 2 ** 40,
       onCompacted: () => {
         compactions++;
         first();
@@ -80,6 +83,7 @@ describe('compactWhenQuiet', () => {
       workDone: () => work++, // a request every period: light load, an idle loop
       minGrowthBytes: 0,
       minIntervalMs: 0,
+      maxHeapBytes: 2 ** 40,
       onCompacted: () => compactions++,
       onError: (error) => assert.fail(error),
     });
@@ -92,6 +96,32 @@ describe('compactWhenQuiet', () => {
     }
   });
 
+  it('never compacts with more of the heap in use than it allows (the pause grows with it)', async () => {
+    let compactions = 0;
+    const stop = compactWhenQuiet({
+      periodMs: PERIOD_MS,
+      quietPeriods: 1,
+      maxUtilization: 0.9,
+      workDone: () => 0,
+      minGrowthBytes: 0,
+      minIntervalMs: 0,
+      maxHeapBytes: 1024, // always less than in use
+      onCompacted: () => compactions++,
+      onError: (error) => assert.fail(error),
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 10 * PERIOD_MS));
+      assert.equal(compactions, 0);
+    } finally {
+      stop();
+    }
+  });
+
+  it("sets --expose-gc back once it has `gc` (the flag changes V8's hash: no code cache for built-ins)", () => {
+    // The tests before compacted in this process: a context made now does not get `gc`.
+    assert.equal(runInNewContext('typeof gc'), 'undefined');
+  });
+
   it('never compacts while the loop is busy', async () => {
     let compactions = 0;
     const stop = compactWhenQuiet({
@@ -101,6 +131,7 @@ describe('compactWhenQuiet', () => {
       workDone: () => 0,
       minGrowthBytes: 0,
       minIntervalMs: 0,
+      maxHeapBytes: 2 ** 40,
       onCompacted: () => compactions++,
       onError: (error) => assert.fail(error),
     });
@@ -126,6 +157,7 @@ describe('compactWhenQuiet', () => {
         workDone: () => 0,
         minGrowthBytes: 0,
         minIntervalMs: 0,
+        maxHeapBytes: 2 ** 40,
         onCompacted: (r) => {
           stop();
           resolve(r);

@@ -16,8 +16,10 @@ export interface QuietCompactionOptions {
   workDone: () => number;
   /** Compact again only once RSS has grown this much (bytes) above what the last compaction left, */
   minGrowthBytes: number;
-  /** and this long (ms) after it. */
+  /** and this long (ms) after it; */
   minIntervalMs: number;
+  /** and never with more than this (bytes) of the heap in use: the pause grows with it. */
+  maxHeapBytes: number;
   /** Called after each compaction with what it did. */
   onCompacted: (result: { rssBefore: number; rssAfter: number; ms: number }) => void;
   /** Called when a round fails (it never should). */
@@ -35,8 +37,25 @@ export interface QuietCompactionOptions {
  * `minGrowthBytes`, and `minIntervalMs` has passed, since the last one. Under load, light or
  * heavy, it never runs. Returns a function that stops it.
  */
+/** V8's `gc`, taken once for the process (every agent in it shares it). */
+let gc: Gc | undefined;
+
+/**
+ * `gc` without starting Node with --expose-gc: the flag set at run time (node:v8's
+ * setFlagsFromString) for a fresh context to get it, then unset, as it changes V8's flag hash, and
+ * Node's built-in modules loaded afterwards would be compiled from source instead of taken from its
+ * code cache. Nothing else in the process sees it.
+ */
+function collector(): Gc {
+  if (!gc) {
+    setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as Gc;
+    setFlagsFromString('--no-expose-gc');
+  }
+  return gc;
+}
+
 export function compactWhenQuiet(options: QuietCompactionOptions): () => void {
-  let gc: Gc | undefined;
   let quiet = 0;
   let floor = 0; // RSS the last compaction left
   let lastAt = -Infinity; // when it ended (performance.now())
@@ -52,14 +71,9 @@ export function compactWhenQuiet(options: QuietCompactionOptions): () => void {
     if (quiet < options.quietPeriods || performance.now() - lastAt < options.minIntervalMs) return;
     const rssBefore = process.memoryUsage.rss();
     if (floor > 0 && rssBefore < floor + options.minGrowthBytes) return;
-    if (!gc) {
-      // `gc` without starting Node with --expose-gc (the flag set at run time, as node:v8's
-      // setFlagsFromString allows): a fresh context gets it; nothing else in the process sees it.
-      setFlagsFromString('--expose-gc');
-      gc = runInNewContext('gc') as Gc;
-    }
+    if (process.memoryUsage().heapUsed > options.maxHeapBytes) return;
     const started = performance.now();
-    gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+    collector()({ type: 'major', execution: 'sync', flavor: 'last-resort' });
     lastAt = performance.now();
     floor = process.memoryUsage.rss();
     quiet = 0;

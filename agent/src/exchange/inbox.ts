@@ -27,8 +27,11 @@ export class Inbox {
   readonly #consumers = new Map<string, Set<Consumer>>();
   #totalBytes = 0;
   dropped = 0;
+  /** Messages handed to this inbox, ever (the agent's quiet compaction counts them as work). */
+  delivered = 0;
 
   deliver(message: ExchangeMessage): void {
+    this.delivered++;
     const consumers = this.#consumers.get(message.topic);
     if (consumers && consumers.size > 0) {
       for (const consume of consumers) consume(message);
