@@ -521,15 +521,22 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     // Answered before its body came in whole (an early error): node:http reads and throws away up to
     // DISCARDED_BODY_BYTES more to keep the connection, and each byte would put off its timeouts, so
     // a body trickled after its answer held the connection (no request, no rate) for as long as the
-    // client liked. What is left must come within one rate window.
+    // client liked. What is left is held to the minimum rate, window by window.
     if (config.http.minBytesPerSecond > 0 && hasBody(req))
       res.once('finish', () => {
         if (req.complete || socket.destroyed) return;
-        const cut = setTimeout(() => {
-          Counters.bump(counters.clientsRefused, 'slow');
-          socket.destroy();
-        }, rateWindowMs);
-        cut.unref();
+        let read = socket.bytesRead;
+        const check = () => {
+          if (req.complete || socket.destroyed) return;
+          if (socket.bytesRead - read < (config.http.minBytesPerSecond * rateWindowMs) / 1000) {
+            Counters.bump(counters.clientsRefused, 'slow');
+            socket.resetAndDestroy();
+            return;
+          }
+          read = socket.bytesRead;
+          cut = setTimeout(check, rateWindowMs).unref();
+        };
+        let cut = setTimeout(check, rateWindowMs).unref();
         const spare = () => clearTimeout(cut);
         req.once('end', spare);
         socket.once('close', spare);
