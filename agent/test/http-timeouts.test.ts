@@ -12,6 +12,12 @@ import { startOrigin, type TestOrigin } from '../harness/origin-server.ts';
 
 const MiB = 2 ** 20;
 
+/** The agent's local clients refused so far, by why (`counters.clientsRefused` in /v1/status). */
+async function refusedBy(agent: AgentProcess): Promise<Record<string, number>> {
+  return ((await agent.status()) as unknown as { counters: { clientsRefused: Record<string, number> } })
+    .counters.clientsRefused;
+}
+
 /**
  * The HTTP API's timeouts, on a real agent with a 1 s idle timeout: a body that stops coming, and a
  * client that stops reading, lose their connection (and hold nothing); a keep-alive connection left
@@ -20,9 +26,7 @@ const MiB = 2 ** 20;
 describe('HTTP API timeouts', () => {
   let dir: string;
   let agent: AgentProcess;
-  const idleCuts = async () =>
-    ((await agent.status()) as unknown as { counters: { clientsRefused: Record<string, number> } }).counters
-      .clientsRefused.idle ?? 0;
+  const idleCuts = async () => (await refusedBy(agent)).idle ?? 0;
   const open = async () => {
     const socket = netConnect(Number(new URL(agent.url).port), '127.0.0.1');
     await once(socket, 'connect');
@@ -192,9 +196,7 @@ describe('HTTP API: requests pipelined on one connection', () => {
           .status,
         201,
       );
-      const refused = async () =>
-        ((await agent.status()) as unknown as { counters: { clientsRefused: Record<string, number> } })
-          .counters.clientsRefused;
+      const refused = () => refusedBy(agent);
       const hog = netConnect(Number(new URL(agent.url).port), '127.0.0.1');
       await once(hog, 'connect');
       hog.on('error', () => undefined);
@@ -274,9 +276,7 @@ describe('HTTP API: requests pipelined on one connection', () => {
 describe('HTTP API: the minimum data rate', () => {
   let dir: string;
   let agent: AgentProcess;
-  const refused = async () =>
-    ((await agent.status()) as unknown as { counters: { clientsRefused: Record<string, number> } }).counters
-      .clientsRefused;
+  const refused = () => refusedBy(agent);
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'edgemesh-min-rate-'));
     agent = await startAgentProcess([
