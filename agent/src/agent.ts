@@ -480,9 +480,16 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // keep-alive timeout) is closed: its last answer, all handed to the kernel, may still be on its way
   // to a client that reads it slowly, and a reset would cut its end off.
   http.setTimeout(config.http.idleTimeoutMs, (socket: Socket) => {
-    if (!busy.has(socket)) return void socket.destroy();
-    Counters.bump(counters.clientsRefused, 'idle');
-    socket.resetAndDestroy();
+    if (busy.has(socket)) {
+      Counters.bump(counters.clientsRefused, 'idle');
+      return void socket.resetAndDestroy();
+    }
+    // Ended once its last answer has gone (the kernel's buffers, read by a slow client); reset if it
+    // has not gone within the grace, or a client that never reads would keep them for ever.
+    socket.end();
+    const grace = setTimeout(() => socket.resetAndDestroy(), Math.max(config.http.idleTimeoutMs, 30_000));
+    grace.unref();
+    socket.once('close', () => clearTimeout(grace));
   });
   // Moving, but too slowly: a body or an answer trickled a byte at a time within the idle timeout.
   let slowClients: NodeJS.Timeout | undefined;
@@ -537,9 +544,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
           cut = setTimeout(check, rateWindowMs).unref();
         };
         let cut = setTimeout(check, rateWindowMs).unref();
-        const spare = () => clearTimeout(cut);
-        req.once('end', spare);
-        socket.once('close', spare);
+        // The request's close: once its body is all in, or its connection gone (a listener on the
+        // socket would stay for every such request of a keep-alive connection).
+        req.once('close', () => clearTimeout(cut));
       });
   };
   /** Requests for objects and exchange topics (not probes, status or metrics): quiet-compaction.ts's work. */
@@ -565,6 +572,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const httpPort = (http.address() as AddressInfo).port;
 
   overlay.start(grpcPort, await startLife(config.store.dir, clock.now(), logger));
+  /** Bytes the connections with a request in progress have moved: a slow upload or download moves. */
+  const movedByRequests = () => {
+    let bytes = 0;
+    for (const socket of busy.keys()) bytes += socket.bytesRead + socket.bytesWritten;
+    return bytes;
+  };
   const stopCompacting = compactWhenQuiet({
     periodMs: 20_000,
     quietPeriods: 3,
@@ -573,6 +586,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     // bytes as it goes): probes, pings and scrapes only.
     workDone: () =>
       dataRequests +
+      movedByRequests() +
       inbox.delivered +
       counters.bytesServed.local +
       counters.bytesServed.peer +
