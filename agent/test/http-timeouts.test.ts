@@ -59,6 +59,36 @@ describe('HTTP API timeouts', () => {
   });
 
   it(
+    'keeps a connection whose body, answered before it came in whole, comes at the minimum rate or more',
+    { timeout: 30_000 },
+    async () => {
+      const before = await refusedBy(agent);
+      const socket = await open();
+      let text = '';
+      socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      socket.on('error', () => undefined);
+      // No such route: answered 404 at once. The rest of its 20 KB body comes at 4 KB/s (the agent
+      // asks 1 KiB/s over 1 s windows here) for five windows, never pausing for long.
+      socket.write('PUT /v1/nope HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n');
+      for (let sent = 0; sent < 20_000; sent += 400) {
+        socket.write('x'.repeat(400));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      // The connection is still there, and takes the next request.
+      socket.write('GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n');
+      await eventually(
+        () => Promise.resolve((text.match(/HTTP\/1\.1 \d{3}/g) ?? []).length >= 2 ? true : undefined),
+        10_000,
+        'two answers',
+      );
+      assert.deepEqual(text.match(/HTTP\/1\.1 \d{3}/g), ['HTTP/1.1 404', 'HTTP/1.1 200']);
+      socket.destroy();
+      const after = await refusedBy(agent);
+      assert.equal(after.slow ?? 0, before.slow ?? 0, 'not counted slow');
+    },
+  );
+
+  it(
     'closes a connection whose body stops coming, and stores nothing of it',
     { timeout: 30_000 },
     async () => {
