@@ -215,7 +215,9 @@ describe('local client access', () => {
     // Five in progress: a new address waits too, and is admitted once one ends.
     assert.ok(control.admit(anonymous, '10.9.9.9'));
     assert.equal(control.admit(anonymous, '10.9.9.8'), undefined, 'all anonymous together: over');
+    assert.ok(control.anonymousFull());
     mapped();
+    assert.equal(control.anonymousFull(), false);
     assert.ok(control.admit(anonymous, '10.9.9.8'));
   });
 

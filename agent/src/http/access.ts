@@ -171,7 +171,7 @@ export class AccessControl {
    */
   admit(principal: Principal, address: string | undefined, now = Date.now()): (() => void) | undefined {
     const anonymous = principal.name === ANONYMOUS.name;
-    if (anonymous && this.#anonymousInFlight >= this.#config.maxConcurrentAnonymous) return undefined;
+    if (anonymous && this.anonymousFull()) return undefined;
     const load = this.#loadOf(anonymous ? this.#anonymous : this.#load, clientName(principal, address), now);
     if (!load || load.inFlight >= this.#config.maxConcurrentPerClient) return undefined;
     if (load.rate && !load.rate.take(now)) return undefined;
@@ -205,6 +205,11 @@ export class AccessControl {
     load = { inFlight: 0, rate: rate > 0 ? new TokenBucket(rate, now) : undefined };
     clients.set(client, load);
     return load;
+  }
+
+  /** Whether all anonymous clients together have as many requests in progress as they may. */
+  anonymousFull(): boolean {
+    return this.#anonymousInFlight >= this.#config.maxConcurrentAnonymous;
   }
 
   /** Whether `principal` may `verb` on `name` (a key or a topic). */

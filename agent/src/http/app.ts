@@ -163,7 +163,7 @@ async function admit(
     Counters.bump(counters.clientsRefused, 'over-limit');
     sendError(
       res,
-      new HttpError(429, 'TooManyRequests', `${clientName(principal, address)}: too many requests`, {
+      new HttpError(429, 'TooManyRequests', tooMany(access, principal, address), {
         'Retry-After': '1',
       }),
     );
@@ -176,6 +176,13 @@ async function admit(
   }
   res.once('close', release);
   return principal;
+}
+
+/** Why a client was refused admission: its own limits, or (anonymous) those of all anonymous clients. */
+function tooMany(access: AccessControl, principal: Principal, address: string | undefined): string {
+  return principal.name === 'anonymous' && access.anonymousFull()
+    ? 'anonymous clients: too many requests in all (access.maxConcurrentAnonymous)'
+    : `${clientName(principal, address)}: too many requests`;
 }
 
 /** The API's routes, in the order they are tried. */
