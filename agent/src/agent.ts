@@ -19,7 +19,7 @@ import { createApp } from './http/app.ts';
 import { checkExpectationListener, clientErrorListener } from './http/client-errors.ts';
 import { continueWhenRead } from './http/continue.ts';
 import { hasBody, inTurn } from './http/in-turn.ts';
-import { MAX_RATE_WINDOW_MS, MinDataRate } from './http/min-rate.ts';
+import { bytesMoved, MAX_RATE_WINDOW_MS, MinDataRate } from './http/min-rate.ts';
 import { withLocalHits } from './http/local-hits.ts';
 import { AccessControl } from './http/access.ts';
 import { isKey } from './keys.ts';
@@ -575,7 +575,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   /** Bytes the connections with a request in progress have moved: a slow upload or download moves. */
   const movedByRequests = () => {
     let bytes = 0;
-    for (const socket of busy.keys()) bytes += socket.bytesRead + socket.bytesWritten;
+    for (const socket of busy.keys()) bytes += bytesMoved(socket);
     return bytes;
   };
   const stopCompacting = compactWhenQuiet({
