@@ -1,6 +1,6 @@
 import { type Server, ServerCredentials, status } from '@grpc/grpc-js';
 import type { Socket } from 'node:net';
-import { createServer, type TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { ReusedBuffers } from '../cache/reused-buffers.ts';
 import type { NodeCredentials } from '../security/node-credentials.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -15,6 +15,7 @@ import {
 } from './bulk-wire.ts';
 import type { ChunkSink } from './peer-server.ts';
 import { drained } from './drained.ts';
+import { createMutualTlsServer } from './mutual-tls-server.ts';
 
 /** A connection between requests or stalled mid-answer (no byte either way) this long is closed. */
 const IDLE_MS = 60_000;
@@ -98,24 +99,6 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
   const limits = { ...PEER_PORT_LIMITS, ...opts.limits };
   const injector = opts.grpc.createConnectionInjector(ServerCredentials.createInsecure());
   const context = () => ({ cert: node.certPem, key: node.keyPem, ca: node.bundlePem });
-  const server = createServer({
-    ...context(),
-    requestCert: true,
-    rejectUnauthorized: true,
-    // The server's order decides: a client offering both (bulk-client.ts, to fall back on older peers) gets bulk.
-    ALPNProtocols: [BULK_ALPN, 'h2'],
-    handshakeTimeout: limits.handshakeTimeoutMs,
-  });
-  server.maxConnections = limits.maxConnections;
-  const refresh = () => {
-    try {
-      server.setSecureContext(context());
-    } catch (error) {
-      logger.error({ err: error }, 'the peer port could not take the new certificate');
-    }
-  };
-  node.addIdentityCertificateListener(refresh);
-  node.addCaCertificateListener(refresh);
   /** Connections in their handshake (connectionKey), with their remote address. */
   const handshaking = new Map<string, string>();
   /** How many of them each remote address has. */
@@ -128,35 +111,53 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
     if (left > 0) handshakingFrom.set(address, left);
     else handshakingFrom.delete(address);
   };
-  // The TCP connection, before its handshake (this listener runs after the TLS server's own).
-  server.on('connection', (raw: Socket) => {
-    const address = raw.remoteAddress;
-    if (address === undefined) return void raw.destroy(); // gone already
-    const fromThere = handshakingFrom.get(address) ?? 0;
-    if (handshaking.size >= limits.maxHandshakes || fromThere >= limits.maxHandshakesPerAddress) {
-      logger.debug(
-        { address, handshakes: handshaking.size, fromThere },
-        'peer connection refused: too many handshakes',
-      );
-      return void raw.destroy();
-    }
-    const key = connectionKey(raw);
-    handshaking.set(key, address);
-    handshakingFrom.set(address, fromThere + 1);
-    raw.once('close', () => handshakeOver(key));
-  });
-  server.on('tlsClientError', (error, socket) => {
-    logger.debug({ err: error.message }, 'peer TLS handshake failed');
-    // Node reports a handshake timeout here but leaves the connection open.
-    socket.destroy();
-  });
   /** Bulk connections open now: closed with the listener (gRPC's forceShutdown closes its own). */
   const open = new Set<TLSSocket>();
   /** Open bulk connections, and gRPC ones, by the node their certificate names. */
   const perCaller = new CallerCount();
   const grpcPerCaller = new CallerCount();
   let stopped = false;
-  server.on('secureConnection', (socket: TLSSocket) => {
+  // node:tls's own server leaks every client certificate (mutual-tls-server.ts says how).
+  const { server, setContext } = createMutualTlsServer({
+    context: context(),
+    // The server's order decides: a client offering both (bulk-client.ts, to fall back on older peers) gets bulk.
+    ALPNProtocols: [BULK_ALPN, 'h2'],
+    handshakeTimeoutMs: limits.handshakeTimeoutMs,
+    // The TCP connection, before its handshake.
+    admit(raw) {
+      const address = raw.remoteAddress;
+      if (address === undefined) return false; // gone already
+      const fromThere = handshakingFrom.get(address) ?? 0;
+      if (handshaking.size >= limits.maxHandshakes || fromThere >= limits.maxHandshakesPerAddress) {
+        logger.debug(
+          { address, handshakes: handshaking.size, fromThere },
+          'peer connection refused: too many handshakes',
+        );
+        return false;
+      }
+      const key = connectionKey(raw);
+      handshaking.set(key, address);
+      handshakingFrom.set(address, fromThere + 1);
+      raw.once('close', () => handshakeOver(key));
+      return true;
+    },
+    failed(error, socket) {
+      handshakeOver(connectionKey(socket));
+      logger.debug({ err: error.message }, 'peer TLS handshake failed');
+    },
+    secure: (socket) => onSecure(socket),
+  });
+  server.maxConnections = limits.maxConnections;
+  const refresh = () => {
+    try {
+      setContext(context());
+    } catch (error) {
+      logger.error({ err: error }, 'the peer port could not take the new certificate');
+    }
+  };
+  node.addIdentityCertificateListener(refresh);
+  node.addCaCertificateListener(refresh);
+  const onSecure = (socket: TLSSocket) => {
     handshakeOver(connectionKey(socket));
     socket.on('error', (error) => logger.debug({ err: error.message }, 'peer connection failed'));
     if (stopped) return socket.destroy(); // its handshake ended after the listener closed
@@ -198,7 +199,7 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
       logger.debug({ err: error }, 'bulk connection ended with an error');
       socket.destroy();
     });
-  });
+  };
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {

@@ -1,0 +1,106 @@
+import { createServer as createNetServer, type Server, type Socket } from 'node:net';
+import { type SecureContext, type SecureContextOptions, TLSSocket, createSecureContext } from 'node:tls';
+
+/**
+ * A TLS server that asks every client for a certificate and takes only one OpenSSL verified against
+ * the context's CAs, as node:tls's `createServer({ requestCert: true, rejectUnauthorized: true })`
+ * does, less the one step of it that leaks.
+ *
+ * Node 24's server (`onServerSocketSecure` in lib/internal/tls/wrap.js) checks that the client sent
+ * a certificate by calling the native `getPeerX509Certificate()`, which takes a reference to the
+ * certificate and never gives it back: every handshake left the client's certificate behind, about
+ * 5 KB of OpenSSL's memory a connection, for the life of the process (Node 20, without that check,
+ * does not). An agent accepting a few connections a second grew by about 0.5 MB a minute for as
+ * long as it ran (docs/benchmarks.md, the eleventh session's soak).
+ *
+ * Here the TCP server is node:net's and each connection is wrapped in a server-side TLSSocket of its
+ * own. After the handshake the checks tls.Server makes are made here, without that call: OpenSSL's
+ * verification result (the handle's `verifyError()`, as tls.Server reads it), and a certificate in
+ * this very handshake (a resumed session, which carries none, is refused: no client of ours resumes).
+ * A handshake not over in `handshakeTimeoutMs` is closed (tls.Server only reports it).
+ */
+export interface MutualTlsServerOptions {
+  /** The certificate, key and trust bundle of new connections (setContext replaces them). */
+  context: SecureContextOptions;
+  ALPNProtocols: string[];
+  handshakeTimeoutMs: number;
+  /** A new TCP connection, before its handshake; false has it closed at once. */
+  admit?: (raw: Socket) => boolean;
+  /** A connection whose handshake ended with a certificate OpenSSL verified. */
+  secure: (socket: TLSSocket) => void;
+  /** A handshake that failed, timed out, or ended without a verified certificate (it is closed). */
+  failed?: (error: Error, socket: TLSSocket) => void;
+}
+
+export interface MutualTlsServer {
+  /** node:net's server: listen, close, address, maxConnections. */
+  readonly server: Server;
+  /** New connections get this context (those open keep theirs). Throws on a bad certificate or key. */
+  setContext: (context: SecureContextOptions) => void;
+}
+
+/** What of a server-side TLSSocket's handle tls.Server itself reads after the handshake. */
+interface TlsHandle {
+  verifyError(): Error | null | undefined;
+}
+interface ServerSideSocket {
+  _handle: TlsHandle | null;
+  /** True until the handshake is over and checked: node:http2 waits for 'secureConnect' while it is. */
+  secureConnecting: boolean;
+  /** Later TLS errors are the socket's 'error' events (before: only reported, as during the handshake). */
+  _releaseControl(): boolean;
+}
+
+export function createMutualTlsServer(opts: MutualTlsServerOptions): MutualTlsServer {
+  let context: SecureContext = createSecureContext(opts.context);
+  const server = createNetServer((raw) => {
+    if (opts.admit && !opts.admit(raw)) return void raw.destroy();
+    const socket = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: context,
+      requestCert: true,
+      rejectUnauthorized: true,
+      ALPNProtocols: opts.ALPNProtocols,
+    });
+    let established = false;
+    let failed = false;
+    const fail = (error: Error) => {
+      if (failed) return;
+      failed = true;
+      clearTimeout(timer);
+      opts.failed?.(error, socket);
+      socket.destroy();
+    };
+    const timer = setTimeout(() => fail(new Error('TLS handshake timeout')), opts.handshakeTimeoutMs);
+    timer.unref();
+    // Errors of the handshake (a bad record, a client that sent no certificate); later ones are the
+    // listeners' of `secure`.
+    socket.on('error', (error) => (established ? undefined : fail(error)));
+    socket.once('close', () => {
+      clearTimeout(timer);
+      if (!established) fail(new Error('the client closed the connection during the handshake'));
+    });
+    socket.once('secure', () => {
+      clearTimeout(timer);
+      if (failed) return;
+      const own = socket as unknown as ServerSideSocket;
+      if (!own._handle) return fail(new Error('the connection closed as its handshake ended'));
+      // An Error (its code OpenSSL's: UNABLE_TO_VERIFY_LEAF_SIGNATURE...), or nothing when verified.
+      const verifyError = own._handle.verifyError();
+      if (verifyError) return fail(verifyError);
+      if (socket.isSessionReused())
+        return fail(new Error('a resumed TLS session (no certificate in this handshake)'));
+      established = true;
+      socket.authorized = true; // as tls.Server has it (grpc-js reads it)
+      own.secureConnecting = false;
+      own._releaseControl();
+      opts.secure(socket);
+    });
+  });
+  return {
+    server,
+    setContext: (next) => {
+      context = createSecureContext(next);
+    },
+  };
+}
