@@ -39,6 +39,12 @@ export class Counters {
   holdersGone = 0;
   /** Chunk bytes this agent served to peers over gRPC. */
   bytesToPeers = 0;
+  /**
+   * Connections whose TLS handshake ended here on the peer port with a certificate OpenSSL verified
+   * (gRPC and bulk, before their node is authenticated): the mesh's connection churn, each costing
+   * both ends a handshake's CPU.
+   */
+  peerHandshakes = 0;
   /** Control-plane traffic (NATS): messages and bytes in, bytes out, and what was dropped and why. */
   controlMessagesIn = 0;
   controlBytesIn = 0;
@@ -91,6 +97,7 @@ export class Counters {
       bytesFromPeers: this.bytesFromPeers,
       bytesByHop: { ...this.bytesByHop },
       bytesToPeers: this.bytesToPeers,
+      peerHandshakes: this.peerHandshakes,
       originFetches: this.originFetches,
       bytesFromOrigin: this.bytesFromOrigin,
       fanoutsSkipped: this.fanoutsSkipped,

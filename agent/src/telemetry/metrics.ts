@@ -148,6 +148,11 @@ export class AgentMetrics {
       'By',
     );
     observe(
+      'edgemesh.peer.handshakes',
+      'TLS handshakes of connections from peers that ended with a verified certificate (gRPC and bulk)',
+      (r) => r.observe(counters.peerHandshakes),
+    );
+    observe(
       'edgemesh.peer.chunks.rejected',
       'Chunks from peers that failed verification, by hop class (which peer: /v1/status and the logs)',
       perRecord(counters.rejectedByHop, 'hop'),

@@ -86,6 +86,8 @@ export interface BulkServerOptions {
   maxConnectionAgeMs: number;
   /** Default: PEER_PORT_LIMITS. */
   limits?: Partial<PeerPortLimits>;
+  /** Called for each connection whose handshake ended with a verified certificate. */
+  handshook?: () => void;
 }
 
 /**
@@ -159,6 +161,7 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
   node.addCaCertificateListener(refresh);
   const onSecure = (socket: TLSSocket) => {
     handshakeOver(connectionKey(socket));
+    opts.handshook?.();
     socket.on('error', (error) => logger.debug({ err: error.message }, 'peer connection failed'));
     if (stopped) return socket.destroy(); // its handshake ended after the listener closed
     if (socket.alpnProtocol !== 'h2' && socket.alpnProtocol !== BULK_ALPN) return socket.destroy();

@@ -146,6 +146,7 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     const peer = peerTo(listener.port);
     try {
       const sentBefore = counters.bytesToPeers;
+      const handshakesBefore = counters.peerHandshakes;
       const received: ReceivedChunk[] = [];
       for await (const chunk of peer.fetchChunks(chunks, lengths)) received.push(chunk);
       // Hashed on arrival: each says what it hashes to (the caller compares it with what it asked).
@@ -168,6 +169,8 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
       );
       assert.equal((await peer.ping()).nodeId, 'srv');
       assert.equal(((await peer.getManifest('k'))!.manifest as { size: number }).size, data.length);
+      // One bulk connection (kept for the second request) and one gRPC connection.
+      assert.equal(counters.peerHandshakes - handshakesBefore, 2);
     } finally {
       peer.close();
     }

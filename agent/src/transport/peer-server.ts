@@ -784,6 +784,7 @@ export async function listenPeerServer(
     node,
     logger: opts.logger,
     maxConnectionAgeMs: MAX_CONNECTION_AGE_MS,
+    handshook: () => void opts.counters.peerHandshakes++,
     authenticate: (socket) => {
       const cert = socket.getPeerCertificate();
       const call = { getAuthContext: () => ({ ...(cert.raw ? { sslPeerCertificate: cert } : {}) }) };
