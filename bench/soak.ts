@@ -134,8 +134,8 @@ type Sample = {
 };
 type Status = {
   tombstones: number;
-  /** holdersGone is absent from builds before the counter (a soak of an older agent). */
-  counters: { holdersGone?: number };
+  /** holdersGone and peerHandshakes are absent from builds before the counters (a soak of an older agent). */
+  counters: { holdersGone?: number; peerHandshakes?: number };
   cache: { bytes: number; hotBytes: number; hotMaxBytes: number };
   process: {
     rssBytes: number;
@@ -291,6 +291,12 @@ if (!values['empty-tombstones']) {
 }
 
 const samples: Sample[][] = agents.map(() => []);
+/** Connections from peers whose TLS handshake ended at each agent, as the load starts. */
+const handshakes = () =>
+  Promise.all(
+    agents.map(async (a) => ((await a.status()) as unknown as Status).counters.peerHandshakes ?? 0),
+  );
+const handshakesAtStart = await handshakes();
 const started = performance.now();
 const until = started + minutes * 60_000;
 const load = { puts: 0, gets: 0, deletes: 0, messages: 0, errors: 0 };
@@ -580,6 +586,13 @@ try {
     agents.map(async (a) => ((await a.status()) as unknown as Status).counters.holdersGone ?? 0),
   );
   console.log(`# holders named that held the object no more, per agent: ${gone.join(', ')}`);
+  // The mesh's connection churn: each a TLS handshake at both ends (and, before 1d98a1f, ~4.4 KB
+  // of OpenSSL's memory kept for good at the accepting end: mutual-tls-server.ts).
+  const loadSeconds = (performance.now() - started) / 1000;
+  const accepted = (await handshakes()).map((n, i) => n - handshakesAtStart[i]!);
+  console.log(
+    `# peer connections accepted (TLS handshakes) during the load, per agent: ${accepted.join(', ')} (${accepted.map((n) => (n / loadSeconds).toFixed(2)).join(', ')} a second)`,
+  );
   await writeFile(values.plot, svg());
   console.log(`# plot: ${values.plot}`);
   if (snapshots.length >= 2) {
@@ -642,6 +655,7 @@ try {
       hot_end_mb: end('hot_mb'),
       hot_max_mb: Math.max(...rows.map((r) => r.hot_max_mb)),
       rest_end_mb: end('rest_mb'),
+      peer_handshakes_per_s: round(Math.max(...accepted) / loadSeconds, 2),
       ...(native.length > 0
         ? {
             malloc_other_mb: native.map((n) => round(n.other, 2)),
