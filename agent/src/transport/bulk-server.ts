@@ -143,8 +143,8 @@ export function listenPeer(opts: BulkServerOptions): Promise<PeerListener> {
       raw.once('close', () => handshakeOver(key));
       return true;
     },
-    failed(error, socket) {
-      handshakeOver(connectionKey(socket));
+    // Its count in `handshaking` goes with the TCP connection's close (admit's listener).
+    failed(error) {
       logger.debug({ err: error.message }, 'peer TLS handshake failed');
     },
     secure: (socket) => onSecure(socket),

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
+import { Duplex } from 'node:stream';
 import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2';
 import { connect as connectTcp, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -32,13 +33,15 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
     stranger = await testCredentials('cli', { ca: await createTestCa('other') });
     tls = createMutualTlsServer({
       context: { cert: serverId.certPem, key: serverId.keyPem, ca: serverId.bundlePem },
-      ALPNProtocols: ['x', 'h2'],
-      handshakeTimeoutMs: 300,
+      ALPNProtocols: ['x', 'echo', 'h2'],
+      // Ample on a loaded machine: the timeout has a server of its own, below.
+      handshakeTimeoutMs: 20_000,
       admit: () => admit,
       secure: (socket) => {
         accepted.push(socket);
         socket.on('error', () => {});
         if (socket.alpnProtocol === 'h2') return void h2.emit('connection', socket);
+        if (socket.alpnProtocol === 'echo') return void socket.on('data', (d: Buffer) => socket.write(d));
         socket.end(`hello ${String(socket.getPeerCertificate().subject?.CN)}`);
       },
       failed: (error) => {
@@ -70,64 +73,211 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
       socket.on('close', () => (got ? resolve(got) : reject(new Error('closed with nothing'))));
     });
 
-  it('takes a client whose certificate its CA issued, marked authorized, with the ALPN protocol it chose', async () => {
-    const before = accepted.length;
-    assert.match(await talk(client), /^hello /);
-    const socket = accepted[before]!;
-    assert.equal(socket.authorized, true);
-    assert.equal(socket.alpnProtocol, 'x');
-    assert.equal(socket.getPeerCertificate().fingerprint256, fingerprintOf(client.certPem));
-  });
+  it(
+    'takes a client whose certificate its CA issued, marked authorized, with the ALPN protocol it chose',
+    { timeout: 20_000 },
+    async () => {
+      const before = accepted.length;
+      assert.match(await talk(client), /^hello /);
+      const socket = accepted[before]!;
+      assert.equal(socket.authorized, true);
+      assert.equal(socket.alpnProtocol, 'x');
+      assert.equal(socket.getPeerCertificate().fingerprint256, fingerprintOf(client.certPem));
+    },
+  );
 
-  it('carries HTTP/2 handed the connection (node:http2 waits for a handshake it sees as unfinished)', async () => {
-    const session = connectHttp2(`https://127.0.0.1:${port}`, {
-      cert: client.certPem,
-      key: client.keyPem,
-      ca: serverId.bundlePem,
-      checkServerIdentity: () => undefined,
+  it(
+    'carries HTTP/2 handed the connection (node:http2 waits for a handshake it sees as unfinished)',
+    { timeout: 20_000 },
+    async () => {
+      const session = connectHttp2(`https://127.0.0.1:${port}`, {
+        cert: client.certPem,
+        key: client.keyPem,
+        ca: serverId.bundlePem,
+        checkServerIdentity: () => undefined,
+      });
+      try {
+        const request = session.request({ ':path': '/' });
+        let body = '';
+        request.on('data', (d: Buffer) => (body += String(d)));
+        await once(request, 'end');
+        assert.equal(body, 'over h2');
+      } finally {
+        session.close();
+      }
+    },
+  );
+
+  it(
+    'refuses a client without a certificate, and one whose certificate another CA issued',
+    { timeout: 20_000 },
+    async () => {
+      const before = failures.length;
+      let first = once(reported, 'failed');
+      await assert.rejects(talk(undefined));
+      await first;
+      first = once(reported, 'failed');
+      await assert.rejects(talk(stranger));
+      await first;
+      // Each refusal is reported once, the second with OpenSSL's verification error.
+      assert.equal(failures.length, before + 2);
+      assert.equal(
+        (failures[before + 1] as Error & { code?: string }).code,
+        'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+      );
+    },
+  );
+
+  it('closes a connection whose handshake is not over in time', { timeout: 20_000 }, async () => {
+    const timedOut: Error[] = [];
+    const quick = createMutualTlsServer({
+      context: { cert: serverId.certPem, key: serverId.keyPem, ca: serverId.bundlePem },
+      ALPNProtocols: ['x'],
+      handshakeTimeoutMs: 200,
+      secure: (socket) => socket.destroy(),
+      failed: (error) => timedOut.push(error),
     });
+    await new Promise<void>((resolve) => quick.server.listen(0, '127.0.0.1', resolve));
     try {
-      const request = session.request({ ':path': '/' });
-      let body = '';
-      request.on('data', (d: Buffer) => (body += String(d)));
-      await once(request, 'end');
-      assert.equal(body, 'over h2');
+      const silent = connectTcp((quick.server.address() as { port: number }).port, '127.0.0.1');
+      silent.on('error', () => {});
+      await once(silent, 'close');
+      assert.deepEqual(
+        timedOut.map((e) => e.message),
+        ['TLS handshake timeout'],
+      );
     } finally {
-      session.close();
+      quick.server.close();
     }
   });
 
-  it('refuses a client without a certificate, and one whose certificate another CA issued', async () => {
-    const before = failures.length;
-    let first = once(reported, 'failed');
-    await assert.rejects(talk(undefined));
-    await first;
-    first = once(reported, 'failed');
-    await assert.rejects(talk(stranger));
-    await first;
-    // Each refusal is reported once, the second with OpenSSL's verification error.
-    assert.equal(failures.length, before + 2);
-    assert.equal((failures[before + 1] as Error & { code?: string }).code, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE');
-  });
+  it(
+    'closes a connection it does not admit before any handshake, and reports garbage and a client gone mid-handshake',
+    { timeout: 20_000 },
+    async () => {
+      const before = failures.length;
+      admit = false;
+      try {
+        const refused = connectTcp(port, '127.0.0.1');
+        refused.on('error', () => {});
+        await once(refused, 'close');
+      } finally {
+        admit = true;
+      }
+      let next = once(reported, 'failed');
+      const garbage = connectTcp(port, '127.0.0.1', () => garbage.write('GET / HTTP/1.1\r\n\r\n'));
+      garbage.on('error', () => {});
+      await Promise.all([next, once(garbage, 'close')]);
+      next = once(reported, 'failed');
+      const gone = connectTcp(port, '127.0.0.1', () => gone.end());
+      gone.on('error', () => {});
+      await next;
+      // Nothing for the connection not admitted; once each for the others.
+      assert.equal(failures.length, before + 2);
+      assert.match(failures.at(-1)!.message, /closed the connection during the handshake/);
+    },
+  );
 
-  it('closes a connection whose handshake is not over in time, and one it does not admit', async () => {
-    const before = failures.length;
-    const silent = connectTcp(port, '127.0.0.1');
-    silent.on('error', () => {});
-    await once(silent, 'close');
-    assert.match(failures[before]?.message ?? '', /handshake timeout/);
-    admit = false;
-    try {
-      const refused = connectTcp(port, '127.0.0.1');
-      refused.on('error', () => {});
-      await once(refused, 'close');
-      assert.equal(failures.length, before + 1, 'closed before a handshake: nothing to report');
-    } finally {
-      admit = true;
-    }
-  });
+  it(
+    'refuses renegotiation: a second handshake on a connection ends it (its certificate would go unchecked)',
+    { timeout: 20_000 },
+    async () => {
+      const socket = connect({
+        port,
+        host: '127.0.0.1',
+        cert: client.certPem,
+        key: client.keyPem,
+        ca: serverId.bundlePem,
+        maxVersion: 'TLSv1.2', // TLS 1.3 has no renegotiation
+        ALPNProtocols: ['echo'],
+        checkServerIdentity: () => undefined,
+      });
+      socket.on('error', () => {});
+      await once(socket, 'secureConnect');
+      socket.write('before');
+      assert.equal(String((await once(socket, 'data'))[0]), 'before');
+      const closed = once(socket, 'close');
+      socket.renegotiate({}, () => socket.write('after'));
+      await closed;
+    },
+  );
 
-  it('gives new connections the context set last (a renewed certificate)', async () => {
+  it(
+    'serves a client offering a session from before with a full handshake (no ticket issued, no session resumed)',
+    { timeout: 20_000 },
+    async () => {
+      for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
+        let session: Buffer | undefined;
+        for (const attempt of ['first', 'again']) {
+          const socket = connect({
+            port,
+            host: '127.0.0.1',
+            cert: client.certPem,
+            key: client.keyPem,
+            ca: serverId.bundlePem,
+            maxVersion,
+            ALPNProtocols: ['x'],
+            checkServerIdentity: () => undefined,
+            ...(session ? { session } : {}),
+          });
+          socket.on('session', (s: Buffer) => (session = s));
+          let got = '';
+          socket.on('data', (d: Buffer) => (got += String(d)));
+          const [error] = await Promise.race([
+            once(socket, 'secureConnect').then(() => [undefined]),
+            once(socket, 'error'),
+          ]);
+          assert.equal(
+            error,
+            undefined,
+            `${maxVersion}, ${attempt}: ${(error as Error | undefined)?.message}`,
+          );
+          assert.equal(socket.isSessionReused(), false, `${maxVersion}, ${attempt}`);
+          await once(socket, 'close');
+          assert.match(got, /^hello /, `${maxVersion}, ${attempt}`);
+        }
+        assert.ok(session, `${maxVersion}: the client had a session to offer`);
+      }
+    },
+  );
+
+  it(
+    'closes a connection whose records fail their check after the handshake (node:tls leaves it open)',
+    { timeout: 20_000 },
+    async () => {
+      // The client's TLS runs over a stream of the test's, on a real TCP connection: once the
+      // handshake is over, the server's bytes stop reaching the client (it would close on the
+      // server's alert) while the test writes a record of junk under the TLS layer.
+      const tcp = connectTcp(port, '127.0.0.1');
+      tcp.on('error', () => {});
+      let deaf = false;
+      const transport = new Duplex({
+        read() {},
+        write(chunk: Buffer, _encoding, done) {
+          tcp.write(chunk, done);
+        },
+      });
+      tcp.on('data', (d: Buffer) => void (deaf ? undefined : transport.push(d)));
+      const socket = connect({
+        socket: transport,
+        cert: client.certPem,
+        key: client.keyPem,
+        ca: serverId.bundlePem,
+        ALPNProtocols: ['echo'],
+        checkServerIdentity: () => undefined,
+      });
+      socket.on('error', () => {});
+      await once(socket, 'secureConnect');
+      deaf = true;
+      const closed = once(tcp, 'close');
+      // An application-data record of 32 bytes of junk: its tag cannot match.
+      tcp.write(Buffer.concat([Buffer.from([0x17, 0x03, 0x03, 0x00, 0x20]), Buffer.alloc(32, 0x78)]));
+      await closed; // the server closed it (the client, deaf, would not have)
+      socket.destroy();
+    },
+  );
+
+  it('gives new connections the context set last (a renewed certificate)', { timeout: 20_000 }, async () => {
     const renewed = await testCredentials('srv2');
     tls.setContext({ cert: renewed.certPem, key: renewed.keyPem, ca: renewed.bundlePem });
     try {
@@ -148,68 +298,72 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
     }
   });
 
-  it('never takes the reference to the client certificate that node:tls’s server leaks', async () => {
-    // The native handle's method tls.Server calls once per handshake (Node 24), counted on the
-    // class every TLS socket's handle shares while a few handshakes are made with each server.
-    const probe = connect({
-      port,
-      host: '127.0.0.1',
-      cert: client.certPem,
-      key: client.keyPem,
-      ca: serverId.bundlePem,
-      checkServerIdentity: () => undefined,
-    });
-    probe.on('error', () => {});
-    await once(probe, 'secureConnect');
-    const proto = Object.getPrototypeOf(
-      (probe as unknown as { _handle: object })._handle,
-    ) as TlsWrapPrototype;
-    probe.destroy();
-    const original = proto.getPeerX509Certificate;
-    let calls = 0;
-    proto.getPeerX509Certificate = function (this: unknown) {
-      calls += 1;
-      return original.call(this);
-    };
-    try {
-      for (let i = 0; i < 3; i++) await talk(client);
-      assert.equal(calls, 0, 'the mutual TLS server');
-      // The same handshakes with node:tls's own server do call it: the count measures the leak.
-      const nodeServer = createServer(
-        {
-          cert: serverId.certPem,
-          key: serverId.keyPem,
-          ca: serverId.bundlePem,
-          requestCert: true,
-          rejectUnauthorized: true,
-        },
-        (socket) => socket.end('hello'),
-      );
-      await new Promise<void>((resolve) => nodeServer.listen(0, '127.0.0.1', resolve));
+  it(
+    'never takes the reference to the client certificate that node:tls’s server leaks',
+    { timeout: 20_000 },
+    async () => {
+      // The native handle's method tls.Server calls once per handshake (Node 24), counted on the
+      // class every TLS socket's handle shares while a few handshakes are made with each server.
+      const probe = connect({
+        port,
+        host: '127.0.0.1',
+        cert: client.certPem,
+        key: client.keyPem,
+        ca: serverId.bundlePem,
+        checkServerIdentity: () => undefined,
+      });
+      probe.on('error', () => {});
+      await once(probe, 'secureConnect');
+      const proto = Object.getPrototypeOf(
+        (probe as unknown as { _handle: object })._handle,
+      ) as TlsWrapPrototype;
+      probe.destroy();
+      const original = proto.getPeerX509Certificate;
+      let calls = 0;
+      proto.getPeerX509Certificate = function (this: unknown) {
+        calls += 1;
+        return original.call(this);
+      };
       try {
-        const nodePort = (nodeServer.address() as { port: number }).port;
-        for (let i = 0; i < 3; i++)
-          await new Promise<void>((resolve, reject) => {
-            const socket: Socket = connect({
-              port: nodePort,
-              host: '127.0.0.1',
-              cert: client.certPem,
-              key: client.keyPem,
-              ca: serverId.bundlePem,
-              checkServerIdentity: () => undefined,
+        for (let i = 0; i < 3; i++) await talk(client);
+        assert.equal(calls, 0, 'the mutual TLS server');
+        // The same handshakes with node:tls's own server do call it: the count measures the leak.
+        const nodeServer = createServer(
+          {
+            cert: serverId.certPem,
+            key: serverId.keyPem,
+            ca: serverId.bundlePem,
+            requestCert: true,
+            rejectUnauthorized: true,
+          },
+          (socket) => socket.end('hello'),
+        );
+        await new Promise<void>((resolve) => nodeServer.listen(0, '127.0.0.1', resolve));
+        try {
+          const nodePort = (nodeServer.address() as { port: number }).port;
+          for (let i = 0; i < 3; i++)
+            await new Promise<void>((resolve, reject) => {
+              const socket: Socket = connect({
+                port: nodePort,
+                host: '127.0.0.1',
+                cert: client.certPem,
+                key: client.keyPem,
+                ca: serverId.bundlePem,
+                checkServerIdentity: () => undefined,
+              });
+              socket.on('error', reject);
+              socket.resume();
+              socket.on('close', () => resolve());
             });
-            socket.on('error', reject);
-            socket.resume();
-            socket.on('close', () => resolve());
-          });
+        } finally {
+          nodeServer.close();
+        }
+        assert.equal(calls, 3, 'node:tls’s server, once per handshake');
       } finally {
-        nodeServer.close();
+        proto.getPeerX509Certificate = original;
       }
-      assert.equal(calls, 3, 'node:tls’s server, once per handshake');
-    } finally {
-      proto.getPeerX509Certificate = original;
-    }
-  });
+    },
+  );
 });
 
 const fingerprintOf = (pem: string) => new X509Certificate(pem).fingerprint256;

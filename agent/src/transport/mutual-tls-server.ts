@@ -1,3 +1,4 @@
+import { constants } from 'node:crypto';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { type SecureContext, type SecureContextOptions, TLSSocket, createSecureContext } from 'node:tls';
 
@@ -16,8 +17,10 @@ import { type SecureContext, type SecureContextOptions, TLSSocket, createSecureC
  * Here the TCP server is node:net's and each connection is wrapped in a server-side TLSSocket of its
  * own. After the handshake the checks tls.Server makes are made here, without that call: OpenSSL's
  * verification result (the handle's `verifyError()`, as tls.Server reads it), and a certificate in
- * this very handshake (a resumed session, which carries none, is refused: no client of ours resumes).
- * A handshake not over in `handshakeTimeoutMs` is closed (tls.Server only reports it).
+ * this very handshake (a resumed session, which carries none, is refused: no client of ours resumes,
+ * and no ticket is issued). Renegotiation is refused (and a second handshake all the same closes
+ * the connection), a TLS error after the handshake closes the connection, and a handshake not over
+ * in `handshakeTimeoutMs` is closed (tls.Server only reports the last two).
  */
 export interface MutualTlsServerOptions {
   /** The certificate, key and trust bundle of new connections (setContext replaces them). */
@@ -51,8 +54,22 @@ interface ServerSideSocket {
   _releaseControl(): boolean;
 }
 
+/**
+ * The context of new connections: no renegotiation (TLS 1.2's second handshake would bring a
+ * certificate that no longer goes through the checks above, and the bulk stream authenticates each
+ * request by the connection's certificate of now), and no session tickets (a resumed session carries
+ * no certificate in its handshake and is refused; with tickets issued but no session id context, a
+ * client offering one failed its handshake instead of falling back to a full one).
+ */
+const contextOf = (options: SecureContextOptions): SecureContext =>
+  createSecureContext({
+    ...options,
+    secureOptions:
+      (options.secureOptions ?? 0) | constants.SSL_OP_NO_RENEGOTIATION | constants.SSL_OP_NO_TICKET,
+  });
+
 export function createMutualTlsServer(opts: MutualTlsServerOptions): MutualTlsServer {
-  let context: SecureContext = createSecureContext(opts.context);
+  let context = contextOf(opts.context);
   const server = createNetServer((raw) => {
     if (opts.admit && !opts.admit(raw)) return void raw.destroy();
     const socket = new TLSSocket(raw, {
@@ -73,17 +90,23 @@ export function createMutualTlsServer(opts: MutualTlsServerOptions): MutualTlsSe
     };
     const timer = setTimeout(() => fail(new Error('TLS handshake timeout')), opts.handshakeTimeoutMs);
     timer.unref();
-    // Errors of the handshake (a bad record, a client that sent no certificate); later ones are the
-    // listeners' of `secure`.
-    socket.on('error', (error) => (established ? undefined : fail(error)));
+    // Errors of the handshake (a bad record, a client that sent no certificate) are reported; a later
+    // one (a record that fails its check) ends the connection too, which node:tls leaves open.
+    socket.on('error', (error) => (established ? socket.destroy() : fail(error)));
     socket.once('close', () => {
       clearTimeout(timer);
       if (!established) fail(new Error('the client closed the connection during the handshake'));
     });
-    socket.once('secure', () => {
+    const own = socket as unknown as ServerSideSocket;
+    socket.on('secure', () => {
       clearTimeout(timer);
       if (failed) return;
-      const own = socket as unknown as ServerSideSocket;
+      if (established) {
+        // Another handshake on the connection (renegotiation, refused by the context: in case it
+        // happens all the same), whose certificate would be taken as the connection's.
+        opts.failed?.(new Error('a second TLS handshake on the connection'), socket);
+        return void socket.destroy();
+      }
       if (!own._handle) return fail(new Error('the connection closed as its handshake ended'));
       // An Error (its code OpenSSL's: UNABLE_TO_VERIFY_LEAF_SIGNATURE...), or nothing when verified.
       const verifyError = own._handle.verifyError();
@@ -100,7 +123,7 @@ export function createMutualTlsServer(opts: MutualTlsServerOptions): MutualTlsSe
   return {
     server,
     setContext: (next) => {
-      context = createSecureContext(next);
+      context = contextOf(next);
     },
   };
 }
