@@ -111,6 +111,43 @@ describe('node credentials', () => {
     }
   });
 
+  it('refuses a server’s renegotiation on the connections it opens (a second certificate nothing would check)', async () => {
+    const { credentials } = await start('edge-1', 3600_000);
+    const server = await start('edge-2', 3600_000);
+    const outcome = Promise.withResolvers<string>();
+    const tlsServer = createServer(
+      { cert: server.credentials.certPem, key: server.credentials.keyPem, maxVersion: 'TLSv1.2' },
+      (socket) => {
+        // Refused, the second handshake is an error on the connection (the callback comes only when
+        // it is done).
+        socket.on('error', () => outcome.resolve('refused'));
+        socket.on('close', () => outcome.resolve('closed'));
+        socket.renegotiate({ requestCert: true }, (error) =>
+          outcome.resolve(error ? 'refused' : 'renegotiated'),
+        );
+      },
+    );
+    await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = tlsServer.address() as { port: number };
+      const client = connect({
+        host: '127.0.0.1',
+        port,
+        secureContext: credentials.secureContext,
+        rejectUnauthorized: false,
+        checkServerIdentity: () => undefined,
+      });
+      client.on('error', () => {});
+      client.on('data', () => {});
+      assert.notEqual(await outcome.promise, 'renegotiated');
+      client.destroy();
+    } finally {
+      credentials.close();
+      server.credentials.close();
+      await new Promise((resolve) => tlsServer.close(resolve));
+    }
+  });
+
   it('renews at two thirds of the life, with a fresh key, and tells the TLS stacks', async () => {
     const { credentials } = await start('edge-1', 1500);
     try {

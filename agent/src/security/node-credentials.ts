@@ -1,4 +1,10 @@
-import { createPrivateKey, type KeyObject, sign as cryptoSign, X509Certificate } from 'node:crypto';
+import {
+  constants,
+  createPrivateKey,
+  type KeyObject,
+  sign as cryptoSign,
+  X509Certificate,
+} from 'node:crypto';
 import { createSecureContext, type PeerCertificate, type SecureContext } from 'node:tls';
 import type { experimental } from '@grpc/grpc-js';
 import {
@@ -137,6 +143,8 @@ export class NodeCredentials implements experimental.CertificateProvider {
       cert: this.#identity.certPem,
       key: this.#identity.keyPem,
       ca: this.#bundlePem,
+      // A server's second handshake (TLS 1.2) would bring a certificate nothing checks again.
+      secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
     }));
   }
   /**
