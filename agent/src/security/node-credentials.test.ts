@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { appendFile, writeFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
-import { connect, createServer, type SecureContext } from 'node:tls';
+import { connect, createServer, type SecureContext, type Server } from 'node:tls';
 import { createNodeKey, MeshCa } from '@edgemesh/identity';
 import { createTestCa } from '../../harness/test-ca.ts';
 import { createLogger } from '../telemetry/logger.ts';
@@ -39,6 +39,16 @@ const peerCert = (pem: string) => {
   } as never;
 };
 
+/** A TLS connection with `context` to `server` (on loopback), which any server certificate satisfies. */
+const connectWith = (context: SecureContext, server: Server) =>
+  connect({
+    host: '127.0.0.1',
+    port: (server.address() as { port: number }).port,
+    secureContext: context,
+    rejectUnauthorized: false,
+    checkServerIdentity: () => undefined,
+  });
+
 /**
  * A handshake with `context` against a server of `server`'s certificate and key: the certificate the
  * context presented (DER) and whether it trusted the server's.
@@ -51,14 +61,7 @@ async function handshake(context: SecureContext, server: { cert: string; key: st
   });
   await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
   try {
-    const { port } = tlsServer.address() as { port: number };
-    const client = connect({
-      host: '127.0.0.1',
-      port,
-      secureContext: context,
-      rejectUnauthorized: false,
-      checkServerIdentity: () => undefined,
-    });
+    const client = connectWith(context, tlsServer);
     client.on('data', () => {});
     try {
       // A failed handshake rejects (the client's error) rather than leaving the test waiting.
@@ -129,14 +132,7 @@ describe('node credentials', () => {
     );
     await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
     try {
-      const { port } = tlsServer.address() as { port: number };
-      const client = connect({
-        host: '127.0.0.1',
-        port,
-        secureContext: credentials.secureContext,
-        rejectUnauthorized: false,
-        checkServerIdentity: () => undefined,
-      });
+      const client = connectWith(credentials.secureContext, tlsServer);
       client.on('error', () => {});
       client.on('data', () => {});
       assert.notEqual(await outcome.promise, 'renegotiated');

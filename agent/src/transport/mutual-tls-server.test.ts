@@ -5,7 +5,7 @@ import { Duplex } from 'node:stream';
 import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2';
 import { connect as connectTcp, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { connect, createServer, type TLSSocket } from 'node:tls';
+import { type ConnectionOptions, connect, createServer, type TLSSocket } from 'node:tls';
 import { createTestCa, testCredentials } from '../../harness/test-ca.ts';
 import type { NodeCredentials } from '../security/node-credentials.ts';
 import { createMutualTlsServer, type MutualTlsServer } from './mutual-tls-server.ts';
@@ -55,6 +55,17 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
   after(() => tls.server.close());
 
   const h2 = createHttp2Server((_req, res) => res.end('over h2'));
+
+  /** Options of a TLS client of `client`'s certificate to the shared server, with `more`. */
+  const asClient = (more: ConnectionOptions = {}): ConnectionOptions => ({
+    port,
+    host: '127.0.0.1',
+    cert: client.certPem,
+    key: client.keyPem,
+    ca: serverId.bundlePem,
+    checkServerIdentity: () => undefined,
+    ...more,
+  });
 
   /** A TLS client as `who`; resolves with what the server sent before closing, or rejects. */
   const talk = (who: NodeCredentials | undefined, alpn = 'x') =>
@@ -182,16 +193,10 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
     'refuses renegotiation: a second handshake on a connection ends it (its certificate would go unchecked)',
     { timeout: 20_000 },
     async () => {
-      const socket = connect({
-        port,
-        host: '127.0.0.1',
-        cert: client.certPem,
-        key: client.keyPem,
-        ca: serverId.bundlePem,
-        maxVersion: 'TLSv1.2', // TLS 1.3 has no renegotiation
-        ALPNProtocols: ['echo'],
-        checkServerIdentity: () => undefined,
-      });
+      const socket = connect(
+        // TLS 1.3 has no renegotiation.
+        asClient({ maxVersion: 'TLSv1.2', ALPNProtocols: ['echo'] }),
+      );
       socket.on('error', () => {});
       await once(socket, 'secureConnect');
       socket.write('before');
@@ -209,17 +214,9 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
       for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
         let session: Buffer | undefined;
         for (const attempt of ['first', 'again']) {
-          const socket = connect({
-            port,
-            host: '127.0.0.1',
-            cert: client.certPem,
-            key: client.keyPem,
-            ca: serverId.bundlePem,
-            maxVersion,
-            ALPNProtocols: ['x'],
-            checkServerIdentity: () => undefined,
-            ...(session ? { session } : {}),
-          });
+          const socket = connect(
+            asClient({ maxVersion, ALPNProtocols: ['x'], ...(session ? { session } : {}) }),
+          );
           socket.on('session', (s: Buffer) => (session = s));
           let got = '';
           socket.on('data', (d: Buffer) => (got += String(d)));
@@ -258,14 +255,7 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
         },
       });
       tcp.on('data', (d: Buffer) => void (deaf ? undefined : transport.push(d)));
-      const socket = connect({
-        socket: transport,
-        cert: client.certPem,
-        key: client.keyPem,
-        ca: serverId.bundlePem,
-        ALPNProtocols: ['echo'],
-        checkServerIdentity: () => undefined,
-      });
+      const socket = connect(asClient({ socket: transport, ALPNProtocols: ['echo'] }));
       socket.on('error', () => {});
       await once(socket, 'secureConnect');
       deaf = true;
@@ -281,14 +271,7 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
     const renewed = await testCredentials('srv2');
     tls.setContext({ cert: renewed.certPem, key: renewed.keyPem, ca: renewed.bundlePem });
     try {
-      const socket = connect({
-        port,
-        host: '127.0.0.1',
-        cert: client.certPem,
-        key: client.keyPem,
-        ca: serverId.bundlePem,
-        checkServerIdentity: () => undefined,
-      });
+      const socket = connect(asClient());
       socket.on('error', () => {});
       await once(socket, 'secureConnect');
       assert.equal(socket.getPeerCertificate().fingerprint256, fingerprintOf(renewed.certPem));
@@ -304,14 +287,7 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
     async () => {
       // The native handle's method tls.Server calls once per handshake (Node 24), counted on the
       // class every TLS socket's handle shares while a few handshakes are made with each server.
-      const probe = connect({
-        port,
-        host: '127.0.0.1',
-        cert: client.certPem,
-        key: client.keyPem,
-        ca: serverId.bundlePem,
-        checkServerIdentity: () => undefined,
-      });
+      const probe = connect(asClient());
       probe.on('error', () => {});
       await once(probe, 'secureConnect');
       const proto = Object.getPrototypeOf(
@@ -343,14 +319,7 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
           const nodePort = (nodeServer.address() as { port: number }).port;
           for (let i = 0; i < 3; i++)
             await new Promise<void>((resolve, reject) => {
-              const socket: Socket = connect({
-                port: nodePort,
-                host: '127.0.0.1',
-                cert: client.certPem,
-                key: client.keyPem,
-                ca: serverId.bundlePem,
-                checkServerIdentity: () => undefined,
-              });
+              const socket: Socket = connect(asClient({ port: nodePort }));
               socket.on('error', reject);
               socket.resume();
               socket.on('close', () => resolve());
