@@ -88,7 +88,8 @@ describe('benchmarks (--quick, shape only)', () => {
       [
         ...['bench', 'connections', 'shared_conn_per_s', 'per_connection_conn_per_s', 'shared_cpu_ms'],
         ...['per_connection_cpu_ms', 'shared_rss_mb', 'per_connection_rss_mb', 'cpu_ratio'],
-        ...['node_tls_server_rss_mb', 'shared_kb_per_connection', 'node_tls_server_kb_per_connection'],
+        ...['node_tls_server_conn_per_s', 'node_tls_server_cpu_ms', 'node_tls_server_rss_mb'],
+        ...['shared_kb_per_connection', 'node_tls_server_kb_per_connection'],
       ],
     ],
     // --quick is 400,000 operations per way: the shape needs far fewer.

@@ -5,7 +5,7 @@ import { Duplex } from 'node:stream';
 import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2';
 import { connect as connectTcp, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { type ConnectionOptions, connect, createServer, type TLSSocket } from 'node:tls';
+import { type ConnectionOptions, connect, createServer, TLSSocket } from 'node:tls';
 import { createTestCa, testCredentials } from '../../harness/test-ca.ts';
 import type { NodeCredentials } from '../security/node-credentials.ts';
 import { createMutualTlsServer, type MutualTlsServer } from './mutual-tls-server.ts';
@@ -190,7 +190,7 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
   );
 
   it(
-    'refuses renegotiation: a second handshake on a connection ends it (its certificate would go unchecked)',
+    'closes a connection that attempts renegotiation, never handing it on again (its certificate would go unchecked)',
     { timeout: 20_000 },
     async () => {
       const socket = connect(
@@ -201,9 +201,13 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
       await once(socket, 'secureConnect');
       socket.write('before');
       assert.equal(String((await once(socket, 'data'))[0]), 'before');
-      const closed = once(socket, 'close');
+      const handedOn = accepted.length;
+      const reportedNow = once(reported, 'failed');
+      const closed = new Promise((resolve) => socket.once('close', resolve));
       socket.renegotiate({}, () => socket.write('after'));
-      await closed;
+      await Promise.all([closed, reportedNow]);
+      assert.equal(failures.at(-1)?.message, 'a TLS renegotiation attempted');
+      assert.equal(accepted.length, handedOn, 'the connection is not handed on a second time');
     },
   );
 
@@ -258,12 +262,34 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
       const socket = connect(asClient({ socket: transport, ALPNProtocols: ['echo'] }));
       socket.on('error', () => {});
       await once(socket, 'secureConnect');
+      // A round trip first: the server's side of the handshake is over too.
+      socket.write('ping');
+      assert.equal(String((await once(socket, 'data'))[0]), 'ping');
       deaf = true;
       const closed = once(tcp, 'close');
       // An application-data record of 32 bytes of junk: its tag cannot match.
       tcp.write(Buffer.concat([Buffer.from([0x17, 0x03, 0x03, 0x00, 0x20]), Buffer.alloc(32, 0x78)]));
       await closed; // the server closed it (the client, deaf, would not have)
       socket.destroy();
+    },
+  );
+
+  it(
+    'refuses a resumed session (no certificate in its handshake), should one ever be resumed',
+    { timeout: 20_000 },
+    async () => {
+      // None can be (the context stores none, issues no stateless ticket): the check behind that is
+      // tried by having the next handshake say it resumed.
+      const real = Object.getOwnPropertyDescriptor(TLSSocket.prototype, 'isSessionReused')!;
+      TLSSocket.prototype.isSessionReused = () => true;
+      const reportedNow = once(reported, 'failed');
+      try {
+        await assert.rejects(talk(client));
+        await reportedNow;
+      } finally {
+        Object.defineProperty(TLSSocket.prototype, 'isSessionReused', real);
+      }
+      assert.match(failures.at(-1)?.message ?? '', /a resumed TLS session/);
     },
   );
 

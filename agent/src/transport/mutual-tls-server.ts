@@ -12,15 +12,15 @@ import { type SecureContext, type SecureContextOptions, TLSSocket, createSecureC
  * certificate and never gives it back: every handshake left the client's certificate behind, about
  * 5 KB of OpenSSL's memory a connection, for the life of the process (Node 20, without that check,
  * does not). An agent accepting a few connections a second grew by about 0.5 MB a minute for as
- * long as it ran (docs/benchmarks.md, the eleventh session's soak).
+ * long as it ran (docs/benchmarks.md, 2026-12-07, eleventh session; `npm run bench -- tls-context`).
  *
  * Here the TCP server is node:net's and each connection is wrapped in a server-side TLSSocket of its
  * own. After the handshake the checks tls.Server makes are made here, without that call: OpenSSL's
  * verification result (the handle's `verifyError()`, as tls.Server reads it), and a certificate in
- * this very handshake (a resumed session, which carries none, is refused: no client of ours resumes,
- * and no ticket is issued). Renegotiation is refused (and a second handshake all the same closes
- * the connection), a TLS error after the handshake closes the connection, and a handshake not over
- * in `handshakeTimeoutMs` is closed (tls.Server only reports the last two).
+ * this very handshake (a resumed session, which carries none, is refused; none can be resumed here:
+ * contextOf). A renegotiation attempt closes the connection (tls.Server checks the new handshake's
+ * certificate instead), a TLS error after the handshake closes the connection, and a handshake not
+ * over in `handshakeTimeoutMs` is closed (tls.Server only reports the last two).
  */
 export interface MutualTlsServerOptions {
   /** The certificate, key and trust bundle of new connections (setContext replaces them). */
@@ -57,9 +57,11 @@ interface ServerSideSocket {
 /**
  * The context of new connections: no renegotiation (TLS 1.2's second handshake would bring a
  * certificate that no longer goes through the checks above, and the bulk stream authenticates each
- * request by the connection's certificate of now), and no session tickets (a resumed session carries
- * no certificate in its handshake and is refused; with tickets issued but no session id context, a
- * client offering one failed its handshake instead of falling back to a full one).
+ * request by the connection's certificate of now; OpenSSL refuses it with an alert and still reports
+ * a handshake done, which closes the connection below), and no stateless session tickets: TLS 1.2
+ * gets none, TLS 1.3's name a session the server never stores (node:tls keeps no session cache and
+ * this server no session callbacks), so a client offering one gets a full handshake. (With stateless
+ * tickets and no session id context, such a client failed its handshake instead.)
  */
 const contextOf = (options: SecureContextOptions): SecureContext =>
   createSecureContext({
@@ -85,8 +87,8 @@ export function createMutualTlsServer(opts: MutualTlsServerOptions): MutualTlsSe
       if (failed) return;
       failed = true;
       clearTimeout(timer);
-      opts.failed?.(error, socket);
       socket.destroy();
+      opts.failed?.(error, socket);
     };
     const timer = setTimeout(() => fail(new Error('TLS handshake timeout')), opts.handshakeTimeoutMs);
     timer.unref();
@@ -102,10 +104,10 @@ export function createMutualTlsServer(opts: MutualTlsServerOptions): MutualTlsSe
       clearTimeout(timer);
       if (failed) return;
       if (established) {
-        // Another handshake on the connection (renegotiation, refused by the context: in case it
-        // happens all the same), whose certificate would be taken as the connection's.
-        opts.failed?.(new Error('a second TLS handshake on the connection'), socket);
-        return void socket.destroy();
+        // A renegotiation attempt (TLS 1.2): refused by the context, it still ends in 'secure'; were
+        // it let through, its certificate would be taken for the connection's unchecked.
+        socket.destroy();
+        return void opts.failed?.(new Error('a TLS renegotiation attempted'), socket);
       }
       if (!own._handle) return fail(new Error('the connection closed as its handshake ended'));
       // An Error (its code OpenSSL's: UNABLE_TO_VERIFY_LEAF_SIGNATURE...), or nothing when verified.
