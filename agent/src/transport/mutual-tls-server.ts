@@ -13,6 +13,8 @@ import { type SecureContext, type SecureContextOptions, TLSSocket, createSecureC
  * 5 KB of OpenSSL's memory a connection, for the life of the process (Node 20, without that check,
  * does not). An agent accepting a few connections a second grew by about 0.5 MB a minute for as
  * long as it ran (docs/benchmarks.md, 2026-12-07, eleventh session; `npm run bench -- tls-context`).
+ * The check came with nodejs/node#64677; Node 24.21, the latest 24, still grows, Node 26.10 does not
+ * (docs/upstream/node-tls-server-leak.mjs, a reproduction without this project's code).
  *
  * Here the TCP server is node:net's and each connection is wrapped in a server-side TLSSocket of its
  * own. After the handshake the checks tls.Server makes are made here, without that call: OpenSSL's
