@@ -166,6 +166,11 @@ export class BulkChannel {
         index++;
         beats.progress();
         quiet.pause(); // the consumer's time is not the peer's
+        // Every chunk is in: the consumer's cancelling now (a download that has all it needs, reading
+        // on) no longer closes the connection. The answer's END is read all the same, within the
+        // quiet deadline, and the connection kept for the next request: closed, it cost a new
+        // handshake at both ends, most of the mesh's connection churn (docs/agent.md).
+        if (index === lengths.length) signal?.removeEventListener('abort', onAbort);
         yield { data: frame.data, digest: frame.digest };
         quiet.arm();
       }
@@ -182,8 +187,9 @@ export class BulkChannel {
       signal?.removeEventListener('abort', onAbort);
       reader.detach();
       // An answer not read to its end (the consumer stopped, an error) leaves bytes in flight: the
-      // connection goes with it.
-      if (reusable && !signal?.aborted) this.#keep(connection);
+      // connection goes with it (and one cancelled before its last chunk was destroyed then). A
+      // consumer that stops at the last chunk is not waited for: its END may never come.
+      if (reusable) this.#keep(connection);
       else {
         socket.destroy();
         // Bodies received into the caller's buffers and never handed over go back once the

@@ -176,6 +176,35 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     }
   });
 
+  it('keeps the connection for the next request when the caller cancels once every chunk is in, as a download does', async () => {
+    const peer = peerTo(listener.port);
+    try {
+      const handshakesBefore = counters.peerHandshakes;
+      // As a download does: it has every chunk it needs, cancels what it asked, reads on.
+      const cancel = new AbortController();
+      const got: Buffer[] = [];
+      for await (const chunk of peer.fetchChunks([chunks[2]!], [MiB + 5], cancel.signal)) {
+        got.push(chunk.data);
+        cancel.abort();
+      }
+      assert.deepEqual(Buffer.concat(got), data.subarray(8 * MiB));
+      assert.deepEqual(
+        Buffer.concat(await drain(peer.fetchChunks([chunks[0]!], [4 * MiB]))),
+        data.subarray(0, 4 * MiB),
+      );
+      assert.equal(counters.peerHandshakes - handshakesBefore, 1, 'one connection for both requests');
+      // One that stops before the last chunk leaves bytes in flight: that connection is closed.
+      for await (const chunk of peer.fetchChunks(chunks, lengths)) {
+        assert.ok(chunk);
+        break;
+      }
+      await drain(peer.fetchChunks([chunks[2]!], [MiB + 5]));
+      assert.equal(counters.peerHandshakes - handshakesBefore, 2);
+    } finally {
+      peer.close();
+    }
+  });
+
   it('receives into the caller’s buffers, and gives back those of chunks it never handed over once the connection is closed', async () => {
     const peer = peerTo(listener.port);
     try {
