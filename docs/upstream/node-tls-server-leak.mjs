@@ -4,6 +4,8 @@
 //
 //   node --expose-gc --max-semi-space-size=1 docs/upstream/node-tls-server-leak.mjs [rounds] [client]
 //
+// with the Node to test first on PATH (this project's 24: `export PATH=$PWD/node_modules/.bin:$PATH`;
+// the script prints the version it ran on).
 // client: `leaf` (default: a CA-issued certificate, as the mesh's are), `chain` (the leaf and its
 // issuer) or `self-signed` (one certificate, its own CA). Each round is 2,000 handshakes, one at a
 // time; RSS is read after a full collection, so it is what the connections left behind. Needs the

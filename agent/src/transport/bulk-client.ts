@@ -132,6 +132,10 @@ export class BulkChannel {
         heard = true;
         quiet.arm();
         if (frame.type === FRAME.WAIT) {
+          // An honest server heartbeats only for a chunk it has still to send: past the last, each
+          // would re-arm the quiet deadline of a call its consumer may have cancelled already.
+          if (index === lengths.length)
+            throw new PeerError(this.#opts.id, 'FetchChunks: a heartbeat after the last chunk');
           const error = beats.beat(frame.index, index);
           if (error) throw error;
           continue;
@@ -180,7 +184,9 @@ export class BulkChannel {
         throw new PeerError(this.#opts.id, `FetchChunks stalled: nothing for ${this.#opts.timeoutMs} ms`, {
           cause: error,
         });
-      if (signal?.aborted) throw new PeerError(this.#opts.id, 'FetchChunks cancelled', { cause: error });
+      // Cancelled once every chunk was in, the call still failed on its own (its END).
+      if (signal?.aborted && index < lengths.length)
+        throw new PeerError(this.#opts.id, 'FetchChunks cancelled', { cause: error });
       throw new PeerError(this.#opts.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
     } finally {
       quiet.pause();

@@ -496,6 +496,34 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     );
   };
 
+  it('throws PeerError at once at a peer that heartbeats after the last chunk, its caller having cancelled', async () => {
+    // Each heartbeat would re-arm the call's quiet deadline: a call its consumer (a download that has
+    // every chunk) cancelled would be held for as long as the peer went on.
+    const body = Buffer.alloc(1000, 7);
+    const liar = await fakeBulkServer(serverId, (socket) => {
+      socket.write(Buffer.concat([frameHeader(FRAME.DATA, 0, body.length), body]));
+      const beat = setInterval(() => socket.write(frameHeader(FRAME.WAIT, 1, 0)), 100);
+      socket.once('close', () => clearInterval(beat));
+    });
+    const peer = peerTo((liar.address() as { port: number }).port, true, 60_000);
+    try {
+      const cancel = new AbortController();
+      await assert.rejects(
+        async () => {
+          for await (const chunk of peer.fetchChunks(['00'.repeat(32)], [body.length], cancel.signal)) {
+            assert.deepEqual(chunk.data, body);
+            cancel.abort();
+          }
+        },
+        (error: Error) =>
+          error instanceof PeerError && /a heartbeat after the last chunk/.test(error.message),
+      );
+    } finally {
+      peer.close();
+      liar.close();
+    }
+  });
+
   it('throws PeerError at a peer whose heartbeats name another chunk, or come as a flood', async () => {
     const wrong = await fakeBulkServer(serverId, (socket) => {
       socket.write(frameHeader(FRAME.WAIT, 3, 0));
