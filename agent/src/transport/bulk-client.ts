@@ -73,7 +73,10 @@ export class BulkChannel {
    * The chunks `digests` in order, `lengths` their lengths, unverified (the caller hashes them),
    * each received into a buffer of `into` when it gives one. Throws BulkUnsupportedError
    * before yielding anything when the peer lacks the bulk stream, PeerBusyError when its upload is
-   * busy, PeerError for anything else.
+   * busy, PeerError for anything else. `signal` cuts the call (and closes its connection) until the
+   * last chunk is handed over; after that it no longer does: the call reads the answer's END, within
+   * its quiet deadline, and keeps the connection, so a caller that cancels then should read on (or
+   * call `return()`) rather than drop the generator.
    */
   async *fetch(
     digests: readonly string[],
@@ -112,9 +115,14 @@ export class BulkChannel {
     const reader = new ResponseReader(socket, connection.reads, (index) => lengths[index], into);
     const quiet = quietWatch(this.#opts.timeoutMs, () => socket.destroy());
     const beats = heartbeatCheck(this.#opts.id);
-    const onAbort = () => socket.destroy();
+    /** The caller's cancel closed the connection (what then fails the call is reported as cancelled). */
+    let cut = false;
+    const onAbort = () => {
+      cut = true;
+      socket.destroy();
+    };
     signal?.addEventListener('abort', onAbort, { once: true });
-    if (signal?.aborted) socket.destroy(); // aborted while the connection was made
+    if (signal?.aborted) onAbort(); // aborted while the connection was made
     let index = 0;
     let heard = false;
     let reusable = false;
@@ -184,9 +192,8 @@ export class BulkChannel {
         throw new PeerError(this.#opts.id, `FetchChunks stalled: nothing for ${this.#opts.timeoutMs} ms`, {
           cause: error,
         });
-      // Cancelled once every chunk was in, the call still failed on its own (its END).
-      if (signal?.aborted && index < lengths.length)
-        throw new PeerError(this.#opts.id, 'FetchChunks cancelled', { cause: error });
+      // A cancel once every chunk was in cuts nothing: the call then failed on its own (its END).
+      if (cut) throw new PeerError(this.#opts.id, 'FetchChunks cancelled', { cause: error });
       throw new PeerError(this.#opts.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
     } finally {
       quiet.pause();

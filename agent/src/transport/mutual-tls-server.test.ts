@@ -70,6 +70,7 @@ describe('the mutual TLS server (node:tls without the certificate it leaks per c
   /** A TLS client as `who`; resolves with what the server sent before closing, or rejects. */
   const talk = (who: NodeCredentials | undefined, alpn = 'x') =>
     new Promise<string>((resolve, reject) => {
+      // No `who`: cert and key set to undefined over asClient's make a client without a certificate.
       const socket = connect(asClient({ cert: who?.certPem, key: who?.keyPem, ALPNProtocols: [alpn] }));
       let got = '';
       socket.on('data', (d: Buffer) => (got += String(d)));
