@@ -438,7 +438,7 @@ export class GrpcPeer implements PeerTransport {
     signal?.addEventListener('abort', onAbort, { once: true });
     // A peer that goes quiet mid-stream is abandoned, so the caller can move on to another holder.
     const quiet = quietWatch(this.#timeoutMs, () => call.cancel());
-    const beats = heartbeatCheck(this.id);
+    const beats = heartbeatCheck(this.id, lengths.length);
     quiet.arm();
     let index = 0;
     let chunk: Buffer | undefined;

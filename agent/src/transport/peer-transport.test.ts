@@ -10,7 +10,7 @@ describe('heartbeatCheck', () => {
 
   it('takes an honest holder’s heartbeats, one a second, for as long as MAX_QUEUED_MS, for each chunk anew', () => {
     const c = clock();
-    const beats = heartbeatCheck('p', c.now);
+    const beats = heartbeatCheck('p', 10, c.now);
     for (let chunk = 0; chunk < 3; chunk++) {
       for (let waited = 0; waited <= MAX_QUEUED_MS; waited += HEARTBEAT_MS) {
         assert.equal(beats.beat(chunk, chunk), undefined, `chunk ${chunk} after ${waited} ms`);
@@ -24,7 +24,7 @@ describe('heartbeatCheck', () => {
     // Chunk 0 takes 20 s on a slow link; the holder heartbeats for chunk 1 meanwhile, once a
     // second, and those beats wait in TCP behind chunk 0's bytes.
     const c = clock();
-    const beats = heartbeatCheck('p', c.now);
+    const beats = heartbeatCheck('p', 10, c.now);
     c.advance(20_000);
     beats.progress();
     for (let i = 0; i < 19; i++) assert.equal(beats.beat(1, 1), undefined, `heartbeat ${i}`);
@@ -32,7 +32,7 @@ describe('heartbeatCheck', () => {
 
   it('counts heartbeats over the whole request: chunks in between do not start the count again', () => {
     const c = clock();
-    const beats = heartbeatCheck('p', c.now);
+    const beats = heartbeatCheck('p', 10, c.now);
     let error: PeerError | undefined;
     for (let chunk = 0; chunk < 10 && !error; chunk++) {
       for (let i = 0; i < 5 && !error; i++) error = beats.beat(chunk, chunk);
@@ -43,7 +43,7 @@ describe('heartbeatCheck', () => {
 
   it('counts a holder busy once one chunk has waited longer than MAX_QUEUED_MS', () => {
     const c = clock();
-    const beats = heartbeatCheck('p', c.now);
+    const beats = heartbeatCheck('p', 10, c.now);
     assert.equal(beats.beat(0, 0), undefined);
     c.advance(MAX_QUEUED_MS + 1);
     const error = beats.beat(0, 0);
@@ -51,15 +51,25 @@ describe('heartbeatCheck', () => {
     assert.match(error.message, /queued for over/);
   });
 
+  it('refuses a heartbeat once every chunk is in, whatever chunk it names', () => {
+    const beats = heartbeatCheck('p', 2, () => 0);
+    assert.equal(beats.beat(1, 1), undefined);
+    for (const index of [2, 1]) {
+      const error = beats.beat(index, 2);
+      assert.ok(error instanceof PeerError && !(error instanceof PeerBusyError), String(error));
+      assert.match(error.message, /a heartbeat after the last chunk/);
+    }
+  });
+
   it('refuses a heartbeat for a chunk other than the one expected', () => {
-    const error = heartbeatCheck('p', () => 0).beat(5, 0);
+    const error = heartbeatCheck('p', 10, () => 0).beat(5, 0);
     assert.ok(error instanceof PeerError && !(error instanceof PeerBusyError), String(error));
     assert.match(error.message, /chunk 5 \(expected 0\)/);
   });
 
   it('refuses a flood of heartbeats', () => {
     const c = clock();
-    const beats = heartbeatCheck('p', c.now);
+    const beats = heartbeatCheck('p', 10, c.now);
     let error: PeerError | undefined;
     let n = 0;
     while (!error && n < 1000) {
