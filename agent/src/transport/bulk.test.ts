@@ -602,6 +602,52 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     },
   );
 
+  it('finishes a gRPC FetchChunks the caller cancels once every chunk is in, as a download does', async () => {
+    // The holder has sent the last chunk and not yet its status: the caller, which has all it needs,
+    // cancels. The call reads on to the status (so the batch is recorded and the holder credited)
+    // rather than failing as cancelled; a cancel before the last chunk still cuts it.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let calls = 0;
+    const server = new GrpcServer();
+    server.addService(peerService, {
+      // Both chunks, then the status: for the first call once released, for the second never.
+      FetchChunks: (call: ServerWritableStream<unknown, ChunkPiece>) => {
+        call.write({ index: 0, data: data.subarray(0, MiB) });
+        call.write({ index: 1, data: data.subarray(MiB, 2 * MiB) });
+        if (++calls === 1) void released.then(() => call.end());
+      },
+    });
+    const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const peer = peerTo(port, false);
+    try {
+      const cancel = new AbortController();
+      const got: Buffer[] = [];
+      for await (const chunk of peer.fetchChunks([chunks[0]!, chunks[1]!], [MiB, MiB], cancel.signal)) {
+        got.push(chunk.data);
+        if (got.length === 2) {
+          cancel.abort();
+          release();
+        }
+      }
+      assert.deepEqual(Buffer.concat(got), data.subarray(0, 2 * MiB));
+      // Cancelled after the first of the two chunks: cut, and said so.
+      const early = new AbortController();
+      await assert.rejects(
+        async () => {
+          for await (const chunk of peer.fetchChunks([chunks[0]!, chunks[1]!], [MiB, MiB], early.signal)) {
+            assert.ok(chunk);
+            early.abort();
+          }
+        },
+        (e: Error) => e instanceof PeerError && /FetchChunks cancelled$/.test(e.message),
+      );
+    } finally {
+      peer.close();
+      server.forceShutdown();
+    }
+  });
+
   it('says busy as FetchChunks does (PeerBusyError) when too many wait', { timeout: 30_000 }, async () => {
     const limiter = new UploadLimiter(1, 1);
     const busyOpts = { ...opts, upload: { limiter, groupOf: () => 'z' } };

@@ -425,6 +425,7 @@ export class GrpcPeer implements PeerTransport {
     lengths: readonly number[],
     signal?: AbortSignal,
   ): AsyncGenerator<ReceivedChunk> {
+    if (signal?.aborted) throw new PeerError(this.id, 'FetchChunks cancelled');
     const bulk = this.#bulkClient();
     const traced = this.#call('FetchChunks');
     const call = (
@@ -434,13 +435,24 @@ export class GrpcPeer implements PeerTransport {
       { digests: digests.map((d) => Buffer.from(d, 'hex')), fromNode: this.#from },
       traced.metadata,
     );
-    const onAbort = () => call.cancel();
+    /** The caller's cancel cut the call (what then fails it is reported as cancelled). */
+    let cut = false;
+    const onAbort = () => {
+      cut = true;
+      call.cancel();
+    };
     signal?.addEventListener('abort', onAbort, { once: true });
     // A peer that goes quiet mid-stream is abandoned, so the caller can move on to another holder.
     const quiet = quietWatch(this.#timeoutMs, () => call.cancel());
     const beats = heartbeatCheck(this.id, lengths.length);
     quiet.arm();
     let index = 0;
+    // Every chunk is in: as on the bulk stream, the caller's cancel (a download that has all it
+    // needs) no longer cuts the call, which reads its status within the quiet deadline, so the
+    // batch that completed a download is recorded and its holder credited rather than failed.
+    const lastIn = () => {
+      if (index === lengths.length) signal?.removeEventListener('abort', onAbort);
+    };
     let chunk: Buffer | undefined;
     let filled = 0;
     try {
@@ -463,10 +475,11 @@ export class GrpcPeer implements PeerTransport {
         }
         if (filled === 0 && piece.data.length === expected) {
           quiet.pause(); // the consumer's time is not the peer's
-          yield { data: piece.data }; // the whole chunk in one piece: no copy
-          quiet.arm();
           index++;
           beats.progress();
+          lastIn();
+          yield { data: piece.data }; // the whole chunk in one piece: no copy
+          quiet.arm();
           continue;
         }
         chunk ??= Buffer.allocUnsafe(expected);
@@ -474,12 +487,14 @@ export class GrpcPeer implements PeerTransport {
         filled += piece.data.length;
         if (filled === expected) {
           quiet.pause();
-          yield { data: chunk };
-          quiet.arm();
+          const whole = chunk;
           chunk = undefined;
           filled = 0;
           index++;
           beats.progress();
+          lastIn();
+          yield { data: whole };
+          quiet.arm();
         }
       }
       if (index !== digests.length)
@@ -487,6 +502,7 @@ export class GrpcPeer implements PeerTransport {
     } catch (error) {
       traced.end(error as Error);
       if (error instanceof PeerError) throw error;
+      if (cut) throw new PeerError(this.id, 'FetchChunks cancelled', { cause: error });
       if ((error as ServiceError).code === status.RESOURCE_EXHAUSTED)
         throw new PeerBusyError(this.id, `FetchChunks: ${(error as ServiceError).details}`, { cause: error });
       if (!quiet.stalled && REFUSALS.has((error as ServiceError).code))
