@@ -53,7 +53,9 @@ export interface PeerTransport {
    * verified here: the caller compares each one's digest with the one it asked for (a transport
    * that hashed the bytes as they arrived says what they hash to). Throws PeerError on a protocol
    * or transport failure. A transport that can receive bytes where they are wanted puts a chunk
-   * into a buffer `into` gives, when it gives one; others ignore it.
+   * into a buffer `into` gives, when it gives one; others ignore it. `signal` cuts the call until
+   * its last chunk is handed over, not after: the call then reads on to the answer's end (within its
+   * quiet deadline), so a caller that cancels then should read on or call `return()`.
    */
   fetchChunks(
     digests: readonly string[],
