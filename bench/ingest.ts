@@ -127,11 +127,7 @@ function option(args: readonly string[], name: string): string | undefined {
 }
 
 export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
-  // The quick run's object too is larger than the agent's hot tier (store.memoryBytes, 256 MiB by
-  // default), as the full run's is: its PUT cuts the body into reused buffers and its GET reads the
-  // chunks from disk. One that fits takes the other path on both (a 256 MiB quick run read
-  // read_ratio 1.47 from the tier, against the full run's 1.01 from disk).
-  const bytes = (quick ? 512 : 1024) * MiB;
+  const bytes = (quick ? 256 : 1024) * MiB;
   const reps = quick ? 1 : 3;
   const fsync = args.includes('--fsync');
   const profileDir = option(args, '--cpu-prof');
