@@ -617,6 +617,8 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
         call.write({ index: 1, data: data.subarray(MiB, 2 * MiB) });
         if (++calls === 1) void released.then(() => call.end());
       },
+      Ping: (call: ServerUnaryCall<{ sentAtMs: number }, unknown>, done: sendUnaryData<unknown>) =>
+        done(null, { nodeId: 'srv', zone: 'z', region: 'r', sentAtMs: call.request.sentAtMs }),
     });
     const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
     const peer = peerTo(port, false);
@@ -642,6 +644,26 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
         },
         (e: Error) => e instanceof PeerError && /FetchChunks cancelled$/.test(e.message),
       );
+      // A holder that never sends its status holds the cancelled call no longer than the quiet
+      // deadline: it ends as stalled, after every chunk was handed over.
+      const slow = peerTo(port, false, 2000);
+      try {
+        await slow.ping(undefined, 20_000); // (the handshakes may take seconds on a loaded machine)
+        const late = new AbortController();
+        const handed: Buffer[] = [];
+        await assert.rejects(
+          async () => {
+            for await (const chunk of slow.fetchChunks([chunks[0]!, chunks[1]!], [MiB, MiB], late.signal)) {
+              handed.push(chunk.data);
+              if (handed.length === 2) late.abort();
+            }
+          },
+          (e: Error) => e instanceof PeerError && /stalled/.test(e.message),
+        );
+        assert.equal(handed.length, 2);
+      } finally {
+        slow.close();
+      }
     } finally {
       peer.close();
       server.forceShutdown();

@@ -448,10 +448,11 @@ export class GrpcPeer implements PeerTransport {
     quiet.arm();
     let index = 0;
     // Every chunk is in: as on the bulk stream, the caller's cancel (a download that has all it
-    // needs) no longer cuts the call, which reads its status within the quiet deadline, so the
-    // batch that completed a download is recorded and its holder credited rather than failed.
+    // needs) no longer cuts the call, which reads on to its status within the quiet deadline: a
+    // batch that completed a download, its status OK, is then recorded and its holder credited,
+    // rather than failed as cancelled.
     const lastIn = () => {
-      if (index === lengths.length) signal?.removeEventListener('abort', onAbort);
+      if (index === digests.length) signal?.removeEventListener('abort', onAbort);
     };
     let chunk: Buffer | undefined;
     let filled = 0;
@@ -502,7 +503,6 @@ export class GrpcPeer implements PeerTransport {
     } catch (error) {
       traced.end(error as Error);
       if (error instanceof PeerError) throw error;
-      if (cut) throw new PeerError(this.id, 'FetchChunks cancelled', { cause: error });
       if ((error as ServiceError).code === status.RESOURCE_EXHAUSTED)
         throw new PeerBusyError(this.id, `FetchChunks: ${(error as ServiceError).details}`, { cause: error });
       if (!quiet.stalled && REFUSALS.has((error as ServiceError).code))
@@ -518,6 +518,8 @@ export class GrpcPeer implements PeerTransport {
         throw new PeerError(this.id, `FetchChunks stalled: nothing for ${this.#timeoutMs} ms`, {
           cause: error,
         });
+      // As on the bulk stream: the peer's own answer (busy, a refusal) and a stall come first.
+      if (cut) throw new PeerError(this.id, 'FetchChunks cancelled', { cause: error });
       throw new PeerError(this.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
     } finally {
       traced.end();
