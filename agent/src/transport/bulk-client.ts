@@ -4,6 +4,7 @@ import { finished } from 'node:stream';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { BULK_ALPN, ClientReads, encodeRequest, FRAME, ResponseReader } from './bulk-wire.ts';
 import {
+  cancelWatch,
   heartbeatCheck,
   PeerBusyError,
   PeerError,
@@ -115,14 +116,8 @@ export class BulkChannel {
     const reader = new ResponseReader(socket, connection.reads, (index) => lengths[index], into);
     const quiet = quietWatch(this.#opts.timeoutMs, () => socket.destroy());
     const beats = heartbeatCheck(this.#opts.id, lengths.length);
-    /** The caller's cancel closed the connection (what then fails the call is reported as cancelled). */
-    let cut = false;
-    const onAbort = () => {
-      cut = true;
-      socket.destroy();
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    if (signal?.aborted) onAbort(); // aborted while the connection was made
+    // The caller's cancel closes the connection (at once if it came while the connection was made).
+    const cancel = cancelWatch(signal, () => socket.destroy());
     let index = 0;
     let heard = false;
     let reusable = false;
@@ -178,7 +173,7 @@ export class BulkChannel {
         // on) no longer closes the connection. The answer's END is read all the same, within the
         // quiet deadline, and the connection kept for the next request: closed, it cost a new
         // handshake at both ends, most of the mesh's connection churn (docs/agent.md).
-        if (index === lengths.length) signal?.removeEventListener('abort', onAbort);
+        if (index === lengths.length) cancel.stop();
         yield { data: frame.data, digest: frame.digest };
         quiet.arm();
       }
@@ -189,11 +184,11 @@ export class BulkChannel {
           cause: error,
         });
       // A cancel once every chunk was in cuts nothing: the call then failed on its own (its END).
-      if (cut) throw new PeerError(this.#opts.id, 'FetchChunks cancelled', { cause: error });
+      if (cancel.cut) throw new PeerError(this.#opts.id, 'FetchChunks cancelled', { cause: error });
       throw new PeerError(this.#opts.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
     } finally {
       quiet.pause();
-      signal?.removeEventListener('abort', onAbort);
+      cancel.stop();
       reader.detach();
       // An answer not read to its end (the consumer stopped, an error) leaves bytes in flight: the
       // connection goes with it (and one cancelled before its last chunk was destroyed then). A

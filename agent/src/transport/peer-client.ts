@@ -45,6 +45,7 @@ import {
   PeerError,
   PeerRefusedError,
   type PeerTransport,
+  cancelWatch,
   heartbeatCheck,
   type PingResult,
   quietWatch,
@@ -435,25 +436,13 @@ export class GrpcPeer implements PeerTransport {
       { digests: digests.map((d) => Buffer.from(d, 'hex')), fromNode: this.#from },
       traced.metadata,
     );
-    /** The caller's cancel cut the call (what then fails it is reported as cancelled). */
-    let cut = false;
-    const onAbort = () => {
-      cut = true;
-      call.cancel();
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
+    // Until every chunk is in (as on the bulk stream).
+    const cancel = cancelWatch(signal, () => call.cancel());
     // A peer that goes quiet mid-stream is abandoned, so the caller can move on to another holder.
     const quiet = quietWatch(this.#timeoutMs, () => call.cancel());
     const beats = heartbeatCheck(this.id, lengths.length);
     quiet.arm();
     let index = 0;
-    // Every chunk is in: as on the bulk stream, the caller's cancel (a download that has all it
-    // needs) no longer cuts the call, which reads on to its status within the quiet deadline: a
-    // batch that completed a download, its status OK, is then recorded and its holder credited,
-    // rather than failed as cancelled.
-    const lastIn = () => {
-      if (index === digests.length) signal?.removeEventListener('abort', onAbort);
-    };
     let chunk: Buffer | undefined;
     let filled = 0;
     try {
@@ -474,29 +463,27 @@ export class GrpcPeer implements PeerTransport {
             `FetchChunks: unexpected piece for chunk ${piece.index} (expected ${index})`,
           );
         }
+        let whole: Buffer;
         if (filled === 0 && piece.data.length === expected) {
-          quiet.pause(); // the consumer's time is not the peer's
-          index++;
-          beats.progress();
-          lastIn();
-          yield { data: piece.data }; // the whole chunk in one piece: no copy
-          quiet.arm();
-          continue;
-        }
-        chunk ??= Buffer.allocUnsafe(expected);
-        piece.data.copy(chunk, filled);
-        filled += piece.data.length;
-        if (filled === expected) {
-          quiet.pause();
-          const whole = chunk;
+          whole = piece.data; // the whole chunk in one piece: no copy
+        } else {
+          chunk ??= Buffer.allocUnsafe(expected);
+          piece.data.copy(chunk, filled);
+          filled += piece.data.length;
+          if (filled < expected) continue;
+          whole = chunk;
           chunk = undefined;
           filled = 0;
-          index++;
-          beats.progress();
-          lastIn();
-          yield { data: whole };
-          quiet.arm();
         }
+        quiet.pause(); // the consumer's time is not the peer's
+        index++;
+        beats.progress();
+        // Every chunk is in: a cancel now (a download that has all it needs) cuts nothing; the call
+        // reads on to its status, so a batch that completed a download, its status OK, is recorded
+        // and its holder credited rather than failed as cancelled.
+        if (index === digests.length) cancel.stop();
+        yield { data: whole };
+        quiet.arm();
       }
       if (index !== digests.length)
         throw new PeerError(this.id, `FetchChunks: stream ended after ${index} of ${digests.length} chunks`);
@@ -519,12 +506,12 @@ export class GrpcPeer implements PeerTransport {
           cause: error,
         });
       // As on the bulk stream: the peer's own answer (busy, a refusal) and a stall come first.
-      if (cut) throw new PeerError(this.id, 'FetchChunks cancelled', { cause: error });
+      if (cancel.cut) throw new PeerError(this.id, 'FetchChunks cancelled', { cause: error });
       throw new PeerError(this.id, `FetchChunks failed: ${(error as Error).message}`, { cause: error });
     } finally {
       traced.end();
       quiet.pause();
-      signal?.removeEventListener('abort', onAbort);
+      cancel.stop();
       call.cancel();
     }
   }

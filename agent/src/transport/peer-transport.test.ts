@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { HEARTBEAT_MS, heartbeatCheck, MAX_QUEUED_MS, PeerBusyError, PeerError } from './peer-transport.ts';
+import {
+  cancelWatch,
+  HEARTBEAT_MS,
+  heartbeatCheck,
+  MAX_QUEUED_MS,
+  PeerBusyError,
+  PeerError,
+} from './peer-transport.ts';
 
 describe('heartbeatCheck', () => {
   const clock = () => {
@@ -80,5 +87,32 @@ describe('heartbeatCheck', () => {
     assert.ok(error instanceof PeerError && !(error instanceof PeerBusyError), String(error));
     assert.match(error.message, /heartbeats in/);
     assert.ok(n < 24, `${n} heartbeats taken`);
+  });
+});
+
+describe('cancelWatch', () => {
+  it('cuts the call on the caller’s cancel, at once when it came before, and not once stopped', () => {
+    let cuts = 0;
+    const live = new AbortController();
+    const a = cancelWatch(live.signal, () => cuts++);
+    assert.equal(a.cut, false);
+    live.abort();
+    assert.equal(a.cut, true);
+    assert.equal(cuts, 1);
+
+    const before = new AbortController();
+    before.abort();
+    const b = cancelWatch(before.signal, () => cuts++);
+    assert.equal(b.cut, true);
+    assert.equal(cuts, 2);
+
+    // Every chunk in: the cancel cuts nothing.
+    const late = new AbortController();
+    const c = cancelWatch(late.signal, () => cuts++);
+    c.stop();
+    late.abort();
+    assert.equal(c.cut, false);
+    assert.equal(cuts, 2);
+    assert.equal(cancelWatch(undefined, () => cuts++).cut, false);
   });
 });

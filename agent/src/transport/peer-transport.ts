@@ -239,6 +239,30 @@ export function heartbeatCheck(peer: string, chunks: number, now: () => number =
 }
 
 /**
+ * The caller's cancel of a chunk stream: `signal` cuts it (`onCut`, at once when already aborted)
+ * until `stop`, which the stream calls once every chunk is handed over and when it ends. After the
+ * last chunk a cancel cuts nothing: the call reads on to its answer's end within its quiet deadline
+ * (a download that has every chunk cancels what it asked; cut then, the batch that completed it
+ * failed, and the bulk stream lost its connection). `cut` says the cancel cut the call, so that what
+ * then fails it is reported as cancelled.
+ */
+export function cancelWatch(signal: AbortSignal | undefined, onCut: () => void) {
+  const watch = {
+    cut: false,
+    stop() {
+      signal?.removeEventListener('abort', cut);
+    },
+  };
+  function cut() {
+    watch.cut = true;
+    onCut();
+  }
+  signal?.addEventListener('abort', cut, { once: true });
+  if (signal?.aborted) cut();
+  return watch;
+}
+
+/**
  * A watchdog for a chunk stream: `arm` (re)starts it, `pause` stops it (while the consumer holds a
  * chunk: its time is not the peer's); when it runs out, `onQuiet` cuts the stream and `stalled` is
  * set, so the caller reports a stall rather than the cut.
