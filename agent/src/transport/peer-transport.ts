@@ -208,10 +208,11 @@ export const MAX_QUEUED_MS = 60_000;
  * must name the chunk expected next, and none comes once all `chunks` are in (an honest holder
  * heartbeats only for a chunk it has still to send; past the last, each would hold the call, even
  * one its caller cancelled once it had every chunk: cancelWatch); one chunk's wait ends within
- * MAX_QUEUED_MS of its first heartbeat (PeerBusyError); and the request's heartbeats come no faster than four times an honest
- * holder's pace since the request was made (when the check is), with a slack of 16, else a lying
- * peer spends the caller's CPU on them. Counted over the whole request, not per chunk: an honest
- * holder's heartbeats queue behind a chunk on a slow link and arrive together after it.
+ * MAX_QUEUED_MS of its first heartbeat (PeerBusyError); and the request's heartbeats come no faster
+ * than four times an honest holder's pace since the request was made (when the check is), with a
+ * slack of 16, else a lying peer spends the caller's CPU on them. Counted over the whole request,
+ * not per chunk: an honest holder's heartbeats queue behind a chunk on a slow link and arrive
+ * together after it.
  * `beat` returns the error to throw, `progress` marks a chunk received.
  */
 export function heartbeatCheck(peer: string, chunks: number, now: () => number = () => performance.now()) {
