@@ -78,7 +78,10 @@ describe('benchmarks (--quick, shape only)', () => {
     // --quick is 100,000 objects, a few minutes here: the shape needs far fewer.
     [
       'scale',
-      ['bench', 'objects', 'disk_ratio', 'rss_bytes_per_object', 'ready_s', 'p99_ms'],
+      [
+        ...['bench', 'objects', 'disk_ratio', 'rss_bytes_per_object', 'ready_s', 'p99_ms'],
+        ...['marginal_rss_bytes_per_object', 'fixed_rss_MiB', 'projected_rss_bytes_per_object'],
+      ],
       ['--objects', '3000'],
     ],
     // from the sources, with the image's flags and settings
