@@ -128,7 +128,9 @@ function option(args: readonly string[], name: string): string | undefined {
 
 export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
   const bytes = (quick ? 256 : 1024) * MiB;
-  const reps = quick ? 1 : 3;
+  // Three reps, alternated, in a quick run too (11-13 s): with one, the baseline always went first
+  // and a single rep's noise made the ratios (docs/benchmarks.md, ingest --quick).
+  const reps = 3;
   const fsync = args.includes('--fsync');
   const profileDir = option(args, '--cpu-prof');
   const build = agentBuild(args);
