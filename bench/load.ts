@@ -92,9 +92,10 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   const build = agentBuild(args);
   const seconds = quick ? 3 : 10;
   const rounds = quick ? 1 : 3;
-  // Three seconds of warm-up per server, quick or full (before: 1 and 2): an agent just started served
-  // 4 KiB hits at 6.5-8.7k a second, p99 200-300 ms, in its first two seconds under wrk, and
-  // 12.6-18.8k after; with one, a quick run's figures were half a full run's (docs/benchmarks.md).
+  // Three seconds of warm-up per size per server, quick or full (before: 1 and 2): an agent just
+  // started served 4 KiB hits at 6.5-8.7k a second, p99 200-300 ms, in its first two seconds under
+  // wrk, and 12.6-18.8k after; with one, a quick run's rates were half to three quarters of a full
+  // run's (docs/benchmarks.md).
   const warmUp = 3;
   const missingWrk = wrkUnavailable();
   if (missingWrk) throw new Error(`the load bench needs wrk: ${missingWrk}`);

@@ -7,15 +7,18 @@
  *   runs as the image runs it: its bundle, V8 flags, malloc settings and NODE_ENV; `--sources`
  *   from the TypeScript sources with the same flags and settings: before 2026-12-06 the bench ran
  *   it so, without NODE_ENV);
- * - marginal_rss_bytes_per_object: what each object adds, the figure a quick run can predict.
- *   rss_bytes_per_object also carries costs that do not grow with the objects (code the work
- *   pages in, SQLite's page cache: about 10 MiB) and the garbage the index's load left and V8 has
- *   not collected yet (0-10 MiB at 100,000), which weigh ten times more at 100,000 objects than at
- *   1,000,000. So the agent is also restarted half-way, on n/2 objects, and the RSS of each restart
- *   is read again after a full collection (collectedRss); the marginal figure is the difference over
- *   the n/2 objects between, and fixed_rss_MiB what the half-way agent holds beyond an empty one's
- *   (both collected) and n/2 marginal objects; projected_rss_bytes_per_object, marginal and fixed
- *   together at 1,000,000 objects;
+ * - marginal_rss_bytes_per_object: what each object adds, once garbage is collected: the figure a
+ *   quick run can predict. rss_bytes_per_object also carries costs that do not grow with the
+ *   objects (code the work pages in, SQLite's page cache: about 10 MiB), which weigh ten times more
+ *   at 100,000 objects than at 1,000,000, and garbage the index's load left that V8 has not
+ *   collected yet (about 8 MiB at 100,000 and 32 MiB at 1,000,000 on 2026-12-07). So the agent is
+ *   also restarted half-way, on n/2 objects, and the RSS of each restart is read again after a full
+ *   collection (collectedRss); the marginal figure is the difference over the n/2 objects between,
+ *   and fixed_rss_MiB what the half-way agent holds beyond an empty one's (both collected) and n/2
+ *   marginal objects; projected_rss_bytes_per_object, marginal and fixed together at 1,000,000
+ *   objects: the collected figure a full run's projection gives, which is below its
+ *   rss_bytes_per_object by that garbage (at 1,000,000 the projection is the collected RSS per
+ *   object itself);
  * - ready_s: from the restart to /readyz answering 200 (the agent serves while its index loads);
  * - loaded_s: from the restart to the index loaded (/v1/status, cache.indexLoaded), and
  *   loading_p99_ms, GETs of random objects meanwhile (most not loaded yet: read from the database);
@@ -26,7 +29,9 @@
  * <= 1.5, rss_bytes_per_object <= 300, ready_s <= 5. On 2026-12-07 at 1,000,000 objects:
  * rss_bytes_per_object 273, marginal 228, fixed 10.4 MiB, projected 239; at 100,000 (--quick, seven
  * runs): 429-444, 246-275, 7.9-9.9 MiB, 257-283. The agents run with --inspect-port=127.0.0.1:0 for
- * collectedRss, which opens nothing until asked.
+ * collectedRss, which opens nothing until asked (agent_build does not count the flag). The empty
+ * agent's inspector is open (and idle) during the first half's PUTs, and the half-way agent's
+ * during the second half's; the timed GETs come right after the last agent's collection.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
@@ -106,35 +111,57 @@ async function rssOf(agent: AgentProcess): Promise<number> {
 /** Node's flag for the inspector collectedRss opens: loopback only, a port of its own, and none until asked (SIGUSR1). */
 const INSPECT_PORT = '--inspect-port=127.0.0.1:0';
 
+/** How long collectedRss waits for the inspector to open, and then for the collection (a large heap's takes seconds). */
+const INSPECTOR_WAIT_MS = 60_000;
+
 /**
  * The agent's RSS after a full collection, the one V8 runs under memory pressure (which gives its
  * free pages back too): asked of the agent's inspector (HeapProfiler.collectGarbage), which SIGUSR1
- * opens (INSPECT_PORT; the RSS read before this call is of an agent with none). Once per agent.
+ * opens (INSPECT_PORT; the RSS read before this call is of an agent with none). Once per agent: the
+ * inspector stays open, idle, after it.
  */
 async function collectedRss(agent: AgentProcess): Promise<number> {
-  const stderr = agent.child.stderr!;
+  const { child } = agent;
+  const stderr = child.stderr!;
+  const gone = () =>
+    new Error(`the agent exited (${child.exitCode ?? child.signalCode}) before its collection`);
   const url = await new Promise<string>((resolve, reject) => {
     let said = '';
-    const timer = setTimeout(() => {
-      stderr.off('data', onData);
-      reject(
-        new Error(`the agent's inspector did not open within 10 s: ${JSON.stringify(said.slice(-300))}`),
-      );
-    }, 10_000);
-    const onData = (d: Buffer) => {
-      said += String(d);
-      const found = /ws:\/\/\S+/.exec(said);
-      if (!found) return;
+    const done = (error?: Error, found?: string) => {
       clearTimeout(timer);
       stderr.off('data', onData);
-      resolve(found[0]);
+      child.off('exit', onExit);
+      if (error) reject(error);
+      else resolve(found!);
+    };
+    const timer = setTimeout(
+      () =>
+        done(
+          new Error(
+            `the agent's inspector did not open within ${INSPECTOR_WAIT_MS / 1000} s: ${JSON.stringify(said.slice(-300))}`,
+          ),
+        ),
+      INSPECTOR_WAIT_MS,
+    );
+    const onExit = () => done(gone());
+    // Node's own line, whole: a chunk may end inside the address.
+    const onData = (d: Buffer) => {
+      said += String(d);
+      const found = /Debugger listening on (ws:\/\/\S+)\r?\n/.exec(said);
+      if (found) done(undefined, found[1]);
     };
     stderr.on('data', onData);
-    agent.child.kill('SIGUSR1');
+    child.once('exit', onExit);
+    if (child.exitCode !== null || child.signalCode !== null || !child.kill('SIGUSR1')) done(gone());
   });
   const socket = new WebSocket(url);
+  let timer: NodeJS.Timeout | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no answer from the agent's inspector within ${INSPECTOR_WAIT_MS / 1000} s`)),
+        INSPECTOR_WAIT_MS,
+      );
       socket.onerror = () => reject(new Error(`the agent's inspector (${url}) failed`));
       socket.onclose = () => reject(new Error(`the agent's inspector (${url}) closed without an answer`));
       socket.onopen = () => {
@@ -148,6 +175,7 @@ async function collectedRss(agent: AgentProcess): Promise<number> {
       };
     });
   } finally {
+    clearTimeout(timer);
     socket.close();
   }
   return rssOf(agent);
@@ -156,6 +184,10 @@ async function collectedRss(agent: AgentProcess): Promise<number> {
 export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
   const flag = args.indexOf('--objects');
   const n = flag >= 0 ? Number(args[flag + 1]) : quick ? 100_000 : 1_000_000;
+  if (!Number.isSafeInteger(n) || n < 2)
+    throw new RangeError(
+      `--objects ${JSON.stringify(args[flag + 1])}: a whole number of objects, at least 2`,
+    );
   // RSS per object depends on the flags and malloc settings: --sources changes only the code.
   const build = agentBuild(args, { sourcesKeepSettings: true });
   console.log(
@@ -311,8 +343,9 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
     );
     console.log(
       '# goals at 1,000,000 objects: disk_ratio <= 1.5, rss_bytes_per_object <= 300, ready_s <= 5' +
-        (n < 1_000_000
-          ? ' (fewer objects: read projected_rss_bytes_per_object for rss_bytes_per_object)'
+        (n >= 100_000 && n < 1_000_000
+          ? "; with fewer objects, projected_rss_bytes_per_object estimates a full run's collected figure, " +
+            'not its rss_bytes_per_object, which adds the garbage its load left (docs/benchmarks.md, scale)'
           : ''),
     );
     console.log(JSON.stringify(result));
