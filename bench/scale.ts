@@ -115,10 +115,9 @@ const INSPECT_PORT = '--inspect-port=127.0.0.1:0';
 const INSPECTOR_WAIT_MS = 60_000;
 
 /**
- * The agent's RSS after a full collection, the one V8 runs under memory pressure (which gives its
- * free pages back too): asked of the agent's inspector (HeapProfiler.collectGarbage), which SIGUSR1
- * opens (INSPECT_PORT; the RSS read before this call is of an agent with none). Once per agent: the
- * inspector stays open, idle, after it.
+ * The agent's RSS after a full collection, asked of the agent's inspector
+ * (HeapProfiler.collectGarbage), which SIGUSR1 opens (INSPECT_PORT; the RSS read before this call
+ * is of an agent with none). Once per agent: the inspector stays open, idle, after it.
  */
 async function collectedRss(agent: AgentProcess): Promise<number> {
   const { child } = agent;
