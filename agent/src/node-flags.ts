@@ -1,9 +1,12 @@
 /**
  * Node flags the agent runs with in its image (the Dockerfile's ENTRYPOINT; a test keeps the two
  * equal). An idle agent is mostly V8 heap and the Node binary's own pages; these trim what can be
- * trimmed with no cost to the data plane's throughput that a benchmark told from its noise (its
- * bytes live outside the V8 heap, in Buffers; the third's latency cost is below):
- * - a 1 MiB young generation (V8's default grows to 16 MiB semi-spaces, ~30 MiB of RSS once touched);
+ * trimmed for the idle goal (80 MB), at a cost to small hits under load (a chunk's bytes live outside
+ * the V8 heap, in Buffers, so large transfers pay little):
+ * - a 1 MiB young generation (V8's default grows to 16 MiB semi-spaces, ~30 MiB of RSS once touched).
+ *   Its cost: the agent's main thread spent 40-44 us per 4 KiB hit under `load --quick` without it
+ *   against 54-70 with all three (two runs each, 2026-12-07; 5-10% in earlier runs); a 4 MiB one
+ *   cost the idle agent 4.3 MiB (docs/benchmarks.md, load);
  * - one V8 background thread (each keeps its own malloc arena and stack);
  * - V8's optimizing compilers (Maglev, TurboFan) on the main thread, one function at a time. An idle
  *   agent's once-a-second work (membership pings, their gRPC calls, probes) turns hot together
