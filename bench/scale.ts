@@ -39,6 +39,7 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AgentProcess, type PlaceOptions, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { collectGarbage, INSPECT_ON_SIGNAL, openInspector } from '../agent/harness/inspector.ts';
 import { agentBuild, buildOf } from './support/bundle.ts';
 import { describeMachine, percentile, round } from './support/machine.ts';
 import { onInterrupt } from './support/interrupt.ts';
@@ -108,75 +109,18 @@ async function rssOf(agent: AgentProcess): Promise<number> {
   return status.process.rssBytes;
 }
 
-/** Node's flag for the inspector collectedRss opens: loopback only, a port of its own, and none until asked (SIGUSR1). */
-const INSPECT_PORT = '--inspect-port=127.0.0.1:0';
-
 /** How long collectedRss waits for the inspector to open, and then for the collection (a large heap's takes seconds). */
 const INSPECTOR_WAIT_MS = 60_000;
 
 /**
  * The agent's RSS after a full collection, asked of the agent's inspector
- * (HeapProfiler.collectGarbage), which SIGUSR1 opens (INSPECT_PORT; the RSS read before this call
- * is of an agent with none). Once per agent: the inspector stays open, idle, after it.
+ * (harness/inspector.ts: HeapProfiler.collectGarbage), which SIGUSR1 opens (INSPECT_ON_SIGNAL; the
+ * RSS read before this call is of an agent with none). Once per agent: the inspector stays open,
+ * idle, after it.
  */
 async function collectedRss(agent: AgentProcess): Promise<number> {
-  const { child } = agent;
-  const stderr = child.stderr!;
-  const gone = () =>
-    new Error(`the agent exited (${child.exitCode ?? child.signalCode}) before its collection`);
-  const url = await new Promise<string>((resolve, reject) => {
-    let said = '';
-    const done = (error?: Error, found?: string) => {
-      clearTimeout(timer);
-      stderr.off('data', onData);
-      child.off('exit', onExit);
-      if (error) reject(error);
-      else resolve(found!);
-    };
-    const timer = setTimeout(
-      () =>
-        done(
-          new Error(
-            `the agent's inspector did not open within ${INSPECTOR_WAIT_MS / 1000} s: ${JSON.stringify(said.slice(-300))}`,
-          ),
-        ),
-      INSPECTOR_WAIT_MS,
-    );
-    const onExit = () => done(gone());
-    // Node's own line, whole: a chunk may end inside the address.
-    const onData = (d: Buffer) => {
-      said += String(d);
-      const found = /Debugger listening on (ws:\/\/\S+)\r?\n/.exec(said);
-      if (found) done(undefined, found[1]);
-    };
-    stderr.on('data', onData);
-    child.once('exit', onExit);
-    if (child.exitCode !== null || child.signalCode !== null || !child.kill('SIGUSR1')) done(gone());
-  });
-  const socket = new WebSocket(url);
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`no answer from the agent's inspector within ${INSPECTOR_WAIT_MS / 1000} s`)),
-        INSPECTOR_WAIT_MS,
-      );
-      socket.onerror = () => reject(new Error(`the agent's inspector (${url}) failed`));
-      socket.onclose = () => reject(new Error(`the agent's inspector (${url}) closed without an answer`));
-      socket.onopen = () => {
-        socket.onmessage = (event: MessageEvent) => {
-          const answer = JSON.parse(String(event.data)) as { id?: number; error?: { message: string } };
-          if (answer.id !== 1) return;
-          if (answer.error) reject(new Error(`HeapProfiler.collectGarbage: ${answer.error.message}`));
-          else resolve();
-        };
-        socket.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
-      };
-    });
-  } finally {
-    clearTimeout(timer);
-    socket.close();
-  }
+  await openInspector(agent.child, agent.logs, INSPECTOR_WAIT_MS);
+  await collectGarbage(agent.logs, INSPECTOR_WAIT_MS);
   return rssOf(agent);
 }
 
@@ -218,7 +162,7 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   );
   try {
     const built = build.place(dir);
-    place = { ...built, nodeFlags: [...(built.nodeFlags ?? []), INSPECT_PORT] };
+    place = { ...built, nodeFlags: [...(built.nodeFlags ?? []), INSPECT_ON_SIGNAL] };
     // An empty agent's RSS, the base the objects' cost is measured from.
     let agent = await start();
     await new Promise((r) => setTimeout(r, 2000));

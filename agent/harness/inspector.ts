@@ -1,11 +1,24 @@
+import type { ChildProcess } from 'node:child_process';
+
 /**
- * The V8 inspector of a process started with `--inspect=127.0.0.1:0` (the flag INSPECT), over the
- * Chrome DevTools Protocol on its WebSocket: a test asks it for a full garbage collection and the
- * size of the heap that survives it. A process's RSS, or its heap as `process.memoryUsage()` tells
- * it, counts garbage V8 has not yet collected, and how much depends on the machine's speed and load;
- * what survives a full collection does not.
+ * The V8 inspector of a process started with `--inspect=127.0.0.1:0` (the flag INSPECT), or with
+ * INSPECT_ON_SIGNAL and opened by openInspector, over the Chrome DevTools Protocol on its WebSocket:
+ * a test asks it for a full garbage collection and the size of the heap that survives it. A
+ * process's RSS, or its heap as `process.memoryUsage()` tells it, counts garbage V8 has not yet
+ * collected, and how much depends on the machine's speed and load; what survives a full collection
+ * does not.
  */
 export const INSPECT = '--inspect=127.0.0.1:0';
+
+/**
+ * The inspector's address, for a process whose inspector listens only once openInspector asks
+ * (SIGUSR1): on loopback, a port of its own. Until then nothing listens, so what is measured before
+ * is of a process as it runs without the flag.
+ */
+export const INSPECT_ON_SIGNAL = '--inspect-port=127.0.0.1:0';
+
+/** The line the inspector announces itself with, its address whole (host, port and a UUID). */
+const ANNOUNCED = /Debugger listening on (ws:\/\/[\d.]+:\d+\/[\da-f]{8}(?:-[\da-f]{4}){3}-[\da-f]{12})/;
 
 /**
  * The address the inspector announced on the process's stderr ("Debugger listening on ws://...").
@@ -13,11 +26,48 @@ export const INSPECT = '--inspect=127.0.0.1:0';
  * lines of stdout too: the harness keeps both in one list) nothing after it is read as part of it.
  */
 function inspectorUrl(stderr: readonly string[]): string {
-  const url = /Debugger listening on (ws:\/\/[\d.]+:\d+\/[\da-f]{8}(?:-[\da-f]{4}){3}-[\da-f]{12})/.exec(
-    stderr.join(''),
-  )?.[1];
+  const url = ANNOUNCED.exec(stderr.join(''))?.[1];
   if (!url) throw new Error(`the process announced no inspector (started with ${INSPECT}?)`);
   return url;
+}
+
+/**
+ * Opens the inspector of `child`, started with INSPECT_ON_SIGNAL (SIGUSR1), and resolves once it has
+ * announced its address in `stderr` (what collectGarbage reads: a list `child`'s stderr is appended
+ * to by a listener added before this call, as the harness's). At once if it has already. Fails if
+ * the process has exited, or exits first, or after `timeoutMs`.
+ */
+export function openInspector(
+  child: ChildProcess,
+  stderr: readonly string[],
+  timeoutMs = 30_000,
+): Promise<void> {
+  const announced = () => ANNOUNCED.test(stderr.join(''));
+  if (announced()) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const done = (error?: Error) => {
+      clearTimeout(timer);
+      child.stderr?.off('data', onData);
+      child.off('exit', onExit);
+      if (error) reject(error);
+      else resolve();
+    };
+    const timer = setTimeout(
+      () =>
+        done(new Error(`the inspector did not open in ${timeoutMs} ms (started with ${INSPECT_ON_SIGNAL}?)`)),
+      timeoutMs,
+    );
+    const onData = () => {
+      if (announced()) done();
+    };
+    const onExit = () =>
+      done(
+        new Error(`the process exited (${child.exitCode ?? child.signalCode}) before its inspector opened`),
+      );
+    child.stderr?.on('data', onData);
+    child.once('exit', onExit);
+    if (child.exitCode !== null || child.signalCode !== null || !child.kill('SIGUSR1')) onExit();
+  });
 }
 
 export interface CollectedHeap {
