@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { getEventListeners } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -521,6 +522,58 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     } finally {
       peer.close();
       liar.close();
+    }
+  });
+
+  it('lets a holder cancelled at its last chunk hold the call no longer than the quiet deadline, and hands over nothing it was not asked for', async () => {
+    // Found by an outsider's attack (helper-140): a holder that has sent the one chunk asked for, its
+    // caller having cancelled, then withholds its END, or trickles an ERROR a byte at a time (no whole
+    // frame: nothing re-arms the deadline), or sends a chunk not asked for.
+    const body = Buffer.alloc(1000, 7);
+    const one = Buffer.concat([frameHeader(FRAME.DATA, 0, body.length), body]);
+    const withhold = await fakeBulkServer(serverId, (socket) => socket.write(one));
+    const trickle = await fakeBulkServer(serverId, (socket) => {
+      socket.write(one);
+      const rest = Buffer.concat([frameHeader(FRAME.ERROR, 0, 200), Buffer.alloc(200, 32)]);
+      let sent = 0;
+      const drip = setInterval(() => {
+        if (socket.destroyed || sent >= rest.length) return clearInterval(drip);
+        socket.write(rest.subarray(sent, ++sent));
+      }, 200);
+      socket.once('close', () => clearInterval(drip));
+    });
+    const extra = await fakeBulkServer(serverId, (socket) =>
+      socket.write(
+        Buffer.concat([one, frameHeader(FRAME.DATA, 1, body.length), body, frameHeader(FRAME.END, 0, 0)]),
+      ),
+    );
+    const peers: GrpcPeer[] = [];
+    const cancelledAtTheLast = async (server: TlsServer, expected: RegExp) => {
+      const peer = peerTo((server.address() as { port: number }).port, true, 1000);
+      peers.push(peer);
+      const cancel = new AbortController();
+      const handed: Buffer[] = [];
+      await assert.rejects(
+        async () => {
+          for await (const chunk of peer.fetchChunks(['00'.repeat(32)], [body.length], cancel.signal)) {
+            handed.push(chunk.data);
+            cancel.abort();
+          }
+        },
+        (error: Error) => error instanceof PeerError && expected.test(error.message),
+      );
+      assert.deepEqual(handed, [body]);
+      assert.equal(getEventListeners(cancel.signal, 'abort').length, 0);
+    };
+    try {
+      await cancelledAtTheLast(withhold, /stalled/);
+      await cancelledAtTheLast(trickle, /stalled/);
+      await cancelledAtTheLast(extra, /not asked for/);
+    } finally {
+      for (const peer of peers) peer.close();
+      withhold.close();
+      trickle.close();
+      extra.close();
     }
   });
 
