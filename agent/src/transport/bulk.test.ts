@@ -723,6 +723,49 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
     }
   });
 
+  it('refuses a gRPC FetchChunks holder cancelled at its last chunk that then heartbeats or sends a piece not asked for, and hands over only the chunk asked for', async () => {
+    // The gRPC path's counterpart of the bulk stream's test above: after the last chunk the cancel
+    // cuts nothing, so what the holder sends next is read, and a lie there is refused, not trusted.
+    const server = new GrpcServer();
+    server.addService(peerService, {
+      FetchChunks: (call: ServerWritableStream<{ digests: Buffer[] }, ChunkPiece>) => {
+        call.write({ index: 0, data: data.subarray(0, MiB) });
+        // Which lie: the digest asked for says (the first chunk's: a heartbeat; else a piece).
+        const lie = call.request.digests[0]!.equals(Buffer.from(chunks[0]!, 'hex'))
+          ? { index: 1, data: Buffer.alloc(0) }
+          : { index: 1, data: data.subarray(MiB, 2 * MiB) };
+        call.write(lie);
+        // (No status: only the client ends the call.)
+      },
+      Ping: (call: ServerUnaryCall<{ sentAtMs: number }, unknown>, done: sendUnaryData<unknown>) =>
+        done(null, { nodeId: 'srv', zone: 'z', region: 'r', sentAtMs: call.request.sentAtMs }),
+    });
+    const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
+    const peer = peerTo(port, false);
+    const cancelledAtTheLast = async (digest: string, expected: RegExp) => {
+      const cancel = new AbortController();
+      const handed: Buffer[] = [];
+      await assert.rejects(
+        async () => {
+          for await (const chunk of peer.fetchChunks([digest], [MiB], cancel.signal)) {
+            handed.push(chunk.data);
+            cancel.abort();
+          }
+        },
+        (error: Error) => error instanceof PeerError && expected.test(error.message),
+      );
+      assert.deepEqual(handed, [data.subarray(0, MiB)]);
+      assert.equal(getEventListeners(cancel.signal, 'abort').length, 0);
+    };
+    try {
+      await cancelledAtTheLast(chunks[0]!, /a heartbeat after the last chunk/);
+      await cancelledAtTheLast(chunks[1]!, /unexpected piece for chunk 1/);
+    } finally {
+      peer.close();
+      server.forceShutdown();
+    }
+  });
+
   it('says busy as FetchChunks does (PeerBusyError) when too many wait', { timeout: 30_000 }, async () => {
     const limiter = new UploadLimiter(1, 1);
     const busyOpts = { ...opts, upload: { limiter, groupOf: () => 'z' } };
