@@ -20,23 +20,18 @@ export interface QuietCompactionOptions {
   minIntervalMs: number;
   /** and never with more than this (bytes) of the heap in use: the pause grows with it. */
   maxHeapBytes: number;
+  /**
+   * Compact once at once as well (within `maxHeapBytes`): the caller's start-up is over and nothing
+   * is served yet, so what start-up left (its garbage, the young generation's and V8's pooled pages)
+   * goes back before any of it settles in.
+   */
+  atStart?: boolean;
   /** Called after each compaction with what it did. */
   onCompacted: (result: { rssBefore: number; rssAfter: number; ms: number }) => void;
   /** Called when a round fails (it never should). */
   onError: (error: Error) => void;
 }
 
-/**
- * Gives V8's pooled and unused pages back to the system when the process has been quiet a while.
- * V8 keeps the pages its collections free, and grows the heap between collections, so an agent
- * left with no work (probes, pings and scrapes only) ends minutes later 8-10 MiB above where it
- * started, and keeps that (docs/benchmarks.md, idle). A memory-reducing collection gives it back,
- * but it stops the thread for a while (30-80 ms for a 25 MiB heap here), so it runs only when
- * nothing else does: after `quietPeriods` periods in a row with no work done (`workDone` the same)
- * and the event loop used at most `maxUtilization`, and only once RSS has grown by
- * `minGrowthBytes`, and `minIntervalMs` has passed, since the last one. Under load, light or
- * heavy, it never runs. Returns a function that stops it.
- */
 /** V8's `gc`, taken once for the process (every agent in it shares it). */
 let gc: Gc | undefined;
 
@@ -55,12 +50,39 @@ function collector(): Gc {
   return gc;
 }
 
+/**
+ * Gives V8's pooled and unused pages back to the system when the process has been quiet a while.
+ * V8 keeps the pages its collections free, and grows the heap between collections, so an agent
+ * left with no work (probes, pings and scrapes only) ends minutes later 8-10 MiB above where it
+ * started, and keeps that (docs/benchmarks.md, idle). A memory-reducing collection gives it back,
+ * but it stops the thread for a while (30-80 ms for a 25 MiB heap here), so it runs only when
+ * nothing else does: after `quietPeriods` periods in a row with no work done (`workDone` the same)
+ * and the event loop used at most `maxUtilization`, and only once RSS has grown by
+ * `minGrowthBytes`, and `minIntervalMs` has passed, since the last one. Under load, light or
+ * heavy, it never runs. With `atStart`, once more at once. Returns a function that stops it.
+ */
 export function compactWhenQuiet(options: QuietCompactionOptions): () => void {
   let quiet = 0;
   let floor = 0; // RSS the last compaction left
   let lastAt = -Infinity; // when it ended (performance.now())
   let last = performance.eventLoopUtilization();
   let work = options.workDone();
+  const compact = (rssBefore: number) => {
+    const started = performance.now();
+    collector()({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+    lastAt = performance.now();
+    floor = process.memoryUsage.rss();
+    quiet = 0;
+    last = performance.eventLoopUtilization(); // the collection itself is not work
+    options.onCompacted({ rssBefore, rssAfter: floor, ms: lastAt - started });
+  };
+  if (options.atStart && process.memoryUsage().heapUsed <= options.maxHeapBytes) {
+    try {
+      compact(process.memoryUsage.rss());
+    } catch (error) {
+      options.onError(error as Error);
+    }
+  }
   const round = () => {
     const now = performance.eventLoopUtilization();
     const used = performance.eventLoopUtilization(now, last).utilization;
@@ -72,13 +94,7 @@ export function compactWhenQuiet(options: QuietCompactionOptions): () => void {
     const rssBefore = process.memoryUsage.rss();
     if (floor > 0 && rssBefore < floor + options.minGrowthBytes) return;
     if (process.memoryUsage().heapUsed > options.maxHeapBytes) return;
-    const started = performance.now();
-    collector()({ type: 'major', execution: 'sync', flavor: 'last-resort' });
-    lastAt = performance.now();
-    floor = process.memoryUsage.rss();
-    quiet = 0;
-    last = performance.eventLoopUtilization(); // the collection itself is not work
-    options.onCompacted({ rssBefore, rssAfter: floor, ms: lastAt - started });
+    compact(rssBefore);
   };
   const timer = every(options.periodMs, round, options.onError);
   return () => clearInterval(timer);
