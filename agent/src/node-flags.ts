@@ -11,7 +11,7 @@
  *   one run each; V8 shrinks it again when little is allocated) and took V8's collector from 9.3 to
  *   3.3% of the main thread's profile under
  *   4 KiB hits, 15.8 to 8.5% under small PUTs; not taken, as an agent restarted on a store keeps
- *   what its index load grew: `scale --quick` read 608 B of RSS per object against 444;
+ *   what its index load grew: `scale --quick` read 608 B of RSS per object against 452;
  * - one V8 background thread (each keeps its own malloc arena and stack);
  * - V8's optimizing compilers (Maglev, TurboFan) on the main thread, one function at a time. An idle
  *   agent's once-a-second work (membership pings, their gRPC calls, probes) turns hot together

@@ -21,9 +21,9 @@ export interface QuietCompactionOptions {
   /** and never with more than this (bytes) of the heap in use: the pause grows with it. */
   maxHeapBytes: number;
   /**
-   * Compact once at once as well (within `maxHeapBytes`): the caller's start-up is over and nothing
-   * is served yet, so what start-up left (its garbage, the young generation's and V8's pooled pages)
-   * goes back before any of it settles in.
+   * Compact once at once as well (within `maxHeapBytes`): the caller's start-up is over, so what it
+   * left (its garbage, the young generation's and V8's pooled pages) goes back before more work
+   * settles on top of it.
    */
   atStart?: boolean;
   /** Called after each compaction with what it did. */
@@ -76,9 +76,9 @@ export function compactWhenQuiet(options: QuietCompactionOptions): () => void {
     last = performance.eventLoopUtilization(); // the collection itself is not work
     options.onCompacted({ rssBefore, rssAfter: floor, ms: lastAt - started });
   };
-  if (options.atStart && process.memoryUsage().heapUsed <= options.maxHeapBytes) {
+  if (options.atStart) {
     try {
-      compact(process.memoryUsage.rss());
+      if (process.memoryUsage().heapUsed <= options.maxHeapBytes) compact(process.memoryUsage.rss());
     } catch (error) {
       options.onError(error as Error);
     }

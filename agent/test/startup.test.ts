@@ -27,7 +27,7 @@ describe('agent start-up', () => {
     }
   });
 
-  it('gives back what start-up left once it is over, before serving (a compaction, counted)', async () => {
+  it('gives back what start-up left once it is over, before /readyz turns 200 (a compaction, counted)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'edgemesh-startup-'));
     const agent = await startAgentProcess(['--node-id', 'start', '--store.dir', join(dir, 'store')]);
     try {
