@@ -72,7 +72,7 @@ describe('compactWhenQuiet', () => {
     assert.equal(without.compactions.length, 0, 'none at once without atStart');
   });
 
-  it('does not compact at start with more of the heap in use than it allows', async (t) => {
+  it('does not compact at start with more of the heap in use than it allows', (t) => {
     const { compactions } = watch(t, { atStart: true, quietPeriods: 1000, maxHeapBytes: 1024 });
     assert.equal(compactions.length, 0);
   });
