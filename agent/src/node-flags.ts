@@ -6,12 +6,11 @@
  * - a 1 MiB young generation (V8's default grows to 16 MiB semi-spaces, ~30 MiB of RSS once touched).
  *   Its cost: the agent's main thread spent 40-44 us per 4 KiB hit under `load --quick` without it
  *   against 54-70 with all three (two runs each, 2026-12-07; 5-10% in earlier runs); a 4 MiB one
- *   cost the idle agent 4.3 MiB (docs/benchmarks.md, load). An 8 MiB one, with the compaction at
- *   the end of start-up (quiet-compaction.ts), cost an idle agent 0.2-0.4 MiB (`idle --minutes 3`,
- *   one run each; V8 shrinks it again when little is allocated) and took V8's collector from 9.3 to
- *   3.3% of the main thread's profile under
- *   4 KiB hits, 15.8 to 8.5% under small PUTs; not taken, as an agent restarted on a store keeps
- *   what its index load grew: `scale --quick` read 608 B of RSS per object against 452;
+ *   cost the idle agent 4.3 MiB (docs/benchmarks.md, load). An 8 MiB one took V8's collector from
+ *   9.3 to 3.3% of the main thread's profile under 4 KiB hits, 15.8 to 8.5% under small PUTs, but
+ *   cost an idle agent 4.4 MiB at the start (`idle --minutes 3`, one run each), and an agent
+ *   restarted on a store keeps what its index load grew (`scale --quick`: 608 B of RSS per object
+ *   against 452; docs/benchmarks.md, idle, 2026-12-07, fifteenth session);
  * - one V8 background thread (each keeps its own malloc arena and stack);
  * - V8's optimizing compilers (Maglev, TurboFan) on the main thread, one function at a time. An idle
  *   agent's once-a-second work (membership pings, their gRPC calls, probes) turns hot together

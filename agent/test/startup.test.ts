@@ -1,11 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { startAgentProcess } from '../harness/agent-process.ts';
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
@@ -24,21 +20,6 @@ describe('agent start-up', () => {
       });
       assert.equal(r.status, 2, args.join(' '));
       assert.match(r.stderr, message);
-    }
-  });
-
-  it('gives back what start-up left once it is over, before /readyz turns 200 (a compaction, counted)', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-startup-'));
-    const agent = await startAgentProcess(['--node-id', 'start', '--store.dir', join(dir, 'store')]);
-    try {
-      const { counters } = (await agent.status()) as unknown as {
-        counters: { quietCompactions: { count: number; pauseMs: number } };
-      };
-      // One at once; another only after a minute of quiet (quiet-compaction.ts).
-      assert.ok(counters.quietCompactions.count >= 1, JSON.stringify(counters.quietCompactions));
-    } finally {
-      await agent.stop();
-      await rm(dir, { recursive: true, force: true });
     }
   });
 });
