@@ -54,6 +54,10 @@ async function drain(chunks: AsyncIterable<ReceivedChunk>): Promise<Buffer[]> {
   return out;
 }
 
+/** A fake holder's Ping: answers as node `srv`, echoing the caller's time. */
+const pingBack = (call: ServerUnaryCall<{ sentAtMs: number }, unknown>, done: sendUnaryData<unknown>) =>
+  done(null, { nodeId: 'srv', zone: 'z', region: 'r', sentAtMs: call.request.sentAtMs });
+
 /**
  * Fetches one chunk of `length` from `peer` and cancels once it is handed over, as a download that
  * has all it needs does; expects the fetch to fail as `expected` says (the holder lies after it),
@@ -630,8 +634,7 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
         server.addService(peerService, {
           FetchChunks: write,
           // (A ping sets up the connection first, so a stall is the stream's, not the handshakes'.)
-          Ping: (call: ServerUnaryCall<{ sentAtMs: number }, unknown>, done: sendUnaryData<unknown>) =>
-            done(null, { nodeId: 'srv', zone: 'z', region: 'r', sentAtMs: call.request.sentAtMs }),
+          Ping: pingBack,
         });
         const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
         return { server, port };
@@ -688,8 +691,7 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
         call.write({ index: 1, data: data.subarray(MiB, 2 * MiB) });
         if (++calls === 1) void released.then(() => call.end());
       },
-      Ping: (call: ServerUnaryCall<{ sentAtMs: number }, unknown>, done: sendUnaryData<unknown>) =>
-        done(null, { nodeId: 'srv', zone: 'z', region: 'r', sentAtMs: call.request.sentAtMs }),
+      Ping: pingBack,
     });
     const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
     const peer = peerTo(port, false);
@@ -755,8 +757,7 @@ describe('the bulk stream (chunk bodies over mutual TLS beside gRPC, on one port
         call.write(lie);
         // (No status: only the client ends the call.)
       },
-      Ping: (call: ServerUnaryCall<{ sentAtMs: number }, unknown>, done: sendUnaryData<unknown>) =>
-        done(null, { nodeId: 'srv', zone: 'z', region: 'r', sentAtMs: call.request.sentAtMs }),
+      Ping: pingBack,
     });
     const port = await bindPeerServer(server, '127.0.0.1', 0, peerServerCredentials(serverId));
     const peer = peerTo(port, false);
