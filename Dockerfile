@@ -60,4 +60,4 @@ USER 65532:65532
 EXPOSE 7480 7481
 # V8 flags of agent/src/node-flags.ts: a small young generation, one V8 worker thread, and optimizing
 # compilations one at a time on the main thread.
-ENTRYPOINT ["node", "--max-semi-space-size=1", "--v8-pool-size=1", "--no-concurrent-recompilation", "dist/agent.mjs"]
+ENTRYPOINT ["node", "--max-semi-space-size=1", "--v8-pool-size=1", "--no-concurrent-recompilation", "--no-memory-reducer", "dist/agent.mjs"]

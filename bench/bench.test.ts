@@ -75,6 +75,13 @@ describe('benchmarks (--quick, shape only)', () => {
         ...(nginxUnavailable() ? [] : ['nginx_rps', 'ratio_nginx']),
       ],
     ],
+    // after the agent's first quiet compaction (a minute and more), and without one of the image's
+    // flags, as the comparison in docs/benchmarks.md runs it
+    [
+      'load',
+      ['bench', 'rps', 'ratio_node', 'p99_ms', 'errors', 'main_us_per_req'],
+      ['--quick', '--after-quiet', '--drop-flag', 'no-memory-reducer'],
+    ],
     // --quick is 100,000 objects, a few minutes here: the shape needs far fewer.
     [
       'scale',
@@ -133,7 +140,7 @@ describe('benchmarks (--quick, shape only)', () => {
     const skip =
       name === 'locality' && labMissing ? labMissing : name === 'load' && wrkMissing ? wrkMissing : false;
     it(
-      `${name}${args.includes('--drop-flag') ? ' --drop-flag' : ''}${args.includes('--add-flag') ? ' --add-flag' : ''}${args.includes('--file-ca') ? ' --file-ca' : ''}${args.includes('--sources') ? ' --sources' : ''} prints its machine and a JSON last line`,
+      `${name}${args.includes('--after-quiet') ? ' --after-quiet' : ''}${args.includes('--drop-flag') ? ' --drop-flag' : ''}${args.includes('--add-flag') ? ' --add-flag' : ''}${args.includes('--file-ca') ? ' --file-ca' : ''}${args.includes('--sources') ? ' --sources' : ''} prints its machine and a JSON last line`,
       { skip },
       () => {
         // Shape only: the time a quick run takes is the benchmark's business, not this test's. The cap
@@ -167,7 +174,7 @@ describe('benchmarks (--quick, shape only)', () => {
             }
           }
         }
-        // Measured as the image runs the agents (idle: but for a dropped flag), unless asked otherwise.
+        // Measured as the image runs the agents (but for a dropped or added flag), unless asked otherwise.
         if (STARTS_AGENTS.has(name))
           assert.equal(
             last.agent_build,
@@ -192,6 +199,14 @@ describe('benchmarks (--quick, shape only)', () => {
           const flags = /^# node flags: (.*) \(/m.exec(r.stdout)?.[1] ?? '';
           assert.ok(flags.split(' ').includes(`--${args[added + 1]}`), r.stdout);
           assert.equal(last.added_flag, args[added + 1]);
+        }
+        if (name === 'load') {
+          assert.equal(last.after_quiet, args.includes('--after-quiet'), lines.at(-1));
+          if (args.includes('--after-quiet'))
+            assert.match(
+              r.stdout,
+              /^# the agent left alone after its start: memory given back while quiet after \d+ s$/m,
+            );
         }
         if (name === 'idle')
           assert.equal(last.certificates, args.includes('--file-ca') ? 'file-ca' : 'issuer');

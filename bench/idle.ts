@@ -34,9 +34,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
-import { AGENT_NODE_FLAGS } from '../agent/src/node-flags.ts';
 import { startTestIssuer, type TestIssuer } from '../operator/harness/test-issuer.ts';
-import { buildBundle, buildOfAll, imageEnv } from './support/bundle.ts';
+import { askedFlags, buildBundle, buildOfAll, imageEnv } from './support/bundle.ts';
 import { onInterrupt } from './support/interrupt.ts';
 import { describeMachine, round } from './support/machine.ts';
 
@@ -95,9 +94,6 @@ function options(args: readonly string[]) {
   }
 }
 
-/** A V8 flag's name: `--max-semi-space-size=1` and `max-semi-space-size` are both `max-semi-space-size`. */
-const flagName = (flag: string) => flag.replace(/^--/, '').split('=')[0]!;
-
 /** GETs `url` on a connection of its own, as a kubelet's probe does, giving up after a second. */
 function probe(url: string): void {
   const request = get(url, { agent: false, timeout: 1000 }, (response) => response.resume());
@@ -112,25 +108,11 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
   if (!(Number.isFinite(minutes) && minutes > 0) || !Number.isInteger(count) || count < 2)
     throw new RangeError('--minutes must be a positive number and --agents a whole number of at least 2');
   const fileCa = values['file-ca'] ?? false;
-  const dropValue = values['drop-flag'];
-  const drop = dropValue === undefined ? undefined : flagName(dropValue);
-  const added = values['add-flag'];
-  if (added !== undefined && !/^[a-z0-9][a-z0-9-]*(=[A-Za-z0-9._-]+)?$/.test(added))
-    throw new RangeError(`--add-flag ${JSON.stringify(added)}: a V8 or Node flag without its dashes`);
-  const nodeFlags = [
-    ...AGENT_NODE_FLAGS.filter((f) => drop === undefined || flagName(f) !== drop),
-    ...(added === undefined ? [] : [`--${added}`]),
-  ];
-  if (drop !== undefined && !AGENT_NODE_FLAGS.some((f) => flagName(f) === drop))
-    throw new RangeError(
-      `--drop-flag ${JSON.stringify(dropValue)}: the image sets ${AGENT_NODE_FLAGS.map(flagName).join(', ')}`,
-    );
+  const { nodeFlags, dropped: drop, added, described } = askedFlags(values['drop-flag'], values['add-flag']);
   const unavailable = natsUnavailable();
   if (unavailable) throw new Error(`idle needs a real nats-server: ${unavailable}`);
   console.log(`# machine: ${describeMachine()}`);
-  console.log(
-    `# node flags: ${nodeFlags.join(' ')}${drop === undefined && added === undefined ? " (the image's)" : ` (the image's${drop === undefined ? '' : ` without --${drop}`}${added === undefined ? '' : ` with --${added}`})`}`,
-  );
+  console.log(`# node flags: ${nodeFlags.join(' ')} ${described}`);
 
   const dir = await mkdtemp(join(tmpdir(), 'edgemesh-idle-'));
   // As the image runs the agent: its V8 flags, malloc settings and NODE_ENV.

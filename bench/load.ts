@@ -12,6 +12,12 @@
  * thread 58% idle in the same runs.
  * EDGEMESH_BENCH_PROFILE=DIR runs the agent with --cpu-prof into DIR (with `--sources` for positions
  * in the sources: the bundle is minified and removed after the run).
+ * `--after-quiet` leaves the agent alone after its start until it has given memory back while quiet
+ * (agent/src/quiet-compaction.ts; a minute and more), as an agent a client comes back to: what that
+ * compaction leaves behind is measured with the rest (docs/benchmarks.md, load after quiet). With
+ * the servers taking turns, the agent rests some 20 s between its rounds. `--drop-flag NAME` and
+ * `--add-flag FLAG` run the agent without one of the image's Node flags, or with one more, as `idle`
+ * does. The last line's `after_quiet`, `dropped_flag` and `added_flag` say what ran.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -20,8 +26,9 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { type AgentProcess, startAgentProcess } from '../agent/harness/agent-process.ts';
-import { agentBuild, buildOf } from './support/bundle.ts';
+import { parseArgs } from 'node:util';
+import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
+import { agentBuild, askedFlags, buildOf } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import { nginxUnavailable, type StaticNginx, startStaticNginx } from './support/nginx.ts';
 import { cpuReading } from './support/thread-cpu.ts';
@@ -88,7 +95,52 @@ async function expectBody(url: string, body: Buffer): Promise<void> {
     throw new Error(`GET ${url}: ${res.status}, ${got.length} bytes`);
 }
 
+/** The options `load` takes (`--quick` is run.ts's, passed on), parsed strictly: anything else is an error. */
+function options(args: readonly string[]) {
+  try {
+    return parseArgs({
+      args: [...args],
+      strict: true,
+      options: {
+        quick: { type: 'boolean' },
+        sources: { type: 'boolean' },
+        'after-quiet': { type: 'boolean' },
+        'drop-flag': { type: 'string' },
+        'add-flag': { type: 'string' },
+      },
+    }).values;
+  } catch (error) {
+    throw new RangeError(
+      `${(error as Error).message} (--quick, --sources, --after-quiet, --drop-flag NAME, --add-flag FLAG)`,
+      { cause: error },
+    );
+  }
+}
+
+/** Waits until `agent` has given memory back while quiet once (its status counts them), up to `ms`. */
+async function quietCompaction(agent: AgentProcess, ms: number): Promise<number> {
+  const started = performance.now();
+  await eventually(
+    async () => {
+      const { counters } = (await agent.status()) as unknown as {
+        counters: { quietCompactions: { count: number } };
+      };
+      return counters.quietCompactions.count > 0 ? true : undefined;
+    },
+    ms,
+    'the agent to give memory back while quiet',
+    1000,
+  );
+  return (performance.now() - started) / 1000;
+}
+
 export async function run(quick: boolean, args: readonly string[] = []): Promise<void> {
+  const values = options(args);
+  const afterQuiet = values['after-quiet'] ?? false;
+  const changing = values['drop-flag'] !== undefined || values['add-flag'] !== undefined;
+  if (changing && values.sources)
+    throw new RangeError("--drop-flag and --add-flag change the image's flags, which --sources runs without");
+  const flags = askedFlags(values['drop-flag'], values['add-flag']);
   const build = agentBuild(args);
   const seconds = quick ? 3 : 10;
   const rounds = quick ? 1 : 3;
@@ -118,10 +170,16 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   let nginx: StaticNginx | undefined;
   try {
     const place = build.place(dir);
+    const nodeFlags = changing ? flags.nodeFlags : (place.nodeFlags ?? []);
+    if (nodeFlags.length > 0) console.log(`# node flags: ${nodeFlags.join(' ')} ${flags.described}`);
     agent = await startAgentProcess(['--store.dir', join(dir, 'store')], 20_000, {
       ...place,
-      nodeFlags: [...(place.nodeFlags ?? []), ...(profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [])],
+      nodeFlags: [...nodeFlags, ...(profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [])],
     });
+    if (afterQuiet)
+      console.log(
+        `# the agent left alone after its start: memory given back while quiet after ${(await quietCompaction(agent, 300_000)).toFixed(0)} s`,
+      );
     node = await startNodeServer(files);
     if (!nginxMissing) nginx = await startStaticNginx(files, join(dir, 'nginx'));
     const results: Record<string, Partial<Record<Server, Figures>>> = {};
@@ -170,7 +228,11 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
       JSON.stringify({
         bench: 'load',
         connections: CONNECTIONS,
-        agent_build: buildOf(agent.child.pid!),
+        // Read from the agent's process: with a flag added (which buildOf does not look for), `mixed`.
+        agent_build: flags.added === undefined ? buildOf(agent.child.pid!) : 'mixed',
+        after_quiet: afterQuiet,
+        dropped_flag: flags.dropped ?? null,
+        added_flag: flags.added ?? null,
         seconds: rounds * seconds,
         rps: round(small.agent!.rps, 0),
         node_rps: round(small.node!.rps, 0),

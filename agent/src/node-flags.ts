@@ -24,12 +24,25 @@
  *   the two apart beyond their noise, `hit --quick`'s 4 KiB p99 was higher with it in both of two
  *   pairs (unsettled). Under the soak's load, 30 minutes side by side, RSS less heap and Buffers
  *   rose 0.09-0.21 MB/min per agent against 0.30-1.18 (one pair; docs/benchmarks.md, soak, idle).
+ * - no memory reducer: V8's own memory-reducing collections, which it runs after about 8 s of little
+ *   allocation. An agent never met them until its first quiet compaction (quiet-compaction.ts): V8
+ *   counts an agent's allocation as high while it has no measure of its embedder heap's tracing
+ *   speed (`--trace-mutator-utilization`: "Embedder mutator utilization = 0.000"), and the first
+ *   requested full collection gives it one. From then on, every lull of 8 s between bursts of
+ *   requests (a client's pause, another server's turn in `load`) ran two memory-reducing
+ *   collections, which emptied V8's pool of free pages (`--trace-gc`: "pooled: 0 MB"), so the next
+ *   burst paid for fresh pages: after a quiet compaction, 4 KiB hits cost the main thread 65.0-67.4
+ *   us each, p99 39.5-43.5 ms, against 56.7-57.7 us and 7.8-9.6 ms with this flag (`load
+ *   --after-quiet`, two full runs each way, 2026-12-07; docs/benchmarks.md, load after quiet). The
+ *   quiet compaction gives memory back when the agent is idle; idle memory was the same without the
+ *   reducer (`idle --minutes 5` side by side, second half: 82.5 MiB with it, 83.1 without).
  * docs/deploy.md has the measured effect of each. V8 reads them at start only, so they are flags.
  */
 export const AGENT_NODE_FLAGS = [
   '--max-semi-space-size=1',
   '--v8-pool-size=1',
   '--no-concurrent-recompilation',
+  '--no-memory-reducer',
 ];
 
 /**

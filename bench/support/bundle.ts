@@ -65,6 +65,49 @@ export function agentBuild(
   };
 }
 
+/** A V8 flag's name: `--max-semi-space-size=1` and `max-semi-space-size` are both `max-semi-space-size`. */
+export const flagName = (flag: string): string => flag.replace(/^--/, '').split('=')[0]!;
+
+/** The image's Node flags as a bench's `--drop-flag NAME` and `--add-flag FLAG` change them. */
+export interface AskedFlags {
+  readonly nodeFlags: string[];
+  /** The flag dropped and the flag added (names as given, without dashes), if any. */
+  readonly dropped?: string;
+  readonly added?: string;
+  /** For the bench's `# node flags:` line, e.g. "(the image's without --no-memory-reducer)". */
+  readonly described: string;
+}
+
+/**
+ * The image's Node flags (AGENT_NODE_FLAGS) without `drop` (a flag's name, `--` optional) and with
+ * `--add` (a flag without its dashes, `=value` allowed), so that a bench can measure what one does.
+ * Dropping a flag the image does not set, or adding something that is not a flag, is a RangeError
+ * naming what the image sets.
+ */
+export function askedFlags(drop: string | undefined, add: string | undefined): AskedFlags {
+  const dropped = drop === undefined ? undefined : flagName(drop);
+  if (dropped !== undefined && !AGENT_NODE_FLAGS.some((f) => flagName(f) === dropped))
+    throw new RangeError(
+      `--drop-flag ${JSON.stringify(drop)}: the image sets ${AGENT_NODE_FLAGS.map(flagName).join(', ')}`,
+    );
+  if (add !== undefined && !/^[a-z0-9][a-z0-9-]*(=[A-Za-z0-9._-]+)?$/.test(add))
+    throw new RangeError(`--add-flag ${JSON.stringify(add)}: a V8 or Node flag without its dashes`);
+  const nodeFlags = [
+    ...AGENT_NODE_FLAGS.filter((f) => dropped === undefined || flagName(f) !== dropped),
+    ...(add === undefined ? [] : [`--${add}`]),
+  ];
+  const changes = [
+    ...(dropped === undefined ? [] : [`without --${dropped}`]),
+    ...(add === undefined ? [] : [`with --${add}`]),
+  ];
+  return {
+    nodeFlags,
+    ...(dropped === undefined ? {} : { dropped }),
+    ...(add === undefined ? {} : { added: add }),
+    described: changes.length === 0 ? "(the image's)" : `(the image's ${changes.join(' ')})`,
+  };
+}
+
 /**
  * How the agent process `pid` was really started, read from /proc: its main module (the bundle's
  * agent.mjs or the sources' main.ts), its V8 flags and its environment, against the image's. A
