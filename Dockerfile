@@ -58,6 +58,7 @@ ENV NODE_ENV=production MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=524288 EDGEMES
 USER 65532:65532
 # The agent's HTTP API (/v1, /metrics, /healthz) and its gRPC data plane.
 EXPOSE 7480 7481
-# V8 flags of agent/src/node-flags.ts: a small young generation, one V8 worker thread, and optimizing
-# compilations one at a time on the main thread.
+# V8 flags of agent/src/node-flags.ts: a small young generation, one V8 worker thread, optimizing
+# compilations one at a time on the main thread, and no V8 memory reducer (the agent gives memory
+# back itself when quiet).
 ENTRYPOINT ["node", "--max-semi-space-size=1", "--v8-pool-size=1", "--no-concurrent-recompilation", "--no-memory-reducer", "dist/agent.mjs"]

@@ -218,6 +218,21 @@ describe('benchmarks (--quick, shape only)', () => {
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /--drop-flag "nope": the image sets max-semi-space-size, /);
   });
+  it('load refuses an unknown option, one given twice, and a flag change with --sources, before it starts anything', () => {
+    const refused = (args: string[], message: RegExp) => {
+      const r = spawnSync(process.execPath, [RUN, 'load', ...args], { encoding: 'utf8', timeout: 60_000 });
+      assert.notEqual(r.status, 0, r.stdout);
+      assert.match(r.stderr, message);
+      assert.doesNotMatch(r.stdout, /^# load:/m); // nothing started
+    };
+    refused(['--quick', '--bogus'], /Unknown option '--bogus' \(--quick, --sources, --after-quiet, /);
+    refused(
+      ['--drop-flag', 'no-memory-reducer', '--drop-flag', 'v8-pool-size'],
+      /--drop-flag is given twice/,
+    );
+    refused(['--drop-flag', 'nope'], /--drop-flag "nope": the image sets max-semi-space-size, /);
+    refused(['--sources', '--add-flag', 'no-turbofan'], /which --sources runs without/);
+  });
   it('refuses an unknown benchmark', () => {
     const r = spawnSync(process.execPath, [RUN, 'nope'], { encoding: 'utf8' });
     assert.equal(r.status, 2);

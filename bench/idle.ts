@@ -31,12 +31,12 @@ import { get } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { natsUnavailable, startNatsServer } from '../agent/harness/nats-server.ts';
 import { startTestIssuer, type TestIssuer } from '../operator/harness/test-issuer.ts';
 import { askedFlags, buildBundle, buildOfAll, imageEnv } from './support/bundle.ts';
 import { onInterrupt } from './support/interrupt.ts';
+import { strictOptions } from './support/options.ts';
 import { describeMachine, round } from './support/machine.ts';
 
 /** 80 MB, the goal, in MiB. */
@@ -63,36 +63,20 @@ function memoryOf(child: ChildProcess, what: string): Memory {
   return { rss: mib('VmRSS'), anon: mib('RssAnon'), file: mib('RssFile') };
 }
 
-/** The options `idle` takes (`--quick` is run.ts's, passed on). */
-const OPTIONS = {
-  quick: { type: 'boolean' },
-  minutes: { type: 'string' },
-  agents: { type: 'string' },
-  'drop-flag': { type: 'string' },
-  'add-flag': { type: 'string' },
-  'file-ca': { type: 'boolean' },
-} as const;
-
-/**
- * `args` parsed strictly (node:util's parseArgs, as soak.ts does): an unknown option, a value
- * missing or starting with a dash, a stray argument or an option given twice is an error.
- */
-function options(args: readonly string[]) {
-  try {
-    const { values, tokens } = parseArgs({ args: [...args], options: OPTIONS, strict: true, tokens: true });
-    const given = tokens.flatMap((t) => (t.kind === 'option' ? [t.name] : []));
-    const twice = given.find((name, i) => given.indexOf(name) !== i);
-    if (twice) throw new Error(`--${twice} is given twice`);
-    return values;
-  } catch (error) {
-    throw new RangeError(
-      `${(error as Error).message} (--minutes M, --agents N, --drop-flag NAME, --add-flag FLAG, --file-ca)`,
-      {
-        cause: error,
-      },
-    );
-  }
-}
+/** The options `idle` takes (`--quick` is run.ts's, passed on), parsed strictly. */
+const options = (args: readonly string[]) =>
+  strictOptions(
+    args,
+    {
+      quick: { type: 'boolean' },
+      minutes: { type: 'string' },
+      agents: { type: 'string' },
+      'drop-flag': { type: 'string' },
+      'add-flag': { type: 'string' },
+      'file-ca': { type: 'boolean' },
+    },
+    '--minutes M, --agents N, --drop-flag NAME, --add-flag FLAG, --file-ca',
+  );
 
 /** GETs `url` on a connection of its own, as a kubelet's probe does, giving up after a second. */
 function probe(url: string): void {
@@ -194,16 +178,7 @@ export async function run(quick: boolean, args: readonly string[]): Promise<void
     const last = samples.at(-1)!;
     // Memory given back while quiet (quiet-compaction.ts), over all the agents.
     const compactions = (
-      await Promise.all(
-        agents.map(
-          async (a) =>
-            (
-              (await a.status()) as unknown as {
-                counters: { quietCompactions: { count: number; pauseMs: number } };
-              }
-            ).counters.quietCompactions,
-        ),
-      )
+      await Promise.all(agents.map(async (a) => (await a.status()).counters.quietCompactions))
     ).reduce((sum, c) => ({ count: sum.count + c.count, pauseMs: sum.pauseMs + c.pauseMs }), {
       count: 0,
       pauseMs: 0,

@@ -14,8 +14,11 @@
  * in the sources: the bundle is minified and removed after the run).
  * `--after-quiet` leaves the agent alone after its start until it has given memory back while quiet
  * (agent/src/quiet-compaction.ts; a minute and more), as an agent a client comes back to: what that
- * compaction leaves behind is measured with the rest (docs/benchmarks.md, load after quiet). With
- * the servers taking turns, the agent rests some 20 s between its rounds. `--drop-flag NAME` and
+ * compaction leaves behind is measured with the rest (docs/benchmarks.md, load after quiet). The
+ * agent rests while the other servers take their turns: some 20 s between its rounds in a full run
+ * with nginx, 10 s without; a quick run's rests (about 6 s) are shorter than the 8 s after which
+ * V8's memory reducer would act (node-flags.ts), so only a full run shows what it cost. With
+ * `--sources` the agent runs without the image's flags, the reducer on. `--drop-flag NAME` and
  * `--add-flag FLAG` run the agent without one of the image's Node flags, or with one more, as `idle`
  * does. The last line's `after_quiet`, `dropped_flag` and `added_flag` say what ran.
  */
@@ -26,11 +29,11 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { type AgentProcess, eventually, startAgentProcess } from '../agent/harness/agent-process.ts';
 import { agentBuild, askedFlags, buildOf } from './support/bundle.ts';
 import { describeMachine, median, round } from './support/machine.ts';
 import { nginxUnavailable, type StaticNginx, startStaticNginx } from './support/nginx.ts';
+import { strictOptions } from './support/options.ts';
 import { cpuReading } from './support/thread-cpu.ts';
 import { runWrk, type WrkResult, wrkUnavailable } from './support/wrk.ts';
 
@@ -95,38 +98,25 @@ async function expectBody(url: string, body: Buffer): Promise<void> {
     throw new Error(`GET ${url}: ${res.status}, ${got.length} bytes`);
 }
 
-/** The options `load` takes (`--quick` is run.ts's, passed on), parsed strictly: anything else is an error. */
-function options(args: readonly string[]) {
-  try {
-    return parseArgs({
-      args: [...args],
-      strict: true,
-      options: {
-        quick: { type: 'boolean' },
-        sources: { type: 'boolean' },
-        'after-quiet': { type: 'boolean' },
-        'drop-flag': { type: 'string' },
-        'add-flag': { type: 'string' },
-      },
-    }).values;
-  } catch (error) {
-    throw new RangeError(
-      `${(error as Error).message} (--quick, --sources, --after-quiet, --drop-flag NAME, --add-flag FLAG)`,
-      { cause: error },
-    );
-  }
-}
+/** The options `load` takes (`--quick` is run.ts's, passed on), parsed strictly. */
+const options = (args: readonly string[]) =>
+  strictOptions(
+    args,
+    {
+      quick: { type: 'boolean' },
+      sources: { type: 'boolean' },
+      'after-quiet': { type: 'boolean' },
+      'drop-flag': { type: 'string' },
+      'add-flag': { type: 'string' },
+    },
+    '--quick, --sources, --after-quiet, --drop-flag NAME, --add-flag FLAG',
+  );
 
-/** Waits until `agent` has given memory back while quiet once (its status counts them), up to `ms`. */
-async function quietCompaction(agent: AgentProcess, ms: number): Promise<number> {
+/** Waits until `agent` has given memory back while quiet once (its status counts them), up to `ms`; returns the seconds waited. */
+async function untilQuietCompaction(agent: AgentProcess, ms: number): Promise<number> {
   const started = performance.now();
   await eventually(
-    async () => {
-      const { counters } = (await agent.status()) as unknown as {
-        counters: { quietCompactions: { count: number } };
-      };
-      return counters.quietCompactions.count > 0 ? true : undefined;
-    },
+    async () => ((await agent.status()).counters.quietCompactions.count > 0 ? true : undefined),
     ms,
     'the agent to give memory back while quiet',
     1000,
@@ -170,15 +160,16 @@ export async function run(quick: boolean, args: readonly string[] = []): Promise
   let nginx: StaticNginx | undefined;
   try {
     const place = build.place(dir);
-    const nodeFlags = changing ? flags.nodeFlags : (place.nodeFlags ?? []);
-    if (nodeFlags.length > 0) console.log(`# node flags: ${nodeFlags.join(' ')} ${flags.described}`);
-    agent = await startAgentProcess(['--store.dir', join(dir, 'store')], 20_000, {
-      ...place,
-      nodeFlags: [...nodeFlags, ...(profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [])],
-    });
+    const nodeFlags = [
+      ...(values.sources ? [] : flags.nodeFlags),
+      ...(profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : []),
+    ];
+    if (!values.sources)
+      console.log(`# node flags: ${nodeFlags.join(' ')} ${flags.described}${profile ? ', profiled' : ''}`);
+    agent = await startAgentProcess(['--store.dir', join(dir, 'store')], 20_000, { ...place, nodeFlags });
     if (afterQuiet)
       console.log(
-        `# the agent left alone after its start: memory given back while quiet after ${(await quietCompaction(agent, 300_000)).toFixed(0)} s`,
+        `# the agent left alone after its start: memory given back while quiet after ${(await untilQuietCompaction(agent, 300_000)).toFixed(0)} s`,
       );
     node = await startNodeServer(files);
     if (!nginxMissing) nginx = await startStaticNginx(files, join(dir, 'nginx'));

@@ -41,6 +41,8 @@ export interface AgentStatus {
     bytesFromPeer: Record<string, number>;
     bytesFromPeers: number;
     bytesToPeers: number;
+    /** Memory given back while quiet (agent/src/quiet-compaction.ts). */
+    quietCompactions: { count: number; pauseMs: number; freedBytes: number };
   };
   scrub: { state: string; checked?: number; corrupt?: number };
   process: { rssBytes: number };

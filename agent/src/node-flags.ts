@@ -1,11 +1,11 @@
 /**
  * Node flags the agent runs with in its image (the Dockerfile's ENTRYPOINT; a test keeps the two
- * equal). An idle agent is mostly V8 heap and the Node binary's own pages; these trim what can be
- * trimmed for the idle goal (80 MB), at a cost to small hits under load (a chunk's bytes live outside
- * the V8 heap, in Buffers, so large transfers pay little):
+ * equal). An idle agent is mostly V8 heap and the Node binary's own pages; the first three trim what
+ * can be trimmed for the idle goal (80 MB), at a cost to small hits under load (a chunk's bytes live
+ * outside the V8 heap, in Buffers, so large transfers pay little); the fourth is for small hits:
  * - a 1 MiB young generation (V8's default grows to 16 MiB semi-spaces, ~30 MiB of RSS once touched).
  *   Its cost: the agent's main thread spent 40-44 us per 4 KiB hit under `load --quick` without it
- *   against 54-70 with all three (two runs each, 2026-12-07; 5-10% in earlier runs); a 4 MiB one
+ *   against 54-70 with the three then shipped (two runs each, 2026-12-07; 5-10% in earlier runs); a 4 MiB one
  *   cost the idle agent 4.3 MiB (docs/benchmarks.md, load). An 8 MiB one took V8's collector from
  *   9.3 to 3.3% of the main thread's profile under 4 KiB hits, 15.8 to 8.5% under small PUTs, but
  *   cost an idle agent 4.4 MiB at the start (`idle --minutes 3`, one run each), and an agent
@@ -24,18 +24,22 @@
  *   the two apart beyond their noise, `hit --quick`'s 4 KiB p99 was higher with it in both of two
  *   pairs (unsettled). Under the soak's load, 30 minutes side by side, RSS less heap and Buffers
  *   rose 0.09-0.21 MB/min per agent against 0.30-1.18 (one pair; docs/benchmarks.md, soak, idle).
- * - no memory reducer: V8's own memory-reducing collections, which it runs after about 8 s of little
- *   allocation. An agent never met them until its first quiet compaction (quiet-compaction.ts): V8
- *   counts an agent's allocation as high while it has no measure of its embedder heap's tracing
- *   speed (`--trace-mutator-utilization`: "Embedder mutator utilization = 0.000"), and the first
- *   requested full collection gives it one. From then on, every lull of 8 s between bursts of
- *   requests (a client's pause, another server's turn in `load`) ran two memory-reducing
- *   collections, which emptied V8's pool of free pages (`--trace-gc`: "pooled: 0 MB"), so the next
- *   burst paid for fresh pages: after a quiet compaction, 4 KiB hits cost the main thread 65.0-67.4
- *   us each, p99 39.5-43.5 ms, against 56.7-57.7 us and 7.8-9.6 ms with this flag (`load
- *   --after-quiet`, two full runs each way, 2026-12-07; docs/benchmarks.md, load after quiet). The
+ * - no memory reducer: V8's own memory-reducing collections, which it starts after about 8 s of
+ *   little allocation. An agent never met them until its first quiet compaction (quiet-compaction.ts):
+ *   until then V8 counts its allocation as high ("Embedder mutator utilization = 0.000
+ *   (mutator_speed=0, gc_speed=1)" in `--trace-mutator-utilization`, every 8 s). The vm context
+ *   that compaction creates, once, to reach `gc` is what changes that: in a bare process with 15 MB
+ *   live, a new context alone woke the reducer 8 s later, a requested full collection alone did not.
+ *   From then on every lull of 8 s between bursts of requests (a client's pause, another server's
+ *   turn in `load`) ran two memory-reducing collections, which emptied V8's pool of free pages
+ *   (`--trace-gc`: "pooled: 0 MB"), so the next burst ran on fresh pages: after a quiet compaction,
+ *   4 KiB hits cost the main thread 65.0-67.4 us each, p99 39.5-43.5 ms, against 56.7-57.7 us and
+ *   7.8-9.6 ms with this flag (`load --after-quiet`, two full runs each way, 2026-12-07;
+ *   docs/benchmarks.md, load after quiet), and 47.2-53.9 us in an agent never compacted (plain
+ *   `load`, two runs): 3-10 us a hit of the quiet compaction's cost remain, not looked into. The
  *   quiet compaction gives memory back when the agent is idle; idle memory was the same without the
- *   reducer (`idle --minutes 5` side by side, second half: 82.5 MiB with it, 83.1 without).
+ *   reducer in the one pair measured (`idle --minutes 5` side by side, second half: 82.5 MiB with
+ *   it, 83.1 without).
  * docs/deploy.md has the measured effect of each. V8 reads them at start only, so they are flags.
  */
 export const AGENT_NODE_FLAGS = [

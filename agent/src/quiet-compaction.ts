@@ -33,7 +33,9 @@ let gc: Gc | undefined;
  * `gc` without starting Node with --expose-gc: the flag set at run time (node:v8's
  * setFlagsFromString) for a fresh context to get it, then unset, as it changes V8's flag hash, and
  * Node's built-in modules loaded afterwards would be compiled from source instead of taken from its
- * code cache. Nothing else in the process sees it.
+ * code cache. Nothing else in the process sees it. Creating that context is what wakes V8's own
+ * memory reducer, which had never run in the agent before; the image runs the agent with
+ * `--no-memory-reducer` (node-flags.ts says what the reducer cost small hits).
  */
 function collector(): Gc {
   if (!gc) {

@@ -66,12 +66,12 @@ export function agentBuild(
 }
 
 /** A V8 flag's name: `--max-semi-space-size=1` and `max-semi-space-size` are both `max-semi-space-size`. */
-export const flagName = (flag: string): string => flag.replace(/^--/, '').split('=')[0]!;
+const flagName = (flag: string): string => flag.replace(/^--/, '').split('=')[0]!;
 
 /** The image's Node flags as a bench's `--drop-flag NAME` and `--add-flag FLAG` change them. */
 export interface AskedFlags {
   readonly nodeFlags: string[];
-  /** The flag dropped and the flag added (names as given, without dashes), if any. */
+  /** The flag dropped (its name, without dashes or a value) and the flag added (as given), if any. */
   readonly dropped?: string;
   readonly added?: string;
   /** For the bench's `# node flags:` line, e.g. "(the image's without --no-memory-reducer)". */
