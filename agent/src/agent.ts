@@ -599,6 +599,11 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     // The pause grows with the live heap (about 1.5 ms a MiB): none past 64 MiB in use, where it
     // would stop the agent long enough for its peers to suspect it (a large store's index).
     maxHeapBytes: 64 * 2 ** 20,
+    // And once now, start-up over (before /readyz turns 200): what it left goes back
+    // (docs/benchmarks.md, load after quiet). Not while a large store's index still loads: its heap
+    // grows, and the pause with it. Only with V8's memory reducer off (the image's flags,
+    // node-flags.ts): with it on, the compaction wakes it, and small hits then pay in every lull.
+    atStart: store.stats().indexLoaded && process.execArgv.includes('--no-memory-reducer'),
     onCompacted: ({ rssBefore, rssAfter, ms }) => {
       counters.quietCompactions.count++;
       counters.quietCompactions.pauseMs += Math.round(ms);

@@ -9,8 +9,8 @@
  *   cost the idle agent 4.3 MiB (docs/benchmarks.md, load). An 8 MiB one took V8's collector from
  *   9.3 to 3.3% of the main thread's profile under 4 KiB hits, 15.8 to 8.5% under small PUTs, but
  *   cost an idle agent 4.4 MiB at the start (`idle --minutes 3`, one run each), and an agent
- *   restarted on a store keeps what its index load grew (`scale --quick`, both runs with a since
- *   reverted compaction at start: 608 B of RSS per object against 452; docs/benchmarks.md, idle,
+ *   restarted on a store keeps what its index load grew (`scale --quick`, both runs with the
+ *   compaction at start the image now makes: 608 B of RSS per object against 452; docs/benchmarks.md, idle,
  *   2026-12-07, fifteenth session);
  * - one V8 background thread (each keeps its own malloc arena and stack);
  * - V8's optimizing compilers (Maglev, TurboFan) on the main thread, one function at a time. An idle

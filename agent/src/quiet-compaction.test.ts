@@ -62,6 +62,21 @@ describe('compactWhenQuiet', () => {
     assert.equal(compactions.length, 1);
   });
 
+  it('compacts once at once with atStart, and the next one only its interval after that one', async (t) => {
+    const { compactions } = watch(t, { atStart: true, minIntervalMs: 60_000 });
+    assert.equal(compactions.length, 1, 'before any period');
+    // Quiet for many periods, but within the interval of the one at start.
+    await wait(10 * PERIOD_MS);
+    assert.equal(compactions.length, 1);
+    const without = watch(t, { quietPeriods: 1000 });
+    assert.equal(without.compactions.length, 0, 'none at once without atStart');
+  });
+
+  it('does not compact at start with more of the heap in use than it allows', (t) => {
+    const { compactions } = watch(t, { atStart: true, quietPeriods: 1000, maxHeapBytes: 1024 });
+    assert.equal(compactions.length, 0);
+  });
+
   it('never compacts while work is done, however little', async (t) => {
     let work = 0;
     // A request every period: light load, an idle loop.

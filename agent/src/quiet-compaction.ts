@@ -20,6 +20,12 @@ export interface QuietCompactionOptions {
   minIntervalMs: number;
   /** and never with more than this (bytes) of the heap in use: the pause grows with it. */
   maxHeapBytes: number;
+  /**
+   * Compact once at once as well (within `maxHeapBytes`): the caller's start-up is over, so what it
+   * left (its garbage, the young generation's and V8's pooled pages) goes back before more work
+   * settles on top of it.
+   */
+  atStart?: boolean;
   /** Called after each compaction with what it did. */
   onCompacted: (result: { rssBefore: number; rssAfter: number; ms: number }) => void;
   /** Called when a round fails (it never should). */
@@ -55,7 +61,7 @@ function collector(): Gc {
  * nothing else does: after `quietPeriods` periods in a row with no work done (`workDone` the same)
  * and the event loop used at most `maxUtilization`, and only once RSS has grown by
  * `minGrowthBytes`, and `minIntervalMs` has passed, since the last one. Under load, light or
- * heavy, it never runs. Returns a function that stops it.
+ * heavy, it never runs. With `atStart`, once more at once. Returns a function that stops it.
  */
 export function compactWhenQuiet(options: QuietCompactionOptions): () => void {
   let quiet = 0;
@@ -63,6 +69,22 @@ export function compactWhenQuiet(options: QuietCompactionOptions): () => void {
   let lastAt = -Infinity; // when it ended (performance.now())
   let last = performance.eventLoopUtilization();
   let work = options.workDone();
+  const compact = (rssBefore: number) => {
+    const started = performance.now();
+    collector()({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+    lastAt = performance.now();
+    floor = process.memoryUsage.rss();
+    quiet = 0;
+    last = performance.eventLoopUtilization(); // the collection itself is not work
+    options.onCompacted({ rssBefore, rssAfter: floor, ms: lastAt - started });
+  };
+  if (options.atStart) {
+    try {
+      if (process.memoryUsage().heapUsed <= options.maxHeapBytes) compact(process.memoryUsage.rss());
+    } catch (error) {
+      options.onError(error as Error);
+    }
+  }
   const round = () => {
     const now = performance.eventLoopUtilization();
     const used = performance.eventLoopUtilization(now, last).utilization;
@@ -74,13 +96,7 @@ export function compactWhenQuiet(options: QuietCompactionOptions): () => void {
     const rssBefore = process.memoryUsage.rss();
     if (floor > 0 && rssBefore < floor + options.minGrowthBytes) return;
     if (process.memoryUsage().heapUsed > options.maxHeapBytes) return;
-    const started = performance.now();
-    collector()({ type: 'major', execution: 'sync', flavor: 'last-resort' });
-    lastAt = performance.now();
-    floor = process.memoryUsage.rss();
-    quiet = 0;
-    last = performance.eventLoopUtilization(); // the collection itself is not work
-    options.onCompacted({ rssBefore, rssAfter: floor, ms: lastAt - started });
+    compact(rssBefore);
   };
   const timer = every(options.periodMs, round, options.onError);
   return () => clearInterval(timer);

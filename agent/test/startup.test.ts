@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { startAgentProcess } from '../harness/agent-process.ts';
+import { AGENT_NODE_FLAGS } from '../src/node-flags.ts';
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
@@ -20,6 +25,29 @@ describe('agent start-up', () => {
       });
       assert.equal(r.status, 2, args.join(' '));
       assert.match(r.stderr, message);
+    }
+  });
+
+  it('gives back what start-up left once it is over, before /readyz turns 200, with V8’s memory reducer off (the image’s flags) only', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-startup-'));
+    const start = (name: string, nodeFlags: string[]) =>
+      startAgentProcess(['--node-id', name, '--store.dir', join(dir, name)], 30_000, { nodeFlags });
+    const agents = await Promise.all([
+      start('image', [...AGENT_NODE_FLAGS]),
+      start(
+        'reducer-on',
+        AGENT_NODE_FLAGS.filter((f) => f !== '--no-memory-reducer'),
+      ),
+    ]);
+    try {
+      const [image, reducerOn] = await Promise.all(agents.map(async (a) => (await a.status()).counters));
+      // One at once; another only after a minute of quiet (quiet-compaction.ts).
+      assert.equal(image!.quietCompactions.count, 1, JSON.stringify(image!.quietCompactions));
+      // With the reducer on, the compaction would wake it (node-flags.ts): none at start.
+      assert.equal(reducerOn!.quietCompactions.count, 0, JSON.stringify(reducerOn!.quietCompactions));
+    } finally {
+      await Promise.all(agents.map((a) => a.stop()));
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
