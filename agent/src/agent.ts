@@ -29,6 +29,7 @@ import { getViaOrigin, OriginFetcher } from './fetch/origin.ts';
 import { ObjectNotFoundError, ObjectPurgedError } from './cache/errors.ts';
 import { Tombstones } from './cache/tombstones.ts';
 import { Purger } from './overlay/purger.ts';
+import { memoryReducerOff } from './node-flags.ts';
 import { compactWhenQuiet } from './quiet-compaction.ts';
 import { Inbox } from './exchange/inbox.ts';
 import { Counters } from './telemetry/counters.ts';
@@ -603,7 +604,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     // (docs/benchmarks.md, load after quiet). Not while a large store's index still loads: its heap
     // grows, and the pause with it. Only with V8's memory reducer off (the image's flags,
     // node-flags.ts): with it on, the compaction wakes it, and small hits then pay in every lull.
-    atStart: store.stats().indexLoaded && process.execArgv.includes('--no-memory-reducer'),
+    atStart: store.stats().indexLoaded && memoryReducerOff(process.execArgv),
     onCompacted: ({ rssBefore, rssAfter, ms }) => {
       counters.quietCompactions.count++;
       counters.quietCompactions.pauseMs += Math.round(ms);

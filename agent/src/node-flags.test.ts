@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
-import { AGENT_NODE_FLAGS } from './node-flags.ts';
+import { AGENT_NODE_FLAGS, memoryReducerOff, NO_MEMORY_REDUCER } from './node-flags.ts';
 
 describe('the agent’s Node flags (node-flags.ts)', () => {
   it('make V8 optimize one function at a time on the main thread, never queued for the background', () => {
@@ -55,7 +55,7 @@ describe('the agent’s Node flags (node-flags.ts)', () => {
       return { child, out: () => out, closed: once(child, 'close') };
     };
     const agent = start(AGENT_NODE_FLAGS);
-    const without = start(AGENT_NODE_FLAGS.filter((f) => f !== '--no-memory-reducer'));
+    const without = start(AGENT_NODE_FLAGS.filter((f) => f !== NO_MEMORY_REDUCER));
     const started = new Promise<void>((resolve) => {
       const look = () => {
         if (/Memory reducer: started GC/.test(without.out())) {
@@ -73,5 +73,24 @@ describe('the agent’s Node flags (node-flags.ts)', () => {
     assert.match(without.out(), /compacted 200000[\s\S]*Memory reducer: started GC/, without.out());
     assert.match(agent.out(), /compacted 200000/, agent.out());
     assert.doesNotMatch(agent.out(), /Memory reducer/, agent.out());
+  });
+
+  it('read the memory reducer off from the command line as V8 does: the last of its flags, any spelling', () => {
+    assert.equal(memoryReducerOff(AGENT_NODE_FLAGS), true);
+    assert.equal(memoryReducerOff([]), false);
+    for (const off of [
+      '--no-memory-reducer',
+      '--no_memory_reducer',
+      '--nomemory-reducer',
+      '--memory-reducer=false',
+    ])
+      assert.equal(memoryReducerOff(['--max-semi-space-size=1', off]), true, off);
+    for (const on of [
+      ['--no-memory-reducer', '--memory-reducer'],
+      ['--no-memory-reducer', '--memory_reducer=true'],
+      ['--memory-reducer-gc-count=3'], // another flag
+      ['--no-memory-reducer-for-small-heaps'],
+    ])
+      assert.equal(memoryReducerOff(on), false, on.join(' '));
   });
 });

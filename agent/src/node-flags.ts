@@ -36,18 +36,38 @@
  *   4 KiB hits cost the main thread 65.0-67.4 us each, p99 39.5-43.5 ms, against 56.7-57.7 us and
  *   7.8-9.6 ms with this flag (`load --after-quiet`, two full runs each way, 2026-12-07;
  *   docs/benchmarks.md, load after quiet), and 47.2-53.9 us in an agent never compacted (plain
- *   `load`, two runs): 3-10 us a hit of the quiet compaction's cost remain, not looked into. The
+ *   `load`, two runs, before the compaction at start): 3-10 us a hit may remain, unsettled in
+ *   this VM's noise (three runs with the compaction at start read 47.3-55.8). Without this flag
+ *   the agent also makes no compaction at the end of its start-up (agent.ts, memoryReducerOff). The
  *   quiet compaction gives memory back when the agent is idle; idle memory was the same without the
  *   reducer in the one pair measured (`idle --minutes 5` side by side, second half: 82.5 MiB with
  *   it, 83.1 without).
  * docs/deploy.md has the measured effect of each. V8 reads them at start only, so they are flags.
  */
+export const NO_MEMORY_REDUCER = '--no-memory-reducer';
+
 export const AGENT_NODE_FLAGS = [
   '--max-semi-space-size=1',
   '--v8-pool-size=1',
   '--no-concurrent-recompilation',
-  '--no-memory-reducer',
+  NO_MEMORY_REDUCER,
 ];
+
+/**
+ * Whether V8's memory reducer is off in a process started with `execArgv` (process.execArgv): the
+ * last of its flags wins, as in V8, in any of V8's spellings (`--no-memory-reducer`,
+ * `--nomemory_reducer`, `--memory-reducer=false`...). Node refuses it in NODE_OPTIONS, and setting
+ * it at run time (node:v8's setFlagsFromString) did not stop the reducer, so the command line is
+ * where it is.
+ */
+export function memoryReducerOff(execArgv: readonly string[]): boolean {
+  let off = false;
+  for (const arg of execArgv) {
+    const m = /^--?(no[-_]?)?memory[-_]reducer(?:=(true|false))?$/.exec(arg);
+    if (m) off = m[1] !== undefined ? m[2] !== 'false' : m[2] === 'false';
+  }
+  return off;
+}
 
 /**
  * Environment the image sets for the agent (the Dockerfile's ENV; a test keeps the two equal):

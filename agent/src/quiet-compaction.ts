@@ -21,14 +21,14 @@ export interface QuietCompactionOptions {
   /** and never with more than this (bytes) of the heap in use: the pause grows with it. */
   maxHeapBytes: number;
   /**
-   * Compact once at once as well (within `maxHeapBytes`): the caller's start-up is over, so what it
+   * Compact once, immediately, as well (within `maxHeapBytes`): the caller's start-up is over, so what it
    * left (its garbage, the young generation's and V8's pooled pages) goes back before more work
    * settles on top of it.
    */
   atStart?: boolean;
   /** Called after each compaction with what it did. */
   onCompacted: (result: { rssBefore: number; rssAfter: number; ms: number }) => void;
-  /** Called when a round fails (it never should). */
+  /** Called when a round, or the compaction at start, fails (it never should). */
   onError: (error: Error) => void;
 }
 
@@ -46,8 +46,11 @@ let gc: Gc | undefined;
 function collector(): Gc {
   if (!gc) {
     setFlagsFromString('--expose-gc');
-    gc = runInNewContext('gc') as Gc;
-    setFlagsFromString('--no-expose-gc');
+    try {
+      gc = runInNewContext('gc') as Gc;
+    } finally {
+      setFlagsFromString('--no-expose-gc');
+    }
   }
   return gc;
 }

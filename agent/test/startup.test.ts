@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { startAgentProcess } from '../harness/agent-process.ts';
-import { AGENT_NODE_FLAGS } from '../src/node-flags.ts';
+import { AGENT_NODE_FLAGS, NO_MEMORY_REDUCER } from '../src/node-flags.ts';
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
@@ -32,14 +32,16 @@ describe('agent start-up', () => {
     const dir = await mkdtemp(join(tmpdir(), 'edgemesh-startup-'));
     const start = (name: string, nodeFlags: string[]) =>
       startAgentProcess(['--node-id', name, '--store.dir', join(dir, name)], 30_000, { nodeFlags });
-    const agents = await Promise.all([
+    const started = await Promise.allSettled([
       start('image', [...AGENT_NODE_FLAGS]),
       start(
         'reducer-on',
-        AGENT_NODE_FLAGS.filter((f) => f !== '--no-memory-reducer'),
+        AGENT_NODE_FLAGS.filter((f) => f !== NO_MEMORY_REDUCER),
       ),
     ]);
+    const agents = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     try {
+      for (const r of started) if (r.status === 'rejected') throw r.reason;
       const [image, reducerOn] = await Promise.all(agents.map(async (a) => (await a.status()).counters));
       // One at once; another only after a minute of quiet (quiet-compaction.ts).
       assert.equal(image!.quietCompactions.count, 1, JSON.stringify(image!.quietCompactions));
