@@ -51,6 +51,14 @@ const ALTERNATIVE: Record<string, unknown> = {
   },
   'operator.topologySpreadConstraints': [
     { maxSkew: 1, topologyKey: 'topology.kubernetes.io/zone', whenUnsatisfiable: 'ScheduleAnyway' },
+    {
+      maxSkew: 1,
+      topologyKey: 'kubernetes.io/hostname',
+      whenUnsatisfiable: 'DoNotSchedule',
+      labelSelector: {
+        matchExpressions: [{ key: 'app.kubernetes.io/component', operator: 'In', values: ['operator'] }],
+      },
+    },
   ],
   'operator.priorityClassName': 'system-cluster-critical',
   'operator.podAnnotations': { 'example.com/team': 'platform' },
@@ -124,7 +132,7 @@ type Pod = {
   spec: {
     imagePullSecrets?: { name: string }[];
     priorityClassName?: string;
-    topologySpreadConstraints?: { labelSelector?: { matchLabels: Record<string, string> } }[];
+    topologySpreadConstraints?: { labelSelector?: Record<string, unknown> }[];
     containers: {
       image: string;
       imagePullPolicy: string;
@@ -239,6 +247,10 @@ describe('the chart’s values', () => {
         'app.kubernetes.io/instance': 'edgemesh',
         'app.kubernetes.io/component': 'operator',
       },
+    });
+    // One given with its own labelSelector keeps it as given (the operator's labels would narrow it).
+    assert.deepEqual(pod.spec.topologySpreadConstraints![1]!.labelSelector, {
+      matchExpressions: [{ key: 'app.kubernetes.io/component', operator: 'In', values: ['operator'] }],
     });
     const container = pod.spec.containers[0]!;
     assert.deepEqual(container.command, [

@@ -147,7 +147,7 @@ export const edgeMeshSpecSchema = z
         image: imageSchema
           .optional()
           .describe(
-            "The agent image for this mesh only. Unset (the rule): the operator's agent image (EDGEMESH_OPERATOR_AGENT_IMAGE, the chart's agent image value), so an operator upgrade rolls every mesh's agents.",
+            "The agent image for this mesh only. Unset (the rule): the operator's agent image (EDGEMESH_OPERATOR_AGENT_IMAGE, which the chart sets from its image.* values: one image for the operator and the agents), so an operator upgrade rolls every mesh's agents.",
           ),
         imagePullPolicy: pullPolicySchema
           .optional()

@@ -35,7 +35,7 @@ export function agentImage(spec: EdgeMeshSpec, defaults: AgentImageDefaults): Ag
     return {
       reason: 'NoAgentImage',
       message:
-        'no agent image: set the operator’s EDGEMESH_OPERATOR_AGENT_IMAGE (the chart sets it from its agent image value) or this mesh’s spec.agent.image',
+        'no agent image: set the operator’s EDGEMESH_OPERATOR_AGENT_IMAGE (the chart sets it from its image.* values) or this mesh’s spec.agent.image',
     };
   const pullPolicy = spec.agent.imagePullPolicy ?? defaults.pullPolicy;
   return {
