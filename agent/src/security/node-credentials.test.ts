@@ -9,13 +9,19 @@ import { createLogger } from '../telemetry/logger.ts';
 import { type Clock, FakeClock, systemClock } from '../time/clock.ts';
 import { FileCaIssuer, fileTrust } from './file-ca.ts';
 import { peerTlsOptions } from './grpc-credentials.ts';
-import { NodeCredentials, PeerIdentityError } from './node-credentials.ts';
+import { NodeCredentials, type NodeCredentialsOptions, PeerIdentityError } from './node-credentials.ts';
 import { Revocations } from './revocations.ts';
 
 const logger = createLogger({ level: 'silent', nodeId: 'test' });
 const mesh = { namespace: 'local', name: 'm' };
 
-async function start(node: string, ttlMs: number, issuerNode = node, clock: Clock = systemClock) {
+async function start(
+  node: string,
+  ttlMs: number,
+  issuerNode = node,
+  clock: Clock = systemClock,
+  options: Partial<NodeCredentialsOptions> = {},
+) {
   const ca = await createTestCa('m');
   const revocations = new Revocations();
   const credentials = await NodeCredentials.start({
@@ -25,6 +31,7 @@ async function start(node: string, ttlMs: number, issuerNode = node, clock: Cloc
     logger,
     clock,
     revocations,
+    ...options,
   });
   return { ca, credentials, revocations };
 }
@@ -224,6 +231,33 @@ describe('node credentials', () => {
         () => credentials.authenticate(peerCert(peer)),
         (e: Error) => e instanceof PeerIdentityError && /not valid now/.test(e.message),
       );
+    } finally {
+      credentials.close();
+    }
+  });
+
+  it('renews at once, from the new CA, when the trust bundle no longer holds the CA of its own certificate', async () => {
+    // An hour's certificate: its own renewal is 40 minutes away.
+    const { ca, credentials } = await start('edge-1', 3_600_000, 'edge-1', systemClock, {
+      untrustedRenewSpreadMs: 0,
+    });
+    try {
+      const before = credentials.certPem;
+      const renewed = new Promise<void>((resolve) => {
+        let calls = 0;
+        credentials.addIdentityCertificateListener(() => ++calls === 2 && resolve()); // the first: the current
+      });
+      // The CA Secret deleted and made again: a new CA signs, and the bundle holds it alone.
+      const next = await createTestCa('m');
+      await writeFile(ca.keyFile, next.material.keyPem);
+      await writeFile(ca.certFile, next.material.certPem);
+      assert.equal(await credentials.refreshTrust(), true);
+      await renewed;
+      assert.equal(credentials.renewals, 1);
+      assert.notEqual(credentials.certPem, before);
+      // What peers holding the new bundle check: this node's new certificate passes.
+      assert.equal(credentials.authenticate(peerCert(credentials.certPem), 'edge-1'), 'edge-1');
+      assert.throws(() => credentials.authenticate(peerCert(before)), /not issued by this mesh/);
     } finally {
       credentials.close();
     }

@@ -55,10 +55,17 @@ export interface NodeCredentialsOptions {
   renewAt?: number;
   /** How often the trust bundle is read again for changes (default 5 s). */
   trustRefreshMs?: number;
+  /**
+   * When a new trust bundle no longer holds the CA of this node's certificate, the renewal comes
+   * within this long, at a random point (default 10 s): the mesh's agents see the new bundle
+   * within seconds of each other, and the issuer is not asked by all of them at once.
+   */
+  untrustedRenewSpreadMs?: number;
 }
 
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 60_000;
+const UNTRUSTED_RENEW_SPREAD_MS = 10_000;
 
 /**
  * This node's identity: a key made here (never written anywhere), a short-lived certificate for it
@@ -267,7 +274,31 @@ export class NodeCredentials implements experimental.CertificateProvider {
     this.#verified.clear();
     for (const listener of this.#caListeners) listener({ caCertificate: Buffer.from(pem) });
     this.#opts.logger.info({ cas: bundle.length }, 'trust bundle changed');
+    // A bundle without this node's CA (the CA Secret deleted, a new CA made after a compromise):
+    // peers that read it refuse this node's certificate, so the renewal comes now, not at two
+    // thirds of the certificate's life (hours away); the issuer signs with the new CA.
+    if (!this.#peersAccept(this.#identity.cert)) {
+      const inMs = Math.floor(
+        Math.random() * (this.#opts.untrustedRenewSpreadMs ?? UNTRUSTED_RENEW_SPREAD_MS),
+      );
+      this.#opts.logger.warn(
+        { renewInMs: inMs },
+        'the trust bundle no longer holds the CA of this node’s certificate: renewing now',
+      );
+      clearTimeout(this.#renewTimer);
+      this.#scheduleRenewal(inMs);
+    }
     return true;
+  }
+
+  /** Whether peers with the current trust bundle accept `cert`: the check they make of it. */
+  #peersAccept(cert: X509Certificate): boolean {
+    try {
+      verifyNodeCertificate(cert, this.#bundle, this.#opts.clock.now());
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   close(): void {
@@ -299,7 +330,7 @@ export class NodeCredentials implements experimental.CertificateProvider {
         this.renew().then(
           () => this.#scheduleRenewal(),
           (error: unknown) => {
-            const next = Math.min((retryMs ?? RETRY_MIN_MS / 2) * 2, RETRY_MAX_MS);
+            const next = Math.min(Math.max(RETRY_MIN_MS, (retryMs ?? 0) * 2), RETRY_MAX_MS);
             this.#opts.logger.warn(
               { err: (error as Error).message, retryInMs: next, validTo: cert.validTo },
               'node certificate renewal failed',
