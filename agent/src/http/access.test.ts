@@ -72,6 +72,7 @@ describe('local client access', () => {
       'Bearer nope-nope-nope-nope',
       'Basic Y2k6Y2k=',
       'Bearer ',
+      '', // present but empty: not anonymous
       `Bearer ${await jwt('system:serviceaccount:shop:orders', { aud: 'https://kubernetes.default.svc' })}`,
       `Bearer ${await jwt('system:serviceaccount:shop:orders', { iss: 'https://elsewhere' })}`,
       `Bearer ${await jwt('system:serviceaccount:shop:orders', { by: other })}`,

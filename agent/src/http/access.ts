@@ -125,7 +125,8 @@ export class AccessControl {
 
   /** The client an Authorization header names; undefined when it names none validly (a 401). */
   async authenticate(authorization: string | undefined): Promise<Principal | undefined> {
-    if (!authorization) return ANONYMOUS;
+    // Only a request without the header is anonymous: one present but empty is a token not valid.
+    if (authorization === undefined) return ANONYMOUS;
     const token = /^Bearer ([A-Za-z0-9._~+/=-]{1,8192})$/.exec(authorization)?.[1];
     if (!token) return undefined;
     const name = this.#tokens.get(sha256(token));
