@@ -73,6 +73,38 @@ describe('mesh figures from the agents’ reports on a real NATS', { skip: unava
     api.put({ ...now, spec: { ...(now.spec as object), security: {} } });
   });
 
+  it('manages a mesh whose revocation list is too large for an event: the ConfigMap carries it, a Warning says so', async () => {
+    // As many names as the CRD allows, each as long as it allows: about 256 KB, past an event's 64 KiB.
+    const revokedNodes = Array.from({ length: 1000 }, (_, i) => `${i}-`.padEnd(253, 'x'));
+    const mesh = api.get('edgemeshes', 'shop', 'cdn')!;
+    const spec = mesh.spec as { security?: object };
+    api.put({ ...mesh, spec: { ...spec, security: { ...spec.security, revokedNodes } } });
+    try {
+      const generation = (api.get('edgemeshes', 'shop', 'cdn')!.metadata as { generation: number })
+        .generation;
+      // Reconciled to the end: its status written for this generation, the whole list in the ConfigMap.
+      await eventually(
+        () =>
+          (api.get('edgemeshes', 'shop', 'cdn') as { status?: { observedGeneration?: number } }).status
+            ?.observedGeneration === generation,
+      );
+      const trust = api.get('configmaps', 'shop', 'edgemesh-cdn-trust') as unknown as {
+        data: Record<string, string>;
+      };
+      assert.equal((JSON.parse(trust.data['revoked.json']!) as { nodes: string[] }).nodes.length, 1000);
+      const warnings = await eventually(() => {
+        const found = (
+          api.list('events', 'shop', 'events.k8s.io') as { reason?: string; note?: string }[]
+        ).filter((e) => e.reason === 'RevocationsNotPublished');
+        return found.length > 0 ? found : undefined;
+      });
+      assert.match(warnings[0]!.note!, /1000 nodes.*exceeds 65536.*trust ConfigMap/);
+    } finally {
+      const now = api.get('edgemeshes', 'shop', 'cdn')!;
+      api.put({ ...now, spec: { ...(now.spec as object), security: {} } });
+    }
+  });
+
   it('sums the nodes’ reports into the status, and ignores garbage, other meshes and reports its nodes did not sign', async () => {
     // The mesh's nodes, with certificates from its CA (which the operator made), sign their reports.
     const secret = (

@@ -560,7 +560,7 @@ export function desiredChildren(
       spec: {
         selector: selectorOf(mesh),
         // Workloads reach the agent on their own node, and no other: with no agent on their node,
-        // the Service has no endpoint for them (the connection is refused) and they go to the origin.
+        // the Service has no endpoint for them (kube-proxy drops the connection) and they go to the origin.
         // Only the HTTP API: peers dial each other's pod address.
         internalTrafficPolicy: 'Local',
         ports: [{ name: 'http', port: spec.ports.http, targetPort: 'http', protocol: 'TCP' }],

@@ -81,6 +81,27 @@ const BLOCKED_RECHECK_MS = 10_000;
  */
 const APPLY_REFUSED_RECHECK_MS = 60_000;
 
+/** The Warnings said once per mesh (ReconcileDeps.said), by reason. */
+const SAID_ONCE = ['CacheSizeClamped', 'RevocationsNotPublished'] as const;
+
+/**
+ * A Warning said once by this process for the mesh `key` and `reason`, and again only when `message`
+ * changes; undefined: nothing to say now (said again should it come back).
+ */
+async function warnOnce(
+  deps: ReconcileDeps,
+  mesh: EdgeMesh,
+  key: string,
+  reason: (typeof SAID_ONCE)[number],
+  message: string | undefined,
+): Promise<void> {
+  const at = `${key} ${reason}`;
+  if (message === undefined) return void deps.said?.delete(at);
+  if (deps.said?.get(at) === message) return;
+  deps.said?.set(at, message);
+  await deps.event(mesh, 'Warning', reason, message);
+}
+
 /**
  * Level-triggered reconcile of one EdgeMesh (key namespace/name): reads the mesh, the nodes and the
  * live DaemonSet, applies every child in full (server-side apply, so unchanged children cost nothing
@@ -94,7 +115,7 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
   if (!found || found.metadata.deletionTimestamp) {
     // Children go with it (owner references); its figures are no longer followed.
     deps.figures?.forget(meshId({ metadata: { namespace, name } } as EdgeMesh));
-    deps.said?.delete(key);
+    for (const reason of SAID_ONCE) deps.said?.delete(`${key} ${reason}`);
     return;
   }
   const parsed = edgeMeshSpecSchema.safeParse(found.spec);
@@ -176,8 +197,17 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
     // One rendered while it was enabled: deleted (an agent fence nobody wants must not stay behind).
     if (!blocker && !mesh.spec.networkPolicy.enabled) await deps.remove(networkPolicyRef(mesh));
     // Revocations reach running agents within seconds this way (a child refused or not); the
-    // ConfigMap serves those that start.
-    if (trust) await deps.publishRevocations?.(mesh, trust.revocations);
+    // ConfigMap serves those that start, and all of them when the list is too large for an event.
+    if (trust) {
+      let unpublished: string | undefined;
+      try {
+        await deps.publishRevocations?.(mesh, trust.revocations);
+      } catch (error) {
+        if (!(error instanceof RangeError)) throw error; // encodeEvent's: larger than an event may be
+        unpublished = `the revocation list (${trust.revocations.nodes.length} nodes) is not sent on the control plane: ${error.message}; running agents read it from the trust ConfigMap as the kubelet updates it (within about a minute), not within seconds`;
+      }
+      await warnOnce(deps, mesh, key, 'RevocationsNotPublished', unpublished);
+    }
   }
   const presence = await report(deps, mesh, blocker, nodes, applied);
   const rotation = trust?.caRotation;
@@ -195,12 +225,7 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
     );
   // Said when the operator first meets the mesh so clamped (a mesh from before the CRD's bounds has
   // a status already), and again only when what is clamped changes.
-  const clamped = clampedCacheSizes(mesh.spec);
-  if (clamped === undefined) deps.said?.delete(key);
-  else if (deps.said?.get(key) !== clamped) {
-    deps.said?.set(key, clamped);
-    await deps.event(mesh, 'Warning', 'CacheSizeClamped', clamped);
-  }
+  await warnOnce(deps, mesh, key, 'CacheSizeClamped', clampedCacheSizes(mesh.spec));
   if (blocker)
     return {
       requeueAfterMs: blocker.reason === 'ApplyRefused' ? APPLY_REFUSED_RECHECK_MS : BLOCKED_RECHECK_MS,
