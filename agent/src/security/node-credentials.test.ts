@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { appendFile, writeFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
+import { pino } from 'pino';
 import { connect, createServer, type SecureContext, type Server } from 'node:tls';
 import { createNodeKey, MeshCa } from '@edgemesh/identity';
 import { createTestCa } from '../../harness/test-ca.ts';
@@ -177,7 +178,11 @@ describe('node credentials', () => {
   });
 
   it('takes a new CA into the trust bundle (rotation) and refuses revoked nodes', async () => {
-    const { ca, credentials, revocations } = await start('edge-1', 60_000);
+    const warnings: string[] = [];
+    const { ca, credentials, revocations } = await start('edge-1', 60_000, 'edge-1', systemClock, {
+      logger: pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) }),
+      untrustedRenewSpreadMs: 0,
+    });
     try {
       const next = await createTestCa('m');
       const fromNext = await (
@@ -191,6 +196,8 @@ describe('node credentials', () => {
       await appendFile(ca.certFile, `\n${next.material.certPem}`);
       assert.equal(await credentials.refreshTrust(), true);
       await heard;
+      // Its own CA is still in the bundle: no renewal (it would be decided, and said, in refreshTrust).
+      assert.deepEqual(warnings, []);
       assert.equal(credentials.authenticate(peerCert(fromNext)), 'edge-2');
       assert.throws(() => credentials.authenticate(peerCert(fromNext), 'edge-3'), /names edge-2, not edge-3/);
       revocations.replace(['edge-2']);
@@ -236,32 +243,94 @@ describe('node credentials', () => {
     }
   });
 
-  it('renews at once, from the new CA, when the trust bundle no longer holds the CA of its own certificate', async () => {
-    // An hour's certificate: its own renewal is 40 minutes away.
-    const { ca, credentials } = await start('edge-1', 3_600_000, 'edge-1', systemClock, {
-      untrustedRenewSpreadMs: 0,
-    });
-    try {
-      const before = credentials.certPem;
-      const renewed = new Promise<void>((resolve) => {
-        let calls = 0;
-        credentials.addIdentityCertificateListener(() => ++calls === 2 && resolve()); // the first: the current
+  it(
+    'renews at once, from the new CA, when the trust bundle no longer holds the CA of its own certificate',
+    { timeout: 20_000 },
+    async () => {
+      // An hour's certificate: its own renewal is 40 minutes away.
+      const { ca, credentials } = await start('edge-1', 3_600_000, 'edge-1', systemClock, {
+        untrustedRenewSpreadMs: 0,
       });
-      // The CA Secret deleted and made again: a new CA signs, and the bundle holds it alone.
-      const next = await createTestCa('m');
-      await writeFile(ca.keyFile, next.material.keyPem);
-      await writeFile(ca.certFile, next.material.certPem);
-      assert.equal(await credentials.refreshTrust(), true);
-      await renewed;
-      assert.equal(credentials.renewals, 1);
-      assert.notEqual(credentials.certPem, before);
-      // What peers holding the new bundle check: this node's new certificate passes.
-      assert.equal(credentials.authenticate(peerCert(credentials.certPem), 'edge-1'), 'edge-1');
-      assert.throws(() => credentials.authenticate(peerCert(before)), /not issued by this mesh/);
-    } finally {
-      credentials.close();
-    }
-  });
+      try {
+        const before = credentials.certPem;
+        const renewed = new Promise<void>((resolve) => {
+          let calls = 0;
+          credentials.addIdentityCertificateListener(() => ++calls === 2 && resolve()); // the first: the current
+        });
+        // The CA Secret deleted and made again: a new CA signs, and the bundle holds it alone.
+        const next = await createTestCa('m');
+        await writeFile(ca.keyFile, next.material.keyPem);
+        await writeFile(ca.certFile, next.material.certPem);
+        assert.equal(await credentials.refreshTrust(), true);
+        await renewed;
+        assert.equal(credentials.renewals, 1);
+        assert.notEqual(credentials.certPem, before);
+        // What peers holding the new bundle check: this node's new certificate passes.
+        assert.equal(credentials.authenticate(peerCert(credentials.certPem), 'edge-1'), 'edge-1');
+        assert.throws(() => credentials.authenticate(peerCert(before)), /not issued by this mesh/);
+      } finally {
+        credentials.close();
+      }
+    },
+  );
+
+  it(
+    'keeps its certificate when a renewal under way comes back from a CA the bundle no longer holds',
+    { timeout: 20_000 },
+    async () => {
+      const ca = await createTestCa('m');
+      const file = new FileCaIssuer({
+        certFile: ca.certFile,
+        keyFile: ca.keyFile,
+        mesh,
+        node: 'edge-1',
+        ttlMs: 3_600_000,
+      });
+      const signed = Promise.withResolvers<void>();
+      const release = Promise.withResolvers<void>();
+      let calls = 0;
+      // The first renewal is signed by the CA of the moment, then held; the others answer at once.
+      const issuer = {
+        name: 'held',
+        issue: async (csrPem: string) => {
+          const held = ++calls === 2; // the first call is the start's
+          const pem = await file.issue(csrPem);
+          if (held) {
+            signed.resolve();
+            await release.promise;
+          }
+          return pem;
+        },
+      };
+      const credentials = await NodeCredentials.start({
+        node: 'edge-1',
+        issuer,
+        trust: fileTrust(ca.certFile),
+        logger,
+        clock: systemClock,
+        untrustedRenewSpreadMs: 0,
+      });
+      try {
+        const renewed = new Promise<void>((resolve) => {
+          let heard = 0;
+          credentials.addIdentityCertificateListener(() => ++heard === 2 && resolve()); // the first: the current
+        });
+        const late = credentials.renew();
+        await signed.promise; // by the old CA
+        const next = await createTestCa('m');
+        await writeFile(ca.keyFile, next.material.keyPem);
+        await writeFile(ca.certFile, next.material.certPem);
+        assert.equal(await credentials.refreshTrust(), true); // a renewal from the new CA, at once
+        release.resolve();
+        await assert.rejects(late, /not vouched for by the trust bundle/);
+        await renewed;
+        assert.equal(credentials.renewals, 1);
+        assert.equal(credentials.authenticate(peerCert(credentials.certPem), 'edge-1'), 'edge-1');
+      } finally {
+        credentials.close();
+      }
+    },
+  );
 
   it('refuses a certificate of a CA the trust bundle no longer holds, though it accepted it before', async () => {
     const { ca, credentials } = await start('edge-1', 60_000);

@@ -89,6 +89,8 @@ export class NodeCredentials implements experimental.CertificateProvider {
   /** The TLS context of the current certificate, key and bundle, made when first asked for (secureContext). */
   #context: SecureContext | undefined;
   #renewTimer: NodeJS.Timeout | undefined;
+  /** A renewal of the timer's under way (one at a time: the timer is set again when it ends). */
+  #renewing = false;
   #trustTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #renewals = 0;
@@ -255,6 +257,10 @@ export class NodeCredentials implements experimental.CertificateProvider {
   async renew(): Promise<void> {
     const { material } = await obtain(this.#opts, this.#bundlePem, this.mesh);
     if (this.#closed) return;
+    // The bundle changed while the issuer answered (a CA replaced): a certificate peers reading the
+    // new one would refuse does not replace the current one.
+    if (!this.#peersAccept(material.cert))
+      throw new Error('the certificate issued is not vouched for by the trust bundle read since');
     this.#identity = material;
     this.#context = undefined;
     this.#renewals++;
@@ -277,7 +283,8 @@ export class NodeCredentials implements experimental.CertificateProvider {
     // A bundle without this node's CA (the CA Secret deleted, a new CA made after a compromise):
     // peers that read it refuse this node's certificate, so the renewal comes now, not at two
     // thirds of the certificate's life (hours away); the issuer signs with the new CA.
-    if (!this.#peersAccept(this.#identity.cert)) {
+    // A renewal under way is checked against this bundle when it ends (renew), and retried if need be.
+    if (!this.#renewing && !this.#peersAccept(this.#identity.cert)) {
       const inMs = Math.floor(
         Math.random() * (this.#opts.untrustedRenewSpreadMs ?? UNTRUSTED_RENEW_SPREAD_MS),
       );
@@ -285,7 +292,6 @@ export class NodeCredentials implements experimental.CertificateProvider {
         { renewInMs: inMs },
         'the trust bundle no longer holds the CA of this node’s certificate: renewing now',
       );
-      clearTimeout(this.#renewTimer);
       this.#scheduleRenewal(inMs);
     }
     return true;
@@ -314,7 +320,13 @@ export class NodeCredentials implements experimental.CertificateProvider {
     };
   }
 
-  #scheduleRenewal(retryMs?: number): void {
+  /**
+   * Sets the one renewal timer (any earlier one cleared): at two thirds of the certificate's life, or
+   * in `inMs` (a bundle that no longer vouches for it, a retry). `failedMs`: the wait after the last
+   * failure, doubled for the next (1 s to 60 s).
+   */
+  #scheduleRenewal(inMs?: number, failedMs?: number): void {
+    clearTimeout(this.#renewTimer);
     if (this.#closed) return;
     const { cert, obtainedAtMs, renewJitter } = this.#identity;
     // Two thirds of the life it had when it came (its start is backdated for skewed clocks), less up
@@ -322,20 +334,25 @@ export class NodeCredentials implements experimental.CertificateProvider {
     const to = Date.parse(cert.validTo);
     const life = to - obtainedAtMs;
     const at = obtainedAtMs + life * ((this.#opts.renewAt ?? 2 / 3) - renewJitter / 20);
-    const delay = retryMs ?? Math.max(0, at - this.#opts.clock.now());
+    const delay = inMs ?? Math.max(0, at - this.#opts.clock.now());
     // setTimeout takes at most 2^31-1 ms; a later renewal is rescheduled on the way.
     this.#renewTimer = setTimeout(
       () => {
-        if (retryMs === undefined && this.#opts.clock.now() < at) return this.#scheduleRenewal();
+        if (inMs === undefined && this.#opts.clock.now() < at) return this.#scheduleRenewal();
+        this.#renewing = true;
         this.renew().then(
-          () => this.#scheduleRenewal(),
+          () => {
+            this.#renewing = false;
+            this.#scheduleRenewal();
+          },
           (error: unknown) => {
-            const next = Math.min(Math.max(RETRY_MIN_MS, (retryMs ?? 0) * 2), RETRY_MAX_MS);
+            this.#renewing = false;
+            const next = Math.min(Math.max(RETRY_MIN_MS, (failedMs ?? 0) * 2), RETRY_MAX_MS);
             this.#opts.logger.warn(
               { err: (error as Error).message, retryInMs: next, validTo: cert.validTo },
               'node certificate renewal failed',
             );
-            this.#scheduleRenewal(next);
+            this.#scheduleRenewal(next, next);
           },
         );
       },
