@@ -59,6 +59,12 @@ const ALTERNATIVE: Record<string, unknown> = {
         matchExpressions: [{ key: 'app.kubernetes.io/component', operator: 'In', values: ['operator'] }],
       },
     },
+    {
+      maxSkew: 2,
+      topologyKey: 'topology.kubernetes.io/region',
+      whenUnsatisfiable: 'ScheduleAnyway',
+      labelSelector: {},
+    },
   ],
   'operator.priorityClassName': 'system-cluster-critical',
   'operator.podAnnotations': { 'example.com/team': 'platform' },
@@ -241,13 +247,16 @@ describe('the chart’s values', () => {
     assert.equal(pod.metadata.labels['app.kubernetes.io/component'], 'operator');
     assert.equal(pod.metadata.annotations?.['example.com/team'], 'platform');
     assert.equal(pod.spec.priorityClassName, 'system-cluster-critical');
-    assert.deepEqual(pod.spec.topologySpreadConstraints![0]!.labelSelector, {
+    const operatorPods = {
       matchLabels: {
         'app.kubernetes.io/name': 'mesh',
         'app.kubernetes.io/instance': 'edgemesh',
         'app.kubernetes.io/component': 'operator',
       },
-    });
+    };
+    assert.deepEqual(pod.spec.topologySpreadConstraints![0]!.labelSelector, operatorPods);
+    // An empty one too (as given, it would count every pod of the namespace).
+    assert.deepEqual(pod.spec.topologySpreadConstraints![2]!.labelSelector, operatorPods);
     // One given with its own labelSelector keeps it as given (the operator's labels would narrow it).
     assert.deepEqual(pod.spec.topologySpreadConstraints![1]!.labelSelector, {
       matchExpressions: [{ key: 'app.kubernetes.io/component', operator: 'In', values: ['operator'] }],

@@ -386,7 +386,7 @@ export const edgeMeshSpecSchema = z
           .max(1000)
           .optional()
           .describe(
-            'Nodes whose certificates every agent refuses within seconds (a list signed by the mesh CA); they get no new certificate. Remove a node to let it back in. A list over 64 KiB (names of more than about 60 characters on average, at 1,000) reaches running agents through their trust ConfigMap only, within about a minute (Event RevocationsNotPublished).',
+            'Nodes whose certificates every agent refuses within seconds (a list signed by the mesh CA); they get no new certificate. Remove a node to let it back in. A list over 64 KiB (names of more than about 60 characters on average, at 1,000) reaches running agents through their trust ConfigMap only, as the kubelet updates it (about a minute by default; Event RevocationsNotPublished).',
           ),
         runAsUser: z
           .int()

@@ -380,3 +380,55 @@ describe('meshes X and X-trust in one namespace', () => {
     assert.equal(degraded('a-trust')?.reason, 'NameConflict');
   });
 });
+
+describe('a mesh whose revocation list cannot be sent on the control plane', () => {
+  function meshWithTrust(publish: () => Promise<void>) {
+    const { deps, applied, statuses } = refusingSecrets({ security: { mtls: true } });
+    const events: { type: string; reason: string; note: string }[] = [];
+    deps.secretLabels = () => Promise.resolve(undefined);
+    deps.meshNatsCredentials = () =>
+      Promise.resolve({
+        secretName: 'n',
+        auth: { id: 'x', creds: () => Buffer.alloc(0) },
+        renewInMs: 60_000,
+        tls: false,
+      });
+    deps.meshTrust = () =>
+      Promise.resolve({
+        issuer: { url: 'https://issuer:9443', certPem: 'c' },
+        bundlePem: 'b',
+        revocations: { nodes: ['edge-9'], issuedAtMs: 1, signature: 's' },
+      });
+    deps.publishRevocations = publish;
+    deps.event = (_, type, reason, note) => (events.push({ type, reason, note }), Promise.resolve());
+    deps.said = new Map();
+    const warnings = () => events.filter((e) => e.reason === 'RevocationsNotPublished');
+    return { deps, applied, statuses, warnings };
+  }
+
+  it('is managed all the same, and a Warning says so once, and again once it comes back', async () => {
+    let tooLarge = true;
+    const { deps, applied, statuses, warnings } = meshWithTrust(() =>
+      tooLarge ? Promise.reject(new RangeError('event of 262144 bytes exceeds 65536')) : Promise.resolve(),
+    );
+    await reconcile('edge/cdn', deps);
+    assert.ok(applied.some((o) => o.kind === 'DaemonSet'));
+    assert.ok(statuses.length > 0, 'its status written');
+    assert.equal(warnings().length, 1);
+    assert.equal(warnings()[0]!.type, 'Warning');
+    assert.match(warnings()[0]!.note, /1 nodes.*262144 bytes.*trust ConfigMap/);
+    await reconcile('edge/cdn', deps); // a resync: said once
+    assert.equal(warnings().length, 1);
+    tooLarge = false;
+    await reconcile('edge/cdn', deps);
+    tooLarge = true;
+    await reconcile('edge/cdn', deps);
+    assert.equal(warnings().length, 2, 'said again once it came back');
+  });
+
+  it('fails on any other error, to be retried', async () => {
+    const { deps, warnings } = meshWithTrust(() => Promise.reject(new Error('no NATS')));
+    await assert.rejects(reconcile('edge/cdn', deps), /no NATS/);
+    assert.equal(warnings().length, 0);
+  });
+});

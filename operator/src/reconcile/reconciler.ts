@@ -204,7 +204,7 @@ export async function reconcile(key: string, deps: ReconcileDeps): Promise<Outco
         await deps.publishRevocations?.(mesh, trust.revocations);
       } catch (error) {
         if (!(error instanceof RangeError)) throw error; // encodeEvent's: larger than an event may be
-        unpublished = `the revocation list (${trust.revocations.nodes.length} nodes) is not sent on the control plane: ${error.message}; running agents read it from the trust ConfigMap as the kubelet updates it (within about a minute), not within seconds`;
+        unpublished = `the revocation list (${trust.revocations.nodes.length} nodes) is not sent on the control plane: ${error.message}; running agents read it from the trust ConfigMap as the kubelet updates it (about a minute by default), not within seconds`;
       }
       await warnOnce(deps, mesh, key, 'RevocationsNotPublished', unpublished);
     }
