@@ -41,6 +41,20 @@ function refusingSecrets(spec: Record<string, unknown> = {}) {
   return { deps, applied, statuses };
 }
 
+/** The same mesh where the operator may touch Secrets: none it names is missing, its NATS user is made. */
+function grantedSecrets(spec: Record<string, unknown> = {}) {
+  const made = refusingSecrets(spec);
+  made.deps.secretLabels = () => Promise.resolve(undefined);
+  made.deps.meshNatsCredentials = () =>
+    Promise.resolve({
+      secretName: 'n',
+      auth: { id: 'x', creds: () => Buffer.alloc(0) },
+      renewInMs: 60_000,
+      tls: false,
+    });
+  return made;
+}
+
 describe('a mesh in a namespace whose Secrets the operator may not touch', () => {
   for (const [what, spec] of [
     ['its CA and NATS user', {}],
@@ -64,15 +78,7 @@ describe('a mesh in a namespace whose Secrets the operator may not touch', () =>
   });
 
   it('is Degraded (SecretConflict) while its CA Secret is an earlier mesh’s, applies nothing, and is looked at again in 10 s', async () => {
-    const { deps, applied, statuses } = refusingSecrets({ security: { mtls: true } });
-    deps.secretLabels = () => Promise.resolve(undefined);
-    deps.meshNatsCredentials = () =>
-      Promise.resolve({
-        secretName: 'n',
-        auth: { id: 'x', creds: () => Buffer.alloc(0) },
-        renewInMs: 60_000,
-        tls: false,
-      });
+    const { deps, applied, statuses } = grantedSecrets({ security: { mtls: true } });
     deps.meshTrust = () =>
       Promise.reject(new SecretConflictError('Secret edge/edgemesh-cdn-ca belongs to another object'));
     const outcome = await reconcile('edge/cdn', deps);
@@ -383,16 +389,8 @@ describe('meshes X and X-trust in one namespace', () => {
 
 describe('a mesh whose revocation list cannot be sent on the control plane', () => {
   function meshWithTrust(publish: () => Promise<void>) {
-    const { deps, applied, statuses } = refusingSecrets({ security: { mtls: true } });
+    const { deps, applied, statuses } = grantedSecrets({ security: { mtls: true } });
     const events: { type: string; reason: string; note: string }[] = [];
-    deps.secretLabels = () => Promise.resolve(undefined);
-    deps.meshNatsCredentials = () =>
-      Promise.resolve({
-        secretName: 'n',
-        auth: { id: 'x', creds: () => Buffer.alloc(0) },
-        renewInMs: 60_000,
-        tls: false,
-      });
     deps.meshTrust = () =>
       Promise.resolve({
         issuer: { url: 'https://issuer:9443', certPem: 'c' },
