@@ -61,6 +61,8 @@ describe('local client access', () => {
 
   it('knows static tokens and ServiceAccount tokens, and nothing else', async () => {
     assert.equal((await access.authenticate('Bearer ci-token-0123456789'))?.name, 'token:ci');
+    for (const spelling of ['bearer ci-token-0123456789', 'BEARER  ci-token-0123456789'])
+      assert.equal((await access.authenticate(spelling))?.name, 'token:ci', spelling);
     const sa = await access.authenticate(`Bearer ${await jwt('system:serviceaccount:shop:orders')}`);
     assert.deepEqual(sa, {
       name: 'system:serviceaccount:shop:orders',

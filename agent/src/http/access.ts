@@ -127,7 +127,8 @@ export class AccessControl {
   async authenticate(authorization: string | undefined): Promise<Principal | undefined> {
     // Only a request without the header is anonymous: one present but empty is a token not valid.
     if (authorization === undefined) return ANONYMOUS;
-    const token = /^Bearer ([A-Za-z0-9._~+/=-]{1,8192})$/.exec(authorization)?.[1];
+    // The scheme in any case, then one or more spaces (RFC 9110, 11.4 and 11.6.2).
+    const token = /^Bearer +([A-Za-z0-9._~+/=-]{1,8192})$/i.exec(authorization)?.[1];
     if (!token) return undefined;
     const name = this.#tokens.get(sha256(token));
     if (name !== undefined) return { name: `token:${name}`, groups: ['authenticated'] };

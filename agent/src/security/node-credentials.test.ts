@@ -122,6 +122,33 @@ describe('node credentials', () => {
     }
   });
 
+  it('hands TLS a bundle joined without newlines (`cat a.crt b.crt` of files without a last one) as it reads it', async () => {
+    const { ca, credentials } = await start('edge-1', 60_000);
+    try {
+      const next = await createTestCa('m');
+      const key = await createNodeKey('x');
+      const fromNext = await (
+        await MeshCa.load(next.material)
+      ).issue({ csrPem: key.csrPem, mesh, node: 'edge-2' });
+      // One line holds the first certificate's END and the second's BEGIN: OpenSSL alone loads neither.
+      await writeFile(ca.certFile, ca.material.certPem.trimEnd() + next.material.certPem.trimEnd());
+      assert.equal(await credentials.refreshTrust(), true);
+      assert.equal(credentials.trust.length, 2);
+      const own = { cert: credentials.certPem, key: credentials.keyPem };
+      assert.equal((await handshake(credentials.secureContext, own)).trusted, true, 'a node of the first CA');
+      assert.equal(
+        (await handshake(credentials.secureContext, { cert: fromNext, key: key.keyPem })).trusted,
+        true,
+        'and of the second',
+      );
+      // Written again with newlines, it is the same bundle: nothing changes.
+      await writeFile(ca.certFile, `${ca.material.certPem.trimEnd()}\n${next.material.certPem}`);
+      assert.equal(await credentials.refreshTrust(), false);
+    } finally {
+      credentials.close();
+    }
+  });
+
   it('refuses a server’s renegotiation on the connections it opens (a second certificate nothing would check)', async () => {
     const { credentials } = await start('edge-1', 3600_000);
     const server = await start('edge-2', 3600_000);

@@ -80,7 +80,10 @@ export class NodeCredentials implements experimental.CertificateProvider {
   readonly mesh: MeshRef;
   readonly #opts: NodeCredentialsOptions;
   #identity: Material;
+  /** The bundle as TLS gets it: each certificate parsed, written again one after another. */
   #bundlePem: string;
+  /** The bundle as last read, to tell a change. */
+  #bundleRead: string;
   #bundle: X509Certificate[];
   readonly #caListeners = new Set<CaListener>();
   readonly #identityListeners = new Set<IdentityListener>();
@@ -91,6 +94,8 @@ export class NodeCredentials implements experimental.CertificateProvider {
   #renewTimer: NodeJS.Timeout | undefined;
   /** A renewal of the timer's under way (one at a time: the timer is set again when it ends). */
   #renewing = false;
+  /** The last renewal failed, and its retry is set (with its backoff). */
+  #retrying = false;
   #trustTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #renewals = 0;
@@ -100,8 +105,9 @@ export class NodeCredentials implements experimental.CertificateProvider {
     this.node = opts.node;
     this.mesh = mesh;
     this.#identity = identity;
-    this.#bundlePem = bundlePem;
+    this.#bundleRead = bundlePem;
     this.#bundle = readPemBundle(bundlePem);
+    this.#bundlePem = pemOf(this.#bundle);
   }
 
   /** Gets this node's first certificate (waits for it: without one the node can talk to nobody). */
@@ -271,20 +277,24 @@ export class NodeCredentials implements experimental.CertificateProvider {
   /** Reads the trust bundle again; applies it if it changed and still holds a CA. */
   async refreshTrust(): Promise<boolean> {
     const pem = await this.#opts.trust.read();
-    if (pem === this.#bundlePem) return false;
+    if (pem === this.#bundleRead) return false;
     const bundle = readPemBundle(pem);
     if (bundle.length === 0) throw new Error('the new trust bundle holds no certificate');
-    this.#bundlePem = pem;
+    this.#bundleRead = pem;
+    const bundlePem = pemOf(bundle);
+    if (bundlePem === this.#bundlePem) return false; // the same certificates, written otherwise
+    this.#bundlePem = bundlePem;
     this.#bundle = bundle;
     this.#context = undefined;
     this.#verified.clear();
-    for (const listener of this.#caListeners) listener({ caCertificate: Buffer.from(pem) });
+    for (const listener of this.#caListeners) listener({ caCertificate: Buffer.from(this.#bundlePem) });
     this.#opts.logger.info({ cas: bundle.length }, 'trust bundle changed');
     // A bundle without this node's CA (the CA Secret deleted, a new CA made after a compromise):
     // peers that read it refuse this node's certificate, so the renewal comes now, not at two
     // thirds of the certificate's life (hours away); the issuer signs with the new CA.
-    // A renewal under way is checked against this bundle when it ends (renew), and retried if need be.
-    if (!this.#renewing && !this.#peersAccept(this.#identity.cert)) {
+    // A renewal under way is checked against this bundle when it ends (renew), and retried if need
+    // be; a retry already set keeps its backoff (bundles that change often would undo it).
+    if (!this.#renewing && !this.#retrying && !this.#peersAccept(this.#identity.cert)) {
       const inMs = Math.floor(
         Math.random() * (this.#opts.untrustedRenewSpreadMs ?? UNTRUSTED_RENEW_SPREAD_MS),
       );
@@ -343,10 +353,12 @@ export class NodeCredentials implements experimental.CertificateProvider {
         this.renew().then(
           () => {
             this.#renewing = false;
+            this.#retrying = false;
             this.#scheduleRenewal();
           },
           (error: unknown) => {
             this.#renewing = false;
+            this.#retrying = true;
             const next = Math.min(Math.max(RETRY_MIN_MS, (failedMs ?? 0) * 2), RETRY_MAX_MS);
             this.#opts.logger.warn(
               { err: (error as Error).message, retryInMs: next, validTo: cert.validTo },
@@ -424,4 +436,14 @@ async function obtain(
     },
     mesh: identity.mesh,
   };
+}
+
+/**
+ * PEM of `certs`, one after another, each ending its line: what this node's checks read, as OpenSSL
+ * reads it too. Bundles joined by hand (`cat a.crt b.crt`) from files without a last newline put one
+ * certificate's END and the next one's BEGIN on one line; OpenSSL then loads none of them, though
+ * readPemBundle finds both, and every handshake failed while every check here passed.
+ */
+function pemOf(certs: readonly X509Certificate[]): string {
+  return certs.map((cert) => cert.toString()).join('');
 }

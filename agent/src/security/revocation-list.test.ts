@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createPrivateKey, sign } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -57,4 +57,46 @@ describe('revocation lists', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it(
+    'applies a list from its file once the trust bundle holds the CA that signed it, though read before',
+    { timeout: 20_000 },
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'edgemesh-revocations-'));
+      const ca = await createTestCa('default');
+      const credentials = await testCredentials('node-a', { ca });
+      const revocations = new Revocations();
+      const file = join(dir, 'revoked.json');
+      const list = new RevocationList({
+        credentials,
+        revocations,
+        mesh: 'm',
+        logger: createLogger({ level: 'silent', nodeId: 'a' }),
+        now: Date.now,
+        file,
+      });
+      try {
+        // The list comes first, signed by the next CA, which the bundle does not hold yet.
+        const next = await createTestCa('default');
+        const issuedAtMs = Date.now();
+        const signature = sign(
+          'sha256',
+          revocationSignedBytes('m', ['evil'], issuedAtMs),
+          createPrivateKey(next.material.keyPem),
+        ).toString('base64');
+        await writeFile(file, JSON.stringify({ nodes: ['evil'], issuedAtMs, signature }));
+        await list.start(20);
+        assert.equal(revocations.revoked('evil'), false, 'not signed by a CA of the bundle yet');
+        const revoked = new Promise((resolve) => revocations.onRevoked(resolve));
+        await appendFile(ca.certFile, `\n${next.material.certPem}`);
+        assert.equal(await credentials.refreshTrust(), true);
+        await revoked;
+        assert.equal(revocations.revoked('evil'), true);
+      } finally {
+        list.close();
+        credentials.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });

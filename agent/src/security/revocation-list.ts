@@ -121,12 +121,16 @@ export class RevocationList {
         this.#opts.logger.warn({ err: (error as Error).message }, 'revocation list not read');
       return;
     }
-    if (text === this.#lastFile) return;
-    this.#lastFile = text;
+    // The same text is looked at again when the trust bundle changes: a list signed by a CA the
+    // bundle gains later (the two files are not updated together) is applied then. One dated ahead
+    // of this clock is looked at again at each read.
+    const read = `${this.#opts.credentials.trust.map((ca) => ca.fingerprint256).join(' ')}\n${text}`;
+    if (read === this.#lastFile) return;
+    this.#lastFile = read;
     const list = parseRevocations(text);
     if (!list)
       return void this.#opts.logger.warn({ file: this.#opts.file }, 'revocation list unreadable: ignored');
-    this.apply(list, 'file');
+    if (this.apply(list, 'file') === 'future') this.#lastFile = '';
   }
 }
 
