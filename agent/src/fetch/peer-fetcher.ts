@@ -5,7 +5,7 @@ import { isKey } from '../keys.ts';
 import { tracer } from '../telemetry/tracing.ts';
 import { TokenBucket } from '../time/token-bucket.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
-import { ManifestTrustError } from '../security/node-signer.ts';
+import { ManifestTrustError, StaleSignerError } from '../security/node-signer.ts';
 import type { ChunkSource } from './chunk-source.ts';
 import { Download, type DownloadOptions, type Located, PeerFetchError } from './download.ts';
 import { MAX_DOWNLOADS, TooManyFetchesError } from './fetch-limits.ts';
@@ -145,7 +145,14 @@ export class PeerFetcher {
           return { kind: 'found', peer, manifest, holds: answer.holds, named };
         } catch (error) {
           if (tally) tally.failed++;
-          this.#opts.onOutcome?.(peer, error instanceof ManifestTrustError ? 'bad-manifest' : 'failed');
+          // A lie the holder could have seen (tampered, unsigned, forged) costs it more than a call that
+          // failed; a signer this node no longer trusts (StaleSignerError) does not: it stored that before.
+          this.#opts.onOutcome?.(
+            peer,
+            error instanceof ManifestTrustError && !(error instanceof StaleSignerError)
+              ? 'bad-manifest'
+              : 'failed',
+          );
           this.#opts.logger.warn(
             { peer: peer.id, key, err: (error as Error).message },
             'peer gave no usable manifest',

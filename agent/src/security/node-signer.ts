@@ -10,6 +10,16 @@ export class ManifestTrustError extends Error {
   override name = 'ManifestTrustError';
 }
 
+/**
+ * Refused for who signed it, not for what the holder did: a certificate of a CA this node's bundle no
+ * longer holds (a CA replaced after a compromise), or a node revoked since. An honest holder keeps
+ * what it stored before, so serving it is no sign of a lie (PeerFetcher counts it as a failed call,
+ * not a bad manifest).
+ */
+export class StaleSignerError extends ManifestTrustError {
+  override name = 'StaleSignerError';
+}
+
 /** The bytes a purge's signature covers: the key, the time, and the client that asked for it. */
 export function purgeSignedBytes(key: string, purgedAtMs: number, by = ''): Buffer {
   return Buffer.from(JSON.stringify(['edgemesh.purge.v1', key, purgedAtMs, by]));
@@ -88,9 +98,15 @@ export class NodeSigner {
       try {
         identity = verifyNodeCertificate(cert, this.#credentials.trust, atMs);
       } catch (error) {
-        throw new ManifestTrustError(
-          `${what} is signed by no node of this mesh: ${(error as Error).message}`,
-        );
+        const message = `${what} is signed by no node of this mesh: ${(error as Error).message}`;
+        // A node certificate valid when it signed, which no CA of the bundle signed: a version kept
+        // from before the CA was replaced (or a forger's CA: refused all the same).
+        const otherCa =
+          !cert.ca &&
+          Date.parse(cert.validFrom) <= atMs &&
+          atMs <= Date.parse(cert.validTo) &&
+          !this.#credentials.trust.some((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey));
+        throw otherCa ? new StaleSignerError(message) : new ManifestTrustError(message);
       }
       if (!sameMesh(identity.mesh, this.#credentials.mesh))
         throw new ManifestTrustError(`${what} is signed by another mesh's node`);
@@ -101,7 +117,7 @@ export class NodeSigner {
       this.#verified.set(cacheKey, node);
     }
     if (this.#revocations?.revoked(node))
-      throw new ManifestTrustError(`${what} is signed by ${node}, which is revoked`);
+      throw new StaleSignerError(`${what} is signed by ${node}, which is revoked`);
     return node;
   }
 }
