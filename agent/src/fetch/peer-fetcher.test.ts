@@ -14,6 +14,7 @@ import { systemClock } from '../time/clock.ts';
 import type { ManifestAnswer, PeerTransport } from '../transport/peer-transport.ts';
 import { stubTransport } from '../transport/stub-transport.ts';
 import { PeerFetcher } from './peer-fetcher.ts';
+import { ManifestTrustError, StaleSignerError } from '../security/node-signer.ts';
 
 /** The manifest of a one-chunk object `data` under key `k`, made at `createdAtMs`. */
 const manifestOf = (data: Buffer, createdAtMs: number) => {
@@ -66,9 +67,15 @@ describe('PeerFetcher.locate', () => {
     reviveNow?: () => Promise<boolean>;
     fanouts?: { perSecond: number; now: () => number; counters: Counters };
     purgedAt?: (key: string) => number | undefined;
+    verify?: () => void;
+    outcomes?: string[];
   }) =>
     new PeerFetcher({
       store,
+      ...(opts.verify ? { verify: opts.verify } : {}),
+      ...(opts.outcomes
+        ? { onOutcome: (p: PeerTransport, o: string) => void opts.outcomes!.push(`${p.id}:${o}`) }
+        : {}),
       ...(opts.purgedAt ? { purgedAt: opts.purgedAt } : {}),
       ...(opts.fanouts ? { maxFanoutsPerSecond: opts.fanouts.perSecond, now: opts.fanouts.now } : {}),
       peers: () => opts.peers,
@@ -147,6 +154,27 @@ describe('PeerFetcher.locate', () => {
     );
     assert.deepEqual(bystander.asked, [], 'one hop: nobody but the owners was asked');
     assert.deepEqual(h1.asked, []);
+  });
+
+  it('counts a manifest it refuses against the holder by why: a lie, a failed call, or a signer it no longer trusts (nothing)', async () => {
+    for (const [error, expected] of [
+      [new ManifestTrustError('forged'), ['owner:bad-manifest']],
+      [new Error('garbled'), ['owner:failed']],
+      [new StaleSignerError('signed under the CA replaced'), []],
+    ] as const) {
+      const owner = peer('owner', { holds: true, holders: [] });
+      const outcomes: string[] = [];
+      const f = fetcher({
+        peers: [owner.transport],
+        owners: [owner.transport],
+        verify: () => {
+          throw error;
+        },
+        outcomes,
+      });
+      assert.equal(await f.locate('k'), undefined);
+      assert.deepEqual(outcomes, expected, error.message);
+    }
   });
 
   it('falls back to everyone when no owner knows the key', async () => {

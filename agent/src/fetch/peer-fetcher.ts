@@ -146,13 +146,11 @@ export class PeerFetcher {
         } catch (error) {
           if (tally) tally.failed++;
           // A lie the holder could have seen (tampered, unsigned, forged) costs it more than a call that
-          // failed; a signer this node no longer trusts (StaleSignerError) does not: it stored that before.
-          this.#opts.onOutcome?.(
-            peer,
-            error instanceof ManifestTrustError && !(error instanceof StaleSignerError)
-              ? 'bad-manifest'
-              : 'failed',
-          );
+          // failed. A signer this node no longer trusts (StaleSignerError) costs it nothing: an honest
+          // holder stored that before, and owners are asked at every lookup, whatever their score, so
+          // even -1 an answer would have them distrusted after a CA replacement.
+          if (!(error instanceof StaleSignerError))
+            this.#opts.onOutcome?.(peer, error instanceof ManifestTrustError ? 'bad-manifest' : 'failed');
           this.#opts.logger.warn(
             { peer: peer.id, key, err: (error as Error).message },
             'peer gave no usable manifest',

@@ -73,8 +73,13 @@ describe('manifest signatures', () => {
         },
       ],
       ['another CA', signedBy(foreign)],
+      [
+        'another CA, dated before its certificate',
+        signedBy(foreign, unsigned({ createdAtMs: Date.now() - 3 * 86_400_000 })),
+      ],
       ['another mesh', signedBy(otherMesh)],
       ['dated after the certificate', signedBy(a, unsigned({ createdAtMs: Date.now() + 4 * 3600_000 }))],
+      ['dated before the certificate', signedBy(a, unsigned({ createdAtMs: Date.now() - 3 * 86_400_000 }))],
       ['a signature of garbage', { ...m, signature: { certificate: 'AAAA', value: 'AAAA' } }],
     ];
     for (const [what, manifest] of cases)
