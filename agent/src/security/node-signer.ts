@@ -13,8 +13,8 @@ export class ManifestTrustError extends Error {
 /**
  * Refused for who signed it, not for what the holder did: a certificate of a CA this node's bundle no
  * longer holds (a CA replaced after a compromise), or a node revoked since. An honest holder keeps
- * what it stored before, so serving it is no sign of a lie (PeerFetcher counts it as a failed call,
- * not a bad manifest).
+ * what it stored before, so serving it is no sign of a lie (PeerFetcher counts nothing against the
+ * holder for it).
  */
 export class StaleSignerError extends ManifestTrustError {
   override name = 'StaleSignerError';
