@@ -359,6 +359,59 @@ describe('node credentials', () => {
     },
   );
 
+  it(
+    'keeps a failed renewal’s backoff when the trust bundle changes again',
+    { timeout: 20_000 },
+    async () => {
+      const ca = await createTestCa('m');
+      const file = new FileCaIssuer({
+        certFile: ca.certFile,
+        keyFile: ca.keyFile,
+        mesh,
+        node: 'edge-1',
+        ttlMs: 3_600_000,
+      });
+      let issued = 0;
+      const issuer = {
+        name: 'failing',
+        // The start's certificate, then nothing: the issuer is down.
+        issue: (csrPem: string) =>
+          issued++ === 0 ? file.issue(csrPem) : Promise.reject(new Error('issuer down')),
+      };
+      const lines: string[] = [];
+      const failed = Promise.withResolvers<void>();
+      const logger = pino(
+        { level: 'warn' },
+        {
+          write: (line: string) => {
+            lines.push(line);
+            if (line.includes('renewal failed')) failed.resolve();
+          },
+        },
+      );
+      const credentials = await NodeCredentials.start({
+        node: 'edge-1',
+        issuer,
+        trust: fileTrust(ca.certFile),
+        logger,
+        clock: systemClock,
+        untrustedRenewSpreadMs: 0,
+      });
+      try {
+        const renewingNow = () => lines.filter((l) => l.includes('renewing now')).length;
+        await writeFile(ca.certFile, (await createTestCa('m')).material.certPem);
+        assert.equal(await credentials.refreshTrust(), true);
+        assert.equal(renewingNow(), 1);
+        await failed.promise; // its retry is set, 1 s on
+        await writeFile(ca.certFile, (await createTestCa('m')).material.certPem);
+        assert.equal(await credentials.refreshTrust(), true);
+        assert.equal(renewingNow(), 1, 'the retry set keeps its backoff; no renewal at once');
+      } finally {
+        credentials.close();
+      }
+    },
+  );
+
   it('refuses a certificate of a CA the trust bundle no longer holds, though it accepted it before', async () => {
     const { ca, credentials } = await start('edge-1', 60_000);
     try {

@@ -4,6 +4,7 @@ import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { pino } from 'pino';
 import { revocationSignedBytes } from '@edgemesh/contracts';
 import { createTestCa, testCredentials } from '../../harness/test-ca.ts';
 import { createLogger } from '../telemetry/logger.ts';
@@ -92,6 +93,53 @@ describe('revocation lists', () => {
         assert.equal(await credentials.refreshTrust(), true);
         await revoked;
         assert.equal(revocations.revoked('evil'), true);
+      } finally {
+        list.close();
+        credentials.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  it(
+    'reads a list dated ahead of its clock again, says so once, and applies it once the clock gets there',
+    { timeout: 20_000 },
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'edgemesh-revocations-'));
+      const ca = await createTestCa('default');
+      const credentials = await testCredentials('node-a', { ca });
+      const revocations = new Revocations();
+      const file = join(dir, 'revoked.json');
+      let clock = Date.now();
+      const issuedAtMs = clock + 3600_000; // an hour ahead: this clock is behind
+      const lines: string[] = [];
+      const said = Promise.withResolvers<void>();
+      const list = new RevocationList({
+        credentials,
+        revocations,
+        mesh: 'm',
+        logger: pino({ level: 'warn' }, { write: (line: string) => void (lines.push(line), said.resolve()) }),
+        now: () => clock,
+        file,
+      });
+      try {
+        const signature = sign(
+          'sha256',
+          revocationSignedBytes('m', ['evil'], issuedAtMs),
+          createPrivateKey(ca.material.keyPem),
+        ).toString('base64');
+        await writeFile(file, JSON.stringify({ nodes: ['evil'], issuedAtMs, signature }));
+        await list.start(20);
+        await said.promise;
+        assert.equal(revocations.revoked('evil'), false);
+        const revoked = new Promise((resolve) => revocations.onRevoked(resolve));
+        clock = issuedAtMs; // the clock put right
+        await revoked;
+        assert.equal(
+          lines.filter((l) => l.includes('dated ahead')).length,
+          1,
+          'said once, not at every read',
+        );
       } finally {
         list.close();
         credentials.close();

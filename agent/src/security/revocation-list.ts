@@ -42,6 +42,8 @@ export class RevocationList {
   #issuedAtMs = -1;
   #timer: NodeJS.Timeout | undefined;
   #lastFile = '';
+  /** The text of a list dated ahead of this clock that was said (once a text, not at every read). */
+  #futureSaid = '';
   #saving: Promise<void> = Promise.resolve();
 
   constructor(opts: RevocationListOptions) {
@@ -130,7 +132,14 @@ export class RevocationList {
     const list = parseRevocations(text);
     if (!list)
       return void this.#opts.logger.warn({ file: this.#opts.file }, 'revocation list unreadable: ignored');
-    if (this.apply(list, 'file') === 'future') this.#lastFile = '';
+    if (this.apply(list, 'file') !== 'future') return;
+    this.#lastFile = '';
+    if (this.#futureSaid === text) return;
+    this.#futureSaid = text;
+    this.#opts.logger.warn(
+      { file: this.#opts.file, issuedAtMs: list.issuedAtMs },
+      'revocation list dated ahead of this clock: read again until it is not (is this clock behind?)',
+    );
   }
 }
 

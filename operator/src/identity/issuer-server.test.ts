@@ -92,6 +92,12 @@ describe('the issuance endpoint', () => {
       ['another path', post(server.port, cert, good, bearer, '/'), 404],
       ['GET', post(server.port, cert, '', bearer, '/v1/certificates', 'GET'), 405],
       ['a token the API server does not authenticate', post(server.port, cert, good, bearer), 403],
+      [
+        'the same, the scheme in lower case',
+        post(server.port, cert, good, { Authorization: 'bearer  abc.def' }),
+        403,
+      ],
+      ['an empty token', post(server.port, cert, good, { Authorization: 'Bearer ' }), 401],
     ];
     for (const [what, answer, status] of cases) assert.equal((await answer).status, status, what);
     assert.equal(meshReads, 0, 'no mesh CA read for an unauthenticated caller');

@@ -155,7 +155,8 @@ async function handle(
     return reply(res, 429, { error: 'too many requests: try again in a second' });
   }
   const auth = req.headers.authorization ?? '';
-  const token = /^Bearer ([A-Za-z0-9._~+/=-]{1,8192})$/.exec(auth)?.[1];
+  // The scheme in any case, then one or more spaces (RFC 9110), as the agents' API takes it.
+  const token = /^Bearer +([A-Za-z0-9._~+/=-]{1,8192})$/i.exec(auth)?.[1];
   if (!token) {
     outcome('no-token');
     return reply(res, 401, { error: 'a Bearer token (the projected ServiceAccount token) is required' });
